@@ -1,0 +1,3 @@
+//! stepgate's pure decision core.
+pub mod duration;
+pub use duration::HumanDuration;

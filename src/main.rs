@@ -1,0 +1,44 @@
+//! The `stepgate` command line: check, what-if, test, and user administration.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// stepgate: an identity-aware proxy with context-based step-up authentication.
+#[derive(Parser)]
+#[command(name = "stepgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file and print every error with file:line:column.
+    Check(cli::check::CheckArgs),
+    /// Ask what stepgate would decide for a given request context, with the full trace.
+    WhatIf(cli::what_if::WhatIfArgs),
+    /// Run policy test cases (a context and the expected decision each).
+    Test(cli::test_cases::TestArgs),
+    /// Manage users and their factors in the configured store.
+    User(cli::user::UserArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cli::check::run(args),
+        Command::WhatIf(args) => cli::what_if::run(args),
+        Command::Test(args) => cli::test_cases::run(args),
+        Command::User(args) => cli::user::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
