@@ -1,0 +1,922 @@
+//! Turns the admin's [`spec`](crate::spec) into a [`PolicySet`] ready for fast evaluation:
+//! policies sorted by priority, a candidate list per app and for the sign-in, network zones
+//! in an interval index, regexes compiled, strings owned once. Every problem is reported
+//! with the span of the offending value; compilation collects all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use chrono_tz::Tz;
+use ipnet::IpNet;
+use marked_yaml::{Span, Spanned};
+use regex::Regex;
+
+use crate::netindex::{NetworkIndex, ZoneId};
+use crate::outcome::{DenyOutcome, Outcome, StepUpRequirement, KNOWN_FACTORS};
+use crate::path::PathPattern;
+use crate::spec::*;
+use crate::{DeviceState, RiskLevel};
+
+/// A problem in the configuration, at a position in a source file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// Where (the span's source index names the file).
+    pub span: Span,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(span: &Span, message: impl Into<String>) -> Self {
+        SpecError {
+            span: *span,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the compiler reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyInput<'a> {
+    /// `apps`.
+    pub apps: &'a [AppSpec],
+    /// `networks`.
+    pub networks: &'a NetworksSpec,
+    /// `policies`.
+    pub policies: &'a [PolicySpec],
+    /// `default_outcome` (absent: deny, fail closed).
+    pub default_outcome: Option<&'a OutcomeSpec>,
+}
+
+/// HTTP methods known to route and request conditions, one bit each.
+pub(crate) const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The bit of a method (0 for one stepgate does not know, which no method list matches).
+pub(crate) fn method_bit(m: &str) -> u16 {
+    METHODS
+        .iter()
+        .position(|k| k.eq_ignore_ascii_case(m))
+        .map_or(0, |i| 1 << i)
+}
+
+/// A string comparison, compiled. Negative operators are the exact negation of their
+/// positive twin, including for missing values (`not_equals` holds when the value is absent).
+#[derive(Clone, Debug)]
+pub(crate) struct StrMatch {
+    pub(crate) op: StringOp,
+    pub(crate) test: StrTest,
+    pub(crate) negated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum StrTest {
+    Equals(Box<str>),
+    Contains(Box<str>),
+    StartsWith(Box<str>),
+    EndsWith(Box<str>),
+    Regex(Regex),
+    In(Box<[Box<str>]>),
+}
+
+impl StrMatch {
+    fn positive(&self, s: &str) -> bool {
+        match &self.test {
+            StrTest::Equals(v) => s == &**v,
+            StrTest::Contains(v) => s.contains(&**v),
+            StrTest::StartsWith(v) => s.starts_with(&**v),
+            StrTest::EndsWith(v) => s.ends_with(&**v),
+            StrTest::Regex(r) => r.is_match(s),
+            StrTest::In(vs) => vs.iter().any(|v| **v == *s),
+        }
+    }
+
+    /// Tests one optional value.
+    pub(crate) fn test(&self, v: Option<&str>) -> bool {
+        v.is_some_and(|s| self.positive(s)) != self.negated
+    }
+
+    /// Tests a multi-valued attribute: positive operators hold when any value matches.
+    pub(crate) fn test_many<'a>(&self, mut vs: impl Iterator<Item = &'a str>) -> bool {
+        vs.any(|s| self.positive(s)) != self.negated
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        let operand = match &self.test {
+            StrTest::Equals(v) | StrTest::Contains(v) | StrTest::StartsWith(v) | StrTest::EndsWith(v) => {
+                format!("`{v}`")
+            }
+            StrTest::Regex(r) => {
+                let s = r.as_str();
+                let inner = s
+                    .strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s);
+                format!("/{inner}/")
+            }
+            StrTest::In(vs) => format!("[{}]", vs.join(", ")),
+        };
+        format!("{} {operand}", self.op.as_str())
+    }
+}
+
+/// A compiled condition.
+#[derive(Clone, Debug)]
+pub(crate) enum Cond {
+    All(Box<[Cond]>),
+    Any(Box<[Cond]>),
+    Not(Box<Cond>),
+    UserAttr { attr: Box<str>, m: StrMatch },
+    GroupsAny(Box<[Box<str>]>),
+    GroupsAll(Box<[Box<str>]>),
+    Network { zones: Box<[ZoneId]>, negated: bool, label: Box<str> },
+    Location { countries: Box<[Box<str>]>, regions: Box<[Box<str>]>, cities: Box<[Box<str>]> },
+    IpRisk { min: u8, max: u8 },
+    UserAgent { field: UserAgentField, m: StrMatch },
+    DeviceHostname(StrMatch),
+    DeviceDomain(StrMatch),
+    DeviceMac(StrMatch),
+    DeviceState { mask: u8 },
+    DeviceCompliant(bool),
+    DeviceFailing(Box<[Box<str>]>),
+    Posture { attr: Box<str>, op: CompareOp, value: Box<str> },
+    Certificate { present: Option<bool>, valid: Option<bool>, issuer: Option<StrMatch>, not_revoked: Option<bool> },
+    Time { tz: Tz, hours: Option<(u8, u8)>, weekdays: u8 },
+    Velocity { above: f64 },
+    Risk { levels: u8, reasons: Box<[Box<str>]> },
+    Sensitivity { mask: u8 },
+    Request { methods: u16, path: Option<PathPattern> },
+}
+
+/// A route of an app, compiled.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledRoute {
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) methods: u16,
+    pub(crate) path: PathPattern,
+    pub(crate) tags: Box<[Box<str>]>,
+}
+
+/// An app, compiled, with the policies that may apply to it.
+#[derive(Clone, Debug)]
+pub(crate) struct AppEntry {
+    pub(crate) id: Box<str>,
+    pub(crate) sensitivity: Sensitivity,
+    pub(crate) tags: Box<[Box<str>]>,
+    pub(crate) routes: Box<[CompiledRoute]>,
+    /// Enabled policies targeting this app, by priority.
+    pub(crate) candidates: Box<[u32]>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RouteSelector {
+    pub(crate) tags: Box<[Box<str>]>,
+    pub(crate) methods: u16,
+    pub(crate) path: Option<PathPattern>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Targets {
+    pub(crate) sign_in: bool,
+    pub(crate) access: bool,
+    pub(crate) apps: Box<[u32]>,
+    pub(crate) app_tags: Box<[Box<str>]>,
+    pub(crate) routes: Box<[RouteSelector]>,
+}
+
+impl Targets {
+    /// Whether the policy may apply to access requests for this app (`None`: an app id
+    /// that is not configured). Shared by the index builder and the tracer.
+    pub(crate) fn applies_to_app(&self, app: Option<(u32, &AppEntry)>) -> bool {
+        if !self.access {
+            return false;
+        }
+        if self.apps.is_empty() && self.app_tags.is_empty() {
+            return true;
+        }
+        app.is_some_and(|(i, a)| {
+            self.apps.contains(&i) || self.app_tags.iter().any(|t| a.tags.contains(t))
+        })
+    }
+}
+
+/// A compiled policy.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledPolicy {
+    pub(crate) name: Box<str>,
+    pub(crate) description: Option<Box<str>>,
+    pub(crate) priority: u32,
+    pub(crate) enabled: bool,
+    pub(crate) report_only: bool,
+    pub(crate) targets: Targets,
+    pub(crate) conditions: Cond,
+    pub(crate) outcome: Outcome,
+}
+
+/// A compiled, immutable policy set: cheap to share between threads, swapped whole on reload.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub(crate) policies: Box<[CompiledPolicy]>,
+    pub(crate) apps: Box<[AppEntry]>,
+    pub(crate) app_ids: HashMap<Box<str>, u32>,
+    pub(crate) sign_in: Box<[u32]>,
+    /// Candidates for an app id that is not configured.
+    pub(crate) unknown_app: Box<[u32]>,
+    pub(crate) networks: NetworkIndex,
+    pub(crate) zone_names: Box<[Box<str>]>,
+    pub(crate) default_outcome: Outcome,
+}
+
+impl PolicySet {
+    /// Number of policies (all modes).
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether there are no policies.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The outcome when no policy matches.
+    pub fn default_outcome(&self) -> &Outcome {
+        &self.default_outcome
+    }
+
+    /// Names of the policies, by priority.
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> {
+        self.policies.iter().map(|p| &*p.name)
+    }
+}
+
+struct Compiler<'a> {
+    errors: Vec<SpecError>,
+    zone_ids: HashMap<&'a str, ZoneId>,
+    zone_names: Vec<Box<str>>,
+    zone_nets: Vec<(ZoneId, IpNet)>,
+    app_index: HashMap<&'a str, u32>,
+}
+
+/// Compiles the policy part of a configuration. On error, returns every problem found.
+pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
+    let mut c = Compiler {
+        errors: Vec::new(),
+        zone_ids: HashMap::new(),
+        zone_names: Vec::new(),
+        zone_nets: Vec::new(),
+        app_index: HashMap::new(),
+    };
+
+    // Named zones first, so conditions can refer to them.
+    for (name, cidrs) in input.networks {
+        let id = c.new_zone(name.clone().into());
+        c.zone_ids.insert(name.as_str(), id);
+        if cidrs.is_empty() {
+            c.errors.push(SpecError::new(
+                cidrs.span(),
+                format!("network zone `{name}` lists no CIDRs: expected at least one, like 10.0.0.0/8"),
+            ));
+        }
+        for cidr in cidrs.iter() {
+            if let Some(net) = c.cidr(cidr) {
+                c.zone_nets.push((id, net));
+            }
+        }
+    }
+
+    let apps = c.apps(input.apps);
+    let mut policies: Vec<CompiledPolicy> = Vec::with_capacity(input.policies.len());
+    let mut priorities: HashMap<u32, &Spanned<String>> = HashMap::new();
+    let mut names: HashSet<&str> = HashSet::new();
+    for p in input.policies {
+        if let Some(first) = priorities.get(&*p.priority) {
+            c.errors.push(SpecError::new(
+                p.priority.span(),
+                format!(
+                    "duplicate priority {} (policy `{}` has it too): expected each policy to have its own priority",
+                    *p.priority, first.as_str()
+                ),
+            ));
+        } else {
+            priorities.insert(*p.priority, &p.name);
+        }
+        if !names.insert(p.name.as_str()) {
+            c.errors.push(SpecError::new(
+                p.name.span(),
+                format!("duplicate policy name `{}`: expected unique names", *p.name),
+            ));
+        }
+        if let Some(compiled) = c.policy(p) {
+            policies.push(compiled);
+        }
+    }
+    let default_outcome = match input.default_outcome {
+        Some(o) => c.outcome(o).unwrap_or(Outcome::Deny(DenyOutcome::default())),
+        None => Outcome::Deny(DenyOutcome {
+            message: Some("No policy allows this request.".into()),
+            remediation: None,
+        }),
+    };
+    if c.zone_names.len() > usize::from(ZoneId::MAX) {
+        c.errors.push(SpecError::new(
+            &Span::new_blank(),
+            format!("too many network zones and inline CIDR lists ({}): at most {}", c.zone_names.len(), ZoneId::MAX),
+        ));
+    }
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+
+    policies.sort_by_key(|p| p.priority);
+    let enabled = |f: &dyn Fn(&CompiledPolicy) -> bool| -> Box<[u32]> {
+        policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.enabled && f(p))
+            .map(|(i, _)| i as u32)
+            .collect()
+    };
+    let sign_in = enabled(&|p| p.targets.sign_in);
+    let unknown_app = enabled(&|p| p.targets.applies_to_app(None));
+    let mut apps = apps;
+    for i in 0..apps.len() {
+        let cands = enabled(&|p| p.targets.applies_to_app(Some((i as u32, &apps[i]))));
+        apps[i].candidates = cands;
+    }
+    let app_ids = apps
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id.clone(), i as u32))
+        .collect();
+    Ok(PolicySet {
+        networks: NetworkIndex::build(&c.zone_nets),
+        zone_names: c.zone_names.into(),
+        policies: policies.into(),
+        apps: apps.into(),
+        app_ids,
+        sign_in,
+        unknown_app,
+        default_outcome,
+    })
+}
+
+impl<'a> Compiler<'a> {
+    fn err(&mut self, span: &Span, msg: impl Into<String>) {
+        self.errors.push(SpecError::new(span, msg));
+    }
+
+    fn new_zone(&mut self, name: Box<str>) -> ZoneId {
+        let id = self.zone_names.len().min(usize::from(ZoneId::MAX)) as ZoneId;
+        self.zone_names.push(name);
+        id
+    }
+
+    fn cidr(&mut self, s: &Spanned<String>) -> Option<IpNet> {
+        let t = s.trim();
+        if let Ok(n) = t.parse::<IpNet>() {
+            if n.trunc() != n {
+                self.err(
+                    s.span(),
+                    format!("CIDR `{t}` has host bits set: expected the network address, `{}`", n.trunc()),
+                );
+                return None;
+            }
+            return Some(n);
+        }
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Some(IpNet::from(ip));
+        }
+        self.err(
+            s.span(),
+            format!("bad CIDR `{t}`: expected an IPv4 or IPv6 network like 10.0.0.0/8 or 2001:db8::/32"),
+        );
+        None
+    }
+
+    fn apps(&mut self, specs: &'a [AppSpec]) -> Vec<AppEntry> {
+        let mut out = Vec::with_capacity(specs.len());
+        for a in specs {
+            let id = a.id.as_str();
+            if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                self.err(a.id.span(), format!("bad app id `{id}`: expected letters, digits, `-` and `_` only"));
+            }
+            if self.app_index.insert(id, out.len() as u32).is_some() {
+                self.err(a.id.span(), format!("duplicate app id `{id}`: expected unique ids"));
+            }
+            let mut routes = Vec::with_capacity(a.routes.len());
+            for r in &a.routes {
+                let methods = self.methods(&r.methods);
+                match PathPattern::parse(&r.path) {
+                    Ok(path) => routes.push(CompiledRoute {
+                        name: r.name.as_deref().map(Into::into),
+                        methods,
+                        path,
+                        tags: boxed(&r.tags),
+                    }),
+                    Err(e) => self.err(r.path.span(), e),
+                }
+            }
+            routes.sort_by(|x, y| {
+                x.path
+                    .specificity_cmp(&y.path)
+                    // Method-specific routes before catch-all ones on the same path.
+                    .then((x.methods == 0).cmp(&(y.methods == 0)))
+            });
+            out.push(AppEntry {
+                id: id.into(),
+                sensitivity: a.sensitivity,
+                tags: boxed(&a.tags),
+                routes: routes.into(),
+                candidates: Box::new([]),
+            });
+        }
+        out
+    }
+
+    fn methods(&mut self, ms: &[Spanned<String>]) -> u16 {
+        let mut mask = 0;
+        for m in ms {
+            match method_bit(m) {
+                0 => self.err(
+                    m.span(),
+                    format!("unknown HTTP method `{}`: expected one of {}", m.as_str(), METHODS.join(", ")),
+                ),
+                b => mask |= b,
+            }
+        }
+        mask
+    }
+
+    fn policy(&mut self, p: &'a PolicySpec) -> Option<CompiledPolicy> {
+        let before = self.errors.len();
+        let t = &p.targets;
+        let mut apps = Vec::with_capacity(t.apps.len());
+        for a in &t.apps {
+            match self.app_index.get(a.as_str()) {
+                Some(&i) => apps.push(i),
+                None => {
+                    let known: Vec<&str> = self.app_index.keys().copied().collect();
+                    let mut known = known;
+                    known.sort_unstable();
+                    self.err(
+                        a.span(),
+                        format!(
+                            "unknown app id `{}` in policy `{}` targets: expected one of the ids under `apps` ({})",
+                            a.as_str(),
+                            p.name.as_str(),
+                            if known.is_empty() { "none defined".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                }
+            }
+        }
+        let mut routes = Vec::with_capacity(t.routes.len());
+        for r in &t.routes {
+            let methods = self.methods(&r.methods);
+            let path = r.path.as_ref().and_then(|s| self.path(s));
+            if r.tags.is_empty() && r.methods.is_empty() && r.path.is_none() {
+                self.err(
+                    p.name.span(),
+                    format!("policy `{}` has an empty route selector: expected `tags`, `methods` or `path`", p.name.as_str()),
+                );
+            }
+            routes.push(RouteSelector {
+                tags: boxed(&r.tags),
+                methods,
+                path,
+            });
+        }
+        let access = !t.sign_in || !t.apps.is_empty() || !t.app_tags.is_empty() || !t.routes.is_empty();
+        let conds: Vec<Cond> = p.conditions.iter().filter_map(|c| self.cond(c)).collect();
+        let conditions = match p.match_mode {
+            MatchMode::All => Cond::All(conds.into()),
+            MatchMode::Any if p.conditions.is_empty() => Cond::All(Box::new([])),
+            MatchMode::Any => Cond::Any(conds.into()),
+        };
+        let outcome = self.outcome(&p.outcome);
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(CompiledPolicy {
+            name: p.name.as_str().into(),
+            description: p.description.as_deref().map(Into::into),
+            priority: *p.priority,
+            enabled: p.enabled,
+            report_only: p.report_only,
+            targets: Targets {
+                sign_in: t.sign_in,
+                access,
+                apps: apps.into(),
+                app_tags: boxed(&t.app_tags),
+                routes: routes.into(),
+            },
+            conditions,
+            outcome: outcome?,
+        })
+    }
+
+    fn path(&mut self, s: &Spanned<String>) -> Option<PathPattern> {
+        match PathPattern::parse(s) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.err(s.span(), e);
+                None
+            }
+        }
+    }
+
+    fn outcome(&mut self, o: &OutcomeSpec) -> Option<Outcome> {
+        Some(match o {
+            OutcomeSpec::Allow => Outcome::Allow,
+            OutcomeSpec::Deny(d) => Outcome::Deny(DenyOutcome {
+                message: d.message.clone(),
+                remediation: d.remediation.clone(),
+            }),
+            OutcomeSpec::StepUp(s) => {
+                let mut ok = true;
+                if let Some(aal) = &s.min_aal {
+                    if !(1..=3).contains(&**aal) {
+                        self.err(aal.span(), format!("min_aal {} is out of range: expected 1, 2 or 3", **aal));
+                        ok = false;
+                    }
+                }
+                for f in &s.factors {
+                    if !KNOWN_FACTORS.contains(&f.as_str()) {
+                        self.err(
+                            f.span(),
+                            format!("unknown factor `{}`: expected one of {}", f.as_str(), KNOWN_FACTORS.join(", ")),
+                        );
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                Outcome::StepUp(StepUpRequirement {
+                    min_aal: s.min_aal.as_ref().map(|a| **a),
+                    factors: s.factors.iter().map(|f| f.to_string()).collect(),
+                    phishing_resistant: s.phishing_resistant,
+                    hardware_bound: s.hardware_bound,
+                    max_age: s.max_age,
+                    message: s.message.clone(),
+                })
+            }
+        })
+    }
+
+    fn str_match(
+        &mut self,
+        op: &Spanned<StringOp>,
+        value: &Option<Spanned<String>>,
+        values: &[String],
+    ) -> Option<StrMatch> {
+        let (negated, multi) = match **op {
+            StringOp::NotEquals | StringOp::NotContains | StringOp::NotIn => (true, matches!(**op, StringOp::NotIn)),
+            StringOp::In => (false, true),
+            _ => (false, false),
+        };
+        if multi {
+            if values.is_empty() || value.is_some() {
+                self.err(op.span(), format!("operator `{}` takes `values: [..]` (a non-empty list), not `value`", op.as_str()));
+                return None;
+            }
+            return Some(StrMatch {
+                op: **op,
+                test: StrTest::In(boxed(values)),
+                negated,
+            });
+        }
+        let Some(v) = value else {
+            self.err(op.span(), format!("operator `{}` needs `value`", op.as_str()));
+            return None;
+        };
+        if !values.is_empty() {
+            self.err(op.span(), format!("operator `{}` takes `value`, not `values` (use `in` for a list)", op.as_str()));
+            return None;
+        }
+        let s: Box<str> = v.as_str().into();
+        let test = match **op {
+            StringOp::Equals | StringOp::NotEquals => StrTest::Equals(s),
+            StringOp::Contains | StringOp::NotContains => StrTest::Contains(s),
+            StringOp::StartsWith => StrTest::StartsWith(s),
+            StringOp::EndsWith => StrTest::EndsWith(s),
+            StringOp::Regex => match Regex::new(&format!("^(?:{s})$")) {
+                Ok(r) => StrTest::Regex(r),
+                Err(e) => {
+                    let detail = e.to_string();
+                    let last = detail.lines().last().unwrap_or("").trim().to_string();
+                    self.err(v.span(), format!("bad regex `{s}`: {last}; expected a Rust regex (matched against the whole value)"));
+                    return None;
+                }
+            },
+            StringOp::In | StringOp::NotIn => unreachable!("handled above"),
+        };
+        Some(StrMatch { op: **op, test, negated })
+    }
+
+    fn cond(&mut self, c: &'a Spanned<ConditionSpec>) -> Option<Cond> {
+        let span = *c.span();
+        let span = &span;
+        Some(match &**c {
+            ConditionSpec::All(cs) => Cond::All(self.conds(cs)?),
+            ConditionSpec::Any(cs) => Cond::Any(self.conds(cs)?),
+            ConditionSpec::Not(inner) => Cond::Not(Box::new(self.cond(inner)?)),
+            ConditionSpec::UserAttribute(a) => Cond::UserAttr {
+                attr: a.attribute.as_str().into(),
+                m: self.str_match(&a.op, &a.value, &a.values)?,
+            },
+            ConditionSpec::Groups(g) => match (g.any.is_empty(), g.all.is_empty()) {
+                (false, true) => Cond::GroupsAny(boxed(&g.any)),
+                (true, false) => Cond::GroupsAll(boxed(&g.all)),
+                (false, false) => Cond::All(Box::new([Cond::GroupsAny(boxed(&g.any)), Cond::GroupsAll(boxed(&g.all))])),
+                (true, true) => {
+                    self.err(span, "`groups` needs `any: [..]` or `all: [..]`");
+                    return None;
+                }
+            },
+            ConditionSpec::Network(n) => {
+                let (list, negated) = match (n.in_.is_empty(), n.not_in.is_empty()) {
+                    (false, true) => (&n.in_, false),
+                    (true, false) => (&n.not_in, true),
+                    (false, false) => {
+                        self.err(n.in_[0].span(), "`network` takes either `in` or `not_in`, not both");
+                        return None;
+                    }
+                    (true, true) => {
+                        self.err(span, "`network` needs `in: [..]` or `not_in: [..]` with zone names or CIDRs");
+                        return None;
+                    }
+                };
+                let mut zones: Vec<ZoneId> = Vec::new();
+                let mut inline: Vec<IpNet> = Vec::new();
+                for entry in list {
+                    let e = entry.trim();
+                    let looks_like_net = e.contains('/') || e.contains(':') || e.starts_with(|ch: char| ch.is_ascii_digit());
+                    if looks_like_net {
+                        if let Some(net) = self.cidr(entry) {
+                            inline.push(net);
+                        }
+                    } else if let Some(&z) = self.zone_ids.get(e) {
+                        zones.push(z);
+                    } else {
+                        let mut known: Vec<&str> = self.zone_ids.keys().copied().collect();
+                        known.sort_unstable();
+                        self.err(
+                            entry.span(),
+                            format!(
+                                "unknown network zone `{e}`: expected a zone under `networks` ({}) or a CIDR like 10.0.0.0/8",
+                                if known.is_empty() { "none defined".to_string() } else { known.join(", ") }
+                            ),
+                        );
+                    }
+                }
+                if !inline.is_empty() {
+                    let label: Vec<String> = inline.iter().map(ToString::to_string).collect();
+                    let z = self.new_zone(label.join(", ").into());
+                    for net in inline {
+                        self.zone_nets.push((z, net));
+                    }
+                    zones.push(z);
+                }
+                zones.sort_unstable();
+                zones.dedup();
+                Cond::Network {
+                    zones: zones.into(),
+                    negated,
+                    label: list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ").into(),
+                }
+            }
+            ConditionSpec::Location(l) => {
+                if l.countries.is_empty() && l.regions.is_empty() && l.cities.is_empty() {
+                    self.err(span, "`location` needs at least one of `countries`, `regions`, `cities`");
+                    return None;
+                }
+                for cc in &l.countries {
+                    if cc.len() != 2 || !cc.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                        self.err(cc.span(), format!("bad country `{}`: expected an ISO 3166-1 alpha-2 code like FR or US", cc.as_str()));
+                    }
+                }
+                Cond::Location {
+                    countries: l.countries.iter().map(|c| c.to_ascii_uppercase().into()).collect(),
+                    regions: boxed(&l.regions),
+                    cities: boxed(&l.cities),
+                }
+            }
+            ConditionSpec::IpRisk(r) => {
+                let min = self.score(r.min.as_ref(), 0)?;
+                let max = self.score(r.max.as_ref(), 100)?;
+                if min > max {
+                    if let Some(s) = &r.min {
+                        self.err(s.span(), format!("ip_risk min {min} is above max {max}"));
+                    }
+                    return None;
+                }
+                Cond::IpRisk { min, max }
+            }
+            ConditionSpec::UserAgent(u) => Cond::UserAgent {
+                field: u.field,
+                m: self.str_match(&u.op, &u.value, &u.values)?,
+            },
+            ConditionSpec::DeviceHostname(m) => Cond::DeviceHostname(self.str_match(&m.op, &m.value, &m.values)?),
+            ConditionSpec::DeviceDomain(m) => Cond::DeviceDomain(self.str_match(&m.op, &m.value, &m.values)?),
+            ConditionSpec::DeviceMac(m) => Cond::DeviceMac(self.str_match(&m.op, &m.value, &m.values)?),
+            ConditionSpec::DeviceState(d) => {
+                let mut mask = 0u8;
+                for s in &d.in_ {
+                    mask |= 1 << (*s as u8);
+                }
+                if let Some(min) = d.at_least {
+                    for s in DeviceState::ALL {
+                        if s >= min {
+                            mask |= 1 << (s as u8);
+                        }
+                    }
+                }
+                if mask == 0 {
+                    self.err(span, "`device_state` needs `in: [..]` or `at_least: <state>` (unregistered, registered, managed, managed_edr)");
+                    return None;
+                }
+                Cond::DeviceState { mask }
+            }
+            ConditionSpec::DeviceCompliance(d) => match (d.compliant, d.failing.is_empty()) {
+                (Some(b), true) => Cond::DeviceCompliant(b),
+                (None, false) => Cond::DeviceFailing(boxed(&d.failing)),
+                (Some(b), false) => Cond::All(Box::new([Cond::DeviceCompliant(b), Cond::DeviceFailing(boxed(&d.failing))])),
+                (None, true) => {
+                    self.err(span, "`device_compliance` needs `compliant: true|false` or `failing: [check ids]`");
+                    return None;
+                }
+            },
+            ConditionSpec::DevicePosture(p) => {
+                let ordered = !matches!(p.op, CompareOp::Eq | CompareOp::Ne);
+                if ordered && !crate::version::looks_like_version(&p.value) {
+                    self.err(
+                        span,
+                        format!(
+                            "device_posture `{} {} {}`: `{}` needs a number or version like 15.0",
+                            p.attribute, p.op.symbol(), p.value, p.op.symbol()
+                        ),
+                    );
+                    return None;
+                }
+                Cond::Posture { attr: p.attribute.as_str().into(), op: p.op, value: p.value.as_str().into() }
+            }
+            ConditionSpec::Certificate(cs) => {
+                let issuer = match &cs.issuer {
+                    Some(m) => Some(self.str_match(&m.op, &m.value, &m.values)?),
+                    None => None,
+                };
+                if cs.present.is_none() && cs.valid.is_none() && issuer.is_none() && cs.not_revoked.is_none() {
+                    self.err(span, "`certificate` needs at least one of `present`, `valid`, `issuer`, `not_revoked`");
+                    return None;
+                }
+                Cond::Certificate { present: cs.present, valid: cs.valid, issuer, not_revoked: cs.not_revoked }
+            }
+            ConditionSpec::Time(t) => {
+                let tz = match &t.timezone {
+                    None => Tz::UTC,
+                    Some(s) => match s.parse::<Tz>() {
+                        Ok(tz) => tz,
+                        Err(_) => {
+                            self.err(s.span(), format!("bad time zone `{}`: expected an IANA name like Europe/Paris or America/New_York", s.as_str()));
+                            return None;
+                        }
+                    },
+                };
+                let hours = match &t.hours {
+                    None => None,
+                    Some(h) => {
+                        let from = self.hour(&h.from)?;
+                        let to = self.hour(&h.to)?;
+                        Some((from, to))
+                    }
+                };
+                let mut weekdays = 0u8;
+                for d in &t.weekdays {
+                    match weekday(d) {
+                        Some(i) => weekdays |= 1 << i,
+                        None => {
+                            self.err(d.span(), format!("bad weekday `{}`: expected mon, tue, wed, thu, fri, sat or sun", d.as_str()));
+                            return None;
+                        }
+                    }
+                }
+                if weekdays == 0 {
+                    weekdays = 0x7f;
+                }
+                Cond::Time { tz, hours, weekdays }
+            }
+            ConditionSpec::Velocity(v) => {
+                let above = *v.above_kmpm;
+                if !(1.0..=999.0).contains(&above) {
+                    self.err(v.above_kmpm.span(), format!("velocity {above} km/min is out of range: expected 1 to 999 (an airliner does about 15)"));
+                    return None;
+                }
+                Cond::Velocity { above }
+            }
+            ConditionSpec::Risk(r) => {
+                let mut levels = 0u8;
+                for l in &r.levels {
+                    levels |= 1 << (*l as u8);
+                }
+                if let Some(min) = r.at_least {
+                    for l in [RiskLevel::Low, RiskLevel::Medium, RiskLevel::High] {
+                        if l >= min {
+                            levels |= 1 << (l as u8);
+                        }
+                    }
+                }
+                if levels == 0 && r.reasons.is_empty() {
+                    self.err(span, "`risk` needs `at_least`, `levels` or `reasons`");
+                    return None;
+                }
+                if levels == 0 {
+                    levels = 0b111;
+                }
+                Cond::Risk { levels, reasons: boxed(&r.reasons) }
+            }
+            ConditionSpec::AppSensitivity(s) => {
+                let mut mask = 0u8;
+                for l in &s.in_ {
+                    mask |= 1 << (*l as u8);
+                }
+                if let Some(min) = s.at_least {
+                    for l in [Sensitivity::Low, Sensitivity::Medium, Sensitivity::High] {
+                        if l >= min {
+                            mask |= 1 << (l as u8);
+                        }
+                    }
+                }
+                if mask == 0 {
+                    self.err(span, "`app_sensitivity` needs `in: [..]` or `at_least` (low, medium, high)");
+                    return None;
+                }
+                Cond::Sensitivity { mask }
+            }
+            ConditionSpec::Request(r) => {
+                let methods = self.methods(&r.methods);
+                let path = match &r.path {
+                    Some(p) => Some(self.path(p)?),
+                    None => None,
+                };
+                if r.methods.is_empty() && path.is_none() {
+                    self.err(span, "`request` needs `methods` or `path`");
+                    return None;
+                }
+                Cond::Request { methods, path }
+            }
+        })
+    }
+
+    fn conds(&mut self, cs: &'a [Spanned<ConditionSpec>]) -> Option<Box<[Cond]>> {
+        let before = self.errors.len();
+        let out: Vec<Cond> = cs.iter().filter_map(|c| self.cond(c)).collect();
+        (self.errors.len() == before).then(|| out.into())
+    }
+
+    fn score(&mut self, v: Option<&Spanned<i64>>, default: u8) -> Option<u8> {
+        match v {
+            None => Some(default),
+            Some(s) if (0..=100).contains(&**s) => Some(**s as u8),
+            Some(s) => {
+                self.err(s.span(), format!("ip risk score {} is out of range: expected 0 to 100", **s));
+                None
+            }
+        }
+    }
+
+    fn hour(&mut self, h: &Spanned<i64>) -> Option<u8> {
+        if (0..=23).contains(&**h) {
+            Some(**h as u8)
+        } else {
+            self.err(h.span(), format!("hour {} is out of range: expected 0 to 23", **h));
+            None
+        }
+    }
+}
+
+fn weekday(s: &str) -> Option<u8> {
+    let s = s.to_ascii_lowercase();
+    let i = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .position(|d| s == *d || (s.len() > 3 && full_weekday(d) == s))?;
+    Some(i as u8)
+}
+
+fn full_weekday(d: &str) -> &'static str {
+    match d {
+        "mon" => "monday",
+        "tue" => "tuesday",
+        "wed" => "wednesday",
+        "thu" => "thursday",
+        "fri" => "friday",
+        "sat" => "saturday",
+        _ => "sunday",
+    }
+}
+
+fn boxed(v: &[String]) -> Box<[Box<str>]> {
+    v.iter().map(|s| s.as_str().into()).collect()
+}
+
