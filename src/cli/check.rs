@@ -1,11 +1,35 @@
-//! placeholder
+//! `stepgate check CONFIG`: validate a configuration and print every problem.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments.
+/// Arguments of `stepgate check`.
 #[derive(clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// The configuration file.
+    pub config: PathBuf,
+}
 
-/// Runs the subcommand.
-pub fn run(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Prints `ok` and a summary, or each error as `file:line:column: message`.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    match stepgate_config::load(&args.config) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} files, {} apps, {} network zones, {} policies)",
+                args.config.display(),
+                cfg.files.len(),
+                cfg.apps.len(),
+                cfg.networks.len(),
+                cfg.policy_set.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{} error(s)", e.diagnostics.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -3,3 +3,10 @@ pub mod check;
 pub mod test_cases;
 pub mod user;
 pub mod what_if;
+
+use std::path::Path;
+
+/// Loads a configuration for a subcommand, turning diagnostics into one error.
+pub fn load_config(path: &Path) -> anyhow::Result<stepgate_config::Config> {
+    stepgate_config::load(path).map_err(|e| anyhow::anyhow!("the configuration has errors:\n{e}"))
+}

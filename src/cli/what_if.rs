@@ -1,11 +1,121 @@
-//! placeholder
+//! `stepgate what-if --config CONFIG --context CONTEXT.json [--json]`: what would stepgate
+//! decide for this request, and why.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments.
-#[derive(clap::Args)]
-pub struct WhatIfArgs {}
+use anyhow::Context as _;
+use stepgate_policy::{Explanation, RequestContext};
 
-/// Runs the subcommand.
-pub fn run(_args: WhatIfArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Arguments of `stepgate what-if`.
+#[derive(clap::Args)]
+pub struct WhatIfArgs {
+    /// The configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The request context as JSON (`-` for standard input).
+    #[arg(long)]
+    pub context: PathBuf,
+    /// Print the decision and trace as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the decision, the deciding policy and the trace.
+pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(&args.config)?;
+    let text = if args.context.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the context from standard input")?
+    } else {
+        std::fs::read_to_string(&args.context)
+            .with_context(|| format!("reading the context file {}", args.context.display()))?
+    };
+    let ctx: RequestContext = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: {e} (expected a request context: see docs/configuration.md#request-context)",
+            args.context.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let explanation = cfg.policy_set.explain(&ctx);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{}", render(&explanation));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human-readable report.
+pub fn render(e: &Explanation) -> String {
+    let mut s = String::new();
+    let by = e.policy.as_deref().map_or("the default outcome (no policy matched)".to_string(), |p| format!("policy `{p}`"));
+    let _ = writeln!(s, "decision: {} by {by}", e.outcome.as_str());
+    if let Some(m) = &e.message {
+        let _ = writeln!(s, "message:  {m}");
+    }
+    if let Some(r) = &e.requirement {
+        let mut parts = Vec::new();
+        if let Some(a) = r.min_aal {
+            parts.push(format!("AAL{a}"));
+        }
+        if !r.factors.is_empty() {
+            parts.push(format!("one of [{}]", r.factors.join(", ")));
+        }
+        if r.phishing_resistant {
+            parts.push("phishing-resistant".into());
+        }
+        if r.hardware_bound {
+            parts.push("hardware-bound".into());
+        }
+        if let Some(m) = r.max_age {
+            parts.push(format!("max_age {m}"));
+        }
+        let _ = writeln!(s, "requires: {}", parts.join(", "));
+    }
+    for r in &e.remediation {
+        let _ = write!(s, "fix:      [{}] {}", r.check, r.message);
+        if let Some(f) = &r.fix {
+            let _ = write!(s, " — {f}");
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(r) = &e.report_only {
+        let _ = writeln!(s, "report-only: `{r}` matched first and would have decided if enforced");
+    }
+    if let Some(r) = &e.route {
+        let _ = writeln!(
+            s,
+            "route:    {} {} [{}]",
+            r.name.as_deref().unwrap_or("(unnamed)"),
+            r.path,
+            r.tags.join(", ")
+        );
+    }
+    let _ = writeln!(s, "trace:");
+    for p in &e.trace {
+        let status = match (p.mode, p.targeted, p.matched, p.decided) {
+            ("disabled", ..) => "disabled".to_string(),
+            (_, false, ..) => "not targeted".to_string(),
+            (_, _, _, true) => "MATCHED — decided".to_string(),
+            (mode, _, Some(true), _) if mode == "report_only" => "matched (report-only, not enforced)".to_string(),
+            (_, _, Some(true), _) => "matched".to_string(),
+            _ => "conditions not met".to_string(),
+        };
+        let _ = writeln!(s, "  [{}] {} ({}) — {status}", p.priority, p.policy, p.target);
+        for c in &p.conditions {
+            let depth = c.path.matches('.').count();
+            let _ = writeln!(
+                s,
+                "  {}{} {} — seen {}",
+                "  ".repeat(depth),
+                if c.held { "✓" } else { "✗" },
+                c.condition,
+                c.seen
+            );
+        }
+    }
+    s
 }

@@ -358,7 +358,6 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
                 collect_remediation(c, b, out);
             }
         }
-        Cond::Not(_) => {}
         Cond::DeviceCompliant(false) | Cond::DeviceFailing(_) if eval(c, b) => {
             let only: Option<&[Box<str>]> = match c {
                 Cond::DeviceFailing(checks) => Some(checks),
@@ -401,21 +400,37 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
                 .and_then(|f| f.fix.clone());
             push(RemediationItem { check, message, fix });
         }
-        Cond::DeviceState { .. } if eval(c, b) => {
-            let state = device_state(b.ctx);
-            push(RemediationItem {
-                check: "device_state".into(),
-                message: match state {
-                    DeviceState::Unregistered => "This device is not registered with your organisation".into(),
-                    DeviceState::Registered => "This device is registered but not managed by your organisation".into(),
-                    DeviceState::Managed => "This device is managed but has no EDR agent reporting".into(),
-                    DeviceState::ManagedEdr => "This device's management state does not meet the policy".into(),
-                },
-                fix: Some("Use a company-managed device, or enrol this one in device management".into()),
-            });
+        Cond::DeviceState { mask } if eval(c, b) => device_state_remediation(*mask, b, out),
+        Cond::Not(inner) => {
+            // "not at least managed" blocks the states outside the inner set.
+            if let Cond::DeviceState { mask } = &**inner {
+                if !eval(inner, b) {
+                    device_state_remediation(!*mask & 0x0f, b, out);
+                }
+            }
         }
         _ => {}
     }
+}
+
+/// Explains a device-state condition that blocked, when the states it blocks are the less
+/// trusted ones (a condition that holds for fully managed devices is not something the
+/// user can fix by enrolling).
+fn device_state_remediation(blocking: u8, b: &Bound<'_>, out: &mut Vec<RemediationItem>) {
+    if blocking & (1 << DeviceState::ManagedEdr as u8) != 0 || out.iter().any(|o| o.check == "device_state") {
+        return;
+    }
+    let message = match device_state(b.ctx) {
+        DeviceState::Unregistered => "This device is not registered with your organisation",
+        DeviceState::Registered => "This device is registered but not managed by your organisation",
+        DeviceState::Managed => "This device is managed but has no EDR agent reporting",
+        DeviceState::ManagedEdr => return,
+    };
+    out.push(RemediationItem {
+        check: "device_state".into(),
+        message: message.into(),
+        fix: Some("Use a company-managed device, or enrol this one in device management".into()),
+    });
 }
 
 /// Why one policy did or did not apply.
