@@ -69,19 +69,19 @@ impl PolicySet {
         }
     }
 
-    fn candidates<'a>(&'a self, b: &Bound<'a>) -> &'a [u32] {
-        match (b.ctx.kind, b.app) {
+    fn candidates(&self, kind: RequestKind, app: Option<u32>) -> &[u32] {
+        match (kind, app) {
             (RequestKind::SignIn, _) => &self.sign_in,
-            (RequestKind::Access, Some((_, a))) => &a.candidates,
+            (RequestKind::Access, Some(i)) => &self.apps[i as usize].candidates,
             (RequestKind::Access, None) => &self.unknown_app,
         }
     }
 
     /// Decides one request. Pure and allocation-free.
-    pub fn decide<'a>(&'a self, ctx: &'a RequestContext) -> Decision<'a> {
+    pub fn decide<'a>(&'a self, ctx: &RequestContext) -> Decision<'a> {
         let b = self.bind(ctx);
         let mut report_only = None;
-        for &i in self.candidates(&b) {
+        for &i in self.candidates(ctx.kind, b.app.map(|(i, _)| i)) {
             let p = &self.policies[i as usize];
             if !routes_match(p, &b) || !eval(&p.conditions, &b) {
                 continue;
