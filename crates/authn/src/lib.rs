@@ -1,1 +1,32 @@
-//! placeholder
+//! stepgate's authentication factors, assurance levels and lockout.
+//!
+//! The core is plain functions over data — secrets in, verification results out — so it
+//! is testable without a store or a network:
+//!
+//! - [`password`], [`questions`], [`recovery`], [`totp`], [`otp`], [`webauthn`]: enrol,
+//!   verify and (by deleting the record) remove each factor. Enrolment returns a
+//!   [`FactorMaterial`] for the durable store (which seals `secret` with its AEAD key).
+//! - [`assurance`]: NIST SP 800-63B AAL, RFC 8176 `amr`, step-up satisfaction.
+//! - [`regulation`]: brute-force bans and OTP send limits as pure decisions over counters
+//!   the hot store keeps.
+//! - [`config`]: the `factors:` and `regulation:` configuration sections.
+//!
+//! docs/factors.md and docs/assurance.md explain each factor and level for an admin.
+
+pub mod assurance;
+pub mod config;
+pub mod factor;
+pub mod otp;
+pub mod password;
+pub mod questions;
+pub mod recovery;
+pub mod regulation;
+pub mod totp;
+pub mod webauthn;
+
+pub use assurance::{
+    assess, assess_factors, satisfies, Assurance, AssuranceConfig, AuthState, EnrolledFactor,
+    MaxAge, PassedFactor, Satisfaction, StepUpRequirement, Unmet,
+};
+pub use config::{FactorsConfig, RegulationConfig};
+pub use factor::{AuthenticatorClass, FactorKind, FactorMaterial};

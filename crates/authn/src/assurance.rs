@@ -1,0 +1,637 @@
+//! Assurance: from the factors a session has passed (and when), the NIST SP 800-63B
+//! authenticator assurance level (AAL 1–3), the RFC 8176 `amr` list, and whether a
+//! phishing-resistant factor is among them; and whether a session meets a step-up
+//! requirement, and if not, which of the user's factors would.
+//!
+//! Pure functions over plain data: no I/O, no clock (the caller passes `now`).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use stepgate_policy::HumanDuration;
+
+use crate::factor::{AuthenticatorClass, FactorKind};
+
+/// How one factor counts toward assurance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FactorAssurance {
+    /// RFC 8176 `amr` value recorded when the factor is passed.
+    pub amr: String,
+    /// Knowledge, possession or inherence.
+    pub class: AuthenticatorClass,
+    /// Resists phishing (verifier-impersonation resistance, NIST §5.2.5).
+    pub phishing_resistant: bool,
+    /// Counts toward the AAL at all (NIST does not recognise KBA or e-mail OTP).
+    pub counts_toward_aal: bool,
+    /// NIST "restricted" authenticator (SMS/PSTN, §5.1.3.3).
+    pub restricted: bool,
+    /// Counts as two factors alone when user verification was performed (multi-factor
+    /// cryptographic authenticator: a passkey unlocked by PIN or biometric).
+    pub multi_factor: bool,
+}
+
+impl FactorAssurance {
+    /// NIST SP 800-63B-strict defaults for a factor kind (see docs/assurance.md).
+    pub fn nist_default(kind: FactorKind) -> Self {
+        let (amr, class, pr, counts, restricted, mf) = match kind {
+            FactorKind::Password => (
+                "pwd",
+                AuthenticatorClass::Knowledge,
+                false,
+                true,
+                false,
+                false,
+            ),
+            FactorKind::SecurityQuestions => (
+                "kba",
+                AuthenticatorClass::Knowledge,
+                false,
+                false,
+                false,
+                false,
+            ),
+            FactorKind::Totp => (
+                "otp",
+                AuthenticatorClass::Possession,
+                false,
+                true,
+                false,
+                false,
+            ),
+            FactorKind::EmailOtp => (
+                "otp",
+                AuthenticatorClass::Possession,
+                false,
+                false,
+                false,
+                false,
+            ),
+            FactorKind::SmsOtp => (
+                "sms",
+                AuthenticatorClass::Possession,
+                false,
+                true,
+                true,
+                false,
+            ),
+            FactorKind::RecoveryCodes => (
+                "otp",
+                AuthenticatorClass::Possession,
+                false,
+                true,
+                false,
+                false,
+            ),
+            FactorKind::Webauthn => (
+                "hwk",
+                AuthenticatorClass::Possession,
+                true,
+                true,
+                false,
+                true,
+            ),
+        };
+        FactorAssurance {
+            amr: amr.into(),
+            class,
+            phishing_resistant: pr,
+            counts_toward_aal: counts,
+            restricted,
+            multi_factor: mf,
+        }
+    }
+}
+
+/// Overrides for one factor's defaults under `assurance.factors.<kind>`; unset keys keep
+/// the NIST default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FactorAssuranceOverride {
+    /// RFC 8176 `amr` value.
+    pub amr: Option<String>,
+    /// `knowledge`, `possession` or `inherence`.
+    pub class: Option<AuthenticatorClass>,
+    /// Whether it is phishing-resistant.
+    pub phishing_resistant: Option<bool>,
+    /// Whether it counts toward the AAL.
+    pub counts_toward_aal: Option<bool>,
+    /// Whether it is a NIST restricted authenticator.
+    pub restricted: Option<bool>,
+    /// Whether it alone is multi-factor when user verification was performed.
+    pub multi_factor: Option<bool>,
+}
+
+/// Per-factor overrides, one optional entry per factor kind.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FactorAssuranceOverrides {
+    /// Password.
+    pub password: FactorAssuranceOverride,
+    /// Security questions.
+    pub security_questions: FactorAssuranceOverride,
+    /// TOTP.
+    pub totp: FactorAssuranceOverride,
+    /// E-mail OTP.
+    pub email_otp: FactorAssuranceOverride,
+    /// SMS OTP.
+    pub sms_otp: FactorAssuranceOverride,
+    /// Recovery codes.
+    pub recovery_codes: FactorAssuranceOverride,
+    /// WebAuthn.
+    pub webauthn: FactorAssuranceOverride,
+}
+
+/// `assurance:` — how factors map to AAL and `amr`; NIST-strict by default.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssuranceConfig {
+    /// Per-factor overrides of the NIST defaults.
+    pub factors: FactorAssuranceOverrides,
+    /// Whether restricted authenticators (SMS) may count toward AAL2 (default true, as NIST
+    /// allows with notice to the user; set false to stop SMS raising the level).
+    pub allow_restricted: bool,
+    /// For `max_age: every_time`, how recent "this very request" is (default `60s`: the
+    /// time between passing the challenge and replaying the request).
+    pub every_time_window: HumanDuration,
+}
+
+impl Default for AssuranceConfig {
+    fn default() -> Self {
+        AssuranceConfig {
+            factors: FactorAssuranceOverrides::default(),
+            allow_restricted: true,
+            every_time_window: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+impl AssuranceConfig {
+    /// The effective mapping for a factor kind.
+    pub fn factor(&self, kind: FactorKind) -> FactorAssurance {
+        let o = match kind {
+            FactorKind::Password => &self.factors.password,
+            FactorKind::SecurityQuestions => &self.factors.security_questions,
+            FactorKind::Totp => &self.factors.totp,
+            FactorKind::EmailOtp => &self.factors.email_otp,
+            FactorKind::SmsOtp => &self.factors.sms_otp,
+            FactorKind::RecoveryCodes => &self.factors.recovery_codes,
+            FactorKind::Webauthn => &self.factors.webauthn,
+        };
+        let d = FactorAssurance::nist_default(kind);
+        FactorAssurance {
+            amr: o.amr.clone().unwrap_or(d.amr),
+            class: o.class.unwrap_or(d.class),
+            phishing_resistant: o.phishing_resistant.unwrap_or(d.phishing_resistant),
+            counts_toward_aal: o.counts_toward_aal.unwrap_or(d.counts_toward_aal),
+            restricted: o.restricted.unwrap_or(d.restricted),
+            multi_factor: o.multi_factor.unwrap_or(d.multi_factor),
+        }
+    }
+
+    /// Checks the overrides.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        for kind in FactorKind::ALL {
+            let f = self.factor(kind);
+            if f.amr.is_empty()
+                || !f
+                    .amr
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(crate::config::ConfigError::new(
+                    &format!("assurance.factors.{kind}.amr"),
+                    format!("`{}` is not an amr value; use a registered RFC 8176 value such as pwd, otp, sms, hwk", f.amr),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A factor the session has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedFactor {
+    /// Which kind.
+    pub kind: FactorKind,
+    /// The `amr` value recorded when it was passed.
+    pub amr: String,
+    /// When it was passed.
+    pub at: DateTime<Utc>,
+    /// Whether this verification was phishing-resistant.
+    pub phishing_resistant: bool,
+    /// Whether the authenticator is hardware-bound (attested WebAuthn credential).
+    pub hardware_bound: bool,
+    /// Whether the authenticator verified the user (PIN/biometric) — WebAuthn UV flag.
+    pub user_verified: bool,
+    /// The factor record's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_id: Option<String>,
+}
+
+impl PassedFactor {
+    /// A factor passed at `at`, with amr and phishing resistance from the mapping.
+    pub fn new(kind: FactorKind, cfg: &AssuranceConfig, at: DateTime<Utc>) -> Self {
+        let fa = cfg.factor(kind);
+        PassedFactor {
+            kind,
+            amr: fa.amr,
+            at,
+            phishing_resistant: fa.phishing_resistant,
+            hardware_bound: false,
+            user_verified: false,
+            factor_id: None,
+        }
+    }
+
+    /// A WebAuthn assertion: records user verification and whether the credential is
+    /// hardware-bound (`amr` becomes `swk` for a credential that is not).
+    pub fn webauthn(
+        cfg: &AssuranceConfig,
+        at: DateTime<Utc>,
+        user_verified: bool,
+        hardware_bound: bool,
+    ) -> Self {
+        let mut f = Self::new(FactorKind::Webauthn, cfg, at);
+        f.user_verified = user_verified;
+        f.hardware_bound = hardware_bound;
+        if !hardware_bound && f.amr == "hwk" {
+            f.amr = "swk".into();
+        }
+        f
+    }
+}
+
+/// What a session has passed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthState {
+    /// Factors passed, in order.
+    pub factors: Vec<PassedFactor>,
+}
+
+/// The assurance a set of factors reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assurance {
+    /// NIST AAL: 0 (none), 1, 2 or 3.
+    pub aal: u8,
+    /// RFC 8176 `amr` values, in the order first passed, plus `mfa` when multi-factor.
+    pub amr: Vec<String>,
+    /// A phishing-resistant factor is among them.
+    pub phishing_resistant: bool,
+    /// A hardware-bound authenticator is among them.
+    pub hardware_bound: bool,
+    /// A restricted authenticator (SMS) contributed to the level.
+    pub restricted: bool,
+    /// Time of the most recent factor (OIDC `auth_time`).
+    pub auth_time: Option<DateTime<Utc>>,
+}
+
+struct Effective<'a> {
+    passed: &'a PassedFactor,
+    map: FactorAssurance,
+}
+
+impl Effective<'_> {
+    fn counts(&self, cfg: &AssuranceConfig) -> bool {
+        self.map.counts_toward_aal && (!self.map.restricted || cfg.allow_restricted)
+    }
+    fn phishing_resistant(&self) -> bool {
+        self.map.phishing_resistant && self.passed.phishing_resistant
+    }
+    fn multi_factor(&self) -> bool {
+        self.map.multi_factor && self.passed.user_verified
+    }
+}
+
+/// Computes the assurance of a set of passed factors.
+pub fn assess_factors(factors: &[PassedFactor], cfg: &AssuranceConfig) -> Assurance {
+    let eff: Vec<Effective> = factors
+        .iter()
+        .map(|p| Effective {
+            passed: p,
+            map: cfg.factor(p.kind),
+        })
+        .collect();
+    let eligible: Vec<&Effective> = eff.iter().filter(|e| e.counts(cfg)).collect();
+    let classes: BTreeSet<AuthenticatorClass> = eligible.iter().map(|e| e.map.class).collect();
+    let mf_device = eligible.iter().any(|e| e.multi_factor());
+    let mfa = mf_device || classes.len() >= 2;
+    // AAL3: multi-factor, with a hardware-bound, phishing-resistant authenticator that is
+    // either multi-factor itself or combined with a factor of another class.
+    let aal3 = mfa
+        && eligible.iter().any(|e| {
+            e.passed.hardware_bound
+                && e.phishing_resistant()
+                && (e.multi_factor() || classes.iter().any(|c| *c != e.map.class))
+        });
+    let aal = if aal3 {
+        3
+    } else if mfa {
+        2
+    } else if !eligible.is_empty() {
+        1
+    } else {
+        0
+    };
+    let mut amr: Vec<String> = Vec::new();
+    for p in factors {
+        if !amr.contains(&p.amr) {
+            amr.push(p.amr.clone());
+        }
+    }
+    if mfa {
+        amr.push("mfa".into());
+    }
+    Assurance {
+        aal,
+        amr,
+        phishing_resistant: eff.iter().any(|e| e.phishing_resistant()),
+        hardware_bound: eff.iter().any(|e| e.passed.hardware_bound),
+        restricted: aal >= 2 && eligible.iter().any(|e| e.map.restricted),
+        auth_time: factors.iter().map(|f| f.at).max(),
+    }
+}
+
+/// Computes the assurance a session has reached. `now` is accepted for symmetry with
+/// [`satisfies`]; session lifetime limits are the session layer's job.
+pub fn assess(state: &AuthState, cfg: &AssuranceConfig, _now: DateTime<Utc>) -> Assurance {
+    assess_factors(&state.factors, cfg)
+}
+
+/// How fresh the qualifying factor must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MaxAge {
+    /// Passed within this duration.
+    Within(HumanDuration),
+    /// Passed for this very request (within `every_time_window`).
+    EveryTime,
+}
+
+/// What a step-up asks for. Mirrors `stepgate_policy`'s requirement so the two convert
+/// field by field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepUpRequirement {
+    /// Minimum AAL (1–3).
+    pub min_aal: Option<u8>,
+    /// Acceptable factors by kind name or `amr` (any of); empty = any.
+    pub factors: Vec<String>,
+    /// A phishing-resistant factor is required.
+    pub phishing_resistant: bool,
+    /// A hardware-bound authenticator is required.
+    pub hardware_bound: bool,
+    /// Freshness of the qualifying factor.
+    pub max_age: Option<MaxAge>,
+}
+
+/// One unmet part of a requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "unmet", rename_all = "snake_case")]
+pub enum Unmet {
+    /// The level is too low.
+    Aal {
+        /// Reached.
+        reached: u8,
+        /// Required.
+        required: u8,
+    },
+    /// None of the acceptable factors was passed (recently enough).
+    Factor {
+        /// The acceptable factors.
+        accepted: Vec<String>,
+    },
+    /// No phishing-resistant factor (recently enough).
+    PhishingResistant,
+    /// No hardware-bound authenticator (recently enough).
+    HardwareBound,
+    /// Nothing counting toward the level was passed within `max_age`.
+    Freshness {
+        /// The maximum age asked for.
+        max_age: String,
+    },
+}
+
+impl std::fmt::Display for Unmet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmet::Aal { reached, required } => write!(
+                f,
+                "assurance level AAL{required} is required (session has AAL{reached})"
+            ),
+            Unmet::Factor { accepted } => write!(
+                f,
+                "one of these factors is required: {}",
+                accepted.join(", ")
+            ),
+            Unmet::PhishingResistant => {
+                f.write_str("a phishing-resistant factor (passkey or security key) is required")
+            }
+            Unmet::HardwareBound => f.write_str("a hardware-bound security key is required"),
+            Unmet::Freshness { max_age } => {
+                write!(f, "a factor passed within the last {max_age} is required")
+            }
+        }
+    }
+}
+
+/// An enrolled factor as far as step-up candidates are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrolledFactor {
+    /// Its kind.
+    pub kind: FactorKind,
+    /// Hardware-bound (attested WebAuthn credential).
+    pub hardware_bound: bool,
+    /// Performs user verification (WebAuthn passkey with UV).
+    pub user_verifying: bool,
+}
+
+impl From<FactorKind> for EnrolledFactor {
+    fn from(kind: FactorKind) -> Self {
+        EnrolledFactor {
+            kind,
+            hardware_bound: false,
+            user_verifying: kind == FactorKind::Webauthn,
+        }
+    }
+}
+
+/// The answer to "does this session meet the requirement?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Satisfaction {
+    /// Whether it does.
+    pub satisfied: bool,
+    /// What is missing (empty when satisfied).
+    pub missing: Vec<Unmet>,
+    /// Enrolled factors that would satisfy it: each entry is a set to pass now (one
+    /// factor where one is enough, otherwise pairs). Empty when satisfied or impossible.
+    pub candidates: Vec<Vec<FactorKind>>,
+    /// The session's assurance as it stands.
+    pub assurance: Assurance,
+}
+
+fn is_fresh(
+    f: &PassedFactor,
+    max_age: Option<MaxAge>,
+    cfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> bool {
+    let window = match max_age {
+        None => return true,
+        Some(MaxAge::Within(d)) => d,
+        Some(MaxAge::EveryTime) => cfg.every_time_window,
+    };
+    let age = now.signed_duration_since(f.at);
+    age.num_seconds() <= window.as_secs() as i64
+}
+
+fn unmet(
+    factors: &[PassedFactor],
+    req: &StepUpRequirement,
+    cfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> Vec<Unmet> {
+    let mut out = Vec::new();
+    let all = assess_factors(factors, cfg);
+    let fresh: Vec<&PassedFactor> = factors
+        .iter()
+        .filter(|f| is_fresh(f, req.max_age, cfg, now))
+        .collect();
+    if let Some(required) = req.min_aal {
+        if all.aal < required {
+            out.push(Unmet::Aal {
+                reached: all.aal,
+                required,
+            });
+        }
+    }
+    if !req.factors.is_empty()
+        && !fresh.iter().any(|f| {
+            req.factors
+                .iter()
+                .any(|a| a == f.kind.as_str() || *a == f.amr)
+        })
+    {
+        out.push(Unmet::Factor {
+            accepted: req.factors.clone(),
+        });
+    }
+    let pr = |f: &PassedFactor| f.phishing_resistant && cfg.factor(f.kind).phishing_resistant;
+    if req.phishing_resistant
+        && !fresh
+            .iter()
+            .any(|f| pr(f) && (!req.hardware_bound || f.hardware_bound))
+    {
+        out.push(Unmet::PhishingResistant);
+    }
+    if req.hardware_bound
+        && !fresh
+            .iter()
+            .any(|f| f.hardware_bound && (!req.phishing_resistant || pr(f)))
+    {
+        out.push(Unmet::HardwareBound);
+    }
+    // Freshness of the level itself: something counting toward the level must be recent.
+    if let Some(max_age) = req.max_age {
+        let counts = |f: &&PassedFactor| {
+            let m = cfg.factor(f.kind);
+            m.counts_toward_aal && (!m.restricted || cfg.allow_restricted)
+        };
+        if req.min_aal.is_some() && !fresh.iter().any(counts) {
+            out.push(Unmet::Freshness {
+                max_age: match max_age {
+                    MaxAge::Within(d) => d.to_string(),
+                    MaxAge::EveryTime => "request (every time)".into(),
+                },
+            });
+        }
+        if req.min_aal.is_none()
+            && req.factors.is_empty()
+            && !req.phishing_resistant
+            && !req.hardware_bound
+            && fresh.is_empty()
+        {
+            out.push(Unmet::Freshness {
+                max_age: match max_age {
+                    MaxAge::Within(d) => d.to_string(),
+                    MaxAge::EveryTime => "request (every time)".into(),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Answers "does this session satisfy this step-up requirement, and if not, which of the
+/// user's enrolled factors would".
+///
+/// Semantics: the level (`min_aal`) is computed over all the session's factors; a
+/// `max_age` then requires that at least one factor counting toward the level was passed
+/// within it (NIST-style reauthentication with one factor inside an AAL2 session), and
+/// the named-factor, phishing-resistance and hardware-bound conditions must each be met
+/// by a factor passed within it.
+pub fn satisfies(
+    state: &AuthState,
+    req: &StepUpRequirement,
+    cfg: &AssuranceConfig,
+    enrolled: &[EnrolledFactor],
+    now: DateTime<Utc>,
+) -> Satisfaction {
+    let assurance = assess_factors(&state.factors, cfg);
+    let missing = unmet(&state.factors, req, cfg, now);
+    if missing.is_empty() {
+        return Satisfaction {
+            satisfied: true,
+            missing,
+            candidates: Vec::new(),
+            assurance,
+        };
+    }
+    let passed_now = |e: &EnrolledFactor| {
+        if e.kind == FactorKind::Webauthn {
+            PassedFactor::webauthn(cfg, now, e.user_verifying, e.hardware_bound)
+        } else {
+            PassedFactor::new(e.kind, cfg, now)
+        }
+    };
+    let mut uniq: Vec<EnrolledFactor> = Vec::new();
+    for e in enrolled {
+        if !uniq.contains(e) {
+            uniq.push(*e);
+        }
+    }
+    let works = |extra: &[&EnrolledFactor]| {
+        let mut fs = state.factors.clone();
+        fs.extend(extra.iter().map(|e| passed_now(e)));
+        unmet(&fs, req, cfg, now).is_empty()
+    };
+    let mut candidates: Vec<Vec<FactorKind>> = Vec::new();
+    let push = |candidates: &mut Vec<Vec<FactorKind>>, c: Vec<FactorKind>| {
+        if !candidates.contains(&c) {
+            candidates.push(c);
+        }
+    };
+    for e in &uniq {
+        if works(&[e]) {
+            push(&mut candidates, vec![e.kind]);
+        }
+    }
+    if candidates.is_empty() {
+        for (i, a) in uniq.iter().enumerate() {
+            for b in &uniq[i + 1..] {
+                if a.kind != b.kind && works(&[a, b]) {
+                    let mut pair = vec![a.kind, b.kind];
+                    pair.sort();
+                    push(&mut candidates, pair);
+                }
+            }
+        }
+    }
+    Satisfaction {
+        satisfied: false,
+        missing,
+        candidates,
+        assurance,
+    }
+}
+
+#[cfg(test)]
+mod tests;
