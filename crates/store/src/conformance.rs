@@ -1,0 +1,967 @@
+//! One test suite for every backend (feature `conformance`).
+//!
+//! Each check is an `async fn` over the traits that panics (like `assert!`) on a deviation.
+//! A backend's integration test opens a fresh store and calls [`durable_suite`] and/or
+//! [`hot_suite`]; restart survival uses [`write_fixture`] before and [`check_fixture`] after
+//! reopening. Checks make their own unique names, so they can share a database with other
+//! checks running at the same time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use serde_json::json;
+
+use crate::{
+    factor_context, new_id, now_ms, sync_users, verify_audit_chain, AttributeValue, AuditQuery,
+    DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent, OtpCheck, PasswordHash,
+    SecretKey, StoreError, UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
+};
+
+/// A short TTL for expiry checks, and how long to sleep to be past it.
+const SHORT: Duration = Duration::from_millis(300);
+const PAST_SHORT: Duration = Duration::from_millis(450);
+
+/// A TOTP seed used in fixtures; tests look for it in raw database files.
+pub const FIXTURE_SEED: &[u8] = b"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// A well-formed argon2id PHC string (not a real password's).
+pub const FIXTURE_PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Q6k4cTAzOyCq0QmNEQbCXoJ9bBC9ZJ+IJ+p1fWQBGcE";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &new_id()[..12])
+}
+
+fn sample_user(prefix: &str) -> UserRecord {
+    let mut u = UserRecord::new(unique(prefix));
+    u.email = Some(format!("{}@example.com", u.username));
+    u.name = Some("Sample User".into());
+    u.groups = vec!["staff".into(), "admins".into()];
+    u.attributes = BTreeMap::from([
+        (
+            "department".to_owned(),
+            AttributeValue::One("engineering".into()),
+        ),
+        (
+            "regions".to_owned(),
+            AttributeValue::Many(vec!["eu".into(), "us".into()]),
+        ),
+    ]);
+    u
+}
+
+/// Runs every durable-store check.
+pub async fn durable_suite(store: Arc<dyn DurableStore>) {
+    users_crud(&*store).await;
+    factors_crud(&*store).await;
+    factor_secrets_stay_sealed(&*store).await;
+    devices_crud(&*store).await;
+    audit_append_order_and_queries(&*store).await;
+    audit_concurrent_appends_keep_the_chain(store.clone()).await;
+    config_users_sync(&*store).await;
+}
+
+/// Runs every hot-store check.
+pub async fn hot_suite(store: Arc<dyn HotStore>) {
+    sessions_lifecycle(&*store).await;
+    session_ttl_expiry(&*store).await;
+    counter_windows(&*store).await;
+    counters_are_atomic(store.clone()).await;
+    bans(&*store).await;
+    otp_single_use(&*store).await;
+    otp_attempt_exhaustion(&*store).await;
+    otp_expiry(&*store).await;
+    otp_concurrent_checks_consume_once(store.clone()).await;
+    replay_guard(&*store).await;
+    replay_guard_is_atomic(store.clone()).await;
+    recent_lists(&*store).await;
+    purge_expired(&*store).await;
+}
+
+/// Users: create, read by id and name, list, update, conflicts, delete (with its factors).
+pub async fn users_crud(s: &dyn DurableStore) {
+    let u = sample_user("crud");
+    s.create_user(&u).await.expect("create user");
+    assert_eq!(s.get_user(&u.id).await.unwrap().as_ref(), Some(&u));
+    assert_eq!(
+        s.get_user_by_username(&u.username).await.unwrap().as_ref(),
+        Some(&u)
+    );
+    assert!(s.get_user("no-such-id").await.unwrap().is_none());
+    assert!(s
+        .get_user_by_username("no-such-user")
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut dup = UserRecord::new(&u.username);
+    dup.id = new_id();
+    assert!(
+        matches!(s.create_user(&dup).await, Err(StoreError::Conflict { .. })),
+        "duplicate username"
+    );
+
+    let other = sample_user("crud-other");
+    s.create_user(&other).await.unwrap();
+    let all = s.list_users().await.unwrap();
+    assert!(all.iter().any(|x| x == &u) && all.iter().any(|x| x == &other));
+    let names: Vec<&str> = all.iter().map(|x| x.username.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "list_users is ordered by username");
+
+    let mut changed = u.clone();
+    changed.email = None;
+    changed.name = Some("Renamed".into());
+    changed.groups = vec!["contractors".into()];
+    changed
+        .attributes
+        .insert("level".into(), AttributeValue::One("3".into()));
+    changed.disabled = true;
+    changed.source = UserSource::Config;
+    changed.updated_at = now_ms();
+    s.update_user(&changed).await.unwrap();
+    assert_eq!(s.get_user(&u.id).await.unwrap().as_ref(), Some(&changed));
+
+    let mut clash = changed.clone();
+    clash.username = other.username.clone();
+    assert!(
+        matches!(
+            s.update_user(&clash).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "username taken"
+    );
+    let ghost = UserRecord::new(unique("ghost"));
+    assert!(matches!(
+        s.update_user(&ghost).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let f = FactorRecord::new(&u.id, "totp", "phone");
+    s.create_factor(&f).await.unwrap();
+    assert!(s.delete_user(&u.id).await.unwrap());
+    assert!(!s.delete_user(&u.id).await.unwrap());
+    assert!(s.get_user(&u.id).await.unwrap().is_none());
+    assert!(
+        s.get_factor(&f.id).await.unwrap().is_none(),
+        "factors go with their user"
+    );
+    assert!(s.delete_user(&other.id).await.unwrap());
+}
+
+/// Factors: enroll, read, list in order, find by lookup key, update, touch, delete.
+pub async fn factors_crud(s: &dyn DurableStore) {
+    let u = sample_user("factors");
+    s.create_user(&u).await.unwrap();
+
+    let orphan = FactorRecord::new("no-such-user", "totp", "x");
+    assert!(
+        matches!(
+            s.create_factor(&orphan).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "a factor needs its user"
+    );
+
+    let mut a = FactorRecord::new(&u.id, "totp", "phone");
+    a.data = json!({"digits": 6, "period": 30, "algorithm": "SHA1"});
+    s.create_factor(&a).await.unwrap();
+    let mut b = FactorRecord::new(&u.id, "webauthn", "YubiKey");
+    b.created_at = a.created_at + ChronoDuration::milliseconds(5);
+    let cred = unique("cred");
+    b.lookup_key = Some(cred.clone());
+    b.data = json!({"credential": {"id": cred, "counter": 0}});
+    s.create_factor(&b).await.unwrap();
+
+    assert_eq!(s.get_factor(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(
+        s.list_factors(&u.id).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(
+        s.find_factor("webauthn", &cred).await.unwrap().as_ref(),
+        Some(&b)
+    );
+    assert!(
+        s.find_factor("totp", &cred).await.unwrap().is_none(),
+        "lookup keys are per kind"
+    );
+    assert!(
+        matches!(s.create_factor(&a).await, Err(StoreError::Conflict { .. })),
+        "duplicate id"
+    );
+    let mut same_cred = FactorRecord::new(&u.id, "webauthn", "clone");
+    same_cred.lookup_key = Some(cred.clone());
+    assert!(
+        matches!(
+            s.create_factor(&same_cred).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "duplicate lookup key"
+    );
+
+    let mut a2 = a.clone();
+    a2.label = "new phone".into();
+    a2.data = json!({"digits": 8});
+    a2.last_used_at = Some(now_ms());
+    s.update_factor(&a2).await.unwrap();
+    assert_eq!(s.get_factor(&a.id).await.unwrap().as_ref(), Some(&a2));
+    let missing = FactorRecord::new(&u.id, "totp", "ghost");
+    assert!(matches!(
+        s.update_factor(&missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let t = now_ms() + ChronoDuration::seconds(1);
+    assert!(s.touch_factor(&b.id, t).await.unwrap());
+    assert_eq!(
+        s.get_factor(&b.id)
+            .await
+            .unwrap()
+            .and_then(|f| f.last_used_at),
+        Some(t)
+    );
+    assert!(!s.touch_factor("no-such-factor", t).await.unwrap());
+
+    assert!(s.delete_factor(&a.id).await.unwrap());
+    assert!(!s.delete_factor(&a.id).await.unwrap());
+    let c = FactorRecord::new(&u.id, "recovery_codes", "codes");
+    s.create_factor(&c).await.unwrap();
+    assert_eq!(s.delete_factors_for_user(&u.id).await.unwrap(), 2);
+    assert!(s.list_factors(&u.id).await.unwrap().is_empty());
+    s.delete_user(&u.id).await.unwrap();
+}
+
+/// A sealed secret comes back byte for byte, opens with its key and context only.
+pub async fn factor_secrets_stay_sealed(s: &dyn DurableStore) {
+    let key = SecretKey::generate();
+    let u = sample_user("sealed");
+    s.create_user(&u).await.unwrap();
+    let mut f = FactorRecord::new(&u.id, "totp", "phone");
+    let ctx = factor_context(&u.id, &f.id);
+    let sealed = key.seal(FIXTURE_SEED, &ctx).unwrap();
+    f.secret = Some(sealed.clone());
+    s.create_factor(&f).await.unwrap();
+
+    let back = s
+        .get_factor(&f.id)
+        .await
+        .unwrap()
+        .and_then(|f| f.secret)
+        .expect("secret kept");
+    assert_eq!(back, sealed);
+    assert_eq!(key.open(&back, &ctx).unwrap().as_slice(), FIXTURE_SEED);
+    assert!(
+        SecretKey::generate().open(&back, &ctx).is_err(),
+        "another key cannot open it"
+    );
+    assert!(key
+        .open(&back, &factor_context("someone-else", &f.id))
+        .is_err());
+    s.delete_user(&u.id).await.unwrap();
+}
+
+/// Devices: upsert, read, list by owner, delete.
+pub async fn devices_crud(s: &dyn DurableStore) {
+    let owner = unique("owner");
+    let mut d = DeviceRecord {
+        id: unique("dev"),
+        owner: Some(owner.clone()),
+        data: json!({"hostname": "laptop-1", "os": {"name": "macOS", "version": "15.1"}}),
+        updated_at: now_ms(),
+    };
+    s.put_device(&d).await.unwrap();
+    assert_eq!(s.get_device(&d.id).await.unwrap().as_ref(), Some(&d));
+    d.data = json!({"hostname": "laptop-1", "managed": true});
+    d.updated_at = now_ms() + ChronoDuration::seconds(1);
+    s.put_device(&d).await.unwrap();
+    assert_eq!(
+        s.get_device(&d.id).await.unwrap().as_ref(),
+        Some(&d),
+        "put replaces"
+    );
+    let d2 = DeviceRecord {
+        id: unique("dev"),
+        owner: None,
+        data: json!({}),
+        updated_at: now_ms(),
+    };
+    s.put_device(&d2).await.unwrap();
+    assert_eq!(s.list_devices(&owner).await.unwrap(), vec![d.clone()]);
+    assert!(s.delete_device(&d.id).await.unwrap());
+    assert!(!s.delete_device(&d.id).await.unwrap());
+    assert!(s.get_device(&d.id).await.unwrap().is_none());
+    assert!(s.delete_device(&d2.id).await.unwrap());
+}
+
+/// The audit log keeps append order, filters by kind/actor/subject/time, pages, and chains.
+pub async fn audit_append_order_and_queries(s: &dyn DurableStore) {
+    let actor = unique("actor");
+    let t0 = now_ms();
+    let mut appended = Vec::new();
+    for i in 0..6i64 {
+        let e = NewAuditEvent {
+            time: t0 + ChronoDuration::seconds(i),
+            kind: if i % 2 == 0 {
+                "login.success"
+            } else {
+                "login.failure"
+            }
+            .into(),
+            actor: Some(actor.clone()),
+            subject: Some(format!("{actor}-subject-{}", i % 3)),
+            ip: Some("203.0.113.9".into()),
+            detail: json!({"i": i, "reasons": ["new_device"]}),
+        };
+        let got = s.append_audit(&e).await.unwrap();
+        assert_eq!(
+            (got.time, &got.kind, &got.actor, &got.detail),
+            (e.time, &e.kind, &e.actor, &e.detail)
+        );
+        appended.push(got);
+    }
+    for w in appended.windows(2) {
+        assert!(w[1].seq > w[0].seq, "sequence numbers increase");
+    }
+    assert_ne!(appended[0].id, appended[1].id);
+
+    let by_actor = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_actor, appended, "append order, content as written");
+
+    let newest = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            newest_first: true,
+            limit: 2,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest, vec![appended[5].clone(), appended[4].clone()]);
+
+    let failures = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            kind: Some("login.failure".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        failures,
+        vec![
+            appended[1].clone(),
+            appended[3].clone(),
+            appended[5].clone()
+        ]
+    );
+
+    let window = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            since: Some(t0 + ChronoDuration::seconds(2)),
+            until: Some(t0 + ChronoDuration::seconds(4)),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        window,
+        appended[2..4].to_vec(),
+        "since inclusive, until exclusive"
+    );
+
+    let subject = s
+        .list_audit(&AuditQuery {
+            subject: Some(format!("{actor}-subject-1")),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(subject, vec![appended[1].clone(), appended[4].clone()]);
+
+    let page = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            after_seq: Some(appended[3].seq),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, appended[4..].to_vec());
+
+    let checked = verify_audit_chain(s)
+        .await
+        .expect("the audit chain verifies");
+    assert!(checked >= 6);
+}
+
+/// Concurrent appends get distinct sequence numbers and leave a valid chain.
+pub async fn audit_concurrent_appends_keep_the_chain(s: Arc<dyn DurableStore>) {
+    let actor = unique("concurrent");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let s = s.clone();
+        let actor = actor.clone();
+        set.spawn(async move {
+            let mut e = NewAuditEvent::now("test.concurrent");
+            e.actor = Some(actor);
+            e.detail = json!({ "i": i });
+            s.append_audit(&e).await.map(|e| e.seq)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(r) = set.join_next().await {
+        seqs.push(r.expect("task").expect("append"));
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 16, "every append has its own sequence number");
+    verify_audit_chain(&*s)
+        .await
+        .expect("the chain verifies after concurrent appends");
+}
+
+/// Users declared in the configuration: created, kept, updated, password sealed, removed ones
+/// disabled.
+pub async fn config_users_sync(s: &dyn DurableStore) {
+    let key = SecretKey::generate();
+    let mut alice = UserSpec::new(unique("cfg-alice"));
+    alice.groups = vec!["staff".into()];
+    alice
+        .attributes
+        .insert("department".into(), AttributeValue::One("sales".into()));
+    alice.password_hash = Some(PasswordHash::parse(FIXTURE_PHC).unwrap());
+    let bob = UserSpec::new(unique("cfg-bob"));
+
+    let r = sync_users(s, &key, &[alice.clone(), bob.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.created,
+        vec![alice.username.clone(), bob.username.clone()]
+    );
+    let a = s
+        .get_user_by_username(&alice.username)
+        .await
+        .unwrap()
+        .expect("alice created");
+    assert_eq!(a.source, UserSource::Config);
+    assert_eq!(a.groups, alice.groups);
+    let pw: Vec<FactorRecord> = s
+        .list_factors(&a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.kind == PASSWORD_FACTOR_KIND)
+        .collect();
+    assert_eq!(pw.len(), 1);
+    let sealed = pw[0].secret.as_ref().expect("the hash is sealed");
+    let opened = key.open(sealed, &factor_context(&a.id, &pw[0].id)).unwrap();
+    assert_eq!(opened.as_slice(), FIXTURE_PHC.as_bytes());
+
+    let r = sync_users(s, &key, &[alice.clone(), bob.clone()])
+        .await
+        .unwrap();
+    assert_eq!(r.unchanged.len(), 2, "{r:?}");
+    assert!(r.created.is_empty() && r.updated.is_empty());
+
+    let mut alice2 = alice.clone();
+    alice2.email = Some("alice@example.com".into());
+    alice2.password_hash = None;
+    let r = sync_users(s, &key, &[alice2.clone()]).await.unwrap();
+    assert_eq!(r.updated, vec![alice.username.clone()]);
+    assert_eq!(r.disabled, vec![bob.username.clone()]);
+    let b = s
+        .get_user_by_username(&bob.username)
+        .await
+        .unwrap()
+        .expect("bob kept");
+    assert!(
+        b.disabled,
+        "a user removed from the configuration is disabled"
+    );
+    assert!(
+        s.list_factors(&a.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|f| f.kind != PASSWORD_FACTOR_KIND),
+        "a password removed from the configuration is removed"
+    );
+    assert_eq!(
+        s.get_user(&a.id)
+            .await
+            .unwrap()
+            .and_then(|u| u.email)
+            .as_deref(),
+        Some("alice@example.com")
+    );
+
+    let err = sync_users(s, &key, &[bob.clone(), bob.clone()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("declared twice"), "{err}");
+
+    // Clean up so a later run in the same database starts from nothing of ours.
+    s.delete_user(&a.id).await.unwrap();
+    s.delete_user(&b.id).await.unwrap();
+}
+
+/// Sessions: put, get, touch, list and delete by user.
+pub async fn sessions_lifecycle(s: &dyn HotStore) {
+    let user = unique("user");
+    let a = unique("sess");
+    let b = unique("sess");
+    let data = json!({"aal": 2, "amr": ["pwd", "otp"], "auth_time": 1_700_000_000});
+    s.put_session(&a, &user, &data, Duration::from_secs(600))
+        .await
+        .unwrap();
+    s.put_session(&b, &user, &json!({}), Duration::from_secs(600))
+        .await
+        .unwrap();
+    let got = s.get_session(&a).await.unwrap().expect("live session");
+    assert_eq!((got.user_id.as_str(), &got.data), (user.as_str(), &data));
+    assert!(got.expires_at > now_ms());
+    assert!(s.get_session("no-such-session").await.unwrap().is_none());
+
+    let mut ids = s.list_sessions_for_user(&user).await.unwrap();
+    ids.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    assert!(s
+        .touch_session(&a, Duration::from_secs(3600))
+        .await
+        .unwrap());
+    let touched = s.get_session(&a).await.unwrap().expect("still live");
+    assert!(touched.expires_at > got.expires_at);
+    assert!(!s
+        .touch_session("no-such-session", Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    let new_data = json!({"aal": 3});
+    s.put_session(&a, &user, &new_data, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_session(&a).await.unwrap().map(|x| x.data),
+        Some(new_data),
+        "put replaces"
+    );
+
+    assert!(s.delete_session(&b).await.unwrap());
+    assert!(!s.delete_session(&b).await.unwrap());
+    assert_eq!(
+        s.list_sessions_for_user(&user).await.unwrap(),
+        vec![a.clone()]
+    );
+    let c = unique("sess");
+    s.put_session(&c, &user, &json!({}), Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(s.delete_sessions_for_user(&user).await.unwrap(), 2);
+    assert!(s.get_session(&a).await.unwrap().is_none());
+    assert!(s.list_sessions_for_user(&user).await.unwrap().is_empty());
+}
+
+/// A session past its TTL is gone: not returned, not touchable, not listed.
+pub async fn session_ttl_expiry(s: &dyn HotStore) {
+    let user = unique("user");
+    let id = unique("sess");
+    s.put_session(&id, &user, &json!({}), SHORT).await.unwrap();
+    assert!(s.get_session(&id).await.unwrap().is_some());
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(
+        s.get_session(&id).await.unwrap().is_none(),
+        "expired session"
+    );
+    assert!(
+        !s.touch_session(&id, Duration::from_secs(60)).await.unwrap(),
+        "cannot revive"
+    );
+    assert!(s.list_sessions_for_user(&user).await.unwrap().is_empty());
+    assert!(s.get_session(&id).await.unwrap().is_none());
+}
+
+/// Counters count within a window and start again after it.
+pub async fn counter_windows(s: &dyn HotStore) {
+    let k = unique("count");
+    assert_eq!(s.get_counter(&k).await.unwrap(), 0);
+    for want in 1..=3 {
+        assert_eq!(s.incr_counter(&k, SHORT).await.unwrap(), want);
+    }
+    assert_eq!(s.get_counter(&k).await.unwrap(), 3);
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(s.get_counter(&k).await.unwrap(), 0, "window over");
+    assert_eq!(
+        s.incr_counter(&k, Duration::from_secs(60)).await.unwrap(),
+        1,
+        "a new window"
+    );
+    assert_eq!(
+        s.incr_counter(&k, Duration::from_secs(60)).await.unwrap(),
+        2
+    );
+    s.reset_counter(&k).await.unwrap();
+    assert_eq!(s.get_counter(&k).await.unwrap(), 0);
+    assert_eq!(
+        s.incr_counter(&k, Duration::from_secs(60)).await.unwrap(),
+        1
+    );
+}
+
+/// Concurrent increments are all counted, each seeing its own value.
+pub async fn counters_are_atomic(s: Arc<dyn HotStore>) {
+    let k = unique("count");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        let k = k.clone();
+        set.spawn(async move { s.incr_counter(&k, Duration::from_secs(60)).await });
+    }
+    let mut seen = Vec::new();
+    while let Some(r) = set.join_next().await {
+        seen.push(r.expect("task").expect("incr"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(s.get_counter(&k).await.unwrap(), 20);
+}
+
+/// Bans hold until their time, can be lifted, and a past ban is no ban.
+pub async fn bans(s: &dyn HotStore) {
+    let k = unique("ban");
+    assert!(s.ban_until(&k).await.unwrap().is_none());
+    let until = now_ms() + ChronoDuration::minutes(15);
+    s.set_ban(&k, until).await.unwrap();
+    assert_eq!(s.ban_until(&k).await.unwrap(), Some(until));
+    s.clear_ban(&k).await.unwrap();
+    assert!(s.ban_until(&k).await.unwrap().is_none());
+    s.set_ban(&k, now_ms() - ChronoDuration::seconds(1))
+        .await
+        .unwrap();
+    assert!(
+        s.ban_until(&k).await.unwrap().is_none(),
+        "a ban in the past is over"
+    );
+    let short = now_ms() + ChronoDuration::milliseconds(300);
+    s.set_ban(&k, short).await.unwrap();
+    assert_eq!(s.ban_until(&k).await.unwrap(), Some(short));
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(s.ban_until(&k).await.unwrap().is_none());
+}
+
+/// A one-time code works once.
+pub async fn otp_single_use(s: &dyn HotStore) {
+    let k = unique("otp");
+    assert_eq!(
+        s.check_otp(&k, b"hash-of-123456").await.unwrap(),
+        OtpCheck::Missing
+    );
+    s.put_otp(&k, b"hash-of-123456", Duration::from_secs(300), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.check_otp(&k, b"hash-of-000000").await.unwrap(),
+        OtpCheck::Invalid { attempts_left: 2 }
+    );
+    assert_eq!(
+        s.check_otp(&k, b"hash-of-123456").await.unwrap(),
+        OtpCheck::Valid
+    );
+    assert_eq!(
+        s.check_otp(&k, b"hash-of-123456").await.unwrap(),
+        OtpCheck::Missing,
+        "single use"
+    );
+
+    s.put_otp(&k, b"first", Duration::from_secs(300), 3)
+        .await
+        .unwrap();
+    s.put_otp(&k, b"second", Duration::from_secs(300), 3)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            s.check_otp(&k, b"first").await.unwrap(),
+            OtpCheck::Invalid { .. }
+        ),
+        "replaced"
+    );
+    assert_eq!(s.check_otp(&k, b"second").await.unwrap(), OtpCheck::Valid);
+
+    s.put_otp(&k, b"gone", Duration::from_secs(300), 3)
+        .await
+        .unwrap();
+    s.delete_otp(&k).await.unwrap();
+    assert_eq!(s.check_otp(&k, b"gone").await.unwrap(), OtpCheck::Missing);
+    assert!(
+        s.put_otp(&k, b"x", Duration::from_secs(300), 0)
+            .await
+            .is_err(),
+        "zero attempts"
+    );
+}
+
+/// After `max_attempts` wrong codes the right one no longer works.
+pub async fn otp_attempt_exhaustion(s: &dyn HotStore) {
+    let k = unique("otp");
+    s.put_otp(&k, b"right", Duration::from_secs(300), 3)
+        .await
+        .unwrap();
+    for left in [2, 1, 0] {
+        assert_eq!(
+            s.check_otp(&k, b"wrong").await.unwrap(),
+            OtpCheck::Invalid {
+                attempts_left: left
+            }
+        );
+    }
+    assert_eq!(
+        s.check_otp(&k, b"right").await.unwrap(),
+        OtpCheck::Missing,
+        "exhausted"
+    );
+}
+
+/// An expired code does not work.
+pub async fn otp_expiry(s: &dyn HotStore) {
+    let k = unique("otp");
+    s.put_otp(&k, b"right", SHORT, 5).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(s.check_otp(&k, b"right").await.unwrap(), OtpCheck::Missing);
+}
+
+/// Many concurrent checks of the right code: exactly one succeeds.
+pub async fn otp_concurrent_checks_consume_once(s: Arc<dyn HotStore>) {
+    let k = unique("otp");
+    s.put_otp(&k, b"right", Duration::from_secs(300), 100)
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        let k = k.clone();
+        set.spawn(async move { s.check_otp(&k, b"right").await });
+    }
+    let mut valid = 0;
+    while let Some(r) = set.join_next().await {
+        if r.expect("task").expect("check") == OtpCheck::Valid {
+            valid += 1;
+        }
+    }
+    assert_eq!(valid, 1, "a code is consumed by exactly one check");
+}
+
+/// `remember_once` is true only the first time within the TTL.
+pub async fn replay_guard(s: &dyn HotStore) {
+    let k = unique("jti");
+    assert!(s.remember_once(&k, Duration::from_secs(60)).await.unwrap());
+    assert!(!s.remember_once(&k, Duration::from_secs(60)).await.unwrap());
+    assert!(s
+        .remember_once(&unique("jti"), Duration::from_secs(60))
+        .await
+        .unwrap());
+    let short = unique("totp-step");
+    assert!(s.remember_once(&short, SHORT).await.unwrap());
+    assert!(!s.remember_once(&short, SHORT).await.unwrap());
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(
+        s.remember_once(&short, SHORT).await.unwrap(),
+        "forgotten after the TTL"
+    );
+}
+
+/// Concurrent `remember_once` on one key: exactly one `true`.
+pub async fn replay_guard_is_atomic(s: Arc<dyn HotStore>) {
+    let k = unique("jti");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        let k = k.clone();
+        set.spawn(async move { s.remember_once(&k, Duration::from_secs(60)).await });
+    }
+    let mut firsts = 0;
+    while let Some(r) = set.join_next().await {
+        if r.expect("task").expect("remember") {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+}
+
+/// Recent lists: newest first, capped, expiring.
+pub async fn recent_lists(s: &dyn HotStore) {
+    let k = unique("history");
+    assert!(s.recent(&k).await.unwrap().is_empty());
+    for i in 0..5 {
+        s.push_recent(
+            &k,
+            &json!({"i": i, "ip": "198.51.100.7"}),
+            3,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    }
+    let got: Vec<i64> = s
+        .recent(&k)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["i"].as_i64())
+        .collect();
+    assert_eq!(got, vec![4, 3, 2]);
+    let short = unique("history");
+    s.push_recent(&short, &json!(1), 3, SHORT).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(s.recent(&short).await.unwrap().is_empty());
+}
+
+/// Purging works and leaves live entries alone.
+pub async fn purge_expired(s: &dyn HotStore) {
+    let live = unique("sess");
+    s.put_session(&live, "u", &json!({}), Duration::from_secs(600))
+        .await
+        .unwrap();
+    s.put_session(&unique("sess"), "u", &json!({}), Duration::from_millis(1))
+        .await
+        .unwrap();
+    s.incr_counter(&unique("count"), Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.purge_expired().await.unwrap();
+    assert!(s.get_session(&live).await.unwrap().is_some());
+    s.delete_session(&live).await.unwrap();
+}
+
+/// What [`write_fixture`] wrote, for [`check_fixture`] after a restart.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// The user.
+    pub user: UserRecord,
+    /// Their TOTP factor (secret sealed over [`FIXTURE_SEED`]).
+    pub factor: FactorRecord,
+    /// A device.
+    pub device: DeviceRecord,
+    /// The audit event's sequence number.
+    pub audit_seq: i64,
+    /// Hot keys (session id, counter, ban, otp, once, recent) written.
+    pub hot_key: String,
+}
+
+/// Writes one of everything durable (and, when given, hot) for a restart check.
+pub async fn write_fixture(
+    durable: &dyn DurableStore,
+    hot: Option<&dyn HotStore>,
+    key: &SecretKey,
+) -> Fixture {
+    let user = sample_user("restart");
+    durable.create_user(&user).await.unwrap();
+    let mut factor = FactorRecord::new(&user.id, "totp", "phone");
+    factor.secret = Some(
+        key.seal(FIXTURE_SEED, &factor_context(&user.id, &factor.id))
+            .unwrap(),
+    );
+    factor.data = json!({"digits": 6});
+    durable.create_factor(&factor).await.unwrap();
+    let device = DeviceRecord {
+        id: unique("dev"),
+        owner: Some(user.id.clone()),
+        data: json!({"hostname": "h"}),
+        updated_at: now_ms(),
+    };
+    durable.put_device(&device).await.unwrap();
+    let mut ev = NewAuditEvent::now("restart.fixture");
+    ev.actor = Some(user.id.clone());
+    let audit_seq = durable.append_audit(&ev).await.unwrap().seq;
+    let hot_key = unique("hot");
+    if let Some(h) = hot {
+        let long = Duration::from_secs(3600);
+        h.put_session(&hot_key, &user.id, &json!({"aal": 2}), long)
+            .await
+            .unwrap();
+        h.incr_counter(&hot_key, long).await.unwrap();
+        h.incr_counter(&hot_key, long).await.unwrap();
+        h.set_ban(&hot_key, now_ms() + ChronoDuration::hours(1))
+            .await
+            .unwrap();
+        h.put_otp(&hot_key, b"code-hash", long, 3).await.unwrap();
+        assert!(h.remember_once(&hot_key, long).await.unwrap());
+        h.push_recent(&hot_key, &json!("x"), 5, long).await.unwrap();
+    }
+    Fixture {
+        user,
+        factor,
+        device,
+        audit_seq,
+        hot_key,
+    }
+}
+
+/// Reads back everything [`write_fixture`] wrote, after the store was reopened.
+pub async fn check_fixture(
+    durable: &dyn DurableStore,
+    hot: Option<&dyn HotStore>,
+    key: &SecretKey,
+    f: &Fixture,
+) {
+    assert_eq!(
+        durable.get_user(&f.user.id).await.unwrap().as_ref(),
+        Some(&f.user)
+    );
+    let factor = durable
+        .get_factor(&f.factor.id)
+        .await
+        .unwrap()
+        .expect("factor survives");
+    assert_eq!(factor, f.factor);
+    let sealed = factor.secret.as_ref().expect("secret survives");
+    let seed = key
+        .open(sealed, &factor_context(&f.user.id, &factor.id))
+        .unwrap();
+    assert_eq!(seed.as_slice(), FIXTURE_SEED);
+    assert_eq!(
+        durable.get_device(&f.device.id).await.unwrap().as_ref(),
+        Some(&f.device)
+    );
+    let events = durable
+        .list_audit(&AuditQuery {
+            actor: Some(f.user.id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![f.audit_seq]
+    );
+    verify_audit_chain(durable)
+        .await
+        .expect("chain intact after restart");
+    if let Some(h) = hot {
+        let k = &f.hot_key;
+        assert_eq!(
+            h.get_session(k).await.unwrap().map(|s| s.data),
+            Some(json!({"aal": 2}))
+        );
+        assert_eq!(h.get_counter(k).await.unwrap(), 2);
+        assert!(h.ban_until(k).await.unwrap().is_some());
+        assert!(!h.remember_once(k, Duration::from_secs(60)).await.unwrap());
+        assert_eq!(h.recent(k).await.unwrap(), vec![json!("x")]);
+        assert_eq!(h.check_otp(k, b"code-hash").await.unwrap(), OtpCheck::Valid);
+    }
+}

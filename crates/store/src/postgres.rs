@@ -1,0 +1,1 @@
+//! PostgreSQL durable store (lands in the next commit).

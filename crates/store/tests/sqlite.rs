@@ -1,0 +1,321 @@
+//! The SQLite backend: the conformance suite, restart survival, secrets at rest, migrations.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use stepgate_store::conformance;
+use stepgate_store::{
+    factor_context, DurableStore, FactorRecord, HotStore, SecretKey, SqliteConfig, SqliteStore,
+    StoreConfig, StoreError, UserRecord,
+};
+
+fn config(dir: &Path) -> SqliteConfig {
+    SqliteConfig {
+        path: dir.join("stepgate.db"),
+        ..SqliteConfig::default()
+    }
+}
+
+async fn open(dir: &Path, key: &SecretKey) -> SqliteStore {
+    SqliteStore::open(&config(dir), dir, key)
+        .await
+        .expect("open the SQLite store")
+}
+
+#[tokio::test]
+async fn durable_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &SecretKey::generate()).await;
+    conformance::durable_suite(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn hot_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &SecretKey::generate()).await;
+    conformance::hot_suite(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn survives_a_restart_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let fixture = {
+        let store = open(dir.path(), &key).await;
+        let f = conformance::write_fixture(&store, Some(&store), &key).await;
+        store.close().await;
+        f
+    };
+    let store = open(dir.path(), &key).await;
+    conformance::check_fixture(&store, Some(&store), &key, &fixture).await;
+}
+
+#[tokio::test]
+async fn a_different_or_missing_key_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    conformance::write_fixture(&store, None, &key).await;
+    store.close().await;
+    drop(store);
+
+    let err = SqliteStore::open(&config(dir.path()), dir.path(), &SecretKey::generate())
+        .await
+        .expect_err("another key must be refused");
+    assert!(
+        matches!(err, StoreError::SecretKeyMismatch { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not match") && msg.contains("STEPGATE_SECRET_KEY"),
+        "{msg}"
+    );
+
+    // The right key still opens it.
+    open(dir.path(), &key).await;
+}
+
+fn raw_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("stepgate.db"))
+        {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn the_file_never_holds_a_secret_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    conformance::write_fixture(&store, Some(&store), &key).await;
+    let u = UserRecord::new("pw-user");
+    store.create_user(&u).await.unwrap();
+    stepgate_store::sync_users(
+        &store,
+        &key,
+        &[{
+            let mut s = stepgate_store::UserSpec::new("cfg-user");
+            s.password_hash =
+                Some(stepgate_store::PasswordHash::parse(conformance::FIXTURE_PHC).unwrap());
+            s
+        }],
+    )
+    .await
+    .unwrap();
+    // Look at the WAL before and the main file after a checkpoint.
+    let before = raw_bytes(dir.path());
+    store.close().await;
+    let after = raw_bytes(dir.path());
+    for bytes in [&before, &after] {
+        assert!(contains(bytes, b"pw-user"), "the scan does see stored text");
+        assert!(
+            !contains(bytes, conformance::FIXTURE_SEED),
+            "TOTP seed in clear"
+        );
+        assert!(
+            !contains(bytes, b"c29tZXNhbHRzb21lc2FsdA"),
+            "password hash in clear"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_secret_cannot_be_read_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    let u = UserRecord::new("alice");
+    store.create_user(&u).await.unwrap();
+    let mut f = FactorRecord::new(&u.id, "totp", "phone");
+    f.secret = Some(key.seal(b"seed", &factor_context(&u.id, &f.id)).unwrap());
+    store.create_factor(&f).await.unwrap();
+    let back = store
+        .get_factor(&f.id)
+        .await
+        .unwrap()
+        .and_then(|f| f.secret)
+        .unwrap();
+    assert!(SecretKey::generate()
+        .open(&back, &factor_context(&u.id, &f.id))
+        .is_err());
+    assert_eq!(
+        key.open(&back, &factor_context(&u.id, &f.id))
+            .unwrap()
+            .as_slice(),
+        b"seed"
+    );
+}
+
+#[tokio::test]
+async fn migrations_are_versioned_and_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    store.close().await;
+    // Reopening applies nothing twice.
+    let store = open(dir.path(), &key).await;
+    store.close().await;
+
+    let url = format!("sqlite://{}", dir.path().join("stepgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM stepgate_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(versions.first(), Some(&1));
+
+    // A database from a newer build is refused.
+    sqlx::query("INSERT INTO stepgate_migrations (version, name, checksum, applied_at) VALUES (999, 'future', 'x', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = SqliteStore::open(&config(dir.path()), dir.path(), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err:?}"
+    );
+    sqlx::query("DELETE FROM stepgate_migrations WHERE version = 999")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // An applied migration that differs from the shipped one is refused.
+    sqlx::query("UPDATE stepgate_migrations SET checksum = 'edited' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = SqliteStore::open(&config(dir.path()), dir.path(), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MigrationChanged { version: 1, .. }),
+        "{err:?}"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn audit_rows_cannot_be_edited_even_with_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    store
+        .append_audit(&stepgate_store::NewAuditEvent::now("login.success"))
+        .await
+        .unwrap();
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("stepgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let upd = sqlx::query("UPDATE audit_events SET kind = 'nothing'")
+        .execute(&pool)
+        .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    assert!(sqlx::query("DELETE FROM audit_events")
+        .execute(&pool)
+        .await
+        .is_err());
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn wal_mode_and_foreign_keys_are_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &SecretKey::generate()).await;
+    store
+        .put_session(
+            "s",
+            "u",
+            &serde_json::json!({}),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dir.path().join("stepgate.db-wal").exists(),
+        "WAL file present while open"
+    );
+    let url = format!("sqlite://{}", dir.path().join("stepgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn open_stores_defaults_to_one_sqlite_file_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let stores = stepgate_store::open_stores(&StoreConfig::default(), dir.path(), &key)
+        .await
+        .unwrap();
+    stores
+        .durable
+        .create_user(&UserRecord::new("x"))
+        .await
+        .unwrap();
+    assert!(stores
+        .hot
+        .remember_once("k", std::time::Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(dir.path().join("stepgate.db").exists());
+    let nested = StoreConfig {
+        sqlite: SqliteConfig {
+            path: "nested/dir/sg.db".into(),
+            ..SqliteConfig::default()
+        },
+        ..StoreConfig::default()
+    };
+    stepgate_store::open_stores(&nested, dir.path(), &key)
+        .await
+        .unwrap();
+    assert!(
+        dir.path().join("nested/dir/sg.db").exists(),
+        "parent directories are created"
+    );
+}
+
+#[tokio::test]
+async fn expired_hot_entries_are_purged_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SqliteConfig {
+        path: dir.path().join("stepgate.db"),
+        purge_interval: stepgate_policy::HumanDuration::from_secs(1),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open(&cfg, dir.path(), &SecretKey::generate())
+        .await
+        .unwrap();
+    store
+        .put_session(
+            "s",
+            "u",
+            &serde_json::json!({}),
+            std::time::Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        0,
+        "the background task already purged it"
+    );
+}
