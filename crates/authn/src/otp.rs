@@ -190,8 +190,8 @@ fn write_file(dir: &Path, ext: &str, contents: &[u8]) -> Result<PathBuf, Deliver
 pub enum EmailSender {
     /// A real SMTP relay.
     Smtp {
-        /// The lettre transport.
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        /// The lettre transport (boxed: it is much larger than the file variant).
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
         /// Sender.
         from: Mailbox,
     },
@@ -233,7 +233,7 @@ impl EmailSender {
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 Ok(EmailSender::Smtp {
-                    transport: builder.build(),
+                    transport: Box::new(builder.build()),
                     from,
                 })
             }
