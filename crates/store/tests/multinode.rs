@@ -1,0 +1,198 @@
+//! The multi-node backends, PostgreSQL (durable) and Redis (hot), through the same
+//! conformance suite as SQLite. They run when `STEPGATE_TEST_POSTGRES_URL` /
+//! `STEPGATE_TEST_REDIS_URL` are set (e.g. `postgres://postgres@127.0.0.1:5432/test`,
+//! `redis://127.0.0.1:6379`) and are skipped with a note otherwise. Each test uses its own
+//! PostgreSQL schema and Redis key prefix, dropped at the end.
+
+use std::sync::Arc;
+
+use stepgate_store::conformance;
+use stepgate_store::{
+    new_id, open_stores, DurableStore, PostgresConfig, PostgresStore, RedisConfig, RedisStore,
+    SecretKey, StoreConfig, StoreError,
+};
+
+fn pg_url() -> Option<String> {
+    let url = std::env::var("STEPGATE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("note: STEPGATE_TEST_POSTGRES_URL is not set; skipping the PostgreSQL test");
+    }
+    url
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("STEPGATE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("note: STEPGATE_TEST_REDIS_URL is not set; skipping the Redis test");
+    }
+    url
+}
+
+fn pg_config(url: &str) -> PostgresConfig {
+    PostgresConfig {
+        schema: format!("stepgate_test_{}", &new_id()[..12]),
+        ..PostgresConfig::new(url)
+    }
+}
+
+fn redis_config(url: &str) -> RedisConfig {
+    RedisConfig {
+        key_prefix: format!("stepgate-test-{}:", &new_id()[..12]),
+        ..RedisConfig::new(url)
+    }
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("connect to drop the test schema");
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("drop the test schema");
+    pool.close().await;
+}
+
+async fn drop_keys(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("list test keys");
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("delete test keys");
+    }
+}
+
+#[tokio::test]
+async fn postgres_durable_conformance() {
+    let Some(url) = pg_url() else { return };
+    let cfg = pg_config(&url);
+    let store = PostgresStore::connect(&cfg, &SecretKey::generate())
+        .await
+        .expect("connect");
+    conformance::durable_suite(Arc::new(store.clone())).await;
+    store.close().await;
+    drop_schema(&url, &cfg.schema).await;
+}
+
+#[tokio::test]
+async fn redis_hot_conformance() {
+    let Some(url) = redis_url() else { return };
+    let cfg = redis_config(&url);
+    let store = RedisStore::connect(&cfg).await.expect("connect");
+    conformance::hot_suite(Arc::new(store)).await;
+    drop_keys(&url, &cfg.key_prefix).await;
+}
+
+#[tokio::test]
+async fn postgres_and_redis_survive_a_reconnect() {
+    let (Some(pg), Some(rd)) = (pg_url(), redis_url()) else {
+        return;
+    };
+    let key = SecretKey::generate();
+    let pcfg = pg_config(&pg);
+    let rcfg = redis_config(&rd);
+    let fixture = {
+        let durable = PostgresStore::connect(&pcfg, &key).await.unwrap();
+        let hot = RedisStore::connect(&rcfg).await.unwrap();
+        let f = conformance::write_fixture(&durable, Some(&hot), &key).await;
+        durable.close().await;
+        f
+    };
+    let durable = PostgresStore::connect(&pcfg, &key).await.unwrap();
+    let hot = RedisStore::connect(&rcfg).await.unwrap();
+    conformance::check_fixture(&durable, Some(&hot), &key, &fixture).await;
+    durable.close().await;
+    drop_schema(&pg, &pcfg.schema).await;
+    drop_keys(&rd, &rcfg.key_prefix).await;
+}
+
+#[tokio::test]
+async fn postgres_refuses_a_different_key() {
+    let Some(url) = pg_url() else { return };
+    let cfg = pg_config(&url);
+    let store = PostgresStore::connect(&cfg, &SecretKey::generate())
+        .await
+        .unwrap();
+    store.close().await;
+    let err = PostgresStore::connect(&cfg, &SecretKey::generate())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SecretKeyMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("STEPGATE_SECRET_KEY"));
+    drop_schema(&url, &cfg.schema).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_rows_cannot_be_edited_even_with_sql() {
+    let Some(url) = pg_url() else { return };
+    let cfg = pg_config(&url);
+    let store = PostgresStore::connect(&cfg, &SecretKey::generate())
+        .await
+        .unwrap();
+    store
+        .append_audit(&stepgate_store::NewAuditEvent::now("login.success"))
+        .await
+        .unwrap();
+    store.close().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let upd = sqlx::raw_sql(&format!(
+        "UPDATE \"{}\".audit_events SET kind = 'x'",
+        cfg.schema
+    ))
+    .execute(&pool)
+    .await;
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = sqlx::raw_sql(&format!("DELETE FROM \"{}\".audit_events", cfg.schema))
+        .execute(&pool)
+        .await;
+    assert!(del.is_err());
+    pool.close().await;
+    drop_schema(&url, &cfg.schema).await;
+}
+
+#[tokio::test]
+async fn open_stores_uses_postgres_and_redis_when_configured() {
+    let (Some(pg), Some(rd)) = (pg_url(), redis_url()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        postgres: Some(pg_config(&pg)),
+        redis: Some(redis_config(&rd)),
+        ..StoreConfig::default()
+    };
+    let stores = open_stores(&cfg, dir.path(), &SecretKey::generate())
+        .await
+        .unwrap();
+    let u = stepgate_store::UserRecord::new("multi");
+    stores.durable.create_user(&u).await.unwrap();
+    assert!(stores
+        .hot
+        .remember_once("k", std::time::Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(
+        !dir.path().join("stepgate.db").exists(),
+        "no SQLite file when both are remote"
+    );
+    drop_schema(&pg, &cfg.postgres.as_ref().unwrap().schema).await;
+    drop_keys(&rd, &cfg.redis.as_ref().unwrap().key_prefix).await;
+}
