@@ -19,10 +19,14 @@ use std::sync::Arc;
 use marked_yaml::{LoaderOptions, Span, Spanned};
 use serde::Deserialize;
 use stepgate_policy::spec::{AppSpec, NetworksSpec, OutcomeSpec, PolicySpec};
+use stepgate_authn::{AssuranceConfig, FactorsConfig, RegulationConfig};
 use stepgate_policy::{PolicyInput, PolicySet};
+use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+pub mod server;
 pub mod sessions;
 
+pub use server::{ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
 /// One problem in the configuration.
@@ -87,6 +91,20 @@ struct ConfigFile {
     default_outcome: Option<Spanned<OutcomeSpec>>,
     #[serde(default)]
     sessions: Option<Spanned<SessionsConfig>>,
+    #[serde(default)]
+    server: Option<Spanned<ServerConfig>>,
+    #[serde(default)]
+    factors: Option<Spanned<FactorsConfig>>,
+    #[serde(default)]
+    assurance: Option<Spanned<AssuranceConfig>>,
+    #[serde(default)]
+    regulation: Option<Spanned<RegulationConfig>>,
+    #[serde(default)]
+    store: Option<Spanned<StoreConfig>>,
+    #[serde(default)]
+    secrets: Option<Spanned<SecretsConfig>>,
+    #[serde(default)]
+    users: Vec<UserSpec>,
 }
 
 /// A loaded, validated configuration.
@@ -102,6 +120,26 @@ pub struct Config {
     pub policies: Vec<PolicySpec>,
     /// `sessions`.
     pub sessions: SessionsConfig,
+    /// `server`.
+    pub server: ServerConfig,
+    /// `factors`.
+    pub factors: FactorsConfig,
+    /// `assurance`.
+    pub assurance: AssuranceConfig,
+    /// `regulation`.
+    pub regulation: RegulationConfig,
+    /// `store`.
+    pub store: StoreConfig,
+    /// `secrets`.
+    pub secrets: SecretsConfig,
+    /// `users` declared in the file.
+    pub users: Vec<UserSpec>,
+    /// The directory relative paths in the configuration resolve against.
+    pub base_dir: PathBuf,
+    /// The parsed `server.listen`.
+    pub listen: std::net::SocketAddr,
+    /// The parsed `server.trusted_proxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled policy set.
     pub policy_set: Arc<PolicySet>,
 }
@@ -264,6 +302,13 @@ impl Loader {
         let mut policies = Vec::new();
         let mut default_outcome: Option<Spanned<OutcomeSpec>> = None;
         let mut sessions: Option<Spanned<SessionsConfig>> = None;
+        let mut server: Option<Spanned<ServerConfig>> = None;
+        let mut factors: Option<Spanned<FactorsConfig>> = None;
+        let mut assurance: Option<Spanned<AssuranceConfig>> = None;
+        let mut regulation: Option<Spanned<RegulationConfig>> = None;
+        let mut store: Option<Spanned<StoreConfig>> = None;
+        let mut secrets: Option<Spanned<SecretsConfig>> = None;
+        let mut users: Vec<UserSpec> = Vec::new();
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -278,6 +323,13 @@ impl Loader {
             }
             self.single(&mut default_outcome, f.default_outcome, "default_outcome");
             self.single(&mut sessions, f.sessions, "sessions");
+            self.single(&mut server, f.server, "server");
+            self.single(&mut factors, f.factors, "factors");
+            self.single(&mut assurance, f.assurance, "assurance");
+            self.single(&mut regulation, f.regulation, "regulation");
+            self.single(&mut store, f.store, "store");
+            self.single(&mut secrets, f.secrets, "secrets");
+            users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
             apps: &apps,
@@ -294,8 +346,76 @@ impl Loader {
                 None
             }
         };
-        match policy_set {
-            Some(set) if self.diagnostics.is_empty() => Ok(Config {
+        if let Some(f) = &factors {
+            if let Err(e) = f.validate() {
+                self.diag_at(f.span(), format!("factors: {e}"));
+            }
+        }
+        if let Some(a) = &assurance {
+            if let Err(e) = a.validate() {
+                self.diag_at(a.span(), format!("assurance: {e}"));
+            }
+        }
+        if let Some(r) = &regulation {
+            if let Err(e) = r.validate() {
+                self.diag_at(r.span(), format!("regulation: {e}"));
+            }
+        }
+        if let Some(st) = &store {
+            if let Err(e) = st.validate() {
+                self.diag_at(st.span(), format!("store: {e}"));
+            }
+        }
+        let mut usernames = HashSet::new();
+        for u in &users {
+            if !usernames.insert(u.username.clone()) {
+                self.diag_at(&Span::new_blank(), format!("user `{}` is declared twice under `users`", u.username));
+            }
+        }
+        let server = server.map(|s| (*s).clone()).unwrap_or_default();
+        let listen = match server.listen.trim().parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.diag_at(
+                    server.listen.span(),
+                    format!("bad listen address `{}`: expected IP:PORT like 127.0.0.1:8080 or [::]:443", server.listen.as_str()),
+                );
+                None
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for p in &server.trusted_proxies {
+            match p.trim().parse::<ipnet::IpNet>().or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+                Ok(n) => trusted_proxies.push(n),
+                Err(_) => self.diag_at(p.span(), format!("bad CIDR `{}` in trusted_proxies: expected e.g. 10.0.0.0/8 or 127.0.0.1", p.as_str())),
+            }
+        }
+        if let Some(u) = &server.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.trim_end_matches('/').contains(char::is_whitespace) {
+                self.diag_at(u.span(), format!("bad public_url `{}`: expected http(s)://host[:port]", u.as_str()));
+            }
+        }
+        if !server.portal_path.starts_with('/') || server.portal_path.len() < 2 || server.portal_path.ends_with('/') {
+            self.diag_at(&Span::new_blank(), format!("bad server.portal_path `{}`: expected a path like /_stepgate", server.portal_path));
+        }
+        let base_dir = self
+            .files
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match (policy_set, listen) {
+            (Some(set), Some(listen)) if self.diagnostics.is_empty() => Ok(Config {
+                factors: factors.map(|s| (*s).clone()).unwrap_or_default(),
+                assurance: assurance.map(|s| (*s).clone()).unwrap_or_default(),
+                regulation: regulation.map(|s| (*s).clone()).unwrap_or_default(),
+                store: store.map(|s| (*s).clone()).unwrap_or_default(),
+                secrets: secrets.map(|s| (*s).clone()).unwrap_or_default(),
+                users,
+                server,
+                base_dir,
+                listen,
+                trusted_proxies,
                 files: self.files,
                 apps,
                 networks,

@@ -1,0 +1,85 @@
+//! The `server:` section: where stepgate listens and how it sees the network.
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+use stepgate_policy::HumanDuration;
+
+/// `server:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    /// The URL users reach stepgate's portal at (scheme, host, port), used in redirects.
+    /// Default: `http://` + `listen`.
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
+    /// Where the embedded store and other state live (relative to the config file).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Path prefix of the portal on every host stepgate serves.
+    #[serde(default = "default_portal_path")]
+    pub portal_path: String,
+    /// TLS termination; absent: plain HTTP (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// How long a signed return target (after login or step-up) stays valid.
+    #[serde(default = "default_return_ttl")]
+    pub return_target_ttl: HumanDuration,
+    /// How long in-flight requests get to finish on SIGTERM.
+    #[serde(default = "default_drain")]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// TLS files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// PEM CA bundle: when set, clients are asked for a certificate (optional) and it is
+    /// validated against these CAs for the device signals.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            public_url: None,
+            data_dir: default_data_dir(),
+            portal_path: default_portal_path(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            return_target_ttl: default_return_ttl(),
+            shutdown_grace: default_drain(),
+        }
+    }
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(marked_yaml::Span::new_blank(), "127.0.0.1:8080".to_string())
+}
+
+fn default_data_dir() -> String {
+    "data".into()
+}
+
+fn default_portal_path() -> String {
+    "/_stepgate".into()
+}
+
+fn default_return_ttl() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+fn default_drain() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
