@@ -20,8 +20,8 @@
 //! | backend | implements | when |
 //! | --- | --- | --- |
 //! | [`SqliteStore`] | both | the default: one file, WAL mode, nothing to run |
-//! | `PostgresStore` (feature `postgres`) | [`DurableStore`] | several stepgate nodes |
-//! | `RedisStore` (feature `redis`) | [`HotStore`] | several stepgate nodes |
+//! | [`PostgresStore`] (feature `postgres`) | [`DurableStore`] | several stepgate nodes |
+//! | [`RedisStore`] (feature `redis`) | [`HotStore`] | several stepgate nodes |
 //!
 //! [`open_stores`] picks them from a [`StoreConfig`] (`store:` in the configuration). Schema
 //! migrations are embedded, versioned and applied on open; a database written by a newer build
@@ -50,7 +50,7 @@
 //!
 //! # Testing a backend
 //!
-//! [`conformance`] (feature `conformance`) is one suite of async checks written against the
+//! `stepgate_store::conformance` (feature `conformance`) is one suite of async checks written against the
 //! traits; every backend's integration test runs all of it (`tests/conformance.rs`).
 
 mod audit;
