@@ -20,7 +20,9 @@ use crate::config::{CompliancePolicyConfig, ComplianceRuleConfig};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ComplianceConfigError {
     /// A rule expression did not parse.
-    #[error("compliance policy `{policy}`, rule `{rule}`: {message} at column {column} in `{expr}`")]
+    #[error(
+        "compliance policy `{policy}`, rule `{rule}`: {message} at column {column} in `{expr}`"
+    )]
     Expression {
         /// Policy name.
         policy: String,
@@ -112,7 +114,9 @@ impl ComplianceVerdict {
 }
 
 /// Compiles the configured policies, checking names and rule expressions.
-pub fn compile_policies(configs: &[CompliancePolicyConfig]) -> Result<Vec<CompliancePolicy>, ComplianceConfigError> {
+pub fn compile_policies(
+    configs: &[CompliancePolicyConfig],
+) -> Result<Vec<CompliancePolicy>, ComplianceConfigError> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(configs.len());
     for c in configs {
@@ -257,7 +261,10 @@ impl CompliancePolicy {
                         &format!("Update the operating system to {min} or later"),
                     )),
                 },
-                Check::MinEdrScore(min) => match posture.get("edr_score").and_then(|v| v.0.trim().parse::<f64>().ok()) {
+                Check::MinEdrScore(min) => match posture
+                    .get("edr_score")
+                    .and_then(|v| v.0.trim().parse::<f64>().ok())
+                {
                     Some(s) if s >= f64::from(*min) => {}
                     Some(s) => out.failing.push(check_msg(
                         "edr_score",
@@ -270,16 +277,27 @@ impl CompliancePolicy {
                         "Make sure the endpoint security agent is installed and running",
                     )),
                 },
-                Check::Rule { id, expr, message, fix } => match expr.eval(posture) {
+                Check::Rule {
+                    id,
+                    expr,
+                    message,
+                    fix,
+                } => match expr.eval(posture) {
                     Some(false) => {}
                     Some(true) => out.failing.push(FailingCheck {
                         id: id.clone(),
-                        message: Some(message.clone().unwrap_or_else(|| format!("Device matches `{expr}`"))),
+                        message: Some(
+                            message
+                                .clone()
+                                .unwrap_or_else(|| format!("Device matches `{expr}`")),
+                        ),
                         fix: fix.clone(),
                     }),
                     None => out.unknown.push(FailingCheck {
                         id: id.clone(),
-                        message: Some(format!("Could not check `{expr}`: an attribute was not reported")),
+                        message: Some(format!(
+                            "Could not check `{expr}`: an attribute was not reported"
+                        )),
                         fix: fix.clone(),
                     }),
                 },
@@ -317,7 +335,12 @@ pub fn evaluate(
 }
 
 /// The verdict when the posture is older than `max_posture_age`: unknown, naming why.
-pub fn stale_verdict(policies: &[CompliancePolicy], platform: Option<&str>, groups: &[String], age_desc: &str) -> ComplianceVerdict {
+pub fn stale_verdict(
+    policies: &[CompliancePolicy],
+    platform: Option<&str>,
+    groups: &[String],
+    age_desc: &str,
+) -> ComplianceVerdict {
     let applied: Vec<String> = policies
         .iter()
         .filter(|p| p.applies_to(platform, groups))
@@ -328,7 +351,9 @@ pub fn stale_verdict(policies: &[CompliancePolicy], platform: Option<&str>, grou
         failing: Vec::new(),
         unknown: vec![FailingCheck {
             id: "posture_stale".into(),
-            message: Some(format!("The device's posture is out of date (last reported {age_desc})")),
+            message: Some(format!(
+                "The device's posture is out of date (last reported {age_desc})"
+            )),
             fix: Some("Open the device management app and sync, then re-check the device".into()),
         }],
         policies: applied,
@@ -407,7 +432,11 @@ impl fmt::Display for Expr {
         match self {
             Expr::Cmp { attr, op, value } => write!(f, "{attr} {} {value}", op.as_str()),
             Expr::And(v) | Expr::Or(v) => {
-                let sep = if matches!(self, Expr::And(_)) { " AND " } else { " OR " };
+                let sep = if matches!(self, Expr::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 f.write_str("(")?;
                 for (i, e) in v.iter().enumerate() {
                     if i > 0 {
@@ -426,10 +455,17 @@ impl Expr {
     /// Parses `os_version < 15.0 OR filevault == false`; the error is (column, message).
     pub fn parse(s: &str) -> Result<Expr, (usize, String)> {
         let toks = tokenize(s)?;
-        let mut p = Parser { toks, pos: 0, len: s.chars().count() };
+        let mut p = Parser {
+            toks,
+            pos: 0,
+            len: s.chars().count(),
+        };
         let e = p.or()?;
         if let Some(t) = p.toks.get(p.pos) {
-            return Err((t.col, format!("unexpected `{}`; expected AND, OR or the end", t.text)));
+            return Err((
+                t.col,
+                format!("unexpected `{}`; expected AND, OR or the end", t.text),
+            ));
         }
         Ok(e)
     }
@@ -554,19 +590,31 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, (usize, String)> {
             "<=" => Some(CmpOp::Le),
             ">=" => Some(CmpOp::Ge),
             "&&" => {
-                out.push(Tok { kind: TokKind::And, text: two.clone(), col });
+                out.push(Tok {
+                    kind: TokKind::And,
+                    text: two.clone(),
+                    col,
+                });
                 i += 2;
                 continue;
             }
             "||" => {
-                out.push(Tok { kind: TokKind::Or, text: two.clone(), col });
+                out.push(Tok {
+                    kind: TokKind::Or,
+                    text: two.clone(),
+                    col,
+                });
                 i += 2;
                 continue;
             }
             _ => None,
         };
         if let Some(op) = op2 {
-            out.push(Tok { kind: TokKind::Op(op), text: two, col });
+            out.push(Tok {
+                kind: TokKind::Op(op),
+                text: two,
+                col,
+            });
             i += 2;
             continue;
         }
@@ -577,19 +625,35 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, (usize, String)> {
                     '>' => CmpOp::Gt,
                     _ => CmpOp::Eq,
                 };
-                out.push(Tok { kind: TokKind::Op(op), text: c.to_string(), col });
+                out.push(Tok {
+                    kind: TokKind::Op(op),
+                    text: c.to_string(),
+                    col,
+                });
                 i += 1;
             }
             '!' => {
-                out.push(Tok { kind: TokKind::Not, text: "!".into(), col });
+                out.push(Tok {
+                    kind: TokKind::Not,
+                    text: "!".into(),
+                    col,
+                });
                 i += 1;
             }
             '(' => {
-                out.push(Tok { kind: TokKind::LParen, text: "(".into(), col });
+                out.push(Tok {
+                    kind: TokKind::LParen,
+                    text: "(".into(),
+                    col,
+                });
                 i += 1;
             }
             ')' => {
-                out.push(Tok { kind: TokKind::RParen, text: ")".into(), col });
+                out.push(Tok {
+                    kind: TokKind::RParen,
+                    text: ")".into(),
+                    col,
+                });
                 i += 1;
             }
             '"' | '\'' => {
@@ -602,12 +666,19 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, (usize, String)> {
                 if j >= chars.len() {
                     return Err((col, format!("unterminated string; close it with {quote}")));
                 }
-                out.push(Tok { kind: TokKind::Str, text: chars[start..j].iter().collect(), col });
+                out.push(Tok {
+                    kind: TokKind::Str,
+                    text: chars[start..j].iter().collect(),
+                    col,
+                });
                 i = j + 1;
             }
             c if c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '+' | ':') => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.' | '-' | '+' | ':')) {
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric()
+                        || matches!(chars[i], '_' | '.' | '-' | '+' | ':'))
+                {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
@@ -646,7 +717,11 @@ impl Parser {
             self.pos += 1;
             v.push(self.and()?);
         }
-        Ok(if v.len() == 1 { v.remove(0) } else { Expr::Or(v) })
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Expr::Or(v)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, (usize, String)> {
@@ -655,12 +730,19 @@ impl Parser {
             self.pos += 1;
             v.push(self.unary()?);
         }
-        Ok(if v.len() == 1 { v.remove(0) } else { Expr::And(v) })
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Expr::And(v)
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, (usize, String)> {
         let Some(t) = self.peek().cloned() else {
-            return Err((self.end_col(), "expression ends early; expected `attribute op value`".into()));
+            return Err((
+                self.end_col(),
+                "expression ends early; expected `attribute op value`".into(),
+            ));
         };
         match t.kind {
             TokKind::Not => {
@@ -693,27 +775,49 @@ impl Parser {
                 self.pos += 1;
                 let value = match self.peek() {
                     Some(v) if matches!(v.kind, TokKind::Ident | TokKind::Str) => v.text.clone(),
-                    Some(o) => return Err((o.col, format!("expected a value after `{}`, found `{}`", op.as_str(), o.text))),
-                    None => return Err((self.end_col(), format!("expected a value after `{}`", op.as_str()))),
+                    Some(o) => {
+                        return Err((
+                            o.col,
+                            format!(
+                                "expected a value after `{}`, found `{}`",
+                                op.as_str(),
+                                o.text
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err((
+                            self.end_col(),
+                            format!("expected a value after `{}`", op.as_str()),
+                        ))
+                    }
                 };
                 self.pos += 1;
                 if !matches!(op, CmpOp::Eq | CmpOp::Ne) && parse_bool_literal(&value).is_some() {
-                    return Err((op_col, format!("`{}` cannot order booleans; use == or !=", op.as_str())));
+                    return Err((
+                        op_col,
+                        format!("`{}` cannot order booleans; use == or !=", op.as_str()),
+                    ));
                 }
                 Ok(Expr::Cmp { attr, op, value })
             }
-            _ => Err((t.col, format!("expected an attribute name, NOT or `(`, found `{}`", t.text))),
+            _ => Err((
+                t.col,
+                format!("expected an attribute name, NOT or `(`, found `{}`", t.text),
+            )),
         }
     }
 }
 
 fn compile_rule(policy: &str, r: &ComplianceRuleConfig) -> Result<Check, ComplianceConfigError> {
-    let expr = Expr::parse(&r.non_compliant_if).map_err(|(column, message)| ComplianceConfigError::Expression {
-        policy: policy.to_owned(),
-        rule: r.id.clone(),
-        expr: r.non_compliant_if.clone(),
-        column,
-        message,
+    let expr = Expr::parse(&r.non_compliant_if).map_err(|(column, message)| {
+        ComplianceConfigError::Expression {
+            policy: policy.to_owned(),
+            rule: r.id.clone(),
+            expr: r.non_compliant_if.clone(),
+            column,
+            message,
+        }
     })?;
     Ok(Check::Rule {
         id: r.id.clone(),
@@ -728,7 +832,10 @@ mod tests {
     use super::*;
 
     fn posture(pairs: &[(&str, &str)]) -> BTreeMap<String, PostureValue> {
-        pairs.iter().map(|(k, v)| (k.to_string(), PostureValue::from(*v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), PostureValue::from(*v)))
+            .collect()
     }
 
     fn policy(f: impl FnOnce(&mut CompliancePolicyConfig)) -> Vec<CompliancePolicy> {
@@ -750,7 +857,10 @@ mod tests {
         let v = evaluate(&p, None, &[], &posture(&[("password_compliant", "false")]));
         assert_eq!(v.compliant, Some(false));
         assert_eq!(ids(&v.failing), ["password_compliant"]);
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("password_compliant", "true")])).compliant, Some(true));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("password_compliant", "true")])).compliant,
+            Some(true)
+        );
         assert_eq!(evaluate(&p, None, &[], &posture(&[])).compliant, None);
     }
 
@@ -759,16 +869,28 @@ mod tests {
         let p = policy(|c| c.require_encryption = true);
         let v = evaluate(&p, None, &[], &posture(&[("encrypted", "false")]));
         assert_eq!(v.compliant, Some(false));
-        assert_eq!(v.failing[0].message.as_deref(), Some("Disk encryption is off"));
+        assert_eq!(
+            v.failing[0].message.as_deref(),
+            Some("Disk encryption is off")
+        );
         assert!(v.failing[0].fix.as_deref().unwrap().contains("FileVault"));
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("encrypted", "true")])).compliant, Some(true));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("encrypted", "true")])).compliant,
+            Some(true)
+        );
     }
 
     #[test]
     fn toggle_jailbroken() {
         let p = policy(|c| c.block_jailbroken = true);
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("jailbroken", "true")])).compliant, Some(false));
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("jailbroken", "false")])).compliant, Some(true));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("jailbroken", "true")])).compliant,
+            Some(false)
+        );
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("jailbroken", "false")])).compliant,
+            Some(true)
+        );
     }
 
     #[test]
@@ -776,7 +898,10 @@ mod tests {
         let p = policy(|c| c.require_geofence = true);
         let v = evaluate(&p, None, &[], &posture(&[("inside_geofence", "false")]));
         assert_eq!(ids(&v.failing), ["geofence"]);
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("inside_geofence", "true")])).compliant, Some(true));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("inside_geofence", "true")])).compliant,
+            Some(true)
+        );
     }
 
     #[test]
@@ -784,10 +909,19 @@ mod tests {
         let p = policy(|c| c.min_os_version = Some("15".into()));
         let v = evaluate(&p, None, &[], &posture(&[("os_version", "14.2.1")]));
         assert_eq!(v.compliant, Some(false));
-        assert_eq!(v.failing[0].message.as_deref(), Some("OS 14.2.1 is below the required 15"));
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("os_version", "15.0")])).compliant, Some(true));
+        assert_eq!(
+            v.failing[0].message.as_deref(),
+            Some("OS 14.2.1 is below the required 15")
+        );
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("os_version", "15.0")])).compliant,
+            Some(true)
+        );
         let p = policy(|c| c.min_os_version = Some("9.3".into()));
-        assert_eq!(evaluate(&p, None, &[], &posture(&[("os_version", "15.0")])).compliant, Some(true));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("os_version", "15.0")])).compliant,
+            Some(true)
+        );
     }
 
     #[test]
@@ -797,9 +931,27 @@ mod tests {
             c.require_screen_lock = true;
             c.min_edr_score = Some(70);
         });
-        let v = evaluate(&p, None, &[], &posture(&[("firewall", "false"), ("screen_lock", "true"), ("edr_score", "40")]));
+        let v = evaluate(
+            &p,
+            None,
+            &[],
+            &posture(&[
+                ("firewall", "false"),
+                ("screen_lock", "true"),
+                ("edr_score", "40"),
+            ]),
+        );
         assert_eq!(ids(&v.failing), ["firewall", "edr_score"]);
-        let ok = evaluate(&p, None, &[], &posture(&[("firewall", "on"), ("screen_lock", "yes"), ("edr_score", "92")]));
+        let ok = evaluate(
+            &p,
+            None,
+            &[],
+            &posture(&[
+                ("firewall", "on"),
+                ("screen_lock", "yes"),
+                ("edr_score", "92"),
+            ]),
+        );
         assert_eq!(ok.compliant, Some(true));
     }
 
@@ -829,11 +981,23 @@ mod tests {
     fn or_rule_with_versions() {
         let p = rule("os_version < 15.0 OR filevault == false");
         let e = |pairs: &[(&str, &str)]| evaluate(&p, None, &[], &posture(pairs)).compliant;
-        assert_eq!(e(&[("os_version", "14.2.1"), ("filevault", "true")]), Some(false));
-        assert_eq!(e(&[("os_version", "15.1"), ("filevault", "false")]), Some(false));
-        assert_eq!(e(&[("os_version", "15.1"), ("filevault", "true")]), Some(true));
+        assert_eq!(
+            e(&[("os_version", "14.2.1"), ("filevault", "true")]),
+            Some(false)
+        );
+        assert_eq!(
+            e(&[("os_version", "15.1"), ("filevault", "false")]),
+            Some(false)
+        );
+        assert_eq!(
+            e(&[("os_version", "15.1"), ("filevault", "true")]),
+            Some(true)
+        );
         // 9.3 < 15.0 as versions even though "9.3" > "15.0" as text
-        assert_eq!(e(&[("os_version", "9.3"), ("filevault", "true")]), Some(false));
+        assert_eq!(
+            e(&[("os_version", "9.3"), ("filevault", "true")]),
+            Some(false)
+        );
         // one side true decides even when the other is unknown
         assert_eq!(e(&[("os_version", "14")]), Some(false));
         assert_eq!(e(&[("os_version", "16")]), None);
@@ -843,14 +1007,56 @@ mod tests {
     fn and_not_parentheses() {
         let p = rule("(platform == macos AND os_version >= 14.2.1) AND NOT edr_running == true");
         let e = |pairs: &[(&str, &str)]| evaluate(&p, None, &[], &posture(pairs)).compliant;
-        assert_eq!(e(&[("platform", "macos"), ("os_version", "15"), ("edr_running", "false")]), Some(false));
-        assert_eq!(e(&[("platform", "macos"), ("os_version", "14.2"), ("edr_running", "false")]), Some(true));
-        assert_eq!(e(&[("platform", "windows"), ("os_version", "15"), ("edr_running", "false")]), Some(true));
-        assert_eq!(e(&[("platform", "macos"), ("os_version", "15"), ("edr_running", "true")]), Some(true));
+        assert_eq!(
+            e(&[
+                ("platform", "macos"),
+                ("os_version", "15"),
+                ("edr_running", "false")
+            ]),
+            Some(false)
+        );
+        assert_eq!(
+            e(&[
+                ("platform", "macos"),
+                ("os_version", "14.2"),
+                ("edr_running", "false")
+            ]),
+            Some(true)
+        );
+        assert_eq!(
+            e(&[
+                ("platform", "windows"),
+                ("os_version", "15"),
+                ("edr_running", "false")
+            ]),
+            Some(true)
+        );
+        assert_eq!(
+            e(&[
+                ("platform", "macos"),
+                ("os_version", "15"),
+                ("edr_running", "true")
+            ]),
+            Some(true)
+        );
         let p = rule("os_version > 9.3 && model != 'MacBookAir10,1' || jailbroken == true");
         let e = |pairs: &[(&str, &str)]| evaluate(&p, None, &[], &posture(pairs)).compliant;
-        assert_eq!(e(&[("os_version", "15.0"), ("model", "MacBookPro18,3"), ("jailbroken", "false")]), Some(false));
-        assert_eq!(e(&[("os_version", "15.0"), ("model", "MacBookAir10,1"), ("jailbroken", "false")]), Some(true));
+        assert_eq!(
+            e(&[
+                ("os_version", "15.0"),
+                ("model", "MacBookPro18,3"),
+                ("jailbroken", "false")
+            ]),
+            Some(false)
+        );
+        assert_eq!(
+            e(&[
+                ("os_version", "15.0"),
+                ("model", "MacBookAir10,1"),
+                ("jailbroken", "false")
+            ]),
+            Some(true)
+        );
     }
 
     #[test]
@@ -875,7 +1081,11 @@ mod tests {
                 fix: None,
             });
             match compile_policies(&[c]) {
-                Err(ComplianceConfigError::Expression { column, ref message, .. }) => {
+                Err(ComplianceConfigError::Expression {
+                    column,
+                    ref message,
+                    ..
+                }) => {
                     assert_eq!(column, col, "{expr}: {message}")
                 }
                 other => panic!("{expr}: {other:?}"),
@@ -891,10 +1101,21 @@ mod tests {
             c.require_encryption = true;
         });
         let bad = posture(&[("encrypted", "false")]);
-        assert_eq!(evaluate(&p, Some("macos"), &["engineering".into()], &bad).compliant, Some(false));
-        assert_eq!(evaluate(&p, Some("windows"), &["engineering".into()], &bad).compliant, Some(true));
-        assert_eq!(evaluate(&p, Some("macos"), &["sales".into()], &bad).compliant, Some(true));
-        assert!(evaluate(&p, Some("macos"), &["sales".into()], &bad).policies.is_empty());
+        assert_eq!(
+            evaluate(&p, Some("macos"), &["engineering".into()], &bad).compliant,
+            Some(false)
+        );
+        assert_eq!(
+            evaluate(&p, Some("windows"), &["engineering".into()], &bad).compliant,
+            Some(true)
+        );
+        assert_eq!(
+            evaluate(&p, Some("macos"), &["sales".into()], &bad).compliant,
+            Some(true)
+        );
+        assert!(evaluate(&p, Some("macos"), &["sales".into()], &bad)
+            .policies
+            .is_empty());
     }
 
     #[test]

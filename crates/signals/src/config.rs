@@ -825,7 +825,10 @@ cookie:
   key_env: DEVICE_KEY
 "#,
         );
-        assert_eq!(c.sources[0].scopes, vec![DeviceScope::DevicesWrite, DeviceScope::DevicesRead]);
+        assert_eq!(
+            c.sources[0].scopes,
+            vec![DeviceScope::DevicesWrite, DeviceScope::DevicesRead]
+        );
         assert_eq!(c.sources[0].effective_max_state(), DeviceState::Managed);
         assert_eq!(c.sources[1].scopes, vec![DeviceScope::DevicesWrite]);
         assert_eq!(c.compliance.max_posture_age.as_secs(), 43_200);
@@ -840,7 +843,8 @@ cookie:
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let e = marked_yaml::from_yaml::<DevicesConfig>(0, "compliance:\n  max_age: 1h\n").unwrap_err();
+        let e =
+            marked_yaml::from_yaml::<DevicesConfig>(0, "compliance:\n  max_age: 1h\n").unwrap_err();
         assert!(e.to_string().contains("max_age"), "{e}");
         let e = marked_yaml::from_yaml::<SignalsConfig>(0, "risk:\n  hi_at: 3\n").unwrap_err();
         assert!(e.to_string().contains("hi_at"), "{e}");

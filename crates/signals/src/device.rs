@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stepgate_policy::{DeviceContext, DeviceState, FailingCheck, PostureValue};
 
-use crate::compliance::{self, ComplianceVerdict, CompliancePolicy};
+use crate::compliance::{self, CompliancePolicy, ComplianceVerdict};
 use crate::config::{DeviceScope, DeviceSourceConfig};
 
 /// A certificate issued to a device (for binding requests by mTLS).
@@ -133,11 +133,16 @@ impl Device {
     }
 
     /// Reads a device from a `DeviceRecord`'s id, owner and data.
-    pub fn from_record_data(id: &str, owner: Option<&str>, data: &serde_json::Value) -> Result<Self, DeviceDataError> {
-        let mut d: Device = serde_json::from_value(data.clone()).map_err(|source| DeviceDataError {
-            id: id.to_owned(),
-            source,
-        })?;
+    pub fn from_record_data(
+        id: &str,
+        owner: Option<&str>,
+        data: &serde_json::Value,
+    ) -> Result<Self, DeviceDataError> {
+        let mut d: Device =
+            serde_json::from_value(data.clone()).map_err(|source| DeviceDataError {
+                id: id.to_owned(),
+                source,
+            })?;
         d.id = id.to_owned();
         if owner.is_some() {
             d.owner = owner.map(str::to_owned);
@@ -156,7 +161,8 @@ impl Device {
             ("model", &self.model),
         ] {
             if let Some(v) = v {
-                m.entry(k.to_owned()).or_insert_with(|| PostureValue(v.clone()));
+                m.entry(k.to_owned())
+                    .or_insert_with(|| PostureValue(v.clone()));
             }
         }
         m
@@ -166,12 +172,20 @@ impl Device {
     pub fn posture_is_stale(&self, max_age: std::time::Duration, now: DateTime<Utc>) -> bool {
         match self.last_sync {
             None => true,
-            Some(t) => now.signed_duration_since(t).to_std().is_ok_and(|age| age > max_age),
+            Some(t) => now
+                .signed_duration_since(t)
+                .to_std()
+                .is_ok_and(|age| age > max_age),
         }
     }
 
     /// Evaluates the compliance policies (and the UEM's own verdict) for this device.
-    pub fn compliance(&self, policies: &[CompliancePolicy], max_posture_age: std::time::Duration, now: DateTime<Utc>) -> ComplianceVerdict {
+    pub fn compliance(
+        &self,
+        policies: &[CompliancePolicy],
+        max_posture_age: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> ComplianceVerdict {
         let platform = self.platform.as_deref();
         let mut verdict = if self.posture_is_stale(max_posture_age, now) {
             let desc = match self.last_sync {
@@ -183,16 +197,20 @@ impl Device {
             compliance::evaluate(policies, platform, &self.groups, &self.posture_view())
         };
         if let Some(r) = &self.reported_compliance {
-            let fresh = now.signed_duration_since(r.at).to_std().map_or(true, |age| age <= max_posture_age);
+            let fresh = now
+                .signed_duration_since(r.at)
+                .to_std()
+                .map_or(true, |age| age <= max_posture_age);
             if fresh && !r.compliant {
                 verdict.failing.push(FailingCheck {
                     id: "uem_compliance".into(),
-                    message: Some(
-                        r.reason
-                            .clone()
-                            .unwrap_or_else(|| format!("{} reports this device as not compliant", r.source)),
-                    ),
-                    fix: Some(format!("Follow the instructions in {} and re-check the device", r.source)),
+                    message: Some(r.reason.clone().unwrap_or_else(|| {
+                        format!("{} reports this device as not compliant", r.source)
+                    })),
+                    fix: Some(format!(
+                        "Follow the instructions in {} and re-check the device",
+                        r.source
+                    )),
                 });
                 verdict.compliant = Some(false);
             }
@@ -230,7 +248,11 @@ pub fn device_context(
         mac_addresses: device.mac_addresses.clone(),
         compliant: verdict.compliant,
         failing_checks: verdict.failing,
-        posture: if stale { BTreeMap::new() } else { device.posture_view() },
+        posture: if stale {
+            BTreeMap::new()
+        } else {
+            device.posture_view()
+        },
     }
 }
 
@@ -260,7 +282,9 @@ impl DeviceBinding {
     /// management, so cookie-bound requests count as `registered` at most.
     pub fn max_state(&self) -> DeviceState {
         match self {
-            DeviceBinding::Certificate { .. } | DeviceBinding::Passkey { .. } => DeviceState::ManagedEdr,
+            DeviceBinding::Certificate { .. } | DeviceBinding::Passkey { .. } => {
+                DeviceState::ManagedEdr
+            }
             DeviceBinding::Cookie { .. } => DeviceState::Registered,
         }
     }
@@ -268,11 +292,15 @@ impl DeviceBinding {
     /// Whether this binding identifies `device`.
     pub fn matches(&self, device: &Device) -> bool {
         match self {
-            DeviceBinding::Certificate { sha256_fingerprint } => device
-                .certificates
-                .iter()
-                .any(|c| c.sha256_fingerprint.eq_ignore_ascii_case(sha256_fingerprint)),
-            DeviceBinding::Passkey { credential_id } => device.passkeys.iter().any(|p| p == credential_id),
+            DeviceBinding::Certificate { sha256_fingerprint } => {
+                device.certificates.iter().any(|c| {
+                    c.sha256_fingerprint
+                        .eq_ignore_ascii_case(sha256_fingerprint)
+                })
+            }
+            DeviceBinding::Passkey { credential_id } => {
+                device.passkeys.iter().any(|p| p == credential_id)
+            }
             DeviceBinding::Cookie { device_id } => &device.id == device_id,
         }
     }
@@ -280,7 +308,9 @@ impl DeviceBinding {
 
 /// Picks the most trusted binding among the evidence a request carries.
 /// `candidates` is every (binding, device) pair the server found in the registry.
-pub fn strongest_binding<'a>(candidates: &'a [(DeviceBinding, Device)]) -> Option<&'a (DeviceBinding, Device)> {
+pub fn strongest_binding<'a>(
+    candidates: &'a [(DeviceBinding, Device)],
+) -> Option<&'a (DeviceBinding, Device)> {
     let rank = |b: &DeviceBinding| match b {
         DeviceBinding::Certificate { .. } => 0,
         DeviceBinding::Passkey { .. } => 1,
@@ -472,7 +502,9 @@ pub fn apply_push(
     for (k, v) in &push.posture {
         let ok = !k.is_empty()
             && k.len() <= 64
-            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+            && k.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+            });
         if !ok {
             return Err(PushError::BadAttribute(k.clone()));
         }
@@ -480,7 +512,13 @@ pub fn apply_push(
             if v.0.len() > 1024 {
                 return Err(PushError::ValueTooLong(k.clone()));
             }
-            if k == "edr_score" && !v.0.trim().parse::<f64>().is_ok_and(|s| (0.0..=100.0).contains(&s)) {
+            if k == "edr_score"
+                && !v
+                    .0
+                    .trim()
+                    .parse::<f64>()
+                    .is_ok_and(|s| (0.0..=100.0).contains(&s))
+            {
                 return Err(PushError::BadEdrScore(v.0.clone()));
             }
         }
@@ -504,7 +542,10 @@ pub fn apply_push(
         }
     }
     set(&mut d.owner, &push.owner);
-    set(&mut d.platform, &push.platform.as_ref().map(|p| p.to_ascii_lowercase()));
+    set(
+        &mut d.platform,
+        &push.platform.as_ref().map(|p| p.to_ascii_lowercase()),
+    );
     set(&mut d.os, &push.os);
     set(&mut d.os_version, &push.os_version);
     set(&mut d.model, &push.model);
@@ -512,7 +553,10 @@ pub fn apply_push(
     set(&mut d.hostname, &push.hostname);
     set(&mut d.domain, &push.domain);
     if let Some(m) = &push.mac_addresses {
-        d.mac_addresses = m.iter().map(|m| m.to_ascii_lowercase().replace('-', ":")).collect();
+        d.mac_addresses = m
+            .iter()
+            .map(|m| m.to_ascii_lowercase().replace('-', ":"))
+            .collect();
     }
     if let Some(g) = &push.groups {
         d.groups = g.clone();
@@ -535,7 +579,8 @@ pub fn apply_push(
     for (k, v) in &push.posture {
         match v {
             Some(v) => {
-                d.posture.insert(k.clone(), PostureValue(v.0.trim().to_owned()));
+                d.posture
+                    .insert(k.clone(), PostureValue(v.0.trim().to_owned()));
             }
             None => {
                 d.posture.remove(k);
@@ -579,7 +624,9 @@ pub enum DeviceApiAuthError {
     #[error("the device API needs `Authorization: Bearer <token>`; configure the source's token in the UEM")]
     MissingToken,
     /// The token matches no source.
-    #[error("the device API token matches no configured source; check `devices.sources[].token_sha256`")]
+    #[error(
+        "the device API token matches no configured source; check `devices.sources[].token_sha256`"
+    )]
     UnknownToken,
     /// The source lacks the scope.
     #[error("source `{source_name}` lacks scope `{scope}`; add it to the source's `scopes`")]
@@ -618,7 +665,11 @@ impl DeviceApiAuth {
     }
 
     /// Authenticates an `Authorization` header value and checks the scope.
-    pub fn authenticate(&self, authorization: Option<&str>, scope: DeviceScope) -> Result<&DeviceSourceConfig, DeviceApiAuthError> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        scope: DeviceScope,
+    ) -> Result<&DeviceSourceConfig, DeviceApiAuthError> {
         use sha2::Digest;
         use subtle::ConstantTimeEq;
         let token = authorization
@@ -659,10 +710,11 @@ pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 pub(crate) fn hex_encode(b: &[u8]) -> String {
     use std::fmt::Write;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -708,7 +760,8 @@ impl DeviceCookieSigner {
 
     fn mac(&self, payload: &str) -> hmac::Hmac<sha2::Sha256> {
         use hmac::Mac;
-        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes any key length");
         m.update(payload.as_bytes());
         m
     }
@@ -724,7 +777,12 @@ impl DeviceCookieSigner {
     }
 
     /// Verifies a cookie value, returning the device id.
-    pub fn verify(&self, value: &str, max_age: std::time::Duration, now: DateTime<Utc>) -> Result<String, DeviceCookieError> {
+    pub fn verify(
+        &self,
+        value: &str,
+        max_age: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<String, DeviceCookieError> {
         use base64::Engine;
         use hmac::Mac;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -734,10 +792,13 @@ impl DeviceCookieSigner {
             .verify_slice(&tag)
             .map_err(|_| DeviceCookieError::BadSignature)?;
         let mut parts = payload.split('.');
-        let (Some("v1"), Some(id), Some(ts), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some("v1"), Some(id), Some(ts), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(DeviceCookieError::Malformed);
         };
-        let id = String::from_utf8(b64.decode(id).map_err(|_| DeviceCookieError::Malformed)?).map_err(|_| DeviceCookieError::Malformed)?;
+        let id = String::from_utf8(b64.decode(id).map_err(|_| DeviceCookieError::Malformed)?)
+            .map_err(|_| DeviceCookieError::Malformed)?;
         let issued: i64 = ts.parse().map_err(|_| DeviceCookieError::Malformed)?;
         let age = now.timestamp().saturating_sub(issued);
         if age < -300 || age as u64 > max_age.as_secs() {
@@ -792,18 +853,27 @@ mod tests {
         assert_eq!(d2, d);
         let mut older = p.clone();
         older.observed_at = Some(t(9));
-        older.posture.insert("encrypted".into(), Some("true".into()));
-        assert_eq!(apply_push(Some(d.clone()), &older, &src, t(11)).unwrap().1, PushOutcome::Stale);
+        older
+            .posture
+            .insert("encrypted".into(), Some("true".into()));
+        assert_eq!(
+            apply_push(Some(d.clone()), &older, &src, t(11)).unwrap().1,
+            PushOutcome::Stale
+        );
         let mut newer = p.clone();
         newer.observed_at = Some(t(12));
-        newer.posture = BTreeMap::from([("encrypted".to_string(), Some("true".into())), ("firewall".to_string(), None)]);
+        newer.posture = BTreeMap::from([
+            ("encrypted".to_string(), Some("true".into())),
+            ("firewall".to_string(), None),
+        ]);
         let (d3, o) = apply_push(Some(d), &newer, &src, t(12)).unwrap();
         assert_eq!(o, PushOutcome::Updated);
         assert_eq!(d3.posture["encrypted"].0, "true");
         assert!(!d3.posture.contains_key("firewall"));
         assert_eq!(d3.posture["edr_score"].0, "92");
         // round trip through the store's JSON
-        let back = Device::from_record_data("mac-0042", Some("jane"), &d3.to_record_data()).unwrap();
+        let back =
+            Device::from_record_data("mac-0042", Some("jane"), &d3.to_record_data()).unwrap();
         assert_eq!(back, d3);
     }
 
@@ -811,19 +881,39 @@ mod tests {
     fn push_validation() {
         let src = source(DeviceSourceKind::Agent);
         let e = apply_push(None, &push_json(), &src, t(10)).unwrap_err();
-        assert!(matches!(e, PushError::StateNotAllowed { max: "registered", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                PushError::StateNotAllowed {
+                    max: "registered",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let src = source(DeviceSourceKind::Uem);
         let mut p = push_json();
         p.posture.insert("Bad Name".into(), Some("x".into()));
-        assert_eq!(apply_push(None, &p, &src, t(10)).unwrap_err(), PushError::BadAttribute("Bad Name".into()));
+        assert_eq!(
+            apply_push(None, &p, &src, t(10)).unwrap_err(),
+            PushError::BadAttribute("Bad Name".into())
+        );
         let mut p = push_json();
         p.posture.insert("edr_score".into(), Some("140".into()));
-        assert!(matches!(apply_push(None, &p, &src, t(10)).unwrap_err(), PushError::BadEdrScore(_)));
+        assert!(matches!(
+            apply_push(None, &p, &src, t(10)).unwrap_err(),
+            PushError::BadEdrScore(_)
+        ));
         let (d, _) = apply_push(None, &push_json(), &src, t(10)).unwrap();
         let mut p = push_json();
         p.owner = Some("mallory".into());
-        assert!(matches!(apply_push(Some(d), &p, &src, t(10)).unwrap_err(), PushError::OwnerMismatch { .. }));
-        assert!(serde_json::from_str::<PosturePush>(r#"{"device_id":"x","colour":"red"}"#).is_err());
+        assert!(matches!(
+            apply_push(Some(d), &p, &src, t(10)).unwrap_err(),
+            PushError::OwnerMismatch { .. }
+        ));
+        assert!(
+            serde_json::from_str::<PosturePush>(r#"{"device_id":"x","colour":"red"}"#).is_err()
+        );
     }
 
     #[test]
@@ -842,15 +932,30 @@ mod tests {
         let ctx = device_context(&d, &policies, day, t(11));
         assert_eq!(ctx.state, DeviceState::Managed);
         assert_eq!(ctx.compliant, Some(false));
-        let msgs: Vec<_> = ctx.failing_checks.iter().map(|c| c.message.clone().unwrap()).collect();
-        assert_eq!(msgs, ["Disk encryption is off", "OS 14.2.1 is below the required 15.0"]);
+        let msgs: Vec<_> = ctx
+            .failing_checks
+            .iter()
+            .map(|c| c.message.clone().unwrap())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "Disk encryption is off",
+                "OS 14.2.1 is below the required 15.0"
+            ]
+        );
         assert_eq!(ctx.posture["os_version"].0, "14.2.1");
         assert_eq!(ctx.hostname.as_deref(), Some("jane-mbp"));
         let stale = device_context(&d, &policies, std::time::Duration::from_secs(1800), t(11));
         assert_eq!(stale.compliant, None);
         assert!(stale.posture.is_empty());
-        let cookie = DeviceBinding::Cookie { device_id: d.id.clone() };
-        assert_eq!(bound_device_context(&cookie, &d, &policies, day, t(11)).state, DeviceState::Registered);
+        let cookie = DeviceBinding::Cookie {
+            device_id: d.id.clone(),
+        };
+        assert_eq!(
+            bound_device_context(&cookie, &d, &policies, day, t(11)).state,
+            DeviceState::Registered
+        );
     }
 
     #[test]
@@ -877,13 +982,39 @@ mod tests {
         });
         d.passkeys.push("cred1".into());
         let c = vec![
-            (DeviceBinding::Cookie { device_id: "dev1".into() }, d.clone()),
-            (DeviceBinding::Passkey { credential_id: "cred1".into() }, d.clone()),
-            (DeviceBinding::Certificate { sha256_fingerprint: "AB".repeat(32) }, d.clone()),
-            (DeviceBinding::Passkey { credential_id: "other".into() }, d.clone()),
+            (
+                DeviceBinding::Cookie {
+                    device_id: "dev1".into(),
+                },
+                d.clone(),
+            ),
+            (
+                DeviceBinding::Passkey {
+                    credential_id: "cred1".into(),
+                },
+                d.clone(),
+            ),
+            (
+                DeviceBinding::Certificate {
+                    sha256_fingerprint: "AB".repeat(32),
+                },
+                d.clone(),
+            ),
+            (
+                DeviceBinding::Passkey {
+                    credential_id: "other".into(),
+                },
+                d.clone(),
+            ),
         ];
-        assert!(matches!(strongest_binding(&c).unwrap().0, DeviceBinding::Certificate { .. }));
-        assert!(matches!(strongest_binding(&c[..2]).unwrap().0, DeviceBinding::Passkey { .. }));
+        assert!(matches!(
+            strongest_binding(&c).unwrap().0,
+            DeviceBinding::Certificate { .. }
+        ));
+        assert!(matches!(
+            strongest_binding(&c[..2]).unwrap().0,
+            DeviceBinding::Passkey { .. }
+        ));
         assert!(strongest_binding(&c[3..]).is_none());
     }
 
@@ -891,11 +1022,25 @@ mod tests {
     fn api_tokens_and_scopes() {
         // sha256("test")
         let auth = DeviceApiAuth::new(&[source(DeviceSourceKind::Uem)]).unwrap();
-        assert_eq!(auth.authenticate(Some("Bearer test"), DeviceScope::DevicesWrite).unwrap().name, "hexnode");
-        assert_eq!(auth.authenticate(Some("Bearer nope"), DeviceScope::DevicesWrite).unwrap_err(), DeviceApiAuthError::UnknownToken);
-        assert_eq!(auth.authenticate(None, DeviceScope::DevicesWrite).unwrap_err(), DeviceApiAuthError::MissingToken);
+        assert_eq!(
+            auth.authenticate(Some("Bearer test"), DeviceScope::DevicesWrite)
+                .unwrap()
+                .name,
+            "hexnode"
+        );
+        assert_eq!(
+            auth.authenticate(Some("Bearer nope"), DeviceScope::DevicesWrite)
+                .unwrap_err(),
+            DeviceApiAuthError::UnknownToken
+        );
+        assert_eq!(
+            auth.authenticate(None, DeviceScope::DevicesWrite)
+                .unwrap_err(),
+            DeviceApiAuthError::MissingToken
+        );
         assert!(matches!(
-            auth.authenticate(Some("bearer test"), DeviceScope::DevicesRead).unwrap_err(),
+            auth.authenticate(Some("bearer test"), DeviceScope::DevicesRead)
+                .unwrap_err(),
             DeviceApiAuthError::MissingScope { .. }
         ));
         let mut bad = source(DeviceSourceKind::Uem);
@@ -909,12 +1054,22 @@ mod tests {
         let c = s.issue("dev.1", t(10));
         let age = std::time::Duration::from_secs(86_400);
         assert_eq!(s.verify(&c, age, t(11)).unwrap(), "dev.1");
-        assert_eq!(s.verify(&c, std::time::Duration::from_secs(60), t(11)).unwrap_err(), DeviceCookieError::Expired);
+        assert_eq!(
+            s.verify(&c, std::time::Duration::from_secs(60), t(11))
+                .unwrap_err(),
+            DeviceCookieError::Expired
+        );
         let other = DeviceCookieSigner::new(&[8u8; 32]).unwrap();
-        assert_eq!(other.verify(&c, age, t(11)).unwrap_err(), DeviceCookieError::BadSignature);
+        assert_eq!(
+            other.verify(&c, age, t(11)).unwrap_err(),
+            DeviceCookieError::BadSignature
+        );
         let mut tampered = c.clone();
         tampered.replace_range(3..4, "A");
         assert!(s.verify(&tampered, age, t(11)).is_err());
-        assert_eq!(DeviceCookieSigner::new(b"short").unwrap_err(), DeviceCookieError::WeakKey);
+        assert_eq!(
+            DeviceCookieSigner::new(b"short").unwrap_err(),
+            DeviceCookieError::WeakKey
+        );
     }
 }

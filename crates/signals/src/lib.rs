@@ -18,6 +18,10 @@
 pub mod compliance;
 pub mod config;
 pub mod device;
+pub mod geoip;
+pub mod iprisk;
+pub mod risk;
+pub mod useragent;
 
-pub use compliance::{ComplianceVerdict, CompliancePolicy};
+pub use compliance::{CompliancePolicy, ComplianceVerdict};
 pub use device::{device_context, Device, DeviceBinding, PosturePush};
