@@ -77,7 +77,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         let fast = cfg.policy_set.decide(&case.context);
         let mut problems = Vec::new();
         if exp.outcome != case.expect.outcome {
-            problems.push(format!("outcome {} (expected {})", exp.outcome.as_str(), case.expect.outcome.as_str()));
+            problems.push(format!(
+                "outcome {} (expected {})",
+                exp.outcome.as_str(),
+                case.expect.outcome.as_str()
+            ));
         }
         let got_policy = exp.policy.as_deref().unwrap_or("default");
         if let Some(want) = &case.expect.policy {
@@ -104,11 +108,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if case.expect.report_only.is_some() && exp.report_only != case.expect.report_only {
-            problems.push(format!("report-only {:?} (expected {:?})", exp.report_only, case.expect.report_only));
+            problems.push(format!(
+                "report-only {:?} (expected {:?})",
+                exp.report_only, case.expect.report_only
+            ));
         }
         // The fast path and the explained path must agree.
         if fast.kind() != exp.outcome || fast.policy != exp.policy.as_deref() {
-            problems.push(format!("fast path decided {} by {:?}", fast.kind().as_str(), fast.policy));
+            problems.push(format!(
+                "fast path decided {} by {:?}",
+                fast.kind().as_str(),
+                fast.policy
+            ));
         }
         let line = case.name.span().start().map_or(0, |m| m.line());
         if problems.is_empty() {
@@ -116,12 +127,20 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             println!("ok    {} (line {line})", case.name.as_str());
         } else {
             failed += 1;
-            println!("FAIL  {} (line {line}): {}", case.name.as_str(), problems.join("; "));
+            println!(
+                "FAIL  {} (line {line}): {}",
+                case.name.as_str(),
+                problems.join("; ")
+            );
             if args.verbose {
                 print!("{}", super::what_if::render(&exp));
             }
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -26,7 +26,8 @@ pub struct WhatIfArgs {
 pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(&args.config)?;
     let text = if args.context.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the context from standard input")?
+        std::io::read_to_string(std::io::stdin())
+            .context("reading the context from standard input")?
     } else {
         std::fs::read_to_string(&args.context)
             .with_context(|| format!("reading the context file {}", args.context.display()))?
@@ -51,7 +52,12 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
 /// The human-readable report.
 pub fn render(e: &Explanation) -> String {
     let mut s = String::new();
-    let by = e.policy.as_deref().map_or("the default outcome (no policy matched)".to_string(), |p| format!("policy `{p}`"));
+    let by = e
+        .policy
+        .as_deref()
+        .map_or("the default outcome (no policy matched)".to_string(), |p| {
+            format!("policy `{p}`")
+        });
     let _ = writeln!(s, "decision: {} by {by}", e.outcome.as_str());
     if let Some(m) = &e.message {
         let _ = writeln!(s, "message:  {m}");
@@ -83,7 +89,10 @@ pub fn render(e: &Explanation) -> String {
         let _ = writeln!(s);
     }
     if let Some(r) = &e.report_only {
-        let _ = writeln!(s, "report-only: `{r}` matched first and would have decided if enforced");
+        let _ = writeln!(
+            s,
+            "report-only: `{r}` matched first and would have decided if enforced"
+        );
     }
     if let Some(r) = &e.route {
         let _ = writeln!(
@@ -100,11 +109,15 @@ pub fn render(e: &Explanation) -> String {
             ("disabled", ..) => "disabled".to_string(),
             (_, false, ..) => "not targeted".to_string(),
             (_, _, _, true) => "MATCHED — decided".to_string(),
-            (mode, _, Some(true), _) if mode == "report_only" => "matched (report-only, not enforced)".to_string(),
+            ("report_only", _, Some(true), _) => "matched (report-only, not enforced)".to_string(),
             (_, _, Some(true), _) => "matched".to_string(),
             _ => "conditions not met".to_string(),
         };
-        let _ = writeln!(s, "  [{}] {} ({}) — {status}", p.priority, p.policy, p.target);
+        let _ = writeln!(
+            s,
+            "  [{}] {} ({}) — {status}",
+            p.priority, p.policy, p.target
+        );
         for c in &p.conditions {
             let depth = c.path.matches('.').count();
             let _ = writeln!(

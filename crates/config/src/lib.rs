@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use marked_yaml::{LoaderOptions, Span, Spanned};
 use serde::Deserialize;
-use stepgate_policy::spec::{AppSpec, NetworksSpec, OutcomeSpec, PolicySpec};
 use stepgate_authn::{AssuranceConfig, FactorsConfig, RegulationConfig};
+use stepgate_policy::spec::{AppSpec, NetworksSpec, OutcomeSpec, PolicySpec};
 use stepgate_policy::{PolicyInput, PolicySet};
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
@@ -155,7 +155,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// in messages; `includes:` resolve against `base_dir` and are refused without one.
 pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
     let mut loader = Loader::default();
-    loader.load_text(PathBuf::from(name), text.to_string(), base_dir.map(Path::to_path_buf));
+    loader.load_text(
+        PathBuf::from(name),
+        text.to_string(),
+        base_dir.map(Path::to_path_buf),
+    );
     loader.finish()
 }
 
@@ -189,7 +193,13 @@ impl Loader {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if !self.seen.insert(canonical) {
             if let Some(span) = from {
-                self.diag_at(span, format!("`{}` is included more than once (or includes itself)", path.display()));
+                self.diag_at(
+                    span,
+                    format!(
+                        "`{}` is included more than once (or includes itself)",
+                        path.display()
+                    ),
+                );
             }
             return;
         }
@@ -232,7 +242,10 @@ impl Loader {
         self.parsed.push(parsed);
         for inc in &includes {
             let Some(base) = &base else {
-                self.diag_at(inc.span(), "`includes` cannot be used here (no base directory)");
+                self.diag_at(
+                    inc.span(),
+                    "`includes` cannot be used here (no base directory)",
+                );
                 continue;
             };
             let target = base.join(inc.as_str());
@@ -243,7 +256,10 @@ impl Loader {
                             self.load_file(&f, Some(inc.span()));
                         }
                     }
-                    Err(e) => self.diag_at(inc.span(), format!("cannot list `{}`: {e}", target.display())),
+                    Err(e) => self.diag_at(
+                        inc.span(),
+                        format!("cannot list `{}`: {e}", target.display()),
+                    ),
                 }
             } else {
                 self.load_file(&target, Some(inc.span()));
@@ -255,12 +271,26 @@ impl Loader {
         use marked_yaml::{FromYamlError, LoadError};
         let (marker, message) = match &e {
             FromYamlError::ParseYaml(le) => match le {
-                LoadError::TopLevelMustBeMapping(m) => (Some(*m), "the top level must be a mapping of sections (apps:, policies:, …)".to_string()),
-                LoadError::TopLevelMustBeSequence(m) => (Some(*m), "the top level must be a sequence".to_string()),
-                LoadError::UnexpectedAnchor(m) => (Some(*m), "YAML anchors and aliases are not supported: write the value out".to_string()),
-                LoadError::MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain scalars".to_string()),
-                LoadError::UnexpectedTag(m) => (Some(*m), "YAML tags (`!foo`) are not supported".to_string()),
-                LoadError::ScanError(m, se) => (Some(*m), format!("YAML syntax error: {}", se.info())),
+                LoadError::TopLevelMustBeMapping(m) => (
+                    Some(*m),
+                    "the top level must be a mapping of sections (apps:, policies:, …)".to_string(),
+                ),
+                LoadError::TopLevelMustBeSequence(m) => {
+                    (Some(*m), "the top level must be a sequence".to_string())
+                }
+                LoadError::UnexpectedAnchor(m) => (
+                    Some(*m),
+                    "YAML anchors and aliases are not supported: write the value out".to_string(),
+                ),
+                LoadError::MappingKeyMustBeScalar(m) => {
+                    (Some(*m), "mapping keys must be plain scalars".to_string())
+                }
+                LoadError::UnexpectedTag(m) => {
+                    (Some(*m), "YAML tags (`!foo`) are not supported".to_string())
+                }
+                LoadError::ScanError(m, se) => {
+                    (Some(*m), format!("YAML syntax error: {}", se.info()))
+                }
                 LoadError::DuplicateKey(d) => (
                     d.key.span().start().copied(),
                     format!(
@@ -275,7 +305,10 @@ impl Loader {
                 let inner = ne.to_string();
                 // The library prefixes the path; keep our own "at `path`" wording.
                 let detail = match &path {
-                    Some(p) => inner.strip_prefix(&format!("{p}: ")).unwrap_or(&inner).to_string(),
+                    Some(p) => inner
+                        .strip_prefix(&format!("{p}: "))
+                        .unwrap_or(&inner)
+                        .to_string(),
                     None => inner,
                 };
                 let msg = match path {
@@ -295,7 +328,9 @@ impl Loader {
 
     fn finish(mut self) -> Result<Config, ConfigError> {
         if !self.diagnostics.is_empty() {
-            return Err(ConfigError { diagnostics: self.diagnostics });
+            return Err(ConfigError {
+                diagnostics: self.diagnostics,
+            });
         }
         let mut apps = Vec::new();
         let mut networks = NetworksSpec::new();
@@ -316,7 +351,10 @@ impl Loader {
             for (name, cidrs) in f.networks {
                 if let Some(prev) = networks.get(&name) {
                     let line = prev.span().start().map_or(0, |m| m.line());
-                    self.diag_at(cidrs.span(), format!("network zone `{name}` is defined twice (first on line {line})"));
+                    self.diag_at(
+                        cidrs.span(),
+                        format!("network zone `{name}` is defined twice (first on line {line})"),
+                    );
                 } else {
                     networks.insert(name, cidrs);
                 }
@@ -369,7 +407,10 @@ impl Loader {
         let mut usernames = HashSet::new();
         for u in &users {
             if !usernames.insert(u.username.clone()) {
-                self.diag_at(&Span::new_blank(), format!("user `{}` is declared twice under `users`", u.username));
+                self.diag_at(
+                    &Span::new_blank(),
+                    format!("user `{}` is declared twice under `users`", u.username),
+                );
             }
         }
         let server = server.map(|s| (*s).clone()).unwrap_or_default();
@@ -378,25 +419,55 @@ impl Loader {
             Err(_) => {
                 self.diag_at(
                     server.listen.span(),
-                    format!("bad listen address `{}`: expected IP:PORT like 127.0.0.1:8080 or [::]:443", server.listen.as_str()),
+                    format!(
+                        "bad listen address `{}`: expected IP:PORT like 127.0.0.1:8080 or [::]:443",
+                        server.listen.as_str()
+                    ),
                 );
                 None
             }
         };
         let mut trusted_proxies = Vec::new();
         for p in &server.trusted_proxies {
-            match p.trim().parse::<ipnet::IpNet>().or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            match p
+                .trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
                 Ok(n) => trusted_proxies.push(n),
-                Err(_) => self.diag_at(p.span(), format!("bad CIDR `{}` in trusted_proxies: expected e.g. 10.0.0.0/8 or 127.0.0.1", p.as_str())),
+                Err(_) => self.diag_at(
+                    p.span(),
+                    format!(
+                        "bad CIDR `{}` in trusted_proxies: expected e.g. 10.0.0.0/8 or 127.0.0.1",
+                        p.as_str()
+                    ),
+                ),
             }
         }
         if let Some(u) = &server.public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) || u.trim_end_matches('/').contains(char::is_whitespace) {
-                self.diag_at(u.span(), format!("bad public_url `{}`: expected http(s)://host[:port]", u.as_str()));
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.trim_end_matches('/').contains(char::is_whitespace)
+            {
+                self.diag_at(
+                    u.span(),
+                    format!(
+                        "bad public_url `{}`: expected http(s)://host[:port]",
+                        u.as_str()
+                    ),
+                );
             }
         }
-        if !server.portal_path.starts_with('/') || server.portal_path.len() < 2 || server.portal_path.ends_with('/') {
-            self.diag_at(&Span::new_blank(), format!("bad server.portal_path `{}`: expected a path like /_stepgate", server.portal_path));
+        if !server.portal_path.starts_with('/')
+            || server.portal_path.len() < 2
+            || server.portal_path.ends_with('/')
+        {
+            self.diag_at(
+                &Span::new_blank(),
+                format!(
+                    "bad server.portal_path `{}`: expected a path like /_stepgate",
+                    server.portal_path
+                ),
+            );
         }
         let base_dir = self
             .files
@@ -424,8 +495,11 @@ impl Loader {
                 policy_set: Arc::new(set),
             }),
             _ => {
-                self.diagnostics.sort_by(|a, b| (a.file.clone(), a.line, a.column).cmp(&(b.file.clone(), b.line, b.column)));
-                Err(ConfigError { diagnostics: self.diagnostics })
+                self.diagnostics
+                    .sort_by_key(|d| (d.file.clone(), d.line, d.column));
+                Err(ConfigError {
+                    diagnostics: self.diagnostics,
+                })
             }
         }
     }

@@ -111,7 +111,9 @@ impl SessionsConfig {
             _ => self.aal3,
         };
         let mut life = over.lifetime.unwrap_or(HumanDuration::from_secs(nist_life));
-        let mut idle = over.idle_timeout.or(nist_idle.map(HumanDuration::from_secs));
+        let mut idle = over
+            .idle_timeout
+            .or(nist_idle.map(HumanDuration::from_secs));
         if let Some(cap) = self.lifetime {
             life = life.min(cap);
         }
@@ -130,8 +132,20 @@ mod tests {
     fn nist_rev3_defaults() {
         let s = SessionsConfig::default();
         assert_eq!(s.limits(1), (HumanDuration::from_secs(30 * DAY), None));
-        assert_eq!(s.limits(2), (HumanDuration::from_secs(12 * HOUR), Some(HumanDuration::from_secs(30 * MIN))));
-        assert_eq!(s.limits(3), (HumanDuration::from_secs(12 * HOUR), Some(HumanDuration::from_secs(15 * MIN))));
+        assert_eq!(
+            s.limits(2),
+            (
+                HumanDuration::from_secs(12 * HOUR),
+                Some(HumanDuration::from_secs(30 * MIN))
+            )
+        );
+        assert_eq!(
+            s.limits(3),
+            (
+                HumanDuration::from_secs(12 * HOUR),
+                Some(HumanDuration::from_secs(15 * MIN))
+            )
+        );
     }
 
     #[test]
@@ -141,8 +155,20 @@ mod tests {
             "nist_revision: rev4\nlifetime: 8h\naal3:\n  idle_timeout: 10m\n",
         )
         .unwrap();
-        assert_eq!(s.limits(2), (HumanDuration::from_secs(8 * HOUR), Some(HumanDuration::from_secs(HOUR))));
-        assert_eq!(s.limits(3), (HumanDuration::from_secs(8 * HOUR), Some(HumanDuration::from_secs(10 * MIN))));
+        assert_eq!(
+            s.limits(2),
+            (
+                HumanDuration::from_secs(8 * HOUR),
+                Some(HumanDuration::from_secs(HOUR))
+            )
+        );
+        assert_eq!(
+            s.limits(3),
+            (
+                HumanDuration::from_secs(8 * HOUR),
+                Some(HumanDuration::from_secs(10 * MIN))
+            )
+        );
         assert_eq!(s.limits(1).0, HumanDuration::from_secs(8 * HOUR));
     }
 }

@@ -17,13 +17,21 @@ networks:
 fn one_error(policies: &str) -> Diagnostic {
     let text = format!("{APPS}policies:\n{policies}");
     let err = load_str("bad.yaml", &text, None).expect_err("the config must be rejected");
-    assert_eq!(err.diagnostics.len(), 1, "expected one diagnostic, got: {err}");
+    assert_eq!(
+        err.diagnostics.len(),
+        1,
+        "expected one diagnostic, got: {err}"
+    );
     err.diagnostics.into_iter().next().unwrap()
 }
 
 fn assert_at(d: &Diagnostic, line: usize, column: usize, needle: &str) {
     assert_eq!(d.file, Path::new("bad.yaml"), "{d}");
-    assert_eq!((d.line, d.column), (Some(line), Some(column)), "wrong position: {d}");
+    assert_eq!(
+        (d.line, d.column),
+        (Some(line), Some(column)),
+        "wrong position: {d}"
+    );
     assert!(d.message.contains(needle), "message lacks `{needle}`: {d}");
 }
 
@@ -41,9 +49,13 @@ fn duplicate_priority() {
 
 #[test]
 fn unknown_app_in_target() {
-    let d = one_error("  - { name: a, priority: 1, targets: { apps: [consol] }, outcome: allow }\n");
+    let d =
+        one_error("  - { name: a, priority: 1, targets: { apps: [consol] }, outcome: allow }\n");
     assert_at(&d, 8, 47, "unknown app id `consol`");
-    assert!(d.message.contains("console"), "should list the known ids: {d}");
+    assert!(
+        d.message.contains("console"),
+        "should list the known ids: {d}"
+    );
 }
 
 #[test]
@@ -66,13 +78,19 @@ fn bad_cidr_inline_and_in_zone() {
 #[test]
 fn host_bits_set_in_cidr() {
     let d = one_error("  - { name: a, priority: 1, conditions: [ { network: { in: [10.1.2.3/8] } } ], outcome: allow }\n");
-    assert!(d.message.contains("host bits") && d.message.contains("10.0.0.0/8"), "{d}");
+    assert!(
+        d.message.contains("host bits") && d.message.contains("10.0.0.0/8"),
+        "{d}"
+    );
 }
 
 #[test]
 fn unknown_zone() {
     let d = one_error("  - { name: a, priority: 1, conditions: [ { network: { not_in: [office] } } ], outcome: allow }\n");
-    assert!(d.message.contains("unknown network zone `office`") && d.message.contains("corporate"), "{d}");
+    assert!(
+        d.message.contains("unknown network zone `office`") && d.message.contains("corporate"),
+        "{d}"
+    );
     assert_eq!(d.line, Some(8));
 }
 
@@ -135,7 +153,12 @@ fn risk_score_out_of_range() {
     outcome: deny
 ",
     );
-    assert_at(&d, 11, 34, "ip risk score 101 is out of range: expected 0 to 100");
+    assert_at(
+        &d,
+        11,
+        34,
+        "ip risk score 101 is out of range: expected 0 to 100",
+    );
 }
 
 #[test]
@@ -171,7 +194,10 @@ fn wrong_type_names_the_path() {
 #[test]
 fn bad_duration() {
     let d = one_error("  - { name: a, priority: 1, outcome: { step_up: { max_age: 15 } } }\n");
-    assert!(d.message.contains("`15`") && d.message.contains("every_time"), "{d}");
+    assert!(
+        d.message.contains("`15`") && d.message.contains("every_time"),
+        "{d}"
+    );
     assert_eq!(d.line, Some(8), "{d}");
 }
 
@@ -187,10 +213,22 @@ fn every_error_is_collected() {
     let err = load_str("many.yaml", &text, None).unwrap_err();
     let msgs: Vec<String> = err.diagnostics.iter().map(|d| d.to_string()).collect();
     assert_eq!(msgs.len(), 5, "{msgs:#?}");
-    for needle in ["unknown app id `nope`", "duplicate priority 1", "bad time zone `Mars/Base`", "min_aal 4", "unknown factor `carrier_pigeon`"] {
-        assert!(msgs.iter().any(|m| m.contains(needle)), "missing `{needle}` in {msgs:#?}");
+    for needle in [
+        "unknown app id `nope`",
+        "duplicate priority 1",
+        "bad time zone `Mars/Base`",
+        "min_aal 4",
+        "unknown factor `carrier_pigeon`",
+    ] {
+        assert!(
+            msgs.iter().any(|m| m.contains(needle)),
+            "missing `{needle}` in {msgs:#?}"
+        );
     }
-    assert!(msgs.iter().all(|m| m.starts_with("many.yaml:")), "{msgs:#?}");
+    assert!(
+        msgs.iter().all(|m| m.starts_with("many.yaml:")),
+        "{msgs:#?}"
+    );
 }
 
 #[test]
@@ -198,7 +236,11 @@ fn includes_merge_files_and_report_the_right_file() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("stepgate.yaml");
     std::fs::create_dir(dir.path().join("policies.d")).unwrap();
-    std::fs::write(&main, "includes: [apps.yaml, policies.d]\nnetworks:\n  corporate: [10.0.0.0/8]\n").unwrap();
+    std::fs::write(
+        &main,
+        "includes: [apps.yaml, policies.d]\nnetworks:\n  corporate: [10.0.0.0/8]\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("apps.yaml"), "apps:\n  - id: wiki\n").unwrap();
     std::fs::write(
         dir.path().join("policies.d/10-allow.yaml"),
@@ -218,7 +260,10 @@ fn includes_merge_files_and_report_the_right_file() {
     let d = &err.diagnostics[0];
     assert!(d.file.ends_with("policies.d/20-bad.yaml"), "{d}");
     assert_eq!(d.line, Some(2), "{d}");
-    assert!(d.message.contains("duplicate priority 10 (policy `office`"), "{d}");
+    assert!(
+        d.message.contains("duplicate priority 10 (policy `office`"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -230,17 +275,31 @@ fn include_cycle_and_missing_file() {
     let err = load(&a).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("included more than once"), "{text}");
-    assert!(text.contains("cannot read") && text.contains("missing.yaml"), "{text}");
+    assert!(
+        text.contains("cannot read") && text.contains("missing.yaml"),
+        "{text}"
+    );
 }
 
 #[test]
 fn single_sections_may_not_repeat_across_files() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.yaml");
-    std::fs::write(&a, "includes: [b.yaml]\nsessions: { nist_revision: rev3 }\n").unwrap();
-    std::fs::write(dir.path().join("b.yaml"), "sessions: { nist_revision: rev4 }\n").unwrap();
+    std::fs::write(
+        &a,
+        "includes: [b.yaml]\nsessions: { nist_revision: rev3 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "sessions: { nist_revision: rev4 }\n",
+    )
+    .unwrap();
     let err = load(&a).unwrap_err();
-    assert!(err.to_string().contains("`sessions` is already defined"), "{err}");
+    assert!(
+        err.to_string().contains("`sessions` is already defined"),
+        "{err}"
+    );
 }
 
 #[test]

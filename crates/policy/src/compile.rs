@@ -104,7 +104,10 @@ impl StrMatch {
 
     pub(crate) fn describe(&self) -> String {
         let operand = match &self.test {
-            StrTest::Equals(v) | StrTest::Contains(v) | StrTest::StartsWith(v) | StrTest::EndsWith(v) => {
+            StrTest::Equals(v)
+            | StrTest::Contains(v)
+            | StrTest::StartsWith(v)
+            | StrTest::EndsWith(v) => {
                 format!("`{v}`")
             }
             StrTest::Regex(r) => {
@@ -127,26 +130,68 @@ pub(crate) enum Cond {
     All(Box<[Cond]>),
     Any(Box<[Cond]>),
     Not(Box<Cond>),
-    UserAttr { attr: Box<str>, m: StrMatch },
+    UserAttr {
+        attr: Box<str>,
+        m: StrMatch,
+    },
     GroupsAny(Box<[Box<str>]>),
     GroupsAll(Box<[Box<str>]>),
-    Network { zones: Box<[ZoneId]>, negated: bool, label: Box<str> },
-    Location { countries: Box<[Box<str>]>, regions: Box<[Box<str>]>, cities: Box<[Box<str>]> },
-    IpRisk { min: u8, max: u8 },
-    UserAgent { field: UserAgentField, m: StrMatch },
+    Network {
+        zones: Box<[ZoneId]>,
+        negated: bool,
+        label: Box<str>,
+    },
+    Location {
+        countries: Box<[Box<str>]>,
+        regions: Box<[Box<str>]>,
+        cities: Box<[Box<str>]>,
+    },
+    IpRisk {
+        min: u8,
+        max: u8,
+    },
+    UserAgent {
+        field: UserAgentField,
+        m: StrMatch,
+    },
     DeviceHostname(StrMatch),
     DeviceDomain(StrMatch),
     DeviceMac(StrMatch),
-    DeviceState { mask: u8 },
+    DeviceState {
+        mask: u8,
+    },
     DeviceCompliant(bool),
     DeviceFailing(Box<[Box<str>]>),
-    Posture { attr: Box<str>, op: CompareOp, value: Box<str> },
-    Certificate { present: Option<bool>, valid: Option<bool>, issuer: Option<StrMatch>, not_revoked: Option<bool> },
-    Time { tz: Tz, hours: Option<(u8, u8)>, weekdays: u8 },
-    Velocity { above: f64 },
-    Risk { levels: u8, reasons: Box<[Box<str>]> },
-    Sensitivity { mask: u8 },
-    Request { methods: u16, path: Option<PathPattern> },
+    Posture {
+        attr: Box<str>,
+        op: CompareOp,
+        value: Box<str>,
+    },
+    Certificate {
+        present: Option<bool>,
+        valid: Option<bool>,
+        issuer: Option<StrMatch>,
+        not_revoked: Option<bool>,
+    },
+    Time {
+        tz: Tz,
+        hours: Option<(u8, u8)>,
+        weekdays: u8,
+    },
+    Velocity {
+        above: f64,
+    },
+    Risk {
+        levels: u8,
+        reasons: Box<[Box<str>]>,
+    },
+    Sensitivity {
+        mask: u8,
+    },
+    Request {
+        methods: u16,
+        path: Option<PathPattern>,
+    },
 }
 
 /// A route of an app, compiled.
@@ -275,7 +320,9 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         if cidrs.is_empty() {
             c.errors.push(SpecError::new(
                 cidrs.span(),
-                format!("network zone `{name}` lists no CIDRs: expected at least one, like 10.0.0.0/8"),
+                format!(
+                    "network zone `{name}` lists no CIDRs: expected at least one, like 10.0.0.0/8"
+                ),
             ));
         }
         for cidr in cidrs.iter() {
@@ -312,7 +359,9 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         }
     }
     let default_outcome = match input.default_outcome {
-        Some(o) => c.outcome(o).unwrap_or(Outcome::Deny(DenyOutcome::default())),
+        Some(o) => c
+            .outcome(o)
+            .unwrap_or(Outcome::Deny(DenyOutcome::default())),
         None => Outcome::Deny(DenyOutcome {
             message: Some("No policy allows this request.".into()),
             remediation: None,
@@ -321,7 +370,11 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
     if c.zone_names.len() > usize::from(ZoneId::MAX) {
         c.errors.push(SpecError::new(
             &Span::new_blank(),
-            format!("too many network zones and inline CIDR lists ({}): at most {}", c.zone_names.len(), ZoneId::MAX),
+            format!(
+                "too many network zones and inline CIDR lists ({}): at most {}",
+                c.zone_names.len(),
+                ZoneId::MAX
+            ),
         ));
     }
     if !c.errors.is_empty() {
@@ -340,9 +393,13 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
     let sign_in = enabled(&|p| p.targets.sign_in);
     let unknown_app = enabled(&|p| p.targets.applies_to_app(None));
     let mut apps = apps;
-    for i in 0..apps.len() {
-        let cands = enabled(&|p| p.targets.applies_to_app(Some((i as u32, &apps[i]))));
-        apps[i].candidates = cands;
+    let candidates: Vec<Box<[u32]>> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, a)| enabled(&|p| p.targets.applies_to_app(Some((i as u32, a)))))
+        .collect();
+    for (a, c) in apps.iter_mut().zip(candidates) {
+        a.candidates = c;
     }
     let app_ids = apps
         .iter()
@@ -378,7 +435,10 @@ impl<'a> Compiler<'a> {
             if n.trunc() != n {
                 self.err(
                     s.span(),
-                    format!("CIDR `{t}` has host bits set: expected the network address, `{}`", n.trunc()),
+                    format!(
+                        "CIDR `{t}` has host bits set: expected the network address, `{}`",
+                        n.trunc()
+                    ),
                 );
                 return None;
             }
@@ -389,7 +449,9 @@ impl<'a> Compiler<'a> {
         }
         self.err(
             s.span(),
-            format!("bad CIDR `{t}`: expected an IPv4 or IPv6 network like 10.0.0.0/8 or 2001:db8::/32"),
+            format!(
+                "bad CIDR `{t}`: expected an IPv4 or IPv6 network like 10.0.0.0/8 or 2001:db8::/32"
+            ),
         );
         None
     }
@@ -398,11 +460,21 @@ impl<'a> Compiler<'a> {
         let mut out = Vec::with_capacity(specs.len());
         for a in specs {
             let id = a.id.as_str();
-            if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-                self.err(a.id.span(), format!("bad app id `{id}`: expected letters, digits, `-` and `_` only"));
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                self.err(
+                    a.id.span(),
+                    format!("bad app id `{id}`: expected letters, digits, `-` and `_` only"),
+                );
             }
             if self.app_index.insert(id, out.len() as u32).is_some() {
-                self.err(a.id.span(), format!("duplicate app id `{id}`: expected unique ids"));
+                self.err(
+                    a.id.span(),
+                    format!("duplicate app id `{id}`: expected unique ids"),
+                );
             }
             let mut routes = Vec::with_capacity(a.routes.len());
             for r in &a.routes {
@@ -440,7 +512,11 @@ impl<'a> Compiler<'a> {
             match method_bit(m) {
                 0 => self.err(
                     m.span(),
-                    format!("unknown HTTP method `{}`: expected one of {}", m.as_str(), METHODS.join(", ")),
+                    format!(
+                        "unknown HTTP method `{}`: expected one of {}",
+                        m.as_str(),
+                        METHODS.join(", ")
+                    ),
                 ),
                 b => mask |= b,
             }
@@ -487,7 +563,8 @@ impl<'a> Compiler<'a> {
                 path,
             });
         }
-        let access = !t.sign_in || !t.apps.is_empty() || !t.app_tags.is_empty() || !t.routes.is_empty();
+        let access =
+            !t.sign_in || !t.apps.is_empty() || !t.app_tags.is_empty() || !t.routes.is_empty();
         let conds: Vec<Cond> = p.conditions.iter().filter_map(|c| self.cond(c)).collect();
         let conditions = match p.match_mode {
             MatchMode::All => Cond::All(conds.into()),
@@ -537,7 +614,10 @@ impl<'a> Compiler<'a> {
                 let mut ok = true;
                 if let Some(aal) = &s.min_aal {
                     if !(1..=3).contains(&**aal) {
-                        self.err(aal.span(), format!("min_aal {} is out of range: expected 1, 2 or 3", **aal));
+                        self.err(
+                            aal.span(),
+                            format!("min_aal {} is out of range: expected 1, 2 or 3", **aal),
+                        );
                         ok = false;
                     }
                 }
@@ -545,7 +625,11 @@ impl<'a> Compiler<'a> {
                     if !KNOWN_FACTORS.contains(&f.as_str()) {
                         self.err(
                             f.span(),
-                            format!("unknown factor `{}`: expected one of {}", f.as_str(), KNOWN_FACTORS.join(", ")),
+                            format!(
+                                "unknown factor `{}`: expected one of {}",
+                                f.as_str(),
+                                KNOWN_FACTORS.join(", ")
+                            ),
                         );
                         ok = false;
                     }
@@ -572,13 +656,21 @@ impl<'a> Compiler<'a> {
         values: &[String],
     ) -> Option<StrMatch> {
         let (negated, multi) = match **op {
-            StringOp::NotEquals | StringOp::NotContains | StringOp::NotIn => (true, matches!(**op, StringOp::NotIn)),
+            StringOp::NotEquals | StringOp::NotContains | StringOp::NotIn => {
+                (true, matches!(**op, StringOp::NotIn))
+            }
             StringOp::In => (false, true),
             _ => (false, false),
         };
         if multi {
             if values.is_empty() || value.is_some() {
-                self.err(op.span(), format!("operator `{}` takes `values: [..]` (a non-empty list), not `value`", op.as_str()));
+                self.err(
+                    op.span(),
+                    format!(
+                        "operator `{}` takes `values: [..]` (a non-empty list), not `value`",
+                        op.as_str()
+                    ),
+                );
                 return None;
             }
             return Some(StrMatch {
@@ -588,11 +680,20 @@ impl<'a> Compiler<'a> {
             });
         }
         let Some(v) = value else {
-            self.err(op.span(), format!("operator `{}` needs `value`", op.as_str()));
+            self.err(
+                op.span(),
+                format!("operator `{}` needs `value`", op.as_str()),
+            );
             return None;
         };
         if !values.is_empty() {
-            self.err(op.span(), format!("operator `{}` takes `value`, not `values` (use `in` for a list)", op.as_str()));
+            self.err(
+                op.span(),
+                format!(
+                    "operator `{}` takes `value`, not `values` (use `in` for a list)",
+                    op.as_str()
+                ),
+            );
             return None;
         }
         let s: Box<str> = v.as_str().into();
@@ -612,7 +713,11 @@ impl<'a> Compiler<'a> {
             },
             StringOp::In | StringOp::NotIn => unreachable!("handled above"),
         };
-        Some(StrMatch { op: **op, test, negated })
+        Some(StrMatch {
+            op: **op,
+            test,
+            negated,
+        })
     }
 
     fn cond(&mut self, c: &'a Spanned<ConditionSpec>) -> Option<Cond> {
@@ -629,7 +734,10 @@ impl<'a> Compiler<'a> {
             ConditionSpec::Groups(g) => match (g.any.is_empty(), g.all.is_empty()) {
                 (false, true) => Cond::GroupsAny(boxed(&g.any)),
                 (true, false) => Cond::GroupsAll(boxed(&g.all)),
-                (false, false) => Cond::All(Box::new([Cond::GroupsAny(boxed(&g.any)), Cond::GroupsAll(boxed(&g.all))])),
+                (false, false) => Cond::All(Box::new([
+                    Cond::GroupsAny(boxed(&g.any)),
+                    Cond::GroupsAll(boxed(&g.all)),
+                ])),
                 (true, true) => {
                     self.err(span, "`groups` needs `any: [..]` or `all: [..]`");
                     return None;
@@ -640,11 +748,17 @@ impl<'a> Compiler<'a> {
                     (false, true) => (&n.in_, false),
                     (true, false) => (&n.not_in, true),
                     (false, false) => {
-                        self.err(n.in_[0].span(), "`network` takes either `in` or `not_in`, not both");
+                        self.err(
+                            n.in_[0].span(),
+                            "`network` takes either `in` or `not_in`, not both",
+                        );
                         return None;
                     }
                     (true, true) => {
-                        self.err(span, "`network` needs `in: [..]` or `not_in: [..]` with zone names or CIDRs");
+                        self.err(
+                            span,
+                            "`network` needs `in: [..]` or `not_in: [..]` with zone names or CIDRs",
+                        );
                         return None;
                     }
                 };
@@ -652,7 +766,9 @@ impl<'a> Compiler<'a> {
                 let mut inline: Vec<IpNet> = Vec::new();
                 for entry in list {
                     let e = entry.trim();
-                    let looks_like_net = e.contains('/') || e.contains(':') || e.starts_with(|ch: char| ch.is_ascii_digit());
+                    let looks_like_net = e.contains('/')
+                        || e.contains(':')
+                        || e.starts_with(|ch: char| ch.is_ascii_digit());
                     if looks_like_net {
                         if let Some(net) = self.cidr(entry) {
                             inline.push(net);
@@ -684,12 +800,20 @@ impl<'a> Compiler<'a> {
                 Cond::Network {
                     zones: zones.into(),
                     negated,
-                    label: list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ").into(),
+                    label: list
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        .into(),
                 }
             }
             ConditionSpec::Location(l) => {
                 if l.countries.is_empty() && l.regions.is_empty() && l.cities.is_empty() {
-                    self.err(span, "`location` needs at least one of `countries`, `regions`, `cities`");
+                    self.err(
+                        span,
+                        "`location` needs at least one of `countries`, `regions`, `cities`",
+                    );
                     return None;
                 }
                 for cc in &l.countries {
@@ -698,7 +822,11 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 Cond::Location {
-                    countries: l.countries.iter().map(|c| c.to_ascii_uppercase().into()).collect(),
+                    countries: l
+                        .countries
+                        .iter()
+                        .map(|c| c.to_ascii_uppercase().into())
+                        .collect(),
                     regions: boxed(&l.regions),
                     cities: boxed(&l.cities),
                 }
@@ -718,9 +846,15 @@ impl<'a> Compiler<'a> {
                 field: u.field,
                 m: self.str_match(&u.op, &u.value, &u.values)?,
             },
-            ConditionSpec::DeviceHostname(m) => Cond::DeviceHostname(self.str_match(&m.op, &m.value, &m.values)?),
-            ConditionSpec::DeviceDomain(m) => Cond::DeviceDomain(self.str_match(&m.op, &m.value, &m.values)?),
-            ConditionSpec::DeviceMac(m) => Cond::DeviceMac(self.str_match(&m.op, &m.value, &m.values)?),
+            ConditionSpec::DeviceHostname(m) => {
+                Cond::DeviceHostname(self.str_match(&m.op, &m.value, &m.values)?)
+            }
+            ConditionSpec::DeviceDomain(m) => {
+                Cond::DeviceDomain(self.str_match(&m.op, &m.value, &m.values)?)
+            }
+            ConditionSpec::DeviceMac(m) => {
+                Cond::DeviceMac(self.str_match(&m.op, &m.value, &m.values)?)
+            }
             ConditionSpec::DeviceState(d) => {
                 let mut mask = 0u8;
                 for s in &d.in_ {
@@ -742,7 +876,10 @@ impl<'a> Compiler<'a> {
             ConditionSpec::DeviceCompliance(d) => match (d.compliant, d.failing.is_empty()) {
                 (Some(b), true) => Cond::DeviceCompliant(b),
                 (None, false) => Cond::DeviceFailing(boxed(&d.failing)),
-                (Some(b), false) => Cond::All(Box::new([Cond::DeviceCompliant(b), Cond::DeviceFailing(boxed(&d.failing))])),
+                (Some(b), false) => Cond::All(Box::new([
+                    Cond::DeviceCompliant(b),
+                    Cond::DeviceFailing(boxed(&d.failing)),
+                ])),
                 (None, true) => {
                     self.err(span, "`device_compliance` needs `compliant: true|false` or `failing: [check ids]`");
                     return None;
@@ -755,23 +892,39 @@ impl<'a> Compiler<'a> {
                         span,
                         format!(
                             "device_posture `{} {} {}`: `{}` needs a number or version like 15.0",
-                            p.attribute, p.op.symbol(), p.value, p.op.symbol()
+                            p.attribute,
+                            p.op.symbol(),
+                            p.value,
+                            p.op.symbol()
                         ),
                     );
                     return None;
                 }
-                Cond::Posture { attr: p.attribute.as_str().into(), op: p.op, value: p.value.as_str().into() }
+                Cond::Posture {
+                    attr: p.attribute.as_str().into(),
+                    op: p.op,
+                    value: p.value.as_str().into(),
+                }
             }
             ConditionSpec::Certificate(cs) => {
                 let issuer = match &cs.issuer {
                     Some(m) => Some(self.str_match(&m.op, &m.value, &m.values)?),
                     None => None,
                 };
-                if cs.present.is_none() && cs.valid.is_none() && issuer.is_none() && cs.not_revoked.is_none() {
+                if cs.present.is_none()
+                    && cs.valid.is_none()
+                    && issuer.is_none()
+                    && cs.not_revoked.is_none()
+                {
                     self.err(span, "`certificate` needs at least one of `present`, `valid`, `issuer`, `not_revoked`");
                     return None;
                 }
-                Cond::Certificate { present: cs.present, valid: cs.valid, issuer, not_revoked: cs.not_revoked }
+                Cond::Certificate {
+                    present: cs.present,
+                    valid: cs.valid,
+                    issuer,
+                    not_revoked: cs.not_revoked,
+                }
             }
             ConditionSpec::Time(t) => {
                 let tz = match &t.timezone {
@@ -805,7 +958,11 @@ impl<'a> Compiler<'a> {
                 if weekdays == 0 {
                     weekdays = 0x7f;
                 }
-                Cond::Time { tz, hours, weekdays }
+                Cond::Time {
+                    tz,
+                    hours,
+                    weekdays,
+                }
             }
             ConditionSpec::Velocity(v) => {
                 let above = *v.above_kmpm;
@@ -834,7 +991,10 @@ impl<'a> Compiler<'a> {
                 if levels == 0 {
                     levels = 0b111;
                 }
-                Cond::Risk { levels, reasons: boxed(&r.reasons) }
+                Cond::Risk {
+                    levels,
+                    reasons: boxed(&r.reasons),
+                }
             }
             ConditionSpec::AppSensitivity(s) => {
                 let mut mask = 0u8;
@@ -849,7 +1009,10 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 if mask == 0 {
-                    self.err(span, "`app_sensitivity` needs `in: [..]` or `at_least` (low, medium, high)");
+                    self.err(
+                        span,
+                        "`app_sensitivity` needs `in: [..]` or `at_least` (low, medium, high)",
+                    );
                     return None;
                 }
                 Cond::Sensitivity { mask }
@@ -880,7 +1043,10 @@ impl<'a> Compiler<'a> {
             None => Some(default),
             Some(s) if (0..=100).contains(&**s) => Some(**s as u8),
             Some(s) => {
-                self.err(s.span(), format!("ip risk score {} is out of range: expected 0 to 100", **s));
+                self.err(
+                    s.span(),
+                    format!("ip risk score {} is out of range: expected 0 to 100", **s),
+                );
                 None
             }
         }
@@ -890,7 +1056,10 @@ impl<'a> Compiler<'a> {
         if (0..=23).contains(&**h) {
             Some(**h as u8)
         } else {
-            self.err(h.span(), format!("hour {} is out of range: expected 0 to 23", **h));
+            self.err(
+                h.span(),
+                format!("hour {} is out of range: expected 0 to 23", **h),
+            );
             None
         }
     }
@@ -919,4 +1088,3 @@ fn full_weekday(d: &str) -> &'static str {
 fn boxed(v: &[String]) -> Box<[Box<str>]> {
     v.iter().map(|s| s.as_str().into()).collect()
 }
-

@@ -28,11 +28,15 @@ impl FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() {
-            return Err("expected a duration such as `15m`, `12h` or `30d`, got an empty string".into());
+            return Err(
+                "expected a duration such as `15m`, `12h` or `30d`, got an empty string".into(),
+            );
         }
-        humantime::parse_duration(s).map(HumanDuration).map_err(|e| {
-            format!("expected a duration such as `90s`, `15m`, `12h` or `30d`, got `{s}` ({e})")
-        })
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("expected a duration such as `90s`, `15m`, `12h` or `30d`, got `{s}` ({e})")
+            })
     }
 }
 
@@ -43,7 +47,7 @@ impl fmt::Display for HumanDuration {
             return f.write_str("0s");
         }
         for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if secs % size == 0 {
+            if secs.is_multiple_of(size) {
                 return write!(f, "{}{unit}", secs / size);
             }
         }

@@ -51,9 +51,9 @@ impl PolicySet {
             .and_then(|id| self.app_ids.get(id))
             .map(|&i| (i, &self.apps[i as usize]));
         let route = app.and_then(|(_, a)| {
-            a.routes
-                .iter()
-                .find(|r| (r.methods == 0 || r.methods & method != 0) && r.path.matches(&ctx.request.path))
+            a.routes.iter().find(|r| {
+                (r.methods == 0 || r.methods & method != 0) && r.path.matches(&ctx.request.path)
+            })
         });
         let zones = match ctx.network.ip {
             Some(ip) => self.networks.zones_of(ip),
@@ -153,7 +153,9 @@ impl PolicySet {
             }
         }
         let decision = Decision {
-            outcome: decided.map_or(&self.default_outcome, |i| &self.policies[i as usize].outcome),
+            outcome: decided.map_or(&self.default_outcome, |i| {
+                &self.policies[i as usize].outcome
+            }),
             policy: decided.map(|i| &*self.policies[i as usize].name),
             report_only: None,
             policy_index: decided,
@@ -182,7 +184,11 @@ impl PolicySet {
 
     /// For a deny: the device checks and posture values the user can fix, in plain words,
     /// plus the policy's own remediation text. Empty for other outcomes.
-    pub fn remediation(&self, decision: &Decision<'_>, ctx: &RequestContext) -> Vec<RemediationItem> {
+    pub fn remediation(
+        &self,
+        decision: &Decision<'_>,
+        ctx: &RequestContext,
+    ) -> Vec<RemediationItem> {
         let Outcome::Deny(deny) = decision.outcome else {
             return Vec::new();
         };
@@ -208,9 +214,13 @@ fn routes_match(p: &CompiledPolicy, b: &Bound<'_>) -> bool {
         return true;
     }
     sels.iter().any(|s| {
-        (s.tags.is_empty() || b.route.is_some_and(|r| r.tags.iter().any(|t| s.tags.contains(t))))
+        (s.tags.is_empty()
+            || b.route
+                .is_some_and(|r| r.tags.iter().any(|t| s.tags.contains(t))))
             && (s.methods == 0 || s.methods & b.method != 0)
-            && s.path.as_ref().is_none_or(|pp| pp.matches(&b.ctx.request.path))
+            && s.path
+                .as_ref()
+                .is_none_or(|pp| pp.matches(&b.ctx.request.path))
     })
 }
 
@@ -234,14 +244,22 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
             .as_ref()
             .is_some_and(|u| gs.iter().all(|w| u.groups.iter().any(|g| **w == **g))),
         Cond::Network { zones, negated, .. } => intersects(b.zones, zones) != *negated,
-        Cond::Location { countries, regions, cities } => {
+        Cond::Location {
+            countries,
+            regions,
+            cities,
+        } => {
             let n = &ctx.network;
             let hit = |list: &[Box<str>], v: &Option<String>| {
-                v.as_deref().is_some_and(|v| list.iter().any(|w| w.eq_ignore_ascii_case(v)))
+                v.as_deref()
+                    .is_some_and(|v| list.iter().any(|w| w.eq_ignore_ascii_case(v)))
             };
             hit(countries, &n.country) || hit(regions, &n.region) || hit(cities, &n.city)
         }
-        Cond::IpRisk { min, max } => ctx.network.ip_risk_score.is_some_and(|s| (*min..=*max).contains(&s)),
+        Cond::IpRisk { min, max } => ctx
+            .network
+            .ip_risk_score
+            .is_some_and(|s| (*min..=*max).contains(&s)),
         Cond::UserAgent { field, m } => m.test(ua_field(ctx, *field)),
         Cond::DeviceHostname(m) => m.test(ctx.device.as_ref().and_then(|d| d.hostname.as_deref())),
         Cond::DeviceDomain(m) => m.test(ctx.device.as_ref().and_then(|d| d.domain.as_deref())),
@@ -251,22 +269,34 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
         },
         Cond::DeviceState { mask } => mask & (1 << (device_state(ctx) as u8)) != 0,
         Cond::DeviceCompliant(want) => ctx.device.as_ref().and_then(|d| d.compliant) == Some(*want),
-        Cond::DeviceFailing(checks) => ctx
-            .device
-            .as_ref()
-            .is_some_and(|d| d.failing_checks.iter().any(|f| checks.iter().any(|c| **c == *f.id))),
+        Cond::DeviceFailing(checks) => ctx.device.as_ref().is_some_and(|d| {
+            d.failing_checks
+                .iter()
+                .any(|f| checks.iter().any(|c| **c == *f.id))
+        }),
         Cond::Posture { attr, op, value } => {
             let seen = ctx.device.as_ref().and_then(|d| d.posture.get(&**attr));
             compare_posture(seen.map(|v| v.0.as_str()), *op, value)
         }
-        Cond::Certificate { present, valid, issuer, not_revoked } => {
+        Cond::Certificate {
+            present,
+            valid,
+            issuer,
+            not_revoked,
+        } => {
             let cert = ctx.certificate.as_ref();
             present.is_none_or(|p| cert.is_some() == p)
                 && valid.is_none_or(|v| cert.is_some_and(|c| c.valid) == v)
-                && issuer.as_ref().is_none_or(|m| m.test(cert.and_then(|c| c.issuer.as_deref())))
+                && issuer
+                    .as_ref()
+                    .is_none_or(|m| m.test(cert.and_then(|c| c.issuer.as_deref())))
                 && not_revoked.is_none_or(|nr| (cert.and_then(|c| c.revoked) == Some(false)) == nr)
         }
-        Cond::Time { tz, hours, weekdays } => {
+        Cond::Time {
+            tz,
+            hours,
+            weekdays,
+        } => {
             let local = ctx.time.with_timezone(tz);
             let day_ok = weekdays & (1 << local.weekday().num_days_from_monday()) != 0;
             day_ok && hours.is_none_or(|(from, to)| in_hours(local.hour() as u8, from, to))
@@ -274,9 +304,16 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
         Cond::Velocity { above } => ctx.risk.velocity_kmpm.is_some_and(|v| v > *above),
         Cond::Risk { levels, reasons } => {
             levels & (1 << (ctx.risk.level as u8)) != 0
-                && (reasons.is_empty() || ctx.risk.reasons.iter().any(|r| reasons.iter().any(|w| **w == **r)))
+                && (reasons.is_empty()
+                    || ctx
+                        .risk
+                        .reasons
+                        .iter()
+                        .any(|r| reasons.iter().any(|w| **w == **r)))
         }
-        Cond::Sensitivity { mask } => b.app.is_some_and(|(_, a)| mask & (1 << (a.sensitivity as u8)) != 0),
+        Cond::Sensitivity { mask } => b
+            .app
+            .is_some_and(|(_, a)| mask & (1 << (a.sensitivity as u8)) != 0),
         Cond::Request { methods, path } => {
             (*methods == 0 || methods & b.method != 0)
                 && path.as_ref().is_none_or(|p| p.matches(&ctx.request.path))
@@ -293,7 +330,9 @@ fn in_hours(h: u8, from: u8, to: u8) -> bool {
 }
 
 fn device_state(ctx: &RequestContext) -> DeviceState {
-    ctx.device.as_ref().map_or(DeviceState::Unregistered, |d| d.state)
+    ctx.device
+        .as_ref()
+        .map_or(DeviceState::Unregistered, |d| d.state)
 }
 
 fn ua_field(ctx: &RequestContext, f: UserAgentField) -> Option<&str> {
@@ -370,7 +409,10 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
                     }
                     push(RemediationItem {
                         check: f.id.clone(),
-                        message: f.message.clone().unwrap_or_else(|| format!("The device check `{}` failed", f.id)),
+                        message: f
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| format!("The device check `{}` failed", f.id)),
                         fix: f.fix.clone(),
                     });
                 }
@@ -385,9 +427,13 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
                 .map_or("unknown", |v| v.0.as_str());
             let message = match op {
                 CompareOp::Lt => format!("{attr} {seen} is below the required {value}"),
-                CompareOp::Le => format!("{attr} {seen} is at or below {value}; above {value} is required"),
+                CompareOp::Le => {
+                    format!("{attr} {seen} is at or below {value}; above {value} is required")
+                }
                 CompareOp::Gt => format!("{attr} {seen} is above the allowed {value}"),
-                CompareOp::Ge => format!("{attr} {seen} is at or above {value}; below {value} is required"),
+                CompareOp::Ge => {
+                    format!("{attr} {seen} is at or above {value}; below {value} is required")
+                }
                 CompareOp::Eq => format!("{attr} is {seen}"),
                 CompareOp::Ne => format!("{attr} is {seen}, not {value}"),
             };
@@ -398,7 +444,11 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
                 .as_ref()
                 .and_then(|d| d.failing_checks.iter().find(|f| f.id == check))
                 .and_then(|f| f.fix.clone());
-            push(RemediationItem { check, message, fix });
+            push(RemediationItem {
+                check,
+                message,
+                fix,
+            });
         }
         Cond::DeviceState { mask } if eval(c, b) => device_state_remediation(*mask, b, out),
         Cond::Not(inner) => {
@@ -417,7 +467,9 @@ fn collect_remediation(c: &Cond, b: &Bound<'_>, out: &mut Vec<RemediationItem>) 
 /// trusted ones (a condition that holds for fully managed devices is not something the
 /// user can fix by enrolling).
 fn device_state_remediation(blocking: u8, b: &Bound<'_>, out: &mut Vec<RemediationItem>) {
-    if blocking & (1 << DeviceState::ManagedEdr as u8) != 0 || out.iter().any(|o| o.check == "device_state") {
+    if blocking & (1 << DeviceState::ManagedEdr as u8) != 0
+        || out.iter().any(|o| o.check == "device_state")
+    {
         return;
     }
     let message = match device_state(b.ctx) {
@@ -561,7 +613,11 @@ fn eval_traced(c: &Cond, b: &Bound<'_>, path: &str, out: &mut Vec<ConditionTrace
             for (i, c) in cs.iter().enumerate() {
                 results.push(eval_traced(c, b, &format!("{path}.{word}[{i}]"), out));
             }
-            let held = if all { results.iter().all(|r| *r) } else { results.iter().any(|r| *r) };
+            let held = if all {
+                results.iter().all(|r| *r)
+            } else {
+                results.iter().any(|r| *r)
+            };
             let n = results.iter().filter(|r| **r).count();
             out.insert(
                 slot,
@@ -582,7 +638,10 @@ fn eval_traced(c: &Cond, b: &Bound<'_>, path: &str, out: &mut Vec<ConditionTrace
                 ConditionTrace {
                     path: path.to_string(),
                     condition: "not".into(),
-                    seen: format!("inner condition {}", if inner_held { "held" } else { "did not hold" }),
+                    seen: format!(
+                        "inner condition {}",
+                        if inner_held { "held" } else { "did not hold" }
+                    ),
                     held: !inner_held,
                 },
             );
@@ -590,7 +649,12 @@ fn eval_traced(c: &Cond, b: &Bound<'_>, path: &str, out: &mut Vec<ConditionTrace
         }
         leaf => (eval(leaf, b), describe(leaf), seen(leaf, b)),
     };
-    out.push(ConditionTrace { path: path.to_string(), condition, seen, held });
+    out.push(ConditionTrace {
+        path: path.to_string(),
+        condition,
+        seen,
+        held,
+    });
     held
 }
 
@@ -616,11 +680,22 @@ fn describe(c: &Cond) -> String {
         Cond::GroupsAny(g) => format!("member of any of [{}]", g.join(", ")),
         Cond::GroupsAll(g) => format!("member of all of [{}]", g.join(", ")),
         Cond::Network { negated, label, .. } => {
-            format!("network {} [{label}]", if *negated { "not in" } else { "in" })
+            format!(
+                "network {} [{label}]",
+                if *negated { "not in" } else { "in" }
+            )
         }
-        Cond::Location { countries, regions, cities } => {
+        Cond::Location {
+            countries,
+            regions,
+            cities,
+        } => {
             let mut parts = Vec::new();
-            for (k, v) in [("countries", countries), ("regions", regions), ("cities", cities)] {
+            for (k, v) in [
+                ("countries", countries),
+                ("regions", regions),
+                ("cities", cities),
+            ] {
                 if !v.is_empty() {
                     parts.push(format!("{k} [{}]", v.join(", ")));
                 }
@@ -628,17 +703,29 @@ fn describe(c: &Cond) -> String {
             format!("location in {}", parts.join(" or "))
         }
         Cond::IpRisk { min, max } => format!("ip risk score in {min}..={max}"),
-        Cond::UserAgent { field, m } => format!("user agent {field:?} {}", m.describe()).to_lowercase(),
+        Cond::UserAgent { field, m } => {
+            format!("user agent {field:?} {}", m.describe()).to_lowercase()
+        }
         Cond::DeviceHostname(m) => format!("device hostname {}", m.describe()),
         Cond::DeviceDomain(m) => format!("device domain {}", m.describe()),
         Cond::DeviceMac(m) => format!("device MAC {}", m.describe()),
         Cond::DeviceState { mask } => {
-            format!("device state in [{}]", mask_names(*mask, &DeviceState::ALL, DeviceState::as_str))
+            format!(
+                "device state in [{}]",
+                mask_names(*mask, &DeviceState::ALL, DeviceState::as_str)
+            )
         }
         Cond::DeviceCompliant(b) => format!("device compliant == {b}"),
         Cond::DeviceFailing(c) => format!("device failing any of [{}]", c.join(", ")),
-        Cond::Posture { attr, op, value } => format!("device posture {attr} {} {value}", op.symbol()),
-        Cond::Certificate { present, valid, issuer, not_revoked } => {
+        Cond::Posture { attr, op, value } => {
+            format!("device posture {attr} {} {value}", op.symbol())
+        }
+        Cond::Certificate {
+            present,
+            valid,
+            issuer,
+            not_revoked,
+        } => {
             let mut parts = Vec::new();
             if let Some(p) = present {
                 parts.push(format!("present == {p}"));
@@ -654,11 +741,19 @@ fn describe(c: &Cond) -> String {
             }
             format!("client certificate {}", parts.join(", "))
         }
-        Cond::Time { tz, hours, weekdays } => {
+        Cond::Time {
+            tz,
+            hours,
+            weekdays,
+        } => {
             let days = if *weekdays == 0x7f {
                 "every day".to_string()
             } else {
-                mask_names(*weekdays, &["mon", "tue", "wed", "thu", "fri", "sat", "sun"], |d| d)
+                mask_names(
+                    *weekdays,
+                    &["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                    |d| d,
+                )
             };
             match hours {
                 Some((f, t)) => format!("time in {tz}: {days}, {f:02}:00–{t:02}:00"),
@@ -669,7 +764,11 @@ fn describe(c: &Cond) -> String {
         Cond::Risk { levels, reasons } => {
             let mut s = format!(
                 "risk level in [{}]",
-                mask_names(*levels, &[RiskLevel::Low, RiskLevel::Medium, RiskLevel::High], RiskLevel::as_str)
+                mask_names(
+                    *levels,
+                    &[RiskLevel::Low, RiskLevel::Medium, RiskLevel::High],
+                    RiskLevel::as_str
+                )
             );
             if !reasons.is_empty() {
                 s.push_str(&format!(" with a reason in [{}]", reasons.join(", ")));
@@ -678,7 +777,11 @@ fn describe(c: &Cond) -> String {
         }
         Cond::Sensitivity { mask } => format!(
             "app sensitivity in [{}]",
-            mask_names(*mask, &[Sensitivity::Low, Sensitivity::Medium, Sensitivity::High], Sensitivity::as_str)
+            mask_names(
+                *mask,
+                &[Sensitivity::Low, Sensitivity::Medium, Sensitivity::High],
+                Sensitivity::as_str
+            )
         ),
         Cond::Request { methods, path } => {
             let mut parts = Vec::new();
@@ -709,7 +812,11 @@ fn seen(c: &Cond, b: &Bound<'_>) -> String {
         },
         Cond::Network { .. } => match ctx.network.ip {
             Some(ip) => {
-                let zones: Vec<&str> = b.zones.iter().map(|z| &*b.zone_names[*z as usize]).collect();
+                let zones: Vec<&str> = b
+                    .zones
+                    .iter()
+                    .map(|z| &*b.zone_names[*z as usize])
+                    .collect();
                 if zones.is_empty() {
                     format!("{ip} (in no zone)")
                 } else {
@@ -727,20 +834,34 @@ fn seen(c: &Cond, b: &Bound<'_>) -> String {
                 opt(n.city.as_deref())
             )
         }
-        Cond::IpRisk { .. } => ctx.network.ip_risk_score.map_or("(unknown)".into(), |s| s.to_string()),
+        Cond::IpRisk { .. } => ctx
+            .network
+            .ip_risk_score
+            .map_or("(unknown)".into(), |s| s.to_string()),
         Cond::UserAgent { field, .. } => opt(ua_field(ctx, *field)),
         Cond::DeviceHostname(_) => opt(dev.and_then(|d| d.hostname.as_deref())),
         Cond::DeviceDomain(_) => opt(dev.and_then(|d| d.domain.as_deref())),
-        Cond::DeviceMac(_) => dev.map_or("(no device)".into(), |d| format!("[{}]", d.mac_addresses.join(", "))),
+        Cond::DeviceMac(_) => dev.map_or("(no device)".into(), |d| {
+            format!("[{}]", d.mac_addresses.join(", "))
+        }),
         Cond::DeviceState { .. } => device_state(ctx).as_str().into(),
         Cond::DeviceCompliant(_) => match dev.and_then(|d| d.compliant) {
             Some(b) => b.to_string(),
             None => "(unknown)".into(),
         },
         Cond::DeviceFailing(_) => dev.map_or("(no device)".into(), |d| {
-            format!("failing [{}]", d.failing_checks.iter().map(|f| f.id.as_str()).collect::<Vec<_>>().join(", "))
+            format!(
+                "failing [{}]",
+                d.failing_checks
+                    .iter()
+                    .map(|f| f.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }),
-        Cond::Posture { attr, .. } => opt(dev.and_then(|d| d.posture.get(&**attr)).map(|v| v.0.as_str())),
+        Cond::Posture { attr, .. } => opt(dev
+            .and_then(|d| d.posture.get(&**attr))
+            .map(|v| v.0.as_str())),
         Cond::Certificate { .. } => match &ctx.certificate {
             None => "(no certificate)".into(),
             Some(c) => format!(
@@ -750,11 +871,23 @@ fn seen(c: &Cond, b: &Bound<'_>) -> String {
                 c.revoked.map_or("(unknown)".into(), |r| r.to_string())
             ),
         },
-        Cond::Time { tz, .. } => ctx.time.with_timezone(tz).format("%a %Y-%m-%d %H:%M %Z").to_string(),
-        Cond::Velocity { .. } => ctx.risk.velocity_kmpm.map_or("(unknown)".into(), |v| format!("{v} km/min")),
-        Cond::Risk { .. } => format!("{} [{}]", ctx.risk.level.as_str(), ctx.risk.reasons.join(", ")),
-        Cond::Sensitivity { .. } => b.app.map_or("(no app)".into(), |(_, a)| a.sensitivity.as_str().into()),
+        Cond::Time { tz, .. } => ctx
+            .time
+            .with_timezone(tz)
+            .format("%a %Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Cond::Velocity { .. } => ctx
+            .risk
+            .velocity_kmpm
+            .map_or("(unknown)".into(), |v| format!("{v} km/min")),
+        Cond::Risk { .. } => format!(
+            "{} [{}]",
+            ctx.risk.level.as_str(),
+            ctx.risk.reasons.join(", ")
+        ),
+        Cond::Sensitivity { .. } => b
+            .app
+            .map_or("(no app)".into(), |(_, a)| a.sensitivity.as_str().into()),
         Cond::Request { .. } => format!("{} {}", ctx.request.method, ctx.request.path),
     }
 }
-

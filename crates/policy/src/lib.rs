@@ -33,5 +33,7 @@ pub use compile::{compile, PolicyInput, PolicySet, SpecError};
 pub use context::*;
 pub use duration::HumanDuration;
 pub use eval::{ConditionTrace, Decision, Explanation, PolicyTrace};
-pub use outcome::{DenyOutcome, Outcome, OutcomeKind, RemediationItem, StepUpRequirement, KNOWN_FACTORS};
+pub use outcome::{
+    DenyOutcome, Outcome, OutcomeKind, RemediationItem, StepUpRequirement, KNOWN_FACTORS,
+};
 pub use spec::MaxAge;

@@ -85,7 +85,10 @@ impl NetworkIndex {
 }
 
 /// Sweeps inclusive ranges into disjoint intervals with their zone sets.
-fn sweep(ranges: &[(ZoneId, u128, u128)], intern: &mut impl FnMut(Vec<ZoneId>) -> u32) -> FamilyTable {
+fn sweep(
+    ranges: &[(ZoneId, u128, u128)],
+    intern: &mut impl FnMut(Vec<ZoneId>) -> u32,
+) -> FamilyTable {
     // Events at each boundary: +zone at start, -zone just after end (None = past the top).
     let mut events: BTreeMap<u128, Vec<(ZoneId, i32)>> = BTreeMap::new();
     events.entry(0).or_default();
@@ -152,7 +155,10 @@ mod tests {
         assert_eq!(idx.zones_of("192.0.2.7".parse().unwrap()), &[1, 2]);
         assert_eq!(idx.zones_of("8.8.8.8".parse().unwrap()), &[1]);
         assert_eq!(idx.zones_of("2001:db8::1".parse().unwrap()), &[3]);
-        assert_eq!(idx.zones_of("2001:db9::1".parse().unwrap()), &[] as &[ZoneId]);
+        assert_eq!(
+            idx.zones_of("2001:db9::1".parse().unwrap()),
+            &[] as &[ZoneId]
+        );
         assert_eq!(idx.zones_of("::ffff:192.0.2.7".parse().unwrap()), &[1, 2]);
         assert_eq!(idx.zones_of("255.255.255.255".parse().unwrap()), &[1]);
     }
@@ -166,7 +172,11 @@ mod tests {
 
     fn v4net() -> impl Strategy<Value = IpNet> {
         (any::<u32>(), 0u8..=32).prop_map(|(a, l)| {
-            IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), l).unwrap().trunc())
+            IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), l)
+                    .unwrap()
+                    .trunc(),
+            )
         })
     }
 

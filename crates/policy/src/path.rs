@@ -22,7 +22,9 @@ impl PathPattern {
     /// Parses a pattern; it must start with `/` and `**` may only be the last segment.
     pub fn parse(s: &str) -> Result<Self, String> {
         if !s.starts_with('/') {
-            return Err(format!("expected a path pattern starting with `/`, got `{s}`"));
+            return Err(format!(
+                "expected a path pattern starting with `/`, got `{s}`"
+            ));
         }
         let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
         let mut segments = Vec::with_capacity(parts.len());
@@ -123,9 +125,17 @@ mod tests {
 
     #[test]
     fn most_specific_first() {
-        let mut v = vec![p("/**"), p("/licences/**"), p("/licences/*/revoke"), p("/licences")];
+        let mut v = [
+            p("/**"),
+            p("/licences/**"),
+            p("/licences/*/revoke"),
+            p("/licences"),
+        ];
         v.sort_by(|a, b| a.specificity_cmp(b));
         let order: Vec<_> = v.iter().map(|p| p.as_str()).collect();
-        assert_eq!(order, ["/licences/*/revoke", "/licences", "/licences/**", "/**"]);
+        assert_eq!(
+            order,
+            ["/licences/*/revoke", "/licences", "/licences/**", "/**"]
+        );
     }
 }

@@ -15,7 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::HumanDuration;
 
 /// How much damage misuse of an app could do; ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
     /// Low impact.
@@ -621,9 +623,9 @@ impl<'de> Deserialize<'de> for OutcomeSpec {
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let key: String = map
-                    .next_key()?
-                    .ok_or_else(|| de::Error::custom("empty outcome: expected `step_up` or `deny`"))?;
+                let key: String = map.next_key()?.ok_or_else(|| {
+                    de::Error::custom("empty outcome: expected `step_up` or `deny`")
+                })?;
                 let out = match key.as_str() {
                     "step_up" => OutcomeSpec::StepUp(map.next_value()?),
                     "deny" => OutcomeSpec::Deny(map.next_value()?),

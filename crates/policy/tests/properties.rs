@@ -38,7 +38,11 @@ fn holds(condition: &str, ctx: &RequestContext) -> bool {
     ));
     let d = set.decide(ctx);
     let e = set.explain(ctx);
-    assert_eq!(d.kind(), e.outcome, "fast and explained paths disagree on {condition}");
+    assert_eq!(
+        d.kind(),
+        e.outcome,
+        "fast and explained paths disagree on {condition}"
+    );
     d.kind() == OutcomeKind::Allow
 }
 
@@ -47,7 +51,10 @@ fn yaml_str(s: &str) -> String {
 }
 
 fn word() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["finance", "fin", "ance", "sales", "Finance", "", "eng"]).prop_map(str::to_string)
+    prop::sample::select(vec![
+        "finance", "fin", "ance", "sales", "Finance", "", "eng",
+    ])
+    .prop_map(str::to_string)
 }
 
 fn ctx_with_attr(v: &Option<Vec<String>>) -> RequestContext {
@@ -150,7 +157,13 @@ proptest! {
 const DEMO: &str = include_str!("../../../examples/demo.yaml");
 
 fn arb_context() -> impl Strategy<Value = RequestContext> {
-    let app = prop::sample::select(vec![Some("licence-console"), Some("wiki"), Some("aws-console"), Some("unknown"), None]);
+    let app = prop::sample::select(vec![
+        Some("licence-console"),
+        Some("wiki"),
+        Some("aws-console"),
+        Some("unknown"),
+        None,
+    ]);
     let route = prop::sample::select(vec![
         ("GET", "/licences"),
         ("POST", "/licences"),
@@ -159,29 +172,81 @@ fn arb_context() -> impl Strategy<Value = RequestContext> {
         ("GET", "/admin/users"),
         ("DELETE", "/x"),
     ]);
-    let ip = prop::sample::select(vec!["10.0.0.5", "192.0.2.9", "198.51.100.3", "203.0.113.9", "2001:db8:c0::1", "2001:db8:ff::1"]);
+    let ip = prop::sample::select(vec![
+        "10.0.0.5",
+        "192.0.2.9",
+        "198.51.100.3",
+        "203.0.113.9",
+        "2001:db8:c0::1",
+        "2001:db8:ff::1",
+    ]);
     let groups = prop::sample::subsequence(vec!["staff", "licence-admins", "cloud-admins"], 0..3);
     (
         (any::<bool>(), app, route, ip, groups),
-        (prop::sample::select(DeviceState::ALL.to_vec()), prop::option::of(any::<bool>()), any::<bool>()),
-        (prop::option::of(0u8..=100), prop::option::of(0.0f64..40.0), 0i64..(14 * 24), prop::option::of(prop::sample::select(vec!["KP", "FR"]))),
+        (
+            prop::sample::select(DeviceState::ALL.to_vec()),
+            prop::option::of(any::<bool>()),
+            any::<bool>(),
+        ),
+        (
+            prop::option::of(0u8..=100),
+            prop::option::of(0.0f64..40.0),
+            0i64..(14 * 24),
+            prop::option::of(prop::sample::select(vec!["KP", "FR"])),
+        ),
     )
-        .prop_map(|((sign_in, app, (method, path), ip, groups), (state, compliant, contractor), (risk, velocity, hours, country))| {
-            let mut user = UserContext { username: "u".into(), groups: groups.into_iter().map(str::to_string).collect(), ..Default::default() };
-            if contractor {
-                user.attributes.insert("employment_type".into(), AttributeValue::One("contractor".into()));
-            }
-            RequestContext {
-                kind: if sign_in { RequestKind::SignIn } else { RequestKind::Access },
-                time: chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z").unwrap().to_utc() + chrono::Duration::hours(hours),
-                user: Some(user),
-                request: RequestInfo { app: app.map(str::to_string), method: method.into(), path: path.into() },
-                network: NetworkContext { ip: Some(ip.parse().unwrap()), ip_risk_score: risk, country: country.map(str::to_string), ..Default::default() },
-                device: Some(DeviceContext { state, compliant, ..Default::default() }),
-                risk: RiskContext { velocity_kmpm: velocity, ..Default::default() },
-                ..RequestContext::default()
-            }
-        })
+        .prop_map(
+            |(
+                (sign_in, app, (method, path), ip, groups),
+                (state, compliant, contractor),
+                (risk, velocity, hours, country),
+            )| {
+                let mut user = UserContext {
+                    username: "u".into(),
+                    groups: groups.into_iter().map(str::to_string).collect(),
+                    ..Default::default()
+                };
+                if contractor {
+                    user.attributes.insert(
+                        "employment_type".into(),
+                        AttributeValue::One("contractor".into()),
+                    );
+                }
+                RequestContext {
+                    kind: if sign_in {
+                        RequestKind::SignIn
+                    } else {
+                        RequestKind::Access
+                    },
+                    time: chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z")
+                        .unwrap()
+                        .to_utc()
+                        + chrono::Duration::hours(hours),
+                    user: Some(user),
+                    request: RequestInfo {
+                        app: app.map(str::to_string),
+                        method: method.into(),
+                        path: path.into(),
+                    },
+                    network: NetworkContext {
+                        ip: Some(ip.parse().unwrap()),
+                        ip_risk_score: risk,
+                        country: country.map(str::to_string),
+                        ..Default::default()
+                    },
+                    device: Some(DeviceContext {
+                        state,
+                        compliant,
+                        ..Default::default()
+                    }),
+                    risk: RiskContext {
+                        velocity_kmpm: velocity,
+                        ..Default::default()
+                    },
+                    ..RequestContext::default()
+                }
+            },
+        )
 }
 
 proptest! {
@@ -248,12 +313,24 @@ fn trace_records_seen_values() {
     let set = compile_yaml(
         "networks:\n  corporate: [10.0.0.0/8]\npolicies:\n  - { name: office, priority: 1, conditions: [ { network: { in: [corporate] } }, { device_state: { at_least: managed } } ], outcome: allow }\n",
     );
-    let ctx: RequestContext = serde_json::from_str(r#"{"network": {"ip": "10.9.8.7"}, "device": {"state": "registered"}}"#).unwrap();
+    let ctx: RequestContext = serde_json::from_str(
+        r#"{"network": {"ip": "10.9.8.7"}, "device": {"state": "registered"}}"#,
+    )
+    .unwrap();
     let e = set.explain(&ctx);
     assert_eq!(e.outcome, OutcomeKind::Deny);
     let conds = &e.trace[0].conditions;
-    let net = conds.iter().find(|c| c.condition.starts_with("network")).unwrap();
-    assert!(net.held && net.seen.contains("10.9.8.7") && net.seen.contains("corporate"), "{net:?}");
-    let dev = conds.iter().find(|c| c.condition.starts_with("device state")).unwrap();
+    let net = conds
+        .iter()
+        .find(|c| c.condition.starts_with("network"))
+        .unwrap();
+    assert!(
+        net.held && net.seen.contains("10.9.8.7") && net.seen.contains("corporate"),
+        "{net:?}"
+    );
+    let dev = conds
+        .iter()
+        .find(|c| c.condition.starts_with("device state"))
+        .unwrap();
     assert!(!dev.held && dev.seen == "registered", "{dev:?}");
 }
