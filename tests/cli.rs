@@ -12,7 +12,11 @@ fn stepgate(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -45,18 +49,35 @@ policies:
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     let file = cfg.display().to_string();
-    assert!(out.contains(&format!("{file}:2:15: bad CIDR `10.0.0.0/33`")), "{out}");
-    assert!(out.contains(&format!("{file}:5:26: duplicate priority 1")), "{out}");
-    assert!(out.contains(&format!("{file}:5:63: bad time zone `Nowhere/City`")), "{out}");
+    assert!(
+        out.contains(&format!("{file}:2:15: bad CIDR `10.0.0.0/33`")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{file}:5:26: duplicate priority 1")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{file}:5:63: bad time zone `Nowhere/City`")),
+        "{out}"
+    );
     assert!(out.contains("3 error(s)"), "{out}");
 }
 
 #[test]
 fn demo_cases_pass() {
-    let o = stepgate(&["test", "--config", "examples/demo.yaml", "examples/demo.cases.yaml"]);
+    let o = stepgate(&[
+        "test",
+        "--config",
+        "examples/demo.yaml",
+        "examples/demo.cases.yaml",
+    ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.lines().any(|l| l.ends_with(" passed, 0 failed")), "{out}");
+    assert!(
+        out.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -74,10 +95,20 @@ fn a_wrong_expectation_fails_the_run() {
     expect: { outcome: step_up, policy: unknown-device-low-impact }
 ",
     );
-    let o = stepgate(&["test", "--config", "examples/demo.yaml", cases.to_str().unwrap()]);
+    let o = stepgate(&[
+        "test",
+        "--config",
+        "examples/demo.yaml",
+        cases.to_str().unwrap(),
+    ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("FAIL  should be allowed but is not (line 2): outcome step_up (expected allow)"), "{out}");
+    assert!(
+        out.contains(
+            "FAIL  should be allowed but is not (line 2): outcome step_up (expected allow)"
+        ),
+        "{out}"
+    );
     assert!(out.lines().any(|l| l == "1 passed, 1 failed"), "{out}");
 }
 
@@ -96,12 +127,21 @@ fn what_if_json_has_the_documented_shape() {
     assert_eq!(v["outcome"], "deny");
     assert_eq!(v["policy"], "managed-noncompliant-deny");
     assert!(v["requirement"].is_null());
-    let checks: Vec<&str> = v["remediation"].as_array().unwrap().iter().map(|r| r["check"].as_str().unwrap()).collect();
+    let checks: Vec<&str> = v["remediation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["check"].as_str().unwrap())
+        .collect();
     assert_eq!(checks, ["disk_encryption", "os_version"]);
     let trace = v["trace"].as_array().unwrap();
     let last = trace.last().unwrap();
     assert_eq!(last["decided"], true);
-    assert!(last["conditions"].as_array().unwrap().iter().any(|c| c["seen"] == "false" && c["held"] == true));
+    assert!(last["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["seen"] == "false" && c["held"] == true));
 }
 
 #[test]
@@ -114,7 +154,10 @@ fn what_if_text_names_the_decision_and_the_failing_checks() {
         "examples/contexts/jane-aws-noncompliant.json",
     ]);
     let out = text(&o);
-    assert!(out.starts_with("decision: deny by policy `managed-noncompliant-deny`"), "{out}");
+    assert!(
+        out.starts_with("decision: deny by policy `managed-noncompliant-deny`"),
+        "{out}"
+    );
     assert!(out.contains("Disk encryption is off"), "{out}");
     assert!(out.contains("MATCHED — decided"), "{out}");
 }
@@ -122,9 +165,22 @@ fn what_if_text_names_the_decision_and_the_failing_checks() {
 #[test]
 fn what_if_reports_a_bad_context_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = write(dir.path(), "ctx.json", "{\n  \"device\": { \"state\": \"owned\" }\n}\n");
-    let o = stepgate(&["what-if", "--config", "examples/demo.yaml", "--context", ctx.to_str().unwrap()]);
+    let ctx = write(
+        dir.path(),
+        "ctx.json",
+        "{\n  \"device\": { \"state\": \"owned\" }\n}\n",
+    );
+    let o = stepgate(&[
+        "what-if",
+        "--config",
+        "examples/demo.yaml",
+        "--context",
+        ctx.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let out = text(&o);
-    assert!(out.contains("ctx.json:2:") && out.contains("unknown variant `owned`"), "{out}");
+    assert!(
+        out.contains("ctx.json:2:") && out.contains("unknown variant `owned`"),
+        "{out}"
+    );
 }
