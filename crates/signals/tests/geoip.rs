@@ -10,11 +10,6 @@ use stepgate_signals::config::GeoIpConfig;
 use stepgate_signals::geoip::GeoIp;
 
 #[derive(Serialize)]
-struct Names {
-    en: String,
-}
-
-#[derive(Serialize)]
 struct IsoCode {
     iso_code: String,
     names: BTreeMap<String, String>,
