@@ -17,6 +17,7 @@
 
 pub mod compliance;
 pub mod config;
+pub mod caep;
 pub mod certs;
 pub mod device;
 pub mod geoip;
