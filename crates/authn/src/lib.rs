@@ -9,6 +9,8 @@
 //! - [`assurance`]: NIST SP 800-63B AAL, RFC 8176 `amr`, step-up satisfaction.
 //! - [`regulation`]: brute-force bans and OTP send limits as pure decisions over counters
 //!   the hot store keeps.
+//! - [`service`]: [`Authenticator`], which verifies and enrols all of the above against the
+//!   stores (sealed secrets, OTPs and replay guards in the hot store, lockouts, audit).
 //! - [`config`]: the `factors:` and `regulation:` configuration sections.
 //!
 //! docs/factors.md and docs/assurance.md explain each factor and level for an admin.
@@ -21,6 +23,7 @@ pub mod password;
 pub mod questions;
 pub mod recovery;
 pub mod regulation;
+pub mod service;
 pub mod totp;
 pub mod webauthn;
 
@@ -30,3 +33,5 @@ pub use assurance::{
 };
 pub use config::{FactorsConfig, RegulationConfig};
 pub use factor::{AuthenticatorClass, FactorKind, FactorMaterial};
+pub use service::{AuthError, Authenticator, AuthnSettings, EnrolledInfo, PendingTotp};
+pub use webauthn::RegistrationKind;
