@@ -21,13 +21,17 @@ use crate::device::{Device, ReportedCompliance};
 /// CAEP event type URIs.
 pub mod event_types {
     /// Device compliance changed.
-    pub const DEVICE_COMPLIANCE_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change";
+    pub const DEVICE_COMPLIANCE_CHANGE: &str =
+        "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change";
     /// A session was revoked.
-    pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+    pub const SESSION_REVOKED: &str =
+        "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
     /// A credential was created, changed, revoked or deleted.
-    pub const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+    pub const CREDENTIAL_CHANGE: &str =
+        "https://schemas.openid.net/secevent/caep/event-type/credential-change";
     /// The assurance level changed.
-    pub const ASSURANCE_LEVEL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+    pub const ASSURANCE_LEVEL_CHANGE: &str =
+        "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
 }
 
 /// A configuration problem with a transmitter (reported at start).
@@ -215,7 +219,11 @@ impl SubjectIdentifier {
             "phone_number" => self.phone_number.as_deref(),
             "uri" | "account" => self.uri.as_deref(),
             "did" => self.url.as_deref(),
-            _ => self.id.as_deref().or(self.sub.as_deref()).or(self.email.as_deref()),
+            _ => self
+                .id
+                .as_deref()
+                .or(self.sub.as_deref())
+                .or(self.email.as_deref()),
         }
     }
 
@@ -239,7 +247,9 @@ impl SubjectIdentifier {
 
     /// The session id, from a complex subject's `session`.
     pub fn session_id(&self) -> Option<&str> {
-        self.session.as_deref().and_then(SubjectIdentifier::simple_id)
+        self.session
+            .as_deref()
+            .and_then(SubjectIdentifier::simple_id)
     }
 }
 
@@ -325,7 +335,11 @@ pub struct DeviceComplianceUpdate {
 impl DeviceComplianceUpdate {
     /// Applies the update; returns false when the device already has a newer verdict.
     pub fn apply(&self, device: &mut Device) -> bool {
-        if device.reported_compliance.as_ref().is_some_and(|r| r.at > self.at) {
+        if device
+            .reported_compliance
+            .as_ref()
+            .is_some_and(|r| r.at > self.at)
+        {
             return false;
         }
         device.reported_compliance = Some(ReportedCompliance {
@@ -361,11 +375,20 @@ impl VerifiedSet {
         self.events
             .iter()
             .filter_map(|e| match e {
-                SecurityEvent::DeviceComplianceChange { common, compliant, .. } => Some(DeviceComplianceUpdate {
+                SecurityEvent::DeviceComplianceChange {
+                    common, compliant, ..
+                } => Some(DeviceComplianceUpdate {
                     device_id: common.subject.device_id()?.to_owned(),
-                    user: common.subject.user().map(str::to_owned).filter(|_| common.subject.user.is_some()),
+                    user: common
+                        .subject
+                        .user()
+                        .map(str::to_owned)
+                        .filter(|_| common.subject.user.is_some()),
                     compliant: *compliant,
-                    reason: common.reason_user.clone().or_else(|| common.reason_admin.clone()),
+                    reason: common
+                        .reason_user
+                        .clone()
+                        .or_else(|| common.reason_admin.clone()),
                     at: common.event_timestamp.unwrap_or(self.issued_at),
                     source: self.transmitter.clone(),
                 }),
@@ -379,7 +402,13 @@ impl VerifiedSet {
 /// The server may back it with the hot store for multi-node deployments.
 pub trait JtiReplayGuard: Send + Sync {
     /// Records `(issuer, jti)`; returns false if it was already recorded and not expired.
-    fn check_and_record(&self, issuer: &str, jti: &str, forget_after: DateTime<Utc>, now: DateTime<Utc>) -> bool;
+    fn check_and_record(
+        &self,
+        issuer: &str,
+        jti: &str,
+        forget_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool;
 }
 
 /// In-memory [`JtiReplayGuard`] (one node).
@@ -389,7 +418,13 @@ pub struct MemoryReplayGuard {
 }
 
 impl JtiReplayGuard for MemoryReplayGuard {
-    fn check_and_record(&self, issuer: &str, jti: &str, forget_after: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    fn check_and_record(
+        &self,
+        issuer: &str,
+        jti: &str,
+        forget_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.retain(|_, until| *until > now);
         let key = (issuer.to_owned(), jti.to_owned());
@@ -421,7 +456,14 @@ pub struct CaepReceiver {
 impl std::fmt::Debug for CaepReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaepReceiver")
-            .field("transmitters", &self.transmitters.iter().map(|t| &t.cfg.name).collect::<Vec<_>>())
+            .field(
+                "transmitters",
+                &self
+                    .transmitters
+                    .iter()
+                    .map(|t| &t.cfg.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -447,7 +489,8 @@ fn keys_from_jwks(text: &str) -> Result<Vec<Key>, String> {
         if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
             continue;
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key {:?} ({e})", jwk.common.key_id))?;
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| format!("unusable key {:?} ({e})", jwk.common.key_id))?;
         out.push(Key {
             kid: jwk.common.key_id.clone(),
             key,
@@ -496,11 +539,13 @@ impl CaepReceiver {
                 return Err(CaepConfigError::DuplicateIssuer(t.issuer.clone()));
             }
             let keys = match (&t.key_file, &t.jwks_url) {
-                (Some(p), _) => keys_from_file(p).map_err(|message| CaepConfigError::BadKeyFile {
-                    name: t.name.clone(),
-                    path: p.display().to_string(),
-                    message,
-                })?,
+                (Some(p), _) => {
+                    keys_from_file(p).map_err(|message| CaepConfigError::BadKeyFile {
+                        name: t.name.clone(),
+                        path: p.display().to_string(),
+                        message,
+                    })?
+                }
                 (None, Some(_)) => Vec::new(),
                 (None, None) => return Err(CaepConfigError::NoKeys(t.name.clone())),
             };
@@ -509,7 +554,10 @@ impl CaepReceiver {
                 keys: RwLock::new(keys),
             });
         }
-        Ok(CaepReceiver { transmitters, guard })
+        Ok(CaepReceiver {
+            transmitters,
+            guard,
+        })
     }
 
     /// Fetches the JWKS of every transmitter with a `jwks_url` (at start, and when a SET
@@ -541,7 +589,8 @@ impl CaepReceiver {
     /// Verifies a SET (the body of an RFC 8935 push) at `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<VerifiedSet, SetError> {
         let token = token.trim();
-        let header = jsonwebtoken::decode_header(token).map_err(|e| SetError::Malformed(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| SetError::Malformed(e.to_string()))?;
         if let Some(typ) = &header.typ {
             let t = typ.to_ascii_lowercase();
             if t != "secevent+jwt" && t != "application/secevent+jwt" {
@@ -566,7 +615,11 @@ impl CaepReceiver {
         let keys: Vec<Key> = {
             let all = t.keys.read().unwrap_or_else(|p| p.into_inner());
             match &header.kid {
-                Some(kid) if all.iter().any(|k| k.kid.is_some()) => all.iter().filter(|k| k.kid.as_ref() == Some(kid)).cloned().collect(),
+                Some(kid) if all.iter().any(|k| k.kid.is_some()) => all
+                    .iter()
+                    .filter(|k| k.kid.as_ref() == Some(kid))
+                    .cloned()
+                    .collect(),
                 _ => all.clone(),
             }
         };
@@ -595,15 +648,19 @@ impl CaepReceiver {
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = match e.kind() {
-                        K::InvalidSignature | K::InvalidAlgorithm | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
-                            SetError::BadSignature(t.cfg.name.clone())
-                        }
+                        K::InvalidSignature
+                        | K::InvalidAlgorithm
+                        | K::InvalidEcdsaKey
+                        | K::InvalidRsaKey(_)
+                        | K::InvalidKeyFormat => SetError::BadSignature(t.cfg.name.clone()),
                         K::InvalidAudience => {
                             return Err(SetError::WrongAudience {
                                 expected: t.cfg.audience.clone(),
                             })
                         }
-                        K::MissingRequiredClaim(c) if c == "aud" => return Err(SetError::MissingClaim("aud")),
+                        K::MissingRequiredClaim(c) if c == "aud" => {
+                            return Err(SetError::MissingClaim("aud"))
+                        }
                         K::InvalidIssuer => return Err(SetError::UnknownIssuer(iss.clone())),
                         K::ExpiredSignature => return Err(SetError::Expired),
                         other => return Err(SetError::Malformed(format!("{other:?}"))),
@@ -612,8 +669,12 @@ impl CaepReceiver {
             }
         }
         let claims = claims.ok_or(last)?;
-        let raw: RawClaims = serde_json::from_value(claims).map_err(|e| SetError::Malformed(e.to_string()))?;
-        let jti = raw.jti.filter(|j| !j.is_empty()).ok_or(SetError::MissingClaim("jti"))?;
+        let raw: RawClaims =
+            serde_json::from_value(claims).map_err(|e| SetError::Malformed(e.to_string()))?;
+        let jti = raw
+            .jti
+            .filter(|j| !j.is_empty())
+            .ok_or(SetError::MissingClaim("jti"))?;
         let iat = raw.iat.and_then(ts).ok_or(SetError::MissingClaim("iat"))?;
         let leeway = chrono::TimeDelta::seconds(t.cfg.leeway.as_secs() as i64);
         let max_age = chrono::TimeDelta::seconds(t.cfg.max_age.as_secs() as i64);
@@ -626,12 +687,18 @@ impl CaepReceiver {
                 max_age: t.cfg.max_age.to_string(),
             });
         }
-        let events = raw.events.filter(|e| !e.is_empty()).ok_or(SetError::NoEvents)?;
+        let events = raw
+            .events
+            .filter(|e| !e.is_empty())
+            .ok_or(SetError::NoEvents)?;
         let mut parsed = Vec::new();
         for (uri, payload) in &events {
             parsed.push(parse_event(uri, payload, raw.sub_id.as_ref())?);
         }
-        if !self.guard.check_and_record(&iss, &jti, iat + max_age + leeway * 2, now) {
+        if !self
+            .guard
+            .check_and_record(&iss, &jti, iat + max_age + leeway * 2, now)
+        {
             return Err(SetError::Replayed(jti));
         }
         Ok(VerifiedSet {
@@ -648,13 +715,18 @@ impl CaepReceiver {
 fn unverified_claims(token: &str) -> Result<RawClaims, SetError> {
     use base64::Engine;
     let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(SetError::Malformed("expected three dot-separated parts".into()));
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SetError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .map_err(|e| SetError::Malformed(format!("payload is not base64url ({e})")))?;
-    serde_json::from_slice(&bytes).map_err(|e| SetError::Malformed(format!("payload is not a JSON object ({e})")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| SetError::Malformed(format!("payload is not a JSON object ({e})")))
 }
 
 /// CAEP reasons are language maps (`{"en": "..."}`) or, from some transmitters, strings.
@@ -670,7 +742,11 @@ fn reason(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-fn parse_event(uri: &str, payload: &serde_json::Value, sub_id: Option<&SubjectIdentifier>) -> Result<SecurityEvent, SetError> {
+fn parse_event(
+    uri: &str,
+    payload: &serde_json::Value,
+    sub_id: Option<&SubjectIdentifier>,
+) -> Result<SecurityEvent, SetError> {
     let bad = |message: &str| SetError::BadEvent {
         event_type: uri.to_owned(),
         message: message.to_owned(),
@@ -682,17 +758,28 @@ fn parse_event(uri: &str, payload: &serde_json::Value, sub_id: Option<&SubjectId
         event_types::ASSURANCE_LEVEL_CHANGE,
     ];
     if !known.contains(&uri) {
-        return Ok(SecurityEvent::Other { event_type: uri.to_owned() });
+        return Ok(SecurityEvent::Other {
+            event_type: uri.to_owned(),
+        });
     }
-    let obj = payload.as_object().ok_or_else(|| bad("the event payload must be a JSON object"))?;
+    let obj = payload
+        .as_object()
+        .ok_or_else(|| bad("the event payload must be a JSON object"))?;
     let subject = match obj.get("subject") {
-        Some(s) => serde_json::from_value(s.clone()).map_err(|e| bad(&format!("bad subject ({e})")))?,
-        None => sub_id.cloned().ok_or_else(|| bad("no subject (neither `subject` in the event nor `sub_id`)"))?,
+        Some(s) => {
+            serde_json::from_value(s.clone()).map_err(|e| bad(&format!("bad subject ({e})")))?
+        }
+        None => sub_id
+            .cloned()
+            .ok_or_else(|| bad("no subject (neither `subject` in the event nor `sub_id`)"))?,
     };
     let s = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let common = EventCommon {
         subject,
-        event_timestamp: obj.get("event_timestamp").and_then(|v| v.as_i64()).and_then(ts),
+        event_timestamp: obj
+            .get("event_timestamp")
+            .and_then(|v| v.as_i64())
+            .and_then(ts),
         initiating_entity: s("initiating_entity"),
         reason_admin: reason(obj.get("reason_admin")),
         reason_user: reason(obj.get("reason_user")),
@@ -702,7 +789,9 @@ fn parse_event(uri: &str, payload: &serde_json::Value, sub_id: Option<&SubjectId
             None => Ok(None),
             Some("compliant") => Ok(Some(true)),
             Some("not-compliant") => Ok(Some(false)),
-            Some(other) => Err(bad(&format!("`{k}` is `{other}`, expected `compliant` or `not-compliant`"))),
+            Some(other) => Err(bad(&format!(
+                "`{k}` is `{other}`, expected `compliant` or `not-compliant`"
+            ))),
         }
     };
     Ok(match uri {
@@ -711,14 +800,16 @@ fn parse_event(uri: &str, payload: &serde_json::Value, sub_id: Option<&SubjectId
                 return Err(bad("the subject names no device"));
             }
             SecurityEvent::DeviceComplianceChange {
-                compliant: status("current_status")?.ok_or_else(|| bad("`current_status` is required"))?,
+                compliant: status("current_status")?
+                    .ok_or_else(|| bad("`current_status` is required"))?,
                 previously_compliant: status("previous_status")?,
                 common,
             }
         }
         event_types::SESSION_REVOKED => SecurityEvent::SessionRevoked { common },
         event_types::CREDENTIAL_CHANGE => SecurityEvent::CredentialChange {
-            credential_type: s("credential_type").ok_or_else(|| bad("`credential_type` is required"))?,
+            credential_type: s("credential_type")
+                .ok_or_else(|| bad("`credential_type` is required"))?,
             change_type: s("change_type").ok_or_else(|| bad("`change_type` is required"))?,
             common,
         },

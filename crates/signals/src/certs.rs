@@ -14,13 +14,19 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use der::{Decode, Encode};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, TrustAnchor,
+    UnixTime,
+};
 use serde::Serialize;
 use sha2::Digest;
 use stepgate_policy::CertificateContext;
 use webpki::{EndEntityCert, KeyUsage};
 
-use crate::config::{CertificateAuthorityConfig, ClientCertificatesConfig, ForwardedCertificateFormat, OcspMode, RevocationFailureMode};
+use crate::config::{
+    CertificateAuthorityConfig, ClientCertificatesConfig, ForwardedCertificateFormat, OcspMode,
+    RevocationFailureMode,
+};
 use crate::device::{hex_encode, DeviceBinding};
 
 /// A configuration problem with a certificate authority (reported at start).
@@ -153,7 +159,10 @@ pub enum ForwardedCertError {
 
 /// Decodes a client certificate chain (leaf first) from a trusted proxy's header.
 /// Only call this for requests from configured trusted proxies.
-pub fn certificates_from_header(value: &str, format: ForwardedCertificateFormat) -> Result<Vec<Vec<u8>>, ForwardedCertError> {
+pub fn certificates_from_header(
+    value: &str,
+    format: ForwardedCertificateFormat,
+) -> Result<Vec<Vec<u8>>, ForwardedCertError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(ForwardedCertError::Empty);
@@ -163,8 +172,11 @@ pub fn certificates_from_header(value: &str, format: ForwardedCertificateFormat)
         let fixed = if pem.contains('\n') {
             pem.to_owned()
         } else {
-            pem.replace("-----BEGIN CERTIFICATE----- ", "-----BEGIN CERTIFICATE-----\n")
-                .replace(" -----END CERTIFICATE-----", "\n-----END CERTIFICATE-----")
+            pem.replace(
+                "-----BEGIN CERTIFICATE----- ",
+                "-----BEGIN CERTIFICATE-----\n",
+            )
+            .replace(" -----END CERTIFICATE-----", "\n-----END CERTIFICATE-----")
         };
         let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(fixed.as_bytes())
             .filter_map(Result::ok)
@@ -180,7 +192,9 @@ pub fn certificates_from_header(value: &str, format: ForwardedCertificateFormat)
         ForwardedCertificateFormat::PemUrlencoded => {
             let pem = percent_encoding::percent_decode_str(value)
                 .decode_utf8()
-                .map_err(|_| ForwardedCertError::Encoding { expected: "URL-encoded PEM" })?;
+                .map_err(|_| ForwardedCertError::Encoding {
+                    expected: "URL-encoded PEM",
+                })?;
             from_pem(&pem, "URL-encoded PEM")
         }
         ForwardedCertificateFormat::Pem => from_pem(value, "PEM"),
@@ -189,7 +203,9 @@ pub fn certificates_from_header(value: &str, format: ForwardedCertificateFormat)
             base64::engine::general_purpose::STANDARD
                 .decode(value)
                 .map(|d| vec![d])
-                .map_err(|_| ForwardedCertError::Encoding { expected: "base64 DER" })
+                .map_err(|_| ForwardedCertError::Encoding {
+                    expected: "base64 DER",
+                })
         }
         ForwardedCertificateFormat::Xfcc => {
             // x-forwarded-client-cert: By=...;Hash=...;Cert="<url-encoded PEM>";Chain="..."
@@ -205,7 +221,9 @@ pub fn certificates_from_header(value: &str, format: ForwardedCertificateFormat)
                 }
             }
             if out.is_empty() {
-                return Err(ForwardedCertError::Encoding { expected: "XFCC with a Cert element" });
+                return Err(ForwardedCertError::Encoding {
+                    expected: "XFCC with a Cert element",
+                });
             }
             Ok(out)
         }
@@ -238,7 +256,14 @@ pub struct CertificateVerifier {
 impl std::fmt::Debug for CertificateVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateVerifier")
-            .field("authorities", &self.authorities.iter().map(|a| &a.cfg.name).collect::<Vec<_>>())
+            .field(
+                "authorities",
+                &self
+                    .authorities
+                    .iter()
+                    .map(|a| &a.cfg.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -260,7 +285,10 @@ static SIG_ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
 /// id-kp-OCSPSigning (1.3.6.1.5.5.7.3.9), DER value bytes.
 static OCSP_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09];
 
-fn read_pem_certs(authority: &str, path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, CertConfigError> {
+fn read_pem_certs(
+    authority: &str,
+    path: &PathBuf,
+) -> Result<Vec<CertificateDer<'static>>, CertConfigError> {
     let bytes = std::fs::read(path).map_err(|e| CertConfigError::Read {
         authority: authority.to_owned(),
         path: path.clone(),
@@ -391,11 +419,16 @@ impl CertificateVerifier {
         let ee = match EndEntityCert::try_from(&leaf) {
             Ok(e) => e,
             Err(e) => {
-                check.problem = Some(CertificateProblem::Malformed { detail: e.to_string() });
+                check.problem = Some(CertificateProblem::Malformed {
+                    detail: e.to_string(),
+                });
                 return check;
             }
         };
-        let presented: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let presented: Vec<CertificateDer<'_>> = chain[1..]
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
         let time = to_unix(now);
 
         let mut last_err = None;
@@ -403,7 +436,15 @@ impl CertificateVerifier {
         for a in &self.authorities {
             let mut inters = presented.clone();
             inters.extend(a.intermediates.iter().cloned());
-            match ee.verify_for_usage(SIG_ALGS, &a.anchors, &inters, time, KeyUsage::client_auth(), None, None) {
+            match ee.verify_for_usage(
+                SIG_ALGS,
+                &a.anchors,
+                &inters,
+                time,
+                KeyUsage::client_auth(),
+                None,
+                None,
+            ) {
                 Ok(path) => {
                     let issuer_der = path
                         .intermediate_certificates()
@@ -411,7 +452,14 @@ impl CertificateVerifier {
                         .map(|c| c.der().to_vec())
                         .or_else(|| find_issuer(&a.ca_certs, &parsed))
                         .or_else(|| find_issuer(&a.intermediates, &parsed));
-                    matched = Some((a, inters.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>(), issuer_der));
+                    matched = Some((
+                        a,
+                        inters
+                            .iter()
+                            .map(|c| c.clone().into_owned())
+                            .collect::<Vec<_>>(),
+                        issuer_der,
+                    ));
                     break;
                 }
                 Err(e) => {
@@ -426,8 +474,12 @@ impl CertificateVerifier {
             check.problem = Some(match last_err {
                 Some(webpki::Error::CertExpired { .. }) => CertificateProblem::Expired,
                 Some(webpki::Error::CertNotValidYet { .. }) => CertificateProblem::NotYetValid,
-                Some(webpki::Error::UnknownIssuer) | None => CertificateProblem::UnknownIssuer { issuer },
-                Some(e) => CertificateProblem::Invalid { detail: e.to_string() },
+                Some(webpki::Error::UnknownIssuer) | None => {
+                    CertificateProblem::UnknownIssuer { issuer }
+                }
+                Some(e) => CertificateProblem::Invalid {
+                    detail: e.to_string(),
+                },
             });
             return check;
         };
@@ -454,36 +506,60 @@ impl CertificateVerifier {
                                 .with_status_policy(webpki::UnknownStatusPolicy::Deny)
                                 .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
                                 .build();
-                            match ee.verify_for_usage(SIG_ALGS, &authority.anchors, &inters, time, KeyUsage::client_auth(), Some(opts), None) {
+                            match ee.verify_for_usage(
+                                SIG_ALGS,
+                                &authority.anchors,
+                                &inters,
+                                time,
+                                KeyUsage::client_auth(),
+                                Some(opts),
+                                None,
+                            ) {
                                 Ok(_) => RevocationStatus::Good,
                                 Err(webpki::Error::CertRevoked) => RevocationStatus::Revoked,
-                                Err(webpki::Error::CrlExpired { .. }) => RevocationStatus::Unknown("the CRL is past its nextUpdate".into()),
+                                Err(webpki::Error::CrlExpired { .. }) => RevocationStatus::Unknown(
+                                    "the CRL is past its nextUpdate".into(),
+                                ),
                                 Err(webpki::Error::UnknownRevocationStatus) => {
-                                    RevocationStatus::Unknown("no CRL from this certificate's issuer".into())
+                                    RevocationStatus::Unknown(
+                                        "no CRL from this certificate's issuer".into(),
+                                    )
                                 }
-                                Err(e) => RevocationStatus::Unknown(format!("CRL check failed: {e}")),
+                                Err(e) => {
+                                    RevocationStatus::Unknown(format!("CRL check failed: {e}"))
+                                }
                             }
                         }
                     }
                 }
             });
         }
-        if authority.cfg.ocsp == OcspMode::IfAvailable && check.crl != Some(RevocationStatus::Revoked) {
+        if authority.cfg.ocsp == OcspMode::IfAvailable
+            && check.crl != Some(RevocationStatus::Revoked)
+        {
             if let Some(url) = authority.cfg.ocsp_responder.clone().or(aia_ocsp) {
                 check.ocsp = Some(match issuer_der {
-                    None => RevocationStatus::Unknown("issuer certificate not available for OCSP".into()),
+                    None => RevocationStatus::Unknown(
+                        "issuer certificate not available for OCSP".into(),
+                    ),
                     Some(issuer) => self.ocsp(authority, &url, leaf_der, &issuer, now).await,
                 });
             }
         }
 
-        let statuses: Vec<(&str, &RevocationStatus)> = [("crl", check.crl.as_ref()), ("ocsp", check.ocsp.as_ref())]
-            .into_iter()
-            .filter_map(|(n, s)| s.map(|s| (n, s)))
-            .collect();
-        if let Some((by, _)) = statuses.iter().find(|(_, s)| **s == RevocationStatus::Revoked) {
+        let statuses: Vec<(&str, &RevocationStatus)> =
+            [("crl", check.crl.as_ref()), ("ocsp", check.ocsp.as_ref())]
+                .into_iter()
+                .filter_map(|(n, s)| s.map(|s| (n, s)))
+                .collect();
+        if let Some((by, _)) = statuses
+            .iter()
+            .find(|(_, s)| **s == RevocationStatus::Revoked)
+        {
             check.context.revoked = Some(true);
-            check.problem = Some(CertificateProblem::Revoked { by: (*by).to_owned() });
+            check.problem = Some(CertificateProblem::Revoked {
+                by: (*by).to_owned(),
+            });
             return check;
         }
         let unknown: Vec<String> = statuses
@@ -497,7 +573,9 @@ impl CertificateVerifier {
             check.context.revoked = None;
             match authority.cfg.on_revocation_unknown {
                 RevocationFailureMode::FailClosed => {
-                    check.problem = Some(CertificateProblem::RevocationUnknown { detail: unknown.join("; ") });
+                    check.problem = Some(CertificateProblem::RevocationUnknown {
+                        detail: unknown.join("; "),
+                    });
                     return check;
                 }
                 RevocationFailureMode::FailOpen => {
@@ -512,7 +590,11 @@ impl CertificateVerifier {
     }
 
     /// The CRLs for an authority: `None` when none are configured, `Err` when all failed.
-    async fn crls_for(&self, a: &Authority, now: DateTime<Utc>) -> Option<Result<Vec<Vec<u8>>, String>> {
+    async fn crls_for(
+        &self,
+        a: &Authority,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Vec<Vec<u8>>, String>> {
         if a.cfg.crl_files.is_empty() && a.cfg.crl_urls.is_empty() {
             return None;
         }
@@ -523,7 +605,10 @@ impl CertificateVerifier {
             let stamp = file_stamp(path);
             let cached = {
                 let cache = self.crl_cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.get(&key).filter(|c| c.stamp == stamp && stamp.is_some()).map(|c| c.der.clone())
+                cache
+                    .get(&key)
+                    .filter(|c| c.stamp == stamp && stamp.is_some())
+                    .map(|c| c.der.clone())
             };
             match cached {
                 Some(d) => out.push(d),
@@ -536,7 +621,10 @@ impl CertificateVerifier {
                             fetched: Instant::now(),
                             stamp,
                         };
-                        self.crl_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
+                        self.crl_cache
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key, entry);
                         out.push(der);
                     }
                     Err(e) => errors.push(format!("{}: {e}", path.display())),
@@ -567,7 +655,10 @@ impl CertificateVerifier {
                             fetched: Instant::now(),
                             stamp: None,
                         };
-                        self.crl_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
+                        self.crl_cache
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key, entry);
                         out.push(der);
                     }
                     Err(e) => {
@@ -587,7 +678,12 @@ impl CertificateVerifier {
         }
     }
 
-    async fn fetch(&self, url: &str, timeout: Duration, ocsp_request: Option<Vec<u8>>) -> Result<Vec<u8>, String> {
+    async fn fetch(
+        &self,
+        url: &str,
+        timeout: Duration,
+        ocsp_request: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
         let req = match ocsp_request {
             Some(body) => self
                 .http
@@ -607,12 +703,25 @@ impl CertificateVerifier {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let bytes = resp.bytes().await.map_err(|e| format!("read failed ({e})"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("read failed ({e})"))?;
         Ok(bytes.to_vec())
     }
 
-    async fn ocsp(&self, a: &Authority, url: &str, leaf_der: &[u8], issuer_der: &[u8], now: DateTime<Utc>) -> RevocationStatus {
-        let (leaf, issuer) = match (x509_cert::Certificate::from_der(leaf_der), x509_cert::Certificate::from_der(issuer_der)) {
+    async fn ocsp(
+        &self,
+        a: &Authority,
+        url: &str,
+        leaf_der: &[u8],
+        issuer_der: &[u8],
+        now: DateTime<Utc>,
+    ) -> RevocationStatus {
+        let (leaf, issuer) = match (
+            x509_cert::Certificate::from_der(leaf_der),
+            x509_cert::Certificate::from_der(issuer_der),
+        ) {
             (Ok(l), Ok(i)) => (l, i),
             _ => return RevocationStatus::Unknown("certificate not decodable for OCSP".into()),
         };
@@ -621,18 +730,36 @@ impl CertificateVerifier {
             Err(e) => return RevocationStatus::Unknown(format!("cannot build OCSP request ({e})")),
         };
         let cert_id = req.req_cert.clone();
-        let key = format!("{url}|{}|{}", hex_encode(cert_id.issuer_key_hash.as_bytes()), hex_encode(cert_id.serial_number.as_bytes()));
+        let key = format!(
+            "{url}|{}|{}",
+            hex_encode(cert_id.issuer_key_hash.as_bytes()),
+            hex_encode(cert_id.serial_number.as_bytes())
+        );
         let now_st = system_time(now);
-        if let Some((until, status)) = self.ocsp_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some((until, status)) = self
+            .ocsp_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             if now_st < *until {
                 return status.clone();
             }
         }
-        let body = match x509_ocsp::builder::OcspRequestBuilder::default().with_request(req).build().to_der() {
+        let body = match x509_ocsp::builder::OcspRequestBuilder::default()
+            .with_request(req)
+            .build()
+            .to_der()
+        {
             Ok(b) => b,
-            Err(e) => return RevocationStatus::Unknown(format!("cannot encode OCSP request ({e})")),
+            Err(e) => {
+                return RevocationStatus::Unknown(format!("cannot encode OCSP request ({e})"))
+            }
         };
-        let resp = match self.fetch(url, a.cfg.revocation_timeout.0, Some(body)).await {
+        let resp = match self
+            .fetch(url, a.cfg.revocation_timeout.0, Some(body))
+            .await
+        {
             Ok(r) => r,
             Err(e) => return RevocationStatus::Unknown(format!("OCSP responder {url} {e}")),
         };
@@ -670,7 +797,10 @@ fn malformed(fingerprint: String, detail: String) -> CertificateCheck {
     }
 }
 
-fn find_issuer(certs: &[CertificateDer<'_>], leaf: &x509_parser::certificate::X509Certificate<'_>) -> Option<Vec<u8>> {
+fn find_issuer(
+    certs: &[CertificateDer<'_>],
+    leaf: &x509_parser::certificate::X509Certificate<'_>,
+) -> Option<Vec<u8>> {
     certs.iter().find_map(|c| {
         let (_, p) = x509_parser::parse_x509_certificate(c).ok()?;
         (p.subject().as_raw() == leaf.issuer().as_raw()).then(|| c.as_ref().to_vec())
@@ -679,23 +809,33 @@ fn find_issuer(certs: &[CertificateDer<'_>], leaf: &x509_parser::certificate::X5
 
 fn ocsp_url_from_aia(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
-    cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::AuthorityInfoAccess(aia) => aia.accessdescs.iter().find_map(|d| {
-            (d.access_method == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP)
-                .then_some(&d.access_location)
-                .and_then(|l| match l {
-                    GeneralName::URI(u) => Some((*u).to_owned()),
-                    _ => None,
-                })
-        }),
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityInfoAccess(aia) => aia.accessdescs.iter().find_map(|d| {
+                (d.access_method == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP)
+                    .then_some(&d.access_location)
+                    .and_then(|l| match l {
+                        GeneralName::URI(u) => Some((*u).to_owned()),
+                        _ => None,
+                    })
+            }),
+            _ => None,
+        })
 }
 
-fn algorithms_for(oid: &der::asn1::ObjectIdentifier) -> Vec<&'static dyn SignatureVerificationAlgorithm> {
+fn algorithms_for(
+    oid: &der::asn1::ObjectIdentifier,
+) -> Vec<&'static dyn SignatureVerificationAlgorithm> {
     match oid.to_string().as_str() {
-        "1.2.840.10045.4.3.2" => vec![webpki::ring::ECDSA_P256_SHA256, webpki::ring::ECDSA_P384_SHA256],
-        "1.2.840.10045.4.3.3" => vec![webpki::ring::ECDSA_P384_SHA384, webpki::ring::ECDSA_P256_SHA384],
+        "1.2.840.10045.4.3.2" => vec![
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P384_SHA256,
+        ],
+        "1.2.840.10045.4.3.3" => vec![
+            webpki::ring::ECDSA_P384_SHA384,
+            webpki::ring::ECDSA_P256_SHA384,
+        ],
         "1.2.840.113549.1.1.11" => vec![webpki::ring::RSA_PKCS1_2048_8192_SHA256],
         "1.2.840.113549.1.1.12" => vec![webpki::ring::RSA_PKCS1_2048_8192_SHA384],
         "1.2.840.113549.1.1.13" => vec![webpki::ring::RSA_PKCS1_2048_8192_SHA512],
@@ -704,12 +844,18 @@ fn algorithms_for(oid: &der::asn1::ObjectIdentifier) -> Vec<&'static dyn Signatu
     }
 }
 
-fn verify_with(cert_der: &[u8], algs: &[&dyn SignatureVerificationAlgorithm], msg: &[u8], sig: &[u8]) -> bool {
+fn verify_with(
+    cert_der: &[u8],
+    algs: &[&dyn SignatureVerificationAlgorithm],
+    msg: &[u8],
+    sig: &[u8],
+) -> bool {
     let der = CertificateDer::from(cert_der);
     let Ok(ee) = EndEntityCert::try_from(&der) else {
         return false;
     };
-    algs.iter().any(|alg| ee.verify_signature(*alg, msg, sig).is_ok())
+    algs.iter()
+        .any(|alg| ee.verify_signature(*alg, msg, sig).is_ok())
 }
 
 /// Checks a DER OCSP response for `cert_id`: status successful, signature by the issuer or
@@ -721,7 +867,8 @@ fn check_ocsp_response(
     issuer_der: &[u8],
     now: DateTime<Utc>,
 ) -> Result<(RevocationStatus, Option<SystemTime>), String> {
-    let resp = x509_ocsp::OcspResponse::from_der(der_bytes).map_err(|e| format!("not an OCSP response ({e})"))?;
+    let resp = x509_ocsp::OcspResponse::from_der(der_bytes)
+        .map_err(|e| format!("not an OCSP response ({e})"))?;
     if resp.response_status != x509_ocsp::OcspResponseStatus::Successful {
         return Err(format!("responder status {:?}", resp.response_status));
     }
@@ -729,12 +876,22 @@ fn check_ocsp_response(
     if bytes.response_type.to_string() != "1.3.6.1.5.5.7.48.1.1" {
         return Err(format!("unsupported response type {}", bytes.response_type));
     }
-    let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(|e| format!("bad basic response ({e})"))?;
-    let tbs = basic.tbs_response_data.to_der().map_err(|e| e.to_string())?;
-    let sig = basic.signature.as_bytes().ok_or("signature has unused bits")?;
+    let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| format!("bad basic response ({e})"))?;
+    let tbs = basic
+        .tbs_response_data
+        .to_der()
+        .map_err(|e| e.to_string())?;
+    let sig = basic
+        .signature
+        .as_bytes()
+        .ok_or("signature has unused bits")?;
     let algs = algorithms_for(&basic.signature_algorithm.oid);
     if algs.is_empty() {
-        return Err(format!("unsupported signature algorithm {}", basic.signature_algorithm.oid));
+        return Err(format!(
+            "unsupported signature algorithm {}",
+            basic.signature_algorithm.oid
+        ));
     }
     let mut signed = verify_with(issuer_der, &algs, &tbs, sig);
     if !signed {
@@ -744,9 +901,19 @@ fn check_ocsp_response(
         for c in basic.certs.iter().flatten() {
             let Ok(cder) = c.to_der() else { continue };
             let cd = CertificateDer::from(cder.as_slice());
-            let Ok(ee) = EndEntityCert::try_from(&cd) else { continue };
+            let Ok(ee) = EndEntityCert::try_from(&cd) else {
+                continue;
+            };
             let ok_chain = ee
-                .verify_for_usage(SIG_ALGS, std::slice::from_ref(&anchor), &[], to_unix(now), KeyUsage::required(OCSP_SIGNING), None, None)
+                .verify_for_usage(
+                    SIG_ALGS,
+                    std::slice::from_ref(&anchor),
+                    &[],
+                    to_unix(now),
+                    KeyUsage::required(OCSP_SIGNING),
+                    None,
+                    None,
+                )
                 .is_ok();
             if ok_chain && verify_with(&cder, &algs, &tbs, sig) {
                 signed = true;
@@ -782,7 +949,9 @@ fn check_ocsp_response(
     let status = match single.cert_status {
         x509_ocsp::CertStatus::Good(_) => RevocationStatus::Good,
         x509_ocsp::CertStatus::Revoked(_) => RevocationStatus::Revoked,
-        x509_ocsp::CertStatus::Unknown(_) => RevocationStatus::Unknown("the responder does not know the certificate".into()),
+        x509_ocsp::CertStatus::Unknown(_) => {
+            RevocationStatus::Unknown("the responder does not know the certificate".into())
+        }
     };
     Ok((status, next_update))
 }
@@ -795,9 +964,12 @@ mod tests {
     fn header_formats() {
         let e = certificates_from_header("", ForwardedCertificateFormat::Pem).unwrap_err();
         assert_eq!(e, ForwardedCertError::Empty);
-        let e = certificates_from_header("%%%", ForwardedCertificateFormat::PemUrlencoded).unwrap_err();
+        let e =
+            certificates_from_header("%%%", ForwardedCertificateFormat::PemUrlencoded).unwrap_err();
         assert!(matches!(e, ForwardedCertError::Encoding { .. }));
-        let e = certificates_from_header("By=spiffe://x;Hash=abc", ForwardedCertificateFormat::Xfcc).unwrap_err();
+        let e =
+            certificates_from_header("By=spiffe://x;Hash=abc", ForwardedCertificateFormat::Xfcc)
+                .unwrap_err();
         assert!(matches!(e, ForwardedCertError::Encoding { .. }));
         assert_eq!(
             certificates_from_header("AQID", ForwardedCertificateFormat::DerBase64).unwrap(),

@@ -308,9 +308,9 @@ impl DeviceBinding {
 
 /// Picks the most trusted binding among the evidence a request carries.
 /// `candidates` is every (binding, device) pair the server found in the registry.
-pub fn strongest_binding<'a>(
-    candidates: &'a [(DeviceBinding, Device)],
-) -> Option<&'a (DeviceBinding, Device)> {
+pub fn strongest_binding(
+    candidates: &[(DeviceBinding, Device)],
+) -> Option<&(DeviceBinding, Device)> {
     let rank = |b: &DeviceBinding| match b {
         DeviceBinding::Certificate { .. } => 0,
         DeviceBinding::Passkey { .. } => 1,
@@ -699,7 +699,7 @@ impl DeviceApiAuth {
 
 pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -15,13 +15,14 @@
 //!
 //! I/O stays at the edges (file loads, HTTP fetches); scoring and evaluation are pure.
 
-pub mod compliance;
-pub mod config;
 pub mod caep;
 pub mod certs;
+pub mod compliance;
+pub mod config;
 pub mod device;
 pub mod geoip;
 pub mod iprisk;
+pub mod recheck;
 pub mod risk;
 pub mod useragent;
 

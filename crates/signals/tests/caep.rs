@@ -7,7 +7,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use stepgate_policy::HumanDuration;
-use stepgate_signals::caep::{event_types, CaepReceiver, MemoryReplayGuard, SecurityEvent, SetError};
+use stepgate_signals::caep::{
+    event_types, CaepReceiver, MemoryReplayGuard, SecurityEvent, SetError,
+};
 use stepgate_signals::config::{CaepConfig, SetAlgorithm, TransmitterConfig};
 use stepgate_signals::device::Device;
 
@@ -42,7 +44,11 @@ fn fixture() -> Fixture {
         }],
     };
     let receiver = CaepReceiver::new(&cfg, Arc::new(MemoryReplayGuard::default())).unwrap();
-    Fixture { _dir: dir, key, receiver }
+    Fixture {
+        _dir: dir,
+        key,
+        receiver,
+    }
 }
 
 fn sign(key: &rcgen::KeyPair, claims: &serde_json::Value) -> String {
@@ -85,31 +91,59 @@ fn device_compliance_change_becomes_a_device_update() {
     assert_eq!(set.transmitter, "hexnode");
     assert_eq!(set.jti, "set-1");
     assert_eq!(set.txn.as_deref(), Some("8675309"));
-    assert!(matches!(set.events[0], SecurityEvent::DeviceComplianceChange { compliant: false, previously_compliant: Some(true), .. }));
+    assert!(matches!(
+        set.events[0],
+        SecurityEvent::DeviceComplianceChange {
+            compliant: false,
+            previously_compliant: Some(true),
+            ..
+        }
+    ));
     let updates = set.device_updates();
     assert_eq!(updates.len(), 1);
     let u = &updates[0];
     assert_eq!(u.device_id, "mac-0042");
     assert_eq!(u.user.as_deref(), Some("jane@example.com"));
-    assert_eq!(u.reason.as_deref(), Some("Turn FileVault back on in System Settings"));
+    assert_eq!(
+        u.reason.as_deref(),
+        Some("Turn FileVault back on in System Settings")
+    );
 
     let mut device = Device::new("mac-0042");
     device.last_sync = Some(now());
     assert!(u.apply(&mut device));
-    let ctx = stepgate_signals::device::device_context(&device, &[], std::time::Duration::from_secs(86_400), now());
+    let ctx = stepgate_signals::device::device_context(
+        &device,
+        &[],
+        std::time::Duration::from_secs(86_400),
+        now(),
+    );
     assert_eq!(ctx.compliant, Some(false));
-    assert_eq!(ctx.failing_checks[0].message.as_deref(), Some("Turn FileVault back on in System Settings"));
+    assert_eq!(
+        ctx.failing_checks[0].message.as_deref(),
+        Some("Turn FileVault back on in System Settings")
+    );
 
     // A later "compliant" event restores it; an older one is ignored.
     let mut fixed = compliance_set("set-2", AUD, "compliant");
-    fixed["events"][event_types::DEVICE_COMPLIANCE_CHANGE]["event_timestamp"] = json!(now().timestamp() - 1);
-    let u2 = &f.receiver.verify(&sign(&f.key, &fixed), now()).unwrap().device_updates()[0];
+    fixed["events"][event_types::DEVICE_COMPLIANCE_CHANGE]["event_timestamp"] =
+        json!(now().timestamp() - 1);
+    let u2 = &f
+        .receiver
+        .verify(&sign(&f.key, &fixed), now())
+        .unwrap()
+        .device_updates()[0];
     assert!(u2.apply(&mut device));
     let mut stale = compliance_set("set-3", AUD, "not-compliant");
-    stale["events"][event_types::DEVICE_COMPLIANCE_CHANGE]["event_timestamp"] = json!(now().timestamp() - 300);
-    let u3 = &f.receiver.verify(&sign(&f.key, &stale), now()).unwrap().device_updates()[0];
+    stale["events"][event_types::DEVICE_COMPLIANCE_CHANGE]["event_timestamp"] =
+        json!(now().timestamp() - 300);
+    let u3 = &f
+        .receiver
+        .verify(&sign(&f.key, &stale), now())
+        .unwrap()
+        .device_updates()[0];
     assert!(!u3.apply(&mut device));
-    assert_eq!(device.reported_compliance.unwrap().compliant, true);
+    assert!(device.reported_compliance.unwrap().compliant);
 }
 
 #[test]
@@ -127,15 +161,26 @@ fn bad_signature_is_rejected() {
     let evil = sign(&other, &compliance_set("set-9", AUD, "not-compliant"));
     let evil_payload = evil.split('.').nth(1).unwrap();
     let forged = format!("{}.{}.{}", parts[0], evil_payload, parts[2]);
-    assert!(matches!(f.receiver.verify(&forged, now()), Err(SetError::BadSignature(_))));
+    assert!(matches!(
+        f.receiver.verify(&forged, now()),
+        Err(SetError::BadSignature(_))
+    ));
 }
 
 #[test]
 fn wrong_audience_is_rejected() {
     let f = fixture();
-    let token = sign(&f.key, &compliance_set("set-1", "https://someone-else.example/", "not-compliant"));
+    let token = sign(
+        &f.key,
+        &compliance_set("set-1", "https://someone-else.example/", "not-compliant"),
+    );
     let e = f.receiver.verify(&token, now()).unwrap_err();
-    assert_eq!(e, SetError::WrongAudience { expected: AUD.into() });
+    assert_eq!(
+        e,
+        SetError::WrongAudience {
+            expected: AUD.into()
+        }
+    );
     assert_eq!(e.rfc8935_code(), "invalid_audience");
 }
 
@@ -150,8 +195,14 @@ fn replayed_jti_is_rejected() {
     // A forged token with a used jti does not even reach the replay check, and a
     // rejected token does not burn its jti.
     let f2 = fixture();
-    let bad = sign(&rcgen::KeyPair::generate().unwrap(), &compliance_set("set-7", AUD, "compliant"));
-    assert!(matches!(f2.receiver.verify(&bad, now()), Err(SetError::BadSignature(_))));
+    let bad = sign(
+        &rcgen::KeyPair::generate().unwrap(),
+        &compliance_set("set-7", AUD, "compliant"),
+    );
+    assert!(matches!(
+        f2.receiver.verify(&bad, now()),
+        Err(SetError::BadSignature(_))
+    ));
     let good = sign(&f2.key, &compliance_set("set-7", AUD, "compliant"));
     assert!(f2.receiver.verify(&good, now()).is_ok());
 }
@@ -167,31 +218,60 @@ fn other_rejections() {
     );
     let mut c = compliance_set("b", AUD, "compliant");
     c["iat"] = json!(now().timestamp() - 3600);
-    assert!(matches!(f.receiver.verify(&sign(&f.key, &c), now()), Err(SetError::TooOld { .. })));
+    assert!(matches!(
+        f.receiver.verify(&sign(&f.key, &c), now()),
+        Err(SetError::TooOld { .. })
+    ));
     let mut c = compliance_set("c", AUD, "compliant");
     c["iat"] = json!(now().timestamp() + 3600);
-    assert!(matches!(f.receiver.verify(&sign(&f.key, &c), now()), Err(SetError::FromFuture(_))));
+    assert!(matches!(
+        f.receiver.verify(&sign(&f.key, &c), now()),
+        Err(SetError::FromFuture(_))
+    ));
     let mut c = compliance_set("d", AUD, "compliant");
     c.as_object_mut().unwrap().remove("jti");
-    assert_eq!(f.receiver.verify(&sign(&f.key, &c), now()).unwrap_err(), SetError::MissingClaim("jti"));
+    assert_eq!(
+        f.receiver.verify(&sign(&f.key, &c), now()).unwrap_err(),
+        SetError::MissingClaim("jti")
+    );
     let mut c = compliance_set("e", AUD, "compliant");
     c["events"] = json!({});
-    assert_eq!(f.receiver.verify(&sign(&f.key, &c), now()).unwrap_err(), SetError::NoEvents);
+    assert_eq!(
+        f.receiver.verify(&sign(&f.key, &c), now()).unwrap_err(),
+        SetError::NoEvents
+    );
     let mut c = compliance_set("f", AUD, "compliant");
     c["events"][event_types::DEVICE_COMPLIANCE_CHANGE]["current_status"] = json!("meh");
-    assert!(matches!(f.receiver.verify(&sign(&f.key, &c), now()), Err(SetError::BadEvent { .. })));
+    assert!(matches!(
+        f.receiver.verify(&sign(&f.key, &c), now()),
+        Err(SetError::BadEvent { .. })
+    ));
     // HS256 with the public key as the secret (algorithm confusion) is refused.
     let mut h = Header::new(Algorithm::HS256);
     h.typ = Some("secevent+jwt".into());
-    let hs = jsonwebtoken::encode(&h, &compliance_set("g", AUD, "compliant"), &EncodingKey::from_secret(f.key.public_key_pem().as_bytes())).unwrap();
-    assert!(matches!(f.receiver.verify(&hs, now()), Err(SetError::AlgorithmNotAllowed { .. })));
+    let hs = jsonwebtoken::encode(
+        &h,
+        &compliance_set("g", AUD, "compliant"),
+        &EncodingKey::from_secret(f.key.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    assert!(matches!(
+        f.receiver.verify(&hs, now()),
+        Err(SetError::AlgorithmNotAllowed { .. })
+    ));
     // An ID token is not a SET.
     let mut h = Header::new(Algorithm::ES256);
     h.typ = Some("JWT".into());
     let enc = EncodingKey::from_ec_pem(f.key.serialize_pem().as_bytes()).unwrap();
     let jwt = jsonwebtoken::encode(&h, &compliance_set("h", AUD, "compliant"), &enc).unwrap();
-    assert_eq!(f.receiver.verify(&jwt, now()).unwrap_err(), SetError::WrongType("JWT".into()));
-    assert!(matches!(f.receiver.verify("not.a.jwt", now()), Err(SetError::Malformed(_))));
+    assert_eq!(
+        f.receiver.verify(&jwt, now()).unwrap_err(),
+        SetError::WrongType("JWT".into())
+    );
+    assert!(matches!(
+        f.receiver.verify("not.a.jwt", now()),
+        Err(SetError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -225,8 +305,15 @@ fn session_credential_and_assurance_events() {
                 assert_eq!(common.subject.session_id(), Some("s-1"));
                 saw += 1;
             }
-            SecurityEvent::CredentialChange { credential_type, change_type, .. } => {
-                assert_eq!((credential_type.as_str(), change_type.as_str()), ("fido2-roaming", "revoke"));
+            SecurityEvent::CredentialChange {
+                credential_type,
+                change_type,
+                ..
+            } => {
+                assert_eq!(
+                    (credential_type.as_str(), change_type.as_str()),
+                    ("fido2-roaming", "revoke")
+                );
                 saw += 1;
             }
             SecurityEvent::AssuranceLevelChange { current_level, .. } => {
@@ -280,5 +367,8 @@ fn jwks_key_file_with_kid() {
     assert!(r.verify(&token, now()).is_ok());
     h.kid = Some("k2".into());
     let token = jsonwebtoken::encode(&h, &compliance_set("j2", AUD, "compliant"), &enc).unwrap();
-    assert!(matches!(r.verify(&token, now()), Err(SetError::UnknownKey { .. })));
+    assert!(matches!(
+        r.verify(&token, now()),
+        Err(SetError::UnknownKey { .. })
+    ));
 }

@@ -9,13 +9,17 @@ use chrono::Utc;
 use der::{Decode, Encode};
 use p256::pkcs8::DecodePrivateKey;
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
 use stepgate_policy::HumanDuration;
-use stepgate_signals::certs::{certificates_from_header, CertificateProblem, CertificateVerifier, RevocationStatus};
+use stepgate_signals::certs::{
+    certificates_from_header, CertificateProblem, CertificateVerifier, RevocationStatus,
+};
 use stepgate_signals::config::{
-    CertificateAuthorityConfig, ClientCertificatesConfig, ForwardedCertificateFormat, OcspMode, RevocationFailureMode,
+    CertificateAuthorityConfig, ClientCertificatesConfig, ForwardedCertificateFormat, OcspMode,
+    RevocationFailureMode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,9 +32,14 @@ fn make_ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
-    p.distinguished_name.push(DnType::OrganizationName, "Example Corp");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Example Corp");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = date_time_ymd(2020, 1, 1);
     p.not_after = date_time_ymd(2099, 1, 1);
     let cert = p.self_signed(&key).unwrap();
@@ -40,7 +49,8 @@ fn make_ca(name: &str) -> Ca {
 fn make_leaf(ca: &Ca, serial: u8, from: (i32, u8, u8), to: (i32, u8, u8)) -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, format!("device-{serial}"));
+    p.distinguished_name
+        .push(DnType::CommonName, format!("device-{serial}"));
     p.serial_number = Some(SerialNumber::from(vec![0x10, serial]));
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -122,7 +132,11 @@ fn verifier(a: CertificateAuthorityConfig) -> CertificateVerifier {
 
 /// An OCSP responder on loopback answering for the CA: `revoked` serials (last byte) are
 /// revoked, others good. `signer` signs the responses (the CA key, or a wrong one).
-async fn ocsp_responder(ca_der: Vec<u8>, signer_pkcs8: Vec<u8>, revoked: HashSet<u8>) -> (SocketAddr, Arc<Mutex<usize>>) {
+async fn ocsp_responder(
+    ca_der: Vec<u8>,
+    signer_pkcs8: Vec<u8>,
+    revoked: HashSet<u8>,
+) -> (SocketAddr, Arc<Mutex<usize>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(Mutex::new(0usize));
@@ -130,7 +144,9 @@ async fn ocsp_responder(ca_der: Vec<u8>, signer_pkcs8: Vec<u8>, revoked: HashSet
     tokio::spawn(async move {
         let ca = x509_cert::Certificate::from_der(&ca_der).unwrap();
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             *hits2.lock().unwrap() += 1;
             let ca = ca.clone();
             let signer_pkcs8 = signer_pkcs8.clone();
@@ -161,7 +177,8 @@ async fn ocsp_responder(ca_der: Vec<u8>, signer_pkcs8: Vec<u8>, revoked: HashSet
                 let req = x509_ocsp::OcspRequest::from_der(&body).unwrap();
                 let cert_id = req.tbs_request.request_list[0].req_cert.clone();
                 let last = *cert_id.serial_number.as_bytes().last().unwrap();
-                let now = x509_ocsp::OcspGeneralizedTime::try_from(std::time::SystemTime::now()).unwrap();
+                let now =
+                    x509_ocsp::OcspGeneralizedTime::try_from(std::time::SystemTime::now()).unwrap();
                 let status = if revoked.contains(&last) {
                     x509_ocsp::CertStatus::revoked(x509_ocsp::RevokedInfo {
                         revocation_time: now,
@@ -170,15 +187,21 @@ async fn ocsp_responder(ca_der: Vec<u8>, signer_pkcs8: Vec<u8>, revoked: HashSet
                 } else {
                     x509_ocsp::CertStatus::good()
                 };
-                let next = x509_ocsp::OcspGeneralizedTime::try_from(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
-                    .unwrap();
+                let next = x509_ocsp::OcspGeneralizedTime::try_from(
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+                )
+                .unwrap();
                 let mut key = p256::ecdsa::SigningKey::from_pkcs8_der(&signer_pkcs8).unwrap();
-                let resp = x509_ocsp::builder::OcspResponseBuilder::new(ca.tbs_certificate.subject.clone())
-                    .with_single_response(x509_ocsp::SingleResponse::new(cert_id, status, now).with_next_update(next))
-                    .sign::<_, p256::ecdsa::DerSignature>(&mut key, None, now)
-                    .unwrap()
-                    .to_der()
-                    .unwrap();
+                let resp = x509_ocsp::builder::OcspResponseBuilder::new(
+                    ca.tbs_certificate.subject.clone(),
+                )
+                .with_single_response(
+                    x509_ocsp::SingleResponse::new(cert_id, status, now).with_next_update(next),
+                )
+                .sign::<_, p256::ecdsa::DerSignature>(&mut key, None, now)
+                .unwrap()
+                .to_der()
+                .unwrap();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/ocsp-response\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     resp.len()
@@ -197,7 +220,12 @@ async fn valid_certificate_with_crl_and_ocsp_good() {
     let s = Setup::new();
     let ca = make_ca("Device CA");
     let leaf = valid_leaf(&ca, 1);
-    let (addr, hits) = ocsp_responder(ca.cert.der().to_vec(), ca.key.serialize_der(), HashSet::new()).await;
+    let (addr, hits) = ocsp_responder(
+        ca.cert.der().to_vec(),
+        ca.key.serialize_der(),
+        HashSet::new(),
+    )
+    .await;
     let mut a = s.authority("device-ca", &ca);
     a.crl_files = vec![s.crl_file("device", &crl(&ca, &[9]))];
     a.ocsp = OcspMode::IfAvailable;
@@ -210,7 +238,11 @@ async fn valid_certificate_with_crl_and_ocsp_good() {
     assert_eq!(c.crl, Some(RevocationStatus::Good));
     assert_eq!(c.ocsp, Some(RevocationStatus::Good));
     assert_eq!(c.authority.as_deref(), Some("device-ca"));
-    assert!(c.context.issuer.as_deref().unwrap().contains("Device CA"), "{:?}", c.context.issuer);
+    assert!(
+        c.context.issuer.as_deref().unwrap().contains("Device CA"),
+        "{:?}",
+        c.context.issuer
+    );
     assert!(c.context.subject.as_deref().unwrap().contains("device-1"));
     assert_eq!(c.serial.as_deref(), Some("1001"));
     assert!(c.device_binding().is_some());
@@ -225,7 +257,9 @@ async fn expired_certificate() {
     let s = Setup::new();
     let ca = make_ca("Device CA");
     let leaf = make_leaf(&ca, 2, (2020, 1, 1), (2021, 1, 1));
-    let c = verifier(s.authority("device-ca", &ca)).verify(&[leaf], Utc::now()).await;
+    let c = verifier(s.authority("device-ca", &ca))
+        .verify(&[leaf], Utc::now())
+        .await;
     assert_eq!(c.problem, Some(CertificateProblem::Expired));
     assert!(!c.context.valid);
     assert!(c.device_binding().is_none());
@@ -237,9 +271,13 @@ async fn wrong_issuer() {
     let ca = make_ca("Device CA");
     let rogue = make_ca("Rogue CA");
     let leaf = valid_leaf(&rogue, 3);
-    let c = verifier(s.authority("device-ca", &ca)).verify(&[leaf], Utc::now()).await;
+    let c = verifier(s.authority("device-ca", &ca))
+        .verify(&[leaf], Utc::now())
+        .await;
     match c.problem {
-        Some(CertificateProblem::UnknownIssuer { ref issuer }) => assert!(issuer.contains("Rogue CA"), "{issuer}"),
+        Some(CertificateProblem::UnknownIssuer { ref issuer }) => {
+            assert!(issuer.contains("Rogue CA"), "{issuer}")
+        }
         ref other => panic!("{other:?}"),
     }
     assert!(!c.context.valid);
@@ -253,7 +291,10 @@ async fn revoked_by_crl() {
     let mut a = s.authority("device-ca", &ca);
     a.crl_files = vec![s.crl_file("device", &crl(&ca, &[4]))];
     let c = verifier(a).verify(&[leaf], Utc::now()).await;
-    assert_eq!(c.problem, Some(CertificateProblem::Revoked { by: "crl".into() }));
+    assert_eq!(
+        c.problem,
+        Some(CertificateProblem::Revoked { by: "crl".into() })
+    );
     assert_eq!(c.context.revoked, Some(true));
     assert!(!c.context.valid);
 }
@@ -268,9 +309,16 @@ async fn crl_from_another_ca_is_unknown_status() {
     a.crl_files = vec![s.crl_file("other", &crl(&other, &[5]))];
     a.on_revocation_unknown = RevocationFailureMode::FailOpen;
     let c = verifier(a).verify(&[leaf], Utc::now()).await;
-    assert!(matches!(c.crl, Some(RevocationStatus::Unknown(_))), "{:?}", c.crl);
+    assert!(
+        matches!(c.crl, Some(RevocationStatus::Unknown(_))),
+        "{:?}",
+        c.crl
+    );
     assert!(c.context.valid, "fail-open keeps the certificate valid");
-    assert_eq!(c.context.revoked, None, "and leaves revocation unknown for the policy");
+    assert_eq!(
+        c.context.revoked, None,
+        "and leaves revocation unknown for the policy"
+    );
 }
 
 #[tokio::test]
@@ -278,13 +326,21 @@ async fn revoked_by_ocsp() {
     let s = Setup::new();
     let ca = make_ca("Device CA");
     let leaf = valid_leaf(&ca, 6);
-    let (addr, _) = ocsp_responder(ca.cert.der().to_vec(), ca.key.serialize_der(), HashSet::from([6])).await;
+    let (addr, _) = ocsp_responder(
+        ca.cert.der().to_vec(),
+        ca.key.serialize_der(),
+        HashSet::from([6]),
+    )
+    .await;
     let mut a = s.authority("device-ca", &ca);
     a.ocsp = OcspMode::IfAvailable;
     a.ocsp_responder = Some(format!("http://{addr}/ocsp"));
     let c = verifier(a).verify(&[leaf], Utc::now()).await;
     assert_eq!(c.ocsp, Some(RevocationStatus::Revoked));
-    assert_eq!(c.problem, Some(CertificateProblem::Revoked { by: "ocsp".into() }));
+    assert_eq!(
+        c.problem,
+        Some(CertificateProblem::Revoked { by: "ocsp".into() })
+    );
     assert_eq!(c.context.revoked, Some(true));
 }
 
@@ -294,7 +350,12 @@ async fn ocsp_signed_by_the_wrong_key_is_rejected() {
     let ca = make_ca("Device CA");
     let leaf = valid_leaf(&ca, 7);
     let wrong = KeyPair::generate().unwrap();
-    let (addr, _) = ocsp_responder(ca.cert.der().to_vec(), wrong.serialize_der(), HashSet::new()).await;
+    let (addr, _) = ocsp_responder(
+        ca.cert.der().to_vec(),
+        wrong.serialize_der(),
+        HashSet::new(),
+    )
+    .await;
     let mut a = s.authority("device-ca", &ca);
     a.ocsp = OcspMode::IfAvailable;
     a.ocsp_responder = Some(format!("http://{addr}/"));
@@ -303,7 +364,10 @@ async fn ocsp_signed_by_the_wrong_key_is_rejected() {
         Some(RevocationStatus::Unknown(why)) => assert!(why.contains("signature"), "{why}"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(c.problem, Some(CertificateProblem::RevocationUnknown { .. })));
+    assert!(matches!(
+        c.problem,
+        Some(CertificateProblem::RevocationUnknown { .. })
+    ));
     assert!(!c.context.valid, "fail-closed");
 }
 
@@ -320,8 +384,17 @@ async fn ocsp_responder_down_fail_closed_and_fail_open() {
     let mut a = s.authority("device-ca", &ca);
     a.ocsp = OcspMode::IfAvailable;
     a.ocsp_responder = Some(format!("http://{addr}/"));
-    let closed = verifier(a.clone()).verify(std::slice::from_ref(&leaf), Utc::now()).await;
-    assert!(matches!(closed.problem, Some(CertificateProblem::RevocationUnknown { .. })), "{:?}", closed.problem);
+    let closed = verifier(a.clone())
+        .verify(std::slice::from_ref(&leaf), Utc::now())
+        .await;
+    assert!(
+        matches!(
+            closed.problem,
+            Some(CertificateProblem::RevocationUnknown { .. })
+        ),
+        "{:?}",
+        closed.problem
+    );
     assert!(!closed.context.valid);
     a.on_revocation_unknown = RevocationFailureMode::FailOpen;
     let open = verifier(a).verify(&[leaf], Utc::now()).await;
@@ -339,19 +412,35 @@ async fn forwarded_header_round_trip_and_garbage() {
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
         base64_lines(&leaf)
     );
-    let escaped: String = percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let chain = certificates_from_header(&escaped, ForwardedCertificateFormat::PemUrlencoded).unwrap();
+    let escaped: String =
+        percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let chain =
+        certificates_from_header(&escaped, ForwardedCertificateFormat::PemUrlencoded).unwrap();
     assert_eq!(chain, vec![leaf.clone()]);
     let xfcc = format!("By=spiffe://proxy;Hash=abc;Cert=\"{escaped}\"");
-    assert_eq!(certificates_from_header(&xfcc, ForwardedCertificateFormat::Xfcc).unwrap(), vec![leaf.clone()]);
-    let c = verifier(s.authority("device-ca", &ca)).verify(&chain, Utc::now()).await;
+    assert_eq!(
+        certificates_from_header(&xfcc, ForwardedCertificateFormat::Xfcc).unwrap(),
+        vec![leaf.clone()]
+    );
+    let c = verifier(s.authority("device-ca", &ca))
+        .verify(&chain, Utc::now())
+        .await;
     assert!(c.context.valid, "{:?}", c.problem);
-    let bad = verifier(s.authority("device-ca", &ca)).verify(&[b"garbage".to_vec()], Utc::now()).await;
-    assert!(matches!(bad.problem, Some(CertificateProblem::Malformed { .. })));
+    let bad = verifier(s.authority("device-ca", &ca))
+        .verify(&[b"garbage".to_vec()], Utc::now())
+        .await;
+    assert!(matches!(
+        bad.problem,
+        Some(CertificateProblem::Malformed { .. })
+    ));
 }
 
 fn base64_lines(der: &[u8]) -> String {
     use base64::Engine;
     let b = base64::engine::general_purpose::STANDARD.encode(der);
-    b.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
+    b.as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -43,7 +43,14 @@ fn en(s: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("en".to_string(), s.to_string())])
 }
 
-fn city(country: &str, region: &str, name: &str, lat: f64, lon: f64, asn: Option<u32>) -> CityRecord {
+fn city(
+    country: &str,
+    region: &str,
+    name: &str,
+    lat: f64,
+    lon: f64,
+    asn: Option<u32>,
+) -> CityRecord {
     CityRecord {
         country: IsoCode {
             iso_code: country.into(),
@@ -139,7 +146,10 @@ fn lookups_from_a_real_mmdb() {
 
     let mut net = NetworkContext::default();
     paris.apply_to(&mut net);
-    assert_eq!((net.country.as_deref(), net.city.as_deref()), (Some("FR"), Some("Paris")));
+    assert_eq!(
+        (net.country.as_deref(), net.city.as_deref()),
+        (Some("FR"), Some("Paris"))
+    );
 }
 
 #[test]
@@ -159,7 +169,8 @@ fn reloads_when_the_file_changes() {
     write_db(&db, "Paris 11e");
     // Make sure the modification time differs even on coarse-grained file systems.
     let f = std::fs::File::options().write(true).open(&db).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
     drop(f);
     assert!(geo.reload_if_changed().unwrap());
     let ip = "198.51.100.7".parse().unwrap();
