@@ -24,6 +24,8 @@ enum Command {
     Test(cli::test_cases::TestArgs),
     /// Manage users and their factors in the configured store.
     User(cli::user::UserArgs),
+    /// Generate the key that seals factor secrets at rest.
+    Secrets(cli::secrets::SecretsArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::WhatIf(args) => cli::what_if::run(args),
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
+        Command::Secrets(args) => cli::secrets::run(args),
     };
     match result {
         Ok(code) => code,

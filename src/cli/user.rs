@@ -1,11 +1,407 @@
-//! placeholder
+//! `stepgate user`: manage users and their factors in the configured store.
+//!
+//! Works on the store the configuration names (`store:`, `server.data_dir`) with the key from
+//! `secrets:` (`STEPGATE_SECRET_KEY` by default). Passwords are read from standard input,
+//! never from the command line (where `ps` and shell history would see them).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Arguments.
-#[derive(clap::Args)]
-pub struct UserArgs {}
+use anyhow::Context;
+use stepgate_authn::password::{self, BreachedList};
+use stepgate_authn::service::{AuthError, Authenticator, AuthnSettings};
+use stepgate_authn::totp;
+use stepgate_authn::FactorsConfig;
+use stepgate_store::{open_stores, NewAuditEvent, Stores, UserRecord, UserSource};
 
-/// Runs the subcommand.
-pub fn run(_args: UserArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Who CLI actions are attributed to in the audit log (`admin:cli`).
+const ADMIN: &str = "cli";
+
+/// Arguments of `stepgate user`.
+#[derive(clap::Args)]
+pub struct UserArgs {
+    /// The configuration file (its `store`, `secrets`, `factors` sections are used).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+/// `stepgate user` actions.
+#[derive(clap::Subcommand)]
+pub enum UserAction {
+    /// Create a local user.
+    Add {
+        /// Sign-in name.
+        username: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A group or role (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Also set a password, read from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Show a user, their factors and whether they are locked.
+    Show {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Disable a user (they can no longer sign in).
+    Disable {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Lift bans and the consecutive-failure lock on a user.
+    Unlock {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Set a user's password, read from standard input (NIST rules apply).
+    SetPassword {
+        /// Sign-in name.
+        username: String,
+        /// Read the password from standard input (the default; accepted for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove all of a user's factors (but the password unless --include-password) and
+    /// lift locks, e.g. after a lost phone.
+    ResetFactors {
+        /// Sign-in name.
+        username: String,
+        /// Remove the password too.
+        #[arg(long)]
+        include_password: bool,
+    },
+    /// Enrol a TOTP authenticator app: prints the otpauth:// URI and a QR code.
+    EnrollTotp {
+        /// Sign-in name.
+        username: String,
+        /// Print the URI only, without the terminal QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Hash a password (read from standard input) as argon2id for `users[].password_hash`.
+    HashPassword {
+        /// Read the password from standard input (the default; accepted for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Runs `stepgate user`.
+pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
+    if let UserAction::HashPassword { .. } = args.action {
+        return hash_password(args.config.as_deref());
+    }
+    let Some(config) = args.config else {
+        anyhow::bail!("`stepgate user` needs the configuration: --config FILE");
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_with_store(&config, args.action))
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    // One trailing newline (from `echo` or a here-string) is not part of the password.
+    let pw = s
+        .strip_suffix("\r\n")
+        .or_else(|| s.strip_suffix('\n'))
+        .unwrap_or(&s)
+        .to_string();
+    if pw.is_empty() {
+        anyhow::bail!("no password on standard input: pipe it in, e.g. `stepgate user set-password jane --password-stdin < file`");
+    }
+    Ok(pw)
+}
+
+fn hash_password(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (factors, base) = match config {
+        Some(p) => {
+            let cfg = super::load_config(p)?;
+            (cfg.factors, cfg.base_dir)
+        }
+        None => (FactorsConfig::default(), PathBuf::from(".")),
+    };
+    let pw = read_password()?;
+    let breached = match &factors.password.breached_list {
+        Some(p) => BreachedList::load(&base.join(p))
+            .with_context(|| format!("reading factors.password.breached_list {}", p.display()))?,
+        None => BreachedList::default(),
+    };
+    password::check_new_password(&factors.password, &breached, "", &pw)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let phc = password::hash_secret(&factors.password.argon2, pw.as_bytes())?;
+    println!("{phc}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator)> {
+    let cfg = super::load_config(config)?;
+    let key = cfg
+        .secrets
+        .load_key(&cfg.base_dir)
+        .context("loading the secret key")?;
+    let data_dir = cfg.base_dir.join(&cfg.server.data_dir);
+    let stores = open_stores(&cfg.store, &data_dir, &key)
+        .await
+        .context("opening the store")?;
+    let mut factors = cfg.factors;
+    // The CLI never sends codes: do not build (or require credentials for) the senders.
+    factors.email_otp.enabled = false;
+    factors.sms_otp.enabled = false;
+    let settings = AuthnSettings {
+        factors,
+        assurance: cfg.assurance,
+        regulation: cfg.regulation,
+    };
+    let authn = Authenticator::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        key,
+        settings,
+        &cfg.base_dir,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((stores, authn))
+}
+
+async fn user(stores: &Stores, username: &str) -> anyhow::Result<UserRecord> {
+    stores
+        .durable
+        .get_user_by_username(username)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no user `{username}`; see `stepgate user list` or add one with `stepgate user add {username}`")
+        })
+}
+
+async fn audit(stores: &Stores, kind: &str, u: &UserRecord) -> anyhow::Result<()> {
+    let mut ev = NewAuditEvent::now(kind);
+    ev.actor = Some(format!("admin:{ADMIN}"));
+    ev.subject = Some(u.id.clone());
+    ev.detail = serde_json::json!({ "username": u.username });
+    stores.durable.append_audit(&ev).await?;
+    Ok(())
+}
+
+fn authn_err(e: AuthError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn warn_config_managed(u: &UserRecord) {
+    if u.source == UserSource::Config {
+        eprintln!(
+            "note: `{}` is declared in the configuration file; the next start re-applies what the file says",
+            u.username
+        );
+    }
+}
+
+async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<ExitCode> {
+    let (stores, authn) = open(config).await?;
+    match action {
+        UserAction::Add {
+            username,
+            email,
+            name,
+            groups,
+            password_stdin,
+        } => {
+            if username.trim().is_empty() || username.trim() != username {
+                anyhow::bail!("the username must be non-empty without leading or trailing spaces");
+            }
+            // Read (and check) the password before creating anything.
+            let pw = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            let mut u = UserRecord::new(&username);
+            u.email = email;
+            u.name = name;
+            u.groups = groups;
+            stores.durable.create_user(&u).await.map_err(|e| match e {
+                stepgate_store::StoreError::Conflict { .. } => {
+                    anyhow::anyhow!("user `{username}` already exists")
+                }
+                other => other.into(),
+            })?;
+            audit(&stores, "user.created", &u).await?;
+            if let Some(pw) = pw {
+                if let Err(e) = authn.admin_set_password(&u, &pw, ADMIN).await {
+                    stores.durable.delete_user(&u.id).await?;
+                    return Err(authn_err(e).context("the user was not created"));
+                }
+            }
+            println!("created user {} ({})", u.username, u.id);
+        }
+        UserAction::List => {
+            let users = stores.durable.list_users().await?;
+            println!(
+                "{:<24} {:<8} {:<9} {:<8} EMAIL",
+                "USERNAME", "SOURCE", "STATE", "FACTORS"
+            );
+            for u in users {
+                let n = stores.durable.list_factors(&u.id).await?.len();
+                println!(
+                    "{:<24} {:<8} {:<9} {:<8} {}",
+                    u.username,
+                    source(u.source),
+                    if u.disabled { "disabled" } else { "enabled" },
+                    n,
+                    u.email.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserAction::Show { username } => {
+            let u = user(&stores, &username).await?;
+            println!("username:   {}", u.username);
+            println!("id:         {}", u.id);
+            println!("name:       {}", u.name.as_deref().unwrap_or("-"));
+            println!("email:      {}", u.email.as_deref().unwrap_or("-"));
+            println!("groups:     {}", u.groups.join(", "));
+            println!("source:     {}", source(u.source));
+            println!(
+                "state:      {}",
+                if u.disabled { "disabled" } else { "enabled" }
+            );
+            match authn.lock_state(&u).await.map_err(authn_err)? {
+                Some(e) => println!("lock:       {e}"),
+                None => println!("lock:       none"),
+            }
+            println!("created:    {}", u.created_at.to_rfc3339());
+            let factors = authn.enrolled(&u).await.map_err(authn_err)?;
+            println!("factors:    {}", if factors.is_empty() { "none" } else { "" });
+            for f in factors {
+                let mut extra = vec![format!("AAL{} alone", f.aal_alone), format!("amr {}", f.amr)];
+                if f.phishing_resistant {
+                    extra.push("phishing-resistant".into());
+                }
+                if f.hardware_bound {
+                    extra.push("hardware-bound".into());
+                }
+                if let Some(n) = f.remaining_codes {
+                    extra.push(format!("{n} codes left"));
+                }
+                if f.managed_by_config {
+                    extra.push("from the configuration".into());
+                }
+                println!(
+                    "  - {} {:<16} {:<28} enrolled {}, last used {} ({})",
+                    f.id,
+                    f.kind.as_str(),
+                    f.label,
+                    f.created_at.format("%Y-%m-%d %H:%M"),
+                    f.last_used_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    extra.join(", ")
+                );
+            }
+        }
+        UserAction::Disable { username } => set_disabled(&stores, &username, true).await?,
+        UserAction::Enable { username } => set_disabled(&stores, &username, false).await?,
+        UserAction::Unlock { username } => {
+            let u = user(&stores, &username).await?;
+            authn.unlock(&u, ADMIN).await.map_err(authn_err)?;
+            println!("unlocked {}", u.username);
+        }
+        UserAction::SetPassword { username, .. } => {
+            let u = user(&stores, &username).await?;
+            let pw = read_password()?;
+            authn
+                .admin_set_password(&u, &pw, ADMIN)
+                .await
+                .map_err(authn_err)?;
+            println!("password set for {}", u.username);
+        }
+        UserAction::ResetFactors {
+            username,
+            include_password,
+        } => {
+            let u = user(&stores, &username).await?;
+            let n = authn
+                .admin_reset_factors(&u, include_password, ADMIN)
+                .await
+                .map_err(authn_err)?;
+            println!("removed {n} factor(s) of {} and lifted any lock", u.username);
+        }
+        UserAction::EnrollTotp { username, no_qr } => {
+            let u = user(&stores, &username).await?;
+            if u.disabled {
+                eprintln!("note: `{}` is disabled", u.username);
+            }
+            let (uri, seed, f) = authn.admin_enrol_totp(&u, ADMIN).await.map_err(authn_err)?;
+            println!("TOTP enrolled for {} (factor {})", u.username, f.id);
+            println!("Scan the QR code or enter the key in the authenticator app:");
+            println!("key: {seed}");
+            println!("uri: {uri}");
+            if !no_qr {
+                println!("{}", totp::qr_terminal(&uri)?);
+            }
+        }
+        UserAction::HashPassword { .. } => unreachable!("handled without a store"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source(s: UserSource) -> &'static str {
+    match s {
+        UserSource::Local => "local",
+        UserSource::Config => "config",
+    }
+}
+
+async fn set_disabled(stores: &Stores, username: &str, disabled: bool) -> anyhow::Result<()> {
+    let mut u = user(stores, username).await?;
+    warn_config_managed(&u);
+    if u.disabled == disabled {
+        println!(
+            "{} is already {}",
+            u.username,
+            if disabled { "disabled" } else { "enabled" }
+        );
+        return Ok(());
+    }
+    u.disabled = disabled;
+    u.updated_at = stepgate_store::now_ms();
+    stores.durable.update_user(&u).await?;
+    if disabled {
+        // Sign them out everywhere too.
+        stores.hot.delete_sessions_for_user(&u.id).await?;
+    }
+    audit(
+        stores,
+        if disabled { "user.disabled" } else { "user.enabled" },
+        &u,
+    )
+    .await?;
+    println!(
+        "{} {}",
+        if disabled { "disabled" } else { "enabled" },
+        u.username
+    );
+    Ok(())
 }
