@@ -26,6 +26,10 @@ enum Command {
     User(cli::user::UserArgs),
     /// Generate the key that seals factor secrets at rest.
     Secrets(cli::secrets::SecretsArgs),
+    /// Run the gateway: portal, step-up, proxy.
+    Serve(cli::serve::ServeArgs),
+    /// Run the demo: built-in configuration, demo app and users, nothing to install.
+    Demo(cli::serve::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
         Command::Secrets(args) => cli::secrets::run(args),
+        Command::Serve(args) => cli::serve::run_serve(args),
+        Command::Demo(args) => cli::serve::run_demo(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,138 @@
+//! Signed tokens (return targets, pending sign-ins), CSRF tokens and security headers.
+
+use axum::http::{header, HeaderValue, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and verifies short-lived values with HMAC-SHA256 under a key derived from the
+/// secrets key, so every node of a cluster accepts what another signed.
+#[derive(Clone)]
+pub struct Signer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer { .. }")
+    }
+}
+
+impl Signer {
+    /// A signer from raw key material (already secret and uniform).
+    pub fn new(material: &[u8]) -> Self {
+        let mut mac = HmacSha256::new_from_slice(b"stepgate signer v1")
+            .expect("any key length works for HMAC");
+        mac.update(material);
+        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        Signer { key }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("32-byte key");
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// `payload` for `purpose`, valid until `expires` (Unix seconds).
+    pub fn sign(&self, purpose: &str, payload: &str, expires: i64) -> String {
+        let exp = expires.to_string();
+        let tag = self.mac(&[purpose.as_bytes(), payload.as_bytes(), exp.as_bytes()]);
+        format!("{}.{}.{}", B64.encode(payload), exp, B64.encode(tag))
+    }
+
+    /// The payload, if the token was signed for `purpose` and has not expired at `now`.
+    pub fn verify(&self, purpose: &str, token: &str, now: i64) -> Option<String> {
+        let mut it = token.splitn(3, '.');
+        let payload = B64.decode(it.next()?).ok()?;
+        let exp_s = it.next()?;
+        let tag = B64.decode(it.next()?).ok()?;
+        let exp: i64 = exp_s.parse().ok()?;
+        let want = self.mac(&[purpose.as_bytes(), &payload, exp_s.as_bytes()]);
+        if !bool::from(want.as_slice().ct_eq(&tag)) || now > exp {
+            return None;
+        }
+        String::from_utf8(payload).ok()
+    }
+
+    /// The CSRF token bound to a session (or pre-session) identifier.
+    pub fn csrf_token(&self, binding: &str) -> String {
+        B64.encode(self.mac(&[b"csrf", binding.as_bytes()]))
+    }
+
+    /// Checks a submitted CSRF token in constant time.
+    pub fn csrf_ok(&self, binding: &str, submitted: &str) -> bool {
+        let want = self.csrf_token(binding);
+        !submitted.is_empty() && bool::from(want.as_bytes().ct_eq(submitted.as_bytes()))
+    }
+}
+
+/// A random URL-safe identifier with 256 bits of entropy (session ids, nonces).
+pub fn random_id() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    B64.encode(b)
+}
+
+/// Adds the portal's security headers: a strict CSP, no framing, no sniffing, no referrer
+/// leaks, and `no-store` so authentication pages are never cached.
+pub fn portal_headers<B>(mut resp: Response<B>) -> Response<B> {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_tokens_round_trip_and_expire() {
+        let s = Signer::new(b"k");
+        let t = s.sign("rt", "http://a/x?y=1", 100);
+        assert_eq!(s.verify("rt", &t, 99).as_deref(), Some("http://a/x?y=1"));
+        assert_eq!(s.verify("rt", &t, 101), None, "expired");
+        assert_eq!(s.verify("other", &t, 99), None, "wrong purpose");
+        assert_eq!(Signer::new(b"j").verify("rt", &t, 99), None, "wrong key");
+        let forged = t.replacen("aHR0", "aHR1", 1);
+        assert_eq!(s.verify("rt", &forged, 99), None, "tampered payload");
+        let later = t.replace(".100.", ".999.");
+        assert_eq!(s.verify("rt", &later, 200), None, "tampered expiry");
+    }
+
+    #[test]
+    fn csrf_tokens_bind_to_the_session() {
+        let s = Signer::new(b"k");
+        let t = s.csrf_token("sess-1");
+        assert!(s.csrf_ok("sess-1", &t));
+        assert!(!s.csrf_ok("sess-2", &t));
+        assert!(!s.csrf_ok("sess-1", ""));
+    }
+}

@@ -1,0 +1,259 @@
+//! The router, start-up, SIGHUP reload and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use stepgate_authn::service::{Authenticator, AuthnSettings};
+use stepgate_config::Config;
+use stepgate_store::{open_stores, sync_users, SecretKey};
+
+use crate::pages::{Pages, STYLE_CSS, WEBAUTHN_JS};
+use crate::portal;
+use crate::proxy::UpstreamClient;
+use crate::security::Signer;
+use crate::state::{AppState, Runtime, ServeOptions, Shared};
+
+/// Builds the whole application router.
+pub fn router(state: Shared) -> Router {
+    let portal_path = state.runtime.load().portal().to_string();
+    let p = |s: &str| format!("{portal_path}{s}");
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            &p("/static/style.css"),
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            &p("/static/webauthn.js"),
+            get(|| async { asset("text/javascript; charset=utf-8", WEBAUTHN_JS) }),
+        )
+        .route(
+            &p("/login"),
+            get(portal::login_page).post(portal::login_submit),
+        )
+        .route(&p("/step-up"), get(portal::step_up_page))
+        .route(&p("/step-up/totp"), post(portal::step_up_totp))
+        .route(&p("/step-up/password"), post(portal::step_up_password))
+        .route(&p("/step-up/send"), post(portal::step_up_send))
+        .route(&p("/step-up/otp"), post(portal::step_up_otp))
+        .route(&p("/step-up/recovery"), post(portal::step_up_recovery))
+        .route(&p("/step-up/questions"), post(portal::step_up_questions))
+        .route(&p("/blocked"), get(portal::blocked_page))
+        .route(&p("/recheck"), post(portal::recheck))
+        .route(&p("/account"), get(portal::account_page))
+        .route(&p("/account/totp/start"), post(portal::totp_start))
+        .route(&p("/account/totp/confirm"), post(portal::totp_confirm))
+        .route(&p("/account/contact/start"), post(portal::contact_start))
+        .route(
+            &p("/account/contact/confirm"),
+            post(portal::contact_confirm),
+        )
+        .route(&p("/account/questions"), post(portal::questions))
+        .route(&p("/account/recovery"), post(portal::recovery))
+        .route(&p("/account/remove"), post(portal::remove))
+        .route(&p("/demo/device"), post(portal::demo_device))
+        .route(&p("/sessions"), get(portal::sessions_page))
+        .route(&p("/sessions/end"), post(portal::end_session))
+        .route(&p("/logout"), post(portal::logout))
+        .route(&p("/logout-all"), post(portal::logout_all))
+        .route(
+            &p("/webauthn/login/start"),
+            post(portal::webauthn_login_start),
+        )
+        .route(
+            &p("/webauthn/login/finish"),
+            post(portal::webauthn_login_finish),
+        )
+        .route(
+            &p("/webauthn/step-up/start"),
+            post(portal::webauthn_step_start),
+        )
+        .route(
+            &p("/webauthn/step-up/finish"),
+            post(portal::webauthn_step_finish),
+        )
+        .route(
+            &p("/webauthn/register/start"),
+            post(portal::webauthn_register_start),
+        )
+        .route(
+            &p("/webauthn/register/finish"),
+            post(portal::webauthn_register_finish),
+        )
+        .fallback(crate::gateway::handle)
+        .with_state(state)
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn readyz(State(st): State<Shared>) -> Response {
+    if !st.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    // Ready means the stores answer.
+    match st.stores.hot.get_counter("readyz").await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: hot store");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+/// Opens the stores, syncs config-declared users and builds the shared state.
+pub async fn build_state(
+    config: Config,
+    key: SecretKey,
+    options: ServeOptions,
+) -> anyhow::Result<Shared> {
+    let data_dir = config.base_dir.join(&config.server.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let stores = open_stores(&config.store, &data_dir, &key)
+        .await
+        .context("opening the stores")?;
+    if !config.users.is_empty() {
+        let report = sync_users(stores.durable.as_ref(), &key, &config.users)
+            .await
+            .context("syncing users from the configuration")?;
+        tracing::info!(?report, "users from the configuration synced");
+    }
+    let settings = AuthnSettings {
+        factors: config.factors.clone(),
+        assurance: config.assurance.clone(),
+        regulation: config.regulation.clone(),
+    };
+    let authn = Authenticator::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        key.clone(),
+        settings,
+        &config.base_dir,
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the factors: {e}"))?;
+    let signer = Signer::new(key.to_base64().as_bytes());
+    Ok(Arc::new(AppState {
+        runtime: ArcSwap::from_pointee(Runtime::new(config)),
+        stores,
+        authn,
+        signer,
+        pages: Pages::new(),
+        upstream: UpstreamClient::new(),
+        options,
+        ready: std::sync::atomic::AtomicBool::new(true),
+    }))
+}
+
+/// Serves until SIGTERM/SIGINT, reloading the configuration on SIGHUP.
+pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    serve_on(state, listener).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let app = router(state.clone());
+    spawn_reloader(state.clone());
+    let grace = state.runtime.load().config.server.shutdown_grace.0;
+    let st = state.clone();
+    let shutdown = async move {
+        wait_for_stop().await;
+        st.ready.store(false, Ordering::Relaxed);
+        tracing::info!("shutting down: draining in-flight requests");
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
+    // Bound the drain so a stuck upstream cannot keep the process alive forever.
+    let handle = tokio::spawn(async move { server.await });
+    tokio::select! {
+        r = handle => r.context("server task")?.context("server")?,
+        _ = async { wait_for_stop().await; tokio::time::sleep(grace + std::time::Duration::from_secs(1)).await } => {
+            tracing::warn!("drain timed out; exiting");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn spawn_reloader(state: Shared) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reload(&state);
+        }
+    });
+}
+
+/// Re-reads the configuration file and swaps it in atomically; keeps the old one (and
+/// logs every error) when the new one is invalid. Stores, factors and keys are not
+/// reloaded: they need a restart.
+pub fn reload(state: &Shared) -> bool {
+    let Some(path) = state.options.config_path.clone() else {
+        tracing::warn!("SIGHUP: no configuration file to reload (built-in demo configuration)");
+        return false;
+    };
+    match stepgate_config::load(Path::new(&path)) {
+        Ok(cfg) => {
+            let n = cfg.policy_set.len();
+            state.runtime.store(Arc::new(Runtime::new(cfg)));
+            tracing::info!(policies = n, "configuration reloaded");
+            true
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                tracing::error!(%d, "reload refused; keeping the running configuration");
+            }
+            false
+        }
+    }
+}

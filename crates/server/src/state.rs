@@ -1,0 +1,121 @@
+//! Shared server state: the configuration in force (swapped whole on reload), the stores,
+//! the authenticator and the signer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use stepgate_authn::service::Authenticator;
+use stepgate_config::Config;
+use stepgate_store::Stores;
+
+use crate::pages::Pages;
+use crate::proxy::UpstreamClient;
+use crate::security::Signer;
+
+/// Everything that comes from the configuration file and can be replaced by a reload.
+pub struct Runtime {
+    /// The validated configuration, with its compiled policy set.
+    pub config: Config,
+    /// Lower-cased host name (without port) → index into `config.apps`.
+    pub hosts: HashMap<String, usize>,
+    /// The portal's public base URL, without a trailing slash.
+    pub public_url: String,
+}
+
+impl Runtime {
+    /// Indexes a configuration.
+    pub fn new(config: Config) -> Self {
+        let mut hosts = HashMap::new();
+        for (i, app) in config.apps.iter().enumerate() {
+            for h in &app.hosts {
+                hosts.insert(strip_port(h).to_ascii_lowercase(), i);
+            }
+        }
+        let public_url = match &config.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", config.listen),
+        };
+        Runtime {
+            config,
+            hosts,
+            public_url,
+        }
+    }
+
+    /// The app served on `host`, if any.
+    pub fn app_for_host(&self, host: &str) -> Option<&stepgate_policy::spec::AppSpec> {
+        self.hosts
+            .get(&strip_port(host).to_ascii_lowercase())
+            .map(|&i| &self.config.apps[i])
+    }
+
+    /// The portal path prefix (`/_stepgate`).
+    pub fn portal(&self) -> &str {
+        &self.config.server.portal_path
+    }
+}
+
+/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+/// How the server was started.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Demo switches (device profiles) are on.
+    pub demo: bool,
+    /// The file to re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    /// The configuration in force.
+    pub runtime: ArcSwap<Runtime>,
+    /// Durable and hot stores.
+    pub stores: Stores,
+    /// Factor verification and enrolment.
+    pub authn: Authenticator,
+    /// Signs return targets, CSRF tokens, pending steps.
+    pub signer: Signer,
+    /// Page templates.
+    pub pages: Pages,
+    /// Connection pool to upstreams.
+    pub upstream: UpstreamClient,
+    /// Start-up options.
+    pub options: ServeOptions,
+    /// False while draining on shutdown.
+    pub ready: AtomicBool,
+}
+
+/// The state as handlers receive it.
+pub type Shared = Arc<AppState>;
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+    }
+}

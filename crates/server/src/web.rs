@@ -1,0 +1,430 @@
+//! Helpers shared by the portal and the gateway: cookies, the current session, signed
+//! step-up / blocked tokens, return-target checks and requirement conversion.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use stepgate_authn::service::AuthError;
+use stepgate_authn::{MaxAge as AuthMaxAge, StepUpRequirement as AuthRequirement};
+use stepgate_config::SessionsConfig;
+use stepgate_policy::{HumanDuration, MaxAge, RemediationItem, StepUpRequirement};
+
+use crate::session::{self, Session};
+use crate::state::{AppState, Runtime};
+
+/// The name of the pre-session cookie that binds the login form's CSRF token.
+pub const PRE_COOKIE: &str = "stepgate_pre";
+
+/// The session cookie's name: `__Host-` prefixed when host-only and secure.
+pub fn session_cookie_name(cfg: &SessionsConfig) -> String {
+    if cfg.cookie.secure && cfg.cookie.domain.is_none() {
+        format!("__Host-{}", cfg.cookie.name)
+    } else {
+        cfg.cookie.name.clone()
+    }
+}
+
+/// The session cookie for `id`.
+pub fn session_cookie(
+    cfg: &SessionsConfig,
+    id: String,
+    max_age: Option<Duration>,
+) -> Cookie<'static> {
+    let mut c = Cookie::new(session_cookie_name(cfg), id);
+    c.set_http_only(true);
+    c.set_secure(cfg.cookie.secure);
+    c.set_same_site(SameSite::Lax);
+    c.set_path("/");
+    if let Some(d) = &cfg.cookie.domain {
+        c.set_domain(d.clone());
+    }
+    if let Some(age) = max_age {
+        c.set_max_age(time_duration(age));
+    }
+    c
+}
+
+/// A cookie that deletes the session cookie.
+pub fn clear_session_cookie(cfg: &SessionsConfig) -> Cookie<'static> {
+    let mut c = session_cookie(cfg, String::new(), None);
+    c.set_max_age(time_duration(Duration::ZERO));
+    c
+}
+
+fn time_duration(d: Duration) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(d.as_secs().min(i64::MAX as u64) as i64)
+}
+
+/// A plain helper cookie (pre-session binding, demo profile): host-only, Lax.
+pub fn plain_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+    let mut c = Cookie::new(name, value);
+    c.set_http_only(true);
+    c.set_secure(secure);
+    c.set_same_site(SameSite::Lax);
+    c.set_path("/");
+    c
+}
+
+/// The current session, if the cookie names a live one. A store failure is returned as
+/// an error so the caller can fail closed.
+pub async fn current_session(
+    st: &AppState,
+    rt: &Runtime,
+    jar: &CookieJar,
+    now: DateTime<Utc>,
+) -> Result<Option<Session>, stepgate_store::StoreError> {
+    let Some(c) = jar.get(&session_cookie_name(&rt.config.sessions)) else {
+        return Ok(None);
+    };
+    let id = c.value();
+    if id.is_empty() || id.len() > 128 {
+        return Ok(None);
+    }
+    let r = session::load(
+        st.stores.hot.as_ref(),
+        id,
+        &rt.config.sessions,
+        &rt.config.assurance,
+        now,
+    )
+    .await?;
+    Ok(r.ok())
+}
+
+/// Whether the client wants a machine answer (API): a bearer token, or an `Accept` that
+/// asks for JSON and not HTML. Never guessed from the path.
+pub fn is_api(headers: &HeaderMap) -> bool {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+    {
+        return true;
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !accept.contains("text/html")
+        && (accept.contains("application/json") || accept.contains("+json"))
+}
+
+/// A step-up requirement as carried in a signed token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequirementToken {
+    /// Minimum AAL.
+    #[serde(default)]
+    pub min_aal: Option<u8>,
+    /// Acceptable factors.
+    #[serde(default)]
+    pub factors: Vec<String>,
+    /// Phishing-resistant only.
+    #[serde(default)]
+    pub phishing_resistant: bool,
+    /// Hardware-bound only.
+    #[serde(default)]
+    pub hardware_bound: bool,
+    /// `max_age` in seconds.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// `every_time`.
+    #[serde(default)]
+    pub every_time: bool,
+}
+
+impl From<&StepUpRequirement> for RequirementToken {
+    fn from(r: &StepUpRequirement) -> Self {
+        RequirementToken {
+            min_aal: r.min_aal,
+            factors: r.factors.clone(),
+            phishing_resistant: r.phishing_resistant,
+            hardware_bound: r.hardware_bound,
+            max_age_secs: match r.max_age {
+                Some(MaxAge::Within(d)) => Some(d.as_secs()),
+                _ => None,
+            },
+            every_time: r.max_age == Some(MaxAge::EveryTime),
+        }
+    }
+}
+
+impl RequirementToken {
+    /// For the assurance module.
+    pub fn to_authn(&self) -> AuthRequirement {
+        AuthRequirement {
+            min_aal: self.min_aal,
+            factors: self.factors.clone(),
+            phishing_resistant: self.phishing_resistant,
+            hardware_bound: self.hardware_bound,
+            max_age: if self.every_time {
+                Some(AuthMaxAge::EveryTime)
+            } else {
+                self.max_age_secs
+                    .map(|s| AuthMaxAge::Within(HumanDuration::from_secs(s)))
+            },
+        }
+    }
+
+    /// The requirement in plain words ("a passkey or security key, within the last 5 minutes").
+    pub fn describe(&self) -> String {
+        let mut what = if self.hardware_bound {
+            "your security key".to_string()
+        } else if self.phishing_resistant {
+            "a passkey or security key".to_string()
+        } else if self.factors.len() == 1 {
+            factor_title(&self.factors[0]).to_lowercase()
+        } else {
+            match self.min_aal {
+                Some(3) => "your strongest factors (AAL3)".to_string(),
+                Some(2) => "a second factor".to_string(),
+                _ => "your password".to_string(),
+            }
+        };
+        if self.every_time {
+            what.push_str(", every time");
+        } else if let Some(s) = self.max_age_secs {
+            what.push_str(&format!(", within the last {}", human(s)));
+        }
+        what
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 && s >= 86_400 => plural(s / 86_400, "day"),
+        s if s % 3_600 == 0 && s >= 3_600 => plural(s / 3_600, "hour"),
+        s if s % 60 == 0 && s >= 60 => plural(s / 60, "minute"),
+        s => plural(s, "second"),
+    }
+}
+
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("{n} {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// A factor kind's name for people.
+pub fn factor_title(kind: &str) -> &'static str {
+    match kind {
+        "password" => "Password",
+        "security_questions" => "Security questions",
+        "totp" => "Authenticator app",
+        "email_otp" => "E-mail code",
+        "sms_otp" => "Text-message code",
+        "recovery_codes" => "Recovery code",
+        "webauthn" => "Passkey or security key",
+        _ => "Factor",
+    }
+}
+
+/// What a step-up page needs, signed into the page's forms.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepToken {
+    /// Where to go when done (absolute URL, checked against the configured apps).
+    pub rt: String,
+    /// For a step-up triggered by a non-GET request: the page to send the user back to, to
+    /// resubmit.
+    #[serde(default)]
+    pub back: Option<String>,
+    /// What is required.
+    pub req: RequirementToken,
+    /// Why, in plain words.
+    pub why: String,
+    /// Completing the sign-in rather than stepping up an established session.
+    #[serde(default)]
+    pub sign_in: bool,
+    /// The session the token was issued to (stolen tokens are useless elsewhere).
+    #[serde(default)]
+    pub user_id: String,
+}
+
+/// What the blocked page shows, signed into its URL.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockedToken {
+    /// Where the user was going.
+    pub rt: String,
+    /// The reason.
+    pub message: String,
+    /// The failing checks.
+    pub items: Vec<RemediationItem>,
+    /// The deciding policy.
+    pub policy: String,
+}
+
+const STEP: &str = "step";
+const BLOCKED: &str = "blocked";
+const RETURN: &str = "rt";
+
+/// Signs a step token.
+pub fn sign_step(st: &AppState, rt: &Runtime, t: &StepToken, now: DateTime<Utc>) -> String {
+    let ttl = rt.config.server.return_target_ttl.as_secs() as i64;
+    st.signer.sign(
+        STEP,
+        &serde_json::to_string(t).unwrap_or_default(),
+        now.timestamp() + ttl,
+    )
+}
+
+/// Verifies a step token and its return target.
+pub fn verify_step(
+    st: &AppState,
+    rt: &Runtime,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<StepToken> {
+    let t: StepToken =
+        serde_json::from_str(&st.signer.verify(STEP, token, now.timestamp())?).ok()?;
+    (allowed_target(rt, &t.rt) && t.back.as_deref().is_none_or(|b| allowed_target(rt, b)))
+        .then_some(t)
+}
+
+/// Signs a blocked-page token.
+pub fn sign_blocked(st: &AppState, rt: &Runtime, t: &BlockedToken, now: DateTime<Utc>) -> String {
+    let ttl = rt.config.server.return_target_ttl.as_secs() as i64;
+    st.signer.sign(
+        BLOCKED,
+        &serde_json::to_string(t).unwrap_or_default(),
+        now.timestamp() + ttl,
+    )
+}
+
+/// Verifies a blocked-page token.
+pub fn verify_blocked(
+    st: &AppState,
+    rt: &Runtime,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<BlockedToken> {
+    let t: BlockedToken =
+        serde_json::from_str(&st.signer.verify(BLOCKED, token, now.timestamp())?).ok()?;
+    allowed_target(rt, &t.rt).then_some(t)
+}
+
+/// Signs a return target (after checking it).
+pub fn sign_return(
+    st: &AppState,
+    rt: &Runtime,
+    target: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !allowed_target(rt, target) {
+        return None;
+    }
+    let ttl = rt.config.server.return_target_ttl.as_secs() as i64;
+    Some(st.signer.sign(RETURN, target, now.timestamp() + ttl))
+}
+
+/// Verifies a signed return target: genuine, unexpired, and still under a configured app.
+pub fn verify_return(
+    st: &AppState,
+    rt: &Runtime,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let target = st.signer.verify(RETURN, token, now.timestamp())?;
+    allowed_target(rt, &target).then_some(target)
+}
+
+/// Whether `target` is an absolute http(s) URL on a configured app host or the portal's
+/// own host: the only places stepgate redirects to (no open redirect).
+pub fn allowed_target(rt: &Runtime, target: &str) -> bool {
+    let Ok(u) = url::Url::parse(target) else {
+        return false;
+    };
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
+    {
+        return false;
+    }
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    if rt.hosts.contains_key(&host) {
+        return true;
+    }
+    url::Url::parse(&rt.public_url)
+        .ok()
+        .and_then(|p| {
+            p.host_str().map(|h| {
+                h.eq_ignore_ascii_case(&host)
+                    && p.port_or_known_default() == u.port_or_known_default()
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The absolute URL of the current request as the browser sees it.
+pub fn request_url(headers: &HeaderMap, uri: &axum::http::Uri, secure: bool) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if secure { "https" } else { "http" };
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{pq}")
+}
+
+/// A redirect (303 See Other, so a POST becomes a GET).
+pub fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    crate::security::portal_headers(r)
+}
+
+/// A JSON error body for APIs.
+pub fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = serde_json::json!({ "error": error, "error_description": description });
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    crate::security::portal_headers(r)
+}
+
+/// What to tell a person about an authentication failure.
+pub fn auth_message(e: &AuthError) -> String {
+    match e {
+        AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
+        AuthError::Locked { until } => format!(
+            "Too many failed attempts. Try again after {} UTC.",
+            until.format("%H:%M")
+        ),
+        AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
+        AuthError::Expired => "That code has expired. Ask for a new one.".into(),
+        AuthError::TooManyGuesses => {
+            "Too many wrong guesses for that code. Ask for a new one.".into()
+        }
+        AuthError::NotEnrolled(k) => format!(
+            "You have no {} set up.",
+            factor_title(k.as_str()).to_lowercase()
+        ),
+        AuthError::Disabled => "This account is disabled. Contact your administrator.".into(),
+        AuthError::RateLimited(_) => "Too many codes requested. Wait a few minutes.".into(),
+        AuthError::Rejected(why) => why.clone(),
+        other => capitalise(&other.public_message()),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => {
+            f.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." }
+        }
+        None => String::new(),
+    }
+}
+
+/// The peer address extension, as set by `into_make_service_with_connect_info`.
+pub type Peer = axum::extract::ConnectInfo<SocketAddr>;

@@ -1,0 +1,178 @@
+//! `stepgate serve` and `stepgate demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use stepgate_server::{build_state, demo, serve, ServeOptions};
+use stepgate_store::{SecretKey, SecretsConfig};
+
+/// The demo configuration, built into the binary (the same file as examples/demo.yaml).
+pub const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
+
+/// Arguments of `stepgate serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Listen address (overrides `server.listen`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Arguments of `stepgate demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Listen address for the portal and the demo app.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the demo keeps its SQLite store, key and outbox (default: a `stepgate-demo`
+    /// folder in the system temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPGATE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs the gateway.
+pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let mut cfg = super::load_config(&args.config)?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    let key = cfg
+        .secrets
+        .load_key(&cfg.base_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let addr = cfg.listen;
+    runtime()?.block_on(async move {
+        let st = build_state(
+            cfg,
+            key,
+            ServeOptions {
+                demo: false,
+                config_path: Some(args.config.clone()),
+            },
+        )
+        .await?;
+        tracing::info!(%addr, "stepgate listening");
+        serve(st, addr).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the demo: built-in configuration, SQLite store, Licence Console upstream, seeded users.
+pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("stepgate-demo"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut cfg =
+        stepgate_config::load_str("examples/demo.yaml (built in)", DEMO_YAML, Some(&data_dir))
+            .map_err(|e| anyhow::anyhow!("the built-in demo configuration is invalid:\n{e}"))?;
+    // The demo's key lives beside its store; a real deployment keeps it elsewhere.
+    let key_file = data_dir.join("secret.key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, SecretKey::generate().to_base64().as_bytes())
+            .context("writing the demo key")?;
+    }
+    cfg.secrets = SecretsConfig {
+        key_file: Some(key_file),
+        ..SecretsConfig::default()
+    };
+    let key = cfg
+        .secrets
+        .load_key(&data_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.base_dir = data_dir.clone();
+    cfg.server.data_dir = ".".into();
+    cfg.listen = args.listen;
+    let host = if args.listen.ip().is_loopback() {
+        "localhost".to_string()
+    } else {
+        args.listen.ip().to_string()
+    };
+    let public = format!("http://{host}:{}", args.listen.port());
+    cfg.server.public_url = Some(marked_yaml::Spanned::new(
+        marked_yaml::Span::new_blank(),
+        public.clone(),
+    ));
+    cfg.factors.webauthn.rp_origin = public.clone();
+    runtime()?.block_on(async move {
+        let console = demo::start_licence_console("127.0.0.1:0".parse()?)
+            .await
+            .context("starting the Licence Console")?;
+        for app in cfg
+            .apps
+            .iter_mut()
+            .filter(|a| a.id.as_str() == "licence-console")
+        {
+            app.upstream = Some(marked_yaml::Spanned::new(
+                marked_yaml::Span::new_blank(),
+                format!("http://{console}"),
+            ));
+        }
+        let st = build_state(
+            cfg,
+            key.clone(),
+            ServeOptions {
+                demo: true,
+                config_path: None,
+            },
+        )
+        .await?;
+        demo::seed(&st, &key).await?;
+        print_banner(&public, &data_dir);
+        serve(st, args.listen).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_banner(public: &str, data_dir: &std::path::Path) {
+    println!();
+    println!("  stepgate demo is running: open {public}/licences");
+    println!();
+    for u in demo::USERS {
+        println!(
+            "  user {:<5} password {:<20} {}",
+            u.username, u.password, u.note
+        );
+        println!(
+            "        TOTP seed {} (add it to any authenticator app)",
+            u.totp_base32
+        );
+        println!("        {}", demo::otpauth_uri(u));
+    }
+    println!();
+    println!("  Try:");
+    println!("   1. Sign in as jane: password, then the code from your authenticator app (MFA, since you are not on the office network).");
+    println!("   2. List licences: allowed. Provision one: allowed (your MFA is fresh).");
+    println!("   3. Revoke one: stepgate asks for a passkey — add one under Security settings, then revoke again.");
+    println!("   4. Security settings › Demo: this device → \"disk encryption off\", then open /licences: blocked, with the failing checks.");
+    println!("      (Scripts can send the header `X-Stepgate-Demo-Device: noncompliant|healthy|office|byod|unknown` instead.)");
+    println!();
+    println!(
+        "  Demo data (store, key, e-mail/SMS outbox): {}",
+        data_dir.display()
+    );
+    println!();
+}
