@@ -110,7 +110,11 @@ fn manage_a_user_end_to_end() {
     assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
 
     // Password from stdin; NIST rules apply.
-    let weak = env.run_with(&env.key, &["set-password", "jane", "--password-stdin"], Some("short\n"));
+    let weak = env.run_with(
+        &env.key,
+        &["set-password", "jane", "--password-stdin"],
+        Some("short\n"),
+    );
     assert!(!weak.status.success());
     assert!(stderr(&weak).contains("at least 8"), "{}", stderr(&weak));
     env.ok(
@@ -132,7 +136,10 @@ fn manage_a_user_end_to_end() {
         .expect("secret in uri")
         .to_string();
     assert!(seed.len() >= 32, "{seed}");
-    assert!(out.contains('█') || out.contains('▀') || out.contains('▄'), "QR code printed");
+    assert!(
+        out.contains('█') || out.contains('▀') || out.contains('▄'),
+        "QR code printed"
+    );
     let mut db = Vec::new();
     for e in std::fs::read_dir(env.data_dir().join("data")).unwrap() {
         db.extend(std::fs::read(e.unwrap().path()).unwrap());
@@ -157,7 +164,10 @@ fn manage_a_user_end_to_end() {
     assert!(out.contains("removed 1 factor"), "{out}");
     let show = env.ok(&["show", "jane"], None);
     assert!(!show.contains("totp"), "{show}");
-    assert!(show.contains("password"), "kept without --include-password: {show}");
+    assert!(
+        show.contains("password"),
+        "kept without --include-password: {show}"
+    );
     env.ok(&["unlock", "jane"], None);
 
     let missing = env.run_with(&env.key, &["show", "nobody"], None);
@@ -183,15 +193,25 @@ fn a_wrong_or_missing_key_is_a_clear_error() {
     );
     let out = env.run_with("", &["list"], None);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("STEPGATE_SECRET_KEY"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("STEPGATE_SECRET_KEY"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn hash_password_prints_an_argon2id_phc() {
     let env = Env::new();
-    let out = env.ok(&["hash-password", "--password-stdin"], Some("a long passphrase\n"));
+    let out = env.ok(
+        &["hash-password", "--password-stdin"],
+        Some("a long passphrase\n"),
+    );
     let phc = out.trim();
     assert!(phc.starts_with("$argon2id$"), "{phc}");
     stepgate_store::PasswordHash::parse(phc).unwrap();
-    assert!(stepgate_authn::password::verify_password(phc, "a long passphrase"));
+    assert!(stepgate_authn::password::verify_password(
+        phc,
+        "a long passphrase"
+    ));
 }

@@ -293,9 +293,15 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
             }
             println!("created:    {}", u.created_at.to_rfc3339());
             let factors = authn.enrolled(&u).await.map_err(authn_err)?;
-            println!("factors:    {}", if factors.is_empty() { "none" } else { "" });
+            println!(
+                "factors:    {}",
+                if factors.is_empty() { "none" } else { "" }
+            );
             for f in factors {
-                let mut extra = vec![format!("AAL{} alone", f.aal_alone), format!("amr {}", f.amr)];
+                let mut extra = vec![
+                    format!("AAL{} alone", f.aal_alone),
+                    format!("amr {}", f.amr),
+                ];
                 if f.phishing_resistant {
                     extra.push("phishing-resistant".into());
                 }
@@ -346,7 +352,10 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
                 .admin_reset_factors(&u, include_password, ADMIN)
                 .await
                 .map_err(authn_err)?;
-            println!("removed {n} factor(s) of {} and lifted any lock", u.username);
+            println!(
+                "removed {n} factor(s) of {} and lifted any lock",
+                u.username
+            );
         }
         UserAction::EnrollTotp { username, no_qr } => {
             let u = user(&stores, &username).await?;
@@ -394,7 +403,11 @@ async fn set_disabled(stores: &Stores, username: &str, disabled: bool) -> anyhow
     }
     audit(
         stores,
-        if disabled { "user.disabled" } else { "user.enabled" },
+        if disabled {
+            "user.disabled"
+        } else {
+            "user.enabled"
+        },
         &u,
     )
     .await?;

@@ -27,9 +27,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::assurance::{assess_factors, AssuranceConfig, EnrolledFactor, PassedFactor};
-use crate::config::{
-    EmailTransportConfig, FactorsConfig, RegulationConfig, SmsTransportConfig,
-};
+use crate::config::{EmailTransportConfig, FactorsConfig, RegulationConfig, SmsTransportConfig};
 use crate::factor::FactorKind;
 use crate::otp::{self, DeliveryError, EmailSender, SmsSender};
 use crate::password::{self, BreachedList};
@@ -38,8 +36,8 @@ use crate::recovery::{self, RecoveryCodes};
 use crate::regulation::{self, AttemptCounters, BanTarget, Refusal};
 use crate::totp::{self, TotpData, TotpReject};
 use crate::webauthn::{
-    AuthenticationState, RegistrationKind, RegistrationState, StoredCredential,
-    WebauthnCredential, WebauthnFactor, WebauthnFailure, WebauthnUser,
+    AuthenticationState, RegistrationKind, RegistrationState, StoredCredential, WebauthnCredential,
+    WebauthnFactor, WebauthnFailure, WebauthnUser,
 };
 
 /// The configuration sections the authenticator reads.
@@ -497,7 +495,10 @@ impl Authenticator {
             .incr_counter(&format!("authn:fail:{subject}"), find)
             .await?;
         let ip_win = match ip {
-            Some(ip) => hot.incr_counter(&format!("authn:fail:ip:{ip}"), find).await?,
+            Some(ip) => {
+                hot.incr_counter(&format!("authn:fail:ip:{ip}"), find)
+                    .await?
+            }
             None => 0,
         };
         let consecutive = hot
@@ -529,7 +530,11 @@ impl Authenticator {
                 }
                 (BanTarget::Ip(_), None) => continue,
             };
-            tracing::warn!(kind, reason = ban.reason, "sign-in regulation imposed a ban");
+            tracing::warn!(
+                kind,
+                reason = ban.reason,
+                "sign-in regulation imposed a ban"
+            );
             let mut ev = NewAuditEvent::now(kind);
             ev.actor = Some("system".into());
             ev.subject = subject_id;
@@ -548,7 +553,8 @@ impl Authenticator {
 
     async fn record_success(&self, subject: &str) -> Result<(), AuthError> {
         let hot = self.hot();
-        hot.reset_counter(&format!("authn:consec:{subject}")).await?;
+        hot.reset_counter(&format!("authn:consec:{subject}"))
+            .await?;
         hot.reset_counter(&format!("authn:fail:{subject}")).await?;
         Ok(())
     }
@@ -558,9 +564,17 @@ impl Authenticator {
     pub async fn unlock(&self, user: &UserRecord, admin: &str) -> Result<(), AuthError> {
         let subject = Self::subject_key(Some(user), &user.username);
         self.record_success(&subject).await?;
-        self.hot().clear_ban(&format!("authn:ban:{subject}")).await?;
-        self.audit("authn.unlock", Actor::Admin(admin), user, None, serde_json::json!({}))
-            .await
+        self.hot()
+            .clear_ban(&format!("authn:ban:{subject}"))
+            .await?;
+        self.audit(
+            "authn.unlock",
+            Actor::Admin(admin),
+            user,
+            None,
+            serde_json::json!({}),
+        )
+        .await
     }
 
     /// Whether the account is locked or banned now (for admin tools).
@@ -646,7 +660,10 @@ impl Authenticator {
             .secret
             .as_ref()
             .ok_or_else(|| AuthError::Internal(format!("factor {} has no secret", f.id)))?;
-        Ok(self.inner.key.open(sealed, &factor_context(&f.user_id, &f.id))?)
+        Ok(self
+            .inner
+            .key
+            .open(sealed, &factor_context(&f.user_id, &f.id))?)
     }
 
     fn seal_for(&self, f: &mut FactorRecord, secret: &[u8]) -> Result<(), AuthError> {
@@ -696,8 +713,8 @@ impl Authenticator {
         };
         let pw = Zeroizing::new(password.to_string());
         let phc_c = phc.clone();
-        let ok = blocking(move || password::verify_password(&phc_c, &pw)).await?
-            && record.is_some();
+        let ok =
+            blocking(move || password::verify_password(&phc_c, &pw)).await? && record.is_some();
         let (Some(user), Some(record), true) = (user.clone(), record, ok) else {
             self.record_failure(&subject, user.as_ref(), username, ip, FactorKind::Password)
                 .await?;
@@ -728,7 +745,11 @@ impl Authenticator {
     /// Sets or changes the user's password after the NIST SP 800-63B checks (length,
     /// breached list, not the user name). Refused for users whose password is declared in the
     /// configuration file.
-    pub async fn set_password(&self, user: &UserRecord, new_password: &str) -> Result<(), AuthError> {
+    pub async fn set_password(
+        &self,
+        user: &UserRecord,
+        new_password: &str,
+    ) -> Result<(), AuthError> {
         self.set_password_as(user, new_password, Actor::User).await
     }
 
@@ -787,7 +808,11 @@ impl Authenticator {
             }
         };
         self.audit(
-            if replaced { "password.changed" } else { "factor.enrolled" },
+            if replaced {
+                "password.changed"
+            } else {
+                "factor.enrolled"
+            },
             actor,
             user,
             Some(&id),
@@ -825,7 +850,8 @@ impl Authenticator {
                 match totp::verify(&mut data, &seed, skew, code, now) {
                     Ok(step) => {
                         let guard = format!("totp:{}:{step}", f.id);
-                        let ttl = Duration::from_secs(data.period.max(1) * 2 * (u64::from(skew) + 1));
+                        let ttl =
+                            Duration::from_secs(data.period.max(1) * 2 * (u64::from(skew) + 1));
                         if !self.hot().remember_once(&guard, ttl).await? {
                             outcome = Err(AuthError::Replayed);
                             continue;
@@ -895,7 +921,10 @@ impl Authenticator {
         let plain = self
             .inner
             .key
-            .open(&SealedSecret::from_bytes(bytes), &Self::pending_totp_context(user))
+            .open(
+                &SealedSecret::from_bytes(bytes),
+                &Self::pending_totp_context(user),
+            )
             .map_err(|_| AuthError::Expired)?;
         if plain.len() < 9 {
             return Err(AuthError::Expired);
@@ -947,7 +976,11 @@ impl Authenticator {
     ) -> Result<(String, String, FactorRecord), AuthError> {
         let cfg = &self.cfg().totp;
         let e = totp::enrol(cfg, &user.username).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let mut f = FactorRecord::new(&user.id, FactorKind::Totp.as_str(), e.material.label.clone());
+        let mut f = FactorRecord::new(
+            &user.id,
+            FactorKind::Totp.as_str(),
+            e.material.label.clone(),
+        );
         self.seal_for(&mut f, &e.seed)?;
         f.data = e.material.data.clone();
         self.durable().create_factor(&f).await?;
@@ -1027,15 +1060,21 @@ impl Authenticator {
         let issuer = self.cfg().totp.issuer.as_str();
         let sent = match kind {
             FactorKind::EmailOtp => {
-                let (subject, body) =
-                    otp::email_text(&self.cfg().email_otp, otp_cfg, issuer, &user.username, &code);
+                let (subject, body) = otp::email_text(
+                    &self.cfg().email_otp,
+                    otp_cfg,
+                    issuer,
+                    &user.username,
+                    &code,
+                );
                 match &self.inner.email {
                     Some(s) => s.send(destination, &subject, &body).await,
                     None => return Err(AuthError::FactorUnavailable(kind)),
                 }
             }
             _ => {
-                let text = otp::sms_text(&self.cfg().sms_otp, otp_cfg, issuer, &user.username, &code);
+                let text =
+                    otp::sms_text(&self.cfg().sms_otp, otp_cfg, issuer, &user.username, &code);
                 match &self.inner.sms {
                     Some(s) => s.send(destination, &text).await,
                     None => return Err(AuthError::FactorUnavailable(kind)),
@@ -1175,11 +1214,16 @@ impl Authenticator {
             .await?
             .into_iter()
             .next()
-            .and_then(|v| v.get("destination").and_then(|d| d.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("destination")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_string)
+            })
             .ok_or(AuthError::Expired)?;
         for old in self.factors_of(user, kind).await? {
             self.durable().delete_factor(&old.id).await?;
-            self.audit_removed(Actor::User, user, &old, "replaced").await?;
+            self.audit_removed(Actor::User, user, &old, "replaced")
+                .await?;
         }
         let mut f = FactorRecord::new(&user.id, kind.as_str(), dest.clone());
         f.data = serde_json::json!({ "destination": dest });
@@ -1256,7 +1300,8 @@ impl Authenticator {
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         for old in self.factors_of(user, FactorKind::RecoveryCodes).await? {
             self.durable().delete_factor(&old.id).await?;
-            self.audit_removed(Actor::User, user, &old, "regenerated").await?;
+            self.audit_removed(Actor::User, user, &old, "regenerated")
+                .await?;
         }
         let mut f = FactorRecord::new(
             &user.id,
@@ -1361,7 +1406,8 @@ impl Authenticator {
             })?;
         for old in self.factors_of(user, FactorKind::SecurityQuestions).await? {
             self.durable().delete_factor(&old.id).await?;
-            self.audit_removed(Actor::User, user, &old, "replaced").await?;
+            self.audit_removed(Actor::User, user, &old, "replaced")
+                .await?;
         }
         let mut f = FactorRecord::new(&user.id, material.kind.as_str(), material.label.clone());
         f.data = material.data;
@@ -1394,7 +1440,9 @@ impl Authenticator {
                     creds.push(c);
                     records.push(f);
                 }
-                Err(e) => tracing::error!(factor = %f.id, error = %e, "unreadable WebAuthn credential"),
+                Err(e) => {
+                    tracing::error!(factor = %f.id, error = %e, "unreadable WebAuthn credential")
+                }
             }
         }
         Ok((records, creds))
@@ -1461,12 +1509,15 @@ impl Authenticator {
         let mut f = FactorRecord::new(&user.id, FactorKind::Webauthn.as_str(), material.label);
         f.lookup_key = Some(cred_lookup_key(stored.cred_id().as_ref()));
         f.data = material.data;
-        self.durable().create_factor(&f).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => {
-                AuthError::Rejected("this authenticator is already registered".into())
-            }
-            other => AuthError::Store(other),
-        })?;
+        self.durable()
+            .create_factor(&f)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    AuthError::Rejected("this authenticator is already registered".into())
+                }
+                other => AuthError::Store(other),
+            })?;
         self.audit(
             "factor.enrolled",
             Actor::User,
@@ -1629,13 +1680,13 @@ impl Authenticator {
     ) -> Result<usize, AuthError> {
         let mut n = 0;
         for f in self.durable().list_factors(&user.id).await? {
-            if Self::managed_by_config(&f)
-                || (f.kind == PASSWORD_FACTOR_KIND && !include_password)
+            if Self::managed_by_config(&f) || (f.kind == PASSWORD_FACTOR_KIND && !include_password)
             {
                 continue;
             }
             self.durable().delete_factor(&f.id).await?;
-            self.audit_removed(Actor::Admin(admin), user, &f, "reset").await?;
+            self.audit_removed(Actor::Admin(admin), user, &f, "reset")
+                .await?;
             n += 1;
         }
         self.unlock(user, admin).await?;
@@ -1714,7 +1765,7 @@ mod tests {
     #[test]
     fn masking() {
         assert_eq!(mask_destination("jane@example.com"), "j***@example.com");
-        assert_eq!(mask_destination("+15550101234"), "+******1234");
+        assert_eq!(mask_destination("+15550101234"), "+*******1234");
     }
 
     #[test]

@@ -11,9 +11,7 @@ use stepgate_authn::config::{
 use stepgate_authn::recovery::normalise_code;
 use stepgate_authn::totp::{self, TotpData};
 use stepgate_authn::webauthn::StoredCredential;
-use stepgate_authn::{
-    AuthError, Authenticator, AuthnSettings, FactorKind, RegistrationKind,
-};
+use stepgate_authn::{AuthError, Authenticator, AuthnSettings, FactorKind, RegistrationKind};
 use stepgate_policy::HumanDuration;
 use stepgate_store::{
     AuditQuery, DurableStore, SecretKey, SqliteConfig, SqliteStore, UserRecord, UserSource,
@@ -199,7 +197,10 @@ async fn hundred_and_first_attempt_is_refused_even_with_the_right_password() {
             .verify_password("jane", "not the password", None)
             .await
             .unwrap_err();
-        assert!(matches!(e, AuthError::InvalidCredentials), "attempt {i}: {e}");
+        assert!(
+            matches!(e, AuthError::InvalidCredentials),
+            "attempt {i}: {e}"
+        );
     }
     let e = env
         .auth
@@ -545,10 +546,7 @@ async fn security_questions() {
     let challenge = env.auth.questions_challenge(&env.user).await.unwrap();
     assert_eq!(challenge.len(), 2);
     let asked: Vec<usize> = challenge.iter().map(|(i, _)| *i).collect();
-    let right: Vec<String> = asked
-        .iter()
-        .map(|i| answers[*i].1.to_uppercase())
-        .collect();
+    let right: Vec<String> = asked.iter().map(|i| answers[*i].1.to_uppercase()).collect();
     let passed = env
         .auth
         .verify_questions(&env.user, &asked, &right, None)
@@ -603,7 +601,10 @@ async fn webauthn_register_authenticate_and_passwordless() {
     assert!(factor.lookup_key.is_some());
 
     let info = env.auth.enrolled(&env.user).await.unwrap();
-    let wa = info.iter().find(|i| i.kind == FactorKind::Webauthn).unwrap();
+    let wa = info
+        .iter()
+        .find(|i| i.kind == FactorKind::Webauthn)
+        .unwrap();
     assert!(wa.user_verifying && wa.phishing_resistant && !wa.hardware_bound);
     assert_eq!(wa.aal_alone, 2);
     let step_up = Authenticator::enrolled_for_step_up(&info);
@@ -704,5 +705,7 @@ async fn enrolment_and_removal_are_audited_without_secrets() {
     let all = format!("{events:?}");
     assert!(!all.contains(&pending.seed_base32));
     assert!(!all.contains(PASSWORD));
-    stepgate_store::verify_audit_chain(&env.store).await.unwrap();
+    stepgate_store::verify_audit_chain(&env.store)
+        .await
+        .unwrap();
 }
