@@ -101,7 +101,7 @@ impl OutcomeKind {
 }
 
 /// One thing the user can fix, for the remediation page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemediationItem {
     /// The check or attribute (`disk_encryption`, `os_version`).
     pub check: String,
