@@ -55,7 +55,235 @@ pub(crate) fn gather(
     ctx
 }
 
-/// Fallback handler: every request that is not for the portal.
+/// What the access decision came to for one request.
+pub enum Verdict {
+    /// Let it through as this user.
+    Allow {
+        /// The user.
+        user: Box<UserRecord>,
+        /// Their session.
+        session: Box<Session>,
+        /// The app.
+        app: Box<stepgate_policy::spec::AppSpec>,
+        /// The client address.
+        ip: IpAddr,
+    },
+    /// No (complete) session: sign in first. `login` is the portal path with a signed
+    /// return target.
+    SignIn {
+        /// `/_stepgate/login?t=…`
+        login: String,
+    },
+    /// The session does not meet the policy's step-up requirement.
+    StepUp {
+        /// `/_stepgate/step-up?t=…`
+        step_up: String,
+        /// What is required.
+        req: RequirementToken,
+        /// Why, in plain words.
+        why: String,
+    },
+    /// Blocked by a policy.
+    Deny {
+        /// The reason.
+        message: String,
+        /// The failing checks.
+        items: Vec<stepgate_policy::RemediationItem>,
+        /// The deciding policy.
+        policy: String,
+        /// `/_stepgate/blocked?t=…`
+        blocked: String,
+        /// The signed blocked-page token.
+        token: String,
+        /// The session (for the page's CSRF token and header).
+        session: Box<Session>,
+    },
+    /// No app is configured for the host.
+    NoApp,
+    /// A store failed: refuse (fail closed).
+    Unavailable(String),
+}
+
+/// The request as the access decision sees it (the proxy passes the real request; the
+/// forward-auth endpoints pass what the front proxy reported).
+pub struct AccessRequest<'a> {
+    /// Method.
+    pub method: &'a axum::http::Method,
+    /// Path and query.
+    pub uri: &'a axum::http::Uri,
+    /// The original request's headers (cookies, user agent, accept).
+    pub headers: &'a axum::http::HeaderMap,
+    /// The host the client asked for.
+    pub host: &'a str,
+    /// The absolute URL the client asked for (the return target).
+    pub url: String,
+    /// The client address (after trusted-proxy handling).
+    pub ip: IpAddr,
+}
+
+/// Decides one app request: session, context, policy, step-up satisfaction.
+pub async fn decide(st: &Shared, rt: &Runtime, jar: &CookieJar, r: &AccessRequest<'_>) -> Verdict {
+    let Some(app) = rt.app_for_host(r.host).cloned() else {
+        return Verdict::NoApp;
+    };
+    let now = Utc::now();
+    let session = match web::current_session(st, rt, jar, now).await {
+        Ok(s) => s,
+        Err(e) => return Verdict::Unavailable(e.to_string()),
+    };
+    let sign_in = |st: &Shared| Verdict::SignIn {
+        login: format!(
+            "{}/login?t={}",
+            rt.portal(),
+            web::sign_return(st, rt, &r.url, now).unwrap_or_default()
+        ),
+    };
+    let Some(session) = session.filter(|s| !s.data.pending) else {
+        return sign_in(st);
+    };
+    let user = match st.stores.durable.get_user(&session.data.user_id).await {
+        Ok(Some(u)) if !u.disabled => u,
+        Ok(_) => {
+            let _ = st.stores.hot.delete_session(&session.id).await;
+            return sign_in(st);
+        }
+        Err(e) => return Verdict::Unavailable(e.to_string()),
+    };
+    let ctx = gather(
+        st,
+        rt,
+        RequestKind::Access,
+        Some(app.id.as_str()),
+        (r.method, r.uri, r.headers),
+        r.ip,
+        jar,
+        Some(&user),
+        now,
+    );
+    let decision = rt.config.policy_set.decide(&ctx);
+    match decision.outcome {
+        Outcome::Allow if !session.data.needs_step_up => {}
+        Outcome::Allow | Outcome::StepUp(_) => {
+            let req = match decision.outcome {
+                Outcome::StepUp(q) => RequirementToken::from(q),
+                // A signal asked for re-authentication: a fresh second factor.
+                _ => RequirementToken {
+                    min_aal: Some(2),
+                    max_age_secs: Some(300),
+                    ..Default::default()
+                },
+            };
+            let sat = satisfies(
+                &session.data.auth_state(),
+                &req.to_authn(),
+                &rt.config.assurance,
+                &[],
+                now,
+            );
+            if !sat.satisfied || session.data.needs_step_up {
+                let why = match decision.outcome {
+                    Outcome::StepUp(q) => q.message.clone(),
+                    _ => None,
+                }
+                .unwrap_or_else(|| format!("This needs {}.", req.describe()));
+                // A GET is replayed by redirecting back to it. Any other method cannot be
+                // replayed safely (its body is gone, and re-sending it unseen would surprise
+                // the user), so the user returns to the page they submitted from.
+                let back = if r.method == axum::http::Method::GET
+                    || r.method == axum::http::Method::HEAD
+                {
+                    None
+                } else {
+                    r.headers
+                        .get(header::REFERER)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|u| web::allowed_target(rt, u))
+                        .map(str::to_string)
+                        .or_else(|| Some(r.url.clone()))
+                };
+                let token = web::sign_step(
+                    st,
+                    rt,
+                    &StepToken {
+                        rt: r.url.clone(),
+                        back,
+                        req: req.clone(),
+                        why: why.clone(),
+                        sign_in: false,
+                        user_id: session.data.user_id.clone(),
+                    },
+                    now,
+                );
+                return Verdict::StepUp {
+                    step_up: format!("{}/step-up?t={token}", rt.portal()),
+                    req,
+                    why,
+                };
+            }
+        }
+        Outcome::Deny(d) => {
+            let items = rt.config.policy_set.remediation(&decision, &ctx);
+            let message = d
+                .message
+                .clone()
+                .unwrap_or_else(|| "Your access to this application is blocked.".into());
+            let policy = decision.policy.unwrap_or("default").to_string();
+            let token = web::sign_blocked(
+                st,
+                rt,
+                &web::BlockedToken {
+                    rt: r.url.clone(),
+                    message: message.clone(),
+                    items: items.clone(),
+                    policy: policy.clone(),
+                },
+                now,
+            );
+            return Verdict::Deny {
+                blocked: format!("{}/blocked?t={token}", rt.portal()),
+                message,
+                items,
+                policy,
+                token,
+                session: Box::new(session),
+            };
+        }
+    }
+    Verdict::Allow {
+        user: Box::new(user),
+        session: Box::new(session),
+        app: Box::new(app),
+        ip: r.ip,
+    }
+}
+
+/// The identity headers an allowed request carries to its upstream.
+pub fn identity_headers(
+    rt: &Runtime,
+    user: &UserRecord,
+    session: &Session,
+) -> Vec<(&'static str, String)> {
+    let assurance = session.data.assurance(&rt.config.assurance);
+    let mut out = vec![
+        ("remote-user", user.username.clone()),
+        ("remote-groups", user.groups.join(",")),
+        ("remote-aal", assurance.aal.to_string()),
+        ("remote-amr", assurance.amr.join(",")),
+    ];
+    if let Some(e) = &user.email {
+        out.push(("remote-email", e.clone()));
+    }
+    if let Some(n) = &user.name {
+        out.push(("remote-name", n.clone()));
+    }
+    if let Some(t) = assurance.auth_time {
+        out.push(("remote-auth-time", t.timestamp().to_string()));
+    }
+    out
+}
+
+/// Fallback handler: every request that is not for the portal is an app request, decided
+/// and then proxied.
 pub async fn handle(
     State(st): State<Shared>,
     peer: Peer,
@@ -71,142 +299,138 @@ pub async fn handle(
         .unwrap_or("")
         .to_string();
     let api = web::is_api(req.headers());
-    let Some(app) = rt.app_for_host(&host).cloned() else {
-        if req.uri().path() == "/" {
-            return web::see_other(&format!("{}/account", rt.portal()));
-        }
-        return st.pages.render(
-            StatusCode::NOT_FOUND,
-            "message.html",
-            minijinja::context! { portal => rt.portal(), title => "Not found", message => "No application is configured for this address." },
-        );
-    };
-    let now = Utc::now();
     let ip = client_ip(peer.0, req.headers(), &rt.config.trusted_proxies);
-    let here = web::request_url(req.headers(), req.uri(), rt.config.sessions.cookie.secure);
-
-    let session = match web::current_session(&st, &rt, &jar, now).await {
-        Ok(s) => s,
-        Err(e) => return unavailable(api, &e.to_string()),
+    let url = web::request_url(req.headers(), req.uri(), rt.config.sessions.cookie.secure);
+    let verdict = {
+        let ar = AccessRequest {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            host: &host,
+            url,
+            ip,
+        };
+        decide(&st, &rt, &jar, &ar).await
     };
-    let Some(session) = session.filter(|s| !s.data.pending) else {
-        return sign_in_needed(&st, &rt, api, &here, now);
-    };
-    let user = match st.stores.durable.get_user(&session.data.user_id).await {
-        Ok(Some(u)) if !u.disabled => u,
-        Ok(_) => {
-            let _ = st.stores.hot.delete_session(&session.id).await;
-            return sign_in_needed(&st, &rt, api, &here, now);
-        }
-        Err(e) => return unavailable(api, &e.to_string()),
-    };
-
-    let (parts, body) = req.into_parts();
-    let ctx = gather(
-        &st,
-        &rt,
-        RequestKind::Access,
-        Some(app.id.as_str()),
-        (&parts.method, &parts.uri, &parts.headers),
-        ip,
-        &jar,
-        Some(&user),
-        now,
-    );
-    let decision = rt.config.policy_set.decide(&ctx);
-    match decision.outcome {
-        Outcome::Allow if !session.data.needs_step_up => {}
-        Outcome::Allow | Outcome::StepUp(_) => {
-            let req_token = match decision.outcome {
-                Outcome::StepUp(r) => RequirementToken::from(r),
-                // A signal asked for re-authentication: a fresh second factor.
-                _ => RequirementToken {
-                    min_aal: Some(2),
-                    max_age_secs: Some(300),
-                    ..Default::default()
-                },
-            };
-            let sat = satisfies(
-                &session.data.auth_state(),
-                &req_token.to_authn(),
-                &rt.config.assurance,
-                &[],
-                now,
-            );
-            if !sat.satisfied || session.data.needs_step_up {
-                let why = match decision.outcome {
-                    Outcome::StepUp(r) => r.message.clone(),
-                    _ => None,
-                }
-                .unwrap_or_else(|| format!("This needs {}.", req_token.describe()));
-                return step_up_needed(&st, &rt, api, &here, &parts, req_token, why, &session, now);
+    match verdict {
+        Verdict::Allow {
+            user,
+            session,
+            app,
+            ip,
+        } => proxy(&st, &rt, req, &host, &user, &session, &app, ip, api).await,
+        Verdict::NoApp => {
+            if req.uri().path() == "/" {
+                return web::see_other(&format!("{}/account", rt.portal()));
             }
+            st.pages.render(
+                StatusCode::NOT_FOUND,
+                "message.html",
+                minijinja::context! { portal => rt.portal(), title => "Not found", message => "No application is configured for this address." },
+            )
         }
-        Outcome::Deny(d) => {
-            let items = rt.config.policy_set.remediation(&decision, &ctx);
-            let message = d
-                .message
-                .clone()
-                .unwrap_or_else(|| "Your access to this application is blocked.".into());
+        Verdict::Unavailable(detail) => unavailable(api, &detail),
+        Verdict::SignIn { login } => {
+            if api {
+                let mut r = web::json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "authentication required",
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+            web::see_other(&login)
+        }
+        Verdict::StepUp { step_up, req, why } => {
+            if api {
+                return insufficient_user_authentication(&req, &why);
+            }
+            web::see_other(&step_up)
+        }
+        Verdict::Deny {
+            message,
+            items,
+            policy,
+            token,
+            session,
+            ..
+        } => {
             if api {
                 return web::json_error(StatusCode::FORBIDDEN, "access_denied", &message);
             }
-            let token = web::sign_blocked(
-                &st,
-                &rt,
-                &web::BlockedToken {
-                    rt: here.clone(),
-                    message: message.clone(),
-                    items: items.clone(),
-                    policy: decision.policy.unwrap_or("default").into(),
-                },
-                now,
-            );
-            let csrf = st.signer.csrf_token(&session.id);
-            return st.pages.render(
+            st.pages.render(
                 StatusCode::FORBIDDEN,
                 "blocked.html",
                 minijinja::context! {
-                    portal => rt.portal(), csrf => csrf, username => user.username, message => message, items => items,
-                    recheck => true, token => token, demo => st.options.demo, policy => decision.policy.unwrap_or("default"),
+                    portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => session.data.username,
+                    message => message, items => items, recheck => true, token => token, demo => st.options.demo, policy => policy,
                 },
-            );
+            )
         }
     }
+}
 
-    // Allowed: forward with stepgate's identity headers.
+/// RFC 9470's challenge: `401` with `WWW-Authenticate: Bearer error="insufficient_user_authentication"`.
+pub fn insufficient_user_authentication(req: &RequirementToken, why: &str) -> Response {
+    let mut v = format!(
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
+        why.replace(['"', '\\'], "'")
+    );
+    if let Some(a) = req.min_aal {
+        v.push_str(&format!(", acr_values=\"aal{a}\""));
+    }
+    if let Some(m) = req.max_age_secs {
+        v.push_str(&format!(", max_age={m}"));
+    } else if req.every_time {
+        v.push_str(", max_age=0");
+    }
+    let mut r = web::json_error(
+        StatusCode::UNAUTHORIZED,
+        "insufficient_user_authentication",
+        why,
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+async fn proxy(
+    st: &Shared,
+    rt: &Runtime,
+    req: Request,
+    host: &str,
+    user: &UserRecord,
+    session: &Session,
+    app: &stepgate_policy::spec::AppSpec,
+    ip: IpAddr,
+    api: bool,
+) -> Response {
     let Some(base) = app.upstream.as_ref() else {
         return bad_gateway(api);
     };
-    let Some(uri) = upstream_uri(base, &parts.uri) else {
+    let Some(uri) = upstream_uri(base, req.uri()) else {
         return bad_gateway(api);
     };
-    let mut out = Request::from_parts(parts, body);
+    let mut out = req;
     *out.uri_mut() = uri;
     let h = out.headers_mut();
     strip_hop_by_hop(h);
     strip_identity(h);
-    let assurance = session.data.assurance(&rt.config.assurance);
+    for (name, value) in identity_headers(rt, user, session) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
     let set = |h: &mut axum::http::HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(name, v);
         }
     };
-    set(h, "remote-user", &user.username);
-    set(h, "remote-groups", &user.groups.join(","));
-    if let Some(e) = &user.email {
-        set(h, "remote-email", e);
-    }
-    if let Some(n) = &user.name {
-        set(h, "remote-name", n);
-    }
-    set(h, "remote-aal", &assurance.aal.to_string());
-    set(h, "remote-amr", &assurance.amr.join(","));
-    if let Some(t) = assurance.auth_time {
-        set(h, "remote-auth-time", &t.timestamp().to_string());
-    }
     set(h, "x-forwarded-for", &ip.to_string());
-    set(h, "x-forwarded-host", &host);
+    set(h, "x-forwarded-host", host);
     set(
         h,
         "x-forwarded-proto",
@@ -248,91 +472,4 @@ fn unavailable(api: bool, detail: &str) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
-}
-
-fn sign_in_needed(
-    st: &Shared,
-    rt: &Runtime,
-    api: bool,
-    here: &str,
-    now: DateTime<Utc>,
-) -> Response {
-    if api {
-        let mut r = web::json_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "authentication required",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    let t = web::sign_return(st, rt, here, now).unwrap_or_default();
-    web::see_other(&format!("{}/login?t={}", rt.portal(), t))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn step_up_needed(
-    st: &Shared,
-    rt: &Runtime,
-    api: bool,
-    here: &str,
-    parts: &axum::http::request::Parts,
-    req: RequirementToken,
-    why: String,
-    session: &Session,
-    now: DateTime<Utc>,
-) -> Response {
-    if api {
-        let mut v = format!(
-            "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
-            why.replace('"', "'")
-        );
-        if let Some(a) = req.min_aal {
-            v.push_str(&format!(", acr_values=\"aal{a}\""));
-        }
-        if let Some(m) = req.max_age_secs {
-            v.push_str(&format!(", max_age={m}"));
-        } else if req.every_time {
-            v.push_str(", max_age=0");
-        }
-        let mut r = web::json_error(
-            StatusCode::UNAUTHORIZED,
-            "insufficient_user_authentication",
-            &why,
-        );
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        return r;
-    }
-    // A GET is replayed by redirecting back to it. Any other method cannot be replayed
-    // safely (its body is gone and re-sending it silently would surprise the user), so the
-    // user goes back to the page they submitted from and submits again.
-    let back =
-        if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
-            None
-        } else {
-            parts
-                .headers
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok())
-                .filter(|r| web::allowed_target(rt, r))
-                .map(str::to_string)
-                .or_else(|| Some(here.to_string()))
-        };
-    let token = web::sign_step(
-        st,
-        rt,
-        &StepToken {
-            rt: here.to_string(),
-            back,
-            req,
-            why,
-            sign_in: false,
-            user_id: session.data.user_id.clone(),
-        },
-        now,
-    );
-    web::see_other(&format!("{}/step-up?t={}", rt.portal(), token))
 }
