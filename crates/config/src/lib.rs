@@ -21,11 +21,15 @@ use serde::Deserialize;
 use stepgate_authn::{AssuranceConfig, FactorsConfig, RegulationConfig};
 use stepgate_policy::spec::{AppSpec, NetworksSpec, OutcomeSpec, PolicySpec};
 use stepgate_policy::{PolicyInput, PolicySet};
+use stepgate_signals::config::{DevicesConfig, SignalsConfig};
+use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+pub mod gateway;
 pub mod server;
 pub mod sessions;
 
+pub use gateway::{AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig};
 pub use server::{ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -92,6 +96,8 @@ struct ConfigFile {
     #[serde(default)]
     sessions: Option<Spanned<SessionsConfig>>,
     #[serde(default)]
+    gateway: Option<Spanned<GatewayConfig>>,
+    #[serde(default)]
     server: Option<Spanned<ServerConfig>>,
     #[serde(default)]
     factors: Option<Spanned<FactorsConfig>>,
@@ -105,6 +111,10 @@ struct ConfigFile {
     secrets: Option<Spanned<SecretsConfig>>,
     #[serde(default)]
     users: Vec<UserSpec>,
+    #[serde(default)]
+    signals: Option<Spanned<SignalsConfig>>,
+    #[serde(default)]
+    devices: Option<Spanned<DevicesConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -120,6 +130,8 @@ pub struct Config {
     pub policies: Vec<PolicySpec>,
     /// `sessions`.
     pub sessions: SessionsConfig,
+    /// `gateway`: identity assertion, bearer tokens, per-app upstream settings.
+    pub gateway: GatewayConfig,
     /// `server`.
     pub server: ServerConfig,
     /// `factors`.
@@ -134,6 +146,12 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// `users` declared in the file.
     pub users: Vec<UserSpec>,
+    /// `signals`: GeoIP, IP risk, behavioural risk, client certificates.
+    pub signals: SignalsConfig,
+    /// `devices`: device sources, compliance, CAEP, re-check, device cookie.
+    pub devices: DevicesConfig,
+    /// `devices.compliance.policies`, compiled.
+    pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
     pub base_dir: PathBuf,
     /// The parsed `server.listen`.
@@ -337,6 +355,7 @@ impl Loader {
         let mut policies = Vec::new();
         let mut default_outcome: Option<Spanned<OutcomeSpec>> = None;
         let mut sessions: Option<Spanned<SessionsConfig>> = None;
+        let mut gateway: Option<Spanned<GatewayConfig>> = None;
         let mut server: Option<Spanned<ServerConfig>> = None;
         let mut factors: Option<Spanned<FactorsConfig>> = None;
         let mut assurance: Option<Spanned<AssuranceConfig>> = None;
@@ -344,6 +363,8 @@ impl Loader {
         let mut store: Option<Spanned<StoreConfig>> = None;
         let mut secrets: Option<Spanned<SecretsConfig>> = None;
         let mut users: Vec<UserSpec> = Vec::new();
+        let mut signals: Option<Spanned<SignalsConfig>> = None;
+        let mut devices: Option<Spanned<DevicesConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -361,12 +382,15 @@ impl Loader {
             }
             self.single(&mut default_outcome, f.default_outcome, "default_outcome");
             self.single(&mut sessions, f.sessions, "sessions");
+            self.single(&mut gateway, f.gateway, "gateway");
             self.single(&mut server, f.server, "server");
             self.single(&mut factors, f.factors, "factors");
             self.single(&mut assurance, f.assurance, "assurance");
             self.single(&mut regulation, f.regulation, "regulation");
             self.single(&mut store, f.store, "store");
             self.single(&mut secrets, f.secrets, "secrets");
+            self.single(&mut signals, f.signals, "signals");
+            self.single(&mut devices, f.devices, "devices");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -402,6 +426,27 @@ impl Loader {
         if let Some(st) = &store {
             if let Err(e) = st.validate() {
                 self.diag_at(st.span(), format!("store: {e}"));
+            }
+        }
+        if let Some(g) = &gateway {
+            let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+            for problem in g.validate(&ids) {
+                self.diag_at(g.span(), problem);
+            }
+        }
+        if let Some(s) = &signals {
+            for problem in signals_problems(s) {
+                self.diag_at(s.span(), format!("signals: {problem}"));
+            }
+        }
+        let mut compliance_policies = Vec::new();
+        if let Some(d) = &devices {
+            for problem in devices_problems(d) {
+                self.diag_at(d.span(), format!("devices: {problem}"));
+            }
+            match stepgate_signals::compliance::compile_policies(&d.compliance.policies) {
+                Ok(p) => compliance_policies = p,
+                Err(e) => self.diag_at(d.span(), format!("devices.compliance: {e}")),
             }
         }
         let mut usernames = HashSet::new();
@@ -483,6 +528,9 @@ impl Loader {
                 store: store.map(|s| (*s).clone()).unwrap_or_default(),
                 secrets: secrets.map(|s| (*s).clone()).unwrap_or_default(),
                 users,
+                signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
+                devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
+                compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,
                 listen,
@@ -492,6 +540,7 @@ impl Loader {
                 networks,
                 policies,
                 sessions: sessions.map(|s| (*s).clone()).unwrap_or_default(),
+                gateway: gateway.map(|s| (*s).clone()).unwrap_or_default(),
                 policy_set: Arc::new(set),
             }),
             _ => {
@@ -520,6 +569,203 @@ impl Loader {
     }
 }
 
+/// Meaning errors in `signals:` (shape errors are reported by the parser).
+fn signals_problems(s: &SignalsConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(g) = &s.geoip {
+        if g.database.as_os_str().is_empty() {
+            out.push("geoip.database is empty: expected the path of a MaxMind `.mmdb` file".into());
+        }
+        if g.reload_interval.0.is_zero() {
+            out.push("geoip.reload_interval must be longer than 0s, e.g. `60s`".into());
+        }
+    }
+    for (i, f) in s.ip_risk.feeds.iter().enumerate() {
+        if f.default_score > 100 {
+            out.push(format!(
+                "ip_risk.feeds[{i}].default_score {} is above 100: expected 0–100",
+                f.default_score
+            ));
+        }
+    }
+    if let Some(h) = &s.ip_risk.http {
+        if !(h.url.starts_with("http://") || h.url.starts_with("https://"))
+            || !h.url.contains("{ip}")
+        {
+            out.push(format!(
+                "ip_risk.http.url `{}` must be an http(s) URL containing `{{ip}}`, e.g. https://risk.example/v1/ip/{{ip}}",
+                h.url
+            ));
+        }
+        if h.score_path.trim().is_empty() {
+            out.push(
+                "ip_risk.http.score_path is empty: expected a dotted path such as `data.score`"
+                    .into(),
+            );
+        }
+        if !(h.score_max.is_finite() && h.score_max > 0.0) {
+            out.push(format!(
+                "ip_risk.http.score_max {} must be a positive number",
+                h.score_max
+            ));
+        }
+        if h.assume_score > 100 {
+            out.push(format!(
+                "ip_risk.http.assume_score {} is above 100: expected 0–100",
+                h.assume_score
+            ));
+        }
+        if h.timeout.0.is_zero() {
+            out.push("ip_risk.http.timeout must be longer than 0s, e.g. `2s`".into());
+        }
+        if h.api_key_header.is_some() != h.api_key_env.is_some() {
+            out.push(
+                "ip_risk.http: set both `api_key_header` and `api_key_env`, or neither".into(),
+            );
+        }
+    }
+    let r = &s.risk;
+    if r.medium_at > r.high_at {
+        out.push(format!(
+            "risk.medium_at ({}) is above risk.high_at ({}): expected medium_at <= high_at",
+            r.medium_at, r.high_at
+        ));
+    }
+    if !(r.impossible_travel_kmpm.is_finite() && r.impossible_travel_kmpm > 0.0) {
+        out.push(format!(
+            "risk.impossible_travel_kmpm {} must be a positive number of km/min (15 = 900 km/h)",
+            r.impossible_travel_kmpm
+        ));
+    }
+    if !(r.min_travel_km.is_finite() && r.min_travel_km >= 0.0) {
+        out.push(format!(
+            "risk.min_travel_km {} must be 0 or more",
+            r.min_travel_km
+        ));
+    }
+    if r.risky_ip_score > 100 {
+        out.push(format!(
+            "risk.risky_ip_score {} is above 100: expected 0–100",
+            r.risky_ip_score
+        ));
+    }
+    if r.history_size == 0 {
+        out.push("risk.history_size must be at least 1".into());
+    }
+    let mut names = HashSet::new();
+    for a in &s.client_certificates.authorities {
+        if !names.insert(a.name.clone()) {
+            out.push(format!(
+                "client_certificates.authorities: name `{}` is used twice",
+                a.name
+            ));
+        }
+        if a.ca_file.as_os_str().is_empty() {
+            out.push(format!(
+                "client_certificates authority `{}`: ca_file is empty",
+                a.name
+            ));
+        }
+        for u in a.crl_urls.iter().chain(a.ocsp_responder.iter()) {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                out.push(format!(
+                    "client_certificates authority `{}`: `{u}` is not an http(s) URL",
+                    a.name
+                ));
+            }
+        }
+    }
+    if let Some(f) = &s.client_certificates.forwarded {
+        if token_name_ok(&f.header).is_none() {
+            out.push(format!(
+                "client_certificates.forwarded.header `{}` is not a valid HTTP header name",
+                f.header
+            ));
+        }
+    }
+    out
+}
+
+fn token_name_ok(h: &str) -> Option<()> {
+    (!h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')))
+    .then_some(())
+}
+
+/// Meaning errors in `devices:` (compliance rules are compiled separately).
+fn devices_problems(d: &DevicesConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for s in &d.sources {
+        if s.name.trim().is_empty() {
+            out.push("sources: a source has an empty name".into());
+        } else if !names.insert(s.name.clone()) {
+            out.push(format!("sources: name `{}` is used twice", s.name));
+        }
+        if s.scopes.is_empty() {
+            out.push(format!(
+                "source `{}` has no scopes: expected [\"devices:write\"] and/or [\"devices:read\"]",
+                s.name
+            ));
+        }
+    }
+    if let Err(e) = stepgate_signals::device::DeviceApiAuth::new(&d.sources) {
+        out.push(e.to_string());
+    }
+    let mut issuers = HashSet::new();
+    for t in &d.caep.transmitters {
+        if t.key_file.is_none() && t.jwks_url.is_none() {
+            out.push(format!(
+                "caep transmitter `{}`: set `key_file` (PEM public key or JWKS file) or `jwks_url`",
+                t.name
+            ));
+        }
+        if t.issuer.trim().is_empty() || t.audience.trim().is_empty() {
+            out.push(format!(
+                "caep transmitter `{}`: `issuer` and `audience` must not be empty",
+                t.name
+            ));
+        }
+        if !issuers.insert(t.issuer.clone()) {
+            out.push(format!("caep: issuer `{}` is configured twice", t.issuer));
+        }
+        if t.algorithms.is_empty() {
+            out.push(format!(
+                "caep transmitter `{}`: `algorithms` is empty: expected e.g. [ES256]",
+                t.name
+            ));
+        }
+        if t.max_age.0.is_zero() {
+            out.push(format!(
+                "caep transmitter `{}`: max_age must be longer than 0s",
+                t.name
+            ));
+        }
+    }
+    if let Some(r) = &d.recheck {
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            out.push(format!("recheck.url `{}` is not an http(s) URL", r.url));
+        }
+        if r.wait.0 > std::time::Duration::from_secs(120) {
+            out.push(format!(
+                "recheck.wait {} is longer than 2m: the user's browser would time out; use e.g. `30s`",
+                r.wait
+            ));
+        }
+    }
+    if d.cookie.name.trim().is_empty() || token_name_ok(&d.cookie.name).is_none() {
+        out.push(format!(
+            "cookie.name `{}` is not a valid cookie name (letters, digits, `-`, `_`)",
+            d.cookie.name
+        ));
+    }
+    if d.cookie.key_env.trim().is_empty() {
+        out.push("cookie.key_env is empty: expected the name of an environment variable".into());
+    }
+    out
+}
+
 fn yaml_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -530,4 +776,49 @@ fn yaml_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod signals_tests {
+    use super::*;
+
+    #[test]
+    fn signals_and_devices_sections_load() {
+        let cfg = load_str(
+            "t.yaml",
+            "signals:\n  geoip: { database: /x/City.mmdb }\n  risk: { medium_at: 20 }\ndevices:\n  sources:\n    - { name: hexnode, token_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, scopes: [\"devices:write\"] }\n  compliance:\n    policies:\n      - { name: base, require_encryption: true, rules: [{ id: old, non_compliant_if: \"os_version < 15\" }] }\n",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.signals.risk.medium_at, 20);
+        assert_eq!(cfg.devices.sources[0].name, "hexnode");
+        assert_eq!(cfg.compliance_policies.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_positions() {
+        let e = load_str(
+            "t.yaml",
+            "apps: []\nsignals:\n  risk: { medium_at: 90, high_at: 50 }\ndevices:\n  sources:\n    - { name: x, token_sha256: nothex }\n  compliance:\n    policies:\n      - { name: p, rules: [{ id: r, non_compliant_if: \"os_version <\" }] }\n",
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:3:") && text.contains("medium_at"),
+            "{text}"
+        );
+        assert!(text.contains("token_sha256"), "{text}");
+        assert!(text.contains("compliance policy `p`, rule `r`"), "{text}");
+        assert!(e.diagnostics.iter().all(|d| d.line.is_some()), "{text}");
+        let e = load_str(
+            "t.yaml",
+            "devices:\n  caep:\n    transmitters:\n      - { name: u, issuer: i, audience: a }\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("key_file"), "{e}");
+        let e = load_str("t.yaml", "signals:\n  geoip: { databse: x }\n", None).unwrap_err();
+        assert!(e.to_string().contains("t.yaml:2:"), "{e}");
+    }
 }
