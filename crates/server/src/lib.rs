@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod demo;
+pub mod forward_auth;
 pub mod gateway;
 pub mod pages;
 pub mod portal;

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use stepgate_authn::service::{Authenticator, AuthnSettings};
 use stepgate_config::Config;
@@ -90,6 +90,12 @@ pub fn router(state: Shared) -> Router {
             &p("/webauthn/register/finish"),
             post(portal::webauthn_register_finish),
         )
+        // Forward-auth for front proxies (nginx, Traefik/Caddy, Envoy): decide only.
+        .route(&p("/auth/nginx"), any(crate::forward_auth::nginx))
+        .route(&p("/auth/forward"), any(crate::forward_auth::forward))
+        .route(&p("/auth/envoy"), any(crate::forward_auth::envoy))
+        .route(&p("/auth/envoy/"), any(crate::forward_auth::envoy))
+        .route(&p("/auth/envoy/{*path}"), any(crate::forward_auth::envoy))
         .fallback(crate::gateway::handle)
         .with_state(state)
 }

@@ -1,0 +1,379 @@
+//! Forward-auth: stepgate decides, a front proxy (nginx, Traefik, Caddy, Envoy) proxies.
+//!
+//! The front proxy asks one of these endpoints about each request, telling it what the
+//! client asked for in forwarding headers, and passes the original request's cookies,
+//! `Accept` and `Authorization`. stepgate runs the same access decision as its own reverse
+//! proxy ([`gateway::decide`]) and answers:
+//!
+//! | endpoint | allow | sign in / step up | deny | stores down |
+//! |---|---|---|---|---|
+//! | `{portal}/auth/nginx` (nginx `auth_request`) | `200` + identity headers | `401` + `X-Stepgate-Redirect` (browsers) or an RFC 9470 challenge (APIs) | `403` (+ `X-Stepgate-Redirect` to the blocked page for browsers) | `503` |
+//! | `{portal}/auth/forward` (Traefik `ForwardAuth`, Caddy `forward_auth`) | `200` + identity headers | `302` to the portal (browsers), `401` (APIs; RFC 9470 for step-up) | `302` to the blocked page (browsers), `403` (APIs) | `503` |
+//! | `{portal}/auth/envoy/*` (Envoy `ext_authz`, HTTP mode) | as `/auth/forward` | | | |
+//!
+//! nginx's `auth_request` only understands 2xx, 401 and 403, so its endpoint never
+//! redirects itself: the nginx configuration turns a 401/403 carrying
+//! `X-Stepgate-Redirect` into a 302 (see `examples/nginx/`).
+//!
+//! The forwarding headers steer the decision (which app, which path, which method), so they
+//! are believed only from `server.trusted_proxies`: any other peer gets `403`, whatever it
+//! sends. Every answer is `Cache-Control: no-store`.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
+
+use crate::context::client_ip;
+use crate::gateway::{self, AccessRequest, Verdict};
+use crate::state::{Runtime, Shared};
+use crate::web::{self, Peer};
+
+/// The header carrying the absolute portal URL (sign-in, step-up or blocked page) on the
+/// nginx endpoint's `401`/`403`, for `auth_request_set` and a redirect in `error_page`.
+pub const REDIRECT_HEADER: &str = "x-stepgate-redirect";
+
+/// Which front proxy is asking: they differ in how a refusal must look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavour {
+    /// nginx `auth_request`: only 2xx / 401 / 403 are meaningful; no redirects.
+    Nginx,
+    /// Traefik, Caddy, Envoy: the response is returned to the client as is.
+    Forward,
+}
+
+/// What the front proxy says the client asked for.
+struct Original {
+    method: Method,
+    /// Path and query.
+    uri: Uri,
+    /// `host[:port]`.
+    host: String,
+    /// The absolute URL (return target).
+    url: String,
+}
+
+/// `GET {portal}/auth/nginx`: nginx `auth_request`. Reads `X-Original-URL` (absolute) and
+/// `X-Original-Method` (default `GET`).
+pub async fn nginx(
+    State(st): State<Shared>,
+    peer: Peer,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let rt = st.runtime.load_full();
+    if let Some(r) = refuse_untrusted(&rt, peer) {
+        return r;
+    }
+    let Some(url) = header_str(&headers, "x-original-url") else {
+        return bad_request("X-Original-URL is missing: set it to $scheme://$http_host$request_uri in the auth_request location");
+    };
+    let method = header_str(&headers, "x-original-method").unwrap_or("GET");
+    let Some(orig) = from_url(method, url) else {
+        return bad_request("X-Original-URL or X-Original-Method is not valid: expected an absolute http(s) URL and a method name");
+    };
+    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Nginx).await
+}
+
+/// `GET {portal}/auth/forward`: Traefik `ForwardAuth` and Caddy `forward_auth`. Reads
+/// `X-Forwarded-Method`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Uri`.
+pub async fn forward(
+    State(st): State<Shared>,
+    peer: Peer,
+    jar: CookieJar,
+    headers: HeaderMap,
+) -> Response {
+    let rt = st.runtime.load_full();
+    if let Some(r) = refuse_untrusted(&rt, peer) {
+        return r;
+    }
+    let Some(host) = header_str(&headers, "x-forwarded-host") else {
+        return bad_request("X-Forwarded-Host is missing: the front proxy must send the original host");
+    };
+    let proto = header_str(&headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
+    let path = header_str(&headers, "x-forwarded-uri").unwrap_or("/");
+    let method = header_str(&headers, "x-forwarded-method").unwrap_or("GET");
+    let Some(orig) = from_parts(method, proto, host, path) else {
+        return bad_request("the X-Forwarded-Method/-Proto/-Host/-Uri headers do not make a valid http(s) request");
+    };
+    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Forward).await
+}
+
+/// `{portal}/auth/envoy/*`: Envoy `ext_authz` in HTTP mode. Envoy sends the original method
+/// and `Host`, and the original path and query after the configured `path_prefix`; the
+/// scheme comes from `X-Forwarded-Proto` when Envoy passes it.
+pub async fn envoy(
+    State(st): State<Shared>,
+    peer: Peer,
+    jar: CookieJar,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let rt = st.runtime.load_full();
+    if let Some(r) = refuse_untrusted(&rt, peer) {
+        return r;
+    }
+    let prefix = format!("{}/auth/envoy", rt.portal());
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let rest = pq.strip_prefix(prefix.as_str()).unwrap_or("/");
+    let path = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    let Some(host) = header_str(&headers, header::HOST.as_str()).or_else(|| uri.host()) else {
+        return bad_request("Host is missing: Envoy must pass the original request's host");
+    };
+    let proto = header_str(&headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
+    let Some(orig) = from_parts(method.as_str(), proto, host, &path) else {
+        return bad_request("the original request (method, host, path) is not valid");
+    };
+    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Forward).await
+}
+
+/// Runs the decision and shapes the answer for the front proxy.
+async fn respond(
+    st: &Shared,
+    rt: &Runtime,
+    peer: Peer,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    orig: Original,
+    flavour: Flavour,
+) -> Response {
+    let api = web::is_api(headers);
+    let ip: IpAddr = client_ip(peer.0, headers, &rt.config.trusted_proxies);
+    let verdict = {
+        let ar = AccessRequest {
+            method: &orig.method,
+            uri: &orig.uri,
+            headers,
+            host: &orig.host,
+            url: orig.url.clone(),
+            ip,
+        };
+        gateway::decide(st, rt, jar, &ar).await
+    };
+    let absolute = |path: &str| format!("{}{path}", rt.public_url);
+    let r = match verdict {
+        Verdict::Allow { user, session, .. } => {
+            let mut r = StatusCode::OK.into_response();
+            let h = r.headers_mut();
+            for (name, value) in gateway::identity_headers(rt, &user, &session) {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(HeaderName::from_static(name), v);
+                }
+            }
+            r
+        }
+        Verdict::SignIn { login } => {
+            if api {
+                let mut r = web::json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "authentication required",
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            } else {
+                redirect(flavour, StatusCode::UNAUTHORIZED, &absolute(&login))
+            }
+        }
+        Verdict::StepUp { step_up, req, why } => {
+            if api {
+                gateway::insufficient_user_authentication(&req, &why)
+            } else {
+                redirect(flavour, StatusCode::UNAUTHORIZED, &absolute(&step_up))
+            }
+        }
+        Verdict::Deny {
+            message, blocked, ..
+        } => {
+            if api {
+                web::json_error(StatusCode::FORBIDDEN, "access_denied", &message)
+            } else {
+                redirect(flavour, StatusCode::FORBIDDEN, &absolute(&blocked))
+            }
+        }
+        Verdict::NoApp => {
+            tracing::warn!(host = %orig.host, "forward-auth: no application is configured for the host; refusing");
+            web::json_error(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                "no application is configured for this host",
+            )
+        }
+        Verdict::Unavailable(detail) => {
+            tracing::error!(
+                error = detail,
+                "forward-auth: store unavailable; refusing the request"
+            );
+            let mut r = web::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "stepgate cannot verify this request right now",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    };
+    no_store(r)
+}
+
+/// A browser refusal: nginx gets `status` with the target in [`REDIRECT_HEADER`] (its
+/// configuration redirects); the others get a `302` they hand to the client.
+fn redirect(flavour: Flavour, status: StatusCode, target: &str) -> Response {
+    let Ok(v) = HeaderValue::from_str(target) else {
+        return status.into_response();
+    };
+    match flavour {
+        Flavour::Nginx => {
+            let body = serde_json::json!({ "redirect": target }).to_string();
+            let mut r = (status, body).into_response();
+            r.headers_mut().insert(REDIRECT_HEADER, v);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Flavour::Forward => {
+            let mut r = StatusCode::FOUND.into_response();
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+    }
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `403` unless the peer is a configured trusted proxy: the forwarding headers choose what
+/// is decided, so a client reaching the endpoint directly must not be able to steer it.
+fn refuse_untrusted(rt: &Runtime, peer: Peer) -> Option<Response> {
+    let ip = match peer.0.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if rt.config.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+        return None;
+    }
+    tracing::warn!(peer = %ip, "forward-auth request from a peer outside server.trusted_proxies; refused");
+    Some(no_store(web::json_error(
+        StatusCode::FORBIDDEN,
+        "access_denied",
+        "forward-auth answers only the proxies listed in server.trusted_proxies",
+    )))
+}
+
+fn bad_request(why: &str) -> Response {
+    no_store(web::json_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        why,
+    ))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn default_scheme(rt: &Runtime) -> &'static str {
+    if rt.config.sessions.cookie.secure {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The original request from an absolute URL (nginx's `X-Original-URL`).
+fn from_url(method: &str, url: &str) -> Option<Original> {
+    let u = url::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || u.cannot_be_a_base() {
+        return None;
+    }
+    let host = match u.port() {
+        Some(p) => format!("{}:{p}", u.host_str()?),
+        None => u.host_str()?.to_string(),
+    };
+    let pq = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    from_parts(method, u.scheme(), &host, &pq)
+}
+
+/// The original request from its pieces (Traefik/Caddy/Envoy headers).
+fn from_parts(method: &str, proto: &str, host: &str, path: &str) -> Option<Original> {
+    let method = Method::from_bytes(method.trim().as_bytes()).ok()?;
+    let proto = proto
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if proto != "http" && proto != "https" {
+        return None;
+    }
+    // One authority, no userinfo or path smuggled in through the host.
+    let host = host.split(',').next().unwrap_or("").trim();
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ', '\\']) {
+        return None;
+    }
+    if !path.starts_with('/') {
+        return None;
+    }
+    let uri: Uri = path.parse().ok()?;
+    uri.path_and_query()?;
+    let url = format!("{proto}://{host}{path}");
+    // The URL must parse the same way the redirect checks will read it.
+    let parsed = url::Url::parse(&url).ok()?;
+    parsed.host_str()?;
+    Some(Original {
+        method,
+        uri,
+        host: host.to_string(),
+        url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_url_is_split_into_host_and_path() {
+        let o = from_url("POST", "https://app.example.com:8443/a/b?x=1").unwrap();
+        assert_eq!(o.method, Method::POST);
+        assert_eq!(o.host, "app.example.com:8443");
+        assert_eq!(o.uri.path(), "/a/b");
+        assert_eq!(o.uri.query(), Some("x=1"));
+        assert_eq!(o.url, "https://app.example.com:8443/a/b?x=1");
+        let o = from_url("GET", "http://app.example.com/").unwrap();
+        assert_eq!(o.host, "app.example.com");
+    }
+
+    #[test]
+    fn malformed_originals_are_rejected() {
+        assert!(from_url("GET", "/relative").is_none());
+        assert!(from_url("GET", "ftp://app.example.com/").is_none());
+        assert!(from_url("BAD METHOD", "http://app.example.com/").is_none());
+        assert!(from_parts("GET", "gopher", "app.example.com", "/").is_none());
+        assert!(from_parts("GET", "http", "evil.com/x@app.example.com", "/").is_none());
+        assert!(from_parts("GET", "http", "", "/").is_none());
+        assert!(from_parts("GET", "http", "app.example.com", "no-slash").is_none());
+        let o = from_parts("GET", "HTTPS, http", "app.example.com, other", "/p?q").unwrap();
+        assert_eq!(o.url, "https://app.example.com/p?q");
+    }
+}
