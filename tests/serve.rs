@@ -1,0 +1,99 @@
+//! `stepgate serve` as a process: health endpoints, and SIGTERM draining in-flight requests.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\nserver: { shutdown_grace: 5s }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env(
+            "STEPGATE_SECRET_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while get(port, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stepgate did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(get(port, "/healthz").unwrap().ends_with("ok"));
+
+    // A request whose body is still arriving when SIGTERM comes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = "csrf=x&t=&username=a&password=b";
+    write!(s, "POST /_stepgate/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body.as_bytes()[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 403"),
+        "the in-flight request got its answer (CSRF refusal): {resp}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stepgate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(get(port, "/healthz").is_none(), "no longer listening");
+}
