@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod state;
 pub mod web;
 

@@ -161,6 +161,11 @@ pub async fn build_state(
     )
     .map_err(|e| anyhow::anyhow!("setting up the factors: {e}"))?;
     let signer = Signer::new(key.to_base64().as_bytes());
+    let signals = Arc::new(
+        crate::signals::Signals::from_config(&config)
+            .map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
+    );
+    signals.spawn_background(&config);
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -170,6 +175,7 @@ pub async fn build_state(
         upstream: UpstreamClient::new(),
         options,
         ready: std::sync::atomic::AtomicBool::new(true),
+        signals,
     }))
 }
 

@@ -102,6 +102,8 @@ pub struct AppState {
     pub options: ServeOptions,
     /// False while draining on shutdown.
     pub ready: AtomicBool,
+    /// GeoIP, IP risk, certificates, device API tokens, CAEP, re-check (built at start).
+    pub signals: Arc<crate::signals::Signals>,
 }
 
 /// The state as handlers receive it.
