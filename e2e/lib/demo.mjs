@@ -1,0 +1,95 @@
+// Starts `stepgate demo` on a free port with a throw-away data directory, and stops it.
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const E2E_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO_DIR = resolve(E2E_DIR, '..');
+export const ARTIFACTS_DIR = process.env.STEPGATE_E2E_ARTIFACTS || join(E2E_DIR, 'artifacts');
+
+/** The stepgate binary: $STEPGATE_BIN, else the debug build in $CARGO_TARGET_DIR or target/. */
+export function stepgateBinary() {
+  if (process.env.STEPGATE_BIN) return process.env.STEPGATE_BIN;
+  const target = process.env.CARGO_TARGET_DIR
+    ? resolve(REPO_DIR, process.env.CARGO_TARGET_DIR)
+    : join(REPO_DIR, 'target');
+  return join(target, 'debug', 'stepgate');
+}
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, stop() }.
+ * The demo's console output goes to artifacts/stepgate-demo.log.
+ */
+export async function startDemo({ timeoutMs = 30_000 } = {}) {
+  const bin = stepgateBinary();
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} does not exist: run \`cargo build --bin stepgate\` first (or set STEPGATE_BIN)`);
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-'));
+  const port = await freePort();
+  const log = createWriteStream(join(ARTIFACTS_DIR, 'stepgate-demo.log'));
+  const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  // Never leave the demo running if the test process dies.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
+
+  const stop = async () => {
+    process.off('exit', killOnExit);
+    if (exited === null) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await gone;
+      clearTimeout(timer);
+    }
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+
+  const baseUrl = `http://localhost:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited !== null) {
+      await stop();
+      throw new Error(`stepgate demo exited early (${JSON.stringify(exited)}); see ${join(ARTIFACTS_DIR, 'stepgate-demo.log')}`);
+    }
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`stepgate demo was not ready on port ${port} within ${timeoutMs} ms`);
+    }
+    await sleep(100);
+  }
+  return { baseUrl, port, stop };
+}
