@@ -1,0 +1,329 @@
+//! The `gateway:` section: what the proxy adds to requests it lets through (the signed
+//! identity assertion), how it judges bearer tokens on API requests, and per-app upstream
+//! settings.
+//!
+//! ```yaml
+//! gateway:
+//!   assertion:
+//!     ttl: 60s              # lifetime of each X-Stepgate-Assertion JWT
+//!     rotate_every: 24h     # a new signing key this often; the old one stays in the JWKS
+//!   bearer:
+//!     issuers:
+//!       - issuer: https://idp.example.com
+//!         jwks_url: https://idp.example.com/.well-known/jwks.json
+//!         audiences: [licence-api]
+//!         algorithms: [RS256, ES256]
+//!   timeout: 60s            # default upstream timeout
+//!   apps:
+//!     console: { timeout: 10s }
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use stepgate_policy::HumanDuration;
+
+/// `gateway:`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The signed identity assertion added to every proxied request.
+    #[serde(default)]
+    pub assertion: AssertionConfig,
+    /// Bearer tokens on API requests.
+    #[serde(default)]
+    pub bearer: BearerConfig,
+    /// Default time an upstream gets to send its response headers. Default `60s`.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Per-app settings, by app id.
+    #[serde(default)]
+    pub apps: BTreeMap<String, GatewayAppConfig>,
+}
+
+/// `gateway.assertion`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionConfig {
+    /// Add the assertion at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The request header it travels in. Default `X-Stepgate-Assertion`.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Lifetime of each assertion. Default `60s`.
+    #[serde(default = "default_ttl")]
+    pub ttl: HumanDuration,
+    /// How often a new signing key is made. Default `24h`.
+    #[serde(default = "default_rotate")]
+    pub rotate_every: HumanDuration,
+}
+
+impl Default for AssertionConfig {
+    fn default() -> Self {
+        AssertionConfig {
+            enabled: true,
+            header: default_header(),
+            ttl: default_ttl(),
+            rotate_every: default_rotate(),
+        }
+    }
+}
+
+/// `gateway.bearer`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerConfig {
+    /// Issuers whose JWT access tokens are accepted. Empty: every bearer token is refused.
+    #[serde(default)]
+    pub issuers: Vec<BearerIssuer>,
+    /// How long a JWKS fetch may take. Default `5s`.
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_timeout: HumanDuration,
+    /// How long fetched keys are used before they are fetched again. Default `10m`.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache: HumanDuration,
+    /// Clock skew allowed on `exp` / `nbf`. Default `30s`.
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+}
+
+impl Default for BearerConfig {
+    fn default() -> Self {
+        BearerConfig {
+            issuers: Vec::new(),
+            jwks_timeout: default_jwks_timeout(),
+            jwks_cache: default_jwks_cache(),
+            leeway: default_leeway(),
+        }
+    }
+}
+
+/// One trusted token issuer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerIssuer {
+    /// The `iss` value, exactly.
+    pub issuer: String,
+    /// Where its public keys are published (fetched, cached, refetched on an unknown `kid`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Or a local JWKS file (relative to the configuration file).
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// Accepted `aud` values (at least one must match). Required.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms. Default `[RS256, ES256]`; `none` and HMAC are refused.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// `acr` values of this issuer and the AAL each stands for; `aal1`–`aal3` (and NIST's
+    /// `http://idmanagement.gov/ns/assurance/aal/N`) are understood without it.
+    #[serde(default)]
+    pub acr_values: BTreeMap<String, u8>,
+    /// The claim holding the username. Default `preferred_username`, then `sub`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The claim holding the groups. Default `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+/// `gateway.apps.<id>`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAppConfig {
+    /// Time the upstream gets to send its response headers (overrides `gateway.timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Algorithms a bearer issuer may list.
+pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl GatewayConfig {
+    /// The upstream timeout for `app`.
+    pub fn timeout_for(&self, app: &str) -> std::time::Duration {
+        self.apps
+            .get(app)
+            .and_then(|a| a.timeout)
+            .or(self.timeout)
+            .unwrap_or(HumanDuration::from_secs(60))
+            .0
+    }
+
+    /// Checks the section; `app_ids` are the configured apps. Each message names the key.
+    pub fn validate(&self, app_ids: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &self.assertion;
+        if a.ttl.as_secs() < 5 || a.ttl.as_secs() > 3600 {
+            out.push(format!(
+                "gateway.assertion.ttl is {}s: expected between 5s and 1h (e.g. 60s)",
+                a.ttl.as_secs()
+            ));
+        }
+        if a.rotate_every.as_secs() < 600 || a.rotate_every.0 <= a.ttl.0 {
+            out.push(
+                "gateway.assertion.rotate_every must be at least 10m and longer than the ttl (e.g. 24h)"
+                    .to_string(),
+            );
+        }
+        if axum_header_name_ok(&a.header).is_none() {
+            out.push(format!(
+                "gateway.assertion.header `{}` is not a valid header name",
+                a.header
+            ));
+        }
+        let b = &self.bearer;
+        if b.jwks_timeout.0.is_zero() {
+            out.push("gateway.bearer.jwks_timeout must be above zero (e.g. 5s)".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, iss) in b.issuers.iter().enumerate() {
+            let at = format!("gateway.bearer.issuers[{i}]");
+            if iss.issuer.trim().is_empty() {
+                out.push(format!(
+                    "{at}.issuer is empty: expected the tokens' `iss` value"
+                ));
+            } else if !seen.insert(iss.issuer.clone()) {
+                out.push(format!("{at}: issuer `{}` is listed twice", iss.issuer));
+            }
+            match (&iss.jwks_url, &iss.jwks_file) {
+                (Some(u), None) => {
+                    if !(u.starts_with("https://") || u.starts_with("http://")) {
+                        out.push(format!("{at}.jwks_url `{u}`: expected an http(s) URL"));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => out.push(format!(
+                    "{at}: set exactly one of `jwks_url` and `jwks_file`"
+                )),
+            }
+            if iss.audiences.is_empty() {
+                out.push(format!(
+                    "{at}.audiences is empty: list the `aud` values this gateway accepts"
+                ));
+            }
+            if iss.algorithms.is_empty() {
+                out.push(format!("{at}.algorithms is empty: e.g. [RS256, ES256]"));
+            }
+            for alg in &iss.algorithms {
+                if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
+                    out.push(format!(
+                        "{at}.algorithms: `{alg}` is not accepted: expected one of {}",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    ));
+                }
+            }
+            for (acr, aal) in &iss.acr_values {
+                if !(1..=3).contains(aal) {
+                    out.push(format!(
+                        "{at}.acr_values: `{acr}` maps to {aal}: expected an AAL 1, 2 or 3"
+                    ));
+                }
+            }
+        }
+        for (id, app) in &self.apps {
+            if !app_ids.contains(&id.as_str()) {
+                out.push(format!(
+                    "gateway.apps.{id}: no app with id `{id}` is configured under `apps`"
+                ));
+            }
+            if app.timeout.is_some_and(|t| t.0.is_zero()) {
+                out.push(format!("gateway.apps.{id}.timeout must be above zero"));
+            }
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            out.push("gateway.timeout must be above zero (e.g. 60s)".into());
+        }
+        out
+    }
+}
+
+fn axum_header_name_ok(name: &str) -> Option<()> {
+    (!name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    .then_some(())
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_header() -> String {
+    "X-Stepgate-Assertion".into()
+}
+
+fn default_ttl() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_rotate() -> HumanDuration {
+    HumanDuration::from_secs(86_400)
+}
+
+fn default_jwks_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+fn default_jwks_cache() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+fn default_leeway() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let g: GatewayConfig = marked_yaml::from_yaml(
+            0,
+            "bearer:\n  issuers:\n    - issuer: https://idp\n      jwks_url: https://idp/jwks\n      audiences: [api]\napps:\n  console: { timeout: 5s }\n",
+        )
+        .unwrap();
+        assert_eq!(g.assertion.ttl.as_secs(), 60);
+        assert_eq!(g.assertion.rotate_every.as_secs(), 86_400);
+        assert_eq!(g.bearer.issuers[0].algorithms, vec!["RS256", "ES256"]);
+        assert!(g.validate(&["console"]).is_empty());
+        assert_eq!(g.timeout_for("console").as_secs(), 5);
+        assert_eq!(g.timeout_for("other").as_secs(), 60);
+        let errs = g.validate(&[]);
+        assert!(errs[0].contains("gateway.apps.console"), "{errs:?}");
+    }
+
+    #[test]
+    fn refuses_hmac_and_missing_keys() {
+        let g: GatewayConfig = marked_yaml::from_yaml(
+            0,
+            "bearer:\n  issuers:\n    - issuer: https://idp\n      audiences: []\n      algorithms: [HS256]\n",
+        )
+        .unwrap();
+        let errs = g.validate(&[]).join("\n");
+        assert!(
+            errs.contains("exactly one of `jwks_url` and `jwks_file`"),
+            "{errs}"
+        );
+        assert!(errs.contains("audiences is empty"), "{errs}");
+        assert!(errs.contains("`HS256` is not accepted"), "{errs}");
+    }
+}
