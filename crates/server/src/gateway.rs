@@ -17,13 +17,16 @@ use crate::context::{client_ip, request_context};
 use crate::demo;
 use crate::proxy::{bad_gateway, strip_hop_by_hop, strip_identity, upstream_uri};
 use crate::session::Session;
+use crate::signals;
 use crate::state::{Runtime, Shared};
 use crate::web::{self, Peer, RequirementToken, StepToken};
 
 /// Gathers the request context: the request itself, the user, and the device and network
-/// signals (in demo mode, the chosen demo device profile).
+/// signals (user agent, GeoIP, IP risk, client certificate, bound device with compliance,
+/// behavioural risk); in demo mode the chosen demo device profile overrides the device.
+/// A signal source that must not be skipped failing refuses the request (fail closed).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gather(
+pub(crate) async fn gather(
     st: &Shared,
     rt: &Runtime,
     kind: RequestKind,
@@ -36,10 +39,12 @@ pub(crate) fn gather(
     ip: IpAddr,
     jar: &CookieJar,
     user: Option<&UserRecord>,
+    evidence: &signals::DeviceEvidence,
     now: DateTime<Utc>,
-) -> RequestContext {
+) -> Result<RequestContext, signals::SignalError> {
     let (method, uri, headers) = req_parts;
     let mut ctx = request_context(kind, app, method, uri, headers, ip, user, now);
+    signals::enrich(st, rt, &mut ctx, headers, jar, user, evidence, now).await?;
     if st.options.demo {
         let chosen = headers
             .get(demo::DEVICE_HEADER)
@@ -51,8 +56,7 @@ pub(crate) fn gather(
             ctx.network.ip = Some(ip);
         }
     }
-    let _ = rt;
-    ctx
+    Ok(ctx)
 }
 
 /// What the access decision came to for one request.
@@ -123,6 +127,18 @@ pub struct AccessRequest<'a> {
 
 /// Decides one app request: session, context, policy, step-up satisfaction.
 pub async fn decide(st: &Shared, rt: &Runtime, jar: &CookieJar, r: &AccessRequest<'_>) -> Verdict {
+    decide_with(st, rt, jar, r, None).await
+}
+
+/// [`decide`] with the client certificate chain the request presented (mTLS or a trusted
+/// proxy's header), for device binding and certificate conditions.
+pub async fn decide_with(
+    st: &Shared,
+    rt: &Runtime,
+    jar: &CookieJar,
+    r: &AccessRequest<'_>,
+    certificates: Option<Vec<Vec<u8>>>,
+) -> Verdict {
     let Some(app) = rt.app_for_host(r.host).cloned() else {
         return Verdict::NoApp;
     };
@@ -149,7 +165,17 @@ pub async fn decide(st: &Shared, rt: &Runtime, jar: &CookieJar, r: &AccessReques
         }
         Err(e) => return Verdict::Unavailable(e.to_string()),
     };
-    let ctx = gather(
+    let evidence = signals::DeviceEvidence {
+        certificates,
+        passkey_factors: session
+            .data
+            .factors
+            .iter()
+            .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
+            .filter_map(|f| f.factor_id.clone())
+            .collect(),
+    };
+    let ctx = match gather(
         st,
         rt,
         RequestKind::Access,
@@ -158,8 +184,15 @@ pub async fn decide(st: &Shared, rt: &Runtime, jar: &CookieJar, r: &AccessReques
         r.ip,
         jar,
         Some(&user),
+        &evidence,
         now,
-    );
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return Verdict::Unavailable(e.to_string()),
+    };
+    signals::bind_session_device(st, &session, ctx.device.as_ref()).await;
     let decision = rt.config.policy_set.decide(&ctx);
     match decision.outcome {
         Outcome::Allow if !session.data.needs_step_up => {}
@@ -310,7 +343,9 @@ pub async fn handle(
             url,
             ip,
         };
-        decide(&st, &rt, &jar, &ar).await
+        let tls = req.extensions().get::<signals::PeerCertificates>();
+        let certs = signals::presented_certificates(&rt, peer.0.ip(), req.headers(), tls);
+        decide_with(&st, &rt, &jar, &ar, certs).await
     };
     match verdict {
         Verdict::Allow {

@@ -199,6 +199,24 @@ pub async fn login_submit(
             next.into_response_for(&st, &rt, jar, false)
         }
         Err(e) => {
+            if let Ok(Some(u)) = st
+                .stores
+                .durable
+                .get_user_by_username(f.username.trim())
+                .await
+            {
+                crate::signals::record_sign_in(
+                    &st,
+                    &rt,
+                    &u.id,
+                    Some(ip),
+                    headers.get("user-agent").and_then(|v| v.to_str().ok()),
+                    None,
+                    stepgate_signals::risk::SignInOutcome::Failure,
+                    now(),
+                )
+                .await;
+            }
             let status = if matches!(e, AuthError::Locked { .. }) {
                 StatusCode::TOO_MANY_REQUESTS
             } else {
@@ -269,7 +287,16 @@ async fn sign_in(
     let t = now();
     let home = portal_url(rt, headers, "/account");
     let target = target.unwrap_or(home);
-    let ctx = gather(
+    let evidence = crate::signals::DeviceEvidence {
+        certificates: None,
+        passkey_factors: first
+            .factor_id
+            .clone()
+            .filter(|_| first.kind == FactorKind::Webauthn)
+            .into_iter()
+            .collect(),
+    };
+    let ctx = match gather(
         st,
         rt,
         RequestKind::SignIn,
@@ -282,10 +309,39 @@ async fn sign_in(
         ip,
         jar,
         Some(&user),
+        &evidence,
         t,
-    );
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "signals unavailable during sign-in: refusing");
+            return Next::Page(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stepgate cannot verify this sign-in right now; try again shortly",
+                )
+                    .into_response(),
+            );
+        }
+    };
     let decision = rt.config.policy_set.decide(&ctx);
+    let device_id = ctx.device.as_ref().and_then(|d| d.id.clone());
+    let record = |outcome| {
+        crate::signals::record_sign_in(
+            st,
+            rt,
+            &user.id,
+            Some(ip),
+            headers.get("user-agent").and_then(|v| v.to_str().ok()),
+            device_id.as_deref(),
+            outcome,
+            t,
+        )
+    };
     let mut data = SessionData::new(&user.id, &user.username, first, t);
+    data.device_id = device_id.clone();
     data.ip = Some(ip.to_string());
     data.user_agent = headers
         .get("user-agent")
@@ -317,9 +373,11 @@ async fn sign_in(
                 "signin.denied",
                 &user.username,
                 ip,
-                serde_json::json!({ "policy": decision.policy }),
+                serde_json::json!({ "policy": decision.policy, "risk": ctx.risk }),
             )
             .await;
+            // A refused sign-in must not make its location or device look familiar.
+            record(stepgate_signals::risk::SignInOutcome::Failure).await;
             return Next::Go {
                 url: portal_url(rt, headers, &format!("/blocked?t={token}")),
                 session: None,
@@ -389,9 +447,13 @@ async fn sign_in(
                 "signin.success",
                 &user.username,
                 ip,
-                serde_json::json!({ "policy": decision.policy }),
+                serde_json::json!({ "policy": decision.policy, "risk": ctx.risk }),
             )
             .await;
+            record(stepgate_signals::risk::SignInOutcome::Success).await;
+            if let Some(d) = &s.data.device_id {
+                crate::signals::index_device_session(st, d, &s.id).await;
+            }
             let persistent = s.data.persistent;
             Next::Go {
                 url: target,
@@ -621,6 +683,22 @@ async fn factor_passed(
                 serde_json::json!({ "aal": sat.assurance.aal }),
             )
             .await;
+            if tok.sign_in {
+                crate::signals::record_sign_in(
+                    st,
+                    rt,
+                    &user.id,
+                    Some(ip),
+                    new.data.user_agent.as_deref(),
+                    new.data.device_id.as_deref(),
+                    stepgate_signals::risk::SignInOutcome::Success,
+                    t,
+                )
+                .await;
+            }
+        }
+        if let Some(d) = &new.data.device_id {
+            crate::signals::index_device_session(st, d, &new.id).await;
         }
         let url = tok.back.clone().unwrap_or(tok.rt.clone());
         return Next::Go {

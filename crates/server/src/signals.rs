@@ -507,3 +507,34 @@ pub async fn index_device_session(st: &Shared, device_id: &str, session_id: &str
         tracing::error!(error = %e, "device session index not updated");
     }
 }
+
+/// Ties a session to the device its requests are bound to (first binding wins; a session
+/// does not move between devices), and indexes it for CAEP re-evaluation.
+pub async fn bind_session_device(
+    st: &Shared,
+    session: &crate::session::Session,
+    device: Option<&stepgate_policy::DeviceContext>,
+) {
+    let Some(id) = device.and_then(|d| d.id.as_deref()) else {
+        return;
+    };
+    if session.data.device_id.is_some() {
+        return;
+    }
+    let rt = st.runtime.load();
+    let mut s = session.clone();
+    s.data.device_id = Some(id.to_string());
+    if let Err(e) = crate::session::save(
+        st.stores.hot.as_ref(),
+        &s,
+        &rt.config.sessions,
+        &rt.config.assurance,
+        Utc::now(),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "session not bound to its device");
+        return;
+    }
+    index_device_session(st, id, &s.id).await;
+}
