@@ -238,40 +238,13 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
     assert.equal(pathOf(page), `${PORTAL}/login`);
   }
 
-  // APP BUG (open): passkey registration asks for residentKey "discouraged"
-  // (authenticatorSelection {"requireResidentKey":false,"residentKey":"discouraged"}, from
-  // webauthn-rs start_passkey_registration), so an authenticator that honours it (this
-  // virtual one, most security keys) stores a non-discoverable credential, and passwordless
-  // sign-in (discoverable: allowCredentials []) finds nothing: "The operation either timed
-  // out or was not allowed". Marked TODO so it runs and reports without failing CI; it
-  // passes as soon as the enrolled passkey is discoverable.
-  it(
-    'signs in passwordless with the passkey as enrolled (discoverable credential)',
-    { timeout: TEST_TIMEOUT, todo: 'app bug: passkey registration asks for residentKey "discouraged", so the passkey is not discoverable' },
-    async (t) => {
-      if (!needs(t, 'passkey', 'signedOut')) return;
-      const [cred] = await credentials();
-      assert.ok(cred, 'the virtual authenticator holds the enrolled passkey');
-      try {
-        await passwordlessSignIn('passwordless-as-enrolled');
-      } catch (e) {
-        e.message += ` (the enrolled credential is ${cred.isResidentCredential ? '' : 'NOT '}discoverable)`;
-        throw e;
-      }
-    },
-  );
-
-  it('signs in passwordless with the passkey once it is discoverable', { timeout: TEST_TIMEOUT }, async (t) => {
+  // The enrolled passkey must be discoverable (the portal asks for a resident key), so
+  // "Sign in with a passkey" finds it with an empty allow list.
+  it('signs in passwordless with the passkey as enrolled (discoverable credential)', { timeout: TEST_TIMEOUT }, async (t) => {
     if (!needs(t, 'passkey', 'signedOut')) return;
-    await signOutIfSignedIn();
-    // Make the enrolled credential discoverable, as platform passkey providers (which make
-    // every passkey discoverable) would have: same key, id and user handle.
     const [cred] = await credentials();
-    if (!cred.isResidentCredential) {
-      const { cdp, authenticatorId } = authenticator;
-      await cdp.send('WebAuthn.removeCredential', { authenticatorId, credentialId: cred.credentialId });
-      await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: { ...cred, isResidentCredential: true } });
-    }
+    assert.ok(cred, 'the virtual authenticator holds the enrolled passkey');
+    assert.equal(cred.isResidentCredential, true, 'the enrolled passkey is discoverable');
     await passwordlessSignIn('licences-passwordless');
     done.passwordless = true;
   });
