@@ -15,7 +15,7 @@ use stepgate_store::UserRecord;
 
 use crate::context::{client_ip, request_context};
 use crate::demo;
-use crate::proxy::{bad_gateway, strip_hop_by_hop, strip_identity, upstream_uri};
+use crate::proxy::{self, bad_gateway, strip_hop_by_hop, strip_identity, upstream_uri};
 use crate::session::Session;
 use crate::signals;
 use crate::state::{Runtime, Shared};
@@ -71,6 +71,9 @@ pub enum Verdict {
         app: Box<stepgate_policy::spec::AppSpec>,
         /// The client address.
         ip: IpAddr,
+        /// The verified bearer token the request was judged on (then `session` is a
+        /// stand-in built from its claims, never stored).
+        bearer: Option<Box<crate::bearer::BearerIdentity>>,
     },
     /// No (complete) session: sign in first. `login` is the portal path with a signed
     /// return target.
@@ -142,6 +145,10 @@ pub async fn decide_with(
     let Some(app) = rt.app_for_host(r.host).cloned() else {
         return Verdict::NoApp;
     };
+    // A bearer token is judged on its own; a cookie beside it does not count.
+    if let Some(token) = crate::bearer::bearer_token(r.headers) {
+        return crate::bearer::decide(st, rt, app, token, r, certificates).await;
+    }
     let now = Utc::now();
     let session = match web::current_session(st, rt, jar, now).await {
         Ok(s) => s,
@@ -287,6 +294,7 @@ pub async fn decide_with(
         session: Box::new(session),
         app: Box::new(app),
         ip: r.ip,
+        bearer: None,
     }
 }
 
@@ -353,7 +361,15 @@ pub async fn handle(
             session,
             app,
             ip,
-        } => proxy(&st, &rt, req, &host, &user, &session, &app, ip, api).await,
+            bearer,
+        } => {
+            let grant = Grant {
+                user: &user,
+                session: &session,
+                bearer: bearer.as_deref(),
+            };
+            proxy(&st, &rt, req, &host, grant, &app, ip, api).await
+        }
         Verdict::NoApp => {
             if req.uri().path() == "/" {
                 return web::see_other(&format!("{}/account", rt.portal()));
@@ -372,8 +388,16 @@ pub async fn handle(
                     "invalid_token",
                     "authentication required",
                 );
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                // RFC 6750: a token that was sent and refused is `invalid_token`.
+                let challenge = if crate::bearer::bearer_token(req.headers()).is_some() {
+                    "Bearer error=\"invalid_token\", error_description=\"the access token is not valid here\""
+                } else {
+                    "Bearer"
+                };
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
                 return r;
             }
             web::see_other(&login)
@@ -432,13 +456,22 @@ pub fn insufficient_user_authentication(req: &RequirementToken, why: &str) -> Re
     r
 }
 
+/// Who an allowed request is let through as.
+pub struct Grant<'a> {
+    /// The user (from the store, or standing for a bearer token's subject).
+    pub user: &'a UserRecord,
+    /// The session (a stand-in for a bearer token).
+    pub session: &'a Session,
+    /// The verified bearer token, when the request was judged on one.
+    pub bearer: Option<&'a crate::bearer::BearerIdentity>,
+}
+
 async fn proxy(
     st: &Shared,
     rt: &Runtime,
     req: Request,
     host: &str,
-    user: &UserRecord,
-    session: &Session,
+    grant: Grant<'_>,
     app: &stepgate_policy::spec::AppSpec,
     ip: IpAddr,
     api: bool,
@@ -449,40 +482,67 @@ async fn proxy(
     let Some(uri) = upstream_uri(base, req.uri()) else {
         return bad_gateway(api);
     };
+    let over_tls = req.extensions().get::<crate::tls::Tls>().is_some();
     let mut out = req;
     *out.uri_mut() = uri;
+    let upgrade = proxy::upgrade_protocol(out.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut out));
     let h = out.headers_mut();
     strip_hop_by_hop(h);
     strip_identity(h);
-    for (name, value) in identity_headers(rt, user, session) {
+    if let Some(p) = &upgrade {
+        proxy::set_upgrade(h, p.clone());
+    }
+    for (name, value) in identity_headers(rt, grant.user, grant.session) {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
     }
-    let set = |h: &mut axum::http::HeaderMap, name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
+    if let Some(id) = grant.bearer {
+        for (name, value) in crate::bearer::identity_header_overrides(id) {
+            match HeaderValue::from_str(&value) {
+                Ok(v) if !value.is_empty() => {
+                    h.insert(name, v);
+                }
+                _ => {
+                    h.remove(name);
+                }
+            }
         }
+    }
+    if let Some((name, value)) = crate::assertion::header_for(st, rt, app, &grant) {
+        h.insert(name, value);
+    }
+    let proto = if over_tls || rt.config.sessions.cookie.secure {
+        "https"
+    } else {
+        "http"
     };
-    set(h, "x-forwarded-for", &ip.to_string());
-    set(h, "x-forwarded-host", host);
-    set(
-        h,
-        "x-forwarded-proto",
-        if rt.config.sessions.cookie.secure {
-            "https"
-        } else {
-            "http"
-        },
-    );
-    match st.upstream.send(out).await {
-        Ok(mut resp) => {
+    proxy::set_forwarding(h, ip, host, proto);
+    let timeout = rt.config.gateway.timeout_for(app.id.as_str());
+    match tokio::time::timeout(timeout, st.upstream.send(out)).await {
+        Ok(Ok(mut resp)) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let (Some(client), Some(p)) = (client_upgrade, upgrade) else {
+                    // An upstream may not switch protocols the client did not ask for.
+                    return bad_gateway(api);
+                };
+                let upstream = hyper::upgrade::on(&mut resp);
+                strip_hop_by_hop(resp.headers_mut());
+                proxy::set_upgrade(resp.headers_mut(), p);
+                proxy::splice_upgraded(client, upstream, app.id.to_string());
+                return resp;
+            }
             strip_hop_by_hop(resp.headers_mut());
             resp
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(app = %app.id.as_str(), error = %e, "upstream request failed");
             bad_gateway(api)
+        }
+        Err(_) => {
+            tracing::warn!(app = %app.id.as_str(), timeout_secs = timeout.as_secs(), "upstream did not answer in time");
+            proxy::gateway_timeout(api)
         }
     }
 }

@@ -12,6 +12,8 @@
 // explicitly rather than through a grab-bag struct.
 #![allow(clippy::too_many_arguments)]
 
+pub mod assertion;
+pub mod bearer;
 pub mod context;
 pub mod demo;
 pub mod forward_auth;
@@ -24,6 +26,7 @@ pub mod server;
 pub mod session;
 pub mod signals;
 pub mod state;
+pub mod tls;
 pub mod web;
 
 pub use server::{build_state, reload, router, serve, serve_on};

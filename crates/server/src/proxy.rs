@@ -101,6 +101,104 @@ pub fn upstream_uri(base: &str, uri: &Uri) -> Option<Uri> {
     format!("{base}{pq}").parse().ok()
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: websocket`).
+pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let wants = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !wants {
+        return None;
+    }
+    h.get(header::UPGRADE).cloned()
+}
+
+/// Marks a message as switching to `protocol` (after the hop-by-hop headers were removed).
+pub fn set_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, protocol);
+}
+
+/// Joins the client's upgraded connection to the upstream's, copying both ways until
+/// either side closes.
+pub fn splice_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    app: String,
+) {
+    tokio::spawn(async move {
+        let (c, u) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%app, error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut c = hyper_util::rt::TokioIo::new(c);
+        let mut u = hyper_util::rt::TokioIo::new(u);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+            tracing::debug!(%app, error = %e, "upgraded connection ended with an error");
+        }
+    });
+}
+
+/// Headers about the client that only stepgate may set towards an upstream.
+pub const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Replaces every forwarding header with what stepgate knows: the client address (already
+/// resolved through the trusted proxies), the host asked for and the scheme.
+pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
+    for n in FORWARDING_HEADERS {
+        h.remove(*n);
+    }
+    let mut set = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    set("x-forwarded-for", client.to_string());
+    set("x-real-ip", client.to_string());
+    set("x-forwarded-host", host.to_string());
+    set("x-forwarded-proto", proto.to_string());
+    // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
+    let node = match client {
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        v4 => v4.to_string(),
+    };
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if host_ok && !host.is_empty() {
+        set(
+            "forwarded",
+            format!("for={node};host=\"{host}\";proto={proto}"),
+        );
+    } else {
+        set("forwarded", format!("for={node};proto={proto}"));
+    }
+}
+
+/// The upstream did not answer in time (HTML for browsers, JSON for APIs).
+pub fn gateway_timeout(api: bool) -> Response<Body> {
+    let mut r = bad_gateway(api);
+    *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    if api {
+        *r.body_mut() = Body::from(
+            r#"{"error":"gateway_timeout","error_description":"the upstream application did not answer in time"}"#,
+        );
+    }
+    r
+}
+
 /// A gateway error page (HTML for browsers, JSON for APIs) that says nothing of internals.
 pub fn bad_gateway(api: bool) -> Response<Body> {
     let (ct, body) = if api {
@@ -116,4 +214,37 @@ pub fn bad_gateway(api: bool) -> Response<Body> {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
+        set_forwarding(
+            &mut h,
+            "2001:db8::1".parse().unwrap(),
+            "app.example.com",
+            "https",
+        );
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";host=\"app.example.com\";proto=https"
+        );
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(upgrade_protocol(&h).is_none());
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+    }
 }

@@ -30,6 +30,10 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
+            "/.well-known/jwks.json",
+            get(crate::assertion::jwks_handler),
+        )
+        .route(
             &p("/static/style.css"),
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         )
@@ -166,6 +170,16 @@ pub async fn build_state(
             .map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
     );
     signals.spawn_background(&config);
+    let assertion = Arc::new(
+        crate::assertion::AssertionKeys::open(
+            stores.durable.clone(),
+            key.clone(),
+            &config.gateway.assertion,
+            chrono::Utc::now(),
+        )
+        .await
+        .context("loading the identity assertion keys")?,
+    );
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -176,15 +190,29 @@ pub async fn build_state(
         options,
         ready: std::sync::atomic::AtomicBool::new(true),
         signals,
+        assertion,
+        bearer: crate::bearer::BearerVerifier::new(),
     }))
+    .inspect(|st| crate::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
 }
 
 /// Serves until SIGTERM/SIGINT, reloading the configuration on SIGHUP.
+/// With `server.tls`, serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
 pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
+    let tls = {
+        let rt = state.runtime.load();
+        match &rt.config.server.tls {
+            Some(t) => Some(crate::tls::server_config(t, &rt.config.base_dir)?),
+            None => None,
+        }
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    serve_on(state, listener).await
+    match tls {
+        Some(cfg) => crate::tls::serve_tls_on(state, listener, cfg).await,
+        None => serve_on(state, listener).await,
+    }
 }
 
 /// Serves on an already bound listener (tests bind port 0).
@@ -214,7 +242,7 @@ pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyho
     Ok(())
 }
 
-async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -233,7 +261,7 @@ async fn wait_for_stop() {
     }
 }
 
-fn spawn_reloader(state: Shared) {
+pub(crate) fn spawn_reloader(state: Shared) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

@@ -104,6 +104,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// GeoIP, IP risk, certificates, device API tokens, CAEP, re-check (built at start).
     pub signals: Arc<crate::signals::Signals>,
+    /// Keys for the signed identity assertion (shared by all nodes through the store).
+    pub assertion: Arc<crate::assertion::AssertionKeys>,
+    /// Bearer-token verification with cached issuer keys.
+    pub bearer: crate::bearer::BearerVerifier,
 }
 
 /// The state as handlers receive it.
