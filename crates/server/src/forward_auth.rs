@@ -90,13 +90,17 @@ pub async fn forward(
         return r;
     }
     let Some(host) = header_str(&headers, "x-forwarded-host") else {
-        return bad_request("X-Forwarded-Host is missing: the front proxy must send the original host");
+        return bad_request(
+            "X-Forwarded-Host is missing: the front proxy must send the original host",
+        );
     };
     let proto = header_str(&headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
     let path = header_str(&headers, "x-forwarded-uri").unwrap_or("/");
     let method = header_str(&headers, "x-forwarded-method").unwrap_or("GET");
     let Some(orig) = from_parts(method, proto, host, path) else {
-        return bad_request("the X-Forwarded-Method/-Proto/-Host/-Uri headers do not make a valid http(s) request");
+        return bad_request(
+            "the X-Forwarded-Method/-Proto/-Host/-Uri headers do not make a valid http(s) request",
+        );
     };
     respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Forward).await
 }

@@ -1,0 +1,294 @@
+//! The forward-auth endpoints over real HTTP, asked the way nginx, Traefik/Caddy and Envoy
+//! ask: anonymous, signed in, sensitive route, denied route, browsers and APIs, and peers
+//! that are not trusted proxies.
+
+#[path = "forward_auth/harness.rs"]
+mod harness;
+
+use std::sync::Arc;
+
+use harness::*;
+use reqwest::cookie::Jar;
+
+/// Stepgate alone; the "front proxy" is this test, from 127.0.0.1 (a trusted proxy).
+async fn direct() -> (Harness, String) {
+    let h = start(|port| format!("http://{PORTAL_HOST}:{port}")).await;
+    let app = format!("{APP_HOST}:{}", h.addr.port());
+    (h, app)
+}
+
+/// Asks `/auth/forward` (Traefik / Caddy) about `method path` on the app (as a browser
+/// unless the caller adds `Accept: application/json` or a bearer token).
+fn forward(
+    c: &reqwest::Client,
+    h: &Harness,
+    app: &str,
+    method: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    c.get(format!(
+        "http://{PORTAL_HOST}:{}/_stepgate/auth/forward",
+        h.addr.port()
+    ))
+    .header("x-forwarded-method", method)
+    .header("x-forwarded-proto", "http")
+    .header("x-forwarded-host", app)
+    .header("x-forwarded-uri", path)
+}
+
+/// Asks `/auth/nginx` (nginx `auth_request`).
+fn nginx(
+    c: &reqwest::Client,
+    h: &Harness,
+    app: &str,
+    method: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    c.get(format!(
+        "http://{PORTAL_HOST}:{}/_stepgate/auth/nginx",
+        h.addr.port()
+    ))
+    .header("x-original-method", method)
+    .header("x-original-url", format!("http://{app}{path}"))
+}
+
+/// Asks `/auth/envoy/…` (Envoy `ext_authz`): the original method, host and path.
+fn envoy(
+    c: &reqwest::Client,
+    h: &Harness,
+    app: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    c.request(
+        method,
+        format!(
+            "http://{PORTAL_HOST}:{}/_stepgate/auth/envoy{path}",
+            h.addr.port()
+        ),
+    )
+    .header("host", app)
+    .header("accept", "text/html")
+}
+
+#[tokio::test]
+async fn anonymous_requests_are_sent_to_the_portal_or_challenged() {
+    let (h, app) = direct().await;
+    let jar = Arc::new(Jar::default());
+    let c = client(&jar, false);
+    let login = format!("{}/_stepgate/login?t=", h.public_url);
+
+    let r = forward(&c, &h, &app, "GET", "/hello?x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").starts_with(&login), "{r:?}");
+    assert_eq!(header(&r, "cache-control"), "no-store");
+
+    let r = forward(&c, &h, &app, "GET", "/hello")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an API gets a challenge, not a redirect");
+    assert_eq!(header(&r, "www-authenticate"), "Bearer");
+    assert_eq!(header(&r, "location"), "");
+
+    let r = nginx(&c, &h, &app, "GET", "/hello").send().await.unwrap();
+    assert_eq!(r.status(), 401, "nginx gets 401 and redirects itself");
+    assert!(header(&r, "x-stepgate-redirect").starts_with(&login));
+    let r = nginx(&c, &h, &app, "GET", "/hello")
+        .header("authorization", "Bearer abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, "x-stepgate-redirect"),
+        "",
+        "no redirect for APIs"
+    );
+
+    let r = envoy(&c, &h, &app, reqwest::Method::POST, "/hello?x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").starts_with(&login));
+
+    // The return target is the original URL: following the sign-in link comes back there.
+    let c = client(&jar, true);
+    let r = forward(&c, &h, &app, "GET", "/hello?x=1")
+        .send()
+        .await
+        .unwrap();
+    let final_page = sign_in(&c, &h.public_url, r.url().as_str(), &totp_code(0)).await;
+    assert_eq!(
+        final_page.url().as_str(),
+        format!("http://{app}/hello?x=1"),
+        "back where the user was going"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sensitive_routes() {
+    let (h, app) = direct().await;
+    let jar = Arc::new(Jar::default());
+    let follow = client(&jar, true);
+    let r = forward(&follow, &h, &app, "GET", "/hello")
+        .send()
+        .await
+        .unwrap();
+    let r = sign_in(&follow, &h.public_url, r.url().as_str(), &totp_code(0)).await;
+    assert_eq!(r.status(), 200);
+    let c = client(&jar, false);
+
+    let check_identity = |r: &reqwest::Response, what: &str| {
+        assert_eq!(r.status(), 200, "{what}: {r:?}");
+        assert_eq!(header(r, "remote-user"), USER, "{what}");
+        assert_eq!(header(r, "remote-groups"), "staff,ops", "{what}");
+        assert_eq!(header(r, "remote-email"), "fiona@example.test", "{what}");
+        assert_eq!(header(r, "remote-name"), "Fiona Forward", "{what}");
+        assert_eq!(header(r, "remote-aal"), "2", "{what}");
+        let amr = header(r, "remote-amr");
+        assert!(
+            amr.contains("pwd") && amr.contains("otp"),
+            "{what}: amr {amr}"
+        );
+        assert!(
+            header(r, "remote-auth-time").parse::<i64>().is_ok(),
+            "{what}"
+        );
+    };
+    let r = forward(&c, &h, &app, "GET", "/hello").send().await.unwrap();
+    check_identity(&r, "forward");
+    let r = nginx(&c, &h, &app, "GET", "/hello").send().await.unwrap();
+    check_identity(&r, "nginx");
+    let r = envoy(&c, &h, &app, reqwest::Method::GET, "/hello")
+        .send()
+        .await
+        .unwrap();
+    check_identity(&r, "envoy");
+
+    // A sensitive route needs a fresh code: step up.
+    let_every_time_window_pass().await;
+    let step_up_url = format!("{}/_stepgate/step-up?t=", h.public_url);
+    let r = forward(&c, &h, &app, "GET", "/admin").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").starts_with(&step_up_url), "{r:?}");
+    assert_eq!(header(&r, "remote-user"), "", "no identity on a refusal");
+    let r = nginx(&c, &h, &app, "POST", "/admin").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "x-stepgate-redirect").starts_with(&step_up_url));
+    let r = envoy(&c, &h, &app, reqwest::Method::POST, "/admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").starts_with(&step_up_url));
+    let r = forward(&c, &h, &app, "GET", "/admin")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "RFC 9470 for APIs");
+    let challenge = header(&r, "www-authenticate");
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\"")
+            && challenge.contains("acr_values=\"aal2\"")
+            && challenge.contains("max_age=0"),
+        "{challenge}"
+    );
+
+    // Stepping up through the portal returns to the sensitive page, now allowed.
+    let r = follow
+        .get(header(
+            &forward(&c, &h, &app, "GET", "/admin").send().await.unwrap(),
+            "location",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("The admin area needs a fresh code."));
+    let r = step_up(&follow, &h.public_url, &page, &totp_code(1)).await;
+    assert_eq!(r.url().as_str(), format!("http://{app}/admin"));
+
+    // A denied route: the blocked page for browsers, 403 for APIs and nginx.
+    let blocked = format!("{}/_stepgate/blocked?t=", h.public_url);
+    let r = forward(&c, &h, &app, "GET", "/closed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").starts_with(&blocked));
+    let r = nginx(&c, &h, &app, "GET", "/closed").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(header(&r, "x-stepgate-redirect").starts_with(&blocked));
+    let r = forward(&c, &h, &app, "GET", "/closed")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Closed for maintenance."));
+
+    // A host with no app is refused, even with a valid session.
+    let r = forward(&c, &h, "elsewhere.example.test", "GET", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn peers_that_are_not_trusted_proxies_cannot_steer_the_decision() {
+    let (h, app) = direct().await;
+    // Same machine, but from 127.0.0.2, which is not in server.trusted_proxies.
+    let outsider = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .resolve(PORTAL_HOST, "127.0.0.1:0".parse().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let jar = Arc::new(Jar::default());
+    let trusted = client(&jar, false);
+    for (c, want) in [(&outsider, 403), (&trusted, 302)] {
+        let r = forward(c, &h, &app, "GET", "/").send().await.unwrap();
+        assert_eq!(r.status(), want, "forward");
+        let r = envoy(c, &h, &app, reqwest::Method::GET, "/")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "envoy");
+    }
+    let r = nginx(&outsider, &h, &app, "GET", "/").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("trusted_proxies"));
+}
+
+#[tokio::test]
+async fn malformed_forwarding_headers_are_rejected() {
+    let (h, app) = direct().await;
+    let jar = Arc::new(Jar::default());
+    let c = client(&jar, false);
+    let base = format!("http://{PORTAL_HOST}:{}/_stepgate/auth", h.addr.port());
+    let r = c.get(format!("{base}/forward")).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no X-Forwarded-Host");
+    let r = c.get(format!("{base}/nginx")).send().await.unwrap();
+    assert_eq!(r.status(), 400, "no X-Original-URL");
+    let r = c
+        .get(format!("{base}/nginx"))
+        .header("x-original-url", "/relative")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = forward(&c, &h, "evil.test/@app.example.test", "GET", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let _ = app;
+}

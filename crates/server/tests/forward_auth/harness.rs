@@ -1,0 +1,265 @@
+//! Shared by the forward-auth tests: stepgate in-process with a user whose TOTP seed is
+//! known, an upstream that echoes the headers it received, and a sign-in driven through
+//! the portal the way a browser would.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::cookie::Jar;
+use stepgate_server::{build_state, serve_on, ServeOptions, Shared};
+use stepgate_store::{factor_context, FactorRecord, SecretKey, SecretsConfig, UserRecord};
+
+/// The app's host name; the portal is on [`PORTAL_HOST`]; the session cookie is scoped to
+/// their parent domain.
+pub const APP_HOST: &str = "app.example.test";
+/// The portal's host name.
+pub const PORTAL_HOST: &str = "auth.example.test";
+/// The test user.
+pub const USER: &str = "fiona";
+/// Their password.
+pub const PASSWORD: &str = "a long forward-auth test passphrase";
+/// Their TOTP seed (base32).
+pub const TOTP_BASE32: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [app.example.test]
+    upstream: http://UPSTREAM
+    routes:
+      - { name: admin, path: /admin, tags: [sensitive] }
+      - { name: closed, path: /closed, tags: [closed] }
+server:
+  trusted_proxies: [127.0.0.1]
+sessions:
+  cookie: { secure: false, domain: example.test }
+# "every time" means within 2 s here, so a test can wait for the sign-in's code to age.
+assurance:
+  every_time_window: 2s
+policies:
+  - name: closed-for-maintenance
+    priority: 5
+    targets: { routes: [{ tags: [closed] }] }
+    outcome: { deny: { message: Closed for maintenance. } }
+  - name: sensitive-needs-fresh-totp
+    priority: 10
+    targets: { routes: [{ tags: [sensitive] }] }
+    outcome: { step_up: { min_aal: 2, factors: [totp], max_age: every_time, message: The admin area needs a fresh code. } }
+  - name: everyone-with-mfa
+    priority: 20
+    outcome: { step_up: { min_aal: 2 } }
+  - name: sign-in-mfa
+    priority: 30
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+"#;
+
+/// A running stepgate.
+pub struct Harness {
+    /// Its state.
+    pub st: Shared,
+    /// Where stepgate listens.
+    pub addr: SocketAddr,
+    /// Where the echoing upstream listens.
+    pub upstream: SocketAddr,
+    /// `server.public_url`.
+    pub public_url: String,
+    /// Data dir and anything else the test writes.
+    pub dir: tempfile::TempDir,
+}
+
+/// An upstream that answers every request with a JSON object of the headers it received
+/// (lower-case names; repeated headers joined with `, `) and `"path"`.
+pub async fn echo_upstream() -> SocketAddr {
+    use axum::routing::any;
+    let app = axum::Router::new().fallback(any(
+        |uri: axum::http::Uri, h: axum::http::HeaderMap| async move {
+            let mut m: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in &h {
+                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                m.entry(k.as_str().to_string())
+                    .and_modify(|e| {
+                        e.push_str(", ");
+                        e.push_str(&v);
+                    })
+                    .or_insert(v);
+            }
+            m.insert("path".into(), uri.to_string());
+            axum::Json(m)
+        },
+    ));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    a
+}
+
+/// Starts stepgate; `public_url(stepgate_port)` gives the portal's public URL (the front
+/// proxy's address when one is in front).
+pub async fn start(public_url: impl FnOnce(u16) -> String) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = echo_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = CONFIG.replace("UPSTREAM", &upstream.to_string());
+    let mut cfg = stepgate_config::load_str("forward-auth-test.yaml", &text, Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.listen = addr;
+    let public_url = public_url(addr.port());
+    cfg.server.public_url = Some(marked_yaml::Spanned::new(
+        marked_yaml::Span::new_blank(),
+        public_url.clone(),
+    ));
+    cfg.secrets = SecretsConfig::default();
+    let key = SecretKey::generate();
+    let st = build_state(cfg, key.clone(), ServeOptions::default())
+        .await
+        .unwrap();
+    create_user(&st, &key).await;
+    let s2 = st.clone();
+    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
+    Harness {
+        st,
+        addr,
+        upstream,
+        public_url,
+        dir,
+    }
+}
+
+/// Creates [`USER`] with [`PASSWORD`] and a TOTP authenticator seeded with [`TOTP_BASE32`].
+async fn create_user(st: &Shared, key: &SecretKey) {
+    let mut rec = UserRecord::new(USER);
+    rec.email = Some("fiona@example.test".into());
+    rec.name = Some("Fiona Forward".into());
+    rec.groups = vec!["staff".into(), "ops".into()];
+    st.stores.durable.create_user(&rec).await.unwrap();
+    st.authn
+        .admin_set_password(&rec, PASSWORD, "test")
+        .await
+        .unwrap();
+    let mut f = FactorRecord::new(&rec.id, "totp", "Test authenticator");
+    f.secret = Some(key.seal(&seed(), &factor_context(&rec.id, &f.id)).unwrap());
+    f.data = serde_json::to_value(totp_data()).unwrap();
+    st.stores.durable.create_factor(&f).await.unwrap();
+}
+
+fn seed() -> Vec<u8> {
+    totp_rs::Secret::Encoded(TOTP_BASE32.into())
+        .to_bytes()
+        .unwrap()
+}
+
+fn totp_data() -> stepgate_authn::totp::TotpData {
+    stepgate_authn::totp::TotpData {
+        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+        last_step: None,
+    }
+}
+
+/// The TOTP code `offset_steps` periods from now (each code is single-use).
+pub fn totp_code(offset_steps: i64) -> String {
+    let t = (chrono::Utc::now().timestamp() + offset_steps * 30) as u64;
+    stepgate_authn::totp::generate(&totp_data(), &seed(), t)
+}
+
+/// A client that resolves the test host names to loopback (the port comes from the URL).
+pub fn client(jar: &Arc<Jar>, follow: bool) -> reqwest::Client {
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .resolve(APP_HOST, lo)
+        .resolve(PORTAL_HOST, lo)
+        .redirect(if follow {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .build()
+        .unwrap()
+}
+
+/// A form field's value in a portal page.
+pub fn field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let i = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
+        + needle.len();
+    html[i..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+/// Signs in through the portal like a browser: opens `login_url` (the portal's sign-in
+/// page), submits the password, then the TOTP code. `client` must follow redirects;
+/// returns the final response (the app the sign-in returns to).
+pub async fn sign_in(
+    c: &reqwest::Client,
+    public_url: &str,
+    login_url: &str,
+    code: &str,
+) -> reqwest::Response {
+    let page = c.get(login_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the sign-in page at {login_url}");
+    let page = page.text().await.unwrap();
+    let r = c
+        .post(format!("{public_url}/_stepgate/login"))
+        .form(&[
+            ("csrf", field(&page, "csrf")),
+            ("t", field(&page, "t")),
+            ("username", USER.into()),
+            ("password", PASSWORD.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.url().path().ends_with("/_stepgate/step-up"),
+        "after the password the sign-in policy asks for MFA, got {}",
+        r.url()
+    );
+    let page = r.text().await.unwrap();
+    step_up(c, public_url, &page, code).await
+}
+
+/// Waits until the sign-in's second factor no longer counts as "this very request".
+pub async fn let_every_time_window_pass() {
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+}
+
+/// Submits a TOTP code on a step-up page.
+pub async fn step_up(
+    c: &reqwest::Client,
+    public_url: &str,
+    page: &str,
+    code: &str,
+) -> reqwest::Response {
+    c.post(format!("{public_url}/_stepgate/step-up/totp"))
+        .form(&[
+            ("csrf", field(page, "csrf")),
+            ("t", field(page, "t")),
+            ("code", code.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A response header as a string ("" when absent).
+pub fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
