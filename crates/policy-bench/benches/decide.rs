@@ -53,7 +53,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cedar_policy::Authorizer;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
@@ -100,6 +100,7 @@ impl Settings {
 
 fn main() {
     let settings = Settings::from_env();
+    let started = SystemTime::now();
     let fixtures: Vec<Fixture> = SIZES.iter().map(|&n| build(n)).collect();
     let authorizer = Authorizer::new();
 
@@ -149,8 +150,8 @@ fn main() {
         "policies", "stepgate", "cedar", "ratio"
     );
     for n in SIZES {
-        let s = criterion_median_ns("stepgate", n);
-        let ce = criterion_median_ns("cedar", n);
+        let s = criterion_median_ns("stepgate", n, started);
+        let ce = criterion_median_ns("cedar", n, started);
         let ratio = match (s, ce) {
             (Some(s), Some(ce)) => format!("{:.1}x", ce / s),
             _ => "n/a".into(),
@@ -285,8 +286,9 @@ fn latency(count: usize, overhead: u64, mut decide: impl FnMut(usize)) -> Latenc
     }
 }
 
-/// The median estimate criterion saved for `decide/<engine>/<n>`, in nanoseconds.
-fn criterion_median_ns(engine: &str, n: usize) -> Option<f64> {
+/// The median estimate criterion saved for `decide/<engine>/<n>` in this run (not a stale
+/// one from an earlier run that a filter skipped now), in nanoseconds.
+fn criterion_median_ns(engine: &str, n: usize, since: SystemTime) -> Option<f64> {
     let base = std::env::var_os("CRITERION_HOME")
         .map(PathBuf::from)
         .or_else(|| {
@@ -295,9 +297,11 @@ fn criterion_median_ns(engine: &str, n: usize) -> Option<f64> {
     let base = base.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/criterion")
     });
-    let text =
-        std::fs::read_to_string(base.join(format!("decide/{engine}/{n}/new/estimates.json")))
-            .ok()?;
+    let path = base.join(format!("decide/{engine}/{n}/new/estimates.json"));
+    if std::fs::metadata(&path).and_then(|m| m.modified()).ok()? < since {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
