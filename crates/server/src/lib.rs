@@ -14,8 +14,10 @@
 
 pub mod assertion;
 pub mod bearer;
+pub mod caep;
 pub mod context;
 pub mod demo;
+pub mod devices_api;
 pub mod forward_auth;
 pub mod gateway;
 pub mod pages;

@@ -1003,6 +1003,23 @@ pub async fn recheck(
     if !csrf_ok(&st, &jar, session.as_ref(), &f.csrf) {
         return csrf_refused(&st, &rt);
     }
+    // Ask the UEM to re-check the device, and wait (bounded) for its fresh posture before
+    // going back to the target, which re-evaluates every policy with it.
+    if let (Some(client), Some(device_id)) = (
+        st.signals.recheck.as_ref(),
+        session.as_ref().and_then(|s| s.data.device_id.clone()),
+    ) {
+        let waiter = st.signals.hub.subscribe();
+        let owner = session.as_ref().map(|s| s.data.username.clone());
+        match client.request(&device_id, owner.as_deref(), now()).await {
+            Ok(()) => {
+                if !waiter.wait_for(&device_id, client.wait()).await {
+                    tracing::info!(device = %device_id, "re-check: no fresh posture within the wait");
+                }
+            }
+            Err(e) => tracing::warn!(device = %device_id, error = %e, "re-check webhook failed"),
+        }
+    }
     match web::verify_blocked(&st, &rt, &f.t, now()) {
         Some(b) if session.is_some() => web::see_other(&b.rt),
         // A blocked sign-in: start the sign-in again.

@@ -54,6 +54,12 @@ pub fn router(state: Shared) -> Router {
         .route(&p("/step-up/questions"), post(portal::step_up_questions))
         .route(&p("/blocked"), get(portal::blocked_page))
         .route(&p("/recheck"), post(portal::recheck))
+        .route(
+            &p("/api/devices/posture"),
+            axum::routing::put(crate::devices_api::put_posture),
+        )
+        .route(&p("/api/devices/{id}"), get(crate::devices_api::get_device))
+        .route(&p("/caep/events"), post(crate::caep::receive))
         .route(&p("/account"), get(portal::account_page))
         .route(&p("/account/totp/start"), post(portal::totp_start))
         .route(&p("/account/totp/confirm"), post(portal::totp_confirm))

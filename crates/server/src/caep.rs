@@ -1,0 +1,354 @@
+//! The Shared Signals / CAEP receiver: `POST {portal}/caep/events` (RFC 8935 push of
+//! `application/secevent+jwt`), answered `202` or `400 {"err", "description"}`, both
+//! audited. Events act at once on live sessions:
+//!
+//! * `device-compliance-change`: the device's UEM verdict is updated, then each live
+//!   session bound to the device is re-evaluated against the sign-in policy — one that
+//!   would now be denied ends, one that would now need more gets `needs_step_up`. App
+//!   policies see the new verdict on the session's very next request (the device is read
+//!   fresh for every request).
+//! * `session-revoked`: the subject's sessions end.
+//! * `credential-change`, `assurance-level-change` (a decrease): the subject's sessions must
+//!   step up before their next request.
+//!
+//! `jti` replay is checked in the hot store (`remember_once`, atomic across nodes) after the
+//! SET verified, so a forged SET cannot burn a real one's id.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use stepgate_policy::{Outcome, RequestContext, RequestInfo, RequestKind};
+use stepgate_signals::caep::{SecurityEvent, SetError, VerifiedSet};
+use stepgate_signals::device::device_context;
+use stepgate_store::UserRecord;
+
+use crate::session::{self, SessionData};
+use crate::signals::{device_sessions_key, load_device, save_device};
+use crate::state::Shared;
+
+fn set_error(e: &SetError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "err": e.rfc8935_code(), "description": e.to_string() })),
+    )
+        .into_response()
+}
+
+async fn audit(st: &Shared, kind: &str, actor: Option<String>, detail: serde_json::Value) {
+    let mut e = stepgate_store::NewAuditEvent::now(kind);
+    e.actor = actor;
+    e.detail = detail;
+    if let Err(err) = st.stores.durable.append_audit(&e).await {
+        tracing::error!(error = %err, kind, "audit append failed");
+    }
+}
+
+/// `POST {portal}/caep/events`.
+pub async fn receive(State(st): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let Some(receiver) = &st.signals.caep else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/secevent+jwt")
+    {
+        let e = SetError::Malformed(format!(
+            "Content-Type must be application/secevent+jwt, got `{ct}`"
+        ));
+        audit(
+            &st,
+            "caep.rejected",
+            None,
+            json!({ "reason": e.audit_kind(), "description": e.to_string() }),
+        )
+        .await;
+        return set_error(&e);
+    }
+    let now = Utc::now();
+    let set = match receiver.verify(&body, now) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(reason = e.audit_kind(), "CAEP SET rejected");
+            audit(
+                &st,
+                "caep.rejected",
+                None,
+                json!({ "reason": e.audit_kind(), "description": e.to_string() }),
+            )
+            .await;
+            return set_error(&e);
+        }
+    };
+    // Replay: remembered across nodes until the SET could no longer pass the iat check.
+    let rt = st.runtime.load_full();
+    let ttl = rt
+        .config
+        .devices
+        .caep
+        .transmitters
+        .iter()
+        .find(|t| t.issuer == set.issuer)
+        .map_or(Duration::from_secs(3600), |t| {
+            t.max_age.0 + t.leeway.0 * 3 + Duration::from_secs(60)
+        });
+    match st
+        .stores
+        .hot
+        .remember_once(&format!("caep-jti:{}:{}", set.issuer, set.jti), ttl)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let e = SetError::Replayed(set.jti.clone());
+            audit(
+                &st,
+                "caep.rejected",
+                Some(set.transmitter.clone()),
+                json!({ "reason": e.audit_kind(), "description": e.to_string(), "jti": set.jti }),
+            )
+            .await;
+            return set_error(&e);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    }
+    let effects = apply(&st, &set).await;
+    audit(
+        &st,
+        "caep.accepted",
+        Some(set.transmitter.clone()),
+        json!({ "jti": set.jti, "txn": set.txn, "events": set.events, "effects": effects }),
+    )
+    .await;
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn apply(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {
+    let mut effects = Vec::new();
+    let now = Utc::now();
+    for u in set.device_updates() {
+        let mut device = match load_device(st, &u.device_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let mut d = stepgate_signals::device::Device::new(u.device_id.clone());
+                d.source = Some(u.source.clone());
+                d
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "device registry unavailable");
+                effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
+                continue;
+            }
+        };
+        if !u.apply(&mut device) {
+            effects.push(json!({ "device": u.device_id, "result": "stale" }));
+            continue;
+        }
+        if let Err(e) = save_device(st, &device, now).await {
+            tracing::error!(error = %e, "device registry unavailable");
+            effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
+            continue;
+        }
+        let r = reevaluate_device_sessions(st, &device.id).await;
+        st.signals.hub.notify(&device.id);
+        effects.push(json!({ "device": u.device_id, "compliant": u.compliant, "sessions": r }));
+    }
+    for ev in &set.events {
+        match ev {
+            SecurityEvent::SessionRevoked { common } => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = st
+                        .stores
+                        .hot
+                        .delete_sessions_for_user(&user.id)
+                        .await
+                        .unwrap_or(0);
+                    effects.push(json!({ "user": user.username, "sessions_ended": n }));
+                }
+            }
+            SecurityEvent::CredentialChange { common, .. } => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = mark_user_sessions(st, &user.id).await;
+                    effects.push(json!({ "user": user.username, "step_up_required": n }));
+                }
+            }
+            SecurityEvent::AssuranceLevelChange {
+                common,
+                change_direction,
+                ..
+            } if change_direction.as_deref() != Some("increase") => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = mark_user_sessions(st, &user.id).await;
+                    effects.push(json!({ "user": user.username, "step_up_required": n }));
+                }
+            }
+            _ => {}
+        }
+    }
+    effects
+}
+
+/// The user a subject names: by username, else by e-mail address.
+async fn find_user(st: &Shared, who: Option<&str>) -> Option<UserRecord> {
+    let who = who?;
+    if let Ok(Some(u)) = st.stores.durable.get_user_by_username(who).await {
+        return Some(u);
+    }
+    st.stores
+        .durable
+        .list_users()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(who))
+        })
+}
+
+async fn load_data(st: &Shared, id: &str) -> Option<SessionData> {
+    let entry = st.stores.hot.get_session(id).await.ok()??;
+    serde_json::from_value(entry.data).ok()
+}
+
+async fn store(st: &Shared, id: &str, data: SessionData) {
+    let rt = st.runtime.load();
+    let s = session::Session {
+        id: id.to_string(),
+        data,
+    };
+    if let Err(e) = session::save(
+        st.stores.hot.as_ref(),
+        &s,
+        &rt.config.sessions,
+        &rt.config.assurance,
+        Utc::now(),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "session not updated");
+    }
+}
+
+async fn mark_user_sessions(st: &Shared, user_id: &str) -> usize {
+    let ids = st
+        .stores
+        .hot
+        .list_sessions_for_user(user_id)
+        .await
+        .unwrap_or_default();
+    let mut n = 0;
+    for id in ids {
+        if let Some(mut d) = load_data(st, &id).await {
+            d.needs_step_up = true;
+            store(st, &id, d).await;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Re-evaluates the live sessions bound to a device against the sign-in policy with the
+/// device as it now is: ends those that would be denied, marks those that would need more
+/// for step-up. Returns `{"ended": n, "step_up": m, "kept": k}`.
+pub async fn reevaluate_device_sessions(st: &Shared, device_id: &str) -> serde_json::Value {
+    let rt = st.runtime.load_full();
+    let now = Utc::now();
+    let Ok(Some(device)) = load_device(st, device_id).await else {
+        return json!({});
+    };
+    // Sessions bound to the device: the index, plus the owner's sessions that name it.
+    let mut ids: Vec<String> = st
+        .stores
+        .hot
+        .recent(&device_sessions_key(device_id))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if let Some(owner) = &device.owner {
+        if let Ok(Some(u)) = st.stores.durable.get_user_by_username(owner).await {
+            ids.extend(
+                st.stores
+                    .hot
+                    .list_sessions_for_user(&u.id)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    let (mut ended, mut stepped, mut kept) = (0, 0, 0);
+    for id in ids {
+        let Some(mut data) = load_data(st, &id).await else {
+            continue;
+        };
+        if data.device_id.as_deref() != Some(device_id) {
+            continue;
+        }
+        let user = match st.stores.durable.get_user(&data.user_id).await {
+            Ok(Some(u)) => u,
+            _ => continue,
+        };
+        let mut ctx = RequestContext {
+            kind: RequestKind::SignIn,
+            time: now,
+            user: Some(crate::context::user_context(&user)),
+            request: RequestInfo {
+                app: None,
+                method: "POST".into(),
+                path: "/".into(),
+            },
+            ..RequestContext::default()
+        };
+        ctx.network.ip = data.ip.as_deref().and_then(|s| s.parse().ok());
+        if let Some(ip) = ctx.network.ip {
+            st.signals.geo(ip).apply_to(&mut ctx.network);
+        }
+        ctx.device = Some(device_context(
+            &device,
+            &rt.config.compliance_policies,
+            rt.config.devices.compliance.max_posture_age.0,
+            now,
+        ));
+        let decision = rt.config.policy_set.decide(&ctx);
+        match decision.outcome {
+            Outcome::Deny(_) => {
+                let _ = st.stores.hot.delete_session(&id).await;
+                ended += 1;
+            }
+            Outcome::StepUp(r) => {
+                let req = crate::web::RequirementToken::from(r);
+                let sat = stepgate_authn::satisfies(
+                    &data.auth_state(),
+                    &req.to_authn(),
+                    &rt.config.assurance,
+                    &[],
+                    now,
+                );
+                if sat.satisfied {
+                    kept += 1;
+                } else {
+                    data.needs_step_up = true;
+                    store(st, &id, data).await;
+                    stepped += 1;
+                }
+            }
+            Outcome::Allow => kept += 1,
+        }
+    }
+    json!({ "ended": ended, "step_up": stepped, "kept": kept })
+}

@@ -1,0 +1,204 @@
+//! The device API for UEM/MDM/EDR systems: `PUT {portal}/api/devices/posture` (one device,
+//! or `{"devices": [...]}`) and `GET {portal}/api/devices/{id}`, each caller authenticated by
+//! its own bearer token (stored as SHA-256) with scopes. Pushes are idempotent and audited;
+//! a push that changes a device re-evaluates its live sessions and wakes waiting re-checks.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+use stepgate_signals::config::DeviceScope;
+use stepgate_signals::device::{
+    apply_push, check_bulk, BulkPosturePush, DeviceApiAuthError, PosturePush, PushOutcome,
+};
+
+use crate::signals::{load_device, save_device};
+use crate::state::Shared;
+use crate::web::json_error;
+
+fn auth_refused(e: &DeviceApiAuthError) -> Response {
+    match e {
+        DeviceApiAuthError::MissingScope { .. } => {
+            json_error(StatusCode::FORBIDDEN, "insufficient_scope", &e.to_string())
+        }
+        _ => {
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: serde_json::Value) {
+    let mut e = stepgate_store::NewAuditEvent::now(kind);
+    e.actor = Some(format!("device-source:{source}"));
+    e.subject = Some(subject.to_string());
+    e.detail = detail;
+    if let Err(err) = st.stores.durable.append_audit(&e).await {
+        tracing::error!(error = %err, kind, "audit append failed");
+    }
+}
+
+/// `PUT {portal}/api/devices/posture`.
+pub async fn put_posture(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let source = match st
+        .signals
+        .device_api
+        .authenticate(authorization(&headers), DeviceScope::DevicesWrite)
+    {
+        Ok(s) => s.clone(),
+        Err(e) => return auth_refused(&e),
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    let bulk = value.get("devices").is_some();
+    let pushes: Vec<PosturePush> = if bulk {
+        match serde_json::from_value::<BulkPosturePush>(value) {
+            Ok(b) => {
+                if let Err(e) = check_bulk(&b) {
+                    return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+                }
+                b.devices
+            }
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("expected {{\"devices\": [posture, …]}}: {e}"),
+                )
+            }
+        }
+    } else {
+        match serde_json::from_value::<PosturePush>(value) {
+            Ok(p) => vec![p],
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("expected a device posture object (see docs/devices.md): {e}"),
+                )
+            }
+        }
+    };
+    let now = Utc::now();
+    let mut results = Vec::with_capacity(pushes.len());
+    for push in &pushes {
+        let existing = match load_device(&st, &push.device_id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "device registry unavailable");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the device registry is unavailable; retry later",
+                );
+            }
+        };
+        match apply_push(existing, push, &source, now) {
+            Ok((device, outcome)) => {
+                if matches!(outcome, PushOutcome::Created | PushOutcome::Updated) {
+                    if let Err(e) = save_device(&st, &device, now).await {
+                        tracing::error!(error = %e, "device registry unavailable");
+                        return json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "temporarily_unavailable",
+                            "the device registry is unavailable; retry later",
+                        );
+                    }
+                    audit(
+                        &st,
+                        "device.posture",
+                        &source.name,
+                        &device.id,
+                        json!({ "result": outcome, "owner": device.owner }),
+                    )
+                    .await;
+                    crate::caep::reevaluate_device_sessions(&st, &device.id).await;
+                    st.signals.hub.notify(&device.id);
+                }
+                results.push(json!({ "device_id": device.id, "result": outcome }));
+            }
+            Err(e) => {
+                audit(
+                    &st,
+                    "device.posture.refused",
+                    &source.name,
+                    &push.device_id,
+                    json!({ "error": e.to_string() }),
+                )
+                .await;
+                if !bulk {
+                    return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+                }
+                results.push(json!({ "device_id": push.device_id, "error": e.to_string() }));
+            }
+        }
+    }
+    if bulk {
+        Json(json!({ "results": results })).into_response()
+    } else {
+        Json(results.pop().unwrap_or_default()).into_response()
+    }
+}
+
+/// `GET {portal}/api/devices/{id}`: the stored device with its current compliance verdict.
+pub async fn get_device(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = st
+        .signals
+        .device_api
+        .authenticate(authorization(&headers), DeviceScope::DevicesRead)
+    {
+        return auth_refused(&e);
+    }
+    let rt = st.runtime.load_full();
+    match load_device(&st, &id).await {
+        Ok(Some(d)) => {
+            let verdict = d.compliance(
+                &rt.config.compliance_policies,
+                rt.config.devices.compliance.max_posture_age.0,
+                Utc::now(),
+            );
+            Json(json!({ "device": d, "compliance": verdict })).into_response()
+        }
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no device `{id}` in the registry"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "device registry unavailable");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the device registry is unavailable; retry later",
+            )
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Signals end to end over real HTTP: GeoIP (a real `.mmdb` written here), zone matches and
+//! impossible travel on live sign-ins from addresses set with `X-Forwarded-For` through a
+//! trusted proxy; the device push API creating and updating devices idempotently with token
+//! scopes enforced.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reqwest::cookie::Jar;
+use serde::Serialize;
+use serde_json::json;
+use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
+use stepgate_store::{AuditQuery, SecretKey, SecretsConfig};
+
+const WRITER_TOKEN: &str = "writer-token-0123456789";
+const READER_TOKEN: &str = "reader-token-0123456789";
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [127.0.0.1]
+    upstream: http://UPSTREAM
+server:
+  trusted_proxies: [127.0.0.1]
+sessions:
+  cookie: { secure: false }
+networks:
+  paris-office: [198.51.100.0/24]
+signals:
+  geoip: { database: DB }
+devices:
+  sources:
+    - { name: hexnode, kind: uem, token_sha256: WRITER, scopes: ["devices:write"] }
+    - { name: auditor, kind: uem, token_sha256: READER, scopes: ["devices:read"] }
+  compliance:
+    policies:
+      - { name: base, require_encryption: true }
+policies:
+  - name: impossible-travel
+    priority: 10
+    targets: { sign_in: true }
+    conditions:
+      - velocity: { above_kmpm: 15 }
+    outcome: { deny: { message: Impossible travel since your last sign-in. } }
+  - name: paris-office-no-mfa
+    priority: 20
+    targets: { sign_in: true }
+    conditions:
+      - network: { in: [paris-office] }
+      - location: { countries: [FR], cities: [Paris] }
+    outcome: allow
+  - name: us-sign-in
+    priority: 30
+    targets: { sign_in: true }
+    conditions:
+      - location: { countries: [US] }
+    outcome: allow
+  - name: sign-in-mfa
+    priority: 40
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: everyone
+    priority: 50
+    outcome: allow
+"#;
+
+#[derive(Serialize)]
+struct IsoCode {
+    iso_code: String,
+}
+
+#[derive(Serialize)]
+struct Named {
+    names: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Location {
+    latitude: f64,
+    longitude: f64,
+    accuracy_radius: u16,
+}
+
+#[derive(Serialize)]
+struct CityRecord {
+    country: IsoCode,
+    subdivisions: Vec<IsoCode>,
+    city: Named,
+    location: Location,
+}
+
+fn city(country: &str, region: &str, name: &str, lat: f64, lon: f64) -> CityRecord {
+    CityRecord {
+        country: IsoCode {
+            iso_code: country.into(),
+        },
+        subdivisions: vec![IsoCode {
+            iso_code: region.into(),
+        }],
+        city: Named {
+            names: BTreeMap::from([("en".to_string(), name.to_string())]),
+        },
+        location: Location {
+            latitude: lat,
+            longitude: lon,
+            accuracy_radius: 20,
+        },
+    }
+}
+
+fn write_db(path: &std::path::Path) {
+    let mut w = mmdb_writer::Writer::new("GeoIP2-City");
+    w.insert(
+        "198.51.100.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &city("FR", "IDF", "Paris", 48.8566, 2.3522),
+    )
+    .unwrap();
+    w.insert(
+        "203.0.113.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &city("US", "NY", "New York", 40.7128, -74.0060),
+    )
+    .unwrap();
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct Harness {
+    st: Shared,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn upstream() -> SocketAddr {
+    let app = axum::Router::new().fallback(axum::routing::any(|| async { "upstream ok" }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    a
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("City.mmdb");
+    write_db(&db);
+    let up = upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = CONFIG
+        .replace("UPSTREAM", &up.to_string())
+        .replace("DB", &db.display().to_string())
+        .replace("WRITER", &sha256_hex(WRITER_TOKEN))
+        .replace("READER", &sha256_hex(READER_TOKEN));
+    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.listen = addr;
+    cfg.server.public_url = Some(marked_yaml::Spanned::new(
+        marked_yaml::Span::new_blank(),
+        format!("http://127.0.0.1:{}", addr.port()),
+    ));
+    let key = SecretKey::generate();
+    cfg.secrets = SecretsConfig::default();
+    let st = build_state(cfg, key.clone(), ServeOptions::default())
+        .await
+        .unwrap();
+    demo::seed(&st, &key).await.unwrap();
+    let s2 = st.clone();
+    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
+    Harness {
+        st,
+        base: format!("http://127.0.0.1:{}", addr.port()),
+        _dir: dir,
+    }
+}
+
+/// A browser whose requests reach stepgate through the trusted proxy from `ip`.
+fn browser(ip: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-forwarded-for", ip.parse().unwrap());
+    reqwest::Client::builder()
+        .cookie_provider(Arc::new(Jar::default()))
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+fn field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let i = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
+        + needle.len();
+    html[i..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+/// Submits jane's password; returns the final URL and page.
+async fn password(h: &Harness, c: &reqwest::Client) -> (String, String) {
+    let page = c
+        .get(format!("{}/app", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = c
+        .post(format!("{}/_stepgate/login", h.base))
+        .form(&[
+            ("csrf", field(&page, "csrf")),
+            ("t", field(&page, "t")),
+            ("username", "jane".into()),
+            ("password", demo::USERS[0].password.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let url = r.url().to_string();
+    (url, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
+    let h = start().await;
+
+    // From the Paris office: the zone and GeoIP city match, so no MFA is asked.
+    let paris = browser("198.51.100.7");
+    let (url, body) = password(&h, &paris).await;
+    assert!(
+        url.ends_with("/app"),
+        "signed straight in, got {url}: {body}"
+    );
+    assert_eq!(body, "upstream ok");
+
+    // The same user from New York minutes later: faster than an airliner.
+    let nyc = browser("203.0.113.9");
+    let (url, body) = password(&h, &nyc).await;
+    assert!(url.contains("/_stepgate/blocked"), "got {url}: {body}");
+    assert!(body.contains("Impossible travel"), "{body}");
+
+    // The Paris session still works; the denial was audited with the risk reasons.
+    let r = paris.get(format!("{}/app", h.base)).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+    let denied =
+        h.st.stores
+            .durable
+            .list_audit(&AuditQuery {
+                kind: Some("signin.denied".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    assert_eq!(denied.len(), 1);
+    let d = denied[0].detail.to_string();
+    assert!(
+        d.contains("impossible-travel") && d.contains("impossible_travel"),
+        "{d}"
+    );
+
+    // The history holds the Paris success and the refused New York attempt.
+    let user =
+        h.st.stores
+            .durable
+            .get_user_by_username("jane")
+            .await
+            .unwrap()
+            .unwrap();
+    let hist = stepgate_server::signals::history(&h.st, &user.id)
+        .await
+        .unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!(hist[0].city.as_deref(), Some("Paris"));
+    assert_eq!(hist[1].country.as_deref(), Some("US"));
+}
+
+fn ago(minutes: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()
+}
+
+async fn put(
+    h: &Harness,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut r = reqwest::Client::new()
+        .put(format!("{}/_stepgate/api/devices/posture", h.base))
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn device_push_api_is_idempotent_and_scoped() {
+    let h = start().await;
+    let push = json!({
+        "device_id": "mac-0042", "owner": "jane", "platform": "macOS", "os_version": "15.1",
+        "state": "managed", "posture": {"encrypted": true, "firewall": true},
+        "observed_at": ago(120)
+    });
+    // No token, an unknown token, and a token without the write scope.
+    assert_eq!(put(&h, None, push.clone()).await.0, 401);
+    assert_eq!(put(&h, Some("nope"), push.clone()).await.0, 401);
+    let (s, b) = put(&h, Some(READER_TOKEN), push.clone()).await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.to_string().contains("devices:write"), "{b}");
+
+    let (s, b) = put(&h, Some(WRITER_TOKEN), push.clone()).await;
+    assert_eq!((s, b["result"].as_str()), (200, Some("created")), "{b}");
+    let (s, b) = put(&h, Some(WRITER_TOKEN), push.clone()).await;
+    assert_eq!((s, b["result"].as_str()), (200, Some("unchanged")), "{b}");
+
+    // A bulk push updates it (newer observation) and ignores an older one.
+    let (s, b) = put(
+        &h,
+        Some(WRITER_TOKEN),
+        json!({"devices": [
+            {"device_id": "mac-0042", "posture": {"encrypted": false}, "observed_at": ago(60)},
+            {"device_id": "mac-0042", "posture": {"encrypted": true}, "observed_at": ago(180)},
+            {"device_id": "win-7", "owner": "john", "state": "managed_edr"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results[0]["result"], "updated");
+    assert_eq!(results[1]["result"], "stale");
+    assert!(
+        results[2]["error"].as_str().unwrap().contains("max_state"),
+        "{b}"
+    );
+
+    // Reading needs devices:read; the verdict names the failing check.
+    let get = |t: &'static str| {
+        reqwest::Client::new()
+            .get(format!("{}/_stepgate/api/devices/mac-0042", h.base))
+            .bearer_auth(t)
+            .send()
+    };
+    assert_eq!(get(WRITER_TOKEN).await.unwrap().status().as_u16(), 403);
+    let b: serde_json::Value = get(READER_TOKEN).await.unwrap().json().await.unwrap();
+    assert_eq!(b["device"]["posture"]["encrypted"], "false");
+    assert_eq!(b["device"]["platform"], "macos");
+    assert_eq!(b["device"]["source"], "hexnode");
+    assert!(
+        b["compliance"]["failing"]
+            .to_string()
+            .contains("disk_encryption"),
+        "{b}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/_stepgate/api/devices/none", h.base))
+        .bearer_auth(READER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Every change was audited; the repeat was not a change.
+    let audit =
+        h.st.stores
+            .durable
+            .list_audit(&AuditQuery {
+                kind: Some("device.posture".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    assert_eq!(audit.len(), 2);
+}
