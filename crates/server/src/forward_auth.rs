@@ -159,19 +159,26 @@ async fn respond(
             url: orig.url.clone(),
             ip,
         };
-        gateway::decide(st, rt, jar, &ar).await
+        // A trusted proxy may pass the client certificate it verified (the same header the
+        // reverse proxy reads).
+        let certs = crate::signals::presented_certificates(rt, peer.0.ip(), headers, None);
+        gateway::decide_with(st, rt, jar, &ar, certs).await
     };
     let absolute = |path: &str| format!("{}{path}", rt.public_url);
     let r = match verdict {
-        Verdict::Allow { user, session, .. } => {
-            let mut r = StatusCode::OK.into_response();
-            let h = r.headers_mut();
-            for (name, value) in gateway::identity_headers(rt, &user, &session) {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    h.insert(HeaderName::from_static(name), v);
-                }
-            }
-            r
+        Verdict::Allow {
+            user,
+            session,
+            app,
+            bearer,
+            ..
+        } => {
+            let grant = gateway::Grant {
+                user: &user,
+                session: &session,
+                bearer: bearer.as_deref(),
+            };
+            allow(st, rt, &app, &grant)
         }
         Verdict::SignIn { login } => {
             if api {
@@ -228,6 +235,53 @@ async fn respond(
     };
     no_store(r)
 }
+
+/// `200` with every identity header, empty when there is nothing to say, so a front proxy
+/// that copies them (Traefik `authResponseHeaders`, Envoy `allowed_upstream_headers`)
+/// overwrites whatever the client sent under those names; plus the signed assertion when
+/// `gateway.assertion` is on.
+fn allow(
+    st: &Shared,
+    rt: &Runtime,
+    app: &stepgate_policy::spec::AppSpec,
+    grant: &gateway::Grant<'_>,
+) -> Response {
+    let mut r = StatusCode::OK.into_response();
+    let h = r.headers_mut();
+    for name in IDENTITY {
+        h.insert(*name, HeaderValue::from_static(""));
+    }
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        } else {
+            h.insert(name, HeaderValue::from_static(""));
+        }
+    };
+    for (name, value) in gateway::identity_headers(rt, grant.user, grant.session) {
+        set(name, &value);
+    }
+    if let Some(id) = grant.bearer {
+        for (name, value) in crate::bearer::identity_header_overrides(id) {
+            set(name, &value);
+        }
+    }
+    if let Some((name, value)) = crate::assertion::header_for(st, rt, app, grant) {
+        h.insert(name, value);
+    }
+    r
+}
+
+/// The identity headers a `200` always carries.
+pub const IDENTITY: &[&str] = &[
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "remote-aal",
+    "remote-amr",
+    "remote-auth-time",
+];
 
 /// A browser refusal: nginx gets `status` with the target in [`REDIRECT_HEADER`] (its
 /// configuration redirects); the others get a `302` they hand to the client.

@@ -160,6 +160,11 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
             header(r, "remote-auth-time").parse::<i64>().is_ok(),
             "{what}"
         );
+        assert_eq!(
+            header(r, "x-stepgate-assertion").split('.').count(),
+            3,
+            "{what}: the signed assertion"
+        );
     };
     let r = forward(&c, &h, &app, "GET", "/hello").send().await.unwrap();
     check_identity(&r, "forward");

@@ -201,7 +201,12 @@ async fn nginx_auth_request_in_front_of_stepgate() {
     let seen: BTreeMap<String, String> = r.json().await.unwrap();
     assert_eq!(seen["remote-user"], USER, "{seen:?}");
     assert_eq!(seen["remote-groups"], "staff,ops");
-    assert!(!seen.contains_key("x-stepgate-assertion"), "{seen:?}");
+    // The assertion is stepgate's signed JWT (header.payload.signature), not the forgery.
+    let assertion = &seen["x-stepgate-assertion"];
+    assert!(
+        assertion != "forged" && assertion.split('.').count() == 3,
+        "{seen:?}"
+    );
     assert!(!seen.contains_key("x-forwarded-user"), "{seen:?}");
 
     // A sensitive route: step-up redirect for browsers, RFC 9470 for APIs.
