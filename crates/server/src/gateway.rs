@@ -485,6 +485,8 @@ async fn proxy(
     let over_tls = req.extensions().get::<crate::tls::Tls>().is_some();
     let mut out = req;
     *out.uri_mut() = uri;
+    // Upstreams are spoken to in HTTP/1.1 whatever the client used (h2 included).
+    *out.version_mut() = axum::http::Version::HTTP_11;
     let upgrade = proxy::upgrade_protocol(out.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut out));
     let h = out.headers_mut();

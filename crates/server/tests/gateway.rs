@@ -1,0 +1,1013 @@
+//! The gateway over real HTTP on loopback: the signed identity assertion and its JWKS (with
+//! key rotation), bearer tokens from a test issuer (allowed, stepped up with RFC 9470,
+//! refused), WebSocket pass-through, a 100 MB streamed upload, forwarding headers, upstream
+//! failures, a broken store, and the TLS listener with a client certificate.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::{any, get, post};
+use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::pkcs8::EncodePrivateKey as _;
+use reqwest::cookie::Jar;
+use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
+use stepgate_store::{SecretKey, SecretsConfig};
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [app.test]
+    upstream: http://UPSTREAM
+  - id: api
+    hosts: [api.test]
+    upstream: http://UPSTREAM
+    routes:
+      - { name: admin, path: /admin, tags: [sensitive] }
+  - id: ws
+    hosts: [ws.test]
+    upstream: http://WSUP
+  - id: slow
+    hosts: [slow.test]
+    upstream: http://UPSTREAM
+  - id: down
+    hosts: [down.test]
+    upstream: http://127.0.0.1:1
+  - id: mtls
+    hosts: [mtls.test]
+    upstream: http://UPSTREAM
+server:
+  trusted_proxies: [10.0.0.0/8]
+sessions:
+  cookie: { secure: false }
+gateway:
+  assertion: { ttl: 60s, rotate_every: 24h }
+  bearer:
+    jwks_timeout: 2s
+    issuers:
+      - issuer: https://issuer.test
+        jwks_url: http://IDP/jwks.json
+        audiences: [api]
+        algorithms: [ES256]
+  apps:
+    slow: { timeout: 1s }
+EXTRA
+default_outcome: allow
+policies:
+  - name: mtls-needs-a-certificate
+    priority: 5
+    targets: { apps: [mtls] }
+    conditions:
+      - certificate: { present: false }
+    outcome: { deny: { message: A client certificate is required. } }
+  - name: api-admin-fresh-mfa
+    priority: 10
+    targets: { apps: [api], routes: [{ tags: [sensitive] }] }
+    outcome: { step_up: { min_aal: 2, max_age: 5m, message: Administration needs recent MFA. } }
+  - name: sign-in-mfa
+    priority: 30
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+"#;
+
+/// What the upstream saw.
+#[derive(Default)]
+struct Seen {
+    hits: AtomicUsize,
+    first_upload_chunk: Mutex<Option<Instant>>,
+}
+
+async fn upstream(seen: Arc<Seen>) -> SocketAddr {
+    async fn echo(State(s): State<Arc<Seen>>, h: HeaderMap) -> axum::Json<serde_json::Value> {
+        s.hits.fetch_add(1, Ordering::SeqCst);
+        let g = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        axum::Json(serde_json::json!({
+            "user": g("remote-user"), "aal": g("remote-aal"), "amr": g("remote-amr"),
+            "assertion": g("x-stepgate-assertion"), "xff": g("x-forwarded-for"),
+            "forwarded": g("forwarded"), "proto": g("x-forwarded-proto"), "host": g("x-forwarded-host"),
+            "real_ip": g("x-real-ip"),
+        }))
+    }
+    async fn upload(State(s): State<Arc<Seen>>, body: Body) -> String {
+        let mut stream = body.into_data_stream();
+        let mut n: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("upload chunk");
+            if n == 0 {
+                *s.first_upload_chunk.lock().unwrap() = Some(Instant::now());
+            }
+            n += chunk.len() as u64;
+        }
+        n.to_string()
+    }
+    let app = axum::Router::new()
+        .route("/upload", post(upload))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(any(echo))
+        .with_state(seen);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    a
+}
+
+/// A WebSocket echo server.
+async fn ws_upstream() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        let echoed = match m {
+                            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                                tokio_tungstenite::tungstenite::Message::text(format!("echo: {t}"))
+                            }
+                            other => other,
+                        };
+                        if ws.send(echoed).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+/// A token issuer: an ES256 key and its JWKS on loopback.
+struct Issuer {
+    kid: String,
+    key: EncodingKey,
+    addr: SocketAddr,
+    fetches: Arc<AtomicUsize>,
+}
+
+fn es256_key() -> (EncodingKey, serde_json::Value) {
+    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let der = sk.to_pkcs8_der().unwrap();
+    let p = sk.public_key().to_encoded_point(false);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(p.x().unwrap()), "y": b64(p.y().unwrap())});
+    (EncodingKey::from_ec_der(der.as_bytes()), jwk)
+}
+
+async fn issuer() -> Issuer {
+    let (key, mut jwk) = es256_key();
+    let kid = "test-key-1".to_string();
+    jwk["kid"] = kid.clone().into();
+    jwk["alg"] = "ES256".into();
+    let jwks = serde_json::json!({ "keys": [jwk] });
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let f = fetches.clone();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let jwks = jwks.clone();
+            let f = f.clone();
+            async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                axum::Json(jwks)
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Issuer {
+        kid,
+        key,
+        addr,
+        fetches,
+    }
+}
+
+impl Issuer {
+    fn token(&self, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut c = serde_json::json!({
+            "iss": "https://issuer.test", "aud": "api", "sub": "svc-42",
+            "preferred_username": "robot", "groups": ["ops"],
+            "acr": "aal1", "amr": ["pwd"], "auth_time": now - 60,
+            "iat": now, "exp": now + 300,
+        });
+        edit(&mut c);
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, &c, &self.key).unwrap()
+    }
+}
+
+struct Harness {
+    st: Shared,
+    addr: SocketAddr,
+    base: String,
+    seen: Arc<Seen>,
+    idp: Issuer,
+    dir: tempfile::TempDir,
+    key: SecretKey,
+}
+
+async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
+    let seen = Arc::new(Seen::default());
+    let up = upstream(seen.clone()).await;
+    let ws = ws_upstream().await;
+    let idp = issuer().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = CONFIG
+        .replace("UPSTREAM", &up.to_string())
+        .replace("WSUP", &ws.to_string())
+        .replace("IDP", &idp.addr.to_string())
+        .replace("EXTRA", extra);
+    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.listen = addr;
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    cfg.server.public_url = Some(marked_yaml::Spanned::new(
+        marked_yaml::Span::new_blank(),
+        base.clone(),
+    ));
+    let key = SecretKey::generate();
+    cfg.secrets = SecretsConfig::default();
+    let st = build_state(cfg, key.clone(), ServeOptions::default())
+        .await
+        .unwrap();
+    demo::seed(&st, &key).await.unwrap();
+    let s2 = st.clone();
+    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
+    Harness {
+        st,
+        addr,
+        base,
+        seen,
+        idp,
+        dir,
+        key,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(tempfile::tempdir().unwrap(), "").await
+}
+
+impl Harness {
+    /// A client that resolves every `*.test` app host to the gateway.
+    fn client(&self, jar: Option<&Arc<Jar>>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(10));
+        for h in [
+            "app.test",
+            "api.test",
+            "ws.test",
+            "slow.test",
+            "down.test",
+            "mtls.test",
+        ] {
+            b = b.resolve(h, self.addr);
+        }
+        if let Some(j) = jar {
+            b = b.cookie_provider(j.clone());
+        }
+        b.build().unwrap()
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.addr.port())
+    }
+}
+
+fn field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let i = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
+        + needle.len();
+    html[i..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+fn totp_code() -> String {
+    let seed = totp_rs::Secret::Encoded(demo::USERS[0].totp_base32.into())
+        .to_bytes()
+        .unwrap();
+    let data = stepgate_authn::totp::TotpData {
+        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
+        digits: 6,
+        period: 30,
+        last_step: None,
+    };
+    stepgate_authn::totp::generate(&data, &seed, chrono::Utc::now().timestamp() as u64)
+}
+
+/// Signs jane in through the portal (password, then TOTP) on app.test.
+async fn sign_in(h: &Harness, c: &reqwest::Client) {
+    let page = c
+        .get(h.url("app.test", "/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = c
+        .post(h.url("app.test", "/_stepgate/login"))
+        .form(&[
+            ("csrf", field(&page, "csrf")),
+            ("t", field(&page, "t")),
+            ("username", "jane".into()),
+            ("password", demo::USERS[0].password.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    let r = c
+        .post(h.url("app.test", "/_stepgate/step-up/totp"))
+        .form(&[
+            ("csrf", field(&page, "csrf")),
+            ("t", field(&page, "t")),
+            ("code", totp_code()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed in and back at the app");
+}
+
+/// Verifies an assertion knowing only the JWKS URL.
+async fn verify_assertion(
+    jwks_url: &str,
+    token: &str,
+    aud: &str,
+    iss: &str,
+) -> Result<serde_json::Value, String> {
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(jwks_url)
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = jwks
+        .find(&kid)
+        .ok_or(format!("kid {kid} not in the JWKS"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[aud]);
+    v.set_issuer(&[iss]);
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
+async fn echo(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn assertion_verifies_against_the_published_jwks() {
+    let h = start().await;
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    let seen = echo(&c, &h.url("app.test", "/whoami")).await;
+    assert_eq!(seen["user"], "jane");
+    let token = seen["assertion"].as_str().unwrap();
+    let claims = verify_assertion(
+        &format!("{}/.well-known/jwks.json", h.base),
+        token,
+        "console",
+        &h.base,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claims["preferred_username"], "jane");
+    assert_eq!(claims["acr"], "aal2");
+    let amr: Vec<&str> = claims["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(amr.contains(&"pwd") && amr.contains(&"otp"), "{amr:?}");
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["staff", "licence-admins"])
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(exp - iat, 60, "short-lived");
+    assert!(claims["auth_time"].as_i64().unwrap() <= iat);
+    assert!(!claims["jti"].as_str().unwrap().is_empty());
+    let user =
+        h.st.stores
+            .durable
+            .get_user_by_username("jane")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(claims["sub"], user.id.as_str());
+    // Meant for the console only.
+    assert!(verify_assertion(
+        &format!("{}/.well-known/jwks.json", h.base),
+        token,
+        "api",
+        &h.base
+    )
+    .await
+    .is_err());
+    // A client cannot forge one: its own header is replaced.
+    let seen = c
+        .get(h.url("app.test", "/whoami"))
+        .header("x-stepgate-assertion", "forged")
+        .header("remote-user", "mallory")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_ne!(seen["assertion"], "forged");
+    assert!(
+        !seen["assertion"].as_str().unwrap().contains('|'),
+        "one header only"
+    );
+    assert_eq!(seen["user"], "jane");
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_assertions_verifiable_during_the_overlap() {
+    let h = start().await;
+    let jwks_url = format!("{}/.well-known/jwks.json", h.base);
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    let old = echo(&c, &h.url("app.test", "/")).await["assertion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+
+    // The key came from the store: a second node on the same store signs with it.
+    let cfg = h.st.runtime.load().config.gateway.assertion.clone();
+    let node2 = stepgate_server::assertion::AssertionKeys::open(
+        h.st.stores.durable.clone(),
+        h.key.clone(),
+        &cfg,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(node2.current_kid().as_deref(), Some(old_kid.as_str()));
+
+    let now = chrono::Utc::now();
+    let new_kid = h.st.assertion.rotate(&cfg, now).await.unwrap();
+    assert_ne!(new_kid, old_kid);
+    let jwks: serde_json::Value = reqwest::get(&jwks_url).await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    verify_assertion(&jwks_url, &old, "console", &h.base)
+        .await
+        .expect("an assertion signed before the rotation still verifies");
+    let fresh = echo(&c, &h.url("app.test", "/")).await["assertion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        jsonwebtoken::decode_header(&fresh).unwrap().kid.unwrap(),
+        new_kid
+    );
+    verify_assertion(&jwks_url, &fresh, "console", &h.base)
+        .await
+        .unwrap();
+    // The other node picks the new key up from the store.
+    node2.maintain(&cfg, now).await.unwrap();
+    assert_eq!(node2.current_kid(), Some(new_kid.clone()));
+
+    // Once every assertion the old key signed has expired, it leaves the JWKS.
+    h.st.assertion
+        .maintain(&cfg, now + chrono::Duration::minutes(7))
+        .await
+        .unwrap();
+    let jwks: serde_json::Value = reqwest::get(&jwks_url).await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, vec![new_kid.as_str()]);
+    assert!(verify_assertion(&jwks_url, &old, "console", &h.base)
+        .await
+        .is_err());
+    // And on schedule: a key older than rotate_every is replaced.
+    h.st.assertion
+        .maintain(&cfg, now + chrono::Duration::hours(25))
+        .await
+        .unwrap();
+    assert_ne!(h.st.assertion.current_kid(), Some(new_kid));
+}
+
+#[tokio::test]
+async fn bearer_tokens_allowed_stepped_up_and_refused() {
+    let h = start().await;
+    let c = h.client(None);
+    let call = |path: &str, token: String| c.get(h.url("api.test", path)).bearer_auth(token).send();
+
+    // Allowed: the token's claims stand in for the session.
+    let r = call("/data", h.idp.token(|_| {})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["user"], "robot");
+    assert_eq!(seen["aal"], "1");
+    let claims = verify_assertion(
+        &format!("{}/.well-known/jwks.json", h.base),
+        seen["assertion"].as_str().unwrap(),
+        "api",
+        &h.base,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claims["sub"], "svc-42");
+    assert_eq!(claims["acr"], "aal1");
+
+    // Stepped up: the admin route needs AAL2 within 5 minutes. RFC 9470, exactly.
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let r = call("/admin", h.idp.token(|_| {})).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"Administration needs recent MFA.\", acr_values=\"aal2\", max_age=300"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    // AAL2 but authenticated too long ago: still not enough.
+    let stale = h.idp.token(|c| {
+        c["acr"] = "aal2".into();
+        c["amr"] = serde_json::json!(["pwd", "otp"]);
+        c["auth_time"] = (chrono::Utc::now().timestamp() - 3600).into();
+    });
+    assert_eq!(call("/admin", stale).await.unwrap().status(), 401);
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "never reached upstream"
+    );
+    // The client comes back with a fresh AAL2 token: through.
+    let fresh = h.idp.token(|c| {
+        c["acr"] = "aal2".into();
+        c["amr"] = serde_json::json!(["pwd", "otp"]);
+    });
+    let r = call("/admin", fresh).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["aal"], "2");
+
+    // Refused: each of these is a 401 invalid_token and never reaches the upstream.
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let (other_key, _) = es256_key();
+    let mut hd = Header::new(Algorithm::ES256);
+    hd.kid = Some(h.idp.kid.clone());
+    let now = chrono::Utc::now().timestamp();
+    let forged = jsonwebtoken::encode(
+        &hd,
+        &serde_json::json!({"iss": "https://issuer.test", "aud": "api", "sub": "x", "exp": now + 300}),
+        &other_key,
+    )
+    .unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"iss": "https://issuer.test", "aud": "api", "sub": "x", "exp": now + 300}),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
+    let cases = [
+        ("bad signature", forged),
+        ("wrong audience", h.idp.token(|c| c["aud"] = "other".into())),
+        ("expired", h.idp.token(|c| c["exp"] = (now - 600).into())),
+        (
+            "not yet valid",
+            h.idp.token(|c| c["nbf"] = (now + 600).into()),
+        ),
+        (
+            "unknown issuer",
+            h.idp.token(|c| c["iss"] = "https://evil.test".into()),
+        ),
+        ("HMAC", hs256),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    for (what, token) in cases {
+        let r = call("/data", token).await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        let www = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            www.starts_with("Bearer error=\"invalid_token\""),
+            "{what}: {www}"
+        );
+    }
+    assert_eq!(h.seen.hits.load(Ordering::SeqCst), hits);
+    // Unknown kid: the JWKS is fetched again (not more than once per 10 s).
+    let fetches = h.idp.fetches.load(Ordering::SeqCst);
+    let mut hd = Header::new(Algorithm::ES256);
+    hd.kid = Some("rotated-away".into());
+    let t = jsonwebtoken::encode(
+        &hd,
+        &serde_json::json!({"iss": "https://issuer.test", "aud": "api", "sub": "x", "exp": now + 300}),
+        &h.idp.key,
+    )
+    .unwrap();
+    assert_eq!(call("/data", t.clone()).await.unwrap().status(), 401);
+    assert_eq!(call("/data", t).await.unwrap().status(), 401);
+    assert!(h.idp.fetches.load(Ordering::SeqCst) <= fetches + 1);
+}
+
+#[tokio::test]
+async fn bearer_issuer_keys_unreachable_is_401_never_allow() {
+    let h = start().await;
+    let rt = h.st.runtime.load();
+    // The issuer's JWKS URL points at a closed port, and at a server that never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    for url in [
+        "http://127.0.0.1:1/jwks.json".to_string(),
+        format!("http://{silent_addr}/jwks.json"),
+    ] {
+        let mut bearer = rt.config.gateway.bearer.clone();
+        bearer.issuers[0].jwks_url = Some(url.clone());
+        let v = stepgate_server::bearer::BearerVerifier::new();
+        let started = Instant::now();
+        let err = v
+            .verify(&bearer, &rt.config.base_dir, &h.idp.token(|_| {}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            stepgate_server::bearer::BearerError::KeysUnavailable,
+            "{url}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the 2 s timeout holds"
+        );
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn websocket_passes_through() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start().await;
+    let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "host",
+        format!("ws.test:{}", h.addr.port()).parse().unwrap(),
+    );
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", h.idp.token(|_| {})).parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("echo: hello {i}"));
+    }
+    let big = vec![7u8; 1 << 20];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let m = ws.next().await.unwrap().unwrap();
+    assert_eq!(m.into_data().as_ref(), &big[..]);
+    ws.close(None).await.unwrap();
+
+    // Without a token, no upgrade.
+    let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "host",
+        format!("ws.test:{}", h.addr.port()).parse().unwrap(),
+    );
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_100_mb_upload_streams_through_without_buffering() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 1600; // 100 MiB
+    let h = start().await;
+    let c = h.client(None);
+    let last_sent: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let ls = last_sent.clone();
+    let body = futures_util::stream::iter(0..CHUNKS).map(move |i| {
+        if i == CHUNKS - 1 {
+            *ls.lock().unwrap() = Some(Instant::now());
+        }
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; CHUNK]))
+    });
+    let before = rss_kib();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let (p2, stop) = (
+        peak.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let stop2 = stop.clone();
+    let sampler = tokio::spawn(async move {
+        while !stop2.load(Ordering::Relaxed) {
+            p2.fetch_max(rss_kib(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let started = Instant::now();
+    let r = c
+        .post(h.url("api.test", "/upload"))
+        .bearer_auth(h.idp.token(|_| {}))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        (CHUNK * CHUNKS).to_string(),
+        "every byte arrived"
+    );
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let first = h.seen.first_upload_chunk.lock().unwrap().unwrap();
+    let last = last_sent.lock().unwrap().unwrap();
+    assert!(
+        first < last,
+        "the upstream got its first bytes before the client had produced its last"
+    );
+    let growth_mib = peak.load(Ordering::Relaxed).saturating_sub(before) / 1024;
+    eprintln!(
+        "100 MiB upload through the proxy: {:.2} s, upstream first byte {} ms before the client's last chunk, peak RSS growth {growth_mib} MiB",
+        elapsed.as_secs_f64(),
+        (last - first).as_millis()
+    );
+    assert!(
+        growth_mib < 64,
+        "the proxy must not buffer the body (RSS grew {growth_mib} MiB)"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let h = start().await;
+    let c = h.client(None);
+    let seen: serde_json::Value = c
+        .get(h.url("api.test", "/data"))
+        .bearer_auth(h.idp.token(|_| {}))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6;proto=https")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let host = format!("api.test:{}", h.addr.port());
+    assert_eq!(seen["xff"], "127.0.0.1");
+    assert_eq!(seen["real_ip"], "127.0.0.1");
+    assert_eq!(seen["proto"], "http");
+    assert_eq!(seen["host"], host.as_str());
+    assert_eq!(
+        seen["forwarded"],
+        format!("for=127.0.0.1;host=\"{host}\";proto=http").as_str()
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_or_504_and_say_nothing_of_internals() {
+    let h = start().await;
+    let c = h.client(None);
+    let token = h.idp.token(|_| {});
+    // Down: connection refused.
+    let r = c
+        .get(h.url("down.test", "/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("bad_gateway"), "{body}");
+    for leak in ["127.0.0.1", "refused", "tcp", "hyper", "error trying"] {
+        assert!(!body.to_lowercase().contains(leak), "{leak} in {body}");
+    }
+    // Browser: HTML.
+    let r = c
+        .get(h.url("down.test", "/"))
+        .bearer_auth(&token)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    // Too slow for the app's 1 s timeout.
+    let started = Instant::now();
+    let r = c
+        .get(h.url("slow.test", "/slow"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(r.text().await.unwrap().contains("gateway_timeout"));
+}
+
+#[tokio::test]
+async fn a_broken_store_refuses_with_503() {
+    let h = start().await;
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    assert_eq!(
+        c.get(h.url("app.test", "/")).send().await.unwrap().status(),
+        200
+    );
+    // Break the hot store under the running server: its session table disappears.
+    let db = h.dir.path().join("data").join("stepgate.db");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&opts)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE hot_sessions RENAME TO hot_sessions_gone")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let r = c.get(h.url("app.test", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("hot_sessions"), "no internals: {body}");
+    let r = c
+        .get(h.url("app.test", "/"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "nothing let through"
+    );
+}
+
+#[tokio::test]
+async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "stepgate test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let srv_key = KeyPair::generate().unwrap();
+    let srv = CertificateParams::new(vec!["mtls.test".to_string(), "app.test".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &ca, &ca_key)
+        .unwrap();
+    let cli_key = KeyPair::generate().unwrap();
+    let mut cli_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cli_params
+        .distinguished_name
+        .push(DnType::CommonName, "laptop-7");
+    cli_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cli = cli_params.signed_by(&cli_key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), srv.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), srv_key.serialize_pem()).unwrap();
+
+    let extra = "signals:\n  client_certificates:\n    authorities:\n      - { name: test-ca, ca_file: ca.pem }\n";
+    let h = start_with(dir, extra).await;
+    let tls = stepgate_config::TlsConfig {
+        cert_file: "cert.pem".into(),
+        key_file: "key.pem".into(),
+        client_ca_file: Some("ca.pem".into()),
+    };
+    let server_cfg = stepgate_server::tls::server_config(&tls, h.dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let st = h.st.clone();
+    tokio::spawn(async move {
+        stepgate_server::tls::serve_tls_on(st, listener, server_cfg)
+            .await
+            .unwrap()
+    });
+    let client = |identity: bool| {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+            .resolve("mtls.test", addr)
+            .resolve("app.test", addr);
+        if identity {
+            let pem = format!("{}{}", cli.pem(), cli_key.serialize_pem());
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let url = format!("https://mtls.test:{}/who", addr.port());
+    let token = h.idp.token(|_| {});
+
+    let r = client(true)
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
+    assert_eq!(r.status(), 200, "the certificate reached the policy");
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["proto"], "https");
+
+    let r = client(false)
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no certificate, denied by the policy");
+
+    // The JWKS and the portal are served over TLS too.
+    let r = client(false)
+        .get(format!(
+            "https://app.test:{}/.well-known/jwks.json",
+            addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
