@@ -4,8 +4,9 @@
 //! sensitive route asks for a step-up, and a client-sent `Remote-User` never reaches the
 //! app.
 //!
-//! Skipped with a note when `nginx` is not installed, except under `CI=true`, where a
-//! missing nginx fails the test (`.ci/run` installs it).
+//! Skipped with a note when `nginx` is not installed, except under `CI=true` or
+//! `STEPGATE_REQUIRE_NGINX=1` (set by `.ci/run`, which installs nginx), where a missing
+//! nginx fails the test.
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
@@ -133,8 +134,10 @@ async fn start_nginx(bin: &Path, dir: &Path, port: u16, conf: &str) -> Nginx {
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_stepgate() {
     let Some(bin) = nginx_binary() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("nginx is not installed, and CI=true: .ci/run should have installed it");
+        if std::env::var("CI").as_deref() == Ok("true")
+            || std::env::var("STEPGATE_REQUIRE_NGINX").as_deref() == Ok("1")
+        {
+            panic!("nginx is not installed, and CI=true or STEPGATE_REQUIRE_NGINX=1: .ci/run installs it (apt-get install nginx)");
         }
         eprintln!("note: nginx is not installed; skipping the nginx auth_request test");
         return;
