@@ -171,6 +171,90 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How the Licence Console checks stepgate's signed assertion, as any upstream should:
+/// against the JWKS, with the expected issuer and audience.
+#[derive(Clone, Debug)]
+pub struct AssertionCheck {
+    /// stepgate's JWKS URL.
+    pub jwks_url: String,
+    /// stepgate's public URL (the `iss`).
+    pub issuer: String,
+    /// The console's app id (the `aud`).
+    pub audience: String,
+}
+
+/// The check in force, set once stepgate's state exists (see [`seed`]); one per process
+/// (the demo runs one console).
+static ASSERTION_CHECK: std::sync::RwLock<Option<AssertionCheck>> = std::sync::RwLock::new(None);
+static JWKS_CACHE: std::sync::Mutex<Option<jsonwebtoken::jwk::JwkSet>> =
+    std::sync::Mutex::new(None);
+
+/// Tells the Licence Console where stepgate's JWKS is and what to expect in assertions.
+pub fn set_assertion_check(check: AssertionCheck) {
+    *ASSERTION_CHECK.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
+    *JWKS_CACHE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Verifies the request's `X-Stepgate-Assertion` the way an app would; `Ok(username)`.
+pub async fn check_assertion(h: &HeaderMap) -> Result<String, String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let check = ASSERTION_CHECK
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or("no JWKS configured")?;
+    let token = h
+        .get("x-stepgate-assertion")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no assertion header")?;
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|_| "malformed assertion")?
+        .kid
+        .ok_or("assertion without kid")?;
+    let cached = JWKS_CACHE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let jwk = match cached.as_ref().and_then(|s| s.find(&kid)).cloned() {
+        Some(k) => k,
+        None => {
+            // Unknown kid: stepgate may have rotated; fetch the JWKS again.
+            let set: jsonwebtoken::jwk::JwkSet = reqwest::Client::new()
+                .get(&check.jwks_url)
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await
+                .map_err(|_| "JWKS unreachable")?
+                .json()
+                .await
+                .map_err(|_| "JWKS unreadable")?;
+            let k = set.find(&kid).cloned().ok_or("unknown signing key")?;
+            *JWKS_CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
+            k
+        }
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "unusable key")?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[check.audience.as_str()]);
+    v.set_issuer(&[check.issuer.as_str()]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .map_err(|e| format!("invalid: {e}"))?;
+    Ok(data.claims["preferred_username"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+async fn assertion_status(h: &HeaderMap) -> String {
+    match check_assertion(h).await {
+        Ok(user) => format!(
+            "<p class=who id=assertion>assertion verified ✓ (signed by stepgate for {})</p>",
+            esc(&user)
+        ),
+        Err(why) => format!(
+            "<p class=who id=assertion>assertion NOT verified: {}</p>",
+            esc(&why)
+        ),
+    }
+}
+
 fn identity(h: &HeaderMap) -> String {
     let get = |n: &str| {
         h.get(n)
@@ -187,11 +271,11 @@ fn identity(h: &HeaderMap) -> String {
     )
 }
 
-fn page(h: &HeaderMap, title: &str, body: &str) -> Response {
+fn page(h: &HeaderMap, status: &str, title: &str, body: &str) -> Response {
     Html(format!(
         "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>\
          <title>{title} · Licence Console</title><link rel=stylesheet href='/_stepgate/static/style.css'>\
-         <main class=wide><div class=card><h1>Licence Console — {title}</h1>{}{body}\
+         <main class=wide><div class=card><h1>Licence Console — {title}</h1>{}{status}{body}\
          <p><a href='/licences'>Licences</a> · <a href='/admin'>Admin</a> · <a href='/_stepgate/account'>Security settings</a></p></div></main></html>",
         identity(h)
     ))
@@ -217,8 +301,10 @@ async fn list(State(c): State<Console>, h: HeaderMap) -> Response {
             )
         })
         .collect();
+    let status = assertion_status(&h).await;
     page(
         &h,
+        &status,
         "Licences",
         &format!(
             "<table><thead><tr><th>#</th><th>Product</th><th>Holder</th><th>Status</th><th>Renewals</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
@@ -271,7 +357,8 @@ async fn revoke(State(c): State<Console>, Path(id): Path<u32>) -> Response {
 }
 
 async fn admin(h: HeaderMap) -> Response {
-    page(&h, "Admin", "<p id=admin-page>Licence administration: seat limits, audit exports and vendor keys live here.</p>")
+    let status = assertion_status(&h).await;
+    page(&h, &status, "Admin", "<p id=admin-page>Licence administration: seat limits, audit exports and vendor keys live here.</p>")
 }
 
 /// A seeded demo user, as printed on the console.
@@ -305,6 +392,19 @@ pub const USERS: &[DemoUser] = &[
 /// Creates the demo users with their password and TOTP factor, if they do not exist yet.
 pub async fn seed(st: &crate::Shared, key: &stepgate_store::SecretKey) -> anyhow::Result<()> {
     use stepgate_store::{factor_context, FactorRecord, UserRecord};
+    {
+        let rt = st.runtime.load();
+        // Loopback in the demo; a wildcard listen address is reached on loopback too.
+        let mut listen = rt.config.listen;
+        if listen.ip().is_unspecified() {
+            listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        set_assertion_check(AssertionCheck {
+            jwks_url: format!("http://{listen}/.well-known/jwks.json"),
+            issuer: rt.public_url.clone(),
+            audience: "licence-console".into(),
+        });
+    }
     let durable = &st.stores.durable;
     for u in USERS {
         if durable.get_user_by_username(u.username).await?.is_some() {

@@ -441,6 +441,20 @@ async fn assertion_verifies_against_the_published_jwks() {
             .unwrap()
             .unwrap();
     assert_eq!(claims["sub"], user.id.as_str());
+    // The demo's Licence Console checks it the same way.
+    demo::set_assertion_check(demo::AssertionCheck {
+        jwks_url: format!("{}/.well-known/jwks.json", h.base),
+        issuer: h.base.clone(),
+        audience: "console".into(),
+    });
+    let mut hm = axum::http::HeaderMap::new();
+    hm.insert("x-stepgate-assertion", token.parse().unwrap());
+    assert_eq!(demo::check_assertion(&hm).await.as_deref(), Ok("jane"));
+    let mut tampered = token.to_string();
+    tampered.truncate(token.len() - 4);
+    tampered.push_str("AAAA");
+    hm.insert("x-stepgate-assertion", tampered.parse().unwrap());
+    assert!(demo::check_assertion(&hm).await.is_err());
     // Meant for the console only.
     assert!(verify_assertion(
         &format!("{}/.well-known/jwks.json", h.base),
