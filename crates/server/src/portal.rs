@@ -1689,8 +1689,14 @@ pub async fn webauthn_login_start(
     }
     let _ = b;
     match st.authn.webauthn_auth_start(None).await {
-        Ok((options, state)) => match keep_ceremony(&st, state).await {
-            Ok(id) => Json(serde_json::json!({ "id": id, "options": options })).into_response(),
+        Ok((mut options, state)) => match keep_ceremony(&st, state).await {
+            Ok(id) => {
+                // The prompt is started by a click, not by form autofill.
+                if let Some(o) = options.as_object_mut() {
+                    o.remove("mediation");
+                }
+                Json(serde_json::json!({ "id": id, "options": options })).into_response()
+            }
             Err(r) => r,
         },
         Err(e) => json_err(StatusCode::BAD_REQUEST, &web::auth_message(&e)),
@@ -1809,11 +1815,26 @@ pub async fn webauthn_register_start(
         _ => RegistrationKind::Passkey,
     };
     match st.authn.webauthn_register_start(&user, kind).await {
-        Ok((options, state)) => match keep_ceremony(&st, state).await {
-            Ok(id) => Json(serde_json::json!({ "id": id, "options": options })).into_response(),
+        Ok((mut options, state)) => match keep_ceremony(&st, state).await {
+            Ok(id) => {
+                if kind == RegistrationKind::Passkey {
+                    require_resident_key(&mut options);
+                }
+                Json(serde_json::json!({ "id": id, "options": options })).into_response()
+            }
             Err(r) => r,
         },
         Err(e) => json_err(StatusCode::BAD_REQUEST, &web::auth_message(&e)),
+    }
+}
+
+/// A passkey must be discoverable so that "Sign in with a passkey" can find it without a
+/// username: ask the authenticator for a resident (client-side discoverable) credential.
+/// The server-side verification does not depend on this hint.
+fn require_resident_key(options: &mut serde_json::Value) {
+    if let Some(sel) = options.pointer_mut("/publicKey/authenticatorSelection").and_then(|v| v.as_object_mut()) {
+        sel.insert("residentKey".into(), serde_json::Value::String("required".into()));
+        sel.insert("requireResidentKey".into(), serde_json::Value::Bool(true));
     }
 }
 
