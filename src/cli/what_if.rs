@@ -20,6 +20,11 @@ pub struct WhatIfArgs {
     /// Print the decision and trace as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The user's previous sign-ins (a JSON list of `{time, ip, country, city, latitude,
+    /// longitude, device_id, outcome}`), to score behavioural risk and travel velocity the
+    /// way a live sign-in would. Without it the context's own `risk` is used.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
 }
 
 /// Prints the decision, the deciding policy and the trace.
@@ -40,13 +45,98 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
             e.column()
         )
     })?;
+    let mut ctx = ctx;
+    let risk = enrich(&cfg, &mut ctx, args.history.as_deref())?;
     let explanation = cfg.policy_set.explain(&ctx);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&explanation)?);
+        let mut v = serde_json::to_value(&explanation)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "context".into(),
+                serde_json::json!({ "network": ctx.network, "risk": ctx.risk }),
+            );
+            if let Some(r) = &risk {
+                obj.insert("risk".into(), serde_json::to_value(r)?);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let n = &ctx.network;
+        if n.country.is_some() || n.city.is_some() {
+            println!(
+                "geoip:    {} → country {}, region {}, city {}",
+                n.ip.map_or("-".into(), |i| i.to_string()),
+                n.country.as_deref().unwrap_or("-"),
+                n.region.as_deref().unwrap_or("-"),
+                n.city.as_deref().unwrap_or("-")
+            );
+        }
+        if let Some(r) = &risk {
+            let reasons: Vec<String> = r
+                .reasons
+                .iter()
+                .map(|x| format!("{} ({})", x.name, x.detail))
+                .collect();
+            println!(
+                "risk:     {} (score {}) {}",
+                ctx.risk.level.as_str(),
+                r.score,
+                reasons.join("; ")
+            );
+        }
         print!("{}", render(&explanation));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fills what the live pipeline would: country/region/city from `signals.geoip` when the
+/// context has an IP but no location, and, given a sign-in history, the behavioural risk
+/// (new country, impossible travel with its velocity, …) from `signals.risk`.
+fn enrich(
+    cfg: &stepgate_config::Config,
+    ctx: &mut RequestContext,
+    history: Option<&std::path::Path>,
+) -> anyhow::Result<Option<stepgate_signals::risk::RiskAssessment>> {
+    let mut geo = stepgate_signals::geoip::GeoInfo::default();
+    if let (Some(g), Some(ip)) = (&cfg.signals.geoip, ctx.network.ip) {
+        let mut g = g.clone();
+        if g.database.is_relative() {
+            g.database = cfg.base_dir.join(&g.database);
+        }
+        let db = stepgate_signals::geoip::GeoIp::open(&g)
+            .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))?;
+        geo = db
+            .lookup(ip)
+            .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))?;
+        if ctx.network.country.is_none() && ctx.network.city.is_none() {
+            geo.apply_to(&mut ctx.network);
+        }
+    }
+    let Some(path) = history else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the history file {}", path.display()))?;
+    let entries: Vec<stepgate_signals::risk::SignInEntry> =
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: {e} (expected a list of sign-ins)",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+    let attempt = stepgate_signals::risk::SignInAttempt {
+        time: ctx.time,
+        ip: ctx.network.ip,
+        country: ctx.network.country.clone(),
+        city: ctx.network.city.clone(),
+        latitude: geo.latitude,
+        longitude: geo.longitude,
+        device_id: ctx.device.as_ref().and_then(|d| d.id.clone()),
+        ip_risk_score: ctx.network.ip_risk_score,
+    };
+    let assessment = stepgate_signals::risk::score(&entries, &attempt, &cfg.signals.risk);
+    ctx.risk = assessment.to_context();
+    Ok(Some(assessment))
 }
 
 /// The human-readable report.
