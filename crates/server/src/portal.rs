@@ -1832,8 +1832,14 @@ pub async fn webauthn_register_start(
 /// username: ask the authenticator for a resident (client-side discoverable) credential.
 /// The server-side verification does not depend on this hint.
 fn require_resident_key(options: &mut serde_json::Value) {
-    if let Some(sel) = options.pointer_mut("/publicKey/authenticatorSelection").and_then(|v| v.as_object_mut()) {
-        sel.insert("residentKey".into(), serde_json::Value::String("required".into()));
+    if let Some(sel) = options
+        .pointer_mut("/publicKey/authenticatorSelection")
+        .and_then(|v| v.as_object_mut())
+    {
+        sel.insert(
+            "residentKey".into(),
+            serde_json::Value::String("required".into()),
+        );
         sel.insert("requireResidentKey".into(), serde_json::Value::Bool(true));
     }
 }
