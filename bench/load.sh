@@ -11,7 +11,7 @@
 # session, checks every target answers 200 before measuring, and prints requests/s, p99
 # latency and the ratios the targets are stated in.
 #
-# Usage: bench/load.sh            (env: THREADS=2 CONNS=32 DURATION=10s BASE_PORT=19400)
+# Usage: bench/load.sh  (env: THREADS=2 CONNS=32 DURATION=10s BASE_PORT=19400 ASSERTION=on)
 # Needs: wrk, nginx, curl, python3 (wrk and nginx are installed with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,9 @@ THREADS="${THREADS:-2}"
 CONNS="${CONNS:-32}"
 DURATION="${DURATION:-10s}"
 BASE_PORT="${BASE_PORT:-19400}"
+# ASSERTION=off measures without the signed identity assertion (an ES256 signature per
+# allowed request).
+ASSERTION="${ASSERTION:-on}"
 HELLO_PORT=$((BASE_PORT))
 NGINX_PORT=$((BASE_PORT + 1))
 SG_PORT=$((BASE_PORT + 2))
@@ -109,6 +112,8 @@ apps:
   - id: hello
     hosts: [$APP_HOST]
     upstream: http://127.0.0.1:$HELLO_PORT
+gateway:
+  assertion: { enabled: $([ "$ASSERTION" = off ] && echo false || echo true) }
 policies:
   - name: staff-with-mfa
     priority: 10
@@ -118,7 +123,7 @@ policies:
     targets: { sign_in: true }
     outcome: { step_up: { min_aal: 2 } }
 EOF
-PASSWORD="bench passphrase that is long enough"
+PASSWORD="Quartz lantern 7 drifts over the harbour"
 printf '%s\n' "$PASSWORD" | "$STEPGATE" user add bench --email bench@bench.test --group staff \
   --password-stdin --config "$WORK/stepgate.yaml" >/dev/null
 TOTP_KEY="$("$STEPGATE" user enroll-totp bench --no-qr --config "$WORK/stepgate.yaml" | sed -n 's/^key: //p')"
