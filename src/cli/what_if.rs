@@ -46,7 +46,7 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let mut ctx = ctx;
-    let risk = enrich(&cfg, &mut ctx, args.history.as_deref())?;
+    let (located, risk) = enrich(&cfg, &mut ctx, args.history.as_deref())?;
     let explanation = cfg.policy_set.explain(&ctx);
     if args.json {
         let mut v = serde_json::to_value(&explanation)?;
@@ -62,7 +62,7 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let n = &ctx.network;
-        if n.country.is_some() || n.city.is_some() {
+        if located {
             println!(
                 "geoip:    {} → country {}, region {}, city {}",
                 n.ip.map_or("-".into(), |i| i.to_string()),
@@ -91,13 +91,15 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
 
 /// Fills what the live pipeline would: country/region/city from `signals.geoip` when the
 /// context has an IP but no location, and, given a sign-in history, the behavioural risk
-/// (new country, impossible travel with its velocity, …) from `signals.risk`.
+/// (new country, impossible travel with its velocity, …) from `signals.risk`. Says whether
+/// GeoIP filled the location.
 fn enrich(
     cfg: &stepgate_config::Config,
     ctx: &mut RequestContext,
     history: Option<&std::path::Path>,
-) -> anyhow::Result<Option<stepgate_signals::risk::RiskAssessment>> {
+) -> anyhow::Result<(bool, Option<stepgate_signals::risk::RiskAssessment>)> {
     let mut geo = stepgate_signals::geoip::GeoInfo::default();
+    let mut located = false;
     if let (Some(g), Some(ip)) = (&cfg.signals.geoip, ctx.network.ip) {
         let mut g = g.clone();
         if g.database.is_relative() {
@@ -110,9 +112,12 @@ fn enrich(
             .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))?;
         if ctx.network.country.is_none() && ctx.network.city.is_none() {
             geo.apply_to(&mut ctx.network);
+            located = true;
         }
     }
-    let Some(path) = history else { return Ok(None) };
+    let Some(path) = history else {
+        return Ok((located, None));
+    };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the history file {}", path.display()))?;
     let entries: Vec<stepgate_signals::risk::SignInEntry> =
@@ -136,7 +141,7 @@ fn enrich(
     };
     let assessment = stepgate_signals::risk::score(&entries, &attempt, &cfg.signals.risk);
     ctx.risk = assessment.to_context();
-    Ok(Some(assessment))
+    Ok((located, Some(assessment)))
 }
 
 /// The human-readable report.

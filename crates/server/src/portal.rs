@@ -237,6 +237,8 @@ enum Next {
     Go {
         url: String,
         session: Option<(Session, bool)>,
+        /// A new device cookie for a browser seen for the first time.
+        device_cookie: Option<Box<axum_extra::extract::cookie::Cookie<'static>>>,
     },
     /// An error page.
     Page(Response),
@@ -246,7 +248,15 @@ impl Next {
     fn into_response_for(self, st: &Shared, rt: &Rt, jar: CookieJar, json: bool) -> Response {
         match self {
             Next::Page(r) => r,
-            Next::Go { url, session } => {
+            Next::Go {
+                url,
+                session,
+                device_cookie,
+            } => {
+                let jar = match device_cookie {
+                    Some(c) => jar.add(*c),
+                    None => jar,
+                };
                 let jar = match session {
                     Some((s, persistent)) => {
                         let age = persistent.then(|| {
@@ -381,6 +391,7 @@ async fn sign_in(
             return Next::Go {
                 url: portal_url(rt, headers, &format!("/blocked?t={token}")),
                 session: None,
+                device_cookie: None,
             };
         }
         Outcome::Allow => None,
@@ -428,6 +439,7 @@ async fn sign_in(
             return Next::Go {
                 url: portal_url(rt, headers, &format!("/step-up?t={token}")),
                 session: Some((s, persistent)),
+                device_cookie: None,
             };
         }
     }
@@ -455,9 +467,13 @@ async fn sign_in(
                 crate::signals::index_device_session(st, d, &s.id).await;
             }
             let persistent = s.data.persistent;
+            let device_cookie = crate::signals::issue_device_cookie(st, rt, jar, &user, t)
+                .await
+                .map(Box::new);
             Next::Go {
                 url: target,
                 session: Some((s, persistent)),
+                device_cookie,
             }
         }
         Err(e) => Next::Page(store_down(&e)),
@@ -701,9 +717,17 @@ async fn factor_passed(
             crate::signals::index_device_session(st, d, &new.id).await;
         }
         let url = tok.back.clone().unwrap_or(tok.rt.clone());
+        let device_cookie = if tok.sign_in {
+            crate::signals::issue_device_cookie(st, rt, &jar, user, t)
+                .await
+                .map(Box::new)
+        } else {
+            None
+        };
         return Next::Go {
             url,
             session: Some((new, persistent)),
+            device_cookie,
         }
         .into_response_for(st, rt, jar, json);
     }

@@ -538,3 +538,44 @@ pub async fn bind_session_device(
     }
     index_device_session(st, id, &s.id).await;
 }
+
+/// After a completed sign-in: when device cookies are configured and the browser has no
+/// valid one of this user's, registers a new "registered" (known but unmanaged) device for
+/// the user and returns the long-lived signed cookie that ties the browser to it.
+pub async fn issue_device_cookie(
+    st: &Shared,
+    rt: &crate::state::Runtime,
+    jar: &CookieJar,
+    user: &UserRecord,
+    now: DateTime<Utc>,
+) -> Option<axum_extra::extract::cookie::Cookie<'static>> {
+    let signer = st.signals.cookie.as_ref()?;
+    let c = &rt.config.devices.cookie;
+    if let Some(v) = jar.get(&c.name) {
+        if let Ok(id) = signer.verify(v.value(), c.max_age.0, now) {
+            if let Ok(Some(d)) = load_device(st, &id).await {
+                if d.owner.as_deref().is_none_or(|o| o == user.username) {
+                    return None;
+                }
+            }
+        }
+    }
+    let mut device = Device::new(format!("browser-{}", crate::security::random_id()));
+    device.owner = Some(user.username.clone());
+    device.state = stepgate_policy::DeviceState::Registered;
+    device.source = Some("stepgate".into());
+    if let Err(e) = save_device(st, &device, now).await {
+        tracing::warn!(error = %e, "could not register the browser as a device");
+        return None;
+    }
+    let mut cookie =
+        axum_extra::extract::cookie::Cookie::new(c.name.clone(), signer.issue(&device.id, now));
+    cookie.set_http_only(true);
+    cookie.set_secure(rt.config.sessions.cookie.secure || c.name.starts_with("__Host-"));
+    cookie.set_same_site(axum_extra::extract::cookie::SameSite::Lax);
+    cookie.set_path("/");
+    cookie.set_max_age(cookie::time::Duration::seconds(
+        c.max_age.as_secs().min(i64::MAX as u64) as i64,
+    ));
+    Some(cookie)
+}
