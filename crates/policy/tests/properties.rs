@@ -13,15 +13,11 @@ struct Doc {
     networks: NetworksSpec,
     #[serde(default)]
     policies: Vec<PolicySpec>,
-    #[serde(default)]
-    sessions: Option<marked_yaml::Spanned<std::collections::BTreeMap<String, String>>>,
-    #[serde(default)]
-    default_outcome: Option<String>,
+    // Other sections of the file (sessions, server, factors, …) are not the engine's.
 }
 
 fn compile_yaml(yaml: &str) -> PolicySet {
     let doc: Doc = marked_yaml::from_yaml(0, yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let _ = (&doc.sessions, &doc.default_outcome);
     compile(PolicyInput {
         apps: &doc.apps,
         networks: &doc.networks,
