@@ -133,7 +133,9 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
       page.click('form[action$="/step-up/totp"] button[type=submit]'),
     ]);
     assert.equal(await page.locator('#remote-user').textContent(), 'jane');
-    assert.match(await page.locator('p.who').textContent(), /AAL 2/);
+    assert.match(await page.locator('#identity').textContent(), /AAL 2/);
+    // The upstream checked stepgate's signed assertion against the JWKS.
+    assert.match(await page.locator('#assertion').textContent(), /assertion verified ✓/);
     await shot(page, 'licences-signed-in');
     done.login = true;
   });
@@ -223,7 +225,7 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
       await shot(page, name);
     }
     assert.equal(await page.locator('#remote-user').textContent(), 'jane');
-    assert.match(await page.locator('p.who').textContent(), /AAL 2/, 'a passkey with user verification is AAL2');
+    assert.match(await page.locator('#identity').textContent(), /AAL 2/, 'a passkey with user verification is AAL2');
     assert.equal((await page.locator('#licence-2 .status').textContent()).trim(), 'revoked', 'same demo data');
   }
 

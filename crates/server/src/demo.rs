@@ -263,7 +263,7 @@ fn identity(h: &HeaderMap) -> String {
             .to_string()
     };
     format!(
-        "<p class=who>Signed in as <strong id=remote-user>{}</strong> · groups {} · AAL {} · amr {}</p>",
+        "<p class=who id=identity>Signed in as <strong id=remote-user>{}</strong> · groups {} · AAL {} · amr {}</p>",
         esc(&get("remote-user")),
         esc(&get("remote-groups")),
         esc(&get("remote-aal")),
