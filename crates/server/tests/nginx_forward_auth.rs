@@ -174,6 +174,16 @@ async fn nginx_auth_request_in_front_of_stepgate() {
     // The auth location is internal.
     let r = c.get(format!("{app}/_stepgate_auth")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // Nor can a client reach the decision endpoints through the portal's server block.
+    let r = c
+        .get(format!(
+            "http://{PORTAL_HOST}:{port}/_stepgate/auth/forward"
+        ))
+        .header("x-forwarded-host", "app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 
     // Sign in through the portal behind nginx: password, then TOTP; back at the app.
     let r = follow.get(format!("{app}/hello?x=1")).send().await.unwrap();
