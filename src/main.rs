@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// mimalloc: per-request allocations freed on another worker thread made glibc malloc's
+/// arena locks a large share of the gateway's cost under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// stepgate: an identity-aware proxy with context-based step-up authentication.
 #[derive(Parser)]
 #[command(name = "stepgate", version, about, long_about = None)]

@@ -88,13 +88,27 @@ pub struct SessionsConfig {
     /// The session cookie.
     #[serde(default)]
     pub cookie: CookieConfig,
+    /// How long a node may reuse the sessions, users, devices and sign-in histories it read
+    /// from the stores (default 2 s; `0s` turns the cache off). Changes made on the same
+    /// node take effect at once; this bounds how long another node's change (a logout, a
+    /// disabled user) takes to be seen.
+    #[serde(default)]
+    pub cache_ttl: Option<HumanDuration>,
 }
 
 const DAY: u64 = 86_400;
 const HOUR: u64 = 3_600;
 const MIN: u64 = 60;
 
+/// `sessions.cache_ttl` when not set.
+pub const DEFAULT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SessionsConfig {
+    /// The per-node read cache's TTL (`sessions.cache_ttl`, 2 s by default; zero: off).
+    pub fn cache_ttl(&self) -> std::time::Duration {
+        self.cache_ttl.map_or(DEFAULT_CACHE_TTL, |d| d.0)
+    }
+
     /// The effective (lifetime, idle timeout) for a session at `aal` (1–3; 0 counts as 1):
     /// the NIST default for the level, replaced by the level's override, capped by the
     /// global values.

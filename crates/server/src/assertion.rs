@@ -411,41 +411,181 @@ pub fn header_for(
         axum::http::HeaderName::from_bytes(cfg.header.to_ascii_lowercase().as_bytes()).ok()?;
     let now = Utc::now();
     let u = grant.user;
-    let c = match grant.bearer {
-        Some(b) => claims(
-            &rt.public_url,
-            app.id.as_str(),
-            &b.sub,
-            Some(&b.username),
-            b.email.as_deref(),
-            b.name.as_deref(),
-            &b.groups,
-            b.aal,
-            &b.amr,
-            b.auth_time,
-            cfg.ttl.0,
-            now,
-        ),
+    let value = match grant.bearer {
+        Some(b) => {
+            let what = Said {
+                issuer: &rt.public_url,
+                app: app.id.as_str(),
+                sub: &b.sub,
+                username: Some(&b.username),
+                email: b.email.as_deref(),
+                name: b.name.as_deref(),
+                groups: &b.groups,
+                aal: b.aal,
+                amr: &b.amr,
+                auth_time: b.auth_time,
+            };
+            // A bearer grant has no stored session: the token's claims alone key the cache.
+            st.assertions
+                .get_or_sign(&st.assertion, "", &what, cfg.ttl.0, now)
+        }
         None => {
             let a = grant.session.data.assurance(&rt.config.assurance);
-            claims(
-                &rt.public_url,
-                app.id.as_str(),
-                &u.id,
-                Some(&u.username),
-                u.email.as_deref(),
-                u.name.as_deref(),
-                &u.groups,
-                a.aal,
-                &a.amr,
-                a.auth_time,
-                cfg.ttl.0,
-                now,
-            )
+            let what = Said {
+                issuer: &rt.public_url,
+                app: app.id.as_str(),
+                sub: &u.id,
+                username: Some(&u.username),
+                email: u.email.as_deref(),
+                name: u.name.as_deref(),
+                groups: &u.groups,
+                aal: a.aal,
+                amr: &a.amr,
+                auth_time: a.auth_time,
+            };
+            st.assertions
+                .get_or_sign(&st.assertion, &grant.session.id, &what, cfg.ttl.0, now)
         }
     };
-    let token = st.assertion.sign(&c)?;
-    HeaderValue::from_str(&token).ok().map(|v| (name, v))
+    value.map(|v| (name, v))
+}
+
+/// What an assertion says, apart from its times and id.
+pub struct Said<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `aud`.
+    pub app: &'a str,
+    /// `sub`.
+    pub sub: &'a str,
+    /// `preferred_username`.
+    pub username: Option<&'a str>,
+    /// `email`.
+    pub email: Option<&'a str>,
+    /// `name`.
+    pub name: Option<&'a str>,
+    /// `groups`.
+    pub groups: &'a [String],
+    /// The level (`acr`).
+    pub aal: u8,
+    /// `amr`.
+    pub amr: &'a [String],
+    /// `auth_time`.
+    pub auth_time: Option<DateTime<Utc>>,
+}
+
+impl Said<'_> {
+    /// The claims, issued `now`.
+    pub fn claims(&self, ttl: Duration, now: DateTime<Utc>) -> IdentityClaims {
+        claims(
+            self.issuer,
+            self.app,
+            self.sub,
+            self.username,
+            self.email,
+            self.name,
+            self.groups,
+            self.aal,
+            self.amr,
+            self.auth_time,
+            ttl,
+            now,
+        )
+    }
+
+    /// An unambiguous key for everything the assertion says (each field length-prefixed),
+    /// with the session and signing key it is cached for.
+    fn cache_key(&self, session: &str, kid: &str, ttl: Duration) -> String {
+        use std::fmt::Write as _;
+        let mut k = String::with_capacity(256);
+        let mut put = |s: Option<&str>| match s {
+            Some(s) => {
+                let _ = write!(k, "{}:{s}|", s.len());
+            }
+            None => k.push_str("-|"),
+        };
+        put(Some(kid));
+        put(Some(session));
+        put(Some(self.issuer));
+        put(Some(self.app));
+        put(Some(self.sub));
+        put(self.username);
+        put(self.email);
+        put(self.name);
+        for g in self.groups {
+            put(Some(g));
+        }
+        put(None);
+        for m in self.amr {
+            put(Some(m));
+        }
+        put(None);
+        let _ = write!(
+            k,
+            "{}|{}|{}",
+            self.aal,
+            self.auth_time.map_or(i64::MIN, |t| t.timestamp()),
+            ttl.as_secs()
+        );
+        k
+    }
+}
+
+/// Assertions kept before stale ones are swept (and, if that is not enough, all dropped).
+const MAX_CACHED_ASSERTIONS: usize = 10_000;
+
+/// Signed assertions reused for the same session and the same claims (user, groups, app,
+/// assurance, signing key) while more than half their lifetime remains, so an ES256
+/// signature is made about twice per `ttl` per session and app rather than per request.
+/// Any change to what the assertion says (a step-up, a group change, a key rotation)
+/// misses the cache and signs afresh. A reused assertion keeps its `iat`, `exp` and `jti`.
+#[derive(Default)]
+pub struct AssertionCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, (i64, HeaderValue)>>,
+}
+
+impl AssertionCache {
+    /// The header value for an assertion saying `what` for `session`, signing when no
+    /// cached one has more than half its lifetime left.
+    pub fn get_or_sign(
+        &self,
+        keys: &AssertionKeys,
+        session: &str,
+        what: &Said<'_>,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Option<HeaderValue> {
+        let half = (ttl.as_secs() / 2) as i64;
+        let t = now.timestamp();
+        let fresh = |iat: i64| t >= iat && t < iat + half;
+        let key = keys
+            .ring()
+            .keys
+            .first()
+            .map(|k| what.cache_key(session, &k.kid, ttl));
+        if let Some(key) = &key {
+            let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((iat, v)) = m.get(key) {
+                if fresh(*iat) {
+                    return Some(v.clone());
+                }
+            }
+        }
+        let claims = what.claims(ttl, now);
+        let token = keys.sign(&claims)?;
+        let v = HeaderValue::from_str(&token).ok()?;
+        if let (Some(key), true) = (key, half > 0) {
+            let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= MAX_CACHED_ASSERTIONS {
+                m.retain(|_, (iat, _)| fresh(*iat));
+                if m.len() >= MAX_CACHED_ASSERTIONS {
+                    m.clear();
+                }
+            }
+            m.insert(key, (claims.iat, v.clone()));
+        }
+        Some(v)
+    }
 }
 
 /// `GET /.well-known/jwks.json`.

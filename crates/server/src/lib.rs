@@ -14,6 +14,7 @@
 
 pub mod assertion;
 pub mod bearer;
+pub mod cache;
 pub mod caep;
 pub mod context;
 pub mod demo;

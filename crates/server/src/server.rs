@@ -151,6 +151,7 @@ pub async fn build_state(
     let stores = open_stores(&config.store, &data_dir, &key)
         .await
         .context("opening the stores")?;
+    let (stores, cache) = crate::cache::wrap(stores, config.sessions.cache_ttl());
     if !config.users.is_empty() {
         let report = sync_users(stores.durable.as_ref(), &key, &config.users)
             .await
@@ -198,6 +199,8 @@ pub async fn build_state(
         signals,
         assertion,
         bearer: crate::bearer::BearerVerifier::new(),
+        cache,
+        assertions: crate::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
 }
@@ -291,6 +294,7 @@ pub fn reload(state: &Shared) -> bool {
     match stepgate_config::load(Path::new(&path)) {
         Ok(cfg) => {
             let n = cfg.policy_set.len();
+            state.cache.set_ttl(cfg.sessions.cache_ttl());
             state.runtime.store(Arc::new(Runtime::new(cfg)));
             tracing::info!(policies = n, "configuration reloaded");
             true

@@ -133,18 +133,22 @@ fn ttl_for(
 }
 
 /// Loads a session, enforcing the absolute lifetime and idle timeout for its level, and
-/// records the activity.
+/// records the activity. The record comes through the node's read cache (`cache`, see
+/// [`crate::cache`]); the lifetime and idle checks use the record's own times, so they are
+/// exact whether it was cached or not. Writes go to `hot` (the cached store), which drops
+/// the cached record.
 pub async fn load(
     hot: &dyn HotStore,
+    cache: &crate::cache::Caches,
     id: &str,
     cfg: &SessionsConfig,
     acfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> StoreResult<Result<Session, SessionEnd>> {
-    let Some(entry) = hot.get_session(id).await? else {
+    let Some(slot) = cache.session(id).await? else {
         return Ok(Err(SessionEnd::Unknown));
     };
-    let Ok(mut data) = serde_json::from_value::<SessionData>(entry.data) else {
+    let Some(data) = slot.data() else {
         // A record this build cannot read is not trusted.
         hot.delete_session(id).await?;
         return Ok(Err(SessionEnd::Unknown));
@@ -162,6 +166,7 @@ pub async fn load(
             return Ok(Err(SessionEnd::Idle));
         }
     }
+    let mut data = data.clone();
     // Writing on every request would make the store the bottleneck; a few seconds of
     // idle-time slack is harmless.
     if now - data.last_seen > chrono::Duration::seconds(5) {

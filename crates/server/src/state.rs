@@ -108,6 +108,10 @@ pub struct AppState {
     pub assertion: Arc<crate::assertion::AssertionKeys>,
     /// Bearer-token verification with cached issuer keys.
     pub bearer: crate::bearer::BearerVerifier,
+    /// The per-node read cache in front of the stores (`sessions.cache_ttl`).
+    pub cache: Arc<crate::cache::Caches>,
+    /// Signed identity assertions reused while most of their lifetime remains.
+    pub assertions: crate::assertion::AssertionCache,
 }
 
 /// The state as handlers receive it.

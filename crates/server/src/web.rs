@@ -87,6 +87,7 @@ pub async fn current_session(
     }
     let r = session::load(
         st.stores.hot.as_ref(),
+        &st.cache,
         id,
         &rt.config.sessions,
         &rt.config.assurance,

@@ -909,6 +909,9 @@ async fn a_broken_store_refuses_with_503() {
         .execute(&mut conn)
         .await
         .unwrap();
+    // Another process broke it, so this node's read cache does not know: the session it
+    // cached stays usable for at most `sessions.cache_ttl`, then the store is asked again.
+    tokio::time::sleep(h.st.cache.ttl() + Duration::from_millis(100)).await;
     let hits = h.seen.hits.load(Ordering::SeqCst);
     let r = c.get(h.url("app.test", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);

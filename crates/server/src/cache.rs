@@ -1,0 +1,539 @@
+//! A per-node read cache in front of the stores for the records every access request reads:
+//! sessions, users, devices and sign-in histories (`sessions.cache_ttl`, 2 s by default;
+//! `0s` turns it off).
+//!
+//! The cache wraps the stores themselves ([`wrap`]), so every write this node makes (sign-in,
+//! step-up, logout, "sign out everywhere", id rotation, CAEP and device re-evaluation, user
+//! and device changes) goes through it and drops the affected entries before it returns: a
+//! change made on this node takes effect on the very next request. A change made elsewhere
+//! (another node, the CLI) is seen within the TTL, the only staleness the cache adds.
+//!
+//! Session expiry and idle timeouts are still computed from the record's own times on every
+//! request, so they are exact. Store errors are never cached and absent records are not
+//! cached either (an unknown session id is always looked up), so the cache cannot turn a
+//! miss into an allow, and random ids cannot fill it.
+//!
+//! A read that started before a write to the same kind of record is not cached when it
+//! finishes after it (a generation counter per map), so a racing read cannot bring back a
+//! record this node just revoked.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use stepgate_store::{
+    AuditEvent, AuditQuery, DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent,
+    OtpCheck, SessionEntry, StoreResult, Stores, UserRecord,
+};
+
+use crate::session::SessionData;
+
+/// Entries kept per map before expired ones are swept (and, if that is not enough, all are
+/// dropped): bounds memory whatever the traffic.
+const MAX_ENTRIES: usize = 100_000;
+
+/// The hot-store lists cached: the sign-in history read by every access request. Other lists
+/// (the device → sessions index CAEP re-evaluation reads) always go to the store.
+const CACHED_LIST_PREFIX: &str = "signins:";
+
+/// The cached records and the TTL (updated on reload), shared by the store wrappers and
+/// the server state.
+pub struct Caches {
+    ttl_ms: AtomicU64,
+    hot: Arc<dyn HotStore>,
+    sessions: TtlMap<String, Option<Arc<SessionSlot>>>,
+    lists: TtlMap<String, Vec<serde_json::Value>>,
+    users: TtlMap<String, Option<UserRecord>>,
+    devices: TtlMap<String, Option<DeviceRecord>>,
+    device_lists: TtlMap<String, Vec<DeviceRecord>>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("ttl", &self.ttl())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached session record with its state decoded once.
+pub struct SessionSlot {
+    /// The record as the store returned it.
+    pub entry: SessionEntry,
+    data: OnceLock<Option<SessionData>>,
+}
+
+impl SessionSlot {
+    fn new(entry: SessionEntry) -> Self {
+        SessionSlot {
+            entry,
+            data: OnceLock::new(),
+        }
+    }
+
+    /// The session state, or `None` when this build cannot read the record.
+    pub fn data(&self) -> Option<&SessionData> {
+        self.data
+            .get_or_init(|| serde_json::from_value(self.entry.data.clone()).ok())
+            .as_ref()
+    }
+}
+
+impl Caches {
+    /// Changes the TTL (configuration reload). Entries already cached keep their insertion
+    /// time and are judged by the new TTL.
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(
+            ttl.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The TTL in force.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// The live session `id`, from the cache or the hot store.
+    pub async fn session(&self, id: &str) -> StoreResult<Option<Arc<SessionSlot>>> {
+        let read = async {
+            Ok(self
+                .hot
+                .get_session(id)
+                .await?
+                .map(|e| Arc::new(SessionSlot::new(e))))
+        };
+        let s = read_through(&self.sessions, id.to_string(), self.ttl(), read).await?;
+        // The store's own expiry still holds for a cached record.
+        let now = Utc::now();
+        Ok(s.filter(|s| s.entry.expires_at > now))
+    }
+}
+
+struct Inner<K, V> {
+    generation: u64,
+    map: HashMap<K, (Instant, V)>,
+}
+
+/// One map of cached records with a TTL and a write generation.
+struct TtlMap<K, V> {
+    inner: Mutex<Inner<K, V>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
+    fn new() -> Self {
+        TtlMap {
+            inner: Mutex::new(Inner {
+                generation: 0,
+                map: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A live cached value, or the generation a read-through must present to cache its
+    /// result.
+    fn get<Q>(&self, key: &Q, ttl: Duration) -> Result<V, u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let g = self.lock();
+        match g.map.get(key) {
+            Some((at, v)) if at.elapsed() < ttl => Ok(v.clone()),
+            _ => Err(g.generation),
+        }
+    }
+
+    /// Caches `value` unless a write happened since the read began (`generation`).
+    fn put(&self, key: K, value: V, generation: u64, ttl: Duration) {
+        let mut g = self.lock();
+        if g.generation != generation {
+            return;
+        }
+        if g.map.len() >= MAX_ENTRIES {
+            g.map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if g.map.len() >= MAX_ENTRIES {
+                g.map.clear();
+            }
+        }
+        g.map.insert(key, (Instant::now(), value));
+    }
+
+    /// Drops one entry (and makes in-flight reads uncacheable).
+    fn invalidate<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.remove(key);
+    }
+
+    /// Drops every entry matching `f`.
+    fn invalidate_where(&self, f: impl Fn(&V) -> bool) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.retain(|_, (_, v)| !f(v));
+    }
+
+    fn clear(&self) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.clear();
+    }
+}
+
+/// Caches a read through `map` when the TTL is not zero. Errors and `None` are not cached.
+async fn read_through<K, V, F>(map: &TtlMap<K, V>, key: K, ttl: Duration, read: F) -> StoreResult<V>
+where
+    K: Eq + Hash + Clone,
+    V: Clone + Cacheable,
+    F: std::future::Future<Output = StoreResult<V>>,
+{
+    if ttl.is_zero() {
+        return read.await;
+    }
+    let generation = match map.get(&key, ttl) {
+        Ok(v) => return Ok(v),
+        Err(g) => g,
+    };
+    let v = read.await?;
+    if v.worth_caching() {
+        map.put(key, v.clone(), generation, ttl);
+    }
+    Ok(v)
+}
+
+trait Cacheable {
+    fn worth_caching(&self) -> bool;
+}
+
+impl<T> Cacheable for Option<T> {
+    fn worth_caching(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T> Cacheable for Vec<T> {
+    fn worth_caching(&self) -> bool {
+        true
+    }
+}
+
+/// Wraps both stores in a cache whose entries live `ttl` (zero: off); the handle is kept in
+/// the server state for reloads and the session fast path.
+pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
+    let caches = Arc::new(Caches {
+        ttl_ms: AtomicU64::new(ttl.as_millis().min(u64::MAX as u128) as u64),
+        hot: stores.hot.clone(),
+        sessions: TtlMap::new(),
+        lists: TtlMap::new(),
+        users: TtlMap::new(),
+        devices: TtlMap::new(),
+        device_lists: TtlMap::new(),
+    });
+    let wrapped = Stores {
+        durable: Arc::new(CachedDurable {
+            inner: stores.durable,
+            c: caches.clone(),
+        }),
+        hot: Arc::new(CachedHot {
+            inner: stores.hot,
+            c: caches.clone(),
+        }),
+    };
+    (wrapped, caches)
+}
+
+/// The hot store with sessions and sign-in histories cached.
+pub struct CachedHot {
+    inner: Arc<dyn HotStore>,
+    c: Arc<Caches>,
+}
+
+#[async_trait]
+impl HotStore for CachedHot {
+    async fn put_session(
+        &self,
+        id: &str,
+        user_id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.c.sessions.invalidate(id);
+        let r = self.inner.put_session(id, user_id, data, ttl).await;
+        // Again after the write: a read that began before it must not be cached, whatever
+        // the interleaving.
+        self.c.sessions.invalidate(id);
+        r
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
+        Ok(self.c.session(id).await?.map(|s| s.entry.clone()))
+    }
+
+    async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
+        self.c.sessions.invalidate(id);
+        let r = self.inner.touch_session(id, ttl).await;
+        self.c.sessions.invalidate(id);
+        r
+    }
+
+    async fn delete_session(&self, id: &str) -> StoreResult<bool> {
+        self.c.sessions.invalidate(id);
+        let r = self.inner.delete_session(id).await;
+        self.c.sessions.invalidate(id);
+        r
+    }
+
+    async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_sessions_for_user(user_id).await
+    }
+
+    async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
+        let mine =
+            |e: &Option<Arc<SessionSlot>>| e.as_ref().is_some_and(|e| e.entry.user_id == user_id);
+        self.c.sessions.invalidate_where(mine);
+        let r = self.inner.delete_sessions_for_user(user_id).await;
+        self.c.sessions.invalidate_where(mine);
+        r
+    }
+
+    async fn incr_counter(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        self.inner.incr_counter(key, window).await
+    }
+
+    async fn get_counter(&self, key: &str) -> StoreResult<u64> {
+        self.inner.get_counter(key).await
+    }
+
+    async fn reset_counter(&self, key: &str) -> StoreResult<()> {
+        self.inner.reset_counter(key).await
+    }
+
+    async fn set_ban(&self, key: &str, until: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.set_ban(key, until).await
+    }
+
+    async fn ban_until(&self, key: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.inner.ban_until(key).await
+    }
+
+    async fn clear_ban(&self, key: &str) -> StoreResult<()> {
+        self.inner.clear_ban(key).await
+    }
+
+    async fn put_otp(
+        &self,
+        key: &str,
+        code_hash: &[u8],
+        ttl: Duration,
+        max_attempts: u32,
+    ) -> StoreResult<()> {
+        self.inner.put_otp(key, code_hash, ttl, max_attempts).await
+    }
+
+    async fn check_otp(&self, key: &str, code_hash: &[u8]) -> StoreResult<OtpCheck> {
+        self.inner.check_otp(key, code_hash).await
+    }
+
+    async fn delete_otp(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete_otp(key).await
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        self.inner.remember_once(key, ttl).await
+    }
+
+    async fn push_recent(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        keep: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.c.lists.invalidate(key);
+        let r = self.inner.push_recent(key, value, keep, ttl).await;
+        self.c.lists.invalidate(key);
+        r
+    }
+
+    async fn recent(&self, key: &str) -> StoreResult<Vec<serde_json::Value>> {
+        if !key.starts_with(CACHED_LIST_PREFIX) {
+            return self.inner.recent(key).await;
+        }
+        let ttl = self.c.ttl();
+        read_through(&self.c.lists, key.to_string(), ttl, self.inner.recent(key)).await
+    }
+
+    async fn purge_expired(&self) -> StoreResult<u64> {
+        let r = self.inner.purge_expired().await;
+        self.c.sessions.clear();
+        self.c.lists.clear();
+        r
+    }
+}
+
+/// The durable store with users and devices cached.
+pub struct CachedDurable {
+    inner: Arc<dyn DurableStore>,
+    c: Arc<Caches>,
+}
+
+impl CachedDurable {
+    fn devices_changed(&self, id: &str) {
+        self.c.devices.invalidate(id);
+        // An owner may have changed: every list may be affected.
+        self.c.device_lists.clear();
+    }
+}
+
+#[async_trait]
+impl DurableStore for CachedDurable {
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.c.users.invalidate(user.id.as_str());
+        let r = self.inner.create_user(user).await;
+        self.c.users.invalidate(user.id.as_str());
+        r
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let ttl = self.c.ttl();
+        read_through(&self.c.users, id.to_string(), ttl, self.inner.get_user(id)).await
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        self.inner.get_user_by_username(username).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.inner.list_users().await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.c.users.invalidate(user.id.as_str());
+        let r = self.inner.update_user(user).await;
+        self.c.users.invalidate(user.id.as_str());
+        r
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        self.c.users.invalidate(id);
+        let r = self.inner.delete_user(id).await;
+        self.c.users.invalidate(id);
+        r
+    }
+
+    async fn create_factor(&self, factor: &FactorRecord) -> StoreResult<()> {
+        self.inner.create_factor(factor).await
+    }
+
+    async fn get_factor(&self, id: &str) -> StoreResult<Option<FactorRecord>> {
+        // Not cached: factor verification (counters, last use) must see the latest record.
+        self.inner.get_factor(id).await
+    }
+
+    async fn find_factor(&self, kind: &str, lookup_key: &str) -> StoreResult<Option<FactorRecord>> {
+        self.inner.find_factor(kind, lookup_key).await
+    }
+
+    async fn list_factors(&self, user_id: &str) -> StoreResult<Vec<FactorRecord>> {
+        self.inner.list_factors(user_id).await
+    }
+
+    async fn update_factor(&self, factor: &FactorRecord) -> StoreResult<()> {
+        self.inner.update_factor(factor).await
+    }
+
+    async fn touch_factor(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.inner.touch_factor(id, at).await
+    }
+
+    async fn delete_factor(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_factor(id).await
+    }
+
+    async fn delete_factors_for_user(&self, user_id: &str) -> StoreResult<u64> {
+        self.inner.delete_factors_for_user(user_id).await
+    }
+
+    async fn put_device(&self, device: &DeviceRecord) -> StoreResult<()> {
+        self.devices_changed(&device.id);
+        let r = self.inner.put_device(device).await;
+        self.devices_changed(&device.id);
+        r
+    }
+
+    async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let ttl = self.c.ttl();
+        read_through(
+            &self.c.devices,
+            id.to_string(),
+            ttl,
+            self.inner.get_device(id),
+        )
+        .await
+    }
+
+    async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
+        let ttl = self.c.ttl();
+        read_through(
+            &self.c.device_lists,
+            owner.to_string(),
+            ttl,
+            self.inner.list_devices(owner),
+        )
+        .await
+    }
+
+    async fn delete_device(&self, id: &str) -> StoreResult<bool> {
+        self.devices_changed(id);
+        let r = self.inner.delete_device(id).await;
+        self.devices_changed(id);
+        r
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.inner.append_audit(event).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.inner.list_audit(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_during_a_read_keeps_the_read_out_of_the_cache() {
+        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let ttl = Duration::from_secs(60);
+        let g = m.get("a", ttl).unwrap_err();
+        m.invalidate("a");
+        m.put("a".into(), Some(1), g, ttl);
+        assert!(m.get("a", ttl).is_err(), "stale read cached");
+        let g = m.get("a", ttl).unwrap_err();
+        m.put("a".into(), Some(2), g, ttl);
+        assert_eq!(m.get("a", ttl), Ok(Some(2)));
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let g = m.get("a", Duration::from_secs(60)).unwrap_err();
+        m.put("a".into(), Some(1), g, Duration::from_secs(60));
+        assert!(m.get("a", Duration::ZERO).is_err());
+        assert!(m.get("a", Duration::from_secs(60)).is_ok());
+    }
+}
