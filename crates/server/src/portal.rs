@@ -811,6 +811,11 @@ fn kind_of(s: &str) -> Option<FactorKind> {
     FactorKind::ALL.into_iter().find(|k| k.as_str() == s)
 }
 
+/// The one-time-code kinds (e-mail, SMS) a form may name.
+fn otp_kind(s: &str) -> Option<FactorKind> {
+    kind_of(s).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
+}
+
 macro_rules! step_form {
     ($st:ident, $rt:ident, $jar:ident, $f:ident) => {{
         let (session, user, tok) = match step_context(&$st, &$rt, &$jar, &$f.t).await {
@@ -873,9 +878,7 @@ pub async fn step_up_send(
 ) -> Response {
     let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
-    let Some(kind) =
-        kind_of(&f.kind).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
-    else {
+    let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st.authn.send_otp(&user, kind).await {
@@ -906,9 +909,7 @@ pub async fn step_up_otp(
 ) -> Response {
     let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
-    let Some(kind) =
-        kind_of(&f.kind).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
-    else {
+    let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st
@@ -1208,6 +1209,28 @@ async fn render_account(
     )
 }
 
+/// The account page again, with an authentication error in plain words.
+async fn account_error(
+    st: &Shared,
+    rt: &Rt,
+    jar: &CookieJar,
+    session: &Session,
+    user: &UserRecord,
+    e: &AuthError,
+) -> Response {
+    render_account(
+        st,
+        rt,
+        jar,
+        session,
+        user,
+        None,
+        Some(web::auth_message(e)),
+        None,
+    )
+    .await
+}
+
 /// Changing factors needs a fresh step-up: AAL2 within 10 minutes once the user has a
 /// second factor, a fresh password before that (to enrol the first one).
 async fn fresh_enough(
@@ -1317,7 +1340,7 @@ pub async fn totp_start(
             "enrol_totp.html",
             context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token },
         ),
-        Err(e) => render_account(&st, &rt, &jar, &session, &user, None, Some(web::auth_message(&e)), None).await,
+        Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
@@ -1358,9 +1381,7 @@ pub async fn contact_start(
 ) -> Response {
     let rt = st.runtime.load_full();
     let (session, user) = account_form!(st, rt, headers, jar, f);
-    let Some(kind) =
-        kind_of(&f.kind).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
-    else {
+    let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st
@@ -1373,19 +1394,7 @@ pub async fn contact_start(
             rt.portal(),
             kind.as_str()
         )),
-        Err(e) => {
-            render_account(
-                &st,
-                &rt,
-                &jar,
-                &session,
-                &user,
-                None,
-                Some(web::auth_message(&e)),
-                None,
-            )
-            .await
-        }
+        Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
@@ -1397,9 +1406,7 @@ pub async fn contact_confirm(
 ) -> Response {
     let rt = st.runtime.load_full();
     let (session, user) = account_form!(st, rt, headers, jar, f);
-    let Some(kind) =
-        kind_of(&f.kind).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
-    else {
+    let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st.authn.enrol_contact_confirm(&user, kind, &f.code).await {
@@ -1431,19 +1438,7 @@ pub async fn questions(
     let pairs: Vec<(String, String)> = f.question.into_iter().zip(f.answer).collect();
     match st.authn.enrol_questions(&user, &pairs).await {
         Ok(_) => web::see_other(&format!("{}/account?done=questions", rt.portal())),
-        Err(e) => {
-            render_account(
-                &st,
-                &rt,
-                &jar,
-                &session,
-                &user,
-                None,
-                Some(web::auth_message(&e)),
-                None,
-            )
-            .await
-        }
+        Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
@@ -1457,7 +1452,7 @@ pub async fn recovery(
     let (session, user) = account_form!(st, rt, headers, jar, f);
     match st.authn.regenerate_recovery_codes(&user).await {
         Ok(codes) => st.pages.render(StatusCode::OK, "recovery_codes.html", context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, codes => codes }),
-        Err(e) => render_account(&st, &rt, &jar, &session, &user, None, Some(web::auth_message(&e)), None).await,
+        Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
@@ -1471,19 +1466,7 @@ pub async fn remove(
     let (session, user) = account_form!(st, rt, headers, jar, f);
     match st.authn.remove_factor(&user, &f.id).await {
         Ok(()) => web::see_other(&format!("{}/account?done=removed", rt.portal())),
-        Err(e) => {
-            render_account(
-                &st,
-                &rt,
-                &jar,
-                &session,
-                &user,
-                None,
-                Some(web::auth_message(&e)),
-                None,
-            )
-            .await
-        }
+        Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
