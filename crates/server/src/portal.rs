@@ -1688,14 +1688,13 @@ pub async fn webauthn_login_start(
     State(st): State<Shared>,
     headers: HeaderMap,
     jar: CookieJar,
-    Json(b): Json<WebauthnBody>,
+    // The body carries nothing this step needs; it must still be a JSON request.
+    Json(_body): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
         return json_err(StatusCode::FORBIDDEN, "form expired; reload the page");
     }
-    let _ = b;
-    match st.authn.webauthn_auth_start(None).await {
+    let resp = match st.authn.webauthn_auth_start(None).await {
         Ok((mut options, state)) => match keep_ceremony(&st, state).await {
             Ok(id) => {
                 // The prompt is started by a click, not by form autofill.
@@ -1707,8 +1706,8 @@ pub async fn webauthn_login_start(
             Err(r) => r,
         },
         Err(e) => json_err(StatusCode::BAD_REQUEST, &web::auth_message(&e)),
-    }
-    .into_response_with(&rt)
+    };
+    crate::security::portal_headers(resp)
 }
 
 pub async fn webauthn_login_finish(
@@ -1884,15 +1883,5 @@ pub async fn webauthn_register_finish(
         )
         .into_response(),
         Err(e) => json_err(StatusCode::BAD_REQUEST, &web::auth_message(&e)),
-    }
-}
-
-trait WithRuntime {
-    fn into_response_with(self, rt: &Rt) -> Response;
-}
-
-impl WithRuntime for Response {
-    fn into_response_with(self, _rt: &Rt) -> Response {
-        crate::security::portal_headers(self)
     }
 }
