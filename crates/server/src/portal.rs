@@ -409,6 +409,7 @@ async fn sign_in(
             data.pending = true;
             let s = match session::save_new(
                 st.stores.hot.as_ref(),
+                &st.signer,
                 old.as_deref(),
                 data,
                 &rt.config.sessions,
@@ -445,6 +446,7 @@ async fn sign_in(
     }
     match session::save_new(
         st.stores.hot.as_ref(),
+        &st.signer,
         old.as_deref(),
         data,
         &rt.config.sessions,
@@ -672,6 +674,7 @@ async fn factor_passed(
     let old = session.id.clone();
     let new = match session::save_new(
         st.stores.hot.as_ref(),
+        &st.signer,
         Some(&old),
         session.data,
         &rt.config.sessions,

@@ -63,6 +63,28 @@ impl Signer {
         String::from_utf8(payload).ok()
     }
 
+    /// A new session id: 256 random bits and a 128-bit MAC over them under this node's key
+    /// (`<random>.<mac>`, URL-safe base64). Every node sharing the key can tell an id it
+    /// issued from a made-up one without a store lookup, so a flood of forged session
+    /// cookies costs a MAC each, not a store round trip each.
+    pub fn session_id(&self) -> String {
+        let r = random_id();
+        let tag = self.mac(&[b"session-id", r.as_bytes()]);
+        format!("{r}.{}", B64.encode(&tag[..16]))
+    }
+
+    /// Whether `id` is a session id this key issued (constant time in the MAC).
+    pub fn session_id_ok(&self, id: &str) -> bool {
+        let Some((r, tag)) = id.split_once('.') else {
+            return false;
+        };
+        let Ok(tag) = B64.decode(tag) else {
+            return false;
+        };
+        let want = self.mac(&[b"session-id", r.as_bytes()]);
+        tag.len() == 16 && bool::from(want[..16].ct_eq(&tag))
+    }
+
     /// The CSRF token bound to a session (or pre-session) identifier.
     pub fn csrf_token(&self, binding: &str) -> String {
         B64.encode(self.mac(&[b"csrf", binding.as_bytes()]))
@@ -112,6 +134,25 @@ pub fn portal_headers<B>(mut resp: Response<B>) -> Response<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_carry_a_mac_only_their_key_accepts() {
+        let s = Signer::new(b"k");
+        let id = s.session_id();
+        assert!(s.session_id_ok(&id));
+        assert_ne!(id, s.session_id(), "ids are random");
+        // Another key, a bare random id, a changed random part or tag: all refused.
+        assert!(!Signer::new(b"other").session_id_ok(&id));
+        assert!(!s.session_id_ok(&random_id()));
+        let (r, tag) = id.split_once('.').unwrap();
+        let mut flipped = r.to_string().into_bytes();
+        flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert!(!s.session_id_ok(&format!("{flipped}.{tag}")));
+        assert!(!s.session_id_ok(&format!("{r}.{}", &tag[..tag.len() - 2])));
+        assert!(!s.session_id_ok(&format!("{r}.")));
+        assert!(!s.session_id_ok(""));
+    }
 
     #[test]
     fn signed_tokens_round_trip_and_expire() {

@@ -14,7 +14,7 @@ use stepgate_authn::{assess_factors, Assurance, AssuranceConfig, AuthState, Pass
 use stepgate_config::SessionsConfig;
 use stepgate_store::{HotStore, StoreResult};
 
-use crate::security::random_id;
+use crate::security::Signer;
 
 /// What a session holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -186,8 +186,11 @@ pub async fn load(
 }
 
 /// Stores the session under a brand-new id (sign-in, step-up), deleting `old` if given.
+/// The id carries a MAC ([`Signer::session_id`]), so an id stepgate never issued is
+/// refused without asking the store.
 pub async fn save_new(
     hot: &dyn HotStore,
+    signer: &Signer,
     old: Option<&str>,
     data: SessionData,
     cfg: &SessionsConfig,
@@ -197,7 +200,7 @@ pub async fn save_new(
     if let Some(old) = old {
         hot.delete_session(old).await?;
     }
-    let id = random_id();
+    let id = signer.session_id();
     hot.put_session(
         &id,
         &data.user_id,

@@ -82,7 +82,9 @@ pub async fn current_session(
         return Ok(None);
     };
     let id = c.value();
-    if id.is_empty() || id.len() > 128 {
+    // An id stepgate did not issue (its MAC does not verify) is refused before the store
+    // is asked.
+    if id.is_empty() || id.len() > 128 || !st.signer.session_id_ok(id) {
         return Ok(None);
     }
     let r = session::load(
