@@ -11,7 +11,14 @@
 # session, checks every target answers 200 before measuring, and prints requests/s, p99
 # latency and the ratios the targets are stated in.
 #
+# It also prints each server's own CPU time per request (user + system, read from /proc
+# before and after each run), which says where the time goes independently of how the
+# two cores are shared with wrk.
+#
 # Usage: bench/load.sh  (env: THREADS=2 CONNS=32 DURATION=10s BASE_PORT=19400 ASSERTION=on)
+# HOLD=1 signs in, checks the targets, writes the URLs, headers and process ids to
+# $WORK/targets.env (the path is printed) and waits until interrupted, instead of
+# measuring: for profiling by hand (perf record -p <pid>) against a known-good session.
 # Needs: wrk, nginx, curl, python3 (wrk and nginx are installed with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -212,12 +219,40 @@ check forward-auth "$FA_URL" "${FA_HEADERS[@]}"
 curl -s -D - -o /dev/null "${FA_HEADERS[@]}" "$FA_URL" | grep -i '^remote-user: bench' >/dev/null \
   || { echo "bench: forward-auth did not assert the user" >&2; exit 1; }
 
-declare -A RPS P99
+if [ "${HOLD:-0}" = 1 ]; then
+  {
+    echo "HELLO_PID=${PIDS[0]} NGINX_PID=${PIDS[1]} STEPGATE_PID=${PIDS[2]}"
+    echo "HELLO_URL=http://127.0.0.1:$HELLO_PORT/ NGINX_URL=http://127.0.0.1:$NGINX_PORT/"
+    echo "PROXY_URL=http://127.0.0.1:$SG_PORT/ FA_URL=$FA_URL"
+    printf 'PROXY_HEADERS=('; printf '%q ' "${PROXY_HEADERS[@]}"; echo ')'
+    printf 'FA_HEADERS=('; printf '%q ' "${FA_HEADERS[@]}"; echo ')'
+  } >"$WORK/targets.env"
+  echo "bench: holding; targets in $WORK/targets.env (Ctrl-C to stop)"
+  while true; do sleep 3600; done
+fi
+
+# CPU time (user + system, in clock ticks) of a process and its children threads/workers.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
+    [ -r "/proc/$pid/stat" ] || continue
+    # Fields after the command name (which may contain spaces): utime is the 12th, stime the 13th.
+    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+declare -A RPS P99 CPU
 # Runs wrk and records requests/s and p99 (in ms).
 measure() {
-  local name=$1 url=$2; shift 2
-  local out
+  local name=$1 pids=$2 url=$3; shift 3
+  local out before after requests
+  # shellcheck disable=SC2086
+  before="$(cpu_ticks $pids)"
   out="$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url")"
+  # shellcheck disable=SC2086
+  after="$(cpu_ticks $pids)"
   echo "$out" >"$WORK/wrk-$name.txt"
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "bench: $name had non-2xx responses:" >&2
@@ -226,15 +261,18 @@ measure() {
   fi
   RPS[$name]="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
   P99[$name]="$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' <<<"$out")"
-  printf '  %-16s %12.0f req/s   p99 %8.3f ms\n' "$name" "${RPS[$name]}" "${P99[$name]}"
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+  CPU[$name]="$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN { printf "%.1f", t * us / n }')"
+  printf '  %-16s %12.0f req/s   p99 %8.3f ms   %6.1f us CPU/req (server process only)\n' \
+    "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}"
 }
 
 echo
 echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION on loopback, $(nproc) cores shared by wrk and the servers"
-measure hello "http://127.0.0.1:$HELLO_PORT/"
-measure nginx "http://127.0.0.1:$NGINX_PORT/"
-measure stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
-measure forward-auth "$FA_URL" "${FA_HEADERS[@]}"
+measure hello "${PIDS[0]}" "http://127.0.0.1:$HELLO_PORT/"
+measure nginx "${PIDS[1]}" "http://127.0.0.1:$NGINX_PORT/"
+measure stepgate-proxy "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
+measure forward-auth "${PIDS[2]}" "$FA_URL" "${FA_HEADERS[@]}"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
