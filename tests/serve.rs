@@ -97,3 +97,97 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     assert!(status.success(), "clean exit: {status:?}");
     assert!(get(port, "/healthz").is_none(), "no longer listening");
 }
+
+/// Reads one `Content-Length` response from a keep-alive connection.
+fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+#[test]
+fn every_worker_serves_keep_alive_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\nserver: { workers: 3 }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env(
+            "STEPGATE_SECRET_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while get(port, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stepgate did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // More open connections than workers, all kept alive at once, so every worker holds
+    // some; each answers several requests in turn.
+    let mut conns: Vec<TcpStream> = (0..7)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    for round in 0..3 {
+        for (i, s) in conns.iter_mut().enumerate() {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            let r = read_response(s);
+            assert!(
+                r.starts_with("HTTP/1.1 200") && r.ends_with("ok"),
+                "connection {i}, round {round}: {r}"
+            );
+        }
+    }
+    // Each worker counts its open connections down as they close, so new connections keep
+    // being placed and served.
+    drop(conns);
+    for _ in 0..5 {
+        assert!(get(port, "/healthz").unwrap().ends_with("ok"));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "stepgate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

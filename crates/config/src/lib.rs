@@ -472,6 +472,17 @@ impl Loader {
                 None
             }
         };
+        if let Some(w) = &server.workers {
+            if **w == 0 || **w > 1024 {
+                self.diag_at(
+                    w.span(),
+                    format!(
+                        "bad workers `{}`: expected the number of serving threads, 1 to 1024 (leave it out for one per CPU core)",
+                        **w
+                    ),
+                );
+            }
+        }
         let mut trusted_proxies = Vec::new();
         for p in &server.trusted_proxies {
             match p

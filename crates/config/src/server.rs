@@ -33,6 +33,10 @@ pub struct ServerConfig {
     /// How long in-flight requests get to finish on SIGTERM.
     #[serde(default = "default_drain")]
     pub shutdown_grace: HumanDuration,
+    /// Threads serving connections, each with its own event loop and upstream connection
+    /// pool (new connections go to the least loaded); default: one per CPU core.
+    #[serde(default)]
+    pub workers: Option<Spanned<usize>>,
 }
 
 /// TLS files.
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             return_target_ttl: default_return_ttl(),
             shutdown_grace: default_drain(),
+            workers: None,
         }
     }
 }

@@ -308,3 +308,11 @@ fn the_demo_config_is_valid() {
     let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.policy_set.len() >= 20);
 }
+
+#[test]
+fn zero_workers() {
+    let err = load_str("bad.yaml", "server:\n  workers: 0\n", None)
+        .expect_err("zero serving threads must be rejected");
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    assert_at(&err.diagnostics[0], 2, 12, "bad workers `0`");
+}

@@ -407,8 +407,11 @@ pub fn header_for(
     if !cfg.enabled {
         return None;
     }
-    let name =
-        axum::http::HeaderName::from_bytes(cfg.header.to_ascii_lowercase().as_bytes()).ok()?;
+    let name = if cfg.header.eq_ignore_ascii_case("x-stepgate-assertion") {
+        crate::proxy::names::X_STEPGATE_ASSERTION
+    } else {
+        axum::http::HeaderName::from_bytes(cfg.header.to_ascii_lowercase().as_bytes()).ok()?
+    };
     let now = Utc::now();
     let u = grant.user;
     let value = match grant.bearer {
@@ -430,7 +433,7 @@ pub fn header_for(
                 .get_or_sign(&st.assertion, "", &what, cfg.ttl.0, now)
         }
         None => {
-            let a = grant.session.data.assurance(&rt.config.assurance);
+            let a = grant.assurance;
             let what = Said {
                 issuer: &rt.public_url,
                 app: app.id.as_str(),

@@ -460,12 +460,13 @@ pub fn stand_in_session(id: &BearerIdentity, cfg: &AssuranceConfig, now: DateTim
 
 /// Identity headers whose values come from the token rather than the stand-in session
 /// (an empty value removes the header).
-pub fn identity_header_overrides(id: &BearerIdentity) -> Vec<(&'static str, String)> {
+pub fn identity_header_overrides(id: &BearerIdentity) -> Vec<(axum::http::HeaderName, String)> {
+    use crate::proxy::names;
     vec![
-        ("remote-aal", id.aal.to_string()),
-        ("remote-amr", id.amr.join(",")),
+        (names::REMOTE_AAL, id.aal.to_string()),
+        (names::REMOTE_AMR, id.amr.join(",")),
         (
-            "remote-auth-time",
+            names::REMOTE_AUTH_TIME,
             id.auth_time
                 .map(|t| t.timestamp().to_string())
                 .unwrap_or_default(),
@@ -555,7 +556,7 @@ pub async fn decide(
         }
     }
     Verdict::Allow {
-        user: Box::new(user),
+        user: std::sync::Arc::new(user),
         session: Box::new(session),
         app: Box::new(app),
         ip: r.ip,

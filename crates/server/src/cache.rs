@@ -30,6 +30,8 @@ use stepgate_store::{
     OtpCheck, SessionEntry, StoreResult, Stores, UserRecord,
 };
 
+use stepgate_signals::risk::SignInEntry;
+
 use crate::session::SessionData;
 
 /// Entries kept per map before expired ones are swept (and, if that is not enough, all are
@@ -45,9 +47,12 @@ const CACHED_LIST_PREFIX: &str = "signins:";
 pub struct Caches {
     ttl_ms: AtomicU64,
     hot: Arc<dyn HotStore>,
+    durable: Arc<dyn DurableStore>,
     sessions: TtlMap<String, Option<Arc<SessionSlot>>>,
     lists: TtlMap<String, Vec<serde_json::Value>>,
-    users: TtlMap<String, Option<UserRecord>>,
+    /// The sign-in histories, decoded and sorted once per fill (same keys as `lists`).
+    histories: TtlMap<String, Arc<Vec<SignInEntry>>>,
+    users: TtlMap<String, Option<Arc<UserRecord>>>,
     devices: TtlMap<String, Option<DeviceRecord>>,
     device_lists: TtlMap<String, Vec<DeviceRecord>>,
 }
@@ -111,6 +116,29 @@ impl Caches {
         // The store's own expiry still holds for a cached record.
         let now = Utc::now();
         Ok(s.filter(|s| s.entry.expires_at > now))
+    }
+
+    /// The user `id`, from the cache or the durable store, shared rather than copied.
+    pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
+        let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
+        read_through(&self.users, id.to_string(), self.ttl(), read).await
+    }
+
+    /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
+    /// entries this build cannot read are skipped. Decoded once per cache fill.
+    pub async fn sign_ins(&self, key: &str) -> StoreResult<Arc<Vec<SignInEntry>>> {
+        let read = async {
+            let mut h: Vec<SignInEntry> = self
+                .hot
+                .recent(key)
+                .await?
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            h.sort_by_key(|e| e.time);
+            Ok(Arc::new(h))
+        };
+        read_through(&self.histories, key.to_string(), self.ttl(), read).await
     }
 }
 
@@ -229,14 +257,22 @@ impl<T> Cacheable for Vec<T> {
     }
 }
 
+impl<T> Cacheable for Arc<Vec<T>> {
+    fn worth_caching(&self) -> bool {
+        true
+    }
+}
+
 /// Wraps both stores in a cache whose entries live `ttl` (zero: off); the handle is kept in
 /// the server state for reloads and the session fast path.
 pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
     let caches = Arc::new(Caches {
         ttl_ms: AtomicU64::new(ttl.as_millis().min(u64::MAX as u128) as u64),
         hot: stores.hot.clone(),
+        durable: stores.durable.clone(),
         sessions: TtlMap::new(),
         lists: TtlMap::new(),
+        histories: TtlMap::new(),
         users: TtlMap::new(),
         devices: TtlMap::new(),
         device_lists: TtlMap::new(),
@@ -362,8 +398,10 @@ impl HotStore for CachedHot {
         ttl: Duration,
     ) -> StoreResult<()> {
         self.c.lists.invalidate(key);
+        self.c.histories.invalidate(key);
         let r = self.inner.push_recent(key, value, keep, ttl).await;
         self.c.lists.invalidate(key);
+        self.c.histories.invalidate(key);
         r
     }
 
@@ -379,6 +417,7 @@ impl HotStore for CachedHot {
         let r = self.inner.purge_expired().await;
         self.c.sessions.clear();
         self.c.lists.clear();
+        self.c.histories.clear();
         r
     }
 }
@@ -407,8 +446,7 @@ impl DurableStore for CachedDurable {
     }
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
-        let ttl = self.c.ttl();
-        read_through(&self.c.users, id.to_string(), ttl, self.inner.get_user(id)).await
+        Ok(self.c.user(id).await?.map(|u| (*u).clone()))
     }
 
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {

@@ -28,6 +28,7 @@ use axum_extra::extract::cookie::CookieJar;
 
 use crate::context::client_ip;
 use crate::gateway::{self, AccessRequest, Verdict};
+use crate::proxy::names;
 use crate::state::{Runtime, Shared};
 use crate::web::{self, Peer};
 
@@ -173,9 +174,11 @@ async fn respond(
             bearer,
             ..
         } => {
+            let assurance = session.data.assurance(&rt.config.assurance);
             let grant = gateway::Grant {
                 user: &user,
                 session: &session,
+                assurance: &assurance,
                 bearer: bearer.as_deref(),
             };
             allow(st, rt, &app, &grant)
@@ -248,17 +251,17 @@ fn allow(
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
-    for name in IDENTITY {
-        h.insert(*name, HeaderValue::from_static(""));
+    for name in &IDENTITY {
+        h.insert(name, HeaderValue::from_static(""));
     }
-    let mut set = |name: &'static str, value: &str| {
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
+            h.insert(name, v);
         } else {
             h.insert(name, HeaderValue::from_static(""));
         }
     };
-    for (name, value) in gateway::identity_headers(rt, grant.user, grant.session) {
+    for (name, value) in gateway::identity_headers(grant.user, grant.assurance) {
         set(name, &value);
     }
     if let Some(id) = grant.bearer {
@@ -273,14 +276,14 @@ fn allow(
 }
 
 /// The identity headers a `200` always carries.
-pub const IDENTITY: &[&str] = &[
-    "remote-user",
-    "remote-groups",
-    "remote-email",
-    "remote-name",
-    "remote-aal",
-    "remote-amr",
-    "remote-auth-time",
+pub static IDENTITY: [HeaderName; 7] = [
+    names::REMOTE_USER,
+    names::REMOTE_GROUPS,
+    names::REMOTE_EMAIL,
+    names::REMOTE_NAME,
+    names::REMOTE_AAL,
+    names::REMOTE_AMR,
+    names::REMOTE_AUTH_TIME,
 ];
 
 /// A browser refusal: nginx gets `status` with the target in [`REDIRECT_HEADER`] (its

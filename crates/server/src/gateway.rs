@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
-use stepgate_authn::satisfies;
+use stepgate_authn::{satisfies, Assurance};
 use stepgate_policy::{Outcome, RequestContext, RequestKind};
 use stepgate_store::UserRecord;
 
@@ -64,7 +64,7 @@ pub enum Verdict {
     /// Let it through as this user.
     Allow {
         /// The user.
-        user: Box<UserRecord>,
+        user: std::sync::Arc<UserRecord>,
         /// Their session.
         session: Box<Session>,
         /// The app.
@@ -164,7 +164,7 @@ pub async fn decide_with(
     let Some(session) = session.filter(|s| !s.data.pending) else {
         return sign_in(st);
     };
-    let user = match st.stores.durable.get_user(&session.data.user_id).await {
+    let user = match st.cache.user(&session.data.user_id).await {
         Ok(Some(u)) if !u.disabled => u,
         Ok(_) => {
             let _ = st.stores.hot.delete_session(&session.id).await;
@@ -290,7 +290,7 @@ pub async fn decide_with(
         }
     }
     Verdict::Allow {
-        user: Box::new(user),
+        user,
         session: Box::new(session),
         app: Box::new(app),
         ip: r.ip,
@@ -300,25 +300,24 @@ pub async fn decide_with(
 
 /// The identity headers an allowed request carries to its upstream.
 pub fn identity_headers(
-    rt: &Runtime,
     user: &UserRecord,
-    session: &Session,
-) -> Vec<(&'static str, String)> {
-    let assurance = session.data.assurance(&rt.config.assurance);
+    assurance: &Assurance,
+) -> Vec<(axum::http::HeaderName, String)> {
+    use crate::proxy::names;
     let mut out = vec![
-        ("remote-user", user.username.clone()),
-        ("remote-groups", user.groups.join(",")),
-        ("remote-aal", assurance.aal.to_string()),
-        ("remote-amr", assurance.amr.join(",")),
+        (names::REMOTE_USER, user.username.clone()),
+        (names::REMOTE_GROUPS, user.groups.join(",")),
+        (names::REMOTE_AAL, assurance.aal.to_string()),
+        (names::REMOTE_AMR, assurance.amr.join(",")),
     ];
     if let Some(e) = &user.email {
-        out.push(("remote-email", e.clone()));
+        out.push((names::REMOTE_EMAIL, e.clone()));
     }
     if let Some(n) = &user.name {
-        out.push(("remote-name", n.clone()));
+        out.push((names::REMOTE_NAME, n.clone()));
     }
     if let Some(t) = assurance.auth_time {
-        out.push(("remote-auth-time", t.timestamp().to_string()));
+        out.push((names::REMOTE_AUTH_TIME, t.timestamp().to_string()));
     }
     out
 }
@@ -363,9 +362,11 @@ pub async fn handle(
             ip,
             bearer,
         } => {
+            let assurance = session.data.assurance(&rt.config.assurance);
             let grant = Grant {
                 user: &user,
                 session: &session,
+                assurance: &assurance,
                 bearer: bearer.as_deref(),
             };
             proxy(&st, &rt, req, &host, grant, &app, ip, api).await
@@ -462,6 +463,8 @@ pub struct Grant<'a> {
     pub user: &'a UserRecord,
     /// The session (a stand-in for a bearer token).
     pub session: &'a Session,
+    /// The assurance the session reached (computed once per request).
+    pub assurance: &'a Assurance,
     /// The verified bearer token, when the request was judged on one.
     pub bearer: Option<&'a crate::bearer::BearerIdentity>,
 }
@@ -495,7 +498,7 @@ async fn proxy(
     if let Some(p) = &upgrade {
         proxy::set_upgrade(h, p.clone());
     }
-    for (name, value) in identity_headers(rt, grant.user, grant.session) {
+    for (name, value) in identity_headers(grant.user, grant.assurance) {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }

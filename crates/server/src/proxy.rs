@@ -8,29 +8,32 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// A keep-alive connection pool to upstreams.
-#[derive(Clone)]
+/// Keep-alive connection pools to upstreams, one per thread: a request and the upstream
+/// connection it uses are driven by the same thread (with `server.workers`, each serving
+/// thread has its own event loop), so a proxied request costs no cross-thread wake-ups.
+#[derive(Clone, Default)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Body>,
+    _private: (),
 }
 
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        Self::new()
-    }
+thread_local! {
+    static POOL: std::cell::OnceCell<Client<HttpConnector, Body>> = const { std::cell::OnceCell::new() };
+}
+
+fn new_pool() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(connector)
 }
 
 impl UpstreamClient {
-    /// A pool with sensible keep-alive settings.
+    /// The pools (created on first use in each thread).
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        UpstreamClient { client }
+        Self::default()
     }
 
     /// Sends `req` (already rewritten) and returns the upstream's response, streaming.
@@ -38,59 +41,96 @@ impl UpstreamClient {
         &self,
         req: Request<Body>,
     ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
-        let resp = self.client.request(req).await?;
+        let client = POOL.with(|p| p.get_or_init(new_pool).clone());
+        let resp = client.request(req).await?;
         Ok(resp.map(Body::new))
     }
 }
 
+/// The header names stepgate sets or strips on every request, parsed once at compile time
+/// (a name given as `&str` is parsed and hashed again on each use).
+pub mod names {
+    use axum::http::HeaderName;
+
+    /// `Remote-User`.
+    pub const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+    /// `Remote-Groups`.
+    pub const REMOTE_GROUPS: HeaderName = HeaderName::from_static("remote-groups");
+    /// `Remote-Email`.
+    pub const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+    /// `Remote-Name`.
+    pub const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+    /// `Remote-AAL`.
+    pub const REMOTE_AAL: HeaderName = HeaderName::from_static("remote-aal");
+    /// `Remote-AMR`.
+    pub const REMOTE_AMR: HeaderName = HeaderName::from_static("remote-amr");
+    /// `Remote-Auth-Time`.
+    pub const REMOTE_AUTH_TIME: HeaderName = HeaderName::from_static("remote-auth-time");
+    /// The signed identity assertion's default header.
+    pub const X_STEPGATE_ASSERTION: HeaderName = HeaderName::from_static("x-stepgate-assertion");
+    /// `X-Forwarded-For`.
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    /// `X-Forwarded-Host`.
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    /// `X-Forwarded-Proto`.
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    /// `X-Forwarded-Port`.
+    pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+    /// `X-Real-IP`.
+    pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    /// `Forwarded` (RFC 7239).
+    pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+}
+
 /// Headers a client may never set towards an upstream: identity is stepgate's to assert.
-pub const IDENTITY_HEADERS: &[&str] = &[
-    "remote-user",
-    "remote-groups",
-    "remote-email",
-    "remote-name",
-    "remote-aal",
-    "remote-amr",
-    "remote-auth-time",
-    "x-stepgate-assertion",
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
+pub static IDENTITY_HEADERS: [HeaderName; 11] = [
+    names::REMOTE_USER,
+    names::REMOTE_GROUPS,
+    names::REMOTE_EMAIL,
+    names::REMOTE_NAME,
+    names::REMOTE_AAL,
+    names::REMOTE_AMR,
+    names::REMOTE_AUTH_TIME,
+    names::X_STEPGATE_ASSERTION,
+    HeaderName::from_static("x-forwarded-user"),
+    HeaderName::from_static("x-forwarded-email"),
+    HeaderName::from_static("x-forwarded-groups"),
 ];
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
 ];
-
 /// Removes hop-by-hop headers (including those named in `Connection`).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    for n in &HOP_BY_HOP {
+        h.remove(n);
     }
 }
 
 /// Removes every identity header a client sent.
 pub fn strip_identity(h: &mut HeaderMap) {
-    for n in IDENTITY_HEADERS {
-        h.remove(*n);
+    for n in &IDENTITY_HEADERS {
+        h.remove(n);
     }
 }
 
@@ -145,45 +185,57 @@ pub fn splice_upgraded(
 }
 
 /// Headers about the client that only stepgate may set towards an upstream.
-pub const FORWARDING_HEADERS: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
+pub static FORWARDING_HEADERS: [HeaderName; 6] = [
+    names::FORWARDED,
+    names::X_FORWARDED_FOR,
+    names::X_FORWARDED_HOST,
+    names::X_FORWARDED_PROTO,
+    names::X_FORWARDED_PORT,
+    names::X_REAL_IP,
 ];
 
 /// Replaces every forwarding header with what stepgate knows: the client address (already
 /// resolved through the trusted proxies), the host asked for and the scheme.
 pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
-    for n in FORWARDING_HEADERS {
-        h.remove(*n);
+    for n in &FORWARDING_HEADERS {
+        h.remove(n);
     }
-    let mut set = |name: &'static str, v: String| {
+    let ip = client.to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert(names::X_FORWARDED_FOR, v.clone());
+        h.insert(names::X_REAL_IP, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        h.insert(names::X_FORWARDED_HOST, v);
+    }
+    h.insert(
+        names::X_FORWARDED_PROTO,
+        if proto == "https" {
+            HeaderValue::from_static("https")
+        } else {
+            HeaderValue::from_static("http")
+        },
+    );
+    let mut set = |name: HeaderName, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.insert(name, v);
         }
     };
-    set("x-forwarded-for", client.to_string());
-    set("x-real-ip", client.to_string());
-    set("x-forwarded-host", host.to_string());
-    set("x-forwarded-proto", proto.to_string());
     // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
     let node = match client {
         std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        v4 => v4.to_string(),
+        _ => ip,
     };
     let host_ok = host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
     if host_ok && !host.is_empty() {
         set(
-            "forwarded",
+            names::FORWARDED,
             format!("for={node};host=\"{host}\";proto={proto}"),
         );
     } else {
-        set("forwarded", format!("for={node};proto={proto}"));
+        set(names::FORWARDED, format!("for={node};proto={proto}"));
     }
 }
 

@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use stepgate_authn::service::{Authenticator, AuthnSettings};
 use stepgate_config::Config;
 use stepgate_store::{open_stores, sync_users, SecretKey};
+use tower::ServiceExt as _;
 
 use crate::pages::{Pages, STYLE_CSS, WEBAUTHN_JS};
 use crate::portal;
@@ -207,48 +210,239 @@ pub async fn build_state(
 
 /// Serves until SIGTERM/SIGINT, reloading the configuration on SIGHUP.
 /// With `server.tls`, serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+///
+/// Connections are served by `server.workers` threads (default: one per core), each with
+/// its own single-threaded event loop and upstream connection pool, so a request is parsed,
+/// decided, proxied and answered on one thread without cross-thread wake-ups. One accept
+/// loop hands each new connection to the worker with the fewest open connections (keep-alive
+/// connections are long-lived, so balancing them at accept time balances the load).
+/// Background work (reloads, key rotation, signal refreshes) stays on the caller's runtime.
 pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
-    let tls = {
+    let (tls, workers) = {
         let rt = state.runtime.load();
-        match &rt.config.server.tls {
-            Some(t) => Some(crate::tls::server_config(t, &rt.config.base_dir)?),
+        let tls = match &rt.config.server.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                t,
+                &rt.config.base_dir,
+            )?)),
             None => None,
-        }
+        };
+        let workers = rt
+            .config
+            .server
+            .workers
+            .as_ref()
+            .map(|w| **w)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        (tls, workers.max(1))
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    match tls {
-        Some(cfg) => crate::tls::serve_tls_on(state, listener, cfg).await,
-        None => serve_on(state, listener).await,
-    }
-}
-
-/// Serves on an already bound listener (tests bind port 0).
-pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let app = router(state.clone());
     spawn_reloader(state.clone());
-    let grace = state.runtime.load().config.server.shutdown_grace.0;
-    let st = state.clone();
-    let shutdown = async move {
-        wait_for_stop().await;
-        st.ready.store(false, Ordering::Relaxed);
-        tracing::info!("shutting down: draining in-flight requests");
-    };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
-    // Bound the drain so a stuck upstream cannot keep the process alive forever.
-    let handle = tokio::spawn(async move { server.await });
-    tokio::select! {
-        r = handle => r.context("server task")?.context("server")?,
-        _ = async { wait_for_stop().await; tokio::time::sleep(grace + std::time::Duration::from_secs(1)).await } => {
-            tracing::warn!("drain timed out; exiting");
+    let mut lanes = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        lanes.push((tx, open.clone()));
+        let (st, tls) = (state.clone(), tls.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("stepgate-worker-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a worker's event loop")?;
+                rt.block_on(serve_connections(
+                    st,
+                    Incoming::Handed { rx, open },
+                    tls,
+                    std::future::pending(),
+                ))
+            })
+            .context("starting a worker thread")?;
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers, "serving");
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(std) = tcp.into_std() else { continue };
+        let Some((tx, open)) = lanes
+            .iter()
+            .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        if tx.send((std, peer)).is_err() {
+            anyhow::bail!("a worker thread stopped");
+        }
+    }
+    // Closing the lanes tells every worker to stop accepting and drain.
+    drop(lanes);
+    drop(listener);
+    for t in threads {
+        match tokio::task::spawn_blocking(move || t.join()).await {
+            Ok(Ok(r)) => r?,
+            _ => anyhow::bail!("a worker thread panicked"),
         }
     }
     Ok(())
+}
+
+/// Where a serving loop gets its connections.
+pub(crate) enum Incoming {
+    /// Accepts them itself.
+    Listener(tokio::net::TcpListener),
+    /// Is handed them by [`serve`]'s accept loop; `open` counts the ones it still serves.
+    Handed {
+        rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+    },
+}
+
+/// Decrements a worker's open-connection count when a connection ends.
+struct OpenGuard(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Incoming {
+    /// The next connection; `None` when no more will come.
+    async fn next(&mut self) -> Option<(tokio::net::TcpStream, SocketAddr, OpenGuard)> {
+        loop {
+            match self {
+                Incoming::Listener(l) => match l.accept().await {
+                    Ok((tcp, peer)) => return Some((tcp, peer, OpenGuard(None))),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Incoming::Handed { rx, open } => {
+                    let (std, peer) = rx.recv().await?;
+                    let guard = OpenGuard(Some(open.clone()));
+                    match tokio::net::TcpStream::from_std(std) {
+                        Ok(tcp) => return Some((tcp, peer, guard)),
+                        Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves plain HTTP on an already bound listener (tests bind port 0), on the caller's
+/// runtime, until SIGTERM/SIGINT.
+pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    spawn_reloader(state.clone());
+    serve_connections(state, Incoming::Listener(listener), None, wait_for_stop()).await
+}
+
+/// The serving loop for both plain HTTP and TLS: `TCP_NODELAY` on every connection,
+/// HTTP/1.1 with upgrades (WebSocket) and HTTP/2 (by ALPN over TLS, by the connection
+/// preface on plain HTTP), the peer address (and over TLS the client certificate chain) in
+/// each request's extensions. When `stop` completes or no more connections come it stops,
+/// marks the node not ready and drains in-flight requests for at most
+/// `server.shutdown_grace`, so a stuck upstream cannot keep the process alive.
+pub(crate) async fn serve_connections(
+    state: Shared,
+    mut incoming: Incoming,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let router = router(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer, guard) = tokio::select! {
+            c = incoming.next() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            _ = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let builder = AutoBuilder::new(TokioExecutor::new());
+            let result = match tls {
+                None => {
+                    let svc = service(router, peer, None);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let Some((stream, certs)) = crate::tls::handshake(&acceptor, tcp, peer).await
+                    else {
+                        return;
+                    };
+                    let svc = service(router, peer, Some(certs));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    state.ready.store(false, Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
+    let grace = state.runtime.load().config.server.shutdown_grace.0;
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
+    }
+    Ok(())
+}
+
+/// The per-connection service: the router, with the peer address (and, over TLS, the
+/// client certificate chain and the [`crate::tls::Tls`] mark) in each request.
+fn service(
+    router: Router,
+    peer: SocketAddr,
+    tls: Option<crate::signals::PeerCertificates>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let ext = req.extensions_mut();
+        ext.insert(ConnectInfo(peer));
+        if let Some(certs) = &tls {
+            ext.insert(crate::tls::Tls);
+            if !certs.0.is_empty() {
+                ext.insert(certs.clone());
+            }
+        }
+        router.clone().oneshot(req)
+    })
 }
 
 pub(crate) async fn wait_for_stop() {

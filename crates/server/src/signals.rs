@@ -270,17 +270,8 @@ pub fn device_sessions_key(device_id: &str) -> String {
 }
 
 /// The user's sign-in history, oldest first.
-pub async fn history(st: &Shared, user_id: &str) -> Result<Vec<SignInEntry>, StoreError> {
-    let mut h: Vec<SignInEntry> = st
-        .stores
-        .hot
-        .recent(&history_key(user_id))
-        .await?
-        .into_iter()
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect();
-    h.sort_by_key(|e| e.time);
-    Ok(h)
+pub async fn history(st: &Shared, user_id: &str) -> Result<Arc<Vec<SignInEntry>>, StoreError> {
+    st.cache.sign_ins(&history_key(user_id)).await
 }
 
 /// Loads a device from the registry (a record that does not match the model is ignored).

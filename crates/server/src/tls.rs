@@ -9,20 +9,16 @@
 //! TLS (so `X-Forwarded-Proto: https` goes upstream).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use stepgate_config::TlsConfig;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use crate::signals::PeerCertificates;
 use crate::state::Shared;
@@ -110,72 +106,43 @@ pub async fn serve_tls_on(
     listener: tokio::net::TcpListener,
     config: Arc<ServerConfig>,
 ) -> anyhow::Result<()> {
-    let router = crate::server::router(state.clone());
     crate::server::spawn_reloader(state.clone());
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let stop = crate::server::wait_for_stop();
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let chain: Vec<Vec<u8>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|cs| cs.iter().map(|c| c.as_ref().to_vec()).collect())
-                .unwrap_or_default();
-            let certs = PeerCertificates(chain);
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    let ext = req.extensions_mut();
-                    ext.insert(ConnectInfo(peer));
-                    ext.insert(Tls);
-                    if !certs.0.is_empty() {
-                        ext.insert(certs.clone());
-                    }
-                    router.clone().oneshot(req)
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            let conn = watcher.watch(conn.into_owned());
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    state.ready.store(false, Ordering::Relaxed);
-    tracing::info!("shutting down: draining in-flight requests");
-    let grace = state.runtime.load().config.server.shutdown_grace.0;
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
-    }
-    Ok(())
+    crate::server::serve_connections(
+        state,
+        crate::server::Incoming::Listener(listener),
+        Some(TlsAcceptor::from(config)),
+        stop,
+    )
+    .await
+}
+
+/// Completes the TLS handshake on an accepted connection (bounded in time) and returns the
+/// stream with the client certificate chain it presented (leaf first, DER; empty if none).
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    PeerCertificates,
+)> {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let chain: Vec<Vec<u8>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|cs| cs.iter().map(|c| c.as_ref().to_vec()).collect())
+        .unwrap_or_default();
+    Some((tls, PeerCertificates(chain)))
 }
