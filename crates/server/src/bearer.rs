@@ -498,6 +498,18 @@ pub async fn decide(
             };
         }
     };
+    // A subject who is a stepgate user an administrator disabled is refused, whoever issued
+    // the token: disabling a user locks them out of every app behind stepgate.
+    match st.cache.user_by_username(&id.username).await {
+        Ok(Some(u)) if u.disabled => {
+            tracing::info!(app = %app.id.as_str(), user = %id.username, "bearer token for a disabled user refused");
+            return Verdict::SignIn {
+                login: String::new(),
+            };
+        }
+        Ok(_) => {}
+        Err(e) => return Verdict::Unavailable(e.to_string()),
+    }
     let user = user_record(&id);
     // Cookies play no part in a bearer request.
     let jar = axum_extra::extract::cookie::CookieJar::new();

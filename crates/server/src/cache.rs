@@ -53,6 +53,9 @@ pub struct Caches {
     /// The sign-in histories, decoded and sorted once per fill (same keys as `lists`).
     histories: TtlMap<String, Arc<Vec<SignInEntry>>>,
     users: TtlMap<String, Option<Arc<UserRecord>>>,
+    /// Users by username, absent ones included (the keys come from verified bearer tokens
+    /// only); emptied on every user write.
+    usernames: TtlMap<String, Option<Arc<UserRecord>>>,
     devices: TtlMap<String, Option<DeviceRecord>>,
     device_lists: TtlMap<String, Vec<DeviceRecord>>,
 }
@@ -122,6 +125,32 @@ impl Caches {
     pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
         let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
         read_through(&self.users, id.to_string(), self.ttl(), read).await
+    }
+
+    /// The user named `username`, if there is one. Unlike [`Caches::user`], an absent user
+    /// is cached too: only call this with names from verified credentials (bearer tokens),
+    /// which a client cannot make up to fill the cache.
+    pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<Arc<UserRecord>>> {
+        let ttl = self.ttl();
+        if ttl.is_zero() {
+            return Ok(self
+                .durable
+                .get_user_by_username(username)
+                .await?
+                .map(Arc::new));
+        }
+        let generation = match self.usernames.get(username, ttl) {
+            Ok(v) => return Ok(v),
+            Err(g) => g,
+        };
+        let v = self
+            .durable
+            .get_user_by_username(username)
+            .await?
+            .map(Arc::new);
+        self.usernames
+            .put(username.to_string(), v.clone(), generation, ttl);
+        Ok(v)
     }
 
     /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
@@ -274,6 +303,7 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         lists: TtlMap::new(),
         histories: TtlMap::new(),
         users: TtlMap::new(),
+        usernames: TtlMap::new(),
         devices: TtlMap::new(),
         device_lists: TtlMap::new(),
     });
@@ -440,8 +470,10 @@ impl CachedDurable {
 impl DurableStore for CachedDurable {
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
         self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
         let r = self.inner.create_user(user).await;
         self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
         r
     }
 
@@ -459,15 +491,19 @@ impl DurableStore for CachedDurable {
 
     async fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
         self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
         let r = self.inner.update_user(user).await;
         self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
         r
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         self.c.users.invalidate(id);
+        self.c.usernames.clear();
         let r = self.inner.delete_user(id).await;
         self.c.users.invalidate(id);
+        self.c.usernames.clear();
         r
     }
 

@@ -671,6 +671,36 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
 }
 
 #[tokio::test]
+async fn bearer_token_for_a_disabled_user_is_refused() {
+    let h = start().await;
+    let c = h.client(None);
+    let call = || {
+        c.get(h.url("api.test", "/data"))
+            .bearer_auth(h.idp.token(|_| {}))
+            .send()
+    };
+    // No local user named like the token's subject: the token alone decides.
+    assert_eq!(call().await.unwrap().status(), 200);
+    // An administrator creates and disables the user: the same valid token is refused at
+    // once (the write drops the cached lookup) and never reaches the upstream.
+    let mut robot = stepgate_store::UserRecord::new("robot");
+    robot.disabled = true;
+    h.st.stores.durable.create_user(&robot).await.unwrap();
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_token\""));
+    assert_eq!(h.seen.hits.load(Ordering::SeqCst), hits);
+    // Enabled again: through.
+    robot.disabled = false;
+    h.st.stores.durable.update_user(&robot).await.unwrap();
+    assert_eq!(call().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn bearer_issuer_keys_unreachable_is_401_never_allow() {
     let h = start().await;
     let rt = h.st.runtime.load();
