@@ -16,6 +16,7 @@
 //!   timeout: 60s            # default upstream timeout
 //!   apps:
 //!     console: { timeout: 10s }
+//!     licences: { audiences: [licence-api] }   # bearer tokens must be minted for it
 //! ```
 
 use std::collections::BTreeMap;
@@ -136,6 +137,11 @@ pub struct GatewayAppConfig {
     /// Time the upstream gets to send its response headers (overrides `gateway.timeout`).
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// The `aud` values a bearer token must carry (one of them) to reach this app, on top of
+    /// its issuer's `audiences`. Empty: any audience the issuer accepts. Set it when one
+    /// issuer mints tokens for several apps, so a token for one is not accepted by another.
+    #[serde(default)]
+    pub audiences: Vec<String>,
 }
 
 /// Algorithms a bearer issuer may list.
@@ -234,6 +240,11 @@ impl GatewayConfig {
             if app.timeout.is_some_and(|t| t.0.is_zero()) {
                 out.push(format!("gateway.apps.{id}.timeout must be above zero"));
             }
+            if app.audiences.iter().any(|a| a.trim().is_empty()) {
+                out.push(format!(
+                    "gateway.apps.{id}.audiences: an empty audience; list the `aud` values tokens for this app carry"
+                ));
+            }
         }
         if self.timeout.is_some_and(|t| t.0.is_zero()) {
             out.push("gateway.timeout must be above zero (e.g. 60s)".into());
@@ -309,6 +320,13 @@ mod tests {
         assert_eq!(g.timeout_for("other").as_secs(), 60);
         let errs = g.validate(&[]);
         assert!(errs[0].contains("gateway.apps.console"), "{errs:?}");
+        let g: GatewayConfig =
+            marked_yaml::from_yaml(0, "apps:\n  console: { audiences: [\" \"] }\n").unwrap();
+        let errs = g.validate(&["console"]);
+        assert!(
+            errs[0].contains("gateway.apps.console.audiences"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct BearerIdentity {
     pub auth_time: Option<DateTime<Utc>>,
     /// `exp`.
     pub expires: Option<DateTime<Utc>>,
+    /// `aud` (one string or a list).
+    pub audiences: Vec<String>,
 }
 
 struct CachedKeys {
@@ -365,6 +367,15 @@ fn identity(c: &serde_json::Value, iss: &BearerIssuer) -> BearerIdentity {
         amr: list("amr"),
         auth_time: time("auth_time"),
         expires: time("exp"),
+        // RFC 7519: one StringOrURI or an array of them, never split.
+        audiences: match c.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -498,6 +509,23 @@ pub async fn decide(
             };
         }
     };
+    // An app that names its own audiences accepts only tokens minted for it, even from an
+    // issuer that also mints tokens for other apps.
+    if let Some(want) = rt
+        .config
+        .gateway
+        .apps
+        .get(app.id.as_str())
+        .map(|a| &a.audiences)
+        .filter(|w| !w.is_empty())
+    {
+        if !id.audiences.iter().any(|a| want.contains(a)) {
+            tracing::info!(app = %app.id.as_str(), audiences = ?id.audiences, "bearer token not minted for this app refused");
+            return Verdict::SignIn {
+                login: String::new(),
+            };
+        }
+    }
     // A subject who is a stepgate user an administrator disabled is refused, whoever issued
     // the token: disabling a user locks them out of every app behind stepgate.
     match st.cache.user_by_username(&id.username).await {
@@ -621,6 +649,7 @@ mod tests {
             amr: vec!["pwd".into(), "otp".into()],
             auth_time: Some(now - chrono::Duration::minutes(10)),
             expires: None,
+            audiences: vec!["api".into()],
         };
         let cfg = AssuranceConfig::default();
         let req = |f: &dyn Fn(&mut RequirementToken)| {

@@ -54,10 +54,11 @@ gateway:
     issuers:
       - issuer: https://issuer.test
         jwks_url: http://IDP/jwks.json
-        audiences: [api]
+        audiences: [api, console]
         algorithms: [ES256]
   apps:
     slow: { timeout: 1s }
+    api: { audiences: [api] }
 EXTRA
 default_outcome: allow
 policies:
@@ -668,6 +669,34 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
     assert_eq!(call("/data", t.clone()).await.unwrap().status(), 401);
     assert_eq!(call("/data", t).await.unwrap().status(), 401);
     assert!(h.idp.fetches.load(Ordering::SeqCst) <= fetches + 1);
+}
+
+#[tokio::test]
+async fn an_app_with_its_own_audiences_refuses_tokens_minted_for_another() {
+    let h = start().await;
+    let c = h.client(None);
+    let call = |host: &str, token: String| c.get(h.url(host, "/data")).bearer_auth(token).send();
+    // The issuer mints tokens for both apps; `api` lists its own audience.
+    let for_console = || h.idp.token(|c| c["aud"] = "console".into());
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let r = call("api.test", for_console()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_token\""));
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "never reached upstream"
+    );
+    // The same token is good where no app audience narrows the issuer's.
+    assert_eq!(call("app.test", for_console()).await.unwrap().status(), 200);
+    // A token for several audiences, one of them `api`: through.
+    let both = h
+        .idp
+        .token(|c| c["aud"] = serde_json::json!(["console", "api"]));
+    assert_eq!(call("api.test", both).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
