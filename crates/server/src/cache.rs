@@ -9,9 +9,11 @@
 //! (another node, the CLI) is seen within the TTL, the only staleness the cache adds.
 //!
 //! Session expiry and idle timeouts are still computed from the record's own times on every
-//! request, so they are exact. Store errors are never cached and absent records are not
-//! cached either (an unknown session id is always looked up), so the cache cannot turn a
-//! miss into an allow, and random ids cannot fill it.
+//! request, so they are exact. Store errors are never cached. Absent records are not cached
+//! either, except a session id stepgate issued (its MAC verifies) that the store no longer
+//! holds: ids are never reused, so that absence is final, and made-up ids are refused by
+//! their MAC before the cache. The cache cannot turn a miss into an allow, and random ids
+//! cannot fill it.
 //!
 //! A read that started before a write to the same kind of record is not cached when it
 //! finishes after it (a generation counter per map), so a racing read cannot bring back a
@@ -107,7 +109,18 @@ impl Caches {
     }
 
     /// The live session `id`, from the cache or the hot store.
-    pub async fn session(&self, id: &str) -> StoreResult<Option<Arc<SessionSlot>>> {
+    ///
+    /// With `issued_here` (the id's MAC verified: stepgate issued it), an id the store does
+    /// not hold (expired, signed out, deleted) is remembered as absent for the TTL too, so
+    /// replaying one real but dead id costs no store read per request. Ids that were never
+    /// issued are refused before this by their MAC and are never cached, so made-up ids
+    /// cannot fill the map. An id is never reused, so a cached absence cannot hide a
+    /// session created later.
+    pub async fn session(
+        &self,
+        id: &str,
+        issued_here: bool,
+    ) -> StoreResult<Option<Arc<SessionSlot>>> {
         let read = async {
             Ok(self
                 .hot
@@ -115,7 +128,20 @@ impl Caches {
                 .await?
                 .map(|e| Arc::new(SessionSlot::new(e))))
         };
-        let s = read_through(&self.sessions, id.to_string(), self.ttl(), read).await?;
+        let ttl = self.ttl();
+        let s = if issued_here && !ttl.is_zero() {
+            match self.sessions.get(id, ttl) {
+                Ok(v) => v,
+                Err(generation) => {
+                    let v = read.await?;
+                    self.sessions
+                        .put(id.to_string(), v.clone(), generation, ttl);
+                    v
+                }
+            }
+        } else {
+            read_through(&self.sessions, id.to_string(), ttl, read).await?
+        };
         // The store's own expiry still holds for a cached record.
         let now = Utc::now();
         Ok(s.filter(|s| s.entry.expires_at > now))
@@ -344,7 +370,7 @@ impl HotStore for CachedHot {
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
-        Ok(self.c.session(id).await?.map(|s| s.entry.clone()))
+        Ok(self.c.session(id, false).await?.map(|s| s.entry.clone()))
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {

@@ -145,7 +145,8 @@ pub async fn load(
     acfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> StoreResult<Result<Session, SessionEnd>> {
-    let Some(slot) = cache.session(id).await? else {
+    // Callers check the id's MAC first (`web::current_session`).
+    let Some(slot) = cache.session(id, true).await? else {
         return Ok(Err(SessionEnd::Unknown));
     };
     let Some(data) = slot.data() else {

@@ -316,3 +316,37 @@ async fn a_zero_ttl_turns_the_cache_off() {
     assert_ne!(h.status(&id).await, 200, "refused on the very next request");
     let _ = &h.base;
 }
+
+#[tokio::test]
+async fn a_dead_session_id_is_remembered_as_absent_instead_of_read_on_every_request() {
+    let h = start().await;
+    let ttl = h.st.cache.ttl();
+    let id = h.sign_in().await;
+    assert_eq!(h.status(&id).await, 200);
+    let entry = h.other.hot.get_session(&id).await.unwrap().unwrap();
+    // Signed out elsewhere: refused here within the TTL, and from then on the absence is
+    // cached.
+    assert!(h.other.hot.delete_session(&id).await.unwrap());
+    h.refused_within(&id, ttl + Duration::from_millis(1500))
+        .await;
+    // The store holds the id again (which stepgate itself never does: ids are not reused).
+    // Requests within the TTL are still refused, so they were answered from the cache and
+    // not read from the store; once the TTL has passed the store is read again.
+    h.other
+        .hot
+        .put_session(&id, &entry.user_id, &entry.data, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut refused = 0;
+    while t0.elapsed() < ttl / 2 {
+        assert!((300..400).contains(&h.status(&id).await));
+        refused += 1;
+    }
+    assert!(refused > 1, "{refused}");
+    tokio::time::sleep(ttl).await;
+    assert_eq!(h.status(&id).await, 200);
+    // A made-up id is refused by its MAC and never cached (nothing to observe but the
+    // refusal; the unit tests cover the MAC).
+    assert!((300..400).contains(&h.status("not-a-real-session-id.AAAA").await));
+}
