@@ -40,10 +40,6 @@ use crate::session::SessionData;
 /// dropped): bounds memory whatever the traffic.
 const MAX_ENTRIES: usize = 100_000;
 
-/// The hot-store lists cached: the sign-in history read by every access request. Other lists
-/// (the device → sessions index CAEP re-evaluation reads) always go to the store.
-const CACHED_LIST_PREFIX: &str = "signins:";
-
 /// The cached records and the TTL (updated on reload), shared by the store wrappers and
 /// the server state.
 pub struct Caches {
@@ -51,8 +47,9 @@ pub struct Caches {
     hot: Arc<dyn HotStore>,
     durable: Arc<dyn DurableStore>,
     sessions: TtlMap<String, Option<Arc<SessionSlot>>>,
-    lists: TtlMap<String, Vec<serde_json::Value>>,
-    /// The sign-in histories, decoded and sorted once per fill (same keys as `lists`).
+    /// The sign-in histories (by hot-store list key), decoded and sorted once per fill.
+    /// Other hot-store lists (the device → sessions index CAEP re-evaluation reads) always
+    /// go to the store.
     histories: TtlMap<String, Arc<Vec<SignInEntry>>>,
     users: TtlMap<String, Option<Arc<UserRecord>>>,
     /// Users by username, absent ones included (the keys come from verified bearer tokens
@@ -128,20 +125,14 @@ impl Caches {
                 .await?
                 .map(|e| Arc::new(SessionSlot::new(e))))
         };
-        let ttl = self.ttl();
-        let s = if issued_here && !ttl.is_zero() {
-            match self.sessions.get(id, ttl) {
-                Ok(v) => v,
-                Err(generation) => {
-                    let v = read.await?;
-                    self.sessions
-                        .put(id.to_string(), v.clone(), generation, ttl);
-                    v
-                }
-            }
-        } else {
-            read_through(&self.sessions, id.to_string(), ttl, read).await?
-        };
+        let s = read_through(
+            &self.sessions,
+            id.to_string(),
+            self.ttl(),
+            read,
+            issued_here,
+        )
+        .await?;
         // The store's own expiry still holds for a cached record.
         let now = Utc::now();
         Ok(s.filter(|s| s.entry.expires_at > now))
@@ -150,33 +141,28 @@ impl Caches {
     /// The user `id`, from the cache or the durable store, shared rather than copied.
     pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
         let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
-        read_through(&self.users, id.to_string(), self.ttl(), read).await
+        read_through(&self.users, id.to_string(), self.ttl(), read, false).await
     }
 
     /// The user named `username`, if there is one. Unlike [`Caches::user`], an absent user
     /// is cached too: only call this with names from verified credentials (bearer tokens),
     /// which a client cannot make up to fill the cache.
     pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<Arc<UserRecord>>> {
-        let ttl = self.ttl();
-        if ttl.is_zero() {
-            return Ok(self
+        let read = async {
+            Ok(self
                 .durable
                 .get_user_by_username(username)
                 .await?
-                .map(Arc::new));
-        }
-        let generation = match self.usernames.get(username, ttl) {
-            Ok(v) => return Ok(v),
-            Err(g) => g,
+                .map(Arc::new))
         };
-        let v = self
-            .durable
-            .get_user_by_username(username)
-            .await?
-            .map(Arc::new);
-        self.usernames
-            .put(username.to_string(), v.clone(), generation, ttl);
-        Ok(v)
+        read_through(
+            &self.usernames,
+            username.to_string(),
+            self.ttl(),
+            read,
+            true,
+        )
+        .await
     }
 
     /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
@@ -193,7 +179,7 @@ impl Caches {
             h.sort_by_key(|e| e.time);
             Ok(Arc::new(h))
         };
-        read_through(&self.histories, key.to_string(), self.ttl(), read).await
+        read_through(&self.histories, key.to_string(), self.ttl(), read, false).await
     }
 }
 
@@ -275,8 +261,16 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
     }
 }
 
-/// Caches a read through `map` when the TTL is not zero. Errors and `None` are not cached.
-async fn read_through<K, V, F>(map: &TtlMap<K, V>, key: K, ttl: Duration, read: F) -> StoreResult<V>
+/// Caches a read through `map` when the TTL is not zero. Errors are never cached; `None` is
+/// cached only with `absent_too`, for keys a client cannot make up (an absence cached for a
+/// made-up key would let random keys fill the map).
+async fn read_through<K, V, F>(
+    map: &TtlMap<K, V>,
+    key: K,
+    ttl: Duration,
+    read: F,
+    absent_too: bool,
+) -> StoreResult<V>
 where
     K: Eq + Hash + Clone,
     V: Clone + Cacheable,
@@ -290,7 +284,7 @@ where
         Err(g) => g,
     };
     let v = read.await?;
-    if v.worth_caching() {
+    if absent_too || v.worth_caching() {
         map.put(key, v.clone(), generation, ttl);
     }
     Ok(v)
@@ -326,7 +320,6 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         hot: stores.hot.clone(),
         durable: stores.durable.clone(),
         sessions: TtlMap::new(),
-        lists: TtlMap::new(),
         histories: TtlMap::new(),
         users: TtlMap::new(),
         usernames: TtlMap::new(),
@@ -453,26 +446,20 @@ impl HotStore for CachedHot {
         keep: usize,
         ttl: Duration,
     ) -> StoreResult<()> {
-        self.c.lists.invalidate(key);
         self.c.histories.invalidate(key);
         let r = self.inner.push_recent(key, value, keep, ttl).await;
-        self.c.lists.invalidate(key);
         self.c.histories.invalidate(key);
         r
     }
 
     async fn recent(&self, key: &str) -> StoreResult<Vec<serde_json::Value>> {
-        if !key.starts_with(CACHED_LIST_PREFIX) {
-            return self.inner.recent(key).await;
-        }
-        let ttl = self.c.ttl();
-        read_through(&self.c.lists, key.to_string(), ttl, self.inner.recent(key)).await
+        // The sign-in histories are cached decoded ([`Caches::sign_ins`]); raw lists are not.
+        self.inner.recent(key).await
     }
 
     async fn purge_expired(&self) -> StoreResult<u64> {
         let r = self.inner.purge_expired().await;
         self.c.sessions.clear();
-        self.c.lists.clear();
         self.c.histories.clear();
         r
     }
@@ -580,6 +567,7 @@ impl DurableStore for CachedDurable {
             id.to_string(),
             ttl,
             self.inner.get_device(id),
+            false,
         )
         .await
     }
@@ -591,6 +579,7 @@ impl DurableStore for CachedDurable {
             owner.to_string(),
             ttl,
             self.inner.list_devices(owner),
+            false,
         )
         .await
     }
