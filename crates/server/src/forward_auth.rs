@@ -28,7 +28,6 @@ use axum_extra::extract::cookie::CookieJar;
 
 use crate::context::client_ip;
 use crate::gateway::{self, AccessRequest, Verdict};
-use crate::proxy::names;
 use crate::state::{Runtime, Shared};
 use crate::web::{self, Peer};
 
@@ -251,7 +250,7 @@ fn allow(
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
-    for name in &IDENTITY {
+    for name in &crate::proxy::REMOTE_HEADERS {
         h.insert(name, HeaderValue::from_static(""));
     }
     let mut set = |name: HeaderName, value: &str| {
@@ -274,17 +273,6 @@ fn allow(
     }
     r
 }
-
-/// The identity headers a `200` always carries.
-pub static IDENTITY: [HeaderName; 7] = [
-    names::REMOTE_USER,
-    names::REMOTE_GROUPS,
-    names::REMOTE_EMAIL,
-    names::REMOTE_NAME,
-    names::REMOTE_AAL,
-    names::REMOTE_AMR,
-    names::REMOTE_AUTH_TIME,
-];
 
 /// A browser refusal: nginx gets `status` with the target in [`REDIRECT_HEADER`] (its
 /// configuration redirects); the others get a `302` they hand to the client.

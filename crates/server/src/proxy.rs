@@ -82,8 +82,9 @@ pub mod names {
     pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 }
 
-/// Headers a client may never set towards an upstream: identity is stepgate's to assert.
-pub static IDENTITY_HEADERS: [HeaderName; 11] = [
+/// The identity headers stepgate asserts on an allowed request (forward-auth answers
+/// always carry all of them, empty when unknown).
+pub static REMOTE_HEADERS: [HeaderName; 7] = [
     names::REMOTE_USER,
     names::REMOTE_GROUPS,
     names::REMOTE_EMAIL,
@@ -91,6 +92,11 @@ pub static IDENTITY_HEADERS: [HeaderName; 11] = [
     names::REMOTE_AAL,
     names::REMOTE_AMR,
     names::REMOTE_AUTH_TIME,
+];
+
+/// Headers a client may never set towards an upstream besides [`REMOTE_HEADERS`]: identity
+/// is stepgate's to assert.
+static OTHER_IDENTITY_HEADERS: [HeaderName; 4] = [
     names::X_STEPGATE_ASSERTION,
     HeaderName::from_static("x-forwarded-user"),
     HeaderName::from_static("x-forwarded-email"),
@@ -129,7 +135,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Removes every identity header a client sent.
 pub fn strip_identity(h: &mut HeaderMap) {
-    for n in &IDENTITY_HEADERS {
+    for n in REMOTE_HEADERS.iter().chain(&OTHER_IDENTITY_HEADERS) {
         h.remove(n);
     }
 }

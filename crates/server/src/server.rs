@@ -267,16 +267,12 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
     tracing::info!(%addr, workers, "serving");
     let stop = wait_for_stop();
     tokio::pin!(stop);
+    let mut incoming = Incoming::Listener(listener);
     loop {
         let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            c = incoming.next() => match c {
+                Some((tcp, peer, _)) => (tcp, peer),
+                None => break,
             },
             _ = &mut stop => break,
         };
@@ -294,7 +290,7 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
     }
     // Closing the lanes tells every worker to stop accepting and drain.
     drop(lanes);
-    drop(listener);
+    drop(incoming);
     for t in threads {
         match tokio::task::spawn_blocking(move || t.join()).await {
             Ok(Ok(r)) => r?,
