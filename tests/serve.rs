@@ -26,17 +26,10 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-#[test]
-fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("stepgate.yaml");
-    std::fs::write(
-        &cfg,
-        "sessions: { cookie: { secure: false } }\nserver: { shutdown_grace: 5s }\n",
-    )
-    .unwrap();
+/// Starts `stepgate serve --config cfg` on a free port and waits until `/readyz` says 200.
+fn serve_ready(cfg: &std::path::Path) -> (std::process::Child, u16) {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
         .args([
             "serve",
             "--config",
@@ -60,6 +53,19 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    (child, port)
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\nserver: { shutdown_grace: 5s }\n",
+    )
+    .unwrap();
+    let (mut child, port) = serve_ready(&cfg);
     assert!(get(port, "/healthz").unwrap().ends_with("ok"));
 
     // A request whose body is still arriving when SIGTERM comes.
@@ -129,31 +135,7 @@ fn every_worker_serves_keep_alive_connections() {
         "sessions: { cookie: { secure: false } }\nserver: { workers: 3 }\n",
     )
     .unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env(
-            "STEPGATE_SECRET_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while get(port, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "stepgate did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, port) = serve_ready(&cfg);
     // More open connections than workers, all kept alive at once, so every worker holds
     // some; each answers several requests in turn.
     let mut conns: Vec<TcpStream> = (0..7)
