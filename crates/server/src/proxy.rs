@@ -4,30 +4,123 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
-/// Keep-alive connection pools to upstreams, one per thread: a request and the upstream
+/// Keep-alive connections to upstreams, one set per thread: a request and the upstream
 /// connection it uses are driven by the same thread (with `server.workers`, each serving
 /// thread has its own event loop), so a proxied request costs no cross-thread wake-ups.
+///
+/// Each connection is an HTTP/1.1 `SendRequest` with its connection task; a connection is
+/// free when hyper says it is ready for the next request (the previous response, body
+/// included, is finished), so no task is spawned per request to hand it back. A request
+/// the pool could not even write (the upstream had closed the idle connection) is retried
+/// once on a new connection; one that was written is never resent.
 #[derive(Clone, Default)]
 pub struct UpstreamClient {
     _private: (),
 }
 
-thread_local! {
-    static POOL: std::cell::OnceCell<Client<HttpConnector, Body>> = const { std::cell::OnceCell::new() };
+/// Connections kept per upstream (`host:port`) and thread; more are opened under load and
+/// closed when their request is done.
+const MAX_KEPT_PER_UPSTREAM: usize = 64;
+/// A connection unused this long is closed (the upstream may have forgotten it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long opening a connection to an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+struct Kept {
+    sender: Sender,
+    last_used: std::time::Instant,
 }
 
-fn new_pool() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(connector)
+thread_local! {
+    static POOL: std::cell::RefCell<std::collections::HashMap<String, Vec<Kept>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Why an upstream request failed (logged; never shown to the client).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream URI is not `http://host[:port]/…`.
+    #[error("the upstream address {0} is not an http:// URL with a host")]
+    Address(String),
+    /// The TCP connection could not be opened.
+    #[error("connecting to {upstream}: {error}")]
+    Connect {
+        /// `host:port`.
+        upstream: String,
+        /// What the socket said.
+        error: std::io::Error,
+    },
+    /// The upstream did not accept the connection in time.
+    #[error("connecting to {0}: timed out")]
+    ConnectTimeout(String),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// What sending on an upstream connection comes to.
+type Sent =
+    Result<Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
+
+/// Sends the request in `req` on a free kept connection to `key`, if there is one (dropping
+/// closed and long-idle ones on the way); leaves it in `req` otherwise.
+fn send_on_kept(
+    key: &str,
+    req: &mut Option<Request<Body>>,
+) -> Option<impl std::future::Future<Output = Sent>> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.get_mut(key)?;
+        let now = std::time::Instant::now();
+        list.retain(|k| {
+            !k.sender.is_closed()
+                && (!k.sender.is_ready() || now.duration_since(k.last_used) < IDLE_TIMEOUT)
+        });
+        // The most recently used free connection: its socket is the likeliest to be warm.
+        let k = list.iter_mut().rev().find(|k| k.sender.is_ready())?;
+        k.last_used = now;
+        Some(k.sender.try_send_request(req.take()?))
+    })
+}
+
+fn keep(key: &str, sender: Sender) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.entry(key.to_string()).or_default();
+        if list.len() < MAX_KEPT_PER_UPSTREAM {
+            list.push(Kept {
+                sender,
+                last_used: std::time::Instant::now(),
+            });
+        }
+    });
+}
+
+async fn connect(key: &str) -> Result<Sender, UpstreamError> {
+    let stream =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(key)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(error)) => {
+                return Err(UpstreamError::Connect {
+                    upstream: key.to_string(),
+                    error,
+                })
+            }
+            Err(_) => return Err(UpstreamError::ConnectTimeout(key.to_string())),
+        };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await?;
+    let upstream = key.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%upstream, error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 impl UpstreamClient {
@@ -36,14 +129,51 @@ impl UpstreamClient {
         Self::default()
     }
 
-    /// Sends `req` (already rewritten) and returns the upstream's response, streaming.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
-        let client = POOL.with(|p| p.get_or_init(new_pool).clone());
-        let resp = client.request(req).await?;
-        Ok(resp.map(Body::new))
+    /// Sends `req` (already rewritten to the upstream's absolute URI) and returns the
+    /// upstream's response, streaming.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        let uri = req.uri().clone();
+        let key = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(a)) => match a.port_u16() {
+                Some(_) => a.as_str().to_string(),
+                None => format!("{}:80", a.host()),
+            },
+            _ => return Err(UpstreamError::Address(uri.to_string())),
+        };
+        if key.contains('@') {
+            return Err(UpstreamError::Address(uri.to_string()));
+        }
+        // HTTP/1.1 on the wire: origin-form, and a Host (a client that spoke HTTP/2 sent
+        // none; the upstream's own authority stands in, as for any HTTP client).
+        *req.uri_mut() = uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(uri.authority().map_or("", |a| a.as_str())) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let mut slot = Some(req);
+        if let Some(sent) = send_on_kept(&key, &mut slot) {
+            match sent.await {
+                Ok(resp) => return Ok(resp.map(Body::new)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the kept connection was gone; try a new one.
+                    Some(req) => slot = Some(req),
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let Some(req) = slot else {
+            unreachable!("the request is in the slot unless it was sent")
+        };
+        let mut sender = connect(&key).await?;
+        let fut = sender.try_send_request(req);
+        keep(&key, sender);
+        match fut.await {
+            Ok(resp) => Ok(resp.map(Body::new)),
+            Err(e) => Err(e.into_error().into()),
+        }
     }
 }
 

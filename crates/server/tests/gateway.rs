@@ -43,6 +43,9 @@ apps:
   - id: mtls
     hosts: [mtls.test]
     upstream: http://UPSTREAM
+  - id: keep
+    hosts: [keep.test]
+    upstream: http://KEEPUP
 server:
   trusted_proxies: [10.0.0.0/8]
 sessions:
@@ -160,6 +163,82 @@ async fn ws_upstream() -> SocketAddr {
     a
 }
 
+/// What the keep-alive upstream saw.
+struct KeepSeen {
+    /// Connections accepted.
+    accepted: AtomicUsize,
+    /// How many times `/` has been answered.
+    fast_served: tokio::sync::watch::Sender<usize>,
+    /// Told when a `/slow` request has arrived.
+    slow_arrived: tokio::sync::Notify,
+}
+
+impl Default for KeepSeen {
+    fn default() -> Self {
+        KeepSeen {
+            accepted: AtomicUsize::new(0),
+            fast_served: tokio::sync::watch::channel(0).0,
+            slow_arrived: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// A plain HTTP/1.1 keep-alive upstream written on raw TCP, so the test controls when it
+/// closes: `/` answers at once, `/slow` answers only once `/` has been answered again after
+/// it arrived (on whatever connection), and `/drop` answers and then closes the connection
+/// without saying so, as an upstream's idle timeout does.
+async fn keep_upstream(seen: Arc<KeepSeen>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    buf.drain(..head_end);
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    if path == "/slow" {
+                        let mut served = seen.fast_served.subscribe();
+                        let before = *served.borrow_and_update();
+                        seen.slow_arrived.notify_one();
+                        // Without an answer to / the test fails on its own timeout.
+                        let _ = served.wait_for(|n| *n > before).await;
+                    }
+                    let body = format!("served {path}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if path == "/" {
+                        seen.fast_served.send_modify(|n| *n += 1);
+                    }
+                    if path == "/drop" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
 /// A token issuer: an ES256 key and its JWKS on loopback.
 struct Issuer {
     kid: String,
@@ -228,6 +307,7 @@ struct Harness {
     addr: SocketAddr,
     base: String,
     seen: Arc<Seen>,
+    keep: Arc<KeepSeen>,
     idp: Issuer,
     dir: tempfile::TempDir,
     key: SecretKey,
@@ -237,12 +317,15 @@ async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
     let seen = Arc::new(Seen::default());
     let up = upstream(seen.clone()).await;
     let ws = ws_upstream().await;
+    let keep = Arc::new(KeepSeen::default());
+    let keep_up = keep_upstream(keep.clone()).await;
     let idp = issuer().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let text = CONFIG
         .replace("UPSTREAM", &up.to_string())
         .replace("WSUP", &ws.to_string())
+        .replace("KEEPUP", &keep_up.to_string())
         .replace("IDP", &idp.addr.to_string())
         .replace("EXTRA", extra);
     let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
@@ -267,6 +350,7 @@ async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
         addr,
         base,
         seen,
+        keep,
         idp,
         dir,
         key,
@@ -288,6 +372,7 @@ impl Harness {
             "slow.test",
             "down.test",
             "mtls.test",
+            "keep.test",
         ] {
             b = b.resolve(h, self.addr);
         }
@@ -946,6 +1031,45 @@ async fn upstream_failures_are_502_or_504_and_say_nothing_of_internals() {
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_millis(2500));
     assert!(r.text().await.unwrap().contains("gateway_timeout"));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_replaced_when_closed_and_never_queued() {
+    let h = start().await;
+    let c = h.client(None);
+    let token = h.idp.token(|_| {});
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = h.url("keep.test", path);
+        let token = token.clone();
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // One after another: one kept connection serves them all.
+    for _ in 0..3 {
+        assert_eq!(get("/").await, (200, "served /".to_string()));
+    }
+    assert_eq!(h.keep.accepted.load(Ordering::SeqCst), 1);
+
+    // The upstream closes the kept connection without a word: the next request goes out on
+    // a new one instead of failing.
+    assert_eq!(get("/drop").await, (200, "served /drop".to_string()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get("/").await, (200, "served /".to_string()));
+    assert_eq!(h.keep.accepted.load(Ordering::SeqCst), 2);
+
+    // A request never waits behind another one's unfinished response: /slow is answered
+    // only after / is, so / must go out on a connection of its own.
+    let slow = tokio::spawn(get("/slow"));
+    h.keep.slow_arrived.notified().await;
+    let fast = tokio::time::timeout(Duration::from_secs(10), get("/"))
+        .await
+        .expect("/ waited behind /slow");
+    assert_eq!(fast, (200, "served /".to_string()));
+    assert_eq!(slow.await.unwrap(), (200, "served /slow".to_string()));
+    assert_eq!(h.keep.accepted.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
