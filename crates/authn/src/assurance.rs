@@ -483,6 +483,17 @@ fn is_fresh(
     age.num_seconds() <= window.as_secs() as i64
 }
 
+/// Whether `factors` meet `req` at `now`: the first half of [`satisfies`], without working
+/// out what would close a gap (the per-request check of the gateway).
+pub fn meets(
+    factors: &[PassedFactor],
+    req: &StepUpRequirement,
+    cfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> bool {
+    unmet(factors, req, cfg, now).is_empty()
+}
+
 fn unmet(
     factors: &[PassedFactor],
     req: &StepUpRequirement,

@@ -486,14 +486,14 @@ pub fn identity_header_overrides(id: &BearerIdentity) -> Vec<(axum::http::Header
 }
 
 /// The access decision for a request carrying a bearer token (see [`crate::gateway::decide`]).
-pub async fn decide(
+pub async fn decide<'a>(
     st: &Shared,
-    rt: &Runtime,
-    app: stepgate_policy::spec::AppSpec,
+    rt: &'a Runtime,
+    app: &'a stepgate_policy::spec::AppSpec,
     token: &str,
     r: &AccessRequest<'_>,
     certificates: Option<Vec<Vec<u8>>>,
-) -> Verdict {
+) -> Verdict<'a> {
     let now = Utc::now();
     let id = match st
         .bearer
@@ -598,7 +598,7 @@ pub async fn decide(
     Verdict::Allow {
         user: std::sync::Arc::new(user),
         session: Box::new(session),
-        app: Box::new(app),
+        app,
         ip: r.ip,
         bearer: Some(Box::new(id)),
     }

@@ -125,23 +125,24 @@ impl Caches {
                 .await?
                 .map(|e| Arc::new(SessionSlot::new(e))))
         };
-        let s = read_through(
-            &self.sessions,
-            id.to_string(),
-            self.ttl(),
-            read,
-            issued_here,
-        )
-        .await?;
+        let s = read_through(&self.sessions, id, self.ttl(), read, issued_here).await?;
         // The store's own expiry still holds for a cached record.
         let now = Utc::now();
         Ok(s.filter(|s| s.entry.expires_at > now))
     }
 
+    /// Whether the session `id` has a live cache entry (a session, or an absence cached for
+    /// an id whose MAC verified): either way the id was checked before it was cached, so a
+    /// caller may skip checking its MAC again.
+    pub fn session_cached(&self, id: &str) -> bool {
+        let ttl = self.ttl();
+        !ttl.is_zero() && self.sessions.get(id, ttl).is_ok()
+    }
+
     /// The user `id`, from the cache or the durable store, shared rather than copied.
     pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
         let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
-        read_through(&self.users, id.to_string(), self.ttl(), read, false).await
+        read_through(&self.users, id, self.ttl(), read, false).await
     }
 
     /// The user named `username`, if there is one. Unlike [`Caches::user`], an absent user
@@ -155,14 +156,7 @@ impl Caches {
                 .await?
                 .map(Arc::new))
         };
-        read_through(
-            &self.usernames,
-            username.to_string(),
-            self.ttl(),
-            read,
-            true,
-        )
-        .await
+        read_through(&self.usernames, username, self.ttl(), read, true).await
     }
 
     /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
@@ -179,7 +173,7 @@ impl Caches {
             h.sort_by_key(|e| e.time);
             Ok(Arc::new(h))
         };
-        read_through(&self.histories, key.to_string(), self.ttl(), read, false).await
+        read_through(&self.histories, key, self.ttl(), read, false).await
     }
 }
 
@@ -264,28 +258,28 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
 /// Caches a read through `map` when the TTL is not zero. Errors are never cached; `None` is
 /// cached only with `absent_too`, for keys a client cannot make up (an absence cached for a
 /// made-up key would let random keys fill the map).
-async fn read_through<K, V, F>(
-    map: &TtlMap<K, V>,
-    key: K,
+async fn read_through<V, F>(
+    map: &TtlMap<String, V>,
+    key: &str,
     ttl: Duration,
     read: F,
     absent_too: bool,
 ) -> StoreResult<V>
 where
-    K: Eq + Hash + Clone,
     V: Clone + Cacheable,
     F: std::future::Future<Output = StoreResult<V>>,
 {
     if ttl.is_zero() {
         return read.await;
     }
-    let generation = match map.get(&key, ttl) {
+    // A hit costs no allocation: the key is copied only to cache a miss.
+    let generation = match map.get(key, ttl) {
         Ok(v) => return Ok(v),
         Err(g) => g,
     };
     let v = read.await?;
     if absent_too || v.worth_caching() {
-        map.put(key, v.clone(), generation, ttl);
+        map.put(key.to_string(), v.clone(), generation, ttl);
     }
     Ok(v)
 }
@@ -562,21 +556,14 @@ impl DurableStore for CachedDurable {
 
     async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
         let ttl = self.c.ttl();
-        read_through(
-            &self.c.devices,
-            id.to_string(),
-            ttl,
-            self.inner.get_device(id),
-            false,
-        )
-        .await
+        read_through(&self.c.devices, id, ttl, self.inner.get_device(id), false).await
     }
 
     async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
         let ttl = self.c.ttl();
         read_through(
             &self.c.device_lists,
-            owner.to_string(),
+            owner,
             ttl,
             self.inner.list_devices(owner),
             false,

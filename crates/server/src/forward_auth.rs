@@ -21,7 +21,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -57,65 +57,51 @@ struct Original {
 
 /// `GET {portal}/auth/nginx`: nginx `auth_request`. Reads `X-Original-URL` (absolute) and
 /// `X-Original-Method` (default `GET`).
-pub async fn nginx(
-    State(st): State<Shared>,
-    peer: Peer,
-    jar: CookieJar,
-    headers: HeaderMap,
-) -> Response {
+pub async fn nginx(State(st): State<Shared>, peer: Peer, req: Request) -> Response {
+    let headers = req.headers();
     let rt = st.runtime.load_full();
     if let Some(r) = refuse_untrusted(&rt, peer) {
         return r;
     }
-    let Some(url) = header_str(&headers, "x-original-url") else {
+    let Some(url) = header_str(headers, "x-original-url") else {
         return bad_request("X-Original-URL is missing: set it to $scheme://$http_host$request_uri in the auth_request location");
     };
-    let method = header_str(&headers, "x-original-method").unwrap_or("GET");
+    let method = header_str(headers, "x-original-method").unwrap_or("GET");
     let Some(orig) = from_url(method, url) else {
         return bad_request("X-Original-URL or X-Original-Method is not valid: expected an absolute http(s) URL and a method name");
     };
-    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Nginx).await
+    respond(&st, &rt, peer, headers, orig, Flavour::Nginx).await
 }
 
 /// `GET {portal}/auth/forward`: Traefik `ForwardAuth` and Caddy `forward_auth`. Reads
 /// `X-Forwarded-Method`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Uri`.
-pub async fn forward(
-    State(st): State<Shared>,
-    peer: Peer,
-    jar: CookieJar,
-    headers: HeaderMap,
-) -> Response {
+pub async fn forward(State(st): State<Shared>, peer: Peer, req: Request) -> Response {
+    let headers = req.headers();
     let rt = st.runtime.load_full();
     if let Some(r) = refuse_untrusted(&rt, peer) {
         return r;
     }
-    let Some(host) = header_str(&headers, "x-forwarded-host") else {
+    let Some(host) = header_str(headers, "x-forwarded-host") else {
         return bad_request(
             "X-Forwarded-Host is missing: the front proxy must send the original host",
         );
     };
-    let proto = header_str(&headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
-    let path = header_str(&headers, "x-forwarded-uri").unwrap_or("/");
-    let method = header_str(&headers, "x-forwarded-method").unwrap_or("GET");
+    let proto = header_str(headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
+    let path = header_str(headers, "x-forwarded-uri").unwrap_or("/");
+    let method = header_str(headers, "x-forwarded-method").unwrap_or("GET");
     let Some(orig) = from_parts(method, proto, host, path) else {
         return bad_request(
             "the X-Forwarded-Method/-Proto/-Host/-Uri headers do not make a valid http(s) request",
         );
     };
-    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Forward).await
+    respond(&st, &rt, peer, headers, orig, Flavour::Forward).await
 }
 
 /// `{portal}/auth/envoy/*`: Envoy `ext_authz` in HTTP mode. Envoy sends the original method
 /// and `Host`, and the original path and query after the configured `path_prefix`; the
 /// scheme comes from `X-Forwarded-Proto` when Envoy passes it.
-pub async fn envoy(
-    State(st): State<Shared>,
-    peer: Peer,
-    jar: CookieJar,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub async fn envoy(State(st): State<Shared>, peer: Peer, req: Request) -> Response {
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let rt = st.runtime.load_full();
     if let Some(r) = refuse_untrusted(&rt, peer) {
         return r;
@@ -128,14 +114,14 @@ pub async fn envoy(
     } else {
         format!("/{rest}")
     };
-    let Some(host) = header_str(&headers, header::HOST.as_str()).or_else(|| uri.host()) else {
+    let Some(host) = header_str(headers, header::HOST.as_str()).or_else(|| uri.host()) else {
         return bad_request("Host is missing: Envoy must pass the original request's host");
     };
-    let proto = header_str(&headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
+    let proto = header_str(headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));
     let Some(orig) = from_parts(method.as_str(), proto, host, &path) else {
         return bad_request("the original request (method, host, path) is not valid");
     };
-    respond(&st, &rt, peer, &jar, &headers, orig, Flavour::Forward).await
+    respond(&st, &rt, peer, headers, orig, Flavour::Forward).await
 }
 
 /// Runs the decision and shapes the answer for the front proxy.
@@ -143,11 +129,12 @@ async fn respond(
     st: &Shared,
     rt: &Runtime,
     peer: Peer,
-    jar: &CookieJar,
     headers: &HeaderMap,
     orig: Original,
     flavour: Flavour,
 ) -> Response {
+    // Only the cookies are read, not copied out with the rest of the headers.
+    let jar = &CookieJar::from_headers(headers);
     let api = web::is_api(headers);
     let ip: IpAddr = client_ip(peer.0, headers, &rt.config.trusted_proxies);
     let verdict = {
@@ -180,7 +167,7 @@ async fn respond(
                 assurance: &assurance,
                 bearer: bearer.as_deref(),
             };
-            allow(st, rt, &app, &grant)
+            allow(st, rt, app, &grant)
         }
         Verdict::SignIn { login } => {
             if api {

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
-use stepgate_authn::{satisfies, Assurance};
+use stepgate_authn::Assurance;
 use stepgate_policy::{Outcome, RequestContext, RequestKind};
 use stepgate_store::UserRecord;
 
@@ -59,8 +59,9 @@ pub(crate) async fn gather(
     Ok(ctx)
 }
 
-/// What the access decision came to for one request.
-pub enum Verdict {
+/// What the access decision came to for one request (borrowing the app from the runtime
+/// configuration it was decided under).
+pub enum Verdict<'a> {
     /// Let it through as this user.
     Allow {
         /// The user.
@@ -68,7 +69,7 @@ pub enum Verdict {
         /// Their session.
         session: Box<Session>,
         /// The app.
-        app: Box<stepgate_policy::spec::AppSpec>,
+        app: &'a stepgate_policy::spec::AppSpec,
         /// The client address.
         ip: IpAddr,
         /// The verified bearer token the request was judged on (then `session` is a
@@ -129,20 +130,25 @@ pub struct AccessRequest<'a> {
 }
 
 /// Decides one app request: session, context, policy, step-up satisfaction.
-pub async fn decide(st: &Shared, rt: &Runtime, jar: &CookieJar, r: &AccessRequest<'_>) -> Verdict {
+pub async fn decide<'a>(
+    st: &Shared,
+    rt: &'a Runtime,
+    jar: &CookieJar,
+    r: &AccessRequest<'_>,
+) -> Verdict<'a> {
     decide_with(st, rt, jar, r, None).await
 }
 
 /// [`decide`] with the client certificate chain the request presented (mTLS or a trusted
 /// proxy's header), for device binding and certificate conditions.
-pub async fn decide_with(
+pub async fn decide_with<'a>(
     st: &Shared,
-    rt: &Runtime,
+    rt: &'a Runtime,
     jar: &CookieJar,
     r: &AccessRequest<'_>,
     certificates: Option<Vec<Vec<u8>>>,
-) -> Verdict {
-    let Some(app) = rt.app_for_host(r.host).cloned() else {
+) -> Verdict<'a> {
+    let Some(app) = rt.app_for_host(r.host) else {
         return Verdict::NoApp;
     };
     // A bearer token is judged on its own; a cookie beside it does not count.
@@ -213,14 +219,13 @@ pub async fn decide_with(
                     ..Default::default()
                 },
             };
-            let sat = satisfies(
-                &session.data.auth_state(),
+            let met = stepgate_authn::meets(
+                &session.data.factors,
                 &req.to_authn(),
                 &rt.config.assurance,
-                &[],
                 now,
             );
-            if !sat.satisfied || session.data.needs_step_up {
+            if !met || session.data.needs_step_up {
                 let why = match decision.outcome {
                     Outcome::StepUp(q) => q.message.clone(),
                     _ => None,
@@ -292,7 +297,7 @@ pub async fn decide_with(
     Verdict::Allow {
         user,
         session: Box::new(session),
-        app: Box::new(app),
+        app,
         ip: r.ip,
         bearer: None,
     }
@@ -369,7 +374,7 @@ pub async fn handle(
                 assurance: &assurance,
                 bearer: bearer.as_deref(),
             };
-            proxy(&st, &rt, req, &host, grant, &app, ip, api).await
+            proxy(&st, &rt, req, &host, grant, app, ip, api).await
         }
         Verdict::NoApp => {
             if req.uri().path() == "/" {

@@ -83,8 +83,11 @@ pub async fn current_session(
     };
     let id = c.value();
     // An id stepgate did not issue (its MAC does not verify) is refused before the store
-    // is asked.
-    if id.is_empty() || id.len() > 128 || !st.signer.session_id_ok(id) {
+    // is asked. Only checked ids are ever cached, so a cached one needs no second check.
+    if id.is_empty()
+        || id.len() > 128
+        || !(st.cache.session_cached(id) || st.signer.session_id_ok(id))
+    {
         return Ok(None);
     }
     let r = session::load(
