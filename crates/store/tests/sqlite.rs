@@ -83,7 +83,12 @@ fn raw_bytes(dir: &Path) -> Vec<u8> {
         if p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("stepgate.db"))
         {
-            all.extend(std::fs::read(&p).unwrap());
+            // SQLite may remove its -wal/-shm side files between the listing and the read.
+            match std::fs::read(&p) {
+                Ok(bytes) => all.extend(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("reading {}: {e}", p.display()),
+            }
         }
     }
     all
