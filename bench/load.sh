@@ -16,7 +16,7 @@
 # two cores are shared with wrk.
 #
 # Usage: bench/load.sh  (env: THREADS=2 CONNS=32 DURATION=10s LAT_DURATION=5s BASE_PORT=19400
-# ASSERTION=on)
+# ASSERTION=on SESSIONS=100000 ROTATE=1000)
 # HOLD=1 signs in, checks the targets, writes the URLs, headers and process ids to
 # $WORK/targets.env (the path is printed) and waits until interrupted, instead of
 # measuring: for profiling by hand (perf record -p <pid>) against a known-good session.
@@ -28,6 +28,10 @@ THREADS="${THREADS:-2}"
 CONNS="${CONNS:-32}"
 DURATION="${DURATION:-10s}"
 LAT_DURATION="${LAT_DURATION:-5s}"
+# The many-sessions pass: wrk cycles through ROTATE sessions of the bench user, before and
+# after SESSIONS sessions of other users are added to the store (SESSIONS=0 skips it).
+SESSIONS="${SESSIONS:-100000}"
+ROTATE="${ROTATE:-1000}"
 BASE_PORT="${BASE_PORT:-19400}"
 # ASSERTION=off measures without the signed identity assertion (an ES256 signature per
 # allowed request).
@@ -49,10 +53,12 @@ fi
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 
 echo "bench: building stepgate and the hello server (release)"
-cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello
+cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello \
+  --example seed_sessions
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 STEPGATE="$TARGET_DIR/release/stepgate"
 HELLO="$TARGET_DIR/release/examples/hello"
+SEED="$TARGET_DIR/release/examples/seed_sessions"
 
 WORK="$(mktemp -d -t stepgate-bench.XXXXXX)"
 PIDS=()
@@ -301,7 +307,38 @@ measure_latency nginx "http://127.0.0.1:$NGINX_PORT/"
 measure_latency stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
 measure_latency forward-auth "$FA_URL" "${FA_HEADERS[@]}"
 
+# Many live sessions (DESIGN.md §6: 100,000 live sessions without throughput dropping by
+# more than 10%). Each request carries the next of ROTATE session cookies, so sessions leave
+# and re-enter the session cache; the same ROTATE sessions are measured with the store
+# holding only them, then with SESSIONS more (through the store code stepgate uses, while it
+# runs).
+if [ "$SESSIONS" -gt 0 ]; then
+  (cd "$WORK" && "$SEED" --config stepgate.yaml --username bench --count "$ROTATE" --out rotate.txt)
+  cat >"$WORK/rotate.lua" <<'LUA'
+local ids = {}
+for line in io.lines(os.getenv("SESSIONS_FILE")) do ids[#ids + 1] = line end
+local i = 0
+request = function()
+  i = i % #ids + 1
+  wrk.headers["Cookie"] = "stepgate_session=" .. ids[i]
+  return wrk.format()
+end
+LUA
+  export SESSIONS_FILE="$WORK/rotate.txt"
+  ROT_PROXY=(-s "$WORK/rotate.lua" -H "Host: $APP_HOST:$SG_PORT")
+  ROT_FA=(-s "$WORK/rotate.lua" "${FA_HEADERS[@]:2}")
+  echo
+  echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION cycling through $ROTATE sessions"
+  measure proxy-rotating "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
+  measure fa-rotating "${PIDS[2]}" "$FA_URL" "${ROT_FA[@]}"
+  (cd "$WORK" && "$SEED" --config stepgate.yaml --count "$SESSIONS")
+  echo "bench: the same, with $SESSIONS more live sessions in the store"
+  measure proxy-rotating+ "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
+  measure fa-rotating+ "${PIDS[2]}" "$FA_URL" "${ROT_FA[@]}"
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+change() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }'; }
 diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 echo
 echo "  forward-auth / hello         $(ratio "${RPS[forward-auth]}" "${RPS[hello]}")x req/s   (target: >= 0.50, within 2x)"
@@ -309,3 +346,7 @@ echo "  stepgate-proxy / nginx       $(ratio "${RPS[stepgate-proxy]}" "${RPS[ngi
 echo "  stepgate-proxy added p99     $(diff_ms "${LAT99[stepgate-proxy]}" "${LAT99[hello]}") ms over hello at one connection   (target: < 1 ms)"
 echo "  nginx added p99              $(diff_ms "${LAT99[nginx]}" "${LAT99[hello]}") ms over hello at one connection"
 echo "  stepgate-proxy saturated p99 $(diff_ms "${P99[stepgate-proxy]}" "${P99[hello]}") ms over hello's (each at its own saturation)"
+if [ "$SESSIONS" -gt 0 ]; then
+  echo "  proxy with $SESSIONS more sessions    $(change "${RPS[proxy-rotating]}" "${RPS[proxy-rotating+]}") req/s   (target: no drop over 10%)"
+  echo "  forward-auth with $SESSIONS more     $(change "${RPS[fa-rotating]}" "${RPS[fa-rotating+]}") req/s   (target: no drop over 10%)"
+fi
