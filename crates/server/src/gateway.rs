@@ -492,6 +492,14 @@ async fn proxy(
     };
     let over_tls = req.extensions().get::<crate::tls::Tls>().is_some();
     let mut out = req;
+    // An HTTP/2 client names the host in the request's authority, not in a Host header:
+    // the upstream gets it as Host all the same, as from an HTTP/1.1 client.
+    if !out.headers().contains_key(header::HOST) {
+        let authority = out.uri().authority().map_or(host, |a| a.as_str());
+        if let Ok(v) = HeaderValue::from_str(authority) {
+            out.headers_mut().insert(header::HOST, v);
+        }
+    }
     *out.uri_mut() = uri;
     // Upstreams are spoken to in HTTP/1.1 whatever the client used (h2 included).
     *out.version_mut() = axum::http::Version::HTTP_11;

@@ -143,8 +143,8 @@ impl UpstreamClient {
         if key.contains('@') {
             return Err(UpstreamError::Address(uri.to_string()));
         }
-        // HTTP/1.1 on the wire: origin-form, and a Host (a client that spoke HTTP/2 sent
-        // none; the upstream's own authority stands in, as for any HTTP client).
+        // HTTP/1.1 on the wire: origin-form, and a Host (the gateway passes the client's;
+        // a request without one gets the upstream's own authority, as from any client).
         *req.uri_mut() = uri
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));

@@ -102,7 +102,7 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
             "user": g("remote-user"), "aal": g("remote-aal"), "amr": g("remote-amr"),
             "assertion": g("x-stepgate-assertion"), "xff": g("x-forwarded-for"),
             "forwarded": g("forwarded"), "proto": g("x-forwarded-proto"), "host": g("x-forwarded-host"),
-            "real_ip": g("x-real-ip"),
+            "real_ip": g("x-real-ip"), "host_header": g("host"),
         }))
     }
     async fn upload(State(s): State<Arc<Seen>>, body: Body) -> String {
@@ -1191,6 +1191,11 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
     assert_eq!(r.status(), 200, "the certificate reached the policy");
     let seen: serde_json::Value = r.json().await.unwrap();
     assert_eq!(seen["proto"], "https");
+    // HTTP/2 has no Host header; the upstream (HTTP/1.1) still learns the host asked for.
+    assert_eq!(
+        seen["host_header"],
+        format!("mtls.test:{}", addr.port()).as_str()
+    );
 
     let r = client(false)
         .get(&url)
