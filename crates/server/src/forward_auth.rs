@@ -114,7 +114,9 @@ pub async fn envoy(State(st): State<Shared>, peer: Peer, req: Request) -> Respon
     } else {
         format!("/{rest}")
     };
-    let Some(host) = header_str(headers, header::HOST.as_str()).or_else(|| uri.host()) else {
+    let Some(host) =
+        header_str(headers, header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str()))
+    else {
         return bad_request("Host is missing: Envoy must pass the original request's host");
     };
     let proto = header_str(headers, "x-forwarded-proto").unwrap_or(default_scheme(&rt));

@@ -340,7 +340,7 @@ pub async fn handle(
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().host())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
     let api = web::is_api(req.headers());
@@ -495,8 +495,7 @@ async fn proxy(
     // An HTTP/2 client names the host in the request's authority, not in a Host header:
     // the upstream gets it as Host all the same, as from an HTTP/1.1 client.
     if !out.headers().contains_key(header::HOST) {
-        let authority = out.uri().authority().map_or(host, |a| a.as_str());
-        if let Ok(v) = HeaderValue::from_str(authority) {
+        if let Ok(v) = HeaderValue::from_str(host) {
             out.headers_mut().insert(header::HOST, v);
         }
     }

@@ -369,9 +369,11 @@ pub fn allowed_target(rt: &Runtime, target: &str) -> bool {
 
 /// The absolute URL of the current request as the browser sees it.
 pub fn request_url(headers: &HeaderMap, uri: &axum::http::Uri, secure: bool) -> String {
+    // HTTP/1.1 names the host in Host, HTTP/2 in the request's authority.
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
     let scheme = if secure { "https" } else { "http" };
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -434,3 +436,25 @@ fn capitalise(s: &str) -> String {
 
 /// The peer address extension, as set by `into_make_service_with_connect_info`.
 pub type Peer = axum::extract::ConnectInfo<SocketAddr>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_url_takes_the_host_from_host_or_from_an_http2_authority() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.test:8080"));
+        let origin_form: axum::http::Uri = "/a?b=1".parse().unwrap();
+        assert_eq!(
+            request_url(&h, &origin_form, false),
+            "http://app.test:8080/a?b=1"
+        );
+        // HTTP/2: no Host header, the authority is in the URI.
+        let absolute: axum::http::Uri = "https://app.test:8443/a?b=1".parse().unwrap();
+        assert_eq!(
+            request_url(&HeaderMap::new(), &absolute, true),
+            "https://app.test:8443/a?b=1"
+        );
+    }
+}

@@ -1192,10 +1192,9 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
     let seen: serde_json::Value = r.json().await.unwrap();
     assert_eq!(seen["proto"], "https");
     // HTTP/2 has no Host header; the upstream (HTTP/1.1) still learns the host asked for.
-    assert_eq!(
-        seen["host_header"],
-        format!("mtls.test:{}", addr.port()).as_str()
-    );
+    let asked = format!("mtls.test:{}", addr.port());
+    assert_eq!(seen["host_header"], asked.as_str());
+    assert_eq!(seen["host"], asked.as_str(), "X-Forwarded-Host");
 
     let r = client(false)
         .get(&url)
