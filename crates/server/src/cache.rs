@@ -367,6 +367,18 @@ impl HotStore for CachedHot {
         r
     }
 
+    async fn update_session(
+        &self,
+        id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        self.c.sessions.invalidate(id);
+        let r = self.inner.update_session(id, data, ttl).await;
+        self.c.sessions.invalidate(id);
+        r
+    }
+
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
         self.c.sessions.invalidate(id);
         let r = self.inner.delete_session(id).await;

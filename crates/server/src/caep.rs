@@ -228,7 +228,7 @@ async fn store(st: &Shared, id: &str, data: SessionData) {
         id: id.to_string(),
         data,
     };
-    if let Err(e) = session::save(
+    match session::save(
         st.stores.hot.as_ref(),
         &s,
         &rt.config.sessions,
@@ -237,7 +237,10 @@ async fn store(st: &Shared, id: &str, data: SessionData) {
     )
     .await
     {
-        tracing::error!(error = %e, "session not updated");
+        Ok(true) => {}
+        // Ended since it was read: it stays ended, which is what a CAEP event asks at most.
+        Ok(false) => tracing::debug!("session ended before the CAEP update; left ended"),
+        Err(e) => tracing::error!(error = %e, "session not updated"),
     }
 }
 

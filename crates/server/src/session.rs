@@ -172,13 +172,17 @@ pub async fn load(
     // idle-time slack is harmless.
     if now - data.last_seen > chrono::Duration::seconds(5) {
         data.last_seen = now;
-        hot.put_session(
-            id,
-            &data.user_id,
-            &serde_json::to_value(&data).unwrap_or_default(),
-            ttl_for(&data, cfg, acfg, now),
-        )
-        .await?;
+        let live = hot
+            .update_session(
+                id,
+                &serde_json::to_value(&data).unwrap_or_default(),
+                ttl_for(&data, cfg, acfg, now),
+            )
+            .await?;
+        if !live {
+            // Ended (signed out, revoked) since it was read: it stays ended.
+            return Ok(Err(SessionEnd::Unknown));
+        }
     }
     Ok(Ok(Session {
         id: id.to_string(),
@@ -212,17 +216,17 @@ pub async fn save_new(
     Ok(Session { id, data })
 }
 
-/// Rewrites a session's state under the same id.
+/// Rewrites a live session's state under the same id. Whether it was still live: a
+/// session ended since it was read (signed out, revoked) stays ended.
 pub async fn save(
     hot: &dyn HotStore,
     s: &Session,
     cfg: &SessionsConfig,
     acfg: &AssuranceConfig,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
-    hot.put_session(
+) -> StoreResult<bool> {
+    hot.update_session(
         &s.id,
-        &s.data.user_id,
         &serde_json::to_value(&s.data).unwrap_or_default(),
         ttl_for(&s.data, cfg, acfg, now),
     )

@@ -515,7 +515,7 @@ pub async fn bind_session_device(
     let rt = st.runtime.load();
     let mut s = session.clone();
     s.data.device_id = Some(id.to_string());
-    if let Err(e) = crate::session::save(
+    match crate::session::save(
         st.stores.hot.as_ref(),
         &s,
         &rt.config.sessions,
@@ -524,10 +524,11 @@ pub async fn bind_session_device(
     )
     .await
     {
-        tracing::error!(error = %e, "session not bound to its device");
-        return;
+        Ok(true) => index_device_session(st, id, &s.id).await,
+        // Ended meanwhile: nothing to bind.
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "session not bound to its device"),
     }
-    index_device_session(st, id, &s.id).await;
 }
 
 /// After a completed sign-in: when device cookies are configured and the browser has no

@@ -551,6 +551,27 @@ pub async fn sessions_lifecycle(s: &dyn HotStore) {
         .await
         .unwrap());
 
+    let updated = json!({"aal": 2, "device": "d-1"});
+    assert!(s
+        .update_session(&a, &updated, Duration::from_secs(3600))
+        .await
+        .unwrap());
+    let got_updated = s.get_session(&a).await.unwrap().expect("still live");
+    assert_eq!(
+        (got_updated.user_id.as_str(), &got_updated.data),
+        (user.as_str(), &updated),
+        "update replaces the state, keeps the owner"
+    );
+    let ghost = unique("sess");
+    assert!(!s
+        .update_session(&ghost, &updated, Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert!(
+        s.get_session(&ghost).await.unwrap().is_none(),
+        "update never creates a session"
+    );
+
     let new_data = json!({"aal": 3});
     s.put_session(&a, &user, &new_data, Duration::from_secs(600))
         .await
@@ -563,6 +584,16 @@ pub async fn sessions_lifecycle(s: &dyn HotStore) {
 
     assert!(s.delete_session(&b).await.unwrap());
     assert!(!s.delete_session(&b).await.unwrap());
+    // A write that read the session before it was deleted (a request racing a sign-out)
+    // must not bring it back.
+    assert!(!s
+        .update_session(&b, &json!({"aal": 2}), Duration::from_secs(600))
+        .await
+        .unwrap());
+    assert!(
+        s.get_session(&b).await.unwrap().is_none(),
+        "a deleted session stays deleted"
+    );
     assert_eq!(
         s.list_sessions_for_user(&user).await.unwrap(),
         vec![a.clone()]
@@ -590,6 +621,12 @@ pub async fn session_ttl_expiry(s: &dyn HotStore) {
     assert!(
         !s.touch_session(&id, Duration::from_secs(60)).await.unwrap(),
         "cannot revive"
+    );
+    assert!(
+        !s.update_session(&id, &json!({}), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "cannot revive by update either"
     );
     assert!(s.list_sessions_for_user(&user).await.unwrap().is_empty());
     assert!(s.get_session(&id).await.unwrap().is_none());

@@ -59,6 +59,16 @@ local idx = ARGV[2] .. u
 if redis.call('PTTL', idx) < tonumber(ARGV[1]) then redis.call('PEXPIRE', idx, ARGV[1]) end
 return 1";
 
+// ARGV: data, ttl ms, index key prefix.
+const UPDATE_SESSION: &str = r"
+local u = redis.call('HGET', KEYS[1], 'u')
+if not u then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local idx = ARGV[3] .. u
+if redis.call('PTTL', idx) < tonumber(ARGV[2]) then redis.call('PEXPIRE', idx, ARGV[2]) end
+return 1";
+
 // ARGV: index key prefix, session id.
 const DELETE_SESSION: &str = r"
 local u = redis.call('HGET', KEYS[1], 'u')
@@ -197,6 +207,22 @@ impl HotStore for RedisStore {
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
         let done: i64 = Script::new(TOUCH_SESSION)
             .key(self.key("sess", id))
+            .arg(ttl_arg(ttl))
+            .arg(self.key("usess", ""))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn update_session(
+        &self,
+        id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let done: i64 = Script::new(UPDATE_SESSION)
+            .key(self.key("sess", id))
+            .arg(json_text(data)?)
             .arg(ttl_arg(ttl))
             .arg(self.key("usess", ""))
             .invoke_async(&mut self.conn())

@@ -713,6 +713,25 @@ impl HotStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn update_session(
+        &self,
+        id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let (now, exp) = now_and(ttl);
+        let done = sqlx::query(
+            "UPDATE hot_sessions SET data_json = ?, expires_at = ? WHERE id = ? AND expires_at > ?",
+        )
+        .bind(json_text(data)?)
+        .bind(exp)
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
         let now = to_ms(&now_ms());
         let gone: Option<i64> =

@@ -115,6 +115,17 @@ pub trait HotStore: Send + Sync {
     /// Pushes a live session's expiry to now + `ttl` (idle timeout). Whether it was live.
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool>;
 
+    /// Replaces a live session's state and pushes its expiry to now + `ttl`; a session that
+    /// is gone (deleted, signed out, expired) stays gone. Whether it was live. Every
+    /// read-modify-write of a session uses this, never [`HotStore::put_session`], so a
+    /// sign-out racing a request cannot be undone by that request's write.
+    async fn update_session(
+        &self,
+        id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+
     /// Deletes a session. Whether it was live.
     async fn delete_session(&self, id: &str) -> StoreResult<bool>;
 
