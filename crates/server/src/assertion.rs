@@ -33,7 +33,9 @@ use stepgate_store::{DeviceRecord, DurableStore, SealedSecret, SecretKey, StoreE
 
 use crate::state::Shared;
 
-/// The devices-table id the key set is stored under.
+/// The devices-table id the key set is stored under: in the reserved namespace
+/// ([`stepgate_signals::device::RESERVED_ID_PREFIX`]), which no device push, CAEP event or
+/// device lookup can name.
 pub const KEYS_RECORD: &str = "stepgate:assertion-keys";
 
 /// How long a retired key stays published beyond the assertion lifetime: covers clock

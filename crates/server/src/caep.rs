@@ -137,6 +137,11 @@ async fn apply(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {
     let mut effects = Vec::new();
     let now = Utc::now();
     for u in set.device_updates() {
+        if stepgate_signals::device::is_reserved_id(&u.device_id) {
+            tracing::warn!(device = %u.device_id, "CAEP event names a reserved device id; ignored");
+            effects.push(json!({ "device": u.device_id, "error": "reserved device id" }));
+            continue;
+        }
         let mut device = match load_device(st, &u.device_id).await {
             Ok(Some(d)) => d,
             Ok(None) => {

@@ -276,6 +276,10 @@ pub async fn history(st: &Shared, user_id: &str) -> Result<Arc<Vec<SignInEntry>>
 
 /// Loads a device from the registry (a record that does not match the model is ignored).
 pub async fn load_device(st: &Shared, id: &str) -> Result<Option<Device>, StoreError> {
+    // stepgate's own records share the table; they are never devices.
+    if stepgate_signals::device::is_reserved_id(id) {
+        return Ok(None);
+    }
     Ok(st.stores.durable.get_device(id).await?.and_then(|r| {
         Device::from_record_data(&r.id, r.owner.as_deref(), &r.data)
             .map_err(|e| tracing::warn!(error = %e, "device record ignored"))
@@ -285,6 +289,12 @@ pub async fn load_device(st: &Shared, id: &str) -> Result<Option<Device>, StoreE
 
 /// Saves a device to the registry.
 pub async fn save_device(st: &Shared, d: &Device, now: DateTime<Utc>) -> Result<(), StoreError> {
+    if stepgate_signals::device::is_reserved_id(&d.id) {
+        return Err(StoreError::Invalid(format!(
+            "device id `{}` is reserved for stepgate's own records",
+            d.id
+        )));
+    }
     st.stores
         .durable
         .put_device(&stepgate_store::DeviceRecord {

@@ -383,3 +383,48 @@ async fn device_push_api_is_idempotent_and_scoped() {
             .unwrap();
     assert_eq!(audit.len(), 2);
 }
+
+#[tokio::test]
+async fn a_device_push_cannot_touch_stepgates_own_records() {
+    let h = start().await;
+    let keys_id = stepgate_server::assertion::KEYS_RECORD;
+    assert!(stepgate_signals::device::is_reserved_id(keys_id));
+    let before =
+        h.st.stores
+            .durable
+            .get_device(keys_id)
+            .await
+            .unwrap()
+            .expect("the assertion key set is stored");
+    // The signing key set shares the device table: a UEM naming its id is refused, alone
+    // or in a bulk push, and the key set is left as it was.
+    let push = json!({"device_id": keys_id, "owner": "jane", "posture": {"encrypted": true}});
+    let (s, b) = put(&h, Some(WRITER_TOKEN), push.clone()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("reserves"), "{b}");
+    let (s, b) = put(&h, Some(WRITER_TOKEN), json!({"devices": [push]})).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("reserves"),
+        "{b}"
+    );
+    let after =
+        h.st.stores
+            .durable
+            .get_device(keys_id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(after.data, before.data, "the key set is untouched");
+    // Nor can it be read through the device API.
+    let r = reqwest::Client::new()
+        .get(format!("{}/_stepgate/api/devices/{keys_id}", h.base))
+        .bearer_auth(READER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

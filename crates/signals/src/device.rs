@@ -410,12 +410,24 @@ pub struct BulkPosturePush {
     pub devices: Vec<PosturePush>,
 }
 
+/// Device ids beginning with this are stepgate's own records in the device table (the
+/// identity-assertion key set), not devices: no push, event or lookup may name one.
+pub const RESERVED_ID_PREFIX: &str = "stepgate:";
+
+/// Whether `id` is reserved for stepgate's own records ([`RESERVED_ID_PREFIX`]).
+pub fn is_reserved_id(id: &str) -> bool {
+    id.starts_with(RESERVED_ID_PREFIX)
+}
+
 /// A push the device API refuses; each names the field and the fix (HTTP 400/403).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PushError {
     /// Empty or oversized device id.
     #[error("device_id `{0}` is empty or longer than 200 characters; send the UEM's device id")]
     BadDeviceId(String),
+    /// A device id in stepgate's reserved namespace.
+    #[error("device_id `{0}` starts with `stepgate:`, which stepgate reserves for its own records; send the UEM's device id")]
+    ReservedDeviceId(String),
     /// The push claims a state the source may not assert.
     #[error("source `{source_name}` may assert device state up to `{max}`, the push for `{device_id}` claims `{claimed}`; raise `max_state` for the source if that is intended")]
     StateNotAllowed {
@@ -487,6 +499,9 @@ pub fn apply_push(
 ) -> Result<(Device, PushOutcome), PushError> {
     if push.device_id.trim().is_empty() || push.device_id.len() > 200 {
         return Err(PushError::BadDeviceId(push.device_id.clone()));
+    }
+    if is_reserved_id(&push.device_id) {
+        return Err(PushError::ReservedDeviceId(push.device_id.clone()));
     }
     if let Some(claimed) = push.state {
         let max = source.effective_max_state();
