@@ -339,6 +339,21 @@ pub struct CachedHot {
     c: Arc<Caches>,
 }
 
+impl CachedHot {
+    /// Runs a write to session `id` with its cache entry dropped before and again after:
+    /// a read that began before the write must not be cached, whatever the interleaving.
+    async fn writing_session<T>(
+        &self,
+        id: &str,
+        write: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.c.sessions.invalidate(id);
+        let r = write.await;
+        self.c.sessions.invalidate(id);
+        r
+    }
+}
+
 #[async_trait]
 impl HotStore for CachedHot {
     async fn put_session(
@@ -348,12 +363,8 @@ impl HotStore for CachedHot {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<()> {
-        self.c.sessions.invalidate(id);
-        let r = self.inner.put_session(id, user_id, data, ttl).await;
-        // Again after the write: a read that began before it must not be cached, whatever
-        // the interleaving.
-        self.c.sessions.invalidate(id);
-        r
+        self.writing_session(id, self.inner.put_session(id, user_id, data, ttl))
+            .await
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
@@ -361,10 +372,8 @@ impl HotStore for CachedHot {
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
-        self.c.sessions.invalidate(id);
-        let r = self.inner.touch_session(id, ttl).await;
-        self.c.sessions.invalidate(id);
-        r
+        self.writing_session(id, self.inner.touch_session(id, ttl))
+            .await
     }
 
     async fn update_session(
@@ -373,17 +382,13 @@ impl HotStore for CachedHot {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        self.c.sessions.invalidate(id);
-        let r = self.inner.update_session(id, data, ttl).await;
-        self.c.sessions.invalidate(id);
-        r
+        self.writing_session(id, self.inner.update_session(id, data, ttl))
+            .await
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
-        self.c.sessions.invalidate(id);
-        let r = self.inner.delete_session(id).await;
-        self.c.sessions.invalidate(id);
-        r
+        self.writing_session(id, self.inner.delete_session(id))
+            .await
     }
 
     async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<String>> {

@@ -129,8 +129,8 @@ impl UpstreamClient {
         Self::default()
     }
 
-    /// Sends `req` (already rewritten to the upstream's absolute URI) and returns the
-    /// upstream's response, streaming.
+    /// Sends `req` (already rewritten to the upstream's absolute URI, with the `Host` the
+    /// upstream is to see) and returns the upstream's response, streaming.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
         let uri = req.uri().clone();
         let key = match (uri.scheme_str(), uri.authority()) {
@@ -143,16 +143,10 @@ impl UpstreamClient {
         if key.contains('@') {
             return Err(UpstreamError::Address(uri.to_string()));
         }
-        // HTTP/1.1 on the wire: origin-form, and a Host (the gateway passes the client's;
-        // a request without one gets the upstream's own authority, as from any client).
+        // HTTP/1.1 on the wire: origin-form.
         *req.uri_mut() = uri
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-        if !req.headers().contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(uri.authority().map_or("", |a| a.as_str())) {
-                req.headers_mut().insert(header::HOST, v);
-            }
-        }
         let mut slot = Some(req);
         if let Some(sent) = send_on_kept(&key, &mut slot) {
             match sent.await {

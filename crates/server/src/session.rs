@@ -167,27 +167,20 @@ pub async fn load(
             return Ok(Err(SessionEnd::Idle));
         }
     }
-    let mut data = data.clone();
+    let mut s = Session {
+        id: id.to_string(),
+        data: data.clone(),
+    };
     // Writing on every request would make the store the bottleneck; a few seconds of
     // idle-time slack is harmless.
-    if now - data.last_seen > chrono::Duration::seconds(5) {
-        data.last_seen = now;
-        let live = hot
-            .update_session(
-                id,
-                &serde_json::to_value(&data).unwrap_or_default(),
-                ttl_for(&data, cfg, acfg, now),
-            )
-            .await?;
-        if !live {
+    if now - s.data.last_seen > chrono::Duration::seconds(5) {
+        s.data.last_seen = now;
+        if !save(hot, &s, cfg, acfg, now).await? {
             // Ended (signed out, revoked) since it was read: it stays ended.
             return Ok(Err(SessionEnd::Unknown));
         }
     }
-    Ok(Ok(Session {
-        id: id.to_string(),
-        data,
-    }))
+    Ok(Ok(s))
 }
 
 /// Stores the session under a brand-new id (sign-in, step-up), deleting `old` if given.
