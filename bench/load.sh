@@ -6,6 +6,10 @@
 #   2. nginx          nginx as a plain reverse proxy to hello
 #   3. stepgate-proxy stepgate's reverse proxy to hello, with a valid session cookie
 #   4. forward-auth   stepgate's /_stepgate/auth/forward with a valid session cookie (allow)
+#   5. hyper-proxy    a reverse proxy of bare hyper (server + kept client connections, one event
+#                     loop per core, nothing else; crates/server/examples/bare_proxy.rs): the
+#                     floor for any proxy built on stepgate's HTTP stack, so stepgate's own cost
+#                     (proxy vs hyper-proxy) shows apart from the stack's (hyper-proxy vs nginx)
 #
 # It signs in through the portal itself (password + TOTP, computed here) to get the
 # session, checks every target answers 200 before measuring, and prints requests/s, p99
@@ -39,6 +43,7 @@ ASSERTION="${ASSERTION:-on}"
 HELLO_PORT=$((BASE_PORT))
 NGINX_PORT=$((BASE_PORT + 1))
 SG_PORT=$((BASE_PORT + 2))
+BARE_PORT=$((BASE_PORT + 3))
 APP_HOST=app.bench.test
 PORTAL_HOST=auth.bench.test
 
@@ -54,11 +59,12 @@ NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 
 echo "bench: building stepgate and the hello server (release)"
 cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello \
-  --example seed_sessions
+  --example seed_sessions --example bare_proxy
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 STEPGATE="$TARGET_DIR/release/stepgate"
 HELLO="$TARGET_DIR/release/examples/hello"
 SEED="$TARGET_DIR/release/examples/seed_sessions"
+BARE="$TARGET_DIR/release/examples/bare_proxy"
 
 WORK="$(mktemp -d -t stepgate-bench.XXXXXX)"
 PIDS=()
@@ -111,6 +117,11 @@ user_directive=""
   -g "daemon off; pid $WORK/nginx/nginx.pid; $user_directive" &
 PIDS+=($!)
 
+# 5. The bare hyper reverse proxy to it (started here so that PIDS keeps its order: hello,
+# nginx, then this; stepgate is last).
+"$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$HELLO_PORT" >"$WORK/bare_proxy.log" 2>&1 &
+PIDS+=($!)
+
 # 3./4. stepgate with one app in front of hello and a user with a known TOTP seed.
 "$STEPGATE" secrets generate-key >"$WORK/secret.key"
 cat >"$WORK/stepgate.yaml" <<EOF
@@ -148,6 +159,7 @@ PIDS+=($!)
 wait_port "$HELLO_PORT"
 wait_port "$NGINX_PORT"
 wait_port "$SG_PORT"
+wait_port "$BARE_PORT"
 
 # Sign in through the portal like a browser: password, then the TOTP code.
 SESSION="$(SG_PORT="$SG_PORT" APP_HOST="$APP_HOST" PORTAL_HOST="$PORTAL_HOST" \
@@ -222,6 +234,7 @@ check() {
 }
 check hello "http://127.0.0.1:$HELLO_PORT/"
 check nginx "http://127.0.0.1:$NGINX_PORT/"
+check hyper-proxy "http://127.0.0.1:$BARE_PORT/"
 check stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
 check forward-auth "$FA_URL" "${FA_HEADERS[@]}"
 curl -s -D - -o /dev/null "${FA_HEADERS[@]}" "$FA_URL" | grep -i '^remote-user: bench' >/dev/null \
@@ -229,8 +242,8 @@ curl -s -D - -o /dev/null "${FA_HEADERS[@]}" "$FA_URL" | grep -i '^remote-user: 
 
 if [ "${HOLD:-0}" = 1 ]; then
   {
-    echo "HELLO_PID=${PIDS[0]} NGINX_PID=${PIDS[1]} STEPGATE_PID=${PIDS[2]}"
-    echo "HELLO_URL=http://127.0.0.1:$HELLO_PORT/ NGINX_URL=http://127.0.0.1:$NGINX_PORT/"
+    echo "HELLO_PID=${PIDS[0]} NGINX_PID=${PIDS[1]} BARE_PID=${PIDS[2]} STEPGATE_PID=${PIDS[3]}"
+    echo "HELLO_URL=http://127.0.0.1:$HELLO_PORT/ NGINX_URL=http://127.0.0.1:$NGINX_PORT/ BARE_URL=http://127.0.0.1:$BARE_PORT/"
     echo "PROXY_URL=http://127.0.0.1:$SG_PORT/ FA_URL=$FA_URL"
     printf 'PROXY_HEADERS=('; printf '%q ' "${PROXY_HEADERS[@]}"; echo ')'
     printf 'FA_HEADERS=('; printf '%q ' "${FA_HEADERS[@]}"; echo ')'
@@ -279,8 +292,9 @@ echo
 echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION on loopback, $(nproc) cores shared by wrk and the servers"
 measure hello "${PIDS[0]}" "http://127.0.0.1:$HELLO_PORT/"
 measure nginx "${PIDS[1]}" "http://127.0.0.1:$NGINX_PORT/"
-measure stepgate-proxy "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
-measure forward-auth "${PIDS[2]}" "$FA_URL" "${FA_HEADERS[@]}"
+measure hyper-proxy "${PIDS[2]}" "http://127.0.0.1:$BARE_PORT/"
+measure stepgate-proxy "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
+measure forward-auth "${PIDS[3]}" "$FA_URL" "${FA_HEADERS[@]}"
 
 # Latency added by one hop, at one connection and one request at a time: no queueing, so
 # the difference is what the hop itself costs. (Under saturation each server's p99 is mostly
@@ -304,6 +318,7 @@ echo
 echo "bench: wrk -t1 -c1 -d$LAT_DURATION (one request at a time)"
 measure_latency hello "http://127.0.0.1:$HELLO_PORT/"
 measure_latency nginx "http://127.0.0.1:$NGINX_PORT/"
+measure_latency hyper-proxy "http://127.0.0.1:$BARE_PORT/"
 measure_latency stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
 measure_latency forward-auth "$FA_URL" "${FA_HEADERS[@]}"
 
@@ -329,12 +344,12 @@ LUA
   ROT_FA=(-s "$WORK/rotate.lua" "${FA_HEADERS[@]:2}")
   echo
   echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION cycling through $ROTATE sessions"
-  measure proxy-rotating "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
-  measure fa-rotating "${PIDS[2]}" "$FA_URL" "${ROT_FA[@]}"
+  measure proxy-rotating "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
+  measure fa-rotating "${PIDS[3]}" "$FA_URL" "${ROT_FA[@]}"
   (cd "$WORK" && "$SEED" --config stepgate.yaml --count "$SESSIONS")
   echo "bench: the same, with $SESSIONS more live sessions in the store"
-  measure proxy-rotating+ "${PIDS[2]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
-  measure fa-rotating+ "${PIDS[2]}" "$FA_URL" "${ROT_FA[@]}"
+  measure proxy-rotating+ "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
+  measure fa-rotating+ "${PIDS[3]}" "$FA_URL" "${ROT_FA[@]}"
 fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -343,6 +358,8 @@ diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 echo
 echo "  forward-auth / hello         $(ratio "${RPS[forward-auth]}" "${RPS[hello]}")x req/s   (target: >= 0.50, within 2x)"
 echo "  stepgate-proxy / nginx       $(ratio "${RPS[stepgate-proxy]}" "${RPS[nginx]}")x req/s   (target: >= 1.00)"
+echo "  hyper-proxy / nginx          $(ratio "${RPS[hyper-proxy]}" "${RPS[nginx]}")x req/s   (the HTTP stack's own floor, no stepgate logic)"
+echo "  stepgate-proxy / hyper-proxy $(ratio "${RPS[stepgate-proxy]}" "${RPS[hyper-proxy]}")x req/s   (what stepgate's decision and header work cost)"
 echo "  stepgate-proxy added p99     $(diff_ms "${LAT99[stepgate-proxy]}" "${LAT99[hello]}") ms over hello at one connection   (target: < 1 ms)"
 echo "  nginx added p99              $(diff_ms "${LAT99[nginx]}" "${LAT99[hello]}") ms over hello at one connection"
 echo "  stepgate-proxy saturated p99 $(diff_ms "${P99[stepgate-proxy]}" "${P99[hello]}") ms over hello's (each at its own saturation)"
