@@ -149,6 +149,64 @@ pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
 
+/// An app's `upstream:` URL, split once when the configuration is loaded: where to connect
+/// and what goes before each request's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// `host:port` to connect to (port 80 when the URL names none).
+    pub address: String,
+    /// The URL's path without its trailing slash (`""` for none): `http://h/base/` sends a
+    /// request for `/x?y` to `/base/x?y`.
+    pub prefix: String,
+}
+
+/// Reads an app's `upstream:` URL: `http://host[:port][/path]`, with no credentials, query
+/// or fragment (stepgate speaks plain HTTP/1.1 to upstreams; TLS to upstreams is not
+/// supported yet). The error says what was expected.
+pub fn parse_upstream(url: &str) -> Result<UpstreamTarget, String> {
+    const EXPECTED: &str = "expected http://host[:port][/path], e.g. http://127.0.0.1:8080";
+    if url.contains('#') {
+        return Err(format!("a fragment (#) is not allowed: {EXPECTED}"));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("not a URL ({e}): {EXPECTED}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "https upstreams are not supported yet (terminate TLS in front of the app or reach it over a private network): {EXPECTED}"
+            ))
+        }
+        _ => return Err(EXPECTED.to_string()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("no host: {EXPECTED}"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "credentials in the URL are not allowed: {EXPECTED}"
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("no host: {EXPECTED}"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("a query (?) is not allowed: {EXPECTED}"));
+    }
+    if authority.port().is_some() && authority.port_u16().is_none_or(|p| p == 0) {
+        return Err(format!("bad port: {EXPECTED}"));
+    }
+    let address = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.host()),
+    };
+    Ok(UpstreamTarget {
+        address,
+        prefix: uri.path().trim_end_matches('/').to_string(),
+    })
+}
+
 impl GatewayConfig {
     /// The upstream timeout for `app`.
     pub fn timeout_for(&self, app: &str) -> std::time::Duration {
@@ -304,6 +362,35 @@ fn default_groups_claim() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstreams_are_split_once_and_bad_ones_are_named() {
+        let t = parse_upstream("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.prefix.as_str()),
+            ("127.0.0.1:8080", "")
+        );
+        let t = parse_upstream("http://app.internal/base/").unwrap();
+        assert_eq!(
+            (t.address.as_str(), t.prefix.as_str()),
+            ("app.internal:80", "/base")
+        );
+        let t = parse_upstream("http://[::1]:9000/").unwrap();
+        assert_eq!(t.address, "[::1]:9000");
+        for (bad, says) in [
+            ("https://app.internal", "https upstreams are not supported"),
+            ("ftp://app.internal", "expected http://"),
+            ("app.internal:8080", "expected http://"),
+            ("http://user:pw@app.internal", "credentials"),
+            ("http://app.internal/?a=1", "query"),
+            ("http://app.internal/#x", "fragment"),
+            ("http://app.internal:0", "bad port"),
+            ("http://app internal", "not a URL"),
+        ] {
+            let e = parse_upstream(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_and_validation() {

@@ -29,7 +29,10 @@ pub mod gateway;
 pub mod server;
 pub mod sessions;
 
-pub use gateway::{AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig};
+pub use gateway::{
+    parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
+    UpstreamTarget,
+};
 pub use server::{ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -426,6 +429,20 @@ impl Loader {
         if let Some(st) = &store {
             if let Err(e) = st.validate() {
                 self.diag_at(st.span(), format!("store: {e}"));
+            }
+        }
+        for app in &apps {
+            if let Some(u) = &app.upstream {
+                if let Err(e) = parse_upstream(u.as_str()) {
+                    self.diag_at(
+                        u.span(),
+                        format!(
+                            "app `{}`: bad upstream `{}`: {e}",
+                            app.id.as_str(),
+                            u.as_str()
+                        ),
+                    );
+                }
             }
         }
         if let Some(g) = &gateway {
@@ -831,5 +848,16 @@ mod signals_tests {
         assert!(e.to_string().contains("key_file"), "{e}");
         let e = load_str("t.yaml", "signals:\n  geoip: { databse: x }\n", None).unwrap_err();
         assert!(e.to_string().contains("t.yaml:2:"), "{e}");
+        let e = load_str(
+            "t.yaml",
+            "apps:\n  - id: a\n    hosts: [a.test]\n    upstream: https://a.internal\n",
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:4:") && text.contains("app `a`: bad upstream"),
+            "{text}"
+        );
     }
 }

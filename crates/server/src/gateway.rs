@@ -15,7 +15,7 @@ use stepgate_store::UserRecord;
 
 use crate::context::{client_ip, request_context};
 use crate::demo;
-use crate::proxy::{self, bad_gateway, strip_hop_by_hop, strip_identity, upstream_uri};
+use crate::proxy::{self, bad_gateway, strip_hop_by_hop, strip_identity};
 use crate::session::Session;
 use crate::signals;
 use crate::state::{Runtime, Shared};
@@ -336,13 +336,7 @@ pub async fn handle(
     req: Request,
 ) -> Response {
     let rt = st.runtime.load_full();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
-        .to_string();
+    let host = web::request_host(req.headers(), req.uri()).to_string();
     let api = web::is_api(req.headers());
     let ip = client_ip(peer.0, req.headers(), &rt.config.trusted_proxies);
     let url = web::request_url(req.headers(), req.uri(), rt.config.sessions.cookie.secure);
@@ -484,10 +478,10 @@ async fn proxy(
     ip: IpAddr,
     api: bool,
 ) -> Response {
-    let Some(base) = app.upstream.as_ref() else {
+    let Some(target) = rt.upstreams.get(app.id.as_str()) else {
         return bad_gateway(api);
     };
-    let Some(uri) = upstream_uri(base, req.uri()) else {
+    let Some(uri) = proxy::upstream_path(&target.prefix, req.uri()) else {
         return bad_gateway(api);
     };
     let over_tls = req.extensions().get::<crate::tls::Tls>().is_some();
@@ -537,7 +531,7 @@ async fn proxy(
     };
     proxy::set_forwarding(h, ip, host, proto);
     let timeout = rt.config.gateway.timeout_for(app.id.as_str());
-    match tokio::time::timeout(timeout, st.upstream.send(out)).await {
+    match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
         Ok(Ok(mut resp)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let (Some(client), Some(p)) = (client_upgrade, upgrade) else {

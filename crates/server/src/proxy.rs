@@ -41,9 +41,6 @@ thread_local! {
 /// Why an upstream request failed (logged; never shown to the client).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// The upstream URI is not `http://host[:port]/…`.
-    #[error("the upstream address {0} is not an http:// URL with a host")]
-    Address(String),
     /// The TCP connection could not be opened.
     #[error("connecting to {upstream}: {error}")]
     Connect {
@@ -129,26 +126,16 @@ impl UpstreamClient {
         Self::default()
     }
 
-    /// Sends `req` (already rewritten to the upstream's absolute URI, with the `Host` the
-    /// upstream is to see) and returns the upstream's response, streaming.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        let uri = req.uri().clone();
-        let key = match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(a)) => match a.port_u16() {
-                Some(_) => a.as_str().to_string(),
-                None => format!("{}:80", a.host()),
-            },
-            _ => return Err(UpstreamError::Address(uri.to_string())),
-        };
-        if key.contains('@') {
-            return Err(UpstreamError::Address(uri.to_string()));
-        }
-        // HTTP/1.1 on the wire: origin-form.
-        *req.uri_mut() = uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    /// Sends `req` to the upstream at `address` (`host:port`) and returns its response,
+    /// streaming. The request's URI is already in origin form (`/path?query`, see
+    /// [`upstream_path`]) and it carries the `Host` the upstream is to see.
+    pub async fn send(
+        &self,
+        address: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
         let mut slot = Some(req);
-        if let Some(sent) = send_on_kept(&key, &mut slot) {
+        if let Some(sent) = send_on_kept(address, &mut slot) {
             match sent.await {
                 Ok(resp) => return Ok(resp.map(Body::new)),
                 Err(mut e) => match e.take_message() {
@@ -161,9 +148,9 @@ impl UpstreamClient {
         let Some(req) = slot else {
             unreachable!("the request is in the slot unless it was sent")
         };
-        let mut sender = connect(&key).await?;
+        let mut sender = connect(address).await?;
         let fut = sender.try_send_request(req);
-        keep(&key, sender);
+        keep(address, sender);
         match fut.await {
             Ok(resp) => Ok(resp.map(Body::new)),
             Err(e) => Err(e.into_error().into()),
@@ -264,11 +251,19 @@ pub fn strip_identity(h: &mut HeaderMap) {
     }
 }
 
-/// The upstream URI for a request path and query.
-pub fn upstream_uri(base: &str, uri: &Uri) -> Option<Uri> {
-    let base = base.trim_end_matches('/');
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("{base}{pq}").parse().ok()
+/// The origin-form URI (`/path?query`) a request is sent upstream with: its own path and
+/// query after the upstream URL's path `prefix` (`""` or `/base`, no trailing slash).
+pub fn upstream_path(prefix: &str, uri: &Uri) -> Option<Uri> {
+    // `*` (OPTIONS for the whole server) has no path to put under the prefix: refused.
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !pq.starts_with('/') {
+        return None;
+    }
+    match uri.path_and_query() {
+        // No copy: the path and query are shared with the request's.
+        Some(pq) if prefix.is_empty() => Some(Uri::from(pq.clone())),
+        _ => format!("{prefix}{pq}").parse().ok(),
+    }
 }
 
 /// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: websocket`).
@@ -419,6 +414,18 @@ mod tests {
             "for=\"[2001:db8::1]\";host=\"app.example.com\";proto=https"
         );
         assert_eq!(h.get_all("forwarded").iter().count(), 1);
+    }
+
+    #[test]
+    fn upstream_paths_keep_the_query_and_go_under_the_prefix() {
+        let u = |s: &str| s.parse::<Uri>().unwrap();
+        let p = |prefix: &str, uri: &str| upstream_path(prefix, &u(uri)).map(|u| u.to_string());
+        assert_eq!(p("", "/a/b?c=1").as_deref(), Some("/a/b?c=1"));
+        assert_eq!(p("/base", "/a?c=1").as_deref(), Some("/base/a?c=1"));
+        assert_eq!(p("/base", "/").as_deref(), Some("/base/"));
+        // HTTP/2 requests carry an absolute URI: only its path and query go upstream.
+        assert_eq!(p("", "https://app.test:8443/a?b").as_deref(), Some("/a?b"));
+        assert_eq!(p("", "*"), None);
     }
 
     #[test]

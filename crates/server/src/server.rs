@@ -30,12 +30,9 @@ pub fn router(state: Shared) -> Router {
     let portal_path = state.runtime.load().portal().to_string();
     let p = |s: &str| format!("{portal_path}{s}");
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/.well-known/jwks.json",
-            get(crate::assertion::jwks_handler),
-        )
+        .route("/healthz", any(healthz))
+        .route("/readyz", any(readyz))
+        .route("/.well-known/jwks.json", any(jwks))
         .route(
             &p("/static/style.css"),
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
@@ -128,7 +125,71 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
     r
 }
 
-async fn readyz(State(st): State<Shared>) -> Response {
+/// Stepgate's own root paths. On an app's host (other than the public URL's) they are the
+/// app's and go through the gateway like any other path, so an app keeps its own
+/// `/healthz` or `/.well-known/jwks.json`. Stepgate answers only `GET` and `HEAD` on them.
+#[derive(Clone, Copy)]
+enum OwnPath {
+    Healthz,
+    Readyz,
+    Jwks,
+}
+
+async fn own_path(
+    which: OwnPath,
+    st: Shared,
+    peer: crate::web::Peer,
+    jar: axum_extra::extract::cookie::CookieJar,
+    req: axum::extract::Request,
+) -> Response {
+    let for_app = st
+        .runtime
+        .load()
+        .is_app_host(crate::web::request_host(req.headers(), req.uri()));
+    if for_app {
+        return crate::gateway::handle(State(st), peer, jar, req).await;
+    }
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match which {
+        OwnPath::Healthz => "ok".into_response(),
+        OwnPath::Readyz => ready(&st).await,
+        OwnPath::Jwks => crate::assertion::jwks_handler(State(st)).await,
+    }
+}
+
+async fn healthz(
+    State(st): State<Shared>,
+    peer: crate::web::Peer,
+    jar: axum_extra::extract::cookie::CookieJar,
+    req: axum::extract::Request,
+) -> Response {
+    own_path(OwnPath::Healthz, st, peer, jar, req).await
+}
+
+async fn readyz(
+    State(st): State<Shared>,
+    peer: crate::web::Peer,
+    jar: axum_extra::extract::cookie::CookieJar,
+    req: axum::extract::Request,
+) -> Response {
+    own_path(OwnPath::Readyz, st, peer, jar, req).await
+}
+
+async fn jwks(
+    State(st): State<Shared>,
+    peer: crate::web::Peer,
+    jar: axum_extra::extract::cookie::CookieJar,
+    req: axum::extract::Request,
+) -> Response {
+    own_path(OwnPath::Jwks, st, peer, jar, req).await
+}
+
+async fn ready(st: &Shared) -> Response {
     if !st.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }

@@ -23,6 +23,11 @@ pub struct Runtime {
     pub hosts: HashMap<String, usize>,
     /// The portal's public base URL, without a trailing slash.
     pub public_url: String,
+    /// App id → its upstream, split once (the configuration was validated, so every app
+    /// with an `upstream:` has one here).
+    pub upstreams: HashMap<String, stepgate_config::UpstreamTarget>,
+    /// The public URL's host name, lower-cased and without its port.
+    pub own_host: String,
 }
 
 impl Runtime {
@@ -34,22 +39,50 @@ impl Runtime {
                 hosts.insert(strip_port(h).to_ascii_lowercase(), i);
             }
         }
+        let upstreams = config
+            .apps
+            .iter()
+            .filter_map(|a| {
+                let t = stepgate_config::parse_upstream(a.upstream.as_ref()?).ok()?;
+                Some((a.id.to_string(), t))
+            })
+            .collect();
         let public_url = match &config.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", config.listen),
         };
+        let own_host = public_url
+            .split_once("://")
+            .map_or(public_url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .map(|h| strip_port(h).to_ascii_lowercase())
+            .unwrap_or_default();
         Runtime {
             config,
             hosts,
             public_url,
+            upstreams,
+            own_host,
         }
     }
 
     /// The app served on `host`, if any.
     pub fn app_for_host(&self, host: &str) -> Option<&stepgate_policy::spec::AppSpec> {
-        self.hosts
-            .get(&strip_port(host).to_ascii_lowercase())
-            .map(|&i| &self.config.apps[i])
+        let host = strip_port(host);
+        let i = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&host.to_ascii_lowercase())
+        } else {
+            self.hosts.get(host)
+        };
+        i.map(|&i| &self.config.apps[i])
+    }
+
+    /// Whether a request for `host` is an app's rather than stepgate's own: `host` is an
+    /// app's and not the public URL's. Stepgate's root paths (`/healthz`, `/readyz`,
+    /// `/.well-known/jwks.json`) on an app's host belong to the app.
+    pub fn is_app_host(&self, host: &str) -> bool {
+        self.app_for_host(host).is_some() && !strip_port(host).eq_ignore_ascii_case(&self.own_host)
     }
 
     /// The portal path prefix (`/_stepgate`).

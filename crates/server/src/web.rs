@@ -369,15 +369,23 @@ pub fn allowed_target(rt: &Runtime, target: &str) -> bool {
 
 /// The absolute URL of the current request as the browser sees it.
 pub fn request_url(headers: &HeaderMap, uri: &axum::http::Uri, secure: bool) -> String {
-    // HTTP/1.1 names the host in Host, HTTP/2 in the request's authority.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
+    let host = match request_host(headers, uri) {
+        "" => "localhost",
+        h => h,
+    };
     let scheme = if secure { "https" } else { "http" };
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     format!("{scheme}://{host}{pq}")
+}
+
+/// The host a request asked for (with its port, if any; `""` when it names none): HTTP/1.1
+/// names it in `Host`, HTTP/2 in the request's authority.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> &'a str {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
 }
 
 /// A redirect (303 See Other, so a POST becomes a GET).

@@ -1215,3 +1215,67 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
+    let h = start().await;
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    let before = h.seen.hits.load(Ordering::SeqCst);
+    // On an app's host these paths are the app's: the upstream answers, with the identity.
+    for path in ["/healthz", "/readyz", "/.well-known/jwks.json"] {
+        let seen = echo(&c, &h.url("app.test", path)).await;
+        assert_eq!(seen["user"], "jane", "{path} reached the app as jane");
+    }
+    let r = c.post(h.url("app.test", "/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "any method goes to the app");
+    assert_eq!(h.seen.hits.load(Ordering::SeqCst), before + 4);
+    // Anonymous, they are guarded like any other path of the app.
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.test", h.addr)
+        .build()
+        .unwrap();
+    let r = anon
+        .get(h.url("app.test", "/.well-known/jwks.json"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("/_stepgate/login"));
+    // On stepgate's own host they are stepgate's.
+    let r = anon
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = anon.get(format!("{}/readyz", h.base)).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ready");
+    let jwks: serde_json::Value = anon
+        .get(format!("{}/.well-known/jwks.json", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!jwks["keys"].as_array().unwrap().is_empty());
+    let r = anon
+        .post(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        before + 4,
+        "none of these reached the app"
+    );
+}
