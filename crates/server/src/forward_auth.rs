@@ -24,7 +24,6 @@ use std::net::IpAddr;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::CookieJar;
 
 use crate::context::client_ip;
 use crate::gateway::{self, AccessRequest, Verdict};
@@ -135,8 +134,8 @@ async fn respond(
     orig: Original,
     flavour: Flavour,
 ) -> Response {
-    // Only the cookies are read, not copied out with the rest of the headers.
-    let jar = &CookieJar::from_headers(headers);
+    // Only the cookies the decision reads are parsed.
+    let jar = &web::decision_cookies(rt, headers);
     let api = web::is_api(headers);
     let ip: IpAddr = client_ip(peer.0, headers, &rt.config.trusted_proxies);
     let verdict = {

@@ -329,13 +329,9 @@ pub fn identity_headers(
 
 /// Fallback handler: every request that is not for the portal is an app request, decided
 /// and then proxied.
-pub async fn handle(
-    State(st): State<Shared>,
-    peer: Peer,
-    jar: CookieJar,
-    req: Request,
-) -> Response {
+pub async fn handle(State(st): State<Shared>, peer: Peer, req: Request) -> Response {
     let rt = st.runtime.load_full();
+    let jar = web::decision_cookies(&rt, req.headers());
     let host = web::request_host(req.headers(), req.uri()).to_string();
     let api = web::is_api(req.headers());
     let ip = client_ip(peer.0, req.headers(), &rt.config.trusted_proxies);

@@ -139,7 +139,6 @@ async fn own_path(
     which: OwnPath,
     st: Shared,
     peer: crate::web::Peer,
-    jar: axum_extra::extract::cookie::CookieJar,
     req: axum::extract::Request,
 ) -> Response {
     let for_app = st
@@ -147,7 +146,7 @@ async fn own_path(
         .load()
         .is_app_host(crate::web::request_host(req.headers(), req.uri()));
     if for_app {
-        return crate::gateway::handle(State(st), peer, jar, req).await;
+        return crate::gateway::handle(State(st), peer, req).await;
     }
     if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
         let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -165,28 +164,25 @@ async fn own_path(
 async fn healthz(
     State(st): State<Shared>,
     peer: crate::web::Peer,
-    jar: axum_extra::extract::cookie::CookieJar,
     req: axum::extract::Request,
 ) -> Response {
-    own_path(OwnPath::Healthz, st, peer, jar, req).await
+    own_path(OwnPath::Healthz, st, peer, req).await
 }
 
 async fn readyz(
     State(st): State<Shared>,
     peer: crate::web::Peer,
-    jar: axum_extra::extract::cookie::CookieJar,
     req: axum::extract::Request,
 ) -> Response {
-    own_path(OwnPath::Readyz, st, peer, jar, req).await
+    own_path(OwnPath::Readyz, st, peer, req).await
 }
 
 async fn jwks(
     State(st): State<Shared>,
     peer: crate::web::Peer,
-    jar: axum_extra::extract::cookie::CookieJar,
     req: axum::extract::Request,
 ) -> Response {
-    own_path(OwnPath::Jwks, st, peer, jar, req).await
+    own_path(OwnPath::Jwks, st, peer, req).await
 }
 
 async fn ready(st: &Shared) -> Response {

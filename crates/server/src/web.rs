@@ -70,6 +70,37 @@ pub fn plain_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'
     c
 }
 
+/// The cookies the access decision reads: the session cookie, the device cookie and the
+/// demo's chosen device. Each is parsed as `CookieJar::from_headers` parses it (percent-
+/// decoded; of two with one name the later wins); every other cookie (an app's own, often
+/// many) is skipped without being decoded or copied. The jar is for reading: it is never
+/// sent back as `Set-Cookie`.
+pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
+    let session = session_cookie_name(&rt.config.sessions);
+    let wanted = [
+        session.as_str(),
+        rt.config.devices.cookie.name.as_str(),
+        crate::demo::DEVICE_COOKIE,
+    ];
+    let mut jar = CookieJar::new();
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for piece in s.split(';') {
+            let name = piece.split_once('=').map_or(piece, |(n, _)| n).trim();
+            // A percent-encoded name may decode to a wanted one: parse it to see.
+            if !wanted.contains(&name) && !name.contains('%') {
+                continue;
+            }
+            if let Ok(c) = Cookie::parse_encoded(piece.to_owned()) {
+                if wanted.contains(&c.name()) {
+                    jar = jar.add(c);
+                }
+            }
+        }
+    }
+    jar
+}
+
 /// The current session, if the cookie names a live one. A store failure is returned as
 /// an error so the caller can fail closed.
 pub async fn current_session(
@@ -448,6 +479,44 @@ pub type Peer = axum::extract::ConnectInfo<SocketAddr>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo;
+
+    #[test]
+    fn the_decision_reads_its_cookies_as_the_full_jar_would_and_no_others() {
+        let cfg = stepgate_config::load_str("t.yaml", "apps: []\n", None).unwrap();
+        let rt = Runtime::new(cfg);
+        let session = session_cookie_name(&rt.config.sessions);
+        let device = rt.config.devices.cookie.name.clone();
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                "_ga=GA1.2.3; {session}=first; theme=dark; {device}=d%41v"
+            ))
+            .unwrap(),
+        );
+        // A second Cookie header (HTTP/2 sends one per cookie): the later one wins, and an
+        // encoded name counts under its decoded name, as in the full jar.
+        let encoded = session.replace('_', "%5F");
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{encoded}=second; {}=kiosk", demo::DEVICE_COOKIE))
+                .unwrap(),
+        );
+        let full = CookieJar::from_headers(&h);
+        let jar = decision_cookies(&rt, &h);
+        for name in [session.as_str(), device.as_str(), demo::DEVICE_COOKIE] {
+            assert_eq!(
+                jar.get(name).map(|c| c.value().to_string()),
+                full.get(name).map(|c| c.value().to_string()),
+                "{name}"
+            );
+        }
+        assert_eq!(jar.get(&session).unwrap().value(), "second");
+        assert_eq!(jar.get(&device).unwrap().value(), "dAv");
+        assert!(jar.get("_ga").is_none() && jar.get("theme").is_none());
+        assert_eq!(jar.iter().count(), 3);
+    }
 
     #[test]
     fn request_url_takes_the_host_from_host_or_from_an_http2_authority() {
