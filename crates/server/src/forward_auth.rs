@@ -134,6 +134,19 @@ async fn respond(
     orig: Original,
     flavour: Flavour,
 ) -> Response {
+    // The path is decided on in its one normal form. The front proxy sends the request on
+    // as it came, so a spelling whose meaning depends on the upstream is refused (403, which
+    // every front proxy passes on to the client).
+    let mut orig = orig;
+    match crate::reqpath::normalize_uri(&orig.uri) {
+        Ok(None) => {}
+        Ok(Some(uri)) => orig.uri = uri,
+        Err(e) => {
+            let mut r = gateway::ambiguous_path(web::is_api(headers), e);
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            return r;
+        }
+    }
     // Only the cookies the decision reads are parsed.
     let jar = &web::decision_cookies(rt, headers);
     let api = web::is_api(headers);

@@ -329,8 +329,14 @@ pub fn identity_headers(
 
 /// Fallback handler: every request that is not for the portal is an app request, decided
 /// and then proxied.
-pub async fn handle(State(st): State<Shared>, peer: Peer, req: Request) -> Response {
+pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
+    // Decided on, and sent upstream with, the path in its one normal form.
+    match crate::reqpath::normalize_uri(req.uri()) {
+        Ok(None) => {}
+        Ok(Some(uri)) => *req.uri_mut() = uri,
+        Err(e) => return ambiguous_path(web::is_api(req.headers()), e),
+    }
     let jar = web::decision_cookies(&rt, req.headers());
     let host = web::request_host(req.headers(), req.uri()).to_string();
     let api = web::is_api(req.headers());
@@ -552,6 +558,20 @@ async fn proxy(
             proxy::gateway_timeout(api)
         }
     }
+}
+
+/// A request path whose meaning depends on the upstream: refused (400), never guessed at.
+pub fn ambiguous_path(api: bool, e: crate::reqpath::AmbiguousPath) -> Response {
+    tracing::info!(reason = %e, "refused an ambiguous request path");
+    if api {
+        return web::json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+    }
+    let mut r = (StatusCode::BAD_REQUEST, format!("Bad request: {e}.")).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 fn unavailable(api: bool, detail: &str) -> Response {

@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod pages;
 pub mod portal;
 pub mod proxy;
+pub mod reqpath;
 pub mod security;
 pub mod server;
 pub mod session;

@@ -192,6 +192,25 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
         .unwrap();
     assert_eq!(r.status(), 302);
     assert!(header(&r, "location").starts_with(&step_up_url));
+    // Another spelling of the sensitive route is the same route.
+    for path in ["/%61dmin", "/x/../admin", "/./%61dmin/"] {
+        let r = forward(&c, &h, &app, "GET", path).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{path}");
+        assert!(header(&r, "location").starts_with(&step_up_url), "{path}");
+        let r = nginx(&c, &h, &app, "GET", path).send().await.unwrap();
+        assert_eq!(r.status(), 401, "nginx {path}");
+        let r = envoy(&c, &h, &app, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "envoy {path}");
+    }
+    // One whose meaning depends on the upstream is refused outright.
+    for path in ["/x/..%2Fadmin", "/x/..;/admin"] {
+        let r = forward(&c, &h, &app, "GET", path).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(header(&r, "remote-user"), "", "no identity on a refusal");
+    }
     let r = forward(&c, &h, &app, "GET", "/admin")
         .header("accept", "application/json")
         .send()

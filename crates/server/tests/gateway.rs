@@ -89,7 +89,11 @@ struct Seen {
 }
 
 async fn upstream(seen: Arc<Seen>) -> SocketAddr {
-    async fn echo(State(s): State<Arc<Seen>>, h: HeaderMap) -> axum::Json<serde_json::Value> {
+    async fn echo(
+        State(s): State<Arc<Seen>>,
+        uri: axum::http::Uri,
+        h: HeaderMap,
+    ) -> axum::Json<serde_json::Value> {
         s.hits.fetch_add(1, Ordering::SeqCst);
         let g = |n: &str| {
             h.get_all(n)
@@ -102,7 +106,7 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
             "user": g("remote-user"), "aal": g("remote-aal"), "amr": g("remote-amr"),
             "assertion": g("x-stepgate-assertion"), "xff": g("x-forwarded-for"),
             "forwarded": g("forwarded"), "proto": g("x-forwarded-proto"), "host": g("x-forwarded-host"),
-            "real_ip": g("x-real-ip"), "host_header": g("host"),
+            "real_ip": g("x-real-ip"), "host_header": g("host"), "path": uri.to_string(),
         }))
     }
     async fn upload(State(s): State<Arc<Seen>>, body: Body) -> String {
@@ -1278,4 +1282,58 @@ async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
         before + 4,
         "none of these reached the app"
     );
+}
+
+/// Sends `GET <target>` as written (no client-side URL clean-up) and returns the status and
+/// the body.
+async fn raw_get(h: &Harness, host: &str, target: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
+    let h = start().await;
+    let token = || h.idp.token(|_| {});
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    // Each of these is /admin to a typical upstream: each gets the admin route's step-up.
+    for target in [
+        "/admin",
+        "/%61dmin",
+        "/%61%64%6D%69%6E/",
+        "//admin",
+        "/./admin",
+        "/x/../admin",
+        "/x/%2E%2E/admin",
+        "/data/..%2Fadmin",
+        "/admin%2F",
+        "/data/..;/admin",
+        "/data\\..\\admin",
+    ] {
+        let (status, body) = raw_get(&h, "api.test", target, &token()).await;
+        assert!(status == 401 || status == 400, "{target}: {status} {body}");
+    }
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "none reached the upstream"
+    );
+    // An equivalent spelling that is allowed reaches the upstream as the path decided on.
+    let (status, body) = raw_get(&h, "api.test", "/x/../%64ata?q=%2F..", &token()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["path"], "/data?q=%2F..");
 }
