@@ -331,6 +331,9 @@ pub fn identity_headers(
 /// and then proxied.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
+    if let Err(why) = web::one_host(req.headers(), req.uri()) {
+        return bad_request(web::is_api(req.headers()), why);
+    }
     // Decided on, and sent upstream with, the path in its one normal form.
     match crate::reqpath::normalize_uri(req.uri()) {
         Ok(None) => {}
@@ -562,11 +565,16 @@ async fn proxy(
 
 /// A request path whose meaning depends on the upstream: refused (400), never guessed at.
 pub fn ambiguous_path(api: bool, e: crate::reqpath::AmbiguousPath) -> Response {
-    tracing::info!(reason = %e, "refused an ambiguous request path");
+    bad_request(api, &e.to_string())
+}
+
+/// A request stepgate will not decide on (400), saying why.
+fn bad_request(api: bool, why: &str) -> Response {
+    tracing::info!(reason = why, "refused a malformed request");
     if api {
-        return web::json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+        return web::json_error(StatusCode::BAD_REQUEST, "invalid_request", why);
     }
-    let mut r = (StatusCode::BAD_REQUEST, format!("Bad request: {e}.")).into_response();
+    let mut r = (StatusCode::BAD_REQUEST, format!("Bad request: {why}.")).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

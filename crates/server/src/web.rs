@@ -419,6 +419,24 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> &'a
         .unwrap_or("")
 }
 
+/// Checks that a request names one host: at most one `Host` header, and, when the target
+/// carries an authority too (HTTP/1.1 absolute form, HTTP/2 `:authority`), the same one
+/// (RFC 9112 §3.2, RFC 9113 §8.3.1). A request decided for one host must not reach an
+/// upstream that may read another.
+pub fn one_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host header");
+    }
+    if let (Some(h), Some(a)) = (first, uri.authority()) {
+        if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
+            return Err("the request target names another host than its Host header");
+        }
+    }
+    Ok(())
+}
+
 /// A redirect (303 See Other, so a POST becomes a GET).
 pub fn see_other(location: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();

@@ -1337,3 +1337,49 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["path"], "/data?q=%2F..");
 }
+
+/// Sends raw request bytes and returns the status and body.
+async fn raw(h: &Harness, request: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_request_names_one_host_or_is_refused() {
+    let h = start().await;
+    let t = h.idp.token(|_| {});
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let send = |head: &str| {
+        raw(
+            &h,
+            format!("{head}\r\nAuthorization: Bearer {t}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    // Decided for one app, the second Host would pick another at a virtual-hosting upstream.
+    let (status, body) = send("GET /data HTTP/1.1\r\nHost: api.test\r\nHost: app.test").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Host"), "{body}");
+    // An absolute target naming another host than Host (RFC 9112 3.2.2).
+    let (status, body) = send("GET http://app.test/data HTTP/1.1\r\nHost: api.test").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "none reached the upstream"
+    );
+    // The same host twice over (absolute target and Host) is one host.
+    let (status, body) = send("GET http://api.test/data HTTP/1.1\r\nHost: API.test").await;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["host_header"], "API.test");
+}
