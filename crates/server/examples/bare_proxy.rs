@@ -75,37 +75,43 @@ fn main() -> std::io::Result<()> {
     let listen = parse(args.next(), "127.0.0.1:9001")?;
     let upstream = parse(args.next(), "127.0.0.1:9000")?;
     let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
     println!("bare_proxy listening on {listen}, forwarding to {upstream}");
+    // One accept loop deals connections to the event loops in turn (as stepgate's accept
+    // loop does, by fewest open): loops accepting on one shared socket can end up with all
+    // of wrk's connections on one core.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let listener = listener.try_clone()?;
-            Ok(std::thread::spawn(move || -> std::io::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    loop {
-                        let (stream, _) = listener.accept().await?;
-                        let _ = stream.set_nodelay(true);
-                        tokio::task::spawn_local(async move {
-                            let service = service_fn(move |req| async move {
-                                Ok::<_, std::convert::Infallible>(forward(upstream, req).await)
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+    let mut lanes = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        lanes.push(tx);
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                while let Some(std) = rx.recv().await {
+                    std.set_nonblocking(true)?;
+                    let stream = tokio::net::TcpStream::from_std(std)?;
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(async move {
+                        let service = service_fn(move |req| async move {
+                            Ok::<_, std::convert::Infallible>(forward(upstream, req).await)
                         });
-                    }
-                })
-            }))
-        })
-        .collect::<std::io::Result<_>>()?;
-    for h in handles {
-        h.join().expect("a proxy thread panicked")?;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                Ok(())
+            })
+        });
+    }
+    for (i, conn) in listener.incoming().enumerate() {
+        let Ok(conn) = conn else { continue };
+        if lanes[i % threads].send(conn).is_err() {
+            return Err(std::io::Error::other("an event loop stopped"));
+        }
     }
     Ok(())
 }
