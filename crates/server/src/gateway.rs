@@ -503,9 +503,11 @@ async fn proxy(
     *out.version_mut() = axum::http::Version::HTTP_11;
     let upgrade = proxy::upgrade_protocol(out.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut out));
+    let own_cookies = &rt.own_cookies;
     let h = out.headers_mut();
     strip_hop_by_hop(h);
     strip_identity(h);
+    proxy::strip_own_cookies(h, own_cookies);
     if let Some(p) = &upgrade {
         proxy::set_upgrade(h, p.clone());
     }
@@ -545,11 +547,13 @@ async fn proxy(
                 };
                 let upstream = hyper::upgrade::on(&mut resp);
                 strip_hop_by_hop(resp.headers_mut());
+                proxy::strip_own_set_cookies(resp.headers_mut(), own_cookies);
                 proxy::set_upgrade(resp.headers_mut(), p);
                 proxy::splice_upgraded(client, upstream, app.id.to_string());
                 return resp;
             }
             strip_hop_by_hop(resp.headers_mut());
+            proxy::strip_own_set_cookies(resp.headers_mut(), own_cookies);
             resp
         }
         Ok(Err(e)) => {

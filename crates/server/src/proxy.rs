@@ -251,6 +251,65 @@ pub fn strip_identity(h: &mut HeaderMap) {
     }
 }
 
+/// The name in `name=value` (a `Cookie` header's piece, a `Set-Cookie`'s first part).
+fn cookie_name(piece: &str) -> &str {
+    piece.split_once('=').map_or(piece, |(n, _)| n).trim()
+}
+
+/// Removes stepgate's own cookies (`own` names: the session, device and portal cookies)
+/// from the `Cookie` header(s) of a request going upstream, so an app never holds a
+/// user's stepgate session id to replay against stepgate or another app. Several `Cookie`
+/// headers (HTTP/2 sends one per cookie) become one, as HTTP/1.1 upstreams expect
+/// (RFC 9113 §8.2.3).
+pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
+    let mut values = h.get_all(header::COOKIE).iter();
+    let (Some(first), more) = (values.next(), values.next().is_some()) else {
+        return;
+    };
+    let is_own = |piece: &str| own.iter().any(|o| o == cookie_name(piece));
+    if !more && !first.to_str().map_or(true, |s| s.split(';').any(is_own)) {
+        return;
+    }
+    let kept: Vec<&str> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !is_own(p))
+        .collect();
+    let joined = kept.join("; ");
+    h.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        if !joined.is_empty() {
+            h.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Removes `Set-Cookie` headers of an upstream's response that would set one of
+/// stepgate's own cookies (`own`): an app may not plant or clear a user's stepgate session.
+pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
+    let is_own = |v: &HeaderValue| {
+        let s = String::from_utf8_lossy(v.as_bytes());
+        let name = cookie_name(s.split(';').next().unwrap_or(""));
+        own.iter().any(|o| o == name)
+    };
+    if !h.get_all(header::SET_COOKIE).iter().any(is_own) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !is_own(v))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
 /// The origin-form URI (`/path?query`) a request is sent upstream with: its own path and
 /// query after the upstream URL's path `prefix` (`""` or `/base`, no trailing slash).
 pub fn upstream_path(prefix: &str, uri: &Uri) -> Option<Uri> {
@@ -426,6 +485,30 @@ mod tests {
         // HTTP/2 requests carry an absolute URI: only its path and query go upstream.
         assert_eq!(p("", "https://app.test:8443/a?b").as_deref(), Some("/a?b"));
         assert_eq!(p("", "*"), None);
+    }
+
+    #[test]
+    fn own_cookies_are_taken_out_and_the_rest_joined() {
+        let own = vec!["stepgate_session".to_string(), "stepgate_pre".to_string()];
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; stepgate_session=s".parse().unwrap());
+        h.append(header::COOKIE, "stepgate_pre=p".parse().unwrap());
+        h.append(header::COOKIE, "b=2".parse().unwrap());
+        strip_own_cookies(&mut h, &own);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, " stepgate_session=s ".parse().unwrap());
+        strip_own_cookies(&mut h, &own);
+        assert!(h.get(header::COOKIE).is_none());
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1;b=2".parse().unwrap());
+        strip_own_cookies(&mut h, &own);
+        assert_eq!(
+            h[header::COOKIE],
+            "a=1;b=2",
+            "untouched when there is nothing to take"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Runtime {
     pub upstreams: HashMap<String, stepgate_config::UpstreamTarget>,
     /// The public URL's host name, lower-cased and without its port.
     pub own_host: String,
+    /// The names of the cookies stepgate sets, which never pass between client and upstream.
+    pub own_cookies: Vec<String>,
 }
 
 impl Runtime {
@@ -58,12 +60,14 @@ impl Runtime {
             .next()
             .map(|h| strip_port(h).to_ascii_lowercase())
             .unwrap_or_default();
+        let own_cookies = crate::web::own_cookie_names(&config);
         Runtime {
             config,
             hosts,
             public_url,
             upstreams,
             own_host,
+            own_cookies,
         }
     }
 

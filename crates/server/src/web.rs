@@ -70,6 +70,18 @@ pub fn plain_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'
     c
 }
 
+/// Every cookie stepgate sets: the session cookie (and its name without the `__Host-`
+/// prefix), the device cookie, the sign-in flow's cookie and the demo's chosen device.
+pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
+    vec![
+        session_cookie_name(&rt_config.sessions),
+        rt_config.sessions.cookie.name.clone(),
+        rt_config.devices.cookie.name.clone(),
+        PRE_COOKIE.to_string(),
+        crate::demo::DEVICE_COOKIE.to_string(),
+    ]
+}
+
 /// The cookies the access decision reads: the session cookie, the device cookie and the
 /// demo's chosen device. Each is parsed as `CookieJar::from_headers` parses it (percent-
 /// decoded; of two with one name the later wins); every other cookie (an app's own, often

@@ -107,6 +107,7 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
             "assertion": g("x-stepgate-assertion"), "xff": g("x-forwarded-for"),
             "forwarded": g("forwarded"), "proto": g("x-forwarded-proto"), "host": g("x-forwarded-host"),
             "real_ip": g("x-real-ip"), "host_header": g("host"), "path": uri.to_string(),
+            "cookie": g("cookie"),
         }))
     }
     async fn upload(State(s): State<Arc<Seen>>, body: Body) -> String {
@@ -123,6 +124,19 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
     }
     let app = axum::Router::new()
         .route("/upload", post(upload))
+        .route(
+            "/set-cookies",
+            get(|| async {
+                (
+                    axum::response::AppendHeaders([
+                        ("set-cookie", "stepgate_session=planted; Path=/"),
+                        ("set-cookie", "app_pref=compact; Path=/"),
+                        ("set-cookie", "stepgate_pre=x"),
+                    ]),
+                    "cookies set",
+                )
+            }),
+        )
         .route(
             "/slow",
             get(|| async {
@@ -1382,4 +1396,40 @@ async fn a_request_names_one_host_or_is_refused() {
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["host_header"], "API.test");
+}
+
+#[tokio::test]
+async fn stepgates_cookies_never_pass_between_client_and_upstream() {
+    let h = start().await;
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    let app = reqwest::Url::parse(&h.url("app.test", "/")).unwrap();
+    jar.add_cookie_str("theme=dark; Path=/", &app);
+    let seen = echo(&c, &h.url("app.test", "/whoami")).await;
+    assert_eq!(seen["user"], "jane", "signed in by the session cookie");
+    let cookie = seen["cookie"].as_str().unwrap();
+    assert!(
+        cookie.contains("theme=dark"),
+        "the app's own cookie passes: {cookie}"
+    );
+    assert!(
+        !cookie.contains("stepgate"),
+        "the session id stays with stepgate: {cookie}"
+    );
+    // An upstream cannot plant (or clear) the user's stepgate session.
+    let r = c
+        .get(h.url("app.test", "/set-cookies"))
+        .send()
+        .await
+        .unwrap();
+    let set: Vec<_> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(set, ["app_pref=compact; Path=/"], "{r:?}");
+    let seen = echo(&c, &h.url("app.test", "/whoami")).await;
+    assert_eq!(seen["user"], "jane", "still the same session");
 }
