@@ -173,3 +173,61 @@ fn every_worker_serves_keep_alive_connections() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Whether the server closed `s` within `within` (reads EOF or a reset, not a timeout).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            // A 408 (or any answer) before the close is fine.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_sends_no_request_in_time_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\nserver: { header_timeout: 1s }\n",
+    )
+    .unwrap();
+    let (mut child, port) = serve_ready(&cfg);
+    // Connects and says nothing.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Sends headers a byte at a time, too slowly to finish.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Keeps a connection open after a request.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut idle).ends_with("ok"));
+    // 3 s of headers, well past the 1 s allowed (the server may cut it off sooner).
+    for b in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ......" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    for (name, s) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("idle", &mut idle),
+    ] {
+        assert!(
+            closed_within(s, Duration::from_secs(3)),
+            "{name} was kept open"
+        );
+    }
+    // A client that does send its request in time is served as ever.
+    assert!(get(port, "/healthz").unwrap().ends_with("ok"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -489,6 +489,13 @@ impl Loader {
                 None
             }
         };
+        let ht = server.header_timeout.as_secs();
+        if !(1..=3600).contains(&ht) {
+            self.diag_at(
+                &Span::new_blank(),
+                format!("server.header_timeout is {ht}s: expected between 1s and 1h (e.g. 30s)"),
+            );
+        }
         if let Some(w) = &server.workers {
             if **w == 0 || **w > 1024 {
                 self.diag_at(

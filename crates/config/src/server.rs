@@ -37,6 +37,12 @@ pub struct ServerConfig {
     /// pool (new connections go to the least loaded); default: one per CPU core.
     #[serde(default)]
     pub workers: Option<Spanned<usize>>,
+    /// How long an HTTP/1.1 client gets to send a request's headers, counted from when it
+    /// connects or its previous response was sent (so it also closes idle keep-alive
+    /// connections). Guards against clients that hold connections open sending nothing
+    /// or a byte at a time. Default `30s`.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
 }
 
 /// TLS files.
@@ -65,6 +71,7 @@ impl Default for ServerConfig {
             return_target_ttl: default_return_ttl(),
             shutdown_grace: default_drain(),
             workers: None,
+            header_timeout: default_header_timeout(),
         }
     }
 }
@@ -83,6 +90,10 @@ fn default_portal_path() -> String {
 
 fn default_return_ttl() -> HumanDuration {
     HumanDuration::from_secs(600)
+}
+
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_drain() -> HumanDuration {

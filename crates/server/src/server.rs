@@ -436,14 +436,21 @@ pub(crate) async fn serve_connections(
             _ = &mut stop => break,
         };
         let _ = tcp.set_nodelay(true);
+        let header_timeout = state.runtime.load().config.server.header_timeout.0;
         let router = router.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let builder = AutoBuilder::new(TokioExecutor::new());
+            // The protocol is settled before hyper takes the connection: by ALPN over TLS,
+            // by the first bytes on plain HTTP (an HTTP/2 preface or not) within
+            // `header_timeout`, so a client that connects and sends nothing is let go.
             let result = match tls {
                 None => {
+                    let Some(h2) = sniff_http2(&tcp, header_timeout).await else {
+                        return;
+                    };
+                    let builder = connection_builder(h2, header_timeout);
                     let svc = service(router, peer, None);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     watcher.watch(conn.into_owned()).await
@@ -453,6 +460,8 @@ pub(crate) async fn serve_connections(
                     else {
                         return;
                     };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = connection_builder(h2, header_timeout);
                     let svc = service(router, peer, Some(certs));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     watcher.watch(conn.into_owned()).await
@@ -471,6 +480,49 @@ pub(crate) async fn serve_connections(
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
     }
     Ok(())
+}
+
+/// hyper's builder for one connection whose protocol is known. HTTP/1.1 connections must
+/// send each request's headers within `header_timeout` of connecting or of the previous
+/// response, so a client trickling headers, or holding an idle keep-alive connection, is
+/// let go.
+fn connection_builder(h2: bool, header_timeout: std::time::Duration) -> AutoBuilder<TokioExecutor> {
+    let builder = AutoBuilder::new(TokioExecutor::new());
+    if h2 {
+        return builder.http2_only();
+    }
+    let mut builder = builder.http1_only();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
+
+/// Whether a plain-HTTP connection speaks HTTP/2 (it opens with the HTTP/2 preface) or
+/// HTTP/1.1, from the bytes it has sent, without consuming them. `None` when it closes, or
+/// sends nothing that settles it within `within`.
+async fn sniff_http2(tcp: &tokio::net::TcpStream, within: std::time::Duration) -> Option<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            tcp.readable().await.ok()?;
+            let n = match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface: peeking again at once would spin on the same bytes.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, sniff).await.ok().flatten()
 }
 
 /// The per-connection service: the router, with the peer address (and, over TLS, the

@@ -1433,3 +1433,17 @@ async fn stepgates_cookies_never_pass_between_client_and_upstream() {
     let seen = echo(&c, &h.url("app.test", "/whoami")).await;
     assert_eq!(seen["user"], "jane", "still the same session");
 }
+
+#[tokio::test]
+async fn plain_http2_with_prior_knowledge_is_served() {
+    let h = start().await;
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+}
