@@ -177,6 +177,10 @@ fn esc(s: &str) -> String {
 pub struct AssertionCheck {
     /// stepgate's JWKS URL.
     pub jwks_url: String,
+    /// The `Host` to ask for it with, when `jwks_url` reaches stepgate at an address other
+    /// than its public URL's (the demo fetches it over loopback, and `127.0.0.1` is an
+    /// app's host there, where `/.well-known/jwks.json` would be the app's).
+    pub jwks_host: Option<String>,
     /// stepgate's public URL (the `iss`).
     pub issuer: String,
     /// The console's app id (the `aud`).
@@ -216,9 +220,13 @@ pub async fn check_assertion(h: &HeaderMap) -> Result<String, String> {
         Some(k) => k,
         None => {
             // Unknown kid: stepgate may have rotated; fetch the JWKS again.
-            let set: jsonwebtoken::jwk::JwkSet = reqwest::Client::new()
+            let mut get = reqwest::Client::new()
                 .get(&check.jwks_url)
-                .timeout(std::time::Duration::from_secs(3))
+                .timeout(std::time::Duration::from_secs(3));
+            if let Some(host) = &check.jwks_host {
+                get = get.header(axum::http::header::HOST, host);
+            }
+            let set: jsonwebtoken::jwk::JwkSet = get
                 .send()
                 .await
                 .map_err(|_| "JWKS unreachable")?
@@ -399,8 +407,13 @@ pub async fn seed(st: &crate::Shared, key: &stepgate_store::SecretKey) -> anyhow
         if listen.ip().is_unspecified() {
             listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let public_host = rt
+            .public_url
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string());
         set_assertion_check(AssertionCheck {
             jwks_url: format!("http://{listen}/.well-known/jwks.json"),
+            jwks_host: public_host,
             issuer: rt.public_url.clone(),
             audience: "licence-console".into(),
         });

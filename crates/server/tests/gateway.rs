@@ -548,6 +548,7 @@ async fn assertion_verifies_against_the_published_jwks() {
     // The demo's Licence Console checks it the same way.
     demo::set_assertion_check(demo::AssertionCheck {
         jwks_url: format!("{}/.well-known/jwks.json", h.base),
+        jwks_host: None,
         issuer: h.base.clone(),
         audience: "console".into(),
     });
