@@ -475,7 +475,7 @@ pub fn identity_header_overrides(id: &BearerIdentity) -> Vec<(axum::http::Header
     use crate::proxy::names;
     vec![
         (names::REMOTE_AAL, id.aal.to_string()),
-        (names::REMOTE_AMR, id.amr.join(",")),
+        (names::REMOTE_AMR, crate::gateway::header_list(&id.amr)),
         (
             names::REMOTE_AUTH_TIME,
             id.auth_time

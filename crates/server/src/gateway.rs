@@ -304,25 +304,52 @@ pub async fn decide_with<'a>(
 }
 
 /// The identity headers an allowed request carries to its upstream.
+///
+/// Each value must reach the upstream as it is meant. HTTP drops whitespace around a field
+/// value, so a username ` admin` would arrive as `admin`: such a value is left out. Groups
+/// and methods are one comma-separated header, so a group named `eng,admins` would arrive
+/// as two, one of them `admins`: such an item is left out of the list. (The signed
+/// assertion carries them as JSON, unchanged.)
 pub fn identity_headers(
     user: &UserRecord,
     assurance: &Assurance,
 ) -> Vec<(axum::http::HeaderName, String)> {
     use crate::proxy::names;
-    let mut out = vec![
-        (names::REMOTE_USER, user.username.clone()),
-        (names::REMOTE_GROUPS, user.groups.join(",")),
-        (names::REMOTE_AAL, assurance.aal.to_string()),
-        (names::REMOTE_AMR, assurance.amr.join(",")),
-    ];
+    let mut out = Vec::with_capacity(7);
+    let mut single = |name, v: &str| {
+        if v.trim_matches([' ', '\t']) == v {
+            out.push((name, v.to_string()));
+        }
+    };
+    single(names::REMOTE_USER, &user.username);
     if let Some(e) = &user.email {
-        out.push((names::REMOTE_EMAIL, e.clone()));
+        single(names::REMOTE_EMAIL, e);
     }
     if let Some(n) = &user.name {
-        out.push((names::REMOTE_NAME, n.clone()));
+        single(names::REMOTE_NAME, n);
     }
+    out.push((names::REMOTE_GROUPS, header_list(&user.groups)));
+    out.push((names::REMOTE_AAL, assurance.aal.to_string()));
+    out.push((names::REMOTE_AMR, header_list(&assurance.amr)));
     if let Some(t) = assurance.auth_time {
         out.push((names::REMOTE_AUTH_TIME, t.timestamp().to_string()));
+    }
+    out
+}
+
+/// A comma-separated header value of `items`, leaving out any item the upstream would not
+/// read back as itself (empty, with a comma, or with whitespace around it).
+pub fn header_list(items: &[String]) -> String {
+    let mut out = String::new();
+    for i in items {
+        if i.is_empty() || i.contains(',') || i.trim_matches([' ', '\t']) != i {
+            tracing::debug!(item = %i, "left out of a list header: it would not read back as itself");
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(i);
     }
     out
 }
@@ -606,4 +633,49 @@ fn unavailable(api: bool, detail: &str) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assurance() -> Assurance {
+        Assurance {
+            aal: 2,
+            amr: vec!["pwd".into(), "otp".into(), "x,hwk".into()],
+            phishing_resistant: false,
+            hardware_bound: false,
+            restricted: false,
+            auth_time: None,
+        }
+    }
+
+    #[test]
+    fn identity_headers_reach_the_upstream_as_they_are_meant() {
+        let mut u = UserRecord::new("jane");
+        u.groups = vec![
+            "staff".into(),
+            "eng,admins".into(),
+            " admins".into(),
+            "admins\t".into(),
+            String::new(),
+            "ops".into(),
+        ];
+        u.email = Some("jane@example.com".into());
+        let h: std::collections::HashMap<_, _> = identity_headers(&u, &assurance())
+            .into_iter()
+            .map(|(n, v)| (n.as_str().to_string(), v))
+            .collect();
+        assert_eq!(h["remote-user"], "jane");
+        assert_eq!(h["remote-email"], "jane@example.com");
+        // A group that would split into others, or be trimmed into another, is left out.
+        assert_eq!(h["remote-groups"], "staff,ops");
+        assert_eq!(h["remote-amr"], "pwd,otp");
+        // A name HTTP would trim into another user's is not asserted at all.
+        let padded = UserRecord::new(" admin");
+        let h = identity_headers(&padded, &assurance());
+        assert!(h
+            .iter()
+            .all(|(n, _)| *n != crate::proxy::names::REMOTE_USER));
+    }
 }
