@@ -244,9 +244,27 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Removes every identity header a client sent.
+/// Headers with which some upstream frameworks let a request name another path or method
+/// than its own (Symfony, Laravel and IIS read `X-Original-URL`/`X-Rewrite-URL`; Express,
+/// ASP.NET and others honour method overrides). The request is decided on its own path and
+/// method, so the upstream must not be told another.
+static REWRITE_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Removes every identity header a client sent, and every header that would make the
+/// upstream serve another path or method than the one decided on.
 pub fn strip_identity(h: &mut HeaderMap) {
-    for n in REMOTE_HEADERS.iter().chain(&OTHER_IDENTITY_HEADERS) {
+    for n in REMOTE_HEADERS
+        .iter()
+        .chain(&OTHER_IDENTITY_HEADERS)
+        .chain(&REWRITE_HEADERS)
+    {
         h.remove(n);
     }
 }

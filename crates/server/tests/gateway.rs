@@ -107,7 +107,8 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
             "assertion": g("x-stepgate-assertion"), "xff": g("x-forwarded-for"),
             "forwarded": g("forwarded"), "proto": g("x-forwarded-proto"), "host": g("x-forwarded-host"),
             "real_ip": g("x-real-ip"), "host_header": g("host"), "path": uri.to_string(),
-            "cookie": g("cookie"),
+            "cookie": g("cookie"), "original_url": g("x-original-url"),
+            "method_override": g("x-http-method-override"),
         }))
     }
     async fn upload(State(s): State<Arc<Seen>>, body: Body) -> String {
@@ -1447,4 +1448,25 @@ async fn plain_http2_with_prior_knowledge_is_served() {
     assert_eq!(r.text().await.unwrap(), "ok");
     let r = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn the_upstream_is_never_told_another_path_or_method() {
+    let h = start().await;
+    let c = h.client(None);
+    let r = c
+        .post(h.url("api.test", "/data"))
+        .bearer_auth(h.idp.token(|_| {}))
+        .header("x-original-url", "/admin")
+        .header("x-rewrite-url", "/admin")
+        .header("x-http-method-override", "DELETE")
+        .header("x-method-override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["path"], "/data");
+    assert_eq!(seen["original_url"], "", "{seen}");
+    assert_eq!(seen["method_override"], "", "{seen}");
 }
