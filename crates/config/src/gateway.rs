@@ -40,6 +40,11 @@ pub struct GatewayConfig {
     /// Per-app settings, by app id.
     #[serde(default)]
     pub apps: BTreeMap<String, GatewayAppConfig>,
+    /// How often a WebSocket (or other upgraded connection) is checked against its session:
+    /// once the user signs out, is signed out or disabled, or the session ends, the
+    /// connection is closed at the next check. Default `30s`.
+    #[serde(default)]
+    pub upgraded_recheck: Option<HumanDuration>,
 }
 
 /// `gateway.assertion`.
@@ -218,9 +223,24 @@ impl GatewayConfig {
             .0
     }
 
+    /// How often an upgraded connection is checked against its session.
+    pub fn upgraded_recheck(&self) -> std::time::Duration {
+        self.upgraded_recheck
+            .unwrap_or(HumanDuration::from_secs(30))
+            .0
+    }
+
     /// Checks the section; `app_ids` are the configured apps. Each message names the key.
     pub fn validate(&self, app_ids: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(r) = self.upgraded_recheck {
+            if r.as_secs() < 1 || r.as_secs() > 3600 {
+                out.push(format!(
+                    "gateway.upgraded_recheck is {}s: expected between 1s and 1h (e.g. 30s)",
+                    r.as_secs()
+                ));
+            }
+        }
         let a = &self.assertion;
         if a.ttl.as_secs() < 5 || a.ttl.as_secs() > 3600 {
             out.push(format!(

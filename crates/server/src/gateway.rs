@@ -576,7 +576,15 @@ async fn proxy(
                 strip_hop_by_hop(resp.headers_mut());
                 proxy::strip_own_set_cookies(resp.headers_mut(), own_cookies);
                 proxy::set_upgrade(resp.headers_mut(), p);
-                proxy::splice_upgraded(client, upstream, app.id.to_string());
+                let watch = match grant.bearer {
+                    Some(b) => proxy::Watch::Until(b.expires),
+                    None => proxy::Watch::Session {
+                        st: st.clone(),
+                        id: grant.session.id.clone(),
+                        every: rt.config.gateway.upgraded_recheck(),
+                    },
+                };
+                proxy::splice_upgraded(client, upstream, app.id.to_string(), watch);
                 return resp;
             }
             strip_hop_by_hop(resp.headers_mut());

@@ -363,12 +363,75 @@ pub fn set_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
     h.insert(header::UPGRADE, protocol);
 }
 
+/// What keeps an upgraded connection open: the session it was allowed under (checked every
+/// `every`), or a bearer token (until it expires).
+pub enum Watch {
+    /// A stored session, by id.
+    Session {
+        /// The state (stores, caches, configuration).
+        st: crate::state::Shared,
+        /// The session id.
+        id: String,
+        /// How often to check.
+        every: Duration,
+    },
+    /// A bearer token's expiry (`None`: a token without `exp`, kept as long as it lasts).
+    Until(Option<chrono::DateTime<chrono::Utc>>),
+}
+
+impl Watch {
+    /// Completes, saying why, when the connection may no longer stay open.
+    async fn ended(self) -> &'static str {
+        match self {
+            Watch::Until(None) => std::future::pending().await,
+            Watch::Until(Some(exp)) => {
+                let left = (exp - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(left).await;
+                "the bearer token expired"
+            }
+            Watch::Session { st, id, every } => loop {
+                tokio::time::sleep(every).await;
+                if let Some(why) = session_gone(&st, &id).await {
+                    return why;
+                }
+            },
+        }
+    }
+}
+
+/// Why the session `id` no longer lets its user through, if it does not: signed out,
+/// expired, idle, its user disabled, or the store not answering (fail closed).
+async fn session_gone(st: &crate::state::Shared, id: &str) -> Option<&'static str> {
+    let rt = st.runtime.load();
+    let now = chrono::Utc::now();
+    let s = match crate::session::check(
+        st.stores.hot.as_ref(),
+        &st.cache,
+        id,
+        &rt.config.sessions,
+        &rt.config.assurance,
+        now,
+    )
+    .await
+    {
+        Ok(Ok(s)) if !s.data.pending => s,
+        Ok(_) => return Some("the session ended"),
+        Err(_) => return Some("the session store did not answer"),
+    };
+    match st.cache.user(&s.data.user_id).await {
+        Ok(Some(u)) if !u.disabled => None,
+        Ok(_) => Some("the user is disabled or gone"),
+        Err(_) => Some("the user store did not answer"),
+    }
+}
+
 /// Joins the client's upgraded connection to the upstream's, copying both ways until
-/// either side closes.
+/// either side closes or `watch` says the grant has ended (then both are closed).
 pub fn splice_upgraded(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     app: String,
+    watch: Watch,
 ) {
     tokio::spawn(async move {
         let (c, u) = match tokio::try_join!(client, upstream) {
@@ -380,8 +443,15 @@ pub fn splice_upgraded(
         };
         let mut c = hyper_util::rt::TokioIo::new(c);
         let mut u = hyper_util::rt::TokioIo::new(u);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            tracing::debug!(%app, error = %e, "upgraded connection ended with an error");
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+                if let Err(e) = r {
+                    tracing::debug!(%app, error = %e, "upgraded connection ended with an error");
+                }
+            }
+            why = watch.ended() => {
+                tracing::info!(%app, reason = why, "closing an upgraded connection");
+            }
         }
     });
 }

@@ -145,6 +145,33 @@ pub async fn load(
     acfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> StoreResult<Result<Session, SessionEnd>> {
+    let mut s = match check(hot, cache, id, cfg, acfg, now).await? {
+        Ok(s) => s,
+        Err(end) => return Ok(Err(end)),
+    };
+    // Writing on every request would make the store the bottleneck; a few seconds of
+    // idle-time slack is harmless.
+    if now - s.data.last_seen > chrono::Duration::seconds(5) {
+        s.data.last_seen = now;
+        if !save(hot, &s, cfg, acfg, now).await? {
+            // Ended (signed out, revoked) since it was read: it stays ended.
+            return Ok(Err(SessionEnd::Unknown));
+        }
+    }
+    Ok(Ok(s))
+}
+
+/// [`load`] without recording activity: whether the session still stands (an open
+/// WebSocket is checked this way; it is not the user's activity, so it does not keep the
+/// session from idling out).
+pub async fn check(
+    hot: &dyn HotStore,
+    cache: &crate::cache::Caches,
+    id: &str,
+    cfg: &SessionsConfig,
+    acfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> StoreResult<Result<Session, SessionEnd>> {
     // Callers check the id's MAC first (`web::current_session`).
     let Some(slot) = cache.session(id, true).await? else {
         return Ok(Err(SessionEnd::Unknown));
@@ -167,20 +194,10 @@ pub async fn load(
             return Ok(Err(SessionEnd::Idle));
         }
     }
-    let mut s = Session {
+    Ok(Ok(Session {
         id: id.to_string(),
         data: data.clone(),
-    };
-    // Writing on every request would make the store the bottleneck; a few seconds of
-    // idle-time slack is harmless.
-    if now - s.data.last_seen > chrono::Duration::seconds(5) {
-        s.data.last_seen = now;
-        if !save(hot, &s, cfg, acfg, now).await? {
-            // Ended (signed out, revoked) since it was read: it stays ended.
-            return Ok(Err(SessionEnd::Unknown));
-        }
-    }
-    Ok(Ok(s))
+    }))
 }
 
 /// Stores the session under a brand-new id (sign-in, step-up), deleting `old` if given.

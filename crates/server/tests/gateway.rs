@@ -52,6 +52,7 @@ sessions:
   cookie: { secure: false }
 gateway:
   assertion: { ttl: 60s, rotate_every: 24h }
+  upgraded_recheck: 1s
   bearer:
     jwks_timeout: 2s
     issuers:
@@ -1469,4 +1470,64 @@ async fn the_upstream_is_never_told_another_path_or_method() {
     assert_eq!(seen["path"], "/data");
     assert_eq!(seen["original_url"], "", "{seen}");
     assert_eq!(seen["method_override"], "", "{seen}");
+}
+
+#[tokio::test]
+async fn a_websocket_closes_when_its_session_ends() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start().await;
+    let jar = Arc::new(Jar::default());
+    let c = h.client(Some(&jar));
+    sign_in(&h, &c).await;
+    use reqwest::cookie::CookieStore as _;
+    let cookies = jar
+        .cookies(&reqwest::Url::parse(&h.url("app.test", "/")).unwrap())
+        .unwrap();
+    let session = cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("stepgate_session="))
+        .unwrap()
+        .to_string();
+    let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "host",
+        format!("ws.test:{}", h.addr.port()).parse().unwrap(),
+    );
+    req.headers_mut().insert(
+        "cookie",
+        format!("stepgate_session={session}").parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let echo = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, i: u32| {
+        ws.send(Message::text(format!("hi {i}"))).await?;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(m))) => Ok(m.into_text()?.to_string()),
+            other => Err(tokio_tungstenite::tungstenite::Error::Io(
+                std::io::Error::other(format!("{other:?}")),
+            )),
+        }
+    };
+    // Checked every second while the session stands: stays open.
+    assert_eq!(echo(&mut ws, 1).await.unwrap(), "echo: hi 1");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(echo(&mut ws, 2).await.unwrap(), "echo: hi 2");
+    // Signed out elsewhere (the session is deleted): closed at a following check.
+    h.st.stores.hot.delete_session(&session).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket outlived its session");
 }
