@@ -1304,21 +1304,13 @@ async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
 /// Sends `GET <target>` as written (no client-side URL clean-up) and returns the status and
 /// the body.
 async fn raw_get(h: &Harness, host: &str, target: &str, token: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    raw(
+        h,
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await
 }
 
 #[tokio::test]
