@@ -40,7 +40,8 @@ pub struct ServerConfig {
     /// How long an HTTP/1.1 client gets to send a request's headers, counted from when it
     /// connects or its previous response was sent (so it also closes idle keep-alive
     /// connections). Guards against clients that hold connections open sending nothing
-    /// or a byte at a time. Default `30s`.
+    /// or a byte at a time. Default `75s`: longer than a load balancer's usual idle timeout
+    /// (60 s), so one in front never reuses a connection stepgate is closing.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
 }
@@ -93,7 +94,7 @@ fn default_return_ttl() -> HumanDuration {
 }
 
 fn default_header_timeout() -> HumanDuration {
-    HumanDuration::from_secs(30)
+    HumanDuration::from_secs(75)
 }
 
 fn default_drain() -> HumanDuration {
