@@ -407,13 +407,9 @@ pub async fn seed(st: &crate::Shared, key: &stepgate_store::SecretKey) -> anyhow
         if listen.ip().is_unspecified() {
             listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let public_host = rt
-            .public_url
-            .split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string());
         set_assertion_check(AssertionCheck {
             jwks_url: format!("http://{listen}/.well-known/jwks.json"),
-            jwks_host: public_host,
+            jwks_host: Some(rt.public_authority.clone()),
             issuer: rt.public_url.clone(),
             audience: "licence-console".into(),
         });

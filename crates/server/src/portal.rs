@@ -358,9 +358,7 @@ async fn sign_in(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect());
     data.persistent = remember && rt.config.sessions.remember_me;
-    let old = jar
-        .get(&web::session_cookie_name(&rt.config.sessions))
-        .map(|c| c.value().to_string());
+    let old = jar.get(&rt.session_cookie).map(|c| c.value().to_string());
     let requirement = match decision.outcome {
         Outcome::Deny(d) => {
             let items = rt.config.policy_set.remediation(&decision, &ctx);

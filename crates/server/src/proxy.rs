@@ -269,11 +269,6 @@ pub fn strip_identity(h: &mut HeaderMap) {
     }
 }
 
-/// The name in `name=value` (a `Cookie` header's piece, a `Set-Cookie`'s first part).
-fn cookie_name(piece: &str) -> &str {
-    piece.split_once('=').map_or(piece, |(n, _)| n).trim()
-}
-
 /// Removes stepgate's own cookies (`own` names: the session, device and portal cookies)
 /// from the `Cookie` header(s) of a request going upstream, so an app never holds a
 /// user's stepgate session id to replay against stepgate or another app. Several `Cookie`
@@ -284,7 +279,7 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
     let (Some(first), more) = (values.next(), values.next().is_some()) else {
         return;
     };
-    let is_own = |piece: &str| own.iter().any(|o| o == cookie_name(piece));
+    let is_own = |piece: &str| own.iter().any(|o| o == crate::web::cookie_name(piece));
     if !more && !first.to_str().map_or(true, |s| s.split(';').any(is_own)) {
         return;
     }
@@ -310,7 +305,7 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
 pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
     let is_own = |v: &HeaderValue| {
         let s = String::from_utf8_lossy(v.as_bytes());
-        let name = cookie_name(s.split(';').next().unwrap_or(""));
+        let name = crate::web::cookie_name(s.split(';').next().unwrap_or(""));
         own.iter().any(|o| o == name)
     };
     if !h.get_all(header::SET_COOKIE).iter().any(is_own) {
@@ -331,15 +326,16 @@ pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
 /// The origin-form URI (`/path?query`) a request is sent upstream with: its own path and
 /// query after the upstream URL's path `prefix` (`""` or `/base`, no trailing slash).
 pub fn upstream_path(prefix: &str, uri: &Uri) -> Option<Uri> {
+    let pq = uri.path_and_query();
+    let text = pq.map_or("/", |pq| pq.as_str());
     // `*` (OPTIONS for the whole server) has no path to put under the prefix: refused.
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    if !pq.starts_with('/') {
+    if !text.starts_with('/') {
         return None;
     }
-    match uri.path_and_query() {
+    match pq {
         // No copy: the path and query are shared with the request's.
         Some(pq) if prefix.is_empty() => Some(Uri::from(pq.clone())),
-        _ => format!("{prefix}{pq}").parse().ok(),
+        _ => format!("{prefix}{text}").parse().ok(),
     }
 }
 

@@ -78,7 +78,7 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     let mut out: Vec<&str> = Vec::new();
     let mut segments = decoded.split('/').skip(1).peekable();
     while let Some(seg) = segments.next() {
-        let bare = seg.split(';').next().unwrap_or(seg);
+        let bare = without_parameters(seg);
         if bare != seg && (bare == "." || bare == "..") {
             return Err(AmbiguousPath::DotSegmentWithParameters);
         }
@@ -110,12 +110,16 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     Ok(Cow::Owned(normal))
 }
 
+/// A path segment without its parameters (`..;x` → `..`).
+fn without_parameters(seg: &str) -> &str {
+    seg.split(';').next().unwrap_or(seg)
+}
+
 /// Whether a segment is `.` or `..` (or one of them with parameters).
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|s| {
-        let bare = s.split(';').next().unwrap_or(s);
-        bare == "." || bare == ".."
-    })
+    path.split('/')
+        .map(without_parameters)
+        .any(|bare| bare == "." || bare == "..")
 }
 
 /// `uri` with its path in normal form (the query, scheme and authority as they were); the

@@ -30,9 +30,9 @@ pub fn router(state: Shared) -> Router {
     let portal_path = state.runtime.load().portal().to_string();
     let p = |s: &str| format!("{portal_path}{s}");
     Router::new()
-        .route("/healthz", any(healthz))
-        .route("/readyz", any(readyz))
-        .route("/.well-known/jwks.json", any(jwks))
+        .route("/healthz", own_path(OwnPath::Healthz))
+        .route("/readyz", own_path(OwnPath::Readyz))
+        .route("/.well-known/jwks.json", own_path(OwnPath::Jwks))
         .route(
             &p("/static/style.css"),
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
@@ -135,7 +135,16 @@ enum OwnPath {
     Jwks,
 }
 
-async fn own_path(
+/// The route for one of stepgate's own root paths (any method: see [`OwnPath`]).
+fn own_path(which: OwnPath) -> axum::routing::MethodRouter<Shared> {
+    any(
+        move |State(st): State<Shared>, peer: crate::web::Peer, req: axum::extract::Request| {
+            answer_own_path(which, st, peer, req)
+        },
+    )
+}
+
+async fn answer_own_path(
     which: OwnPath,
     st: Shared,
     peer: crate::web::Peer,
@@ -159,30 +168,6 @@ async fn own_path(
         OwnPath::Readyz => ready(&st).await,
         OwnPath::Jwks => crate::assertion::jwks_handler(State(st)).await,
     }
-}
-
-async fn healthz(
-    State(st): State<Shared>,
-    peer: crate::web::Peer,
-    req: axum::extract::Request,
-) -> Response {
-    own_path(OwnPath::Healthz, st, peer, req).await
-}
-
-async fn readyz(
-    State(st): State<Shared>,
-    peer: crate::web::Peer,
-    req: axum::extract::Request,
-) -> Response {
-    own_path(OwnPath::Readyz, st, peer, req).await
-}
-
-async fn jwks(
-    State(st): State<Shared>,
-    peer: crate::web::Peer,
-    req: axum::extract::Request,
-) -> Response {
-    own_path(OwnPath::Jwks, st, peer, req).await
 }
 
 async fn ready(st: &Shared) -> Response {
@@ -507,7 +492,7 @@ async fn sniff_http2(tcp: &tokio::net::TcpStream, within: std::time::Duration) -
     let sniff = async {
         let mut buf = [0u8; 24];
         loop {
-            tcp.readable().await.ok()?;
+            // Waits for bytes, and leaves them for hyper.
             let n = match tcp.peek(&mut buf).await {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => n,

@@ -26,8 +26,12 @@ pub struct Runtime {
     /// App id → its upstream, split once (the configuration was validated, so every app
     /// with an `upstream:` has one here).
     pub upstreams: HashMap<String, stepgate_config::UpstreamTarget>,
+    /// The public URL's authority (`host[:port]`), as a client names it in `Host`.
+    pub public_authority: String,
     /// The public URL's host name, lower-cased and without its port.
     pub own_host: String,
+    /// The session cookie's name (`__Host-` prefixed when it can be).
+    pub session_cookie: String,
     /// The names of the cookies stepgate sets, which never pass between client and upstream.
     pub own_cookies: Vec<String>,
 }
@@ -53,20 +57,24 @@ impl Runtime {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", config.listen),
         };
-        let own_host = public_url
+        let public_authority = public_url
             .split_once("://")
             .map_or(public_url.as_str(), |(_, rest)| rest)
             .split('/')
             .next()
-            .map(|h| strip_port(h).to_ascii_lowercase())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_string();
+        let own_host = strip_port(&public_authority).to_ascii_lowercase();
+        let session_cookie = crate::web::session_cookie_name(&config.sessions);
         let own_cookies = crate::web::own_cookie_names(&config);
         Runtime {
             config,
             hosts,
             public_url,
             upstreams,
+            public_authority,
             own_host,
+            session_cookie,
             own_cookies,
         }
     }

@@ -82,15 +82,19 @@ pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
     ]
 }
 
+/// The name in `name=value` (a `Cookie` header's piece, a `Set-Cookie`'s first part).
+pub fn cookie_name(piece: &str) -> &str {
+    piece.split_once('=').map_or(piece, |(n, _)| n).trim()
+}
+
 /// The cookies the access decision reads: the session cookie, the device cookie and the
 /// demo's chosen device. Each is parsed as `CookieJar::from_headers` parses it (percent-
 /// decoded; of two with one name the later wins); every other cookie (an app's own, often
 /// many) is skipped without being decoded or copied. The jar is for reading: it is never
 /// sent back as `Set-Cookie`.
 pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
-    let session = session_cookie_name(&rt.config.sessions);
     let wanted = [
-        session.as_str(),
+        rt.session_cookie.as_str(),
         rt.config.devices.cookie.name.as_str(),
         crate::demo::DEVICE_COOKIE,
     ];
@@ -98,7 +102,7 @@ pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for piece in s.split(';') {
-            let name = piece.split_once('=').map_or(piece, |(n, _)| n).trim();
+            let name = cookie_name(piece);
             // A percent-encoded name may decode to a wanted one: parse it to see.
             if !wanted.contains(&name) && !name.contains('%') {
                 continue;
@@ -121,7 +125,7 @@ pub async fn current_session(
     jar: &CookieJar,
     now: DateTime<Utc>,
 ) -> Result<Option<Session>, stepgate_store::StoreError> {
-    let Some(c) = jar.get(&session_cookie_name(&rt.config.sessions)) else {
+    let Some(c) = jar.get(&rt.session_cookie) else {
         return Ok(None);
     };
     let id = c.value();

@@ -867,11 +867,10 @@ async fn bearer_issuer_keys_unreachable_is_401_never_allow() {
     drop(silent);
 }
 
-#[tokio::test]
-async fn websocket_passes_through() {
+/// A WebSocket handshake request for `ws.test` (the WebSocket echo app), sent to the
+/// gateway; the caller adds the credentials.
+fn ws_request(h: &Harness) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    use tokio_tungstenite::tungstenite::Message;
-    let h = start().await;
     let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
         .into_client_request()
         .unwrap();
@@ -879,6 +878,14 @@ async fn websocket_passes_through() {
         "host",
         format!("ws.test:{}", h.addr.port()).parse().unwrap(),
     );
+    req
+}
+
+#[tokio::test]
+async fn websocket_passes_through() {
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start().await;
+    let mut req = ws_request(&h);
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", h.idp.token(|_| {})).parse().unwrap(),
@@ -901,13 +908,7 @@ async fn websocket_passes_through() {
     ws.close(None).await.unwrap();
 
     // Without a token, no upgrade.
-    let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "host",
-        format!("ws.test:{}", h.addr.port()).parse().unwrap(),
-    );
+    let req = ws_request(&h);
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 }
 
@@ -1466,7 +1467,6 @@ async fn the_upstream_is_never_told_another_path_or_method() {
 
 #[tokio::test]
 async fn a_websocket_closes_when_its_session_ends() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     use tokio_tungstenite::tungstenite::Message;
     let h = start().await;
     let jar = Arc::new(Jar::default());
@@ -1483,13 +1483,7 @@ async fn a_websocket_closes_when_its_session_ends() {
         .find_map(|c| c.strip_prefix("stepgate_session="))
         .unwrap()
         .to_string();
-    let mut req = format!("ws://127.0.0.1:{}/socket", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "host",
-        format!("ws.test:{}", h.addr.port()).parse().unwrap(),
-    );
+    let mut req = ws_request(&h);
     req.headers_mut().insert(
         "cookie",
         format!("stepgate_session={session}").parse().unwrap(),
