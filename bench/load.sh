@@ -222,6 +222,9 @@ FA_URL="http://127.0.0.1:$SG_PORT/_stepgate/auth/forward"
 FA_HEADERS=(-H "Cookie: $COOKIE" -H "X-Forwarded-Method: GET" -H "X-Forwarded-Proto: http"
   -H "X-Forwarded-Host: $APP_HOST:$SG_PORT" -H "X-Forwarded-Uri: /")
 PROXY_HEADERS=(-H "Host: $APP_HOST:$SG_PORT" -H "Cookie: $COOKIE")
+# Every measured request carries a browser's User-Agent, as real traffic does (stepgate
+# reads it for the policy's user-agent conditions; without one that work is skipped).
+UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 check() {
   local name=$1 url=$2; shift 2
@@ -247,6 +250,7 @@ if [ "${HOLD:-0}" = 1 ]; then
     echo "PROXY_URL=http://127.0.0.1:$SG_PORT/ FA_URL=$FA_URL"
     printf 'PROXY_HEADERS=('; printf '%q ' "${PROXY_HEADERS[@]}"; echo ')'
     printf 'FA_HEADERS=('; printf '%q ' "${FA_HEADERS[@]}"; echo ')'
+    printf 'UA=%q\n' "$UA"
   } >"$WORK/targets.env"
   echo "bench: holding; targets in $WORK/targets.env (Ctrl-C to stop)"
   while true; do sleep 3600; done
@@ -271,7 +275,7 @@ measure() {
   local out before after requests
   # shellcheck disable=SC2086
   before="$(cpu_ticks $pids)"
-  out="$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url")"
+  out="$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "User-Agent: $UA" "$@" "$url")"
   # shellcheck disable=SC2086
   after="$(cpu_ticks $pids)"
   echo "$out" >"$WORK/wrk-$name.txt"
@@ -303,7 +307,7 @@ declare -A LAT50 LAT99
 measure_latency() {
   local name=$1 url=$2; shift 2
   local out
-  out="$(wrk -t1 -c1 -d"$LAT_DURATION" --latency "$@" "$url")"
+  out="$(wrk -t1 -c1 -d"$LAT_DURATION" --latency -H "User-Agent: $UA" "$@" "$url")"
   echo "$out" >"$WORK/wrk-latency-$name.txt"
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "bench: $name had non-2xx responses at one connection" >&2

@@ -216,7 +216,7 @@ pub struct NetworkContext {
 }
 
 /// The parsed user agent.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserAgentContext {
     /// The raw `User-Agent` header.

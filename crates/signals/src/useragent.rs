@@ -56,11 +56,43 @@ pub fn parse(ua: &str) -> ParsedUserAgent {
     }
 }
 
+/// User agents longer than this are parsed on each request and never cached.
+const CACHEABLE_LEN: usize = 512;
+/// Parsed user agents kept per thread; when full, the cache starts over.
+const CACHED_AGENTS: usize = 256;
+
+std::thread_local! {
+    /// The user agents this thread parsed lately. A user's browser sends the same one on
+    /// every request, and parsing it by woothee's rules is one of the costliest steps of a
+    /// request's decision. Per thread, so no lock; the std map's keyed hash keeps crafted
+    /// agents from colliding, and the caps bound its memory.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<Box<str>, UserAgentContext>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// The policy engine's view of the user agent.
 pub fn user_agent_context(raw: Option<&str>) -> UserAgentContext {
     let Some(raw) = raw.filter(|s| !s.is_empty()) else {
         return UserAgentContext::default();
     };
+    if raw.len() > CACHEABLE_LEN {
+        return context_of(raw);
+    }
+    if let Some(hit) = PARSED.with(|m| m.borrow().get(raw).cloned()) {
+        return hit;
+    }
+    let c = context_of(raw);
+    PARSED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= CACHED_AGENTS {
+            m.clear();
+        }
+        m.insert(raw.into(), c.clone());
+    });
+    c
+}
+
+fn context_of(raw: &str) -> UserAgentContext {
     let p = parse(raw);
     UserAgentContext {
         raw: Some(raw.to_owned()),
@@ -117,5 +149,32 @@ mod tests {
         let c = user_agent_context(None);
         assert!(c.raw.is_none() && c.browser.is_none());
         let _ = parse("\u{0}\u{fffd}((((;;;");
+    }
+
+    #[test]
+    fn a_cached_agent_reads_as_a_fresh_parse_and_the_cache_stays_bounded() {
+        let chrome = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        let firefox =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
+        for _ in 0..2 {
+            assert_eq!(user_agent_context(Some(chrome)), context_of(chrome));
+            assert_eq!(user_agent_context(Some(firefox)), context_of(firefox));
+        }
+        assert_eq!(
+            user_agent_context(Some(chrome)).os.as_deref(),
+            Some("macOS"),
+            "each agent keeps its own reading"
+        );
+        for i in 0..(CACHED_AGENTS * 2) {
+            let ua = format!("agent/{i}");
+            assert_eq!(
+                user_agent_context(Some(&ua)).raw.as_deref(),
+                Some(ua.as_str())
+            );
+            assert!(PARSED.with(|m| m.borrow().len()) <= CACHED_AGENTS);
+        }
+        let long = format!("Mozilla/5.0 {}", "x".repeat(CACHEABLE_LEN));
+        assert_eq!(user_agent_context(Some(&long)), context_of(&long));
+        assert!(PARSED.with(|m| !m.borrow().contains_key(long.as_str())));
     }
 }
