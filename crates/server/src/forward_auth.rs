@@ -157,7 +157,7 @@ async fn respond(
             uri: &orig.uri,
             headers,
             host: &orig.host,
-            url: orig.url.clone(),
+            url: Some(&orig.url),
             ip,
         };
         // A trusted proxy may pass the client certificate it verified (the same header the

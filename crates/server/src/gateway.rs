@@ -15,7 +15,7 @@ use stepgate_store::UserRecord;
 
 use crate::context::{client_ip, request_context};
 use crate::demo;
-use crate::proxy::{self, bad_gateway, strip_hop_by_hop, strip_identity};
+use crate::proxy::{self, bad_gateway, strip_hop_by_hop};
 use crate::session::Session;
 use crate::signals;
 use crate::state::{Runtime, Shared};
@@ -123,10 +123,23 @@ pub struct AccessRequest<'a> {
     pub headers: &'a axum::http::HeaderMap,
     /// The host the client asked for.
     pub host: &'a str,
-    /// The absolute URL the client asked for (the return target).
-    pub url: String,
+    /// The absolute URL the client asked for (the return target), when a front proxy
+    /// reported it; `None` for the request being proxied, whose URL [`AccessRequest::url`]
+    /// builds from its own host and path only when a refusal needs it.
+    pub url: Option<&'a str>,
     /// The client address (after trusted-proxy handling).
     pub ip: IpAddr,
+}
+
+impl AccessRequest<'_> {
+    /// The absolute URL the client asked for: where to send them back after signing in or
+    /// stepping up.
+    pub fn url(&self, rt: &Runtime) -> String {
+        match self.url {
+            Some(u) => u.to_string(),
+            None => web::request_url(self.headers, self.uri, rt.config.sessions.cookie.secure),
+        }
+    }
 }
 
 /// Decides one app request: session, context, policy, step-up satisfaction.
@@ -164,7 +177,7 @@ pub async fn decide_with<'a>(
         login: format!(
             "{}/login?t={}",
             rt.portal(),
-            web::sign_return(st, rt, &r.url, now).unwrap_or_default()
+            web::sign_return(st, rt, &r.url(rt), now).unwrap_or_default()
         ),
     };
     let Some(session) = session.filter(|s| !s.data.pending) else {
@@ -244,13 +257,13 @@ pub async fn decide_with<'a>(
                         .and_then(|v| v.to_str().ok())
                         .filter(|u| web::allowed_target(rt, u))
                         .map(str::to_string)
-                        .or_else(|| Some(r.url.clone()))
+                        .or_else(|| Some(r.url(rt)))
                 };
                 let token = web::sign_step(
                     st,
                     rt,
                     &StepToken {
-                        rt: r.url.clone(),
+                        rt: r.url(rt),
                         back,
                         req: req.clone(),
                         why: why.clone(),
@@ -277,7 +290,7 @@ pub async fn decide_with<'a>(
                 st,
                 rt,
                 &web::BlockedToken {
-                    rt: r.url.clone(),
+                    rt: r.url(rt),
                     message: message.clone(),
                     items: items.clone(),
                     policy: policy.clone(),
@@ -371,14 +384,13 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     let host = web::request_host(req.headers(), req.uri()).to_string();
     let api = web::is_api(req.headers());
     let ip = client_ip(peer.0, req.headers(), &rt.config.trusted_proxies);
-    let url = web::request_url(req.headers(), req.uri(), rt.config.sessions.cookie.secure);
     let verdict = {
         let ar = AccessRequest {
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),
             host: &host,
-            url,
+            url: None,
             ip,
         };
         let tls = req.extensions().get::<signals::PeerCertificates>();
@@ -532,14 +544,16 @@ async fn proxy(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut out));
     let own_cookies = &rt.own_cookies;
     let h = out.headers_mut();
-    strip_hop_by_hop(h);
-    strip_identity(h);
+    proxy::strip_request(h);
     proxy::strip_own_cookies(h, own_cookies);
+    // Room for the identity, assertion and forwarding headers at once: the map hyper
+    // parsed is sized to the client's headers and would otherwise grow (rehash) twice.
+    h.reserve(16);
     if let Some(p) = &upgrade {
         proxy::set_upgrade(h, p.clone());
     }
     for (name, value) in identity_headers(grant.user, grant.assurance) {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(name, v);
         }
     }

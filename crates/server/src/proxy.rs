@@ -207,14 +207,14 @@ pub static REMOTE_HEADERS: [HeaderName; 7] = [
 
 /// Headers a client may never set towards an upstream besides [`REMOTE_HEADERS`]: identity
 /// is stepgate's to assert.
-static OTHER_IDENTITY_HEADERS: [HeaderName; 4] = [
+pub static OTHER_IDENTITY_HEADERS: [HeaderName; 4] = [
     names::X_STEPGATE_ASSERTION,
     HeaderName::from_static("x-forwarded-user"),
     HeaderName::from_static("x-forwarded-email"),
     HeaderName::from_static("x-forwarded-groups"),
 ];
 
-static HOP_BY_HOP: [HeaderName; 9] = [
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -225,30 +225,97 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
     HeaderName::from_static("proxy-connection"),
 ];
-/// Removes hop-by-hop headers (including those named in `Connection`).
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+
+/// Whether `name` (lower case, as [`HeaderName::as_str`] gives it) is one of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+/// Whether `name` is one of [`REMOTE_HEADERS`] or [`OTHER_IDENTITY_HEADERS`].
+fn is_identity(name: &str) -> bool {
+    matches!(
+        name,
+        "remote-user"
+            | "remote-groups"
+            | "remote-email"
+            | "remote-name"
+            | "remote-aal"
+            | "remote-amr"
+            | "remote-auth-time"
+            | "x-stepgate-assertion"
+            | "x-forwarded-user"
+            | "x-forwarded-email"
+            | "x-forwarded-groups"
+    )
+}
+
+/// Whether `name` is one of [`REWRITE_HEADERS`].
+fn is_rewrite(name: &str) -> bool {
+    matches!(
+        name,
+        "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-method"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+    )
+}
+
+/// Whether `name` is one of [`FORWARDING_HEADERS`].
+fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    )
+}
+
+/// Removes every header whose name `drop` picks, and, when `connection_named`, every header
+/// a `Connection` header names. It looks once at each header present: a request carries a
+/// handful, while the lists to strip are long, and removing a name that is absent still
+/// costs a hash and a probe (this runs on every proxied request and response).
+fn remove_matching(h: &mut HeaderMap, connection_named: bool, drop: impl Fn(&str) -> bool) {
+    let mut gone: Vec<HeaderName> = h.keys().filter(|n| drop(n.as_str())).cloned().collect();
+    if connection_named && h.contains_key(header::CONNECTION) {
+        gone.extend(
+            h.get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|s| s.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
     }
-    for n in &HOP_BY_HOP {
+    for n in gone {
         h.remove(n);
     }
+}
+
+/// Removes hop-by-hop headers (including those named in `Connection`).
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    remove_matching(h, true, is_hop_by_hop);
 }
 
 /// Headers with which some upstream frameworks let a request name another path or method
 /// than its own (Symfony, Laravel and IIS read `X-Original-URL`/`X-Rewrite-URL`; Express,
 /// ASP.NET and others honour method overrides). The request is decided on its own path and
 /// method, so the upstream must not be told another.
-static REWRITE_HEADERS: [HeaderName; 6] = [
+pub static REWRITE_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("x-original-method"),
@@ -260,13 +327,16 @@ static REWRITE_HEADERS: [HeaderName; 6] = [
 /// Removes every identity header a client sent, and every header that would make the
 /// upstream serve another path or method than the one decided on.
 pub fn strip_identity(h: &mut HeaderMap) {
-    for n in REMOTE_HEADERS
-        .iter()
-        .chain(&OTHER_IDENTITY_HEADERS)
-        .chain(&REWRITE_HEADERS)
-    {
-        h.remove(n);
-    }
+    remove_matching(h, false, |n| is_identity(n) || is_rewrite(n));
+}
+
+/// Removes from a request going upstream, in one pass, everything [`strip_hop_by_hop`],
+/// [`strip_identity`] and [`set_forwarding`] remove: what only stepgate may say about the
+/// client, and what is for this hop alone.
+pub fn strip_request(h: &mut HeaderMap) {
+    remove_matching(h, true, |n| {
+        is_hop_by_hop(n) || is_identity(n) || is_rewrite(n) || is_forwarding(n)
+    });
 }
 
 /// Removes stepgate's own cookies (`own` names: the session, device and portal cookies)
@@ -465,11 +535,32 @@ pub static FORWARDING_HEADERS: [HeaderName; 6] = [
 /// Replaces every forwarding header with what stepgate knows: the client address (already
 /// resolved through the trusted proxies), the host asked for and the scheme.
 pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
-    for n in &FORWARDING_HEADERS {
-        h.remove(n);
-    }
+    remove_matching(h, false, is_forwarding);
+    // Values are built as owned strings and handed over without another copy.
+    let value = |s: String| HeaderValue::try_from(s).ok();
     let ip = client.to_string();
-    if let Ok(v) = HeaderValue::from_str(&ip) {
+    // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
+    // Built by appending: this runs on every proxied request.
+    let mut forwarded = String::with_capacity(32 + ip.len() + host.len());
+    forwarded.push_str("for=");
+    if client.is_ipv6() {
+        forwarded.push_str("\"[");
+        forwarded.push_str(&ip);
+        forwarded.push_str("]\"");
+    } else {
+        forwarded.push_str(&ip);
+    }
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if host_ok && !host.is_empty() {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(v) = value(ip) {
         h.insert(names::X_FORWARDED_FOR, v.clone());
         h.insert(names::X_REAL_IP, v);
     }
@@ -484,26 +575,8 @@ pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, p
             HeaderValue::from_static("http")
         },
     );
-    let mut set = |name: HeaderName, v: String| {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(name, v);
-        }
-    };
-    // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
-    let node = match client {
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        _ => ip,
-    };
-    let host_ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-    if host_ok && !host.is_empty() {
-        set(
-            names::FORWARDED,
-            format!("for={node};host=\"{host}\";proto={proto}"),
-        );
-    } else {
-        set(names::FORWARDED, format!("for={node};proto={proto}"));
+    if let Some(v) = value(forwarded) {
+        h.insert(names::FORWARDED, v);
     }
 }
 
@@ -541,6 +614,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
+        let listed = HOP_BY_HOP
+            .iter()
+            .chain(&REMOTE_HEADERS)
+            .chain(&OTHER_IDENTITY_HEADERS)
+            .chain(&REWRITE_HEADERS)
+            .chain(&FORWARDING_HEADERS);
+        let mut h = HeaderMap::new();
+        for n in listed.clone() {
+            h.append(n, HeaderValue::from_static("spoofed"));
+            h.append(n, HeaderValue::from_static("twice"));
+        }
+        h.insert(
+            header::CONNECTION,
+            "close, X-Hop, Bad Name".parse().unwrap(),
+        );
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert(header::ACCEPT, "text/html".parse().unwrap());
+        h.insert("x-app-header", "kept".parse().unwrap());
+        h.insert("remote-user-agent", "kept".parse().unwrap());
+        strip_request(&mut h);
+        for n in listed {
+            assert!(h.get(n).is_none(), "{n} reached the upstream");
+        }
+        assert!(
+            h.get("x-hop").is_none(),
+            "a header Connection names is hop-by-hop"
+        );
+        let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "remote-user-agent", "x-app-header"]);
+
+        // The narrower strips each take only their own.
+        let mut h = HeaderMap::new();
+        h.insert(names::REMOTE_USER, "x".parse().unwrap());
+        h.insert(names::X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-original-url", "/admin".parse().unwrap());
+        strip_identity(&mut h);
+        let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["te", "x-forwarded-for"]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["x-forwarded-for"]);
+    }
+
+    #[test]
     fn forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
@@ -557,6 +678,18 @@ mod tests {
             "for=\"[2001:db8::1]\";host=\"app.example.com\";proto=https"
         );
         assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        // One the client sent that stepgate does not set is gone all the same.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-port", "1".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.test".parse().unwrap());
+        set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), "bad\u{7f}host", "http");
+        assert!(h.get("x-forwarded-port").is_none());
+        assert!(
+            h.get("x-forwarded-host").is_none(),
+            "a host that is no header value"
+        );
+        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http");
+        assert_eq!(h["x-real-ip"], "10.0.0.1");
     }
 
     #[test]

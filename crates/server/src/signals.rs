@@ -261,12 +261,12 @@ pub fn presented_certificates(
 
 /// The history key of a user's sign-ins in the hot store.
 pub fn history_key(user_id: &str) -> String {
-    format!("signins:{user_id}")
+    ["signins:", user_id].concat()
 }
 
 /// The hot-store index of the sessions bound to a device.
 pub fn device_sessions_key(device_id: &str) -> String {
-    format!("device-sessions:{device_id}")
+    ["device-sessions:", device_id].concat()
 }
 
 /// The user's sign-in history, oldest first.

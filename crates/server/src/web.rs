@@ -102,6 +102,18 @@ pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for piece in s.split(';') {
+            // Nothing to decode: the name and value are the trimmed text either side of
+            // the first `=`, as the parser takes them, without running the whole parser.
+            if !piece.contains('%') {
+                let Some((name, value)) = piece.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim();
+                if !name.is_empty() && wanted.contains(&name) {
+                    jar = jar.add(Cookie::new(name.to_owned(), value.trim().to_owned()));
+                }
+                continue;
+            }
             let name = cookie_name(piece);
             // A percent-encoded name may decode to a wanted one: parse it to see.
             if !wanted.contains(&name) && !name.contains('%') {
@@ -550,6 +562,26 @@ mod tests {
         assert_eq!(jar.get(&device).unwrap().value(), "dAv");
         assert!(jar.get("_ga").is_none() && jar.get("theme").is_none());
         assert_eq!(jar.iter().count(), 3);
+
+        // Odd but plain (unencoded) pieces read as the parser reads them: spaces trimmed,
+        // quotes and `=` in the value kept, a piece without `=` or without a name skipped.
+        for line in [
+            format!(" {session} = \"a=b\" ;{device}; ={device}"),
+            format!("{session}=;{device}=x=y;{}", demo::DEVICE_COOKIE),
+            format!("{session}\t=\tv\t; {device}=one; {device}=two"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_str(&line).unwrap());
+            let full = CookieJar::from_headers(&h);
+            let jar = decision_cookies(&rt, &h);
+            for name in [session.as_str(), device.as_str(), demo::DEVICE_COOKIE] {
+                assert_eq!(
+                    jar.get(name).map(|c| c.value().to_string()),
+                    full.get(name).map(|c| c.value().to_string()),
+                    "{name} in {line:?}"
+                );
+            }
+        }
     }
 
     #[test]
