@@ -210,6 +210,8 @@ pub(crate) struct AppEntry {
     pub(crate) sensitivity: Sensitivity,
     pub(crate) tags: Box<[Box<str>]>,
     pub(crate) routes: Box<[CompiledRoute]>,
+    /// Path patterns match this app's requests ignoring ASCII case.
+    pub(crate) ignore_case: bool,
     /// Enabled policies targeting this app, by priority.
     pub(crate) candidates: Box<[u32]>,
 }
@@ -500,6 +502,7 @@ impl<'a> Compiler<'a> {
                 sensitivity: a.sensitivity,
                 tags: boxed(&a.tags),
                 routes: routes.into(),
+                ignore_case: a.case_insensitive_paths,
                 candidates: Box::new([]),
             });
         }

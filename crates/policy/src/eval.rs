@@ -37,6 +37,8 @@ struct Bound<'a> {
     app: Option<(u32, &'a AppEntry)>,
     route: Option<&'a CompiledRoute>,
     method: u16,
+    /// The app's paths are matched ignoring ASCII case.
+    ignore_case: bool,
     zones: &'a [ZoneId],
     zone_names: &'a [Box<str>],
 }
@@ -50,9 +52,11 @@ impl PolicySet {
             .as_deref()
             .and_then(|id| self.app_ids.get(id))
             .map(|&i| (i, &self.apps[i as usize]));
+        let ignore_case = app.is_some_and(|(_, a)| a.ignore_case);
         let route = app.and_then(|(_, a)| {
             a.routes.iter().find(|r| {
-                (r.methods == 0 || r.methods & method != 0) && r.path.matches(&ctx.request.path)
+                (r.methods == 0 || r.methods & method != 0)
+                    && r.path.matches_case(&ctx.request.path, ignore_case)
             })
         });
         let zones = match ctx.network.ip {
@@ -64,6 +68,7 @@ impl PolicySet {
             app,
             route,
             method,
+            ignore_case,
             zones,
             zone_names: &self.zone_names,
         }
@@ -220,7 +225,7 @@ fn routes_match(p: &CompiledPolicy, b: &Bound<'_>) -> bool {
             && (s.methods == 0 || s.methods & b.method != 0)
             && s.path
                 .as_ref()
-                .is_none_or(|pp| pp.matches(&b.ctx.request.path))
+                .is_none_or(|pp| pp.matches_case(&b.ctx.request.path, b.ignore_case))
     })
 }
 
@@ -316,7 +321,9 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
             .is_some_and(|(_, a)| mask & (1 << (a.sensitivity as u8)) != 0),
         Cond::Request { methods, path } => {
             (*methods == 0 || methods & b.method != 0)
-                && path.as_ref().is_none_or(|p| p.matches(&ctx.request.path))
+                && path
+                    .as_ref()
+                    .is_none_or(|p| p.matches_case(&ctx.request.path, b.ignore_case))
         }
     }
 }

@@ -51,13 +51,24 @@ impl PathPattern {
 
     /// Whether a request path matches.
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_case(path, false)
+    }
+
+    /// Whether a request path matches, literal segments compared without regard to ASCII
+    /// case when `ignore_case` (for an upstream that serves `/Admin` as `/admin`).
+    pub fn matches_case(&self, path: &str, ignore_case: bool) -> bool {
         let mut parts = path.split('/').filter(|p| !p.is_empty());
         for seg in self.segments.iter() {
             match (seg, parts.next()) {
                 (_, None) => return false,
                 (Segment::Any, Some(_)) => {}
                 (Segment::Literal(l), Some(p)) => {
-                    if **l != *p {
+                    let same = if ignore_case {
+                        l.eq_ignore_ascii_case(p)
+                    } else {
+                        **l == *p
+                    };
+                    if !same {
                         return false;
                     }
                 }
@@ -114,6 +125,10 @@ mod tests {
         assert!(p("/**").matches("/"));
         assert!(p("/").matches("/"));
         assert!(!p("/").matches("/x"));
+        assert!(!p("/admin/**").matches("/ADMIN/users"));
+        assert!(p("/admin/**").matches_case("/ADMIN/users", true));
+        assert!(p("/Licences/*/revoke").matches_case("/licences/7/REVOKE", true));
+        assert!(!p("/admin/**").matches_case("/administrator", true));
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct AppSpec {
     /// Routes with their own tags (`sensitive`, …); most specific match wins.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// The upstream treats paths without regard to case (IIS, ASP.NET, a case-insensitive
+    /// file system): route and policy path patterns then match this app's requests
+    /// ignoring ASCII case, so `/ADMIN` is the `/admin/**` it reaches.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
 }
 
 /// A route inside an app.

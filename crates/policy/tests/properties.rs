@@ -330,3 +330,40 @@ fn trace_records_seen_values() {
         .unwrap();
     assert!(!dev.held && dev.seen == "registered", "{dev:?}");
 }
+
+#[test]
+fn a_case_insensitive_app_matches_paths_in_any_case_and_only_it() {
+    let set = compile_yaml(
+        "apps:
+  - { id: iis, case_insensitive_paths: true, routes: [ { path: /admin/**, tags: [admin] } ] }
+  - { id: unix, routes: [ { path: /admin/**, tags: [admin] } ] }
+policies:
+  - { name: admin, priority: 1, targets: { routes: [ { tags: [admin] } ] }, outcome: deny }
+  - { name: reports, priority: 2, targets: { routes: [ { path: /Reports/** } ] }, outcome: deny }
+  - { name: export, priority: 3, conditions: [ { request: { path: /export/* } } ], outcome: deny }
+  - { name: rest, priority: 9, outcome: allow }
+",
+    );
+    let decide = |app: &str, path: &str| {
+        let ctx: RequestContext = serde_json::from_str(&format!(
+            r#"{{"request": {{"app": "{app}", "method": "GET", "path": "{path}"}}}}"#
+        ))
+        .unwrap();
+        let d = set.decide(&ctx);
+        assert_eq!(d.kind(), set.explain(&ctx).outcome, "{app} {path}");
+        d.policy.unwrap_or("default").to_string()
+    };
+    // What an IIS upstream serves as /admin is /admin to the policy, whatever the case.
+    for path in ["/admin/users", "/ADMIN/users", "/Admin"] {
+        assert_eq!(decide("iis", path), "admin", "{path}");
+    }
+    assert_eq!(decide("iis", "/reports/q3"), "reports");
+    assert_eq!(decide("iis", "/EXPORT/all"), "export");
+    assert_eq!(decide("iis", "/administrator"), "rest");
+    // A case-sensitive upstream serves /ADMIN as another resource: no admin route.
+    assert_eq!(decide("unix", "/admin/users"), "admin");
+    assert_eq!(decide("unix", "/ADMIN/users"), "rest");
+    assert_eq!(decide("unix", "/reports/q3"), "rest");
+    assert_eq!(decide("unix", "/Reports/q3"), "reports");
+    assert_eq!(decide("unix", "/EXPORT/all"), "rest");
+}
