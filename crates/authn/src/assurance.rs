@@ -491,17 +491,31 @@ pub fn meets(
     cfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> bool {
-    unmet(factors, req, cfg, now).is_empty()
+    unmet(factors, &assess_factors(factors, cfg), req, cfg, now).is_empty()
 }
 
+/// [`meets`] for a caller that already assessed the factors: `assessed` is
+/// `assess_factors(factors, cfg)` (the gateway needs it for the identity it asserts too, and
+/// assesses once per request).
+pub fn meets_assessed(
+    factors: &[PassedFactor],
+    assessed: &Assurance,
+    req: &StepUpRequirement,
+    cfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> bool {
+    unmet(factors, assessed, req, cfg, now).is_empty()
+}
+
+/// What `factors` (assessed as `all`) lack for `req` at `now`.
 fn unmet(
     factors: &[PassedFactor],
+    all: &Assurance,
     req: &StepUpRequirement,
     cfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
     let mut out = Vec::new();
-    let all = assess_factors(factors, cfg);
     let fresh: Vec<&PassedFactor> = factors
         .iter()
         .filter(|f| is_fresh(f, req.max_age, cfg, now))
@@ -587,7 +601,7 @@ pub fn satisfies(
     now: DateTime<Utc>,
 ) -> Satisfaction {
     let assurance = assess_factors(&state.factors, cfg);
-    let missing = unmet(&state.factors, req, cfg, now);
+    let missing = unmet(&state.factors, &assurance, req, cfg, now);
     if missing.is_empty() {
         return Satisfaction {
             satisfied: true,
@@ -612,7 +626,7 @@ pub fn satisfies(
     let works = |extra: &[&EnrolledFactor]| {
         let mut fs = state.factors.clone();
         fs.extend(extra.iter().map(|e| passed_now(e)));
-        unmet(&fs, req, cfg, now).is_empty()
+        unmet(&fs, &assess_factors(&fs, cfg), req, cfg, now).is_empty()
     };
     let mut candidates: Vec<Vec<FactorKind>> = Vec::new();
     let push = |candidates: &mut Vec<Vec<FactorKind>>, c: Vec<FactorKind>| {

@@ -28,8 +28,8 @@ pub mod totp;
 pub mod webauthn;
 
 pub use assurance::{
-    assess, assess_factors, meets, satisfies, Assurance, AssuranceConfig, AuthState,
-    EnrolledFactor, MaxAge, PassedFactor, Satisfaction, StepUpRequirement, Unmet,
+    assess, assess_factors, meets, meets_assessed, satisfies, Assurance, AssuranceConfig,
+    AuthState, EnrolledFactor, MaxAge, PassedFactor, Satisfaction, StepUpRequirement, Unmet,
 };
 pub use config::{FactorsConfig, RegulationConfig};
 pub use factor::{AuthenticatorClass, FactorKind, FactorMaterial};

@@ -597,6 +597,7 @@ pub async fn decide<'a>(
     }
     Verdict::Allow {
         user: std::sync::Arc::new(user),
+        assurance: Box::new(session.data.assurance(&rt.config.assurance)),
         session: Box::new(session),
         app,
         ip: r.ip,

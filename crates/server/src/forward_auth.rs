@@ -172,9 +172,9 @@ async fn respond(
             session,
             app,
             bearer,
+            assurance,
             ..
         } => {
-            let assurance = session.data.assurance(&rt.config.assurance);
             let grant = gateway::Grant {
                 user: &user,
                 session: &session,

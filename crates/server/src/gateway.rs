@@ -75,6 +75,8 @@ pub enum Verdict<'a> {
         /// The verified bearer token the request was judged on (then `session` is a
         /// stand-in built from its claims, never stored).
         bearer: Option<Box<crate::bearer::BearerIdentity>>,
+        /// The assurance the session reached (assessed once per request).
+        assurance: Box<Assurance>,
     },
     /// No (complete) session: sign in first. `login` is the portal path with a signed
     /// return target.
@@ -220,6 +222,7 @@ pub async fn decide_with<'a>(
     };
     signals::bind_session_device(st, &session, ctx.device.as_ref()).await;
     let decision = rt.config.policy_set.decide(&ctx);
+    let assurance = session.data.assurance(&rt.config.assurance);
     match decision.outcome {
         Outcome::Allow if !session.data.needs_step_up => {}
         Outcome::Allow | Outcome::StepUp(_) => {
@@ -232,8 +235,9 @@ pub async fn decide_with<'a>(
                     ..Default::default()
                 },
             };
-            let met = stepgate_authn::meets(
+            let met = stepgate_authn::meets_assessed(
                 &session.data.factors,
+                &assurance,
                 &req.to_authn(),
                 &rt.config.assurance,
                 now,
@@ -313,6 +317,7 @@ pub async fn decide_with<'a>(
         app,
         ip: r.ip,
         bearer: None,
+        assurance: Box::new(assurance),
     }
 }
 
@@ -404,8 +409,8 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
             app,
             ip,
             bearer,
+            assurance,
         } => {
-            let assurance = session.data.assurance(&rt.config.assurance);
             let grant = Grant {
                 user: &user,
                 session: &session,
