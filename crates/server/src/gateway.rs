@@ -248,6 +248,7 @@ pub async fn decide_with<'a>(
                     _ => None,
                 }
                 .unwrap_or_else(|| format!("This needs {}.", req.describe()));
+                let url = r.url(rt);
                 // A GET is replayed by redirecting back to it. Any other method cannot be
                 // replayed safely (its body is gone, and re-sending it unseen would surprise
                 // the user), so the user returns to the page they submitted from.
@@ -261,13 +262,13 @@ pub async fn decide_with<'a>(
                         .and_then(|v| v.to_str().ok())
                         .filter(|u| web::allowed_target(rt, u))
                         .map(str::to_string)
-                        .or_else(|| Some(r.url(rt)))
+                        .or_else(|| Some(url.clone()))
                 };
                 let token = web::sign_step(
                     st,
                     rt,
                     &StepToken {
-                        rt: r.url(rt),
+                        rt: url,
                         back,
                         req: req.clone(),
                         why: why.clone(),
@@ -335,7 +336,7 @@ pub fn identity_headers(
     use crate::proxy::names;
     let mut out = Vec::with_capacity(7);
     let mut single = |name, v: &str| {
-        if v.trim_matches([' ', '\t']) == v {
+        if !padded(v) {
             out.push((name, v.to_string()));
         }
     };
@@ -355,12 +356,17 @@ pub fn identity_headers(
     out
 }
 
+/// Whether `v` starts or ends with whitespace, which HTTP drops from a field value.
+fn padded(v: &str) -> bool {
+    v.trim_matches([' ', '\t']) != v
+}
+
 /// A comma-separated header value of `items`, leaving out any item the upstream would not
 /// read back as itself (empty, with a comma, or with whitespace around it).
 pub fn header_list(items: &[String]) -> String {
     let mut out = String::new();
     for i in items {
-        if i.is_empty() || i.contains(',') || i.trim_matches([' ', '\t']) != i {
+        if i.is_empty() || i.contains(',') || padded(i) {
             tracing::debug!(item = %i, "left out of a list header: it would not read back as itself");
             continue;
         }

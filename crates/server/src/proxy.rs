@@ -193,97 +193,96 @@ pub mod names {
     pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 }
 
-/// The identity headers stepgate asserts on an allowed request (forward-auth answers
-/// always carry all of them, empty when unknown).
-pub static REMOTE_HEADERS: [HeaderName; 7] = [
-    names::REMOTE_USER,
-    names::REMOTE_GROUPS,
-    names::REMOTE_EMAIL,
-    names::REMOTE_NAME,
-    names::REMOTE_AAL,
-    names::REMOTE_AMR,
-    names::REMOTE_AUTH_TIME,
-];
+/// Declares a set of header names once, as a `static` array (to go through, e.g. to answer
+/// each one) and as a predicate on a lower-case name (to test each header a message has,
+/// compiled into one `match`).
+macro_rules! header_set {
+    ($(#[$doc:meta])* $vis:vis static $list:ident, fn $pred:ident = [$($name:literal),+ $(,)?];) => {
+        $(#[$doc])*
+        $vis static $list: [HeaderName; [$($name),+].len()] = [$(HeaderName::from_static($name)),+];
 
-/// Headers a client may never set towards an upstream besides [`REMOTE_HEADERS`]: identity
-/// is stepgate's to assert.
-pub static OTHER_IDENTITY_HEADERS: [HeaderName; 4] = [
-    names::X_STEPGATE_ASSERTION,
-    HeaderName::from_static("x-forwarded-user"),
-    HeaderName::from_static("x-forwarded-email"),
-    HeaderName::from_static("x-forwarded-groups"),
-];
-
-pub static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// Whether `name` (lower case, as [`HeaderName::as_str`] gives it) is one of [`HOP_BY_HOP`].
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-    )
+        #[doc = concat!(
+            "Whether `name` (lower case, as [`HeaderName::as_str`] gives it) is one of [`",
+            stringify!($list),
+            "`]."
+        )]
+        fn $pred(name: &str) -> bool {
+            matches!(name, $($name)|+)
+        }
+    };
 }
 
-/// Whether `name` is one of [`REMOTE_HEADERS`] or [`OTHER_IDENTITY_HEADERS`].
+header_set! {
+    /// The identity headers stepgate asserts on an allowed request (forward-auth answers
+    /// always carry all of them, empty when unknown).
+    pub static REMOTE_HEADERS, fn is_remote = [
+        "remote-user",
+        "remote-groups",
+        "remote-email",
+        "remote-name",
+        "remote-aal",
+        "remote-amr",
+        "remote-auth-time",
+    ];
+}
+
+header_set! {
+    /// Headers a client may never set towards an upstream besides [`REMOTE_HEADERS`]:
+    /// identity is stepgate's to assert.
+    pub static OTHER_IDENTITY_HEADERS, fn is_other_identity = [
+        "x-stepgate-assertion",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+    ];
+}
+
+header_set! {
+    /// Headers for one hop only (RFC 9110 §7.6.1), never passed on.
+    pub static HOP_BY_HOP, fn is_hop_by_hop = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    ];
+}
+
+header_set! {
+    /// Headers with which some upstream frameworks let a request name another path or
+    /// method than its own (Symfony, Laravel and IIS read `X-Original-URL`/`X-Rewrite-URL`;
+    /// Express, ASP.NET and others honour method overrides). The request is decided on its
+    /// own path and method, so the upstream must not be told another.
+    pub static REWRITE_HEADERS, fn is_rewrite = [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-method",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+}
+
+header_set! {
+    /// Headers about the client that only stepgate may set towards an upstream.
+    pub static FORWARDING_HEADERS, fn is_forwarding = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+    ];
+}
+
+/// Whether `name` is an identity header: one of [`REMOTE_HEADERS`] or
+/// [`OTHER_IDENTITY_HEADERS`].
 fn is_identity(name: &str) -> bool {
-    matches!(
-        name,
-        "remote-user"
-            | "remote-groups"
-            | "remote-email"
-            | "remote-name"
-            | "remote-aal"
-            | "remote-amr"
-            | "remote-auth-time"
-            | "x-stepgate-assertion"
-            | "x-forwarded-user"
-            | "x-forwarded-email"
-            | "x-forwarded-groups"
-    )
-}
-
-/// Whether `name` is one of [`REWRITE_HEADERS`].
-fn is_rewrite(name: &str) -> bool {
-    matches!(
-        name,
-        "x-original-url"
-            | "x-rewrite-url"
-            | "x-original-method"
-            | "x-http-method-override"
-            | "x-http-method"
-            | "x-method-override"
-    )
-}
-
-/// Whether `name` is one of [`FORWARDING_HEADERS`].
-fn is_forwarding(name: &str) -> bool {
-    matches!(
-        name,
-        "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-host"
-            | "x-forwarded-proto"
-            | "x-forwarded-port"
-            | "x-real-ip"
-    )
+    is_remote(name) || is_other_identity(name)
 }
 
 /// Removes every header whose name `drop` picks, and, when `connection_named`, every header
@@ -310,19 +309,6 @@ fn remove_matching(h: &mut HeaderMap, connection_named: bool, drop: impl Fn(&str
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_matching(h, true, is_hop_by_hop);
 }
-
-/// Headers with which some upstream frameworks let a request name another path or method
-/// than its own (Symfony, Laravel and IIS read `X-Original-URL`/`X-Rewrite-URL`; Express,
-/// ASP.NET and others honour method overrides). The request is decided on its own path and
-/// method, so the upstream must not be told another.
-pub static REWRITE_HEADERS: [HeaderName; 6] = [
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-original-method"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
 
 /// Removes every identity header a client sent, and every header that would make the
 /// upstream serve another path or method than the one decided on.
@@ -521,16 +507,6 @@ pub fn splice_upgraded(
         }
     });
 }
-
-/// Headers about the client that only stepgate may set towards an upstream.
-pub static FORWARDING_HEADERS: [HeaderName; 6] = [
-    names::FORWARDED,
-    names::X_FORWARDED_FOR,
-    names::X_FORWARDED_HOST,
-    names::X_FORWARDED_PROTO,
-    names::X_FORWARDED_PORT,
-    names::X_REAL_IP,
-];
 
 /// Replaces every forwarding header with what stepgate knows: the client address (already
 /// resolved through the trusted proxies), the host asked for and the scheme.
