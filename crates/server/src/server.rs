@@ -28,11 +28,19 @@ use crate::state::{AppState, Runtime, ServeOptions, Shared};
 /// Builds the whole application router.
 pub fn router(state: Shared) -> Router {
     let portal_path = state.runtime.load().portal().to_string();
+    router_at(state, &portal_path)
+}
+
+/// [`router`] with the portal's routes under `portal_path`.
+fn router_at(state: Shared, portal_path: &str) -> Router {
     let p = |s: &str| format!("{portal_path}{s}");
+    // Every route is either one of ROOT_PATHS or under the portal path: `direct_route`
+    // sends everything else straight to the gateway, past this router.
+    let [healthz, readyz, jwks] = ROOT_PATHS;
     Router::new()
-        .route("/healthz", own_path(OwnPath::Healthz))
-        .route("/readyz", own_path(OwnPath::Readyz))
-        .route("/.well-known/jwks.json", own_path(OwnPath::Jwks))
+        .route(healthz, own_path(OwnPath::Healthz))
+        .route(readyz, own_path(OwnPath::Readyz))
+        .route(jwks, own_path(OwnPath::Jwks))
         .route(
             &p("/static/style.css"),
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
@@ -124,6 +132,9 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
     );
     r
 }
+
+/// The router's only paths outside the portal path (see [`OwnPath`]).
+const ROOT_PATHS: [&str; 3] = ["/healthz", "/readyz", "/.well-known/jwks.json"];
 
 /// Stepgate's own root paths. On an app's host (other than the public URL's) they are the
 /// app's and go through the gateway like any other path, so an app keeps its own
@@ -409,7 +420,10 @@ pub(crate) async fn serve_connections(
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let router = router(state.clone());
+    // The router keeps the portal path it was built with (a reload does not rebuild it);
+    // `direct_route` must use the same.
+    let portal: Arc<str> = state.runtime.load().portal().into();
+    let router = router_at(state.clone(), &portal);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -422,7 +436,7 @@ pub(crate) async fn serve_connections(
         };
         let _ = tcp.set_nodelay(true);
         let header_timeout = state.runtime.load().config.server.header_timeout.0;
-        let router = router.clone();
+        let (router, st, portal) = (router.clone(), state.clone(), portal.clone());
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -436,7 +450,7 @@ pub(crate) async fn serve_connections(
                         return;
                     };
                     let builder = connection_builder(h2, header_timeout);
-                    let svc = service(router, peer, None);
+                    let svc = service(router, st, portal, peer, None);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -447,7 +461,7 @@ pub(crate) async fn serve_connections(
                     };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     let builder = connection_builder(h2, header_timeout);
-                    let svc = service(router, peer, Some(certs));
+                    let svc = service(router, st, portal, peer, Some(certs));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -510,10 +524,41 @@ async fn sniff_http2(tcp: &tokio::net::TcpStream, within: std::time::Duration) -
     tokio::time::timeout(within, sniff).await.ok().flatten()
 }
 
-/// The per-connection service: the router, with the peer address (and, over TLS, the
-/// client certificate chain and the [`crate::tls::Tls`] mark) in each request.
+/// A handler a request reaches without going through the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direct {
+    /// [`crate::gateway::handle`], the router's fallback.
+    Gateway,
+    /// [`crate::forward_auth::nginx`].
+    NginxAuth,
+    /// [`crate::forward_auth::forward`].
+    ForwardAuth,
+}
+
+/// Which handler the router would give `path` to, for the hot paths: any path outside the
+/// portal and [`ROOT_PATHS`] (the router has no route there, so its fallback, the gateway,
+/// answers) and the nginx and Traefik/Caddy forward-auth endpoints. `None` leaves the
+/// request to the router. Paths are compared as sent, as the router matches them.
+fn direct_route(path: &str, portal: &str) -> Option<Direct> {
+    if ROOT_PATHS.contains(&path) {
+        return None;
+    }
+    match path.strip_prefix(portal) {
+        None => Some(Direct::Gateway),
+        Some("/auth/nginx") => Some(Direct::NginxAuth),
+        Some("/auth/forward") => Some(Direct::ForwardAuth),
+        Some(_) => None,
+    }
+}
+
+/// The per-connection service: with the peer address (and, over TLS, the client
+/// certificate chain and the [`crate::tls::Tls`] mark), a request goes to the handler
+/// [`direct_route`] names, else through the router. Proxied and forward-auth requests skip
+/// the router's matching, extensions and boxing: they are most of the traffic.
 fn service(
     router: Router,
+    state: Shared,
+    portal: Arc<str>,
     peer: SocketAddr,
     tls: Option<crate::signals::PeerCertificates>,
 ) -> impl hyper::service::Service<
@@ -523,16 +568,47 @@ fn service(
     Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        let ext = req.extensions_mut();
-        ext.insert(ConnectInfo(peer));
         if let Some(certs) = &tls {
+            let ext = req.extensions_mut();
             ext.insert(crate::tls::Tls);
             if !certs.0.is_empty() {
                 ext.insert(certs.clone());
             }
         }
-        router.clone().oneshot(req)
+        let direct = direct_route(req.uri().path(), &portal);
+        let (router, st) = (router.clone(), state.clone());
+        async move {
+            let Some(direct) = direct else {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                return router.oneshot(req).await;
+            };
+            let head = req.method() == axum::http::Method::HEAD;
+            let (req, peer) = (req.map(axum::body::Body::new), ConnectInfo(peer));
+            let res = match direct {
+                Direct::Gateway => crate::gateway::handle(State(st), peer, req).await,
+                Direct::NginxAuth => crate::forward_auth::nginx(State(st), peer, req).await,
+                Direct::ForwardAuth => crate::forward_auth::forward(State(st), peer, req).await,
+            };
+            Ok(finish_like_router(res, head))
+        }
     })
+}
+
+/// What the router does to each handler's response, done for the ones that skip it: a
+/// body of known size gets its `Content-Length` if it has none, and the answer to a `HEAD`
+/// request loses its body (hyper's HTTP/1 server drops it itself, its HTTP/2 server not).
+fn finish_like_router(mut res: Response, head: bool) -> Response {
+    use axum::body::HttpBody as _;
+    if !res.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(n) = res.body().size_hint().exact() {
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    if head {
+        *res.body_mut() = axum::body::Body::empty();
+    }
+    res
 }
 
 pub(crate) async fn wait_for_stop() {
@@ -589,5 +665,74 @@ pub fn reload(state: &Shared) -> bool {
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_routes_are_the_gateway_and_forward_auth_and_nothing_the_router_serves() {
+        let portal = "/_stepgate";
+        for path in [
+            "/",
+            "/admin/users",
+            "/_stepgat",
+            "/healthz/",
+            "/readyz.json",
+            "",
+            "*",
+        ] {
+            assert_eq!(direct_route(path, portal), Some(Direct::Gateway), "{path}");
+        }
+        assert_eq!(
+            direct_route("/_stepgate/auth/nginx", portal),
+            Some(Direct::NginxAuth)
+        );
+        assert_eq!(
+            direct_route("/_stepgate/auth/forward", portal),
+            Some(Direct::ForwardAuth)
+        );
+        // Stepgate's own root paths answer for an app's host only through the router, and
+        // every other portal path is the router's (or its fallback's).
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/.well-known/jwks.json",
+            "/_stepgate",
+            "/_stepgate/login",
+            "/_stepgate/auth/forward/",
+            "/_stepgate/auth/envoy/x",
+            "/_stepgate/auth/%6eginx",
+            "/_stepgatex",
+        ] {
+            assert_eq!(direct_route(path, portal), None, "{path}");
+        }
+        assert_eq!(
+            direct_route("/_stepgate/login", "/sso"),
+            Some(Direct::Gateway)
+        );
+        assert_eq!(
+            direct_route("/sso/auth/nginx", "/sso"),
+            Some(Direct::NginxAuth)
+        );
+    }
+
+    #[test]
+    fn a_direct_answer_is_finished_as_the_router_finishes_one() {
+        let r = finish_like_router("four".into_response(), false);
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "4");
+        let r = finish_like_router("four".into_response(), true);
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "4");
+        assert_eq!(axum::body::HttpBody::size_hint(r.body()).exact(), Some(0));
+        let mut told = "four".into_response();
+        told.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("4"));
+        let r = finish_like_router(told, false);
+        assert_eq!(
+            r.headers().get_all(header::CONTENT_LENGTH).iter().count(),
+            1
+        );
     }
 }

@@ -1517,3 +1517,45 @@ async fn a_websocket_closes_when_its_session_ends() {
     .await;
     assert!(closed.is_ok(), "the WebSocket outlived its session");
 }
+
+#[tokio::test]
+async fn a_head_request_gets_a_gets_headers_and_no_body_on_both_protocols() {
+    let h = start().await;
+    let h1 = h.client(None);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("api.test", h.addr)
+        .build()
+        .unwrap();
+    // An API refusal: a JSON body of stepgate's own, answered without the router.
+    let url = h.url("api.test", "/v1/report");
+    for (c, version) in [
+        (h1, reqwest::Version::HTTP_11),
+        (h2, reqwest::Version::HTTP_2),
+    ] {
+        let get = c
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.version(), version);
+        let status = get.status();
+        assert!(status.is_client_error(), "{status}");
+        let body = get.bytes().await.unwrap();
+        assert!(!body.is_empty());
+        let head = c
+            .head(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), status, "{version:?}");
+        assert_eq!(
+            head.headers()["content-length"],
+            body.len().to_string().as_str(),
+            "{version:?}: the length a GET would get"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "{version:?}");
+    }
+}
