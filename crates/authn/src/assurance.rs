@@ -5,8 +5,6 @@
 //!
 //! Pure functions over plain data: no I/O, no clock (the caller passes `now`).
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stepgate_policy::HumanDuration;
@@ -34,6 +32,32 @@ pub struct FactorAssurance {
 impl FactorAssurance {
     /// NIST SP 800-63B-strict defaults for a factor kind (see docs/assurance.md).
     pub fn nist_default(kind: FactorKind) -> Self {
+        let (amr, t) = nist(kind);
+        FactorAssurance {
+            amr: amr.into(),
+            class: t.class,
+            phishing_resistant: t.phishing_resistant,
+            counts_toward_aal: t.counts_toward_aal,
+            restricted: t.restricted,
+            multi_factor: t.multi_factor,
+        }
+    }
+}
+
+/// A factor kind's effective mapping without its `amr`: what assessing factors needs, with
+/// no allocation (the assessment runs on every proxied request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FactorTraits {
+    class: AuthenticatorClass,
+    phishing_resistant: bool,
+    counts_toward_aal: bool,
+    restricted: bool,
+    multi_factor: bool,
+}
+
+/// The NIST SP 800-63B-strict `amr` and traits of a factor kind.
+fn nist(kind: FactorKind) -> (&'static str, FactorTraits) {
+    {
         let (amr, class, pr, counts, restricted, mf) = match kind {
             FactorKind::Password => (
                 "pwd",
@@ -92,14 +116,16 @@ impl FactorAssurance {
                 true,
             ),
         };
-        FactorAssurance {
-            amr: amr.into(),
-            class,
-            phishing_resistant: pr,
-            counts_toward_aal: counts,
-            restricted,
-            multi_factor: mf,
-        }
+        (
+            amr,
+            FactorTraits {
+                class,
+                phishing_resistant: pr,
+                counts_toward_aal: counts,
+                restricted,
+                multi_factor: mf,
+            },
+        )
     }
 }
 
@@ -169,7 +195,23 @@ impl Default for AssuranceConfig {
 impl AssuranceConfig {
     /// The effective mapping for a factor kind.
     pub fn factor(&self, kind: FactorKind) -> FactorAssurance {
-        let o = match kind {
+        let t = self.traits(kind);
+        FactorAssurance {
+            amr: self
+                .overrides(kind)
+                .amr
+                .clone()
+                .unwrap_or_else(|| nist(kind).0.into()),
+            class: t.class,
+            phishing_resistant: t.phishing_resistant,
+            counts_toward_aal: t.counts_toward_aal,
+            restricted: t.restricted,
+            multi_factor: t.multi_factor,
+        }
+    }
+
+    fn overrides(&self, kind: FactorKind) -> &FactorAssuranceOverride {
+        match kind {
             FactorKind::Password => &self.factors.password,
             FactorKind::SecurityQuestions => &self.factors.security_questions,
             FactorKind::Totp => &self.factors.totp,
@@ -177,16 +219,25 @@ impl AssuranceConfig {
             FactorKind::SmsOtp => &self.factors.sms_otp,
             FactorKind::RecoveryCodes => &self.factors.recovery_codes,
             FactorKind::Webauthn => &self.factors.webauthn,
-        };
-        let d = FactorAssurance::nist_default(kind);
-        FactorAssurance {
-            amr: o.amr.clone().unwrap_or(d.amr),
+        }
+    }
+
+    /// [`Self::factor`] without the `amr`.
+    fn traits(&self, kind: FactorKind) -> FactorTraits {
+        let (o, d) = (self.overrides(kind), nist(kind).1);
+        FactorTraits {
             class: o.class.unwrap_or(d.class),
             phishing_resistant: o.phishing_resistant.unwrap_or(d.phishing_resistant),
             counts_toward_aal: o.counts_toward_aal.unwrap_or(d.counts_toward_aal),
             restricted: o.restricted.unwrap_or(d.restricted),
             multi_factor: o.multi_factor.unwrap_or(d.multi_factor),
         }
+    }
+
+    /// Whether a factor of this kind counts toward the level under this configuration.
+    fn counts(&self, kind: FactorKind) -> bool {
+        let t = self.traits(kind);
+        t.counts_toward_aal && (!t.restricted || self.allow_restricted)
     }
 
     /// Checks the overrides.
@@ -288,7 +339,7 @@ pub struct Assurance {
 
 struct Effective<'a> {
     passed: &'a PassedFactor,
-    map: FactorAssurance,
+    map: FactorTraits,
 }
 
 impl Effective<'_> {
@@ -305,50 +356,84 @@ impl Effective<'_> {
 
 /// Computes the assurance of a set of passed factors.
 pub fn assess_factors(factors: &[PassedFactor], cfg: &AssuranceConfig) -> Assurance {
-    let eff: Vec<Effective> = factors
-        .iter()
-        .map(|p| Effective {
-            passed: p,
-            map: cfg.factor(p.kind),
-        })
-        .collect();
-    let eligible: Vec<&Effective> = eff.iter().filter(|e| e.counts(cfg)).collect();
-    let classes: BTreeSet<AuthenticatorClass> = eligible.iter().map(|e| e.map.class).collect();
-    let mf_device = eligible.iter().any(|e| e.multi_factor());
-    let mfa = mf_device || classes.len() >= 2;
-    // AAL3: multi-factor, with a hardware-bound, phishing-resistant authenticator that is
-    // either multi-factor itself or combined with a factor of another class.
-    let aal3 = mfa
-        && eligible.iter().any(|e| {
-            e.passed.hardware_bound
-                && e.phishing_resistant()
-                && (e.multi_factor() || classes.iter().any(|c| *c != e.map.class))
-        });
-    let aal = if aal3 {
-        3
-    } else if mfa {
-        2
-    } else if !eligible.is_empty() {
-        1
-    } else {
-        0
-    };
-    let mut amr: Vec<String> = Vec::new();
+    let level = level(factors, cfg);
+    let mut amr: Vec<String> = Vec::with_capacity(factors.len() + usize::from(level.mfa));
     for p in factors {
         if !amr.contains(&p.amr) {
             amr.push(p.amr.clone());
         }
     }
-    if mfa {
+    if level.mfa {
         amr.push("mfa".into());
     }
     Assurance {
-        aal,
+        aal: level.aal,
         amr,
-        phishing_resistant: eff.iter().any(|e| e.phishing_resistant()),
-        hardware_bound: eff.iter().any(|e| e.passed.hardware_bound),
-        restricted: aal >= 2 && eligible.iter().any(|e| e.map.restricted),
+        phishing_resistant: level.phishing_resistant,
+        hardware_bound: factors.iter().any(|f| f.hardware_bound),
+        restricted: level.aal >= 2 && level.restricted,
         auth_time: factors.iter().map(|f| f.at).max(),
+    }
+}
+
+/// The AAL a set of passed factors reaches: [`assess_factors`]'s `aal`, without the rest
+/// (session lifetime limits need only this).
+pub fn aal_of(factors: &[PassedFactor], cfg: &AssuranceConfig) -> u8 {
+    level(factors, cfg).aal
+}
+
+/// What [`assess_factors`] derives from the factors' traits.
+struct Level {
+    aal: u8,
+    mfa: bool,
+    /// Some factor is phishing-resistant (eligible or not).
+    phishing_resistant: bool,
+    /// Some eligible factor is a restricted authenticator.
+    restricted: bool,
+}
+
+fn level(factors: &[PassedFactor], cfg: &AssuranceConfig) -> Level {
+    let effective = |p| Effective {
+        passed: p,
+        map: cfg.traits(p.kind),
+    };
+    let class_bit = |c: AuthenticatorClass| 1u8 << (c as u8);
+    // The classes of the eligible factors, one bit each.
+    let (mut classes, mut mf_device, mut eligible, mut pr, mut restricted) =
+        (0u8, false, false, false, false);
+    for e in factors.iter().map(effective) {
+        pr |= e.phishing_resistant();
+        if e.counts(cfg) {
+            eligible = true;
+            classes |= class_bit(e.map.class);
+            mf_device |= e.multi_factor();
+            restricted |= e.map.restricted;
+        }
+    }
+    let mfa = mf_device || classes.count_ones() >= 2;
+    // AAL3: multi-factor, with a hardware-bound, phishing-resistant authenticator that is
+    // either multi-factor itself or combined with a factor of another class.
+    let aal3 = mfa
+        && factors.iter().map(effective).any(|e| {
+            e.counts(cfg)
+                && e.passed.hardware_bound
+                && e.phishing_resistant()
+                && (e.multi_factor() || classes & !class_bit(e.map.class) != 0)
+        });
+    let aal = if aal3 {
+        3
+    } else if mfa {
+        2
+    } else if eligible {
+        1
+    } else {
+        0
+    };
+    Level {
+        aal,
+        mfa,
+        phishing_resistant: pr,
+        restricted,
     }
 }
 
@@ -539,7 +624,7 @@ fn unmet(
             accepted: req.factors.clone(),
         });
     }
-    let pr = |f: &PassedFactor| f.phishing_resistant && cfg.factor(f.kind).phishing_resistant;
+    let pr = |f: &PassedFactor| f.phishing_resistant && cfg.traits(f.kind).phishing_resistant;
     if req.phishing_resistant
         && !fresh
             .iter()
@@ -556,10 +641,7 @@ fn unmet(
     }
     // Freshness of the level itself: something counting toward the level must be recent.
     if let Some(max_age) = req.max_age {
-        let counts = |f: &&PassedFactor| {
-            let m = cfg.factor(f.kind);
-            m.counts_toward_aal && (!m.restricted || cfg.allow_restricted)
-        };
+        let counts = |f: &&PassedFactor| cfg.counts(f.kind);
         if req.min_aal.is_some() && !fresh.iter().any(counts) {
             out.push(Unmet::Freshness {
                 max_age: match max_age {

@@ -28,7 +28,7 @@ pub mod totp;
 pub mod webauthn;
 
 pub use assurance::{
-    assess, assess_factors, meets, meets_assessed, satisfies, Assurance, AssuranceConfig,
+    aal_of, assess, assess_factors, meets, meets_assessed, satisfies, Assurance, AssuranceConfig,
     AuthState, EnrolledFactor, MaxAge, PassedFactor, Satisfaction, StepUpRequirement, Unmet,
 };
 pub use config::{FactorsConfig, RegulationConfig};

@@ -260,11 +260,7 @@ impl Next {
                 let jar = match session {
                     Some((s, persistent)) => {
                         let age = persistent.then(|| {
-                            session::limits(
-                                &rt.config.sessions,
-                                s.data.assurance(&rt.config.assurance).aal,
-                            )
-                            .0
+                            session::limits(&rt.config.sessions, s.data.aal(&rt.config.assurance)).0
                         });
                         jar.add(web::session_cookie(&rt.config.sessions, s.id, age))
                     }
@@ -1197,7 +1193,7 @@ async fn render_account(
         .map(|p| context! { id => p.id, title => p.title })
         .collect();
     let current = jar.get(demo::DEVICE_COOKIE).map(|c| c.value().to_string());
-    let aal = session.data.assurance(&rt.config.assurance).aal;
+    let aal = session.data.aal(&rt.config.assurance);
     st.pages.render(
         StatusCode::OK,
         "account.html",
@@ -1531,7 +1527,7 @@ pub async fn sessions_page(
         if d.pending {
             continue;
         }
-        let aal = d.assurance(&rt.config.assurance).aal;
+        let aal = d.aal(&rt.config.assurance);
         rows.push(context! {
             created => d.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), ip => d.ip.unwrap_or_default(),
             user_agent => d.user_agent.unwrap_or_default(), aal => aal,

@@ -79,6 +79,11 @@ impl SessionData {
         assess_factors(&self.factors, cfg)
     }
 
+    /// The AAL alone (what the lifetime limits depend on).
+    pub fn aal(&self, cfg: &AssuranceConfig) -> u8 {
+        stepgate_authn::aal_of(&self.factors, cfg)
+    }
+
     /// Records a factor just passed. Factors older than a day beyond the longest lifetime
     /// cannot matter and are dropped to keep the record small.
     pub fn add_factor(&mut self, f: PassedFactor) {
@@ -121,7 +126,7 @@ fn ttl_for(
     acfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> Duration {
-    let aal = data.assurance(acfg).aal;
+    let aal = data.aal(acfg);
     let (life, idle) = limits(cfg, aal);
     let end = data.created_at + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::MAX);
     let remaining = (end - now).to_std().unwrap_or(Duration::ZERO);
@@ -181,7 +186,7 @@ pub async fn check(
         hot.delete_session(id).await?;
         return Ok(Err(SessionEnd::Unknown));
     };
-    let aal = data.assurance(acfg).aal;
+    let aal = data.aal(acfg);
     let (life, idle) = limits(cfg, aal);
     if now - data.created_at > chrono::Duration::from_std(life).unwrap_or(chrono::Duration::MAX) {
         hot.delete_session(id).await?;

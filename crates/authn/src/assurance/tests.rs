@@ -389,3 +389,78 @@ fn acceptable_factors_match_kind_or_amr() {
     let s = satisfies(&st, &other, &cfg, &enrolled(&[FactorKind::SmsOtp]), t0());
     assert!(!s.satisfied && s.candidates.is_empty());
 }
+
+/// NIST's rules stated directly over sets, for checking the allocation-free assessment
+/// against: the eligible factors' classes, multi-factor by two classes or one
+/// multi-factor device, AAL3 by a hardware-bound phishing-resistant eligible factor that is
+/// multi-factor or joined by another class.
+fn oracle(fs: &[PassedFactor], cfg: &AssuranceConfig) -> Assurance {
+    use std::collections::BTreeSet;
+    let counts = |f: &PassedFactor| {
+        let m = cfg.factor(f.kind);
+        m.counts_toward_aal && (!m.restricted || cfg.allow_restricted)
+    };
+    let mf = |f: &PassedFactor| cfg.factor(f.kind).multi_factor && f.user_verified;
+    let pr = |f: &PassedFactor| cfg.factor(f.kind).phishing_resistant && f.phishing_resistant;
+    let eligible: Vec<&PassedFactor> = fs.iter().filter(|f| counts(f)).collect();
+    let classes: BTreeSet<AuthenticatorClass> =
+        eligible.iter().map(|f| cfg.factor(f.kind).class).collect();
+    let mfa = eligible.iter().any(|f| mf(f)) || classes.len() >= 2;
+    let aal3 = mfa
+        && eligible.iter().any(|f| {
+            f.hardware_bound
+                && pr(f)
+                && (mf(f) || classes.iter().any(|c| *c != cfg.factor(f.kind).class))
+        });
+    let aal = match (aal3, mfa, eligible.is_empty()) {
+        (true, _, _) => 3,
+        (false, true, _) => 2,
+        (false, false, false) => 1,
+        (false, false, true) => 0,
+    };
+    let mut amr: Vec<String> = Vec::new();
+    for f in fs {
+        if !amr.contains(&f.amr) {
+            amr.push(f.amr.clone());
+        }
+    }
+    if mfa {
+        amr.push("mfa".into());
+    }
+    Assurance {
+        aal,
+        amr,
+        phishing_resistant: fs.iter().any(pr),
+        hardware_bound: fs.iter().any(|f| f.hardware_bound),
+        restricted: aal >= 2 && eligible.iter().any(|f| cfg.factor(f.kind).restricted),
+        auth_time: fs.iter().map(|f| f.at).max(),
+    }
+}
+
+#[test]
+fn assessment_agrees_with_the_rules_over_every_subset_and_mapping() {
+    let configs = [
+        AssuranceConfig::default(),
+        marked_yaml::from_yaml(0, "allow_restricted: false").unwrap(),
+        marked_yaml::from_yaml(
+            0,
+            "factors:\n  security_questions: { counts_toward_aal: true, class: possession }\n  webauthn: { multi_factor: false }\n  totp: { phishing_resistant: true, class: inherence }\n",
+        )
+        .unwrap(),
+    ];
+    let mut seen = [0usize; 4];
+    for cfg in &configs {
+        for mask in 0u32..(1 << VARIANTS.len()) {
+            let fs: Vec<PassedFactor> = (0..VARIANTS.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .enumerate()
+                .map(|(n, i)| passed(VARIANTS[i], cfg, t0() + chrono::Duration::seconds(n as i64)))
+                .collect();
+            let got = assess_factors(&fs, cfg);
+            assert_eq!(got, oracle(&fs, cfg), "{mask:#b}");
+            assert_eq!(super::aal_of(&fs, cfg), got.aal, "{mask:#b}");
+            seen[usize::from(got.aal)] += 1;
+        }
+    }
+    assert!(seen.iter().all(|n| *n > 0), "every level reached: {seen:?}");
+}
