@@ -339,15 +339,20 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
     if !more && !first.to_str().map_or(true, |s| s.split(';').any(is_own)) {
         return;
     }
-    let kept: Vec<&str> = h
+    let mut joined = String::new();
+    let kept = h
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(';'))
         .map(str::trim)
-        .filter(|p| !p.is_empty() && !is_own(p))
-        .collect();
-    let joined = kept.join("; ");
+        .filter(|p| !p.is_empty() && !is_own(p));
+    for piece in kept {
+        if !joined.is_empty() {
+            joined.push_str("; ");
+        }
+        joined.push_str(piece);
+    }
     h.remove(header::COOKIE);
     if let Ok(v) = HeaderValue::from_str(&joined) {
         if !joined.is_empty() {
@@ -514,7 +519,8 @@ pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, p
     remove_matching(h, false, is_forwarding);
     // Values are built as owned strings and handed over without another copy.
     let value = |s: String| HeaderValue::try_from(s).ok();
-    let ip = client.to_string();
+    let mut ip = String::with_capacity(15);
+    push_ip(&mut ip, client);
     // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
     // Built by appending: this runs on every proxied request.
     let mut forwarded = String::with_capacity(32 + ip.len() + host.len());
@@ -556,6 +562,31 @@ pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, p
     }
 }
 
+/// Appends `ip` as `Display` writes it. IPv4 addresses, nearly every client, are written
+/// digit by digit: `core::fmt` cost a few percent of a proxied request.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// The upstream did not answer in time (HTML for browsers, JSON for APIs).
 pub fn gateway_timeout(api: bool) -> Response<Body> {
     let mut r = bad_gateway(api);
@@ -588,6 +619,30 @@ pub fn bad_gateway(api: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        let mut all = vec![
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.9.100",
+            "1.20.199.7",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+        ]
+        .into_iter()
+        .map(|s| s.parse::<std::net::IpAddr>().unwrap())
+        .collect::<Vec<_>>();
+        for octet in 0..=255u8 {
+            all.push(std::net::Ipv4Addr::new(octet, 255 - octet, octet / 7, 9).into());
+        }
+        for ip in all {
+            let mut s = "x".to_string();
+            push_ip(&mut s, ip);
+            assert_eq!(s, format!("x{ip}"));
+        }
+    }
 
     #[test]
     fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
