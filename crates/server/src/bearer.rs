@@ -465,7 +465,7 @@ pub fn stand_in_session(id: &BearerIdentity, cfg: &AssuranceConfig, now: DateTim
     }
     Session {
         id: String::new(),
-        data,
+        data: std::sync::Arc::new(data),
     }
 }
 

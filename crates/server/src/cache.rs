@@ -71,7 +71,7 @@ impl std::fmt::Debug for Caches {
 pub struct SessionSlot {
     /// The record as the store returned it.
     pub entry: SessionEntry,
-    data: OnceLock<Option<SessionData>>,
+    data: OnceLock<Option<Arc<SessionData>>>,
 }
 
 impl SessionSlot {
@@ -83,9 +83,13 @@ impl SessionSlot {
     }
 
     /// The session state, or `None` when this build cannot read the record.
-    pub fn data(&self) -> Option<&SessionData> {
+    pub fn data(&self) -> Option<&Arc<SessionData>> {
         self.data
-            .get_or_init(|| serde_json::from_value(self.entry.data.clone()).ok())
+            .get_or_init(|| {
+                serde_json::from_value(self.entry.data.clone())
+                    .ok()
+                    .map(Arc::new)
+            })
             .as_ref()
     }
 }

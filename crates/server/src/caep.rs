@@ -231,7 +231,7 @@ async fn store(st: &Shared, id: &str, data: SessionData) {
     let rt = st.runtime.load();
     let s = session::Session {
         id: id.to_string(),
-        data,
+        data: std::sync::Arc::new(data),
     };
     match session::save(
         st.stores.hot.as_ref(),

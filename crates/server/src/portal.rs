@@ -653,7 +653,7 @@ async fn factor_passed(
     json: bool,
 ) -> Response {
     let t = now();
-    session.data.add_factor(passed);
+    std::sync::Arc::make_mut(&mut session.data).add_factor(passed);
     let sat = satisfies(
         &session.data.auth_state(),
         &tok.req.to_authn(),
@@ -662,15 +662,16 @@ async fn factor_passed(
         t,
     );
     if sat.satisfied {
-        session.data.pending = false;
-        session.data.needs_step_up = false;
+        let data = std::sync::Arc::make_mut(&mut session.data);
+        data.pending = false;
+        data.needs_step_up = false;
     }
     let old = session.id.clone();
     let new = match session::save_new(
         st.stores.hot.as_ref(),
         &st.signer,
         Some(&old),
-        session.data,
+        std::sync::Arc::unwrap_or_clone(session.data),
         &rt.config.sessions,
         &rt.config.assurance,
         t,

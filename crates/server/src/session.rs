@@ -6,6 +6,7 @@
 //! is replaced on every sign-in and step-up, so an id seen before authentication is
 //! worthless after it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -99,8 +100,8 @@ impl SessionData {
 pub struct Session {
     /// The id (the cookie value).
     pub id: String,
-    /// The state.
-    pub data: SessionData,
+    /// The state, shared with the session cache (change it with `Arc::make_mut`).
+    pub data: Arc<SessionData>,
 }
 
 /// Why a session id did not give a session.
@@ -157,7 +158,7 @@ pub async fn load(
     // Writing on every request would make the store the bottleneck; a few seconds of
     // idle-time slack is harmless.
     if now - s.data.last_seen > chrono::Duration::seconds(5) {
-        s.data.last_seen = now;
+        Arc::make_mut(&mut s.data).last_seen = now;
         if !save(hot, &s, cfg, acfg, now).await? {
             // Ended (signed out, revoked) since it was read: it stays ended.
             return Ok(Err(SessionEnd::Unknown));
@@ -228,7 +229,10 @@ pub async fn save_new(
         ttl_for(&data, cfg, acfg, now),
     )
     .await?;
-    Ok(Session { id, data })
+    Ok(Session {
+        id,
+        data: Arc::new(data),
+    })
 }
 
 /// Rewrites a live session's state under the same id. Whether it was still live: a

@@ -524,7 +524,7 @@ pub async fn bind_session_device(
     }
     let rt = st.runtime.load();
     let mut s = session.clone();
-    s.data.device_id = Some(id.to_string());
+    Arc::make_mut(&mut s.data).device_id = Some(id.to_string());
     match crate::session::save(
         st.stores.hot.as_ref(),
         &s,
