@@ -41,7 +41,9 @@ pub struct ServerConfig {
     /// connects or its previous response was sent (so it also closes idle keep-alive
     /// connections). Guards against clients that hold connections open sending nothing
     /// or a byte at a time. Default `75s`: longer than a load balancer's usual idle timeout
-    /// (60 s), so one in front never reuses a connection stepgate is closing.
+    /// (60 s), so one in front never reuses a connection stepgate is closing. An HTTP/2
+    /// connection is closed once it has sent nothing and had no request in progress for
+    /// this long.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
 }

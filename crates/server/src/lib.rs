@@ -21,6 +21,7 @@ pub mod demo;
 pub mod devices_api;
 pub mod forward_auth;
 pub mod gateway;
+mod idle;
 pub mod pages;
 pub mod portal;
 pub mod proxy;

@@ -444,15 +444,30 @@ pub(crate) async fn serve_connections(
             // The protocol is settled before hyper takes the connection: by ALPN over TLS,
             // by the first bytes on plain HTTP (an HTTP/2 preface or not) within
             // `header_timeout`, so a client that connects and sends nothing is let go.
+            // HTTP/2 connections are closed once idle for `header_timeout` by `IdleIo`
+            // (hyper's HTTP/1.1 server does the same itself).
+            macro_rules! serve {
+                ($io:expr, $h2:expr, $certs:expr) => {{
+                    let builder = connection_builder($h2, header_timeout);
+                    if $h2 {
+                        let in_progress = crate::idle::InProgress::default();
+                        let io = crate::idle::IdleIo::new($io, in_progress.clone(), header_timeout);
+                        let svc = service(router, st, portal, peer, $certs, Some(in_progress));
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                        watcher.watch(conn.into_owned()).await
+                    } else {
+                        let svc = service(router, st, portal, peer, $certs, None);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new($io), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                }};
+            }
             let result = match tls {
                 None => {
                     let Some(h2) = sniff_http2(&tcp, header_timeout).await else {
                         return;
                     };
-                    let builder = connection_builder(h2, header_timeout);
-                    let svc = service(router, st, portal, peer, None);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-                    watcher.watch(conn.into_owned()).await
+                    serve!(tcp, h2, None)
                 }
                 Some(acceptor) => {
                     let Some((stream, certs)) = crate::tls::handshake(&acceptor, tcp, peer).await
@@ -460,10 +475,7 @@ pub(crate) async fn serve_connections(
                         return;
                     };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let builder = connection_builder(h2, header_timeout);
-                    let svc = service(router, st, portal, peer, Some(certs));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+                    serve!(stream, h2, Some(certs))
                 }
             };
             if let Err(e) = result {
@@ -561,6 +573,7 @@ fn service(
     portal: Arc<str>,
     peer: SocketAddr,
     tls: Option<crate::signals::PeerCertificates>,
+    in_progress: Option<crate::idle::InProgress>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
@@ -577,7 +590,9 @@ fn service(
         }
         let direct = direct_route(req.uri().path(), &portal);
         let (router, st) = (router.clone(), state.clone());
-        async move {
+        // Counted from now until its response body ends (see `crate::idle`).
+        let guard = in_progress.as_ref().map(crate::idle::InProgress::enter);
+        let answer = async move {
             let Some(direct) = direct else {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 return router.oneshot(req).await;
@@ -590,6 +605,13 @@ fn service(
                 Direct::ForwardAuth => crate::forward_auth::forward(State(st), peer, req).await,
             };
             Ok(finish_like_router(res, head))
+        };
+        async move {
+            let res = answer.await;
+            match guard {
+                None => res,
+                Some(g) => res.map(|r| r.map(|b| crate::idle::GuardedBody::wrap(b, g))),
+            }
         }
     })
 }

@@ -48,6 +48,7 @@ apps:
     upstream: http://KEEPUP
 server:
   trusted_proxies: [10.0.0.0/8]
+SERVER_EXTRA
 sessions:
   cookie: { secure: false }
 gateway:
@@ -334,6 +335,11 @@ struct Harness {
 }
 
 async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
+    start_full(dir, extra, "").await
+}
+
+/// [`start_with`] with more `server:` keys (indented by two spaces).
+async fn start_full(dir: tempfile::TempDir, extra: &str, server_extra: &str) -> Harness {
     let seen = Arc::new(Seen::default());
     let up = upstream(seen.clone()).await;
     let ws = ws_upstream().await;
@@ -347,6 +353,7 @@ async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
         .replace("WSUP", &ws.to_string())
         .replace("KEEPUP", &keep_up.to_string())
         .replace("IDP", &idp.addr.to_string())
+        .replace("SERVER_EXTRA", server_extra)
         .replace("EXTRA", extra);
     let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1558,4 +1565,79 @@ async fn a_head_request_gets_a_gets_headers_and_no_body_on_both_protocols() {
         );
         assert!(head.bytes().await.unwrap().is_empty(), "{version:?}");
     }
+}
+
+/// An HTTP/2 connection (prior knowledge) to the gateway, and a task that ends when the
+/// gateway closes it.
+async fn h2_connection(
+    h: &Harness,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(async move { conn.await.unwrap_or(()) }))
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
+    let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
+    let get = |host: &str, path: &str, token: Option<String>| {
+        let mut b = hyper::Request::get(format!("http://{host}{path}"));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    // A connection that never sends a request is let go.
+    let (_send, closed) = h2_connection(&h).await;
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap();
+
+    // One request, then silence: closed no sooner than the limit after it.
+    let (mut send, mut closed) = h2_connection(&h).await;
+    let r = send
+        .send_request(get(
+            &format!("127.0.0.1:{}", h.addr.port()),
+            "/healthz",
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), &mut closed)
+        .await
+        .expect("closed once idle")
+        .unwrap();
+    assert!(answered.elapsed() >= Duration::from_millis(900));
+
+    // A request in progress for three times the limit (the upstream's /slow answers after
+    // 3 s) keeps its connection, quiet as it is, and is answered.
+    let (mut send, closed) = h2_connection(&h).await;
+    let r = send
+        .send_request(get("api.test", "/slow", Some(h.idp.token(|_| {}))))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"late");
+    assert!(!closed.is_finished(), "still open right after the answer");
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("closed once idle after it")
+        .unwrap();
 }
