@@ -11,7 +11,8 @@
 # user-agent parser's tables, still lands in the second run: keep N large.)
 #
 # Usage: bench/instructions.sh [BINARY...]   (default: target/release/stepgate)
-# env: N=5000 requests; TARGET=proxy|forward-auth; BENCH_DIR (default: the newest held bench)
+# env: N=5000 requests; TARGET=proxy|forward-auth; BENCH_DIR (default: the newest held bench);
+#      SETTLE=5 seconds left for background start-up work before counting
 # Needs: valgrind (installed with apt when missing), curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,9 @@ run() {
     curl -fs -o /dev/null "${HEADERS[@]}" "$URL" && break
     sleep 0.2
   done
+  # Start-up work that runs in the background (the user-agent parser's tables) must end
+  # in both runs, or it lands in the difference.
+  sleep "${SETTLE:-5}"
   if [ "$extra" -gt 0 ]; then
     local args=() i
     for ((i = 1; i < ${#HEADERS[@]}; i += 2)); do args+=("${HEADERS[i]}"); done

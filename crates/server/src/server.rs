@@ -233,6 +233,9 @@ pub async fn build_state(
             .map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
     );
     signals.spawn_background(&config);
+    // Off the event loops. Whether it finishes before the first request or not, no
+    // answer changes; only the first requests' latency does.
+    tokio::task::spawn_blocking(stepgate_signals::useragent::warm_up);
     let assertion = Arc::new(
         crate::assertion::AssertionKeys::open(
             stores.durable.clone(),
@@ -592,22 +595,27 @@ fn service(
         let (router, st) = (router.clone(), state.clone());
         // Counted from now until its response body ends (see `crate::idle`).
         let guard = in_progress.as_ref().map(crate::idle::InProgress::enter);
-        let answer = async move {
-            let Some(direct) = direct else {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                return router.oneshot(req).await;
-            };
-            let head = req.method() == axum::http::Method::HEAD;
-            let (req, peer) = (req.map(axum::body::Body::new), ConnectInfo(peer));
-            let res = match direct {
-                Direct::Gateway => crate::gateway::handle(State(st), peer, req).await,
-                Direct::NginxAuth => crate::forward_auth::nginx(State(st), peer, req).await,
-                Direct::ForwardAuth => crate::forward_auth::forward(State(st), peer, req).await,
-            };
-            Ok(finish_like_router(res, head))
-        };
+        // One async block: a future is copied whole each time it moves, and the gateway's
+        // is large, so nesting it in another block cost more than the router it skips.
         async move {
-            let res = answer.await;
+            let res = match direct {
+                None => {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    router.oneshot(req).await
+                }
+                Some(direct) => {
+                    let head = req.method() == axum::http::Method::HEAD;
+                    let (req, peer) = (req.map(axum::body::Body::new), ConnectInfo(peer));
+                    let res = match direct {
+                        Direct::Gateway => crate::gateway::handle(State(st), peer, req).await,
+                        Direct::NginxAuth => crate::forward_auth::nginx(State(st), peer, req).await,
+                        Direct::ForwardAuth => {
+                            crate::forward_auth::forward(State(st), peer, req).await
+                        }
+                    };
+                    Ok(finish_like_router(res, head))
+                }
+            };
             match guard {
                 None => res,
                 Some(g) => res.map(|r| r.map(|b| crate::idle::GuardedBody::wrap(b, g))),
