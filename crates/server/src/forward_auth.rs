@@ -365,17 +365,22 @@ fn from_url(method: &str, url: &str) -> Option<Original> {
 }
 
 /// The original request from its pieces (Traefik/Caddy/Envoy headers).
+/// Origins (`proto://host[:port]`) [`from_parts`] has seen parse, per serving thread: a
+/// handful per deployment, so a full set starts over.
+const REMEMBERED_ORIGINS: usize = 256;
+
+thread_local! {
+    static PARSED_ORIGINS: std::cell::RefCell<std::collections::HashSet<String>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
 fn from_parts(method: &str, proto: &str, host: &str, path: &str) -> Option<Original> {
     let method = Method::from_bytes(method.trim().as_bytes()).ok()?;
-    let proto = proto
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if proto != "http" && proto != "https" {
-        return None;
-    }
+    let proto = match proto.split(',').next().unwrap_or("").trim() {
+        p if p.eq_ignore_ascii_case("http") => "http",
+        p if p.eq_ignore_ascii_case("https") => "https",
+        _ => return None,
+    };
     // One authority, no userinfo or path smuggled in through the host.
     let host = host.split(',').next().unwrap_or("").trim();
     if host.is_empty() || host.contains(['/', '@', '?', '#', ' ', '\\']) {
@@ -387,9 +392,23 @@ fn from_parts(method: &str, proto: &str, host: &str, path: &str) -> Option<Origi
     let uri: Uri = path.parse().ok()?;
     uri.path_and_query()?;
     let url = format!("{proto}://{host}{path}");
-    // The URL must parse the same way the redirect checks will read it.
-    let parsed = url::Url::parse(&url).ok()?;
-    parsed.host_str()?;
+    // The URL must parse the same way the redirect checks will read it. Parsing fails only
+    // in the scheme, host or port (WHATWG URL parsing never fails on a path or query), so
+    // an origin that parsed once is not parsed again.
+    let origin = &url[..proto.len() + 3 + host.len()];
+    if !PARSED_ORIGINS.with(|o| o.borrow().contains(origin)) {
+        let parsed = url::Url::parse(&url).ok()?;
+        parsed.host_str()?;
+        if origin.len() <= 255 {
+            PARSED_ORIGINS.with(|o| {
+                let mut o = o.borrow_mut();
+                if o.len() >= REMEMBERED_ORIGINS {
+                    o.clear();
+                }
+                o.insert(origin.to_string());
+            });
+        }
+    }
     Some(Original {
         method,
         uri,
@@ -425,5 +444,48 @@ mod tests {
         assert!(from_parts("GET", "http", "app.example.com", "no-slash").is_none());
         let o = from_parts("GET", "HTTPS, http", "app.example.com, other", "/p?q").unwrap();
         assert_eq!(o.url, "https://app.example.com/p?q");
+    }
+
+    #[test]
+    fn a_remembered_origin_answers_as_a_fresh_parse_would() {
+        let hosts = [
+            "app.example.com",
+            "APP.Example.com:8443",
+            "app.example.com:99999",
+            "app.example.com:",
+            "[::1]:8443",
+            "[zz]",
+            "a..b",
+            "xn--nxasmq6b.example",
+            "a%41.example.com",
+            "a%.example.com",
+            "app.example.com.",
+            "1.2.3.4",
+            "256.1.1.1",
+        ];
+        let paths = ["/", "/a b", "/%zz?q=%", "/\u{e9}?x#y", "/..%2f"];
+        let fresh = |proto: &str, host: &str, path: &str| {
+            PARSED_ORIGINS.with(|o| o.borrow_mut().clear());
+            from_parts("GET", proto, host, path).map(|o| o.url)
+        };
+        let mut remembered = 0;
+        for proto in ["http", "HTTPS"] {
+            for host in hosts {
+                for path in paths {
+                    // Every origin that parses is remembered, from other hosts and paths ...
+                    let _ = fresh(proto, "app.example.com", "/");
+                    for other in hosts {
+                        for p in paths {
+                            let _ = from_parts("GET", proto, other, p);
+                        }
+                    }
+                    remembered += PARSED_ORIGINS.with(|o| o.borrow().len());
+                    // ... and this one is answered from that memory as without it.
+                    let cached = from_parts("GET", proto, host, path).map(|o| o.url);
+                    assert_eq!(cached, fresh(proto, host, path), "{proto}://{host}{path}");
+                }
+            }
+        }
+        assert!(remembered > 0);
     }
 }
