@@ -183,7 +183,11 @@ impl Caches {
 
 struct Inner<K, V> {
     generation: u64,
-    map: HashMap<K, (Instant, V)>,
+    /// foldhash, randomly seeded: there are several lookups on every request, and only
+    /// keys stepgate issued or verified are ever stored (a session id whose MAC verified,
+    /// an existing user, device or history, a username from a verified bearer token), none
+    /// a client made up, so SipHash's stronger defence against flooding buys nothing here.
+    map: HashMap<K, (Instant, V), foldhash::fast::RandomState>,
 }
 
 /// One map of cached records with a TTL and a write generation.
@@ -196,7 +200,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
         TtlMap {
             inner: Mutex::new(Inner {
                 generation: 0,
-                map: HashMap::new(),
+                map: HashMap::default(),
             }),
         }
     }
