@@ -55,78 +55,84 @@ struct FactorTraits {
     multi_factor: bool,
 }
 
+impl FactorTraits {
+    /// Whether such a factor counts toward the level under `cfg` (a restricted one only
+    /// when `allow_restricted`).
+    fn counts(&self, cfg: &AssuranceConfig) -> bool {
+        self.counts_toward_aal && (!self.restricted || cfg.allow_restricted)
+    }
+}
+
 /// The NIST SP 800-63B-strict `amr` and traits of a factor kind.
 fn nist(kind: FactorKind) -> (&'static str, FactorTraits) {
-    {
-        let (amr, class, pr, counts, restricted, mf) = match kind {
-            FactorKind::Password => (
-                "pwd",
-                AuthenticatorClass::Knowledge,
-                false,
-                true,
-                false,
-                false,
-            ),
-            FactorKind::SecurityQuestions => (
-                "kba",
-                AuthenticatorClass::Knowledge,
-                false,
-                false,
-                false,
-                false,
-            ),
-            FactorKind::Totp => (
-                "otp",
-                AuthenticatorClass::Possession,
-                false,
-                true,
-                false,
-                false,
-            ),
-            FactorKind::EmailOtp => (
-                "otp",
-                AuthenticatorClass::Possession,
-                false,
-                false,
-                false,
-                false,
-            ),
-            FactorKind::SmsOtp => (
-                "sms",
-                AuthenticatorClass::Possession,
-                false,
-                true,
-                true,
-                false,
-            ),
-            FactorKind::RecoveryCodes => (
-                "otp",
-                AuthenticatorClass::Possession,
-                false,
-                true,
-                false,
-                false,
-            ),
-            FactorKind::Webauthn => (
-                "hwk",
-                AuthenticatorClass::Possession,
-                true,
-                true,
-                false,
-                true,
-            ),
-        };
-        (
-            amr,
-            FactorTraits {
-                class,
-                phishing_resistant: pr,
-                counts_toward_aal: counts,
-                restricted,
-                multi_factor: mf,
-            },
-        )
-    }
+    let (amr, class, pr, counts, restricted, mf) = match kind {
+        FactorKind::Password => (
+            "pwd",
+            AuthenticatorClass::Knowledge,
+            false,
+            true,
+            false,
+            false,
+        ),
+        FactorKind::SecurityQuestions => (
+            "kba",
+            AuthenticatorClass::Knowledge,
+            false,
+            false,
+            false,
+            false,
+        ),
+        FactorKind::Totp => (
+            "otp",
+            AuthenticatorClass::Possession,
+            false,
+            true,
+            false,
+            false,
+        ),
+        FactorKind::EmailOtp => (
+            "otp",
+            AuthenticatorClass::Possession,
+            false,
+            false,
+            false,
+            false,
+        ),
+        FactorKind::SmsOtp => (
+            "sms",
+            AuthenticatorClass::Possession,
+            false,
+            true,
+            true,
+            false,
+        ),
+        FactorKind::RecoveryCodes => (
+            "otp",
+            AuthenticatorClass::Possession,
+            false,
+            true,
+            false,
+            false,
+        ),
+        FactorKind::Webauthn => (
+            "hwk",
+            AuthenticatorClass::Possession,
+            true,
+            true,
+            false,
+            true,
+        ),
+    };
+    (
+        amr,
+        FactorTraits {
+            class,
+            phishing_resistant: pr,
+            counts_toward_aal: counts,
+            restricted,
+            multi_factor: mf,
+        },
+    )
 }
 
 /// Overrides for one factor's defaults under `assurance.factors.<kind>`; unset keys keep
@@ -236,8 +242,7 @@ impl AssuranceConfig {
 
     /// Whether a factor of this kind counts toward the level under this configuration.
     fn counts(&self, kind: FactorKind) -> bool {
-        let t = self.traits(kind);
-        t.counts_toward_aal && (!t.restricted || self.allow_restricted)
+        self.traits(kind).counts(self)
     }
 
     /// Checks the overrides.
@@ -344,7 +349,7 @@ struct Effective<'a> {
 
 impl Effective<'_> {
     fn counts(&self, cfg: &AssuranceConfig) -> bool {
-        self.map.counts_toward_aal && (!self.map.restricted || cfg.allow_restricted)
+        self.map.counts(cfg)
     }
     fn phishing_resistant(&self) -> bool {
         self.map.phishing_resistant && self.passed.phishing_resistant

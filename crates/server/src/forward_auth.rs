@@ -364,7 +364,6 @@ fn from_url(method: &str, url: &str) -> Option<Original> {
     from_parts(method, u.scheme(), &host, &pq)
 }
 
-/// The original request from its pieces (Traefik/Caddy/Envoy headers).
 /// Origins (`proto://host[:port]`) [`from_parts`] has seen parse, per serving thread: a
 /// handful per deployment, so a full set starts over.
 const REMEMBERED_ORIGINS: usize = 256;
@@ -374,6 +373,7 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashSet::new());
 }
 
+/// The original request from its pieces (Traefik/Caddy/Envoy headers).
 fn from_parts(method: &str, proto: &str, host: &str, path: &str) -> Option<Original> {
     let method = Method::from_bytes(method.trim().as_bytes()).ok()?;
     let proto = match proto.split(',').next().unwrap_or("").trim() {

@@ -8,6 +8,7 @@
 //! progress until its response body has been sent or dropped, so a quiet long response
 //! (server-sent events, a long poll) keeps its connection.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -125,8 +126,6 @@ impl<T> IdleIo<T> {
         }
     }
 }
-
-use std::future::Future as _;
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
     fn poll_read(
