@@ -125,6 +125,14 @@ pub async fn envoy(State(st): State<Shared>, peer: Peer, req: Request) -> Respon
     respond(&st, &rt, peer, headers, orig, Flavour::Forward).await
 }
 
+/// A path whose meaning depends on the upstream: 403, which every front proxy passes on to
+/// the client (the front proxy sends the request on as it came, so it cannot be rewritten).
+fn refuse_ambiguous(headers: &HeaderMap, e: crate::reqpath::AmbiguousPath) -> Response {
+    let mut r = gateway::ambiguous_path(web::is_api(headers), e);
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
 /// Runs the decision and shapes the answer for the front proxy.
 async fn respond(
     st: &Shared,
@@ -135,17 +143,12 @@ async fn respond(
     flavour: Flavour,
 ) -> Response {
     // The path is decided on in its one normal form. The front proxy sends the request on
-    // as it came, so a spelling whose meaning depends on the upstream is refused (403, which
-    // every front proxy passes on to the client).
+    // as it came, so a spelling whose meaning depends on the upstream is refused.
     let mut orig = orig;
     match crate::reqpath::normalize_uri(&orig.uri) {
         Ok(None) => {}
         Ok(Some(uri)) => orig.uri = uri,
-        Err(e) => {
-            let mut r = gateway::ambiguous_path(web::is_api(headers), e);
-            *r.status_mut() = StatusCode::FORBIDDEN;
-            return r;
-        }
+        Err(e) => return refuse_ambiguous(headers, e),
     }
     // Only the cookies the decision reads are parsed.
     let jar = &web::decision_cookies(rt, headers);
@@ -213,6 +216,7 @@ async fn respond(
                 redirect(flavour, StatusCode::FORBIDDEN, &absolute(&blocked))
             }
         }
+        Verdict::AmbiguousPath(e) => refuse_ambiguous(headers, e),
         Verdict::NoApp => {
             tracing::warn!(host = %orig.host, "forward-auth: no application is configured for the host; refusing");
             web::json_error(

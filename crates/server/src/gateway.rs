@@ -110,6 +110,8 @@ pub enum Verdict<'a> {
     },
     /// No app is configured for the host.
     NoApp,
+    /// The path's meaning depends on the upstream (see [`crate::reqpath`]): refused.
+    AmbiguousPath(crate::reqpath::AmbiguousPath),
     /// A store failed: refuse (fail closed).
     Unavailable(String),
 }
@@ -166,6 +168,12 @@ pub async fn decide_with<'a>(
     let Some(app) = rt.app_for_host(r.host) else {
         return Verdict::NoApp;
     };
+    // Routes fold ASCII case only: a letter an upstream may fold into ASCII is refused.
+    if app.case_insensitive_paths {
+        if let Err(e) = crate::reqpath::case_fold_unambiguous(r.uri.path()) {
+            return Verdict::AmbiguousPath(e);
+        }
+    }
     // A bearer token is judged on its own; a cookie beside it does not count.
     if let Some(token) = crate::bearer::bearer_token(r.headers) {
         return crate::bearer::decide(st, rt, app, token, r, certificates).await;
@@ -436,6 +444,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
             )
         }
         Verdict::Unavailable(detail) => unavailable(api, &detail),
+        Verdict::AmbiguousPath(e) => ambiguous_path(api, e),
         Verdict::SignIn { login } => {
             if api {
                 let mut r = web::json_error(

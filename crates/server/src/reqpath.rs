@@ -26,6 +26,12 @@ pub enum AmbiguousPath {
     /// A `%` not followed by two hex digits, or an encoded NUL.
     #[error("the path has a malformed or NUL percent-escape")]
     BadEscape,
+    /// In an app whose paths are matched ignoring case: a letter that case mapping turns
+    /// into ASCII letters (`ſ` into `S`, the Kelvin sign `K` into `k`, `ß` into `SS`).
+    /// Routes fold ASCII case only, while an upstream that folds Unicode case would serve
+    /// `/ſecret` as `/secret`, outside `/secret`'s route.
+    #[error("the path has {} (U+{:04X}), which a case-insensitive upstream may read as ASCII letters", .0, u32::from(*.0))]
+    CaseFoldsToAscii(char),
 }
 
 fn unreserved(b: u8) -> bool {
@@ -108,6 +114,52 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Ok(Cow::Borrowed(path));
     }
     Ok(Cow::Owned(normal))
+}
+
+/// Checks a normal-form path (see [`normalize`]) of an app whose paths are matched ignoring
+/// case: refused when it names, raw or percent-encoded, a letter whose case mapping holds
+/// ASCII letters ([`AmbiguousPath::CaseFoldsToAscii`]). Its meaning would depend on how
+/// far the upstream folds case, and route patterns fold ASCII only.
+pub fn case_fold_unambiguous(path: &str) -> Result<(), AmbiguousPath> {
+    let bytes = path.as_bytes();
+    // Nearly every path: plain ASCII, no escapes.
+    if bytes.is_ascii() && !bytes.contains(&b'%') {
+        return Ok(());
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if bytes[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    match String::from_utf8_lossy(&decoded)
+        .chars()
+        .find(|&c| folds_to_ascii(c))
+    {
+        Some(c) => Err(AmbiguousPath::CaseFoldsToAscii(c)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a non-ASCII letter's upper or lower case, or that one's other case (`ẞ` → `ß`
+/// → `SS`), holds an ASCII letter.
+fn folds_to_ascii(c: char) -> bool {
+    let ascii = |m: char| m.is_ascii_alphabetic();
+    !c.is_ascii()
+        && c.to_lowercase()
+            .chain(c.to_uppercase())
+            .any(|m| ascii(m) || m.to_uppercase().chain(m.to_lowercase()).any(ascii))
 }
 
 /// A path segment without its parameters (`..;x` → `..`).
@@ -194,5 +246,50 @@ mod tests {
         assert_eq!(v.to_string(), "https://app.test/data?q=%2F..");
         let u: axum::http::Uri = "/data?x".parse().unwrap();
         assert!(normalize_uri(&u).unwrap().is_none());
+    }
+
+    #[test]
+    fn exactly_the_letters_whose_case_holds_ascii_fold_to_ascii() {
+        // Every non-ASCII code point whose upper, lower or folded case (Unicode's
+        // SpecialCasing and CaseFolding) holds an ASCII letter, as Python's `str.upper`,
+        // `lower` and `casefold` list them.
+        let expected: Vec<u32> = vec![
+            0xDF, 0x130, 0x131, 0x149, 0x17F, 0x1F0, 0x1E96, 0x1E97, 0x1E98, 0x1E99, 0x1E9A,
+            0x1E9E, 0x212A, 0xFB00, 0xFB01, 0xFB02, 0xFB03, 0xFB04, 0xFB05, 0xFB06,
+        ];
+        let found: Vec<u32> = (0x80..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|&c| folds_to_ascii(c))
+            .map(u32::from)
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_letter_that_folds_to_ascii_is_refused_raw_or_encoded() {
+        use AmbiguousPath::CaseFoldsToAscii;
+        let ok = |p: &str| case_fold_unambiguous(p);
+        // `ſecret` (U+017F), the Kelvin sign, a dotted capital I, `ß`, a ligature.
+        assert_eq!(ok("/%C5%BFecret"), Err(CaseFoldsToAscii('ſ')));
+        assert_eq!(ok("/%c5%bfecret/x"), Err(CaseFoldsToAscii('ſ')));
+        assert_eq!(ok("/a/%E2%84%AAeys"), Err(CaseFoldsToAscii('\u{212A}')));
+        assert_eq!(ok("/%C4%B0d"), Err(CaseFoldsToAscii('İ')));
+        assert_eq!(ok("/stra%C3%9Fe"), Err(CaseFoldsToAscii('ß')));
+        assert_eq!(ok("/%EF%AC%81le"), Err(CaseFoldsToAscii('ﬁ')));
+        assert_eq!(ok("/ſecret"), Err(CaseFoldsToAscii('ſ')));
+        // ASCII, escapes of other bytes, and letters whose case stays outside ASCII.
+        for p in [
+            "/",
+            "/Admin/USERS",
+            "/a%20b",
+            "/caf%C3%A9",
+            "/%C3%85ngstr%C3%B6m",
+            "/%E2%84%AB",
+            "/%D0%9C%D0%BE%D1%81%D0%BA%D0%B2%D0%B0",
+            "/%FF%FE",
+            "/100%25",
+        ] {
+            assert_eq!(ok(p), Ok(()), "{p}");
+        }
     }
 }

@@ -72,6 +72,27 @@ fn envoy(
 }
 
 #[tokio::test]
+async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_ascii() {
+    let (h, _) = direct().await;
+    let c = client(&Arc::new(Jar::default()), false);
+    let app = format!("legacy.example.test:{}", h.addr.port());
+    // Decided as usual: an anonymous browser is sent to sign in.
+    let r = forward(&c, &h, &app, "GET", "/ADMIN").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    // `İ` lowercases to `i`: /admİn is /admin to an upstream that folds Unicode case.
+    for path in ["/adm%C4%B0n", "/%C5%BFecret"] {
+        let r = forward(&c, &h, &app, "GET", path).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let r = nginx(&c, &h, &app, "GET", path).send().await.unwrap();
+        assert_eq!(r.status(), 403, "nginx {path}");
+        assert!(
+            r.text().await.unwrap().contains("case-insensitive"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn anonymous_requests_are_sent_to_the_portal_or_challenged() {
     let (h, app) = direct().await;
     let jar = Arc::new(Jar::default());

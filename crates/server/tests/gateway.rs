@@ -46,6 +46,12 @@ apps:
   - id: keep
     hosts: [keep.test]
     upstream: http://KEEPUP
+  - id: iis
+    hosts: [iis.test]
+    upstream: http://UPSTREAM
+    case_insensitive_paths: true
+    routes:
+      - { name: admin, path: /admin, tags: [sensitive] }
 server:
   trusted_proxies: [10.0.0.0/8]
 SERVER_EXTRA
@@ -75,7 +81,7 @@ policies:
     outcome: { deny: { message: A client certificate is required. } }
   - name: api-admin-fresh-mfa
     priority: 10
-    targets: { apps: [api], routes: [{ tags: [sensitive] }] }
+    targets: { apps: [api, iis], routes: [{ tags: [sensitive] }] }
     outcome: { step_up: { min_aal: 2, max_age: 5m, message: Administration needs recent MFA. } }
   - name: sign-in-mfa
     priority: 30
@@ -1353,6 +1359,40 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["path"], "/data?q=%2F..");
+}
+
+#[tokio::test]
+async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_its_routes() {
+    let h = start().await;
+    let token = || h.idp.token(|_| {});
+    let hits = h.seen.hits.load(Ordering::SeqCst);
+    // The app's paths are matched ignoring ASCII case: /ADMIN is the admin route.
+    let (status, body) = raw_get(&h, "iis.test", "/ADMIN", &token()).await;
+    assert_eq!(status, 401, "{body}");
+    // `İ` (U+0130) lowercases to `i`, `ſ` (U+017F) uppercases to `S`: an upstream that
+    // folds Unicode case serves these as /admin and /secret. Routes fold ASCII only, so
+    // they are refused rather than let past the admin route.
+    for target in [
+        "/adm%C4%B0n",
+        "/ADM%C4%B0N/users",
+        "/%C5%BFecret",
+        "/x/../adm%c4%b0n",
+    ] {
+        let (status, body) = raw_get(&h, "iis.test", target, &token()).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("case-insensitive"), "{target}: {body}");
+    }
+    assert_eq!(
+        h.seen.hits.load(Ordering::SeqCst),
+        hits,
+        "none reached the upstream"
+    );
+    // Other letters, and the same path at an app whose paths are case-sensitive (where
+    // /admİn is not /admin to the upstream either), are decided as usual.
+    let (status, body) = raw_get(&h, "iis.test", "/caf%C3%A9", &token()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw_get(&h, "api.test", "/adm%C4%B0n", &token()).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Sends raw request bytes and returns the status and body.

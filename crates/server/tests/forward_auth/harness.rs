@@ -32,6 +32,10 @@ apps:
     routes:
       - { name: admin, path: /admin, tags: [sensitive] }
       - { name: closed, path: /closed, tags: [closed] }
+  - id: legacy
+    hosts: [legacy.example.test]
+    upstream: http://UPSTREAM
+    case_insensitive_paths: true
 server:
   trusted_proxies: [127.0.0.1]
 sessions:
