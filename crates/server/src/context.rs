@@ -7,8 +7,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use stepgate_policy::{
-    AttributeValue, NetworkContext, RequestContext, RequestInfo, RequestKind, UserAgentContext,
-    UserContext,
+    AttributeValue, NetworkContext, RequestContext, RequestInfo, RequestKind, UserContext,
 };
 use stepgate_store::UserRecord;
 
@@ -67,13 +66,13 @@ pub fn user_context(u: &UserRecord) -> UserContext {
 }
 
 /// A context for access to `app` (or the sign-in when `app` is `None` and `kind` is
-/// [`RequestKind::SignIn`]).
+/// [`RequestKind::SignIn`]): the request and the user. The signals, the user agent among
+/// them, are added by [`crate::signals::enrich`].
 pub fn request_context(
     kind: RequestKind,
     app: Option<&str>,
     method: &Method,
     uri: &Uri,
-    headers: &HeaderMap,
     ip: IpAddr,
     user: Option<&UserRecord>,
     now: DateTime<Utc>,
@@ -90,13 +89,6 @@ pub fn request_context(
         network: NetworkContext {
             ip: Some(ip),
             ..NetworkContext::default()
-        },
-        user_agent: UserAgentContext {
-            raw: headers
-                .get(axum::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            ..UserAgentContext::default()
         },
         ..RequestContext::default()
     }

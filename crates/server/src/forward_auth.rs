@@ -22,7 +22,7 @@
 use std::net::IpAddr;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::context::client_ip;
@@ -255,23 +255,24 @@ fn allow(
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
-    for name in &crate::proxy::REMOTE_HEADERS {
-        h.insert(name, HeaderValue::from_static(""));
-    }
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        } else {
-            h.insert(name, HeaderValue::from_static(""));
-        }
-    };
+    // Room for every header at once: an empty map would grow (rehash) three times.
+    h.reserve(crate::proxy::REMOTE_HEADERS.len() + 4);
     for (name, value) in gateway::identity_headers(grant.user, grant.assurance) {
-        set(name, &value);
+        h.insert(name, value);
     }
     if let Some(id) = grant.bearer {
         for (name, value) in crate::bearer::identity_header_overrides(id) {
-            set(name, &value);
+            h.insert(
+                name,
+                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+            );
         }
+    }
+    // Every identity header is answered, empty when there is nothing to assert, so the
+    // front proxy's copy of it replaces whatever the client sent.
+    for name in &crate::proxy::REMOTE_HEADERS {
+        h.entry(name)
+            .or_insert_with(|| HeaderValue::from_static(""));
     }
     if let Some((name, value)) = crate::assertion::header_for(st, rt, app, grant) {
         h.insert(name, value);
@@ -395,7 +396,11 @@ fn from_parts(method: &str, proto: &str, host: &str, path: &str) -> Option<Origi
     }
     let uri: Uri = path.parse().ok()?;
     uri.path_and_query()?;
-    let url = format!("{proto}://{host}{path}");
+    // Appended, not formatted: this runs on every forward-auth request.
+    let mut url = String::with_capacity(proto.len() + 3 + host.len() + path.len());
+    for part in [proto, "://", host, path] {
+        url.push_str(part);
+    }
     // The URL must parse the same way the redirect checks will read it. Parsing fails only
     // in the scheme, host or port (WHATWG URL parsing never fails on a path or query), so
     // an origin that parsed once is not parsed again.

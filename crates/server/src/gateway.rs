@@ -43,7 +43,7 @@ pub(crate) async fn gather(
     now: DateTime<Utc>,
 ) -> Result<RequestContext, signals::SignalError> {
     let (method, uri, headers) = req_parts;
-    let mut ctx = request_context(kind, app, method, uri, headers, ip, user, now);
+    let mut ctx = request_context(kind, app, method, uri, ip, user, now);
     signals::enrich(st, rt, &mut ctx, headers, jar, user, evidence, now).await?;
     if st.options.demo {
         let chosen = headers
@@ -333,19 +333,22 @@ pub async fn decide_with<'a>(
 /// The identity headers an allowed request carries to its upstream.
 ///
 /// Each value must reach the upstream as it is meant. HTTP drops whitespace around a field
-/// value, so a username ` admin` would arrive as `admin`: such a value is left out. Groups
-/// and methods are one comma-separated header, so a group named `eng,admins` would arrive
-/// as two, one of them `admins`: such an item is left out of the list. (The signed
-/// assertion carries them as JSON, unchanged.)
+/// value, so a username ` admin` would arrive as `admin`: such a value is left out, as is
+/// one that is not a valid field value. Groups and methods are one comma-separated header,
+/// so a group named `eng,admins` would arrive as two, one of them `admins`: such an item is
+/// left out of the list. (The signed assertion carries them as JSON, unchanged.)
 pub fn identity_headers(
     user: &UserRecord,
     assurance: &Assurance,
-) -> Vec<(axum::http::HeaderName, String)> {
+) -> Vec<(axum::http::HeaderName, HeaderValue)> {
     use crate::proxy::names;
     let mut out = Vec::with_capacity(7);
+    // Each value is copied once, straight into its header value.
     let mut single = |name, v: &str| {
         if !padded(v) {
-            out.push((name, v.to_string()));
+            if let Ok(v) = HeaderValue::from_str(v) {
+                out.push((name, v));
+            }
         }
     };
     single(names::REMOTE_USER, &user.username);
@@ -355,11 +358,20 @@ pub fn identity_headers(
     if let Some(n) = &user.name {
         single(names::REMOTE_NAME, n);
     }
-    out.push((names::REMOTE_GROUPS, header_list(&user.groups)));
-    out.push((names::REMOTE_AAL, assurance.aal.to_string()));
-    out.push((names::REMOTE_AMR, header_list(&assurance.amr)));
+    let mut list = |name, items: &[String]| {
+        // The list is built owned and handed over without another copy.
+        if let Ok(v) = HeaderValue::try_from(header_list(items)) {
+            out.push((name, v));
+        }
+    };
+    list(names::REMOTE_GROUPS, &user.groups);
+    list(names::REMOTE_AMR, &assurance.amr);
+    out.push((
+        names::REMOTE_AAL,
+        HeaderValue::from(u16::from(assurance.aal)),
+    ));
     if let Some(t) = assurance.auth_time {
-        out.push((names::REMOTE_AUTH_TIME, t.timestamp().to_string()));
+        out.push((names::REMOTE_AUTH_TIME, HeaderValue::from(t.timestamp())));
     }
     out
 }
@@ -573,9 +585,7 @@ async fn proxy(
         proxy::set_upgrade(h, p.clone());
     }
     for (name, value) in identity_headers(grant.user, grant.assurance) {
-        if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert(name, v);
-        }
+        h.insert(name, value);
     }
     if let Some(id) = grant.bearer {
         for (name, value) in crate::bearer::identity_header_overrides(id) {
