@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -215,22 +216,23 @@ pub struct NetworkContext {
     pub ip_risk_score: Option<u8>,
 }
 
-/// The parsed user agent.
+/// The parsed user agent. The values are shared: the parse of an agent is cached and
+/// handed to each of its requests without copying.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserAgentContext {
     /// The raw `User-Agent` header.
     #[serde(default)]
-    pub raw: Option<String>,
+    pub raw: Option<Arc<str>>,
     /// Browser family (`Chrome`, `Firefox`, `Safari`, …).
     #[serde(default)]
-    pub browser: Option<String>,
+    pub browser: Option<Arc<str>>,
     /// Operating system family (`Windows`, `macOS`, `iOS`, `Android`, `Linux`, …).
     #[serde(default)]
-    pub os: Option<String>,
+    pub os: Option<Arc<str>>,
     /// Device class (`desktop`, `mobile`, `tablet`, `bot`, …).
     #[serde(default)]
-    pub device_class: Option<String>,
+    pub device_class: Option<Arc<str>>,
 }
 
 /// How much the organisation knows about and controls a device; ordered from least to most.

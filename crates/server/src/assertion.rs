@@ -501,7 +501,7 @@ impl Said<'_> {
     /// An unambiguous key for everything the assertion says (each field length-prefixed),
     /// with the session and signing key it is cached for. Bytes, built without formatting:
     /// it is made on every allowed request.
-    fn cache_key(&self, session: &str, kid: &str, ttl: Duration) -> Vec<u8> {
+    fn cache_key(&self, session: &str, kid: &str, ttl: Duration) -> CacheKey {
         let mut k = Vec::with_capacity(256);
         let mut put = |s: Option<&str>| match s {
             Some(s) => {
@@ -512,6 +512,7 @@ impl Said<'_> {
         };
         put(Some(kid));
         put(Some(session));
+        let id_len = 16 + kid.len() + session.len();
         put(Some(self.issuer));
         put(Some(self.app));
         put(Some(self.sub));
@@ -534,7 +535,33 @@ impl Said<'_> {
                 .to_le_bytes(),
         );
         k.extend_from_slice(&ttl.as_secs().to_le_bytes());
-        k
+        let hashed = if session.is_empty() { k.len() } else { id_len };
+        CacheKey { bytes: k, hashed }
+    }
+}
+
+/// An [`AssertionCache`] key: everything the assertion says, compared whole. Only the
+/// signing key and session id are hashed when there is a session: the id is a random
+/// value stepgate issued and checked, so nobody can make ids collide, and the rest (about
+/// 250 bytes) need not be hashed on every request. A bearer grant has no session: its key
+/// is hashed whole.
+struct CacheKey {
+    bytes: Vec<u8>,
+    /// How many leading bytes are hashed (a function of `bytes`, so equal keys hash alike).
+    hashed: usize,
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..self.hashed]);
     }
 }
 
@@ -548,7 +575,7 @@ const MAX_CACHED_ASSERTIONS: usize = 10_000;
 /// misses the cache and signs afresh. A reused assertion keeps its `iat`, `exp` and `jti`.
 #[derive(Default)]
 pub struct AssertionCache {
-    map: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (i64, HeaderValue)>>,
+    map: std::sync::Mutex<std::collections::HashMap<CacheKey, (i64, HeaderValue)>>,
 }
 
 impl AssertionCache {
@@ -671,5 +698,69 @@ mod tests {
         // A different secret key cannot open it.
         let other = SecretKey::generate();
         assert!(load_key(&other, &generate(&secret, Utc::now()).unwrap()).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_cache_reuses_an_assertion_only_for_the_same_session_and_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretKey::generate();
+        let store = stepgate_store::SqliteStore::open(
+            &stepgate_store::SqliteConfig::default(),
+            dir.path(),
+            &secret,
+        )
+        .await
+        .unwrap();
+        let now = Utc::now();
+        let keys = AssertionKeys::open(Arc::new(store), secret, &cfg(), now)
+            .await
+            .unwrap();
+        let cache = AssertionCache::default();
+        let ttl = Duration::from_secs(60);
+        fn said<'a>(app: &'a str, groups: &'a [String], aal: u8) -> Said<'a> {
+            Said {
+                issuer: "https://sg",
+                app,
+                sub: "u1",
+                username: Some("jane"),
+                email: None,
+                name: None,
+                groups,
+                aal,
+                amr: &[],
+                auth_time: None,
+            }
+        }
+        let (staff, admins) = (&["staff".to_string()][..], &["admins".to_string()][..]);
+        let get = |session: &str, what: &Said<'_>| {
+            cache
+                .get_or_sign(&keys, session, what, ttl, now)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let first = get("session-a", &said("app", staff, 1));
+        assert_eq!(first, get("session-a", &said("app", staff, 1)), "reused");
+        // The same session (so the same hash) saying anything else signs afresh.
+        let others = [
+            get("session-a", &said("app", admins, 1)),
+            get("session-a", &said("app", staff, 2)),
+            get("session-a", &said("other-app", staff, 1)),
+            get("session-b", &said("app", staff, 1)),
+        ];
+        for (i, o) in others.iter().enumerate() {
+            assert_ne!(*o, first, "case {i}");
+            for p in &others[i + 1..] {
+                assert_ne!(o, p);
+            }
+        }
+        // Bearer grants (no session) are keyed on their claims alone, hashed whole.
+        let bearer = get("", &said("app", staff, 1));
+        assert_ne!(bearer, first);
+        assert_eq!(bearer, get("", &said("app", staff, 1)));
+        assert_ne!(bearer, get("", &said("app", admins, 1)));
+        // Each was remembered under its own key.
+        assert_eq!(cache.map.lock().unwrap().len(), 7);
     }
 }

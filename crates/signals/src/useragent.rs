@@ -109,10 +109,10 @@ pub fn warm_up() {
 fn context_of(raw: &str) -> UserAgentContext {
     let p = parse(raw);
     UserAgentContext {
-        raw: Some(raw.to_owned()),
-        browser: p.browser,
-        os: p.os,
-        device_class: p.device_class,
+        raw: Some(raw.into()),
+        browser: p.browser.map(Into::into),
+        os: p.os.map(Into::into),
+        device_class: p.device_class.map(Into::into),
     }
 }
 
