@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use stepgate_authn::Assurance;
 use stepgate_policy::{Outcome, RequestContext, RequestKind};
@@ -37,7 +36,7 @@ pub(crate) async fn gather(
         &axum::http::HeaderMap,
     ),
     ip: IpAddr,
-    jar: &CookieJar,
+    jar: &(dyn web::CookieSource + Sync),
     user: Option<&UserRecord>,
     evidence: &signals::DeviceEvidence,
     now: DateTime<Utc>,
@@ -49,7 +48,7 @@ pub(crate) async fn gather(
         let chosen = headers
             .get(demo::DEVICE_HEADER)
             .and_then(|v| v.to_str().ok())
-            .or_else(|| jar.get(demo::DEVICE_COOKIE).map(|c| c.value()));
+            .or_else(|| jar.cookie(demo::DEVICE_COOKIE));
         let p = demo::profile(chosen);
         ctx.device = demo::device(p);
         if let Some(ip) = p.ip.and_then(|s| s.parse().ok()) {
@@ -150,7 +149,7 @@ impl AccessRequest<'_> {
 pub async fn decide<'a>(
     st: &Shared,
     rt: &'a Runtime,
-    jar: &CookieJar,
+    jar: &(dyn web::CookieSource + Sync),
     r: &AccessRequest<'_>,
 ) -> Verdict<'a> {
     decide_with(st, rt, jar, r, None).await
@@ -161,7 +160,7 @@ pub async fn decide<'a>(
 pub async fn decide_with<'a>(
     st: &Shared,
     rt: &'a Runtime,
-    jar: &CookieJar,
+    jar: &(dyn web::CookieSource + Sync),
     r: &AccessRequest<'_>,
     certificates: Option<Vec<Vec<u8>>>,
 ) -> Verdict<'a> {

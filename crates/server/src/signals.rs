@@ -313,7 +313,7 @@ pub async fn enrich(
     rt: &Runtime,
     ctx: &mut RequestContext,
     headers: &HeaderMap,
-    jar: &CookieJar,
+    jar: &(dyn crate::web::CookieSource + Sync),
     user: Option<&UserRecord>,
     evidence: &DeviceEvidence,
     now: DateTime<Utc>,
@@ -363,8 +363,8 @@ pub async fn enrich(
     }
     if let Some(signer) = &sig.cookie {
         let c = &rt.config.devices.cookie;
-        if let Some(v) = jar.get(&c.name) {
-            if let Ok(id) = signer.verify(v.value(), c.max_age.0, now) {
+        if let Some(v) = jar.cookie(&c.name) {
+            if let Ok(id) = signer.verify(v, c.max_age.0, now) {
                 if let Some(d) = load_device(st, &id).await? {
                     // Someone else's device cookie says nothing about this user's device.
                     let mine = match (&d.owner, user) {

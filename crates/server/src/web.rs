@@ -1,6 +1,7 @@
 //! Helpers shared by the portal and the gateway: cookies, the current session, signed
 //! step-up / blocked tokens, return-target checks and requirement conversion.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -87,18 +88,45 @@ pub fn cookie_name(piece: &str) -> &str {
     piece.split_once('=').map_or(piece, |(n, _)| n).trim()
 }
 
+/// Where the access decision reads cookies by name: the request's full jar (portal pages)
+/// or just the few it needs ([`DecisionCookies`], app requests).
+pub trait CookieSource {
+    /// The (decoded) value of the cookie called `name`.
+    fn cookie(&self, name: &str) -> Option<&str>;
+}
+
+impl CookieSource for CookieJar {
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.get(name).map(|c| c.value())
+    }
+}
+
 /// The cookies the access decision reads: the session cookie, the device cookie and the
-/// demo's chosen device. Each is parsed as `CookieJar::from_headers` parses it (percent-
-/// decoded; of two with one name the later wins); every other cookie (an app's own, often
-/// many) is skipped without being decoded or copied. The jar is for reading: it is never
-/// sent back as `Set-Cookie`.
-pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
-    let wanted = [
+/// demo's chosen device, and no others. See [`decision_cookies`].
+pub struct DecisionCookies<'a> {
+    names: [&'a str; 3],
+    values: [Option<Cow<'a, str>>; 3],
+}
+
+impl CookieSource for DecisionCookies<'_> {
+    fn cookie(&self, name: &str) -> Option<&str> {
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.values[i].as_deref()
+    }
+}
+
+/// Reads the cookies the access decision reads (see [`DecisionCookies`]). Each is parsed
+/// as `CookieJar::from_headers` parses it (percent-decoded; of two with one name the later
+/// wins); every other cookie (an app's own, often many) is skipped without being decoded
+/// or copied, and an unencoded value is borrowed from the header, not copied.
+pub fn decision_cookies<'a>(rt: &'a Runtime, headers: &'a HeaderMap) -> DecisionCookies<'a> {
+    let names = [
         rt.session_cookie.as_str(),
         rt.config.devices.cookie.name.as_str(),
         crate::demo::DEVICE_COOKIE,
     ];
-    let mut jar = CookieJar::new();
+    let mut values: [Option<Cow<'a, str>>; 3] = Default::default();
+    let slot = |name: &str| names.iter().position(|n| *n == name);
     for v in headers.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for piece in s.split(';') {
@@ -109,24 +137,24 @@ pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
                     continue;
                 };
                 let name = name.trim();
-                if !name.is_empty() && wanted.contains(&name) {
-                    jar = jar.add(Cookie::new(name.to_owned(), value.trim().to_owned()));
+                if let Some(i) = slot(name).filter(|_| !name.is_empty()) {
+                    values[i] = Some(Cow::Borrowed(value.trim()));
                 }
                 continue;
             }
             let name = cookie_name(piece);
             // A percent-encoded name may decode to a wanted one: parse it to see.
-            if !wanted.contains(&name) && !name.contains('%') {
+            if slot(name).is_none() && !name.contains('%') {
                 continue;
             }
-            if let Ok(c) = Cookie::parse_encoded(piece.to_owned()) {
-                if wanted.contains(&c.name()) {
-                    jar = jar.add(c);
+            if let Ok(c) = Cookie::parse_encoded(piece) {
+                if let Some(i) = slot(c.name()) {
+                    values[i] = Some(Cow::Owned(c.value().to_string()));
                 }
             }
         }
     }
-    jar
+    DecisionCookies { names, values }
 }
 
 /// The current session, if the cookie names a live one. A store failure is returned as
@@ -134,13 +162,12 @@ pub fn decision_cookies(rt: &Runtime, headers: &HeaderMap) -> CookieJar {
 pub async fn current_session(
     st: &AppState,
     rt: &Runtime,
-    jar: &CookieJar,
+    jar: &(dyn CookieSource + Sync),
     now: DateTime<Utc>,
 ) -> Result<Option<Session>, stepgate_store::StoreError> {
-    let Some(c) = jar.get(&rt.session_cookie) else {
+    let Some(id) = jar.cookie(&rt.session_cookie) else {
         return Ok(None);
     };
-    let id = c.value();
     // An id stepgate did not issue (its MAC does not verify) is refused before the store
     // is asked. Only checked ids are ever cached, so a cached one needs no second check.
     if id.is_empty()
@@ -555,18 +582,23 @@ mod tests {
             let jar = decision_cookies(&rt, h);
             for name in [session.as_str(), device.as_str(), demo::DEVICE_COOKIE] {
                 assert_eq!(
-                    jar.get(name).map(|c| c.value().to_string()),
-                    full.get(name).map(|c| c.value().to_string()),
+                    jar.cookie(name),
+                    full.get(name).map(|c| c.value()),
                     "{name} in {h:?}"
                 );
             }
-            jar
+            // Only the three are read.
+            for name in ["_ga", "theme", ""] {
+                assert_eq!(jar.cookie(name), None, "{name}");
+            }
+            (
+                jar.cookie(&session).map(str::to_string),
+                jar.cookie(&device).map(str::to_string),
+            )
         };
-        let jar = read_as_the_full_jar(&h);
-        assert_eq!(jar.get(&session).unwrap().value(), "second");
-        assert_eq!(jar.get(&device).unwrap().value(), "dAv");
-        assert!(jar.get("_ga").is_none() && jar.get("theme").is_none());
-        assert_eq!(jar.iter().count(), 3);
+        let (s, d) = read_as_the_full_jar(&h);
+        assert_eq!(s.as_deref(), Some("second"));
+        assert_eq!(d.as_deref(), Some("dAv"));
 
         // Odd but plain (unencoded) pieces read as the parser reads them: spaces trimmed,
         // quotes and `=` in the value kept, a piece without `=` or without a name skipped.
