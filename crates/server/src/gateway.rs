@@ -606,7 +606,8 @@ async fn proxy(
     } else {
         "http"
     };
-    proxy::set_forwarding(h, ip, host, proto);
+    // `strip_request` above removed every forwarding header the client sent.
+    proxy::put_forwarding(h, ip, host, proto);
     let timeout = rt.config.gateway.timeout_for(app.id.as_str());
     match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
         Ok(Ok(mut resp)) => {

@@ -33,9 +33,24 @@ struct Kept {
     last_used: std::time::Instant,
 }
 
+/// One thread's kept connections, by upstream `host:port` (from the configuration).
+#[derive(Default)]
+struct Pool {
+    kept: std::collections::HashMap<String, Vec<Kept>, foldhash::fast::RandomState>,
+    /// When every list was last swept of closed and long-idle connections.
+    swept: Option<std::time::Instant>,
+}
+
+/// How often every kept connection is checked (a request looks only at those it passes).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 thread_local! {
-    static POOL: std::cell::RefCell<std::collections::HashMap<String, Vec<Kept>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
+}
+
+/// Whether a kept connection is of no more use: closed, or free but unused too long.
+fn spent(k: &Kept, now: std::time::Instant) -> bool {
+    k.sender.is_closed() || (k.sender.is_ready() && now.duration_since(k.last_used) >= IDLE_TIMEOUT)
 }
 
 /// Why an upstream request failed (logged; never shown to the client).
@@ -69,23 +84,38 @@ fn send_on_kept(
 ) -> Option<impl std::future::Future<Output = Sent>> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_mut(key)?;
         let now = std::time::Instant::now();
-        list.retain(|k| {
-            !k.sender.is_closed()
-                && (!k.sender.is_ready() || now.duration_since(k.last_used) < IDLE_TIMEOUT)
-        });
-        // The most recently used free connection: its socket is the likeliest to be warm.
-        let k = list.iter_mut().rev().find(|k| k.sender.is_ready())?;
-        k.last_used = now;
-        Some(k.sender.try_send_request(req.take()?))
+        if p.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+            p.swept = Some(now);
+            for list in p.kept.values_mut() {
+                list.retain(|k| !spent(k, now));
+            }
+        }
+        let list = p.kept.get_mut(key)?;
+        // The most recently used free connection (its socket is the likeliest to be warm),
+        // dropping spent ones met on the way; busy ones are passed over.
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            if spent(&list[i], now) {
+                // What moves into `i` comes from the end, already looked at.
+                list.swap_remove(i);
+                continue;
+            }
+            let k = &mut list[i];
+            if k.sender.is_ready() {
+                k.last_used = now;
+                return Some(k.sender.try_send_request(req.take()?));
+            }
+        }
+        None
     })
 }
 
 fn keep(key: &str, sender: Sender) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.entry(key.to_string()).or_default();
+        let list = p.kept.entry(key.to_string()).or_default();
         if list.len() < MAX_KEPT_PER_UPSTREAM {
             list.push(Kept {
                 sender,
@@ -517,6 +547,12 @@ pub fn splice_upgraded(
 /// resolved through the trusted proxies), the host asked for and the scheme.
 pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
     remove_matching(h, false, is_forwarding);
+    put_forwarding(h, client, host, proto);
+}
+
+/// [`set_forwarding`] on headers [`strip_request`] has already cleared of every forwarding
+/// header (the proxied request: its headers are not looked through a second time).
+pub(crate) fn put_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
     // Values are built as owned strings and handed over without another copy.
     let value = |s: String| HeaderValue::try_from(s).ok();
     let mut ip = String::with_capacity(15);
