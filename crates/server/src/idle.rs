@@ -3,10 +3,13 @@
 //! hyper's HTTP/1.1 server closes a connection that sends no request headers within
 //! `server.header_timeout` of connecting or of its previous response. Its HTTP/2 server
 //! has no such limit: a client could open connections, or stop halfway through a request's
-//! headers, and hold them for ever. Here an HTTP/2 connection is closed once it has had no
-//! request in progress and sent nothing for `header_timeout`. A request counts as in
-//! progress until its response body has been sent or dropped, so a quiet long response
-//! (server-sent events, a long poll) keeps its connection.
+//! headers, and hold them for ever. Here an HTTP/2 connection that has had no request in
+//! progress and sent nothing for `header_timeout` is asked to go away: the serving loop
+//! has hyper send `GOAWAY` and close, so a client knows which of its requests were taken
+//! and can retry the others on a new connection. A client that keeps the connection open
+//! after that is cut off `header_timeout` later. A request counts as in progress until its
+//! response body has been sent or dropped, so a quiet long response (server-sent events, a
+//! long poll) keeps its connection.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -84,30 +87,54 @@ impl HttpBody for GuardedBody {
     }
 }
 
-/// A connection's I/O that reads as closed once the connection is idle: nothing read and
-/// no request in progress for `limit`.
+/// Raised once by [`IdleIo`] when its connection has been idle for its limit: the serving
+/// loop then shuts the connection down gracefully.
+#[derive(Default)]
+pub(crate) struct GoAway(tokio::sync::Notify);
+
+impl GoAway {
+    /// Completes once the connection should go away.
+    pub(crate) async fn requested(&self) {
+        self.0.notified().await
+    }
+}
+
+/// A connection's I/O that asks for the connection to go away once it is idle (nothing
+/// read and no request in progress for `limit`), and reads as closed if it is still open
+/// `limit` after that.
 pub(crate) struct IdleIo<T> {
     io: T,
     in_progress: InProgress,
     limit: Duration,
     last_read: Instant,
+    go_away: Arc<GoAway>,
+    /// When [`GoAway`] was raised.
+    asked_at: Option<Instant>,
     timer: Pin<Box<Sleep>>,
 }
 
 impl<T> IdleIo<T> {
-    pub(crate) fn new(io: T, in_progress: InProgress, limit: Duration) -> Self {
+    pub(crate) fn new(
+        io: T,
+        in_progress: InProgress,
+        go_away: Arc<GoAway>,
+        limit: Duration,
+    ) -> Self {
         let now = Instant::now();
         IdleIo {
             io,
             in_progress,
             limit,
             last_read: now,
+            go_away,
+            asked_at: None,
             timer: Box::pin(tokio::time::sleep_until(now + limit)),
         }
     }
 
-    /// Whether the connection has been idle for its limit; otherwise arms the timer for
-    /// when it next could be.
+    /// Whether the connection has been idle for its limit (since its last read, or since
+    /// it was asked to go away: what a client sends after that does not count); otherwise
+    /// arms the timer for when it next could be.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
@@ -117,7 +144,7 @@ impl<T> IdleIo<T> {
             let due = if self.in_progress.any() {
                 now + self.limit
             } else {
-                self.last_read + self.limit
+                self.asked_at.unwrap_or(self.last_read) + self.limit
             };
             if due <= now {
                 return true;
@@ -140,13 +167,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if self.poll_idle(cx) {
-                    tracing::debug!("closing an idle HTTP/2 connection");
-                    // End of stream: hyper closes the connection.
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
+                if !self.poll_idle(cx) {
+                    return Poll::Pending;
                 }
+                if self.asked_at.is_none() {
+                    tracing::debug!("an idle HTTP/2 connection is asked to go away");
+                    let now = Instant::now();
+                    self.asked_at = Some(now);
+                    self.go_away.0.notify_one();
+                    let due = now + self.limit;
+                    self.timer.as_mut().reset(due);
+                    // Registers the timer for the cut-off.
+                    if !self.poll_idle(cx) {
+                        return Poll::Pending;
+                    }
+                }
+                tracing::debug!("cutting off an idle HTTP/2 connection that did not go away");
+                // End of stream: hyper closes the connection.
+                Poll::Ready(Ok(()))
             }
             other => other,
         }

@@ -427,7 +427,9 @@ pub(crate) async fn serve_connections(
     // `direct_route` must use the same.
     let portal: Arc<str> = state.runtime.load().portal().into();
     let router = router_at(state.clone(), &portal);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection holds a receiver: a change asks it to shut down gracefully, and the
+    // drain is over when every receiver is gone.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
     loop {
         let (tcp, peer, guard) = tokio::select! {
@@ -440,28 +442,66 @@ pub(crate) async fn serve_connections(
         let _ = tcp.set_nodelay(true);
         let header_timeout = state.runtime.load().config.server.header_timeout.0;
         let (router, st, portal) = (router.clone(), state.clone(), portal.clone());
-        let watcher = graceful.watcher();
+        let mut stopping = stopping_rx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            // Serves the connection to its end, shutting it down gracefully (hyper finishes
+            // the requests in progress; over HTTP/2 it sends GOAWAY first) when the server
+            // stops or `$idle` completes.
+            macro_rules! drive {
+                ($conn:expr, $idle:expr) => {{
+                    let conn = $conn;
+                    tokio::pin!(conn);
+                    let stopped = stopping.changed();
+                    tokio::pin!(stopped);
+                    let idle = $idle;
+                    tokio::pin!(idle);
+                    let mut closing = false;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = conn.as_mut() => break r,
+                            _ = &mut stopped, if !closing => {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                            _ = &mut idle, if !closing => {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                }};
+            }
             // The protocol is settled before hyper takes the connection: by ALPN over TLS,
             // by the first bytes on plain HTTP (an HTTP/2 preface or not) within
             // `header_timeout`, so a client that connects and sends nothing is let go.
-            // HTTP/2 connections are closed once idle for `header_timeout` by `IdleIo`
-            // (hyper's HTTP/1.1 server does the same itself).
+            // HTTP/2 connections are asked to go away once idle for `header_timeout` by
+            // `IdleIo` (hyper's HTTP/1.1 server closes idle ones itself).
             macro_rules! serve {
                 ($io:expr, $h2:expr, $certs:expr) => {{
                     let builder = connection_builder($h2, header_timeout);
                     if $h2 {
                         let in_progress = crate::idle::InProgress::default();
-                        let io = crate::idle::IdleIo::new($io, in_progress.clone(), header_timeout);
+                        let go_away = Arc::new(crate::idle::GoAway::default());
+                        let io = crate::idle::IdleIo::new(
+                            $io,
+                            in_progress.clone(),
+                            go_away.clone(),
+                            header_timeout,
+                        );
                         let svc = service(router, st, portal, peer, $certs, Some(in_progress));
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                        watcher.watch(conn.into_owned()).await
+                        drive!(
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), svc),
+                            go_away.requested()
+                        )
                     } else {
                         let svc = service(router, st, portal, peer, $certs, None);
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new($io), svc);
-                        watcher.watch(conn.into_owned()).await
+                        drive!(
+                            builder.serve_connection_with_upgrades(TokioIo::new($io), svc),
+                            std::future::pending::<()>()
+                        )
                     }
                 }};
             }
@@ -489,8 +529,10 @@ pub(crate) async fn serve_connections(
     state.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
     let grace = state.runtime.load().config.server.shutdown_grace.0;
+    drop(stopping_rx);
+    let _ = stopping_tx.send(());
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = stopping_tx.closed() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
     }
     Ok(())

@@ -1625,6 +1625,57 @@ async fn h2_connection(
     (send, tokio::spawn(async move { conn.await.unwrap_or(()) }))
 }
 
+/// Reads HTTP/2 frames until the server closes the connection: each frame's type, and
+/// when the close came (or `None` if it had not come within `within`).
+async fn frames_until_closed(
+    s: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (Vec<u8>, Option<Instant>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut types = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut head = [0u8; 9];
+        match tokio::time::timeout_at(deadline, s.read_exact(&mut head)).await {
+            Err(_) => return (types, None),
+            Ok(Err(_)) => return (types, Some(Instant::now())),
+            Ok(Ok(_)) => {}
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        types.push(head[3]);
+        let mut payload = vec![0u8; len];
+        if s.read_exact(&mut payload).await.is_err() {
+            return (types, Some(Instant::now()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_told_to_go_away_and_cut_off_if_it_stays() {
+    use tokio::io::AsyncWriteExt as _;
+    const GOAWAY: u8 = 0x7;
+    let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
+    // A client that opens an HTTP/2 connection (preface and empty SETTINGS) and then says
+    // nothing, not even the acknowledgements the protocol asks for.
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let (types, closed) = frames_until_closed(&mut s, Duration::from_secs(10)).await;
+    let closed = closed.expect("the connection is closed");
+    // Told why before it is closed: a GOAWAY frame, once the limit has passed.
+    assert!(types.contains(&GOAWAY), "frames: {types:?}");
+    assert!(closed - opened >= Duration::from_millis(900));
+    // Whether hyper closes it after GOAWAY or the cut-off does, it is gone within twice
+    // the limit (and some slack for a loaded machine).
+    assert!(
+        closed - opened < Duration::from_secs(5),
+        "{:?}",
+        closed - opened
+    );
+}
+
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
     let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
