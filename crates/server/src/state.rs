@@ -19,13 +19,14 @@ use crate::security::Signer;
 pub struct Runtime {
     /// The validated configuration, with its compiled policy set.
     pub config: Config,
-    /// Lower-cased host name (without port) → index into `config.apps`.
-    pub hosts: HashMap<String, usize>,
+    /// Lower-cased host name (without port) → index into `config.apps`. Built from the
+    /// configuration alone, so a fast hash is safe: a client's host is only looked up.
+    pub hosts: HashMap<String, usize, foldhash::fast::RandomState>,
     /// The portal's public base URL, without a trailing slash.
     pub public_url: String,
     /// App id → its upstream, split once (the configuration was validated, so every app
     /// with an `upstream:` has one here).
-    pub upstreams: HashMap<String, stepgate_config::UpstreamTarget>,
+    pub upstreams: HashMap<String, stepgate_config::UpstreamTarget, foldhash::fast::RandomState>,
     /// The public URL's authority (`host[:port]`), as a client names it in `Host`.
     pub public_authority: String,
     /// The public URL's host name, lower-cased and without its port.
@@ -39,7 +40,7 @@ pub struct Runtime {
 impl Runtime {
     /// Indexes a configuration.
     pub fn new(config: Config) -> Self {
-        let mut hosts = HashMap::new();
+        let mut hosts = HashMap::default();
         for (i, app) in config.apps.iter().enumerate() {
             for h in &app.hosts {
                 hosts.insert(strip_port(h).to_ascii_lowercase(), i);
