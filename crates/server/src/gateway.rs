@@ -175,7 +175,9 @@ pub async fn decide_with<'a>(
     }
     // A bearer token is judged on its own; a cookie beside it does not count.
     if let Some(token) = crate::bearer::bearer_token(r.headers) {
-        return crate::bearer::decide(st, rt, app, token, r, certificates).await;
+        // Boxed: a cookie request's future would otherwise carry (and copy) the space of
+        // the bearer decision's, several kilobytes.
+        return Box::pin(crate::bearer::decide(st, rt, app, token, r, certificates)).await;
     }
     let now = Utc::now();
     let session = match web::current_session(st, rt, jar, now).await {

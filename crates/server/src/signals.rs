@@ -338,7 +338,9 @@ pub async fn enrich(
     let mut candidates: Vec<(DeviceBinding, Device)> = Vec::new();
     let mut bindings: Vec<DeviceBinding> = Vec::new();
     if let (Some(verifier), Some(chain)) = (&sig.certs, &evidence.certificates) {
-        let check = verifier.verify(chain, now).await;
+        // Boxed: its future is several kilobytes, and every request's future would carry
+        // (and copy) that space, though only requests with a certificate use it.
+        let check = Box::pin(verifier.verify(chain, now)).await;
         ctx.certificate = CertificateVerifier::context(Some(&check));
         bindings.extend(check.device_binding());
     }
