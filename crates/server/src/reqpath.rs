@@ -126,24 +126,10 @@ pub fn case_fold_unambiguous(path: &str) -> Result<(), AmbiguousPath> {
     if bytes.is_ascii() && !bytes.contains(&b'%') {
         return Ok(());
     }
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if bytes[i] == b'%' {
-            if let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                decoded.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    match String::from_utf8_lossy(&decoded)
+    // A `%` without two hex digits after it stays as it is (`normalize` has refused those
+    // already on the request paths).
+    match percent_encoding::percent_decode(bytes)
+        .decode_utf8_lossy()
         .chars()
         .find(|&c| folds_to_ascii(c))
     {
