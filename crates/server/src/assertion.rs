@@ -502,17 +502,20 @@ impl Said<'_> {
     /// with the session and signing key it is cached for. Bytes, built without formatting:
     /// it is made on every allowed request.
     fn cache_key(&self, session: &str, kid: &str, ttl: Duration) -> CacheKey {
-        let mut k = Vec::with_capacity(256);
-        let mut put = |s: Option<&str>| match s {
-            Some(s) => {
-                k.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                k.extend_from_slice(s.as_bytes());
+        fn put_in(k: &mut Vec<u8>, s: Option<&str>) {
+            match s {
+                Some(s) => {
+                    k.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                    k.extend_from_slice(s.as_bytes());
+                }
+                None => k.extend_from_slice(&u64::MAX.to_le_bytes()),
             }
-            None => k.extend_from_slice(&u64::MAX.to_le_bytes()),
-        };
-        put(Some(kid));
-        put(Some(session));
-        let id_len = 16 + kid.len() + session.len();
+        }
+        let mut k = Vec::with_capacity(256);
+        put_in(&mut k, Some(kid));
+        put_in(&mut k, Some(session));
+        let id_len = k.len();
+        let mut put = |s: Option<&str>| put_in(&mut k, s);
         put(Some(self.issuer));
         put(Some(self.app));
         put(Some(self.sub));
