@@ -406,6 +406,160 @@ pub struct DevicesConfig {
     /// The long-lived signed device cookie.
     #[serde(default)]
     pub cookie: DeviceCookieConfig,
+    /// Request budgets of the device API and the CAEP receiver, which anyone can reach.
+    #[serde(default)]
+    pub rate_limit: DevicesRateLimitConfig,
+}
+
+/// `devices.rate_limit`: how many requests the device API and the CAEP receiver take before
+/// answering `429`. Counted before a request is verified or audited, so a flood can neither
+/// keep the node busy checking signatures nor grow the audit log beyond these budgets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesRateLimitConfig {
+    /// `POST {portal}/caep/events`.
+    #[serde(default)]
+    pub caep: CaepRateLimit,
+    /// `PUT {portal}/api/devices/posture` and `GET {portal}/api/devices/{id}`.
+    #[serde(default)]
+    pub api: DeviceApiRateLimit,
+}
+
+/// The CAEP receiver's budgets; a SET must fit in both.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaepRateLimit {
+    /// SETs per client address (an IPv6 client's /64).
+    #[serde(default = "caep_per_address")]
+    pub per_address: Rate,
+    /// SETs per `iss` the SET names (read before verifying); every issuer that is not a
+    /// configured transmitter's shares one budget.
+    #[serde(default = "caep_per_issuer")]
+    pub per_issuer: Rate,
+}
+
+fn caep_per_address() -> Rate {
+    Rate::per_minute(60)
+}
+fn caep_per_issuer() -> Rate {
+    Rate::per_minute(600)
+}
+
+impl Default for CaepRateLimit {
+    fn default() -> Self {
+        CaepRateLimit {
+            per_address: caep_per_address(),
+            per_issuer: caep_per_issuer(),
+        }
+    }
+}
+
+/// The device API's budgets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceApiRateLimit {
+    /// Requests without a valid token, per client address (an IPv6 client's /64).
+    #[serde(default = "api_per_address")]
+    pub per_address: Rate,
+    /// Requests per configured source (authenticated by its token), from any address.
+    #[serde(default = "api_per_source")]
+    pub per_source: Rate,
+}
+
+fn api_per_address() -> Rate {
+    Rate::per_minute(60)
+}
+fn api_per_source() -> Rate {
+    Rate::per_minute(600)
+}
+
+impl Default for DeviceApiRateLimit {
+    fn default() -> Self {
+        DeviceApiRateLimit {
+            per_address: api_per_address(),
+            per_source: api_per_source(),
+        }
+    }
+}
+
+/// A request budget, written `COUNT/WINDOW` (`60/1m`): at most `count` requests in each
+/// `window`. Windows are fixed and aligned to the Unix epoch, so every node counts the same
+/// window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per window (1 to [`Rate::MAX_COUNT`]).
+    pub count: u32,
+    /// The window ([`Rate::MIN_WINDOW`] to [`Rate::MAX_WINDOW`]).
+    pub window: std::time::Duration,
+}
+
+impl Rate {
+    /// The largest count a budget may have.
+    pub const MAX_COUNT: u32 = 1_000_000;
+    /// The shortest window.
+    pub const MIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+    /// The longest window (and so the longest `Retry-After`).
+    pub const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// `count` requests a minute.
+    pub const fn per_minute(count: u32) -> Self {
+        Rate {
+            count,
+            window: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let expected = "expected COUNT/WINDOW such as `60/1m` (60 requests a minute)";
+        let Some((count, window)) = s.split_once('/') else {
+            return Err(format!("{expected}, got `{s}`"));
+        };
+        let count: u32 = match count.trim().parse() {
+            Ok(n) if (1..=Rate::MAX_COUNT).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "{expected}, got `{s}`: the count must be a whole number from 1 to {}",
+                    Rate::MAX_COUNT
+                ))
+            }
+        };
+        let window: HumanDuration = window
+            .parse()
+            .map_err(|e| format!("{expected}, got `{s}`: {e}"))?;
+        if window.0 < Rate::MIN_WINDOW || window.0 > Rate::MAX_WINDOW {
+            return Err(format!(
+                "{expected}, got `{s}`: the window must be from 1s to 1h"
+            ));
+        }
+        Ok(Rate {
+            count,
+            window: window.0,
+        })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.count, HumanDuration(self.window))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What kind of system a device source is.
@@ -839,6 +993,47 @@ cookie:
         assert_eq!(c.caep.transmitters[0].algorithms, vec![SetAlgorithm::ES256]);
         assert_eq!(c.recheck.unwrap().wait.as_secs(), 20);
         assert_eq!(c.cookie.name, "sg-device");
+    }
+
+    #[test]
+    fn rate_limits_default_and_parse() {
+        let c: DevicesConfig = yaml("{}");
+        assert_eq!(c.rate_limit.caep.per_address, Rate::per_minute(60));
+        assert_eq!(c.rate_limit.caep.per_issuer, Rate::per_minute(600));
+        assert_eq!(c.rate_limit.api.per_address, Rate::per_minute(60));
+        assert_eq!(c.rate_limit.api.per_source, Rate::per_minute(600));
+        let c: DevicesConfig = yaml(
+            "rate_limit:\n  caep: { per_address: 5/10s, per_issuer: 100/1h }\n  api: { per_source: 2000/1m }\n",
+        );
+        assert_eq!(c.rate_limit.caep.per_address.count, 5);
+        assert_eq!(c.rate_limit.caep.per_address.window.as_secs(), 10);
+        assert_eq!(c.rate_limit.caep.per_issuer.to_string(), "100/1h");
+        assert_eq!(c.rate_limit.api.per_address, Rate::per_minute(60));
+        assert_eq!(c.rate_limit.api.per_source.count, 2000);
+    }
+
+    #[test]
+    fn bad_rates_name_the_key_and_the_fix() {
+        for (bad, says) in [
+            ("60", "COUNT/WINDOW"),
+            ("0/1m", "from 1 to"),
+            ("-3/1m", "from 1 to"),
+            ("60/soon", "duration"),
+            ("60/500ms", "from 1s to 1h"),
+            ("60/2h", "from 1s to 1h"),
+            ("2000000/1m", "from 1 to"),
+        ] {
+            let text = format!("rate_limit:\n  caep:\n    per_issuer: {bad}\n");
+            let e = marked_yaml::from_yaml::<DevicesConfig>(0, &text).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("per_issuer") && e.contains(says), "{bad}: {e}");
+        }
+        let e = marked_yaml::from_yaml::<DevicesConfig>(
+            0,
+            "rate_limit:\n  api:\n    per_issuer: 1/1m\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("per_issuer"), "{e}");
     }
 
     #[test]
