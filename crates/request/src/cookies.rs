@@ -1,0 +1,213 @@
+//! `Cookie` headers read by the RFC 6265 grammar (§4.2.1, §5.4), and the names of
+//! stepgate's own cookies under every spelling an upstream or browser might give them.
+//!
+//! A cookie is found under its exact name: names are never percent-decoded or case-folded,
+//! so `__Host-session` counts only as itself (a sibling host cannot set that one), never as
+//! `__host-session` or `%5F_Host-session`. A cookie stepgate reads that appears more than
+//! once (a second one planted by a sibling subdomain, say) is [`Lookup::Repeated`]: the
+//! caller refuses the request rather than pick one.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+
+/// Whether `b` may appear in a cookie name (an RFC 7230 `token`).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `b` is a `cookie-octet` (RFC 6265 §4.1.1).
+fn cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// One `name=value` piece of a `Cookie` header, if it follows the grammar: a token name and
+/// a value of cookie-octets, optionally in double quotes (which are not part of the value).
+/// Whitespace around the piece is tolerated, as browsers send it.
+pub fn parse_pair(piece: &str) -> Option<(&str, &str)> {
+    let piece = piece.trim_matches([' ', '\t']);
+    let (name, value) = piece.split_once('=')?;
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return None;
+    }
+    let value = match value.strip_prefix('"') {
+        Some(v) => v.strip_suffix('"')?,
+        None => value,
+    };
+    value.bytes().all(cookie_octet).then_some((name, value))
+}
+
+/// Every well-formed `(name, value)` pair of every `Cookie` header, in order (HTTP/2 sends
+/// one header per cookie). Pieces that do not follow the grammar are skipped.
+pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(parse_pair)
+}
+
+/// What the request says under one cookie name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent once, with this value.
+    One(&'a str),
+    /// Sent more than once: which one is meant cannot be told.
+    Repeated,
+}
+
+impl<'a> Lookup<'a> {
+    /// The value when sent exactly once.
+    pub fn one(self) -> Option<&'a str> {
+        match self {
+            Lookup::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The cookie called exactly `name`.
+pub fn lookup<'a>(headers: &'a HeaderMap, name: &str) -> Lookup<'a> {
+    let mut found = Lookup::Absent;
+    for (n, v) in pairs(headers) {
+        if n == name {
+            found = match found {
+                Lookup::Absent => Lookup::One(v),
+                _ => return Lookup::Repeated,
+            };
+        }
+    }
+    found
+}
+
+/// Looks up several names in one pass over the headers (the access decision reads three
+/// cookies on every request). `out[i]` is the lookup of `names[i]`.
+pub fn lookup_many<'a, const N: usize>(
+    headers: &'a HeaderMap,
+    names: [&str; N],
+) -> [Lookup<'a>; N] {
+    let mut out = [Lookup::Absent; N];
+    for (n, v) in pairs(headers) {
+        for (i, want) in names.iter().enumerate() {
+            if n == *want {
+                out[i] = match out[i] {
+                    Lookup::Absent => Lookup::One(v),
+                    _ => Lookup::Repeated,
+                };
+            }
+        }
+    }
+    out
+}
+
+/// A cookie name as browsers, frameworks and proxies might all read it: percent-decoded,
+/// lower case, without a `__Host-` or `__Secure-` prefix. Two names with the same key may
+/// reach some reader as the same cookie: stepgate's cookies are kept apart from an app's
+/// under every name with the key of one of theirs.
+pub fn name_key(name: &str) -> String {
+    let decoded: Cow<'_, str> =
+        percent_encoding::percent_decode_str(name.trim()).decode_utf8_lossy();
+    let lower = decoded.to_ascii_lowercase();
+    for prefix in ["__host-", "__secure-"] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    lower
+}
+
+/// The name in `name=value` (a `Set-Cookie` header's first part), untouched.
+pub fn set_cookie_name(set_cookie: &str) -> &str {
+    let first = set_cookie.split(';').next().unwrap_or("");
+    first.split_once('=').map_or(first, |(n, _)| n).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(http::header::COOKIE, l.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn names_are_exact_and_values_follow_the_grammar() {
+        let h = headers(&["a=1; __Host-s=abc.def; b=\"quoted\"", "c=3"]);
+        assert_eq!(lookup(&h, "a"), Lookup::One("1"));
+        assert_eq!(lookup(&h, "__Host-s"), Lookup::One("abc.def"));
+        assert_eq!(lookup(&h, "b"), Lookup::One("quoted"));
+        assert_eq!(lookup(&h, "c"), Lookup::One("3"));
+        // Never decoded, never folded.
+        for spelled in ["__host-s", "%5F_Host-s", "__Host-S", "s", " __Host-s"] {
+            assert_eq!(lookup(&h, spelled), Lookup::Absent, "{spelled}");
+        }
+        let h = headers(&["%5F_Host-s=forged; __host-s=forged"]);
+        assert_eq!(lookup(&h, "__Host-s"), Lookup::Absent);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_repeated_whichever_header_carries_it() {
+        assert_eq!(lookup(&headers(&["s=1; s=2"]), "s"), Lookup::Repeated);
+        assert_eq!(
+            lookup(&headers(&["s=1", "x=0; s=1"]), "s"),
+            Lookup::Repeated
+        );
+        assert_eq!(lookup(&headers(&["s=1; S=2"]), "s"), Lookup::One("1"));
+        let h = headers(&["s=1; d=2", "s=3"]);
+        let [s, d, x] = lookup_many(&h, ["s", "d", "x"]);
+        assert_eq!(
+            (s, d, x),
+            (Lookup::Repeated, Lookup::One("2"), Lookup::Absent)
+        );
+    }
+
+    #[test]
+    fn pieces_outside_the_grammar_are_skipped() {
+        for piece in [
+            "s",
+            "=v",
+            "s=a b",
+            "s=a,b",
+            "s=a\\b",
+            "s=\"unterminated",
+            "s=\"a\"b",
+            "s p=v",
+            "s(=v",
+        ] {
+            assert_eq!(parse_pair(piece), None, "{piece}");
+        }
+        assert_eq!(parse_pair(" s=v\t"), Some(("s", "v")));
+        assert_eq!(parse_pair("s="), Some(("s", "")));
+        assert_eq!(parse_pair("s=a=b"), Some(("s", "a=b")));
+        // A malformed copy does not make a well-formed one repeated.
+        assert_eq!(
+            lookup(&headers(&["s=good; s=bad value"]), "s"),
+            Lookup::One("good")
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_a_name_has_one_key() {
+        for n in [
+            "stepgate_session",
+            "__Host-stepgate_session",
+            "__host-STEPGATE_SESSION",
+            "__Secure-stepgate_session",
+            "stepgate%5Fsession",
+            "%5F_Host-stepgate_session",
+            "Stepgate_Session",
+        ] {
+            assert_eq!(name_key(n), "stepgate_session", "{n}");
+        }
+        assert_ne!(name_key("stepgate_sessions"), "stepgate_session");
+        assert_eq!(set_cookie_name("A=b; Path=/"), "A");
+        assert_eq!(set_cookie_name(" x "), "x");
+    }
+}
