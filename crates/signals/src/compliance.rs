@@ -21,7 +21,8 @@ use crate::config::{CompliancePolicyConfig, ComplianceRuleConfig};
 pub enum ComplianceConfigError {
     /// A rule expression did not parse.
     #[error(
-        "compliance policy `{policy}`, rule `{rule}`: {message} at column {column} in `{expr}`"
+        "compliance policy `{policy}`, rule `{rule}`: {message} at column {column} in `{}`",
+        excerpt(expr, *column)
     )]
     Expression {
         /// Policy name.
@@ -377,6 +378,31 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 // ---------------------------------------------------------------------------------------
 // Rule expressions
 
+/// How deeply a rule expression may nest parentheses and `NOT`s. The parser, the evaluator
+/// and the printer recurse once per level, so an unbounded expression in the configuration
+/// could overflow the stack of whichever thread reloads it; 64 is far beyond any rule a
+/// person writes.
+pub const MAX_EXPR_DEPTH: usize = 64;
+
+/// The expression as quoted in an error: whole when short, else the 60 characters around
+/// the column (a 10 kB expression would drown the message).
+fn excerpt(expr: &str, column: usize) -> String {
+    const WIDTH: usize = 60;
+    let n = expr.chars().count();
+    if n <= WIDTH {
+        return expr.to_owned();
+    }
+    let start = column.saturating_sub(WIDTH / 2 + 1).min(n - WIDTH);
+    let mut out: String = expr.chars().skip(start).take(WIDTH).collect();
+    if start > 0 {
+        out.insert(0, '…');
+    }
+    if start + WIDTH < n {
+        out.push('…');
+    }
+    out
+}
+
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
@@ -459,6 +485,7 @@ impl Expr {
             toks,
             pos: 0,
             len: s.chars().count(),
+            depth: 0,
         };
         let e = p.or()?;
         if let Some(t) = p.toks.get(p.pos) {
@@ -700,6 +727,8 @@ struct Parser {
     toks: Vec<Tok>,
     pos: usize,
     len: usize,
+    /// Parentheses and `NOT`s open at the current token.
+    depth: usize,
 }
 
 impl Parser {
@@ -709,6 +738,22 @@ impl Parser {
 
     fn end_col(&self) -> usize {
         self.len + 1
+    }
+
+    /// Opens one more level of nesting at `t` (a `(` or `NOT`), refusing past the limit
+    /// before recursing.
+    fn enter(&mut self, t: &Tok) -> Result<(), (usize, String)> {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return Err((
+                t.col,
+                format!(
+                    "the expression nests parentheses and NOT more than {MAX_EXPR_DEPTH} deep; \
+                     simplify it or split it into several rules"
+                ),
+            ));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn or(&mut self) -> Result<Expr, (usize, String)> {
@@ -746,12 +791,17 @@ impl Parser {
         };
         match t.kind {
             TokKind::Not => {
+                self.enter(&t)?;
                 self.pos += 1;
-                Ok(Expr::Not(Box::new(self.unary()?)))
+                let e = Expr::Not(Box::new(self.unary()?));
+                self.depth -= 1;
+                Ok(e)
             }
             TokKind::LParen => {
+                self.enter(&t)?;
                 self.pos += 1;
                 let e = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     Some(t) if t.kind == TokKind::RParen => {
                         self.pos += 1;
@@ -1091,6 +1141,68 @@ mod tests {
                 other => panic!("{expr}: {other:?}"),
             }
         }
+    }
+
+    fn compile_expr(expr: &str) -> Result<Vec<CompliancePolicy>, ComplianceConfigError> {
+        let mut c = CompliancePolicyConfig {
+            name: "mac".into(),
+            ..Default::default()
+        };
+        c.rules.push(ComplianceRuleConfig {
+            id: "deep".into(),
+            non_compliant_if: expr.into(),
+            message: None,
+            fix: None,
+        });
+        compile_policies(&[c])
+    }
+
+    #[test]
+    fn nesting_is_refused_past_the_limit_at_the_offending_column() {
+        // At the limit: parses, evaluates and prints.
+        let ok = format!(
+            "{}a == 1{}",
+            "(".repeat(MAX_EXPR_DEPTH),
+            ")".repeat(MAX_EXPR_DEPTH)
+        );
+        let p = compile_expr(&ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            evaluate(&p, None, &[], &posture(&[("a", "1")])).compliant,
+            Some(false)
+        );
+        let nots = format!("{}a == 1", "NOT ".repeat(MAX_EXPR_DEPTH));
+        compile_expr(&nots).unwrap_or_else(|e| panic!("{e}"));
+        // One past it, with parentheses, NOTs or a mix: refused at the level that crosses.
+        for (expr, col) in [
+            (format!("{}a == 1{}", "(".repeat(65), ")".repeat(65)), 65),
+            (format!("{}a == 1", "NOT ".repeat(65)), 4 * 64 + 1),
+            (format!("{}a == 1", "!(".repeat(40)), 2 * 32 + 1),
+        ] {
+            match compile_expr(&expr) {
+                Err(e @ ComplianceConfigError::Expression { column, .. }) => {
+                    assert_eq!(column, col, "{e}");
+                    let text = e.to_string();
+                    assert!(text.contains("more than 64 deep"), "{text}");
+                    assert!(text.contains("split it into several rules"), "{text}");
+                }
+                other => panic!("{expr}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_expression_is_refused_without_exhausting_a_small_stack() {
+        // 100,000 levels would overflow any thread's stack if the parser recursed first and
+        // checked after; the error quotes a short excerpt, not the whole text.
+        let expr = format!("{}a == 1{}", "(".repeat(100_000), ")".repeat(100_000));
+        let text = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || compile_expr(&expr).unwrap_err().to_string())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(text.contains("at column 65 in `"), "{text}");
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
     }
 
     #[test]
