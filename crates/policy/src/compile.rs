@@ -303,6 +303,8 @@ struct Compiler<'a> {
     zone_names: Vec<Box<str>>,
     zone_nets: Vec<(ZoneId, IpNet)>,
     app_index: HashMap<&'a str, u32>,
+    /// `all` / `any` / `not` levels open around the condition being compiled.
+    depth: usize,
 }
 
 /// Compiles the policy part of a configuration. On error, returns every problem found.
@@ -313,6 +315,7 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         zone_names: Vec::new(),
         zone_nets: Vec::new(),
         app_index: HashMap::new(),
+        depth: 0,
     };
 
     // Named zones first, so conditions can refer to them.
@@ -724,6 +727,31 @@ impl<'a> Compiler<'a> {
     }
 
     fn cond(&mut self, c: &'a Spanned<ConditionSpec>) -> Option<Cond> {
+        let nests = matches!(
+            &**c,
+            ConditionSpec::All(_) | ConditionSpec::Any(_) | ConditionSpec::Not(_)
+        );
+        if !nests {
+            return self.leaf_or_nested(c);
+        }
+        // Compiling, evaluating and explaining recurse once per level: refuse a tree deeper
+        // than the limit before descending into it.
+        if self.depth >= MAX_CONDITION_DEPTH {
+            self.err(
+                c.span(),
+                format!(
+                    "conditions nest more than {MAX_CONDITION_DEPTH} levels deep (`all`, `any` and `not` inside each other): flatten them or split the policy into several"
+                ),
+            );
+            return None;
+        }
+        self.depth += 1;
+        let out = self.leaf_or_nested(c);
+        self.depth -= 1;
+        out
+    }
+
+    fn leaf_or_nested(&mut self, c: &'a Spanned<ConditionSpec>) -> Option<Cond> {
         let span = *c.span();
         let span = &span;
         Some(match &**c {
@@ -1090,4 +1118,98 @@ fn full_weekday(d: &str) -> &'static str {
 
 fn boxed(v: &[String]) -> Box<[Box<str>]> {
     v.iter().map(|s| s.as_str().into()).collect()
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use crate::OutcomeKind;
+
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        policies: Vec<PolicySpec>,
+    }
+
+    const HEAD: &str = "policies:\n  - { name: p, priority: 1, outcome: allow, conditions: [ ";
+
+    /// Compiles one policy whose single condition is `cond` (YAML flow text, on line 2).
+    fn compile_condition(cond: String) -> Result<PolicySet, Vec<SpecError>> {
+        // Deserialising a deep tree recurses in serde too; give it room in debug builds (the
+        // configuration loader bounds the YAML depth before serde runs).
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let doc: Doc = marked_yaml::from_yaml(0, &format!("{HEAD}{cond} ] }}\n"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                compile(PolicyInput {
+                    apps: &[],
+                    networks: &NetworksSpec::new(),
+                    policies: &doc.policies,
+                    default_outcome: None,
+                })
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn nested(levels: &[&str]) -> String {
+        let mut s = String::new();
+        for l in levels {
+            s.push_str(&format!("{{ {l}: "));
+            if *l != "not" {
+                s.push('[');
+            }
+        }
+        s.push_str("{ network: { in: [10.0.0.0/8] } }");
+        for l in levels.iter().rev() {
+            if *l != "not" {
+                s.push(']');
+            }
+            s.push_str(" }");
+        }
+        s
+    }
+
+    #[test]
+    fn conditions_nest_at_most_the_limit() {
+        let ctx = |ip: &str| {
+            let mut c = crate::RequestContext::default();
+            c.network.ip = Some(ip.parse().unwrap());
+            c
+        };
+        // 64 levels: accepted, and an even number of `not`s is the leaf itself, on the fast
+        // and the explained path alike.
+        let set = compile_condition(nested(&["not"; MAX_CONDITION_DEPTH]))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for (ip, outcome) in [
+            ("10.1.2.3", OutcomeKind::Allow),
+            ("192.0.2.1", OutcomeKind::Deny),
+        ] {
+            assert_eq!(set.decide(&ctx(ip)).kind(), outcome, "{ip}");
+            assert_eq!(set.explain(&ctx(ip)).outcome, outcome, "{ip}");
+        }
+        // 65, however they are mixed: refused at the 65th, with the fix.
+        for levels in [
+            vec!["not"; 65],
+            vec!["all"; 65],
+            ["any", "not", "all"].repeat(22)[..65].to_vec(),
+        ] {
+            let Err(errors) = compile_condition(nested(&levels)) else {
+                panic!("{} levels were accepted", levels.len());
+            };
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let e = &errors[0];
+            let column = HEAD.lines().last().unwrap().len()
+                + levels[..64]
+                    .iter()
+                    .map(|l| l.len() + if *l == "not" { 4 } else { 5 })
+                    .sum::<usize>()
+                + 1;
+            let at = e.span.start().expect("positioned");
+            assert_eq!((at.line(), at.column()), (2, column), "{e:?}");
+            assert!(e.message.contains("more than 64 levels deep"), "{e:?}");
+            assert!(e.message.contains("split the policy"), "{e:?}");
+        }
+    }
 }

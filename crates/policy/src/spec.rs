@@ -166,6 +166,11 @@ pub struct RouteSelectorSpec {
     pub path: Option<Spanned<String>>,
 }
 
+/// How deeply `all`, `any` and `not` may nest inside each other. Compiling, evaluating and
+/// explaining a condition tree recurse once per level; the compiler refuses a deeper tree
+/// with the position of the first condition past the limit.
+pub const MAX_CONDITION_DEPTH: usize = 64;
+
 /// A condition; each is a one-key map naming its kind.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
