@@ -13,6 +13,14 @@
 //!
 //! `jti` replay is checked in the hot store (`remember_once`, atomic across nodes) after the
 //! SET verified, so a forged SET cannot burn a real one's id.
+//!
+//! Before anything else a push is counted against two budgets ([`rate_limit`],
+//! `devices.rate_limit.caep`): its client address's, then the budget of the `iss` it names
+//! (read unverified; every issuer that is not a configured transmitter's shares one), so
+//! neither one sender nor many senders naming one issuer can make the receiver verify or
+//! audit more than the budgets allow.
+
+pub mod rate_limit;
 
 use std::time::Duration;
 
@@ -23,12 +31,15 @@ use chrono::Utc;
 use serde_json::json;
 use stepgate_policy::{Outcome, RequestContext, RequestInfo, RequestKind};
 use stepgate_signals::caep::{SecurityEvent, SetError, VerifiedSet};
+use stepgate_signals::config::TransmitterConfig;
 use stepgate_signals::device::device_context;
 use stepgate_store::UserRecord;
 
+use self::rate_limit::{Admission, Budget, Endpoint};
 use crate::session::{self, SessionData};
 use crate::signals::{device_sessions_key, load_device, save_device};
 use crate::state::Shared;
+use crate::web::Peer;
 
 fn set_error(e: &SetError) -> Response {
     (
@@ -47,11 +58,100 @@ async fn audit(st: &Shared, kind: &str, actor: Option<String>, detail: serde_jso
     }
 }
 
+/// The issuer budget every SET whose `iss` is absent, unreadable or not a configured
+/// transmitter's is counted against: made-up issuers get no budgets of their own.
+const UNCONFIGURED_ISSUER: &str = "(unconfigured)";
+
+/// The `iss` a SET names, read without verifying anything: only to pick its budget.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
+/// The key of the issuer budget a SET is counted against.
+fn issuer_budget<'a>(transmitters: &'a [TransmitterConfig], body: &str) -> &'a str {
+    let iss = unverified_issuer(body);
+    transmitters
+        .iter()
+        .find(|t| iss.as_deref() == Some(t.issuer.as_str()))
+        .map_or(UNCONFIGURED_ISSUER, |t| t.issuer.as_str())
+}
+
+fn too_many(retry_after: u64, what: &str) -> Response {
+    let r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({
+            "err": "rate_limited",
+            "description": format!("too many SETs {what}; retry after {retry_after} s"),
+        })),
+    )
+        .into_response();
+    rate_limit::with_retry_after(r, retry_after)
+}
+
+/// Counts the push against its address's and its issuer's budgets; the answer to send
+/// instead of handling it, when it does not fit.
+async fn over_budget(
+    st: &Shared,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &str,
+) -> Option<Response> {
+    let rt = st.runtime.load_full();
+    let limits = &rt.config.devices.rate_limit.caep;
+    let ip = crate::context::client_ip(peer.0, headers, &rt.config.trusted_proxies);
+    let address = rate_limit::address_key(ip);
+    let issuer = issuer_budget(&rt.config.devices.caep.transmitters, body);
+    for (budget, key, rate, what) in [
+        (
+            Budget::Address,
+            address.as_str(),
+            limits.per_address,
+            "from this address",
+        ),
+        (
+            Budget::Issuer,
+            issuer,
+            limits.per_issuer,
+            "naming this issuer",
+        ),
+    ] {
+        match rate_limit::admit(st, Endpoint::Caep, budget, key, rate).await {
+            Ok(Admission::Admit) => {}
+            Ok(Admission::Refuse { retry_after }) => return Some(too_many(retry_after, what)),
+            Err(e) => {
+                tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
+                return Some(rate_limit::with_retry_after(
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response(),
+                    5,
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// `POST {portal}/caep/events`.
-pub async fn receive(State(st): State<Shared>, headers: HeaderMap, body: String) -> Response {
+pub async fn receive(
+    State(st): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let Some(receiver) = &st.signals.caep else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Some(refused) = over_budget(&st, &peer, &headers, &body).await {
+        return refused;
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -2,6 +2,11 @@
 //! or `{"devices": [...]}`) and `GET {portal}/api/devices/{id}`, each caller authenticated by
 //! its own bearer token (stored as SHA-256) with scopes. Pushes are idempotent and audited;
 //! a push that changes a device re-evaluates its live sessions and wakes waiting re-checks.
+//!
+//! Every request is counted against a budget (`devices.rate_limit.api`) before its body is
+//! read or anything is audited: its source's when the token names one, else its client
+//! address's, so neither a source gone wild nor a stranger guessing tokens gets unbounded work
+//! or audit rows out of the API.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -9,14 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde_json::json;
-use stepgate_signals::config::DeviceScope;
+use stepgate_signals::config::{DeviceScope, DeviceSourceConfig};
 use stepgate_signals::device::{
     apply_push, check_bulk, BulkPosturePush, DeviceApiAuthError, PosturePush, PushOutcome,
 };
 
+use crate::caep::rate_limit::{self, Admission, Budget, Endpoint};
 use crate::signals::{load_device, save_device};
 use crate::state::Shared;
-use crate::web::json_error;
+use crate::web::{json_error, Peer};
 
 fn auth_refused(e: &DeviceApiAuthError) -> Response {
     match e {
@@ -30,6 +36,53 @@ fn auth_refused(e: &DeviceApiAuthError) -> Response {
                 header::HeaderValue::from_static("Bearer"),
             );
             r
+        }
+    }
+}
+
+/// Counts the request against its source's budget when its token names a source (with or
+/// without the scope asked for), else against its client address's; the answer to send
+/// instead of handling it, when it does not fit.
+async fn over_budget(
+    st: &Shared,
+    peer: &Peer,
+    headers: &HeaderMap,
+    auth: &Result<&DeviceSourceConfig, DeviceApiAuthError>,
+) -> Option<Response> {
+    let rt = st.runtime.load_full();
+    let limits = &rt.config.devices.rate_limit.api;
+    let address;
+    let (budget, key, rate) = match auth {
+        Ok(s) => (Budget::Source, s.name.as_str(), limits.per_source),
+        Err(DeviceApiAuthError::MissingScope { source_name, .. }) => {
+            (Budget::Source, source_name.as_str(), limits.per_source)
+        }
+        Err(_) => {
+            let ip = crate::context::client_ip(peer.0, headers, &rt.config.trusted_proxies);
+            address = rate_limit::address_key(ip);
+            (Budget::Address, address.as_str(), limits.per_address)
+        }
+    };
+    match rate_limit::admit(st, Endpoint::DeviceApi, budget, key, rate).await {
+        Ok(Admission::Admit) => None,
+        Ok(Admission::Refuse { retry_after }) => Some(rate_limit::with_retry_after(
+            json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                &format!("too many device API requests; retry after {retry_after} s"),
+            ),
+            retry_after,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "hot store unavailable: device API request not handled");
+            Some(rate_limit::with_retry_after(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the device API is unavailable; retry later",
+                ),
+                5,
+            ))
         }
     }
 }
@@ -53,14 +106,18 @@ async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: ser
 /// `PUT {portal}/api/devices/posture`.
 pub async fn put_posture(
     State(st): State<Shared>,
+    peer: Peer,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let source = match st
+    let auth = st
         .signals
         .device_api
-        .authenticate(authorization(&headers), DeviceScope::DevicesWrite)
-    {
+        .authenticate(authorization(&headers), DeviceScope::DevicesWrite);
+    if let Some(refused) = over_budget(&st, &peer, &headers, &auth).await {
+        return refused;
+    }
+    let source = match auth {
         Ok(s) => s.clone(),
         Err(e) => return auth_refused(&e),
     };
@@ -167,14 +224,18 @@ pub async fn put_posture(
 /// `GET {portal}/api/devices/{id}`: the stored device with its current compliance verdict.
 pub async fn get_device(
     State(st): State<Shared>,
+    peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = st
+    let auth = st
         .signals
         .device_api
-        .authenticate(authorization(&headers), DeviceScope::DevicesRead)
-    {
+        .authenticate(authorization(&headers), DeviceScope::DevicesRead);
+    if let Some(refused) = over_budget(&st, &peer, &headers, &auth).await {
+        return refused;
+    }
+    if let Err(e) = auth {
         return auth_refused(&e);
     }
     let rt = st.runtime.load_full();
