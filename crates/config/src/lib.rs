@@ -10,6 +10,16 @@
 //! Lists (`apps`, `policies`) from included files are concatenated, maps (`networks`) are
 //! merged (a zone defined twice is an error), and single sections (`sessions`,
 //! `default_outcome`, …) may appear in only one file.
+//!
+//! No configuration can take down the process that loads it, since a reload runs inside the
+//! serving gateway. Each file must be a regular file of at most [`MAX_FILE_BYTES`]
+//! ([`MAX_TOTAL_BYTES`] for all of them); `includes:` chain at most [`MAX_INCLUDE_DEPTH`]
+//! files deep; YAML nests at most [`MAX_YAML_DEPTH`] levels, checked before the recursive
+//! parser runs; policy conditions and compliance-rule expressions nest at most
+//! [`stepgate_policy::spec::MAX_CONDITION_DEPTH`] and
+//! [`stepgate_signals::compliance::MAX_EXPR_DEPTH`] levels. Loading runs on a thread of its
+//! own with a stack sized for those limits, so the caller's stack (a 2 MiB runtime worker)
+//! does not matter, and a bug that panics comes back as a diagnostic.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -25,15 +35,29 @@ use stepgate_signals::config::{DevicesConfig, SignalsConfig};
 use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+mod files;
 pub mod gateway;
+mod nesting;
 pub mod server;
 pub mod sessions;
 
+pub use files::{MAX_FILE_BYTES, MAX_TOTAL_BYTES};
+pub use nesting::MAX_YAML_DEPTH;
+
+/// How many files deep `includes:` may chain (the main file including one that includes
+/// another, …).
+pub const MAX_INCLUDE_DEPTH: usize = 64;
+
+/// The loader thread's stack. Every recursion in loading is bounded by the limits above; a
+/// debug build's serde needs a few MiB at [`MAX_YAML_DEPTH`], so this leaves a wide margin
+/// (the pages are only reserved, not used).
+const LOADER_STACK_BYTES: usize = 64 << 20;
+
 pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
-    UpstreamTarget,
+    PathParameters, UpstreamTarget,
 };
-pub use server::{ServerConfig, TlsConfig};
+pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
 /// One problem in the configuration.
@@ -167,29 +191,79 @@ pub struct Config {
 
 /// Loads and validates the configuration at `path` and everything it includes.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let mut loader = Loader::default();
-    loader.load_file(path, None);
-    loader.finish()
+    on_loader_thread(path, || {
+        let mut loader = Loader::default();
+        loader.load_file(path, None, 0);
+        loader.finish()
+    })
 }
 
 /// Loads a configuration from text (e.g. the demo built into the binary). `name` is used
 /// in messages; `includes:` resolve against `base_dir` and are refused without one.
 pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
-    let mut loader = Loader::default();
-    loader.load_text(
-        PathBuf::from(name),
-        text.to_string(),
-        base_dir.map(Path::to_path_buf),
-    );
-    loader.finish()
+    on_loader_thread(Path::new(name), || {
+        let mut loader = Loader::default();
+        loader.load_text(
+            PathBuf::from(name),
+            text.to_string(),
+            base_dir.map(Path::to_path_buf),
+            0,
+        );
+        loader.finish()
+    })
 }
+
+/// Runs `load` on a thread with a stack of [`LOADER_STACK_BYTES`] and waits for it.
+fn on_loader_thread(
+    file: &Path,
+    load: impl FnOnce() -> Result<Config, ConfigError> + Send,
+) -> Result<Config, ConfigError> {
+    let failed = |message: String| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+        }],
+    };
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("stepgate-config".into())
+            .stack_size(LOADER_STACK_BYTES)
+            .spawn_scoped(scope, load);
+        match spawned {
+            Ok(handle) => handle.join().unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(failed(format!(
+                    "{INTERNAL_ERROR} ({what}); nothing was loaded: please report this with the file"
+                )))
+            }),
+            Err(e) => Err(failed(format!(
+                "cannot start the configuration loader thread: {e}"
+            ))),
+        }
+    })
+}
+
+/// How a diagnostic for a bug in the loader begins (the fuzz target looks for it).
+#[doc(hidden)]
+pub const INTERNAL_ERROR: &str = "internal error while loading the configuration";
 
 #[derive(Default)]
 struct Loader {
     files: Vec<PathBuf>,
+    /// Each file's YAML tree, by source index (`None`: empty, or it did not parse), kept to
+    /// position errors found after deserialising (compliance rules).
+    nodes: Vec<Option<marked_yaml::Node>>,
     seen: HashSet<PathBuf>,
     parsed: Vec<ConfigFile>,
     diagnostics: Vec<Diagnostic>,
+    /// Bytes read from files so far.
+    bytes: u64,
 }
 
 impl Loader {
@@ -210,7 +284,7 @@ impl Loader {
         });
     }
 
-    fn load_file(&mut self, path: &Path, from: Option<&Span>) {
+    fn load_file(&mut self, path: &Path, from: Option<&Span>, depth: usize) {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if !self.seen.insert(canonical) {
             if let Some(span) = from {
@@ -224,10 +298,32 @@ impl Loader {
             }
             return;
         }
-        match std::fs::read_to_string(path) {
+        let read = files::read_config_file(path).map_err(|e| {
+            let what = if from.is_some() {
+                "`includes` takes YAML files and directories of them"
+            } else {
+                "the configuration must be a YAML file"
+            };
+            match e {
+                files::ReadError::NotRegular(_) => format!("{e}; {what}"),
+                e => e.to_string(),
+            }
+        });
+        let read = read.and_then(|text| {
+            self.bytes += text.len() as u64;
+            if self.bytes > MAX_TOTAL_BYTES {
+                Err(format!(
+                    "the configuration's files together hold more than the {} MiB allowed: include fewer or smaller files",
+                    MAX_TOTAL_BYTES >> 20
+                ))
+            } else {
+                Ok(text)
+            }
+        });
+        match read {
             Ok(text) => {
                 let base = path.parent().map(Path::to_path_buf);
-                self.load_text(path.to_path_buf(), text, base);
+                self.load_text(path.to_path_buf(), text, base, depth);
             }
             Err(e) => {
                 let msg = format!("cannot read `{}`: {e}", path.display());
@@ -244,17 +340,55 @@ impl Loader {
         }
     }
 
-    fn load_text(&mut self, file: PathBuf, text: String, base: Option<PathBuf>) {
+    fn load_text(&mut self, file: PathBuf, text: String, base: Option<PathBuf>, depth: usize) {
         let source = self.files.len();
         self.files.push(file.clone());
+        self.nodes.push(None);
+        if let Some(at) = text.find('\0') {
+            // The YAML scanner takes a NUL for the end of the input and would silently drop
+            // everything after it.
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[..at]
+                .rsplit('\n')
+                .next()
+                .map_or(0, |l| l.chars().count())
+                + 1;
+            self.diagnostics.push(Diagnostic {
+                file,
+                line: Some(line),
+                column: Some(column),
+                message: "a NUL byte: this is not YAML text (is it a binary file?)".into(),
+            });
+            return;
+        }
+        if let Some((line, column)) = nesting::too_deep(&text) {
+            self.diagnostics.push(Diagnostic {
+                file,
+                line: Some(line),
+                column: Some(column),
+                message: format!(
+                    "mappings and sequences nest more than {MAX_YAML_DEPTH} levels deep here: flatten the structure (deeply nested `all`/`any`/`not` conditions can be split into several policies)"
+                ),
+            });
+            return;
+        }
         let opts = LoaderOptions::default().error_on_duplicate_keys(true);
         let parsed: ConfigFile = if text.trim().is_empty() {
             ConfigFile::default()
         } else {
-            match marked_yaml::from_yaml_with_options(source, &text, opts) {
+            let node = match marked_yaml::parse_yaml_with_options(source, &text, opts) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.yaml_error(&file, e.into());
+                    return;
+                }
+            };
+            let parsed = marked_yaml::from_node(&node);
+            self.nodes[source] = Some(node);
+            match parsed {
                 Ok(c) => c,
                 Err(e) => {
-                    self.yaml_error(&file, e);
+                    self.yaml_error(&file, e.into());
                     return;
                 }
             }
@@ -270,11 +404,21 @@ impl Loader {
                 continue;
             };
             let target = base.join(inc.as_str());
+            if depth >= MAX_INCLUDE_DEPTH {
+                self.diag_at(
+                    inc.span(),
+                    format!(
+                        "cannot include `{}`: includes chain more than {MAX_INCLUDE_DEPTH} files deep; include the files from one place instead of from each other",
+                        target.display()
+                    ),
+                );
+                continue;
+            }
             if target.is_dir() {
                 match yaml_files_in(&target) {
                     Ok(files) => {
                         for f in files {
-                            self.load_file(&f, Some(inc.span()));
+                            self.load_file(&f, Some(inc.span()), depth + 1);
                         }
                     }
                     Err(e) => self.diag_at(
@@ -283,9 +427,28 @@ impl Loader {
                     ),
                 }
             } else {
-                self.load_file(&target, Some(inc.span()));
+                self.load_file(&target, Some(inc.span()), depth + 1);
             }
         }
+    }
+
+    /// Where the rule expression `rule` of compliance policy `policy` was written, when the
+    /// `devices` section came from file `source`.
+    fn compliance_rule_span(&self, source: usize, policy: &str, rule: &str) -> Option<Span> {
+        let root = self.nodes.get(source)?.as_ref()?.as_mapping()?;
+        let policies = root
+            .get_mapping("devices")?
+            .get_mapping("compliance")?
+            .get_sequence("policies")?;
+        let p = policies.iter().find_map(|p| {
+            let p = p.as_mapping()?;
+            (p.get_scalar("name")?.as_str() == policy).then_some(p)
+        })?;
+        let r = p.get_sequence("rules")?.iter().find_map(|r| {
+            let r = r.as_mapping()?;
+            (r.get_scalar("id")?.as_str() == rule).then_some(r)
+        })?;
+        Some(*r.get_scalar("non_compliant_if")?.span())
     }
 
     fn yaml_error(&mut self, file: &Path, e: marked_yaml::FromYamlError) {
@@ -463,7 +626,16 @@ impl Loader {
             }
             match stepgate_signals::compliance::compile_policies(&d.compliance.policies) {
                 Ok(p) => compliance_policies = p,
-                Err(e) => self.diag_at(d.span(), format!("devices.compliance: {e}")),
+                Err(e) => {
+                    use stepgate_signals::compliance::ComplianceConfigError as E;
+                    let at = match (&e, d.span().start()) {
+                        (E::Expression { policy, rule, .. }, Some(m)) => {
+                            self.compliance_rule_span(m.source(), policy, rule)
+                        }
+                        _ => None,
+                    };
+                    self.diag_at(&at.unwrap_or(*d.span()), format!("devices.compliance: {e}"));
+                }
             }
         }
         let mut usernames = HashSet::new();
@@ -801,11 +973,14 @@ fn devices_problems(d: &DevicesConfig) -> Vec<String> {
     out
 }
 
+/// The `*.yaml` / `*.yml` entries of `dir`, by name. Entries of any type are listed: the
+/// loader refuses those that are not regular files (a `conf.yaml` FIFO or directory is a
+/// mistake to report, not to skip).
 fn yaml_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
-        if p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(p);
         }
     }
