@@ -10,6 +10,8 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
+#[path = "forward_auth/walk.rs"]
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,14 @@ use std::time::Duration;
 
 use harness::*;
 use reqwest::cookie::Jar;
+use walk::{walk, Front, RecordingUpstream};
+
+/// What Caddy rewrites before asking stepgate, and sends on rewritten: Go re-encodes raw
+/// bytes outside ASCII and backslashes in the path.
+const REWRITES: &[(&[u8], &str)] = &[
+    (b"/admin\xc3\xa9", "/admin%C3%A9"),
+    (b"/x\\..\\admin", "/x%5C..%5Cadmin"),
+];
 
 fn caddy_binary() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -32,6 +42,19 @@ fn caddy_binary() -> Option<PathBuf> {
             .map(PathBuf::from)
             .find(|p| p.is_file())
     })
+}
+
+/// The caddy binary; `None` (with a note) to skip, or a panic under `CI=true` or
+/// `STEPGATE_REQUIRE_CADDY=1` (set by `.ci/run`, which installs caddy).
+fn caddy_binary_or_skip() -> Option<PathBuf> {
+    let found = caddy_binary();
+    if found.is_none() {
+        if proxy_required("STEPGATE_REQUIRE_CADDY") {
+            panic!("caddy is not installed, and CI=true or STEPGATE_REQUIRE_CADDY=1: .ci/run installs it (apt-get install caddy)");
+        }
+        eprintln!("note: caddy is not installed; skipping the caddy forward_auth test");
+    }
+    found
 }
 
 /// caddy, stopped when dropped.
@@ -90,14 +113,6 @@ fn config_from_example(listen: u16, stepgate: u16, upstream: u16) -> String {
     format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{text}")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_caddy(bin: &Path, dir: &Path, port: u16, conf: &str) -> Caddy {
     let file = dir.join("Caddyfile");
     std::fs::write(&file, conf).unwrap();
@@ -143,13 +158,7 @@ async fn start_caddy(bin: &Path, dir: &Path, port: u16, conf: &str) -> Caddy {
 
 #[tokio::test]
 async fn caddy_forward_auth_in_front_of_stepgate() {
-    let Some(bin) = caddy_binary() else {
-        if std::env::var("CI").as_deref() == Ok("true")
-            || std::env::var("STEPGATE_REQUIRE_CADDY").as_deref() == Ok("1")
-        {
-            panic!("caddy is not installed, and CI=true or STEPGATE_REQUIRE_CADDY=1: .ci/run installs it (apt-get install caddy)");
-        }
-        eprintln!("note: caddy is not installed; skipping the caddy forward_auth test");
+    let Some(bin) = caddy_binary_or_skip() else {
         return;
     };
     let port = free_port();
@@ -181,8 +190,9 @@ async fn caddy_forward_auth_in_front_of_stepgate() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(header(&r, "www-authenticate"), "Bearer");
-    // Through the portal site, a client cannot steer the forward-auth endpoint at the app:
-    // Caddy replaces X-Forwarded-Host with the portal's own host, which is no app.
+    // Through the portal site, a client cannot reach the forward-auth endpoint at all (and
+    // were it let through, Caddy would replace X-Forwarded-Host with the portal's own host,
+    // which is no app).
     let r = c
         .get(format!(
             "http://{PORTAL_HOST}:{port}/_stepgate/auth/forward"
@@ -192,7 +202,7 @@ async fn caddy_forward_auth_in_front_of_stepgate() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 404);
 
     // Sign in through the portal behind Caddy: password, then TOTP; back at the app.
     let r = follow.get(format!("{app}/hello?x=1")).send().await.unwrap();
@@ -270,5 +280,29 @@ async fn caddy_forward_auth_in_front_of_stepgate() {
     assert_eq!(r.status(), 302);
     assert!(header(&r, "location")
         .starts_with(&format!("http://{PORTAL_HOST}:{port}/_stepgate/blocked?t=")));
+    drop(cd);
+}
+
+/// The walk every front proxy takes (`forward_auth/walk.rs`), through caddy configured from
+/// the example, in front of a stepgate whose app matches paths case-insensitively.
+#[tokio::test]
+async fn caddy_forward_auth_walk() {
+    let Some(bin) = caddy_binary_or_skip() else {
+        return;
+    };
+    let port = free_port();
+    let h = start_case_insensitive(|_| format!("http://{PORTAL_HOST}:{port}")).await;
+    let up = RecordingUpstream::start().await;
+    let conf = config_from_example(port, h.addr.port(), up.addr.port());
+    let cd = start_caddy(&bin, h.dir.path(), port, &conf).await;
+    let log = || cd.log();
+    let front = Front {
+        name: "caddy",
+        tls: false,
+        port,
+        log: &log,
+        rewrites: REWRITES,
+    };
+    walk(&h, &up, &front).await;
     drop(cd);
 }

