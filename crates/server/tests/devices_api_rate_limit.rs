@@ -98,14 +98,16 @@ fn posture(device: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn requests_without_a_valid_token_are_bounded_per_address() {
+    const FLOODER: &str = "192.0.2.60";
     let h = start("{ api: { per_address: 4/1h, per_source: 1000/1h } }").await;
     let mut statuses = Vec::new();
     for i in 0..12 {
         // Wrong tokens and no token, pushes and reads: one budget for the address.
         let token = (i % 3 != 0).then(|| format!("guess-{i}"));
         let (s, retry) = if i % 4 == 3 {
-            let mut req =
-                reqwest::Client::new().get(format!("{}/_stepgate/api/devices/mac-1", h.base));
+            let mut req = reqwest::Client::new()
+                .get(format!("{}/_stepgate/api/devices/mac-1", h.base))
+                .header("x-forwarded-for", FLOODER);
             if let Some(t) = &token {
                 req = req.bearer_auth(t);
             }
@@ -116,7 +118,7 @@ async fn requests_without_a_valid_token_are_bounded_per_address() {
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             (r.status().as_u16(), retry)
         } else {
-            put(&h, None, token.as_deref(), &posture("mac-1")).await
+            put(&h, Some(FLOODER), token.as_deref(), &posture("mac-1")).await
         };
         if s == 429 {
             let retry = retry.expect("a 429 says when to come back");
@@ -136,9 +138,27 @@ async fn requests_without_a_valid_token_are_bounded_per_address() {
             .0,
         401
     );
-    let (s, _) = put(&h, None, Some(TOKEN), &posture("mac-1")).await;
+    let (s, _) = put(&h, Some(FLOODER), Some(TOKEN), &posture("mac-1")).await;
     assert_eq!(s, 200);
     assert_eq!(audit(&h.st, Some("device.posture")).await.len(), 1);
+
+    // Requests whose address cannot be read share one budget, however they spell it.
+    let mut statuses = Vec::new();
+    for garbage in [
+        "unknown",
+        "",
+        "not-an-ip",
+        "1.2.3.4.5",
+        "1.2.3",
+        "_hidden",
+        "x",
+        "y",
+    ] {
+        statuses.push(put(&h, Some(garbage), None, &posture("mac-1")).await.0);
+    }
+    let mut want = vec![401; 4];
+    want.extend([429; 4]);
+    assert_eq!(statuses, want);
 }
 
 #[tokio::test]
