@@ -88,12 +88,14 @@ pub enum Admission {
 }
 
 /// The budget key of a client address: the address itself for IPv4, the /64 for IPv6 (one
-/// host is usually given a whole /64), and [`UNKNOWN_ADDRESS`] for an unspecified address.
-pub fn address_key(ip: IpAddr) -> String {
-    match ip {
-        ip if ip.is_unspecified() => UNKNOWN_ADDRESS.to_string(),
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
+/// host is usually given a whole /64), and [`UNKNOWN_ADDRESS`] for an address that is not
+/// known (`None`, or unspecified): all such requests share one budget.
+pub fn address_key(ip: impl Into<Option<IpAddr>>) -> String {
+    match ip.into() {
+        None => UNKNOWN_ADDRESS.to_string(),
+        Some(ip) if ip.is_unspecified() => UNKNOWN_ADDRESS.to_string(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
             let net = u128::from(v6) & !(u64::MAX as u128);
             format!("{}/64", std::net::Ipv6Addr::from(net))
         }
@@ -223,6 +225,7 @@ mod tests {
         assert_ne!(k("2001:db8:1:3::1"), k("2001:db8:1:2::1"));
         assert_eq!(k("0.0.0.0"), UNKNOWN_ADDRESS);
         assert_eq!(k("::"), UNKNOWN_ADDRESS);
+        assert_eq!(address_key(None), UNKNOWN_ADDRESS);
     }
 
     #[test]
