@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn addresses_are_counted_by_host_and_ipv6_by_slash_64() {
-        let k = |s: &str| address_key(s.parse().unwrap());
+        let k = |s: &str| address_key(s.parse::<IpAddr>().unwrap());
         assert_eq!(k("203.0.113.9"), "203.0.113.9");
         assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
         assert_eq!(k("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
