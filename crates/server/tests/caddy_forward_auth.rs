@@ -3,6 +3,8 @@
 //! loopback, no admin endpoint): anonymous users are sent to the portal, APIs get `401`, a
 //! signed-in user reaches the app with identity headers, a sensitive route asks for a
 //! step-up, and a client-sent `Remote-User` never reaches the app.
+//! `caddy_forward_auth_walk` walks the script every front proxy walks
+//! (`forward_auth/walk.rs`).
 //!
 //! Skipped with a note when `caddy` is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_CADDY=1` (set by `.ci/run`, which installs caddy), where a missing

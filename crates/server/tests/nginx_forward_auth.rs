@@ -2,7 +2,8 @@
 //! from `examples/nginx/nginx.conf` (ports and host names substituted): anonymous users
 //! are sent to the portal, a signed-in user reaches the app with identity headers, a
 //! sensitive route asks for a step-up, and a client-sent `Remote-User` never reaches the
-//! app.
+//! app. `nginx_auth_request_walk` walks the script every front proxy walks
+//! (`forward_auth/walk.rs`).
 //!
 //! Skipped with a note when `nginx` is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_NGINX=1` (set by `.ci/run`, which installs nginx), where a missing

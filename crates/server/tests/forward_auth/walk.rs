@@ -512,6 +512,9 @@ impl Walk<'_> {
     }
 }
 
+/// Whether an identity header's value is the one stepgate asserts for the test user.
+type ValueCheck = fn(&str) -> bool;
+
 /// The problems with the identity headers the app saw on a signed-in request: a spelling
 /// other than stepgate's, a value the client chose, or a value other than stepgate's.
 fn identity_problems(seen: &Seen) -> Vec<String> {
@@ -529,16 +532,16 @@ fn identity_problems(seen: &Seen) -> Vec<String> {
             problems.push(format!("the app received the client's `{name}: {value}`"));
         }
     }
-    let expect: [(&str, &dyn Fn(&str) -> bool); 8] = [
-        ("remote-user", &|v| v == USER),
-        ("remote-groups", &|v| v == "staff,ops"),
-        ("remote-email", &|v| v == "fiona@example.test"),
-        ("remote-name", &|v| v == "Fiona Forward"),
-        ("remote-aal", &|v| v == "2"),
-        ("remote-amr", &|v| v.contains("otp")),
-        ("remote-auth-time", &|v| v.parse::<i64>().is_ok()),
+    let expect: [(&str, ValueCheck); 8] = [
+        ("remote-user", |v| v == USER),
+        ("remote-groups", |v| v == "staff,ops"),
+        ("remote-email", |v| v == "fiona@example.test"),
+        ("remote-name", |v| v == "Fiona Forward"),
+        ("remote-aal", |v| v == "2"),
+        ("remote-amr", |v| v.contains("otp")),
+        ("remote-auth-time", |v| v.parse::<i64>().is_ok()),
         // stepgate's signed JWT: header.payload.signature
-        ("x-stepgate-assertion", &|v| v.split('.').count() == 3),
+        ("x-stepgate-assertion", |v| v.split('.').count() == 3),
     ];
     for (name, ok) in expect {
         match seen.values(name).as_slice() {
@@ -723,6 +726,26 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
             || (status == 400 && seen.is_empty()),
         format_args!("{status}; {problems:?}"),
     );
+
+    // Not asserted (stepgate folds letter case and `_` only): whether spellings with a `.`,
+    // which PHP and CGI also read as `_`, reach the app.
+    let dotted: Vec<(String, String)> = SPOOFED
+        .iter()
+        .map(|(n, v)| (n.replace('-', "."), v.to_string()))
+        .chain([("Cookie".to_string(), cookie.clone())])
+        .collect();
+    let n = up.count();
+    let r = front.raw(APP_HOST, b"/hello", &dotted).await;
+    let through: Vec<String> = up
+        .since(n)
+        .iter()
+        .flat_map(|s| s.headers.iter().filter(|(n, _)| n.contains('.')))
+        .map(|(n, _)| n.clone())
+        .collect();
+    w.note(format_args!(
+        "`.` spellings (Remote.User, ...): {}; reached the app: {through:?}",
+        r.status
+    ));
 
     // 4. The decision endpoints answer the proxy, never a client coming through the portal.
     let app_authority = format!("{APP_HOST}:{}", front.port);
