@@ -853,15 +853,20 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
                         front.name
                     ));
                 }
-                None => w.check(
-                    &format!("{step} → refused (403 stepgate / 400 proxy), never reaches the app"),
-                    matches!(r.status, 400 | 403) && seen.is_empty(),
-                    format_args!(
-                        "{} ({location:?}); the app received {:?}",
-                        r.status,
-                        seen.iter().map(Seen::target).collect::<Vec<_>>()
-                    ),
-                ),
+                None => {
+                    w.check(
+                        &format!(
+                            "{step} → refused (403 stepgate / 400 proxy), never reaches the app"
+                        ),
+                        matches!(r.status, 400 | 403) && seen.is_empty(),
+                        format_args!(
+                            "{} ({location:?}); the app received {:?}",
+                            r.status,
+                            seen.iter().map(Seen::target).collect::<Vec<_>>()
+                        ),
+                    );
+                    w.note(format_args!("`{shown}` ({who}): {}", r.status));
+                }
             }
         }
     }
