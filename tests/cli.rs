@@ -184,3 +184,67 @@ fn what_if_reports_a_bad_context_with_its_position() {
         "{out}"
     );
 }
+
+#[path = "support/hostile.rs"]
+mod hostile;
+
+/// Runs `stepgate check` on `cfg`, killing it (and failing) if it has not finished in 60 s:
+/// a blocking read of a FIFO or an endless read of a device would hang here.
+fn check_within_a_minute(cfg: &Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["check", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stepgate");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`stepgate check {}` hung", cfg.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (status.code(), out)
+}
+
+#[test]
+fn check_refuses_each_hostile_file_with_a_positioned_message_and_no_crash() {
+    for case in hostile::CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = case.write(dir.path());
+        let (code, out) = check_within_a_minute(&cfg);
+        // Exit 1 is a refusal; a panic exits 101 and a stack overflow or abort dies by a
+        // signal (no code).
+        assert_eq!(code, Some(1), "{}: {out}", case.name);
+        let line = case.position(dir.path());
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&line) && l.contains(case.says)),
+            "{}: expected a line `{line}…{}…`, got:\n{out}",
+            case.name,
+            case.says
+        );
+        assert!(out.ends_with("1 error(s)\n"), "{}: {out}", case.name);
+        for crash in ["panicked", "overflow", "fatal", "RUST_BACKTRACE"] {
+            assert!(!out.contains(crash), "{}: {out}", case.name);
+        }
+    }
+}
