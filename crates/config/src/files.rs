@@ -62,14 +62,22 @@ pub(crate) fn read_config_file(path: &Path) -> Result<String, ReadError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge(Some(meta.len())));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_FILE_BYTES + 1)
+    let bytes = read_capped(file, MAX_FILE_BYTES, meta.len())?;
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
+}
+
+/// Reads at most `cap` bytes, refusing a source that has more (one that grew since it was
+/// measured, or never ends).
+fn read_capped(source: impl Read, cap: u64, expected: u64) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::with_capacity(expected.min(cap) as usize);
+    source
+        .take(cap + 1)
         .read_to_end(&mut bytes)
         .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > cap {
         return Err(ReadError::TooLarge(None));
     }
-    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
+    Ok(bytes)
 }
 
 fn regular(meta: &Metadata) -> Result<(), ReadError> {
@@ -174,6 +182,18 @@ mod tests {
         }
         f.set_len(MAX_FILE_BYTES).unwrap();
         assert_eq!(read_config_file(&p).unwrap().len() as u64, MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn a_source_longer_than_measured_is_cut_at_the_cap_and_refused() {
+        // A file that grows after its size was checked reads like an endless source.
+        match read_capped(std::io::repeat(b' '), 1024, 10) {
+            Err(e @ ReadError::TooLarge(None)) => {
+                assert!(e.to_string().contains("grew past"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_capped(&b"abc"[..], 3, 3).unwrap(), b"abc");
     }
 
     #[test]
