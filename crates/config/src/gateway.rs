@@ -147,6 +147,24 @@ pub struct GatewayAppConfig {
     /// issuer mints tokens for several apps, so a token for one is not accepted by another.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// What to do with `;` path parameters (`/a;jsessionid=1/b`), which some upstreams
+    /// (Tomcat, Jetty, Spring) strip before routing and others keep: `refuse` them (400 from
+    /// the proxy, 403 from forward-auth; the default), or `strip` them from every segment
+    /// before the request is matched and forwarded. `strip` needs stepgate's own proxy: a
+    /// front proxy (forward-auth) forwards the target as the client sent it.
+    #[serde(default)]
+    pub path_parameters: PathParameters,
+}
+
+/// `gateway.apps.<id>.path_parameters`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// Requests with `;` in the path are refused.
+    #[default]
+    Refuse,
+    /// Parameters are removed from each segment before matching and forwarding.
+    Strip,
 }
 
 /// Algorithms a bearer issuer may list.

@@ -27,6 +27,11 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// The header the trusted proxies write the client address to: `x-forwarded-for` (the
+    /// default) or `forwarded` (RFC 7239). Only that one is read: a client can send the
+    /// other through a proxy that does not touch it.
+    #[serde(default)]
+    pub client_address_header: ClientAddressHeader,
     /// How long a signed return target (after login or step-up) stays valid.
     #[serde(default = "default_return_ttl")]
     pub return_target_ttl: HumanDuration,
@@ -46,6 +51,18 @@ pub struct ServerConfig {
     /// this long.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
+}
+
+/// `server.client_address_header`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For`.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// TLS files.
@@ -71,6 +88,7 @@ impl Default for ServerConfig {
             portal_path: default_portal_path(),
             tls: None,
             trusted_proxies: Vec::new(),
+            client_address_header: ClientAddressHeader::default(),
             return_target_ttl: default_return_ttl(),
             shutdown_grace: default_drain(),
             workers: None,

@@ -119,7 +119,26 @@ pub fn name_key(name: &str) -> String {
     lower
 }
 
-/// The name in `name=value` (a `Set-Cookie` header's first part), untouched.
+/// Whether `name` has the key `key` (a [`name_key`]): the same as `name_key(name) == key`,
+/// without allocating for a name that needs no decoding (nearly every one).
+pub fn has_key(name: &str, key: &str) -> bool {
+    let name = name.trim();
+    if name.contains('%') {
+        return name_key(name) == key;
+    }
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find_map(|p| {
+            name.get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &name[p.len()..])
+        })
+        .unwrap_or(name);
+    bare.eq_ignore_ascii_case(key)
+}
+
+/// The name in `name=value` (a `Cookie` piece, or a `Set-Cookie` header's first part),
+/// untouched but for whitespace around it.
 pub fn set_cookie_name(set_cookie: &str) -> &str {
     let first = set_cookie.split(';').next().unwrap_or("");
     first.split_once('=').map_or(first, |(n, _)| n).trim()
@@ -207,6 +226,22 @@ mod tests {
             assert_eq!(name_key(n), "stepgate_session", "{n}");
         }
         assert_ne!(name_key("stepgate_sessions"), "stepgate_session");
+        for n in [
+            "stepgate_session",
+            "__HOST-Stepgate_session",
+            "%5F_Host-stepgate_session",
+            "stepgate_sessions",
+            "__Host-",
+            "__Hostile",
+            "x",
+            "é_session",
+        ] {
+            assert_eq!(
+                has_key(n, "stepgate_session"),
+                name_key(n) == "stepgate_session",
+                "{n}"
+            );
+        }
         assert_eq!(set_cookie_name("A=b; Path=/"), "A");
         assert_eq!(set_cookie_name(" x "), "x");
     }

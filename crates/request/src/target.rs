@@ -26,6 +26,10 @@ pub enum TargetRefusal {
     /// A raw `\`, which some upstreams read as `/`.
     #[error("the request target has a \\, which some upstreams read as /")]
     Backslash,
+    /// `"`, `<`, `>` or a backquote, which a URI may not hold and every browser encodes
+    /// (HTTP parsers differ on whether to accept them raw).
+    #[error("the request target has {0:?}, which must be percent-encoded")]
+    Unsafe(char),
     /// A `#`: a fragment is the browser's, never sent to a server.
     #[error("the request target has a #, which no client sends")]
     Fragment,
@@ -119,6 +123,7 @@ pub fn read_target(raw: &str, rules: TargetRules) -> Result<Target<'_>, TargetRe
         match b {
             b'\\' => return Err(TargetRefusal::Backslash),
             b'#' => return Err(TargetRefusal::Fragment),
+            b'"' | b'<' | b'>' | b'`' => return Err(TargetRefusal::Unsafe(b as char)),
             b'%' | b';' | b'.' => needs_work = true,
             _ => {}
         }

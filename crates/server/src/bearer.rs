@@ -540,7 +540,7 @@ pub async fn decide<'a>(
     }
     let user = user_record(&id);
     // Cookies play no part in a bearer request.
-    let jar = axum_extra::extract::cookie::CookieJar::new();
+    let jar = crate::web::CookieJar::new();
     let evidence = signals::DeviceEvidence {
         certificates,
         passkey_factors: Vec::new(),
@@ -550,7 +550,7 @@ pub async fn decide<'a>(
         rt,
         RequestKind::Access,
         Some(app.id.as_str()),
-        (r.method, r.uri, r.headers),
+        (&r.original.method, &r.original.target, r.headers),
         r.ip,
         &jar,
         Some(&user),

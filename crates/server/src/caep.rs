@@ -107,7 +107,7 @@ async fn over_budget(
 ) -> Option<Response> {
     let rt = st.runtime.load_full();
     let limits = &rt.config.devices.rate_limit.caep;
-    let ip = crate::context::client_ip(peer.0, headers, &rt.config.trusted_proxies);
+    let ip = crate::context::client_ip(&rt, peer.0, headers);
     let address = rate_limit::address_key(ip);
     let issuer = issuer_budget(&rt.config.devices.caep.transmitters, body);
     for (budget, key, rate, what) in [

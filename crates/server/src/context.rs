@@ -5,42 +5,29 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, Method, Uri};
 use chrono::{DateTime, Utc};
-use ipnet::IpNet;
 use stepgate_policy::{
     AttributeValue, NetworkContext, RequestContext, RequestInfo, RequestKind, UserContext,
 };
+use stepgate_request::ForwardedHeader;
 use stepgate_store::UserRecord;
 
-/// The client address: the peer, unless the peer is a trusted proxy, in which case the
-/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy. A forwarded
-/// header from anyone else is ignored.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer_ip = canonical(peer.ip());
-    if !trusted.iter().any(|n| n.contains(&peer_ip)) {
-        return peer_ip;
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(s) = v.to_str() else { return peer_ip };
-        for part in s.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(canonical(ip)),
-                // A malformed chain is not trusted at all.
-                Err(_) => return peer_ip,
-            }
-        }
-    }
-    hops.into_iter()
-        .rev()
-        .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
-        .unwrap_or(peer_ip)
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+/// The client address of a request from `peer` (see [`stepgate_request::forwarded`]):
+/// `None` when a trusted proxy forwarded it without saying from where in a way stepgate
+/// can read.
+pub fn client_ip(
+    rt: &crate::state::Runtime,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<IpAddr> {
+    let which = match rt.config.server.client_address_header {
+        stepgate_config::ClientAddressHeader::XForwardedFor => ForwardedHeader::XForwardedFor,
+        stepgate_config::ClientAddressHeader::Forwarded => ForwardedHeader::Forwarded,
+    };
+    let trusted = &rt.config.trusted_proxies;
+    stepgate_request::client_addr(peer.ip(), headers, which, |ip| {
+        trusted.iter().any(|n| n.contains(&ip))
+    })
+    .ip()
 }
 
 /// The user as the policy sees them.
@@ -73,7 +60,7 @@ pub fn request_context(
     app: Option<&str>,
     method: &Method,
     uri: &Uri,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     user: Option<&UserRecord>,
     now: DateTime<Utc>,
 ) -> RequestContext {
@@ -87,7 +74,7 @@ pub fn request_context(
             path: uri.path().to_string(),
         },
         network: NetworkContext {
-            ip: Some(ip),
+            ip,
             ..NetworkContext::default()
         },
         ..RequestContext::default()
@@ -98,38 +85,34 @@ pub fn request_context(
 mod tests {
     use super::*;
 
-    fn h(xff: &str) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        m.insert("x-forwarded-for", xff.parse().unwrap());
-        m
+    fn runtime(extra: &str) -> crate::state::Runtime {
+        let text = format!("apps: []\nserver:\n  trusted_proxies: [10.0.0.0/8]\n{extra}");
+        crate::state::Runtime::new(stepgate_config::load_str("t.yaml", &text, None).unwrap())
     }
 
     #[test]
-    fn forwarded_for_is_ignored_from_untrusted_peers() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer: SocketAddr = "203.0.113.5:1234".parse().unwrap();
+    fn the_configured_header_alone_names_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        h.insert("forwarded", "for=198.51.100.8".parse().unwrap());
+        let proxy: SocketAddr = "10.0.0.2:1234".parse().unwrap();
         assert_eq!(
-            client_ip(peer, &h("10.1.1.1"), &trusted),
-            "203.0.113.5".parse::<IpAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn forwarded_for_from_a_trusted_proxy_gives_the_rightmost_untrusted_hop() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let peer: SocketAddr = "10.0.0.2:1234".parse().unwrap();
-        // The client forged the first entry; the proxy appended the real address.
-        assert_eq!(
-            client_ip(peer, &h("1.2.3.4, 198.51.100.7, 10.0.0.9"), &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            client_ip(&runtime(""), proxy, &h),
+            Some("198.51.100.7".parse().unwrap())
         );
         assert_eq!(
-            client_ip(peer, &h("garbage"), &trusted),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
+            client_ip(&runtime("  client_address_header: forwarded\n"), proxy, &h),
+            Some("198.51.100.8".parse().unwrap())
         );
+        // Unreadable: unknown, never the proxy itself.
+        h.insert("x-forwarded-for", "unknown".parse().unwrap());
+        assert_eq!(client_ip(&runtime(""), proxy, &h), None);
+        assert_eq!(client_ip(&runtime(""), proxy, &HeaderMap::new()), None);
+        // From anyone else the headers are not read.
+        let client: SocketAddr = "203.0.113.5:1".parse().unwrap();
         assert_eq!(
-            client_ip(peer, &HeaderMap::new(), &trusted),
-            "10.0.0.2".parse::<IpAddr>().unwrap()
+            client_ip(&runtime(""), client, &h),
+            Some("203.0.113.5".parse().unwrap())
         );
     }
 }

@@ -58,7 +58,7 @@ async fn over_budget(
             (Budget::Source, source_name.as_str(), limits.per_source)
         }
         Err(_) => {
-            let ip = crate::context::client_ip(peer.0, headers, &rt.config.trusted_proxies);
+            let ip = crate::context::client_ip(&rt, peer.0, headers);
             address = rate_limit::address_key(ip);
             (Budget::Address, address.as_str(), limits.per_address)
         }

@@ -14,6 +14,7 @@ use stepgate_store::UserRecord;
 
 use crate::context::{client_ip, request_context};
 use crate::demo;
+use crate::original::Original;
 use crate::proxy::{self, bad_gateway, strip_hop_by_hop};
 use crate::session::Session;
 use crate::signals;
@@ -35,7 +36,7 @@ pub(crate) async fn gather(
         &axum::http::Uri,
         &axum::http::HeaderMap,
     ),
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     jar: &(dyn web::CookieSource + Sync),
     user: Option<&UserRecord>,
     evidence: &signals::DeviceEvidence,
@@ -69,23 +70,23 @@ pub enum Verdict<'a> {
         session: Box<Session>,
         /// The app.
         app: &'a stepgate_policy::spec::AppSpec,
-        /// The client address.
-        ip: IpAddr,
+        /// The client address (`None`: unknown).
+        ip: Option<IpAddr>,
         /// The verified bearer token the request was judged on (then `session` is a
         /// stand-in built from its claims, never stored).
         bearer: Option<Box<crate::bearer::BearerIdentity>>,
         /// The assurance the session reached (assessed once per request).
         assurance: Box<Assurance>,
     },
-    /// No (complete) session: sign in first. `login` is the portal path with a signed
-    /// return target.
+    /// No (complete) session: sign in first. `login` is the portal's absolute URL with a
+    /// signed return target.
     SignIn {
-        /// `/_stepgate/login?t=…`
+        /// `{public_url}/_stepgate/login?t=…`
         login: String,
     },
     /// The session does not meet the policy's step-up requirement.
     StepUp {
-        /// `/_stepgate/step-up?t=…`
+        /// `{public_url}/_stepgate/step-up?t=…`
         step_up: String,
         /// What is required.
         req: RequirementToken,
@@ -100,7 +101,7 @@ pub enum Verdict<'a> {
         items: Vec<stepgate_policy::RemediationItem>,
         /// The deciding policy.
         policy: String,
-        /// `/_stepgate/blocked?t=…`
+        /// `{public_url}/_stepgate/blocked?t=…`
         blocked: String,
         /// The signed blocked-page token.
         token: String,
@@ -109,8 +110,6 @@ pub enum Verdict<'a> {
     },
     /// No app is configured for the host.
     NoApp,
-    /// The path's meaning depends on the upstream (see [`crate::reqpath`]): refused.
-    AmbiguousPath(crate::reqpath::AmbiguousPath),
     /// A store failed: refuse (fail closed).
     Unavailable(String),
 }
@@ -118,29 +117,30 @@ pub enum Verdict<'a> {
 /// The request as the access decision sees it (the proxy passes the real request; the
 /// forward-auth endpoints pass what the front proxy reported).
 pub struct AccessRequest<'a> {
-    /// Method.
-    pub method: &'a axum::http::Method,
-    /// Path and query.
-    pub uri: &'a axum::http::Uri,
+    /// Method, host and target in normal form ([`crate::original`]).
+    pub original: &'a Original,
     /// The original request's headers (cookies, user agent, accept).
     pub headers: &'a axum::http::HeaderMap,
-    /// The host the client asked for.
-    pub host: &'a str,
-    /// The absolute URL the client asked for (the return target), when a front proxy
-    /// reported it; `None` for the request being proxied, whose URL [`AccessRequest::url`]
-    /// builds from its own host and path only when a refusal needs it.
-    pub url: Option<&'a str>,
-    /// The client address (after trusted-proxy handling).
-    pub ip: IpAddr,
+    /// The client address (after trusted-proxy handling); `None` when unknown.
+    pub ip: Option<IpAddr>,
+    /// Where the portal is for this request: `None` on the host the client asked for (the
+    /// reverse proxy serves the portal on every app host, so its host-only session cookie
+    /// is the app's), or the public URL (forward-auth: the front proxy sends every app
+    /// path to the app).
+    pub portal_origin: Option<&'a str>,
 }
 
 impl AccessRequest<'_> {
-    /// The absolute URL the client asked for: where to send them back after signing in or
-    /// stepping up.
-    pub fn url(&self, rt: &Runtime) -> String {
-        match self.url {
-            Some(u) => u.to_string(),
-            None => web::request_url(self.headers, self.uri, rt.config.sessions.cookie.secure),
+    /// The absolute URL of the portal page `path` for this request: on the host the client
+    /// asked for (already checked to be a configured one) or on the public URL. Never
+    /// anywhere else.
+    pub fn portal_url(&self, rt: &Runtime, path: &str) -> String {
+        match self.portal_origin {
+            Some(origin) => [origin, rt.portal(), path].concat(),
+            None => {
+                let host = self.original.host.to_ascii_lowercase();
+                [self.original.scheme, "://", &host, rt.portal(), path].concat()
+            }
         }
     }
 }
@@ -164,15 +164,9 @@ pub async fn decide_with<'a>(
     r: &AccessRequest<'_>,
     certificates: Option<Vec<Vec<u8>>>,
 ) -> Verdict<'a> {
-    let Some(app) = rt.app_for_host(r.host) else {
+    let Some(app) = rt.app_for_host(&r.original.host) else {
         return Verdict::NoApp;
     };
-    // Routes fold ASCII case only: a letter an upstream may fold into ASCII is refused.
-    if app.case_insensitive_paths {
-        if let Err(e) = crate::reqpath::case_fold_unambiguous(r.uri.path()) {
-            return Verdict::AmbiguousPath(e);
-        }
-    }
     // A bearer token is judged on its own; a cookie beside it does not count.
     if let Some(token) = crate::bearer::bearer_token(r.headers) {
         // Boxed: a cookie request's future would otherwise carry (and copy) the space of
@@ -185,10 +179,12 @@ pub async fn decide_with<'a>(
         Err(e) => return Verdict::Unavailable(e.to_string()),
     };
     let sign_in = |st: &Shared| Verdict::SignIn {
-        login: format!(
-            "{}/login?t={}",
-            rt.portal(),
-            web::sign_return(st, rt, &r.url(rt), now).unwrap_or_default()
+        login: r.portal_url(
+            rt,
+            &format!(
+                "/login?t={}",
+                web::sign_return(st, rt, &r.original.url(), now).unwrap_or_default()
+            ),
         ),
     };
     let Some(session) = session.filter(|s| !s.data.pending) else {
@@ -217,7 +213,7 @@ pub async fn decide_with<'a>(
         rt,
         RequestKind::Access,
         Some(app.id.as_str()),
-        (r.method, r.uri, r.headers),
+        (&r.original.method, &r.original.target, r.headers),
         r.ip,
         jar,
         Some(&user),
@@ -257,22 +253,22 @@ pub async fn decide_with<'a>(
                     _ => None,
                 }
                 .unwrap_or_else(|| format!("This needs {}.", req.describe()));
-                let url = r.url(rt);
+                let url = r.original.url();
                 // A GET is replayed by redirecting back to it. Any other method cannot be
                 // replayed safely (its body is gone, and re-sending it unseen would surprise
                 // the user), so the user returns to the page they submitted from.
-                let back = if r.method == axum::http::Method::GET
-                    || r.method == axum::http::Method::HEAD
-                {
-                    None
-                } else {
-                    r.headers
-                        .get(header::REFERER)
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|u| web::allowed_target(rt, u))
-                        .map(str::to_string)
-                        .or_else(|| Some(url.clone()))
-                };
+                let method = &r.original.method;
+                let back =
+                    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+                        None
+                    } else {
+                        r.headers
+                            .get(header::REFERER)
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|u| web::allowed_target(rt, u))
+                            .map(str::to_string)
+                            .or_else(|| Some(url.clone()))
+                    };
                 let token = web::sign_step(
                     st,
                     rt,
@@ -287,7 +283,7 @@ pub async fn decide_with<'a>(
                     now,
                 );
                 return Verdict::StepUp {
-                    step_up: format!("{}/step-up?t={token}", rt.portal()),
+                    step_up: r.portal_url(rt, &format!("/step-up?t={token}")),
                     req,
                     why,
                 };
@@ -304,7 +300,7 @@ pub async fn decide_with<'a>(
                 st,
                 rt,
                 &web::BlockedToken {
-                    rt: r.url(rt),
+                    rt: r.original.url(),
                     message: message.clone(),
                     items: items.clone(),
                     policy: policy.clone(),
@@ -312,7 +308,7 @@ pub async fn decide_with<'a>(
                 now,
             );
             return Verdict::Deny {
-                blocked: format!("{}/blocked?t={token}", rt.portal()),
+                blocked: r.portal_url(rt, &format!("/blocked?t={token}")),
                 message,
                 items,
                 policy,
@@ -399,31 +395,33 @@ pub fn header_list(items: &[String]) -> String {
     out
 }
 
-/// Fallback handler: every request that is not for the portal is an app request, decided
-/// and then proxied.
+/// Fallback handler: every request that is not for the portal is an app request, read
+/// ([`crate::original::proxied`]), decided and then proxied.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
-    if let Err(why) = web::one_host(req.headers(), req.uri()) {
-        return bad_request(web::is_api(req.headers()), why);
-    }
-    // Decided on, and sent upstream with, the path in its one normal form.
-    match crate::reqpath::normalize_uri(req.uri()) {
-        Ok(None) => {}
-        Ok(Some(uri)) => *req.uri_mut() = uri,
-        Err(e) => return ambiguous_path(web::is_api(req.headers()), e),
-    }
-    let jar = web::decision_cookies(&rt, req.headers());
-    let host = web::request_host(req.headers(), req.uri()).to_string();
     let api = web::is_api(req.headers());
-    let ip = client_ip(peer.0, req.headers(), &rt.config.trusted_proxies);
+    let over_tls = req.extensions().get::<crate::tls::Tls>().is_some();
+    // Decided on, and sent upstream with, the target in its one normal form.
+    let original =
+        match crate::original::proxied(&rt, req.method(), req.uri(), req.headers(), over_tls) {
+            Ok(o) => o,
+            Err(e) if e.unsupported_method() => return method_not_allowed(api, &e.to_string()),
+            Err(e) => return bad_request(api, &e.to_string()),
+        };
+    if !rt.serves_host(&original.host) {
+        return misdirected(&st, &rt, api);
+    }
+    let jar = match web::decision_cookies(&rt, req.headers()) {
+        Ok(j) => j,
+        Err(e) => return bad_request(api, &e.to_string()),
+    };
+    let ip = client_ip(&rt, peer.0, req.headers());
     let verdict = {
         let ar = AccessRequest {
-            method: req.method(),
-            uri: req.uri(),
+            original: &original,
             headers: req.headers(),
-            host: &host,
-            url: None,
             ip,
+            portal_origin: None,
         };
         let tls = req.extensions().get::<signals::PeerCertificates>();
         let certs = signals::presented_certificates(&rt, peer.0.ip(), req.headers(), tls);
@@ -444,11 +442,14 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
                 assurance: &assurance,
                 bearer: bearer.as_deref(),
             };
+            let Original { host, target, .. } = original;
+            *req.uri_mut() = target;
             proxy(&st, &rt, req, &host, grant, app, ip, api).await
         }
         Verdict::NoApp => {
-            if req.uri().path() == "/" {
-                return web::see_other(&format!("{}/account", rt.portal()));
+            // The portal's own host: its root is the account page.
+            if original.target.path() == "/" {
+                return web::see_other(&rt.portal_url("/account"));
             }
             st.pages.render(
                 StatusCode::NOT_FOUND,
@@ -457,7 +458,6 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
             )
         }
         Verdict::Unavailable(detail) => unavailable(api, &detail),
-        Verdict::AmbiguousPath(e) => ambiguous_path(api, e),
         Verdict::SignIn { login } => {
             if api {
                 let mut r = web::json_error(
@@ -552,7 +552,7 @@ async fn proxy(
     host: &str,
     grant: Grant<'_>,
     app: &stepgate_policy::spec::AppSpec,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     api: bool,
 ) -> Response {
     let Some(target) = rt.upstreams.get(app.id.as_str()) else {
@@ -573,17 +573,19 @@ async fn proxy(
     *out.uri_mut() = uri;
     // Upstreams are spoken to in HTTP/1.1 whatever the client used (h2 included).
     *out.version_mut() = axum::http::Version::HTTP_11;
-    let upgrade = proxy::upgrade_protocol(out.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut out));
+    // Only a WebSocket upgrade is passed on; any other is stripped with the hop-by-hop
+    // headers and the request goes on as plain HTTP.
+    let upgrade = proxy::websocket_upgrade(out.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut out));
     let own_cookies = &rt.own_cookies;
     let h = out.headers_mut();
-    proxy::strip_request(h);
+    proxy::strip_request(h, &rt.configured_identity_headers);
     proxy::strip_own_cookies(h, own_cookies);
     // Room for the identity, assertion and forwarding headers at once: the map hyper
     // parsed is sized to the client's headers and would otherwise grow (rehash) twice.
     h.reserve(16);
-    if let Some(p) = &upgrade {
-        proxy::set_upgrade(h, p.clone());
+    if upgrade {
+        proxy::set_websocket_upgrade(h);
     }
     for (name, value) in identity_headers(grant.user, grant.assurance) {
         h.insert(name, value);
@@ -614,14 +616,18 @@ async fn proxy(
     match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
         Ok(Ok(mut resp)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let (Some(client), Some(p)) = (client_upgrade, upgrade) else {
-                    // An upstream may not switch protocols the client did not ask for.
+                // An upstream may not switch protocols the client did not ask for, nor to
+                // another protocol than WebSocket.
+                let Some(client) =
+                    client_upgrade.filter(|_| proxy::websocket_upgrade(resp.headers()))
+                else {
+                    tracing::warn!(app = %app.id.as_str(), "upstream switched protocols unasked; refused");
                     return bad_gateway(api);
                 };
                 let upstream = hyper::upgrade::on(&mut resp);
                 strip_hop_by_hop(resp.headers_mut());
                 proxy::strip_own_set_cookies(resp.headers_mut(), own_cookies);
-                proxy::set_upgrade(resp.headers_mut(), p);
+                proxy::set_websocket_upgrade(resp.headers_mut());
                 let watch = match grant.bearer {
                     Some(b) => proxy::Watch::Until(b.expires),
                     None => proxy::Watch::Session {
@@ -648,23 +654,53 @@ async fn proxy(
     }
 }
 
-/// A request path whose meaning depends on the upstream: refused (400), never guessed at.
-pub fn ambiguous_path(api: bool, e: crate::reqpath::AmbiguousPath) -> Response {
-    bad_request(api, &e.to_string())
-}
-
 /// A request stepgate will not decide on (400), saying why.
 fn bad_request(api: bool, why: &str) -> Response {
     tracing::info!(reason = why, "refused a malformed request");
+    refusal(api, StatusCode::BAD_REQUEST, "invalid_request", why)
+}
+
+/// A method stepgate does not proxy (`CONNECT`, `TRACE`): 405.
+fn method_not_allowed(api: bool, why: &str) -> Response {
+    let mut r = refusal(api, StatusCode::METHOD_NOT_ALLOWED, "invalid_request", why);
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    r
+}
+
+/// A host that is neither the portal's nor an app's: 421, never a redirect built from it.
+fn misdirected(st: &Shared, rt: &Runtime, api: bool) -> Response {
     if api {
-        return web::json_error(StatusCode::BAD_REQUEST, "invalid_request", why);
+        return web::json_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "invalid_request",
+            "this host is not served here",
+        );
     }
-    let mut r = (StatusCode::BAD_REQUEST, format!("Bad request: {why}.")).into_response();
+    st.pages.render(
+        StatusCode::MISDIRECTED_REQUEST,
+        "message.html",
+        minijinja::context! { portal => rt.portal(), title => "Not served here", message => "This address is not one stepgate serves. Check the link, or ask your administrator which address to use." },
+    )
+}
+
+/// A plain-text (browsers) or JSON (APIs) refusal with the portal's security headers.
+fn refusal(api: bool, status: StatusCode, error: &str, why: &str) -> Response {
+    if api {
+        return web::json_error(status, error, why);
+    }
+    let mut r = (
+        status,
+        format!("{}: {why}.", status.canonical_reason().unwrap_or("Refused")),
+    )
+        .into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
+    crate::security::portal_headers(r)
 }
 
 fn unavailable(api: bool, detail: &str) -> Response {
@@ -672,18 +708,12 @@ fn unavailable(api: bool, detail: &str) -> Response {
         error = detail,
         "session store unavailable: refusing the request"
     );
-    if api {
-        return web::json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "stepgate cannot verify this request right now",
-        );
-    }
-    let mut r = (
+    let mut r = refusal(
+        api,
         StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
         "stepgate cannot verify this request right now; try again shortly",
-    )
-        .into_response();
+    );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r

@@ -4,10 +4,9 @@
 //! pre-session cookie); every page is `no-store` with a strict CSP.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use axum_extra::extract::cookie::CookieJar;
 use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
 use minijinja::context;
@@ -23,10 +22,10 @@ use crate::demo;
 use crate::gateway::gather;
 use crate::security::random_id;
 use crate::session::{self, Session, SessionData};
-use crate::state::{Runtime, Shared};
-use crate::web::{self, factor_title, Peer, RequirementToken, StepToken, PRE_COOKIE};
+use crate::state::Shared;
+use crate::web::{self, factor_title, CookieJar, Peer, RequirementToken, StepToken, PRE_COOKIE};
 
-type Rt = std::sync::Arc<Runtime>;
+type Rt = web::Here;
 
 fn now() -> DateTime<Utc> {
     Utc::now()
@@ -36,7 +35,7 @@ fn now() -> DateTime<Utc> {
 fn binding(jar: &CookieJar, session: Option<&Session>) -> Option<String> {
     match session {
         Some(s) => Some(s.id.clone()),
-        None => jar.get(PRE_COOKIE).map(|c| c.value().to_string()),
+        None => jar.get(PRE_COOKIE).map(str::to_string),
     }
 }
 
@@ -50,26 +49,22 @@ fn csrf_refused(st: &Shared, rt: &Rt) -> Response {
     st.pages.render(
         StatusCode::FORBIDDEN,
         "message.html",
-        context! { portal => rt.portal(), title => "Form expired", message => "This form expired or did not come from stepgate. Go back, reload the page and try again.", link => format!("{}/account", rt.portal()), link_text => "Continue" },
+        context! { portal => rt.portal(), title => "Form expired", message => "This form expired or did not come from stepgate. Go back, reload the page and try again.", link => rt.portal_url("/account"), link_text => "Continue" },
     )
 }
 
-fn ip_of(rt: &Rt, peer: &Peer, headers: &HeaderMap) -> std::net::IpAddr {
-    client_ip(peer.0, headers, &rt.config.trusted_proxies)
-}
-
-/// The portal's own URL for `path` on the host the browser used.
-fn portal_url(rt: &Rt, headers: &HeaderMap, path: &str) -> String {
-    web::request_url(
-        headers,
-        &format!("{}{path}", rt.portal())
-            .parse::<Uri>()
-            .unwrap_or_default(),
-        rt.config.sessions.cookie.secure,
-    )
+fn ip_of(rt: &Rt, peer: &Peer, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    client_ip(rt, peer.0, headers)
 }
 
 async fn live_session(st: &Shared, rt: &Rt, jar: &CookieJar) -> Result<Option<Session>, Response> {
+    if jar.repeated(&rt.session_cookie) {
+        return Err(st.pages.render(
+            StatusCode::BAD_REQUEST,
+            "message.html",
+            context! { portal => rt.portal(), title => "Cookie problem", message => web::RepeatedSessionCookie.to_string() },
+        ));
+    }
     web::current_session(st, rt, jar, now()).await.map_err(|e| {
         tracing::error!(error = %e, "session store unavailable");
         (
@@ -101,10 +96,10 @@ pub struct LoginQuery {
 
 pub async fn login_page(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     render_login(&st, &rt, jar, &q.t, None, "", StatusCode::OK)
 }
 
@@ -118,11 +113,11 @@ fn render_login(
     status: StatusCode,
 ) -> Response {
     let (jar, pre) = match jar.get(PRE_COOKIE) {
-        Some(c) => (jar.clone(), c.value().to_string()),
+        Some(c) => (jar.clone(), c.to_string()),
         None => {
             let v = random_id();
             (
-                jar.add(web::plain_cookie(
+                jar.set(web::plain_cookie(
                     PRE_COOKIE,
                     v.clone(),
                     rt.config.sessions.cookie.secure,
@@ -167,19 +162,19 @@ pub struct LoginForm {
 
 pub async fn login_submit(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     if !csrf_ok(&st, &jar, None, &f.csrf) {
         return csrf_refused(&st, &rt);
     }
     let ip = ip_of(&rt, &peer, &headers);
     match st
         .authn
-        .verify_password(f.username.trim(), &f.password, Some(ip))
+        .verify_password(f.username.trim(), &f.password, ip)
         .await
     {
         Ok((user, passed)) => {
@@ -209,7 +204,7 @@ pub async fn login_submit(
                     &st,
                     &rt,
                     &u.id,
-                    Some(ip),
+                    ip,
                     headers.get("user-agent").and_then(|v| v.to_str().ok()),
                     None,
                     stepgate_signals::risk::SignInOutcome::Failure,
@@ -254,7 +249,7 @@ impl Next {
                 device_cookie,
             } => {
                 let jar = match device_cookie {
-                    Some(c) => jar.add(*c),
+                    Some(c) => jar.set(*c),
                     None => jar,
                 };
                 let jar = match session {
@@ -262,7 +257,7 @@ impl Next {
                         let age = persistent.then(|| {
                             session::limits(&rt.config.sessions, s.data.aal(&rt.config.assurance)).0
                         });
-                        jar.add(web::session_cookie(&rt.config.sessions, s.id, age))
+                        jar.set(web::session_cookie(&rt.config.sessions, s.id, age))
                     }
                     None => jar,
                 };
@@ -283,7 +278,7 @@ async fn sign_in(
     st: &Shared,
     rt: &Rt,
     headers: &HeaderMap,
-    ip: std::net::IpAddr,
+    ip: Option<std::net::IpAddr>,
     jar: &CookieJar,
     user: UserRecord,
     first: PassedFactor,
@@ -291,7 +286,7 @@ async fn sign_in(
     remember: bool,
 ) -> Next {
     let t = now();
-    let home = portal_url(rt, headers, "/account");
+    let home = rt.portal_url("/account");
     let target = target.unwrap_or(home);
     let evidence = crate::signals::DeviceEvidence {
         certificates: None,
@@ -339,7 +334,7 @@ async fn sign_in(
             st,
             rt,
             &user.id,
-            Some(ip),
+            ip,
             headers.get("user-agent").and_then(|v| v.to_str().ok()),
             device_id.as_deref(),
             outcome,
@@ -348,13 +343,13 @@ async fn sign_in(
     };
     let mut data = SessionData::new(&user.id, &user.username, first, t);
     data.device_id = device_id.clone();
-    data.ip = Some(ip.to_string());
+    data.ip = ip.map(|ip| ip.to_string());
     data.user_agent = headers
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect());
     data.persistent = remember && rt.config.sessions.remember_me;
-    let old = jar.get(&rt.session_cookie).map(|c| c.value().to_string());
+    let old = jar.get(&rt.session_cookie).map(str::to_string);
     let requirement = match decision.outcome {
         Outcome::Deny(d) => {
             let items = rt.config.policy_set.remediation(&decision, &ctx);
@@ -383,7 +378,7 @@ async fn sign_in(
             // A refused sign-in must not make its location or device look familiar.
             record(stepgate_signals::risk::SignInOutcome::Failure).await;
             return Next::Go {
-                url: portal_url(rt, headers, &format!("/blocked?t={token}")),
+                url: rt.portal_url(&format!("/blocked?t={token}")),
                 session: None,
                 device_cookie: None,
             };
@@ -432,7 +427,7 @@ async fn sign_in(
             );
             let persistent = s.data.persistent;
             return Next::Go {
-                url: portal_url(rt, headers, &format!("/step-up?t={token}")),
+                url: rt.portal_url(&format!("/step-up?t={token}")),
                 session: Some((s, persistent)),
                 device_cookie: None,
             };
@@ -489,12 +484,12 @@ async fn audit(
     st: &Shared,
     kind: &str,
     actor: &str,
-    ip: std::net::IpAddr,
+    ip: Option<std::net::IpAddr>,
     detail: serde_json::Value,
 ) {
     let mut e = stepgate_store::NewAuditEvent::now(kind);
     e.actor = Some(actor.to_string());
-    e.ip = Some(ip.to_string());
+    e.ip = ip.map(|ip| ip.to_string());
     e.detail = detail;
     if let Err(err) = st.stores.durable.append_audit(&e).await {
         tracing::error!(error = %err, kind, "audit append failed");
@@ -607,7 +602,7 @@ async fn step_context(
         return Err(st.pages.render(
             StatusCode::UNAUTHORIZED,
             "message.html",
-            context! { portal => rt.portal(), title => "Signed out", message => "Your session ended. Sign in again.", link => format!("{}/login", rt.portal()), link_text => "Sign in" },
+            context! { portal => rt.portal(), title => "Signed out", message => "Your session ended. Sign in again.", link => rt.portal_url("/login"), link_text => "Sign in" },
         ));
     };
     let Some(tok) =
@@ -627,10 +622,10 @@ async fn step_context(
 
 pub async fn step_up_page(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     match step_context(&st, &rt, &jar, &q.t).await {
         Ok((s, u, tok)) => {
             render_step_up(&st, &rt, &s, &u, &q.t, &tok, None, None, StatusCode::OK).await
@@ -688,28 +683,28 @@ async fn factor_passed(
         } else {
             "stepup.success"
         };
-        if let Ok(ip) = new.data.ip.as_deref().unwrap_or("0.0.0.0").parse() {
-            audit(
+        // The address the sign-in came from (unknown when it could not be read).
+        let ip = new.data.ip.as_deref().and_then(|s| s.parse().ok());
+        audit(
+            st,
+            kind,
+            &user.username,
+            ip,
+            serde_json::json!({ "aal": sat.assurance.aal }),
+        )
+        .await;
+        if tok.sign_in {
+            crate::signals::record_sign_in(
                 st,
-                kind,
-                &user.username,
+                rt,
+                &user.id,
                 ip,
-                serde_json::json!({ "aal": sat.assurance.aal }),
+                new.data.user_agent.as_deref(),
+                new.data.device_id.as_deref(),
+                stepgate_signals::risk::SignInOutcome::Success,
+                t,
             )
             .await;
-            if tok.sign_in {
-                crate::signals::record_sign_in(
-                    st,
-                    rt,
-                    &user.id,
-                    Some(ip),
-                    new.data.user_agent.as_deref(),
-                    new.data.device_id.as_deref(),
-                    stepgate_signals::risk::SignInOutcome::Success,
-                    t,
-                )
-                .await;
-            }
         }
         if let Some(d) = &new.data.device_id {
             crate::signals::index_device_session(st, d, &new.id).await;
@@ -730,13 +725,13 @@ async fn factor_passed(
         .into_response_for(st, rt, jar, json);
     }
     // More is needed: show the page again under the new session id.
-    let jar = jar.add(web::session_cookie(
+    let jar = jar.set(web::session_cookie(
         &rt.config.sessions,
         new.id.clone(),
         None,
     ));
     if json {
-        let url = format!("{}/step-up?t={}", rt.portal(), token);
+        let url = rt.portal_url(&format!("/step-up?t={}", token));
         return (jar, Json(serde_json::json!({ "redirect": url }))).into_response();
     }
     let page = render_step_up(
@@ -829,16 +824,16 @@ macro_rules! step_form {
 
 pub async fn step_up_totp(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     match st
         .authn
-        .verify_totp(&user, &f.code, Some(ip_of(&rt, &peer, &headers)))
+        .verify_totp(&user, &f.code, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok(p) => factor_passed(&st, &rt, jar, session, &user, &f.t, tok, p, false).await,
@@ -848,20 +843,16 @@ pub async fn step_up_totp(
 
 pub async fn step_up_password(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     match st
         .authn
-        .verify_password(
-            &user.username,
-            &f.password,
-            Some(ip_of(&rt, &peer, &headers)),
-        )
+        .verify_password(&user.username, &f.password, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok((_, p)) => factor_passed(&st, &rt, jar, session, &user, &f.t, tok, p, false).await,
@@ -871,10 +862,10 @@ pub async fn step_up_password(
 
 pub async fn step_up_send(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -900,19 +891,19 @@ pub async fn step_up_send(
 
 pub async fn step_up_otp(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st
         .authn
-        .verify_otp(&user, kind, &f.code, Some(ip_of(&rt, &peer, &headers)))
+        .verify_otp(&user, kind, &f.code, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok(p) => factor_passed(&st, &rt, jar, session, &user, &f.t, tok, p, false).await,
@@ -922,16 +913,16 @@ pub async fn step_up_otp(
 
 pub async fn step_up_recovery(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     match st
         .authn
-        .verify_recovery_code(&user, &f.code, Some(ip_of(&rt, &peer, &headers)))
+        .verify_recovery_code(&user, &f.code, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok(p) => factor_passed(&st, &rt, jar, session, &user, &f.t, tok, p, false).await,
@@ -941,12 +932,12 @@ pub async fn step_up_recovery(
 
 pub async fn step_up_questions(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = step_form!(st, rt, jar, f);
     let Some(asked) = st.signer.verify("asked", &f.asked, now().timestamp()) else {
         return factor_failed(&st, &rt, &session, &user, &f.t, &tok, AuthError::Expired).await;
@@ -954,7 +945,7 @@ pub async fn step_up_questions(
     let asked: Vec<usize> = asked.split(',').filter_map(|s| s.parse().ok()).collect();
     match st
         .authn
-        .verify_questions(&user, &asked, &f.answer, Some(ip_of(&rt, &peer, &headers)))
+        .verify_questions(&user, &asked, &f.answer, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok(p) => factor_passed(&st, &rt, jar, session, &user, &f.t, tok, p, false).await,
@@ -967,10 +958,10 @@ pub async fn step_up_questions(
 
 pub async fn blocked_page(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let session = match live_session(&st, &rt, &jar).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -983,7 +974,7 @@ pub async fn blocked_page(
         None => {
             let v = random_id();
             (
-                jar.add(web::plain_cookie(
+                jar.set(web::plain_cookie(
                     PRE_COOKIE,
                     v.clone(),
                     rt.config.sessions.cookie.secure,
@@ -1015,10 +1006,10 @@ pub struct RecheckForm {
 /// the target re-evaluates every policy with it.
 pub async fn recheck(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<RecheckForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let session = match live_session(&st, &rt, &jar).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -1048,9 +1039,9 @@ pub async fn recheck(
         // A blocked sign-in: start the sign-in again.
         Some(b) => {
             let t = web::sign_return(&st, &rt, &b.rt, now()).unwrap_or_default();
-            web::see_other(&format!("{}/login?t={t}", rt.portal()))
+            web::see_other(&rt.portal_url(&format!("/login?t={t}")))
         }
-        None => web::see_other(&format!("{}/login", rt.portal())),
+        None => web::see_other(&rt.portal_url("/login")),
     }
 }
 
@@ -1111,31 +1102,28 @@ async fn require_session(
     st: &Shared,
     rt: &Rt,
     jar: &CookieJar,
-    headers: &HeaderMap,
     path: &str,
 ) -> Result<(Session, UserRecord), Response> {
     let s = live_session(st, rt, jar).await?;
     match s.filter(|s| !s.data.pending) {
         Some(s) => match user_of(st, &s).await {
             Some(u) => Ok((s, u)),
-            None => Err(web::see_other(&format!("{}/login", rt.portal()))),
+            None => Err(web::see_other(&rt.portal_url("/login"))),
         },
         None => {
-            let t =
-                web::sign_return(st, rt, &portal_url(rt, headers, path), now()).unwrap_or_default();
-            Err(web::see_other(&format!("{}/login?t={t}", rt.portal())))
+            let t = web::sign_return(st, rt, &rt.portal_url(path), now()).unwrap_or_default();
+            Err(web::see_other(&rt.portal_url(&format!("/login?t={t}"))))
         }
     }
 }
 
 pub async fn account_page(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Query(q): Query<AccountQuery>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = match require_session(&st, &rt, &jar, &headers, "/account").await {
+    let (session, user) = match require_session(&st, &rt, &jar, "/account").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1193,7 +1181,7 @@ async fn render_account(
         .iter()
         .map(|p| context! { id => p.id, title => p.title })
         .collect();
-    let current = jar.get(demo::DEVICE_COOKIE).map(|c| c.value().to_string());
+    let current = jar.get(demo::DEVICE_COOKIE).map(str::to_string);
     let aal = session.data.aal(&rt.config.assurance);
     st.pages.render(
         StatusCode::OK,
@@ -1234,7 +1222,6 @@ async fn account_error(
 async fn fresh_enough(
     st: &Shared,
     rt: &Rt,
-    headers: &HeaderMap,
     session: &Session,
     user: &UserRecord,
     json: bool,
@@ -1264,7 +1251,7 @@ async fn fresh_enough(
         st,
         rt,
         &StepToken {
-            rt: portal_url(rt, headers, "/account"),
+            rt: rt.portal_url("/account"),
             back: None,
             why: format!("Changing your sign-in factors needs {}.", req.describe()),
             req,
@@ -1273,7 +1260,7 @@ async fn fresh_enough(
         },
         t,
     );
-    let url = format!("{}/step-up?t={token}", rt.portal());
+    let url = rt.portal_url(&format!("/step-up?t={token}"));
     Err(if json {
         (
             StatusCode::UNAUTHORIZED,
@@ -1308,16 +1295,15 @@ pub struct AccountForm {
 }
 
 macro_rules! account_form {
-    ($st:ident, $rt:ident, $headers:ident, $jar:ident, $f:ident) => {{
-        let (session, user) = match require_session(&$st, &$rt, &$jar, &$headers, "/account").await
-        {
+    ($st:ident, $rt:ident, $jar:ident, $f:ident) => {{
+        let (session, user) = match require_session(&$st, &$rt, &$jar, "/account").await {
             Ok(x) => x,
             Err(r) => return r,
         };
         if !csrf_ok(&$st, &$jar, Some(&session), &$f.csrf) {
             return csrf_refused(&$st, &$rt);
         }
-        if let Err(r) = fresh_enough(&$st, &$rt, &$headers, &session, &user, false).await {
+        if let Err(r) = fresh_enough(&$st, &$rt, &session, &user, false).await {
             return r;
         }
         (session, user)
@@ -1326,12 +1312,11 @@ macro_rules! account_form {
 
 pub async fn totp_start(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     match st.authn.enrol_totp_start(&user).await {
         Ok(p) => st.pages.render(
             StatusCode::OK,
@@ -1344,14 +1329,13 @@ pub async fn totp_start(
 
 pub async fn totp_confirm(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     match st.authn.enrol_totp_confirm(&user, &f.token, &f.code).await {
-        Ok(_) => web::see_other(&format!("{}/account?done=totp", rt.portal())),
+        Ok(_) => web::see_other(&rt.portal_url("/account?done=totp")),
         Err(e) => {
             render_account(
                 &st,
@@ -1373,12 +1357,11 @@ pub async fn totp_confirm(
 
 pub async fn contact_start(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
@@ -1387,28 +1370,23 @@ pub async fn contact_start(
         .enrol_contact_start(&user, kind, f.destination.trim())
         .await
     {
-        Ok(()) => web::see_other(&format!(
-            "{}/account?pending={}",
-            rt.portal(),
-            kind.as_str()
-        )),
+        Ok(()) => web::see_other(&rt.portal_url(&format!("/account?pending={}", kind.as_str()))),
         Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
 pub async fn contact_confirm(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     let Some(kind) = otp_kind(&f.kind) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     match st.authn.enrol_contact_confirm(&user, kind, &f.code).await {
-        Ok(_) => web::see_other(&format!("{}/account?done=contact", rt.portal())),
+        Ok(_) => web::see_other(&rt.portal_url("/account?done=contact")),
         Err(e) => {
             render_account(
                 &st,
@@ -1427,27 +1405,25 @@ pub async fn contact_confirm(
 
 pub async fn questions(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     let pairs: Vec<(String, String)> = f.question.into_iter().zip(f.answer).collect();
     match st.authn.enrol_questions(&user, &pairs).await {
-        Ok(_) => web::see_other(&format!("{}/account?done=questions", rt.portal())),
+        Ok(_) => web::see_other(&rt.portal_url("/account?done=questions")),
         Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
 pub async fn recovery(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     match st.authn.regenerate_recovery_codes(&user).await {
         Ok(codes) => st.pages.render(StatusCode::OK, "recovery_codes.html", context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, codes => codes }),
         Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
@@ -1456,29 +1432,27 @@ pub async fn recovery(
 
 pub async fn remove(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = account_form!(st, rt, headers, jar, f);
+    let (session, user) = account_form!(st, rt, jar, f);
     match st.authn.remove_factor(&user, &f.id).await {
-        Ok(()) => web::see_other(&format!("{}/account?done=removed", rt.portal())),
+        Ok(()) => web::see_other(&rt.portal_url("/account?done=removed")),
         Err(e) => account_error(&st, &rt, &jar, &session, &user, &e).await,
     }
 }
 
 pub async fn demo_device(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     if !st.options.demo {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let (session, _user) = match require_session(&st, &rt, &jar, &headers, "/account").await {
+    let (session, _user) = match require_session(&st, &rt, &jar, "/account").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1486,28 +1460,19 @@ pub async fn demo_device(
         return csrf_refused(&st, &rt);
     }
     let p = demo::profile(Some(&f.profile));
-    let jar = jar.add(web::plain_cookie(
+    let jar = jar.set(web::plain_cookie(
         demo::DEVICE_COOKIE,
         p.id.to_string(),
         rt.config.sessions.cookie.secure,
     ));
-    (
-        jar,
-        web::see_other(&format!("{}/account?done=device", rt.portal())),
-    )
-        .into_response()
+    (jar, web::see_other(&rt.portal_url("/account?done=device"))).into_response()
 }
 
 // ---------------------------------------------------------------------------------------
 // Sessions and sign-out
 
-pub async fn sessions_page(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    jar: CookieJar,
-) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = match require_session(&st, &rt, &jar, &headers, "/sessions").await {
+pub async fn sessions_page(State(st): State<Shared>, rt: Rt, jar: CookieJar) -> Response {
+    let (session, user) = match require_session(&st, &rt, &jar, "/sessions").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1532,7 +1497,7 @@ pub async fn sessions_page(
         rows.push(context! {
             created => d.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), ip => d.ip.unwrap_or_default(),
             user_agent => d.user_agent.unwrap_or_default(), aal => aal,
-            current => id == session.id, handle => st.signer.sign("session-handle", &id, now().timestamp() + 3600),
+            current => id == session.id, handle => st.signer.session_handle(&id),
         });
     }
     st.pages.render(StatusCode::OK, "sessions.html", context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, sessions => rows })
@@ -1540,47 +1505,55 @@ pub async fn sessions_page(
 
 pub async fn end_session(
     State(st): State<Shared>,
-    headers: HeaderMap,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = match require_session(&st, &rt, &jar, &headers, "/sessions").await {
+    let (session, user) = match require_session(&st, &rt, &jar, "/sessions").await {
         Ok(x) => x,
         Err(r) => return r,
     };
     if !csrf_ok(&st, &jar, Some(&session), &f.csrf) {
         return csrf_refused(&st, &rt);
     }
-    if let Some(id) = st.signer.verify("session-handle", &f.id, now().timestamp()) {
-        // Only the user's own sessions can be ended.
-        if let Ok(Some(e)) = st.stores.hot.get_session(&id).await {
-            if e.user_id == user.id {
-                let _ = st.stores.hot.delete_session(&id).await;
-            }
+    // The handle names one of the user's own sessions, or none: only those can be ended.
+    let ids = match st.stores.hot.list_sessions_for_user(&user.id).await {
+        Ok(ids) => ids,
+        Err(e) => return store_down(&e),
+    };
+    if let Some(id) = ids.iter().find(|id| st.signer.session_handle_ok(id, &f.id)) {
+        if let Err(e) = st.stores.hot.delete_session(id).await {
+            return store_down(&e);
         }
     }
-    web::see_other(&format!("{}/sessions", rt.portal()))
+    web::see_other(&rt.portal_url("/sessions"))
 }
 
 pub async fn logout(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    sign_out(st, jar, f, false).await
+    sign_out(st, rt, jar, f, false).await
 }
 
 pub async fn logout_all(
     State(st): State<Shared>,
+    rt: Rt,
     jar: CookieJar,
     Form(f): Form<AccountForm>,
 ) -> Response {
-    sign_out(st, jar, f, true).await
+    sign_out(st, rt, jar, f, true).await
 }
 
-async fn sign_out(st: Shared, jar: CookieJar, f: AccountForm, everywhere: bool) -> Response {
-    let rt = st.runtime.load_full();
+async fn sign_out(
+    st: Shared,
+    rt: Rt,
+    jar: CookieJar,
+    f: AccountForm,
+    everywhere: bool,
+) -> Response {
     let session = match live_session(&st, &rt, &jar).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -1599,11 +1572,11 @@ async fn sign_out(st: Shared, jar: CookieJar, f: AccountForm, everywhere: bool) 
             let _ = st.stores.hot.delete_session(&s.id).await;
         }
     }
-    let jar = jar.add(web::clear_session_cookie(&rt.config.sessions));
+    let jar = jar.set(web::clear_session_cookie(&rt.config.sessions));
     let page = st.pages.render(
         StatusCode::OK,
         "message.html",
-        context! { portal => rt.portal(), title => "Signed out", message => if everywhere { "You are signed out on every device." } else { "You are signed out." }, link => format!("{}/login", rt.portal()), link_text => "Sign in again" },
+        context! { portal => rt.portal(), title => "Signed out", message => if everywhere { "You are signed out on every device." } else { "You are signed out." }, link => rt.portal_url("/login"), link_text => "Sign in again" },
     );
     (jar, page).into_response()
 }
@@ -1710,12 +1683,12 @@ pub async fn webauthn_login_start(
 
 pub async fn webauthn_login_finish(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
         return json_err(StatusCode::FORBIDDEN, "form expired; reload the page");
     }
@@ -1724,11 +1697,7 @@ pub async fn webauthn_login_finish(
         Err(r) => return r,
     };
     let ip = ip_of(&rt, &peer, &headers);
-    match st
-        .authn
-        .webauthn_auth_finish(state, b.response, Some(ip))
-        .await
-    {
+    match st.authn.webauthn_auth_finish(state, b.response, ip).await {
         Ok((user, passed)) => {
             let target = web::verify_return(&st, &rt, &b.token, now());
             sign_in(&st, &rt, &headers, ip, &jar, user, passed, target, false)
@@ -1741,11 +1710,11 @@ pub async fn webauthn_login_finish(
 
 pub async fn webauthn_step_start(
     State(st): State<Shared>,
+    rt: Rt,
     headers: HeaderMap,
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, _tok) = match step_context(&st, &rt, &jar, &b.token).await {
         Ok(x) => x,
         Err(_) => return json_err(StatusCode::UNAUTHORIZED, "session or link expired"),
@@ -1764,12 +1733,12 @@ pub async fn webauthn_step_start(
 
 pub async fn webauthn_step_finish(
     State(st): State<Shared>,
+    rt: Rt,
     peer: Peer,
     headers: HeaderMap,
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
     let (session, user, tok) = match step_context(&st, &rt, &jar, &b.token).await {
         Ok(x) => x,
         Err(_) => return json_err(StatusCode::UNAUTHORIZED, "session or link expired"),
@@ -1783,7 +1752,7 @@ pub async fn webauthn_step_finish(
     };
     match st
         .authn
-        .webauthn_auth_finish(state, b.response, Some(ip_of(&rt, &peer, &headers)))
+        .webauthn_auth_finish(state, b.response, ip_of(&rt, &peer, &headers))
         .await
     {
         Ok((who, passed)) if who.id == user.id => {
@@ -1799,19 +1768,19 @@ pub async fn webauthn_step_finish(
 
 pub async fn webauthn_register_start(
     State(st): State<Shared>,
+    rt: Rt,
     headers: HeaderMap,
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = match require_session(&st, &rt, &jar, &headers, "/account").await {
+    let (session, user) = match require_session(&st, &rt, &jar, "/account").await {
         Ok(x) => x,
         Err(_) => return json_err(StatusCode::UNAUTHORIZED, "sign in first"),
     };
     if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
         return json_err(StatusCode::FORBIDDEN, "form expired; reload the page");
     }
-    if let Err(r) = fresh_enough(&st, &rt, &headers, &session, &user, true).await {
+    if let Err(r) = fresh_enough(&st, &rt, &session, &user, true).await {
         return r;
     }
     let kind = match b.kind.as_str() {
@@ -1850,12 +1819,12 @@ fn require_resident_key(options: &mut serde_json::Value) {
 
 pub async fn webauthn_register_finish(
     State(st): State<Shared>,
+    rt: Rt,
     headers: HeaderMap,
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let rt = st.runtime.load_full();
-    let (session, user) = match require_session(&st, &rt, &jar, &headers, "/account").await {
+    let (session, user) = match require_session(&st, &rt, &jar, "/account").await {
         Ok(x) => x,
         Err(_) => return json_err(StatusCode::UNAUTHORIZED, "sign in first"),
     };
@@ -1876,10 +1845,8 @@ pub async fn webauthn_register_finish(
         .webauthn_register_finish(&user, state, b.response, label)
         .await
     {
-        Ok(_) => Json(
-            serde_json::json!({ "redirect": format!("{}/account?done=webauthn", rt.portal()) }),
-        )
-        .into_response(),
+        Ok(_) => Json(serde_json::json!({ "redirect": rt.portal_url("/account?done=webauthn") }))
+            .into_response(),
         Err(e) => json_err(StatusCode::BAD_REQUEST, &web::auth_message(&e)),
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use stepgate_request::cookies::{has_key, set_cookie_name};
 /// Keep-alive connections to upstreams, one set per thread: a request and the upstream
 /// connection it uses are driven by the same thread (with `server.workers`, each serving
 /// thread has its own event loop), so a proxied request costs no cross-thread wake-ups.
@@ -315,6 +316,24 @@ fn is_identity(name: &str) -> bool {
     is_remote(name) || is_other_identity(name)
 }
 
+/// Whether `name` (lower case, as [`HeaderName::as_str`] gives it), read as an upstream may
+/// read it, is a header only stepgate may send upstream: an identity, rewrite or forwarding
+/// header, or one of `configured` (the assertion header and the forwarded client
+/// certificate header, lower case).
+fn is_stepgates(name: &str, configured: &[String]) -> bool {
+    let n = stepgate_request::names::fold(name);
+    is_identity(&n) || is_rewrite(&n) || is_forwarding(&n) || configured.iter().any(|c| *c == *n)
+}
+
+/// The first header of a request to stepgate's forward-auth endpoints that names one of
+/// stepgate's headers ([`is_stepgates`]) under another spelling (`Remote_User`): the front
+/// proxy overwrites the real names, but may pass such a spelling on to an upstream that
+/// reads it as the real one. No proxy stepgate trusts sends one.
+pub fn respelled_header<'a>(h: &'a HeaderMap, configured: &[String]) -> Option<&'a HeaderName> {
+    h.keys()
+        .find(|n| n.as_str().contains(['_', '.']) && is_stepgates(n.as_str(), configured))
+}
+
 /// Removes every header whose name `drop` picks, and, when `connection_named`, every header
 /// a `Connection` header names. It looks once at each header present: a request carries a
 /// handful, while the lists to strip are long, and removing a name that is absent still
@@ -340,24 +359,20 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_matching(h, true, is_hop_by_hop);
 }
 
-/// Removes every identity header a client sent, and every header that would make the
-/// upstream serve another path or method than the one decided on.
-pub fn strip_identity(h: &mut HeaderMap) {
-    remove_matching(h, false, |n| is_identity(n) || is_rewrite(n));
-}
-
-/// Removes from a request going upstream, in one pass, everything [`strip_hop_by_hop`],
-/// [`strip_identity`] and [`set_forwarding`] remove: what only stepgate may say about the
-/// client, and what is for this hop alone.
-pub fn strip_request(h: &mut HeaderMap) {
+/// Removes from a request going upstream, in one pass, what only stepgate may say about
+/// the client — identity, assertion (`configured`: see [`is_stepgates`]), rewrite and
+/// forwarding headers, under every spelling an upstream may read as theirs — and what is
+/// for this hop alone.
+pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
     remove_matching(h, true, |n| {
-        is_hop_by_hop(n) || is_identity(n) || is_rewrite(n) || is_forwarding(n)
+        is_hop_by_hop(&stepgate_request::names::fold(n)) || is_stepgates(n, configured)
     });
 }
 
-/// Removes stepgate's own cookies (`own` names: the session, device and portal cookies)
-/// from the `Cookie` header(s) of a request going upstream, so an app never holds a
-/// user's stepgate session id to replay against stepgate or another app. Several `Cookie`
+/// Removes stepgate's own cookies (`own`: the [`stepgate_request::cookies::name_key`]s of the session, device and
+/// portal cookies) under any spelling from the `Cookie` header(s) of a request going
+/// upstream, so an app never holds a user's stepgate session id to replay against stepgate
+/// or another app. Several `Cookie`
 /// headers (HTTP/2 sends one per cookie) become one, as HTTP/1.1 upstreams expect
 /// (RFC 9113 §8.2.3).
 pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
@@ -365,7 +380,10 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
     let (Some(first), more) = (values.next(), values.next().is_some()) else {
         return;
     };
-    let is_own = |piece: &str| own.iter().any(|o| o == crate::web::cookie_name(piece));
+    let is_own = |piece: &str| {
+        let name = set_cookie_name(piece);
+        own.iter().any(|o| has_key(name, o))
+    };
     if !more && !first.to_str().map_or(true, |s| s.split(';').any(is_own)) {
         return;
     }
@@ -392,12 +410,13 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
 }
 
 /// Removes `Set-Cookie` headers of an upstream's response that would set one of
-/// stepgate's own cookies (`own`): an app may not plant or clear a user's stepgate session.
+/// stepgate's own cookies (`own`: their [`stepgate_request::cookies::name_key`]s) under any spelling (encoded,
+/// case-folded, prefixed): an app may not plant or clear a user's stepgate session.
 pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
     let is_own = |v: &HeaderValue| {
         let s = String::from_utf8_lossy(v.as_bytes());
-        let name = crate::web::cookie_name(s.split(';').next().unwrap_or(""));
-        own.iter().any(|o| o == name)
+        let name = set_cookie_name(&s);
+        own.iter().any(|o| has_key(name, o))
     };
     if !h.get_all(header::SET_COOKIE).iter().any(is_own) {
         return;
@@ -430,24 +449,33 @@ pub fn upstream_path(prefix: &str, uri: &Uri) -> Option<Uri> {
     }
 }
 
-/// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: websocket`).
-pub fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+/// Whether a message asks to switch to WebSocket: a `Connection` header with the `upgrade`
+/// token and one `Upgrade` header that is exactly `websocket` (any case). Any other upgrade
+/// (`h2c` above all, which would hand the connection to the upstream past every later
+/// decision) is not one stepgate passes on: its headers are stripped and the request goes
+/// on as plain HTTP.
+pub fn websocket_upgrade(h: &HeaderMap) -> bool {
     let wants = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !wants {
-        return None;
+    let mut upgrades = h.get_all(header::UPGRADE).iter();
+    match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => {
+            wants
+                && v.to_str()
+                    .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        }
+        _ => false,
     }
-    h.get(header::UPGRADE).cloned()
 }
 
-/// Marks a message as switching to `protocol` (after the hop-by-hop headers were removed).
-pub fn set_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
+/// Marks a message as switching to WebSocket (after the hop-by-hop headers were removed).
+pub fn set_websocket_upgrade(h: &mut HeaderMap) {
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, protocol);
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
 /// What keeps an upgraded connection open: the session it was allowed under (checked every
@@ -543,30 +571,34 @@ pub fn splice_upgraded(
     });
 }
 
-/// Replaces every forwarding header with what stepgate knows: the client address (already
-/// resolved through the trusted proxies), the host asked for and the scheme.
-pub fn set_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
-    remove_matching(h, false, is_forwarding);
-    put_forwarding(h, client, host, proto);
-}
-
-/// [`set_forwarding`] on headers [`strip_request`] has already cleared of every forwarding
-/// header (the proxied request: its headers are not looked through a second time).
-pub(crate) fn put_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: &str, proto: &str) {
+/// Sets the forwarding headers on a request [`strip_request`] has cleared of every one the
+/// client sent: the client address (resolved through the trusted proxies; when it is
+/// unknown, `Forwarded: for=unknown` and no `X-Forwarded-For` or `X-Real-IP`), the host
+/// asked for and the scheme.
+pub(crate) fn put_forwarding(
+    h: &mut HeaderMap,
+    client: Option<std::net::IpAddr>,
+    host: &str,
+    proto: &str,
+) {
     // Values are built as owned strings and handed over without another copy.
     let value = |s: String| HeaderValue::try_from(s).ok();
     let mut ip = String::with_capacity(15);
-    push_ip(&mut ip, client);
+    if let Some(client) = client {
+        push_ip(&mut ip, client);
+    }
     // RFC 7239: IPv6 addresses are bracketed and quoted; a host with odd bytes is quoted.
     // Built by appending: this runs on every proxied request.
     let mut forwarded = String::with_capacity(32 + ip.len() + host.len());
     forwarded.push_str("for=");
-    if client.is_ipv6() {
-        forwarded.push_str("\"[");
-        forwarded.push_str(&ip);
-        forwarded.push_str("]\"");
-    } else {
-        forwarded.push_str(&ip);
+    match client {
+        Some(c) if c.is_ipv6() => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&ip);
+            forwarded.push_str("]\"");
+        }
+        Some(_) => forwarded.push_str(&ip),
+        None => forwarded.push_str("unknown"),
     }
     let host_ok = host
         .bytes()
@@ -578,9 +610,11 @@ pub(crate) fn put_forwarding(h: &mut HeaderMap, client: std::net::IpAddr, host: 
     }
     forwarded.push_str(";proto=");
     forwarded.push_str(proto);
-    if let Some(v) = value(ip) {
-        h.insert(names::X_FORWARDED_FOR, v.clone());
-        h.insert(names::X_REAL_IP, v);
+    if client.is_some() {
+        if let Some(v) = value(ip) {
+            h.insert(names::X_FORWARDED_FOR, v.clone());
+            h.insert(names::X_REAL_IP, v);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(host) {
         h.insert(names::X_FORWARDED_HOST, v);
@@ -649,7 +683,7 @@ pub fn bad_gateway(api: bool) -> Response<Body> {
     *r.status_mut() = StatusCode::BAD_GATEWAY;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    r
+    crate::security::portal_headers(r)
 }
 
 #[cfg(test)]
@@ -682,16 +716,55 @@ mod tests {
 
     #[test]
     fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
-        let listed = HOP_BY_HOP
-            .iter()
-            .chain(&REMOTE_HEADERS)
-            .chain(&OTHER_IDENTITY_HEADERS)
-            .chain(&REWRITE_HEADERS)
-            .chain(&FORWARDING_HEADERS);
+        // Written out, not taken from the lists under test: each must go, under its own
+        // name and under every spelling a CGI-style upstream reads as it.
+        let stepgates = [
+            "remote-user",
+            "remote-groups",
+            "remote-email",
+            "remote-name",
+            "remote-aal",
+            "remote-amr",
+            "remote-auth-time",
+            "x-stepgate-assertion",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-method",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-real-ip",
+            // Configured: the assertion header under another name, the client certificate.
+            "x-app-identity",
+            "x-client-cert",
+        ];
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-connection",
+        ];
+        let configured = vec!["x-app-identity".to_string(), "x-client-cert".to_string()];
         let mut h = HeaderMap::new();
-        for n in listed.clone() {
-            h.append(n, HeaderValue::from_static("spoofed"));
-            h.append(n, HeaderValue::from_static("twice"));
+        for n in stepgates.iter().chain(&hop_by_hop) {
+            for spelling in [n.to_string(), n.replace('-', "_"), n.replace('-', ".")] {
+                let name = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
+                h.append(&name, HeaderValue::from_static("spoofed"));
+                h.append(&name, HeaderValue::from_static("twice"));
+            }
         }
         h.insert(
             header::CONNECTION,
@@ -700,63 +773,79 @@ mod tests {
         h.insert("x-hop", "1".parse().unwrap());
         h.insert(header::ACCEPT, "text/html".parse().unwrap());
         h.insert("x-app-header", "kept".parse().unwrap());
+        h.insert("x_app_header", "kept".parse().unwrap());
         h.insert("remote-user-agent", "kept".parse().unwrap());
-        strip_request(&mut h);
-        for n in listed {
-            assert!(h.get(n).is_none(), "{n} reached the upstream");
-        }
-        assert!(
-            h.get("x-hop").is_none(),
-            "a header Connection names is hop-by-hop"
+        h.insert("remote_user_agent", "kept".parse().unwrap());
+        strip_request(&mut h, &configured);
+        let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "accept",
+                "remote-user-agent",
+                "remote_user_agent",
+                "x-app-header",
+                "x_app_header"
+            ],
+            "only the app's own headers are left"
         );
-        let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["accept", "remote-user-agent", "x-app-header"]);
-
-        // The narrower strips each take only their own.
+        // Forward-auth refuses a request carrying such a spelling.
         let mut h = HeaderMap::new();
-        h.insert(names::REMOTE_USER, "x".parse().unwrap());
-        h.insert(names::X_FORWARDED_FOR, "6.6.6.6".parse().unwrap());
-        h.insert(header::TE, "trailers".parse().unwrap());
-        h.insert("x-original-url", "/admin".parse().unwrap());
-        strip_identity(&mut h);
-        let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["te", "x-forwarded-for"]);
-        strip_hop_by_hop(&mut h);
-        let left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
-        assert_eq!(left, ["x-forwarded-for"]);
+        h.insert("remote-user", "x".parse().unwrap());
+        h.insert("x_app_header", "x".parse().unwrap());
+        assert_eq!(respelled_header(&h, &configured), None);
+        h.insert("x_stepgate_assertion", "x".parse().unwrap());
+        assert_eq!(
+            respelled_header(&h, &configured).map(|n| n.as_str()),
+            Some("x_stepgate_assertion")
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x_client_cert", "x".parse().unwrap());
+        assert!(respelled_header(&h, &configured).is_some());
+        let mut h = HeaderMap::new();
+        h.insert("remote.user", "x".parse().unwrap());
+        assert!(respelled_header(&h, &configured).is_some());
     }
 
     #[test]
-    fn forwarding_headers_are_replaced() {
+    fn forwarding_headers_say_what_stepgate_knows() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
-        set_forwarding(
+        put_forwarding(
             &mut h,
-            "2001:db8::1".parse().unwrap(),
+            Some("2001:db8::1".parse().unwrap()),
             "app.example.com",
             "https",
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-real-ip"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(
             h["forwarded"],
             "for=\"[2001:db8::1]\";host=\"app.example.com\";proto=https"
         );
-        assert_eq!(h.get_all("forwarded").iter().count(), 1);
-        // One the client sent that stepgate does not set is gone all the same.
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-port", "1".parse().unwrap());
-        h.insert("x-forwarded-host", "evil.test".parse().unwrap());
-        set_forwarding(&mut h, "10.0.0.1".parse().unwrap(), "bad\u{7f}host", "http");
-        assert!(h.get("x-forwarded-port").is_none());
+        put_forwarding(
+            &mut h,
+            Some("10.0.0.1".parse().unwrap()),
+            "bad\u{7f}host",
+            "http",
+        );
         assert!(
             h.get("x-forwarded-host").is_none(),
             "a host that is no header value"
         );
         assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http");
-        assert_eq!(h["x-real-ip"], "10.0.0.1");
+        // An unknown client is said to be unknown, never given an address.
+        let mut h = HeaderMap::new();
+        put_forwarding(&mut h, None, "app.example.com", "https");
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-real-ip").is_none());
+        assert_eq!(
+            h["forwarded"],
+            "for=unknown;host=\"app.example.com\";proto=https"
+        );
     }
 
     #[test]
@@ -796,11 +885,54 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_needs_both_headers() {
+    fn only_a_websocket_upgrade_is_passed_on() {
+        let h = |conn: &[&'static str], up: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for c in conn {
+                h.append(header::CONNECTION, HeaderValue::from_static(c));
+            }
+            for u in up {
+                h.append(header::UPGRADE, HeaderValue::from_static(u));
+            }
+            websocket_upgrade(&h)
+        };
+        assert!(h(&["keep-alive, Upgrade"], &["websocket"]));
+        assert!(h(&["upgrade"], &["WebSocket"]));
+        assert!(!h(&[], &["websocket"]), "no Connection: upgrade");
+        assert!(!h(&["Upgrade, HTTP2-Settings"], &["h2c"]));
+        assert!(!h(&["upgrade"], &["websocket, h2c"]));
+        assert!(!h(&["upgrade"], &["websocket", "h2c"]));
+        assert!(!h(&["upgrade"], &["websocket/13"]));
+        assert!(!h(&["upgrade"], &[]));
+    }
+
+    #[test]
+    fn own_cookies_go_under_every_spelling_both_ways() {
+        let own = vec!["stepgate_session".to_string(), "stepgate_pre".to_string()];
         let mut h = HeaderMap::new();
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        assert!(upgrade_protocol(&h).is_none());
-        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
-        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        h.append(
+            header::COOKIE,
+            "a=1; __Host-stepgate_session=s; STEPGATE_PRE=p"
+                .parse()
+                .unwrap(),
+        );
+        h.append(header::COOKIE, "stepgate%5Fsession=x; b=2".parse().unwrap());
+        strip_own_cookies(&mut h, &own);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        let mut r = HeaderMap::new();
+        for v in [
+            "__Host-stepgate_session=planted; Path=/",
+            "__host-Stepgate_Session=planted",
+            "%5F_Host-stepgate_session=planted",
+            "stepgate_pre=",
+            "app=1; Path=/",
+            "stepgate_sessions=ok",
+        ] {
+            r.append(header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        strip_own_set_cookies(&mut r, &own);
+        let kept: Vec<_> = r.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(kept, ["app=1; Path=/", "stepgate_sessions=ok"]);
     }
 }

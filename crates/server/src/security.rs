@@ -85,6 +85,18 @@ impl Signer {
         tag.len() == 16 && bool::from(want[..16].ct_eq(&tag))
     }
 
+    /// A handle for the session `id` that pages may show (the sessions page's "End" buttons):
+    /// a MAC of the id under this key, from which the id cannot be derived.
+    pub fn session_handle(&self, id: &str) -> String {
+        B64.encode(&self.mac(&[b"session-handle", id.as_bytes()])[..16])
+    }
+
+    /// Whether `handle` is the handle of the session `id` (constant time).
+    pub fn session_handle_ok(&self, id: &str, handle: &str) -> bool {
+        let want = self.session_handle(id);
+        !handle.is_empty() && bool::from(want.as_bytes().ct_eq(handle.as_bytes()))
+    }
+
     /// The CSRF token bound to a session (or pre-session) identifier.
     pub fn csrf_token(&self, binding: &str) -> String {
         B64.encode(self.mac(&[b"csrf", binding.as_bytes()]))

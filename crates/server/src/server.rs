@@ -161,10 +161,13 @@ async fn answer_own_path(
     peer: crate::web::Peer,
     req: axum::extract::Request,
 ) -> Response {
-    let for_app = st
-        .runtime
-        .load()
-        .is_app_host(crate::web::request_host(req.headers(), req.uri()));
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let for_app = st.runtime.load().is_app_host(host);
     if for_app {
         return crate::gateway::handle(State(st), peer, req).await;
     }

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::web::CookieJar;
 use axum::http::HeaderMap;
-use axum_extra::extract::cookie::CookieJar;
 use chrono::{DateTime, Utc};
 use stepgate_config::Config;
 use stepgate_policy::{RequestContext, RequestKind, RiskContext, RiskLevel};
@@ -556,7 +556,7 @@ pub async fn issue_device_cookie(
     let signer = st.signals.cookie.as_ref()?;
     let c = &rt.config.devices.cookie;
     if let Some(v) = jar.get(&c.name) {
-        if let Ok(id) = signer.verify(v.value(), c.max_age.0, now) {
+        if let Ok(id) = signer.verify(v, c.max_age.0, now) {
             if let Ok(Some(d)) = load_device(st, &id).await {
                 if d.owner.as_deref().is_none_or(|o| o == user.username) {
                     return None;

@@ -33,8 +33,15 @@ pub struct Runtime {
     pub own_host: String,
     /// The session cookie's name (`__Host-` prefixed when it can be).
     pub session_cookie: String,
-    /// The names of the cookies stepgate sets, which never pass between client and upstream.
+    /// The names of the cookies stepgate sets, which never pass between client and upstream
+    /// under any spelling: their [`stepgate_request::cookies::name_key`]s.
     pub own_cookies: Vec<String>,
+    /// How each app's request targets are read (by index into `config.apps`).
+    pub target_rules: Vec<stepgate_request::TargetRules>,
+    /// Headers only stepgate (or the trusted proxy in front) may send upstream besides the
+    /// fixed identity headers: the configured assertion header and the forwarded client
+    /// certificate header, lower case.
+    pub configured_identity_headers: Vec<String>,
 }
 
 impl Runtime {
@@ -67,7 +74,26 @@ impl Runtime {
             .to_string();
         let own_host = strip_port(&public_authority).to_ascii_lowercase();
         let session_cookie = crate::web::session_cookie_name(&config.sessions);
-        let own_cookies = crate::web::own_cookie_names(&config);
+        let own_cookies = crate::web::own_cookie_names(&config)
+            .iter()
+            .map(|n| stepgate_request::cookies::name_key(n))
+            .collect();
+        let target_rules =
+            config
+                .apps
+                .iter()
+                .map(|a| stepgate_request::TargetRules {
+                    strip_path_parameters: config.gateway.apps.get(a.id.as_str()).is_some_and(
+                        |g| g.path_parameters == stepgate_config::PathParameters::Strip,
+                    ),
+                    case_insensitive: a.case_insensitive_paths,
+                })
+                .collect();
+        let mut configured_identity_headers =
+            vec![config.gateway.assertion.header.to_ascii_lowercase()];
+        if let Some(f) = &config.signals.client_certificates.forwarded {
+            configured_identity_headers.push(f.header.to_ascii_lowercase());
+        }
         Runtime {
             config,
             hosts,
@@ -77,18 +103,54 @@ impl Runtime {
             own_host,
             session_cookie,
             own_cookies,
+            target_rules,
+            configured_identity_headers,
         }
+    }
+
+    /// How the targets of requests for `host` are read: the rules of its app, or the strict
+    /// ones when no app is configured for it (the request is refused later anyway).
+    pub fn target_rules(&self, host: &str) -> stepgate_request::TargetRules {
+        self.app_index(host)
+            .map(|i| self.target_rules[i])
+            .unwrap_or_default()
+    }
+
+    /// The scheme clients use when no one says otherwise: `https` when the session cookie
+    /// is `Secure`.
+    pub fn default_scheme(&self) -> &'static str {
+        if self.config.sessions.cookie.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The absolute URL of the portal page `path` (`/login?t=…`), on the configured public
+    /// URL: never built from the request's `Host`.
+    pub fn portal_url(&self, path: &str) -> String {
+        [self.public_url.as_str(), self.portal(), path].concat()
+    }
+
+    /// Whether `host` (with or without a port) is one stepgate serves: the public URL's or
+    /// an app's. Anything else is answered 421, never redirected.
+    pub fn serves_host(&self, host: &str) -> bool {
+        strip_port(host).eq_ignore_ascii_case(&self.own_host) || self.app_index(host).is_some()
     }
 
     /// The app served on `host`, if any.
     pub fn app_for_host(&self, host: &str) -> Option<&stepgate_policy::spec::AppSpec> {
+        self.app_index(host).map(|i| &self.config.apps[i])
+    }
+
+    fn app_index(&self, host: &str) -> Option<usize> {
         let host = strip_port(host);
         let i = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get(&host.to_ascii_lowercase())
         } else {
             self.hosts.get(host)
         };
-        i.map(|&i| &self.config.apps[i])
+        i.copied()
     }
 
     /// Whether a request for `host` is an app's rather than stepgate's own: `host` is an

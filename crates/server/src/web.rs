@@ -1,13 +1,12 @@
 //! Helpers shared by the portal and the gateway: cookies, the current session, signed
 //! step-up / blocked tokens, return-target checks and requirement conversion.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stepgate_authn::service::AuthError;
@@ -83,78 +82,211 @@ pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
     ]
 }
 
-/// The name in `name=value` (a `Cookie` header's piece, a `Set-Cookie`'s first part).
-pub fn cookie_name(piece: &str) -> &str {
-    piece.split_once('=').map_or(piece, |(n, _)| n).trim()
-}
-
-/// Where the access decision reads cookies by name: the request's full jar (portal pages)
-/// or just the few it needs ([`DecisionCookies`], app requests).
+/// Where the access decision reads cookies by name: the portal's [`CookieJar`] or just the
+/// few the decision needs ([`DecisionCookies`], app requests). Both read `Cookie` headers
+/// with [`stepgate_request::cookies`]: exact names, nothing decoded, and a cookie sent more
+/// than once is no cookie.
 pub trait CookieSource {
-    /// The (decoded) value of the cookie called `name`.
+    /// The value of the cookie called exactly `name`, when it was sent exactly once.
     fn cookie(&self, name: &str) -> Option<&str>;
-}
-
-impl CookieSource for CookieJar {
-    fn cookie(&self, name: &str) -> Option<&str> {
-        self.get(name).map(|c| c.value())
-    }
 }
 
 /// The cookies the access decision reads: the session cookie, the device cookie and the
 /// demo's chosen device, and no others. See [`decision_cookies`].
 pub struct DecisionCookies<'a> {
     names: [&'a str; 3],
-    values: [Option<Cow<'a, str>>; 3],
+    values: [Option<&'a str>; 3],
 }
 
 impl CookieSource for DecisionCookies<'_> {
     fn cookie(&self, name: &str) -> Option<&str> {
         let i = self.names.iter().position(|n| *n == name)?;
-        self.values[i].as_deref()
+        self.values[i]
     }
 }
 
-/// Reads the cookies the access decision reads (see [`DecisionCookies`]). Each is parsed
-/// as `CookieJar::from_headers` parses it (percent-decoded; of two with one name the later
-/// wins); every other cookie (an app's own, often many) is skipped without being decoded
-/// or copied, and an unencoded value is borrowed from the header, not copied.
-pub fn decision_cookies<'a>(rt: &'a Runtime, headers: &'a HeaderMap) -> DecisionCookies<'a> {
+/// The session cookie was sent more than once (one planted by a sibling host, say): which
+/// one is meant cannot be told, so the request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request carries the session cookie more than once; clear this site's cookies and sign in again")]
+pub struct RepeatedSessionCookie;
+
+/// Reads the cookies the access decision reads (see [`DecisionCookies`]) in one pass,
+/// borrowing their values from the headers. A repeated device or demo cookie counts as
+/// absent; a repeated session cookie refuses the request.
+pub fn decision_cookies<'a>(
+    rt: &'a Runtime,
+    headers: &'a HeaderMap,
+) -> Result<DecisionCookies<'a>, RepeatedSessionCookie> {
+    use stepgate_request::cookies::Lookup;
     let names = [
         rt.session_cookie.as_str(),
         rt.config.devices.cookie.name.as_str(),
         crate::demo::DEVICE_COOKIE,
     ];
-    let mut values: [Option<Cow<'a, str>>; 3] = Default::default();
-    let slot = |name: &str| names.iter().position(|n| *n == name);
-    for v in headers.get_all(header::COOKIE) {
-        let Ok(s) = v.to_str() else { continue };
-        for piece in s.split(';') {
-            // Nothing to decode: the name and value are the trimmed text either side of
-            // the first `=`, as the parser takes them, without running the whole parser.
-            if !piece.contains('%') {
-                let Some((name, value)) = piece.split_once('=') else {
-                    continue;
-                };
-                let name = name.trim();
-                if let Some(i) = slot(name).filter(|_| !name.is_empty()) {
-                    values[i] = Some(Cow::Borrowed(value.trim()));
-                }
+    let found = stepgate_request::cookies::lookup_many(headers, names);
+    if found[0] == Lookup::Repeated {
+        return Err(RepeatedSessionCookie);
+    }
+    Ok(DecisionCookies {
+        names,
+        values: found.map(Lookup::one),
+    })
+}
+
+/// The portal's cookies: read from the request with [`stepgate_request::cookies`] (exact
+/// names, nothing decoded, a repeated name read as absent and remembered), and the cookies
+/// the response sets (`Set-Cookie`, emitted when the jar is part of the response).
+#[derive(Clone, Debug, Default)]
+pub struct CookieJar {
+    sent: Vec<(String, String)>,
+    repeated: Vec<String>,
+    set: Vec<Cookie<'static>>,
+}
+
+impl CookieJar {
+    /// An empty jar (nothing read, nothing to set).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cookies `headers` carry.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut jar = CookieJar::default();
+        for (name, value) in stepgate_request::cookies::pairs(headers) {
+            if jar.repeated.iter().any(|r| r == name) {
                 continue;
             }
-            let name = cookie_name(piece);
-            // A percent-encoded name may decode to a wanted one: parse it to see.
-            if slot(name).is_none() && !name.contains('%') {
+            if let Some(i) = jar.sent.iter().position(|(n, _)| n == name) {
+                jar.sent.remove(i);
+                jar.repeated.push(name.to_string());
                 continue;
             }
-            if let Ok(c) = Cookie::parse_encoded(piece) {
-                if let Some(i) = slot(c.name()) {
-                    values[i] = Some(Cow::Owned(c.value().to_string()));
-                }
+            jar.sent.push((name.to_string(), value.to_string()));
+        }
+        jar
+    }
+
+    /// The value of the cookie `name`, when the request sent it exactly once.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.sent
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the request sent `name` more than once.
+    pub fn repeated(&self, name: &str) -> bool {
+        self.repeated.iter().any(|r| r == name)
+    }
+
+    /// The jar with `cookie` to be set on the response.
+    pub fn set(mut self, cookie: Cookie<'static>) -> Self {
+        self.set.push(cookie);
+        self
+    }
+}
+
+impl CookieSource for CookieJar {
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CookieJar {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CookieJar::from_headers(&parts.headers))
+    }
+}
+
+impl axum::response::IntoResponseParts for CookieJar {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut res: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        for c in self.set {
+            // Values are stepgate's own (ids, signed tokens): cookie-octets, never encoded.
+            if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                res.headers_mut().append(header::SET_COOKIE, v);
             }
         }
+        Ok(res)
     }
-    DecisionCookies { names, values }
+}
+
+impl IntoResponse for CookieJar {
+    fn into_response(self) -> Response {
+        (self, ()).into_response()
+    }
+}
+
+/// The configuration in force and where this request reached the portal: a portal
+/// handler's view of the runtime. It derefs to [`Runtime`]; [`Here::portal_url`] builds
+/// the portal's own URLs on the host the request came to — checked to be the public URL's
+/// or an app's (the portal is served on every app host, so a host-only session cookie set
+/// there is the app's) — and never from an unchecked `Host`: any other host is answered
+/// 421.
+pub struct Here {
+    rt: std::sync::Arc<Runtime>,
+    origin: String,
+}
+
+impl std::ops::Deref for Here {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl Here {
+    /// The absolute URL of the portal page `path` (`/account?done=totp`).
+    pub fn portal_url(&self, path: &str) -> String {
+        [self.origin.as_str(), self.rt.portal(), path].concat()
+    }
+}
+
+impl axum::extract::FromRequestParts<crate::state::Shared> for Here {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &crate::state::Shared,
+    ) -> Result<Self, Response> {
+        let rt = st.runtime.load_full();
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(h), None) => h.to_str().ok(),
+            (None, _) => parts.uri.authority().map(|a| a.as_str()),
+            _ => None,
+        };
+        let Some(host) = host.filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+                && rt.serves_host(h)
+        }) else {
+            return Err(st.pages.render(
+                StatusCode::MISDIRECTED_REQUEST,
+                "message.html",
+                minijinja::context! { portal => rt.portal(), title => "Not served here", message => "This address is not one stepgate serves. Check the link, or ask your administrator which address to use." },
+            ));
+        };
+        let scheme = if parts.extensions.get::<crate::tls::Tls>().is_some() {
+            "https"
+        } else {
+            rt.default_scheme()
+        };
+        let origin = [scheme, "://", &host.to_ascii_lowercase()].concat();
+        Ok(Here { rt, origin })
+    }
 }
 
 /// The current session, if the cookie names a live one. A store failure is returned as
@@ -453,45 +585,6 @@ pub fn allowed_target(rt: &Runtime, target: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The absolute URL of the current request as the browser sees it.
-pub fn request_url(headers: &HeaderMap, uri: &axum::http::Uri, secure: bool) -> String {
-    let host = match request_host(headers, uri) {
-        "" => "localhost",
-        h => h,
-    };
-    let scheme = if secure { "https" } else { "http" };
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("{scheme}://{host}{pq}")
-}
-
-/// The host a request asked for (with its port, if any; `""` when it names none): HTTP/1.1
-/// names it in `Host`, HTTP/2 in the request's authority.
-pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> &'a str {
-    headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-/// Checks that a request names one host: at most one `Host` header, and, when the target
-/// carries an authority too (HTTP/1.1 absolute form, HTTP/2 `:authority`), the same one
-/// (RFC 9112 §3.2, RFC 9113 §8.3.1). A request decided for one host must not reach an
-/// upstream that may read another.
-pub fn one_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), &'static str> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return Err("the request has more than one Host header");
-    }
-    if let (Some(h), Some(a)) = (first, uri.authority()) {
-        if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
-            return Err("the request target names another host than its Host header");
-        }
-    }
-    Ok(())
-}
-
 /// A redirect (303 See Other, so a POST becomes a GET).
 pub fn see_other(location: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -554,79 +647,91 @@ mod tests {
     use super::*;
     use crate::demo;
 
+    fn runtime() -> Runtime {
+        Runtime::new(stepgate_config::load_str("t.yaml", "apps: []\n", None).unwrap())
+    }
+
     #[test]
-    fn the_decision_reads_its_cookies_as_the_full_jar_would_and_no_others() {
-        let cfg = stepgate_config::load_str("t.yaml", "apps: []\n", None).unwrap();
-        let rt = Runtime::new(cfg);
+    fn the_decision_reads_its_three_cookies_by_exact_name_and_no_others() {
+        let rt = runtime();
         let session = session_cookie_name(&rt.config.sessions);
         let device = rt.config.devices.cookie.name.clone();
         let mut h = HeaderMap::new();
         h.append(
             header::COOKIE,
             HeaderValue::from_str(&format!(
-                "_ga=GA1.2.3; {session}=first; theme=dark; {device}=d%41v"
+                "_ga=GA1.2.3; {session}=s1; theme=dark; {device}=dv"
             ))
             .unwrap(),
         );
-        // A second Cookie header (HTTP/2 sends one per cookie): the later one wins, and an
-        // encoded name counts under its decoded name, as in the full jar.
+        // HTTP/2 sends one header per cookie; an encoded or case-folded spelling of the
+        // session cookie's name is another cookie.
         let encoded = session.replace('_', "%5F");
+        let folded = session.to_ascii_lowercase();
         h.append(
             header::COOKIE,
-            HeaderValue::from_str(&format!("{encoded}=second; {}=kiosk", demo::DEVICE_COOKIE))
-                .unwrap(),
+            HeaderValue::from_str(&format!(
+                "{encoded}=forged; {folded}=forged; {}=kiosk",
+                demo::DEVICE_COOKIE
+            ))
+            .unwrap(),
         );
-        // The decision's jar holds what the full jar holds for each cookie it reads.
-        let read_as_the_full_jar = |h: &HeaderMap| {
-            let full = CookieJar::from_headers(h);
-            let jar = decision_cookies(&rt, h);
-            for name in [session.as_str(), device.as_str(), demo::DEVICE_COOKIE] {
-                assert_eq!(
-                    jar.cookie(name),
-                    full.get(name).map(|c| c.value()),
-                    "{name} in {h:?}"
-                );
-            }
-            // Only the three are read.
-            for name in ["_ga", "theme", ""] {
-                assert_eq!(jar.cookie(name), None, "{name}");
-            }
-            (
-                jar.cookie(&session).map(str::to_string),
-                jar.cookie(&device).map(str::to_string),
-            )
-        };
-        let (s, d) = read_as_the_full_jar(&h);
-        assert_eq!(s.as_deref(), Some("second"));
-        assert_eq!(d.as_deref(), Some("dAv"));
-
-        // Odd but plain (unencoded) pieces read as the parser reads them: spaces trimmed,
-        // quotes and `=` in the value kept, a piece without `=` or without a name skipped.
-        for line in [
-            format!(" {session} = \"a=b\" ;{device}; ={device}"),
-            format!("{session}=;{device}=x=y;{}", demo::DEVICE_COOKIE),
-            format!("{session}\t=\tv\t; {device}=one; {device}=two"),
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert(header::COOKIE, HeaderValue::from_str(&line).unwrap());
-            let _ = read_as_the_full_jar(&h);
+        let jar = decision_cookies(&rt, &h).unwrap();
+        assert_eq!(jar.cookie(&session), Some("s1"));
+        assert_eq!(jar.cookie(&device), Some("dv"));
+        assert_eq!(jar.cookie(demo::DEVICE_COOKIE), Some("kiosk"));
+        for name in ["_ga", "theme", "", encoded.as_str()] {
+            assert_eq!(jar.cookie(name), None, "{name}");
+        }
+        // The portal's jar reads the same.
+        let full = CookieJar::from_headers(&h);
+        for name in [session.as_str(), device.as_str(), demo::DEVICE_COOKIE] {
+            assert_eq!(full.get(name), jar.cookie(name), "{name}");
         }
     }
 
     #[test]
-    fn request_url_takes_the_host_from_host_or_from_an_http2_authority() {
+    fn a_repeated_session_cookie_refuses_and_other_repeats_read_as_absent() {
+        let rt = runtime();
+        let session = session_cookie_name(&rt.config.sessions);
+        let device = rt.config.devices.cookie.name.clone();
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("app.test:8080"));
-        let origin_form: axum::http::Uri = "/a?b=1".parse().unwrap();
-        assert_eq!(
-            request_url(&h, &origin_form, false),
-            "http://app.test:8080/a?b=1"
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{device}=a; {device}=b")).unwrap(),
         );
-        // HTTP/2: no Host header, the authority is in the URI.
-        let absolute: axum::http::Uri = "https://app.test:8443/a?b=1".parse().unwrap();
-        assert_eq!(
-            request_url(&HeaderMap::new(), &absolute, true),
-            "https://app.test:8443/a?b=1"
+        let jar = decision_cookies(&rt, &h).unwrap();
+        assert_eq!(jar.cookie(&device), None);
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{session}=a")).unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{session}=a")).unwrap(),
+        );
+        assert_eq!(decision_cookies(&rt, &h).err(), Some(RepeatedSessionCookie));
+        let full = CookieJar::from_headers(&h);
+        assert!(full.repeated(&session));
+        assert_eq!(full.get(&session), None);
+        assert!(full.repeated(&device));
+    }
+
+    #[test]
+    fn the_jar_sets_cookies_as_they_are() {
+        let cfg = stepgate_config::load_str("t.yaml", "apps: []\n", None).unwrap();
+        let r = (
+            CookieJar::new().set(session_cookie(&cfg.sessions, "abc.DEF-_".into(), None)),
+            "ok",
+        )
+            .into_response();
+        let set: Vec<_> = r.headers().get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(set.len(), 1);
+        let v = set[0].to_str().unwrap();
+        assert!(v.starts_with("__Host-stepgate_session=abc.DEF-_;"), "{v}");
+        assert!(
+            v.contains("HttpOnly") && v.contains("Secure") && v.contains("SameSite=Lax"),
+            "{v}"
         );
     }
 }

@@ -154,14 +154,23 @@ pub fn score(history: &[SignInEntry], attempt: &SignInAttempt, cfg: &RiskConfig)
                 detail: "request not tied to a known device".into(),
             });
         }
-        if let Some(ip) = attempt.ip {
-            if !successes.iter().any(|e| e.ip == Some(ip)) {
-                reasons.push(RiskReason {
-                    name: "new_ip",
-                    weight: w.new_ip,
-                    detail: format!("{ip} not seen before"),
-                });
+        match attempt.ip {
+            Some(ip) => {
+                if !successes.iter().any(|e| e.ip == Some(ip)) {
+                    reasons.push(RiskReason {
+                        name: "new_ip",
+                        weight: w.new_ip,
+                        detail: format!("{ip} not seen before"),
+                    });
+                }
             }
+            // A trusted proxy forwarded the request without a readable address: not one
+            // seen before either.
+            None => reasons.push(RiskReason {
+                name: "new_ip",
+                weight: w.new_ip,
+                detail: "the client address is unknown".into(),
+            }),
         }
         let mut new_country = false;
         if let Some(c) = &attempt.country {
@@ -353,6 +362,16 @@ mod tests {
         assert!(a.reasons.is_empty());
         assert_eq!(a.level, RiskLevel::Low);
         assert_eq!(a.velocity_kmpm, Some(0.0));
+    }
+
+    #[test]
+    fn an_unknown_address_is_not_a_familiar_one() {
+        let h = vec![ok_at(0, "198.51.100.7", "FR", "Paris", PARIS, "d1")];
+        let mut unknown = attempt(600, "198.51.100.7", "FR", "Paris", PARIS, "d1");
+        unknown.ip = None;
+        let a = score(&h, &unknown, &RiskConfig::default());
+        assert_eq!(names(&a), ["new_ip"]);
+        assert_eq!(a.reasons[0].detail, "the client address is unknown");
     }
 
     #[test]

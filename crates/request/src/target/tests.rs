@@ -66,6 +66,9 @@ fn spellings_upstreams_disagree_on_are_refused() {
     assert_eq!(n("/a//%2e%2e/b"), Err(DotSegmentAfterEmpty));
     assert_eq!(n("/a?b=%00"), Err(NulEscape));
     assert_eq!(n("/a#b"), Err(Fragment));
+    for (t, c) in [("/a\"b", '"'), ("/<b>", '<'), ("/a?x>", '>'), ("/a?`", '`')] {
+        assert_eq!(n(t), Err(Unsafe(c)), "{t}");
+    }
     assert_eq!(n("/a?b#c"), Err(Fragment));
     assert_eq!(n("*"), Err(NotOriginForm));
     assert_eq!(n(""), Err(NotOriginForm));

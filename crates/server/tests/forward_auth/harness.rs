@@ -245,9 +245,13 @@ pub async fn sign_in(
 ) -> reqwest::Response {
     let page = c.get(login_url).send().await.unwrap();
     assert_eq!(page.status(), 200, "the sign-in page at {login_url}");
+    // The portal answers on the host the sign-in page came from: the public URL's, or the
+    // app's when stepgate proxies it (its host-only session cookie is the app's).
+    let origin = page.url().origin().ascii_serialization();
+    let _ = public_url;
     let page = page.text().await.unwrap();
     let r = c
-        .post(format!("{public_url}/_stepgate/login"))
+        .post(format!("{origin}/_stepgate/login"))
         .form(&[
             ("csrf", field(&page, "csrf")),
             ("t", field(&page, "t")),
@@ -262,8 +266,9 @@ pub async fn sign_in(
         "after the password the sign-in policy asks for MFA, got {}",
         r.url()
     );
+    let origin = r.url().origin().ascii_serialization();
     let page = r.text().await.unwrap();
-    step_up(c, public_url, &page, code).await
+    step_up(c, &origin, &page, code).await
 }
 
 /// Waits until the sign-in's second factor no longer counts as "this very request".
