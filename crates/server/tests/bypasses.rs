@@ -216,10 +216,16 @@ impl Harness {
     /// once: a second sign-in in the same period needs the next one).
     async fn sign_in_at(&self, c: &reqwest::Client, jar: &Jar, steps: u64) -> String {
         let get = |url: String| async move { c.get(url).send().await.unwrap() };
+        // Where a redirect points, resolved against the request's URL.
+        let next = |r: &reqwest::Response| {
+            r.url()
+                .join(r.headers()["location"].to_str().unwrap())
+                .unwrap()
+                .to_string()
+        };
         let r = get(self.url("app.test", "/")).await;
         assert_eq!(r.status(), 303);
-        let login = r.headers()["location"].to_str().unwrap().to_string();
-        let page = get(login).await.text().await.unwrap();
+        let page = get(next(&r)).await.text().await.unwrap();
         let r = c
             .post(self.url("app.test", "/_stepgate/login"))
             .form(&[
@@ -232,8 +238,7 @@ impl Harness {
             .await
             .unwrap();
         assert_eq!(r.status(), 303);
-        let step = r.headers()["location"].to_str().unwrap().to_string();
-        let page = get(step).await.text().await.unwrap();
+        let page = get(next(&r)).await.text().await.unwrap();
         let r = c
             .post(self.url("app.test", "/_stepgate/step-up/totp"))
             .form(&[
