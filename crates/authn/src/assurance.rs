@@ -448,30 +448,7 @@ pub fn assess(state: &AuthState, cfg: &AssuranceConfig, _now: DateTime<Utc>) -> 
     assess_factors(&state.factors, cfg)
 }
 
-/// How fresh the qualifying factor must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum MaxAge {
-    /// Passed within this duration.
-    Within(HumanDuration),
-    /// Passed for this very request (within `every_time_window`).
-    EveryTime,
-}
-
-/// What a step-up asks for. Mirrors `stepgate_policy`'s requirement so the two convert
-/// field by field.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StepUpRequirement {
-    /// Minimum AAL (1–3).
-    pub min_aal: Option<u8>,
-    /// Acceptable factors by kind name or `amr` (any of); empty = any.
-    pub factors: Vec<String>,
-    /// A phishing-resistant factor is required.
-    pub phishing_resistant: bool,
-    /// A hardware-bound authenticator is required.
-    pub hardware_bound: bool,
-    /// Freshness of the qualifying factor.
-    pub max_age: Option<MaxAge>,
-}
+pub use stepgate_policy::{MaxAge, StepUpRequirement};
 
 /// One unmet part of a requirement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

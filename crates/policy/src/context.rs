@@ -108,7 +108,8 @@ impl UserContext {
     }
 }
 
-/// A user attribute: one string or a list of strings.
+/// A user attribute: one string or a list of strings. The one type for it: the store keeps
+/// it, the configuration declares it, policies read it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum AttributeValue {
@@ -128,6 +129,7 @@ pub enum AttributeRef<'a> {
 }
 
 impl<'de> Deserialize<'de> for AttributeValue {
+    // Hand-written (not `untagged`): marked-yaml hands scalars over as strings on demand.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -137,6 +139,9 @@ impl<'de> Deserialize<'de> for AttributeValue {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(AttributeValue::One(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(AttributeValue::One(v))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(AttributeValue::One(v.to_string()))

@@ -15,25 +15,88 @@ pub const KNOWN_FACTORS: &[&str] = &[
     "webauthn",
 ];
 
-/// What a step-up asks for. All given parts must be met by the session.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// What a step-up asks for. All given parts must be met by the session. The one type for
+/// it: policies produce it, the authenticator checks a session against it
+/// (`stepgate_authn::satisfies`), the portal carries it in signed step-up links.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepUpRequirement {
     /// Minimum NIST SP 800-63B authenticator assurance level (1–3).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_aal: Option<u8>,
-    /// Acceptable factors (any of); empty means any factor that reaches the level.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Acceptable factors (any of): kind names (`totp`) or `amr` values; empty means any
+    /// factor that reaches the level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub factors: Vec<String>,
     /// A phishing-resistant factor must be among those passed.
+    #[serde(default)]
     pub phishing_resistant: bool,
     /// A hardware-bound authenticator must be among those passed.
+    #[serde(default)]
     pub hardware_bound: bool,
     /// How recent the qualifying factor must be.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<MaxAge>,
     /// Why, in plain words.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl StepUpRequirement {
+    /// The requirement in plain words: "a passkey or security key, within the last 5
+    /// minutes".
+    pub fn describe(&self) -> String {
+        let mut what = if self.hardware_bound {
+            "your security key".to_string()
+        } else if self.phishing_resistant {
+            "a passkey or security key".to_string()
+        } else if let [only] = self.factors.as_slice() {
+            factor_title(only).to_lowercase()
+        } else {
+            match self.min_aal {
+                Some(3) => "your strongest factors (AAL3)".to_string(),
+                Some(2) => "a second factor".to_string(),
+                _ => "your password".to_string(),
+            }
+        };
+        match self.max_age {
+            Some(MaxAge::EveryTime) => what.push_str(", every time"),
+            Some(MaxAge::Within(d)) => {
+                what.push_str(", within the last ");
+                what.push_str(&human_secs(d.as_secs()));
+            }
+            None => {}
+        }
+        what
+    }
+}
+
+/// A factor kind's name for people ("Authenticator app" for `totp`).
+pub fn factor_title(kind: &str) -> &'static str {
+    match kind {
+        "password" => "Password",
+        "security_questions" => "Security questions",
+        "totp" => "Authenticator app",
+        "email_otp" => "E-mail code",
+        "sms_otp" => "Text-message code",
+        "recovery_codes" => "Recovery code",
+        "webauthn" => "Passkey or security key",
+        _ => "Factor",
+    }
+}
+
+/// `300` → "5 minutes", `86400` → "1 day".
+fn human_secs(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s % 86_400 == 0 && s >= 86_400 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 && s >= 3_600 => (s / 3_600, "hour"),
+        s if s % 60 == 0 && s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 {
+        format!("{n} {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
 }
 
 /// A deny.

@@ -583,9 +583,9 @@ pub struct DenySpec {
     pub remediation: Option<String>,
 }
 
-/// MFA freshness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// MFA freshness, written `15m` (any human duration) or `every_time`, in configuration
+/// and in JSON alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxAge {
     /// The factor must have been passed within this duration.
     Within(HumanDuration),
@@ -599,6 +599,12 @@ impl fmt::Display for MaxAge {
             MaxAge::Within(d) => write!(f, "{d}"),
             MaxAge::EveryTime => f.write_str("every_time"),
         }
+    }
+}
+
+impl Serialize for MaxAge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -30,7 +30,7 @@ use crate::gateway::{gather, AccessRequest, Verdict};
 use crate::session::{Session, SessionData};
 use crate::signals;
 use crate::state::{Runtime, Shared};
-use crate::web::RequirementToken;
+use stepgate_policy::{MaxAge, StepUpRequirement};
 
 /// The shortest time between two fetches of one issuer's JWKS for unknown `kid`s.
 pub const REFETCH_MIN: Duration = Duration::from_secs(10);
@@ -386,17 +386,17 @@ const HARDWARE_BOUND_AMR: &[&str] = &["hwk", "phrh"];
 /// `auth_time`, factors and phishing resistance from its `amr`.
 pub fn token_meets(
     id: &BearerIdentity,
-    req: &RequirementToken,
+    req: &StepUpRequirement,
     cfg: &AssuranceConfig,
     now: DateTime<Utc>,
 ) -> bool {
     if req.min_aal.is_some_and(|m| id.aal < m) {
         return false;
     }
-    let max_age = if req.every_time {
-        Some(cfg.every_time_window.as_secs())
-    } else {
-        req.max_age_secs
+    let max_age = match req.max_age {
+        Some(MaxAge::EveryTime) => Some(cfg.every_time_window.as_secs()),
+        Some(MaxAge::Within(d)) => Some(d.as_secs()),
+        None => None,
     };
     if let Some(m) = max_age {
         match id.auth_time {
@@ -567,7 +567,7 @@ pub async fn decide<'a>(
     match decision.outcome {
         Outcome::Allow => {}
         Outcome::StepUp(q) => {
-            let req = RequirementToken::from(q);
+            let req = q.clone();
             if !token_meets(&id, &req, &rt.config.assurance, now) {
                 let why = q
                     .message
@@ -653,8 +653,8 @@ mod tests {
             audiences: vec!["api".into()],
         };
         let cfg = AssuranceConfig::default();
-        let req = |f: &dyn Fn(&mut RequirementToken)| {
-            let mut r = RequirementToken::default();
+        let req = |f: &dyn Fn(&mut StepUpRequirement)| {
+            let mut r = StepUpRequirement::default();
             f(&mut r);
             r
         };
@@ -662,17 +662,30 @@ mod tests {
         assert!(!token_meets(&id, &req(&|r| r.min_aal = Some(3)), &cfg, now));
         assert!(token_meets(
             &id,
-            &req(&|r| r.max_age_secs = Some(900)),
+            &req(
+                &|r| r.max_age = Some(MaxAge::Within(stepgate_policy::HumanDuration::from_secs(
+                    900
+                )))
+            ),
             &cfg,
             now
         ));
         assert!(!token_meets(
             &id,
-            &req(&|r| r.max_age_secs = Some(300)),
+            &req(
+                &|r| r.max_age = Some(MaxAge::Within(stepgate_policy::HumanDuration::from_secs(
+                    300
+                )))
+            ),
             &cfg,
             now
         ));
-        assert!(!token_meets(&id, &req(&|r| r.every_time = true), &cfg, now));
+        assert!(!token_meets(
+            &id,
+            &req(&|r| r.max_age = Some(MaxAge::EveryTime)),
+            &cfg,
+            now
+        ));
         assert!(token_meets(
             &id,
             &req(&|r| r.factors = vec!["totp".into()]),

@@ -439,10 +439,10 @@ pub async fn reevaluate_device_sessions(st: &Shared, device_id: &str) -> serde_j
                 ended += 1;
             }
             Outcome::StepUp(r) => {
-                let req = crate::web::RequirementToken::from(r);
+                let req = r.clone();
                 let sat = stepgate_authn::satisfies(
                     &data.auth_state(),
-                    &req.to_authn(),
+                    &req,
                     &rt.config.assurance,
                     &[],
                     now,

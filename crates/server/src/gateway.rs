@@ -19,7 +19,8 @@ use crate::proxy::{self, bad_gateway, strip_hop_by_hop};
 use crate::session::Session;
 use crate::signals;
 use crate::state::{Runtime, Shared};
-use crate::web::{self, Peer, RequirementToken, StepToken};
+use crate::web::{self, Peer, StepToken};
+use stepgate_policy::{HumanDuration, MaxAge, StepUpRequirement};
 
 /// Gathers the request context: the request itself, the user, and the device and network
 /// signals (user agent, GeoIP, IP risk, client certificate, bound device with compliance,
@@ -89,7 +90,7 @@ pub enum Verdict<'a> {
         /// `{public_url}/_stepgate/step-up?t=…`
         step_up: String,
         /// What is required.
-        req: RequirementToken,
+        req: StepUpRequirement,
         /// Why, in plain words.
         why: String,
     },
@@ -232,18 +233,18 @@ pub async fn decide_with<'a>(
         Outcome::Allow if !session.data.needs_step_up => {}
         Outcome::Allow | Outcome::StepUp(_) => {
             let req = match decision.outcome {
-                Outcome::StepUp(q) => RequirementToken::from(q),
+                Outcome::StepUp(q) => q.clone(),
                 // A signal asked for re-authentication: a fresh second factor.
-                _ => RequirementToken {
+                _ => StepUpRequirement {
                     min_aal: Some(2),
-                    max_age_secs: Some(300),
+                    max_age: Some(MaxAge::Within(HumanDuration::from_secs(300))),
                     ..Default::default()
                 },
             };
             let met = stepgate_authn::meets_assessed(
                 &session.data.factors,
                 &assurance,
-                &req.to_authn(),
+                &req,
                 &rt.config.assurance,
                 now,
             );
@@ -509,7 +510,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
 }
 
 /// RFC 9470's challenge: `401` with `WWW-Authenticate: Bearer error="insufficient_user_authentication"`.
-pub fn insufficient_user_authentication(req: &RequirementToken, why: &str) -> Response {
+pub fn insufficient_user_authentication(req: &StepUpRequirement, why: &str) -> Response {
     let mut v = format!(
         "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
         why.replace(['"', '\\'], "'")
@@ -517,10 +518,10 @@ pub fn insufficient_user_authentication(req: &RequirementToken, why: &str) -> Re
     if let Some(a) = req.min_aal {
         v.push_str(&format!(", acr_values=\"aal{a}\""));
     }
-    if let Some(m) = req.max_age_secs {
-        v.push_str(&format!(", max_age={m}"));
-    } else if req.every_time {
-        v.push_str(", max_age=0");
+    match req.max_age {
+        Some(MaxAge::Within(m)) => v.push_str(&format!(", max_age={}", m.as_secs())),
+        Some(MaxAge::EveryTime) => v.push_str(", max_age=0"),
+        None => {}
     }
     let mut r = web::json_error(
         StatusCode::UNAUTHORIZED,

@@ -23,7 +23,8 @@ use crate::gateway::gather;
 use crate::security::random_id;
 use crate::session::{self, Session, SessionData};
 use crate::state::Shared;
-use crate::web::{self, factor_title, CookieJar, Peer, RequirementToken, StepToken, PRE_COOKIE};
+use crate::web::{self, factor_title, CookieJar, Peer, StepToken, PRE_COOKIE};
+use stepgate_policy::{HumanDuration, MaxAge, StepUpRequirement};
 
 type Rt = web::Here;
 
@@ -384,16 +385,10 @@ async fn sign_in(
             };
         }
         Outcome::Allow => None,
-        Outcome::StepUp(r) => Some((RequirementToken::from(r), r.message.clone())),
+        Outcome::StepUp(r) => Some((r.clone(), r.message.clone())),
     };
     if let Some((req, why)) = &requirement {
-        let sat = satisfies(
-            &data.auth_state(),
-            &req.to_authn(),
-            &rt.config.assurance,
-            &[],
-            t,
-        );
+        let sat = satisfies(&data.auth_state(), req, &rt.config.assurance, &[], t);
         if !sat.satisfied {
             data.pending = true;
             let s = match session::save_new(
@@ -518,14 +513,14 @@ async fn offers(
     rt: &Rt,
     user: &UserRecord,
     session: &Session,
-    req: &RequirementToken,
+    req: &StepUpRequirement,
 ) -> (Vec<Offer>, bool) {
     let t = now();
     let enrolled = st.authn.enrolled(user).await.unwrap_or_default();
     let for_step = Authenticator::enrolled_for_step_up(&enrolled);
     let sat = satisfies(
         &session.data.auth_state(),
-        &req.to_authn(),
+        req,
         &rt.config.assurance,
         &for_step,
         t,
@@ -651,7 +646,7 @@ async fn factor_passed(
     std::sync::Arc::make_mut(&mut session.data).add_factor(passed);
     let sat = satisfies(
         &session.data.auth_state(),
-        &tok.req.to_authn(),
+        &tok.req,
         &rt.config.assurance,
         &[],
         t,
@@ -1230,15 +1225,15 @@ async fn fresh_enough(
     let has_mfa = enrolled
         .iter()
         .any(|e| e.kind != FactorKind::Password && e.aal_alone > 0 || e.kind == FactorKind::Totp);
-    let req = RequirementToken {
+    let req = StepUpRequirement {
         min_aal: Some(if has_mfa { 2 } else { 1 }),
-        max_age_secs: Some(600),
+        max_age: Some(MaxAge::Within(HumanDuration::from_secs(600))),
         ..Default::default()
     };
     let t = now();
     if satisfies(
         &session.data.auth_state(),
-        &req.to_authn(),
+        &req,
         &rt.config.assurance,
         &[],
         t,

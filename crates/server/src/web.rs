@@ -10,9 +10,8 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stepgate_authn::service::AuthError;
-use stepgate_authn::{MaxAge as AuthMaxAge, StepUpRequirement as AuthRequirement};
 use stepgate_config::SessionsConfig;
-use stepgate_policy::{HumanDuration, MaxAge, RemediationItem, StepUpRequirement};
+use stepgate_policy::{RemediationItem, StepUpRequirement};
 
 use crate::session::{self, Session};
 use crate::state::{AppState, Runtime};
@@ -338,116 +337,8 @@ pub fn is_api(headers: &HeaderMap) -> bool {
         && (accept.contains("application/json") || accept.contains("+json"))
 }
 
-/// A step-up requirement as carried in a signed token.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RequirementToken {
-    /// Minimum AAL.
-    #[serde(default)]
-    pub min_aal: Option<u8>,
-    /// Acceptable factors.
-    #[serde(default)]
-    pub factors: Vec<String>,
-    /// Phishing-resistant only.
-    #[serde(default)]
-    pub phishing_resistant: bool,
-    /// Hardware-bound only.
-    #[serde(default)]
-    pub hardware_bound: bool,
-    /// `max_age` in seconds.
-    #[serde(default)]
-    pub max_age_secs: Option<u64>,
-    /// `every_time`.
-    #[serde(default)]
-    pub every_time: bool,
-}
-
-impl From<&StepUpRequirement> for RequirementToken {
-    fn from(r: &StepUpRequirement) -> Self {
-        RequirementToken {
-            min_aal: r.min_aal,
-            factors: r.factors.clone(),
-            phishing_resistant: r.phishing_resistant,
-            hardware_bound: r.hardware_bound,
-            max_age_secs: match r.max_age {
-                Some(MaxAge::Within(d)) => Some(d.as_secs()),
-                _ => None,
-            },
-            every_time: r.max_age == Some(MaxAge::EveryTime),
-        }
-    }
-}
-
-impl RequirementToken {
-    /// For the assurance module.
-    pub fn to_authn(&self) -> AuthRequirement {
-        AuthRequirement {
-            min_aal: self.min_aal,
-            factors: self.factors.clone(),
-            phishing_resistant: self.phishing_resistant,
-            hardware_bound: self.hardware_bound,
-            max_age: if self.every_time {
-                Some(AuthMaxAge::EveryTime)
-            } else {
-                self.max_age_secs
-                    .map(|s| AuthMaxAge::Within(HumanDuration::from_secs(s)))
-            },
-        }
-    }
-
-    /// The requirement in plain words ("a passkey or security key, within the last 5 minutes").
-    pub fn describe(&self) -> String {
-        let mut what = if self.hardware_bound {
-            "your security key".to_string()
-        } else if self.phishing_resistant {
-            "a passkey or security key".to_string()
-        } else if self.factors.len() == 1 {
-            factor_title(&self.factors[0]).to_lowercase()
-        } else {
-            match self.min_aal {
-                Some(3) => "your strongest factors (AAL3)".to_string(),
-                Some(2) => "a second factor".to_string(),
-                _ => "your password".to_string(),
-            }
-        };
-        if self.every_time {
-            what.push_str(", every time");
-        } else if let Some(s) = self.max_age_secs {
-            what.push_str(&format!(", within the last {}", human(s)));
-        }
-        what
-    }
-}
-
-fn human(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 && s >= 86_400 => plural(s / 86_400, "day"),
-        s if s % 3_600 == 0 && s >= 3_600 => plural(s / 3_600, "hour"),
-        s if s % 60 == 0 && s >= 60 => plural(s / 60, "minute"),
-        s => plural(s, "second"),
-    }
-}
-
-fn plural(n: u64, unit: &str) -> String {
-    if n == 1 {
-        format!("{n} {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
-}
-
 /// A factor kind's name for people.
-pub fn factor_title(kind: &str) -> &'static str {
-    match kind {
-        "password" => "Password",
-        "security_questions" => "Security questions",
-        "totp" => "Authenticator app",
-        "email_otp" => "E-mail code",
-        "sms_otp" => "Text-message code",
-        "recovery_codes" => "Recovery code",
-        "webauthn" => "Passkey or security key",
-        _ => "Factor",
-    }
-}
+pub use stepgate_policy::outcome::factor_title;
 
 /// What a step-up page needs, signed into the page's forms.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -459,7 +350,7 @@ pub struct StepToken {
     #[serde(default)]
     pub back: Option<String>,
     /// What is required.
-    pub req: RequirementToken,
+    pub req: StepUpRequirement,
     /// Why, in plain words.
     pub why: String,
     /// Completing the sign-in rather than stepping up an established session.

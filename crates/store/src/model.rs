@@ -1,11 +1,9 @@
 //! The records the stores keep. Plain serde types; the backends map them to tables and keys.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::secrets::SealedSecret;
@@ -13,54 +11,8 @@ use crate::secrets::SealedSecret;
 /// The factor kind of a password (its PHC hash is the factor's sealed secret).
 pub const PASSWORD_FACTOR_KIND: &str = "password";
 
-/// A user attribute: one string or a list of strings (same shape as the policy's).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum AttributeValue {
-    /// A single value.
-    One(String),
-    /// Several values.
-    Many(Vec<String>),
-}
-
-impl<'de> Deserialize<'de> for AttributeValue {
-    // Hand-written (not `untagged`): marked-yaml hands scalars over as strings on demand.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = AttributeValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or a list of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(AttributeValue::One(v.to_string()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(s);
-                }
-                Ok(AttributeValue::Many(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+/// A user attribute: one string or a list of strings (the policy's type, kept as is).
+pub use stepgate_policy::AttributeValue;
 
 /// Where a user record is managed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
