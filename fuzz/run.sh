@@ -50,9 +50,11 @@ for t in "${targets[@]}"; do
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "logs/$t.log" | tail -n 1)
-  corpus=$(ls "corpus/$t" | wc -l)
-  cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "logs/$t.log" | tail -n 1)
-  summary+=("$(printf '%-16s %-5s %6ss %12s execs %8s/s  corpus %6s  %s' "$t" "$status" "$secs" "${execs:-?}" "${rate:-?}" "$corpus" "$cov")")
+  # libFuzzer's last status line: coverage, features and the corpus it kept (entries/size).
+  last=$(grep -E '^#[0-9]+' "logs/$t.log" | tail -n 1)
+  cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' <<<"$last" || true)
+  corpus=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' <<<"$last" || true)
+  summary+=("$(printf '%-16s %-5s %5ss %12s execs %8s/s  %-18s %s' "$t" "$status" "$secs" "${execs:-?}" "${rate:-?}" "${corpus:-corp: ?}" "$cov")")
 done
 
 echo "fuzz: summary"
