@@ -16,12 +16,60 @@ use serde_json::json;
 use crate::{
     factor_context, new_id, now_ms, sync_users, verify_audit_chain, AttributeValue, AuditQuery,
     DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent, OtpCheck, PasswordHash,
-    SecretKey, StoreError, UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
+    SecretError, SecretKey, StoreClock, StoreError, UserRecord, UserSource, UserSpec,
+    PASSWORD_FACTOR_KIND,
 };
 
-/// A short TTL for expiry checks, and how long to sleep to be past it.
-const SHORT: Duration = Duration::from_millis(300);
-const PAST_SHORT: Duration = Duration::from_millis(450);
+/// How a hot-store run gets past a TTL.
+///
+/// With a store that reads a [`StoreClock`] (SQLite), the checks move that clock: no
+/// sleeping, and no wall-clock luck on a loaded machine (an entry written with a short TTL
+/// is live until the clock is moved, however long the write took). A backend that expires
+/// entries on its own clock (Redis) can only be waited for: the checks then use TTLs of
+/// [`REAL_SHORT`] and sleep [`REAL_PAST`], long enough that a stalled round trip does not
+/// outlive the TTL it is checking.
+#[derive(Clone, Debug)]
+pub enum Expiry {
+    /// The store's own clock, moved by the checks. Expired entries stay in the store until
+    /// a purge removes them, and the purge check requires that it does.
+    Manual(StoreClock),
+    /// The backend's clock (Redis's key expiry): the checks sleep.
+    Real,
+}
+
+/// The TTL of expiry checks under [`Expiry::Real`], and how long they sleep to be past it.
+pub const REAL_SHORT: Duration = Duration::from_millis(1000);
+/// See [`REAL_SHORT`].
+pub const REAL_PAST: Duration = Duration::from_millis(1500);
+/// The TTL of expiry checks under [`Expiry::Manual`], and how far they move the clock.
+const MANUAL_SHORT: Duration = Duration::from_millis(300);
+const MANUAL_PAST: Duration = Duration::from_millis(301);
+
+impl Expiry {
+    /// A short TTL.
+    fn short(&self) -> Duration {
+        match self {
+            Expiry::Manual(_) => MANUAL_SHORT,
+            Expiry::Real => REAL_SHORT,
+        }
+    }
+
+    /// Gets past [`Expiry::short`] from now.
+    async fn pass_short(&self) {
+        match self {
+            Expiry::Manual(c) => c.advance(MANUAL_PAST),
+            Expiry::Real => tokio::time::sleep(REAL_PAST).await,
+        }
+    }
+
+    /// Now, by the clock the store judges expiry with.
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Expiry::Manual(c) => c.now(),
+            Expiry::Real => now_ms(),
+        }
+    }
+}
 
 /// A TOTP seed used in fixtures; tests look for it in raw database files.
 pub const FIXTURE_SEED: &[u8] = b"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
@@ -63,21 +111,21 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
     config_users_sync(&*store).await;
 }
 
-/// Runs every hot-store check.
-pub async fn hot_suite(store: Arc<dyn HotStore>) {
+/// Runs every hot-store check; `expiry` says how they get past a TTL.
+pub async fn hot_suite(store: Arc<dyn HotStore>, expiry: Expiry) {
     sessions_lifecycle(&*store).await;
-    session_ttl_expiry(&*store).await;
-    counter_windows(&*store).await;
+    session_ttl_expiry(&*store, &expiry).await;
+    counter_windows(&*store, &expiry).await;
     counters_are_atomic(store.clone()).await;
-    bans(&*store).await;
+    bans(&*store, &expiry).await;
     otp_single_use(&*store).await;
     otp_attempt_exhaustion(&*store).await;
-    otp_expiry(&*store).await;
+    otp_expiry(&*store, &expiry).await;
     otp_concurrent_checks_consume_once(store.clone()).await;
-    replay_guard(&*store).await;
+    replay_guard(&*store, &expiry).await;
     replay_guard_is_atomic(store.clone()).await;
-    recent_lists(&*store).await;
-    purge_expired(&*store).await;
+    recent_lists(&*store, &expiry).await;
+    purge_expired(&*store, &expiry).await;
 }
 
 /// Users: create, read by id and name, list, update, conflicts, delete (with its factors).
@@ -255,12 +303,19 @@ pub async fn factor_secrets_stay_sealed(s: &dyn DurableStore) {
     assert_eq!(back, sealed);
     assert_eq!(key.open(&back, &ctx).unwrap().as_slice(), FIXTURE_SEED);
     assert!(
-        SecretKey::generate().open(&back, &ctx).is_err(),
+        matches!(
+            SecretKey::generate().open(&back, &ctx),
+            Err(SecretError::OpenFailed { .. })
+        ),
         "another key cannot open it"
     );
-    assert!(key
-        .open(&back, &factor_context("someone-else", &f.id))
-        .is_err());
+    assert!(
+        matches!(
+            key.open(&back, &factor_context("someone-else", &f.id)),
+            Err(SecretError::OpenFailed { .. })
+        ),
+        "nor another factor's context"
+    );
     s.delete_user(&u.id).await.unwrap();
 }
 
@@ -608,12 +663,14 @@ pub async fn sessions_lifecycle(s: &dyn HotStore) {
 }
 
 /// A session past its TTL is gone: not returned, not touchable, not listed.
-pub async fn session_ttl_expiry(s: &dyn HotStore) {
+pub async fn session_ttl_expiry(s: &dyn HotStore, expiry: &Expiry) {
     let user = unique("user");
     let id = unique("sess");
-    s.put_session(&id, &user, &json!({}), SHORT).await.unwrap();
+    s.put_session(&id, &user, &json!({}), expiry.short())
+        .await
+        .unwrap();
     assert!(s.get_session(&id).await.unwrap().is_some());
-    tokio::time::sleep(PAST_SHORT).await;
+    expiry.pass_short().await;
     assert!(
         s.get_session(&id).await.unwrap().is_none(),
         "expired session"
@@ -633,14 +690,14 @@ pub async fn session_ttl_expiry(s: &dyn HotStore) {
 }
 
 /// Counters count within a window and start again after it.
-pub async fn counter_windows(s: &dyn HotStore) {
+pub async fn counter_windows(s: &dyn HotStore, expiry: &Expiry) {
     let k = unique("count");
     assert_eq!(s.get_counter(&k).await.unwrap(), 0);
     for want in 1..=3 {
-        assert_eq!(s.incr_counter(&k, SHORT).await.unwrap(), want);
+        assert_eq!(s.incr_counter(&k, expiry.short()).await.unwrap(), want);
     }
     assert_eq!(s.get_counter(&k).await.unwrap(), 3);
-    tokio::time::sleep(PAST_SHORT).await;
+    expiry.pass_short().await;
     assert_eq!(s.get_counter(&k).await.unwrap(), 0, "window over");
     assert_eq!(
         s.incr_counter(&k, Duration::from_secs(60)).await.unwrap(),
@@ -678,26 +735,26 @@ pub async fn counters_are_atomic(s: Arc<dyn HotStore>) {
 }
 
 /// Bans hold until their time, can be lifted, and a past ban is no ban.
-pub async fn bans(s: &dyn HotStore) {
+pub async fn bans(s: &dyn HotStore, expiry: &Expiry) {
     let k = unique("ban");
     assert!(s.ban_until(&k).await.unwrap().is_none());
-    let until = now_ms() + ChronoDuration::minutes(15);
+    let until = expiry.now() + ChronoDuration::minutes(15);
     s.set_ban(&k, until).await.unwrap();
     assert_eq!(s.ban_until(&k).await.unwrap(), Some(until));
     s.clear_ban(&k).await.unwrap();
     assert!(s.ban_until(&k).await.unwrap().is_none());
-    s.set_ban(&k, now_ms() - ChronoDuration::seconds(1))
+    s.set_ban(&k, expiry.now() - ChronoDuration::seconds(1))
         .await
         .unwrap();
     assert!(
         s.ban_until(&k).await.unwrap().is_none(),
         "a ban in the past is over"
     );
-    let short = now_ms() + ChronoDuration::milliseconds(300);
+    let short = expiry.now() + ChronoDuration::from_std(expiry.short()).unwrap();
     s.set_ban(&k, short).await.unwrap();
     assert_eq!(s.ban_until(&k).await.unwrap(), Some(short));
-    tokio::time::sleep(PAST_SHORT).await;
-    assert!(s.ban_until(&k).await.unwrap().is_none());
+    expiry.pass_short().await;
+    assert!(s.ban_until(&k).await.unwrap().is_none(), "the ban is over");
 }
 
 /// A one-time code works once.
@@ -745,9 +802,10 @@ pub async fn otp_single_use(s: &dyn HotStore) {
     s.delete_otp(&k).await.unwrap();
     assert_eq!(s.check_otp(&k, b"gone").await.unwrap(), OtpCheck::Missing);
     assert!(
-        s.put_otp(&k, b"x", Duration::from_secs(300), 0)
-            .await
-            .is_err(),
+        matches!(
+            s.put_otp(&k, b"x", Duration::from_secs(300), 0).await,
+            Err(StoreError::Invalid(_))
+        ),
         "zero attempts"
     );
 }
@@ -774,10 +832,15 @@ pub async fn otp_attempt_exhaustion(s: &dyn HotStore) {
 }
 
 /// An expired code does not work.
-pub async fn otp_expiry(s: &dyn HotStore) {
+pub async fn otp_expiry(s: &dyn HotStore, expiry: &Expiry) {
     let k = unique("otp");
-    s.put_otp(&k, b"right", SHORT, 5).await.unwrap();
-    tokio::time::sleep(PAST_SHORT).await;
+    s.put_otp(&k, b"right", expiry.short(), 5).await.unwrap();
+    assert_eq!(
+        s.check_otp(&k, b"wrong").await.unwrap(),
+        OtpCheck::Invalid { attempts_left: 4 },
+        "live until the TTL"
+    );
+    expiry.pass_short().await;
     assert_eq!(s.check_otp(&k, b"right").await.unwrap(), OtpCheck::Missing);
 }
 
@@ -803,7 +866,7 @@ pub async fn otp_concurrent_checks_consume_once(s: Arc<dyn HotStore>) {
 }
 
 /// `remember_once` is true only the first time within the TTL.
-pub async fn replay_guard(s: &dyn HotStore) {
+pub async fn replay_guard(s: &dyn HotStore, expiry: &Expiry) {
     let k = unique("jti");
     assert!(s.remember_once(&k, Duration::from_secs(60)).await.unwrap());
     assert!(!s.remember_once(&k, Duration::from_secs(60)).await.unwrap());
@@ -812,11 +875,11 @@ pub async fn replay_guard(s: &dyn HotStore) {
         .await
         .unwrap());
     let short = unique("totp-step");
-    assert!(s.remember_once(&short, SHORT).await.unwrap());
-    assert!(!s.remember_once(&short, SHORT).await.unwrap());
-    tokio::time::sleep(PAST_SHORT).await;
+    assert!(s.remember_once(&short, expiry.short()).await.unwrap());
+    assert!(!s.remember_once(&short, expiry.short()).await.unwrap());
+    expiry.pass_short().await;
     assert!(
-        s.remember_once(&short, SHORT).await.unwrap(),
+        s.remember_once(&short, expiry.short()).await.unwrap(),
         "forgotten after the TTL"
     );
 }
@@ -840,7 +903,7 @@ pub async fn replay_guard_is_atomic(s: Arc<dyn HotStore>) {
 }
 
 /// Recent lists: newest first, capped, expiring.
-pub async fn recent_lists(s: &dyn HotStore) {
+pub async fn recent_lists(s: &dyn HotStore, expiry: &Expiry) {
     let k = unique("history");
     assert!(s.recent(&k).await.unwrap().is_empty());
     for i in 0..5 {
@@ -862,27 +925,66 @@ pub async fn recent_lists(s: &dyn HotStore) {
         .collect();
     assert_eq!(got, vec![4, 3, 2]);
     let short = unique("history");
-    s.push_recent(&short, &json!(1), 3, SHORT).await.unwrap();
-    tokio::time::sleep(PAST_SHORT).await;
+    s.push_recent(&short, &json!(1), 3, expiry.short())
+        .await
+        .unwrap();
+    assert_eq!(s.recent(&short).await.unwrap(), vec![json!(1)]);
+    expiry.pass_short().await;
     assert!(s.recent(&short).await.unwrap().is_empty());
 }
 
-/// Purging works and leaves live entries alone.
-pub async fn purge_expired(s: &dyn HotStore) {
+/// Expired entries of every kind are removed by a purge (under [`Expiry::Manual`] they are
+/// still in the store until then, and the purge must report removing them); live entries
+/// are left alone.
+pub async fn purge_expired(s: &dyn HotStore, expiry: &Expiry) {
+    // Whatever earlier checks left behind expires and goes first, so that the count below
+    // is this check's own.
+    if let Expiry::Manual(clock) = expiry {
+        clock.advance(Duration::from_secs(24 * 3600));
+        s.purge_expired().await.unwrap();
+    }
+
+    let long = Duration::from_secs(600);
     let live = unique("sess");
-    s.put_session(&live, "u", &json!({}), Duration::from_secs(600))
+    s.put_session(&live, "u", &json!({}), long).await.unwrap();
+    let live_count = unique("count");
+    s.incr_counter(&live_count, long).await.unwrap();
+
+    let ttl = expiry.short();
+    s.put_session(&unique("sess"), "u", &json!({}), ttl)
         .await
         .unwrap();
-    s.put_session(&unique("sess"), "u", &json!({}), Duration::from_millis(1))
+    s.incr_counter(&unique("count"), ttl).await.unwrap();
+    s.set_ban(
+        &unique("ban"),
+        expiry.now() + ChronoDuration::from_std(ttl).unwrap(),
+    )
+    .await
+    .unwrap();
+    s.put_otp(&unique("otp"), b"code", ttl, 3).await.unwrap();
+    assert!(s.remember_once(&unique("once"), ttl).await.unwrap());
+    s.push_recent(&unique("history"), &json!(1), 3, ttl)
         .await
         .unwrap();
-    s.incr_counter(&unique("count"), Duration::from_millis(1))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    s.purge_expired().await.unwrap();
+    expiry.pass_short().await;
+
+    let purged = s.purge_expired().await.unwrap();
+    if let Expiry::Manual(_) = expiry {
+        assert_eq!(
+            purged, 6,
+            "one expired session, counter, ban, code, replay key and list entry, \
+             kept until the purge"
+        );
+        assert_eq!(
+            s.purge_expired().await.unwrap(),
+            0,
+            "nothing expired is left"
+        );
+    }
     assert!(s.get_session(&live).await.unwrap().is_some());
+    assert_eq!(s.get_counter(&live_count).await.unwrap(), 1);
     s.delete_session(&live).await.unwrap();
+    s.reset_counter(&live_count).await.unwrap();
 }
 
 /// What [`write_fixture`] wrote, for [`check_fixture`] after a restart.

@@ -57,6 +57,7 @@ mod audit;
 mod config;
 mod error;
 mod migrate;
+mod clock;
 mod model;
 mod secrets;
 mod sqlite;
@@ -75,6 +76,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use audit::{verify_audit_chain, AuditChainError};
+pub use clock::StoreClock;
 pub use config::{
     redact_url, PasswordHash, PostgresConfig, RedisConfig, SqliteConfig, StoreConfig, UserSpec,
 };

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use crate::clock::StoreClock;
 use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{self, Migration};
@@ -27,7 +28,9 @@ use crate::traits::{DurableStore, HotStore};
 /// WAL mode (readers never block the writer), `synchronous=NORMAL` (a committed write survives
 /// a crash of stepgate; only a power loss can roll back the last few), foreign keys on, and a
 /// busy timeout for the single writer. Migrations run on [`SqliteStore::open`]. Expired hot
-/// entries are skipped on read and deleted by a background task every `purge_interval`.
+/// entries are skipped on read and deleted by a background task every `purge_interval`;
+/// "expired" is judged by the store's [`StoreClock`] (the system clock unless opened with
+/// [`SqliteStore::open_with_clock`]).
 /// Cheap to clone (one shared pool).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -38,6 +41,7 @@ pub struct SqliteStore {
 struct Inner {
     pool: SqlitePool,
     path: PathBuf,
+    clock: StoreClock,
     purger: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -59,6 +63,17 @@ impl SqliteStore {
         config: &SqliteConfig,
         data_dir: &Path,
         key: &SecretKey,
+    ) -> StoreResult<Self> {
+        Self::open_with_clock(config, data_dir, key, StoreClock::system()).await
+    }
+
+    /// As [`SqliteStore::open`], with hot-state expiry judged by `clock` (tests move a
+    /// manual clock past a TTL instead of sleeping).
+    pub async fn open_with_clock(
+        config: &SqliteConfig,
+        data_dir: &Path,
+        key: &SecretKey,
+        clock: StoreClock,
     ) -> StoreResult<Self> {
         let path = config.resolve_path(data_dir);
         if let Some(dir) = path.parent() {
@@ -88,6 +103,7 @@ impl SqliteStore {
         let inner = Arc::new(Inner {
             pool,
             path,
+            clock,
             purger: std::sync::Mutex::new(None),
         });
         let handle = spawn_purger(Arc::downgrade(&inner), config.purge_interval.0);
@@ -110,6 +126,17 @@ impl SqliteStore {
     fn pool(&self) -> &SqlitePool {
         &self.inner.pool
     }
+
+    /// Now by the store's clock, in milliseconds.
+    fn now(&self) -> i64 {
+        to_ms(&self.inner.clock.now())
+    }
+
+    /// Now, and now plus `ttl`, in milliseconds.
+    fn now_and(&self, ttl: Duration) -> (i64, i64) {
+        let now = self.now();
+        (now, now.saturating_add(ttl_ms(ttl)))
+    }
 }
 
 fn spawn_purger(inner: Weak<Inner>, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -120,7 +147,7 @@ fn spawn_purger(inner: Weak<Inner>, every: Duration) -> tokio::task::JoinHandle<
         loop {
             tick.tick().await;
             let Some(inner) = inner.upgrade() else { return };
-            match purge(&inner.pool).await {
+            match purge(&inner.pool, to_ms(&inner.clock.now())).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "purged expired hot-state entries"),
                 Err(e) => tracing::warn!(error = %e, "purging expired hot-state entries failed"),
@@ -206,8 +233,7 @@ async fn check_key(pool: &SqlitePool, key: &SecretKey, label: &str) -> StoreResu
     }
 }
 
-async fn purge(pool: &SqlitePool) -> StoreResult<u64> {
-    let now = to_ms(&now_ms());
+async fn purge(pool: &SqlitePool, now: i64) -> StoreResult<u64> {
     let mut n = 0;
     for sql in [
         "DELETE FROM hot_sessions WHERE expires_at <= ?",
@@ -654,11 +680,6 @@ impl DurableStore for SqliteStore {
     }
 }
 
-fn now_and(ttl: Duration) -> (i64, i64) {
-    let now = to_ms(&now_ms());
-    (now, now.saturating_add(ttl_ms(ttl)))
-}
-
 #[async_trait]
 impl HotStore for SqliteStore {
     async fn put_session(
@@ -668,7 +689,7 @@ impl HotStore for SqliteStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<()> {
-        let (_, exp) = now_and(ttl);
+        let (_, exp) = self.now_and(ttl);
         sqlx::query(
             "INSERT INTO hot_sessions (id, user_id, data_json, expires_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT(id) DO UPDATE SET user_id = excluded.user_id, data_json = excluded.data_json, \
@@ -684,7 +705,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let row: Option<(String, String, i64)> =
             sqlx::query_as("SELECT user_id, data_json, expires_at FROM hot_sessions WHERE id = ? AND expires_at > ?")
                 .bind(id)
@@ -702,7 +723,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
-        let (now, exp) = now_and(ttl);
+        let (now, exp) = self.now_and(ttl);
         let done =
             sqlx::query("UPDATE hot_sessions SET expires_at = ? WHERE id = ? AND expires_at > ?")
                 .bind(exp)
@@ -719,7 +740,7 @@ impl HotStore for SqliteStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let (now, exp) = now_and(ttl);
+        let (now, exp) = self.now_and(ttl);
         let done = sqlx::query(
             "UPDATE hot_sessions SET data_json = ?, expires_at = ? WHERE id = ? AND expires_at > ?",
         )
@@ -733,7 +754,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let gone: Option<i64> =
             sqlx::query_scalar("DELETE FROM hot_sessions WHERE id = ? RETURNING expires_at")
                 .bind(id)
@@ -743,7 +764,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         Ok(sqlx::query_scalar(
             "SELECT id FROM hot_sessions WHERE user_id = ? AND expires_at > ? ORDER BY id",
         )
@@ -754,7 +775,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let gone: Vec<i64> =
             sqlx::query_scalar("DELETE FROM hot_sessions WHERE user_id = ? RETURNING expires_at")
                 .bind(user_id)
@@ -764,7 +785,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn incr_counter(&self, key: &str, window: Duration) -> StoreResult<u64> {
-        let (now, exp) = now_and(window);
+        let (now, exp) = self.now_and(window);
         let count: i64 = sqlx::query_scalar(
             "INSERT INTO hot_counters (key, count, expires_at) VALUES (?1, 1, ?2) \
              ON CONFLICT(key) DO UPDATE SET \
@@ -781,7 +802,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn get_counter(&self, key: &str) -> StoreResult<u64> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let count: Option<i64> =
             sqlx::query_scalar("SELECT count FROM hot_counters WHERE key = ? AND expires_at > ?")
                 .bind(key)
@@ -809,7 +830,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn ban_until(&self, key: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let until: Option<i64> =
             sqlx::query_scalar("SELECT until FROM hot_bans WHERE key = ? AND until > ?")
                 .bind(key)
@@ -839,7 +860,7 @@ impl HotStore for SqliteStore {
                 "a one-time code needs at least one attempt".into(),
             ));
         }
-        let (_, exp) = now_and(ttl);
+        let (_, exp) = self.now_and(ttl);
         sqlx::query(
             "INSERT INTO hot_otps (key, code_hash, attempts_left, expires_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT(key) DO UPDATE SET code_hash = excluded.code_hash, \
@@ -855,7 +876,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn check_otp(&self, key: &str, code_hash: &[u8]) -> StoreResult<OtpCheck> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         // Spend an attempt first (one atomic statement), so concurrent guesses cannot exceed
         // the limit; then consume on a match, where only one concurrent checker can win.
         let spent: Option<(Vec<u8>, i64)> = sqlx::query_as(
@@ -901,7 +922,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
-        let (now, exp) = now_and(ttl);
+        let (now, exp) = self.now_and(ttl);
         let done = sqlx::query(
             "INSERT INTO hot_once (key, expires_at) VALUES (?1, ?2) \
              ON CONFLICT(key) DO UPDATE SET expires_at = ?2 WHERE hot_once.expires_at <= ?3",
@@ -921,7 +942,7 @@ impl HotStore for SqliteStore {
         keep: usize,
         ttl: Duration,
     ) -> StoreResult<()> {
-        let (now, exp) = now_and(ttl);
+        let (now, exp) = self.now_and(ttl);
         let text = json_text(value)?;
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         // The first statement writes, so the deferred transaction takes the write lock at once.
@@ -958,7 +979,7 @@ impl HotStore for SqliteStore {
     }
 
     async fn recent(&self, key: &str) -> StoreResult<Vec<serde_json::Value>> {
-        let now = to_ms(&now_ms());
+        let now = self.now();
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT value_json FROM hot_recent WHERE key = ? AND expires_at > ? ORDER BY seq DESC",
         )
@@ -970,6 +991,6 @@ impl HotStore for SqliteStore {
     }
 
     async fn purge_expired(&self) -> StoreResult<u64> {
-        purge(self.pool()).await
+        purge(self.pool(), self.now()).await
     }
 }

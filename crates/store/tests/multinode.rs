@@ -94,7 +94,8 @@ async fn redis_hot_conformance() {
     let Some(url) = redis_url() else { return };
     let cfg = redis_config(&url);
     let store = RedisStore::connect(&cfg).await.expect("connect");
-    conformance::hot_suite(Arc::new(store)).await;
+    // Redis expires keys on its own clock: the suite waits for real TTLs.
+    conformance::hot_suite(Arc::new(store), conformance::Expiry::Real).await;
     drop_keys(&url, &cfg.key_prefix).await;
 }
 
@@ -163,7 +164,7 @@ async fn postgres_audit_rows_cannot_be_edited_even_with_sql() {
     let del = sqlx::raw_sql(&format!("DELETE FROM \"{}\".audit_events", cfg.schema))
         .execute(&pool)
         .await;
-    assert!(del.is_err());
+    assert!(del.unwrap_err().to_string().contains("append-only"));
     pool.close().await;
     drop_schema(&url, &cfg.schema).await;
 }
