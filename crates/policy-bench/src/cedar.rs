@@ -26,7 +26,9 @@ use cedar_policy::{
 };
 use chrono::{Datelike, Timelike};
 
-use crate::model::{Attr, Cond, Effect, Model, Policy, Request, GROUPS, TIME_ZONES, ZONES};
+use crate::model::{
+    Attr, Cond, Effect, Freshness, Model, Policy, Request, Requirement, GROUPS, TIME_ZONES, ZONES,
+};
 use crate::FixtureError;
 
 /// The Cedar text of one policy, with `@id` (the stepgate policy name) and `@outcome`.
@@ -47,10 +49,14 @@ pub fn policy_text(model: &Model, p: &Policy) -> String {
         Some(a) => format!("resource == App::\"{}\"", model.apps[a].id),
         None => "resource".to_string(),
     };
-    let mut t = format!(
-        "@id(\"{}\")\n@outcome(\"{outcome}\")\n{effect} (principal, {action}, {resource})",
-        p.name
-    );
+    let mut t = format!("@id(\"{}\")\n@outcome(\"{outcome}\")\n", p.name);
+    if let Some(r) = p.requirement {
+        let _ = writeln!(t, "@min_aal(\"{}\")", r.min_aal);
+        if let Some(age) = r.max_age_text() {
+            let _ = writeln!(t, "@max_age(\"{age}\")");
+        }
+    }
+    let _ = write!(t, "{effect} (principal, {action}, {resource})");
     if let Some(r) = &p.route {
         let tags: Vec<String> = r
             .tags
@@ -90,6 +96,48 @@ pub fn policy_set(model: &Model) -> Result<cedar_policy::PolicySet, FixtureError
             .map_err(|e| FixtureError::Cedar(e.to_string()))?;
     }
     Ok(set)
+}
+
+/// One Cedar policy set per app, keyed by the app id, each holding that app's policies and
+/// the global ones (those targeting every app), taken from the parsed unsliced `all`: how a
+/// Cedar deployment that cares about latency would slice a large set, so that a request is
+/// evaluated against the policies that can apply to its resource only.
+pub fn sliced_policy_sets(
+    model: &Model,
+    all: &cedar_policy::PolicySet,
+) -> Result<HashMap<String, cedar_policy::PolicySet>, FixtureError> {
+    let mut sets: Vec<cedar_policy::PolicySet> = model
+        .apps
+        .iter()
+        .map(|_| cedar_policy::PolicySet::new())
+        .collect();
+    for p in &model.policies {
+        let policy = all
+            .policy(&cedar_policy::PolicyId::new(&p.name))
+            .ok_or_else(|| FixtureError::Cedar(format!("policy {} is not in the set", p.name)))?;
+        let targets: Vec<usize> = match p.app {
+            Some(a) => vec![a],
+            None => (0..model.apps.len()).collect(),
+        };
+        for a in targets {
+            sets[a]
+                .add(policy.clone())
+                .map_err(|e| FixtureError::Cedar(e.to_string()))?;
+        }
+    }
+    Ok(model.apps.iter().map(|a| a.id.clone()).zip(sets).collect())
+}
+
+/// The step-up requirement a Cedar policy carries in its `@min_aal` / `@max_age`
+/// annotations (`None` if it has no `@min_aal`, or an annotation does not parse).
+pub fn requirement(policy: &cedar_policy::Policy) -> Option<Requirement> {
+    let min_aal = policy.annotation("min_aal")?.parse().ok()?;
+    let max_age = match policy.annotation("max_age") {
+        None => Freshness::Any,
+        Some("every_time") => Freshness::EveryTime,
+        Some(m) => Freshness::WithinMinutes(m.strip_suffix('m')?.parse().ok()?),
+    };
+    Some(Requirement { min_aal, max_age })
 }
 
 fn cond_expr(c: &Cond) -> String {

@@ -167,6 +167,63 @@ pub enum Effect {
     Deny,
 }
 
+/// How fresh the step-up factor must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Any age (the session's factor counts however old it is).
+    Any,
+    /// Passed within this many minutes.
+    WithinMinutes(u32),
+    /// Passed for this very request.
+    EveryTime,
+}
+
+/// What a `step_up` policy asks for: stepgate's `min_aal` and `max_age`; in Cedar the
+/// deciding `forbid`'s `@min_aal` and `@max_age` annotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    /// Minimum assurance level (2 or 3).
+    pub min_aal: u8,
+    /// How fresh.
+    pub max_age: Freshness,
+}
+
+impl Requirement {
+    /// The requirements step-up policies cycle through (by their position in the set), so
+    /// that the equivalence tests see a wrong requirement, not only a wrong verdict.
+    pub const VARIANTS: [Requirement; 5] = [
+        Requirement {
+            min_aal: 2,
+            max_age: Freshness::WithinMinutes(15),
+        },
+        Requirement {
+            min_aal: 3,
+            max_age: Freshness::WithinMinutes(5),
+        },
+        Requirement {
+            min_aal: 2,
+            max_age: Freshness::Any,
+        },
+        Requirement {
+            min_aal: 2,
+            max_age: Freshness::EveryTime,
+        },
+        Requirement {
+            min_aal: 3,
+            max_age: Freshness::WithinMinutes(60),
+        },
+    ];
+
+    /// The `max_age` spelling both renderings use (`15m`, `every_time`), if any.
+    pub fn max_age_text(&self) -> Option<String> {
+        match self.max_age {
+            Freshness::Any => None,
+            Freshness::WithinMinutes(m) => Some(format!("{m}m")),
+            Freshness::EveryTime => Some("every_time".into()),
+        }
+    }
+}
+
 /// A route selector: the matched route carries one of the tags, and (if any) the method
 /// is one of these.
 #[derive(Clone, Debug, PartialEq)]
@@ -194,6 +251,8 @@ pub struct Policy {
     pub conds: Vec<Cond>,
     /// The outcome.
     pub effect: Effect,
+    /// For `step_up`: what it asks for (`None` for the other effects).
+    pub requirement: Option<Requirement>,
 }
 
 /// One protected app.
@@ -355,6 +414,10 @@ impl Model {
                 Effect::Deny => "deny",
             };
             p.name = format!("p{i:05}-{kind}");
+            // Chosen by position, not drawn from the generator, so that the policy set is
+            // otherwise the one earlier versions generated.
+            p.requirement = (p.effect == Effect::StepUp)
+                .then(|| Requirement::VARIANTS[i % Requirement::VARIANTS.len()]);
         }
         Model {
             apps,
@@ -560,6 +623,7 @@ fn gen_baseline(rng: &mut StdRng) -> Policy {
         match_any: false,
         conds,
         effect,
+        requirement: None,
     }
 }
 
@@ -599,6 +663,7 @@ fn gen_policy(rng: &mut StdRng, app: Option<usize>, effect: Effect) -> Policy {
         match_any,
         conds,
         effect,
+        requirement: None,
     }
 }
 

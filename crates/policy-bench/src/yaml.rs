@@ -10,7 +10,8 @@ use stepgate_policy::{
 };
 
 use crate::model::{
-    Attr, Cond, Effect, Model, Request, DEVICE_STATES, LEVELS, TIME_ZONES, WEEKDAYS, ZONES,
+    Attr, Cond, Effect, Model, Request, Requirement, DEVICE_STATES, LEVELS, TIME_ZONES, WEEKDAYS,
+    ZONES,
 };
 
 /// The routes every generated app has.
@@ -66,7 +67,16 @@ pub fn config_yaml(model: &Model) -> String {
         }
         let outcome = match p.effect {
             Effect::Allow => "allow".to_string(),
-            Effect::StepUp => "{ step_up: { min_aal: 2, max_age: 15m } }".to_string(),
+            Effect::StepUp => {
+                let r = p.requirement.unwrap_or(Requirement::VARIANTS[0]);
+                match r.max_age_text() {
+                    Some(age) => format!(
+                        "{{ step_up: {{ min_aal: {}, max_age: {age} }} }}",
+                        r.min_aal
+                    ),
+                    None => format!("{{ step_up: {{ min_aal: {} }} }}", r.min_aal),
+                }
+            }
             Effect::Deny => format!("{{ deny: {{ message: \"Blocked by {}.\" }} }}", p.name),
         };
         let _ = writeln!(y, "    outcome: {outcome}");

@@ -54,10 +54,10 @@
 //! traits; every backend's integration test runs all of it (`tests/conformance.rs`).
 
 mod audit;
+mod clock;
 mod config;
 mod error;
 mod migrate;
-mod clock;
 mod model;
 mod secrets;
 mod sqlite;
