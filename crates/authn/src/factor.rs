@@ -145,6 +145,13 @@ mod tests {
             data: serde_json::json!({}),
         };
         let s = format!("{m:?}");
+        // A derived `Debug` prints the `Vec<u8>` as numbers, not as the text: check for the
+        // redaction marker and against both renderings of the secret.
+        assert!(s.contains("secret: Some(\"<redacted>\")"), "{s}");
         assert!(!s.contains("supersecret"), "{s}");
+        let as_numbers = format!("{:?}", b"supersecret".to_vec());
+        assert!(!s.contains(&as_numbers[1..as_numbers.len() - 1]), "{s}");
+        // The rest stays readable.
+        assert!(s.contains("label: \"phone\""), "{s}");
     }
 }

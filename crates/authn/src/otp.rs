@@ -495,7 +495,10 @@ mod tests {
         sms.send("+15550100123", "424242 is your code")
             .await
             .unwrap();
-        assert!(sms.send("not-a-number", "x").await.is_err());
+        assert!(matches!(
+            sms.send("not-a-number", "x").await,
+            Err(DeliveryError::BadRecipient(to)) if to == "not-a-number"
+        ));
         let read_one = |sub: &str| {
             let entry = std::fs::read_dir(dir.path().join(sub))
                 .unwrap()

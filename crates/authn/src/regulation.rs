@@ -312,9 +312,12 @@ mod tests {
             Some("consecutive_failure_cap")
         );
         // Days later it is still locked.
-        assert!(m
-            .attempt(&cfg, now + chrono::Duration::days(3), true)
-            .is_err());
+        assert_eq!(
+            m.attempt(&cfg, now + chrono::Duration::days(3), true),
+            Err(Refusal::AccountLocked {
+                consecutive_failures: 100
+            })
+        );
     }
 
     /// Also when the windowed bans fire along the way.

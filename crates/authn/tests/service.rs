@@ -343,12 +343,13 @@ async fn totp_enrol_verify_once_and_no_replay_across_nodes() {
         env.auth.verify_totp(&env.user, &code, None).await,
         Err(AuthError::Replayed)
     ));
-    // The same token does not enrol twice.
-    assert!(env
+    // The same token does not enrol twice (its one-time guard, not the code, refuses it).
+    let twice = env
         .auth
         .enrol_totp_confirm(&env.user, &pending.token, &code)
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(twice, AuthError::Replayed), "{twice:?}");
 
     // The next step's code (within the ±1 window) is accepted once.
     let next = totp::generate(&data(), &seed, now() + 30);
@@ -435,12 +436,13 @@ async fn email_otp_single_use_bounded_guesses_and_expiry() {
             assert!(matches!(e, AuthError::TooManyGuesses), "guess {i}: {e}");
         }
     }
-    // The 11th guess is refused, even the right code.
-    assert!(env
+    // The 11th guess is refused, even the right code: the code is gone.
+    let eleventh = env
         .auth
         .verify_otp(&env.user, FactorKind::EmailOtp, &code, None)
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(eleventh, AuthError::Expired), "{eleventh:?}");
 
     // Single use.
     env.auth
@@ -519,11 +521,12 @@ async fn recovery_codes_are_single_use_and_regeneration_voids_them() {
     assert_eq!(rc.remaining_codes, Some(9));
 
     let fresh = env.auth.regenerate_recovery_codes(&env.user).await.unwrap();
-    assert!(env
+    let old = env
         .auth
         .verify_recovery_code(&env.user, &codes[3], None)
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(old, AuthError::InvalidCredentials), "{old:?}");
     env.auth
         .verify_recovery_code(&env.user, &normalise_code(&fresh[0]), None)
         .await
@@ -628,11 +631,15 @@ async fn webauthn_register_authenticate_and_passwordless() {
     assert_eq!(passed.factor_id.as_deref(), Some(factor.id.as_str()));
     // The same assertion against a new challenge fails.
     let (_, state2) = env.auth.webauthn_auth_start(Some(&env.user)).await.unwrap();
-    assert!(env
+    let replayed = env
         .auth
         .webauthn_auth_finish(state2, assertion, None)
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(replayed, AuthError::InvalidCredentials),
+        "{replayed:?}"
+    );
 
     // Passwordless: no user known up front. The soft authenticator keeps no resident keys,
     // so the test fills in what a discoverable authenticator would (see webauthn_soft.rs).
@@ -689,7 +696,8 @@ async fn enrolment_and_removal_are_audited_without_secrets() {
     // Another user cannot remove it.
     let other = UserRecord::new("mallory");
     env.store.create_user(&other).await.unwrap();
-    assert!(env.auth.remove_factor(&other, &f.id).await.is_err());
+    let refused = env.auth.remove_factor(&other, &f.id).await.unwrap_err();
+    assert!(matches!(refused, AuthError::Rejected(_)), "{refused:?}");
     env.auth.remove_factor(&env.user, &f.id).await.unwrap();
 
     let events = env.store.list_audit(&AuditQuery::default()).await.unwrap();

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::{SoftToken, AAGUID};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
-use webauthn_rs::prelude::{AttestationCaListBuilder, Base64UrlSafeData};
+use webauthn_rs::prelude::{AttestationCaListBuilder, Base64UrlSafeData, WebauthnError};
 
 const ORIGIN: &str = "https://auth.example.com";
 
@@ -89,20 +89,99 @@ fn passkey_register_and_authenticate() {
 
     // An assertion replayed against a new challenge fails.
     let (_rcr2, state2) = rp.start_passkey_authentication(&creds).unwrap();
-    assert!(rp
+    let replayed = rp
         .finish_authentication(&assertion, state2, &mut creds)
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(replayed, WebauthnFailure::Ceremony(_)),
+        "{replayed:?}"
+    );
 }
 
+/// The UV bit of authenticator data's flags byte (after the 32-byte RP id hash).
+const FLAG_UP: u8 = 0x01;
+const FLAG_UV: u8 = 0x04;
+
+/// A passkey registration whose authenticator data has the UV flag cleared is refused by
+/// stepgate itself. The browser side is the attacker's to change: it asks the authenticator
+/// for no user verification, whatever stepgate's options said, and the authenticator signs
+/// what it did (user present, not verified). The soft authenticator's own refusal of a UV
+/// request it cannot meet is not what is tested here.
 #[test]
-fn passkey_registration_requires_user_verification() {
+fn passkey_registration_without_the_uv_flag_is_refused_by_stepgate() {
     let rp = rp();
-    // An authenticator that cannot verify the user is refused for passkeys.
-    let mut authenticator = WebauthnAuthenticator::new(SoftPasskey::new(false));
-    let (ccr, _state) = rp
+    let mut authenticator = WebauthnAuthenticator::new(SoftPasskey::new(true));
+    let (ccr, state) = rp
         .start_registration(&user(Uuid::new_v4()), &[], RegistrationKind::Passkey)
         .unwrap();
-    assert!(authenticator.do_registration(origin(), ccr).is_err());
+    let mut ccr = serde_json::to_value(&ccr).unwrap();
+    let uv = &mut ccr["publicKey"]["authenticatorSelection"]["userVerification"];
+    assert_eq!(*uv, "required", "stepgate asks for user verification");
+    *uv = "discouraged".into();
+    let ccr = serde_json::from_value(ccr).unwrap();
+    let response = authenticator.do_registration(origin(), ccr).unwrap();
+    let err = rp
+        .finish_registration(&response, &state, "Laptop passkey")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WebauthnFailure::Ceremony(WebauthnError::UserNotVerified)
+        ),
+        "{err:?}"
+    );
+}
+
+/// The same at sign-in: a passkey registered with user verification, then an assertion
+/// signed with the UV flag cleared (the client asked the authenticator for none), is
+/// refused by stepgate, and the same authenticator verifying the user is accepted.
+#[test]
+fn passkey_assertion_without_the_uv_flag_is_refused_by_stepgate() {
+    let rp = rp();
+    let mut authenticator = WebauthnAuthenticator::new(SoftPasskey::new(true));
+    let (ccr, state) = rp
+        .start_registration(&user(Uuid::new_v4()), &[], RegistrationKind::Passkey)
+        .unwrap();
+    let response = authenticator.do_registration(origin(), ccr).unwrap();
+    let material = rp.finish_registration(&response, &state, "Phone").unwrap();
+    let mut creds: Vec<StoredCredential> = vec![serde_json::from_value(material.data).unwrap()];
+
+    let (rcr, state) = rp.start_passkey_authentication(&creds).unwrap();
+    let mut rcr = serde_json::to_value(&rcr).unwrap();
+    let uv = &mut rcr["publicKey"]["userVerification"];
+    assert_eq!(*uv, "required", "stepgate asks for user verification");
+    *uv = "discouraged".into();
+    let rcr = serde_json::from_value(rcr).unwrap();
+    let assertion = authenticator.do_authentication(origin(), rcr).unwrap();
+    let flags = assertion.response.authenticator_data.as_ref()[32];
+    assert_eq!(
+        flags & (FLAG_UP | FLAG_UV),
+        FLAG_UP,
+        "signed as present, not verified"
+    );
+    let err = rp
+        .finish_authentication(&assertion, state, &mut creds)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WebauthnFailure::Ceremony(WebauthnError::UserNotVerified)
+        ),
+        "{err:?}"
+    );
+
+    // The control: the same credential with the user verified signs in.
+    let (rcr, state) = rp.start_passkey_authentication(&creds).unwrap();
+    let assertion = authenticator.do_authentication(origin(), rcr).unwrap();
+    assert_eq!(
+        assertion.response.authenticator_data.as_ref()[32] & FLAG_UV,
+        FLAG_UV
+    );
+    assert!(
+        rp.finish_authentication(&assertion, state, &mut creds)
+            .unwrap()
+            .user_verified
+    );
 }
 
 /// A page on another origin under the RP id (a compromised sibling subdomain) relaying
