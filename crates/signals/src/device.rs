@@ -1060,7 +1060,8 @@ mod tests {
         ));
         let mut bad = source(DeviceSourceKind::Uem);
         bad.token_sha256 = "xyz".into();
-        assert!(DeviceApiAuth::new(&[bad]).is_err());
+        let name = bad.name.clone();
+        assert_eq!(DeviceApiAuth::new(&[bad]).unwrap_err(), BadTokenHash(name));
     }
 
     #[test]
@@ -1081,7 +1082,10 @@ mod tests {
         );
         let mut tampered = c.clone();
         tampered.replace_range(3..4, "A");
-        assert!(s.verify(&tampered, age, t(11)).is_err());
+        assert_eq!(
+            s.verify(&tampered, age, t(11)).unwrap_err(),
+            DeviceCookieError::BadSignature
+        );
         assert_eq!(
             DeviceCookieSigner::new(b"short").unwrap_err(),
             DeviceCookieError::WeakKey

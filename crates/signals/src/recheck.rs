@@ -154,16 +154,42 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn waits_for_the_right_device_within_the_bound() {
+    async fn another_devices_update_does_not_end_the_wait() {
         let hub = DeviceUpdateHub::default();
         let w = hub.subscribe();
-        let h2 = hub.clone();
-        tokio::spawn(async move {
-            h2.notify("other");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            h2.notify("mac-0042");
-        });
-        assert!(w.wait_for("mac-0042", Duration::from_secs(5)).await);
+        hub.notify("other");
+        hub.notify("mac-0041");
+        // Only other devices were updated: the wait runs out (a wait that woke on any
+        // update would say "updated" here).
+        assert!(!w.wait_for("mac-0042", Duration::from_millis(200)).await);
+    }
+
+    #[tokio::test]
+    async fn waits_past_other_devices_for_the_right_one() {
+        let hub = DeviceUpdateHub::default();
+        let w = hub.subscribe();
+        let waiting =
+            tokio::spawn(async move { w.wait_for("mac-0042", Duration::from_secs(30)).await });
+        // Another device first: the waiter must keep waiting. `yield_now` lets it see that
+        // update before the next is sent, so it cannot take both from the queue at once.
+        hub.notify("other");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "the wait ended on another device's update"
+        );
+        hub.notify("mac-0042");
+        assert!(
+            waiting.await.unwrap(),
+            "the right device's update ends the wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_within_the_bound_is_no_update() {
+        let hub = DeviceUpdateHub::default();
         let w = hub.subscribe();
         assert!(!w.wait_for("mac-0042", Duration::from_millis(30)).await);
     }
