@@ -46,3 +46,44 @@ async fn reload_swaps_valid_configurations_and_keeps_the_old_one_otherwise() {
     );
     assert_eq!(names(&st), ["second", "third"]);
 }
+
+#[path = "../../../tests/support/hostile.rs"]
+mod hostile;
+
+/// Issue 16, item 8: every hostile file is refused and the running configuration stays,
+/// reloaded from a runtime thread with the default 2 MiB stack.
+#[tokio::test]
+async fn reload_refuses_every_hostile_file_and_keeps_the_running_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stepgate.yaml");
+    std::fs::write(&path, BASE).unwrap();
+    let st = build_state(
+        stepgate_config::load(&path).unwrap(),
+        SecretKey::generate(),
+        ServeOptions {
+            demo: false,
+            config_path: Some(path.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let before = st.runtime.load_full();
+    for case in hostile::CASES {
+        assert_eq!(case.write(dir.path()), path);
+        assert!(!reload(&st), "{} was taken", case.name);
+        assert!(
+            std::sync::Arc::ptr_eq(&before, &st.runtime.load_full()),
+            "{}: the running configuration changed",
+            case.name
+        );
+    }
+    let names: Vec<String> = st
+        .runtime
+        .load()
+        .config
+        .policy_set
+        .policy_names()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, ["first"]);
+}
