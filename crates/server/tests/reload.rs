@@ -47,6 +47,8 @@ async fn reload_swaps_valid_configurations_and_keeps_the_old_one_otherwise() {
     assert_eq!(names(&st), ["second", "third"]);
 }
 
+// Shared with the binary's tests, which also check each refusal's wording and position.
+#[allow(dead_code)]
 #[path = "../../../tests/support/hostile.rs"]
 mod hostile;
 
