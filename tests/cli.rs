@@ -74,9 +74,18 @@ fn demo_cases_pass() {
     ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
+    // Every case in the file ran and passed: the count is the file's, not just any number
+    // (" passed, 0 failed" alone would also accept "0 passed, 0 failed").
+    let file = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.cases.yaml"),
+    )
+    .unwrap();
+    let cases = file.lines().filter(|l| l.starts_with("  - name:")).count();
+    assert!(cases >= 20, "the demo has its cases: {cases}");
+    let want = format!("{cases} passed, 0 failed");
     assert!(
-        out.lines().any(|l| l.ends_with(" passed, 0 failed")),
-        "{out}"
+        out.lines().any(|l| l == want),
+        "expected `{want}` in:\n{out}"
     );
 }
 

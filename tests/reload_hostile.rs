@@ -98,12 +98,15 @@ fn sighup_with_a_hostile_file_keeps_the_running_configuration_and_the_server() {
     let log = dir.path().join("stepgate.log");
     std::fs::write(&cfg, BASE).unwrap();
     let (mut child, port) = serve(&cfg, &log);
-    // `one.test` is an app, `two.test` is not: they answer differently.
+    // `one.test` is an app (no session: 303 to sign in), `two.test` is not (421 Misdirected
+    // Request: no app for that host). Each is the intended answer, not merely two
+    // different ones (a 500 for either would not do).
     let served = status(port, "one.test").expect("an answer");
     let unserved = status(port, "two.test").expect("an answer");
-    assert_ne!(
-        served, unserved,
-        "an app's host and an unknown host look alike"
+    assert_eq!(
+        (served, unserved),
+        (303, 421),
+        "an app's host redirects to sign-in, an unknown host is not found"
     );
 
     for (i, case) in hostile::CASES.iter().enumerate() {

@@ -56,31 +56,98 @@ fn serve_ready(cfg: &std::path::Path) -> (std::process::Child, u16) {
     (child, port)
 }
 
+/// Sends SIGTERM to the child.
+fn sigterm(child: &std::process::Child) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Waits up to 15 s for the child to exit.
+fn exit_status(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stepgate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads from `s` until `needle` has arrived (or panics on EOF or after the read timeout).
+fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "waiting for {needle:?}: {e}; got {:?}",
+                String::from_utf8_lossy(&got)
+            )
+        });
+        assert!(
+            n > 0,
+            "closed while waiting for {needle:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// SIGTERM while a request's body is still arriving: the request is answered, then the
+/// process exits cleanly. No sleeps: each step waits for what says the previous one took
+/// effect. `Expect: 100-continue` makes the server say when the handler starts reading the
+/// body (the request is in flight), and an idle keep-alive connection on the same (only)
+/// worker is closed when that worker starts draining (SIGTERM has been acted on), which is
+/// when the rest of the body is sent.
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("stepgate.yaml");
     std::fs::write(
         &cfg,
-        "sessions: { cookie: { secure: false } }\nserver: { shutdown_grace: 5s }\n",
+        "sessions: { cookie: { secure: false } }\nserver: { shutdown_grace: 5s, workers: 1 }\n",
     )
     .unwrap();
     let (mut child, port) = serve_ready(&cfg);
     assert!(get(port, "/healthz").unwrap().ends_with("ok"));
 
+    // An idle keep-alive connection: the drain closes it.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut idle).ends_with("ok"));
+
     // A request whose body is still arriving when SIGTERM comes.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = "csrf=x&t=&username=a&password=b";
-    write!(s, "POST /_stepgate/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    write!(s, "POST /_stepgate/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    let interim = read_until(&mut s, "\r\n\r\n");
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue"),
+        "the handler reads the body (the request is in flight): {interim}"
+    );
     s.write_all(&body.as_bytes()[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    std::thread::sleep(Duration::from_millis(500));
+
+    sigterm(&child);
+    // The worker drains: its idle connection is closed.
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)),
+        "the idle connection was not closed after SIGTERM"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stepgate exited with a request in flight"
+    );
     s.write_all(&body.as_bytes()[10..]).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
@@ -89,17 +156,7 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
         "the in-flight request got its answer (CSRF refusal): {resp}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stepgate did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_status(&mut child);
     assert!(status.success(), "clean exit: {status:?}");
     assert!(get(port, "/healthz").is_none(), "no longer listening");
 }
@@ -126,8 +183,40 @@ fn read_response(s: &mut TcpStream) -> String {
     head + &String::from_utf8(body).unwrap()
 }
 
+/// How many times each of stepgate's worker threads has been scheduled onto a CPU (the
+/// third field of /proc/<pid>/task/<tid>/schedstat), by thread id. An idle worker's event
+/// loop sleeps in `epoll_wait`, so serving a request on one of its connections wakes it
+/// and counts there and nowhere else: a per-worker count of the work done, read from
+/// outside the process. Workers are the threads named `stepgate-worker-N` (/proc shows 15
+/// characters: `stepgate-worker`).
+fn worker_wakeups(pid: u32) -> std::collections::BTreeMap<u32, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with("stepgate-worke") {
+            continue;
+        }
+        let sched = std::fs::read_to_string(task.join("schedstat"))
+            .expect("/proc/<pid>/task/<tid>/schedstat (a kernel with CONFIG_SCHED_INFO)");
+        let runs = sched
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("schedstat: {sched:?}"));
+        let tid = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        out.insert(tid, runs);
+    }
+    out
+}
+
+/// Every worker serves keep-alive connections: with 3 workers and 7 connections held open,
+/// each connection's requests are all served by one worker (the one that took it), and the
+/// connections are spread 3/2/2 over the 3 workers (each new connection goes to the worker
+/// with the fewest open).
 #[test]
 fn every_worker_serves_keep_alive_connections() {
+    const REQUESTS: u64 = 20;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("stepgate.yaml");
     std::fs::write(
@@ -136,8 +225,8 @@ fn every_worker_serves_keep_alive_connections() {
     )
     .unwrap();
     let (mut child, port) = serve_ready(&cfg);
-    // More open connections than workers, all kept alive at once, so every worker holds
-    // some; each answers several requests in turn.
+    let workers = worker_wakeups(child.id());
+    assert_eq!(workers.len(), 3, "three worker threads: {workers:?}");
     let mut conns: Vec<TcpStream> = (0..7)
         .map(|_| {
             let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -145,33 +234,47 @@ fn every_worker_serves_keep_alive_connections() {
             s
         })
         .collect();
-    for round in 0..3 {
-        for (i, s) in conns.iter_mut().enumerate() {
+    // One connection at a time, so that the worker that wakes is the one serving it.
+    let mut served_by: std::collections::BTreeMap<u32, usize> =
+        workers.keys().map(|&t| (t, 0)).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        let before = worker_wakeups(child.id());
+        for round in 0..REQUESTS {
             write!(s, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
             let r = read_response(s);
             assert!(
                 r.starts_with("HTTP/1.1 200") && r.ends_with("ok"),
-                "connection {i}, round {round}: {r}"
+                "connection {i}, request {round}: {r}"
             );
         }
+        let after = worker_wakeups(child.id());
+        let mut woke: Vec<(u64, u32)> = after
+            .iter()
+            .map(|(tid, n)| (n - before[tid], *tid))
+            .collect();
+        woke.sort_unstable();
+        let (most, owner) = woke[2];
+        assert!(
+            most >= REQUESTS / 2 && woke[1].0 <= REQUESTS / 4,
+            "connection {i}: {REQUESTS} requests should wake one worker, not several: {woke:?}"
+        );
+        *served_by.get_mut(&owner).unwrap() += 1;
     }
+    let mut spread: Vec<usize> = served_by.values().copied().collect();
+    spread.sort_unstable();
+    assert_eq!(
+        spread,
+        vec![2, 2, 3],
+        "connections per worker (thread id: connections): {served_by:?}"
+    );
     // Each worker counts its open connections down as they close, so new connections keep
     // being placed and served.
     drop(conns);
     for _ in 0..5 {
         assert!(get(port, "/healthz").unwrap().ends_with("ok"));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "stepgate did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sigterm(&child);
+    exit_status(&mut child);
 }
 
 /// Whether the server closed `s` within `within` (reads EOF or a reset, not a timeout).
