@@ -1,7 +1,8 @@
 //! The multi-node backends, PostgreSQL (durable) and Redis (hot), through the same
 //! conformance suite as SQLite. They run when `STEPGATE_TEST_POSTGRES_URL` /
 //! `STEPGATE_TEST_REDIS_URL` are set (e.g. `postgres://postgres@127.0.0.1:5432/test`,
-//! `redis://127.0.0.1:6379`) and are skipped with a note otherwise. Each test uses its own
+//! `redis://127.0.0.1:6379`) and are skipped with a note otherwise, counted in the run's
+//! "skipped:" summary line (tests/support/skipped.rs). Each test uses its own
 //! PostgreSQL schema and Redis key prefix, dropped at the end.
 
 use std::sync::Arc;
@@ -12,12 +13,15 @@ use stepgate_store::{
     SecretKey, StoreConfig, StoreError,
 };
 
+#[path = "../../../tests/support/skipped.rs"]
+mod skipped;
+
 fn pg_url() -> Option<String> {
     let url = std::env::var("STEPGATE_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty());
     if url.is_none() {
-        eprintln!("note: STEPGATE_TEST_POSTGRES_URL is not set; skipping the PostgreSQL test");
+        skipped::record("PostgreSQL", "set STEPGATE_TEST_POSTGRES_URL");
     }
     url
 }
@@ -27,7 +31,7 @@ fn redis_url() -> Option<String> {
         .ok()
         .filter(|u| !u.is_empty());
     if url.is_none() {
-        eprintln!("note: STEPGATE_TEST_REDIS_URL is not set; skipping the Redis test");
+        skipped::record("Redis", "set STEPGATE_TEST_REDIS_URL");
     }
     url
 }

@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+#[path = "../../../../tests/support/skipped.rs"]
+mod skipped;
+
 /// Whether python3 can import every module; if not, print why the test is skipped.
 /// Under `CI=true` a missing peer fails the test instead of skipping it.
 pub fn python_has(modules: &[&str]) -> bool {
@@ -20,7 +23,10 @@ pub fn python_has(modules: &[&str]) -> bool {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("python3 modules {modules:?} are required in CI (pip install pyotp aiosmtpd)");
         }
-        eprintln!("note: skipping, python3 cannot import {modules:?} (pip install pyotp aiosmtpd)");
+        skipped::record(
+            &format!("python3 modules {}", modules.join(", ")),
+            "pip install pyotp aiosmtpd",
+        );
     }
     ok
 }
