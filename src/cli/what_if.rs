@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use stepgate_policy::{Explanation, RequestContext};
+use stepgate_server::access::what_if::{what_if, StatedFacts};
+use stepgate_server::access::Explained;
+use stepgate_signals::geoip::GeoIp;
+use stepgate_signals::risk::SignInEntry;
 
 /// Arguments of `stepgate what-if`.
 #[derive(clap::Args)]
@@ -45,23 +49,33 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
             e.column()
         )
     })?;
-    let mut ctx = ctx;
-    let (located, risk) = enrich(&cfg, &mut ctx, args.history.as_deref())?;
-    let explanation = cfg.policy_set.explain(&ctx);
+    let history = args.history.as_deref().map(read_history).transpose()?;
+    let geoip = open_geoip(&cfg)?;
+    let located = geoip.is_some()
+        && ctx.network.ip.is_some()
+        && ctx.network.country.is_none()
+        && ctx.network.city.is_none();
+    let rt = stepgate_server::Runtime::new(cfg);
+    let (_, explained) = decide(&rt, &ctx, history, geoip.as_ref())?;
+    let Explained {
+        explanation,
+        context,
+        assessment,
+    } = explained;
     if args.json {
         let mut v = serde_json::to_value(&explanation)?;
         if let Some(obj) = v.as_object_mut() {
             obj.insert(
                 "context".into(),
-                serde_json::json!({ "network": ctx.network, "risk": ctx.risk }),
+                serde_json::json!({ "network": context.network, "risk": context.risk }),
             );
-            if let Some(r) = &risk {
+            if let Some(r) = &assessment {
                 obj.insert("risk".into(), serde_json::to_value(r)?);
             }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let n = &ctx.network;
+        let n = &context.network;
         if located {
             println!(
                 "geoip:    {} → country {}, region {}, city {}",
@@ -71,7 +85,7 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
                 n.city.as_deref().unwrap_or("-")
             );
         }
-        if let Some(r) = &risk {
+        if let Some(r) = &assessment {
             let reasons: Vec<String> = r
                 .reasons
                 .iter()
@@ -79,7 +93,7 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             println!(
                 "risk:     {} (score {}) {}",
-                ctx.risk.level.as_str(),
+                context.risk.level.as_str(),
                 r.score,
                 reasons.join("; ")
             );
@@ -89,59 +103,50 @@ pub fn run(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fills what the live pipeline would: country/region/city from `signals.geoip` when the
-/// context has an IP but no location, and, given a sign-in history, the behavioural risk
-/// (new country, impossible travel with its velocity, …) from `signals.risk`. Says whether
-/// GeoIP filled the location.
-fn enrich(
-    cfg: &stepgate_config::Config,
-    ctx: &mut RequestContext,
-    history: Option<&std::path::Path>,
-) -> anyhow::Result<(bool, Option<stepgate_signals::risk::RiskAssessment>)> {
-    let mut geo = stepgate_signals::geoip::GeoInfo::default();
-    let mut located = false;
-    if let (Some(g), Some(ip)) = (&cfg.signals.geoip, ctx.network.ip) {
-        let mut g = g.clone();
-        if g.database.is_relative() {
-            g.database = cfg.base_dir.join(&g.database);
-        }
-        let db = stepgate_signals::geoip::GeoIp::open(&g)
-            .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))?;
-        geo = db
-            .lookup(ip)
-            .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))?;
-        if ctx.network.country.is_none() && ctx.network.city.is_none() {
-            geo.apply_to(&mut ctx.network);
-            located = true;
-        }
-    }
-    let Some(path) = history else {
-        return Ok((located, None));
+/// Runs `ctx` (and a sign-in history) through stepgate's access pipeline, with the signal
+/// sources replaced by what the context states (GeoIP, when configured, fills the
+/// location and coordinates it leaves out).
+pub fn decide(
+    rt: &stepgate_server::Runtime,
+    ctx: &RequestContext,
+    history: Option<Vec<SignInEntry>>,
+    geoip: Option<&GeoIp>,
+) -> anyhow::Result<(Option<String>, Explained)> {
+    let source = StatedFacts::new(ctx, history, geoip);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the pipeline's runtime")?;
+    let (judged, explained) = runtime.block_on(what_if(rt, ctx, &source));
+    let explained = explained.context("the request never reached the policies")?;
+    let policy = judged.decision.and_then(|d| d.policy).map(str::to_string);
+    Ok((policy, explained))
+}
+
+/// The GeoIP database `signals.geoip` names, when one is configured.
+pub fn open_geoip(cfg: &stepgate_config::Config) -> anyhow::Result<Option<GeoIp>> {
+    let Some(g) = &cfg.signals.geoip else {
+        return Ok(None);
     };
+    let mut g = g.clone();
+    if g.database.is_relative() {
+        g.database = cfg.base_dir.join(&g.database);
+    }
+    GeoIp::open(&g)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("signals.geoip: {e}"))
+}
+
+fn read_history(path: &std::path::Path) -> anyhow::Result<Vec<SignInEntry>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the history file {}", path.display()))?;
-    let entries: Vec<stepgate_signals::risk::SignInEntry> =
-        serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: {e} (expected a list of sign-ins)",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })?;
-    let attempt = stepgate_signals::risk::SignInAttempt {
-        time: ctx.time,
-        ip: ctx.network.ip,
-        country: ctx.network.country.clone(),
-        city: ctx.network.city.clone(),
-        latitude: geo.latitude,
-        longitude: geo.longitude,
-        device_id: ctx.device.as_ref().and_then(|d| d.id.clone()),
-        ip_risk_score: ctx.network.ip_risk_score,
-    };
-    let assessment = stepgate_signals::risk::score(&entries, &attempt, &cfg.signals.risk);
-    ctx.risk = assessment.to_context();
-    Ok((located, Some(assessment)))
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: {e} (expected a list of sign-ins)",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })
 }
 
 /// The human-readable report.

@@ -11,6 +11,8 @@
 //!   the hot store keeps.
 //! - [`service`]: [`Authenticator`], which verifies and enrols all of the above against the
 //!   stores (sealed secrets, OTPs and replay guards in the hot store, lockouts, audit).
+//! - [`session`]: the session model (factors passed, device, flags); where it is kept is
+//!   the server's business.
 //! - [`config`]: the `factors:` and `regulation:` configuration sections.
 //!
 //! docs/factors.md and docs/assurance.md explain each factor and level for an admin.
@@ -24,6 +26,7 @@ pub mod questions;
 pub mod recovery;
 pub mod regulation;
 pub mod service;
+pub mod session;
 pub mod totp;
 pub mod webauthn;
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use chrono::Utc;
 use stepgate_authn::{FactorKind, PassedFactor};
-use stepgate_server::security::Signer;
+use stepgate_server::app::signer::Signer;
 use stepgate_server::session::SessionData;
 
 struct Args {

@@ -1,38 +1,31 @@
-//! stepgate's HTTP server: the login portal (sign-in, step-up, blocked page with
-//! re-check, self-service factors, sessions), the gateway that decides each app request
-//! and proxies it with identity headers, and the built-in demo.
+//! stepgate's HTTP server, one folder per journey (docs/architecture.md has the map):
 //!
-//! Handlers are thin: they gather the request context, ask the policy engine
-//! ([`stepgate_policy`]) and the authenticator ([`stepgate_authn::service`]), and render.
+//! - [`access`]: THE decision. Every entry point builds an [`access::AccessRequest`] and
+//!   calls [`access::Access::decide`]: credentials → session → signals → context → policy
+//!   → verdict.
+//! - [`gateway`]: in front of apps — the reverse proxy, the forward-auth endpoints, the
+//!   identity headers and signed assertion, the upstream pool.
+//! - [`portal`]: the pages people see — sign-in, step-up, blocked, account, sessions,
+//!   passkeys.
+//! - [`session`]: the session service, its cookies and the node's read cache.
+//! - [`devices`]: the device registry, the posture API and the CAEP receiver.
+//! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
+//! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
+//!
 //! All state is server-side in the stores ([`stepgate_store`]); the browser holds only an
 //! opaque session id in an `HttpOnly; SameSite=Lax` cookie (`__Host-` prefixed when
 //! possible).
 
-// Handlers and their helpers take the request's pieces (state, jar, session, user, token…)
-// explicitly rather than through a grab-bag struct.
-#![allow(clippy::too_many_arguments)]
-
-pub mod assertion;
-pub mod bearer;
-pub mod cache;
-pub mod caep;
-pub mod context;
+pub mod access;
+pub mod app;
 pub mod demo;
-pub mod devices_api;
-pub mod forward_auth;
+pub mod devices;
 pub mod gateway;
-mod idle;
-pub mod original;
-pub mod pages;
 pub mod portal;
-pub mod proxy;
-pub mod security;
-pub mod server;
 pub mod session;
-pub mod signals;
-pub mod state;
-pub mod tls;
-pub mod web;
 
-pub use server::{build_state, reload, router, serve, serve_on};
-pub use state::{AppState, Runtime, ServeOptions, Shared};
+pub use app::listen::{serve, serve_on};
+pub use app::reload::reload;
+pub use app::routes::router;
+pub use app::state::{AppState, Runtime, ServeOptions, Shared};
+pub use app::{build_state, build_state_with};

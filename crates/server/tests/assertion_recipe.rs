@@ -26,7 +26,7 @@ use hmac::Mac as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::cookie::Jar;
 use serde_json::json;
-use stepgate_server::assertion::IdentityClaims;
+use stepgate_server::gateway::assertion::IdentityClaims;
 
 const LEGACY_HOST: &str = "legacy.example.test";
 const PYTHON_EXAMPLE: &str = concat!(

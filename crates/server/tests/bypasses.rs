@@ -649,18 +649,7 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
             now,
         );
         data.add_factor(PassedFactor::new(FactorKind::Totp, a, now));
-        stepgate_server::session::save_new(
-            h.st.stores.hot.as_ref(),
-            &h.st.signer,
-            None,
-            data,
-            &rt.config.sessions,
-            a,
-            now,
-        )
-        .await
-        .unwrap()
-        .id
+        h.st.sessions.rotate(&rt, None, data, now).await.unwrap().id
     };
     let get = |cookie: String| {
         let h = &h;

@@ -134,9 +134,7 @@ async fn signed_in_on_device(h: &Harness) -> reqwest::Client {
     device.owner = Some("jane".into());
     device.platform = Some("macos".into());
     device.last_sync = Some(now);
-    stepgate_server::signals::save_device(&h.st, &device, now)
-        .await
-        .unwrap();
+    h.st.devices.save(&device, now).await.unwrap();
     let signer = stepgate_signals::device::DeviceCookieSigner::new(DEVICE_KEY.as_bytes()).unwrap();
     let jar = Arc::new(Jar::default());
     jar.add_cookie_str(

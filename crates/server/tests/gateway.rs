@@ -618,7 +618,7 @@ async fn key_rotation_keeps_old_assertions_verifiable_during_the_overlap() {
 
     // The key came from the store: a second node on the same store signs with it.
     let cfg = h.st.runtime.load().config.gateway.assertion.clone();
-    let node2 = stepgate_server::assertion::AssertionKeys::open(
+    let node2 = stepgate_server::gateway::assertion::AssertionKeys::open(
         h.st.stores.durable.clone(),
         h.key.clone(),
         &cfg,
@@ -861,7 +861,7 @@ async fn bearer_issuer_keys_unreachable_is_401_never_allow() {
     ] {
         let mut bearer = rt.config.gateway.bearer.clone();
         bearer.issuers[0].jwks_url = Some(url.clone());
-        let v = stepgate_server::bearer::BearerVerifier::new();
+        let v = stepgate_server::access::bearer::BearerVerifier::new();
         let started = Instant::now();
         let err = v
             .verify(&bearer, &rt.config.base_dir, &h.idp.token(|_| {}))
@@ -869,7 +869,7 @@ async fn bearer_issuer_keys_unreachable_is_401_never_allow() {
             .unwrap_err();
         assert_eq!(
             err,
-            stepgate_server::bearer::BearerError::KeysUnavailable,
+            stepgate_server::access::bearer::BearerError::KeysUnavailable,
             "{url}"
         );
         assert!(
@@ -1191,12 +1191,12 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
         key_file: "key.pem".into(),
         client_ca_file: Some("ca.pem".into()),
     };
-    let server_cfg = stepgate_server::tls::server_config(&tls, h.dir.path()).unwrap();
+    let server_cfg = stepgate_server::app::tls::server_config(&tls, h.dir.path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let st = h.st.clone();
     tokio::spawn(async move {
-        stepgate_server::tls::serve_tls_on(st, listener, server_cfg)
+        stepgate_server::app::tls::serve_tls_on(st, listener, server_cfg)
             .await
             .unwrap()
     });

@@ -385,13 +385,9 @@ async fn forged_expired_and_foreign_return_targets_are_refused() {
         h.st.signer
             .sign("rt", "https://evil.example/phish", now + 600);
     assert!(
-        stepgate_server::web::sign_return(
-            &h.st,
-            &rt,
-            "https://evil.example/phish",
-            chrono::Utc::now()
-        )
-        .is_none(),
+        stepgate_server::portal::links::Links::new(&h.st.signer, &rt)
+            .sign_return("https://evil.example/phish", chrono::Utc::now())
+            .is_none(),
         "stepgate never signs a foreign target"
     );
     for (t, want) in [
@@ -423,7 +419,8 @@ async fn forged_expired_and_foreign_return_targets_are_refused() {
             .unwrap();
         let page = r.text().await.unwrap();
         let step = field(&page, "t");
-        let tok = stepgate_server::web::verify_step(&h.st, &rt, &step, chrono::Utc::now())
+        let tok = stepgate_server::portal::links::Links::new(&h.st.signer, &rt)
+            .verify_step(&step, chrono::Utc::now())
             .expect("a valid step token");
         assert!(tok.rt.ends_with(want), "return target for {t}: {}", tok.rt);
     }

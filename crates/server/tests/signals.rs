@@ -277,9 +277,11 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
             .await
             .unwrap()
             .unwrap();
-    let hist = stepgate_server::signals::history(&h.st, &user.id)
-        .await
-        .unwrap();
+    let hist =
+        h.st.cache
+            .sign_ins(&stepgate_server::access::signals::history_key(&user.id))
+            .await
+            .unwrap();
     assert_eq!(hist.len(), 2);
     assert_eq!(hist[0].city.as_deref(), Some("Paris"));
     assert_eq!(hist[1].country.as_deref(), Some("US"));
@@ -387,7 +389,7 @@ async fn device_push_api_is_idempotent_and_scoped() {
 #[tokio::test]
 async fn a_device_push_cannot_touch_stepgates_own_records() {
     let h = start().await;
-    let keys_id = stepgate_server::assertion::KEYS_RECORD;
+    let keys_id = stepgate_server::gateway::assertion::KEYS_RECORD;
     assert!(stepgate_signals::device::is_reserved_id(keys_id));
     let before =
         h.st.stores

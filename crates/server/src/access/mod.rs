@@ -1,0 +1,257 @@
+//! THE decision: every request stepgate judges — a proxied request, a forward-auth check, a
+//! bearer token, a sign-in, a CAEP re-evaluation, `stepgate what-if` — goes through
+//! [`Access::decide`], one straight line of stages:
+//!
+//! | stage | function | what it does |
+//! |---|---|---|
+//! | credentials → subject | [`Access::identify`] | the session cookie's session (or a bearer token's claims, the first factor of a sign-in, a stored session, a stated user) and its user |
+//! | signals → facts | [`SignalSource::facts`] | GeoIP, IP risk, client certificate, bound device and compliance, sign-in history ([`signals::LiveSignals`], or a context file) |
+//! | facts → context | [`context::build`] | the policy's [`stepgate_policy::RequestContext`], with the behavioural risk scored |
+//! | context → decision | `policy_set.decide` (here and nowhere else) | the first policy that matches, by priority |
+//! | effects | [`Access::decide`] | the session is tied to the device its request is bound to |
+//! | decision → verdict | [`judge::judge`] | the outcome against what the subject has shown: allow, step up, deny |
+//!
+//! Entry points differ only in how they read their request into an [`AccessRequest`] and
+//! how they render the [`Verdict`] (a redirect, an RFC 9470 challenge, a blocked page, a
+//! 403 to a front proxy, a session ended). A new entry point (an OIDC authorize endpoint,
+//! say) builds an `AccessRequest` and calls `decide`; it never calls the policy set itself.
+//!
+//! What does not belong here: reading HTTP requests or writing responses (the entry
+//! points'), and any I/O but through the session service and the signal source.
+
+pub mod bearer;
+pub mod context;
+pub mod judge;
+pub mod request;
+pub mod signals;
+pub mod verdict;
+pub mod what_if;
+
+use std::sync::Arc;
+
+use stepgate_policy::{Explanation, RequestKind};
+
+use crate::app::state::Runtime;
+use crate::devices::Registry;
+use crate::session::cache::Caches;
+use crate::session::Sessions;
+pub use request::{AccessRequest, Credentials, Subject, Who};
+pub use signals::SignalSource;
+pub use verdict::{Decided, Grant, Judged, SignInReason, Verdict};
+
+/// The pipeline and what it reads from.
+pub struct Access {
+    sessions: Arc<Sessions>,
+    cache: Arc<Caches>,
+    signals: Arc<dyn SignalSource>,
+    bearer: bearer::BearerVerifier,
+    devices: Arc<Registry>,
+}
+
+impl Access {
+    /// The pipeline over these services.
+    pub fn new(
+        sessions: Arc<Sessions>,
+        cache: Arc<Caches>,
+        signals: Arc<dyn SignalSource>,
+        devices: Arc<Registry>,
+    ) -> Self {
+        Access {
+            sessions,
+            cache,
+            signals,
+            bearer: bearer::BearerVerifier::new(),
+            devices,
+        }
+    }
+
+    /// Decides `req` under `rt`.
+    pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
+        self.run(rt, req, None).await
+    }
+
+    /// [`Access::decide`], with the trace of every policy and condition considered (none
+    /// when the request never reached the policies).
+    pub async fn explain<'rt>(
+        &self,
+        rt: &'rt Runtime,
+        req: &AccessRequest<'_>,
+    ) -> (Judged<'rt>, Option<Explained>) {
+        let mut explained = None;
+        let judged = self.run(rt, req, Some(&mut explained)).await;
+        (judged, explained)
+    }
+
+    async fn run<'rt>(
+        &self,
+        rt: &'rt Runtime,
+        req: &AccessRequest<'_>,
+        explain: Option<&mut Option<Explained>>,
+    ) -> Judged<'rt> {
+        let subject = match self.identify(rt, req).await {
+            Ok(s) => s,
+            Err(v) => return v.into(),
+        };
+        let effects = Effects {
+            devices: &self.devices,
+            sessions: &self.sessions,
+        };
+        evaluate(
+            rt,
+            req,
+            subject,
+            self.signals.as_ref(),
+            Some(effects),
+            explain,
+        )
+        .await
+    }
+
+    /// The credentials stage: who the request comes from, or the verdict that it comes from
+    /// no one it may (sign in) or that this cannot be told now (a store failed).
+    pub async fn identify(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+    ) -> Result<Subject, Verdict> {
+        let session = match &req.credentials {
+            Credentials::Bearer(token) => {
+                // Boxed: a cookie request's future would otherwise carry (and copy) the
+                // space of the token's verification, several kilobytes.
+                return Box::pin(bearer::identify(
+                    &self.bearer,
+                    &self.cache,
+                    rt,
+                    req.app,
+                    token,
+                    req.now,
+                ))
+                .await;
+            }
+            Credentials::FirstFactor { user, factor, .. } => {
+                let data = crate::session::SessionData::new(
+                    &user.id,
+                    &user.username,
+                    (*factor).clone(),
+                    req.now,
+                );
+                return Ok(Subject {
+                    user: Arc::new((*user).clone()),
+                    who: Who::Prospective(Box::new(data)),
+                });
+            }
+            Credentials::Assumed(user) => {
+                return Ok(Subject {
+                    user: Arc::new((*user).clone()),
+                    who: Who::Assumed,
+                })
+            }
+            Credentials::Stored(s) => s.clone(),
+            Credentials::Cookies(cookies) => {
+                match self.sessions.current(rt, *cookies, req.now).await {
+                    Ok(Some(s)) if !s.data.pending => s,
+                    Ok(_) => return Err(Verdict::SignIn(SignInReason::NoSession)),
+                    Err(e) => return Err(Verdict::Unavailable(e.to_string())),
+                }
+            }
+        };
+        match self.cache.user(&session.data.user_id).await {
+            Ok(Some(u)) if !u.disabled => Ok(Subject {
+                user: u,
+                who: Who::Session(session),
+            }),
+            Ok(_) => {
+                // The user is gone or disabled: so is the session.
+                let _ = self.sessions.end(&session.id).await;
+                Err(Verdict::SignIn(SignInReason::NoSession))
+            }
+            Err(e) => Err(Verdict::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The signal source.
+    pub fn signals(&self) -> &Arc<dyn SignalSource> {
+        &self.signals
+    }
+
+    /// The session service the pipeline reads sessions through.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+}
+
+/// The decision's trace, the context it was made on and the risk assessment behind it.
+pub struct Explained {
+    /// Every policy and condition considered, with the values seen.
+    pub explanation: Explanation,
+    /// The context.
+    pub context: stepgate_policy::RequestContext,
+    /// The scored risk, when there was a sign-in history to score.
+    pub assessment: Option<stepgate_signals::risk::RiskAssessment>,
+}
+
+/// What the pipeline changes as it goes: a session is tied to the device its requests are
+/// bound to.
+pub struct Effects<'a> {
+    /// The device registry.
+    pub devices: &'a Registry,
+    /// The session service.
+    pub sessions: &'a Sessions,
+}
+
+/// The stages after the credentials — facts, context, decision, effects, verdict — for a
+/// known subject: the one place the policies are evaluated. [`Access::decide`] calls it
+/// for live requests; `stepgate what-if` ([`what_if`]) with the facts a context file
+/// states and no effects.
+pub async fn evaluate<'rt>(
+    rt: &'rt Runtime,
+    req: &AccessRequest<'_>,
+    subject: Subject,
+    signals: &dyn SignalSource,
+    effects: Option<Effects<'_>>,
+    explain: Option<&mut Option<Explained>>,
+) -> Judged<'rt> {
+    let facts = match signals.facts(rt, req, &subject).await {
+        Ok(f) => f,
+        Err(e) => return Verdict::Unavailable(e.to_string()).into(),
+    };
+    // A context file may state no user at all (an anonymous request).
+    let user = match subject.who {
+        Who::Assumed if subject.user.username.is_empty() => None,
+        _ => Some(&*subject.user),
+    };
+    let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
+    let policies = &rt.config.policy_set;
+    let decision = policies.decide(&ctx);
+    if let Some(out) = explain {
+        *out = Some(Explained {
+            explanation: policies.explain(&ctx),
+            context: ctx.clone(),
+            assessment,
+        });
+    }
+    if let (Some(fx), Who::Session(s), Some(device)) = (
+        effects,
+        &subject.who,
+        ctx.device.as_ref().and_then(|d| d.id.as_deref()),
+    ) {
+        if req.kind == RequestKind::Access {
+            fx.devices
+                .bind_session(rt, fx.sessions, s, device, req.now)
+                .await;
+        }
+    }
+    // The session a sign-in would create is tied to the device the sign-in is bound to.
+    let mut subject = subject;
+    if let Who::Prospective(d) = &mut subject.who {
+        d.device_id = ctx.device.as_ref().and_then(|d| d.id.clone());
+    }
+    let decided = Decided {
+        outcome: decision.outcome,
+        policy: decision.policy,
+    };
+    Judged {
+        verdict: judge::judge(rt, subject, &decision, &ctx, req.now),
+        decision: Some(decided),
+    }
+}

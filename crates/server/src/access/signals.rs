@@ -1,0 +1,507 @@
+//! The signal sources: what is known about a request besides who sent it — user agent,
+//! GeoIP, IP risk, the client certificate, the device the request is bound to (with its
+//! compliance) and the user's sign-in history — as [`Facts`] for the context stage.
+//!
+//! The pipeline asks a [`SignalSource`]: [`LiveSignals`] for real requests (the GeoIP
+//! file, the IP risk feeds and provider, the device registry, the hot store's history),
+//! the context file for `stepgate what-if` ([`super::what_if`]). The pure parts live in
+//! [`stepgate_signals`]. The live source fails closed: an IP risk provider configured with
+//! `on_error: fail` that fails, or a store that does not answer, refuses the request
+//! ([`SignalError`] → 503).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use stepgate_config::Config;
+use stepgate_policy::DeviceContext;
+use stepgate_signals::caep::{CaepReceiver, JtiReplayGuard};
+use stepgate_signals::certs::{certificates_from_header, CertificateVerifier};
+use stepgate_signals::device::{
+    bound_device_context, device_context, strongest_binding, Device, DeviceApiAuth, DeviceBinding,
+    DeviceCookieSigner,
+};
+use stepgate_signals::geoip::{GeoInfo, GeoIp};
+use stepgate_signals::iprisk::{IpRiskError, IpRiskScorer};
+use stepgate_signals::recheck::{DeviceUpdateHub, RecheckClient};
+use stepgate_signals::risk::{SignInEntry, SignInOutcome};
+use stepgate_signals::useragent::user_agent_context;
+use stepgate_store::{DurableStore, HotStore, StoreError};
+
+use super::context::Facts;
+use super::request::{AccessRequest, Credentials, Subject};
+use crate::app::state::Runtime;
+use crate::demo;
+use crate::session::cache::Caches;
+use crate::session::cookies::CookieSource;
+
+/// The client certificate chain (leaf first, DER) of a TLS connection, put into the
+/// request's extensions by the TLS listener.
+#[derive(Clone, Debug, Default)]
+pub struct PeerCertificates(pub Vec<Vec<u8>>);
+
+/// A signal source failed in a way that must refuse the request (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The IP risk provider failed and is configured with `on_error: fail`.
+    #[error("IP risk provider: {0}")]
+    IpRisk(#[from] IpRiskError),
+    /// The device registry or the sign-in history did not answer.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A signal source could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalsSetupError {
+    /// `signals.geoip`.
+    #[error("{0}")]
+    GeoIp(#[from] stepgate_signals::geoip::GeoIpError),
+    /// `signals.ip_risk`.
+    #[error("{0}")]
+    IpRisk(#[from] IpRiskError),
+    /// `signals.client_certificates`.
+    #[error("{0}")]
+    Certificates(#[from] stepgate_signals::certs::CertConfigError),
+    /// `devices.caep`.
+    #[error("{0}")]
+    Caep(#[from] stepgate_signals::caep::CaepConfigError),
+    /// `devices.recheck`.
+    #[error("{0}")]
+    Recheck(#[from] stepgate_signals::recheck::RecheckError),
+    /// `devices.sources`.
+    #[error("{0}")]
+    DeviceApi(#[from] stepgate_signals::device::BadTokenHash),
+}
+
+/// The `jti` replay guard inside [`CaepReceiver`] is per process; the server checks `jti`s
+/// in the hot store instead (atomic across nodes, see `caep.rs`) after verification, so the
+/// receiver's own guard lets everything through.
+struct HotStoreReplayGuard;
+
+impl JtiReplayGuard for HotStoreReplayGuard {
+    fn check_and_record(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> bool {
+        true
+    }
+}
+
+/// Signal sources built from the configuration at start (files, providers, keys).
+pub struct Signals {
+    /// GeoIP database, when configured.
+    pub geoip: Option<Arc<GeoIp>>,
+    /// IP risk feeds and provider.
+    pub ip_risk: IpRiskScorer,
+    /// Client certificate validation, when authorities are configured.
+    pub certs: Option<CertificateVerifier>,
+    /// Device cookie signer, when its key is set in the environment.
+    pub cookie: Option<DeviceCookieSigner>,
+    /// Device API tokens.
+    pub device_api: DeviceApiAuth,
+    /// CAEP receiver, when transmitters are configured.
+    pub caep: Option<CaepReceiver>,
+    /// "Re-check my device" webhook, when configured.
+    pub recheck: Option<RecheckClient>,
+    /// Wakes re-checks waiting for a device update.
+    pub hub: DeviceUpdateHub,
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals")
+            .field("geoip", &self.geoip.is_some())
+            .field("caep", &self.caep.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Signals {
+    /// Opens the GeoIP database, loads feeds, CA files and CAEP keys, reads the device
+    /// cookie key and the re-check token from the environment.
+    pub fn from_config(cfg: &Config) -> Result<Self, SignalsSetupError> {
+        let base = &cfg.base_dir;
+        let geoip = match &cfg.signals.geoip {
+            Some(g) => {
+                let mut g = g.clone();
+                g.database = resolve(base, &g.database);
+                g.asn_database = g.asn_database.map(|p| resolve(base, &p));
+                Some(Arc::new(GeoIp::open(&g)?))
+            }
+            None => None,
+        };
+        let mut ip_risk_cfg = cfg.signals.ip_risk.clone();
+        for f in &mut ip_risk_cfg.feeds {
+            f.path = resolve(base, &f.path);
+        }
+        let ip_risk = IpRiskScorer::from_config(&ip_risk_cfg)?;
+        let certs = if cfg.signals.client_certificates.authorities.is_empty() {
+            None
+        } else {
+            let mut c = cfg.signals.client_certificates.clone();
+            for a in &mut c.authorities {
+                a.ca_file = resolve(base, &a.ca_file);
+                a.intermediates_file = a.intermediates_file.as_ref().map(|p| resolve(base, p));
+                a.crl_files = a.crl_files.iter().map(|p| resolve(base, p)).collect();
+            }
+            Some(CertificateVerifier::new(&c)?)
+        };
+        let cookie = match std::env::var(&cfg.devices.cookie.key_env) {
+            Ok(k) => match DeviceCookieSigner::new(k.as_bytes()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(env = %cfg.devices.cookie.key_env, error = %e, "device cookies disabled");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let caep = if cfg.devices.caep.transmitters.is_empty() {
+            None
+        } else {
+            let mut c = cfg.devices.caep.clone();
+            for t in &mut c.transmitters {
+                t.key_file = t.key_file.as_ref().map(|p| resolve(base, p));
+            }
+            Some(CaepReceiver::new(&c, Arc::new(HotStoreReplayGuard))?)
+        };
+        let recheck = cfg
+            .devices
+            .recheck
+            .as_ref()
+            .map(RecheckClient::new)
+            .transpose()?;
+        Ok(Signals {
+            geoip,
+            ip_risk,
+            certs,
+            cookie,
+            device_api: DeviceApiAuth::new(&cfg.devices.sources)?,
+            caep,
+            recheck,
+            hub: DeviceUpdateHub::default(),
+        })
+    }
+
+    /// Starts the background work: GeoIP file reloads, JWKS fetches for CAEP transmitters.
+    pub fn spawn_background(self: &Arc<Self>, cfg: &Config) {
+        if let (Some(g), Some(c)) = (&self.geoip, &cfg.signals.geoip) {
+            g.clone().spawn_reloader(c.reload_interval.0);
+        }
+        if cfg
+            .devices
+            .caep
+            .transmitters
+            .iter()
+            .any(|t| t.jwks_url.is_some())
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Some(c) = &me.caep {
+                    if let Err(e) = c.refresh_keys(&reqwest::Client::new()).await {
+                        tracing::warn!(error = %e, "CAEP JWKS fetch failed");
+                    }
+                }
+            });
+        }
+    }
+
+    /// GeoIP facts for `ip` (empty without a database; a corrupt record is logged and
+    /// treated as unknown, which location conditions do not match).
+    pub fn geo(&self, ip: IpAddr) -> GeoInfo {
+        match &self.geoip {
+            Some(g) => g.lookup(ip).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "GeoIP lookup failed; location unknown");
+                GeoInfo::default()
+            }),
+            None => GeoInfo::default(),
+        }
+    }
+}
+
+/// Where the pipeline's context stage gets its [`Facts`].
+#[async_trait::async_trait]
+pub trait SignalSource: Send + Sync {
+    /// What is known about `req` from `subject`.
+    async fn facts(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+    ) -> Result<Facts, SignalError>;
+}
+
+/// The signal sources of a running server.
+pub struct LiveSignals {
+    signals: Arc<Signals>,
+    durable: Arc<dyn DurableStore>,
+    cache: Arc<Caches>,
+    demo: bool,
+}
+
+impl LiveSignals {
+    /// Over the configured sources, the (cached) stores, and, with `demo`, the demo's
+    /// device profiles (chosen by header or cookie) in place of the real device.
+    pub fn new(
+        signals: Arc<Signals>,
+        durable: Arc<dyn DurableStore>,
+        cache: Arc<Caches>,
+        demo: bool,
+    ) -> Self {
+        LiveSignals {
+            signals,
+            durable,
+            cache,
+            demo,
+        }
+    }
+
+    /// The device the request is bound to: every piece of evidence with the device it
+    /// names, the strongest binding winning (a certificate, then a passkey the session was
+    /// signed in with, then the device cookie); for a stored session, its bound device.
+    async fn device(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+        certificate: Option<&stepgate_signals::certs::CertificateCheck>,
+    ) -> Result<Option<DeviceContext>, SignalError> {
+        let cfg = &rt.config;
+        let max_age = cfg.devices.compliance.max_posture_age.0;
+        if let Credentials::Stored(s) = &req.credentials {
+            let Some(id) = &s.data.device_id else {
+                return Ok(None);
+            };
+            let device = crate::devices::load(self.durable.as_ref(), id).await?;
+            return Ok(
+                device.map(|d| device_context(&d, &cfg.compliance_policies, max_age, req.now))
+            );
+        }
+        let mut bindings: Vec<DeviceBinding> = Vec::new();
+        bindings.extend(certificate.and_then(|c| c.device_binding()));
+        if let Some(data) = subject.who.session_data() {
+            let passkeys = data
+                .factors
+                .iter()
+                .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
+                .filter_map(|f| f.factor_id.as_deref());
+            for fid in passkeys {
+                if let Some(f) = self.durable.get_factor(fid).await? {
+                    if let Some(credential_id) = f.lookup_key {
+                        bindings.push(DeviceBinding::Passkey { credential_id });
+                    }
+                }
+            }
+        }
+        let mut candidates: Vec<(DeviceBinding, Device)> = Vec::new();
+        if !bindings.is_empty() {
+            for r in self.durable.list_devices(&subject.user.username).await? {
+                let Ok(d) = Device::from_record_data(&r.id, r.owner.as_deref(), &r.data) else {
+                    continue;
+                };
+                for b in &bindings {
+                    if b.matches(&d) {
+                        candidates.push((b.clone(), d.clone()));
+                    }
+                }
+            }
+        }
+        if let (Some(signer), Some(cookies)) = (&self.signals.cookie, cookies_of(req)) {
+            let c = &cfg.devices.cookie;
+            if let Some(id) = cookies
+                .cookie(&c.name)
+                .and_then(|v| signer.verify(v, c.max_age.0, req.now).ok())
+            {
+                if let Some(d) = crate::devices::load(self.durable.as_ref(), &id).await? {
+                    // Someone else's device cookie says nothing about this user's device.
+                    if d.owner
+                        .as_deref()
+                        .is_none_or(|o| o == subject.user.username)
+                    {
+                        candidates.push((DeviceBinding::Cookie { device_id: id }, d));
+                    }
+                }
+            }
+        }
+        Ok(strongest_binding(&candidates)
+            .map(|(b, d)| bound_device_context(b, d, &cfg.compliance_policies, max_age, req.now)))
+    }
+}
+
+/// The cookies a request carries, when it carries any.
+fn cookies_of<'a>(req: &'a AccessRequest<'_>) -> Option<&'a (dyn CookieSource + Sync)> {
+    match req.credentials {
+        Credentials::Cookies(c) | Credentials::FirstFactor { cookies: c, .. } => Some(c),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl SignalSource for LiveSignals {
+    async fn facts(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+    ) -> Result<Facts, SignalError> {
+        let sig = &self.signals;
+        let demo = self.demo.then(|| {
+            let chosen = req
+                .headers
+                .get(demo::DEVICE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| cookies_of(req).and_then(|c| c.cookie(demo::DEVICE_COOKIE)));
+            demo::profile(chosen)
+        });
+        let mut facts = Facts {
+            ip: demo
+                .and_then(|p| p.ip)
+                .and_then(|s| s.parse().ok())
+                .or(req.ip),
+            user_agent: user_agent_context(
+                req.headers
+                    .get(axum::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            ..Facts::default()
+        };
+        if let Some(ip) = facts.ip {
+            facts.geo = sig.geo(ip);
+            facts.ip_risk_score = sig.ip_risk.score(ip).await?;
+        }
+        let check = match (&sig.certs, &req.certificates) {
+            // Boxed: its future is several kilobytes, and every request's future would
+            // carry (and copy) that space, though only requests with a certificate use it.
+            (Some(verifier), Some(chain)) => Some(Box::pin(verifier.verify(chain, req.now)).await),
+            _ => None,
+        };
+        if check.is_some() {
+            facts.certificate = CertificateVerifier::context(check.as_ref());
+        }
+        facts.device = match demo {
+            Some(p) => demo::device(p),
+            None => self.device(rt, req, subject, check.as_ref()).await?,
+        };
+        if !subject.user.id.is_empty() {
+            facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
+        }
+        Ok(facts)
+    }
+}
+
+/// The client certificate chain a request presents: from the TLS connection, or from the
+/// configured header when the peer is a trusted proxy.
+pub fn presented_certificates(
+    rt: &Runtime,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    tls: Option<&PeerCertificates>,
+) -> Option<Vec<Vec<u8>>> {
+    if let Some(t) = tls.filter(|t| !t.0.is_empty()) {
+        return Some(t.0.clone());
+    }
+    let fwd = rt.config.signals.client_certificates.forwarded.as_ref()?;
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    if !rt.config.trusted_proxies.iter().any(|n| n.contains(&peer)) {
+        return None;
+    }
+    let v = headers.get(fwd.header.as_str())?.to_str().ok()?;
+    match certificates_from_header(v, fwd.format) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "forwarded client certificate ignored");
+            None
+        }
+    }
+}
+
+/// The history key of a user's sign-ins in the hot store.
+pub fn history_key(user_id: &str) -> String {
+    ["signins:", user_id].concat()
+}
+
+/// A sign-in's outcome, for the user's history (risk scoring).
+pub struct SignInRecord<'a> {
+    /// The user's store id.
+    pub user_id: &'a str,
+    /// Where from (unknown: `None`).
+    pub ip: Option<IpAddr>,
+    /// The browser.
+    pub user_agent: Option<&'a str>,
+    /// The device it was bound to.
+    pub device_id: Option<&'a str>,
+    /// Success or failure.
+    pub outcome: SignInOutcome,
+    /// When.
+    pub now: DateTime<Utc>,
+}
+
+impl Signals {
+    /// Records a sign-in outcome in the user's history (risk scoring). Logged, never
+    /// fatal: the outcome already happened.
+    pub async fn record_sign_in(&self, hot: &dyn HotStore, rt: &Runtime, r: SignInRecord<'_>) {
+        let SignInRecord {
+            user_id,
+            ip,
+            user_agent,
+            device_id,
+            outcome,
+            now,
+        } = r;
+        let geo = ip.map(|ip| self.geo(ip)).unwrap_or_default();
+        let zones = ip
+            .map(|ip| {
+                rt.config
+                    .networks
+                    .iter()
+                    .filter(|(_, cidrs)| {
+                        cidrs.iter().any(|c| {
+                            c.trim()
+                                .parse::<ipnet::IpNet>()
+                                .is_ok_and(|n| n.contains(&ip))
+                        })
+                    })
+                    .map(|(name, _)| name.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let entry = SignInEntry {
+            time: now,
+            ip,
+            zones,
+            country: geo.country,
+            city: geo.city,
+            latitude: geo.latitude,
+            longitude: geo.longitude,
+            device_id: device_id.map(str::to_string),
+            user_agent: user_agent.map(|s| s.chars().take(200).collect()),
+            outcome,
+        };
+        let cfg = &rt.config.signals.risk;
+        let Ok(value) = serde_json::to_value(&entry) else {
+            return;
+        };
+        if let Err(e) = hot
+            .push_recent(
+                &history_key(user_id),
+                &value,
+                cfg.history_size,
+                cfg.history_max_age.0,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "sign-in history not recorded");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `stepgate what-if`: the live pipeline, with the signal sources replaced by a context
+//! file. The file states who (a user), what for (app, method, path), from where and from
+//! what; a sign-in history may come with it, which is scored exactly as a live request's
+//! would be (the in-session filter included). GeoIP, when configured, fills the location
+//! and coordinates the file leaves out, as it would for a live request.
+
+use axum::http::{HeaderMap, Method};
+use stepgate_policy::{RequestContext, RequestKind};
+use stepgate_signals::geoip::{GeoInfo, GeoIp};
+use stepgate_signals::risk::SignInEntry;
+use stepgate_store::UserRecord;
+
+use super::context::Facts;
+use super::request::{AccessRequest, Credentials, Subject, Who};
+use super::signals::{SignalError, SignalSource};
+use super::{evaluate, Explained, Judged};
+use crate::app::state::Runtime;
+
+/// The facts a context file states (see the module documentation).
+pub struct StatedFacts {
+    facts: Facts,
+}
+
+impl StatedFacts {
+    /// The facts `ctx` states, `history` if given, and what `geoip` knows of the address.
+    pub fn new(
+        ctx: &RequestContext,
+        history: Option<Vec<SignInEntry>>,
+        geoip: Option<&GeoIp>,
+    ) -> Self {
+        let n = &ctx.network;
+        let looked_up = match (geoip, n.ip) {
+            (Some(g), Some(ip)) => g.lookup(ip).unwrap_or_default(),
+            _ => GeoInfo::default(),
+        };
+        let stated_place = n.country.is_some() || n.region.is_some() || n.city.is_some();
+        let geo = GeoInfo {
+            country: if stated_place {
+                n.country.clone()
+            } else {
+                looked_up.country.clone()
+            },
+            region: if stated_place {
+                n.region.clone()
+            } else {
+                looked_up.region.clone()
+            },
+            city: if stated_place {
+                n.city.clone()
+            } else {
+                looked_up.city.clone()
+            },
+            ..looked_up
+        };
+        let facts = Facts {
+            ip: n.ip,
+            geo,
+            ip_risk_score: n.ip_risk_score,
+            user_agent: ctx.user_agent.clone(),
+            certificate: ctx.certificate.clone(),
+            device: ctx.device.clone(),
+            history: history.map(std::sync::Arc::new),
+            risk: Some(ctx.risk.clone()),
+        };
+        StatedFacts { facts }
+    }
+}
+
+#[async_trait::async_trait]
+impl SignalSource for StatedFacts {
+    async fn facts(
+        &self,
+        _: &Runtime,
+        _: &AccessRequest<'_>,
+        _: &Subject,
+    ) -> Result<Facts, SignalError> {
+        Ok(self.facts.clone())
+    }
+}
+
+/// The user a context states: a record with its username, e-mail, name, groups and
+/// attributes (anonymous when it names none).
+pub fn stated_user(ctx: &RequestContext) -> UserRecord {
+    let mut u = UserRecord::new(
+        ctx.user
+            .as_ref()
+            .map_or(String::new(), |u| u.username.clone()),
+    );
+    if let Some(s) = &ctx.user {
+        u.id = s.username.clone();
+        u.email = s.email.clone();
+        u.name = s.name.clone();
+        u.groups = s.groups.clone();
+        u.attributes = s.attributes.clone();
+    }
+    u
+}
+
+/// Decides the request a context file describes, through the live pipeline. The
+/// explanation is always there: stated facts cannot fail to be found.
+pub async fn what_if<'rt>(
+    rt: &'rt Runtime,
+    ctx: &RequestContext,
+    source: &StatedFacts,
+) -> (Judged<'rt>, Option<Explained>) {
+    let user = stated_user(ctx);
+    let method = Method::from_bytes(ctx.request.method.as_bytes()).unwrap_or(Method::GET);
+    let headers = HeaderMap::new();
+    let req = AccessRequest {
+        kind: ctx.kind,
+        app: match ctx.kind {
+            RequestKind::Access => ctx.request.app.as_deref(),
+            RequestKind::SignIn => None,
+        },
+        method: &method,
+        path: &ctx.request.path,
+        headers: &headers,
+        ip: ctx.network.ip,
+        credentials: Credentials::Assumed(&user),
+        certificates: None,
+        now: ctx.time,
+    };
+    let subject = Subject {
+        user: std::sync::Arc::new(user.clone()),
+        who: Who::Assumed,
+    };
+    let mut explained = None;
+    let judged = evaluate(rt, &req, subject, source, None, Some(&mut explained)).await;
+    (judged, explained)
+}

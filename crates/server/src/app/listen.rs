@@ -1,0 +1,332 @@
+//! Listening and serving connections: the accept loop that spreads connections over the
+//! worker threads, HTTP/1.1 and HTTP/2 (by ALPN over TLS, by the preface on plain HTTP),
+//! header timeouts, idle HTTP/2 connections told to go away, and the drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
+
+use super::reload::{spawn_reloader, wait_for_stop};
+use super::routes::{router_at, service};
+use super::state::Shared;
+
+/// Serves until SIGTERM/SIGINT, reloading the configuration on SIGHUP.
+/// With `server.tls`, serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+///
+/// Connections are served by `server.workers` threads (default: one per core), each with
+/// its own single-threaded event loop and upstream connection pool, so a request is parsed,
+/// decided, proxied and answered on one thread without cross-thread wake-ups. One accept
+/// loop hands each new connection to the worker with the fewest open connections (keep-alive
+/// connections are long-lived, so balancing them at accept time balances the load).
+/// Background work (reloads, key rotation, signal refreshes) stays on the caller's runtime.
+pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
+    let (tls, workers) = {
+        let rt = state.runtime.load();
+        let tls = match &rt.config.server.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
+                t,
+                &rt.config.base_dir,
+            )?)),
+            None => None,
+        };
+        let workers = rt
+            .config
+            .server
+            .workers
+            .as_ref()
+            .map(|w| **w)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        (tls, workers.max(1))
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    spawn_reloader(state.clone());
+    let mut lanes = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        lanes.push((tx, open.clone()));
+        let (st, tls) = (state.clone(), tls.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("stepgate-worker-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a worker's event loop")?;
+                rt.block_on(serve_connections(
+                    st,
+                    Incoming::Handed { rx, open },
+                    tls,
+                    std::future::pending(),
+                ))
+            })
+            .context("starting a worker thread")?;
+        threads.push(t);
+    }
+    tracing::info!(%addr, workers, "serving");
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    let mut incoming = Incoming::Listener(listener);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            c = incoming.next() => match c {
+                Some((tcp, peer, _)) => (tcp, peer),
+                None => break,
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(std) = tcp.into_std() else { continue };
+        let Some((tx, open)) = lanes
+            .iter()
+            .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        if tx.send((std, peer)).is_err() {
+            anyhow::bail!("a worker thread stopped");
+        }
+    }
+    // Closing the lanes tells every worker to stop accepting and drain.
+    drop(lanes);
+    drop(incoming);
+    for t in threads {
+        match tokio::task::spawn_blocking(move || t.join()).await {
+            Ok(Ok(r)) => r?,
+            _ => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// Where a serving loop gets its connections.
+pub(crate) enum Incoming {
+    /// Accepts them itself.
+    Listener(tokio::net::TcpListener),
+    /// Is handed them by [`serve`]'s accept loop; `open` counts the ones it still serves.
+    Handed {
+        rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+    },
+}
+
+/// Decrements a worker's open-connection count when a connection ends.
+struct OpenGuard(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Incoming {
+    /// The next connection; `None` when no more will come.
+    async fn next(&mut self) -> Option<(tokio::net::TcpStream, SocketAddr, OpenGuard)> {
+        loop {
+            match self {
+                Incoming::Listener(l) => match l.accept().await {
+                    Ok((tcp, peer)) => return Some((tcp, peer, OpenGuard(None))),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                Incoming::Handed { rx, open } => {
+                    let (std, peer) = rx.recv().await?;
+                    let guard = OpenGuard(Some(open.clone()));
+                    match tokio::net::TcpStream::from_std(std) {
+                        Ok(tcp) => return Some((tcp, peer, guard)),
+                        Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves plain HTTP on an already bound listener (tests bind port 0), on the caller's
+/// runtime, until SIGTERM/SIGINT.
+pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    spawn_reloader(state.clone());
+    serve_connections(state, Incoming::Listener(listener), None, wait_for_stop()).await
+}
+
+/// The serving loop for both plain HTTP and TLS: `TCP_NODELAY` on every connection,
+/// HTTP/1.1 with upgrades (WebSocket) and HTTP/2 (by ALPN over TLS, by the connection
+/// preface on plain HTTP), the peer address (and over TLS the client certificate chain) in
+/// each request's extensions. When `stop` completes or no more connections come it stops,
+/// marks the node not ready and drains in-flight requests for at most
+/// `server.shutdown_grace`, so a stuck upstream cannot keep the process alive.
+pub(crate) async fn serve_connections(
+    state: Shared,
+    mut incoming: Incoming,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // The router keeps the portal path it was built with (a reload does not rebuild it);
+    // `direct_route` must use the same.
+    let portal: Arc<str> = state.runtime.load().portal().into();
+    let router = router_at(state.clone(), &portal);
+    // Each connection holds a receiver: a change asks it to shut down gracefully, and the
+    // drain is over when every receiver is gone.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer, guard) = tokio::select! {
+            c = incoming.next() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            _ = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let header_timeout = state.runtime.load().config.server.header_timeout.0;
+        let (router, st, portal) = (router.clone(), state.clone(), portal.clone());
+        let mut stopping = stopping_rx.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            // Serves the connection to its end, shutting it down gracefully (hyper finishes
+            // the requests in progress; over HTTP/2 it sends GOAWAY first) when the server
+            // stops or `$idle` completes.
+            macro_rules! drive {
+                ($conn:expr, $idle:expr) => {{
+                    let conn = $conn;
+                    tokio::pin!(conn);
+                    let stopped = stopping.changed();
+                    tokio::pin!(stopped);
+                    let idle = $idle;
+                    tokio::pin!(idle);
+                    let mut closing = false;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = conn.as_mut() => break r,
+                            _ = &mut stopped, if !closing => {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                            _ = &mut idle, if !closing => {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                }};
+            }
+            // The protocol is settled before hyper takes the connection: by ALPN over TLS,
+            // by the first bytes on plain HTTP (an HTTP/2 preface or not) within
+            // `header_timeout`, so a client that connects and sends nothing is let go.
+            // HTTP/2 connections are asked to go away once idle for `header_timeout` by
+            // `IdleIo` (hyper's HTTP/1.1 server closes idle ones itself).
+            macro_rules! serve {
+                ($io:expr, $h2:expr, $certs:expr) => {{
+                    let builder = connection_builder($h2, header_timeout);
+                    if $h2 {
+                        let in_progress = super::idle::InProgress::default();
+                        let go_away = Arc::new(super::idle::GoAway::default());
+                        let io = super::idle::IdleIo::new(
+                            $io,
+                            in_progress.clone(),
+                            go_away.clone(),
+                            header_timeout,
+                        );
+                        let svc = service(router, st, portal, peer, $certs, Some(in_progress));
+                        drive!(
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), svc),
+                            go_away.requested()
+                        )
+                    } else {
+                        let svc = service(router, st, portal, peer, $certs, None);
+                        drive!(
+                            builder.serve_connection_with_upgrades(TokioIo::new($io), svc),
+                            std::future::pending::<()>()
+                        )
+                    }
+                }};
+            }
+            let result = match tls {
+                None => {
+                    let Some(h2) = sniff_http2(&tcp, header_timeout).await else {
+                        return;
+                    };
+                    serve!(tcp, h2, None)
+                }
+                Some(acceptor) => {
+                    let Some((stream, certs)) = super::tls::handshake(&acceptor, tcp, peer).await
+                    else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve!(stream, h2, Some(certs))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    state.ready.store(false, Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
+    let grace = state.runtime.load().config.server.shutdown_grace.0;
+    drop(stopping_rx);
+    let _ = stopping_tx.send(());
+    tokio::select! {
+        _ = stopping_tx.closed() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
+    }
+    Ok(())
+}
+
+/// hyper's builder for one connection whose protocol is known. HTTP/1.1 connections must
+/// send each request's headers within `header_timeout` of connecting or of the previous
+/// response, so a client trickling headers, or holding an idle keep-alive connection, is
+/// let go.
+fn connection_builder(h2: bool, header_timeout: std::time::Duration) -> AutoBuilder<TokioExecutor> {
+    let builder = AutoBuilder::new(TokioExecutor::new());
+    if h2 {
+        return builder.http2_only();
+    }
+    let mut builder = builder.http1_only();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
+
+/// Whether a plain-HTTP connection speaks HTTP/2 (it opens with the HTTP/2 preface) or
+/// HTTP/1.1, from the bytes it has sent, without consuming them. `None` when it closes, or
+/// sends nothing that settles it within `within`.
+async fn sniff_http2(tcp: &tokio::net::TcpStream, within: std::time::Duration) -> Option<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            // Waits for bytes, and leaves them for hyper.
+            let n = match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface: peeking again at once would spin on the same bytes.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, sniff).await.ok().flatten()
+}

@@ -1,0 +1,158 @@
+//! Start-up and the server's life: the shared state built from the configuration
+//! ([`build_state`]), the router and the hot-path routing past it ([`routes`]), the
+//! listeners and connections ([`listen`], [`idle`], [`tls`]), SIGHUP reload and SIGTERM
+//! drain ([`reload`]), and what every room shares: the [`signer`], small [`responses`],
+//! and the [`state`].
+//!
+//! What does not belong here: anything one journey owns (a page, a decision, a device).
+
+pub mod idle;
+pub mod listen;
+pub mod reload;
+pub mod responses;
+pub mod routes;
+pub mod signer;
+pub mod state;
+pub mod tls;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use stepgate_authn::service::{Authenticator, AuthnSettings};
+use stepgate_config::Config;
+use stepgate_store::{open_stores, sync_users, SecretKey};
+
+use crate::access::signals::{LiveSignals, Signals};
+use crate::access::Access;
+use crate::devices::Registry;
+use crate::gateway::upstream::UpstreamClient;
+use crate::session::cache::Caches;
+use crate::session::Sessions;
+use signer::Signer;
+use state::{AppState, Runtime, ServeOptions, Shared};
+
+/// Opens the stores, syncs config-declared users and builds the shared state, with the
+/// live signal sources.
+pub async fn build_state(
+    config: Config,
+    key: SecretKey,
+    options: ServeOptions,
+) -> anyhow::Result<Shared> {
+    build_state_with(config, key, options, None).await
+}
+
+/// Builds a source of signals other than the live one, once the state's stores, cache and
+/// configured sources exist.
+pub type SignalSourceFactory =
+    Box<dyn FnOnce(&SourceParts) -> Arc<dyn crate::access::SignalSource> + Send>;
+
+/// What a [`SignalSourceFactory`] may build on.
+pub struct SourceParts {
+    /// The configured sources (GeoIP, IP risk, certificates, device cookies).
+    pub signals: Arc<Signals>,
+    /// The durable store (through the node's cache).
+    pub durable: Arc<dyn stepgate_store::DurableStore>,
+    /// The node's read cache.
+    pub cache: Arc<Caches>,
+    /// Whether the demo's device profiles are on.
+    pub demo: bool,
+}
+
+/// [`build_state`], with the signal sources `source` builds instead of the live ones (the
+/// pipeline's tests give it the facts they generate), or the live ones when `None`.
+pub async fn build_state_with(
+    config: Config,
+    key: SecretKey,
+    options: ServeOptions,
+    source: Option<SignalSourceFactory>,
+) -> anyhow::Result<Shared> {
+    let data_dir = config.base_dir.join(&config.server.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let stores = open_stores(&config.store, &data_dir, &key)
+        .await
+        .context("opening the stores")?;
+    let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
+    if !config.users.is_empty() {
+        let report = sync_users(stores.durable.as_ref(), &key, &config.users)
+            .await
+            .context("syncing users from the configuration")?;
+        tracing::info!(?report, "users from the configuration synced");
+    }
+    let settings = AuthnSettings {
+        factors: config.factors.clone(),
+        assurance: config.assurance.clone(),
+        regulation: config.regulation.clone(),
+    };
+    let authn = Authenticator::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        key.clone(),
+        settings,
+        &config.base_dir,
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the factors: {e}"))?;
+    let signer = Signer::new(key.to_base64().as_bytes());
+    let signals = Arc::new(
+        Signals::from_config(&config)
+            .map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
+    );
+    signals.spawn_background(&config);
+    // Off the event loops. Whether it finishes before the first request or not, no
+    // answer changes; only the first requests' latency does.
+    tokio::task::spawn_blocking(stepgate_signals::useragent::warm_up);
+    let assertion = Arc::new(
+        crate::gateway::assertion::AssertionKeys::open(
+            stores.durable.clone(),
+            key.clone(),
+            &config.gateway.assertion,
+            chrono::Utc::now(),
+        )
+        .await
+        .context("loading the identity assertion keys")?,
+    );
+    let sessions = Arc::new(Sessions::new(
+        stores.hot.clone(),
+        cache.clone(),
+        signer.clone(),
+    ));
+    let devices = Arc::new(Registry::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        signals.cookie.clone(),
+    ));
+    let parts = SourceParts {
+        signals: signals.clone(),
+        durable: stores.durable.clone(),
+        cache: cache.clone(),
+        demo: options.demo,
+    };
+    let source: Arc<dyn crate::access::SignalSource> = match source {
+        Some(build) => build(&parts),
+        None => Arc::new(LiveSignals::new(
+            parts.signals.clone(),
+            parts.durable.clone(),
+            parts.cache.clone(),
+            parts.demo,
+        )),
+    };
+    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone());
+    Ok(Arc::new(AppState {
+        runtime: ArcSwap::from_pointee(Runtime::new(config)),
+        stores,
+        authn,
+        signer,
+        upstream: UpstreamClient::new(),
+        options,
+        ready: std::sync::atomic::AtomicBool::new(true),
+        signals,
+        assertion,
+        cache,
+        sessions,
+        devices,
+        access,
+        assertions: crate::gateway::assertion::AssertionCache::default(),
+    }))
+    .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+}

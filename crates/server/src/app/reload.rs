@@ -1,0 +1,65 @@
+//! SIGHUP reloads the configuration (an invalid file is refused and the running one
+//! kept); SIGTERM and SIGINT stop the server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::state::{Runtime, Shared};
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(crate) fn spawn_reloader(state: Shared) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reload(&state);
+        }
+    });
+}
+
+/// Re-reads the configuration file and swaps it in atomically; keeps the old one (and
+/// logs every error) when the new one is invalid. Stores, factors and keys are not
+/// reloaded: they need a restart.
+pub fn reload(state: &Shared) -> bool {
+    let Some(path) = state.options.config_path.clone() else {
+        tracing::warn!("SIGHUP: no configuration file to reload (built-in demo configuration)");
+        return false;
+    };
+    match stepgate_config::load(Path::new(&path)) {
+        Ok(cfg) => {
+            let n = cfg.policy_set.len();
+            state.cache.set_ttl(cfg.sessions.cache_ttl());
+            state.runtime.store(Arc::new(Runtime::new(cfg)));
+            tracing::info!(policies = n, "configuration reloaded");
+            true
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                tracing::error!(%d, "reload refused; keeping the running configuration");
+            }
+            false
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Shared server state: the configuration in force (swapped whole on reload), the stores,
+//! the authenticator and the signer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use stepgate_authn::service::Authenticator;
+use stepgate_config::Config;
+use stepgate_store::Stores;
+
+use super::signer::Signer;
+use crate::access::signals::Signals;
+use crate::access::Access;
+use crate::devices::Registry;
+use crate::gateway::assertion::{AssertionCache, AssertionKeys};
+use crate::gateway::upstream::UpstreamClient;
+use crate::session::cache::Caches;
+use crate::session::Sessions;
+
+/// Everything that comes from the configuration file and can be replaced by a reload.
+pub struct Runtime {
+    /// The validated configuration, with its compiled policy set.
+    pub config: Config,
+    /// Lower-cased host name (without port) → index into `config.apps`. Built from the
+    /// configuration alone, so a fast hash is safe: a client's host is only looked up.
+    pub hosts: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// The portal's public base URL, without a trailing slash.
+    pub public_url: String,
+    /// App id → its upstream, split once (the configuration was validated, so every app
+    /// with an `upstream:` has one here).
+    pub upstreams: HashMap<String, stepgate_config::UpstreamTarget, foldhash::fast::RandomState>,
+    /// The public URL's authority (`host[:port]`), as a client names it in `Host`.
+    pub public_authority: String,
+    /// The public URL's host name, lower-cased and without its port.
+    pub own_host: String,
+    /// The session cookie's name (`__Host-` prefixed when it can be).
+    pub session_cookie: String,
+    /// The names of the cookies stepgate sets, which never pass between client and upstream
+    /// under any spelling: their [`stepgate_request::cookies::name_key`]s.
+    pub own_cookies: Vec<String>,
+    /// How each app's request targets are read (by index into `config.apps`).
+    pub target_rules: Vec<stepgate_request::TargetRules>,
+    /// Headers only stepgate (or the trusted proxy in front) may send upstream besides the
+    /// fixed identity headers: the configured assertion header and the forwarded client
+    /// certificate header, lower case.
+    pub configured_identity_headers: Vec<String>,
+}
+
+impl Runtime {
+    /// Indexes a configuration.
+    pub fn new(config: Config) -> Self {
+        let mut hosts = HashMap::default();
+        for (i, app) in config.apps.iter().enumerate() {
+            for h in &app.hosts {
+                hosts.insert(strip_port(h).to_ascii_lowercase(), i);
+            }
+        }
+        let upstreams = config
+            .apps
+            .iter()
+            .filter_map(|a| {
+                let t = stepgate_config::parse_upstream(a.upstream.as_ref()?).ok()?;
+                Some((a.id.to_string(), t))
+            })
+            .collect();
+        let public_url = match &config.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", config.listen),
+        };
+        let public_authority = public_url
+            .split_once("://")
+            .map_or(public_url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let own_host = strip_port(&public_authority).to_ascii_lowercase();
+        let session_cookie = crate::session::cookies::session_cookie_name(&config.sessions);
+        let own_cookies = crate::session::cookies::own_cookie_names(&config)
+            .iter()
+            .map(|n| stepgate_request::cookies::name_key(n))
+            .collect();
+        let target_rules =
+            config
+                .apps
+                .iter()
+                .map(|a| stepgate_request::TargetRules {
+                    strip_path_parameters: config.gateway.apps.get(a.id.as_str()).is_some_and(
+                        |g| g.path_parameters == stepgate_config::PathParameters::Strip,
+                    ),
+                    case_insensitive: a.case_insensitive_paths,
+                })
+                .collect();
+        let mut configured_identity_headers =
+            vec![config.gateway.assertion.header.to_ascii_lowercase()];
+        if let Some(f) = &config.signals.client_certificates.forwarded {
+            configured_identity_headers.push(f.header.to_ascii_lowercase());
+        }
+        Runtime {
+            config,
+            hosts,
+            public_url,
+            upstreams,
+            public_authority,
+            own_host,
+            session_cookie,
+            own_cookies,
+            target_rules,
+            configured_identity_headers,
+        }
+    }
+
+    /// How the targets of requests for `host` are read: the rules of its app, or the strict
+    /// ones when no app is configured for it (the request is refused later anyway).
+    pub fn target_rules(&self, host: &str) -> stepgate_request::TargetRules {
+        self.app_index(host)
+            .map(|i| self.target_rules[i])
+            .unwrap_or_default()
+    }
+
+    /// The scheme clients use when no one says otherwise: `https` when the session cookie
+    /// is `Secure`.
+    pub fn default_scheme(&self) -> &'static str {
+        if self.config.sessions.cookie.secure {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The absolute URL of the portal page `path` (`/login?t=…`), on the configured public
+    /// URL: never built from the request's `Host`.
+    pub fn portal_url(&self, path: &str) -> String {
+        [self.public_url.as_str(), self.portal(), path].concat()
+    }
+
+    /// Whether `host` (with or without a port) is one stepgate serves: the public URL's or
+    /// an app's. Anything else is answered 421, never redirected.
+    pub fn serves_host(&self, host: &str) -> bool {
+        strip_port(host).eq_ignore_ascii_case(&self.own_host) || self.app_index(host).is_some()
+    }
+
+    /// The app served on `host`, if any.
+    pub fn app_for_host(&self, host: &str) -> Option<&stepgate_policy::spec::AppSpec> {
+        self.app_index(host).map(|i| &self.config.apps[i])
+    }
+
+    fn app_index(&self, host: &str) -> Option<usize> {
+        let host = strip_port(host);
+        let i = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.hosts.get(&host.to_ascii_lowercase())
+        } else {
+            self.hosts.get(host)
+        };
+        i.copied()
+    }
+
+    /// Whether a request for `host` is an app's rather than stepgate's own: `host` is an
+    /// app's and not the public URL's. Stepgate's root paths (`/healthz`, `/readyz`,
+    /// `/.well-known/jwks.json`) on an app's host belong to the app.
+    pub fn is_app_host(&self, host: &str) -> bool {
+        self.app_for_host(host).is_some() && !strip_port(host).eq_ignore_ascii_case(&self.own_host)
+    }
+
+    /// The portal path prefix (`/_stepgate`).
+    pub fn portal(&self) -> &str {
+        &self.config.server.portal_path
+    }
+}
+
+/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+/// How the server was started.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Demo switches (device profiles) are on.
+    pub demo: bool,
+    /// The file to re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    /// The configuration in force.
+    pub runtime: ArcSwap<Runtime>,
+    /// Durable and hot stores (through the node's read cache).
+    pub stores: Stores,
+    /// Factor verification and enrolment.
+    pub authn: Authenticator,
+    /// Signs return targets, CSRF tokens, pending steps.
+    pub signer: Signer,
+    /// Connection pool to upstreams.
+    pub upstream: UpstreamClient,
+    /// Start-up options.
+    pub options: ServeOptions,
+    /// False while draining on shutdown.
+    pub ready: AtomicBool,
+    /// GeoIP, IP risk, certificates, device API tokens, CAEP, re-check (built at start).
+    pub signals: Arc<Signals>,
+    /// Keys for the signed identity assertion (shared by all nodes through the store).
+    pub assertion: Arc<AssertionKeys>,
+    /// Signed identity assertions reused while most of their lifetime remains.
+    pub assertions: AssertionCache,
+    /// The per-node read cache in front of the stores (`sessions.cache_ttl`).
+    pub cache: Arc<Caches>,
+    /// Sessions: load, check, rotate.
+    pub sessions: Arc<Sessions>,
+    /// The device registry and device–session bindings.
+    pub devices: Arc<Registry>,
+    /// The access pipeline: every decision.
+    pub access: Access,
+}
+
+/// The state as handlers receive it.
+pub type Shared = Arc<AppState>;
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+    }
+}

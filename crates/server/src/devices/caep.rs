@@ -1,0 +1,312 @@
+//! The Shared Signals / CAEP receiver: `POST {portal}/caep/events` (RFC 8935 push of
+//! `application/secevent+jwt`), answered `202` or `400 {"err", "description"}`, both
+//! audited. Events act at once on live sessions:
+//!
+//! * `device-compliance-change`: the device's UEM verdict is updated, then each live
+//!   session bound to the device is re-evaluated against the sign-in policy — one that
+//!   would now be denied ends, one that would now need more gets `needs_step_up`. App
+//!   policies see the new verdict on the session's very next request (the device is read
+//!   fresh for every request).
+//! * `session-revoked`: the subject's sessions end.
+//! * `credential-change`, `assurance-level-change` (a decrease): the subject's sessions must
+//!   step up before their next request.
+//!
+//! `jti` replay is checked in the hot store (`remember_once`, atomic across nodes) after the
+//! SET verified, so a forged SET cannot burn a real one's id.
+//!
+//! Before anything else a push is counted against two budgets ([`rate_limit`],
+//! `devices.rate_limit.caep`): its client address's, then the budget of the `iss` it names
+//! (read unverified; every issuer that is not a configured transmitter's shares one), so
+//! neither one sender nor many senders naming one issuer can make the receiver verify or
+//! audit more than the budgets allow.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use stepgate_signals::caep::{SecurityEvent, SetError, VerifiedSet};
+use stepgate_signals::config::TransmitterConfig;
+use stepgate_store::UserRecord;
+
+use super::rate_limit::{self, Admission, Budget, Endpoint};
+use crate::app::responses::Peer;
+use crate::app::state::Shared;
+
+fn set_error(e: &SetError) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "err": e.rfc8935_code(), "description": e.to_string() })),
+    )
+        .into_response()
+}
+
+async fn audit(st: &Shared, kind: &str, actor: Option<String>, detail: serde_json::Value) {
+    let mut e = stepgate_store::NewAuditEvent::now(kind);
+    e.actor = actor;
+    e.detail = detail;
+    if let Err(err) = st.stores.durable.append_audit(&e).await {
+        tracing::error!(error = %err, kind, "audit append failed");
+    }
+}
+
+/// The issuer budget every SET whose `iss` is absent, unreadable or not a configured
+/// transmitter's is counted against: made-up issuers get no budgets of their own.
+const UNCONFIGURED_ISSUER: &str = "(unconfigured)";
+
+/// The `iss` a SET names, read without verifying anything: only to pick its budget.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
+/// The key of the issuer budget a SET is counted against.
+fn issuer_budget<'a>(transmitters: &'a [TransmitterConfig], body: &str) -> &'a str {
+    let iss = unverified_issuer(body);
+    transmitters
+        .iter()
+        .find(|t| iss.as_deref() == Some(t.issuer.as_str()))
+        .map_or(UNCONFIGURED_ISSUER, |t| t.issuer.as_str())
+}
+
+fn too_many(retry_after: u64, what: &str) -> Response {
+    let r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({
+            "err": "rate_limited",
+            "description": format!("too many SETs {what}; retry after {retry_after} s"),
+        })),
+    )
+        .into_response();
+    rate_limit::with_retry_after(r, retry_after)
+}
+
+/// Counts the push against its address's and its issuer's budgets; the answer to send
+/// instead of handling it, when it does not fit.
+async fn over_budget(
+    st: &Shared,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &str,
+) -> Option<Response> {
+    let rt = st.runtime.load_full();
+    let limits = &rt.config.devices.rate_limit.caep;
+    let ip = crate::access::request::client_ip(&rt, peer.0, headers);
+    let address = rate_limit::address_key(ip);
+    let issuer = issuer_budget(&rt.config.devices.caep.transmitters, body);
+    for (budget, key, rate, what) in [
+        (
+            Budget::Address,
+            address.as_str(),
+            limits.per_address,
+            "from this address",
+        ),
+        (
+            Budget::Issuer,
+            issuer,
+            limits.per_issuer,
+            "naming this issuer",
+        ),
+    ] {
+        match rate_limit::admit(st, Endpoint::Caep, budget, key, rate).await {
+            Ok(Admission::Admit) => {}
+            Ok(Admission::Refuse { retry_after }) => return Some(too_many(retry_after, what)),
+            Err(e) => {
+                tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
+                return Some(rate_limit::with_retry_after(
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response(),
+                    5,
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `POST {portal}/caep/events`.
+pub async fn receive(
+    State(st): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(receiver) = &st.signals.caep else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(refused) = over_budget(&st, &peer, &headers, &body).await {
+        return refused;
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/secevent+jwt")
+    {
+        let e = SetError::Malformed(format!(
+            "Content-Type must be application/secevent+jwt, got `{ct}`"
+        ));
+        audit(
+            &st,
+            "caep.rejected",
+            None,
+            json!({ "reason": e.audit_kind(), "description": e.to_string() }),
+        )
+        .await;
+        return set_error(&e);
+    }
+    let now = Utc::now();
+    let set = match receiver.verify(&body, now) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(reason = e.audit_kind(), "CAEP SET rejected");
+            audit(
+                &st,
+                "caep.rejected",
+                None,
+                json!({ "reason": e.audit_kind(), "description": e.to_string() }),
+            )
+            .await;
+            return set_error(&e);
+        }
+    };
+    // Replay: remembered across nodes until the SET could no longer pass the iat check.
+    let rt = st.runtime.load_full();
+    let ttl = rt
+        .config
+        .devices
+        .caep
+        .transmitters
+        .iter()
+        .find(|t| t.issuer == set.issuer)
+        .map_or(Duration::from_secs(3600), |t| {
+            t.max_age.0 + t.leeway.0 * 3 + Duration::from_secs(60)
+        });
+    match st
+        .stores
+        .hot
+        .remember_once(&format!("caep-jti:{}:{}", set.issuer, set.jti), ttl)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let e = SetError::Replayed(set.jti.clone());
+            audit(
+                &st,
+                "caep.rejected",
+                Some(set.transmitter.clone()),
+                json!({ "reason": e.audit_kind(), "description": e.to_string(), "jti": set.jti }),
+            )
+            .await;
+            return set_error(&e);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+        }
+    }
+    let effects = apply(&st, &set).await;
+    audit(
+        &st,
+        "caep.accepted",
+        Some(set.transmitter.clone()),
+        json!({ "jti": set.jti, "txn": set.txn, "events": set.events, "effects": effects }),
+    )
+    .await;
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn apply(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {
+    let mut effects = Vec::new();
+    let now = Utc::now();
+    for u in set.device_updates() {
+        if stepgate_signals::device::is_reserved_id(&u.device_id) {
+            tracing::warn!(device = %u.device_id, "CAEP event names a reserved device id; ignored");
+            effects.push(json!({ "device": u.device_id, "error": "reserved device id" }));
+            continue;
+        }
+        let mut device = match st.devices.load(&u.device_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                let mut d = stepgate_signals::device::Device::new(u.device_id.clone());
+                d.source = Some(u.source.clone());
+                d
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "device registry unavailable");
+                effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
+                continue;
+            }
+        };
+        if !u.apply(&mut device) {
+            effects.push(json!({ "device": u.device_id, "result": "stale" }));
+            continue;
+        }
+        if let Err(e) = st.devices.save(&device, now).await {
+            tracing::error!(error = %e, "device registry unavailable");
+            effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
+            continue;
+        }
+        let r = super::reevaluate::device_sessions(st, &device.id).await;
+        st.signals.hub.notify(&device.id);
+        effects.push(json!({ "device": u.device_id, "compliant": u.compliant, "sessions": r }));
+    }
+    for ev in &set.events {
+        match ev {
+            SecurityEvent::SessionRevoked { common } => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = st.sessions.end_all(&user.id).await.unwrap_or(0);
+                    effects.push(json!({ "user": user.username, "sessions_ended": n }));
+                }
+            }
+            SecurityEvent::CredentialChange { common, .. } => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = super::reevaluate::mark_user_sessions(st, &user.id).await;
+                    effects.push(json!({ "user": user.username, "step_up_required": n }));
+                }
+            }
+            SecurityEvent::AssuranceLevelChange {
+                common,
+                change_direction,
+                ..
+            } if change_direction.as_deref() != Some("increase") => {
+                if let Some(user) = find_user(st, common.subject.user()).await {
+                    let n = super::reevaluate::mark_user_sessions(st, &user.id).await;
+                    effects.push(json!({ "user": user.username, "step_up_required": n }));
+                }
+            }
+            _ => {}
+        }
+    }
+    effects
+}
+
+/// The user a subject names: by username, else by e-mail address.
+async fn find_user(st: &Shared, who: Option<&str>) -> Option<UserRecord> {
+    let who = who?;
+    if let Ok(Some(u)) = st.stores.durable.get_user_by_username(who).await {
+        return Some(u);
+    }
+    st.stores
+        .durable
+        .list_users()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(who))
+        })
+}

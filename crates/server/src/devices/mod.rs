@@ -1,0 +1,195 @@
+//! Devices: the registry (what UEM, EDR and CAEP transmitters said about each device, and
+//! the browsers stepgate registered itself), the posture API and CAEP receiver that feed it,
+//! and which sessions each device's requests are bound to.
+//!
+//! - [`posture_api`]: `PUT {portal}/api/devices/posture`, `GET {portal}/api/devices/{id}`.
+//! - [`caep`]: `POST {portal}/caep/events` (Shared Signals / CAEP), and the re-evaluation
+//!   of a device's live sessions when its compliance changes.
+//! - [`reevaluate`]: a device's live sessions judged again, through the access pipeline,
+//!   when what is known of the device changes.
+//! - [`rate_limit`]: the budgets that bound both unauthenticated endpoints.
+//!
+//! What does not belong here: turning a device into the policy's view of it per request
+//! (that is [`crate::access::signals`]).
+
+pub mod caep;
+pub mod posture_api;
+pub mod rate_limit;
+pub mod reevaluate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use stepgate_signals::device::{is_reserved_id, Device};
+use stepgate_store::{DurableStore, HotStore, StoreError, UserRecord};
+
+use crate::app::state::Runtime;
+use crate::session::cookies::CookieJar;
+use crate::session::{Session, Sessions};
+
+/// How many sessions a device's index keeps, and for how long.
+const SESSIONS_PER_DEVICE: usize = 200;
+const SESSION_INDEX_AGE: Duration = Duration::from_secs(31 * 86_400);
+
+/// The hot-store index of the sessions bound to a device.
+pub fn sessions_key(device_id: &str) -> String {
+    ["device-sessions:", device_id].concat()
+}
+
+/// Loads a device from the registry (a record that does not match the model is ignored;
+/// stepgate's own records, which share the table, are never devices).
+pub async fn load(durable: &dyn DurableStore, id: &str) -> Result<Option<Device>, StoreError> {
+    if is_reserved_id(id) {
+        return Ok(None);
+    }
+    Ok(durable.get_device(id).await?.and_then(|r| {
+        Device::from_record_data(&r.id, r.owner.as_deref(), &r.data)
+            .map_err(|e| tracing::warn!(error = %e, "device record ignored"))
+            .ok()
+    }))
+}
+
+/// Saves a device to the registry.
+pub async fn save(
+    durable: &dyn DurableStore,
+    d: &Device,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if is_reserved_id(&d.id) {
+        return Err(StoreError::Invalid(format!(
+            "device id `{}` is reserved for stepgate's own records",
+            d.id
+        )));
+    }
+    durable
+        .put_device(&stepgate_store::DeviceRecord {
+            id: d.id.clone(),
+            owner: d.owner.clone(),
+            data: d.to_record_data(),
+            updated_at: now,
+        })
+        .await
+}
+
+/// The registry and the device–session bindings.
+pub struct Registry {
+    durable: Arc<dyn DurableStore>,
+    hot: Arc<dyn HotStore>,
+    cookie: Option<stepgate_signals::device::DeviceCookieSigner>,
+}
+
+impl Registry {
+    /// Over the (cached) stores; `cookie` signs device cookies when they are configured.
+    pub fn new(
+        durable: Arc<dyn DurableStore>,
+        hot: Arc<dyn HotStore>,
+        cookie: Option<stepgate_signals::device::DeviceCookieSigner>,
+    ) -> Self {
+        Registry {
+            durable,
+            hot,
+            cookie,
+        }
+    }
+
+    /// Loads a device ([`load`]).
+    pub async fn load(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        load(self.durable.as_ref(), id).await
+    }
+
+    /// Saves a device ([`save`]).
+    pub async fn save(&self, d: &Device, now: DateTime<Utc>) -> Result<(), StoreError> {
+        save(self.durable.as_ref(), d, now).await
+    }
+
+    /// Notes that session `session_id` is bound to `device_id` (for CAEP re-evaluation).
+    pub async fn index_session(&self, device_id: &str, session_id: &str) {
+        let v = serde_json::Value::String(session_id.to_string());
+        let key = sessions_key(device_id);
+        if let Err(e) = self
+            .hot
+            .push_recent(&key, &v, SESSIONS_PER_DEVICE, SESSION_INDEX_AGE)
+            .await
+        {
+            tracing::error!(error = %e, "device session index not updated");
+        }
+    }
+
+    /// The sessions indexed under a device.
+    pub async fn sessions_of(&self, device_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .hot
+            .recent(&sessions_key(device_id))
+            .await?
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Ties a session to the device its requests are bound to (first binding wins; a
+    /// session does not move between devices), and indexes it for CAEP re-evaluation.
+    pub async fn bind_session(
+        &self,
+        rt: &Runtime,
+        sessions: &Sessions,
+        session: &Session,
+        device_id: &str,
+        now: DateTime<Utc>,
+    ) {
+        if session.data.device_id.is_some() {
+            return;
+        }
+        let mut s = session.clone();
+        Arc::make_mut(&mut s.data).device_id = Some(device_id.to_string());
+        match sessions.save(rt, &s, now).await {
+            Ok(true) => self.index_session(device_id, &s.id).await,
+            // Ended meanwhile: nothing to bind.
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "session not bound to its device"),
+        }
+    }
+
+    /// After a completed sign-in: when device cookies are configured and the browser has
+    /// no valid one of this user's, registers a new "registered" (known but unmanaged)
+    /// device for the user and returns the long-lived signed cookie that ties the browser
+    /// to it.
+    pub async fn issue_cookie(
+        &self,
+        rt: &Runtime,
+        jar: &CookieJar,
+        user: &UserRecord,
+        now: DateTime<Utc>,
+    ) -> Option<axum_extra::extract::cookie::Cookie<'static>> {
+        let signer = self.cookie.as_ref()?;
+        let c = &rt.config.devices.cookie;
+        if let Some(id) = jar
+            .get(&c.name)
+            .and_then(|v| signer.verify(v, c.max_age.0, now).ok())
+        {
+            if let Ok(Some(d)) = self.load(&id).await {
+                if d.owner.as_deref().is_none_or(|o| o == user.username) {
+                    return None;
+                }
+            }
+        }
+        let mut device = Device::new(format!("browser-{}", crate::app::signer::random_id()));
+        device.owner = Some(user.username.clone());
+        device.state = stepgate_policy::DeviceState::Registered;
+        device.source = Some("stepgate".into());
+        if let Err(e) = self.save(&device, now).await {
+            tracing::warn!(error = %e, "could not register the browser as a device");
+            return None;
+        }
+        let mut cookie =
+            axum_extra::extract::cookie::Cookie::new(c.name.clone(), signer.issue(&device.id, now));
+        cookie.set_http_only(true);
+        cookie.set_secure(rt.config.sessions.cookie.secure || c.name.starts_with("__Host-"));
+        cookie.set_same_site(axum_extra::extract::cookie::SameSite::Lax);
+        cookie.set_path("/");
+        cookie.set_max_age(cookie::time::Duration::seconds(
+            c.max_age.as_secs().min(i64::MAX as u64) as i64,
+        ));
+        Some(cookie)
+    }
+}

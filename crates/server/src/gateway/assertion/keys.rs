@@ -1,0 +1,406 @@
+//! The assertion's signing keys: made on first start, sealed with the secret key and kept
+//! in the durable store (every node signs with the same keys and publishes the same JWKS),
+//! rotated every `gateway.assertion.rotate_every` with the previous key published until
+//! what it signed has expired, re-read by each node every minute; and the JWKS endpoint.
+//!
+//! The durable store has no general key–value table, so the key set lives in the devices
+//! table under a reserved id ([`KEYS_RECORD`], no owner): every backend keeps it, and no
+//! user's device list shows it.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use serde::{Deserialize, Serialize};
+use stepgate_config::AssertionConfig;
+use stepgate_store::{DeviceRecord, DurableStore, SealedSecret, SecretKey, StoreError};
+
+use super::IdentityClaims;
+use crate::app::state::Shared;
+
+/// The devices-table id the key set is stored under: in the reserved namespace
+/// ([`stepgate_signals::device::RESERVED_ID_PREFIX`]), which no device push, CAEP event or
+/// device lookup can name.
+pub const KEYS_RECORD: &str = "stepgate:assertion-keys";
+
+/// How long a retired key stays published beyond the assertion lifetime: covers clock
+/// skew and nodes that have not re-read the key set yet.
+const RETIRE_GRACE: Duration = Duration::from_secs(300);
+
+/// How often a node re-reads the key set from the store.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the key set could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionKeyError {
+    /// The store failed.
+    #[error("assertion keys: store: {0}")]
+    Store(#[from] StoreError),
+    /// A stored key could not be opened (wrong secret key?) or parsed.
+    #[error("assertion key `{kid}` cannot be opened: {why}; was the secret key changed?")]
+    Key {
+        /// The key id.
+        kid: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    created_at: DateTime<Utc>,
+    /// The PKCS#8 private key, sealed.
+    sealed: SealedSecret,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct StoredKeySet {
+    keys: Vec<StoredKey>,
+}
+
+struct LoadedKey {
+    kid: String,
+    created_at: DateTime<Utc>,
+    encoding: EncodingKey,
+    /// The public JWK, as JSON.
+    jwk: serde_json::Value,
+}
+
+struct KeyRing {
+    /// Newest first.
+    keys: Vec<LoadedKey>,
+    loaded_at: Instant,
+}
+
+/// The assertion signing keys of this deployment.
+pub struct AssertionKeys {
+    store: Arc<dyn DurableStore>,
+    secret: SecretKey,
+    ring: RwLock<Arc<KeyRing>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+fn seal_context(kid: &str) -> String {
+    format!("stepgate/assertion-key/v1/{kid}")
+}
+
+fn generate(secret: &SecretKey, now: DateTime<Utc>) -> Result<StoredKey, AssertionKeyError> {
+    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let der = sk.to_pkcs8_der().map_err(|e| AssertionKeyError::Key {
+        kid: "(new)".into(),
+        why: e.to_string(),
+    })?;
+    let kid = format!(
+        "{}-{}",
+        now.format("%Y%m%d%H%M%S"),
+        &crate::app::signer::random_id()[..8]
+    );
+    let sealed = secret
+        .seal(der.as_bytes(), &seal_context(&kid))
+        .map_err(|e| AssertionKeyError::Key {
+            kid: kid.clone(),
+            why: e.to_string(),
+        })?;
+    Ok(StoredKey {
+        kid,
+        created_at: now,
+        sealed,
+    })
+}
+
+fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, AssertionKeyError> {
+    let err = |why: String| AssertionKeyError::Key {
+        kid: k.kid.clone(),
+        why,
+    };
+    let der = secret
+        .open(&k.sealed, &seal_context(&k.kid))
+        .map_err(|e| err(e.to_string()))?;
+    let sk = p256::SecretKey::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
+    let point = sk.public_key().to_encoded_point(false);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (Some(x), Some(y)) = (point.x(), point.y()) else {
+        return Err(err("not an uncompressed P-256 point".into()));
+    };
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y),
+        "kid": k.kid, "use": "sig", "alg": "ES256",
+    });
+    Ok(LoadedKey {
+        kid: k.kid.clone(),
+        created_at: k.created_at,
+        encoding: EncodingKey::from_ec_der(&der),
+        jwk,
+    })
+}
+
+impl AssertionKeys {
+    /// Loads the key set from the store, creating the first key if there is none.
+    pub async fn open(
+        store: Arc<dyn DurableStore>,
+        secret: SecretKey,
+        cfg: &AssertionConfig,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AssertionKeyError> {
+        let keys = AssertionKeys {
+            store,
+            secret,
+            ring: RwLock::new(Arc::new(KeyRing {
+                keys: Vec::new(),
+                loaded_at: Instant::now(),
+            })),
+            writer: tokio::sync::Mutex::new(()),
+        };
+        keys.maintain(cfg, now).await?;
+        Ok(keys)
+    }
+
+    async fn read_stored(&self) -> Result<StoredKeySet, AssertionKeyError> {
+        Ok(match self.store.get_device(KEYS_RECORD).await? {
+            Some(rec) => serde_json::from_value(rec.data).unwrap_or_default(),
+            None => StoredKeySet::default(),
+        })
+    }
+
+    async fn write_stored(&self, set: &StoredKeySet) -> Result<(), AssertionKeyError> {
+        let rec = DeviceRecord {
+            id: KEYS_RECORD.into(),
+            owner: None,
+            data: serde_json::to_value(set).unwrap_or_default(),
+            updated_at: Utc::now(),
+        };
+        self.store.put_device(&rec).await?;
+        Ok(())
+    }
+
+    fn install(&self, set: &StoredKeySet) -> Result<(), AssertionKeyError> {
+        let mut keys = set
+            .keys
+            .iter()
+            .map(|k| load_key(&self.secret, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.kid.cmp(&a.kid)));
+        let ring = Arc::new(KeyRing {
+            keys,
+            loaded_at: Instant::now(),
+        });
+        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        Ok(())
+    }
+
+    /// Re-reads the key set; makes a new key when there is none or the newest is older
+    /// than `rotate_every`; drops keys no longer needed to verify anything.
+    pub async fn maintain(
+        &self,
+        cfg: &AssertionConfig,
+        now: DateTime<Utc>,
+    ) -> Result<(), AssertionKeyError> {
+        let _w = self.writer.lock().await;
+        let mut set = self.read_stored().await?;
+        let newest = set.keys.iter().map(|k| k.created_at).max();
+        let due = newest.is_none_or(|t| now - t >= chrono_dur(cfg.rotate_every.0));
+        let before = set.keys.len();
+        if due {
+            set.keys.push(generate(&self.secret, now)?);
+        }
+        prune(&mut set, cfg, now);
+        if due || set.keys.len() != before {
+            self.write_stored(&set).await?;
+            // Another node may have written at the same time: adopt what the store holds.
+            set = self.read_stored().await?;
+        }
+        self.install(&set)
+    }
+
+    /// Makes a new signing key now, whatever its schedule (an admin's "rotate", tests).
+    pub async fn rotate(
+        &self,
+        cfg: &AssertionConfig,
+        now: DateTime<Utc>,
+    ) -> Result<String, AssertionKeyError> {
+        let _w = self.writer.lock().await;
+        let mut set = self.read_stored().await?;
+        let k = generate(&self.secret, now)?;
+        let kid = k.kid.clone();
+        set.keys.push(k);
+        prune(&mut set, cfg, now);
+        self.write_stored(&set).await?;
+        self.install(&set)?;
+        Ok(kid)
+    }
+
+    /// Runs [`Self::maintain`] every [`REFRESH_EVERY`] for as long as `state` lives.
+    pub fn spawn_maintenance(state: std::sync::Weak<crate::app::state::AppState>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(st) = state.upgrade() else { return };
+                let keys = st.assertion.clone();
+                let cfg = st.runtime.load().config.gateway.assertion.clone();
+                if let Err(e) = keys.maintain(&cfg, Utc::now()).await {
+                    tracing::warn!(error = %e, "assertion keys: maintenance failed; keeping the keys in memory");
+                }
+            }
+        });
+    }
+
+    /// The id of the key new assertions are signed with.
+    pub fn current_kid(&self) -> Option<String> {
+        self.ring().keys.first().map(|k| k.kid.clone())
+    }
+
+    /// `f` of the id of the key new assertions are signed with, without copying it (this
+    /// runs on every allowed request).
+    pub fn with_current_kid<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
+        self.ring().keys.first().map(|k| f(&k.kid))
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How long ago the key set was last read from the store.
+    pub fn age(&self) -> Duration {
+        self.ring().loaded_at.elapsed()
+    }
+
+    /// Signs an assertion with the newest key.
+    pub fn sign(&self, claims: &IdentityClaims) -> Option<String> {
+        let ring = self.ring();
+        let key = ring.keys.first()?;
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(key.kid.clone());
+        match jsonwebtoken::encode(&h, claims, &key.encoding) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, kid = %key.kid, "signing the identity assertion failed");
+                None
+            }
+        }
+    }
+
+    /// The published keys: the current one and every retired one whose assertions may
+    /// still be live.
+    pub fn jwks(&self) -> serde_json::Value {
+        let ring = self.ring();
+        serde_json::json!({ "keys": ring.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    }
+
+    /// The published keys as a [`JwkSet`].
+    pub fn jwk_set(&self) -> JwkSet {
+        serde_json::from_value(self.jwks()).unwrap_or(JwkSet { keys: Vec::new() })
+    }
+}
+
+/// Drops keys whose successor was made more than `ttl + grace` ago: nothing they signed
+/// can still be valid.
+fn prune(set: &mut StoredKeySet, cfg: &AssertionConfig, now: DateTime<Utc>) {
+    let keep_for = chrono_dur(cfg.ttl.0 + RETIRE_GRACE);
+    let mut created: Vec<DateTime<Utc>> = set.keys.iter().map(|k| k.created_at).collect();
+    created.sort();
+    set.keys.retain(|k| {
+        match created.iter().find(|&&c| c > k.created_at) {
+            // Retired when its successor appeared.
+            Some(&succ) => now - succ < keep_for,
+            None => true,
+        }
+    });
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `GET /.well-known/jwks.json`.
+pub async fn jwks_handler(State(st): State<Shared>) -> Response {
+    let mut r = st.assertion.jwks().to_string().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    // Short enough that a rotation is seen well within the retired key's overlap.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    r
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::gateway::assertion::Said;
+    use stepgate_policy::HumanDuration;
+
+    pub(crate) fn cfg() -> AssertionConfig {
+        AssertionConfig {
+            ttl: HumanDuration::from_secs(60),
+            rotate_every: HumanDuration::from_secs(3600),
+            ..AssertionConfig::default()
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_predecessor_during_the_overlap() {
+        let secret = SecretKey::generate();
+        let t0 = Utc::now();
+        let a = generate(&secret, t0).unwrap();
+        let b = generate(&secret, t0 + chrono::Duration::hours(1)).unwrap();
+        let mut set = StoredKeySet {
+            keys: vec![a.clone(), b.clone()],
+        };
+        prune(&mut set, &cfg(), t0 + chrono::Duration::minutes(62));
+        assert_eq!(set.keys.len(), 2, "a is still needed");
+        prune(&mut set, &cfg(), t0 + chrono::Duration::minutes(67));
+        assert_eq!(set.keys.len(), 1, "a's assertions have all expired");
+        assert_eq!(set.keys[0].kid, b.kid);
+    }
+
+    #[test]
+    fn a_sealed_key_opens_and_signs_verifiably() {
+        let secret = SecretKey::generate();
+        let k = load_key(&secret, &generate(&secret, Utc::now()).unwrap()).unwrap();
+        let (groups, amr) = (
+            ["staff".to_string()],
+            ["pwd".to_string(), "otp".to_string()],
+        );
+        let c = Said {
+            issuer: "https://sg",
+            app: "app",
+            sub: "u1",
+            username: Some("jane"),
+            email: None,
+            name: None,
+            groups: &groups,
+            aal: 2,
+            amr: &amr,
+            auth_time: Some(Utc::now()),
+        }
+        .claims(Duration::from_secs(60), Utc::now());
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(k.kid.clone());
+        let t = jsonwebtoken::encode(&h, &c, &k.encoding).unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(k.jwk.clone()).unwrap();
+        let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+        v.set_audience(&["app"]);
+        v.set_issuer(&["https://sg"]);
+        let got = jsonwebtoken::decode::<IdentityClaims>(&t, &dk, &v).unwrap();
+        assert_eq!(got.claims, c);
+        assert_eq!(got.claims.acr.as_deref(), Some("aal2"));
+        // A different secret key cannot open it.
+        let other = SecretKey::generate();
+        assert!(load_key(&other, &generate(&secret, Utc::now()).unwrap()).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The gateway: stepgate in front of apps, as their reverse proxy or as the forward-auth
+//! service of a front proxy (nginx, Traefik, Caddy, Envoy). Both read their request into an
+//! [`AccessRequest`], ask [`crate::access`], and render the verdict their own way.
+//!
+//! - [`original`]: what the client asked for, read once per entry point with one parser.
+//! - [`handle`] (here): the reverse proxy's entry; [`proxy`] sends an allowed request on,
+//!   over the [`upstream`] pool, with the [`headers`] stepgate asserts and strips, and
+//!   [`websocket`] upgrades; [`render`] answers everything else.
+//! - [`forward_auth`]: the `/auth/nginx`, `/auth/forward` and `/auth/envoy` endpoints.
+//! - [`assertion`]: the signed identity JWT and its JWKS.
+//!
+//! What does not belong here: deciding (that is [`crate::access`]) or the portal's pages.
+
+pub mod assertion;
+pub mod forward_auth;
+pub mod headers;
+pub mod original;
+pub mod proxy;
+pub mod render;
+pub mod upstream;
+pub mod websocket;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use stepgate_policy::RequestKind;
+
+use crate::access::bearer::bearer_token;
+use crate::access::request::client_ip;
+use crate::access::signals::{presented_certificates, PeerCertificates};
+use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::app::responses::{is_api, see_other, Peer};
+use crate::app::state::Shared;
+use crate::session::cookies::decision_cookies;
+use original::Original;
+use render::{RefusalKind, Return};
+
+/// The reverse proxy: every request that is not for the portal is an app request, read
+/// ([`original::proxied`]), decided, and then proxied or answered.
+pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
+    let rt = st.runtime.load_full();
+    let api = is_api(req.headers());
+    let over_tls = req.extensions().get::<crate::app::tls::Tls>().is_some();
+    // Decided on, and sent upstream with, the target in its one normal form.
+    let original = match original::proxied(&rt, req.method(), req.uri(), req.headers(), over_tls) {
+        Ok(o) => o,
+        Err(e) if e.unsupported_method() => {
+            return RefusalKind::MethodNotAllowed(e.to_string())
+                .to(api, &rt)
+                .into_response()
+        }
+        Err(e) => {
+            return RefusalKind::BadRequest(e.to_string())
+                .to(api, &rt)
+                .into_response()
+        }
+    };
+    if !rt.serves_host(&original.host) {
+        return RefusalKind::Misdirected.to(api, &rt).into_response();
+    }
+    let Some(app) = rt.app_for_host(&original.host) else {
+        // The portal's own host: its root is the account page.
+        if original.target.path() == "/" {
+            return see_other(&rt.portal_url("/account"));
+        }
+        return RefusalKind::NotFound.to(api, &rt).into_response();
+    };
+    let cookies = match decision_cookies(&rt, req.headers()) {
+        Ok(c) => c,
+        Err(e) => {
+            return RefusalKind::BadRequest(e.to_string())
+                .to(api, &rt)
+                .into_response()
+        }
+    };
+    let now = Utc::now();
+    let ip = client_ip(&rt, peer.0, req.headers());
+    let verdict = {
+        let h = req.headers();
+        let tls = req.extensions().get::<PeerCertificates>();
+        let ar = AccessRequest {
+            kind: RequestKind::Access,
+            app: Some(app.id.as_str()),
+            method: &original.method,
+            path: original.target.path(),
+            headers: h,
+            ip,
+            credentials: match bearer_token(h) {
+                Some(token) => Credentials::Bearer(token),
+                None => Credentials::Cookies(&cookies),
+            },
+            certificates: presented_certificates(&rt, peer.0.ip(), h, tls),
+            now,
+        };
+        st.access.decide(&rt, &ar).await.verdict
+    };
+    match verdict {
+        Verdict::Allow(grant) => {
+            let Original { host, target, .. } = original;
+            *req.uri_mut() = target;
+            let to = proxy::Destination {
+                host: &host,
+                grant: &grant,
+                app,
+                ip,
+                api,
+            };
+            proxy::forward(&st, &rt, req, to).await
+        }
+        verdict => {
+            let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
+            let ret = Return {
+                portal_origin: &origin,
+                url: original.url(),
+                method: &original.method,
+                referer: req
+                    .headers()
+                    .get(header::REFERER)
+                    .and_then(|v| v.to_str().ok()),
+            };
+            render::refused(
+                &st.signer,
+                &rt,
+                verdict,
+                &ret,
+                req.headers(),
+                st.options.demo,
+                now,
+            )
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The blocked page — which checks failed and how to fix each — and "Re-check my device",
+//! which asks the device's UEM for fresh posture and goes back to where the user was going,
+//! so every policy is judged again with it.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::Form;
+use chrono::Utc;
+use minijinja::context;
+use serde::Deserialize;
+
+use super::error::PortalError;
+use super::extract::{csrf_ok, live_session, Here};
+use super::links::Links;
+use super::pages::Pages;
+use super::stepup::TokenQuery;
+use crate::app::responses::see_other;
+use crate::app::signer::random_id;
+use crate::app::state::Shared;
+use crate::session::cookies::{plain_cookie, CookieJar, PRE_COOKIE};
+
+/// `GET {portal}/blocked?t=…`.
+pub async fn blocked_page(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let session = match live_session(&st, &rt, &jar).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let Some(b) = Links::new(&st.signer, &rt).verify_blocked(q.token(), Utc::now()) else {
+        return PortalError::LinkExpired {
+            portal: rt.portal().to_string(),
+            username: session.map(|s| s.data.username.clone()),
+        }
+        .into_response();
+    };
+    // The re-check form is bound to the session, or before sign-in to a pre-session cookie.
+    let (jar, binding) = match (&session, jar.get(PRE_COOKIE)) {
+        (Some(s), _) => (jar.clone(), s.id.clone()),
+        (None, Some(pre)) => (jar.clone(), pre.to_string()),
+        (None, None) => {
+            let v = random_id();
+            let secure = rt.config.sessions.cookie.secure;
+            (jar.set(plain_cookie(PRE_COOKIE, v.clone(), secure)), v)
+        }
+    };
+    let page = Pages::global().render(
+        StatusCode::FORBIDDEN,
+        "blocked.html",
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&binding),
+            username => session.as_ref().map(|s| s.data.username.clone()),
+            message => b.message, items => b.items, recheck => true, token => q.token(),
+            demo => st.options.demo, policy => b.policy,
+        },
+    );
+    (jar, page).into_response()
+}
+
+/// The re-check form.
+#[derive(Deserialize)]
+pub struct RecheckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    t: String,
+}
+
+/// `POST {portal}/recheck`: ask the UEM to re-check the device, wait (bounded) for its
+/// fresh posture, then go back to the target, which re-evaluates every policy with it.
+pub async fn recheck(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Form(f): Form<RecheckForm>,
+) -> Response {
+    let session = match live_session(&st, &rt, &jar).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if !csrf_ok(&st, &jar, session.as_ref(), &f.csrf) {
+        return PortalError::FormExpired {
+            portal: rt.portal().to_string(),
+        }
+        .into_response();
+    }
+    let device = session.as_ref().and_then(|s| s.data.device_id.clone());
+    if let (Some(client), Some(device_id)) = (st.signals.recheck.as_ref(), device) {
+        let waiter = st.signals.hub.subscribe();
+        let owner = session.as_ref().map(|s| s.data.username.clone());
+        match client
+            .request(&device_id, owner.as_deref(), Utc::now())
+            .await
+        {
+            Ok(()) => {
+                if !waiter.wait_for(&device_id, client.wait()).await {
+                    tracing::info!(device = %device_id, "re-check: no fresh posture within the wait");
+                }
+            }
+            Err(e) => tracing::warn!(device = %device_id, error = %e, "re-check webhook failed"),
+        }
+    }
+    let links = Links::new(&st.signer, &rt);
+    match links.verify_blocked(&f.t, Utc::now()) {
+        Some(b) if session.is_some() => see_other(&b.rt),
+        // A blocked sign-in: start the sign-in again.
+        Some(b) => {
+            let t = links.sign_return(&b.rt, Utc::now()).unwrap_or_default();
+            see_other(&rt.portal_url(&format!("/login?t={t}")))
+        }
+        None => see_other(&rt.portal_url("/login")),
+    }
+}

@@ -1,0 +1,86 @@
+//! The portal: the pages people see, each journey a file.
+//!
+//! - [`signin`]: the login page and password; a first factor decided through the access
+//!   pipeline (complete, more to pass, or blocked).
+//! - [`stepup`]: the step-up page and its factor forms (also the second half of a sign-in).
+//! - [`blocked`]: which checks failed and how to fix them; "Re-check my device".
+//! - [`account`]: security settings — the user's factors, added and removed behind a fresh
+//!   factor.
+//! - [`sessions`]: the user's sessions; signing out here or everywhere.
+//! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
+//! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
+//!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
+//!   links into the portal, and the templates.
+//!
+//! Every form carries a CSRF token bound to the session (or, before sign-in, to a
+//! pre-session cookie); every page is `no-store` with a strict CSP and no inline script.
+//! What does not belong here: deciding access (that is [`crate::access`]).
+
+pub mod account;
+pub mod blocked;
+pub mod error;
+pub mod extract;
+pub mod links;
+pub mod pages;
+pub mod sessions;
+pub mod signin;
+pub mod stepup;
+pub mod webauthn;
+
+use std::net::IpAddr;
+
+use stepgate_authn::service::AuthError;
+pub use stepgate_policy::outcome::factor_title;
+
+use crate::app::state::Shared;
+
+/// Appends an audit event (logged, never fatal: what it records already happened).
+pub(crate) async fn audit(
+    st: &Shared,
+    kind: &str,
+    actor: &str,
+    ip: Option<IpAddr>,
+    detail: serde_json::Value,
+) {
+    let mut e = stepgate_store::NewAuditEvent::now(kind);
+    e.actor = Some(actor.to_string());
+    e.ip = ip.map(|ip| ip.to_string());
+    e.detail = detail;
+    if let Err(err) = st.stores.durable.append_audit(&e).await {
+        tracing::error!(error = %err, kind, "audit append failed");
+    }
+}
+
+/// What to tell a person about an authentication failure.
+pub fn auth_message(e: &AuthError) -> String {
+    match e {
+        AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
+        AuthError::Locked { until } => format!(
+            "Too many failed attempts. Try again after {} UTC.",
+            until.format("%H:%M")
+        ),
+        AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
+        AuthError::Expired => "That code has expired. Ask for a new one.".into(),
+        AuthError::TooManyGuesses => {
+            "Too many wrong guesses for that code. Ask for a new one.".into()
+        }
+        AuthError::NotEnrolled(k) => format!(
+            "You have no {} set up.",
+            factor_title(k.as_str()).to_lowercase()
+        ),
+        AuthError::Disabled => "This account is disabled. Contact your administrator.".into(),
+        AuthError::RateLimited(_) => "Too many codes requested. Wait a few minutes.".into(),
+        AuthError::Rejected(why) => why.clone(),
+        other => capitalise(&other.public_message()),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => {
+            f.to_uppercase().chain(c).collect::<String>() + if s.ends_with('.') { "" } else { "." }
+        }
+        None => String::new(),
+    }
+}

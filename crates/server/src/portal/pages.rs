@@ -1,0 +1,105 @@
+//! Server-rendered pages (minijinja templates compiled into the binary) and the static
+//! assets: one stylesheet and the WebAuthn glue script.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::app::responses::security_headers as portal_headers;
+
+/// The stylesheet.
+pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
+/// The WebAuthn glue.
+pub const WEBAUTHN_JS: &str = include_str!("../../assets/webauthn.js");
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    ("step_up.html", include_str!("../../templates/step_up.html")),
+    ("blocked.html", include_str!("../../templates/blocked.html")),
+    ("message.html", include_str!("../../templates/message.html")),
+    (
+        "sessions.html",
+        include_str!("../../templates/sessions.html"),
+    ),
+    ("account.html", include_str!("../../templates/account.html")),
+    (
+        "enrol_totp.html",
+        include_str!("../../templates/enrol_totp.html"),
+    ),
+    (
+        "recovery_codes.html",
+        include_str!("../../templates/recovery_codes.html"),
+    ),
+];
+
+/// The template environment.
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pages {
+    /// The built-in templates, loaded once per process: any answer can render a page,
+    /// errors included, without reaching into the server's state.
+    pub fn global() -> &'static Pages {
+        static PAGES: std::sync::LazyLock<Pages> = std::sync::LazyLock::new(Pages::new);
+        &PAGES
+    }
+
+    /// Loads the built-in templates (autoescaping HTML).
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        for (name, src) in TEMPLATES {
+            env.add_template(name, src)
+                .expect("built-in templates parse");
+        }
+        Pages { env }
+    }
+
+    /// Renders `name` with `ctx` into a response with the portal's security headers.
+    pub fn render<S: Serialize>(&self, status: StatusCode, name: &str, ctx: S) -> Response {
+        let body = match self.env.get_template(name).and_then(|t| t.render(ctx)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "template failed");
+                return portal_headers(
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
+                );
+            }
+        };
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        portal_headers(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_escaped() {
+        let p = Pages::new();
+        let r = p.render(
+            StatusCode::OK,
+            "message.html",
+            minijinja::context! { portal => "/_stepgate", csrf => "x", title => "<t>", message => "<script>alert(1)</script>" },
+        );
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"));
+    }
+}

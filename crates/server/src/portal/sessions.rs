@@ -1,0 +1,138 @@
+//! The user's sessions — where and when each signed in, ending any of them — and signing
+//! out here or everywhere. A page never shows a session id: each "End" button carries a
+//! MAC of it ([`crate::app::signer::Signer::session_handle`]).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::Form;
+use minijinja::context;
+
+use super::account::AccountForm;
+use super::error::PortalError;
+use super::extract::{csrf_ok, live_session, CsrfField, Here, SignedIn};
+use super::pages::Pages;
+use crate::app::responses::see_other;
+use crate::app::state::Shared;
+use crate::session::cookies::{clear_session_cookie, CookieJar};
+
+/// `GET {portal}/sessions`.
+pub async fn sessions_page(
+    State(st): State<Shared>,
+    rt: Here,
+    SignedIn { session, user }: SignedIn,
+) -> Response {
+    let ids = st.sessions.of_user(&user.id).await.unwrap_or_default();
+    let mut rows = Vec::new();
+    for id in ids {
+        let Ok(Some((_, d))) = st.sessions.peek(&id).await else {
+            continue;
+        };
+        if d.pending {
+            continue;
+        }
+        let aal = d.aal(&rt.config.assurance);
+        rows.push(context! {
+            created => d.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), ip => d.ip.unwrap_or_default(),
+            user_agent => d.user_agent.unwrap_or_default(), aal => aal,
+            current => id == session.id, handle => st.signer.session_handle(&id),
+        });
+    }
+    Pages::global().render(
+        StatusCode::OK,
+        "sessions.html",
+        context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, sessions => rows },
+    )
+}
+
+/// `POST {portal}/sessions/end`: ends the session whose handle the form carries, if it is
+/// one of the user's own.
+pub async fn end_session(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    SignedIn { session, user }: SignedIn,
+    Form(f): Form<AccountForm>,
+) -> Response {
+    if !csrf_ok(&st, &jar, Some(&session), f.csrf()) {
+        return PortalError::FormExpired {
+            portal: rt.portal().to_string(),
+        }
+        .into_response();
+    }
+    let ids = match st.sessions.of_user(&user.id).await {
+        Ok(ids) => ids,
+        Err(e) => return PortalError::from(e).into_response(),
+    };
+    let handle = f.handle();
+    if let Some(id) = ids
+        .iter()
+        .find(|id| st.signer.session_handle_ok(id, handle))
+    {
+        if let Err(e) = st.sessions.end(id).await {
+            return PortalError::from(e).into_response();
+        }
+    }
+    see_other(&rt.portal_url("/sessions"))
+}
+
+/// `POST {portal}/logout`.
+pub async fn logout(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Form(f): Form<AccountForm>,
+) -> Response {
+    sign_out(&st, &rt, jar, f.csrf(), false).await
+}
+
+/// `POST {portal}/logout-all`.
+pub async fn logout_all(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Form(f): Form<AccountForm>,
+) -> Response {
+    sign_out(&st, &rt, jar, f.csrf(), true).await
+}
+
+async fn sign_out(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    csrf: &str,
+    everywhere: bool,
+) -> Response {
+    let session = match live_session(st, rt, &jar).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(s) = &session {
+        if !csrf_ok(st, &jar, Some(s), csrf) {
+            return PortalError::FormExpired {
+                portal: rt.portal().to_string(),
+            }
+            .into_response();
+        }
+        let ended = if everywhere {
+            st.sessions.end_all(&s.data.user_id).await.map(|_| ())
+        } else {
+            st.sessions.end(&s.id).await
+        };
+        if let Err(e) = ended {
+            return PortalError::from(e).into_response();
+        }
+    }
+    let jar = jar.set(clear_session_cookie(&rt.config.sessions));
+    let message = if everywhere {
+        "You are signed out on every device."
+    } else {
+        "You are signed out."
+    };
+    let page = Pages::global().render(
+        StatusCode::OK,
+        "message.html",
+        context! { portal => rt.portal(), title => "Signed out", message => message, link => rt.portal_url("/login"), link_text => "Sign in again" },
+    );
+    (jar, page).into_response()
+}

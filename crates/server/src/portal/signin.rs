@@ -1,0 +1,414 @@
+//! Sign-in: the login page and its password form; and what happens once a first factor is
+//! passed (here, or with a passkey in [`super::webauthn`]): the sign-in is one more request
+//! for the access pipeline, whose verdict completes it, asks for more (a pending session
+//! and the step-up page) or blocks it.
+
+use std::net::IpAddr;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum_extra::extract::cookie::Cookie;
+use axum_extra::extract::Form;
+use chrono::{DateTime, Utc};
+use minijinja::context;
+use serde::Deserialize;
+use stepgate_authn::service::AuthError;
+use stepgate_authn::PassedFactor;
+use stepgate_policy::RequestKind;
+use stepgate_signals::risk::SignInOutcome;
+use stepgate_store::UserRecord;
+
+use super::error::PortalError;
+use super::extract::{csrf_ok, Here};
+use super::links::{BlockedToken, Links, StepToken};
+use super::pages::Pages;
+use super::{audit, auth_message};
+use crate::access::request::client_ip;
+use crate::access::signals::SignInRecord;
+use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::app::responses::{see_other, Peer};
+use crate::app::signer::random_id;
+use crate::app::state::Shared;
+use crate::session::cookies::{plain_cookie, session_cookie, CookieJar, PRE_COOKIE};
+use crate::session::{limits, Session, SessionData};
+
+/// `?t=` on the login page: the signed return target.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    t: String,
+}
+
+/// `GET {portal}/login`.
+pub async fn login_page(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    render_login(&st, &rt, jar, &q.t, None)
+}
+
+/// What a failed attempt shows on the login page again.
+struct Attempted<'a> {
+    error: String,
+    username: &'a str,
+    status: StatusCode,
+}
+
+fn render_login(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    token: &str,
+    again: Option<Attempted<'_>>,
+) -> Response {
+    let (error, username, status) = match again {
+        Some(a) => (Some(a.error), a.username, a.status),
+        None => (None, "", StatusCode::OK),
+    };
+    let (jar, pre) = match jar.get(PRE_COOKIE) {
+        Some(c) => (jar.clone(), c.to_string()),
+        None => {
+            let v = random_id();
+            let secure = rt.config.sessions.cookie.secure;
+            (jar.set(plain_cookie(PRE_COOKIE, v.clone(), secure)), v)
+        }
+    };
+    let target = Links::new(&st.signer, rt).verify_return(token, Utc::now());
+    let app_name = target
+        .as_deref()
+        .and_then(|t| url::Url::parse(t).ok())
+        .and_then(|u| {
+            u.host_str()
+                .and_then(|h| rt.app_for_host(h))
+                .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+        });
+    let page = Pages::global().render(
+        status,
+        "login.html",
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&pre), token => token, error => error,
+            app_name => app_name, username_value => username, remember_me => rt.config.sessions.remember_me,
+        },
+    );
+    (jar, page).into_response()
+}
+
+/// The password form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    remember: Option<String>,
+}
+
+/// `POST {portal}/login`: the password, then whatever the sign-in policy asks.
+pub async fn login_submit(
+    State(st): State<Shared>,
+    rt: Here,
+    peer: Peer,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if !csrf_ok(&st, &jar, None, &f.csrf) {
+        return PortalError::FormExpired {
+            portal: rt.portal().to_string(),
+        }
+        .into_response();
+    }
+    let ip = client_ip(&rt, peer.0, &headers);
+    let username = f.username.trim();
+    match st.authn.verify_password(username, &f.password, ip).await {
+        Ok((user, factor)) => {
+            let attempt = FirstFactor {
+                user,
+                factor,
+                target: Links::new(&st.signer, &rt).verify_return(&f.t, Utc::now()),
+                remember: f.remember.is_some(),
+                ip,
+                headers: &headers,
+            };
+            sign_in(&st, &rt, &jar, attempt)
+                .await
+                .respond(&rt, jar, false)
+        }
+        Err(e) => {
+            if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
+                failed(&st, &rt, &u, ip, &headers).await;
+            }
+            let status = match e {
+                AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let msg = match e {
+                AuthError::InvalidCredentials => "Wrong username or password.".to_string(),
+                other => auth_message(&other),
+            };
+            let again = Attempted {
+                error: msg,
+                username: &f.username,
+                status,
+            };
+            render_login(&st, &rt, jar, &f.t, Some(again))
+        }
+    }
+}
+
+/// A first factor just passed, and where the sign-in came from and goes back to.
+pub struct FirstFactor<'a> {
+    /// The user.
+    pub user: UserRecord,
+    /// The factor.
+    pub factor: PassedFactor,
+    /// The verified return target (the account page when none).
+    pub target: Option<String>,
+    /// "Keep me signed in".
+    pub remember: bool,
+    /// The client address.
+    pub ip: Option<IpAddr>,
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Where a sign-in or factor step leads.
+pub enum Next {
+    /// Set this session cookie (if any) and go there.
+    Go {
+        /// Where.
+        url: String,
+        /// The (new) session, and whether its cookie is persistent.
+        session: Option<(Session, bool)>,
+        /// A new device cookie for a browser seen for the first time.
+        device_cookie: Option<Box<Cookie<'static>>>,
+    },
+    /// An error.
+    Fail(PortalError),
+}
+
+impl Next {
+    /// The answer: a redirect (or, for the passkey script, `{"redirect": …}`) setting the
+    /// cookies.
+    pub fn respond(self, rt: &Here, jar: CookieJar, json: bool) -> Response {
+        let (url, session, device_cookie) = match self {
+            Next::Fail(e) => return e.into_response(),
+            Next::Go {
+                url,
+                session,
+                device_cookie,
+            } => (url, session, device_cookie),
+        };
+        let mut jar = jar;
+        if let Some(c) = device_cookie {
+            jar = jar.set(*c);
+        }
+        if let Some((s, persistent)) = session {
+            let age =
+                persistent.then(|| limits(&rt.config.sessions, s.data.aal(&rt.config.assurance)).0);
+            jar = jar.set(session_cookie(&rt.config.sessions, s.id, age));
+        }
+        if json {
+            (jar, Json(serde_json::json!({ "redirect": url }))).into_response()
+        } else {
+            (jar, see_other(&url)).into_response()
+        }
+    }
+}
+
+/// After the first factor: the sign-in decided through the access pipeline, then finished,
+/// continued on the step-up page (a pending session), or blocked.
+pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>) -> Next {
+    let now = Utc::now();
+    let req = AccessRequest {
+        kind: RequestKind::SignIn,
+        app: None,
+        method: &Method::POST,
+        path: "/",
+        headers: a.headers,
+        ip: a.ip,
+        credentials: Credentials::FirstFactor {
+            user: &a.user,
+            factor: &a.factor,
+            cookies: jar,
+        },
+        certificates: None,
+        now,
+    };
+    // Sign-ins are few: the decision is explained, so the audit row carries its risk.
+    let (judged, explained) = st.access.explain(rt, &req).await;
+    let risk = explained.map(|e| e.context.risk);
+    let policy = judged.decision.and_then(|d| d.policy);
+    let target = a
+        .target
+        .clone()
+        .unwrap_or_else(|| rt.portal_url("/account"));
+    let detail = serde_json::json!({ "policy": policy, "risk": risk });
+    let old = jar.get(&rt.session_cookie);
+    match judged.verdict {
+        Verdict::Unavailable(e) => Next::Fail(PortalError::StoreDown(e)),
+        Verdict::SignIn(_) => Next::Fail(PortalError::SignedOut {
+            portal: rt.portal().to_string(),
+        }),
+        Verdict::Deny(d) => {
+            let token = Links::new(&st.signer, rt).sign_blocked(
+                &BlockedToken {
+                    rt: target,
+                    message: d.message,
+                    items: d.remediation,
+                    policy: d.policy,
+                },
+                now,
+            );
+            audit(st, "signin.denied", &a.user.username, a.ip, detail).await;
+            // A refused sign-in must not make its location or device look familiar.
+            failed(st, rt, &a.user, a.ip, a.headers).await;
+            Next::Go {
+                url: rt.portal_url(&format!("/blocked?t={token}")),
+                session: None,
+                device_cookie: None,
+            }
+        }
+        Verdict::StepUp(s) => {
+            let Some(prospective) = s.session else {
+                return Next::Fail(PortalError::BadRequest);
+            };
+            let mut data = new_session(&a, prospective, rt);
+            data.pending = true;
+            let persistent = data.persistent;
+            let session = match st.sessions.rotate(rt, old, data, now).await {
+                Ok(s) => s,
+                Err(e) => return Next::Fail(e.into()),
+            };
+            let step = StepToken {
+                rt: target,
+                back: None,
+                req: s.requirement,
+                why: s.why,
+                sign_in: true,
+                user_id: a.user.id.clone(),
+            };
+            let token = Links::new(&st.signer, rt).sign_step(&step, now);
+            Next::Go {
+                url: rt.portal_url(&format!("/step-up?t={token}")),
+                session: Some((session, persistent)),
+                device_cookie: None,
+            }
+        }
+        Verdict::Allow(grant) => {
+            let data = new_session(&a, grant.session, rt);
+            let session = match st.sessions.rotate(rt, old, data, now).await {
+                Ok(s) => s,
+                Err(e) => return Next::Fail(e.into()),
+            };
+            let done = Done {
+                user: &a.user,
+                session,
+                target,
+                detail,
+            };
+            completed(st, rt, jar, done, now).await
+        }
+    }
+}
+
+/// The session a first factor starts: the pipeline's would-be session (with the device it
+/// bound), and where and what it signed in from.
+fn new_session(a: &FirstFactor<'_>, prospective: Session, rt: &Here) -> SessionData {
+    let mut data = std::sync::Arc::unwrap_or_clone(prospective.data);
+    data.ip = a.ip.map(|ip| ip.to_string());
+    data.user_agent = a
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect());
+    data.persistent = a.remember && rt.config.sessions.remember_me;
+    data
+}
+
+/// A completed sign-in: who, its session (stored under its new id), where it goes back
+/// to, and what the audit row says of the decision.
+pub struct Done<'a> {
+    /// The user.
+    pub user: &'a UserRecord,
+    /// The session.
+    pub session: Session,
+    /// Where to go.
+    pub target: String,
+    /// The audit row's detail.
+    pub detail: serde_json::Value,
+}
+
+/// A sign-in complete: audited, recorded in the risk history, the session indexed under its
+/// device, a device cookie for a new browser, and back to the target.
+pub async fn completed(
+    st: &Shared,
+    rt: &Here,
+    jar: &CookieJar,
+    done: Done<'_>,
+    now: DateTime<Utc>,
+) -> Next {
+    let Done {
+        user,
+        session,
+        target,
+        detail,
+    } = done;
+    let ip = session.data.ip.as_deref().and_then(|s| s.parse().ok());
+    audit(st, "signin.success", &user.username, ip, detail).await;
+    let record = SignInRecord {
+        user_id: &user.id,
+        ip,
+        user_agent: session.data.user_agent.as_deref(),
+        device_id: session.data.device_id.as_deref(),
+        outcome: SignInOutcome::Success,
+        now,
+    };
+    st.signals
+        .record_sign_in(st.stores.hot.as_ref(), rt, record)
+        .await;
+    if let Some(d) = &session.data.device_id {
+        st.devices.index_session(d, &session.id).await;
+    }
+    let persistent = session.data.persistent;
+    let device_cookie = st
+        .devices
+        .issue_cookie(rt, jar, user, now)
+        .await
+        .map(Box::new);
+    Next::Go {
+        url: target,
+        session: Some((session, persistent)),
+        device_cookie,
+    }
+}
+
+/// Records a failed sign-in of `user` in their risk history.
+async fn failed(
+    st: &Shared,
+    rt: &Here,
+    user: &UserRecord,
+    ip: Option<IpAddr>,
+    headers: &HeaderMap,
+) {
+    let record = SignInRecord {
+        user_id: &user.id,
+        ip,
+        user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()),
+        device_id: None,
+        outcome: SignInOutcome::Failure,
+        now: Utc::now(),
+    };
+    st.signals
+        .record_sign_in(st.stores.hot.as_ref(), rt, record)
+        .await;
+}

@@ -1,0 +1,393 @@
+//! Step-up (also the second half of a sign-in): the page that offers the factors that would
+//! meet what the policy asked for, one form handler for every code-like factor, and what
+//! passing one does — the factor recorded, the session id rotated, and on to the target once
+//! the requirement is met.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use stepgate_authn::service::{AuthError, Authenticator};
+use stepgate_authn::{satisfies, FactorKind, PassedFactor};
+use stepgate_policy::StepUpRequirement;
+use stepgate_store::UserRecord;
+
+use super::error::PortalError;
+use super::extract::{step_context, Here, StepFields, StepForm};
+use super::links::StepToken;
+use super::pages::Pages;
+use super::signin::{completed, Done, Next};
+use super::{audit, auth_message, factor_title};
+use crate::access::request::client_ip;
+use crate::app::responses::Peer;
+use crate::app::state::Shared;
+use crate::session::cookies::{session_cookie, CookieJar};
+use crate::session::Session;
+
+/// `?t=` on the step-up and blocked pages: the signed link.
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    t: String,
+}
+
+impl TokenQuery {
+    /// The signed link.
+    pub fn token(&self) -> &str {
+        &self.t
+    }
+}
+
+/// `GET {portal}/step-up`.
+pub async fn step_up_page(
+    State(st): State<Shared>,
+    rt: Here,
+    jar: CookieJar,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    match step_context(&st, &rt, &jar, &q.t).await {
+        Ok((session, user, step)) => {
+            let on = Page {
+                session: &session,
+                user: &user,
+                token: &q.t,
+                step: &step,
+            };
+            render(&st, &rt, on, Shown::default()).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One factor the page offers.
+#[derive(Serialize)]
+struct Offer {
+    kind: &'static str,
+    title: &'static str,
+    questions: Vec<String>,
+    asked: String,
+}
+
+/// The factors that would meet `req` on top of what the session has, passkeys first; and
+/// whether the user may go and enrol one (not in the middle of a sign-in).
+async fn offers(
+    st: &Shared,
+    user: &UserRecord,
+    session: &Session,
+    req: &StepUpRequirement,
+    rt: &Here,
+) -> (Vec<Offer>, bool) {
+    let t = Utc::now();
+    let enrolled = st.authn.enrolled(user).await.unwrap_or_default();
+    let for_step = Authenticator::enrolled_for_step_up(&enrolled);
+    let sat = satisfies(
+        &session.data.auth_state(),
+        req,
+        &rt.config.assurance,
+        &for_step,
+        t,
+    );
+    let mut kinds: Vec<FactorKind> = Vec::new();
+    let had_password = session
+        .data
+        .factors
+        .iter()
+        .any(|f| f.kind == FactorKind::Password);
+    for k in sat.candidates.iter().flatten() {
+        // The password was just given for this sign-in: never ask for it twice.
+        let password_again = *k == FactorKind::Password && had_password;
+        if !(kinds.contains(k) || session.data.pending && password_again) {
+            kinds.push(*k);
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(matches!(k, FactorKind::Webauthn)));
+    let mut out = Vec::new();
+    for k in kinds {
+        let mut o = Offer {
+            kind: k.as_str(),
+            title: factor_title(k.as_str()),
+            questions: Vec::new(),
+            asked: String::new(),
+        };
+        if k == FactorKind::SecurityQuestions {
+            if let Ok(qs) = st.authn.questions_challenge(user).await {
+                let idx: Vec<String> = qs.iter().map(|(i, _)| i.to_string()).collect();
+                o.asked = st.signer.sign("asked", &idx.join(","), t.timestamp() + 600);
+                o.questions = qs.into_iter().map(|(_, q)| q).collect();
+            }
+        }
+        out.push(o);
+    }
+    (out, !session.data.pending)
+}
+
+/// What a step-up page is about.
+#[derive(Clone, Copy)]
+pub(super) struct Page<'a> {
+    session: &'a Session,
+    user: &'a UserRecord,
+    token: &'a str,
+    step: &'a StepToken,
+}
+
+/// What the page says besides its offers.
+#[derive(Default)]
+struct Shown {
+    error: Option<String>,
+    notice: Option<String>,
+    status: Option<StatusCode>,
+}
+
+async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response {
+    let (offers, can_enrol) = offers(st, on.user, on.session, &on.step.req, rt).await;
+    Pages::global().render(
+        shown.status.unwrap_or(StatusCode::OK),
+        "step_up.html",
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&on.session.id),
+            username => (!on.session.data.pending).then_some(&on.user.username),
+            reason => on.step.why, token => on.token, offers => offers, error => shown.error,
+            notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
+        },
+    )
+}
+
+/// A step-up form.
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    asked: String,
+    #[serde(default)]
+    answer: Vec<String>,
+}
+
+impl StepFields for CodeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+    fn token(&self) -> &str {
+        &self.t
+    }
+}
+
+fn kind_of(s: &str) -> Option<FactorKind> {
+    FactorKind::ALL.into_iter().find(|k| k.as_str() == s)
+}
+
+/// The one-time-code kinds (e-mail, SMS) a form may name.
+pub fn otp_kind(s: &str) -> Option<FactorKind> {
+    kind_of(s).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
+}
+
+/// `POST {portal}/step-up/{totp|password|otp|recovery|questions}`: one factor's answer.
+pub async fn step_up_factor(
+    State(st): State<Shared>,
+    rt: Here,
+    peer: Peer,
+    Path(factor): Path<String>,
+    (headers, jar): (HeaderMap, CookieJar),
+    StepForm {
+        session,
+        user,
+        step,
+        form,
+    }: StepForm<CodeForm>,
+) -> Response {
+    let ip = client_ip(&rt, peer.0, &headers);
+    let a = &st.authn;
+    let result = match factor.as_str() {
+        "totp" => a.verify_totp(&user, &form.code, ip).await,
+        "password" => a
+            .verify_password(&user.username, &form.password, ip)
+            .await
+            .map(|(_, p)| p),
+        "otp" => match otp_kind(&form.kind) {
+            Some(kind) => a.verify_otp(&user, kind, &form.code, ip).await,
+            None => return PortalError::BadRequest.into_response(),
+        },
+        "recovery" => a.verify_recovery_code(&user, &form.code, ip).await,
+        "questions" => match st
+            .signer
+            .verify("asked", &form.asked, Utc::now().timestamp())
+        {
+            Some(asked) => {
+                let asked: Vec<usize> = asked.split(',').filter_map(|s| s.parse().ok()).collect();
+                a.verify_questions(&user, &asked, &form.answer, ip).await
+            }
+            None => Err(AuthError::Expired),
+        },
+        _ => return PortalError::BadRequest.into_response(),
+    };
+    let on = Page {
+        session: &session,
+        user: &user,
+        token: &form.t,
+        step: &step,
+    };
+    match result {
+        Ok(p) => passed(&st, &rt, jar, on, p, false).await,
+        Err(e) => failed(&st, &rt, on, e).await,
+    }
+}
+
+/// `POST {portal}/step-up/send`: send an e-mail or SMS code.
+pub async fn step_up_send(
+    State(st): State<Shared>,
+    rt: Here,
+    StepForm {
+        session,
+        user,
+        step,
+        form,
+    }: StepForm<CodeForm>,
+) -> Response {
+    let Some(kind) = otp_kind(&form.kind) else {
+        return PortalError::BadRequest.into_response();
+    };
+    let on = Page {
+        session: &session,
+        user: &user,
+        token: &form.t,
+        step: &step,
+    };
+    match st.authn.send_otp(&user, kind).await {
+        Ok(dest) => {
+            let shown = Shown {
+                notice: Some(format!("We sent a code to {dest}.")),
+                ..Shown::default()
+            };
+            render(&st, &rt, on, shown).await
+        }
+        Err(e) => failed(&st, &rt, on, e).await,
+    }
+}
+
+/// A factor was passed: record it, rotate the session id, and continue if the requirement
+/// is now met (`json`: the passkey script follows `{"redirect": …}`).
+pub(super) async fn passed(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    on: Page<'_>,
+    factor: PassedFactor,
+    json: bool,
+) -> Response {
+    let now = Utc::now();
+    let mut data = (*on.session.data).clone();
+    data.add_factor(factor);
+    let met = satisfies(
+        &data.auth_state(),
+        &on.step.req,
+        &rt.config.assurance,
+        &[],
+        now,
+    )
+    .satisfied;
+    if met {
+        data.pending = false;
+        data.needs_step_up = false;
+    }
+    let new = match st
+        .sessions
+        .rotate(rt, Some(&on.session.id), data, now)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return PortalError::from(e).into_response(),
+    };
+    if !met {
+        // More is needed: the page again, under the new session id.
+        let jar = jar.set(session_cookie(&rt.config.sessions, new.id.clone(), None));
+        if json {
+            let url = rt.portal_url(&format!("/step-up?t={}", on.token));
+            return (jar, Json(serde_json::json!({ "redirect": url }))).into_response();
+        }
+        let shown = Shown {
+            notice: Some("Done. One more step is needed.".into()),
+            ..Shown::default()
+        };
+        let page = render(
+            st,
+            rt,
+            Page {
+                session: &new,
+                ..on
+            },
+            shown,
+        )
+        .await;
+        return (jar, page).into_response();
+    }
+    let detail = serde_json::json!({ "aal": new.data.aal(&rt.config.assurance) });
+    let target = on.step.back.clone().unwrap_or_else(|| on.step.rt.clone());
+    if on.step.sign_in {
+        let done = Done {
+            user: on.user,
+            session: new,
+            target,
+            detail,
+        };
+        return completed(st, rt, &jar, done, now)
+            .await
+            .respond(rt, jar, json);
+    }
+    let ip = new.data.ip.as_deref().and_then(|s| s.parse().ok());
+    audit(st, "stepup.success", &on.user.username, ip, detail).await;
+    if let Some(d) = &new.data.device_id {
+        st.devices.index_session(d, &new.id).await;
+    }
+    let persistent = new.data.persistent;
+    let next = Next::Go {
+        url: target,
+        session: Some((new, persistent)),
+        device_cookie: None,
+    };
+    next.respond(rt, jar, json)
+}
+
+async fn failed(st: &Shared, rt: &Here, on: Page<'_>, e: AuthError) -> Response {
+    let status = match e {
+        AuthError::Locked { .. }
+        | AuthError::AccountLocked
+        | AuthError::RateLimited(_)
+        | AuthError::TooManyGuesses => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::Internal(_) | AuthError::Store(_) | AuthError::Delivery(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let shown = Shown {
+        error: Some(auth_message(&e)),
+        status: Some(status),
+        ..Shown::default()
+    };
+    render(st, rt, on, shown).await
+}
+
+/// The passkey step's context: the page a JSON ceremony belongs to.
+pub(super) fn page<'a>(
+    session: &'a Session,
+    user: &'a UserRecord,
+    token: &'a str,
+    step: &'a StepToken,
+) -> Page<'a> {
+    Page {
+        session,
+        user,
+        token,
+        step,
+    }
+}

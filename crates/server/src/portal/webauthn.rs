@@ -1,0 +1,307 @@
+//! Passkeys and security keys: the JSON ceremonies the portal's script drives — signing in
+//! with a passkey alone, stepping up with one, and registering one (behind a fresh
+//! factor). The CSRF token travels in the `x-csrf-token` header; each ceremony's state is
+//! kept in the hot store for five minutes and can be finished once.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use stepgate_authn::webauthn::RegistrationKind;
+
+use super::error::PortalError;
+use super::extract::{csrf_ok, signed_in, step_context, Here};
+use super::links::Links;
+use super::signin::{sign_in, FirstFactor};
+use super::stepup::{page, passed};
+use super::{account, auth_message};
+use crate::access::request::client_ip;
+use crate::app::responses::{security_headers, Peer};
+use crate::app::signer::random_id;
+use crate::app::state::Shared;
+use crate::session::cookies::CookieJar;
+
+/// What the script posts.
+#[derive(Deserialize)]
+pub struct WebauthnBody {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    response: serde_json::Value,
+}
+
+fn header_csrf(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn form_expired() -> Response {
+    PortalError::json(StatusCode::FORBIDDEN, "form expired; reload the page").into_response()
+}
+
+/// How long a ceremony's state is kept, and how long its id is remembered as used.
+const CEREMONY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+const USED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+async fn keep_ceremony(st: &Shared, state: serde_json::Value) -> Result<String, PortalError> {
+    let id = random_id();
+    st.stores
+        .hot
+        .push_recent(&format!("webauthn:{id}"), &state, 1, CEREMONY_TTL)
+        .await?;
+    Ok(id)
+}
+
+async fn take_ceremony(st: &Shared, id: &str) -> Result<serde_json::Value, PortalError> {
+    let expired = || {
+        PortalError::json(
+            StatusCode::BAD_REQUEST,
+            "this passkey prompt expired; try again",
+        )
+    };
+    if id.is_empty() || id.len() > 64 {
+        return Err(PortalError::json(
+            StatusCode::BAD_REQUEST,
+            "unknown ceremony",
+        ));
+    }
+    // Each ceremony state can be finished once.
+    let first = st
+        .stores
+        .hot
+        .remember_once(&format!("webauthn-used:{id}"), USED_TTL)
+        .await?;
+    let state = st
+        .stores
+        .hot
+        .recent(&format!("webauthn:{id}"))
+        .await?
+        .into_iter()
+        .next();
+    match (first, state) {
+        (true, Some(s)) => Ok(s),
+        _ => Err(expired()),
+    }
+}
+
+/// The ceremony's options, under a new ceremony id.
+async fn started(st: &Shared, options: serde_json::Value, state: serde_json::Value) -> Response {
+    match keep_ceremony(st, state).await {
+        Ok(id) => Json(serde_json::json!({ "id": id, "options": options })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST {portal}/webauthn/login/start`: a passkey sign-in's challenge.
+pub async fn webauthn_login_start(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    // The body carries nothing this step needs; it must still be a JSON request.
+    Json(_body): Json<WebauthnBody>,
+) -> Response {
+    if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
+        return form_expired();
+    }
+    let resp = match st.authn.webauthn_auth_start(None).await {
+        Ok((mut options, state)) => {
+            // The prompt is started by a click, not by form autofill.
+            if let Some(o) = options.as_object_mut() {
+                o.remove("mediation");
+            }
+            started(&st, options, state).await
+        }
+        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
+    };
+    security_headers(resp)
+}
+
+/// `POST {portal}/webauthn/login/finish`: the passkey as the first factor of a sign-in.
+pub async fn webauthn_login_finish(
+    State(st): State<Shared>,
+    rt: Here,
+    peer: Peer,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Json(b): Json<WebauthnBody>,
+) -> Response {
+    if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
+        return form_expired();
+    }
+    let state = match take_ceremony(&st, &b.id).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let ip = client_ip(&rt, peer.0, &headers);
+    match st.authn.webauthn_auth_finish(state, b.response, ip).await {
+        Ok((user, factor)) => {
+            let attempt = FirstFactor {
+                user,
+                factor,
+                target: Links::new(&st.signer, &rt).verify_return(&b.token, Utc::now()),
+                remember: false,
+                ip,
+                headers: &headers,
+            };
+            sign_in(&st, &rt, &jar, attempt)
+                .await
+                .respond(&rt, jar, true)
+        }
+        Err(e) => PortalError::json(StatusCode::UNAUTHORIZED, &auth_message(&e)).into_response(),
+    }
+}
+
+/// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for the user's own keys.
+pub async fn webauthn_step_start(
+    State(st): State<Shared>,
+    rt: Here,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Json(b): Json<WebauthnBody>,
+) -> Response {
+    let Ok((session, user, _)) = step_context(&st, &rt, &jar, &b.token).await else {
+        return PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired")
+            .into_response();
+    };
+    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
+        return form_expired();
+    }
+    match st.authn.webauthn_auth_start(Some(&user)).await {
+        Ok((options, state)) => started(&st, options, state).await,
+        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
+    }
+}
+
+/// `POST {portal}/webauthn/step-up/finish`: the passkey as a step-up factor.
+pub async fn webauthn_step_finish(
+    State(st): State<Shared>,
+    rt: Here,
+    peer: Peer,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Json(b): Json<WebauthnBody>,
+) -> Response {
+    let Ok((session, user, step)) = step_context(&st, &rt, &jar, &b.token).await else {
+        return PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired")
+            .into_response();
+    };
+    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
+        return form_expired();
+    }
+    let state = match take_ceremony(&st, &b.id).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let ip = client_ip(&rt, peer.0, &headers);
+    match st.authn.webauthn_auth_finish(state, b.response, ip).await {
+        Ok((who, factor)) if who.id == user.id => {
+            let on = page(&session, &user, &b.token, &step);
+            passed(&st, &rt, jar, on, factor, true).await
+        }
+        Ok(_) => PortalError::json(
+            StatusCode::UNAUTHORIZED,
+            "that passkey belongs to someone else",
+        )
+        .into_response(),
+        Err(e) => PortalError::json(StatusCode::UNAUTHORIZED, &auth_message(&e)).into_response(),
+    }
+}
+
+/// `POST {portal}/webauthn/register/start`: a new passkey's (or security key's) options.
+pub async fn webauthn_register_start(
+    State(st): State<Shared>,
+    rt: Here,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Json(b): Json<WebauthnBody>,
+) -> Response {
+    let (session, user) = match signed_in(&st, &rt, &jar).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
+        return form_expired();
+    }
+    if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
+        return r;
+    }
+    let kind = match b.kind.as_str() {
+        "security_key" => RegistrationKind::SecurityKey,
+        _ => RegistrationKind::Passkey,
+    };
+    match st.authn.webauthn_register_start(&user, kind).await {
+        Ok((mut options, state)) => {
+            if kind == RegistrationKind::Passkey {
+                require_resident_key(&mut options);
+            }
+            started(&st, options, state).await
+        }
+        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
+    }
+}
+
+/// A passkey must be discoverable so that "Sign in with a passkey" can find it without a
+/// username: ask the authenticator for a resident (client-side discoverable) credential.
+/// The server-side verification does not depend on this hint.
+fn require_resident_key(options: &mut serde_json::Value) {
+    if let Some(sel) = options
+        .pointer_mut("/publicKey/authenticatorSelection")
+        .and_then(|v| v.as_object_mut())
+    {
+        sel.insert(
+            "residentKey".into(),
+            serde_json::Value::String("required".into()),
+        );
+        sel.insert("requireResidentKey".into(), serde_json::Value::Bool(true));
+    }
+}
+
+/// `POST {portal}/webauthn/register/finish`: the new credential, stored.
+pub async fn webauthn_register_finish(
+    State(st): State<Shared>,
+    rt: Here,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Json(b): Json<WebauthnBody>,
+) -> Response {
+    let (session, user) = match signed_in(&st, &rt, &jar).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
+        return form_expired();
+    }
+    let state = match take_ceremony(&st, &b.id).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let label = match b.label.trim() {
+        "" => "Passkey",
+        l => l,
+    };
+    match st
+        .authn
+        .webauthn_register_finish(&user, state, b.response, label)
+        .await
+    {
+        Ok(_) => Json(serde_json::json!({ "redirect": rt.portal_url("/account?done=webauthn") }))
+            .into_response(),
+        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
+    }
+}

@@ -1,0 +1,346 @@
+//! A per-node read cache in front of the stores for the records every access request reads:
+//! sessions, users, devices and sign-in histories (`sessions.cache_ttl`, 2 s by default;
+//! `0s` turns it off).
+//!
+//! The cache wraps the stores themselves ([`wrap`]), so every write this node makes (sign-in,
+//! step-up, logout, "sign out everywhere", id rotation, CAEP and device re-evaluation, user
+//! and device changes) goes through it and drops the affected entries before it returns: a
+//! change made on this node takes effect on the very next request. A change made elsewhere
+//! (another node, the CLI) is seen within the TTL, the only staleness the cache adds.
+//!
+//! Session expiry and idle timeouts are still computed from the record's own times on every
+//! request, so they are exact. Store errors are never cached. Absent records are not cached
+//! either, except a session id stepgate issued (its MAC verifies) that the store no longer
+//! holds: ids are never reused, so that absence is final, and made-up ids are refused by
+//! their MAC before the cache. The cache cannot turn a miss into an allow, and random ids
+//! cannot fill it.
+//!
+//! A read that started before a write to the same kind of record is not cached when it
+//! finishes after it (a generation counter per map), so a racing read cannot bring back a
+//! record this node just revoked.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use stepgate_store::{
+    AuditEvent, AuditQuery, DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent,
+    OtpCheck, SessionEntry, StoreResult, Stores, UserRecord,
+};
+
+use stepgate_signals::risk::SignInEntry;
+
+use crate::session::SessionData;
+
+/// Entries kept per map before expired ones are swept (and, if that is not enough, all are
+/// dropped): bounds memory whatever the traffic.
+const MAX_ENTRIES: usize = 100_000;
+
+/// The cached records and the TTL (updated on reload), shared by the store wrappers and
+/// the server state.
+pub struct Caches {
+    ttl_ms: AtomicU64,
+    hot: Arc<dyn HotStore>,
+    durable: Arc<dyn DurableStore>,
+    sessions: TtlMap<String, Option<Arc<SessionSlot>>>,
+    /// The sign-in histories (by hot-store list key), decoded and sorted once per fill.
+    /// Other hot-store lists (the device → sessions index CAEP re-evaluation reads) always
+    /// go to the store.
+    histories: TtlMap<String, Arc<Vec<SignInEntry>>>,
+    users: TtlMap<String, Option<Arc<UserRecord>>>,
+    /// Users by username, absent ones included (the keys come from verified bearer tokens
+    /// only); emptied on every user write.
+    usernames: TtlMap<String, Option<Arc<UserRecord>>>,
+    devices: TtlMap<String, Option<DeviceRecord>>,
+    device_lists: TtlMap<String, Vec<DeviceRecord>>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("ttl", &self.ttl())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached session record with its state decoded once.
+pub struct SessionSlot {
+    /// The record as the store returned it.
+    pub entry: SessionEntry,
+    data: OnceLock<Option<Arc<SessionData>>>,
+}
+
+impl SessionSlot {
+    fn new(entry: SessionEntry) -> Self {
+        SessionSlot {
+            entry,
+            data: OnceLock::new(),
+        }
+    }
+
+    /// The session state, or `None` when this build cannot read the record.
+    pub fn data(&self) -> Option<&Arc<SessionData>> {
+        self.data
+            .get_or_init(|| {
+                serde_json::from_value(self.entry.data.clone())
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_ref()
+    }
+}
+
+impl Caches {
+    /// Changes the TTL (configuration reload). Entries already cached keep their insertion
+    /// time and are judged by the new TTL.
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(
+            ttl.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The TTL in force.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// The live session `id`, from the cache or the hot store.
+    ///
+    /// With `issued_here` (the id's MAC verified: stepgate issued it), an id the store does
+    /// not hold (expired, signed out, deleted) is remembered as absent for the TTL too, so
+    /// replaying one real but dead id costs no store read per request. Ids that were never
+    /// issued are refused before this by their MAC and are never cached, so made-up ids
+    /// cannot fill the map. An id is never reused, so a cached absence cannot hide a
+    /// session created later.
+    pub async fn session(
+        &self,
+        id: &str,
+        issued_here: bool,
+    ) -> StoreResult<Option<Arc<SessionSlot>>> {
+        let read = async {
+            Ok(self
+                .hot
+                .get_session(id)
+                .await?
+                .map(|e| Arc::new(SessionSlot::new(e))))
+        };
+        let s = read_through(&self.sessions, id, self.ttl(), read, issued_here).await?;
+        // The store's own expiry still holds for a cached record.
+        let now = Utc::now();
+        Ok(s.filter(|s| s.entry.expires_at > now))
+    }
+
+    /// Whether the session `id` has a live cache entry (a session, or an absence cached for
+    /// an id whose MAC verified): either way the id was checked before it was cached, so a
+    /// caller may skip checking its MAC again.
+    pub fn session_cached(&self, id: &str) -> bool {
+        let ttl = self.ttl();
+        !ttl.is_zero() && self.sessions.get(id, ttl).is_ok()
+    }
+
+    /// The user `id`, from the cache or the durable store, shared rather than copied.
+    pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
+        let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
+        read_through(&self.users, id, self.ttl(), read, false).await
+    }
+
+    /// The user named `username`, if there is one. Unlike [`Caches::user`], an absent user
+    /// is cached too: only call this with names from verified credentials (bearer tokens),
+    /// which a client cannot make up to fill the cache.
+    pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<Arc<UserRecord>>> {
+        let read = async {
+            Ok(self
+                .durable
+                .get_user_by_username(username)
+                .await?
+                .map(Arc::new))
+        };
+        read_through(&self.usernames, username, self.ttl(), read, true).await
+    }
+
+    /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
+    /// entries this build cannot read are skipped. Decoded once per cache fill.
+    pub async fn sign_ins(&self, key: &str) -> StoreResult<Arc<Vec<SignInEntry>>> {
+        let read = async {
+            let mut h: Vec<SignInEntry> = self
+                .hot
+                .recent(key)
+                .await?
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            h.sort_by_key(|e| e.time);
+            Ok(Arc::new(h))
+        };
+        read_through(&self.histories, key, self.ttl(), read, false).await
+    }
+}
+
+struct Inner<K, V> {
+    generation: u64,
+    /// foldhash, randomly seeded: there are several lookups on every request, and only
+    /// keys stepgate issued or verified are ever stored (a session id whose MAC verified,
+    /// an existing user, device or history, a username from a verified bearer token), none
+    /// a client made up, so SipHash's stronger defence against flooding buys nothing here.
+    map: HashMap<K, (Instant, V), foldhash::fast::RandomState>,
+}
+
+/// One map of cached records with a TTL and a write generation.
+struct TtlMap<K, V> {
+    inner: Mutex<Inner<K, V>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
+    fn new() -> Self {
+        TtlMap {
+            inner: Mutex::new(Inner {
+                generation: 0,
+                map: HashMap::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A live cached value, or the generation a read-through must present to cache its
+    /// result.
+    fn get<Q>(&self, key: &Q, ttl: Duration) -> Result<V, u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let g = self.lock();
+        match g.map.get(key) {
+            Some((at, v)) if at.elapsed() < ttl => Ok(v.clone()),
+            _ => Err(g.generation),
+        }
+    }
+
+    /// Caches `value` unless a write happened since the read began (`generation`).
+    fn put(&self, key: K, value: V, generation: u64, ttl: Duration) {
+        let mut g = self.lock();
+        if g.generation != generation {
+            return;
+        }
+        if g.map.len() >= MAX_ENTRIES {
+            g.map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if g.map.len() >= MAX_ENTRIES {
+                g.map.clear();
+            }
+        }
+        g.map.insert(key, (Instant::now(), value));
+    }
+
+    /// Drops one entry (and makes in-flight reads uncacheable).
+    fn invalidate<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.remove(key);
+    }
+
+    /// Drops every entry matching `f`.
+    fn invalidate_where(&self, f: impl Fn(&V) -> bool) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.retain(|_, (_, v)| !f(v));
+    }
+
+    fn clear(&self) {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.map.clear();
+    }
+}
+
+/// Caches a read through `map` when the TTL is not zero. Errors are never cached; `None` is
+/// cached only with `absent_too`, for keys a client cannot make up (an absence cached for a
+/// made-up key would let random keys fill the map).
+async fn read_through<V, F>(
+    map: &TtlMap<String, V>,
+    key: &str,
+    ttl: Duration,
+    read: F,
+    absent_too: bool,
+) -> StoreResult<V>
+where
+    V: Clone + Cacheable,
+    F: std::future::Future<Output = StoreResult<V>>,
+{
+    if ttl.is_zero() {
+        return read.await;
+    }
+    // A hit costs no allocation: the key is copied only to cache a miss.
+    let generation = match map.get(key, ttl) {
+        Ok(v) => return Ok(v),
+        Err(g) => g,
+    };
+    let v = read.await?;
+    if absent_too || v.worth_caching() {
+        map.put(key.to_string(), v.clone(), generation, ttl);
+    }
+    Ok(v)
+}
+
+trait Cacheable {
+    fn worth_caching(&self) -> bool;
+}
+
+impl<T> Cacheable for Option<T> {
+    fn worth_caching(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T> Cacheable for Vec<T> {
+    fn worth_caching(&self) -> bool {
+        true
+    }
+}
+
+impl<T> Cacheable for Arc<Vec<T>> {
+    fn worth_caching(&self) -> bool {
+        true
+    }
+}
+
+mod stores;
+
+pub use stores::{wrap, CachedDurable, CachedHot};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_during_a_read_keeps_the_read_out_of_the_cache() {
+        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let ttl = Duration::from_secs(60);
+        let g = m.get("a", ttl).unwrap_err();
+        m.invalidate("a");
+        m.put("a".into(), Some(1), g, ttl);
+        assert!(m.get("a", ttl).is_err(), "stale read cached");
+        let g = m.get("a", ttl).unwrap_err();
+        m.put("a".into(), Some(2), g, ttl);
+        assert_eq!(m.get("a", ttl), Ok(Some(2)));
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let g = m.get("a", Duration::from_secs(60)).unwrap_err();
+        m.put("a".into(), Some(1), g, Duration::from_secs(60));
+        assert!(m.get("a", Duration::ZERO).is_err());
+        assert!(m.get("a", Duration::from_secs(60)).is_ok());
+    }
+}

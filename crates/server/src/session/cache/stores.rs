@@ -1,0 +1,303 @@
+//! The stores as the server uses them: every read that can be cached goes through the
+//! node's [`super::Caches`], and every write drops what it changes from them, so a change
+//! made on this node holds on its next request.
+
+use super::*;
+
+/// Wraps both stores in a cache whose entries live `ttl` (zero: off); the handle is kept in
+/// the server state for reloads and the session fast path.
+pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
+    let caches = Arc::new(Caches {
+        ttl_ms: AtomicU64::new(ttl.as_millis().min(u64::MAX as u128) as u64),
+        hot: stores.hot.clone(),
+        durable: stores.durable.clone(),
+        sessions: TtlMap::new(),
+        histories: TtlMap::new(),
+        users: TtlMap::new(),
+        usernames: TtlMap::new(),
+        devices: TtlMap::new(),
+        device_lists: TtlMap::new(),
+    });
+    let wrapped = Stores {
+        durable: Arc::new(CachedDurable {
+            inner: stores.durable,
+            c: caches.clone(),
+        }),
+        hot: Arc::new(CachedHot {
+            inner: stores.hot,
+            c: caches.clone(),
+        }),
+    };
+    (wrapped, caches)
+}
+
+/// The hot store with sessions and sign-in histories cached.
+pub struct CachedHot {
+    inner: Arc<dyn HotStore>,
+    c: Arc<Caches>,
+}
+
+impl CachedHot {
+    /// Runs a write to session `id` with its cache entry dropped before and again after:
+    /// a read that began before the write must not be cached, whatever the interleaving.
+    async fn writing_session<T>(
+        &self,
+        id: &str,
+        write: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.c.sessions.invalidate(id);
+        let r = write.await;
+        self.c.sessions.invalidate(id);
+        r
+    }
+}
+
+#[async_trait]
+impl HotStore for CachedHot {
+    async fn put_session(
+        &self,
+        id: &str,
+        user_id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.writing_session(id, self.inner.put_session(id, user_id, data, ttl))
+            .await
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
+        Ok(self.c.session(id, false).await?.map(|s| s.entry.clone()))
+    }
+
+    async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
+        self.writing_session(id, self.inner.touch_session(id, ttl))
+            .await
+    }
+
+    async fn update_session(
+        &self,
+        id: &str,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        self.writing_session(id, self.inner.update_session(id, data, ttl))
+            .await
+    }
+
+    async fn delete_session(&self, id: &str) -> StoreResult<bool> {
+        self.writing_session(id, self.inner.delete_session(id))
+            .await
+    }
+
+    async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        self.inner.list_sessions_for_user(user_id).await
+    }
+
+    async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
+        let mine =
+            |e: &Option<Arc<SessionSlot>>| e.as_ref().is_some_and(|e| e.entry.user_id == user_id);
+        self.c.sessions.invalidate_where(mine);
+        let r = self.inner.delete_sessions_for_user(user_id).await;
+        self.c.sessions.invalidate_where(mine);
+        r
+    }
+
+    async fn incr_counter(&self, key: &str, window: Duration) -> StoreResult<u64> {
+        self.inner.incr_counter(key, window).await
+    }
+
+    async fn get_counter(&self, key: &str) -> StoreResult<u64> {
+        self.inner.get_counter(key).await
+    }
+
+    async fn reset_counter(&self, key: &str) -> StoreResult<()> {
+        self.inner.reset_counter(key).await
+    }
+
+    async fn set_ban(&self, key: &str, until: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.set_ban(key, until).await
+    }
+
+    async fn ban_until(&self, key: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.inner.ban_until(key).await
+    }
+
+    async fn clear_ban(&self, key: &str) -> StoreResult<()> {
+        self.inner.clear_ban(key).await
+    }
+
+    async fn put_otp(
+        &self,
+        key: &str,
+        code_hash: &[u8],
+        ttl: Duration,
+        max_attempts: u32,
+    ) -> StoreResult<()> {
+        self.inner.put_otp(key, code_hash, ttl, max_attempts).await
+    }
+
+    async fn check_otp(&self, key: &str, code_hash: &[u8]) -> StoreResult<OtpCheck> {
+        self.inner.check_otp(key, code_hash).await
+    }
+
+    async fn delete_otp(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete_otp(key).await
+    }
+
+    async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool> {
+        self.inner.remember_once(key, ttl).await
+    }
+
+    async fn push_recent(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        keep: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.c.histories.invalidate(key);
+        let r = self.inner.push_recent(key, value, keep, ttl).await;
+        self.c.histories.invalidate(key);
+        r
+    }
+
+    async fn recent(&self, key: &str) -> StoreResult<Vec<serde_json::Value>> {
+        // The sign-in histories are cached decoded ([`Caches::sign_ins`]); raw lists are not.
+        self.inner.recent(key).await
+    }
+
+    async fn purge_expired(&self) -> StoreResult<u64> {
+        let r = self.inner.purge_expired().await;
+        self.c.sessions.clear();
+        self.c.histories.clear();
+        r
+    }
+}
+
+/// The durable store with users and devices cached.
+pub struct CachedDurable {
+    inner: Arc<dyn DurableStore>,
+    c: Arc<Caches>,
+}
+
+impl CachedDurable {
+    fn devices_changed(&self, id: &str) {
+        self.c.devices.invalidate(id);
+        // An owner may have changed: every list may be affected.
+        self.c.device_lists.clear();
+    }
+}
+
+#[async_trait]
+impl DurableStore for CachedDurable {
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
+        let r = self.inner.create_user(user).await;
+        self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
+        r
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self.c.user(id).await?.map(|u| (*u).clone()))
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        self.inner.get_user_by_username(username).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.inner.list_users().await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
+        let r = self.inner.update_user(user).await;
+        self.c.users.invalidate(user.id.as_str());
+        self.c.usernames.clear();
+        r
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        self.c.users.invalidate(id);
+        self.c.usernames.clear();
+        let r = self.inner.delete_user(id).await;
+        self.c.users.invalidate(id);
+        self.c.usernames.clear();
+        r
+    }
+
+    async fn create_factor(&self, factor: &FactorRecord) -> StoreResult<()> {
+        self.inner.create_factor(factor).await
+    }
+
+    async fn get_factor(&self, id: &str) -> StoreResult<Option<FactorRecord>> {
+        // Not cached: factor verification (counters, last use) must see the latest record.
+        self.inner.get_factor(id).await
+    }
+
+    async fn find_factor(&self, kind: &str, lookup_key: &str) -> StoreResult<Option<FactorRecord>> {
+        self.inner.find_factor(kind, lookup_key).await
+    }
+
+    async fn list_factors(&self, user_id: &str) -> StoreResult<Vec<FactorRecord>> {
+        self.inner.list_factors(user_id).await
+    }
+
+    async fn update_factor(&self, factor: &FactorRecord) -> StoreResult<()> {
+        self.inner.update_factor(factor).await
+    }
+
+    async fn touch_factor(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.inner.touch_factor(id, at).await
+    }
+
+    async fn delete_factor(&self, id: &str) -> StoreResult<bool> {
+        self.inner.delete_factor(id).await
+    }
+
+    async fn delete_factors_for_user(&self, user_id: &str) -> StoreResult<u64> {
+        self.inner.delete_factors_for_user(user_id).await
+    }
+
+    async fn put_device(&self, device: &DeviceRecord) -> StoreResult<()> {
+        self.devices_changed(&device.id);
+        let r = self.inner.put_device(device).await;
+        self.devices_changed(&device.id);
+        r
+    }
+
+    async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let ttl = self.c.ttl();
+        read_through(&self.c.devices, id, ttl, self.inner.get_device(id), false).await
+    }
+
+    async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
+        let ttl = self.c.ttl();
+        read_through(
+            &self.c.device_lists,
+            owner,
+            ttl,
+            self.inner.list_devices(owner),
+            false,
+        )
+        .await
+    }
+
+    async fn delete_device(&self, id: &str) -> StoreResult<bool> {
+        self.devices_changed(id);
+        let r = self.inner.delete_device(id).await;
+        self.devices_changed(id);
+        r
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        self.inner.append_audit(event).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.inner.list_audit(query).await
+    }
+}

@@ -1,0 +1,219 @@
+//! The session service: the session a request's cookie names, loaded, checked against its
+//! lifetime and idle limits, kept up to date, and rotated to a new id whenever a factor is
+//! passed.
+//!
+//! The model (factors passed, device, flags) is [`stepgate_authn::session`]; this room keeps
+//! it in the hot store behind an opaque id ([`crate::app::signer::Signer::session_id`]: a
+//! random part and a MAC, so a made-up id is refused without a store read), through the
+//! node's read cache ([`cache`]). The absolute lifetime and idle timeout come from
+//! `sessions:` tightened by the level the session reached (NIST SP 800-63B defaults). The
+//! id is replaced on every sign-in and step-up, so an id seen before authentication is
+//! worthless after it.
+//!
+//! What does not belong here: deciding whether a session may do something (that is
+//! [`crate::access`]) or rendering pages.
+
+pub mod cache;
+pub mod cookies;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+pub use stepgate_authn::session::{Session, SessionData, SessionEnd};
+use stepgate_store::{HotStore, StoreResult};
+
+use crate::app::signer::Signer;
+use crate::app::state::Runtime;
+use cache::Caches;
+use cookies::CookieSource;
+
+/// The session lifetimes in force for a session's level.
+pub fn limits(cfg: &stepgate_config::SessionsConfig, aal: u8) -> (Duration, Option<Duration>) {
+    let (life, idle) = cfg.limits(aal.max(1));
+    (life.0, idle.map(|d| d.0))
+}
+
+/// Loads, checks, saves and rotates sessions (see the module documentation).
+pub struct Sessions {
+    hot: Arc<dyn HotStore>,
+    cache: Arc<Caches>,
+    signer: Signer,
+}
+
+impl Sessions {
+    /// The service over the (cached) hot store.
+    pub fn new(hot: Arc<dyn HotStore>, cache: Arc<Caches>, signer: Signer) -> Self {
+        Sessions { hot, cache, signer }
+    }
+
+    /// The session the request's cookie names, if it is live; its activity is recorded. A
+    /// store failure is an error, so the caller can fail closed.
+    pub async fn current(
+        &self,
+        rt: &Runtime,
+        cookies: &(dyn CookieSource + Sync),
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Session>> {
+        let Some(id) = cookies.cookie(&rt.session_cookie) else {
+            return Ok(None);
+        };
+        // An id stepgate did not issue (its MAC does not verify) is refused before the store
+        // is asked. Only checked ids are ever cached, so a cached one needs no second check.
+        if id.is_empty()
+            || id.len() > 128
+            || !(self.cache.session_cached(id) || self.signer.session_id_ok(id))
+        {
+            return Ok(None);
+        }
+        Ok(self.load(rt, id, now).await?.ok())
+    }
+
+    /// Loads a session, enforcing the absolute lifetime and idle timeout for its level, and
+    /// records the activity. The record comes through the node's read cache; the lifetime
+    /// and idle checks use the record's own times, so they are exact whether it was cached
+    /// or not. Writes go to the hot store, which drops the cached record.
+    pub async fn load(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<Session, SessionEnd>> {
+        let mut s = match self.check(rt, id, now).await? {
+            Ok(s) => s,
+            Err(end) => return Ok(Err(end)),
+        };
+        // Writing on every request would make the store the bottleneck; a few seconds of
+        // idle-time slack is harmless.
+        if now - s.data.last_seen > chrono::Duration::seconds(5) {
+            Arc::make_mut(&mut s.data).last_seen = now;
+            if !self.save(rt, &s, now).await? {
+                // Ended (signed out, revoked) since it was read: it stays ended.
+                return Ok(Err(SessionEnd::Unknown));
+            }
+        }
+        Ok(Ok(s))
+    }
+
+    /// [`Sessions::load`] without recording activity: whether the session still stands (an
+    /// open WebSocket is checked this way; it is not the user's activity, so it does not keep
+    /// the session from idling out).
+    pub async fn check(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<Session, SessionEnd>> {
+        let Some(slot) = self.cache.session(id, true).await? else {
+            return Ok(Err(SessionEnd::Unknown));
+        };
+        let Some(data) = slot.data() else {
+            // A record this build cannot read is not trusted.
+            self.hot.delete_session(id).await?;
+            return Ok(Err(SessionEnd::Unknown));
+        };
+        let aal = data.aal(&rt.config.assurance);
+        let (life, idle) = limits(&rt.config.sessions, aal);
+        let forever = chrono::Duration::MAX;
+        if now - data.created_at > chrono::Duration::from_std(life).unwrap_or(forever) {
+            self.hot.delete_session(id).await?;
+            return Ok(Err(SessionEnd::Expired));
+        }
+        if let Some(idle) = idle {
+            if now - data.last_seen > chrono::Duration::from_std(idle).unwrap_or(forever) {
+                self.hot.delete_session(id).await?;
+                return Ok(Err(SessionEnd::Idle));
+            }
+        }
+        Ok(Ok(Session {
+            id: id.to_string(),
+            data: data.clone(),
+        }))
+    }
+
+    /// Stores `data` under a brand-new id (sign-in, step-up), deleting `old` if given.
+    pub async fn rotate(
+        &self,
+        rt: &Runtime,
+        old: Option<&str>,
+        data: SessionData,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Session> {
+        if let Some(old) = old {
+            self.hot.delete_session(old).await?;
+        }
+        let id = self.signer.session_id();
+        self.hot
+            .put_session(
+                &id,
+                &data.user_id,
+                &serde_json::to_value(&data).unwrap_or_default(),
+                ttl_for(rt, &data, now),
+            )
+            .await?;
+        Ok(Session {
+            id,
+            data: Arc::new(data),
+        })
+    }
+
+    /// Rewrites a live session's state under the same id. Whether it was still live: a
+    /// session ended since it was read (signed out, revoked) stays ended.
+    pub async fn save(&self, rt: &Runtime, s: &Session, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.hot
+            .update_session(
+                &s.id,
+                &serde_json::to_value(&s.data).unwrap_or_default(),
+                ttl_for(rt, &s.data, now),
+            )
+            .await
+    }
+
+    /// A stored session's state as it is now, not through the cache and without any limit
+    /// checked (the CAEP receiver and the sessions page read the user's other sessions).
+    pub async fn peek(&self, id: &str) -> StoreResult<Option<(String, SessionData)>> {
+        Ok(self.hot.get_session(id).await?.and_then(|e| {
+            serde_json::from_value::<SessionData>(e.data)
+                .ok()
+                .map(|d| (e.user_id, d))
+        }))
+    }
+
+    /// Ends one session.
+    pub async fn end(&self, id: &str) -> StoreResult<()> {
+        self.hot.delete_session(id).await.map(|_| ())
+    }
+
+    /// Ends every session of a user; how many there were.
+    pub async fn end_all(&self, user_id: &str) -> StoreResult<usize> {
+        let n = self.hot.delete_sessions_for_user(user_id).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// The ids of a user's sessions.
+    pub async fn of_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        self.hot.list_sessions_for_user(user_id).await
+    }
+
+    /// The signer whose MAC session ids carry (the sessions page's handles use it too).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The node's read cache.
+    pub fn cache(&self) -> &Arc<Caches> {
+        &self.cache
+    }
+}
+
+fn ttl_for(rt: &Runtime, data: &SessionData, now: DateTime<Utc>) -> Duration {
+    let aal = data.aal(&rt.config.assurance);
+    let (life, idle) = limits(&rt.config.sessions, aal);
+    let end = data.created_at + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::MAX);
+    let remaining = (end - now).to_std().unwrap_or(Duration::ZERO);
+    match idle {
+        Some(i) => remaining.min(i),
+        None => remaining,
+    }
+    .max(Duration::from_secs(1))
+}
