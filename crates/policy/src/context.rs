@@ -219,6 +219,13 @@ pub struct NetworkContext {
     /// IP risk score 0–100 from the risk feeds (absent: unknown).
     #[serde(default)]
     pub ip_risk_score: Option<u8>,
+    /// Latitude from GeoIP: no condition reads it, the travel velocity of the risk score
+    /// does (a context file may state it for `stepgate what-if`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Longitude from GeoIP (see `latitude`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
 }
 
 /// The parsed user agent. The values are shared: the parse of an agent is cached and

@@ -58,11 +58,13 @@ pub struct GeoInfo {
 }
 
 impl GeoInfo {
-    /// Fills country, region and city of the policy's network context.
+    /// Fills country, region, city and coordinates of the policy's network context.
     pub fn apply_to(&self, net: &mut NetworkContext) {
         net.country = self.country.clone();
         net.region = self.region.clone();
         net.city = self.city.clone();
+        net.latitude = self.latitude;
+        net.longitude = self.longitude;
     }
 }
 

@@ -2,7 +2,10 @@
 //! file. The file states who (a user), what for (app, method, path), from where and from
 //! what; a sign-in history may come with it, which is scored exactly as a live request's
 //! would be (the in-session filter included). GeoIP, when configured, fills the location
-//! and coordinates the file leaves out, as it would for a live request.
+//! and coordinates the file leaves out, as it would for a live request. Everything a live
+//! signal source can find, a context file can state: the address, its place and
+//! coordinates, its IP risk, the user agent, the device, the certificate, and the history
+//! (or a risk assessment outright).
 
 use axum::http::{HeaderMap, Method};
 use stepgate_policy::{RequestContext, RequestKind};
@@ -33,22 +36,29 @@ impl StatedFacts {
             (Some(g), Some(ip)) => g.lookup(ip).unwrap_or_default(),
             _ => GeoInfo::default(),
         };
+        // What the file states wins; GeoIP fills what it leaves out.
         let stated_place = n.country.is_some() || n.region.is_some() || n.city.is_some();
+        let stated_point = n.latitude.is_some() && n.longitude.is_some();
+        let pick = |stated: bool, from_file: &Option<String>, found: &Option<String>| {
+            if stated {
+                from_file.clone()
+            } else {
+                found.clone()
+            }
+        };
         let geo = GeoInfo {
-            country: if stated_place {
-                n.country.clone()
+            country: pick(stated_place, &n.country, &looked_up.country),
+            region: pick(stated_place, &n.region, &looked_up.region),
+            city: pick(stated_place, &n.city, &looked_up.city),
+            latitude: if stated_point {
+                n.latitude
             } else {
-                looked_up.country.clone()
+                looked_up.latitude
             },
-            region: if stated_place {
-                n.region.clone()
+            longitude: if stated_point {
+                n.longitude
             } else {
-                looked_up.region.clone()
-            },
-            city: if stated_place {
-                n.city.clone()
-            } else {
-                looked_up.city.clone()
+                looked_up.longitude
             },
             ..looked_up
         };

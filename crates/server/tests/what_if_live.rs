@@ -1,0 +1,547 @@
+//! `stepgate what-if` judges exactly as the live gateway does. For random requests and
+//! contexts — who (four users with different groups and attributes), what for (every demo
+//! app, its routes, other paths, any method, sign-in), from where (corporate, VPN, public
+//! and unknown addresses, countries, IP risk, travel since a random history of sign-ins),
+//! from what (device states, compliance, posture, user agents, certificates) and when — the
+//! live pipeline of a running server (its sessions, users and caches real, its signal
+//! sources replaced by ones that return the generated facts) and `what-if` on the same
+//! context written out as a context file give the same outcome, deciding policy,
+//! step-up requirement and remediation.
+//!
+//! The configuration is the demo's (examples/demo.yaml) plus policies on the behavioural
+//! risk, so every kind of condition it uses is drawn on.
+
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use axum::http::{HeaderMap, HeaderValue, Method};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+use stepgate_authn::{FactorKind, PassedFactor};
+use stepgate_policy::{
+    CertificateContext, DeviceContext, DeviceState, FailingCheck, NetworkContext, Outcome,
+    PostureValue, RequestContext, RequestInfo, RequestKind, RiskContext, UserAgentContext,
+};
+use stepgate_server::access::context::Facts;
+use stepgate_server::access::signals::SignalError;
+use stepgate_server::access::what_if::{what_if, StatedFacts};
+use stepgate_server::access::{AccessRequest, Credentials, SignalSource, Subject, Verdict, Who};
+use stepgate_server::app::SignalSourceFactory;
+use stepgate_server::session::cookies::decision_cookies;
+use stepgate_server::{build_state_with, demo, Runtime, ServeOptions, Shared};
+use stepgate_signals::geoip::GeoInfo;
+use stepgate_signals::risk::{SignInEntry, SignInOutcome};
+use stepgate_store::{AttributeValue, SecretKey, SecretsConfig, UserRecord};
+
+/// Policies on the behavioural risk, on top of the demo's.
+const RISK_POLICIES: &str = r#"
+  - name: high-risk-sign-in-denied
+    priority: 12
+    targets: { sign_in: true }
+    conditions:
+      - risk: { at_least: high }
+    outcome: { deny: { message: This sign-in looks too risky. } }
+  - name: new-country-steps-up
+    priority: 13
+    conditions:
+      - risk: { reasons: [new_country, impossible_travel] }
+    outcome: { step_up: { min_aal: 2, max_age: 10m } }
+  - name: medium-risk-apps
+    priority: 14
+    conditions:
+      - risk: { at_least: medium }
+    outcome: { step_up: { min_aal: 2, phishing_resistant: true } }
+"#;
+
+/// The facts the live pipeline's signal source returns, by the session of the request
+/// (cases run side by side, each with a session of its own).
+#[derive(Default)]
+struct Generated {
+    facts: Mutex<std::collections::HashMap<String, Facts>>,
+}
+
+/// A signal source that returns the generated facts.
+struct GeneratedSource(Arc<Generated>);
+
+#[async_trait::async_trait]
+impl SignalSource for GeneratedSource {
+    async fn facts(
+        &self,
+        _: &Runtime,
+        _: &AccessRequest<'_>,
+        subject: &Subject,
+    ) -> Result<Facts, SignalError> {
+        let Who::Session(s) = &subject.who else {
+            panic!("the live cases come with a session");
+        };
+        Ok(self.0.facts.lock().unwrap()[&s.id].clone())
+    }
+}
+
+/// A running server's state and its users.
+struct World {
+    st: Shared,
+    users: Vec<UserRecord>,
+    generated: Arc<Generated>,
+    _dir: tempfile::TempDir,
+}
+
+static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
+
+static WORLD: LazyLock<World> = LazyLock::new(|| RT.block_on(world()));
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let text = [include_str!("../../../examples/demo.yaml"), RISK_POLICIES].concat();
+    let mut cfg = stepgate_config::load_str("demo.yaml", &text, Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.secrets = SecretsConfig::default();
+    let generated = Arc::new(Generated::default());
+    let g = generated.clone();
+    let factory: SignalSourceFactory = Box::new(move |_| Arc::new(GeneratedSource(g)));
+    let key = SecretKey::generate();
+    let st = build_state_with(cfg, key.clone(), ServeOptions::default(), Some(factory))
+        .await
+        .unwrap();
+    demo::seed(&st, &key).await.unwrap();
+    let mut users = Vec::new();
+    for name in ["jane", "john"] {
+        users.push(
+            st.stores
+                .durable
+                .get_user_by_username(name)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let mut carol = UserRecord::new("carol");
+    carol.groups = vec!["licence-admins".into(), "staff".into()];
+    carol.attributes.insert(
+        "employment_type".into(),
+        AttributeValue::One("contractor".into()),
+    );
+    carol.email = Some("carol@example.test".into());
+    let mut dave = UserRecord::new("dave");
+    dave.attributes.insert(
+        "department".into(),
+        AttributeValue::Many(vec!["ops".into(), "licensing".into()]),
+    );
+    for u in [carol, dave] {
+        st.stores.durable.create_user(&u).await.unwrap();
+        users.push(u);
+    }
+    World {
+        st,
+        users,
+        generated,
+        _dir: dir,
+    }
+}
+
+/// One generated case.
+#[derive(Debug, Clone)]
+struct Case {
+    user: usize,
+    sign_in: bool,
+    app: usize,
+    method: &'static str,
+    path: &'static str,
+    ip: Option<IpAddr>,
+    place: Option<(&'static str, &'static str, f64, f64)>,
+    ip_risk: Option<u8>,
+    device: Option<DeviceContext>,
+    user_agent: UserAgentContext,
+    certificate: Option<CertificateContext>,
+    time: DateTime<Utc>,
+    history: Vec<SignInEntry>,
+}
+
+const APPS: [&str; 3] = ["licence-console", "wiki", "aws-console"];
+const PATHS: [&str; 8] = [
+    "/licences",
+    "/licences/7/renew",
+    "/licences/7/revoke",
+    "/admin",
+    "/admin/users/3",
+    "/",
+    "/reports",
+    "/licences/7",
+];
+const PLACES: [(&str, &str, f64, f64); 5] = [
+    ("FR", "Paris", 48.85, 2.35),
+    ("US", "New York", 40.71, -74.0),
+    ("DE", "Berlin", 52.52, 13.40),
+    ("KP", "Pyongyang", 39.03, 125.75),
+    ("FR", "Lyon", 45.76, 4.83),
+];
+
+fn ip() -> impl Strategy<Value = Option<IpAddr>> {
+    prop_oneof![
+        Just(None),
+        (0u8..=255).prop_map(|x| Some(IpAddr::from([10, 1, 2, x]))),
+        (0u8..=255).prop_map(|x| Some(IpAddr::from([198, 51, 100, x]))),
+        (0u8..=255).prop_map(|x| Some(IpAddr::from([203, 0, 113, x]))),
+        Just(Some("2001:db8:c0::5".parse().unwrap())),
+    ]
+}
+
+fn device() -> impl Strategy<Value = Option<DeviceContext>> {
+    let state = prop_oneof![
+        Just(DeviceState::Unregistered),
+        Just(DeviceState::Registered),
+        Just(DeviceState::Managed),
+        Just(DeviceState::ManagedEdr),
+    ];
+    let compliant = prop_oneof![Just(None), Just(Some(true)), Just(Some(false))];
+    let os = prop_oneof![Just(None), Just(Some("14.2")), Just(Some("15.1"))];
+    let failing =
+        prop::sample::subsequence(vec!["disk_encryption", "os_version", "firewall"], 0..=2);
+    prop::option::of((state, compliant, os, failing, 0u8..4)).prop_map(|d| {
+        d.map(|(state, compliant, os, failing, id)| DeviceContext {
+            id: Some(format!("device-{id}")),
+            state,
+            compliant,
+            failing_checks: failing
+                .into_iter()
+                .map(|c| FailingCheck {
+                    id: c.into(),
+                    message: Some(format!("{c} fails")),
+                    fix: Some(format!("fix {c}")),
+                })
+                .collect(),
+            posture: os
+                .map(|v| [("os_version".to_string(), PostureValue::from(v))].into())
+                .unwrap_or_default(),
+            ..DeviceContext::default()
+        })
+    })
+}
+
+fn user_agent() -> impl Strategy<Value = UserAgentContext> {
+    let pick = |v: Vec<&'static str>| prop::option::of(prop::sample::select(v));
+    (
+        pick(vec!["Chrome", "Firefox", "Safari"]),
+        pick(vec!["macOS", "Windows", "iOS", "Linux"]),
+        pick(vec!["desktop", "mobile"]),
+    )
+        .prop_map(|(b, o, d)| UserAgentContext {
+            raw: None,
+            browser: b.map(Into::into),
+            os: o.map(Into::into),
+            device_class: d.map(Into::into),
+        })
+}
+
+fn history(now: DateTime<Utc>) -> impl Strategy<Value = Vec<SignInEntry>> {
+    let entry = (
+        1i64..200_000,
+        0usize..PLACES.len(),
+        ip(),
+        any::<bool>(),
+        0u8..4,
+    );
+    prop::collection::vec(entry, 0..5).prop_map(move |es| {
+        let mut out: Vec<SignInEntry> = es
+            .into_iter()
+            .map(|(ago, place, ip, ok, dev)| {
+                let (country, city, lat, lon) = PLACES[place];
+                SignInEntry {
+                    time: now - Duration::seconds(ago),
+                    ip,
+                    zones: Vec::new(),
+                    country: Some(country.into()),
+                    city: Some(city.into()),
+                    latitude: Some(lat),
+                    longitude: Some(lon),
+                    device_id: Some(format!("device-{dev}")),
+                    user_agent: None,
+                    outcome: if ok {
+                        SignInOutcome::Success
+                    } else {
+                        SignInOutcome::Failure
+                    },
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| e.time);
+        out
+    })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    // A fixed week (Monday 2026-11-30), so working hours and weekends both come up.
+    let base = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+    let when = (0i64..7 * 86_400).prop_map(move |s| base + Duration::seconds(s));
+    let who = (0usize..4, prop::bool::weighted(0.2), 0usize..APPS.len());
+    let what = (
+        prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]),
+        prop::sample::select(PATHS.to_vec()),
+    );
+    let from = (
+        ip(),
+        prop::option::of(prop::sample::select(PLACES.to_vec())),
+        prop::option::of(0u8..=100),
+    );
+    let cert = prop::option::of(any::<bool>()).prop_map(|c| {
+        c.map(|valid| CertificateContext {
+            valid,
+            issuer: Some("CN=Devices".into()),
+            ..CertificateContext::default()
+        })
+    });
+    (who, what, from, device(), user_agent(), cert, when).prop_flat_map(
+        |((user, sign_in, app), (method, path), (ip, place, ip_risk), device, ua, cert, time)| {
+            history(time).prop_map(move |history| Case {
+                user,
+                sign_in,
+                app,
+                method,
+                path,
+                ip,
+                place,
+                ip_risk,
+                device: device.clone(),
+                user_agent: ua.clone(),
+                certificate: cert.clone(),
+                time,
+                history,
+            })
+        },
+    )
+}
+
+impl Case {
+    /// The facts a live signal source would find.
+    fn facts(&self) -> Facts {
+        let mut geo = GeoInfo::default();
+        if let Some((country, city, lat, lon)) = self.place {
+            geo.country = Some(country.into());
+            geo.city = Some(city.into());
+            geo.latitude = Some(lat);
+            geo.longitude = Some(lon);
+        }
+        Facts {
+            ip: self.ip,
+            geo,
+            ip_risk_score: self.ip_risk,
+            user_agent: self.user_agent.clone(),
+            certificate: self.certificate.clone(),
+            device: self.device.clone(),
+            history: Some(Arc::new(self.history.clone())),
+            risk: None,
+        }
+    }
+
+    /// The same, as a context file states it.
+    fn context_file(&self, user: &UserRecord) -> String {
+        let network = NetworkContext {
+            ip: self.ip,
+            country: self.place.map(|p| p.0.to_string()),
+            city: self.place.map(|p| p.1.to_string()),
+            ip_risk_score: self.ip_risk,
+            latitude: self.place.map(|p| p.2),
+            longitude: self.place.map(|p| p.3),
+            ..NetworkContext::default()
+        };
+        let ctx = RequestContext {
+            kind: if self.sign_in {
+                RequestKind::SignIn
+            } else {
+                RequestKind::Access
+            },
+            time: self.time,
+            user: Some(stepgate_server::access::context::user_context(user)),
+            request: RequestInfo {
+                app: (!self.sign_in).then(|| APPS[self.app].to_string()),
+                method: self.method.into(),
+                path: self.path.into(),
+            },
+            network,
+            user_agent: self.user_agent.clone(),
+            device: self.device.clone(),
+            certificate: self.certificate.clone(),
+            risk: RiskContext::default(),
+        };
+        serde_json::to_string(&ctx).unwrap()
+    }
+}
+
+/// What both sides must agree on.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    outcome: Option<Outcome>,
+    policy: Option<String>,
+    remediation: Option<Vec<(String, Option<String>, Option<String>)>>,
+}
+
+fn answer(j: stepgate_server::access::Judged<'_>) -> Answer {
+    let remediation = match &j.verdict {
+        Verdict::Deny(d) => Some(
+            d.remediation
+                .iter()
+                .map(|r| (r.check.clone(), Some(r.message.clone()), r.fix.clone()))
+                .collect(),
+        ),
+        _ => None,
+    };
+    Answer {
+        outcome: j.decision.map(|d| d.outcome.clone()),
+        policy: j.decision.and_then(|d| d.policy).map(str::to_string),
+        remediation,
+    }
+}
+
+/// The live pipeline on `c`: the request as the gateway reads it, the session cookie of
+/// the case's user.
+async fn live(w: &World, c: &Case) -> Answer {
+    let rt = w.st.runtime.load_full();
+    // A session signed in (password and TOTP) at the case's time, so its lifetime is
+    // judged at that time as at any other.
+    let user = &w.users[c.user];
+    let a = &rt.config.assurance;
+    let mut data = stepgate_server::session::SessionData::new(
+        &user.id,
+        &user.username,
+        PassedFactor::new(FactorKind::Password, a, c.time),
+        c.time,
+    );
+    data.add_factor(PassedFactor::new(FactorKind::Totp, a, c.time));
+    let session =
+        w.st.sessions
+            .rotate(&rt, None, data, c.time)
+            .await
+            .unwrap()
+            .id;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "cookie",
+        HeaderValue::from_str(&format!("{}={session}", rt.session_cookie)).unwrap(),
+    );
+    let cookies = decision_cookies(&rt, &headers).unwrap();
+    let method = Method::from_bytes(c.method.as_bytes()).unwrap();
+    w.generated
+        .facts
+        .lock()
+        .unwrap()
+        .insert(session.clone(), c.facts());
+    let req = AccessRequest {
+        kind: if c.sign_in {
+            RequestKind::SignIn
+        } else {
+            RequestKind::Access
+        },
+        app: (!c.sign_in).then_some(APPS[c.app]),
+        method: &method,
+        path: c.path,
+        headers: &headers,
+        ip: c.ip,
+        credentials: Credentials::Cookies(&cookies),
+        certificates: None,
+        now: c.time,
+    };
+    let got = answer(w.st.access.decide(&rt, &req).await);
+    w.st.sessions.end(&session).await.unwrap();
+    w.generated.facts.lock().unwrap().remove(&session);
+    got
+}
+
+/// `stepgate what-if` on `c` written as a context file, with the history beside it.
+async fn offline(w: &World, c: &Case) -> Answer {
+    let rt = w.st.runtime.load_full();
+    let user = &w.users[c.user];
+    let file: RequestContext = serde_json::from_str(&c.context_file(user)).unwrap();
+    let history: Vec<SignInEntry> =
+        serde_json::from_str(&serde_json::to_string(&c.history).unwrap()).unwrap();
+    let source = StatedFacts::new(&file, Some(history), None);
+    let (judged, _) = what_if(&rt, &file, &source).await;
+    answer(judged)
+}
+
+fn cases() -> u32 {
+    std::env::var("STEPGATE_WHAT_IF_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn what_if_decides_as_the_live_gateway_does(c in case()) {
+        let w = &*WORLD;
+        let (got, want) = RT.block_on(async { (live(w, &c).await, offline(w, &c).await) });
+        prop_assert!(got.outcome.is_some(), "the live request reached the policies");
+        prop_assert_eq!(got, want, "{:?}", c);
+    }
+}
+
+#[test]
+fn the_generated_cases_reach_every_outcome() {
+    // The property above is only as good as its cases: each outcome, and a good share of
+    // the configuration's policies, must come up in a modest run.
+    let w = &*WORLD;
+    use proptest::strategy::ValueTree as _;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut policies = std::collections::BTreeSet::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for _ in 0..2_000 {
+        let c = case().new_tree(&mut runner).unwrap().current();
+        let a = RT.block_on(live(w, &c));
+        kinds.insert(a.outcome.map(|o| o.kind().as_str()));
+        policies.insert(a.policy);
+    }
+    for k in ["allow", "step_up", "deny"] {
+        assert!(kinds.contains(&Some(k)), "{k} never came up: {kinds:?}");
+    }
+    assert!(
+        policies.len() >= 15,
+        "only {} policies decided: {policies:?}",
+        policies.len()
+    );
+}
+
+#[test]
+fn coordinates_a_context_file_states_measure_travel_as_geoip_would() {
+    // Found by the property above: what-if read a context file's place but not its
+    // coordinates, so a live request's impossible travel was an ordinary one offline.
+    let w = &*WORLD;
+    let t = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+    let c = Case {
+        user: 0,
+        sign_in: false,
+        app: 0,
+        method: "GET",
+        path: "/licences",
+        ip: None,
+        place: Some(PLACES[0]),
+        ip_risk: None,
+        device: None,
+        user_agent: UserAgentContext::default(),
+        certificate: None,
+        time: t,
+        history: vec![SignInEntry {
+            time: t - Duration::minutes(5),
+            ip: None,
+            zones: vec![],
+            country: Some("US".into()),
+            city: Some("New York".into()),
+            latitude: Some(40.71),
+            longitude: Some(-74.0),
+            device_id: None,
+            user_agent: None,
+            outcome: SignInOutcome::Success,
+        }],
+    };
+    let (live, offline) = RT.block_on(async { (live(w, &c).await, offline(w, &c).await) });
+    assert_eq!(live.policy.as_deref(), Some("impossible-travel-apps"));
+    assert_eq!(offline, live);
+}
