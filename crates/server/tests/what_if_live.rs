@@ -379,17 +379,12 @@ impl Case {
 struct Answer {
     outcome: Option<Outcome>,
     policy: Option<String>,
-    remediation: Option<Vec<(String, Option<String>, Option<String>)>>,
+    remediation: Option<Vec<stepgate_policy::RemediationItem>>,
 }
 
 fn answer(j: stepgate_server::access::Judged<'_>) -> Answer {
     let remediation = match &j.verdict {
-        Verdict::Deny(d) => Some(
-            d.remediation
-                .iter()
-                .map(|r| (r.check.clone(), Some(r.message.clone()), r.fix.clone()))
-                .collect(),
-        ),
+        Verdict::Deny(d) => Some(d.remediation.clone()),
         _ => None,
     };
     Answer {
