@@ -106,7 +106,7 @@ fn sighup_with_a_hostile_file_keeps_the_running_configuration_and_the_server() {
     assert_eq!(
         (served, unserved),
         (303, 421),
-        "an app's host redirects to sign-in, an unknown host is not found"
+        "an app's host redirects to sign-in (303), an unknown host is misdirected (421)"
     );
 
     for (i, case) in hostile::CASES.iter().enumerate() {
