@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# bench/load.sh — stepgate's HTTP throughput against a bare hyper server and nginx, in one
-# run on loopback (DESIGN.md §6):
+# bench/load.sh — stepgate's HTTP throughput against a bare hyper server, a bare hyper reverse
+# proxy and a tuned nginx, on loopback, every target measured REPEATS times interleaved
+# (DESIGN.md §6):
 #
 #   1. hello          a bare hyper "200 OK" server (crates/server/examples/hello.rs)
-#   2. nginx          nginx as a plain reverse proxy to hello
+#   2. nginx          nginx as a reverse proxy to hello, tuned as a production nginx would be:
+#                     `reuseport` listeners, `keepalive_requests 100000` to clients and to the
+#                     upstream (it never reconnects where the Rust servers do not), kept
+#                     upstream connections, no access log
 #   3. stepgate-proxy stepgate's reverse proxy to hello, with a valid session cookie
 #   4. forward-auth   stepgate's /_stepgate/auth/forward with a valid session cookie (allow)
 #   5. hyper-proxy    a reverse proxy of bare hyper (server + kept client connections, one event
 #                     loop per core, nothing else; crates/server/examples/bare_proxy.rs): the
 #                     floor for any proxy built on stepgate's HTTP stack, so stepgate's own cost
 #                     (proxy vs hyper-proxy) shows apart from the stack's (hyper-proxy vs nginx)
+#   6. baseline-proxy, baseline-forward-auth (with BASELINE=/path/to/another/stepgate): the
+#                     same two through another stepgate binary (an older build), run with the
+#                     same configuration and a copy of the same store and key, so that one run
+#                     quotes a change's cost as new/baseline
 #
-# It signs in through the portal itself (password + TOTP, computed here) to get the
-# session, checks every target answers 200 before measuring, and prints requests/s, p99
-# latency and the ratios the targets are stated in.
+# It signs in through the portal itself (password + TOTP, computed here) to get the session,
+# checks every target answers 200 before measuring, and prints for each target the median
+# and min–max over the repeats of requests/s, p99 latency and the server's own CPU time per
+# request (user + system from /proc before and after each run), then the ratios the targets
+# are stated in, computed from the medians.
 #
-# It also prints each server's own CPU time per request (user + system, read from /proc
-# before and after each run), which says where the time goes independently of how the
-# two cores are shared with wrk.
-#
-# Usage: bench/load.sh  (env: THREADS=2 CONNS=32 DURATION=10s LAT_DURATION=5s BASE_PORT=19400
-# ASSERTION=on SESSIONS=100000 ROTATE=1000)
+# Usage: bench/load.sh
+# env: THREADS=2 CONNS=32 DURATION=10s LAT_DURATION=5s REPEATS=3 BASE_PORT=19400 ASSERTION=on
+#      SESSIONS=100000 ROTATE=1000 BASELINE=
 # HOLD=1 signs in, checks the targets, writes the URLs, headers and process ids to
 # $WORK/targets.env (the path is printed) and waits until interrupted, instead of
 # measuring: for profiling by hand (perf record -p <pid>) against a known-good session.
@@ -32,20 +39,38 @@ THREADS="${THREADS:-2}"
 CONNS="${CONNS:-32}"
 DURATION="${DURATION:-10s}"
 LAT_DURATION="${LAT_DURATION:-5s}"
-# The many-sessions pass: wrk cycles through ROTATE sessions of the bench user, before and
-# after SESSIONS sessions of other users are added to the store (SESSIONS=0 skips it).
+# Each target runs REPEATS times, the targets interleaved (all once, then all again, ...,
+# each round starting one target further on), so that a burst of load from elsewhere on a
+# shared machine lands on every target rather than on one.
+REPEATS="${REPEATS:-3}"
+# The many-sessions pass: wrk cycles through ROTATE sessions of the bench user; then SESSIONS
+# more sessions (also the bench user's, so that they can be requested) are added to the store
+# and the same ROTATE sessions, and ROTATE drawn evenly from the added ones, are measured
+# again (SESSIONS=0 skips the pass).
 SESSIONS="${SESSIONS:-100000}"
 ROTATE="${ROTATE:-1000}"
 BASE_PORT="${BASE_PORT:-19400}"
 # ASSERTION=off measures without the signed identity assertion (an ES256 signature per
 # allowed request).
 ASSERTION="${ASSERTION:-on}"
+# BASELINE=/path/to/stepgate: another stepgate binary measured alongside (see above).
+BASELINE="${BASELINE:-}"
 HELLO_PORT=$((BASE_PORT))
 NGINX_PORT=$((BASE_PORT + 1))
 SG_PORT=$((BASE_PORT + 2))
 BARE_PORT=$((BASE_PORT + 3))
+BASELINE_PORT=$((BASE_PORT + 4))
 APP_HOST=app.bench.test
 PORTAL_HOST=auth.bench.test
+
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "bench: BASELINE=$BASELINE is not an executable stepgate binary" >&2
+  exit 2
+fi
+if ! [ "$REPEATS" -ge 1 ] 2>/dev/null; then
+  echo "bench: REPEATS=$REPEATS: expected a whole number, at least 1" >&2
+  exit 2
+fi
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
@@ -58,8 +83,11 @@ fi
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 
 echo "bench: building stepgate and the hello server (release)"
-cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello \
-  --example seed_sessions --example bare_proxy
+if ! cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello \
+  --example seed_sessions --example bare_proxy; then
+  echo "bench: the build failed (if crates/server is in the middle of a change, retry later)" >&2
+  exit 1
+fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 STEPGATE="$TARGET_DIR/release/stepgate"
 HELLO="$TARGET_DIR/release/examples/hello"
@@ -86,23 +114,39 @@ wait_port() {
 
 # 1. The bare hyper server.
 "$HELLO" "127.0.0.1:$HELLO_PORT" >"$WORK/hello.log" 2>&1 &
-PIDS+=($!)
+HELLO_PID=$!
+PIDS+=("$HELLO_PID")
 
-# 2. nginx as a plain reverse proxy to it (keep-alive upstream, as a tuned deployment).
+# 2. nginx as a reverse proxy to it, tuned: one listening socket per worker (`reuseport`: the
+# kernel spreads connections across workers without an accept mutex, as stepgate and the bare
+# proxy spread them across their event loops), connections to clients and to the upstream
+# kept for 100,000 requests (the default of 1,000 would reconnect every few hundred
+# milliseconds at these rates, where the Rust servers never do), enough kept upstream
+# connections for every client connection, no access log, no version header.
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes auto;
-events { worker_connections 1024; }
+worker_rlimit_nofile 65536;
+events { worker_connections 4096; }
 http {
     access_log off;
+    server_tokens off;
+    tcp_nodelay on;
+    keepalive_requests 100000;
+    keepalive_timeout 75s;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
     fastcgi_temp_path $WORK/nginx/fastcgi;
     uwsgi_temp_path $WORK/nginx/uwsgi;
     scgi_temp_path $WORK/nginx/scgi;
-    upstream hello { server 127.0.0.1:$HELLO_PORT; keepalive 64; }
+    upstream hello {
+        server 127.0.0.1:$HELLO_PORT;
+        keepalive 128;
+        keepalive_requests 100000;
+        keepalive_timeout 75s;
+    }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_PORT reuseport backlog=4096;
         location / {
             proxy_pass http://hello;
             proxy_http_version 1.1;
@@ -115,19 +159,21 @@ user_directive=""
 [ "$(id -u)" = 0 ] && user_directive="user root;"
 "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
   -g "daemon off; pid $WORK/nginx/nginx.pid; $user_directive" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
 
-# 5. The bare hyper reverse proxy to it (started here so that PIDS keeps its order: hello,
-# nginx, then this; stepgate is last).
+# 5. The bare hyper reverse proxy to it.
 "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$HELLO_PORT" >"$WORK/bare_proxy.log" 2>&1 &
-PIDS+=($!)
+BARE_PID=$!
+PIDS+=("$BARE_PID")
 
 # 3./4. stepgate with one app in front of hello and a user with a known TOTP seed.
 "$STEPGATE" secrets generate-key >"$WORK/secret.key"
-cat >"$WORK/stepgate.yaml" <<EOF
+write_config() { # port
+  cat <<EOF
 server:
-  listen: 127.0.0.1:$SG_PORT
-  public_url: http://$PORTAL_HOST:$SG_PORT
+  listen: 127.0.0.1:$1
+  public_url: http://$PORTAL_HOST:$1
   data_dir: data
   trusted_proxies: [127.0.0.1]
 secrets:
@@ -149,12 +195,15 @@ policies:
     targets: { sign_in: true }
     outcome: { step_up: { min_aal: 2 } }
 EOF
+}
+write_config "$SG_PORT" >"$WORK/stepgate.yaml"
 PASSWORD="Quartz lantern 7 drifts over the harbour"
 printf '%s\n' "$PASSWORD" | "$STEPGATE" user add bench --email bench@bench.test --group staff \
   --password-stdin --config "$WORK/stepgate.yaml" >/dev/null
 TOTP_KEY="$("$STEPGATE" user enroll-totp bench --no-qr --config "$WORK/stepgate.yaml" | sed -n 's/^key: //p')"
 STEPGATE_LOG=warn "$STEPGATE" serve --config "$WORK/stepgate.yaml" >"$WORK/stepgate.log" 2>&1 &
-PIDS+=($!)
+SG_PID=$!
+PIDS+=("$SG_PID")
 
 wait_port "$HELLO_PORT"
 wait_port "$NGINX_PORT"
@@ -218,34 +267,85 @@ PY
 )"
 COOKIE="stepgate_session=$SESSION"
 
+# 6. The baseline stepgate: the same configuration on its own port, a consistent copy of the
+# store taken now (it holds the session just signed in) and the same key, so the same cookie
+# is valid there.
+BASELINE_PID=""
+if [ -n "$BASELINE" ]; then
+  mkdir -p "$WORK/baseline/data"
+  cp "$WORK/secret.key" "$WORK/baseline/secret.key"
+  write_config "$BASELINE_PORT" >"$WORK/baseline/stepgate.yaml"
+  python3 - "$WORK/data/stepgate.db" "$WORK/baseline/data/stepgate.db" <<'PY'
+import sqlite3, sys
+src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+src.backup(dst)
+dst.close()
+src.close()
+PY
+  STEPGATE_LOG=warn "$BASELINE" serve --config "$WORK/baseline/stepgate.yaml" \
+    >"$WORK/baseline.log" 2>&1 &
+  BASELINE_PID=$!
+  PIDS+=("$BASELINE_PID")
+  wait_port "$BASELINE_PORT"
+fi
+
 FA_URL="http://127.0.0.1:$SG_PORT/_stepgate/auth/forward"
 FA_HEADERS=(-H "Cookie: $COOKIE" -H "X-Forwarded-Method: GET" -H "X-Forwarded-Proto: http"
   -H "X-Forwarded-Host: $APP_HOST:$SG_PORT" -H "X-Forwarded-Uri: /")
 PROXY_HEADERS=(-H "Host: $APP_HOST:$SG_PORT" -H "Cookie: $COOKIE")
+BASELINE_FA_URL="http://127.0.0.1:$BASELINE_PORT/_stepgate/auth/forward"
 # Every measured request carries a browser's User-Agent, as real traffic does (stepgate
 # reads it for the policy's user-agent conditions; without one that work is skipped).
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
+# The targets: name → server process(es) for the CPU figure, URL, wrk arguments.
+TARGETS=(hello nginx hyper-proxy stepgate-proxy forward-auth)
+[ -n "$BASELINE" ] && TARGETS+=(baseline-proxy baseline-forward-auth)
+target_pids() {
+  case "$1" in
+    hello) echo "$HELLO_PID" ;;
+    nginx) echo "$NGINX_PID" ;;
+    hyper-proxy) echo "$BARE_PID" ;;
+    stepgate-proxy | forward-auth | proxy-* | fa-*) echo "$SG_PID" ;;
+    baseline-*) echo "$BASELINE_PID" ;;
+  esac
+}
+# Sets URL and ARGS for a target.
+target_request() {
+  case "$1" in
+    hello) URL="http://127.0.0.1:$HELLO_PORT/"; ARGS=() ;;
+    nginx) URL="http://127.0.0.1:$NGINX_PORT/"; ARGS=() ;;
+    hyper-proxy) URL="http://127.0.0.1:$BARE_PORT/"; ARGS=() ;;
+    stepgate-proxy) URL="http://127.0.0.1:$SG_PORT/"; ARGS=("${PROXY_HEADERS[@]}") ;;
+    forward-auth) URL="$FA_URL"; ARGS=("${FA_HEADERS[@]}") ;;
+    baseline-proxy) URL="http://127.0.0.1:$BASELINE_PORT/"; ARGS=("${PROXY_HEADERS[@]}") ;;
+    baseline-forward-auth) URL="$BASELINE_FA_URL"; ARGS=("${FA_HEADERS[@]}") ;;
+    proxy-rotating*) URL="http://127.0.0.1:$SG_PORT/"; ARGS=(-s "$WORK/rotate.lua" -H "Host: $APP_HOST:$SG_PORT") ;;
+    fa-rotating*) URL="$FA_URL"; ARGS=(-s "$WORK/rotate.lua" "${FA_HEADERS[@]:2}") ;;
+    proxy-added) URL="http://127.0.0.1:$SG_PORT/"; ARGS=(-s "$WORK/added.lua" -H "Host: $APP_HOST:$SG_PORT") ;;
+    fa-added) URL="$FA_URL"; ARGS=(-s "$WORK/added.lua" "${FA_HEADERS[@]:2}") ;;
+    *) echo "bench: unknown target $1" >&2; exit 2 ;;
+  esac
+}
+
 check() {
-  local name=$1 url=$2; shift 2
-  local code
-  code="$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")"
+  local name=$1 code
+  target_request "$name"
+  code="$(curl -s -o /dev/null -w '%{http_code}' "${ARGS[@]}" "$URL")"
   if [ "$code" != 200 ]; then
     echo "bench: $name answered $code, not 200; refusing to measure it" >&2
     exit 1
   fi
 }
-check hello "http://127.0.0.1:$HELLO_PORT/"
-check nginx "http://127.0.0.1:$NGINX_PORT/"
-check hyper-proxy "http://127.0.0.1:$BARE_PORT/"
-check stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
-check forward-auth "$FA_URL" "${FA_HEADERS[@]}"
-curl -s -D - -o /dev/null "${FA_HEADERS[@]}" "$FA_URL" | grep -i '^remote-user: bench' >/dev/null \
-  || { echo "bench: forward-auth did not assert the user" >&2; exit 1; }
+for t in "${TARGETS[@]}"; do check "$t"; done
+for url in "$FA_URL" ${BASELINE:+"$BASELINE_FA_URL"}; do
+  curl -s -D - -o /dev/null "${FA_HEADERS[@]}" "$url" | grep -i '^remote-user: bench' >/dev/null \
+    || { echo "bench: forward-auth at $url did not assert the user" >&2; exit 1; }
+done
 
 if [ "${HOLD:-0}" = 1 ]; then
   {
-    echo "HELLO_PID=${PIDS[0]} NGINX_PID=${PIDS[1]} BARE_PID=${PIDS[2]} STEPGATE_PID=${PIDS[3]}"
+    echo "HELLO_PID=$HELLO_PID NGINX_PID=$NGINX_PID BARE_PID=$BARE_PID STEPGATE_PID=$SG_PID BASELINE_PID=$BASELINE_PID"
     echo "HELLO_URL=http://127.0.0.1:$HELLO_PORT/ NGINX_URL=http://127.0.0.1:$NGINX_PORT/ BARE_URL=http://127.0.0.1:$BARE_PORT/"
     echo "PROXY_URL=http://127.0.0.1:$SG_PORT/ FA_URL=$FA_URL"
     printf 'PROXY_HEADERS=('; printf '%q ' "${PROXY_HEADERS[@]}"; echo ')'
@@ -256,7 +356,7 @@ if [ "${HOLD:-0}" = 1 ]; then
   while true; do sleep 3600; done
 fi
 
-# CPU time (user + system, in clock ticks) of a process and its children threads/workers.
+# CPU time (user + system, in clock ticks) of processes and their children (nginx's workers).
 cpu_ticks() {
   local total=0 pid
   for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
@@ -267,75 +367,112 @@ cpu_ticks() {
   echo "$total"
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# wrk's latency column in milliseconds.
+to_ms='{v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'
 
-declare -A RPS P99 CPU
-# Runs wrk and records requests/s and p99 (in ms).
+# Every run's figures, by target: space-separated lists, one value per repeat.
+declare -A RPS P99 CPU LAT50 LAT99
+# One saturated wrk run of a target: requests/s, p99 (ms), the server's CPU µs per request.
 measure() {
-  local name=$1 pids=$2 url=$3; shift 3
-  local out before after requests
-  # shellcheck disable=SC2086
-  before="$(cpu_ticks $pids)"
-  out="$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "User-Agent: $UA" "$@" "$url")"
-  # shellcheck disable=SC2086
-  after="$(cpu_ticks $pids)"
-  echo "$out" >"$WORK/wrk-$name.txt"
+  local name=$1 out before after requests
+  target_request "$name"
+  # shellcheck disable=SC2046
+  before="$(cpu_ticks $(target_pids "$name"))"
+  out="$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "User-Agent: $UA" "${ARGS[@]}" "$URL")"
+  # shellcheck disable=SC2046
+  after="$(cpu_ticks $(target_pids "$name"))"
+  echo "$out" >>"$WORK/wrk-$name.txt"
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "bench: $name had non-2xx responses:" >&2
     grep 'Non-2xx' <<<"$out" >&2
     exit 1
   fi
-  RPS[$name]="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
-  P99[$name]="$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' <<<"$out")"
   requests="$(awk '/requests in/ {print $1}' <<<"$out")"
-  CPU[$name]="$(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN { printf "%.1f", t * us / n }')"
-  printf '  %-16s %12.0f req/s   p99 %8.3f ms   %6.1f us CPU/req (server process only)\n' \
-    "$name" "${RPS[$name]}" "${P99[$name]}" "${CPU[$name]}"
+  RPS[$name]+=" $(awk '/^Requests\/sec:/ {print $2}' <<<"$out")"
+  P99[$name]+=" $(awk '$1 == "99%" '"$to_ms" <<<"$out")"
+  CPU[$name]+=" $(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN { printf "%.2f", t * us / n }')"
 }
-
-echo
-echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION on loopback, $(nproc) cores shared by wrk and the servers"
-measure hello "${PIDS[0]}" "http://127.0.0.1:$HELLO_PORT/"
-measure nginx "${PIDS[1]}" "http://127.0.0.1:$NGINX_PORT/"
-measure hyper-proxy "${PIDS[2]}" "http://127.0.0.1:$BARE_PORT/"
-measure stepgate-proxy "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
-measure forward-auth "${PIDS[3]}" "$FA_URL" "${FA_HEADERS[@]}"
-
-# Latency added by one hop, at one connection and one request at a time: no queueing, so
-# the difference is what the hop itself costs. (Under saturation each server's p99 is mostly
-# its own queue: hello's, at four times the rate, is the highest of all.)
-declare -A LAT50 LAT99
+# One request at a time: p50 and p99 (ms) of what the hop itself adds, no queueing.
 measure_latency() {
-  local name=$1 url=$2; shift 2
-  local out
-  out="$(wrk -t1 -c1 -d"$LAT_DURATION" --latency -H "User-Agent: $UA" "$@" "$url")"
-  echo "$out" >"$WORK/wrk-latency-$name.txt"
+  local name=$1 out
+  target_request "$name"
+  out="$(wrk -t1 -c1 -d"$LAT_DURATION" --latency -H "User-Agent: $UA" "${ARGS[@]}" "$URL")"
+  echo "$out" >>"$WORK/wrk-latency-$name.txt"
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "bench: $name had non-2xx responses at one connection" >&2
     exit 1
   fi
-  to_ms='{v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'
-  LAT50[$name]="$(awk '$1 == "50%" '"$to_ms" <<<"$out")"
-  LAT99[$name]="$(awk '$1 == "99%" '"$to_ms" <<<"$out")"
-  printf '  %-16s p50 %8.3f ms   p99 %8.3f ms\n' "$name" "${LAT50[$name]}" "${LAT99[$name]}"
+  LAT50[$name]+=" $(awk '$1 == "50%" '"$to_ms" <<<"$out")"
+  LAT99[$name]+=" $(awk '$1 == "99%" '"$to_ms" <<<"$out")"
 }
+# Runs `fn` on every named target REPEATS times, interleaved, each round starting one target
+# further on.
+interleaved() {
+  local fn=$1 r i n; shift
+  local names=("$@")
+  n=${#names[@]}
+  for ((r = 0; r < REPEATS; r++)); do
+    printf '  round %d/%d:' $((r + 1)) "$REPEATS"
+    for ((i = 0; i < n; i++)); do
+      local name=${names[$(((i + r) % n))]}
+      printf ' %s' "$name"
+      "$fn" "$name"
+    done
+    echo
+  done
+}
+# median / min / max of a list of numbers.
+median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR]=$1} END { if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'; }
+minmax() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo, hi}'; }
+# "median [min–max]" in a printf format.
+summary() { # format values
+  local m lo hi
+  m="$(median "$2")"; read -r lo hi <<<"$(minmax "$2")"
+  # shellcheck disable=SC2059
+  printf "$1 [$1–$1]" "$m" "$lo" "$hi"
+}
+# The spread of a figure over its repeats: (max - min) / median, in percent.
+spread() { local m lo hi; m="$(median "$1")"; read -r lo hi <<<"$(minmax "$1")"; awk -v m="$m" -v a="$lo" -v b="$hi" 'BEGIN { printf "%.0f%%", (m > 0 ? (b - a) * 100 / m : 0) }'; }
+print_saturated() {
+  local name
+  for name in "$@"; do
+    printf '  %-22s %s req/s   p99 %s ms   %s us CPU/req   (spread %s / %s / %s)\n' "$name" \
+      "$(summary '%.0f' "${RPS[$name]}")" "$(summary '%.3f' "${P99[$name]}")" \
+      "$(summary '%.1f' "${CPU[$name]}")" \
+      "$(spread "${RPS[$name]}")" "$(spread "${P99[$name]}")" "$(spread "${CPU[$name]}")"
+  done
+}
+
 echo
-echo "bench: wrk -t1 -c1 -d$LAT_DURATION (one request at a time)"
-measure_latency hello "http://127.0.0.1:$HELLO_PORT/"
-measure_latency nginx "http://127.0.0.1:$NGINX_PORT/"
-measure_latency hyper-proxy "http://127.0.0.1:$BARE_PORT/"
-measure_latency stepgate-proxy "http://127.0.0.1:$SG_PORT/" "${PROXY_HEADERS[@]}"
-measure_latency forward-auth "$FA_URL" "${FA_HEADERS[@]}"
+echo "bench: $(nproc) cores shared by wrk and the servers; load average before measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION on loopback, each target $REPEATS times, interleaved"
+interleaved measure "${TARGETS[@]}"
+echo "  median [min–max] over $REPEATS runs; spread = (max - min) / median of req/s, p99, CPU/req"
+print_saturated "${TARGETS[@]}"
+
+# Latency added by one hop, at one connection and one request at a time: no queueing, so
+# the difference is what the hop itself costs. (Under saturation each server's p99 is mostly
+# its own queue: hello's, at four times the rate, is the highest of all.)
+echo
+echo "bench: wrk -t1 -c1 -d$LAT_DURATION (one request at a time), each target $REPEATS times, interleaved"
+interleaved measure_latency "${TARGETS[@]}"
+for name in "${TARGETS[@]}"; do
+  printf '  %-22s p50 %s ms   p99 %s ms\n' "$name" \
+    "$(summary '%.3f' "${LAT50[$name]}")" "$(summary '%.3f' "${LAT99[$name]}")"
+done
 
 # Many live sessions (DESIGN.md §6: 100,000 live sessions without throughput dropping by
 # more than 10%). Each request carries the next of ROTATE session cookies, so sessions leave
-# and re-enter the session cache; the same ROTATE sessions are measured with the store
-# holding only them, then with SESSIONS more (through the store code stepgate uses, while it
-# runs).
+# and re-enter the session cache. Measured with the store holding only those, then with
+# SESSIONS more added through the store code stepgate uses, while it runs: the same ROTATE
+# sessions again, and ROTATE sessions drawn evenly from the added ones, so that the added
+# sessions are requested too (a rotation of the same size, so the cache behaves the same).
 if [ "$SESSIONS" -gt 0 ]; then
   (cd "$WORK" && "$SEED" --config stepgate.yaml --username bench --count "$ROTATE" --out rotate.txt)
-  cat >"$WORK/rotate.lua" <<'LUA'
+  rotation_script() { # sessions file
+    cat <<LUA
 local ids = {}
-for line in io.lines(os.getenv("SESSIONS_FILE")) do ids[#ids + 1] = line end
+for line in io.lines("$1") do ids[#ids + 1] = line end
 local i = 0
 request = function()
   i = i % #ids + 1
@@ -343,31 +480,43 @@ request = function()
   return wrk.format()
 end
 LUA
-  export SESSIONS_FILE="$WORK/rotate.txt"
-  ROT_PROXY=(-s "$WORK/rotate.lua" -H "Host: $APP_HOST:$SG_PORT")
-  ROT_FA=(-s "$WORK/rotate.lua" "${FA_HEADERS[@]:2}")
+  }
+  rotation_script "$WORK/rotate.txt" >"$WORK/rotate.lua"
   echo
-  echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION cycling through $ROTATE sessions"
-  measure proxy-rotating "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
-  measure fa-rotating "${PIDS[3]}" "$FA_URL" "${ROT_FA[@]}"
-  (cd "$WORK" && "$SEED" --config stepgate.yaml --count "$SESSIONS")
-  echo "bench: the same, with $SESSIONS more live sessions in the store"
-  measure proxy-rotating+ "${PIDS[3]}" "http://127.0.0.1:$SG_PORT/" "${ROT_PROXY[@]}"
-  measure fa-rotating+ "${PIDS[3]}" "$FA_URL" "${ROT_FA[@]}"
+  echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION cycling through $ROTATE sessions, each $REPEATS times, interleaved"
+  interleaved measure proxy-rotating fa-rotating
+  (cd "$WORK" && "$SEED" --config stepgate.yaml --username bench --count "$SESSIONS" --out added.txt)
+  step=$((SESSIONS / ROTATE)); [ "$step" -ge 1 ] || step=1
+  awk -v s="$step" -v n="$ROTATE" '(NR - 1) % s == 0 && c < n { print; c++ }' "$WORK/added.txt" >"$WORK/drawn.txt"
+  rotation_script "$WORK/drawn.txt" >"$WORK/added.lua"
+  echo "bench: the same $ROTATE sessions (-rotating+), and $(wc -l <"$WORK/drawn.txt") drawn from the $SESSIONS added (-added), with the $SESSIONS in the store"
+  interleaved measure proxy-rotating+ fa-rotating+ proxy-added fa-added
+  print_saturated proxy-rotating fa-rotating proxy-rotating+ fa-rotating+ proxy-added fa-added
 fi
 
+m() { median "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 change() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (b - a) * 100 / a }'; }
 diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 echo
-echo "  forward-auth / hello         $(ratio "${RPS[forward-auth]}" "${RPS[hello]}")x req/s   (target: >= 0.50, within 2x)"
-echo "  stepgate-proxy / nginx       $(ratio "${RPS[stepgate-proxy]}" "${RPS[nginx]}")x req/s   (target: >= 1.00)"
-echo "  hyper-proxy / nginx          $(ratio "${RPS[hyper-proxy]}" "${RPS[nginx]}")x req/s   (the HTTP stack's own floor, no stepgate logic)"
-echo "  stepgate-proxy / hyper-proxy $(ratio "${RPS[stepgate-proxy]}" "${RPS[hyper-proxy]}")x req/s   (what stepgate's decision and header work cost)"
-echo "  stepgate-proxy added p99     $(diff_ms "${LAT99[stepgate-proxy]}" "${LAT99[hello]}") ms over hello at one connection   (target: < 1 ms)"
-echo "  nginx added p99              $(diff_ms "${LAT99[nginx]}" "${LAT99[hello]}") ms over hello at one connection"
-echo "  stepgate-proxy saturated p99 $(diff_ms "${P99[stepgate-proxy]}" "${P99[hello]}") ms over hello's (each at its own saturation)"
+echo "ratios from the medians:"
+echo "  forward-auth / hello           $(ratio "$(m "${RPS[forward-auth]}")" "$(m "${RPS[hello]}")")x req/s   (target: >= 0.50, within 2x)"
+echo "  stepgate-proxy / hyper-proxy   $(ratio "$(m "${RPS[stepgate-proxy]}")" "$(m "${RPS[hyper-proxy]}")")x req/s   (target: >= 0.85)"
+echo "  stepgate-proxy / hyper-proxy   $(ratio "$(m "${CPU[stepgate-proxy]}")" "$(m "${CPU[hyper-proxy]}")")x CPU/req   (target: <= 1.30)"
+echo "  stepgate-proxy / nginx         $(ratio "$(m "${RPS[stepgate-proxy]}")" "$(m "${RPS[nginx]}")")x req/s   (the long-term aim: >= 1.00)"
+echo "  hyper-proxy / nginx            $(ratio "$(m "${RPS[hyper-proxy]}")" "$(m "${RPS[nginx]}")")x req/s   (the HTTP stack's own floor, no stepgate logic)"
+echo "  stepgate-proxy / nginx         $(ratio "$(m "${CPU[stepgate-proxy]}")" "$(m "${CPU[nginx]}")")x CPU/req"
+echo "  stepgate-proxy added p99       $(diff_ms "$(m "${LAT99[stepgate-proxy]}")" "$(m "${LAT99[hello]}")") ms over hello at one connection   (target: < 1 ms)"
+echo "  nginx added p99                $(diff_ms "$(m "${LAT99[nginx]}")" "$(m "${LAT99[hello]}")") ms over hello at one connection"
+echo "  stepgate-proxy saturated p99   $(diff_ms "$(m "${P99[stepgate-proxy]}")" "$(m "${P99[hello]}")") ms over hello's (each at its own saturation)"
 if [ "$SESSIONS" -gt 0 ]; then
-  echo "  proxy with $SESSIONS more sessions    $(change "${RPS[proxy-rotating]}" "${RPS[proxy-rotating+]}") req/s   (target: no drop over 10%)"
-  echo "  forward-auth with $SESSIONS more     $(change "${RPS[fa-rotating]}" "${RPS[fa-rotating+]}") req/s   (target: no drop over 10%)"
+  echo "  proxy, same $ROTATE sessions, $SESSIONS more in the store        $(change "$(m "${RPS[proxy-rotating]}")" "$(m "${RPS[proxy-rotating+]}")") req/s   (target: no drop over 10%)"
+  echo "  proxy, $ROTATE of the $SESSIONS added sessions                   $(change "$(m "${RPS[proxy-rotating]}")" "$(m "${RPS[proxy-added]}")") req/s   (target: no drop over 10%)"
+  echo "  forward-auth, same $ROTATE sessions, $SESSIONS more in the store $(change "$(m "${RPS[fa-rotating]}")" "$(m "${RPS[fa-rotating+]}")") req/s   (target: no drop over 10%)"
+  echo "  forward-auth, $ROTATE of the $SESSIONS added sessions            $(change "$(m "${RPS[fa-rotating]}")" "$(m "${RPS[fa-added]}")") req/s   (target: no drop over 10%)"
 fi
+if [ -n "$BASELINE" ]; then
+  echo "  proxy: new/baseline            $(ratio "$(m "${RPS[stepgate-proxy]}")" "$(m "${RPS[baseline-proxy]}")")x req/s, $(ratio "$(m "${CPU[stepgate-proxy]}")" "$(m "${CPU[baseline-proxy]}")")x CPU/req, $(ratio "$(m "${LAT99[stepgate-proxy]}")" "$(m "${LAT99[baseline-proxy]}")")x p99 at one connection   (baseline: $BASELINE)"
+  echo "  forward-auth: new/baseline     $(ratio "$(m "${RPS[forward-auth]}")" "$(m "${RPS[baseline-forward-auth]}")")x req/s, $(ratio "$(m "${CPU[forward-auth]}")" "$(m "${CPU[baseline-forward-auth]}")")x CPU/req, $(ratio "$(m "${LAT99[forward-auth]}")" "$(m "${LAT99[baseline-forward-auth]}")")x p99 at one connection"
+fi
+echo "bench: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
