@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{StoreError, StoreResult};
 use crate::secrets::SealedSecret;
 
 /// The factor kind of a password (its PHC hash is the factor's sealed secret).
@@ -335,6 +337,24 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
 
 pub(crate) fn to_ms(t: &DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+/// A TTL in milliseconds, saturating far beyond any real TTL.
+pub(crate) fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// The JSON text a store keeps for `v` (user groups and attributes, factor and device data,
+/// audit detail, session data).
+pub(crate) fn json_text<T: Serialize + ?Sized>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v)
+        .map_err(|e| StoreError::Invalid(format!("value is not serializable: {e}")))
+}
+
+/// Reads back JSON text a store kept; [`StoreError::Corrupt`] naming `what` if it does not
+/// decode.
+pub(crate) fn parse_json<T: DeserializeOwned>(what: &'static str, s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt(what, e))
 }
 
 /// Constant-time equality for short secrets (OTP hashes).

@@ -14,8 +14,9 @@ use redis::{AsyncCommands, Script};
 
 use crate::config::{redact_url, RedisConfig};
 use crate::error::{StoreError, StoreResult};
-use crate::model::{ct_eq, from_ms, now_ms, to_ms, OtpCheck, SessionEntry};
-use crate::sqlite::ttl_ms;
+use crate::model::{
+    ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
+};
 use crate::traits::HotStore;
 
 /// Hot state in Redis, shared by every stepgate node. Cheap to clone (one multiplexed,
@@ -155,15 +156,6 @@ impl RedisStore {
 
 fn ttl_arg(ttl: Duration) -> i64 {
     ttl_ms(ttl).max(1)
-}
-
-fn json_text(v: &serde_json::Value) -> StoreResult<String> {
-    serde_json::to_string(v)
-        .map_err(|e| StoreError::Invalid(format!("value is not serializable: {e}")))
-}
-
-fn parse_json(what: &'static str, s: &str) -> StoreResult<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| StoreError::corrupt(what, e))
 }
 
 #[async_trait]

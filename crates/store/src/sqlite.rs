@@ -1,5 +1,6 @@
 //! The embedded backend: one SQLite file (WAL mode) holding durable data and hot state.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -7,21 +8,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::clock::StoreClock;
 use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{self, Migration};
 use crate::model::{
-    audit_hash, ct_eq, from_ms, new_id, now_ms, to_ms, AuditEvent, AuditQuery, DeviceRecord,
-    FactorRecord, NewAuditEvent, OtpCheck, SessionEntry, UserRecord, UserSource,
-    AUDIT_GENESIS_HASH,
+    ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
 };
 use crate::secrets::{SealedSecret, SecretKey};
-use crate::traits::{DurableStore, HotStore};
+use crate::sql_durable::SqlBackend;
+use crate::traits::HotStore;
 
 /// Durable data and hot state in one SQLite file.
 ///
@@ -121,10 +122,6 @@ impl SqliteStore {
     /// Closes the pool (checkpointing the WAL) and waits for connections to finish.
     pub async fn close(&self) {
         self.inner.pool.close().await;
-    }
-
-    fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
     }
 
     /// Now by the store's clock, in milliseconds.
@@ -252,431 +249,30 @@ async fn purge(pool: &SqlitePool, now: i64) -> StoreResult<u64> {
     Ok(n)
 }
 
-/// Maps unique/foreign-key violations to the store's own errors.
-fn map_write_err(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict {
-                what,
-                key: key.to_owned(),
-            };
-        }
-        if db.is_foreign_key_violation() {
-            return StoreError::NotFound {
-                what: "user",
-                key: key.to_owned(),
-            };
-        }
-    }
-    StoreError::Database(e)
-}
+/// The durable tables through the shared statements ([`crate::sql_durable`]).
+impl SqlBackend for SqliteStore {
+    type Db = Sqlite;
 
-pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
-}
+    /// SQLite's default collation (BINARY) already compares bytes.
+    const BYTE_ORDER: &'static str = "";
 
-fn json_text(v: &serde_json::Value) -> StoreResult<String> {
-    serde_json::to_string(v)
-        .map_err(|e| StoreError::Invalid(format!("value is not serializable: {e}")))
-}
+    /// Insertion order.
+    const FACTOR_TIE_BREAK: &'static str = "rowid";
 
-fn parse_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::corrupt(what, e))
-}
-
-fn user_from_row(r: &SqliteRow) -> StoreResult<UserRecord> {
-    let source: String = r.try_get("source")?;
-    Ok(UserRecord {
-        id: r.try_get("id")?,
-        username: r.try_get("username")?,
-        email: r.try_get("email")?,
-        name: r.try_get("name")?,
-        groups: parse_json("user groups", &r.try_get::<String, _>("groups_json")?)?,
-        attributes: parse_json(
-            "user attributes",
-            &r.try_get::<String, _>("attributes_json")?,
-        )?,
-        disabled: r.try_get::<i64, _>("disabled")? != 0,
-        source: UserSource::parse(&source)
-            .ok_or_else(|| StoreError::corrupt("user source", &source))?,
-        created_at: from_ms(r.try_get("created_at")?),
-        updated_at: from_ms(r.try_get("updated_at")?),
-    })
-}
-
-fn factor_from_row(r: &SqliteRow) -> StoreResult<FactorRecord> {
-    Ok(FactorRecord {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        kind: r.try_get("kind")?,
-        label: r.try_get("label")?,
-        lookup_key: r.try_get("lookup_key")?,
-        secret: r
-            .try_get::<Option<Vec<u8>>, _>("secret")?
-            .map(SealedSecret::from_bytes),
-        data: parse_json("factor data", &r.try_get::<String, _>("data_json")?)?,
-        created_at: from_ms(r.try_get("created_at")?),
-        last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(from_ms),
-    })
-}
-
-fn device_from_row(r: &SqliteRow) -> StoreResult<DeviceRecord> {
-    Ok(DeviceRecord {
-        id: r.try_get("id")?,
-        owner: r.try_get("owner")?,
-        data: parse_json("device data", &r.try_get::<String, _>("data_json")?)?,
-        updated_at: from_ms(r.try_get("updated_at")?),
-    })
-}
-
-fn audit_from_row(r: &SqliteRow) -> StoreResult<AuditEvent> {
-    Ok(AuditEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        time: from_ms(r.try_get("time")?),
-        kind: r.try_get("kind")?,
-        actor: r.try_get("actor")?,
-        subject: r.try_get("subject")?,
-        ip: r.try_get("ip")?,
-        detail: parse_json("audit detail", &r.try_get::<String, _>("detail_json")?)?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
-    })
-}
-
-const USER_COLS: &str =
-    "id, username, email, name, groups_json, attributes_json, disabled, source, created_at, updated_at";
-const FACTOR_COLS: &str =
-    "id, user_id, kind, label, lookup_key, secret, data_json, created_at, last_used_at";
-const AUDIT_COLS: &str = "seq, id, time, kind, actor, subject, ip, detail_json, prev_hash, hash";
-
-#[async_trait]
-impl DurableStore for SqliteStore {
-    async fn create_user(&self, u: &UserRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO users (id, username, email, name, groups_json, attributes_json, disabled, source, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&u.id)
-        .bind(&u.username)
-        .bind(&u.email)
-        .bind(&u.name)
-        .bind(json_text(&serde_json::to_value(&u.groups).unwrap_or_default())?)
-        .bind(json_text(&serde_json::to_value(&u.attributes).unwrap_or_default())?)
-        .bind(u.disabled)
-        .bind(u.source.as_str())
-        .bind(to_ms(&u.created_at))
-        .bind(to_ms(&u.updated_at))
-        .execute(self.pool())
-        .await
-        .map_err(|e| map_write_err(e, "user", &u.username))?;
-        Ok(())
+    fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
     }
 
-    async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 
-    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE username = ?"))
-            .bind(username)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(user_from_row).collect()
-    }
-
-    async fn update_user(&self, u: &UserRecord) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE users SET username = ?, email = ?, name = ?, groups_json = ?, attributes_json = ?, \
-             disabled = ?, source = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(&u.username)
-        .bind(&u.email)
-        .bind(&u.name)
-        .bind(json_text(&serde_json::to_value(&u.groups).unwrap_or_default())?)
-        .bind(json_text(&serde_json::to_value(&u.attributes).unwrap_or_default())?)
-        .bind(u.disabled)
-        .bind(u.source.as_str())
-        .bind(to_ms(&u.updated_at))
-        .bind(&u.id)
-        .execute(self.pool())
-        .await
-        .map_err(|e| map_write_err(e, "username", &u.username))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "user",
-                key: u.id.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn create_factor(&self, f: &FactorRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO factors (id, user_id, kind, label, lookup_key, secret, data_json, created_at, last_used_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&f.id)
-        .bind(&f.user_id)
-        .bind(&f.kind)
-        .bind(&f.label)
-        .bind(&f.lookup_key)
-        .bind(f.secret.as_ref().map(|s| s.as_bytes().to_vec()))
-        .bind(json_text(&f.data)?)
-        .bind(to_ms(&f.created_at))
-        .bind(f.last_used_at.as_ref().map(to_ms))
-        .execute(self.pool())
-        .await
-        .map_err(|e| match map_write_err(e, "factor", &f.id) {
-            StoreError::NotFound { what, .. } => StoreError::NotFound {
-                what,
-                key: f.user_id.clone(),
-            },
-            other => other,
-        })?;
-        Ok(())
-    }
-
-    async fn get_factor(&self, id: &str) -> StoreResult<Option<FactorRecord>> {
-        let row = sqlx::query(&format!("SELECT {FACTOR_COLS} FROM factors WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(factor_from_row).transpose()
-    }
-
-    async fn find_factor(&self, kind: &str, lookup_key: &str) -> StoreResult<Option<FactorRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {FACTOR_COLS} FROM factors WHERE kind = ? AND lookup_key = ?"
-        ))
-        .bind(kind)
-        .bind(lookup_key)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(factor_from_row).transpose()
-    }
-
-    async fn list_factors(&self, user_id: &str) -> StoreResult<Vec<FactorRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {FACTOR_COLS} FROM factors WHERE user_id = ? ORDER BY created_at, rowid"
-        ))
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(factor_from_row).collect()
-    }
-
-    async fn update_factor(&self, f: &FactorRecord) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE factors SET label = ?, lookup_key = ?, secret = ?, data_json = ?, last_used_at = ? WHERE id = ?",
-        )
-        .bind(&f.label)
-        .bind(&f.lookup_key)
-        .bind(f.secret.as_ref().map(|s| s.as_bytes().to_vec()))
-        .bind(json_text(&f.data)?)
-        .bind(f.last_used_at.as_ref().map(to_ms))
-        .bind(&f.id)
-        .execute(self.pool())
-        .await
-        .map_err(|e| map_write_err(e, "factor lookup key", f.lookup_key.as_deref().unwrap_or_default()))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "factor",
-                key: f.id.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn touch_factor(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE factors SET last_used_at = ? WHERE id = ?")
-            .bind(to_ms(&at))
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_factor(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM factors WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_factors_for_user(&self, user_id: &str) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM factors WHERE user_id = ?")
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn put_device(&self, d: &DeviceRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO devices (id, owner, data_json, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, data_json = excluded.data_json, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(&d.id)
-        .bind(&d.owner)
-        .bind(json_text(&d.data)?)
-        .bind(to_ms(&d.updated_at))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
-        let row = sqlx::query("SELECT id, owner, data_json, updated_at FROM devices WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(device_from_row).transpose()
-    }
-
-    async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, owner, data_json, updated_at FROM devices WHERE owner = ? ORDER BY id",
-        )
-        .bind(owner)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(device_from_row).collect()
-    }
-
-    async fn delete_device(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM devices WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
-        let detail = json_text(&e.detail)?;
-        let id = new_id();
-        let time = to_ms(&e.time);
+    fn begin_audit_append(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Sqlite>, sqlx::Error>> + Send {
         // IMMEDIATE takes the write lock first, so reading the chain head and appending after
         // it cannot interleave with another writer (in this process or another).
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (prev_seq, prev_hash) = head.unwrap_or((0, AUDIT_GENESIS_HASH.to_owned()));
-        let seq = prev_seq + 1;
-        let hash = audit_hash(
-            &prev_hash,
-            seq,
-            &id,
-            time,
-            &e.kind,
-            e.actor.as_deref(),
-            e.subject.as_deref(),
-            e.ip.as_deref(),
-            &detail,
-        );
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, time, kind, actor, subject, ip, detail_json, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(&id)
-        .bind(time)
-        .bind(&e.kind)
-        .bind(&e.actor)
-        .bind(&e.subject)
-        .bind(&e.ip)
-        .bind(&detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(AuditEvent {
-            seq,
-            id,
-            time: from_ms(time),
-            kind: e.kind.clone(),
-            actor: e.actor.clone(),
-            subject: e.subject.clone(),
-            ip: e.ip.clone(),
-            detail: parse_json("audit detail", &detail)?,
-            prev_hash,
-            hash,
-        })
-    }
-
-    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        let mut sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1");
-        if q.kind.is_some() {
-            sql.push_str(" AND kind = ?");
-        }
-        if q.actor.is_some() {
-            sql.push_str(" AND actor = ?");
-        }
-        if q.subject.is_some() {
-            sql.push_str(" AND subject = ?");
-        }
-        if q.since.is_some() {
-            sql.push_str(" AND time >= ?");
-        }
-        if q.until.is_some() {
-            sql.push_str(" AND time < ?");
-        }
-        if q.after_seq.is_some() {
-            sql.push_str(" AND seq > ?");
-        }
-        sql.push_str(if q.newest_first {
-            " ORDER BY seq DESC LIMIT ?"
-        } else {
-            " ORDER BY seq LIMIT ?"
-        });
-        let mut query = sqlx::query(&sql);
-        if let Some(k) = &q.kind {
-            query = query.bind(k);
-        }
-        if let Some(a) = &q.actor {
-            query = query.bind(a);
-        }
-        if let Some(s) = &q.subject {
-            query = query.bind(s);
-        }
-        if let Some(t) = &q.since {
-            query = query.bind(to_ms(t));
-        }
-        if let Some(t) = &q.until {
-            query = query.bind(to_ms(t));
-        }
-        if let Some(s) = q.after_seq {
-            query = query.bind(s);
-        }
-        let rows = query
-            .bind(q.effective_limit())
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(audit_from_row).collect()
+        self.inner.pool.begin_with("BEGIN IMMEDIATE")
     }
 }
 

@@ -1,0 +1,437 @@
+//! The one [`DurableStore`] over SQL, which SQLite and PostgreSQL both run.
+//!
+//! The durable tables have the same columns in both schemas (mapped in [`crate::rows`]), and
+//! both dialects take the same statements for them: `$N` placeholders (SQLite reads `$1` as
+//! parameter 1, as PostgreSQL does) and `INSERT … ON CONFLICT … DO UPDATE`. What does differ
+//! is what a backend says by implementing [`SqlBackend`] in its own file: its pool, how text
+//! keys sort, which column breaks a tie between factors enrolled in the same millisecond, and
+//! how an audit append keeps the hash chain a line.
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::{
+    audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AuditEvent, AuditQuery,
+    DeviceRecord, FactorRecord, NewAuditEvent, UserRecord, AUDIT_GENESIS_HASH,
+};
+use crate::rows::{
+    audit_from_row, device_from_row, factor_from_row, user_from_row, DeviceRow, FactorRow,
+    RecordRow, UserRow, AUDIT_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, USER_COLUMNS,
+};
+use crate::traits::DurableStore;
+
+/// A SQL database holding the durable tables: what sets one backend apart from the other.
+///
+/// Every implementor is a [`DurableStore`] through the one implementation in this module.
+/// (`pub` in a private module: nameable in this crate only.)
+pub trait SqlBackend: Send + Sync {
+    /// The sqlx database.
+    type Db: Database;
+
+    /// What follows `ORDER BY <text column>` so text keys (usernames, device ids) sort by
+    /// their bytes, whatever the database's locale.
+    const BYTE_ORDER: &'static str;
+
+    /// The column after `created_at` that orders a user's factors enrolled in the same
+    /// millisecond.
+    const FACTOR_TIE_BREAK: &'static str;
+
+    /// The connection pool.
+    fn pool(&self) -> &Pool<Self::Db>;
+
+    /// How many rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
+
+    /// Opens the transaction an audit append runs in, holding a lock that keeps any other
+    /// appender (in this process or another, on this node or another) from reading the chain's
+    /// head until it commits.
+    fn begin_audit_append(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+/// Maps unique and foreign-key violations to the store's own errors: a taken `key` of `what`,
+/// or a missing user.
+pub(crate) fn map_write_err(e: sqlx::Error, what: &'static str, key: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict {
+                what,
+                key: key.to_owned(),
+            };
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound {
+                what: "user",
+                key: key.to_owned(),
+            };
+        }
+    }
+    StoreError::Database(e)
+}
+
+#[async_trait]
+impl<B> DurableStore for B
+where
+    B: SqlBackend,
+    for<'c> &'c mut <B::Db as Database>::Connection: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    <B::Db as Database>::Row: RecordRow,
+    for<'q> &'q str: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> String: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> i64: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> bool: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<&'q str>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<i64>: Encode<'q, B::Db> + Type<B::Db>,
+    for<'q> Option<Vec<u8>>: Encode<'q, B::Db> + Type<B::Db>,
+{
+    async fn create_user(&self, u: &UserRecord) -> StoreResult<()> {
+        let r = UserRow::of(u)?;
+        sqlx::query(
+            "INSERT INTO users (id, username, email, name, groups_json, attributes_json, disabled, \
+             source, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(r.id)
+        .bind(r.username)
+        .bind(r.email)
+        .bind(r.name)
+        .bind(r.groups_json)
+        .bind(r.attributes_json)
+        .bind(r.disabled)
+        .bind(r.source)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| map_write_err(e, "user", &u.username))?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username{}",
+            B::BYTE_ORDER
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user(&self, u: &UserRecord) -> StoreResult<()> {
+        let r = UserRow::of(u)?;
+        let done = sqlx::query(
+            "UPDATE users SET username = $1, email = $2, name = $3, groups_json = $4, \
+             attributes_json = $5, disabled = $6, source = $7, updated_at = $8 WHERE id = $9",
+        )
+        .bind(r.username)
+        .bind(r.email)
+        .bind(r.name)
+        .bind(r.groups_json)
+        .bind(r.attributes_json)
+        .bind(r.disabled)
+        .bind(r.source)
+        .bind(r.updated_at)
+        .bind(r.id)
+        .execute(self.pool())
+        .await
+        .map_err(|e| map_write_err(e, "username", &u.username))?;
+        if B::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound {
+                what: "user",
+                key: u.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn create_factor(&self, f: &FactorRecord) -> StoreResult<()> {
+        let r = FactorRow::of(f)?;
+        sqlx::query(
+            "INSERT INTO factors (id, user_id, kind, label, lookup_key, secret, data_json, \
+             created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id)
+        .bind(r.user_id)
+        .bind(r.kind)
+        .bind(r.label)
+        .bind(r.lookup_key)
+        .bind(r.secret)
+        .bind(r.data_json)
+        .bind(r.created_at)
+        .bind(r.last_used_at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| match map_write_err(e, "factor", &f.id) {
+            StoreError::NotFound { what, .. } => StoreError::NotFound {
+                what,
+                key: f.user_id.clone(),
+            },
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_factor(&self, id: &str) -> StoreResult<Option<FactorRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FACTOR_COLUMNS} FROM factors WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(factor_from_row).transpose()
+    }
+
+    async fn find_factor(&self, kind: &str, lookup_key: &str) -> StoreResult<Option<FactorRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FACTOR_COLUMNS} FROM factors WHERE kind = $1 AND lookup_key = $2"
+        ))
+        .bind(kind)
+        .bind(lookup_key)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(factor_from_row).transpose()
+    }
+
+    async fn list_factors(&self, user_id: &str) -> StoreResult<Vec<FactorRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FACTOR_COLUMNS} FROM factors WHERE user_id = $1 ORDER BY created_at, {}",
+            B::FACTOR_TIE_BREAK
+        ))
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(factor_from_row).collect()
+    }
+
+    async fn update_factor(&self, f: &FactorRecord) -> StoreResult<()> {
+        let r = FactorRow::of(f)?;
+        let done = sqlx::query(
+            "UPDATE factors SET label = $1, lookup_key = $2, secret = $3, data_json = $4, \
+             last_used_at = $5 WHERE id = $6",
+        )
+        .bind(r.label)
+        .bind(r.lookup_key)
+        .bind(r.secret)
+        .bind(r.data_json)
+        .bind(r.last_used_at)
+        .bind(r.id)
+        .execute(self.pool())
+        .await
+        .map_err(|e| map_write_err(e, "factor lookup key", r.lookup_key.unwrap_or_default()))?;
+        if B::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound {
+                what: "factor",
+                key: f.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn touch_factor(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE factors SET last_used_at = $1 WHERE id = $2")
+            .bind(to_ms(&at))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn delete_factor(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM factors WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn delete_factors_for_user(&self, user_id: &str) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM factors WHERE user_id = $1")
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done))
+    }
+
+    async fn put_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+        let r = DeviceRow::of(d)?;
+        sqlx::query(
+            "INSERT INTO devices (id, owner, data_json, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+             data_json = excluded.data_json, updated_at = excluded.updated_at",
+        )
+        .bind(r.id)
+        .bind(r.owner)
+        .bind(r.data_json)
+        .bind(r.updated_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE owner = $1 ORDER BY id{}",
+            B::BYTE_ORDER
+        ))
+        .bind(owner)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn delete_device(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<AuditEvent> {
+        let detail = json_text(&e.detail)?;
+        let id = new_id();
+        let time = to_ms(&e.time);
+        let mut tx = self.begin_audit_append().await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (prev_seq, prev_hash) = match head {
+            Some(row) => (row.int("seq")?, row.text("hash")?),
+            None => (0, AUDIT_GENESIS_HASH.to_owned()),
+        };
+        let seq = prev_seq + 1;
+        let hash = audit_hash(
+            &prev_hash,
+            seq,
+            &id,
+            time,
+            &e.kind,
+            e.actor.as_deref(),
+            e.subject.as_deref(),
+            e.ip.as_deref(),
+            &detail,
+        );
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, time, kind, actor, subject, ip, detail_json, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(id.as_str())
+        .bind(time)
+        .bind(e.kind.as_str())
+        .bind(e.actor.as_deref())
+        .bind(e.subject.as_deref())
+        .bind(e.ip.as_deref())
+        .bind(detail.as_str())
+        .bind(prev_hash.as_str())
+        .bind(hash.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AuditEvent {
+            seq,
+            id,
+            time: from_ms(time),
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            subject: e.subject.clone(),
+            ip: e.ip.clone(),
+            detail: parse_json("audit detail", &detail)?,
+            prev_hash,
+            hash,
+        })
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE TRUE");
+        let mut n = 0;
+        let mut cond = |sql: &mut String, c: &str| {
+            n += 1;
+            sql.push_str(&format!(" AND {c} ${n}"));
+        };
+        if q.kind.is_some() {
+            cond(&mut sql, "kind =");
+        }
+        if q.actor.is_some() {
+            cond(&mut sql, "actor =");
+        }
+        if q.subject.is_some() {
+            cond(&mut sql, "subject =");
+        }
+        if q.since.is_some() {
+            cond(&mut sql, "time >=");
+        }
+        if q.until.is_some() {
+            cond(&mut sql, "time <");
+        }
+        if q.after_seq.is_some() {
+            cond(&mut sql, "seq >");
+        }
+        let order = if q.newest_first { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY seq {order} LIMIT ${}", n + 1));
+        let mut query = sqlx::query(&sql);
+        if let Some(k) = &q.kind {
+            query = query.bind(k.as_str());
+        }
+        if let Some(a) = &q.actor {
+            query = query.bind(a.as_str());
+        }
+        if let Some(s) = &q.subject {
+            query = query.bind(s.as_str());
+        }
+        if let Some(t) = &q.since {
+            query = query.bind(to_ms(t));
+        }
+        if let Some(t) = &q.until {
+            query = query.bind(to_ms(t));
+        }
+        if let Some(s) = q.after_seq {
+            query = query.bind(s);
+        }
+        let rows = query
+            .bind(q.effective_limit())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
