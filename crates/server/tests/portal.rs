@@ -1,12 +1,10 @@
 //! The portal over real HTTP: sessions, sign-in with MFA, step-up, CSRF, return targets,
 //! timeouts and one-time-code limits.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
 
-use reqwest::cookie::{CookieStore, Jar};
-use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
-use stepgate_store::{SecretKey, SecretsConfig};
+use axum::routing::any;
+use support::{field, sign_in, upstream, user, Browser, Page, Server, JANE};
 
 const CONFIG: &str = r#"
 apps:
@@ -41,14 +39,8 @@ policies:
     outcome: { step_up: { min_aal: 2 } }
 "#;
 
-struct Harness {
-    st: Shared,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn upstream() -> SocketAddr {
-    use axum::routing::any;
+/// stepgate in front of an app that says whom stepgate told it the user is.
+async fn start() -> Server {
     let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
         format!(
             "upstream saw user={}",
@@ -57,98 +49,22 @@ async fn upstream() -> SocketAddr {
                 .unwrap_or("-")
         )
     }));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    a
-}
-
-async fn start() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let up = upstream().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = CONFIG.replace("UPSTREAM", &up.to_string());
-    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        format!("http://127.0.0.1:{}", addr.port()),
-    ));
-    let key = SecretKey::generate();
-    cfg.secrets = SecretsConfig::default();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
+    Server::build(CONFIG)
+        .with("UPSTREAM", upstream::serve(app).await)
+        .demo_users()
+        .start()
         .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        base: format!("http://127.0.0.1:{}", addr.port()),
-        _dir: dir,
-    }
 }
 
-fn client(jar: &Arc<Jar>) -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap()
-}
-
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
-
-fn session_id(jar: &Jar, base: &str) -> Option<String> {
-    let h = jar.cookies(&base.parse().unwrap())?;
-    h.to_str()
-        .ok()?
-        .split("; ")
-        .find_map(|c| c.strip_prefix("stepgate_session=").map(str::to_string))
-        .filter(|v| !v.is_empty())
-}
-
-fn totp_code(offset_steps: i64) -> String {
-    let seed = totp_rs::Secret::Encoded(demo::USERS[0].totp_base32.into())
-        .to_bytes()
-        .unwrap();
-    let data = stepgate_authn::totp::TotpData {
-        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-        last_step: None,
-    };
-    let t = (chrono::Utc::now().timestamp() + offset_steps * 30) as u64;
-    stepgate_authn::totp::generate(&data, &seed, t)
-}
-
-/// Moves every factor the session passed `minutes` into the past, as if time had gone by.
-async fn age_factors(h: &Harness, jar: &Jar, minutes: i64) {
-    let id = session_id(jar, &h.base).expect("a session");
-    let entry = h.st.stores.hot.get_session(&id).await.unwrap().unwrap();
+/// Rewrites the stored session `id` with `edit`, as if time had gone by.
+async fn edit_session(h: &Server, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let entry = h.st.stores.hot.get_session(id).await.unwrap().unwrap();
     let mut data = entry.data.clone();
-    for f in data["factors"].as_array_mut().unwrap() {
-        let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(f["at"].clone()).unwrap();
-        f["at"] = serde_json::to_value(at - chrono::Duration::minutes(minutes)).unwrap();
-    }
+    edit(&mut data);
     h.st.stores
         .hot
         .put_session(
-            &id,
+            id,
             &entry.user_id,
             &data,
             std::time::Duration::from_secs(3600),
@@ -157,90 +73,47 @@ async fn age_factors(h: &Harness, jar: &Jar, minutes: i64) {
         .unwrap();
 }
 
-/// Password then TOTP; returns the final page.
-async fn sign_in(h: &Harness, c: &reqwest::Client, code: &str) -> reqwest::Response {
-    let page = c
-        .get(format!("{}/app", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = c
-        .post(format!("{}/_stepgate/login", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("username", "jane".into()),
-            ("password", demo::USERS[0].password.into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let url = r.url().to_string();
-    let page = r.text().await.unwrap();
-    assert!(
-        url.contains("/_stepgate/step-up"),
-        "after the password the sign-in policy asks for MFA, got {url}"
-    );
-    c.post(format!("{}/_stepgate/step-up/totp", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("code", code.to_string()),
-        ])
-        .send()
-        .await
-        .unwrap()
+/// Moves every factor the session passed `minutes` into the past, as if time had gone by.
+async fn age_factors(h: &Server, b: &Browser, minutes: i64) {
+    let id = b.session_id(&h.base).expect("a session");
+    edit_session(h, &id, |data| {
+        for f in data["factors"].as_array_mut().unwrap() {
+            let at: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(f["at"].clone()).unwrap();
+            f["at"] = serde_json::to_value(at - chrono::Duration::minutes(minutes)).unwrap();
+        }
+    })
+    .await;
+}
+
+/// Signs jane in (password, then TOTP `code`) from the app's page; the final page.
+async fn signed_in(h: &Server, b: &Browser, code: &str) -> reqwest::Response {
+    sign_in(b, &h.at("/app"), &JANE, code).await
 }
 
 #[tokio::test]
 async fn session_id_changes_on_sign_in_and_on_step_up() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar);
-    let page = c
-        .get(format!("{}/app", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        session_id(&jar, &h.base).is_none(),
-        "no session before sign-in"
-    );
-    let r = c
-        .post(format!("{}/_stepgate/login", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("username", "jane".into()),
-            ("password", demo::USERS[0].password.into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let pending = session_id(&jar, &h.base).expect("a pending session after the password");
-    let page = r.text().await.unwrap();
-    let r = c
-        .post(format!("{}/_stepgate/step-up/totp", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("code", totp_code(0)),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let b = Browser::new();
+    let page = Page::open(&b, &h.at("/app")).await;
+    assert!(b.session_id(&h.base).is_none(), "no session before sign-in");
+    let r = page
+        .submit(
+            &b,
+            "/_stepgate/login",
+            &[("username", JANE.username), ("password", JANE.password)],
+        )
+        .await;
+    let pending = b
+        .session_id(&h.base)
+        .expect("a pending session after the password");
+    let r = Page::read(r).await.submit_code(&b, &JANE.code(0)).await;
     assert_eq!(
         r.text().await.unwrap(),
         "upstream saw user=jane",
         "back at the app after MFA"
     );
-    let signed_in = session_id(&jar, &h.base).unwrap();
+    let signed_in = b.session_id(&h.base).unwrap();
     assert_ne!(
         pending, signed_in,
         "the id changes when the sign-in completes"
@@ -256,37 +129,28 @@ async fn session_id_changes_on_sign_in_and_on_step_up() {
     );
 
     // A sensitive POST needs a fresh code: step up, and the id changes again.
-    age_factors(&h, &jar, 2).await;
-    let r = c
-        .post(format!("{}/danger", h.base))
-        .header("referer", format!("{}/app", h.base))
+    age_factors(&h, &b, 2).await;
+    let r = b
+        .post(h.at("/danger"))
+        .header("referer", h.at("/app"))
         .send()
         .await
         .unwrap();
     assert!(r.url().path().ends_with("/step-up"), "{}", r.url());
-    let page = r.text().await.unwrap();
+    let page = Page::read(r).await;
     assert!(
-        page.contains("The danger zone needs a fresh code."),
+        page.html.contains("The danger zone needs a fresh code."),
         "the page says why"
     );
-    let r = c
-        .post(format!("{}/_stepgate/step-up/totp", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("code", totp_code(1)),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = page.submit_code(&b, &JANE.code(1)).await;
     assert_eq!(
         r.url().path(),
         "/app",
         "a POST step-up returns to the page it came from"
     );
-    let stepped = session_id(&jar, &h.base).unwrap();
+    let stepped = b.session_id(&h.base).unwrap();
     assert_ne!(signed_in, stepped, "the id changes on step-up");
-    let r = c.post(format!("{}/danger", h.base)).send().await.unwrap();
+    let r = b.post(h.at("/danger")).send().await.unwrap();
     assert_eq!(
         r.text().await.unwrap(),
         "upstream saw user=jane",
@@ -297,67 +161,52 @@ async fn session_id_changes_on_sign_in_and_on_step_up() {
 #[tokio::test]
 async fn a_replayed_totp_code_fails() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar);
-    let code = totp_code(0);
-    sign_in(&h, &c, &code).await;
-    age_factors(&h, &jar, 2).await;
-    let r = c.post(format!("{}/danger", h.base)).send().await.unwrap();
-    let page = r.text().await.unwrap();
-    let r = c
-        .post(format!("{}/_stepgate/step-up/totp", h.base))
+    let b = Browser::new();
+    let code = JANE.code(0);
+    signed_in(&h, &b, &code).await;
+    age_factors(&h, &b, 2).await;
+    let r = b.post(h.at("/danger")).send().await.unwrap();
+    let r = Page::read(r).await.submit_code(&b, &code).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("already used"));
+}
+
+/// Posts jane's password to the sign-in form with the form tokens `csrf` and `t` as given.
+async fn post_password(h: &Server, b: &Browser, csrf: &str, t: &str) -> reqwest::Response {
+    b.post(h.at("/_stepgate/login"))
         .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("code", code),
+            ("csrf", csrf),
+            ("t", t),
+            ("username", JANE.username),
+            ("password", JANE.password),
         ])
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("already used"));
+        .unwrap()
 }
 
 #[tokio::test]
 async fn forms_without_a_valid_csrf_token_are_refused() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar);
-    let page = c
-        .get(format!("{}/app", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let b = Browser::new();
+    let page = Page::open(&b, &h.at("/app")).await;
     for csrf in ["", "forged-token"] {
-        let r = c
-            .post(format!("{}/_stepgate/login", h.base))
-            .form(&[
-                ("csrf", csrf.to_string()),
-                ("t", field(&page, "t")),
-                ("username", "jane".into()),
-                ("password", demo::USERS[0].password.into()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = post_password(&h, &b, csrf, &page.field("t")).await;
         assert_eq!(r.status(), 403, "csrf {csrf:?}");
-        assert!(session_id(&jar, &h.base).is_none());
+        assert!(b.session_id(&h.base).is_none());
     }
     // Signed in, a form whose token belongs to another session is refused too.
-    sign_in(&h, &c, &totp_code(0)).await;
+    signed_in(&h, &b, &JANE.code(0)).await;
     let other = h.st.signer.csrf_token("someone-else");
-    let r = c
-        .post(format!("{}/_stepgate/logout", h.base))
+    let r = b
+        .post(h.at("/_stepgate/logout"))
         .form(&[("csrf", other)])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(
-        c.get(format!("{}/app", h.base))
+        b.get(h.at("/app"))
             .send()
             .await
             .unwrap()
@@ -374,12 +223,8 @@ async fn forged_expired_and_foreign_return_targets_are_refused() {
     let h = start().await;
     let rt = h.st.runtime.load_full();
     let now = chrono::Utc::now().timestamp();
-    let good =
-        h.st.signer
-            .sign("rt", &format!("{}/app/report", h.base), now + 600);
-    let expired =
-        h.st.signer
-            .sign("rt", &format!("{}/app/report", h.base), now - 1);
+    let good = h.st.signer.sign("rt", &h.at("/app/report"), now + 600);
+    let expired = h.st.signer.sign("rt", &h.at("/app/report"), now - 1);
     let forged = good.replacen('a', "b", 1);
     let foreign =
         h.st.signer
@@ -396,29 +241,10 @@ async fn forged_expired_and_foreign_return_targets_are_refused() {
         (forged.as_str(), "/_stepgate/account"),
         (foreign.as_str(), "/_stepgate/account"),
     ] {
-        let jar = Arc::new(Jar::default());
-        let c = client(&jar);
-        let page = c
-            .get(format!("{}/_stepgate/login?t={t}", h.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let r = c
-            .post(format!("{}/_stepgate/login", h.base))
-            .form(&[
-                ("csrf", field(&page, "csrf")),
-                ("t", t.to_string()),
-                ("username", "jane".into()),
-                ("password", demo::USERS[0].password.into()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let page = r.text().await.unwrap();
-        let step = field(&page, "t");
+        let b = Browser::new();
+        let page = Page::open(&b, &h.at(&format!("/_stepgate/login?t={t}"))).await;
+        let r = post_password(&h, &b, &page.field("csrf"), t).await;
+        let step = field(&r.text().await.unwrap(), "t");
         let tok = stepgate_server::portal::links::Links::new(&h.st.signer, &rt)
             .verify_step(&step, chrono::Utc::now())
             .expect("a valid step token");
@@ -430,36 +256,26 @@ async fn forged_expired_and_foreign_return_targets_are_refused() {
 async fn idle_and_absolute_timeouts_end_sessions() {
     let h = start().await;
     for field_name in ["last_seen", "created_at"] {
-        let jar = Arc::new(Jar::default());
-        let c = client(&jar);
+        let b = Browser::new();
         let code = if field_name == "last_seen" {
-            totp_code(0)
+            JANE.code(0)
         } else {
-            totp_code(1)
+            JANE.code(1)
         };
-        let r = sign_in(&h, &c, &code).await;
+        let r = signed_in(&h, &b, &code).await;
         assert_eq!(r.text().await.unwrap(), "upstream saw user=jane");
-        let id = session_id(&jar, &h.base).unwrap();
-        let entry = h.st.stores.hot.get_session(&id).await.unwrap().unwrap();
-        let mut data = entry.data.clone();
+        let id = b.session_id(&h.base).unwrap();
         // AAL2 here: 10 minutes idle, 1 hour absolute.
         let past = if field_name == "last_seen" {
             chrono::Utc::now() - chrono::Duration::minutes(11)
         } else {
             chrono::Utc::now() - chrono::Duration::minutes(61)
         };
-        data[field_name] = serde_json::to_value(past).unwrap();
-        h.st.stores
-            .hot
-            .put_session(
-                &id,
-                &entry.user_id,
-                &data,
-                std::time::Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
-        let r = c.get(format!("{}/app", h.base)).send().await.unwrap();
+        edit_session(&h, &id, |data| {
+            data[field_name] = serde_json::to_value(past).unwrap();
+        })
+        .await;
+        let r = b.get(h.at("/app")).send().await.unwrap();
         assert!(
             r.url().path().ends_with("/_stepgate/login"),
             "{field_name}: expected a new sign-in, got {}",
@@ -472,16 +288,39 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     }
 }
 
+/// Asks for an e-mail code on a step-up page whose form tokens are `csrf` and `t`.
+async fn send_email_code(h: &Server, b: &Browser, csrf: &str, t: &str) -> reqwest::Response {
+    b.post(h.at("/_stepgate/step-up/send"))
+        .form(&[("csrf", csrf), ("t", t), ("kind", "email_otp")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Submits the e-mail `code` on a step-up page whose form tokens are `csrf` and `t`.
+async fn submit_email_code(
+    h: &Server,
+    b: &Browser,
+    csrf: &str,
+    t: &str,
+    code: &str,
+) -> reqwest::Response {
+    b.post(h.at("/_stepgate/step-up/otp"))
+        .form(&[
+            ("csrf", csrf),
+            ("t", t),
+            ("kind", "email_otp"),
+            ("code", code),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
     let h = start().await;
-    let user =
-        h.st.stores
-            .durable
-            .get_user_by_username("jane")
-            .await
-            .unwrap()
-            .unwrap();
+    let user = user(&h.st, "jane").await;
     h.st.authn
         .enrol_contact_start(
             &user,
@@ -496,29 +335,12 @@ async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
         .await
         .unwrap();
 
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar);
-    sign_in(&h, &c, &totp_code(0)).await;
-    age_factors(&h, &jar, 2).await;
-    let page = c
-        .post(format!("{}/danger", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let (csrf, t) = (field(&page, "csrf"), field(&page, "t"));
-    let r = c
-        .post(format!("{}/_stepgate/step-up/send", h.base))
-        .form(&[
-            ("csrf", csrf.clone()),
-            ("t", t.clone()),
-            ("kind", "email_otp".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let b = Browser::new();
+    signed_in(&h, &b, &JANE.code(0)).await;
+    age_factors(&h, &b, 2).await;
+    let page = Page::read(b.post(h.at("/danger")).send().await.unwrap()).await;
+    let (csrf, t) = (page.field("csrf"), page.field("t"));
+    let r = send_email_code(&h, &b, &csrf, &t).await;
     assert!(
         r.text().await.unwrap().contains("We sent a code"),
         "code sent"
@@ -531,17 +353,7 @@ async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
     };
     let mut csrf = csrf;
     for i in 1..=10 {
-        let r = c
-            .post(format!("{}/_stepgate/step-up/otp", h.base))
-            .form(&[
-                ("csrf", csrf.clone()),
-                ("t", t.clone()),
-                ("kind", "email_otp".into()),
-                ("code", wrong.into()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = submit_email_code(&h, &b, &csrf, &t, wrong).await;
         assert!(
             r.status() == 401 || r.status() == 429,
             "guess {i}: {}",
@@ -549,17 +361,7 @@ async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
         );
         csrf = field(&r.text().await.unwrap(), "csrf");
     }
-    let r = c
-        .post(format!("{}/_stepgate/step-up/otp", h.base))
-        .form(&[
-            ("csrf", csrf),
-            ("t", t),
-            ("kind", "email_otp".into()),
-            ("code", right),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = submit_email_code(&h, &b, &csrf, &t, &right).await;
     assert!(
         r.url().path().ends_with("/_stepgate/step-up/otp"),
         "not let through"
@@ -571,30 +373,10 @@ async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
     );
 
     // A new code, guessed right first time, does let the user through.
-    let page = r.text().await.unwrap();
-    let csrf = field(&page, "csrf");
-    let t = field(&page, "t");
-    c.post(format!("{}/_stepgate/step-up/send", h.base))
-        .form(&[
-            ("csrf", csrf.clone()),
-            ("t", t.clone()),
-            ("kind", "email_otp".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let fresh = latest_code(&h);
-    let r = c
-        .post(format!("{}/_stepgate/step-up/otp", h.base))
-        .form(&[
-            ("csrf", csrf),
-            ("t", t),
-            ("kind", "email_otp".into()),
-            ("code", fresh),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let page = Page::read(r).await;
+    let (csrf, t) = (page.field("csrf"), page.field("t"));
+    send_email_code(&h, &b, &csrf, &t).await;
+    let r = submit_email_code(&h, &b, &csrf, &t, &latest_code(&h)).await;
     assert_eq!(r.status(), 200);
     // E-mail codes do not count toward AAL2 (NIST), so the code is accepted but the
     // fresh-factor requirement still wants the authenticator app.
@@ -607,8 +389,9 @@ async fn the_eleventh_wrong_otp_guess_is_refused_even_if_right() {
     );
 }
 
-fn latest_code(h: &Harness) -> String {
-    let dir = h._dir.path().join("outbox");
+/// The code in the newest message of the e-mail outbox.
+fn latest_code(h: &Server) -> String {
+    let dir = h.dir.path().join("outbox");
     let mut newest: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
     for e in walk(&dir) {
         let m = std::fs::metadata(&e).unwrap().modified().unwrap();

@@ -1,0 +1,30 @@
+//! The test kit every integration test of crates/server includes with `mod support;`.
+//!
+//! - [`Server`]: a stepgate started from a test's YAML (placeholders filled in, a temporary
+//!   base directory, loopback, the demo's users or the test's own), or only its state.
+//! - [`upstream`]: apps behind it (a fixed text, an echo of what arrived, any axum router).
+//! - [`Browser`], [`Page`], [`sign_in`]: clients that resolve `*.test` to loopback, keep
+//!   cookies and sign in through the portal as a browser does.
+//! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
+//! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
+//! - [`window_start`], [`after_window`]: fixed rate-limit windows.
+//!
+//! Not a test target of its own: cargo builds only the files directly in `tests/`.
+
+// Each test file uses a part of the kit.
+#![allow(dead_code, unused_imports)]
+
+mod browser;
+mod people;
+pub mod raw;
+mod server;
+pub mod upstream;
+mod window;
+
+pub use browser::{
+    client, field, header, password, redirects, retry_after, sign_in, Browser, Page,
+};
+pub use people::{totp_data, Person, JANE};
+pub use raw::{raw, raw_get, RawAnswer};
+pub use server::{audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State};
+pub use window::{after_window, window_start};

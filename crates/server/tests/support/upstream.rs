@@ -1,0 +1,51 @@
+//! Apps behind a test's stepgate, each on a free port of 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::any;
+
+/// Serves `app`; its address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    a
+}
+
+/// An app that answers every request with `body`.
+pub async fn text(body: &'static str) -> SocketAddr {
+    serve(axum::Router::new().fallback(any(move || async move { body }))).await
+}
+
+/// An app that answers every request with a JSON object of the headers it received (names
+/// in lower case, repeated ones joined with `, `) and `"path"`, its target; except
+/// `/set-cookie?…`, which answers with each query pair (percent-decoded) as a `Set-Cookie`.
+pub async fn echo() -> SocketAddr {
+    serve(axum::Router::new().fallback(any(echoed))).await
+}
+
+async fn echoed(uri: Uri, h: HeaderMap) -> Response {
+    if uri.path() == "/set-cookie" {
+        let mut r = Response::new(axum::body::Body::from("set"));
+        for pair in uri.query().unwrap_or("").split('&') {
+            let v = percent_encoding::percent_decode_str(pair).decode_utf8_lossy();
+            r.headers_mut().append("set-cookie", v.parse().unwrap());
+        }
+        return r;
+    }
+    let mut m: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &h {
+        let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+        m.entry(k.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    m.insert("path".into(), uri.to_string());
+    axum::Json(m).into_response()
+}
