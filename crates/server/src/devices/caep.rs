@@ -31,16 +31,24 @@ use stepgate_signals::caep::{SecurityEvent, SetError, VerifiedSet};
 use stepgate_signals::config::TransmitterConfig;
 use stepgate_store::UserRecord;
 
+use super::error::{ApiError, Endpoint::Caep};
 use super::rate_limit::{self, Admission, Budget, Endpoint};
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 
-fn set_error(e: &SetError) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({ "err": e.rfc8935_code(), "description": e.to_string() })),
-    )
-        .into_response()
+/// A refused SET: audited (once its budgets admitted it), answered RFC 8935's way.
+async fn refused(
+    st: &Shared,
+    e: &SetError,
+    transmitter: Option<String>,
+    jti: Option<&str>,
+) -> ApiError {
+    let mut detail = json!({ "reason": e.audit_kind(), "description": e.to_string() });
+    if let Some(jti) = jti {
+        detail["jti"] = json!(jti);
+    }
+    audit(st, "caep.rejected", transmitter, detail).await;
+    ApiError::set(e.rfc8935_code(), e.to_string())
 }
 
 async fn audit(st: &Shared, kind: &str, actor: Option<String>, detail: serde_json::Value) {
@@ -79,26 +87,8 @@ fn issuer_budget<'a>(transmitters: &'a [TransmitterConfig], body: &str) -> &'a s
         .map_or(UNCONFIGURED_ISSUER, |t| t.issuer.as_str())
 }
 
-fn too_many(retry_after: u64, what: &str) -> Response {
-    let r = (
-        StatusCode::TOO_MANY_REQUESTS,
-        axum::Json(json!({
-            "err": "rate_limited",
-            "description": format!("too many SETs {what}; retry after {retry_after} s"),
-        })),
-    )
-        .into_response();
-    rate_limit::with_retry_after(r, retry_after)
-}
-
-/// Counts the push against its address's and its issuer's budgets; the answer to send
-/// instead of handling it, when it does not fit.
-async fn over_budget(
-    st: &Shared,
-    peer: &Peer,
-    headers: &HeaderMap,
-    body: &str,
-) -> Option<Response> {
+/// Counts the push against its address's and its issuer's budgets.
+async fn admit(st: &Shared, peer: &Peer, headers: &HeaderMap, body: &str) -> Result<(), ApiError> {
     let rt = st.runtime.load_full();
     let limits = &rt.config.devices.rate_limit.caep;
     let ip = crate::access::request::client_ip(&rt, peer.0, headers);
@@ -120,17 +110,14 @@ async fn over_budget(
     ] {
         match rate_limit::admit(st, Endpoint::Caep, budget, key, rate).await {
             Ok(Admission::Admit) => {}
-            Ok(Admission::Refuse { retry_after }) => return Some(too_many(retry_after, what)),
-            Err(e) => {
-                tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
-                return Some(rate_limit::with_retry_after(
-                    (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response(),
-                    5,
-                ));
+            Ok(Admission::Refuse { retry_after }) => {
+                let why = format!("too many SETs {what}; retry after {retry_after} s");
+                return Err(ApiError::rate_limited(Caep, why, retry_after));
             }
+            Err(e) => return Err(ApiError::unavailable(Caep, "hot store", e)),
         }
     }
-    None
+    Ok(())
 }
 
 /// `POST {portal}/caep/events`.
@@ -139,13 +126,14 @@ pub async fn receive(
     peer: Peer,
     headers: HeaderMap,
     body: String,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(receiver) = &st.signals.caep else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(ApiError::not_found(
+            Caep,
+            "no CAEP transmitters are configured",
+        ));
     };
-    if let Some(refused) = over_budget(&st, &peer, &headers, &body).await {
-        return refused;
-    }
+    admit(&st, &peer, &headers, &body).await?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -154,34 +142,27 @@ pub async fn receive(
         .to_ascii_lowercase()
         .starts_with("application/secevent+jwt")
     {
-        let e = SetError::Malformed(format!(
-            "Content-Type must be application/secevent+jwt, got `{ct}`"
-        ));
-        audit(
-            &st,
-            "caep.rejected",
-            None,
-            json!({ "reason": e.audit_kind(), "description": e.to_string() }),
-        )
-        .await;
-        return set_error(&e);
+        let why = format!("Content-Type must be application/secevent+jwt, got `{ct}`");
+        return Err(refused(&st, &SetError::Malformed(why), None, None).await);
     }
-    let now = Utc::now();
-    let set = match receiver.verify(&body, now) {
+    let set = match receiver.verify(&body, Utc::now()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(reason = e.audit_kind(), "CAEP SET rejected");
-            audit(
-                &st,
-                "caep.rejected",
-                None,
-                json!({ "reason": e.audit_kind(), "description": e.to_string() }),
-            )
-            .await;
-            return set_error(&e);
+            return Err(refused(&st, &e, None, None).await);
         }
     };
-    // Replay: remembered across nodes until the SET could no longer pass the iat check.
+    first_time(&st, &set).await?;
+    let effects = apply(&st, &set).await;
+    let detail =
+        json!({ "jti": set.jti, "txn": set.txn, "events": set.events, "effects": effects });
+    audit(&st, "caep.accepted", Some(set.transmitter.clone()), detail).await;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Refuses a SET whose `jti` was seen before: remembered across nodes until the SET could
+/// no longer pass the `iat` check.
+async fn first_time(st: &Shared, set: &VerifiedSet) -> Result<(), ApiError> {
     let rt = st.runtime.load_full();
     let ttl = rt
         .config
@@ -193,38 +174,15 @@ pub async fn receive(
         .map_or(Duration::from_secs(3600), |t| {
             t.max_age.0 + t.leeway.0 * 3 + Duration::from_secs(60)
         });
-    match st
-        .stores
-        .hot
-        .remember_once(&format!("caep-jti:{}:{}", set.issuer, set.jti), ttl)
-        .await
-    {
-        Ok(true) => {}
+    let key = format!("caep-jti:{}:{}", set.issuer, set.jti);
+    match st.stores.hot.remember_once(&key, ttl).await {
+        Ok(true) => Ok(()),
         Ok(false) => {
             let e = SetError::Replayed(set.jti.clone());
-            audit(
-                &st,
-                "caep.rejected",
-                Some(set.transmitter.clone()),
-                json!({ "reason": e.audit_kind(), "description": e.to_string(), "jti": set.jti }),
-            )
-            .await;
-            return set_error(&e);
+            Err(refused(st, &e, Some(set.transmitter.clone()), Some(&set.jti)).await)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "hot store unavailable: CAEP SET not accepted");
-            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
-        }
+        Err(e) => Err(ApiError::unavailable(Caep, "hot store", e)),
     }
-    let effects = apply(&st, &set).await;
-    audit(
-        &st,
-        "caep.accepted",
-        Some(set.transmitter.clone()),
-        json!({ "jti": set.jti, "txn": set.txn, "events": set.events, "effects": effects }),
-    )
-    .await;
-    StatusCode::ACCEPTED.into_response()
 }
 
 async fn apply(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {

@@ -7,12 +7,14 @@
 //!   of a device's live sessions when its compliance changes.
 //! - [`reevaluate`]: a device's live sessions judged again, through the access pipeline,
 //!   when what is known of the device changes.
-//! - [`rate_limit`]: the budgets that bound both unauthenticated endpoints.
+//! - [`rate_limit`]: the budgets that bound both unauthenticated endpoints; [`error`]:
+//!   their refusals.
 //!
 //! What does not belong here: turning a device into the policy's view of it per request
 //! (that is [`crate::access::signals`]).
 
 pub mod caep;
+pub mod error;
 pub mod posture_api;
 pub mod rate_limit;
 pub mod reevaluate;

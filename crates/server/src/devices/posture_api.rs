@@ -9,49 +9,38 @@
 //! or audit rows out of the API.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_signals::config::{DeviceScope, DeviceSourceConfig};
 use stepgate_signals::device::{
     apply_push, check_bulk, BulkPosturePush, DeviceApiAuthError, PosturePush, PushOutcome,
 };
 
+use super::error::{ApiError, Endpoint::PostureApi};
 use super::rate_limit::{self, Admission, Budget, Endpoint};
-use crate::app::responses::{json_error, Peer};
+use crate::app::responses::Peer;
 use crate::app::state::Shared;
 
-fn auth_refused(e: &DeviceApiAuthError) -> Response {
-    match e {
-        DeviceApiAuthError::MissingScope { .. } => {
-            json_error(StatusCode::FORBIDDEN, "insufficient_scope", &e.to_string())
-        }
-        _ => {
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string());
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            r
-        }
-    }
-}
-
 /// Counts the request against its source's budget when its token names a source (with or
-/// without the scope asked for), else against its client address's; the answer to send
-/// instead of handling it, when it does not fit.
-async fn over_budget(
+/// without the scope asked for), else against its client address's; then the source the
+/// token authenticates with `scope`.
+async fn admit(
     st: &Shared,
     peer: &Peer,
     headers: &HeaderMap,
-    auth: &Result<&DeviceSourceConfig, DeviceApiAuthError>,
-) -> Option<Response> {
+    scope: DeviceScope,
+) -> Result<DeviceSourceConfig, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let auth = st.signals.device_api.authenticate(authorization, scope);
     let rt = st.runtime.load_full();
     let limits = &rt.config.devices.rate_limit.api;
     let address;
-    let (budget, key, rate) = match auth {
+    let (budget, key, rate) = match &auth {
         Ok(s) => (Budget::Source, s.name.as_str(), limits.per_source),
         Err(DeviceApiAuthError::MissingScope { source_name, .. }) => {
             (Budget::Source, source_name.as_str(), limits.per_source)
@@ -63,33 +52,14 @@ async fn over_budget(
         }
     };
     match rate_limit::admit(st, Endpoint::DeviceApi, budget, key, rate).await {
-        Ok(Admission::Admit) => None,
-        Ok(Admission::Refuse { retry_after }) => Some(rate_limit::with_retry_after(
-            json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                &format!("too many device API requests; retry after {retry_after} s"),
-            ),
-            retry_after,
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "hot store unavailable: device API request not handled");
-            Some(rate_limit::with_retry_after(
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the device API is unavailable; retry later",
-                ),
-                5,
-            ))
+        Ok(Admission::Admit) => {}
+        Ok(Admission::Refuse { retry_after }) => {
+            let why = format!("too many device API requests; retry after {retry_after} s");
+            return Err(ApiError::rate_limited(PostureApi, why, retry_after));
         }
+        Err(e) => return Err(ApiError::unavailable(PostureApi, "device API", e)),
     }
-}
-
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    auth.cloned().map_err(|e| ApiError::from(&e))
 }
 
 async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: serde_json::Value) {
@@ -102,122 +72,92 @@ async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: ser
     }
 }
 
+/// The pushes a body holds: one posture object, or `{"devices": [...]}` (bulk).
+fn pushes(body: &[u8]) -> Result<(Vec<PosturePush>, bool), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(PostureApi, format!("the body is not JSON: {e}")))?;
+    if value.get("devices").is_none() {
+        let p = serde_json::from_value::<PosturePush>(value).map_err(|e| {
+            ApiError::invalid(
+                PostureApi,
+                format!("expected a device posture object (see docs/devices.md): {e}"),
+            )
+        })?;
+        return Ok((vec![p], false));
+    }
+    let b = serde_json::from_value::<BulkPosturePush>(value).map_err(|e| {
+        ApiError::invalid(
+            PostureApi,
+            format!("expected {{\"devices\": [posture, …]}}: {e}"),
+        )
+    })?;
+    check_bulk(&b).map_err(|e| ApiError::invalid(PostureApi, e.to_string()))?;
+    Ok((b.devices, true))
+}
+
 /// `PUT {portal}/api/devices/posture`.
 pub async fn put_posture(
     State(st): State<Shared>,
     peer: Peer,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let auth = st
-        .signals
-        .device_api
-        .authenticate(authorization(&headers), DeviceScope::DevicesWrite);
-    if let Some(refused) = over_budget(&st, &peer, &headers, &auth).await {
-        return refused;
-    }
-    let source = match auth {
-        Ok(s) => s.clone(),
-        Err(e) => return auth_refused(&e),
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("the body is not JSON: {e}"),
-            )
-        }
-    };
-    let bulk = value.get("devices").is_some();
-    let pushes: Vec<PosturePush> = if bulk {
-        match serde_json::from_value::<BulkPosturePush>(value) {
-            Ok(b) => {
-                if let Err(e) = check_bulk(&b) {
-                    return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
-                }
-                b.devices
-            }
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &format!("expected {{\"devices\": [posture, …]}}: {e}"),
-                )
-            }
-        }
-    } else {
-        match serde_json::from_value::<PosturePush>(value) {
-            Ok(p) => vec![p],
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &format!("expected a device posture object (see docs/devices.md): {e}"),
-                )
-            }
-        }
-    };
+) -> Result<Response, ApiError> {
+    let source = admit(&st, &peer, &headers, DeviceScope::DevicesWrite).await?;
+    let (pushes, bulk) = pushes(&body)?;
     let now = Utc::now();
     let mut results = Vec::with_capacity(pushes.len());
     for push in &pushes {
-        let existing = match st.devices.load(&push.device_id).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "device registry unavailable");
-                return json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the device registry is unavailable; retry later",
-                );
-            }
-        };
-        match apply_push(existing, push, &source, now) {
-            Ok((device, outcome)) => {
-                if matches!(outcome, PushOutcome::Created | PushOutcome::Updated) {
-                    if let Err(e) = st.devices.save(&device, now).await {
-                        tracing::error!(error = %e, "device registry unavailable");
-                        return json_error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "temporarily_unavailable",
-                            "the device registry is unavailable; retry later",
-                        );
-                    }
-                    audit(
-                        &st,
-                        "device.posture",
-                        &source.name,
-                        &device.id,
-                        json!({ "result": outcome, "owner": device.owner }),
-                    )
-                    .await;
-                    super::reevaluate::device_sessions(&st, &device.id).await;
-                    st.signals.hub.notify(&device.id);
-                }
-                results.push(json!({ "device_id": device.id, "result": outcome }));
-            }
-            Err(e) => {
-                audit(
-                    &st,
-                    "device.posture.refused",
-                    &source.name,
-                    &push.device_id,
-                    json!({ "error": e.to_string() }),
-                )
-                .await;
-                if !bulk {
-                    return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
-                }
-                results.push(json!({ "device_id": push.device_id, "error": e.to_string() }));
-            }
+        match push_one(&st, &source, push, now).await? {
+            Ok(r) => results.push(r),
+            // One bad device of a bulk push is reported in its place; alone, it is the answer.
+            Err(e) if !bulk => return Err(ApiError::invalid(PostureApi, e)),
+            Err(e) => results.push(json!({ "device_id": push.device_id, "error": e })),
         }
     }
-    if bulk {
+    Ok(if bulk {
         Json(json!({ "results": results })).into_response()
     } else {
         Json(results.pop().unwrap_or_default()).into_response()
+    })
+}
+
+/// Applies one push: the device created or updated (audited, its sessions re-evaluated,
+/// waiting re-checks woken), or left as it is; `Err` inside for a push the model refuses.
+async fn push_one(
+    st: &Shared,
+    source: &DeviceSourceConfig,
+    push: &PosturePush,
+    now: DateTime<Utc>,
+) -> Result<Result<serde_json::Value, String>, ApiError> {
+    let unavailable = |e| ApiError::unavailable(PostureApi, "device registry", e);
+    let existing = st
+        .devices
+        .load(&push.device_id)
+        .await
+        .map_err(unavailable)?;
+    let (device, outcome) = match apply_push(existing, push, source, now) {
+        Ok(x) => x,
+        Err(e) => {
+            let detail = json!({ "error": e.to_string() });
+            audit(
+                st,
+                "device.posture.refused",
+                &source.name,
+                &push.device_id,
+                detail,
+            )
+            .await;
+            return Ok(Err(e.to_string()));
+        }
+    };
+    if matches!(outcome, PushOutcome::Created | PushOutcome::Updated) {
+        st.devices.save(&device, now).await.map_err(unavailable)?;
+        let detail = json!({ "result": outcome, "owner": device.owner });
+        audit(st, "device.posture", &source.name, &device.id, detail).await;
+        super::reevaluate::device_sessions(st, &device.id).await;
+        st.signals.hub.notify(&device.id);
     }
+    Ok(Ok(json!({ "device_id": device.id, "result": outcome })))
 }
 
 /// `GET {portal}/api/devices/{id}`: the stored device with its current compliance verdict.
@@ -226,39 +166,21 @@ pub async fn get_device(
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let auth = st
-        .signals
-        .device_api
-        .authenticate(authorization(&headers), DeviceScope::DevicesRead);
-    if let Some(refused) = over_budget(&st, &peer, &headers, &auth).await {
-        return refused;
-    }
-    if let Err(e) = auth {
-        return auth_refused(&e);
-    }
+) -> Result<Response, ApiError> {
+    admit(&st, &peer, &headers, DeviceScope::DevicesRead).await?;
     let rt = st.runtime.load_full();
-    match st.devices.load(&id).await {
-        Ok(Some(d)) => {
-            let verdict = d.compliance(
-                &rt.config.compliance_policies,
-                rt.config.devices.compliance.max_posture_age.0,
-                Utc::now(),
-            );
-            Json(json!({ "device": d, "compliance": verdict })).into_response()
-        }
-        Ok(None) => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no device `{id}` in the registry"),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "device registry unavailable");
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "the device registry is unavailable; retry later",
-            )
-        }
-    }
+    let device = st
+        .devices
+        .load(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(PostureApi, "device registry", e))?
+        .ok_or_else(|| {
+            ApiError::not_found(PostureApi, format!("no device `{id}` in the registry"))
+        })?;
+    let verdict = device.compliance(
+        &rt.config.compliance_policies,
+        rt.config.devices.compliance.max_posture_age.0,
+        Utc::now(),
+    );
+    Ok(Json(json!({ "device": device, "compliance": verdict })).into_response())
 }

@@ -31,40 +31,21 @@ use crate::access::request::client_ip;
 use crate::access::signals::{presented_certificates, PeerCertificates};
 use crate::access::{AccessRequest, Credentials, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
-use crate::app::state::Shared;
+use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::decision_cookies;
 use original::Original;
 use render::{RefusalKind, Return};
+use stepgate_policy::spec::AppSpec;
 
 /// The reverse proxy: every request that is not for the portal is an app request, read
 /// ([`original::proxied`]), decided, and then proxied or answered.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
-    let over_tls = req.extensions().get::<crate::app::tls::Tls>().is_some();
-    // Decided on, and sent upstream with, the target in its one normal form.
-    let original = match original::proxied(&rt, req.method(), req.uri(), req.headers(), over_tls) {
-        Ok(o) => o,
-        Err(e) if e.unsupported_method() => {
-            return RefusalKind::MethodNotAllowed(e.to_string())
-                .to(api, &rt)
-                .into_response()
-        }
-        Err(e) => {
-            return RefusalKind::BadRequest(e.to_string())
-                .to(api, &rt)
-                .into_response()
-        }
-    };
-    if !rt.serves_host(&original.host) {
-        return RefusalKind::Misdirected.to(api, &rt).into_response();
-    }
-    let Some(app) = rt.app_for_host(&original.host) else {
-        // The portal's own host: its root is the account page.
-        if original.target.path() == "/" {
-            return see_other(&rt.portal_url("/account"));
-        }
-        return RefusalKind::NotFound.to(api, &rt).into_response();
+    let (original, app) = match read(&rt, &req) {
+        Ok(r) => r,
+        Err(Read::Refused(kind)) => return kind.to(api, &rt).into_response(),
+        Err(Read::PortalRoot) => return see_other(&rt.portal_url("/account")),
     };
     let cookies = match decision_cookies(&rt, req.headers()) {
         Ok(c) => c,
@@ -95,39 +76,69 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         };
         st.access.decide(&rt, &ar).await.verdict
     };
-    match verdict {
-        Verdict::Allow(grant) => {
-            let Original { host, target, .. } = original;
-            *req.uri_mut() = target;
-            let to = proxy::Destination {
-                host: &host,
-                grant: &grant,
-                app,
-                ip,
-                api,
-            };
-            proxy::forward(&st, &rt, req, to).await
-        }
-        verdict => {
-            let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
-            let ret = Return {
-                portal_origin: &origin,
-                url: original.url(),
-                method: &original.method,
-                referer: req
-                    .headers()
-                    .get(header::REFERER)
-                    .and_then(|v| v.to_str().ok()),
-            };
-            render::refused(
-                &st.signer,
-                &rt,
-                verdict,
-                &ret,
-                req.headers(),
-                st.options.demo,
-                now,
-            )
-        }
+    let Verdict::Allow(grant) = verdict else {
+        let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
+        let ret = Return {
+            portal_origin: &origin,
+            url: original.url(),
+            method: &original.method,
+            referer: req
+                .headers()
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok()),
+        };
+        return render::refused(
+            &st.signer,
+            &rt,
+            verdict,
+            &ret,
+            req.headers(),
+            st.options.demo,
+            now,
+        );
+    };
+    let Original { host, target, .. } = original;
+    *req.uri_mut() = target;
+    let to = proxy::Destination {
+        host: &host,
+        grant: &grant,
+        app,
+        ip,
+        api,
+    };
+    proxy::forward(&st, &rt, req, to).await
+}
+
+/// Why a proxied request is not decided.
+enum Read {
+    /// It cannot be read as the upstream would read it, names a host not served here, or
+    /// names no app on the portal's own host.
+    Refused(RefusalKind),
+    /// The portal's own host's root: the account page.
+    PortalRoot,
+}
+
+/// Reads a request for the reverse proxy: the target in its one normal form (a method
+/// stepgate does not proxy is 405), a configured host, and its app.
+fn read<'r>(rt: &'r Runtime, req: &Request) -> Result<(Original, &'r AppSpec), Read> {
+    let over_tls = req.extensions().get::<crate::app::tls::Tls>().is_some();
+    let original = original::proxied(rt, req.method(), req.uri(), req.headers(), over_tls)
+        .map_err(|e| {
+            Read::Refused(if e.unsupported_method() {
+                RefusalKind::MethodNotAllowed(e.to_string())
+            } else {
+                RefusalKind::BadRequest(e.to_string())
+            })
+        })?;
+    if !rt.serves_host(&original.host) {
+        return Err(Read::Refused(RefusalKind::Misdirected));
     }
+    let Some(app) = rt.app_for_host(&original.host) else {
+        return Err(if original.target.path() == "/" {
+            Read::PortalRoot
+        } else {
+            Read::Refused(RefusalKind::NotFound)
+        });
+    };
+    Ok((original, app))
 }

@@ -34,26 +34,48 @@ pub struct Destination<'a> {
 /// stepgate's cookies kept out both ways, and only a WebSocket upgrade passed on (its
 /// connection then lasts only as long as the grant).
 pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_>) -> Response {
-    let Destination {
-        host,
-        grant,
-        app,
-        ip,
-        api,
-    } = to;
     let bad_gateway = |api| RefusalKind::BadGateway.to(api, rt).into_response();
-    let Some(target) = rt.upstreams.get(app.id.as_str()) else {
-        return bad_gateway(api);
+    let Some(target) = rt.upstreams.get(to.app.id.as_str()) else {
+        return bad_gateway(to.api);
     };
     let Some(uri) = upstream_path(&target.prefix, req.uri()) else {
-        return bad_gateway(api);
+        return bad_gateway(to.api);
     };
-    let over_tls = req.extensions().get::<crate::app::tls::Tls>().is_some();
-    let mut out = req;
+    let (out, client_upgrade) = upstream_request(st, rt, req, uri, &to);
+    let timeout = rt.config.gateway.timeout_for(to.app.id.as_str());
+    let app = to.app.id.as_str();
+    match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
+        Ok(Ok(resp)) => upstream_response(st, rt, resp, client_upgrade, &to),
+        Ok(Err(e)) => {
+            tracing::warn!(app, error = %e, "upstream request failed");
+            bad_gateway(to.api)
+        }
+        Err(_) => {
+            tracing::warn!(
+                app,
+                timeout_secs = timeout.as_secs(),
+                "upstream did not answer in time"
+            );
+            RefusalKind::GatewayTimeout.to(to.api, rt).into_response()
+        }
+    }
+}
+
+/// The request as the upstream gets it: in origin form under the upstream's path prefix,
+/// HTTP/1.1 with a `Host`, what only stepgate may say removed and said by stepgate, and a
+/// WebSocket upgrade (only) passed on — with the client's side of it, to splice later.
+fn upstream_request(
+    st: &Shared,
+    rt: &Runtime,
+    mut out: Request,
+    uri: axum::http::Uri,
+    to: &Destination<'_>,
+) -> (Request, Option<hyper::upgrade::OnUpgrade>) {
+    let over_tls = out.extensions().get::<crate::app::tls::Tls>().is_some();
     // An HTTP/2 client names the host in the request's authority, not in a Host header:
     // the upstream gets it as Host all the same, as from an HTTP/1.1 client.
     if !out.headers().contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
+        if let Ok(v) = HeaderValue::from_str(to.host) {
             out.headers_mut().insert(header::HOST, v);
         }
     }
@@ -64,32 +86,27 @@ pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_
     // headers and the request goes on as plain HTTP.
     let upgrade = websocket_upgrade(out.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut out));
-    let own_cookies = &rt.own_cookies;
     let h = out.headers_mut();
     headers::strip_request(h, &rt.configured_identity_headers);
-    headers::strip_own_cookies(h, own_cookies);
+    headers::strip_own_cookies(h, &rt.own_cookies);
     // Room for the identity, assertion and forwarding headers at once: the map hyper
     // parsed is sized to the client's headers and would otherwise grow (rehash) twice.
     h.reserve(16);
     if upgrade {
         set_websocket_upgrade(h);
     }
-    for (name, value) in headers::identity_headers(&grant.user, &grant.assurance) {
+    for (name, value) in headers::identity_headers(&to.grant.user, &to.grant.assurance) {
         h.insert(name, value);
     }
-    if let Some(id) = &grant.bearer {
+    if let Some(id) = &to.grant.bearer {
         for (name, value) in headers::identity_header_overrides(id) {
             match HeaderValue::from_str(&value) {
-                Ok(v) if !value.is_empty() => {
-                    h.insert(name, v);
-                }
-                _ => {
-                    h.remove(name);
-                }
-            }
+                Ok(v) if !value.is_empty() => h.insert(name, v),
+                _ => h.remove(name),
+            };
         }
     }
-    if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
+    if let Some((name, value)) = super::assertion::header_for(st, rt, to.app, to.grant) {
         h.insert(name, value);
     }
     let proto = if over_tls || rt.config.sessions.cookie.secure {
@@ -98,44 +115,47 @@ pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_
         "http"
     };
     // `strip_request` above removed every forwarding header the client sent.
-    headers::put_forwarding(h, ip, host, proto);
-    let timeout = rt.config.gateway.timeout_for(app.id.as_str());
-    match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
-        Ok(Ok(mut resp)) => {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                // An upstream may not switch protocols the client did not ask for, nor to
-                // another protocol than WebSocket.
-                let Some(client) = client_upgrade.filter(|_| websocket_upgrade(resp.headers()))
-                else {
-                    tracing::warn!(app = %app.id.as_str(), "upstream switched protocols unasked; refused");
-                    return bad_gateway(api);
-                };
-                let upstream = hyper::upgrade::on(&mut resp);
-                headers::strip_hop_by_hop(resp.headers_mut());
-                headers::strip_own_set_cookies(resp.headers_mut(), own_cookies);
-                set_websocket_upgrade(resp.headers_mut());
-                let watch = match &grant.bearer {
-                    Some(b) => Watch::Until(b.expires),
-                    None => Watch::Session {
-                        st: st.clone(),
-                        id: grant.session.id.clone(),
-                        every: rt.config.gateway.upgraded_recheck(),
-                    },
-                };
-                splice_upgraded(client, upstream, app.id.to_string(), watch);
-                return resp;
-            }
+    headers::put_forwarding(h, to.ip, to.host, proto);
+    (out, client_upgrade)
+}
+
+/// The upstream's answer as the client gets it: hop-by-hop headers and stepgate's cookies
+/// removed; a switch to WebSocket spliced to the client's connection for as long as the
+/// grant lasts, any other switch refused.
+fn upstream_response(
+    st: &Shared,
+    rt: &Runtime,
+    mut resp: Response,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    to: &Destination<'_>,
+) -> Response {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // An upstream may not switch protocols the client did not ask for, nor to another
+    // protocol than WebSocket.
+    let client = match client_upgrade.filter(|_| websocket_upgrade(resp.headers())) {
+        Some(c) if switching => c,
+        _ if switching => {
+            tracing::warn!(app = %to.app.id.as_str(), "upstream switched protocols unasked; refused");
+            return RefusalKind::BadGateway.to(to.api, rt).into_response();
+        }
+        _ => {
             headers::strip_hop_by_hop(resp.headers_mut());
-            headers::strip_own_set_cookies(resp.headers_mut(), own_cookies);
-            resp
+            headers::strip_own_set_cookies(resp.headers_mut(), &rt.own_cookies);
+            return resp;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(app = %app.id.as_str(), error = %e, "upstream request failed");
-            bad_gateway(api)
-        }
-        Err(_) => {
-            tracing::warn!(app = %app.id.as_str(), timeout_secs = timeout.as_secs(), "upstream did not answer in time");
-            RefusalKind::GatewayTimeout.to(api, rt).into_response()
-        }
-    }
+    };
+    let upstream = hyper::upgrade::on(&mut resp);
+    headers::strip_hop_by_hop(resp.headers_mut());
+    headers::strip_own_set_cookies(resp.headers_mut(), &rt.own_cookies);
+    set_websocket_upgrade(resp.headers_mut());
+    let watch = match &to.grant.bearer {
+        Some(b) => Watch::Until(b.expires),
+        None => Watch::Session {
+            st: st.clone(),
+            id: to.grant.session.id.clone(),
+            every: rt.config.gateway.upgraded_recheck(),
+        },
+    };
+    splice_upgraded(client, upstream, to.app.id.to_string(), watch);
+    resp
 }

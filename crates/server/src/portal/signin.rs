@@ -259,51 +259,8 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
         Verdict::SignIn(_) => Next::Fail(PortalError::SignedOut {
             portal: rt.portal().to_string(),
         }),
-        Verdict::Deny(d) => {
-            let token = Links::new(&st.signer, rt).sign_blocked(
-                &BlockedToken {
-                    rt: target,
-                    message: d.message,
-                    items: d.remediation,
-                    policy: d.policy,
-                },
-                now,
-            );
-            audit(st, "signin.denied", &a.user.username, a.ip, detail).await;
-            // A refused sign-in must not make its location or device look familiar.
-            failed(st, rt, &a.user, a.ip, a.headers).await;
-            Next::Go {
-                url: rt.portal_url(&format!("/blocked?t={token}")),
-                session: None,
-                device_cookie: None,
-            }
-        }
-        Verdict::StepUp(s) => {
-            let Some(prospective) = s.session else {
-                return Next::Fail(PortalError::BadRequest);
-            };
-            let mut data = new_session(&a, prospective, rt);
-            data.pending = true;
-            let persistent = data.persistent;
-            let session = match st.sessions.rotate(rt, old, data, now).await {
-                Ok(s) => s,
-                Err(e) => return Next::Fail(e.into()),
-            };
-            let step = StepToken {
-                rt: target,
-                back: None,
-                req: s.requirement,
-                why: s.why,
-                sign_in: true,
-                user_id: a.user.id.clone(),
-            };
-            let token = Links::new(&st.signer, rt).sign_step(&step, now);
-            Next::Go {
-                url: rt.portal_url(&format!("/step-up?t={token}")),
-                session: Some((session, persistent)),
-                device_cookie: None,
-            }
-        }
+        Verdict::Deny(d) => blocked(st, rt, &a, *d, target, detail).await,
+        Verdict::StepUp(s) => more_to_pass(st, rt, &a, *s, target, old).await,
         Verdict::Allow(grant) => {
             let data = new_session(&a, grant.session, rt);
             let session = match st.sessions.rotate(rt, old, data, now).await {
@@ -318,6 +275,68 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
             };
             completed(st, rt, jar, done, now).await
         }
+    }
+}
+
+/// A sign-in the policy refuses: audited, counted as a failure in the risk history (it must
+/// not make its location or device look familiar), and the blocked page.
+async fn blocked(
+    st: &Shared,
+    rt: &Here,
+    a: &FirstFactor<'_>,
+    d: crate::access::verdict::Deny,
+    target: String,
+    detail: serde_json::Value,
+) -> Next {
+    let blocked = BlockedToken {
+        rt: target,
+        message: d.message,
+        items: d.remediation,
+        policy: d.policy,
+    };
+    let token = Links::new(&st.signer, rt).sign_blocked(&blocked, Utc::now());
+    audit(st, "signin.denied", &a.user.username, a.ip, detail).await;
+    failed(st, rt, &a.user, a.ip, a.headers).await;
+    Next::Go {
+        url: rt.portal_url(&format!("/blocked?t={token}")),
+        session: None,
+        device_cookie: None,
+    }
+}
+
+/// A sign-in the policy asks more of: a pending session, and the step-up page.
+async fn more_to_pass(
+    st: &Shared,
+    rt: &Here,
+    a: &FirstFactor<'_>,
+    s: crate::access::verdict::StepUp,
+    target: String,
+    old: Option<&str>,
+) -> Next {
+    let now = Utc::now();
+    let Some(prospective) = s.session else {
+        return Next::Fail(PortalError::BadRequest);
+    };
+    let mut data = new_session(a, prospective, rt);
+    data.pending = true;
+    let persistent = data.persistent;
+    let session = match st.sessions.rotate(rt, old, data, now).await {
+        Ok(s) => s,
+        Err(e) => return Next::Fail(e.into()),
+    };
+    let step = StepToken {
+        rt: target,
+        back: None,
+        req: s.requirement,
+        why: s.why,
+        sign_in: true,
+        user_id: a.user.id.clone(),
+    };
+    let token = Links::new(&st.signer, rt).sign_step(&step, now);
+    Next::Go {
+        url: rt.portal_url(&format!("/step-up?t={token}")),
+        session: Some((session, persistent)),
+        device_cookie: None,
     }
 }
 

@@ -309,27 +309,17 @@ pub(super) async fn passed(
         Err(e) => return PortalError::from(e).into_response(),
     };
     if !met {
-        // More is needed: the page again, under the new session id.
-        let jar = jar.set(session_cookie(&rt.config.sessions, new.id.clone(), None));
-        if json {
-            let url = rt.portal_url(&format!("/step-up?t={}", on.token));
-            return (jar, Json(serde_json::json!({ "redirect": url }))).into_response();
-        }
-        let shown = Shown {
-            notice: Some("Done. One more step is needed.".into()),
-            ..Shown::default()
-        };
-        let page = render(
+        return more_needed(
             st,
             rt,
+            jar,
             Page {
                 session: &new,
                 ..on
             },
-            shown,
+            json,
         )
         .await;
-        return (jar, page).into_response();
     }
     let detail = serde_json::json!({ "aal": new.data.aal(&rt.config.assurance) });
     let target = on.step.back.clone().unwrap_or_else(|| on.step.rt.clone());
@@ -356,6 +346,26 @@ pub(super) async fn passed(
         device_cookie: None,
     };
     next.respond(rt, jar, json)
+}
+
+/// A factor passed that does not yet meet the requirement: the step-up page again, under
+/// the session's new id.
+async fn more_needed(st: &Shared, rt: &Here, jar: CookieJar, on: Page<'_>, json: bool) -> Response {
+    let jar = jar.set(session_cookie(
+        &rt.config.sessions,
+        on.session.id.clone(),
+        None,
+    ));
+    if json {
+        let url = rt.portal_url(&format!("/step-up?t={}", on.token));
+        return (jar, Json(serde_json::json!({ "redirect": url }))).into_response();
+    }
+    let shown = Shown {
+        notice: Some("Done. One more step is needed.".into()),
+        ..Shown::default()
+    };
+    let page = render(st, rt, on, shown).await;
+    (jar, page).into_response()
 }
 
 async fn failed(st: &Shared, rt: &Here, on: Page<'_>, e: AuthError) -> Response {
