@@ -3,15 +3,13 @@
 //! trusted proxy; the device push API creating and updating devices idempotently with token
 //! scopes enforced.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
 
-use reqwest::cookie::Jar;
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::json;
-use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
-use stepgate_store::{AuditQuery, SecretKey, SecretsConfig};
+use support::{audit, client, password, sha256_hex, upstream, user, Browser, Server, JANE};
 
 const WRITER_TOKEN: &str = "writer-token-0123456789";
 const READER_TOKEN: &str = "reader-token-0123456789";
@@ -124,109 +122,31 @@ fn write_db(path: &std::path::Path) {
     std::fs::write(path, w.to_bytes().unwrap()).unwrap();
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-struct Harness {
-    st: Shared,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(axum::routing::any(|| async { "upstream ok" }));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    a
-}
-
-async fn start() -> Harness {
+async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("City.mmdb");
     write_db(&db);
-    let up = upstream().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = CONFIG
-        .replace("UPSTREAM", &up.to_string())
-        .replace("DB", &db.display().to_string())
-        .replace("WRITER", &sha256_hex(WRITER_TOKEN))
-        .replace("READER", &sha256_hex(READER_TOKEN));
-    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        format!("http://127.0.0.1:{}", addr.port()),
-    ));
-    let key = SecretKey::generate();
-    cfg.secrets = SecretsConfig::default();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
+    Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream ok").await)
+        .with("DB", db.display())
+        .with("WRITER", sha256_hex(WRITER_TOKEN))
+        .with("READER", sha256_hex(READER_TOKEN))
+        .in_dir(dir)
+        .demo_users()
+        .start()
         .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        base: format!("http://127.0.0.1:{}", addr.port()),
-        _dir: dir,
-    }
 }
 
 /// A browser whose requests reach stepgate through the trusted proxy from `ip`.
-fn browser(ip: &str) -> reqwest::Client {
+fn browser(ip: &str) -> Browser {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("x-forwarded-for", ip.parse().unwrap());
-    reqwest::Client::builder()
-        .cookie_provider(Arc::new(Jar::default()))
-        .default_headers(h)
-        .build()
-        .unwrap()
-}
-
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
+    Browser::on(Default::default(), client().default_headers(h))
 }
 
 /// Submits jane's password; returns the final URL and page.
-async fn password(h: &Harness, c: &reqwest::Client) -> (String, String) {
-    let page = c
-        .get(format!("{}/app", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = c
-        .post(format!("{}/_stepgate/login", h.base))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("username", "jane".into()),
-            ("password", demo::USERS[0].password.into()),
-        ])
-        .send()
-        .await
-        .unwrap();
+async fn jane_password(h: &Server, c: &Browser) -> (String, String) {
+    let r = password(c, &h.at("/app"), &JANE).await;
     let url = r.url().to_string();
     (url, r.text().await.unwrap())
 }
@@ -237,7 +157,7 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
 
     // From the Paris office: the zone and GeoIP city match, so no MFA is asked.
     let paris = browser("198.51.100.7");
-    let (url, body) = password(&h, &paris).await;
+    let (url, body) = jane_password(&h, &paris).await;
     assert!(
         url.ends_with("/app"),
         "signed straight in, got {url}: {body}"
@@ -246,22 +166,14 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
 
     // The same user from New York minutes later: faster than an airliner.
     let nyc = browser("203.0.113.9");
-    let (url, body) = password(&h, &nyc).await;
+    let (url, body) = jane_password(&h, &nyc).await;
     assert!(url.contains("/_stepgate/blocked"), "got {url}: {body}");
     assert!(body.contains("Impossible travel"), "{body}");
 
     // The Paris session still works; the denial was audited with the risk reasons.
     let r = paris.get(format!("{}/app", h.base)).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "upstream ok");
-    let denied =
-        h.st.stores
-            .durable
-            .list_audit(&AuditQuery {
-                kind: Some("signin.denied".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+    let denied = audit(&h.st, Some("signin.denied")).await;
     assert_eq!(denied.len(), 1);
     let d = denied[0].detail.to_string();
     assert!(
@@ -270,13 +182,7 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
     );
 
     // The history holds the Paris success and the refused New York attempt.
-    let user =
-        h.st.stores
-            .durable
-            .get_user_by_username("jane")
-            .await
-            .unwrap()
-            .unwrap();
+    let user = user(&h.st, "jane").await;
     let hist =
         h.st.cache
             .sign_ins(&stepgate_server::access::signals::history_key(&user.id))
@@ -291,11 +197,7 @@ fn ago(minutes: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()
 }
 
-async fn put(
-    h: &Harness,
-    token: Option<&str>,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
+async fn put(h: &Server, token: Option<&str>, body: serde_json::Value) -> (u16, serde_json::Value) {
     let mut r = reqwest::Client::new()
         .put(format!("{}/_stepgate/api/devices/posture", h.base))
         .json(&body);
@@ -374,16 +276,7 @@ async fn device_push_api_is_idempotent_and_scoped() {
     assert_eq!(r.status().as_u16(), 404);
 
     // Every change was audited; the repeat was not a change.
-    let audit =
-        h.st.stores
-            .durable
-            .list_audit(&AuditQuery {
-                kind: Some("device.posture".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    assert_eq!(audit.len(), 2);
+    assert_eq!(audit(&h.st, Some("device.posture")).await.len(), 2);
 }
 
 #[tokio::test]
