@@ -23,6 +23,11 @@
 //! | [`PostgresStore`] (feature `postgres`) | [`DurableStore`] | several stepgate nodes |
 //! | [`RedisStore`] (feature `redis`) | [`HotStore`] | several stepgate nodes |
 //!
+//! SQLite and PostgreSQL run one [`DurableStore`] implementation over the same statements and
+//! one row mapping (`sql_durable`, `rows`), and record migrations the same way; each backend's
+//! file holds what its dialect does differently (text collation, the audit append's lock, how
+//! migrations are serialized) and, for SQLite, the hot state.
+//!
 //! [`open_stores`] picks them from a [`StoreConfig`] (`store:` in the configuration). Schema
 //! migrations are embedded, versioned and applied on open; a database written by a newer build
 //! is refused with [`StoreError::SchemaTooNew`] rather than misread.

@@ -5,6 +5,10 @@
 //! edited migration or a database from a newer build is a clear error rather than a surprise.
 
 use sha2::{Digest, Sha256};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::{now_ms, to_ms};
 
 /// One schema step.
 #[derive(Debug)]
@@ -38,6 +42,83 @@ pub(crate) const POSTGRES: &[Migration] = &[Migration {
     name: "initial",
     sql: include_str!("../migrations/postgres/0001_initial.sql"),
 }];
+
+/// A database's record of applied migrations (`stepgate_migrations`), read and written on
+/// one connection. The caller holds the transaction and lock that keep two openers from
+/// applying a migration twice, and creates the table (its column types are the dialect's).
+pub(crate) struct Ledger<'c, DB: Database> {
+    conn: &'c mut DB::Connection,
+    store: &'c str,
+}
+
+impl<'c, DB> Ledger<'c, DB>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    /// The ledger of the database behind `conn`; `store` names it in errors and logs.
+    pub fn on(conn: &'c mut DB::Connection, store: &'c str) -> Self {
+        Ledger { conn, store }
+    }
+
+    /// Applies `m` unless it is recorded; a recorded `m` whose checksum differs is
+    /// [`StoreError::MigrationChanged`].
+    pub async fn apply(&mut self, m: &Migration) -> StoreResult<()> {
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT checksum FROM stepgate_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *self.conn)
+                .await?;
+        match recorded {
+            Some(sum) if sum == m.checksum() => return Ok(()),
+            Some(_) => {
+                return Err(StoreError::MigrationChanged {
+                    store: self.store.to_owned(),
+                    version: m.version,
+                    name: m.name,
+                })
+            }
+            None => {}
+        }
+        sqlx::raw_sql(m.sql).execute(&mut *self.conn).await?;
+        sqlx::query(
+            "INSERT INTO stepgate_migrations (version, name, checksum, applied_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(m.checksum())
+        .bind(to_ms(&now_ms()))
+        .execute(&mut *self.conn)
+        .await?;
+        tracing::info!(
+            store = %self.store, version = m.version, name = m.name, "applied a schema migration"
+        );
+        Ok(())
+    }
+
+    /// [`StoreError::SchemaTooNew`] if a version newer than the last of `known` is recorded.
+    pub async fn refuse_newer(&mut self, known: &[Migration]) -> StoreResult<()> {
+        let known = known.last().map_or(0, |m| m.version);
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM stepgate_migrations")
+                .fetch_one(&mut *self.conn)
+                .await?;
+        match newest.filter(|&v| v > known) {
+            Some(found) => Err(StoreError::SchemaTooNew {
+                store: self.store.to_owned(),
+                found,
+                known,
+            }),
+            None => Ok(()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

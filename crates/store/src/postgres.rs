@@ -7,10 +7,9 @@ use sqlx::{Postgres, Transaction};
 
 use crate::config::{is_identifier, redact_url, PostgresConfig};
 use crate::error::{StoreError, StoreResult};
-use crate::migrate::{self, Migration};
-use crate::model::{now_ms, to_ms};
-use crate::secrets::{SealedSecret, SecretKey};
-use crate::sql_durable::SqlBackend;
+use crate::migrate::{self, Ledger};
+use crate::secrets::SecretKey;
+use crate::sql_durable::{check_key, SqlBackend};
 
 /// Durable data in PostgreSQL, shared by every stepgate node.
 ///
@@ -80,75 +79,13 @@ async fn run_migrations(pool: &PgPool, schema: &str, label: &str) -> StoreResult
     )
     .execute(&mut *tx)
     .await?;
+    let mut ledger = Ledger::<Postgres>::on(&mut tx, label);
     for m in migrate::POSTGRES {
-        apply(&mut tx, m, label).await?;
+        ledger.apply(m).await?;
     }
-    let known = migrate::POSTGRES.last().map_or(0, |m| m.version);
-    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM stepgate_migrations")
-        .fetch_one(&mut *tx)
-        .await?;
-    if let Some(found) = newest.filter(|&v| v > known) {
-        return Err(StoreError::SchemaTooNew {
-            store: label.to_owned(),
-            found,
-            known,
-        });
-    }
+    ledger.refuse_newer(migrate::POSTGRES).await?;
     tx.commit().await?;
     Ok(())
-}
-
-async fn apply(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    m: &Migration,
-    label: &str,
-) -> StoreResult<()> {
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT checksum FROM stepgate_migrations WHERE version = $1")
-            .bind(m.version)
-            .fetch_optional(&mut **tx)
-            .await?;
-    match recorded {
-        Some(sum) if sum == m.checksum() => return Ok(()),
-        Some(_) => {
-            return Err(StoreError::MigrationChanged {
-                store: label.to_owned(),
-                version: m.version,
-                name: m.name,
-            })
-        }
-        None => {}
-    }
-    sqlx::raw_sql(m.sql).execute(&mut **tx).await?;
-    sqlx::query("INSERT INTO stepgate_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
-        .bind(m.version)
-        .bind(m.name)
-        .bind(m.checksum())
-        .bind(to_ms(&now_ms()))
-        .execute(&mut **tx)
-        .await?;
-    tracing::info!(store = %label, version = m.version, name = m.name, "applied a schema migration");
-    Ok(())
-}
-
-async fn check_key(pool: &PgPool, key: &SecretKey, label: &str) -> StoreResult<()> {
-    let kcv = key.key_check_value()?;
-    sqlx::query(
-        "INSERT INTO meta (key, value) VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(kcv.as_bytes())
-    .execute(pool)
-    .await?;
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_check'")
-        .fetch_one(pool)
-        .await?;
-    if key.matches_key_check(&SealedSecret::from_bytes(stored)) {
-        Ok(())
-    } else {
-        Err(StoreError::SecretKeyMismatch {
-            store: label.to_owned(),
-        })
-    }
 }
 
 /// The durable tables through the shared statements ([`crate::sql_durable`]).

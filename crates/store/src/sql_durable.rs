@@ -5,13 +5,16 @@
 //! parameter 1, as PostgreSQL does) and `INSERT … ON CONFLICT … DO UPDATE`. What does differ
 //! is what a backend says by implementing [`SqlBackend`] in its own file: its pool, how text
 //! keys sort, which column breaks a tie between factors enrolled in the same millisecond, and
-//! how an audit append keeps the hash chain a line.
+//! how an audit append keeps the hash chain a line. Opening either store ends with the same
+//! [`check_key`] against the key check value in its `meta` table.
 
 use std::future::Future;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
@@ -22,6 +25,7 @@ use crate::rows::{
     audit_from_row, device_from_row, factor_from_row, user_from_row, DeviceRow, FactorRow,
     RecordRow, UserRow, AUDIT_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, USER_COLUMNS,
 };
+use crate::secrets::{SealedSecret, SecretKey};
 use crate::traits::DurableStore;
 
 /// A SQL database holding the durable tables: what sets one backend apart from the other.
@@ -52,6 +56,36 @@ pub trait SqlBackend: Send + Sync {
     fn begin_audit_append(
         &self,
     ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+/// Keeps the key check value of the first opener of a store in its `meta` table and checks
+/// `key` against it: [`StoreError::SecretKeyMismatch`] naming `label` if `key` is another.
+pub(crate) async fn check_key<DB>(pool: &Pool<DB>, key: &SecretKey, label: &str) -> StoreResult<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let kcv = key.key_check_value()?;
+    // Only the first opener's value is kept; everyone then checks against it.
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(kcv.as_bytes().to_vec())
+    .execute(pool)
+    .await?;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_check'")
+        .fetch_one(pool)
+        .await?;
+    if key.matches_key_check(&SealedSecret::from_bytes(stored)) {
+        Ok(())
+    } else {
+        Err(StoreError::SecretKeyMismatch {
+            store: label.to_owned(),
+        })
+    }
 }
 
 /// Maps unique and foreign-key violations to the store's own errors: a taken `key` of `what`,

@@ -16,12 +16,10 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use crate::clock::StoreClock;
 use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
-use crate::migrate::{self, Migration};
-use crate::model::{
-    ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
-};
-use crate::secrets::{SealedSecret, SecretKey};
-use crate::sql_durable::SqlBackend;
+use crate::migrate::{self, Ledger};
+use crate::model::{ct_eq, from_ms, json_text, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry};
+use crate::secrets::SecretKey;
+use crate::sql_durable::{check_key, SqlBackend};
 use crate::traits::HotStore;
 
 /// Durable data and hot state in one SQLite file.
@@ -160,74 +158,16 @@ async fn run_migrations(pool: &SqlitePool, label: &str) -> StoreResult<()> {
     )
     .execute(pool)
     .await?;
-    let known = migrate::SQLITE.last().map_or(0, |m| m.version);
     for m in migrate::SQLITE {
-        apply_migration(pool, m, label).await?;
+        // IMMEDIATE: two processes opening the same new file do not both apply it.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ledger::<Sqlite>::on(&mut tx, label).apply(m).await?;
+        tx.commit().await?;
     }
-    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM stepgate_migrations")
-        .fetch_one(pool)
-        .await?;
-    if let Some(found) = newest.filter(|&v| v > known) {
-        return Err(StoreError::SchemaTooNew {
-            store: label.to_owned(),
-            found,
-            known,
-        });
-    }
-    Ok(())
-}
-
-async fn apply_migration(pool: &SqlitePool, m: &Migration, label: &str) -> StoreResult<()> {
-    // IMMEDIATE: two processes opening the same new file do not both apply it.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT checksum FROM stepgate_migrations WHERE version = ?")
-            .bind(m.version)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match recorded {
-        Some(sum) if sum == m.checksum() => return Ok(()),
-        Some(_) => {
-            return Err(StoreError::MigrationChanged {
-                store: label.to_owned(),
-                version: m.version,
-                name: m.name,
-            })
-        }
-        None => {}
-    }
-    sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-    sqlx::query(
-        "INSERT INTO stepgate_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(m.version)
-    .bind(m.name)
-    .bind(m.checksum())
-    .bind(to_ms(&now_ms()))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    tracing::info!(store = %label, version = m.version, name = m.name, "applied a schema migration");
-    Ok(())
-}
-
-async fn check_key(pool: &SqlitePool, key: &SecretKey, label: &str) -> StoreResult<()> {
-    let kcv = key.key_check_value()?;
-    // Only the first opener's value is kept; everyone then checks against it.
-    sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)")
-        .bind(kcv.as_bytes())
-        .execute(pool)
-        .await?;
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_check'")
-        .fetch_one(pool)
-        .await?;
-    if key.matches_key_check(&SealedSecret::from_bytes(stored)) {
-        Ok(())
-    } else {
-        Err(StoreError::SecretKeyMismatch {
-            store: label.to_owned(),
-        })
-    }
+    let mut conn = pool.acquire().await?;
+    Ledger::<Sqlite>::on(&mut conn, label)
+        .refuse_newer(migrate::SQLITE)
+        .await
 }
 
 async fn purge(pool: &SqlitePool, now: i64) -> StoreResult<u64> {
