@@ -3,14 +3,13 @@
 //! the same changes made by another node (here: a second handle on the same store) are seen
 //! within the TTL.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use axum::routing::any;
-use reqwest::cookie::{CookieStore as _, Jar};
-use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
-use stepgate_store::{SecretKey, SecretsConfig, Stores};
+use stepgate_store::Stores;
+use support::{client, redirects, sign_in, upstream, user, Browser, Server, JANE};
 
 const CONFIG: &str = r#"
 apps:
@@ -28,118 +27,58 @@ policies:
     outcome: { step_up: { min_aal: 2 } }
 "#;
 
+/// This node, and another on the same store.
 struct Harness {
-    st: Shared,
-    addr: SocketAddr,
-    base: String,
+    /// This node.
+    node: Server,
     /// Another node: the same store, opened separately (no shared cache).
     other: Stores,
-    _dir: tempfile::TempDir,
 }
 
-async fn start() -> Harness {
-    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = up.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            up,
-            axum::Router::new().fallback(any(|| async { "upstream" })),
-        )
-        .await
-        .unwrap()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = CONFIG.replace("UPSTREAM", &up_addr.to_string());
-    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    let base = format!("http://127.0.0.1:{}", addr.port());
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        base.clone(),
-    ));
-    cfg.secrets = SecretsConfig::default();
-    let store_cfg = cfg.store.clone();
-    let key = SecretKey::generate();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
-        .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let other = stepgate_store::open_stores(&store_cfg, &dir.path().join("data"), &key)
-        .await
-        .unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        addr,
-        base,
-        other,
-        _dir: dir,
+impl Deref for Harness {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.node
     }
 }
 
+async fn start() -> Harness {
+    let node = Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await;
+    let store = node.st.runtime.load().config.store.clone();
+    let other = stepgate_store::open_stores(&store, &node.dir.path().join("data"), &node.key)
+        .await
+        .unwrap();
+    Harness { node, other }
+}
+
+/// A client that follows no redirects and keeps no cookies.
+fn no_redirects() -> reqwest::Client {
+    client().redirect(redirects(false)).build().unwrap()
+}
+
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("http://app.test:{}{path}", self.addr.port())
+    /// `path` on the app.
+    fn app(&self, path: &str) -> String {
+        self.url("app.test", path)
     }
 
     /// Signs jane in (password, then TOTP) and returns her session id.
     async fn sign_in(&self) -> String {
-        let jar = Arc::new(Jar::default());
-        let c = reqwest::Client::builder()
-            .resolve("app.test", self.addr)
-            .cookie_provider(jar.clone())
-            .build()
-            .unwrap();
-        let page = c.get(self.url("/")).send().await.unwrap();
-        let page = page.text().await.unwrap();
-        let r = c
-            .post(self.url("/_stepgate/login"))
-            .form(&[
-                ("csrf", field(&page, "csrf")),
-                ("t", field(&page, "t")),
-                ("username", "jane".into()),
-                ("password", demo::USERS[0].password.into()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let page = r.text().await.unwrap();
-        let r = c
-            .post(self.url("/_stepgate/step-up/totp"))
-            .form(&[
-                ("csrf", field(&page, "csrf")),
-                ("t", field(&page, "t")),
-                ("code", totp_code()),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let b = Browser::new();
+        let r = sign_in(&b, &self.app("/"), &JANE, &JANE.code(0)).await;
         assert_eq!(r.status(), 200, "signed in and back at the app");
-        let cookies = jar
-            .cookies(&self.url("/").parse().unwrap())
-            .expect("a session cookie");
-        cookies
-            .to_str()
-            .unwrap()
-            .split("; ")
-            .find_map(|c| c.strip_prefix("stepgate_session="))
-            .expect("the session cookie")
-            .to_string()
+        b.session_id(&self.app("/")).expect("the session cookie")
     }
 
     /// The app's answer to a request with session `id` (no redirects followed).
     async fn status(&self, id: &str) -> u16 {
-        let c = reqwest::Client::builder()
-            .resolve("app.test", self.addr)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        c.get(self.url("/"))
+        no_redirects()
+            .get(self.app("/"))
             .header("cookie", format!("stepgate_session={id}"))
             .send()
             .await
@@ -170,31 +109,44 @@ impl Harness {
     }
 }
 
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
+/// Signs jane in, makes `change` (given the session id) through this node, and checks
+/// that the very next request is refused.
+async fn refused_on_the_next_request_after(change: impl AsyncFnOnce(&Harness, &str)) {
+    let h = start().await;
+    let id = h.sign_in().await;
+    assert_eq!(h.status(&id).await, 200);
+    change(&h, &id).await;
+    assert_ne!(h.status(&id).await, 200);
 }
 
-fn totp_code() -> String {
-    let seed = totp_rs::Secret::Encoded(demo::USERS[0].totp_base32.into())
-        .to_bytes()
+/// Signs jane in, makes `change` (given the session id) through the other node, and checks
+/// that this node refuses the session within its cache's TTL (2 s); the nodes and the id.
+async fn refused_within_the_ttl_after(
+    change: impl AsyncFnOnce(&Stores, &str),
+) -> (Harness, String) {
+    let h = start().await;
+    let ttl = h.st.cache.ttl();
+    assert_eq!(ttl, Duration::from_secs(2));
+    let id = h.sign_in().await;
+    assert_eq!(h.status(&id).await, 200);
+    change(&h.other, &id).await;
+    let took = h
+        .refused_within(&id, ttl + Duration::from_millis(1500))
+        .await;
+    assert!(took <= ttl + Duration::from_millis(500), "took {took:?}");
+    (h, id)
+}
+
+/// Disables jane in `stores`.
+async fn disable_jane(stores: &Stores) {
+    let mut u = stores
+        .durable
+        .get_user_by_username("jane")
+        .await
+        .unwrap()
         .unwrap();
-    let data = stepgate_authn::totp::TotpData {
-        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-        last_step: None,
-    };
-    stepgate_authn::totp::generate(&data, &seed, chrono::Utc::now().timestamp() as u64)
+    u.disabled = true;
+    stores.durable.update_user(&u).await.unwrap();
 }
 
 #[tokio::test]
@@ -203,13 +155,8 @@ async fn sign_out_on_this_node_takes_effect_on_the_next_request() {
     let id = h.sign_in().await;
     assert_eq!(h.status(&id).await, 200);
     assert_eq!(h.status(&id).await, 200, "served from the cache");
-    let c = reqwest::Client::builder()
-        .resolve("app.test", h.addr)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = c
-        .post(h.url("/_stepgate/logout"))
+    let r = no_redirects()
+        .post(h.app("/_stepgate/logout"))
         .header("cookie", format!("stepgate_session={id}"))
         .form(&[("csrf", h.st.signer.csrf_token(&id))])
         .send()
@@ -222,86 +169,41 @@ async fn sign_out_on_this_node_takes_effect_on_the_next_request() {
 
 #[tokio::test]
 async fn sign_out_everywhere_on_this_node_is_immediate() {
-    let h = start().await;
-    let id = h.sign_in().await;
-    assert_eq!(h.status(&id).await, 200);
-    h.st.stores
-        .hot
-        .delete_sessions_for_user(&demo_user_id(&h).await)
-        .await
-        .unwrap();
-    assert_ne!(h.status(&id).await, 200);
+    refused_on_the_next_request_after(async |h, _| {
+        let jane = user(&h.st, "jane").await;
+        h.st.stores
+            .hot
+            .delete_sessions_for_user(&jane.id)
+            .await
+            .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_session_deleted_on_this_node_is_refused_on_the_next_request() {
-    let h = start().await;
-    let id = h.sign_in().await;
-    assert_eq!(h.status(&id).await, 200);
-    h.st.stores.hot.delete_session(&id).await.unwrap();
-    assert_ne!(h.status(&id).await, 200);
+    refused_on_the_next_request_after(async |h, id| {
+        h.st.stores.hot.delete_session(id).await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_user_disabled_on_this_node_is_refused_on_the_next_request() {
-    let h = start().await;
-    let id = h.sign_in().await;
-    assert_eq!(h.status(&id).await, 200);
-    let mut u =
-        h.st.stores
-            .durable
-            .get_user_by_username("jane")
-            .await
-            .unwrap()
-            .unwrap();
-    u.disabled = true;
-    h.st.stores.durable.update_user(&u).await.unwrap();
-    assert_ne!(h.status(&id).await, 200);
-}
-
-async fn demo_user_id(h: &Harness) -> String {
-    h.st.stores
-        .durable
-        .get_user_by_username("jane")
-        .await
-        .unwrap()
-        .unwrap()
-        .id
+    refused_on_the_next_request_after(async |h, _| disable_jane(&h.st.stores).await).await;
 }
 
 #[tokio::test]
 async fn a_session_deleted_by_another_node_stops_working_within_the_ttl() {
-    let h = start().await;
-    let ttl = h.st.cache.ttl();
-    assert_eq!(ttl, Duration::from_secs(2));
-    let id = h.sign_in().await;
-    assert_eq!(h.status(&id).await, 200);
-    assert!(h.other.hot.delete_session(&id).await.unwrap());
-    let took = h
-        .refused_within(&id, ttl + Duration::from_millis(1500))
-        .await;
-    assert!(took <= ttl + Duration::from_millis(500), "took {took:?}");
+    refused_within_the_ttl_after(async |other, id| {
+        assert!(other.hot.delete_session(id).await.unwrap());
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_user_disabled_by_another_node_is_refused_within_the_ttl() {
-    let h = start().await;
-    let ttl = h.st.cache.ttl();
-    let id = h.sign_in().await;
-    assert_eq!(h.status(&id).await, 200);
-    let mut u = h
-        .other
-        .durable
-        .get_user_by_username("jane")
-        .await
-        .unwrap()
-        .unwrap();
-    u.disabled = true;
-    h.other.durable.update_user(&u).await.unwrap();
-    let took = h
-        .refused_within(&id, ttl + Duration::from_millis(1500))
-        .await;
-    assert!(took <= ttl + Duration::from_millis(500), "took {took:?}");
+    let (h, id) = refused_within_the_ttl_after(async |other, _| disable_jane(other).await).await;
     // And the session is gone for good, not just refused while the user is disabled.
     assert!(h.other.hot.get_session(&id).await.unwrap().is_none());
 }
@@ -314,7 +216,6 @@ async fn a_zero_ttl_turns_the_cache_off() {
     assert_eq!(h.status(&id).await, 200);
     assert!(h.other.hot.delete_session(&id).await.unwrap());
     assert_ne!(h.status(&id).await, 200, "refused on the very next request");
-    let _ = &h.base;
 }
 
 #[tokio::test]
