@@ -13,15 +13,15 @@
 //! | 7. explicit upgrades | `only_websocket_upgrades_pass_and_tunnels_are_405` |
 //! | 9. security headers | `every_refusal_carries_the_security_headers` |
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::http::HeaderMap;
-use axum::routing::any;
-use reqwest::cookie::{CookieStore as _, Jar};
-use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
-use stepgate_store::{SecretKey, SecretsConfig};
+use support::{
+    field, raw, raw_get, sign_in, signed_in_session, upstream, user, Browser, RawAnswer, Server,
+    JANE,
+};
 
 const CONFIG: &str = r#"
 networks:
@@ -62,44 +62,6 @@ policies:
     targets: { sign_in: true }
     outcome: { step_up: { min_aal: 2 } }
 "#;
-
-struct Harness {
-    st: Shared,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-/// An upstream that answers with a JSON object of the headers it received (each name as
-/// sent, lower case; repeated ones joined) and its target; `/set-cookie?…` answers with
-/// each query pair as a `Set-Cookie` header.
-async fn echo_upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(any(|uri: axum::http::Uri, h: HeaderMap| async move {
-        if uri.path() == "/set-cookie" {
-            let mut r = axum::response::Response::new(axum::body::Body::from("set"));
-            for pair in uri.query().unwrap_or("").split('&') {
-                let v = percent_encoding::percent_decode_str(pair).decode_utf8_lossy();
-                r.headers_mut().append("set-cookie", v.parse().unwrap());
-            }
-            return r;
-        }
-        let mut m: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in &h {
-            let v = String::from_utf8_lossy(v.as_bytes()).to_string();
-            m.entry(k.as_str().to_string())
-                .and_modify(|e| {
-                    e.push_str(", ");
-                    e.push_str(&v);
-                })
-                .or_insert(v);
-        }
-        m.insert("target".into(), uri.to_string());
-        axum::response::IntoResponse::into_response(axum::Json(m))
-    }));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    a
-}
 
 /// An upstream that answers every request `101 Switching Protocols` with the `Upgrade` it
 /// was asked for (or `h2c` when it was asked for none) and then echoes bytes: what an
@@ -147,176 +109,41 @@ async fn switching_upstream() -> SocketAddr {
     a
 }
 
-async fn start_with(secure: bool) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let up = echo_upstream().await;
-    let switcher = switching_upstream().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = CONFIG
-        .replace("SWITCHER", &switcher.to_string())
-        .replace("UPSTREAM", &up.to_string())
-        .replace("SECURE", if secure { "true" } else { "false" });
-    let mut cfg = stepgate_config::load_str("bypasses.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        format!("http://app.test:{}", addr.port()),
-    ));
-    let key = SecretKey::generate();
-    cfg.secrets = SecretsConfig::default();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
+async fn start_with(secure: bool) -> Server {
+    Server::build(CONFIG)
+        .with("SWITCHER", switching_upstream().await)
+        .with("UPSTREAM", upstream::echo().await)
+        .with("SECURE", if secure { "true" } else { "false" })
+        .public_url(|port| format!("http://app.test:{port}"))
+        .demo_users()
+        .start()
         .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        addr,
-        _dir: dir,
-    }
 }
 
-async fn start() -> Harness {
+async fn start() -> Server {
     start_with(false).await
 }
 
-impl Harness {
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.addr.port())
-    }
-
-    /// A browser-like client that resolves every `*.test` host to stepgate and follows no
-    /// redirects.
-    fn client(&self, jar: &Arc<Jar>) -> reqwest::Client {
-        let mut b = reqwest::Client::builder()
-            .cookie_provider(jar.clone())
-            .redirect(reqwest::redirect::Policy::none());
-        for host in [
-            "app.test",
-            "intranet.test",
-            "switch.test",
-            "down.test",
-            "other.test",
-        ] {
-            b = b.resolve(host, self.addr);
-        }
-        b.build().unwrap()
-    }
-
-    /// Signs jane in on app.test (password, then TOTP) and returns her session id.
-    async fn sign_in(&self, c: &reqwest::Client, jar: &Jar) -> String {
-        self.sign_in_at(c, jar, 0).await
-    }
-
-    /// [`Harness::sign_in`] with the TOTP code of `steps` periods later (a code is good
-    /// once: a second sign-in in the same period needs the next one).
-    async fn sign_in_at(&self, c: &reqwest::Client, jar: &Jar, steps: u64) -> String {
-        let get = |url: String| async move { c.get(url).send().await.unwrap() };
-        // Where a redirect points, resolved against the request's URL.
-        let next = |r: &reqwest::Response| {
-            r.url()
-                .join(r.headers()["location"].to_str().unwrap())
-                .unwrap()
-                .to_string()
-        };
-        let r = get(self.url("app.test", "/")).await;
-        assert_eq!(r.status(), 303);
-        let page = get(next(&r)).await.text().await.unwrap();
-        let r = c
-            .post(self.url("app.test", "/_stepgate/login"))
-            .form(&[
-                ("csrf", field(&page, "csrf")),
-                ("t", field(&page, "t")),
-                ("username", "jane".into()),
-                ("password", demo::USERS[0].password.into()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
-        let page = get(next(&r)).await.text().await.unwrap();
-        let r = c
-            .post(self.url("app.test", "/_stepgate/step-up/totp"))
-            .form(&[
-                ("csrf", field(&page, "csrf")),
-                ("t", field(&page, "t")),
-                ("code", totp_code(steps)),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303, "signed in");
-        session_id(jar, &self.url("app.test", "/")).expect("a session cookie")
-    }
-
-    /// Sends `request` as raw bytes; the status, headers (lower-case names) and body.
-    async fn raw(&self, request: &[u8]) -> (u16, String, String) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(request).await.unwrap();
-        let mut out = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
-        let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        (status, head.to_ascii_lowercase(), body.to_string())
-    }
-
-    /// `GET target` on `host`, as raw bytes, with `extra` header lines.
-    async fn get_raw(&self, host: &str, target: &[u8], extra: &str) -> (u16, String, String) {
-        let mut req = b"GET ".to_vec();
-        req.extend_from_slice(target);
-        req.extend_from_slice(
-            format!(" HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
-        );
-        self.raw(&req).await
-    }
+/// Signs jane in on app.test (password, then TOTP) with a browser that follows no
+/// redirects; her session id.
+async fn sign_in_jane(h: &Server, b: &Browser) -> String {
+    sign_in_jane_at(h, b, 0).await
 }
 
-fn session_id(jar: &Jar, url: &str) -> Option<String> {
-    let cookies = jar.cookies(&url.parse().unwrap())?;
-    cookies
-        .to_str()
-        .unwrap()
-        .split("; ")
-        .find_map(|c| c.strip_prefix("stepgate_session="))
-        .map(str::to_string)
+/// [`sign_in_jane`] with the TOTP code of `steps` periods later (a code is good once: a
+/// second sign-in in the same period needs the next one).
+async fn sign_in_jane_at(h: &Server, b: &Browser, steps: i64) -> String {
+    let app = h.url("app.test", "/");
+    let r = sign_in(b, &app, &JANE, &JANE.code(steps)).await;
+    assert_eq!(r.status(), 303, "signed in");
+    b.session_id(&app).expect("a session cookie")
 }
 
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
-
-fn totp_code(steps: u64) -> String {
-    let seed = totp_rs::Secret::Encoded(demo::USERS[0].totp_base32.into())
-        .to_bytes()
-        .unwrap();
-    let data = stepgate_authn::totp::TotpData {
-        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-        last_step: None,
-    };
-    stepgate_authn::totp::generate(
-        &data,
-        &seed,
-        chrono::Utc::now().timestamp() as u64 + 30 * steps,
-    )
+/// `GET target` on `host`, as raw bytes, with `extra` header lines: the status, the head
+/// (lower case) and the body.
+async fn get_raw(h: &Server, host: &str, target: &[u8], extra: &str) -> (u16, String, String) {
+    let a = raw_get(h.addr, host, target, extra).await;
+    (a.status, a.head, a.body)
 }
 
 /// The headers every answer stepgate writes itself carries.
@@ -335,14 +162,13 @@ fn assert_security_headers(head: &str, what: &str) {
 #[tokio::test]
 async fn targets_upstreams_read_differently_are_refused_by_the_proxy() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let cookie = format!("Cookie: stepgate_session={sid}\r\n");
     // Signed in, the app answers; its admin area is closed.
-    let (status, _, body) = h.get_raw("app.test", b"/data", &cookie).await;
+    let (status, _, body) = get_raw(&h, "app.test", b"/data", &cookie).await;
     assert_eq!(status, 200, "{body}");
-    let (status, _, _) = h.get_raw("app.test", b"/admin/users", &cookie).await;
+    let (status, _, _) = get_raw(&h, "app.test", b"/admin/users", &cookie).await;
     assert_eq!(status, 403);
     for (target, why) in [
         (&b"/admin\xc3\xa9/users"[..], "raw byte"),
@@ -357,27 +183,26 @@ async fn targets_upstreams_read_differently_are_refused_by_the_proxy() {
         (b"/data%00", "NUL"),
         (b"/admin%2fusers", "encoded /"),
     ] {
-        let (status, head, body) = h.get_raw("app.test", target, &cookie).await;
+        let (status, head, body) = get_raw(&h, "app.test", target, &cookie).await;
         let shown = String::from_utf8_lossy(target);
         assert_eq!(status, 400, "{shown}: {body}");
         assert!(body.contains(why), "{shown}: {body}");
         assert_security_headers(&head, &shown);
     }
     // Equivalent spellings are decided, and forwarded, in their one normal form.
-    let (status, _, body) = h.get_raw("app.test", b"/x/../%61dmin/users", &cookie).await;
+    let (status, _, body) = get_raw(&h, "app.test", b"/x/../%61dmin/users", &cookie).await;
     assert_eq!(status, 403, "{body}");
-    let (status, _, body) = h.get_raw("app.test", b"/x/./%64ata?q=%2F", &cookie).await;
+    let (status, _, body) = get_raw(&h, "app.test", b"/x/./%64ata?q=%2F", &cookie).await;
     assert_eq!(status, 200);
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(seen["target"], "/x/data?q=%2F");
+    assert_eq!(seen["path"], "/x/data?q=%2F");
 }
 
 #[tokio::test]
 async fn forward_auth_refuses_what_it_cannot_read_and_never_defaults() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let ask = |endpoint: &str, headers: &[(&str, &[u8])]| {
         let mut req = format!(
             "GET /_stepgate/auth/{endpoint} HTTP/1.1\r\nHost: stepgate.internal\r\nCookie: stepgate_session={sid}\r\n"
@@ -390,8 +215,11 @@ async fn forward_auth_refuses_what_it_cannot_read_and_never_defaults() {
             req.extend_from_slice(b"\r\n");
         }
         req.extend_from_slice(b"Connection: close\r\n\r\n");
-        let h = &h;
-        async move { h.raw(&req).await }
+        let addr = h.addr;
+        async move {
+            let a = raw(addr, &req).await;
+            (a.status, a.head, a.body)
+        }
     };
     let forward = |uri: &'static [u8]| -> Vec<(&'static str, &'static [u8])> {
         vec![
@@ -470,9 +298,8 @@ async fn forward_auth_refuses_what_it_cannot_read_and_never_defaults() {
 #[tokio::test]
 async fn an_unreadable_forwarded_address_is_unknown_never_the_proxys() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let cookie = format!("Cookie: stepgate_session={sid}\r\n");
     // The test connects from 127.0.0.1: a trusted proxy, inside the office network. What
     // its X-Forwarded-For says is where the request comes from.
@@ -493,9 +320,7 @@ async fn an_unreadable_forwarded_address_is_unknown_never_the_proxys() {
         ),
         ("", 403),
     ] {
-        let (status, _, body) = h
-            .get_raw("intranet.test", b"/", &format!("{cookie}{xff}"))
-            .await;
+        let (status, _, body) = get_raw(&h, "intranet.test", b"/", &format!("{cookie}{xff}")).await;
         assert_eq!(status, want, "{xff:?}: {body}");
         if want == 403 {
             assert!(body.contains("office only"), "{body}");
@@ -509,9 +334,8 @@ async fn an_unreadable_forwarded_address_is_unknown_never_the_proxys() {
 #[tokio::test]
 async fn identity_headers_never_reach_the_upstream_under_another_spelling() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let spoofed = [
         "Remote-User",
         "Remote_User",
@@ -533,7 +357,7 @@ async fn identity_headers_never_reach_the_upstream_under_another_spelling() {
     for name in spoofed {
         extra.push_str(&format!("{name}: mallory\r\n"));
     }
-    let (status, _, body) = h.get_raw("app.test", b"/data", &extra).await;
+    let (status, _, body) = get_raw(&h, "app.test", b"/data", &extra).await;
     assert_eq!(status, 200, "{body}");
     let seen: BTreeMap<String, String> = serde_json::from_str(&body).unwrap();
     for (name, value) in &seen {
@@ -550,12 +374,10 @@ async fn identity_headers_never_reach_the_upstream_under_another_spelling() {
 async fn no_page_shows_a_session_id_or_anything_it_can_be_derived_from() {
     use base64::Engine as _;
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     // A second live session of the same user, seen on the sessions page.
-    let jar2 = Arc::new(Jar::default());
-    let other = h.sign_in_at(&h.client(&jar2), &jar2, 1).await;
+    let other = sign_in_jane_at(&h, &Browser::not_following(), 1).await;
     let mut pages = Vec::new();
     for path in [
         "/_stepgate/account",
@@ -563,7 +385,7 @@ async fn no_page_shows_a_session_id_or_anything_it_can_be_derived_from() {
         "/_stepgate/login",
         "/admin/users",
     ] {
-        let r = c.get(h.url("app.test", path)).send().await.unwrap();
+        let r = b.get(h.url("app.test", path)).send().await.unwrap();
         let location = r
             .headers()
             .get("location")
@@ -571,7 +393,7 @@ async fn no_page_shows_a_session_id_or_anything_it_can_be_derived_from() {
         pages.push(r.text().await.unwrap());
         if let Some(l) = location {
             pages.push(l.clone());
-            pages.push(c.get(l).send().await.unwrap().text().await.unwrap());
+            pages.push(b.get(l).send().await.unwrap().text().await.unwrap());
         }
     }
     let sessions = &pages[1];
@@ -602,7 +424,7 @@ async fn no_page_shows_a_session_id_or_anything_it_can_be_derived_from() {
     assert_eq!(handles.len(), 1, "{sessions}");
     let end = |handle: String| {
         let (c, csrf, url) = (
-            &c,
+            &b,
             csrf.clone(),
             h.url("app.test", "/_stepgate/sessions/end"),
         );
@@ -630,33 +452,11 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
     // A client that keeps Secure cookies off plain HTTP cannot sign in here, so jane's
     // session (password and TOTP, just now) is stored as a sign-in would store it.
     let h = start_with(true).await;
-    let sid = {
-        use stepgate_authn::{FactorKind, PassedFactor};
-        let rt = h.st.runtime.load();
-        let jane =
-            h.st.stores
-                .durable
-                .get_user_by_username("jane")
-                .await
-                .unwrap()
-                .unwrap();
-        let now = chrono::Utc::now();
-        let a = &rt.config.assurance;
-        let mut data = stepgate_server::session::SessionData::new(
-            &jane.id,
-            &jane.username,
-            PassedFactor::new(FactorKind::Password, a, now),
-            now,
-        );
-        data.add_factor(PassedFactor::new(FactorKind::Totp, a, now));
-        h.st.sessions.rotate(&rt, None, data, now).await.unwrap().id
-    };
+    let jane = user(&h.st, "jane").await;
+    let sid = signed_in_session(&h.st, &jane, chrono::Utc::now()).await;
     let get = |cookie: String| {
         let h = &h;
-        async move {
-            h.get_raw("app.test", b"/data", &format!("Cookie: {cookie}\r\n"))
-                .await
-        }
+        async move { get_raw(h, "app.test", b"/data", &format!("Cookie: {cookie}\r\n")).await }
     };
     assert_eq!(get(format!("__Host-stepgate_session={sid}")).await.0, 200);
     // Other spellings of the name are other cookies: sign in first.
@@ -678,23 +478,25 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("more than once"), "{body}");
-    let (status, _, _) = h
-        .get_raw(
-            "app.test",
-            b"/data",
-            &format!("Cookie: __Host-stepgate_session={sid}\r\nCookie: __Host-stepgate_session={sid}\r\n"),
-        )
-        .await;
+    let (status, _, _) = get_raw(
+        &h,
+        "app.test",
+        b"/data",
+        &format!(
+            "Cookie: __Host-stepgate_session={sid}\r\nCookie: __Host-stepgate_session={sid}\r\n"
+        ),
+    )
+    .await;
     assert_eq!(status, 400);
     // An upstream may not set stepgate's cookies under any spelling.
     let planted = "/set-cookie?__Host-stepgate_session=planted&__host-STEPGATE_SESSION=planted&%255F_Host-stepgate_session=planted&stepgate_pre=planted&app=kept";
-    let (status, head, _) = h
-        .get_raw(
-            "app.test",
-            planted.as_bytes(),
-            &format!("Cookie: __Host-stepgate_session={sid}\r\n"),
-        )
-        .await;
+    let (status, head, _) = get_raw(
+        &h,
+        "app.test",
+        planted.as_bytes(),
+        &format!("Cookie: __Host-stepgate_session={sid}\r\n"),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(head.contains("set-cookie: app=kept"), "{head}");
     assert!(!head.contains("planted"), "{head}");
@@ -703,10 +505,9 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
 #[tokio::test]
 async fn redirects_name_only_configured_hosts_and_others_get_421() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
+    let b = Browser::not_following();
     // An app host: the sign-in page on that host (the session cookie must be the app's).
-    let r = c.get(h.url("app.test", "/data")).send().await.unwrap();
+    let r = b.get(h.url("app.test", "/data")).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let to = r.headers()["location"].to_str().unwrap();
     assert!(
@@ -715,16 +516,16 @@ async fn redirects_name_only_configured_hosts_and_others_get_421() {
     );
     // A host stepgate does not serve: no redirect, no page of the portal.
     for path in ["/", "/data", "/_stepgate/login", "/_stepgate/account"] {
-        let (status, head, body) = h.get_raw("other.test", path.as_bytes(), "").await;
+        let (status, head, body) = get_raw(&h, "other.test", path.as_bytes(), "").await;
         assert_eq!(status, 421, "{path}: {body}");
         assert!(!head.contains("location:"), "{path}: {head}");
         assert_security_headers(&head, path);
-        let (status, _, _) = h.get_raw("evil.test:1234", path.as_bytes(), "").await;
+        let (status, _, _) = get_raw(&h, "evil.test:1234", path.as_bytes(), "").await;
         assert_eq!(status, 421, "{path}");
     }
     // Forward-auth answers the proxy on any host; its redirects use the public URL.
-    let (status, head, _) = h
-        .get_raw(
+    let (status, head, _) = get_raw(
+        &h,
             "stepgate.internal:9091",
             b"/_stepgate/auth/forward",
             "X-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.test\r\nX-Forwarded-Uri: /data\r\n",
@@ -739,20 +540,19 @@ async fn redirects_name_only_configured_hosts_and_others_get_421() {
         "{head}"
     );
     // The health endpoints answer any host.
-    assert_eq!(h.get_raw("10.1.2.3", b"/healthz", "").await.0, 200);
+    assert_eq!(get_raw(&h, "10.1.2.3", b"/healthz", "").await.0, 200);
 }
 
 #[tokio::test]
 async fn only_websocket_upgrades_pass_and_tunnels_are_405() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let cookie = format!("Cookie: stepgate_session={sid}\r\n");
     // h2c: the upgrade is stripped, so the upstream is asked plainly. An upstream that
     // switches protocols all the same is refused, never spliced.
-    let (status, head, _) = h
-        .get_raw(
+    let (status, head, _) = get_raw(
+        &h,
             "switch.test",
             b"/",
             &format!("{cookie}Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n"),
@@ -761,20 +561,20 @@ async fn only_websocket_upgrades_pass_and_tunnels_are_405() {
     assert_eq!(status, 502, "{head}");
     assert_security_headers(&head, "unasked switch");
     // An h2c upgrade to an ordinary upstream reaches it as a plain request.
-    let (status, _, body) = h
-        .get_raw(
-            "app.test",
-            b"/data",
-            &format!("{cookie}Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"),
-        )
-        .await;
+    let (status, _, body) = get_raw(
+        &h,
+        "app.test",
+        b"/data",
+        &format!("{cookie}Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"),
+    )
+    .await;
     assert_eq!(status, 200);
     let seen: BTreeMap<String, String> = serde_json::from_str(&body).unwrap();
     assert!(!seen.contains_key("upgrade"), "{seen:?}");
     assert!(!seen.contains_key("http2-settings"), "{seen:?}");
     // A WebSocket upgrade is passed on, and the switch answered.
-    let (status, head, _) = h
-        .get_raw(
+    let (status, head, _) = get_raw(
+        &h,
             "switch.test",
             b"/",
             &format!("{cookie}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"),
@@ -786,7 +586,7 @@ async fn only_websocket_upgrades_pass_and_tunnels_are_405() {
         &b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nConnection: close\r\n\r\n"[..],
         b"TRACE /data HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
     ] {
-        let (status, head, _) = h.raw(req).await;
+        let RawAnswer { status, head, .. } = raw(h.addr, req).await;
         assert_eq!(status, 405, "{}", String::from_utf8_lossy(req));
         assert!(head.contains("allow: "), "{head}");
         assert_security_headers(&head, "405");
@@ -796,9 +596,8 @@ async fn only_websocket_upgrades_pass_and_tunnels_are_405() {
 #[tokio::test]
 async fn every_refusal_carries_the_security_headers() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(&jar);
-    let sid = h.sign_in(&c, &jar).await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
     let cookie = format!("Cookie: stepgate_session={sid}\r\n");
     for (host, target, extra, want) in [
         ("app.test", &b"/a;b"[..], "", 400),
@@ -807,7 +606,7 @@ async fn every_refusal_carries_the_security_headers() {
         ("down.test", b"/", cookie.as_str(), 502),
         ("other.test", b"/", "", 421),
     ] {
-        let (status, head, body) = h.get_raw(host, target, extra).await;
+        let (status, head, body) = get_raw(&h, host, target, extra).await;
         let what = format!("{host}{}", String::from_utf8_lossy(target));
         assert_eq!(status, want, "{what}: {body}");
         assert_security_headers(&head, &what);

@@ -3,9 +3,10 @@
 //! anything is read or audited; over budget is `429` with `Retry-After`, and a window's
 //! dropped requests are summed up in one audit row.
 
+mod support;
+
 use serde_json::json;
-use stepgate_server::{build_state, serve_on, ServeOptions, Shared};
-use stepgate_store::{AuditQuery, SecretKey, SecretsConfig};
+use support::{after_window, audit, retry_after, sha256_hex, window_start, Server};
 
 /// The agent source's token; its SHA-256 is in [`CONFIG`].
 const TOKEN: &str = "device-api-rate-limit-test-token";
@@ -20,45 +21,18 @@ devices:
   rate_limit: RATE_LIMIT
 "#;
 
-struct Harness {
-    st: Shared,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(rate_limit: &str) -> Harness {
-    use sha2::Digest as _;
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hash: String = sha2::Sha256::digest(TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let text = CONFIG
-        .replace("TOKEN_SHA256", &hash)
-        .replace("RATE_LIMIT", rate_limit);
-    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    cfg.secrets = SecretsConfig::default();
-    let st = build_state(cfg, SecretKey::generate(), ServeOptions::default())
+async fn start(rate_limit: &str) -> Server {
+    Server::build(CONFIG)
+        .with("TOKEN_SHA256", sha256_hex(TOKEN))
+        .with("RATE_LIMIT", rate_limit)
+        .start()
         .await
-        .unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        base: format!("http://127.0.0.1:{}", addr.port()),
-        _dir: dir,
-    }
 }
 
 /// `PUT /api/devices/posture` as the client at `from` (in `X-Forwarded-For`; the test itself
 /// is a trusted proxy) or directly, with `token`. The status and `Retry-After`.
 async fn put(
-    h: &Harness,
+    h: &Server,
     from: Option<&str>,
     token: Option<&str>,
     body: &serde_json::Value,
@@ -73,23 +47,7 @@ async fn put(
         req = req.bearer_auth(t);
     }
     let r = req.send().await.unwrap();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    (r.status().as_u16(), retry)
-}
-
-async fn audit(st: &Shared, kind: Option<&str>) -> Vec<stepgate_store::AuditEvent> {
-    st.stores
-        .durable
-        .list_audit(&AuditQuery {
-            kind: kind.map(str::to_string),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
+    (r.status().as_u16(), retry_after(&r))
 }
 
 fn posture(device: &str) -> serde_json::Value {
@@ -112,11 +70,7 @@ async fn requests_without_a_valid_token_are_bounded_per_address() {
                 req = req.bearer_auth(t);
             }
             let r = req.send().await.unwrap();
-            let retry = r
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            (r.status().as_u16(), retry)
+            (r.status().as_u16(), retry_after(&r))
         } else {
             put(&h, Some(FLOODER), token.as_deref(), &posture("mac-1")).await
         };
@@ -170,13 +124,7 @@ async fn a_source_is_bounded_and_its_dropped_pushes_summed_up_once_per_window() 
     .await;
     let before = audit(&h.st, None).await.len();
     // Start at the beginning of a window, so the burst falls in one.
-    let ms = WINDOW * 1000;
-    let now = chrono::Utc::now().timestamp_millis();
-    let window_end = (now / ms + 2) * ms;
-    tokio::time::sleep(std::time::Duration::from_millis(
-        (window_end - ms - now + 20) as u64,
-    ))
-    .await;
+    let window_end = window_start(WINDOW).await;
 
     // An agent may claim no more than `registered`: each push is refused and audited, from
     // whichever address it comes.
@@ -196,8 +144,7 @@ async fn a_source_is_bounded_and_its_dropped_pushes_summed_up_once_per_window() 
         "the burst outlasted its {WINDOW}s window: too slow a machine for this test"
     );
 
-    let wait = window_end - chrono::Utc::now().timestamp_millis() + 2_500;
-    tokio::time::sleep(std::time::Duration::from_millis(wait.max(0) as u64)).await;
+    after_window(window_end).await;
     let summary = audit(&h.st, Some("device.rate_limited")).await;
     assert_eq!(summary.len(), 1, "{summary:?}");
     let d = &summary[0].detail;
