@@ -63,22 +63,7 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
         )
         .route(&p("/caep/events"), post(crate::devices::caep::receive))
         .route(&p("/account"), get(portal::account::account_page))
-        .route(&p("/account/totp/start"), post(portal::account::totp_start))
-        .route(
-            &p("/account/totp/confirm"),
-            post(portal::account::totp_confirm),
-        )
-        .route(
-            &p("/account/contact/start"),
-            post(portal::account::contact_start),
-        )
-        .route(
-            &p("/account/contact/confirm"),
-            post(portal::account::contact_confirm),
-        )
-        .route(&p("/account/questions"), post(portal::account::questions))
-        .route(&p("/account/recovery"), post(portal::account::recovery))
-        .route(&p("/account/remove"), post(portal::account::remove))
+        .route(&p("/account/{*change}"), post(portal::account::change))
         .route(&p("/demo/device"), post(portal::account::demo_device))
         .route(&p("/sessions"), get(portal::sessions::sessions_page))
         .route(&p("/sessions/end"), post(portal::sessions::end_session))

@@ -116,6 +116,20 @@ fn scheme(s: &str) -> Result<&'static str, Unreadable> {
     }
 }
 
+/// The scheme a front proxy reports in `X-Forwarded-Proto` (once); the portal's when it
+/// reports none, as it changes nothing but the return URL.
+fn forwarded_proto(rt: &Runtime, headers: &HeaderMap) -> Result<&'static str, Unreadable> {
+    match one_header(headers, "x-forwarded-proto")? {
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| Unreadable::Garbled("x-forwarded-proto"))?;
+            scheme(v.trim())
+        }
+        None => Ok(rt.default_scheme()),
+    }
+}
+
 /// One authority: a host name or IP literal with an optional port, nothing else.
 fn checked_host(host: &str) -> Result<&str, Unreadable> {
     let ok = !host.is_empty()
@@ -203,23 +217,10 @@ pub fn proxied(
 pub fn forward_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unreadable> {
     let method = required(headers, "x-forwarded-method")?;
     let host = required(headers, "x-forwarded-host")?;
-    let proto = match one_header(headers, "x-forwarded-proto")? {
-        Some(v) => scheme(
-            v.to_str()
-                .map_err(|_| Unreadable::Garbled("x-forwarded-proto"))?
-                .trim(),
-        )?,
-        None => rt.default_scheme(),
-    };
+    let proto = forwarded_proto(rt, headers)?;
     let target = target_text(headers, "x-forwarded-uri")?;
-    read(
-        rt,
-        read_method(method.as_bytes())?,
-        proto,
-        host,
-        target,
-        None,
-    )
+    let method = read_method(method.as_bytes())?;
+    read(rt, method, proto, host, target, None)
 }
 
 /// nginx `auth_request`: `X-Original-URL` (`$scheme://$http_host$request_uri`) and
@@ -232,14 +233,8 @@ pub fn nginx_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unre
     let proto = scheme(proto)?;
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
     let (host, target) = rest.split_at(split);
-    read(
-        rt,
-        read_method(method.as_bytes())?,
-        proto,
-        host,
-        target,
-        None,
-    )
+    let method = read_method(method.as_bytes())?;
+    read(rt, method, proto, host, target, None)
 }
 
 /// Envoy `ext_authz` (HTTP mode): the original method and `Host`, and the original path and
@@ -260,14 +255,7 @@ pub fn envoy(
             .map(|a| a.as_str())
             .ok_or(Unreadable::Missing("Host"))?,
     };
-    let proto = match one_header(headers, "x-forwarded-proto")? {
-        Some(v) => scheme(
-            v.to_str()
-                .map_err(|_| Unreadable::Garbled("x-forwarded-proto"))?
-                .trim(),
-        )?,
-        None => rt.default_scheme(),
-    };
+    let proto = forwarded_proto(rt, headers)?;
     stepgate_request::target::check_method(method)?;
     read(rt, method.clone(), proto, host, target, None)
 }

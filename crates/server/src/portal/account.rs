@@ -1,7 +1,7 @@
 //! Security settings: the user's factors, how strong each is, and adding or removing them
 //! (each change behind a fresh factor, [`fresh_enough`]); the demo's device switch.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -248,152 +248,104 @@ impl CsrfField for AccountForm {
     }
 }
 
-/// `POST {portal}/account/totp/start`: a new authenticator app's QR code.
-pub async fn totp_start(
+/// `POST {portal}/account/{change}`: one change to the user's own factors, behind a fresh
+/// factor ([`FreshForm`]): `totp/start` (a new authenticator app's QR code) and
+/// `totp/confirm` (its first code), `contact/start` (a code to a new e-mail address or
+/// phone) and `contact/confirm` (that code), `questions`, `recovery` (new codes, shown
+/// once), `remove`.
+pub async fn change(
     State(st): State<Shared>,
     rt: Here,
     jar: CookieJar,
-    FreshForm { session, user, .. }: FreshForm<AccountForm>,
+    Path(change): Path<String>,
+    f: FreshForm<AccountForm>,
 ) -> Response {
-    match st.authn.enrol_totp_start(&user).await {
-        Ok(p) => Pages::global().render(
-            StatusCode::OK,
-            "enrol_totp.html",
-            context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token },
-        ),
-        Err(e) => render(&st, &rt, &jar, (&session, &user), Shown::error(&e)).await,
+    let on = Change {
+        st: &st,
+        rt: &rt,
+        jar: &jar,
+        session: &f.session,
+        user: &f.user,
+    };
+    let form = f.form;
+    let a = &st.authn;
+    match change.as_str() {
+        "totp/start" => match a.enrol_totp_start(on.user).await {
+            Ok(p) => on.page("enrol_totp.html", context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token }),
+            Err(e) => on.again(Shown::error(&e)).await,
+        },
+        "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
+            Ok(_) => see_other(&rt.portal_url("/account?done=totp")),
+            Err(e) => {
+                let why = format!("The authenticator app was not added: {}", auth_message(&e));
+                on.again(Shown { error: Some(why), ..Shown::default() }).await
+            }
+        },
+        "contact/start" | "contact/confirm" => contact(on, &change, &form).await,
+        "questions" => {
+            let pairs: Vec<(String, String)> = form.question.into_iter().zip(form.answer).collect();
+            on.after(a.enrol_questions(on.user, &pairs).await, "/account?done=questions").await
+        }
+        "recovery" => match a.regenerate_recovery_codes(on.user).await {
+            Ok(codes) => on.page("recovery_codes.html", context! { codes => codes }),
+            Err(e) => on.again(Shown::error(&e)).await,
+        },
+        "remove" => on.after(a.remove_factor(on.user, &form.id).await, "/account?done=removed").await,
+        _ => PortalError::BadRequest.into_response(),
     }
 }
 
-/// `POST {portal}/account/totp/confirm`: the first code from it.
-pub async fn totp_confirm(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm {
-        session,
-        user,
-        form,
-    }: FreshForm<AccountForm>,
-) -> Response {
-    match st
-        .authn
-        .enrol_totp_confirm(&user, &form.token, &form.code)
-        .await
-    {
-        Ok(_) => see_other(&rt.portal_url("/account?done=totp")),
-        Err(e) => {
-            let shown = Shown {
-                error: Some(format!(
-                    "The authenticator app was not added: {}",
-                    auth_message(&e)
-                )),
-                ..Shown::default()
-            };
-            render(&st, &rt, &jar, (&session, &user), shown).await
+/// A change in progress: who makes it, and where.
+#[derive(Clone, Copy)]
+struct Change<'a> {
+    st: &'a Shared,
+    rt: &'a Here,
+    jar: &'a CookieJar,
+    session: &'a Session,
+    user: &'a UserRecord,
+}
+
+impl Change<'_> {
+    /// A page of the change's own (with the portal's frame).
+    fn page(&self, name: &str, ctx: minijinja::Value) -> Response {
+        let frame = context! {
+            portal => self.rt.portal(), csrf => self.st.signer.csrf_token(&self.session.id),
+            username => self.user.username,
+        };
+        Pages::global().render(StatusCode::OK, name, context! { ..frame, ..ctx })
+    }
+
+    /// The account page again, saying what went wrong.
+    async fn again(&self, shown: Shown) -> Response {
+        render(self.st, self.rt, self.jar, (self.session, self.user), shown).await
+    }
+
+    /// Back to the account page at `then`, or again with the error.
+    async fn after<T>(&self, result: Result<T, AuthError>, then: &str) -> Response {
+        match result {
+            Ok(_) => see_other(&self.rt.portal_url(then)),
+            Err(e) => self.again(Shown::error(&e)).await,
         }
     }
 }
 
-/// `POST {portal}/account/contact/start`: a code to a new e-mail address or phone.
-pub async fn contact_start(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm {
-        session,
-        user,
-        form,
-    }: FreshForm<AccountForm>,
-) -> Response {
+/// An e-mail address or phone number as a one-time-code factor: the code sent, then
+/// confirmed.
+async fn contact(on: Change<'_>, change: &str, form: &AccountForm) -> Response {
     let Some(kind) = otp_kind(&form.kind) else {
         return PortalError::BadRequest.into_response();
     };
-    match st
-        .authn
-        .enrol_contact_start(&user, kind, form.destination.trim())
-        .await
-    {
-        Ok(()) => see_other(&rt.portal_url(&format!("/account?pending={}", kind.as_str()))),
-        Err(e) => render(&st, &rt, &jar, (&session, &user), Shown::error(&e)).await,
+    let a = &on.st.authn;
+    if change == "contact/start" {
+        let sent = a.enrol_contact_start(on.user, kind, form.destination.trim()).await;
+        return on.after(sent, &format!("/account?pending={}", kind.as_str())).await;
     }
-}
-
-/// `POST {portal}/account/contact/confirm`: the code it received.
-pub async fn contact_confirm(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm {
-        session,
-        user,
-        form,
-    }: FreshForm<AccountForm>,
-) -> Response {
-    let Some(kind) = otp_kind(&form.kind) else {
-        return PortalError::BadRequest.into_response();
-    };
-    match st
-        .authn
-        .enrol_contact_confirm(&user, kind, &form.code)
-        .await
-    {
-        Ok(_) => see_other(&rt.portal_url("/account?done=contact")),
+    match a.enrol_contact_confirm(on.user, kind, &form.code).await {
+        Ok(_) => see_other(&on.rt.portal_url("/account?done=contact")),
         Err(e) => {
-            let shown = Shown {
-                pending: Some(kind.as_str().to_string()),
-                ..Shown::error(&e)
-            };
-            render(&st, &rt, &jar, (&session, &user), shown).await
+            let pending = Some(kind.as_str().to_string());
+            on.again(Shown { pending, ..Shown::error(&e) }).await
         }
-    }
-}
-
-/// `POST {portal}/account/questions`: security questions and answers.
-pub async fn questions(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm {
-        session,
-        user,
-        form,
-    }: FreshForm<AccountForm>,
-) -> Response {
-    let pairs: Vec<(String, String)> = form.question.into_iter().zip(form.answer).collect();
-    match st.authn.enrol_questions(&user, &pairs).await {
-        Ok(_) => see_other(&rt.portal_url("/account?done=questions")),
-        Err(e) => render(&st, &rt, &jar, (&session, &user), Shown::error(&e)).await,
-    }
-}
-
-/// `POST {portal}/account/recovery`: new recovery codes, shown once.
-pub async fn recovery(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm { session, user, .. }: FreshForm<AccountForm>,
-) -> Response {
-    match st.authn.regenerate_recovery_codes(&user).await {
-        Ok(codes) => Pages::global().render(StatusCode::OK, "recovery_codes.html", context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, codes => codes }),
-        Err(e) => render(&st, &rt, &jar, (&session, &user), Shown::error(&e)).await,
-    }
-}
-
-/// `POST {portal}/account/remove`: remove a factor.
-pub async fn remove(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
-    FreshForm {
-        session,
-        user,
-        form,
-    }: FreshForm<AccountForm>,
-) -> Response {
-    match st.authn.remove_factor(&user, &form.id).await {
-        Ok(()) => see_other(&rt.portal_url("/account?done=removed")),
-        Err(e) => render(&st, &rt, &jar, (&session, &user), Shown::error(&e)).await,
     }
 }
 

@@ -165,11 +165,38 @@ impl FromRequestParts<Shared> for SignedIn {
 }
 
 /// A form that carries a CSRF token and a signed step-up link.
-pub trait StepFields {
-    /// The CSRF token.
-    fn csrf(&self) -> &str;
+pub trait StepFields: CsrfField {
     /// The signed step-up link (`t`).
     fn token(&self) -> &str;
+}
+
+/// The form a request's body holds.
+async fn parse_form<F: DeserializeOwned>(
+    parts: Parts,
+    body: axum::body::Body,
+    st: &Shared,
+) -> Result<F, Response> {
+    let req = Request::from_parts(parts, body);
+    let Form(form) = Form::<F>::from_request(req, st)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(form)
+}
+
+/// A form's CSRF token, checked against the session's.
+fn check_csrf(
+    st: &Shared,
+    here: &Here,
+    jar: &CookieJar,
+    session: &Session,
+    submitted: &str,
+) -> Result<(), PortalError> {
+    if csrf_ok(st, jar, Some(session), submitted) {
+        return Ok(());
+    }
+    Err(PortalError::FormExpired {
+        portal: here.portal().to_string(),
+    })
 }
 
 /// A checked step-up form: the live session (pending, during a sign-in) and its user, the
@@ -192,19 +219,11 @@ impl<F: DeserializeOwned + StepFields + Send> FromRequest<Shared> for StepForm<F
         let (mut parts, body) = req.into_parts();
         let here = Here::from_request_parts(&mut parts, st).await?;
         let jar = CookieJar::from_headers(&parts.headers);
-        let req = Request::from_parts(parts, body);
-        let Form(form) = Form::<F>::from_request(req, st)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let form: F = parse_form(parts, body, st).await?;
         let (session, user, step) = step_context(st, &here, &jar, form.token())
             .await
             .map_err(IntoResponse::into_response)?;
-        if !csrf_ok(st, &jar, Some(&session), form.csrf()) {
-            return Err(PortalError::FormExpired {
-                portal: here.portal().to_string(),
-            }
-            .into_response());
-        }
+        check_csrf(st, &here, &jar, &session, form.csrf()).map_err(IntoResponse::into_response)?;
         Ok(StepForm {
             session,
             user,
@@ -267,16 +286,8 @@ impl<F: DeserializeOwned + CsrfField + Send> FromRequest<Shared> for FreshForm<F
         let here = Here::from_request_parts(&mut parts, st).await?;
         let SignedIn { session, user } = SignedIn::from_request_parts(&mut parts, st).await?;
         let jar = CookieJar::from_headers(&parts.headers);
-        let req = Request::from_parts(parts, body);
-        let Form(form) = Form::<F>::from_request(req, st)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if !csrf_ok(st, &jar, Some(&session), form.csrf()) {
-            return Err(PortalError::FormExpired {
-                portal: here.portal().to_string(),
-            }
-            .into_response());
-        }
+        let form: F = parse_form(parts, body, st).await?;
+        check_csrf(st, &here, &jar, &session, form.csrf()).map_err(IntoResponse::into_response)?;
         super::account::fresh_enough(st, &here, &session, &user, false).await?;
         Ok(FreshForm {
             session,

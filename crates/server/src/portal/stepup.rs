@@ -16,7 +16,7 @@ use stepgate_policy::StepUpRequirement;
 use stepgate_store::UserRecord;
 
 use super::error::PortalError;
-use super::extract::{step_context, Here, StepFields, StepForm};
+use super::extract::{step_context, CsrfField, Here, StepFields, StepForm};
 use super::links::StepToken;
 use super::pages::Pages;
 use super::signin::{completed, Done, Next};
@@ -174,10 +174,13 @@ pub struct CodeForm {
     answer: Vec<String>,
 }
 
-impl StepFields for CodeForm {
+impl CsrfField for CodeForm {
     fn csrf(&self) -> &str {
         &self.csrf
     }
+}
+
+impl StepFields for CodeForm {
     fn token(&self) -> &str {
         &self.t
     }
@@ -199,13 +202,14 @@ pub async fn step_up_factor(
     peer: Peer,
     Path(factor): Path<String>,
     (headers, jar): (HeaderMap, CookieJar),
-    StepForm {
+    f: StepForm<CodeForm>,
+) -> Response {
+    let StepForm {
         session,
         user,
         step,
         form,
-    }: StepForm<CodeForm>,
-) -> Response {
+    } = f;
     let ip = client_ip(&rt, peer.0, &headers);
     let a = &st.authn;
     let result = match factor.as_str() {
@@ -231,12 +235,7 @@ pub async fn step_up_factor(
         },
         _ => return PortalError::BadRequest.into_response(),
     };
-    let on = Page {
-        session: &session,
-        user: &user,
-        token: &form.t,
-        step: &step,
-    };
+    let on = page(&session, &user, &form.t, &step);
     match result {
         Ok(p) => passed(&st, &rt, jar, on, p, false).await,
         Err(e) => failed(&st, &rt, on, e).await,
@@ -244,25 +243,17 @@ pub async fn step_up_factor(
 }
 
 /// `POST {portal}/step-up/send`: send an e-mail or SMS code.
-pub async fn step_up_send(
-    State(st): State<Shared>,
-    rt: Here,
-    StepForm {
+pub async fn step_up_send(State(st): State<Shared>, rt: Here, f: StepForm<CodeForm>) -> Response {
+    let StepForm {
         session,
         user,
         step,
         form,
-    }: StepForm<CodeForm>,
-) -> Response {
+    } = f;
     let Some(kind) = otp_kind(&form.kind) else {
         return PortalError::BadRequest.into_response();
     };
-    let on = Page {
-        session: &session,
-        user: &user,
-        token: &form.t,
-        step: &step,
-    };
+    let on = page(&session, &user, &form.t, &step);
     match st.authn.send_otp(&user, kind).await {
         Ok(dest) => {
             let shown = Shown {

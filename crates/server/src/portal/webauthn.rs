@@ -14,6 +14,7 @@ use stepgate_authn::webauthn::RegistrationKind;
 use super::error::PortalError;
 use super::extract::{csrf_ok, signed_in, step_context, Here};
 use super::links::Links;
+use super::links::StepToken;
 use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
 use super::{account, auth_message};
@@ -22,6 +23,8 @@ use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
 use crate::session::cookies::CookieJar;
+use crate::session::Session;
+use stepgate_store::UserRecord;
 
 /// What the script posts.
 #[derive(Deserialize)]
@@ -161,6 +164,46 @@ pub async fn webauthn_login_finish(
     }
 }
 
+/// The step-up a passkey ceremony belongs to: the live session, its user and the signed
+/// step-up link, with the CSRF header matched.
+async fn stepping(
+    st: &Shared,
+    rt: &Here,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<(Session, UserRecord, StepToken), Response> {
+    let Ok((session, user, step)) = step_context(st, rt, jar, token).await else {
+        return Err(
+            PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired").into_response(),
+        );
+    };
+    if !csrf_ok(st, jar, Some(&session), header_csrf(headers)) {
+        return Err(form_expired());
+    }
+    Ok((session, user, step))
+}
+
+/// The signed-in user a registration belongs to, with the CSRF header matched.
+async fn registering(
+    st: &Shared,
+    rt: &Here,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+) -> Result<(Session, UserRecord), Response> {
+    let (session, user) = match signed_in(st, rt, jar).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response())
+        }
+        Err(e) => return Err(e.into_response()),
+    };
+    if !csrf_ok(st, jar, Some(&session), header_csrf(headers)) {
+        return Err(form_expired());
+    }
+    Ok((session, user))
+}
+
 /// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for the user's own keys.
 pub async fn webauthn_step_start(
     State(st): State<Shared>,
@@ -169,13 +212,10 @@ pub async fn webauthn_step_start(
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let Ok((session, user, _)) = step_context(&st, &rt, &jar, &b.token).await else {
-        return PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired")
-            .into_response();
+    let (_, user, _) = match stepping(&st, &rt, &jar, &headers, &b.token).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
-        return form_expired();
-    }
     match st.authn.webauthn_auth_start(Some(&user)).await {
         Ok((options, state)) => started(&st, options, state).await,
         Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
@@ -191,13 +231,10 @@ pub async fn webauthn_step_finish(
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let Ok((session, user, step)) = step_context(&st, &rt, &jar, &b.token).await else {
-        return PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired")
-            .into_response();
+    let (session, user, step) = match stepping(&st, &rt, &jar, &headers, &b.token).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
-        return form_expired();
-    }
     let state = match take_ceremony(&st, &b.id).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -225,16 +262,10 @@ pub async fn webauthn_register_start(
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let (session, user) = match signed_in(&st, &rt, &jar).await {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            return PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response()
-        }
-        Err(e) => return e.into_response(),
+    let (session, user) = match registering(&st, &rt, &jar, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
-        return form_expired();
-    }
     if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
         return r;
     }
@@ -277,16 +308,10 @@ pub async fn webauthn_register_finish(
     jar: CookieJar,
     Json(b): Json<WebauthnBody>,
 ) -> Response {
-    let (session, user) = match signed_in(&st, &rt, &jar).await {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            return PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response()
-        }
-        Err(e) => return e.into_response(),
+    let (_, user) = match registering(&st, &rt, &jar, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if !csrf_ok(&st, &jar, Some(&session), header_csrf(&headers)) {
-        return form_expired();
-    }
     let state = match take_ceremony(&st, &b.id).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
