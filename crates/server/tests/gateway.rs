@@ -3,7 +3,10 @@
 //! refused), WebSocket pass-through, a 100 MB streamed upload, forwarding headers, upstream
 //! failures, a broken store, and the TLS listener with a client certificate.
 
+mod support;
+
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,9 +20,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::EncodePrivateKey as _;
-use reqwest::cookie::Jar;
-use stepgate_server::{build_state, demo, serve_on, ServeOptions, Shared};
-use stepgate_store::{SecretKey, SecretsConfig};
+use stepgate_server::demo;
+use support::{client, raw, raw_get, redirects, sign_in, upstream, user, Browser, Server, JANE};
 
 const CONFIG: &str = r#"
 apps:
@@ -155,10 +157,7 @@ async fn upstream(seen: Arc<Seen>) -> SocketAddr {
         )
         .fallback(any(echo))
         .with_state(seen);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    a
+    upstream::serve(app).await
 }
 
 /// A WebSocket echo server.
@@ -302,9 +301,7 @@ async fn issuer() -> Issuer {
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let addr = upstream::serve(app).await;
     Issuer {
         kid,
         key,
@@ -329,15 +326,27 @@ impl Issuer {
     }
 }
 
+/// The gateway, its apps' upstreams and the token issuer.
 struct Harness {
-    st: Shared,
-    addr: SocketAddr,
-    base: String,
+    gateway: Server,
     seen: Arc<Seen>,
     keep: Arc<KeepSeen>,
     idp: Issuer,
-    dir: tempfile::TempDir,
-    key: SecretKey,
+}
+
+impl Deref for Harness {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.gateway
+    }
+}
+
+impl Harness {
+    /// How many requests the upstream has answered.
+    fn hits(&self) -> usize {
+        self.seen.hits.load(Ordering::SeqCst)
+    }
 }
 
 async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
@@ -347,46 +356,24 @@ async fn start_with(dir: tempfile::TempDir, extra: &str) -> Harness {
 /// [`start_with`] with more `server:` keys (indented by two spaces).
 async fn start_full(dir: tempfile::TempDir, extra: &str, server_extra: &str) -> Harness {
     let seen = Arc::new(Seen::default());
-    let up = upstream(seen.clone()).await;
-    let ws = ws_upstream().await;
     let keep = Arc::new(KeepSeen::default());
-    let keep_up = keep_upstream(keep.clone()).await;
     let idp = issuer().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = CONFIG
-        .replace("UPSTREAM", &up.to_string())
-        .replace("WSUP", &ws.to_string())
-        .replace("KEEPUP", &keep_up.to_string())
-        .replace("IDP", &idp.addr.to_string())
-        .replace("SERVER_EXTRA", server_extra)
-        .replace("EXTRA", extra);
-    let mut cfg = stepgate_config::load_str("test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    let base = format!("http://127.0.0.1:{}", addr.port());
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        base.clone(),
-    ));
-    let key = SecretKey::generate();
-    cfg.secrets = SecretsConfig::default();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
-        .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
+    let gateway = Server::build(CONFIG)
+        .with("UPSTREAM", upstream(seen.clone()).await)
+        .with("WSUP", ws_upstream().await)
+        .with("KEEPUP", keep_upstream(keep.clone()).await)
+        .with("IDP", idp.addr)
+        .with("SERVER_EXTRA", server_extra)
+        .with("EXTRA", extra)
+        .in_dir(dir)
+        .demo_users()
+        .start()
+        .await;
     Harness {
-        st,
-        addr,
-        base,
+        gateway,
         seen,
         keep,
         idp,
-        dir,
-        key,
     }
 }
 
@@ -394,91 +381,14 @@ async fn start() -> Harness {
     start_with(tempfile::tempdir().unwrap(), "").await
 }
 
-impl Harness {
-    /// A client that resolves every `*.test` app host to the gateway.
-    fn client(&self, jar: Option<&Arc<Jar>>) -> reqwest::Client {
-        let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::limited(10));
-        for h in [
-            "app.test",
-            "api.test",
-            "ws.test",
-            "slow.test",
-            "down.test",
-            "mtls.test",
-            "keep.test",
-        ] {
-            b = b.resolve(h, self.addr);
-        }
-        if let Some(j) = jar {
-            b = b.cookie_provider(j.clone());
-        }
-        b.build().unwrap()
-    }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.addr.port())
-    }
-}
-
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
-
-fn totp_code() -> String {
-    let seed = totp_rs::Secret::Encoded(demo::USERS[0].totp_base32.into())
-        .to_bytes()
-        .unwrap();
-    let data = stepgate_authn::totp::TotpData {
-        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-        last_step: None,
-    };
-    stepgate_authn::totp::generate(&data, &seed, chrono::Utc::now().timestamp() as u64)
+/// A client that keeps no cookies (its `*.test` hosts are the gateway).
+fn plain() -> reqwest::Client {
+    client().build().unwrap()
 }
 
 /// Signs jane in through the portal (password, then TOTP) on app.test.
-async fn sign_in(h: &Harness, c: &reqwest::Client) {
-    let page = c
-        .get(h.url("app.test", "/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = c
-        .post(h.url("app.test", "/_stepgate/login"))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("username", "jane".into()),
-            ("password", demo::USERS[0].password.into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let page = r.text().await.unwrap();
-    let r = c
-        .post(h.url("app.test", "/_stepgate/step-up/totp"))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("code", totp_code()),
-        ])
-        .send()
-        .await
-        .unwrap();
+async fn sign_in_jane(h: &Harness, b: &Browser) {
+    let r = sign_in(b, &h.url("app.test", "/"), &JANE, &JANE.code(0)).await;
     assert_eq!(r.status(), 200, "signed in and back at the app");
 }
 
@@ -518,9 +428,8 @@ async fn echo(c: &reqwest::Client, url: &str) -> serde_json::Value {
 #[tokio::test]
 async fn assertion_verifies_against_the_published_jwks() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
     let seen = echo(&c, &h.url("app.test", "/whoami")).await;
     assert_eq!(seen["user"], "jane");
     let token = seen["assertion"].as_str().unwrap();
@@ -552,13 +461,7 @@ async fn assertion_verifies_against_the_published_jwks() {
     assert_eq!(exp - iat, 60, "short-lived");
     assert!(claims["auth_time"].as_i64().unwrap() <= iat);
     assert!(!claims["jti"].as_str().unwrap().is_empty());
-    let user =
-        h.st.stores
-            .durable
-            .get_user_by_username("jane")
-            .await
-            .unwrap()
-            .unwrap();
+    let user = user(&h.st, "jane").await;
     assert_eq!(claims["sub"], user.id.as_str());
     // The demo's Licence Console checks it the same way.
     demo::set_assertion_check(demo::AssertionCheck {
@@ -607,9 +510,8 @@ async fn assertion_verifies_against_the_published_jwks() {
 async fn key_rotation_keeps_old_assertions_verifiable_during_the_overlap() {
     let h = start().await;
     let jwks_url = format!("{}/.well-known/jwks.json", h.base);
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
     let old = echo(&c, &h.url("app.test", "/")).await["assertion"]
         .as_str()
         .unwrap()
@@ -678,7 +580,7 @@ async fn key_rotation_keeps_old_assertions_verifiable_during_the_overlap() {
 #[tokio::test]
 async fn bearer_tokens_allowed_stepped_up_and_refused() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let call = |path: &str, token: String| c.get(h.url("api.test", path)).bearer_auth(token).send();
 
     // Allowed: the token's claims stand in for the session.
@@ -699,7 +601,7 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
     assert_eq!(claims["acr"], "aal1");
 
     // Stepped up: the admin route needs AAL2 within 5 minutes. RFC 9470, exactly.
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     let r = call("/admin", h.idp.token(|_| {})).await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
@@ -715,11 +617,7 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
         c["auth_time"] = (chrono::Utc::now().timestamp() - 3600).into();
     });
     assert_eq!(call("/admin", stale).await.unwrap().status(), 401);
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "never reached upstream"
-    );
+    assert_eq!(h.hits(), hits, "never reached upstream");
     // The client comes back with a fresh AAL2 token: through.
     let fresh = h.idp.token(|c| {
         c["acr"] = "aal2".into();
@@ -730,7 +628,7 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["aal"], "2");
 
     // Refused: each of these is a 401 invalid_token and never reaches the upstream.
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     let (other_key, _) = es256_key();
     let mut hd = Header::new(Algorithm::ES256);
     hd.kid = Some(h.idp.kid.clone());
@@ -774,7 +672,7 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
             "{what}: {www}"
         );
     }
-    assert_eq!(h.seen.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(h.hits(), hits);
     // Unknown kid: the JWKS is fetched again (not more than once per 10 s).
     let fetches = h.idp.fetches.load(Ordering::SeqCst);
     let mut hd = Header::new(Algorithm::ES256);
@@ -793,22 +691,18 @@ async fn bearer_tokens_allowed_stepped_up_and_refused() {
 #[tokio::test]
 async fn an_app_with_its_own_audiences_refuses_tokens_minted_for_another() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let call = |host: &str, token: String| c.get(h.url(host, "/data")).bearer_auth(token).send();
     // The issuer mints tokens for both apps; `api` lists its own audience.
     let for_console = || h.idp.token(|c| c["aud"] = "console".into());
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     let r = call("api.test", for_console()).await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()
         .starts_with("Bearer error=\"invalid_token\""));
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "never reached upstream"
-    );
+    assert_eq!(h.hits(), hits, "never reached upstream");
     // The same token is good where no app audience narrows the issuer's.
     assert_eq!(call("app.test", for_console()).await.unwrap().status(), 200);
     // A token for several audiences, one of them `api`: through.
@@ -821,7 +715,7 @@ async fn an_app_with_its_own_audiences_refuses_tokens_minted_for_another() {
 #[tokio::test]
 async fn bearer_token_for_a_disabled_user_is_refused() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let call = || {
         c.get(h.url("api.test", "/data"))
             .bearer_auth(h.idp.token(|_| {}))
@@ -834,14 +728,14 @@ async fn bearer_token_for_a_disabled_user_is_refused() {
     let mut robot = stepgate_store::UserRecord::new("robot");
     robot.disabled = true;
     h.st.stores.durable.create_user(&robot).await.unwrap();
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     let r = call().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers()["www-authenticate"]
         .to_str()
         .unwrap()
         .starts_with("Bearer error=\"invalid_token\""));
-    assert_eq!(h.seen.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(h.hits(), hits);
     // Enabled again: through.
     robot.disabled = false;
     h.st.stores.durable.update_user(&robot).await.unwrap();
@@ -942,7 +836,7 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 1600; // 100 MiB
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let last_sent: Arc<Mutex<Option<Instant>>> = Arc::default();
     let ls = last_sent.clone();
     let body = futures_util::stream::iter(0..CHUNKS).map(move |i| {
@@ -1002,7 +896,7 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
 #[tokio::test]
 async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let seen: serde_json::Value = c
         .get(h.url("api.test", "/data"))
         .bearer_auth(h.idp.token(|_| {}))
@@ -1031,7 +925,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
 #[tokio::test]
 async fn upstream_failures_are_502_or_504_and_say_nothing_of_internals() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let token = h.idp.token(|_| {});
     // Down: connection refused.
     let r = c
@@ -1071,7 +965,7 @@ async fn upstream_failures_are_502_or_504_and_say_nothing_of_internals() {
 #[tokio::test]
 async fn upstream_connections_are_kept_replaced_when_closed_and_never_queued() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let token = h.idp.token(|_| {});
     let get = |path: &'static str| {
         let c = c.clone();
@@ -1110,9 +1004,8 @@ async fn upstream_connections_are_kept_replaced_when_closed_and_never_queued() {
 #[tokio::test]
 async fn a_broken_store_refuses_with_503() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
     assert_eq!(
         c.get(h.url("app.test", "/")).send().await.unwrap().status(),
         200
@@ -1130,7 +1023,7 @@ async fn a_broken_store_refuses_with_503() {
     // Another process broke it, so this node's read cache does not know: the session it
     // cached stays usable for at most `sessions.cache_ttl`, then the store is asked again.
     tokio::time::sleep(h.st.cache.ttl() + Duration::from_millis(100)).await;
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     let r = c.get(h.url("app.test", "/")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
@@ -1147,11 +1040,7 @@ async fn a_broken_store_refuses_with_503() {
         r.json::<serde_json::Value>().await.unwrap()["error"],
         "temporarily_unavailable"
     );
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "nothing let through"
-    );
+    assert_eq!(h.hits(), hits, "nothing let through");
 }
 
 #[tokio::test]
@@ -1201,12 +1090,10 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
             .unwrap()
     });
     let client = |identity: bool| {
-        let mut b = reqwest::Client::builder()
+        let mut b = client()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
-            .resolve("mtls.test", addr)
-            .resolve("app.test", addr);
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
         if identity {
             let pem = format!("{}{}", cli.pem(), cli_key.serialize_pem());
             b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
@@ -1254,10 +1141,9 @@ async fn tls_listener_serves_h2_and_passes_the_client_certificate_on() {
 #[tokio::test]
 async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
-    let before = h.seen.hits.load(Ordering::SeqCst);
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
+    let before = h.hits();
     // On an app's host these paths are the app's: the upstream answers, with the identity.
     for path in ["/healthz", "/readyz", "/.well-known/jwks.json"] {
         let seen = echo(&c, &h.url("app.test", path)).await;
@@ -1265,13 +1151,9 @@ async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
     }
     let r = c.post(h.url("app.test", "/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "any method goes to the app");
-    assert_eq!(h.seen.hits.load(Ordering::SeqCst), before + 4);
+    assert_eq!(h.hits(), before + 4);
     // Anonymous, they are guarded like any other path of the app.
-    let anon = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve("app.test", h.addr)
-        .build()
-        .unwrap();
+    let anon = client().redirect(redirects(false)).build().unwrap();
     let r = anon
         .get(h.url("app.test", "/.well-known/jwks.json"))
         .header("accept", "text/html")
@@ -1308,30 +1190,27 @@ async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, HEAD");
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        before + 4,
-        "none of these reached the app"
-    );
+    assert_eq!(h.hits(), before + 4, "none of these reached the app");
 }
 
-/// Sends `GET <target>` as written (no client-side URL clean-up) and returns the status and
-/// the body.
-async fn raw_get(h: &Harness, host: &str, target: &str, token: &str) -> (u16, String) {
-    raw(
-        h,
-        format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-        ),
+/// Sends `GET <target>` as written (no client-side URL clean-up) with the bearer `token`;
+/// the status and the body.
+async fn raw_bearer(h: &Harness, host: &str, target: &str, token: &str) -> (u16, String) {
+    let a = raw_get(
+        h.addr,
+        host,
+        target.as_bytes(),
+        &format!("Authorization: Bearer {token}\r\nAccept: application/json\r\n"),
     )
-    .await
+    .await;
+    (a.status, a.body)
 }
 
 #[tokio::test]
 async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
     let h = start().await;
     let token = || h.idp.token(|_| {});
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     // Each of these is /admin to a typical upstream: each gets the admin route's step-up.
     for target in [
         "/admin",
@@ -1346,16 +1225,12 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
         "/data/..;/admin",
         "/data\\..\\admin",
     ] {
-        let (status, body) = raw_get(&h, "api.test", target, &token()).await;
+        let (status, body) = raw_bearer(&h, "api.test", target, &token()).await;
         assert!(status == 401 || status == 400, "{target}: {status} {body}");
     }
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "none reached the upstream"
-    );
+    assert_eq!(h.hits(), hits, "none reached the upstream");
     // An equivalent spelling that is allowed reaches the upstream as the path decided on.
-    let (status, body) = raw_get(&h, "api.test", "/x/../%64ata?q=%2F..", &token()).await;
+    let (status, body) = raw_bearer(&h, "api.test", "/x/../%64ata?q=%2F..", &token()).await;
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["path"], "/data?q=%2F..");
@@ -1365,9 +1240,9 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
 async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_its_routes() {
     let h = start().await;
     let token = || h.idp.token(|_| {});
-    let hits = h.seen.hits.load(Ordering::SeqCst);
+    let hits = h.hits();
     // The app's paths are matched ignoring ASCII case: /ADMIN is the admin route.
-    let (status, body) = raw_get(&h, "iis.test", "/ADMIN", &token()).await;
+    let (status, body) = raw_bearer(&h, "iis.test", "/ADMIN", &token()).await;
     assert_eq!(status, 401, "{body}");
     // `İ` (U+0130) lowercases to `i`, `ſ` (U+017F) uppercases to `S`: an upstream that
     // folds Unicode case serves these as /admin and /secret. Routes fold ASCII only, so
@@ -1378,49 +1253,31 @@ async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_its_ro
         "/%C5%BFecret",
         "/x/../adm%c4%b0n",
     ] {
-        let (status, body) = raw_get(&h, "iis.test", target, &token()).await;
+        let (status, body) = raw_bearer(&h, "iis.test", target, &token()).await;
         assert_eq!(status, 400, "{target}: {body}");
         assert!(body.contains("case-insensitive"), "{target}: {body}");
     }
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "none reached the upstream"
-    );
+    assert_eq!(h.hits(), hits, "none reached the upstream");
     // Other letters, and the same path at an app whose paths are case-sensitive (where
     // /admİn is not /admin to the upstream either), are decided as usual.
-    let (status, body) = raw_get(&h, "iis.test", "/caf%C3%A9", &token()).await;
+    let (status, body) = raw_bearer(&h, "iis.test", "/caf%C3%A9", &token()).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = raw_get(&h, "api.test", "/adm%C4%B0n", &token()).await;
+    let (status, body) = raw_bearer(&h, "api.test", "/adm%C4%B0n", &token()).await;
     assert_eq!(status, 200, "{body}");
-}
-
-/// Sends raw request bytes and returns the status and body.
-async fn raw(h: &Harness, request: String) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
 }
 
 #[tokio::test]
 async fn a_request_names_one_host_or_is_refused() {
     let h = start().await;
     let t = h.idp.token(|_| {});
-    let hits = h.seen.hits.load(Ordering::SeqCst);
-    let send = |head: &str| {
-        raw(
-            &h,
-            format!("{head}\r\nAuthorization: Bearer {t}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"),
+    let hits = h.hits();
+    let send = async |head: &str| {
+        let a = raw(
+            h.addr,
+            format!("{head}\r\nAuthorization: Bearer {t}\r\nAccept: application/json\r\nConnection: close\r\n\r\n").as_bytes(),
         )
+        .await;
+        (a.status, a.body)
     };
     // Decided for one app, the second Host would pick another at a virtual-hosting upstream.
     let (status, body) = send("GET /data HTTP/1.1\r\nHost: api.test\r\nHost: app.test").await;
@@ -1429,11 +1286,7 @@ async fn a_request_names_one_host_or_is_refused() {
     // An absolute target naming another host than Host (RFC 9112 3.2.2).
     let (status, body) = send("GET http://app.test/data HTTP/1.1\r\nHost: api.test").await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        h.seen.hits.load(Ordering::SeqCst),
-        hits,
-        "none reached the upstream"
-    );
+    assert_eq!(h.hits(), hits, "none reached the upstream");
     // The same host twice over (absolute target and Host) is one host.
     let (status, body) = send("GET http://api.test/data HTTP/1.1\r\nHost: API.test").await;
     assert_eq!(status, 200, "{body}");
@@ -1444,11 +1297,10 @@ async fn a_request_names_one_host_or_is_refused() {
 #[tokio::test]
 async fn stepgates_cookies_never_pass_between_client_and_upstream() {
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
     let app = reqwest::Url::parse(&h.url("app.test", "/")).unwrap();
-    jar.add_cookie_str("theme=dark; Path=/", &app);
+    c.jar.add_cookie_str("theme=dark; Path=/", &app);
     let seen = echo(&c, &h.url("app.test", "/whoami")).await;
     assert_eq!(seen["user"], "jane", "signed in by the session cookie");
     let cookie = seen["cookie"].as_str().unwrap();
@@ -1494,7 +1346,7 @@ async fn plain_http2_with_prior_knowledge_is_served() {
 #[tokio::test]
 async fn the_upstream_is_never_told_another_path_or_method() {
     let h = start().await;
-    let c = h.client(None);
+    let c = plain();
     let r = c
         .post(h.url("api.test", "/data"))
         .bearer_auth(h.idp.token(|_| {}))
@@ -1516,20 +1368,9 @@ async fn the_upstream_is_never_told_another_path_or_method() {
 async fn a_websocket_closes_when_its_session_ends() {
     use tokio_tungstenite::tungstenite::Message;
     let h = start().await;
-    let jar = Arc::new(Jar::default());
-    let c = h.client(Some(&jar));
-    sign_in(&h, &c).await;
-    use reqwest::cookie::CookieStore as _;
-    let cookies = jar
-        .cookies(&reqwest::Url::parse(&h.url("app.test", "/")).unwrap())
-        .unwrap();
-    let session = cookies
-        .to_str()
-        .unwrap()
-        .split("; ")
-        .find_map(|c| c.strip_prefix("stepgate_session="))
-        .unwrap()
-        .to_string();
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
+    let session = c.session_id(&h.url("app.test", "/")).unwrap();
     let mut req = ws_request(&h);
     req.headers_mut().insert(
         "cookie",
@@ -1568,12 +1409,8 @@ async fn a_websocket_closes_when_its_session_ends() {
 #[tokio::test]
 async fn a_head_request_gets_a_gets_headers_and_no_body_on_both_protocols() {
     let h = start().await;
-    let h1 = h.client(None);
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .resolve("api.test", h.addr)
-        .build()
-        .unwrap();
+    let h1 = plain();
+    let h2 = client().http2_prior_knowledge().build().unwrap();
     // An API refusal: a JSON body of stepgate's own, answered without the router.
     let url = h.url("api.test", "/v1/report");
     for (c, version) in [
