@@ -1193,9 +1193,10 @@ async fn an_app_keeps_its_own_healthz_readyz_and_jwks() {
     assert_eq!(h.hits(), before + 4, "none of these reached the app");
 }
 
-/// Sends `GET <target>` as written (no client-side URL clean-up) with the bearer `token`;
-/// the status and the body.
-async fn raw_bearer(h: &Harness, host: &str, target: &str, token: &str) -> (u16, String) {
+/// Sends `GET <target>` as written (no client-side URL clean-up), with a fresh token of
+/// the issuer's; the status and the body.
+async fn raw_bearer(h: &Harness, host: &str, target: &str) -> (u16, String) {
+    let token = h.idp.token(|_| {});
     let a = raw_get(
         h.addr,
         host,
@@ -1209,7 +1210,6 @@ async fn raw_bearer(h: &Harness, host: &str, target: &str, token: &str) -> (u16,
 #[tokio::test]
 async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
     let h = start().await;
-    let token = || h.idp.token(|_| {});
     let hits = h.hits();
     // Each of these is /admin to a typical upstream: each gets the admin route's step-up.
     for target in [
@@ -1225,12 +1225,12 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
         "/data/..;/admin",
         "/data\\..\\admin",
     ] {
-        let (status, body) = raw_bearer(&h, "api.test", target, &token()).await;
+        let (status, body) = raw_bearer(&h, "api.test", target).await;
         assert!(status == 401 || status == 400, "{target}: {status} {body}");
     }
     assert_eq!(h.hits(), hits, "none reached the upstream");
     // An equivalent spelling that is allowed reaches the upstream as the path decided on.
-    let (status, body) = raw_bearer(&h, "api.test", "/x/../%64ata?q=%2F..", &token()).await;
+    let (status, body) = raw_bearer(&h, "api.test", "/x/../%64ata?q=%2F..").await;
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["path"], "/data?q=%2F..");
@@ -1239,10 +1239,9 @@ async fn a_route_cannot_be_dodged_by_spelling_its_path_differently() {
 #[tokio::test]
 async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_its_routes() {
     let h = start().await;
-    let token = || h.idp.token(|_| {});
     let hits = h.hits();
     // The app's paths are matched ignoring ASCII case: /ADMIN is the admin route.
-    let (status, body) = raw_bearer(&h, "iis.test", "/ADMIN", &token()).await;
+    let (status, body) = raw_bearer(&h, "iis.test", "/ADMIN").await;
     assert_eq!(status, 401, "{body}");
     // `İ` (U+0130) lowercases to `i`, `ſ` (U+017F) uppercases to `S`: an upstream that
     // folds Unicode case serves these as /admin and /secret. Routes fold ASCII only, so
@@ -1253,16 +1252,16 @@ async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_its_ro
         "/%C5%BFecret",
         "/x/../adm%c4%b0n",
     ] {
-        let (status, body) = raw_bearer(&h, "iis.test", target, &token()).await;
+        let (status, body) = raw_bearer(&h, "iis.test", target).await;
         assert_eq!(status, 400, "{target}: {body}");
         assert!(body.contains("case-insensitive"), "{target}: {body}");
     }
     assert_eq!(h.hits(), hits, "none reached the upstream");
     // Other letters, and the same path at an app whose paths are case-sensitive (where
     // /admİn is not /admin to the upstream either), are decided as usual.
-    let (status, body) = raw_bearer(&h, "iis.test", "/caf%C3%A9", &token()).await;
+    let (status, body) = raw_bearer(&h, "iis.test", "/caf%C3%A9").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = raw_bearer(&h, "api.test", "/adm%C4%B0n", &token()).await;
+    let (status, body) = raw_bearer(&h, "api.test", "/adm%C4%B0n").await;
     assert_eq!(status, 200, "{body}");
 }
 
