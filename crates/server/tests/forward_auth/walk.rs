@@ -31,12 +31,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::cookie::{CookieStore, Jar};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use reqwest::cookie::Jar;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{
-    header, let_every_time_window_pass, sign_in, totp_code, Harness, APP_HOST, PORTAL_HOST, USER,
-};
+use crate::harness::{let_every_time_window_pass, Harness, APP_HOST, FIONA, PORTAL_HOST, USER};
+use crate::support::raw::{exchange, get_request, parse, split_head, RawAnswer};
+use crate::support::{client, header, redirects, sign_in, Browser};
 
 /// The headers stepgate asserts (or that apps read as an identity), lower case.
 pub const IDENTITY_HEADERS: [&str; 11] = [
@@ -220,87 +220,6 @@ async fn read_until<S: AsyncRead + Unpin>(
     }
 }
 
-/// The first line of a message head and its header lines (names as sent).
-fn split_head(head: &[u8]) -> (Vec<u8>, Vec<(String, String)>) {
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let first = lines.next().unwrap_or_default().to_vec();
-    let headers = lines
-        .filter_map(|l| {
-            let i = l.iter().position(|&b| b == b':')?;
-            Some((
-                String::from_utf8_lossy(&l[..i]).into_owned(),
-                String::from_utf8_lossy(&l[i + 1..]).trim().to_string(),
-            ))
-        })
-        .collect();
-    (first, headers)
-}
-
-/// A response read off a raw connection.
-#[derive(Debug)]
-pub struct RawResponse {
-    /// The status code (0 when the proxy closed the connection without one).
-    pub status: u16,
-    /// The header lines, names as sent.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
-}
-
-impl RawResponse {
-    /// The values of every header called `name`.
-    pub fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-fn parse_response(bytes: &[u8]) -> RawResponse {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return RawResponse {
-            status: 0,
-            headers: Vec::new(),
-            body: bytes.to_vec(),
-        };
-    };
-    let (first, headers) = split_head(&bytes[..end]);
-    let status = String::from_utf8_lossy(&first)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut body = bytes[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = String::from_utf8_lossy(&rest[..i]);
-            let size =
-                usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-            rest = &rest[i + 2..];
-            if size == 0 || rest.len() < size {
-                break;
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = rest.get(size + 2..).unwrap_or_default();
-        }
-        body = out;
-    }
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
 /// A front proxy under test: where it listens (one port for the portal and the app).
 pub struct Front<'a> {
     /// Its name, in messages.
@@ -330,89 +249,53 @@ impl Front<'_> {
         format!("{}://{host}:{}", self.scheme(), self.port)
     }
 
-    /// A client of the proxy that resolves the test hosts to loopback.
-    pub fn client(&self, jar: &Arc<Jar>, follow: bool) -> reqwest::Client {
-        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        reqwest::Client::builder()
-            .cookie_provider(jar.clone())
-            .resolve(APP_HOST, lo)
-            .resolve(PORTAL_HOST, lo)
-            .danger_accept_invalid_certs(self.tls)
-            .timeout(Duration::from_secs(20))
-            .redirect(if follow {
-                reqwest::redirect::Policy::limited(10)
-            } else {
-                reqwest::redirect::Policy::none()
-            })
-            .build()
-            .unwrap()
+    /// A client of the proxy on `jar` (the test hosts resolve to loopback), following
+    /// redirects or not.
+    pub fn client(&self, jar: &Arc<Jar>, follow: bool) -> Browser {
+        Browser::on(
+            jar.clone(),
+            client()
+                .danger_accept_invalid_certs(self.tls)
+                .timeout(Duration::from_secs(20))
+                .redirect(redirects(follow)),
+        )
     }
 
     /// `GET target` on `host` over a fresh HTTP/1.1 connection, written byte for byte with
     /// `headers` as given. A connection the proxy drops without an answer is status `0`.
-    pub async fn raw(
-        &self,
-        host: &str,
-        target: &[u8],
-        headers: &[(String, String)],
-    ) -> RawResponse {
-        let mut req = b"GET ".to_vec();
-        req.extend_from_slice(target);
-        req.extend_from_slice(format!(" HTTP/1.1\r\nHost: {host}:{}\r\n", self.port).as_bytes());
-        for (n, v) in headers {
-            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
-        }
-        req.extend_from_slice(b"Connection: close\r\n\r\n");
+    pub async fn raw(&self, host: &str, target: &[u8], headers: &[(String, String)]) -> RawAnswer {
+        let lines: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let req = get_request(&format!("{host}:{}", self.port), target, &lines);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
-        let bytes = if self.tls {
+        let within = Duration::from_secs(20);
+        let mut out = Vec::new();
+        let done = if self.tls {
             let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
             match tls_connector().connect(name, tcp).await {
-                Ok(s) => exchange(s, &req).await,
+                Ok(s) => exchange(s, &req, &mut out, within).await,
                 Err(e) => Err(e),
             }
         } else {
-            exchange(tcp, &req).await
+            exchange(tcp, &req, &mut out, within).await
         };
-        match bytes {
-            Ok(bytes) => parse_response(&bytes),
-            Err(e) => RawResponse {
+        match done {
+            Ok(()) => parse(&out),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                panic!("{}: the proxy did not answer within 20 s", self.name)
+            }
+            Err(e) => RawAnswer {
                 status: 0,
+                head: String::new(),
                 headers: Vec::new(),
-                body: e.to_string().into_bytes(),
+                body: e.to_string(),
             },
         }
     }
-}
-
-/// Writes `req` and reads until the peer closes (a TLS peer that closes without
-/// `close_notify` ends the response too).
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    req: &[u8],
-) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let io = async {
-        s.write_all(req).await?;
-        s.flush().await?;
-        let mut chunk = [0u8; 16384];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) => return Ok::<(), std::io::Error>(()),
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Ok(())
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), io)
-        .await
-        .expect("the proxy answered within 20 s")?;
-    Ok(out)
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
@@ -569,13 +452,6 @@ fn challenges(r: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-/// The `Cookie` header the jar holds for `url` ("" when none).
-fn cookie_for(jar: &Jar, url: &str) -> String {
-    jar.cookies(&url.parse().unwrap())
-        .and_then(|v| v.to_str().ok().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// A location without its query (the `t=` token differs on every answer).
 fn location_path(location: &str) -> &str {
     location.split('?').next().unwrap_or("")
@@ -584,7 +460,7 @@ fn location_path(location: &str) -> &str {
 /// What stepgate answers, asked directly at `/auth/forward` as the proxy would ask, about
 /// `target` on the app: (status, location without its query).
 async fn ask_stepgate(h: &Harness, front: &Front<'_>, target: &str, cookie: &str) -> (u16, String) {
-    let c = crate::harness::client(&Arc::new(Jar::default()), false);
+    let c = Browser::not_following();
     let mut req = c
         .get(format!(
             "http://{PORTAL_HOST}:{}/_stepgate/auth/forward",
@@ -668,7 +544,7 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
         (front.log)()
     );
     let n = up.count();
-    let r = sign_in(&follow, &portal, r.url().as_str(), &totp_code(0)).await;
+    let r = sign_in(&follow, r.url().as_str(), &FIONA, &FIONA.code(0)).await;
     let back = r.url().as_str() == format!("{app}/hello?x=1") && r.status() == 200;
     let seen = up.since(n);
     let problems = seen.last().map(identity_problems);
@@ -683,7 +559,7 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
             r.status()
         ),
     );
-    let cookie = cookie_for(&jar, &app);
+    let cookie = c.cookies(&app);
     assert!(
         !cookie.is_empty(),
         "{}: no session cookie for {app}",
