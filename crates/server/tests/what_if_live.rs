@@ -11,13 +11,14 @@
 //! The configuration is the demo's (examples/demo.yaml) plus policies on the behavioural
 //! risk, so every kind of condition it uses is drawn on.
 
+mod support;
+
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::http::{HeaderMap, HeaderValue, Method};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
-use stepgate_authn::{FactorKind, PassedFactor};
 use stepgate_policy::{
     CertificateContext, DeviceContext, DeviceState, FailingCheck, NetworkContext, Outcome,
     PostureValue, RequestContext, RequestInfo, RequestKind, RiskContext, UserAgentContext,
@@ -28,10 +29,11 @@ use stepgate_server::access::what_if::{what_if, StatedFacts};
 use stepgate_server::access::{AccessRequest, Credentials, SignalSource, Subject, Verdict, Who};
 use stepgate_server::app::SignalSourceFactory;
 use stepgate_server::session::cookies::decision_cookies;
-use stepgate_server::{build_state_with, demo, Runtime, ServeOptions, Shared};
+use stepgate_server::{Runtime, Shared};
 use stepgate_signals::geoip::GeoInfo;
 use stepgate_signals::risk::{SignInEntry, SignInOutcome};
-use stepgate_store::{AttributeValue, SecretKey, SecretsConfig, UserRecord};
+use stepgate_store::{AttributeValue, UserRecord};
+use support::{signed_in_session, user, Server, State};
 
 /// Policies on the behavioural risk, on top of the demo's.
 const RISK_POLICIES: &str = r#"
@@ -97,31 +99,16 @@ static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 static WORLD: LazyLock<World> = LazyLock::new(|| RT.block_on(world()));
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let text = [include_str!("../../../examples/demo.yaml"), RISK_POLICIES].concat();
-    let mut cfg = stepgate_config::load_str("demo.yaml", &text, Some(dir.path()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cfg.base_dir = dir.path().to_path_buf();
-    cfg.secrets = SecretsConfig::default();
+    let yaml = [include_str!("../../../examples/demo.yaml"), RISK_POLICIES].concat();
     let generated = Arc::new(Generated::default());
     let g = generated.clone();
     let factory: SignalSourceFactory = Box::new(move |_| Arc::new(GeneratedSource(g)));
-    let key = SecretKey::generate();
-    let st = build_state_with(cfg, key.clone(), ServeOptions::default(), Some(factory))
-        .await
-        .unwrap();
-    demo::seed(&st, &key).await.unwrap();
-    let mut users = Vec::new();
-    for name in ["jane", "john"] {
-        users.push(
-            st.stores
-                .durable
-                .get_user_by_username(name)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
+    let State { st, dir, .. } = Server::build(&yaml)
+        .signals(factory)
+        .demo_users()
+        .state()
+        .await;
+    let mut users = vec![user(&st, "jane").await, user(&st, "john").await];
     let mut carol = UserRecord::new("carol");
     carol.groups = vec!["licence-admins".into(), "staff".into()];
     carol.attributes.insert(
@@ -400,21 +387,7 @@ async fn live(w: &World, c: &Case) -> Answer {
     let rt = w.st.runtime.load_full();
     // A session signed in (password and TOTP) at the case's time, so its lifetime is
     // judged at that time as at any other.
-    let user = &w.users[c.user];
-    let a = &rt.config.assurance;
-    let mut data = stepgate_server::session::SessionData::new(
-        &user.id,
-        &user.username,
-        PassedFactor::new(FactorKind::Password, a, c.time),
-        c.time,
-    );
-    data.add_factor(PassedFactor::new(FactorKind::Totp, a, c.time));
-    let session =
-        w.st.sessions
-            .rotate(&rt, None, data, c.time)
-            .await
-            .unwrap()
-            .id;
+    let session = signed_in_session(&w.st, &w.users[c.user], c.time).await;
     let mut headers = HeaderMap::new();
     headers.insert(
         "cookie",
