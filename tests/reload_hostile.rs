@@ -39,26 +39,51 @@ fn append(log: &Path) -> std::fs::File {
         .unwrap()
 }
 
-fn serve(cfg: &Path, log: &Path) -> (Child, u16) {
+/// A served stepgate, killed when dropped, so that a failing test does not leave it running.
+struct Served(Child);
+
+impl std::ops::Deref for Served {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cfg: &Path, log: &Path) -> (Served, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env(
-            "STEPGATE_SECRET_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .env("STEPGATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        // The log goes to stdout; both to the file, appending so neither overwrites.
-        .stdout(append(log))
-        .stderr(append(log))
-        .spawn()
-        .unwrap();
+    let child = Served(
+        Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "STEPGATE_SECRET_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .env("STEPGATE_LOG", "info")
+            .env("NO_COLOR", "1")
+            // The log goes to stdout; both to the file, appending so neither overwrites.
+            .stdout(append(log))
+            .stderr(append(log))
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while status(port, "127.0.0.1").is_none() {
         assert!(
@@ -150,6 +175,5 @@ fn sighup_with_a_hostile_file_keeps_the_running_configuration_and_the_server() {
     for crash in ["panicked", "overflow", "fatal"] {
         assert!(!text.contains(crash), "{text}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }

@@ -26,25 +26,50 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// A served stepgate, killed when dropped, so that a failing test does not leave it running.
+struct Served(std::process::Child);
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `stepgate serve --config cfg` on a free port and waits until `/readyz` says 200.
-fn serve_ready(cfg: &std::path::Path) -> (std::process::Child, u16) {
+fn serve_ready(cfg: &std::path::Path) -> (Served, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
-        .args([
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env(
-            "STEPGATE_SECRET_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Served(
+        Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args([
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env(
+                "STEPGATE_SECRET_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while get(port, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
         assert!(
@@ -302,7 +327,7 @@ fn a_client_that_sends_no_request_in_time_is_let_go() {
         "sessions: { cookie: { secure: false } }\nserver: { header_timeout: 1s }\n",
     )
     .unwrap();
-    let (mut child, port) = serve_ready(&cfg);
+    let (child, port) = serve_ready(&cfg);
     // Connects and says nothing.
     let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // Sends headers a byte at a time, too slowly to finish.
@@ -331,6 +356,5 @@ fn a_client_that_sends_no_request_in_time_is_let_go() {
     }
     // A client that does send its request in time is served as ever.
     assert!(get(port, "/healthz").unwrap().ends_with("ok"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
