@@ -46,7 +46,6 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
             get(portal::signin::login_page).post(portal::signin::login_submit),
         )
         .route(&p("/step-up"), get(portal::stepup::step_up_page))
-        .route(&p("/step-up/send"), post(portal::stepup::step_up_send))
         .route(
             &p("/step-up/{factor}"),
             post(portal::stepup::step_up_factor),

@@ -1,7 +1,7 @@
 //! Security settings: the user's factors, how strong each is, and adding or removing them
 //! (each change behind a fresh factor, [`fresh_enough`]); the demo's device switch.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,7 @@ use stepgate_policy::{HumanDuration, MaxAge, StepUpRequirement};
 use stepgate_store::UserRecord;
 
 use super::error::PortalError;
-use super::extract::{csrf_ok, CsrfField, FreshForm, Here, SignedIn};
+use super::extract::{check_csrf, CsrfField, FreshForm, Here, SignedIn, Visit};
 use super::links::{Links, StepToken};
 use super::pages::Pages;
 use super::stepup::otp_kind;
@@ -80,9 +80,7 @@ fn notice_for(done: &str) -> Option<&'static str> {
 
 /// `GET {portal}/account`.
 pub async fn account_page(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     SignedIn { session, user }: SignedIn,
     Query(q): Query<AccountQuery>,
 ) -> Response {
@@ -254,9 +252,7 @@ impl CsrfField for AccountForm {
 /// phone) and `contact/confirm` (that code), `questions`, `recovery` (new codes, shown
 /// once), `remove`.
 pub async fn change(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Path(change): Path<String>,
     f: FreshForm<AccountForm>,
 ) -> Response {
@@ -271,26 +267,43 @@ pub async fn change(
     let a = &st.authn;
     match change.as_str() {
         "totp/start" => match a.enrol_totp_start(on.user).await {
-            Ok(p) => on.page("enrol_totp.html", context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token }),
+            Ok(p) => on.page(
+                "enrol_totp.html",
+                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token },
+            ),
             Err(e) => on.again(Shown::error(&e)).await,
         },
         "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
             Ok(_) => see_other(&rt.portal_url("/account?done=totp")),
             Err(e) => {
                 let why = format!("The authenticator app was not added: {}", auth_message(&e));
-                on.again(Shown { error: Some(why), ..Shown::default() }).await
+                on.again(Shown {
+                    error: Some(why),
+                    ..Shown::default()
+                })
+                .await
             }
         },
         "contact/start" | "contact/confirm" => contact(on, &change, &form).await,
         "questions" => {
             let pairs: Vec<(String, String)> = form.question.into_iter().zip(form.answer).collect();
-            on.after(a.enrol_questions(on.user, &pairs).await, "/account?done=questions").await
+            on.after(
+                a.enrol_questions(on.user, &pairs).await,
+                "/account?done=questions",
+            )
+            .await
         }
         "recovery" => match a.regenerate_recovery_codes(on.user).await {
             Ok(codes) => on.page("recovery_codes.html", context! { codes => codes }),
             Err(e) => on.again(Shown::error(&e)).await,
         },
-        "remove" => on.after(a.remove_factor(on.user, &form.id).await, "/account?done=removed").await,
+        "remove" => {
+            on.after(
+                a.remove_factor(on.user, &form.id).await,
+                "/account?done=removed",
+            )
+            .await
+        }
         _ => PortalError::BadRequest.into_response(),
     }
 }
@@ -337,37 +350,38 @@ async fn contact(on: Change<'_>, change: &str, form: &AccountForm) -> Response {
     };
     let a = &on.st.authn;
     if change == "contact/start" {
-        let sent = a.enrol_contact_start(on.user, kind, form.destination.trim()).await;
-        return on.after(sent, &format!("/account?pending={}", kind.as_str())).await;
+        let sent = a
+            .enrol_contact_start(on.user, kind, form.destination.trim())
+            .await;
+        return on
+            .after(sent, &format!("/account?pending={}", kind.as_str()))
+            .await;
     }
     match a.enrol_contact_confirm(on.user, kind, &form.code).await {
         Ok(_) => see_other(&on.rt.portal_url("/account?done=contact")),
         Err(e) => {
             let pending = Some(kind.as_str().to_string());
-            on.again(Shown { pending, ..Shown::error(&e) }).await
+            on.again(Shown {
+                pending,
+                ..Shown::error(&e)
+            })
+            .await
         }
     }
 }
 
 /// `POST {portal}/demo/device` (demo only): which device profile the browser pretends to be.
 pub async fn demo_device(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     SignedIn { session, .. }: SignedIn,
     Form(f): Form<AccountForm>,
-) -> Response {
+) -> Result<Response, PortalError> {
     if !st.options.demo {
-        return StatusCode::NOT_FOUND.into_response();
+        return Ok(StatusCode::NOT_FOUND.into_response());
     }
-    if !csrf_ok(&st, &jar, Some(&session), &f.csrf) {
-        return PortalError::FormExpired {
-            portal: rt.portal().to_string(),
-        }
-        .into_response();
-    }
+    check_csrf(&st, &rt, &jar, Some(&session), &f.csrf)?;
     let p = demo::profile(Some(&f.profile));
     let secure = rt.config.sessions.cookie.secure;
     let jar = jar.set(plain_cookie(demo::DEVICE_COOKIE, p.id.to_string(), secure));
-    (jar, see_other(&rt.portal_url("/account?done=device"))).into_response()
+    Ok((jar, see_other(&rt.portal_url("/account?done=device"))).into_response())
 }

@@ -2,7 +2,7 @@
 //! which asks the device's UEM for fresh posture and goes back to where the user was going,
 //! so every policy is judged again with it.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
@@ -11,32 +11,25 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::error::PortalError;
-use super::extract::{csrf_ok, live_session, Here};
+use super::extract::{check_csrf, live_session, Visit};
 use super::links::Links;
 use super::pages::Pages;
 use super::stepup::TokenQuery;
 use crate::app::responses::see_other;
 use crate::app::signer::random_id;
-use crate::app::state::Shared;
-use crate::session::cookies::{plain_cookie, CookieJar, PRE_COOKIE};
+use crate::session::cookies::{plain_cookie, PRE_COOKIE};
 
 /// `GET {portal}/blocked?t=…`.
 pub async fn blocked_page(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Query(q): Query<TokenQuery>,
-) -> Response {
-    let session = match live_session(&st, &rt, &jar).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, PortalError> {
+    let session = live_session(&st, &rt, &jar).await?;
     let Some(b) = Links::new(&st.signer, &rt).verify_blocked(q.token(), Utc::now()) else {
-        return PortalError::LinkExpired {
+        return Err(PortalError::LinkExpired {
             portal: rt.portal().to_string(),
             username: session.map(|s| s.data.username.clone()),
-        }
-        .into_response();
+        });
     };
     // The re-check form is bound to the session, or before sign-in to a pre-session cookie.
     let (jar, binding) = match (&session, jar.get(PRE_COOKIE)) {
@@ -58,7 +51,7 @@ pub async fn blocked_page(
             demo => st.options.demo, policy => b.policy,
         },
     );
-    (jar, page).into_response()
+    Ok((jar, page).into_response())
 }
 
 /// The re-check form.
@@ -73,21 +66,11 @@ pub struct RecheckForm {
 /// `POST {portal}/recheck`: ask the UEM to re-check the device, wait (bounded) for its
 /// fresh posture, then go back to the target, which re-evaluates every policy with it.
 pub async fn recheck(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Form(f): Form<RecheckForm>,
-) -> Response {
-    let session = match live_session(&st, &rt, &jar).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    if !csrf_ok(&st, &jar, session.as_ref(), &f.csrf) {
-        return PortalError::FormExpired {
-            portal: rt.portal().to_string(),
-        }
-        .into_response();
-    }
+) -> Result<Response, PortalError> {
+    let session = live_session(&st, &rt, &jar).await?;
+    check_csrf(&st, &rt, &jar, session.as_ref(), &f.csrf)?;
     let device = session.as_ref().and_then(|s| s.data.device_id.clone());
     if let (Some(client), Some(device_id)) = (st.signals.recheck.as_ref(), device) {
         let waiter = st.signals.hub.subscribe();
@@ -105,7 +88,7 @@ pub async fn recheck(
         }
     }
     let links = Links::new(&st.signer, &rt);
-    match links.verify_blocked(&f.t, Utc::now()) {
+    Ok(match links.verify_blocked(&f.t, Utc::now()) {
         Some(b) if session.is_some() => see_other(&b.rt),
         // A blocked sign-in: start the sign-in again.
         Some(b) => {
@@ -113,5 +96,5 @@ pub async fn recheck(
             see_other(&rt.portal_url(&format!("/login?t={t}")))
         }
         None => see_other(&rt.portal_url("/login")),
-    }
+    })
 }

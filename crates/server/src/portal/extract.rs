@@ -75,6 +75,32 @@ impl FromRequestParts<Shared> for Here {
     }
 }
 
+/// What every portal handler starts from: the shared state, where the request reached the
+/// portal ([`Here`]; unknown hosts are answered 421 before the handler runs) and the
+/// request's cookies.
+pub struct Visit {
+    /// The shared state.
+    pub st: Shared,
+    /// Where the request reached the portal.
+    pub here: Here,
+    /// The request's cookies.
+    pub jar: CookieJar,
+}
+
+impl FromRequestParts<Shared> for Visit {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        let here = Here::from_request_parts(parts, st).await?;
+        let jar = CookieJar::from_headers(&parts.headers);
+        Ok(Visit {
+            st: st.clone(),
+            here,
+            jar,
+        })
+    }
+}
+
 /// The session the request's cookie names, live (complete or pending); `None` when there is
 /// none. The session cookie sent twice is refused.
 pub async fn live_session(
@@ -183,15 +209,16 @@ async fn parse_form<F: DeserializeOwned>(
     Ok(form)
 }
 
-/// A form's CSRF token, checked against the session's.
-fn check_csrf(
+/// A form's CSRF token, checked against the session's (or, before sign-in, the
+/// pre-session cookie's): a mismatch is [`PortalError::FormExpired`].
+pub fn check_csrf(
     st: &Shared,
     here: &Here,
     jar: &CookieJar,
-    session: &Session,
+    session: Option<&Session>,
     submitted: &str,
 ) -> Result<(), PortalError> {
-    if csrf_ok(st, jar, Some(session), submitted) {
+    if csrf_ok(st, jar, session, submitted) {
         return Ok(());
     }
     Err(PortalError::FormExpired {
@@ -223,7 +250,8 @@ impl<F: DeserializeOwned + StepFields + Send> FromRequest<Shared> for StepForm<F
         let (session, user, step) = step_context(st, &here, &jar, form.token())
             .await
             .map_err(IntoResponse::into_response)?;
-        check_csrf(st, &here, &jar, &session, form.csrf()).map_err(IntoResponse::into_response)?;
+        check_csrf(st, &here, &jar, Some(&session), form.csrf())
+            .map_err(IntoResponse::into_response)?;
         Ok(StepForm {
             session,
             user,
@@ -287,7 +315,8 @@ impl<F: DeserializeOwned + CsrfField + Send> FromRequest<Shared> for FreshForm<F
         let SignedIn { session, user } = SignedIn::from_request_parts(&mut parts, st).await?;
         let jar = CookieJar::from_headers(&parts.headers);
         let form: F = parse_form(parts, body, st).await?;
-        check_csrf(st, &here, &jar, &session, form.csrf()).map_err(IntoResponse::into_response)?;
+        check_csrf(st, &here, &jar, Some(&session), form.csrf())
+            .map_err(IntoResponse::into_response)?;
         super::account::fresh_enough(st, &here, &session, &user, false).await?;
         Ok(FreshForm {
             session,

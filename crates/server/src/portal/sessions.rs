@@ -2,7 +2,6 @@
 //! out here or everywhere. A page never shows a session id: each "End" button carries a
 //! MAC of it ([`crate::app::signer::Signer::session_handle`]).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
@@ -10,7 +9,7 @@ use minijinja::context;
 
 use super::account::AccountForm;
 use super::error::PortalError;
-use super::extract::{csrf_ok, live_session, CsrfField, Here, SignedIn};
+use super::extract::{check_csrf, live_session, CsrfField, Here, SignedIn, Visit};
 use super::pages::Pages;
 use crate::app::responses::see_other;
 use crate::app::state::Shared;
@@ -18,8 +17,7 @@ use crate::session::cookies::{clear_session_cookie, CookieJar};
 
 /// `GET {portal}/sessions`.
 pub async fn sessions_page(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, .. }: Visit,
     SignedIn { session, user }: SignedIn,
 ) -> Response {
     let ids = st.sessions.of_user(&user.id).await.unwrap_or_default();
@@ -48,51 +46,35 @@ pub async fn sessions_page(
 /// `POST {portal}/sessions/end`: ends the session whose handle the form carries, if it is
 /// one of the user's own.
 pub async fn end_session(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     SignedIn { session, user }: SignedIn,
     Form(f): Form<AccountForm>,
-) -> Response {
-    if !csrf_ok(&st, &jar, Some(&session), f.csrf()) {
-        return PortalError::FormExpired {
-            portal: rt.portal().to_string(),
-        }
-        .into_response();
-    }
-    let ids = match st.sessions.of_user(&user.id).await {
-        Ok(ids) => ids,
-        Err(e) => return PortalError::from(e).into_response(),
-    };
+) -> Result<Response, PortalError> {
+    check_csrf(&st, &rt, &jar, Some(&session), f.csrf())?;
+    let ids = st.sessions.of_user(&user.id).await?;
     let handle = f.handle();
     if let Some(id) = ids
         .iter()
         .find(|id| st.signer.session_handle_ok(id, handle))
     {
-        if let Err(e) = st.sessions.end(id).await {
-            return PortalError::from(e).into_response();
-        }
+        st.sessions.end(id).await?;
     }
-    see_other(&rt.portal_url("/sessions"))
+    Ok(see_other(&rt.portal_url("/sessions")))
 }
 
 /// `POST {portal}/logout`.
 pub async fn logout(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Form(f): Form<AccountForm>,
-) -> Response {
+) -> Result<Response, PortalError> {
     sign_out(&st, &rt, jar, f.csrf(), false).await
 }
 
 /// `POST {portal}/logout-all`.
 pub async fn logout_all(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Form(f): Form<AccountForm>,
-) -> Response {
+) -> Result<Response, PortalError> {
     sign_out(&st, &rt, jar, f.csrf(), true).await
 }
 
@@ -102,25 +84,13 @@ async fn sign_out(
     jar: CookieJar,
     csrf: &str,
     everywhere: bool,
-) -> Response {
-    let session = match live_session(st, rt, &jar).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    if let Some(s) = &session {
-        if !csrf_ok(st, &jar, Some(s), csrf) {
-            return PortalError::FormExpired {
-                portal: rt.portal().to_string(),
-            }
-            .into_response();
-        }
-        let ended = if everywhere {
-            st.sessions.end_all(&s.data.user_id).await.map(|_| ())
+) -> Result<Response, PortalError> {
+    if let Some(s) = live_session(st, rt, &jar).await? {
+        check_csrf(st, rt, &jar, Some(&s), csrf)?;
+        if everywhere {
+            st.sessions.end_all(&s.data.user_id).await?;
         } else {
-            st.sessions.end(&s.id).await
-        };
-        if let Err(e) = ended {
-            return PortalError::from(e).into_response();
+            st.sessions.end(&s.id).await?;
         }
     }
     let jar = jar.set(clear_session_cookie(&rt.config.sessions));
@@ -134,5 +104,5 @@ async fn sign_out(
         "message.html",
         context! { portal => rt.portal(), title => "Signed out", message => message, link => rt.portal_url("/login"), link_text => "Sign in again" },
     );
-    (jar, page).into_response()
+    Ok((jar, page).into_response())
 }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use stepgate_signals::risk::SignInOutcome;
 use stepgate_store::UserRecord;
 
 use super::error::PortalError;
-use super::extract::{csrf_ok, Here};
+use super::extract::{check_csrf, Here, Visit};
 use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
@@ -43,9 +43,7 @@ pub struct LoginQuery {
 
 /// `GET {portal}/login`.
 pub async fn login_page(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     render_login(&st, &rt, jar, &q.t, None)
@@ -114,18 +112,13 @@ pub struct LoginForm {
 
 /// `POST {portal}/login`: the password, then whatever the sign-in policy asks.
 pub async fn login_submit(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     peer: Peer,
     headers: HeaderMap,
-    jar: CookieJar,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    if !csrf_ok(&st, &jar, None, &f.csrf) {
-        return PortalError::FormExpired {
-            portal: rt.portal().to_string(),
-        }
-        .into_response();
+    if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
+        return e.into_response();
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();

@@ -3,7 +3,7 @@
 //! passing one does — the factor recorded, the session id rotated, and on to the target once
 //! the requirement is met.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use stepgate_policy::StepUpRequirement;
 use stepgate_store::UserRecord;
 
 use super::error::PortalError;
-use super::extract::{step_context, CsrfField, Here, StepFields, StepForm};
+use super::extract::{step_context, CsrfField, Here, StepFields, StepForm, Visit};
 use super::links::StepToken;
 use super::pages::Pages;
 use super::signin::{completed, Done, Next};
@@ -43,23 +43,12 @@ impl TokenQuery {
 
 /// `GET {portal}/step-up`.
 pub async fn step_up_page(
-    State(st): State<Shared>,
-    rt: Here,
-    jar: CookieJar,
+    Visit { st, here: rt, jar }: Visit,
     Query(q): Query<TokenQuery>,
-) -> Response {
-    match step_context(&st, &rt, &jar, &q.t).await {
-        Ok((session, user, step)) => {
-            let on = Page {
-                session: &session,
-                user: &user,
-                token: &q.t,
-                step: &step,
-            };
-            render(&st, &rt, on, Shown::default()).await
-        }
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, PortalError> {
+    let (session, user, step) = step_context(&st, &rt, &jar, &q.t).await?;
+    let on = page(&session, &user, &q.t, &step);
+    Ok(render(&st, &rt, on, Shown::default()).await)
 }
 
 /// One factor the page offers.
@@ -195,13 +184,13 @@ pub fn otp_kind(s: &str) -> Option<FactorKind> {
     kind_of(s).filter(|k| matches!(k, FactorKind::EmailOtp | FactorKind::SmsOtp))
 }
 
-/// `POST {portal}/step-up/{totp|password|otp|recovery|questions}`: one factor's answer.
+/// `POST {portal}/step-up/{totp|password|otp|recovery|questions}`: one factor's answer;
+/// `POST {portal}/step-up/send`: send an e-mail or SMS code for the `otp` form.
 pub async fn step_up_factor(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     peer: Peer,
     Path(factor): Path<String>,
-    (headers, jar): (HeaderMap, CookieJar),
+    headers: HeaderMap,
     f: StepForm<CodeForm>,
 ) -> Response {
     let StepForm {
@@ -210,6 +199,10 @@ pub async fn step_up_factor(
         step,
         form,
     } = f;
+    let on = page(&session, &user, &form.t, &step);
+    if factor == "send" {
+        return send(&st, &rt, on, &form.kind).await;
+    }
     let ip = client_ip(&rt, peer.0, &headers);
     let a = &st.authn;
     let result = match factor.as_str() {
@@ -235,34 +228,26 @@ pub async fn step_up_factor(
         },
         _ => return PortalError::BadRequest.into_response(),
     };
-    let on = page(&session, &user, &form.t, &step);
     match result {
         Ok(p) => passed(&st, &rt, jar, on, p, false).await,
         Err(e) => failed(&st, &rt, on, e).await,
     }
 }
 
-/// `POST {portal}/step-up/send`: send an e-mail or SMS code.
-pub async fn step_up_send(State(st): State<Shared>, rt: Here, f: StepForm<CodeForm>) -> Response {
-    let StepForm {
-        session,
-        user,
-        step,
-        form,
-    } = f;
-    let Some(kind) = otp_kind(&form.kind) else {
+/// Sends an e-mail or SMS code (`kind`) and shows the page again.
+async fn send(st: &Shared, rt: &Here, on: Page<'_>, kind: &str) -> Response {
+    let Some(kind) = otp_kind(kind) else {
         return PortalError::BadRequest.into_response();
     };
-    let on = page(&session, &user, &form.t, &step);
-    match st.authn.send_otp(&user, kind).await {
+    match st.authn.send_otp(on.user, kind).await {
         Ok(dest) => {
             let shown = Shown {
                 notice: Some(format!("We sent a code to {dest}.")),
                 ..Shown::default()
             };
-            render(&st, &rt, on, shown).await
+            render(st, rt, on, shown).await
         }
-        Err(e) => failed(&st, &rt, on, e).await,
+        Err(e) => failed(st, rt, on, e).await,
     }
 }
 
@@ -291,11 +276,11 @@ pub(super) async fn passed(
         data.pending = false;
         data.needs_step_up = false;
     }
-    let new = match st
+    let rotated = st
         .sessions
         .rotate(rt, Some(&on.session.id), data, now)
-        .await
-    {
+        .await;
+    let new = match rotated {
         Ok(s) => s,
         Err(e) => return PortalError::from(e).into_response(),
     };

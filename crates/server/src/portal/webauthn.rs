@@ -3,7 +3,6 @@
 //! factor). The CSRF token travels in the `x-csrf-token` header; each ceremony's state is
 //! kept in the hot store for five minutes and can be finished once.
 
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use stepgate_authn::webauthn::RegistrationKind;
 
 use super::error::PortalError;
-use super::extract::{csrf_ok, signed_in, step_context, Here};
+use super::extract::{csrf_ok, signed_in, step_context, Here, Visit};
 use super::links::Links;
 use super::links::StepToken;
 use super::signin::{sign_in, FirstFactor};
@@ -48,8 +47,27 @@ fn header_csrf(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn form_expired() -> Response {
-    PortalError::json(StatusCode::FORBIDDEN, "form expired; reload the page").into_response()
+fn form_expired() -> PortalError {
+    PortalError::json(StatusCode::FORBIDDEN, "form expired; reload the page")
+}
+
+/// The CSRF header, checked against the session's (or before sign-in the pre-session
+/// cookie's) token.
+fn check_header(
+    st: &Shared,
+    jar: &CookieJar,
+    session: Option<&Session>,
+    headers: &HeaderMap,
+) -> Result<(), PortalError> {
+    match csrf_ok(st, jar, session, header_csrf(headers)) {
+        true => Ok(()),
+        false => Err(form_expired()),
+    }
+}
+
+/// A failed ceremony step, as the script shows it.
+fn refused(status: StatusCode, e: &stepgate_authn::service::AuthError) -> PortalError {
+    PortalError::json(status, &auth_message(e))
 }
 
 /// How long a ceremony's state is kept, and how long its id is remembered as used.
@@ -98,70 +116,60 @@ async fn take_ceremony(st: &Shared, id: &str) -> Result<serde_json::Value, Porta
 }
 
 /// The ceremony's options, under a new ceremony id.
-async fn started(st: &Shared, options: serde_json::Value, state: serde_json::Value) -> Response {
-    match keep_ceremony(st, state).await {
-        Ok(id) => Json(serde_json::json!({ "id": id, "options": options })).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn started(
+    st: &Shared,
+    options: serde_json::Value,
+    state: serde_json::Value,
+) -> Result<Response, PortalError> {
+    let id = keep_ceremony(st, state).await?;
+    Ok(Json(serde_json::json!({ "id": id, "options": options })).into_response())
 }
 
 /// `POST {portal}/webauthn/login/start`: a passkey sign-in's challenge.
 pub async fn webauthn_login_start(
-    State(st): State<Shared>,
+    Visit { st, jar, .. }: Visit,
     headers: HeaderMap,
-    jar: CookieJar,
     // The body carries nothing this step needs; it must still be a JSON request.
     Json(_body): Json<WebauthnBody>,
-) -> Response {
-    if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
-        return form_expired();
+) -> Result<Response, PortalError> {
+    check_header(&st, &jar, None, &headers)?;
+    let (mut options, state) = st
+        .authn
+        .webauthn_auth_start(None)
+        .await
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
+    // The prompt is started by a click, not by form autofill.
+    if let Some(o) = options.as_object_mut() {
+        o.remove("mediation");
     }
-    let resp = match st.authn.webauthn_auth_start(None).await {
-        Ok((mut options, state)) => {
-            // The prompt is started by a click, not by form autofill.
-            if let Some(o) = options.as_object_mut() {
-                o.remove("mediation");
-            }
-            started(&st, options, state).await
-        }
-        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
-    };
-    security_headers(resp)
+    Ok(security_headers(started(&st, options, state).await?))
 }
 
 /// `POST {portal}/webauthn/login/finish`: the passkey as the first factor of a sign-in.
 pub async fn webauthn_login_finish(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     peer: Peer,
     headers: HeaderMap,
-    jar: CookieJar,
     Json(b): Json<WebauthnBody>,
-) -> Response {
-    if !csrf_ok(&st, &jar, None, header_csrf(&headers)) {
-        return form_expired();
-    }
-    let state = match take_ceremony(&st, &b.id).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, PortalError> {
+    check_header(&st, &jar, None, &headers)?;
+    let state = take_ceremony(&st, &b.id).await?;
     let ip = client_ip(&rt, peer.0, &headers);
-    match st.authn.webauthn_auth_finish(state, b.response, ip).await {
-        Ok((user, factor)) => {
-            let attempt = FirstFactor {
-                user,
-                factor,
-                target: Links::new(&st.signer, &rt).verify_return(&b.token, Utc::now()),
-                remember: false,
-                ip,
-                headers: &headers,
-            };
-            sign_in(&st, &rt, &jar, attempt)
-                .await
-                .respond(&rt, jar, true)
-        }
-        Err(e) => PortalError::json(StatusCode::UNAUTHORIZED, &auth_message(&e)).into_response(),
-    }
+    let (user, factor) = st
+        .authn
+        .webauthn_auth_finish(state, b.response, ip)
+        .await
+        .map_err(|e| refused(StatusCode::UNAUTHORIZED, &e))?;
+    let attempt = FirstFactor {
+        user,
+        factor,
+        target: Links::new(&st.signer, &rt).verify_return(&b.token, Utc::now()),
+        remember: false,
+        ip,
+        headers: &headers,
+    };
+    let next = sign_in(&st, &rt, &jar, attempt).await;
+    Ok(next.respond(&rt, jar, true))
 }
 
 /// The step-up a passkey ceremony belongs to: the live session, its user and the signed
@@ -172,15 +180,14 @@ async fn stepping(
     jar: &CookieJar,
     headers: &HeaderMap,
     token: &str,
-) -> Result<(Session, UserRecord, StepToken), Response> {
+) -> Result<(Session, UserRecord, StepToken), PortalError> {
     let Ok((session, user, step)) = step_context(st, rt, jar, token).await else {
-        return Err(
-            PortalError::json(StatusCode::UNAUTHORIZED, "session or link expired").into_response(),
-        );
+        return Err(PortalError::json(
+            StatusCode::UNAUTHORIZED,
+            "session or link expired",
+        ));
     };
-    if !csrf_ok(st, jar, Some(&session), header_csrf(headers)) {
-        return Err(form_expired());
-    }
+    check_header(st, jar, Some(&session), headers)?;
     Ok((session, user, step))
 }
 
@@ -190,98 +197,77 @@ async fn registering(
     rt: &Here,
     jar: &CookieJar,
     headers: &HeaderMap,
-) -> Result<(Session, UserRecord), Response> {
-    let (session, user) = match signed_in(st, rt, jar).await {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first").into_response())
-        }
-        Err(e) => return Err(e.into_response()),
+) -> Result<(Session, UserRecord), PortalError> {
+    let Some((session, user)) = signed_in(st, rt, jar).await? else {
+        return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first"));
     };
-    if !csrf_ok(st, jar, Some(&session), header_csrf(headers)) {
-        return Err(form_expired());
-    }
+    check_header(st, jar, Some(&session), headers)?;
     Ok((session, user))
 }
 
 /// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for the user's own keys.
 pub async fn webauthn_step_start(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     headers: HeaderMap,
-    jar: CookieJar,
     Json(b): Json<WebauthnBody>,
-) -> Response {
-    let (_, user, _) = match stepping(&st, &rt, &jar, &headers, &b.token).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    match st.authn.webauthn_auth_start(Some(&user)).await {
-        Ok((options, state)) => started(&st, options, state).await,
-        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
-    }
+) -> Result<Response, PortalError> {
+    let (_, user, _) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    let (options, state) = st
+        .authn
+        .webauthn_auth_start(Some(&user))
+        .await
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
+    started(&st, options, state).await
 }
 
 /// `POST {portal}/webauthn/step-up/finish`: the passkey as a step-up factor.
 pub async fn webauthn_step_finish(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     peer: Peer,
     headers: HeaderMap,
-    jar: CookieJar,
     Json(b): Json<WebauthnBody>,
-) -> Response {
-    let (session, user, step) = match stepping(&st, &rt, &jar, &headers, &b.token).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let state = match take_ceremony(&st, &b.id).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, PortalError> {
+    let (session, user, step) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    let state = take_ceremony(&st, &b.id).await?;
     let ip = client_ip(&rt, peer.0, &headers);
-    match st.authn.webauthn_auth_finish(state, b.response, ip).await {
-        Ok((who, factor)) if who.id == user.id => {
-            let on = page(&session, &user, &b.token, &step);
-            passed(&st, &rt, jar, on, factor, true).await
-        }
-        Ok(_) => PortalError::json(
+    let (who, factor) = st
+        .authn
+        .webauthn_auth_finish(state, b.response, ip)
+        .await
+        .map_err(|e| refused(StatusCode::UNAUTHORIZED, &e))?;
+    if who.id != user.id {
+        return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
             "that passkey belongs to someone else",
-        )
-        .into_response(),
-        Err(e) => PortalError::json(StatusCode::UNAUTHORIZED, &auth_message(&e)).into_response(),
+        ));
     }
+    let on = page(&session, &user, &b.token, &step);
+    Ok(passed(&st, &rt, jar, on, factor, true).await)
 }
 
 /// `POST {portal}/webauthn/register/start`: a new passkey's (or security key's) options.
 pub async fn webauthn_register_start(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     headers: HeaderMap,
-    jar: CookieJar,
     Json(b): Json<WebauthnBody>,
-) -> Response {
-    let (session, user) = match registering(&st, &rt, &jar, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> Result<Response, PortalError> {
+    let (session, user) = registering(&st, &rt, &jar, &headers).await?;
     if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
-        return r;
+        return Ok(r);
     }
     let kind = match b.kind.as_str() {
         "security_key" => RegistrationKind::SecurityKey,
         _ => RegistrationKind::Passkey,
     };
-    match st.authn.webauthn_register_start(&user, kind).await {
-        Ok((mut options, state)) => {
-            if kind == RegistrationKind::Passkey {
-                require_resident_key(&mut options);
-            }
-            started(&st, options, state).await
-        }
-        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
+    let (mut options, state) = st
+        .authn
+        .webauthn_register_start(&user, kind)
+        .await
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
+    if kind == RegistrationKind::Passkey {
+        require_resident_key(&mut options);
     }
+    started(&st, options, state).await
 }
 
 /// A passkey must be discoverable so that "Sign in with a passkey" can find it without a
@@ -302,31 +288,20 @@ fn require_resident_key(options: &mut serde_json::Value) {
 
 /// `POST {portal}/webauthn/register/finish`: the new credential, stored.
 pub async fn webauthn_register_finish(
-    State(st): State<Shared>,
-    rt: Here,
+    Visit { st, here: rt, jar }: Visit,
     headers: HeaderMap,
-    jar: CookieJar,
     Json(b): Json<WebauthnBody>,
-) -> Response {
-    let (_, user) = match registering(&st, &rt, &jar, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let state = match take_ceremony(&st, &b.id).await {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, PortalError> {
+    let (_, user) = registering(&st, &rt, &jar, &headers).await?;
+    let state = take_ceremony(&st, &b.id).await?;
     let label = match b.label.trim() {
         "" => "Passkey",
         l => l,
     };
-    match st
-        .authn
+    st.authn
         .webauthn_register_finish(&user, state, b.response, label)
         .await
-    {
-        Ok(_) => Json(serde_json::json!({ "redirect": rt.portal_url("/account?done=webauthn") }))
-            .into_response(),
-        Err(e) => PortalError::json(StatusCode::BAD_REQUEST, &auth_message(&e)).into_response(),
-    }
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
+    let done = rt.portal_url("/account?done=webauthn");
+    Ok(Json(serde_json::json!({ "redirect": done })).into_response())
 }
