@@ -21,12 +21,13 @@ mod walk;
 use std::path::Path;
 use std::process::Command;
 
+use browse::browse_behind;
 use harness::*;
-use walk::{walk, Front, RecordingUpstream};
+use walk::walk_behind;
 
 /// What Caddy rewrites before asking stepgate, and sends on rewritten: Go re-encodes raw
 /// bytes outside ASCII and backslashes in the path.
-const REWRITES: &[(&[u8], &str)] = &[
+const REWRITES: walk::Rewrites = &[
     (b"/admin\xc3\xa9", "/admin%C3%A9"),
     (b"/x\\..\\admin", "/x%5C..%5Cadmin"),
 ];
@@ -70,9 +71,10 @@ fn config_from_example(listen: u16, stepgate: u16, upstream: u16) -> String {
     format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{text}")
 }
 
-async fn start_caddy(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProcess {
+/// Starts Caddy from the example on `port`, in front of stepgate and the app.
+async fn start_caddy(bin: &Path, dir: &Path, port: u16, stepgate: u16, app: u16) -> ProxyProcess {
     let file = dir.join("Caddyfile");
-    std::fs::write(&file, conf).unwrap();
+    std::fs::write(&file, config_from_example(port, stepgate, app)).unwrap();
     // As the current user, with its data (certificates, autosave) and config dirs inside
     // the temporary directory; it logs to stderr.
     let home = dir.join("home");
@@ -96,18 +98,20 @@ async fn caddy_forward_auth_in_front_of_stepgate() {
     let Some(bin) = CADDY.find_or_skip("the caddy forward_auth test") else {
         return;
     };
-    let port = free_port();
-    let h = start(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
-    let conf = config_from_example(port, h.addr.port(), h.upstream.port());
-    let cd = start_caddy(&bin, h.dir.path(), port, &conf).await;
-    // Were a client let through the portal site to the forward-auth endpoint, Caddy would
-    // replace X-Forwarded-Host with the portal's own host, which is no app.
-    let portal_ask = [
-        ("x-forwarded-host", format!("{APP_HOST}:{port}")),
-        ("x-forwarded-uri", "/hello".to_string()),
-    ];
-    browse::browse(port, &portal_ask, &|| cd.log()).await;
-    drop(cd);
+    // Through the portal site, a client cannot reach the forward-auth endpoint at all (and
+    // were it let through, Caddy would replace X-Forwarded-Host with the portal's own host,
+    // which is no app).
+    browse_behind(
+        &[],
+        |port| {
+            vec![
+                ("x-forwarded-host", format!("{APP_HOST}:{port}")),
+                ("x-forwarded-uri", "/hello".to_string()),
+            ]
+        },
+        async |dir, port, stepgate, app| start_caddy(&bin, dir, port, stepgate, app).await,
+    )
+    .await;
 }
 
 /// The walk every front proxy takes (`forward_auth/walk.rs`), through caddy configured from
@@ -117,19 +121,8 @@ async fn caddy_forward_auth_walk() {
     let Some(bin) = CADDY.find_or_skip("the caddy forward_auth walk") else {
         return;
     };
-    let port = free_port();
-    let h = start_case_insensitive(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
-    let up = RecordingUpstream::start().await;
-    let conf = config_from_example(port, h.addr.port(), up.addr.port());
-    let cd = start_caddy(&bin, h.dir.path(), port, &conf).await;
-    let log = || cd.log();
-    let front = Front {
-        name: "caddy",
-        tls: false,
-        port,
-        log: &log,
-        rewrites: REWRITES,
-    };
-    walk(&h, &up, &front).await;
-    drop(cd);
+    walk_behind(false, REWRITES, async |dir, port, stepgate, app| {
+        start_caddy(&bin, dir, port, stepgate, app).await
+    })
+    .await;
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use harness::*;
-use walk::{walk, Front, RecordingUpstream};
+use walk::walk_behind;
 
 const ENVOY: ProxyBinary = ProxyBinary {
     name: "envoy",
@@ -46,9 +46,10 @@ fn config_from_example(listen: u16, stepgate: u16, app: u16) -> String {
     )
 }
 
-async fn start_envoy(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProcess {
+/// Starts Envoy from the example on `port`, in front of stepgate and the app.
+async fn start_envoy(bin: &Path, dir: &Path, port: u16, stepgate: u16, app: u16) -> ProxyProcess {
     let file = dir.join("envoy.yaml");
-    std::fs::write(&file, conf).unwrap();
+    std::fs::write(&file, config_from_example(port, stepgate, app)).unwrap();
     let mut cmd = Command::new(bin);
     // One worker thread, and no shared memory for hot restarts (tests may run several).
     cmd.arg("-c")
@@ -69,20 +70,9 @@ async fn envoy_ext_authz_walk() {
     let Some(bin) = ENVOY.find_or_skip("the Envoy ext_authz walk") else {
         return;
     };
-    let port = free_port();
-    let h = start_case_insensitive(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
-    let up = RecordingUpstream::start().await;
-    let conf = config_from_example(port, h.addr.port(), up.addr.port());
-    let en = start_envoy(&bin, h.dir.path(), port, &conf).await;
-    let log = || en.log();
-    let front = Front {
-        name: "envoy",
-        tls: false,
-        port,
-        log: &log,
-        // Envoy sends the path on as it came (no normalize_path), or refuses it with 400.
-        rewrites: &[],
-    };
-    walk(&h, &up, &front).await;
-    drop(en);
+    // Envoy sends the path on as it came (no normalize_path), or refuses it with 400.
+    walk_behind(false, &[], async |dir, port, stepgate, app| {
+        start_envoy(&bin, dir, port, stepgate, app).await
+    })
+    .await;
 }

@@ -20,9 +20,9 @@ mod walk;
 use std::path::Path;
 use std::process::Command;
 
+use browse::browse_behind;
 use harness::*;
-use support::Browser;
-use walk::{walk, Front, RecordingUpstream};
+use walk::walk_behind;
 
 const NGINX: ProxyBinary = ProxyBinary {
     name: "nginx",
@@ -56,9 +56,10 @@ fn config_from_example(dir: &Path, listen: u16, stepgate: u16, upstream: u16) ->
     )
 }
 
-async fn start_nginx(bin: &Path, dir: &Path, port: u16, conf: &str) -> ProxyProcess {
+/// Starts nginx from the example on `port`, in front of stepgate and the app.
+async fn start_nginx(bin: &Path, dir: &Path, port: u16, stepgate: u16, app: u16) -> ProxyProcess {
     let file = dir.join("nginx.conf");
-    std::fs::write(&file, conf).unwrap();
+    std::fs::write(&file, config_from_example(dir, port, stepgate, app)).unwrap();
     // In the foreground, one process (no privilege drop to another user when run as root),
     // the pid inside the temporary directory and the error log on stderr.
     let mut cmd = Command::new(bin);
@@ -81,20 +82,14 @@ async fn nginx_auth_request_in_front_of_stepgate() {
     let Some(bin) = NGINX.find_or_skip("the nginx auth_request test") else {
         return;
     };
-    let port = free_port();
-    let h = start(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
-    let conf = config_from_example(h.dir.path(), port, h.addr.port(), h.upstream.port());
-    let ng = start_nginx(&bin, h.dir.path(), port, &conf).await;
-    // The auth location is internal.
-    let r = Browser::not_following()
-        .get(format!("http://{APP_HOST}:{port}/_stepgate_auth"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let portal_ask = [("x-forwarded-host", "app.example.com".to_string())];
-    browse::browse(port, &portal_ask, &|| ng.log()).await;
-    drop(ng);
+    // The auth location is internal; through the portal's server block a client reaches no
+    // decision endpoint.
+    browse_behind(
+        &["/_stepgate_auth"],
+        |_| vec![("x-forwarded-host", "app.example.com".to_string())],
+        async |dir, port, stepgate, app| start_nginx(&bin, dir, port, stepgate, app).await,
+    )
+    .await;
 }
 
 /// The walk every front proxy takes (`forward_auth/walk.rs`), through nginx configured from
@@ -104,19 +99,8 @@ async fn nginx_auth_request_walk() {
     let Some(bin) = NGINX.find_or_skip("the nginx auth_request walk") else {
         return;
     };
-    let port = free_port();
-    let h = start_case_insensitive(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
-    let up = RecordingUpstream::start().await;
-    let conf = config_from_example(h.dir.path(), port, h.addr.port(), up.addr.port());
-    let ng = start_nginx(&bin, h.dir.path(), port, &conf).await;
-    let log = || ng.log();
-    let front = Front {
-        name: "nginx",
-        tls: false,
-        port,
-        log: &log,
-        rewrites: &[],
-    };
-    walk(&h, &up, &front).await;
-    drop(ng);
+    walk_behind(false, &[], async |dir, port, stepgate, app| {
+        start_nginx(&bin, dir, port, stepgate, app).await
+    })
+    .await;
 }

@@ -209,6 +209,16 @@ async fn put(h: &Server, token: Option<&str>, body: serde_json::Value) -> (u16, 
     (s, r.json().await.unwrap_or_default())
 }
 
+/// `GET /api/devices/{id}` with the bearer `token`.
+async fn read_device(h: &Server, token: &str, id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(h.at(&format!("/_stepgate/api/devices/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn device_push_api_is_idempotent_and_scoped() {
     let h = start().await;
@@ -250,14 +260,10 @@ async fn device_push_api_is_idempotent_and_scoped() {
     );
 
     // Reading needs devices:read; the verdict names the failing check.
-    let get = |t: &'static str| {
-        reqwest::Client::new()
-            .get(format!("{}/_stepgate/api/devices/mac-0042", h.base))
-            .bearer_auth(t)
-            .send()
-    };
-    assert_eq!(get(WRITER_TOKEN).await.unwrap().status().as_u16(), 403);
-    let b: serde_json::Value = get(READER_TOKEN).await.unwrap().json().await.unwrap();
+    let r = read_device(&h, WRITER_TOKEN, "mac-0042").await;
+    assert_eq!(r.status().as_u16(), 403);
+    let r = read_device(&h, READER_TOKEN, "mac-0042").await;
+    let b: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b["device"]["posture"]["encrypted"], "false");
     assert_eq!(b["device"]["platform"], "macos");
     assert_eq!(b["device"]["source"], "hexnode");
@@ -267,12 +273,7 @@ async fn device_push_api_is_idempotent_and_scoped() {
             .contains("disk_encryption"),
         "{b}"
     );
-    let r = reqwest::Client::new()
-        .get(format!("{}/_stepgate/api/devices/none", h.base))
-        .bearer_auth(READER_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = read_device(&h, READER_TOKEN, "none").await;
     assert_eq!(r.status().as_u16(), 404);
 
     // Every change was audited; the repeat was not a change.
@@ -315,11 +316,6 @@ async fn a_device_push_cannot_touch_stepgates_own_records() {
             .unwrap();
     assert_eq!(after.data, before.data, "the key set is untouched");
     // Nor can it be read through the device API.
-    let r = reqwest::Client::new()
-        .get(format!("{}/_stepgate/api/devices/{keys_id}", h.base))
-        .bearer_auth(READER_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = read_device(&h, READER_TOKEN, keys_id).await;
     assert_eq!(r.status().as_u16(), 404);
 }

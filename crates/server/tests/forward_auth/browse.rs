@@ -5,15 +5,36 @@
 //! client's; a sensitive route asks for a step-up; a denied one shows the blocked page.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::harness::{let_every_time_window_pass, APP_HOST, FIONA, PORTAL_HOST, USER};
+use crate::harness::{
+    free_port, let_every_time_window_pass, start, ProxyProcess, APP_HOST, FIONA, PORTAL_HOST, USER,
+};
 use crate::support::{header, sign_in, Browser, Page};
 
-/// Browses the app through the proxy on `port`, in front of a stepgate started with
-/// [`crate::harness::start`] and the proxy's portal address as its public URL.
-/// `portal_ask` are the headers a client tries the decision endpoint with through the
-/// portal; `log` is the proxy's log so far.
-pub async fn browse(port: u16, portal_ask: &[(&str, String)], log: &dyn Fn() -> String) {
+/// Starts stepgate (with [`start`], its portal at the proxy's address) and the proxy that
+/// `start_proxy(dir, port, stepgate_port, app_port)` starts on `port` (its files in `dir`),
+/// and browses the app through it. `internal` are paths of the app's site the proxy keeps
+/// to itself (`404`); `portal_ask(port)` the headers a client tries the decision endpoint
+/// with through the portal.
+pub async fn browse_behind(
+    internal: &[&str],
+    portal_ask: impl FnOnce(u16) -> Vec<(&'static str, String)>,
+    start_proxy: impl AsyncFnOnce(&Path, u16, u16, u16) -> ProxyProcess,
+) {
+    let port = free_port();
+    let h = start(move |_| format!("http://{PORTAL_HOST}:{port}")).await;
+    let proxy = start_proxy(h.dir.path(), port, h.addr.port(), h.upstream.port()).await;
+    browse(port, internal, &portal_ask(port), &proxy).await;
+}
+
+/// Browses the app through `proxy` on `port` (see [`browse_behind`]).
+async fn browse(
+    port: u16,
+    internal: &[&str],
+    portal_ask: &[(&'static str, String)],
+    proxy: &ProxyProcess,
+) {
     let app = format!("http://{APP_HOST}:{port}");
     let portal = format!("http://{PORTAL_HOST}:{port}");
     let c = Browser::not_following();
@@ -28,7 +49,7 @@ pub async fn browse(port: u16, portal_ask: &[(&str, String)], log: &dyn Fn() -> 
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 302, "{}", log());
+    assert_eq!(r.status(), 302, "{}", proxy.log());
     assert!(header(&r, "location").starts_with(&login), "{r:?}");
     // An API gets 401 with a challenge instead.
     let r = c
@@ -39,6 +60,10 @@ pub async fn browse(port: u16, portal_ask: &[(&str, String)], log: &dyn Fn() -> 
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(header(&r, "www-authenticate"), "Bearer");
+    for path in internal {
+        let r = c.get(format!("{app}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} is the proxy's own");
+    }
     // Nor can a client reach the decision endpoint through the portal's site.
     let mut ask = c.get(format!("{portal}/_stepgate/auth/forward"));
     for (name, value) in portal_ask {

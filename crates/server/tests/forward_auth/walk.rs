@@ -28,14 +28,18 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::cookie::Jar;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{let_every_time_window_pass, Harness, APP_HOST, FIONA, PORTAL_HOST, USER};
-use crate::support::raw::{exchange, get_request, parse, split_head, RawAnswer};
+use crate::harness::{
+    free_port, let_every_time_window_pass, start_case_insensitive, Harness, ProxyProcess, APP_HOST,
+    FIONA, PORTAL_HOST, USER,
+};
+use crate::support::raw::{exchange, get_request, parse, split_head, values, RawAnswer};
 use crate::support::{client, header, redirects, sign_in, Browser};
 
 /// The headers stepgate asserts (or that apps read as an identity), lower case.
@@ -110,11 +114,7 @@ impl Seen {
 
     /// The values of every header named exactly `name` (ignoring letter case only).
     pub fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 }
 
@@ -222,18 +222,20 @@ async fn read_until<S: AsyncRead + Unpin>(
 
 /// A front proxy under test: where it listens (one port for the portal and the app).
 pub struct Front<'a> {
-    /// Its name, in messages.
-    pub name: &'static str,
+    /// The running proxy (its name and log, for messages).
+    pub proxy: &'a ProxyProcess,
     /// Whether it serves HTTPS (with a certificate the walk does not check).
     pub tls: bool,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    /// The proxy's log so far (for failure messages).
-    pub log: &'a dyn Fn() -> String,
     /// Targets it rewrites before asking stepgate, and sends on rewritten: (sent, what
     /// stepgate and the app get instead).
-    pub rewrites: &'static [(&'static [u8], &'static str)],
+    pub rewrites: Rewrites,
 }
+
+/// Targets a proxy rewrites before asking stepgate, and sends on rewritten: (sent, what
+/// stepgate and the app get instead).
+pub type Rewrites = &'static [(&'static [u8], &'static str)];
 
 impl Front<'_> {
     fn scheme(&self) -> &'static str {
@@ -271,7 +273,7 @@ impl Front<'_> {
         let req = get_request(&format!("{host}:{}", self.port), target, &lines);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
-            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.proxy.name));
         let within = Duration::from_secs(20);
         let mut out = Vec::new();
         let done = if self.tls {
@@ -286,7 +288,7 @@ impl Front<'_> {
         match done {
             Ok(()) => parse(&out),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                panic!("{}: the proxy did not answer within 20 s", self.name)
+                panic!("{}: the proxy did not answer within 20 s", self.proxy.name)
             }
             Err(e) => RawAnswer {
                 status: 0,
@@ -381,7 +383,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn check(&mut self, step: &str, ok: bool, detail: impl std::fmt::Display) {
-        let name = self.front.name;
+        let name = self.front.proxy.name;
         if ok {
             eprintln!("walk[{name}] ok    {step}");
         } else {
@@ -391,7 +393,7 @@ impl Walk<'_> {
     }
 
     fn note(&self, what: impl std::fmt::Display) {
-        eprintln!("walk[{}] note  {what}", self.front.name);
+        eprintln!("walk[{}] note  {what}", self.front.proxy.name);
     }
 }
 
@@ -480,9 +482,31 @@ async fn ask_stepgate(h: &Harness, front: &Front<'_>, target: &str, cookie: &str
     )
 }
 
+/// Sets the walk up and walks it: stepgate (with [`start_case_insensitive`], its portal at
+/// the proxy's address, over HTTPS when `tls`), a [`RecordingUpstream`] for the app, and
+/// the proxy that `start(dir, port, stepgate_port, app_port)` starts on `port`, its files
+/// in `dir`.
+pub async fn walk_behind(
+    tls: bool,
+    rewrites: Rewrites,
+    start: impl AsyncFnOnce(&Path, u16, u16, u16) -> ProxyProcess,
+) {
+    let port = free_port();
+    let scheme = if tls { "https" } else { "http" };
+    let h = start_case_insensitive(move |_| format!("{scheme}://{PORTAL_HOST}:{port}")).await;
+    let up = RecordingUpstream::start().await;
+    let proxy = start(h.dir.path(), port, h.addr.port(), up.addr.port()).await;
+    let front = Front {
+        proxy: &proxy,
+        tls,
+        port,
+        rewrites,
+    };
+    walk(&h, &up, &front).await;
+}
+
 /// Walks `front` (configured to send the app's requests to `up`) in front of `h`, which was
-/// started with [`crate::harness::start_case_insensitive`] and the proxy's portal address as
-/// its public URL.
+/// started with [`start_case_insensitive`] and the proxy's portal address as its public URL.
 pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
     let mut w = Walk {
         front,
@@ -539,9 +563,9 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
     assert!(
         r.url().as_str().starts_with(&login),
         "{}: not sent to sign in: {}\n{}",
-        front.name,
+        front.proxy.name,
         r.url(),
-        (front.log)()
+        front.proxy.log()
     );
     let n = up.count();
     let r = sign_in(&follow, r.url().as_str(), &FIONA, &FIONA.code(0)).await;
@@ -563,7 +587,7 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
     assert!(
         !cookie.is_empty(),
         "{}: no session cookie for {app}",
-        front.name
+        front.proxy.name
     );
 
     // 2b. Signed in, claiming to be someone else in every spelling: the app sees only
@@ -726,7 +750,7 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
                     );
                     w.note(format_args!(
                         "{} rewrites `{shown}` to `{rewritten}` before asking stepgate ({who}: {status})",
-                        front.name
+                        front.proxy.name
                     ));
                 }
                 None => {
@@ -750,11 +774,11 @@ pub async fn walk(h: &Harness, up: &RecordingUpstream, front: &Front<'_>) {
     if !w.failed.is_empty() {
         panic!(
             "{}: {} step(s) of the walk failed:\n  - {}\n\n{} log:\n{}",
-            front.name,
+            front.proxy.name,
             w.failed.len(),
             w.failed.join("\n  - "),
-            front.name,
-            tail(&(front.log)(), 60)
+            front.proxy.name,
+            tail(&front.proxy.log(), 60)
         );
     }
 }

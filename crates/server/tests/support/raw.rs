@@ -22,12 +22,17 @@ pub struct RawAnswer {
 impl RawAnswer {
     /// The values of every header called `name` (ignoring letter case).
     pub fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
+}
+
+/// The values of every header in `headers` called `name` (ignoring letter case only).
+pub fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// Sends `request` to `addr` as it is and reads the answer until the peer closes the
