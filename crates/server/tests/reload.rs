@@ -12,7 +12,7 @@ const BASE: &str = "sessions: { cookie: { secure: false } }\npolicies:\n  - { na
 
 /// A stepgate built from [`BASE`] in `stepgate.yaml`, the file `reload` re-reads; that file.
 async fn reloadable() -> (State, PathBuf) {
-    let s = Server::build(BASE).from_file("stepgate.yaml").state().await;
+    let s = Server::build(BASE).in_file("stepgate.yaml").state().await;
     let path = s.dir.path().join("stepgate.yaml");
     (s, path)
 }

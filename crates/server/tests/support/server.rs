@@ -40,6 +40,9 @@ pub struct State {
     pub dir: tempfile::TempDir,
 }
 
+/// An edit of the loaded configuration.
+type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
+
 /// How to start a stepgate: [`Server::build`], then the settings, then
 /// [`ServerBuilder::start`] (or [`ServerBuilder::state`]).
 pub struct ServerBuilder {
@@ -47,7 +50,7 @@ pub struct ServerBuilder {
     dir: Option<tempfile::TempDir>,
     file: Option<String>,
     public_url: Option<Box<dyn FnOnce(u16) -> String>>,
-    configure: Vec<Box<dyn FnOnce(&mut Config)>>,
+    configure: Vec<ConfigEdit>,
     options: ServeOptions,
     signals: Option<SignalSourceFactory>,
     demo_users: bool,
@@ -109,7 +112,7 @@ impl ServerBuilder {
 
     /// Writes the YAML to `name` in the base directory and loads it from there, so that
     /// `reload` re-reads that file.
-    pub fn from_file(mut self, name: &str) -> Self {
+    pub fn in_file(mut self, name: &str) -> Self {
         self.file = Some(name.to_string());
         self
     }
