@@ -1,10 +1,11 @@
 //! The test kit every integration test of crates/server includes with `mod support;`.
 //!
 //! - [`Server`]: a stepgate started from a test's YAML (placeholders filled in, a temporary
-//!   base directory, loopback, the demo's users or the test's own), or only its state.
+//!   base directory, loopback, the demo's users or the test's own), or only its [`State`].
+//! - [`user`], [`audit`], [`signed_in_session`]: what tests read of, or put in, its stores.
 //! - [`upstream`]: apps behind it (a fixed text, an echo of what arrived, any axum router).
 //! - [`Browser`], [`Page`], [`sign_in`]: clients that resolve `*.test` to loopback, keep
-//!   cookies and sign in through the portal as a browser does.
+//!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
