@@ -287,20 +287,7 @@ impl LiveSignals {
         }
         let mut bindings: Vec<DeviceBinding> = Vec::new();
         bindings.extend(certificate.and_then(|c| c.device_binding()));
-        if let Some(data) = subject.who.session_data() {
-            let passkeys = data
-                .factors
-                .iter()
-                .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
-                .filter_map(|f| f.factor_id.as_deref());
-            for fid in passkeys {
-                if let Some(f) = self.durable.get_factor(fid).await? {
-                    if let Some(credential_id) = f.lookup_key {
-                        bindings.push(DeviceBinding::Passkey { credential_id });
-                    }
-                }
-            }
-        }
+        bindings.extend(self.passkey_bindings(subject).await?);
         let mut candidates: Vec<(DeviceBinding, Device)> = Vec::new();
         if !bindings.is_empty() {
             for r in self.durable.list_devices(&subject.user.username).await? {
@@ -333,6 +320,27 @@ impl LiveSignals {
         }
         Ok(strongest_binding(&candidates)
             .map(|(b, d)| bound_device_context(b, d, &cfg.compliance_policies, max_age, req.now)))
+    }
+
+    /// The passkeys the session was signed in or stepped up with, as device bindings.
+    async fn passkey_bindings(&self, subject: &Subject) -> Result<Vec<DeviceBinding>, SignalError> {
+        let mut bindings = Vec::new();
+        let Some(data) = subject.who.session_data() else {
+            return Ok(bindings);
+        };
+        let passkeys = data
+            .factors
+            .iter()
+            .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
+            .filter_map(|f| f.factor_id.as_deref());
+        for fid in passkeys {
+            if let Some(f) = self.durable.get_factor(fid).await? {
+                if let Some(credential_id) = f.lookup_key {
+                    bindings.push(DeviceBinding::Passkey { credential_id });
+                }
+            }
+        }
+        Ok(bindings)
     }
 }
 

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
+use hyper_util::server::graceful::GracefulConnection;
+
+use crate::access::signals::PeerCertificates;
 
 use super::reload::{spawn_reloader, wait_for_stop};
 use super::routes::{router_at, service};
@@ -46,30 +49,7 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     spawn_reloader(state.clone());
-    let mut lanes = Vec::with_capacity(workers);
-    let mut threads = Vec::with_capacity(workers);
-    for i in 0..workers {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        lanes.push((tx, open.clone()));
-        let (st, tls) = (state.clone(), tls.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("stepgate-worker-{i}"))
-            .spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting a worker's event loop")?;
-                rt.block_on(serve_connections(
-                    st,
-                    Incoming::Handed { rx, open },
-                    tls,
-                    std::future::pending(),
-                ))
-            })
-            .context("starting a worker thread")?;
-        threads.push(t);
-    }
+    let (lanes, threads) = spawn_workers(&state, &tls, workers)?;
     tracing::info!(%addr, workers, "serving");
     let stop = wait_for_stop();
     tokio::pin!(stop);
@@ -104,6 +84,49 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A worker's lane: where its connections are sent, and how many it is serving.
+type Lane = (
+    tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+/// A worker thread, ending with its serving loop's result.
+type Worker = std::thread::JoinHandle<anyhow::Result<()>>;
+
+/// Starts `workers` threads, each serving the connections handed to it on its own
+/// single-threaded event loop.
+fn spawn_workers(
+    state: &Shared,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+    workers: usize,
+) -> anyhow::Result<(Vec<Lane>, Vec<Worker>)> {
+    let mut lanes = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        lanes.push((tx, open.clone()));
+        let (st, tls) = (state.clone(), tls.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("stepgate-worker-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a worker's event loop")?;
+                rt.block_on(serve_connections(
+                    st,
+                    Incoming::Handed { rx, open },
+                    tls,
+                    std::future::pending(),
+                ))
+            })
+            .context("starting a worker thread")?;
+        threads.push(t);
+    }
+    Ok((lanes, threads))
 }
 
 /// Where a serving loop gets its connections.
@@ -189,92 +212,16 @@ pub(crate) async fn serve_connections(
             },
             _ = &mut stop => break,
         };
-        let _ = tcp.set_nodelay(true);
-        let header_timeout = state.runtime.load().config.server.header_timeout.0;
-        let (router, st, portal) = (router.clone(), state.clone(), portal.clone());
-        let mut stopping = stopping_rx.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            // Serves the connection to its end, shutting it down gracefully (hyper finishes
-            // the requests in progress; over HTTP/2 it sends GOAWAY first) when the server
-            // stops or `$idle` completes.
-            macro_rules! drive {
-                ($conn:expr, $idle:expr) => {{
-                    let conn = $conn;
-                    tokio::pin!(conn);
-                    let stopped = stopping.changed();
-                    tokio::pin!(stopped);
-                    let idle = $idle;
-                    tokio::pin!(idle);
-                    let mut closing = false;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            r = conn.as_mut() => break r,
-                            _ = &mut stopped, if !closing => {
-                                closing = true;
-                                conn.as_mut().graceful_shutdown();
-                            }
-                            _ = &mut idle, if !closing => {
-                                closing = true;
-                                conn.as_mut().graceful_shutdown();
-                            }
-                        }
-                    }
-                }};
-            }
-            // The protocol is settled before hyper takes the connection: by ALPN over TLS,
-            // by the first bytes on plain HTTP (an HTTP/2 preface or not) within
-            // `header_timeout`, so a client that connects and sends nothing is let go.
-            // HTTP/2 connections are asked to go away once idle for `header_timeout` by
-            // `IdleIo` (hyper's HTTP/1.1 server closes idle ones itself).
-            macro_rules! serve {
-                ($io:expr, $h2:expr, $certs:expr) => {{
-                    let builder = connection_builder($h2, header_timeout);
-                    if $h2 {
-                        let in_progress = super::idle::InProgress::default();
-                        let go_away = Arc::new(super::idle::GoAway::default());
-                        let io = super::idle::IdleIo::new(
-                            $io,
-                            in_progress.clone(),
-                            go_away.clone(),
-                            header_timeout,
-                        );
-                        let svc = service(router, st, portal, peer, $certs, Some(in_progress));
-                        drive!(
-                            builder.serve_connection_with_upgrades(TokioIo::new(io), svc),
-                            go_away.requested()
-                        )
-                    } else {
-                        let svc = service(router, st, portal, peer, $certs, None);
-                        drive!(
-                            builder.serve_connection_with_upgrades(TokioIo::new($io), svc),
-                            std::future::pending::<()>()
-                        )
-                    }
-                }};
-            }
-            let result = match tls {
-                None => {
-                    let Some(h2) = sniff_http2(&tcp, header_timeout).await else {
-                        return;
-                    };
-                    serve!(tcp, h2, None)
-                }
-                Some(acceptor) => {
-                    let Some((stream, certs)) = super::tls::handshake(&acceptor, tcp, peer).await
-                    else {
-                        return;
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve!(stream, h2, Some(certs))
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        let conn = Connection {
+            router: router.clone(),
+            st: state.clone(),
+            portal: portal.clone(),
+            header_timeout: state.runtime.load().config.server.header_timeout.0,
+            stopping: stopping_rx.clone(),
+            peer,
+            _guard: guard,
+        };
+        tokio::spawn(conn.serve(tcp, tls.clone()));
     }
     state.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
@@ -286,6 +233,114 @@ pub(crate) async fn serve_connections(
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
     }
     Ok(())
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    router: axum::Router,
+    st: Shared,
+    portal: Arc<str>,
+    header_timeout: std::time::Duration,
+    /// Changes when the server stops: the connection is then shut down gracefully.
+    stopping: tokio::sync::watch::Receiver<()>,
+    peer: SocketAddr,
+    /// Counts the connection as open on its worker until it ends.
+    _guard: OpenGuard,
+}
+
+impl Connection {
+    /// Serves the connection to its end. The protocol is settled before hyper takes the
+    /// connection: by ALPN over TLS, by the first bytes on plain HTTP (an HTTP/2 preface or
+    /// not) within `header_timeout`, so a client that connects and sends nothing is let go.
+    async fn serve(self, tcp: tokio::net::TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+        let _ = tcp.set_nodelay(true);
+        let peer = self.peer;
+        let result = match tls {
+            None => {
+                let Some(h2) = sniff_http2(&tcp, self.header_timeout).await else {
+                    return;
+                };
+                self.speak(tcp, h2, None).await
+            }
+            Some(acceptor) => {
+                let Some((stream, certs)) = super::tls::handshake(&acceptor, tcp, peer).await
+                else {
+                    return;
+                };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.speak(stream, h2, Some(certs)).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// HTTP/1.1 (with upgrades) or HTTP/2 over `io`. HTTP/2 connections are asked to go
+    /// away once idle for `header_timeout` by [`super::idle::IdleIo`] (hyper's HTTP/1.1
+    /// server closes idle ones itself).
+    async fn speak<IO>(self, io: IO, h2: bool, certs: Option<PeerCertificates>) -> ServeResult
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let builder = connection_builder(h2, self.header_timeout);
+        let Connection {
+            router,
+            st,
+            portal,
+            header_timeout,
+            stopping,
+            peer,
+            _guard,
+        } = self;
+        if h2 {
+            let in_progress = super::idle::InProgress::default();
+            let go_away = Arc::new(super::idle::GoAway::default());
+            let io =
+                super::idle::IdleIo::new(io, in_progress.clone(), go_away.clone(), header_timeout);
+            let svc = service(router, st, portal, peer, certs, Some(in_progress));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            drive(conn, stopping, go_away.requested()).await
+        } else {
+            let svc = service(router, st, portal, peer, certs, None);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            drive(conn, stopping, std::future::pending()).await
+        }
+    }
+}
+
+/// How a connection ended.
+type ServeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs a connection to its end, shutting it down gracefully (hyper finishes the requests in
+/// progress; over HTTP/2 it sends GOAWAY first) when the server stops or `idle` completes.
+async fn drive<C>(
+    conn: C,
+    mut stopping: tokio::sync::watch::Receiver<()>,
+    idle: impl std::future::Future<Output = ()>,
+) -> ServeResult
+where
+    C: GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    let stopped = stopping.changed();
+    tokio::pin!(stopped);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => return r,
+            _ = &mut stopped, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// hyper's builder for one connection whose protocol is known. HTTP/1.1 connections must

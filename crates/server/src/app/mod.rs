@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use stepgate_authn::service::{Authenticator, AuthnSettings};
 use stepgate_config::Config;
-use stepgate_store::{open_stores, sync_users, SecretKey};
+use stepgate_store::{open_stores, sync_users, SecretKey, Stores};
 
 use crate::access::signals::{LiveSignals, Signals};
 use crate::access::Access;
@@ -67,19 +67,7 @@ pub async fn build_state_with(
     options: ServeOptions,
     source: Option<SignalSourceFactory>,
 ) -> anyhow::Result<Shared> {
-    let data_dir = config.base_dir.join(&config.server.data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let stores = open_stores(&config.store, &data_dir, &key)
-        .await
-        .context("opening the stores")?;
-    let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
-    if !config.users.is_empty() {
-        let report = sync_users(stores.durable.as_ref(), &key, &config.users)
-            .await
-            .context("syncing users from the configuration")?;
-        tracing::info!(?report, "users from the configuration synced");
-    }
+    let (stores, cache) = open(&config, &key).await?;
     let settings = AuthnSettings {
         factors: config.factors.clone(),
         assurance: config.assurance.clone(),
@@ -112,32 +100,8 @@ pub async fn build_state_with(
         .await
         .context("loading the identity assertion keys")?,
     );
-    let sessions = Arc::new(Sessions::new(
-        stores.hot.clone(),
-        cache.clone(),
-        signer.clone(),
-    ));
-    let devices = Arc::new(Registry::new(
-        stores.durable.clone(),
-        stores.hot.clone(),
-        signals.cookie.clone(),
-    ));
-    let parts = SourceParts {
-        signals: signals.clone(),
-        durable: stores.durable.clone(),
-        cache: cache.clone(),
-        demo: options.demo,
-    };
-    let source: Arc<dyn crate::access::SignalSource> = match source {
-        Some(build) => build(&parts),
-        None => Arc::new(LiveSignals::new(
-            parts.signals.clone(),
-            parts.durable.clone(),
-            parts.cache.clone(),
-            parts.demo,
-        )),
-    };
-    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone());
+    let (access, sessions, devices) =
+        pipeline(&stores, &cache, &signals, &signer, options.demo, source);
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -155,4 +119,61 @@ pub async fn build_state_with(
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+}
+
+/// The stores (behind the node's read cache), with the configuration's users synced.
+async fn open(config: &Config, key: &SecretKey) -> anyhow::Result<(Stores, Arc<Caches>)> {
+    let data_dir = config.base_dir.join(&config.server.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let stores = open_stores(&config.store, &data_dir, key)
+        .await
+        .context("opening the stores")?;
+    let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
+    if !config.users.is_empty() {
+        let report = sync_users(stores.durable.as_ref(), key, &config.users)
+            .await
+            .context("syncing users from the configuration")?;
+        tracing::info!(?report, "users from the configuration synced");
+    }
+    Ok((stores, cache))
+}
+
+/// The access pipeline and the services it owns: sessions, the device registry, and the
+/// signal source (`source`'s, or the live one).
+fn pipeline(
+    stores: &Stores,
+    cache: &Arc<Caches>,
+    signals: &Arc<Signals>,
+    signer: &Signer,
+    demo: bool,
+    source: Option<SignalSourceFactory>,
+) -> (Access, Arc<Sessions>, Arc<Registry>) {
+    let sessions = Arc::new(Sessions::new(
+        stores.hot.clone(),
+        cache.clone(),
+        signer.clone(),
+    ));
+    let devices = Arc::new(Registry::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        signals.cookie.clone(),
+    ));
+    let parts = SourceParts {
+        signals: signals.clone(),
+        durable: stores.durable.clone(),
+        cache: cache.clone(),
+        demo,
+    };
+    let source: Arc<dyn crate::access::SignalSource> = match source {
+        Some(build) => build(&parts),
+        None => Arc::new(LiveSignals::new(
+            parts.signals.clone(),
+            parts.durable.clone(),
+            parts.cache.clone(),
+            parts.demo,
+        )),
+    };
+    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone());
+    (access, sessions, devices)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use axum::Router;
 use tower::ServiceExt as _;
 
@@ -41,69 +41,9 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
             &p("/static/webauthn.js"),
             get(|| async { asset("text/javascript; charset=utf-8", WEBAUTHN_JS) }),
         )
-        .route(
-            &p("/login"),
-            get(portal::signin::login_page).post(portal::signin::login_submit),
-        )
-        .route(&p("/step-up"), get(portal::stepup::step_up_page))
-        .route(
-            &p("/step-up/{factor}"),
-            post(portal::stepup::step_up_factor),
-        )
-        .route(&p("/blocked"), get(portal::blocked::blocked_page))
-        .route(&p("/recheck"), post(portal::blocked::recheck))
-        .route(
-            &p("/api/devices/posture"),
-            axum::routing::put(crate::devices::posture_api::put_posture),
-        )
-        .route(
-            &p("/api/devices/{id}"),
-            get(crate::devices::posture_api::get_device),
-        )
-        .route(&p("/caep/events"), post(crate::devices::caep::receive))
-        .route(&p("/account"), get(portal::account::account_page))
-        .route(&p("/account/{*change}"), post(portal::account::change))
-        .route(&p("/demo/device"), post(portal::account::demo_device))
-        .route(&p("/sessions"), get(portal::sessions::sessions_page))
-        .route(&p("/sessions/end"), post(portal::sessions::end_session))
-        .route(&p("/logout"), post(portal::sessions::logout))
-        .route(&p("/logout-all"), post(portal::sessions::logout_all))
-        .route(
-            &p("/webauthn/login/start"),
-            post(portal::webauthn::webauthn_login_start),
-        )
-        .route(
-            &p("/webauthn/login/finish"),
-            post(portal::webauthn::webauthn_login_finish),
-        )
-        .route(
-            &p("/webauthn/step-up/start"),
-            post(portal::webauthn::webauthn_step_start),
-        )
-        .route(
-            &p("/webauthn/step-up/finish"),
-            post(portal::webauthn::webauthn_step_finish),
-        )
-        .route(
-            &p("/webauthn/register/start"),
-            post(portal::webauthn::webauthn_register_start),
-        )
-        .route(
-            &p("/webauthn/register/finish"),
-            post(portal::webauthn::webauthn_register_finish),
-        )
-        // Forward-auth for front proxies (nginx, Traefik/Caddy, Envoy): decide only.
-        .route(&p("/auth/nginx"), any(crate::gateway::forward_auth::nginx))
-        .route(
-            &p("/auth/forward"),
-            any(crate::gateway::forward_auth::forward),
-        )
-        .route(&p("/auth/envoy"), any(crate::gateway::forward_auth::envoy))
-        .route(&p("/auth/envoy/"), any(crate::gateway::forward_auth::envoy))
-        .route(
-            &p("/auth/envoy/{*path}"),
-            any(crate::gateway::forward_auth::envoy),
-        )
+        .merge(portal::routes(portal_path))
+        .merge(crate::devices::routes(portal_path))
+        .merge(crate::gateway::forward_auth::routes(portal_path))
         .fallback(crate::gateway::handle)
         .with_state(state)
 }

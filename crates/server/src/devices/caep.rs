@@ -27,7 +27,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
-use stepgate_signals::caep::{SecurityEvent, SetError, VerifiedSet};
+use stepgate_signals::caep::{DeviceComplianceUpdate, SecurityEvent, SetError, VerifiedSet};
 use stepgate_signals::config::TransmitterConfig;
 use stepgate_store::UserRecord;
 
@@ -185,41 +185,52 @@ async fn first_time(st: &Shared, set: &VerifiedSet) -> Result<(), ApiError> {
     }
 }
 
+/// What a verified SET does: each device update recorded (and the device's sessions
+/// re-evaluated), each session or credential event applied to its user's sessions; one
+/// effect (or error) per item, for the transmitter's answer and the audit log.
 async fn apply(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {
     let mut effects = Vec::new();
-    let now = Utc::now();
     for u in set.device_updates() {
-        if stepgate_signals::device::is_reserved_id(&u.device_id) {
-            tracing::warn!(device = %u.device_id, "CAEP event names a reserved device id; ignored");
-            effects.push(json!({ "device": u.device_id, "error": "reserved device id" }));
-            continue;
-        }
-        let mut device = match st.devices.load(&u.device_id).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                let mut d = stepgate_signals::device::Device::new(u.device_id.clone());
-                d.source = Some(u.source.clone());
-                d
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "device registry unavailable");
-                effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
-                continue;
-            }
-        };
-        if !u.apply(&mut device) {
-            effects.push(json!({ "device": u.device_id, "result": "stale" }));
-            continue;
-        }
-        if let Err(e) = st.devices.save(&device, now).await {
-            tracing::error!(error = %e, "device registry unavailable");
-            effects.push(json!({ "device": u.device_id, "error": "store unavailable" }));
-            continue;
-        }
-        let r = super::reevaluate::device_sessions(st, &device.id).await;
-        st.signals.hub.notify(&device.id);
-        effects.push(json!({ "device": u.device_id, "compliant": u.compliant, "sessions": r }));
+        effects.push(update_device(st, &u).await);
     }
+    effects.extend(user_effects(st, set).await);
+    effects
+}
+
+/// One device's new posture, recorded unless older than what the registry holds.
+async fn update_device(st: &Shared, u: &DeviceComplianceUpdate) -> serde_json::Value {
+    if stepgate_signals::device::is_reserved_id(&u.device_id) {
+        tracing::warn!(device = %u.device_id, "CAEP event names a reserved device id; ignored");
+        return json!({ "device": u.device_id, "error": "reserved device id" });
+    }
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "device registry unavailable");
+        json!({ "device": u.device_id, "error": "store unavailable" })
+    };
+    let mut device = match st.devices.load(&u.device_id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            let mut d = stepgate_signals::device::Device::new(u.device_id.clone());
+            d.source = Some(u.source.clone());
+            d
+        }
+        Err(e) => return unavailable(&e),
+    };
+    if !u.apply(&mut device) {
+        return json!({ "device": u.device_id, "result": "stale" });
+    }
+    if let Err(e) = st.devices.save(&device, Utc::now()).await {
+        return unavailable(&e);
+    }
+    let r = super::reevaluate::device_sessions(st, &device.id).await;
+    st.signals.hub.notify(&device.id);
+    json!({ "device": u.device_id, "compliant": u.compliant, "sessions": r })
+}
+
+/// The session, credential and assurance events: the user's sessions ended, or marked to
+/// step up again.
+async fn user_effects(st: &Shared, set: &VerifiedSet) -> Vec<serde_json::Value> {
+    let mut effects = Vec::new();
     for ev in &set.events {
         match ev {
             SecurityEvent::SessionRevoked { common } => {

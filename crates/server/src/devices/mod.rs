@@ -22,11 +22,13 @@ pub mod reevaluate;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::{get, post, put};
+use axum::Router;
 use chrono::{DateTime, Utc};
 use stepgate_signals::device::{is_reserved_id, Device};
 use stepgate_store::{DurableStore, HotStore, StoreError, UserRecord};
 
-use crate::app::state::Runtime;
+use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::CookieJar;
 use crate::session::{Session, Sessions};
 
@@ -194,4 +196,13 @@ impl Registry {
         ));
         Some(cookie)
     }
+}
+
+/// The device APIs (posture, CAEP receiver), under the portal path.
+pub fn routes(portal_path: &str) -> Router<Shared> {
+    let p = |s: &str| format!("{portal_path}{s}");
+    Router::new()
+        .route(&p("/api/devices/posture"), put(posture_api::put_posture))
+        .route(&p("/api/devices/{id}"), get(posture_api::get_device))
+        .route(&p("/caep/events"), post(caep::receive))
 }

@@ -24,6 +24,8 @@ use std::net::IpAddr;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
 use chrono::Utc;
 use stepgate_policy::RequestKind;
 
@@ -302,4 +304,15 @@ fn refuse_untrusted(rt: &Runtime, peer: Peer) -> Option<Response> {
         "access_denied",
         "forward-auth answers only the proxies listed in server.trusted_proxies",
     )))
+}
+
+/// The forward-auth endpoints for front proxies (nginx, Traefik/Caddy, Envoy): decide only.
+pub fn routes(portal_path: &str) -> Router<Shared> {
+    let p = |s: &str| format!("{portal_path}{s}");
+    Router::new()
+        .route(&p("/auth/nginx"), any(nginx))
+        .route(&p("/auth/forward"), any(forward))
+        .route(&p("/auth/envoy"), any(envoy))
+        .route(&p("/auth/envoy/"), any(envoy))
+        .route(&p("/auth/envoy/{*path}"), any(envoy))
 }

@@ -28,7 +28,7 @@ use stepgate_policy::RequestKind;
 
 use crate::access::bearer::bearer_token;
 use crate::access::request::client_ip;
-use crate::access::signals::{presented_certificates, PeerCertificates};
+use crate::access::signals::presented_certificates;
 use crate::access::{AccessRequest, Credentials, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
 use crate::app::state::{Runtime, Shared};
@@ -38,7 +38,7 @@ use render::{RefusalKind, Return};
 use stepgate_policy::spec::AppSpec;
 
 /// The reverse proxy: every request that is not for the portal is an app request, read
-/// ([`original::proxied`]), decided, and then proxied or answered.
+/// ([`read`]), decided, and then proxied or answered.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
@@ -57,45 +57,24 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     };
     let now = Utc::now();
     let ip = client_ip(&rt, peer.0, req.headers());
-    let verdict = {
-        let h = req.headers();
-        let tls = req.extensions().get::<PeerCertificates>();
-        let ar = AccessRequest {
-            kind: RequestKind::Access,
-            app: Some(app.id.as_str()),
-            method: &original.method,
-            path: original.target.path(),
-            headers: h,
-            ip,
-            credentials: match bearer_token(h) {
-                Some(token) => Credentials::Bearer(token),
-                None => Credentials::Cookies(&cookies),
-            },
-            certificates: presented_certificates(&rt, peer.0.ip(), h, tls),
-            now,
-        };
-        st.access.decide(&rt, &ar).await.verdict
+    let h = req.headers();
+    let ar = AccessRequest {
+        kind: RequestKind::Access,
+        app: Some(app.id.as_str()),
+        method: &original.method,
+        path: original.target.path(),
+        headers: h,
+        ip,
+        credentials: match bearer_token(h) {
+            Some(token) => Credentials::Bearer(token),
+            None => Credentials::Cookies(&cookies),
+        },
+        certificates: presented_certificates(&rt, peer.0.ip(), h, req.extensions().get()),
+        now,
     };
+    let verdict = st.access.decide(&rt, &ar).await.verdict;
     let Verdict::Allow(grant) = verdict else {
-        let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
-        let ret = Return {
-            portal_origin: &origin,
-            url: original.url(),
-            method: &original.method,
-            referer: req
-                .headers()
-                .get(header::REFERER)
-                .and_then(|v| v.to_str().ok()),
-        };
-        return render::refused(
-            &st.signer,
-            &rt,
-            verdict,
-            &ret,
-            req.headers(),
-            st.options.demo,
-            now,
-        );
+        return refuse(&st, &rt, verdict, &original, h, now);
     };
     let Original { host, target, .. } = original;
     *req.uri_mut() = target;
@@ -107,6 +86,26 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         api,
     };
     proxy::forward(&st, &rt, req, to).await
+}
+
+/// A verdict other than allow, answered: the portal's pages are linked on the host the
+/// request came to, and the refusal names the request to return to.
+fn refuse(
+    st: &Shared,
+    rt: &Runtime,
+    verdict: Verdict,
+    original: &Original,
+    headers: &axum::http::HeaderMap,
+    now: chrono::DateTime<Utc>,
+) -> Response {
+    let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
+    let ret = Return {
+        portal_origin: &origin,
+        url: original.url(),
+        method: &original.method,
+        referer: headers.get(header::REFERER).and_then(|v| v.to_str().ok()),
+    };
+    render::refused(&st.signer, rt, verdict, &ret, headers, st.options.demo, now)
 }
 
 /// Why a proxied request is not decided.

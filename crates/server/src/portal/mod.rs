@@ -29,6 +29,8 @@ pub mod webauthn;
 
 use std::net::IpAddr;
 
+use axum::routing::{get, post};
+use axum::Router;
 use stepgate_authn::service::AuthError;
 pub use stepgate_policy::outcome::factor_title;
 
@@ -83,4 +85,49 @@ fn capitalise(s: &str) -> String {
         }
         None => String::new(),
     }
+}
+
+/// The portal's pages and passkey ceremonies, under the portal path.
+pub fn routes(portal_path: &str) -> Router<Shared> {
+    let p = |s: &str| format!("{portal_path}{s}");
+    Router::new()
+        .route(
+            &p("/login"),
+            get(signin::login_page).post(signin::login_submit),
+        )
+        .route(&p("/step-up"), get(stepup::step_up_page))
+        .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
+        .route(&p("/blocked"), get(blocked::blocked_page))
+        .route(&p("/recheck"), post(blocked::recheck))
+        .route(&p("/account"), get(account::account_page))
+        .route(&p("/account/{*change}"), post(account::change))
+        .route(&p("/demo/device"), post(account::demo_device))
+        .route(&p("/sessions"), get(sessions::sessions_page))
+        .route(&p("/sessions/end"), post(sessions::end_session))
+        .route(&p("/logout"), post(sessions::logout))
+        .route(&p("/logout-all"), post(sessions::logout_all))
+        .route(
+            &p("/webauthn/login/start"),
+            post(webauthn::webauthn_login_start),
+        )
+        .route(
+            &p("/webauthn/login/finish"),
+            post(webauthn::webauthn_login_finish),
+        )
+        .route(
+            &p("/webauthn/step-up/start"),
+            post(webauthn::webauthn_step_start),
+        )
+        .route(
+            &p("/webauthn/step-up/finish"),
+            post(webauthn::webauthn_step_finish),
+        )
+        .route(
+            &p("/webauthn/register/start"),
+            post(webauthn::webauthn_register_start),
+        )
+        .route(
+            &p("/webauthn/register/finish"),
+            post(webauthn::webauthn_register_finish),
+        )
 }

@@ -262,27 +262,9 @@ pub(super) async fn passed(
     json: bool,
 ) -> Response {
     let now = Utc::now();
-    let mut data = (*on.session.data).clone();
-    data.add_factor(factor);
-    let met = satisfies(
-        &data.auth_state(),
-        &on.step.req,
-        &rt.config.assurance,
-        &[],
-        now,
-    )
-    .satisfied;
-    if met {
-        data.pending = false;
-        data.needs_step_up = false;
-    }
-    let rotated = st
-        .sessions
-        .rotate(rt, Some(&on.session.id), data, now)
-        .await;
-    let new = match rotated {
-        Ok(s) => s,
-        Err(e) => return PortalError::from(e).into_response(),
+    let (new, met) = match record(st, rt, on, factor, now).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     if !met {
         return more_needed(
@@ -322,6 +304,30 @@ pub(super) async fn passed(
         device_cookie: None,
     };
     next.respond(rt, jar, json)
+}
+
+/// Records a passed factor in the session, under a new session id; and whether the
+/// step-up's requirement is now met (which completes a pending sign-in).
+async fn record(
+    st: &Shared,
+    rt: &Here,
+    on: Page<'_>,
+    factor: PassedFactor,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Session, bool), PortalError> {
+    let mut data = (*on.session.data).clone();
+    data.add_factor(factor);
+    let assurance = &rt.config.assurance;
+    let met = satisfies(&data.auth_state(), &on.step.req, assurance, &[], now).satisfied;
+    if met {
+        data.pending = false;
+        data.needs_step_up = false;
+    }
+    let new = st
+        .sessions
+        .rotate(rt, Some(&on.session.id), data, now)
+        .await?;
+    Ok((new, met))
 }
 
 /// A factor passed that does not yet meet the requirement: the step-up page again, under
