@@ -1,4 +1,8 @@
 //! One module per subcommand; each exposes `XArgs` (clap) and `run(args) -> anyhow::Result<ExitCode>`.
+//!
+//! What does not belong here: any decision logic. `what-if` and `test` run the server's
+//! access pipeline (`stepgate_server::access`) with the stated context as the signal
+//! source; `serve` and `demo` start the server; `user` and `secrets` work on the store.
 pub mod check;
 pub mod secrets;
 pub mod serve;

@@ -16,6 +16,11 @@
 //! - [`config`]: the `factors:` and `regulation:` configuration sections.
 //!
 //! docs/factors.md and docs/assurance.md explain each factor and level for an admin.
+//!
+//! What does not belong here: HTTP (pages, cookies, forms are the server's portal), where
+//! sessions are kept and how their ids travel (the server's session service), and policy
+//! decisions (what a request must have shown is the policy crate's; whether a session has
+//! shown it is [`assurance::satisfies`]).
 
 pub mod assurance;
 pub mod config;

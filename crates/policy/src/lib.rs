@@ -18,6 +18,10 @@
 //!
 //! [`PolicySet::decide`] is the allocation-free fast path; [`PolicySet::explain`] gives the
 //! same decision with a trace and is what `stepgate what-if` prints.
+//!
+//! What does not belong here: gathering the context (signals, sessions, stores — the
+//! server's access pipeline does that and is the only caller of `decide`/`explain`), and
+//! judging a decision against a session's factors (the server's `access::judge`).
 
 pub mod compile;
 pub mod context;

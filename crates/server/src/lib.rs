@@ -12,6 +12,10 @@
 //! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
 //! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
 //!
+//! What does not belong here: anything that needs no HTTP server — the policy engine, the
+//! factors, the signals, the stores and request parsing each have their crate (see
+//! docs/architecture.md), and this crate calls them.
+//!
 //! All state is server-side in the stores ([`stepgate_store`]); the browser holds only an
 //! opaque session id in an `HttpOnly; SameSite=Lax` cookie (`__Host-` prefixed when
 //! possible).

@@ -14,6 +14,10 @@
 //! * [`config`]: the `signals:` and `devices:` configuration sections.
 //!
 //! I/O stays at the edges (file loads, HTTP fetches); scoring and evaluation are pure.
+//!
+//! What does not belong here: deciding (the policy crate), HTTP endpoints that receive
+//! signals (the server's `devices` room serves the posture API and the CAEP receiver on
+//! top of [`device`] and [`caep`]), and where devices are stored (the store crate).
 
 pub mod caep;
 pub mod certs;
