@@ -176,7 +176,7 @@ async fn targets_upstreams_read_differently_are_refused_by_the_proxy() {
         (b"/admin;jsessionid=1/users", "parameters"),
         (b"/public;x/../admin/users", "parameters"),
         (b"/admin%3busers", "parameters"),
-        (b"/public//../admin/users", "before a .. segment"),
+        (b"/public//../admin/users", "resolve differently"),
         (b"/%C0%AE%C0%AE/admin", "not valid UTF-8"),
         (b"/admin\\users", "\\"),
         (b"/a\"b", "percent-encoded"),
