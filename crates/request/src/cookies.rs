@@ -43,8 +43,10 @@ pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(';'))
+        // Split as bytes: a byte outside ASCII (which no name or value may hold) spoils its
+        // own piece, not the well-formed pairs beside it.
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|piece| std::str::from_utf8(piece).ok())
         .filter_map(parse_pair)
 }
 
@@ -185,6 +187,26 @@ mod tests {
             (s, d, x),
             (Lookup::Repeated, Lookup::One("2"), Lookup::Absent)
         );
+    }
+
+    /// Found by the `cookies` fuzz target: a byte outside ASCII anywhere in a `Cookie` line
+    /// hid every pair of that line, so a copy of a cookie there did not make the one on
+    /// another line `Repeated`.
+    #[test]
+    fn a_byte_outside_ascii_spoils_only_its_own_piece() {
+        let mut h = HeaderMap::new();
+        for line in [&b"s=1; x=\xc3\xa9; y=\xff"[..], b"s=2"] {
+            h.append(
+                http::header::COOKIE,
+                http::HeaderValue::from_bytes(line).unwrap(),
+            );
+        }
+        assert_eq!(lookup(&h, "s"), Lookup::Repeated);
+        assert_eq!(
+            lookup_many(&h, ["s", "x", "y"]),
+            [Lookup::Repeated, Lookup::Absent, Lookup::Absent]
+        );
+        assert_eq!(pairs(&h).collect::<Vec<_>>(), [("s", "1"), ("s", "2")]);
     }
 
     #[test]

@@ -73,25 +73,21 @@ pub fn client_addr(
         ForwardedHeader::XForwardedFor => "x-forwarded-for",
         ForwardedHeader::Forwarded => "forwarded",
     };
-    let lines = headers.get_all(name);
-    let mut texts = Vec::new();
-    for v in lines.iter() {
-        match v.to_str() {
-            Ok(s) => texts.push(s),
-            Err(_) => return ClientAddr::Unknown,
-        }
-    }
-    if texts.is_empty() {
+    let lines: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    if lines.is_empty() {
         return ClientAddr::Unknown;
     }
     let mut last_trusted = None;
-    // Right to left over the lines, and over the entries of each.
-    for text in texts.iter().rev() {
-        for entry in text.rsplit(',') {
-            let ip = match header {
+    // Right to left over the lines, and over the entries of each. Bytes outside ASCII stop
+    // the walk at the entry holding them, not before it: left of the proxies' entries they
+    // are the client's, and count for nothing.
+    for line in lines.iter().rev() {
+        for entry in line.rsplit(|&b| b == b',') {
+            let text = std::str::from_utf8(entry).ok().filter(|e| e.is_ascii());
+            let ip = text.and_then(|entry| match header {
                 ForwardedHeader::XForwardedFor => xff_entry(entry),
                 ForwardedHeader::Forwarded => forwarded_element(entry),
-            };
+            });
             let Some(ip) = ip.map(canonical) else {
                 return ClientAddr::Unknown;
             };
@@ -261,6 +257,31 @@ mod tests {
             ),
             known("198.51.100.8")
         );
+    }
+
+    /// Found by the `forwarded_for` fuzz target: one byte outside ASCII anywhere in the
+    /// header, even on a line of the client's left of the proxies' entries, made the client
+    /// unknown, so a client could shed its own address (and its zone and country) at will.
+    #[test]
+    fn bytes_outside_ascii_left_of_the_client_address_count_for_nothing() {
+        assert_eq!(xff(&[b"\xff", b"198.51.100.7"]), known("198.51.100.7"));
+        assert_eq!(
+            xff(&[b"garbage\xc3\xa9, 198.51.100.7, 10.0.0.9"]),
+            known("198.51.100.7")
+        );
+        assert_eq!(
+            fwd(&[b"for=\"\xff\", for=198.51.100.7"]),
+            known("198.51.100.7")
+        );
+        // Where the walk reaches them, they still stop it.
+        for bad in [
+            &[&b"198.51.100.7\xc3\xa9"[..]][..],
+            &[b"198.51.100.7", b"\xff"],
+            &[b"198.51.100.7, \xff, 10.0.0.9"],
+        ] {
+            assert_eq!(xff(bad), ClientAddr::Unknown, "{bad:?}");
+        }
+        assert_eq!(fwd(&[b"for=198.51.100.7;x=\xc3\xa9"]), ClientAddr::Unknown);
     }
 
     #[test]

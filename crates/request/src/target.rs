@@ -51,10 +51,13 @@ pub enum TargetRefusal {
     /// stripped (`path_parameters: strip`).
     #[error("the path has ; parameters, which some upstreams strip and others keep")]
     PathParameters,
-    /// `..` right after an empty segment (`/public//../admin`): RFC 3986 resolves it to
+    /// A `..` segment that removes an empty one (`/public//../admin`, and as well
+    /// `/public//x/../../admin` or `/public//./../admin`): RFC 3986 resolves it to
     /// `/public/admin`, an upstream that merges slashes first (nginx, many frameworks) to
     /// `/admin`.
-    #[error("the path has // before a .. segment, which upstreams resolve differently")]
+    #[error(
+        "the path has a .. segment removing an empty one (//), which upstreams resolve differently"
+    )]
     DotSegmentAfterEmpty,
     /// In an app whose paths are matched ignoring case: a letter that case mapping turns
     /// into ASCII letters (`ſ` into `S`, the Kelvin sign into `k`, `ß` into `SS`). Routes
@@ -176,17 +179,14 @@ fn normalize_path(path: &str, rules: TargetRules) -> Result<Cow<'_, str>, Target
     // Remove dot segments (RFC 3986 §5.2.4), keeping empty segments as they are.
     let mut out: Vec<&str> = Vec::new();
     let mut segments = decoded.split('/').skip(1).peekable();
-    let mut previous: Option<&str> = None;
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
-        if seg == ".." && previous == Some("") {
-            return Err(TargetRefusal::DotSegmentAfterEmpty);
-        }
-        previous = Some(seg);
         match seg {
             "." | ".." => {
-                if seg == ".." {
-                    out.pop();
+                // An upstream that merges slashes first removes the segment before an empty
+                // one instead: whichever `..` takes it, not only one right after `//`.
+                if seg == ".." && out.pop() == Some("") {
+                    return Err(TargetRefusal::DotSegmentAfterEmpty);
                 }
                 // `/a/b/..` is `/a/`: a dot segment at the end leaves a trailing slash.
                 if last {

@@ -93,6 +93,36 @@ fn spellings_upstreams_disagree_on_are_refused() {
     assert_eq!(n("/caf%c3%a9").unwrap(), "/caf%C3%A9");
 }
 
+/// Found by the `request_target` fuzz target (`/a//./..`): the refusal looked only at the
+/// segment right before a `..`, so a `.` or another segment in between let a `..` remove an
+/// empty segment, where a slash-merging upstream removes the one before it.
+#[test]
+fn a_dot_dot_removing_an_empty_segment_is_refused_whatever_comes_between() {
+    use TargetRefusal::DotSegmentAfterEmpty;
+    for p in [
+        "/a//./..",
+        "/public//./../admin",
+        "/public//x/../../admin",
+        "/public//x/%2e/%2E%2e/../admin",
+        "/public//a/b/../../../admin",
+        "//x/../../admin",
+    ] {
+        assert_eq!(n(p), Err(DotSegmentAfterEmpty), "{p}");
+    }
+    let strip = TargetRules {
+        strip_path_parameters: true,
+        ..STRICT
+    };
+    assert_eq!(
+        read_target("/public/;x/.;y/..;z/admin", strip),
+        Err(DotSegmentAfterEmpty)
+    );
+    // A `..` that stops short of the empty segment, or has none to remove, reads one way.
+    assert_eq!(n("/public//x/../admin").unwrap(), "/public//admin");
+    assert_eq!(n("/a//b/c/../..").unwrap(), "/a//");
+    assert_eq!(n("/..//admin").unwrap(), "//admin");
+}
+
 #[test]
 fn path_parameters_are_stripped_only_where_the_app_says_so() {
     let strip = TargetRules {
