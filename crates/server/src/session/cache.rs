@@ -18,6 +18,9 @@
 //! A read that started before a write to the same kind of record is not cached when it
 //! finishes after it (a generation counter per map), so a racing read cannot bring back a
 //! record this node just revoked.
+//!
+//! Entries age by the cache's own clock: the monotonic clock, which a test can move ahead
+//! ([`Caches::advance_clock`]) to let a TTL pass without sleeping.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -44,6 +47,7 @@ const MAX_ENTRIES: usize = 100_000;
 /// the server state.
 pub struct Caches {
     ttl_ms: AtomicU64,
+    clock: Clock,
     hot: Arc<dyn HotStore>,
     durable: Arc<dyn DurableStore>,
     sessions: TtlMap<String, Option<Arc<SessionSlot>>>,
@@ -94,7 +98,32 @@ impl SessionSlot {
     }
 }
 
+/// The time entries are stamped with and judged by: [`Instant::now`], plus however far a
+/// test has moved it ahead (zero in production; the offset costs one relaxed load).
+#[derive(Default)]
+struct Clock {
+    ahead_ms: AtomicU64,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.ahead_ms.load(Ordering::Relaxed))
+    }
+
+    fn advance(&self, by: Duration) {
+        let ms = by.as_millis().min(u64::MAX as u128) as u64;
+        self.ahead_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 impl Caches {
+    /// Moves the cache's clock `by` ahead, so that every entry is as old as if `by` had
+    /// passed: tests let the TTL pass without sleeping. Stepgate itself never calls it.
+    #[doc(hidden)]
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
     /// Changes the TTL (configuration reload). Entries already cached keep their insertion
     /// time and are judged by the new TTL.
     pub fn set_ttl(&self, ttl: Duration) {
@@ -129,7 +158,9 @@ impl Caches {
                 .await?
                 .map(|e| Arc::new(SessionSlot::new(e))))
         };
-        let s = read_through(&self.sessions, id, self.ttl(), read, issued_here).await?;
+        let s = self
+            .read_through(&self.sessions, id, read, issued_here)
+            .await?;
         // The store's own expiry still holds for a cached record.
         let now = Utc::now();
         Ok(s.filter(|s| s.entry.expires_at > now))
@@ -140,13 +171,13 @@ impl Caches {
     /// caller may skip checking its MAC again.
     pub fn session_cached(&self, id: &str) -> bool {
         let ttl = self.ttl();
-        !ttl.is_zero() && self.sessions.get(id, ttl).is_ok()
+        !ttl.is_zero() && self.sessions.get(id, ttl, self.clock.now()).is_ok()
     }
 
     /// The user `id`, from the cache or the durable store, shared rather than copied.
     pub async fn user(&self, id: &str) -> StoreResult<Option<Arc<UserRecord>>> {
         let read = async { Ok(self.durable.get_user(id).await?.map(Arc::new)) };
-        read_through(&self.users, id, self.ttl(), read, false).await
+        self.read_through(&self.users, id, read, false).await
     }
 
     /// The user named `username`, if there is one. Unlike [`Caches::user`], an absent user
@@ -160,7 +191,8 @@ impl Caches {
                 .await?
                 .map(Arc::new))
         };
-        read_through(&self.usernames, username, self.ttl(), read, true).await
+        self.read_through(&self.usernames, username, read, true)
+            .await
     }
 
     /// The hot-store list `key` (a sign-in history), decoded into entries oldest first;
@@ -177,7 +209,43 @@ impl Caches {
             h.sort_by_key(|e| e.time);
             Ok(Arc::new(h))
         };
-        read_through(&self.histories, key, self.ttl(), read, false).await
+        self.read_through(&self.histories, key, read, false).await
+    }
+
+    /// Caches a read through `map` when the TTL is not zero. Errors are never cached; `None`
+    /// is cached only with `absent_too`, for keys a client cannot make up (an absence cached
+    /// for a made-up key would let random keys fill the map).
+    async fn read_through<V, F>(
+        &self,
+        map: &TtlMap<String, V>,
+        key: &str,
+        read: F,
+        absent_too: bool,
+    ) -> StoreResult<V>
+    where
+        V: Clone + Cacheable,
+        F: std::future::Future<Output = StoreResult<V>>,
+    {
+        let ttl = self.ttl();
+        if ttl.is_zero() {
+            return read.await;
+        }
+        // A hit costs no allocation: the key is copied only to cache a miss.
+        let generation = match map.get(key, ttl, self.clock.now()) {
+            Ok(v) => return Ok(v),
+            Err(g) => g,
+        };
+        let v = read.await?;
+        if absent_too || v.worth_caching() {
+            map.put(
+                key.to_string(),
+                v.clone(),
+                generation,
+                ttl,
+                self.clock.now(),
+            );
+        }
+        Ok(v)
     }
 }
 
@@ -209,33 +277,35 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A live cached value, or the generation a read-through must present to cache its
-    /// result.
-    fn get<Q>(&self, key: &Q, ttl: Duration) -> Result<V, u64>
+    /// The value cached for `key` if it is younger than `ttl` at `now`; otherwise the
+    /// generation a read-through must present to cache its result.
+    fn get<Q>(&self, key: &Q, ttl: Duration, now: Instant) -> Result<V, u64>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let g = self.lock();
         match g.map.get(key) {
-            Some((at, v)) if at.elapsed() < ttl => Ok(v.clone()),
+            Some((at, v)) if now.saturating_duration_since(*at) < ttl => Ok(v.clone()),
             _ => Err(g.generation),
         }
     }
 
-    /// Caches `value` unless a write happened since the read began (`generation`).
-    fn put(&self, key: K, value: V, generation: u64, ttl: Duration) {
+    /// Caches `value` as of `now` unless a write happened since the read began
+    /// (`generation`).
+    fn put(&self, key: K, value: V, generation: u64, ttl: Duration, now: Instant) {
         let mut g = self.lock();
         if g.generation != generation {
             return;
         }
         if g.map.len() >= MAX_ENTRIES {
-            g.map.retain(|_, (at, _)| at.elapsed() < ttl);
+            g.map
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
             if g.map.len() >= MAX_ENTRIES {
                 g.map.clear();
             }
         }
-        g.map.insert(key, (Instant::now(), value));
+        g.map.insert(key, (now, value));
     }
 
     /// Drops one entry (and makes in-flight reads uncacheable).
@@ -261,35 +331,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
         g.generation += 1;
         g.map.clear();
     }
-}
-
-/// Caches a read through `map` when the TTL is not zero. Errors are never cached; `None` is
-/// cached only with `absent_too`, for keys a client cannot make up (an absence cached for a
-/// made-up key would let random keys fill the map).
-async fn read_through<V, F>(
-    map: &TtlMap<String, V>,
-    key: &str,
-    ttl: Duration,
-    read: F,
-    absent_too: bool,
-) -> StoreResult<V>
-where
-    V: Clone + Cacheable,
-    F: std::future::Future<Output = StoreResult<V>>,
-{
-    if ttl.is_zero() {
-        return read.await;
-    }
-    // A hit costs no allocation: the key is copied only to cache a miss.
-    let generation = match map.get(key, ttl) {
-        Ok(v) => return Ok(v),
-        Err(g) => g,
-    };
-    let v = read.await?;
-    if absent_too || v.worth_caching() {
-        map.put(key.to_string(), v.clone(), generation, ttl);
-    }
-    Ok(v)
 }
 
 trait Cacheable {
@@ -325,22 +366,37 @@ mod tests {
     #[test]
     fn a_write_during_a_read_keeps_the_read_out_of_the_cache() {
         let m: TtlMap<String, Option<u32>> = TtlMap::new();
-        let ttl = Duration::from_secs(60);
-        let g = m.get("a", ttl).unwrap_err();
+        let (ttl, now) = (Duration::from_secs(60), Instant::now());
+        assert_eq!(m.get("a", ttl, now), Err(0), "a miss, before any write");
         m.invalidate("a");
-        m.put("a".into(), Some(1), g, ttl);
-        assert!(m.get("a", ttl).is_err(), "stale read cached");
-        let g = m.get("a", ttl).unwrap_err();
-        m.put("a".into(), Some(2), g, ttl);
-        assert_eq!(m.get("a", ttl), Ok(Some(2)));
+        m.put("a".into(), Some(1), 0, ttl, now);
+        assert_eq!(m.get("a", ttl, now), Err(1), "stale read cached");
+        m.put("a".into(), Some(2), 1, ttl, now);
+        assert_eq!(m.get("a", ttl, now), Ok(Some(2)));
     }
 
     #[test]
     fn entries_expire_after_the_ttl() {
         let m: TtlMap<String, Option<u32>> = TtlMap::new();
-        let g = m.get("a", Duration::from_secs(60)).unwrap_err();
-        m.put("a".into(), Some(1), g, Duration::from_secs(60));
-        assert!(m.get("a", Duration::ZERO).is_err());
-        assert!(m.get("a", Duration::from_secs(60)).is_ok());
+        let (ttl, t0) = (Duration::from_secs(60), Instant::now());
+        m.put("a".into(), Some(1), 0, ttl, t0);
+        let just_before = t0 + ttl - Duration::from_millis(1);
+        assert_eq!(m.get("a", ttl, just_before), Ok(Some(1)));
+        assert_eq!(m.get("a", ttl, t0 + ttl), Err(0), "expired at the TTL");
+        assert_eq!(
+            m.get("a", Duration::ZERO, t0),
+            Err(0),
+            "a zero TTL keeps nothing"
+        );
+    }
+
+    #[test]
+    fn advancing_the_clock_ages_entries_as_time_would() {
+        let clock = Clock::default();
+        let before = Instant::now();
+        clock.advance(Duration::from_secs(3600));
+        let now = clock.now();
+        assert!(now >= before + Duration::from_secs(3600));
+        assert!(now < Instant::now() + Duration::from_secs(3601));
     }
 }

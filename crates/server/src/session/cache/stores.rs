@@ -9,6 +9,7 @@ use super::*;
 pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
     let caches = Arc::new(Caches {
         ttl_ms: AtomicU64::new(ttl.as_millis().min(u64::MAX as u128) as u64),
+        clock: Clock::default(),
         hot: stores.hot.clone(),
         durable: stores.durable.clone(),
         sessions: TtlMap::new(),
@@ -270,20 +271,20 @@ impl DurableStore for CachedDurable {
     }
 
     async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
-        let ttl = self.c.ttl();
-        read_through(&self.c.devices, id, ttl, self.inner.get_device(id), false).await
+        self.c
+            .read_through(&self.c.devices, id, self.inner.get_device(id), false)
+            .await
     }
 
     async fn list_devices(&self, owner: &str) -> StoreResult<Vec<DeviceRecord>> {
-        let ttl = self.c.ttl();
-        read_through(
-            &self.c.device_lists,
-            owner,
-            ttl,
-            self.inner.list_devices(owner),
-            false,
-        )
-        .await
+        self.c
+            .read_through(
+                &self.c.device_lists,
+                owner,
+                self.inner.list_devices(owner),
+                false,
+            )
+            .await
     }
 
     async fn delete_device(&self, id: &str) -> StoreResult<bool> {
