@@ -399,8 +399,17 @@ pub(crate) mod tests {
         let got = jsonwebtoken::decode::<IdentityClaims>(&t, &dk, &v).unwrap();
         assert_eq!(got.claims, c);
         assert_eq!(got.claims.acr.as_deref(), Some("aal2"));
-        // A different secret key cannot open it.
+        // A different secret key cannot open it, and the error names the key and the
+        // likely cause.
         let other = SecretKey::generate();
-        assert!(load_key(&other, &generate(&secret, Utc::now()).unwrap()).is_err());
+        let stored = generate(&secret, Utc::now()).unwrap();
+        match load_key(&other, &stored) {
+            Err(AssertionKeyError::Key { kid, why }) => {
+                assert_eq!(kid, stored.kid);
+                assert!(why.contains("does not open with this key"), "{why}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("opened with another secret key"),
+        }
     }
 }
