@@ -192,8 +192,8 @@ impl ProxyBinary {
     }
 
     /// [`ProxyBinary::find`]; when it is missing, `None` (with a note that `test` is
-    /// skipped), or a panic under `CI=true` or `{require_var}=1` (`.ci/run` sets those and
-    /// installs the proxies).
+    /// skipped, recorded for the run's "skipped: …" line), or a panic under `CI=true` or
+    /// `{require_var}=1` (`.ci/run` sets those and installs the proxies).
     pub fn find_or_skip(&self, test: &str) -> Option<PathBuf> {
         let found = self.find();
         if found.is_none() {
@@ -205,6 +205,7 @@ impl ProxyBinary {
                 self.name, self.require_var, self.install
             );
             eprintln!("note: {} is not installed; skipping {test}", self.name);
+            crate::support::skipped::record(self.name, self.install);
         }
         found
     }

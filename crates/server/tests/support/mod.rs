@@ -9,6 +9,9 @@
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
+//! - [`skipped`]: a test that returns early because a peer is missing (nginx, Caddy, a
+//!   Python module) records it, for the run's "skipped: …" summary line
+//!   (tests/support/skipped.rs at the workspace root).
 //!
 //! Not a test target of its own: cargo builds only the files directly in `tests/`.
 
@@ -19,6 +22,8 @@ mod browser;
 mod people;
 pub mod raw;
 mod server;
+#[path = "../../../../tests/support/skipped.rs"]
+pub mod skipped;
 pub mod upstream;
 mod window;
 
