@@ -3,8 +3,9 @@
 //! examples/assertion/ verify against a live stepgate's JWKS the assertion its upstream
 //! received, and refuse each forgery an app must refuse. The doc shows those very files.
 //!
-//! The Python half needs `python3` with PyJWT and cryptography (`.ci/run` installs them);
-//! without them it is skipped with a message, except under `CI=true`.
+//! The Python half needs `python3` with PyJWT 2.10 or later and cryptography (`.ci/run`
+//! installs them); without them it is skipped and counted in the run's "skipped: …" line,
+//! except under `CI=true`.
 
 #[path = "forward_auth/harness.rs"]
 mod harness;
@@ -115,9 +116,35 @@ async fn signed_in() -> Live {
     }
 }
 
+/// A token an app must refuse, and how each recipe refuses it.
+struct Forgery {
+    /// What is wrong with it.
+    what: &'static str,
+    token: String,
+    /// The Rust recipe's error, as [`rust_refusal`] names it.
+    rust: String,
+    /// The exception the Python recipe raises (PyJWT's class name).
+    python: &'static str,
+}
+
+/// The Rust recipe's error, by variant and, for a failed verification, jsonwebtoken's
+/// error kind: what an app would branch on.
+fn rust_refusal(e: &recipe::AssertionError) -> String {
+    use recipe::AssertionError as E;
+    match e {
+        E::Malformed(_) => "Malformed".into(),
+        E::Algorithm(alg) => format!("Algorithm({alg:?})"),
+        E::NoKeyId => "NoKeyId".into(),
+        E::UnknownKey(kid) => format!("UnknownKey({kid})"),
+        E::Jwks(_) => "Jwks".into(),
+        E::Invalid(e) => format!("Invalid({:?})", e.kind()),
+        E::IssuedInFuture => "IssuedInFuture".into(),
+    }
+}
+
 /// Each token an app must refuse, by what is wrong with it; all made from the live
 /// assertion and, where they need a valid signature, signed with stepgate's own key.
-fn forgeries(live: &Live) -> Vec<(&'static str, String)> {
+fn forgeries(live: &Live) -> Vec<Forgery> {
     let token = &live.console;
     let parts: Vec<&str> = token.split('.').collect();
     let header: serde_json::Value = serde_json::from_slice(&unb64(parts[0])).unwrap();
@@ -127,17 +154,28 @@ fn forgeries(live: &Live) -> Vec<(&'static str, String)> {
     let signed = |c: &IdentityClaims| live.h.st.assertion.sign(c).unwrap();
 
     let mut out = Vec::new();
+    let mut push = |what, token, rust: &str, python| {
+        out.push(Forgery {
+            what,
+            token,
+            rust: rust.to_string(),
+            python,
+        })
+    };
+    const BAD_SIGNATURE: (&str, &str) = ("Invalid(InvalidSignature)", "InvalidSignatureError");
     // One byte of the signature changed.
     let mut sig = unb64(parts[2]);
     sig[10] ^= 0x01;
-    out.push((
+    push(
         "tampered signature",
         format!("{}.{}.{}", parts[0], parts[1], b64(&sig)),
-    ));
+        BAD_SIGNATURE.0,
+        BAD_SIGNATURE.1,
+    );
     // The claims changed under the original signature.
     let mut admin = claims_of(token);
     admin["preferred_username"] = json!("admin");
-    out.push((
+    push(
         "tampered claims",
         format!(
             "{}.{}.{}",
@@ -145,32 +183,62 @@ fn forgeries(live: &Live) -> Vec<(&'static str, String)> {
             b64(admin.to_string().as_bytes()),
             parts[2]
         ),
-    ));
+        BAD_SIGNATURE.0,
+        BAD_SIGNATURE.1,
+    );
     // Genuine, but for another app.
-    out.push(("another app's audience", live.legacy.clone()));
+    push(
+        "another app's audience",
+        live.legacy.clone(),
+        "Invalid(InvalidAudience)",
+        "InvalidAudienceError",
+    );
     // Signed by stepgate's key, but naming another issuer.
     let mut c = claims.clone();
     c.iss = "http://evil.example.test".into();
-    out.push(("wrong issuer", signed(&c)));
+    push(
+        "wrong issuer",
+        signed(&c),
+        "Invalid(InvalidIssuer)",
+        "InvalidIssuerError",
+    );
     // Expired well beyond the leeway.
     let mut c = claims.clone();
     c.iat = now - 300;
     c.exp = now - 120;
-    out.push(("expired", signed(&c)));
+    push(
+        "expired",
+        signed(&c),
+        "Invalid(ExpiredSignature)",
+        "ExpiredSignatureError",
+    );
     // Issued in the future.
     let mut c = claims.clone();
     c.iat = now + 600;
     c.exp = now + 660;
-    out.push(("issued in the future", signed(&c)));
-    // `alg: none`, with and without the signature.
+    push(
+        "issued in the future",
+        signed(&c),
+        "IssuedInFuture",
+        "ImmatureSignatureError",
+    );
+    // `alg: none`, with and without the signature: jsonwebtoken knows no such algorithm,
+    // PyJWT refuses any but ES256.
     let none = b64(json!({ "alg": "none", "typ": "JWT", "kid": kid })
         .to_string()
         .as_bytes());
-    out.push(("alg none", format!("{none}.{}.", parts[1])));
-    out.push((
+    push(
+        "alg none",
+        format!("{none}.{}.", parts[1]),
+        "Malformed",
+        "InvalidAlgorithmError",
+    );
+    push(
         "alg none, signed",
         format!("{none}.{}.{}", parts[1], parts[2]),
-    ));
+        "Malformed",
+        "InvalidAlgorithmError",
+    );
     // HS256 keyed with the public key, in each form an app might hold it.
     let jwk = live.jwks["keys"]
         .as_array()
@@ -202,33 +270,59 @@ fn forgeries(live: &Live) -> Vec<(&'static str, String)> {
         ("HS256 keyed with the public point", point),
         ("HS256 keyed with the JWK", jwk.to_string().into_bytes()),
     ] {
-        out.push((what, hs256(&kid, &body, &secret)));
+        push(
+            what,
+            hs256(&kid, &body, &secret),
+            "Algorithm(HS256)",
+            "InvalidAlgorithmError",
+        );
     }
-    // A hand-rolled HS256 check of one of them, so the forgery is known to be well made.
-    let forged = &out.last().unwrap().1;
-    let (signing_input, sig) = forged.rsplit_once('.').unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(jwk.to_string().as_bytes()).unwrap();
-    mac.update(signing_input.as_bytes());
-    assert_eq!(mac.finalize().into_bytes().to_vec(), unb64(sig));
     // ES256 by a key stepgate never had, under stepgate's kid and under a new one.
     let stranger = rcgen::KeyPair::generate().unwrap();
     let enc = EncodingKey::from_ec_pem(stranger.serialize_pem().as_bytes()).unwrap();
-    for (what, k) in [
-        ("another key under stepgate's kid", kid.clone()),
+    for (what, k, rust, python) in [
+        (
+            "another key under stepgate's kid",
+            kid.clone(),
+            BAD_SIGNATURE.0,
+            BAD_SIGNATURE.1,
+        ),
         (
             "another key under an unknown kid",
             "not-a-stepgate-key".to_string(),
+            "UnknownKey(not-a-stepgate-key)",
+            "PyJWKClientError",
         ),
     ] {
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(k);
-        out.push((what, jsonwebtoken::encode(&h, &body, &enc).unwrap()));
+        push(
+            what,
+            jsonwebtoken::encode(&h, &body, &enc).unwrap(),
+            rust,
+            python,
+        );
     }
     // No kid at all.
     let mut h = Header::new(Algorithm::ES256);
     h.kid = None;
-    out.push(("no kid", jsonwebtoken::encode(&h, &body, &enc).unwrap()));
-    out.push(("not a JWT", "not-a-jwt".into()));
+    push(
+        "no kid",
+        jsonwebtoken::encode(&h, &body, &enc).unwrap(),
+        "NoKeyId",
+        "PyJWKClientError",
+    );
+    push("not a JWT", "not-a-jwt".into(), "Malformed", "DecodeError");
+    // A hand-rolled HS256 check of one of them, so the forgery is known to be well made.
+    let forged = out
+        .iter()
+        .find(|f| f.what == "HS256 keyed with the JWK")
+        .map(|f| &f.token)
+        .unwrap();
+    let (signing_input, sig) = forged.rsplit_once('.').unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(jwk.to_string().as_bytes()).unwrap();
+    mac.update(signing_input.as_bytes());
+    assert_eq!(mac.finalize().into_bytes().to_vec(), unb64(sig));
     out
 }
 
@@ -255,23 +349,33 @@ async fn the_rust_recipe_accepts_the_live_assertion_and_refuses_forgeries() {
     let user = user(&live.h.st, USER).await;
     assert_eq!(id.sub, user.id);
 
-    for (what, token) in forgeries(&live) {
-        match verifier.verify(&token).await {
-            Ok(id) => panic!("{what}: accepted as {id:?}"),
-            Err(e) => eprintln!("refused, {what}: {e}"),
+    for f in forgeries(&live) {
+        match verifier.verify(&f.token).await {
+            Ok(id) => panic!("{}: accepted as {id:?}", f.what),
+            Err(e) => assert_eq!(rust_refusal(&e), f.rust, "{}: {e}", f.what),
         }
     }
     // The legacy app's verifier takes its own assertion and refuses console's.
     let legacy =
         recipe::AssertionVerifier::new(live.issuer(), "legacy").with_jwks_url(&live.jwks_url());
-    assert!(legacy.verify(&live.legacy).await.is_ok());
-    assert!(legacy.verify(&live.console).await.is_err());
+    let id = legacy
+        .verify(&live.legacy)
+        .await
+        .unwrap_or_else(|e| panic!("legacy's own assertion is refused: {e}"));
+    assert_eq!(id.sub, user.id);
+    match legacy.verify(&live.console).await {
+        Ok(id) => panic!("console's assertion accepted by legacy as {id:?}"),
+        Err(e) => assert_eq!(rust_refusal(&e), "Invalid(InvalidAudience)", "{e}"),
+    }
 }
 
-/// Whether `python3` can import PyJWT and cryptography; under `CI=true` it must.
+/// Whether `python3` has PyJWT 2.10 or later (the example's `PyJWKClient(timeout=…)`) and
+/// cryptography; under `CI=true` it must. Otherwise the test is recorded as skipped.
 fn python_has_pyjwt() -> bool {
+    const CHECK: &str = "import sys, jwt, cryptography; \
+        sys.exit(tuple(int(n) for n in jwt.__version__.split('.')[:2]) < (2, 10))";
     let ok = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
+        .args(["-c", CHECK])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -279,10 +383,11 @@ fn python_has_pyjwt() -> bool {
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but python3 cannot import jwt and cryptography: .ci/run installs pyjwt[crypto]"
+            "CI=true but python3 has no PyJWT 2.10 or later with cryptography: .ci/run installs pyjwt[crypto]"
         );
-        eprintln!(
-            "SKIPPED: the Python assertion recipe needs python3 with PyJWT: pip install 'pyjwt[crypto]'"
+        support::skipped::record(
+            "python3 with PyJWT 2.10+",
+            "pip install 'pyjwt[crypto]>=2.10'",
         );
     }
     ok
@@ -330,7 +435,7 @@ async fn the_python_recipe_accepts_the_live_assertion_and_refuses_forgeries() {
     let live = signed_in().await;
     let forged = forgeries(&live);
     let mut tokens = vec![live.console.clone()];
-    tokens.extend(forged.iter().map(|(_, t)| t.clone()));
+    tokens.extend(forged.iter().map(|f| f.token.clone()));
     let answers = run_python(&live, "console", &tokens).await;
     let valid = &answers[0];
     assert_eq!(valid["ok"], true, "the live assertion is refused: {valid}");
@@ -339,9 +444,12 @@ async fn the_python_recipe_accepts_the_live_assertion_and_refuses_forgeries() {
     assert_eq!(claims["aud"], "console", "{claims}");
     assert_eq!(claims["iss"], live.issuer(), "{claims}");
     assert_eq!(claims["groups"], json!(["staff", "ops"]), "{claims}");
-    for ((what, _), answer) in forged.iter().zip(&answers[1..]) {
-        assert_eq!(answer["ok"], false, "{what}: accepted: {answer}");
-        eprintln!("refused, {what}: {}", answer["error"]);
+    for (f, answer) in forged.iter().zip(&answers[1..]) {
+        assert_eq!(answer["ok"], false, "{}: accepted: {answer}", f.what);
+        // "ExceptionClass: message".
+        let error = answer["error"].as_str().unwrap_or_default();
+        let class = error.split(':').next().unwrap_or_default();
+        assert_eq!(class, f.python, "{}: {error}", f.what);
     }
     let legacy = run_python(
         &live,
@@ -350,9 +458,13 @@ async fn the_python_recipe_accepts_the_live_assertion_and_refuses_forgeries() {
     )
     .await;
     assert_eq!(
-        (&legacy[0]["ok"], &legacy[1]["ok"]),
-        (&json!(true), &json!(false))
+        legacy[0]["ok"], true,
+        "legacy's own assertion: {}",
+        legacy[0]
     );
+    assert_eq!(legacy[1]["ok"], false, "console's assertion: {}", legacy[1]);
+    let error = legacy[1]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("InvalidAudienceError:"), "{error}");
 }
 
 /// The fenced block that follows the line linking `path` in `doc`.
