@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::any;
 
@@ -20,14 +20,15 @@ pub async fn text(body: &'static str) -> SocketAddr {
     serve(axum::Router::new().fallback(any(move || async move { body }))).await
 }
 
-/// An app that answers every request with a JSON object of the headers it received (names
-/// in lower case, repeated ones joined with `, `) and `"path"`, its target; except
-/// `/set-cookie?…`, which answers with each query pair (percent-decoded) as a `Set-Cookie`.
+/// An app that answers every request with a JSON object of every header it received (names
+/// in lower case, repeated ones joined with `, `), `"path"`, its target, and `"method"`;
+/// except `/set-cookie?…`, which answers with each query pair (percent-decoded) as a
+/// `Set-Cookie`.
 pub async fn echo() -> SocketAddr {
     serve(axum::Router::new().fallback(any(echoed))).await
 }
 
-async fn echoed(uri: Uri, h: HeaderMap) -> Response {
+async fn echoed(method: Method, uri: Uri, h: HeaderMap) -> Response {
     if uri.path() == "/set-cookie" {
         let mut r = Response::new(axum::body::Body::from("set"));
         for pair in uri.query().unwrap_or("").split('&') {
@@ -47,5 +48,6 @@ async fn echoed(uri: Uri, h: HeaderMap) -> Response {
             .or_insert(v);
     }
     m.insert("path".into(), uri.to_string());
+    m.insert("method".into(), method.to_string());
     axum::Json(m).into_response()
 }
