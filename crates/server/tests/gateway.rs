@@ -1403,10 +1403,12 @@ async fn the_upstream_is_never_told_another_path_or_method() {
     assert_eq!(r.status(), 200);
     // The echo upstream reports every header it received.
     let seen: serde_json::Map<String, serde_json::Value> = r.json().await.unwrap();
-    assert_eq!(seen["path"], "/data");
-    assert_eq!(seen["method"], "POST");
+    let said = |name: &str| seen.get(name).and_then(|v| v.as_str());
+    assert_eq!(said("path"), Some("/data"), "{seen:?}");
+    assert_eq!(said("method"), Some("POST"), "{seen:?}");
     assert_eq!(
-        seen["x-app-note"], "kept",
+        said("x-app-note"),
+        Some("kept"),
         "the app's own header passes: {seen:?}"
     );
     for (name, _) in rewrites {
