@@ -273,9 +273,39 @@ pub struct PolicySet {
     pub(crate) networks: NetworkIndex,
     pub(crate) zone_names: Box<[Box<str>]>,
     pub(crate) default_outcome: Outcome,
+    pub(crate) reads: SignalsRead,
+}
+
+/// What of the context some policy's conditions read, beyond who, where and what for: a
+/// caller may leave out a signal no condition reads (parsing the user agent, fetching and
+/// scoring the sign-in history), since no decision can depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalsRead {
+    /// A `risk` or `velocity` condition (the behavioural risk of the sign-in history).
+    pub risk: bool,
+    /// A `user_agent` condition.
+    pub user_agent: bool,
+}
+
+impl SignalsRead {
+    fn of(c: &Cond, r: &mut SignalsRead) {
+        match c {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| Self::of(c, r)),
+            Cond::Not(c) => Self::of(c, r),
+            Cond::Risk { .. } | Cond::Velocity { .. } => r.risk = true,
+            Cond::UserAgent { .. } => r.user_agent = true,
+            _ => {}
+        }
+    }
 }
 
 impl PolicySet {
+    /// What of the context the policies read (every policy counted: enabled or not, report
+    /// only or not).
+    pub fn reads(&self) -> SignalsRead {
+        self.reads
+    }
+
     /// Number of policies (all modes).
     pub fn len(&self) -> usize {
         self.policies.len()
@@ -411,7 +441,12 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         .enumerate()
         .map(|(i, a)| (a.id.clone(), i as u32))
         .collect();
+    let mut reads = SignalsRead::default();
+    for p in &policies {
+        SignalsRead::of(&p.conditions, &mut reads);
+    }
     Ok(PolicySet {
+        reads,
         networks: NetworkIndex::build(&c.zone_nets),
         zone_names: c.zone_names.into(),
         policies: policies.into(),

@@ -367,3 +367,49 @@ policies:
     assert_eq!(decide("unix", "/Reports/q3"), "reports");
     assert_eq!(decide("unix", "/EXPORT/all"), "rest");
 }
+
+/// `reads()` names a signal exactly when some condition, however deeply nested (and in a
+/// disabled or report-only policy too), reads it: the gateway leaves out what it does not
+/// name, so a condition it missed would be judged on an empty signal.
+#[test]
+fn the_set_says_which_signals_its_conditions_read() {
+    use stepgate_policy::SignalsRead;
+    let reads = |conditions: &str, extra: &str| {
+        compile_yaml(&format!(
+            "policies:\n  - {{ name: p, priority: 1, {extra} conditions: [ {conditions} ], outcome: allow }}\n"
+        ))
+        .reads()
+    };
+    let ua = "{ user_agent: { field: browser, op: equals, value: Chrome } }";
+    let neither = SignalsRead::default();
+    let risk_only = SignalsRead {
+        risk: true,
+        user_agent: false,
+    };
+    let ua_only = SignalsRead {
+        risk: false,
+        user_agent: true,
+    };
+    assert_eq!(reads("{ ip_risk: { min: 40, max: 80 } }", ""), neither);
+    assert_eq!(reads("{ groups: { any: [a] } }", ""), neither);
+    assert_eq!(reads("{ risk: { at_least: medium } }", ""), risk_only);
+    assert_eq!(reads("{ velocity: { above_kmpm: 15 } }", ""), risk_only);
+    assert_eq!(reads(ua, ""), ua_only);
+    assert_eq!(
+        reads(
+            &format!(
+                "{{ any: [ {{ not: {{ all: [ {ua}, {{ risk: {{ levels: [high] }} }} ] }} }} ] }}"
+            ),
+            ""
+        ),
+        SignalsRead {
+            risk: true,
+            user_agent: true
+        }
+    );
+    assert_eq!(
+        reads("{ risk: { at_least: high } }", "enabled: false,"),
+        risk_only
+    );
+    assert_eq!(reads(ua, "report_only: true,"), ua_only);
+}

@@ -13,13 +13,52 @@ use http::HeaderMap;
 
 /// Whether `b` may appear in a cookie name (an RFC 7230 `token`).
 fn tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    CLASSES[usize::from(b)] & TCHAR != 0
 }
 
 /// Whether `b` is a `cookie-octet` (RFC 6265 §4.1.1).
 fn cookie_octet(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+    CLASSES[usize::from(b)] & COOKIE_OCTET != 0
 }
+
+const TCHAR: u8 = 1;
+const COOKIE_OCTET: u8 = 2;
+
+/// Each byte's classes, looked up once per byte: every request's cookies are checked
+/// against the grammar, a value byte by byte.
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            t[i] |= TCHAR;
+        }
+        if matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E) {
+            t[i] |= COOKIE_OCTET;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// One `name=value` piece of a `Cookie` header, if it follows the grammar: a token name and
 /// a value of cookie-octets, optionally in double quotes (which are not part of the value).
@@ -156,6 +195,21 @@ mod tests {
             h.append(http::header::COOKIE, l.parse().unwrap());
         }
         h
+    }
+
+    /// The lookup table holds the RFC's classes, byte for byte.
+    #[test]
+    fn byte_classes_are_the_rfcs() {
+        for b in 0..=255u8 {
+            let token = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            let octet = b == 0x21
+                || (0x23..=0x2B).contains(&b)
+                || (0x2D..=0x3A).contains(&b)
+                || (0x3C..=0x5B).contains(&b)
+                || (0x5D..=0x7E).contains(&b);
+            assert_eq!(tchar(b), token, "tchar {b:#x}");
+            assert_eq!(cookie_octet(b), octet, "cookie-octet {b:#x}");
+        }
     }
 
     #[test]

@@ -26,13 +26,14 @@ pub struct Facts {
     pub geo: GeoInfo,
     /// Its IP risk score (0–100), when a feed or provider knows it.
     pub ip_risk_score: Option<u8>,
-    /// The client software.
+    /// The client software (for an app request, only when some policy reads it).
     pub user_agent: UserAgentContext,
     /// The client certificate, when one was presented.
     pub certificate: Option<CertificateContext>,
     /// The device the request is bound to, with its compliance.
     pub device: Option<DeviceContext>,
-    /// The user's past sign-ins, oldest first, when the policies read risk.
+    /// The user's past sign-ins, oldest first: for a sign-in, and for an app request when
+    /// some policy reads risk ([`stepgate_policy::PolicySet::reads`]).
     pub history: Option<Arc<Vec<SignInEntry>>>,
     /// A risk assessment stated outright (a context file without a history); the live
     /// sources never state one.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use stepgate_authn::AssuranceConfig;
+use stepgate_authn::{Assurance, AssuranceConfig};
 use stepgate_policy::{
     Decision, HumanDuration, MaxAge, Outcome, RequestContext, RequestKind, StepUpRequirement,
 };
@@ -58,8 +58,13 @@ pub fn judge(
         Outcome::Allow => Some(fresh_second_factor()),
         Outcome::StepUp(q) => Some(q.clone()),
     };
+    // A session's assurance, assessed once for the requirement and the grant.
+    let assurance = match &subject.who {
+        Who::Session(s) => Some(s.data.assurance(cfg)),
+        _ => None,
+    };
     if let Some(requirement) = requirement {
-        if marked || !meets(&subject.who, &requirement, cfg, now) {
+        if marked || !meets(&subject.who, assurance.as_ref(), &requirement, cfg, now) {
             let why = requirement.message.clone().unwrap_or_else(|| {
                 if sign_in {
                     format!("Signing in from here needs {}.", requirement.describe())
@@ -75,15 +80,28 @@ pub fn judge(
             }));
         }
     }
-    grant(subject.user, subject.who, cfg)
+    grant(subject.user, subject.who, assurance, cfg)
 }
 
-/// Whether what `who` has shown meets `req`.
-fn meets(who: &Who, req: &StepUpRequirement, cfg: &AssuranceConfig, now: DateTime<Utc>) -> bool {
+/// Whether what `who` has shown meets `req` (`assessed`: a session's assurance).
+fn meets(
+    who: &Who,
+    assessed: Option<&Assurance>,
+    req: &StepUpRequirement,
+    cfg: &AssuranceConfig,
+    now: DateTime<Utc>,
+) -> bool {
     match who {
         Who::Session(s) => {
-            let assurance = s.data.assurance(cfg);
-            stepgate_authn::meets_assessed(&s.data.factors, &assurance, req, cfg, now)
+            let own;
+            let assurance = match assessed {
+                Some(a) => a,
+                None => {
+                    own = s.data.assurance(cfg);
+                    &own
+                }
+            };
+            stepgate_authn::meets_assessed(&s.data.factors, assurance, req, cfg, now)
         }
         Who::Prospective(d) => {
             stepgate_authn::satisfies(&d.auth_state(), req, cfg, &[], now).satisfied
@@ -103,7 +121,12 @@ fn session_of(who: Who) -> Option<Session> {
     }
 }
 
-fn grant(user: Arc<stepgate_store::UserRecord>, who: Who, cfg: &AssuranceConfig) -> Verdict {
+fn grant(
+    user: Arc<stepgate_store::UserRecord>,
+    who: Who,
+    assessed: Option<Assurance>,
+    cfg: &AssuranceConfig,
+) -> Verdict {
     let (session, bearer) = match who {
         Who::Session(s) => (s, None),
         Who::Bearer(id, s) => (s, Some(id)),
@@ -114,7 +137,7 @@ fn grant(user: Arc<stepgate_store::UserRecord>, who: Who, cfg: &AssuranceConfig)
         ),
     };
     Verdict::Allow(Box::new(Grant {
-        assurance: session.data.assurance(cfg),
+        assurance: assessed.unwrap_or_else(|| session.data.assurance(cfg)),
         user,
         session,
         bearer,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use stepgate_config::Config;
-use stepgate_policy::DeviceContext;
+use stepgate_policy::{DeviceContext, RequestKind, SignalsRead};
 use stepgate_signals::caep::{CaepReceiver, JtiReplayGuard};
 use stepgate_signals::certs::{certificates_from_header, CertificateVerifier};
 use stepgate_signals::device::{
@@ -369,18 +369,29 @@ impl SignalSource for LiveSignals {
                 .or_else(|| cookies_of(req).and_then(|c| c.cookie(demo::DEVICE_COOKIE)));
             demo::profile(chosen)
         });
+        // An app request leaves out what no policy reads: no decision can depend on it.
+        // A sign-in gathers everything, since its audit row records the risk.
+        let reads = match req.kind {
+            RequestKind::Access => rt.config.policy_set.reads(),
+            _ => SignalsRead {
+                risk: true,
+                user_agent: true,
+            },
+        };
         let mut facts = Facts {
             ip: demo
                 .and_then(|p| p.ip)
                 .and_then(|s| s.parse().ok())
                 .or(req.ip),
-            user_agent: user_agent_context(
+            ..Facts::default()
+        };
+        if reads.user_agent {
+            facts.user_agent = user_agent_context(
                 req.headers
                     .get(axum::http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok()),
-            ),
-            ..Facts::default()
-        };
+            );
+        }
         if let Some(ip) = facts.ip {
             facts.geo = sig.geo(ip);
             facts.ip_risk_score = sig.ip_risk.score(ip).await?;
@@ -398,7 +409,7 @@ impl SignalSource for LiveSignals {
             Some(p) => demo::device(p),
             None => self.device(rt, req, subject, check.as_ref()).await?,
         };
-        if !subject.user.id.is_empty() {
+        if reads.risk && !subject.user.id.is_empty() {
             facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
         }
         Ok(facts)

@@ -3,6 +3,9 @@
 //! reads as theirs), stepgate's own cookies kept apart from the app's, and what stepgate
 //! asserts in their place (the identity headers, the forwarding headers).
 
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use stepgate_authn::Assurance;
 use stepgate_request::cookies::{has_key, set_cookie_name};
@@ -140,8 +143,12 @@ fn is_identity(name: &str) -> bool {
 /// header, or one of `configured` (the assertion header and the forwarded client
 /// certificate header, lower case).
 fn is_stepgates(name: &str, configured: &[String]) -> bool {
-    let n = stepgate_request::names::fold(name);
-    is_identity(&n) || is_rewrite(&n) || is_forwarding(&n) || configured.iter().any(|c| *c == *n)
+    is_folded_stepgates(&stepgate_request::names::fold(name), configured)
+}
+
+/// [`is_stepgates`] for a name already folded ([`stepgate_request::names::fold`]).
+fn is_folded_stepgates(n: &str, configured: &[String]) -> bool {
+    is_identity(n) || is_rewrite(n) || is_forwarding(n) || configured.iter().any(|c| c == n)
 }
 
 /// The first header of a request to stepgate's forward-auth endpoints that names one of
@@ -184,7 +191,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// for this hop alone.
 pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
     remove_matching(h, true, |n| {
-        is_hop_by_hop(&stepgate_request::names::fold(n)) || is_stepgates(n, configured)
+        let folded = stepgate_request::names::fold(n);
+        is_hop_by_hop(&folded) || is_folded_stepgates(&folded, configured)
     });
 }
 
@@ -195,16 +203,37 @@ pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
 /// headers (HTTP/2 sends one per cookie) become one, as HTTP/1.1 upstreams expect
 /// (RFC 9113 §8.2.3).
 pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
-    let mut values = h.get_all(header::COOKIE).iter();
-    let (Some(first), more) = (values.next(), values.next().is_some()) else {
-        return;
-    };
     let is_own = |piece: &str| {
         let name = set_cookie_name(piece);
         own.iter().any(|o| has_key(name, o))
     };
-    if !more && !first.to_str().map_or(true, |s| s.split(';').any(is_own)) {
+    let mut values = h.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else {
         return;
+    };
+    if values.next().is_none() {
+        // One line, as HTTP/1.1 clients send: looked at once, and left as it is when it
+        // holds none of stepgate's cookies, removed when it holds nothing else (a line
+        // that is not visible ASCII is removed whole, as below).
+        let Ok(line) = first.to_str() else {
+            h.remove(header::COOKIE);
+            return;
+        };
+        let (mut ours, mut theirs) = (false, false);
+        for piece in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if is_own(piece) {
+                ours = true;
+            } else {
+                theirs = true;
+            }
+        }
+        if !ours {
+            return;
+        }
+        if !theirs {
+            h.remove(header::COOKIE);
+            return;
+        }
     }
     let mut joined = String::new();
     let kept = h
@@ -346,11 +375,28 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 /// so a group named `eng,admins` would arrive as two, one of them `admins`: such an item is
 /// left out of the list. (The signed assertion carries them as JSON, unchanged.)
 pub fn identity_headers(
-    user: &UserRecord,
+    user: &Arc<UserRecord>,
     assurance: &Assurance,
 ) -> Vec<(axum::http::HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(7);
-    // Each value is copied once, straight into its header value.
+    with_user_block(user, |block| out.extend_from_slice(block));
+    // The list is built owned and handed over without another copy.
+    if let Ok(v) = HeaderValue::try_from(header_list(&assurance.amr)) {
+        out.push((names::REMOTE_AMR, v));
+    }
+    out.push((
+        names::REMOTE_AAL,
+        HeaderValue::from(u16::from(assurance.aal)),
+    ));
+    if let Some(t) = assurance.auth_time {
+        out.push((names::REMOTE_AUTH_TIME, HeaderValue::from(t.timestamp())));
+    }
+    out
+}
+
+/// The user's part of the identity headers (`Remote-User`, `-Email`, `-Name`, `-Groups`).
+fn user_block(user: &UserRecord) -> Box<[(HeaderName, HeaderValue)]> {
+    let mut out = Vec::with_capacity(4);
     let mut single = |name, v: &str| {
         if !padded(v) {
             if let Ok(v) = HeaderValue::from_str(v) {
@@ -365,22 +411,48 @@ pub fn identity_headers(
     if let Some(n) = &user.name {
         single(names::REMOTE_NAME, n);
     }
-    let mut list = |name, items: &[String]| {
-        // The list is built owned and handed over without another copy.
-        if let Ok(v) = HeaderValue::try_from(header_list(items)) {
-            out.push((name, v));
-        }
-    };
-    list(names::REMOTE_GROUPS, &user.groups);
-    list(names::REMOTE_AMR, &assurance.amr);
-    out.push((
-        names::REMOTE_AAL,
-        HeaderValue::from(u16::from(assurance.aal)),
-    ));
-    if let Some(t) = assurance.auth_time {
-        out.push((names::REMOTE_AUTH_TIME, HeaderValue::from(t.timestamp())));
+    if let Ok(v) = HeaderValue::try_from(header_list(&user.groups)) {
+        out.push((names::REMOTE_GROUPS, v));
     }
-    out
+    out.into_boxed_slice()
+}
+
+/// Slots of each thread's cache of [`user_block`]s.
+const USER_BLOCK_SLOTS: usize = 256;
+
+type UserBlockSlot = Option<(Weak<UserRecord>, Box<[(HeaderName, HeaderValue)]>)>;
+
+thread_local! {
+    /// The user blocks this thread built last, by the address of the (cached, shared) user
+    /// record they were built from. The `Weak` keeps that address from being reused while
+    /// the slot holds it, and a record is never changed in place (a changed user is a new
+    /// record), so a slot whose record has `user`'s address was built from `user`.
+    static USER_BLOCKS: RefCell<Vec<UserBlockSlot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `user`'s [`user_block`], built once per user record and thread: every
+/// request of a user reuses it until the user cache loads the record anew.
+fn with_user_block<R>(
+    user: &Arc<UserRecord>,
+    f: impl FnOnce(&[(HeaderName, HeaderValue)]) -> R,
+) -> R {
+    USER_BLOCKS.with(|cell| {
+        let mut slots = cell.borrow_mut();
+        if slots.is_empty() {
+            slots.resize_with(USER_BLOCK_SLOTS, || None);
+        }
+        let at = Arc::as_ptr(user);
+        let i = (at as usize / std::mem::align_of::<UserRecord>()) % USER_BLOCK_SLOTS;
+        match &slots[i] {
+            Some((built_from, block)) if std::ptr::eq(built_from.as_ptr(), at) => f(block),
+            _ => {
+                let block = user_block(user);
+                let r = f(&block);
+                slots[i] = Some((Arc::downgrade(user), block));
+                r
+            }
+        }
+    })
 }
 
 /// Whether `v` starts or ends with whitespace, which HTTP drops from a field value.

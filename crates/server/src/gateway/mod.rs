@@ -129,10 +129,10 @@ fn read<'r>(rt: &'r Runtime, req: &Request) -> Result<(Original, &'r AppSpec), R
                 RefusalKind::BadRequest(e.to_string())
             })
         })?;
-    if !rt.serves_host(&original.host) {
-        return Err(Read::Refused(RefusalKind::Misdirected));
-    }
     let Some(app) = rt.app_for_host(&original.host) else {
+        if !rt.serves_host(&original.host) {
+            return Err(Read::Refused(RefusalKind::Misdirected));
+        }
         return Err(if original.target.path() == "/" {
             Read::PortalRoot
         } else {

@@ -180,6 +180,23 @@ fn own_cookies_are_taken_out_and_the_rest_joined() {
         "a=1;b=2",
         "untouched when there is nothing to take"
     );
+    // One line holding stepgate's cookie among the app's.
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::COOKIE,
+        "a=1; stepgate_session=s;b=2".parse().unwrap(),
+    );
+    strip_own_cookies(&mut h, &own);
+    assert_eq!(h[header::COOKIE], "a=1; b=2");
+    // A line that is not visible ASCII cannot be read piece by piece: it goes whole, with
+    // the session cookie in it.
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::COOKIE,
+        HeaderValue::from_bytes(b"a=\xc3\xa9; stepgate_session=s").unwrap(),
+    );
+    strip_own_cookies(&mut h, &own);
+    assert!(h.get(header::COOKIE).is_none());
 }
 
 #[test]
@@ -235,7 +252,7 @@ fn identity_headers_reach_the_upstream_as_they_are_meant() {
         "ops".into(),
     ];
     u.email = Some("jane@example.com".into());
-    let h: std::collections::HashMap<_, _> = identity_headers(&u, &assurance())
+    let h: std::collections::HashMap<_, _> = identity_headers(&Arc::new(u), &assurance())
         .into_iter()
         .map(|(n, v)| (n.as_str().to_string(), v))
         .collect();
@@ -245,7 +262,48 @@ fn identity_headers_reach_the_upstream_as_they_are_meant() {
     assert_eq!(h["remote-groups"], "staff,ops");
     assert_eq!(h["remote-amr"], "pwd,otp");
     // A name HTTP would trim into another user's is not asserted at all.
-    let padded = UserRecord::new(" admin");
+    let padded = Arc::new(UserRecord::new(" admin"));
     let h = identity_headers(&padded, &assurance());
     assert!(h.iter().all(|(n, _)| *n != names::REMOTE_USER));
+}
+
+/// The user's headers are built once per user record and reused; a record loaded anew
+/// (the user changed) gets its own, even where it takes the place of the old one.
+#[test]
+fn identity_headers_follow_the_user_record_they_are_built_from() {
+    let names_of = |h: &[(HeaderName, HeaderValue)]| -> Vec<String> {
+        h.iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect()
+    };
+    let mut u = UserRecord::new("jane");
+    u.groups = vec!["staff".into()];
+    let first = Arc::new(u.clone());
+    let once = names_of(&identity_headers(&first, &assurance()));
+    assert!(
+        once.contains(&"remote-groups: staff".to_string()),
+        "{once:?}"
+    );
+    assert_eq!(names_of(&identity_headers(&first, &assurance())), once);
+    // Many records at once, each read back as its own.
+    let many: Vec<Arc<UserRecord>> = (0..600)
+        .map(|i| Arc::new(UserRecord::new(format!("user{i}"))))
+        .collect();
+    for _ in 0..2 {
+        for (i, r) in many.iter().enumerate() {
+            let h = names_of(&identity_headers(r, &assurance()));
+            assert_eq!(h[0], format!("remote-user: user{i}"));
+        }
+    }
+    // The user changes: a new record, while the old one is gone.
+    drop(first);
+    for round in 0..50 {
+        u.groups = vec![format!("group{round}")];
+        let changed = Arc::new(u.clone());
+        let h = names_of(&identity_headers(&changed, &assurance()));
+        assert!(
+            h.contains(&format!("remote-groups: group{round}")),
+            "round {round}: {h:?}"
+        );
+    }
 }
