@@ -5,7 +5,7 @@
 //! | stage | function | what it does |
 //! |---|---|---|
 //! | credentials → subject | [`Access::identify`] | the session cookie's session (or a bearer token's claims, the first factor of a sign-in, a stored session, a stated user) and its user |
-//! | signals → facts | [`SignalSource::facts`] | GeoIP, IP risk, client certificate, bound device and compliance, sign-in history ([`signals::LiveSignals`], or a context file) |
+//! | signals → facts | [`SignalSource::facts`] | GeoIP, IP risk, client certificate, bound device and compliance, user agent and sign-in history (for an app request only when some policy reads them: [`stepgate_policy::PolicySet::reads`]) ([`signals::LiveSignals`], or a context file) |
 //! | facts → context | [`context::build`] | the policy's [`stepgate_policy::RequestContext`], with the behavioural risk scored |
 //! | context → decision | `policy_set.decide` (here and nowhere else) | the first policy that matches, by priority |
 //! | effects | [`Access::decide`] | the session is tied to the device its request is bound to |
