@@ -131,13 +131,19 @@ pub fn lookup_many<'a, const N: usize>(
     names: [&str; N],
 ) -> [Lookup<'a>; N] {
     let mut out = [Lookup::Absent; N];
-    for (n, v) in pairs(headers) {
-        for (i, want) in names.iter().enumerate() {
-            if n == *want {
-                out[i] = match out[i] {
-                    Lookup::Absent => Lookup::One(v),
-                    _ => Lookup::Repeated,
-                };
+    // `pairs`, written out as loops: this runs on every request.
+    for line in headers.get_all(http::header::COOKIE) {
+        for piece in line.as_bytes().split(|&b| b == b';') {
+            let Some((n, v)) = std::str::from_utf8(piece).ok().and_then(parse_pair) else {
+                continue;
+            };
+            for (i, want) in names.iter().enumerate() {
+                if n == *want {
+                    out[i] = match out[i] {
+                        Lookup::Absent => Lookup::One(v),
+                        _ => Lookup::Repeated,
+                    };
+                }
             }
         }
     }

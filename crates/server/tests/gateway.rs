@@ -1624,3 +1624,38 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
         .expect("closed once idle after it")
         .unwrap();
 }
+
+/// The claims of an assertion, read without checking it (the tests above check it).
+fn claims_of(assertion: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine;
+    let token = assertion.as_str().expect("an assertion");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A session's identity headers and assertion are built once and reused while nothing
+/// they say changes (the same assertion, not a new signature per request); once the
+/// user record changes, the very next request the node sees it on carries the change.
+#[tokio::test]
+async fn a_session_is_asserted_anew_when_its_user_changes() {
+    let h = start().await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
+    let first = echo(&c, &h.url("app.test", "/")).await;
+    let again = echo(&c, &h.url("app.test", "/")).await;
+    assert_eq!(first["assertion"], again["assertion"], "reused");
+    assert_ne!(claims_of(&first["assertion"])["name"], "Jane Changed");
+    let durable = &h.st.stores.durable;
+    let mut jane = durable.get_user_by_username("jane").await.unwrap().unwrap();
+    jane.name = Some("Jane Changed".into());
+    // Through this node's store, which drops its cached record: the session's own record
+    // stays cached, so only the user record's change can make the next block anew.
+    durable.update_user(&jane).await.unwrap();
+    let changed = echo(&c, &h.url("app.test", "/")).await;
+    assert_ne!(changed["assertion"], first["assertion"]);
+    assert_eq!(claims_of(&changed["assertion"])["name"], "Jane Changed");
+    assert_eq!(changed["user"], "jane");
+}

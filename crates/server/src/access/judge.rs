@@ -2,6 +2,7 @@
 //! factors, a bearer token's claims, or nothing (a stated user) — comes to a [`Verdict`].
 //! Pure.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -55,8 +56,9 @@ pub fn judge(
         }
         Outcome::Allow if !marked => None,
         // A signal asked for re-authentication.
-        Outcome::Allow => Some(fresh_second_factor()),
-        Outcome::StepUp(q) => Some(q.clone()),
+        Outcome::Allow => Some(Cow::Owned(fresh_second_factor())),
+        // Borrowed: copied only into a step-up verdict, not on every allowed request.
+        Outcome::StepUp(q) => Some(Cow::Borrowed(q)),
     };
     // A session's assurance, assessed once for the requirement and the grant.
     let assurance = match &subject.who {
@@ -73,7 +75,7 @@ pub fn judge(
                 }
             });
             return Verdict::StepUp(Box::new(StepUp {
-                requirement,
+                requirement: requirement.into_owned(),
                 why,
                 user: subject.user,
                 session: session_of(subject.who),

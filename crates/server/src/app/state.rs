@@ -47,7 +47,14 @@ pub struct Runtime {
     /// fixed identity headers: the configured assertion header and the forwarded client
     /// certificate header, lower case.
     pub configured_identity_headers: Vec<String>,
+    /// This configuration's number, distinct from every other `Runtime` this process
+    /// built: what is derived from a configuration and kept across requests (the identity
+    /// headers of a session) names the one it was derived from.
+    pub generation: u64,
 }
+
+/// The next [`Runtime::generation`].
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Runtime {
     /// Indexes a configuration.
@@ -110,6 +117,7 @@ impl Runtime {
             own_cookies,
             target_rules,
             configured_identity_headers,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

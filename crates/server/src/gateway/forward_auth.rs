@@ -234,16 +234,23 @@ fn allow(
     let h = r.headers_mut();
     // Room for every header at once: an empty map would grow (rehash) three times.
     h.reserve(REMOTE_HEADERS.len() + 4);
-    for (name, value) in identity_headers(&grant.user, &grant.assurance) {
-        h.insert(name, value);
-    }
-    if let Some(id) = &grant.bearer {
-        for (name, value) in identity_header_overrides(id) {
-            h.insert(
-                name,
-                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
-            );
+    let block = match &grant.bearer {
+        None => Some(super::asserted::session_block(st, rt, app, grant)),
+        Some(id) => {
+            for (name, value) in identity_headers(&grant.user, &grant.assurance) {
+                h.insert(name, value);
+            }
+            for (name, value) in identity_header_overrides(id) {
+                h.insert(
+                    name,
+                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+                );
+            }
+            None
         }
+    };
+    for (name, value) in block.iter().flat_map(|b| b.iter()) {
+        h.insert(name.clone(), value.clone());
     }
     // Every identity header is answered, empty when there is nothing to assert, so the
     // front proxy's copy of it replaces whatever the client sent.
@@ -251,8 +258,10 @@ fn allow(
         h.entry(name)
             .or_insert_with(|| HeaderValue::from_static(""));
     }
-    if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
-        h.insert(name, value);
+    if grant.bearer.is_some() {
+        if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
+            h.insert(name, value);
+        }
     }
     r
 }

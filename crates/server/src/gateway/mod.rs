@@ -7,10 +7,12 @@
 //!   over the [`upstream`] pool, with the [`headers`] stepgate asserts and strips, and
 //!   [`websocket`] upgrades; [`render`] answers everything else.
 //! - [`forward_auth`]: the `/auth/nginx`, `/auth/forward` and `/auth/envoy` endpoints.
-//! - [`assertion`]: the signed identity JWT and its JWKS.
+//! - [`assertion`]: the signed identity JWT and its JWKS; [`asserted`]: a session's
+//!   identity headers and assertion, built once per session state and reused.
 //!
 //! What does not belong here: deciding (that is [`crate::access`]) or the portal's pages.
 
+pub mod asserted;
 pub mod assertion;
 pub mod forward_auth;
 pub mod headers;

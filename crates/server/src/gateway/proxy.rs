@@ -95,19 +95,26 @@ fn upstream_request(
     if upgrade {
         set_websocket_upgrade(h);
     }
-    for (name, value) in headers::identity_headers(&to.grant.user, &to.grant.assurance) {
-        h.insert(name, value);
-    }
-    if let Some(id) = &to.grant.bearer {
-        for (name, value) in headers::identity_header_overrides(id) {
-            match HeaderValue::from_str(&value) {
-                Ok(v) if !value.is_empty() => h.insert(name, v),
-                _ => h.remove(name),
-            };
+    match &to.grant.bearer {
+        None => {
+            for (name, value) in super::asserted::session_block(st, rt, to.app, to.grant).iter() {
+                h.insert(name.clone(), value.clone());
+            }
         }
-    }
-    if let Some((name, value)) = super::assertion::header_for(st, rt, to.app, to.grant) {
-        h.insert(name, value);
+        Some(id) => {
+            for (name, value) in headers::identity_headers(&to.grant.user, &to.grant.assurance) {
+                h.insert(name, value);
+            }
+            for (name, value) in headers::identity_header_overrides(id) {
+                match HeaderValue::from_str(&value) {
+                    Ok(v) if !value.is_empty() => h.insert(name, v),
+                    _ => h.remove(name),
+                };
+            }
+            if let Some((name, value)) = super::assertion::header_for(st, rt, to.app, to.grant) {
+                h.insert(name, value);
+            }
+        }
     }
     let proto = if over_tls || rt.config.sessions.cookie.secure {
         "https"

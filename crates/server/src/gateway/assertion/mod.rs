@@ -67,6 +67,17 @@ pub fn header_for(
     app: &stepgate_policy::spec::AppSpec,
     grant: &crate::access::Grant,
 ) -> Option<(axum::http::HeaderName, HeaderValue)> {
+    header_until(st, rt, app, grant).map(|(name, value, _)| (name, value))
+}
+
+/// [`header_for`], with the time (Unix seconds) until which the same assertion is reused
+/// for this grant: after it, the next request gets a fresh one.
+pub fn header_until(
+    st: &crate::app::state::AppState,
+    rt: &crate::app::state::Runtime,
+    app: &stepgate_policy::spec::AppSpec,
+    grant: &crate::access::Grant,
+) -> Option<(axum::http::HeaderName, HeaderValue, i64)> {
     let cfg = &rt.config.gateway.assertion;
     if !cfg.enabled {
         return None;
@@ -114,7 +125,7 @@ pub fn header_for(
                 .get_or_sign(&st.assertion, &grant.session.id, &what, cfg.ttl.0, now)
         }
     };
-    value.map(|v| (name, v))
+    value.map(|(v, until)| (name, v, until))
 }
 
 /// What an assertion says, apart from its times and id.
@@ -246,7 +257,8 @@ pub struct AssertionCache {
 
 impl AssertionCache {
     /// The header value for an assertion saying `what` for `session`, signing when no
-    /// cached one has more than half its lifetime left.
+    /// cached one has more than half its lifetime left; with the time (Unix seconds) until
+    /// which it is reused.
     pub fn get_or_sign(
         &self,
         keys: &AssertionKeys,
@@ -254,7 +266,7 @@ impl AssertionCache {
         what: &Said<'_>,
         ttl: Duration,
         now: DateTime<Utc>,
-    ) -> Option<HeaderValue> {
+    ) -> Option<(HeaderValue, i64)> {
         let half = (ttl.as_secs() / 2) as i64;
         let t = now.timestamp();
         let fresh = |iat: i64| t >= iat && t < iat + half;
@@ -263,7 +275,7 @@ impl AssertionCache {
             let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((iat, v)) = m.get(key) {
                 if fresh(*iat) {
-                    return Some(v.clone());
+                    return Some((v.clone(), *iat + half));
                 }
             }
         }
@@ -280,7 +292,7 @@ impl AssertionCache {
             }
             m.insert(key, (claims.iat, v.clone()));
         }
-        Some(v)
+        Some((v, claims.iat + half))
     }
 }
 
@@ -327,12 +339,17 @@ mod tests {
             cache
                 .get_or_sign(&keys, session, what, ttl, now)
                 .unwrap()
+                .0
                 .to_str()
                 .unwrap()
                 .to_string()
         };
         let first = get("session-a", &said("app", staff, 1));
         assert_eq!(first, get("session-a", &said("app", staff, 1)), "reused");
+        let (_, until) = cache
+            .get_or_sign(&keys, "session-a", &said("app", staff, 1), ttl, now)
+            .unwrap();
+        assert_eq!(until, now.timestamp() + 30, "reused for half its lifetime");
         // The same session (so the same hash) saying anything else signs afresh.
         let others = [
             get("session-a", &said("app", admins, 1)),

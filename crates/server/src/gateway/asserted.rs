@@ -1,0 +1,127 @@
+//! What an allowed request asserts about a session's subject to the upstream: the identity
+//! headers ([`headers::identity_headers`]) and the signed assertion
+//! ([`assertion::header_until`]), built once per session state and app on each worker
+//! thread and reused while the assertion is.
+//!
+//! A block is reused only for the very state it was built from: the same session record
+//! and user record (the `Arc`s the caches hand out: a changed session or user is a new
+//! one, and a `Weak` held here keeps an old one's address from being reused), the same
+//! configuration ([`Runtime::generation`]), the same app and signing key, and only until
+//! its assertion is due to be signed afresh. Bearer grants are not kept.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+
+use axum::http::{HeaderName, HeaderValue};
+use stepgate_policy::spec::AppSpec;
+use stepgate_store::UserRecord;
+
+use super::{assertion, headers};
+use crate::access::Grant;
+use crate::app::state::{AppState, Runtime};
+use crate::session::SessionData;
+
+/// The headers, in the order they are set.
+pub type Block = Rc<[(HeaderName, HeaderValue)]>;
+
+/// Blocks kept per thread before all are dropped (and built again as requests come).
+const MAX_BLOCKS: usize = 4096;
+
+struct Kept {
+    session: Weak<SessionData>,
+    user: Weak<UserRecord>,
+    generation: u64,
+    app: Box<str>,
+    /// The signing key's id, when the block holds an assertion.
+    kid: Option<Box<str>>,
+    /// Unix seconds until which the block's assertion is reused.
+    until: i64,
+    block: Block,
+}
+
+impl Kept {
+    fn holds(&self, rt: &Runtime, app: &str, grant: &Grant, kid: Option<&str>, now: i64) -> bool {
+        std::ptr::eq(self.session.as_ptr(), Arc::as_ptr(&grant.session.data))
+            && std::ptr::eq(self.user.as_ptr(), Arc::as_ptr(&grant.user))
+            && self.generation == rt.generation
+            && *self.app == *app
+            && self.kid.as_deref() == kid
+            && now < self.until
+    }
+}
+
+thread_local! {
+    /// By session id: the blocks of each app the session was let into.
+    static KEPT: RefCell<HashMap<String, Vec<Kept>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
+}
+
+/// The identity headers and assertion for a grant of a stored session (a bearer grant's
+/// are built by the caller: see [`headers::identity_header_overrides`]).
+pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) -> Block {
+    let now = chrono::Utc::now().timestamp();
+    let asserting = rt.config.gateway.assertion.enabled;
+    let app_id = app.id.as_str();
+    let id = grant.session.id.as_str();
+    let lookup = |kid: Option<&str>| {
+        KEPT.with(|kept| {
+            kept.borrow().get(id).and_then(|blocks| {
+                blocks
+                    .iter()
+                    .find(|k| k.holds(rt, app_id, grant, kid, now))
+                    .map(|k| k.block.clone())
+            })
+        })
+    };
+    let found = if asserting {
+        st.assertion
+            .with_current_kid(|kid| lookup(Some(kid)))
+            .flatten()
+    } else {
+        lookup(None)
+    };
+    if let Some(block) = found {
+        return block;
+    }
+    // Read before signing: should the key rotate in between, the block names the older
+    // key and the next request builds it afresh.
+    let kid: Option<Box<str>> = if asserting {
+        st.assertion.with_current_kid(|k| Box::from(k))
+    } else {
+        None
+    };
+    let mut built = headers::identity_headers(&grant.user, &grant.assurance);
+    let mut until = i64::MAX;
+    if let Some((name, value, reuse_until)) = assertion::header_until(st, rt, app, grant) {
+        built.push((name, value));
+        until = reuse_until;
+    }
+    let block: Block = built.into();
+    // An assertion was asked for but none was made (no key): nothing is kept, so the next
+    // request tries again.
+    if asserting && until == i64::MAX {
+        return block;
+    }
+    let fresh = Kept {
+        session: Arc::downgrade(&grant.session.data),
+        user: Arc::downgrade(&grant.user),
+        generation: rt.generation,
+        app: app_id.into(),
+        kid,
+        until,
+        block: block.clone(),
+    };
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() >= MAX_BLOCKS && !kept.contains_key(id) {
+            kept.clear();
+        }
+        let blocks = kept.entry(id.to_string()).or_default();
+        // What no longer holds for this session (an older state, another key) goes.
+        blocks.retain(|k| k.app.as_ref() != app_id && k.session.strong_count() > 0);
+        blocks.push(fresh);
+    });
+    block
+}
