@@ -164,9 +164,11 @@ fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     s.write_all(&body.as_bytes()[..10]).unwrap();
 
     sigterm(&child);
-    // The worker drains: its idle connection is closed.
+    // The worker drains: its idle connection is closed — by the drain, well inside the
+    // 5 s grace (when the grace runs out the runtime closes every connection, this one
+    // included, so a longer wait would pass without the drain).
     assert!(
-        closed_within(&mut idle, Duration::from_secs(10)),
+        closed_within(&mut idle, Duration::from_secs(2)),
         "the idle connection was not closed after SIGTERM"
     );
     assert!(
