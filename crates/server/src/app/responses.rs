@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// The peer address extension, as set by `into_make_service_with_connect_info`.
@@ -50,7 +50,12 @@ pub fn json_error(status: StatusCode, error: &str, description: &str) -> Respons
 /// Adds the portal's security headers: a strict CSP, no framing, no sniffing, no referrer
 /// leaks, and `no-store` so authentication pages are never cached.
 pub fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    /// Parsed once, not per response (a name given as `&str` is parsed and hashed anew).
+    const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
+        HeaderName::from_static("cross-origin-opener-policy");
     let h = resp.headers_mut();
+    // Room for all six at once (every response gets them).
+    h.reserve(6);
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -68,7 +73,7 @@ pub fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Res
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
-        "cross-origin-opener-policy",
+        CROSS_ORIGIN_OPENER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
     resp

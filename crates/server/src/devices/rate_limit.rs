@@ -154,9 +154,16 @@ pub async fn admit(
         );
     }
     if hot.incr_counter(&format!("{prefix}#dropped"), keep).await? == 1 {
-        summarise_later(
-            st, endpoint, budget, rate, w.start_ms, w.end_ms, &prefix, key,
-        );
+        let spent = Spent {
+            endpoint,
+            budget,
+            rate,
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            prefix: &prefix,
+            first: key,
+        };
+        summarise_later(st, spent);
     }
     let left_ms = (w.end_ms - now.timestamp_millis()).max(0) as u64;
     Ok(Admission::Refuse {
@@ -164,18 +171,30 @@ pub async fn admit(
     })
 }
 
-/// Writes the window's one `…rate_limited` audit event once the window is over.
-#[allow(clippy::too_many_arguments)]
-fn summarise_later(
-    st: &Shared,
+/// A budget spent in a window: what the window's audit event reports.
+struct Spent<'a> {
     endpoint: Endpoint,
     budget: Budget,
     rate: Rate,
     start_ms: i64,
     end_ms: i64,
-    prefix: &str,
-    first: &str,
-) {
+    /// The window's counters' key prefix.
+    prefix: &'a str,
+    /// The first key over the budget.
+    first: &'a str,
+}
+
+/// Writes the window's one `…rate_limited` audit event once the window is over.
+fn summarise_later(st: &Shared, spent: Spent<'_>) {
+    let Spent {
+        endpoint,
+        budget,
+        rate,
+        start_ms,
+        end_ms,
+        prefix,
+        first,
+    } = spent;
     let hot: std::sync::Arc<dyn HotStore> = st.stores.hot.clone();
     let durable: std::sync::Arc<dyn DurableStore> = st.stores.durable.clone();
     let (prefix, first) = (prefix.to_string(), first.to_string());

@@ -232,8 +232,9 @@ fn allow(
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
-    // Room for every header at once: an empty map would grow (rehash) three times.
-    h.reserve(REMOTE_HEADERS.len() + 4);
+    // Room for every header at once — the identity headers, the assertion and the six
+    // security headers added on the way out: an empty map would grow (rehash) each time.
+    h.reserve(REMOTE_HEADERS.len() + 10);
     let block = match &grant.bearer {
         None => Some(super::asserted::session_block(st, rt, app, grant)),
         Some(id) => {

@@ -7,7 +7,7 @@
 //! [`Original`], or in an [`Unreadable`] that the entry point refuses: 400 from the proxy,
 //! 403 from forward-auth, never a guess or a default.
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use stepgate_request::{read_method, read_target, MethodRefusal, TargetRefusal};
 
 use crate::app::state::Runtime;
@@ -69,13 +69,29 @@ impl Unreadable {
     }
 }
 
+/// The forwarded-request headers the entry points read, parsed once: a name given as
+/// `&str` would be parsed and hashed again on every request. `static`s, so that an error
+/// can name the header for as long as it lives.
+mod names {
+    use axum::http::HeaderName;
+
+    pub static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    pub static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+    pub static HOST: HeaderName = axum::http::header::HOST;
+}
+
 /// The value of the header `name`, sent exactly once and printable ASCII; `None` when
 /// absent.
 fn one_header<'a>(
     headers: &'a HeaderMap,
-    name: &'static str,
+    name: &'static HeaderName,
 ) -> Result<Option<&'a HeaderValue>, Unreadable> {
     let mut all = headers.get_all(name).iter();
+    let name = name.as_str();
     let Some(first) = all.next() else {
         return Ok(None);
     };
@@ -86,8 +102,9 @@ fn one_header<'a>(
 }
 
 /// [`one_header`] as text, required.
-fn required<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Unreadable> {
-    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name))?;
+fn required<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a str, Unreadable> {
+    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name.as_str()))?;
+    let name = name.as_str();
     let s = v.to_str().map_err(|_| Unreadable::Garbled(name))?.trim();
     if s.is_empty() {
         return Err(Unreadable::Missing(name));
@@ -97,8 +114,12 @@ fn required<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, U
 
 /// A header value that carries a target: its bytes must be printable ASCII, or the target
 /// is refused for the first byte that is not (a front proxy passes raw UTF-8 on as is).
-fn target_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Unreadable> {
-    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name))?;
+fn target_text<'a>(
+    headers: &'a HeaderMap,
+    name: &'static HeaderName,
+) -> Result<&'a str, Unreadable> {
+    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name.as_str()))?;
+    let name = name.as_str();
     if let Some(&b) = v.as_bytes().iter().find(|b| !(0x21..=0x7E).contains(*b)) {
         return Err(TargetRefusal::RawByte(b).into());
     }
@@ -119,7 +140,7 @@ fn scheme(s: &str) -> Result<&'static str, Unreadable> {
 /// The scheme a front proxy reports in `X-Forwarded-Proto` (once); the portal's when it
 /// reports none, as it changes nothing but the return URL.
 fn forwarded_proto(rt: &Runtime, headers: &HeaderMap) -> Result<&'static str, Unreadable> {
-    match one_header(headers, "x-forwarded-proto")? {
+    match one_header(headers, &names::X_FORWARDED_PROTO)? {
         Some(v) => {
             let v = v
                 .to_str()
@@ -215,10 +236,10 @@ pub fn proxied(
 /// and `-Uri`, each exactly once. Only the scheme has a default (the portal's), as it
 /// changes nothing but the return URL.
 pub fn forward_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unreadable> {
-    let method = required(headers, "x-forwarded-method")?;
-    let host = required(headers, "x-forwarded-host")?;
+    let method = required(headers, &names::X_FORWARDED_METHOD)?;
+    let host = required(headers, &names::X_FORWARDED_HOST)?;
     let proto = forwarded_proto(rt, headers)?;
-    let target = target_text(headers, "x-forwarded-uri")?;
+    let target = target_text(headers, &names::X_FORWARDED_URI)?;
     let method = read_method(method.as_bytes())?;
     read(rt, method, proto, host, target, None)
 }
@@ -227,8 +248,8 @@ pub fn forward_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Un
 /// `X-Original-Method`, each exactly once. The URL is split by hand, not parsed: a URL
 /// parser would resolve and re-encode the path before it could be checked.
 pub fn nginx_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unreadable> {
-    let method = required(headers, "x-original-method")?;
-    let url = target_text(headers, "x-original-url")?;
+    let method = required(headers, &names::X_ORIGINAL_METHOD)?;
+    let url = target_text(headers, &names::X_ORIGINAL_URL)?;
     let (proto, rest) = url.split_once("://").ok_or(Unreadable::Scheme)?;
     let proto = scheme(proto)?;
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -248,7 +269,7 @@ pub fn envoy(
 ) -> Result<Original, Unreadable> {
     let pq = uri.path_and_query().map_or("", |p| p.as_str());
     let target = pq.strip_prefix(prefix).unwrap_or("");
-    let host = match one_header(headers, header::HOST.as_str())? {
+    let host = match one_header(headers, &names::HOST)? {
         Some(h) => h.to_str().map_err(|_| Unreadable::Host)?,
         None => uri
             .authority()
