@@ -1,6 +1,6 @@
 //! The router: the portal's pages and APIs under the portal path, stepgate's own root
 //! paths, and — past the router, for speed — the gateway and the two forward-auth
-//! endpoints most traffic goes to ([`direct_route`]).
+//! endpoints most traffic goes to (`direct_route`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 //! to send one; a certificate that is sent must chain to those CAs (rustls checks the
 //! chain; the device signals check revocation and the rest). The presented chain (leaf
 //! first, DER) goes into each request's extensions as
-//! [`crate::signals::PeerCertificates`], and [`Tls`] marks the request as having come over
+//! [`crate::access::signals::PeerCertificates`], and [`Tls`] marks the request as having come over
 //! TLS (so `X-Forwarded-Proto: https` goes upstream).
 
 use std::path::Path;

@@ -152,7 +152,7 @@ fn is_folded_stepgates(n: &str, configured: &[String]) -> bool {
 }
 
 /// The first header of a request to stepgate's forward-auth endpoints that names one of
-/// stepgate's headers ([`is_stepgates`]) under another spelling (`Remote_User`): the front
+/// stepgate's headers (`is_stepgates`) under another spelling (`Remote_User`): the front
 /// proxy overwrites the real names, but may pass such a spelling on to an upstream that
 /// reads it as the real one. No proxy stepgate trusts sends one.
 pub fn respelled_header<'a>(h: &'a HeaderMap, configured: &[String]) -> Option<&'a HeaderName> {
@@ -186,7 +186,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Removes from a request going upstream, in one pass, what only stepgate may say about
-/// the client — identity, assertion (`configured`: see [`is_stepgates`]), rewrite and
+/// the client — identity, assertion (`configured`: see `is_stepgates`), rewrite and
 /// forwarding headers, under every spelling an upstream may read as theirs — and what is
 /// for this hop alone.
 pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {

@@ -40,7 +40,7 @@ use render::{RefusalKind, Return};
 use stepgate_policy::spec::AppSpec;
 
 /// The reverse proxy: every request that is not for the portal is an app request, read
-/// ([`read`]), decided, and then proxied or answered.
+/// (`read`), decided, and then proxied or answered.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
