@@ -95,15 +95,9 @@ fn meets(
 ) -> bool {
     match who {
         Who::Session(s) => {
-            let own;
-            let assurance = match assessed {
-                Some(a) => a,
-                None => {
-                    own = s.data.assurance(cfg);
-                    &own
-                }
-            };
-            stepgate_authn::meets_assessed(&s.data.factors, assurance, req, cfg, now)
+            // `judge` assesses every session before asking; without one, nothing is met.
+            assessed
+                .is_some_and(|a| stepgate_authn::meets_assessed(&s.data.factors, a, req, cfg, now))
         }
         Who::Prospective(d) => {
             stepgate_authn::satisfies(&d.auth_state(), req, cfg, &[], now).satisfied
