@@ -3,9 +3,6 @@
 //! reads as theirs), stepgate's own cookies kept apart from the app's, and what stepgate
 //! asserts in their place (the identity headers, the forwarding headers).
 
-use std::cell::RefCell;
-use std::sync::{Arc, Weak};
-
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use stepgate_authn::Assurance;
 use stepgate_request::cookies::{has_key, set_cookie_name};
@@ -375,28 +372,11 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 /// so a group named `eng,admins` would arrive as two, one of them `admins`: such an item is
 /// left out of the list. (The signed assertion carries them as JSON, unchanged.)
 pub fn identity_headers(
-    user: &Arc<UserRecord>,
+    user: &UserRecord,
     assurance: &Assurance,
 ) -> Vec<(axum::http::HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(7);
-    with_user_block(user, |block| out.extend_from_slice(block));
-    // The list is built owned and handed over without another copy.
-    if let Ok(v) = HeaderValue::try_from(header_list(&assurance.amr)) {
-        out.push((names::REMOTE_AMR, v));
-    }
-    out.push((
-        names::REMOTE_AAL,
-        HeaderValue::from(u16::from(assurance.aal)),
-    ));
-    if let Some(t) = assurance.auth_time {
-        out.push((names::REMOTE_AUTH_TIME, HeaderValue::from(t.timestamp())));
-    }
-    out
-}
-
-/// The user's part of the identity headers (`Remote-User`, `-Email`, `-Name`, `-Groups`).
-fn user_block(user: &UserRecord) -> Box<[(HeaderName, HeaderValue)]> {
-    let mut out = Vec::with_capacity(4);
+    // Each value is copied once, straight into its header value.
     let mut single = |name, v: &str| {
         if !padded(v) {
             if let Ok(v) = HeaderValue::from_str(v) {
@@ -411,48 +391,22 @@ fn user_block(user: &UserRecord) -> Box<[(HeaderName, HeaderValue)]> {
     if let Some(n) = &user.name {
         single(names::REMOTE_NAME, n);
     }
-    if let Ok(v) = HeaderValue::try_from(header_list(&user.groups)) {
-        out.push((names::REMOTE_GROUPS, v));
+    let mut list = |name, items: &[String]| {
+        // The list is built owned and handed over without another copy.
+        if let Ok(v) = HeaderValue::try_from(header_list(items)) {
+            out.push((name, v));
+        }
+    };
+    list(names::REMOTE_GROUPS, &user.groups);
+    list(names::REMOTE_AMR, &assurance.amr);
+    out.push((
+        names::REMOTE_AAL,
+        HeaderValue::from(u16::from(assurance.aal)),
+    ));
+    if let Some(t) = assurance.auth_time {
+        out.push((names::REMOTE_AUTH_TIME, HeaderValue::from(t.timestamp())));
     }
-    out.into_boxed_slice()
-}
-
-/// Slots of each thread's cache of [`user_block`]s.
-const USER_BLOCK_SLOTS: usize = 256;
-
-type UserBlockSlot = Option<(Weak<UserRecord>, Box<[(HeaderName, HeaderValue)]>)>;
-
-thread_local! {
-    /// The user blocks this thread built last, by the address of the (cached, shared) user
-    /// record they were built from. The `Weak` keeps that address from being reused while
-    /// the slot holds it, and a record is never changed in place (a changed user is a new
-    /// record), so a slot whose record has `user`'s address was built from `user`.
-    static USER_BLOCKS: RefCell<Vec<UserBlockSlot>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Calls `f` with `user`'s [`user_block`], built once per user record and thread: every
-/// request of a user reuses it until the user cache loads the record anew.
-fn with_user_block<R>(
-    user: &Arc<UserRecord>,
-    f: impl FnOnce(&[(HeaderName, HeaderValue)]) -> R,
-) -> R {
-    USER_BLOCKS.with(|cell| {
-        let mut slots = cell.borrow_mut();
-        if slots.is_empty() {
-            slots.resize_with(USER_BLOCK_SLOTS, || None);
-        }
-        let at = Arc::as_ptr(user);
-        let i = (at as usize / std::mem::align_of::<UserRecord>()) % USER_BLOCK_SLOTS;
-        match &slots[i] {
-            Some((built_from, block)) if std::ptr::eq(built_from.as_ptr(), at) => f(block),
-            _ => {
-                let block = user_block(user);
-                let r = f(&block);
-                slots[i] = Some((Arc::downgrade(user), block));
-                r
-            }
-        }
-    })
+    out
 }
 
 /// Whether `v` starts or ends with whitespace, which HTTP drops from a field value.

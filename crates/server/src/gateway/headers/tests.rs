@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 
 #[test]
@@ -267,8 +269,9 @@ fn identity_headers_reach_the_upstream_as_they_are_meant() {
     assert!(h.iter().all(|(n, _)| *n != names::REMOTE_USER));
 }
 
-/// The user's headers are built once per user record and reused; a record loaded anew
-/// (the user changed) gets its own, even where it takes the place of the old one.
+/// Each user record's headers are its own — called again, for many records in turn, and for
+/// a record loaded anew (the user changed) where the old one was — as `asserted.rs`, which
+/// keeps them per session state, relies on.
 #[test]
 fn identity_headers_follow_the_user_record_they_are_built_from() {
     let names_of = |h: &[(HeaderName, HeaderValue)]| -> Vec<String> {
