@@ -76,9 +76,9 @@ mod names {
     use axum::http::HeaderName;
 
     pub static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-    pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub static X_FORWARDED_HOST: HeaderName = crate::gateway::headers::names::X_FORWARDED_HOST;
     pub static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static X_FORWARDED_PROTO: HeaderName = crate::gateway::headers::names::X_FORWARDED_PROTO;
     pub static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
     pub static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
     pub static HOST: HeaderName = axum::http::header::HOST;
