@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// Whether `b` may appear in a cookie name (an RFC 7230 `token`).
 fn tchar(b: u8) -> bool {
@@ -82,11 +82,39 @@ pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        // Split as bytes: a byte outside ASCII (which no name or value may hold) spoils its
-        // own piece, not the well-formed pairs beside it.
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .filter_map(|piece| std::str::from_utf8(piece).ok())
+        .flat_map(pieces)
         .filter_map(parse_pair)
+}
+
+/// The `;`-separated pieces of one `Cookie` line that are text. A line of visible ASCII
+/// (nearly every one) is split as text, the fast way; any other line byte by byte, so that
+/// a byte outside ASCII (which no name or value may hold) spoils its own piece, not the
+/// well-formed pairs beside it.
+fn pieces(line: &HeaderValue) -> Pieces<'_> {
+    fn semicolon(b: &u8) -> bool {
+        *b == b';'
+    }
+    match line.to_str() {
+        Ok(text) => Pieces::Text(text.split(';')),
+        Err(_) => Pieces::Bytes(line.as_bytes().split(semicolon as fn(&u8) -> bool)),
+    }
+}
+
+/// See [`pieces`].
+enum Pieces<'a> {
+    Text(std::str::Split<'a, char>),
+    Bytes(std::slice::Split<'a, u8, fn(&u8) -> bool>),
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            Pieces::Text(s) => s.next(),
+            Pieces::Bytes(s) => s.find_map(|piece| std::str::from_utf8(piece).ok()),
+        }
+    }
 }
 
 /// What the request says under one cookie name.
@@ -131,29 +159,17 @@ pub fn lookup_many<'a, const N: usize>(
     names: [&str; N],
 ) -> [Lookup<'a>; N] {
     let mut out = [Lookup::Absent; N];
-    let mut visit = |piece: &'a str| {
-        let Some((n, v)) = parse_pair(piece) else {
-            return;
-        };
-        for (i, want) in names.iter().enumerate() {
-            if n == *want {
-                out[i] = match out[i] {
-                    Lookup::Absent => Lookup::One(v),
-                    _ => Lookup::Repeated,
-                };
-            }
-        }
-    };
-    // `pairs`, written out: this runs on every request, and a line of visible ASCII (nearly
-    // every one) is split as text, which is faster than byte by byte.
+    // `pairs`, as plain loops: this runs on every request.
     for line in headers.get_all(http::header::COOKIE) {
-        match line.to_str() {
-            Ok(text) => text.split(';').for_each(&mut visit),
-            Err(_) => line
-                .as_bytes()
-                .split(|&b| b == b';')
-                .filter_map(|piece| std::str::from_utf8(piece).ok())
-                .for_each(&mut visit),
+        for (n, v) in pieces(line).filter_map(parse_pair) {
+            for (i, want) in names.iter().enumerate() {
+                if n == *want {
+                    out[i] = match out[i] {
+                        Lookup::Absent => Lookup::One(v),
+                        _ => Lookup::Repeated,
+                    };
+                }
+            }
         }
     }
     out
