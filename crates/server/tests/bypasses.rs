@@ -322,6 +322,11 @@ async fn an_unreadable_forwarded_address_is_unknown_never_the_proxys() {
             403,
         ),
         ("", 403),
+        // Bytes outside ASCII stop the walk where it reaches them; left of the client's
+        // entry they are the client's own and count for nothing (found by fuzzing: they
+        // used to make every client unknown).
+        ("X-Forwarded-For: caf\u{e9}, 127.0.0.9\r\n", 200),
+        ("X-Forwarded-For: 127.0.0.9\u{e9}\r\n", 403),
     ] {
         let (status, _, body) = get_raw(&h, "intranet.test", b"/", &format!("{cookie}{xff}")).await;
         assert_eq!(status, want, "{xff:?}: {body}");
@@ -491,6 +496,18 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
     )
     .await;
     assert_eq!(status, 400);
+    // A byte outside ASCII on a line spoils only its own piece (found by fuzzing: it hid the
+    // whole line), so the copy beside it still counts.
+    let (status, _, body) = get_raw(
+        &h,
+        "app.test",
+        b"/data",
+        &format!(
+            "Cookie: __Host-stepgate_session={sid}\r\nCookie: x=caf\u{e9}; __Host-stepgate_session={sid}\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     // An upstream may not set stepgate's cookies under any spelling.
     let planted = "/set-cookie?__Host-stepgate_session=planted&__host-STEPGATE_SESSION=planted&%255F_Host-stepgate_session=planted&stepgate_pre=planted&app=kept";
     let (status, head, _) = get_raw(
