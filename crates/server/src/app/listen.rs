@@ -204,6 +204,9 @@ pub(crate) async fn serve_connections(
     // drain is over when every receiver is gone.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
+    // This event loop's upstream connections, swept every second (see `sweep_kept`).
+    let sweep = crate::gateway::upstream::sweep_kept();
+    tokio::pin!(sweep);
     loop {
         let (tcp, peer, guard) = tokio::select! {
             c = incoming.next() => match c {
@@ -211,6 +214,7 @@ pub(crate) async fn serve_connections(
                 None => break,
             },
             _ = &mut stop => break,
+            never = &mut sweep => match never {},
         };
         let conn = Connection {
             router: router.clone(),
