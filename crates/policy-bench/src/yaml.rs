@@ -177,13 +177,16 @@ pub fn request_context(model: &Model, r: &Request) -> RequestContext {
     RequestContext {
         kind: RequestKind::Access,
         time: r.time,
-        user: Some(UserContext {
-            username: u.name.clone(),
-            email: Some(u.email.clone()),
-            name: None,
-            groups: u.groups.iter().map(|g| format!("g{g:02}")).collect(),
-            attributes,
-        }),
+        user: Some(
+            UserContext {
+                username: u.name.clone(),
+                email: Some(u.email.clone()),
+                name: None,
+                groups: u.groups.iter().map(|g| format!("g{g:02}")).collect(),
+                attributes,
+            }
+            .into(),
+        ),
         request: RequestInfo {
             app: Some(model.apps[r.app].id.clone()),
             method: r.method.into(),

@@ -34,9 +34,10 @@ pub struct RequestContext {
     /// When the request happens (UTC). Time-of-access conditions convert it to their zone.
     #[serde(default = "Utc::now")]
     pub time: DateTime<Utc>,
-    /// Who: absent for an anonymous request.
+    /// Who: absent for an anonymous request. Shared: a live request's user is built once
+    /// per cached user record, not copied into every request's context.
     #[serde(default)]
-    pub user: Option<UserContext>,
+    pub user: Option<std::sync::Arc<UserContext>>,
     /// What for: app, method and path.
     #[serde(default)]
     pub request: RequestInfo,

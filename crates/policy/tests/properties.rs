@@ -67,7 +67,7 @@ fn ctx_with_attr(v: &Option<Vec<String>>) -> RequestContext {
         user.attributes.insert("dept".into(), val);
     }
     RequestContext {
-        user: Some(user),
+        user: Some(user.into()),
         ..RequestContext::default()
     }
 }
@@ -139,7 +139,7 @@ proptest! {
     fn all_and_any_combine(member in prop::collection::vec(any::<bool>(), 1..6)) {
         let groups: Vec<String> = member.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| format!("g{i}")).collect();
         let ctx = RequestContext {
-            user: Some(UserContext { username: "u".into(), groups, ..Default::default() }),
+            user: Some(UserContext { username: "u".into(), groups, ..Default::default() }.into()),
             ..RequestContext::default()
         };
         let leaves: Vec<String> = (0..member.len()).map(|i| format!("{{ groups: {{ any: [g{i}] }} }}")).collect();
@@ -218,7 +218,7 @@ fn arb_context() -> impl Strategy<Value = RequestContext> {
                         .unwrap()
                         .to_utc()
                         + chrono::Duration::hours(hours),
-                    user: Some(user),
+                    user: Some(user.into()),
                     request: RequestInfo {
                         app: app.map(str::to_string),
                         method: method.into(),

@@ -345,7 +345,7 @@ impl Case {
                 RequestKind::Access
             },
             time: self.time,
-            user: Some(stepgate_server::access::context::user_context(user)),
+            user: Some(stepgate_server::access::context::user_context(user).into()),
             request: RequestInfo {
                 app: (!self.sign_in).then(|| APPS[self.app].to_string()),
                 method: self.method.into(),

@@ -40,6 +40,32 @@ pub struct Facts {
     pub risk: Option<RiskContext>,
 }
 
+/// The user as the policy sees them, built once per user record and thread: a cached
+/// record (the session service's read cache hands out the same one until it changes or
+/// expires) gets the context built for it last time instead of a copy of every name,
+/// group and attribute per request. A record that changed is a new record, so a stale
+/// context is never reused.
+pub fn shared_user_context(u: &Arc<UserRecord>) -> Arc<UserContext> {
+    LAST_USER.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((record, ctx)) = last.as_ref() {
+            if std::ptr::eq(record.as_ptr(), Arc::as_ptr(u)) && record.strong_count() > 0 {
+                return ctx.clone();
+            }
+        }
+        let ctx = Arc::new(user_context(u));
+        *last = Some((Arc::downgrade(u), ctx.clone()));
+        ctx
+    })
+}
+
+thread_local! {
+    /// The user record [`shared_user_context`] built a context for last, held weakly (a
+    /// live record at the same address is the same record; a dropped one never matches).
+    static LAST_USER: std::cell::RefCell<Option<(std::sync::Weak<UserRecord>, Arc<UserContext>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The user as the policy sees them.
 pub fn user_context(u: &UserRecord) -> UserContext {
     UserContext {
@@ -55,7 +81,7 @@ pub fn user_context(u: &UserRecord) -> UserContext {
 /// its risk, when there was a history to score.
 pub fn build(
     req: &AccessRequest<'_>,
-    user: Option<&UserRecord>,
+    user: Option<&Arc<UserRecord>>,
     mut facts: Facts,
     risk_cfg: &RiskConfig,
 ) -> (RequestContext, Option<RiskAssessment>) {
@@ -76,7 +102,7 @@ pub fn build(
     let ctx = RequestContext {
         kind: req.kind,
         time: req.now,
-        user: user.map(user_context),
+        user: user.map(shared_user_context),
         request: RequestInfo {
             app: req.app.map(str::to_string),
             method: req.method.as_str().to_string(),

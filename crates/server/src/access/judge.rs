@@ -62,11 +62,11 @@ pub fn judge(
     };
     // A session's assurance, assessed once for the requirement and the grant.
     let assurance = match &subject.who {
-        Who::Session(s) => Some(s.data.assurance(cfg)),
+        Who::Session(s) => Some(crate::session::assurance(rt, &s.data)),
         _ => None,
     };
     if let Some(requirement) = requirement {
-        if marked || !meets(&subject.who, assurance.as_ref(), &requirement, cfg, now) {
+        if marked || !meets(&subject.who, assurance.as_deref(), &requirement, cfg, now) {
             let why = requirement.message.clone().unwrap_or_else(|| {
                 if sign_in {
                     format!("Signing in from here needs {}.", requirement.describe())
@@ -120,7 +120,7 @@ fn session_of(who: Who) -> Option<Session> {
 fn grant(
     user: Arc<stepgate_store::UserRecord>,
     who: Who,
-    assessed: Option<Assurance>,
+    assessed: Option<Arc<Assurance>>,
     cfg: &AssuranceConfig,
 ) -> Verdict {
     let (session, bearer) = match who {
@@ -133,7 +133,7 @@ fn grant(
         ),
     };
     Verdict::Allow(Box::new(Grant {
-        assurance: assessed.unwrap_or_else(|| session.data.assurance(cfg)),
+        assurance: assessed.unwrap_or_else(|| Arc::new(session.data.assurance(cfg))),
         user,
         session,
         bearer,

@@ -218,7 +218,7 @@ pub async fn evaluate<'rt>(
     // A context file may state no user at all (an anonymous request).
     let user = match subject.who {
         Who::Assumed if subject.user.username.is_empty() => None,
-        _ => Some(&*subject.user),
+        _ => Some(&subject.user),
     };
     let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
     let policies = &rt.config.policy_set;

@@ -30,8 +30,8 @@ pub struct Grant {
     pub user: Arc<UserRecord>,
     /// The session (a stand-in for a bearer token; the would-be session at sign-in).
     pub session: Session,
-    /// The assurance it reached.
-    pub assurance: Assurance,
+    /// The assurance it reached (shared with the per-thread memo of [`crate::session::assurance`]).
+    pub assurance: Arc<Assurance>,
     /// The verified bearer token, when the request was judged on one.
     pub bearer: Option<Box<BearerIdentity>>,
 }

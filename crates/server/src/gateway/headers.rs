@@ -282,12 +282,55 @@ pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
 /// client sent: the client address (resolved through the trusted proxies; when it is
 /// unknown, `Forwarded: for=unknown` and no `X-Forwarded-For` or `X-Real-IP`), the host
 /// asked for and the scheme.
+///
+/// The values are built once per client, host and scheme and kept per thread: a keep-alive
+/// connection sends request after request from the same client to the same host, and
+/// reusing the values (shared bytes) costs a comparison instead of formatting and copying.
 pub(crate) fn put_forwarding(
     h: &mut HeaderMap,
     client: Option<std::net::IpAddr>,
     host: &str,
     proto: &str,
 ) {
+    let https = proto == "https";
+    LAST_FORWARDING.with(|last| {
+        let mut last = last.borrow_mut();
+        let hit = last
+            .as_ref()
+            .is_some_and(|f| f.client == client && f.https == https && f.host == host);
+        if !hit {
+            let mut fresh = HeaderMap::new();
+            build_forwarding(&mut fresh, client, host, proto);
+            *last = Some(Forwarding {
+                client,
+                https,
+                host: host.to_string(),
+                values: fresh.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+            });
+        }
+        if let Some(f) = last.as_ref() {
+            for (name, value) in &f.values {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+    });
+}
+
+/// The forwarding headers last set on this thread, and what they were set for.
+struct Forwarding {
+    client: Option<std::net::IpAddr>,
+    https: bool,
+    host: String,
+    values: Vec<(HeaderName, HeaderValue)>,
+}
+
+thread_local! {
+    static LAST_FORWARDING: std::cell::RefCell<Option<Forwarding>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`put_forwarding`]'s values, built.
+fn build_forwarding(h: &mut HeaderMap, client: Option<std::net::IpAddr>, host: &str, proto: &str) {
     // Values are built as owned strings and handed over without another copy.
     let value = |s: String| HeaderValue::try_from(s).ok();
     let mut ip = String::with_capacity(15);

@@ -112,7 +112,7 @@ impl Sessions {
             self.hot.delete_session(id).await?;
             return Ok(Err(SessionEnd::Unknown));
         };
-        let aal = data.aal(&rt.config.assurance);
+        let aal = assurance(rt, data).aal;
         let (life, idle) = limits(&rt.config.sessions, aal);
         let forever = chrono::Duration::MAX;
         if now - data.created_at > chrono::Duration::from_std(life).unwrap_or(forever) {
@@ -204,6 +204,41 @@ impl Sessions {
     pub fn cache(&self) -> &Arc<Caches> {
         &self.cache
     }
+}
+
+/// A session's assurance under the running configuration, assessed once per session state
+/// and thread: the session service's read cache hands out the same state until it changes,
+/// and every request of a session asks twice (for its lifetime limits, and in the judge).
+/// A state that changed is a new state, and a reload a new [`Runtime::generation`], so a
+/// stale assessment is never reused.
+pub fn assurance(rt: &Runtime, data: &Arc<SessionData>) -> Arc<stepgate_authn::Assurance> {
+    LAST_ASSURANCE.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((state, generation, assessed)) = last.as_ref() {
+            if *generation == rt.generation
+                && std::ptr::eq(state.as_ptr(), Arc::as_ptr(data))
+                && state.strong_count() > 0
+            {
+                return assessed.clone();
+            }
+        }
+        let assessed = Arc::new(data.assurance(&rt.config.assurance));
+        *last = Some((Arc::downgrade(data), rt.generation, assessed.clone()));
+        assessed
+    })
+}
+
+/// The session state [`assurance`] assessed last on this thread (held weakly: a live state
+/// at the same address is the same state), under which configuration, and its assessment.
+type Assessed = (
+    std::sync::Weak<SessionData>,
+    u64,
+    Arc<stepgate_authn::Assurance>,
+);
+
+thread_local! {
+    static LAST_ASSURANCE: std::cell::RefCell<Option<Assessed>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn ttl_for(rt: &Runtime, data: &SessionData, now: DateTime<Utc>) -> Duration {

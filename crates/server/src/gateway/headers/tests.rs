@@ -161,6 +161,39 @@ fn forwarding_headers_say_what_stepgate_knows() {
 }
 
 #[test]
+fn forwarding_headers_kept_per_thread_follow_each_client_host_and_scheme() {
+    // The values are reused while client, host and scheme stay the same; any change
+    // (and a client becoming unknown) builds them anew, never repeating the last ones.
+    let put = |ip: Option<&str>, host: &str, proto: &str| {
+        let mut h = HeaderMap::new();
+        put_forwarding(&mut h, ip.map(|i| i.parse().unwrap()), host, proto);
+        h
+    };
+    let a = put(Some("10.0.0.1"), "a.example.com", "https");
+    assert_eq!(a["x-forwarded-for"], "10.0.0.1");
+    let again = put(Some("10.0.0.1"), "a.example.com", "https");
+    assert_eq!(again, a);
+    let b = put(Some("10.0.0.2"), "a.example.com", "https");
+    assert_eq!(b["x-forwarded-for"], "10.0.0.2");
+    assert_eq!(b["x-real-ip"], "10.0.0.2");
+    assert_eq!(
+        b["forwarded"],
+        "for=10.0.0.2;host=\"a.example.com\";proto=https"
+    );
+    let other_host = put(Some("10.0.0.2"), "b.example.com", "https");
+    assert_eq!(other_host["x-forwarded-host"], "b.example.com");
+    let plain = put(Some("10.0.0.2"), "b.example.com", "http");
+    assert_eq!(plain["x-forwarded-proto"], "http");
+    let unknown = put(None, "b.example.com", "http");
+    assert!(unknown.get("x-forwarded-for").is_none());
+    assert!(unknown.get("x-real-ip").is_none());
+    assert_eq!(
+        unknown["forwarded"],
+        "for=unknown;host=\"b.example.com\";proto=http"
+    );
+}
+
+#[test]
 fn own_cookies_are_taken_out_and_the_rest_joined() {
     let own = vec!["stepgate_session".to_string(), "stepgate_pre".to_string()];
     let mut h = HeaderMap::new();
