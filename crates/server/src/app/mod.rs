@@ -102,6 +102,8 @@ pub async fn build_state_with(
     );
     let (access, sessions, devices) =
         pipeline(&stores, &cache, &signals, &signer, options.demo, source);
+    let connectors = crate::devices::connectors::Connectors::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -115,10 +117,12 @@ pub async fn build_state_with(
         cache,
         sessions,
         devices,
+        connectors,
         access,
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+    .inspect(crate::devices::connectors::Connectors::spawn)
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced.
