@@ -322,6 +322,12 @@ async fn throttling_and_a_500_mid_sync_are_retried_and_a_dead_hexnode_changes_no
     let status = &h.st.connectors.status()["hexnode"];
     assert_eq!(status.consecutive_errors, 1);
     assert!(status.last_error.as_deref().unwrap().contains("HTTP 500"));
+    let r: Value = reqwest::get(h.at("/readyz?details")).await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["connectors"]["hexnode"]["consecutive_errors"], 1, "{r}");
+    assert!(r["connectors"]["hexnode"]["lag_seconds"].is_i64(), "{r}");
+    assert!(r["connectors"]["hexnode"]["last_error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(reqwest::get(h.at("/readyz")).await.unwrap().text().await.unwrap(), "ready");
 
     // A device gone from Hexnode becomes unmanaged once the grace period (1s) has passed.
     fleet.lock().unwrap().devices.clear();

@@ -122,7 +122,6 @@ pub async fn build_state_with(
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
-    .inspect(crate::devices::connectors::Connectors::spawn)
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced.

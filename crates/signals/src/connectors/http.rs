@@ -48,8 +48,8 @@ impl Retrying<'_> {
                     let m = if e.is_timeout() {
                         format!("timed out after {}", cfg.timeout)
                     } else {
-                        // reqwest's message names the URL but never a header value.
-                        e.without_url().to_string()
+                        // Without the URL (it may carry a query); never a header value.
+                        chain(&e.without_url())
                     };
                     if last {
                         return Err(err(m));
@@ -106,6 +106,18 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let d = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(d.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// An error with its causes (`error sending request: … Connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A GET request.
