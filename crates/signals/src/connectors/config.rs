@@ -117,6 +117,15 @@ pub struct ConnectorConfig {
     /// Highest device state the connector may assert (default `managed`).
     #[serde(default)]
     pub max_state: Option<DeviceState>,
+    /// Whether the UEM's own compliance verdict counts (`false`: only stepgate's compliance
+    /// policies judge the posture the UEM reports, e.g. Jamf without its compliance
+    /// integration).
+    #[serde(default = "yes")]
+    pub uem_compliance: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_interval() -> HumanDuration {

@@ -261,7 +261,7 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
         certificates: None,
         state: Some(state),
         posture,
-        compliance: Some(compliance),
+        compliance: cfg.uem_compliance.then_some(compliance),
         observed_at: at("observed_at").and_then(timestamp),
     };
     Ok(MappedDevice { uem_id, push })
@@ -334,6 +334,12 @@ mod tests {
         let p = map_device(&c, &raw).unwrap().push;
         assert_eq!(p.compliance.map(|c| c.compliant), Some(true));
         assert!(map_device(&c, &json!({"deviceName": "x"})).is_err());
+        // Told to ignore the UEM's verdict: none is reported, stepgate's policies judge.
+        let c = cfg("intune", json!({"uem_compliance": false}));
+        let raw = json!({"id": "a-b", "complianceState": "unknown", "isEncrypted": false});
+        let p = map_device(&c, &raw).unwrap().push;
+        assert_eq!(p.compliance, None);
+        assert_eq!(p.posture["encrypted"], Some(PostureValue("false".into())));
     }
 
     #[test]
