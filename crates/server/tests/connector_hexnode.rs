@@ -109,9 +109,12 @@ async fn hexnode_drift_blocks_the_live_session_and_recheck_lets_it_back() {
     let fleet = Hexnode::default();
     {
         let mut f = fleet.lock().unwrap();
-        f.devices.insert(42, device(42, "jane@example.com", true, &now_s(-60)));
-        f.devices.insert(43, device(43, "bob@example.com", true, &now_s(-60)));
-        f.devices.insert(44, device(44, "jane@elsewhere.example", true, &now_s(-60)));
+        f.devices
+            .insert(42, device(42, "jane@example.com", true, &now_s(-60)));
+        f.devices
+            .insert(43, device(43, "bob@example.com", true, &now_s(-60)));
+        f.devices
+            .insert(44, device(44, "jane@elsewhere.example", true, &now_s(-60)));
     }
     let h = start(fleet.clone(), hexnode(&fleet).await).await;
     settled(&h).await;
@@ -127,8 +130,16 @@ async fn hexnode_drift_blocks_the_live_session_and_recheck_lets_it_back() {
     assert_eq!(other.owner, None);
     {
         let f = fleet.lock().unwrap();
-        assert!(f.log.iter().all(|(_, key)| *key), "every request carried the key");
-        let pages: Vec<&str> = f.log.iter().map(|(w, _)| w.as_str()).filter(|w| w.starts_with("list")).collect();
+        assert!(
+            f.log.iter().all(|(_, key)| *key),
+            "every request carried the key"
+        );
+        let pages: Vec<&str> = f
+            .log
+            .iter()
+            .map(|(w, _)| w.as_str())
+            .filter(|w| w.starts_with("list"))
+            .collect();
         assert_eq!(pages, ["list page=Some(\"1\")", "list page=Some(\"2\")"]);
     }
 
@@ -143,15 +154,24 @@ async fn hexnode_drift_blocks_the_live_session_and_recheck_lets_it_back() {
         .devices
         .insert(42, device(42, "jane@example.com", false, &now_s(0)));
     let counts = sync(&h).await;
-    assert_eq!((counts.changed, counts.now_non_compliant, counts.new), (1, 1, 0), "{counts:?}");
+    assert_eq!(
+        (counts.changed, counts.now_non_compliant, counts.new),
+        (1, 1, 0),
+        "{counts:?}"
+    );
 
     // The very next request is denied, with Hexnode's failing policy on the page.
     let r = browser.get(h.at("/app")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let page = Page::read(r).await;
-    assert!(page.html.contains("This device is not compliant."), "{}", page.html);
     assert!(
-        page.html.contains("Failing in hexnode: FileVault disk encryption required"),
+        page.html.contains("This device is not compliant."),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html
+            .contains("Failing in hexnode: FileVault disk encryption required"),
         "{}",
         page.html
     );
@@ -164,14 +184,24 @@ async fn hexnode_drift_blocks_the_live_session_and_recheck_lets_it_back() {
         .insert(42, device(42, "jane@example.com", true, &now_s(1)));
     let details_before = detail_calls(&fleet, 42);
     let r = page.submit(&browser, "/_stepgate/recheck", &[]).await;
-    assert_eq!(detail_calls(&fleet, 42), details_before + 1, "re-check read the device");
+    assert_eq!(
+        detail_calls(&fleet, 42),
+        details_before + 1,
+        "re-check read the device"
+    );
     assert_eq!(r.text().await.unwrap(), "upstream ok");
     assert!(!audit(&h.st, Some("device.posture")).await.is_empty());
 }
 
 fn detail_calls(fleet: &Hexnode, id: u64) -> usize {
     let want = format!("detail {id}");
-    fleet.lock().unwrap().log.iter().filter(|(w, _)| *w == want).count()
+    fleet
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(w, _)| *w == want)
+        .count()
 }
 
 #[tokio::test]
@@ -190,11 +220,15 @@ async fn throttling_and_a_500_mid_sync_are_retried_and_a_dead_hexnode_changes_no
     {
         let mut f = fleet.lock().unwrap();
         f.faults = vec![(429, Some("1")), (500, None)];
-        f.devices.insert(42, device(42, "jane@example.com", false, &now_s(0)));
+        f.devices
+            .insert(42, device(42, "jane@example.com", false, &now_s(0)));
     }
     let t = std::time::Instant::now();
     let counts = sync(&h).await;
-    assert!(t.elapsed() >= std::time::Duration::from_millis(900), "Retry-After honoured");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "Retry-After honoured"
+    );
     assert_eq!(counts.now_non_compliant, 1, "{counts:?}");
 
     // More failures than retries: the sync fails, the device is left as it was (still
@@ -202,7 +236,8 @@ async fn throttling_and_a_500_mid_sync_are_retried_and_a_dead_hexnode_changes_no
     {
         let mut f = fleet.lock().unwrap();
         f.faults = vec![(500, None), (500, None), (500, None)];
-        f.devices.insert(42, device(42, "jane@example.com", true, &now_s(1)));
+        f.devices
+            .insert(42, device(42, "jane@example.com", true, &now_s(1)));
     }
     let r = Connectors::sync(&h.st, Some("hexnode"), false).await;
     let err = r[0].1.as_ref().unwrap_err().to_string();
@@ -213,12 +248,28 @@ async fn throttling_and_a_500_mid_sync_are_retried_and_a_dead_hexnode_changes_no
     let status = &h.st.connectors.status()["hexnode"];
     assert_eq!(status.consecutive_errors, 1);
     assert!(status.last_error.as_deref().unwrap().contains("HTTP 500"));
-    let r: Value = reqwest::get(h.at("/readyz?details")).await.unwrap().json().await.unwrap();
+    let r: Value = reqwest::get(h.at("/readyz?details"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "ready");
     assert_eq!(r["connectors"]["hexnode"]["consecutive_errors"], 1, "{r}");
     assert!(r["connectors"]["hexnode"]["lag_seconds"].is_i64(), "{r}");
-    assert!(r["connectors"]["hexnode"]["last_error"].as_str().unwrap().contains("HTTP 500"));
-    assert_eq!(reqwest::get(h.at("/readyz")).await.unwrap().text().await.unwrap(), "ready");
+    assert!(r["connectors"]["hexnode"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 500"));
+    assert_eq!(
+        reqwest::get(h.at("/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ready"
+    );
 
     // A device gone from Hexnode becomes unmanaged once the grace period (1s) has passed.
     fleet.lock().unwrap().devices.clear();

@@ -123,14 +123,22 @@ async fn managed_office_password_only_home_mfa_drift_blocked() {
     // The same Mac from home: MFA.
     let home = browser_from("203.0.113.9", Some(&leaf_pem));
     let r = password(&home, &h.at("/app"), &JANE).await;
-    assert!(r.url().path().ends_with("/_stepgate/step-up"), "{}", r.url());
+    assert!(
+        r.url().path().ends_with("/_stepgate/step-up"),
+        "{}",
+        r.url()
+    );
     let r = Page::read(r).await.submit_code(&home, &JANE.code(0)).await;
     assert_eq!(r.text().await.unwrap(), "upstream ok");
 
     // In the office without the device certificate: not shown to be managed, so MFA.
     let unproven = browser_from("10.20.1.8", None);
     let r = password(&unproven, &h.at("/app"), &JANE).await;
-    assert!(r.url().path().ends_with("/_stepgate/step-up"), "{}", r.url());
+    assert!(
+        r.url().path().ends_with("/_stepgate/step-up"),
+        "{}",
+        r.url()
+    );
 
     // Drift: Hexnode reports the Mac non-compliant; after the sync, the office session's
     // next request is blocked with Hexnode's failing policy.

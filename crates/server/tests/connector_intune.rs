@@ -122,13 +122,20 @@ async fn managed_devices(
     }
     if g.throttle_once {
         g.throttle_once = false;
-        let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": {"code": "TooManyRequests"}}))).into_response();
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": {"code": "TooManyRequests"}})),
+        )
+            .into_response();
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
         return r;
     }
     g.listings.push(q.clone());
     let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
-    let skip: usize = q.get("$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let skip: usize = q
+        .get("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let since = q
         .get("$filter")
         .and_then(|f| f.strip_prefix("lastSyncDateTime ge "))
@@ -136,7 +143,11 @@ async fn managed_devices(
     let all: Vec<Value> = g
         .devices
         .iter()
-        .filter(|d| since.as_deref().is_none_or(|s| d["lastSyncDateTime"].as_str().unwrap() >= s))
+        .filter(|d| {
+            since
+                .as_deref()
+                .is_none_or(|s| d["lastSyncDateTime"].as_str().unwrap() >= s)
+        })
         .cloned()
         .collect();
     let page: Vec<Value> = all.iter().skip(skip).take(top).cloned().collect();
@@ -189,7 +200,10 @@ async fn graph(g: &Shared) -> String {
     g.lock().unwrap().base = format!("http://{addr}");
     let app = axum::Router::new()
         .route("/tenant-id/oauth2/v2.0/token", post(token))
-        .route("/v1.0/deviceManagement/managedDevices", get(managed_devices))
+        .route(
+            "/v1.0/deviceManagement/managedDevices",
+            get(managed_devices),
+        )
         .route(
             "/v1.0/deviceManagement/managedDevices/{id}/deviceCompliancePolicyStates",
             get(policy_states),
@@ -236,10 +250,23 @@ async fn graph_paging_tokens_throttling_and_a_non_compliant_device_denied() {
         let mut s = g.lock().unwrap();
         s.devices = vec![
             device(JANES, "jane@example.com", "compliant", &at(-3600)),
-            device("1b2c0000-0000-4000-8000-000000000001", "bob@example.com", "noncompliant", &at(-3600)),
-            device("2c3d0000-0000-4000-8000-000000000002", "carol@example.com", "inGracePeriod", &at(-3600)),
+            device(
+                "1b2c0000-0000-4000-8000-000000000001",
+                "bob@example.com",
+                "noncompliant",
+                &at(-3600),
+            ),
+            device(
+                "2c3d0000-0000-4000-8000-000000000002",
+                "carol@example.com",
+                "inGracePeriod",
+                &at(-3600),
+            ),
         ];
-        s.failing.insert("1b2c0000-0000-4000-8000-000000000001".into(), vec!["BitLocker required"]);
+        s.failing.insert(
+            "1b2c0000-0000-4000-8000-000000000001".into(),
+            vec!["BitLocker required"],
+        );
     }
     let h = start(&g, SECRET).await;
     settled(&h).await;
@@ -253,24 +280,34 @@ async fn graph_paging_tokens_throttling_and_a_non_compliant_device_denied() {
         assert!(s.listings[0]["$select"].contains("complianceState"));
         assert_eq!(s.listings[0]["$top"], "2");
     }
-    let bob = h
-        .st
-        .devices
-        .load("intune-1b2c0000-0000-4000-8000-000000000001")
-        .await
-        .unwrap()
-        .unwrap();
+    let bob =
+        h.st.devices
+            .load("intune-1b2c0000-0000-4000-8000-000000000001")
+            .await
+            .unwrap()
+            .unwrap();
     let rc = bob.reported_compliance.unwrap();
     assert!(!rc.compliant);
-    assert_eq!(rc.reason.as_deref(), Some("Failing in intune: BitLocker required"));
-    let carol = h.st.devices.load("intune-2c3d0000-0000-4000-8000-000000000002").await.unwrap().unwrap();
+    assert_eq!(
+        rc.reason.as_deref(),
+        Some("Failing in intune: BitLocker required")
+    );
+    let carol =
+        h.st.devices
+            .load("intune-2c3d0000-0000-4000-8000-000000000002")
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(carol.reported_compliance.map(|c| c.compliant), Some(true));
 
     // Jane signs in on her Intune device.
     let signer = stepgate_signals::device::DeviceCookieSigner::new(DEVICE_KEY.as_bytes()).unwrap();
     let b = Browser::new();
     b.jar.add_cookie_str(
-        &format!("sg-device={}; Path=/", signer.issue(&format!("intune-{JANES}"), chrono::Utc::now())),
+        &format!(
+            "sg-device={}; Path=/",
+            signer.issue(&format!("intune-{JANES}"), chrono::Utc::now())
+        ),
         &h.base.parse().unwrap(),
     );
     let r = sign_in(&b, &h.at("/app"), &JANE, &JANE.code(0)).await;
@@ -285,18 +322,28 @@ async fn graph_paging_tokens_throttling_and_a_non_compliant_device_denied() {
         s.failing.insert(JANES.into(), vec!["Windows 11 baseline"]);
     }
     let counts = sync(&h).await.unwrap();
-    assert_eq!((counts.changed, counts.now_non_compliant), (1, 1), "{counts:?}");
+    assert_eq!(
+        (counts.changed, counts.now_non_compliant),
+        (1, 1),
+        "{counts:?}"
+    );
     {
         let s = g.lock().unwrap();
         assert_eq!(s.token_forms_ok, 2, "a new token after the 401");
         // Incremental: filtered on lastSyncDateTime, so only Jane's device came back.
         let last = s.listings.last().unwrap();
-        assert!(last["$filter"].starts_with("lastSyncDateTime ge "), "{last:?}");
+        assert!(
+            last["$filter"].starts_with("lastSyncDateTime ge "),
+            "{last:?}"
+        );
     }
     let r = b.get(h.at("/app")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let page = r.text().await.unwrap();
-    assert!(page.contains("Failing in intune: Windows 11 baseline"), "{page}");
+    assert!(
+        page.contains("Failing in intune: Windows 11 baseline"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -312,6 +359,12 @@ async fn a_wrong_client_secret_fails_the_sync_without_showing_it() {
     assert!(e.contains("refused the credentials"), "{e}");
     assert!(e.contains("client secret"), "{e}");
     assert!(!e.contains("not-the-secret"), "{e}");
-    assert!(h.st.devices.load(&format!("intune-{JANES}")).await.unwrap().is_none());
+    assert!(h
+        .st
+        .devices
+        .load(&format!("intune-{JANES}"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(h.st.connectors.status()["intune"].consecutive_errors, 2);
 }

@@ -60,7 +60,11 @@ async fn token(State(j): State<Shared>, Form(f): Form<Vec<(String, String)>>) ->
         && has("client_id", "6f1d-stepgate")
         && has("client_secret", SECRET))
     {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
     }
     let t = "jamf-access-token-1".to_string();
     j.lock().unwrap().token = Some(t.clone());
@@ -76,11 +80,19 @@ fn authorized(j: &Jamf, h: &HeaderMap) -> bool {
 async fn inventory(State(j): State<Shared>, h: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let mut j = j.lock().unwrap();
     if !authorized(&j, &h) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"httpStatus": 401, "errors": []}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"httpStatus": 401, "errors": []})),
+        )
+            .into_response();
     }
     if j.fail_next_page {
         j.fail_next_page = false;
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"httpStatus": 500, "errors": []}))).into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"httpStatus": 500, "errors": []})),
+        )
+            .into_response();
     }
     let q = q.unwrap_or_default();
     j.pages.push(q.clone());
@@ -89,8 +101,17 @@ async fn inventory(State(j): State<Shared>, h: HeaderMap, RawQuery(q): RawQuery)
             .find_map(|p| p.strip_prefix(&format!("{k}=")))
             .and_then(|v| v.parse::<usize>().ok())
     };
-    let (page, size) = (param("page").unwrap_or(0), param("page-size").unwrap_or(100));
-    let results: Vec<Value> = j.computers.iter().skip(page * size).take(size).cloned().collect();
+    let (page, size) = (
+        param("page").unwrap_or(0),
+        param("page-size").unwrap_or(100),
+    );
+    let results: Vec<Value> = j
+        .computers
+        .iter()
+        .skip(page * size)
+        .take(size)
+        .cloned()
+        .collect();
     Json(json!({"totalCount": j.computers.len(), "results": results})).into_response()
 }
 
@@ -162,9 +183,17 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
         let s = j.lock().unwrap();
         // Two pages of two (after the 500 was retried), each asking for the sections mapped.
         let last_two: Vec<&String> = s.pages.iter().rev().take(2).collect();
-        assert!(last_two.iter().any(|q| q.contains("page=1")), "{:?}", s.pages);
+        assert!(
+            last_two.iter().any(|q| q.contains("page=1")),
+            "{:?}",
+            s.pages
+        );
         for section in ["GENERAL", "DISK_ENCRYPTION", "OPERATING_SYSTEM", "SECURITY"] {
-            assert!(s.pages[0].contains(&format!("section={section}")), "{}", s.pages[0]);
+            assert!(
+                s.pages[0].contains(&format!("section={section}")),
+                "{}",
+                s.pages[0]
+            );
         }
     }
     let load = |id: &'static str| {
@@ -173,7 +202,11 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
     };
     let rt = h.st.runtime.load_full();
     let verdict = |d: &stepgate_signals::Device| {
-        d.compliance(&rt.config.compliance_policies, std::time::Duration::from_secs(86_400 * 3650), chrono::Utc::now())
+        d.compliance(
+            &rt.config.compliance_policies,
+            std::time::Duration::from_secs(86_400 * 3650),
+            chrono::Utc::now(),
+        )
     };
     let jane = load("jamf-1").await;
     assert_eq!(jane.owner.as_deref(), Some("jane"));
@@ -187,10 +220,16 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
     let v = verdict(&bob);
     assert_eq!(v.compliant, Some(false));
     let ids: Vec<&str> = v.failing.iter().map(|f| f.id.as_str()).collect();
-    assert!(ids.contains(&"disk_encryption") && ids.contains(&"uem_compliance"), "{ids:?}");
+    assert!(
+        ids.contains(&"disk_encryption") && ids.contains(&"uem_compliance"),
+        "{ids:?}"
+    );
     // No compliance information in Jamf: not compliant, with the reason.
     let carol = load("jamf-3").await;
     let rc = carol.reported_compliance.unwrap();
     assert!(!rc.compliant);
-    assert_eq!(rc.reason.as_deref(), Some("jamf has no compliance state for this device yet"));
+    assert_eq!(
+        rc.reason.as_deref(),
+        Some("jamf has no compliance state for this device yet")
+    );
 }

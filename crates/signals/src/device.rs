@@ -307,7 +307,9 @@ impl DeviceBinding {
                         .eq_ignore_ascii_case(sha256_fingerprint)
                 }) || device.serial_number.as_deref().is_some_and(|serial| {
                     !serial.trim().is_empty()
-                        && names.iter().any(|n| n.trim().eq_ignore_ascii_case(serial.trim()))
+                        && names
+                            .iter()
+                            .any(|n| n.trim().eq_ignore_ascii_case(serial.trim()))
                 })
             }
             DeviceBinding::Passkey { credential_id } => {

@@ -213,11 +213,7 @@ impl Connectors {
     }
 }
 
-async fn sync_running(
-    st: &Shared,
-    r: &Running,
-    force_full: bool,
-) -> Result<SyncCounts, SyncError> {
+async fn sync_running(st: &Shared, r: &Running, force_full: bool) -> Result<SyncCounts, SyncError> {
     let _one = r.one_at_a_time.lock().await;
     let result = sync_locked(st, r, force_full).await;
     if let Ok(mut s) = r.status.lock() {
@@ -256,9 +252,9 @@ async fn sync_locked(st: &Shared, r: &Running, force_full: bool) -> Result<SyncC
         .and_then(|r| serde_json::from_value(r.data).ok())
         .unwrap_or_default();
     let started = Utc::now();
-    let full_due = memory.last_full.is_none_or(|t| {
-        (started - t).to_std().unwrap_or_default() >= cfg.full_resync.0
-    });
+    let full_due = memory
+        .last_full
+        .is_none_or(|t| (started - t).to_std().unwrap_or_default() >= cfg.full_resync.0);
     // Incremental reads overlap the last one a little: clocks and UEM indexing lag.
     let since = if force_full || full_due {
         None
@@ -347,7 +343,14 @@ async fn unmanage(
         at: now,
     });
     st.devices.save(&d, now).await?;
-    audit(st, "device.unmanaged", name, id, json!({ "owner": d.owner })).await;
+    audit(
+        st,
+        "device.unmanaged",
+        name,
+        id,
+        json!({ "owner": d.owner }),
+    )
+    .await;
     super::reevaluate::device_sessions(st, id).await;
     st.signals.hub.notify(id);
     Ok(())

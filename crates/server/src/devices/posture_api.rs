@@ -16,8 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_signals::config::{DeviceScope, DeviceSourceConfig};
 use stepgate_signals::device::{
-    apply_push, check_bulk, BulkPosturePush, Device, DeviceApiAuthError, PosturePush,
-    PushOutcome,
+    apply_push, check_bulk, BulkPosturePush, Device, DeviceApiAuthError, PosturePush, PushOutcome,
 };
 
 use super::error::{ApiError, Endpoint::PostureApi};
@@ -63,7 +62,13 @@ async fn admit(
     auth.cloned().map_err(|e| ApiError::from(&e))
 }
 
-pub(crate) async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: serde_json::Value) {
+pub(crate) async fn audit(
+    st: &Shared,
+    kind: &str,
+    source: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) {
     let mut e = stepgate_store::NewAuditEvent::now(kind);
     e.actor = Some(format!("device-source:{source}"));
     e.subject = Some(subject.to_string());

@@ -16,8 +16,8 @@ use super::links::Links;
 use super::pages::Pages;
 use super::stepup::TokenQuery;
 use crate::app::responses::see_other;
-use crate::devices::connectors::Connectors;
 use crate::app::signer::random_id;
+use crate::devices::connectors::Connectors;
 use crate::session::cookies::{plain_cookie, PRE_COOKIE};
 
 /// `GET {portal}/blocked?t=…`.

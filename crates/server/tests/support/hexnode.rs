@@ -38,7 +38,13 @@ fn gate(fleet: &Hexnode, h: &HeaderMap, what: String) -> Option<Response> {
     let mut f = fleet.lock().unwrap();
     f.log.push((what, authorized(h)));
     if !authorized(h) {
-        return Some((StatusCode::UNAUTHORIZED, Json(json!({"detail": "Invalid API key"}))).into_response());
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"detail": "Invalid API key"})),
+            )
+                .into_response(),
+        );
     }
     if !f.faults.is_empty() {
         let (status, retry) = f.faults.remove(0);
@@ -71,7 +77,12 @@ async fn list(
                    "serial_number": d["serial_number"], "last_reported": d["last_reported"]})
         })
         .collect();
-    let results: Vec<Value> = all.iter().skip((page - 1) * per).take(per).cloned().collect();
+    let results: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per)
+        .take(per)
+        .cloned()
+        .collect();
     let next = (page * per < all.len())
         .then(|| format!("/api/v1/devices/?page={}&per_page={per}", page + 1));
     Json(json!({"count": all.len(), "next": next, "previous": null, "results": results}))
@@ -117,4 +128,3 @@ pub async fn hexnode(fleet: &Hexnode) -> String {
         .with_state(fleet.clone());
     super::upstream::serve(app).await.to_string()
 }
-

@@ -210,7 +210,11 @@ impl ConnectorConfig {
         match self.kind {
             ConnectorKind::Hexnode => {}
             ConnectorKind::Intune | ConnectorKind::Jamf => {
-                if self.client_id.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                if self
+                    .client_id
+                    .as_deref()
+                    .is_none_or(|c| c.trim().is_empty())
+                {
                     out.push(format!(
                         "connector `{n}` ({}): `client_id` is required (the OAuth client's id)",
                         self.kind.as_str()

@@ -68,7 +68,7 @@ async fn detailed(c: &Connector, summary: &Value) -> Result<Value, ConnectorErro
 
 /// One device's detail.
 pub(super) async fn one(c: &Connector, id: &str) -> Result<Option<Value>, ConnectorError> {
-    let id: String = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-        .collect();
+    let id: String =
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
     call(c, "device detail", &format!("{}{id}/", base(c))).await
 }

@@ -137,7 +137,10 @@ mod tests {
         let later = (chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc2822();
         h.insert(reqwest::header::RETRY_AFTER, later.parse().unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
     }

@@ -241,9 +241,7 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
         },
         None => PushedCompliance {
             compliant: false,
-            reason: Some(format!(
-                "{uem} has no compliance state for this device yet"
-            )),
+            reason: Some(format!("{uem} has no compliance state for this device yet")),
         },
     };
     let push = PosturePush {
@@ -294,7 +292,10 @@ mod tests {
 
     #[test]
     fn hexnode_device_maps_with_its_failing_policies() {
-        let c = cfg("hexnode", json!({"owner_match": "local_part", "owner_domains": ["example.com"]}));
+        let c = cfg(
+            "hexnode",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"]}),
+        );
         let raw = json!({
             "id": 42, "device_name": "jane-mbp", "os_name": "macOS", "os_version": "14.2.1",
             "platform": "Mac", "serial_number": "C02X", "model_name": "MacBookPro18,3",
@@ -344,16 +345,25 @@ mod tests {
 
     #[test]
     fn local_part_owners_only_from_listed_domains() {
-        let c = cfg("jamf", json!({"owner_match": "local_part", "owner_domains": ["example.com"]}));
+        let c = cfg(
+            "jamf",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"]}),
+        );
         assert_eq!(owner(&c, "jane@EXAMPLE.com").as_deref(), Some("jane"));
         assert_eq!(owner(&c, "jane@evil.example"), None);
         let c = cfg("jamf", json!({}));
-        assert_eq!(owner(&c, "jane@evil.example").as_deref(), Some("jane@evil.example"));
+        assert_eq!(
+            owner(&c, "jane@evil.example").as_deref(),
+            Some("jane@evil.example")
+        );
     }
 
     #[test]
     fn overrides_replace_and_switch_off_fields() {
-        let c = cfg("hexnode", json!({"fields": {"encrypted": "/security/fv", "jailbroken": ""}}));
+        let c = cfg(
+            "hexnode",
+            json!({"fields": {"encrypted": "/security/fv", "jailbroken": ""}}),
+        );
         let raw = json!({"id": 1, "security": {"fv": "ENCRYPTED"}, "jailbroken": true, "compliant": true});
         let p = map_device(&c, &raw).unwrap().push;
         assert_eq!(p.posture["encrypted"], Some(PostureValue("true".into())));

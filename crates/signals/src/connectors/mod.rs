@@ -3,10 +3,10 @@
 //! [`PosturePush`] the registry applies like any other (the server's
 //! `devices::connectors` schedules syncs, applies them and re-evaluates live sessions).
 //!
-//! - [`config`]: `devices.connectors:`;
-//! - [`mapping`]: the vendor's device object → stepgate's attributes and failing checks;
-//! - [`hexnode`], [`intune`], [`jamf`]: each API's paging, tokens and detail calls;
-//! - `http`: timeouts, retries with backoff, `Retry-After`.
+//! - [`config`] — the `devices.connectors:` section;
+//! - [`mapping`] — the vendor's device object → stepgate's attributes and failing checks;
+//! - `hexnode`, `intune`, `jamf` — each API's paging, tokens and detail calls;
+//! - `http` — timeouts, retries with backoff, `Retry-After`.
 //!
 //! Failing closed: a sync that fails changes no device (their posture ages from the UEM's
 //! last report and turns unknown after `devices.compliance.max_posture_age`); a device
