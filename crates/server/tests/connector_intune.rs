@@ -75,6 +75,10 @@ struct Graph {
     listings: Vec<BTreeMap<String, String>>,
     /// Answer the next listing with 429 + Retry-After: 1.
     throttle_once: bool,
+    /// Answer the next request for a second page with 500.
+    fail_next_page: bool,
+    /// Single-device reads (`GET managedDevices/{id}`).
+    reads: usize,
 }
 
 type Shared = Arc<Mutex<Graph>>;
@@ -130,6 +134,14 @@ async fn managed_devices(
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
         return r;
     }
+    if g.fail_next_page && q.contains_key("$skiptoken") {
+        g.fail_next_page = false;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"code": "InternalServerError"}})),
+        )
+            .into_response();
+    }
     g.listings.push(q.clone());
     let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
     let skip: usize = q
@@ -163,6 +175,22 @@ async fn managed_devices(
         ));
     }
     Json(body).into_response()
+}
+
+async fn one_device(State(g): State<Shared>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    let mut g = g.lock().unwrap();
+    if !bearer_ok(&g, &h) {
+        return expired();
+    }
+    g.reads += 1;
+    match g.devices.iter().find(|d| d["id"] == id.as_str()) {
+        Some(d) => Json(d.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "ResourceNotFound"}})),
+        )
+            .into_response(),
+    }
 }
 
 async fn policy_states(State(g): State<Shared>, h: HeaderMap, Path(id): Path<String>) -> Response {
@@ -203,6 +231,10 @@ async fn graph(g: &Shared) -> String {
         .route(
             "/v1.0/deviceManagement/managedDevices",
             get(managed_devices),
+        )
+        .route(
+            "/v1.0/deviceManagement/managedDevices/{id}",
+            get(one_device),
         )
         .route(
             "/v1.0/deviceManagement/managedDevices/{id}/deviceCompliancePolicyStates",
@@ -339,11 +371,41 @@ async fn graph_paging_tokens_throttling_and_a_non_compliant_device_denied() {
     }
     let r = b.get(h.at("/app")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
-    let page = r.text().await.unwrap();
+    let page = support::Page::read(r).await;
     assert!(
-        page.contains("Failing in intune: Windows 11 baseline"),
-        "{page}"
+        page.html.contains("Failing in intune: Windows 11 baseline"),
+        "{}",
+        page.html
     );
+
+    // Fixed in Intune; "Re-check my device" reads the one device from Graph and lets her in.
+    {
+        let mut s = g.lock().unwrap();
+        s.devices[0] = device(JANES, "jane@example.com", "compliant", &at(1));
+        s.failing.remove(JANES);
+    }
+    let r = page.submit(&b, "/_stepgate/recheck", &[]).await;
+    assert_eq!(g.lock().unwrap().reads, 1, "re-check read the device");
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+}
+
+#[tokio::test]
+async fn a_500_on_a_later_page_is_retried_and_the_listing_completes() {
+    let g = Shared::default();
+    let id = |i: usize| format!("{i:04}0000-0000-4000-8000-00000000000{i}");
+    g.lock().unwrap().devices = (0..5)
+        .map(|i| device(&id(i), "x@example.com", "compliant", &at(-60)))
+        .collect();
+    let h = start(&g, SECRET).await;
+    settled(&h).await;
+    g.lock().unwrap().fail_next_page = true;
+    let r = Connectors::sync(&h.st, Some("intune"), true).await;
+    r[0].1.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!g.lock().unwrap().fail_next_page, "the 500 was served");
+    for i in 0..5 {
+        let d = format!("intune-{}", id(i));
+        assert!(h.st.devices.load(&d).await.unwrap().is_some(), "{d}");
+    }
 }
 
 #[tokio::test]
