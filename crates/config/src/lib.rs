@@ -920,6 +920,16 @@ fn devices_problems(d: &DevicesConfig) -> Vec<String> {
     if let Err(e) = stepgate_signals::device::DeviceApiAuth::new(&d.sources) {
         out.push(e.to_string());
     }
+    let mut connectors = HashSet::new();
+    for c in &d.connectors {
+        if !connectors.insert(c.name.as_str()) || names.contains(&c.name) {
+            out.push(format!(
+                "connectors: name `{}` is used twice (connectors and sources share names: each is a device source)",
+                c.name
+            ));
+        }
+        out.extend(c.problems().into_iter().map(|p| format!("connectors: {p}")));
+    }
     let mut issuers = HashSet::new();
     for t in &d.caep.transmitters {
         if t.key_file.is_none() && t.jwks_url.is_none() {
@@ -1003,6 +1013,39 @@ mod signals_tests {
         assert_eq!(cfg.signals.risk.medium_at, 20);
         assert_eq!(cfg.devices.sources[0].name, "hexnode");
         assert_eq!(cfg.compliance_policies.len(), 1);
+    }
+
+    #[test]
+    fn connectors_load_and_their_mistakes_are_named() {
+        let cfg = load_str(
+            "t.yaml",
+            "devices:\n  connectors:\n    - name: hexnode\n      kind: hexnode\n      url: https://acme.hexnodemdm.com\n      secret: { env: HEXNODE_API_KEY }\n      interval: 5m\n",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = &cfg.devices.connectors[0];
+        assert_eq!(c.interval.as_secs(), 300);
+        assert_eq!(c.page_size, 100);
+        // A secret written straight into the file is refused unless marked as such.
+        let e = load_str(
+            "t.yaml",
+            "devices:\n  connectors:\n    - name: hexnode\n      kind: hexnode\n      url: https://acme.hexnodemdm.com\n      secret: abc123\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("t.yaml:"), "{e}");
+        assert!(e.to_string().contains("secret"), "{e}");
+        let e = load_str(
+            "t.yaml",
+            "devices:\n  connectors:\n    - name: intune\n      kind: intune\n      url: https://graph.microsoft.com\n      secret: { file: s.txt }\n      page_size: 0\n      owner_match: local_part\n",
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for needle in ["token_url", "client_id", "page_size 0", "owner_domains"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        assert!(e.diagnostics.iter().all(|d| d.line.is_some()), "{text}");
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct CertificateCheck {
     pub sha256_fingerprint: String,
     /// Serial number, lower-case hex.
     pub serial: Option<String>,
+    /// The leaf's subject common names and DNS / URI subject alternative names: a UEM's
+    /// certificate profile puts the device's serial number there.
+    pub names: Vec<String>,
     /// Expiry.
     pub not_after: Option<DateTime<Utc>>,
     /// CRL answer, when CRLs are configured.
@@ -139,6 +142,7 @@ impl CertificateCheck {
     pub fn device_binding(&self) -> Option<DeviceBinding> {
         (self.context.valid && self.device_ca).then(|| DeviceBinding::Certificate {
             sha256_fingerprint: self.sha256_fingerprint.clone(),
+            names: self.names.clone(),
         })
     }
 }
@@ -397,6 +401,7 @@ impl CertificateVerifier {
         let issuer = parsed.issuer().to_string();
         let subject = parsed.subject().to_string();
         let serial = Some(hex_encode(parsed.raw_serial()));
+        let names = leaf_names(&parsed);
         let not_after = DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0);
         let aia_ocsp = ocsp_url_from_aia(&parsed);
         let mut check = CertificateCheck {
@@ -410,6 +415,7 @@ impl CertificateVerifier {
             device_ca: false,
             sha256_fingerprint: fingerprint,
             serial,
+            names,
             not_after,
             crl: None,
             ocsp: None,
@@ -783,6 +789,24 @@ impl CertificateVerifier {
     }
 }
 
+/// Subject common names, then DNS and URI subject alternative names.
+fn leaf_names(c: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let mut out: Vec<String> = c
+        .subject()
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = c.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(s) | GeneralName::URI(s) = n {
+                out.push((*s).to_string());
+            }
+        }
+    }
+    out
+}
+
 fn malformed(fingerprint: String, detail: String) -> CertificateCheck {
     CertificateCheck {
         context: CertificateContext::default(),
@@ -790,6 +814,7 @@ fn malformed(fingerprint: String, detail: String) -> CertificateCheck {
         device_ca: false,
         sha256_fingerprint: fingerprint,
         serial: None,
+        names: Vec::new(),
         not_after: None,
         crl: None,
         ocsp: None,

@@ -409,6 +409,9 @@ pub struct DevicesConfig {
     /// Request budgets of the device API and the CAEP receiver, which anyone can reach.
     #[serde(default)]
     pub rate_limit: DevicesRateLimitConfig,
+    /// UEMs stepgate pulls devices from (Hexnode, Intune, Jamf).
+    #[serde(default)]
+    pub connectors: Vec<crate::connectors::ConnectorConfig>,
 }
 
 /// `devices.rate_limit`: how many requests the device API and the CAEP receiver take before

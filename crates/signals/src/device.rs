@@ -264,6 +264,9 @@ pub enum DeviceBinding {
     Certificate {
         /// Lower-case hex SHA-256 of the certificate.
         sha256_fingerprint: String,
+        /// Its subject common names and DNS / URI alternative names.
+        #[serde(default)]
+        names: Vec<String>,
     },
     /// A passkey registered as this device's.
     Passkey {
@@ -292,10 +295,21 @@ impl DeviceBinding {
     /// Whether this binding identifies `device`.
     pub fn matches(&self, device: &Device) -> bool {
         match self {
-            DeviceBinding::Certificate { sha256_fingerprint } => {
+            // The certificate the device reported, or one a UEM's certificate profile
+            // issued naming the device's serial number (from a device CA, and only among
+            // the signed-in user's own devices: see the server's signal source).
+            DeviceBinding::Certificate {
+                sha256_fingerprint,
+                names,
+            } => {
                 device.certificates.iter().any(|c| {
                     c.sha256_fingerprint
                         .eq_ignore_ascii_case(sha256_fingerprint)
+                }) || device.serial_number.as_deref().is_some_and(|serial| {
+                    !serial.trim().is_empty()
+                        && names
+                            .iter()
+                            .any(|n| n.trim().eq_ignore_ascii_case(serial.trim()))
                 })
             }
             DeviceBinding::Passkey { credential_id } => {
@@ -989,6 +1003,23 @@ mod tests {
     }
 
     #[test]
+    fn a_uem_certificate_binds_by_the_serial_number_it_names() {
+        let mut d = Device::new("hexnode-42");
+        d.serial_number = Some("C02X42".into());
+        let cert = |names: &[&str]| DeviceBinding::Certificate {
+            sha256_fingerprint: "ab".repeat(32),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        assert!(cert(&["c02x42"]).matches(&d));
+        assert!(cert(&["jane-mbp.corp.example", "C02X42"]).matches(&d));
+        assert!(!cert(&["C02X43"]).matches(&d));
+        assert!(!cert(&[]).matches(&d));
+        // A device without a serial number is matched by fingerprint only.
+        d.serial_number = Some(" ".into());
+        assert!(!cert(&[" "]).matches(&d));
+    }
+
+    #[test]
     fn binding_prefers_certificate() {
         let mut d = Device::new("dev1");
         d.certificates.push(DeviceCertificate {
@@ -1012,6 +1043,7 @@ mod tests {
             (
                 DeviceBinding::Certificate {
                     sha256_fingerprint: "AB".repeat(32),
+                    names: Vec::new(),
                 },
                 d.clone(),
             ),

@@ -11,6 +11,7 @@
 //! * [`certs`]: client certificate chain validation with CRL and OCSP;
 //! * [`caep`]: Shared Signals / CAEP Security Event Token verification;
 //! * [`recheck`]: the "Re-check my device" webhook and the wait for fresh posture;
+//! * [`connectors`]: pulling devices from Hexnode UEM, Intune and Jamf Pro on a schedule;
 //! * [`config`]: the `signals:` and `devices:` configuration sections.
 //!
 //! I/O stays at the edges (file loads, HTTP fetches); scoring and evaluation are pure.
@@ -23,6 +24,7 @@ pub mod caep;
 pub mod certs;
 pub mod compliance;
 pub mod config;
+pub mod connectors;
 pub mod device;
 pub mod geoip;
 pub mod iprisk;

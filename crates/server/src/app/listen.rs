@@ -49,6 +49,7 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     spawn_reloader(state.clone());
+    crate::devices::connectors::Connectors::spawn(&state);
     let (lanes, threads) = spawn_workers(&state, &tls, workers)?;
     tracing::info!(%addr, workers, "serving");
     let stop = wait_for_stop();
@@ -181,6 +182,7 @@ impl Incoming {
 /// runtime, until SIGTERM/SIGINT.
 pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     spawn_reloader(state.clone());
+    crate::devices::connectors::Connectors::spawn(&state);
     serve_connections(state, Incoming::Listener(listener), None, wait_for_stop()).await
 }
 

@@ -102,6 +102,8 @@ pub async fn build_state_with(
     );
     let (access, sessions, devices) =
         pipeline(&stores, &cache, &signals, &signer, options.demo, source);
+    let connectors = crate::devices::connectors::Connectors::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -115,6 +117,7 @@ pub async fn build_state_with(
         cache,
         sessions,
         devices,
+        connectors,
         access,
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))

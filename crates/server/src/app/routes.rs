@@ -109,23 +109,42 @@ async fn answer_own_path(
     }
     match which {
         OwnPath::Healthz => "ok".into_response(),
-        OwnPath::Readyz => ready(&st).await,
+        OwnPath::Readyz => ready(&st, req.uri().query()).await,
         OwnPath::Jwks => crate::gateway::assertion::jwks_handler(State(st)).await,
     }
 }
 
-async fn ready(st: &Shared) -> Response {
+async fn ready(st: &Shared, query: Option<&str>) -> Response {
     if !st.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     // Ready means the stores answer.
-    match st.stores.hot.get_counter("readyz").await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: hot store");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
-        }
+    if let Err(e) = st.stores.hot.get_counter("readyz").await {
+        tracing::warn!(error = %e, "not ready: hot store");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response();
     }
+    // `/readyz?details`: the device connectors' health too (a failing connector does not
+    // make the node unready: its devices' posture goes stale instead).
+    if query.is_some_and(|q| q.split('&').any(|p| p == "details")) {
+        let now = chrono::Utc::now();
+        let connectors: serde_json::Map<String, serde_json::Value> = st
+            .connectors
+            .status()
+            .into_iter()
+            .map(|(name, s)| {
+                let lag = s.last_success.map(|t| (now - t).num_seconds().max(0));
+                let v = serde_json::json!({
+                    "last_success": s.last_success, "lag_seconds": lag,
+                    "consecutive_errors": s.consecutive_errors, "errors_total": s.errors_total,
+                    "last_error": s.last_error, "last_counts": s.last_counts,
+                });
+                (name, v)
+            })
+            .collect();
+        return axum::Json(serde_json::json!({ "status": "ready", "connectors": connectors }))
+            .into_response();
+    }
+    "ready".into_response()
 }
 
 /// A handler a request reaches without going through the router.

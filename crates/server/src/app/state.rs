@@ -14,6 +14,7 @@ use stepgate_store::Stores;
 use super::signer::Signer;
 use crate::access::signals::Signals;
 use crate::access::Access;
+use crate::devices::connectors::Connectors;
 use crate::devices::Registry;
 use crate::gateway::assertion::{AssertionCache, AssertionKeys};
 use crate::gateway::upstream::UpstreamClient;
@@ -233,6 +234,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// The device registry and device–session bindings.
     pub devices: Arc<Registry>,
+    /// The UEM connectors (`devices.connectors`), built at start.
+    pub connectors: Connectors,
     /// The access pipeline: every decision.
     pub access: Access,
 }

@@ -5,6 +5,8 @@
 //! - [`posture_api`]: `PUT {portal}/api/devices/posture`, `GET {portal}/api/devices/{id}`.
 //! - [`caep`]: `POST {portal}/caep/events` (Shared Signals / CAEP), and the re-evaluation
 //!   of a device's live sessions when its compliance changes.
+//! - [`connectors`]: pulling devices from Hexnode, Intune and Jamf on a schedule and on
+//!   "Re-check my device", applied like posture pushes.
 //! - [`reevaluate`]: a device's live sessions judged again, through the access pipeline,
 //!   when what is known of the device changes.
 //! - [`rate_limit`]: the budgets that bound both unauthenticated endpoints; [`error`]:
@@ -14,6 +16,7 @@
 //! (that is [`crate::access::signals`]).
 
 pub mod caep;
+pub mod connectors;
 pub mod error;
 pub mod posture_api;
 pub mod rate_limit;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_signals::config::{DeviceScope, DeviceSourceConfig};
 use stepgate_signals::device::{
-    apply_push, check_bulk, BulkPosturePush, DeviceApiAuthError, PosturePush, PushOutcome,
+    apply_push, check_bulk, BulkPosturePush, Device, DeviceApiAuthError, PosturePush, PushOutcome,
 };
 
 use super::error::{ApiError, Endpoint::PostureApi};
@@ -62,7 +62,13 @@ async fn admit(
     auth.cloned().map_err(|e| ApiError::from(&e))
 }
 
-async fn audit(st: &Shared, kind: &str, source: &str, subject: &str, detail: serde_json::Value) {
+pub(crate) async fn audit(
+    st: &Shared,
+    kind: &str,
+    source: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) {
     let mut e = stepgate_store::NewAuditEvent::now(kind);
     e.actor = Some(format!("device-source:{source}"));
     e.subject = Some(subject.to_string());
@@ -129,12 +135,38 @@ async fn push_one(
     push: &PosturePush,
     now: DateTime<Utc>,
 ) -> Result<Result<serde_json::Value, String>, ApiError> {
+    Ok(apply(st, source, push, now)
+        .await?
+        .map(|a| json!({ "device_id": a.device.id, "result": a.outcome })))
+}
+
+/// What one applied push did.
+pub struct Applied {
+    /// The device before (none when it is new).
+    pub before: Option<Device>,
+    /// The device as stored now.
+    pub device: Device,
+    /// Created, updated, unchanged or stale.
+    pub outcome: PushOutcome,
+}
+
+/// Applies one push from `source` (the posture API's, or a connector's): the device
+/// created or updated, audited (`device.posture`), its live sessions re-evaluated and
+/// waiting re-checks woken; `Err` inside for a push the model refuses (audited
+/// `device.posture.refused`).
+pub async fn apply(
+    st: &Shared,
+    source: &DeviceSourceConfig,
+    push: &PosturePush,
+    now: DateTime<Utc>,
+) -> Result<Result<Applied, String>, ApiError> {
     let unavailable = |e| ApiError::unavailable(PostureApi, "device registry", e);
     let existing = st
         .devices
         .load(&push.device_id)
         .await
         .map_err(unavailable)?;
+    let before = existing.clone();
     let (device, outcome) = match apply_push(existing, push, source, now) {
         Ok(x) => x,
         Err(e) => {
@@ -157,7 +189,11 @@ async fn push_one(
         super::reevaluate::device_sessions(st, &device.id).await;
         st.signals.hub.notify(&device.id);
     }
-    Ok(Ok(json!({ "device_id": device.id, "result": outcome })))
+    Ok(Ok(Applied {
+        before,
+        device,
+        outcome,
+    }))
 }
 
 /// `GET {portal}/api/devices/{id}`: the stored device with its current compliance verdict.

@@ -1,5 +1,5 @@
 //! The blocked page — which checks failed and how to fix each — and "Re-check my device",
-//! which asks the device's UEM for fresh posture and goes back to where the user was going,
+//! which reads the device fresh from its connector's UEM (or asks the re-check webhook) and goes back to where the user was going,
 //! so every policy is judged again with it.
 
 use axum::extract::Query;
@@ -17,6 +17,7 @@ use super::pages::Pages;
 use super::stepup::TokenQuery;
 use crate::app::responses::see_other;
 use crate::app::signer::random_id;
+use crate::devices::connectors::Connectors;
 use crate::session::cookies::{plain_cookie, PRE_COOKIE};
 
 /// `GET {portal}/blocked?t=…`.
@@ -72,7 +73,12 @@ pub async fn recheck(
     let session = live_session(&st, &rt, &jar).await?;
     check_csrf(&st, &rt, &jar, session.as_ref(), &f.csrf)?;
     let device = session.as_ref().and_then(|s| s.data.device_id.clone());
-    if let (Some(client), Some(device_id)) = (st.signals.recheck.as_ref(), device) {
+    // A device a connector wrote is read fresh from its UEM; others ask the webhook.
+    let pulled = match &device {
+        Some(id) => Connectors::recheck(&st, id).await.is_some(),
+        None => false,
+    };
+    if let (false, Some(client), Some(device_id)) = (pulled, st.signals.recheck.as_ref(), device) {
         let waiter = st.signals.hub.subscribe();
         let owner = session.as_ref().map(|s| s.data.username.clone());
         match client

@@ -26,7 +26,7 @@ use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
 use crate::access::request::client_ip;
-use crate::access::signals::SignInRecord;
+use crate::access::signals::{presented_certificates, PeerCertificates, SignInRecord};
 use crate::access::{AccessRequest, Credentials, Verdict};
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
@@ -114,6 +114,7 @@ pub struct LoginForm {
 pub async fn login_submit(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
+    tls: Option<axum::Extension<PeerCertificates>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -131,6 +132,7 @@ pub async fn login_submit(
                 remember: f.remember.is_some(),
                 ip,
                 headers: &headers,
+                certificates: presented_certificates(&rt, peer.0.ip(), &headers, tls.as_deref()),
             };
             sign_in(&st, &rt, &jar, attempt)
                 .await
@@ -172,6 +174,9 @@ pub struct FirstFactor<'a> {
     pub ip: Option<IpAddr>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
+    /// The client certificate chain it presented (TLS, or a trusted proxy's header): a
+    /// device certificate binds the browser to its device at sign-in.
+    pub certificates: Option<Vec<Vec<u8>>>,
 }
 
 /// Where a sign-in or factor step leads.
@@ -234,7 +239,7 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
             factor: &a.factor,
             cookies: jar,
         },
-        certificates: None,
+        certificates: a.certificates.clone(),
         now,
     };
     // Sign-ins are few: the decision is explained, so the audit row carries its risk.

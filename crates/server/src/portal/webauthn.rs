@@ -18,6 +18,7 @@ use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
 use super::{account, auth_message};
 use crate::access::request::client_ip;
+use crate::access::signals::{presented_certificates, PeerCertificates};
 use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -149,6 +150,7 @@ pub async fn webauthn_login_start(
 pub async fn webauthn_login_finish(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
+    tls: Option<axum::Extension<PeerCertificates>>,
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
@@ -167,6 +169,7 @@ pub async fn webauthn_login_finish(
         remember: false,
         ip,
         headers: &headers,
+        certificates: presented_certificates(&rt, peer.0.ip(), &headers, tls.as_deref()),
     };
     let next = sign_in(&st, &rt, &jar, attempt).await;
     Ok(next.respond(&rt, jar, true))

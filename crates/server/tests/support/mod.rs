@@ -7,6 +7,7 @@
 //! - [`Browser`], [`Page`], [`sign_in`]: clients that resolve `*.test` to loopback, keep
 //!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
+//! - [`hexnode`]: a recording Hexnode UEM for the device connector's tests.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
 //! - [`skipped`]: a test that returns early because a peer is missing (nginx, Caddy, a
@@ -19,6 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod browser;
+pub mod hexnode;
 mod people;
 pub mod raw;
 mod server;
