@@ -54,6 +54,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let mut cfg = super::load_config(&args.config)?;
+    for f in stepgate_config::review(&cfg) {
+        match f.severity {
+            stepgate_config::Severity::Error => {
+                tracing::error!(problem = %f.diagnostic, "the configuration would not work as deployed (`stepgate check` reports this)")
+            }
+            stepgate_config::Severity::Warning => {
+                tracing::warn!(problem = %f.diagnostic, "configuration warning")
+            }
+        }
+    }
     if let Some(l) = args.listen {
         cfg.listen = l;
     }

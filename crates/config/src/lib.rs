@@ -4,8 +4,10 @@
 //! Every problem — YAML syntax, an unknown key, a wrong type, a bad CIDR / regex / time
 //! zone, an out-of-range number, a duplicate priority, a reference to an app or zone that
 //! does not exist — comes back as a [`Diagnostic`] naming the file, line and column and
-//! what was expected. Syntax and shape errors stop at the first one per file (the parser
-//! cannot go on); meaning errors are all collected.
+//! what was expected. A syntax error stops the file (the parser cannot go on); shape errors
+//! (unknown keys, with the nearest valid one suggested, wrong types, missing keys) and
+//! meaning errors are all collected. [`review`] then looks for what would break a
+//! deployment (nobody able to sign in, passkeys bound to another origin, missing files).
 //!
 //! Lists (`apps`, `policies`) from included files are concatenated, maps (`networks`) are
 //! merged (a zone defined twice is an error), and single sections (`sessions`,
@@ -35,12 +37,15 @@ use stepgate_signals::config::{DevicesConfig, SignalsConfig};
 use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+pub mod deployment;
 mod files;
 pub mod gateway;
 mod nesting;
 pub mod server;
 pub mod sessions;
+mod structure;
 
+pub use deployment::{review, Finding, Severity};
 pub use files::{MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 pub use nesting::MAX_YAML_DEPTH;
 
@@ -187,6 +192,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled policy set.
     pub policy_set: Arc<PolicySet>,
+    /// The files' YAML trees, to position [`deployment::review`]'s findings.
+    sources: deployment::SourceMap,
 }
 
 /// Loads and validates the configuration at `path` and everything it includes.
@@ -383,12 +390,19 @@ impl Loader {
                     return;
                 }
             };
-            let parsed = marked_yaml::from_node(&node);
+            let parsed = structure::deserialize(&node);
             self.nodes[source] = Some(node);
             match parsed {
                 Ok(c) => c,
-                Err(e) => {
-                    self.yaml_error(&file, e.into());
+                Err(problems) => {
+                    for p in problems {
+                        self.diagnostics.push(Diagnostic {
+                            file: file.clone(),
+                            line: p.marker.map(|m| m.line()),
+                            column: p.marker.map(|m| m.column()),
+                            message: p.message,
+                        });
+                    }
                     return;
                 }
             }
@@ -742,6 +756,10 @@ impl Loader {
                 base_dir,
                 listen,
                 trusted_proxies,
+                sources: deployment::SourceMap {
+                    files: self.files.clone(),
+                    nodes: std::mem::take(&mut self.nodes),
+                },
                 files: self.files,
                 apps,
                 networks,
