@@ -40,6 +40,7 @@ use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 pub mod deployment;
 mod files;
 pub mod gateway;
+pub mod logging;
 mod nesting;
 pub mod server;
 pub mod sessions;
@@ -62,6 +63,7 @@ pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
 };
+pub use logging::{LogConfig, LogFormat};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -147,6 +149,8 @@ struct ConfigFile {
     signals: Option<Spanned<SignalsConfig>>,
     #[serde(default)]
     devices: Option<Spanned<DevicesConfig>>,
+    #[serde(default)]
+    log: Option<Spanned<LogConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -182,6 +186,8 @@ pub struct Config {
     pub signals: SignalsConfig,
     /// `devices`: device sources, compliance, CAEP, re-check, device cookie.
     pub devices: DevicesConfig,
+    /// `log`: level, format, file.
+    pub log: LogConfig,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -465,6 +471,12 @@ impl Loader {
         Some(*r.get_scalar("non_compliant_if")?.span())
     }
 
+    /// Where `log.level` was written in file `source`.
+    fn log_level_span(&self, source: Option<usize>) -> Option<Span> {
+        let root = self.nodes.get(source?)?.as_ref()?.as_mapping()?;
+        Some(*root.get_mapping("log")?.get_scalar("level")?.span())
+    }
+
     fn yaml_error(&mut self, file: &Path, e: marked_yaml::FromYamlError) {
         use marked_yaml::{FromYamlError, LoadError};
         let (marker, message) = match &e {
@@ -545,6 +557,7 @@ impl Loader {
         let mut users: Vec<UserSpec> = Vec::new();
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
+        let mut log: Option<Spanned<LogConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -571,6 +584,7 @@ impl Loader {
             self.single(&mut secrets, f.secrets, "secrets");
             self.single(&mut signals, f.signals, "signals");
             self.single(&mut devices, f.devices, "devices");
+            self.single(&mut log, f.log, "log");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -631,6 +645,14 @@ impl Loader {
         if let Some(s) = &signals {
             for problem in signals_problems(s) {
                 self.diag_at(s.span(), format!("signals: {problem}"));
+            }
+        }
+        if let Some(l) = &log {
+            if let Err(e) = logging::check_level(&l.level) {
+                let at = self
+                    .log_level_span(l.span().start().map(|m| m.source()))
+                    .unwrap_or(*l.span());
+                self.diag_at(&at, format!("log.level {e}"));
             }
         }
         let mut compliance_policies = Vec::new();
@@ -751,6 +773,7 @@ impl Loader {
                 users,
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
+                log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,

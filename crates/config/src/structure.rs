@@ -119,7 +119,13 @@ fn describe(e: &marked_yaml::FromNodeError, root: &Node) -> (Problem, Option<Mar
         Some(p) => format!("at `{p}`: {detail}"),
         None => detail,
     };
-    let mark = e.start_mark();
+    // The library stops walking the path at a `Spanned` wrapper and marks the section:
+    // walk it here when every step resolves.
+    let mark = path
+        .as_deref()
+        .and_then(|p| node_at(root, p))
+        .and_then(|n| n.span().start().copied())
+        .or(e.start_mark());
     match &**e {
         Error::UnknownFieldError(field, expected, _) => {
             // The path ends with the unknown key itself: name the mapping it is in.
@@ -282,6 +288,18 @@ fn steps(path: &str) -> Vec<Step<'_>> {
         }
     }
     out
+}
+
+/// The node `path` leads to, when every step of it resolves.
+fn node_at<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut node = root;
+    for step in steps(path) {
+        node = match step {
+            Step::Key(k) => node.as_mapping()?.get_node(k)?,
+            Step::Index(i) => node.as_sequence()?.get(i)?,
+        };
+    }
+    Some(node)
 }
 
 /// Where key `field` of the mapping the path leads to was written. The path is followed
