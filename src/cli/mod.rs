@@ -9,6 +9,7 @@ pub mod secrets;
 pub mod serve;
 pub mod test_cases;
 pub mod user;
+pub mod user_lifecycle;
 pub mod what_if;
 
 use std::path::Path;

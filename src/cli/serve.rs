@@ -15,7 +15,7 @@ pub const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The configuration file.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: PathBuf,
     /// Listen address (overrides `server.listen`).
     #[arg(long)]
