@@ -29,6 +29,8 @@ enum Command {
     Test(cli::test_cases::TestArgs),
     /// Manage users and their factors in the configured store.
     User(cli::user::UserArgs),
+    /// Back up the embedded store.
+    Store(cli::store::StoreArgs),
     /// Generate the key that seals factor secrets at rest.
     Secrets(cli::secrets::SecretsArgs),
     /// Run the gateway: portal, step-up, proxy.
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::WhatIf(args) => cli::what_if::run(args),
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
+        Command::Store(args) => cli::store::run(args),
         Command::Secrets(args) => cli::secrets::run(args),
         Command::Serve(args) => cli::serve::run_serve(args),
         Command::Demo(args) => cli::serve::run_demo(args),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod logging;
 pub mod secrets;
 pub mod serve;
+pub mod store;
 pub mod test_cases;
 pub mod user;
 pub mod user_lifecycle;
