@@ -128,3 +128,102 @@ fn the_port_finder_sees_each_spelling() {
         BTreeSet::from([80, 8000, 9091])
     );
 }
+
+/// Sends `request` (raw HTTP/1.1) to 127.0.0.1:`port` and returns the answer's head.
+fn ask(port: u16, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split("\r\n\r\n").next().unwrap_or_default().to_string())
+}
+
+/// Each example's stepgate.yaml served as written (only its paths moved to a temporary
+/// folder, the port made free, and Traefik's container network replaced by loopback):
+/// the decision endpoint its proxy calls sends an anonymous browser to the sign-in on the
+/// portal's public URL, as the proxy configuration expects.
+#[test]
+fn each_example_config_serves_the_endpoint_its_proxy_calls() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for (dir, _, _) in EXAMPLES {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(root().join("examples").join(dir).join("stepgate.yaml"))
+            .unwrap()
+            .replace(
+                "/var/lib/stepgate",
+                &tmp.path().join("data").display().to_string(),
+            )
+            .replace(
+                "/etc/stepgate/secret.key",
+                &tmp.path().join("secret.key").display().to_string(),
+            )
+            .replace("[172.16.0.0/12]", "[127.0.0.1]");
+        std::fs::write(tmp.path().join("secret.key"), key).unwrap();
+        let cfg = tmp.path().join("stepgate.yaml");
+        std::fs::write(&cfg, text).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args([
+                "serve",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !ask(
+            port,
+            "GET /readyz HTTP/1.1\r\nHost: auth.example.com\r\nConnection: close\r\n\r\n",
+        )
+        .is_some_and(|h| h.starts_with("HTTP/1.1 200"))
+        {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "examples/{dir}: not ready: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let browser = "Accept: text/html\r\nConnection: close\r\n\r\n";
+        let (request, status, location) = match *dir {
+            "nginx" => (
+                format!("GET /_stepgate/auth/nginx HTTP/1.1\r\nHost: auth.example.com\r\nX-Original-URL: https://app.example.com/reports\r\nX-Original-Method: GET\r\nX-Forwarded-For: 198.51.100.7\r\n{browser}"),
+                "HTTP/1.1 401",
+                "x-stepgate-redirect: https://auth.example.com/_stepgate/login",
+            ),
+            "envoy" => (
+                format!("GET /_stepgate/auth/envoy/reports HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-Proto: https\r\nX-Forwarded-For: 198.51.100.7\r\n{browser}"),
+                "HTTP/1.1 302",
+                "location: https://auth.example.com/_stepgate/login",
+            ),
+            _ => (
+                format!("GET /_stepgate/auth/forward HTTP/1.1\r\nHost: auth.example.com\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example.com\r\nX-Forwarded-Uri: /reports\r\nX-Forwarded-For: 198.51.100.7\r\n{browser}"),
+                "HTTP/1.1 302",
+                "location: https://auth.example.com/_stepgate/login",
+            ),
+        };
+        let head = ask(port, &request).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            head.starts_with(status) && head.to_ascii_lowercase().contains(location),
+            "examples/{dir}: expected {status} with `{location}`, got:\n{head}"
+        );
+    }
+}

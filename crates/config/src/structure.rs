@@ -280,8 +280,9 @@ fn steps(path: &str) -> Vec<Step<'_>> {
         if !name.is_empty() && name != "?" {
             out.push(Step::Key(name));
         }
-        while let Some(close) = rest.find(']') {
-            if let Ok(i) = rest[1..close].parse() {
+        // Map keys are the admin's text and may hold brackets: only `[digits]` is an index.
+        while let (Some(inner), Some(close)) = (rest.strip_prefix('['), rest.find(']')) {
+            if let Some(i) = inner.get(..close - 1).and_then(|d| d.parse().ok()) {
                 out.push(Step::Index(i));
             }
             rest = &rest[close + 1..];
@@ -373,5 +374,42 @@ fn scalar_at(node: &Node, at: Marker) -> Option<String> {
             .then(|| s.as_str().to_string()),
         Node::Mapping(m) => m.values().find_map(|v| scalar_at(v, at)),
         Node::Sequence(s) => s.iter().find_map(|v| scalar_at(v, at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_with_brackets_in_keys_are_walked_without_panicking() {
+        let seen = |p: &str| {
+            steps(p)
+                .iter()
+                .map(|s| match s {
+                    Step::Key(k) => k.to_string(),
+                    Step::Index(i) => format!("#{i}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seen("apps[1].routes[0].path"),
+            ["apps", "#1", "routes", "#0", "path"]
+        );
+        assert_eq!(seen("networks.a[b]]"), ["networks", "a"]);
+        assert_eq!(seen("x]["), ["x]"]);
+        assert_eq!(seen("a[]"), ["a"]);
+    }
+
+    #[test]
+    fn a_key_with_brackets_is_reported_not_panicked_on() {
+        let node = marked_yaml::parse_yaml(0, "networks:\n  \"a[b]]\": 7\n").unwrap();
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct File {
+            networks: std::collections::BTreeMap<String, Vec<String>>,
+        }
+        let problems = deserialize::<File>(&node).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 }
