@@ -31,6 +31,8 @@ enum Command {
     User(cli::user::UserArgs),
     /// Device connectors: run a sync now and print what it did.
     Devices(cli::devices::DevicesArgs),
+    /// Back up the embedded store.
+    Store(cli::store::StoreArgs),
     /// Generate the key that seals factor secrets at rest.
     Secrets(cli::secrets::SecretsArgs),
     /// Run the gateway: portal, step-up, proxy.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
         Command::Devices(args) => cli::devices::run(args),
+        Command::Store(args) => cli::store::run(args),
         Command::Secrets(args) => cli::secrets::run(args),
         Command::Serve(args) => cli::serve::run_serve(args),
         Command::Demo(args) => cli::serve::run_demo(args),

@@ -257,3 +257,48 @@ fn check_refuses_each_hostile_file_with_a_positioned_message_and_no_crash() {
         }
     }
 }
+
+#[test]
+fn check_grades_deployment_findings_as_errors_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "server: { listen: 127.0.0.1:8080, public_url: http://localhost:8080 }
+sessions: { cookie: { secure: false } }
+factors: { webauthn: { rp_id: localhost, rp_origin: http://localhost:8080 } }
+apps:
+  - { id: vault, hosts: [localhost], sensitivity: high }
+policies:
+  - { name: sign-in, priority: 1, targets: { sign_in: true }, outcome: allow }
+";
+    let warned = write(dir.path(), "warned.yaml", body);
+    let o = stepgate(&["check", "-c", warned.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("warned.yaml:5:11: warning: app `vault` has sensitivity `high`")
+            && t.contains("ok (")
+            && t.contains("1 warning(s)"),
+        "{t}"
+    );
+    let failed = write(
+        dir.path(),
+        "failed.yaml",
+        &body.replace("targets: { sign_in: true }", "targets: { apps: [vault] }"),
+    );
+    let o = stepgate(&["check", "--config", failed.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("failed.yaml:6:1: error: no enabled policy targets the sign-in")
+            && t.contains("1 error(s), 1 warning(s)")
+            && !t.contains(": ok"),
+        "{t}"
+    );
+    // The positional form and the flag are one argument, not two.
+    let o = stepgate(&[
+        "check",
+        "-c",
+        warned.to_str().unwrap(),
+        failed.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

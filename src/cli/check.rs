@@ -1,35 +1,72 @@
-//! `stepgate check CONFIG`: validate a configuration and print every problem.
+//! `stepgate check --config FILE` (or `stepgate check FILE`): validate a configuration,
+//! then review it for what would break a deployment, and print every problem.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use stepgate_config::Severity;
 
 /// Arguments of `stepgate check`.
 #[derive(clap::Args)]
 pub struct CheckArgs {
     /// The configuration file.
-    pub config: PathBuf,
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The configuration file, as a positional argument (the older form of `--config`).
+    #[arg(
+        value_name = "CONFIG",
+        conflicts_with = "config",
+        required_unless_present = "config"
+    )]
+    pub positional: Option<PathBuf>,
 }
 
-/// Prints `ok` and a summary, or each error as `file:line:column: message`.
+/// Prints each error and warning as `file:line:column: error|warning: message`, then `ok`
+/// and a summary; exits 1 when there is an error (a load error, or a deployment error such
+/// as nobody being able to sign in), 0 otherwise (warnings included).
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    match stepgate_config::load(&args.config) {
-        Ok(cfg) => {
-            println!(
-                "{}: ok ({} files, {} apps, {} network zones, {} policies)",
-                args.config.display(),
-                cfg.files.len(),
-                cfg.apps.len(),
-                cfg.networks.len(),
-                cfg.policy_set.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let Some(path) = args.config.or(args.positional) else {
+        anyhow::bail!("name the configuration file: `stepgate check --config stepgate.yaml`");
+    };
+    let cfg = match stepgate_config::load(&path) {
+        Ok(cfg) => cfg,
         Err(e) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
             eprintln!("{} error(s)", e.diagnostics.len());
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
         }
+    };
+    let findings = stepgate_config::review(&cfg);
+    let mut errors = 0;
+    for f in &findings {
+        let mut d = f.diagnostic.clone();
+        d.message = match f.severity {
+            Severity::Error => {
+                errors += 1;
+                format!("error: {}", d.message)
+            }
+            Severity::Warning => format!("warning: {}", d.message),
+        };
+        eprintln!("{d}");
     }
+    let warnings = findings.len() - errors;
+    if errors > 0 {
+        eprintln!("{errors} error(s), {warnings} warning(s)");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{}: ok ({} files, {} apps, {} network zones, {} policies{})",
+        path.display(),
+        cfg.files.len(),
+        cfg.apps.len(),
+        cfg.networks.len(),
+        cfg.policy_set.len(),
+        match warnings {
+            0 => String::new(),
+            n => format!("; {n} warning(s)"),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

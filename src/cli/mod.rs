@@ -5,10 +5,13 @@
 //! source; `serve` and `demo` start the server; `user` and `secrets` work on the store.
 pub mod check;
 pub mod devices;
+pub mod logging;
 pub mod secrets;
 pub mod serve;
+pub mod store;
 pub mod test_cases;
 pub mod user;
+pub mod user_lifecycle;
 pub mod what_if;
 
 use std::path::Path;

@@ -15,7 +15,7 @@ pub const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The configuration file.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: PathBuf,
     /// Listen address (overrides `server.listen`).
     #[arg(long)]
@@ -34,15 +34,6 @@ pub struct DemoArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPGATE_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,8 +43,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the gateway.
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     let mut cfg = super::load_config(&args.config)?;
+    super::logging::init(&cfg.log, &cfg.base_dir)?;
+    for f in stepgate_config::review(&cfg) {
+        match f.severity {
+            stepgate_config::Severity::Error => {
+                tracing::error!(problem = %f.diagnostic, "the configuration would not work as deployed (`stepgate check` reports this)")
+            }
+            stepgate_config::Severity::Warning => {
+                tracing::warn!(problem = %f.diagnostic, "configuration warning")
+            }
+        }
+    }
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
@@ -80,7 +81,6 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the demo: built-in configuration, SQLite store, Licence Console upstream, seeded users.
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| std::env::temp_dir().join("stepgate-demo"));
@@ -89,6 +89,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cfg =
         stepgate_config::load_str("examples/demo.yaml (built in)", DEMO_YAML, Some(&data_dir))
             .map_err(|e| anyhow::anyhow!("the built-in demo configuration is invalid:\n{e}"))?;
+    super::logging::init(&cfg.log, &data_dir)?;
     // The demo's key lives beside its store; a real deployment keeps it elsewhere.
     let key_file = data_dir.join("secret.key");
     if !key_file.exists() {

@@ -12,7 +12,7 @@ use stepgate_policy::{OutcomeKind, RequestContext};
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// The configuration file.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: PathBuf,
     /// The cases file.
     pub cases: PathBuf,

@@ -15,6 +15,8 @@ use stepgate_authn::totp;
 use stepgate_authn::FactorsConfig;
 use stepgate_store::{open_stores, NewAuditEvent, Stores, UserRecord, UserSource};
 
+use super::user_lifecycle::{self as lifecycle, GroupChange};
+
 /// Who CLI actions are attributed to in the audit log (`admin:cli`).
 const ADMIN: &str = "cli";
 
@@ -96,6 +98,48 @@ pub enum UserAction {
         #[arg(long)]
         no_qr: bool,
     },
+    /// Delete a user, their factors and their live sessions (the audit log keeps them).
+    Delete {
+        /// Sign-in name.
+        username: String,
+    },
+    /// Replace a user's groups (none given: remove every group).
+    SetGroups {
+        /// Sign-in name.
+        username: String,
+        /// The groups.
+        groups: Vec<String>,
+    },
+    /// Add a user to groups.
+    AddGroup {
+        /// Sign-in name.
+        username: String,
+        /// The groups.
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Remove a user from groups.
+    RemoveGroup {
+        /// Sign-in name.
+        username: String,
+        /// The groups.
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Set an attribute policies read (several values make a list), or remove it with
+    /// `--unset`.
+    SetAttribute {
+        /// Sign-in name.
+        username: String,
+        /// The attribute, e.g. `department`.
+        key: String,
+        /// Its value, or values.
+        #[arg(required_unless_present = "unset", conflicts_with = "unset")]
+        values: Vec<String>,
+        /// Remove the attribute.
+        #[arg(long)]
+        unset: bool,
+    },
     /// Hash a password (read from standard input) as argon2id for `users[].password_hash`.
     HashPassword {
         /// Read the password from standard input (the default; accepted for scripts).
@@ -157,8 +201,23 @@ fn hash_password(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator)> {
+/// The password rules, to check a new user's password before the user is created.
+struct PasswordRules {
+    cfg: stepgate_authn::config::PasswordConfig,
+    breached: BreachedList,
+}
+
+async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator, PasswordRules)> {
     let cfg = super::load_config(config)?;
+    let breached = match &cfg.factors.password.breached_list {
+        Some(p) => BreachedList::load(&cfg.base_dir.join(p))
+            .with_context(|| format!("reading factors.password.breached_list {}", p.display()))?,
+        None => BreachedList::default(),
+    };
+    let rules = PasswordRules {
+        cfg: cfg.factors.password.clone(),
+        breached,
+    };
     let key = cfg
         .secrets
         .load_key(&cfg.base_dir)
@@ -184,10 +243,11 @@ async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator)> {
         &cfg.base_dir,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((stores, authn))
+    Ok((stores, authn, rules))
 }
 
-async fn user(stores: &Stores, username: &str) -> anyhow::Result<UserRecord> {
+/// The user called `username`, or an error saying how to find or add one.
+pub(super) async fn user(stores: &Stores, username: &str) -> anyhow::Result<UserRecord> {
     stores
         .durable
         .get_user_by_username(username)
@@ -198,10 +258,26 @@ async fn user(stores: &Stores, username: &str) -> anyhow::Result<UserRecord> {
 }
 
 async fn audit(stores: &Stores, kind: &str, u: &UserRecord) -> anyhow::Result<()> {
+    audit_with(
+        stores,
+        kind,
+        u,
+        serde_json::json!({ "username": u.username }),
+    )
+    .await
+}
+
+/// Appends an audit event about `u` by `admin:cli`.
+pub(super) async fn audit_with(
+    stores: &Stores,
+    kind: &str,
+    u: &UserRecord,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
     let mut ev = NewAuditEvent::now(kind);
     ev.actor = Some(format!("admin:{ADMIN}"));
     ev.subject = Some(u.id.clone());
-    ev.detail = serde_json::json!({ "username": u.username });
+    ev.detail = detail;
     stores.durable.append_audit(&ev).await?;
     Ok(())
 }
@@ -220,7 +296,7 @@ fn warn_config_managed(u: &UserRecord) {
 }
 
 async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<ExitCode> {
-    let (stores, authn) = open(config).await?;
+    let (stores, authn, rules) = open(config).await?;
     match action {
         UserAction::Add {
             username,
@@ -232,9 +308,18 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
             if username.trim().is_empty() || username.trim() != username {
                 anyhow::bail!("the username must be non-empty without leading or trailing spaces");
             }
-            // Read (and check) the password before creating anything.
+            if let Some(existing) = stores.durable.get_user_by_username(&username).await? {
+                anyhow::bail!(
+                    "user `{username}` already exists (created {}); nothing was changed. Change them with `stepgate user set-groups`, `set-attribute`, `set-password`, or remove them with `stepgate user delete {username}`",
+                    existing.created_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+            // Read and check the password before creating anything.
             let pw = if password_stdin {
-                Some(read_password()?)
+                let pw = read_password()?;
+                password::check_new_password(&rules.cfg, &rules.breached, &username, &pw)
+                    .map_err(|e| anyhow::anyhow!("{e}").context("the user was not created"))?;
+                Some(pw)
             } else {
                 None
             };
@@ -243,18 +328,20 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
             u.name = name;
             u.groups = groups;
             stores.durable.create_user(&u).await.map_err(|e| match e {
+                // Added by someone else between the look-up and now.
                 stepgate_store::StoreError::Conflict { .. } => {
-                    anyhow::anyhow!("user `{username}` already exists")
+                    anyhow::anyhow!("user `{username}` already exists; nothing was changed")
                 }
                 other => other.into(),
             })?;
-            audit(&stores, "user.created", &u).await?;
             if let Some(pw) = pw {
                 if let Err(e) = authn.admin_set_password(&u, &pw, ADMIN).await {
                     stores.durable.delete_user(&u.id).await?;
                     return Err(authn_err(e).context("the user was not created"));
                 }
             }
+            // Only a user that exists as asked is recorded as created.
+            audit(&stores, "user.created", &u).await?;
             println!("created user {} ({})", u.username, u.id);
         }
         UserAction::List => {
@@ -371,6 +458,22 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
                 println!("{}", totp::qr_terminal(&uri)?);
             }
         }
+        UserAction::Delete { username } => lifecycle::delete(&stores, &username).await?,
+        UserAction::SetGroups { username, groups } => {
+            lifecycle::change_groups(&stores, &username, GroupChange::Set(groups)).await?
+        }
+        UserAction::AddGroup { username, groups } => {
+            lifecycle::change_groups(&stores, &username, GroupChange::Add(groups)).await?
+        }
+        UserAction::RemoveGroup { username, groups } => {
+            lifecycle::change_groups(&stores, &username, GroupChange::Remove(groups)).await?
+        }
+        UserAction::SetAttribute {
+            username,
+            key,
+            values,
+            unset: _,
+        } => lifecycle::set_attribute(&stores, &username, &key, values).await?,
         UserAction::HashPassword { .. } => unreachable!("handled without a store"),
     }
     Ok(ExitCode::SUCCESS)

@@ -16,7 +16,7 @@ use stepgate_signals::risk::SignInEntry;
 #[derive(clap::Args)]
 pub struct WhatIfArgs {
     /// The configuration file.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: PathBuf,
     /// The request context as JSON (`-` for standard input).
     #[arg(long)]

@@ -4,8 +4,10 @@
 //! Every problem — YAML syntax, an unknown key, a wrong type, a bad CIDR / regex / time
 //! zone, an out-of-range number, a duplicate priority, a reference to an app or zone that
 //! does not exist — comes back as a [`Diagnostic`] naming the file, line and column and
-//! what was expected. Syntax and shape errors stop at the first one per file (the parser
-//! cannot go on); meaning errors are all collected.
+//! what was expected. A syntax error stops the file (the parser cannot go on); shape errors
+//! (unknown keys, with the nearest valid one suggested, wrong types, missing keys) and
+//! meaning errors are all collected. [`review`] then looks for what would break a
+//! deployment (nobody able to sign in, passkeys bound to another origin, missing files).
 //!
 //! Lists (`apps`, `policies`) from included files are concatenated, maps (`networks`) are
 //! merged (a zone defined twice is an error), and single sections (`sessions`,
@@ -35,12 +37,16 @@ use stepgate_signals::config::{DevicesConfig, SignalsConfig};
 use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+pub mod deployment;
 mod files;
 pub mod gateway;
+pub mod logging;
 mod nesting;
 pub mod server;
 pub mod sessions;
+mod structure;
 
+pub use deployment::{review, Finding, Severity};
 pub use files::{MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 pub use nesting::MAX_YAML_DEPTH;
 
@@ -57,6 +63,7 @@ pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
 };
+pub use logging::{LogConfig, LogFormat};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -142,6 +149,8 @@ struct ConfigFile {
     signals: Option<Spanned<SignalsConfig>>,
     #[serde(default)]
     devices: Option<Spanned<DevicesConfig>>,
+    #[serde(default)]
+    log: Option<Spanned<LogConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -177,6 +186,8 @@ pub struct Config {
     pub signals: SignalsConfig,
     /// `devices`: device sources, compliance, CAEP, re-check, device cookie.
     pub devices: DevicesConfig,
+    /// `log`: level, format, file.
+    pub log: LogConfig,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -187,6 +198,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled policy set.
     pub policy_set: Arc<PolicySet>,
+    /// The files' YAML trees, to position [`deployment::review`]'s findings.
+    sources: deployment::SourceMap,
 }
 
 /// Loads and validates the configuration at `path` and everything it includes.
@@ -383,12 +396,19 @@ impl Loader {
                     return;
                 }
             };
-            let parsed = marked_yaml::from_node(&node);
+            let parsed = structure::deserialize(&node);
             self.nodes[source] = Some(node);
             match parsed {
                 Ok(c) => c,
-                Err(e) => {
-                    self.yaml_error(&file, e.into());
+                Err(problems) => {
+                    for p in problems {
+                        self.diagnostics.push(Diagnostic {
+                            file: file.clone(),
+                            line: p.marker.map(|m| m.line()),
+                            column: p.marker.map(|m| m.column()),
+                            message: p.message,
+                        });
+                    }
                     return;
                 }
             }
@@ -449,6 +469,12 @@ impl Loader {
             (r.get_scalar("id")?.as_str() == rule).then_some(r)
         })?;
         Some(*r.get_scalar("non_compliant_if")?.span())
+    }
+
+    /// Where `log.level` was written in file `source`.
+    fn log_level_span(&self, source: Option<usize>) -> Option<Span> {
+        let root = self.nodes.get(source?)?.as_ref()?.as_mapping()?;
+        Some(*root.get_mapping("log")?.get_scalar("level")?.span())
     }
 
     fn yaml_error(&mut self, file: &Path, e: marked_yaml::FromYamlError) {
@@ -531,6 +557,7 @@ impl Loader {
         let mut users: Vec<UserSpec> = Vec::new();
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
+        let mut log: Option<Spanned<LogConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -557,6 +584,7 @@ impl Loader {
             self.single(&mut secrets, f.secrets, "secrets");
             self.single(&mut signals, f.signals, "signals");
             self.single(&mut devices, f.devices, "devices");
+            self.single(&mut log, f.log, "log");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -617,6 +645,14 @@ impl Loader {
         if let Some(s) = &signals {
             for problem in signals_problems(s) {
                 self.diag_at(s.span(), format!("signals: {problem}"));
+            }
+        }
+        if let Some(l) = &log {
+            if let Err(e) = logging::check_level(&l.level) {
+                let at = self
+                    .log_level_span(l.span().start().map(|m| m.source()))
+                    .unwrap_or(*l.span());
+                self.diag_at(&at, format!("log.level {e}"));
             }
         }
         let mut compliance_policies = Vec::new();
@@ -737,11 +773,16 @@ impl Loader {
                 users,
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
+                log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,
                 listen,
                 trusted_proxies,
+                sources: deployment::SourceMap {
+                    files: self.files.clone(),
+                    nodes: std::mem::take(&mut self.nodes),
+                },
                 files: self.files,
                 apps,
                 networks,

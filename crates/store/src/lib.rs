@@ -68,6 +68,7 @@ mod rows;
 mod secrets;
 mod sql_durable;
 mod sqlite;
+mod sqlite_backup;
 mod sync;
 mod traits;
 
@@ -101,6 +102,7 @@ pub use secrets::{
     factor_context, SealedSecret, SecretError, SecretKey, SecretsConfig, DEFAULT_KEY_ENV,
 };
 pub use sqlite::SqliteStore;
+pub use sqlite_backup::{backup_sqlite, SqliteBackup};
 pub use sync::{sync_users, SyncReport};
 pub use traits::{DurableStore, HotStore};
 

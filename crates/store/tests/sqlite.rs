@@ -412,3 +412,69 @@ async fn open_stores_defaults_to_one_sqlite_file_in_the_data_dir() {
         "parent directories are created"
     );
 }
+
+/// `backup_sqlite` copies the store while it is open and being written, into a file the
+/// store opens again with the same key; it never overwrites.
+#[tokio::test]
+async fn an_online_backup_opens_as_a_store_with_everything_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let store = open(dir.path(), &key).await;
+    let mut users = Vec::new();
+    for i in 0..50 {
+        let u = UserRecord::new(format!("user{i}"));
+        store.create_user(&u).await.unwrap();
+        users.push(u);
+    }
+    // A writer keeps going during the backup.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                store
+                    .create_user(&UserRecord::new(format!("later{i}")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let dest = dir.path().join("backup.db");
+    let report = stepgate_store::backup_sqlite(&config(dir.path()), dir.path(), &dest)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert!(report.users >= 50 && report.users <= 250, "{report:?}");
+    assert!(report.bytes > 0);
+
+    let restored_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&dest, restored_dir.path().join("stepgate.db")).unwrap();
+    let restored = open(restored_dir.path(), &key).await;
+    for u in &users {
+        assert_eq!(restored.get_user(&u.id).await.unwrap().as_ref(), Some(u));
+    }
+    // The copy is bound to the same key as the store.
+    let other = SqliteStore::open(
+        &config(restored_dir.path()),
+        restored_dir.path(),
+        &SecretKey::generate(),
+    )
+    .await;
+    assert!(
+        matches!(other, Err(StoreError::SecretKeyMismatch { .. })),
+        "{other:?}"
+    );
+
+    let again = stepgate_store::backup_sqlite(&config(dir.path()), dir.path(), &dest).await;
+    assert!(
+        matches!(&again, Err(StoreError::Invalid(m)) if m.contains("already exists")),
+        "{again:?}"
+    );
+    let none = tempfile::tempdir().unwrap();
+    let missing =
+        stepgate_store::backup_sqlite(&config(none.path()), none.path(), &none.path().join("b.db"))
+            .await;
+    assert!(
+        matches!(&missing, Err(StoreError::Config(m)) if m.contains("no SQLite store")),
+        "{missing:?}"
+    );
+}

@@ -1,0 +1,108 @@
+//! The `log:` section: how much stepgate logs, in which format, and where.
+//!
+//! ```yaml
+//! log:
+//!   level: info                  # or directives: "info,stepgate_server=debug"
+//!   format: json                 # text (default) or json, one object per line
+//!   file: /var/log/stepgate.log  # default: standard output (journald under systemd)
+//! ```
+//! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
+//! Colour codes are written only to a terminal, never to a file or a pipe.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `log:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The least severe level logged (`error`, `warn`, `info`, `debug`, `trace`), or
+    /// `tracing` directives such as `info,stepgate_server=debug`. Default `info`.
+    pub level: String,
+    /// `text` (default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// Append to this file (relative to the configuration file's folder) instead of
+    /// writing to standard output.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            file: None,
+        }
+    }
+}
+
+/// `log.format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a level or directive list (`info`, `warn,stepgate_server=debug`); the problem
+/// in words otherwise.
+pub fn check_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("is empty: expected one of error, warn, info, debug, trace".into());
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, lvl) = match directive.rsplit_once('=') {
+            Some((t, l)) => (Some(t), l),
+            None => (None, directive),
+        };
+        if !LEVELS.contains(&lvl.to_ascii_lowercase().as_str()) {
+            let within = match target {
+                Some(_) => format!("in `{directive}`: "),
+                None => String::new(),
+            };
+            return Err(format!(
+                "{within}`{lvl}` is not a level: expected one of error, warn, info, debug, trace (or `module=level` pairs)"
+            ));
+        }
+        if let Some(t) = target {
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+            {
+                return Err(format!(
+                    "in `{directive}`: `{t}` is not a module name such as `stepgate_server`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_directives() {
+        assert!(check_level("info").is_ok());
+        assert!(check_level("WARN").is_ok());
+        assert!(check_level("info,stepgate_server=debug").is_ok());
+        assert!(check_level("").is_err());
+        assert!(check_level("verbose")
+            .unwrap_err()
+            .contains("`verbose` is not a level"));
+        assert!(check_level("info,x=loud")
+            .unwrap_err()
+            .contains("`loud` is not a level"));
+        assert!(check_level("a b=info")
+            .unwrap_err()
+            .contains("not a module name"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The `log:` section as `stepgate serve` applies it: JSON lines to a file, text without
+//! colour codes when standard output is not a terminal, and `STEPGATE_LOG` over `level`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ready(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// Runs `stepgate serve` on `cfg` until it is ready, stops it, and returns its stdout.
+fn serve_once(cfg: &Path, env: &[(&str, &str)]) -> String {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepgate"));
+    cmd.args([
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env("STEPGATE_SECRET_KEY", KEY)
+    .env_remove("STEPGATE_LOG")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child: Child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !ready(port) {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("not ready: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn config(dir: &Path, log: &str) -> std::path::PathBuf {
+    let cfg = dir.join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        format!("sessions: {{ cookie: {{ secure: false }} }}\nserver: {{ workers: 1 }}\n{log}"),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn json_lines_go_to_the_configured_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "log: { format: json, file: logs.jsonl }\n");
+    std::fs::write(dir.path().join("logs.jsonl"), "").unwrap();
+    let stdout = serve_once(&cfg, &[]);
+    assert!(
+        !stdout.contains("stepgate listening"),
+        "logged to stdout too: {stdout}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("logs.jsonl")).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in the file: {text:?}"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"] == "stepgate listening"),
+        "{text}"
+    );
+}
+
+#[test]
+fn text_to_a_pipe_has_no_colour_codes_and_stepgate_log_overrides_the_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "log: { level: info }\n");
+    let out = serve_once(&cfg, &[]);
+    assert!(
+        out.contains("INFO") && out.contains("stepgate listening"),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "colour codes on a pipe: {out:?}");
+    // The override: warnings only, so the start-up line is gone.
+    let out = serve_once(&cfg, &[("STEPGATE_LOG", "warn")]);
+    assert!(!out.contains("stepgate listening"), "{out}");
+    // And the other way: the configuration says error, the override says info.
+    let cfg = config(dir.path(), "log: { level: error }\n");
+    assert!(!serve_once(&cfg, &[]).contains("stepgate listening"));
+    assert!(serve_once(&cfg, &[("STEPGATE_LOG", "info")]).contains("stepgate listening"));
+}
+
+#[test]
+fn a_bad_level_is_a_positioned_check_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "log:\n  level: loud\n  format: xml\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stepgate.yaml:5:11: at `log.format`: unknown variant `xml`"),
+        "{err}"
+    );
+    let cfg = config(dir.path(), "log:\n  level: loud\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stepgate.yaml:4:10: log.level `loud` is not a level"),
+        "{err}"
+    );
+}
