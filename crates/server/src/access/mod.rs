@@ -35,7 +35,7 @@ use crate::app::state::Runtime;
 use crate::devices::Registry;
 use crate::session::cache::Caches;
 use crate::session::Sessions;
-pub use request::{AccessRequest, Credentials, Subject, Who};
+pub use request::{AccessRequest, Connection, Credentials, Subject, Who};
 pub use signals::SignalSource;
 pub use verdict::{Decided, Grant, Judged, SignInReason, Verdict};
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_policy::RequestKind;
 
-use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::state::{Runtime, Shared};
 use crate::session::Session;
 
@@ -88,7 +88,7 @@ async fn session_again(
         headers: &headers,
         ip: session.data.ip.as_deref().and_then(|s| s.parse().ok()),
         credentials: Credentials::Stored(session),
-        certificates: None,
+        connection: Connection::default(),
         now,
     };
     match st.access.decide(rt, &req).await.verdict {

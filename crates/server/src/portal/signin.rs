@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use axum_extra::extract::cookie::Cookie;
 use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
@@ -27,7 +27,8 @@ use super::pages::Pages;
 use super::{audit, auth_message};
 use crate::access::request::client_ip;
 use crate::access::signals::SignInRecord;
-use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::access::signals::PeerCertificates;
+use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -114,6 +115,7 @@ pub struct LoginForm {
 pub async fn login_submit(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
+    tls: Option<Extension<PeerCertificates>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -131,6 +133,10 @@ pub async fn login_submit(
                 remember: f.remember.is_some(),
                 ip,
                 headers: &headers,
+                connection: Connection {
+                    peer: Some(peer.0.ip()),
+                    tls: tls.as_ref().map(|t| &t.0),
+                },
             };
             sign_in(&st, &rt, &jar, attempt)
                 .await
@@ -172,6 +178,8 @@ pub struct FirstFactor<'a> {
     pub ip: Option<IpAddr>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
+    /// The connection it came over (the client certificate is device evidence).
+    pub connection: Connection<'a>,
 }
 
 /// Where a sign-in or factor step leads.
@@ -234,7 +242,7 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
             factor: &a.factor,
             cookies: jar,
         },
-        certificates: None,
+        connection: a.connection,
         now,
     };
     // Sign-ins are few: the decision is explained, so the audit row carries its risk.

@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Deserialize;
 use stepgate_authn::webauthn::RegistrationKind;
@@ -18,6 +18,8 @@ use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
 use super::{account, auth_message};
 use crate::access::request::client_ip;
+use crate::access::signals::PeerCertificates;
+use crate::access::Connection;
 use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -149,6 +151,7 @@ pub async fn webauthn_login_start(
 pub async fn webauthn_login_finish(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
+    tls: Option<Extension<PeerCertificates>>,
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
@@ -167,6 +170,10 @@ pub async fn webauthn_login_finish(
         remember: false,
         ip,
         headers: &headers,
+        connection: Connection {
+            peer: Some(peer.0.ip()),
+            tls: tls.as_ref().map(|t| &t.0),
+        },
     };
     let next = sign_in(&st, &rt, &jar, attempt).await;
     Ok(next.respond(&rt, jar, true))
