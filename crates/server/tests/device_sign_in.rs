@@ -1,7 +1,8 @@
 //! A managed device recognised at sign-in, through the live portal: the UEM matrix's
 //! "managed + compliant from the office → password only" row with the device's client
-//! certificate passed on by a trusted proxy's header, and `stepgate what-if` deciding that
-//! context as the live sign-in did. The binding is read in the access pipeline's signal
+//! certificate passed on by a trusted proxy's header; a passkey the UEM lists in the
+//! device's record binding the sign-in (and the session's app requests) to that device;
+//! and `stepgate what-if` deciding those contexts as the live sign-in did. The binding is read in the access pipeline's signal
 //! stage, so the sign-in sees exactly what an app request sees.
 
 mod support;
@@ -12,7 +13,9 @@ use serde_json::json;
 use stepgate_policy::RequestContext;
 use stepgate_server::access::what_if::{what_if, StatedFacts};
 use stepgate_server::access::Verdict;
-use support::{audit, client, password, sha256_hex, upstream, Browser, Server, JANE};
+use support::{
+    audit, client, password, sha256_hex, upstream, user, Browser, Passkey, Server, JANE,
+};
 
 const UEM_TOKEN: &str = "uem-token-0123456789abcdef";
 
@@ -193,4 +196,88 @@ async fn what_if_decides_the_office_sign_in_as_the_live_portal_did() {
         );
         assert_eq!(matches!(judged.verdict, Verdict::Allow(_)), allowed);
     }
+}
+
+const PASSKEY_CONFIG: &str = r#"
+apps:
+  - { id: console, hosts: [127.0.0.1], upstream: "http://UPSTREAM" }
+sessions: { cookie: { secure: false } }
+devices:
+  sources:
+    - { name: hexnode, kind: uem, token_sha256: UEM, scopes: ["devices:write"] }
+policies:
+  - name: sign-in-managed
+    priority: 10
+    targets: { sign_in: true }
+    conditions: [ { device_state: { at_least: managed } } ]
+    outcome: allow
+  - name: sign-in-elsewhere
+    priority: 20
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 3 } }
+  - name: console-managed-only
+    priority: 30
+    conditions: [ { device_state: { at_least: managed } } ]
+    outcome: allow
+  - name: console-otherwise
+    priority: 40
+    outcome: { deny: { message: Managed devices only. } }
+"#;
+
+#[tokio::test]
+async fn a_passkey_the_uem_lists_binds_the_sign_in_and_its_requests_to_the_managed_device() {
+    let h = Server::build(PASSKEY_CONFIG)
+        .with("UPSTREAM", upstream::text("upstream ok").await)
+        .with("UEM", sha256_hex(UEM_TOKEN))
+        .demo_users()
+        .start()
+        .await;
+    let jane = user(&h.st, "jane").await;
+    let mut passkey = Passkey::register(&h.st, &jane).await;
+
+    // No device lists the passkey: an unknown device, so the sign-in asks for more.
+    let b = Browser::not_following();
+    let next = passkey.sign_in(&b, &h.base).await;
+    assert!(next.contains("/_stepgate/step-up?"), "{next}");
+
+    // The UEM lists it in the managed device's record: the passkey alone signs in.
+    push(
+        &h,
+        json!({"device_id": "mac-0042", "owner": "jane", "state": "managed",
+               "passkeys": [passkey.credential_id]}),
+    )
+    .await;
+    let b = Browser::not_following();
+    let next = passkey.sign_in(&b, &h.base).await;
+    assert!(next.ends_with("/_stepgate/account"), "{next}");
+    assert_eq!(
+        audit(&h.st, Some("signin.success")).await[0].detail["policy"],
+        "sign-in-managed"
+    );
+    let session = b.session_id(&h.base).unwrap();
+    let stored = h.st.stores.hot.get_session(&session).await.unwrap().unwrap();
+    assert_eq!(stored.data["device_id"], "mac-0042");
+    // Its app requests are bound the same way: the managed-only app lets it in.
+    let r = b.get(h.at("/app")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+}
+
+#[tokio::test]
+async fn the_posture_api_names_a_passkey_that_is_not_a_credential_id() {
+    let h = Server::build(PASSKEY_CONFIG)
+        .with("UPSTREAM", upstream::text("upstream ok").await)
+        .with("UEM", sha256_hex(UEM_TOKEN))
+        .start()
+        .await;
+    let r = reqwest::Client::new()
+        .put(h.at("/_stepgate/api/devices/posture"))
+        .bearer_auth(UEM_TOKEN)
+        .json(&json!({"device_id": "mac-0042", "passkeys": ["not a credential"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.contains("passkeys: `not a credential`"), "{body}");
 }
