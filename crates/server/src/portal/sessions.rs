@@ -1,5 +1,5 @@
 //! The user's sessions — where and when each signed in, ending any of them — and signing
-//! out here or everywhere. A page never shows a session id: each "End" button carries a
+//! out here or everywhere; with the user's devices ([`super::devices`]). A page never shows a session id: each "End" button carries a
 //! MAC of it ([`crate::app::signer::Signer::session_handle`]).
 
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use crate::session::cookies::{clear_session_cookie, CookieJar};
 
 /// `GET {portal}/sessions`.
 pub async fn sessions_page(
-    Visit { st, here: rt, .. }: Visit,
+    Visit { st, here: rt, jar }: Visit,
     SignedIn { session, user }: SignedIn,
 ) -> Response {
     let ids = st.sessions.of_user(&user.id).await.unwrap_or_default();
@@ -36,10 +36,15 @@ pub async fn sessions_page(
             current => id == session.id, handle => st.signer.session_handle(&id),
         });
     }
+    let devices = super::devices::listed(&st, &rt, &jar, &user).await;
+    let registrable = st.devices.registers_browsers();
     Pages::global().render(
         StatusCode::OK,
         "sessions.html",
-        context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, sessions => rows },
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
+            sessions => rows, devices => devices, registrable => registrable,
+        },
     )
 }
 

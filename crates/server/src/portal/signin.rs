@@ -369,7 +369,8 @@ pub struct Done<'a> {
 }
 
 /// A sign-in complete: audited, recorded in the risk history, the session indexed under its
-/// device, a device cookie for a new browser, and back to the target.
+/// device, a device cookie for a new browser when `devices.auto_register` says so, and
+/// back to the target.
 pub async fn completed(
     st: &Shared,
     rt: &Here,
@@ -400,11 +401,10 @@ pub async fn completed(
         st.devices.index_session(d, &session.id).await;
     }
     let persistent = session.data.persistent;
-    let device_cookie = st
-        .devices
-        .issue_cookie(rt, jar, user, now)
-        .await
-        .map(Box::new);
+    let device_cookie = match crate::devices::Registry::registers_on_sign_in(rt, &session) {
+        true => st.devices.issue_cookie(rt, jar, user, now).await.map(Box::new),
+        false => None,
+    };
     Next::Go {
         url: target,
         session: Some((session, persistent)),
