@@ -798,6 +798,8 @@ impl Authenticator {
                 self.seal_for(&mut f, phc.as_bytes())?;
                 f.data = serde_json::json!({});
                 self.durable().update_factor(&f).await?;
+                // A new password: no device keeps the old one's MFA.
+                self.forget_mfa(&user.id).await?;
                 f.id
             }
             None => {
@@ -1666,7 +1668,15 @@ impl Authenticator {
             ));
         }
         self.durable().delete_factor(&f.id).await?;
+        self.forget_mfa(&user.id).await?;
         self.audit_removed(Actor::User, user, &f, "removed").await
+    }
+
+    /// Forgets the MFA every device remembers for the user ([`crate::mfa_memory`]): the
+    /// next sign-in anywhere asks for it again.
+    pub async fn forget_mfa(&self, user_id: &str) -> Result<(), AuthError> {
+        crate::mfa_memory::forget(self.hot(), user_id, Utc::now()).await?;
+        Ok(())
     }
 
     /// Removes all of a user's factors (administrators): the password too when
@@ -1689,6 +1699,7 @@ impl Authenticator {
                 .await?;
             n += 1;
         }
+        self.forget_mfa(&user.id).await?;
         self.unlock(user, admin).await?;
         Ok(n)
     }

@@ -1042,4 +1042,28 @@ mod signals_tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn mfa_frequency_is_a_sign_in_policys_and_at_least_a_minute() {
+        let policy = |targets: &str, every: &str| {
+            format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n{targets}    outcome:\n      step_up:\n        min_aal: 2\n        mfa_frequency: {every}\n")
+        };
+        let sign_in = "    targets: { sign_in: true }\n";
+        let cfg = load_str("t.yaml", &policy(sign_in, "30m"), None).unwrap();
+        assert!(cfg.policy_set.decide(&Default::default()).policy.is_none());
+        let e = load_str("t.yaml", &policy("", "30m"), None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:8:") && text.contains("mfa_frequency applies to sign-ins only"),
+            "{text}"
+        );
+        let e = load_str("t.yaml", &policy(sign_in, "30s"), None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:9:") && text.contains("at least 1m"),
+            "{text}"
+        );
+        let e = load_str("t.yaml", &policy(sign_in, "soon"), None).unwrap_err();
+        assert!(e.to_string().contains("t.yaml:9:"), "{e}");
+    }
 }

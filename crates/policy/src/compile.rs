@@ -274,6 +274,8 @@ pub struct PolicySet {
     pub(crate) zone_names: Box<[Box<str>]>,
     pub(crate) default_outcome: Outcome,
     pub(crate) reads: SignalsRead,
+    /// The longest `mfa_frequency` of any step-up outcome.
+    pub(crate) mfa_memory: Option<crate::HumanDuration>,
 }
 
 /// What of the context some policy's conditions read, beyond who, where and what for: a
@@ -304,6 +306,12 @@ impl PolicySet {
     /// only or not).
     pub fn reads(&self) -> SignalsRead {
         self.reads
+    }
+
+    /// The longest `mfa_frequency` any policy allows (all modes): how long a sign-in's MFA
+    /// is worth remembering per device; `None` when no policy remembers MFA.
+    pub fn mfa_memory(&self) -> Option<crate::HumanDuration> {
+        self.mfa_memory
     }
 
     /// Number of policies (all modes).
@@ -394,8 +402,9 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         }
     }
     let default_outcome = match input.default_outcome {
+        // The default applies to app requests as well.
         Some(o) => c
-            .outcome(o)
+            .outcome(o, true)
             .unwrap_or(Outcome::Deny(DenyOutcome::default())),
         None => Outcome::Deny(DenyOutcome {
             message: Some("No policy allows this request.".into()),
@@ -442,11 +451,16 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         .map(|(i, a)| (a.id.clone(), i as u32))
         .collect();
     let mut reads = SignalsRead::default();
+    let mut mfa_memory = None;
     for p in &policies {
         SignalsRead::of(&p.conditions, &mut reads);
+        if let Outcome::StepUp(q) = &p.outcome {
+            mfa_memory = mfa_memory.max(q.mfa_frequency);
+        }
     }
     Ok(PolicySet {
         reads,
+        mfa_memory,
         networks: NetworkIndex::build(&c.zone_nets),
         zone_names: c.zone_names.into(),
         policies: policies.into(),
@@ -612,7 +626,7 @@ impl<'a> Compiler<'a> {
             MatchMode::Any if p.conditions.is_empty() => Cond::All(Box::new([])),
             MatchMode::Any => Cond::Any(conds.into()),
         };
-        let outcome = self.outcome(&p.outcome);
+        let outcome = self.outcome(&p.outcome, access);
         if self.errors.len() != before {
             return None;
         }
@@ -644,7 +658,9 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn outcome(&mut self, o: &OutcomeSpec) -> Option<Outcome> {
+    /// The outcome; `access`: the policy targets app requests (where a sign-in's
+    /// `mfa_frequency` means nothing).
+    fn outcome(&mut self, o: &OutcomeSpec, access: bool) -> Option<Outcome> {
         Some(match o {
             OutcomeSpec::Allow => Outcome::Allow,
             OutcomeSpec::Deny(d) => Outcome::Deny(DenyOutcome {
@@ -675,6 +691,21 @@ impl<'a> Compiler<'a> {
                         ok = false;
                     }
                 }
+                if let Some(f) = &s.mfa_frequency {
+                    if access {
+                        self.err(
+                            f.span(),
+                            "mfa_frequency applies to sign-ins only: target the policy with `sign_in: true` and no apps or routes, or use `max_age` for app requests".to_string(),
+                        );
+                        ok = false;
+                    } else if f.as_secs() < 60 {
+                        self.err(
+                            f.span(),
+                            "mfa_frequency must be at least 1m: MFA is remembered per device for minutes to days (e.g. `30m`, `12h`)".to_string(),
+                        );
+                        ok = false;
+                    }
+                }
                 if !ok {
                     return None;
                 }
@@ -684,6 +715,7 @@ impl<'a> Compiler<'a> {
                     phishing_resistant: s.phishing_resistant,
                     hardware_bound: s.hardware_bound,
                     max_age: s.max_age,
+                    mfa_frequency: s.mfa_frequency.as_ref().map(|f| **f),
                     message: s.message.clone(),
                 })
             }

@@ -566,6 +566,11 @@ pub struct StepUpSpec {
     /// How fresh the MFA must be: a duration (`15m`) or `every_time`.
     #[serde(default)]
     pub max_age: Option<MaxAge>,
+    /// Sign-in policies only: MFA a user completed on the same device (bound by its
+    /// certificate, passkey or device cookie) within this long (`30m`) still counts, so a
+    /// new sign-in there asks for the first factor only.
+    #[serde(default)]
+    pub mfa_frequency: Option<Spanned<HumanDuration>>,
     /// Why, in plain words, for the step-up page and the API error description.
     #[serde(default)]
     pub message: Option<String>,

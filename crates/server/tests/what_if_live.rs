@@ -326,6 +326,7 @@ impl Case {
             device: self.device.clone(),
             history: Some(Arc::new(self.history.clone())),
             risk: None,
+            remembered_mfa: Vec::new(),
         }
     }
 

@@ -418,6 +418,21 @@ impl SignalSource for LiveSignals {
         if reads.risk && !subject.user.id.is_empty() {
             facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
         }
+        // A sign-in on a known device, when some policy lets it count earlier MFA there.
+        let device_id = facts.device.as_ref().and_then(|d| d.id.as_deref());
+        if let (Credentials::FirstFactor { .. }, Some(_), Some(device_id)) = (
+            &req.credentials,
+            rt.config.policy_set.mfa_memory(),
+            device_id,
+        ) {
+            facts.remembered_mfa = stepgate_authn::mfa_memory::remembered(
+                self.cache.hot(),
+                self.durable.as_ref(),
+                &subject.user.id,
+                device_id,
+            )
+            .await?;
+        }
         Ok(facts)
     }
 }

@@ -71,6 +71,9 @@ impl StatedFacts {
             device: ctx.device.clone(),
             history: history.map(std::sync::Arc::new),
             risk: Some(ctx.risk.clone()),
+            // A context file states no earlier sign-in's MFA: `what-if` answers as for a
+            // device that remembers none.
+            remembered_mfa: Vec::new(),
         };
         StatedFacts { facts }
     }

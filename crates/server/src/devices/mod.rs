@@ -202,14 +202,14 @@ impl Registry {
     /// of `user` — after a sign-in when [`Registry::registers_on_sign_in`], or when the
     /// user asks — and returns the long-lived signed cookie that ties the browser to it;
     /// `None` when device cookies are not configured or the browser already holds a valid
-    /// one of this user's.
+    /// one of this user's. The new device's id comes with it.
     pub async fn issue_cookie(
         &self,
         rt: &Runtime,
         jar: &CookieJar,
         user: &UserRecord,
         now: DateTime<Utc>,
-    ) -> Option<axum_extra::extract::cookie::Cookie<'static>> {
+    ) -> Option<(String, axum_extra::extract::cookie::Cookie<'static>)> {
         let signer = self.cookie.as_ref()?;
         let c = &rt.config.devices.cookie;
         if let Some(id) = self.cookie_device(rt, jar, now) {
@@ -236,7 +236,7 @@ impl Registry {
         cookie.set_max_age(cookie::time::Duration::seconds(
             c.max_age.as_secs().min(i64::MAX as u64) as i64,
         ));
-        Some(cookie)
+        Some((device.id, cookie))
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn register_browser(
         );
     }
     let now = Utc::now();
-    let Some(cookie) = st.devices.issue_cookie(&rt, &jar, &f.user, now).await else {
+    let Some((_, cookie)) = st.devices.issue_cookie(&rt, &jar, &f.user, now).await else {
         // Already registered (or the store refused, which the registry logged).
         return see_other(&rt.portal_url("/sessions"));
     };

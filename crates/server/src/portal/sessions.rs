@@ -97,6 +97,14 @@ async fn sign_out(
         } else {
             st.sessions.end(&s.id).await?;
         }
+        // "Everywhere" forgets the MFA every device remembers; a plain sign-out only when
+        // configured (`sessions.forget_on_sign_out`).
+        if everywhere || rt.config.sessions.forget_on_sign_out {
+            st.authn
+                .forget_mfa(&s.data.user_id)
+                .await
+                .map_err(|e| PortalError::StoreDown(e.to_string()))?;
+        }
     }
     let jar = jar.set(clear_session_cookie(&rt.config.sessions));
     let message = if everywhere {

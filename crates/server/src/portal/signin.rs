@@ -401,14 +401,35 @@ pub async fn completed(
         st.devices.index_session(d, &session.id).await;
     }
     let persistent = session.data.persistent;
-    let device_cookie = match crate::devices::Registry::registers_on_sign_in(rt, &session) {
-        true => st.devices.issue_cookie(rt, jar, user, now).await.map(Box::new),
+    let issued = match crate::devices::Registry::registers_on_sign_in(rt, &session) {
+        true => st.devices.issue_cookie(rt, jar, user, now).await,
         false => None,
     };
+    let device = session.data.device_id.as_deref();
+    remember_mfa(st, rt, &session, device.or(issued.as_ref().map(|(id, _)| id.as_str()))).await;
     Next::Go {
         url: target,
         session: Some((session, persistent)),
-        device_cookie,
+        device_cookie: issued.map(|(_, c)| Box::new(c)),
+    }
+}
+
+/// After a multi-factor sign-in on a known device, when some sign-in policy has an
+/// `mfa_frequency`: the device remembers the user's MFA ([`stepgate_authn::mfa_memory`]).
+/// Logged, never fatal: without it the next sign-in asks for MFA again.
+async fn remember_mfa(st: &Shared, rt: &Here, session: &Session, device: Option<&str>) {
+    let (Some(keep), Some(device)) = (rt.config.policy_set.mfa_memory(), device) else {
+        return;
+    };
+    if session.data.aal(&rt.config.assurance) < 2 {
+        return;
+    }
+    let hot = st.stores.hot.as_ref();
+    let d = &session.data;
+    if let Err(e) =
+        stepgate_authn::mfa_memory::remember(hot, &d.user_id, device, &d.factors, keep.0).await
+    {
+        tracing::error!(error = %e, "MFA not remembered for the device");
     }
 }
 
