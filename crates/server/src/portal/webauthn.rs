@@ -212,16 +212,18 @@ async fn registering(
     Ok((session, user))
 }
 
-/// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for the user's own keys.
+/// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for those of the user's
+/// own keys that can satisfy it.
 pub async fn webauthn_step_start(
     Visit { st, here: rt, jar }: Visit,
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (_, user, _) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    let (_, user, step) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    // The allow-list comes from what the step-up needs, not from which kinds exist.
     let (options, state) = st
         .authn
-        .webauthn_auth_start(Some(&user))
+        .webauthn_step_up_start(&user, &step.req)
         .await
         .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
     started(&st, options, state).await

@@ -20,7 +20,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod browser;
-mod passkey;
+pub mod passkey;
 mod people;
 pub mod raw;
 mod server;
