@@ -1044,6 +1044,31 @@ mod signals_tests {
     }
 
     #[test]
+    fn velocity_above_below_and_between_decide_as_written() {
+        let cfg = |v: &str| {
+            let yaml = format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n    conditions: [ {{ velocity: {v} }} ]\n    outcome: allow\n");
+            load_str("t.yaml", &yaml, None).unwrap()
+        };
+        let holds = |c: &Config, kmpm: Option<f64>| {
+            let mut ctx = stepgate_policy::RequestContext::default();
+            ctx.risk.velocity_kmpm = kmpm;
+            c.policy_set.decide(&ctx).policy == Some("p")
+        };
+        let between = cfg("{ between_kmpm: [1, 15] }");
+        for (v, want) in [(Some(0.5), false), (Some(1.0), true), (Some(15.0), true), (Some(15.5), false), (None, false)] {
+            assert_eq!(holds(&between, v), want, "between {v:?}");
+        }
+        let below = cfg("{ below_kmpm: 5 }");
+        for (v, want) in [(Some(0.0), true), (Some(5.0), false), (None, false)] {
+            assert_eq!(holds(&below, v), want, "below {v:?}");
+        }
+        let above = cfg("{ above_kmpm: 15 }");
+        for (v, want) in [(Some(15.0), false), (Some(16.0), true)] {
+            assert_eq!(holds(&above, v), want, "above {v:?}");
+        }
+    }
+
+    #[test]
     fn mfa_frequency_is_a_sign_in_policys_and_at_least_a_minute() {
         let policy = |targets: &str, every: &str| {
             format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n{targets}    outcome:\n      step_up:\n        min_aal: 2\n        mfa_frequency: {every}\n")

@@ -178,8 +178,12 @@ pub(crate) enum Cond {
         hours: Option<(u8, u8)>,
         weekdays: u8,
     },
+    /// Holds when the velocity is known and `low < v` (`low_inclusive`: `<=`) and `v < high`
+    /// (`high_inclusive`: `<=`); an absent bound does not limit.
     Velocity {
-        above: f64,
+        low: Option<f64>,
+        high: Option<f64>,
+        inclusive: bool,
     },
     Risk {
         levels: u8,
@@ -658,6 +662,46 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// `velocity`: exactly one of `above_kmpm`, `below_kmpm`, `between_kmpm: [low, high]`,
+    /// each speed 1–999 km/min.
+    fn velocity(&mut self, v: &VelocitySpec, at: &Span) -> Option<Cond> {
+        let mut ok = true;
+        let mut in_range = |c: &mut Self, kmpm: f64, at: &Span| {
+            if !(1.0..=999.0).contains(&kmpm) {
+                c.err(at, format!("velocity {kmpm} km/min is out of range: expected 1 to 999 (an airliner does about 15)"));
+                ok = false;
+            }
+        };
+        let cond = match (&v.above_kmpm, &v.below_kmpm, &v.between_kmpm) {
+            (Some(a), None, None) => {
+                in_range(self, **a, a.span());
+                Cond::Velocity { low: Some(**a), high: None, inclusive: false }
+            }
+            (None, Some(b), None) => {
+                in_range(self, **b, b.span());
+                Cond::Velocity { low: None, high: Some(**b), inclusive: false }
+            }
+            (None, None, Some(r)) => {
+                let [low, high] = r.as_slice() else {
+                    self.err(r.span(), "between_kmpm expects two speeds, [low, high], e.g. [1, 15]".to_string());
+                    return None;
+                };
+                in_range(self, *low, r.span());
+                in_range(self, *high, r.span());
+                if low > high {
+                    self.err(r.span(), format!("between_kmpm [{low}, {high}]: the low speed is above the high one; expected [low, high]"));
+                    return None;
+                }
+                Cond::Velocity { low: Some(*low), high: Some(*high), inclusive: true }
+            }
+            _ => {
+                self.err(at, "velocity expects exactly one of above_kmpm, below_kmpm or between_kmpm: [low, high]".to_string());
+                return None;
+            }
+        };
+        ok.then_some(cond)
+    }
+
     /// The outcome; `access`: the policy targets app requests (where a sign-in's
     /// `mfa_frequency` means nothing).
     fn outcome(&mut self, o: &OutcomeSpec, access: bool) -> Option<Outcome> {
@@ -1062,14 +1106,7 @@ impl<'a> Compiler<'a> {
                     weekdays,
                 }
             }
-            ConditionSpec::Velocity(v) => {
-                let above = *v.above_kmpm;
-                if !(1.0..=999.0).contains(&above) {
-                    self.err(v.above_kmpm.span(), format!("velocity {above} km/min is out of range: expected 1 to 999 (an airliner does about 15)"));
-                    return None;
-                }
-                Cond::Velocity { above }
-            }
+            ConditionSpec::Velocity(v) => self.velocity(v, span)?,
             ConditionSpec::Risk(r) => {
                 let mut levels = 0u8;
                 for l in &r.levels {

@@ -306,7 +306,15 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
             let day_ok = weekdays & (1 << local.weekday().num_days_from_monday()) != 0;
             day_ok && hours.is_none_or(|(from, to)| in_hours(local.hour() as u8, from, to))
         }
-        Cond::Velocity { above } => ctx.risk.velocity_kmpm.is_some_and(|v| v > *above),
+        Cond::Velocity {
+            low,
+            high,
+            inclusive,
+        } => ctx.risk.velocity_kmpm.is_some_and(|v| {
+            let above_low = low.is_none_or(|l| if *inclusive { v >= l } else { v > l });
+            let below_high = high.is_none_or(|h| if *inclusive { v <= h } else { v < h });
+            above_low && below_high
+        }),
         Cond::Risk { levels, reasons } => {
             levels & (1 << (ctx.risk.level as u8)) != 0
                 && (reasons.is_empty()
@@ -767,7 +775,14 @@ fn describe(c: &Cond) -> String {
                 None => format!("time in {tz}: {days}"),
             }
         }
-        Cond::Velocity { above } => format!("velocity above {above} km/min"),
+        Cond::Velocity {
+            low: Some(l),
+            high: Some(h),
+            ..
+        } => format!("velocity between {l} and {h} km/min"),
+        Cond::Velocity { low: Some(l), .. } => format!("velocity above {l} km/min"),
+        Cond::Velocity { high: Some(h), .. } => format!("velocity below {h} km/min"),
+        Cond::Velocity { .. } => "velocity known".to_string(),
         Cond::Risk { levels, reasons } => {
             let mut s = format!(
                 "risk level in [{}]",

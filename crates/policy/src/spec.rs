@@ -488,12 +488,20 @@ pub struct HoursSpec {
     pub to: Spanned<i64>,
 }
 
-/// Velocity above a threshold.
-#[derive(Clone, Debug, Deserialize)]
+/// Travel speed since the last successful sign-in, in km/min (1–999; an airliner does
+/// about 15): exactly one of above a threshold, below one, or between two (inclusive).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VelocitySpec {
-    /// km/min, 1–999 (an airliner does about 15).
-    pub above_kmpm: Spanned<f64>,
+    /// Faster than this.
+    #[serde(default)]
+    pub above_kmpm: Option<Spanned<f64>>,
+    /// Slower than this.
+    #[serde(default)]
+    pub below_kmpm: Option<Spanned<f64>>,
+    /// `[low, high]`: at least `low` and at most `high`.
+    #[serde(default)]
+    pub between_kmpm: Option<Spanned<Vec<f64>>>,
 }
 
 /// Behavioural risk.
