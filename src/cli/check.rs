@@ -22,6 +22,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 cfg.networks.len(),
                 cfg.policy_set.len()
             );
+            // Allowed, but weaker than the standards: said, not refused.
+            for w in cfg.assurance.warnings() {
+                eprintln!("{}: warning: {w}", args.config.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
