@@ -107,7 +107,11 @@ pub async fn remembered(
 }
 
 /// Forgets every device's remembered MFA of `user_id` as of `now`.
-pub async fn forget(hot: &dyn HotStore, user_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn forget(
+    hot: &dyn HotStore,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let value = serde_json::to_value(now).map_err(|e| StoreError::Invalid(e.to_string()))?;
     hot.push_recent(&forgotten_key(user_id), &value, 1, FORGOTTEN_KEPT)
         .await

@@ -1055,7 +1055,13 @@ mod signals_tests {
             c.policy_set.decide(&ctx).policy == Some("p")
         };
         let between = cfg("{ between_kmpm: [1, 15] }");
-        for (v, want) in [(Some(0.5), false), (Some(1.0), true), (Some(15.0), true), (Some(15.5), false), (None, false)] {
+        for (v, want) in [
+            (Some(0.5), false),
+            (Some(1.0), true),
+            (Some(15.0), true),
+            (Some(15.5), false),
+            (None, false),
+        ] {
             assert_eq!(holds(&between, v), want, "between {v:?}");
         }
         let below = cfg("{ below_kmpm: 5 }");

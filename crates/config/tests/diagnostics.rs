@@ -155,7 +155,12 @@ fn velocity_below_and_between() {
     let d = one_error(&velocity("{ between_kmpm: [15] }"));
     assert_at(&d, 11, 35, "expects two speeds");
     let d = one_error(&velocity("{ above_kmpm: 15, below_kmpm: 20 }"));
-    assert_at(&d, 11, 17, "exactly one of above_kmpm, below_kmpm or between_kmpm");
+    assert_at(
+        &d,
+        11,
+        17,
+        "exactly one of above_kmpm, below_kmpm or between_kmpm",
+    );
 }
 
 #[test]

@@ -675,15 +675,26 @@ impl<'a> Compiler<'a> {
         let cond = match (&v.above_kmpm, &v.below_kmpm, &v.between_kmpm) {
             (Some(a), None, None) => {
                 in_range(self, **a, a.span());
-                Cond::Velocity { low: Some(**a), high: None, inclusive: false }
+                Cond::Velocity {
+                    low: Some(**a),
+                    high: None,
+                    inclusive: false,
+                }
             }
             (None, Some(b), None) => {
                 in_range(self, **b, b.span());
-                Cond::Velocity { low: None, high: Some(**b), inclusive: false }
+                Cond::Velocity {
+                    low: None,
+                    high: Some(**b),
+                    inclusive: false,
+                }
             }
             (None, None, Some(r)) => {
                 let [low, high] = r.as_slice() else {
-                    self.err(r.span(), "between_kmpm expects two speeds, [low, high], e.g. [1, 15]".to_string());
+                    self.err(
+                        r.span(),
+                        "between_kmpm expects two speeds, [low, high], e.g. [1, 15]".to_string(),
+                    );
                     return None;
                 };
                 in_range(self, *low, r.span());
@@ -692,7 +703,11 @@ impl<'a> Compiler<'a> {
                     self.err(r.span(), format!("between_kmpm [{low}, {high}]: the low speed is above the high one; expected [low, high]"));
                     return None;
                 }
-                Cond::Velocity { low: Some(*low), high: Some(*high), inclusive: true }
+                Cond::Velocity {
+                    low: Some(*low),
+                    high: Some(*high),
+                    inclusive: true,
+                }
             }
             _ => {
                 self.err(at, "velocity expects exactly one of above_kmpm, below_kmpm or between_kmpm: [low, high]".to_string());

@@ -548,8 +548,8 @@ pub struct RequestSpec {
 pub enum OutcomeSpec {
     /// Let it through with the current session.
     Allow,
-    /// Require a stronger or fresher authentication first.
-    StepUp(StepUpSpec),
+    /// Require a stronger or fresher authentication first (boxed: the largest by far).
+    StepUp(Box<StepUpSpec>),
     /// Block.
     Deny(DenySpec),
 }
@@ -645,7 +645,7 @@ impl<'de> Deserialize<'de> for OutcomeSpec {
                 match v {
                     "allow" => Ok(OutcomeSpec::Allow),
                     "deny" => Ok(OutcomeSpec::Deny(DenySpec::default())),
-                    "step_up" => Ok(OutcomeSpec::StepUp(StepUpSpec::default())),
+                    "step_up" => Ok(OutcomeSpec::StepUp(Box::default())),
                     other => Err(E::custom(format!(
                         "unknown outcome `{other}`: expected `allow`, `deny` or `step_up`"
                     ))),
@@ -656,7 +656,7 @@ impl<'de> Deserialize<'de> for OutcomeSpec {
                     de::Error::custom("empty outcome: expected `step_up` or `deny`")
                 })?;
                 let out = match key.as_str() {
-                    "step_up" => OutcomeSpec::StepUp(map.next_value()?),
+                    "step_up" => OutcomeSpec::StepUp(Box::new(map.next_value()?)),
                     "deny" => OutcomeSpec::Deny(map.next_value()?),
                     "allow" => {
                         let _: de::IgnoredAny = map.next_value()?;

@@ -34,7 +34,12 @@ async fn a_session_signed_in_on_the_licence_console_opens_the_team_wiki() {
 
     let page = Page::open(&b, &h.url("wiki.localhost", "/")).await;
     assert_eq!(page.status, 200, "{}", page.html);
-    assert_eq!(page.url.host_str(), Some("wiki.localhost"), "no sign-in page: {}", page.url);
+    assert_eq!(
+        page.url.host_str(),
+        Some("wiki.localhost"),
+        "no sign-in page: {}",
+        page.url
+    );
     assert!(page.html.contains("<h1>Team Wiki</h1>"), "{}", page.html);
     assert!(
         page.html.contains("<strong id=remote-user>jane</strong>"),

@@ -7,7 +7,9 @@
 
 mod support;
 
-use support::{audit, client, password, sha256_hex, sign_in, upstream, Browser, Page, Server, JANE};
+use support::{
+    audit, client, password, sha256_hex, sign_in, upstream, Browser, Page, Server, JANE,
+};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
@@ -66,7 +68,13 @@ fn browser(ip: &str) -> Browser {
 
 /// What the app answers `b` ("upstream ok" when let in).
 async fn app(h: &Server, b: &Browser) -> String {
-    b.get(h.at("/app")).send().await.unwrap().text().await.unwrap()
+    b.get(h.at("/app"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Posts a sessions-page form (`path`, with the page's CSRF token and `fields`).
@@ -92,21 +100,50 @@ async fn a_password_sign_in_leaves_the_browser_unregistered_until_the_user_regis
     let b = browser("10.1.2.3");
     let r = password(&b, &h.at("/app"), &JANE).await;
     assert!(
-        r.text().await.unwrap().contains("Register this browser first"),
+        r.text()
+            .await
+            .unwrap()
+            .contains("Register this browser first"),
         "a password alone registers nothing"
     );
-    assert!(h.st.stores.durable.list_devices("jane").await.unwrap().is_empty());
+    assert!(h
+        .st
+        .stores
+        .durable
+        .list_devices("jane")
+        .await
+        .unwrap()
+        .is_empty());
     assert!(!b.cookies(&h.base).contains("sg-device="));
-    assert!(sessions_page(&h, &b).await.contains("id=\"register-device\""));
+    assert!(sessions_page(&h, &b)
+        .await
+        .contains("id=\"register-device\""));
 
     // Registering needs a fresh second factor: the step-up page first.
     let r = post_from_sessions(&h, &b, "/_stepgate/devices/register", &[]).await;
-    assert!(r.url().path().ends_with("/_stepgate/step-up"), "{}", r.url());
+    assert!(
+        r.url().path().ends_with("/_stepgate/step-up"),
+        "{}",
+        r.url()
+    );
     let r = Page::read(r).await.submit_code(&b, &JANE.code(0)).await;
     assert_eq!(r.status(), 200);
-    assert!(h.st.stores.durable.list_devices("jane").await.unwrap().is_empty());
+    assert!(h
+        .st
+        .stores
+        .durable
+        .list_devices("jane")
+        .await
+        .unwrap()
+        .is_empty());
     let r = post_from_sessions(&h, &b, "/_stepgate/devices/register", &[]).await;
-    assert!(r.url().as_str().ends_with("/_stepgate/sessions?done=device"), "{}", r.url());
+    assert!(
+        r.url()
+            .as_str()
+            .ends_with("/_stepgate/sessions?done=device"),
+        "{}",
+        r.url()
+    );
     let devices = h.st.stores.durable.list_devices("jane").await.unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].data["state"], "registered");
@@ -120,7 +157,14 @@ async fn a_password_sign_in_leaves_the_browser_unregistered_until_the_user_regis
     let id = devices[0].id.clone();
     let r = post_from_sessions(&h, &b, "/_stepgate/devices/remove", &[("id", &id)]).await;
     assert_eq!(r.status(), 200);
-    assert!(h.st.stores.durable.list_devices("jane").await.unwrap().is_empty());
+    assert!(h
+        .st
+        .stores
+        .durable
+        .list_devices("jane")
+        .await
+        .unwrap()
+        .is_empty());
     assert!(app(&h, &b).await.contains("Register this browser first"));
     // Someone else's or a made-up id removes nothing.
     let r = post_from_sessions(&h, &b, "/_stepgate/devices/remove", &[("id", "mac-1")]).await;
@@ -132,16 +176,32 @@ async fn a_multi_factor_sign_in_registers_the_browser_unless_auto_register_is_ne
     let h = start("").await;
     let b = browser("203.0.113.9");
     let r = sign_in(&b, &h.at("/app"), &JANE, &JANE.code(0)).await;
-    assert_eq!(r.text().await.unwrap(), "upstream ok", "after_mfa registers it");
-    let id = h.st.stores.durable.list_devices("jane").await.unwrap()[0].id.clone();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "upstream ok",
+        "after_mfa registers it"
+    );
+    let id = h.st.stores.durable.list_devices("jane").await.unwrap()[0]
+        .id
+        .clone();
 
     // An admin removes the registration through the device API.
     let api = reqwest::Client::new();
     let url = h.at(&format!("/_stepgate/api/devices/{id}"));
-    let r = api.delete(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let r = api
+        .delete(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(app(&h, &b).await.contains("Register this browser first"));
-    let r = api.delete(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let r = api
+        .delete(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = api.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -149,6 +209,17 @@ async fn a_multi_factor_sign_in_registers_the_browser_unless_auto_register_is_ne
     let h = start("auto_register: never").await;
     let b = browser("203.0.113.9");
     let r = sign_in(&b, &h.at("/app"), &JANE, &JANE.code(1)).await;
-    assert!(r.text().await.unwrap().contains("Register this browser first"));
-    assert!(h.st.stores.durable.list_devices("jane").await.unwrap().is_empty());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Register this browser first"));
+    assert!(h
+        .st
+        .stores
+        .durable
+        .list_devices("jane")
+        .await
+        .unwrap()
+        .is_empty());
 }

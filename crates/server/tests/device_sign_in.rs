@@ -111,8 +111,7 @@ async fn after_password(h: &Server, b: &Browser) -> String {
 }
 
 #[tokio::test]
-async fn a_managed_device_with_its_certificate_signs_in_from_the_office_with_the_password_alone(
-) {
+async fn a_managed_device_with_its_certificate_signs_in_from_the_office_with_the_password_alone() {
     let dir = tempfile::tempdir().unwrap();
     let der = device_certificate(dir.path());
     let h = Server::build(CONFIG)
@@ -255,7 +254,13 @@ async fn a_passkey_the_uem_lists_binds_the_sign_in_and_its_requests_to_the_manag
         "sign-in-managed"
     );
     let session = b.session_id(&h.base).unwrap();
-    let stored = h.st.stores.hot.get_session(&session).await.unwrap().unwrap();
+    let stored =
+        h.st.stores
+            .hot
+            .get_session(&session)
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(stored.data["device_id"], "mac-0042");
     // Its app requests are bound the same way: the managed-only app lets it in.
     let r = b.get(h.at("/app")).send().await.unwrap();

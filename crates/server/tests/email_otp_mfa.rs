@@ -61,7 +61,11 @@ async fn password_and_email_code(count: bool) -> (String, String) {
 
     let b = Browser::new();
     let page = Page::read(password(&b, &h.at("/app"), &JANE).await).await;
-    assert!(page.url.path().ends_with("/_stepgate/step-up"), "{}", page.url);
+    assert!(
+        page.url.path().ends_with("/_stepgate/step-up"),
+        "{}",
+        page.url
+    );
     let sent = page
         .submit(&b, "/_stepgate/step-up/send", &[("kind", "email_otp")])
         .await;
@@ -69,7 +73,11 @@ async fn password_and_email_code(count: bool) -> (String, String) {
     assert!(page.html.contains("We sent a code"), "{}", page.html);
     let code = latest_code(&h);
     let r = page
-        .submit(&b, "/_stepgate/step-up/otp", &[("kind", "email_otp"), ("code", &code)])
+        .submit(
+            &b,
+            "/_stepgate/step-up/otp",
+            &[("kind", "email_otp"), ("code", &code)],
+        )
         .await;
     let page = Page::read(r).await;
     (page.url.path().to_string(), page.html)
@@ -78,7 +86,10 @@ async fn password_and_email_code(count: bool) -> (String, String) {
 #[tokio::test]
 async fn a_password_and_an_email_code_are_not_mfa_by_default() {
     let (path, html) = password_and_email_code(false).await;
-    assert!(path.starts_with("/_stepgate/step-up"), "still the step-up page: {path}");
+    assert!(
+        path.starts_with("/_stepgate/step-up"),
+        "still the step-up page: {path}"
+    );
     assert!(html.contains("One more step is needed"), "{html}");
 }
 

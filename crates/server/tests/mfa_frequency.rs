@@ -35,7 +35,11 @@ async fn after_password(h: &Server, b: &Browser) -> String {
 /// Signs out with the sessions page's form (`everywhere`: "sign out everywhere").
 async fn sign_out(h: &Server, b: &Browser, everywhere: bool) {
     let page = Page::open(b, &h.at("/_stepgate/sessions")).await;
-    let path = if everywhere { "/_stepgate/logout-all" } else { "/_stepgate/logout" };
+    let path = if everywhere {
+        "/_stepgate/logout-all"
+    } else {
+        "/_stepgate/logout"
+    };
     let r = b
         .post(h.at(path))
         .form(&[("csrf", page.field("csrf"))])

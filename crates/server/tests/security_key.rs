@@ -97,7 +97,10 @@ async fn a_security_key_registered_from_the_account_page_reaches_aal3_past_a_syn
     )
     .await;
     let response = key
-        .do_registration(origin(), serde_json::from_value(started["options"].clone()).unwrap())
+        .do_registration(
+            origin(),
+            serde_json::from_value(started["options"].clone()).unwrap(),
+        )
         .unwrap();
     ceremony(
         &b,
@@ -116,7 +119,11 @@ async fn a_security_key_registered_from_the_account_page_reaches_aal3_past_a_syn
 
     // The admin route needs AAL3: the step-up ceremony offers the security key alone.
     let step = Page::open(&b, &h.at("/admin/users")).await;
-    assert!(step.url.path().ends_with("/_stepgate/step-up"), "{}", step.url);
+    assert!(
+        step.url.path().ends_with("/_stepgate/step-up"),
+        "{}",
+        step.url
+    );
     let t = data_token(&step.html);
     let csrf = step.field("csrf");
     let started = ceremony(
@@ -133,10 +140,18 @@ async fn a_security_key_registered_from_the_account_page_reaches_aal3_past_a_syn
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(offered, [key_id.as_str()], "not the synced passkey {}", synced.credential_id);
+    assert_eq!(
+        offered,
+        [key_id.as_str()],
+        "not the synced passkey {}",
+        synced.credential_id
+    );
 
     let assertion = key
-        .do_authentication(origin(), serde_json::from_value(started["options"].clone()).unwrap())
+        .do_authentication(
+            origin(),
+            serde_json::from_value(started["options"].clone()).unwrap(),
+        )
         .unwrap();
     let done = ceremony(
         &b,
@@ -147,13 +162,19 @@ async fn a_security_key_registered_from_the_account_page_reaches_aal3_past_a_syn
     )
     .await;
     let to = done["redirect"].as_str().unwrap();
-    let r = b.get(Url::parse(&h.base).unwrap().join(to).unwrap()).send().await.unwrap();
+    let r = b
+        .get(Url::parse(&h.base).unwrap().join(to).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "upstream ok", "AAL3 reached");
 }
 
 /// The step-up link the page's passkey button carries (`data-token`).
 fn data_token(html: &str) -> String {
-    let at = html.find("id=\"webauthn-step-up\"").expect("a passkey button");
+    let at = html
+        .find("id=\"webauthn-step-up\"")
+        .expect("a passkey button");
     let rest = &html[at..];
     let i = rest.find("data-token=\"").unwrap() + "data-token=\"".len();
     rest[i..].split('"').next().unwrap().to_string()

@@ -216,9 +216,15 @@ async fn a_velocity_below_a_threshold_matches_a_sign_in_from_where_the_last_one_
     // From London again: 0 km/min, below 1, the password alone.
     let again = browser("192.0.2.11");
     let (url, body) = jane_password(&h, &again).await;
-    assert!(url.ends_with("/app"), "signed straight in, got {url}: {body}");
+    assert!(
+        url.ends_with("/app"),
+        "signed straight in, got {url}: {body}"
+    );
     let signed_in = audit(&h.st, Some("signin.success")).await;
-    assert_eq!(signed_in.last().unwrap().detail["policy"], "same-place-again");
+    assert_eq!(
+        signed_in.last().unwrap().detail["policy"],
+        "same-place-again"
+    );
 }
 
 fn ago(minutes: i64) -> String {

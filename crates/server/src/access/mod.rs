@@ -250,7 +250,10 @@ pub async fn evaluate<'rt>(
         if let stepgate_policy::Outcome::StepUp(q) = decision.outcome {
             if let Some(window) = q.mfa_frequency {
                 let since = req.now - chrono::Duration::from_std(window.0).unwrap_or_default();
-                for f in remembered.into_iter().filter(|f| f.at > since && f.at <= req.now) {
+                for f in remembered
+                    .into_iter()
+                    .filter(|f| f.at > since && f.at <= req.now)
+                {
                     d.add_factor(f);
                 }
             }

@@ -175,7 +175,12 @@ impl Registry {
     }
 
     /// The device this browser's valid device cookie names, when it has one.
-    pub fn cookie_device(&self, rt: &Runtime, jar: &CookieJar, now: DateTime<Utc>) -> Option<String> {
+    pub fn cookie_device(
+        &self,
+        rt: &Runtime,
+        jar: &CookieJar,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
         let signer = self.cookie.as_ref()?;
         let c = &rt.config.devices.cookie;
         jar.get(&c.name)
@@ -191,7 +196,9 @@ impl Registry {
     /// record is the UEM's to remove). Whether there was one.
     pub async fn remove_browser(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
         match self.load(id).await? {
-            Some(d) if d.owner.as_deref() == Some(owner) && d.source.as_deref() == Some("stepgate") => {
+            Some(d)
+                if d.owner.as_deref() == Some(owner) && d.source.as_deref() == Some("stepgate") =>
+            {
                 self.delete(id).await
             }
             _ => Ok(false),

@@ -64,7 +64,11 @@ pub async fn register_browser(
     };
     let detail = serde_json::json!({ "device_cookie": cookie.name() });
     audit(&st, "device.registered", &f.user.username, None, detail).await;
-    (jar.set(cookie), see_other(&rt.portal_url("/sessions?done=device"))).into_response()
+    (
+        jar.set(cookie),
+        see_other(&rt.portal_url("/sessions?done=device")),
+    )
+        .into_response()
 }
 
 /// `POST {portal}/devices/remove`: removes one of the user's browser registrations (the
@@ -75,7 +79,11 @@ pub async fn remove_browser(
     Form(f): Form<AccountForm>,
 ) -> Result<Response, PortalError> {
     check_csrf(&st, &rt, &jar, Some(&session), f.csrf())?;
-    if !st.devices.remove_browser(&user.username, f.handle()).await? {
+    if !st
+        .devices
+        .remove_browser(&user.username, f.handle())
+        .await?
+    {
         return Err(PortalError::BadRequest);
     }
     let detail = serde_json::json!({ "device_id": f.handle(), "by": "user" });

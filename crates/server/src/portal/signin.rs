@@ -26,8 +26,8 @@ use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
 use crate::access::request::client_ip;
-use crate::access::signals::SignInRecord;
 use crate::access::signals::PeerCertificates;
+use crate::access::signals::SignInRecord;
 use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
@@ -406,7 +406,13 @@ pub async fn completed(
         false => None,
     };
     let device = session.data.device_id.as_deref();
-    remember_mfa(st, rt, &session, device.or(issued.as_ref().map(|(id, _)| id.as_str()))).await;
+    remember_mfa(
+        st,
+        rt,
+        &session,
+        device.or(issued.as_ref().map(|(id, _)| id.as_str())),
+    )
+    .await;
     Next::Go {
         url: target,
         session: Some((session, persistent)),

@@ -31,7 +31,8 @@ impl Resolve for TestHosts {
     fn resolve(&self, name: Name) -> Resolving {
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let loopback = name.ends_with(".test") || name == "localhost" || name.ends_with(".localhost");
+            let loopback =
+                name.ends_with(".test") || name == "localhost" || name.ends_with(".localhost");
             let addrs: Vec<SocketAddr> = if loopback {
                 vec![SocketAddr::from(([127, 0, 0, 1], 0))]
             } else {
