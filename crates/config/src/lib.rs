@@ -1044,6 +1044,39 @@ mod signals_tests {
     }
 
     #[test]
+    fn location_contains_not_contains_and_places() {
+        let cfg = |l: &str| {
+            let yaml = format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n    conditions: [ {{ location: {l} }} ]\n    outcome: allow\n");
+            load_str("t.yaml", &yaml, None)
+        };
+        let holds = |c: &Config, country: &str, region: &str, city: &str| {
+            let mut ctx = stepgate_policy::RequestContext::default();
+            ctx.network.country = Some(country.into());
+            ctx.network.region = Some(region.into());
+            ctx.network.city = Some(city.into());
+            c.policy_set.decide(&ctx).policy == Some("p")
+        };
+        let c = cfg("{ city_contains: [york] }").unwrap();
+        assert!(holds(&c, "US", "NY", "New York"));
+        assert!(!holds(&c, "GB", "ENG", "London"));
+        let c = cfg("{ region_not_contains: [Île, IDF] }").unwrap();
+        assert!(!holds(&c, "FR", "IDF", "Paris"));
+        assert!(holds(&c, "FR", "ARA", "Lyon"));
+        let c = cfg("{ places: [\"US/NY\", \"FR/IDF/Paris\"] }").unwrap();
+        assert!(holds(&c, "us", "ny", "Buffalo"));
+        assert!(holds(&c, "FR", "IDF", "paris"));
+        assert!(!holds(&c, "FR", "IDF", "Versailles"));
+        assert!(!holds(&c, "US", "CA", "New York"));
+        let e = cfg("{ places: [\"France/IDF\"] }").unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:5:") && e.contains("bad place `France/IDF`"),
+            "{e}"
+        );
+        let e = cfg("{ city_contains: [\"\"] }").unwrap_err().to_string();
+        assert!(e.contains("would match every name"), "{e}");
+    }
+
+    #[test]
     fn velocity_above_below_and_between_decide_as_written() {
         let cfg = |v: &str| {
             let yaml = format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n    conditions: [ {{ velocity: {v} }} ]\n    outcome: allow\n");

@@ -145,6 +145,10 @@ pub(crate) enum Cond {
         countries: Box<[Box<str>]>,
         regions: Box<[Box<str>]>,
         cities: Box<[Box<str>]>,
+        /// `region_contains`, `region_not_contains`, `city_contains`, `city_not_contains`.
+        contains: Box<LocationContains>,
+        /// `places`: (country, region, city), each part `None` when not named.
+        places: Box<[Place]>,
     },
     IpRisk {
         min: u8,
@@ -264,6 +268,18 @@ pub(crate) struct CompiledPolicy {
     pub(crate) conditions: Cond,
     pub(crate) outcome: Outcome,
 }
+
+/// Substring tests of a `location` condition (each list OR'ed with the others).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LocationContains {
+    pub(crate) region: Box<[Box<str>]>,
+    pub(crate) region_not: Box<[Box<str>]>,
+    pub(crate) city: Box<[Box<str>]>,
+    pub(crate) city_not: Box<[Box<str>]>,
+}
+
+/// One `places` entry: country, and optionally region and city.
+pub(crate) type Place = (Box<str>, Option<Box<str>>, Option<Box<str>>);
 
 /// A compiled, immutable policy set: cheap to share between threads, swapped whole on reload.
 #[derive(Debug)]
@@ -966,12 +982,61 @@ impl<'a> Compiler<'a> {
                 }
             }
             ConditionSpec::Location(l) => {
-                if l.countries.is_empty() && l.regions.is_empty() && l.cities.is_empty() {
+                let contains = LocationContains {
+                    region: boxed(&l.region_contains),
+                    region_not: boxed(&l.region_not_contains),
+                    city: boxed(&l.city_contains),
+                    city_not: boxed(&l.city_not_contains),
+                };
+                if l.countries.is_empty()
+                    && l.regions.is_empty()
+                    && l.cities.is_empty()
+                    && l.places.is_empty()
+                    && [
+                        &contains.region,
+                        &contains.region_not,
+                        &contains.city,
+                        &contains.city_not,
+                    ]
+                    .iter()
+                    .all(|v| v.is_empty())
+                {
                     self.err(
                         span,
-                        "`location` needs at least one of `countries`, `regions`, `cities`",
+                        "`location` needs at least one of `countries`, `regions`, `cities`, `places`, `region_contains`, `region_not_contains`, `city_contains`, `city_not_contains`",
                     );
                     return None;
+                }
+                if let Some(empty) = [
+                    &contains.region,
+                    &contains.region_not,
+                    &contains.city,
+                    &contains.city_not,
+                ]
+                .iter()
+                .flat_map(|v| v.iter())
+                .find(|w| w.trim().is_empty())
+                {
+                    self.err(span, format!("`location`: an empty name `{empty}` in a contains list would match every name; remove it"));
+                    return None;
+                }
+                let mut places = Vec::with_capacity(l.places.len());
+                for p in &l.places {
+                    let parts: Vec<&str> = p.split('/').map(str::trim).collect();
+                    let cc = parts[0];
+                    let ok = parts.len() <= 3
+                        && cc.len() == 2
+                        && cc.chars().all(|ch| ch.is_ascii_alphabetic())
+                        && parts.iter().all(|x| !x.is_empty());
+                    if !ok {
+                        self.err(p.span(), format!("bad place `{}`: expected COUNTRY, COUNTRY/REGION or COUNTRY/REGION/CITY, e.g. FR, US/NY or US/NY/New York", p.as_str()));
+                        continue;
+                    }
+                    places.push((
+                        cc.to_ascii_uppercase().into(),
+                        parts.get(1).map(|r| (*r).into()),
+                        parts.get(2).map(|c| (*c).into()),
+                    ));
                 }
                 for cc in &l.countries {
                     if cc.len() != 2 || !cc.chars().all(|ch| ch.is_ascii_alphabetic()) {
@@ -986,6 +1051,8 @@ impl<'a> Compiler<'a> {
                         .collect(),
                     regions: boxed(&l.regions),
                     cities: boxed(&l.cities),
+                    contains: Box::new(contains),
+                    places: places.into(),
                 }
             }
             ConditionSpec::IpRisk(r) => {

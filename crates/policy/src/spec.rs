@@ -358,6 +358,22 @@ pub struct LocationSpec {
     /// City names.
     #[serde(default)]
     pub cities: Vec<String>,
+    /// Region names containing any of these (case-insensitive for ASCII letters).
+    #[serde(default)]
+    pub region_contains: Vec<String>,
+    /// Region names (when known) containing none of these.
+    #[serde(default)]
+    pub region_not_contains: Vec<String>,
+    /// City names containing any of these (case-insensitive for ASCII letters).
+    #[serde(default)]
+    pub city_contains: Vec<String>,
+    /// City names (when known) containing none of these.
+    #[serde(default)]
+    pub city_not_contains: Vec<String>,
+    /// Places combining country, region and city: `FR`, `FR/IDF`, `US/NY/New York`; one
+    /// matches when every part it names does.
+    #[serde(default)]
+    pub places: Vec<Spanned<String>>,
 }
 
 /// An inclusive integer range.

@@ -227,6 +227,28 @@ async fn a_velocity_below_a_threshold_matches_a_sign_in_from_where_the_last_one_
     );
 }
 
+#[tokio::test]
+async fn a_location_by_part_of_a_city_name_matches_a_live_sign_in() {
+    let config = CONFIG.replace(
+        "  - name: sign-in-mfa\n",
+        "  - name: any-york\n    priority: 35\n    targets: { sign_in: true }\n    conditions:\n      - location: { city_contains: [york], places: [\"GB/ENG/Bristol\"] }\n    outcome: allow\n  - name: sign-in-mfa\n",
+    ).replace("  - name: us-sign-in\n    priority: 30\n", "  - name: us-sign-in\n    priority: 30\n    enabled: false\n");
+    let h = start_with(&config).await;
+    // London neither contains it nor is the place named: MFA.
+    let (url, _) = jane_password(&h, &browser("192.0.2.10")).await;
+    assert!(url.contains("/_stepgate/step-up"), "{url}");
+    // New York contains "york": the password alone.
+    let (url, body) = jane_password(&h, &browser("203.0.113.9")).await;
+    assert!(
+        url.ends_with("/app"),
+        "signed straight in, got {url}: {body}"
+    );
+    assert_eq!(
+        audit(&h.st, Some("signin.success")).await[0].detail["policy"],
+        "any-york"
+    );
+}
+
 fn ago(minutes: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()
 }
