@@ -33,6 +33,28 @@ fn check_accepts_the_demo() {
 }
 
 #[test]
+fn check_warns_when_email_codes_are_counted_as_mfa() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "policies:\n  - { name: a, priority: 1, outcome: allow }\n";
+    let plain = write(dir.path(), "plain.yaml", body);
+    let o = stepgate(&["check", plain.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
+    let opted = write(
+        dir.path(),
+        "opted.yaml",
+        &format!("assurance:\n  count_email_otp_as_mfa: true\n{body}"),
+    );
+    let o = stepgate(&["check", opted.to_str().unwrap()]);
+    assert!(o.status.success(), "a warning, not an error: {}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("warning: assurance.count_email_otp_as_mfa: e-mail codes count toward AAL2"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_prints_every_error_with_its_position_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(

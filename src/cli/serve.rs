@@ -122,14 +122,18 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let console = demo::start_licence_console("127.0.0.1:0".parse()?)
             .await
             .context("starting the Licence Console")?;
-        for app in cfg
-            .apps
-            .iter_mut()
-            .filter(|a| a.id.as_str() == "licence-console")
-        {
+        let wiki = demo::start_team_wiki("127.0.0.1:0".parse()?)
+            .await
+            .context("starting the Team Wiki")?;
+        for app in cfg.apps.iter_mut() {
+            let at = match app.id.as_str() {
+                "licence-console" => console,
+                "wiki" => wiki,
+                _ => continue,
+            };
             app.upstream = Some(marked_yaml::Spanned::new(
                 marked_yaml::Span::new_blank(),
-                format!("http://{console}"),
+                format!("http://{at}"),
             ));
         }
         let st = build_state(

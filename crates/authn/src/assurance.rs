@@ -186,6 +186,11 @@ pub struct AssuranceConfig {
     /// For `max_age: every_time`, how recent "this very request" is (default `60s`: the
     /// time between passing the challenge and replaying the request).
     pub every_time_window: HumanDuration,
+    /// Opt-in, NOT NIST SP 800-63B-compliant: an e-mail code counts toward the level, so a
+    /// password and an e-mail code reach AAL2 (default false; e-mail codes can always be
+    /// asked for by name, `factors: [email_otp]`, without counting). `stepgate check` warns.
+    /// `factors.email_otp.counts_toward_aal`, when set, wins.
+    pub count_email_otp_as_mfa: bool,
 }
 
 impl Default for AssuranceConfig {
@@ -194,6 +199,7 @@ impl Default for AssuranceConfig {
             factors: FactorAssuranceOverrides::default(),
             allow_restricted: true,
             every_time_window: HumanDuration::from_secs(60),
+            count_email_otp_as_mfa: false,
         }
     }
 }
@@ -230,7 +236,10 @@ impl AssuranceConfig {
 
     /// [`Self::factor`] without the `amr`.
     fn traits(&self, kind: FactorKind) -> FactorTraits {
-        let (o, d) = (self.overrides(kind), nist(kind).1);
+        let (o, mut d) = (self.overrides(kind), nist(kind).1);
+        if kind == FactorKind::EmailOtp && self.count_email_otp_as_mfa {
+            d.counts_toward_aal = true;
+        }
         FactorTraits {
             class: o.class.unwrap_or(d.class),
             phishing_resistant: o.phishing_resistant.unwrap_or(d.phishing_resistant),
@@ -238,6 +247,24 @@ impl AssuranceConfig {
             restricted: o.restricted.unwrap_or(d.restricted),
             multi_factor: o.multi_factor.unwrap_or(d.multi_factor),
         }
+    }
+
+    /// What `stepgate check` should warn about: mappings weaker than NIST SP 800-63B
+    /// that an admin opted into.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.traits(FactorKind::EmailOtp).counts_toward_aal {
+            let how = if self.count_email_otp_as_mfa {
+                "assurance.count_email_otp_as_mfa"
+            } else {
+                "assurance.factors.email_otp.counts_toward_aal"
+            };
+            w.push(format!("{how}: e-mail codes count toward AAL2, which NIST SP 800-63B does not allow (e-mail is not an out-of-band authenticator); to ask for them without counting, name them in the step-up (`factors: [email_otp]`)"));
+        }
+        if self.traits(FactorKind::SecurityQuestions).counts_toward_aal {
+            w.push("assurance.factors.security_questions.counts_toward_aal: security questions count toward AAL2, which NIST SP 800-63B does not allow".to_string());
+        }
+        w
     }
 
     /// Whether a factor of this kind counts toward the level under this configuration.

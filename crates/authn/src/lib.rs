@@ -11,6 +11,7 @@
 //!   the hot store keeps.
 //! - [`service`]: [`Authenticator`], which verifies and enrols all of the above against the
 //!   stores (sealed secrets, OTPs and replay guards in the hot store, lockouts, audit).
+//! - [`mfa_memory`]: MFA remembered per user and device across sign-ins (`mfa_frequency`).
 //! - [`session`]: the session model (factors passed, device, flags); where it is kept is
 //!   the server's business.
 //! - [`config`]: the `factors:` and `regulation:` configuration sections.
@@ -25,6 +26,7 @@
 pub mod assurance;
 pub mod config;
 pub mod factor;
+pub mod mfa_memory;
 pub mod otp;
 pub mod password;
 pub mod questions;

@@ -798,6 +798,8 @@ impl Authenticator {
                 self.seal_for(&mut f, phc.as_bytes())?;
                 f.data = serde_json::json!({});
                 self.durable().update_factor(&f).await?;
+                // A new password: no device keeps the old one's MFA.
+                self.forget_mfa(&user.id).await?;
                 f.id
             }
             None => {
@@ -1533,6 +1535,52 @@ impl Authenticator {
         Ok(f)
     }
 
+    /// Starts a WebAuthn step-up of `user` towards `req`: the ceremony offers exactly the
+    /// credentials that can satisfy it — when it needs a hardware-bound authenticator
+    /// (`hardware_bound`, or AAL3), only those proven hardware-bound at registration — so a
+    /// user with a synced passkey and a security key is asked for the key. Passkeys are
+    /// asked with user verification, security keys with touch (one ceremony per kind:
+    /// passkeys when any qualifies, else security keys).
+    pub async fn webauthn_step_up_start(
+        &self,
+        user: &UserRecord,
+        req: &crate::assurance::StepUpRequirement,
+    ) -> Result<(serde_json::Value, serde_json::Value), AuthError> {
+        let rp = self.rp()?;
+        let (_, creds) = self.credentials_of(&user.id).await?;
+        let hardware = req.hardware_bound || req.min_aal.is_some_and(|a| a >= 3);
+        let creds: Vec<StoredCredential> = creds
+            .into_iter()
+            .filter(|c| !hardware || c.hardware_bound)
+            .collect();
+        if creds.is_empty() {
+            return Err(if hardware {
+                AuthError::Rejected(
+                    "none of your passkeys is a hardware security key; add one under Security settings".into(),
+                )
+            } else {
+                AuthError::NotEnrolled(FactorKind::Webauthn)
+            });
+        }
+        let any_passkey = creds
+            .iter()
+            .any(|c| !matches!(c.credential, WebauthnCredential::SecurityKey(_)));
+        let (rcr, state) = if any_passkey {
+            rp.start_passkey_authentication(&creds)
+        } else {
+            rp.start_security_key_authentication(&creds)
+        }
+        .map_err(webauthn_err)?;
+        let env = AuthenticationEnvelope {
+            user_id: Some(user.id.clone()),
+            state,
+        };
+        Ok((
+            serde_json::to_value(&rcr).map_err(|e| AuthError::Internal(e.to_string()))?,
+            serde_json::to_value(&env).map_err(|e| AuthError::Internal(e.to_string()))?,
+        ))
+    }
+
     /// Starts a WebAuthn sign-in: with `Some(user)` against their credentials (passkeys if
     /// they have any, else security keys), with `None` passwordless (any discoverable
     /// credential). Returns the options for `navigator.credentials.get` and the state.
@@ -1666,7 +1714,15 @@ impl Authenticator {
             ));
         }
         self.durable().delete_factor(&f.id).await?;
+        self.forget_mfa(&user.id).await?;
         self.audit_removed(Actor::User, user, &f, "removed").await
+    }
+
+    /// Forgets the MFA every device remembers for the user ([`crate::mfa_memory`]): the
+    /// next sign-in anywhere asks for it again.
+    pub async fn forget_mfa(&self, user_id: &str) -> Result<(), AuthError> {
+        crate::mfa_memory::forget(self.hot(), user_id, Utc::now()).await?;
+        Ok(())
     }
 
     /// Removes all of a user's factors (administrators): the password too when
@@ -1689,6 +1745,7 @@ impl Authenticator {
                 .await?;
             n += 1;
         }
+        self.forget_mfa(&user.id).await?;
         self.unlock(user, admin).await?;
         Ok(n)
     }

@@ -1126,4 +1126,92 @@ mod signals_tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn location_contains_not_contains_and_places() {
+        let cfg = |l: &str| {
+            let yaml = format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n    conditions: [ {{ location: {l} }} ]\n    outcome: allow\n");
+            load_str("t.yaml", &yaml, None)
+        };
+        let holds = |c: &Config, country: &str, region: &str, city: &str| {
+            let mut ctx = stepgate_policy::RequestContext::default();
+            ctx.network.country = Some(country.into());
+            ctx.network.region = Some(region.into());
+            ctx.network.city = Some(city.into());
+            c.policy_set.decide(&ctx).policy == Some("p")
+        };
+        let c = cfg("{ city_contains: [york] }").unwrap();
+        assert!(holds(&c, "US", "NY", "New York"));
+        assert!(!holds(&c, "GB", "ENG", "London"));
+        let c = cfg("{ region_not_contains: [Île, IDF] }").unwrap();
+        assert!(!holds(&c, "FR", "IDF", "Paris"));
+        assert!(holds(&c, "FR", "ARA", "Lyon"));
+        let c = cfg("{ places: [\"US/NY\", \"FR/IDF/Paris\"] }").unwrap();
+        assert!(holds(&c, "us", "ny", "Buffalo"));
+        assert!(holds(&c, "FR", "IDF", "paris"));
+        assert!(!holds(&c, "FR", "IDF", "Versailles"));
+        assert!(!holds(&c, "US", "CA", "New York"));
+        let e = cfg("{ places: [\"France/IDF\"] }").unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:5:") && e.contains("bad place `France/IDF`"),
+            "{e}"
+        );
+        let e = cfg("{ city_contains: [\"\"] }").unwrap_err().to_string();
+        assert!(e.contains("would match every name"), "{e}");
+    }
+
+    #[test]
+    fn velocity_above_below_and_between_decide_as_written() {
+        let cfg = |v: &str| {
+            let yaml = format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n    conditions: [ {{ velocity: {v} }} ]\n    outcome: allow\n");
+            load_str("t.yaml", &yaml, None).unwrap()
+        };
+        let holds = |c: &Config, kmpm: Option<f64>| {
+            let mut ctx = stepgate_policy::RequestContext::default();
+            ctx.risk.velocity_kmpm = kmpm;
+            c.policy_set.decide(&ctx).policy == Some("p")
+        };
+        let between = cfg("{ between_kmpm: [1, 15] }");
+        for (v, want) in [
+            (Some(0.5), false),
+            (Some(1.0), true),
+            (Some(15.0), true),
+            (Some(15.5), false),
+            (None, false),
+        ] {
+            assert_eq!(holds(&between, v), want, "between {v:?}");
+        }
+        let below = cfg("{ below_kmpm: 5 }");
+        for (v, want) in [(Some(0.0), true), (Some(5.0), false), (None, false)] {
+            assert_eq!(holds(&below, v), want, "below {v:?}");
+        }
+        let above = cfg("{ above_kmpm: 15 }");
+        for (v, want) in [(Some(15.0), false), (Some(16.0), true)] {
+            assert_eq!(holds(&above, v), want, "above {v:?}");
+        }
+    }
+
+    #[test]
+    fn mfa_frequency_is_a_sign_in_policys_and_at_least_a_minute() {
+        let policy = |targets: &str, every: &str| {
+            format!("apps: []\npolicies:\n  - name: p\n    priority: 1\n{targets}    outcome:\n      step_up:\n        min_aal: 2\n        mfa_frequency: {every}\n")
+        };
+        let sign_in = "    targets: { sign_in: true }\n";
+        let cfg = load_str("t.yaml", &policy(sign_in, "30m"), None).unwrap();
+        assert!(cfg.policy_set.decide(&Default::default()).policy.is_none());
+        let e = load_str("t.yaml", &policy("", "30m"), None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:8:") && text.contains("mfa_frequency applies to sign-ins only"),
+            "{text}"
+        );
+        let e = load_str("t.yaml", &policy(sign_in, "30s"), None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.yaml:9:") && text.contains("at least 1m"),
+            "{text}"
+        );
+        let e = load_str("t.yaml", &policy(sign_in, "soon"), None).unwrap_err();
+        assert!(e.to_string().contains("t.yaml:9:"), "{e}");
+    }
 }

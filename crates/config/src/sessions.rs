@@ -88,6 +88,11 @@ pub struct SessionsConfig {
     /// The session cookie.
     #[serde(default)]
     pub cookie: CookieConfig,
+    /// Whether signing out also forgets the MFA remembered on the device for the sign-in
+    /// policies' `mfa_frequency` (default false: signing out and in again within the
+    /// window asks for the first factor only; "sign out everywhere" always forgets it).
+    #[serde(default)]
+    pub forget_on_sign_out: bool,
     /// How long a node may reuse the sessions, users, devices and sign-in histories it read
     /// from the stores (default 2 s; `0s` turns the cache off). Changes made on the same
     /// node take effect at once; this bounds how long another node's change (a logout, a

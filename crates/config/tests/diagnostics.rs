@@ -144,6 +144,26 @@ fn velocity_out_of_range() {
 }
 
 #[test]
+fn velocity_below_and_between() {
+    let velocity = |v: &str| {
+        format!("  - name: a\n    priority: 1\n    conditions:\n      - velocity: {v}\n    outcome: deny\n")
+    };
+    let d = one_error(&velocity("{ below_kmpm: 1000 }"));
+    assert_at(&d, 11, 33, "expected 1 to 999");
+    let d = one_error(&velocity("{ between_kmpm: [15, 2] }"));
+    assert_at(&d, 11, 35, "the low speed is above the high one");
+    let d = one_error(&velocity("{ between_kmpm: [15] }"));
+    assert_at(&d, 11, 35, "expects two speeds");
+    let d = one_error(&velocity("{ above_kmpm: 15, below_kmpm: 20 }"));
+    assert_at(
+        &d,
+        11,
+        17,
+        "exactly one of above_kmpm, below_kmpm or between_kmpm",
+    );
+}
+
+#[test]
 fn risk_score_out_of_range() {
     let d = one_error(
         "  - name: a

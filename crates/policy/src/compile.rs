@@ -145,6 +145,10 @@ pub(crate) enum Cond {
         countries: Box<[Box<str>]>,
         regions: Box<[Box<str>]>,
         cities: Box<[Box<str>]>,
+        /// `region_contains`, `region_not_contains`, `city_contains`, `city_not_contains`.
+        contains: Box<LocationContains>,
+        /// `places`: (country, region, city), each part `None` when not named.
+        places: Box<[Place]>,
     },
     IpRisk {
         min: u8,
@@ -178,8 +182,12 @@ pub(crate) enum Cond {
         hours: Option<(u8, u8)>,
         weekdays: u8,
     },
+    /// Holds when the velocity is known and `low < v` (`low_inclusive`: `<=`) and `v < high`
+    /// (`high_inclusive`: `<=`); an absent bound does not limit.
     Velocity {
-        above: f64,
+        low: Option<f64>,
+        high: Option<f64>,
+        inclusive: bool,
     },
     Risk {
         levels: u8,
@@ -261,6 +269,18 @@ pub(crate) struct CompiledPolicy {
     pub(crate) outcome: Outcome,
 }
 
+/// Substring tests of a `location` condition (each list OR'ed with the others).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LocationContains {
+    pub(crate) region: Box<[Box<str>]>,
+    pub(crate) region_not: Box<[Box<str>]>,
+    pub(crate) city: Box<[Box<str>]>,
+    pub(crate) city_not: Box<[Box<str>]>,
+}
+
+/// One `places` entry: country, and optionally region and city.
+pub(crate) type Place = (Box<str>, Option<Box<str>>, Option<Box<str>>);
+
 /// A compiled, immutable policy set: cheap to share between threads, swapped whole on reload.
 #[derive(Debug)]
 pub struct PolicySet {
@@ -274,6 +294,8 @@ pub struct PolicySet {
     pub(crate) zone_names: Box<[Box<str>]>,
     pub(crate) default_outcome: Outcome,
     pub(crate) reads: SignalsRead,
+    /// The longest `mfa_frequency` of any step-up outcome.
+    pub(crate) mfa_memory: Option<crate::HumanDuration>,
 }
 
 /// What of the context some policy's conditions read, beyond who, where and what for: a
@@ -304,6 +326,12 @@ impl PolicySet {
     /// only or not).
     pub fn reads(&self) -> SignalsRead {
         self.reads
+    }
+
+    /// The longest `mfa_frequency` any policy allows (all modes): how long a sign-in's MFA
+    /// is worth remembering per device; `None` when no policy remembers MFA.
+    pub fn mfa_memory(&self) -> Option<crate::HumanDuration> {
+        self.mfa_memory
     }
 
     /// Number of policies (all modes).
@@ -394,8 +422,9 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         }
     }
     let default_outcome = match input.default_outcome {
+        // The default applies to app requests as well.
         Some(o) => c
-            .outcome(o)
+            .outcome(o, true)
             .unwrap_or(Outcome::Deny(DenyOutcome::default())),
         None => Outcome::Deny(DenyOutcome {
             message: Some("No policy allows this request.".into()),
@@ -442,11 +471,16 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         .map(|(i, a)| (a.id.clone(), i as u32))
         .collect();
     let mut reads = SignalsRead::default();
+    let mut mfa_memory = None;
     for p in &policies {
         SignalsRead::of(&p.conditions, &mut reads);
+        if let Outcome::StepUp(q) = &p.outcome {
+            mfa_memory = mfa_memory.max(q.mfa_frequency);
+        }
     }
     Ok(PolicySet {
         reads,
+        mfa_memory,
         networks: NetworkIndex::build(&c.zone_nets),
         zone_names: c.zone_names.into(),
         policies: policies.into(),
@@ -612,7 +646,7 @@ impl<'a> Compiler<'a> {
             MatchMode::Any if p.conditions.is_empty() => Cond::All(Box::new([])),
             MatchMode::Any => Cond::Any(conds.into()),
         };
-        let outcome = self.outcome(&p.outcome);
+        let outcome = self.outcome(&p.outcome, access);
         if self.errors.len() != before {
             return None;
         }
@@ -644,7 +678,64 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn outcome(&mut self, o: &OutcomeSpec) -> Option<Outcome> {
+    /// `velocity`: exactly one of `above_kmpm`, `below_kmpm`, `between_kmpm: [low, high]`,
+    /// each speed 1–999 km/min.
+    fn velocity(&mut self, v: &VelocitySpec, at: &Span) -> Option<Cond> {
+        let mut ok = true;
+        let mut in_range = |c: &mut Self, kmpm: f64, at: &Span| {
+            if !(1.0..=999.0).contains(&kmpm) {
+                c.err(at, format!("velocity {kmpm} km/min is out of range: expected 1 to 999 (an airliner does about 15)"));
+                ok = false;
+            }
+        };
+        let cond = match (&v.above_kmpm, &v.below_kmpm, &v.between_kmpm) {
+            (Some(a), None, None) => {
+                in_range(self, **a, a.span());
+                Cond::Velocity {
+                    low: Some(**a),
+                    high: None,
+                    inclusive: false,
+                }
+            }
+            (None, Some(b), None) => {
+                in_range(self, **b, b.span());
+                Cond::Velocity {
+                    low: None,
+                    high: Some(**b),
+                    inclusive: false,
+                }
+            }
+            (None, None, Some(r)) => {
+                let [low, high] = r.as_slice() else {
+                    self.err(
+                        r.span(),
+                        "between_kmpm expects two speeds, [low, high], e.g. [1, 15]".to_string(),
+                    );
+                    return None;
+                };
+                in_range(self, *low, r.span());
+                in_range(self, *high, r.span());
+                if low > high {
+                    self.err(r.span(), format!("between_kmpm [{low}, {high}]: the low speed is above the high one; expected [low, high]"));
+                    return None;
+                }
+                Cond::Velocity {
+                    low: Some(*low),
+                    high: Some(*high),
+                    inclusive: true,
+                }
+            }
+            _ => {
+                self.err(at, "velocity expects exactly one of above_kmpm, below_kmpm or between_kmpm: [low, high]".to_string());
+                return None;
+            }
+        };
+        ok.then_some(cond)
+    }
+
+    /// The outcome; `access`: the policy targets app requests (where a sign-in's
+    /// `mfa_frequency` means nothing).
+    fn outcome(&mut self, o: &OutcomeSpec, access: bool) -> Option<Outcome> {
         Some(match o {
             OutcomeSpec::Allow => Outcome::Allow,
             OutcomeSpec::Deny(d) => Outcome::Deny(DenyOutcome {
@@ -675,6 +766,21 @@ impl<'a> Compiler<'a> {
                         ok = false;
                     }
                 }
+                if let Some(f) = &s.mfa_frequency {
+                    if access {
+                        self.err(
+                            f.span(),
+                            "mfa_frequency applies to sign-ins only: target the policy with `sign_in: true` and no apps or routes, or use `max_age` for app requests".to_string(),
+                        );
+                        ok = false;
+                    } else if f.as_secs() < 60 {
+                        self.err(
+                            f.span(),
+                            "mfa_frequency must be at least 1m: MFA is remembered per device for minutes to days (e.g. `30m`, `12h`)".to_string(),
+                        );
+                        ok = false;
+                    }
+                }
                 if !ok {
                     return None;
                 }
@@ -684,6 +790,7 @@ impl<'a> Compiler<'a> {
                     phishing_resistant: s.phishing_resistant,
                     hardware_bound: s.hardware_bound,
                     max_age: s.max_age,
+                    mfa_frequency: s.mfa_frequency.as_ref().map(|f| **f),
                     message: s.message.clone(),
                 })
             }
@@ -875,12 +982,61 @@ impl<'a> Compiler<'a> {
                 }
             }
             ConditionSpec::Location(l) => {
-                if l.countries.is_empty() && l.regions.is_empty() && l.cities.is_empty() {
+                let contains = LocationContains {
+                    region: boxed(&l.region_contains),
+                    region_not: boxed(&l.region_not_contains),
+                    city: boxed(&l.city_contains),
+                    city_not: boxed(&l.city_not_contains),
+                };
+                if l.countries.is_empty()
+                    && l.regions.is_empty()
+                    && l.cities.is_empty()
+                    && l.places.is_empty()
+                    && [
+                        &contains.region,
+                        &contains.region_not,
+                        &contains.city,
+                        &contains.city_not,
+                    ]
+                    .iter()
+                    .all(|v| v.is_empty())
+                {
                     self.err(
                         span,
-                        "`location` needs at least one of `countries`, `regions`, `cities`",
+                        "`location` needs at least one of `countries`, `regions`, `cities`, `places`, `region_contains`, `region_not_contains`, `city_contains`, `city_not_contains`",
                     );
                     return None;
+                }
+                if let Some(empty) = [
+                    &contains.region,
+                    &contains.region_not,
+                    &contains.city,
+                    &contains.city_not,
+                ]
+                .iter()
+                .flat_map(|v| v.iter())
+                .find(|w| w.trim().is_empty())
+                {
+                    self.err(span, format!("`location`: an empty name `{empty}` in a contains list would match every name; remove it"));
+                    return None;
+                }
+                let mut places = Vec::with_capacity(l.places.len());
+                for p in &l.places {
+                    let parts: Vec<&str> = p.split('/').map(str::trim).collect();
+                    let cc = parts[0];
+                    let ok = parts.len() <= 3
+                        && cc.len() == 2
+                        && cc.chars().all(|ch| ch.is_ascii_alphabetic())
+                        && parts.iter().all(|x| !x.is_empty());
+                    if !ok {
+                        self.err(p.span(), format!("bad place `{}`: expected COUNTRY, COUNTRY/REGION or COUNTRY/REGION/CITY, e.g. FR, US/NY or US/NY/New York", p.as_str()));
+                        continue;
+                    }
+                    places.push((
+                        cc.to_ascii_uppercase().into(),
+                        parts.get(1).map(|r| (*r).into()),
+                        parts.get(2).map(|c| (*c).into()),
+                    ));
                 }
                 for cc in &l.countries {
                     if cc.len() != 2 || !cc.chars().all(|ch| ch.is_ascii_alphabetic()) {
@@ -895,6 +1051,8 @@ impl<'a> Compiler<'a> {
                         .collect(),
                     regions: boxed(&l.regions),
                     cities: boxed(&l.cities),
+                    contains: Box::new(contains),
+                    places: places.into(),
                 }
             }
             ConditionSpec::IpRisk(r) => {
@@ -1030,14 +1188,7 @@ impl<'a> Compiler<'a> {
                     weekdays,
                 }
             }
-            ConditionSpec::Velocity(v) => {
-                let above = *v.above_kmpm;
-                if !(1.0..=999.0).contains(&above) {
-                    self.err(v.above_kmpm.span(), format!("velocity {above} km/min is out of range: expected 1 to 999 (an airliner does about 15)"));
-                    return None;
-                }
-                Cond::Velocity { above }
-            }
+            ConditionSpec::Velocity(v) => self.velocity(v, span)?,
             ConditionSpec::Risk(r) => {
                 let mut levels = 0u8;
                 for l in &r.levels {

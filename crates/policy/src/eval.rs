@@ -253,13 +253,41 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
             countries,
             regions,
             cities,
+            contains,
+            places,
         } => {
             let n = &ctx.network;
             let hit = |list: &[Box<str>], v: &Option<String>| {
                 v.as_deref()
                     .is_some_and(|v| list.iter().any(|w| w.eq_ignore_ascii_case(v)))
             };
-            hit(countries, &n.country) || hit(regions, &n.region) || hit(cities, &n.city)
+            let has = |list: &[Box<str>], v: &Option<String>| {
+                v.as_deref()
+                    .is_some_and(|v| list.iter().any(|w| contains_ignore_case(v, w)))
+            };
+            let lacks = |list: &[Box<str>], v: &Option<String>| {
+                !list.is_empty()
+                    && v.as_deref()
+                        .is_some_and(|v| !list.iter().any(|w| contains_ignore_case(v, w)))
+            };
+            let part = |want: &Option<Box<str>>, v: &Option<String>| match want {
+                None => true,
+                Some(w) => v.as_deref().is_some_and(|v| w.eq_ignore_ascii_case(v)),
+            };
+            hit(countries, &n.country)
+                || hit(regions, &n.region)
+                || hit(cities, &n.city)
+                || has(&contains.region, &n.region)
+                || has(&contains.city, &n.city)
+                || lacks(&contains.region_not, &n.region)
+                || lacks(&contains.city_not, &n.city)
+                || places.iter().any(|(c, r, ci)| {
+                    n.country
+                        .as_deref()
+                        .is_some_and(|v| c.eq_ignore_ascii_case(v))
+                        && part(r, &n.region)
+                        && part(ci, &n.city)
+                })
         }
         Cond::IpRisk { min, max } => ctx
             .network
@@ -306,7 +334,15 @@ fn eval(c: &Cond, b: &Bound<'_>) -> bool {
             let day_ok = weekdays & (1 << local.weekday().num_days_from_monday()) != 0;
             day_ok && hours.is_none_or(|(from, to)| in_hours(local.hour() as u8, from, to))
         }
-        Cond::Velocity { above } => ctx.risk.velocity_kmpm.is_some_and(|v| v > *above),
+        Cond::Velocity {
+            low,
+            high,
+            inclusive,
+        } => ctx.risk.velocity_kmpm.is_some_and(|v| {
+            let above_low = low.is_none_or(|l| if *inclusive { v >= l } else { v > l });
+            let below_high = high.is_none_or(|h| if *inclusive { v <= h } else { v < h });
+            above_low && below_high
+        }),
         Cond::Risk { levels, reasons } => {
             levels & (1 << (ctx.risk.level as u8)) != 0
                 && (reasons.is_empty()
@@ -665,6 +701,13 @@ fn eval_traced(c: &Cond, b: &Bound<'_>, path: &str, out: &mut Vec<ConditionTrace
     held
 }
 
+/// Whether `hay` contains `needle`, ASCII letters compared case-insensitively; no
+/// allocation (evaluated per request).
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
 fn opt(s: Option<&str>) -> String {
     s.map_or_else(|| "(none)".to_string(), |s| format!("`{s}`"))
 }
@@ -696,16 +739,36 @@ fn describe(c: &Cond) -> String {
             countries,
             regions,
             cities,
+            contains,
+            places,
         } => {
             let mut parts = Vec::new();
             for (k, v) in [
                 ("countries", countries),
                 ("regions", regions),
                 ("cities", cities),
+                ("region containing", &contains.region),
+                ("region not containing", &contains.region_not),
+                ("city containing", &contains.city),
+                ("city not containing", &contains.city_not),
             ] {
                 if !v.is_empty() {
                     parts.push(format!("{k} [{}]", v.join(", ")));
                 }
+            }
+            if !places.is_empty() {
+                let named: Vec<String> = places
+                    .iter()
+                    .map(|(c, r, ci)| {
+                        [Some(c), r.as_ref(), ci.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .map(|s| s.as_ref())
+                            .collect::<Vec<&str>>()
+                            .join("/")
+                    })
+                    .collect();
+                parts.push(format!("places [{}]", named.join(", ")));
             }
             format!("location in {}", parts.join(" or "))
         }
@@ -767,7 +830,14 @@ fn describe(c: &Cond) -> String {
                 None => format!("time in {tz}: {days}"),
             }
         }
-        Cond::Velocity { above } => format!("velocity above {above} km/min"),
+        Cond::Velocity {
+            low: Some(l),
+            high: Some(h),
+            ..
+        } => format!("velocity between {l} and {h} km/min"),
+        Cond::Velocity { low: Some(l), .. } => format!("velocity above {l} km/min"),
+        Cond::Velocity { high: Some(h), .. } => format!("velocity below {h} km/min"),
+        Cond::Velocity { .. } => "velocity known".to_string(),
         Cond::Risk { levels, reasons } => {
             let mut s = format!(
                 "risk level in [{}]",

@@ -36,6 +36,10 @@ pub struct StepUpRequirement {
     /// How recent the qualifying factor must be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<MaxAge>,
+    /// A sign-in's MFA may be the one completed on the same device within this long
+    /// (sign-in policies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_frequency: Option<crate::HumanDuration>,
     /// Why, in plain words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -358,6 +358,22 @@ pub struct LocationSpec {
     /// City names.
     #[serde(default)]
     pub cities: Vec<String>,
+    /// Region names containing any of these (case-insensitive for ASCII letters).
+    #[serde(default)]
+    pub region_contains: Vec<String>,
+    /// Region names (when known) containing none of these.
+    #[serde(default)]
+    pub region_not_contains: Vec<String>,
+    /// City names containing any of these (case-insensitive for ASCII letters).
+    #[serde(default)]
+    pub city_contains: Vec<String>,
+    /// City names (when known) containing none of these.
+    #[serde(default)]
+    pub city_not_contains: Vec<String>,
+    /// Places combining country, region and city: `FR`, `FR/IDF`, `US/NY/New York`; one
+    /// matches when every part it names does.
+    #[serde(default)]
+    pub places: Vec<Spanned<String>>,
 }
 
 /// An inclusive integer range.
@@ -488,12 +504,20 @@ pub struct HoursSpec {
     pub to: Spanned<i64>,
 }
 
-/// Velocity above a threshold.
-#[derive(Clone, Debug, Deserialize)]
+/// Travel speed since the last successful sign-in, in km/min (1–999; an airliner does
+/// about 15): exactly one of above a threshold, below one, or between two (inclusive).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VelocitySpec {
-    /// km/min, 1–999 (an airliner does about 15).
-    pub above_kmpm: Spanned<f64>,
+    /// Faster than this.
+    #[serde(default)]
+    pub above_kmpm: Option<Spanned<f64>>,
+    /// Slower than this.
+    #[serde(default)]
+    pub below_kmpm: Option<Spanned<f64>>,
+    /// `[low, high]`: at least `low` and at most `high`.
+    #[serde(default)]
+    pub between_kmpm: Option<Spanned<Vec<f64>>>,
 }
 
 /// Behavioural risk.
@@ -540,8 +564,8 @@ pub struct RequestSpec {
 pub enum OutcomeSpec {
     /// Let it through with the current session.
     Allow,
-    /// Require a stronger or fresher authentication first.
-    StepUp(StepUpSpec),
+    /// Require a stronger or fresher authentication first (boxed: the largest by far).
+    StepUp(Box<StepUpSpec>),
     /// Block.
     Deny(DenySpec),
 }
@@ -566,6 +590,11 @@ pub struct StepUpSpec {
     /// How fresh the MFA must be: a duration (`15m`) or `every_time`.
     #[serde(default)]
     pub max_age: Option<MaxAge>,
+    /// Sign-in policies only: MFA a user completed on the same device (bound by its
+    /// certificate, passkey or device cookie) within this long (`30m`) still counts, so a
+    /// new sign-in there asks for the first factor only.
+    #[serde(default)]
+    pub mfa_frequency: Option<Spanned<HumanDuration>>,
     /// Why, in plain words, for the step-up page and the API error description.
     #[serde(default)]
     pub message: Option<String>,
@@ -632,7 +661,7 @@ impl<'de> Deserialize<'de> for OutcomeSpec {
                 match v {
                     "allow" => Ok(OutcomeSpec::Allow),
                     "deny" => Ok(OutcomeSpec::Deny(DenySpec::default())),
-                    "step_up" => Ok(OutcomeSpec::StepUp(StepUpSpec::default())),
+                    "step_up" => Ok(OutcomeSpec::StepUp(Box::default())),
                     other => Err(E::custom(format!(
                         "unknown outcome `{other}`: expected `allow`, `deny` or `step_up`"
                     ))),
@@ -643,7 +672,7 @@ impl<'de> Deserialize<'de> for OutcomeSpec {
                     de::Error::custom("empty outcome: expected `step_up` or `deny`")
                 })?;
                 let out = match key.as_str() {
-                    "step_up" => OutcomeSpec::StepUp(map.next_value()?),
+                    "step_up" => OutcomeSpec::StepUp(Box::new(map.next_value()?)),
                     "deny" => OutcomeSpec::Deny(map.next_value()?),
                     "allow" => {
                         let _: de::IgnoredAny = map.next_value()?;

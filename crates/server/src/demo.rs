@@ -1,5 +1,5 @@
 //! `stepgate demo`: device profiles a visitor can switch between, the built-in "Licence
-//! Console" upstream app, and the seeded demo users.
+//! Console" and "Team Wiki" upstream apps, and the seeded demo users.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -117,6 +117,33 @@ struct Licence {
     holder: String,
     status: &'static str,
     renewals: u32,
+}
+
+/// Starts the Team Wiki (the demo's second, low-impact app, on its own host) on `addr` and
+/// returns the address it listens on: one page saying who stepgate says is reading, so a
+/// visitor sees the session signed in on the Licence Console carry over (single sign-on).
+pub async fn start_team_wiki(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    async fn wiki(h: HeaderMap) -> Response {
+        Html(format!(
+            "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>\
+             <title>Team Wiki</title><link rel=stylesheet href='/_stepgate/static/style.css'>\
+             <main class=wide><div class=card><h1>Team Wiki</h1>{}\
+             <p>Welcome to the team wiki. You got here without signing in again: the session you \
+             started on the Licence Console is this host's too.</p>\
+             <p><a href='/_stepgate/account'>Security settings</a></p></div></main></html>",
+            identity(&h)
+        ))
+        .into_response()
+    }
+    let app = Router::new().fallback(get(wiki));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the demo Team Wiki stopped");
+        }
+    });
+    Ok(local)
 }
 
 #[derive(Clone, Default)]

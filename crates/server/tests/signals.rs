@@ -119,14 +119,23 @@ fn write_db(path: &std::path::Path) {
         &city("US", "NY", "New York", 40.7128, -74.0060),
     )
     .unwrap();
+    w.insert(
+        "192.0.2.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &city("GB", "ENG", "London", 51.5072, -0.1276),
+    )
+    .unwrap();
     std::fs::write(path, w.to_bytes().unwrap()).unwrap();
 }
 
 async fn start() -> Server {
+    start_with(CONFIG).await
+}
+
+async fn start_with(config: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("City.mmdb");
     write_db(&db);
-    Server::build(CONFIG)
+    Server::build(config)
         .with("UPSTREAM", upstream::text("upstream ok").await)
         .with("DB", db.display())
         .with("WRITER", sha256_hex(WRITER_TOKEN))
@@ -191,6 +200,53 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
     assert_eq!(hist.len(), 2);
     assert_eq!(hist[0].city.as_deref(), Some("Paris"));
     assert_eq!(hist[1].country.as_deref(), Some("US"));
+}
+
+#[tokio::test]
+async fn a_velocity_below_a_threshold_matches_a_sign_in_from_where_the_last_one_was() {
+    let config = CONFIG.replace(
+        "  - name: sign-in-mfa\n",
+        "  - name: same-place-again\n    priority: 35\n    targets: { sign_in: true }\n    conditions:\n      - velocity: { below_kmpm: 1 }\n    outcome: allow\n  - name: sign-in-mfa\n",
+    );
+    let h = start_with(&config).await;
+    // The first sign-in from London has no velocity: MFA.
+    let first = browser("192.0.2.10");
+    let r = support::sign_in(&first, &format!("{}/app", h.base), &JANE, &JANE.code(0)).await;
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+    // From London again: 0 km/min, below 1, the password alone.
+    let again = browser("192.0.2.11");
+    let (url, body) = jane_password(&h, &again).await;
+    assert!(
+        url.ends_with("/app"),
+        "signed straight in, got {url}: {body}"
+    );
+    let signed_in = audit(&h.st, Some("signin.success")).await;
+    assert_eq!(
+        signed_in.last().unwrap().detail["policy"],
+        "same-place-again"
+    );
+}
+
+#[tokio::test]
+async fn a_location_by_part_of_a_city_name_matches_a_live_sign_in() {
+    let config = CONFIG.replace(
+        "  - name: sign-in-mfa\n",
+        "  - name: any-york\n    priority: 35\n    targets: { sign_in: true }\n    conditions:\n      - location: { city_contains: [york], places: [\"GB/ENG/Bristol\"] }\n    outcome: allow\n  - name: sign-in-mfa\n",
+    ).replace("  - name: us-sign-in\n    priority: 30\n", "  - name: us-sign-in\n    priority: 30\n    enabled: false\n");
+    let h = start_with(&config).await;
+    // London neither contains it nor is the place named: MFA.
+    let (url, _) = jane_password(&h, &browser("192.0.2.10")).await;
+    assert!(url.contains("/_stepgate/step-up"), "{url}");
+    // New York contains "york": the password alone.
+    let (url, body) = jane_password(&h, &browser("203.0.113.9")).await;
+    assert!(
+        url.ends_with("/app"),
+        "signed straight in, got {url}: {body}"
+    );
+    assert_eq!(
+        audit(&h.st, Some("signin.success")).await[0].detail["policy"],
+        "any-york"
+    );
 }
 
 fn ago(minutes: i64) -> String {

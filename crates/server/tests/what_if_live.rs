@@ -26,7 +26,9 @@ use stepgate_policy::{
 use stepgate_server::access::context::Facts;
 use stepgate_server::access::signals::SignalError;
 use stepgate_server::access::what_if::{what_if, StatedFacts};
-use stepgate_server::access::{AccessRequest, Credentials, SignalSource, Subject, Verdict, Who};
+use stepgate_server::access::{
+    AccessRequest, Connection, Credentials, SignalSource, Subject, Verdict, Who,
+};
 use stepgate_server::app::SignalSourceFactory;
 use stepgate_server::session::cookies::decision_cookies;
 use stepgate_server::{Runtime, Shared};
@@ -324,6 +326,7 @@ impl Case {
             device: self.device.clone(),
             history: Some(Arc::new(self.history.clone())),
             risk: None,
+            remembered_mfa: Vec::new(),
         }
     }
 
@@ -412,7 +415,7 @@ async fn live(w: &World, c: &Case) -> Answer {
         headers: &headers,
         ip: c.ip,
         credentials: Credentials::Cookies(&cookies),
-        certificates: None,
+        connection: Connection::default(),
         now: c.time,
     };
     let got = answer(w.st.access.decide(&rt, &req).await);

@@ -406,6 +406,10 @@ pub struct DevicesConfig {
     /// The long-lived signed device cookie.
     #[serde(default)]
     pub cookie: DeviceCookieConfig,
+    /// When a browser that signs in becomes a registered device by itself (default
+    /// `after_mfa`); it can always be registered deliberately from the sessions page.
+    #[serde(default)]
+    pub auto_register: AutoRegister,
     /// Request budgets of the device API and the CAEP receiver, which anyone can reach.
     #[serde(default)]
     pub rate_limit: DevicesRateLimitConfig,
@@ -804,6 +808,23 @@ pub struct RecheckConfig {
 
 fn default_recheck_wait() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+
+/// `devices.auto_register`: when a browser completing a sign-in is registered as a device
+/// (a "registered", known but unmanaged, device with a signed cookie) without being asked.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoRegister {
+    /// Only deliberately: the user registers it from the sessions page behind a fresh
+    /// factor, or a UEM/admin registers the device.
+    Never,
+    /// When the sign-in passed a second factor (multi-factor): a password alone never
+    /// makes a browser known.
+    #[default]
+    AfterMfa,
+    /// After every completed sign-in ("unregistered" then matches only browsers that
+    /// never finished one).
+    Always,
 }
 
 /// The device cookie that makes a browser a known-but-unmanaged device.

@@ -402,6 +402,11 @@ pub struct PosturePush {
     /// Device certificates (replace the stored list when present).
     #[serde(default)]
     pub certificates: Option<Vec<DeviceCertificate>>,
+    /// WebAuthn credential ids of the device's passkeys, base64url (standard base64 and
+    /// padding are accepted and normalised); replace the stored list when present. A
+    /// sign-in or request with one of them is bound to this device.
+    #[serde(default)]
+    pub passkeys: Option<Vec<String>>,
     /// Claimed state (capped by the source's `max_state`).
     #[serde(default)]
     pub state: Option<DeviceState>,
@@ -476,6 +481,47 @@ pub enum PushError {
     /// Too many devices in one bulk push.
     #[error("bulk push has {0} devices; send at most {MAX_BULK} per request")]
     TooMany(usize),
+    /// A passkey credential id that is not base64 of 16–1023 bytes.
+    #[error("passkeys: `{0}` is not a WebAuthn credential id; send each as base64url (16–1023 bytes, as the authenticator reported it)")]
+    BadPasskey(String),
+    /// Too many passkeys for one device.
+    #[error("passkeys: {0} credential ids; send at most {MAX_PASSKEYS} per device")]
+    TooManyPasskeys(usize),
+}
+
+/// Most passkey credential ids one device may list.
+pub const MAX_PASSKEYS: usize = 64;
+
+/// `id` as base64url without padding (the form stepgate stores credential ids in), when it
+/// is a credential id: base64 or base64url, padded or not, of 16–1023 bytes.
+pub fn credential_id(id: &str) -> Option<String> {
+    use base64::Engine as _;
+    let url: String = id
+        .trim()
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&url)
+        .ok()?;
+    (16..=1023).contains(&bytes.len()).then_some(url)
+}
+
+fn passkeys(ids: &[String]) -> Result<Vec<String>, PushError> {
+    if ids.len() > MAX_PASSKEYS {
+        return Err(PushError::TooManyPasskeys(ids.len()));
+    }
+    ids.iter()
+        .map(|id| {
+            let shown: String = id.chars().take(64).collect();
+            credential_id(id).ok_or(PushError::BadPasskey(shown))
+        })
+        .collect()
 }
 
 /// Most devices accepted in one bulk push.
@@ -552,6 +598,7 @@ pub fn apply_push(
             }
         }
     }
+    let pushed_passkeys = push.passkeys.as_deref().map(passkeys).transpose()?;
     let observed = push.observed_at.unwrap_or(now);
     let created = existing.is_none();
     let before = existing.clone();
@@ -599,6 +646,9 @@ pub fn apply_push(
                 not_after: c.not_after,
             })
             .collect();
+    }
+    if let Some(p) = pushed_passkeys {
+        d.passkeys = p;
     }
     if let Some(s) = push.state {
         d.state = s;
@@ -943,6 +993,41 @@ mod tests {
         assert!(
             serde_json::from_str::<PosturePush>(r#"{"device_id":"x","colour":"red"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn pushed_passkeys_are_stored_as_base64url_and_bad_ones_named() {
+        let src = source(DeviceSourceKind::Uem);
+        let mut p = push_json();
+        // 18 bytes whose standard base64 has `+` and `/`, padded.
+        p.passkeys = Some(vec!["+/+/AAECAwQFBgcICQoLDA0ODw==".into()]);
+        let (d, _) = apply_push(None, &p, &src, t(10)).unwrap();
+        assert_eq!(d.passkeys, ["-_-_AAECAwQFBgcICQoLDA0ODw"]);
+        let bound = DeviceBinding::Passkey {
+            credential_id: "-_-_AAECAwQFBgcICQoLDA0ODw".into(),
+        };
+        assert!(bound.matches(&d));
+        // Absent: kept; present: replaced.
+        let mut again = push_json();
+        again.observed_at = Some(t(11));
+        let (d, _) = apply_push(Some(d), &again, &src, t(11)).unwrap();
+        assert_eq!(d.passkeys.len(), 1);
+        again.passkeys = Some(vec![]);
+        let (d, _) = apply_push(Some(d), &again, &src, t(11)).unwrap();
+        assert!(d.passkeys.is_empty());
+        for bad in ["short", "not base64!!!!!!!!!!!!!!!!!", ""] {
+            let mut p = push_json();
+            p.passkeys = Some(vec![bad.into()]);
+            let e = apply_push(None, &p, &src, t(10)).unwrap_err();
+            assert_eq!(e, PushError::BadPasskey(bad.into()));
+            assert!(e.to_string().starts_with("passkeys: "), "{e}");
+        }
+        let mut p = push_json();
+        p.passkeys = Some(vec!["AAECAwQFBgcICQoLDA0ODw".into(); MAX_PASSKEYS + 1]);
+        assert!(matches!(
+            apply_push(None, &p, &src, t(10)).unwrap_err(),
+            PushError::TooManyPasskeys(_)
+        ));
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Facts {
     /// A risk assessment stated outright (a context file without a history); the live
     /// sources never state one.
     pub risk: Option<RiskContext>,
+    /// For a sign-in on a known device, when some policy has an `mfa_frequency`: the MFA
+    /// the user completed on that device before ([`stepgate_authn::mfa_memory`]). Not part
+    /// of the context: the judge counts it toward a requirement that allows it.
+    pub remembered_mfa: Vec<stepgate_authn::PassedFactor>,
 }
 
 /// The user as the policy sees them, built once per user record and thread: a cached

@@ -35,7 +35,7 @@ use crate::app::state::Runtime;
 use crate::devices::Registry;
 use crate::session::cache::Caches;
 use crate::session::Sessions;
-pub use request::{AccessRequest, Credentials, Subject, Who};
+pub use request::{AccessRequest, Connection, Credentials, Subject, Who};
 pub use signals::SignalSource;
 pub use verdict::{Decided, Grant, Judged, SignInReason, Verdict};
 
@@ -211,10 +211,11 @@ pub async fn evaluate<'rt>(
     effects: Option<Effects<'_>>,
     explain: Option<&mut Option<Explained>>,
 ) -> Judged<'rt> {
-    let facts = match signals.facts(rt, req, &subject).await {
+    let mut facts = match signals.facts(rt, req, &subject).await {
         Ok(f) => f,
         Err(e) => return Verdict::Unavailable(e.to_string()).into(),
     };
+    let remembered = std::mem::take(&mut facts.remembered_mfa);
     // A context file may state no user at all (an anonymous request).
     let user = match subject.who {
         Who::Assumed if subject.user.username.is_empty() => None,
@@ -241,10 +242,22 @@ pub async fn evaluate<'rt>(
                 .await;
         }
     }
-    // The session a sign-in would create is tied to the device the sign-in is bound to.
+    // The session a sign-in would create is tied to the device the sign-in is bound to,
+    // and counts the MFA completed there within the policy's `mfa_frequency`.
     let mut subject = subject;
     if let Who::Prospective(d) = &mut subject.who {
         d.device_id = ctx.device.as_ref().and_then(|d| d.id.clone());
+        if let stepgate_policy::Outcome::StepUp(q) = decision.outcome {
+            if let Some(window) = q.mfa_frequency {
+                let since = req.now - chrono::Duration::from_std(window.0).unwrap_or_default();
+                for f in remembered
+                    .into_iter()
+                    .filter(|f| f.at > since && f.at <= req.now)
+                {
+                    d.add_factor(f);
+                }
+            }
+        }
     }
     let decided = Decided {
         outcome: decision.outcome,

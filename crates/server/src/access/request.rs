@@ -11,6 +11,7 @@ use stepgate_policy::RequestKind;
 use stepgate_store::UserRecord;
 
 use super::bearer::BearerIdentity;
+use super::signals::PeerCertificates;
 use crate::session::cookies::CookieSource;
 use crate::session::{Session, SessionData};
 
@@ -31,10 +32,24 @@ pub struct AccessRequest<'a> {
     pub ip: Option<IpAddr>,
     /// Who the request says it comes from.
     pub credentials: Credentials<'a>,
-    /// The client certificate chain presented (mTLS, or a trusted proxy's header).
-    pub certificates: Option<Vec<Vec<u8>>>,
+    /// The connection it came over: the signal source reads the client certificate from
+    /// it (the TLS chain, or a trusted proxy's header), the same way for every entry point.
+    pub connection: Connection<'a>,
     /// When.
     pub now: DateTime<Utc>,
+}
+
+/// The connection a request came over, as far as device evidence needs it. Nothing is
+/// read from it until a signal source needs the client certificate (authorities are
+/// configured), so requests pay nothing for it otherwise.
+#[derive(Clone, Copy, Default)]
+pub struct Connection<'a> {
+    /// The peer's address: the client's, or that of the proxy that forwarded the request
+    /// (which may pass on the certificate it verified, in `client_certificates.forwarded`).
+    /// `None` when there is no live request (a CAEP re-evaluation, `what-if`).
+    pub peer: Option<IpAddr>,
+    /// The client certificate chain the TLS connection presented.
+    pub tls: Option<&'a PeerCertificates>,
 }
 
 /// What identifies the subject of a request.

@@ -31,7 +31,7 @@ use stepgate_signals::useragent::user_agent_context;
 use stepgate_store::{DurableStore, HotStore, StoreError};
 
 use super::context::Facts;
-use super::request::{AccessRequest, Credentials, Subject};
+use super::request::{AccessRequest, Connection, Credentials, Subject};
 use crate::app::state::Runtime;
 use crate::demo;
 use crate::session::cache::Caches;
@@ -396,7 +396,13 @@ impl SignalSource for LiveSignals {
             facts.geo = sig.geo(ip);
             facts.ip_risk_score = sig.ip_risk.score(ip).await?;
         }
-        let check = match (&sig.certs, &req.certificates) {
+        // Read from the connection here, for every entry point alike (a sign-in as an app
+        // request), and only when some authority could verify it.
+        let chain = sig
+            .certs
+            .as_ref()
+            .and_then(|_| presented_certificates(rt, req.connection, req.headers));
+        let check = match (&sig.certs, &chain) {
             // Boxed: its future is several kilobytes, and every request's future would
             // carry (and copy) that space, though only requests with a certificate use it.
             (Some(verifier), Some(chain)) => Some(Box::pin(verifier.verify(chain, req.now)).await),
@@ -412,6 +418,21 @@ impl SignalSource for LiveSignals {
         if reads.risk && !subject.user.id.is_empty() {
             facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
         }
+        // A sign-in on a known device, when some policy lets it count earlier MFA there.
+        let device_id = facts.device.as_ref().and_then(|d| d.id.as_deref());
+        if let (Credentials::FirstFactor { .. }, Some(_), Some(device_id)) = (
+            &req.credentials,
+            rt.config.policy_set.mfa_memory(),
+            device_id,
+        ) {
+            facts.remembered_mfa = stepgate_authn::mfa_memory::remembered(
+                self.cache.hot(),
+                self.durable.as_ref(),
+                &subject.user.id,
+                device_id,
+            )
+            .await?;
+        }
         Ok(facts)
     }
 }
@@ -420,14 +441,14 @@ impl SignalSource for LiveSignals {
 /// configured header when the peer is a trusted proxy.
 pub fn presented_certificates(
     rt: &Runtime,
-    peer: IpAddr,
+    connection: Connection<'_>,
     headers: &HeaderMap,
-    tls: Option<&PeerCertificates>,
 ) -> Option<Vec<Vec<u8>>> {
-    if let Some(t) = tls.filter(|t| !t.0.is_empty()) {
+    if let Some(t) = connection.tls.filter(|t| !t.0.is_empty()) {
         return Some(t.0.clone());
     }
     let fwd = rt.config.signals.client_certificates.forwarded.as_ref()?;
+    let peer = connection.peer?;
     let peer = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
         v4 => v4,

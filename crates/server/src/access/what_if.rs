@@ -14,7 +14,7 @@ use stepgate_signals::risk::SignInEntry;
 use stepgate_store::UserRecord;
 
 use super::context::Facts;
-use super::request::{AccessRequest, Credentials, Subject, Who};
+use super::request::{AccessRequest, Connection, Credentials, Subject, Who};
 use super::signals::{SignalError, SignalSource};
 use super::{evaluate, Explained, Judged};
 use crate::app::state::Runtime;
@@ -71,6 +71,9 @@ impl StatedFacts {
             device: ctx.device.clone(),
             history: history.map(std::sync::Arc::new),
             risk: Some(ctx.risk.clone()),
+            // A context file states no earlier sign-in's MFA: `what-if` answers as for a
+            // device that remembers none.
+            remembered_mfa: Vec::new(),
         };
         StatedFacts { facts }
     }
@@ -127,7 +130,7 @@ pub async fn what_if<'rt>(
         headers: &headers,
         ip: ctx.network.ip,
         credentials: Credentials::Assumed(&user),
-        certificates: None,
+        connection: Connection::default(),
         now: ctx.time,
     };
     let subject = Subject {

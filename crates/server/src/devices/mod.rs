@@ -110,6 +110,15 @@ impl Registry {
         save(self.durable.as_ref(), d, now).await
     }
 
+    /// Deletes a device from the registry (never one of stepgate's own records). Whether
+    /// there was one.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        if is_reserved_id(id) {
+            return Ok(false);
+        }
+        self.durable.delete_device(id).await
+    }
+
     /// Notes that session `session_id` is bound to `device_id` (for CAEP re-evaluation).
     pub async fn index_session(&self, device_id: &str, session_id: &str) {
         let v = serde_json::Value::String(session_id.to_string());
@@ -157,23 +166,63 @@ impl Registry {
         }
     }
 
-    /// After a completed sign-in: when device cookies are configured and the browser has
-    /// no valid one of this user's, registers a new "registered" (known but unmanaged)
-    /// device for the user and returns the long-lived signed cookie that ties the browser
-    /// to it.
+    /// Whether a sign-in that completed as `session` registers the browser by itself
+    /// (`devices.auto_register`): never, only after multi-factor (AAL2 or more), or always.
+    pub fn registers_on_sign_in(rt: &Runtime, session: &Session) -> bool {
+        use stepgate_signals::config::AutoRegister;
+        match rt.config.devices.auto_register {
+            AutoRegister::Never => false,
+            AutoRegister::AfterMfa => session.data.aal(&rt.config.assurance) >= 2,
+            AutoRegister::Always => true,
+        }
+    }
+
+    /// The device this browser's valid device cookie names, when it has one.
+    pub fn cookie_device(
+        &self,
+        rt: &Runtime,
+        jar: &CookieJar,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let signer = self.cookie.as_ref()?;
+        let c = &rt.config.devices.cookie;
+        jar.get(&c.name)
+            .and_then(|v| signer.verify(v, c.max_age.0, now).ok())
+    }
+
+    /// Whether device cookies are configured (their key is set): browsers can be registered.
+    pub fn registers_browsers(&self) -> bool {
+        self.cookie.is_some()
+    }
+
+    /// Removes `owner`'s browser registration `id` (a device stepgate registered; a UEM's
+    /// record is the UEM's to remove). Whether there was one.
+    pub async fn remove_browser(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        match self.load(id).await? {
+            Some(d)
+                if d.owner.as_deref() == Some(owner) && d.source.as_deref() == Some("stepgate") =>
+            {
+                self.delete(id).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Registers the browser of `jar` as a new "registered" (known but unmanaged) device
+    /// of `user` — after a sign-in when [`Registry::registers_on_sign_in`], or when the
+    /// user asks — and returns the long-lived signed cookie that ties the browser to it;
+    /// `None` when device cookies are not configured or the browser already holds a valid
+    /// one of this user's. The new device's id comes with it.
     pub async fn issue_cookie(
         &self,
         rt: &Runtime,
         jar: &CookieJar,
         user: &UserRecord,
         now: DateTime<Utc>,
-    ) -> Option<axum_extra::extract::cookie::Cookie<'static>> {
+    ) -> Option<(String, axum_extra::extract::cookie::Cookie<'static>)> {
         let signer = self.cookie.as_ref()?;
         let c = &rt.config.devices.cookie;
-        if let Some(id) = jar
-            .get(&c.name)
-            .and_then(|v| signer.verify(v, c.max_age.0, now).ok())
-        {
+        if let Some(id) = self.cookie_device(rt, jar, now) {
             if let Ok(Some(d)) = self.load(&id).await {
                 if d.owner.as_deref().is_none_or(|o| o == user.username) {
                     return None;
@@ -197,7 +246,7 @@ impl Registry {
         cookie.set_max_age(cookie::time::Duration::seconds(
             c.max_age.as_secs().min(i64::MAX as u64) as i64,
         ));
-        Some(cookie)
+        Some((device.id, cookie))
     }
 }
 
@@ -206,6 +255,9 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
     let p = |s: &str| format!("{portal_path}{s}");
     Router::new()
         .route(&p("/api/devices/posture"), put(posture_api::put_posture))
-        .route(&p("/api/devices/{id}"), get(posture_api::get_device))
+        .route(
+            &p("/api/devices/{id}"),
+            get(posture_api::get_device).delete(posture_api::delete_device),
+        )
         .route(&p("/caep/events"), post(caep::receive))
 }

@@ -1,5 +1,5 @@
-//! The device API for UEM/MDM/EDR systems: `PUT {portal}/api/devices/posture` (one device,
-//! or `{"devices": [...]}`) and `GET {portal}/api/devices/{id}`, each caller authenticated by
+//! The device API for UEM/MDM/EDR systems and admins: `PUT {portal}/api/devices/posture`
+//! (one device, or `{"devices": [...]}`), `GET` and `DELETE {portal}/api/devices/{id}`, each caller authenticated by
 //! its own bearer token (stored as SHA-256) with scopes. Pushes are idempotent and audited;
 //! a push that changes a device re-evaluates its live sessions and wakes waiting re-checks.
 //!
@@ -219,4 +219,30 @@ pub async fn get_device(
         Utc::now(),
     );
     Ok(Json(json!({ "device": device, "compliance": verdict })).into_response())
+}
+
+/// `DELETE {portal}/api/devices/{id}` (scope `devices:write`): an admin or the UEM removes
+/// a device — a UEM's record or a browser stepgate registered. Its live sessions are
+/// re-evaluated without it; a browser holding its cookie is unregistered from its next request.
+pub async fn delete_device(
+    State(st): State<Shared>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let source = admit(&st, &peer, &headers, DeviceScope::DevicesWrite).await?;
+    let unavailable = |e| ApiError::unavailable(PostureApi, "device registry", e);
+    let Some(device) = st.devices.load(&id).await.map_err(unavailable)? else {
+        return Err(ApiError::not_found(
+            PostureApi,
+            format!("no device `{id}` in the registry"),
+        ));
+    };
+    let bound = super::reevaluate::bound_sessions(&st, &device).await;
+    st.devices.delete(&id).await.map_err(unavailable)?;
+    // Its sessions are judged again, now bound to no device.
+    let effects = super::reevaluate::judge_again(&st, bound).await;
+    let detail = json!({ "owner": device.owner, "by": "source", "sessions": effects });
+    audit(&st, "device.removed", &source.name, &id, detail).await;
+    Ok(Json(json!({ "device_id": id, "result": "deleted" })).into_response())
 }

@@ -11,8 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_policy::RequestKind;
+use stepgate_signals::device::Device;
 
-use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::state::{Runtime, Shared};
 use crate::session::Session;
 
@@ -26,13 +27,17 @@ enum Effect {
 /// Re-evaluates the live sessions bound to `device_id`. Returns
 /// `{"ended": n, "step_up": m, "kept": k}`.
 pub async fn device_sessions(st: &Shared, device_id: &str) -> serde_json::Value {
-    let rt = st.runtime.load_full();
-    let now = Utc::now();
     let Ok(Some(device)) = st.devices.load(device_id).await else {
         return json!({});
     };
-    // Sessions bound to the device: the index, plus the owner's sessions that name it.
-    let mut ids = st.devices.sessions_of(device_id).await.unwrap_or_default();
+    let sessions = bound_sessions(st, &device).await;
+    judge_again(st, sessions).await
+}
+
+/// The live sessions bound to `device`: the device's index, plus the owner's sessions
+/// that name it.
+pub async fn bound_sessions(st: &Shared, device: &Device) -> Vec<Session> {
+    let mut ids = st.devices.sessions_of(&device.id).await.unwrap_or_default();
     if let Some(owner) = &device.owner {
         if let Ok(Some(u)) = st.stores.durable.get_user_by_username(owner).await {
             ids.extend(st.sessions.of_user(&u.id).await.unwrap_or_default());
@@ -40,18 +45,28 @@ pub async fn device_sessions(st: &Shared, device_id: &str) -> serde_json::Value 
     }
     ids.sort();
     ids.dedup();
-    let (mut ended, mut stepped, mut kept) = (0, 0, 0);
+    let mut sessions = Vec::new();
     for id in ids {
         let Ok(Some((_, data))) = st.sessions.peek(&id).await else {
             continue;
         };
-        if data.device_id.as_deref() != Some(device_id) {
-            continue;
+        if data.device_id.as_deref() == Some(device.id.as_str()) {
+            sessions.push(Session {
+                id,
+                data: Arc::new(data),
+            });
         }
-        let session = Session {
-            id,
-            data: Arc::new(data),
-        };
+    }
+    sessions
+}
+
+/// Judges `sessions` again, each on its device as the registry now has it (none, once
+/// the device is removed). Returns `{"ended": n, "step_up": m, "kept": k}`.
+pub async fn judge_again(st: &Shared, sessions: Vec<Session>) -> serde_json::Value {
+    let rt = st.runtime.load_full();
+    let now = Utc::now();
+    let (mut ended, mut stepped, mut kept) = (0, 0, 0);
+    for session in sessions {
         match session_again(st, &rt, session, now).await {
             Some(Effect::Ended) => ended += 1,
             Some(Effect::SteppedUp) => stepped += 1,
@@ -88,7 +103,7 @@ async fn session_again(
         headers: &headers,
         ip: session.data.ip.as_deref().and_then(|s| s.parse().ok()),
         credentials: Credentials::Stored(session),
-        certificates: None,
+        connection: Connection::default(),
         now,
     };
     match st.access.decide(rt, &req).await.verdict {

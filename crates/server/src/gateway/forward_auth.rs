@@ -36,8 +36,7 @@ use super::original::{Original, Unreadable};
 use super::render::{insufficient_user_authentication, portal_link, sign_in_challenge, Return};
 use crate::access::bearer::bearer_token;
 use crate::access::request::client_ip;
-use crate::access::signals::presented_certificates;
-use crate::access::{AccessRequest, Credentials, Grant, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, Grant, Verdict};
 use crate::app::responses::{is_api, json_error, security_headers, Peer};
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::{decision_cookies, DecisionCookies};
@@ -140,7 +139,10 @@ async fn respond(
             },
             // A trusted proxy may pass the client certificate it verified (the same header
             // the reverse proxy reads).
-            certificates: presented_certificates(rt, peer.0.ip(), headers, None),
+            connection: Connection {
+                peer: Some(peer.0.ip()),
+                tls: None,
+            },
             now,
         };
         st.access.decide(rt, &ar).await.verdict

@@ -30,8 +30,7 @@ use stepgate_policy::RequestKind;
 
 use crate::access::bearer::bearer_token;
 use crate::access::request::client_ip;
-use crate::access::signals::presented_certificates;
-use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::decision_cookies;
@@ -71,7 +70,10 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
             Some(token) => Credentials::Bearer(token),
             None => Credentials::Cookies(&cookies),
         },
-        certificates: presented_certificates(&rt, peer.0.ip(), h, req.extensions().get()),
+        connection: Connection {
+            peer: Some(peer.0.ip()),
+            tls: req.extensions().get(),
+        },
         now,
     };
     let verdict = st.access.decide(&rt, &ar).await.verdict;

@@ -7,6 +7,8 @@
 //! - [`account`]: security settings — the user's factors, added and removed behind a fresh
 //!   factor.
 //! - [`sessions`]: the user's sessions; signing out here or everywhere.
+//! - [`devices`]: the user's devices on the sessions page; registering this browser
+//!   (behind a fresh factor) and removing a browser registration.
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
 //! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
 //!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
@@ -18,6 +20,7 @@
 
 pub mod account;
 pub mod blocked;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod links;
@@ -104,6 +107,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&p("/demo/device"), post(account::demo_device))
         .route(&p("/sessions"), get(sessions::sessions_page))
         .route(&p("/sessions/end"), post(sessions::end_session))
+        .route(&p("/devices/register"), post(devices::register_browser))
+        .route(&p("/devices/remove"), post(devices::remove_browser))
         .route(&p("/logout"), post(sessions::logout))
         .route(&p("/logout-all"), post(sessions::logout_all))
         .route(

@@ -1,5 +1,5 @@
 //! The user's sessions — where and when each signed in, ending any of them — and signing
-//! out here or everywhere. A page never shows a session id: each "End" button carries a
+//! out here or everywhere; with the user's devices ([`super::devices`]). A page never shows a session id: each "End" button carries a
 //! MAC of it ([`crate::app::signer::Signer::session_handle`]).
 
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use crate::session::cookies::{clear_session_cookie, CookieJar};
 
 /// `GET {portal}/sessions`.
 pub async fn sessions_page(
-    Visit { st, here: rt, .. }: Visit,
+    Visit { st, here: rt, jar }: Visit,
     SignedIn { session, user }: SignedIn,
 ) -> Response {
     let ids = st.sessions.of_user(&user.id).await.unwrap_or_default();
@@ -36,10 +36,15 @@ pub async fn sessions_page(
             current => id == session.id, handle => st.signer.session_handle(&id),
         });
     }
+    let devices = super::devices::listed(&st, &rt, &jar, &user).await;
+    let registrable = st.devices.registers_browsers();
     Pages::global().render(
         StatusCode::OK,
         "sessions.html",
-        context! { portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username, sessions => rows },
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
+            sessions => rows, devices => devices, registrable => registrable,
+        },
     )
 }
 
@@ -91,6 +96,14 @@ async fn sign_out(
             st.sessions.end_all(&s.data.user_id).await?;
         } else {
             st.sessions.end(&s.id).await?;
+        }
+        // "Everywhere" forgets the MFA every device remembers; a plain sign-out only when
+        // configured (`sessions.forget_on_sign_out`).
+        if everywhere || rt.config.sessions.forget_on_sign_out {
+            st.authn
+                .forget_mfa(&s.data.user_id)
+                .await
+                .map_err(|e| PortalError::StoreDown(e.to_string()))?;
         }
     }
     let jar = jar.set(clear_session_cookie(&rt.config.sessions));

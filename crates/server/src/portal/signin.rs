@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use axum_extra::extract::cookie::Cookie;
 use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
@@ -26,8 +26,9 @@ use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
 use crate::access::request::client_ip;
-use crate::access::signals::{presented_certificates, PeerCertificates, SignInRecord};
-use crate::access::{AccessRequest, Credentials, Verdict};
+use crate::access::signals::PeerCertificates;
+use crate::access::signals::SignInRecord;
+use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -114,7 +115,7 @@ pub struct LoginForm {
 pub async fn login_submit(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
-    tls: Option<axum::Extension<PeerCertificates>>,
+    tls: Option<Extension<PeerCertificates>>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -132,7 +133,10 @@ pub async fn login_submit(
                 remember: f.remember.is_some(),
                 ip,
                 headers: &headers,
-                certificates: presented_certificates(&rt, peer.0.ip(), &headers, tls.as_deref()),
+                connection: Connection {
+                    peer: Some(peer.0.ip()),
+                    tls: tls.as_ref().map(|t| &t.0),
+                },
             };
             sign_in(&st, &rt, &jar, attempt)
                 .await
@@ -174,9 +178,8 @@ pub struct FirstFactor<'a> {
     pub ip: Option<IpAddr>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
-    /// The client certificate chain it presented (TLS, or a trusted proxy's header): a
-    /// device certificate binds the browser to its device at sign-in.
-    pub certificates: Option<Vec<Vec<u8>>>,
+    /// The connection it came over (the client certificate is device evidence).
+    pub connection: Connection<'a>,
 }
 
 /// Where a sign-in or factor step leads.
@@ -239,7 +242,7 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
             factor: &a.factor,
             cookies: jar,
         },
-        certificates: a.certificates.clone(),
+        connection: a.connection,
         now,
     };
     // Sign-ins are few: the decision is explained, so the audit row carries its risk.
@@ -366,7 +369,8 @@ pub struct Done<'a> {
 }
 
 /// A sign-in complete: audited, recorded in the risk history, the session indexed under its
-/// device, a device cookie for a new browser, and back to the target.
+/// device, a device cookie for a new browser when `devices.auto_register` says so, and
+/// back to the target.
 pub async fn completed(
     st: &Shared,
     rt: &Here,
@@ -397,15 +401,41 @@ pub async fn completed(
         st.devices.index_session(d, &session.id).await;
     }
     let persistent = session.data.persistent;
-    let device_cookie = st
-        .devices
-        .issue_cookie(rt, jar, user, now)
-        .await
-        .map(Box::new);
+    let issued = match crate::devices::Registry::registers_on_sign_in(rt, &session) {
+        true => st.devices.issue_cookie(rt, jar, user, now).await,
+        false => None,
+    };
+    let device = session.data.device_id.as_deref();
+    remember_mfa(
+        st,
+        rt,
+        &session,
+        device.or(issued.as_ref().map(|(id, _)| id.as_str())),
+    )
+    .await;
     Next::Go {
         url: target,
         session: Some((session, persistent)),
-        device_cookie,
+        device_cookie: issued.map(|(_, c)| Box::new(c)),
+    }
+}
+
+/// After a multi-factor sign-in on a known device, when some sign-in policy has an
+/// `mfa_frequency`: the device remembers the user's MFA ([`stepgate_authn::mfa_memory`]).
+/// Logged, never fatal: without it the next sign-in asks for MFA again.
+async fn remember_mfa(st: &Shared, rt: &Here, session: &Session, device: Option<&str>) {
+    let (Some(keep), Some(device)) = (rt.config.policy_set.mfa_memory(), device) else {
+        return;
+    };
+    if session.data.aal(&rt.config.assurance) < 2 {
+        return;
+    }
+    let hot = st.stores.hot.as_ref();
+    let d = &session.data;
+    if let Err(e) =
+        stepgate_authn::mfa_memory::remember(hot, &d.user_id, device, &d.factors, keep.0).await
+    {
+        tracing::error!(error = %e, "MFA not remembered for the device");
     }
 }
 

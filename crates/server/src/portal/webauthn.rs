@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Deserialize;
 use stepgate_authn::webauthn::RegistrationKind;
@@ -18,7 +18,8 @@ use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
 use super::{account, auth_message};
 use crate::access::request::client_ip;
-use crate::access::signals::{presented_certificates, PeerCertificates};
+use crate::access::signals::PeerCertificates;
+use crate::access::Connection;
 use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -150,7 +151,7 @@ pub async fn webauthn_login_start(
 pub async fn webauthn_login_finish(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
-    tls: Option<axum::Extension<PeerCertificates>>,
+    tls: Option<Extension<PeerCertificates>>,
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
@@ -169,7 +170,10 @@ pub async fn webauthn_login_finish(
         remember: false,
         ip,
         headers: &headers,
-        certificates: presented_certificates(&rt, peer.0.ip(), &headers, tls.as_deref()),
+        connection: Connection {
+            peer: Some(peer.0.ip()),
+            tls: tls.as_ref().map(|t| &t.0),
+        },
     };
     let next = sign_in(&st, &rt, &jar, attempt).await;
     Ok(next.respond(&rt, jar, true))
@@ -208,16 +212,18 @@ async fn registering(
     Ok((session, user))
 }
 
-/// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for the user's own keys.
+/// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for those of the user's
+/// own keys that can satisfy it.
 pub async fn webauthn_step_start(
     Visit { st, here: rt, jar }: Visit,
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (_, user, _) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    let (_, user, step) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
+    // The allow-list comes from what the step-up needs, not from which kinds exist.
     let (options, state) = st
         .authn
-        .webauthn_auth_start(Some(&user))
+        .webauthn_step_up_start(&user, &step.req)
         .await
         .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
     started(&st, options, state).await

@@ -117,6 +117,12 @@ impl Clock {
 }
 
 impl Caches {
+    /// The hot store behind the cache, for what is read once per sign-in and never cached
+    /// (the MFA a device remembers).
+    pub fn hot(&self) -> &dyn HotStore {
+        self.hot.as_ref()
+    }
+
     /// Moves the cache's clock `by` ahead, so that every entry is as old as if `by` had
     /// passed: tests let the TTL pass without sleeping. Stepgate itself never calls it.
     #[doc(hidden)]

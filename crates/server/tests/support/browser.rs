@@ -16,20 +16,24 @@ const LOGIN: &str = "/_stepgate/login";
 /// The TOTP step-up form's action.
 const TOTP: &str = "/_stepgate/step-up/totp";
 
-/// A client builder whose `*.test` host names resolve to 127.0.0.1 (the port is the URL's),
-/// so every host a test's YAML names reaches the stepgate (or front proxy) on loopback.
+/// A client builder whose `*.test` host names (and `localhost`, `*.localhost`, as browsers
+/// resolve them) resolve to 127.0.0.1 (the port is the URL's), so every host a test's YAML
+/// names reaches the stepgate (or front proxy) on loopback.
 pub fn client() -> ClientBuilder {
     Client::builder().dns_resolver(Arc::new(TestHosts))
 }
 
-/// Resolves `*.test` to 127.0.0.1 and anything else as the system does.
+/// Resolves `*.test`, `localhost` and `*.localhost` to 127.0.0.1 and anything else as the
+/// system does.
 struct TestHosts;
 
 impl Resolve for TestHosts {
     fn resolve(&self, name: Name) -> Resolving {
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = if name.ends_with(".test") {
+            let loopback =
+                name.ends_with(".test") || name == "localhost" || name.ends_with(".localhost");
+            let addrs: Vec<SocketAddr> = if loopback {
                 vec![SocketAddr::from(([127, 0, 0, 1], 0))]
             } else {
                 tokio::net::lookup_host((name.as_str(), 0)).await?.collect()

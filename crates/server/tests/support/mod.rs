@@ -8,6 +8,7 @@
 //!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
 //! - [`hexnode`]: a recording Hexnode UEM for the device connector's tests.
+//! - [`Passkey`]: a software passkey registered for a user, signing in through the portal.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
 //! - [`skipped`]: a test that returns early because a peer is missing (nginx, Caddy, a
@@ -21,6 +22,7 @@
 
 mod browser;
 pub mod hexnode;
+pub mod passkey;
 mod people;
 pub mod raw;
 mod server;
@@ -32,6 +34,7 @@ mod window;
 pub use browser::{
     client, field, header, password, redirects, retry_after, sign_in, Browser, Page,
 };
+pub use passkey::Passkey;
 pub use people::{totp_data, Person, JANE};
 pub use raw::{raw, raw_get, RawAnswer};
 pub use server::{audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State};
