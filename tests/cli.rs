@@ -35,7 +35,9 @@ fn check_accepts_the_demo() {
 #[test]
 fn check_warns_when_email_codes_are_counted_as_mfa() {
     let dir = tempfile::tempdir().unwrap();
-    let body = "policies:\n  - { name: a, priority: 1, outcome: allow }\n";
+    // A deployable configuration (passkeys bound to the portal's origin, a sign-in policy):
+    // `check` has nothing else to say about it.
+    let body = "server:\n  public_url: http://localhost:9091\npolicies:\n  - { name: a, priority: 1, targets: { sign_in: true }, outcome: allow }\n";
     let plain = write(dir.path(), "plain.yaml", body);
     let o = stepgate(&["check", plain.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
