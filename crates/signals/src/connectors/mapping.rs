@@ -257,6 +257,8 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
         mac_addresses: None,
         groups: None,
         certificates: None,
+        // The UEMs expose no WebAuthn credential ids: a list stored by a posture push stays.
+        passkeys: None,
         state: Some(state),
         posture,
         compliance: cfg.uem_compliance.then_some(compliance),
