@@ -50,24 +50,12 @@ pub struct Facts {
 /// group and attribute per request. A record that changed is a new record, so a stale
 /// context is never reused.
 pub fn shared_user_context(u: &Arc<UserRecord>) -> Arc<UserContext> {
-    LAST_USER.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((record, ctx)) = last.as_ref() {
-            if std::ptr::eq(record.as_ptr(), Arc::as_ptr(u)) && record.strong_count() > 0 {
-                return ctx.clone();
-            }
-        }
-        let ctx = Arc::new(user_context(u));
-        *last = Some((Arc::downgrade(u), ctx.clone()));
-        ctx
-    })
+    LAST_USER.with(|last| last.get(u, 0, user_context))
 }
 
 thread_local! {
-    /// The user record [`shared_user_context`] built a context for last, held weakly (a
-    /// live record at the same address is the same record; a dropped one never matches).
-    static LAST_USER: std::cell::RefCell<Option<(std::sync::Weak<UserRecord>, Arc<UserContext>)>> =
-        const { std::cell::RefCell::new(None) };
+    static LAST_USER: crate::app::memo::Latest<UserRecord, UserContext> =
+        const { crate::app::memo::Latest::new() };
 }
 
 /// The user as the policy sees them.

@@ -8,6 +8,7 @@
 
 pub mod idle;
 pub mod listen;
+pub mod memo;
 pub mod reload;
 pub mod responses;
 pub mod routes;

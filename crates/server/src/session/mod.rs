@@ -212,33 +212,12 @@ impl Sessions {
 /// A state that changed is a new state, and a reload a new [`Runtime::generation`], so a
 /// stale assessment is never reused.
 pub fn assurance(rt: &Runtime, data: &Arc<SessionData>) -> Arc<stepgate_authn::Assurance> {
-    LAST_ASSURANCE.with(|last| {
-        let mut last = last.borrow_mut();
-        if let Some((state, generation, assessed)) = last.as_ref() {
-            if *generation == rt.generation
-                && std::ptr::eq(state.as_ptr(), Arc::as_ptr(data))
-                && state.strong_count() > 0
-            {
-                return assessed.clone();
-            }
-        }
-        let assessed = Arc::new(data.assurance(&rt.config.assurance));
-        *last = Some((Arc::downgrade(data), rt.generation, assessed.clone()));
-        assessed
-    })
+    LAST_ASSURANCE.with(|last| last.get(data, rt.generation, |d| d.assurance(&rt.config.assurance)))
 }
 
-/// The session state [`assurance`] assessed last on this thread (held weakly: a live state
-/// at the same address is the same state), under which configuration, and its assessment.
-type Assessed = (
-    std::sync::Weak<SessionData>,
-    u64,
-    Arc<stepgate_authn::Assurance>,
-);
-
 thread_local! {
-    static LAST_ASSURANCE: std::cell::RefCell<Option<Assessed>> =
-        const { std::cell::RefCell::new(None) };
+    static LAST_ASSURANCE: crate::app::memo::Latest<SessionData, stepgate_authn::Assurance> =
+        const { crate::app::memo::Latest::new() };
 }
 
 fn ttl_for(rt: &Runtime, data: &SessionData, now: DateTime<Utc>) -> Duration {
