@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use stepgate_authn::password::{self, BreachedList};
@@ -226,6 +227,15 @@ async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator, PasswordR
     let stores = open_stores(&cfg.store, &data_dir, &key)
         .await
         .context("opening the store")?;
+    // No cache here, but running nodes cache what this changes: on Redis, announce each
+    // write so that they drop their copies at once (a disabled user, ended sessions).
+    let (stores, cache) = stepgate_server::session::cache::wrap(stores, Duration::ZERO);
+    if let Some(redis) = &cfg.store.redis {
+        let feed = stepgate_store::ChangeFeed::connect(redis)
+            .await
+            .context("connecting the change feed to Redis")?;
+        cache.announce(std::sync::Arc::new(feed));
+    }
     let mut factors = cfg.factors;
     // The CLI never sends codes: do not build (or require credentials for) the senders.
     factors.email_otp.enabled = false;

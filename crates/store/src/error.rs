@@ -98,6 +98,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// A backend did not answer in time or dropped the connection.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+
     /// Redis failed.
     #[cfg(feature = "redis")]
     #[error("redis error: {0}")]

@@ -72,6 +72,8 @@ mod sqlite_backup;
 mod sync;
 mod traits;
 
+#[cfg(feature = "redis")]
+pub mod changes;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -84,6 +86,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use audit::{verify_audit_chain, AuditChainError};
+#[cfg(feature = "redis")]
+pub use changes::{Change, ChangeFeed, ChangeStream, Heard};
 pub use clock::StoreClock;
 pub use config::{
     redact_url, PasswordHash, PostgresConfig, RedisConfig, SqliteConfig, StoreConfig, UserSpec,

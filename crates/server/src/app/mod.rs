@@ -134,6 +134,14 @@ async fn open(config: &Config, key: &SecretKey) -> anyhow::Result<(Stores, Arc<C
         .await
         .context("opening the stores")?;
     let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
+    // Several nodes share the hot state only through Redis: there, each node announces its
+    // writes and drops what the others announce.
+    if let Some(redis) = &config.store.redis {
+        let feed = stepgate_store::ChangeFeed::connect(redis)
+            .await
+            .context("connecting the change feed to Redis")?;
+        cache.listen(Arc::new(feed));
+    }
     if !config.users.is_empty() {
         let report = sync_users(stores.durable.as_ref(), key, &config.users)
             .await

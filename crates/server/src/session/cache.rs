@@ -19,6 +19,14 @@
 //! finishes after it (a generation counter per map), so a racing read cannot bring back a
 //! record this node just revoked.
 //!
+//! Across nodes (PostgreSQL + Redis), every write this node makes is also announced on the
+//! Redis change feed ([`stepgate_store::ChangeFeed`]), and every node drops what another node
+//! announced ([`Caches::listen`]), so a change made on any node takes effect on every node's
+//! next request. A node whose subscription is lost empties its cache and reads every record
+//! from the stores until a new subscription stands: it cannot know what it missed. A change
+//! whose announcement fails to publish (the write itself succeeded) is seen elsewhere within
+//! the TTL. Other writers (the CLI) announce their changes the same way ([`Caches::announce`]).
+//!
 //! Entries age by the cache's own clock: the monotonic clock, which a test can move ahead
 //! ([`Caches::advance_clock`]) to let a TTL pass without sleeping.
 
@@ -31,8 +39,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use stepgate_store::{
-    AuditEvent, AuditQuery, DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent,
-    OtpCheck, SessionEntry, StoreResult, Stores, UserRecord,
+    AuditEvent, AuditQuery, Change, ChangeFeed, DeviceRecord, DurableStore, FactorRecord, Heard,
+    HotStore, NewAuditEvent, OtpCheck, SessionEntry, StoreResult, Stores, UserRecord,
 };
 
 use stepgate_signals::risk::SignInEntry;
@@ -61,6 +69,11 @@ pub struct Caches {
     usernames: TtlMap<String, Option<Arc<UserRecord>>>,
     devices: TtlMap<String, Option<DeviceRecord>>,
     device_lists: TtlMap<String, Vec<DeviceRecord>>,
+    /// Where this node announces its writes to the others (multi-node deployments).
+    feed: OnceLock<Arc<ChangeFeed>>,
+    /// Whether cached entries may be used: always without a feed; with one, only while the
+    /// subscription to the other nodes' changes stands.
+    trusted: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Caches {
@@ -144,6 +157,113 @@ impl Caches {
         Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
     }
 
+    /// The TTL entries are judged by now: zero (nothing read from or kept in the cache)
+    /// while a multi-node subscription is down.
+    fn live_ttl(&self) -> Duration {
+        if self.trusted.load(Ordering::Acquire) {
+            self.ttl()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Whether this node currently uses its cache (false while its subscription to other
+    /// nodes' changes is down).
+    pub fn in_use(&self) -> bool {
+        self.trusted.load(Ordering::Acquire) && !self.ttl().is_zero()
+    }
+
+    /// Announces this node's writes on `feed` from now on, without listening to others (the
+    /// CLI, whose cache is off).
+    pub fn announce(&self, feed: Arc<ChangeFeed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Announces this node's writes on `feed` and drops what other nodes announce, in a
+    /// task that lives as long as the cache. Until the first subscription stands, and
+    /// whenever it is lost, the cache is emptied and not used.
+    pub fn listen(self: &Arc<Self>, feed: Arc<ChangeFeed>) {
+        self.trusted.store(false, Ordering::Release);
+        self.clear_all();
+        let _ = self.feed.set(feed.clone());
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match feed.subscribe().await {
+                    Ok(mut changes) => {
+                        let Some(c) = weak.upgrade() else { return };
+                        // Whatever was cached before the subscription stood may be stale.
+                        c.clear_all();
+                        c.trusted.store(true, Ordering::Release);
+                        tracing::info!(node = feed.node(), "listening to other nodes' changes");
+                        drop(c);
+                        backoff = Duration::from_millis(100);
+                        let lost = loop {
+                            let heard = changes.next().await;
+                            let Some(c) = weak.upgrade() else { return };
+                            match heard {
+                                Ok(Heard::Change(change)) => c.drop_changed(&change),
+                                Ok(Heard::Quiet) => {}
+                                Err(e) => break e,
+                            }
+                        };
+                        let Some(c) = weak.upgrade() else { return };
+                        c.trusted.store(false, Ordering::Release);
+                        c.clear_all();
+                        tracing::warn!(error = %lost, "lost the subscription to other nodes' changes: reading every record from the stores until it is back");
+                    }
+                    Err(e) => {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "cannot subscribe to other nodes' changes; retrying in {backoff:?}");
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Tells the other nodes that `change` happened here. A failed announcement does not
+    /// undo the write: the other nodes see it within the TTL.
+    async fn changed(&self, change: Change) {
+        if let Some(feed) = self.feed.get() {
+            if let Err(e) = feed.publish(&change).await {
+                tracing::warn!(error = %e, ?change, "could not announce a change to the other nodes; they see it within the cache TTL");
+            }
+        }
+    }
+
+    /// Drops what another node changed.
+    fn drop_changed(&self, change: &Change) {
+        match change {
+            Change::Session(id) => self.sessions.invalidate(id.as_str()),
+            Change::SessionsOfUser(user) => self
+                .sessions
+                .invalidate_where(|e| e.as_ref().is_some_and(|e| e.entry.user_id == *user)),
+            Change::User(id) => {
+                self.users.invalidate(id.as_str());
+                self.usernames.clear();
+            }
+            Change::History(key) => self.histories.invalidate(key.as_str()),
+            Change::Device(id) => {
+                self.devices.invalidate(id.as_str());
+                self.device_lists.clear();
+            }
+        }
+    }
+
+    fn clear_all(&self) {
+        self.sessions.clear();
+        self.histories.clear();
+        self.users.clear();
+        self.usernames.clear();
+        self.devices.clear();
+        self.device_lists.clear();
+    }
+
     /// The live session `id`, from the cache or the hot store.
     ///
     /// With `issued_here` (the id's MAC verified: stepgate issued it), an id the store does
@@ -176,7 +296,7 @@ impl Caches {
     /// an id whose MAC verified): either way the id was checked before it was cached, so a
     /// caller may skip checking its MAC again.
     pub fn session_cached(&self, id: &str) -> bool {
-        let ttl = self.ttl();
+        let ttl = self.live_ttl();
         !ttl.is_zero() && self.sessions.get(id, ttl, self.clock.now()).is_ok()
     }
 
@@ -232,7 +352,7 @@ impl Caches {
         V: Clone + Cacheable,
         F: std::future::Future<Output = StoreResult<V>>,
     {
-        let ttl = self.ttl();
+        let ttl = self.live_ttl();
         if ttl.is_zero() {
             return read.await;
         }

@@ -55,6 +55,7 @@ pub struct ServerBuilder {
     signals: Option<SignalSourceFactory>,
     demo_users: bool,
     users: Vec<(UserRecord, Person)>,
+    key: Option<SecretKey>,
 }
 
 impl Server {
@@ -70,6 +71,7 @@ impl Server {
             signals: None,
             demo_users: false,
             users: Vec::new(),
+            key: None,
         }
     }
 
@@ -141,6 +143,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Uses `key` as the secret key (default: a new one): nodes of one deployment share it.
+    pub fn key(mut self, key: SecretKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
     /// Creates `record` with `who`'s password and a TOTP authenticator on `who`'s seed.
     pub fn user(mut self, record: UserRecord, who: Person) -> Self {
         self.users.push((record, who));
@@ -202,7 +210,7 @@ impl ServerBuilder {
         for edit in self.configure {
             edit(&mut cfg);
         }
-        let key = SecretKey::generate();
+        let key = self.key.take().unwrap_or_else(SecretKey::generate);
         let st = build_state_with(cfg, key.clone(), self.options, self.signals)
             .await
             .unwrap();

@@ -18,6 +18,8 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         usernames: TtlMap::new(),
         devices: TtlMap::new(),
         device_lists: TtlMap::new(),
+        feed: OnceLock::new(),
+        trusted: std::sync::atomic::AtomicBool::new(true),
     });
     let wrapped = Stores {
         durable: Arc::new(CachedDurable {
@@ -49,6 +51,9 @@ impl CachedHot {
         self.c.sessions.invalidate(id);
         let r = write.await;
         self.c.sessions.invalidate(id);
+        if r.is_ok() {
+            self.c.changed(Change::Session(id.to_string())).await;
+        }
         r
     }
 }
@@ -100,6 +105,11 @@ impl HotStore for CachedHot {
         self.c.sessions.invalidate_where(mine);
         let r = self.inner.delete_sessions_for_user(user_id).await;
         self.c.sessions.invalidate_where(mine);
+        if r.is_ok() {
+            self.c
+                .changed(Change::SessionsOfUser(user_id.to_string()))
+                .await;
+        }
         r
     }
 
@@ -159,6 +169,9 @@ impl HotStore for CachedHot {
         self.c.histories.invalidate(key);
         let r = self.inner.push_recent(key, value, keep, ttl).await;
         self.c.histories.invalidate(key);
+        if r.is_ok() {
+            self.c.changed(Change::History(key.to_string())).await;
+        }
         r
     }
 
@@ -182,6 +195,16 @@ pub struct CachedDurable {
 }
 
 impl CachedDurable {
+    /// Drops user `id` after a write to it (and every cached username, as a name may have
+    /// moved), and announces the change when the write succeeded.
+    async fn user_changed(&self, id: &str, written: bool) {
+        self.c.users.invalidate(id);
+        self.c.usernames.clear();
+        if written {
+            self.c.changed(Change::User(id.to_string())).await;
+        }
+    }
+
     fn devices_changed(&self, id: &str) {
         self.c.devices.invalidate(id);
         // An owner may have changed: every list may be affected.
@@ -195,8 +218,7 @@ impl DurableStore for CachedDurable {
         self.c.users.invalidate(user.id.as_str());
         self.c.usernames.clear();
         let r = self.inner.create_user(user).await;
-        self.c.users.invalidate(user.id.as_str());
-        self.c.usernames.clear();
+        self.user_changed(&user.id, r.is_ok()).await;
         r
     }
 
@@ -216,8 +238,7 @@ impl DurableStore for CachedDurable {
         self.c.users.invalidate(user.id.as_str());
         self.c.usernames.clear();
         let r = self.inner.update_user(user).await;
-        self.c.users.invalidate(user.id.as_str());
-        self.c.usernames.clear();
+        self.user_changed(&user.id, r.is_ok()).await;
         r
     }
 
@@ -225,8 +246,7 @@ impl DurableStore for CachedDurable {
         self.c.users.invalidate(id);
         self.c.usernames.clear();
         let r = self.inner.delete_user(id).await;
-        self.c.users.invalidate(id);
-        self.c.usernames.clear();
+        self.user_changed(id, r.is_ok()).await;
         r
     }
 
@@ -267,6 +287,9 @@ impl DurableStore for CachedDurable {
         self.devices_changed(&device.id);
         let r = self.inner.put_device(device).await;
         self.devices_changed(&device.id);
+        if r.is_ok() {
+            self.c.changed(Change::Device(device.id.clone())).await;
+        }
         r
     }
 
@@ -291,6 +314,9 @@ impl DurableStore for CachedDurable {
         self.devices_changed(id);
         let r = self.inner.delete_device(id).await;
         self.devices_changed(id);
+        if r.is_ok() {
+            self.c.changed(Change::Device(id.to_string())).await;
+        }
         r
     }
 

@@ -1,0 +1,408 @@
+//! Several stepgate nodes on one PostgreSQL and one Redis, each with its own read cache
+//! (`sessions.cache_ttl: 10m`, so that only the change feed, never the TTL, can explain a
+//! change seen elsewhere): what a user or an admin does on one node holds on every node on
+//! the very next request, and losing Redis refuses requests instead of serving them from a
+//! cache that can no longer hear about changes.
+//!
+//! Each node is a whole stepgate (its own state, caches, listener and subscription) in this
+//! test's process. The tests run when `STEPGATE_TEST_POSTGRES_URL` and
+//! `STEPGATE_TEST_REDIS_URL` are set (`.ci/run` sets both); each uses its own PostgreSQL
+//! schema and Redis key prefix. The fault test starts a Redis of its own (`redis-server`)
+//! on a free port, so that stopping it touches nothing else.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stepgate_store::{new_id, ChangeFeed, PostgresConfig, RedisConfig, SecretKey};
+use support::{client, password, redirects, skipped, upstream, user, Browser, Page, Server, JANE};
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [app.test]
+    upstream: http://UPSTREAM
+    routes:
+      - { name: admin, path: /admin, tags: [admin] }
+sessions:
+  cookie: { secure: false }
+  cache_ttl: 10m
+regulation:
+  max_retries: 3
+  ip_max_retries: 50
+default_outcome: allow
+policies:
+  - name: admin-needs-mfa
+    priority: 10
+    targets: { routes: [{ tags: [admin] }] }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: sign-in-with-a-password
+    priority: 30
+    targets: { sign_in: true }
+    outcome: allow
+"#;
+
+/// The shared backends of one test: its own schema and key prefix.
+struct Backends {
+    pg: PostgresConfig,
+    redis: RedisConfig,
+    key: SecretKey,
+}
+
+fn backends(redis_url: Option<&str>) -> Option<Backends> {
+    let pg = std::env::var("STEPGATE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let redis = std::env::var("STEPGATE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let (Some(pg), Some(redis)) = (pg, redis) else {
+        skipped::record(
+            "PostgreSQL and Redis",
+            "set STEPGATE_TEST_POSTGRES_URL and STEPGATE_TEST_REDIS_URL",
+        );
+        return None;
+    };
+    let run = &new_id()[..12];
+    Some(Backends {
+        pg: PostgresConfig {
+            schema: format!("stepgate_nodes_{run}"),
+            ..PostgresConfig::new(pg)
+        },
+        redis: RedisConfig {
+            key_prefix: format!("stepgate-nodes-{run}:"),
+            ..RedisConfig::new(redis_url.map(str::to_string).unwrap_or(redis))
+        },
+        key: SecretKey::generate(),
+    })
+}
+
+/// A node of the deployment `b`.
+async fn node(b: &Backends, upstream: std::net::SocketAddr) -> Server {
+    let (pg, redis) = (b.pg.clone(), b.redis.clone());
+    let node = Server::build(CONFIG)
+        .with("UPSTREAM", upstream)
+        .key(b.key.clone())
+        .configure(move |c| {
+            c.store.postgres = Some(pg);
+            c.store.redis = Some(redis);
+        })
+        .demo_users()
+        .start()
+        .await;
+    wait_until("the node listens to the others", || node.st.cache.in_use()).await;
+    node
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `path` on the app, through `node`.
+fn app(node: &Server, path: &str) -> String {
+    node.url("app.test", path)
+}
+
+/// The answer of `node` to a GET of `path` with session `id`, no redirects followed: the
+/// status, and where it sends the browser if anywhere.
+async fn answer(node: &Server, id: &str, path: &str) -> (u16, String) {
+    let r = client()
+        .redirect(redirects(false))
+        .build()
+        .unwrap()
+        .get(app(node, path))
+        .header("cookie", format!("stepgate_session={id}"))
+        .send()
+        .await
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), location)
+}
+
+async fn assert_allowed(node: &Server, id: &str, path: &str, why: &str) {
+    assert_eq!(answer(node, id, path).await, (200, String::new()), "{why}");
+}
+
+async fn assert_sent_to_sign_in(node: &Server, id: &str, why: &str) {
+    let (status, location) = answer(node, id, "/").await;
+    assert_eq!(status, 303, "{why}: {location}");
+    assert!(
+        location.contains("/_stepgate/login?t="),
+        "{why}: {location}"
+    );
+}
+
+/// Signs jane in with her password through `node` in a new browser; the browser and the
+/// session id.
+async fn signed_in(node: &Server) -> (Browser, String) {
+    let b = Browser::new();
+    let r = password(&b, &app(node, "/"), &JANE).await;
+    assert_eq!(r.status(), 200, "signed in and back at the app");
+    let id = b.session_id(&app(node, "/")).expect("the session cookie");
+    (b, id)
+}
+
+async fn drop_backends(b: &Backends) {
+    let pool = sqlx::PgPool::connect(&b.pg.url).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        b.pg.schema
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut conn = redis::Client::open(b.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", b.redis.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn what_one_node_does_holds_on_every_node_on_the_next_request() {
+    let Some(b) = backends(None) else { return };
+    let up = upstream::text("upstream").await;
+    let (a, bee, c) = (node(&b, up).await, node(&b, up).await, node(&b, up).await);
+    let nodes = [&a, &bee, &c];
+
+    // A sign-in on A is honoured on B and C, and cached there.
+    let (browser, first) = signed_in(&a).await;
+    for n in nodes {
+        assert_allowed(n, &first, "/", "signed in on A").await;
+        assert_allowed(n, &first, "/", "from the cache").await;
+    }
+    let (status, location) = answer(&a, &first, "/admin").await;
+    assert_eq!(status, 303, "the admin route needs MFA");
+    assert!(location.contains("/step-up"), "{location}");
+
+    // A step-up on B counts on A; the id it replaced is refused on A and C, which had it
+    // cached.
+    let r = browser.get(app(&bee, "/admin")).send().await.unwrap();
+    assert!(r.url().path().ends_with("/step-up"), "{}", r.url());
+    let r = Page::read(r)
+        .await
+        .submit_code(&browser, &JANE.code(0))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.url().path(), "/admin", "stepped up on B and back");
+    let stepped = browser.session_id(&app(&a, "/")).unwrap();
+    assert_ne!(stepped, first, "a step-up rotates the id");
+    assert_sent_to_sign_in(&a, &first, "the replaced id, on A").await;
+    assert_sent_to_sign_in(&c, &first, "the replaced id, on C").await;
+    assert_allowed(&a, &stepped, "/admin", "the step-up made on B, on A").await;
+    assert_allowed(&c, &stepped, "/admin", "the step-up made on B, on C").await;
+
+    // A sign-out on C ends the session on A and B, which had it cached.
+    assert_allowed(&bee, &stepped, "/", "cached on B").await;
+    let r = client()
+        .redirect(redirects(false))
+        .build()
+        .unwrap()
+        .post(app(&c, "/_stepgate/logout"))
+        .header("cookie", format!("stepgate_session={stepped}"))
+        .form(&[("csrf", c.st.signer.csrf_token(&stepped))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed out on C");
+    assert_sent_to_sign_in(&a, &stepped, "signed out on C, on A").await;
+    assert_sent_to_sign_in(&bee, &stepped, "signed out on C, on B").await;
+
+    // "Sign out everywhere" on B ends every session of jane's on A and C.
+    let (_, x) = signed_in(&a).await;
+    let (_, y) = signed_in(&c).await;
+    for n in [&a, &c] {
+        assert_allowed(n, &x, "/", "cached").await;
+        assert_allowed(n, &y, "/", "cached").await;
+    }
+    let jane = user(&bee.st, "jane").await;
+    bee.st.sessions.end_all(&jane.id).await.unwrap();
+    for n in [&a, &c] {
+        assert_sent_to_sign_in(n, &x, "signed out everywhere on B").await;
+        assert_sent_to_sign_in(n, &y, "signed out everywhere on B").await;
+    }
+
+    // Failed passwords on A lock the account on B and C too (the counters live in Redis).
+    let wrong = support::Person {
+        password: "not-her-password",
+        ..JANE
+    };
+    for _ in 0..3 {
+        let r = password(&Browser::new(), &app(&a, "/"), &wrong).await;
+        assert_ne!(r.status(), 200, "a wrong password is refused");
+    }
+    for n in [&bee, &c] {
+        let r = password(&Browser::new(), &app(n, "/"), &JANE).await;
+        assert_eq!(r.status(), 429, "locked on every node");
+    }
+    a.st.authn.unlock(&jane, "test").await.unwrap();
+
+    // An admin disabling jane from the command line (its own store handles, no server)
+    // ends her sessions on every node at once.
+    let (_, z) = signed_in(&bee).await;
+    for n in nodes {
+        assert_allowed(n, &z, "/", "cached").await;
+    }
+    let cli = stepgate_store::open_stores(
+        &a.st.runtime.load().config.store,
+        &a.dir.path().join("data"),
+        &b.key,
+    )
+    .await
+    .unwrap();
+    let (cli, announcer) = stepgate_server::session::cache::wrap(cli, Duration::ZERO);
+    announcer.announce(Arc::new(ChangeFeed::connect(&b.redis).await.unwrap()));
+    let mut disabled = jane.clone();
+    disabled.disabled = true;
+    cli.durable.update_user(&disabled).await.unwrap();
+    for n in nodes {
+        assert_sent_to_sign_in(n, &z, "jane disabled by the CLI").await;
+    }
+
+    drop_backends(&b).await;
+}
+
+/// A Redis of the test's own on a free port, stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<OwnRedis> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(OwnRedis { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_refuses_requests_and_the_nodes_recover_without_a_restart() {
+    if std::env::var("STEPGATE_TEST_POSTGRES_URL").is_err() {
+        skipped::record("PostgreSQL", "set STEPGATE_TEST_POSTGRES_URL");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        skipped::record("redis-server", "install Debian's redis-server");
+        return;
+    };
+    let Some(b) = backends(Some(&redis.url())) else {
+        return;
+    };
+    let up = upstream::text("upstream").await;
+    let (a, bee) = (node(&b, up).await, node(&b, up).await);
+    let (_, id) = signed_in(&a).await;
+    assert_allowed(&bee, &id, "/", "signed in on A, cached on B").await;
+
+    redis.stop();
+    // The subscription's loss is noticed at once when the connection closes (within the
+    // health check's 3 s when it goes silent instead); from then on nothing is served from
+    // the cache.
+    wait_until("B stops using its cache", || !bee.st.cache.in_use()).await;
+    wait_until("A stops using its cache", || !a.st.cache.in_use()).await;
+    for n in [&a, &bee] {
+        let (status, _) = answer(n, &id, "/").await;
+        assert_eq!(
+            status, 503,
+            "hot state unreachable: refused, never let through"
+        );
+    }
+    let r = client()
+        .build()
+        .unwrap()
+        .post(app(&a, "/_stepgate/login"))
+        .form(&[("username", "jane"), ("password", JANE.password)])
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200, "no sign-in while Redis is down");
+    assert!(r.status().is_client_error() || r.status().is_server_error());
+
+    // Back (empty: this Redis keeps nothing on disk), the nodes recover by themselves: the
+    // session is gone (sign in again), and a new sign-in on A holds on B.
+    let _redis = OwnRedis::start(port).expect("Redis restarts on its port");
+    wait_until("B listens again", || bee.st.cache.in_use()).await;
+    wait_until("A listens again", || a.st.cache.in_use()).await;
+    let start = Instant::now();
+    loop {
+        let (status, _) = answer(&a, &id, "/").await;
+        if status == 303 {
+            break;
+        }
+        assert_eq!(status, 503, "only refusals while the store reconnects");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "A did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_sent_to_sign_in(&bee, &id, "the session lived only in the lost Redis").await;
+    let (_, again) = signed_in(&a).await;
+    assert_allowed(&bee, &again, "/", "a new sign-in on A, on B").await;
+
+    drop_backends(&b).await;
+}

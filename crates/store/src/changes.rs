@@ -1,0 +1,236 @@
+//! Changes announced across nodes, so that every node's read cache drops a record another
+//! node just changed.
+//!
+//! Each stepgate node keeps a short read cache of the records every request reads
+//! (sessions, users, devices, sign-in histories). A node that writes one of them publishes
+//! *what* changed — never the record itself, never a secret: a session id, a user id, a
+//! device id — on one Redis channel (`<key_prefix>changes`), and every node subscribed to
+//! it drops its copy. Redis delivers a published message to every subscriber's connection
+//! before it answers the publisher, so by the time the writing node answers its client, the
+//! other nodes have it on their sockets.
+//!
+//! Redis pub/sub keeps nothing for a subscriber that is not connected. A subscriber that
+//! loses its connection (or whose health check goes unanswered) therefore cannot know what
+//! it missed: [`ChangeStream::next`] returns an error, and the cache must then be emptied
+//! and bypassed until a new subscription stands. Within a live connection Redis drops
+//! nothing (a subscriber too slow to keep up is disconnected, which is the same case).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+
+use crate::config::{redact_url, RedisConfig};
+use crate::error::{StoreError, StoreResult};
+
+/// How often a subscription checks that its connection still answers, and how long it
+/// waits for the answer.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting a subscription may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A change to a cached record: what another node must drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// One session (by id): updated, rotated away or ended.
+    Session(String),
+    /// Every session of a user (by user id): "sign out everywhere", an admin revoke.
+    SessionsOfUser(String),
+    /// A user record (by user id): created, changed, disabled, deleted.
+    User(String),
+    /// A sign-in history (by its hot-store key).
+    History(String),
+    /// A device record (by device id).
+    Device(String),
+}
+
+impl Change {
+    fn encode(&self) -> String {
+        let (tag, key) = match self {
+            Change::Session(k) => ('s', k),
+            Change::SessionsOfUser(k) => ('S', k),
+            Change::User(k) => ('u', k),
+            Change::History(k) => ('h', k),
+            Change::Device(k) => ('d', k),
+        };
+        format!("{tag}:{key}")
+    }
+
+    fn decode(s: &str) -> Option<Change> {
+        let (tag, key) = s.split_once(':')?;
+        let key = key.to_string();
+        Some(match tag {
+            "s" => Change::Session(key),
+            "S" => Change::SessionsOfUser(key),
+            "u" => Change::User(key),
+            "h" => Change::History(key),
+            "d" => Change::Device(key),
+            _ => return None,
+        })
+    }
+}
+
+/// Publishing changes and subscribing to other nodes' (one per node).
+pub struct ChangeFeed {
+    client: redis::Client,
+    conn: ConnectionManager,
+    channel: String,
+    node: String,
+    label: String,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("store", &self.label)
+            .field("channel", &self.channel)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl ChangeFeed {
+    /// Connects to the Redis of `store.redis` (retrying with backoff while it is down, as
+    /// the hot store does). The node's id is random: a node skips its own messages.
+    pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
+        let label = redact_url(&config.url);
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
+            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
+        })?;
+        let conn = ConnectionManager::new(client.clone()).await?;
+        Ok(ChangeFeed {
+            client,
+            conn,
+            channel: format!("{}changes", config.key_prefix),
+            node: crate::new_id()[..16].to_string(),
+            label,
+        })
+    }
+
+    /// This node's id in the messages it publishes.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Announces `change` to every other node.
+    pub async fn publish(&self, change: &Change) -> StoreResult<()> {
+        let msg = format!("{} {}", self.node, change.encode());
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(msg)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// A new subscription to the other nodes' changes, standing when this returns.
+    pub async fn subscribe(&self) -> StoreResult<ChangeStream> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "subscribing to {} on {}: no answer within {CONNECT_TIMEOUT:?}",
+                    self.channel, self.label
+                ))
+            })??;
+        let (sink, stream) = pubsub.split();
+        let mut health = tokio::time::interval(HEALTH_CHECK);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(ChangeStream {
+            sink,
+            stream,
+            node: self.node.clone(),
+            health,
+            label: self.label.clone(),
+        })
+    }
+}
+
+/// A standing subscription to other nodes' changes.
+pub struct ChangeStream {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    node: String,
+    health: tokio::time::Interval,
+    label: String,
+}
+
+/// What a subscription yields: a change, or a pause to let its owner check whether it is
+/// still wanted (once per health check, about every second).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// Another node changed this.
+    Change(Change),
+    /// Nothing new; the connection answered its health check.
+    Quiet,
+}
+
+impl ChangeStream {
+    /// The next change another node announced, or [`Heard::Quiet`] after a successful
+    /// health check. An error means the subscription is lost and changes may have been
+    /// missed: the caller must stop trusting its cache and subscribe again.
+    pub async fn next(&mut self) -> StoreResult<Heard> {
+        loop {
+            tokio::select! {
+                msg = self.stream.next() => {
+                    let Some(msg) = msg else {
+                        return Err(StoreError::Unavailable(format!(
+                            "the change subscription on {} was closed", self.label
+                        )));
+                    };
+                    let Ok(text) = msg.get_payload::<String>() else { continue };
+                    let Some((node, change)) = text.split_once(' ') else { continue };
+                    if node == self.node {
+                        continue;
+                    }
+                    match Change::decode(change) {
+                        Some(c) => return Ok(Heard::Change(c)),
+                        None => {
+                            tracing::warn!(message = %text, "unreadable change announcement ignored");
+                            continue;
+                        }
+                    }
+                }
+                _ = self.health.tick() => {
+                    let ping = self.sink.ping::<redis::Value>();
+                    match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+                        Ok(Ok(_)) => return Ok(Heard::Quiet),
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => {
+                            return Err(StoreError::Unavailable(format!(
+                                "the change subscription on {} did not answer its health check within {HEALTH_TIMEOUT:?}",
+                                self.label
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_reads_back_as_itself() {
+        for c in [
+            Change::Session("abc.def".into()),
+            Change::SessionsOfUser("u1".into()),
+            Change::User("u:with:colons".into()),
+            Change::History("signin:jane".into()),
+            Change::Device("dev 1".into()),
+        ] {
+            assert_eq!(Change::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Change::decode("x:1"), None, "unknown kind");
+        assert_eq!(Change::decode("s"), None, "no key");
+    }
+}
