@@ -63,6 +63,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .load_key(&cfg.base_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let addr = cfg.listen;
+    let version = cfg.version.clone();
     runtime()?.block_on(async move {
         let st = build_state(
             cfg,
@@ -73,7 +74,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
-        tracing::info!(%addr, "stepgate listening");
+        tracing::info!(%addr, config_version = %version, "stepgate listening");
         serve(st, addr).await
     })?;
     Ok(ExitCode::SUCCESS)

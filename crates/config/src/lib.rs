@@ -158,6 +158,10 @@ struct ConfigFile {
 pub struct Config {
     /// Every file that contributed, the main one first.
     pub files: Vec<PathBuf>,
+    /// The configuration's version: `sha256:` and the first 16 hex digits of a SHA-256 over
+    /// every file's text in the order they were loaded (not their paths), so nodes that load
+    /// the same files report the same version (`/readyz?details`).
+    pub version: String,
     /// `apps`.
     pub apps: Vec<AppSpec>,
     /// `networks`.
@@ -277,6 +281,8 @@ struct Loader {
     diagnostics: Vec<Diagnostic>,
     /// Bytes read from files so far.
     bytes: u64,
+    /// Every file's text, in load order, for [`Config::version`].
+    digest: sha2::Sha256,
 }
 
 impl Loader {
@@ -357,6 +363,12 @@ impl Loader {
         let source = self.files.len();
         self.files.push(file.clone());
         self.nodes.push(None);
+        {
+            use sha2::Digest as _;
+            // Length-prefixed, so that moving text from one file to the next changes it.
+            self.digest.update((text.len() as u64).to_be_bytes());
+            self.digest.update(text.as_bytes());
+        }
         if let Some(at) = text.find('\0') {
             // The YAML scanner takes a NUL for the end of the input and would silently drop
             // everything after it.
@@ -765,6 +777,12 @@ impl Loader {
             .unwrap_or_default();
         match (policy_set, listen) {
             (Some(set), Some(listen)) if self.diagnostics.is_empty() => Ok(Config {
+                version: {
+                    use sha2::Digest as _;
+                    let d = std::mem::take(&mut self.digest).finalize();
+                    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                    format!("sha256:{hex}")
+                },
                 factors: factors.map(|s| (*s).clone()).unwrap_or_default(),
                 assurance: assurance.map(|s| (*s).clone()).unwrap_or_default(),
                 regulation: regulation.map(|s| (*s).clone()).unwrap_or_default(),

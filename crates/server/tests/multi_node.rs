@@ -188,6 +188,20 @@ async fn what_one_node_does_holds_on_every_node_on_the_next_request() {
     let up = upstream::text("upstream").await;
     let (a, bee, c) = (node(&b, up).await, node(&b, up).await, node(&b, up).await);
     let nodes = [&a, &bee, &c];
+    // One configuration, one version on every node; each listening to the others.
+    let mut versions = Vec::new();
+    for n in nodes {
+        let details: serde_json::Value = reqwest::get(n.at("/readyz?details"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(details["cache"]["in_use"], true, "{details}");
+        versions.push(details["config_version"].as_str().unwrap().to_string());
+    }
+    assert!(versions[0].starts_with("sha256:"), "{versions:?}");
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
 
     // A sign-in on A is honoured on B and C, and cached there.
     let (browser, first) = signed_in(&a).await;

@@ -50,9 +50,10 @@ pub fn reload(state: &Shared) -> bool {
     match stepgate_config::load(Path::new(&path)) {
         Ok(cfg) => {
             let n = cfg.policy_set.len();
+            let version = cfg.version.clone();
             state.cache.set_ttl(cfg.sessions.cache_ttl());
             state.runtime.store(Arc::new(Runtime::new(cfg)));
-            tracing::info!(policies = n, "configuration reloaded");
+            tracing::info!(policies = n, %version, "configuration reloaded");
             true
         }
         Err(e) => {

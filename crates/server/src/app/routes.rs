@@ -141,8 +141,16 @@ async fn ready(st: &Shared, query: Option<&str>) -> Response {
                 (name, v)
             })
             .collect();
-        return axum::Json(serde_json::json!({ "status": "ready", "connectors": connectors }))
-            .into_response();
+        let rt = st.runtime.load();
+        // Nodes of one deployment should report one configuration version; the cache is
+        // off while a multi-node subscription is down.
+        return axum::Json(serde_json::json!({
+            "status": "ready",
+            "config_version": rt.config.version,
+            "cache": { "ttl_ms": st.cache.ttl().as_millis() as u64, "in_use": st.cache.in_use() },
+            "connectors": connectors,
+        }))
+        .into_response();
     }
     "ready".into_response()
 }
