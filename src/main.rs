@@ -39,6 +39,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Run the demo: built-in configuration, demo app and users, nothing to install.
     Demo(cli::serve::DemoArgs),
+    /// Health check for containers: GET a local endpoint, exit 0 on a 2xx answer.
+    Probe(cli::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Secrets(args) => cli::secrets::run(args),
         Command::Serve(args) => cli::serve::run_serve(args),
         Command::Demo(args) => cli::serve::run_demo(args),
+        Command::Probe(args) => cli::probe::run(args),
     };
     match result {
         Ok(code) => code,

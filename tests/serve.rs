@@ -360,3 +360,33 @@ fn a_client_that_sends_no_request_in_time_is_let_go() {
     assert!(get(port, "/healthz").unwrap().ends_with("ok"));
     drop(child);
 }
+
+/// `stepgate probe`, the container image's health check: 0 when the endpoint answers 2xx, 1
+/// when it answers otherwise or nothing listens.
+#[test]
+fn probe_passes_on_a_ready_node_and_fails_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(&cfg, "sessions: { cookie: { secure: false } }\n").unwrap();
+    let (child, port) = serve_ready(&cfg);
+    let probe = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_stepgate"))
+            .args(["probe", "--url", &url, "--timeout", "2"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(probe(format!("http://127.0.0.1:{port}/readyz")), Some(0));
+    assert_eq!(
+        probe(format!("http://127.0.0.1:{port}/no-such-page")),
+        Some(1),
+        "a 404 is not healthy"
+    );
+    drop(child);
+    assert_eq!(
+        probe(format!("http://127.0.0.1:{port}/readyz")),
+        Some(1),
+        "nothing listening"
+    );
+}
