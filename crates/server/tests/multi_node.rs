@@ -372,6 +372,15 @@ async fn losing_redis_refuses_requests_and_the_nodes_recover_without_a_restart()
     let (_, id) = signed_in(&a).await;
     assert_allowed(&bee, &id, "/", "signed in on A, cached on B").await;
 
+    // A visitor has the sign-in page open when Redis goes.
+    let visitor = Browser::not_following();
+    let login_page = Page::open(&visitor, &app(&a, "/")).await;
+    assert!(
+        login_page.url.path().ends_with("/login"),
+        "{}",
+        login_page.url
+    );
+
     redis.stop();
     // The subscription's loss is noticed at once when the connection closes (within the
     // health check's 3 s when it goes silent instead); from then on nothing is served from
@@ -385,16 +394,23 @@ async fn losing_redis_refuses_requests_and_the_nodes_recover_without_a_restart()
             "hot state unreachable: refused, never let through"
         );
     }
-    let r = client()
-        .build()
-        .unwrap()
-        .post(app(&a, "/_stepgate/login"))
-        .form(&[("username", "jane"), ("password", JANE.password)])
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(r.status(), 200, "no sign-in while Redis is down");
-    assert!(r.status().is_client_error() || r.status().is_server_error());
+    // Refused, and soon: without timeouts on the Redis connection this answer once took
+    // 15 minutes (TCP giving up), holding the visitor and a worker all along.
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        login_page.submit(
+            &visitor,
+            "/_stepgate/login",
+            &[("username", JANE.username), ("password", JANE.password)],
+        ),
+    )
+    .await
+    .expect("a sign-in while Redis is down is refused, not left hanging");
+    assert_eq!(
+        r.status(),
+        503,
+        "no sign-in while Redis is down, and not a wrong password"
+    );
 
     // Back (empty: this Redis keeps nothing on disk), the nodes recover by themselves: the
     // session is gone (sign in again), and a new sign-in on A holds on B.
@@ -414,9 +430,193 @@ async fn losing_redis_refuses_requests_and_the_nodes_recover_without_a_restart()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let began = Instant::now();
+    while answer(&bee, &id, "/").await.0 == 503 {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "B did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_sent_to_sign_in(&bee, &id, "the session lived only in the lost Redis").await;
     let (_, again) = signed_in(&a).await;
     assert_allowed(&bee, &again, "/", "a new sign-in on A, on B").await;
 
     drop_backends(&b).await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut (every connection closed, new ones
+/// refused) and restore on the same port: the network between a node and its database
+/// failing, with the real server behind it.
+struct Relay {
+    port: u16,
+    target: std::net::SocketAddr,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Relay {
+            port,
+            target,
+            running: None,
+        };
+        r.restore().await;
+        r
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let target = self.target;
+        self.running = Some(tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                pipes.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+            // Aborting this task drops the listener and every pipe with it.
+        }));
+    }
+
+    fn cut(&mut self) {
+        if let Some(t) = self.running.take() {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() {
+    let Some(b) = backends(None) else { return };
+    let pg: url_parts::Pg = url_parts::Pg::parse(&b.pg.url);
+    let target: std::net::SocketAddr = tokio::net::lookup_host((pg.host.as_str(), pg.port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let mut relay = Relay::start(target).await;
+    let through_relay = pg.with_port(relay.port);
+    let up = upstream::text("upstream").await;
+    let start = |mode: &'static str| {
+        let (mut pgc, redis, key) = (b.pg.clone(), b.redis.clone(), b.key.clone());
+        pgc.url = through_relay.clone();
+        pgc.connect_timeout = stepgate_policy::HumanDuration::from_secs(2);
+        if mode == "cached" {
+            pgc.fail_mode = stepgate_store::FailMode::Cached;
+            pgc.cached_for = stepgate_policy::HumanDuration::from_secs(30 * 60);
+        }
+        Server::build(CONFIG)
+            .with("UPSTREAM", up)
+            .key(key)
+            .configure(move |c| {
+                c.store.postgres = Some(pgc);
+                c.store.redis = Some(redis);
+            })
+            .demo_users()
+            .start()
+    };
+    let closed = start("closed").await;
+    let cached = start("cached").await;
+    for n in [&closed, &cached] {
+        wait_until("listening", || n.st.cache.in_use()).await;
+    }
+    let (_, id) = signed_in(&closed).await;
+    for n in [&closed, &cached] {
+        assert_allowed(n, &id, "/", "signed in, records cached").await;
+    }
+
+    relay.cut();
+    // The cached records outlive their TTL (10 min): each node must read the store again.
+    for n in [&closed, &cached] {
+        n.st.cache.advance_clock(Duration::from_secs(11 * 60));
+    }
+    let (status, _) = answer(&closed, &id, "/").await;
+    assert_eq!(
+        status, 503,
+        "fail_mode closed: refused while PostgreSQL is unreachable"
+    );
+    assert_allowed(
+        &cached,
+        &id,
+        "/",
+        "fail_mode cached: a record read 11 min ago answers",
+    )
+    .await;
+    let r = password(&Browser::new(), &app(&cached, "/"), &JANE).await;
+    assert_eq!(
+        r.status(),
+        503,
+        "no sign-in without the durable store, and not a wrong password"
+    );
+    cached.st.cache.advance_clock(Duration::from_secs(30 * 60));
+    let (status, _) = answer(&cached, &id, "/").await;
+    assert_eq!(status, 503, "past cached_for, refused too");
+
+    // Back: both nodes recover through their pools, without a restart.
+    relay.restore().await;
+    for n in [&closed, &cached] {
+        let began = Instant::now();
+        loop {
+            let (status, _) = answer(n, &id, "/").await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "only refusals while the pool reconnects");
+            assert!(began.elapsed() < Duration::from_secs(30), "did not recover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (_, again) = signed_in(&cached).await;
+    assert_allowed(&closed, &again, "/", "sign-in works again").await;
+
+    drop_backends(&b).await;
+}
+
+/// The parts of a `postgres://` URL the relay needs.
+mod url_parts {
+    pub struct Pg {
+        pub host: String,
+        pub port: u16,
+        before: String,
+        after: String,
+    }
+
+    impl Pg {
+        pub fn parse(url: &str) -> Pg {
+            let (scheme, rest) = url.split_once("://").unwrap();
+            let (auth, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let (creds, hostport) = auth.rsplit_once('@').map_or(("", auth), |(c, h)| (c, h));
+            let (host, port) = hostport
+                .rsplit_once(':')
+                .map_or((hostport, 5432), |(h, p)| (h, p.parse().unwrap()));
+            let creds = if creds.is_empty() {
+                String::new()
+            } else {
+                format!("{creds}@")
+            };
+            Pg {
+                host: host.to_string(),
+                port,
+                before: format!("{scheme}://{creds}"),
+                after: format!("/{path}"),
+            }
+        }
+
+        pub fn with_port(&self, port: u16) -> String {
+            format!("{}127.0.0.1:{port}{}", self.before, self.after)
+        }
+    }
 }

@@ -98,7 +98,11 @@ impl ChangeFeed {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| {
             StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
         })?;
-        let conn = ConnectionManager::new(client.clone()).await?;
+        let conn = ConnectionManager::new_with_config(
+            client.clone(),
+            crate::redis_store::connection_config(),
+        )
+        .await?;
         Ok(ChangeFeed {
             client,
             conn,

@@ -105,6 +105,27 @@ pub struct PostgresConfig {
     /// How long to wait for a connection. Default: `10s`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// What a node does with requests while PostgreSQL is unreachable: `closed` (default)
+    /// refuses every request that needs a user or device record it cannot read; `cached`
+    /// answers from the records it read within `cached_for` (sign-ins and every write are
+    /// still refused).
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// With `fail_mode: cached`, how old a cached user or device record may be and still
+    /// answer. Default: `5m`.
+    #[serde(default = "default_cached_for")]
+    pub cached_for: HumanDuration,
+}
+
+/// `store.postgres.fail_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Refuse (503) what needs a durable record that cannot be read.
+    #[default]
+    Closed,
+    /// Answer from records read within `cached_for`.
+    Cached,
 }
 
 fn default_pg_schema() -> String {
@@ -116,6 +137,9 @@ fn default_pg_connections() -> u32 {
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
 }
+fn default_cached_for() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
 
 impl PostgresConfig {
     /// A config for `url` with every other key at its default.
@@ -125,6 +149,8 @@ impl PostgresConfig {
             schema: default_pg_schema(),
             max_connections: default_pg_connections(),
             connect_timeout: default_connect_timeout(),
+            fail_mode: FailMode::default(),
+            cached_for: default_cached_for(),
         }
     }
 }
@@ -136,6 +162,8 @@ impl fmt::Debug for PostgresConfig {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("fail_mode", &self.fail_mode)
+            .field("cached_for", &self.cached_for)
             .finish()
     }
 }
@@ -228,6 +256,11 @@ impl StoreConfig {
             if p.max_connections == 0 {
                 return Err(StoreError::Config(
                     "`store.postgres.max_connections` must be at least 1".into(),
+                ));
+            }
+            if p.fail_mode == FailMode::Cached && p.cached_for.as_secs() == 0 {
+                return Err(StoreError::Config(
+                    "`store.postgres.cached_for` must be at least 1s with `fail_mode: cached` (e.g. `5m`), or set `fail_mode: closed`".into(),
                 ));
             }
         }

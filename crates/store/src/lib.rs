@@ -90,7 +90,8 @@ pub use audit::{verify_audit_chain, AuditChainError};
 pub use changes::{Change, ChangeFeed, ChangeStream, Heard};
 pub use clock::StoreClock;
 pub use config::{
-    redact_url, PasswordHash, PostgresConfig, RedisConfig, SqliteConfig, StoreConfig, UserSpec,
+    redact_url, FailMode, PasswordHash, PostgresConfig, RedisConfig, SqliteConfig, StoreConfig,
+    UserSpec,
 };
 pub use error::{StoreError, StoreResult};
 pub use model::{

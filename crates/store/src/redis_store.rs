@@ -136,7 +136,7 @@ impl RedisStore {
         let client = redis::Client::open(config.url.as_str()).map_err(|e| {
             StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
         })?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
         tracing::info!(store = %label, prefix = %config.key_prefix, "connected to the Redis store");
         Ok(RedisStore {
             conn,
@@ -152,6 +152,17 @@ impl RedisStore {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
+
+/// How a Redis connection behaves when Redis is slow or gone: a request that needs hot state
+/// must fail (503) within seconds rather than wait for TCP to give up, and reconnecting
+/// retries briefly in the background of the next command instead of holding it.
+pub(crate) fn connection_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(2)
+        .set_max_delay(1000)
 }
 
 fn ttl_arg(ttl: Duration) -> i64 {

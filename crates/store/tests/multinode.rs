@@ -201,3 +201,43 @@ async fn open_stores_uses_postgres_and_redis_when_configured() {
     drop_schema(&pg, &cfg.postgres.as_ref().unwrap().schema).await;
     drop_keys(&rd, &cfg.redis.as_ref().unwrap().key_prefix).await;
 }
+
+/// Nodes of a rolling start connect to a fresh database at once: each migration is applied
+/// once (under the advisory lock) and every node opens; a node from an older build meets a
+/// schema newer than it knows and refuses to start instead of writing into it.
+#[tokio::test]
+async fn nodes_starting_together_migrate_once_and_an_older_build_refuses_a_newer_schema() {
+    let Some(url) = pg_url() else { return };
+    let cfg = pg_config(&url);
+    let key = SecretKey::generate();
+    let opened =
+        futures_util::future::join_all((0..4).map(|_| PostgresStore::connect(&cfg, &key))).await;
+    for store in opened {
+        store.expect("every node opens").close().await;
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = format!("\"{}\".stepgate_migrations", cfg.schema);
+    let applied: Vec<i64> =
+        sqlx::query_scalar(&format!("SELECT version FROM {table} ORDER BY version"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut once = applied.clone();
+    once.dedup();
+    assert_eq!(applied, once, "each migration recorded once");
+    assert_eq!(applied.first(), Some(&1));
+
+    sqlx::query(&format!(
+        "INSERT INTO {table} (version, name, checksum, applied_at) VALUES (999, 'future', 'x', 0)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let err = PostgresStore::connect(&cfg, &key).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err:?}"
+    );
+    pool.close().await;
+    drop_schema(&url, &cfg.schema).await;
+}

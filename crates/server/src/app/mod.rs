@@ -134,6 +134,11 @@ async fn open(config: &Config, key: &SecretKey) -> anyhow::Result<(Stores, Arc<C
         .await
         .context("opening the stores")?;
     let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
+    if let Some(pg) = &config.store.postgres {
+        if pg.fail_mode == stepgate_store::FailMode::Cached {
+            cache.serve_stale_for(pg.cached_for.0);
+        }
+    }
     // Several nodes share the hot state only through Redis: there, each node announces its
     // writes and drops what the others announce.
     if let Some(redis) = &config.store.redis {

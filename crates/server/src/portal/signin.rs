@@ -143,11 +143,19 @@ pub async fn login_submit(
                 .respond(&rt, jar, false)
         }
         Err(e) => {
-            if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
-                failed(&st, &rt, &u, ip, &headers).await;
+            // An outage on our side is not the user's failed attempt.
+            let ours = matches!(e, AuthError::Store(_) | AuthError::Internal(_));
+            if !ours {
+                if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
+                    failed(&st, &rt, &u, ip, &headers).await;
+                }
             }
             let status = match e {
                 AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+                // Not the user's fault (a store down, a secret that does not open): a 401
+                // would tell them, and any monitor, that the password was wrong.
+                AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::UNAUTHORIZED,
             };
             let msg = match e {

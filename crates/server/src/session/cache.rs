@@ -74,6 +74,9 @@ pub struct Caches {
     /// Whether cached entries may be used: always without a feed; with one, only while the
     /// subscription to the other nodes' changes stands.
     trusted: std::sync::atomic::AtomicBool,
+    /// `store.postgres.fail_mode: cached`: how long after it was read a durable record
+    /// (user, device) may still answer while the durable store fails (ms; 0: never).
+    stale_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Caches {
@@ -171,6 +174,15 @@ impl Caches {
     /// nodes' changes is down).
     pub fn in_use(&self) -> bool {
         self.trusted.load(Ordering::Acquire) && !self.ttl().is_zero()
+    }
+
+    /// Lets durable records (users, devices) cached up to `limit` ago answer while the
+    /// durable store fails (`store.postgres.fail_mode: cached`); zero refuses instead.
+    pub fn serve_stale_for(&self, limit: Duration) {
+        self.stale_ms.store(
+            limit.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Announces this node's writes on `feed` from now on, without listening to others (the
@@ -361,7 +373,22 @@ impl Caches {
             Ok(v) => return Ok(v),
             Err(g) => g,
         };
-        let v = read.await?;
+        let v = match read.await {
+            Ok(v) => v,
+            Err(e) => {
+                // A durable record read before the store failed, if configured: an outage
+                // of PostgreSQL does not end every session at once. Hot state (sessions)
+                // never comes from here: it is Redis's, and Redis down refuses.
+                let stale = Duration::from_millis(self.stale_ms.load(Ordering::Relaxed));
+                if map.durable && !stale.is_zero() && self.trusted.load(Ordering::Acquire) {
+                    if let Ok(v) = map.get(key, stale, self.clock.now()) {
+                        tracing::warn!(error = %e, "durable store failing: answering from a record cached within store.postgres.cached_for");
+                        return Ok(v);
+                    }
+                }
+                return Err(e);
+            }
+        };
         if absent_too || v.worth_caching() {
             map.put(
                 key.to_string(),
@@ -387,15 +414,18 @@ struct Inner<K, V> {
 /// One map of cached records with a TTL and a write generation.
 struct TtlMap<K, V> {
     inner: Mutex<Inner<K, V>>,
+    /// Whether it holds durable records, which `fail_mode: cached` may serve past the TTL.
+    durable: bool,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
-    fn new() -> Self {
+    fn new(durable: bool) -> Self {
         TtlMap {
             inner: Mutex::new(Inner {
                 generation: 0,
                 map: HashMap::default(),
             }),
+            durable,
         }
     }
 
@@ -491,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_write_during_a_read_keeps_the_read_out_of_the_cache() {
-        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let m: TtlMap<String, Option<u32>> = TtlMap::new(false);
         let (ttl, now) = (Duration::from_secs(60), Instant::now());
         assert_eq!(m.get("a", ttl, now), Err(0), "a miss, before any write");
         m.invalidate("a");
@@ -503,7 +533,7 @@ mod tests {
 
     #[test]
     fn entries_expire_after_the_ttl() {
-        let m: TtlMap<String, Option<u32>> = TtlMap::new();
+        let m: TtlMap<String, Option<u32>> = TtlMap::new(false);
         let (ttl, t0) = (Duration::from_secs(60), Instant::now());
         m.put("a".into(), Some(1), 0, ttl, t0);
         let just_before = t0 + ttl - Duration::from_millis(1);

@@ -12,14 +12,15 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         clock: Clock::default(),
         hot: stores.hot.clone(),
         durable: stores.durable.clone(),
-        sessions: TtlMap::new(),
-        histories: TtlMap::new(),
-        users: TtlMap::new(),
-        usernames: TtlMap::new(),
-        devices: TtlMap::new(),
-        device_lists: TtlMap::new(),
+        sessions: TtlMap::new(false),
+        histories: TtlMap::new(false),
+        users: TtlMap::new(true),
+        usernames: TtlMap::new(true),
+        devices: TtlMap::new(true),
+        device_lists: TtlMap::new(true),
         feed: OnceLock::new(),
         trusted: std::sync::atomic::AtomicBool::new(true),
+        stale_ms: AtomicU64::new(0),
     });
     let wrapped = Stores {
         durable: Arc::new(CachedDurable {
