@@ -1,6 +1,6 @@
 // Starts `stepgate demo` on a free port with a throw-away data directory, and stops it.
-import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -34,7 +34,7 @@ function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, stop() }.
+ * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, dataDir, stop() }.
  * The demo's console output goes to artifacts/stepgate-demo.log.
  */
 export async function startDemo({ timeoutMs = 30_000 } = {}) {
@@ -91,5 +91,29 @@ export async function startDemo({ timeoutMs = 30_000 } = {}) {
     }
     await sleep(100);
   }
-  return { baseUrl, port, stop };
+  return { baseUrl, port, dataDir, stop };
+}
+
+/**
+ * Runs the `stepgate` CLI against the running demo's store (a configuration written beside
+ * it: the same SQLite file and key, the demo's public URL and e-mail outbox). Resolves to
+ * { code, stdout, stderr }.
+ */
+export function stepgateCli(demo, args) {
+  const config = join(demo.dataDir, 'cli.yaml');
+  writeFileSync(
+    config,
+    [
+      `server: { public_url: "${demo.baseUrl}", data_dir: . }`,
+      'secrets: { key_file: secret.key }',
+      'factors:',
+      '  email_otp: { enabled: true, transport: { file: { dir: outbox/mail } } }',
+      '',
+    ].join('\n'),
+  );
+  return new Promise((ok) => {
+    execFile(stepgateBinary(), [...args, '--config', config], (err, stdout, stderr) => {
+      ok({ code: err ? err.code ?? 1 : 0, stdout, stderr });
+    });
+  });
 }

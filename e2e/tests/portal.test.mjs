@@ -7,44 +7,26 @@
 // virtual authenticator lives as long as the page): a test whose prerequisite failed is
 // skipped with the reason, rather than failing for an unrelated cause.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { addVirtualAuthenticator, launchChromium } from '../lib/browser.mjs';
-import { ARTIFACTS_DIR, startDemo } from '../lib/demo.mjs';
+import { startDemo } from '../lib/demo.mjs';
+import { PORTAL, newContext as newPortalContext, pathOf, screenshots, webauthnClick } from '../lib/portal.mjs';
 import { TotpClock } from '../lib/totp.mjs';
 
-const PORTAL = '/_stepgate';
 const USERS = {
   jane: { password: 'blue-harbour-lantern', totp: new TotpClock('JANEDEMOJANEDEMOJANEDEMOJANEDEMO') },
   john: { password: 'green-meadow-compass', totp: new TotpClock('JOHNDEMOJOHNDEMOJOHNDEMOJOHNDEMO') },
 };
 const TEST_TIMEOUT = 90_000;
 
-mkdirSync(ARTIFACTS_DIR, { recursive: true });
-
 let demo;
 let browser;
-let shotNo = 0;
 
-/** Saves a full-page screenshot as artifacts/NN-name.png (numbered in the order taken). */
-async function shot(page, name) {
-  shotNo += 1;
-  const file = join(ARTIFACTS_DIR, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
+const shot = screenshots();
 
 const url = (path) => `${demo.baseUrl}${path}`;
-const pathOf = (page) => new URL(page.url()).pathname;
-
-async function newContext() {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-  context.setDefaultTimeout(20_000);
-  context.setDefaultNavigationTimeout(20_000);
-  return context;
-}
+const newContext = () => newPortalContext(browser);
 
 /** On the login page: password, then the sign-in step-up with a TOTP code. Ends on /licences. */
 async function signInWithPasswordAndTotp(page, username) {
@@ -60,23 +42,6 @@ async function signInWithPasswordAndTotp(page, username) {
     page.click('form[action$="/step-up/totp"] button[type=submit]'),
   ]);
   await page.locator('#remote-user').waitFor();
-}
-
-/**
- * Clicks a WebAuthn button (the portal's webauthn.js runs the ceremony) and waits for the
- * page it redirects to; fails at once with the page's message if the ceremony fails.
- */
-async function webauthnClick(page, selector, arrived) {
-  const navigated = page.waitForURL(arrived).then(() => null);
-  const failed = page
-    .locator('#webauthn-status.error')
-    .waitFor()
-    .then(async () => page.locator('#webauthn-status').textContent());
-  await page.click(selector);
-  const error = await Promise.race([navigated, failed]);
-  navigated.catch(() => {});
-  failed.catch(() => {});
-  if (error !== null) throw new Error(`the WebAuthn ceremony of ${selector} failed: ${error}`);
 }
 
 before(async () => {

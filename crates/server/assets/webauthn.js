@@ -63,10 +63,11 @@
   }
   async function register(btn) {
     status(btn, "Follow your browser's prompt…");
-    const start = await post(btn.dataset.start, { kind: btn.dataset.kind || "passkey" });
+    const token = btn.dataset.token || "";
+    const start = await post(btn.dataset.start, { kind: btn.dataset.kind || "passkey", token });
     const cred = await navigator.credentials.create(creationOptions(start.options));
     const labelInput = document.getElementById(btn.dataset.label || "passkey-label");
-    const done = await post(btn.dataset.finish, { id: start.id, response: credentialJson(cred), label: labelInput ? labelInput.value : "Passkey" });
+    const done = await post(btn.dataset.finish, { id: start.id, token, response: credentialJson(cred), label: labelInput ? labelInput.value : "Passkey" });
     window.location.assign(done.redirect);
   }
   async function authenticate(btn) {

@@ -9,6 +9,8 @@
 //! - [`sessions`]: the user's sessions; signing out here or everywhere.
 //! - [`devices`]: the user's devices on the sessions page; registering this browser
 //!   (behind a fresh factor) and removing a browser registration.
+//! - [`enrolment`]: invitation and password-reset links (set a password, then a first
+//!   passkey or authenticator app, then sign in).
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
 //! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
 //!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
@@ -21,6 +23,7 @@
 pub mod account;
 pub mod blocked;
 pub mod devices;
+pub mod enrolment;
 pub mod error;
 pub mod extract;
 pub mod links;
@@ -98,6 +101,16 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/login"),
             get(signin::login_page).post(signin::login_submit),
         )
+        .route(
+            &p("/invite/{token}"),
+            get(enrolment::link_open).post(enrolment::link_redeem),
+        )
+        .route(
+            &p("/reset/{token}"),
+            get(enrolment::link_open).post(enrolment::link_redeem),
+        )
+        .route(&p("/welcome"), get(enrolment::welcome_page))
+        .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/step-up"), get(stepup::step_up_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
         .route(&p("/blocked"), get(blocked::blocked_page))

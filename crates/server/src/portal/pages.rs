@@ -29,6 +29,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/enrol_totp.html"),
     ),
     (
+        "set_password.html",
+        include_str!("../../templates/set_password.html"),
+    ),
+    ("welcome.html", include_str!("../../templates/welcome.html")),
+    (
         "recovery_codes.html",
         include_str!("../../templates/recovery_codes.html"),
     ),

@@ -16,7 +16,7 @@ use super::links::Links;
 use super::links::StepToken;
 use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
-use super::{account, auth_message};
+use super::{account, auth_message, enrolment};
 use crate::access::request::client_ip;
 use crate::access::signals::PeerCertificates;
 use crate::access::Connection;
@@ -198,18 +198,31 @@ async fn stepping(
     Ok((session, user, step))
 }
 
-/// The signed-in user a registration belongs to, with the CSRF header matched.
+/// Who a registration is for, with the CSRF header matched: the signed-in user, or, with
+/// an enrolment grant (`token`, from a redeemed invitation), that grant's session — pending
+/// too — and where the sign-in goes on after.
 async fn registering(
     st: &Shared,
     rt: &Here,
     jar: &CookieJar,
     headers: &HeaderMap,
-) -> Result<(Session, UserRecord), PortalError> {
+    grant: &str,
+) -> Result<(Session, UserRecord, Option<String>), PortalError> {
+    if !grant.is_empty() {
+        let Ok((session, user, g)) = enrolment::granted(st, rt, jar, grant).await else {
+            return Err(PortalError::json(
+                StatusCode::UNAUTHORIZED,
+                "This page has expired. Use your invitation link again, or ask for a new one.",
+            ));
+        };
+        check_header(st, jar, Some(&session), headers)?;
+        return Ok((session, user, Some(g.next)));
+    }
     let Some((session, user)) = signed_in(st, rt, jar).await? else {
         return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first"));
     };
     check_header(st, jar, Some(&session), headers)?;
-    Ok((session, user))
+    Ok((session, user, None))
 }
 
 /// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for those of the user's
@@ -260,9 +273,12 @@ pub async fn webauthn_register_start(
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (session, user) = registering(&st, &rt, &jar, &headers).await?;
-    if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
-        return Ok(r);
+    let (session, user, granted) = registering(&st, &rt, &jar, &headers, &b.token).await?;
+    // A grant is a fresh password of this very session; anyone else confirms it's them.
+    if granted.is_none() {
+        if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
+            return Ok(r);
+        }
     }
     let kind = match b.kind.as_str() {
         "security_key" => RegistrationKind::SecurityKey,
@@ -301,7 +317,7 @@ pub async fn webauthn_register_finish(
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (_, user) = registering(&st, &rt, &jar, &headers).await?;
+    let (_, user, granted) = registering(&st, &rt, &jar, &headers, &b.token).await?;
     let state = take_ceremony(&st, &b.id).await?;
     let label = match b.label.trim() {
         "" => "Passkey",
@@ -311,6 +327,6 @@ pub async fn webauthn_register_finish(
         .webauthn_register_finish(&user, state, b.response, label)
         .await
         .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
-    let done = rt.portal_url("/account?done=webauthn");
+    let done = granted.unwrap_or_else(|| rt.portal_url("/account?done=webauthn"));
     Ok(Json(serde_json::json!({ "redirect": done })).into_response())
 }
