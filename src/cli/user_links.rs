@@ -78,7 +78,7 @@ pub async fn issue(
         LinkPurpose::PasswordReset => "reset",
     };
     let issued = authn
-        .issue_link(u, link.purpose, link.valid_for.0, "cli")
+        .issue_link(u, link.purpose, link.valid_for.0, Some("cli"))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let url = format!("{}/{path}/{}", link.portal_url, issued.token.as_str());

@@ -88,14 +88,19 @@ fn link_hash(token: &str) -> String {
 impl Authenticator {
     /// Issues a link of `purpose` for `user`, valid for `ttl` (at most [`MAX_LINK_TTL`]),
     /// voiding the user's earlier links of the same purpose; audited as `link.issued` by
-    /// `admin:<admin>`.
+    /// `admin:<admin>`, or by the user (`admin: None`: a reset the user earned with a
+    /// recovery path, such as a recovery code).
     pub async fn issue_link(
         &self,
         user: &UserRecord,
         purpose: LinkPurpose,
         ttl: Duration,
-        admin: &str,
+        admin: Option<&str>,
     ) -> Result<IssuedLink, AuthError> {
+        let actor = match admin {
+            Some(a) => Actor::Admin(a),
+            None => Actor::User,
+        };
         if ttl.is_zero() || ttl > MAX_LINK_TTL {
             return Err(AuthError::Rejected(format!(
                 "a link must be valid for between 1 second and {} days",
@@ -121,13 +126,13 @@ impl Authenticator {
         f.data = serde_json::to_value(LinkData {
             purpose,
             expires_at,
-            issued_by: Actor::Admin(admin).name(user),
+            issued_by: actor.name(user),
         })
         .map_err(|e| AuthError::Internal(e.to_string()))?;
         self.durable().create_factor(&f).await?;
         self.audit(
             "link.issued",
-            Actor::Admin(admin),
+            actor,
             user,
             Some(&f.id),
             serde_json::json!({ "purpose": purpose.as_str(), "expires_at": expires_at }),

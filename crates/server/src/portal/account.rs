@@ -72,7 +72,9 @@ fn notice_for(done: &str) -> Option<&'static str> {
         "webauthn" => "Passkey added.",
         "contact" => "Verified and added.",
         "questions" => "Security questions saved.",
-        "removed" => "Factor removed.",
+        "removed" => "Removed.",
+        "password" => "Password changed.",
+        "password-others" => "Password changed. Your other sessions were signed out.",
         "device" => "Demo device profile changed.",
         _ => return None,
     })
@@ -153,7 +155,7 @@ async fn render(
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
             aal => session.data.aal(&rt.config.assurance), factors => rows, enabled => enabled,
-            question_slots => slots, notice => shown.notice, error => shown.error,
+            question_slots => slots, min_length => f.password.min_length, notice => shown.notice, error => shown.error,
             pending_contact => shown.pending, demo => st.options.demo, demo_profiles => profiles,
             demo_profile => demo::profile(jar.get(demo::DEVICE_COOKIE)).id,
         },
@@ -231,6 +233,12 @@ pub struct AccountForm {
     answer: Vec<String>,
     #[serde(default)]
     profile: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    sign_out_others: Option<String>,
 }
 
 impl AccountForm {
@@ -250,7 +258,7 @@ impl CsrfField for AccountForm {
 /// factor ([`FreshForm`]): `totp/start` (a new authenticator app's QR code) and
 /// `totp/confirm` (its first code), `contact/start` (a code to a new e-mail address or
 /// phone) and `contact/confirm` (that code), `questions`, `recovery` (new codes, shown
-/// once), `remove`.
+/// once), `password` (a new one), `remove`.
 pub async fn change(
     Visit { st, here: rt, jar }: Visit,
     Path(change): Path<String>,
@@ -297,6 +305,7 @@ pub async fn change(
             Ok(codes) => on.page("recovery_codes.html", context! { codes => codes }),
             Err(e) => on.again(Shown::error(&e)).await,
         },
+        "password" => password(on, &form).await,
         "remove" => {
             on.after(
                 a.remove_factor(on.user, &form.id).await,
@@ -340,6 +349,58 @@ impl Change<'_> {
             Err(e) => self.again(Shown::error(&e)).await,
         }
     }
+}
+
+/// A new password (the NIST SP 800-63B rules and the breached list apply), typed twice;
+/// the user's other sessions ended when asked (the form's default).
+async fn password(on: Change<'_>, form: &AccountForm) -> Response {
+    if form.password != form.confirm {
+        return on
+            .again(Shown {
+                error: Some(
+                    "The two passwords are not the same. Type the same password twice.".into(),
+                ),
+                ..Shown::default()
+            })
+            .await;
+    }
+    if let Err(e) = on.st.authn.set_password(on.user, &form.password).await {
+        let why = match e {
+            AuthError::Rejected(r) => {
+                format!("Your password was not changed. Choose another: {r}.")
+            }
+            other => auth_message(&other),
+        };
+        return on
+            .again(Shown {
+                error: Some(why),
+                ..Shown::default()
+            })
+            .await;
+    }
+    let mut ended = 0;
+    if form.sign_out_others.is_some() {
+        let ids = on
+            .st
+            .sessions
+            .of_user(&on.user.id)
+            .await
+            .unwrap_or_default();
+        for id in ids.iter().filter(|id| **id != on.session.id) {
+            if on.st.sessions.end(id).await.is_ok() {
+                ended += 1;
+            }
+        }
+        let ip = on.session.data.ip.as_deref().and_then(|s| s.parse().ok());
+        let detail = serde_json::json!({ "why": "password_changed", "ended": ended });
+        super::audit(on.st, "sessions.ended", &on.user.username, ip, detail).await;
+    }
+    let done = if ended > 0 {
+        "password-others"
+    } else {
+        "password"
+    };
+    see_other(&on.rt.portal_url(&format!("/account?done={done}")))
 }
 
 /// An e-mail address or phone number as a one-time-code factor: the code sent, then

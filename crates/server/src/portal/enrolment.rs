@@ -120,6 +120,7 @@ fn link_page(
             username_value => user.username, display_name => user.name.as_deref().unwrap_or(&user.username),
             min_length => st.authn.settings().factors.password.min_length,
             expires => expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires_text => expires.format("%-d %B %Y, %H:%M UTC").to_string(),
             error => error,
         },
     );
@@ -365,4 +366,100 @@ pub async fn welcome_totp(
         },
         _ => return Err(PortalError::BadRequest),
     })
+}
+
+/// `GET {portal}/forgot`: "Forgot your password?" — the recovery paths the product has.
+pub async fn forgot_page(Visit { st, here: rt, jar }: Visit) -> Response {
+    forgot(&st, &rt, jar, None, "")
+}
+
+fn forgot(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    error: Option<(StatusCode, String)>,
+    username: &str,
+) -> Response {
+    let (jar, pre) = pre_session(rt, jar);
+    let (status, error) = match error {
+        Some((s, e)) => (s, Some(e)),
+        None => (StatusCode::OK, None),
+    };
+    let page = Pages::global().render(
+        status,
+        "forgot.html",
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&pre), error => error,
+            recovery_codes => rt.config.factors.recovery_codes.enabled, username_value => username,
+        },
+    );
+    (jar, page).into_response()
+}
+
+/// The recovery-code form.
+#[derive(Deserialize)]
+pub struct ForgotForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// How long the reset link a recovery code earns stays valid.
+const SELF_RESET_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `POST {portal}/forgot`: a recovery code (used up, regulated like any factor) earns a
+/// reset link of the user's own, followed at once: the set-password page.
+pub async fn forgot_submit(
+    Visit { st, here: rt, jar }: Visit,
+    peer: Peer,
+    headers: HeaderMap,
+    Form(f): Form<ForgotForm>,
+) -> Response {
+    if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
+        return e.into_response();
+    }
+    let ip = client_ip(&rt, peer.0, &headers);
+    let username = f.username.trim();
+    let no_match = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            "That username and recovery code do not match. Check both and try again.".to_string(),
+        )
+    };
+    let user = match st.authn.find_user(username).await {
+        Ok(Some(u)) if !u.disabled => u,
+        Ok(_) => return forgot(&st, &rt, jar, Some(no_match()), username),
+        Err(e) => {
+            let e = (StatusCode::SERVICE_UNAVAILABLE, auth_message(&e));
+            return forgot(&st, &rt, jar, Some(e), username);
+        }
+    };
+    if let Err(e) = st.authn.verify_recovery_code(&user, &f.code, ip).await {
+        let e = match e {
+            AuthError::InvalidCredentials | AuthError::NotEnrolled(_) => no_match(),
+            AuthError::Locked { .. } | AuthError::AccountLocked => {
+                (StatusCode::TOO_MANY_REQUESTS, auth_message(&e))
+            }
+            other => (StatusCode::SERVICE_UNAVAILABLE, auth_message(&other)),
+        };
+        return forgot(&st, &rt, jar, Some(e), username);
+    }
+    let purpose = LinkPurpose::PasswordReset;
+    match st
+        .authn
+        .issue_link(&user, purpose, SELF_RESET_TTL, None)
+        .await
+    {
+        Ok(link) => {
+            let url = rt.portal_url(&format!("/reset/{}", link.token.as_str()));
+            (jar, see_other(&url)).into_response()
+        }
+        Err(e) => {
+            let e = (StatusCode::SERVICE_UNAVAILABLE, auth_message(&e));
+            forgot(&st, &rt, jar, Some(e), username)
+        }
+    }
 }

@@ -109,6 +109,10 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/reset/{token}"),
             get(enrolment::link_open).post(enrolment::link_redeem),
         )
+        .route(
+            &p("/forgot"),
+            get(enrolment::forgot_page).post(enrolment::forgot_submit),
+        )
         .route(&p("/welcome"), get(enrolment::welcome_page))
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/step-up"), get(stepup::step_up_page))

@@ -33,6 +33,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/set_password.html"),
     ),
     ("welcome.html", include_str!("../../templates/welcome.html")),
+    ("forgot.html", include_str!("../../templates/forgot.html")),
     (
         "recovery_codes.html",
         include_str!("../../templates/recovery_codes.html"),
