@@ -116,11 +116,21 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
     assert.equal((await row.locator('.status').textContent()).trim(), 'active');
   });
 
-  it('enrols a passkey on the virtual authenticator', { timeout: TEST_TIMEOUT }, async (t) => {
+  // Item 1 of issue 24: the step-up loop closes — no Back button anywhere.
+  it('asks for a passkey she does not have; she adds one and comes back to revoke', { timeout: TEST_TIMEOUT }, async (t) => {
     if (!needs(t, 'login')) return;
     authenticator = await addVirtualAuthenticator(context, page);
-    await page.goto(url(`${PORTAL}/account`));
+    await page.goto(url('/licences'));
+    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), page.locator('#licence-2 form[action$="/revoke"] button').click()]);
+    await page.locator('#step-up-reason').waitFor();
+    assert.match(await page.locator('#step-up-reason').textContent(), /passkey|security key/i);
+    assert.equal(await page.locator('#totp-code').count(), 0, 'TOTP is not enough for a revocation');
+    assert.match(await page.locator('#add-factor').textContent(), /Add a passkey/);
+    await shot(page, 'step-up-no-passkey');
+
+    await Promise.all([page.waitForURL(`**${PORTAL}/account**`), page.click('#add-factor')]);
     assert.equal(await page.locator('#factors tr[data-kind="webauthn"]').count(), 0, 'no passkey yet');
+    assert.match(await page.locator('#resume').textContent(), /Licence Console/);
     await shot(page, 'account-before-passkey');
     await page.fill('#passkey-label', 'E2E virtual passkey');
     await webauthnClick(
@@ -132,26 +142,19 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
     await row.waitFor();
     assert.match(await row.textContent(), /E2E virtual passkey/);
     assert.equal(await page.locator('#account-error').count(), 0);
-    await shot(page, 'account-passkey-added');
     done.passkey = true;
-  });
+    assert.match(await page.locator('#continue-to-app').textContent(), /Continue to Licence Console/);
+    await shot(page, 'account-passkey-added');
 
-  it('asks for the passkey before a revocation and returns to the page after it', { timeout: TEST_TIMEOUT }, async (t) => {
-    if (!needs(t, 'login', 'passkey')) return;
-    await page.goto(url('/licences'));
-    const revoke = page.locator('#licence-2 form[action$="/revoke"] button');
-    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), revoke.click()]);
-    await page.locator('#step-up-reason').waitFor();
-    assert.match(await page.locator('#step-up-reason').textContent(), /passkey|security key/i);
-    assert.equal(await page.locator('#webauthn-step-up').count(), 1, 'the passkey is offered');
-    assert.equal(await page.locator('#totp-code').count(), 0, 'TOTP is not enough for a revocation');
+    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), page.click('#continue-to-app')]);
+    assert.equal(await page.locator('#webauthn-step-up').count(), 1, 'the new passkey is offered');
     await shot(page, 'step-up-revoke');
-
-    await webauthnClick(page, '#webauthn-step-up', (u) => u.pathname === '/licences');
-    await page.locator('#remote-user').waitFor();
-    // A POST is not replayed: the licence is still active and the user clicks again.
+    // A POST is not replayed: the user is told, and led back to press it again.
+    await webauthnClick(page, '#webauthn-step-up', (u) => u.pathname === `${PORTAL}/confirmed`);
+    assert.match(await page.locator('#message').textContent(), /Confirmed\. Your request to revoke a licence has not been sent yet/);
+    await shot(page, 'confirmed-not-sent');
+    await Promise.all([page.waitForURL((u) => u.pathname === '/licences'), page.click('#continue')]);
     assert.equal((await page.locator('#licence-2 .status').textContent()).trim(), 'active');
-    await shot(page, 'licences-after-step-up');
 
     await Promise.all([
       page.waitForURL((u) => u.pathname === '/licences'),

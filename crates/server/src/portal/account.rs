@@ -26,13 +26,50 @@ use crate::demo;
 use crate::session::cookies::{plain_cookie, CookieJar};
 use crate::session::Session;
 
-/// `?done=` and `?pending=` on the account page.
+/// `?done=`, `?pending=` and `?t=` on the account page (`t`: the step-up the user came
+/// from to add a factor it needs, which the page offers to continue).
 #[derive(Deserialize, Default)]
 pub struct AccountQuery {
     #[serde(default)]
     done: String,
     #[serde(default)]
     pending: String,
+    #[serde(default)]
+    t: String,
+}
+
+/// Where a step-up the user left to add a factor goes on: its page, and the app's name.
+#[derive(Serialize)]
+pub struct Resume {
+    /// The step-up page.
+    pub url: String,
+    /// The app it protects (its name, else its host).
+    pub app: String,
+    /// The signed step-up token (carried through the enrolment forms).
+    pub token: String,
+}
+
+/// The step-up `token` names, when it is genuine, unexpired and this user's.
+pub fn resume(st: &Shared, rt: &Here, user: &UserRecord, token: &str) -> Option<Resume> {
+    if token.is_empty() {
+        return None;
+    }
+    let step = Links::new(&st.signer, rt)
+        .verify_step(token, Utc::now())
+        .filter(|s| s.user_id == user.id && !s.sign_in)?;
+    let host = url::Url::parse(&step.rt)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    let app = rt
+        .app_for_host(&host)
+        .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+        .unwrap_or(host);
+    Some(Resume {
+        url: rt.portal_url(&format!("/step-up?t={token}")),
+        app,
+        token: token.to_string(),
+    })
 }
 
 /// One enrolled factor, as the page lists it.
@@ -90,6 +127,7 @@ pub async fn account_page(
         notice: notice_for(&q.done).map(str::to_string),
         error: None,
         pending: (!q.pending.is_empty()).then_some(q.pending),
+        resume: resume(&st, &rt, &user, &q.t),
     };
     render(&st, &rt, &jar, (&session, &user), shown).await
 }
@@ -101,6 +139,8 @@ struct Shown {
     error: Option<String>,
     /// The contact factor whose code was sent and awaits confirmation.
     pending: Option<String>,
+    /// The step-up the user came from, to go back to once the factor it needs is added.
+    resume: Option<Resume>,
 }
 
 impl Shown {
@@ -157,7 +197,7 @@ async fn render(
             aal => session.data.aal(&rt.config.assurance), factors => rows, enabled => enabled,
             question_slots => slots, min_length => f.password.min_length, notice => shown.notice, error => shown.error,
             pending_contact => shown.pending, demo => st.options.demo, demo_profiles => profiles,
-            demo_profile => demo::profile(jar.get(demo::DEVICE_COOKIE)).id,
+            demo_profile => demo::profile(jar.get(demo::DEVICE_COOKIE)).id, resume => shown.resume,
         },
     )
 }
@@ -172,6 +212,7 @@ pub async fn fresh_enough(
     session: &Session,
     user: &UserRecord,
     json: bool,
+    then: &str,
 ) -> Result<(), Response> {
     let enrolled = st.authn.enrolled(user).await.unwrap_or_default();
     let has_mfa = enrolled
@@ -194,8 +235,13 @@ pub async fn fresh_enough(
     {
         return Ok(());
     }
+    // Back to the account page, still knowing which step-up the user came to it from.
+    let back = match resume(st, rt, user, then) {
+        Some(r) => format!("/account?t={}", r.token),
+        None => "/account".to_string(),
+    };
     let step = StepToken {
-        rt: rt.portal_url("/account"),
+        rt: rt.portal_url(&back),
         back: None,
         why: format!("Changing your sign-in factors needs {}.", req.describe()),
         req,
@@ -239,6 +285,9 @@ pub struct AccountForm {
     confirm: String,
     #[serde(default)]
     sign_out_others: Option<String>,
+    /// The step-up the user came from (see [`resume`]).
+    #[serde(default)]
+    then: String,
 }
 
 impl AccountForm {
@@ -277,12 +326,12 @@ pub async fn change(
         "totp/start" => match a.enrol_totp_start(on.user).await {
             Ok(p) => on.page(
                 "enrol_totp.html",
-                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token },
+                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token, then => form.then },
             ),
             Err(e) => on.again(Shown::error(&e)).await,
         },
         "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
-            Ok(_) => see_other(&rt.portal_url("/account?done=totp")),
+            Ok(_) => see_other(&rt.portal_url(&after_enrolment(&st, &rt, on.user, "totp", &form.then))),
             Err(e) => {
                 let why = format!("The authenticator app was not added: {}", auth_message(&e));
                 on.again(Shown {
@@ -314,6 +363,21 @@ pub async fn change(
             .await
         }
         _ => PortalError::BadRequest.into_response(),
+    }
+}
+
+/// The account page after a factor `done` was added: with the step-up the user came from
+/// (`then`), when there is one, to continue it.
+pub fn after_enrolment(
+    st: &Shared,
+    rt: &Here,
+    user: &UserRecord,
+    done: &str,
+    then: &str,
+) -> String {
+    match resume(st, rt, user, then) {
+        Some(r) => format!("/account?done={done}&t={}", r.token),
+        None => format!("/account?done={done}"),
     }
 }
 

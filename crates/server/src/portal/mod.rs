@@ -116,6 +116,7 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&p("/welcome"), get(enrolment::welcome_page))
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/step-up"), get(stepup::step_up_page))
+        .route(&p("/confirmed"), get(stepup::confirmed_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
         .route(&p("/blocked"), get(blocked::blocked_page))
         .route(&p("/recheck"), post(blocked::recheck))

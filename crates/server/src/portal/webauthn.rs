@@ -40,6 +40,9 @@ pub struct WebauthnBody {
     label: String,
     #[serde(default)]
     response: serde_json::Value,
+    /// Registration: the step-up the user came to add this factor for.
+    #[serde(default)]
+    then: String,
 }
 
 fn header_csrf(headers: &HeaderMap) -> &str {
@@ -50,7 +53,10 @@ fn header_csrf(headers: &HeaderMap) -> &str {
 }
 
 fn form_expired() -> PortalError {
-    PortalError::json(StatusCode::FORBIDDEN, "form expired; reload the page")
+    PortalError::json(
+        StatusCode::FORBIDDEN,
+        "This page has expired. Reload it and try again.",
+    )
 }
 
 /// The CSRF header, checked against the session's (or before sign-in the pre-session
@@ -69,7 +75,13 @@ fn check_header(
 
 /// A failed ceremony step, as the script shows it.
 fn refused(status: StatusCode, e: &stepgate_authn::service::AuthError) -> PortalError {
-    PortalError::json(status, &auth_message(e))
+    let message = match e {
+        stepgate_authn::service::AuthError::InvalidCredentials => {
+            "That passkey is not one of this account's. Use a passkey you added here, or use another way to sign in.".to_string()
+        }
+        other => auth_message(other),
+    };
+    PortalError::json(status, &message)
 }
 
 /// How long a ceremony's state is kept, and how long its id is remembered as used.
@@ -89,13 +101,13 @@ async fn take_ceremony(st: &Shared, id: &str) -> Result<serde_json::Value, Porta
     let expired = || {
         PortalError::json(
             StatusCode::BAD_REQUEST,
-            "this passkey prompt expired; try again",
+            "The passkey prompt expired. Try again.",
         )
     };
     if id.is_empty() || id.len() > 64 {
         return Err(PortalError::json(
             StatusCode::BAD_REQUEST,
-            "unknown ceremony",
+            "The passkey prompt expired. Try again.",
         ));
     }
     // Each ceremony state can be finished once.
@@ -191,7 +203,7 @@ async fn stepping(
     let Ok((session, user, step)) = step_context(st, rt, jar, token).await else {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "session or link expired",
+            "Your session or this page has expired. Go back to the app and try again.",
         ));
     };
     check_header(st, jar, Some(&session), headers)?;
@@ -219,7 +231,10 @@ async fn registering(
         return Ok((session, user, Some(g.next)));
     }
     let Some((session, user)) = signed_in(st, rt, jar).await? else {
-        return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first"));
+        return Err(PortalError::json(
+            StatusCode::UNAUTHORIZED,
+            "You are signed out. Sign in again, then add your passkey.",
+        ));
     };
     check_header(st, jar, Some(&session), headers)?;
     Ok((session, user, None))
@@ -260,7 +275,7 @@ pub async fn webauthn_step_finish(
     if who.id != user.id {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "that passkey belongs to someone else",
+            "That passkey belongs to another account. Use your own passkey, or use another way.",
         ));
     }
     let on = page(&session, &user, &b.token, &step);
@@ -276,7 +291,7 @@ pub async fn webauthn_register_start(
     let (session, user, granted) = registering(&st, &rt, &jar, &headers, &b.token).await?;
     // A grant is a fresh password of this very session; anyone else confirms it's them.
     if granted.is_none() {
-        if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
+        if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true, &b.then).await {
             return Ok(r);
         }
     }
@@ -327,6 +342,10 @@ pub async fn webauthn_register_finish(
         .webauthn_register_finish(&user, state, b.response, label)
         .await
         .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
-    let done = granted.unwrap_or_else(|| rt.portal_url("/account?done=webauthn"));
+    let done = granted.unwrap_or_else(|| {
+        rt.portal_url(&account::after_enrolment(
+            &st, &rt, &user, "webauthn", &b.then,
+        ))
+    });
     Ok(Json(serde_json::json!({ "redirect": done })).into_response())
 }
