@@ -27,6 +27,14 @@ export function screenshots(prefix = '') {
  * page it redirects to; fails at once with the page's message if the ceremony fails.
  */
 export async function webauthnClick(page, selector, arrived) {
+  // A message left from an earlier attempt is not this attempt's failure.
+  await page.evaluate(() => {
+    const el = document.getElementById('webauthn-status');
+    if (el) {
+      el.className = 'muted';
+      el.textContent = '';
+    }
+  });
   const navigated = page.waitForURL(arrived).then(() => null);
   const failed = page
     .locator('#webauthn-status.error')
