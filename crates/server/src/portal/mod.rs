@@ -41,6 +41,7 @@ use stepgate_authn::service::AuthError;
 pub use stepgate_policy::outcome::factor_title;
 
 use crate::app::state::Shared;
+use extract::Visit;
 
 /// Appends an audit event (logged, never fatal: what it records already happened).
 pub(crate) async fn audit(
@@ -153,4 +154,19 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/webauthn/register/finish"),
             post(webauthn::webauthn_register_finish),
         )
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A portal address asked with a method it does not take (a bookmarked form address, say):
+/// the portal's page, with a way on, rather than a bare 405.
+async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Response {
+    pages::Pages::global().render(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "message.html",
+        minijinja::context! {
+            portal => rt.portal(), title => "This page cannot be opened this way",
+            message => "This address is for a form, not for opening directly. Go to your account page and start again from there.",
+            link => rt.portal_url("/account"), link_text => "Go to your account",
+        },
+    )
 }

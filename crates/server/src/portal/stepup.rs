@@ -92,7 +92,14 @@ async fn offers(
             kinds.push(*k);
         }
     }
-    kinds.sort_by_key(|k| std::cmp::Reverse(matches!(k, FactorKind::Webauthn)));
+    // Strongest first; recovery codes last, for emergencies.
+    kinds.sort_by_key(|k| match k {
+        FactorKind::Webauthn => 0,
+        FactorKind::Totp => 1,
+        FactorKind::EmailOtp | FactorKind::SmsOtp => 2,
+        FactorKind::RecoveryCodes => 9,
+        _ => 5,
+    });
     let mut out = Vec::new();
     for k in kinds {
         let mut o = Offer {
