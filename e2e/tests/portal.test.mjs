@@ -252,6 +252,9 @@ describe("John's blocked device", { timeout: 2 * TEST_TIMEOUT }, () => {
       assert.match(await disk.textContent(), /Disk encryption is off/);
       assert.equal(await page.locator('#failing-checks li[data-check="os_version"]').count(), 1);
       assert.equal(await page.locator('#recheck').count(), 1);
+      assert.match(await page.locator('#blocked-app').textContent(), /Licence Console/);
+      assert.match(await page.locator('#blocked-reference').textContent(), /Blocked at .* reference managed-noncompliant-deny/);
+      assert.equal(await page.locator('#help-email').getAttribute('href'), 'mailto:it-help@example.com');
       await shot(page, 'blocked-device');
 
       // Still blocked: re-check without fixing anything.
@@ -268,6 +271,14 @@ describe("John's blocked device", { timeout: 2 * TEST_TIMEOUT }, () => {
       await Promise.all([page.waitForURL((u) => u.pathname === '/licences'), page.click('#recheck')]);
       assert.equal(await page.locator('#remote-user').textContent(), 'john');
       await shot(page, 'licences-after-recheck');
+
+      // A refusal by group: re-checking the device would change nothing; it says who to ask.
+      const admin = await page.goto(url('/admin'));
+      assert.equal(admin.status(), 403);
+      assert.match(await page.locator('#blocked-reason').textContent(), /licence administrators/);
+      assert.equal(await page.locator('#recheck').count(), 0, 'no device re-check for a group refusal');
+      assert.match(await page.locator('#who-to-ask').textContent(), /If you need access, ask the demo help desk/);
+      await shot(page, 'blocked-group');
     } finally {
       await context.close();
     }

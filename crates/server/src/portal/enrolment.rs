@@ -391,6 +391,7 @@ fn forgot(
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), error => error,
             recovery_codes => rt.config.factors.recovery_codes.enabled, username_value => username,
+            help => rt.config.portal.help.as_deref(),
         },
     );
     (jar, page).into_response()

@@ -147,7 +147,7 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             username => (!on.session.data.pending).then_some(&on.user.username),
             reason => on.step.why, token => on.token, offers => offers, error => shown.error,
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
-            needs_passkey => needs_passkey(&on.step.req),
+            needs_passkey => needs_passkey(&on.step.req), help => rt.config.portal.help.as_deref(),
         },
     )
 }
