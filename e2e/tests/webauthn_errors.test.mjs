@@ -69,7 +69,7 @@ describe('passkey prompts', { timeout: 3 * TEST_TIMEOUT }, () => {
     // Signed in with the password alone, John has an authenticator app: adding a passkey
     // needs it first. The server answers the script with a redirect, which it follows.
     await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), page.click('#add-passkey-button')]);
-    assert.match(await page.locator('#step-up-reason').textContent(), /Changing your sign-in/);
+    assert.match(await page.locator('#step-up-reason').textContent(), /Changing how you sign in/);
     await page.fill('#totp-code', await JOHN.totp.nextCode());
     await Promise.all([
       page.waitForURL((u) => u.pathname === `${PORTAL}/account`),

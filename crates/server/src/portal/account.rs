@@ -86,19 +86,21 @@ struct FactorRow {
     removable: bool,
 }
 
+/// How strong a way to sign in is, in words a user knows (the AAL stays in admin views and
+/// the docs).
 fn strength(e: &EnrolledInfo) -> (String, bool) {
-    let mut s = match e.aal_alone {
-        0 => "does not count on its own".to_string(),
-        n => format!("AAL{n} on its own"),
+    let mut s = if e.phishing_resistant {
+        "Strong (phishing-resistant)".to_string()
+    } else {
+        match e.aal_alone {
+            0 => "Only together with another way".to_string(),
+            1 => "Basic: one step".to_string(),
+            2 => "Strong".to_string(),
+            _ => "Strongest".to_string(),
+        }
     };
-    if e.phishing_resistant {
-        s.push_str(" · phishing-resistant");
-    }
     if e.hardware_bound {
-        s.push_str(" · hardware-bound");
-    }
-    if e.kind == FactorKind::Password || e.kind == FactorKind::SecurityQuestions {
-        s = format!("knowledge · {s}");
+        s.push_str(" · kept on a security key");
     }
     (s, e.phishing_resistant)
 }
@@ -243,7 +245,7 @@ pub async fn fresh_enough(
     let step = StepToken {
         rt: rt.portal_url(&back),
         back: None,
-        why: format!("Changing your sign-in factors needs {}.", req.describe()),
+        why: format!("Changing how you sign in needs {}.", req.describe()),
         req,
         sign_in: false,
         user_id: session.data.user_id.clone(),

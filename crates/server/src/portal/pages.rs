@@ -35,6 +35,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("welcome.html", include_str!("../../templates/welcome.html")),
     ("forgot.html", include_str!("../../templates/forgot.html")),
     ("help.html", include_str!("../../templates/help.html")),
+    ("level.html", include_str!("../../templates/level.html")),
     (
         "recovery_codes.html",
         include_str!("../../templates/recovery_codes.html"),

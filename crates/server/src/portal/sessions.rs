@@ -36,6 +36,8 @@ pub async fn sessions_page(
             current => id == session.id, handle => st.signer.session_handle(&id),
         });
     }
+    // The current session first.
+    rows.sort_by_key(|r| !r.get_attr("current").is_ok_and(|c| c.is_true()));
     let devices = super::devices::listed(&st, &rt, &jar, &user).await;
     let registrable = st.devices.registers_browsers();
     Pages::global().render(
