@@ -1338,6 +1338,17 @@ mod depth_tests {
     use super::*;
     use crate::OutcomeKind;
 
+    #[test]
+    fn reads_device_names_the_policies_that_look_at_the_device() {
+        let device =
+            compile_condition("{ not: { device_compliance: { compliant: true } } }".into())
+                .unwrap();
+        assert!(device.reads_device("p"));
+        assert!(!device.reads_device("another"));
+        let network = compile_condition("{ network: { in: [10.0.0.0/8] } }".into()).unwrap();
+        assert!(!network.reads_device("p"));
+    }
+
     #[derive(serde::Deserialize)]
     struct Doc {
         policies: Vec<PolicySpec>,
