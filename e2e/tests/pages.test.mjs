@@ -113,6 +113,12 @@ describe('the portal by keyboard, and every page checked', { timeout: 3 * TEST_T
     await page.goto(url(`${PORTAL}/account`));
     await Promise.all([page.waitForLoadState('load'), page.click('#gen-recovery')]);
     await page.locator('#recovery-codes').waitFor();
+    const first = (await page.locator('#recovery-codes li').first().textContent()).trim();
+    const download = await page.locator('#download-codes').getAttribute('href');
+    assert.ok(download.startsWith('data:text/plain'), download);
+    assert.ok(Buffer.from(download.split(',')[1], 'base64').toString('utf8').includes(first), 'the download holds the codes');
+    assert.equal(await page.locator('#download-codes').getAttribute('download'), 'recovery-codes.txt');
+    assert.equal(await page.locator('#print-codes').count(), 1);
     await shot(page, 'recovery-codes');
 
     // A form address opened directly: the portal's page with a way on, not a bare 405.
@@ -121,6 +127,15 @@ describe('the portal by keyboard, and every page checked', { timeout: 3 * TEST_T
     assert.ok(notThisWay.headers()['content-security-policy'], 'with the security headers');
     assert.equal(await page.locator('#continue').count(), 1);
     await shot(page, 'method-not-allowed');
+
+    const missing = await page.goto(url(`${PORTAL}/no-such-page`));
+    assert.equal(missing.status(), 404);
+    assert.match(await page.locator('h1').textContent(), /Page not found/);
+    await shot(page, 'not-found');
+
+    await page.goto(url(`${PORTAL}/sessions`));
+    assert.match(await page.locator('#sessions tbody tr').first().textContent(), /Chrome on Linux|Chromium on Linux|on Linux/);
+    assert.match(await page.locator('#sessions tbody tr').first().textContent(), /current session/);
 
     const expired = await page.goto(url(`${PORTAL}/step-up?t=forged`));
     assert.equal(expired.status(), 400);

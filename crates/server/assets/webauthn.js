@@ -117,6 +117,19 @@
     status(btn, "Done. Taking you on…");
     window.location.assign(done.redirect);
   }
+  // Recovery codes: print, copy (the same script: the CSP allows no other).
+  document.addEventListener("click", (ev) => {
+    const p = ev.target.closest("[data-print]");
+    if (p) { window.print(); return; }
+    const c = ev.target.closest("[data-copy]");
+    if (!c) return;
+    const list = document.getElementById(c.dataset.copy);
+    const out = document.getElementById("codes-status");
+    const text = list ? Array.from(list.querySelectorAll("li"), (li) => li.textContent).join("\n") : "";
+    const say = (m) => { if (out) out.textContent = m; };
+    if (!navigator.clipboard) { say("Copying is not available here: select the codes and copy them."); return; }
+    navigator.clipboard.writeText(text).then(() => say("Copied."), () => say("Copying did not work: select the codes and copy them."));
+  });
   document.addEventListener("click", (ev) => {
     const btn = ev.target.closest("[data-webauthn]");
     if (!btn) return;

@@ -353,7 +353,15 @@ pub async fn change(
             .await
         }
         "recovery" => match a.regenerate_recovery_codes(on.user).await {
-            Ok(codes) => on.page("recovery_codes.html", context! { codes => codes }),
+            Ok(codes) => {
+                let text = format!("Recovery codes for {} (each works once)\n\n{}\n", on.user.username, codes.join("\n"));
+                use base64::Engine as _;
+                let download = format!(
+                    "data:text/plain;charset=utf-8;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(text)
+                );
+                on.page("recovery_codes.html", context! { codes => codes, download => download })
+            }
             Err(e) => on.again(Shown::error(&e)).await,
         },
         "password" => password(on, &form).await,

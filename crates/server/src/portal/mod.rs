@@ -154,7 +154,22 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/webauthn/register/finish"),
             post(webauthn::webauthn_register_finish),
         )
+        // Any other address under the portal path is the portal's too: its own 404 page.
+        .route(&p("/{*rest}"), axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// An address under the portal path that is no page: the portal's 404, with a way on.
+async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
+    pages::Pages::global().render(
+        axum::http::StatusCode::NOT_FOUND,
+        "message.html",
+        minijinja::context! {
+            portal => rt.portal(), title => "Page not found",
+            message => "There is no page at this address. Check the link, or go to your account page.",
+            link => rt.portal_url("/account"), link_text => "Go to your account",
+        },
+    )
 }
 
 /// A portal address asked with a method it does not take (a bookmarked form address, say):
