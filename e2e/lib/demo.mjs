@@ -1,6 +1,6 @@
 // Starts `stepgate demo` on a free port with a throw-away data directory, and stops it.
 import { execFile, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -95,22 +95,13 @@ export async function startDemo({ timeoutMs = 30_000 } = {}) {
 }
 
 /**
- * Runs the `stepgate` CLI against the running demo's store (a configuration written beside
- * it: the same SQLite file and key, the demo's public URL and e-mail outbox). Resolves to
- * { code, stdout, stderr }.
+ * Runs the `stepgate` CLI against the running demo's store, with the configuration the demo
+ * writes beside it for that (`<data-dir>/cli.yaml`: the same SQLite file and key, the demo's
+ * public URL and e-mail outbox). Resolves to { code, stdout, stderr }.
  */
 export function stepgateCli(demo, args) {
   const config = join(demo.dataDir, 'cli.yaml');
-  writeFileSync(
-    config,
-    [
-      `server: { public_url: "${demo.baseUrl}", data_dir: . }`,
-      'secrets: { key_file: secret.key }',
-      'factors:',
-      '  email_otp: { enabled: true, transport: { file: { dir: outbox/mail } } }',
-      '',
-    ].join('\n'),
-  );
+  if (!existsSync(config)) throw new Error(`the demo did not write ${config}`);
   return new Promise((ok) => {
     execFile(stepgateBinary(), [...args, '--config', config], (err, stdout, stderr) => {
       ok({ code: err ? err.code ?? 1 : 0, stdout, stderr });
