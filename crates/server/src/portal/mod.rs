@@ -64,10 +64,18 @@ pub(crate) async fn audit(
 pub fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
-        AuthError::Locked { until } => format!(
-            "Too many failed attempts. Try again after {} UTC.",
-            until.format("%H:%M")
-        ),
+        AuthError::Locked { until } => {
+            // A duration first: the reader's clock and time zone need not be UTC.
+            let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
+            let wait = match mins {
+                0 | 1 => "in a minute".to_string(),
+                n => format!("in {n} minutes"),
+            };
+            format!(
+                "Too many failed attempts. Try again {wait} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
+                until.format("%H:%M")
+            )
+        }
         AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
         AuthError::Expired => "That code has expired. Ask for a new one.".into(),
         AuthError::TooManyGuesses => {
@@ -78,6 +86,10 @@ pub fn auth_message(e: &AuthError) -> String {
             factor_title(k.as_str()).to_lowercase()
         ),
         AuthError::Disabled => "This account is disabled. Contact your administrator.".into(),
+        AuthError::AccountLocked => {
+            "This account is locked after too many failed attempts. Your help desk can unlock it."
+                .into()
+        }
         AuthError::RateLimited(_) => "Too many codes requested. Wait a few minutes.".into(),
         AuthError::Rejected(why) => why.clone(),
         other => capitalise(&other.public_message()),
@@ -184,4 +196,19 @@ async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Re
             link => rt.portal_url("/account"), link_text => "Go to your account",
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_told_as_a_wait_and_a_time() {
+        let until = chrono::Utc::now() + chrono::Duration::seconds(290);
+        let m = auth_message(&AuthError::Locked { until });
+        assert!(m.contains("Try again in 5 minutes (at "), "{m}");
+        assert!(m.contains("help desk can unlock"), "{m}");
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(20);
+        assert!(auth_message(&AuthError::Locked { until: soon }).contains("in a minute"));
+    }
 }
