@@ -180,7 +180,7 @@ fn print_banner(public: &str, data_dir: &std::path::Path) {
     println!("  Try:");
     println!("   1. Sign in as jane: password, then the code from your authenticator app (MFA, since you are not on the office network).");
     println!("   2. List licences: allowed. Provision one: allowed (your MFA is fresh).");
-    println!("   3. Revoke one: stepgate asks for a passkey — add one under Security settings, then revoke again.");
+    println!("   3. Revoke one: stepgate asks for a passkey — \"Add a passkey\", then \"Continue to Licence Console\", confirm, and press Revoke again.");
     println!("   4. Security settings › Demo: this device → \"disk encryption off\", then open /licences: blocked, with the failing checks.");
     println!("      (Scripts can send the header `X-Stepgate-Demo-Device: noncompliant|healthy|office|byod|unknown` instead.)");
     println!(
