@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 if [ -z "${STEPGATE_BIN:-}" ]; then
   (cd .. && cargo build --quiet --bin stepgate)
 fi
-if [ ! -d node_modules/playwright-core ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 rm -rf artifacts

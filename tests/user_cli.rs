@@ -215,3 +215,58 @@ fn hash_password_prints_an_argon2id_phc() {
         "a long passphrase"
     ));
 }
+
+#[test]
+fn invite_and_reset_link_print_single_use_links() {
+    let env = Env::new();
+    let out = env.ok(
+        &[
+            "invite",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--valid-for",
+            "2h",
+        ],
+        None,
+    );
+    assert!(out.contains("created user alice"), "{out}");
+    let link = out
+        .lines()
+        .find(|l| l.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no link in:\n{out}"));
+    // No public_url: the link is on `http://` + listen, under the portal path.
+    assert!(link.contains("/_stepgate/invite/"), "{link}");
+    let secret = link.rsplit('/').next().unwrap();
+    assert!(secret.len() >= 43, "256 bits: {secret}");
+    // E-mail OTP is off here: printed only.
+    assert!(!out.contains("e-mailed"), "{out}");
+    // The link is not a factor.
+    let list = env.ok(&["list"], None);
+    let row = list.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(row.split_whitespace().nth(3) == Some("0"), "{row}");
+    // A second invitation is another link (the first no longer works).
+    let again = env.ok(&["invite", "alice"], None);
+    assert!(!again.contains("created user"), "{again}");
+    assert!(!again.contains(secret), "a new secret each time");
+
+    let reset = env.ok(&["reset-link", "alice", "--valid-for", "15m"], None);
+    assert!(reset.contains("/_stepgate/reset/"), "{reset}");
+    let bad = env.run_with(
+        &env.key,
+        &["reset-link", "alice", "--valid-for", "90d"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("between 1 second and 30 days"),
+        "{}",
+        stderr(&bad)
+    );
+    let nobody = env.run_with(&env.key, &["reset-link", "nobody"], None);
+    assert!(
+        stderr(&nobody).contains("no user `nobody`"),
+        "{}",
+        stderr(&nobody)
+    );
+}

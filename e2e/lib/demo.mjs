@@ -1,5 +1,5 @@
 // Starts `stepgate demo` on a free port with a throw-away data directory, and stops it.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,7 +34,7 @@ function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, stop() }.
+ * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, dataDir, stop() }.
  * The demo's console output goes to artifacts/stepgate-demo.log.
  */
 export async function startDemo({ timeoutMs = 30_000 } = {}) {
@@ -91,5 +91,20 @@ export async function startDemo({ timeoutMs = 30_000 } = {}) {
     }
     await sleep(100);
   }
-  return { baseUrl, port, stop };
+  return { baseUrl, port, dataDir, stop };
+}
+
+/**
+ * Runs the `stepgate` CLI against the running demo's store, with the configuration the demo
+ * writes beside it for that (`<data-dir>/cli.yaml`: the same SQLite file and key, the demo's
+ * public URL and e-mail outbox). Resolves to { code, stdout, stderr }.
+ */
+export function stepgateCli(demo, args) {
+  const config = join(demo.dataDir, 'cli.yaml');
+  if (!existsSync(config)) throw new Error(`the demo did not write ${config}`);
+  return new Promise((ok) => {
+    execFile(stepgateBinary(), [...args, '--config', config], (err, stdout, stderr) => {
+      ok({ code: err ? err.code ?? 1 : 0, stdout, stderr });
+    });
+  });
 }

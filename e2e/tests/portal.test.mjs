@@ -7,44 +7,26 @@
 // virtual authenticator lives as long as the page): a test whose prerequisite failed is
 // skipped with the reason, rather than failing for an unrelated cause.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { addVirtualAuthenticator, launchChromium } from '../lib/browser.mjs';
-import { ARTIFACTS_DIR, startDemo } from '../lib/demo.mjs';
+import { startDemo } from '../lib/demo.mjs';
+import { PORTAL, newContext as newPortalContext, pathOf, screenshots, webauthnClick } from '../lib/portal.mjs';
 import { TotpClock } from '../lib/totp.mjs';
 
-const PORTAL = '/_stepgate';
 const USERS = {
   jane: { password: 'blue-harbour-lantern', totp: new TotpClock('JANEDEMOJANEDEMOJANEDEMOJANEDEMO') },
   john: { password: 'green-meadow-compass', totp: new TotpClock('JOHNDEMOJOHNDEMOJOHNDEMOJOHNDEMO') },
 };
 const TEST_TIMEOUT = 90_000;
 
-mkdirSync(ARTIFACTS_DIR, { recursive: true });
-
 let demo;
 let browser;
-let shotNo = 0;
 
-/** Saves a full-page screenshot as artifacts/NN-name.png (numbered in the order taken). */
-async function shot(page, name) {
-  shotNo += 1;
-  const file = join(ARTIFACTS_DIR, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
+const shot = screenshots();
 
 const url = (path) => `${demo.baseUrl}${path}`;
-const pathOf = (page) => new URL(page.url()).pathname;
-
-async function newContext() {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-  context.setDefaultTimeout(20_000);
-  context.setDefaultNavigationTimeout(20_000);
-  return context;
-}
+const newContext = () => newPortalContext(browser);
 
 /** On the login page: password, then the sign-in step-up with a TOTP code. Ends on /licences. */
 async function signInWithPasswordAndTotp(page, username) {
@@ -60,23 +42,6 @@ async function signInWithPasswordAndTotp(page, username) {
     page.click('form[action$="/step-up/totp"] button[type=submit]'),
   ]);
   await page.locator('#remote-user').waitFor();
-}
-
-/**
- * Clicks a WebAuthn button (the portal's webauthn.js runs the ceremony) and waits for the
- * page it redirects to; fails at once with the page's message if the ceremony fails.
- */
-async function webauthnClick(page, selector, arrived) {
-  const navigated = page.waitForURL(arrived).then(() => null);
-  const failed = page
-    .locator('#webauthn-status.error')
-    .waitFor()
-    .then(async () => page.locator('#webauthn-status').textContent());
-  await page.click(selector);
-  const error = await Promise.race([navigated, failed]);
-  navigated.catch(() => {});
-  failed.catch(() => {});
-  if (error !== null) throw new Error(`the WebAuthn ceremony of ${selector} failed: ${error}`);
 }
 
 before(async () => {
@@ -151,11 +116,21 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
     assert.equal((await row.locator('.status').textContent()).trim(), 'active');
   });
 
-  it('enrols a passkey on the virtual authenticator', { timeout: TEST_TIMEOUT }, async (t) => {
+  // Item 1 of issue 24: the step-up loop closes — no Back button anywhere.
+  it('asks for a passkey she does not have; she adds one and comes back to revoke', { timeout: TEST_TIMEOUT }, async (t) => {
     if (!needs(t, 'login')) return;
     authenticator = await addVirtualAuthenticator(context, page);
-    await page.goto(url(`${PORTAL}/account`));
+    await page.goto(url('/licences'));
+    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), page.locator('#licence-2 form[action$="/revoke"] button').click()]);
+    await page.locator('#step-up-reason').waitFor();
+    assert.match(await page.locator('#step-up-reason').textContent(), /passkey|security key/i);
+    assert.equal(await page.locator('#totp-code').count(), 0, 'TOTP is not enough for a revocation');
+    assert.match(await page.locator('#add-factor').textContent(), /Add a passkey/);
+    await shot(page, 'step-up-no-passkey');
+
+    await Promise.all([page.waitForURL(`**${PORTAL}/account**`), page.click('#add-factor')]);
     assert.equal(await page.locator('#factors tr[data-kind="webauthn"]').count(), 0, 'no passkey yet');
+    assert.match(await page.locator('#resume').textContent(), /Licence Console/);
     await shot(page, 'account-before-passkey');
     await page.fill('#passkey-label', 'E2E virtual passkey');
     await webauthnClick(
@@ -167,26 +142,19 @@ describe("Jane's journey: password + TOTP, step-up, passkeys, sign-out", { timeo
     await row.waitFor();
     assert.match(await row.textContent(), /E2E virtual passkey/);
     assert.equal(await page.locator('#account-error').count(), 0);
-    await shot(page, 'account-passkey-added');
     done.passkey = true;
-  });
+    assert.match(await page.locator('#continue-to-app').textContent(), /Continue to Licence Console/);
+    await shot(page, 'account-passkey-added');
 
-  it('asks for the passkey before a revocation and returns to the page after it', { timeout: TEST_TIMEOUT }, async (t) => {
-    if (!needs(t, 'login', 'passkey')) return;
-    await page.goto(url('/licences'));
-    const revoke = page.locator('#licence-2 form[action$="/revoke"] button');
-    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), revoke.click()]);
-    await page.locator('#step-up-reason').waitFor();
-    assert.match(await page.locator('#step-up-reason').textContent(), /passkey|security key/i);
-    assert.equal(await page.locator('#webauthn-step-up').count(), 1, 'the passkey is offered');
-    assert.equal(await page.locator('#totp-code').count(), 0, 'TOTP is not enough for a revocation');
+    await Promise.all([page.waitForURL(`**${PORTAL}/step-up**`), page.click('#continue-to-app')]);
+    assert.equal(await page.locator('#webauthn-step-up').count(), 1, 'the new passkey is offered');
     await shot(page, 'step-up-revoke');
-
-    await webauthnClick(page, '#webauthn-step-up', (u) => u.pathname === '/licences');
-    await page.locator('#remote-user').waitFor();
-    // A POST is not replayed: the licence is still active and the user clicks again.
+    // A POST is not replayed: the user is told, and led back to press it again.
+    await webauthnClick(page, '#webauthn-step-up', (u) => u.pathname === `${PORTAL}/confirmed`);
+    assert.match(await page.locator('#message').textContent(), /Confirmed\. Your request to revoke a licence has not been sent yet/);
+    await shot(page, 'confirmed-not-sent');
+    await Promise.all([page.waitForURL((u) => u.pathname === '/licences'), page.click('#continue')]);
     assert.equal((await page.locator('#licence-2 .status').textContent()).trim(), 'active');
-    await shot(page, 'licences-after-step-up');
 
     await Promise.all([
       page.waitForURL((u) => u.pathname === '/licences'),
@@ -284,6 +252,9 @@ describe("John's blocked device", { timeout: 2 * TEST_TIMEOUT }, () => {
       assert.match(await disk.textContent(), /Disk encryption is off/);
       assert.equal(await page.locator('#failing-checks li[data-check="os_version"]').count(), 1);
       assert.equal(await page.locator('#recheck').count(), 1);
+      assert.match(await page.locator('#blocked-app').textContent(), /Licence Console/);
+      assert.match(await page.locator('#blocked-reference').textContent(), /Blocked at .* reference managed-noncompliant-deny/);
+      assert.equal(await page.locator('#help-email').getAttribute('href'), 'mailto:it-help@example.com');
       await shot(page, 'blocked-device');
 
       // Still blocked: re-check without fixing anything.
@@ -300,6 +271,14 @@ describe("John's blocked device", { timeout: 2 * TEST_TIMEOUT }, () => {
       await Promise.all([page.waitForURL((u) => u.pathname === '/licences'), page.click('#recheck')]);
       assert.equal(await page.locator('#remote-user').textContent(), 'john');
       await shot(page, 'licences-after-recheck');
+
+      // A refusal by group: re-checking the device would change nothing; it says who to ask.
+      const admin = await page.goto(url('/admin'));
+      assert.equal(admin.status(), 403);
+      assert.match(await page.locator('#blocked-reason').textContent(), /licence administrators/);
+      assert.equal(await page.locator('#recheck').count(), 0, 'no device re-check for a group refusal');
+      assert.match(await page.locator('#who-to-ask').textContent(), /If you need access, ask the demo help desk/);
+      await shot(page, 'blocked-group');
     } finally {
       await context.close();
     }

@@ -13,6 +13,7 @@ pub mod store;
 pub mod test_cases;
 pub mod user;
 pub mod user_lifecycle;
+pub mod user_links;
 pub mod what_if;
 
 use std::path::Path;

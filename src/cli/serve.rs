@@ -119,6 +119,15 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         public.clone(),
     ));
     cfg.factors.webauthn.rp_origin = public.clone();
+    // The `stepgate user` commands (invite, reset-link, …) work on the demo's store with this.
+    let cli_yaml = format!(
+        "# `stepgate user … --config {}`: the running demo's store, key, URL and e-mail outbox\n\
+         server: {{ public_url: \"{public}\", data_dir: . }}\n\
+         secrets: {{ key_file: secret.key }}\n\
+         factors:\n  email_otp: {{ enabled: true, transport: {{ file: {{ dir: outbox/mail }} }} }}\n",
+        data_dir.join("cli.yaml").display()
+    );
+    std::fs::write(data_dir.join("cli.yaml"), cli_yaml).context("writing the demo's cli.yaml")?;
     runtime()?.block_on(async move {
         let console = demo::start_licence_console("127.0.0.1:0".parse()?)
             .await
@@ -172,9 +181,13 @@ fn print_banner(public: &str, data_dir: &std::path::Path) {
     println!("  Try:");
     println!("   1. Sign in as jane: password, then the code from your authenticator app (MFA, since you are not on the office network).");
     println!("   2. List licences: allowed. Provision one: allowed (your MFA is fresh).");
-    println!("   3. Revoke one: stepgate asks for a passkey — add one under Security settings, then revoke again.");
+    println!("   3. Revoke one: stepgate asks for a passkey — \"Add a passkey\", then \"Continue to Licence Console\", confirm, and press Revoke again.");
     println!("   4. Security settings › Demo: this device → \"disk encryption off\", then open /licences: blocked, with the failing checks.");
     println!("      (Scripts can send the header `X-Stepgate-Demo-Device: noncompliant|healthy|office|byod|unknown` instead.)");
+    println!(
+        "   5. Invite a new user: stepgate user invite alice --config {} — open the link it prints.",
+        data_dir.join("cli.yaml").display()
+    );
     println!();
     println!(
         "  Demo data (store, key, e-mail/SMS outbox): {}",

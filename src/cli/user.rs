@@ -17,6 +17,8 @@ use stepgate_authn::FactorsConfig;
 use stepgate_store::{open_stores, NewAuditEvent, Stores, UserRecord, UserSource};
 
 use super::user_lifecycle::{self as lifecycle, GroupChange};
+use super::user_links::{create_user, Link, NewUser};
+use stepgate_authn::LinkPurpose;
 
 /// Who CLI actions are attributed to in the audit log (`admin:cli`).
 const ADMIN: &str = "cli";
@@ -141,6 +143,40 @@ pub enum UserAction {
         #[arg(long)]
         unset: bool,
     },
+    /// Invite a user: print a single-use, expiring link (and e-mail it when e-mail is
+    /// configured) where they choose a password and add a passkey or authenticator app.
+    /// Creates the user if there is none of that name.
+    Invite {
+        /// Sign-in name.
+        username: String,
+        /// E-mail address (for a new user; the link is sent there).
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name (for a new user).
+        #[arg(long)]
+        name: Option<String>,
+        /// A group or role for a new user (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the link works (at most 30d).
+        #[arg(long, default_value = "72h")]
+        valid_for: stepgate_policy::HumanDuration,
+        /// Print the link only, even when e-mail is configured.
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Print a single-use, expiring link where the user sets a new password (and e-mail it
+    /// when e-mail is configured); their other factors stay.
+    ResetLink {
+        /// Sign-in name.
+        username: String,
+        /// How long the link works (at most 30d).
+        #[arg(long, default_value = "1h")]
+        valid_for: stepgate_policy::HumanDuration,
+        /// Print the link only, even when e-mail is configured.
+        #[arg(long)]
+        no_email: bool,
+    },
     /// Hash a password (read from standard input) as argon2id for `users[].password_hash`.
     HashPassword {
         /// Read the password from standard input (the default; accepted for scripts).
@@ -208,8 +244,23 @@ struct PasswordRules {
     breached: BreachedList,
 }
 
-async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator, PasswordRules)> {
+/// What `open` gives: the stores, the authenticator, the password rules, and the portal's
+/// public address (`https://sso.example.com/_stepgate`) for the links the CLI prints.
+struct Opened {
+    stores: Stores,
+    authn: Authenticator,
+    rules: PasswordRules,
+    portal_url: String,
+}
+
+/// Opens the store; `mail`: build the e-mail sender (`factors.email_otp`) to send links.
+async fn open(config: &Path, mail: bool) -> anyhow::Result<Opened> {
     let cfg = super::load_config(config)?;
+    let public = match &cfg.server.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_string(),
+        None => format!("http://{}", cfg.listen),
+    };
+    let portal_url = format!("{public}{}", cfg.server.portal_path);
     let breached = match &cfg.factors.password.breached_list {
         Some(p) => BreachedList::load(&cfg.base_dir.join(p))
             .with_context(|| format!("reading factors.password.breached_list {}", p.display()))?,
@@ -237,8 +288,9 @@ async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator, PasswordR
         cache.announce(std::sync::Arc::new(feed));
     }
     let mut factors = cfg.factors;
-    // The CLI never sends codes: do not build (or require credentials for) the senders.
-    factors.email_otp.enabled = false;
+    // The CLI never sends codes: do not build (or require credentials for) the senders,
+    // but for the e-mail that carries a link.
+    factors.email_otp.enabled &= mail;
     factors.sms_otp.enabled = false;
     let settings = AuthnSettings {
         factors,
@@ -253,7 +305,12 @@ async fn open(config: &Path) -> anyhow::Result<(Stores, Authenticator, PasswordR
         &cfg.base_dir,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((stores, authn, rules))
+    Ok(Opened {
+        stores,
+        authn,
+        rules,
+        portal_url,
+    })
 }
 
 /// The user called `username`, or an error saying how to find or add one.
@@ -306,7 +363,22 @@ fn warn_config_managed(u: &UserRecord) {
 }
 
 async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<ExitCode> {
-    let (stores, authn, rules) = open(config).await?;
+    let mail = matches!(
+        action,
+        UserAction::Invite {
+            no_email: false,
+            ..
+        } | UserAction::ResetLink {
+            no_email: false,
+            ..
+        }
+    );
+    let Opened {
+        stores,
+        authn,
+        rules,
+        portal_url,
+    } = open(config, mail).await?;
     match action {
         UserAction::Add {
             username,
@@ -361,7 +433,13 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
                 "USERNAME", "SOURCE", "STATE", "FACTORS"
             );
             for u in users {
-                let n = stores.durable.list_factors(&u.id).await?.len();
+                let n = stores
+                    .durable
+                    .list_factors(&u.id)
+                    .await?
+                    .iter()
+                    .filter(|f| f.kind != stepgate_authn::service::ENROLMENT_LINK_KIND)
+                    .count();
                 println!(
                     "{:<24} {:<8} {:<9} {:<8} {}",
                     u.username,
@@ -484,6 +562,46 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
             values,
             unset: _,
         } => lifecycle::set_attribute(&stores, &username, &key, values).await?,
+        UserAction::Invite {
+            username,
+            email,
+            name,
+            groups,
+            valid_for,
+            no_email: _,
+        } => {
+            let u = match stores.durable.get_user_by_username(&username).await? {
+                Some(u) => u,
+                None => {
+                    let new = NewUser {
+                        username: &username,
+                        email,
+                        name,
+                        groups,
+                    };
+                    create_user(&stores, new).await?
+                }
+            };
+            let link = Link {
+                portal_url: &portal_url,
+                purpose: LinkPurpose::Invitation,
+                valid_for,
+            };
+            super::user_links::issue(&stores, &authn, &u, link).await?;
+        }
+        UserAction::ResetLink {
+            username,
+            valid_for,
+            no_email: _,
+        } => {
+            let u = user(&stores, &username).await?;
+            let link = Link {
+                portal_url: &portal_url,
+                purpose: LinkPurpose::PasswordReset,
+                valid_for,
+            };
+            super::user_links::issue(&stores, &authn, &u, link).await?;
+        }
         UserAction::HashPassword { .. } => unreachable!("handled without a store"),
     }
     Ok(ExitCode::SUCCESS)

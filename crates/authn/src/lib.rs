@@ -43,5 +43,7 @@ pub use assurance::{
 };
 pub use config::{FactorsConfig, RegulationConfig};
 pub use factor::{AuthenticatorClass, FactorKind, FactorMaterial};
-pub use service::{AuthError, Authenticator, AuthnSettings, EnrolledInfo, PendingTotp};
+pub use service::{
+    AuthError, Authenticator, AuthnSettings, EnrolledInfo, LinkPurpose, PendingTotp,
+};
 pub use webauthn::RegistrationKind;

@@ -26,6 +26,9 @@ use stepgate_store::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+mod enrolment_link;
+pub use enrolment_link::{IssuedLink, LinkPurpose, OpenLink, ENROLMENT_LINK_KIND, MAX_LINK_TTL};
+
 use crate::assurance::{assess_factors, AssuranceConfig, EnrolledFactor, PassedFactor};
 use crate::config::{EmailTransportConfig, FactorsConfig, RegulationConfig, SmsTransportConfig};
 use crate::factor::FactorKind;

@@ -42,6 +42,7 @@ mod files;
 pub mod gateway;
 pub mod logging;
 mod nesting;
+pub mod portal;
 pub mod server;
 pub mod sessions;
 mod structure;
@@ -64,6 +65,7 @@ pub use gateway::{
     PathParameters, UpstreamTarget,
 };
 pub use logging::{LogConfig, LogFormat};
+pub use portal::{HelpDesk, PortalConfig};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -151,6 +153,8 @@ struct ConfigFile {
     devices: Option<Spanned<DevicesConfig>>,
     #[serde(default)]
     log: Option<Spanned<LogConfig>>,
+    #[serde(default)]
+    portal: Option<Spanned<PortalConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -174,6 +178,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `server`.
     pub server: ServerConfig,
+    /// `portal`.
+    pub portal: PortalConfig,
     /// `factors`.
     pub factors: FactorsConfig,
     /// `assurance`.
@@ -570,6 +576,7 @@ impl Loader {
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
+        let mut portal: Option<Spanned<PortalConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -597,6 +604,7 @@ impl Loader {
             self.single(&mut signals, f.signals, "signals");
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
+            self.single(&mut portal, f.portal, "portal");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -665,6 +673,12 @@ impl Loader {
                     .log_level_span(l.span().start().map(|m| m.source()))
                     .unwrap_or(*l.span());
                 self.diag_at(&at, format!("log.level {e}"));
+            }
+        }
+        if let Some(p) = &portal {
+            for problem in p.problems() {
+                let at = p.help.as_ref().map_or(*p.span(), |h| *h.span());
+                self.diag_at(&at, problem);
             }
         }
         let mut compliance_policies = Vec::new();
@@ -792,6 +806,7 @@ impl Loader {
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
+                portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,

@@ -336,3 +336,42 @@ fn zero_workers() {
     assert_eq!(err.diagnostics.len(), 1, "{err}");
     assert_at(&err.diagnostics[0], 2, 12, "bad workers `0`");
 }
+
+#[test]
+fn portal_help_desk_is_checked_where_it_is_written() {
+    let yaml = "portal:\n  help:\n    url: ftp://help.example.com\n    email: not-an-address\n";
+    let err = load_str("c.yaml", yaml, None).unwrap_err();
+    let msgs: Vec<_> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.message.clone()))
+        .collect();
+    assert!(
+        msgs.iter().any(|(l, m)| *l == Some(3)
+            && m.contains("portal.help.url `ftp://help.example.com`: expected an http(s) URL")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|(l, m)| *l == Some(3) && m.contains("portal.help.email `not-an-address`")),
+        "{msgs:?}"
+    );
+    let empty = load_str("c.yaml", "portal:\n  help: {}\n", None).unwrap_err();
+    assert!(
+        empty.diagnostics[0]
+            .message
+            .contains("portal.help is empty"),
+        "{:?}",
+        empty.diagnostics
+    );
+    let ok = load_str(
+        "c.yaml",
+        "portal:\n  help: { text: the IT desk, url: 'https://help.example.com', email: it@example.com }\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        ok.portal.help.unwrap().email.as_deref(),
+        Some("it@example.com")
+    );
+}

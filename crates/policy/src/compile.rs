@@ -321,11 +321,38 @@ impl SignalsRead {
     }
 }
 
+/// Whether `c` reads the device: its state, compliance, posture, names or certificate.
+fn reads_device(c: &Cond) -> bool {
+    match c {
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().any(reads_device),
+        Cond::Not(c) => reads_device(c),
+        Cond::DeviceHostname(_)
+        | Cond::DeviceDomain(_)
+        | Cond::DeviceMac(_)
+        | Cond::DeviceState { .. }
+        | Cond::DeviceCompliant(_)
+        | Cond::DeviceFailing(_)
+        | Cond::Posture { .. }
+        | Cond::Certificate { .. } => true,
+        _ => false,
+    }
+}
+
 impl PolicySet {
     /// What of the context the policies read (every policy counted: enabled or not, report
     /// only or not).
     pub fn reads(&self) -> SignalsRead {
         self.reads
+    }
+
+    /// Whether the policy called `name` reads the device (state, compliance, posture,
+    /// names, client certificate): a refusal by it can end when the device is fixed, so a
+    /// blocked page offers "Re-check my device" only then.
+    pub fn reads_device(&self, name: &str) -> bool {
+        self.policies
+            .iter()
+            .find(|p| &*p.name == name)
+            .is_some_and(|p| reads_device(&p.conditions))
     }
 
     /// The longest `mfa_frequency` any policy allows (all modes): how long a sign-in's MFA
@@ -1310,6 +1337,17 @@ fn boxed(v: &[String]) -> Box<[Box<str>]> {
 mod depth_tests {
     use super::*;
     use crate::OutcomeKind;
+
+    #[test]
+    fn reads_device_names_the_policies_that_look_at_the_device() {
+        let device =
+            compile_condition("{ not: { device_compliance: { compliant: true } } }".into())
+                .unwrap();
+        assert!(device.reads_device("p"));
+        assert!(!device.reads_device("another"));
+        let network = compile_condition("{ network: { in: [10.0.0.0/8] } }".into()).unwrap();
+        assert!(!network.reads_device("p"));
+    }
 
     #[derive(serde::Deserialize)]
     struct Doc {

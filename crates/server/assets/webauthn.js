@@ -13,6 +13,39 @@
       return Uint8Array.from(s, (c) => c.charCodeAt(0)).buffer;
     },
   };
+  // The browser was sent on to another page: nothing to show.
+  class Redirected extends Error {}
+  // The server's own message, already in words a person reads.
+  class ServerError extends Error {}
+
+  // What went wrong, in words a person knows, with the next step: never the browser's
+  // exception text. Browsers report "cancelled", "timed out" and "no passkey on this
+  // device" all as NotAllowedError (on purpose: a page must not learn which passkeys exist).
+  function humanError(e, registering) {
+    if (e instanceof ServerError) return e.message || "Something went wrong on our side. Try again in a moment.";
+    switch (e && e.name) {
+      case "NotAllowedError":
+        return registering
+          ? "The passkey was not added: the prompt was cancelled, timed out, or your device could not confirm it's you. Try again when you're ready."
+          : "No passkey was used: the prompt was cancelled or timed out, your device could not confirm it's you, or it has no passkey for this account. Try again, or use another way to sign in.";
+      case "InvalidStateError":
+        return registering
+          ? "This device already holds a passkey for your account. Use that one, or add a passkey on another device or security key."
+          : "Your passkey could not be used on this device. Try again, or use another way to sign in.";
+      case "AbortError":
+        return "The passkey prompt was closed. Try again when you're ready.";
+      case "SecurityError":
+        return "Passkeys cannot be used at this address. Open the site at its usual address and try again.";
+      case "NotSupportedError":
+        return "This browser or device cannot use this kind of passkey. Try another browser, or use another way to sign in.";
+      case "ConstraintError":
+        return "Your device could not confirm it's you: set up a screen lock, fingerprint or PIN on it, or use another way to sign in.";
+      case "TypeError":
+        return "We could not reach the server. Check your connection and try again.";
+      default:
+        return "Something went wrong with the passkey. Try again, or use another way to sign in.";
+    }
+  }
   function csrf() {
     const m = document.querySelector('meta[name="csrf-token"]');
     return m ? m.content : "";
@@ -25,7 +58,12 @@
       body: JSON.stringify(body || {}),
     });
     const data = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(data.error || ("request failed: " + r.status));
+    // The server sends the browser on (to confirm it's you first, say): follow it.
+    if (!r.ok && data.redirect) {
+      window.location.assign(data.redirect);
+      throw new Redirected();
+    }
+    if (!r.ok) throw new ServerError(data.error);
     return data;
   }
   function creationOptions(o) {
@@ -63,10 +101,12 @@
   }
   async function register(btn) {
     status(btn, "Follow your browser's prompt…");
-    const start = await post(btn.dataset.start, { kind: btn.dataset.kind || "passkey" });
+    const token = btn.dataset.token || "";
+    const then = btn.dataset.then || "";
+    const start = await post(btn.dataset.start, { kind: btn.dataset.kind || "passkey", token, then });
     const cred = await navigator.credentials.create(creationOptions(start.options));
     const labelInput = document.getElementById(btn.dataset.label || "passkey-label");
-    const done = await post(btn.dataset.finish, { id: start.id, response: credentialJson(cred), label: labelInput ? labelInput.value : "Passkey" });
+    const done = await post(btn.dataset.finish, { id: start.id, token, then, response: credentialJson(cred), label: labelInput ? labelInput.value : "Passkey" });
     window.location.assign(done.redirect);
   }
   async function authenticate(btn) {
@@ -74,14 +114,34 @@
     const start = await post(btn.dataset.start, { token: btn.dataset.token || "" });
     const cred = await navigator.credentials.get(requestOptions(start.options));
     const done = await post(btn.dataset.finish, { id: start.id, token: btn.dataset.token || "", response: credentialJson(cred) });
+    status(btn, "Done. Taking you on…");
     window.location.assign(done.redirect);
   }
+  // Recovery codes: print, copy (the same script: the CSP allows no other).
+  document.addEventListener("click", (ev) => {
+    const p = ev.target.closest("[data-print]");
+    if (p) { window.print(); return; }
+    const c = ev.target.closest("[data-copy]");
+    if (!c) return;
+    const list = document.getElementById(c.dataset.copy);
+    const out = document.getElementById("codes-status");
+    const text = list ? Array.from(list.querySelectorAll("li"), (li) => li.textContent).join("\n") : "";
+    const say = (m) => { if (out) out.textContent = m; };
+    if (!navigator.clipboard) { say("Copying is not available here: select the codes and copy them."); return; }
+    navigator.clipboard.writeText(text).then(() => say("Copied."), () => say("Copying did not work: select the codes and copy them."));
+  });
   document.addEventListener("click", (ev) => {
     const btn = ev.target.closest("[data-webauthn]");
     if (!btn) return;
     ev.preventDefault();
-    if (!window.PublicKeyCredential) { status(btn, "This browser does not support passkeys.", true); return; }
-    const run = btn.dataset.webauthn === "register" ? register : authenticate;
-    run(btn).catch((e) => status(btn, e.message, true));
+    const registering = btn.dataset.webauthn === "register";
+    if (!window.PublicKeyCredential || !navigator.credentials) {
+      status(btn, "This browser does not support passkeys. Update it or use another browser, or use another way to sign in.", true);
+      return;
+    }
+    const run = registering ? register : authenticate;
+    run(btn).catch((e) => {
+      if (!(e instanceof Redirected)) status(btn, humanError(e, registering), true);
+    });
   });
 })();

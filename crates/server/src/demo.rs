@@ -325,9 +325,9 @@ async fn list(State(c): State<Console>, h: HeaderMap) -> Response {
         .iter()
         .map(|l| {
             format!(
-                "<tr id=licence-{id}><td>{id}</td><td>{p}</td><td>{hd}</td><td class=status>{s}</td><td>{r}</td><td>\
-                 <form class=inline method=post action='/licences/{id}/renew'><button class=secondary type=submit>Renew</button></form> \
-                 <form class=inline method=post action='/licences/{id}/revoke'><button class=danger type=submit>Revoke</button></form></td></tr>",
+                "<tr id=licence-{id}><td data-label='#'>{id}</td><td data-label=Product>{p}</td><td data-label=Holder>{hd}</td><td class=status data-label=Status>{s}</td><td data-label=Renewals>{r}</td><td>\
+                 <form class=inline method=post action='/licences/{id}/renew'><button class=secondary type=submit aria-label='Renew licence {id}'>Renew</button></form> \
+                 <form class=inline method=post action='/licences/{id}/revoke'><button class=danger type=submit aria-label='Revoke licence {id}'>Revoke</button></form></td></tr>",
                 id = l.id,
                 p = esc(&l.product),
                 hd = esc(&l.holder),
@@ -342,7 +342,7 @@ async fn list(State(c): State<Console>, h: HeaderMap) -> Response {
         &status,
         "Licences",
         &format!(
-            "<table><thead><tr><th>#</th><th>Product</th><th>Holder</th><th>Status</th><th>Renewals</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+            "<table class=reflow><thead><tr><th>#</th><th>Product</th><th>Holder</th><th>Status</th><th>Renewals</th><th>Actions</th></tr></thead><tbody>{rows}</tbody></table>\
              <h2>Provision a licence</h2><form method=post action='/licences'><label for=product>Product</label><input type=text id=product name=product required>\
              <label for=holder>Holder</label><input type=text id=holder name=holder required><button type=submit id=provision>Provision</button></form>"
         ),

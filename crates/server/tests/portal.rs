@@ -143,10 +143,14 @@ async fn session_id_changes_on_sign_in_and_on_step_up() {
         "the page says why"
     );
     let r = page.submit_code(&b, &JANE.code(1)).await;
-    assert_eq!(
-        r.url().path(),
-        "/app",
-        "a POST step-up returns to the page it came from"
+    // A POST is never replayed: the user is told, and led back to the page it came from.
+    assert_eq!(r.url().path(), "/_stepgate/confirmed", "{}", r.url());
+    let html = r.text().await.unwrap();
+    assert!(html.contains("has not been sent yet"), "{html}");
+    let back = h.at("/app").replace('/', "&#x2f;");
+    assert!(
+        html.contains(&back),
+        "the way back is the page it came from: {html}"
     );
     let stepped = b.session_id(&h.base).unwrap();
     assert_ne!(signed_in, stepped, "the id changes on step-up");

@@ -271,13 +271,14 @@ pub fn refused(
                 Some(s) => (signer.csrf_token(&s.id), Some(s.data.username.clone())),
                 None => (String::new(), None),
             };
+            let outcome =
+                crate::portal::blocked::outcome_context(rt, &ret.url, &d.policy, &d.remediation);
             Pages::global().render(
                 StatusCode::FORBIDDEN,
                 "blocked.html",
                 minijinja::context! {
-                    portal => rt.portal(), csrf => csrf, username => username,
-                    message => d.message, items => d.remediation, recheck => true, token => token,
-                    demo => demo, policy => d.policy,
+                    portal => rt.portal(), csrf => csrf, username => username, token => token, demo => demo,
+                    message => d.message, items => d.remediation, policy => d.policy, ..outcome
                 },
             )
         }

@@ -26,13 +26,50 @@ use crate::demo;
 use crate::session::cookies::{plain_cookie, CookieJar};
 use crate::session::Session;
 
-/// `?done=` and `?pending=` on the account page.
+/// `?done=`, `?pending=` and `?t=` on the account page (`t`: the step-up the user came
+/// from to add a factor it needs, which the page offers to continue).
 #[derive(Deserialize, Default)]
 pub struct AccountQuery {
     #[serde(default)]
     done: String,
     #[serde(default)]
     pending: String,
+    #[serde(default)]
+    t: String,
+}
+
+/// Where a step-up the user left to add a factor goes on: its page, and the app's name.
+#[derive(Serialize)]
+pub struct Resume {
+    /// The step-up page.
+    pub url: String,
+    /// The app it protects (its name, else its host).
+    pub app: String,
+    /// The signed step-up token (carried through the enrolment forms).
+    pub token: String,
+}
+
+/// The step-up `token` names, when it is genuine, unexpired and this user's.
+pub fn resume(st: &Shared, rt: &Here, user: &UserRecord, token: &str) -> Option<Resume> {
+    if token.is_empty() {
+        return None;
+    }
+    let step = Links::new(&st.signer, rt)
+        .verify_step(token, Utc::now())
+        .filter(|s| s.user_id == user.id && !s.sign_in)?;
+    let host = url::Url::parse(&step.rt)
+        .ok()?
+        .host_str()?
+        .to_ascii_lowercase();
+    let app = rt
+        .app_for_host(&host)
+        .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+        .unwrap_or(host);
+    Some(Resume {
+        url: rt.portal_url(&format!("/step-up?t={token}")),
+        app,
+        token: token.to_string(),
+    })
 }
 
 /// One enrolled factor, as the page lists it.
@@ -49,19 +86,21 @@ struct FactorRow {
     removable: bool,
 }
 
+/// How strong a way to sign in is, in words a user knows (the AAL stays in admin views and
+/// the docs).
 fn strength(e: &EnrolledInfo) -> (String, bool) {
-    let mut s = match e.aal_alone {
-        0 => "does not count on its own".to_string(),
-        n => format!("AAL{n} on its own"),
+    let mut s = if e.phishing_resistant {
+        "Strong (phishing-resistant)".to_string()
+    } else {
+        match e.aal_alone {
+            0 => "Only together with another way".to_string(),
+            1 => "Basic: one step".to_string(),
+            2 => "Strong".to_string(),
+            _ => "Strongest".to_string(),
+        }
     };
-    if e.phishing_resistant {
-        s.push_str(" · phishing-resistant");
-    }
     if e.hardware_bound {
-        s.push_str(" · hardware-bound");
-    }
-    if e.kind == FactorKind::Password || e.kind == FactorKind::SecurityQuestions {
-        s = format!("knowledge · {s}");
+        s.push_str(" · kept on a security key");
     }
     (s, e.phishing_resistant)
 }
@@ -72,7 +111,9 @@ fn notice_for(done: &str) -> Option<&'static str> {
         "webauthn" => "Passkey added.",
         "contact" => "Verified and added.",
         "questions" => "Security questions saved.",
-        "removed" => "Factor removed.",
+        "removed" => "Removed.",
+        "password" => "Password changed.",
+        "password-others" => "Password changed. Your other sessions were signed out.",
         "device" => "Demo device profile changed.",
         _ => return None,
     })
@@ -88,6 +129,7 @@ pub async fn account_page(
         notice: notice_for(&q.done).map(str::to_string),
         error: None,
         pending: (!q.pending.is_empty()).then_some(q.pending),
+        resume: resume(&st, &rt, &user, &q.t),
     };
     render(&st, &rt, &jar, (&session, &user), shown).await
 }
@@ -99,6 +141,8 @@ struct Shown {
     error: Option<String>,
     /// The contact factor whose code was sent and awaits confirmation.
     pending: Option<String>,
+    /// The step-up the user came from, to go back to once the factor it needs is added.
+    resume: Option<Resume>,
 }
 
 impl Shown {
@@ -153,9 +197,9 @@ async fn render(
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
             aal => session.data.aal(&rt.config.assurance), factors => rows, enabled => enabled,
-            question_slots => slots, notice => shown.notice, error => shown.error,
+            question_slots => slots, min_length => f.password.min_length, notice => shown.notice, error => shown.error,
             pending_contact => shown.pending, demo => st.options.demo, demo_profiles => profiles,
-            demo_profile => demo::profile(jar.get(demo::DEVICE_COOKIE)).id,
+            demo_profile => demo::profile(jar.get(demo::DEVICE_COOKIE)).id, resume => shown.resume,
         },
     )
 }
@@ -170,6 +214,7 @@ pub async fn fresh_enough(
     session: &Session,
     user: &UserRecord,
     json: bool,
+    then: &str,
 ) -> Result<(), Response> {
     let enrolled = st.authn.enrolled(user).await.unwrap_or_default();
     let has_mfa = enrolled
@@ -192,10 +237,15 @@ pub async fn fresh_enough(
     {
         return Ok(());
     }
+    // Back to the account page, still knowing which step-up the user came to it from.
+    let back = match resume(st, rt, user, then) {
+        Some(r) => format!("/account?t={}", r.token),
+        None => "/account".to_string(),
+    };
     let step = StepToken {
-        rt: rt.portal_url("/account"),
+        rt: rt.portal_url(&back),
         back: None,
-        why: format!("Changing your sign-in factors needs {}.", req.describe()),
+        why: format!("Changing how you sign in needs {}.", req.describe()),
         req,
         sign_in: false,
         user_id: session.data.user_id.clone(),
@@ -231,6 +281,15 @@ pub struct AccountForm {
     answer: Vec<String>,
     #[serde(default)]
     profile: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    sign_out_others: Option<String>,
+    /// The step-up the user came from (see [`resume`]).
+    #[serde(default)]
+    then: String,
 }
 
 impl AccountForm {
@@ -250,7 +309,7 @@ impl CsrfField for AccountForm {
 /// factor ([`FreshForm`]): `totp/start` (a new authenticator app's QR code) and
 /// `totp/confirm` (its first code), `contact/start` (a code to a new e-mail address or
 /// phone) and `contact/confirm` (that code), `questions`, `recovery` (new codes, shown
-/// once), `remove`.
+/// once), `password` (a new one), `remove`.
 pub async fn change(
     Visit { st, here: rt, jar }: Visit,
     Path(change): Path<String>,
@@ -269,12 +328,12 @@ pub async fn change(
         "totp/start" => match a.enrol_totp_start(on.user).await {
             Ok(p) => on.page(
                 "enrol_totp.html",
-                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token },
+                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token, then => form.then },
             ),
             Err(e) => on.again(Shown::error(&e)).await,
         },
         "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
-            Ok(_) => see_other(&rt.portal_url("/account?done=totp")),
+            Ok(_) => see_other(&rt.portal_url(&after_enrolment(&st, &rt, on.user, "totp", &form.then))),
             Err(e) => {
                 let why = format!("The authenticator app was not added: {}", auth_message(&e));
                 on.again(Shown {
@@ -294,9 +353,18 @@ pub async fn change(
             .await
         }
         "recovery" => match a.regenerate_recovery_codes(on.user).await {
-            Ok(codes) => on.page("recovery_codes.html", context! { codes => codes }),
+            Ok(codes) => {
+                let text = format!("Recovery codes for {} (each works once)\n\n{}\n", on.user.username, codes.join("\n"));
+                use base64::Engine as _;
+                let download = format!(
+                    "data:text/plain;charset=utf-8;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(text)
+                );
+                on.page("recovery_codes.html", context! { codes => codes, download => download })
+            }
             Err(e) => on.again(Shown::error(&e)).await,
         },
+        "password" => password(on, &form).await,
         "remove" => {
             on.after(
                 a.remove_factor(on.user, &form.id).await,
@@ -305,6 +373,21 @@ pub async fn change(
             .await
         }
         _ => PortalError::BadRequest.into_response(),
+    }
+}
+
+/// The account page after a factor `done` was added: with the step-up the user came from
+/// (`then`), when there is one, to continue it.
+pub fn after_enrolment(
+    st: &Shared,
+    rt: &Here,
+    user: &UserRecord,
+    done: &str,
+    then: &str,
+) -> String {
+    match resume(st, rt, user, then) {
+        Some(r) => format!("/account?done={done}&t={}", r.token),
+        None => format!("/account?done={done}"),
     }
 }
 
@@ -340,6 +423,58 @@ impl Change<'_> {
             Err(e) => self.again(Shown::error(&e)).await,
         }
     }
+}
+
+/// A new password (the NIST SP 800-63B rules and the breached list apply), typed twice;
+/// the user's other sessions ended when asked (the form's default).
+async fn password(on: Change<'_>, form: &AccountForm) -> Response {
+    if form.password != form.confirm {
+        return on
+            .again(Shown {
+                error: Some(
+                    "The two passwords are not the same. Type the same password twice.".into(),
+                ),
+                ..Shown::default()
+            })
+            .await;
+    }
+    if let Err(e) = on.st.authn.set_password(on.user, &form.password).await {
+        let why = match e {
+            AuthError::Rejected(r) => {
+                format!("Your password was not changed. Choose another: {r}.")
+            }
+            other => auth_message(&other),
+        };
+        return on
+            .again(Shown {
+                error: Some(why),
+                ..Shown::default()
+            })
+            .await;
+    }
+    let mut ended = 0;
+    if form.sign_out_others.is_some() {
+        let ids = on
+            .st
+            .sessions
+            .of_user(&on.user.id)
+            .await
+            .unwrap_or_default();
+        for id in ids.iter().filter(|id| **id != on.session.id) {
+            if on.st.sessions.end(id).await.is_ok() {
+                ended += 1;
+            }
+        }
+        let ip = on.session.data.ip.as_deref().and_then(|s| s.parse().ok());
+        let detail = serde_json::json!({ "why": "password_changed", "ended": ended });
+        super::audit(on.st, "sessions.ended", &on.user.username, ip, detail).await;
+    }
+    let done = if ended > 0 {
+        "password-others"
+    } else {
+        "password"
+    };
+    see_other(&on.rt.portal_url(&format!("/account?done={done}")))
 }
 
 /// An e-mail address or phone number as a one-time-code factor: the code sent, then

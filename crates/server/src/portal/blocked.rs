@@ -20,6 +20,33 @@ use crate::app::signer::random_id;
 use crate::devices::connectors::Connectors;
 use crate::session::cookies::{plain_cookie, PRE_COOKIE};
 
+/// What every blocked page shows besides the policy's words: the app's name, when, the
+/// help desk (`portal.help`), and "Re-check my device" only when the deciding policy reads
+/// the device or a device check failed — a refusal by group, network or time does not
+/// change when the device is re-checked.
+pub fn outcome_context(
+    rt: &crate::app::state::Runtime,
+    target: &str,
+    policy: &str,
+    items: &[stepgate_policy::RemediationItem],
+) -> minijinja::Value {
+    let host = url::Url::parse(target)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let app_name = host.as_deref().and_then(|h| {
+        rt.app_for_host(h)
+            .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+    });
+    let device =
+        rt.config.policy_set.reads_device(policy) || items.iter().any(|i| i.check != "policy");
+    let now = Utc::now();
+    context! {
+        recheck => device, app_name => app_name, help => rt.config.portal.help.as_deref(),
+        at => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        at_text => now.format("%-d %B %Y, %H:%M UTC").to_string(),
+    }
+}
+
 /// `GET {portal}/blocked?t=…`.
 pub async fn blocked_page(
     Visit { st, here: rt, jar }: Visit,
@@ -42,14 +69,15 @@ pub async fn blocked_page(
             (jar.set(plain_cookie(PRE_COOKIE, v.clone(), secure)), v)
         }
     };
+    let outcome = outcome_context(&rt, &b.rt, &b.policy, &b.items);
     let page = Pages::global().render(
         StatusCode::FORBIDDEN,
         "blocked.html",
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&binding),
             username => session.as_ref().map(|s| s.data.username.clone()),
-            message => b.message, items => b.items, recheck => true, token => q.token(),
-            demo => st.options.demo, policy => b.policy,
+            token => q.token(), demo => st.options.demo,
+            message => b.message, items => b.items, policy => b.policy, ..outcome
         },
     );
     Ok((jar, page).into_response())

@@ -317,7 +317,7 @@ impl<F: DeserializeOwned + CsrfField + Send> FromRequest<Shared> for FreshForm<F
         let form: F = parse_form(parts, body, st).await?;
         check_csrf(st, &here, &jar, Some(&session), form.csrf())
             .map_err(IntoResponse::into_response)?;
-        super::account::fresh_enough(st, &here, &session, &user, false).await?;
+        super::account::fresh_enough(st, &here, &session, &user, false, "").await?;
         Ok(FreshForm {
             session,
             user,

@@ -9,6 +9,8 @@
 //! - [`sessions`]: the user's sessions; signing out here or everywhere.
 //! - [`devices`]: the user's devices on the sessions page; registering this browser
 //!   (behind a fresh factor) and removing a browser registration.
+//! - [`enrolment`]: invitation and password-reset links (set a password, then a first
+//!   passkey or authenticator app, then sign in).
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
 //! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
 //!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
@@ -21,6 +23,7 @@
 pub mod account;
 pub mod blocked;
 pub mod devices;
+pub mod enrolment;
 pub mod error;
 pub mod extract;
 pub mod links;
@@ -38,6 +41,7 @@ use stepgate_authn::service::AuthError;
 pub use stepgate_policy::outcome::factor_title;
 
 use crate::app::state::Shared;
+use extract::Visit;
 
 /// Appends an audit event (logged, never fatal: what it records already happened).
 pub(crate) async fn audit(
@@ -60,10 +64,18 @@ pub(crate) async fn audit(
 pub fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
-        AuthError::Locked { until } => format!(
-            "Too many failed attempts. Try again after {} UTC.",
-            until.format("%H:%M")
-        ),
+        AuthError::Locked { until } => {
+            // A duration first: the reader's clock and time zone need not be UTC.
+            let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
+            let wait = match mins {
+                0 | 1 => "in a minute".to_string(),
+                n => format!("in {n} minutes"),
+            };
+            format!(
+                "Too many failed attempts. Try again {wait} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
+                until.format("%H:%M")
+            )
+        }
         AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
         AuthError::Expired => "That code has expired. Ask for a new one.".into(),
         AuthError::TooManyGuesses => {
@@ -74,6 +86,10 @@ pub fn auth_message(e: &AuthError) -> String {
             factor_title(k.as_str()).to_lowercase()
         ),
         AuthError::Disabled => "This account is disabled. Contact your administrator.".into(),
+        AuthError::AccountLocked => {
+            "This account is locked after too many failed attempts. Your help desk can unlock it."
+                .into()
+        }
         AuthError::RateLimited(_) => "Too many codes requested. Wait a few minutes.".into(),
         AuthError::Rejected(why) => why.clone(),
         other => capitalise(&other.public_message()),
@@ -98,7 +114,22 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/login"),
             get(signin::login_page).post(signin::login_submit),
         )
+        .route(
+            &p("/invite/{token}"),
+            get(enrolment::link_open).post(enrolment::link_redeem),
+        )
+        .route(
+            &p("/reset/{token}"),
+            get(enrolment::link_open).post(enrolment::link_redeem),
+        )
+        .route(
+            &p("/forgot"),
+            get(enrolment::forgot_page).post(enrolment::forgot_submit),
+        )
+        .route(&p("/welcome"), get(enrolment::welcome_page))
+        .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/step-up"), get(stepup::step_up_page))
+        .route(&p("/confirmed"), get(stepup::confirmed_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
         .route(&p("/blocked"), get(blocked::blocked_page))
         .route(&p("/recheck"), post(blocked::recheck))
@@ -135,4 +166,49 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/webauthn/register/finish"),
             post(webauthn::webauthn_register_finish),
         )
+        // Any other address under the portal path is the portal's too: its own 404 page.
+        .route(&p("/{*rest}"), axum::routing::any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// An address under the portal path that is no page: the portal's 404, with a way on.
+async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
+    pages::Pages::global().render(
+        axum::http::StatusCode::NOT_FOUND,
+        "message.html",
+        minijinja::context! {
+            portal => rt.portal(), title => "Page not found",
+            message => "There is no page at this address. Check the link, or go to your account page.",
+            link => rt.portal_url("/account"), link_text => "Go to your account",
+        },
+    )
+}
+
+/// A portal address asked with a method it does not take (a bookmarked form address, say):
+/// the portal's page, with a way on, rather than a bare 405.
+async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Response {
+    pages::Pages::global().render(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "message.html",
+        minijinja::context! {
+            portal => rt.portal(), title => "This page cannot be opened this way",
+            message => "This address is for a form, not for opening directly. Go to your account page and start again from there.",
+            link => rt.portal_url("/account"), link_text => "Go to your account",
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_told_as_a_wait_and_a_time() {
+        let until = chrono::Utc::now() + chrono::Duration::seconds(290);
+        let m = auth_message(&AuthError::Locked { until });
+        assert!(m.contains("Try again in 5 minutes (at "), "{m}");
+        assert!(m.contains("help desk can unlock"), "{m}");
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(20);
+        assert!(auth_message(&AuthError::Locked { until: soon }).contains("in a minute"));
+    }
 }

@@ -29,6 +29,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/enrol_totp.html"),
     ),
     (
+        "set_password.html",
+        include_str!("../../templates/set_password.html"),
+    ),
+    ("welcome.html", include_str!("../../templates/welcome.html")),
+    ("forgot.html", include_str!("../../templates/forgot.html")),
+    ("help.html", include_str!("../../templates/help.html")),
+    ("level.html", include_str!("../../templates/level.html")),
+    (
         "recovery_codes.html",
         include_str!("../../templates/recovery_codes.html"),
     ),

@@ -30,12 +30,15 @@ pub async fn sessions_page(
             continue;
         }
         let aal = d.aal(&rt.config.assurance);
-        rows.push(context! {
+        let browser = browser_words(d.user_agent.as_deref().unwrap_or(""));
+        rows.push(context! { browser => browser,
             created => d.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), ip => d.ip.unwrap_or_default(),
             user_agent => d.user_agent.unwrap_or_default(), aal => aal,
             current => id == session.id, handle => st.signer.session_handle(&id),
         });
     }
+    // The current session first.
+    rows.sort_by_key(|r| !r.get_attr("current").is_ok_and(|c| c.is_true()));
     let devices = super::devices::listed(&st, &rt, &jar, &user).await;
     let registrable = st.devices.registers_browsers();
     Pages::global().render(
@@ -118,4 +121,25 @@ async fn sign_out(
         context! { portal => rt.portal(), title => "Signed out", message => message, link => rt.portal_url("/login"), link_text => "Sign in again" },
     );
     Ok((jar, page).into_response())
+}
+
+/// A browser in words ("Chrome on macOS"), from its user agent.
+pub fn browser_words(user_agent: &str) -> String {
+    let ua = stepgate_signals::useragent::parse(user_agent);
+    match (ua.browser, ua.os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b,
+        (None, Some(o)) => format!("A browser on {o}"),
+        (None, None) => "An unknown browser".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn browsers_in_words() {
+        let chrome_mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+        assert_eq!(super::browser_words(chrome_mac), "Chrome on macOS");
+        assert_eq!(super::browser_words(""), "An unknown browser");
+    }
 }

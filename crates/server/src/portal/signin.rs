@@ -68,14 +68,7 @@ fn render_login(
         Some(a) => (Some(a.error), a.username, a.status),
         None => (None, "", StatusCode::OK),
     };
-    let (jar, pre) = match jar.get(PRE_COOKIE) {
-        Some(c) => (jar.clone(), c.to_string()),
-        None => {
-            let v = random_id();
-            let secure = rt.config.sessions.cookie.secure;
-            (jar.set(plain_cookie(PRE_COOKIE, v.clone(), secure)), v)
-        }
-    };
+    let (jar, pre) = pre_session(rt, jar);
     let target = Links::new(&st.signer, rt).verify_return(token, Utc::now());
     let app_name = target
         .as_deref()
@@ -94,6 +87,22 @@ fn render_login(
         },
     );
     (jar, page).into_response()
+}
+
+/// The pre-session cookie that binds the CSRF token of a form shown before sign-in: the
+/// request's, or a new one set on the answer. Returns the jar and the binding.
+pub(super) fn pre_session(rt: &Here, jar: CookieJar) -> (CookieJar, String) {
+    match jar.get(PRE_COOKIE) {
+        Some(c) => {
+            let v = c.to_string();
+            (jar, v)
+        }
+        None => {
+            let v = random_id();
+            let secure = rt.config.sessions.cookie.secure;
+            (jar.set(plain_cookie(PRE_COOKIE, v.clone(), secure)), v)
+        }
+    }
 }
 
 /// The password form.

@@ -92,7 +92,14 @@ async fn offers(
             kinds.push(*k);
         }
     }
-    kinds.sort_by_key(|k| std::cmp::Reverse(matches!(k, FactorKind::Webauthn)));
+    // Strongest first; recovery codes last, for emergencies.
+    kinds.sort_by_key(|k| match k {
+        FactorKind::Webauthn => 0,
+        FactorKind::Totp => 1,
+        FactorKind::EmailOtp | FactorKind::SmsOtp => 2,
+        FactorKind::RecoveryCodes => 9,
+        _ => 5,
+    });
     let mut out = Vec::new();
     for k in kinds {
         let mut o = Offer {
@@ -140,8 +147,16 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             username => (!on.session.data.pending).then_some(&on.user.username),
             reason => on.step.why, token => on.token, offers => offers, error => shown.error,
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
+            needs_passkey => needs_passkey(&on.step.req), help => rt.config.portal.help.as_deref(),
         },
     )
+}
+
+/// Whether only a passkey or security key can meet `req`.
+fn needs_passkey(req: &StepUpRequirement) -> bool {
+    let f = &req.factors;
+    req.phishing_resistant
+        || (!f.is_empty() && f.iter().all(|k| k == FactorKind::Webauthn.as_str()))
 }
 
 /// A step-up form.
@@ -280,7 +295,13 @@ pub(super) async fn passed(
         .await;
     }
     let detail = serde_json::json!({ "aal": new.data.aal(&rt.config.assurance) });
-    let target = on.step.back.clone().unwrap_or_else(|| on.step.rt.clone());
+    // A request that cannot be replayed (a POST) was not sent: say so, and lead back to
+    // the page it was made from (the "Confirmed" page, [`confirmed_page`]).
+    let target = match &on.step.back {
+        Some(_) if !on.step.sign_in => rt.portal_url(&format!("/confirmed?t={}", on.token)),
+        Some(back) => back.clone(),
+        None => on.step.rt.clone(),
+    };
     if on.step.sign_in {
         let done = Done {
             user: on.user,
@@ -382,4 +403,45 @@ pub(super) fn page<'a>(
         token,
         step,
     }
+}
+
+/// `GET {portal}/confirmed?t=…`: after a step-up for a request that cannot be replayed (a
+/// POST: its body is gone, and re-sending it unseen would surprise the user), the user is
+/// told it was not sent and led back to the page they made it from, to make it again.
+pub async fn confirmed_page(
+    Visit { st, here: rt, jar }: Visit,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, PortalError> {
+    let (session, user, step) = step_context(&st, &rt, &jar, &q.t).await?;
+    let Some(back) = step.back.as_deref() else {
+        return Ok(crate::app::responses::see_other(&step.rt));
+    };
+    let target = url::Url::parse(&step.rt).ok();
+    let host = target.as_ref().and_then(|u| u.host_str()).unwrap_or("");
+    let app = rt.app_for_host(&host.to_ascii_lowercase());
+    let app_name = app
+        .map(|a| a.name.clone().unwrap_or_else(|| a.id.to_string()))
+        .unwrap_or_else(|| host.to_string());
+    // The route the request was for, by name, when the configuration names it.
+    let action = app.zip(target.as_ref()).and_then(|(a, u)| {
+        a.routes.iter().find_map(|r| {
+            let posts =
+                r.methods.is_empty() || r.methods.iter().any(|m| !m.eq_ignore_ascii_case("GET"));
+            let matches = stepgate_policy::path::PathPattern::parse(&r.path)
+                .is_ok_and(|p| p.matches(u.path()));
+            (posts && matches).then(|| r.name.clone()).flatten()
+        })
+    });
+    let message = match action {
+        Some(a) => format!("Confirmed. Your request to {a} has not been sent yet: go back and press the button again."),
+        None => "Confirmed. Your request has not been sent yet: go back and press the button again.".to_string(),
+    };
+    Ok(Pages::global().render(
+        StatusCode::OK,
+        "message.html",
+        context! {
+            portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
+            title => "Confirmed", message => message, link => back, link_text => format!("Back to {app_name}"),
+        },
+    ))
 }

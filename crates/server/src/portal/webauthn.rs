@@ -16,7 +16,7 @@ use super::links::Links;
 use super::links::StepToken;
 use super::signin::{sign_in, FirstFactor};
 use super::stepup::{page, passed};
-use super::{account, auth_message};
+use super::{account, auth_message, enrolment};
 use crate::access::request::client_ip;
 use crate::access::signals::PeerCertificates;
 use crate::access::Connection;
@@ -40,6 +40,9 @@ pub struct WebauthnBody {
     label: String,
     #[serde(default)]
     response: serde_json::Value,
+    /// Registration: the step-up the user came to add this factor for.
+    #[serde(default)]
+    then: String,
 }
 
 fn header_csrf(headers: &HeaderMap) -> &str {
@@ -50,7 +53,10 @@ fn header_csrf(headers: &HeaderMap) -> &str {
 }
 
 fn form_expired() -> PortalError {
-    PortalError::json(StatusCode::FORBIDDEN, "form expired; reload the page")
+    PortalError::json(
+        StatusCode::FORBIDDEN,
+        "This page has expired. Reload it and try again.",
+    )
 }
 
 /// The CSRF header, checked against the session's (or before sign-in the pre-session
@@ -69,7 +75,13 @@ fn check_header(
 
 /// A failed ceremony step, as the script shows it.
 fn refused(status: StatusCode, e: &stepgate_authn::service::AuthError) -> PortalError {
-    PortalError::json(status, &auth_message(e))
+    let message = match e {
+        stepgate_authn::service::AuthError::InvalidCredentials => {
+            "That passkey is not one of this account's. Use a passkey you added here, or use another way to sign in.".to_string()
+        }
+        other => auth_message(other),
+    };
+    PortalError::json(status, &message)
 }
 
 /// How long a ceremony's state is kept, and how long its id is remembered as used.
@@ -89,13 +101,13 @@ async fn take_ceremony(st: &Shared, id: &str) -> Result<serde_json::Value, Porta
     let expired = || {
         PortalError::json(
             StatusCode::BAD_REQUEST,
-            "this passkey prompt expired; try again",
+            "The passkey prompt expired. Try again.",
         )
     };
     if id.is_empty() || id.len() > 64 {
         return Err(PortalError::json(
             StatusCode::BAD_REQUEST,
-            "unknown ceremony",
+            "The passkey prompt expired. Try again.",
         ));
     }
     // Each ceremony state can be finished once.
@@ -191,25 +203,41 @@ async fn stepping(
     let Ok((session, user, step)) = step_context(st, rt, jar, token).await else {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "session or link expired",
+            "Your session or this page has expired. Go back to the app and try again.",
         ));
     };
     check_header(st, jar, Some(&session), headers)?;
     Ok((session, user, step))
 }
 
-/// The signed-in user a registration belongs to, with the CSRF header matched.
+/// Who a registration is for, with the CSRF header matched: the signed-in user, or, with
+/// an enrolment grant (`token`, from a redeemed invitation), that grant's session — pending
+/// too — and where the sign-in goes on after.
 async fn registering(
     st: &Shared,
     rt: &Here,
     jar: &CookieJar,
     headers: &HeaderMap,
-) -> Result<(Session, UserRecord), PortalError> {
+    grant: &str,
+) -> Result<(Session, UserRecord, Option<String>), PortalError> {
+    if !grant.is_empty() {
+        let Ok((session, user, g)) = enrolment::granted(st, rt, jar, grant).await else {
+            return Err(PortalError::json(
+                StatusCode::UNAUTHORIZED,
+                "This page has expired. Use your invitation link again, or ask for a new one.",
+            ));
+        };
+        check_header(st, jar, Some(&session), headers)?;
+        return Ok((session, user, Some(g.next)));
+    }
     let Some((session, user)) = signed_in(st, rt, jar).await? else {
-        return Err(PortalError::json(StatusCode::UNAUTHORIZED, "sign in first"));
+        return Err(PortalError::json(
+            StatusCode::UNAUTHORIZED,
+            "You are signed out. Sign in again, then add your passkey.",
+        ));
     };
     check_header(st, jar, Some(&session), headers)?;
-    Ok((session, user))
+    Ok((session, user, None))
 }
 
 /// `POST {portal}/webauthn/step-up/start`: a step-up's challenge, for those of the user's
@@ -247,7 +275,7 @@ pub async fn webauthn_step_finish(
     if who.id != user.id {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "that passkey belongs to someone else",
+            "That passkey belongs to another account. Use your own passkey, or use another way.",
         ));
     }
     let on = page(&session, &user, &b.token, &step);
@@ -260,9 +288,12 @@ pub async fn webauthn_register_start(
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (session, user) = registering(&st, &rt, &jar, &headers).await?;
-    if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true).await {
-        return Ok(r);
+    let (session, user, granted) = registering(&st, &rt, &jar, &headers, &b.token).await?;
+    // A grant is a fresh password of this very session; anyone else confirms it's them.
+    if granted.is_none() {
+        if let Err(r) = account::fresh_enough(&st, &rt, &session, &user, true, &b.then).await {
+            return Ok(r);
+        }
     }
     let kind = match b.kind.as_str() {
         "security_key" => RegistrationKind::SecurityKey,
@@ -301,7 +332,7 @@ pub async fn webauthn_register_finish(
     headers: HeaderMap,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    let (_, user) = registering(&st, &rt, &jar, &headers).await?;
+    let (_, user, granted) = registering(&st, &rt, &jar, &headers, &b.token).await?;
     let state = take_ceremony(&st, &b.id).await?;
     let label = match b.label.trim() {
         "" => "Passkey",
@@ -311,6 +342,10 @@ pub async fn webauthn_register_finish(
         .webauthn_register_finish(&user, state, b.response, label)
         .await
         .map_err(|e| refused(StatusCode::BAD_REQUEST, &e))?;
-    let done = rt.portal_url("/account?done=webauthn");
+    let done = granted.unwrap_or_else(|| {
+        rt.portal_url(&account::after_enrolment(
+            &st, &rt, &user, "webauthn", &b.then,
+        ))
+    });
     Ok(Json(serde_json::json!({ "redirect": done })).into_response())
 }
