@@ -42,6 +42,7 @@ mod files;
 pub mod gateway;
 pub mod logging;
 mod nesting;
+pub mod oidc;
 pub mod server;
 pub mod sessions;
 mod structure;
@@ -64,6 +65,7 @@ pub use gateway::{
     PathParameters, UpstreamTarget,
 };
 pub use logging::{LogConfig, LogFormat};
+pub use oidc::{ClientType, OidcClient, OidcConfig};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -151,6 +153,8 @@ struct ConfigFile {
     devices: Option<Spanned<DevicesConfig>>,
     #[serde(default)]
     log: Option<Spanned<LogConfig>>,
+    #[serde(default)]
+    oidc: Option<Spanned<OidcConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -188,6 +192,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// `log`: level, format, file.
     pub log: LogConfig,
+    /// `oidc`: stepgate as an OpenID Provider.
+    pub oidc: OidcConfig,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -558,6 +564,7 @@ impl Loader {
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
+        let mut oidc: Option<Spanned<OidcConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -585,6 +592,7 @@ impl Loader {
             self.single(&mut signals, f.signals, "signals");
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
+            self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -653,6 +661,14 @@ impl Loader {
                     .log_level_span(l.span().start().map(|m| m.source()))
                     .unwrap_or(*l.span());
                 self.diag_at(&at, format!("log.level {e}"));
+            }
+        }
+        if let Some(o) = &oidc {
+            let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+            for (span, problem) in o.problems(&ids) {
+                // Problems in plain (unspanned) values are placed at the section.
+                let at = if span.start().is_some() { span } else { *o.span() };
+                self.diag_at(&at, problem);
             }
         }
         let mut compliance_policies = Vec::new();
@@ -774,6 +790,7 @@ impl Loader {
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
+                oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,
