@@ -667,7 +667,11 @@ impl Loader {
             let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
             for (span, problem) in o.problems(&ids) {
                 // Problems in plain (unspanned) values are placed at the section.
-                let at = if span.start().is_some() { span } else { *o.span() };
+                let at = if span.start().is_some() {
+                    span
+                } else {
+                    *o.span()
+                };
                 self.diag_at(&at, problem);
             }
         }

@@ -276,7 +276,10 @@ impl OidcConfig {
             }
             for u in c.redirect_uris.iter().chain(&c.post_logout_redirect_uris) {
                 if let Some(why) = redirect_problem(u) {
-                    out.push((at(u.span()), format!("oidc client `{id}`: `{}`: {why}", u.as_str())));
+                    out.push((
+                        at(u.span()),
+                        format!("oidc client `{id}`: `{}`: {why}", u.as_str()),
+                    ));
                 }
             }
             if !c.scope_ok("openid") {

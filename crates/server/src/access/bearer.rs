@@ -178,7 +178,12 @@ impl BearerVerifier {
 
     /// Verifies an access token of stepgate's own provider (RFC 9068 `at+jwt`, signed with
     /// the deployment's keys) minted for `app`: its audience is the client's app.
-    pub fn verify_own(&self, rt: &Runtime, app: &str, token: &str) -> Result<BearerIdentity, BearerError> {
+    pub fn verify_own(
+        &self,
+        rt: &Runtime,
+        app: &str,
+        token: &str,
+    ) -> Result<BearerIdentity, BearerError> {
         let keys = self.own.get().ok_or(BearerError::KeysUnavailable)?;
         let issuer = crate::oidc::issuer(rt);
         let claims = crate::oidc::tokens::verify(
@@ -190,8 +195,7 @@ impl BearerVerifier {
         )
         .ok_or_else(|| BearerError::Invalid("verification failed".into()))?;
         let acr = &rt.config.oidc.acr;
-        let mut acr_values: std::collections::BTreeMap<String, u8> =
-            acr.aliases.clone();
+        let mut acr_values: std::collections::BTreeMap<String, u8> = acr.aliases.clone();
         for n in 1..=3u8 {
             acr_values.insert(acr.name(n), n);
         }
@@ -220,7 +224,13 @@ impl BearerVerifier {
         }
         let own = crate::oidc::issuer(rt);
         peek_issuer(token).is_some_and(|i| i == own)
-            && !rt.config.gateway.bearer.issuers.iter().any(|i| i.issuer == own)
+            && !rt
+                .config
+                .gateway
+                .bearer
+                .issuers
+                .iter()
+                .any(|i| i.issuer == own)
     }
 
     fn cached(&self, issuer: &str) -> Option<(JwkSet, Instant)> {

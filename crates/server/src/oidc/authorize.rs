@@ -110,7 +110,9 @@ pub async fn authorize_post(
 fn serde_urlencoded_params(body: &[u8]) -> Option<AuthorizeParams> {
     let mut m = serde_json::Map::new();
     for (k, v) in url::form_urlencoded::parse(body) {
-        if m.insert(k.into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
+        if m.insert(k.into_owned(), serde_json::Value::String(v.into_owned()))
+            .is_some()
+        {
             // A parameter sent twice is an invalid request (RFC 6749 §3.1).
             return None;
         }
@@ -137,7 +139,10 @@ pub struct Asked {
 type Refused = (&'static str, String);
 
 /// Reads what the request asks, or why it cannot be served.
-pub fn asked(p: &AuthorizeParams, acr: &stepgate_config::oidc::AcrConfig) -> Result<Asked, Refused> {
+pub fn asked(
+    p: &AuthorizeParams,
+    acr: &stepgate_config::oidc::AcrConfig,
+) -> Result<Asked, Refused> {
     let mut a = Asked::default();
     if let Some(prompt) = &p.prompt {
         for v in prompt.split(' ').filter(|v| !v.is_empty()) {
@@ -163,14 +168,16 @@ pub fn asked(p: &AuthorizeParams, acr: &stepgate_config::oidc::AcrConfig) -> Res
     if let Some(m) = &p.max_age {
         match m.trim().parse::<i64>() {
             Ok(n) if n >= 0 => a.max_age = Some(n),
-            _ => return Err(("invalid_request", "max_age must be a whole number of seconds".into())),
+            _ => {
+                return Err((
+                    "invalid_request",
+                    "max_age must be a whole number of seconds".into(),
+                ))
+            }
         }
     }
     if let Some(values) = &p.acr_values {
-        a.level = values
-            .split(' ')
-            .filter_map(|v| acr.level(v))
-            .min();
+        a.level = values.split(' ').filter_map(|v| acr.level(v)).min();
     }
     if let Some(claims) = &p.claims {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(claims) else {
@@ -230,7 +237,10 @@ fn pkce(p: &AuthorizeParams, client: &OidcClient) -> Result<Option<String>, Refu
             if ok {
                 Ok(Some(c.clone()))
             } else {
-                Err(("invalid_request", "code_challenge is not a base64url SHA-256".into()))
+                Err((
+                    "invalid_request",
+                    "code_challenge is not a base64url SHA-256".into(),
+                ))
             }
         }
         (Some(_), _) => Err((
@@ -253,7 +263,10 @@ async fn authorize(
     let cfg = &rt.config.oidc;
     // Until the client and its redirect URI are known good, nothing is sent anywhere.
     let Some(client) = p.client_id.as_deref().and_then(|id| cfg.client(id)) else {
-        return not_redirected(rt.portal(), "The application that sent you here is not registered with stepgate.");
+        return not_redirected(
+            rt.portal(),
+            "The application that sent you here is not registered with stepgate.",
+        );
     };
     let Some(redirect_uri) = p.redirect_uri.as_deref().filter(|u| client.redirect_ok(u)) else {
         return not_redirected(rt.portal(), "The application asked to return to an address it has not registered, so stepgate will not send you there.");
@@ -323,9 +336,10 @@ async fn authorize(
         }
         Verdict::Deny(_) if asked.none => back.error("access_denied", "access is not allowed"),
         v @ Verdict::Deny(_) => flow.to_portal(&v, reauth_since),
-        Verdict::StepUp(_) if asked.none => {
-            back.error("interaction_required", "the sign-in needs more from the user")
-        }
+        Verdict::StepUp(_) if asked.none => back.error(
+            "interaction_required",
+            "the sign-in needs more from the user",
+        ),
         Verdict::StepUp(mut s) => {
             if let Some(l) = asked.level {
                 s.requirement.min_aal = Some(s.requirement.min_aal.map_or(l, |m| m.max(l)));
@@ -340,8 +354,8 @@ async fn authorize(
                 (false, None) => true,
                 (login, max_age) => {
                     let by_mark = reauth_since.is_some_and(|t| auth_time.timestamp() >= t);
-                    let by_age = !login
-                        && max_age.is_some_and(|m| (now - auth_time).num_seconds() <= m);
+                    let by_age =
+                        !login && max_age.is_some_and(|m| (now - auth_time).num_seconds() <= m);
                     by_mark || by_age
                 }
             };
@@ -519,8 +533,8 @@ impl Flow<'_> {
         let mut p = self.p.clone();
         p.sg_reauth = mark.map(|t| {
             let cid = p.client_id.clone().unwrap_or_default();
-            let exp = self.now.timestamp()
-                + self.rt.config.server.return_target_ttl.as_secs() as i64;
+            let exp =
+                self.now.timestamp() + self.rt.config.server.return_target_ttl.as_secs() as i64;
             self.st.signer.sign(REAUTH, &format!("{cid}|{t}"), exp)
         });
         let q = serde_json::to_value(&p)

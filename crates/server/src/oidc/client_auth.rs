@@ -76,9 +76,9 @@ pub fn authenticate<'c>(
     };
     match (client.client_type, secret, &client.secret_hash) {
         (ClientType::Public, None, _) => Ok(client),
-        (ClientType::Public, Some(_), _) => Err(OAuthError::invalid_client(
-            "a public client has no secret",
-        )),
+        (ClientType::Public, Some(_), _) => {
+            Err(OAuthError::invalid_client("a public client has no secret"))
+        }
         (ClientType::Confidential, Some(s), Some(hash)) if secret_ok(&s, hash) => Ok(client),
         _ => Err(OAuthError::invalid_client("unknown client or wrong secret")),
     }

@@ -144,7 +144,10 @@ pub async fn use_code(st: &Shared, c: &Code) -> Result<bool, StoreError> {
     // Kept past the code's expiry, so a late second use is still caught.
     st.stores
         .hot
-        .remember_once(&format!("oidc:code:{}", c.auth.gid), Duration::from_secs(600))
+        .remember_once(
+            &format!("oidc:code:{}", c.auth.gid),
+            Duration::from_secs(600),
+        )
         .await
 }
 
@@ -163,7 +166,10 @@ pub async fn use_refresh(st: &Shared, r: &Refresh, now: DateTime<Utc>) -> Result
         .await?;
     if first {
         let until = now + chrono::Duration::from_std(ttl).unwrap_or_default();
-        st.stores.hot.set_ban(&refresh_used_key(&r.jti), until).await?;
+        st.stores
+            .hot
+            .set_ban(&refresh_used_key(&r.jti), until)
+            .await?;
     }
     Ok(first)
 }

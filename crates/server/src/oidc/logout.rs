@@ -61,7 +61,10 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
         .as_deref()
         .and_then(|t| verify(&st.assertion, &iss, t, None, true));
     if p.id_token_hint.is_some() && hint.is_none() {
-        return not_redirected(rt.portal(), "The sign-out request carries a token stepgate did not issue.");
+        return not_redirected(
+            rt.portal(),
+            "The sign-out request carries a token stepgate did not issue.",
+        );
     }
     let hinted_client = hint
         .as_ref()
@@ -69,7 +72,10 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
         .and_then(Value::as_str);
     if let (Some(a), Some(b)) = (hinted_client, p.client_id.as_deref()) {
         if a != b {
-            return not_redirected(rt.portal(), "The sign-out request names two different applications.");
+            return not_redirected(
+                rt.portal(),
+                "The sign-out request names two different applications.",
+            );
         }
     }
     let client = hinted_client
@@ -99,7 +105,14 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
                 if let Err(e) = st.sessions.end(&s.id).await {
                     return super::error::OAuthError::unavailable(e).into_response();
                 }
-                crate::portal::audit(&st, "oidc.logout", &s.data.username, None, serde_json::json!({ "client": client.map(|c| c.id.to_string()) })).await;
+                crate::portal::audit(
+                    &st,
+                    "oidc.logout",
+                    &s.data.username,
+                    None,
+                    serde_json::json!({ "client": client.map(|c| c.id.to_string()) }),
+                )
+                .await;
                 true
             } else {
                 false

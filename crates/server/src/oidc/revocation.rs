@@ -40,12 +40,23 @@ fn identify(st: &Shared, rt: &crate::app::state::Runtime, token: &str) -> Option
     if let Some(r) = st.oidc.open_refresh(token) {
         return Some(Known::Refresh(r));
     }
-    verify(&st.assertion, &issuer(rt), token, Some(ACCESS_TOKEN_TYP), false).map(Known::Access)
+    verify(
+        &st.assertion,
+        &issuer(rt),
+        token,
+        Some(ACCESS_TOKEN_TYP),
+        false,
+    )
+    .map(Known::Access)
 }
 
 /// `POST {portal}/oidc/revoke`: `200` whatever the token (RFC 7009 §2.2), its grant
 /// revoked when it is the client's.
-pub async fn revoke(State(st): State<Shared>, headers: HeaderMap, Form(f): Form<TokenRef>) -> Response {
+pub async fn revoke(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<TokenRef>,
+) -> Response {
     let rt = st.runtime.load_full();
     let client = match authenticate(
         &rt.config.oidc,
@@ -80,7 +91,11 @@ pub async fn revoke(State(st): State<Shared>, headers: HeaderMap, Form(f): Form<
 
 /// `POST {portal}/oidc/introspect`: whether the token is active, and what it says, for the
 /// client's own tokens (another client's are "inactive").
-pub async fn introspect(State(st): State<Shared>, headers: HeaderMap, Form(f): Form<TokenRef>) -> Response {
+pub async fn introspect(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<TokenRef>,
+) -> Response {
     let rt = st.runtime.load_full();
     let client = match authenticate(
         &rt.config.oidc,

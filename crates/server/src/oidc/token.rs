@@ -20,8 +20,8 @@ use subtle::ConstantTimeEq;
 use super::client_auth::{authenticate, Presented};
 use super::error::OAuthError;
 use super::grant::{self, Authorization, Refresh};
-use super::tokens::{Issue, ACCESS_TOKEN_TYP};
 use super::issuer;
+use super::tokens::{Issue, ACCESS_TOKEN_TYP};
 use crate::app::state::Shared;
 
 /// The token request's form.
@@ -46,7 +46,11 @@ pub struct TokenForm {
 }
 
 /// `POST {portal}/oidc/token`.
-pub async fn token(State(st): State<Shared>, headers: HeaderMap, Form(f): Form<TokenForm>) -> Response {
+pub async fn token(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> Response {
     match exchange(&st, &headers, &f).await {
         Ok(r) => r,
         Err(e) => {
@@ -141,7 +145,10 @@ async fn redeem_code(
     if now.timestamp() > code.exp {
         return Err(bad("the code has expired"));
     }
-    if !grant::use_code(st, &code).await.map_err(OAuthError::unavailable)? {
+    if !grant::use_code(st, &code)
+        .await
+        .map_err(OAuthError::unavailable)?
+    {
         // A second use: whoever holds the code is not to be trusted with what the first
         // use issued either (RFC 6749 §4.1.2).
         grant::revoke(st, &code.auth.gid, now)

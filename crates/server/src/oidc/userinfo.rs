@@ -13,7 +13,11 @@ use crate::access::bearer::bearer_token;
 use crate::app::state::Shared;
 
 fn refused(error: &str) -> Response {
-    let mut r = crate::app::responses::json_error(StatusCode::UNAUTHORIZED, error, "the access token is not valid");
+    let mut r = crate::app::responses::json_error(
+        StatusCode::UNAUTHORIZED,
+        error,
+        "the access token is not valid",
+    );
     let v = format!("Bearer error=\"{error}\"");
     if let Ok(v) = HeaderValue::from_str(&v) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -39,7 +43,10 @@ pub fn authorization_of(claims: &Value) -> Option<Authorization> {
 
 /// Whether an access token's grant still stands: not revoked, and its session (named by
 /// `sid`) still live.
-pub async fn access_stands(st: &Shared, claims: &Value) -> Result<bool, stepgate_store::StoreError> {
+pub async fn access_stands(
+    st: &Shared,
+    claims: &Value,
+) -> Result<bool, stepgate_store::StoreError> {
     let Some(a) = authorization_of(claims) else {
         return Ok(false);
     };
@@ -69,7 +76,13 @@ pub async fn userinfo(State(st): State<Shared>, headers: HeaderMap) -> Response 
         return r;
     };
     let rt = st.runtime.load_full();
-    let Some(claims) = verify(&st.assertion, &issuer(&rt), token, Some(ACCESS_TOKEN_TYP), false) else {
+    let Some(claims) = verify(
+        &st.assertion,
+        &issuer(&rt),
+        token,
+        Some(ACCESS_TOKEN_TYP),
+        false,
+    ) else {
         return refused("invalid_token");
     };
     match access_stands(&st, &claims).await {

@@ -1,0 +1,492 @@
+//! stepgate as an OpenID Provider, driven by a relying party no one here wrote (authlib,
+//! tests/oidc/rp.py) and, for what an honest client never does, by hand: a redirect URI
+//! that was not registered is never redirected to, a code is good once (and its second use
+//! revokes what the first issued), PKCE is S256 and must match, client secrets are checked,
+//! codes expire.
+//!
+//! The RP needs `python3` with authlib, requests and pyotp (`.ci/run` installs them);
+//! without them that test is skipped and counted in the run's "skipped: …" line, except
+//! under `CI=true`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use support::{password, upstream, Browser, Server, JANE};
+
+const CLIENT: &str = "expense-reports";
+const SECRET: &str = "s3cret-for-the-test-only";
+const PUBLIC: &str = "expense-mobile";
+const RP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc/rp.py");
+
+const CONFIG: &str = r#"
+apps:
+  - id: expenses
+    name: Expense Reports
+    hosts: [expenses.test]
+    upstream: "http://UPSTREAM"
+    routes:
+      - { path: /reports/**, tags: [sensitive] }
+sessions: { cookie: { secure: false } }
+policies:
+  - name: sign-in-with-a-password
+    priority: 10
+    targets: { sign_in: true }
+    outcome: allow
+  - name: reports-need-mfa
+    priority: 20
+    targets: { apps: [expenses], routes: [{ tags: [sensitive] }] }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: everyone
+    priority: 30
+    outcome: allow
+oidc:
+  code_lifetime: CODE_LIFETIME
+  clients:
+    - id: expense-reports
+      secret_hash: "SECRET_HASH"
+      redirect_uris: ["http://rp.test/cb"]
+      post_logout_redirect_uris: ["http://rp.test/signed-out"]
+      app: expenses
+    - id: expense-mobile
+      type: public
+      scopes: [openid, profile]
+      redirect_uris: ["http://rp.test/cb"]
+      app: expenses
+"#;
+
+/// A cheap argon2id hash of `secret` (the test's; a deployment's is the default cost).
+fn hash(secret: &str) -> String {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let a = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(1024, 1, 1, None).unwrap(),
+    );
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    a.hash_password(secret.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+/// A stepgate with the two clients, codes living `code_lifetime`. The redirect URIs are
+/// on `rp.test`, which nothing serves: where stepgate sends a browser is read, never
+/// followed.
+async fn provider(code_lifetime: &str) -> Server {
+    Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("expenses ok").await)
+        .with("CODE_LIFETIME", code_lifetime)
+        .with("SECRET_HASH", hash(SECRET))
+        .demo_users()
+        .start()
+        .await
+}
+
+fn redirect_uri(_h: &Server) -> String {
+    "http://rp.test/cb".into()
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn s256(verifier: &str) -> String {
+    b64(&sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+const VERIFIER: &str = "a-pkce-code-verifier-of-at-least-forty-three-characters-000";
+
+fn authorize_url(h: &Server, extra: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(&h.at("/_stepgate/oidc/authorize")).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("client_id", CLIENT)
+            .append_pair("redirect_uri", &redirect_uri(h))
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid profile")
+            .append_pair("state", "st-1")
+            .append_pair("code_challenge", &s256(VERIFIER))
+            .append_pair("code_challenge_method", "S256");
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// The query of where an authorization request sends the browser (not followed).
+async fn answer(b: &Browser, url: &str) -> (StatusCode, Option<url::Url>) {
+    let r = b.tab(false).get(url).send().await.unwrap();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|l| url::Url::parse(l.to_str().unwrap()).unwrap());
+    (r.status(), loc)
+}
+
+fn param(u: &url::Url, k: &str) -> Option<String> {
+    u.query_pairs()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A browser signed in as jane (password: the sign-in policy asks no more), and a code for
+/// the confidential client.
+async fn signed_in_code(h: &Server) -> (Browser, String) {
+    let b = Browser::new();
+    let r = password(&b, &h.at("/_stepgate/login"), &JANE).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let c = code(h, &b, &[]).await;
+    (b, c)
+}
+
+async fn code(h: &Server, b: &Browser, extra: &[(&str, &str)]) -> String {
+    let (status, loc) = answer(b, &authorize_url(h, extra)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let loc = loc.unwrap();
+    assert!(loc.as_str().starts_with(&redirect_uri(h)), "{loc}");
+    assert_eq!(param(&loc, "iss").as_deref(), Some(h.public_url.as_str()));
+    param(&loc, "code").unwrap_or_else(|| panic!("no code: {loc}"))
+}
+
+async fn exchange(h: &Server, form: &[(&str, &str)], secret: Option<&str>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .post(h.at("/_stepgate/oidc/token"))
+        .form(form);
+    if let Some(s) = secret {
+        req = req.basic_auth(CLIENT, Some(s));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn redeem(h: &Server, code: &str, verifier: &str) -> (StatusCode, Value) {
+    exchange(
+        h,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &redirect_uri(h)),
+            ("code_verifier", verifier),
+        ],
+        Some(SECRET),
+    )
+    .await
+}
+
+async fn introspect(h: &Server, token: &str) -> Value {
+    reqwest::Client::new()
+        .post(h.at("/_stepgate/oidc/introspect"))
+        .basic_auth(CLIENT, Some(SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_uri_that_was_not_registered_is_never_redirected_to() {
+    let h = provider("60s").await;
+    let (b, _) = signed_in_code(&h).await;
+    for bad in [
+        "http://evil.test/cb",
+        "http://rp.test/cb/",
+        "http://rp.test/cb?x=1",
+        "http://RP.test/cb",
+        "https://rp.test/cb",
+        "",
+    ] {
+        let url = authorize_url(&h, &[]).replace(
+            &format!("redirect_uri={}", urlenc(&redirect_uri(&h))),
+            &format!("redirect_uri={}", urlenc(bad)),
+        );
+        let (status, loc) = answer(&b, &url).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(loc.is_none(), "{bad}: redirected to {loc:?}");
+    }
+    // An unknown client: the same.
+    let url = authorize_url(&h, &[]).replace("client_id=expense-reports", "client_id=nobody");
+    let (status, loc) = answer(&b, &url).await;
+    assert_eq!((status, loc), (StatusCode::BAD_REQUEST, None));
+}
+
+fn urlenc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn a_code_is_good_once_and_its_second_use_revokes_what_the_first_issued() {
+    let h = provider("60s").await;
+    let (_b, code) = signed_in_code(&h).await;
+    let (status, tokens) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(introspect(&h, access).await["active"], true);
+
+    let (status, again) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(again["error"], "invalid_grant");
+    // What the first use issued is revoked.
+    assert_eq!(introspect(&h, access).await["active"], false);
+    assert_eq!(introspect(&h, refresh).await["active"], false);
+    let (status, r) = exchange(
+        &h,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn pkce_must_be_s256_and_match() {
+    let h = provider("60s").await;
+    let (b, code) = signed_in_code(&h).await;
+    // A wrong verifier, or none: refused, and the code is not burnt by the attempt.
+    let (status, r) = redeem(
+        &h,
+        &code,
+        "another-verifier-of-at-least-forty-three-characters-0000",
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, r) = exchange(
+        &h,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect_uri(&h)),
+        ],
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, r) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+
+    // `plain` (or no method, which means plain) is refused at the authorize endpoint, to
+    // the client's redirect URI.
+    for method in [Some("plain"), None] {
+        let mut url = authorize_url(&h, &[]).replace(
+            &format!("&code_challenge={}", s256(VERIFIER)),
+            &format!("&code_challenge={VERIFIER}"),
+        );
+        url = match method {
+            Some(m) => url.replace(
+                "code_challenge_method=S256",
+                &format!("code_challenge_method={m}"),
+            ),
+            None => url.replace("&code_challenge_method=S256", ""),
+        };
+        let (status, loc) = answer(&b, &url).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let loc = loc.unwrap();
+        assert_eq!(
+            param(&loc, "error").as_deref(),
+            Some("invalid_request"),
+            "{loc}"
+        );
+        assert_eq!(param(&loc, "state").as_deref(), Some("st-1"));
+        assert!(param(&loc, "code").is_none());
+    }
+}
+
+#[tokio::test]
+async fn the_client_must_authenticate_with_its_own_secret() {
+    let h = provider("60s").await;
+    let (_b, code) = signed_in_code(&h).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://rp.test/cb"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, r) = exchange(&h, &form, Some("wrong")).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let (status, r) = exchange(&h, &form, None).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    // The public client cannot redeem the confidential client's code.
+    let mut public = form.to_vec();
+    public.push(("client_id", PUBLIC));
+    let (status, r) = exchange(&h, &public, None).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    // client_secret_post works, and the code was not burnt by the failures.
+    let mut post = form.to_vec();
+    post.push(("client_id", CLIENT));
+    post.push(("client_secret", SECRET));
+    let (status, r) = exchange(&h, &post, None).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    // A code is bound to its redirect URI too.
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let h = provider("1s").await;
+    let (_b, code) = signed_in_code(&h).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, r) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert!(
+        r["error_description"].as_str().unwrap().contains("expired"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_is_bound_to_its_redirect_uri_and_a_forged_code_is_refused() {
+    let h = provider("60s").await;
+    let (_b, code) = signed_in_code(&h).await;
+    let (status, r) = exchange(
+        &h,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://rp.test/other"),
+            ("code_verifier", VERIFIER),
+        ],
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let mut forged = code.clone().into_bytes();
+    let i = forged.len() / 2;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let (status, r) = redeem(&h, &String::from_utf8(forged).unwrap(), VERIFIER).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn discovery_and_jwks_describe_the_provider() {
+    let h = provider("60s").await;
+    let d: Value = reqwest::get(h.at("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], json!(h.public_url));
+    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    let jwks: Value = reqwest::get(d["jwks_uri"].as_str().unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+}
+
+/// Whether python3 has authlib, requests and pyotp; under `CI=true` it must.
+fn python_has_authlib() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import authlib, requests, pyotp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but python3 has no authlib, requests and pyotp: .ci/run installs them"
+        );
+        support::skipped::record("python3 with authlib", "pip install authlib requests pyotp");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn authlib_signs_in_steps_up_refreshes_revokes_and_logs_out() {
+    if !python_has_authlib() {
+        return;
+    }
+    let h = provider("60s").await;
+    let settings = json!({
+        "issuer": h.public_url,
+        "portal": "/_stepgate",
+        "redirect_uri": redirect_uri(&h),
+        "post_logout_uri": "http://rp.test/signed-out",
+        "client_id": CLIENT,
+        "client_secret": SECRET,
+        "public_client_id": PUBLIC,
+        "username": JANE.username,
+        "password": JANE.password,
+        "totp_base32": JANE.totp_base32,
+        "api": h.base,
+        "api_host": format!("expenses.test:{}", h.addr.port()),
+    });
+    let file = h.dir.path().join("rp.json");
+    std::fs::write(&file, settings.to_string()).unwrap();
+    let out = tokio::process::Command::new("python3")
+        .arg(RP)
+        .arg(&file)
+        .env("NO_PROXY", "*")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the RP failed after:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .collect();
+    for want in [
+        "discovery",
+        "code flow with PKCE, ID token verified via jwks_uri",
+        "userinfo",
+        "acr_values=aal2 stepped up with TOTP",
+        "a satisfying SSO session issues a code without a prompt",
+        "essential acr aal3 unmet",
+        "prompt=login re-authenticates (auth_time moves)",
+        "max_age=0 re-authenticates (auth_time moves)",
+        "max_age=3600 met by the session",
+        "prompt=none without a session: login_required",
+        "voluntary acr_values the user cannot reach",
+        "refresh rotation and reuse detection",
+        "revoke + introspect",
+        "RFC 9470 loop through the gateway",
+        "RP-initiated logout",
+        "public client without PKCE refused",
+    ] {
+        assert!(checks.contains(&want), "missing `{want}` in:\n{stdout}");
+    }
+}
