@@ -400,3 +400,110 @@ fn default_grant_types() -> Vec<Spanned<String>> {
         .map(|s| Spanned::new(Span::new_blank(), s.to_string()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$3pX3kF6yH7m4h0yV5E0o0w";
+
+    fn yaml(clients: &str) -> String {
+        format!("apps:\n  - {{ id: expenses, hosts: [e.test] }}\noidc:\n  clients:\n{clients}")
+    }
+
+    #[test]
+    fn a_good_client_loads_with_its_defaults() {
+        let cfg = load_str(
+            "t.yaml",
+            &yaml(&format!("    - id: rp\n      secret_hash: \"{HASH}\"\n      redirect_uris: [https://rp.example/cb]\n      app: expenses\n")),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg.oidc.client("rp").unwrap();
+        assert!(c.redirect_ok("https://rp.example/cb"));
+        assert!(!c.redirect_ok("https://rp.example/cb/"));
+        assert!(c.grant_ok("refresh_token") && c.scope_ok("email"));
+        assert_eq!(c.access_token_lifetime.as_secs(), 300);
+        assert_eq!(cfg.oidc.code_lifetime.as_secs(), 60);
+        assert_eq!(cfg.oidc.acr.name(2), "aal2");
+    }
+
+    #[test]
+    fn each_mistake_is_named_where_it_was_written() {
+        let text = yaml(
+            "    - id: rp\n      secret_hash: hunter2\n      redirect_uris: [\"https://rp.example/cb#x\", \"javascript:alert(1)\"]\n      scopes: [openid, admin]\n      grant_types: [authorization_code, implicit]\n      app: nope\n    - id: rp\n      type: public\n      secret_hash: \"HASH\"\n      redirect_uris: [https://rp.example/cb]\n      app: expenses\n    - id: pub\n      redirect_uris: [https://rp.example/cb]\n      app: expenses\n",
+        )
+        .replace("HASH", HASH);
+        let e = load_str("t.yaml", &text, None).unwrap_err();
+        let text = e.to_string();
+        for (line, needle) in [
+            (6, "secret_hash is not an argon2 PHC string"),
+            (7, "must not have a fragment"),
+            (7, "`javascript` is never allowed"),
+            (8, "unknown scope `admin`"),
+            (9, "unsupported grant type `implicit`"),
+            (10, "app `nope` is not one of the configured apps (expenses)"),
+            (11, "oidc client id `rp` is used twice"),
+            (13, "is public: a public client has no secret"),
+            (16, "oidc client `pub` is confidential but has no `secret_hash`"),
+        ] {
+            assert!(
+                e.diagnostics
+                    .iter()
+                    .any(|d| d.line == Some(line) && d.message.contains(needle)),
+                "line {line}: `{needle}` in:\n{text}"
+            );
+        }
+        // Shape errors: a misspelt key, a wrong type, with the position.
+        let e = load_str(
+            "t.yaml",
+            &yaml("    - id: rp\n      redirect_uri: [x]\n      app: expenses\n"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("t.yaml:6:") && e.contains("redirect_uris"), "{e}");
+        let e = load_str(
+            "t.yaml",
+            &yaml("    - id: rp\n      type: secret\n      app: expenses\n"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("t.yaml:6:") && e.contains("confidential"), "{e}");
+    }
+
+    #[test]
+    fn the_issuer_code_lifetime_and_acr_are_checked() {
+        let e = load_str(
+            "t.yaml",
+            "apps: []\noidc:\n  issuer: https://sso.example.com/idp/\n  code_lifetime: 5m\n  acr: { names: { aal4: x }, aliases: { mfa: 5 } }\n",
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("t.yaml:3:") && text.contains("oidc.issuer"), "{text}");
+        for needle in ["code_lifetime 5m", "aal4", "`mfa` stands for level 5"] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        assert!(e.diagnostics.iter().all(|d| d.line.is_some()), "{text}");
+    }
+
+    #[test]
+    fn acr_names_and_aliases_map_to_levels() {
+        let cfg = load_str(
+            "t.yaml",
+            "apps: []\noidc:\n  acr: { names: { aal2: \"urn:x:mfa\" }, aliases: { phr: 3 } }\n",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let a = &cfg.oidc.acr;
+        assert_eq!(a.name(2), "urn:x:mfa");
+        assert_eq!(a.name(1), "aal1", "unnamed levels keep their own name");
+        assert_eq!(a.level("urn:x:mfa"), Some(2));
+        assert_eq!(a.level("phr"), Some(3));
+        assert_eq!(a.level("aal1"), Some(1));
+        assert_eq!(a.level("aal9"), None);
+        assert_eq!(a.level("gold"), None);
+    }
+}
