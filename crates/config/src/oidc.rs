@@ -231,6 +231,14 @@ impl OidcConfig {
                     format!("oidc client id `{id}`: expected letters, digits, `-`, `_` or `.`"),
                 ));
             }
+            // ID tokens and the gateway's identity assertions share the issuer and the keys:
+            // an app must never receive an ID token whose audience is its own id.
+            if apps.contains(&id) {
+                out.push((
+                    at(c.id.span()),
+                    format!("oidc client id `{id}` is also an app's id: give the client an id of its own (its ID tokens must not carry an app's audience)"),
+                ));
+            }
             if !ids.insert(id) {
                 out.push((
                     at(c.id.span()),
@@ -442,10 +450,16 @@ mod tests {
             (7, "`javascript` is never allowed"),
             (8, "unknown scope `admin`"),
             (9, "unsupported grant type `implicit`"),
-            (10, "app `nope` is not one of the configured apps (expenses)"),
+            (
+                10,
+                "app `nope` is not one of the configured apps (expenses)",
+            ),
             (11, "oidc client id `rp` is used twice"),
             (13, "is public: a public client has no secret"),
-            (16, "oidc client `pub` is confidential but has no `secret_hash`"),
+            (
+                16,
+                "oidc client `pub` is confidential but has no `secret_hash`",
+            ),
         ] {
             assert!(
                 e.diagnostics
@@ -462,7 +476,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("t.yaml:6:") && e.contains("redirect_uris"), "{e}");
+        assert!(
+            e.contains("t.yaml:6:") && e.contains("redirect_uris"),
+            "{e}"
+        );
         let e = load_str(
             "t.yaml",
             &yaml("    - id: rp\n      type: secret\n      app: expenses\n"),
@@ -482,7 +499,10 @@ mod tests {
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("t.yaml:3:") && text.contains("oidc.issuer"), "{text}");
+        assert!(
+            text.contains("t.yaml:3:") && text.contains("oidc.issuer"),
+            "{text}"
+        );
         for needle in ["code_lifetime 5m", "aal4", "`mfa` stands for level 5"] {
             assert!(text.contains(needle), "{needle}: {text}");
         }

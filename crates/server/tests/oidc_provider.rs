@@ -31,12 +31,17 @@ apps:
     upstream: "http://UPSTREAM"
     routes:
       - { path: /reports/**, tags: [sensitive] }
+  - { id: vault, name: Vault, hosts: [vault.test] }
 sessions: { cookie: { secure: false } }
 policies:
   - name: sign-in-with-a-password
     priority: 10
     targets: { sign_in: true }
     outcome: allow
+  - name: vault-closed
+    priority: 15
+    targets: { apps: [vault] }
+    outcome: { deny: { message: "The vault is closed." } }
   - name: reports-need-mfa
     priority: 20
     targets: { apps: [expenses], routes: [{ tags: [sensitive] }] }
@@ -52,6 +57,10 @@ oidc:
       redirect_uris: ["http://rp.test/cb"]
       post_logout_redirect_uris: ["http://rp.test/signed-out"]
       app: expenses
+    - id: vault-web
+      secret_hash: "SECRET_HASH"
+      redirect_uris: ["http://rp.test/cb"]
+      app: vault
     - id: expense-mobile
       type: public
       scopes: [openid, profile]
@@ -489,4 +498,86 @@ async fn authlib_signs_in_steps_up_refreshes_revokes_and_logs_out() {
     ] {
         assert!(checks.contains(&want), "missing `{want}` in:\n{stdout}");
     }
+}
+
+#[tokio::test]
+async fn a_policy_deny_ends_at_the_blocked_page_or_as_access_denied() {
+    let h = provider("60s").await;
+    let (b, _) = signed_in_code(&h).await;
+    let url = authorize_url(&h, &[]).replace("client_id=expense-reports", "client_id=vault-web");
+    let (status, loc) = answer(&b, &url).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let loc = loc.unwrap();
+    assert_eq!(loc.path(), "/_stepgate/blocked", "{loc}");
+    let page = b.get(loc.as_str()).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("The vault is closed."), "{html}");
+    // Without interaction: access_denied to the client, naming no policy.
+    let (_, loc) = answer(&b, &format!("{url}&prompt=none")).await;
+    let loc = loc.unwrap();
+    assert!(loc.as_str().starts_with("http://rp.test/cb?"), "{loc}");
+    assert_eq!(param(&loc, "error").as_deref(), Some("access_denied"));
+    assert!(!param(&loc, "error_description")
+        .unwrap()
+        .contains("vault-closed"));
+    // And the same request for the open app gets its code on the same session.
+    let (_, loc) = answer(&b, &authorize_url(&h, &[("prompt", "none")])).await;
+    assert!(param(&loc.unwrap(), "code").is_some());
+}
+
+#[tokio::test]
+async fn request_objects_unknown_prompts_and_other_response_types_are_refused() {
+    let h = provider("60s").await;
+    let (b, _) = signed_in_code(&h).await;
+    // An unsigned (`alg: none`) request object, a request_uri, the implicit and hybrid
+    // flows, a form_post or fragment response mode, a bad max_age: each refused to the
+    // client, and no code.
+    let none_jwt = "eyJhbGciOiJub25lIn0.eyJjbGllbnRfaWQiOiJleHBlbnNlLXJlcG9ydHMifQ.";
+    for (extra, error) in [
+        (vec![("request", none_jwt)], "request_not_supported"),
+        (
+            vec![("request_uri", "https://evil.test/r")],
+            "request_uri_not_supported",
+        ),
+        (vec![("prompt", "none login")], "invalid_request"),
+        (vec![("prompt", "sudo")], "invalid_request"),
+        (vec![("max_age", "-1")], "invalid_request"),
+        (vec![("response_mode", "fragment")], "invalid_request"),
+        (vec![("claims", "{not json")], "invalid_request"),
+    ] {
+        let (status, loc) = answer(&b, &authorize_url(&h, &extra)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let loc = loc.unwrap();
+        assert_eq!(
+            param(&loc, "error").as_deref(),
+            Some(error),
+            "{extra:?}: {loc}"
+        );
+        assert!(param(&loc, "code").is_none());
+    }
+    for rt in ["token", "code id_token", "id_token"] {
+        let url = authorize_url(&h, &[]).replace(
+            "response_type=code",
+            &format!("response_type={}", urlenc(rt)),
+        );
+        let (_, loc) = answer(&b, &url).await;
+        assert_eq!(
+            param(&loc.unwrap(), "error").as_deref(),
+            Some("unsupported_response_type"),
+            "{rt}"
+        );
+    }
+    // A scope the client may not ask for, or no `openid`.
+    let url = authorize_url(&h, &[]).replace("scope=openid+profile", "scope=openid+admin");
+    let (_, loc) = answer(&b, &url).await;
+    assert_eq!(
+        param(&loc.unwrap(), "error").as_deref(),
+        Some("invalid_scope")
+    );
+    let url = authorize_url(&h, &[]).replace("scope=openid+profile", "scope=profile");
+    let (_, loc) = answer(&b, &url).await;
+    assert_eq!(
+        param(&loc.unwrap(), "error").as_deref(),
+        Some("invalid_scope")
+    );
 }

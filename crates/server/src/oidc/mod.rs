@@ -5,7 +5,7 @@
 //! a code, the portal's sign-in / step-up / blocked page with a return to the request, or
 //! an OAuth error). Nothing here evaluates a policy.
 //!
-//! - [`discovery`]: `/.well-known/openid-configuration`.
+//! - [`discovery`]: the document at `/.well-known/openid-configuration`.
 //! - [`authorize`]: the authorization endpoint, and what a request asks on top of the
 //!   app's policies (`acr_values`, essential `acr`, `max_age`, `prompt`).
 //! - [`token`]: the token endpoint (`authorization_code` with PKCE, `refresh_token` with
