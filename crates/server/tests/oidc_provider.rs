@@ -70,16 +70,8 @@ oidc:
 
 /// A cheap argon2id hash of `secret` (the test's; a deployment's is the default cost).
 fn hash(secret: &str) -> String {
-    use argon2::password_hash::{PasswordHasher as _, SaltString};
-    let a = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(1024, 1, 1, None).unwrap(),
-    );
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    a.hash_password(secret.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
+    let cheap = stepgate_authn::config::Argon2Config::insecure_for_tests();
+    stepgate_authn::password::hash_secret(&cheap, secret.as_bytes()).unwrap()
 }
 
 /// A stepgate with the two clients, codes living `code_lifetime`. The redirect URIs are

@@ -86,11 +86,5 @@ pub fn authenticate<'c>(
 
 /// Whether `secret` matches the argon2 PHC `hash` (argon2's comparison is constant-time).
 fn secret_ok(secret: &str, hash: &str) -> bool {
-    use argon2::PasswordVerifier as _;
-    let Ok(parsed) = argon2::PasswordHash::new(hash) else {
-        return false;
-    };
-    argon2::Argon2::default()
-        .verify_password(secret.as_bytes(), &parsed)
-        .is_ok()
+    stepgate_authn::password::verify_secret(hash, secret.as_bytes())
 }
