@@ -16,7 +16,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Digest as _;
-use support::{password, upstream, Browser, Server, JANE};
+use support::{password, upstream, user, Browser, Page, Passkey, Server, JANE};
 
 const CLIENT: &str = "expense-reports";
 const SECRET: &str = "s3cret-for-the-test-only";
@@ -572,4 +572,59 @@ async fn request_objects_unknown_prompts_and_other_response_types_are_refused() 
         param(&loc.unwrap(), "error").as_deref(),
         Some("invalid_scope")
     );
+}
+
+#[tokio::test]
+async fn acr_values_step_up_with_a_passkey_and_the_tokens_say_so() {
+    let h = provider("60s").await;
+    let jane = user(&h.st, JANE.username).await;
+    let mut passkey = Passkey::register(&h.st, &jane).await;
+    let (b, first) = signed_in_code(&h).await;
+    let (_, t) = redeem(&h, &first, VERIFIER).await;
+    let claims = |t: &Value| -> Value {
+        let id = t["id_token"].as_str().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(id.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(claims(&t)["acr"], "aal1");
+
+    // The client asks for aal2: the portal's step-up page, passed with the passkey, returns
+    // to the authorization request, which now issues the code.
+    let (status, loc) = answer(&b, &authorize_url(&h, &[("acr_values", "aal2")])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let loc = loc.unwrap();
+    assert_eq!(loc.path(), "/_stepgate/step-up", "{loc}");
+    let page = Page::open(&b, loc.as_str()).await;
+    assert!(
+        page.html.contains("Expense Reports asks for"),
+        "{}",
+        page.html
+    );
+    let back = passkey.step_up(&b, &h.base, &page).await;
+    let back = url::Url::parse(&h.base).unwrap().join(&back).unwrap();
+    assert!(back.path().ends_with("/oidc/authorize"), "{back}");
+    let (_, loc) = answer(&b, back.as_str()).await;
+    let code = param(&loc.unwrap(), "code").expect("a code after the step-up");
+    let (status, t) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    let c = claims(&t);
+    assert_eq!(c["acr"], "aal2", "{c}");
+    let amr: Vec<&str> = c["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(amr.contains(&"pwd") && amr.contains(&"mfa"), "{amr:?}");
+    assert!(!amr.contains(&"otp"), "no TOTP was used: {amr:?}");
+    assert!(
+        amr.iter()
+            .any(|a| ["swk", "hwk", "user", "pop"].contains(a)),
+        "{amr:?}"
+    );
+    assert!(c["auth_time"].as_i64().unwrap() >= claims(&t)["iat"].as_i64().unwrap() - 5);
 }
