@@ -501,9 +501,27 @@ async fn a_policy_deny_ends_at_the_blocked_page_or_as_access_denied() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     let loc = loc.unwrap();
     assert_eq!(loc.path(), "/_stepgate/blocked", "{loc}");
-    let page = b.get(loc.as_str()).send().await.unwrap();
-    let html = page.text().await.unwrap();
-    assert!(html.contains("The vault is closed."), "{html}");
+    let page = Page::open(&b, loc.as_str()).await;
+    assert!(page.html.contains("The vault is closed."), "{}", page.html);
+    // Giving up returns `access_denied` to the client.
+    let i = page
+        .html
+        .find("id=\"give-up\"")
+        .expect("a way back to the app");
+    let href = page.html[..i]
+        .rsplit("href=\"")
+        .next()
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&");
+    let (_, loc) = answer(&b, &href).await;
+    let loc = loc.unwrap();
+    assert!(loc.as_str().starts_with("http://rp.test/cb?"), "{loc}");
+    assert_eq!(param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&loc, "state").as_deref(), Some("st-1"));
     // Without interaction: access_denied to the client, naming no policy.
     let (_, loc) = answer(&b, &format!("{url}&prompt=none")).await;
     let loc = loc.unwrap();

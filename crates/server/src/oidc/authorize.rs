@@ -79,6 +79,18 @@ pub struct AuthorizeParams {
     /// stepgate's own: the signed time a fresh sign-in was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sg_reauth: Option<String>,
+    /// stepgate's own: the user gave up (the blocked page's "Cancel"): `access_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sg_cancel: Option<String>,
+}
+
+/// For a blocked page whose target is an authorization request: the link that gives up,
+/// sending the client `access_denied` (nothing but that request's own error).
+pub fn cancel_link(rt: &crate::app::state::Runtime, target: &str) -> Option<String> {
+    let own = crate::app::state::Runtime::portal_url(rt, "/oidc/authorize?");
+    target
+        .starts_with(&own)
+        .then(|| format!("{target}&sg_cancel=1"))
 }
 
 /// `GET {portal}/oidc/authorize`.
@@ -277,6 +289,9 @@ async fn authorize(
         state: p.state.as_deref(),
         issuer: &iss,
     };
+    if p.sg_cancel.is_some() {
+        return back.error("access_denied", "the user did not complete the sign-in");
+    }
     match checked(&p, client) {
         Ok(()) => {}
         Err((e, d)) => return back.error(e, &d),

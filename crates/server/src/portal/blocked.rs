@@ -50,6 +50,7 @@ pub async fn blocked_page(
             username => session.as_ref().map(|s| s.data.username.clone()),
             message => b.message, items => b.items, recheck => true, token => q.token(),
             demo => st.options.demo, policy => b.policy,
+            give_up => crate::oidc::authorize::cancel_link(&rt, &b.rt),
         },
     );
     Ok((jar, page).into_response())
