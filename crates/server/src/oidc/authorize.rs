@@ -594,3 +594,106 @@ impl Flow<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stepgate_config::oidc::AcrConfig;
+
+    fn acr() -> AcrConfig {
+        let mut a = AcrConfig::default();
+        a.names.insert("aal2".into(), "urn:x:mfa".into());
+        a.aliases.insert("phr".into(), 3);
+        a
+    }
+
+    fn with(f: impl FnOnce(&mut AuthorizeParams)) -> Result<Asked, Refused> {
+        let mut p = AuthorizeParams::default();
+        f(&mut p);
+        asked(&p, &acr())
+    }
+
+    #[test]
+    fn acr_values_are_voluntary_and_the_lowest_recognised_level_counts() {
+        assert_eq!(with(|_| {}).unwrap(), Asked::default());
+        let a = with(|p| p.acr_values = Some("phr urn:x:mfa gold".into())).unwrap();
+        assert_eq!((a.level, a.essential), (Some(2), false));
+        let a = with(|p| p.acr_values = Some("gold silver".into())).unwrap();
+        assert_eq!(a.level, None, "nothing recognised: nothing asked");
+        // The published name replaces the level's own, which still reads as the level.
+        assert_eq!(
+            with(|p| p.acr_values = Some("aal3".into())).unwrap().level,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn an_essential_acr_is_kept_or_refused() {
+        let claims = |v: &str| {
+            with(|p| {
+                p.claims = Some(format!(
+                    r#"{{"id_token":{{"acr":{{"essential":true,"values":{v}}}}}}}"#
+                ))
+            })
+        };
+        let a = claims(r#"["phr","urn:x:mfa"]"#).unwrap();
+        assert_eq!((a.level, a.essential), (Some(2), true));
+        assert_eq!(
+            claims(r#"["gold"]"#).unwrap_err().0,
+            "unmet_authentication_requirements"
+        );
+        // Essential and voluntary together: the essential level is a floor.
+        let a = with(|p| {
+            p.acr_values = Some("aal1".into());
+            p.claims = Some(r#"{"id_token":{"acr":{"essential":true,"value":"phr"}}}"#.into());
+        })
+        .unwrap();
+        assert_eq!(a.level, Some(3));
+        assert_eq!(
+            with(|p| p.claims = Some("[1]x".into())).unwrap_err().0,
+            "invalid_request"
+        );
+    }
+
+    #[test]
+    fn prompt_and_max_age_are_read_strictly() {
+        let a = with(|p| p.prompt = Some("login consent".into())).unwrap();
+        assert!(a.login && !a.none);
+        assert!(with(|p| p.prompt = Some("none".into())).unwrap().none);
+        for bad in ["none login", "sudo"] {
+            assert_eq!(
+                with(|p| p.prompt = Some(bad.into())).unwrap_err().0,
+                "invalid_request",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            with(|p| p.max_age = Some("0".into())).unwrap().max_age,
+            Some(0)
+        );
+        for bad in ["-1", "soon", "1.5"] {
+            assert!(with(|p| p.max_age = Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cancel_links_are_only_for_authorization_requests() {
+        let cfg = stepgate_config::load_str(
+            "t.yaml",
+            "apps: []\nserver: { public_url: \"https://sso.example.com\" }\n",
+            None,
+        )
+        .unwrap();
+        let rt = crate::app::state::Runtime::new(cfg);
+        let t = "https://sso.example.com/_stepgate/oidc/authorize?client_id=a";
+        assert_eq!(
+            cancel_link(&rt, t).as_deref(),
+            Some(&*format!("{t}&sg_cancel=1"))
+        );
+        assert_eq!(cancel_link(&rt, "https://app.example.com/x"), None);
+        assert_eq!(
+            cancel_link(&rt, "https://evil.example/_stepgate/oidc/authorize?x"),
+            None
+        );
+    }
+}
