@@ -646,3 +646,56 @@ async fn acr_values_step_up_with_a_passkey_and_the_tokens_say_so() {
     );
     assert!(c["auth_time"].as_i64().unwrap() >= claims(&t)["iat"].as_i64().unwrap() - 5);
 }
+
+#[tokio::test]
+async fn signing_out_everywhere_or_being_disabled_ends_the_grants() {
+    let h = provider("60s").await;
+    let refresh = |t: &Value| t["refresh_token"].as_str().unwrap().to_string();
+    let try_refresh = |token: String| {
+        let h = &h;
+        async move {
+            exchange(
+                h,
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                Some(SECRET),
+            )
+            .await
+        }
+    };
+    // Sign out everywhere (an admin or the user on the sessions page).
+    let (_b, code) = signed_in_code(&h).await;
+    let (_, t) = redeem(&h, &code, VERIFIER).await;
+    let (status, t2) = try_refresh(refresh(&t)).await;
+    assert_eq!(status, StatusCode::OK, "{t2}");
+    let jane = user(&h.st, JANE.username).await;
+    h.st.sessions.end_all(&jane.id).await.unwrap();
+    let (status, r) = try_refresh(refresh(&t2)).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        introspect(&h, t2["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+
+    // A disabled user: the same, whatever their sessions.
+    let (_b, code) = signed_in_code(&h).await;
+    let (_, t) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(
+        introspect(&h, t["access_token"].as_str().unwrap()).await["active"],
+        true
+    );
+    let mut jane = user(&h.st, JANE.username).await;
+    jane.disabled = true;
+    h.st.stores.durable.update_user(&jane).await.unwrap();
+    let (status, r) = try_refresh(refresh(&t)).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        introspect(&h, t["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+}

@@ -53,6 +53,10 @@ pub async fn access_stands(
     if grant::revoked(st, &a.gid).await? {
         return Ok(false);
     }
+    match st.cache.user(&a.uid).await? {
+        Some(u) if !u.disabled => {}
+        _ => return Ok(false),
+    }
     let Some(sid) = claims.get("sid").and_then(Value::as_str) else {
         return Ok(false);
     };
