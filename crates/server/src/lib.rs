@@ -25,6 +25,7 @@
 pub mod access;
 pub mod app;
 pub mod demo;
+pub mod demo_rp;
 pub mod devices;
 pub mod gateway;
 pub mod oidc;
