@@ -699,3 +699,102 @@ async fn signing_out_everywhere_or_being_disabled_ends_the_grants() {
         false
     );
 }
+
+/// Pushes an authorization request (RFC 9126) for the confidential client; the answer.
+async fn push(h: &Server, secret: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+    let s256 = s256(VERIFIER);
+    let mut form = vec![
+        ("redirect_uri", "http://rp.test/cb"),
+        ("response_type", "code"),
+        ("scope", "openid profile"),
+        ("state", "st-par"),
+        ("code_challenge", s256.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    form.extend_from_slice(extra);
+    let r = reqwest::Client::new()
+        .post(h.at("/_stepgate/oidc/par"))
+        .basic_auth(CLIENT, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn authorize_pushed(h: &Server, client: &str, request_uri: &str) -> String {
+    format!(
+        "{}?client_id={client}&request_uri={}",
+        h.at("/_stepgate/oidc/authorize"),
+        urlenc(request_uri)
+    )
+}
+
+#[tokio::test]
+async fn a_pushed_request_is_redeemed_once_for_its_own_client_and_survives_a_step_up() {
+    let h = provider("60s").await;
+    let (b, _) = signed_in_code(&h).await;
+    let (status, r) = push(&h, SECRET, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_eq!(r["expires_in"], 90);
+    let uri = r["request_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("urn:ietf:params:oauth:request_uri:"),
+        "{uri}"
+    );
+
+    let (_, loc) = answer(&b, &authorize_pushed(&h, CLIENT, uri)).await;
+    let loc = loc.unwrap();
+    assert_eq!(param(&loc, "state").as_deref(), Some("st-par"));
+    let code = param(&loc, "code").unwrap();
+    let (status, t) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    // Once.
+    let (_, loc) = answer(&b, &authorize_pushed(&h, CLIENT, uri)).await;
+    assert_eq!(
+        param(&loc.unwrap(), "error").as_deref(),
+        Some("invalid_request")
+    );
+    // Another client naming it, or a changed one: refused, never redirected.
+    let (_, r2) = push(&h, SECRET, &[]).await;
+    let uri2 = r2["request_uri"].as_str().unwrap();
+    let (status, loc) = answer(&b, &authorize_pushed(&h, "vault-web", uri2)).await;
+    assert_eq!((status, loc), (StatusCode::BAD_REQUEST, None));
+    let tampered = format!("{}A", &uri2[..uri2.len() - 1]);
+    let (status, loc) = answer(&b, &authorize_pushed(&h, CLIENT, &tampered)).await;
+    assert_eq!((status, loc), (StatusCode::BAD_REQUEST, None));
+
+    // Pushing needs the client's secret and a registered redirect URI.
+    let (status, r) = push(&h, "wrong", &[]).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let (status, r) = push(&h, SECRET, &[("redirect_uri", "http://evil.test/cb")]).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, r) = push(&h, SECRET, &[("code_challenge_method", "plain")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+
+    // A pushed request that needs a step-up comes back to itself after the TOTP step.
+    let (_, r) = push(&h, SECRET, &[("acr_values", "aal2")]).await;
+    let uri = r["request_uri"].as_str().unwrap();
+    let page = Page::open(&b, &authorize_pushed(&h, CLIENT, uri)).await;
+    assert!(page.url.path().ends_with("/step-up"), "{}", page.url);
+    let r = page.submit_code(&b.tab(false), &JANE.code(0)).await;
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        back.contains("request_uri="),
+        "the return names the pushed request: {back}"
+    );
+    assert!(
+        !back.contains("acr_values"),
+        "and not its parameters: {back}"
+    );
+    let (_, loc) = answer(&b, &back).await;
+    let code = param(&loc.unwrap(), "code").expect("a code after the step-up");
+    let (status, t) = redeem(&h, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+}

@@ -264,6 +264,49 @@ fn pkce(p: &AuthorizeParams, client: &OidcClient) -> Result<Option<String>, Refu
 
 const REAUTH: &str = "oidc-reauth";
 
+/// What the pushed-request endpoint can check before a browser ever comes: the redirect
+/// URI, response type, scopes, PKCE and what the request asks.
+pub fn precheck(
+    p: &AuthorizeParams,
+    client: &OidcClient,
+    cfg: &stepgate_config::OidcConfig,
+) -> Result<(), Refused> {
+    if !p
+        .redirect_uri
+        .as_deref()
+        .is_some_and(|u| client.redirect_ok(u))
+    {
+        return Err((
+            "invalid_request",
+            "redirect_uri is not one the client registered".into(),
+        ));
+    }
+    checked(p, client)?;
+    scopes(p, client)?;
+    pkce(p, client)?;
+    asked(p, &cfg.acr)?;
+    Ok(())
+}
+
+/// The parameters a pushed request's `request_uri` stands for (the query's own marks
+/// kept), with the pushed request's id; `None` when it is not one this deployment sealed
+/// for this client, or it expired.
+fn unpushed(
+    st: &Shared,
+    p: &AuthorizeParams,
+    now: DateTime<Utc>,
+) -> Option<(AuthorizeParams, String)> {
+    let uri = p.request_uri.as_deref()?;
+    let pushed = st.oidc.open_pushed(uri)?;
+    if Some(pushed.cid.as_str()) != p.client_id.as_deref() || now.timestamp() > pushed.exp {
+        return None;
+    }
+    let mut params = pushed.params;
+    params.sg_reauth = p.sg_reauth.clone();
+    params.sg_cancel = p.sg_cancel.clone();
+    Some((params, pushed.jti))
+}
+
 async fn authorize(
     Visit { st, here: rt, jar }: Visit,
     peer: Peer,
@@ -273,6 +316,19 @@ async fn authorize(
 ) -> Response {
     let now = Utc::now();
     let cfg = &rt.config.oidc;
+    // A pushed request (RFC 9126): its sealed parameters replace the query's.
+    let (p, pushed) = match &p.request_uri {
+        Some(uri) if uri.starts_with(super::par::URN) => match unpushed(&st, &p, now) {
+            Some((params, jti)) => (params, Some((uri.clone(), jti))),
+            None => {
+                return not_redirected(
+                    rt.portal(),
+                    "This sign-in request has expired or is not valid. Start again from the application.",
+                )
+            }
+        },
+        _ => (p, None),
+    };
     // Until the client and its redirect URI are known good, nothing is sent anywhere.
     let Some(client) = p.client_id.as_deref().and_then(|id| cfg.client(id)) else {
         return not_redirected(
@@ -335,6 +391,7 @@ async fn authorize(
         st: &st,
         rt: &rt,
         p: &p,
+        pushed: pushed.as_ref().map(|(uri, _)| uri.as_str()),
         back: &back,
         now,
     };
@@ -440,6 +497,27 @@ async fn authorize(
                 chal: challenge,
                 exp: now.timestamp() + cfg.code_lifetime.as_secs() as i64,
             };
+            if let Some((_, jti)) = &pushed {
+                // One code per pushed request.
+                match st
+                    .stores
+                    .hot
+                    .remember_once(
+                        &format!("oidc:par:{jti}"),
+                        std::time::Duration::from_secs(300),
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return back.error("invalid_request", "this request_uri was already used")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "oidc authorize: the hot store failed");
+                        return back.error("temporarily_unavailable", "try again shortly");
+                    }
+                }
+            }
             match st.oidc.seal_code(&code) {
                 Some(c) => {
                     tracing::info!(client = %client.id.as_str(), user = %g.user.username, aal = g.assurance.aal, "oidc: code issued");
@@ -537,6 +615,8 @@ struct Flow<'a> {
     st: &'a Shared,
     rt: &'a Here,
     p: &'a AuthorizeParams,
+    /// The `request_uri` of a pushed request: returns name it, not its parameters.
+    pushed: Option<&'a str>,
     back: &'a Back<'a>,
     now: DateTime<Utc>,
 }
@@ -545,7 +625,14 @@ impl Flow<'_> {
     /// This request's URL on the public URL, with the fresh-sign-in mark `mark` (the time
     /// it was asked for), signed.
     fn return_url(&self, mark: Option<i64>) -> String {
-        let mut p = self.p.clone();
+        let mut p = match self.pushed {
+            Some(uri) => AuthorizeParams {
+                client_id: self.p.client_id.clone(),
+                request_uri: Some(uri.to_string()),
+                ..AuthorizeParams::default()
+            },
+            None => self.p.clone(),
+        };
         p.sg_reauth = mark.map(|t| {
             let cid = p.client_id.clone().unwrap_or_default();
             let exp =

@@ -25,6 +25,8 @@ pub fn document(st: &Shared) -> Response {
         "revocation_endpoint": endpoint(&rt, "/oidc/revoke"),
         "introspection_endpoint": endpoint(&rt, "/oidc/introspect"),
         "end_session_endpoint": endpoint(&rt, "/oidc/end_session"),
+        "pushed_authorization_request_endpoint": endpoint(&rt, "/oidc/par"),
+        "require_pushed_authorization_requests": false,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],

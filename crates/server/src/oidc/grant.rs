@@ -76,13 +76,13 @@ const REFRESH: &str = "stepgate/oidc/refresh/v1";
 const REFRESH_PREFIX: &str = "sgr.";
 
 impl Provider {
-    fn seal<T: Serialize>(&self, context: &str, value: &T) -> Option<String> {
+    pub(super) fn seal<T: Serialize>(&self, context: &str, value: &T) -> Option<String> {
         let json = serde_json::to_vec(value).ok()?;
         let sealed = self.secret.seal(&json, context).ok()?;
         Some(B64.encode(sealed.as_bytes()))
     }
 
-    fn open<T: DeserializeOwned>(&self, context: &str, token: &str) -> Option<T> {
+    pub(super) fn open<T: DeserializeOwned>(&self, context: &str, token: &str) -> Option<T> {
         if token.len() > 8192 {
             return None;
         }

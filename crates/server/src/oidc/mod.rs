@@ -16,6 +16,7 @@
 //!   verified again here.
 //! - [`userinfo`], [`revocation`] (RFC 7009 and RFC 7662 introspection), [`logout`]
 //!   (RP-initiated logout).
+//! - [`par`]: pushed authorization requests (RFC 9126).
 //! - [`error`]: OAuth errors, to the client's redirect URI or as JSON.
 //!
 //! No token is stored: codes and refresh tokens are sealed (ChaCha20-Poly1305 under the
@@ -28,6 +29,7 @@ pub mod discovery;
 pub mod error;
 pub mod grant;
 pub mod logout;
+pub mod par;
 pub mod revocation;
 pub mod token;
 pub mod tokens;
@@ -76,6 +78,7 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
         .route(&p("/token"), post(token::token))
+        .route(&p("/par"), post(par::push))
         .route(
             &p("/userinfo"),
             get(userinfo::userinfo).post(userinfo::userinfo),
