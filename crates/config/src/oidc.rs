@@ -11,7 +11,7 @@
 //!     - id: grafana
 //!       name: Grafana
 //!       type: confidential
-//!       secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$…"  # `stepgate secrets hash`
+//!       secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$…"  # `stepgate oidc client add` makes one
 //!       redirect_uris: [https://grafana.example.com/login/generic_oauth]
 //!       post_logout_redirect_uris: [https://grafana.example.com/login]
 //!       scopes: [openid, profile, email, groups]
@@ -116,6 +116,10 @@ pub struct OidcClient {
     /// The argon2 hash (PHC string) of a confidential client's secret.
     #[serde(default)]
     pub secret_hash: Option<Spanned<String>>,
+    /// A JWKS file (relative to the configuration) with the public keys the client signs
+    /// its `private_key_jwt` assertions with (RFC 7523), instead of or beside a secret.
+    #[serde(default)]
+    pub jwks_file: Option<Spanned<String>>,
     /// Where codes may be sent: matched exactly. At least one.
     #[serde(default)]
     pub redirect_uris: Vec<Spanned<String>>,
@@ -255,11 +259,18 @@ impl OidcConfig {
                     ),
                 ));
             }
+            if let (ClientType::Public, Some(j)) = (c.client_type, &c.jwks_file) {
+                out.push((
+                    at(j.span()),
+                    format!("oidc client `{id}` is public: a public client has no keys; remove `jwks_file` or make it `type: confidential`"),
+                ));
+            }
             match (c.client_type, &c.secret_hash) {
-                (ClientType::Confidential, None) => out.push((
+                (ClientType::Confidential, None) if c.jwks_file.is_none() => out.push((
                     at(c.id.span()),
-                    format!("oidc client `{id}` is confidential but has no `secret_hash`: add the argon2 hash of its secret (`stepgate secrets hash`), or make it `type: public`"),
+                    format!("oidc client `{id}` is confidential but has no `secret_hash` or `jwks_file`: add the argon2 hash of its secret (`stepgate oidc client add` makes one) or its keys for private_key_jwt, or make it `type: public`"),
                 )),
+                (ClientType::Confidential, None) => {}
                 (ClientType::Public, Some(h)) => out.push((
                     at(h.span()),
                     format!("oidc client `{id}` is public: a public client has no secret; remove `secret_hash` or make it `type: confidential`"),

@@ -61,6 +61,10 @@ oidc:
       secret_hash: "SECRET_HASH"
       redirect_uris: ["http://rp.test/cb"]
       app: vault
+    - id: expense-batch
+      jwks_file: client-jwks.json
+      redirect_uris: ["http://rp.test/cb"]
+      app: expenses
     - id: expense-mobile
       type: public
       scopes: [openid, profile]
@@ -797,4 +801,132 @@ async fn a_pushed_request_is_redeemed_once_for_its_own_client_and_survives_a_ste
     let code = param(&loc.unwrap(), "code").expect("a code after the step-up");
     let (status, t) = redeem(&h, &code, VERIFIER).await;
     assert_eq!(status, StatusCode::OK, "{t}");
+}
+
+/// A P-256 key pair for `private_key_jwt`: the signing key and the public JWKS.
+fn client_key() -> (jsonwebtoken::EncodingKey, Value) {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    use p256::pkcs8::EncodePrivateKey as _;
+    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let der = sk.to_pkcs8_der().unwrap();
+    let point = sk.public_key().to_encoded_point(false);
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "batch-1", "alg": "ES256", "use": "sig",
+        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()),
+    }]});
+    (jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()), jwks)
+}
+
+fn client_assertion(
+    key: &jsonwebtoken::EncodingKey,
+    claims: Value,
+    alg: jsonwebtoken::Algorithm,
+) -> String {
+    let mut hd = jsonwebtoken::Header::new(alg);
+    hd.kid = Some("batch-1".into());
+    jsonwebtoken::encode(&hd, &claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_a_client_once_per_assertion() {
+    let h = provider("60s").await;
+    let (key, jwks) = client_key();
+    std::fs::write(h.dir.path().join("client-jwks.json"), jwks.to_string()).unwrap();
+    let (b, _) = signed_in_code(&h).await;
+    let batch_code = |b: &Browser| {
+        let url =
+            authorize_url(&h, &[]).replace("client_id=expense-reports", "client_id=expense-batch");
+        let b = b.tab(false);
+        async move {
+            let r = b.get(url).send().await.unwrap();
+            let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+            param(&loc, "code").unwrap()
+        }
+    };
+    let token_endpoint = h.at("/_stepgate/oidc/token");
+    let now = chrono::Utc::now().timestamp();
+    let good = |jti: &str| {
+        json!({ "iss": "expense-batch", "sub": "expense-batch", "aud": token_endpoint,
+                "exp": now + 60, "iat": now, "jti": jti })
+    };
+    let exchange_with = |code: String, assertion: String| {
+        let h = &h;
+        async move {
+            let r = reqwest::Client::new()
+                .post(h.at("/_stepgate/oidc/token"))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", "http://rp.test/cb"),
+                    ("code_verifier", VERIFIER),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let es = jsonwebtoken::Algorithm::ES256;
+    let code = batch_code(&b).await;
+    // Refused, without using the code up: another key, the wrong audience or subject, an
+    // HMAC "signature" with the public key as secret, no jti, alg none.
+    let (other, _) = client_key();
+    let hs = jsonwebtoken::EncodingKey::from_secret(jwks.to_string().as_bytes());
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","kid":"batch-1"}"#),
+        b64(good("n").to_string().as_bytes())
+    );
+    let mut wrong_aud = good("a");
+    wrong_aud["aud"] = json!("https://elsewhere.example");
+    let mut wrong_sub = good("s");
+    wrong_sub["sub"] = json!("expense-reports");
+    let mut no_jti = good("x");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    for (what, assertion) in [
+        ("another key", client_assertion(&other, good("1"), es)),
+        ("wrong aud", client_assertion(&key, wrong_aud, es)),
+        ("wrong sub", client_assertion(&key, wrong_sub, es)),
+        (
+            "HS256",
+            client_assertion(&hs, good("2"), jsonwebtoken::Algorithm::HS256),
+        ),
+        ("no jti", client_assertion(&key, no_jti, es)),
+        ("alg none", none),
+    ] {
+        let (status, r) = exchange_with(code.clone(), assertion).await;
+        assert_eq!(
+            (status, r["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+            "{what}: {r}"
+        );
+    }
+    let assertion = client_assertion(&key, good("ok-1"), es);
+    let (status, r) = exchange_with(code, assertion.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    // The same assertion again: refused, even with a fresh code.
+    let (status, r) = exchange_with(batch_code(&b).await, assertion).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+        "{r}"
+    );
+    // Nor does this client have a secret to try.
+    let (status, _) = exchange(
+        &h,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("client_id", "expense-batch"),
+            ("client_secret", "guess"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::authorize::AuthorizeParams;
-use super::client_auth::{authenticate, Presented};
+use super::client_auth::{authenticate_client, Presented};
 use super::error::OAuthError;
 use super::Provider;
 use crate::app::state::Shared;
@@ -64,18 +64,26 @@ pub async fn push(
     }
     let text = |k: &str| form.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let (client_id, secret) = (text("client_id"), text("client_secret"));
-    let client = match authenticate(
-        &rt.config.oidc,
+    let (assertion_type, assertion) = (text("client_assertion_type"), text("client_assertion"));
+    let client = match authenticate_client(
+        &st,
+        &rt,
         &headers,
         Presented {
             client_id: client_id.as_deref(),
             client_secret: secret.as_deref(),
+            assertion_type: assertion_type.as_deref(),
+            assertion: assertion.as_deref(),
         },
-    ) {
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    form.remove("client_secret");
+    for k in ["client_secret", "client_assertion", "client_assertion_type"] {
+        form.remove(k);
+    }
     if form.contains_key("request_uri") {
         return OAuthError::bad("invalid_request", "request_uri cannot be pushed").into_response();
     }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::client_auth::{authenticate, Presented};
+use super::client_auth::{authenticate_client, Presented};
 use super::error::OAuthError;
 use super::grant;
 use super::issuer;
@@ -28,6 +28,10 @@ pub struct TokenRef {
     client_id: Option<String>,
     #[serde(default)]
     client_secret: Option<String>,
+    #[serde(default)]
+    client_assertion_type: Option<String>,
+    #[serde(default)]
+    client_assertion: Option<String>,
 }
 
 /// What a token presented to these endpoints is.
@@ -58,14 +62,19 @@ pub async fn revoke(
     Form(f): Form<TokenRef>,
 ) -> Response {
     let rt = st.runtime.load_full();
-    let client = match authenticate(
-        &rt.config.oidc,
+    let client = match authenticate_client(
+        &st,
+        &rt,
         &headers,
         Presented {
             client_id: f.client_id.as_deref(),
             client_secret: f.client_secret.as_deref(),
+            assertion_type: f.client_assertion_type.as_deref(),
+            assertion: f.client_assertion.as_deref(),
         },
-    ) {
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -97,14 +106,19 @@ pub async fn introspect(
     Form(f): Form<TokenRef>,
 ) -> Response {
     let rt = st.runtime.load_full();
-    let client = match authenticate(
-        &rt.config.oidc,
+    let client = match authenticate_client(
+        &st,
+        &rt,
         &headers,
         Presented {
             client_id: f.client_id.as_deref(),
             client_secret: f.client_secret.as_deref(),
+            assertion_type: f.client_assertion_type.as_deref(),
+            assertion: f.client_assertion.as_deref(),
         },
-    ) {
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

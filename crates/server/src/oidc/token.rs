@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use stepgate_config::OidcClient;
 use subtle::ConstantTimeEq;
 
-use super::client_auth::{authenticate, Presented};
+use super::client_auth::{authenticate_client, Presented};
 use super::error::OAuthError;
 use super::grant::{self, Authorization, Refresh};
 use super::issuer;
@@ -42,6 +42,10 @@ pub struct TokenForm {
     #[serde(default)]
     client_secret: Option<String>,
     #[serde(default)]
+    client_assertion_type: Option<String>,
+    #[serde(default)]
+    client_assertion: Option<String>,
+    #[serde(default)]
     scope: Option<String>,
 }
 
@@ -62,14 +66,18 @@ pub async fn token(
 
 async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let client = authenticate(
-        &rt.config.oidc,
+    let client = authenticate_client(
+        st,
+        &rt,
         headers,
         Presented {
             client_id: f.client_id.as_deref(),
             client_secret: f.client_secret.as_deref(),
+            assertion_type: f.client_assertion_type.as_deref(),
+            assertion: f.client_assertion.as_deref(),
         },
-    )?;
+    )
+    .await?;
     let now = Utc::now();
     match f.grant_type.as_str() {
         "authorization_code" => {
