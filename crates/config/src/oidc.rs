@@ -120,6 +120,10 @@ pub struct OidcClient {
     /// its `private_key_jwt` assertions with (RFC 7523), instead of or beside a secret.
     #[serde(default)]
     pub jwks_file: Option<Spanned<String>>,
+    /// Where stepgate posts a logout token (OIDC Back-Channel Logout 1.0) when a session
+    /// the client signed in with ends.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<Spanned<String>>,
     /// Where codes may be sent: matched exactly. At least one.
     #[serde(default)]
     pub redirect_uris: Vec<Spanned<String>>,
@@ -298,6 +302,17 @@ impl OidcConfig {
                     out.push((
                         at(u.span()),
                         format!("oidc client `{id}`: `{}`: {why}", u.as_str()),
+                    ));
+                }
+            }
+            if let Some(u) = &c.backchannel_logout_uri {
+                let ok = url::Url::parse(u).is_ok_and(|x| {
+                    matches!(x.scheme(), "http" | "https") && x.fragment().is_none()
+                });
+                if !ok {
+                    out.push((
+                        at(u.span()),
+                        format!("oidc client `{id}`: backchannel_logout_uri `{}` is not an absolute http(s) URL without a fragment", u.as_str()),
                     ));
                 }
             }

@@ -56,6 +56,7 @@ oidc:
       secret_hash: "SECRET_HASH"
       redirect_uris: ["http://rp.test/cb"]
       post_logout_redirect_uris: ["http://rp.test/signed-out"]
+      backchannel_logout_uri: "http://BCL/bcl"
       app: expenses
     - id: vault-web
       secret_hash: "SECRET_HASH"
@@ -86,6 +87,7 @@ async fn provider(code_lifetime: &str) -> Server {
         .with("UPSTREAM", upstream::text("expenses ok").await)
         .with("CODE_LIFETIME", code_lifetime)
         .with("SECRET_HASH", hash(SECRET))
+        .with("BCL", back_channel().0)
         .demo_users()
         .start()
         .await
@@ -929,4 +931,112 @@ async fn private_key_jwt_authenticates_a_client_once_per_assertion() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A relying party's back-channel logout endpoint, for the whole test binary (on a thread
+/// of its own, so it outlives each test's runtime): where it listens, and the bodies posted
+/// to it.
+fn back_channel() -> &'static (std::net::SocketAddr, Received) {
+    static BCL: std::sync::OnceLock<(std::net::SocketAddr, Received)> = std::sync::OnceLock::new();
+    BCL.get_or_init(|| {
+        let got: Received = Default::default();
+        let keep = got.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new().route(
+                    "/bcl",
+                    axum::routing::post(move |body: String| {
+                        let keep = keep.clone();
+                        async move {
+                            keep.lock().unwrap().push(body);
+                            ""
+                        }
+                    }),
+                );
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        (rx.recv().unwrap(), got)
+    })
+}
+
+#[tokio::test]
+async fn signing_out_sends_the_client_a_verifiable_logout_token() {
+    let h = provider("60s").await;
+    let (b, code) = signed_in_code(&h).await;
+    let (_, t) = redeem(&h, &code, VERIFIER).await;
+    let payload = |jwt: &str| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwt.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let id = payload(t["id_token"].as_str().unwrap());
+    let sid = id["sid"].as_str().unwrap().to_string();
+
+    // jane signs out on the portal's sessions page.
+    let page = Page::open(&b, &h.at("/_stepgate/sessions")).await;
+    let r = b
+        .post(h.at("/_stepgate/logout"))
+        .form(&[("csrf", page.field("csrf"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The delivery is asynchronous: wait for it (bounded).
+    let mut token = None;
+    for _ in 0..100 {
+        token = back_channel()
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|body| {
+                url::form_urlencoded::parse(body.as_bytes())
+                    .find(|(k, _)| k == "logout_token")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .find(|t| payload(t)["sid"] == json!(sid));
+        if token.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = token.expect("a logout token for the session");
+    // Verified as a client verifies it: the provider's JWKS, its issuer, the client.
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(h.at("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap())
+            .unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_issuer(&[h.public_url.as_str()]);
+    v.set_audience(&[CLIENT]);
+    let claims = jsonwebtoken::decode::<Value>(&token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], id["sub"]);
+    assert!(claims["events"]
+        .get("http://schemas.openid.net/event/backchannel-logout")
+        .is_some());
+    assert!(claims.get("nonce").is_none());
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
 }

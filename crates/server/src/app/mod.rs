@@ -124,7 +124,11 @@ pub async fn build_state_with(
         oidc: crate::oidc::Provider::new(key.clone()),
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
-    .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+    .inspect(|st| {
+        crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
+        st.sessions
+            .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
+    })
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced.

@@ -518,6 +518,7 @@ async fn authorize(
                     }
                 }
             }
+            super::backchannel::signed_in(&st, &g.user.id, sct, client.id.as_str()).await;
             match st.oidc.seal_code(&code) {
                 Some(c) => {
                     tracing::info!(client = %client.id.as_str(), user = %g.user.username, aal = g.assurance.aal, "oidc: code issued");

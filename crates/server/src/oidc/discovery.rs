@@ -47,7 +47,8 @@ pub fn document(st: &Shared) -> Response {
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
-        "backchannel_logout_supported": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     });
     let mut r = axum::Json(doc).into_response();
     r.headers_mut().insert(

@@ -17,6 +17,7 @@
 //! - [`userinfo`], [`revocation`] (RFC 7009 and RFC 7662 introspection), [`logout`]
 //!   (RP-initiated logout).
 //! - [`par`]: pushed authorization requests (RFC 9126).
+//! - [`backchannel`]: logout tokens to the clients of a session that ends.
 //! - [`error`]: OAuth errors, to the client's redirect URI or as JSON.
 //!
 //! No token is stored: codes and refresh tokens are sealed (ChaCha20-Poly1305 under the
@@ -24,6 +25,7 @@
 //! a grant lives only as long as the session it came from (signing out ends it).
 
 pub mod authorize;
+pub mod backchannel;
 pub mod client_auth;
 pub mod discovery;
 pub mod error;
