@@ -133,7 +133,8 @@ pub struct OidcClient {
     /// Scopes the client may ask for. Default `[openid, profile, email, groups]`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<Spanned<String>>,
-    /// `authorization_code` and optionally `refresh_token`. Default both.
+    /// `authorization_code` (with optionally `refresh_token`), and/or `client_credentials`
+    /// for a service with no user. Default `[authorization_code, refresh_token]`.
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<Spanned<String>>,
     /// The app (`apps[].id`) whose policies decide this client's sign-ins. Required.
@@ -291,7 +292,7 @@ impl OidcConfig {
                 }
                 (ClientType::Public, None) => {}
             }
-            if c.redirect_uris.is_empty() {
+            if c.redirect_uris.is_empty() && c.grant_ok("authorization_code") {
                 out.push((
                     at(c.id.span()),
                     format!("oidc client `{id}` has no redirect_uris: expected at least one"),
@@ -339,16 +340,22 @@ impl OidcConfig {
                     out.push((
                         at(g.span()),
                         format!(
-                            "oidc client `{id}`: unsupported grant type `{}`: expected authorization_code or refresh_token",
+                            "oidc client `{id}`: unsupported grant type `{}`: expected authorization_code, refresh_token or client_credentials",
                             g.as_str()
                         ),
                     ));
                 }
             }
-            if !c.grant_ok("authorization_code") {
+            if !c.grant_ok("authorization_code") && !c.grant_ok("client_credentials") {
                 out.push((
                     at(c.id.span()),
-                    format!("oidc client `{id}`: grant_types must include `authorization_code`"),
+                    format!("oidc client `{id}`: grant_types must include `authorization_code` or `client_credentials`"),
+                ));
+            }
+            if c.grant_ok("client_credentials") && c.client_type == ClientType::Public {
+                out.push((
+                    at(c.id.span()),
+                    format!("oidc client `{id}` is public: client_credentials needs a confidential client"),
                 ));
             }
             for (what, d) in [
@@ -378,7 +385,7 @@ impl OidcConfig {
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "offline_access"];
 
 /// The grant types stepgate supports.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token"];
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
 
 /// Why `u` cannot be a registered redirect URI: absolute, no fragment; http only for
 /// loopback.
@@ -533,6 +540,43 @@ mod tests {
             assert!(text.contains(needle), "{needle}: {text}");
         }
         assert!(e.diagnostics.iter().all(|d| d.line.is_some()), "{text}");
+    }
+
+    #[test]
+    fn a_service_client_needs_no_redirect_uri_but_a_secret() {
+        let cfg = load_str(
+            "t.yaml",
+            &yaml(&format!("    - id: sync\n      secret_hash: \"{HASH}\"\n      grant_types: [client_credentials]\n      app: expenses\n")),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg
+            .oidc
+            .client("sync")
+            .unwrap()
+            .grant_ok("client_credentials"));
+        let e = load_str(
+            "t.yaml",
+            &yaml("    - id: sync\n      type: public\n      grant_types: [client_credentials]\n      app: expenses\n"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.yaml:5:") && e.contains("client_credentials needs a confidential client"),
+            "{e}"
+        );
+        let e = load_str(
+            "t.yaml",
+            &yaml(&format!("    - id: rp\n      secret_hash: \"{HASH}\"\n      grant_types: [refresh_token]\n      app: expenses\n")),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("must include `authorization_code` or `client_credentials`"),
+            "{e}"
+        );
     }
 
     #[test]

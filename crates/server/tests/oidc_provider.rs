@@ -66,6 +66,10 @@ oidc:
       jwks_file: client-jwks.json
       redirect_uris: ["http://rp.test/cb"]
       app: expenses
+    - id: expense-sync
+      secret_hash: "SECRET_HASH"
+      grant_types: [client_credentials]
+      app: expenses
     - id: expense-mobile
       type: public
       scopes: [openid, profile]
@@ -1039,4 +1043,76 @@ async fn signing_out_sends_the_client_a_verifiable_logout_token() {
         .is_some());
     assert!(claims.get("nonce").is_none());
     assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+}
+
+#[tokio::test]
+async fn client_credentials_gives_a_service_a_token_for_its_app_and_nothing_more() {
+    let h = provider("60s").await;
+    let cc = |client: &'static str, scope: &'static str| {
+        let h = &h;
+        async move {
+            let r = reqwest::Client::new()
+                .post(h.at("/_stepgate/oidc/token"))
+                .basic_auth(client, Some(SECRET))
+                .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, t) = cc("expense-sync", "profile").await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert!(
+        t.get("id_token").is_none() && t.get("refresh_token").is_none(),
+        "{t}"
+    );
+    let access = t["access_token"].as_str().unwrap();
+    let i = introspect_as(&h, "expense-sync", access).await;
+    assert_eq!(
+        (i["active"].clone(), i["sub"].clone()),
+        (json!(true), json!("expense-sync")),
+        "{i}"
+    );
+    // The gateway takes it for the app; a route that needs a person's MFA challenges it.
+    let api = support::client().build().unwrap();
+    let url = |p: &str| format!("http://expenses.test:{}{p}", h.addr.port());
+    let r = api
+        .get(url("/expenses"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .get(url("/reports/q3"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // No ID token to be had, and only clients allowed the grant.
+    let (status, r) = cc("expense-sync", "openid").await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    let (status, r) = cc(CLIENT, "").await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+}
+
+async fn introspect_as(h: &Server, client: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .post(h.at("/_stepgate/oidc/introspect"))
+        .basic_auth(client, Some(SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

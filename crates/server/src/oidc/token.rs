@@ -107,10 +107,11 @@ async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Res
             auth.nonce = None;
             issue(st, &rt, client, &auth, false, now).await
         }
+        "client_credentials" => client_credentials(st, &rt, client, f.scope.as_deref(), now),
         "" => Err(OAuthError::bad("invalid_request", "grant_type is required")),
         _ => Err(OAuthError::bad(
             "unsupported_grant_type",
-            "supported: authorization_code, refresh_token",
+            "supported: authorization_code, refresh_token, client_credentials",
         )),
     }
 }
@@ -279,5 +280,64 @@ async fn issue(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// `client_credentials` (RFC 6749 §4.4): a service acting as itself. There is no user, so
+/// nothing to step up: an access token for the client's app (`sub` the client id, no
+/// `acr`), with the asked scopes among the client's (never `openid`: no ID token), and no
+/// refresh token.
+fn client_credentials(
+    st: &Shared,
+    rt: &crate::app::state::Runtime,
+    client: &OidcClient,
+    scope: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Response, OAuthError> {
+    if !client.grant_ok("client_credentials") {
+        return Err(OAuthError::bad(
+            "unauthorized_client",
+            "this client may not use client_credentials",
+        ));
+    }
+    let asked: Vec<&str> = scope
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = asked
+        .iter()
+        .find(|s| **s == "openid" || !client.scope_ok(s))
+    {
+        return Err(OAuthError::bad(
+            "invalid_scope",
+            format!("the scope `{bad}` is not available to client_credentials"),
+        ));
+    }
+    let scope = asked.join(" ");
+    let iat = now.timestamp();
+    let claims = json!({
+        "iss": issuer(rt), "sub": client.id.as_str(), "aud": client.app.as_str(),
+        "client_id": client.id.as_str(), "iat": iat, "nbf": iat,
+        "exp": iat + client.access_token_lifetime.as_secs() as i64,
+        "jti": grant::new_id(), "scope": scope,
+    });
+    let access = st
+        .assertion
+        .sign_claims(ACCESS_TOKEN_TYP, &claims)
+        .ok_or_else(|| OAuthError {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            error: "server_error",
+            description: "the token could not be signed".into(),
+        })?;
+    let mut r = axum::Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": client.access_token_lifetime.as_secs(),
+        "scope": scope,
+    }))
+    .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }

@@ -47,6 +47,13 @@ pub async fn access_stands(
     st: &Shared,
     claims: &Value,
 ) -> Result<bool, stepgate_store::StoreError> {
+    // A client_credentials token: no user, no grant to revoke; it stands until `exp`.
+    if claims.get("gid").is_none()
+        && claims.get("sub").is_some()
+        && claims.get("sub") == claims.get("client_id")
+    {
+        return Ok(true);
+    }
     let Some(a) = authorization_of(claims) else {
         return Ok(false);
     };
