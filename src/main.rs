@@ -35,6 +35,8 @@ enum Command {
     Store(cli::store::StoreArgs),
     /// Generate the key that seals factor secrets at rest.
     Secrets(cli::secrets::SecretsArgs),
+    /// The OpenID Provider's clients: add one (its secret shown once), list, rotate a secret.
+    Oidc(cli::oidc::OidcArgs),
     /// Run the gateway: portal, step-up, proxy.
     Serve(cli::serve::ServeArgs),
     /// Run the demo: built-in configuration, demo app and users, nothing to install.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Devices(args) => cli::devices::run(args),
         Command::Store(args) => cli::store::run(args),
         Command::Secrets(args) => cli::secrets::run(args),
+        Command::Oidc(args) => cli::oidc::run(args),
         Command::Serve(args) => cli::serve::run_serve(args),
         Command::Demo(args) => cli::serve::run_demo(args),
         Command::Probe(args) => cli::probe::run(args),

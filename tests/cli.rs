@@ -326,3 +326,96 @@ policies:
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn oidc_client_add_prints_a_loadable_entry_and_the_secret_once() {
+    let o = stepgate(&[
+        "oidc",
+        "client",
+        "add",
+        "--id",
+        "grafana-web",
+        "--app",
+        "grafana",
+        "--redirect-uri",
+        "https://grafana.example.com/login/generic_oauth",
+        "--post-logout-uri",
+        "https://grafana.example.com/login",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let secret = stderr.lines().nth(1).unwrap().trim().to_string();
+    assert!(secret.len() >= 40, "{stderr}");
+    assert!(
+        !yaml.contains(&secret),
+        "the secret is never in the YAML:\n{yaml}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        &format!("server:\n  public_url: http://localhost:9091\napps:\n  - {{ id: grafana, hosts: [grafana.example.com] }}\npolicies:\n  - {{ name: a, priority: 1, targets: {{ sign_in: true }}, outcome: allow }}\n{yaml}"),
+    );
+    let o = stepgate(&["check", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}\n{yaml}", text(&o));
+    let loaded = stepgate_config::load(&cfg).unwrap();
+    let hash = loaded
+        .oidc
+        .client("grafana-web")
+        .unwrap()
+        .secret_hash
+        .as_ref()
+        .unwrap();
+    assert!(stepgate_authn::password::verify_secret(
+        hash,
+        secret.as_bytes()
+    ));
+    assert!(!stepgate_authn::password::verify_secret(hash, b"another"));
+    let o = stepgate(&["oidc", "client", "list", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("grafana-web\tconfidential\tapp=grafana"),
+        "{}",
+        text(&o)
+    );
+    // A new secret for it: another secret, another hash.
+    let o = stepgate(&[
+        "oidc",
+        "client",
+        "rotate-secret",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--id",
+        "grafana-web",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let new_hash = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .strip_prefix("secret_hash: ")
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let new_secret = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(new_secret, secret);
+    assert!(stepgate_authn::password::verify_secret(
+        &new_hash,
+        new_secret.as_bytes()
+    ));
+    let o = stepgate(&[
+        "oidc",
+        "client",
+        "rotate-secret",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--id",
+        "nobody",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no OIDC client `nobody`"), "{}", text(&o));
+}

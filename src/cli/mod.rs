@@ -6,6 +6,7 @@
 pub mod check;
 pub mod devices;
 pub mod logging;
+pub mod oidc;
 pub mod probe;
 pub mod secrets;
 pub mod serve;

@@ -135,6 +135,20 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let wiki = demo::start_team_wiki("127.0.0.1:0".parse()?)
             .await
             .context("starting the Team Wiki")?;
+        let expense_reports =
+            stepgate_server::demo_rp::start_expense_reports("127.0.0.1:0".parse()?)
+                .await
+                .context("starting Expense Reports")?;
+        expense_reports.connect(&public, &cfg.server.portal_path);
+        let expenses = expense_reports.addr;
+        for c in cfg.oidc.clients.iter_mut() {
+            if c.id.as_str() == stepgate_server::demo_rp::CLIENT_ID {
+                let at = |s: String| marked_yaml::Spanned::new(marked_yaml::Span::new_blank(), s);
+                c.redirect_uris = vec![at(stepgate_server::demo_rp::redirect_uri(expenses))];
+                c.post_logout_redirect_uris =
+                    vec![at(format!("http://localhost:{}/", expenses.port()))];
+            }
+        }
         for app in cfg.apps.iter_mut() {
             let at = match app.id.as_str() {
                 "licence-console" => console,
@@ -157,6 +171,9 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
         demo::seed(&st, &key).await?;
         print_banner(&public, &data_dir);
+        println!("  Expense Reports (an OpenID Connect app): open http://localhost:{}/", expenses.port());
+        println!("   Sign in with stepgate (SSO: no prompt if you are signed in), then \"Approve expenses\": it asks for acr_values=aal3 — with a security key enrolled, stepgate steps you up with it first; without one, the app gets the level you can reach (its acr says which).");
+        println!();
         serve(st, args.listen).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -42,6 +42,7 @@ mod files;
 pub mod gateway;
 pub mod logging;
 mod nesting;
+pub mod oidc;
 pub mod portal;
 pub mod server;
 pub mod sessions;
@@ -65,6 +66,7 @@ pub use gateway::{
     PathParameters, UpstreamTarget,
 };
 pub use logging::{LogConfig, LogFormat};
+pub use oidc::{ClientType, OidcClient, OidcConfig};
 pub use portal::{HelpDesk, PortalConfig};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
@@ -155,6 +157,7 @@ struct ConfigFile {
     log: Option<Spanned<LogConfig>>,
     #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
+    oidc: Option<Spanned<OidcConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -198,6 +201,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// `log`: level, format, file.
     pub log: LogConfig,
+    /// `oidc`: stepgate as an OpenID Provider.
+    pub oidc: OidcConfig,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -577,6 +582,7 @@ impl Loader {
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
+        let mut oidc: Option<Spanned<OidcConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -605,6 +611,7 @@ impl Loader {
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
             self.single(&mut portal, f.portal, "portal");
+            self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
@@ -678,6 +685,18 @@ impl Loader {
         if let Some(p) = &portal {
             for problem in p.problems() {
                 let at = p.help.as_ref().map_or(*p.span(), |h| *h.span());
+                self.diag_at(&at, problem);
+            }
+        }
+        if let Some(o) = &oidc {
+            let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+            for (span, problem) in o.problems(&ids) {
+                // Problems in plain (unspanned) values are placed at the section.
+                let at = if span.start().is_some() {
+                    span
+                } else {
+                    *o.span()
+                };
                 self.diag_at(&at, problem);
             }
         }
@@ -807,6 +826,7 @@ impl Loader {
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
+                oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,

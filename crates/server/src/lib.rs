@@ -9,6 +9,8 @@
 //!   passkeys.
 //! - [`session`]: the session service, its cookies and the node's read cache.
 //! - [`devices`]: the device registry, the posture API and the CAEP receiver.
+//! - [`oidc`]: stepgate as an OpenID Provider; its authorize endpoint is one more entry
+//!   point of the access pipeline.
 //! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
 //! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
 //!
@@ -23,8 +25,10 @@
 pub mod access;
 pub mod app;
 pub mod demo;
+pub mod demo_rp;
 pub mod devices;
 pub mod gateway;
+pub mod oidc;
 pub mod portal;
 pub mod session;
 

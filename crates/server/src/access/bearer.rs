@@ -100,6 +100,9 @@ pub struct BearerVerifier {
     http: reqwest::Client,
     cache: Mutex<HashMap<String, CachedKeys>>,
     fetching: tokio::sync::Mutex<()>,
+    /// The keys of stepgate's own OpenID Provider: its access tokens are accepted with no
+    /// `gateway.bearer` entry (set once at start).
+    own: std::sync::OnceLock<std::sync::Arc<crate::gateway::assertion::AssertionKeys>>,
 }
 
 impl Default for BearerVerifier {
@@ -164,7 +167,70 @@ impl BearerVerifier {
                 .unwrap_or_default(),
             cache: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
+            own: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Accepts the access tokens of stepgate's own OpenID Provider, signed with `keys`.
+    pub fn trust_own_tokens(&self, keys: std::sync::Arc<crate::gateway::assertion::AssertionKeys>) {
+        let _ = self.own.set(keys);
+    }
+
+    /// Verifies an access token of stepgate's own provider (RFC 9068 `at+jwt`, signed with
+    /// the deployment's keys) minted for `app`: its audience is the client's app.
+    pub fn verify_own(
+        &self,
+        rt: &Runtime,
+        app: &str,
+        token: &str,
+    ) -> Result<BearerIdentity, BearerError> {
+        let keys = self.own.get().ok_or(BearerError::KeysUnavailable)?;
+        let issuer = crate::oidc::issuer(rt);
+        let claims = crate::oidc::tokens::verify(
+            keys,
+            &issuer,
+            token,
+            Some(crate::oidc::tokens::ACCESS_TOKEN_TYP),
+            false,
+        )
+        .ok_or_else(|| BearerError::Invalid("verification failed".into()))?;
+        let acr = &rt.config.oidc.acr;
+        let mut acr_values: std::collections::BTreeMap<String, u8> = acr.aliases.clone();
+        for n in 1..=3u8 {
+            acr_values.insert(acr.name(n), n);
+        }
+        let iss = BearerIssuer {
+            issuer,
+            jwks_url: None,
+            jwks_file: None,
+            audiences: Vec::new(),
+            algorithms: vec!["ES256".into()],
+            acr_values,
+            username_claim: "preferred_username".into(),
+            groups_claim: "groups".into(),
+        };
+        let id = identity(&claims, &iss);
+        if !id.audiences.iter().any(|a| a == app) {
+            return Err(BearerError::Invalid("wrong audience".into()));
+        }
+        Ok(id)
+    }
+
+    /// Whether `token` names stepgate's own provider as its issuer (and no configured
+    /// issuer has that name).
+    pub fn is_own(&self, rt: &Runtime, token: &str) -> bool {
+        if rt.config.oidc.clients.is_empty() || self.own.get().is_none() {
+            return false;
+        }
+        let own = crate::oidc::issuer(rt);
+        peek_issuer(token).is_some_and(|i| i == own)
+            && !rt
+                .config
+                .gateway
+                .bearer
+                .issuers
+                .iter()
+                .any(|i| i.issuer == own)
     }
 
     fn cached(&self, issuer: &str) -> Option<(JwkSet, Instant)> {
@@ -483,10 +549,14 @@ pub async fn identify(
 ) -> Result<Subject, Verdict> {
     let app = app.unwrap_or("");
     let refused = || Verdict::SignIn(SignInReason::TokenRefused);
-    let id = match verifier
-        .verify(&rt.config.gateway.bearer, &rt.config.base_dir, token)
-        .await
-    {
+    let verified = if verifier.is_own(rt, token) {
+        verifier.verify_own(rt, app, token)
+    } else {
+        verifier
+            .verify(&rt.config.gateway.bearer, &rt.config.base_dir, token)
+            .await
+    };
+    let id = match verified {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(app, error = %e, "bearer token refused");

@@ -169,6 +169,11 @@ impl Access {
         }
     }
 
+    /// Accepts the access tokens of stepgate's own OpenID Provider as bearer tokens.
+    pub fn trust_own_tokens(&self, keys: Arc<crate::gateway::assertion::AssertionKeys>) {
+        self.bearer.trust_own_tokens(keys);
+    }
+
     /// The signal source.
     pub fn signals(&self) -> &Arc<dyn SignalSource> {
         &self.signals

@@ -95,7 +95,7 @@ pub async fn build_state_with(
         crate::gateway::assertion::AssertionKeys::open(
             stores.durable.clone(),
             key.clone(),
-            &config.gateway.assertion,
+            &crate::oidc::tokens::key_config(&config),
             chrono::Utc::now(),
         )
         .await
@@ -103,6 +103,7 @@ pub async fn build_state_with(
     );
     let (access, sessions, devices) =
         pipeline(&stores, &cache, &signals, &signer, options.demo, source);
+    access.trust_own_tokens(assertion.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(&config)
         .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     Ok(Arc::new(AppState {
@@ -120,9 +121,14 @@ pub async fn build_state_with(
         devices,
         connectors,
         access,
+        oidc: crate::oidc::Provider::new(key.clone()),
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
-    .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+    .inspect(|st| {
+        crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
+        st.sessions
+            .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
+    })
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced.

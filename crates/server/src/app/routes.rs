@@ -28,11 +28,12 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
     let p = |s: &str| format!("{portal_path}{s}");
     // Every route is either one of ROOT_PATHS or under the portal path: `direct_route`
     // sends everything else straight to the gateway, past this router.
-    let [healthz, readyz, jwks] = ROOT_PATHS;
+    let [healthz, readyz, jwks, openid] = ROOT_PATHS;
     Router::new()
         .route(healthz, own_path(OwnPath::Healthz))
         .route(readyz, own_path(OwnPath::Readyz))
         .route(jwks, own_path(OwnPath::Jwks))
+        .route(openid, own_path(OwnPath::OpenIdConfiguration))
         .route(
             &p("/static/style.css"),
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
@@ -44,6 +45,7 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
         .merge(portal::routes(portal_path))
         .merge(crate::devices::routes(portal_path))
         .merge(crate::gateway::forward_auth::routes(portal_path))
+        .merge(crate::oidc::routes(portal_path))
         .fallback(crate::gateway::handle)
         .with_state(state)
 }
@@ -64,7 +66,12 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
 }
 
 /// The router's only paths outside the portal path (see [`OwnPath`]).
-const ROOT_PATHS: [&str; 3] = ["/healthz", "/readyz", "/.well-known/jwks.json"];
+const ROOT_PATHS: [&str; 4] = [
+    "/healthz",
+    "/readyz",
+    "/.well-known/jwks.json",
+    crate::oidc::DISCOVERY_PATH,
+];
 
 /// Stepgate's own root paths. On an app's host (other than the public URL's) they are the
 /// app's and go through the gateway like any other path, so an app keeps its own
@@ -74,6 +81,8 @@ enum OwnPath {
     Healthz,
     Readyz,
     Jwks,
+    /// The OpenID Provider's discovery document.
+    OpenIdConfiguration,
 }
 
 /// The route for one of stepgate's own root paths (any method: see [`OwnPath`]).
@@ -111,6 +120,7 @@ async fn answer_own_path(
         OwnPath::Healthz => "ok".into_response(),
         OwnPath::Readyz => ready(&st, req.uri().query()).await,
         OwnPath::Jwks => crate::gateway::assertion::jwks_handler(State(st)).await,
+        OwnPath::OpenIdConfiguration => crate::oidc::discovery::document(&st),
     }
 }
 

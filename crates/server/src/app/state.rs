@@ -238,6 +238,8 @@ pub struct AppState {
     pub connectors: Connectors,
     /// The access pipeline: every decision.
     pub access: Access,
+    /// The OpenID Provider's sealing key (codes, refresh tokens).
+    pub oidc: crate::oidc::Provider,
 }
 
 /// The state as handlers receive it.

@@ -34,17 +34,33 @@ pub fn limits(cfg: &stepgate_config::SessionsConfig, aal: u8) -> (Duration, Opti
     (life.0, idle.map(|d| d.0))
 }
 
+/// Told of each session ended through [`Sessions::end`] or [`Sessions::end_all`] (a
+/// sign-out, a revoke, a CAEP or posture deny), with its last state: the OpenID Provider's
+/// back-channel logout listens.
+pub type EndListener = Box<dyn Fn(&SessionData) + Send + Sync>;
+
 /// Loads, checks, saves and rotates sessions (see the module documentation).
 pub struct Sessions {
     hot: Arc<dyn HotStore>,
     cache: Arc<Caches>,
     signer: Signer,
+    ended: std::sync::OnceLock<EndListener>,
 }
 
 impl Sessions {
     /// The service over the (cached) hot store.
     pub fn new(hot: Arc<dyn HotStore>, cache: Arc<Caches>, signer: Signer) -> Self {
-        Sessions { hot, cache, signer }
+        Sessions {
+            hot,
+            cache,
+            signer,
+            ended: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tells `listener` of every session ended from now on (set once).
+    pub fn on_end(&self, listener: EndListener) {
+        let _ = self.ended.set(listener);
     }
 
     /// The session the request's cookie names, if it is live; its activity is recorded. A
@@ -181,12 +197,34 @@ impl Sessions {
 
     /// Ends one session.
     pub async fn end(&self, id: &str) -> StoreResult<()> {
-        self.hot.delete_session(id).await.map(|_| ())
+        let Some(listener) = self.ended.get() else {
+            return self.hot.delete_session(id).await.map(|_| ());
+        };
+        let last = self.peek(id).await.ok().flatten();
+        if self.hot.delete_session(id).await? {
+            if let Some((_, d)) = last {
+                listener(&d);
+            }
+        }
+        Ok(())
     }
 
     /// Ends every session of a user; how many there were.
     pub async fn end_all(&self, user_id: &str) -> StoreResult<usize> {
+        let mut last = Vec::new();
+        if self.ended.get().is_some() {
+            for id in self.hot.list_sessions_for_user(user_id).await? {
+                if let Ok(Some((_, d))) = self.peek(&id).await {
+                    last.push(d);
+                }
+            }
+        }
         let n = self.hot.delete_sessions_for_user(user_id).await?;
+        if let Some(listener) = self.ended.get() {
+            for d in &last {
+                listener(d);
+            }
+        }
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -92,6 +92,52 @@ impl Passkey {
     }
 }
 
+impl Passkey {
+    /// Passes a step-up with this passkey on the step-up page `page` (its passkey button's
+    /// signed link and the CSRF token), as the portal's script does; where the portal sends
+    /// the browser next.
+    pub async fn step_up(&mut self, c: &reqwest::Client, base: &str, page: &Page) -> String {
+        let at = page
+            .html
+            .find("id=\"webauthn-step-up\"")
+            .expect("a passkey button on the step-up page");
+        let rest = &page.html[at..];
+        let i = rest.find("data-token=\"").unwrap() + "data-token=\"".len();
+        let token = rest[i..].split('"').next().unwrap().to_string();
+        let csrf = page.field("csrf");
+        let started: serde_json::Value = c
+            .post(format!("{base}/_stepgate/webauthn/step-up/start"))
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let assertion = self
+            .authenticator
+            .do_authentication(
+                origin(),
+                serde_json::from_value(started["options"].clone()).unwrap(),
+            )
+            .unwrap();
+        let r = c
+            .post(format!("{base}/_stepgate/webauthn/step-up/finish"))
+            .header("x-csrf-token", &csrf)
+            .json(
+                &serde_json::json!({ "id": started["id"], "token": token, "response": assertion }),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "the passkey step-up: {body}");
+        body["redirect"].as_str().unwrap().to_string()
+    }
+}
+
 fn origin() -> Url {
     Url::parse(ORIGIN).unwrap()
 }

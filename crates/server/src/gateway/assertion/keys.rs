@@ -247,7 +247,8 @@ impl AssertionKeys {
                 tick.tick().await;
                 let Some(st) = state.upgrade() else { return };
                 let keys = st.assertion.clone();
-                let cfg = st.runtime.load().config.gateway.assertion.clone();
+                // Retired keys stay published as long as the provider's tokens live too.
+                let cfg = crate::oidc::tokens::key_config(&st.runtime.load().config);
                 if let Err(e) = keys.maintain(&cfg, Utc::now()).await {
                     tracing::warn!(error = %e, "assertion keys: maintenance failed; keeping the keys in memory");
                 }
@@ -285,6 +286,23 @@ impl AssertionKeys {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, kid = %key.kid, "signing the identity assertion failed");
+                None
+            }
+        }
+    }
+
+    /// Signs any claims with the newest key, with the header's `typ` (the OpenID
+    /// Provider's ID and access tokens share the assertion keys and their JWKS).
+    pub fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Option<String> {
+        let ring = self.ring();
+        let key = ring.keys.first()?;
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(key.kid.clone());
+        h.typ = Some(typ.to_string());
+        match jsonwebtoken::encode(&h, claims, &key.encoding) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, kid = %key.kid, "signing a token failed");
                 None
             }
         }

@@ -1,0 +1,181 @@
+//! The tokens the provider signs: ID tokens (OIDC Core §2) and access tokens as JWTs
+//! (RFC 9068, `typ: at+jwt`), both ES256 with the deployment's assertion keys (one JWKS,
+//! rotated with overlap); and their verification here (userinfo, introspection, logout
+//! hints, the gateway's bearer tokens).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use stepgate_config::{AssertionConfig, Config, OidcClient};
+use stepgate_store::UserRecord;
+
+use super::grant::Authorization;
+use crate::gateway::assertion::AssertionKeys;
+
+/// The `typ` of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The key schedule's configuration: the assertion's, with retired keys kept long enough
+/// for the longest-lived ID or access token to verify.
+pub fn key_config(cfg: &Config) -> AssertionConfig {
+    let mut a = cfg.gateway.assertion.clone();
+    let longest = cfg
+        .oidc
+        .clients
+        .iter()
+        .map(|c| c.access_token_lifetime.max(c.id_token_lifetime))
+        .max();
+    if let Some(l) = longest {
+        if l.0 > a.ttl.0 {
+            a.ttl = l;
+        }
+    }
+    a
+}
+
+/// `at_hash`: the left half of the SHA-256 of the access token, base64url.
+pub fn at_hash(access_token: &str) -> String {
+    let d = Sha256::digest(access_token.as_bytes());
+    B64.encode(&d[..16])
+}
+
+/// What both tokens say of the user for the granted scopes.
+fn user_claims(m: &mut Map<String, Value>, user: &UserRecord, scope: &str) {
+    let has = |s: &str| scope.split(' ').any(|x| x == s);
+    if has("profile") {
+        m.insert("preferred_username".into(), json!(user.username));
+        if let Some(n) = &user.name {
+            m.insert("name".into(), json!(n));
+        }
+    }
+    if has("email") {
+        if let Some(e) = &user.email {
+            m.insert("email".into(), json!(e));
+        }
+    }
+    if has("groups") {
+        m.insert("groups".into(), json!(user.groups));
+    }
+}
+
+/// Everything the tokens of one issue share.
+pub struct Issue<'a> {
+    /// The issuer.
+    pub issuer: &'a str,
+    /// The client.
+    pub client: &'a OidcClient,
+    /// The authorization.
+    pub auth: &'a Authorization,
+    /// The user.
+    pub user: &'a UserRecord,
+    /// `sid`.
+    pub sid: &'a str,
+    /// The published `acr`.
+    pub acr: String,
+    /// When.
+    pub now: DateTime<Utc>,
+}
+
+impl Issue<'_> {
+    /// The access token's claims (RFC 9068 §2.2, with `acr`, `amr`, `auth_time`): its
+    /// audience is the client's app, so stepgate's gateway accepts it for that app only.
+    pub fn access_claims(&self, jti: &str) -> Value {
+        let iat = self.now.timestamp();
+        let mut m = Map::new();
+        for (k, v) in [
+            ("iss", json!(self.issuer)),
+            ("sub", json!(self.auth.uid)),
+            ("aud", json!(self.client.app.as_str())),
+            ("client_id", json!(self.client.id.as_str())),
+            ("iat", json!(iat)),
+            ("nbf", json!(iat)),
+            (
+                "exp",
+                json!(iat + self.client.access_token_lifetime.as_secs() as i64),
+            ),
+            ("jti", json!(jti)),
+            ("scope", json!(self.auth.scope)),
+            ("acr", json!(self.acr)),
+            ("amr", json!(self.auth.amr)),
+            ("auth_time", json!(self.auth.auth_time)),
+            ("sid", json!(self.sid)),
+            ("gid", json!(self.auth.gid)),
+        ] {
+            m.insert(k.into(), v);
+        }
+        // The gateway reads the username from `preferred_username` (else `sub`).
+        m.insert("preferred_username".into(), json!(self.user.username));
+        user_claims(&mut m, self.user, &self.auth.scope);
+        Value::Object(m)
+    }
+
+    /// The ID token's claims.
+    pub fn id_claims(&self, access_token: &str, with_nonce: bool) -> Value {
+        let iat = self.now.timestamp();
+        let mut m = Map::new();
+        for (k, v) in [
+            ("iss", json!(self.issuer)),
+            ("sub", json!(self.auth.uid)),
+            ("aud", json!(self.client.id.as_str())),
+            ("azp", json!(self.client.id.as_str())),
+            ("iat", json!(iat)),
+            (
+                "exp",
+                json!(iat + self.client.id_token_lifetime.as_secs() as i64),
+            ),
+            ("auth_time", json!(self.auth.auth_time)),
+            ("acr", json!(self.acr)),
+            ("amr", json!(self.auth.amr)),
+            ("sid", json!(self.sid)),
+            ("at_hash", json!(at_hash(access_token))),
+        ] {
+            m.insert(k.into(), v);
+        }
+        if with_nonce {
+            if let Some(n) = &self.auth.nonce {
+                m.insert("nonce".into(), json!(n));
+            }
+        }
+        user_claims(&mut m, self.user, &self.auth.scope);
+        Value::Object(m)
+    }
+}
+
+/// The claims of a JWT this provider signed (`typ` as given), checked: signature by a
+/// published key, issuer, and — unless `allow_expired` (a logout hint) — expiry.
+pub fn verify(
+    keys: &AssertionKeys,
+    issuer: &str,
+    token: &str,
+    typ: Option<&str>,
+    allow_expired: bool,
+) -> Option<Value> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::ES256 {
+        return None;
+    }
+    if let Some(want) = typ {
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(want))
+        {
+            return None;
+        }
+    }
+    let set = keys.jwk_set();
+    let jwk = set.find(header.kid.as_deref()?)?;
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_issuer(&[issuer]);
+    v.validate_aud = false;
+    v.validate_exp = !allow_expired;
+    v.set_required_spec_claims(&["iss", "sub", "exp"]);
+    v.leeway = 0;
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .ok()
+        .map(|d| d.claims)
+}
