@@ -483,6 +483,7 @@ fn source(s: UserSource) -> &'static str {
     match s {
         UserSource::Local => "local",
         UserSource::Config => "config",
+        UserSource::Upstream => "upstream",
     }
 }
 

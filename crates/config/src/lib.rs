@@ -40,6 +40,7 @@ use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 pub mod deployment;
 mod files;
 pub mod gateway;
+pub mod identity;
 pub mod logging;
 mod nesting;
 pub mod server;
@@ -151,6 +152,8 @@ struct ConfigFile {
     devices: Option<Spanned<DevicesConfig>>,
     #[serde(default)]
     log: Option<Spanned<LogConfig>>,
+    #[serde(default)]
+    identity_providers: Vec<Spanned<identity::IdentityProviderConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -188,6 +191,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// `log`: level, format, file.
     pub log: LogConfig,
+    /// `identity_providers`: upstream OpenID Providers users sign in through.
+    pub identity_providers: Vec<identity::IdentityProviderConfig>,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -558,6 +563,7 @@ impl Loader {
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
+        let mut identity_providers = Vec::new();
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -586,6 +592,10 @@ impl Loader {
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
             users.extend(f.users);
+            identity_providers.extend(f.identity_providers);
+        }
+        for (at, problem) in identity::problems(&identity_providers) {
+            self.diag_at(&at, problem);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
             apps: &apps,
@@ -774,6 +784,10 @@ impl Loader {
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
+                identity_providers: identity_providers
+                    .into_iter()
+                    .map(|p| (*p).clone())
+                    .collect(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,

@@ -9,6 +9,8 @@
 //!   passkeys.
 //! - [`session`]: the session service, its cookies and the node's read cache.
 //! - [`devices`]: the device registry, the posture API and the CAEP receiver.
+//! - [`idp`]: upstream identity providers users sign in through (metadata, keys, ID
+//!   token checks, claim and trust mapping, just-in-time users).
 //! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
 //! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
 //!
@@ -25,6 +27,7 @@ pub mod app;
 pub mod demo;
 pub mod devices;
 pub mod gateway;
+pub mod idp;
 pub mod portal;
 pub mod session;
 

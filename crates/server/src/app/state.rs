@@ -238,6 +238,8 @@ pub struct AppState {
     pub connectors: Connectors,
     /// The access pipeline: every decision.
     pub access: Access,
+    /// Upstream identity providers' metadata and keys (`identity_providers`).
+    pub idps: crate::idp::IdentityProviders,
 }
 
 /// The state as handlers receive it.

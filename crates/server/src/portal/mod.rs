@@ -9,6 +9,8 @@
 //! - [`sessions`]: the user's sessions; signing out here or everywhere.
 //! - [`devices`]: the user's devices on the sessions page; registering this browser
 //!   (behind a fresh factor) and removing a browser registration.
+//! - [`upstream`]: signing in through an upstream identity provider (the redirect and
+//!   its callback).
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
 //! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
 //!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
@@ -28,6 +30,7 @@ pub mod pages;
 pub mod sessions;
 pub mod signin;
 pub mod stepup;
+pub mod upstream;
 pub mod webauthn;
 
 use std::net::IpAddr;
@@ -98,6 +101,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/login"),
             get(signin::login_page).post(signin::login_submit),
         )
+        .route(&p("/login/upstream/{id}"), get(upstream::start))
+        .route(&p("/login/upstream/{id}/callback"), get(upstream::callback))
         .route(&p("/step-up"), get(stepup::step_up_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
         .route(&p("/blocked"), get(blocked::blocked_page))

@@ -91,6 +91,7 @@ fn render_login(
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), token => token, error => error,
             app_name => app_name, username_value => username, remember_me => rt.config.sessions.remember_me,
+            providers => super::upstream::buttons(rt, token),
         },
     );
     (jar, page).into_response()
@@ -129,6 +130,7 @@ pub async fn login_submit(
             let attempt = FirstFactor {
                 user,
                 factor,
+                also: Vec::new(),
                 target: Links::new(&st.signer, &rt).verify_return(&f.t, Utc::now()),
                 remember: f.remember.is_some(),
                 ip,
@@ -170,6 +172,8 @@ pub struct FirstFactor<'a> {
     pub user: UserRecord,
     /// The factor.
     pub factor: PassedFactor,
+    /// Further factors the same step proved (an upstream provider's trusted `amr`).
+    pub also: Vec<PassedFactor>,
     /// The verified return target (the account page when none).
     pub target: Option<String>,
     /// "Keep me signed in".
@@ -240,6 +244,7 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
         credentials: Credentials::FirstFactor {
             user: &a.user,
             factor: &a.factor,
+            also: &a.also,
             cookies: jar,
         },
         connection: a.connection,

@@ -1,0 +1,290 @@
+//! `identity_providers:` — upstream OpenID Connect providers users sign in through (the
+//! first factor comes from the provider; stepgate's policies, context checks and step-up
+//! apply on top). See docs/identity-providers.md.
+
+use std::collections::BTreeMap;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+use stepgate_policy::HumanDuration;
+pub use stepgate_signals::connectors::SecretSource;
+
+/// One upstream OpenID Provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    /// Short name, in URLs and in the user link (`[a-z0-9_-]`, at most 32).
+    pub id: Spanned<String>,
+    /// The kind of provider: `oidc` (the only one so far).
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// The button's label ("Sign in with <name>"); default the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The issuer identifier: the ID token's `iss` must equal it, and discovery is read from
+    /// `{issuer}/.well-known/openid-configuration` unless `discovery_url` says otherwise.
+    pub issuer: Spanned<String>,
+    /// Where the provider's metadata is (default under the issuer).
+    #[serde(default)]
+    pub discovery_url: Option<Spanned<String>>,
+    /// The client id stepgate is registered under.
+    pub client_id: Spanned<String>,
+    /// The client secret (`{file: path}`, `{env: VAR}`, or `{inline_insecure: ...}` for
+    /// tests), sent with HTTP Basic authentication to the token endpoint.
+    pub client_secret: SecretSource,
+    /// Scopes asked for; `openid` is always sent.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Which claims name the user, and what else is copied to the user record.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// Link a first sign-in to an existing user with the same e-mail address, only when the
+    /// provider says the address is verified (`email_verified: true`). Never by an
+    /// unverified address.
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+    /// What the provider's `amr`/`acr` count for (nothing, by default).
+    #[serde(default)]
+    pub trust: TrustConfig,
+    /// Timeout of each request to the provider (discovery, keys, token).
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Also read the user-info endpoint with the access token and take the claims the ID
+    /// token lacks from it (some providers put groups there only).
+    #[serde(default)]
+    pub userinfo: bool,
+    /// Whether `stepgate serve` refuses to start when the provider's discovery document
+    /// cannot be read (otherwise it is read at the first sign-in, and a failure refuses
+    /// that sign-in).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// The provider's protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenID Connect, authorization code flow with PKCE.
+    #[default]
+    Oidc,
+}
+
+/// Which ID token (or userinfo) claims become the user's name, e-mail, groups and
+/// attributes.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    /// The claim holding the username (default `preferred_username`; falls back to nothing:
+    /// a token without it is refused).
+    pub username: String,
+    /// Lower-case the username.
+    pub username_lowercase: bool,
+    /// The display name's claim.
+    pub name: String,
+    /// The e-mail address's claim (its verification is read from `email_verified`).
+    pub email: String,
+    /// The groups' claim (a list of strings, or one string split on `groups_separator`).
+    pub groups: String,
+    /// How a single-string groups claim is split (default `,`).
+    pub groups_separator: String,
+    /// Put before every upstream group (`corp:` → `corp:admins`), so upstream groups can
+    /// never pose as local ones.
+    pub groups_prefix: String,
+    /// User attributes from claims: attribute name → claim name.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            username: "preferred_username".into(),
+            username_lowercase: false,
+            name: "name".into(),
+            email: "email".into(),
+            groups: "groups".into(),
+            groups_separator: ",".into(),
+            groups_prefix: String::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// How much of what the provider says it did stepgate believes, and for how long.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// The upstream's authentication counts only when its `auth_time` is at most this old
+    /// at sign-in; after that only the sign-in itself counts (AAL1) and stepgate asks for
+    /// its own factors. Default `10m`.
+    pub window: HumanDuration,
+    /// `amr` values believed, each as a factor of the given class.
+    pub amr: BTreeMap<String, TrustedFactor>,
+    /// `acr` values believed, each as the factors of the given classes.
+    pub acr: BTreeMap<String, Vec<TrustedFactor>>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            window: HumanDuration::from_secs(600),
+            amr: BTreeMap::new(),
+            acr: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a trusted upstream `amr`/`acr` value counts as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedFactor {
+    /// Something the user knows (a password).
+    Knowledge,
+    /// Something the user has (an OTP app, a push approval).
+    Possession,
+    /// A phishing-resistant possession factor (a passkey, FIDO2).
+    PhishingResistant,
+    /// A hardware-bound phishing-resistant factor (a security key; with a second class,
+    /// AAL3).
+    HardwareBound,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+/// Whether `url` is an https URL, or http to a loopback host (a provider on this machine,
+/// as in tests).
+fn url_ok(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => u.host().is_some(),
+        Ok(u) if u.scheme() == "http" => match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// An `amr` value as RFC 8176 spells them: lower-case letters, digits, `_`.
+fn amr_ok(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 32
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The meaning errors of the providers, each with where to point it (`None`: the entry).
+pub(crate) fn problems(
+    providers: &[Spanned<IdentityProviderConfig>],
+) -> Vec<(marked_yaml::Span, String)> {
+    let mut out = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for p in providers {
+        let id = p.id.as_str();
+        let at_id = *p.id.span();
+        if id.is_empty()
+            || id.len() > 32
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            out.push((
+                at_id,
+                format!("identity_providers: bad id `{id}`: expected 1–32 of a-z, 0-9, `-`, `_` (it appears in URLs)"),
+            ));
+        } else if !ids.insert(id.to_string()) {
+            out.push((
+                at_id,
+                format!("identity_providers: id `{id}` is used twice"),
+            ));
+        }
+        let who = format!("identity provider `{id}`");
+        if !url_ok(p.issuer.as_str()) {
+            out.push((
+                *p.issuer.span(),
+                format!("{who}: bad issuer `{}`: expected an https URL (http only to localhost), e.g. https://login.example.com/realms/corp", p.issuer.as_str()),
+            ));
+        }
+        if let Some(d) = &p.discovery_url {
+            if !url_ok(d.as_str()) {
+                out.push((
+                    *d.span(),
+                    format!("{who}: bad discovery_url `{}`: expected an https URL (http only to localhost)", d.as_str()),
+                ));
+            }
+        }
+        if p.client_id.trim().is_empty() {
+            out.push((
+                *p.client_id.span(),
+                format!("{who}: client_id is empty: expected the id stepgate is registered under at the provider"),
+            ));
+        }
+        let span = *p.span();
+        if p.claims.username.trim().is_empty() {
+            out.push((span, format!("{who}: claims.username is empty: expected a claim name such as preferred_username, email or sub")));
+        }
+        if p.claims.groups_separator.is_empty() {
+            out.push((
+                span,
+                format!("{who}: claims.groups_separator is empty: expected e.g. `,`"),
+            ));
+        }
+        for (attr, claim) in &p.claims.attributes {
+            if attr.trim().is_empty() || claim.trim().is_empty() {
+                out.push((span, format!("{who}: claims.attributes: `{attr}: {claim}` needs both an attribute name and a claim name")));
+            }
+        }
+        if p.timeout.0.is_zero() {
+            out.push((
+                span,
+                format!("{who}: timeout must be longer than 0s, e.g. `10s`"),
+            ));
+        }
+        if p.trust.window.0.is_zero() && !(p.trust.amr.is_empty() && p.trust.acr.is_empty()) {
+            out.push((span, format!("{who}: trust.window is 0s, so the trusted amr/acr values never count: expected e.g. `10m`")));
+        }
+        for v in p.trust.amr.keys() {
+            if !amr_ok(v) {
+                out.push((span, format!("{who}: trust.amr: `{v}` is not an amr value: expected an RFC 8176 value such as pwd, mfa, otp, hwk")));
+            }
+        }
+        for (v, classes) in &p.trust.acr {
+            if v.trim().is_empty() || classes.is_empty() {
+                out.push((span, format!("{who}: trust.acr: `{v}` needs a value and the factor classes it counts as, e.g. `\"urn:mfa\": [knowledge, possession]`")));
+            }
+        }
+        if p.scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            out.push((
+                span,
+                format!("{who}: scopes: a scope holds no spaces: list each one"),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http_is_a_provider_url() {
+        assert!(url_ok("https://login.example.com/realms/corp"));
+        assert!(url_ok("http://127.0.0.1:9000"));
+        assert!(url_ok("http://localhost:9000/op"));
+        assert!(url_ok("http://[::1]:9000"));
+        assert!(!url_ok("http://login.example.com"));
+        assert!(!url_ok("http://10.0.0.1"));
+        assert!(!url_ok("ftp://login.example.com"));
+        assert!(!url_ok("login.example.com"));
+    }
+}
