@@ -276,6 +276,46 @@ pub(crate) fn problems(
 mod tests {
     use super::*;
 
+    const GOOD: &str = "identity_providers:\n  - id: corp\n    issuer: https://login.example.com/corp\n    client_id: stepgate\n    client_secret: { env: CORP_SECRET }\n    trust: { window: 5m, amr: { pwd: knowledge, mfa: possession }, acr: { \"urn:mfa\": [knowledge, possession] } }\n";
+
+    #[test]
+    fn a_provider_loads_with_its_defaults() {
+        let cfg = crate::load_str("t.yaml", GOOD, None).unwrap();
+        let p = &cfg.identity_providers[0];
+        assert_eq!(p.id.as_str(), "corp");
+        assert_eq!(p.scopes, vec!["openid", "profile", "email"]);
+        assert_eq!(p.claims.username, "preferred_username");
+        assert_eq!(p.trust.amr["mfa"], TrustedFactor::Possession);
+        assert_eq!(p.trust.window.0.as_secs(), 300);
+        assert!(!p.link_by_verified_email && !p.required);
+    }
+
+    #[test]
+    fn each_mistake_is_reported_where_it_was_written() {
+        let text = "identity_providers:\n  - id: Corp!\n    issuer: http://login.example.com\n    client_id: \"\"\n    client_secret: { env: S }\n    trust: { amr: { \"MFA!\": possession } }\n  - id: ok\n    issuer: https://a.example\n    discovery_url: ftp://a.example/x\n    client_id: c\n    client_secret: { env: S }\n  - id: ok\n    issuer: https://b.example\n    client_id: c\n    client_secret: { env: S }\n    trust: { window: 0s, amr: { pwd: knowledge } }\n";
+        let e = crate::load_str("t.yaml", text, None).unwrap_err();
+        let at = |needle: &str| {
+            e.diagnostics
+                .iter()
+                .find(|d| d.message.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {e}"))
+                .line
+        };
+        assert_eq!(at("bad id `Corp!`"), Some(2));
+        assert_eq!(at("bad issuer `http://login.example.com`"), Some(3));
+        assert_eq!(at("client_id is empty"), Some(4));
+        assert!(at("`MFA!` is not an amr value").is_some());
+        assert_eq!(at("bad discovery_url"), Some(9));
+        assert_eq!(at("id `ok` is used twice"), Some(12));
+        assert!(at("trust.window is 0s").is_some());
+        // A shape mistake is named with the key it is about.
+        let e = crate::load_str("t.yaml", &GOOD.replace("client_id", "client"), None).unwrap_err();
+        assert!(e.to_string().contains("client"), "{e}");
+        let e = crate::load_str("t.yaml", &GOOD.replace("possession }", "posession }"), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("posession"), "{e}");
+    }
+
     #[test]
     fn only_https_or_loopback_http_is_a_provider_url() {
         assert!(url_ok("https://login.example.com/realms/corp"));
