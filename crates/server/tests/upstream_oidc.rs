@@ -10,7 +10,7 @@ mod support;
 
 use axum::routing::any;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use stepgate_store::{factor_context, FactorRecord, UserSource};
+use stepgate_store::{factor_context, FactorRecord, UserRecord, UserSource};
 use support::oidc_op::{free_port, Op, TokenTap};
 use support::{audit, totp_data, upstream, user, Browser, Page, Person, Server, JANE};
 
@@ -67,6 +67,11 @@ struct Setup {
 /// The provider, the tap on its token endpoint, and stepgate in front of an app that says
 /// whom stepgate told it the user is. `None`: Node or the package is missing (skipped).
 async fn start() -> Option<Setup> {
+    start_with(CONFIG, Vec::new()).await
+}
+
+/// [`start`] with another configuration and local users created first.
+async fn start_with(config: &str, locals: Vec<UserRecord>) -> Option<Setup> {
     let op_port = free_port();
     let issuer = format!("http://127.0.0.1:{op_port}");
     let tap = TokenTap::start(&issuer).await;
@@ -83,12 +88,15 @@ async fn start() -> Option<Setup> {
             v("remote-groups")
         )
     }));
-    let h = Server::build(CONFIG)
+    let h = Server::build(config)
         .with("ISSUER", &issuer)
         .with("DISCOVERY", &tap.discovery_url)
         .with("UPSTREAM", upstream::serve(app).await)
         .start()
         .await;
+    for u in locals {
+        h.st.stores.durable.create_user(&u).await.unwrap();
+    }
     let callback = format!("{}/_stepgate/login/upstream/corp/callback", h.public_url);
     let op = Op::start(op_port, &callback).await?;
     Some(Setup { op, tap, h })
@@ -221,6 +229,67 @@ async fn upstream_mfa_counts_within_the_trust_window_and_otherwise_stepgate_asks
         .await;
     let page = through_provider(&s, &Browser::new(), "/").await;
     assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+}
+
+#[tokio::test]
+async fn a_verified_email_links_a_local_user_and_nothing_takes_over_an_account_by_name() {
+    let config = CONFIG.replace("    trust:", "    link_by_verified_email: true\n    trust:");
+    let local = |name: &str, email: &str| {
+        let mut u = UserRecord::new(name);
+        u.email = Some(email.into());
+        u.groups = vec!["local-staff".into()];
+        u
+    };
+    let locals = vec![
+        local("alice.local", "Alice@corp.example"),
+        local("bob", "bob@other.example"),
+        local("robert", "bob@corp.example"),
+    ];
+    let Some(s) = start_with(&config, locals).await else {
+        return;
+    };
+    // Alice's address is verified upstream: she signs in as the local user with it, who
+    // keeps their own groups (a local user is not rewritten by the provider).
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let page = through_provider(&s, &Browser::new(), "/").await;
+    assert!(
+        page.html
+            .contains("app saw user=alice.local groups=local-staff"),
+        "{}",
+        page.html
+    );
+    let linked = audit(&s.h.st, Some("user.linked")).await;
+    assert_eq!(linked.len(), 1);
+    assert_eq!(user(&s.h.st, "alice.local").await.source, UserSource::Local);
+    assert!(s
+        .h
+        .st
+        .stores
+        .durable
+        .get_user_by_username("alice")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Bob's address is not verified upstream: never linked to robert by it; and the
+    // username `bob` belongs to a local account, which the provider's bob cannot take.
+    s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    let page = through_provider(&s, &b, "/").await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    assert!(page.html.contains("already exists"), "{}", page.html);
+    assert!(b.session_id(&s.h.base).is_none());
+    let rows = audit(&s.h.st, Some("signin.upstream_refused")).await;
+    assert_eq!(rows.last().unwrap().detail["reason"], "unusable");
+
+    // A disabled user is refused at the next sign-in through the provider.
+    let mut a = user(&s.h.st, "alice.local").await;
+    a.disabled = true;
+    s.h.st.stores.durable.update_user(&a).await.unwrap();
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let page = through_provider(&s, &Browser::new(), "/").await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    assert!(page.html.contains("disabled"), "{}", page.html);
 }
 
 /// `claims` signed ES256 with `key_pem` under key id `kid`.
