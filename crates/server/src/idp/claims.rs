@@ -278,11 +278,12 @@ mod tests {
     #[test]
     fn trusted_amr_within_the_window_reaches_aal2_and_nothing_else_does() {
         let now = Utc::now();
-        let recent = Some(now - chrono::Duration::minutes(2));
+        let at = now - chrono::Duration::minutes(2);
+        let recent = Some(at);
         let old = Some(now - chrono::Duration::minutes(11));
         let f = factors(&who(&["pwd", "mfa"], None, recent), &entra(), now);
         assert_eq!(aal(&f), 2);
-        assert_eq!(f[0].at, recent.unwrap(), "passed when the upstream says");
+        assert_eq!(f[0].at, at, "passed when the upstream says");
         // Outside the window, without auth_time, or with nothing trusted: the sign-in alone.
         for w in [
             who(&["pwd", "mfa"], None, old),
