@@ -148,6 +148,161 @@ pub enum TrustedFactor {
     HardwareBound,
 }
 
+/// `ldap:` — an LDAP directory or Active Directory as a password source: the login form's
+/// password is checked by binding to the directory as the user.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Name in the user link and the audit log (default `ldap`).
+    #[serde(default = "default_ldap_id")]
+    pub id: String,
+    /// `ldaps://host:636` or `ldap://host:389` (with `starttls: true` off loopback).
+    pub url: Spanned<String>,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the certificate authorities trusted for the directory's certificate (only
+    /// these: the system's are not consulted); default the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Service account for search-then-bind (with `bind_password` and `user_base`).
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// The service account's password.
+    #[serde(default)]
+    pub bind_password: Option<SecretSource>,
+    /// Where users are searched (subtree).
+    #[serde(default)]
+    pub user_base: Option<String>,
+    /// The filter users must match, ANDed with `(username_attribute=<escaped username>)`.
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    /// The attribute holding the username (`uid`; Active Directory: `sAMAccountName`).
+    #[serde(default = "default_username_attribute")]
+    pub username_attribute: String,
+    /// Direct bind without a service account: the user's DN or UPN with `{username}`
+    /// (`uid={username},ou=people,dc=example,dc=com`, `{username}@corp.example.com`).
+    #[serde(default)]
+    pub dn_template: Option<String>,
+    /// Display name attribute.
+    #[serde(default = "default_name_attribute")]
+    pub name_attribute: String,
+    /// E-mail attribute.
+    #[serde(default = "default_mail_attribute")]
+    pub email_attribute: String,
+    /// Attribute listing the user's groups as DNs (`memberOf`); each group is named by its
+    /// first RDN's value (`cn=admins,ou=groups,…` → `admins`).
+    #[serde(default = "default_groups_attribute")]
+    pub groups_attribute: String,
+    /// Instead of `groups_attribute`: search groups under this base with `group_filter`.
+    #[serde(default)]
+    pub group_base: Option<String>,
+    /// The group search's filter; `{dn}` is the user's DN, escaped (Active Directory nested
+    /// groups: `(member:1.2.840.113556.1.4.1941:={dn})`).
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// Put before every directory group.
+    #[serde(default)]
+    pub groups_prefix: String,
+    /// User attributes from directory attributes: `attribute: directory attribute`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Timeout of the connection and of each operation.
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_ldap_id() -> String {
+    "ldap".into()
+}
+fn default_user_filter() -> String {
+    "(objectClass=person)".into()
+}
+fn default_username_attribute() -> String {
+    "uid".into()
+}
+fn default_name_attribute() -> String {
+    "displayName".into()
+}
+fn default_mail_attribute() -> String {
+    "mail".into()
+}
+fn default_groups_attribute() -> String {
+    "memberOf".into()
+}
+fn default_group_filter() -> String {
+    "(member={dn})".into()
+}
+fn default_ldap_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+/// The meaning errors of `ldap:`.
+pub(crate) fn ldap_problems(l: &Spanned<LdapConfig>) -> Vec<(marked_yaml::Span, String)> {
+    let mut out = Vec::new();
+    let span = *l.span();
+    let url = url::Url::parse(l.url.as_str());
+    match &url {
+        Ok(u) if u.scheme() == "ldaps" || u.scheme() == "ldap" => {
+            let loopback = matches!(u.host(), Some(url::Host::Ipv4(a)) if a.is_loopback())
+                || matches!(u.host(), Some(url::Host::Ipv6(a)) if a.is_loopback())
+                || u.host_str() == Some("localhost");
+            if u.scheme() == "ldap" && !l.starttls && !loopback {
+                out.push((
+                    *l.url.span(),
+                    format!(
+                        "ldap.url `{}` sends passwords in clear: use ldaps:// or `starttls: true`",
+                        l.url.as_str()
+                    ),
+                ));
+            }
+            if u.scheme() == "ldaps" && l.starttls {
+                out.push((
+                    span,
+                    "ldap: `starttls: true` is for ldap:// URLs; ldaps:// is TLS already".into(),
+                ));
+            }
+        }
+        _ => out.push((
+            *l.url.span(),
+            format!(
+                "bad ldap.url `{}`: expected ldaps://host:636 or ldap://host:389",
+                l.url.as_str()
+            ),
+        )),
+    }
+    let search = l.bind_dn.is_some() || l.user_base.is_some();
+    match (&l.dn_template, search) {
+        (Some(_), true) => out.push((span, "ldap: set either `dn_template` (direct bind) or `bind_dn` + `bind_password` + `user_base` (search, then bind), not both".into())),
+        (None, false) => out.push((span, "ldap: say how to find the user: `dn_template: uid={username},ou=people,…` or `bind_dn` + `bind_password` + `user_base`".into())),
+        (Some(t), false) if !t.contains("{username}") => out.push((span, format!("ldap.dn_template `{t}` has no `{{username}}`"))),
+        (None, true) if l.bind_dn.is_none() || l.bind_password.is_none() || l.user_base.is_none() => out.push((span, "ldap: search-then-bind needs all of `bind_dn`, `bind_password` and `user_base`".into())),
+        _ => {}
+    }
+    if !l.user_filter.starts_with('(') || !l.user_filter.ends_with(')') {
+        out.push((
+            span,
+            format!(
+                "ldap.user_filter `{}` is not an LDAP filter: expected e.g. (objectClass=person)",
+                l.user_filter
+            ),
+        ));
+    }
+    if l.group_base.is_some() && !l.group_filter.contains("{dn}") {
+        out.push((
+            span,
+            format!("ldap.group_filter `{}` has no `{{dn}}`", l.group_filter),
+        ));
+    }
+    if l.timeout.0.is_zero() {
+        out.push((
+            span,
+            "ldap.timeout must be longer than 0s, e.g. `5s`".into(),
+        ));
+    }
+    out
+}
+
 fn default_scopes() -> Vec<String> {
     vec!["openid".into(), "profile".into(), "email".into()]
 }
@@ -314,6 +469,37 @@ mod tests {
         let e = crate::load_str("t.yaml", &GOOD.replace("possession }", "posession }"), None)
             .unwrap_err();
         assert!(e.to_string().contains("posession"), "{e}");
+    }
+
+    #[test]
+    fn an_ldap_section_says_how_to_find_users_and_never_sends_passwords_in_clear() {
+        let ok = "ldap:\n  url: ldaps://dc1.corp.example\n  bind_dn: cn=svc\n  bind_password: { env: LDAP_PW }\n  user_base: dc=corp\n";
+        let cfg = crate::load_str("t.yaml", ok, None).unwrap();
+        let l = cfg.ldap.unwrap();
+        assert_eq!(
+            (l.id.as_str(), l.username_attribute.as_str()),
+            ("ldap", "uid")
+        );
+        assert_eq!(l.groups_attribute, "memberOf");
+        let err = |text: &str| {
+            crate::load_str("t.yaml", text, None)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("ldap:\n  url: ldap://dc1.corp.example\n  dn_template: \"{username}@corp\"\n");
+        assert!(e.contains("t.yaml:2") && e.contains("in clear"), "{e}");
+        assert!(crate::load_str("t.yaml", "ldap:\n  url: ldap://dc1.corp.example\n  starttls: true\n  dn_template: \"{username}@corp\"\n", None).is_ok());
+        let e = err("ldap:\n  url: ldaps://dc1\n");
+        assert!(e.contains("say how to find the user"), "{e}");
+        let e = err("ldap:\n  url: ldaps://dc1\n  dn_template: uid=x\n");
+        assert!(e.contains("no `{username}`"), "{e}");
+        let e =
+            err("ldap:\n  url: ldaps://dc1\n  dn_template: \"{username}\"\n  user_base: dc=corp\n");
+        assert!(e.contains("not both"), "{e}");
+        let e = err("ldap:\n  url: ldaps://dc1\n  bind_dn: cn=svc\n  user_base: dc=corp\n");
+        assert!(e.contains("needs all of"), "{e}");
+        let e = err("ldap:\n  url: https://dc1\n  dn_template: \"{username}\"\n");
+        assert!(e.contains("bad ldap.url"), "{e}");
     }
 
     #[test]

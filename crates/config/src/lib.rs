@@ -154,6 +154,8 @@ struct ConfigFile {
     log: Option<Spanned<LogConfig>>,
     #[serde(default)]
     identity_providers: Vec<Spanned<identity::IdentityProviderConfig>>,
+    #[serde(default)]
+    ldap: Option<Spanned<identity::LdapConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -193,6 +195,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `identity_providers`: upstream OpenID Providers users sign in through.
     pub identity_providers: Vec<identity::IdentityProviderConfig>,
+    /// `ldap`: a directory as a password source.
+    pub ldap: Option<identity::LdapConfig>,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -564,6 +568,7 @@ impl Loader {
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
         let mut identity_providers = Vec::new();
+        let mut ldap: Option<Spanned<identity::LdapConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -593,6 +598,10 @@ impl Loader {
             self.single(&mut log, f.log, "log");
             users.extend(f.users);
             identity_providers.extend(f.identity_providers);
+            self.single(&mut ldap, f.ldap, "ldap");
+        }
+        for (at, problem) in ldap.iter().flat_map(identity::ldap_problems) {
+            self.diag_at(&at, problem);
         }
         for (at, problem) in identity::problems(&identity_providers) {
             self.diag_at(&at, problem);
@@ -784,6 +793,7 @@ impl Loader {
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
+                ldap: ldap.map(|l| (*l).clone()),
                 identity_providers: identity_providers
                     .into_iter()
                     .map(|p| (*p).clone())

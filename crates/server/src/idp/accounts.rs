@@ -8,7 +8,6 @@
 //! account never takes over a local one by name. An upstream user's name, e-mail, groups
 //! and attributes are refreshed at each sign-in; a linked local user keeps its own.
 
-use stepgate_config::identity::IdentityProviderConfig;
 use stepgate_store::{
     DurableStore, FactorRecord, NewAuditEvent, UserRecord, UserSource, UPSTREAM_LINK_KIND,
 };
@@ -20,13 +19,23 @@ pub fn link_key(id: &str, sub: &str) -> String {
     format!("{id}\n{sub}")
 }
 
+/// Where an identity comes from: an OpenID Provider or the LDAP directory.
+pub struct Source<'a> {
+    /// Its id (`identity_providers[].id`, `ldap.id`).
+    pub id: &'a str,
+    /// Its name, as the link record's label.
+    pub label: &'a str,
+    /// Whether a verified e-mail links to an existing user.
+    pub link_by_verified_email: bool,
+}
+
 /// The user `who` signs in as (found, linked or created); refused when disabled.
 pub async fn account(
     store: &dyn DurableStore,
-    cfg: &IdentityProviderConfig,
+    cfg: &Source<'_>,
     who: &UpstreamIdentity,
 ) -> Result<UserRecord, UpstreamError> {
-    let id = cfg.id.as_str();
+    let id = cfg.id;
     let down = |e: stepgate_store::StoreError| UpstreamError::Unavailable {
         provider: id.to_string(),
         detail: format!("the store failed: {e}"),
@@ -88,11 +97,7 @@ pub async fn account(
                     (u, true)
                 }
             };
-            let mut link = FactorRecord::new(
-                &user.id,
-                UPSTREAM_LINK_KIND,
-                cfg.name.clone().unwrap_or_else(|| id.to_string()),
-            );
+            let mut link = FactorRecord::new(&user.id, UPSTREAM_LINK_KIND, cfg.label);
             link.lookup_key = Some(key);
             link.data = serde_json::json!({ "provider": id, "sub": who.sub });
             store.create_factor(&link).await.map_err(down)?;

@@ -12,6 +12,7 @@
 //!   and what the upstream's `amr`/`acr` count for under the provider's trust mapping.
 //! - [`accounts`]: the stepgate user for an upstream subject — linked by (provider, `sub`),
 //!   optionally by a verified e-mail, or created just in time.
+//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user).
 //!
 //! The portal's two pages (the redirect to the provider and its callback) are
 //! [`crate::portal::upstream`]. What does not belong here: deciding access.
@@ -19,6 +20,7 @@
 pub mod accounts;
 pub mod claims;
 pub mod id_token;
+pub mod ldap;
 pub mod provider;
 
 use std::collections::HashMap;

@@ -9,6 +9,7 @@
 //! - [`sessions`]: the user's sessions; signing out here or everywhere.
 //! - [`devices`]: the user's devices on the sessions page; registering this browser
 //!   (behind a fresh factor) and removing a browser registration.
+//! - [`directory`]: the login form's password checked against the LDAP directory.
 //! - [`upstream`]: signing in through an upstream identity provider (the redirect and
 //!   its callback).
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
@@ -23,6 +24,7 @@
 pub mod account;
 pub mod blocked;
 pub mod devices;
+pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod links;

@@ -125,7 +125,21 @@ pub async fn login_submit(
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();
-    match st.authn.verify_password(username, &f.password, ip).await {
+    // The directory's password for the names it holds (`ldap:`), the store's otherwise.
+    let checked = match super::directory::password(&st, &rt, username, &f.password, ip).await {
+        None => st.authn.verify_password(username, &f.password, ip).await,
+        Some(super::directory::Checked::Passed(user, factor)) => Ok((*user, factor)),
+        Some(super::directory::Checked::Refused(e)) => Err(e),
+        Some(super::directory::Checked::Unavailable) => {
+            let again = Attempted {
+                error: super::directory::UNAVAILABLE.to_string(),
+                username: &f.username,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return render_login(&st, &rt, jar, &f.t, Some(again));
+        }
+    };
+    match checked {
         Ok((user, factor)) => {
             let attempt = FirstFactor {
                 user,

@@ -230,7 +230,13 @@ pub async fn callback(
         Ok(w) => w,
         Err(e) => return (jar, refused(&st, &rt, cfg, &e, ip, None).await).into_response(),
     };
-    let user = match accounts::account(st.stores.durable.as_ref(), cfg, &who).await {
+    let label = display_name(cfg);
+    let source = accounts::Source {
+        id: &id,
+        label: &label,
+        link_by_verified_email: cfg.link_by_verified_email,
+    };
+    let user = match accounts::account(st.stores.durable.as_ref(), &source, &who).await {
         Ok(u) => u,
         Err(e) => {
             return (

@@ -10,6 +10,7 @@
 //! - [`hexnode`]: a recording Hexnode UEM for the device connector's tests.
 //! - [`oidc_op`]: a real OpenID Provider (npm `oidc-provider`) as the upstream identity
 //!   provider, and a tap on its token endpoint for forged and replayed ID tokens.
+//! - [`slapd`]: a real LDAP directory (Debian's OpenLDAP) with a test CA and a small tree.
 //! - [`Passkey`]: a software passkey registered for a user, signing in through the portal.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
@@ -31,6 +32,7 @@ pub mod raw;
 mod server;
 #[path = "../../../../tests/support/skipped.rs"]
 pub mod skipped;
+pub mod slapd;
 pub mod upstream;
 mod window;
 
