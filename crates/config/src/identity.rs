@@ -49,6 +49,12 @@ pub struct IdentityProviderConfig {
     /// Timeout of each request to the provider (discovery, keys, token).
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Delegated step-up: the `acr` value to ask the provider for (with `max_age=0` and
+    /// `prompt=login`) when a step-up page offers confirming there; its answer counts only
+    /// with that `acr` and a fresh `auth_time`, as `trust.acr` maps it. Unset: no
+    /// delegated step-up.
+    #[serde(default)]
+    pub step_up_acr: Option<String>,
     /// Also read the user-info endpoint with the access token and take the claims the ID
     /// token lacks from it (some providers put groups there only).
     #[serde(default)]
@@ -404,6 +410,11 @@ pub(crate) fn problems(
         if p.trust.window.0.is_zero() && !(p.trust.amr.is_empty() && p.trust.acr.is_empty()) {
             out.push((span, format!("{who}: trust.window is 0s, so the trusted amr/acr values never count: expected e.g. `10m`")));
         }
+        if let Some(acr) = &p.step_up_acr {
+            if !p.trust.acr.contains_key(acr) {
+                out.push((span, format!("{who}: step_up_acr `{acr}` is not in trust.acr, so a delegated step-up could never count: map it, e.g. `trust: {{ acr: {{ \"{acr}\": [knowledge, possession] }} }}`")));
+            }
+        }
         for v in p.trust.amr.keys() {
             if !amr_ok(v) {
                 out.push((span, format!("{who}: trust.amr: `{v}` is not an amr value: expected an RFC 8176 value such as pwd, mfa, otp, hwk")));
@@ -463,6 +474,19 @@ mod tests {
         assert_eq!(at("bad discovery_url"), Some(9));
         assert_eq!(at("id `ok` is used twice"), Some(12));
         assert!(at("trust.window is 0s").is_some());
+        let e = crate::load_str(
+            "t.yaml",
+            &GOOD.replace("    trust:", "    step_up_acr: urn:other\n    trust:"),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("step_up_acr `urn:other` is not in trust.acr"),
+            "{e}"
+        );
+        let ok = GOOD.replace("    trust:", "    step_up_acr: \"urn:mfa\"\n    trust:");
+        assert!(crate::load_str("t.yaml", &ok, None).is_ok());
         // A shape mistake is named with the key it is about.
         let e = crate::load_str("t.yaml", &GOOD.replace("client_id", "client"), None).unwrap_err();
         assert!(e.to_string().contains("client"), "{e}");

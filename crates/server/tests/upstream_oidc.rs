@@ -21,6 +21,7 @@ apps:
     upstream: http://UPSTREAM
     routes:
       - { name: admin area, path: /admin/**, tags: [admin] }
+      - { name: payroll, path: /payroll/**, tags: [sensitive] }
 sessions: { cookie: { secure: false } }
 identity_providers:
   - id: corp
@@ -31,6 +32,7 @@ identity_providers:
     client_secret: { inline_insecure: stepgate-secret }
     scopes: [openid, profile, email, groups]
     claims: { groups_prefix: "corp:", attributes: { department: department } }
+    step_up_acr: "urn:corp:mfa"
     trust:
       window: 5m
       amr: { pwd: knowledge, mfa: possession }
@@ -42,6 +44,10 @@ policies:
     conditions:
       - not: { groups: { any: ["corp:admins"] } }
     outcome: { deny: { message: The admin area is for administrators. } }
+  - name: payroll-needs-fresh-mfa
+    priority: 7
+    targets: { routes: [{ tags: [sensitive] }] }
+    outcome: { step_up: { min_aal: 2, max_age: 2m, message: Payroll needs a fresh confirmation. } }
   - name: sign-in-needs-mfa
     priority: 10
     targets: { sign_in: true }
@@ -290,6 +296,98 @@ async fn a_verified_email_links_a_local_user_and_nothing_takes_over_an_account_b
     let page = through_provider(&s, &Browser::new(), "/").await;
     assert_eq!(page.status, 403, "{}", page.html);
     assert!(page.html.contains("disabled"), "{}", page.html);
+}
+
+#[tokio::test]
+async fn a_sensitive_route_is_stepped_up_at_the_provider_with_acr_values_and_max_age() {
+    let Some(s) = start().await else { return };
+    // Signed in four minutes ago upstream, with MFA: AAL2, but not fresh enough for payroll.
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 240).await;
+    let b = Browser::new();
+    let page = through_provider(&s, &b, "/").await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let step = Page::open(&b, &s.h.at("/payroll/march")).await;
+    assert!(
+        step.url.path().ends_with("/_stepgate/step-up"),
+        "{}",
+        step.url
+    );
+    assert!(step.html.contains("Confirm with Corp SSO"), "{}", step.html);
+    let confirm =
+        s.h.at(&button_of(&step.html, "<a class=\"button\" href=\""));
+    let refused_as = |reason: &'static str| {
+        let st = s.h.st.clone();
+        async move {
+            let rows = audit(&st, Some("signin.upstream_refused")).await;
+            assert_eq!(rows.last().unwrap().detail["reason"], reason, "{rows:?}");
+            rows.len()
+        }
+    };
+
+    // The provider answers at another level, or with an old authentication, or as someone
+    // else: each refused, and the session is not stepped up.
+    s.op.next("alice-sub", &["pwd"], Some("urn:corp:pwd"), 0)
+        .await;
+    let page = Page::open(&b, &confirm).await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    assert_eq!(refused_as("refused").await, 1);
+    s.op.next("alice-sub", &["pwd"], Some("urn:corp:mfa"), 600)
+        .await;
+    let page = Page::open(&b, &confirm).await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    assert_eq!(refused_as("refused").await, 2);
+    // (Someone else: the provider's own key, signing for bob, who is no one here.)
+    let key = s.op.key_pem.clone();
+    s.tap.rewrite(move |t| {
+        let mut c = claims_of(t);
+        c["sub"] = "bob-sub".into();
+        sign(&c, &key, "op-key-1")
+    });
+    s.op.next("alice-sub", &["pwd"], Some("urn:corp:mfa"), 0)
+        .await;
+    let page = Page::open(&b, &confirm).await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    assert_eq!(refused_as("unusable").await, 3);
+    s.tap.clear();
+    let still = Page::open(&b, &s.h.at("/payroll/march")).await;
+    assert!(
+        still.url.path().ends_with("/_stepgate/step-up"),
+        "{}",
+        still.url
+    );
+
+    // The provider asked to authenticate again now, at the configured level: it does, and
+    // payroll opens.
+    s.op.next("alice-sub", &["pwd"], Some("urn:corp:mfa"), 0)
+        .await;
+    let r = b.tab(false).get(&confirm).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let auth = url::Url::parse(&support::header(&r, "location")).unwrap();
+    let q: std::collections::HashMap<_, _> = auth.query_pairs().into_owned().collect();
+    assert_eq!(
+        q.get("acr_values").map(String::as_str),
+        Some("urn:corp:mfa")
+    );
+    assert_eq!(q.get("max_age").map(String::as_str), Some("0"));
+    assert_eq!(q.get("prompt").map(String::as_str), Some("login"));
+    let page = Page::open(&b, auth.as_str()).await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_eq!(page.url.path(), "/payroll/march");
+    assert_eq!(audit(&s.h.st, Some("stepup.upstream")).await.len(), 1);
+}
+
+/// The link after `needle` in `html`, entities decoded.
+fn button_of(html: &str, needle: &str) -> String {
+    let at = html
+        .find(needle)
+        .unwrap_or_else(|| panic!("no {needle} in {html}"))
+        + needle.len();
+    html[at..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/")
 }
 
 /// `claims` signed ES256 with `key_pem` under key id `kid`.

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::audit;
 use super::error::PortalError;
-use super::extract::{Here, Visit};
+use super::extract::{step_context, Here, Visit};
 use super::links::Links;
 use super::signin::{sign_in, FirstFactor};
 use crate::access::request::client_ip;
@@ -35,6 +35,10 @@ use crate::app::signer::random_id;
 use crate::app::state::Shared;
 use crate::idp::id_token::{self, Expected};
 use crate::idp::{accounts, claims, UpstreamError};
+use crate::session::cookies::CookieJar;
+use crate::session::Session;
+use stepgate_policy::StepUpRequirement;
+use stepgate_store::{UserRecord, UPSTREAM_LINK_KIND};
 
 /// The cookie holding a sign-in's flow between the redirect and the callback.
 pub const FLOW_COOKIE: &str = "stepgate_upstream";
@@ -58,6 +62,12 @@ struct Flow {
     v: String,
     /// The signed return target (the login page's `t`).
     t: String,
+    /// A delegated step-up: the step-up page's signed link.
+    #[serde(default)]
+    st: Option<String>,
+    /// When the flow started (a step-up's `auth_time` must not be older).
+    #[serde(default)]
+    at: i64,
 }
 
 /// `?t=` on the start link.
@@ -65,6 +75,9 @@ struct Flow {
 pub struct StartQuery {
     #[serde(default)]
     t: String,
+    /// A delegated step-up: the step-up page's signed link.
+    #[serde(default)]
+    step: Option<String>,
 }
 
 /// The configured provider `id`.
@@ -112,6 +125,15 @@ pub async fn start(
     let Some(cfg) = configured(&rt, &id) else {
         return PortalError::BadRequest.into_response();
     };
+    // A delegated step-up belongs to this browser's session and its step-up link.
+    if let Some(step) = &q.step {
+        if cfg.step_up_acr.is_none() {
+            return PortalError::BadRequest.into_response();
+        }
+        if let Err(e) = step_context(&st, &rt, &jar, step).await {
+            return e.into_response();
+        }
+    }
     let provider = match st.idps.provider(cfg).await {
         Ok(p) => p,
         Err(e) => {
@@ -125,6 +147,8 @@ pub async fn start(
         n: random_id(),
         v: format!("{}{}", random_id(), random_id()),
         t: q.t,
+        st: q.step,
+        at: Utc::now().timestamp(),
     };
     let challenge =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(flow.v.as_bytes()));
@@ -154,6 +178,13 @@ pub async fn start(
         .append_pair("nonce", &flow.n)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    if let (Some(_), Some(acr)) = (&flow.st, &cfg.step_up_acr) {
+        // Authenticate again, now, at this level.
+        url.query_pairs_mut()
+            .append_pair("acr_values", acr)
+            .append_pair("max_age", "0")
+            .append_pair("prompt", "login");
+    }
     let payload = serde_json::to_string(&flow).unwrap_or_default();
     let value = st
         .signer
@@ -230,6 +261,9 @@ pub async fn callback(
         Ok(w) => w,
         Err(e) => return (jar, refused(&st, &rt, cfg, &e, ip, None).await).into_response(),
     };
+    if let Some(token) = &flow.st {
+        return stepped_up(&st, &rt, jar, cfg, &flow, token, &who, ip).await;
+    }
     let label = display_name(cfg);
     let source = accounts::Source {
         id: &id,
@@ -276,6 +310,137 @@ pub async fn callback(
     sign_in(&st, &rt, &jar, attempt)
         .await
         .respond(&rt, jar, false)
+}
+
+/// A delegated step-up's answer: the provider must have authenticated the session's own
+/// user (the subject linked to them), again (`auth_time` not before the flow started), at
+/// the level asked (`acr`); then what it proved counts as the trust mapping says, and the
+/// step-up goes on as for any factor passed here.
+#[allow(clippy::too_many_arguments)]
+async fn stepped_up(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    cfg: &IdentityProviderConfig,
+    flow: &Flow,
+    token: &str,
+    who: &claims::UpstreamIdentity,
+    ip: Option<std::net::IpAddr>,
+) -> Response {
+    let (session, user, step) = match step_context(st, rt, &jar, token).await {
+        Ok(c) => c,
+        Err(e) => return (jar, e).into_response(),
+    };
+    let id = cfg.id.as_str();
+    let link = match st
+        .stores
+        .durable
+        .find_factor(UPSTREAM_LINK_KIND, &accounts::link_key(id, &who.sub))
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return (jar, PortalError::from(e)).into_response(),
+    };
+    let fresh = who
+        .auth_time
+        .is_some_and(|t| t.timestamp() >= flow.at - id_token::LEEWAY_SECS as i64);
+    let problem = if link.is_none_or(|l| l.user_id != user.id) {
+        Some(UpstreamError::Unusable {
+            provider: id.to_string(),
+            detail: "you confirmed as another account at the provider".into(),
+        })
+    } else if who.acr.is_none() || who.acr != cfg.step_up_acr {
+        Some(UpstreamError::Refused {
+            provider: id.to_string(),
+            detail: format!(
+                "it answered acr {:?}, not the {:?} asked for",
+                who.acr, cfg.step_up_acr
+            ),
+        })
+    } else if !fresh {
+        Some(UpstreamError::Refused {
+            provider: id.to_string(),
+            detail: "it did not authenticate you again (auth_time is older than the request)"
+                .into(),
+        })
+    } else {
+        None
+    };
+    if let Some(e) = problem {
+        let page = refused(st, rt, cfg, &e, ip, Some(&user.username)).await;
+        return (jar, page).into_response();
+    }
+    let factors = claims::factors(who, &cfg.trust, Utc::now());
+    audit(
+        st,
+        "stepup.upstream",
+        &user.username,
+        ip,
+        serde_json::json!({ "provider": id, "acr": who.acr, "counted": factors.iter().map(|f| &f.amr).collect::<Vec<_>>() }),
+    )
+    .await;
+    let on = super::stepup::page(&session, &user, token, &step);
+    super::stepup::passed_all(st, rt, jar, on, factors, false).await
+}
+
+/// The providers the step-up page offers for `req`: those with delegated step-up that the
+/// user is linked to, whose step-up answer (`trust.acr` of `step_up_acr`, passed now) would
+/// meet it; `(label, start URL)`.
+pub async fn step_up_offers(
+    st: &Shared,
+    rt: &Here,
+    session: &Session,
+    user: &UserRecord,
+    req: &StepUpRequirement,
+    token: &str,
+) -> Vec<(String, String)> {
+    let with_step_up: Vec<&IdentityProviderConfig> = rt
+        .config
+        .identity_providers
+        .iter()
+        .filter(|p| p.step_up_acr.is_some())
+        .collect();
+    if with_step_up.is_empty() {
+        return Vec::new();
+    }
+    let links = st
+        .stores
+        .durable
+        .list_factors(&user.id)
+        .await
+        .unwrap_or_default();
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for p in with_step_up {
+        let linked = links.iter().any(|l| {
+            l.kind == UPSTREAM_LINK_KIND
+                && l.data.get("provider").and_then(|v| v.as_str()) == Some(p.id.as_str())
+        });
+        let answer = claims::UpstreamIdentity {
+            sub: String::new(),
+            username: String::new(),
+            name: None,
+            email: None,
+            email_verified: false,
+            groups: Vec::new(),
+            attributes: Default::default(),
+            amr: Vec::new(),
+            acr: p.step_up_acr.clone(),
+            auth_time: Some(now),
+        };
+        let mut factors = session.data.factors.clone();
+        factors.extend(claims::factors(&answer, &p.trust, now));
+        if linked && stepgate_authn::meets(&factors, req, &rt.config.assurance, now) {
+            let url = format!(
+                "{}/login/upstream/{}?step={}",
+                rt.portal(),
+                p.id.as_str(),
+                url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            );
+            out.push((display_name(p), url));
+        }
+    }
+    out
 }
 
 /// The code exchanged, the ID token verified (its nonce used once), the claims mapped.
