@@ -330,6 +330,6 @@ mod tests {
     fn usernames_are_escaped_for_filters_and_dns() {
         assert_eq!(ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
         assert_eq!(ldap_escape("a\\00b"), "a\\5c00b");
-        assert_eq!(dn_escape("a,b=c"), "a\\,b\\=c");
+        assert_eq!(dn_escape("a,b=c"), "a\\2cb\\3dc");
     }
 }

@@ -15,6 +15,11 @@ use super::UpstreamError;
 /// tokens with made-up key ids must not become a stream of requests to the provider.
 pub const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
+/// How long fetched keys are used before being fetched again (a key the provider withdrew
+/// stops verifying within this); when the provider cannot be reached then, the keys held
+/// are kept until it can.
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// The largest discovery document, key set or token answer read.
 const MAX_BODY: usize = 256 * 1024;
 
@@ -178,12 +183,26 @@ impl Provider {
     }
 
     /// The signing key a token names (`kid`), or the only key there is when it names none.
-    /// An unknown key id fetches the keys again (at most every [`REFETCH_AT_MOST_EVERY`]).
+    /// Keys older than [`KEYS_MAX_AGE`] are fetched again first; an unknown key id fetches
+    /// them again (at most every [`REFETCH_AT_MOST_EVERY`]).
     pub async fn key(
         &self,
         http: &reqwest::Client,
         kid: Option<&str>,
     ) -> Result<Jwk, UpstreamError> {
+        if self.lock().fetched.elapsed() >= KEYS_MAX_AGE {
+            let url = &self.metadata.jwks_uri;
+            match get_json::<JwkSet>(http, &self.id, url, self.timeout, "keys").await {
+                Ok(set) => {
+                    let mut keys = self.lock();
+                    keys.set = set;
+                    keys.fetched = Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.id, error = %e, "keys not refreshed; the ones held are kept")
+                }
+            }
+        }
         if let Some(k) = self.find(kid) {
             return Ok(k);
         }
