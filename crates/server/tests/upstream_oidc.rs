@@ -536,3 +536,34 @@ async fn forged_and_replayed_id_tokens_are_refused() {
         7
     );
 }
+
+#[tokio::test]
+async fn a_required_provider_that_cannot_be_reached_stops_the_start_and_another_does_not() {
+    let yaml = |required: bool| {
+        format!(
+            "policies:\n  - {{ name: a, priority: 1, targets: {{ sign_in: true }}, outcome: allow }}\nidentity_providers:\n  - id: corp\n    issuer: http://127.0.0.1:1\n    client_id: stepgate\n    client_secret: {{ inline_insecure: s }}\n    timeout: 2s\n    required: {required}\n"
+        )
+    };
+    let build = |required: bool| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg =
+            stepgate_config::load_str("t.yaml", &yaml(required), Some(dir.path())).unwrap();
+        cfg.base_dir = dir.path().to_path_buf();
+        stepgate_server::build_state_with(
+            cfg,
+            stepgate_store::SecretKey::generate(),
+            stepgate_server::ServeOptions::default(),
+            None,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+    };
+    let e = match build(true).await {
+        Ok(_) => panic!("a required provider that cannot be reached must stop the start"),
+        Err(e) => e,
+    };
+    assert!(e.contains("identity provider `corp` is unavailable"), "{e}");
+    assert!(e.contains("required: true"), "{e}");
+    assert_eq!(build(false).await, Ok(()));
+}
