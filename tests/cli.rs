@@ -57,6 +57,24 @@ fn check_warns_when_email_codes_are_counted_as_mfa() {
 }
 
 #[test]
+fn check_warns_when_an_identity_provider_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1 of loopback.
+    let body = "server:\n  public_url: http://localhost:9091\npolicies:\n  - { name: a, priority: 1, targets: { sign_in: true }, outcome: allow }\nidentity_providers:\n  - id: corp\n    issuer: http://127.0.0.1:1\n    client_id: stepgate\n    client_secret: { env: STEPGATE_TEST_NO_SUCH_VARIABLE }\n    timeout: 2s\n";
+    let file = write(dir.path(), "idp.yaml", body);
+    let o = stepgate(&["check", file.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(o.status.success(), "a warning, not an error: {out}");
+    assert!(
+        out.contains("warning: identity provider `corp` is unavailable: discovery at http://127.0.0.1:1/.well-known/openid-configuration"),
+        "{out}"
+    );
+    assert!(out.contains("sign-ins through it will be refused"), "{out}");
+    assert!(out.contains("STEPGATE_TEST_NO_SUCH_VARIABLE"), "{out}");
+    assert!(out.contains("2 warning(s)"), "{out}");
+}
+
+#[test]
 fn check_prints_every_error_with_its_position_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(

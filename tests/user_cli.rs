@@ -270,3 +270,46 @@ fn invite_and_reset_link_print_single_use_links() {
         stderr(&nobody)
     );
 }
+
+#[test]
+fn list_and_show_say_where_each_user_comes_from() {
+    use stepgate_store::{FactorRecord, SecretKey, StoreConfig, UserRecord, UserSource};
+    let env = Env::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let key = SecretKey::parse(&env.key, "test").unwrap();
+        let data = env.data_dir().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let stores = stepgate_store::open_stores(&StoreConfig::default(), &data, &key)
+            .await
+            .unwrap();
+        // A user created at their first sign-in through provider `corp`, and a local user
+        // linked to the directory by a verified e-mail.
+        let mut alice = UserRecord::new("alice");
+        alice.source = UserSource::Upstream;
+        stores.durable.create_user(&alice).await.unwrap();
+        let bob = UserRecord::new("bob");
+        stores.durable.create_user(&bob).await.unwrap();
+        for (u, provider) in [(&alice, "corp"), (&bob, "ldap")] {
+            let mut link = FactorRecord::new(&u.id, stepgate_store::UPSTREAM_LINK_KIND, provider);
+            link.lookup_key = Some(format!("{provider}\nsub-{}", u.username));
+            link.data =
+                serde_json::json!({ "provider": provider, "sub": format!("sub-{}", u.username) });
+            stores.durable.create_factor(&link).await.unwrap();
+        }
+    });
+    drop(rt);
+    let list = env.ok(&["list"], None);
+    let line = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {list}"))
+            .to_string()
+    };
+    assert!(line("alice").contains("upstream:corp"), "{list}");
+    assert!(line("bob").contains("local+ldap"), "{list}");
+    // The link is not a factor.
+    assert!(line("alice").contains(" 0 "), "{list}");
+    let show = env.ok(&["show", "alice"], None);
+    assert!(show.contains("source:     upstream:corp"), "{show}");
+}

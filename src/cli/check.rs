@@ -56,7 +56,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     for w in &weaker {
         eprintln!("{}: warning: {w}", path.display());
     }
-    let warnings = findings.len() - errors + weaker.len();
+    let unreachable = providers_unreachable(&cfg);
+    for w in &unreachable {
+        eprintln!("{}: warning: {w}", path.display());
+    }
+    let warnings = findings.len() - errors + weaker.len() + unreachable.len();
     if errors > 0 {
         eprintln!("{errors} error(s), {warnings} warning(s)");
         return Ok(ExitCode::FAILURE);
@@ -74,4 +78,37 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity providers whose discovery document cannot be read now, or whose client
+/// secret cannot be: a warning here (the network may differ from where stepgate runs); at
+/// start an error only for a provider marked `required`.
+fn providers_unreachable(cfg: &stepgate_config::Config) -> Vec<String> {
+    if cfg.identity_providers.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    let idps = stepgate_server::idp::IdentityProviders::new(&cfg.base_dir);
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for p in &cfg.identity_providers {
+            let then = if p.required {
+                "`stepgate serve` will refuse to start (required: true)"
+            } else {
+                "sign-ins through it will be refused until it answers"
+            };
+            if let Err(e) = idps.provider(p).await {
+                out.push(format!("{e}; {then}"));
+            }
+            if let Err(e) = idps.client_secret(p) {
+                out.push(format!("{e}; {then}"));
+            }
+        }
+        out
+    })
 }

@@ -429,21 +429,20 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
         UserAction::List => {
             let users = stores.durable.list_users().await?;
             println!(
-                "{:<24} {:<8} {:<9} {:<8} EMAIL",
+                "{:<24} {:<16} {:<9} {:<8} EMAIL",
                 "USERNAME", "SOURCE", "STATE", "FACTORS"
             );
             for u in users {
-                let n = stores
-                    .durable
-                    .list_factors(&u.id)
-                    .await?
+                let factors = stores.durable.list_factors(&u.id).await?;
+                let n = factors
                     .iter()
                     .filter(|f| f.kind != stepgate_authn::service::ENROLMENT_LINK_KIND)
+                    .filter(|f| f.kind != stepgate_store::UPSTREAM_LINK_KIND)
                     .count();
                 println!(
-                    "{:<24} {:<8} {:<9} {:<8} {}",
+                    "{:<24} {:<16} {:<9} {:<8} {}",
                     u.username,
-                    source(u.source),
+                    source_of(&u, &factors),
                     if u.disabled { "disabled" } else { "enabled" },
                     n,
                     u.email.as_deref().unwrap_or("-")
@@ -457,7 +456,8 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
             println!("name:       {}", u.name.as_deref().unwrap_or("-"));
             println!("email:      {}", u.email.as_deref().unwrap_or("-"));
             println!("groups:     {}", u.groups.join(", "));
-            println!("source:     {}", source(u.source));
+            let factors = stores.durable.list_factors(&u.id).await?;
+            println!("source:     {}", source_of(&u, &factors));
             println!(
                 "state:      {}",
                 if u.disabled { "disabled" } else { "enabled" }
@@ -607,10 +607,26 @@ async fn run_with_store(config: &Path, action: UserAction) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// The user's source, with the identity providers or directory it is linked to
+/// (`upstream:corp`, `local+corp` for a local user linked by a verified e-mail).
+fn source_of(u: &UserRecord, factors: &[stepgate_store::FactorRecord]) -> String {
+    let links: Vec<&str> = factors
+        .iter()
+        .filter(|f| f.kind == stepgate_store::UPSTREAM_LINK_KIND)
+        .filter_map(|f| f.data.get("provider").and_then(|p| p.as_str()))
+        .collect();
+    match (u.source, links.is_empty()) {
+        (s, true) => source(s).to_string(),
+        (UserSource::Upstream, false) => format!("upstream:{}", links.join(",")),
+        (s, false) => format!("{}+{}", source(s), links.join(",")),
+    }
+}
+
 fn source(s: UserSource) -> &'static str {
     match s {
         UserSource::Local => "local",
         UserSource::Config => "config",
+        UserSource::Upstream => "upstream",
     }
 }
 

@@ -122,6 +122,17 @@ fn nist(kind: FactorKind) -> (&'static str, FactorTraits) {
             false,
             true,
         ),
+        // What the upstream verified counts as the trust mapping says: the class and
+        // phishing resistance are each passed factor's own (`PassedFactor::class`,
+        // `phishing_resistant`), set only from a provider's trusted `amr`/`acr`.
+        FactorKind::Upstream => (
+            "fed",
+            AuthenticatorClass::Knowledge,
+            true,
+            true,
+            false,
+            false,
+        ),
     };
     (
         amr,
@@ -153,6 +164,16 @@ pub struct FactorAssuranceOverride {
     /// Whether it alone is multi-factor when user verification was performed.
     pub multi_factor: Option<bool>,
 }
+
+/// No override: every default kept.
+static NO_OVERRIDE: FactorAssuranceOverride = FactorAssuranceOverride {
+    amr: None,
+    class: None,
+    phishing_resistant: None,
+    counts_toward_aal: None,
+    restricted: None,
+    multi_factor: None,
+};
 
 /// Per-factor overrides, one optional entry per factor kind.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -231,6 +252,8 @@ impl AssuranceConfig {
             FactorKind::SmsOtp => &self.factors.sms_otp,
             FactorKind::RecoveryCodes => &self.factors.recovery_codes,
             FactorKind::Webauthn => &self.factors.webauthn,
+            // Configured per identity provider (`identity_providers[].trust`), not here.
+            FactorKind::Upstream => &NO_OVERRIDE,
         }
     }
 
@@ -310,6 +333,10 @@ pub struct PassedFactor {
     /// The factor record's id, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor_id: Option<String>,
+    /// For an upstream factor ([`FactorKind::Upstream`]): the class its provider's trust
+    /// mapping gave it (none: knowledge, the upstream sign-in alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<AuthenticatorClass>,
 }
 
 impl PassedFactor {
@@ -324,6 +351,29 @@ impl PassedFactor {
             hardware_bound: false,
             user_verified: false,
             factor_id: None,
+            class: None,
+        }
+    }
+
+    /// A factor an upstream identity provider verified at `at`, recorded under its `amr`
+    /// value, counting as `class` (phishing-resistant or hardware-bound only when the
+    /// provider's trust mapping says so).
+    pub fn upstream(
+        amr: &str,
+        class: AuthenticatorClass,
+        phishing_resistant: bool,
+        hardware_bound: bool,
+        at: DateTime<Utc>,
+    ) -> Self {
+        PassedFactor {
+            kind: FactorKind::Upstream,
+            amr: amr.to_string(),
+            at,
+            phishing_resistant,
+            hardware_bound,
+            user_verified: false,
+            factor_id: None,
+            class: Some(class),
         }
     }
 
@@ -424,11 +474,18 @@ struct Level {
     restricted: bool,
 }
 
+/// A passed factor with its kind's traits under `cfg`; an upstream factor counts as the
+/// class its provider's trust mapping gave it.
+fn effective<'a>(p: &'a PassedFactor, cfg: &AssuranceConfig) -> Effective<'a> {
+    let mut map = cfg.traits(p.kind);
+    if let Some(class) = p.class.filter(|_| p.kind == FactorKind::Upstream) {
+        map.class = class;
+    }
+    Effective { passed: p, map }
+}
+
 fn level(factors: &[PassedFactor], cfg: &AssuranceConfig) -> Level {
-    let effective = |p| Effective {
-        passed: p,
-        map: cfg.traits(p.kind),
-    };
+    let effective = |p| effective(p, cfg);
     let class_bit = |c: AuthenticatorClass| 1u8 << (c as u8);
     // The classes of the eligible factors, one bit each.
     let (mut classes, mut mf_device, mut eligible, mut pr, mut restricted) =
@@ -626,7 +683,9 @@ fn unmet(
         && !fresh.iter().any(|f| {
             req.factors
                 .iter()
-                .any(|a| a == f.kind.as_str() || *a == f.amr)
+                // An upstream factor answers to its kind's name only: the upstream's `otp`
+                // is not stepgate's `totp`.
+                .any(|a| a == f.kind.as_str() || (f.kind != FactorKind::Upstream && *a == f.amr))
         })
     {
         out.push(Unmet::Factor {

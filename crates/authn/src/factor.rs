@@ -24,10 +24,15 @@ pub enum FactorKind {
     RecoveryCodes,
     /// A WebAuthn credential: passkey or security key.
     Webauthn,
+    /// A factor an upstream identity provider verified (its sign-in, or an `amr`/`acr`
+    /// value its configuration trusts): never enrolled in stepgate, so not in
+    /// [`FactorKind::ALL`]; its class is the one the trust mapping gave it
+    /// ([`crate::PassedFactor::class`]).
+    Upstream,
 }
 
 impl FactorKind {
-    /// Every kind, in display order.
+    /// Every kind stepgate verifies itself, in display order.
     pub const ALL: [FactorKind; 7] = [
         FactorKind::Password,
         FactorKind::SecurityQuestions,
@@ -48,6 +53,7 @@ impl FactorKind {
             FactorKind::SmsOtp => "sms_otp",
             FactorKind::RecoveryCodes => "recovery_codes",
             FactorKind::Webauthn => "webauthn",
+            FactorKind::Upstream => "upstream",
         }
     }
 }

@@ -562,6 +562,31 @@ impl Authenticator {
         Ok(())
     }
 
+    /// A password checked elsewhere (an LDAP directory), under stepgate's own regulation:
+    /// refused while the account (`user`, or the name typed when there is none) or the IP is
+    /// banned or locked, without asking `check`; otherwise `check` decides — `Some` passed,
+    /// `None` counts like a wrong password here, `Err` (the directory is down) counts as
+    /// nothing and is returned as it is.
+    pub async fn verify_external<T, E>(
+        &self,
+        username: &str,
+        user: Option<&UserRecord>,
+        ip: Option<IpAddr>,
+        check: impl std::future::Future<Output = Result<Option<T>, E>>,
+    ) -> Result<Result<T, AuthError>, E> {
+        let subject = Self::subject_key(user, username);
+        if let Err(e) = self.check_regulation(&subject, ip).await {
+            return Ok(Err(e));
+        }
+        Ok(match check.await? {
+            Some(v) => self.record_success(&subject).await.map(|()| v),
+            None => self
+                .record_failure(&subject, user, username, ip, FactorKind::Password)
+                .await
+                .and(Err(AuthError::InvalidCredentials)),
+        })
+    }
+
     /// Lifts every ban and lock on the account and resets its failure counters (the only way
     /// out of the NIST consecutive-failure lock). Audited as `authn.unlock`.
     pub async fn unlock(&self, user: &UserRecord, admin: &str) -> Result<(), AuthError> {

@@ -40,6 +40,7 @@ use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 pub mod deployment;
 mod files;
 pub mod gateway;
+pub mod identity;
 pub mod logging;
 mod nesting;
 pub mod oidc;
@@ -158,6 +159,10 @@ struct ConfigFile {
     #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
     oidc: Option<Spanned<OidcConfig>>,
+    #[serde(default)]
+    identity_providers: Vec<Spanned<identity::IdentityProviderConfig>>,
+    #[serde(default)]
+    ldap: Option<Spanned<identity::LdapConfig>>,
 }
 
 /// A loaded, validated configuration.
@@ -203,6 +208,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `oidc`: stepgate as an OpenID Provider.
     pub oidc: OidcConfig,
+    /// `identity_providers`: upstream OpenID Providers users sign in through.
+    pub identity_providers: Vec<identity::IdentityProviderConfig>,
+    /// `ldap`: a directory as a password source.
+    pub ldap: Option<identity::LdapConfig>,
     /// `devices.compliance.policies`, compiled.
     pub compliance_policies: Arc<Vec<CompliancePolicy>>,
     /// The directory relative paths in the configuration resolve against.
@@ -583,6 +592,8 @@ impl Loader {
         let mut log: Option<Spanned<LogConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
         let mut oidc: Option<Spanned<OidcConfig>> = None;
+        let mut identity_providers = Vec::new();
+        let mut ldap: Option<Spanned<identity::LdapConfig>> = None;
         let parsed = std::mem::take(&mut self.parsed);
         for f in parsed {
             apps.extend(f.apps);
@@ -613,6 +624,14 @@ impl Loader {
             self.single(&mut portal, f.portal, "portal");
             self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
+            identity_providers.extend(f.identity_providers);
+            self.single(&mut ldap, f.ldap, "ldap");
+        }
+        for (at, problem) in ldap.iter().flat_map(identity::ldap_problems) {
+            self.diag_at(&at, problem);
+        }
+        for (at, problem) in identity::problems(&identity_providers) {
+            self.diag_at(&at, problem);
         }
         let compiled = stepgate_policy::compile(PolicyInput {
             apps: &apps,
@@ -827,6 +846,11 @@ impl Loader {
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
                 oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
+                ldap: ldap.map(|l| (*l).clone()),
+                identity_providers: identity_providers
+                    .into_iter()
+                    .map(|p| (*p).clone())
+                    .collect(),
                 compliance_policies: Arc::new(compliance_policies),
                 server,
                 base_dir,

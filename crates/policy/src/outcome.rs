@@ -13,6 +13,7 @@ pub const KNOWN_FACTORS: &[&str] = &[
     "sms_otp",
     "recovery_codes",
     "webauthn",
+    "upstream",
 ];
 
 /// What a step-up asks for. All given parts must be met by the session. The one type for
@@ -84,6 +85,7 @@ pub fn factor_title(kind: &str) -> &'static str {
         "sms_otp" => "Text-message code",
         "recovery_codes" => "Recovery code",
         "webauthn" => "Passkey or security key",
+        "upstream" => "Your organisation's sign-in",
         _ => "Factor",
     }
 }

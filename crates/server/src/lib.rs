@@ -11,6 +11,8 @@
 //! - [`devices`]: the device registry, the posture API and the CAEP receiver.
 //! - [`oidc`]: stepgate as an OpenID Provider; its authorize endpoint is one more entry
 //!   point of the access pipeline.
+//! - [`idp`]: upstream identity providers users sign in through (metadata, keys, ID
+//!   token checks, claim and trust mapping, just-in-time users).
 //! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
 //! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
 //!
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod demo_rp;
 pub mod devices;
 pub mod gateway;
+pub mod idp;
 pub mod oidc;
 pub mod portal;
 pub mod session;

@@ -97,7 +97,7 @@ pub use error::{StoreError, StoreResult};
 pub use model::{
     new_id, now_ms, AttributeValue, AuditEvent, AuditQuery, DeviceRecord, FactorRecord,
     NewAuditEvent, OtpCheck, SessionEntry, UserRecord, UserSource, AUDIT_GENESIS_HASH,
-    PASSWORD_FACTOR_KIND,
+    PASSWORD_FACTOR_KIND, UPSTREAM_LINK_KIND,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

@@ -26,13 +26,22 @@ pub enum UserSource {
     /// Declared in the configuration file and synced on start ([`crate::sync_users`]); edits
     /// made elsewhere are overwritten at the next start.
     Config,
+    /// Created at a first sign-in through an upstream identity provider and refreshed from
+    /// it at each one; the provider and the upstream subject are the user's
+    /// [`UPSTREAM_LINK_KIND`] factor record.
+    Upstream,
 }
+
+/// The factor-record kind linking a user to an upstream identity provider's subject: its
+/// lookup key is `<provider>\n<sub>` (no secret; never a factor one can pass here).
+pub const UPSTREAM_LINK_KIND: &str = "upstream_link";
 
 impl UserSource {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             UserSource::Local => "local",
             UserSource::Config => "config",
+            UserSource::Upstream => "upstream",
         }
     }
 
@@ -40,6 +49,7 @@ impl UserSource {
         match s {
             "local" => Some(UserSource::Local),
             "config" => Some(UserSource::Config),
+            "upstream" => Some(UserSource::Upstream),
             _ => None,
         }
     }

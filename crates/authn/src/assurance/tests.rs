@@ -464,3 +464,39 @@ fn assessment_agrees_with_the_rules_over_every_subset_and_mapping() {
     }
     assert!(seen.iter().all(|n| *n > 0), "every level reached: {seen:?}");
 }
+
+#[test]
+fn an_upstream_factor_counts_as_the_class_its_trust_mapping_gave_it() {
+    let cfg = AssuranceConfig::default();
+    let at = t0();
+    let know = PassedFactor::upstream("pwd", AuthenticatorClass::Knowledge, false, false, at);
+    let have = PassedFactor::upstream("mfa", AuthenticatorClass::Possession, false, false, at);
+    assert_eq!(
+        crate::assurance::aal_of(std::slice::from_ref(&know), &cfg),
+        1
+    );
+    assert_eq!(
+        crate::assurance::aal_of(&[know.clone(), have.clone()], &cfg),
+        2
+    );
+    // Two of one class are still one factor.
+    assert_eq!(
+        crate::assurance::aal_of(&[have.clone(), have.clone()], &cfg),
+        1
+    );
+    // The upstream sign-in and stepgate's own TOTP are two.
+    let totp = PassedFactor::new(FactorKind::Totp, &cfg, at);
+    assert_eq!(crate::assurance::aal_of(&[know.clone(), totp], &cfg), 2);
+    // Phishing-resistant only when the mapping says so; a class on a local factor is
+    // ignored (it is the upstream's alone).
+    let a = assess_factors(&[know.clone(), have], &cfg);
+    assert!(!a.phishing_resistant);
+    let hwk = PassedFactor::upstream("hwk", AuthenticatorClass::Possession, true, true, at);
+    let a = assess_factors(&[know, hwk], &cfg);
+    assert!(a.phishing_resistant && a.hardware_bound);
+    assert_eq!(a.aal, 3);
+    let mut pwd = PassedFactor::new(FactorKind::Password, &cfg, at);
+    pwd.class = Some(AuthenticatorClass::Possession);
+    let pwd2 = PassedFactor::new(FactorKind::Password, &cfg, at);
+    assert_eq!(crate::assurance::aal_of(&[pwd, pwd2], &cfg), 1);
+}

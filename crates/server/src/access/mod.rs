@@ -128,13 +128,18 @@ impl Access {
                 ))
                 .await;
             }
-            Credentials::FirstFactor { user, factor, .. } => {
-                let data = crate::session::SessionData::new(
+            Credentials::FirstFactor {
+                user, factor, also, ..
+            } => {
+                let mut data = crate::session::SessionData::new(
                     &user.id,
                     &user.username,
                     (*factor).clone(),
                     req.now,
                 );
+                for f in also.iter() {
+                    data.add_factor(f.clone());
+                }
                 return Ok(Subject {
                     user: Arc::new((*user).clone()),
                     who: Who::Prospective(Box::new(data)),

@@ -66,6 +66,8 @@ pub enum Credentials<'a> {
         user: &'a UserRecord,
         /// The factor passed.
         factor: &'a PassedFactor,
+        /// Further factors the same step proved (an upstream provider's trusted `amr`).
+        also: &'a [PassedFactor],
         /// The browser's cookies.
         cookies: &'a (dyn CookieSource + Sync),
     },

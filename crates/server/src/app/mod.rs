@@ -106,6 +106,15 @@ pub async fn build_state_with(
     access.trust_own_tokens(assertion.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(&config)
         .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
+    let idps = crate::idp::IdentityProviders::new(&config.base_dir);
+    for p in config.identity_providers.iter().filter(|p| p.required) {
+        // A provider marked required must answer at start; the others are read at their
+        // first sign-in (a failure then refuses that sign-in, not the start).
+        idps.provider(p)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (identity_providers: `required: true`)"))?;
+        idps.client_secret(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
@@ -122,6 +131,7 @@ pub async fn build_state_with(
         connectors,
         access,
         oidc: crate::oidc::Provider::new(key.clone()),
+        idps,
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| {

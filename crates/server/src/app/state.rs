@@ -240,6 +240,8 @@ pub struct AppState {
     pub access: Access,
     /// The OpenID Provider's sealing key (codes, refresh tokens).
     pub oidc: crate::oidc::Provider,
+    /// Upstream identity providers' metadata and keys (`identity_providers`).
+    pub idps: crate::idp::IdentityProviders,
 }
 
 /// The state as handlers receive it.

@@ -201,6 +201,7 @@ pub async fn link_redeem(
     let attempt = FirstFactor {
         user,
         factor,
+        also: Vec::new(),
         target: None,
         remember: false,
         ip,

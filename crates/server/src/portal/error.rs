@@ -38,6 +38,15 @@ pub enum PortalError {
     StoreDown(String),
     /// A JSON endpoint's error (the passkey scripts show `error` to the person).
     Json(StatusCode, String),
+    /// A sign-in through an upstream identity provider that did not happen.
+    Upstream {
+        /// The portal path.
+        portal: String,
+        /// The status.
+        status: StatusCode,
+        /// What the person is told.
+        message: String,
+    },
 }
 
 impl PortalError {
@@ -81,6 +90,15 @@ impl IntoResponse for PortalError {
                 StatusCode::BAD_REQUEST,
                 &portal,
                 context! { title => "Cookie problem", message => crate::session::cookies::RepeatedSessionCookie.to_string() },
+            ),
+            PortalError::Upstream {
+                portal,
+                status,
+                message: text,
+            } => message(
+                status,
+                &portal,
+                context! { title => "Not signed in", message => text, link => format!("{portal}/login"), link_text => "Back to sign-in" },
             ),
             PortalError::BadRequest => {
                 crate::app::responses::security_headers(StatusCode::BAD_REQUEST.into_response())

@@ -11,6 +11,9 @@
 //!   (behind a fresh factor) and removing a browser registration.
 //! - [`enrolment`]: invitation and password-reset links (set a password, then a first
 //!   passkey or authenticator app, then sign in).
+//! - [`directory`]: the login form's password checked against the LDAP directory.
+//! - [`upstream`]: signing in through an upstream identity provider (the redirect and
+//!   its callback).
 //! - [`webauthn`]: passkey and security-key ceremonies (sign-in, step-up, registration).
 //! - [`extract`], [`error`], [`links`], [`pages`]: what every page shares — the checked
 //!   request (host, session, CSRF, step-up link), errors that render themselves, the signed
@@ -23,6 +26,7 @@
 pub mod account;
 pub mod blocked;
 pub mod devices;
+pub mod directory;
 pub mod enrolment;
 pub mod error;
 pub mod extract;
@@ -31,6 +35,7 @@ pub mod pages;
 pub mod sessions;
 pub mod signin;
 pub mod stepup;
+pub mod upstream;
 pub mod webauthn;
 
 use std::net::IpAddr;
@@ -128,6 +133,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         )
         .route(&p("/welcome"), get(enrolment::welcome_page))
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
+        .route(&p("/login/upstream/{id}"), get(upstream::start))
+        .route(&p("/login/upstream/{id}/callback"), get(upstream::callback))
         .route(&p("/step-up"), get(stepup::step_up_page))
         .route(&p("/confirmed"), get(stepup::confirmed_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))

@@ -84,6 +84,7 @@ fn render_login(
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), token => token, error => error,
             app_name => app_name, username_value => username, remember_me => rt.config.sessions.remember_me,
+            providers => super::upstream::buttons(rt, token),
         },
     );
     (jar, page).into_response()
@@ -133,11 +134,26 @@ pub async fn login_submit(
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();
-    match st.authn.verify_password(username, &f.password, ip).await {
+    // The directory's password for the names it holds (`ldap:`), the store's otherwise.
+    let checked = match super::directory::password(&st, &rt, username, &f.password, ip).await {
+        None => st.authn.verify_password(username, &f.password, ip).await,
+        Some(super::directory::Checked::Passed(user, factor)) => Ok((*user, factor)),
+        Some(super::directory::Checked::Refused(e)) => Err(e),
+        Some(super::directory::Checked::Unavailable) => {
+            let again = Attempted {
+                error: super::directory::UNAVAILABLE.to_string(),
+                username: &f.username,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return render_login(&st, &rt, jar, &f.t, Some(again));
+        }
+    };
+    match checked {
         Ok((user, factor)) => {
             let attempt = FirstFactor {
                 user,
                 factor,
+                also: Vec::new(),
                 target: Links::new(&st.signer, &rt).verify_return(&f.t, Utc::now()),
                 remember: f.remember.is_some(),
                 ip,
@@ -187,6 +203,8 @@ pub struct FirstFactor<'a> {
     pub user: UserRecord,
     /// The factor.
     pub factor: PassedFactor,
+    /// Further factors the same step proved (an upstream provider's trusted `amr`).
+    pub also: Vec<PassedFactor>,
     /// The verified return target (the account page when none).
     pub target: Option<String>,
     /// "Keep me signed in".
@@ -257,6 +275,7 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
         credentials: Credentials::FirstFactor {
             user: &a.user,
             factor: &a.factor,
+            also: &a.also,
             cookies: jar,
         },
         connection: a.connection,

@@ -139,6 +139,8 @@ struct Shown {
 
 async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response {
     let (offers, can_enrol) = offers(st, on.user, on.session, &on.step.req, rt).await;
+    let upstream =
+        super::upstream::step_up_offers(st, rt, on.session, on.user, &on.step.req, on.token).await;
     Pages::global().render(
         shown.status.unwrap_or(StatusCode::OK),
         "step_up.html",
@@ -148,6 +150,7 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             reason => on.step.why, token => on.token, offers => offers, error => shown.error,
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
             needs_passkey => needs_passkey(&on.step.req), help => rt.config.portal.help.as_deref(),
+            upstream => upstream,
         },
     )
 }
@@ -276,8 +279,20 @@ pub(super) async fn passed(
     factor: PassedFactor,
     json: bool,
 ) -> Response {
+    passed_all(st, rt, jar, on, vec![factor], json).await
+}
+
+/// [`passed`], for the factors one step proved together (an upstream provider's).
+pub(super) async fn passed_all(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    on: Page<'_>,
+    factors: Vec<PassedFactor>,
+    json: bool,
+) -> Response {
     let now = Utc::now();
-    let (new, met) = match record(st, rt, on, factor, now).await {
+    let (new, met) = match record(st, rt, on, factors, now).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -333,11 +348,13 @@ async fn record(
     st: &Shared,
     rt: &Here,
     on: Page<'_>,
-    factor: PassedFactor,
+    factors: Vec<PassedFactor>,
     now: chrono::DateTime<Utc>,
 ) -> Result<(Session, bool), PortalError> {
     let mut data = (*on.session.data).clone();
-    data.add_factor(factor);
+    for f in factors {
+        data.add_factor(f);
+    }
     let assurance = &rt.config.assurance;
     let met = satisfies(&data.auth_state(), &on.step.req, assurance, &[], now).satisfied;
     if met {

@@ -178,6 +178,7 @@ pub async fn webauthn_login_finish(
     let attempt = FirstFactor {
         user,
         factor,
+        also: Vec::new(),
         target: Links::new(&st.signer, &rt).verify_return(&b.token, Utc::now()),
         remember: false,
         ip,

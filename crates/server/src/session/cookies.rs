@@ -73,6 +73,7 @@ pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
         rt_config.sessions.cookie.name.clone(),
         rt_config.devices.cookie.name.clone(),
         PRE_COOKIE.to_string(),
+        crate::portal::upstream::FLOW_COOKIE.to_string(),
         crate::demo::DEVICE_COOKIE.to_string(),
     ]
 }

@@ -8,6 +8,9 @@
 //!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
 //! - [`hexnode`]: a recording Hexnode UEM for the device connector's tests.
+//! - [`oidc_op`]: a real OpenID Provider (npm `oidc-provider`) as the upstream identity
+//!   provider, and a tap on its token endpoint for forged and replayed ID tokens.
+//! - [`slapd`]: a real LDAP directory (Debian's OpenLDAP) with a test CA and a small tree.
 //! - [`Passkey`]: a software passkey registered for a user, signing in through the portal.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
@@ -22,12 +25,14 @@
 
 mod browser;
 pub mod hexnode;
+pub mod oidc_op;
 pub mod passkey;
 mod people;
 pub mod raw;
 mod server;
 #[path = "../../../../tests/support/skipped.rs"]
 pub mod skipped;
+pub mod slapd;
 pub mod upstream;
 mod window;
 

@@ -1,0 +1,335 @@
+//! An LDAP directory or Active Directory as a password source (`ldap:`): the login form's
+//! password is checked by binding to the directory as the user — after finding them with a
+//! service account (search, then bind), or directly with a DN template or UPN. Over LDAPS
+//! or StartTLS, trusting only the configured authorities when `ca_file` is set.
+//!
+//! The username never changes a filter or a DN: it is escaped (RFC 4515 for filters,
+//! RFC 4514 for DNs), and one with control characters is refused outright. An empty
+//! password is refused before the directory is asked (an LDAP bind with an empty password
+//! is an anonymous bind, which "succeeds"). A directory that cannot be reached, or answers
+//! with anything but success or "invalid credentials", fails closed: [`DirectoryError::Unavailable`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ldap3::{dn_escape, ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use stepgate_config::identity::{LdapConfig, SecretSource};
+use stepgate_store::AttributeValue;
+
+use super::UpstreamIdentity;
+
+/// LDAP result code 49: invalid credentials.
+const INVALID_CREDENTIALS: u32 = 49;
+/// Longest username sent to the directory.
+const MAX_USERNAME: usize = 256;
+
+/// Why the directory did not vouch for a user.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Wrong password, unknown user, or a username that cannot be one: never told apart.
+    #[error("the directory did not accept the credentials")]
+    InvalidCredentials,
+    /// The directory could not be asked (down, TLS failure, timeout, service account
+    /// refused, an unexpected answer): the sign-in is refused.
+    #[error("the directory is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A configured directory: its settings and TLS configuration.
+pub struct Directory {
+    cfg: LdapConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    bind_password: Option<String>,
+}
+
+impl Directory {
+    /// Reads the CA file and the service account's password (relative paths against
+    /// `base_dir`).
+    pub fn new(cfg: &LdapConfig, base_dir: &Path) -> Result<Self, String> {
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let tls = match &cfg.ca_file {
+            Some(f) => {
+                use rustls_pki_types::pem::PemObject as _;
+                let path = resolve(f);
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(&path)
+                    .map_err(|e| format!("ldap.ca_file {}: {e}", path.display()))?;
+                for c in certs {
+                    let c = c.map_err(|e| format!("ldap.ca_file {}: {e}", path.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("ldap.ca_file {}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!(
+                        "ldap.ca_file {} holds no certificate",
+                        path.display()
+                    ));
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("ldap TLS: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(Arc::new(config))
+            }
+            None => None,
+        };
+        let bind_password = match &cfg.bind_password {
+            None => None,
+            Some(SecretSource::File(p)) => {
+                let p = resolve(p);
+                Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| format!("ldap.bind_password file {}: {e}", p.display()))?
+                        .trim()
+                        .to_string(),
+                )
+            }
+            Some(SecretSource::Env(v)) => Some(
+                std::env::var(v)
+                    .map_err(|_| {
+                        format!("ldap.bind_password: environment variable `{v}` is not set")
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            Some(SecretSource::InlineInsecure(s)) => Some(s.clone()),
+        };
+        Ok(Directory {
+            cfg: cfg.clone(),
+            tls,
+            bind_password,
+        })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &LdapConfig {
+        &self.cfg
+    }
+
+    /// Checks `password` for `username` by binding as them; who they are in the directory.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UpstreamIdentity, DirectoryError> {
+        if password.is_empty()
+            || username.is_empty()
+            || username.len() > MAX_USERNAME
+            || username.chars().any(char::is_control)
+        {
+            return Err(DirectoryError::InvalidCredentials);
+        }
+        let cfg = &self.cfg;
+        let timeout = cfg.timeout.0;
+        let down = |what: &str, e: ldap3::LdapError| {
+            DirectoryError::Unavailable(format!("{what} ({}): {e}", cfg.url.as_str()))
+        };
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_starttls(cfg.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, cfg.url.as_str())
+            .await
+            .map_err(|e| down("connecting", e))?;
+        ldap3::drive!(conn);
+        let result = async {
+            let dn = match &cfg.dn_template {
+                Some(t) => t.replace("{username}", &dn_escape(username)),
+                None => {
+                    let service = cfg.bind_dn.as_deref().unwrap_or_default();
+                    let pw = self.bind_password.as_deref().unwrap_or_default();
+                    ldap.with_timeout(timeout)
+                        .simple_bind(service, pw)
+                        .await
+                        .and_then(|r| r.success())
+                        .map_err(|e| down("binding as the service account", e))?;
+                    let filter = format!(
+                        "(&{}({}={}))",
+                        cfg.user_filter,
+                        cfg.username_attribute,
+                        ldap_escape(username)
+                    );
+                    let (entries, _) = ldap
+                        .with_timeout(timeout)
+                        .search(
+                            cfg.user_base.as_deref().unwrap_or_default(),
+                            Scope::Subtree,
+                            &filter,
+                            vec!["1.1"],
+                        )
+                        .await
+                        .and_then(|r| r.success())
+                        .map_err(|e| down("searching for the user", e))?;
+                    match entries.len() {
+                        1 => {
+                            SearchEntry::construct(
+                                entries.into_iter().next().unwrap_or_else(|| unreachable!()),
+                            )
+                            .dn
+                        }
+                        // None, or several (an ambiguous filter): no one to bind as.
+                        _ => return Err(DirectoryError::InvalidCredentials),
+                    }
+                }
+            };
+            match ldap.with_timeout(timeout).simple_bind(&dn, password).await {
+                Ok(r) if r.rc == 0 => {}
+                Ok(r) if r.rc == INVALID_CREDENTIALS => {
+                    return Err(DirectoryError::InvalidCredentials)
+                }
+                Ok(r) => {
+                    return Err(DirectoryError::Unavailable(format!(
+                        "binding as the user: result code {} {}",
+                        r.rc, r.text
+                    )))
+                }
+                Err(e) => return Err(down("binding as the user", e)),
+            }
+            self.describe(&mut ldap, &dn, username).await
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        result
+    }
+
+    /// The user's entry (as the user, who may read it) and groups.
+    async fn describe(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        dn: &str,
+        username: &str,
+    ) -> Result<UpstreamIdentity, DirectoryError> {
+        let cfg = &self.cfg;
+        let timeout = cfg.timeout.0;
+        let down = |what: &str, e: ldap3::LdapError| {
+            DirectoryError::Unavailable(format!("{what} ({}): {e}", cfg.url.as_str()))
+        };
+        let mut wanted: Vec<&str> = vec![
+            "entryUUID",
+            "objectGUID",
+            &cfg.name_attribute,
+            &cfg.email_attribute,
+            &cfg.groups_attribute,
+        ];
+        wanted.extend(cfg.attributes.values().map(String::as_str));
+        let (entries, _) = ldap
+            .with_timeout(timeout)
+            .search(dn, Scope::Base, "(objectClass=*)", wanted)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| down("reading the user's entry", e))?;
+        let entry = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| DirectoryError::Unavailable("the user's entry cannot be read".into()))?;
+        let first = |a: &str| {
+            entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(a))
+                .and_then(|(_, v)| v.first().cloned())
+        };
+        let group_dns: Vec<String> = match &cfg.group_base {
+            Some(base) => {
+                let filter = cfg.group_filter.replace("{dn}", &ldap_escape(dn));
+                let (groups, _) = ldap
+                    .with_timeout(timeout)
+                    .search(base, Scope::Subtree, &filter, vec!["1.1"])
+                    .await
+                    .and_then(|r| r.success())
+                    .map_err(|e| down("searching for the user's groups", e))?;
+                groups
+                    .into_iter()
+                    .map(|g| SearchEntry::construct(g).dn)
+                    .collect()
+            }
+            None => entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&cfg.groups_attribute))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        };
+        let mut groups: Vec<String> = group_dns
+            .iter()
+            .filter_map(|g| group_name(g))
+            .map(|g| format!("{}{g}", cfg.groups_prefix))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        let mut attributes = BTreeMap::new();
+        for (name, attr) in &cfg.attributes {
+            if let Some((_, v)) = entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+            {
+                let v = match v.as_slice() {
+                    [one] => AttributeValue::One(one.clone()),
+                    many => AttributeValue::Many(many.to_vec()),
+                };
+                attributes.insert(name.clone(), v);
+            }
+        }
+        // A stable subject: the entry's UUID where the directory has one, else its DN.
+        let sub = first("entryUUID").unwrap_or_else(|| dn.to_string());
+        Ok(UpstreamIdentity {
+            sub,
+            username: username.to_string(),
+            name: first(&cfg.name_attribute),
+            email: first(&cfg.email_attribute),
+            email_verified: false,
+            groups,
+            attributes,
+            amr: Vec::new(),
+            acr: None,
+            auth_time: None,
+        })
+    }
+}
+
+/// A group's name: the value of its DN's first RDN (`cn=admins,ou=groups,…` → `admins`).
+pub fn group_name(dn: &str) -> Option<String> {
+    let rdn = dn.split(',').next()?;
+    let (_, value) = rdn.split_once('=')?;
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_named_by_its_first_rdn() {
+        assert_eq!(
+            group_name("cn=admins,ou=groups,dc=corp").as_deref(),
+            Some("admins")
+        );
+        assert_eq!(
+            group_name("CN=Domain Users,CN=Users,DC=corp").as_deref(),
+            Some("Domain Users")
+        );
+        assert_eq!(group_name("nonsense"), None);
+    }
+
+    #[test]
+    fn usernames_are_escaped_for_filters_and_dns() {
+        assert_eq!(ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
+        assert_eq!(ldap_escape("a\\00b"), "a\\5c00b");
+        assert_eq!(dn_escape("a,b=c"), "a\\2cb\\3dc");
+    }
+}

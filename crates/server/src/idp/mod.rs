@@ -1,0 +1,191 @@
+//! Upstream identity providers: signing in through an OpenID Provider an organisation
+//! already runs (`identity_providers:`). The provider gives the first factor; the sign-in
+//! then goes through the one access pipeline like a password does
+//! ([`crate::portal::signin::sign_in`]), so every policy, context check and step-up applies
+//! on top.
+//!
+//! - [`provider`]: the provider's metadata and signing keys, cached (the keys fetched
+//!   again when a token names one not seen yet), and its token and user-info endpoints.
+//! - [`id_token`]: the ID token checked — signature, `iss`, `aud`, `azp`, `exp`, `iat`,
+//!   `nonce`.
+//! - [`claims`]: claims → who the user is (username, name, e-mail, groups, attributes)
+//!   and what the upstream's `amr`/`acr` count for under the provider's trust mapping.
+//! - [`accounts`]: the stepgate user for an upstream subject — linked by (provider, `sub`),
+//!   optionally by a verified e-mail, or created just in time.
+//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user).
+//!
+//! The portal's two pages (the redirect to the provider and its callback) are
+//! [`crate::portal::upstream`]. What does not belong here: deciding access.
+
+pub mod accounts;
+pub mod claims;
+pub mod id_token;
+pub mod ldap;
+pub mod provider;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use stepgate_config::identity::{IdentityProviderConfig, SecretSource};
+
+pub use claims::UpstreamIdentity;
+use provider::Provider;
+
+/// Why a sign-in through a provider did not give an identity. The `Display` text is for
+/// the audit log and the operator; [`UpstreamError::public_message`] for the person.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The provider could not be reached or answered nonsense (metadata, keys, token).
+    #[error("identity provider `{provider}` is unavailable: {detail}")]
+    Unavailable {
+        /// The provider's id.
+        provider: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The provider refused the sign-in (`error=` on the callback, or at the token endpoint).
+    #[error("identity provider `{provider}` refused the sign-in: {detail}")]
+    Refused {
+        /// The provider's id.
+        provider: String,
+        /// Its error code and description.
+        detail: String,
+    },
+    /// The ID token did not verify.
+    #[error("identity provider `{provider}`: the ID token is not valid: {detail}")]
+    BadToken {
+        /// The provider's id.
+        provider: String,
+        /// Which check failed.
+        detail: String,
+    },
+    /// The token verified but does not name a user stepgate can accept.
+    #[error("identity provider `{provider}`: {detail}")]
+    Unusable {
+        /// The provider's id.
+        provider: String,
+        /// Why (a missing username claim, an account that exists and is not linked, …).
+        detail: String,
+    },
+    /// The configuration is unusable (the client secret cannot be read).
+    #[error("identity provider `{provider}` is misconfigured: {detail}")]
+    Config {
+        /// The provider's id.
+        provider: String,
+        /// What.
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// What to tell the person signing in (never a token or a secret).
+    pub fn public_message(&self, name: &str) -> String {
+        match self {
+            UpstreamError::Unavailable { .. } | UpstreamError::Config { .. } => format!(
+                "{name} cannot be reached right now, so you cannot sign in with it. Try again in a few minutes."
+            ),
+            UpstreamError::Refused { .. } => format!("{name} did not sign you in."),
+            UpstreamError::BadToken { .. } => format!(
+                "The answer from {name} could not be verified, so you were not signed in. Start again."
+            ),
+            UpstreamError::Unusable { detail, .. } => format!("You cannot sign in with {name}: {detail}."),
+        }
+    }
+
+    /// The short reason recorded in the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable { .. } => "unavailable",
+            UpstreamError::Refused { .. } => "refused",
+            UpstreamError::BadToken { .. } => "bad_token",
+            UpstreamError::Unusable { .. } => "unusable",
+            UpstreamError::Config { .. } => "misconfigured",
+        }
+    }
+}
+
+/// The providers' metadata and keys, fetched on first use and kept for the process (a
+/// reload that changes a provider's issuer or discovery URL starts afresh for it).
+pub struct IdentityProviders {
+    http: reqwest::Client,
+    providers: Mutex<HashMap<String, Arc<Provider>>>,
+    base_dir: std::path::PathBuf,
+}
+
+impl IdentityProviders {
+    /// The service; relative secret files resolve against `base_dir`.
+    pub fn new(base_dir: &std::path::Path) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stepgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        IdentityProviders {
+            http,
+            providers: Mutex::new(HashMap::new()),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    /// The provider `cfg` describes, its metadata read (once) from its discovery document.
+    pub async fn provider(
+        &self,
+        cfg: &IdentityProviderConfig,
+    ) -> Result<Arc<Provider>, UpstreamError> {
+        let key = cache_key(cfg);
+        if let Some(p) = self.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Provider::discover(&self.http, cfg).await?);
+        self.lock().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// The HTTP client requests to providers go through (no redirects followed).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The client secret of `cfg`, read now (a rotated file or variable counts at once).
+    pub fn client_secret(&self, cfg: &IdentityProviderConfig) -> Result<String, UpstreamError> {
+        let err = |detail: String| UpstreamError::Config {
+            provider: cfg.id.to_string(),
+            detail,
+        };
+        let s = match &cfg.client_secret {
+            SecretSource::File(p) => {
+                let p = if p.is_absolute() {
+                    p.clone()
+                } else {
+                    self.base_dir.join(p)
+                };
+                std::fs::read_to_string(&p)
+                    .map_err(|e| err(format!("client_secret file {}: {e}", p.display())))?
+            }
+            SecretSource::Env(v) => std::env::var(v).map_err(|_| {
+                err(format!(
+                    "client_secret: environment variable `{v}` is not set"
+                ))
+            })?,
+            SecretSource::InlineInsecure(s) => s.clone(),
+        };
+        let s = s.trim().to_string();
+        if s.is_empty() {
+            return Err(err("the client secret is empty".into()));
+        }
+        Ok(s)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Provider>>> {
+        self.providers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn cache_key(cfg: &IdentityProviderConfig) -> String {
+    format!(
+        "{}\n{}\n{}",
+        cfg.id.as_str(),
+        cfg.issuer.as_str(),
+        cfg.discovery_url.as_deref().map_or("", |s| s.as_str())
+    )
+}
