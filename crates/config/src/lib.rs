@@ -63,7 +63,7 @@ pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
 };
-pub use logging::{LogConfig, LogFormat};
+pub use logging::{DecisionLogConfig, LogConfig, LogFormat};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
 pub use sessions::{CookieConfig, NistRevision, SessionLimits, SessionsConfig};
 
@@ -653,6 +653,9 @@ impl Loader {
                     .log_level_span(l.span().start().map(|m| m.source()))
                     .unwrap_or(*l.span());
                 self.diag_at(&at, format!("log.level {e}"));
+            }
+            for problem in l.decisions.problems() {
+                self.diag_at(l.span(), problem);
             }
         }
         let mut compliance_policies = Vec::new();

@@ -90,9 +90,9 @@ pub use config::{
 };
 pub use error::{StoreError, StoreResult};
 pub use model::{
-    new_id, now_ms, AttributeValue, AuditEvent, AuditQuery, DeviceRecord, FactorRecord,
-    NewAuditEvent, OtpCheck, SessionEntry, UserRecord, UserSource, AUDIT_GENESIS_HASH,
-    PASSWORD_FACTOR_KIND,
+    new_id, now_ms, AttributeValue, AuditEvent, AuditQuery, DecisionQuery, DecisionRecord,
+    DeviceRecord, FactorRecord, NewAuditEvent, OtpCheck, SessionEntry, UserRecord, UserSource,
+    AUDIT_GENESIS_HASH, PASSWORD_FACTOR_KIND,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
