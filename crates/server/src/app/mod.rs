@@ -25,7 +25,7 @@ use stepgate_config::Config;
 use stepgate_store::{open_stores, sync_users, SecretKey, Stores};
 
 use crate::access::signals::{LiveSignals, Signals};
-use crate::access::Access;
+use crate::access::{Access, DecisionLog};
 use crate::devices::Registry;
 use crate::gateway::upstream::UpstreamClient;
 use crate::session::cache::Caches;
@@ -101,8 +101,18 @@ pub async fn build_state_with(
         .await
         .context("loading the identity assertion keys")?,
     );
-    let (access, sessions, devices) =
-        pipeline(&stores, &cache, &signals, &signer, options.demo, source);
+    // The decision log's queue is sized at start (a reload changes whether it records and
+    // how long it keeps, not its size).
+    let log_queue = config.log.decisions.queue;
+    let (access, sessions, devices) = pipeline(
+        &stores,
+        &cache,
+        &signals,
+        &signer,
+        options.demo,
+        source,
+        log_queue,
+    );
     let connectors = crate::devices::connectors::Connectors::from_config(&config)
         .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     Ok(Arc::new(AppState {
@@ -123,6 +133,11 @@ pub async fn build_state_with(
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
+    .inspect(|st| {
+        if let Some(log) = st.access.decision_log() {
+            log.spawn_writer(st);
+        }
+    })
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced.
@@ -152,6 +167,7 @@ fn pipeline(
     signer: &Signer,
     demo: bool,
     source: Option<SignalSourceFactory>,
+    log_queue: usize,
 ) -> (Access, Arc<Sessions>, Arc<Registry>) {
     let sessions = Arc::new(Sessions::new(
         stores.hot.clone(),
@@ -178,6 +194,7 @@ fn pipeline(
             parts.demo,
         )),
     };
-    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone());
+    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
+        .with_decision_log(Arc::new(DecisionLog::new(log_queue)));
     (access, sessions, devices)
 }

@@ -49,7 +49,7 @@ pub async fn blocked_page(
             portal => rt.portal(), csrf => st.signer.csrf_token(&binding),
             username => session.as_ref().map(|s| s.data.username.clone()),
             message => b.message, items => b.items, recheck => true, token => q.token(),
-            demo => st.options.demo, policy => b.policy,
+            demo => st.options.demo, policy => b.policy, request_id => b.rid,
         },
     );
     Ok((jar, page).into_response())

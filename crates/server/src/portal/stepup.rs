@@ -140,6 +140,7 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             username => (!on.session.data.pending).then_some(&on.user.username),
             reason => on.step.why, token => on.token, offers => offers, error => shown.error,
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
+            request_id => on.step.rid,
         },
     )
 }
