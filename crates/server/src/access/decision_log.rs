@@ -5,8 +5,9 @@
 //! is small and fixed: the decision's context is *moved* into the record (it was built for
 //! the policies anyway), a session id and a policy name are copied, and the record goes into
 //! a bounded queue. Everything else — the session's handle (a MAC, never the id), the trace
-//! of every policy and condition against the context, the JSON — is done by the writer, a
-//! task that takes records off the queue in batches and appends them to the durable store.
+//! of every policy and condition against the context (for decisions that did not simply
+//! allow), the JSON — is done by the writer, a task that takes records off the queue in
+//! batches and appends them to the durable store.
 //!
 //! When the queue is full, an allowed (or sign-in, or unavailable) request's record is
 //! dropped and counted, except every [`SAMPLE_WHEN_FULL`]th, which waits for room; a deny's
@@ -351,9 +352,10 @@ impl Writer {
     }
 }
 
-/// The stored form of a pending decision. The trace is worked out here, off the request
-/// path, under the configuration the decision was made under (when it is still in force:
-/// after a reload, the context alone is kept, and `stepgate explain` re-traces it).
+/// The stored form of a pending decision. The trace (of a decision that did not simply
+/// allow) is worked out here, off the request path, under the configuration the decision was
+/// made under when it is still in force; otherwise the context alone is kept, and
+/// `stepgate explain` traces it again.
 fn to_record(
     p: Pending,
     rt: Option<&crate::app::state::Runtime>,
@@ -370,8 +372,11 @@ fn to_record(
         ),
         (None, None) => (None, String::new(), String::new()),
     };
+    // The trace is kept for what was refused or asked more of (the decisions someone asks
+    // about); an allowed request's is worked out again from its context when asked for
+    // (`stepgate explain`), which keeps the writer's share of a request small.
     let explanation = match (rt, ctx) {
-        (Some(rt), Some(c)) if rt.generation == p.generation => {
+        (Some(rt), Some(c)) if rt.generation == p.generation && p.outcome != "allow" => {
             Some(rt.config.policy_set.explain(c))
         }
         _ => None,
