@@ -154,6 +154,15 @@ impl PolicySet {
             })
     }
 
+    /// The app route `ctx`'s request matched: its name, or its path pattern when unnamed.
+    pub fn route_of(&self, ctx: &RequestContext) -> Option<String> {
+        self.bind(ctx).route.map(|r| {
+            r.name
+                .as_deref()
+                .map_or_else(|| r.path.to_string(), str::to_string)
+        })
+    }
+
     /// Decides one request and records why: every policy in priority order up to the one
     /// that decided, whether it targeted the request, and each condition's seen value.
     pub fn explain(&self, ctx: &RequestContext) -> Explanation {

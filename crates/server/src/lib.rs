@@ -25,6 +25,7 @@ pub mod app;
 pub mod demo;
 pub mod devices;
 pub mod gateway;
+pub mod metrics;
 pub mod portal;
 pub mod session;
 

@@ -353,8 +353,7 @@ async fn a_full_queue_drops_allowed_records_and_keeps_every_denial() {
     }
     assert_eq!(
         log.stats()
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .dropped.get(),
         98
     );
     assert_eq!(log.queued(), 1);
@@ -374,8 +373,7 @@ async fn a_full_queue_drops_allowed_records_and_keeps_every_denial() {
     log.flush().await;
     assert_eq!(
         log.stats()
-            .dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .dropped.get(),
         98
     );
     let kept = st

@@ -1201,6 +1201,36 @@ pub async fn decisions_log(s: &dyn DurableStore) {
         ids(s.list_decisions(&q).await.unwrap()),
         vec![batch[2].request_id.clone(), batch[1].request_id.clone()]
     );
+    // Paging: four decisions in one millisecond, two to a page, each seen once, both ways.
+    let same: Vec<DecisionRecord> = (0..4)
+        .map(|i| DecisionRecord {
+            request_id: format!("{tag}-same-{i}"),
+            time: t0 + ChronoDuration::days(35),
+            user: Some(format!("{user}-paged")),
+            ..record(0, "allow", None)
+        })
+        .collect();
+    s.append_decisions(&same).await.unwrap();
+    for oldest_first in [true, false] {
+        let mut q = DecisionQuery {
+            user: Some(format!("{user}-paged")),
+            oldest_first,
+            limit: 2,
+            ..Default::default()
+        };
+        let mut pages = Vec::new();
+        loop {
+            let page = s.list_decisions(&q).await.unwrap();
+            let Some(last) = page.last() else { break };
+            q.after = Some((last.time, last.request_id.clone()));
+            pages.extend(ids(page));
+        }
+        let mut want: Vec<String> = same.iter().map(|d| d.request_id.clone()).collect();
+        if !oldest_first {
+            want.reverse();
+        }
+        assert_eq!(pages, want, "paging oldest_first={oldest_first}");
+    }
     let q = DecisionQuery {
         user: Some(format!("{user}-other")),
         ..Default::default()

@@ -482,6 +482,10 @@ pub struct DecisionQuery {
     pub until: Option<DateTime<Utc>>,
     /// Oldest first instead of newest first.
     pub oldest_first: bool,
+    /// Only decisions after this one in the listing's order (its time and request id, from
+    /// the last record of the previous page): pages that neither skip nor repeat a decision
+    /// however many share a millisecond.
+    pub after: Option<(DateTime<Utc>, String)>,
     /// At most this many (0 means the default of 1000).
     pub limit: u32,
 }

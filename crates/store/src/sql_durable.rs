@@ -540,7 +540,20 @@ where
         if q.until.is_some() {
             cond(&mut sql, "time <");
         }
-        let order = if q.oldest_first { "ASC" } else { "DESC" };
+        let (order, past) = if q.oldest_first {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        if q.after.is_some() {
+            n += 2;
+            sql.push_str(&format!(
+                " AND (time {past} ${} OR (time = ${} AND request_id{} {past} ${n}))",
+                n - 1,
+                n - 1,
+                B::BYTE_ORDER
+            ));
+        }
         // The request id breaks ties between decisions of the same millisecond.
         sql.push_str(&format!(
             " ORDER BY time {order}, request_id{} {order} LIMIT ${}",
@@ -558,6 +571,9 @@ where
         }
         if let Some(t) = &q.until {
             query = query.bind(to_ms(t));
+        }
+        if let Some((t, id)) = &q.after {
+            query = query.bind(to_ms(t)).bind(id.as_str());
         }
         let rows = query
             .bind(q.effective_limit())

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use stepgate_policy::{OutcomeKind, RequestContext, RequestKind, StepUpRequirement};
 use stepgate_store::{DecisionRecord, DurableStore, UserRecord};
@@ -44,7 +45,19 @@ pub struct RequestId([u8; 24]);
 /// The response header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+tokio::task_local! {
+    /// The id of the HTTP request being served (set around each request by the server's
+    /// connection service; [`RequestId::current`] reads it).
+    pub static CURRENT_REQUEST: RequestId;
+}
+
 impl RequestId {
+    /// The id of the HTTP request this task is serving (the one its log lines carry), or a
+    /// new one outside a request (a CAEP re-evaluation, a test calling a handler).
+    pub fn current() -> Self {
+        CURRENT_REQUEST.try_with(|id| *id).unwrap_or_default()
+    }
+
     /// A new id.
     pub fn new() -> Self {
         static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -195,15 +208,15 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
-/// How the log is doing, for metrics and tests.
+/// How the log is doing (exported as metrics: [`crate::metrics`]).
 #[derive(Default)]
 pub struct LogStats {
     /// Records dropped because the queue was full (or the writer gone).
-    pub dropped: AtomicU64,
+    pub dropped: Counter,
     /// Records appended to the store.
-    pub written: AtomicU64,
+    pub written: Counter,
     /// Records lost because the store refused a batch.
-    pub failed: AtomicU64,
+    pub failed: Counter,
 }
 
 /// The queue into the decision log (see the module documentation).
@@ -232,7 +245,7 @@ impl DecisionLog {
         let msg = match self.tx.try_send(Message::Record(pending)) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.inc();
                 return;
             }
             Err(mpsc::error::TrySendError::Full(msg)) => msg,
@@ -245,7 +258,7 @@ impl DecisionLog {
             Message::Flush(_) => true,
         };
         if !keep || self.tx.send(msg).await.is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped.inc();
         }
     }
 
@@ -323,10 +336,10 @@ impl Writer {
         let n = records.len() as u64;
         match self.durable.append_decisions(&records).await {
             Ok(()) => {
-                self.stats.written.fetch_add(n, Ordering::Relaxed);
+                self.stats.written.inc_by(n);
             }
             Err(e) => {
-                self.stats.failed.fetch_add(n, Ordering::Relaxed);
+                self.stats.failed.inc_by(n);
                 tracing::error!(error = %e, records = n, "the decision log could not write to the store");
             }
         }
@@ -381,10 +394,26 @@ fn to_record(
         }
         _ => None,
     };
-    let route = explanation
-        .as_ref()
-        .and_then(|e| e.route.as_ref())
-        .map(|r| r.name.clone().unwrap_or_else(|| r.path.clone()));
+    // What the deciding policy asked for (the verdict's requirement is what the session
+    // still lacked): `replay` compares a draft's requirement with it. Deciding again is
+    // cheap and allocation-free.
+    let policy_requirement = match (rt, ctx) {
+        (Some(rt), Some(c))
+            if rt.generation == p.generation && p.policy_outcome == Some(OutcomeKind::StepUp) =>
+        {
+            rt.config
+                .policy_set
+                .decide(c)
+                .outcome
+                .requirement()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+        }
+        _ => None,
+    };
+    let route = match (rt, ctx) {
+        (Some(rt), Some(c)) if rt.generation == p.generation => rt.config.policy_set.route_of(c),
+        _ => None,
+    };
     let user = p
         .user
         .as_ref()
@@ -426,6 +455,7 @@ fn to_record(
         report_only: serde_json::Value::Array(report_only),
         detail: json!({
             "requirement": p.requirement,
+            "policy_requirement": policy_requirement,
             "context": ctx,
             "trace": explanation,
         }),

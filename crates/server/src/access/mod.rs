@@ -49,6 +49,7 @@ pub struct Access {
     bearer: bearer::BearerVerifier,
     devices: Arc<Registry>,
     log: Option<Arc<DecisionLog>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Access {
@@ -66,7 +67,14 @@ impl Access {
             bearer: bearer::BearerVerifier::new(),
             devices,
             log: None,
+            metrics: None,
         }
+    }
+
+    /// The pipeline, counting and timing its decisions in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The pipeline, recording every decision in `log` (while `log.decisions.enabled`).
@@ -82,7 +90,7 @@ impl Access {
 
     /// Decides `req` under `rt`.
     pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
-        self.run(rt, req, None).await
+        self.timed(rt, req, None).await
     }
 
     /// [`Access::decide`], with the trace of every policy and condition considered (none
@@ -93,8 +101,29 @@ impl Access {
         req: &AccessRequest<'_>,
     ) -> (Judged<'rt>, Option<Explained>) {
         let mut explained = None;
-        let judged = self.run(rt, req, Some(&mut explained)).await;
+        let judged = self.timed(rt, req, Some(&mut explained)).await;
         (judged, explained)
+    }
+
+    /// [`Access::run`], counted and timed in the metrics.
+    async fn timed<'rt>(
+        &self,
+        rt: &'rt Runtime,
+        req: &AccessRequest<'_>,
+        explain: Option<&mut Option<Explained>>,
+    ) -> Judged<'rt> {
+        let Some(metrics) = &self.metrics else {
+            return self.run(rt, req, explain).await;
+        };
+        let started = std::time::Instant::now();
+        let judged = self.run(rt, req, explain).await;
+        metrics.decision(
+            req.kind,
+            crate::metrics::outcome(&judged.verdict),
+            judged.decision.and_then(|d| d.policy),
+            started.elapsed(),
+        );
+        judged
     }
 
     async fn run<'rt>(

@@ -104,7 +104,7 @@ pub async fn build_state_with(
     // The decision log's queue is sized at start (a reload changes whether it records and
     // how long it keeps, not its size).
     let log_queue = config.log.decisions.queue;
-    let (access, sessions, devices) = pipeline(
+    let (access, sessions, devices, metrics) = pipeline(
         &stores,
         &cache,
         &signals,
@@ -130,6 +130,7 @@ pub async fn build_state_with(
         devices,
         connectors,
         access,
+        metrics,
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st)))
@@ -168,7 +169,12 @@ fn pipeline(
     demo: bool,
     source: Option<SignalSourceFactory>,
     log_queue: usize,
-) -> (Access, Arc<Sessions>, Arc<Registry>) {
+) -> (
+    Access,
+    Arc<Sessions>,
+    Arc<Registry>,
+    Arc<crate::metrics::Metrics>,
+) {
     let sessions = Arc::new(Sessions::new(
         stores.hot.clone(),
         cache.clone(),
@@ -194,7 +200,10 @@ fn pipeline(
             parts.demo,
         )),
     };
+    let log = Arc::new(DecisionLog::new(log_queue));
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(log.stats())));
     let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
-        .with_decision_log(Arc::new(DecisionLog::new(log_queue)));
-    (access, sessions, devices)
+        .with_decision_log(log)
+        .with_metrics(metrics.clone());
+    (access, sessions, devices, metrics)
 }

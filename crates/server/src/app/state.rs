@@ -238,6 +238,8 @@ pub struct AppState {
     pub connectors: Connectors,
     /// The access pipeline: every decision.
     pub access: Access,
+    /// The node's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The state as handlers receive it.

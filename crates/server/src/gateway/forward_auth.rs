@@ -125,8 +125,9 @@ async fn respond(
             "no application is configured for this host",
         ));
     };
+    let started = std::time::Instant::now();
     let now = Utc::now();
-    let id = RequestId::new();
+    let id = RequestId::current();
     let verdict = {
         let ar = AccessRequest {
             id,
@@ -150,11 +151,13 @@ async fn respond(
         };
         st.access.decide(rt, &ar).await.verdict
     };
+    let outcome = crate::metrics::outcome(&verdict);
     let mut r = match verdict {
         Verdict::Allow(grant) => allow(st, rt, app, &grant),
         verdict => answer(st, rt, verdict, &orig, headers, flavour, now, id),
     };
     set_header(&mut r, id);
+    st.metrics.request(&app.id, outcome, started.elapsed());
     no_store(security_headers(r))
 }
 

@@ -42,6 +42,7 @@ use stepgate_policy::spec::AppSpec;
 /// The reverse proxy: every request that is not for the portal is an app request, read
 /// (`read`), decided, and then proxied or answered.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
+    let started = std::time::Instant::now();
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
     let (original, app) = match read(&rt, &req) {
@@ -60,7 +61,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     let now = Utc::now();
     let ip = client_ip(&rt, peer.0, req.headers());
     let h = req.headers();
-    let id = RequestId::new();
+    let id = RequestId::current();
     let ar = AccessRequest {
         id,
         kind: RequestKind::Access,
@@ -81,8 +82,10 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     };
     let verdict = st.access.decide(&rt, &ar).await.verdict;
     let Verdict::Allow(grant) = verdict else {
+        let outcome = crate::metrics::outcome(&verdict);
         let mut r = refuse(&st, &rt, verdict, &original, h, now, id);
         set_header(&mut r, id);
+        st.metrics.request(&app.id, outcome, started.elapsed());
         return r;
     };
     let Original { host, target, .. } = original;
@@ -96,6 +99,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     };
     let mut r = proxy::forward(&st, &rt, req, to).await;
     set_header(&mut r, id);
+    st.metrics.request(&app.id, "allow", started.elapsed());
     r
 }
 

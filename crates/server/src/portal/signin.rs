@@ -230,7 +230,7 @@ impl Next {
 /// continued on the step-up page (a pending session), or blocked.
 pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>) -> Next {
     let now = Utc::now();
-    let id = RequestId::new();
+    let id = RequestId::current();
     let req = AccessRequest {
         id,
         kind: RequestKind::SignIn,
