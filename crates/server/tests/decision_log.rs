@@ -351,11 +351,7 @@ async fn a_full_queue_drops_allowed_records_and_keeps_every_denial() {
     for _ in 0..98 {
         decide(&access, st, None).await;
     }
-    assert_eq!(
-        log.stats()
-            .dropped.get(),
-        98
-    );
+    assert_eq!(log.stats().dropped.get(), 98);
     assert_eq!(log.queued(), 1);
 
     // A denial waits for room instead: it completes once the writer runs.
@@ -371,11 +367,7 @@ async fn a_full_queue_drops_allowed_records_and_keeps_every_denial() {
     let ((denied, what), ()) = tokio::join!(denial, writer);
     assert_eq!(what, "deny");
     log.flush().await;
-    assert_eq!(
-        log.stats()
-            .dropped.get(),
-        98
-    );
+    assert_eq!(log.stats().dropped.get(), 98);
     let kept = st
         .stores
         .durable

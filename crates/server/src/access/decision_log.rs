@@ -36,6 +36,9 @@ pub const SAMPLE_WHEN_FULL: u64 = 100;
 /// How many records the writer appends in one transaction, at most.
 const BATCH: usize = 256;
 
+/// How many session handles the writer keeps.
+const HANDLES: usize = 10_000;
+
 /// A request's id: unique across nodes and restarts (a random per-process prefix and a
 /// counter), returned to the client in [`REQUEST_ID_HEADER`], shown on the blocked and
 /// step-up pages and the key of its decision in the log. Built without allocating.
@@ -291,6 +294,7 @@ impl DecisionLog {
         let writer = Writer {
             durable: st.stores.durable.clone(),
             signer: st.signer.clone(),
+            handles: Mutex::default(),
             state: Arc::downgrade(st),
             stats: self.stats.clone(),
         };
@@ -301,6 +305,9 @@ impl DecisionLog {
 struct Writer {
     durable: Arc<dyn DurableStore>,
     signer: Signer,
+    /// Session id → handle, for the sessions seen lately (a MAC each time costs more
+    /// than the rest of a record); emptied when it holds [`HANDLES`].
+    handles: Mutex<std::collections::HashMap<String, String>>,
     state: std::sync::Weak<AppState>,
     stats: Arc<LogStats>,
 }
@@ -329,7 +336,7 @@ impl Writer {
         let mut flushed = Vec::new();
         for m in inbox.drain(..) {
             match m {
-                Message::Record(p) => records.push(to_record(*p, rt.as_deref(), &self.signer)),
+                Message::Record(p) => records.push(to_record(*p, rt.as_deref(), self)),
                 Message::Flush(done) => flushed.push(done),
             }
         }
@@ -346,6 +353,22 @@ impl Writer {
         for done in flushed {
             let _ = done.send(());
         }
+    }
+
+    /// The handle of session `id` (see [`Writer::handles`]).
+    fn handle(&self, id: String) -> String {
+        let Ok(mut handles) = self.handles.lock() else {
+            return self.signer.session_handle(&id);
+        };
+        if let Some(h) = handles.get(&id) {
+            return h.clone();
+        }
+        if handles.len() >= HANDLES {
+            handles.clear();
+        }
+        let h = self.signer.session_handle(&id);
+        handles.insert(id, h.clone());
+        h
     }
 
     async fn prune(&self) {
@@ -370,9 +393,9 @@ impl Writer {
 /// made under when it is still in force; otherwise the context alone is kept, and
 /// `stepgate explain` traces it again.
 fn to_record(
-    p: Pending,
+    mut p: Pending,
     rt: Option<&crate::app::state::Runtime>,
-    signer: &Signer,
+    w: &Writer,
 ) -> DecisionRecord {
     let ctx = p.trail.context.as_ref();
     let ip = p.ip;
@@ -438,9 +461,9 @@ fn to_record(
         user,
         session: p
             .session_id
-            .as_deref()
+            .take()
             .filter(|s| !s.is_empty())
-            .map(|s| signer.session_handle(s)),
+            .map(|s| w.handle(s)),
         app,
         route,
         method,
