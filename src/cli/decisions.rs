@@ -285,6 +285,9 @@ fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
     }
 }
 
+/// A group of changed outcomes: app, outcome before and after, policy before and after.
+type GroupKey = (String, String, String, String, String);
+
 /// One group of changed outcomes.
 #[derive(serde::Serialize)]
 struct Changed {
@@ -317,8 +320,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let (mut total, mut compared, mut changed_n) = (0usize, 0usize, 0usize);
-    let mut groups: BTreeMap<(String, String, String, String, String), (usize, Vec<String>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
     loop {
         let page = run
             .block_on(log.list_decisions(&q))

@@ -475,49 +475,32 @@ where
         if records.is_empty() {
             return Ok(());
         }
-        // Many rows to a statement: a statement's round trip costs more than a row's
-        // indexing (the decision log's writer runs for every request).
-        const COLUMNS: usize = 16;
-        const ROWS: usize = 64;
         let mut tx = self.pool().begin().await?;
-        for chunk in records.chunks(ROWS) {
-            let mut sql = format!("INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ");
-            for r in 0..chunk.len() {
-                sql.push_str(if r == 0 { "(" } else { ", (" });
-                for c in 0..COLUMNS {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", r * COLUMNS + c + 1));
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-            let texts: Vec<(String, String)> = chunk
-                .iter()
-                .map(|d| Ok((json_text(&d.report_only)?, json_text(&d.detail)?)))
-                .collect::<StoreResult<_>>()?;
-            let mut query = sqlx::query(&sql);
-            for (d, (report_only, detail)) in chunk.iter().zip(&texts) {
-                query = query
-                    .bind(d.request_id.as_str())
-                    .bind(to_ms(&d.time))
-                    .bind(d.kind.as_str())
-                    .bind(d.user.as_deref())
-                    .bind(d.session.as_deref())
-                    .bind(d.app.as_deref())
-                    .bind(d.route.as_deref())
-                    .bind(d.method.as_str())
-                    .bind(d.path.as_str())
-                    .bind(d.ip.as_deref())
-                    .bind(d.device.as_deref())
-                    .bind(d.policy.as_deref())
-                    .bind(d.policy_outcome.as_deref())
-                    .bind(d.outcome.as_str())
-                    .bind(report_only.as_str())
-                    .bind(detail.as_str());
-            }
-            query.execute(&mut *tx).await?;
+        for d in records {
+            let report_only = json_text(&d.report_only)?;
+            let detail = json_text(&d.detail)?;
+            sqlx::query(&format!(
+                "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (request_id) DO NOTHING"
+            ))
+            .bind(d.request_id.as_str())
+            .bind(to_ms(&d.time))
+            .bind(d.kind.as_str())
+            .bind(d.user.as_deref())
+            .bind(d.session.as_deref())
+            .bind(d.app.as_deref())
+            .bind(d.route.as_deref())
+            .bind(d.method.as_str())
+            .bind(d.path.as_str())
+            .bind(d.ip.as_deref())
+            .bind(d.device.as_deref())
+            .bind(d.policy.as_deref())
+            .bind(d.policy_outcome.as_deref())
+            .bind(d.outcome.as_str())
+            .bind(report_only.as_str())
+            .bind(detail.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -256,7 +256,8 @@ impl DecisionLog {
         let keep = match &msg {
             Message::Record(p) => {
                 p.must_keep()
-                    || (self.full.fetch_add(1, Ordering::Relaxed) + 1) % SAMPLE_WHEN_FULL == 0
+                    || (self.full.fetch_add(1, Ordering::Relaxed) + 1)
+                        .is_multiple_of(SAMPLE_WHEN_FULL)
             }
             Message::Flush(_) => true,
         };
