@@ -25,6 +25,12 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Ask what stepgate would decide for a given request context, with the full trace.
     WhatIf(cli::what_if::WhatIfArgs),
+    /// Show a recorded decision by its request id, with its trace; decide it again under the
+    /// configuration in force or a draft.
+    Explain(cli::decisions::ExplainArgs),
+    /// Decide the recorded decisions of a period again under a draft configuration and
+    /// report the outcomes that would change.
+    Replay(cli::decisions::ReplayArgs),
     /// Run policy test cases (a context and the expected decision each).
     Test(cli::test_cases::TestArgs),
     /// Manage users and their factors in the configured store.
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check::run(args),
         Command::WhatIf(args) => cli::what_if::run(args),
+        Command::Explain(args) => cli::decisions::explain(args),
+        Command::Replay(args) => cli::decisions::replay(args),
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
         Command::Devices(args) => cli::devices::run(args),

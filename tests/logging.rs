@@ -145,3 +145,62 @@ fn a_bad_level_is_a_positioned_check_error() {
         "{err}"
     );
 }
+
+#[test]
+fn every_json_line_of_a_request_carries_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\nserver: { workers: 1, trusted_proxies: [127.0.0.1/32] }\nlog: { format: json, file: logs.jsonl }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("STEPGATE_SECRET_KEY", KEY)
+        .env_remove("STEPGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(port) {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A forward-auth check that names no original request: refused, and logged (info).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /_stepgate/auth/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The line is written when the request is served; give the writer a moment to flush.
+    let path = dir.path().join("logs.jsonl");
+    let mut refused = None;
+    let start = Instant::now();
+    while refused.is_none() && start.elapsed() < Duration::from_secs(10) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        refused = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("forward-auth: refused"))
+            });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = refused.expect("the refusal was logged");
+    let id = line["span"]["request_id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 24, "{line}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+}

@@ -66,7 +66,7 @@ pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
 };
-pub use logging::{LogConfig, LogFormat};
+pub use logging::{DecisionLogConfig, LogConfig, LogFormat};
 pub use oidc::{ClientType, OidcClient, OidcConfig};
 pub use portal::{HelpDesk, PortalConfig};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
@@ -700,6 +700,9 @@ impl Loader {
                     .unwrap_or(*l.span());
                 self.diag_at(&at, format!("log.level {e}"));
             }
+            for problem in l.decisions.problems() {
+                self.diag_at(l.span(), problem);
+            }
         }
         if let Some(p) = &portal {
             for problem in p.problems() {
@@ -761,6 +764,25 @@ impl Loader {
                 None
             }
         };
+        if let Some(m) = &server.metrics_listen {
+            match m.trim().parse::<std::net::SocketAddr>() {
+                Ok(a) if Some(a) == listen => self.diag_at(
+                    m.span(),
+                    format!(
+                        "server.metrics_listen `{}` is the same address as server.listen: give metrics a port of their own",
+                        m.as_str()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(_) => self.diag_at(
+                    m.span(),
+                    format!(
+                        "bad server.metrics_listen address `{}`: expected IP:PORT like 127.0.0.1:9464",
+                        m.as_str()
+                    ),
+                ),
+            }
+        }
         let ht = server.header_timeout.as_secs();
         if !(1..=3600).contains(&ht) {
             self.diag_at(

@@ -5,6 +5,10 @@
 //!   level: info                  # or directives: "info,stepgate_server=debug"
 //!   format: json                 # text (default) or json, one object per line
 //!   file: /var/log/stepgate.log  # default: standard output (journald under systemd)
+//!   decisions:                   # the decision log, in the durable store
+//!     enabled: true
+//!     queue: 10000               # records waiting to be written, at most
+//!     retention: 30d             # decisions older than this are deleted
 //! ```
 //! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
 //! Colour codes are written only to a terminal, never to a file or a pipe.
@@ -12,6 +16,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use stepgate_policy::HumanDuration;
 
 /// `log:`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -25,6 +30,54 @@ pub struct LogConfig {
     /// Append to this file (relative to the configuration file's folder) instead of
     /// writing to standard output.
     pub file: Option<PathBuf>,
+    /// `log.decisions`: the decision log.
+    pub decisions: DecisionLogConfig,
+}
+
+/// `log.decisions`: every decision of the access pipeline, written off the request path to
+/// the durable store.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// Whether decisions are recorded. Default `true`.
+    pub enabled: bool,
+    /// How many records may wait to be written (1 to 1,000,000). When the queue is full,
+    /// allowed requests' records are dropped (counted; one in 100 is kept by waiting for
+    /// room), and deny and step-up records wait for room: they are never dropped.
+    /// Default `10000`.
+    pub queue: usize,
+    /// How long decisions are kept (at least `1h`). Default `30d`.
+    pub retention: HumanDuration,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            enabled: true,
+            queue: 10_000,
+            retention: HumanDuration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl DecisionLogConfig {
+    /// The problems with these settings, in words (`log.decisions.…`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(1..=1_000_000).contains(&self.queue) {
+            out.push(format!(
+                "log.decisions.queue is {}: expected 1 to 1000000 records",
+                self.queue
+            ));
+        }
+        if self.retention.as_secs() < 3600 {
+            out.push(format!(
+                "log.decisions.retention is {}s: keep decisions at least `1h`",
+                self.retention.as_secs()
+            ));
+        }
+        out
+    }
 }
 
 impl Default for LogConfig {
@@ -33,6 +86,7 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
             file: None,
+            decisions: DecisionLogConfig::default(),
         }
     }
 }
@@ -88,6 +142,19 @@ pub fn check_level(level: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_log_limits() {
+        assert!(DecisionLogConfig::default().problems().is_empty());
+        let bad = DecisionLogConfig {
+            enabled: true,
+            queue: 0,
+            retention: HumanDuration::from_secs(60),
+        };
+        let p = bad.problems();
+        assert!(p[0].contains("log.decisions.queue is 0"), "{p:?}");
+        assert!(p[1].contains("at least `1h`"), "{p:?}");
+    }
 
     #[test]
     fn levels_and_directives() {

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// this long.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
+    /// Where Prometheus scrapes `/metrics` (IP:PORT, a listener of its own with nothing
+    /// else on it); absent: no metrics endpoint. Keep it off the public network.
+    #[serde(default)]
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 /// `server.client_address_header`.
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             shutdown_grace: default_drain(),
             workers: None,
             header_timeout: default_header_timeout(),
+            metrics_listen: None,
         }
     }
 }

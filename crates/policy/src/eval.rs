@@ -31,6 +31,16 @@ impl Decision<'_> {
     }
 }
 
+/// A report-only policy that matched a request ahead of the policy that decided it: had it
+/// been enforced (on its own), it would have decided the request with `outcome`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportOnlyMatch<'a> {
+    /// The report-only policy.
+    pub policy: &'a str,
+    /// What it would have done.
+    pub outcome: &'a Outcome,
+}
+
 /// The request context with the per-request lookups done once.
 struct Bound<'a> {
     ctx: &'a RequestContext,
@@ -108,6 +118,49 @@ impl PolicySet {
             report_only,
             policy_index: None,
         }
+    }
+
+    /// Every report-only policy that matched `ctx` ahead of the one that made `decision`
+    /// (which must be this set's decision on `ctx`), in priority order: what each would have
+    /// done had it been enforced. A second pass over the candidates, run only when
+    /// [`PolicySet::decide`] saw a report-only match ([`Decision::report_only`]), so `decide`
+    /// stays allocation-free and a request no report-only policy matches pays nothing here.
+    /// (A report-only policy ranked after the deciding one could not have changed the
+    /// outcome, so it is not listed.)
+    pub fn report_only<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        decision: &Decision<'a>,
+    ) -> impl Iterator<Item = ReportOnlyMatch<'a>> + 'a {
+        let stop = decision.policy_index;
+        let run = decision.report_only.is_some();
+        let b = self.bind(ctx);
+        let candidates: &[u32] = if run {
+            self.candidates(ctx.kind, b.app.map(|(i, _)| i))
+        } else {
+            &[]
+        };
+        candidates
+            .iter()
+            .take_while(move |&&i| Some(i) != stop)
+            .filter_map(move |&i| {
+                let p = &self.policies[i as usize];
+                (p.report_only && routes_match(p, &b) && eval(&p.conditions, &b)).then_some(
+                    ReportOnlyMatch {
+                        policy: &p.name,
+                        outcome: &p.outcome,
+                    },
+                )
+            })
+    }
+
+    /// The app route `ctx`'s request matched: its name, or its path pattern when unnamed.
+    pub fn route_of(&self, ctx: &RequestContext) -> Option<String> {
+        self.bind(ctx).route.map(|r| {
+            r.name
+                .as_deref()
+                .map_or_else(|| r.path.to_string(), str::to_string)
+        })
     }
 
     /// Decides one request and records why: every policy in priority order up to the one

@@ -36,7 +36,7 @@ pub mod version;
 pub use compile::{compile, PolicyInput, PolicySet, SignalsRead, SpecError};
 pub use context::*;
 pub use duration::HumanDuration;
-pub use eval::{ConditionTrace, Decision, Explanation, PolicyTrace};
+pub use eval::{ConditionTrace, Decision, Explanation, PolicyTrace, ReportOnlyMatch};
 pub use outcome::{
     DenyOutcome, Outcome, OutcomeKind, RemediationItem, StepUpRequirement, KNOWN_FACTORS,
 };

@@ -257,6 +257,13 @@ proptest! {
         prop_assert_eq!(fast.kind(), slow.outcome);
         prop_assert_eq!(fast.policy, slow.policy.as_deref());
         prop_assert_eq!(fast.report_only, slow.report_only.as_deref());
+        // The report-only pass lists exactly the report-only policies the trace shows as
+        // matched ahead of the decision, in the same order.
+        let listed: Vec<&str> = set.report_only(&ctx, &fast).map(|m| m.policy).collect();
+        let traced: Vec<&str> = slow.trace.iter()
+            .filter(|t| t.mode == "report_only" && t.matched == Some(true))
+            .map(|t| t.policy.as_str()).collect();
+        prop_assert_eq!(listed, traced);
         // The trace ends at the deciding policy, which is the only one marked decided.
         prop_assert_eq!(slow.trace.iter().filter(|t| t.decided).count(), usize::from(slow.policy.is_some()));
     }
@@ -291,6 +298,38 @@ fn disabled_and_report_only_policies_never_decide() {
     assert_eq!(e.trace.len(), 3);
     assert_eq!(e.trace[0].mode, "disabled");
     assert_eq!(e.trace[0].matched, None);
+}
+
+#[test]
+fn report_only_pass_lists_every_match_ahead_of_the_decision_with_its_outcome() {
+    let set = compile_yaml(
+        "policies:
+  - { name: trial-deny, priority: 1, report_only: true, outcome: { deny: { message: no } } }
+  - { name: trial-other, priority: 2, report_only: true, conditions: [ { groups: { any: [x] } } ], outcome: allow }
+  - { name: trial-mfa, priority: 3, report_only: true, outcome: { step_up: { min_aal: 2 } } }
+  - { name: real, priority: 4, outcome: allow }
+  - { name: trial-after, priority: 5, report_only: true, outcome: { deny: { message: late } } }
+",
+    );
+    let ctx = RequestContext::default();
+    let d = set.decide(&ctx);
+    assert_eq!(d.policy, Some("real"));
+    let seen: Vec<(&str, OutcomeKind)> = set
+        .report_only(&ctx, &d)
+        .map(|m| (m.policy, m.outcome.kind()))
+        .collect();
+    // trial-other's condition fails; trial-after ranks after the decision.
+    assert_eq!(
+        seen,
+        vec![
+            ("trial-deny", OutcomeKind::Deny),
+            ("trial-mfa", OutcomeKind::StepUp)
+        ]
+    );
+    // No report-only policy matched: the pass yields nothing.
+    let plain = compile_yaml("policies:\n  - { name: real, priority: 1, outcome: allow }\n");
+    let d = plain.decide(&ctx);
+    assert_eq!(plain.report_only(&ctx, &d).count(), 0);
 }
 
 #[test]

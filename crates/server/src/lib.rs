@@ -31,6 +31,7 @@ pub mod demo_rp;
 pub mod devices;
 pub mod gateway;
 pub mod idp;
+pub mod metrics;
 pub mod oidc;
 pub mod portal;
 pub mod session;

@@ -404,6 +404,7 @@ async fn live(w: &World, c: &Case) -> Answer {
         .unwrap()
         .insert(session.clone(), c.facts());
     let req = AccessRequest {
+        id: stepgate_server::access::RequestId::new(),
         kind: if c.sign_in {
             RequestKind::SignIn
         } else {

@@ -15,9 +15,9 @@ use serde_json::json;
 
 use crate::{
     factor_context, new_id, now_ms, sync_users, verify_audit_chain, AttributeValue, AuditQuery,
-    DeviceRecord, DurableStore, FactorRecord, HotStore, NewAuditEvent, OtpCheck, PasswordHash,
-    SecretError, SecretKey, StoreClock, StoreError, UserRecord, UserSource, UserSpec,
-    PASSWORD_FACTOR_KIND,
+    DecisionQuery, DecisionRecord, DeviceRecord, DurableStore, FactorRecord, HotStore,
+    NewAuditEvent, OtpCheck, PasswordHash, SecretError, SecretKey, StoreClock, StoreError,
+    UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
 };
 
 /// How a hot-store run gets past a TTL.
@@ -109,6 +109,7 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
     audit_append_order_and_queries(&*store).await;
     audit_concurrent_appends_keep_the_chain(store.clone()).await;
     config_users_sync(&*store).await;
+    decisions_log(&*store).await;
 }
 
 /// Runs every hot-store check; `expiry` says how they get past a TTL.
@@ -1103,4 +1104,152 @@ pub async fn check_fixture(
         assert_eq!(h.recent(k).await.unwrap(), vec![json!("x")]);
         assert_eq!(h.check_otp(k, b"code-hash").await.unwrap(), OtpCheck::Valid);
     }
+}
+
+/// The decision log: a batch appended and read back whole, by request id and by each
+/// indexed filter, newest first, a retried batch written once, and pruning by age.
+pub async fn decisions_log(s: &dyn DurableStore) {
+    // Unique names: other checks may share the database.
+    let tag = new_id();
+    let user = format!("dl-{tag}");
+    let app = format!("app-{tag}");
+    let t0 = now_ms() - ChronoDuration::days(40);
+    let record = |n: i64, outcome: &str, policy: Option<&str>| DecisionRecord {
+        request_id: format!("{tag}-{n}"),
+        time: t0 + ChronoDuration::days(n),
+        kind: "access".into(),
+        user: Some(user.clone()),
+        session: Some("aGFuZGxl".into()),
+        app: Some(app.clone()),
+        route: Some("admin".into()),
+        method: "POST".into(),
+        path: "/admin/x".into(),
+        ip: Some("203.0.113.9".into()),
+        device: Some("dev-1".into()),
+        policy: policy.map(str::to_string),
+        policy_outcome: Some(outcome.into()),
+        outcome: outcome.into(),
+        report_only: json!([{ "policy": "trial", "outcome": "deny" }]),
+        detail: json!({ "context": { "kind": "access" }, "requirement": null }),
+    };
+    let batch = vec![
+        record(0, "allow", Some("p-allow")),
+        record(10, "deny", Some("p-deny")),
+        record(20, "step_up", Some("p-mfa")),
+        record(30, "allow", None),
+    ];
+    s.append_decisions(&batch).await.unwrap();
+    // A retried batch (the writer could not tell whether the first commit landed) adds
+    // nothing and changes nothing.
+    let mut again = batch.clone();
+    again[1].outcome = "allow".into();
+    s.append_decisions(&again).await.unwrap();
+    s.append_decisions(&[]).await.unwrap();
+
+    let got = s.get_decision(&batch[1].request_id).await.unwrap().unwrap();
+    assert_eq!(got, batch[1], "a decision reads back as written");
+    assert!(s.get_decision("no-such-request").await.unwrap().is_none());
+
+    let ids = |v: Vec<DecisionRecord>| v.into_iter().map(|d| d.request_id).collect::<Vec<_>>();
+    let by_user = DecisionQuery {
+        user: Some(user.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_decisions(&by_user).await.unwrap()),
+        vec![
+            batch[3].request_id.clone(),
+            batch[2].request_id.clone(),
+            batch[1].request_id.clone(),
+            batch[0].request_id.clone()
+        ],
+        "newest first"
+    );
+    let q = DecisionQuery {
+        oldest_first: true,
+        limit: 2,
+        ..by_user.clone()
+    };
+    assert_eq!(
+        ids(s.list_decisions(&q).await.unwrap()),
+        vec![batch[0].request_id.clone(), batch[1].request_id.clone()]
+    );
+    let q = DecisionQuery {
+        app: Some(app.clone()),
+        outcome: Some("allow".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_decisions(&q).await.unwrap()),
+        vec![batch[3].request_id.clone(), batch[0].request_id.clone()]
+    );
+    let q = DecisionQuery {
+        policy: Some("p-mfa".into()),
+        user: Some(user.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(s.list_decisions(&q).await.unwrap()),
+        vec![batch[2].request_id.clone()]
+    );
+    let q = DecisionQuery {
+        since: Some(t0 + ChronoDuration::days(10)),
+        until: Some(t0 + ChronoDuration::days(30)),
+        ..by_user.clone()
+    };
+    assert_eq!(
+        ids(s.list_decisions(&q).await.unwrap()),
+        vec![batch[2].request_id.clone(), batch[1].request_id.clone()]
+    );
+    // Paging: four decisions in one millisecond, two to a page, each seen once, both ways.
+    let same: Vec<DecisionRecord> = (0..4)
+        .map(|i| DecisionRecord {
+            request_id: format!("{tag}-same-{i}"),
+            time: t0 + ChronoDuration::days(35),
+            user: Some(format!("{user}-paged")),
+            ..record(0, "allow", None)
+        })
+        .collect();
+    s.append_decisions(&same).await.unwrap();
+    for oldest_first in [true, false] {
+        let mut q = DecisionQuery {
+            user: Some(format!("{user}-paged")),
+            oldest_first,
+            limit: 2,
+            ..Default::default()
+        };
+        let mut pages = Vec::new();
+        loop {
+            let page = s.list_decisions(&q).await.unwrap();
+            let Some(last) = page.last() else { break };
+            q.after = Some((last.time, last.request_id.clone()));
+            pages.extend(ids(page));
+        }
+        let mut want: Vec<String> = same.iter().map(|d| d.request_id.clone()).collect();
+        if !oldest_first {
+            want.reverse();
+        }
+        assert_eq!(pages, want, "paging oldest_first={oldest_first}");
+    }
+    let q = DecisionQuery {
+        user: Some(format!("{user}-other")),
+        ..Default::default()
+    };
+    assert!(s.list_decisions(&q).await.unwrap().is_empty());
+
+    // Retention: what is older than the cut goes; the rest stays.
+    let purged = s
+        .purge_decisions(t0 + ChronoDuration::days(15))
+        .await
+        .unwrap();
+    assert!(purged >= 2, "purged {purged}");
+    assert_eq!(
+        ids(s.list_decisions(&by_user).await.unwrap()),
+        vec![batch[3].request_id.clone(), batch[2].request_id.clone()]
+    );
+    assert!(s
+        .get_decision(&batch[0].request_id)
+        .await
+        .unwrap()
+        .is_none());
 }

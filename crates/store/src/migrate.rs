@@ -29,19 +29,33 @@ impl Migration {
 }
 
 /// The SQLite schema, in order.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "decisions",
+        sql: include_str!("../migrations/sqlite/0002_decisions.sql"),
+    },
+];
 
 /// The PostgreSQL schema (durable data only), in order.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "decisions",
+        sql: include_str!("../migrations/postgres/0002_decisions.sql"),
+    },
+];
 
 /// A database's record of applied migrations (`stepgate_migrations`), read and written on
 /// one connection. The caller holds the transaction and lock that keep two openers from

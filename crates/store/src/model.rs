@@ -433,3 +433,79 @@ mod tests {
         assert!(!ct_eq(b"abc", b"ab"));
     }
 }
+
+/// One decision of the access pipeline, as the decision log keeps it: who asked for what,
+/// from where, which policy decided and how, what the report-only policies would have
+/// done, and (in `detail`) the requirement, the context the policies read and the trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// The request's id (also returned to the client); unique.
+    pub request_id: String,
+    /// When it was decided.
+    pub time: DateTime<Utc>,
+    /// `access` or `sign_in`.
+    pub kind: String,
+    /// The user's name, when the request came from one.
+    pub user: Option<String>,
+    /// The session's handle (a MAC of its id, never the id).
+    pub session: Option<String>,
+    /// The app's id.
+    pub app: Option<String>,
+    /// The app route the request matched (its name, else its path pattern).
+    pub route: Option<String>,
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The client address.
+    pub ip: Option<String>,
+    /// The device the request was bound to.
+    pub device: Option<String>,
+    /// The deciding policy (none: the default outcome, or no decision was reached).
+    pub policy: Option<String>,
+    /// What the policy decided (`allow`, `step_up`, `deny`); none when the request never
+    /// reached the policies.
+    pub policy_outcome: Option<String>,
+    /// What happened to the request: `allow`, `step_up`, `deny`, `sign_in` or `unavailable`.
+    pub outcome: String,
+    /// The report-only policies that matched ahead of the decision and what each would have
+    /// done: `[{"policy": …, "outcome": …, "requirement": …}]`.
+    pub report_only: serde_json::Value,
+    /// Everything else: the requirement, the context, the trace, the configuration version.
+    pub detail: serde_json::Value,
+}
+
+/// Filters for reading the decision log. All set filters must match; newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionQuery {
+    /// Only this user's.
+    pub user: Option<String>,
+    /// Only this app's.
+    pub app: Option<String>,
+    /// Only this outcome (`allow`, `step_up`, `deny`, `sign_in`, `unavailable`).
+    pub outcome: Option<String>,
+    /// Only those this policy decided.
+    pub policy: Option<String>,
+    /// Only decisions at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only decisions before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+    /// Only decisions after this one in the listing's order (its time and request id, from
+    /// the last record of the previous page): pages that neither skip nor repeat a decision
+    /// however many share a millisecond.
+    pub after: Option<(DateTime<Utc>, String)>,
+    /// At most this many (0 means the default of 1000).
+    pub limit: u32,
+}
+
+impl DecisionQuery {
+    pub(crate) fn effective_limit(&self) -> i64 {
+        if self.limit == 0 {
+            1000
+        } else {
+            i64::from(self.limit)
+        }
+    }
+}

@@ -11,8 +11,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
-    from_ms, json_text, parse_json, to_ms, AuditEvent, DeviceRecord, FactorRecord, UserRecord,
-    UserSource,
+    from_ms, json_text, parse_json, to_ms, AuditEvent, DecisionRecord, DeviceRecord, FactorRecord,
+    UserRecord, UserSource,
 };
 use crate::secrets::SealedSecret;
 
@@ -27,6 +27,10 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, owner, data_json, updated_at";
 /// The `audit_events` columns [`audit_from_row`] reads, in table order.
 pub(crate) const AUDIT_COLUMNS: &str =
     "seq, id, time, kind, actor, subject, ip, detail_json, prev_hash, hash";
+/// The columns of `decisions`, in [`decision_from_row`]'s order.
+pub(crate) const DECISION_COLUMNS: &str = "request_id, time, kind, user_name, session_handle, \
+     app, route, method, path, ip, device, policy, policy_outcome, outcome, report_only_json, \
+     detail_json";
 
 /// A result row of either backend, read by column name as the durable tables' column types.
 pub(crate) trait RecordRow {
@@ -218,5 +222,27 @@ pub(crate) fn audit_from_row(r: &impl RecordRow) -> StoreResult<AuditEvent> {
         detail: parse_json("audit detail", &r.text("detail_json")?)?,
         prev_hash: r.text("prev_hash")?,
         hash: r.text("hash")?,
+    })
+}
+
+/// The decision in a row of [`DECISION_COLUMNS`].
+pub(crate) fn decision_from_row(r: &impl RecordRow) -> StoreResult<DecisionRecord> {
+    Ok(DecisionRecord {
+        request_id: r.text("request_id")?,
+        time: from_ms(r.int("time")?),
+        kind: r.text("kind")?,
+        user: r.opt_text("user_name")?,
+        session: r.opt_text("session_handle")?,
+        app: r.opt_text("app")?,
+        route: r.opt_text("route")?,
+        method: r.text("method")?,
+        path: r.text("path")?,
+        ip: r.opt_text("ip")?,
+        device: r.opt_text("device")?,
+        policy: r.opt_text("policy")?,
+        policy_outcome: r.opt_text("policy_outcome")?,
+        outcome: r.text("outcome")?,
+        report_only: parse_json("decision report-only", &r.text("report_only_json")?)?,
+        detail: parse_json("decision detail", &r.text("detail_json")?)?,
     })
 }

@@ -19,11 +19,13 @@ use sqlx::{
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
     audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AuditEvent, AuditQuery,
-    DeviceRecord, FactorRecord, NewAuditEvent, UserRecord, AUDIT_GENESIS_HASH,
+    DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, UserRecord,
+    AUDIT_GENESIS_HASH,
 };
 use crate::rows::{
-    audit_from_row, device_from_row, factor_from_row, user_from_row, DeviceRow, FactorRow,
-    RecordRow, UserRow, AUDIT_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, USER_COLUMNS,
+    audit_from_row, decision_from_row, device_from_row, factor_from_row, user_from_row, DeviceRow,
+    FactorRow, RecordRow, UserRow, AUDIT_COLUMNS, DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS,
+    USER_COLUMNS,
 };
 use crate::secrets::{SealedSecret, SecretKey};
 use crate::traits::DurableStore;
@@ -467,5 +469,124 @@ where
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn append_decisions(&self, records: &[DecisionRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for d in records {
+            let report_only = json_text(&d.report_only)?;
+            let detail = json_text(&d.detail)?;
+            sqlx::query(&format!(
+                "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (request_id) DO NOTHING"
+            ))
+            .bind(d.request_id.as_str())
+            .bind(to_ms(&d.time))
+            .bind(d.kind.as_str())
+            .bind(d.user.as_deref())
+            .bind(d.session.as_deref())
+            .bind(d.app.as_deref())
+            .bind(d.route.as_deref())
+            .bind(d.method.as_str())
+            .bind(d.path.as_str())
+            .bind(d.ip.as_deref())
+            .bind(d.device.as_deref())
+            .bind(d.policy.as_deref())
+            .bind(d.policy_outcome.as_deref())
+            .bind(d.outcome.as_str())
+            .bind(report_only.as_str())
+            .bind(detail.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_decision(&self, request_id: &str) -> StoreResult<Option<DecisionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = $1"
+        ))
+        .bind(request_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    async fn list_decisions(&self, q: &DecisionQuery) -> StoreResult<Vec<DecisionRecord>> {
+        let mut sql = format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE TRUE");
+        let mut n = 0;
+        let mut cond = |sql: &mut String, c: &str| {
+            n += 1;
+            sql.push_str(&format!(" AND {c} ${n}"));
+        };
+        let texts = [
+            ("user_name =", &q.user),
+            ("app =", &q.app),
+            ("outcome =", &q.outcome),
+            ("policy =", &q.policy),
+        ];
+        for (c, v) in &texts {
+            if v.is_some() {
+                cond(&mut sql, c);
+            }
+        }
+        if q.since.is_some() {
+            cond(&mut sql, "time >=");
+        }
+        if q.until.is_some() {
+            cond(&mut sql, "time <");
+        }
+        let (order, past) = if q.oldest_first {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        if q.after.is_some() {
+            n += 2;
+            sql.push_str(&format!(
+                " AND (time {past} ${} OR (time = ${} AND request_id{} {past} ${n}))",
+                n - 1,
+                n - 1,
+                B::BYTE_ORDER
+            ));
+        }
+        // The request id breaks ties between decisions of the same millisecond.
+        sql.push_str(&format!(
+            " ORDER BY time {order}, request_id{} {order} LIMIT ${}",
+            B::BYTE_ORDER,
+            n + 1
+        ));
+        let mut query = sqlx::query(&sql);
+        for (_, v) in &texts {
+            if let Some(v) = v {
+                query = query.bind(v.as_str());
+            }
+        }
+        if let Some(t) = &q.since {
+            query = query.bind(to_ms(t));
+        }
+        if let Some(t) = &q.until {
+            query = query.bind(to_ms(t));
+        }
+        if let Some((t, id)) = &q.after {
+            query = query.bind(to_ms(t)).bind(id.as_str());
+        }
+        let rows = query
+            .bind(q.effective_limit())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decision_from_row).collect()
+    }
+
+    async fn purge_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM decisions WHERE time < $1")
+            .bind(to_ms(&before))
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done))
     }
 }

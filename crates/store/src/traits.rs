@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreResult;
 use crate::model::{
-    AuditEvent, AuditQuery, DeviceRecord, FactorRecord, NewAuditEvent, OtpCheck, SessionEntry,
-    UserRecord,
+    AuditEvent, AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord,
+    NewAuditEvent, OtpCheck, SessionEntry, UserRecord,
 };
 
 /// Durable data: users, enrolled factors, devices and the audit log.
@@ -88,6 +88,21 @@ pub trait DurableStore: Send + Sync {
 
     /// Events matching `query`, in append order (or newest first).
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    // ---- decision log (written in batches off the request path; pruned by age) ----
+
+    /// Appends decisions in one transaction. A record whose request id is already kept is
+    /// skipped (a retried batch writes nothing twice).
+    async fn append_decisions(&self, records: &[DecisionRecord]) -> StoreResult<()>;
+
+    /// The decision of the request with this id.
+    async fn get_decision(&self, request_id: &str) -> StoreResult<Option<DecisionRecord>>;
+
+    /// Decisions matching `query`, newest first (or oldest first).
+    async fn list_decisions(&self, query: &DecisionQuery) -> StoreResult<Vec<DecisionRecord>>;
+
+    /// Deletes the decisions made before `before`. How many.
+    async fn purge_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// Hot state: sessions, counters, bans, one-time codes, replay guards, recent-event lists.

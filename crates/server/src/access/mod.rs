@@ -21,6 +21,7 @@
 
 pub mod bearer;
 pub mod context;
+pub mod decision_log;
 pub mod judge;
 pub mod request;
 pub mod signals;
@@ -35,6 +36,7 @@ use crate::app::state::Runtime;
 use crate::devices::Registry;
 use crate::session::cache::Caches;
 use crate::session::Sessions;
+pub use decision_log::{DecisionLog, RequestId};
 pub use request::{AccessRequest, Connection, Credentials, Subject, Who};
 pub use signals::SignalSource;
 pub use verdict::{Decided, Grant, Judged, SignInReason, Verdict};
@@ -46,6 +48,8 @@ pub struct Access {
     signals: Arc<dyn SignalSource>,
     bearer: bearer::BearerVerifier,
     devices: Arc<Registry>,
+    log: Option<Arc<DecisionLog>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Access {
@@ -62,12 +66,31 @@ impl Access {
             signals,
             bearer: bearer::BearerVerifier::new(),
             devices,
+            log: None,
+            metrics: None,
         }
+    }
+
+    /// The pipeline, counting and timing its decisions in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The pipeline, recording every decision in `log` (while `log.decisions.enabled`).
+    pub fn with_decision_log(mut self, log: Arc<DecisionLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// The decision log, when decisions are recorded.
+    pub fn decision_log(&self) -> Option<&Arc<DecisionLog>> {
+        self.log.as_ref()
     }
 
     /// Decides `req` under `rt`.
     pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
-        self.run(rt, req, None).await
+        self.timed(rt, req, None).await
     }
 
     /// [`Access::decide`], with the trace of every policy and condition considered (none
@@ -78,8 +101,29 @@ impl Access {
         req: &AccessRequest<'_>,
     ) -> (Judged<'rt>, Option<Explained>) {
         let mut explained = None;
-        let judged = self.run(rt, req, Some(&mut explained)).await;
+        let judged = self.timed(rt, req, Some(&mut explained)).await;
         (judged, explained)
+    }
+
+    /// [`Access::run`], counted and timed in the metrics.
+    async fn timed<'rt>(
+        &self,
+        rt: &'rt Runtime,
+        req: &AccessRequest<'_>,
+        explain: Option<&mut Option<Explained>>,
+    ) -> Judged<'rt> {
+        let Some(metrics) = &self.metrics else {
+            return self.run(rt, req, explain).await;
+        };
+        let started = std::time::Instant::now();
+        let judged = self.run(rt, req, explain).await;
+        metrics.decision(
+            req.kind,
+            crate::metrics::outcome(&judged.verdict),
+            judged.decision.and_then(|d| d.policy),
+            started.elapsed(),
+        );
+        judged
     }
 
     async fn run<'rt>(
@@ -88,23 +132,75 @@ impl Access {
         req: &AccessRequest<'_>,
         explain: Option<&mut Option<Explained>>,
     ) -> Judged<'rt> {
+        // Every decision is recorded here, and only here.
+        let log = self
+            .log
+            .as_deref()
+            .filter(|_| rt.config.log.decisions.enabled);
         let subject = match self.identify(rt, req).await {
             Ok(s) => s,
-            Err(v) => return v.into(),
+            Err(v) => {
+                let judged = Judged::from(v);
+                if let Some(log) = log {
+                    let who = decision_log::Who {
+                        user: None,
+                        session_id: None,
+                    };
+                    let p = decision_log::Pending::new(
+                        req,
+                        rt.generation,
+                        who,
+                        &judged,
+                        Default::default(),
+                    );
+                    log.record(p).await;
+                }
+                return judged;
+            }
         };
         let effects = Effects {
             devices: &self.devices,
             sessions: &self.sessions,
         };
-        evaluate(
+        let Some(log) = log else {
+            return evaluate(
+                rt,
+                req,
+                subject,
+                self.signals.as_ref(),
+                Some(effects),
+                explain,
+                None,
+            )
+            .await;
+        };
+        let who = decision_log::Who {
+            user: Some(subject.user.clone()),
+            session_id: match &subject.who {
+                Who::Session(s) => Some(s.id.clone()),
+                _ => None,
+            },
+        };
+        let mut trail = decision_log::Trail::default();
+        let judged = evaluate(
             rt,
             req,
             subject,
             self.signals.as_ref(),
             Some(effects),
             explain,
+            Some(&mut trail),
         )
-        .await
+        .await;
+        log.record(decision_log::Pending::new(
+            req,
+            rt.generation,
+            who,
+            &judged,
+            trail,
+        ))
+        .await;
+        judged
     }
 
     /// The credentials stage: who the request comes from, or the verdict that it comes from
@@ -220,6 +316,7 @@ pub async fn evaluate<'rt>(
     signals: &dyn SignalSource,
     effects: Option<Effects<'_>>,
     explain: Option<&mut Option<Explained>>,
+    trail: Option<&mut decision_log::Trail>,
 ) -> Judged<'rt> {
     let mut facts = match signals.facts(rt, req, &subject).await {
         Ok(f) => f,
@@ -273,8 +370,23 @@ pub async fn evaluate<'rt>(
         outcome: decision.outcome,
         policy: decision.policy,
     };
+    let verdict = judge::judge(rt, subject, &decision, &ctx, req.now);
+    if let Some(trail) = trail {
+        // Only when decide saw a report-only match: the pass costs nothing otherwise.
+        if decision.report_only.is_some() {
+            trail.report_only = policies
+                .report_only(&ctx, &decision)
+                .map(|m| decision_log::ReportOnly {
+                    policy: m.policy.into(),
+                    outcome: m.outcome.kind(),
+                    requirement: m.outcome.requirement().cloned(),
+                })
+                .collect();
+        }
+        trail.context = Some(ctx);
+    }
     Judged {
-        verdict: judge::judge(rt, subject, &decision, &ctx, req.now),
+        verdict,
         decision: Some(decided),
     }
 }

@@ -17,6 +17,10 @@ use crate::session::{Session, SessionData};
 
 /// One request to decide (see [`crate::access`]).
 pub struct AccessRequest<'a> {
+    /// The request's id: the key of its decision in the decision log, returned to the
+    /// client ([`super::decision_log::REQUEST_ID_HEADER`]). [`super::RequestId::new`] when
+    /// the entry point has none of its own.
+    pub id: super::RequestId,
     /// Access to an app, or the sign-in itself.
     pub kind: RequestKind,
     /// The app's id (access), none for the sign-in.

@@ -120,6 +120,7 @@ pub async fn what_if<'rt>(
     let method = Method::from_bytes(ctx.request.method.as_bytes()).unwrap_or(Method::GET);
     let headers = HeaderMap::new();
     let req = AccessRequest {
+        id: super::RequestId::new(),
         kind: ctx.kind,
         app: match ctx.kind {
             RequestKind::Access => ctx.request.app.as_deref(),
@@ -138,6 +139,6 @@ pub async fn what_if<'rt>(
         who: Who::Assumed,
     };
     let mut explained = None;
-    let judged = evaluate(rt, &req, subject, source, None, Some(&mut explained)).await;
+    let judged = evaluate(rt, &req, subject, source, None, Some(&mut explained), None).await;
     (judged, explained)
 }

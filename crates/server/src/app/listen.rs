@@ -50,6 +50,7 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {addr}"))?;
     spawn_reloader(state.clone());
     crate::devices::connectors::Connectors::spawn(&state);
+    crate::metrics::Metrics::spawn_listener(&state).await?;
     let (lanes, threads) = spawn_workers(&state, &tls, workers)?;
     tracing::info!(%addr, workers, "serving");
     let stop = wait_for_stop();
@@ -183,6 +184,7 @@ impl Incoming {
 pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     spawn_reloader(state.clone());
     crate::devices::connectors::Connectors::spawn(&state);
+    crate::metrics::Metrics::spawn_listener(&state).await?;
     serve_connections(state, Incoming::Listener(listener), None, wait_for_stop()).await
 }
 

@@ -25,7 +25,7 @@ use stepgate_config::Config;
 use stepgate_store::{open_stores, sync_users, SecretKey, Stores};
 
 use crate::access::signals::{LiveSignals, Signals};
-use crate::access::Access;
+use crate::access::{Access, DecisionLog};
 use crate::devices::Registry;
 use crate::gateway::upstream::UpstreamClient;
 use crate::session::cache::Caches;
@@ -101,8 +101,18 @@ pub async fn build_state_with(
         .await
         .context("loading the identity assertion keys")?,
     );
-    let (access, sessions, devices) =
-        pipeline(&stores, &cache, &signals, &signer, options.demo, source);
+    // The decision log's queue is sized at start (a reload changes whether it records and
+    // how long it keeps, not its size).
+    let log_queue = config.log.decisions.queue;
+    let (access, sessions, devices, metrics) = pipeline(
+        &stores,
+        &cache,
+        &signals,
+        &signer,
+        options.demo,
+        source,
+        log_queue,
+    );
     access.trust_own_tokens(assertion.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(&config)
         .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
@@ -132,12 +142,16 @@ pub async fn build_state_with(
         access,
         oidc: crate::oidc::Provider::new(key.clone()),
         idps,
+        metrics,
         assertions: crate::gateway::assertion::AssertionCache::default(),
     }))
     .inspect(|st| {
         crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
         st.sessions
             .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
+        if let Some(log) = st.access.decision_log() {
+            log.spawn_writer(st);
+        }
     })
 }
 
@@ -181,7 +195,13 @@ fn pipeline(
     signer: &Signer,
     demo: bool,
     source: Option<SignalSourceFactory>,
-) -> (Access, Arc<Sessions>, Arc<Registry>) {
+    log_queue: usize,
+) -> (
+    Access,
+    Arc<Sessions>,
+    Arc<Registry>,
+    Arc<crate::metrics::Metrics>,
+) {
     let sessions = Arc::new(Sessions::new(
         stores.hot.clone(),
         cache.clone(),
@@ -207,6 +227,10 @@ fn pipeline(
             parts.demo,
         )),
     };
-    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone());
-    (access, sessions, devices)
+    let log = Arc::new(DecisionLog::new(log_queue));
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(log.stats())));
+    let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
+        .with_decision_log(log)
+        .with_metrics(metrics.clone());
+    (access, sessions, devices, metrics)
 }

@@ -221,9 +221,13 @@ pub(super) fn service(
         let (router, st) = (router.clone(), state.clone());
         // Counted from now until its response body ends (see `crate::idle`).
         let guard = in_progress.as_ref().map(super::idle::InProgress::enter);
+        // The request's id, for its decision and every log line of it: the span carries it
+        // into the logs (free when `info` is off), the task-local to the entry points.
+        let id = crate::access::RequestId::new();
+        let span = tracing::info_span!("request", request_id = %id);
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
-        async move {
+        let answer = async move {
             let res = match direct {
                 None => {
                     req.extensions_mut().insert(ConnectInfo(peer));
@@ -248,7 +252,9 @@ pub(super) fn service(
                 None => res,
                 Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),
             }
-        }
+        };
+        crate::access::decision_log::CURRENT_REQUEST
+            .scope(id, tracing::Instrument::instrument(answer, span))
     })
 }
 

@@ -242,6 +242,8 @@ pub struct AppState {
     pub oidc: crate::oidc::Provider,
     /// Upstream identity providers' metadata and keys (`identity_providers`).
     pub idps: crate::idp::IdentityProviders,
+    /// The node's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The state as handlers receive it.

@@ -96,6 +96,7 @@ async fn session_again(
     }
     let id = session.id.clone();
     let req = AccessRequest {
+        id: crate::access::RequestId::new(),
         kind: RequestKind::SignIn,
         app: None,
         method: &Method::POST,

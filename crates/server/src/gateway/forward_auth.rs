@@ -35,8 +35,9 @@ use super::headers::{
 use super::original::{Original, Unreadable};
 use super::render::{insufficient_user_authentication, portal_link, sign_in_challenge, Return};
 use crate::access::bearer::bearer_token;
+use crate::access::decision_log::set_header;
 use crate::access::request::client_ip;
-use crate::access::{AccessRequest, Connection, Credentials, Grant, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, Grant, RequestId, Verdict};
 use crate::app::responses::{is_api, json_error, security_headers, Peer};
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::{decision_cookies, DecisionCookies};
@@ -124,9 +125,12 @@ async fn respond(
             "no application is configured for this host",
         ));
     };
+    let started = std::time::Instant::now();
     let now = Utc::now();
+    let id = RequestId::current();
     let verdict = {
         let ar = AccessRequest {
+            id,
             kind: RequestKind::Access,
             app: Some(app.id.as_str()),
             method: &orig.method,
@@ -147,10 +151,13 @@ async fn respond(
         };
         st.access.decide(rt, &ar).await.verdict
     };
-    let r = match verdict {
+    let outcome = crate::metrics::outcome(&verdict);
+    let mut r = match verdict {
         Verdict::Allow(grant) => allow(st, rt, app, &grant),
-        verdict => answer(st, rt, verdict, &orig, headers, flavour, now),
+        verdict => answer(st, rt, verdict, &orig, headers, flavour, now, id),
     };
+    set_header(&mut r, id);
+    st.metrics.request(&app.id, outcome, started.elapsed());
     no_store(security_headers(r))
 }
 
@@ -175,6 +182,7 @@ fn admit<'h>(
 
 /// The answer to a request not let through: for a browser the portal page to go to (in
 /// [`REDIRECT_HEADER`] for nginx, a `302` for the others), for an API a challenge or error.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     st: &Shared,
     rt: &Runtime,
@@ -183,6 +191,7 @@ fn answer(
     headers: &HeaderMap,
     flavour: Flavour,
     now: chrono::DateTime<Utc>,
+    id: RequestId,
 ) -> Response {
     let api = is_api(headers);
     let status = match &verdict {
@@ -213,6 +222,7 @@ fn answer(
                 url: orig.url(),
                 method: &orig.method,
                 referer: headers.get(header::REFERER).and_then(|v| v.to_str().ok()),
+                request_id: id.as_str(),
             };
             match portal_link(&st.signer, rt, &verdict, &ret, now) {
                 Some(to) => redirect(flavour, status, &to),

@@ -29,8 +29,9 @@ use chrono::Utc;
 use stepgate_policy::RequestKind;
 
 use crate::access::bearer::bearer_token;
+use crate::access::decision_log::set_header;
 use crate::access::request::client_ip;
-use crate::access::{AccessRequest, Connection, Credentials, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::decision_cookies;
@@ -41,6 +42,7 @@ use stepgate_policy::spec::AppSpec;
 /// The reverse proxy: every request that is not for the portal is an app request, read
 /// (`read`), decided, and then proxied or answered.
 pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> Response {
+    let started = std::time::Instant::now();
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
     let (original, app) = match read(&rt, &req) {
@@ -59,7 +61,9 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     let now = Utc::now();
     let ip = client_ip(&rt, peer.0, req.headers());
     let h = req.headers();
+    let id = RequestId::current();
     let ar = AccessRequest {
+        id,
         kind: RequestKind::Access,
         app: Some(app.id.as_str()),
         method: &original.method,
@@ -78,7 +82,11 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     };
     let verdict = st.access.decide(&rt, &ar).await.verdict;
     let Verdict::Allow(grant) = verdict else {
-        return refuse(&st, &rt, verdict, &original, h, now);
+        let outcome = crate::metrics::outcome(&verdict);
+        let mut r = refuse(&st, &rt, verdict, &original, h, now, id);
+        set_header(&mut r, id);
+        st.metrics.request(&app.id, outcome, started.elapsed());
+        return r;
     };
     let Original { host, target, .. } = original;
     *req.uri_mut() = target;
@@ -89,7 +97,10 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         ip,
         api,
     };
-    proxy::forward(&st, &rt, req, to).await
+    let mut r = proxy::forward(&st, &rt, req, to).await;
+    set_header(&mut r, id);
+    st.metrics.request(&app.id, "allow", started.elapsed());
+    r
 }
 
 /// A verdict other than allow, answered: the portal's pages are linked on the host the
@@ -101,6 +112,7 @@ fn refuse(
     original: &Original,
     headers: &axum::http::HeaderMap,
     now: chrono::DateTime<Utc>,
+    id: RequestId,
 ) -> Response {
     let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
     let ret = Return {
@@ -108,6 +120,7 @@ fn refuse(
         url: original.url(),
         method: &original.method,
         referer: headers.get(header::REFERER).and_then(|v| v.to_str().ok()),
+        request_id: id.as_str(),
     };
     render::refused(&st.signer, rt, verdict, &ret, headers, st.options.demo, now)
 }

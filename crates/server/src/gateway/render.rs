@@ -177,6 +177,8 @@ pub struct Return<'a> {
     pub method: &'a Method,
     /// The `Referer` it came with.
     pub referer: Option<&'a str>,
+    /// The request's id (shown on the step-up and blocked pages).
+    pub request_id: &'a str,
 }
 
 impl Return<'_> {
@@ -218,6 +220,7 @@ pub fn portal_link(
                     why: s.why.clone(),
                     sign_in: false,
                     user_id: s.user.id.clone(),
+                    rid: ret.request_id.to_string(),
                 },
                 now,
             );
@@ -243,6 +246,7 @@ fn blocked_token(
             message: d.message.clone(),
             items: d.remediation.clone(),
             policy: d.policy.clone(),
+            rid: ret.request_id.to_string(),
         },
         now,
     )
@@ -278,7 +282,7 @@ pub fn refused(
                 "blocked.html",
                 minijinja::context! {
                     portal => rt.portal(), csrf => csrf, username => username, token => token, demo => demo,
-                    message => d.message, items => d.remediation, policy => d.policy, ..outcome
+                    message => d.message, items => d.remediation, policy => d.policy, request_id => ret.request_id, ..outcome
                 },
             )
         }

@@ -373,6 +373,7 @@ async fn authorize(
 
     let ip = client_ip(&rt, peer.0, &headers);
     let request = AccessRequest {
+        id: crate::access::RequestId::current(),
         kind: RequestKind::Access,
         app: Some(client.app.as_str()),
         method: &Method::GET,
@@ -468,6 +469,7 @@ async fn authorize(
                                 .unwrap_or_else(|| client.id.to_string())
                         });
                         let step = StepToken {
+                            rid: crate::access::RequestId::current().as_str().to_string(),
                             rt: flow.return_url(reauth_since),
                             back: None,
                             why: format!("{name} asks for {}.", req.describe()),
@@ -670,7 +672,9 @@ impl Flow<'_> {
     /// The portal page for a step-up or block verdict, returning here.
     fn to_portal(&self, v: &Verdict, mark: Option<i64>) -> Response {
         let url = self.return_url(mark);
+        let rid = crate::access::RequestId::current();
         let ret = Return {
+            request_id: rid.as_str(),
             portal_origin: &self.rt.public_url,
             url,
             method: &Method::GET,

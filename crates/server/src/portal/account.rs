@@ -249,6 +249,7 @@ pub async fn fresh_enough(
         req,
         sign_in: false,
         user_id: session.data.user_id.clone(),
+        rid: String::new(),
     };
     let token = Links::new(&st.signer, rt).sign_step(&step, t);
     let url = rt.portal_url(&format!("/step-up?t={token}"));

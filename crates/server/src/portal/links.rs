@@ -30,6 +30,10 @@ pub struct StepToken {
     /// The session the token was issued to (stolen tokens are useless elsewhere).
     #[serde(default)]
     pub user_id: String,
+    /// The id of the request that asked for the step-up (shown on the page; empty when
+    /// none did).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rid: String,
 }
 
 /// What the blocked page shows, signed into its URL.
@@ -43,6 +47,9 @@ pub struct BlockedToken {
     pub items: Vec<RemediationItem>,
     /// The deciding policy.
     pub policy: String,
+    /// The id of the request that was blocked (shown on the page).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rid: String,
 }
 
 const STEP: &str = "step";

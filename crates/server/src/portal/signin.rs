@@ -28,7 +28,7 @@ use super::{audit, auth_message};
 use crate::access::request::client_ip;
 use crate::access::signals::PeerCertificates;
 use crate::access::signals::SignInRecord;
-use crate::access::{AccessRequest, Connection, Credentials, Verdict};
+use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -265,7 +265,9 @@ impl Next {
 /// continued on the step-up page (a pending session), or blocked.
 pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>) -> Next {
     let now = Utc::now();
+    let id = RequestId::current();
     let req = AccessRequest {
+        id,
         kind: RequestKind::SignIn,
         app: None,
         method: &Method::POST,
@@ -289,15 +291,15 @@ pub async fn sign_in(st: &Shared, rt: &Here, jar: &CookieJar, a: FirstFactor<'_>
         .target
         .clone()
         .unwrap_or_else(|| rt.portal_url("/account"));
-    let detail = serde_json::json!({ "policy": policy, "risk": risk });
+    let detail = serde_json::json!({ "policy": policy, "risk": risk, "request_id": id.as_str() });
     let old = jar.get(&rt.session_cookie);
     match judged.verdict {
         Verdict::Unavailable(e) => Next::Fail(PortalError::StoreDown(e)),
         Verdict::SignIn(_) => Next::Fail(PortalError::SignedOut {
             portal: rt.portal().to_string(),
         }),
-        Verdict::Deny(d) => blocked(st, rt, &a, *d, target, detail).await,
-        Verdict::StepUp(s) => more_to_pass(st, rt, &a, *s, target, old).await,
+        Verdict::Deny(d) => blocked(st, rt, &a, *d, target, detail, id).await,
+        Verdict::StepUp(s) => more_to_pass(st, rt, &a, *s, target, old, id).await,
         Verdict::Allow(grant) => {
             let data = new_session(&a, grant.session, rt);
             let session = match st.sessions.rotate(rt, old, data, now).await {
@@ -324,12 +326,14 @@ async fn blocked(
     d: crate::access::verdict::Deny,
     target: String,
     detail: serde_json::Value,
+    id: RequestId,
 ) -> Next {
     let blocked = BlockedToken {
         rt: target,
         message: d.message,
         items: d.remediation,
         policy: d.policy,
+        rid: id.to_string(),
     };
     let token = Links::new(&st.signer, rt).sign_blocked(&blocked, Utc::now());
     audit(st, "signin.denied", &a.user.username, a.ip, detail).await;
@@ -349,6 +353,7 @@ async fn more_to_pass(
     s: crate::access::verdict::StepUp,
     target: String,
     old: Option<&str>,
+    id: RequestId,
 ) -> Next {
     let now = Utc::now();
     let Some(prospective) = s.session else {
@@ -368,6 +373,7 @@ async fn more_to_pass(
         why: s.why,
         sign_in: true,
         user_id: a.user.id.clone(),
+        rid: id.to_string(),
     };
     let token = Links::new(&st.signer, rt).sign_step(&step, now);
     Next::Go {

@@ -151,6 +151,7 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
             needs_passkey => needs_passkey(&on.step.req), help => rt.config.portal.help.as_deref(),
             upstream => upstream,
+            request_id => on.step.rid,
         },
     )
 }

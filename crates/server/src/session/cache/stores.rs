@@ -328,4 +328,31 @@ impl DurableStore for CachedDurable {
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         self.inner.list_audit(query).await
     }
+
+    // The decision log is written once and read by administrators: nothing to cache.
+
+    async fn append_decisions(
+        &self,
+        records: &[stepgate_store::DecisionRecord],
+    ) -> StoreResult<()> {
+        self.inner.append_decisions(records).await
+    }
+
+    async fn get_decision(
+        &self,
+        request_id: &str,
+    ) -> StoreResult<Option<stepgate_store::DecisionRecord>> {
+        self.inner.get_decision(request_id).await
+    }
+
+    async fn list_decisions(
+        &self,
+        query: &stepgate_store::DecisionQuery,
+    ) -> StoreResult<Vec<stepgate_store::DecisionRecord>> {
+        self.inner.list_decisions(query).await
+    }
+
+    async fn purge_decisions(&self, before: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
+        self.inner.purge_decisions(before).await
+    }
 }

@@ -1,0 +1,348 @@
+//! Prometheus metrics, served at `/metrics` on a listener of their own
+//! (`server.metrics_listen`; nothing else is served there).
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `stepgate_requests_total` | counter | `app`, `outcome` | app requests answered (proxy and forward-auth), by what happened to them |
+//! | `stepgate_request_duration_seconds` | histogram | `app`, `outcome` | from reading the request to the answer's headers (for a proxied request, the upstream's included) |
+//! | `stepgate_decisions_total` | counter | `kind`, `outcome` | decisions of the access pipeline (every entry point: also sign-ins and CAEP re-evaluations) |
+//! | `stepgate_decision_duration_seconds` | histogram | `kind`, `outcome` | how long a decision took (session, signals, policies, verdict) |
+//! | `stepgate_policy_outcomes_total` | counter | `policy`, `outcome` | step-ups and denies, by the deciding policy (`default` for the default outcome) |
+//! | `stepgate_decision_log_queue_depth` | gauge | | records waiting for the decision log's writer |
+//! | `stepgate_decision_log_dropped_total` | counter | | records dropped because the queue was full |
+//! | `stepgate_decision_log_written_total` | counter | | records written to the store |
+//! | `stepgate_decision_log_failed_total` | counter | | records the store refused |
+//! | `stepgate_build_info` | gauge (1) | `version` | the running build |
+//!
+//! `outcome` is `allow`, `sign_in`, `step_up`, `deny` or `unavailable`. Recording is cheap
+//! on the request path: each worker thread keeps the series of the apps it has served, so a
+//! request costs a lookup by app id and a few atomic adds, never a label built.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::access::Verdict;
+use crate::app::state::Shared;
+
+/// The `outcome` label of a verdict.
+pub fn outcome(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allow(_) => "allow",
+        Verdict::SignIn(_) => "sign_in",
+        Verdict::StepUp(_) => "step_up",
+        Verdict::Deny(_) => "deny",
+        Verdict::Unavailable(_) => "unavailable",
+    }
+}
+
+const OUTCOMES: [&str; 5] = ["allow", "sign_in", "step_up", "deny", "unavailable"];
+
+fn outcome_index(o: &str) -> usize {
+    OUTCOMES.iter().position(|x| *x == o).unwrap_or(4)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppOutcome {
+    app: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindOutcome {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyOutcome {
+    policy: String,
+    outcome: &'static str,
+}
+
+/// Latency buckets: 100 µs to about 3.3 s, doubling.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// The node's metrics (see the module documentation).
+pub struct Metrics {
+    id: u64,
+    registry: Registry,
+    requests: Family<AppOutcome, Counter>,
+    request_seconds: Family<AppOutcome, Histogram, fn() -> Histogram>,
+    decisions: Family<KindOutcome, Counter>,
+    decision_seconds: Family<KindOutcome, Histogram, fn() -> Histogram>,
+    policy_outcomes: Family<PolicyOutcome, Counter>,
+    log_queue: Gauge,
+    addr: OnceLock<SocketAddr>,
+}
+
+/// One app's series on this thread, by outcome.
+struct AppSeries {
+    requests: [Counter; 5],
+    seconds: [Histogram; 5],
+}
+
+thread_local! {
+    /// Per `Metrics` (by id), per app: its series, looked up without building a label.
+    static APP_SERIES: RefCell<HashMap<u64, HashMap<Box<str>, AppSeries>>> = RefCell::default();
+}
+
+static IDS: AtomicU64 = AtomicU64::new(1);
+
+impl Metrics {
+    /// The node's metrics, with the decision log's counters (`log`) among them.
+    pub fn new(log: Option<&crate::access::decision_log::LogStats>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<AppOutcome, Counter>::default();
+        let request_seconds =
+            Family::<AppOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        let decisions = Family::<KindOutcome, Counter>::default();
+        let decision_seconds =
+            Family::<KindOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        let policy_outcomes = Family::<PolicyOutcome, Counter>::default();
+        let log_queue = Gauge::default();
+        registry.register(
+            "stepgate_requests",
+            "App requests answered (proxy and forward-auth), by app and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "stepgate_request_duration_seconds",
+            "Time from reading an app request to its answer's headers",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "stepgate_decisions",
+            "Decisions of the access pipeline, by kind (access, sign_in) and outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "stepgate_decision_duration_seconds",
+            "Time the access pipeline took to decide",
+            decision_seconds.clone(),
+        );
+        registry.register(
+            "stepgate_policy_outcomes",
+            "Step-ups and denies by the deciding policy",
+            policy_outcomes.clone(),
+        );
+        registry.register(
+            "stepgate_decision_log_queue_depth",
+            "Decision records waiting to be written",
+            log_queue.clone(),
+        );
+        if let Some(log) = log {
+            registry.register(
+                "stepgate_decision_log_dropped",
+                "Decision records dropped because the queue was full",
+                log.dropped.clone(),
+            );
+            registry.register(
+                "stepgate_decision_log_written",
+                "Decision records written to the store",
+                log.written.clone(),
+            );
+            registry.register(
+                "stepgate_decision_log_failed",
+                "Decision records the store refused",
+                log.failed.clone(),
+            );
+        }
+        // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
+        // `promtool check metrics`) knows no `info` type.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("stepgate_build_info", "The running build", build);
+        Metrics {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            registry,
+            requests,
+            request_seconds,
+            decisions,
+            decision_seconds,
+            policy_outcomes,
+            log_queue,
+            addr: OnceLock::new(),
+        }
+    }
+
+    /// An app request answered with `outcome` after `took`.
+    pub fn request(&self, app: &str, outcome: &'static str, took: Duration) {
+        let i = outcome_index(outcome);
+        APP_SERIES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let apps = cache.entry(self.id).or_default();
+            if !apps.contains_key(app) {
+                let series = AppSeries {
+                    requests: OUTCOMES.map(|o| {
+                        self.requests
+                            .get_or_create(&AppOutcome {
+                                app: app.to_string(),
+                                outcome: o,
+                            })
+                            .clone()
+                    }),
+                    seconds: OUTCOMES.map(|o| {
+                        self.request_seconds
+                            .get_or_create(&AppOutcome {
+                                app: app.to_string(),
+                                outcome: o,
+                            })
+                            .clone()
+                    }),
+                };
+                apps.insert(app.into(), series);
+            }
+            if let Some(s) = apps.get(app) {
+                s.requests[i].inc();
+                s.seconds[i].observe(took.as_secs_f64());
+            }
+        });
+    }
+
+    /// A decision of the pipeline: its kind, outcome, deciding policy and how long it took.
+    pub fn decision(
+        &self,
+        kind: stepgate_policy::RequestKind,
+        outcome: &'static str,
+        policy: Option<&str>,
+        took: Duration,
+    ) {
+        let labels = KindOutcome {
+            kind: match kind {
+                stepgate_policy::RequestKind::Access => "access",
+                stepgate_policy::RequestKind::SignIn => "sign_in",
+            },
+            outcome,
+        };
+        self.decisions.get_or_create(&labels).inc();
+        self.decision_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if matches!(outcome, "step_up" | "deny") {
+            self.policy_outcomes
+                .get_or_create(&PolicyOutcome {
+                    policy: policy.unwrap_or("default").to_string(),
+                    outcome,
+                })
+                .inc();
+        }
+    }
+
+    /// The exposition text (Prometheus text format 0.0.4), with the decision log's queue
+    /// depth as of now.
+    pub fn encode(&self, queued: usize) -> String {
+        self.log_queue.set(queued as i64);
+        let mut open_metrics = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry);
+        prometheus_text(&open_metrics)
+    }
+
+    /// Where the metrics listener listens, once it does.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.get().copied()
+    }
+
+    /// Starts the metrics listener when `server.metrics_listen` is set.
+    pub async fn spawn_listener(st: &Shared) -> anyhow::Result<()> {
+        let Some(addr) = st
+            .runtime
+            .load()
+            .config
+            .server
+            .metrics_listen
+            .as_ref()
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let _ = st.metrics.addr.set(bound);
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(scrape))
+            .with_state(st.clone());
+        tracing::info!(addr = %bound, "serving metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// OpenMetrics text (what the client library writes) as the Prometheus text format, which
+/// every Prometheus and `promtool check metrics` read: a counter's `HELP` and `TYPE` name
+/// its samples (`x_total`, not OpenMetrics' `x`), and there is no `# EOF` or `# UNIT`.
+fn prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+async fn scrape(State(st): State<Shared>) -> Response {
+    let queued = st.access.decision_log().map_or(0, |l| l.queued());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.encode(queued),
+    )
+        .into_response()
+}

@@ -1,0 +1,385 @@
+//! The decision log over real HTTP and a real SQLite store: every decision of the pipeline
+//! (proxy, forward-auth, sign-in; allow, step-up, deny, sign in) is recorded once, under the
+//! request id the client was given (a response header, and on the blocked and step-up
+//! pages), with the user, the session's handle (never its id), the app and route, the
+//! deciding policy, the report-only policies that matched and what they would have done,
+//! the context and the trace. A full queue drops allowed records (counted) and never a
+//! deny or a step-up.
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method};
+use stepgate_policy::RequestKind;
+use stepgate_server::access::{
+    AccessRequest, Connection, Credentials, DecisionLog, RequestId, Verdict,
+};
+use stepgate_store::{DecisionQuery, DecisionRecord};
+use support::{client, header, redirects, sign_in, upstream, user, Browser, Server, JANE};
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [app.test]
+    upstream: http://UPSTREAM
+    routes:
+      - { name: admin, path: "/admin/**", tags: [admin] }
+sessions:
+  cookie: { secure: false }
+server:
+  trusted_proxies: [127.0.0.1/32]
+default_outcome: allow
+policies:
+  - name: trial-block-admin
+    priority: 5
+    report_only: true
+    targets: { apps: [console], routes: [ { tags: [admin] } ] }
+    outcome: { deny: { message: "would block admin" } }
+  - name: admin-needs-aal3
+    priority: 10
+    targets: { apps: [console], routes: [ { tags: [admin] } ] }
+    outcome: { step_up: { min_aal: 3 } }
+  - name: no-forbidden
+    priority: 20
+    targets: { apps: [console], routes: [ { path: "/forbidden" } ] }
+    outcome: { deny: { message: "not here" } }
+  - name: trial-after
+    priority: 25
+    report_only: true
+    outcome: { deny: { message: "ranks after the decision" } }
+  - name: sign-in-mfa
+    priority: 30
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+"#;
+
+async fn start() -> Server {
+    Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await
+}
+
+/// The decision recorded under `id`, once the writer has written what it was handed.
+async fn recorded(s: &Server, id: &str) -> DecisionRecord {
+    s.st.access.decision_log().unwrap().flush().await;
+    s.st.stores
+        .durable
+        .get_decision(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no decision recorded for request {id}"))
+}
+
+fn no_redirects() -> reqwest::Client {
+    client().redirect(redirects(false)).build().unwrap()
+}
+
+#[tokio::test]
+async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
+    let s = start().await;
+    let app = |p: &str| s.url("app.test", p);
+
+    // Anonymous: sent to sign in, and recorded so.
+    let r = no_redirects().get(app("/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let anon = header(&r, "x-request-id");
+    assert_eq!(anon.len(), 24, "{anon}");
+    let d = recorded(&s, &anon).await;
+    assert_eq!(d.outcome, "sign_in");
+    assert_eq!(d.user, None);
+    assert_eq!(d.app.as_deref(), Some("console"));
+    assert_eq!((d.method.as_str(), d.path.as_str()), ("GET", "/"));
+    assert_eq!(d.policy_outcome, None, "it never reached the policies");
+
+    // Jane signs in (her sign-in is a decision too: a step-up to AAL2).
+    let b = Browser::new();
+    let r = sign_in(&b, &app("/"), &JANE, &JANE.code(0)).await;
+    assert_eq!(r.status(), 200);
+    let session_id = b.session_id(&app("/")).unwrap();
+    let cookie = format!("stepgate_session={session_id}");
+    let signins =
+        s.st.stores
+            .durable
+            .list_decisions(&DecisionQuery {
+                user: Some("jane".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    let signin = signins
+        .iter()
+        .find(|d| d.kind == "sign_in")
+        .expect("the sign-in's decision");
+    assert_eq!(signin.outcome, "step_up");
+    assert_eq!(signin.policy.as_deref(), Some("sign-in-mfa"));
+    assert_eq!(signin.detail["requirement"]["min_aal"], 2);
+
+    // Allowed, proxied: the upstream's answer carries the id.
+    let r = no_redirects()
+        .get(app("/reports"))
+        .header("cookie", &cookie)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        )
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let allowed = header(&r, "x-request-id");
+    assert_ne!(allowed, anon);
+    let d = recorded(&s, &allowed).await;
+    assert_eq!(d.outcome, "allow");
+    assert_eq!(d.policy_outcome.as_deref(), Some("allow"));
+    assert_eq!(d.policy, None, "the default outcome");
+    assert_eq!(d.user.as_deref(), Some("jane"));
+    assert_eq!(d.ip.as_deref(), Some("198.51.100.7"));
+    let handle = s.st.signer.session_handle(&session_id);
+    assert_eq!(d.session.as_deref(), Some(handle.as_str()));
+    // Nothing enforced matched: a report-only policy for everything would have decided.
+    assert_eq!(
+        d.report_only,
+        serde_json::json!([{ "policy": "trial-after", "outcome": "deny", "requirement": null }])
+    );
+    assert_eq!(d.detail["context"]["request"]["path"], "/reports");
+    assert_eq!(d.detail["context"]["user"]["username"], "jane");
+    // An allowed request's trace is worked out again from its context when asked for.
+    assert!(d.detail["trace"].is_null(), "{}", d.detail);
+
+    // The admin route: a step-up, and the report-only policy ahead of it would have denied.
+    let r = no_redirects()
+        .get(app("/admin/users"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let stepped = header(&r, "x-request-id");
+    let d = recorded(&s, &stepped).await;
+    assert_eq!(d.outcome, "step_up");
+    assert_eq!(d.policy.as_deref(), Some("admin-needs-aal3"));
+    assert_eq!(d.route.as_deref(), Some("admin"));
+    assert_eq!(d.detail["requirement"]["min_aal"], 3);
+    assert_eq!(d.detail["trace"]["policy"], "admin-needs-aal3");
+    assert_eq!(
+        d.report_only,
+        serde_json::json!([{ "policy": "trial-block-admin", "outcome": "deny", "requirement": null }]),
+        "the report-only policy ranked after the decision is not listed"
+    );
+    // The step-up page names the request.
+    let to = header(&r, "location");
+    let page = no_redirects()
+        .get(&to)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&stepped),
+        "the step-up page shows the request id"
+    );
+
+    // Denied: the blocked page (a browser) names the request; so does forward-auth's 403.
+    let r = no_redirects()
+        .get(app("/forbidden"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let denied = header(&r, "x-request-id");
+    assert!(r.text().await.unwrap().contains(&denied));
+    let d = recorded(&s, &denied).await;
+    assert_eq!(d.outcome, "deny");
+    assert_eq!(d.policy.as_deref(), Some("no-forbidden"));
+    assert_eq!(d.detail["trace"]["message"], "not here");
+
+    let r = no_redirects()
+        .get(s.at("/_stepgate/auth/forward"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", format!("app.test:{}", s.addr.port()))
+        .header("x-forwarded-uri", "/forbidden")
+        .header("accept", "application/json")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let fa = header(&r, "x-request-id");
+    let d = recorded(&s, &fa).await;
+    assert_eq!(
+        (d.outcome.as_str(), d.user.as_deref()),
+        ("deny", Some("jane"))
+    );
+
+    // Searchable by outcome and policy; and the session id itself is nowhere in the log.
+    let denies =
+        s.st.stores
+            .durable
+            .list_decisions(&DecisionQuery {
+                outcome: Some("deny".into()),
+                policy: Some("no-forbidden".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    let ids: Vec<&str> = denies.iter().map(|d| d.request_id.as_str()).collect();
+    assert_eq!(ids, vec![fa.as_str(), denied.as_str()], "newest first");
+    let all =
+        s.st.stores
+            .durable
+            .list_decisions(&DecisionQuery::default())
+            .await
+            .unwrap();
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(
+        !text.contains(&session_id),
+        "a session id leaked into the log"
+    );
+    // One record per request: no entry point records twice.
+    let mut seen: Vec<&str> = all.iter().map(|d| d.request_id.as_str()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), all.len());
+}
+
+#[tokio::test]
+async fn turned_off_nothing_is_recorded() {
+    let s = Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .configure(|c| c.log.decisions.enabled = false)
+        .start()
+        .await;
+    let r = no_redirects()
+        .get(s.url("app.test", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    s.st.access.decision_log().unwrap().flush().await;
+    let all =
+        s.st.stores
+            .durable
+            .list_decisions(&DecisionQuery::default())
+            .await
+            .unwrap();
+    assert!(all.is_empty(), "{all:?}");
+}
+
+/// A request for `app` with no session (a sign-in verdict: droppable), or jane's sign-in
+/// (which this configuration's `deny-jane` policy denies: never dropped).
+async fn decide(
+    access: &stepgate_server::access::Access,
+    s: &stepgate_server::Shared,
+    jane: Option<&stepgate_store::UserRecord>,
+) -> (RequestId, &'static str) {
+    let rt = s.runtime.load_full();
+    let headers = HeaderMap::new();
+    let jar = stepgate_server::session::cookies::CookieJar::new();
+    let factor = stepgate_authn::PassedFactor::new(
+        stepgate_authn::FactorKind::Password,
+        &rt.config.assurance,
+        chrono::Utc::now(),
+    );
+    let id = RequestId::new();
+    let req = AccessRequest {
+        id,
+        kind: if jane.is_some() {
+            RequestKind::SignIn
+        } else {
+            RequestKind::Access
+        },
+        app: jane.is_none().then_some("console"),
+        method: &Method::GET,
+        path: "/",
+        headers: &headers,
+        ip: None,
+        credentials: match jane {
+            Some(user) => Credentials::FirstFactor {
+                user,
+                factor: &factor,
+                also: &[],
+                cookies: &jar,
+            },
+            None => Credentials::Cookies(&jar),
+        },
+        connection: Connection::default(),
+        now: chrono::Utc::now(),
+    };
+    let what = match access.decide(&rt, &req).await.verdict {
+        Verdict::SignIn(_) => "sign_in",
+        Verdict::Deny(_) => "deny",
+        _ => "other",
+    };
+    (id, what)
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_allowed_records_and_keeps_every_denial() {
+    let cfg = CONFIG.replace(
+        "policies:\n",
+        "policies:\n  - { name: deny-jane, priority: 1, targets: { sign_in: true }, outcome: deny }\n",
+    );
+    let state = Server::build(&cfg)
+        .with("UPSTREAM", "127.0.0.1:9")
+        .demo_users()
+        .state()
+        .await;
+    let st = &state.st;
+    let jane = user(st, "jane").await;
+    // A pipeline over the server's services, with a log of room for one record whose
+    // writer has not started: what finds the queue full is dropped or waits.
+    let log = Arc::new(DecisionLog::new(1));
+    let access = stepgate_server::access::Access::new(
+        st.sessions.clone(),
+        st.cache.clone(),
+        st.access.signals().clone(),
+        st.devices.clone(),
+    )
+    .with_decision_log(log.clone());
+
+    let (first, what) = decide(&access, st, None).await;
+    assert_eq!(what, "sign_in");
+    // 98 more: the queue is full, each is dropped (the 100th would wait: a sample).
+    for _ in 0..98 {
+        decide(&access, st, None).await;
+    }
+    assert_eq!(log.stats().dropped.get(), 98);
+    assert_eq!(log.queued(), 1);
+
+    // A denial waits for room instead: it completes once the writer runs.
+    let denial = {
+        let access = &access;
+        let jane = &jane;
+        async move { decide(access, st, Some(jane)).await }
+    };
+    let writer = async {
+        tokio::task::yield_now().await;
+        log.spawn_writer(st);
+    };
+    let ((denied, what), ()) = tokio::join!(denial, writer);
+    assert_eq!(what, "deny");
+    log.flush().await;
+    assert_eq!(log.stats().dropped.get(), 98);
+    let kept = st
+        .stores
+        .durable
+        .list_decisions(&DecisionQuery {
+            oldest_first: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = kept.iter().map(|d| d.request_id.as_str()).collect();
+    assert_eq!(ids, vec![first.as_str(), denied.as_str()]);
+    assert_eq!(kept[1].policy.as_deref(), Some("deny-jane"));
+    assert_eq!(kept[1].kind, "sign_in");
+}
