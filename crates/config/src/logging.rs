@@ -9,6 +9,7 @@
 //!     enabled: true
 //!     queue: 10000               # records waiting to be written, at most
 //!     retention: 30d             # decisions older than this are deleted
+//!     allowed_one_in: 100        # allowed app requests: one in 100 recorded (1: all)
 //! ```
 //! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
 //! Colour codes are written only to a terminal, never to a file or a pipe.
@@ -48,6 +49,12 @@ pub struct DecisionLogConfig {
     pub queue: usize,
     /// How long decisions are kept (at least `1h`). Default `30d`.
     pub retention: HumanDuration,
+    /// Allowed app requests (proxy, forward-auth, bearer, OIDC authorize) are recorded one
+    /// in this many (`1`: every one; `0`: none); sign-ins, step-ups, denials, refusals and
+    /// re-evaluations are always recorded. Default `100`: recording every allowed request
+    /// costs several times the request itself (docs/operations.md), which is not worth it
+    /// for the requests nobody asks "why?" about.
+    pub allowed_one_in: u64,
 }
 
 impl Default for DecisionLogConfig {
@@ -56,6 +63,7 @@ impl Default for DecisionLogConfig {
             enabled: true,
             queue: 10_000,
             retention: HumanDuration::from_secs(30 * 24 * 3600),
+            allowed_one_in: 100,
         }
     }
 }
@@ -150,6 +158,7 @@ mod tests {
             enabled: true,
             queue: 0,
             retention: HumanDuration::from_secs(60),
+            allowed_one_in: 1,
         };
         let p = bad.problems();
         assert!(p[0].contains("log.decisions.queue is 0"), "{p:?}");

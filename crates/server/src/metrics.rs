@@ -10,6 +10,7 @@
 //! | `stepgate_policy_outcomes_total` | counter | `policy`, `outcome` | step-ups and denies, by the deciding policy (`default` for the default outcome) |
 //! | `stepgate_decision_log_queue_depth` | gauge | | records waiting for the decision log's writer |
 //! | `stepgate_decision_log_dropped_total` | counter | | records dropped because the queue was full |
+//! | `stepgate_decision_log_sampled_out_total` | counter | | allowed app requests not recorded (`log.decisions.allowed_one_in`) |
 //! | `stepgate_decision_log_written_total` | counter | | records written to the store |
 //! | `stepgate_decision_log_failed_total` | counter | | records the store refused |
 //! | `stepgate_build_info` | gauge (1) | `version` | the running build |
@@ -162,6 +163,11 @@ impl Metrics {
                 "stepgate_decision_log_written",
                 "Decision records written to the store",
                 log.written.clone(),
+            );
+            registry.register(
+                "stepgate_decision_log_sampled_out",
+                "Allowed app requests not recorded (log.decisions.allowed_one_in)",
+                log.sampled_out.clone(),
             );
             registry.register(
                 "stepgate_decision_log_failed",

@@ -29,6 +29,8 @@ sessions:
   cookie: { secure: false }
 server:
   trusted_proxies: [127.0.0.1/32]
+log:
+  decisions: { allowed_one_in: 1 }   # every allowed request too (the default samples them)
 default_outcome: allow
 policies:
   - name: trial-block-admin
@@ -249,6 +251,42 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), all.len());
+}
+
+/// By default allowed app requests are recorded one in 100 (here one in 10), counted
+/// otherwise; a denial is always recorded.
+#[tokio::test]
+async fn allowed_requests_are_sampled_and_denials_always_kept() {
+    let s = Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .configure(|c| c.log.decisions.allowed_one_in = 10)
+        .demo_users()
+        .start()
+        .await;
+    let b = Browser::new();
+    let r = sign_in(&b, &s.url("app.test", "/"), &JANE, &JANE.code(0)).await;
+    assert_eq!(r.status(), 200);
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let r = b.get(s.url("app.test", "/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(header(&r, "x-request-id"));
+    }
+    let r = b.get(s.url("app.test", "/forbidden")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let denied = header(&r, "x-request-id");
+    s.st.access.decision_log().unwrap().flush().await;
+    let mut kept = 0;
+    for id in &ids {
+        if let Some(d) = s.st.stores.durable.get_decision(id).await.unwrap() {
+            assert_eq!(d.outcome, "allow");
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 3, "one allowed request in 10 of 30");
+    assert_eq!(recorded(&s, &denied).await.outcome, "deny");
+    let stats = s.st.access.decision_log().unwrap().stats().clone();
+    assert_eq!(stats.sampled_out.get(), 27);
 }
 
 #[tokio::test]

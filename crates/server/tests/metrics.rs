@@ -184,8 +184,15 @@ async fn a_scrape_counts_exactly_the_requests_made_and_promtool_accepts_it() {
             &[("kind", "sign_in"), ("outcome", "step_up")]
         ) >= 1.0
     );
-    // Every decision was written to the log: 8 more (nothing dropped).
-    assert_eq!(delta("stepgate_decision_log_written_total", &[]), 8.0);
+    // Every decision reached the log: 8 more, each written or, for an allowed request,
+    // left out by the default sampling (`log.decisions.allowed_one_in: 100`); nothing dropped.
+    let written = delta("stepgate_decision_log_written_total", &[]);
+    let sampled_out = delta("stepgate_decision_log_sampled_out_total", &[]);
+    assert_eq!(written + sampled_out, 8.0, "{written} + {sampled_out}");
+    assert!(
+        sampled_out >= 1.0,
+        "allowed requests are sampled by default"
+    );
     assert_eq!(after.get("stepgate_decision_log_dropped_total", &[]), 0.0);
     assert_eq!(after.get("stepgate_decision_log_queue_depth", &[]), 0.0);
     assert_eq!(

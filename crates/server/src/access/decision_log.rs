@@ -220,6 +220,8 @@ pub struct LogStats {
     pub written: Counter,
     /// Records lost because the store refused a batch.
     pub failed: Counter,
+    /// Allowed app requests not recorded (`log.decisions.allowed_one_in`).
+    pub sampled_out: Counter,
 }
 
 /// The queue into the decision log (see the module documentation).
@@ -228,9 +230,39 @@ pub struct DecisionLog {
     rx: Mutex<Option<mpsc::Receiver<Message>>>,
     stats: Arc<LogStats>,
     full: AtomicU64,
+    /// Allowed app requests seen, for `log.decisions.allowed_one_in`.
+    allowed: AtomicU64,
 }
 
 impl DecisionLog {
+    /// Whether `judged` is recorded: always, but for an allowed app request, which is
+    /// recorded one in `log.decisions.allowed_one_in` (counted otherwise).
+    pub fn keeps(
+        &self,
+        rt: &crate::app::state::Runtime,
+        req: &super::AccessRequest<'_>,
+        judged: &Judged<'_>,
+    ) -> bool {
+        let sampled =
+            matches!(judged.verdict, Verdict::Allow(_)) && matches!(req.kind, RequestKind::Access);
+        if !sampled {
+            return true;
+        }
+        let one_in = rt.config.log.decisions.allowed_one_in;
+        let keep = match one_in {
+            0 => false,
+            1 => true,
+            n => self
+                .allowed
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(n),
+        };
+        if !keep {
+            self.stats.sampled_out.inc();
+        }
+        keep
+    }
+
     /// A log whose queue holds `capacity` records; its writer starts with
     /// [`DecisionLog::spawn_writer`].
     pub fn new(capacity: usize) -> Self {
@@ -240,6 +272,7 @@ impl DecisionLog {
             rx: Mutex::new(Some(rx)),
             stats: Arc::default(),
             full: AtomicU64::new(0),
+            allowed: AtomicU64::new(0),
         }
     }
 

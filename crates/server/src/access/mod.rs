@@ -192,6 +192,9 @@ impl Access {
             Some(&mut trail),
         )
         .await;
+        if !log.keeps(rt, req, &judged) {
+            return judged;
+        }
         log.record(decision_log::Pending::new(
             req,
             rt.generation,
