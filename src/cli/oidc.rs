@@ -69,10 +69,15 @@ pub enum ClientAction {
 
 /// A new secret (256 random bits) and its argon2id hash at the default cost.
 fn new_secret() -> anyhow::Result<(String, String)> {
+    // URL-safe base64 of the 32 bytes: 43 characters, all 256 bits kept (dropping `+` and
+    // `/` instead shortened it at random and lost entropy).
     let secret = stepgate_store::SecretKey::generate()
         .to_base64()
         .as_str()
-        .replace(['+', '/', '='], "");
+        .replace('+', "-")
+        .replace('/', "_")
+        .trim_end_matches('=')
+        .to_string();
     let hash = stepgate_authn::password::hash_secret(&Argon2Config::default(), secret.as_bytes())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((secret, hash))
