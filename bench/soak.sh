@@ -7,7 +7,8 @@
 # by kind), and exits non-zero if there was any such answer.
 #
 # Usage: bench/soak.sh
-# env: STEPGATE_BIN=target/release/stepgate DURATION=600 WORKERS=8 BASE_PORT=19600
+# env: STEPGATE_BIN=target/release/stepgate DURATION=600 WORKERS=8 BASE_PORT=19760
+#      SOAK_DRIVER=bench/soak.py (another driver, e.g. an instrumented copy)
 #      STEPGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
 #      STEPGATE_TEST_REDIS_URL=redis://127.0.0.1:6379
 # Needs: nginx, python3 with requests and pyotp (installed with pip when missing).
@@ -138,7 +139,7 @@ sleep 0.5
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 declare -A RSS
 coproc DRIVER { SOAK_BASE="http://app.test:$FRONT" SOAK_FRONT="http://127.0.0.1:$FRONT" \
-  SOAK_USERS="$USERS" DURATION="$DURATION" python3 bench/soak.py; }
+  SOAK_USERS="$USERS" DURATION="$DURATION" python3 "${SOAK_DRIVER:-bench/soak.py}"; }
 driver_pid=$DRIVER_PID
 SUMMARY=""
 while IFS= read -r line <&"${DRIVER[0]}"; do
