@@ -501,14 +501,18 @@ impl Relay {
 #[tokio::test]
 async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() {
     let Some(b) = backends(None) else { return };
-    let pg: url_parts::Pg = url_parts::Pg::parse(&b.pg.url);
-    let target: std::net::SocketAddr = tokio::net::lookup_host((pg.host.as_str(), pg.port))
+    let mut through_relay = reqwest::Url::parse(&b.pg.url).unwrap();
+    let host = through_relay.host_str().unwrap().to_string();
+    let port = through_relay.port().unwrap_or(5432);
+    let target: std::net::SocketAddr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .unwrap()
         .next()
         .unwrap();
     let mut relay = Relay::start(target).await;
-    let through_relay = pg.with_port(relay.port);
+    through_relay.set_host(Some("127.0.0.1")).unwrap();
+    through_relay.set_port(Some(relay.port)).unwrap();
+    let through_relay = through_relay.to_string();
     let up = upstream::text("upstream").await;
     let start = |mode: &'static str| {
         let (mut pgc, redis, key) = (b.pg.clone(), b.redis.clone(), b.key.clone());
@@ -583,40 +587,4 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
     assert_allowed(&closed, &again, "/", "sign-in works again").await;
 
     drop_backends(&b).await;
-}
-
-/// The parts of a `postgres://` URL the relay needs.
-mod url_parts {
-    pub struct Pg {
-        pub host: String,
-        pub port: u16,
-        before: String,
-        after: String,
-    }
-
-    impl Pg {
-        pub fn parse(url: &str) -> Pg {
-            let (scheme, rest) = url.split_once("://").unwrap();
-            let (auth, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-            let (creds, hostport) = auth.rsplit_once('@').map_or(("", auth), |(c, h)| (c, h));
-            let (host, port) = hostport
-                .rsplit_once(':')
-                .map_or((hostport, 5432), |(h, p)| (h, p.parse().unwrap()));
-            let creds = if creds.is_empty() {
-                String::new()
-            } else {
-                format!("{creds}@")
-            };
-            Pg {
-                host: host.to_string(),
-                port,
-                before: format!("{scheme}://{creds}"),
-                after: format!("/{path}"),
-            }
-        }
-
-        pub fn with_port(&self, port: u16) -> String {
-            format!("{}127.0.0.1:{port}{}", self.before, self.after)
-        }
-    }
 }

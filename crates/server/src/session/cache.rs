@@ -238,17 +238,29 @@ impl Caches {
         });
     }
 
-    /// Tells the other nodes that `change` happened here. A failed announcement does not
-    /// undo the write: the other nodes see it within the TTL.
-    async fn changed(&self, change: Change) {
-        if let Some(feed) = self.feed.get() {
-            if let Err(e) = feed.publish(&change).await {
-                tracing::warn!(error = %e, ?change, "could not announce a change to the other nodes; they see it within the cache TTL");
+    /// Runs a write of this node's to what `change` names: its cached entries are dropped
+    /// before and again after (a read that began before the write must not be cached,
+    /// whatever the interleaving), and a write that succeeded is announced to the other
+    /// nodes. A failed announcement does not undo the write: they see it within the TTL.
+    async fn writing<T>(
+        &self,
+        change: Change,
+        write: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.drop_changed(&change);
+        let r = write.await;
+        self.drop_changed(&change);
+        if r.is_ok() {
+            if let Some(feed) = self.feed.get() {
+                if let Err(e) = feed.publish(&change).await {
+                    tracing::warn!(error = %e, ?change, "could not announce a change to the other nodes; they see it within the cache TTL");
+                }
             }
         }
+        r
     }
 
-    /// Drops what another node changed.
+    /// Drops what `change` names: after another node's write, or around this node's.
     fn drop_changed(&self, change: &Change) {
         match change {
             Change::Session(id) => self.sessions.invalidate(id.as_str()),

@@ -41,24 +41,6 @@ pub struct CachedHot {
     c: Arc<Caches>,
 }
 
-impl CachedHot {
-    /// Runs a write to session `id` with its cache entry dropped before and again after:
-    /// a read that began before the write must not be cached, whatever the interleaving.
-    async fn writing_session<T>(
-        &self,
-        id: &str,
-        write: impl std::future::Future<Output = StoreResult<T>>,
-    ) -> StoreResult<T> {
-        self.c.sessions.invalidate(id);
-        let r = write.await;
-        self.c.sessions.invalidate(id);
-        if r.is_ok() {
-            self.c.changed(Change::Session(id.to_string())).await;
-        }
-        r
-    }
-}
-
 #[async_trait]
 impl HotStore for CachedHot {
     async fn put_session(
@@ -68,7 +50,11 @@ impl HotStore for CachedHot {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<()> {
-        self.writing_session(id, self.inner.put_session(id, user_id, data, ttl))
+        self.c
+            .writing(
+                Change::Session(id.to_string()),
+                self.inner.put_session(id, user_id, data, ttl),
+            )
             .await
     }
 
@@ -77,7 +63,11 @@ impl HotStore for CachedHot {
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
-        self.writing_session(id, self.inner.touch_session(id, ttl))
+        self.c
+            .writing(
+                Change::Session(id.to_string()),
+                self.inner.touch_session(id, ttl),
+            )
             .await
     }
 
@@ -87,12 +77,20 @@ impl HotStore for CachedHot {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        self.writing_session(id, self.inner.update_session(id, data, ttl))
+        self.c
+            .writing(
+                Change::Session(id.to_string()),
+                self.inner.update_session(id, data, ttl),
+            )
             .await
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
-        self.writing_session(id, self.inner.delete_session(id))
+        self.c
+            .writing(
+                Change::Session(id.to_string()),
+                self.inner.delete_session(id),
+            )
             .await
     }
 
@@ -101,17 +99,12 @@ impl HotStore for CachedHot {
     }
 
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
-        let mine =
-            |e: &Option<Arc<SessionSlot>>| e.as_ref().is_some_and(|e| e.entry.user_id == user_id);
-        self.c.sessions.invalidate_where(mine);
-        let r = self.inner.delete_sessions_for_user(user_id).await;
-        self.c.sessions.invalidate_where(mine);
-        if r.is_ok() {
-            self.c
-                .changed(Change::SessionsOfUser(user_id.to_string()))
-                .await;
-        }
-        r
+        self.c
+            .writing(
+                Change::SessionsOfUser(user_id.to_string()),
+                self.inner.delete_sessions_for_user(user_id),
+            )
+            .await
     }
 
     async fn incr_counter(&self, key: &str, window: Duration) -> StoreResult<u64> {
@@ -167,13 +160,12 @@ impl HotStore for CachedHot {
         keep: usize,
         ttl: Duration,
     ) -> StoreResult<()> {
-        self.c.histories.invalidate(key);
-        let r = self.inner.push_recent(key, value, keep, ttl).await;
-        self.c.histories.invalidate(key);
-        if r.is_ok() {
-            self.c.changed(Change::History(key.to_string())).await;
-        }
-        r
+        self.c
+            .writing(
+                Change::History(key.to_string()),
+                self.inner.push_recent(key, value, keep, ttl),
+            )
+            .await
     }
 
     async fn recent(&self, key: &str) -> StoreResult<Vec<serde_json::Value>> {
@@ -195,32 +187,12 @@ pub struct CachedDurable {
     c: Arc<Caches>,
 }
 
-impl CachedDurable {
-    /// Drops user `id` after a write to it (and every cached username, as a name may have
-    /// moved), and announces the change when the write succeeded.
-    async fn user_changed(&self, id: &str, written: bool) {
-        self.c.users.invalidate(id);
-        self.c.usernames.clear();
-        if written {
-            self.c.changed(Change::User(id.to_string())).await;
-        }
-    }
-
-    fn devices_changed(&self, id: &str) {
-        self.c.devices.invalidate(id);
-        // An owner may have changed: every list may be affected.
-        self.c.device_lists.clear();
-    }
-}
-
 #[async_trait]
 impl DurableStore for CachedDurable {
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
-        self.c.users.invalidate(user.id.as_str());
-        self.c.usernames.clear();
-        let r = self.inner.create_user(user).await;
-        self.user_changed(&user.id, r.is_ok()).await;
-        r
+        self.c
+            .writing(Change::User(user.id.clone()), self.inner.create_user(user))
+            .await
     }
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
@@ -236,19 +208,15 @@ impl DurableStore for CachedDurable {
     }
 
     async fn update_user(&self, user: &UserRecord) -> StoreResult<()> {
-        self.c.users.invalidate(user.id.as_str());
-        self.c.usernames.clear();
-        let r = self.inner.update_user(user).await;
-        self.user_changed(&user.id, r.is_ok()).await;
-        r
+        self.c
+            .writing(Change::User(user.id.clone()), self.inner.update_user(user))
+            .await
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        self.c.users.invalidate(id);
-        self.c.usernames.clear();
-        let r = self.inner.delete_user(id).await;
-        self.user_changed(id, r.is_ok()).await;
-        r
+        self.c
+            .writing(Change::User(id.to_string()), self.inner.delete_user(id))
+            .await
     }
 
     async fn create_factor(&self, factor: &FactorRecord) -> StoreResult<()> {
@@ -285,13 +253,12 @@ impl DurableStore for CachedDurable {
     }
 
     async fn put_device(&self, device: &DeviceRecord) -> StoreResult<()> {
-        self.devices_changed(&device.id);
-        let r = self.inner.put_device(device).await;
-        self.devices_changed(&device.id);
-        if r.is_ok() {
-            self.c.changed(Change::Device(device.id.clone())).await;
-        }
-        r
+        self.c
+            .writing(
+                Change::Device(device.id.clone()),
+                self.inner.put_device(device),
+            )
+            .await
     }
 
     async fn get_device(&self, id: &str) -> StoreResult<Option<DeviceRecord>> {
@@ -312,13 +279,9 @@ impl DurableStore for CachedDurable {
     }
 
     async fn delete_device(&self, id: &str) -> StoreResult<bool> {
-        self.devices_changed(id);
-        let r = self.inner.delete_device(id).await;
-        self.devices_changed(id);
-        if r.is_ok() {
-            self.c.changed(Change::Device(id.to_string())).await;
-        }
-        r
+        self.c
+            .writing(Change::Device(id.to_string()), self.inner.delete_device(id))
+            .await
     }
 
     async fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<AuditEvent> {
