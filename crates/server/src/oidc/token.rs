@@ -154,25 +154,39 @@ async fn redeem_code(
     if now.timestamp() > code.exp {
         return Err(bad("the code has expired"));
     }
-    if !grant::use_code(st, &code)
+    let first = grant::use_code(st, &code)
         .await
-        .map_err(OAuthError::unavailable)?
-    {
-        // A second use: whoever holds the code is not to be trusted with what the first
-        // use issued either (RFC 6749 §4.1.2).
-        grant::revoke(st, &code.auth.gid, now)
+        .map_err(OAuthError::unavailable)?;
+    spent(st, client, code.auth, first, "code", now).await
+}
+
+/// `auth` once the code or refresh token (`what`) that carried it is spent: `first`
+/// says whether this was its first use. A second use revokes the whole grant — whoever
+/// holds it is not to be trusted with what the first use issued either (RFC 6749 §4.1.2,
+/// §10.4) — and a grant whose sign-in session has ended gives nothing.
+async fn spent(
+    st: &Shared,
+    client: &OidcClient,
+    auth: Authorization,
+    first: bool,
+    what: &str,
+    now: DateTime<Utc>,
+) -> Result<Authorization, OAuthError> {
+    let bad = |why: String| OAuthError::invalid_grant(why);
+    if !first {
+        grant::revoke(st, &auth.gid, now)
             .await
             .map_err(OAuthError::unavailable)?;
-        tracing::warn!(client = %client.id.as_str(), "oidc: a code was used twice; its grant is revoked");
-        return Err(bad("the code was already used"));
+        tracing::warn!(client = %client.id.as_str(), "oidc: a {what} was used twice; its grant is revoked");
+        return Err(bad(format!("the {what} was already used")));
     }
-    if !grant::still_live(st, &code.auth)
+    if !grant::still_live(st, &auth)
         .await
         .map_err(OAuthError::unavailable)?
     {
-        return Err(bad("the sign-in session has ended"));
+        return Err(bad("the sign-in session has ended".into()));
     }
-    Ok(code.auth)
+    Ok(auth)
 }
 
 /// The authorization a refresh token carries, once: a reused token revokes its grant.
@@ -200,23 +214,10 @@ async fn refresh(
     {
         return Err(bad("the grant was revoked"));
     }
-    if !grant::use_refresh(st, &r, now)
+    let first = grant::use_refresh(st, &r, now)
         .await
-        .map_err(OAuthError::unavailable)?
-    {
-        grant::revoke(st, &r.auth.gid, now)
-            .await
-            .map_err(OAuthError::unavailable)?;
-        tracing::warn!(client = %client.id.as_str(), "oidc: a refresh token was reused; its grant is revoked");
-        return Err(bad("the refresh token was already used"));
-    }
-    if !grant::still_live(st, &r.auth)
-        .await
-        .map_err(OAuthError::unavailable)?
-    {
-        return Err(bad("the sign-in session has ended"));
-    }
-    Ok(r.auth)
+        .map_err(OAuthError::unavailable)?;
+    spent(st, client, r.auth, first, "refresh token", now).await
 }
 
 /// Signs and answers the tokens for `auth`.
