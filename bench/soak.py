@@ -114,8 +114,7 @@ class User:
             raise ValueError("after sign-out the app answered %s" % r.status_code)
 
 
-def run(spec, until):
-    u = User(spec)
+def run(u, until):
     n = 0
     try:
         u.sign_in()
@@ -150,7 +149,7 @@ def run(spec, until):
 
 def phase(label, seconds):
     until = time.time() + seconds
-    threads = [threading.Thread(target=run, args=(spec, until)) for spec in USERS]
+    threads = [threading.Thread(target=run, args=(u, until)) for u in users]
     for t in threads:
         t.start()
     for t in threads:
@@ -159,6 +158,10 @@ def phase(label, seconds):
     sys.stdin.readline()
 
 
+# One User per person for the whole run: the TOTP period a person last used must outlive a
+# phase, or the first step-up of the second phase can present the code of the first phase's
+# last step-up again — which the server rightly refuses as a replay.
+users = [User(spec) for spec in USERS]
 print("SAMPLE start", flush=True)
 sys.stdin.readline()
 start = time.time()
