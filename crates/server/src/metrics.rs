@@ -12,7 +12,12 @@
 //! | `stepgate_decision_log_dropped_total` | counter | | records dropped because the queue was full |
 //! | `stepgate_decision_log_sampled_out_total` | counter | | allowed app requests not recorded (`log.decisions.allowed_one_in`) |
 //! | `stepgate_decision_log_written_total` | counter | | records written to the store |
+//! | `stepgate_decision_log_waiting` | gauge | | records kept in memory while the durable store is out of reach |
 //! | `stepgate_decision_log_failed_total` | counter | | records the store refused |
+//! | `stepgate_audit_waiting` | gauge | | audit events waiting for the durable store while it is out of reach ([`crate::app::audit`]) |
+//! | `stepgate_audit_written_late_total` | counter | | audit events written after waiting |
+//! | `stepgate_audit_dropped_total` | counter | | audit events dropped because too many waited |
+//! | `stepgate_audit_failed_total` | counter | | audit events the store refused for good |
 //! | `stepgate_build_info` | gauge (1) | `version` | the running build |
 //!
 //! `outcome` is `allow`, `sign_in`, `step_up`, `deny` or `unavailable`. Recording is cheap
@@ -112,8 +117,12 @@ thread_local! {
 static IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Metrics {
-    /// The node's metrics, with the decision log's counters (`log`) among them.
-    pub fn new(log: Option<&crate::access::decision_log::LogStats>) -> Self {
+    /// The node's metrics, with the decision log's counters (`log`) and the audit outbox's
+    /// (`audit`) among them.
+    pub fn new(
+        log: Option<&crate::access::decision_log::LogStats>,
+        audit: Option<&crate::app::audit::AuditStats>,
+    ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<AppOutcome, Counter>::default();
         let request_seconds =
@@ -170,9 +179,36 @@ impl Metrics {
                 log.sampled_out.clone(),
             );
             registry.register(
+                "stepgate_decision_log_waiting",
+                "Decision records kept in memory while the durable store is out of reach",
+                log.waiting.clone(),
+            );
+            registry.register(
                 "stepgate_decision_log_failed",
                 "Decision records the store refused",
                 log.failed.clone(),
+            );
+        }
+        if let Some(audit) = audit {
+            registry.register(
+                "stepgate_audit_waiting",
+                "Audit events waiting for the durable store (it was out of reach)",
+                audit.waiting.clone(),
+            );
+            registry.register(
+                "stepgate_audit_written_late",
+                "Audit events written after waiting for the durable store",
+                audit.written_late.clone(),
+            );
+            registry.register(
+                "stepgate_audit_dropped",
+                "Audit events dropped because too many waited for the durable store",
+                audit.dropped.clone(),
+            );
+            registry.register(
+                "stepgate_audit_failed",
+                "Audit events the durable store refused",
+                audit.failed.clone(),
             );
         }
         // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and

@@ -528,6 +528,8 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
             .configure(move |c| {
                 c.store.postgres = Some(pgc);
                 c.store.redis = Some(redis);
+                // Every allowed request in the decision log, to count what waited.
+                c.log.decisions.allowed_one_in = 1;
             })
             .demo_users()
             .start()
@@ -538,11 +540,16 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
         wait_until("listening", || n.st.cache.in_use()).await;
     }
     let (_, id) = signed_in(&closed).await;
+    let (_, other) = signed_in(&closed).await;
     for n in [&closed, &cached] {
         assert_allowed(n, &id, "/", "signed in, records cached").await;
     }
+    assert_allowed(&cached, &other, "/", "the second session, cached").await;
+    let log = cached.st.access.decision_log().expect("the decision log");
+    log.flush().await;
 
     relay.cut();
+    let cut_at = chrono::Utc::now();
     // The cached records outlive their TTL (10 min): each node must read the store again.
     for n in [&closed, &cached] {
         n.st.cache.advance_clock(Duration::from_secs(11 * 60));
@@ -559,6 +566,33 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
         "fail_mode cached: a record read 11 min ago answers",
     )
     .await;
+    for _ in 0..3 {
+        assert_allowed(&cached, &id, "/", "answered from cached records").await;
+    }
+    // A sign-out happens without the durable store (sessions live in Redis); its audit
+    // event waits for PostgreSQL instead of being lost.
+    let r = client()
+        .redirect(redirects(false))
+        .build()
+        .unwrap()
+        .post(app(&cached, "/_stepgate/logout"))
+        .header("cookie", format!("stepgate_session={other}"))
+        .form(&[("csrf", cached.st.signer.csrf_token(&other))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed out while PostgreSQL is down");
+    assert_eq!(
+        cached.st.audit.waiting(),
+        1,
+        "the sign-out's audit event waits"
+    );
+    log.flush().await;
+    assert_eq!(
+        log.stats().waiting.get(),
+        4,
+        "the four allowed requests' decisions wait in memory"
+    );
     let r = password(&Browser::new(), &app(&cached, "/"), &JANE).await;
     assert_eq!(
         r.status(),
@@ -571,6 +605,7 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
 
     // Back: both nodes recover through their pools, without a restart.
     relay.restore().await;
+    let restored_at = chrono::Utc::now();
     for n in [&closed, &cached] {
         let began = Instant::now();
         loop {
@@ -585,6 +620,43 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
     }
     let (_, again) = signed_in(&cached).await;
     assert_allowed(&closed, &again, "/", "sign-in works again").await;
+
+    // What waited is written, in full, with the time it happened.
+    let began = Instant::now();
+    while cached.st.audit.waiting() > 0 || log.stats().waiting.get() > 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "what waited was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let during = |e: chrono::DateTime<chrono::Utc>| e >= cut_at && e < restored_at;
+    let signouts: Vec<_> = support::audit(&cached.st, Some("signout"))
+        .await
+        .into_iter()
+        .filter(|e| during(e.time))
+        .collect();
+    assert_eq!(signouts.len(), 1, "the sign-out is in the audit log");
+    assert_eq!(signouts[0].detail["everywhere"], false);
+    let decisions = cached
+        .st
+        .stores
+        .durable
+        .list_decisions(&stepgate_store::DecisionQuery {
+            outcome: Some("allow".into()),
+            since: Some(cut_at),
+            until: Some(restored_at),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions.len(),
+        4,
+        "every allowed request while down is logged"
+    );
+    assert_eq!(cached.st.audit.stats().dropped.get(), 0, "nothing dropped");
+    assert_eq!(log.stats().dropped.get(), 0, "no decision dropped");
 
     drop_backends(&b).await;
 }

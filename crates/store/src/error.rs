@@ -109,6 +109,39 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the backend was out of reach (down, unreachable, timed out, connection
+    /// dropped or shut down) rather than refusing the operation itself: the same write may
+    /// succeed when it is back. A conflict, a missing record, corrupt data or a constraint
+    /// the database enforces is not transient — retrying it would fail the same way.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P0x (the server shutting
+                // down or restarting, an administrator ending the connection).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                _ => false,
+            },
+            #[cfg(feature = "redis")]
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_cluster_error()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> Self {
         StoreError::Corrupt {
             what,
@@ -119,3 +152,23 @@ impl StoreError {
 
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_out_of_reach_is_transient_and_a_refused_write_is_not() {
+        assert!(StoreError::Unavailable("timed out".into()).is_transient());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::Database(sqlx::Error::Io(refused)).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::Conflict {
+            what: "user",
+            key: "jane".into()
+        }
+        .is_transient());
+        assert!(!StoreError::corrupt("audit", "bad hash").is_transient());
+    }
+}

@@ -13,7 +13,15 @@
 //! dropped and counted, except every [`SAMPLE_WHEN_FULL`]th, which waits for room; a deny's
 //! or a step-up's waits for room: they are never dropped. The writer also deletes records
 //! older than `log.decisions.retention`, once an hour.
+//!
+//! When the store is out of reach (`StoreError::is_transient`), the writer keeps the records
+//! in memory, in order, and writes them when it is back (retrying every second, backing off
+//! to 10 s). At most [`HOLD`] wait: past that the oldest allowed record is dropped first, and
+//! the oldest of any kind only when nothing else is left (memory is bounded; each drop is
+//! counted in `stepgate_decision_log_dropped_total`). A flush answers once a record is
+//! written *or* waiting.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,6 +29,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 use stepgate_policy::{OutcomeKind, RequestContext, RequestKind, StepUpRequirement};
 use stepgate_store::{DecisionRecord, DurableStore, UserRecord};
@@ -35,6 +44,12 @@ pub const SAMPLE_WHEN_FULL: u64 = 100;
 
 /// How many records the writer appends in one transaction, at most.
 const BATCH: usize = 256;
+
+/// How many records wait in memory while the store is out of reach, at most.
+const HOLD: usize = 10_000;
+
+/// The longest pause between two tries while the store is out of reach.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How many session handles the writer keeps.
 const HANDLES: usize = 10_000;
@@ -222,6 +237,8 @@ pub struct LogStats {
     pub failed: Counter,
     /// Allowed app requests not recorded (`log.decisions.allowed_one_in`).
     pub sampled_out: Counter,
+    /// Records kept in memory while the store is out of reach.
+    pub waiting: Gauge,
 }
 
 /// The queue into the decision log (see the module documentation).
@@ -299,8 +316,8 @@ impl DecisionLog {
         }
     }
 
-    /// Waits until every record handed over before this call is in the store (or was
-    /// refused by it).
+    /// Waits until every record handed over before this call is in the store, was refused
+    /// by it, or waits in memory for it to come back.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Message::Flush(tx)).await.is_ok() {
@@ -331,6 +348,7 @@ impl DecisionLog {
             handles: Mutex::default(),
             state: Arc::downgrade(st),
             stats: self.stats.clone(),
+            held: VecDeque::new(),
         };
         tokio::spawn(writer.run(rx));
     }
@@ -344,27 +362,42 @@ struct Writer {
     handles: Mutex<std::collections::HashMap<String, String>>,
     state: std::sync::Weak<AppState>,
     stats: Arc<LogStats>,
+    /// Records kept while the store is out of reach, oldest first.
+    held: VecDeque<DecisionRecord>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbox = Vec::with_capacity(BATCH);
+        let mut backoff = Duration::from_secs(1);
         loop {
+            let retry = !self.held.is_empty();
             tokio::select! {
                 n = rx.recv_many(&mut inbox, BATCH) => {
                     if n == 0 {
+                        self.retry().await;
+                        if !self.held.is_empty() {
+                            tracing::error!(lost = self.held.len(), "decision records lost: the node stopped while the store was out of reach");
+                        }
                         return;
                     }
                     self.write(&mut inbox).await;
                 }
                 _ = prune.tick() => self.prune().await,
+                _ = tokio::time::sleep(backoff), if retry => {
+                    if self.retry().await {
+                        backoff = Duration::from_secs(1);
+                    } else {
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
             }
         }
     }
 
-    async fn write(&self, inbox: &mut Vec<Message>) {
+    async fn write(&mut self, inbox: &mut Vec<Message>) {
         let rt = self.state.upgrade().map(|st| st.runtime.load_full());
         let mut records = Vec::with_capacity(inbox.len());
         let mut flushed = Vec::new();
@@ -374,19 +407,73 @@ impl Writer {
                 Message::Flush(done) => flushed.push(done),
             }
         }
-        let n = records.len() as u64;
-        match self.durable.append_decisions(&records).await {
-            Ok(()) => {
-                self.stats.written.inc_by(n);
-            }
-            Err(e) => {
-                self.stats.failed.inc_by(n);
-                tracing::error!(error = %e, records = n, "the decision log could not write to the store");
+        if !self.held.is_empty() {
+            // Behind what already waits, in order.
+            self.hold(records);
+        } else if !records.is_empty() {
+            let n = records.len() as u64;
+            match self.durable.append_decisions(&records).await {
+                Ok(()) => {
+                    self.stats.written.inc_by(n);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, records = n, "decision records wait: the store is out of reach");
+                    self.hold(records);
+                }
+                Err(e) => {
+                    self.stats.failed.inc_by(n);
+                    tracing::error!(error = %e, records = n, "the decision log could not write to the store");
+                }
             }
         }
         for done in flushed {
             let _ = done.send(());
         }
+    }
+
+    /// Keeps `records` until the store is back: at most [`HOLD`], dropping (and counting)
+    /// the oldest allowed record first, and the oldest of any kind when none is left.
+    fn hold(&mut self, records: Vec<DecisionRecord>) {
+        for r in records {
+            if self.held.len() >= HOLD {
+                let victim = self
+                    .held
+                    .iter()
+                    .position(|h| !matches!(h.outcome.as_str(), "deny" | "step_up"))
+                    .unwrap_or(0);
+                self.held.remove(victim);
+                self.stats.dropped.inc();
+            }
+            self.held.push_back(r);
+        }
+        self.stats.waiting.set(self.held.len() as i64);
+    }
+
+    /// Writes what waits, a batch at a time; whether nothing waits any more.
+    async fn retry(&mut self) -> bool {
+        while !self.held.is_empty() {
+            let n = self.held.len().min(BATCH);
+            let batch: Vec<DecisionRecord> = self.held.iter().take(n).cloned().collect();
+            match self.durable.append_decisions(&batch).await {
+                Ok(()) => {
+                    self.held.drain(..n);
+                    self.stats.written.inc_by(n as u64);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, waiting = self.held.len(), "decision records still wait: the store is out of reach");
+                    self.stats.waiting.set(self.held.len() as i64);
+                    return false;
+                }
+                Err(e) => {
+                    self.held.drain(..n);
+                    self.stats.failed.inc_by(n as u64);
+                    tracing::error!(error = %e, records = n, "the decision log could not write records that waited");
+                }
+            }
+        }
+        self.stats.waiting.set(0);
+        tracing::info!("the decision records that waited are written");
+        true
     }
 
     /// The handle of session `id` (see [`Writer::handles`]).

@@ -6,6 +6,7 @@
 //!
 //! What does not belong here: anything one journey owns (a page, a decision, a device).
 
+pub mod audit;
 pub mod idle;
 pub mod listen;
 pub mod memo;
@@ -104,6 +105,7 @@ pub async fn build_state_with(
     // The decision log's queue is sized at start (a reload changes whether it records and
     // how long it keeps, not its size).
     let log_queue = config.log.decisions.queue;
+    let audit = audit::AuditOutbox::new(stores.durable.clone());
     let (access, sessions, devices, metrics) = pipeline(
         &stores,
         &cache,
@@ -111,7 +113,7 @@ pub async fn build_state_with(
         &signer,
         options.demo,
         source,
-        log_queue,
+        (log_queue, audit.stats()),
     );
     access.trust_own_tokens(assertion.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(&config)
@@ -144,6 +146,7 @@ pub async fn build_state_with(
         idps,
         metrics,
         assertions: crate::gateway::assertion::AssertionCache::default(),
+        audit,
     }))
     .inspect(|st| {
         crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
@@ -152,6 +155,7 @@ pub async fn build_state_with(
         if let Some(log) = st.access.decision_log() {
             log.spawn_writer(st);
         }
+        st.audit.spawn_writer();
     })
 }
 
@@ -195,7 +199,7 @@ fn pipeline(
     signer: &Signer,
     demo: bool,
     source: Option<SignalSourceFactory>,
-    log_queue: usize,
+    (log_queue, audit): (usize, &audit::AuditStats),
 ) -> (
     Access,
     Arc<Sessions>,
@@ -228,7 +232,7 @@ fn pipeline(
         )),
     };
     let log = Arc::new(DecisionLog::new(log_queue));
-    let metrics = Arc::new(crate::metrics::Metrics::new(Some(log.stats())));
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(log.stats()), Some(audit)));
     let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
         .with_decision_log(log)
         .with_metrics(metrics.clone());

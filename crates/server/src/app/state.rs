@@ -244,6 +244,8 @@ pub struct AppState {
     pub idps: crate::idp::IdentityProviders,
     /// The node's Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Audit events of what already happened, kept while the durable store is out of reach.
+    pub audit: Arc<crate::app::audit::AuditOutbox>,
 }
 
 /// The state as handlers receive it.

@@ -55,9 +55,7 @@ async fn audit(st: &Shared, kind: &str, actor: Option<String>, detail: serde_jso
     let mut e = stepgate_store::NewAuditEvent::now(kind);
     e.actor = actor;
     e.detail = detail;
-    if let Err(err) = st.stores.durable.append_audit(&e).await {
-        tracing::error!(error = %err, kind, "audit append failed");
-    }
+    st.audit.append(e).await;
 }
 
 /// The issuer budget every SET whose `iss` is absent, unreadable or not a configured

@@ -73,9 +73,7 @@ pub(crate) async fn audit(
     e.actor = Some(format!("device-source:{source}"));
     e.subject = Some(subject.to_string());
     e.detail = detail;
-    if let Err(err) = st.stores.durable.append_audit(&e).await {
-        tracing::error!(error = %err, kind, "audit append failed");
-    }
+    st.audit.append(e).await;
 }
 
 /// The pushes a body holds: one posture object, or `{"devices": [...]}` (bulk).

@@ -17,7 +17,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use stepgate_signals::config::Rate;
-use stepgate_store::{DurableStore, HotStore, StoreError};
+use stepgate_store::{HotStore, StoreError};
 
 use crate::app::state::Shared;
 
@@ -196,7 +196,7 @@ fn summarise_later(st: &Shared, spent: Spent<'_>) {
         first,
     } = spent;
     let hot: std::sync::Arc<dyn HotStore> = st.stores.hot.clone();
-    let durable: std::sync::Arc<dyn DurableStore> = st.stores.durable.clone();
+    let audit = st.audit.clone();
     let (prefix, first) = (prefix.to_string(), first.to_string());
     tokio::spawn(async move {
         let wait_ms = (end_ms - Utc::now().timestamp_millis()).max(0) as u64;
@@ -218,9 +218,7 @@ fn summarise_later(st: &Shared, spent: Spent<'_>) {
             "over_budget": over,
             "first_over": first,
         });
-        if let Err(err) = durable.append_audit(&e).await {
-            tracing::error!(error = %err, kind = endpoint.audit_kind(), dropped, "audit append failed");
-        }
+        audit.append(e).await;
     });
 }
 

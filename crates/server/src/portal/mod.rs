@@ -48,7 +48,8 @@ pub use stepgate_policy::outcome::factor_title;
 use crate::app::state::Shared;
 use extract::Visit;
 
-/// Appends an audit event (logged, never fatal: what it records already happened).
+/// Appends an audit event through the outbox ([`crate::app::audit`]): never fatal, since
+/// what it records already happened; kept while the durable store is out of reach.
 pub(crate) async fn audit(
     st: &Shared,
     kind: &str,
@@ -60,9 +61,7 @@ pub(crate) async fn audit(
     e.actor = Some(actor.to_string());
     e.ip = ip.map(|ip| ip.to_string());
     e.detail = detail;
-    if let Err(err) = st.stores.durable.append_audit(&e).await {
-        tracing::error!(error = %err, kind, "audit append failed");
-    }
+    st.audit.append(e).await;
 }
 
 /// What to tell a person about an authentication failure.

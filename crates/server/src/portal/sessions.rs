@@ -2,7 +2,7 @@
 //! out here or everywhere; with the user's devices ([`super::devices`]). A page never shows a session id: each "End" button carries a
 //! MAC of it ([`crate::app::signer::Signer::session_handle`]).
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
 use minijinja::context;
@@ -11,7 +11,8 @@ use super::account::AccountForm;
 use super::error::PortalError;
 use super::extract::{check_csrf, live_session, CsrfField, Here, SignedIn, Visit};
 use super::pages::Pages;
-use crate::app::responses::see_other;
+use crate::access::request::client_ip;
+use crate::app::responses::{see_other, Peer};
 use crate::app::state::Shared;
 use crate::session::cookies::{clear_session_cookie, CookieJar};
 
@@ -56,6 +57,8 @@ pub async fn sessions_page(
 pub async fn end_session(
     Visit { st, here: rt, jar }: Visit,
     SignedIn { session, user }: SignedIn,
+    peer: Peer,
+    headers: HeaderMap,
     Form(f): Form<AccountForm>,
 ) -> Result<Response, PortalError> {
     check_csrf(&st, &rt, &jar, Some(&session), f.csrf())?;
@@ -66,6 +69,9 @@ pub async fn end_session(
         .find(|id| st.signer.session_handle_ok(id, handle))
     {
         st.sessions.end(id).await?;
+        let ip = client_ip(&rt, peer.0, &headers);
+        let detail = serde_json::json!({ "why": "ended_by_user", "ended": 1, "session": handle });
+        super::audit(&st, "sessions.ended", &user.username, ip, detail).await;
     }
     Ok(see_other(&rt.portal_url("/sessions")))
 }
@@ -73,24 +79,30 @@ pub async fn end_session(
 /// `POST {portal}/logout`.
 pub async fn logout(
     Visit { st, here: rt, jar }: Visit,
+    peer: Peer,
+    headers: HeaderMap,
     Form(f): Form<AccountForm>,
 ) -> Result<Response, PortalError> {
-    sign_out(&st, &rt, jar, f.csrf(), false).await
+    let ip = client_ip(&rt, peer.0, &headers);
+    sign_out(&st, &rt, jar, (f.csrf(), ip), false).await
 }
 
 /// `POST {portal}/logout-all`.
 pub async fn logout_all(
     Visit { st, here: rt, jar }: Visit,
+    peer: Peer,
+    headers: HeaderMap,
     Form(f): Form<AccountForm>,
 ) -> Result<Response, PortalError> {
-    sign_out(&st, &rt, jar, f.csrf(), true).await
+    let ip = client_ip(&rt, peer.0, &headers);
+    sign_out(&st, &rt, jar, (f.csrf(), ip), true).await
 }
 
 async fn sign_out(
     st: &Shared,
     rt: &Here,
     jar: CookieJar,
-    csrf: &str,
+    (csrf, ip): (&str, Option<std::net::IpAddr>),
     everywhere: bool,
 ) -> Result<Response, PortalError> {
     if let Some(s) = live_session(st, rt, &jar).await? {
@@ -100,6 +112,13 @@ async fn sign_out(
         } else {
             st.sessions.end(&s.id).await?;
         }
+        // Audited once the sessions are gone (through the outbox: a sign-out while the
+        // durable store is out of reach is still recorded when it is back).
+        let detail = serde_json::json!({
+            "everywhere": everywhere,
+            "session": st.signer.session_handle(&s.id),
+        });
+        super::audit(st, "signout", &s.data.username, ip, detail).await;
         // "Everywhere" forgets the MFA every device remembers; a plain sign-out only when
         // configured (`sessions.forget_on_sign_out`).
         if everywhere || rt.config.sessions.forget_on_sign_out {
