@@ -18,10 +18,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 
 use crate::config::{redact_url, RedisConfig};
 use crate::error::{StoreError, StoreResult};
+use crate::redis_conn::{Conn, Target};
 
 /// How often a subscription checks that its connection still answers, and how long it
 /// waits for the answer.
@@ -73,8 +74,9 @@ impl Change {
 
 /// Publishing changes and subscribing to other nodes' (one per node).
 pub struct ChangeFeed {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Where Redis is: a subscription asks anew (with Sentinel, the primary may have moved).
+    target: Target,
+    conn: Conn,
     channel: String,
     node: String,
     label: String,
@@ -95,16 +97,10 @@ impl ChangeFeed {
     /// the hot store does). The node's id is random: a node skips its own messages.
     pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
         let label = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
-        })?;
-        let conn = ConnectionManager::new_with_config(
-            client.clone(),
-            crate::redis_store::connection_config(),
-        )
-        .await?;
+        let target = Target::parse(&config.url, &label)?;
+        let conn = Conn::connect(target.clone()).await?;
         Ok(ChangeFeed {
-            client,
+            target,
             conn,
             channel: format!("{}changes", config.key_prefix),
             node: crate::new_id()[..16].to_string(),
@@ -131,7 +127,14 @@ impl ChangeFeed {
     /// A new subscription to the other nodes' changes, standing when this returns.
     pub async fn subscribe(&self) -> StoreResult<ChangeStream> {
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let client = self.target.client().await.map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "no Redis primary",
+                    e.to_string(),
+                ))
+            })?;
+            let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&self.channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

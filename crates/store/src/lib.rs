@@ -77,6 +77,8 @@ pub mod changes;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
 mod redis_store;
 
 #[cfg(feature = "conformance")]

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::redis_conn::{Conn, Target};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::config::{redact_url, RedisConfig};
@@ -23,7 +23,7 @@ use crate::traits::HotStore;
 /// auto-reconnecting connection).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     label: String,
 }
@@ -133,10 +133,8 @@ impl RedisStore {
             ));
         }
         let label = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
-        })?;
-        let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
+        let target = Target::parse(&config.url, &label)?;
+        let conn = Conn::connect(target).await?;
         tracing::info!(store = %label, prefix = %config.key_prefix, "connected to the Redis store");
         Ok(RedisStore {
             conn,
@@ -149,20 +147,9 @@ impl RedisStore {
         format!("{}{kind}:{k}", self.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
-}
-
-/// How a Redis connection behaves when Redis is slow or gone: a request that needs hot state
-/// must fail (503) within seconds rather than wait for TCP to give up, and reconnecting
-/// retries briefly in the background of the next command instead of holding it.
-pub(crate) fn connection_config() -> redis::aio::ConnectionManagerConfig {
-    redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(5))
-        .set_number_of_retries(2)
-        .set_max_delay(1000)
 }
 
 fn ttl_arg(ttl: Duration) -> i64 {

@@ -1,0 +1,370 @@
+//! The connection to Redis that the hot store and the change feed share the behaviour of:
+//! one multiplexed, auto-reconnecting connection to a single Redis (`redis://`, `rediss://`),
+//! or to the primary that Redis Sentinel names (`redis+sentinel://`), found again after a
+//! failover.
+//!
+//! Sentinel URLs: `redis+sentinel://[[user]:password@]host:port[,host:port…]/<primary
+//! name>[/<db>]`. The sentinels are asked (in order, the first that answers) for the address
+//! of the primary named in the path; the password and user, when given, are the primary's
+//! (the sentinels are asked without). When a command fails because the primary is gone —
+//! the connection refused or dropped, a timeout, or `READONLY` from a node that has become a
+//! replica — the sentinels are asked again (one question at a time, at most once a second).
+//! When they name a primary that answers, the command is tried once more there (the old
+//! primary refused it, lost it with the connection, or is gone with whatever it held);
+//! otherwise it fails, and the request that needed it is refused with 503, never let through.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::error::{StoreError, StoreResult};
+
+/// How a Redis connection behaves when Redis is slow or gone: a request that needs hot state
+/// must fail (503) within seconds rather than wait for TCP to give up, and reconnecting
+/// retries briefly in the background of the next command instead of holding it.
+pub(crate) fn connection_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(2)
+        .set_max_delay(1000)
+}
+
+/// How long the sentinels may take to name the primary.
+const ASK_SENTINELS: Duration = Duration::from_secs(3);
+
+/// The least time between two questions to the sentinels.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Where Redis is: one server, or a primary that sentinels name.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Single(redis::Client),
+    Sentinel(Arc<SentinelTarget>),
+}
+
+/// The sentinels and the primary's name (see the module documentation).
+pub(crate) struct SentinelTarget {
+    sentinels: Vec<String>,
+    primary: String,
+    node: redis::sentinel::SentinelNodeConnectionInfo,
+}
+
+impl Target {
+    /// Reads `url` (`store.redis.url`; `label` is its redacted form for messages).
+    pub(crate) fn parse(url: &str, label: &str) -> StoreResult<Target> {
+        let bad = |why: String| {
+            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {why}"))
+        };
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return redis::Client::open(url)
+                .map(Target::Single)
+                .map_err(|e| bad(e.to_string()));
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| {
+            bad("a Sentinel URL names the primary after the hosts: \
+                 redis+sentinel://host:26379[,host:26379]/<primary name>[/<db>]"
+                .into())
+        })?;
+        let mut path = path.split('/');
+        let primary = path.next().unwrap_or_default().to_string();
+        if primary.is_empty() {
+            return Err(bad("the primary's name after the hosts is missing".into()));
+        }
+        let db = match path.next() {
+            None | Some("") => 0,
+            Some(d) => d
+                .parse::<i64>()
+                .map_err(|_| bad(format!("the database `{d}` is not a number")))?,
+        };
+        if path.next().is_some() {
+            return Err(bad("expected /<primary name>[/<db>] after the hosts".into()));
+        }
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',') {
+            let host = host.trim();
+            let (h, p) = host.rsplit_once(':').ok_or_else(|| {
+                bad(format!(
+                    "the sentinel `{host}` needs a port (Sentinel listens on 26379 by default)"
+                ))
+            })?;
+            if h.is_empty() || p.parse::<u16>().is_err() {
+                return Err(bad(format!("the sentinel `{host}` is not host:port")));
+            }
+            sentinels.push(format!("redis://{host}"));
+        }
+        let mut info = redis::RedisConnectionInfo {
+            db,
+            ..Default::default()
+        };
+        if let Some(auth) = auth {
+            let (user, password) = match auth.split_once(':') {
+                Some((u, p)) => (u, p),
+                None => ("", auth),
+            };
+            let decode = |s: &str| {
+                percent_decode(s)
+                    .ok_or_else(|| bad("the user or password is not valid percent-encoding".into()))
+            };
+            if !user.is_empty() {
+                info.username = Some(decode(user)?);
+            }
+            if !password.is_empty() {
+                info.password = Some(decode(password)?);
+            }
+        }
+        // Every sentinel URL must be one the client accepts.
+        redis::sentinel::Sentinel::build(sentinels.clone()).map_err(|e| bad(e.to_string()))?;
+        Ok(Target::Sentinel(Arc::new(SentinelTarget {
+            sentinels,
+            primary,
+            node: redis::sentinel::SentinelNodeConnectionInfo {
+                tls_mode: None,
+                redis_connection_info: Some(info),
+            },
+        })))
+    }
+
+    /// A client for the server to talk to now: the single server, or the primary the
+    /// sentinels name.
+    pub(crate) async fn client(&self) -> StoreResult<redis::Client> {
+        match self {
+            Target::Single(c) => Ok(c.clone()),
+            Target::Sentinel(s) => s.primary().await,
+        }
+    }
+}
+
+impl SentinelTarget {
+    async fn primary(&self) -> StoreResult<redis::Client> {
+        let ask = async {
+            let mut sentinel = redis::sentinel::Sentinel::build(self.sentinels.clone())?;
+            sentinel
+                .async_master_for(&self.primary, Some(&self.node))
+                .await
+        };
+        match tokio::time::timeout(ASK_SENTINELS, ask).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                "no sentinel named a reachable primary `{}`: {e}",
+                self.primary
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the sentinels did not name the primary `{}` within {ASK_SENTINELS:?}",
+                self.primary
+            ))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A connection to the target: cheap to clone; with Sentinel, re-pointed at the new
+/// primary after a failover (module documentation).
+#[derive(Clone)]
+pub(crate) struct Conn {
+    inner: Arc<ConnInner>,
+    db: i64,
+}
+
+struct ConnInner {
+    target: Target,
+    /// The connection to the server in use, and how many times it was re-pointed.
+    current: Mutex<(ConnectionManager, u64)>,
+    /// When the sentinels were last asked (at most once per [`ASK_AGAIN_AFTER`]).
+    asked: tokio::sync::Mutex<Instant>,
+}
+
+impl Conn {
+    /// Connects (retrying with backoff while Redis is down, as the connection manager does).
+    pub(crate) async fn connect(target: Target) -> StoreResult<Conn> {
+        let client = target.client().await?;
+        let db = client.get_connection_info().redis.db;
+        let manager = ConnectionManager::new_with_config(client, connection_config()).await?;
+        Ok(Conn {
+            inner: Arc::new(ConnInner {
+                target,
+                current: Mutex::new((manager, 0)),
+                asked: tokio::sync::Mutex::new(Instant::now()),
+            }),
+            db,
+        })
+    }
+
+    /// The connection in use and its generation.
+    fn manager(&self) -> (ConnectionManager, u64) {
+        match self.inner.current.lock() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// After a command failed on generation `used`: with Sentinel, when the failure says
+    /// the primary may have moved, asks the sentinels where it is now and re-points the
+    /// connection. Whether the connection now points elsewhere than `used` did (so the
+    /// command may be tried once more, on the new primary: the old one refused it, lost it
+    /// with the connection, or is gone with whatever it held).
+    async fn after_failure(&self, e: &redis::RedisError, used: u64) -> bool {
+        let Target::Sentinel(s) = &self.inner.target else {
+            return false;
+        };
+        let moved = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.kind() == redis::ErrorKind::ReadOnly;
+        if !moved {
+            return false;
+        }
+        // One question at a time; the others wait for its answer.
+        let mut asked = self.inner.asked.lock().await;
+        if self.manager().1 != used {
+            return true; // re-pointed meanwhile
+        }
+        if asked.elapsed() < ASK_AGAIN_AFTER {
+            return false;
+        }
+        *asked = Instant::now();
+        let client = match s.primary().await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(error = %err, "Redis Sentinel: no primary to fail over to yet");
+                return false;
+            }
+        };
+        let addr = client.get_connection_info().addr.to_string();
+        match ConnectionManager::new_with_config(client, connection_config()).await {
+            Ok(m) => {
+                if let Ok(mut current) = self.inner.current.lock() {
+                    *current = (m, used + 1);
+                }
+                tracing::warn!(primary = %s.primary, %addr, "Redis Sentinel: following the primary to its (new) address");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, %addr, "Redis Sentinel: the primary named could not be reached");
+                false
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (mut m, used) = self.manager();
+            match m.req_packed_command(cmd).await {
+                Err(e) if self.after_failure(&e, used).await => {
+                    self.manager().0.req_packed_command(cmd).await
+                }
+                r => r,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (mut m, used) = self.manager();
+            match m.req_packed_commands(cmd, offset, count).await {
+                Err(e) if self.after_failure(&e, used).await => {
+                    self.manager()
+                        .0
+                        .req_packed_commands(cmd, offset, count)
+                        .await
+                }
+                r => r,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(url: &str) -> Arc<SentinelTarget> {
+        match Target::parse(url, "test").unwrap() {
+            Target::Sentinel(s) => s,
+            Target::Single(_) => panic!("not read as a Sentinel URL"),
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_sentinels_primary_db_and_credentials() {
+        let s = sentinel("redis+sentinel://:p%40ss@10.0.0.1:26379,10.0.0.2:26380/main/3");
+        assert_eq!(
+            s.sentinels,
+            ["redis://10.0.0.1:26379", "redis://10.0.0.2:26380"]
+        );
+        assert_eq!(s.primary, "main");
+        let info = s.node.redis_connection_info.as_ref().unwrap();
+        assert_eq!(info.db, 3);
+        assert_eq!(info.password.as_deref(), Some("p@ss"));
+        assert_eq!(info.username, None);
+        let s = sentinel("redis+sentinel://app:secret@h:26379/main");
+        let info = s.node.redis_connection_info.as_ref().unwrap();
+        assert_eq!((info.username.as_deref(), info.db), (Some("app"), 0));
+    }
+
+    #[test]
+    fn a_bad_sentinel_url_says_what_is_wrong() {
+        for (url, says) in [
+            ("redis+sentinel://h:26379", "names the primary"),
+            (
+                "redis+sentinel://h:26379/",
+                "name after the hosts is missing",
+            ),
+            ("redis+sentinel://h/main", "needs a port"),
+            ("redis+sentinel://h:port/main", "is not host:port"),
+            ("redis+sentinel://h:26379/main/x", "`x` is not a number"),
+            (
+                "redis+sentinel://h:26379/main/0/extra",
+                "expected /<primary name>",
+            ),
+            ("redis+sentinel://:%zz@h:26379/main", "percent-encoding"),
+        ] {
+            let e = Target::parse(url, "the url").err().expect(url).to_string();
+            assert!(e.contains("`store.redis.url` (the url)"), "{url}: {e}");
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_plain_url_is_one_server() {
+        assert!(matches!(
+            Target::parse("redis://127.0.0.1:6379/2", "x").unwrap(),
+            Target::Single(_)
+        ));
+        assert!(Target::parse("http://127.0.0.1", "x").is_err());
+    }
+}
