@@ -6,7 +6,11 @@ seconds through the load balancer in front of the nodes, mixing what users do:
   * a step-up with the user's TOTP on the admin route (`max_age: every_time`), at most once
     every STEP_UP_EVERY seconds (default 65: a step-up lets the route through for
     `assurance.every_time_window`, 60 s by default, and a TOTP code is good once),
-  * sign-out and a fresh sign-in (password) every SIGN_OUT_EVERY iterations.
+  * sign-out and a fresh sign-in (password) every SIGN_OUT_EVERY iterations,
+  * and, beside the users, a UEM sending a CAEP device-compliance-change SET (signed ES256
+    with SOAK_CAEP_KEY) every CAEP_EVERY seconds (default 2: the receiver takes 60 a minute
+    from one address), flipping a managed laptop between compliant and not-compliant; each must be
+    answered 202.
 
 Every answer is checked against what the design says it must be: a request with a live
 session is 200, the admin route without a fresh step-up is 303 to the step-up page, a
@@ -31,6 +35,8 @@ DURATION = float(os.environ.get("DURATION", "600"))
 USERS = json.loads(os.environ["SOAK_USERS"])  # [{"username", "password", "totp"}]
 SIGN_OUT_EVERY = int(os.environ.get("SIGN_OUT_EVERY", "200"))
 STEP_UP_EVERY = float(os.environ.get("STEP_UP_EVERY", "65"))
+CAEP_EVERY = float(os.environ.get("CAEP_EVERY", "2"))
+CAEP_KEY = os.environ.get("SOAK_CAEP_KEY")
 HOST = BASE.split("://", 1)[1]
 
 counts = Counter()
@@ -147,9 +153,52 @@ def run(u, until):
                 time.sleep(0.5)
 
 
+caep_sent = [0]
+
+
+def caep(until):
+    """The UEM: a device-compliance-change SET every CAEP_EVERY seconds, each answered 202."""
+    import jwt  # PyJWT, with cryptography
+
+    key = open(CAEP_KEY, "rb").read()
+    while time.time() < until:
+        caep_sent[0] += 1
+        n = caep_sent[0]
+        now = int(time.time())
+        status = "not-compliant" if n % 2 else "compliant"
+        claims = {
+            "iss": "https://uem.soak/", "aud": BASE + "/", "jti": "soak-%d-%d" % (os.getpid(), n),
+            "iat": now,
+            "sub_id": {"format": "complex", "device": {"format": "opaque", "id": "soak-laptop"}},
+            "events": {
+                "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change": {
+                    "current_status": status,
+                    "previous_status": "compliant" if status == "not-compliant" else "not-compliant",
+                    "initiating_entity": "policy",
+                    "event_timestamp": now,
+                }
+            },
+        }
+        token = jwt.encode(claims, key, algorithm="ES256", headers={"typ": "secevent+jwt"})
+        try:
+            r = requests.post(FRONT + "/_stepgate/caep/events", data=token, timeout=30,
+                              headers={"Host": HOST, "content-type": "application/secevent+jwt"})
+            with lock:
+                if r.status_code == 202:
+                    counts["caep_event"] += 1
+                else:
+                    errors["caep: %s %s" % (r.status_code, r.text[:200])] += 1
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors["caep: %s" % str(e)[:80]] += 1
+        time.sleep(CAEP_EVERY)
+
+
 def phase(label, seconds):
     until = time.time() + seconds
     threads = [threading.Thread(target=run, args=(u, until)) for u in users]
+    if CAEP_KEY:
+        threads.append(threading.Thread(target=caep, args=(until,)))
     for t in threads:
         t.start()
     for t in threads:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/soak.sh — three stepgate nodes on one PostgreSQL and one Redis behind nginx
 # (round-robin), under DURATION seconds of mixed traffic (bench/soak.py: requests, TOTP
-# step-ups, sign-outs and sign-ins, by WORKERS users at once), with each node's resident
+# step-ups, sign-outs and sign-ins, by WORKERS users at once, and a CAEP event from a UEM
+# every CAEP_EVERY seconds), with each node's resident
 # memory sampled at the start, the middle and the end. It prints the RSS table and the
 # driver's summary (what was done, and every answer that was not what the design says,
 # by kind), and exits non-zero if there was any such answer.
@@ -60,6 +61,19 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 PY
 PIDS+=($!)
 
+# The UEM that sends CAEP events (bench/soak.py's CAEP thread signs with its private key).
+python3 -c 'import jwt, cryptography' 2>/dev/null || python3 -m pip install --quiet 'pyjwt[crypto]'
+python3 - "$WORK" <<'PY'
+import sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+k = ec.generate_private_key(ec.SECP256R1())
+open(sys.argv[1] + "/uem-private.pem", "wb").write(k.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+open(sys.argv[1] + "/uem.pem", "wb").write(k.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+PY
+
 cat > "$WORK/stepgate.yaml" <<YAML
 server:
   public_url: http://app.test:$FRONT
@@ -75,6 +89,10 @@ sessions: { cookie: { secure: false } }
 factors:
   webauthn: { rp_id: app.test, rp_origin: "http://app.test:$FRONT" }
 regulation: { max_retries: 1000, ip_max_retries: 100000 }
+devices:
+  caep:
+    transmitters:
+      - { name: uem, issuer: "https://uem.soak/", audience: "http://app.test:$FRONT/", key_file: $WORK/uem.pem, algorithms: [ES256] }
 store:
   postgres: { url: "$PG", schema: $RUN }
   redis: { url: "$REDIS", key_prefix: "$RUN:" }
@@ -139,7 +157,7 @@ sleep 0.5
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 declare -A RSS
 coproc DRIVER { SOAK_BASE="http://app.test:$FRONT" SOAK_FRONT="http://127.0.0.1:$FRONT" \
-  SOAK_USERS="$USERS" DURATION="$DURATION" python3 "${SOAK_DRIVER:-bench/soak.py}"; }
+  SOAK_CAEP_KEY="$WORK/uem-private.pem" SOAK_USERS="$USERS" DURATION="$DURATION" python3 "${SOAK_DRIVER:-bench/soak.py}"; }
 driver_pid=$DRIVER_PID
 SUMMARY=""
 while IFS= read -r line <&"${DRIVER[0]}"; do
