@@ -599,7 +599,9 @@ pub fn apply_push(
         }
     }
     let pushed_passkeys = push.passkeys.as_deref().map(passkeys).transpose()?;
-    let observed = push.observed_at.unwrap_or(now);
+    // A report dated in the future counts as made now: a clock far ahead (or a hostile
+    // source) must not keep a posture fresh for ever, nor make later true reports look older.
+    let observed = push.observed_at.unwrap_or(now).min(now);
     let created = existing.is_none();
     let before = existing.clone();
     let mut d = existing.unwrap_or_else(|| Device::new(push.device_id.clone()));
@@ -939,6 +941,11 @@ mod tests {
             apply_push(Some(d.clone()), &older, &src, t(11)).unwrap().1,
             PushOutcome::Stale
         );
+        // A report from the future counts as made now: it cannot outrank the next real one.
+        let mut future = p.clone();
+        future.observed_at = Some(Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).unwrap());
+        let (df, _) = apply_push(Some(d.clone()), &future, &src, t(11)).unwrap();
+        assert_eq!(df.synced_by_source.get(&src.name), Some(&t(11)));
         let mut newer = p.clone();
         newer.observed_at = Some(t(12));
         newer.posture = BTreeMap::from([
