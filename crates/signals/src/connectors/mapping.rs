@@ -74,6 +74,43 @@ pub fn default_fields(kind: ConnectorKind) -> &'static [(&'static str, &'static 
     }
 }
 
+/// Jamf Pro's mobile-device inventory (`GET /api/v2/mobile-devices/detail` with the
+/// GENERAL, HARDWARE, USER_AND_LOCATION and SECURITY sections): iPhones and iPads. Their ids
+/// get the prefix `mobile-` (`jamf-mobile-7`), so they never collide with a computer's.
+pub fn jamf_mobile_fields() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("id", "/mobileDeviceId"),
+        ("owner", "/userAndLocation/emailAddress"),
+        ("platform", "/deviceType"),
+        ("os", "/deviceType"),
+        ("os_version", "/general/osVersion"),
+        ("model", "/hardware/model"),
+        ("serial_number", "/hardware/serialNumber"),
+        ("hostname", "/general/displayName"),
+        ("managed", "/general/managed"),
+        ("supervised", "/general/supervised"),
+        ("encrypted", "/security/dataProtected"),
+        ("screen_lock", "/security/passcodePresent"),
+        ("password_compliant", "/security/passcodeCompliant"),
+        ("jailbroken", "/security/jailBreakDetected"),
+        ("compliant", "/compliance"),
+        ("failing", "/failingPolicies"),
+        ("observed_at", "/general/lastInventoryUpdateDate"),
+    ]
+}
+
+/// The UEM id prefix of Jamf's mobile devices.
+pub const JAMF_MOBILE_PREFIX: &str = "mobile-";
+
+/// Which of a vendor's device tables an object comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// The vendor's (only, or computer) device listing.
+    Devices,
+    /// Jamf's mobile devices.
+    JamfMobile,
+}
+
 /// One mapped device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedDevice {
@@ -96,8 +133,16 @@ pub struct MapError {
 /// Reads a mapping for `cfg`: the vendor's defaults with the connector's overrides (an
 /// empty pointer turns an attribute off).
 pub fn fields(cfg: &ConnectorConfig) -> BTreeMap<&str, &str> {
-    let mut m: BTreeMap<&str, &str> = default_fields(cfg.kind).iter().copied().collect();
-    for (k, v) in &cfg.fields {
+    fields_of(cfg, Table::Devices)
+}
+
+fn fields_of(cfg: &ConnectorConfig, table: Table) -> BTreeMap<&str, &str> {
+    let (defaults, overrides) = match table {
+        Table::Devices => (default_fields(cfg.kind), &cfg.fields),
+        Table::JamfMobile => (jamf_mobile_fields(), &cfg.mobile_fields),
+    };
+    let mut m: BTreeMap<&str, &str> = defaults.iter().copied().collect();
+    for (k, v) in overrides {
         m.insert(k.as_str(), v.as_str());
     }
     m.retain(|_, v| !v.is_empty());
@@ -193,21 +238,35 @@ pub fn owner(cfg: &ConnectorConfig, email: &str) -> Option<String> {
     }
 }
 
-/// Maps one UEM device object.
+/// Maps one UEM device object (Jamf: a computer).
 pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, MapError> {
-    let f = fields(cfg);
+    map_from(cfg, Table::Devices, raw)
+}
+
+/// Maps one object of `table`.
+pub fn map_from(
+    cfg: &ConnectorConfig,
+    table: Table,
+    raw: &Value,
+) -> Result<MappedDevice, MapError> {
+    let f = fields_of(cfg, table);
     let at = |k: &str| f.get(k).and_then(|p| raw.pointer(p));
     let txt = |k: &str| at(k).and_then(text);
     let uem_id = txt("id").ok_or_else(|| MapError {
         connector: cfg.name.clone(),
         pointer: f.get("id").copied().unwrap_or("").to_string(),
     })?;
+    let uem_id = match table {
+        Table::Devices => uem_id,
+        Table::JamfMobile => format!("{JAMF_MOBILE_PREFIX}{uem_id}"),
+    };
     let mut posture: BTreeMap<String, Option<PostureValue>> = BTreeMap::new();
     for attr in [
         "encrypted",
         "firewall",
         "screen_lock",
         "jailbroken",
+        "supervised",
         "password_compliant",
         "edr",
     ] {
@@ -267,12 +326,39 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
     Ok(MappedDevice { uem_id, push })
 }
 
+/// Folds a second, different answer for the same device into the first: every posture
+/// attribute the two disagree on becomes unknown, and the device is reported non-compliant
+/// (nothing says which answer is true).
+pub fn conflicting(first: &mut PosturePush, second: &PosturePush, kind: ConnectorKind) {
+    let keys: Vec<String> = first
+        .posture
+        .keys()
+        .chain(second.posture.keys())
+        .cloned()
+        .collect();
+    for k in keys {
+        if first.posture.get(&k) != second.posture.get(&k) {
+            first.posture.insert(k, None);
+        }
+    }
+    if first.owner != second.owner {
+        first.owner = None;
+    }
+    first.compliance = Some(PushedCompliance {
+        compliant: false,
+        reason: Some(format!(
+            "{} listed this device twice with different details",
+            kind.as_str()
+        )),
+    });
+}
+
 /// stepgate's platform names from the vendors' (`Mac`, `macOS`, `Windows`, `iOS`, `Android`).
 fn platform(p: &str) -> String {
     let l = p.trim().to_ascii_lowercase();
     match l.as_str() {
         "mac" | "macos" | "mac os" | "osx" | "os x" => "macos".into(),
-        "ipados" | "iphone" | "ipad" => "ios".into(),
+        "ipados" | "iphone" | "ipad" | "ios" => "ios".into(),
         _ if l.starts_with("windows") => "windows".into(),
         _ => l,
     }
