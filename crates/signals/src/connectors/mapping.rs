@@ -303,9 +303,23 @@ pub fn map_from(
             reason: Some(format!("{uem} has no compliance state for this device yet")),
         },
     };
+    // A UEM user outside `owner_domains` is nobody here; a device the UEM now gives to
+    // such an account is not vouched for, even if it was someone's before (fail closed).
+    let named = txt("owner");
+    let owner_name = named.as_deref().and_then(|e| owner(cfg, e));
+    let compliance = if named.is_some() && owner_name.is_none() {
+        Some(PushedCompliance {
+            compliant: false,
+            reason: Some(format!(
+                "{uem} assigns this device to an account outside your organisation's mail domains"
+            )),
+        })
+    } else {
+        cfg.uem_compliance.then_some(compliance)
+    };
     let push = PosturePush {
         device_id: device_id(cfg, &uem_id),
-        owner: txt("owner").and_then(|e| owner(cfg, &e)),
+        owner: owner_name,
         platform: txt("platform").map(|p| platform(&p)),
         os: txt("os"),
         os_version: txt("os_version"),
@@ -320,7 +334,7 @@ pub fn map_from(
         passkeys: None,
         state: Some(state),
         posture,
-        compliance: cfg.uem_compliance.then_some(compliance),
+        compliance,
         observed_at: at("observed_at").and_then(timestamp),
     };
     Ok(MappedDevice { uem_id, push })
