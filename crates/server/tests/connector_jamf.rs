@@ -141,7 +141,9 @@ async fn mobile_inventory(
         .collect();
     let param = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     let page: usize = param("page").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let size: usize = param("page-size").and_then(|v| v.parse().ok()).unwrap_or(100);
+    let size: usize = param("page-size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let wanted = param("filter").map(|f| {
         f.strip_prefix("mobileDeviceId==\"")
             .and_then(|r| r.strip_suffix('"'))
@@ -238,6 +240,7 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
         ];
         s.compliance.insert("7".into(), "COMPLIANT");
         s.compliance.insert("8".into(), "NON_COMPLIANT");
+        s.compliance.insert("9".into(), "UNKNOWN");
         s.fail_next_page = true;
     }
     let addr = upstream::serve(router(&j)).await;
@@ -310,10 +313,18 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
     // bound to their users like the computers.
     {
         let s = j.lock().unwrap();
-        let listings: Vec<&String> = s.mobile_queries.iter().filter(|q| !q.contains("filter")).collect();
+        let listings: Vec<&String> = s
+            .mobile_queries
+            .iter()
+            .filter(|q| !q.contains("filter"))
+            .collect();
         assert_eq!(listings.len(), 2, "{:?}", s.mobile_queries);
         for section in ["GENERAL", "HARDWARE", "USER_AND_LOCATION", "SECURITY"] {
-            assert!(listings[0].contains(&format!("section={section}")), "{}", listings[0]);
+            assert!(
+                listings[0].contains(&format!("section={section}")),
+                "{}",
+                listings[0]
+            );
         }
         assert!(listings[1].contains("page=1"), "{}", listings[1]);
     }
@@ -345,20 +356,29 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
         assert_eq!(bad.posture[attr].0, want, "{attr}");
     }
     assert_eq!(verdict(&bad).compliant, Some(false));
-    assert_eq!(load("jamf-mobile-9").await.owner.as_deref(), Some("bob"));
+    // Jamf's UNKNOWN state is no verdict: not compliant, and not "failing" either.
+    let unknown = load("jamf-mobile-9").await;
+    assert_eq!(unknown.owner.as_deref(), Some("bob"));
+    assert_eq!(
+        unknown.reported_compliance.unwrap().reason.as_deref(),
+        Some("jamf has no compliance state for this device yet")
+    );
     // Jane's devices: her Mac and her two iPhones.
-    let mut mine: Vec<String> = h
-        .st
-        .stores
-        .durable
-        .list_devices("jane")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let mut mine: Vec<String> =
+        h.st.stores
+            .durable
+            .list_devices("jane")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
     mine.sort();
-    assert_eq!(mine, ["jamf-1", "jamf-mobile-7", "jamf-mobile-8"], "{mine:?}");
+    assert_eq!(
+        mine,
+        ["jamf-1", "jamf-mobile-7", "jamf-mobile-8"],
+        "{mine:?}"
+    );
 
     // Fixed in Jamf and re-checked: the one device is read through the listing's filter.
     {

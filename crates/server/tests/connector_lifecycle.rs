@@ -168,15 +168,25 @@ async fn a_connector_failing_longer_than_stale_after_blocks_its_devices_until_it
         "{}",
         page.html
     );
-    assert!(page.html.contains("stepgate last heard from hexnode at"), "{}", page.html);
+    assert!(
+        page.html.contains("stepgate last heard from hexnode at"),
+        "{}",
+        page.html
+    );
     assert!(page.html.contains("tell your help desk"), "{}", page.html);
     let d = details(&h).await;
     assert_eq!(d["connectors"]["hexnode"]["stale"], true, "{d}");
-    assert!(d["connectors"]["hexnode"]["consecutive_errors"].as_u64() >= Some(1), "{d}");
+    assert!(
+        d["connectors"]["hexnode"]["consecutive_errors"].as_u64() >= Some(1),
+        "{d}"
+    );
     // The node stays ready: it can still decide, and it decides "not confirmed".
     assert_eq!(d["status"], "ready");
     let scrape = prom::scrape(h.st.metrics.addr().unwrap()).await;
-    assert_eq!(scrape.get("stepgate_connector_stale", &[("connector", "hexnode")]), 1.0);
+    assert_eq!(
+        scrape.get("stepgate_connector_stale", &[("connector", "hexnode")]),
+        1.0
+    );
 
     // Hexnode answers again: one successful sync and Jane is back.
     fleet.lock().unwrap().faults.clear();
@@ -207,12 +217,24 @@ async fn a_successful_and_a_failing_sync_move_their_series_and_promtool_accepts_
 
     let first = prom::scrape(addr).await;
     assert_eq!(first.get("stepgate_connector_syncs_total", &ok), 1.0);
-    assert_eq!(first.find("stepgate_connector_syncs_total", &failed), Some(0.0));
+    assert_eq!(
+        first.find("stepgate_connector_syncs_total", &failed),
+        Some(0.0)
+    );
     assert_eq!(first.get("stepgate_connector_devices", &hx), 3.0);
-    assert_eq!(first.get("stepgate_connector_devices_non_compliant", &hx), 1.0);
-    assert_eq!(first.find("stepgate_connector_device_errors_total", &hx), Some(0.0));
+    assert_eq!(
+        first.get("stepgate_connector_devices_non_compliant", &hx),
+        1.0
+    );
+    assert_eq!(
+        first.find("stepgate_connector_device_errors_total", &hx),
+        Some(0.0)
+    );
     assert_eq!(first.get("stepgate_connector_stale", &hx), 0.0);
-    assert_eq!(first.get("stepgate_connector_sync_duration_seconds_count", &ok), 1.0);
+    assert_eq!(
+        first.get("stepgate_connector_sync_duration_seconds_count", &ok),
+        1.0
+    );
     let last = first.get("stepgate_connector_last_success_timestamp_seconds", &hx);
     let now = chrono::Utc::now().timestamp() as f64;
     assert!((now - 60.0..=now + 1.0).contains(&last), "{last} vs {now}");
@@ -223,8 +245,14 @@ async fn a_successful_and_a_failing_sync_move_their_series_and_promtool_accepts_
     let second = prom::scrape(addr).await;
     assert_eq!(second.get("stepgate_connector_syncs_total", &ok), 1.0);
     assert_eq!(second.get("stepgate_connector_syncs_total", &failed), 1.0);
-    assert_eq!(second.get("stepgate_connector_sync_duration_seconds_count", &failed), 1.0);
-    assert_eq!(second.get("stepgate_connector_sync_duration_seconds_count", &ok), 1.0);
+    assert_eq!(
+        second.get("stepgate_connector_sync_duration_seconds_count", &failed),
+        1.0
+    );
+    assert_eq!(
+        second.get("stepgate_connector_sync_duration_seconds_count", &ok),
+        1.0
+    );
     assert_eq!(second.get("stepgate_connector_devices", &hx), 3.0);
     assert_eq!(
         second.get("stepgate_connector_last_success_timestamp_seconds", &hx),
@@ -247,9 +275,15 @@ async fn a_successful_and_a_failing_sync_move_their_series_and_promtool_accepts_
     assert_eq!((c.seen, c.errors, c.non_compliant), (2, 1, 0), "{c:?}");
     let third = prom::scrape(addr).await;
     assert_eq!(third.get("stepgate_connector_syncs_total", &ok), 2.0);
-    assert_eq!(third.get("stepgate_connector_device_errors_total", &hx), 1.0);
+    assert_eq!(
+        third.get("stepgate_connector_device_errors_total", &hx),
+        1.0
+    );
     assert_eq!(third.get("stepgate_connector_devices", &hx), 2.0);
-    assert_eq!(third.get("stepgate_connector_devices_non_compliant", &hx), 0.0);
+    assert_eq!(
+        third.get("stepgate_connector_devices_non_compliant", &hx),
+        0.0
+    );
     assert!(third.get("stepgate_connector_last_success_timestamp_seconds", &hx) > last);
 
     prom::promtool_accepts(&third.text);
@@ -306,8 +340,7 @@ fn listed(fleet: &Hexnode) -> usize {
 async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_reload() {
     // Held for the whole test: a SIGHUP never falls on the default action (ending the
     // process), whichever task registers first.
-    let mut hup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
     let (a, b) = (Hexnode::default(), Hexnode::default());
     for f in [&a, &b] {
         f.lock()
@@ -337,7 +370,11 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
     until("bravo's first sync", || listed(&b) > 0).await;
     assert_eq!(h.st.connectors.names(), ["alpha", "bravo"]);
     assert!(h.st.devices.load("bravo-42").await.unwrap().is_some());
-    assert_eq!(listed(&a), alpha_lists, "an unchanged connector keeps running as it was");
+    assert_eq!(
+        listed(&a),
+        alpha_lists,
+        "an unchanged connector keeps running as it was"
+    );
 
     // Changed (page size): alpha is replaced, and the new one syncs at once.
     std::fs::write(
@@ -375,7 +412,11 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
     assert_eq!(h.st.connectors.names(), ["alpha", "bravo"]);
     assert!(std::sync::Arc::ptr_eq(&before, &h.st.runtime.load_full()));
     // And an invalid connector (page_size 0) is refused by the configuration check.
-    std::fs::write(&path, reload_config(&[entry("alpha", &a_addr, ", page_size: 0")])).unwrap();
+    std::fs::write(
+        &path,
+        reload_config(&[entry("alpha", &a_addr, ", page_size: 0")]),
+    )
+    .unwrap();
     sighup();
     hup.recv().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -383,12 +424,21 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
 
     // Removed: bravo stops; a sync by name no longer finds it, and its devices are no
     // longer judged by its freshness.
-    std::fs::write(&path, reload_config(&[entry("alpha", &a_addr, ", page_size: 5")])).unwrap();
+    std::fs::write(
+        &path,
+        reload_config(&[entry("alpha", &a_addr, ", page_size: 5")]),
+    )
+    .unwrap();
     sighup();
     hup.recv().await;
     until("bravo's removal", || h.st.connectors.names() == ["alpha"]).await;
     let r = Connectors::sync(&h.st, Some("bravo"), false).await;
-    assert!(r[0].1.as_ref().unwrap_err().to_string().contains("no connector named `bravo`"));
+    assert!(r[0]
+        .1
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("no connector named `bravo`"));
     assert!(h
         .st
         .connectors
@@ -397,7 +447,11 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
         .is_none());
     let b_lists = listed(&b);
     Connectors::sync(&h.st, None, false).await;
-    assert_eq!(listed(&b), b_lists, "a removed connector never reads its UEM again");
+    assert_eq!(
+        listed(&b),
+        b_lists,
+        "a removed connector never reads its UEM again"
+    );
 }
 
 #[tokio::test]
@@ -422,10 +476,17 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
             f.devices
                 .insert(id, device(id, "jane@example.com", true, &now_s(0)));
         }
-        f.pages = Some(vec![vec![json!({"id": 50}), json!({"id": 51}), json!({"id": 52})]]);
+        f.pages = Some(vec![vec![
+            json!({"id": 50}),
+            json!({"id": 51}),
+            json!({"id": 52}),
+        ]]);
     }
     let e = sync(&h).await.unwrap_err();
-    assert!(e.contains("3 devices on one page, more than the 2 asked for"), "{e}");
+    assert!(
+        e.contains("3 devices on one page, more than the 2 asked for"),
+        "{e}"
+    );
     assert!(load("hexnode-50").await.is_none());
 
     // The same device on two pages with the same details: read once, no error.
@@ -444,7 +505,10 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
         d.as_object_mut().unwrap().remove("encryption_status");
         f.devices.insert(51, d);
         f.pages = Some(vec![
-            vec![json!({"id": 51, "encryption_status": "Yes"}), json!({"id": 42})],
+            vec![
+                json!({"id": 51, "encryption_status": "Yes"}),
+                json!({"id": 42}),
+            ],
             vec![json!({"id": 51, "encryption_status": "No"})],
         ]);
     }
@@ -481,16 +545,15 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
         Some("hexnode assigns this device to an account outside your organisation's mail domains")
     );
     assert_eq!(load("hexnode-60").await.unwrap().owner, None);
-    let janes: Vec<String> = h
-        .st
-        .stores
-        .durable
-        .list_devices("jane")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let janes: Vec<String> =
+        h.st.stores
+            .durable
+            .list_devices("jane")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
     assert!(!janes.contains(&"hexnode-60".to_string()), "{janes:?}");
 
     // A report dated in the year 9999 counts as made now: the posture does not stay fresh
@@ -498,12 +561,18 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
     {
         let mut f = fleet.lock().unwrap();
         f.devices.clear();
-        f.devices
-            .insert(70, device(70, "jane@example.com", true, "9999-12-31T23:59:59Z"));
+        f.devices.insert(
+            70,
+            device(70, "jane@example.com", true, "9999-12-31T23:59:59Z"),
+        );
     }
     sync(&h).await.unwrap();
     let d = load("hexnode-70").await.unwrap();
-    assert!(d.last_sync.unwrap() <= chrono::Utc::now(), "{:?}", d.last_sync);
+    assert!(
+        d.last_sync.unwrap() <= chrono::Utc::now(),
+        "{:?}",
+        d.last_sync
+    );
     fleet
         .lock()
         .unwrap()
@@ -515,7 +584,11 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
 
     // Unreadable dates (words, a 13th month, epoch milliseconds past year 262143): the
     // report counts as made now, the device is still applied.
-    for (id, date) in [(71, json!("yesterday")), (72, json!("2026-13-45T00:00:00Z")), (73, json!(i64::MAX))] {
+    for (id, date) in [
+        (71, json!("yesterday")),
+        (72, json!("2026-13-45T00:00:00Z")),
+        (73, json!(i64::MAX)),
+    ] {
         let mut d = device(id, "jane@example.com", true, "");
         d["last_reported"] = date;
         fleet.lock().unwrap().devices.insert(id, d);
@@ -525,7 +598,11 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
     for id in ["hexnode-71", "hexnode-72", "hexnode-73"] {
         let d = h.st.devices.load(id).await.unwrap().unwrap();
         let age = chrono::Utc::now() - d.last_sync.unwrap();
-        assert!(age < chrono::TimeDelta::minutes(1), "{id}: {:?}", d.last_sync);
+        assert!(
+            age < chrono::TimeDelta::minutes(1),
+            "{id}: {:?}",
+            d.last_sync
+        );
     }
 
     // A detail describing another device than the one listed: the sync fails, nothing
@@ -538,7 +615,10 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
         f.pages = Some(vec![vec![json!({"id": 80})]]);
     }
     let e = sync(&h).await.unwrap_err();
-    assert!(e.contains("asked for device `80`, the answer is another device"), "{e}");
+    assert!(
+        e.contains("asked for device `80`, the answer is another device"),
+        "{e}"
+    );
     assert!(load("hexnode-80").await.is_none());
     assert!(load("hexnode-81").await.is_none());
 }

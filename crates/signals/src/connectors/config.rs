@@ -302,3 +302,46 @@ impl ConnectorConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: serde_json::Value) -> ConnectorConfig {
+        let mut v = serde_json::json!({"name": "uem", "kind": "hexnode",
+            "url": "https://u.example", "secret": {"env": "X"}});
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn stale_after_must_outlast_the_interval_and_mobile_fields_are_jamf_only() {
+        assert!(cfg(serde_json::json!({})).problems().is_empty());
+        let p = cfg(serde_json::json!({"interval": "1h", "stale_after": "1h"})).problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("stale_after 1h must be longer than interval 1h"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("use e.g. `4h`"), "{p:?}");
+        let p = cfg(serde_json::json!({"mobile_fields": {"os": "/x"}})).problems();
+        assert!(
+            p[0].contains("mobile_fields is for Jamf's mobile devices only"),
+            "{p:?}"
+        );
+        let p = cfg(serde_json::json!({"kind": "jamf", "client_id": "c",
+            "mobile_fields": {"colour": "x"}}))
+        .problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("mobile_fields.colour is not a mapped attribute"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("mobile_fields.colour `x` is not a JSON pointer"),
+            "{p:?}"
+        );
+    }
+}

@@ -138,11 +138,17 @@ async fn with_compliance(c: &Connector, mut d: Value, kind: Kind) -> Result<Valu
     let compliant = applicable
         .iter()
         .all(|e| e.get("complianceState").and_then(Value::as_str) == Some("COMPLIANT"));
+    // Jamf's states are COMPLIANT, NON_COMPLIANT and UNKNOWN: only NON_COMPLIANT names a
+    // failing vendor; a device whose states are all UNKNOWN has no verdict yet (reported
+    // non-compliant by the mapping, with that reason).
     let failing: Vec<Value> = applicable
         .iter()
-        .filter(|e| e.get("complianceState").and_then(Value::as_str) != Some("COMPLIANT"))
+        .filter(|e| e.get("complianceState").and_then(Value::as_str) == Some("NON_COMPLIANT"))
         .filter_map(|e| e.get("complianceVendor").cloned())
         .collect();
+    if !compliant && failing.is_empty() {
+        return Ok(d);
+    }
     if let Some(o) = d.as_object_mut() {
         o.insert("compliance".into(), Value::Bool(compliant));
         o.insert("failingPolicies".into(), Value::Array(failing));

@@ -472,4 +472,82 @@ mod tests {
         assert!(!p.posture.contains_key("jailbroken"));
         assert_eq!(p.compliance.map(|c| c.compliant), Some(true));
     }
+
+    #[test]
+    fn jamf_mobile_devices_map_with_their_own_table_and_ids() {
+        let c = cfg(
+            "jamf",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"],
+                   "mobile_fields": {"hostname": "/general/name"}}),
+        );
+        let raw = json!({
+            "mobileDeviceId": "7", "deviceType": "iOS",
+            "general": {"displayName": "iPhone", "name": "jane-iphone", "osVersion": "18.1",
+                        "managed": true, "supervised": false,
+                        "lastInventoryUpdateDate": "2026-12-06T03:00:00Z"},
+            "hardware": {"serialNumber": "F2L", "model": "iPhone 16"},
+            "userAndLocation": {"emailAddress": "jane@example.com"},
+            "security": {"dataProtected": true, "passcodePresent": true,
+                         "passcodeCompliant": false, "jailBreakDetected": false},
+            "compliance": false, "failingPolicies": ["Microsoft Intune"]
+        });
+        let m = map_from(&c, Table::JamfMobile, &raw).unwrap();
+        assert_eq!(m.uem_id, "mobile-7");
+        let p = m.push;
+        assert_eq!(p.device_id, "uem-mobile-7");
+        assert_eq!(p.owner.as_deref(), Some("jane"));
+        assert_eq!(p.platform.as_deref(), Some("ios"));
+        assert_eq!(
+            p.hostname.as_deref(),
+            Some("jane-iphone"),
+            "mobile_fields override"
+        );
+        assert_eq!(p.posture["supervised"], Some(PostureValue("false".into())));
+        assert_eq!(
+            p.posture["password_compliant"],
+            Some(PostureValue("false".into()))
+        );
+        assert_eq!(p.posture["screen_lock"], Some(PostureValue("true".into())));
+        assert_eq!(
+            p.compliance.unwrap().reason.as_deref(),
+            Some("Failing in jamf: Microsoft Intune")
+        );
+        // The computer table does not read a mobile device (no `/id`).
+        assert!(map_device(&c, &raw).is_err());
+    }
+
+    #[test]
+    fn two_different_answers_for_one_device_leave_it_non_compliant_and_unknown() {
+        let c = cfg("hexnode", json!({"uem_compliance": false}));
+        let a =
+            json!({"id": 1, "encryption_status": "Yes", "jailbroken": false, "compliant": true});
+        let b = json!({"id": 1, "encryption_status": "No", "jailbroken": false, "compliant": true});
+        let mut first = map_device(&c, &a).unwrap().push;
+        let second = map_device(&c, &b).unwrap().push;
+        assert_eq!(first.compliance, None);
+        conflicting(&mut first, &second, c.kind);
+        assert_eq!(first.posture["encrypted"], None);
+        assert_eq!(
+            first.posture["jailbroken"],
+            Some(PostureValue("false".into()))
+        );
+        assert_eq!(first.compliance.map(|c| c.compliant), Some(false));
+    }
+
+    #[test]
+    fn an_owner_outside_the_domains_is_nobody_and_makes_the_device_non_compliant() {
+        let c = cfg(
+            "hexnode",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"]}),
+        );
+        let raw = json!({"id": 1, "user": {"email": "jane@evil.example"}, "compliant": true});
+        let p = map_device(&c, &raw).unwrap().push;
+        assert_eq!(p.owner, None);
+        assert_eq!(p.compliance.map(|c| c.compliant), Some(false));
+        // No owner named at all: nothing to distrust.
+        let p = map_device(&c, &json!({"id": 1, "compliant": true}))
+            .unwrap()
+            .push;
+        assert_eq!(p.compliance.map(|c| c.compliant), Some(true));
+    }
 }
