@@ -395,6 +395,19 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
         .iter()
         .any(|(w, _)| w.starts_with("list")));
 
+    // A rotated secret (the file's content changed, the YAML not): alpha is replaced and
+    // the new one presents the new key (which this Hexnode refuses).
+    let refused = |f: &Hexnode| f.lock().unwrap().log.iter().filter(|(_, ok)| !ok).count();
+    std::fs::write(h.dir.path().join("hexnode.key"), "a-rotated-key\n").unwrap();
+    sighup();
+    hup.recv().await;
+    until("a request with the rotated key", || refused(&a) > 0).await;
+    std::fs::write(h.dir.path().join("hexnode.key"), format!("{API_KEY}\n")).unwrap();
+    sighup();
+    hup.recv().await;
+    let lists = listed(&a);
+    until("alpha back on the right key", || listed(&a) > lists).await;
+
     // Refused: a connector whose secret file does not exist. Nothing changes — not the
     // connectors, not the policies.
     let before = h.st.runtime.load_full();
@@ -422,8 +435,9 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.st.connectors.names(), ["alpha", "bravo"]);
 
-    // Removed: bravo stops; a sync by name no longer finds it, and its devices are no
-    // longer judged by its freshness.
+    // Removed: bravo stops; a sync by name no longer finds it, its devices are no longer
+    // judged by its freshness, and its metrics series go.
+    assert!(h.st.metrics.encode(0).contains("connector=\"bravo\""));
     std::fs::write(
         &path,
         reload_config(&[entry("alpha", &a_addr, ", page_size: 5")]),
@@ -445,6 +459,7 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
         .health()
         .stale("bravo", chrono::Utc::now() + chrono::TimeDelta::days(30))
         .is_none());
+    assert!(!h.st.metrics.encode(0).contains("connector=\"bravo\""));
     let b_lists = listed(&b);
     Connectors::sync(&h.st, None, false).await;
     assert_eq!(
@@ -468,6 +483,22 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
         let st = h.st.clone();
         async move { st.devices.load(id).await.unwrap() }
     };
+
+    // An answer larger than 32 MB: refused without reading it all; nothing written.
+    {
+        let mut f = fleet.lock().unwrap();
+        f.devices
+            .insert(49, device(49, "jane@example.com", true, &now_s(0)));
+        f.pages = Some(vec![vec![
+            json!({"id": 49, "notes": "x".repeat(33 * 1024 * 1024)}),
+        ]]);
+    }
+    let e = sync(&h).await.unwrap_err();
+    assert!(
+        e.contains("the answer is larger than 32 MB; lower `page_size`"),
+        "{e}"
+    );
+    assert!(load("hexnode-49").await.is_none());
 
     // A page with more devices than the 2 asked for: the sync fails, nothing is written.
     {
