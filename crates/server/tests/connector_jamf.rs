@@ -58,6 +58,8 @@ struct Jamf {
     token: Option<String>,
     pages: Vec<String>,
     fail_next_page: bool,
+    /// Answer one computer more than `page-size` asked for.
+    oversize: bool,
 }
 
 type Shared = Arc<Mutex<Jamf>>;
@@ -117,7 +119,7 @@ async fn inventory(State(j): State<Shared>, h: HeaderMap, RawQuery(q): RawQuery)
         .computers
         .iter()
         .skip(page * size)
-        .take(size)
+        .take(size + usize::from(j.oversize))
         .cloned()
         .collect();
     Json(json!({"totalCount": j.computers.len(), "results": results})).into_response()
@@ -400,4 +402,14 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
     let fixed = load("jamf-mobile-8").await;
     assert_eq!(fixed.posture["jailbroken"].0, "false");
     assert_eq!(verdict(&fixed).compliant, Some(true));
+
+    // A page with more computers than `page-size` asked for: the sync fails and changes
+    // nothing (Jamf documents `page-size`, so more is a fault, not a portal default).
+    j.lock().unwrap().oversize = true;
+    let r = Connectors::sync(&h.st, Some("jamf"), true).await;
+    let e = r[0].1.as_ref().unwrap_err().to_string();
+    assert!(
+        e.contains("3 devices on one page, more than the 2 asked for"),
+        "{e}"
+    );
 }

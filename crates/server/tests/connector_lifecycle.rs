@@ -8,9 +8,9 @@
 //!   accepts the scrape;
 //! - **reload**: a real SIGHUP adds, removes and replaces connectors without a restart; a
 //!   reload whose connector cannot be built is refused whole and the old ones keep running;
-//! - **hostile answers**: a page larger than asked, one device listed twice with different
-//!   details, a device given to an account in another mail domain, dates in the future or
-//!   unreadable, a detail describing another device.
+//! - **hostile answers**: an answer over 32 MB, a page over 1000 devices, one device listed
+//!   twice with different details, a device given to an account in another mail domain,
+//!   dates in the future or unreadable, a detail describing another device.
 
 mod support;
 
@@ -500,25 +500,32 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
     );
     assert!(load("hexnode-49").await.is_none());
 
-    // A page with more devices than the 2 asked for: the sync fails, nothing is written.
+    // A page of 1001 devices (Hexnode's `per_page` is not confirmed, so a portal's own
+    // page size up to 1000 is read): the sync fails, nothing is written.
     {
         let mut f = fleet.lock().unwrap();
-        for id in [50, 51, 52] {
+        for id in [50, 51] {
             f.devices
                 .insert(id, device(id, "jane@example.com", true, &now_s(0)));
         }
-        f.pages = Some(vec![vec![
-            json!({"id": 50}),
-            json!({"id": 51}),
-            json!({"id": 52}),
-        ]]);
+        let page: Vec<Value> = (1000..2001).map(|id| json!({"id": id})).collect();
+        f.pages = Some(vec![page]);
     }
     let e = sync(&h).await.unwrap_err();
     assert!(
-        e.contains("3 devices on one page, more than the 2 asked for"),
+        e.contains("1001 devices on one page, more than the 1000 asked for"),
         "{e}"
     );
-    assert!(load("hexnode-50").await.is_none());
+    assert!(load("hexnode-1000").await.is_none());
+    assert!(
+        !fleet
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|(w, _)| w == "detail 1000"),
+        "refused before any detail is read"
+    );
 
     // The same device on two pages with the same details: read once, no error.
     fleet.lock().unwrap().pages = Some(vec![

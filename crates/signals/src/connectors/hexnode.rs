@@ -8,6 +8,9 @@ use serde_json::Value;
 use super::http::{get, Answer};
 use super::{Connector, ConnectorError, MAX_PAGES};
 
+/// The most devices one page of Hexnode's list may hold.
+const HEXNODE_MAX_PAGE: usize = 1000;
+
 fn base(c: &Connector) -> String {
     format!("{}/api/v1/devices/", c.cfg.url.trim_end_matches('/'))
 }
@@ -38,7 +41,10 @@ pub(super) async fn list(c: &Connector) -> Result<Vec<Value>, ConnectorError> {
             .get("results")
             .and_then(Value::as_array)
             .ok_or_else(|| c.shape(what, "no `results` array"))?;
-        c.check_page(what, results.len(), out.len())?;
+        // Hexnode's `per_page` is not confirmed from its documentation: a portal that
+        // ignores it and answers its own page size still syncs, up to HEXNODE_MAX_PAGE.
+        let limit = (c.cfg.page_size as usize).max(HEXNODE_MAX_PAGE);
+        c.check_page(what, results.len(), out.len(), limit)?;
         for summary in results {
             out.push(detailed(c, summary).await?);
         }

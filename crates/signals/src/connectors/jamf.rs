@@ -90,7 +90,7 @@ async fn paged(
             .get("results")
             .and_then(Value::as_array)
             .ok_or_else(|| c.shape(what, "no `results` array"))?;
-        c.check_page(what, results.len(), out.len())?;
+        c.check_page(what, results.len(), out.len(), c.cfg.page_size as usize)?;
         let total = body.get("totalCount").and_then(Value::as_u64).unwrap_or(0);
         out.extend(results.iter().cloned());
         let read = (page as u64 + 1) * u64::from(c.cfg.page_size);

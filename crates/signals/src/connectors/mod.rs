@@ -242,16 +242,20 @@ impl Connector {
         Ok(Some(push))
     }
 
-    /// Refuses a page with more devices than asked for, or a listing past
-    /// [`MAX_DEVICES`] (a UEM fault or a hostile answer; the sync fails and changes nothing).
-    fn check_page(&self, what: &str, on_page: usize, before: usize) -> Result<(), ConnectorError> {
-        if on_page > self.cfg.page_size as usize {
+    /// Refuses a page with more devices than `limit` (what the request asked for), or a
+    /// listing past [`MAX_DEVICES`] (a UEM fault or a hostile answer; the sync fails and
+    /// changes nothing).
+    fn check_page(
+        &self,
+        what: &str,
+        on_page: usize,
+        before: usize,
+        limit: usize,
+    ) -> Result<(), ConnectorError> {
+        if on_page > limit {
             return Err(self.shape(
                 what,
-                format!(
-                    "{on_page} devices on one page, more than the {} asked for",
-                    self.cfg.page_size
-                ),
+                format!("{on_page} devices on one page, more than the {limit} asked for"),
             ));
         }
         if before + on_page > MAX_DEVICES {
