@@ -188,12 +188,35 @@ async fn a_connector_failing_longer_than_stale_after_blocks_its_devices_until_it
         1.0
     );
 
-    // Hexnode answers again: one successful sync and Jane is back.
+    // Pressing "Re-check my device" while Hexnode is still down changes nothing.
+    let r = page.submit(&browser, "/_stepgate/recheck", &[]).await;
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Hexnode answers again: "Re-check my device" reads the device and, the connector
+    // being stale, runs the sync that lifts it — Jane is back at once.
     fleet.lock().unwrap().faults.clear();
-    sync(&h).await.unwrap();
-    assert_eq!(details(&h).await["connectors"]["hexnode"]["stale"], false);
-    let r = browser.get(h.at("/app")).send().await.unwrap();
+    let page = Page::read(r).await;
+    let lists = fleet
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(w, _)| w.starts_with("list"))
+        .count();
+    let r = page.submit(&browser, "/_stepgate/recheck", &[]).await;
     assert_eq!(r.text().await.unwrap(), "upstream ok");
+    assert!(
+        fleet
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|(w, _)| w.starts_with("list"))
+            .count()
+            > lists,
+        "the re-check ran a sync"
+    );
+    assert_eq!(details(&h).await["connectors"]["hexnode"]["stale"], false);
 }
 
 #[tokio::test]

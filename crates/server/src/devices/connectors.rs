@@ -362,8 +362,8 @@ impl Connectors {
         })?;
         let uem_id = r.connector.uem_id(device_id)?;
         let name = r.connector.config().name.clone();
-        let _one = r.one_at_a_time.lock().await;
-        match r.connector.fetch_one(uem_id).await {
+        let one = r.one_at_a_time.lock().await;
+        let read = match r.connector.fetch_one(uem_id).await {
             Ok(Some(push)) => {
                 let source = r.connector.config().as_source();
                 match apply(st, &source, &push, Utc::now()).await {
@@ -384,9 +384,25 @@ impl Connectors {
                 tracing::warn!(connector = %name, device = %device_id, error = %e, "re-check: UEM unreachable");
                 Some(false)
             }
+        };
+        drop(one);
+        // The UEM answers again but the connector is still stale (its devices do not
+        // count as compliant until a sync succeeds): sync now rather than at the next
+        // interval, waiting a little so a small fleet lets the user in at once.
+        if read == Some(true) && st.connectors.health.stale(&name, Utc::now()).is_some() {
+            let (st, r) = (st.clone(), r.clone());
+            let sync = tokio::spawn(async move {
+                let _ = sync_running(&st, &r, false).await;
+            });
+            let _ = tokio::time::timeout(RECHECK_SYNC_WAIT, sync).await;
         }
+        read
     }
 }
+
+/// How long "Re-check my device" waits for the sync it starts for a stale connector (the
+/// sync goes on after that).
+const RECHECK_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a reload did to the connectors.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
