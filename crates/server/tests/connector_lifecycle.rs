@@ -10,7 +10,9 @@
 //!   reload whose connector cannot be built is refused whole and the old ones keep running;
 //! - **hostile answers**: an answer over 32 MB, a page over 1000 devices, one device listed
 //!   twice with different details, a device given to an account in another mail domain,
-//!   dates in the future or unreadable, a detail describing another device.
+//!   dates in the future or unreadable, a detail describing another device;
+//! - **another node**: a successful sync another node recorded in the shared store keeps
+//!   this node's view of the connector fresh even while this node cannot reach the UEM.
 
 mod support;
 
@@ -682,4 +684,38 @@ async fn hostile_hexnode_answers_change_nothing_they_should_not() {
     );
     assert!(load("hexnode-80").await.is_none());
     assert!(load("hexnode-81").await.is_none());
+}
+
+#[tokio::test]
+async fn another_nodes_successful_sync_in_the_store_keeps_the_devices_fresh() {
+    // Hexnode is unreachable from this node from the start.
+    let fleet = Hexnode::default();
+    fleet.lock().unwrap().faults = vec![(503, None); 1000];
+    let h = start(&fleet, "10s", "11s").await;
+    settled(&h, "hexnode").await;
+    let health = h.st.connectors.health();
+    // Never a success on this node: stale once 11s have passed since it set up.
+    let probe = chrono::Utc::now() + chrono::TimeDelta::milliseconds(11_001);
+    assert_eq!(health.stale("hexnode", probe), Some(None));
+
+    // Another node syncs successfully and records it in the shared store.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let other = chrono::Utc::now();
+    let memory = stepgate_store::DeviceRecord {
+        id: format!(
+            "{}connector:hexnode",
+            stepgate_signals::device::RESERVED_ID_PREFIX
+        ),
+        owner: None,
+        data: json!({"known": {}, "last_full": other, "last_sync": other}),
+        updated_at: other,
+    };
+    h.st.stores.durable.put_device(&memory).await.unwrap();
+
+    // This node's next sync still fails, but reads that success: its devices count from
+    // it, not from this node's own failures.
+    assert!(sync(&h).await.unwrap_err().contains("HTTP 503"));
+    assert_eq!(health.stale("hexnode", probe), None);
+    let later = other + chrono::TimeDelta::milliseconds(11_500);
+    assert_eq!(health.stale("hexnode", later), Some(Some(other)));
 }
