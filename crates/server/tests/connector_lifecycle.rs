@@ -392,7 +392,13 @@ async fn sighup_adds_removes_and_replaces_connectors_and_a_bad_one_refuses_the_r
     .unwrap();
     sighup();
     hup.recv().await;
-    until("bravo's first sync", || listed(&b) > 0).await;
+    until("bravo's first sync", || {
+        h.st.connectors
+            .status()
+            .get("bravo")
+            .is_some_and(|s| s.last_success.is_some())
+    })
+    .await;
     assert_eq!(h.st.connectors.names(), ["alpha", "bravo"]);
     assert!(h.st.devices.load("bravo-42").await.unwrap().is_some());
     assert_eq!(
