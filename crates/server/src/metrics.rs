@@ -19,6 +19,13 @@
 //! | `stepgate_audit_dropped_total` | counter | | audit events dropped because too many waited |
 //! | `stepgate_audit_failed_total` | counter | | audit events the store refused for good |
 //! | `stepgate_build_info` | gauge (1) | `version` | the running build |
+//! | `stepgate_connector_syncs_total` | counter | `connector`, `result` | device connector syncs, `success` or `failure` |
+//! | `stepgate_connector_sync_duration_seconds` | histogram | `connector`, `result` | how long a sync took (listing the UEM and applying every device) |
+//! | `stepgate_connector_device_errors_total` | counter | `connector` | devices a successful sync could not map or apply |
+//! | `stepgate_connector_last_success_timestamp_seconds` | gauge | `connector` | Unix time of the last successful sync (this node's, or another node's seen in the store) |
+//! | `stepgate_connector_devices` | gauge | `connector` | devices the last successful sync listed |
+//! | `stepgate_connector_devices_non_compliant` | gauge | `connector` | of those, devices reported non-compliant |
+//! | `stepgate_connector_stale` | gauge (0/1) | `connector` | 1 while the connector's devices do not count as compliant (no success for longer than `stale_after`) |
 //!
 //! `outcome` is `allow`, `sign_in`, `step_up`, `deny` or `unavailable`. Recording is cheap
 //! on the request path: each worker thread keeps the series of the apps it has served, so a
@@ -80,6 +87,22 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorLabel {
+    connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorResult {
+    connector: String,
+    result: &'static str,
+}
+
+/// Sync durations: 10 ms to about 5.5 min, doubling.
+fn sync_time() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyOutcome {
     policy: String,
     outcome: &'static str,
@@ -100,6 +123,13 @@ pub struct Metrics {
     decision_seconds: Family<KindOutcome, Histogram, fn() -> Histogram>,
     policy_outcomes: Family<PolicyOutcome, Counter>,
     log_queue: Gauge,
+    connector_syncs: Family<ConnectorResult, Counter>,
+    connector_seconds: Family<ConnectorResult, Histogram, fn() -> Histogram>,
+    connector_device_errors: Family<ConnectorLabel, Counter>,
+    connector_last_success: Family<ConnectorLabel, Gauge>,
+    connector_devices: Family<ConnectorLabel, Gauge>,
+    connector_non_compliant: Family<ConnectorLabel, Gauge>,
+    connector_stale: Family<ConnectorLabel, Gauge>,
     addr: OnceLock<SocketAddr>,
 }
 
@@ -211,6 +241,51 @@ impl Metrics {
                 audit.failed.clone(),
             );
         }
+        let connector_syncs = Family::<ConnectorResult, Counter>::default();
+        let connector_seconds =
+            Family::<ConnectorResult, Histogram, fn() -> Histogram>::new_with_constructor(
+                sync_time,
+            );
+        let connector_device_errors = Family::<ConnectorLabel, Counter>::default();
+        let connector_last_success = Family::<ConnectorLabel, Gauge>::default();
+        let connector_devices = Family::<ConnectorLabel, Gauge>::default();
+        let connector_non_compliant = Family::<ConnectorLabel, Gauge>::default();
+        let connector_stale = Family::<ConnectorLabel, Gauge>::default();
+        registry.register(
+            "stepgate_connector_syncs",
+            "Device connector syncs, by connector and result (success, failure)",
+            connector_syncs.clone(),
+        );
+        registry.register(
+            "stepgate_connector_sync_duration_seconds",
+            "Time a device connector sync took",
+            connector_seconds.clone(),
+        );
+        registry.register(
+            "stepgate_connector_device_errors",
+            "Devices a connector sync could not map or apply",
+            connector_device_errors.clone(),
+        );
+        registry.register(
+            "stepgate_connector_last_success_timestamp_seconds",
+            "Unix time of the connector's last successful sync",
+            connector_last_success.clone(),
+        );
+        registry.register(
+            "stepgate_connector_devices",
+            "Devices the connector's last successful sync listed",
+            connector_devices.clone(),
+        );
+        registry.register(
+            "stepgate_connector_devices_non_compliant",
+            "Devices the connector's last successful sync reported non-compliant",
+            connector_non_compliant.clone(),
+        );
+        registry.register(
+            "stepgate_connector_stale",
+            "1 while the connector's devices do not count as compliant (no successful sync for longer than stale_after)",
+            connector_stale.clone(),
+        );
         // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
         // `promtool check metrics`) knows no `info` type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -229,8 +304,99 @@ impl Metrics {
             decision_seconds,
             policy_outcomes,
             log_queue,
+            connector_syncs,
+            connector_seconds,
+            connector_device_errors,
+            connector_last_success,
+            connector_devices,
+            connector_non_compliant,
+            connector_stale,
             addr: OnceLock::new(),
         }
+    }
+
+    /// A connector sync ended: its counts when it succeeded, `None` when it failed.
+    pub fn connector_sync(
+        &self,
+        connector: &str,
+        counts: Option<&crate::devices::connectors::SyncCounts>,
+        took: Duration,
+    ) {
+        let labels = ConnectorResult {
+            connector: connector.to_string(),
+            result: if counts.is_some() {
+                "success"
+            } else {
+                "failure"
+            },
+        };
+        self.connector_syncs.get_or_create(&labels).inc();
+        self.connector_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        let one = ConnectorLabel {
+            connector: connector.to_string(),
+        };
+        // Every series of the connector exists from its first sync, so a rate or an alert
+        // on it never starts from "no data".
+        let errors = self.connector_device_errors.get_or_create(&one);
+        for result in ["success", "failure"] {
+            let _ = self.connector_syncs.get_or_create(&ConnectorResult {
+                connector: connector.to_string(),
+                result,
+            });
+        }
+        let _ = self.connector_stale.get_or_create(&one);
+        let _ = self.connector_last_success.get_or_create(&one);
+        if let Some(c) = counts {
+            errors.inc_by(u64::from(c.errors));
+            self.connector_devices
+                .get_or_create(&one)
+                .set(i64::from(c.seen));
+            self.connector_non_compliant
+                .get_or_create(&one)
+                .set(i64::from(c.non_compliant));
+        }
+    }
+
+    /// The connector's last successful sync (only ever moves forward).
+    pub fn connector_success_at(&self, connector: &str, at: chrono::DateTime<chrono::Utc>) {
+        let g = self.connector_last_success.get_or_create(&ConnectorLabel {
+            connector: connector.to_string(),
+        });
+        let t = at.timestamp();
+        if t > g.get() {
+            g.set(t);
+        }
+    }
+
+    /// A reload removed the connector: its series go.
+    pub fn connector_removed(&self, connector: &str) {
+        let one = ConnectorLabel {
+            connector: connector.to_string(),
+        };
+        for result in ["success", "failure"] {
+            let l = ConnectorResult {
+                connector: connector.to_string(),
+                result,
+            };
+            self.connector_syncs.remove(&l);
+            self.connector_seconds.remove(&l);
+        }
+        self.connector_device_errors.remove(&one);
+        self.connector_last_success.remove(&one);
+        self.connector_devices.remove(&one);
+        self.connector_non_compliant.remove(&one);
+        self.connector_stale.remove(&one);
+    }
+
+    /// Whether each connector's devices are stale now (set at every scrape).
+    pub fn connector_stale(&self, connector: &str, stale: bool) {
+        self.connector_stale
+            .get_or_create(&ConnectorLabel {
+                connector: connector.to_string(),
+            })
+            .set(i64::from(stale));
     }
 
     /// An app request answered with `outcome` after `took`.
@@ -378,6 +544,11 @@ fn prometheus_text(open_metrics: &str) -> String {
 
 async fn scrape(State(st): State<Shared>) -> Response {
     let queued = st.access.decision_log().map_or(0, |l| l.queued());
+    let now = chrono::Utc::now();
+    for name in st.connectors.names() {
+        let stale = st.connectors.health().stale(&name, now).is_some();
+        st.metrics.connector_stale(&name, stale);
+    }
     (
         StatusCode::OK,
         [(

@@ -3,7 +3,10 @@
 //! `{"access_token", "token_type", "expires_in"}`, `GET /api/v1/computers-inventory` paged
 //! by `page` / `page-size` as `{"totalCount", "results"}` with the sections asked for, and
 //! the conditional-access compliance information per computer. A 500 mid-sync is retried;
-//! a computer Jamf has no compliance state for is not taken as compliant.
+//! a computer Jamf has no compliance state for is not taken as compliant. iPhones and iPads
+//! come from `GET /api/v2/mobile-devices/detail` (sections GENERAL, HARDWARE,
+//! USER_AND_LOCATION, SECURITY; same paging), with their own conditional-access path, and
+//! "Re-check my device" reads one by the listing's `filter`.
 
 mod support;
 
@@ -38,6 +41,8 @@ devices:
       interval: 1h
       page_size: 2
       backoff: 10ms
+      owner_match: local_part
+      owner_domains: [example.com]
 policies:
   - { name: everyone, priority: 50, outcome: allow }
 "#;
@@ -45,11 +50,16 @@ policies:
 #[derive(Default)]
 struct Jamf {
     computers: Vec<Value>,
+    mobiles: Vec<Value>,
+    /// The query of every mobile-device listing.
+    mobile_queries: Vec<String>,
     /// Conditional-access state per computer id (absent: 404).
     compliance: std::collections::BTreeMap<String, &'static str>,
     token: Option<String>,
     pages: Vec<String>,
     fail_next_page: bool,
+    /// Answer one computer more than `page-size` asked for.
+    oversize: bool,
 }
 
 type Shared = Arc<Mutex<Jamf>>;
@@ -109,10 +119,47 @@ async fn inventory(State(j): State<Shared>, h: HeaderMap, RawQuery(q): RawQuery)
         .computers
         .iter()
         .skip(page * size)
-        .take(size)
+        .take(size + usize::from(j.oversize))
         .cloned()
         .collect();
     Json(json!({"totalCount": j.computers.len(), "results": results})).into_response()
+}
+
+/// `GET /api/v2/mobile-devices/detail`: paged like the computers, sorted by id, and
+/// `filter=mobileDeviceId=="N"` for one device.
+async fn mobile_inventory(
+    State(j): State<Shared>,
+    h: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let mut j = j.lock().unwrap();
+    if !authorized(&j, &h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let q = q.unwrap_or_default();
+    j.mobile_queries.push(q.clone());
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    let page: usize = param("page").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let size: usize = param("page-size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let wanted = param("filter").map(|f| {
+        f.strip_prefix("mobileDeviceId==\"")
+            .and_then(|r| r.strip_suffix('"'))
+            .expect("the only filter stepgate sends")
+            .to_string()
+    });
+    let all: Vec<Value> = j
+        .mobiles
+        .iter()
+        .filter(|d| wanted.as_deref().is_none_or(|w| d["mobileDeviceId"] == w))
+        .cloned()
+        .collect();
+    let results: Vec<Value> = all.iter().skip(page * size).take(size).cloned().collect();
+    Json(json!({"totalCount": all.len(), "results": results})).into_response()
 }
 
 async fn compliance(State(j): State<Shared>, h: HeaderMap, Path(id): Path<String>) -> Response {
@@ -131,6 +178,21 @@ async fn compliance(State(j): State<Shared>, h: HeaderMap, Path(id): Path<String
     }
 }
 
+/// A mobile device in the inventory's shape (`MobileDeviceResponse`).
+fn mobile(id: &str, email: &str, good: bool) -> Value {
+    json!({
+        "mobileDeviceId": id, "deviceType": "iOS",
+        "general": {"displayName": format!("iPhone {id}"), "osVersion": "18.1", "osBuild": "22B83",
+                    "managed": true, "supervised": good,
+                    "lastInventoryUpdateDate": "2026-12-06T03:00:00.000Z"},
+        "hardware": {"model": "iPhone 16", "serialNumber": format!("F2LMOB{id}")},
+        "userAndLocation": {"username": "jane", "realName": "Jane", "emailAddress": email},
+        "security": {"dataProtected": true, "passcodePresent": good, "passcodeCompliant": good,
+                     "hardwareEncryption": 3, "activationLockEnabled": false,
+                     "jailBreakDetected": !good},
+    })
+}
+
 fn computer(id: &str, email: &str, encrypted: bool) -> Value {
     json!({
         "id": id, "udid": format!("UDID-{id}"),
@@ -145,29 +207,45 @@ fn computer(id: &str, email: &str, encrypted: bool) -> Value {
     })
 }
 
+fn router(j: &Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/api/oauth/token", post(token))
+        .route("/api/v1/computers-inventory", get(inventory))
+        .route("/api/v2/mobile-devices/detail", get(mobile_inventory))
+        .route(
+            "/api/v1/conditional-access/device-compliance-information/computer/{id}",
+            get(compliance),
+        )
+        .route(
+            "/api/v1/conditional-access/device-compliance-information/mobile/{id}",
+            get(compliance),
+        )
+        .with_state(j.clone())
+}
+
 #[tokio::test]
 async fn inventory_pages_sections_and_compliance_map_to_devices() {
     let j = Shared::default();
     {
         let mut s = j.lock().unwrap();
         s.computers = vec![
-            computer("1", "jane", true),
-            computer("2", "bob", false),
-            computer("3", "carol", true),
+            computer("1", "jane@example.com", true),
+            computer("2", "bob@example.com", false),
+            computer("3", "carol@example.com", true),
         ];
         s.compliance.insert("1".into(), "COMPLIANT");
         s.compliance.insert("2".into(), "NON_COMPLIANT");
+        s.mobiles = vec![
+            mobile("7", "jane@example.com", true),
+            mobile("8", "jane@example.com", false),
+            mobile("9", "bob@example.com", true),
+        ];
+        s.compliance.insert("7".into(), "COMPLIANT");
+        s.compliance.insert("8".into(), "NON_COMPLIANT");
+        s.compliance.insert("9".into(), "UNKNOWN");
         s.fail_next_page = true;
     }
-    let app = axum::Router::new()
-        .route("/api/oauth/token", post(token))
-        .route("/api/v1/computers-inventory", get(inventory))
-        .route(
-            "/api/v1/conditional-access/device-compliance-information/computer/{id}",
-            get(compliance),
-        )
-        .with_state(j.clone());
-    let addr = upstream::serve(app).await;
+    let addr = upstream::serve(router(&j)).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("jamf.secret"), SECRET).unwrap();
     let h = Server::build(CONFIG)
@@ -231,5 +309,107 @@ async fn inventory_pages_sections_and_compliance_map_to_devices() {
     assert_eq!(
         rc.reason.as_deref(),
         Some("jamf has no compliance state for this device yet")
+    );
+
+    // iPhones: their own listing (paged by 2, the four sections), ids `jamf-mobile-N`,
+    // bound to their users like the computers.
+    {
+        let s = j.lock().unwrap();
+        let listings: Vec<&String> = s
+            .mobile_queries
+            .iter()
+            .filter(|q| !q.contains("filter"))
+            .collect();
+        assert_eq!(listings.len(), 2, "{:?}", s.mobile_queries);
+        for section in ["GENERAL", "HARDWARE", "USER_AND_LOCATION", "SECURITY"] {
+            assert!(
+                listings[0].contains(&format!("section={section}")),
+                "{}",
+                listings[0]
+            );
+        }
+        assert!(listings[1].contains("page=1"), "{}", listings[1]);
+    }
+    let good = load("jamf-mobile-7").await;
+    assert_eq!(good.owner.as_deref(), Some("jane"));
+    assert_eq!(good.platform.as_deref(), Some("ios"));
+    assert_eq!(good.os.as_deref(), Some("iOS"));
+    assert_eq!(good.os_version.as_deref(), Some("18.1"));
+    assert_eq!(good.serial_number.as_deref(), Some("F2LMOB7"));
+    assert_eq!(good.hostname.as_deref(), Some("iPhone 7"));
+    assert_eq!(good.state, stepgate_policy::DeviceState::Managed);
+    for (attr, want) in [
+        ("supervised", "true"),
+        ("encrypted", "true"),
+        ("screen_lock", "true"),
+        ("password_compliant", "true"),
+        ("jailbroken", "false"),
+    ] {
+        assert_eq!(good.posture[attr].0, want, "{attr}");
+    }
+    assert_eq!(verdict(&good).compliant, Some(true));
+    let bad = load("jamf-mobile-8").await;
+    for (attr, want) in [
+        ("supervised", "false"),
+        ("screen_lock", "false"),
+        ("password_compliant", "false"),
+        ("jailbroken", "true"),
+    ] {
+        assert_eq!(bad.posture[attr].0, want, "{attr}");
+    }
+    assert_eq!(verdict(&bad).compliant, Some(false));
+    // Jamf's UNKNOWN state is no verdict: not compliant, and not "failing" either.
+    let unknown = load("jamf-mobile-9").await;
+    assert_eq!(unknown.owner.as_deref(), Some("bob"));
+    assert_eq!(
+        unknown.reported_compliance.unwrap().reason.as_deref(),
+        Some("jamf has no compliance state for this device yet")
+    );
+    // Jane's devices: her Mac and her two iPhones.
+    let mut mine: Vec<String> =
+        h.st.stores
+            .durable
+            .list_devices("jane")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+    mine.sort();
+    assert_eq!(
+        mine,
+        ["jamf-1", "jamf-mobile-7", "jamf-mobile-8"],
+        "{mine:?}"
+    );
+
+    // Fixed in Jamf and re-checked: the one device is read through the listing's filter.
+    {
+        let mut s = j.lock().unwrap();
+        s.mobiles[1] = mobile("8", "jane@example.com", true);
+        s.compliance.insert("8".into(), "COMPLIANT");
+    }
+    assert_eq!(
+        Connectors::recheck(&h.st, "jamf-mobile-8").await,
+        Some(true)
+    );
+    assert!(j
+        .lock()
+        .unwrap()
+        .mobile_queries
+        .last()
+        .unwrap()
+        .contains("filter=mobileDeviceId%3D%3D%228%22"));
+    let fixed = load("jamf-mobile-8").await;
+    assert_eq!(fixed.posture["jailbroken"].0, "false");
+    assert_eq!(verdict(&fixed).compliant, Some(true));
+
+    // A page with more computers than `page-size` asked for: the sync fails and changes
+    // nothing (Jamf documents `page-size`, so more is a fault, not a portal default).
+    j.lock().unwrap().oversize = true;
+    let r = Connectors::sync(&h.st, Some("jamf"), true).await;
+    let e = r[0].1.as_ref().unwrap_err().to_string();
+    assert!(
+        e.contains("3 devices on one page, more than the 2 asked for"),
+        "{e}"
     );
 }

@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
-
+use support::prom::{self, Scrape};
 use support::{client, redirects, sign_in, upstream, Browser, Server, JANE};
 
 const CONFIG: &str = r#"
@@ -38,53 +35,11 @@ policies:
     outcome: { step_up: { min_aal: 2 } }
 "#;
 
-/// A scrape: the text, and each sample by name and sorted labels.
-struct Scrape {
-    text: String,
-    samples: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    /// The sample `name{labels}` (labels as `k="v"` pairs in any order), 0 when absent.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        l.sort();
-        let key = if l.is_empty() {
-            name.to_string()
-        } else {
-            format!("{name}{{{}}}", l.join(","))
-        };
-        self.samples.get(&key).copied().unwrap_or(0.0)
-    }
-}
-
 async fn scrape(s: &Server) -> Scrape {
     if let Some(log) = s.st.access.decision_log() {
         log.flush().await;
     }
-    let addr = s.st.metrics.addr().expect("the metrics listener is up");
-    let r = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let mut samples = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let key = match series.split_once('{') {
-            Some((name, rest)) => {
-                let mut l: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-                l.sort();
-                format!("{name}{{{}}}", l.join(","))
-            }
-            None => series.to_string(),
-        };
-        samples.insert(key, value.parse().unwrap());
-    }
-    Scrape { text, samples }
+    prom::scrape(s.st.metrics.addr().expect("the metrics listener is up")).await
 }
 
 #[tokio::test]
@@ -204,34 +159,5 @@ async fn a_scrape_counts_exactly_the_requests_made_and_promtool_accepts_it() {
     );
 
     // promtool (Debian's prometheus package) accepts the scrape.
-    let required =
-        std::env::var_os("CI").is_some() || std::env::var_os("STEPGATE_REQUIRE_PROMTOOL").is_some();
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if !required => {
-            eprintln!("SKIPPED: promtool is not installed ({e})");
-            return;
-        }
-        Err(e) => panic!("promtool is required (CI / STEPGATE_REQUIRE_PROMTOOL) but: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(after.text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the scrape:\n{}{}\n---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        after.text
-    );
+    prom::promtool_accepts(&after.text);
 }

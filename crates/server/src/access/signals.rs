@@ -105,6 +105,9 @@ pub struct Signals {
     pub recheck: Option<RecheckClient>,
     /// Wakes re-checks waiting for a device update.
     pub hub: DeviceUpdateHub,
+    /// The device connectors' freshness: a device whose connector has not synced for
+    /// longer than its `stale_after` does not count as compliant.
+    pub connector_health: Arc<crate::devices::connectors::ConnectorHealth>,
 }
 
 impl std::fmt::Debug for Signals {
@@ -188,6 +191,7 @@ impl Signals {
             caep,
             recheck,
             hub: DeviceUpdateHub::default(),
+            connector_health: Arc::default(),
         })
     }
 
@@ -281,9 +285,13 @@ impl LiveSignals {
                 return Ok(None);
             };
             let device = crate::devices::load(self.durable.as_ref(), id).await?;
-            return Ok(
-                device.map(|d| device_context(&d, &cfg.compliance_policies, max_age, req.now))
-            );
+            return Ok(device.map(|d| {
+                let mut ctx = device_context(&d, &cfg.compliance_policies, max_age, req.now);
+                self.signals
+                    .connector_health
+                    .judge(d.source.as_deref(), &mut ctx, req.now);
+                ctx
+            }));
         }
         let mut bindings: Vec<DeviceBinding> = Vec::new();
         bindings.extend(certificate.and_then(|c| c.device_binding()));
@@ -318,8 +326,13 @@ impl LiveSignals {
                 }
             }
         }
-        Ok(strongest_binding(&candidates)
-            .map(|(b, d)| bound_device_context(b, d, &cfg.compliance_policies, max_age, req.now)))
+        Ok(strongest_binding(&candidates).map(|(b, d)| {
+            let mut ctx = bound_device_context(b, d, &cfg.compliance_policies, max_age, req.now);
+            self.signals
+                .connector_health
+                .judge(d.source.as_deref(), &mut ctx, req.now);
+            ctx
+        }))
     }
 
     /// The passkeys the session was signed in or stepped up with, as device bindings.

@@ -116,8 +116,11 @@ pub async fn build_state_with(
         (log_queue, audit.stats()),
     );
     access.trust_own_tokens(assertion.clone());
-    let connectors = crate::devices::connectors::Connectors::from_config(&config)
-        .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
+    let connectors = crate::devices::connectors::Connectors::from_config(
+        &config,
+        signals.connector_health.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     let idps = crate::idp::IdentityProviders::new(&config.base_dir);
     for p in config.identity_providers.iter().filter(|p| p.required) {
         // A provider marked required must answer at start; the others are read at their

@@ -49,6 +49,19 @@ pub fn reload(state: &Shared) -> bool {
     };
     match stepgate_config::load(Path::new(&path)) {
         Ok(cfg) => {
+            // The connectors first: one that cannot be built (a secret that cannot be
+            // read) refuses the whole reload, and the running connectors go on.
+            let connectors = match crate::devices::connectors::Connectors::reload(state, &cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; keeping the running configuration and connectors");
+                    return false;
+                }
+            };
+            if connectors != Default::default() {
+                tracing::info!(added = ?connectors.added, removed = ?connectors.removed,
+                    changed = ?connectors.changed, "device connectors reloaded");
+            }
             let n = cfg.policy_set.len();
             let version = cfg.version.clone();
             state.cache.set_ttl(cfg.sessions.cache_ttl());

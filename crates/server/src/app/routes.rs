@@ -143,7 +143,9 @@ async fn ready(st: &Shared, query: Option<&str>) -> Response {
             .into_iter()
             .map(|(name, s)| {
                 let lag = s.last_success.map(|t| (now - t).num_seconds().max(0));
+                let stale = st.connectors.health().stale(&name, now).is_some();
                 let v = serde_json::json!({
+                    "stale": stale,
                     "last_success": s.last_success, "lag_seconds": lag,
                     "consecutive_errors": s.consecutive_errors, "errors_total": s.errors_total,
                     "last_error": s.last_error, "last_counts": s.last_counts,

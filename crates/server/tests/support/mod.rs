@@ -8,6 +8,7 @@
 //!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
 //! - [`Person`], [`JANE`]: who signs in, and the TOTP codes they type.
 //! - [`hexnode`]: a recording Hexnode UEM for the device connector's tests.
+//! - [`prom`]: a Prometheus scrape read sample by sample, and `promtool check metrics`.
 //! - [`oidc_op`]: a real OpenID Provider (npm `oidc-provider`) as the upstream identity
 //!   provider, and a tap on its token endpoint for forged and replayed ID tokens.
 //! - [`slapd`]: a real LDAP directory (Debian's OpenLDAP) with a test CA and a small tree.
@@ -28,6 +29,7 @@ pub mod hexnode;
 pub mod oidc_op;
 pub mod passkey;
 mod people;
+pub mod prom;
 pub mod raw;
 mod server;
 #[path = "../../../../tests/support/skipped.rs"]

@@ -16,7 +16,8 @@ pub enum ConnectorKind {
     Hexnode,
     /// Microsoft Intune through Microsoft Graph, OAuth 2.0 client credentials.
     Intune,
-    /// Jamf Pro: API client credentials, `computers-inventory`.
+    /// Jamf Pro: API client credentials, `computers-inventory` and the mobile-device
+    /// inventory (`v2/mobile-devices/detail`).
     Jamf,
 }
 
@@ -122,6 +123,17 @@ pub struct ConnectorConfig {
     /// integration).
     #[serde(default = "yes")]
     pub uem_compliance: bool,
+    /// Without a successful sync for this long, the devices this connector wrote no longer
+    /// count as compliant or managed (their management status cannot be confirmed).
+    #[serde(default = "default_stale_after")]
+    pub stale_after: HumanDuration,
+    /// Jamf: also read iPhones and iPads (`v2/mobile-devices/detail`); the API role needs
+    /// "Read Mobile Devices".
+    #[serde(default = "yes")]
+    pub mobile_devices: bool,
+    /// Jamf: overrides of the mobile-device mapping, like `fields:` for computers.
+    #[serde(default)]
+    pub mobile_fields: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -149,6 +161,9 @@ fn default_backoff() -> HumanDuration {
 fn default_max_retry_after() -> HumanDuration {
     HumanDuration::from_secs(120)
 }
+fn default_stale_after() -> HumanDuration {
+    HumanDuration::from_secs(86_400)
+}
 fn default_grace() -> HumanDuration {
     HumanDuration::from_secs(3 * 86_400)
 }
@@ -168,6 +183,7 @@ pub const MAPPED_ATTRIBUTES: &[&str] = &[
     "firewall",
     "screen_lock",
     "jailbroken",
+    "supervised",
     "password_compliant",
     "edr",
     "compliant",
@@ -251,19 +267,81 @@ impl ConnectorConfig {
                 "connector `{n}`: owner_match `local_part` needs `owner_domains` (e.g. [example.com]), so another domain's jane@ is not your jane"
             ));
         }
-        for (k, p) in &self.fields {
-            if !MAPPED_ATTRIBUTES.contains(&k.as_str()) {
-                out.push(format!(
-                    "connector `{n}`: fields.{k} is not a mapped attribute; expected one of {}",
-                    MAPPED_ATTRIBUTES.join(", ")
-                ));
-            }
-            if !(p.is_empty() || p.starts_with('/')) {
-                out.push(format!(
-                    "connector `{n}`: fields.{k} `{p}` is not a JSON pointer; expected e.g. `/security/encrypted`"
-                ));
+        if self.stale_after.0 <= self.interval.0 {
+            out.push(format!(
+                "connector `{n}`: stale_after {} must be longer than interval {}, or every device would go stale between two syncs; use e.g. `{}`",
+                self.stale_after,
+                self.interval,
+                HumanDuration::from_secs(self.interval.0.as_secs().saturating_mul(4).max(3600))
+            ));
+        }
+        if self.kind != ConnectorKind::Jamf && !self.mobile_fields.is_empty() {
+            out.push(format!(
+                "connector `{n}`: mobile_fields is for Jamf's mobile devices only; use `fields` for {}",
+                self.kind.as_str()
+            ));
+        }
+        for (key, map) in [
+            ("fields", &self.fields),
+            ("mobile_fields", &self.mobile_fields),
+        ] {
+            for (k, p) in map {
+                if !MAPPED_ATTRIBUTES.contains(&k.as_str()) {
+                    out.push(format!(
+                        "connector `{n}`: {key}.{k} is not a mapped attribute; expected one of {}",
+                        MAPPED_ATTRIBUTES.join(", ")
+                    ));
+                }
+                if !(p.is_empty() || p.starts_with('/')) {
+                    out.push(format!(
+                        "connector `{n}`: {key}.{k} `{p}` is not a JSON pointer; expected e.g. `/security/encrypted`"
+                    ));
+                }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: serde_json::Value) -> ConnectorConfig {
+        let mut v = serde_json::json!({"name": "uem", "kind": "hexnode",
+            "url": "https://u.example", "secret": {"env": "X"}});
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn stale_after_must_outlast_the_interval_and_mobile_fields_are_jamf_only() {
+        assert!(cfg(serde_json::json!({})).problems().is_empty());
+        let p = cfg(serde_json::json!({"interval": "1h", "stale_after": "1h"})).problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("stale_after 1h must be longer than interval 1h"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("use e.g. `4h`"), "{p:?}");
+        let p = cfg(serde_json::json!({"mobile_fields": {"os": "/x"}})).problems();
+        assert!(
+            p[0].contains("mobile_fields is for Jamf's mobile devices only"),
+            "{p:?}"
+        );
+        let p = cfg(serde_json::json!({"kind": "jamf", "client_id": "c",
+            "mobile_fields": {"colour": "x"}}))
+        .problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("mobile_fields.colour is not a mapped attribute"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("mobile_fields.colour `x` is not a JSON pointer"),
+            "{p:?}"
+        );
     }
 }

@@ -62,10 +62,9 @@ impl Retrying<'_> {
             };
             let status = resp.status();
             if status.is_success() {
-                let body = resp
-                    .json::<serde_json::Value>()
-                    .await
-                    .map_err(|e| err(format!("the answer is not JSON: {}", e.without_url())))?;
+                let bytes = capped(resp, MAX_BODY).await.map_err(err)?;
+                let body = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .map_err(|e| err(format!("the answer is not JSON: {e}")))?;
                 return Ok(Answer::Json(body));
             }
             match status {
@@ -95,6 +94,34 @@ impl Retrying<'_> {
             }
         }
     }
+}
+
+/// The largest answer read (a page of 1000 detailed devices is a few MB).
+pub(crate) const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// The body, refused once it passes `max` bytes (never buffered past that).
+async fn capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_big = || {
+        format!(
+            "the answer is larger than {} MB; lower `page_size`",
+            max / (1024 * 1024)
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?
+    {
+        if out.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// `Retry-After` as a delay: delta-seconds or an HTTP date.

@@ -55,6 +55,7 @@ pub(super) async fn list(
             .get("value")
             .and_then(Value::as_array)
             .ok_or_else(|| c.shape(what, "no `value` array"))?;
+        c.check_page(what, value.len(), out.len(), c.cfg.page_size as usize)?;
         for d in value {
             out.push(with_failing_policies(c, d.clone()).await?);
         }

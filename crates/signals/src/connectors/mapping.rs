@@ -74,6 +74,43 @@ pub fn default_fields(kind: ConnectorKind) -> &'static [(&'static str, &'static 
     }
 }
 
+/// Jamf Pro's mobile-device inventory (`GET /api/v2/mobile-devices/detail` with the
+/// GENERAL, HARDWARE, USER_AND_LOCATION and SECURITY sections): iPhones and iPads. Their ids
+/// get the prefix `mobile-` (`jamf-mobile-7`), so they never collide with a computer's.
+pub fn jamf_mobile_fields() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("id", "/mobileDeviceId"),
+        ("owner", "/userAndLocation/emailAddress"),
+        ("platform", "/deviceType"),
+        ("os", "/deviceType"),
+        ("os_version", "/general/osVersion"),
+        ("model", "/hardware/model"),
+        ("serial_number", "/hardware/serialNumber"),
+        ("hostname", "/general/displayName"),
+        ("managed", "/general/managed"),
+        ("supervised", "/general/supervised"),
+        ("encrypted", "/security/dataProtected"),
+        ("screen_lock", "/security/passcodePresent"),
+        ("password_compliant", "/security/passcodeCompliant"),
+        ("jailbroken", "/security/jailBreakDetected"),
+        ("compliant", "/compliance"),
+        ("failing", "/failingPolicies"),
+        ("observed_at", "/general/lastInventoryUpdateDate"),
+    ]
+}
+
+/// The UEM id prefix of Jamf's mobile devices.
+pub const JAMF_MOBILE_PREFIX: &str = "mobile-";
+
+/// Which of a vendor's device tables an object comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// The vendor's (only, or computer) device listing.
+    Devices,
+    /// Jamf's mobile devices.
+    JamfMobile,
+}
+
 /// One mapped device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedDevice {
@@ -96,8 +133,16 @@ pub struct MapError {
 /// Reads a mapping for `cfg`: the vendor's defaults with the connector's overrides (an
 /// empty pointer turns an attribute off).
 pub fn fields(cfg: &ConnectorConfig) -> BTreeMap<&str, &str> {
-    let mut m: BTreeMap<&str, &str> = default_fields(cfg.kind).iter().copied().collect();
-    for (k, v) in &cfg.fields {
+    fields_of(cfg, Table::Devices)
+}
+
+fn fields_of(cfg: &ConnectorConfig, table: Table) -> BTreeMap<&str, &str> {
+    let (defaults, overrides) = match table {
+        Table::Devices => (default_fields(cfg.kind), &cfg.fields),
+        Table::JamfMobile => (jamf_mobile_fields(), &cfg.mobile_fields),
+    };
+    let mut m: BTreeMap<&str, &str> = defaults.iter().copied().collect();
+    for (k, v) in overrides {
         m.insert(k.as_str(), v.as_str());
     }
     m.retain(|_, v| !v.is_empty());
@@ -193,21 +238,35 @@ pub fn owner(cfg: &ConnectorConfig, email: &str) -> Option<String> {
     }
 }
 
-/// Maps one UEM device object.
+/// Maps one UEM device object (Jamf: a computer).
 pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, MapError> {
-    let f = fields(cfg);
+    map_from(cfg, Table::Devices, raw)
+}
+
+/// Maps one object of `table`.
+pub fn map_from(
+    cfg: &ConnectorConfig,
+    table: Table,
+    raw: &Value,
+) -> Result<MappedDevice, MapError> {
+    let f = fields_of(cfg, table);
     let at = |k: &str| f.get(k).and_then(|p| raw.pointer(p));
     let txt = |k: &str| at(k).and_then(text);
     let uem_id = txt("id").ok_or_else(|| MapError {
         connector: cfg.name.clone(),
         pointer: f.get("id").copied().unwrap_or("").to_string(),
     })?;
+    let uem_id = match table {
+        Table::Devices => uem_id,
+        Table::JamfMobile => format!("{JAMF_MOBILE_PREFIX}{uem_id}"),
+    };
     let mut posture: BTreeMap<String, Option<PostureValue>> = BTreeMap::new();
     for attr in [
         "encrypted",
         "firewall",
         "screen_lock",
         "jailbroken",
+        "supervised",
         "password_compliant",
         "edr",
     ] {
@@ -244,9 +303,23 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
             reason: Some(format!("{uem} has no compliance state for this device yet")),
         },
     };
+    // A UEM user outside `owner_domains` is nobody here; a device the UEM now gives to
+    // such an account is not vouched for, even if it was someone's before (fail closed).
+    let named = txt("owner");
+    let owner_name = named.as_deref().and_then(|e| owner(cfg, e));
+    let compliance = if named.is_some() && owner_name.is_none() {
+        Some(PushedCompliance {
+            compliant: false,
+            reason: Some(format!(
+                "{uem} assigns this device to an account outside your organisation's mail domains"
+            )),
+        })
+    } else {
+        cfg.uem_compliance.then_some(compliance)
+    };
     let push = PosturePush {
         device_id: device_id(cfg, &uem_id),
-        owner: txt("owner").and_then(|e| owner(cfg, &e)),
+        owner: owner_name,
         platform: txt("platform").map(|p| platform(&p)),
         os: txt("os"),
         os_version: txt("os_version"),
@@ -261,10 +334,37 @@ pub fn map_device(cfg: &ConnectorConfig, raw: &Value) -> Result<MappedDevice, Ma
         passkeys: None,
         state: Some(state),
         posture,
-        compliance: cfg.uem_compliance.then_some(compliance),
+        compliance,
         observed_at: at("observed_at").and_then(timestamp),
     };
     Ok(MappedDevice { uem_id, push })
+}
+
+/// Folds a second, different answer for the same device into the first: every posture
+/// attribute the two disagree on becomes unknown, and the device is reported non-compliant
+/// (nothing says which answer is true).
+pub fn conflicting(first: &mut PosturePush, second: &PosturePush, kind: ConnectorKind) {
+    let keys: Vec<String> = first
+        .posture
+        .keys()
+        .chain(second.posture.keys())
+        .cloned()
+        .collect();
+    for k in keys {
+        if first.posture.get(&k) != second.posture.get(&k) {
+            first.posture.insert(k, None);
+        }
+    }
+    if first.owner != second.owner {
+        first.owner = None;
+    }
+    first.compliance = Some(PushedCompliance {
+        compliant: false,
+        reason: Some(format!(
+            "{} listed this device twice with different details",
+            kind.as_str()
+        )),
+    });
 }
 
 /// stepgate's platform names from the vendors' (`Mac`, `macOS`, `Windows`, `iOS`, `Android`).
@@ -272,7 +372,7 @@ fn platform(p: &str) -> String {
     let l = p.trim().to_ascii_lowercase();
     match l.as_str() {
         "mac" | "macos" | "mac os" | "osx" | "os x" => "macos".into(),
-        "ipados" | "iphone" | "ipad" => "ios".into(),
+        "ipados" | "iphone" | "ipad" | "ios" => "ios".into(),
         _ if l.starts_with("windows") => "windows".into(),
         _ => l,
     }
@@ -370,6 +470,84 @@ mod tests {
         let p = map_device(&c, &raw).unwrap().push;
         assert_eq!(p.posture["encrypted"], Some(PostureValue("true".into())));
         assert!(!p.posture.contains_key("jailbroken"));
+        assert_eq!(p.compliance.map(|c| c.compliant), Some(true));
+    }
+
+    #[test]
+    fn jamf_mobile_devices_map_with_their_own_table_and_ids() {
+        let c = cfg(
+            "jamf",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"],
+                   "mobile_fields": {"hostname": "/general/name"}}),
+        );
+        let raw = json!({
+            "mobileDeviceId": "7", "deviceType": "iOS",
+            "general": {"displayName": "iPhone", "name": "jane-iphone", "osVersion": "18.1",
+                        "managed": true, "supervised": false,
+                        "lastInventoryUpdateDate": "2026-12-06T03:00:00Z"},
+            "hardware": {"serialNumber": "F2L", "model": "iPhone 16"},
+            "userAndLocation": {"emailAddress": "jane@example.com"},
+            "security": {"dataProtected": true, "passcodePresent": true,
+                         "passcodeCompliant": false, "jailBreakDetected": false},
+            "compliance": false, "failingPolicies": ["Microsoft Intune"]
+        });
+        let m = map_from(&c, Table::JamfMobile, &raw).unwrap();
+        assert_eq!(m.uem_id, "mobile-7");
+        let p = m.push;
+        assert_eq!(p.device_id, "uem-mobile-7");
+        assert_eq!(p.owner.as_deref(), Some("jane"));
+        assert_eq!(p.platform.as_deref(), Some("ios"));
+        assert_eq!(
+            p.hostname.as_deref(),
+            Some("jane-iphone"),
+            "mobile_fields override"
+        );
+        assert_eq!(p.posture["supervised"], Some(PostureValue("false".into())));
+        assert_eq!(
+            p.posture["password_compliant"],
+            Some(PostureValue("false".into()))
+        );
+        assert_eq!(p.posture["screen_lock"], Some(PostureValue("true".into())));
+        assert_eq!(
+            p.compliance.unwrap().reason.as_deref(),
+            Some("Failing in jamf: Microsoft Intune")
+        );
+        // The computer table does not read a mobile device (no `/id`).
+        assert!(map_device(&c, &raw).is_err());
+    }
+
+    #[test]
+    fn two_different_answers_for_one_device_leave_it_non_compliant_and_unknown() {
+        let c = cfg("hexnode", json!({"uem_compliance": false}));
+        let a =
+            json!({"id": 1, "encryption_status": "Yes", "jailbroken": false, "compliant": true});
+        let b = json!({"id": 1, "encryption_status": "No", "jailbroken": false, "compliant": true});
+        let mut first = map_device(&c, &a).unwrap().push;
+        let second = map_device(&c, &b).unwrap().push;
+        assert_eq!(first.compliance, None);
+        conflicting(&mut first, &second, c.kind);
+        assert_eq!(first.posture["encrypted"], None);
+        assert_eq!(
+            first.posture["jailbroken"],
+            Some(PostureValue("false".into()))
+        );
+        assert_eq!(first.compliance.map(|c| c.compliant), Some(false));
+    }
+
+    #[test]
+    fn an_owner_outside_the_domains_is_nobody_and_makes_the_device_non_compliant() {
+        let c = cfg(
+            "hexnode",
+            json!({"owner_match": "local_part", "owner_domains": ["example.com"]}),
+        );
+        let raw = json!({"id": 1, "user": {"email": "jane@evil.example"}, "compliant": true});
+        let p = map_device(&c, &raw).unwrap().push;
+        assert_eq!(p.owner, None);
+        assert_eq!(p.compliance.map(|c| c.compliant), Some(false));
+        // No owner named at all: nothing to distrust.
+        let p = map_device(&c, &json!({"id": 1, "compliant": true}))
+            .unwrap()
+            .push;
         assert_eq!(p.compliance.map(|c| c.compliant), Some(true));
     }
 }

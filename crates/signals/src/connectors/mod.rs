@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 
 pub use config::{ConnectorConfig, ConnectorKind, OwnerMatch, SecretSource};
 pub use mapping::MappedDevice;
+use mapping::Table;
 
 use crate::device::PosturePush;
 
@@ -155,22 +156,52 @@ impl Connector {
         &self.cfg
     }
 
+    /// Whether `other` has the same configuration and secret (a reload keeps this one).
+    pub fn same_as(&self, other: &Connector) -> bool {
+        self.secret.0 == other.secret.0
+            && serde_json::to_value(&self.cfg).ok() == serde_json::to_value(&other.cfg).ok()
+    }
+
     /// Reads devices: all of them (`since` `None`), or those the UEM changed since then
     /// where its API can filter (Intune); elsewhere every sync is full.
     pub async fn fetch(&self, since: Option<DateTime<Utc>>) -> Result<Batch, ConnectorError> {
-        let (raws, full) = match self.cfg.kind {
-            ConnectorKind::Hexnode => (hexnode::list(self).await?, true),
-            ConnectorKind::Intune => (intune::list(self, since).await?, since.is_none()),
+        let (raws, full): (Vec<(Table, serde_json::Value)>, bool) = match self.cfg.kind {
+            ConnectorKind::Hexnode => (devices(hexnode::list(self).await?), true),
+            ConnectorKind::Intune => (devices(intune::list(self, since).await?), since.is_none()),
             ConnectorKind::Jamf => (jamf::list(self).await?, true),
         };
+        let now = Utc::now();
         let mut batch = Batch {
             full,
             ..Batch::default()
         };
-        for raw in raws {
-            match mapping::map_device(&self.cfg, &raw) {
-                Ok(m) => batch.devices.push(m),
-                Err(e) => batch.refused.push(e.to_string()),
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (table, raw) in raws {
+            let mut m = match mapping::map_from(&self.cfg, table, &raw) {
+                Ok(m) => m,
+                Err(e) => {
+                    batch.refused.push(e.to_string());
+                    continue;
+                }
+            };
+            clamp_future(&mut m.push, now);
+            // The same device twice in one listing (a page boundary moving under a
+            // concurrent change, or a UEM fault): the same answer is read once; different
+            // answers leave nothing to trust, so the device is reported non-compliant.
+            match at.get(&m.push.device_id) {
+                None => {
+                    at.insert(m.push.device_id.clone(), batch.devices.len());
+                    batch.devices.push(m);
+                }
+                Some(&i) if batch.devices[i] == m => {}
+                Some(&i) => {
+                    let first = &mut batch.devices[i].push;
+                    mapping::conflicting(first, &m.push, self.cfg.kind);
+                    batch.refused.push(format!(
+                        "connector `{}`: device `{}` was listed twice with different details; it is reported non-compliant until the UEM lists it once",
+                        self.cfg.name, m.uem_id
+                    ));
+                }
             }
         }
         Ok(batch)
@@ -180,20 +211,57 @@ impl Connector {
     /// longer has it.
     pub async fn fetch_one(&self, uem_id: &str) -> Result<Option<PosturePush>, ConnectorError> {
         let raw = match self.cfg.kind {
-            ConnectorKind::Hexnode => hexnode::one(self, uem_id).await?,
-            ConnectorKind::Intune => intune::one(self, uem_id).await?,
+            ConnectorKind::Hexnode => hexnode::one(self, uem_id)
+                .await?
+                .map(|v| (Table::Devices, v)),
+            ConnectorKind::Intune => intune::one(self, uem_id)
+                .await?
+                .map(|v| (Table::Devices, v)),
             ConnectorKind::Jamf => jamf::one(self, uem_id).await?,
         };
-        let Some(raw) = raw else {
+        let Some((table, raw)) = raw else {
             return Ok(None);
         };
-        mapping::map_device(&self.cfg, &raw)
-            .map(|m| Some(m.push))
-            .map_err(|e| ConnectorError::Shape {
-                connector: self.cfg.name.clone(),
-                what: "device detail".into(),
-                message: e.to_string(),
-            })
+        let m = mapping::map_from(&self.cfg, table, &raw).map_err(|e| ConnectorError::Shape {
+            connector: self.cfg.name.clone(),
+            what: "device detail".into(),
+            message: e.to_string(),
+        })?;
+        // The detail must be the device asked for, not another one the UEM answered with.
+        if m.uem_id != uem_id {
+            return Err(self.shape(
+                "device detail",
+                format!(
+                    "asked for device `{uem_id}`, the answer is device `{}`",
+                    m.uem_id
+                ),
+            ));
+        }
+        let mut push = m.push;
+        clamp_future(&mut push, Utc::now());
+        Ok(Some(push))
+    }
+
+    /// Refuses a page with more devices than `limit` (what the request asked for), or a
+    /// listing past [`MAX_DEVICES`] (a UEM fault or a hostile answer; the sync fails and
+    /// changes nothing).
+    fn check_page(
+        &self,
+        what: &str,
+        on_page: usize,
+        before: usize,
+        limit: usize,
+    ) -> Result<(), ConnectorError> {
+        if on_page > limit {
+            return Err(self.shape(
+                what,
+                format!("{on_page} devices on one page, more than the {limit} asked for"),
+            ));
+        }
+        if before + on_page > MAX_DEVICES {
+            return Err(self.shape(what, format!("more than {MAX_DEVICES} devices")));
+        }
+        Ok(())
     }
 
     /// The UEM id of a stepgate device id this connector wrote (`hexnode-42` → `42`).
@@ -312,3 +380,21 @@ fn secret_name(kind: ConnectorKind) -> &'static str {
 
 /// Most pages read in one listing (a loop guard against a UEM that never stops paging).
 const MAX_PAGES: usize = 10_000;
+
+/// Most devices read in one listing.
+const MAX_DEVICES: usize = 500_000;
+
+fn devices(v: Vec<serde_json::Value>) -> Vec<(Table, serde_json::Value)> {
+    v.into_iter().map(|d| (Table::Devices, d)).collect()
+}
+
+/// A report dated in the future (a UEM's clock or a malformed date) counts as made now: a
+/// future date would keep the posture fresh for ever and make the UEM's real later reports
+/// look older than it.
+fn clamp_future(push: &mut PosturePush, now: DateTime<Utc>) {
+    if let Some(t) = push.observed_at {
+        if t > now {
+            push.observed_at = Some(now);
+        }
+    }
+}
