@@ -860,7 +860,14 @@ impl Loader {
                 factors: factors.map(|s| (*s).clone()).unwrap_or_default(),
                 assurance: assurance.map(|s| (*s).clone()).unwrap_or_default(),
                 regulation: regulation.map(|s| (*s).clone()).unwrap_or_default(),
-                store: store.map(|s| (*s).clone()).unwrap_or_default(),
+                store: {
+                    let mut st: StoreConfig = store.map(|s| (*s).clone()).unwrap_or_default();
+                    // A relative `password_file` is relative to the configuration file.
+                    if let Some(r) = &mut st.redis {
+                        r.password_file = r.password_file.take().map(|p| base_dir.join(p));
+                    }
+                    st
+                },
                 secrets: secrets.map(|s| (*s).clone()).unwrap_or_default(),
                 users,
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),

@@ -375,14 +375,15 @@ fn every_secret_says_how_to_keep_it_out_of_the_file_and_those_keys_exist() {
 /// The keys a mapping at `prefix` must have to load, so a key beside them can be tried.
 fn context(prefix: &str, path: &[String]) -> &'static str {
     match prefix {
-        "" if path[0] == "oidc" || path[0] == "gateway" => "apps: [ { id: zz, hosts: [zz.example] } ]",
-        "" if path[0] == "policies[]" => "apps: [ { id: zz, hosts: [zz.example] } ]",
+        "" if path[0] == "oidc" || path[0] == "gateway" || path[0] == "policies[]" => {
+            "apps: [ { id: wiki, hosts: [wiki.example.com] } ]"
+        }
         "apps[]" => "id: zz",
         "apps[].routes[]" => "path: /zz",
         "policies[]" => "name: zz, priority: 1, outcome: allow",
         "policies[].targets.routes[]" => "path: /zz",
         "users[]" => "username: zz",
-        "oidc.clients[]" => "id: zz-client, app: zz, redirect_uris: [\"https://zz.example/cb\"], secret_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2f5wN5M6UEJdjJkQfyr6AHrhXr0LD4I2WHEbZ1PQ0q4\"",
+        "oidc.clients[]" => "id: zz-client, app: wiki, redirect_uris: [\"https://zz.example/cb\"], secret_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2f5wN5M6UEJdjJkQfyr6AHrhXr0LD4I2WHEbZ1PQ0q4\"",
         "identity_providers[]" => "id: zz, issuer: \"https://idp.example\", client_id: zz, client_secret: { env: ZZ }",
         "ldap" => "url: \"ldaps://ldap.example\", dn_template: \"uid={username},dc=example\"",
         "store.postgres" => "url: \"postgres://zz@127.0.0.1/zz\"",
@@ -405,16 +406,41 @@ fn context(prefix: &str, path: &[String]) -> &'static str {
     }
 }
 
+/// `a: 1, b: [2, 3], c: "x, y"` as its entries (commas inside brackets or quotes kept).
+fn top_level_entries(flow: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut depth, mut quoted) = (0i32, false);
+    for ch in flow.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '[' | '{' if !quoted => depth += 1,
+            ']' | '}' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                out.push(std::mem::take(&mut cur).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
 /// A configuration holding the mapping at `path` (with what it needs to load) and, when
 /// given, `value` at its last key.
 fn with_key(path: &[String], value: Option<&str>) -> String {
     fn level(prefix: &str, rest: &[String], all: &[String], value: Option<&str>) -> String {
-        let mut entries: Vec<String> = Vec::new();
-        let ctx = context(prefix, all);
-        if !ctx.is_empty() {
-            entries.push(ctx.to_string());
-        }
         let seg = &rest[0];
+        // The context's keys, but the one given a value here.
+        let leaf = (rest.len() == 1 && value.is_some()).then(|| seg.trim_end_matches("[]"));
+        let mut entries: Vec<String> = top_level_entries(context(prefix, all))
+            .into_iter()
+            .filter(|e| leaf.is_none_or(|k| e.split_once(':').map(|(x, _)| x.trim()) != Some(k)))
+            .collect();
         if rest.len() == 1 {
             if let Some(v) = value {
                 let k = seg.strip_suffix("[]").unwrap_or(seg);
@@ -572,4 +598,37 @@ fn a_secret_from_both_a_file_and_an_environment_variable_is_refused() {
     .expect_err("a key without a header")
     .to_string();
     assert!(e.contains("api_key_header"), "{e}");
+}
+
+/// Every example that is one value is one the loader accepts where the key is.
+#[test]
+fn every_single_value_example_loads() {
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for r in documented() {
+        let e = r.example.trim();
+        let Some(lit) = e
+            .strip_prefix('`')
+            .and_then(|x| x.strip_suffix('`'))
+            .filter(|x| !x.contains('`') && !x.contains('…') && !x.contains("..."))
+        else {
+            continue;
+        };
+        let value = if r.ty == "text" && !lit.starts_with('"') {
+            format!("{lit:?}")
+        } else {
+            lit.to_string()
+        };
+        let path: Vec<String> = r.key.split('.').map(str::to_string).collect();
+        match load_str("example.yaml", &with_key(&path, Some(&value)), None) {
+            Ok(_) => checked += 1,
+            Err(e) => wrong.push(format!("`{}`: the example `{lit}` is refused: {e}", r.key)),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md's key index ({checked} examples load):\n{}",
+        wrong.join("\n")
+    );
+    assert!(checked >= 250, "only {checked} examples were tried");
 }

@@ -95,9 +95,7 @@ impl ChangeFeed {
     /// the hot store does). The node's id is random: a node skips its own messages.
     pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
         let label = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
-        })?;
+        let client = crate::redis_store::client(config, &label)?;
         let conn = ConnectionManager::new_with_config(
             client.clone(),
             crate::redis_store::connection_config(),

@@ -124,6 +124,20 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1";
 
+/// The Redis client for `store.redis`: its URL, with the password from `password_file` or
+/// `password_env` when one is set.
+pub(crate) fn client(config: &RedisConfig, label: &str) -> StoreResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let mut info = config.url.as_str().into_connection_info().map_err(|e| {
+        StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
+    })?;
+    if let Some(pw) = config.password()? {
+        info.redis.password = Some(pw);
+    }
+    redis::Client::open(info)
+        .map_err(|e| StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}")))
+}
+
 impl RedisStore {
     /// Connects (retrying with backoff while Redis is down).
     pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
@@ -133,9 +147,7 @@ impl RedisStore {
             ));
         }
         let label = redact_url(&config.url);
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {e}"))
-        })?;
+        let client = crate::redis_store::client(config, &label)?;
         let conn = ConnectionManager::new_with_config(client, connection_config()).await?;
         tracing::info!(store = %label, prefix = %config.key_prefix, "connected to the Redis store");
         Ok(RedisStore {
