@@ -113,10 +113,10 @@ async fn the_device_cookie_key_can_come_from_a_file_beside_the_configuration() {
 
     let missing = tempfile::tempdir().unwrap();
     let cfg = stepgate_config::load_str("missing.yaml", &config, Some(missing.path())).unwrap();
-    let e = stepgate_server::access::signals::Signals::from_config(&cfg)
-        .err()
-        .expect("an unreadable key file is an error")
-        .to_string();
+    let Err(e) = stepgate_server::access::signals::Signals::from_config(&cfg) else {
+        panic!("an unreadable key file is an error");
+    };
+    let e = e.to_string();
     assert!(
         e.contains("devices.cookie.key_file: cannot read") && e.contains("device.key"),
         "{e}"

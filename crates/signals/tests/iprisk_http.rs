@@ -134,10 +134,10 @@ async fn the_api_key_can_come_from_a_file() {
     assert!(seen.await.unwrap().contains("\r\nkey: key-from-file\r\n"));
 
     c.api_key_file = Some(dir.join("absent.key"));
-    let e = HttpIpRiskProvider::new(&c)
-        .err()
-        .expect("a missing key file is refused")
-        .to_string();
+    let Err(e) = HttpIpRiskProvider::new(&c) else {
+        panic!("a missing key file is refused");
+    };
+    let e = e.to_string();
     assert!(e.contains("api_key_file: cannot read"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
