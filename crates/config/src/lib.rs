@@ -860,7 +860,14 @@ impl Loader {
                 factors: factors.map(|s| (*s).clone()).unwrap_or_default(),
                 assurance: assurance.map(|s| (*s).clone()).unwrap_or_default(),
                 regulation: regulation.map(|s| (*s).clone()).unwrap_or_default(),
-                store: store.map(|s| (*s).clone()).unwrap_or_default(),
+                store: {
+                    let mut st: StoreConfig = store.map(|s| (*s).clone()).unwrap_or_default();
+                    // A relative `password_file` is relative to the configuration file.
+                    if let Some(r) = &mut st.redis {
+                        r.password_file = r.password_file.take().map(|p| base_dir.join(p));
+                    }
+                    st
+                },
                 secrets: secrets.map(|s| (*s).clone()).unwrap_or_default(),
                 users,
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
@@ -965,9 +972,12 @@ fn signals_problems(s: &SignalsConfig) -> Vec<String> {
         if h.timeout.0.is_zero() {
             out.push("ip_risk.http.timeout must be longer than 0s, e.g. `2s`".into());
         }
-        if h.api_key_header.is_some() != h.api_key_env.is_some() {
+        if h.api_key_env.is_some() && h.api_key_file.is_some() {
+            out.push("ip_risk.http: set one of `api_key_env` and `api_key_file`, not both".into());
+        }
+        if h.api_key_header.is_some() != (h.api_key_env.is_some() || h.api_key_file.is_some()) {
             out.push(
-                "ip_risk.http: set both `api_key_header` and `api_key_env`, or neither".into(),
+                "ip_risk.http: set both `api_key_header` and the key (`api_key_env` or `api_key_file`), or neither".into(),
             );
         }
     }
@@ -1116,6 +1126,13 @@ fn devices_problems(d: &DevicesConfig) -> Vec<String> {
             "cookie.name `{}` is not a valid cookie name (letters, digits, `-`, `_`)",
             d.cookie.name
         ));
+    }
+    if let Some(r) = &d.recheck {
+        if r.bearer_token_env.is_some() && r.bearer_token_file.is_some() {
+            out.push(
+                "recheck: set one of `bearer_token_env` and `bearer_token_file`, not both".into(),
+            );
+        }
     }
     if d.cookie.key_env.trim().is_empty() {
         out.push("cookie.key_env is empty: expected the name of an environment variable".into());

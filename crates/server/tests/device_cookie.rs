@@ -79,3 +79,46 @@ async fn first_sign_in_registers_the_browser_and_later_requests_are_tied_to_it()
         "no device cookie: the policy sees an unregistered device"
     );
 }
+
+/// `devices.cookie.key_file`: the key in a file beside the configuration (a relative path)
+/// signs the device cookie, and the environment variable is not needed; a key file that
+/// cannot be read stops the signals from being set up, with the key's name in the message,
+/// rather than silently running without device cookies.
+#[tokio::test]
+async fn the_device_cookie_key_can_come_from_a_file_beside_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("device.key"),
+        "fedcba9876543210fedcba9876543210fedcba9876543210\n",
+    )
+    .unwrap();
+    let config = CONFIG.replace(
+        "key_env: STEPGATE_TEST_BROWSER_DEVICE_KEY",
+        "key_file: device.key, key_env: STEPGATE_TEST_DEVICE_KEY_SURELY_UNSET",
+    );
+    let h = Server::build(&config)
+        .with("UPSTREAM", upstream::text("upstream ok").await)
+        .demo_users()
+        .in_dir(dir)
+        .start()
+        .await;
+    let b = Browser::new();
+    let r = sign_in(&b, &h.at("/app"), &JANE, &JANE.code(0)).await;
+    assert_eq!(
+        r.text().await.unwrap(),
+        "upstream ok",
+        "the browser was registered with the key from the file"
+    );
+    assert!(b.cookies(&h.base).contains("sg-device="));
+
+    let missing = tempfile::tempdir().unwrap();
+    let cfg = stepgate_config::load_str("missing.yaml", &config, Some(missing.path())).unwrap();
+    let Err(e) = stepgate_server::access::signals::Signals::from_config(&cfg) else {
+        panic!("an unreadable key file is an error");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("devices.cookie.key_file: cannot read") && e.contains("device.key"),
+        "{e}"
+    );
+}

@@ -102,6 +102,9 @@ pub struct HttpIpRiskConfig {
     /// Environment variable holding the API key (never the key itself in the file).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Or a file holding it (relative to the configuration file), e.g. a systemd credential.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
     /// Request timeout.
     #[serde(default = "default_provider_timeout")]
     pub timeout: HumanDuration,
@@ -798,6 +801,9 @@ pub struct RecheckConfig {
     /// Environment variable with a bearer token for the webhook.
     #[serde(default)]
     pub bearer_token_env: Option<String>,
+    /// Or a file holding it (relative to the configuration file).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
     /// Webhook request timeout.
     #[serde(default = "default_provider_timeout")]
     pub timeout: HumanDuration,
@@ -840,6 +846,22 @@ pub struct DeviceCookieConfig {
     /// Environment variable holding the signing key (at least 32 bytes).
     #[serde(default = "default_cookie_key_env")]
     pub key_env: String,
+    /// Or a file holding it (relative to the configuration file); when set, `key_env` is
+    /// not read.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Reads a secret from the file a `*_file` key names: the whole file, without the line
+/// break an editor or `echo` leaves at its end. `key` names the setting in errors.
+pub fn read_secret_file(key: &str, path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{key}: cannot read `{}`: {e}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.trim().is_empty() {
+        return Err(format!("{key}: `{}` is empty", path.display()));
+    }
+    Ok(secret.to_string())
 }
 
 fn default_cookie_name() -> String {
@@ -858,6 +880,7 @@ impl Default for DeviceCookieConfig {
             name: default_cookie_name(),
             max_age: default_cookie_age(),
             key_env: default_cookie_key_env(),
+            key_file: None,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum IpRiskError {
     /// The provider's API key environment variable is not set.
     #[error("IP risk provider: environment variable `{0}` (api_key_env) is not set")]
     MissingApiKey(String),
+    /// The provider's API key file cannot be read or is empty.
+    #[error("IP risk provider: {0}")]
+    ApiKeyFile(String),
     /// The URL has no `{ip}` placeholder.
     #[error("IP risk provider: url `{0}` must contain `{{ip}}` where the address goes")]
     BadUrl(String),
@@ -244,16 +247,20 @@ impl std::fmt::Debug for HttpIpRiskProvider {
 }
 
 impl HttpIpRiskProvider {
-    /// Builds the provider, reading the API key from its environment variable.
+    /// Builds the provider, reading the API key from its file or environment variable.
     pub fn new(cfg: &HttpIpRiskConfig) -> Result<Self, IpRiskError> {
         if !cfg.url.contains("{ip}") {
             return Err(IpRiskError::BadUrl(cfg.url.clone()));
         }
-        let api_key = match &cfg.api_key_env {
-            Some(var) => {
+        let api_key = match (&cfg.api_key_file, &cfg.api_key_env) {
+            (Some(path), _) => Some(
+                crate::config::read_secret_file("ip_risk.http.api_key_file", path)
+                    .map_err(IpRiskError::ApiKeyFile)?,
+            ),
+            (None, Some(var)) => {
                 Some(std::env::var(var).map_err(|_| IpRiskError::MissingApiKey(var.clone()))?)
             }
-            None => None,
+            (None, None) => None,
         };
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout.0)

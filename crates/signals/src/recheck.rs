@@ -15,6 +15,9 @@ pub enum RecheckError {
     /// The bearer token environment variable is unset.
     #[error("devices.recheck: environment variable `{0}` (bearer_token_env) is not set")]
     MissingToken(String),
+    /// The bearer token file cannot be read or is empty.
+    #[error("{0}")]
+    TokenFile(String),
     /// The webhook did not answer in time or failed.
     #[error("the re-check webhook {url} failed: {message}")]
     Webhook {
@@ -41,11 +44,17 @@ pub struct RecheckClient {
 }
 
 impl RecheckClient {
-    /// Builds the client, reading the bearer token from its environment variable.
+    /// Builds the client, reading the bearer token from its file or environment variable.
     pub fn new(cfg: &RecheckConfig) -> Result<Self, RecheckError> {
-        let token = match &cfg.bearer_token_env {
-            Some(v) => Some(std::env::var(v).map_err(|_| RecheckError::MissingToken(v.clone()))?),
-            None => None,
+        let token = match (&cfg.bearer_token_file, &cfg.bearer_token_env) {
+            (Some(path), _) => Some(
+                crate::config::read_secret_file("devices.recheck.bearer_token_file", path)
+                    .map_err(RecheckError::TokenFile)?,
+            ),
+            (None, Some(v)) => {
+                Some(std::env::var(v).map_err(|_| RecheckError::MissingToken(v.clone()))?)
+            }
+            (None, None) => None,
         };
         Ok(RecheckClient {
             cfg: cfg.clone(),
@@ -217,6 +226,7 @@ mod tests {
         let cfg = RecheckConfig {
             url: format!("http://{addr}/recheck"),
             bearer_token_env: None,
+            bearer_token_file: None,
             timeout: HumanDuration::from_secs(5),
             wait: HumanDuration::from_secs(10),
         };
@@ -250,5 +260,63 @@ mod tests {
             e,
             RecheckError::MissingToken("STEPGATE_TEST_SURELY_UNSET_VAR".into())
         );
+    }
+
+    /// The token a `bearer_token_file` holds is what the webhook gets (without the file's
+    /// final line break); a missing or empty file is an error naming the key, never a
+    /// request without the token.
+    #[tokio::test]
+    async fn bearer_token_file_is_sent_and_a_bad_one_refused() {
+        let dir = std::env::temp_dir().join(format!("stepgate-recheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cr3t-from-a-file\n").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains("mac-7") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&got).to_lowercase()
+        });
+        let cfg = RecheckConfig {
+            url: format!("http://{addr}/recheck"),
+            // The file wins; this variable is never read.
+            bearer_token_env: None,
+            bearer_token_file: Some(file.clone()),
+            timeout: HumanDuration::from_secs(5),
+            wait: HumanDuration::from_secs(10),
+        };
+        let c = RecheckClient::new(&cfg).unwrap();
+        c.request("mac-7", None, Utc::now()).await.unwrap();
+        let req = server.await.unwrap();
+        assert!(
+            req.contains("authorization: bearer s3cr3t-from-a-file\r\n"),
+            "{req}"
+        );
+
+        std::fs::write(&file, "\n").unwrap();
+        let e = RecheckClient::new(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("bearer_token_file") && e.contains("is empty"),
+            "{e}"
+        );
+        let missing = RecheckConfig {
+            bearer_token_file: Some(dir.join("absent")),
+            ..cfg
+        };
+        let e = RecheckClient::new(&missing).unwrap_err().to_string();
+        assert!(e.contains("bearer_token_file: cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,6 +48,7 @@ fn cfg(url: String, on_error: ProviderFailure) -> HttpIpRiskConfig {
         score_max: 10.0,
         api_key_header: None,
         api_key_env: None,
+        api_key_file: None,
         timeout: HumanDuration(Duration::from_millis(200)),
         cache_ttl: HumanDuration::from_secs(60),
         cache_size: 100,
@@ -91,4 +92,52 @@ async fn timeout_means_what_the_config_says() {
 fn url_must_have_the_placeholder() {
     let e = HttpIpRiskProvider::new(&cfg("http://x/".into(), ProviderFailure::Fail)).unwrap_err();
     assert!(matches!(e, IpRiskError::BadUrl(_)));
+}
+
+/// `api_key_file`: the key in the file (without its final line break) goes in
+/// `api_key_header`; a file that cannot be read stops the provider from being built.
+#[tokio::test]
+async fn the_api_key_can_come_from_a_file() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"data":{"score":1}}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&got).to_lowercase()
+    });
+    let dir = std::env::temp_dir().join(format!("stepgate-iprisk-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("api.key");
+    std::fs::write(&key, "key-from-file\r\n").unwrap();
+    let mut c = cfg(format!("http://{addr}/ip/{{ip}}"), ProviderFailure::Fail);
+    c.api_key_header = Some("Key".into());
+    c.api_key_file = Some(key);
+    let p = HttpIpRiskProvider::new(&c).unwrap();
+    assert_eq!(
+        p.lookup("203.0.113.7".parse().unwrap()).await.unwrap(),
+        Some(10)
+    );
+    assert!(seen.await.unwrap().contains("\r\nkey: key-from-file\r\n"));
+
+    c.api_key_file = Some(dir.join("absent.key"));
+    let Err(e) = HttpIpRiskProvider::new(&c) else {
+        panic!("a missing key file is refused");
+    };
+    let e = e.to_string();
+    assert!(e.contains("api_key_file: cannot read"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -97,7 +97,7 @@ impl ChangeFeed {
     /// the hot store does). The node's id is random: a node skips its own messages.
     pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
         let label = redact_url(&config.url);
-        let target = Target::parse(&config.url, &label)?;
+        let target = Target::from_config(config, &label)?;
         let conn = Conn::connect(target.clone()).await?;
         Ok(ChangeFeed {
             target,

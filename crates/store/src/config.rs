@@ -178,6 +178,12 @@ pub struct RedisConfig {
     /// Default: `stepgate:`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Environment variable holding the Redis password, so it is not written in `url`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Or a file holding it (relative to the configuration file; the loader resolves it).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -190,6 +196,38 @@ impl RedisConfig {
         RedisConfig {
             url: url.into(),
             key_prefix: default_key_prefix(),
+            password_env: None,
+            password_file: None,
+        }
+    }
+
+    /// The password from `password_file` or `password_env`, when one is set: the file's
+    /// text without its final line break, or the variable's value. A file that cannot be
+    /// read, an empty one or an unset variable is an error naming the key.
+    pub fn password(&self) -> Result<Option<String>, StoreError> {
+        if let Some(p) = &self.password_file {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                StoreError::Config(format!(
+                    "`store.redis.password_file`: cannot read `{}`: {e}",
+                    p.display()
+                ))
+            })?;
+            let pw = text.trim_end_matches(['\n', '\r']);
+            if pw.is_empty() {
+                return Err(StoreError::Config(format!(
+                    "`store.redis.password_file`: `{}` is empty",
+                    p.display()
+                )));
+            }
+            return Ok(Some(pw.to_string()));
+        }
+        match &self.password_env {
+            Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                StoreError::Config(format!(
+                    "`store.redis.password_env`: the environment variable `{var}` is not set"
+                ))
+            }),
+            None => Ok(None),
         }
     }
 }
@@ -199,6 +237,8 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
             .finish()
     }
 }
@@ -278,6 +318,18 @@ impl StoreConfig {
                 return Err(StoreError::Config(
                     "`store.redis.key_prefix` must not be empty (the default is `stepgate:`)"
                         .into(),
+                ));
+            }
+            if r.password_env.is_some() && r.password_file.is_some() {
+                return Err(StoreError::Config(
+                    "`store.redis`: set one of `password_env` and `password_file`, not both".into(),
+                ));
+            }
+            if (r.password_env.is_some() || r.password_file.is_some())
+                && redact_url(&r.url) != r.url
+            {
+                return Err(StoreError::Config(
+                    "`store.redis.url` has a password and `password_env`/`password_file` is set: keep it in one place".into(),
                 ));
             }
         }

@@ -53,13 +53,27 @@ pub(crate) struct SentinelTarget {
 }
 
 impl Target {
-    /// Reads `url` (`store.redis.url`; `label` is its redacted form for messages).
-    pub(crate) fn parse(url: &str, label: &str) -> StoreResult<Target> {
+    /// Where `store.redis` points, with the password from `password_file` or `password_env`
+    /// in place of the URL's when one is set (`label`: the URL redacted, for messages).
+    pub(crate) fn from_config(
+        config: &crate::config::RedisConfig,
+        label: &str,
+    ) -> StoreResult<Target> {
+        Target::parse(&config.url, label, config.password()?)
+    }
+
+    /// Reads `url` (`store.redis.url`), with `password` in place of the URL's when given.
+    pub(crate) fn parse(url: &str, label: &str, password: Option<String>) -> StoreResult<Target> {
         let bad = |why: String| {
             StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {why}"))
         };
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
-            return redis::Client::open(url)
+            use redis::IntoConnectionInfo;
+            let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+            if password.is_some() {
+                info.redis.password = password;
+            }
+            return redis::Client::open(info)
                 .map(Target::Single)
                 .map_err(|e| bad(e.to_string()));
         };
@@ -104,7 +118,7 @@ impl Target {
             ..Default::default()
         };
         if let Some(auth) = auth {
-            let (user, password) = match auth.split_once(':') {
+            let (user, secret) = match auth.split_once(':') {
                 Some((u, p)) => (u, p),
                 None => ("", auth),
             };
@@ -115,9 +129,12 @@ impl Target {
             if !user.is_empty() {
                 info.username = Some(decode(user)?);
             }
-            if !password.is_empty() {
-                info.password = Some(decode(password)?);
+            if !secret.is_empty() {
+                info.password = Some(decode(secret)?);
             }
+        }
+        if password.is_some() {
+            info.password = password;
         }
         // Every sentinel URL must be one the client accepts.
         redis::sentinel::Sentinel::build(sentinels.clone()).map_err(|e| bad(e.to_string()))?;
@@ -313,7 +330,7 @@ mod tests {
     use super::*;
 
     fn sentinel(url: &str) -> Arc<SentinelTarget> {
-        match Target::parse(url, "test").unwrap() {
+        match Target::parse(url, "test", None).unwrap() {
             Target::Sentinel(s) => s,
             Target::Single(_) => panic!("not read as a Sentinel URL"),
         }
@@ -337,6 +354,29 @@ mod tests {
     }
 
     #[test]
+    fn a_password_from_a_file_or_the_environment_replaces_the_urls() {
+        let Target::Sentinel(s) = Target::parse(
+            "redis+sentinel://:inurl@h:26379/main",
+            "x",
+            Some("fromfile".into()),
+        )
+        .unwrap() else {
+            panic!("not a Sentinel URL");
+        };
+        let info = s.node.redis_connection_info.as_ref().unwrap();
+        assert_eq!(info.password.as_deref(), Some("fromfile"));
+        let Target::Single(c) =
+            Target::parse("redis://:inurl@h:6379", "x", Some("fromfile".into())).unwrap()
+        else {
+            panic!("not one server");
+        };
+        assert_eq!(
+            c.get_connection_info().redis.password.as_deref(),
+            Some("fromfile")
+        );
+    }
+
+    #[test]
     fn a_bad_sentinel_url_says_what_is_wrong() {
         for (url, says) in [
             ("redis+sentinel://h:26379", "names the primary"),
@@ -353,7 +393,10 @@ mod tests {
             ),
             ("redis+sentinel://:%zz@h:26379/main", "percent-encoding"),
         ] {
-            let e = Target::parse(url, "the url").err().expect(url).to_string();
+            let e = Target::parse(url, "the url", None)
+                .err()
+                .expect(url)
+                .to_string();
             assert!(e.contains("`store.redis.url` (the url)"), "{url}: {e}");
             assert!(e.contains(says), "{url}: {e}");
         }
@@ -362,9 +405,9 @@ mod tests {
     #[test]
     fn a_plain_url_is_one_server() {
         assert!(matches!(
-            Target::parse("redis://127.0.0.1:6379/2", "x").unwrap(),
+            Target::parse("redis://127.0.0.1:6379/2", "x", None).unwrap(),
             Target::Single(_)
         ));
-        assert!(Target::parse("http://127.0.0.1", "x").is_err());
+        assert!(Target::parse("http://127.0.0.1", "x", None).is_err());
     }
 }

@@ -133,7 +133,7 @@ impl RedisStore {
             ));
         }
         let label = redact_url(&config.url);
-        let target = Target::parse(&config.url, &label)?;
+        let target = Target::from_config(config, &label)?;
         let conn = Conn::connect(target).await?;
         tracing::info!(store = %label, prefix = %config.key_prefix, "connected to the Redis store");
         Ok(RedisStore {

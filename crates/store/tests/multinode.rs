@@ -241,3 +241,137 @@ async fn nodes_starting_together_migrate_once_and_an_older_build_refuses_a_newer
     pool.close().await;
     drop_schema(&url, &cfg.schema).await;
 }
+
+/// `store.redis.password_file` / `password_env`: a Redis of the test's own that wants a
+/// password (`requirepass`, on a free port) is used with the password from a file or a
+/// variable, never written in the URL; without it the store is not opened; the URL and
+/// a password source at once, or both sources, are refused before connecting.
+#[tokio::test]
+async fn redis_takes_its_password_from_a_file_or_an_environment_variable() {
+    use stepgate_store::HotStore;
+    let Some(_) = redis_url() else { return };
+    let Ok(server) = which_redis_server() else {
+        skipped::record("Redis with a password", "redis-server is not installed");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password = format!("pw-{}", new_id());
+    let mut child = std::process::Command::new(server)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--requirepass",
+            &password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis.password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let with_file = RedisConfig {
+        password_file: Some(file.clone()),
+        ..redis_config(&url)
+    };
+    let store = RedisStore::connect(&with_file)
+        .await
+        .expect("the file's password is used");
+    assert_eq!(
+        store
+            .incr_counter("password-file", std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    let var = format!("STEPGATE_TEST_REDIS_PASSWORD_{}", std::process::id());
+    std::env::set_var(&var, &password);
+    let with_env = RedisConfig {
+        password_env: Some(var.clone()),
+        ..redis_config(&url)
+    };
+    let store = RedisStore::connect(&with_env)
+        .await
+        .expect("the variable's password is used");
+    assert_eq!(
+        store
+            .incr_counter("password-env", std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    // No password: Redis refuses, so the store is not usable.
+    let none = redis_config(&url);
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        match RedisStore::connect(&none).await {
+            Err(e) => Err(e.to_string()),
+            Ok(s) => s
+                .incr_counter("no-password", std::time::Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a Redis that wants a password was used without one"
+    );
+    // Both sources, or a password in the URL as well: refused before connecting.
+    let both = StoreConfig {
+        redis: Some(RedisConfig {
+            password_env: Some(var),
+            password_file: Some(file),
+            ..redis_config(&url)
+        }),
+        ..StoreConfig::default()
+    };
+    let e = both.validate().unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    let twice = StoreConfig {
+        redis: Some(RedisConfig {
+            password_env: Some("X".into()),
+            ..redis_config(&format!("redis://:{password}@127.0.0.1:{port}"))
+        }),
+        ..StoreConfig::default()
+    };
+    let e = twice.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("keep it in one place") && !e.contains(&password),
+        "{e}"
+    );
+    let missing = RedisConfig {
+        password_file: Some(dir.path().join("absent")),
+        ..redis_config(&url)
+    };
+    let e = RedisStore::connect(&missing)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("password_file`: cannot read"), "{e}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn which_redis_server() -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or(())
+}

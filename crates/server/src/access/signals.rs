@@ -74,6 +74,9 @@ pub enum SignalsSetupError {
     /// `devices.sources`.
     #[error("{0}")]
     DeviceApi(#[from] stepgate_signals::device::BadTokenHash),
+    /// A `*_file` secret that cannot be read.
+    #[error("{0}")]
+    SecretFile(String),
 }
 
 /// The `jti` replay guard inside [`CaepReceiver`] is per process; the server checks `jti`s
@@ -145,6 +148,9 @@ impl Signals {
         for f in &mut ip_risk_cfg.feeds {
             f.path = resolve(base, &f.path);
         }
+        if let Some(h) = &mut ip_risk_cfg.http {
+            h.api_key_file = h.api_key_file.as_ref().map(|p| resolve(base, p));
+        }
         let ip_risk = IpRiskScorer::from_config(&ip_risk_cfg)?;
         let certs = if cfg.signals.client_certificates.authorities.is_empty() {
             None
@@ -157,15 +163,26 @@ impl Signals {
             }
             Some(CertificateVerifier::new(&c)?)
         };
-        let cookie = match std::env::var(&cfg.devices.cookie.key_env) {
-            Ok(k) => match DeviceCookieSigner::new(k.as_bytes()) {
+        let cookie_key = match &cfg.devices.cookie.key_file {
+            // A file named but unreadable is a start-up error, not silently no cookies.
+            Some(p) => Some(
+                stepgate_signals::config::read_secret_file(
+                    "devices.cookie.key_file",
+                    &resolve(base, p),
+                )
+                .map_err(SignalsSetupError::SecretFile)?,
+            ),
+            None => std::env::var(&cfg.devices.cookie.key_env).ok(),
+        };
+        let cookie = match cookie_key {
+            Some(k) => match DeviceCookieSigner::new(k.as_bytes()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(env = %cfg.devices.cookie.key_env, error = %e, "device cookies disabled");
                     None
                 }
             },
-            Err(_) => None,
+            None => None,
         };
         let caep = if cfg.devices.caep.transmitters.is_empty() {
             None
@@ -180,7 +197,11 @@ impl Signals {
             .devices
             .recheck
             .as_ref()
-            .map(RecheckClient::new)
+            .map(|r| {
+                let mut r = r.clone();
+                r.bearer_token_file = r.bearer_token_file.as_ref().map(|p| resolve(base, p));
+                RecheckClient::new(&r)
+            })
             .transpose()?;
         Ok(Signals {
             geoip,
