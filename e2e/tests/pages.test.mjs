@@ -139,10 +139,44 @@ describe('the portal by keyboard, and every page checked', { timeout: 3 * TEST_T
 
     const expired = await page.goto(url(`${PORTAL}/step-up?t=forged`));
     assert.equal(expired.status(), 400);
+    // Every message page names its request (as the response header does) and has a way on.
+    assert.equal((await page.locator('#request-id').textContent()).trim(), expired.headers()['x-request-id']);
+    assert.equal(await page.locator('#continue').getAttribute('href'), `${PORTAL}/account`);
     await shot(page, 'link-expired');
 
     await page.goto(url(`${PORTAL}/forgot`));
     await shot(page, 'forgot');
     assert.equal(pathOf(page), `${PORTAL}/forgot`);
+  });
+
+  // Issue 24 item 7: the gateway's own answers (a host it does not serve, an application
+  // that does not answer) are portal pages with a way on, the request id and the headers.
+  it("shows the gateway's own errors in the portal layout, with a way on", { timeout: TEST_TIMEOUT }, async () => {
+    const ctx = await newContext(browser);
+    try {
+      const p = await ctx.newPage();
+      const account = `${demo.baseUrl}${PORTAL}/account`;
+      /** The page's reference is the id the response carries, and its headers are the portal's. */
+      const sameRequest = async (resp) => {
+        const id = resp.headers()['x-request-id'];
+        assert.match(id, /^[0-9a-f]{24}$/);
+        assert.equal((await p.locator('#request-id').textContent()).trim(), id);
+        assert.match(resp.headers()['content-security-policy'], /script-src 'self'/);
+        assert.equal(resp.headers()['x-frame-options'], 'DENY');
+      };
+
+      const elsewhere = await p.goto(`http://elsewhere.localhost:${demo.port}/somewhere`);
+      assert.equal(elsewhere.status(), 421);
+      assert.equal((await p.locator('h1').textContent()).trim(), 'Not served here');
+      assert.equal(await p.locator('#continue').getAttribute('href'), account);
+      await sameRequest(elsewhere);
+      await shot(p, 'not-served-here');
+
+      // "Not answering" (502/504) and "try again in a moment" (503) are the same page with
+      // "Try again" first: crates/server/tests/gateway.rs (the demo has no app whose
+      // upstream is down and whose session cookie Chromium keeps).
+    } finally {
+      await ctx.close();
+    }
   });
 });

@@ -248,6 +248,17 @@ pub(super) fn service(
                     Ok(finish_like_router(res, head))
                 }
             };
+            // Every answer names its request, also those no entry point decided (a
+            // portal page, a refusal before the decision), for the help desk and the logs.
+            let res = res.map(|mut r| {
+                if !r
+                    .headers()
+                    .contains_key(crate::access::decision_log::REQUEST_ID_HEADER)
+                {
+                    crate::access::decision_log::set_header(&mut r, id);
+                }
+                r
+            });
             match guard {
                 None => res,
                 Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),

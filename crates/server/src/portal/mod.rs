@@ -114,6 +114,7 @@ fn capitalise(s: &str) -> String {
 /// The portal's pages and passkey ceremonies, under the portal path.
 pub fn routes(portal_path: &str) -> Router<Shared> {
     let p = |s: &str| format!("{portal_path}{s}");
+    let portal: std::sync::Arc<str> = portal_path.into();
     Router::new()
         .route(
             &p("/login"),
@@ -176,33 +177,37 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         // Any other address under the portal path is the portal's too: its own 404 page.
         .route(&p("/{*rest}"), axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(move |r| {
+            error::with_portal(portal.clone(), r)
+        }))
 }
 
 /// An address under the portal path that is no page: the portal's 404, with a way on.
 async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
-    pages::Pages::global().render(
-        axum::http::StatusCode::NOT_FOUND,
-        "message.html",
-        minijinja::context! {
-            portal => rt.portal(), title => "Page not found",
-            message => "There is no page at this address. Check the link, or go to your account page.",
-            link => rt.portal_url("/account"), link_text => "Go to your account",
-        },
-    )
+    pages::Message {
+        portal: rt.portal(),
+        title: "Page not found",
+        text: "There is no page at this address. Check the link, or go to your account page.",
+        way_on: Some(pages::WayOn::new(
+            rt.portal_url("/account"),
+            "Go to your account",
+        )),
+        also: None,
+    }
+    .render(axum::http::StatusCode::NOT_FOUND)
 }
 
 /// A portal address asked with a method it does not take (a bookmarked form address, say):
 /// the portal's page, with a way on, rather than a bare 405.
 async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Response {
-    pages::Pages::global().render(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "message.html",
-        minijinja::context! {
-            portal => rt.portal(), title => "This page cannot be opened this way",
-            message => "This address is for a form, not for opening directly. Go to your account page and start again from there.",
-            link => rt.portal_url("/account"), link_text => "Go to your account",
-        },
-    )
+    pages::Message {
+        portal: rt.portal(),
+        title: "This page cannot be opened this way",
+        text: "This address is for a form, not for opening directly. Go to your account page and start again from there.",
+        way_on: Some(pages::WayOn::new(rt.portal_url("/account"), "Go to your account")),
+        also: None,
+    }
+    .render(axum::http::StatusCode::METHOD_NOT_ALLOWED)
 }
 
 #[cfg(test)]
