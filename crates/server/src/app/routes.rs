@@ -15,7 +15,7 @@ use tower::ServiceExt as _;
 
 use super::state::Shared;
 use crate::portal;
-use crate::portal::pages::{STYLE_CSS, WEBAUTHN_JS};
+use crate::portal::pages::{PORTAL_JS, STYLE_CSS, WEBAUTHN_JS};
 
 /// Builds the whole application router.
 pub fn router(state: Shared) -> Router {
@@ -41,6 +41,10 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
         .route(
             &p("/static/webauthn.js"),
             get(|| async { asset("text/javascript; charset=utf-8", WEBAUTHN_JS) }),
+        )
+        .route(
+            &p("/static/portal.js"),
+            get(|| async { asset("text/javascript; charset=utf-8", PORTAL_JS) }),
         )
         .merge(portal::routes(portal_path))
         .merge(crate::devices::routes(portal_path))

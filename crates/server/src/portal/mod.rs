@@ -69,18 +69,11 @@ pub(crate) async fn audit(
 pub fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
-        AuthError::Locked { until } => {
-            // A duration first: the reader's clock and time zone need not be UTC.
-            let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
-            let wait = match mins {
-                0 | 1 => "in a minute".to_string(),
-                n => format!("in {n} minutes"),
-            };
-            format!(
-                "Too many failed attempts. Try again {wait} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
-                until.format("%H:%M")
-            )
-        }
+        AuthError::Locked { until } => format!(
+            "{} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
+            pause_wait(until).trim_end_matches('.'),
+            until.format("%H:%M")
+        ),
         AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
         AuthError::Expired => "That code has expired. Ask for a new one.".into(),
         AuthError::TooManyGuesses => {
@@ -99,6 +92,102 @@ pub fn auth_message(e: &AuthError) -> String {
         AuthError::Rejected(why) => why.clone(),
         other => capitalise(&other.public_message()),
     }
+}
+
+/// A pause on signing in after too many failed attempts, as a page shows it: when it ends
+/// (RFC 3339, which the page script shows in the reader's clock) and the same in UTC for a
+/// browser without script.
+#[derive(serde::Serialize)]
+pub struct Paused {
+    /// The sentence that replaces the error ("… Try again in 5 minutes.").
+    pub message: String,
+    until: String,
+    utc: String,
+}
+
+impl Paused {
+    /// The pause `e` reports, if it is one.
+    pub fn of(e: &AuthError) -> Option<Paused> {
+        match e {
+            AuthError::Locked { until } => Some(Paused {
+                message: pause_wait(until),
+                until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                utc: until.format("%H:%M UTC").to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// After a failure the lockout counted: the pause it began, if it was the last try (shown at
+/// once, not at the next attempt — which would tell no one more).
+pub(crate) async fn paused_by(
+    st: &Shared,
+    e: &AuthError,
+    user: Option<&stepgate_store::UserRecord>,
+    username: &str,
+) -> Option<AuthError> {
+    let counted = matches!(
+        e,
+        AuthError::InvalidCredentials | AuthError::Replayed | AuthError::TooManyGuesses
+    );
+    if !counted {
+        return None;
+    }
+    let until = st.authn.paused_until(user, username).await.ok()??;
+    Some(AuthError::Locked { until })
+}
+
+/// "2 more tries before signing in is paused for 5 minutes." after a failure the lockout
+/// counted, when `regulation.announce_remaining` allows it here (`after_password`: the
+/// person has proved the password already). `None` when it does not, or nothing is left.
+pub(crate) async fn attempts_note(
+    st: &Shared,
+    rt: &crate::app::state::Runtime,
+    e: &AuthError,
+    user: Option<&stepgate_store::UserRecord>,
+    username: &str,
+    after_password: bool,
+) -> Option<String> {
+    use stepgate_authn::config::AnnounceRemaining as A;
+    let counted = matches!(
+        e,
+        AuthError::InvalidCredentials | AuthError::Replayed | AuthError::TooManyGuesses
+    );
+    let allowed = match rt.config.regulation.announce_remaining {
+        A::Off => false,
+        A::AfterPassword => after_password,
+        A::Always => true,
+    };
+    if !(counted && allowed) {
+        return None;
+    }
+    let left = st.authn.attempts_left(user, username).await.ok()??;
+    let mins = rt.config.regulation.ban_time.as_secs().div_ceil(60).max(1);
+    let pause = match mins {
+        1 => "a minute".to_string(),
+        n => format!("{n} minutes"),
+    };
+    match left {
+        0 => None,
+        1 => Some(format!(
+            "1 more try before signing in is paused for {pause}."
+        )),
+        n => Some(format!(
+            "{n} more tries before signing in is paused for {pause}."
+        )),
+    }
+}
+
+/// "Too many failed attempts, so signing in is paused. Try again in 5 minutes." — a
+/// duration, which needs no clock or time zone (pages add the local time beside it).
+pub fn pause_wait(until: &chrono::DateTime<chrono::Utc>) -> String {
+    let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
+    let wait = match mins {
+        0 | 1 => "in a minute".to_string(),
+        n => format!("in {n} minutes"),
+    };
+    format!("Too many failed attempts, so signing in is paused. Try again {wait}.")
 }
 
 fn capitalise(s: &str) -> String {
@@ -218,7 +307,10 @@ mod tests {
     fn a_lock_is_told_as_a_wait_and_a_time() {
         let until = chrono::Utc::now() + chrono::Duration::seconds(290);
         let m = auth_message(&AuthError::Locked { until });
-        assert!(m.contains("Try again in 5 minutes (at "), "{m}");
+        assert!(
+            m.contains("signing in is paused. Try again in 5 minutes (at "),
+            "{m}"
+        );
         assert!(m.contains("help desk can unlock"), "{m}");
         let soon = chrono::Utc::now() + chrono::Duration::seconds(20);
         assert!(auth_message(&AuthError::Locked { until: soon }).contains("in a minute"));

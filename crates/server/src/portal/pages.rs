@@ -12,12 +12,19 @@ use crate::app::responses::security_headers as portal_headers;
 pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
 /// The WebAuthn glue.
 pub const WEBAUTHN_JS: &str = include_str!("../../assets/webauthn.js");
+/// The page script: local times, a paused form opened again.
+pub const PORTAL_JS: &str = include_str!("../../assets/portal.js");
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("step_up.html", include_str!("../../templates/step_up.html")),
+    (
+        "step_offer.html",
+        include_str!("../../templates/step_offer.html"),
+    ),
     ("blocked.html", include_str!("../../templates/blocked.html")),
+    ("paused.html", include_str!("../../templates/paused.html")),
     ("message.html", include_str!("../../templates/message.html")),
     (
         "sessions.html",
