@@ -221,6 +221,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/forgot"),
             get(enrolment::forgot_page).post(enrolment::forgot_submit),
         )
+        .route(&p("/forgot/email/send"), post(enrolment::forgot_email_send))
+        .route(&p("/forgot/email"), post(enrolment::forgot_email_submit))
         .route(&p("/welcome"), get(enrolment::welcome_page))
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/login/upstream/{id}"), get(upstream::start))
