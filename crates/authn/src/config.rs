@@ -669,6 +669,24 @@ pub struct RegulationConfig {
     pub otp_sends_per_destination: u32,
     /// Window for OTP send limits (default `15m`).
     pub otp_send_window: HumanDuration,
+    /// When a failed attempt tells the person how many tries are left before the pause
+    /// (default `after_password`).
+    pub announce_remaining: AnnounceRemaining,
+}
+
+/// When the portal says how many attempts are left before `max_retries` pauses sign-in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnounceRemaining {
+    /// Never: the person learns of the pause when it comes.
+    Off,
+    /// Only once the password is right (the step-up and second step of a sign-in): whoever
+    /// sees the count has already proved the first factor.
+    #[default]
+    AfterPassword,
+    /// Also on the login form. Every name typed is counted alike, known or not, so the
+    /// count reveals no account; it does tell a guesser how fast to go.
+    Always,
 }
 
 impl Default for RegulationConfig {
@@ -682,6 +700,7 @@ impl Default for RegulationConfig {
             otp_sends_per_user: 5,
             otp_sends_per_destination: 5,
             otp_send_window: HumanDuration::from_secs(900),
+            announce_remaining: AnnounceRemaining::default(),
         }
     }
 }

@@ -458,6 +458,44 @@ impl Authenticator {
         }
     }
 
+    /// How many more failures `user` (or, with no such user, the name typed) may have
+    /// within `find_time` before sign-in is paused for `ban_time`; `None` when
+    /// `max_retries` is off. Read after a failure, it counts that failure.
+    pub async fn attempts_left(
+        &self,
+        user: Option<&UserRecord>,
+        username: &str,
+    ) -> Result<Option<u32>, AuthError> {
+        let max = self.inner.settings.regulation.max_retries;
+        if max == 0 {
+            return Ok(None);
+        }
+        let subject = Self::subject_key(user, username);
+        let failed = self
+            .hot()
+            .get_counter(&format!("authn:fail:{subject}"))
+            .await?;
+        Ok(Some(
+            max.saturating_sub(u32::try_from(failed).unwrap_or(u32::MAX)),
+        ))
+    }
+
+    /// Until when signing in as `user` (or the name typed) is paused, if it is: read after
+    /// a failure, it says whether that failure began the pause. Counted and paused alike
+    /// for every name, so it reveals no account.
+    pub async fn paused_until(
+        &self,
+        user: Option<&UserRecord>,
+        username: &str,
+    ) -> Result<Option<DateTime<Utc>>, AuthError> {
+        let subject = Self::subject_key(user, username);
+        let until = self
+            .hot()
+            .ban_until(&format!("authn:ban:{subject}"))
+            .await?;
+        Ok(until.filter(|u| *u > Utc::now()))
+    }
+
     async fn check_regulation(&self, subject: &str, ip: Option<IpAddr>) -> Result<(), AuthError> {
         let hot = self.hot();
         let c = AttemptCounters {

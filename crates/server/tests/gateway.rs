@@ -1058,10 +1058,16 @@ async fn a_broken_store_refuses_with_503() {
     h.st.cache.advance_clock(h.st.cache.ttl());
     let hits = h.hits();
     let r = c.get(h.url("app.test", "/")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
-    let body = r.text().await.unwrap();
+    let body = error_page(r, 503, "Try again in a moment").await;
     assert!(!body.contains("hot_sessions"), "no internals: {body}");
+    assert!(
+        body.contains(&format!(
+            "href=\"{}\" id=\"continue\">Try again</a>",
+            h.url("app.test", "/")
+        )),
+        "{body}"
+    );
     let r = c
         .get(h.url("app.test", "/"))
         .header("accept", "application/json")
@@ -1658,4 +1664,123 @@ async fn a_session_is_asserted_anew_when_its_user_changes() {
     assert_ne!(changed["assertion"], first["assertion"]);
     assert_eq!(claims_of(&changed["assertion"])["name"], "Jane Changed");
     assert_eq!(changed["user"], "jane");
+}
+
+/// The parts every error page of the gateway has: the portal's layout (its stylesheet, no
+/// inline script), a heading, the request's id as sent in `x-request-id`, and the
+/// security headers. Returns the body.
+async fn error_page(r: reqwest::Response, status: u16, heading: &str) -> String {
+    assert_eq!(r.status(), status);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-store");
+    let id = h["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 24, "{id}");
+    // minijinja escapes `/` in attributes; read the page with it as written.
+    let body = r.text().await.unwrap().replace("&#x2f;", "/");
+    assert!(body.contains("/_stepgate/static/style.css"), "{body}");
+    assert!(body.contains(&format!("<h1>{heading}</h1>")), "{body}");
+    assert!(
+        body.contains(&format!("<code id=\"request-id\">{id}</code>")),
+        "the page shows the id the header names: {body}"
+    );
+    assert_eq!(
+        body.matches("<script").count(),
+        body.matches("<script src=").count(),
+        "no inline script: {body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn the_gateways_own_errors_are_portal_pages_with_a_way_on() {
+    let h = start().await;
+    let c = plain();
+    let html = |req: reqwest::RequestBuilder| req.header("accept", "text/html").send();
+    let account = format!(
+        "href=\"http://127.0.0.1:{}/_stepgate/account\"",
+        h.addr.port()
+    );
+
+    // A host stepgate does not serve: 421, a way to the account page on the public URL.
+    let r = html(c.get(h.url("nowhere.test", "/x"))).await.unwrap();
+    let body = error_page(r, 421, "Not served here").await;
+    assert!(body.contains(&account), "{body}");
+    // An API keeps its JSON.
+    let r = c
+        .get(h.url("nowhere.test", "/x"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+
+    // The portal's own host, where no app is: 404 in the portal's layout.
+    let r = html(c.get(h.url("127.0.0.1", "/nothing-here")))
+        .await
+        .unwrap();
+    let body = error_page(r, 404, "Page not found").await;
+    assert!(body.contains(&account), "{body}");
+
+    // An app that is down, for a signed-in browser: "Try again" repeats the GET, with the
+    // account page beside it (the sign-in lands there).
+    let b = Browser::new();
+    let r = sign_in(
+        &b,
+        &h.url("down.test", "/reports?week=3"),
+        &JANE,
+        &JANE.code(0),
+    )
+    .await;
+    let body = error_page(r, 502, "The application is not answering").await;
+    assert!(
+        body.contains(r#"<a class="button" href="/reports?week=3" id="continue">Try again</a>"#),
+        "{body}"
+    );
+    assert!(body.contains(&account), "{body}");
+    for leak in ["127.0.0.1:1", "refused", "hyper"] {
+        assert!(!body.contains(leak), "{leak} in {body}");
+    }
+    // A form's POST is not repeated by a link: the app's start page instead.
+    let r = html(b.post(h.url("down.test", "/reports"))).await.unwrap();
+    let body = error_page(r, 502, "The application is not answering").await;
+    assert!(
+        body.contains(r#"href="/" id="continue">Go to the start page of down</a>"#),
+        "{body}"
+    );
+    // An address odd enough to escape into the page is escaped, never markup.
+    let r = html(b.get(h.url("down.test", "/a\"><b>x"))).await.unwrap();
+    let body = error_page(r, 502, "The application is not answering").await;
+    assert!(!body.contains("\"><b>"), "{body}");
+    // An API client (a bearer token) keeps its JSON.
+    let token = h.idp.token(|_| {});
+    let r = c
+        .get(h.url("down.test", "/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "bad_gateway"
+    );
+
+    // Too slow: 504 with the same way on.
+    let r = sign_in(&b, &h.url("slow.test", "/slow"), &JANE, &JANE.code(1)).await;
+    let body = error_page(r, 504, "The application took too long").await;
+    assert!(
+        body.contains(r#"href="/slow" id="continue">Try again</a>"#),
+        "{body}"
+    );
 }

@@ -425,3 +425,152 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// "Not you? Cancel this sign-in" ends the half-done sign-in in the store, not only in the
+/// browser; it takes the page's CSRF token and step-up link, and a complete session's
+/// step-up has no cancel (it would be a sign-out by another name).
+#[tokio::test]
+async fn a_half_done_sign_in_can_be_cancelled_and_only_that() {
+    let h = start().await;
+    let b = Browser::new();
+    let page = Page::open(&b, &h.at("/app")).await;
+    let r = page
+        .submit(
+            &b,
+            "/_stepgate/login",
+            &[("username", JANE.username), ("password", JANE.password)],
+        )
+        .await;
+    let pending = b.session_id(&h.base).expect("a pending session");
+    let step = Page::read(r).await;
+    assert!(step.html.contains("id=\"cancel-sign-in\""), "{}", step.html);
+    assert!(step.html.contains("Signing in as <strong>jane</strong>"));
+
+    // Without the page's CSRF token, or with a forged link: refused, the sign-in stays.
+    let forged = b
+        .post(h.at("/_stepgate/step-up/cancel"))
+        .form(&[("csrf", "nope"), ("t", step.field("t").as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let forged = b
+        .post(h.at("/_stepgate/step-up/cancel"))
+        .form(&[("csrf", step.field("csrf").as_str()), ("t", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(h
+        .st
+        .stores
+        .hot
+        .get_session(&pending)
+        .await
+        .unwrap()
+        .is_some());
+
+    let r = step.submit(&b, "/_stepgate/step-up/cancel", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.url().path(), "/_stepgate/login", "{}", r.url());
+    assert!(
+        r.url().query().unwrap_or("").starts_with("t="),
+        "the login keeps the destination"
+    );
+    assert!(
+        h.st.stores
+            .hot
+            .get_session(&pending)
+            .await
+            .unwrap()
+            .is_none(),
+        "the half-done sign-in is gone from the store"
+    );
+    // Its step-up page is of no more use.
+    let again = step.submit_code(&b, &JANE.code(0)).await;
+    assert_ne!(again.status(), 200, "{}", again.url());
+    let cancelled = stepgate_store::AuditQuery {
+        kind: Some("signin.cancelled".into()),
+        actor: Some("jane".into()),
+        ..Default::default()
+    };
+    let audit = h.st.stores.durable.list_audit(&cancelled).await.unwrap();
+    assert_eq!(audit.len(), 1, "audited once");
+
+    // A signed-in user's step-up (the sensitive POST) has no cancel.
+    let r = sign_in(&b, &h.at("/app"), &JANE, &JANE.code(1)).await;
+    assert_eq!(r.status(), 200);
+    age_factors(&h, &b, 2).await;
+    let r = b.post(h.at("/danger")).send().await.unwrap();
+    let step = Page::read(r).await;
+    assert!(!step.html.contains("cancel-sign-in"), "{}", step.html);
+    let signed_in = b.session_id(&h.base).unwrap();
+    let r = step.submit(&b, "/_stepgate/step-up/cancel", &[]).await;
+    assert_eq!(r.status(), 400);
+    assert!(h
+        .st
+        .stores
+        .hot
+        .get_session(&signed_in)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// `regulation.announce_remaining`: `always` counts down on the login form too, for a name
+/// no one has as for a real one (the count reveals no account); `off` never counts down;
+/// either way the last try says at once that signing in is paused, with the time (UTC
+/// without the page script) and a disabled form.
+#[tokio::test]
+async fn the_tries_left_are_told_as_configured_and_the_pause_at_once() {
+    for (announce, counts) in [("always", true), ("off", false)] {
+        let yaml = CONFIG.replace(
+            "regulation:\n  max_retries: 50",
+            &format!("regulation:\n  announce_remaining: {announce}\n  max_retries: 3"),
+        );
+        let app = axum::Router::new().fallback(any(|| async { "app" }));
+        let h = Server::build(&yaml)
+            .with("UPSTREAM", upstream::serve(app).await)
+            .demo_users()
+            .start()
+            .await;
+        for name in [JANE.username, "nobody-has-this-name"] {
+            let b = Browser::new();
+            let mut texts = Vec::new();
+            for _ in 0..3 {
+                let page = Page::open(&b, &h.at("/app")).await;
+                let r = page
+                    .submit(
+                        &b,
+                        "/_stepgate/login",
+                        &[("username", name), ("password", "wrong")],
+                    )
+                    .await;
+                texts.push((r.status().as_u16(), r.text().await.unwrap()));
+            }
+            let told = |i: usize, s: &str| texts[i].1.contains(s);
+            assert_eq!(texts[0].0, 401);
+            assert_eq!(
+                told(0, "2 more tries before signing in is paused for 5 minutes."),
+                counts,
+                "{announce} {name}"
+            );
+            assert_eq!(
+                told(1, "1 more try before signing in is paused"),
+                counts,
+                "{announce} {name}"
+            );
+            // The last try: paused now, the form disabled, the time in UTC and in RFC 3339
+            // for the page script, and who can unlock.
+            assert_eq!(texts[2].0, 429, "{announce} {name}");
+            let last = &texts[2].1;
+            assert!(
+                told(2, "signing in is paused. Try again in 5 minutes."),
+                "{last}"
+            );
+            assert!(last.contains(" disabled data-paused-until=\""), "{last}");
+            assert!(last.contains("UTC</time>."), "{last}");
+            assert!(last.contains("they can unlock your account"), "{last}");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use tower::ServiceExt as _;
 
 use super::state::Shared;
 use crate::portal;
-use crate::portal::pages::{STYLE_CSS, WEBAUTHN_JS};
+use crate::portal::pages::{PORTAL_JS, STYLE_CSS, WEBAUTHN_JS};
 
 /// Builds the whole application router.
 pub fn router(state: Shared) -> Router {
@@ -41,6 +41,10 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
         .route(
             &p("/static/webauthn.js"),
             get(|| async { asset("text/javascript; charset=utf-8", WEBAUTHN_JS) }),
+        )
+        .route(
+            &p("/static/portal.js"),
+            get(|| async { asset("text/javascript; charset=utf-8", PORTAL_JS) }),
         )
         .merge(portal::routes(portal_path))
         .merge(crate::devices::routes(portal_path))
@@ -250,6 +254,17 @@ pub(super) fn service(
                     Ok(finish_like_router(res, head))
                 }
             };
+            // Every answer names its request, also those no entry point decided (a
+            // portal page, a refusal before the decision), for the help desk and the logs.
+            let res = res.map(|mut r| {
+                if !r
+                    .headers()
+                    .contains_key(crate::access::decision_log::REQUEST_ID_HEADER)
+                {
+                    crate::access::decision_log::set_header(&mut r, id);
+                }
+                r
+            });
             match guard {
                 None => res,
                 Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),

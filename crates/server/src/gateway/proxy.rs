@@ -34,7 +34,15 @@ pub struct Destination<'a> {
 /// stepgate's cookies kept out both ways, and only a WebSocket upgrade passed on (its
 /// connection then lasts only as long as the grant).
 pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_>) -> Response {
-    let bad_gateway = |api| RefusalKind::BadGateway.to(api, rt).into_response();
+    // A failure page's way back: the same address again for a GET, else the app's start
+    // page (kept as the cheap clones of method and URI, built only on a failure).
+    let (method, asked) = (req.method().clone(), req.uri().clone());
+    let failed = |kind: RefusalKind| {
+        let target = asked.path_and_query().map_or("/", |p| p.as_str());
+        let back = super::render::try_again(&method, target, to.app);
+        kind.to(to.api, rt).back(back).into_response()
+    };
+    let bad_gateway = |_api| failed(RefusalKind::BadGateway);
     let Some(target) = rt.upstreams.get(to.app.id.as_str()) else {
         return bad_gateway(to.api);
     };
@@ -56,7 +64,7 @@ pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_
                 timeout_secs = timeout.as_secs(),
                 "upstream did not answer in time"
             );
-            RefusalKind::GatewayTimeout.to(to.api, rt).into_response()
+            failed(RefusalKind::GatewayTimeout)
         }
     }
 }

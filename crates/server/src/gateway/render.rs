@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use stepgate_policy::{MaxAge, StepUpRequirement};
 
 use crate::access::{SignInReason, Verdict};
-use crate::app::responses::{json_error, security_headers, see_other};
+use crate::app::responses::{json_error, see_other};
 use crate::app::signer::Signer;
 use crate::app::state::Runtime;
 use crate::portal::links::{BlockedToken, Links, StepToken};
-use crate::portal::pages::Pages;
+use crate::portal::pages::{Message, Pages, WayOn};
 
 /// A request the gateway will not decide on, or cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub enum RefusalKind {
     Unavailable(String),
 }
 
-/// A refusal, for a browser (HTML or text) or an API (JSON).
+/// A refusal, for a browser (a page in the portal's layout) or an API (JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// What went wrong.
@@ -43,6 +43,11 @@ pub struct Refusal {
     pub api: bool,
     /// The portal path (a page's stylesheet is under it).
     pub portal: String,
+    /// The account page, on the public URL: the way on when there is no better one.
+    pub account: String,
+    /// A better way on, when the refusal knows one: the same address again (a GET to an
+    /// application that did not answer), or the application's start page.
+    pub back: Option<WayOn>,
 }
 
 impl RefusalKind {
@@ -52,118 +57,132 @@ impl RefusalKind {
             kind: self,
             api,
             portal: rt.portal().to_string(),
+            account: rt.portal_url("/account"),
+            back: None,
         }
+    }
+}
+
+impl Refusal {
+    /// With `back` as the page's main way on.
+    pub fn back(mut self, back: WayOn) -> Self {
+        self.back = Some(back);
+        self
+    }
+}
+
+/// The way back for a request to an application that failed: the same address again when
+/// it was a GET (or HEAD), else the application's start page (a form's address must not be
+/// opened by a link).
+pub fn try_again(method: &Method, target: &str, app: &stepgate_policy::spec::AppSpec) -> WayOn {
+    if (*method == Method::GET || *method == Method::HEAD) && target.starts_with('/') {
+        WayOn::new(target, "Try again")
+    } else {
+        let name = app.name.as_deref().unwrap_or(app.id.as_str());
+        WayOn::new("/", format!("Go to the start page of {name}"))
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         use RefusalKind::*;
-        let (api, portal) = (self.api, self.portal.as_str());
-        let (status, error, why): (StatusCode, &str, String) = match self.kind {
+        let api = self.api;
+        let (status, error, title, text): (StatusCode, &str, &str, String) = match &self.kind {
             BadRequest(why) => {
                 tracing::info!(reason = %why, "refused a malformed request");
-                (StatusCode::BAD_REQUEST, "invalid_request", why)
-            }
-            MethodNotAllowed(why) => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", why),
-            Misdirected => {
-                return page_or_json(
-                    api,
-                    portal,
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "Not served here",
-                    "This address is not one stepgate serves. Check the link, or ask your administrator which address to use.",
+                (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "This address cannot be opened",
+                    format!("stepgate refused this request: {why}. Check the link you followed."),
                 )
             }
-            NotFound => {
-                return page_or_json(
-                    api,
-                    portal,
-                    StatusCode::NOT_FOUND,
-                    "Not found",
-                    "No application is configured for this address.",
-                )
-            }
-            BadGateway => return bad_gateway(api, StatusCode::BAD_GATEWAY),
-            GatewayTimeout => return bad_gateway(api, StatusCode::GATEWAY_TIMEOUT),
+            MethodNotAllowed(why) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "This request is not allowed",
+                format!("stepgate does not pass on this kind of request: {why}."),
+            ),
+            Misdirected => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "invalid_request",
+                "Not served here",
+                "This address is not one stepgate serves. Check the link, or ask your administrator which address to use.".into(),
+            ),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "invalid_request",
+                "Page not found",
+                "No application is configured for this address. Check the link, or go to your account page.".into(),
+            ),
+            BadGateway => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "The application is not answering",
+                "The application behind this address is unavailable right now. You are still signed in; try again in a moment.".into(),
+            ),
+            GatewayTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "The application took too long",
+                "The application behind this address did not answer in time. You are still signed in; try again in a moment.".into(),
+            ),
             Unavailable(detail) => {
                 tracing::error!(error = %detail, "a store or signal source failed: refusing the request");
-                let mut r = text_or_json(
-                    api,
+                (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
-                    "stepgate cannot verify this request right now; try again shortly",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return r;
+                    "Try again in a moment",
+                    "stepgate cannot check this request right now, so it did not let it through. Try again in a moment.".into(),
+                )
             }
         };
-        let mut r = text_or_json(api, status, error, &why);
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            r.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
+        let mut r = if api {
+            json_error(status, error, &api_description(&self.kind, &text))
+        } else {
+            let home = WayOn::new(self.account.as_str(), "Go to your account");
+            let (way_on, also) = match self.back {
+                Some(back) => (back, Some(home)),
+                None => (home, None),
+            };
+            Message {
+                portal: &self.portal,
+                title,
+                text: &text,
+                way_on: Some(way_on),
+                also,
+            }
+            .render(status)
+        };
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                r.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         r
     }
 }
 
-/// A plain-text (browsers) or JSON (APIs) answer with the security headers.
-fn text_or_json(api: bool, status: StatusCode, error: &str, why: &str) -> Response {
-    if api {
-        return json_error(status, error, why);
+/// What an API client is told (the words it was told before the pages existed: clients
+/// may match on them).
+fn api_description(kind: &RefusalKind, text: &str) -> String {
+    match kind {
+        RefusalKind::BadRequest(why) | RefusalKind::MethodNotAllowed(why) => why.clone(),
+        RefusalKind::BadGateway => "the upstream application is unavailable".into(),
+        RefusalKind::GatewayTimeout => "the upstream application did not answer in time".into(),
+        RefusalKind::Unavailable(_) => {
+            "stepgate cannot verify this request right now; try again shortly".into()
+        }
+        RefusalKind::Misdirected | RefusalKind::NotFound => text.to_string(),
     }
-    let reason = status.canonical_reason().unwrap_or("Refused");
-    let r = (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{reason}: {why}."),
-    )
-        .into_response();
-    security_headers(r)
-}
-
-/// A portal message page (browsers) or a JSON error (APIs).
-fn page_or_json(
-    api: bool,
-    portal: &str,
-    status: StatusCode,
-    title: &str,
-    message: &str,
-) -> Response {
-    if api {
-        return json_error(status, "invalid_request", message);
-    }
-    Pages::global().render(
-        status,
-        "message.html",
-        minijinja::context! { portal => portal, title => title, message => message },
-    )
-}
-
-/// A gateway error page that says nothing of internals.
-fn bad_gateway(api: bool, status: StatusCode) -> Response {
-    let timeout = status == StatusCode::GATEWAY_TIMEOUT;
-    if api {
-        let (error, why) = if timeout {
-            (
-                "gateway_timeout",
-                "the upstream application did not answer in time",
-            )
-        } else {
-            ("bad_gateway", "the upstream application is unavailable")
-        };
-        return json_error(status, error, why);
-    }
-    let r = (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<!doctype html><title>Unavailable</title><h1>The application is unavailable</h1><p>Please try again in a moment.</p>",
-    )
-        .into_response();
-    security_headers(r)
 }
 
 /// What a browser sent to the portal comes back to: the request's URL, and, for a step-up
@@ -264,7 +283,15 @@ pub fn refused(
 ) -> Response {
     let api = crate::app::responses::is_api(headers);
     match verdict {
-        Verdict::Unavailable(e) => RefusalKind::Unavailable(e).to(api, rt).into_response(),
+        Verdict::Unavailable(e) => {
+            let refusal = RefusalKind::Unavailable(e).to(api, rt);
+            // The same address again, for a request a link may repeat.
+            match *ret.method == Method::GET || *ret.method == Method::HEAD {
+                true => refusal.back(WayOn::new(ret.url.as_str(), "Try again")),
+                false => refusal,
+            }
+            .into_response()
+        }
         Verdict::SignIn(reason) if api => sign_in_challenge(reason),
         Verdict::StepUp(s) if api => insufficient_user_authentication(&s.requirement, &s.why),
         Verdict::Deny(d) if api => json_error(StatusCode::FORBIDDEN, "access_denied", &d.message),

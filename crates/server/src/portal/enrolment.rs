@@ -381,6 +381,17 @@ fn forgot(
     error: Option<(StatusCode, String)>,
     username: &str,
 ) -> Response {
+    forgot_with(st, rt, jar, error, username, None)
+}
+
+fn forgot_with(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    error: Option<(StatusCode, String)>,
+    username: &str,
+    code_sent: Option<&str>,
+) -> Response {
     let (jar, pre) = pre_session(rt, jar);
     let (status, error) = match error {
         Some((s, e)) => (s, Some(e)),
@@ -393,6 +404,7 @@ fn forgot(
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), error => error,
             recovery_codes => rt.config.factors.recovery_codes.enabled, username_value => username,
             help => rt.config.portal.help.as_deref(),
+            email_codes => rt.config.factors.email_otp.enabled, code_sent => code_sent,
         },
     );
     (jar, page).into_response()
@@ -463,5 +475,138 @@ pub async fn forgot_submit(
             let e = (StatusCode::SERVICE_UNAVAILABLE, auth_message(&e));
             forgot(&st, &rt, jar, Some(e), username)
         }
+    }
+}
+
+/// The e-mail code forms of "Forgot your password?".
+#[derive(Deserialize)]
+pub struct ForgotEmailForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// `POST {portal}/forgot/email/send`: e-mails a code to the address the user signs in with
+/// (`factors.email_otp` enabled and an address confirmed). The answer is the same whether
+/// or not the name exists or has an address, and the message is sent after the answer, so
+/// neither the words nor the time tell who has an account.
+pub async fn forgot_email_send(
+    Visit { st, here: rt, jar }: Visit,
+    Form(f): Form<ForgotEmailForm>,
+) -> Response {
+    if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
+        return e.into_response();
+    }
+    if !rt.config.factors.email_otp.enabled {
+        return PortalError::BadRequest.into_response();
+    }
+    let username = f.username.trim().to_string();
+    if username.is_empty() || username.len() > 256 {
+        let e = (
+            StatusCode::BAD_REQUEST,
+            "Type your username, then ask for a code.".to_string(),
+        );
+        return forgot(&st, &rt, jar, Some(e), &username);
+    }
+    let sender = st.clone();
+    let name = username.clone();
+    tokio::spawn(async move {
+        let user = match sender.authn.find_user(&name).await {
+            Ok(Some(u)) if !u.disabled => u,
+            _ => return,
+        };
+        match sender.authn.send_otp(&user, FactorKind::EmailOtp).await {
+            Ok(_) => {
+                audit(
+                    &sender,
+                    "password.reset_code_sent",
+                    &user.username,
+                    None,
+                    serde_json::json!({ "by": "email_otp" }),
+                )
+                .await;
+            }
+            Err(e) => tracing::info!(error = %e, "no password-reset code sent"),
+        }
+    });
+    forgot_with(&st, &rt, jar, None, &username, Some(&username))
+}
+
+/// `POST {portal}/forgot/email`: the e-mailed code (single use, regulated like any factor)
+/// earns a reset link of the user's own, followed at once, as a recovery code does.
+pub async fn forgot_email_submit(
+    Visit { st, here: rt, jar }: Visit,
+    peer: Peer,
+    headers: HeaderMap,
+    Form(f): Form<ForgotEmailForm>,
+) -> Response {
+    if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
+        return e.into_response();
+    }
+    if !rt.config.factors.email_otp.enabled {
+        return PortalError::BadRequest.into_response();
+    }
+    let ip = client_ip(&rt, peer.0, &headers);
+    let username = f.username.trim();
+    let no_match = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            "That code does not match, or has expired. Check it, or ask for a new one.".to_string(),
+        )
+    };
+    let again = |st: &Shared, jar, e| forgot_with(st, &rt, jar, Some(e), username, Some(username));
+    let user = match st.authn.find_user(username).await {
+        Ok(Some(u)) if !u.disabled => u,
+        Ok(_) => return again(&st, jar, no_match()),
+        Err(e) => {
+            return again(
+                &st,
+                jar,
+                (StatusCode::SERVICE_UNAVAILABLE, auth_message(&e)),
+            )
+        }
+    };
+    if let Err(e) = st
+        .authn
+        .verify_otp(&user, FactorKind::EmailOtp, &f.code, ip)
+        .await
+    {
+        let e = match e {
+            AuthError::InvalidCredentials
+            | AuthError::NotEnrolled(_)
+            | AuthError::Expired
+            | AuthError::Replayed => no_match(),
+            AuthError::Locked { .. } | AuthError::AccountLocked | AuthError::TooManyGuesses => {
+                (StatusCode::TOO_MANY_REQUESTS, auth_message(&e))
+            }
+            other => (StatusCode::SERVICE_UNAVAILABLE, auth_message(&other)),
+        };
+        return again(&st, jar, e);
+    }
+    audit(
+        &st,
+        "password.reset_code_used",
+        &user.username,
+        ip,
+        serde_json::json!({ "by": "email_otp" }),
+    )
+    .await;
+    match st
+        .authn
+        .issue_link(&user, LinkPurpose::PasswordReset, SELF_RESET_TTL, None)
+        .await
+    {
+        Ok(link) => {
+            let url = rt.portal_url(&format!("/reset/{}", link.token.as_str()));
+            (jar, see_other(&url)).into_response()
+        }
+        Err(e) => again(
+            &st,
+            jar,
+            (StatusCode::SERVICE_UNAVAILABLE, auth_message(&e)),
+        ),
     }
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::pages::Pages;
+use super::pages::{Message, Pages, WayOn};
 
 /// Why a portal request cannot go on.
 #[derive(Debug)]
@@ -62,59 +62,141 @@ impl From<stepgate_store::StoreError> for PortalError {
     }
 }
 
-fn message(status: StatusCode, portal: &str, ctx: minijinja::Value) -> Response {
-    let ctx = minijinja::context! { portal => portal, ..ctx };
-    Pages::global().render(status, "message.html", ctx)
+/// The portal's pages that come back to the account page.
+fn account(portal: &str) -> Option<WayOn> {
+    Some(WayOn::new(
+        format!("{portal}/account"),
+        "Go to your account",
+    ))
+}
+
+fn page(status: StatusCode, m: Message<'_>) -> Response {
+    m.render(status)
+}
+
+/// A page rendered by [`with_portal`], for an error that does not know the portal path
+/// (a store failure met through `?`, a request naming nothing of the user's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unrendered {
+    BadRequest,
+    StoreDown,
+}
+
+impl Unrendered {
+    fn render(self, portal: &str) -> Response {
+        match self {
+            Unrendered::BadRequest => page(
+                StatusCode::BAD_REQUEST,
+                Message {
+                    portal,
+                    title: "This request cannot be used",
+                    text: "The page sent something stepgate cannot use: it may be out of date, or belong to another account. Go to your account page and start again from there.",
+                    way_on: account(portal),
+                    also: None,
+                },
+            ),
+            Unrendered::StoreDown => {
+                let mut r = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Message {
+                        portal,
+                        title: "Try again in a moment",
+                        text: "stepgate cannot reach its records right now, so nothing was changed. Wait a moment and try again.",
+                        way_on: account(portal),
+                        also: None,
+                    },
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("5"),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// The portal router's last step: an error that could not render itself (it did not know
+/// the portal path) is rendered here, where the path is known.
+pub async fn with_portal(portal: std::sync::Arc<str>, mut r: Response) -> Response {
+    match r.extensions_mut().remove::<Unrendered>() {
+        Some(u) => u.render(&portal),
+        None => r,
+    }
 }
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
-        use minijinja::context;
         match self {
-            PortalError::FormExpired { portal } => message(
+            PortalError::FormExpired { portal } => page(
                 StatusCode::FORBIDDEN,
-                &portal,
-                context! { title => "Form expired", message => "This form expired or did not come from stepgate. Go back, reload the page and try again.", link => format!("{portal}/account"), link_text => "Continue" },
+                Message {
+                    portal: &portal,
+                    title: "Form expired",
+                    text: "This form expired or did not come from stepgate, so nothing was sent. Open the page again and try once more.",
+                    way_on: account(&portal),
+                    also: None,
+                },
             ),
-            PortalError::SignedOut { portal } => message(
+            PortalError::SignedOut { portal } => page(
                 StatusCode::UNAUTHORIZED,
-                &portal,
-                context! { title => "Signed out", message => "Your session ended. Sign in again.", link => format!("{portal}/login"), link_text => "Sign in" },
+                Message {
+                    portal: &portal,
+                    title: "Signed out",
+                    text: "Your session ended. Sign in again.",
+                    way_on: Some(WayOn::new(format!("{portal}/login"), "Sign in")),
+                    also: None,
+                },
             ),
-            PortalError::LinkExpired { portal, username } => message(
+            PortalError::LinkExpired { portal, username } => Pages::global().render(
                 StatusCode::BAD_REQUEST,
-                &portal,
-                context! { title => "Link expired", message => "This link is invalid or has expired. Go back to the application and try again.", username => username },
+                "message.html",
+                minijinja::context! {
+                    portal => &portal, username => username, title => "Link expired",
+                    message => "This link is invalid or has expired. Go back to the application and try again: it sends you a new link.",
+                    link => format!("{portal}/account"), link_text => "Go to your account",
+                },
             ),
-            PortalError::RepeatedCookie { portal } => message(
+            PortalError::RepeatedCookie { portal } => page(
                 StatusCode::BAD_REQUEST,
-                &portal,
-                context! { title => "Cookie problem", message => crate::session::cookies::RepeatedSessionCookie.to_string() },
+                Message {
+                    portal: &portal,
+                    title: "Cookie problem",
+                    text: &crate::session::cookies::RepeatedSessionCookie.to_string(),
+                    way_on: Some(WayOn::new(format!("{portal}/login"), "Sign in again")),
+                    also: None,
+                },
             ),
             PortalError::Upstream {
                 portal,
                 status,
                 message: text,
-            } => message(
+            } => page(
                 status,
-                &portal,
-                context! { title => "Not signed in", message => text, link => format!("{portal}/login"), link_text => "Back to sign-in" },
+                Message {
+                    portal: &portal,
+                    title: "Not signed in",
+                    text: &text,
+                    way_on: Some(WayOn::new(format!("{portal}/login"), "Back to sign-in")),
+                    also: None,
+                },
             ),
-            PortalError::BadRequest => {
-                crate::app::responses::security_headers(StatusCode::BAD_REQUEST.into_response())
-            }
+            PortalError::BadRequest => unrendered(Unrendered::BadRequest),
             PortalError::StoreDown(e) => {
                 tracing::error!(error = %e, "store unavailable in the portal");
-                let r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "stepgate cannot reach its store; try again shortly",
-                )
-                    .into_response();
-                crate::app::responses::security_headers(r)
+                unrendered(Unrendered::StoreDown)
             }
             PortalError::Json(status, msg) => crate::app::responses::security_headers(
                 (status, Json(serde_json::json!({ "error": msg }))).into_response(),
             ),
         }
     }
+}
+
+fn unrendered(u: Unrendered) -> Response {
+    // Rendered without the stylesheet should the layer be missing (a handler called
+    // outside the portal router): still the page's words, status and headers.
+    let mut r = u.render("");
+    r.extensions_mut().insert(u);
+    r
 }

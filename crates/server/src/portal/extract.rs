@@ -59,11 +59,17 @@ impl FromRequestParts<Shared> for Here {
                     .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
                 && rt.serves_host(h)
         }) else {
-            return Err(super::pages::Pages::global().render(
-                StatusCode::MISDIRECTED_REQUEST,
-                "message.html",
-                minijinja::context! { portal => rt.portal(), title => "Not served here", message => "This address is not one stepgate serves. Check the link, or ask your administrator which address to use." },
-            ));
+            return Err(super::pages::Message {
+                portal: rt.portal(),
+                title: "Not served here",
+                text: "This address is not one stepgate serves. Check the link, or ask your administrator which address to use.",
+                way_on: Some(super::pages::WayOn::new(
+                    rt.portal_url("/account"),
+                    "Go to your account",
+                )),
+                also: None,
+            }
+            .render(StatusCode::MISDIRECTED_REQUEST));
         };
         let scheme = if parts.extensions.get::<crate::app::tls::Tls>().is_some() {
             "https"

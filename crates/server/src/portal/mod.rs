@@ -68,18 +68,11 @@ pub(crate) async fn audit(
 pub fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
-        AuthError::Locked { until } => {
-            // A duration first: the reader's clock and time zone need not be UTC.
-            let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
-            let wait = match mins {
-                0 | 1 => "in a minute".to_string(),
-                n => format!("in {n} minutes"),
-            };
-            format!(
-                "Too many failed attempts. Try again {wait} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
-                until.format("%H:%M")
-            )
-        }
+        AuthError::Locked { until } => format!(
+            "{} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
+            pause_wait(until).trim_end_matches('.'),
+            until.format("%H:%M")
+        ),
         AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
         AuthError::Expired => "That code has expired. Ask for a new one.".into(),
         AuthError::TooManyGuesses => {
@@ -100,6 +93,102 @@ pub fn auth_message(e: &AuthError) -> String {
     }
 }
 
+/// A pause on signing in after too many failed attempts, as a page shows it: when it ends
+/// (RFC 3339, which the page script shows in the reader's clock) and the same in UTC for a
+/// browser without script.
+#[derive(serde::Serialize)]
+pub struct Paused {
+    /// The sentence that replaces the error ("… Try again in 5 minutes.").
+    pub message: String,
+    until: String,
+    utc: String,
+}
+
+impl Paused {
+    /// The pause `e` reports, if it is one.
+    pub fn of(e: &AuthError) -> Option<Paused> {
+        match e {
+            AuthError::Locked { until } => Some(Paused {
+                message: pause_wait(until),
+                until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                utc: until.format("%H:%M UTC").to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// After a failure the lockout counted: the pause it began, if it was the last try (shown at
+/// once, not at the next attempt — which would tell no one more).
+pub(crate) async fn paused_by(
+    st: &Shared,
+    e: &AuthError,
+    user: Option<&stepgate_store::UserRecord>,
+    username: &str,
+) -> Option<AuthError> {
+    let counted = matches!(
+        e,
+        AuthError::InvalidCredentials | AuthError::Replayed | AuthError::TooManyGuesses
+    );
+    if !counted {
+        return None;
+    }
+    let until = st.authn.paused_until(user, username).await.ok()??;
+    Some(AuthError::Locked { until })
+}
+
+/// "2 more tries before signing in is paused for 5 minutes." after a failure the lockout
+/// counted, when `regulation.announce_remaining` allows it here (`after_password`: the
+/// person has proved the password already). `None` when it does not, or nothing is left.
+pub(crate) async fn attempts_note(
+    st: &Shared,
+    rt: &crate::app::state::Runtime,
+    e: &AuthError,
+    user: Option<&stepgate_store::UserRecord>,
+    username: &str,
+    after_password: bool,
+) -> Option<String> {
+    use stepgate_authn::config::AnnounceRemaining as A;
+    let counted = matches!(
+        e,
+        AuthError::InvalidCredentials | AuthError::Replayed | AuthError::TooManyGuesses
+    );
+    let allowed = match rt.config.regulation.announce_remaining {
+        A::Off => false,
+        A::AfterPassword => after_password,
+        A::Always => true,
+    };
+    if !(counted && allowed) {
+        return None;
+    }
+    let left = st.authn.attempts_left(user, username).await.ok()??;
+    let mins = rt.config.regulation.ban_time.as_secs().div_ceil(60).max(1);
+    let pause = match mins {
+        1 => "a minute".to_string(),
+        n => format!("{n} minutes"),
+    };
+    match left {
+        0 => None,
+        1 => Some(format!(
+            "1 more try before signing in is paused for {pause}."
+        )),
+        n => Some(format!(
+            "{n} more tries before signing in is paused for {pause}."
+        )),
+    }
+}
+
+/// "Too many failed attempts, so signing in is paused. Try again in 5 minutes." — a
+/// duration, which needs no clock or time zone (pages add the local time beside it).
+pub fn pause_wait(until: &chrono::DateTime<chrono::Utc>) -> String {
+    let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
+    let wait = match mins {
+        0 | 1 => "in a minute".to_string(),
+        n => format!("in {n} minutes"),
+    };
+    format!("Too many failed attempts, so signing in is paused. Try again {wait}.")
+}
+
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
@@ -113,6 +202,7 @@ fn capitalise(s: &str) -> String {
 /// The portal's pages and passkey ceremonies, under the portal path.
 pub fn routes(portal_path: &str) -> Router<Shared> {
     let p = |s: &str| format!("{portal_path}{s}");
+    let portal: std::sync::Arc<str> = portal_path.into();
     Router::new()
         .route(
             &p("/login"),
@@ -130,6 +220,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             &p("/forgot"),
             get(enrolment::forgot_page).post(enrolment::forgot_submit),
         )
+        .route(&p("/forgot/email/send"), post(enrolment::forgot_email_send))
+        .route(&p("/forgot/email"), post(enrolment::forgot_email_submit))
         .route(&p("/welcome"), get(enrolment::welcome_page))
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/login/upstream/{id}"), get(upstream::start))
@@ -175,33 +267,37 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         // Any other address under the portal path is the portal's too: its own 404 page.
         .route(&p("/{*rest}"), axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(move |r| {
+            error::with_portal(portal.clone(), r)
+        }))
 }
 
 /// An address under the portal path that is no page: the portal's 404, with a way on.
 async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
-    pages::Pages::global().render(
-        axum::http::StatusCode::NOT_FOUND,
-        "message.html",
-        minijinja::context! {
-            portal => rt.portal(), title => "Page not found",
-            message => "There is no page at this address. Check the link, or go to your account page.",
-            link => rt.portal_url("/account"), link_text => "Go to your account",
-        },
-    )
+    pages::Message {
+        portal: rt.portal(),
+        title: "Page not found",
+        text: "There is no page at this address. Check the link, or go to your account page.",
+        way_on: Some(pages::WayOn::new(
+            rt.portal_url("/account"),
+            "Go to your account",
+        )),
+        also: None,
+    }
+    .render(axum::http::StatusCode::NOT_FOUND)
 }
 
 /// A portal address asked with a method it does not take (a bookmarked form address, say):
 /// the portal's page, with a way on, rather than a bare 405.
 async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Response {
-    pages::Pages::global().render(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "message.html",
-        minijinja::context! {
-            portal => rt.portal(), title => "This page cannot be opened this way",
-            message => "This address is for a form, not for opening directly. Go to your account page and start again from there.",
-            link => rt.portal_url("/account"), link_text => "Go to your account",
-        },
-    )
+    pages::Message {
+        portal: rt.portal(),
+        title: "This page cannot be opened this way",
+        text: "This address is for a form, not for opening directly. Go to your account page and start again from there.",
+        way_on: Some(pages::WayOn::new(rt.portal_url("/account"), "Go to your account")),
+        also: None,
+    }
+    .render(axum::http::StatusCode::METHOD_NOT_ALLOWED)
 }
 
 #[cfg(test)]
@@ -212,7 +308,10 @@ mod tests {
     fn a_lock_is_told_as_a_wait_and_a_time() {
         let until = chrono::Utc::now() + chrono::Duration::seconds(290);
         let m = auth_message(&AuthError::Locked { until });
-        assert!(m.contains("Try again in 5 minutes (at "), "{m}");
+        assert!(
+            m.contains("signing in is paused. Try again in 5 minutes (at "),
+            "{m}"
+        );
         assert!(m.contains("help desk can unlock"), "{m}");
         let soon = chrono::Utc::now() + chrono::Duration::seconds(20);
         assert!(auth_message(&AuthError::Locked { until: soon }).contains("in a minute"));

@@ -12,12 +12,19 @@ use crate::app::responses::security_headers as portal_headers;
 pub const STYLE_CSS: &str = include_str!("../../assets/style.css");
 /// The WebAuthn glue.
 pub const WEBAUTHN_JS: &str = include_str!("../../assets/webauthn.js");
+/// The page script: local times, a paused form opened again.
+pub const PORTAL_JS: &str = include_str!("../../assets/portal.js");
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("step_up.html", include_str!("../../templates/step_up.html")),
+    (
+        "step_offer.html",
+        include_str!("../../templates/step_offer.html"),
+    ),
     ("blocked.html", include_str!("../../templates/blocked.html")),
+    ("paused.html", include_str!("../../templates/paused.html")),
     ("message.html", include_str!("../../templates/message.html")),
     (
         "sessions.html",
@@ -41,6 +48,58 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/recovery_codes.html"),
     ),
 ];
+
+/// A way on from a message page: where the link goes and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WayOn {
+    /// The link's target (absolute, or relative to the page's address).
+    pub href: String,
+    /// The link's words.
+    pub text: String,
+}
+
+impl WayOn {
+    /// A link to `href` reading `text`.
+    pub fn new(href: impl Into<String>, text: impl Into<String>) -> Self {
+        WayOn {
+            href: href.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// A page that tells a person why stepgate stopped (a missing page, an expired link, an
+/// application that does not answer) in the portal's layout: a heading, a sentence, a
+/// way on, and the request's id for the help desk.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    /// The portal path (the stylesheet is under it).
+    pub portal: &'a str,
+    /// The heading (and the page title).
+    pub title: &'a str,
+    /// What happened and what to do, in plain words.
+    pub text: &'a str,
+    /// The main way on (a button).
+    pub way_on: Option<WayOn>,
+    /// A second way on (a plain link), e.g. to the account page.
+    pub also: Option<WayOn>,
+}
+
+impl Message<'_> {
+    /// Renders the page with `status` (see [`Pages::render`]).
+    pub fn render(&self, status: StatusCode) -> Response {
+        Pages::global().render(
+            status,
+            "message.html",
+            minijinja::context! {
+                portal => self.portal, title => self.title, message => self.text,
+                link => self.way_on.as_ref().map(|w| &w.href),
+                link_text => self.way_on.as_ref().map(|w| &w.text),
+                also => self.also,
+            },
+        )
+    }
+}
 
 /// The template environment.
 pub struct Pages {
@@ -71,8 +130,16 @@ impl Pages {
         Pages { env }
     }
 
-    /// Renders `name` with `ctx` into a response with the portal's security headers.
+    /// Renders `name` with `ctx` into a response with the portal's security headers. The
+    /// page is given the id of the request being served as `request_id` (unless `ctx` names
+    /// one: a blocked page opened from its link shows the refused request's), so every
+    /// message page can show the help desk which request it was.
     pub fn render<S: Serialize>(&self, status: StatusCode, name: &str, ctx: S) -> Response {
+        let id = crate::access::RequestId::current();
+        let ctx = minijinja::context! {
+            ..minijinja::Value::from_serialize(&ctx),
+            ..minijinja::context! { request_id => id.as_str() }
+        };
         let body = match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(b) => b,
             Err(e) => {

@@ -55,6 +55,8 @@ struct Attempted<'a> {
     error: String,
     username: &'a str,
     status: StatusCode,
+    /// Sign-in is paused (the form is disabled until then).
+    paused: Option<super::Paused>,
 }
 
 fn render_login(
@@ -64,9 +66,9 @@ fn render_login(
     token: &str,
     again: Option<Attempted<'_>>,
 ) -> Response {
-    let (error, username, status) = match again {
-        Some(a) => (Some(a.error), a.username, a.status),
-        None => (None, "", StatusCode::OK),
+    let (error, username, status, paused) = match again {
+        Some(a) => (Some(a.error), a.username, a.status, a.paused),
+        None => (None, "", StatusCode::OK, None),
     };
     let (jar, pre) = pre_session(rt, jar);
     let target = Links::new(&st.signer, rt).verify_return(token, Utc::now());
@@ -85,6 +87,7 @@ fn render_login(
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), token => token, error => error,
             app_name => app_name, username_value => username, remember_me => rt.config.sessions.remember_me,
             providers => super::upstream::buttons(rt, token),
+            paused => paused, help => rt.config.portal.help.as_deref(),
         },
     );
     (jar, page).into_response()
@@ -144,6 +147,7 @@ pub async fn login_submit(
                 error: super::directory::UNAVAILABLE.to_string(),
                 username: &f.username,
                 status: StatusCode::SERVICE_UNAVAILABLE,
+                paused: None,
             };
             return render_login(&st, &rt, jar, &f.t, Some(again));
         }
@@ -170,11 +174,19 @@ pub async fn login_submit(
         Err(e) => {
             // An outage on our side is not the user's failed attempt.
             let ours = matches!(e, AuthError::Store(_) | AuthError::Internal(_));
+            let mut known = None;
             if !ours {
                 if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
                     failed(&st, &rt, &u, ip, &headers).await;
+                    known = Some(u);
                 }
             }
+            // Counted alike for every name typed, known or not (see `attempts_left`).
+            let note = super::attempts_note(&st, &rt, &e, known.as_ref(), username, false).await;
+            let e = match super::paused_by(&st, &e, known.as_ref(), username).await {
+                Some(pause) => pause,
+                None => e,
+            };
             let status = match e {
                 AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
                 // Not the user's fault (a store down, a secret that does not open): a 401
@@ -183,14 +195,20 @@ pub async fn login_submit(
                 AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::UNAUTHORIZED,
             };
-            let msg = match e {
-                AuthError::InvalidCredentials => "Wrong username or password.".to_string(),
-                other => auth_message(&other),
+            let paused = super::Paused::of(&e);
+            let mut msg = match (&e, &paused) {
+                (_, Some(p)) => p.message.clone(),
+                (AuthError::InvalidCredentials, _) => "Wrong username or password.".to_string(),
+                (other, _) => auth_message(other),
             };
+            if let Some(note) = note {
+                msg = format!("{msg} {note}");
+            }
             let again = Attempted {
                 error: msg,
                 username: &f.username,
                 status,
+                paused,
             };
             render_login(&st, &rt, jar, &f.t, Some(again))
         }

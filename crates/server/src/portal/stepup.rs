@@ -135,10 +135,50 @@ struct Shown {
     error: Option<String>,
     notice: Option<String>,
     status: Option<StatusCode>,
+    /// Sign-in is paused (the forms are disabled until then).
+    paused: Option<super::Paused>,
+    /// The kind of the form the person just used (its field gets the focus and the error,
+    /// and "Try another way" stays open when it is one of the other ways).
+    tried: Option<&'static str>,
+}
+
+/// The offers as the page lays them out: the strongest first and alone; the others behind
+/// "Try another way"; recovery codes last, apart, as the way for emergencies.
+#[derive(Serialize)]
+struct Layout<'a> {
+    primary: Option<&'a Offer>,
+    others: Vec<&'a Offer>,
+    emergency: Option<&'a Offer>,
+    /// Which form's field has the focus.
+    focus: Option<&'static str>,
+    /// Whether "Try another way" is open (the form just used is in it).
+    open: bool,
+}
+
+fn layout<'a>(offers: &'a [Offer], tried: Option<&'static str>) -> Layout<'a> {
+    let recovery = FactorKind::RecoveryCodes.as_str();
+    let (primary, rest) = match offers.split_first() {
+        Some((p, rest)) => (Some(p), rest),
+        None => (None, &[][..]),
+    };
+    let others: Vec<&Offer> = rest.iter().filter(|o| o.kind != recovery).collect();
+    let emergency = rest.iter().find(|o| o.kind == recovery);
+    let focus = tried
+        .filter(|t| offers.iter().any(|o| o.kind == *t))
+        .or(primary.map(|p| p.kind));
+    let open = focus.is_some_and(|f| primary.is_none_or(|p| p.kind != f));
+    Layout {
+        primary,
+        others,
+        emergency,
+        focus,
+        open,
+    }
 }
 
 async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response {
     let (offers, can_enrol) = offers(st, on.user, on.session, &on.step.req, rt).await;
+    let ways = layout(&offers, shown.tried);
     let upstream =
         super::upstream::step_up_offers(st, rt, on.session, on.user, &on.step.req, on.token).await;
     Pages::global().render(
@@ -150,7 +190,9 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             reason => on.step.why, token => on.token, offers => offers, error => shown.error,
             notice => shown.notice, sign_in => on.step.sign_in, can_enrol => can_enrol,
             needs_passkey => needs_passkey(&on.step.req), help => rt.config.portal.help.as_deref(),
-            upstream => upstream,
+            upstream => upstream, ways => ways,
+            signing_in_as => on.session.data.pending.then_some(&on.user.username),
+            paused => shown.paused,
             request_id => on.step.rid,
         },
     )
@@ -222,6 +264,17 @@ pub async fn step_up_factor(
     if factor == "send" {
         return send(&st, &rt, on, &form.kind).await;
     }
+    if factor == "cancel" {
+        return cancel(&st, &rt, jar, on, peer, &headers).await;
+    }
+    let tried = match factor.as_str() {
+        "otp" => otp_kind(&form.kind).map(|k| k.as_str()),
+        "recovery" => Some(FactorKind::RecoveryCodes.as_str()),
+        "questions" => Some(FactorKind::SecurityQuestions.as_str()),
+        "totp" => Some(FactorKind::Totp.as_str()),
+        "password" => Some(FactorKind::Password.as_str()),
+        _ => None,
+    };
     let ip = client_ip(&rt, peer.0, &headers);
     let a = &st.authn;
     let result = match factor.as_str() {
@@ -249,7 +302,7 @@ pub async fn step_up_factor(
     };
     match result {
         Ok(p) => passed(&st, &rt, jar, on, p, false).await,
-        Err(e) => failed(&st, &rt, on, e).await,
+        Err(e) => failed(&st, &rt, on, e, tried).await,
     }
 }
 
@@ -262,11 +315,12 @@ async fn send(st: &Shared, rt: &Here, on: Page<'_>, kind: &str) -> Response {
         Ok(dest) => {
             let shown = Shown {
                 notice: Some(format!("We sent a code to {dest}.")),
+                tried: Some(kind.as_str()),
                 ..Shown::default()
             };
             render(st, rt, on, shown).await
         }
-        Err(e) => failed(st, rt, on, e).await,
+        Err(e) => failed(st, rt, on, e, Some(kind.as_str())).await,
     }
 }
 
@@ -389,7 +443,13 @@ async fn more_needed(st: &Shared, rt: &Here, jar: CookieJar, on: Page<'_>, json:
     (jar, page).into_response()
 }
 
-async fn failed(st: &Shared, rt: &Here, on: Page<'_>, e: AuthError) -> Response {
+async fn failed(
+    st: &Shared,
+    rt: &Here,
+    on: Page<'_>,
+    e: AuthError,
+    tried: Option<&'static str>,
+) -> Response {
     let status = match e {
         AuthError::Locked { .. }
         | AuthError::AccountLocked
@@ -400,12 +460,69 @@ async fn failed(st: &Shared, rt: &Here, on: Page<'_>, e: AuthError) -> Response 
         }
         _ => StatusCode::UNAUTHORIZED,
     };
+    let (e, status) = match super::paused_by(st, &e, Some(on.user), &on.user.username).await {
+        Some(pause) => (pause, StatusCode::TOO_MANY_REQUESTS),
+        None => (e, status),
+    };
+    let paused = super::Paused::of(&e);
+    let mut error = match &paused {
+        Some(p) => p.message.clone(),
+        None => auth_message(&e),
+    };
+    // The password is proved here (a step-up, or a sign-in's second step).
+    let user = Some(on.user);
+    if let Some(note) = super::attempts_note(st, rt, &e, user, &on.user.username, true).await {
+        error = format!("{error} {note}");
+    }
     let shown = Shown {
-        error: Some(auth_message(&e)),
+        error: Some(error),
         status: Some(status),
+        paused,
+        tried,
         ..Shown::default()
     };
     render(st, rt, on, shown).await
+}
+
+/// `POST {portal}/step-up/cancel` during a sign-in ("Not you? Cancel"): the half-done
+/// sign-in is ended and forgotten here, and the login page opens again for the same
+/// destination, for whoever is at the keyboard. A step-up of a complete session has no
+/// cancel: the person simply does not go on.
+async fn cancel(
+    st: &Shared,
+    rt: &Here,
+    jar: CookieJar,
+    on: Page<'_>,
+    peer: Peer,
+    headers: &HeaderMap,
+) -> Response {
+    if !(on.step.sign_in && on.session.data.pending) {
+        return PortalError::BadRequest.into_response();
+    }
+    if let Err(e) = st.sessions.end(&on.session.id).await {
+        return PortalError::from(e).into_response();
+    }
+    let ip = client_ip(rt, peer.0, headers);
+    audit(
+        st,
+        "signin.cancelled",
+        &on.user.username,
+        ip,
+        serde_json::json!({ "at": "step-up" }),
+    )
+    .await;
+    let links = super::links::Links::new(&st.signer, rt);
+    let t = links
+        .sign_return(&on.step.rt, Utc::now())
+        .unwrap_or_default();
+    let jar = jar.set(crate::session::cookies::clear_session_cookie(
+        &rt.config.sessions,
+    ));
+    (
+        jar,
+        crate::app::responses::see_other(&rt.portal_url(&format!("/login?t={t}"))),
+    )
+        .into_response()
 }
 
 /// The passkey step's context: the page a JSON ceremony belongs to.
@@ -462,4 +579,49 @@ pub async fn confirmed_page(
             title => "Confirmed", message => message, link => back, link_text => format!("Back to {app_name}"),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(kind: FactorKind) -> Offer {
+        Offer {
+            kind: kind.as_str(),
+            title: factor_title(kind.as_str()),
+            questions: Vec::new(),
+            asked: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_strongest_way_comes_first_and_recovery_codes_apart() {
+        use FactorKind::*;
+        let offers = [
+            offer(Webauthn),
+            offer(Totp),
+            offer(EmailOtp),
+            offer(RecoveryCodes),
+        ];
+        let l = layout(&offers, None);
+        assert_eq!(l.primary.map(|o| o.kind), Some("webauthn"));
+        let others: Vec<_> = l.others.iter().map(|o| o.kind).collect();
+        assert_eq!(others, ["totp", "email_otp"]);
+        assert_eq!(l.emergency.map(|o| o.kind), Some("recovery_codes"));
+        assert_eq!((l.focus, l.open), (Some("webauthn"), false));
+        // The way just tried keeps the focus and its section open.
+        let l = layout(&offers, Some("recovery_codes"));
+        assert_eq!((l.focus, l.open), (Some("recovery_codes"), true));
+        let l = layout(&offers, Some("webauthn"));
+        assert_eq!((l.focus, l.open), (Some("webauthn"), false));
+        // A kind the page does not offer (a forged form) moves nothing.
+        let l = layout(&offers, Some("security_questions"));
+        assert_eq!((l.focus, l.open), (Some("webauthn"), false));
+        // Recovery codes alone are the one way, not an emergency beside nothing.
+        let only = [offer(RecoveryCodes)];
+        let l = layout(&only, None);
+        assert_eq!(l.primary.map(|o| o.kind), Some("recovery_codes"));
+        assert!(l.emergency.is_none() && l.others.is_empty());
+        assert!(layout(&[], None).primary.is_none());
+    }
 }
