@@ -302,6 +302,14 @@ impl WebauthnFactor {
                     None,
                 )?;
                 self.ask_for_attestation(&mut ccr);
+                // webauthn-rs asks security keys for credProtect "user verification
+                // required" while preferring (not requiring) user verification; Chromium
+                // refuses that pair outright (NotSupportedError: "Requested protection
+                // policy is inconsistent"), so no security key could be added there. The
+                // extension is a hint to the key: the ceremony's checks do not depend on it.
+                if let Some(ext) = ccr.public_key.extensions.as_mut() {
+                    ext.cred_protect = None;
+                }
                 let attested = self.roots.is_some();
                 (ccr, RegistrationState::SecurityKey { state: s, attested })
             }
