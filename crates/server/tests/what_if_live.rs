@@ -392,7 +392,6 @@ impl Case {
             ip_risk_score: self.ip_risk,
             latitude: self.place.map(|p| p.3),
             longitude: self.place.map(|p| p.4),
-            ..NetworkContext::default()
         };
         let ctx = RequestContext {
             kind: if self.sign_in {
