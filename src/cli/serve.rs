@@ -128,6 +128,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         data_dir.join("cli.yaml").display()
     );
     std::fs::write(data_dir.join("cli.yaml"), cli_yaml).context("writing the demo's cli.yaml")?;
+    stepgate_server::demo::write_files(&data_dir).context("writing the demo's files")?;
     runtime()?.block_on(async move {
         let console = demo::start_licence_console("127.0.0.1:0".parse()?)
             .await

@@ -305,7 +305,9 @@ fn webauthn_err(e: WebauthnFailure) -> AuthError {
         WebauthnFailure::Ceremony(_) | WebauthnFailure::UnknownCredential => {
             AuthError::InvalidCredentials
         }
-        WebauthnFailure::NoAttestationRoots => AuthError::Rejected(e.to_string()),
+        WebauthnFailure::NoAttestationRoots | WebauthnFailure::NotHardwareBound => {
+            AuthError::Rejected(e.to_string())
+        }
         WebauthnFailure::Config(m) => AuthError::Internal(m),
     }
 }

@@ -3,6 +3,14 @@
 //! required for passkeys, and attestation checked against configured roots so that a
 //! credential can be recorded as hardware-bound.
 //!
+//! When attestation roots are configured, every registration asks the authenticator for
+//! its attestation (`direct`), whichever button started it; webauthn-rs verifies the
+//! attestation statement's signature, and [`WebauthnFactor::hardware_binding`] decides
+//! whether it proves a hardware key: the attestation certificate chains to a configured
+//! root (or *is* a configured self-signed attestation certificate, re-issued with the same
+//! subject and key), the authenticator model (AAGUID) is listed under that root, and the
+//! credential is not eligible for backup (a synced passkey is not bound to one device).
+//!
 //! Ceremony states are serialisable so the server can keep them in the session between
 //! the two halves of a ceremony.
 
@@ -12,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    AttestationCaList, AttestationCaListBuilder, AttestedPasskey, AttestedPasskeyRegistration,
-    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    AttestationCa, AttestationCaList, AttestationCaListBuilder, AttestationMetadata,
+    AttestedPasskey, AttestedPasskeyRegistration, CreationChallengeResponse, Credential,
+    CredentialID, DiscoverableAuthentication, DiscoverableKey, ParsedAttestationData, Passkey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration,
     WebauthnError,
@@ -32,6 +41,13 @@ pub enum WebauthnFailure {
     /// Hardware-bound registration asked for but no attestation roots are configured.
     #[error("hardware-bound registration needs factors.webauthn.attestation_cas")]
     NoAttestationRoots,
+    /// A security key was registered while attestation roots are configured, and its
+    /// attestation does not prove a trusted hardware key.
+    #[error(
+        "this security key could not prove it is a hardware key your organisation trusts; \
+         add it as a passkey instead, or ask your administrator which keys are accepted"
+    )]
+    NotHardwareBound,
     /// The ceremony failed (bad signature, wrong origin, no user verification, ...).
     #[error("webauthn ceremony failed: {0}")]
     Ceremony(#[from] WebauthnError),
@@ -109,7 +125,7 @@ pub enum RegistrationState {
     Passkey(PasskeyRegistration),
     /// Attested passkey.
     HardwarePasskey(AttestedPasskeyRegistration),
-    /// Security key; `attested` says whether roots were enforced.
+    /// Security key; `attested` says whether a trusted attestation is required.
     SecurityKey {
         /// webauthn-rs state.
         state: SecurityKeyRegistration,
@@ -140,6 +156,49 @@ pub struct WebauthnAssertion {
     /// The credential is hardware-bound.
     pub hardware_bound: bool,
 }
+
+/// The configured root that *is* the attestation certificate: an attestation made with a
+/// single self-signed certificate whose subject and public key equal a configured
+/// certificate's. OpenSSL accepts a self-signed certificate only when it is byte for byte
+/// in the trust store, and an authenticator that signs its attestation certificate afresh
+/// at each registration (Chromium's virtual authenticator does) never is; the attestation
+/// statement's signature was verified with this very key by webauthn-rs, so the same
+/// subject and key are the same trust as the stored certificate.
+fn self_signed_root<'a>(
+    data: &ParsedAttestationData,
+    roots: &'a AttestationCaList,
+) -> Option<&'a AttestationCa> {
+    let chain = match data {
+        ParsedAttestationData::Basic(c)
+        | ParsedAttestationData::AttCa(c)
+        | ParsedAttestationData::AnonCa(c) => c,
+        _ => return None,
+    };
+    let [leaf] = chain.as_slice() else {
+        return None;
+    };
+    let key = leaf.public_key().ok()?;
+    if !leaf.verify(&key).ok()? {
+        return None; // not self-signed
+    }
+    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+    let current = |c: &openssl::x509::X509Ref| *c.not_before() <= now && *c.not_after() >= now;
+    if !current(leaf) {
+        return None;
+    }
+    roots.cas().values().find(|ca| {
+        let root = ca.ca();
+        current(root)
+            && root.public_key().is_ok_and(|k| k.public_eq(&key))
+            && root
+                .subject_name()
+                .try_cmp(leaf.subject_name())
+                .is_ok_and(|o| o.is_eq())
+    })
+}
+
+#[cfg(test)]
+mod tests;
 
 /// The user a credential is registered for.
 #[derive(Debug, Clone)]
@@ -210,8 +269,9 @@ impl WebauthnFactor {
         let w = &self.webauthn;
         Ok(match kind {
             RegistrationKind::Passkey => {
-                let (ccr, s) =
+                let (mut ccr, s) =
                     w.start_passkey_registration(user.id, user.name, user.display_name, exclude)?;
+                self.ask_for_attestation(&mut ccr);
                 (ccr, RegistrationState::Passkey(s))
             }
             RegistrationKind::HardwarePasskey => {
@@ -230,16 +290,27 @@ impl WebauthnFactor {
                 (ccr, RegistrationState::HardwarePasskey(s))
             }
             RegistrationKind::SecurityKey => {
-                let roots = self.roots.clone();
-                let attested = roots.is_some();
-                let (ccr, s) = w.start_securitykey_registration(
+                // The roots are applied by `hardware_binding` at the finish, not by
+                // webauthn-rs, so that a configured self-signed attestation certificate
+                // (re-issued at each registration) is recognised as well.
+                let (mut ccr, s) = w.start_securitykey_registration(
                     user.id,
                     user.name,
                     user.display_name,
                     exclude,
-                    roots,
+                    None,
                     None,
                 )?;
+                self.ask_for_attestation(&mut ccr);
+                // webauthn-rs asks security keys for credProtect "user verification
+                // required" while preferring (not requiring) user verification; Chromium
+                // refuses that pair outright (NotSupportedError: "Requested protection
+                // policy is inconsistent"), so no security key could be added there. The
+                // extension is a hint to the key: the ceremony's checks do not depend on it.
+                if let Some(ext) = ccr.public_key.extensions.as_mut() {
+                    ext.cred_protect = None;
+                }
+                let attested = self.roots.is_some();
                 (ccr, RegistrationState::SecurityKey { state: s, attested })
             }
         })
@@ -254,24 +325,41 @@ impl WebauthnFactor {
     ) -> Result<FactorMaterial, WebauthnFailure> {
         let w = &self.webauthn;
         let stored = match state {
-            RegistrationState::Passkey(s) => StoredCredential {
-                credential: WebauthnCredential::Passkey(
-                    w.finish_passkey_registration(response, s)?,
-                ),
-                hardware_bound: false,
-            },
+            RegistrationState::Passkey(s) => {
+                let passkey = w.finish_passkey_registration(response, s)?;
+                let cred = Credential::from(passkey);
+                if self.hardware_binding(&cred).is_some() {
+                    StoredCredential {
+                        credential: WebauthnCredential::AttestedPasskey(AttestedPasskey::from(
+                            cred,
+                        )),
+                        hardware_bound: true,
+                    }
+                } else {
+                    StoredCredential {
+                        credential: WebauthnCredential::Passkey(Passkey::from(cred)),
+                        hardware_bound: false,
+                    }
+                }
+            }
             RegistrationState::HardwarePasskey(s) => StoredCredential {
                 credential: WebauthnCredential::AttestedPasskey(
                     w.finish_attested_passkey_registration(response, s)?,
                 ),
                 hardware_bound: true,
             },
-            RegistrationState::SecurityKey { state, attested } => StoredCredential {
-                credential: WebauthnCredential::SecurityKey(
-                    w.finish_securitykey_registration(response, state)?,
-                ),
-                hardware_bound: *attested,
-            },
+            RegistrationState::SecurityKey { state, attested } => {
+                let key = w.finish_securitykey_registration(response, state)?;
+                let cred = Credential::from(key);
+                let hardware_bound = self.hardware_binding(&cred).is_some();
+                if *attested && !hardware_bound {
+                    return Err(WebauthnFailure::NotHardwareBound);
+                }
+                StoredCredential {
+                    credential: WebauthnCredential::SecurityKey(SecurityKey::from(cred)),
+                    hardware_bound,
+                }
+            }
         };
         Ok(FactorMaterial {
             kind: FactorKind::Webauthn,
@@ -280,6 +368,42 @@ impl WebauthnFactor {
             data: serde_json::to_value(&stored)
                 .map_err(|e| WebauthnFailure::Config(e.to_string()))?,
         })
+    }
+
+    /// With attestation roots configured, asks the authenticator for its attestation
+    /// statement (webauthn-rs asks for none on passkeys); webauthn-rs verifies whatever
+    /// statement comes back, and [`Self::hardware_binding`] judges it.
+    fn ask_for_attestation(&self, ccr: &mut CreationChallengeResponse) {
+        if self.roots.is_some() {
+            ccr.public_key.attestation =
+                Some(webauthn_rs_proto::AttestationConveyancePreference::Direct);
+        }
+    }
+
+    /// The configured root a newly registered credential proves it is bound to, if any:
+    /// its verified attestation chains to the root (or is the root's own self-signed
+    /// attestation certificate, re-issued with the same subject and key), its model
+    /// (AAGUID) is listed under the root, and it is not eligible for backup.
+    pub fn hardware_binding<'a>(&'a self, cred: &Credential) -> Option<&'a AttestationCa> {
+        let roots = self.roots.as_ref()?;
+        if cred.backup_eligible || cred.backup_state {
+            return None;
+        }
+        let ca = match cred.verify_attestation(roots) {
+            Ok(Some(ca)) => ca,
+            _ => self_signed_root(&cred.attestation.data, roots)?,
+        };
+        if ca.blanket_allow() {
+            return Some(ca);
+        }
+        match &cred.attestation.metadata {
+            AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. }
+                if ca.aaguids().contains_key(aaguid) =>
+            {
+                Some(ca)
+            }
+            _ => None,
+        }
     }
 
     /// Starts a sign-in with the user's passkeys (user verification required).

@@ -15,6 +15,7 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::{SoftToken, AAGUID};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_rs::prelude::{AttestationCaListBuilder, Base64UrlSafeData, WebauthnError};
+use webauthn_rs_proto::AttestationConveyancePreference;
 
 const ORIGIN: &str = "https://auth.example.com";
 
@@ -311,4 +312,106 @@ fn passwordless_discoverable_sign_in() {
         .finish_authentication(&assertion, state, &mut creds)
         .unwrap();
     assert!(result.user_verified);
+}
+
+/// Roots trusting `ca` for `aaguid`.
+fn trusting(ca: webauthn_rs::prelude::AttestationCaList) -> WebauthnFactor {
+    rp().with_attestation_roots(ca)
+}
+
+fn roots_for(ca: openssl::x509::X509, aaguid: Uuid) -> webauthn_rs::prelude::AttestationCaList {
+    let mut roots = AttestationCaListBuilder::new();
+    roots
+        .insert_device_x509(ca, aaguid, "softtoken".into(), Default::default())
+        .unwrap();
+    roots.build()
+}
+
+/// Registers with `kind`; whether the options asked for a direct attestation, and the
+/// result.
+fn register(
+    rp: &WebauthnFactor,
+    authenticator: &mut WebauthnAuthenticator<SoftToken>,
+    kind: RegistrationKind,
+) -> (bool, Result<StoredCredential, WebauthnFailure>) {
+    let (ccr, state) = rp
+        .start_registration(&user(Uuid::new_v4()), &[], kind)
+        .unwrap();
+    let asked = matches!(
+        ccr.public_key.attestation,
+        Some(AttestationConveyancePreference::Direct)
+    );
+    let response = authenticator.do_registration(origin(), ccr).unwrap();
+    let stored = rp
+        .finish_registration(&response, &state, "key")
+        .map(|m| serde_json::from_value(m.data).unwrap());
+    (asked, stored)
+}
+
+#[test]
+fn a_trusted_key_registered_with_the_passkey_button_is_hardware_bound_and_reaches_aal3() {
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let rp = trusting(roots_for(ca, AAGUID));
+    let mut authenticator = WebauthnAuthenticator::new(token);
+    let (asked, stored) = register(&rp, &mut authenticator, RegistrationKind::Passkey);
+    assert!(
+        asked,
+        "with roots configured, the passkey button asks for attestation"
+    );
+    let mut creds = vec![stored.unwrap()];
+    assert!(
+        creds[0].hardware_bound,
+        "attested against the configured root"
+    );
+    let (rcr, state) = rp.start_passkey_authentication(&creds).unwrap();
+    let assertion = authenticator.do_authentication(origin(), rcr).unwrap();
+    let result = rp
+        .finish_authentication(&assertion, state, &mut creds)
+        .unwrap();
+    assert!(result.user_verified && result.hardware_bound);
+    let cfg = AssuranceConfig::default();
+    let passed = PassedFactor::webauthn(&cfg, Utc::now(), true, result.hardware_bound);
+    assert_eq!(assess_factors(&[passed], &cfg).aal, 3);
+}
+
+#[test]
+fn a_key_from_an_untrusted_maker_is_a_plain_passkey_and_refused_as_a_security_key() {
+    let (token, _own_ca) = SoftToken::new(true).unwrap();
+    let (_, other_ca) = SoftToken::new(true).unwrap();
+    let rp = trusting(roots_for(other_ca, AAGUID));
+    let mut authenticator = WebauthnAuthenticator::new(token);
+    let (_, stored) = register(&rp, &mut authenticator, RegistrationKind::Passkey);
+    assert!(
+        !stored.unwrap().hardware_bound,
+        "a passkey whose attestation chains to no configured root is accepted, not hardware-bound"
+    );
+    let (asked, stored) = register(&rp, &mut authenticator, RegistrationKind::SecurityKey);
+    assert!(asked);
+    assert!(
+        matches!(stored, Err(WebauthnFailure::NotHardwareBound)),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn a_trusted_root_proves_only_the_models_listed_under_it() {
+    let (token, ca) = SoftToken::new(true).unwrap();
+    let rp = trusting(roots_for(ca, Uuid::new_v4()));
+    let mut authenticator = WebauthnAuthenticator::new(token);
+    let (_, stored) = register(&rp, &mut authenticator, RegistrationKind::Passkey);
+    assert!(!stored.unwrap().hardware_bound);
+    let (_, stored) = register(&rp, &mut authenticator, RegistrationKind::SecurityKey);
+    assert!(matches!(stored, Err(WebauthnFailure::NotHardwareBound)));
+}
+
+#[test]
+fn without_roots_no_attestation_is_asked_for_and_nothing_is_hardware_bound() {
+    let (token, _) = SoftToken::new(true).unwrap();
+    let rp = rp();
+    let mut authenticator = WebauthnAuthenticator::new(token);
+    for kind in [RegistrationKind::Passkey, RegistrationKind::SecurityKey] {
+        let (asked, stored) = register(&rp, &mut authenticator, kind);
+        assert!(!asked);
+        assert!(!stored.unwrap().hardware_bound, "{kind:?}");
+    }
 }

@@ -93,6 +93,13 @@ pub struct SessionsConfig {
     /// window asks for the first factor only; "sign out everywhere" always forgets it).
     #[serde(default)]
     pub forget_on_sign_out: bool,
+    /// Whether app hosts other than the public URL's get the session by a hand-off
+    /// (default false): the portal on the public URL's host, seeing a live session, sends
+    /// the browser back to the app host with a single-use, short-lived code bound to that
+    /// host and browser, which the app host exchanges for its own host-only session cookie.
+    /// For app hosts the session cookie cannot reach (another domain, or `localhost`).
+    #[serde(default)]
+    pub hand_off: bool,
     /// How long a node may reuse the sessions, users, devices and sign-in histories it read
     /// from the stores (default 2 s; `0s` turns the cache off). Changes made on the same
     /// node take effect at once; this bounds how long another node's change (a logout, a

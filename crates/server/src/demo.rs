@@ -17,6 +17,23 @@ pub const DEVICE_COOKIE: &str = "stepgate_demo_device";
 /// A header that overrides the profile for one request (scripts, curl).
 pub const DEVICE_HEADER: &str = "x-stepgate-demo-device";
 
+/// Where the demo configuration's attestation root is read, under its data directory.
+pub const ATTESTATION_PEM_PATH: &str = "demo-attestation/chromium-virtual-authenticator.pem";
+/// DEMO ONLY: the attestation certificate Chromium's virtual authenticator signs afresh at
+/// each registration (same subject and key every time; the key is published in Chromium's
+/// source), captured from a registration with `attestation: direct`.
+const ATTESTATION_PEM: &str =
+    include_str!("../../../examples/demo-attestation/chromium-virtual-authenticator.pem");
+
+/// Writes the files the demo configuration names (its attestation root) under `dir`.
+pub fn write_files(dir: &std::path::Path) -> std::io::Result<()> {
+    let pem = dir.join(ATTESTATION_PEM_PATH);
+    if let Some(parent) = pem.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(pem, ATTESTATION_PEM)
+}
+
 /// A demo device profile.
 pub struct Profile {
     /// Identifier used in the cookie/header.

@@ -9,7 +9,8 @@
 //! step-up requirement and remediation.
 //!
 //! The configuration is the demo's (examples/demo.yaml) plus policies on the behavioural
-//! risk, so every kind of condition it uses is drawn on.
+//! risk, on region and city names and places, and on travel speed in each form, so every
+//! kind of condition it uses is drawn on.
 
 mod support;
 
@@ -37,8 +38,9 @@ use stepgate_signals::risk::{SignInEntry, SignInOutcome};
 use stepgate_store::{AttributeValue, UserRecord};
 use support::{signed_in_session, user, Server, State};
 
-/// Policies on the behavioural risk, on top of the demo's.
-const RISK_POLICIES: &str = r#"
+/// Policies on the behavioural risk, on location by name and place and on travel speed,
+/// on top of the demo's.
+const EXTRA_POLICIES: &str = r#"
   - name: high-risk-sign-in-denied
     priority: 12
     targets: { sign_in: true }
@@ -55,6 +57,36 @@ const RISK_POLICIES: &str = r#"
     conditions:
       - risk: { at_least: medium }
     outcome: { step_up: { min_aal: 2, phishing_resistant: true } }
+  - name: york-sign-in-steps-up
+    priority: 17
+    targets: { sign_in: true }
+    conditions:
+      - location: { city_contains: [york], region_contains: [bavar] }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: outside-ile-de-france-wiki-writes
+    priority: 18
+    targets: { apps: [wiki], routes: [{ methods: [POST, PUT, DELETE] }] }
+    conditions:
+      - location: { region_not_contains: [le-de], city_not_contains: [lyon] }
+    outcome: { deny: { message: Wiki changes are made from Ile-de-France only. } }
+  - name: places-aws
+    priority: 19
+    targets: { apps: [aws-console] }
+    conditions:
+      - location: { places: ["DE/BE/Berlin", "FR/ARA", "US/NY/Buffalo"] }
+    outcome: { step_up: { min_aal: 3 } }
+  - name: staying-put-wiki
+    priority: 21
+    targets: { apps: [wiki] }
+    conditions:
+      - velocity: { below_kmpm: 1 }
+    outcome: allow
+  - name: driving-speed-licences
+    priority: 22
+    targets: { apps: [licence-console] }
+    conditions:
+      - velocity: { between_kmpm: [1, 14] }
+    outcome: { step_up: { min_aal: 2, max_age: 5m } }
 "#;
 
 /// The facts the live pipeline's signal source returns, by the session of the request
@@ -101,7 +133,7 @@ static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 static WORLD: LazyLock<World> = LazyLock::new(|| RT.block_on(world()));
 
 async fn world() -> World {
-    let yaml = [include_str!("../../../examples/demo.yaml"), RISK_POLICIES].concat();
+    let yaml = [include_str!("../../../examples/demo.yaml"), EXTRA_POLICIES].concat();
     let generated = Arc::new(Generated::default());
     let g = generated.clone();
     let factory: SignalSourceFactory = Box::new(move |_| Arc::new(GeneratedSource(g)));
@@ -144,7 +176,7 @@ struct Case {
     method: &'static str,
     path: &'static str,
     ip: Option<IpAddr>,
-    place: Option<(&'static str, &'static str, f64, f64)>,
+    place: Option<Place>,
     ip_risk: Option<u8>,
     device: Option<DeviceContext>,
     user_agent: UserAgentContext,
@@ -164,12 +196,31 @@ const PATHS: [&str; 8] = [
     "/reports",
     "/licences/7",
 ];
-const PLACES: [(&str, &str, f64, f64); 5] = [
-    ("FR", "Paris", 48.85, 2.35),
-    ("US", "New York", 40.71, -74.0),
-    ("DE", "Berlin", 52.52, 13.40),
-    ("KP", "Pyongyang", 39.03, 125.75),
-    ("FR", "Lyon", 45.76, 4.83),
+/// Country, region (as GeoIP names it, or unknown), city, latitude, longitude.
+type Place = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    f64,
+    f64,
+);
+const PLACES: [Place; 9] = [
+    ("FR", Some("Île-de-France"), Some("Paris"), 48.85, 2.35),
+    ("US", Some("New York"), Some("New York"), 40.71, -74.0),
+    ("DE", Some("Berlin"), Some("Berlin"), 52.52, 13.40),
+    ("KP", None, Some("Pyongyang"), 39.03, 125.75),
+    (
+        "FR",
+        Some("Auvergne-Rhône-Alpes"),
+        Some("Lyon"),
+        45.76,
+        4.83,
+    ),
+    ("US", Some("NY"), Some("Buffalo"), 42.89, -78.88),
+    ("DE", Some("Bavaria"), None, 48.14, 11.58),
+    ("GB", Some("England"), Some("York"), 53.96, -1.08),
+    // A few kilometres from Paris: slow travel from there.
+    ("FR", Some("Île-de-France"), Some("Versailles"), 48.80, 2.13),
 ];
 
 fn ip() -> impl Strategy<Value = Option<IpAddr>> {
@@ -241,13 +292,13 @@ fn history(now: DateTime<Utc>) -> impl Strategy<Value = Vec<SignInEntry>> {
         let mut out: Vec<SignInEntry> = es
             .into_iter()
             .map(|(ago, place, ip, ok, dev)| {
-                let (country, city, lat, lon) = PLACES[place];
+                let (country, _, city, lat, lon) = PLACES[place];
                 SignInEntry {
                     time: now - Duration::seconds(ago),
                     ip,
                     zones: Vec::new(),
                     country: Some(country.into()),
-                    city: Some(city.into()),
+                    city: city.map(Into::into),
                     latitude: Some(lat),
                     longitude: Some(lon),
                     device_id: Some(format!("device-{dev}")),
@@ -311,9 +362,10 @@ impl Case {
     /// The facts a live signal source would find.
     fn facts(&self) -> Facts {
         let mut geo = GeoInfo::default();
-        if let Some((country, city, lat, lon)) = self.place {
+        if let Some((country, region, city, lat, lon)) = self.place {
             geo.country = Some(country.into());
-            geo.city = Some(city.into());
+            geo.region = region.map(Into::into);
+            geo.city = city.map(Into::into);
             geo.latitude = Some(lat);
             geo.longitude = Some(lon);
         }
@@ -335,11 +387,11 @@ impl Case {
         let network = NetworkContext {
             ip: self.ip,
             country: self.place.map(|p| p.0.to_string()),
-            city: self.place.map(|p| p.1.to_string()),
+            region: self.place.and_then(|p| p.1).map(Into::into),
+            city: self.place.and_then(|p| p.2).map(Into::into),
             ip_risk_score: self.ip_risk,
-            latitude: self.place.map(|p| p.2),
-            longitude: self.place.map(|p| p.3),
-            ..NetworkContext::default()
+            latitude: self.place.map(|p| p.3),
+            longitude: self.place.map(|p| p.4),
         };
         let ctx = RequestContext {
             kind: if self.sign_in {
@@ -479,6 +531,20 @@ fn the_generated_cases_reach_every_outcome() {
         "only {} policies decided: {policies:?}",
         policies.len()
     );
+    // Each form of the location and velocity conditions decides some cases, so the
+    // property compares them live and offline.
+    for p in [
+        "york-sign-in-steps-up",
+        "outside-ile-de-france-wiki-writes",
+        "places-aws",
+        "staying-put-wiki",
+        "driving-speed-licences",
+    ] {
+        assert!(
+            policies.contains(&Some(p.to_string())),
+            "{p} never decided: {policies:?}"
+        );
+    }
 }
 
 #[test]

@@ -152,6 +152,31 @@ impl Runtime {
         strip_port(host).eq_ignore_ascii_case(&self.own_host) || self.app_index(host).is_some()
     }
 
+    /// Whether `host` is an app host that gets its session by hand-off
+    /// (`sessions.hand_off`): an app's host other than the public URL's, and not one the
+    /// session cookie's domain covers (it shares that cookie; a second, host-only one of
+    /// the same name would make every request carry the session cookie twice).
+    pub fn hands_off(&self, host: &str) -> bool {
+        let host = strip_port(host);
+        let covered = self
+            .config
+            .sessions
+            .cookie
+            .domain
+            .as_deref()
+            .is_some_and(|d| {
+                let (h, d) = (
+                    host.to_ascii_lowercase(),
+                    d.trim_start_matches('.').to_ascii_lowercase(),
+                );
+                h == d || h.ends_with(&format!(".{d}"))
+            });
+        self.config.sessions.hand_off
+            && !covered
+            && !host.eq_ignore_ascii_case(&self.own_host)
+            && self.app_index(host).is_some()
+    }
+
     /// The app served on `host`, if any.
     pub fn app_for_host(&self, host: &str) -> Option<&stepgate_policy::spec::AppSpec> {
         self.app_index(host).map(|i| &self.config.apps[i])

@@ -223,6 +223,7 @@ fn answer(
                 method: &orig.method,
                 referer: headers.get(header::REFERER).and_then(|v| v.to_str().ok()),
                 request_id: id.as_str(),
+                hand_off: None,
             };
             match portal_link(&st.signer, rt, &verdict, &ret, now) {
                 Some(to) => redirect(flavour, status, &to),

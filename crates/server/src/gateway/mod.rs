@@ -115,14 +115,25 @@ fn refuse(
     id: RequestId,
 ) -> Response {
     let origin = [original.scheme, "://", &original.host.to_ascii_lowercase()].concat();
+    // An app host that gets its session by hand-off signs in and steps up on the public
+    // URL's portal, where the session cookie lives; the sign-in link carries the nonce of
+    // the hand-off cookie set here, so the code that comes back is bound to this browser.
+    let hand_off = rt.hands_off(&original.host);
+    let nonce =
+        (hand_off && matches!(verdict, Verdict::SignIn(_))).then(crate::portal::handoff::nonce);
     let ret = Return {
-        portal_origin: &origin,
+        portal_origin: if hand_off { &rt.public_url } else { &origin },
         url: original.url(),
         method: &original.method,
         referer: headers.get(header::REFERER).and_then(|v| v.to_str().ok()),
         request_id: id.as_str(),
+        hand_off: nonce.as_deref(),
     };
-    render::refused(&st.signer, rt, verdict, &ret, headers, st.options.demo, now)
+    let r = render::refused(&st.signer, rt, verdict, &ret, headers, st.options.demo, now);
+    match nonce {
+        Some(n) => crate::portal::handoff::with_nonce_cookie(rt, r, &n),
+        None => r,
+    }
 }
 
 /// Why a proxied request is not decided.

@@ -198,6 +198,9 @@ pub struct Return<'a> {
     pub referer: Option<&'a str>,
     /// The request's id (shown on the step-up and blocked pages).
     pub request_id: &'a str,
+    /// For an app host that gets its session by hand-off: the nonce its hand-off cookie
+    /// holds, passed to the login page so a code can be bound to this browser.
+    pub hand_off: Option<&'a str>,
 }
 
 impl Return<'_> {
@@ -219,7 +222,10 @@ pub fn portal_link(
     match verdict {
         Verdict::SignIn(_) => {
             let t = links.sign_return(&ret.url, now).unwrap_or_default();
-            Some(ret.portal_url(rt, &format!("/login?t={t}")))
+            Some(match ret.hand_off {
+                Some(n) => ret.portal_url(rt, &format!("/login?t={t}&n={n}")),
+                None => ret.portal_url(rt, &format!("/login?t={t}")),
+            })
         }
         Verdict::StepUp(s) => {
             // A GET is replayed by redirecting back to it. Any other method cannot be

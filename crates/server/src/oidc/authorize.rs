@@ -679,6 +679,7 @@ impl Flow<'_> {
             url,
             method: &Method::GET,
             referer: None,
+            hand_off: None,
         };
         match portal_link(&self.st.signer, self.rt, v, &ret, self.now) {
             Some(to) => see_other(&to),

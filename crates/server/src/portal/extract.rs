@@ -40,6 +40,11 @@ impl Here {
     pub fn portal_url(&self, path: &str) -> String {
         [self.origin.as_str(), self.rt.portal(), path].concat()
     }
+
+    /// `scheme://host[:port]` the request reached the portal on (a served host).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
 }
 
 impl FromRequestParts<Shared> for Here {

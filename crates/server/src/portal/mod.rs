@@ -30,6 +30,7 @@ pub mod directory;
 pub mod enrolment;
 pub mod error;
 pub mod extract;
+pub mod handoff;
 pub mod links;
 pub mod pages;
 pub mod sessions;
@@ -238,6 +239,7 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&p("/sessions/end"), post(sessions::end_session))
         .route(&p("/devices/register"), post(devices::register_browser))
         .route(&p("/devices/remove"), post(devices::remove_browser))
+        .route(&p("/handoff"), get(handoff::exchange))
         .route(&p("/logout"), post(sessions::logout))
         .route(&p("/logout-all"), post(sessions::logout_all))
         .route(

@@ -35,19 +35,33 @@ use crate::app::state::Shared;
 use crate::session::cookies::{plain_cookie, session_cookie, CookieJar, PRE_COOKIE};
 use crate::session::{limits, Session, SessionData};
 
-/// `?t=` on the login page: the signed return target.
+/// `?t=` on the login page: the signed return target; `?n=`, from an app host that gets
+/// its session by hand-off, the nonce of its hand-off cookie.
 #[derive(Deserialize)]
 pub struct LoginQuery {
     #[serde(default)]
     t: String,
+    #[serde(default)]
+    n: String,
 }
 
-/// `GET {portal}/login`.
+/// `GET {portal}/login`. Already signed in here and sent by an app host that gets its
+/// session by hand-off: straight back to it with a hand-off code, no page.
 pub async fn login_page(
     Visit { st, here: rt, jar }: Visit,
     Query(q): Query<LoginQuery>,
-) -> Response {
-    render_login(&st, &rt, jar, &q.t, None)
+) -> Result<Response, PortalError> {
+    if !q.n.is_empty() {
+        let target = Links::new(&st.signer, &rt).verify_return(&q.t, Utc::now());
+        if let (Some(target), Some(session)) =
+            (target, super::extract::live_session(&st, &rt, &jar).await?)
+        {
+            if let Some(url) = super::handoff::hand_over(&st, &rt, &session, &target, &q.n).await? {
+                return Ok(see_other(&url));
+            }
+        }
+    }
+    Ok(render_login(&st, &rt, jar, &q.t, None))
 }
 
 /// What a failed attempt shows on the login page again.

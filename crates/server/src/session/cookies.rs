@@ -66,7 +66,8 @@ pub fn plain_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'
 }
 
 /// Every cookie stepgate sets: the session cookie (and its name without the `__Host-`
-/// prefix), the device cookie, the sign-in flow's cookie and the demo's chosen device.
+/// prefix), the device cookie, the sign-in flow's and the hand-off's cookies and the demo's
+/// chosen device.
 pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
     vec![
         session_cookie_name(&rt_config.sessions),
@@ -74,6 +75,7 @@ pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
         rt_config.devices.cookie.name.clone(),
         PRE_COOKIE.to_string(),
         crate::portal::upstream::FLOW_COOKIE.to_string(),
+        crate::portal::handoff::NONCE_COOKIE.to_string(),
         crate::demo::DEVICE_COOKIE.to_string(),
     ]
 }

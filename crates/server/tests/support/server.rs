@@ -188,6 +188,14 @@ impl ServerBuilder {
             .dir
             .take()
             .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        // The demo's configuration names its (demo-only) attestation root under its data
+        // directory, as `stepgate demo` writes it.
+        if self
+            .yaml
+            .contains(stepgate_server::demo::ATTESTATION_PEM_PATH)
+        {
+            stepgate_server::demo::write_files(dir.path()).unwrap();
+        }
         let mut cfg = match &self.file {
             Some(name) => {
                 let path: PathBuf = dir.path().join(name);
