@@ -54,7 +54,27 @@ BASE_PORT="${BASE_PORT:-19400}"
 # allowed request).
 ASSERTION="${ASSERTION:-on}"
 # BASELINE=/path/to/stepgate: another stepgate binary measured alongside (see above).
+#
+# STORE=postgres runs stepgate on PostgreSQL (durable) and Redis (hot state) instead of the
+# embedded SQLite store — STEPGATE_TEST_POSTGRES_URL / STEPGATE_TEST_REDIS_URL, by default
+# the machine's own, in a schema and key prefix of the run's, dropped at the end — for the
+# multi-node capacity figures (docs/deploy.md); with SESSIONS > 0 it also prints how much
+# Redis and PostgreSQL grew while the SESSIONS sessions were added. (STORE=sqlite prints the
+# SQLite file's growth.) Not with BASELINE.
 BASELINE="${BASELINE:-}"
+STORE="${STORE:-sqlite}"
+PG="${STEPGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+REDIS="${STEPGATE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+RUN="bench$$"
+case "$STORE" in
+  sqlite) ;;
+  postgres)
+    if [ -n "$BASELINE" ]; then echo "bench: STORE=postgres does not run with BASELINE" >&2; exit 2; fi
+    for tool in psql redis-cli; do
+      command -v "$tool" >/dev/null 2>&1 || { echo "bench: STORE=postgres needs $tool" >&2; exit 2; }
+    done ;;
+  *) echo "bench: STORE=$STORE: expected sqlite or postgres" >&2; exit 2 ;;
+esac
 HELLO_PORT=$((BASE_PORT))
 NGINX_PORT=$((BASE_PORT + 1))
 SG_PORT=$((BASE_PORT + 2))
@@ -99,6 +119,10 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ "$STORE" = postgres ]; then
+    psql "$PG" -q -c "DROP SCHEMA IF EXISTS \"$RUN\" CASCADE" >/dev/null 2>&1 || true
+    redis-cli -u "$REDIS" --scan --pattern "$RUN:*" | xargs -r -n 1000 redis-cli -u "$REDIS" DEL >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -195,6 +219,13 @@ policies:
     targets: { sign_in: true }
     outcome: { step_up: { min_aal: 2 } }
 EOF
+  if [ "$STORE" = postgres ]; then
+    cat <<EOF
+store:
+  postgres: { url: "$PG", schema: $RUN }
+  redis: { url: "$REDIS", key_prefix: "$RUN:" }
+EOF
+  fi
 }
 write_config "$SG_PORT" >"$WORK/stepgate.yaml"
 PASSWORD="Quartz lantern 7 drifts over the harbour"
@@ -485,7 +516,25 @@ LUA
   echo
   echo "bench: wrk -t$THREADS -c$CONNS -d$DURATION cycling through $ROTATE sessions, each $REPEATS times, interleaved"
   interleaved measure proxy-rotating fa-rotating
+  store_size() { # bytes: the SQLite file, or Redis' used memory and the run's PostgreSQL schema
+    if [ "$STORE" = postgres ]; then
+      echo "$(redis-cli -u "$REDIS" INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')" \
+        "$(psql "$PG" -At -c "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '$RUN' AND c.relkind = 'r'")"
+    else
+      echo "$(( $(stat -c %s "$WORK/data/stepgate.db") + $(stat -c %s "$WORK/data/stepgate.db-wal" 2>/dev/null || echo 0) ))"
+    fi
+  }
+  before="$(store_size)"
   (cd "$WORK" && "$SEED" --config stepgate.yaml --username bench --count "$SESSIONS" --out added.txt)
+  after="$(store_size)"
+  # shellcheck disable=SC2086
+  set -- $before $after
+  if [ "$STORE" = postgres ]; then
+    GROWTH="Redis $(( ($3 - $1) * 100000 / SESSIONS )) bytes, PostgreSQL $(( ($4 - $2) * 100000 / SESSIONS )) bytes per 100,000 sessions (Redis used_memory; the schema's tables with indexes and TOAST)"
+  else
+    GROWTH="SQLite $(( ($2 - $1) * 100000 / SESSIONS )) bytes per 100,000 sessions (the database file and its WAL)"
+  fi
+  echo "bench: store growth: $GROWTH"
   step=$((SESSIONS / ROTATE)); [ "$step" -ge 1 ] || step=1
   awk -v s="$step" -v n="$ROTATE" '(NR - 1) % s == 0 && c < n { print; c++ }' "$WORK/added.txt" >"$WORK/drawn.txt"
   rotation_script "$WORK/drawn.txt" >"$WORK/added.lua"
@@ -514,6 +563,9 @@ if [ "$SESSIONS" -gt 0 ]; then
   echo "  proxy, $ROTATE of the $SESSIONS added sessions                   $(change "$(m "${RPS[proxy-rotating]}")" "$(m "${RPS[proxy-added]}")") req/s   (target: no drop over 10%)"
   echo "  forward-auth, same $ROTATE sessions, $SESSIONS more in the store $(change "$(m "${RPS[fa-rotating]}")" "$(m "${RPS[fa-rotating+]}")") req/s   (target: no drop over 10%)"
   echo "  forward-auth, $ROTATE of the $SESSIONS added sessions            $(change "$(m "${RPS[fa-rotating]}")" "$(m "${RPS[fa-added]}")") req/s   (target: no drop over 10%)"
+fi
+if [ "$SESSIONS" -gt 0 ]; then
+  echo "  store ($STORE) growth          $GROWTH"
 fi
 if [ -n "$BASELINE" ]; then
   echo "  proxy: new/baseline            $(ratio "$(m "${RPS[stepgate-proxy]}")" "$(m "${RPS[baseline-proxy]}")")x req/s, $(ratio "$(m "${CPU[stepgate-proxy]}")" "$(m "${CPU[baseline-proxy]}")")x CPU/req, $(ratio "$(m "${LAT99[stepgate-proxy]}")" "$(m "${LAT99[baseline-proxy]}")")x p99 at one connection   (baseline: $BASELINE)"
