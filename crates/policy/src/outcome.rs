@@ -55,7 +55,7 @@ impl StepUpRequirement {
         } else if self.phishing_resistant {
             "a passkey or security key".to_string()
         } else if let [only] = self.factors.as_slice() {
-            factor_title(only).to_lowercase()
+            factor_phrase(only).to_string()
         } else {
             match self.min_aal {
                 Some(3) => "your strongest factors (AAL3)".to_string(),
@@ -72,6 +72,21 @@ impl StepUpRequirement {
             None => {}
         }
         what
+    }
+}
+
+/// A factor kind as the object of a sentence ("This needs your authenticator app").
+fn factor_phrase(kind: &str) -> &'static str {
+    match kind {
+        "password" => "your password",
+        "security_questions" => "your security questions",
+        "totp" => "your authenticator app",
+        "email_otp" => "a code sent to your e-mail",
+        "sms_otp" => "a code sent to your phone",
+        "recovery_codes" => "a recovery code",
+        "webauthn" => "a passkey or security key",
+        "upstream" => "your organisation's sign-in",
+        _ => "another way to confirm it is you",
     }
 }
 
@@ -179,4 +194,49 @@ pub struct RemediationItem {
     /// How to fix it, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(kind: &str, max_age: Option<MaxAge>) -> StepUpRequirement {
+        StepUpRequirement {
+            factors: vec![kind.to_string()],
+            max_age,
+            ..StepUpRequirement::default()
+        }
+    }
+
+    #[test]
+    fn one_factor_reads_as_the_object_of_a_sentence() {
+        assert_eq!(
+            only("totp", Some(MaxAge::EveryTime)).describe(),
+            "your authenticator app, every time"
+        );
+        assert_eq!(
+            only("email_otp", None).describe(),
+            "a code sent to your e-mail"
+        );
+        assert_eq!(
+            only("webauthn", None).describe(),
+            "a passkey or security key"
+        );
+        for kind in [
+            "password",
+            "security_questions",
+            "totp",
+            "email_otp",
+            "sms_otp",
+            "recovery_codes",
+            "webauthn",
+            "upstream",
+        ] {
+            let said = only(kind, None).describe();
+            assert!(
+                said.starts_with("your ") || said.starts_with("a "),
+                "{kind}: {said}"
+            );
+        }
+    }
 }
