@@ -203,15 +203,18 @@ mod tests {
         assert!(!w.wait_for("mac-0042", Duration::from_millis(30)).await);
     }
 
-    #[tokio::test]
-    async fn webhook_posts_and_reports_failures() {
+    /// A webhook on loopback that takes one request (read until it names `device`), answers
+    /// 202, and hands back the request as it came.
+    async fn webhook_once(
+        device: &'static str,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 8192];
             let mut got = Vec::new();
-            while !String::from_utf8_lossy(&got).contains("mac-0042") {
+            while !String::from_utf8_lossy(&got).contains(device) {
                 let n = s.read(&mut buf).await.unwrap();
                 if n == 0 {
                     break;
@@ -223,6 +226,12 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&got).to_string()
         });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn webhook_posts_and_reports_failures() {
+        let (addr, server) = webhook_once("mac-0042").await;
         let cfg = RecheckConfig {
             url: format!("http://{addr}/recheck"),
             bearer_token_env: None,
@@ -271,24 +280,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "s3cr3t-from-a-file\n").unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 8192];
-            let mut got = Vec::new();
-            while !String::from_utf8_lossy(&got).contains("mac-7") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            String::from_utf8_lossy(&got).to_lowercase()
-        });
+        let (addr, server) = webhook_once("mac-7").await;
         let cfg = RecheckConfig {
             url: format!("http://{addr}/recheck"),
             // The file wins; this variable is never read.
@@ -299,7 +291,7 @@ mod tests {
         };
         let c = RecheckClient::new(&cfg).unwrap();
         c.request("mac-7", None, Utc::now()).await.unwrap();
-        let req = server.await.unwrap();
+        let req = server.await.unwrap().to_lowercase();
         assert!(
             req.contains("authorization: bearer s3cr3t-from-a-file\r\n"),
             "{req}"
