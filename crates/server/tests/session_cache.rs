@@ -266,3 +266,40 @@ async fn a_dead_session_id_is_remembered_as_absent_instead_of_read_on_every_requ
     h.assert_sent_to_sign_in("not-a-real-session-id.AAAA", "a made-up id")
         .await;
 }
+
+/// Another node marks the session to step up (the CAEP event reached it) while this node
+/// still serves the session from its cache and has not heard. When this node next records
+/// the session's activity, its write must not undo the mark (before, it rewrote the whole
+/// state it had cached), and the request that found the mark is asked to step up.
+#[tokio::test]
+async fn another_nodes_mark_survives_this_nodes_activity_stamp() {
+    let h = start().await;
+    let id = h.sign_in().await;
+    h.assert_allowed(&id, "signed in").await;
+    h.assert_allowed(&id, "served from the cache").await;
+    let mut entry = h.other.hot.get_session(&id).await.unwrap().expect("live");
+    entry.data["needs_step_up"] = serde_json::json!(true);
+    assert!(h
+        .other
+        .hot
+        .update_session(&id, &entry.data, Duration::from_secs(600))
+        .await
+        .unwrap());
+    // The activity stamp is written once the one on record is more than 5 s old.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let (status, location) = h.answer(&id).await;
+    let location = location.unwrap_or_default();
+    assert_eq!(
+        status, 303,
+        "the marked session is not let through: {location}"
+    );
+    assert!(
+        location.contains("/_stepgate/step-up"),
+        "sent to step up: {location}"
+    );
+    let stored = h.other.hot.get_session(&id).await.unwrap().expect("live");
+    assert_eq!(
+        stored.data["needs_step_up"], true,
+        "the other node's mark stands in the store"
+    );
+}

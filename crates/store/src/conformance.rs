@@ -116,6 +116,7 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
 pub async fn hot_suite(store: Arc<dyn HotStore>, expiry: Expiry) {
     sessions_lifecycle(&*store).await;
     session_ttl_expiry(&*store, &expiry).await;
+    session_replace_if_unchanged(&*store).await;
     counter_windows(&*store, &expiry).await;
     counters_are_atomic(store.clone()).await;
     bans(&*store, &expiry).await;
@@ -661,6 +662,74 @@ pub async fn sessions_lifecycle(s: &dyn HotStore) {
     assert_eq!(s.delete_sessions_for_user(&user).await.unwrap(), 2);
     assert!(s.get_session(&a).await.unwrap().is_none());
     assert!(s.list_sessions_for_user(&user).await.unwrap().is_empty());
+}
+
+/// A conditional replace writes only over the state the caller read: a change made in
+/// between (another node's mark) is never overwritten, and a gone session stays gone.
+pub async fn session_replace_if_unchanged(s: &dyn HotStore) {
+    use crate::SessionWrite;
+    let user = unique("user");
+    let id = unique("sess");
+    let read = json!({"aal": 1, "last_seen": 1, "note": "caf\u{e9} \"x\""});
+    s.put_session(&id, &user, &read, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let before = s.get_session(&id).await.unwrap().expect("live");
+    // Another writer changes the state after it was read.
+    let marked =
+        json!({"aal": 1, "last_seen": 1, "needs_step_up": true, "note": "caf\u{e9} \"x\""});
+    assert!(s
+        .update_session(&id, &marked, Duration::from_secs(600))
+        .await
+        .unwrap());
+    let stamped = json!({"aal": 1, "last_seen": 2, "note": "caf\u{e9} \"x\""});
+    assert_eq!(
+        s.replace_session(&id, &before.data, &stamped, Duration::from_secs(600))
+            .await
+            .unwrap(),
+        SessionWrite::Changed,
+        "a write over a state that changed since it was read is refused"
+    );
+    assert_eq!(
+        s.get_session(&id).await.unwrap().map(|e| e.data),
+        Some(marked.clone()),
+        "the other writer's change stands"
+    );
+    // Read again, the write goes through, and its expiry is pushed.
+    let again = s.get_session(&id).await.unwrap().expect("live");
+    let mut both = marked.clone();
+    both["last_seen"] = json!(2);
+    assert_eq!(
+        s.replace_session(&id, &again.data, &both, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        SessionWrite::Written
+    );
+    let after = s.get_session(&id).await.unwrap().expect("live");
+    assert_eq!(after.data, both);
+    assert_eq!(after.user_id, user, "the owner is kept");
+    assert!(after.expires_at > again.expires_at, "the expiry is pushed");
+    assert_eq!(
+        s.list_sessions_for_user(&user).await.unwrap(),
+        vec![id.clone()]
+    );
+    // Gone stays gone, and a replace never creates a session.
+    assert!(s.delete_session(&id).await.unwrap());
+    assert_eq!(
+        s.replace_session(&id, &both, &both, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        SessionWrite::Gone
+    );
+    assert!(s.get_session(&id).await.unwrap().is_none());
+    let never = unique("sess");
+    assert_eq!(
+        s.replace_session(&never, &json!({}), &json!({}), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        SessionWrite::Gone
+    );
+    assert!(s.get_session(&never).await.unwrap().is_none());
 }
 
 /// A session past its TTL is gone: not returned, not touchable, not listed.

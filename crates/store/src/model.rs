@@ -300,6 +300,18 @@ pub struct SessionEntry {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The outcome of [`crate::HotStore::replace_session`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionWrite {
+    /// The session still held the state the caller read; it now holds the new one.
+    Written,
+    /// The session is live but its state changed since the caller read it (another node
+    /// marked it, bound it, or recorded activity): nothing was written.
+    Changed,
+    /// The session is gone (deleted, signed out, expired, never existed): nothing was written.
+    Gone,
+}
+
 /// The outcome of [`crate::HotStore::check_otp`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -16,6 +16,7 @@ use crate::config::{redact_url, RedisConfig};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
     ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
+    SessionWrite,
 };
 use crate::traits::HotStore;
 
@@ -67,6 +68,17 @@ if not u then return 0 end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local idx = ARGV[3] .. u
+if redis.call('PTTL', idx) < tonumber(ARGV[2]) then redis.call('PEXPIRE', idx, ARGV[2]) end
+return 1";
+
+// ARGV: data, ttl ms, index key prefix, expected data. 1 written, 2 changed, 0 gone.
+const REPLACE_SESSION: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'u', 'd')
+if not v[1] then return 0 end
+if v[2] ~= ARGV[4] then return 2 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local idx = ARGV[3] .. v[1]
 if redis.call('PTTL', idx) < tonumber(ARGV[2]) then redis.call('PEXPIRE', idx, ARGV[2]) end
 return 1";
 
@@ -218,6 +230,28 @@ impl HotStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(done == 1)
+    }
+
+    async fn replace_session(
+        &self,
+        id: &str,
+        expected: &serde_json::Value,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<SessionWrite> {
+        let done: i64 = Script::new(REPLACE_SESSION)
+            .key(self.key("sess", id))
+            .arg(json_text(data)?)
+            .arg(ttl_arg(ttl))
+            .arg(self.key("usess", ""))
+            .arg(json_text(expected)?)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match done {
+            1 => SessionWrite::Written,
+            2 => SessionWrite::Changed,
+            _ => SessionWrite::Gone,
+        })
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {

@@ -17,7 +17,9 @@ use crate::clock::StoreClock;
 use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{self, Ledger};
-use crate::model::{ct_eq, from_ms, json_text, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry};
+use crate::model::{
+    ct_eq, from_ms, json_text, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry, SessionWrite,
+};
 use crate::secrets::SecretKey;
 use crate::sql_durable::{check_key, SqlBackend};
 use crate::traits::HotStore;
@@ -287,6 +289,41 @@ impl HotStore for SqliteStore {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn replace_session(
+        &self,
+        id: &str,
+        expected: &serde_json::Value,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<SessionWrite> {
+        let (now, exp) = self.now_and(ttl);
+        let done = sqlx::query(
+            "UPDATE hot_sessions SET data_json = ?, expires_at = ? \
+             WHERE id = ? AND expires_at > ? AND data_json = ?",
+        )
+        .bind(json_text(data)?)
+        .bind(exp)
+        .bind(id)
+        .bind(now)
+        .bind(json_text(expected)?)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(SessionWrite::Written);
+        }
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM hot_sessions WHERE id = ? AND expires_at > ?")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(if live.is_some() {
+            SessionWrite::Changed
+        } else {
+            SessionWrite::Gone
+        })
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreResult;
 use crate::model::{
     AuditEvent, AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord,
-    NewAuditEvent, OtpCheck, SessionEntry, UserRecord,
+    NewAuditEvent, OtpCheck, SessionEntry, SessionWrite, UserRecord,
 };
 
 /// Durable data: users, enrolled factors, devices and the audit log.
@@ -140,6 +140,20 @@ pub trait HotStore: Send + Sync {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<bool>;
+
+    /// Replaces a live session's state only if it is still `expected` (the state as the
+    /// caller read it), and pushes its expiry to now + `ttl`: a read-modify-write that
+    /// cannot overwrite a change made by someone else in between (another node's CAEP mark
+    /// racing this node's activity stamp). States compare as the JSON text the store keeps,
+    /// which every write produces from a `serde_json::Value` the same way. A session that is
+    /// gone stays gone.
+    async fn replace_session(
+        &self,
+        id: &str,
+        expected: &serde_json::Value,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<SessionWrite>;
 
     /// Deletes a session. Whether it was live.
     async fn delete_session(&self, id: &str) -> StoreResult<bool>;

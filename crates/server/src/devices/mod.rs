@@ -33,7 +33,7 @@ use stepgate_store::{DurableStore, HotStore, StoreError, UserRecord};
 
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::CookieJar;
-use crate::session::{Session, Sessions};
+use crate::session::{Session, SessionData, Sessions};
 
 /// How many sessions a device's index keeps, and for how long.
 const SESSIONS_PER_DEVICE: usize = 200;
@@ -156,12 +156,20 @@ impl Registry {
         if session.data.device_id.is_some() {
             return;
         }
-        let mut s = session.clone();
-        Arc::make_mut(&mut s.data).device_id = Some(device_id.to_string());
-        match sessions.save(rt, &s, now).await {
-            Ok(true) => self.index_session(device_id, &s.id).await,
-            // Ended meanwhile: nothing to bind.
-            Ok(false) => {}
+        // First binding wins, also against another node binding the same session.
+        let bind = |d: &mut SessionData| {
+            if d.device_id.is_some() {
+                return false;
+            }
+            d.device_id = Some(device_id.to_string());
+            true
+        };
+        match sessions.modify(rt, &session.id, now, bind).await {
+            Ok(Some(s)) if s.data.device_id.as_deref() == Some(device_id) => {
+                self.index_session(device_id, &s.id).await
+            }
+            // Bound to another device meanwhile, or ended: nothing to bind.
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "session not bound to its device"),
         }
     }

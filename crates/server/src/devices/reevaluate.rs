@@ -15,7 +15,7 @@ use stepgate_signals::device::Device;
 
 use crate::access::{AccessRequest, Connection, Credentials, Verdict};
 use crate::app::state::{Runtime, Shared};
-use crate::session::Session;
+use crate::session::{Session, SessionData};
 
 /// What a re-evaluation did to one session.
 enum Effect {
@@ -110,12 +110,14 @@ async fn session_again(
     match st.access.decide(rt, &req).await.verdict {
         Verdict::Allow(_) => Some(Effect::Kept),
         Verdict::StepUp(s) => {
-            let Some(mut s) = s.session else {
+            let Some(s) = s.session else {
                 return Some(Effect::Kept);
             };
-            Arc::make_mut(&mut s.data).needs_step_up = true;
-            match st.sessions.save(rt, &s, now).await {
-                Ok(_) => Some(Effect::SteppedUp),
+            let mark = |d: &mut SessionData| !std::mem::replace(&mut d.needs_step_up, true);
+            match st.sessions.modify(rt, &s.id, now, mark).await {
+                Ok(Some(_)) => Some(Effect::SteppedUp),
+                // Ended since it was judged: nothing left to mark.
+                Ok(None) => Some(Effect::Ended),
                 Err(e) => {
                     tracing::error!(error = %e, "session not marked for step-up");
                     None
@@ -145,18 +147,11 @@ pub async fn mark_user_sessions(st: &Shared, user_id: &str) -> usize {
     let ids = st.sessions.of_user(user_id).await.unwrap_or_default();
     let mut n = 0;
     for id in ids {
-        let Ok(Some((_, mut data))) = st.sessions.peek(&id).await else {
-            continue;
-        };
-        data.needs_step_up = true;
-        let s = Session {
-            id,
-            data: Arc::new(data),
-        };
-        match st.sessions.save(&rt, &s, now).await {
-            Ok(true) => n += 1,
-            // Ended since it was read: it stays ended, which is what the event asks at most.
-            Ok(false) => {}
+        let mark = |d: &mut SessionData| !std::mem::replace(&mut d.needs_step_up, true);
+        match st.sessions.modify(&rt, &id, now, mark).await {
+            Ok(Some(_)) => n += 1,
+            // Ended since it was listed: it stays ended, which is what the event asks at most.
+            Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "session not marked for step-up"),
         }
     }

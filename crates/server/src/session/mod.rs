@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 pub use stepgate_authn::session::{Session, SessionData, SessionEnd};
-use stepgate_store::{HotStore, StoreResult};
+use stepgate_store::{HotStore, SessionWrite, StoreResult};
 
 use crate::app::signer::Signer;
 use crate::app::state::Runtime;
-use cache::Caches;
+use cache::{Caches, SessionSlot};
 use cookies::CookieSource;
 
 /// The session lifetimes in force for a session's level.
@@ -89,26 +89,52 @@ impl Sessions {
     /// records the activity. The record comes through the node's read cache; the lifetime
     /// and idle checks use the record's own times, so they are exact whether it was cached
     /// or not. Writes go to the hot store, which drops the cached record.
+    ///
+    /// The activity stamp is written only over the state this node read
+    /// ([`HotStore::replace_session`]): when another node changed the session in between (a
+    /// CAEP mark, a device binding) and this node has not heard yet, the stamp is refused,
+    /// the session read again, and the request judged on the state that now stands, so the
+    /// other node's change is neither overwritten nor missed.
     pub async fn load(
         &self,
         rt: &Runtime,
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<Session, SessionEnd>> {
-        let mut s = match self.check(rt, id, now).await? {
-            Ok(s) => s,
-            Err(end) => return Ok(Err(end)),
-        };
-        // Writing on every request would make the store the bottleneck; a few seconds of
-        // idle-time slack is harmless.
-        if now - s.data.last_seen > chrono::Duration::seconds(5) {
+        let mut attempt = 0;
+        loop {
+            let (read, slot) = match self.check_slot(rt, id, now).await? {
+                Ok(s) => s,
+                Err(end) => return Ok(Err(end)),
+            };
+            // Writing on every request would make the store the bottleneck; a few seconds of
+            // idle-time slack is harmless.
+            if now - read.data.last_seen <= chrono::Duration::seconds(5) {
+                return Ok(Ok(read));
+            }
+            let mut s = read.clone();
             Arc::make_mut(&mut s.data).last_seen = now;
-            if !self.save(rt, &s, now).await? {
+            let write = self
+                .hot
+                .replace_session(
+                    id,
+                    &slot.entry.data,
+                    &serde_json::to_value(&s.data).unwrap_or_default(),
+                    ttl_for(rt, &s.data, now),
+                )
+                .await?;
+            match write {
+                SessionWrite::Written => return Ok(Ok(s)),
                 // Ended (signed out, revoked) since it was read: it stays ended.
-                return Ok(Err(SessionEnd::Unknown));
+                SessionWrite::Gone => return Ok(Err(SessionEnd::Unknown)),
+                // Changed by someone else since it was read: the write dropped the cached
+                // copy, so the next read is the store's.
+                SessionWrite::Changed if attempt == 0 => attempt += 1,
+                // Still changing under us: the state just read from the store stands, and
+                // the next request records the activity.
+                SessionWrite::Changed => return Ok(Ok(read)),
             }
         }
-        Ok(Ok(s))
     }
 
     /// [`Sessions::load`] without recording activity: whether the session still stands (an
@@ -120,6 +146,17 @@ impl Sessions {
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<Session, SessionEnd>> {
+        Ok(self.check_slot(rt, id, now).await?.map(|(s, _)| s))
+    }
+
+    /// [`Sessions::check`], with the cached record the session was read from (its state as
+    /// the store keeps it, for a conditional write).
+    async fn check_slot(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Result<(Session, Arc<SessionSlot>), SessionEnd>> {
         let Some(slot) = self.cache.session(id, true).await? else {
             return Ok(Err(SessionEnd::Unknown));
         };
@@ -141,10 +178,11 @@ impl Sessions {
                 return Ok(Err(SessionEnd::Idle));
             }
         }
-        Ok(Ok(Session {
+        let session = Session {
             id: id.to_string(),
             data: data.clone(),
-        }))
+        };
+        Ok(Ok((session, slot)))
     }
 
     /// Stores `data` under a brand-new id (sign-in, step-up), deleting `old` if given.
@@ -173,16 +211,61 @@ impl Sessions {
         })
     }
 
-    /// Rewrites a live session's state under the same id. Whether it was still live: a
-    /// session ended since it was read (signed out, revoked) stays ended.
-    pub async fn save(&self, rt: &Runtime, s: &Session, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.hot
-            .update_session(
-                &s.id,
-                &serde_json::to_value(&s.data).unwrap_or_default(),
-                ttl_for(rt, &s.data, now),
-            )
-            .await
+    /// Changes a live session's state under the same id: `change` edits the state as the
+    /// store holds it and says whether it changed anything, and the result is written only
+    /// over that state ([`HotStore::replace_session`]). When someone else wrote in between
+    /// (another node stamping activity, another event), the state is read again and `change`
+    /// runs again on it, so no write is lost. The session as it now stands, or `None` when
+    /// it is gone (signed out, revoked, expired): a session ended since it was read stays
+    /// ended.
+    pub async fn modify(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        now: DateTime<Utc>,
+        mut change: impl FnMut(&mut SessionData) -> bool,
+    ) -> StoreResult<Option<Session>> {
+        // Each retry follows a write that landed between this read and this write; a
+        // session written to this often is refused rather than spun on.
+        for _ in 0..8 {
+            let Some(entry) = self.hot.get_session(id).await? else {
+                return Ok(None);
+            };
+            let Ok(mut data) = serde_json::from_value::<SessionData>(entry.data.clone()) else {
+                // A record this build cannot read is not trusted.
+                self.hot.delete_session(id).await?;
+                return Ok(None);
+            };
+            if !change(&mut data) {
+                return Ok(Some(Session {
+                    id: id.to_string(),
+                    data: Arc::new(data),
+                }));
+            }
+            let write = self
+                .hot
+                .replace_session(
+                    id,
+                    &entry.data,
+                    &serde_json::to_value(&data).unwrap_or_default(),
+                    ttl_for(rt, &data, now),
+                )
+                .await?;
+            match write {
+                SessionWrite::Written => {
+                    return Ok(Some(Session {
+                        id: id.to_string(),
+                        data: Arc::new(data),
+                    }))
+                }
+                SessionWrite::Gone => return Ok(None),
+                SessionWrite::Changed => {}
+            }
+        }
+        Err(stepgate_store::StoreError::Unavailable(format!(
+            "session {}… kept changing while it was being updated",
+            id.get(..8).unwrap_or(id)
+        )))
     }
 
     /// A stored session's state as it is now, not through the cache and without any limit

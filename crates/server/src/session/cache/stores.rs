@@ -85,6 +85,23 @@ impl HotStore for CachedHot {
             .await
     }
 
+    async fn replace_session(
+        &self,
+        id: &str,
+        expected: &serde_json::Value,
+        data: &serde_json::Value,
+        ttl: Duration,
+    ) -> StoreResult<stepgate_store::SessionWrite> {
+        // Dropped from the cache whatever the outcome: a write that found the state changed
+        // means the cached copy is stale, and the caller reads again.
+        self.c
+            .writing(
+                Change::Session(id.to_string()),
+                self.inner.replace_session(id, expected, data, ttl),
+            )
+            .await
+    }
+
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
         self.c
             .writing(
