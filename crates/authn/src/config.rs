@@ -366,6 +366,12 @@ impl EmailOtpConfig {
                     "is required",
                 ));
             }
+            if s.password_env.is_some() && s.password_file.is_some() {
+                return Err(ConfigError::new(
+                    "factors.email_otp.transport.smtp.password_file",
+                    "set one of `password_env` and `password_file`, not both",
+                ));
+            }
             if s.from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(ConfigError::new(
                     "factors.email_otp.transport.smtp.from",
@@ -429,6 +435,10 @@ pub struct SmtpConfig {
     /// Name of the environment variable holding the SMTP password (never the password itself).
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A file holding the SMTP password (a systemd credential, a mounted secret); one
+    /// trailing newline is ignored. Not together with `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Sender address, e.g. `stepgate <noreply@example.com>` (required).
     pub from: String,
     /// Connection and command timeout (default `10s`).
@@ -492,6 +502,23 @@ impl SmsOtpConfig {
                     ))
                 }
             }
+            let named = h
+                .headers
+                .keys()
+                .chain(h.headers_env.keys())
+                .chain(h.headers_file.keys())
+                .map(|k| k.to_ascii_lowercase());
+            let mut seen = std::collections::BTreeSet::new();
+            for k in named {
+                if !seen.insert(k.clone()) {
+                    return Err(ConfigError::new(
+                        "factors.sms_otp.transport.http.headers_file",
+                        format!(
+                            "header `{k}` is named more than once across `headers`, `headers_env` and `headers_file`"
+                        ),
+                    ));
+                }
+            }
             let probe =
                 crate::otp::render_json_template(&h.body, &[("to", "+15550100"), ("text", "x")]);
             if serde_json::from_str::<serde_json::Value>(&probe).is_err() {
@@ -536,6 +563,10 @@ pub struct SmsHttpConfig {
     /// (e.g. `Authorization: SMS_GATEWAY_AUTH`), so no token sits in the file.
     #[serde(default)]
     pub headers_env: BTreeMap<String, String>,
+    /// Headers whose values come from files: header name → file path (a trailing newline is
+    /// ignored). A header is named in at most one of `headers`, `headers_env`, `headers_file`.
+    #[serde(default)]
+    pub headers_file: BTreeMap<String, PathBuf>,
     /// JSON body template; `{to}` and `{text}` are replaced with JSON-escaped values
     /// (default `{"to": "{to}", "text": "{text}"}`).
     #[serde(default = "default_sms_body")]
@@ -839,6 +870,24 @@ webauthn:
             "factors.sms_otp.transport.http.body"
         );
         assert!(marked_yaml::from_yaml::<FactorsConfig>(0, "passwrd: {}").is_err());
+        let c: FactorsConfig = marked_yaml::from_yaml(
+            0,
+            "email_otp: { transport: { smtp: { host: h, from: a@b.example, username: u, password_env: P, password_file: /run/p } } }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "factors.email_otp.transport.smtp.password_file"
+        );
+        let c: FactorsConfig = marked_yaml::from_yaml(
+            0,
+            "sms_otp: { transport: { http: { url: 'https://x', headers_env: { Authorization: T }, headers_file: { authorization: /run/t } } } }",
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "factors.sms_otp.transport.http.headers_file"
+        );
     }
 
     #[test]

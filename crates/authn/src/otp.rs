@@ -165,6 +165,31 @@ pub enum DeliveryError {
     /// A configured environment variable is missing.
     #[error("environment variable `{0}` is not set (named in the configuration)")]
     MissingEnv(String),
+    /// A configured secret file cannot be read or is empty.
+    #[error("secret file `{path}` {why}")]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// A secret kept in a file: its text without the trailing newline; unreadable or empty is an
+/// error (found when the sender is built, at start-up).
+fn secret_file(path: &Path) -> Result<String, DeliveryError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DeliveryError::SecretFile {
+        path: path.to_path_buf(),
+        why: format!("cannot be read: {e}"),
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(DeliveryError::SecretFile {
+            path: path.to_path_buf(),
+            why: "is empty".into(),
+        });
+    }
+    Ok(secret.to_string())
 }
 
 fn write_file(dir: &Path, ext: &str, contents: &[u8]) -> Result<PathBuf, DeliveryError> {
@@ -225,10 +250,11 @@ impl EmailSender {
                 };
                 let mut builder = builder.port(s.port).timeout(Some(s.timeout.0));
                 if let Some(user) = &s.username {
-                    let password = match &s.password_env {
-                        Some(var) => std::env::var(var)
+                    let password = match (&s.password_file, &s.password_env) {
+                        (Some(path), _) => secret_file(path)?,
+                        (None, Some(var)) => std::env::var(var)
                             .map_err(|_| DeliveryError::MissingEnv(var.clone()))?,
-                        None => String::new(),
+                        (None, None) => String::new(),
                     };
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
@@ -280,8 +306,8 @@ pub enum SmsSender {
     Http {
         /// HTTP client (rustls).
         client: reqwest::Client,
-        /// Gateway settings.
-        cfg: SmsHttpConfig,
+        /// Gateway settings (boxed: the file transport is a path).
+        cfg: Box<SmsHttpConfig>,
         /// Resolved headers (static + from environment).
         headers: reqwest::header::HeaderMap,
     },
@@ -319,13 +345,16 @@ impl SmsSender {
                         std::env::var(var).map_err(|_| DeliveryError::MissingEnv(var.clone()))?;
                     add(k, &v)?;
                 }
+                for (k, path) in &h.headers_file {
+                    add(k, &secret_file(path)?)?;
+                }
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(h.timeout.as_secs().max(1)))
                     .build()
                     .map_err(|e| DeliveryError::Http(e.to_string()))?;
                 Ok(SmsSender::Http {
                     client,
-                    cfg: h.clone(),
+                    cfg: Box::new(h.clone()),
                     headers,
                 })
             }

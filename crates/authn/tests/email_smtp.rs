@@ -40,6 +40,7 @@ async fn email_code_round_trip_through_real_smtp() {
         security: SmtpSecurity::None,
         username: None,
         password_env: None,
+        password_file: None,
         from: "stepgate <noreply@stepgate.test>".into(),
         timeout: HumanDuration::from_secs(10),
     });
@@ -90,4 +91,35 @@ async fn email_code_round_trip_through_real_smtp() {
         .to_string();
     assert_eq!(issued.check(&received, Utc::now()), CodeCheck::Accepted);
     assert_eq!(issued.check(&received, Utc::now()), CodeCheck::Used);
+}
+
+#[test]
+fn an_smtp_password_file_that_cannot_be_read_stops_the_sender_from_being_built() {
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let smtp = |file: &std::path::Path| {
+        EmailTransportConfig::Smtp(SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            security: SmtpSecurity::None,
+            username: Some("stepgate".into()),
+            password_env: None,
+            password_file: Some(file.to_path_buf()),
+            from: "stepgate <noreply@stepgate.test>".into(),
+            timeout: HumanDuration::from_secs(10),
+        })
+    };
+    let missing = std::path::Path::new("/nonexistent/stepgate-smtp-password");
+    for (file, why) in [(empty.path(), "is empty"), (missing, "cannot be read")] {
+        let err = EmailSender::from_config(&smtp(file))
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&file.display().to_string()) && text.contains(why),
+            "{text}"
+        );
+    }
+    let good = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(good.path(), "s3cret\n").unwrap();
+    assert!(EmailSender::from_config(&smtp(good.path())).is_ok());
 }

@@ -56,6 +56,8 @@ async fn sms_code_round_trip_through_http_gateway() {
     let server = tokio::spawn(record_one(listener));
 
     std::env::set_var("STEPGATE_TEST_SMS_TOKEN", "Bearer test-token");
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), "key-from-a-file\n").unwrap();
     let cfg = SmsTransportConfig::Http(SmsHttpConfig {
         url: format!("http://127.0.0.1:{port}/v1/messages"),
         headers: BTreeMap::from([("X-Account".to_string(), "42".to_string())]),
@@ -63,6 +65,7 @@ async fn sms_code_round_trip_through_http_gateway() {
             "Authorization".to_string(),
             "STEPGATE_TEST_SMS_TOKEN".to_string(),
         )]),
+        headers_file: BTreeMap::from([("X-Api-Key".to_string(), key_file.path().to_path_buf())]),
         body: r#"{"destination": {"number": "{to}"}, "message": "{text}", "sender": "stepgate"}"#
             .into(),
         timeout: HumanDuration::from_secs(10),
@@ -91,6 +94,10 @@ async fn sms_code_round_trip_through_http_gateway() {
     let head = rec.head.to_lowercase();
     assert!(head.contains("authorization: bearer test-token"), "{head}");
     assert!(head.contains("x-account: 42"));
+    assert!(
+        head.contains("x-api-key: key-from-a-file\r\n"),
+        "the header from a file, without its newline: {head}"
+    );
     assert!(head.contains("content-type: application/json"));
     let json: serde_json::Value = serde_json::from_str(&rec.body).unwrap();
     assert_eq!(json["destination"]["number"], "+15550100123");
@@ -115,6 +122,7 @@ async fn gateway_error_is_reported() {
         url: format!("http://127.0.0.1:{port}/send"),
         headers: BTreeMap::new(),
         headers_env: BTreeMap::new(),
+        headers_file: BTreeMap::new(),
         body: r#"{"to": "{to}", "text": "{text}"}"#.into(),
         timeout: HumanDuration::from_secs(5),
     });
@@ -124,4 +132,31 @@ async fn gateway_error_is_reported() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[test]
+fn a_secret_file_that_is_missing_or_empty_stops_the_sender_from_being_built() {
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    for (path, why) in [
+        (empty.path().to_path_buf(), "is empty"),
+        (
+            std::path::PathBuf::from("/nonexistent/stepgate-sms-key"),
+            "cannot be read",
+        ),
+    ] {
+        let cfg = SmsTransportConfig::Http(SmsHttpConfig {
+            url: "http://127.0.0.1:9/send".into(),
+            headers: BTreeMap::new(),
+            headers_env: BTreeMap::new(),
+            headers_file: BTreeMap::from([("X-Api-Key".to_string(), path.clone())]),
+            body: r#"{"to": "{to}", "text": "{text}"}"#.into(),
+            timeout: HumanDuration::from_secs(5),
+        });
+        let err = SmsSender::from_config(&cfg).err().expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains(why),
+            "{text}"
+        );
+    }
 }

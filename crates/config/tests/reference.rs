@@ -304,8 +304,9 @@ fn looks_secret(r: &Row) -> bool {
 /// nature (as nginx, Traefik and Caddy take it).
 const FILE_ONLY_SECRETS: &[&str] = &["server.tls.key_file"];
 /// Secrets inside a transport's settings, whose keys the index does not list one by one:
-/// an environment variable (`password_env`, `headers_env`) is the way there.
-const ENV_ONLY_SECRETS: &[&str] = &["factors.email_otp.transport", "factors.sms_otp.transport"];
+/// a file (`password_file`, `headers_file`) or an environment variable (`password_env`,
+/// `headers_env`) is the way there.
+const TRANSPORT_SECRETS: &[&str] = &["factors.email_otp.transport", "factors.sms_otp.transport"];
 
 #[test]
 fn every_secret_says_how_to_keep_it_out_of_the_file_and_those_keys_exist() {
@@ -340,7 +341,7 @@ fn every_secret_says_how_to_keep_it_out_of_the_file_and_those_keys_exist() {
             } else {
                 format!("{parent}.{n}")
             };
-            let inside_transport = ENV_ONLY_SECRETS.contains(&r.key.as_str());
+            let inside_transport = TRANSPORT_SECRETS.contains(&r.key.as_str());
             if !inside_transport && !keys.contains(&sibling) {
                 wrong.push(format!(
                     "`{}` names `{n}`, but the configuration has no `{sibling}`",
@@ -352,8 +353,6 @@ fn every_secret_says_how_to_keep_it_out_of_the_file_and_those_keys_exist() {
         let env = named.iter().any(|n| n.ends_with("_env")) || s.contains("{env: ");
         let ok = if FILE_ONLY_SECRETS.contains(&r.key.as_str()) {
             file
-        } else if ENV_ONLY_SECRETS.contains(&r.key.as_str()) {
-            env
         } else {
             file && env
         };
