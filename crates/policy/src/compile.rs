@@ -453,10 +453,19 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         Some(o) => c
             .outcome(o, true)
             .unwrap_or(Outcome::Deny(DenyOutcome::default())),
-        None => Outcome::Deny(DenyOutcome {
+        None => Outcome::Deny(DenyOutcome::default()),
+    };
+    // A default deny says why, whether it was written out (`default_outcome: deny`) or
+    // left to fail closed, unless it names its own message.
+    let default_outcome = match default_outcome {
+        Outcome::Deny(DenyOutcome {
+            message: None,
+            remediation,
+        }) => Outcome::Deny(DenyOutcome {
             message: Some("No policy allows this request.".into()),
-            remediation: None,
+            remediation,
         }),
+        other => other,
     };
     if c.zone_names.len() > usize::from(ZoneId::MAX) {
         c.errors.push(SpecError::new(
@@ -1435,5 +1444,52 @@ mod depth_tests {
             assert!(e.message.contains("more than 64 levels deep"), "{e:?}");
             assert!(e.message.contains("split the policy"), "{e:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod default_outcome_tests {
+    use super::*;
+
+    fn default_of(yaml: Option<&str>) -> Outcome {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            o: OutcomeSpec,
+        }
+        let spec: Option<OutcomeSpec> = yaml.map(|y| {
+            marked_yaml::from_yaml::<Doc>(0, &format!("o: {y}\n"))
+                .unwrap()
+                .o
+        });
+        compile(PolicyInput {
+            apps: &[],
+            networks: &NetworksSpec::new(),
+            policies: &[],
+            default_outcome: spec.as_ref(),
+        })
+        .unwrap()
+        .default_outcome()
+        .clone()
+    }
+
+    fn message(o: &Outcome) -> Option<&str> {
+        match o {
+            Outcome::Deny(d) => d.message.as_deref(),
+            _ => panic!("not a deny: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_default_deny_says_why_whether_written_out_or_left_out() {
+        let why = Some("No policy allows this request.");
+        assert_eq!(message(&default_of(None)), why, "left out");
+        assert_eq!(message(&default_of(Some("deny"))), why, "written out");
+        assert_eq!(
+            message(&default_of(Some(
+                "{ deny: { message: Ask the help desk. } }"
+            ))),
+            Some("Ask the help desk."),
+            "its own message is kept"
+        );
     }
 }
