@@ -172,7 +172,9 @@ impl fmt::Debug for PostgresConfig {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Connection URL, `redis://[:password@]host:6379[/db]`. Required.
+    /// Connection URL: `redis://[:password@]host:6379[/db]` (or `rediss://` with TLS), Redis
+    /// Sentinel `redis+sentinel://[[user]:password@]host:26379[,…]/<primary name>[/<db>]`, or
+    /// Redis Cluster `redis+cluster://[[user]:password@]host:7000[,host:7001…]`. Required.
     pub url: String,
     /// Prefix of every key stepgate writes, so one Redis can serve several deployments.
     /// Default: `stepgate:`.
@@ -305,12 +307,16 @@ impl StoreConfig {
             }
         }
         if let Some(r) = &self.redis {
-            if !(r.url.starts_with("redis://")
-                || r.url.starts_with("rediss://")
-                || r.url.starts_with("unix://"))
-            {
+            const SCHEMES: [&str; 5] = [
+                "redis://",
+                "rediss://",
+                "unix://",
+                "redis+sentinel://",
+                "redis+cluster://",
+            ];
+            if !SCHEMES.iter().any(|s| r.url.starts_with(s)) {
                 return Err(StoreError::Config(format!(
-                    "`store.redis.url` must start with redis://, rediss:// or unix://, got `{}`",
+                    "`store.redis.url` must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://, got `{}`",
                     redact_url(&r.url)
                 )));
             }
@@ -528,6 +534,26 @@ mod tests {
             .contains("store.postgres.schema"));
         let c: StoreConfig = marked_yaml::from_yaml(0, "sqlite: { max_connections: 0 }").unwrap();
         assert!(c.validate().is_err());
+        let c: StoreConfig = marked_yaml::from_yaml(0, "redis: { url: 'memcached://x' }").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("redis+cluster://"));
+    }
+
+    #[test]
+    fn sentinel_and_cluster_urls_are_accepted() {
+        for url in [
+            "redis+sentinel://h:26379,h:26380/main",
+            "redis+cluster://h:7000,h:7001",
+        ] {
+            let c = StoreConfig {
+                redis: Some(RedisConfig::new(url)),
+                ..StoreConfig::default()
+            };
+            c.validate().expect(url);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The connection to Redis that the hot store and the change feed share the behaviour of:
 //! one multiplexed, auto-reconnecting connection to a single Redis (`redis://`, `rediss://`),
-//! or to the primary that Redis Sentinel names (`redis+sentinel://`), found again after a
-//! failover.
+//! to the primary that Redis Sentinel names (`redis+sentinel://`), found again after a
+//! failover, or to a Redis Cluster (`redis+cluster://`).
 //!
 //! Sentinel URLs: `redis+sentinel://[[user]:password@]host:port[,host:port…]/<primary
 //! name>[/<db>]`. The sentinels are asked (in order, the first that answers) for the address
@@ -12,6 +12,13 @@
 //! When they name a primary that answers, the command is tried once more there (the old
 //! primary refused it, lost it with the connection, or is gone with whatever it held);
 //! otherwise it fails, and the request that needed it is refused with 503, never let through.
+//!
+//! Cluster URLs: `redis+cluster://[[user]:password@]host:port[,host:port…][/]`. The nodes
+//! listed are where the client starts: it asks them for the cluster's slot map and then
+//! talks to every primary directly, following `MOVED`/`ASK` redirections and refreshing the
+//! map after a failover (the `redis` crate's async cluster client). Cluster has one
+//! database (0). A command whose slot has no serving primary fails (`CLUSTERDOWN`, or no
+//! answer within the response timeout), so the request that needed it is refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,11 +45,21 @@ const ASK_SENTINELS: Duration = Duration::from_secs(3);
 /// The least time between two questions to the sentinels.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
-/// Where Redis is: one server, or a primary that sentinels name.
+/// How long a Cluster command may take in all, with its redirections and retries.
+const CLUSTER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where Redis is: one server, a primary that sentinels name, or a cluster.
 #[derive(Clone)]
 pub(crate) enum Target {
     Single(redis::Client),
     Sentinel(Arc<SentinelTarget>),
+    Cluster(Arc<ClusterTarget>),
+}
+
+/// A Redis Cluster: the nodes the URL lists, and the credentials every node takes.
+pub(crate) struct ClusterTarget {
+    nodes: Vec<redis::ConnectionInfo>,
+    client: redis::cluster::ClusterClient,
 }
 
 /// The sentinels and the primary's name (see the module documentation).
@@ -67,6 +84,9 @@ impl Target {
         let bad = |why: String| {
             StoreError::Config(format!("`store.redis.url` ({label}) is not usable: {why}"))
         };
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            return Target::parse_cluster(rest, &bad, password);
+        }
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
             use redis::IntoConnectionInfo;
             let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
@@ -117,25 +137,7 @@ impl Target {
             db,
             ..Default::default()
         };
-        if let Some(auth) = auth {
-            let (user, secret) = match auth.split_once(':') {
-                Some((u, p)) => (u, p),
-                None => ("", auth),
-            };
-            let decode = |s: &str| {
-                percent_decode(s)
-                    .ok_or_else(|| bad("the user or password is not valid percent-encoding".into()))
-            };
-            if !user.is_empty() {
-                info.username = Some(decode(user)?);
-            }
-            if !secret.is_empty() {
-                info.password = Some(decode(secret)?);
-            }
-        }
-        if password.is_some() {
-            info.password = password;
-        }
+        read_auth(auth, &mut info, password, &bad)?;
         // Every sentinel URL must be one the client accepts.
         redis::sentinel::Sentinel::build(sentinels.clone()).map_err(|e| bad(e.to_string()))?;
         Ok(Target::Sentinel(Arc::new(SentinelTarget {
@@ -150,11 +152,112 @@ impl Target {
 
     /// A client for the server to talk to now: the single server, or the primary the
     /// sentinels name.
+    /// With a cluster, a client for the first listed node that accepts a connection (a
+    /// subscription needs one node: classic `PUBLISH` reaches every node of a cluster).
     pub(crate) async fn client(&self) -> StoreResult<redis::Client> {
         match self {
             Target::Single(c) => Ok(c.clone()),
             Target::Sentinel(s) => s.primary().await,
+            Target::Cluster(c) => c.any_node().await,
         }
+    }
+
+    /// `rest`: what follows `redis+cluster://`.
+    fn parse_cluster(
+        rest: &str,
+        bad: &dyn Fn(String) -> StoreError,
+        password: Option<String>,
+    ) -> StoreResult<Target> {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !(path.is_empty() || path == "0") {
+            return Err(bad(format!(
+                "Redis Cluster has one database (0), so nothing may follow the hosts but `/`, got `/{path}`"
+            )));
+        }
+        let mut info = redis::RedisConnectionInfo::default();
+        read_auth(auth, &mut info, password, bad)?;
+        let mut nodes = Vec::new();
+        for host in hosts.split(',') {
+            let host = host.trim();
+            let (h, p) = host.rsplit_once(':').ok_or_else(|| {
+                bad(format!(
+                    "the cluster node `{host}` needs a port: redis+cluster://host:7000[,host:7001…]"
+                ))
+            })?;
+            let port = p.parse::<u16>().ok().filter(|_| !h.is_empty());
+            let Some(port) = port else {
+                return Err(bad(format!("the cluster node `{host}` is not host:port")));
+            };
+            nodes.push(redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp(h.trim_matches(['[', ']']).to_string(), port),
+                redis: info.clone(),
+            });
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(CLUSTER_RESPONSE_TIMEOUT)
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(1000)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Target::Cluster(Arc::new(ClusterTarget { nodes, client })))
+    }
+}
+
+/// Reads `user:password` (percent-encoded) from a Sentinel or Cluster URL into `info`, with
+/// `password` (from `password_file`/`password_env`) in place of the URL's when given.
+fn read_auth(
+    auth: Option<&str>,
+    info: &mut redis::RedisConnectionInfo,
+    password: Option<String>,
+    bad: &dyn Fn(String) -> StoreError,
+) -> StoreResult<()> {
+    if let Some(auth) = auth {
+        let (user, secret) = match auth.split_once(':') {
+            Some((u, p)) => (u, p),
+            None => ("", auth),
+        };
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| bad("the user or password is not valid percent-encoding".into()))
+        };
+        if !user.is_empty() {
+            info.username = Some(decode(user)?);
+        }
+        if !secret.is_empty() {
+            info.password = Some(decode(secret)?);
+        }
+    }
+    if password.is_some() {
+        info.password = password;
+    }
+    Ok(())
+}
+
+impl ClusterTarget {
+    async fn any_node(&self) -> StoreResult<redis::Client> {
+        let mut why = Vec::new();
+        for node in &self.nodes {
+            let client = redis::Client::open(node.clone())?;
+            let try_it = async {
+                let mut c = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            };
+            match tokio::time::timeout(Duration::from_secs(2), try_it).await {
+                Ok(Ok(())) => return Ok(client),
+                Ok(Err(e)) => why.push(format!("{}: {e}", node.addr)),
+                Err(_) => why.push(format!("{}: no answer within 2s", node.addr)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "no Redis Cluster node answered ({})",
+            why.join("; ")
+        )))
     }
 }
 
@@ -201,8 +304,16 @@ fn percent_decode(s: &str) -> Option<String> {
 /// primary after a failover (module documentation).
 #[derive(Clone)]
 pub(crate) struct Conn {
-    inner: Arc<ConnInner>,
+    inner: ConnKind,
     db: i64,
+}
+
+#[derive(Clone)]
+enum ConnKind {
+    /// One server, or the primary the sentinels name.
+    Node(Arc<ConnInner>),
+    /// Every primary of a cluster, each command sent to its key's slot.
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 struct ConnInner {
@@ -216,22 +327,31 @@ struct ConnInner {
 impl Conn {
     /// Connects (retrying with backoff while Redis is down, as the connection manager does).
     pub(crate) async fn connect(target: Target) -> StoreResult<Conn> {
+        if let Target::Cluster(c) = &target {
+            let conn = c.client.get_async_connection().await?;
+            return Ok(Conn {
+                inner: ConnKind::Cluster(conn),
+                db: 0,
+            });
+        }
         let client = target.client().await?;
         let db = client.get_connection_info().redis.db;
         let manager = ConnectionManager::new_with_config(client, connection_config()).await?;
         Ok(Conn {
-            inner: Arc::new(ConnInner {
+            inner: ConnKind::Node(Arc::new(ConnInner {
                 target,
                 current: Mutex::new((manager, 0)),
                 asked: tokio::sync::Mutex::new(Instant::now()),
-            }),
+            })),
             db,
         })
     }
+}
 
+impl ConnInner {
     /// The connection in use and its generation.
     fn manager(&self) -> (ConnectionManager, u64) {
-        match self.inner.current.lock() {
+        match self.current.lock() {
             Ok(m) => m.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
@@ -243,7 +363,7 @@ impl Conn {
     /// command may be tried once more, on the new primary: the old one refused it, lost it
     /// with the connection, or is gone with whatever it held).
     async fn after_failure(&self, e: &redis::RedisError, used: u64) -> bool {
-        let Target::Sentinel(s) = &self.inner.target else {
+        let Target::Sentinel(s) = &self.target else {
             return false;
         };
         let moved = e.is_io_error()
@@ -255,7 +375,7 @@ impl Conn {
             return false;
         }
         // One question at a time; the others wait for its answer.
-        let mut asked = self.inner.asked.lock().await;
+        let mut asked = self.asked.lock().await;
         if self.manager().1 != used {
             return true; // re-pointed meanwhile
         }
@@ -273,7 +393,7 @@ impl Conn {
         let addr = client.get_connection_info().addr.to_string();
         match ConnectionManager::new_with_config(client, connection_config()).await {
             Ok(m) => {
-                if let Ok(mut current) = self.inner.current.lock() {
+                if let Ok(mut current) = self.current.lock() {
                     *current = (m, used + 1);
                 }
                 tracing::warn!(primary = %s.primary, %addr, "Redis Sentinel: following the primary to its (new) address");
@@ -290,10 +410,14 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (mut m, used) = self.manager();
+            let inner = match &mut self.inner {
+                ConnKind::Cluster(c) => return c.req_packed_command(cmd).await,
+                ConnKind::Node(inner) => inner,
+            };
+            let (mut m, used) = inner.manager();
             match m.req_packed_command(cmd).await {
-                Err(e) if self.after_failure(&e, used).await => {
-                    self.manager().0.req_packed_command(cmd).await
+                Err(e) if inner.after_failure(&e, used).await => {
+                    inner.manager().0.req_packed_command(cmd).await
                 }
                 r => r,
             }
@@ -307,10 +431,15 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let (mut m, used) = self.manager();
+            let inner = match &mut self.inner {
+                ConnKind::Cluster(c) => return c.req_packed_commands(cmd, offset, count).await,
+                ConnKind::Node(inner) => inner,
+            };
+            let (mut m, used) = inner.manager();
             match m.req_packed_commands(cmd, offset, count).await {
-                Err(e) if self.after_failure(&e, used).await => {
-                    self.manager()
+                Err(e) if inner.after_failure(&e, used).await => {
+                    inner
+                        .manager()
                         .0
                         .req_packed_commands(cmd, offset, count)
                         .await
@@ -332,7 +461,7 @@ mod tests {
     fn sentinel(url: &str) -> Arc<SentinelTarget> {
         match Target::parse(url, "test", None).unwrap() {
             Target::Sentinel(s) => s,
-            Target::Single(_) => panic!("not read as a Sentinel URL"),
+            _ => panic!("not read as a Sentinel URL"),
         }
     }
 
@@ -392,6 +521,55 @@ mod tests {
                 "expected /<primary name>",
             ),
             ("redis+sentinel://:%zz@h:26379/main", "percent-encoding"),
+        ] {
+            let e = Target::parse(url, "the url", None)
+                .err()
+                .expect(url)
+                .to_string();
+            assert!(e.contains("`store.redis.url` (the url)"), "{url}: {e}");
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    fn cluster(url: &str, password: Option<&str>) -> Arc<ClusterTarget> {
+        match Target::parse(url, "test", password.map(String::from)).unwrap() {
+            Target::Cluster(c) => c,
+            _ => panic!("not read as a Cluster URL"),
+        }
+    }
+
+    #[test]
+    fn cluster_urls_name_the_nodes_and_credentials() {
+        let c = cluster(
+            "redis+cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2:7001/",
+            None,
+        );
+        let addrs: Vec<String> = c.nodes.iter().map(|n| n.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:7000", "10.0.0.2:7001"]);
+        for n in &c.nodes {
+            assert_eq!(n.redis.username.as_deref(), Some("app"));
+            assert_eq!(n.redis.password.as_deref(), Some("p@ss"));
+            assert_eq!(n.redis.db, 0);
+        }
+        let c = cluster("redis+cluster://h:7000", None);
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes[0].redis.password, None);
+        let c = cluster("redis+cluster://:inurl@h:7000,h:7001/0", Some("fromfile"));
+        assert!(c
+            .nodes
+            .iter()
+            .all(|n| n.redis.password.as_deref() == Some("fromfile")));
+    }
+
+    #[test]
+    fn a_bad_cluster_url_says_what_is_wrong() {
+        for (url, says) in [
+            ("redis+cluster://h/", "needs a port"),
+            ("redis+cluster://h:7000,h/", "`h` needs a port"),
+            ("redis+cluster://h:port", "is not host:port"),
+            ("redis+cluster://:7000", "is not host:port"),
+            ("redis+cluster://h:7000/2", "one database (0)"),
+            ("redis+cluster://:%zz@h:7000", "percent-encoding"),
         ] {
             let e = Target::parse(url, "the url", None)
                 .err()

@@ -1,15 +1,16 @@
 //! The multi-node hot-state backend: Redis.
 //!
 //! Every key starts with `store.redis.key_prefix`. Expiry is Redis's own (`PEXPIRE`), so
-//! nothing needs purging. Read-modify-write operations are Lua scripts, atomic on the server.
-//! Session scripts touch the user's index set next to the session key, which needs a
-//! standalone Redis (or a proxy that keeps a user's keys together), not Redis Cluster.
+//! nothing needs purging. Read-modify-write operations are Lua scripts, atomic on the server,
+//! each on one key, so the same code runs on one Redis, behind Sentinel and on Redis Cluster
+//! (see the notes on the session scripts for how a user's session index is kept).
 
 use std::time::Duration;
 
 use crate::redis_conn::{Conn, Target};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
 use redis::{AsyncCommands, Script};
 
 use crate::config::{redact_url, RedisConfig};
@@ -38,13 +39,43 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-// Sessions are hashes {u: user id, d: data JSON}; `usess:<user>` is a set of the user's
-// session ids, kept at least as long as the longest of them.
+// Sessions are hashes {u: user id, d: data JSON} at `sess:<id>`; `usess:<user>` is a set of
+// the user's session ids, kept at least as long as the longest of them.
+//
+// Every script touches one key, so that each runs on one Redis Cluster slot: a session's key
+// and its user's index are in different slots, and a session is found by its id alone (no
+// hash tag can put them together). The index is therefore written by a second command after
+// the session's own, in an order that keeps "sign out everywhere" complete:
+//   - put: the session, then its id into the index. A sign-out-everywhere that runs between
+//     the two does not see the new session (it was not handed out yet: the put has not
+//     returned) and does not remove its id, which lands in the index after it.
+//   - touch/update/replace: the session (only while it lives), then the index's expiry is
+//     pushed to at least the session's, so the index never ends before a live session.
+//   - delete: the session, then its id from the index (a left-over id is skipped and
+//     removed by listing).
+//   - listing and sign-out-everywhere read the index, then each session, and take an id
+//     off the index only when its session is gone or belongs to someone else; they never
+//     delete the index whole, so an id a concurrent put adds is kept.
+// The keys and their contents are the same as when these were one script per operation
+// in earlier versions, so sessions written by an older node stay readable and listed, and
+// old and new nodes can run side by side during an upgrade.
+
+// ARGV: user id, data, ttl ms.
 const PUT_SESSION: &str = r"
 redis.call('HSET', KEYS[1], 'u', ARGV[1], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[4])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1";
+
+// KEYS[1]: the user's index. ARGV: session id, ttl ms (the index lasts at least that long).
+const INDEX_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1";
+
+// KEYS[1]: the user's index. ARGV: ttl ms. An index that is gone stays gone.
+const INDEX_EXTEND: &str = r"
+local t = redis.call('PTTL', KEYS[1])
+if t ~= -2 and t < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1";
 
 const GET_SESSION: &str = r"
@@ -52,58 +83,54 @@ local v = redis.call('HMGET', KEYS[1], 'u', 'd')
 if not v[1] then return false end
 return {v[1], v[2], redis.call('PTTL', KEYS[1])}";
 
-// ARGV: ttl ms, index key prefix.
+// ARGV: ttl ms. The owner, or nil when the session is gone.
 const TOUCH_SESSION: &str = r"
 local u = redis.call('HGET', KEYS[1], 'u')
-if not u then return 0 end
+if not u then return false end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local idx = ARGV[2] .. u
-if redis.call('PTTL', idx) < tonumber(ARGV[1]) then redis.call('PEXPIRE', idx, ARGV[1]) end
-return 1";
+return u";
 
-// ARGV: data, ttl ms, index key prefix.
+// ARGV: data, ttl ms. The owner, or nil when the session is gone.
 const UPDATE_SESSION: &str = r"
 local u = redis.call('HGET', KEYS[1], 'u')
-if not u then return 0 end
+if not u then return false end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local idx = ARGV[3] .. u
-if redis.call('PTTL', idx) < tonumber(ARGV[2]) then redis.call('PEXPIRE', idx, ARGV[2]) end
-return 1";
+return u";
 
-// ARGV: data, ttl ms, index key prefix, expected data. 1 written, 2 changed, 0 gone.
+// ARGV: data, ttl ms, expected data. {1, owner} written, {2, nil} changed, {0, nil} gone.
 const REPLACE_SESSION: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'u', 'd')
-if not v[1] then return 0 end
-if v[2] ~= ARGV[4] then return 2 end
+if not v[1] then return {0, false} end
+if v[2] ~= ARGV[3] then return {2, false} end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local idx = ARGV[3] .. v[1]
-if redis.call('PTTL', idx) < tonumber(ARGV[2]) then redis.call('PEXPIRE', idx, ARGV[2]) end
-return 1";
+return {1, v[1]}";
 
-// ARGV: index key prefix, session id.
+// The owner of the session deleted, or nil when it was gone.
 const DELETE_SESSION: &str = r"
 local u = redis.call('HGET', KEYS[1], 'u')
-if not u then return 0 end
+if not u then return false end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. u, ARGV[2])
+return u";
+
+// ARGV: user id. Deletes the session if it is that user's: 1 deleted, 0 gone, -1 another's.
+const DELETE_OWNED: &str = r"
+local u = redis.call('HGET', KEYS[1], 'u')
+if not u then return 0 end
+if u ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
 return 1";
 
-// KEYS[1]: the user's index. ARGV: session key prefix, user id, delete (1) or list (0).
-const USER_SESSIONS: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local k = ARGV[1] .. id
-  if redis.call('HGET', k, 'u') == ARGV[2] then
-    table.insert(out, id)
-    if ARGV[3] == '1' then redis.call('DEL', k) end
-  else
-    redis.call('SREM', KEYS[1], id)
-  end
-end
-if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-return out";
+// ARGV: user id. 1 when the session is live and that user's, 0 gone, -1 another's.
+const OWNED_BY: &str = r"
+local u = redis.call('HGET', KEYS[1], 'u')
+if not u then return 0 end
+if u ~= ARGV[1] then return -1 end
+return 1";
+
+/// How many session keys listing or sign-out-everywhere asks about at once.
+const SESSIONS_AT_ONCE: usize = 32;
 
 const INCR: &str = r"
 local c = redis.call('INCR', KEYS[1])
@@ -162,6 +189,58 @@ impl RedisStore {
     fn conn(&self) -> Conn {
         self.conn.clone()
     }
+
+    /// After a session's own key was written: with `owner` (the session was live), pushes
+    /// the owner's index to last at least `ttl`, so the index never ends before a session
+    /// it names. Whether the session was live.
+    async fn index_lasts(&self, owner: Option<&str>, ttl: Duration) -> StoreResult<bool> {
+        let Some(owner) = owner else {
+            return Ok(false);
+        };
+        let _: i64 = Script::new(INDEX_EXTEND)
+            .key(self.key("usess", owner))
+            .arg(ttl_arg(ttl))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(true)
+    }
+
+    /// Asks about every session the user's index names, a few at a time: whether it is
+    /// live and this user's (1), gone (0) or another user's (-1); with `delete`, deletes
+    /// the user's. Then takes off the index the ids that no longer name a live session of
+    /// the user. Any failure fails the whole, with the index untouched: an incomplete "sign
+    /// out everywhere" is an error, never a quiet partial success.
+    async fn each_indexed_session(
+        &self,
+        user_id: &str,
+        delete: bool,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        let index = self.key("usess", user_id);
+        let ids: Vec<String> = self.conn().smembers(&index).await?;
+        let script = Script::new(if delete { DELETE_OWNED } else { OWNED_BY });
+        let script = &script;
+        let results: Vec<(String, i64)> = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let n: i64 = script
+                    .key(self.key("sess", &id))
+                    .arg(user_id)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                Ok::<_, StoreError>((id, n))
+            })
+            .buffer_unordered(SESSIONS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let unlist: Vec<&str> = results
+            .iter()
+            .filter(|(_, n)| delete || *n != 1)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !unlist.is_empty() {
+            let _: i64 = self.conn().srem(&index, unlist).await?;
+        }
+        Ok(results)
+    }
 }
 
 fn ttl_arg(ttl: Duration) -> i64 {
@@ -181,13 +260,24 @@ impl HotStore for RedisStore {
         // and prunes it.
         let _: i64 = Script::new(PUT_SESSION)
             .key(self.key("sess", id))
-            .key(self.key("usess", user_id))
             .arg(user_id)
             .arg(json_text(data)?)
             .arg(ttl_arg(ttl))
-            .arg(id)
             .invoke_async(&mut self.conn())
             .await?;
+        let indexed: StoreResult<i64> = Script::new(INDEX_ADD)
+            .key(self.key("usess", user_id))
+            .arg(id)
+            .arg(ttl_arg(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(StoreError::from);
+        if let Err(e) = indexed {
+            // A session its user's index does not name would escape "sign out everywhere":
+            // take it back (it was never handed out, the put fails).
+            let _ = self.delete_session(id).await;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -207,13 +297,12 @@ impl HotStore for RedisStore {
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
-        let done: i64 = Script::new(TOUCH_SESSION)
+        let owner: Option<String> = Script::new(TOUCH_SESSION)
             .key(self.key("sess", id))
             .arg(ttl_arg(ttl))
-            .arg(self.key("usess", ""))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(done == 1)
+        self.index_lasts(owner.as_deref(), ttl).await
     }
 
     async fn update_session(
@@ -222,14 +311,13 @@ impl HotStore for RedisStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<bool> {
-        let done: i64 = Script::new(UPDATE_SESSION)
+        let owner: Option<String> = Script::new(UPDATE_SESSION)
             .key(self.key("sess", id))
             .arg(json_text(data)?)
             .arg(ttl_arg(ttl))
-            .arg(self.key("usess", ""))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(done == 1)
+        self.index_lasts(owner.as_deref(), ttl).await
     }
 
     async fn replace_session(
@@ -239,52 +327,54 @@ impl HotStore for RedisStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<SessionWrite> {
-        let done: i64 = Script::new(REPLACE_SESSION)
+        let (done, owner): (i64, Option<String>) = Script::new(REPLACE_SESSION)
             .key(self.key("sess", id))
             .arg(json_text(data)?)
             .arg(ttl_arg(ttl))
-            .arg(self.key("usess", ""))
             .arg(json_text(expected)?)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match done {
-            1 => SessionWrite::Written,
+            1 => {
+                self.index_lasts(owner.as_deref(), ttl).await?;
+                SessionWrite::Written
+            }
             2 => SessionWrite::Changed,
             _ => SessionWrite::Gone,
         })
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {
-        let done: i64 = Script::new(DELETE_SESSION)
+        let owner: Option<String> = Script::new(DELETE_SESSION)
             .key(self.key("sess", id))
-            .arg(self.key("usess", ""))
-            .arg(id)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(done == 1)
+        let Some(owner) = owner else {
+            return Ok(false);
+        };
+        // The session is gone; an id left in the index (this failing) is skipped and
+        // removed by the next listing.
+        let unlisted: Result<i64, _> = self.conn().srem(self.key("usess", &owner), id).await;
+        if let Err(e) = unlisted {
+            tracing::debug!(error = %e, "a deleted session's id stays in its user's index until listed");
+        }
+        Ok(true)
     }
 
     async fn list_sessions_for_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        let mut ids: Vec<String> = Script::new(USER_SESSIONS)
-            .key(self.key("usess", user_id))
-            .arg(self.key("sess", ""))
-            .arg(user_id)
-            .arg("0")
-            .invoke_async(&mut self.conn())
-            .await?;
+        let ids = self
+            .each_indexed_session(user_id, false)
+            .await?
+            .into_iter()
+            .filter_map(|(id, owned)| (owned == 1).then_some(id));
+        let mut ids: Vec<String> = ids.collect();
         ids.sort();
         Ok(ids)
     }
 
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
-        let ids: Vec<String> = Script::new(USER_SESSIONS)
-            .key(self.key("usess", user_id))
-            .arg(self.key("sess", ""))
-            .arg(user_id)
-            .arg("1")
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(ids.len() as u64)
+        let done = self.each_indexed_session(user_id, true).await?;
+        Ok(done.iter().filter(|(_, n)| *n == 1).count() as u64)
     }
 
     async fn incr_counter(&self, key: &str, window: Duration) -> StoreResult<u64> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use stepgate_store::conformance;
 use stepgate_store::{
-    new_id, open_stores, DurableStore, PostgresConfig, PostgresStore, RedisConfig, RedisStore,
-    SecretKey, StoreConfig, StoreError,
+    new_id, open_stores, DurableStore, HotStore, PostgresConfig, PostgresStore, RedisConfig,
+    RedisStore, SecretKey, StoreConfig, StoreError,
 };
 
 #[path = "../../../tests/support/skipped.rs"]
@@ -101,6 +101,93 @@ async fn redis_hot_conformance() {
     // Redis expires keys on its own clock: the suite waits for real TTLs.
     conformance::hot_suite(Arc::new(store), conformance::Expiry::Real).await;
     drop_keys(&url, &cfg.key_prefix).await;
+}
+
+/// Sessions written by a node of the previous version (one script over the session and its
+/// user's index, before Redis Cluster support split them) are read, listed, updated and
+/// ended by this version, and this version's sessions have the keys the previous version
+/// reads: a rolling upgrade keeps everyone signed in.
+#[tokio::test]
+async fn redis_sessions_of_the_previous_version_stay_readable() {
+    let Some(url) = redis_url() else { return };
+    let cfg = redis_config(&url);
+    let p = cfg.key_prefix.clone();
+    let store = RedisStore::connect(&cfg).await.expect("connect");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // The previous version's PUT_SESSION, verbatim.
+    let old_put = redis::Script::new(
+        r"
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return 1",
+    );
+    for id in ["old-a", "old-b"] {
+        let _: i64 = old_put
+            .key(format!("{p}sess:{id}"))
+            .key(format!("{p}usess:olduser"))
+            .arg("olduser")
+            .arg(r#"{"aal":2}"#)
+            .arg(600_000)
+            .arg(id)
+            .invoke_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let got = store.get_session("old-a").await.unwrap().expect("readable");
+    assert_eq!(
+        (got.user_id.as_str(), got.data),
+        ("olduser", serde_json::json!({"aal": 2}))
+    );
+    assert_eq!(
+        store.list_sessions_for_user("olduser").await.unwrap(),
+        ["old-a", "old-b"]
+    );
+    assert!(store
+        .update_session(
+            "old-a",
+            &serde_json::json!({"aal": 3}),
+            std::time::Duration::from_secs(900)
+        )
+        .await
+        .unwrap());
+    assert!(store.delete_session("old-b").await.unwrap());
+    let listed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{p}usess:olduser"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(listed, ["old-a"], "the index is the previous version's set");
+
+    // What this version writes is what the previous version's scripts read.
+    store
+        .put_session(
+            "new-a",
+            "olduser",
+            &serde_json::json!({"x": 1}),
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let (u, d): (String, String) = redis::cmd("HMGET")
+        .arg(format!("{p}sess:new-a"))
+        .arg("u")
+        .arg("d")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!((u.as_str(), d.as_str()), ("olduser", r#"{"x":1}"#));
+    let member: bool = redis::cmd("SISMEMBER")
+        .arg(format!("{p}usess:olduser"))
+        .arg("new-a")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(member);
+    assert_eq!(store.delete_sessions_for_user("olduser").await.unwrap(), 2);
+    drop_keys(&url, &p).await;
 }
 
 #[tokio::test]
