@@ -870,3 +870,115 @@ async fn reads_answer_what_the_stores_hold_and_every_call_is_audited() {
         .unwrap();
     assert_eq!(q["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_console_lists_users_unlocks_with_a_fresh_aal3_and_shows_a_decision_with_its_trace() {
+    let s = start().await;
+    let app = s.url("app.test", "/");
+    let console = |p: &str| s.at(&format!("/_stepgate/admin{p}"));
+    let jane = user(&s.st, "jane").await;
+    let john = user(&s.st, "john").await;
+    // John locks himself out.
+    let wrong = Person {
+        username: "john",
+        password: "not his password",
+        ..JANE
+    };
+    for _ in 0..3 {
+        password(&Browser::new(), &app, &wrong).await;
+    }
+    assert!(s.st.authn.lock_state(&john).await.unwrap().is_some());
+
+    let open = |session: String, path: String| async move {
+        http()
+            .get(path)
+            .header("cookie", format!("stepgate_session={session}"))
+            .send()
+            .await
+            .unwrap()
+    };
+    // John is no administrator.
+    let johns = signed_in_session(&s.st, &john, Utc::now()).await;
+    let r = open(johns, console("/users")).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Administrators only"));
+
+    // Jane at AAL2 sees the list, John locked, but her unlock goes to the step-up page.
+    let aal2 = signed_in_session(&s.st, &jane, Utc::now()).await;
+    let r = open(aal2.clone(), console("/users")).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-security-policy").contains("script-src 'self'"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("john") && html.contains("locked"), "{html}");
+    assert!(!html.contains("<script>"), "no inline script");
+    let csrf = support::field(&html, "csrf");
+    let unlock = |session: String, csrf: String| {
+        let url = console("/users/john/unlock");
+        async move {
+            http()
+                .post(url)
+                .header("cookie", format!("stepgate_session={session}"))
+                .form(&[("csrf", csrf)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = unlock(aal2.clone(), "forged".into()).await;
+    assert_ne!(r.status(), 303, "a forged CSRF token changes nothing");
+    let r = unlock(aal2.clone(), csrf).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        header(&r, "location").contains("/_stepgate/step-up?t="),
+        "{}",
+        header(&r, "location")
+    );
+    assert!(
+        s.st.authn.lock_state(&john).await.unwrap().is_some(),
+        "still locked"
+    );
+
+    // With her security key just used: unlocked, and audited under her name.
+    let fresh = aal3_session(&s.st, &jane, Utc::now()).await;
+    let html = open(fresh.clone(), console("/users"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = unlock(fresh.clone(), support::field(&html, "csrf")).await;
+    assert_eq!(r.status(), 303);
+    assert!(header(&r, "location").contains("/_stepgate/admin/users?done="));
+    assert!(s.st.authn.lock_state(&john).await.unwrap().is_none());
+    let unlocks = audit(&s.st, Some("authn.unlock")).await;
+    assert_eq!(unlocks[0].actor.as_deref(), Some("admin:jane"));
+    assert!(audit(&s.st, Some("admin.write"))
+        .await
+        .iter()
+        .any(|e| e.detail["operation"] == "console.unlock"));
+
+    // A decision by request id, with its trace: the report-only policy that matched.
+    let r = http()
+        .get(&app)
+        .header("cookie", format!("stepgate_session={aal2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rid = header(&r, "x-request-id");
+    s.st.access.decision_log().unwrap().flush().await;
+    let r = open(aal2.clone(), console(&format!("/decisions?id={rid}"))).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&rid), "{html}");
+    assert!(
+        html.contains("trial-deny-console") && html.contains("would have decided deny"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"trace\""), "{html}");
+    let html = open(aal2, console("/decisions?id=nope"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No decision is recorded"), "{html}");
+}

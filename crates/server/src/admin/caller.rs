@@ -222,7 +222,14 @@ async fn authenticate(
                 Some(actor),
             ));
         }
-        if let Some(url) = step_up_needed(st, rt, &session, user.clone(), now) {
+        if let Some(url) = step_up_needed(
+            st,
+            rt,
+            &session,
+            user.clone(),
+            &rt.portal_url("/account"),
+            now,
+        ) {
             let mut p = Problem::forbidden(
                 "step-up-required",
                 format!(
@@ -238,13 +245,15 @@ async fn authenticate(
     Ok(Caller { actor, name, ip })
 }
 
-/// The step-up page's URL when `session` does not meet [`write_requirement`] now; `None`
-/// when it does. The requirement is judged as the pipeline judges every step-up.
-fn step_up_needed(
+/// The step-up page's URL (returning to `back`) when `session` does not meet
+/// [`write_requirement`] now; `None` when it does. The requirement is judged as the
+/// pipeline judges every step-up.
+pub fn step_up_needed(
     st: &Shared,
     rt: &Runtime,
     session: &Session,
     user: UserRecord,
+    back: &str,
     now: chrono::DateTime<Utc>,
 ) -> Option<String> {
     let requirement = write_requirement(rt);
@@ -269,7 +278,7 @@ fn step_up_needed(
     }));
     let ret = crate::gateway::render::Return {
         portal_origin: &rt.public_url,
-        url: rt.portal_url("/account"),
+        url: back.to_string(),
         method: &Method::GET,
         referer: None,
         request_id: id.as_str(),
