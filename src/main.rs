@@ -47,6 +47,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Run the demo: built-in configuration, demo app and users, nothing to install.
     Demo(cli::serve::DemoArgs),
+    /// The admin API's tokens: create (printed once), list, revoke.
+    Admin(cli::admin::AdminArgs),
     /// Health check for containers: GET a local endpoint, exit 0 on a 2xx answer.
     Probe(cli::probe::ProbeArgs),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run_serve(args),
         Command::Demo(args) => cli::serve::run_demo(args),
         Command::Probe(args) => cli::probe::run(args),
+        Command::Admin(args) => cli::admin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,7 @@
 //! possible).
 
 pub mod access;
+pub mod admin;
 pub mod app;
 pub mod demo;
 pub mod demo_rp;

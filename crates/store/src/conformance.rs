@@ -14,8 +14,8 @@ use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
 use crate::{
-    factor_context, new_id, now_ms, sync_users, verify_audit_chain, AttributeValue, AuditQuery,
-    DecisionQuery, DecisionRecord, DeviceRecord, DurableStore, FactorRecord, HotStore,
+    factor_context, new_id, now_ms, sync_users, verify_audit_chain, AdminToken, AttributeValue,
+    AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, DurableStore, FactorRecord, HotStore,
     NewAuditEvent, OtpCheck, PasswordHash, SecretError, SecretKey, StoreClock, StoreError,
     UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
 };
@@ -110,6 +110,7 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
     audit_concurrent_appends_keep_the_chain(store.clone()).await;
     config_users_sync(&*store).await;
     decisions_log(&*store).await;
+    admin_tokens(&*store).await;
 }
 
 /// Runs every hot-store check; `expiry` says how they get past a TTL.
@@ -1321,4 +1322,70 @@ pub async fn decisions_log(s: &dyn DurableStore) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// Admin API tokens: kept and found by hash, names and hashes unique, listed by name,
+/// revoked once (and still found, marked), a use recorded.
+pub async fn admin_tokens(s: &dyn DurableStore) {
+    let tag = new_id();
+    let now = now_ms();
+    let token = |name: &str, hash: &str| AdminToken {
+        id: new_id(),
+        name: format!("{name}-{tag}"),
+        token_sha256: format!("{hash}{tag}"),
+        scopes: vec!["users:read".into(), "audit:read".into()],
+        created_at: now,
+        expires_at: now + ChronoDuration::days(30),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let a = token("b-ci", "aa");
+    let b = token("a-ops", "bb");
+    s.create_admin_token(&a).await.unwrap();
+    s.create_admin_token(&b).await.unwrap();
+    let same_name = AdminToken {
+        id: new_id(),
+        token_sha256: format!("cc{tag}"),
+        ..a.clone()
+    };
+    assert!(matches!(
+        s.create_admin_token(&same_name).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let same_hash = AdminToken {
+        id: new_id(),
+        name: format!("other-{tag}"),
+        ..a.clone()
+    };
+    assert!(s.create_admin_token(&same_hash).await.is_err());
+
+    assert_eq!(
+        s.find_admin_token(&a.token_sha256).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(s.find_admin_token(&format!("zz{tag}")).await.unwrap(), None);
+    let mine: Vec<String> = s
+        .list_admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name.ends_with(&tag))
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(mine, vec![b.name.clone(), a.name.clone()], "listed by name");
+
+    let later = now + ChronoDuration::minutes(5);
+    assert!(s.touch_admin_token(&a.id, later).await.unwrap());
+    assert!(!s.touch_admin_token("no-such-token", later).await.unwrap());
+    assert!(s.revoke_admin_token(&a.name, later).await.unwrap());
+    assert!(
+        !s.revoke_admin_token(&a.name, later).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!s.revoke_admin_token("no-such-name", later).await.unwrap());
+    let got = s.find_admin_token(&a.token_sha256).await.unwrap().unwrap();
+    assert_eq!(got.revoked_at, Some(later));
+    assert_eq!(got.last_used_at, Some(later));
+    let other = s.find_admin_token(&b.token_sha256).await.unwrap().unwrap();
+    assert_eq!(other.revoked_at, None, "only the named token is revoked");
 }

@@ -521,3 +521,26 @@ impl DecisionQuery {
         }
     }
 }
+
+/// A token of the admin API (`stepgate admin token create`): kept only as the SHA-256 of the
+/// token (shown once when made), with the name every use is audited under, its scopes and
+/// its expiry. Revoked tokens stay listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminToken {
+    /// Its id.
+    pub id: String,
+    /// Its name, unique: the audit log names the token by it.
+    pub name: String,
+    /// The lower-case hex SHA-256 of the token; unique.
+    pub token_sha256: String,
+    /// What it may do (`users:read`, `users:write`, …).
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+}

@@ -11,8 +11,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
-    from_ms, json_text, parse_json, to_ms, AuditEvent, DecisionRecord, DeviceRecord, FactorRecord,
-    UserRecord, UserSource,
+    from_ms, json_text, parse_json, to_ms, AdminToken, AuditEvent, DecisionRecord, DeviceRecord,
+    FactorRecord, UserRecord, UserSource,
 };
 use crate::secrets::SealedSecret;
 
@@ -31,6 +31,10 @@ pub(crate) const AUDIT_COLUMNS: &str =
 pub(crate) const DECISION_COLUMNS: &str = "request_id, time, kind, user_name, session_handle, \
      app, route, method, path, ip, device, policy, policy_outcome, outcome, report_only_json, \
      detail_json";
+
+/// The columns of `admin_tokens`, in [`admin_token_from_row`]'s order.
+pub(crate) const ADMIN_TOKEN_COLUMNS: &str =
+    "id, name, token_sha256, scopes_json, created_at, expires_at, revoked_at, last_used_at";
 
 /// A result row of either backend, read by column name as the durable tables' column types.
 pub(crate) trait RecordRow {
@@ -244,5 +248,19 @@ pub(crate) fn decision_from_row(r: &impl RecordRow) -> StoreResult<DecisionRecor
         outcome: r.text("outcome")?,
         report_only: parse_json("decision report-only", &r.text("report_only_json")?)?,
         detail: parse_json("decision detail", &r.text("detail_json")?)?,
+    })
+}
+
+/// The admin token in a row of [`ADMIN_TOKEN_COLUMNS`].
+pub(crate) fn admin_token_from_row(r: &impl RecordRow) -> StoreResult<AdminToken> {
+    Ok(AdminToken {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        token_sha256: r.text("token_sha256")?,
+        scopes: parse_json("admin token scopes", &r.text("scopes_json")?)?,
+        created_at: from_ms(r.int("created_at")?),
+        expires_at: from_ms(r.int("expires_at")?),
+        revoked_at: r.opt_int("revoked_at")?.map(from_ms),
+        last_used_at: r.opt_int("last_used_at")?.map(from_ms),
     })
 }

@@ -18,14 +18,14 @@ use sqlx::{
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
-    audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AuditEvent, AuditQuery,
+    audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AdminToken, AuditEvent, AuditQuery,
     DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, UserRecord,
     AUDIT_GENESIS_HASH,
 };
 use crate::rows::{
-    audit_from_row, decision_from_row, device_from_row, factor_from_row, user_from_row, DeviceRow,
-    FactorRow, RecordRow, UserRow, AUDIT_COLUMNS, DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS,
-    USER_COLUMNS,
+    admin_token_from_row, audit_from_row, decision_from_row, device_from_row, factor_from_row,
+    user_from_row, DeviceRow, FactorRow, RecordRow, UserRow, ADMIN_TOKEN_COLUMNS, AUDIT_COLUMNS,
+    DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, USER_COLUMNS,
 };
 use crate::secrets::{SealedSecret, SecretKey};
 use crate::traits::DurableStore;
@@ -588,5 +588,63 @@ where
             .execute(self.pool())
             .await?;
         Ok(B::rows_affected(&done))
+    }
+
+    async fn create_admin_token(&self, t: &AdminToken) -> StoreResult<()> {
+        let scopes = json_text(&t.scopes)?;
+        sqlx::query(&format!(
+            "INSERT INTO admin_tokens ({ADMIN_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(t.id.as_str())
+        .bind(t.name.as_str())
+        .bind(t.token_sha256.as_str())
+        .bind(scopes.as_str())
+        .bind(to_ms(&t.created_at))
+        .bind(to_ms(&t.expires_at))
+        .bind(t.revoked_at.as_ref().map(to_ms))
+        .bind(t.last_used_at.as_ref().map(to_ms))
+        .execute(self.pool())
+        .await
+        .map_err(|e| map_write_err(e, "admin token", &t.name))?;
+        Ok(())
+    }
+
+    async fn find_admin_token(&self, token_sha256: &str) -> StoreResult<Option<AdminToken>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens WHERE token_sha256 = $1"
+        ))
+        .bind(token_sha256)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(admin_token_from_row).transpose()
+    }
+
+    async fn list_admin_tokens(&self) -> StoreResult<Vec<AdminToken>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens ORDER BY name"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(admin_token_from_row).collect()
+    }
+
+    async fn revoke_admin_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+        )
+        .bind(to_ms(&at))
+        .bind(name)
+        .execute(self.pool())
+        .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn touch_admin_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(to_ms(&at))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(B::rows_affected(&done) > 0)
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::StoreResult;
 use crate::model::{
-    AuditEvent, AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord,
+    AdminToken, AuditEvent, AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord,
     NewAuditEvent, OtpCheck, SessionEntry, SessionWrite, UserRecord,
 };
 
@@ -103,6 +103,23 @@ pub trait DurableStore: Send + Sync {
 
     /// Deletes the decisions made before `before`. How many.
     async fn purge_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // ---- admin API tokens (kept hashed; revoked, never deleted) ----
+
+    /// Keeps a new token. [`crate::StoreError::Conflict`] if its name (or hash) is taken.
+    async fn create_admin_token(&self, token: &AdminToken) -> StoreResult<()>;
+
+    /// The token whose SHA-256 (lower-case hex) is `token_sha256`, revoked or expired too.
+    async fn find_admin_token(&self, token_sha256: &str) -> StoreResult<Option<AdminToken>>;
+
+    /// Every token, by name.
+    async fn list_admin_tokens(&self) -> StoreResult<Vec<AdminToken>>;
+
+    /// Revokes the token called `name` at `at`. Whether a live (unrevoked) one was found.
+    async fn revoke_admin_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Records a use of token `id` at `at`. Whether it exists.
+    async fn touch_admin_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 /// Hot state: sessions, counters, bans, one-time codes, replay guards, recent-event lists.

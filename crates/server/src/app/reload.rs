@@ -43,9 +43,25 @@ pub(crate) fn spawn_reloader(state: Shared) {
 /// logs every error) when the new one is invalid. Stores, factors and keys are not
 /// reloaded: they need a restart.
 pub fn reload(state: &Shared) -> bool {
+    reload_checked(state).is_ok()
+}
+
+/// Why a reload was refused.
+#[derive(Debug)]
+pub enum ReloadRefused {
+    /// The server runs the built-in demo configuration: there is no file to re-read.
+    NoFile,
+    /// The file does not load, or a connector it names cannot be built: each error, with
+    /// its file and position where it has one.
+    Invalid(Vec<String>),
+}
+
+/// [`reload`], saying why not: the new configuration's version, or the errors (also
+/// logged). The admin API's reload and SIGHUP both come here.
+pub fn reload_checked(state: &Shared) -> Result<String, ReloadRefused> {
     let Some(path) = state.options.config_path.clone() else {
-        tracing::warn!("SIGHUP: no configuration file to reload (built-in demo configuration)");
-        return false;
+        tracing::warn!("reload: no configuration file to reload (built-in demo configuration)");
+        return Err(ReloadRefused::NoFile);
     };
     match stepgate_config::load(Path::new(&path)) {
         Ok(cfg) => {
@@ -55,7 +71,7 @@ pub fn reload(state: &Shared) -> bool {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "reload refused; keeping the running configuration and connectors");
-                    return false;
+                    return Err(ReloadRefused::Invalid(vec![e.to_string()]));
                 }
             };
             if connectors != Default::default() {
@@ -67,13 +83,15 @@ pub fn reload(state: &Shared) -> bool {
             state.cache.set_ttl(cfg.sessions.cache_ttl());
             state.runtime.store(Arc::new(Runtime::new(cfg)));
             tracing::info!(policies = n, %version, "configuration reloaded");
-            true
+            Ok(version)
         }
         Err(e) => {
             for d in &e.diagnostics {
                 tracing::error!(%d, "reload refused; keeping the running configuration");
             }
-            false
+            Err(ReloadRefused::Invalid(
+                e.diagnostics.iter().map(|d| d.to_string()).collect(),
+            ))
         }
     }
 }

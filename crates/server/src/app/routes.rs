@@ -50,6 +50,7 @@ pub(super) fn router_at(state: Shared, portal_path: &str) -> Router {
         .merge(crate::devices::routes(portal_path))
         .merge(crate::gateway::forward_auth::routes(portal_path))
         .merge(crate::oidc::routes(portal_path))
+        .merge(crate::admin::routes(&state, portal_path))
         .fallback(crate::gateway::handle)
         .with_state(state)
 }

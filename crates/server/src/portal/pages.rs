@@ -47,6 +47,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "recovery_codes.html",
         include_str!("../../templates/recovery_codes.html"),
     ),
+    (
+        "admin_users.html",
+        include_str!("../../templates/admin_users.html"),
+    ),
+    (
+        "admin_decision.html",
+        include_str!("../../templates/admin_decision.html"),
+    ),
 ];
 
 /// A way on from a message page: where the link goes and what it says.

@@ -335,4 +335,36 @@ impl DurableStore for CachedDurable {
     async fn purge_decisions(&self, before: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
         self.inner.purge_decisions(before).await
     }
+
+    async fn create_admin_token(&self, token: &stepgate_store::AdminToken) -> StoreResult<()> {
+        self.inner.create_admin_token(token).await
+    }
+
+    async fn find_admin_token(
+        &self,
+        token_sha256: &str,
+    ) -> StoreResult<Option<stepgate_store::AdminToken>> {
+        // Not cached: a revocation holds at the next request, on every node.
+        self.inner.find_admin_token(token_sha256).await
+    }
+
+    async fn list_admin_tokens(&self) -> StoreResult<Vec<stepgate_store::AdminToken>> {
+        self.inner.list_admin_tokens().await
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        name: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.revoke_admin_token(name, at).await
+    }
+
+    async fn touch_admin_token(
+        &self,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<bool> {
+        self.inner.touch_admin_token(id, at).await
+    }
 }

@@ -1,0 +1,297 @@
+//! Who calls the admin API, and whether they may: an API token with the endpoint's scope,
+//! or an administrator's portal session — a member of `admin.group` for a read, and for a
+//! change also a fresh AAL3 (`admin.write_max_age`), judged by the same assurance rules as
+//! every step-up of the access pipeline. Every call that gets past authentication is
+//! audited here, in one place, with the token's name or the administrator's.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use stepgate_policy::{MaxAge, StepUpRequirement};
+use stepgate_store::UserRecord;
+
+use super::problem::Problem;
+use super::tokens::{self, Scope, TokenRefused};
+use super::Endpoint;
+use crate::app::responses::Peer;
+use crate::app::state::{Runtime, Shared};
+use crate::session::cookies::CookieJar;
+use crate::session::Session;
+
+/// The authenticated caller of an endpoint (a request extension handlers read).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Who, as the audit log names them: `admin:token:<name>` or `admin:<username>`.
+    pub actor: String,
+    /// The same without the `admin:` prefix, as the authenticator's audit events take it.
+    pub name: String,
+    /// The client address.
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// The requirement a session must meet for a change through the API.
+pub fn write_requirement(rt: &Runtime) -> StepUpRequirement {
+    StepUpRequirement {
+        min_aal: Some(3),
+        max_age: Some(MaxAge::Within(rt.config.admin.write_max_age)),
+        message: Some("Changes through the admin API need a security key, used just now.".into()),
+        ..StepUpRequirement::default()
+    }
+}
+
+/// The middleware in front of every endpoint but the OpenAPI document: authenticates,
+/// checks the endpoint's scope, runs it, and audits the call.
+pub async fn guard(
+    endpoint: &'static Endpoint,
+    State(st): State<Shared>,
+    peer: Peer,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let rt = st.runtime.load_full();
+    let ip = crate::access::request::client_ip(&rt, peer.0, req.headers());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let caller = match authenticate(&st, &rt, endpoint, req.headers(), ip).await {
+        Ok(c) => c,
+        Err((p, None)) => return with_instance(p, &path),
+        Err((p, Some(actor))) => {
+            // Authenticated but not allowed: audited, so a probing token shows up.
+            let status = p.status;
+            audit(&st, &actor, ip, endpoint, &method, &path, status).await;
+            return with_instance(p, &path);
+        }
+    };
+    req.extensions_mut().insert(caller.clone());
+    let res = next.run(req).await;
+    audit(
+        &st,
+        &caller.actor,
+        ip,
+        endpoint,
+        &method,
+        &path,
+        res.status().as_u16(),
+    )
+    .await;
+    res
+}
+
+fn with_instance(mut p: Problem, path: &str) -> Response {
+    p.instance = Some(path.to_string());
+    p.into_response()
+}
+
+async fn audit(
+    st: &Shared,
+    actor: &str,
+    ip: Option<std::net::IpAddr>,
+    endpoint: &Endpoint,
+    method: &Method,
+    path: &str,
+    status: u16,
+) {
+    let kind = if endpoint.scope.is_write() {
+        "admin.write"
+    } else {
+        "admin.read"
+    };
+    let mut e = stepgate_store::NewAuditEvent::now(kind);
+    e.actor = Some(actor.to_string());
+    e.ip = ip.map(|i| i.to_string());
+    e.detail = serde_json::json!({
+        "method": method.as_str(), "path": path, "status": status,
+        "operation": endpoint.operation, "scope": endpoint.scope.as_str(),
+    });
+    st.audit.append(e).await;
+}
+
+/// A refusal, with the actor when the caller was authenticated.
+type Refusal = (Problem, Option<String>);
+
+async fn authenticate(
+    st: &Shared,
+    rt: &Runtime,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Caller, Refusal> {
+    let now = Utc::now();
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        // A token alone counts: a cookie beside it does not.
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                (
+                    Problem::unauthorized("send the token as `Authorization: Bearer <token>`"),
+                    None,
+                )
+            })?;
+        let t = match tokens::verify(st.stores.durable.as_ref(), token, now).await {
+            Ok(t) => t,
+            Err(TokenRefused::Store(e)) => return Err((Problem::unavailable("store", e), None)),
+            Err(e) => {
+                tracing::info!(reason = %e, "admin API: token refused");
+                return Err((Problem::unauthorized(e.to_string()), None));
+            }
+        };
+        let name = format!("token:{}", t.name);
+        let actor = format!("admin:{name}");
+        if !t.scopes.iter().any(|s| s == endpoint.scope.as_str()) {
+            let mut p = Problem::forbidden(
+                "missing-scope",
+                format!(
+                    "the token `{}` lacks the scope `{}` this needs (it has: {})",
+                    t.name,
+                    endpoint.scope,
+                    if t.scopes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        t.scopes.join(", ")
+                    }
+                ),
+            );
+            p.required_scope = Some(endpoint.scope.as_str().to_string());
+            return Err((p, Some(actor)));
+        }
+        return Ok(Caller { actor, name, ip });
+    }
+    let jar = CookieJar::from_headers(headers);
+    let session = st
+        .sessions
+        .current(rt, &jar, now)
+        .await
+        .map_err(|e| (Problem::unavailable("session store", e), None))?
+        .filter(|s| !s.data.pending)
+        .ok_or_else(|| {
+            (
+                Problem::unauthorized(format!(
+                    "sign in to the portal ({}) as an administrator, or send an API token",
+                    rt.portal_url("/login")
+                )),
+                None,
+            )
+        })?;
+    let user = st
+        .stores
+        .durable
+        .get_user(&session.data.user_id)
+        .await
+        .map_err(|e| (Problem::unavailable("store", e), None))?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| {
+            (
+                Problem::unauthorized("the session's user is gone or disabled"),
+                None,
+            )
+        })?;
+    let actor = format!("admin:{}", user.username);
+    let group = &rt.config.admin.group;
+    if !user.groups.iter().any(|g| g == group) {
+        return Err((
+            Problem::forbidden(
+                "not-an-administrator",
+                format!(
+                    "`{}` is not in the administrators' group `{group}` (admin.group)",
+                    user.username
+                ),
+            ),
+            Some(actor),
+        ));
+    }
+    if endpoint.scope.is_write() {
+        // A session's cookie rides along on any cross-site request; a cross-site page
+        // cannot send JSON without a CORS preflight stepgate never grants.
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err((
+                Problem::forbidden(
+                    "json-required",
+                    "a change with a portal session must be sent with `Content-Type: application/json`",
+                ),
+                Some(actor),
+            ));
+        }
+        if let Some(url) = step_up_needed(
+            st,
+            rt,
+            &session,
+            user.clone(),
+            &rt.portal_url("/account"),
+            now,
+        ) {
+            let mut p = Problem::forbidden(
+                "step-up-required",
+                format!(
+                    "a change needs AAL3 (a hardware-bound authenticator) passed within the last {}; step up at step_up_url and send the request again",
+                    rt.config.admin.write_max_age
+                ),
+            );
+            p.step_up_url = Some(url);
+            return Err((p, Some(actor)));
+        }
+    }
+    let name = user.username.clone();
+    Ok(Caller { actor, name, ip })
+}
+
+/// The step-up page's URL (returning to `back`) when `session` does not meet
+/// [`write_requirement`] now; `None` when it does. The requirement is judged as the
+/// pipeline judges every step-up.
+pub fn step_up_needed(
+    st: &Shared,
+    rt: &Runtime,
+    session: &Session,
+    user: UserRecord,
+    back: &str,
+    now: chrono::DateTime<Utc>,
+) -> Option<String> {
+    let requirement = write_requirement(rt);
+    let assessed = crate::session::assurance(rt, &session.data);
+    let met = !session.data.needs_step_up
+        && stepgate_authn::meets_assessed(
+            &session.data.factors,
+            &assessed,
+            &requirement,
+            &rt.config.assurance,
+            now,
+        );
+    if met {
+        return None;
+    }
+    let id = crate::access::RequestId::current();
+    let verdict = crate::access::Verdict::StepUp(Box::new(crate::access::verdict::StepUp {
+        why: requirement.message.clone().unwrap_or_default(),
+        requirement,
+        user: std::sync::Arc::new(user),
+        session: Some(session.clone()),
+    }));
+    let ret = crate::gateway::render::Return {
+        portal_origin: &rt.public_url,
+        url: back.to_string(),
+        method: &Method::GET,
+        referer: None,
+        request_id: id.as_str(),
+        hand_off: None,
+    };
+    crate::gateway::render::portal_link(&st.signer, rt, &verdict, &ret, now)
+}
+
+/// The scope an endpoint needs, in the words a 403 uses (for the docs' table).
+pub fn describe(scope: Scope) -> &'static str {
+    if scope.is_write() {
+        "token scope, or a session in `admin.group` with AAL3 within `admin.write_max_age`"
+    } else {
+        "token scope, or a session in `admin.group`"
+    }
+}

@@ -1,0 +1,203 @@
+//! Decisions: the decision log searched (newest first, a cursor for the next page), one
+//! decision shown with its trace, and one decided again under the configuration in force
+//! through the access pipeline (`access::what_if`, as `stepgate explain --rerun` does).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use stepgate_policy::{Explanation, OutcomeKind, RequestContext};
+use stepgate_store::{DecisionQuery, DecisionRecord};
+
+use super::problem::{Params, Problem};
+use super::Page;
+use crate::access::what_if::{what_if, StatedFacts};
+use crate::app::state::Shared;
+
+/// The query of `GET /decisions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    user: Option<String>,
+    app: Option<String>,
+    outcome: Option<String>,
+    policy: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The outcomes a decision can have.
+const OUTCOMES: [&str; 5] = ["allow", "step_up", "deny", "sign_in", "unavailable"];
+
+/// An RFC 3339 time parameter.
+pub fn time_param(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, Problem> {
+    v.as_deref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    Problem::bad_field(name, format!("{name} must be an RFC 3339 time such as 2026-01-31T09:00:00Z, not `{t}`: {e}"))
+                })
+        })
+        .transpose()
+}
+
+/// A `limit` parameter (default 50, capped).
+pub fn limit_param(v: &Option<String>) -> Result<u32, Problem> {
+    let n = match v {
+        None => super::DEFAULT_LIMIT,
+        Some(t) => t.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Problem::bad_field(
+                "limit",
+                format!("limit must be a whole number from 1, not `{t}`"),
+            )
+        })?,
+    };
+    Ok(n.min(super::MAX_LIMIT) as u32)
+}
+
+/// `GET /decisions`.
+pub async fn search(
+    State(st): State<Shared>,
+    Params(q): Params<Search>,
+) -> Result<Response, Problem> {
+    if let Some(o) = &q.outcome {
+        if !OUTCOMES.contains(&o.as_str()) {
+            return Err(Problem::bad_field(
+                "outcome",
+                format!("outcome `{o}` is not one of {}", OUTCOMES.join(", ")),
+            ));
+        }
+    }
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let bad = || {
+                Problem::bad_field(
+                    "cursor",
+                    "cursor is not one this API gave (use a page's `next`)",
+                )
+            };
+            let (ms, id) = c.split_once('.').ok_or_else(bad)?;
+            let ms: i64 = ms.parse().map_err(|_| bad())?;
+            let t = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(bad)?;
+            Some((t, id.to_string()))
+        }
+    };
+    let limit = limit_param(&q.limit)?;
+    let query = DecisionQuery {
+        user: q.user,
+        app: q.app,
+        outcome: q.outcome,
+        policy: q.policy,
+        since: time_param("since", &q.since)?,
+        until: time_param("until", &q.until)?,
+        oldest_first: false,
+        after,
+        limit,
+    };
+    let items = st.stores.durable.list_decisions(&query).await?;
+    let next = (items.len() == limit as usize)
+        .then(|| {
+            items
+                .last()
+                .map(|d| format!("{}.{}", d.time.timestamp_millis(), d.request_id))
+        })
+        .flatten();
+    Ok(Json(Page {
+        items,
+        total: None,
+        next,
+    })
+    .into_response())
+}
+
+async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
+    st.stores.durable.get_decision(id).await?.ok_or_else(|| {
+        Problem::not_found(format!(
+            "no decision is recorded for request `{id}` (check the id; decisions older than log.decisions.retention are deleted)"
+        ))
+    })
+}
+
+/// The context a record was decided on, when it reached the policies.
+fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem> {
+    match d.detail.get("context") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            Problem::unprocessable(
+                "unreadable-record",
+                format!(
+                    "the context recorded for {} does not read: {e}",
+                    d.request_id
+                ),
+            )
+        }),
+    }
+}
+
+/// `GET /decisions/{request_id}`: the record, and its trace — as recorded, or (an allowed
+/// request's, which is recorded without one) worked out again from its context under the
+/// configuration in force.
+pub async fn show(State(st): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let d = record(&st, &id).await?;
+    let recorded = d.detail.get("trace").filter(|t| !t.is_null()).is_some();
+    let traced_again = match (recorded, context_of(&d)?) {
+        (false, Some(ctx)) => Some(st.runtime.load().config.policy_set.explain(&ctx)),
+        _ => None,
+    };
+    Ok(Json(json!({ "decision": d, "traced_again": traced_again })).into_response())
+}
+
+/// `POST /decisions/{request_id}/rerun`.
+pub async fn rerun(State(st): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let d = record(&st, &id).await?;
+    let Some(ctx) = context_of(&d)? else {
+        return Err(Problem::unprocessable(
+            "never-decided",
+            format!("request `{id}` never reached the policies (outcome {}): there is no context to decide again", d.outcome),
+        ));
+    };
+    let rt = st.runtime.load_full();
+    let source = StatedFacts::new(&ctx, None, None);
+    let (_, explained) = what_if(&rt, &ctx, &source).await;
+    let e = explained
+        .ok_or_else(|| {
+            Problem::unprocessable(
+                "never-decided",
+                "the recorded context did not reach the policies",
+            )
+        })?
+        .explanation;
+    let changed = !same_decision(&d, &e);
+    Ok(Json(json!({
+        "request_id": d.request_id,
+        "config_version": rt.config.version,
+        "recorded": { "outcome": d.policy_outcome, "policy": d.policy },
+        "now": e,
+        "changed": changed,
+    }))
+    .into_response())
+}
+
+/// Whether `e` is the recorded policy decision: the same outcome and, for a step-up, the
+/// same requirement (as `stepgate explain` compares).
+fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
+    let Some(before) = d.policy_outcome.as_deref() else {
+        return true;
+    };
+    if before != e.outcome.as_str() {
+        return false;
+    }
+    if e.outcome != OutcomeKind::StepUp {
+        return true;
+    }
+    match d.detail.get("policy_requirement").filter(|r| !r.is_null()) {
+        Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
+        None => true,
+    }
+}

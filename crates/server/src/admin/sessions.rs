@@ -1,0 +1,147 @@
+//! Sessions: listed by handle (a MAC of the id, as the portal's sessions page shows them;
+//! never the id), revoked one by one or all of a user's. A revoked session's next request
+//! is refused on every node (the session store, then the cache's invalidation).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use stepgate_store::UserRecord;
+
+use super::problem::{Params, Problem};
+use super::users::{find, PagingQuery};
+use super::Caller;
+use crate::app::state::Shared;
+
+/// A live session as the API shows one.
+#[derive(Serialize)]
+pub struct SessionView {
+    handle: String,
+    username: String,
+    aal: u8,
+    created_at: chrono::DateTime<chrono::Utc>,
+    last_seen: chrono::DateTime<chrono::Utc>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    device: Option<String>,
+    persistent: bool,
+    marked_for_step_up: bool,
+}
+
+/// The live sessions of `u`, oldest first.
+async fn sessions_of(st: &Shared, u: &UserRecord) -> Result<Vec<SessionView>, Problem> {
+    let rt = st.runtime.load_full();
+    let mut out = Vec::new();
+    for id in st.sessions.of_user(&u.id).await? {
+        let Some((_, d)) = st.sessions.peek(&id).await? else {
+            continue;
+        };
+        if d.pending {
+            continue;
+        }
+        out.push(SessionView {
+            handle: st.signer.session_handle(&id),
+            username: u.username.clone(),
+            aal: d.aal(&rt.config.assurance),
+            created_at: d.created_at,
+            last_seen: d.last_seen,
+            ip: d.ip.clone(),
+            user_agent: d.user_agent.clone(),
+            device: d.device_id.clone(),
+            persistent: d.persistent,
+            marked_for_step_up: d.needs_step_up,
+        });
+    }
+    out.sort_by_key(|s| s.created_at);
+    Ok(out)
+}
+
+/// `GET /users/{username}/sessions`.
+pub async fn of_user(
+    State(st): State<Shared>,
+    Path(username): Path<String>,
+) -> Result<Response, Problem> {
+    let u = find(&st, &username).await?;
+    Ok(Json(json!({ "items": sessions_of(&st, &u).await? })).into_response())
+}
+
+/// `DELETE /users/{username}/sessions`.
+pub async fn revoke_of_user(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+) -> Result<Response, Problem> {
+    let u = find(&st, &username).await?;
+    let n = st.sessions.end_all(&u.id).await?;
+    audit(
+        &st,
+        &caller,
+        &u,
+        json!({ "why": "ended_by_admin", "ended": n }),
+    )
+    .await;
+    Ok(Json(json!({ "ended": n })).into_response())
+}
+
+async fn audit(st: &Shared, caller: &Caller, u: &UserRecord, detail: serde_json::Value) {
+    let mut e = stepgate_store::NewAuditEvent::now("sessions.ended");
+    e.actor = Some(caller.actor.clone());
+    e.subject = Some(u.id.clone());
+    e.ip = caller.ip.map(|i| i.to_string());
+    e.detail = detail;
+    st.audit.append(e).await;
+}
+
+/// The query of `GET /sessions`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    user: Option<String>,
+    #[serde(flatten)]
+    paging: PagingQuery,
+}
+
+/// `GET /sessions`: every user's live sessions (read user by user: fine for thousands of
+/// users; name `user` for one).
+pub async fn list(
+    State(st): State<Shared>,
+    Params(q): Params<SessionQuery>,
+) -> Result<Response, Problem> {
+    let paging = q.paging.paging()?;
+    let users = match &q.user {
+        Some(name) => vec![find(&st, name).await?],
+        None => st.stores.durable.list_users().await?,
+    };
+    let mut all = Vec::new();
+    for u in &users {
+        all.extend(sessions_of(&st, u).await?);
+    }
+    Ok(Json(paging.page(all)?).into_response())
+}
+
+/// `DELETE /sessions/{handle}`.
+pub async fn revoke(
+    State(st): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(handle): Path<String>,
+) -> Result<Response, Problem> {
+    for u in st.stores.durable.list_users().await? {
+        for id in st.sessions.of_user(&u.id).await? {
+            if st.signer.session_handle_ok(&id, &handle) {
+                st.sessions.end(&id).await?;
+                audit(
+                    &st,
+                    &caller,
+                    &u,
+                    json!({ "why": "ended_by_admin", "ended": 1, "session": handle }),
+                )
+                .await;
+                return Ok(Json(json!({ "ended": 1, "username": u.username })).into_response());
+            }
+        }
+    }
+    Err(Problem::not_found(format!(
+        "no live session with handle `{handle}`"
+    )))
+}
