@@ -3,6 +3,7 @@
 //! What does not belong here: any decision logic. `what-if` and `test` run the server's
 //! access pipeline (`stepgate_server::access`) with the stated context as the signal
 //! source; `serve` and `demo` start the server; `user` and `secrets` work on the store.
+pub mod audit;
 pub mod check;
 pub mod decisions;
 pub mod devices;

@@ -37,6 +37,7 @@ use stepgate_signals::config::{DevicesConfig, SignalsConfig};
 use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
+pub mod audit;
 pub mod deployment;
 mod files;
 pub mod gateway;
@@ -62,6 +63,7 @@ pub const MAX_INCLUDE_DEPTH: usize = 64;
 /// (the pages are only reserved, not used).
 const LOADER_STACK_BYTES: usize = 64 << 20;
 
+pub use audit::{AuditConfig, AuditStreamConfig, AuditStreamFormat, AuditStreamKind};
 pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
@@ -157,6 +159,8 @@ struct ConfigFile {
     #[serde(default)]
     log: Option<Spanned<LogConfig>>,
     #[serde(default)]
+    audit: Option<Spanned<AuditConfig>>,
+    #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
     oidc: Option<Spanned<OidcConfig>>,
     #[serde(default)]
@@ -206,6 +210,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// `log`: level, format, file.
     pub log: LogConfig,
+    /// `audit`: SIEM streams of the audit log.
+    pub audit: AuditConfig,
     /// `oidc`: stepgate as an OpenID Provider.
     pub oidc: OidcConfig,
     /// `identity_providers`: upstream OpenID Providers users sign in through.
@@ -590,6 +596,7 @@ impl Loader {
         let mut signals: Option<Spanned<SignalsConfig>> = None;
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
+        let mut audit: Option<Spanned<AuditConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
         let mut oidc: Option<Spanned<OidcConfig>> = None;
         let mut identity_providers = Vec::new();
@@ -621,6 +628,7 @@ impl Loader {
             self.single(&mut signals, f.signals, "signals");
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
+            self.single(&mut audit, f.audit, "audit");
             self.single(&mut portal, f.portal, "portal");
             self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
@@ -702,6 +710,11 @@ impl Loader {
             }
             for problem in l.decisions.problems() {
                 self.diag_at(l.span(), problem);
+            }
+        }
+        if let Some(a) = &audit {
+            for problem in a.problems() {
+                self.diag_at(a.span(), problem);
             }
         }
         if let Some(p) = &portal {
@@ -873,6 +886,8 @@ impl Loader {
                 signals: signals.map(|s| (*s).clone()).unwrap_or_default(),
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
+                // Relative paths in it are relative to `base_dir` (read at start).
+                audit: audit.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
                 oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 ldap: ldap.map(|l| (*l).clone()),

@@ -40,6 +40,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "decisions",
         sql: include_str!("../migrations/sqlite/0002_decisions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_stream_cursors",
+        sql: include_str!("../migrations/sqlite/0003_audit_stream_cursors.sql"),
+    },
 ];
 
 /// The PostgreSQL schema (durable data only), in order.
@@ -54,6 +59,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "decisions",
         sql: include_str!("../migrations/postgres/0002_decisions.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "audit_stream_cursors",
+        sql: include_str!("../migrations/postgres/0003_audit_stream_cursors.sql"),
     },
 ];
 
