@@ -31,6 +31,8 @@ enum Command {
     /// Decide the recorded decisions of a period again under a draft configuration and
     /// report the outcomes that would change.
     Replay(cli::decisions::ReplayArgs),
+    /// The audit log: search it, export it (JSON lines or OCSF), verify its hash chain.
+    Audit(cli::audit::AuditArgs),
     /// Run policy test cases (a context and the expected decision each).
     Test(cli::test_cases::TestArgs),
     /// Manage users and their factors in the configured store.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::WhatIf(args) => cli::what_if::run(args),
         Command::Explain(args) => cli::decisions::explain(args),
         Command::Replay(args) => cli::decisions::replay(args),
+        Command::Audit(args) => cli::audit::run(args),
         Command::Test(args) => cli::test_cases::run(args),
         Command::User(args) => cli::user::run(args),
         Command::Devices(args) => cli::devices::run(args),

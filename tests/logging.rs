@@ -204,3 +204,128 @@ fn every_json_line_of_a_request_carries_its_request_id() {
     assert_eq!(id.len(), 24, "{line}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
 }
+
+/// The JSON log of a failed sign-in and of a refused request: each failure line names the
+/// client's address (the one behind the trusted proxy, not the proxy's) and, for the
+/// sign-in, the user; the password typed, the session and CSRF cookies appear nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_lines_name_the_user_and_client_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stepgate.yaml");
+    std::fs::write(
+        &cfg,
+        "sessions: { cookie: { secure: false } }\n\
+         server: { workers: 1, trusted_proxies: [127.0.0.1/32] }\n\
+         log: { format: json, file: logs.jsonl }\n\
+         apps: [ { id: wiki, hosts: [wiki.test], upstream: \"http://127.0.0.1:9\" } ]\n\
+         default_outcome: deny\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("STEPGATE_SECRET_KEY", KEY)
+        .env_remove("STEPGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(port) {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    const TYPED: &str = "correct-horse-typed-9f3";
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = c
+        .get(format!("{base}/_stepgate/login"))
+        .header("x-forwarded-for", "198.51.100.23")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hidden = |name: &str| {
+        let at = page
+            .find(&format!("name=\"{name}\" value=\""))
+            .unwrap_or_else(|| panic!("no {name} in {page}"));
+        let rest = &page[at + name.len() + 15..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    let (csrf, t) = (hidden("csrf"), hidden("t"));
+    let r = c
+        .post(format!("{base}/_stepgate/login"))
+        .header("x-forwarded-for", "198.51.100.23")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("t", t.as_str()),
+            ("username", "mallory"),
+            ("password", TYPED),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // A request the policies refuse (default deny), from a client behind the proxy.
+    let r = c
+        .get(format!("{base}/_stepgate/auth/forward"))
+        .header("x-forwarded-for", "203.0.113.77")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "nowhere.test")
+        .header("x-forwarded-uri", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let path = dir.path().join("logs.jsonl");
+    let find = |text: &str, prefix: &str| -> Option<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(prefix))
+            })
+    };
+    let mut text = String::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if find(&text, "authentication failure").is_some()
+            && find(&text, "forward-auth: no application").is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let failed = find(&text, "authentication failure").expect("the failed sign-in is logged");
+    assert_eq!(failed["fields"]["user"], "mallory", "{failed}");
+    assert_eq!(failed["fields"]["client"], "198.51.100.23", "{failed}");
+    assert_eq!(failed["span"]["client"], "198.51.100.23", "{failed}");
+    let refused =
+        find(&text, "forward-auth: no application").expect("the refused request is logged");
+    assert_eq!(refused["span"]["client"], "203.0.113.77", "{refused}");
+    assert!(
+        !text.contains(TYPED),
+        "the typed password is in the log:\n{text}"
+    );
+    assert!(
+        !text.contains(&csrf),
+        "the CSRF token is in the log:\n{text}"
+    );
+    assert!(
+        !text.contains(&t),
+        "the sign-in form's token is in the log:\n{text}"
+    );
+}

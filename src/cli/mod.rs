@@ -4,6 +4,7 @@
 //! access pipeline (`stepgate_server::access`) with the stated context as the signal
 //! source; `serve` and `demo` start the server; `user` and `secrets` work on the store.
 pub mod admin;
+pub mod audit;
 pub mod check;
 pub mod decisions;
 pub mod devices;

@@ -44,6 +44,7 @@ pub use assurance::{
 pub use config::{FactorsConfig, RegulationConfig};
 pub use factor::{AuthenticatorClass, FactorKind, FactorMaterial};
 pub use service::{
-    AuthError, Authenticator, AuthnSettings, EnrolledInfo, LinkPurpose, PendingTotp,
+    AuthError, Authenticator, AuthnObserver, AuthnSettings, EnrolledInfo, LinkPurpose, PendingTotp,
+    VerifyResult,
 };
 pub use webauthn::RegistrationKind;

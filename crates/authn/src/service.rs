@@ -199,6 +199,63 @@ struct Inner {
     /// A hash of a random secret with the configured parameters: verified against when the
     /// user or their password does not exist, so that case takes as long as a wrong password.
     dummy_phc: String,
+    /// Told of every verification and lockout (the server's metrics).
+    observer: std::sync::OnceLock<Arc<dyn AuthnObserver>>,
+}
+
+/// What a factor verification came to, for [`AuthnObserver::verification`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyResult {
+    /// The factor was right.
+    Success,
+    /// The factor was wrong (a wrong password or code, a replayed or expired code, too many
+    /// guesses at one code).
+    Failure,
+    /// Not checked: the account is locked, banned, disabled, or rate-limited.
+    Refused,
+    /// Not checked: a store, a directory or the factor's settings failed.
+    Error,
+}
+
+impl VerifyResult {
+    /// `success`, `failure`, `refused`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyResult::Success => "success",
+            VerifyResult::Failure => "failure",
+            VerifyResult::Refused => "refused",
+            VerifyResult::Error => "error",
+        }
+    }
+
+    /// The result of `r`.
+    pub fn of<T>(r: &Result<T, AuthError>) -> VerifyResult {
+        match r {
+            Ok(_) => VerifyResult::Success,
+            Err(
+                AuthError::InvalidCredentials
+                | AuthError::Replayed
+                | AuthError::TooManyGuesses
+                | AuthError::Expired,
+            ) => VerifyResult::Failure,
+            Err(
+                AuthError::Locked { .. }
+                | AuthError::AccountLocked
+                | AuthError::Disabled
+                | AuthError::RateLimited(_),
+            ) => VerifyResult::Refused,
+            Err(_) => VerifyResult::Error,
+        }
+    }
+}
+
+/// Told of every factor verification and every lockout the regulation imposes (the
+/// server counts them: `stepgate_factor_verifications_total`, `stepgate_lockouts_total`).
+pub trait AuthnObserver: Send + Sync {
+    /// A verification of `factor` ended with `result`.
+    fn verification(&self, factor: FactorKind, result: VerifyResult);
+    /// The regulation locked an account (`user`) or banned an address (`ip`).
+    fn lockout(&self, target: &'static str);
 }
 
 /// A consecutive-failure counter never expires in practice (NIST: the cap holds "however
@@ -399,8 +456,21 @@ impl Authenticator {
                 sms,
                 breached,
                 dummy_phc,
+                observer: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Sets the observer told of every verification and lockout (once; later calls are
+    /// ignored).
+    pub fn observe(&self, observer: Arc<dyn AuthnObserver>) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    fn observed<T>(&self, factor: FactorKind, r: &Result<T, AuthError>) {
+        if let Some(o) = self.inner.observer.get() {
+            o.verification(factor, VerifyResult::of(r));
+        }
     }
 
     /// Replaces the WebAuthn relying party (for attestation roots from another source, tests).
@@ -417,6 +487,11 @@ impl Authenticator {
                 sms: arc.sms.clone(),
                 breached: arc.breached.clone(),
                 dummy_phc: arc.dummy_phc.clone(),
+                observer: arc
+                    .observer
+                    .get()
+                    .cloned()
+                    .map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
             },
         };
         Authenticator {
@@ -555,7 +630,7 @@ impl Authenticator {
         };
         let ip_s = ip.map(|i| i.to_string()).unwrap_or_default();
         let now = Utc::now();
-        tracing::info!(factor = %factor, consecutive, "authentication failure");
+        tracing::info!(factor = %factor, consecutive, user = username, client = %ip_s, "authentication failure");
         for ban in regulation::after_failure(cfg, username, &ip_s, &c, now) {
             let (kind, subject_id) = match (&ban.target, ban.until) {
                 (BanTarget::User(_), Some(until)) => {
@@ -576,8 +651,17 @@ impl Authenticator {
             tracing::warn!(
                 kind,
                 reason = ban.reason,
+                user = username,
+                client = %ip_s,
                 "sign-in regulation imposed a ban"
             );
+            if let Some(o) = self.inner.observer.get() {
+                o.lockout(if kind == "authn.lockout" {
+                    "user"
+                } else {
+                    "ip"
+                });
+            }
             let mut ev = NewAuditEvent::now(kind);
             ev.actor = Some("system".into());
             ev.subject = subject_id;
@@ -616,15 +700,28 @@ impl Authenticator {
     ) -> Result<Result<T, AuthError>, E> {
         let subject = Self::subject_key(user, username);
         if let Err(e) = self.check_regulation(&subject, ip).await {
-            return Ok(Err(e));
+            let r: Result<T, AuthError> = Err(e);
+            self.observed(FactorKind::Password, &r);
+            return Ok(r);
         }
-        Ok(match check.await? {
+        let checked = match check.await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(o) = self.inner.observer.get() {
+                    o.verification(FactorKind::Password, VerifyResult::Error);
+                }
+                return Err(e);
+            }
+        };
+        let r = match checked {
             Some(v) => self.record_success(&subject).await.map(|()| v),
             None => self
                 .record_failure(&subject, user, username, ip, FactorKind::Password)
                 .await
                 .and(Err(AuthError::InvalidCredentials)),
-        })
+        };
+        self.observed(FactorKind::Password, &r);
+        Ok(r)
     }
 
     /// Lifts every ban and lock on the account and resets its failure counters (the only way
@@ -674,6 +771,18 @@ impl Authenticator {
     /// Runs a verification under regulation: refuses when banned or locked, counts a
     /// failure on `InvalidCredentials` / `Replayed` / `TooManyGuesses`, resets on success.
     async fn regulated<T>(
+        &self,
+        user: &UserRecord,
+        ip: Option<IpAddr>,
+        kind: FactorKind,
+        attempt: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let r = self.regulated_unobserved(user, ip, kind, attempt).await;
+        self.observed(kind, &r);
+        r
+    }
+
+    async fn regulated_unobserved<T>(
         &self,
         user: &UserRecord,
         ip: Option<IpAddr>,
@@ -749,6 +858,19 @@ impl Authenticator {
     /// take the same time and give [`AuthError::InvalidCredentials`]; a disabled account is
     /// reported only after the right password.
     pub async fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(UserRecord, PassedFactor), AuthError> {
+        let r = self
+            .verify_password_unobserved(username, password, ip)
+            .await;
+        self.observed(FactorKind::Password, &r);
+        r
+    }
+
+    async fn verify_password_unobserved(
         &self,
         username: &str,
         password: &str,

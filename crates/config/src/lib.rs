@@ -38,6 +38,7 @@ use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
 pub mod admin;
+pub mod audit;
 pub mod deployment;
 mod files;
 pub mod gateway;
@@ -64,6 +65,7 @@ pub const MAX_INCLUDE_DEPTH: usize = 64;
 const LOADER_STACK_BYTES: usize = 64 << 20;
 
 pub use admin::AdminConfig;
+pub use audit::{AuditConfig, AuditStreamConfig, AuditStreamFormat, AuditStreamKind};
 pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
@@ -160,6 +162,7 @@ struct ConfigFile {
     log: Option<Spanned<LogConfig>>,
     #[serde(default)]
     admin: Option<Spanned<AdminConfig>>,
+    audit: Option<Spanned<AuditConfig>>,
     #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
     oidc: Option<Spanned<OidcConfig>>,
@@ -212,6 +215,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `admin`: the admin API's group and write freshness.
     pub admin: AdminConfig,
+    /// `audit`: SIEM streams of the audit log.
+    pub audit: AuditConfig,
     /// `oidc`: stepgate as an OpenID Provider.
     pub oidc: OidcConfig,
     /// `identity_providers`: upstream OpenID Providers users sign in through.
@@ -597,6 +602,7 @@ impl Loader {
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
         let mut admin: Option<Spanned<AdminConfig>> = None;
+        let mut audit: Option<Spanned<AuditConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
         let mut oidc: Option<Spanned<OidcConfig>> = None;
         let mut identity_providers = Vec::new();
@@ -629,6 +635,7 @@ impl Loader {
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
             self.single(&mut admin, f.admin, "admin");
+            self.single(&mut audit, f.audit, "audit");
             self.single(&mut portal, f.portal, "portal");
             self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
@@ -715,6 +722,11 @@ impl Loader {
             }
             for problem in l.decisions.problems() {
                 self.diag_at(l.span(), problem);
+            }
+        }
+        if let Some(a) = &audit {
+            for problem in a.problems() {
+                self.diag_at(a.span(), problem);
             }
         }
         if let Some(p) = &portal {
@@ -887,6 +899,8 @@ impl Loader {
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 admin: admin.map(|s| (*s).clone()).unwrap_or_default(),
+                // Relative paths in it are relative to `base_dir` (read at start).
+                audit: audit.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
                 oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 ldap: ldap.map(|l| (*l).clone()),

@@ -9,6 +9,7 @@
 //!     enabled: true
 //!     queue: 10000               # records waiting to be written, at most
 //!     retention: 30d             # decisions older than this are deleted
+//!     max_rows: 5000000          # and past this many, the oldest are deleted (0: no bound)
 //!     allowed_one_in: 100        # allowed app requests: one in 100 recorded (1: all)
 //! ```
 //! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
@@ -49,6 +50,9 @@ pub struct DecisionLogConfig {
     pub queue: usize,
     /// How long decisions are kept (at least `1h`). Default `30d`.
     pub retention: HumanDuration,
+    /// At most this many decisions are kept: past it, the oldest are deleted (by the same
+    /// hourly task as `retention`). `0`: no bound but `retention`. Default `0`.
+    pub max_rows: u64,
     /// Allowed app requests (proxy, forward-auth, bearer, OIDC authorize) are recorded one
     /// in this many (`1`: every one; `0`: none); sign-ins, step-ups, denials, refusals and
     /// re-evaluations are always recorded. Default `100`: recording every allowed request
@@ -63,6 +67,7 @@ impl Default for DecisionLogConfig {
             enabled: true,
             queue: 10_000,
             retention: HumanDuration::from_secs(30 * 24 * 3600),
+            max_rows: 0,
             allowed_one_in: 100,
         }
     }
@@ -158,6 +163,7 @@ mod tests {
             enabled: true,
             queue: 0,
             retention: HumanDuration::from_secs(60),
+            max_rows: 0,
             allowed_one_in: 1,
         };
         let p = bad.problems();

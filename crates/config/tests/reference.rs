@@ -302,7 +302,7 @@ fn looks_secret(r: &Row) -> bool {
 
 /// Secrets a configuration can take only from a file: a TLS private key is a PEM file by
 /// nature (as nginx, Traefik and Caddy take it).
-const FILE_ONLY_SECRETS: &[&str] = &["server.tls.key_file"];
+const FILE_ONLY_SECRETS: &[&str] = &["server.tls.key_file", "audit.stream[].client_key_file"];
 /// Secrets inside a transport's settings, whose keys the index does not list one by one:
 /// a file (`password_file`, `headers_file`) or an environment variable (`password_env`,
 /// `headers_env`) is the way there.
@@ -401,6 +401,16 @@ fn context(prefix: &str, path: &[String]) -> &'static str {
         "signals.client_certificates.forwarded" => "header: X-Client-Cert",
         "signals.client_certificates.authorities[]" => "name: zz, ca_file: zz.pem",
         "factors.webauthn.attestation_cas[]" => "pem_file: zz.pem, aaguids: [\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"]",
+        // A stream of the kind the key belongs to, with what that kind requires.
+        "audit.stream[]" => match path.last().map(String::as_str) {
+            Some("url" | "secret_file" | "secret_env" | "kind") => {
+                "name: zz, kind: webhook, url: \"https://siem.example/hook\""
+            }
+            Some("client_cert_file" | "client_key_file") => {
+                "name: zz, kind: syslog, address: \"siem.example:6514\", ca_file: zz.pem, client_cert_file: zz.pem, client_key_file: zz.key"
+            }
+            _ => "name: zz, kind: syslog, address: \"siem.example:6514\", ca_file: zz.pem",
+        },
         _ => "",
     }
 }

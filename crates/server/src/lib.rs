@@ -14,6 +14,7 @@
 //! - [`idp`]: upstream identity providers users sign in through (metadata, keys, ID
 //!   token checks, claim and trust mapping, just-in-time users).
 //! - [`app`]: start-up, state, routing, listeners, reload, and what every room shares.
+//! - [`siem`]: the audit log to a SIEM — OCSF, syslog over TLS, HTTPS webhooks.
 //! - [`demo`]: the built-in demo (profiles, the Licence Console, its users).
 //!
 //! What does not belong here: anything that needs no HTTP server — the policy engine, the
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod portal;
 pub mod session;
+pub mod siem;
 
 pub use app::listen::{serve, serve_on};
 pub use app::reload::reload;

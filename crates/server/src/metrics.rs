@@ -19,6 +19,13 @@
 //! | `stepgate_audit_dropped_total` | counter | | audit events dropped because too many waited |
 //! | `stepgate_audit_failed_total` | counter | | audit events the store refused for good |
 //! | `stepgate_build_info` | gauge (1) | `version` | the running build |
+//! | `stepgate_audit_stream_delivered_total` | counter | `stream` | audit events a SIEM stream delivered ([`crate::siem`]) |
+//! | `stepgate_audit_stream_failures_total` | counter | `stream` | failed deliveries |
+//! | `stepgate_audit_stream_lag_events` | gauge | `stream` | audit events not yet delivered |
+//! | `stepgate_audit_stream_cursor` | gauge | `stream` | the last sequence number delivered |
+//! | `stepgate_factor_verifications_total` | counter | `factor`, `result` | factor verifications (`success`, `failure`, `refused`, `error`), told by the authenticator ([`stepgate_authn::AuthnObserver`]) |
+//! | `stepgate_lockouts_total` | counter | `target` | accounts locked (`user`) and addresses banned (`ip`) |
+//! | `stepgate_sessions_live` | gauge | | live sessions in the hot store, counted at each scrape |
 //! | `stepgate_connector_syncs_total` | counter | `connector`, `result` | device connector syncs, `success` or `failure` |
 //! | `stepgate_connector_sync_duration_seconds` | histogram | `connector`, `result` | how long a sync took (listing the UEM and applying every device) |
 //! | `stepgate_connector_device_errors_total` | counter | `connector` | devices a successful sync could not map or apply |
@@ -103,6 +110,17 @@ fn sync_time() -> Histogram {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FactorResult {
+    factor: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LockoutTarget {
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyOutcome {
     policy: String,
     outcome: &'static str,
@@ -130,6 +148,11 @@ pub struct Metrics {
     connector_devices: Family<ConnectorLabel, Gauge>,
     connector_non_compliant: Family<ConnectorLabel, Gauge>,
     connector_stale: Family<ConnectorLabel, Gauge>,
+    /// The SIEM streams' series ([`crate::siem`]).
+    pub streams: crate::siem::StreamStats,
+    factor_verifications: Family<FactorResult, Counter>,
+    lockouts: Family<LockoutTarget, Counter>,
+    sessions_live: Gauge,
     addr: OnceLock<SocketAddr>,
 }
 
@@ -295,6 +318,26 @@ impl Metrics {
             })
             .set(1);
         registry.register("stepgate_build_info", "The running build", build);
+        let streams = crate::siem::StreamStats::default();
+        streams.register(&mut registry);
+        let factor_verifications = Family::<FactorResult, Counter>::default();
+        let lockouts = Family::<LockoutTarget, Counter>::default();
+        let sessions_live = Gauge::default();
+        registry.register(
+            "stepgate_factor_verifications",
+            "Factor verifications by factor and result (success, failure, refused, error)",
+            factor_verifications.clone(),
+        );
+        registry.register(
+            "stepgate_lockouts",
+            "Accounts locked (target user) and addresses banned (target ip) by the sign-in regulation",
+            lockouts.clone(),
+        );
+        registry.register(
+            "stepgate_sessions_live",
+            "Live sessions in the hot store (all nodes), counted at each scrape",
+            sessions_live.clone(),
+        );
         Metrics {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             registry,
@@ -311,6 +354,10 @@ impl Metrics {
             connector_devices,
             connector_non_compliant,
             connector_stale,
+            streams,
+            factor_verifications,
+            lockouts,
+            sessions_live,
             addr: OnceLock::new(),
         }
     }
@@ -508,6 +555,25 @@ impl Metrics {
     }
 }
 
+impl stepgate_authn::AuthnObserver for Metrics {
+    fn verification(
+        &self,
+        factor: stepgate_authn::FactorKind,
+        result: stepgate_authn::VerifyResult,
+    ) {
+        self.factor_verifications
+            .get_or_create(&FactorResult {
+                factor: factor.as_str(),
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    fn lockout(&self, target: &'static str) {
+        self.lockouts.get_or_create(&LockoutTarget { target }).inc();
+    }
+}
+
 /// OpenMetrics text (what the client library writes) as the Prometheus text format, which
 /// every Prometheus and `promtool check metrics` read: a counter's `HELP` and `TYPE` name
 /// its samples (`x_total`, not OpenMetrics' `x`), and there is no `# EOF` or `# UNIT`.
@@ -548,6 +614,14 @@ async fn scrape(State(st): State<Shared>) -> Response {
     for name in st.connectors.names() {
         let stale = st.connectors.health().stale(&name, now).is_some();
         st.metrics.connector_stale(&name, stale);
+    }
+    match st.stores.hot.count_sessions().await {
+        Ok(n) => {
+            st.metrics
+                .sessions_live
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the live sessions"),
     }
     (
         StatusCode::OK,

@@ -161,3 +161,64 @@ async fn a_scrape_counts_exactly_the_requests_made_and_promtool_accepts_it() {
     // promtool (Debian's prometheus package) accepts the scrape.
     prom::promtool_accepts(&after.text);
 }
+
+/// Factor verifications by factor and result, lockouts and live sessions after a known set
+/// of sign-ins: jane signs in (password and code), john types a wrong password twice (the
+/// second locks him out: `max_retries: 2`), then his right one, refused while locked.
+#[tokio::test]
+async fn sign_ins_count_factor_verifications_lockouts_and_live_sessions() {
+    use support::{password, Person};
+    let config = CONFIG.replace(
+        "default_outcome: allow",
+        "regulation: { max_retries: 2 }\ndefault_outcome: allow",
+    );
+    let s = Server::build(&config)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await;
+    let app = |p: &str| s.url("app.test", p);
+    let before = scrape(&s).await;
+    assert_eq!(before.get("stepgate_sessions_live", &[]), 0.0);
+
+    let b = Browser::new();
+    let r = sign_in(&b, &app("/"), &JANE, &JANE.code(0)).await;
+    assert_eq!(r.status(), 200);
+    let john = &stepgate_server::demo::USERS[1];
+    let wrong = Person {
+        username: john.username,
+        password: "not-his-password",
+        totp_base32: john.totp_base32,
+    };
+    for _ in 0..2 {
+        password(&Browser::new(), &app("/"), &wrong).await;
+    }
+    let right = Person {
+        password: john.password,
+        ..wrong
+    };
+    let r = password(&Browser::new(), &app("/"), &right).await;
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Try again in") || page.contains("locked"),
+        "{page}"
+    );
+
+    let after = scrape(&s).await;
+    let delta =
+        |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
+    let v = |factor: &'static str, result: &'static str| {
+        delta(
+            "stepgate_factor_verifications_total",
+            &[("factor", factor), ("result", result)],
+        )
+    };
+    assert_eq!(v("password", "success"), 1.0);
+    assert_eq!(v("totp", "success"), 1.0);
+    assert_eq!(v("password", "failure"), 2.0);
+    assert_eq!(v("password", "refused"), 1.0);
+    assert_eq!(v("totp", "failure"), 0.0);
+    assert_eq!(delta("stepgate_lockouts_total", &[("target", "user")]), 1.0);
+    assert_eq!(after.get("stepgate_sessions_live", &[]), 1.0);
+    prom::promtool_accepts(&after.text);
+}

@@ -111,6 +111,8 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
     config_users_sync(&*store).await;
     decisions_log(&*store).await;
     admin_tokens(&*store).await;
+    decisions_trimmed_to_a_count(&*store).await;
+    audit_stream_cursors(&*store).await;
 }
 
 /// Runs every hot-store check; `expiry` says how they get past a TTL.
@@ -447,6 +449,50 @@ pub async fn audit_append_order_and_queries(s: &dyn DurableStore) {
         .unwrap();
     assert_eq!(subject, vec![appended[1].clone(), appended[4].clone()]);
 
+    // `user`: the name as the actor or as the subject; `ip`: the client address.
+    let as_user = s
+        .list_audit(&AuditQuery {
+            user: vec![format!("{actor}-subject-2"), "nobody-at-all".into()],
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(as_user, vec![appended[2].clone(), appended[5].clone()]);
+    let as_actor = s
+        .list_audit(&AuditQuery {
+            user: vec![actor.clone()],
+            kind: Some("login.success".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        as_actor,
+        vec![
+            appended[0].clone(),
+            appended[2].clone(),
+            appended[4].clone()
+        ]
+    );
+    let other_ip = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            ip: Some("198.51.100.1".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_ip.is_empty());
+    let same_ip = s
+        .list_audit(&AuditQuery {
+            actor: Some(actor.clone()),
+            ip: Some("203.0.113.9".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(same_ip, appended);
+
     let page = s
         .list_audit(&AuditQuery {
             actor: Some(actor.clone()),
@@ -592,6 +638,8 @@ pub async fn sessions_lifecycle(s: &dyn HotStore) {
     assert!(got.expires_at > now_ms());
     assert!(s.get_session("no-such-session").await.unwrap().is_none());
 
+    // Other checks may share the store: at least these two are live.
+    assert!(s.count_sessions().await.unwrap() >= 2);
     let mut ids = s.list_sessions_for_user(&user).await.unwrap();
     ids.sort();
     let mut want = vec![a.clone(), b.clone()];
@@ -1388,4 +1436,63 @@ pub async fn admin_tokens(s: &dyn DurableStore) {
     assert_eq!(got.last_used_at, Some(later));
     let other = s.find_admin_token(&b.token_sha256).await.unwrap().unwrap();
     assert_eq!(other.revoked_at, None, "only the named token is revoked");
+/// `log.decisions.max_rows`: all but the newest `keep` decisions go, ties in one
+/// millisecond broken by request id, and a log within the bound loses nothing.
+pub async fn decisions_trimmed_to_a_count(s: &dyn DurableStore) {
+    let tag = new_id();
+    // Far in the future: the newest records of a store other checks may share.
+    let t = now_ms() + ChronoDuration::days(365 * 50);
+    let record = |n: i64, ms: i64| DecisionRecord {
+        request_id: format!("{tag}-trim-{n}"),
+        time: t + ChronoDuration::milliseconds(ms),
+        kind: "access".into(),
+        user: Some(format!("trim-{tag}")),
+        session: None,
+        app: None,
+        route: None,
+        method: "GET".into(),
+        path: "/".into(),
+        ip: None,
+        device: None,
+        policy: None,
+        policy_outcome: None,
+        outcome: "allow".into(),
+        report_only: json!([]),
+        detail: json!({}),
+    };
+    // 0 is the oldest; 1 and 2 share a millisecond; 3 is the newest.
+    let batch = vec![record(0, 0), record(1, 5), record(2, 5), record(3, 9)];
+    s.append_decisions(&batch).await.unwrap();
+    assert_eq!(s.trim_decisions(1_000_000_000).await.unwrap(), 0);
+    assert_eq!(kept_of(s, &batch).await, ["0", "1", "2", "3"]);
+    let gone = s.trim_decisions(2).await.unwrap();
+    assert!(gone >= 2, "trimmed {gone}");
+    assert_eq!(kept_of(s, &batch).await, ["2", "3"], "the two newest stay");
+    s.trim_decisions(0).await.unwrap();
+    assert!(kept_of(s, &batch).await.is_empty());
+}
+
+/// Which of `batch` are still kept, by the number their request id ends with.
+async fn kept_of(s: &dyn DurableStore, batch: &[DecisionRecord]) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in batch {
+        if s.get_decision(&d.request_id).await.unwrap().is_some() {
+            out.push(d.request_id.rsplit('-').next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// SIEM stream cursors: none until set, then the last value set, per stream.
+pub async fn audit_stream_cursors(s: &dyn DurableStore) {
+    let a = format!("siem-{}", new_id());
+    let b = format!("{a}-other");
+    assert_eq!(s.audit_stream_cursor(&a).await.unwrap(), None);
+    s.set_audit_stream_cursor(&a, 7).await.unwrap();
+    assert_eq!(s.audit_stream_cursor(&a).await.unwrap(), Some(7));
+    assert_eq!(s.audit_stream_cursor(&b).await.unwrap(), None);
+    s.set_audit_stream_cursor(&a, 12).await.unwrap();
+    s.set_audit_stream_cursor(&b, 3).await.unwrap();
+    assert_eq!(s.audit_stream_cursor(&a).await.unwrap(), Some(12));
+    assert_eq!(s.audit_stream_cursor(&b).await.unwrap(), Some(3));
 }

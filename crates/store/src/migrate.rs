@@ -45,6 +45,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "admin_tokens",
         sql: include_str!("../migrations/sqlite/0003_admin_tokens.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit_stream_cursors",
+        sql: include_str!("../migrations/sqlite/0004_audit_stream_cursors.sql"),
+    },
 ];
 
 /// The PostgreSQL schema (durable data only), in order.
@@ -64,6 +69,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "admin_tokens",
         sql: include_str!("../migrations/postgres/0003_admin_tokens.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "audit_stream_cursors",
+        sql: include_str!("../migrations/postgres/0004_audit_stream_cursors.sql"),
     },
 ];
 

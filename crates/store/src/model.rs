@@ -266,6 +266,13 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Only this subject.
     pub subject: Option<String>,
+    /// Only events this user did or that were done to them: any of these names (a
+    /// username, a user id) as the actor or the subject.
+    #[serde(default)]
+    pub user: Vec<String>,
+    /// Only events from this client address.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// Only events at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Only events before this time.

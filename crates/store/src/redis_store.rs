@@ -372,6 +372,36 @@ impl HotStore for RedisStore {
         Ok(ids)
     }
 
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        // A session key expires with its session, so the live ones are the keys there are.
+        let literal: String = self
+            .key("sess", "")
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("{literal}*");
+        let mut cursor: u64 = 0;
+        let mut n = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn())
+                .await?;
+            n += keys.len() as u64;
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
         let done = self.each_indexed_session(user_id, true).await?;
         Ok(done.iter().filter(|(_, n)| *n == 1).count() as u64)

@@ -434,6 +434,9 @@ where
         if q.subject.is_some() {
             cond(&mut sql, "subject =");
         }
+        if q.ip.is_some() {
+            cond(&mut sql, "ip =");
+        }
         if q.since.is_some() {
             cond(&mut sql, "time >=");
         }
@@ -442,6 +445,14 @@ where
         }
         if q.after_seq.is_some() {
             cond(&mut sql, "seq >");
+        }
+        if !q.user.is_empty() {
+            let names: Vec<String> = (0..q.user.len())
+                .map(|i| format!("${}", n + 1 + i))
+                .collect();
+            let list = names.join(", ");
+            sql.push_str(&format!(" AND (actor IN ({list}) OR subject IN ({list}))"));
+            n += q.user.len();
         }
         let order = if q.newest_first { "DESC" } else { "ASC" };
         sql.push_str(&format!(" ORDER BY seq {order} LIMIT ${}", n + 1));
@@ -455,6 +466,9 @@ where
         if let Some(s) = &q.subject {
             query = query.bind(s.as_str());
         }
+        if let Some(ip) = &q.ip {
+            query = query.bind(ip.as_str());
+        }
         if let Some(t) = &q.since {
             query = query.bind(to_ms(t));
         }
@@ -463,6 +477,9 @@ where
         }
         if let Some(s) = q.after_seq {
             query = query.bind(s);
+        }
+        for u in &q.user {
+            query = query.bind(u.as_str());
         }
         let rows = query
             .bind(q.effective_limit())
@@ -646,5 +663,48 @@ where
             .execute(self.pool())
             .await?;
         Ok(B::rows_affected(&done) > 0)
+    async fn trim_decisions(&self, keep: u64) -> StoreResult<u64> {
+        // The newest record past the `keep` newest: it and everything older go.
+        let offset = i64::try_from(keep).unwrap_or(i64::MAX);
+        let cut = sqlx::query(&format!(
+            "SELECT time, request_id FROM decisions \
+             ORDER BY time DESC, request_id{order} DESC LIMIT 1 OFFSET $1",
+            order = B::BYTE_ORDER
+        ))
+        .bind(offset)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(cut) = cut else { return Ok(0) };
+        let (time, id) = (cut.int("time")?, cut.text("request_id")?);
+        let done = sqlx::query(&format!(
+            "DELETE FROM decisions WHERE time < $1 OR (time = $1 AND request_id{order} <= $2)",
+            order = B::BYTE_ORDER
+        ))
+        .bind(time)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(B::rows_affected(&done))
+    }
+
+    async fn audit_stream_cursor(&self, stream: &str) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT seq FROM audit_stream_cursors WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| r.int("seq")).transpose()
+    }
+
+    async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_stream_cursors (stream, seq, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+        )
+        .bind(stream)
+        .bind(seq)
+        .bind(to_ms(&crate::model::now_ms()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 }

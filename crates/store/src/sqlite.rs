@@ -347,6 +347,15 @@ impl HotStore for SqliteStore {
         .await?)
     }
 
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        let now = self.now();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hot_sessions WHERE expires_at > ?")
+            .bind(now)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
         let now = self.now();
         let gone: Vec<i64> =

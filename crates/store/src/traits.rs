@@ -120,6 +120,17 @@ pub trait DurableStore: Send + Sync {
 
     /// Records a use of token `id` at `at`. Whether it exists.
     async fn touch_admin_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Deletes all but the `keep` newest decisions (`log.decisions.max_rows`). How many.
+    async fn trim_decisions(&self, keep: u64) -> StoreResult<u64>;
+
+    // ---- audit streams (SIEM delivery cursors) ----
+
+    /// The sequence number of the last audit event delivered to the stream `stream`, if it
+    /// delivered any.
+    async fn audit_stream_cursor(&self, stream: &str) -> StoreResult<Option<i64>>;
+
+    /// Records that the stream `stream` delivered every audit event up to `seq`.
+    async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()>;
 }
 
 /// Hot state: sessions, counters, bans, one-time codes, replay guards, recent-event lists.
@@ -180,6 +191,10 @@ pub trait HotStore: Send + Sync {
 
     /// Deletes all of a user's sessions ("sign out everywhere"). How many were live.
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64>;
+
+    /// How many sessions are live now, all users together (the `stepgate_sessions_live`
+    /// gauge; Redis counts by scanning its session keys).
+    async fn count_sessions(&self) -> StoreResult<u64>;
 
     // ---- counters (fixed windows) ----
 

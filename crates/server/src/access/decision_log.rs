@@ -12,7 +12,8 @@
 //! When the queue is full, an allowed (or sign-in, or unavailable) request's record is
 //! dropped and counted, except every [`SAMPLE_WHEN_FULL`]th, which waits for room; a deny's
 //! or a step-up's waits for room: they are never dropped. The writer also deletes records
-//! older than `log.decisions.retention`, once an hour.
+//! older than `log.decisions.retention`, and past `log.decisions.max_rows` the oldest, once
+//! an hour (and at start).
 //!
 //! When the store is out of reach (`StoreError::is_transient`), the writer keeps the records
 //! in memory, in order, and writes them when it is back (retrying every second, backing off
@@ -496,7 +497,11 @@ impl Writer {
         let Some(st) = self.state.upgrade() else {
             return;
         };
-        let keep = st.runtime.load().config.log.decisions.retention.0;
+        let (keep, max_rows) = {
+            let rt = st.runtime.load();
+            let d = &rt.config.log.decisions;
+            (d.retention.0, d.max_rows)
+        };
         let before = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         match self.durable.purge_decisions(before).await {
             Ok(0) => {}
@@ -505,6 +510,17 @@ impl Writer {
                 "decision log: deleted decisions past retention"
             ),
             Err(e) => tracing::warn!(error = %e, "decision log: pruning failed"),
+        }
+        if max_rows > 0 {
+            match self.durable.trim_decisions(max_rows).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    max_rows,
+                    "decision log: deleted the oldest decisions past log.decisions.max_rows"
+                ),
+                Err(e) => tracing::warn!(error = %e, "decision log: trimming to max_rows failed"),
+            }
         }
     }
 }

@@ -132,6 +132,11 @@ impl Access {
         req: &AccessRequest<'_>,
         explain: Option<&mut Option<Explained>>,
     ) -> Judged<'rt> {
+        // The request's log lines name the client (and, once known, the user).
+        let span = tracing::Span::current();
+        if let Some(ip) = req.ip {
+            span.record("client", tracing::field::display(ip));
+        }
         // Every decision is recorded here, and only here.
         let log = self
             .log
@@ -158,6 +163,9 @@ impl Access {
                 return judged;
             }
         };
+        if !subject.user.username.is_empty() {
+            span.record("user", subject.user.username.as_str());
+        }
         let effects = Effects {
             devices: &self.devices,
             sessions: &self.sessions,

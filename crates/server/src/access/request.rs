@@ -116,7 +116,7 @@ impl Who {
 
 /// The client address of a request from `peer` (see [`stepgate_request::forwarded`]):
 /// `None` when a trusted proxy forwarded it without saying from where in a way stepgate
-/// can read.
+/// can read. Also recorded as the request span's `client`, for its log lines.
 pub fn client_ip(
     rt: &crate::app::state::Runtime,
     peer: std::net::SocketAddr,
@@ -128,10 +128,15 @@ pub fn client_ip(
         stepgate_config::ClientAddressHeader::Forwarded => ForwardedHeader::Forwarded,
     };
     let trusted = &rt.config.trusted_proxies;
-    stepgate_request::client_addr(peer.ip(), headers, which, |ip| {
+    let ip = stepgate_request::client_addr(peer.ip(), headers, which, |ip| {
         trusted.iter().any(|n| n.contains(&ip))
     })
-    .ip()
+    .ip();
+    // The request's log lines name the client from here on (the span starts with the peer).
+    if let Some(ip) = ip {
+        tracing::Span::current().record("client", tracing::field::display(ip));
+    }
+    ip
 }
 
 #[cfg(test)]

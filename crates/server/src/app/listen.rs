@@ -240,6 +240,13 @@ pub(crate) async fn serve_connections(
         _ = stopping_tx.closed() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
     }
+    // The SIEM streams end after the delivery under way, its cursor written.
+    if tokio::time::timeout(grace, state.siem.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit streams did not stop in time; the last batch may be sent again");
+    }
     Ok(())
 }
 

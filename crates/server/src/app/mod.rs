@@ -116,11 +116,14 @@ pub async fn build_state_with(
         (log_queue, audit.stats()),
     );
     access.trust_own_tokens(assertion.clone());
+    authn.observe(metrics.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(
         &config,
         signals.connector_health.clone(),
     )
     .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
+    let siem = crate::siem::Streams::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("setting up the audit streams: {e:#}"))?;
     let idps = crate::idp::IdentityProviders::new(&config.base_dir);
     for p in config.identity_providers.iter().filter(|p| p.required) {
         // A provider marked required must answer at start; the others are read at their
@@ -150,6 +153,7 @@ pub async fn build_state_with(
         metrics,
         assertions: crate::gateway::assertion::AssertionCache::default(),
         audit,
+        siem,
     }))
     .inspect(|st| {
         crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
@@ -159,6 +163,8 @@ pub async fn build_state_with(
             log.spawn_writer(st);
         }
         st.audit.spawn_writer();
+        st.siem
+            .spawn(st.stores.durable.clone(), &st.metrics.streams);
     })
 }
 

@@ -231,7 +231,15 @@ pub(super) fn service(
         // The request's id, for its decision and every log line of it: the span carries it
         // into the logs (free when `info` is off), the task-local to the entry points.
         let id = crate::access::RequestId::new();
-        let span = tracing::info_span!("request", request_id = %id);
+        // `client` starts as the peer; the access pipeline puts the client's own address
+        // there (behind a trusted proxy) and fills in `user` once it knows them
+        // ([`crate::access::Access::decide`]), so a failure logged later names both.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            client = %peer.ip(),
+            user = tracing::field::Empty
+        );
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
         let answer = async move {

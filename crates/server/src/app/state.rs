@@ -271,6 +271,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Audit events of what already happened, kept while the durable store is out of reach.
     pub audit: Arc<crate::app::audit::AuditOutbox>,
+    /// The SIEM streams of the audit log (`audit.stream`).
+    pub siem: crate::siem::Streams,
 }
 
 /// The state as handlers receive it.

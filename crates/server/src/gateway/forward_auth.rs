@@ -113,6 +113,8 @@ async fn respond(
     if let Some(r) = refuse_untrusted(rt, peer) {
         return r;
     }
+    // First, so the refusals below are logged with the client's address.
+    let ip = client_ip(rt, peer.0, headers);
     let (orig, cookies) = match admit(rt, headers, read) {
         Ok(x) => x,
         Err(why) => return no_store(refuse(headers, &why)),
@@ -136,7 +138,7 @@ async fn respond(
             method: &orig.method,
             path: orig.target.path(),
             headers,
-            ip: client_ip(rt, peer.0, headers),
+            ip,
             credentials: match bearer_token(headers) {
                 Some(token) => Credentials::Bearer(token),
                 None => Credentials::Cookies(&cookies),

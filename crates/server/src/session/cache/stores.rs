@@ -115,6 +115,10 @@ impl HotStore for CachedHot {
         self.inner.list_sessions_for_user(user_id).await
     }
 
+    async fn count_sessions(&self) -> StoreResult<u64> {
+        self.inner.count_sessions().await
+    }
+
     async fn delete_sessions_for_user(&self, user_id: &str) -> StoreResult<u64> {
         self.c
             .writing(
@@ -366,5 +370,15 @@ impl DurableStore for CachedDurable {
         at: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<bool> {
         self.inner.touch_admin_token(id, at).await
+    async fn trim_decisions(&self, keep: u64) -> StoreResult<u64> {
+        self.inner.trim_decisions(keep).await
+    }
+
+    async fn audit_stream_cursor(&self, stream: &str) -> StoreResult<Option<i64>> {
+        self.inner.audit_stream_cursor(stream).await
+    }
+
+    async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()> {
+        self.inner.set_audit_stream_cursor(stream, seq).await
     }
 }

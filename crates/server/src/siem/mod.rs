@@ -1,0 +1,324 @@
+//! The audit log to a SIEM: `stepgate audit export`'s formats ([`ocsf`]) and the streams
+//! of `audit.stream` — RFC 5424 syslog over TCP+TLS ([`syslog`]) or an HTTPS webhook
+//! ([`webhook`]).
+//!
+//! One task per stream reads the audit log after the stream's cursor (the sequence number of
+//! the last event it delivered, kept in the durable store), delivers at most `batch` events
+//! in order, and only then moves the cursor: nothing is lost across a restart or a receiver
+//! that is down (the task retries, the wait doubling from 1 s to `max_backoff`), and a batch
+//! the receiver took is not sent again. A delivery the receiver took whose cursor could not
+//! be written (the store went away at that moment) is sent again after a restart: every
+//! event carries its sequence number (`seq`, OCSF `metadata.sequence`) for a receiver to
+//! drop a repeat. Run the streams on one node: two nodes streaming to the same receiver both
+//! deliver.
+
+pub mod ocsf;
+mod syslog;
+mod webhook;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use stepgate_config::{AuditStreamConfig, AuditStreamFormat, AuditStreamKind, Config};
+use stepgate_store::{AuditEvent, AuditQuery, DurableStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often a stream with nothing to deliver looks for new events.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The first wait after a failed delivery (it doubles up to `max_backoff`).
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// An event as a stream (or `stepgate audit export`) writes it.
+pub fn render(format: AuditStreamFormat, e: &AuditEvent) -> serde_json::Value {
+    match format {
+        AuditStreamFormat::Ocsf => ocsf::to_ocsf(e),
+        AuditStreamFormat::Jsonl => serde_json::to_value(e).unwrap_or_default(),
+    }
+}
+
+/// Where a stream delivers.
+#[async_trait]
+trait Sink: Send + Sync {
+    /// Delivers `events` (in order); `Ok` once the receiver has them.
+    async fn deliver(&mut self, events: &[AuditEvent]) -> anyhow::Result<()>;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
+}
+
+/// The streams' metrics (registered by [`crate::metrics::Metrics`]).
+#[derive(Clone, Default)]
+pub struct StreamStats {
+    delivered: Family<StreamLabel, Counter>,
+    failures: Family<StreamLabel, Counter>,
+    lag: Family<StreamLabel, Gauge>,
+    cursor: Family<StreamLabel, Gauge>,
+}
+
+impl StreamStats {
+    /// Registers the families in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "stepgate_audit_stream_delivered",
+            "Audit events a SIEM stream delivered, by stream",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "stepgate_audit_stream_failures",
+            "Failed deliveries (receiver down or refusing, store unreadable), by stream",
+            self.failures.clone(),
+        );
+        registry.register(
+            "stepgate_audit_stream_lag_events",
+            "Audit events appended but not yet delivered, by stream",
+            self.lag.clone(),
+        );
+        registry.register(
+            "stepgate_audit_stream_cursor",
+            "Sequence number of the last audit event the stream delivered",
+            self.cursor.clone(),
+        );
+    }
+
+    fn label(stream: &str) -> StreamLabel {
+        StreamLabel {
+            stream: stream.to_string(),
+        }
+    }
+}
+
+/// A stream ready to run: its settings and its sink.
+struct Ready {
+    cfg: AuditStreamConfig,
+    sink: Box<dyn Sink>,
+}
+
+/// The node's SIEM streams (see the module documentation). Built from the configuration at
+/// start; a change to `audit.stream` takes a restart.
+pub struct Streams {
+    ready: Mutex<Vec<Ready>>,
+    running: Mutex<Vec<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Streams {
+    /// The streams `config` names, their TLS settings and secrets read now: a CA, key or
+    /// token that cannot be read stops the start with the stream's name.
+    pub fn from_config(config: &Config) -> anyhow::Result<Streams> {
+        let mut ready = Vec::new();
+        for s in &config.audit.stream {
+            // Relative paths are relative to the configuration's folder.
+            let mut s = s.clone();
+            for p in [
+                &mut s.ca_file,
+                &mut s.client_cert_file,
+                &mut s.client_key_file,
+                &mut s.secret_file,
+            ] {
+                *p = p.take().map(|p| config.base_dir.join(p));
+            }
+            let s = &s;
+            let sink: Box<dyn Sink> = match s.kind {
+                AuditStreamKind::Syslog => Box::new(syslog::Syslog::new(s)?),
+                AuditStreamKind::Webhook => Box::new(webhook::Webhook::new(s)?),
+            };
+            ready.push(Ready {
+                cfg: s.clone(),
+                sink,
+            });
+        }
+        Ok(Streams {
+            ready: Mutex::new(ready),
+            running: Mutex::default(),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    /// How many streams are configured and not yet started, or running.
+    pub fn len(&self) -> usize {
+        self.ready.lock().map_or(0, |r| r.len()) + self.running.lock().map_or(0, |r| r.len())
+    }
+
+    /// Whether no stream is configured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts one task per stream on the current runtime. A second call does nothing.
+    pub fn spawn(&self, durable: Arc<dyn DurableStore>, stats: &StreamStats) {
+        let ready = self.ready.lock().map(|mut r| std::mem::take(&mut *r));
+        let Ok(ready) = ready else { return };
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for r in ready {
+            let task = Task {
+                name: r.cfg.name.clone(),
+                batch: r.cfg.batch,
+                max_backoff: r.cfg.max_backoff.0.max(FIRST_BACKOFF),
+                sink: r.sink,
+                durable: durable.clone(),
+                stats: stats.clone(),
+                stop: self.stop.subscribe(),
+            };
+            running.push(tokio::spawn(task.run()));
+        }
+    }
+
+    /// Stops the streams after the delivery under way (its cursor written) and waits for
+    /// them.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks = self
+            .running
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+struct Task {
+    name: String,
+    batch: usize,
+    max_backoff: Duration,
+    sink: Box<dyn Sink>,
+    durable: Arc<dyn DurableStore>,
+    stats: StreamStats,
+    stop: watch::Receiver<bool>,
+}
+
+impl Task {
+    /// Waits `d`, or less when the streams stop; whether they did.
+    async fn pause(&mut self, d: Duration) -> bool {
+        if *self.stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stop.changed() => {}
+        }
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        let label = StreamStats::label(&self.name);
+        let mut backoff = FIRST_BACKOFF;
+        let mut cursor: Option<i64> = None;
+        tracing::info!(stream = %self.name, "audit stream started");
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let after = match cursor {
+                Some(c) => c,
+                None => match self.durable.audit_stream_cursor(&self.name).await {
+                    Ok(c) => {
+                        let c = c.unwrap_or(0);
+                        self.stats.cursor.get_or_create(&label).set(c);
+                        cursor = Some(c);
+                        c
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read its cursor");
+                        self.stats.failures.get_or_create(&label).inc();
+                        if self.pause(backoff).await {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(self.max_backoff);
+                        continue;
+                    }
+                },
+            };
+            let q = AuditQuery {
+                after_seq: Some(after),
+                limit: u32::try_from(self.batch).unwrap_or(u32::MAX),
+                ..AuditQuery::default()
+            };
+            let page = match self.durable.list_audit(&q).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read the audit log");
+                    self.stats.failures.get_or_create(&label).inc();
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.max_backoff);
+                    continue;
+                }
+            };
+            self.record_lag(&label, after).await;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                if self.pause(POLL).await {
+                    break;
+                }
+                continue;
+            };
+            match self.sink.deliver(&page).await {
+                Ok(()) => {
+                    backoff = FIRST_BACKOFF;
+                    self.stats
+                        .delivered
+                        .get_or_create(&label)
+                        .inc_by(page.len() as u64);
+                    self.stats.cursor.get_or_create(&label).set(last);
+                    cursor = Some(last);
+                    // The receiver has the batch: the cursor must move before anything else
+                    // (a stop included), or a restart would send it again.
+                    let mut wait = FIRST_BACKOFF;
+                    while let Err(e) = self.durable.set_audit_stream_cursor(&self.name, last).await
+                    {
+                        tracing::warn!(stream = %self.name, error = %e, seq = last, "audit stream: cannot write its cursor; retrying");
+                        self.stats.failures.get_or_create(&label).inc();
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(self.max_backoff);
+                    }
+                    self.record_lag(&label, last).await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        stream = %self.name,
+                        error = format!("{e:#}"),
+                        first_seq = page[0].seq,
+                        retry_in_s = backoff.as_secs(),
+                        "audit stream: delivery failed"
+                    );
+                    self.stats.failures.get_or_create(&label).inc();
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+            }
+        }
+        tracing::info!(stream = %self.name, "audit stream stopped");
+    }
+
+    /// The lag: the newest event's sequence number past `delivered`.
+    async fn record_lag(&self, label: &StreamLabel, delivered: i64) {
+        let head = self
+            .durable
+            .list_audit(&AuditQuery {
+                newest_first: true,
+                limit: 1,
+                ..AuditQuery::default()
+            })
+            .await;
+        if let Ok(Some(h)) = head.map(|v| v.first().map(|e| e.seq)) {
+            self.stats
+                .lag
+                .get_or_create(label)
+                .set((h - delivered).max(0));
+        }
+    }
+}
