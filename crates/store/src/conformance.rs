@@ -1436,6 +1436,8 @@ pub async fn admin_tokens(s: &dyn DurableStore) {
     assert_eq!(got.last_used_at, Some(later));
     let other = s.find_admin_token(&b.token_sha256).await.unwrap().unwrap();
     assert_eq!(other.revoked_at, None, "only the named token is revoked");
+}
+
 /// `log.decisions.max_rows`: all but the newest `keep` decisions go, ties in one
 /// millisecond broken by request id, and a log within the bound loses nothing.
 pub async fn decisions_trimmed_to_a_count(s: &dyn DurableStore) {

@@ -663,6 +663,8 @@ where
             .execute(self.pool())
             .await?;
         Ok(B::rows_affected(&done) > 0)
+    }
+
     async fn trim_decisions(&self, keep: u64) -> StoreResult<u64> {
         // The newest record past the `keep` newest: it and everything older go.
         let offset = i64::try_from(keep).unwrap_or(i64::MAX);

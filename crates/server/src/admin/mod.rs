@@ -156,6 +156,8 @@ pub static ENDPOINTS: [Endpoint; 24] = [
         query: &[Param { name: "kind", about: "only this kind (`admin.write`, `login.failure`, …)" },
                  Param { name: "actor", about: "only this actor" },
                  Param { name: "subject", about: "only this subject" },
+                 Param { name: "user", about: "only events this user (a username or user id) did or underwent" },
+                 Param { name: "address", about: "only events from this client address" },
                  Param { name: "since", about: "RFC 3339 time, inclusive" },
                  Param { name: "until", about: "RFC 3339 time, exclusive" },
                  Param { name: "after_seq", about: "only events after this sequence number" },

@@ -370,6 +370,8 @@ impl DurableStore for CachedDurable {
         at: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<bool> {
         self.inner.touch_admin_token(id, at).await
+    }
+
     async fn trim_decisions(&self, keep: u64) -> StoreResult<u64> {
         self.inner.trim_decisions(keep).await
     }
