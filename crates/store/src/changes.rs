@@ -7,7 +7,11 @@
 //! device id — on one Redis channel (`<key_prefix>changes`), and every node subscribed to
 //! it drops its copy. Redis delivers a published message to every subscriber's connection
 //! before it answers the publisher, so by the time the writing node answers its client, the
-//! other nodes have it on their sockets.
+//! other nodes have it on their sockets. On Redis Cluster a subscription listens on one node
+//! (the first listed that answers) and the node a change is published on passes it to the
+//! others over the cluster bus, after answering the publisher: the other nodes have it
+//! within the bus's latency rather than strictly before. A cluster subscription also checks
+//! that its own probes come back (see [`PROBE_TAG`]).
 //!
 //! Redis pub/sub keeps nothing for a subscriber that is not connected. A subscriber that
 //! loses its connection (or whose health check goes unanswered) therefore cannot know what
@@ -71,6 +75,12 @@ impl Change {
         })
     }
 }
+
+/// On Redis Cluster, a subscription listens on one node and hears what the others publish
+/// over the cluster bus, which a healthy `PING` to that node does not vouch for. So each
+/// health check also publishes a probe (`<node> ?<n>`) the way changes are published, and
+/// the subscription is lost when a probe has not come back by the check after next.
+const PROBE_TAG: char = '?';
 
 /// Publishing changes and subscribing to other nodes' (one per node).
 pub struct ChangeFeed {
@@ -149,12 +159,19 @@ impl ChangeFeed {
         let (sink, stream) = pubsub.split();
         let mut health = tokio::time::interval(HEALTH_CHECK);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe = matches!(self.target, Target::Cluster(_)).then(|| Probe {
+            conn: self.conn.clone(),
+            channel: self.channel.clone(),
+            sent: 0,
+            heard: 0,
+        });
         Ok(ChangeStream {
             sink,
             stream,
             node: self.node.clone(),
             health,
             label: self.label.clone(),
+            probe,
         })
     }
 }
@@ -166,6 +183,15 @@ pub struct ChangeStream {
     node: String,
     health: tokio::time::Interval,
     label: String,
+    /// On Redis Cluster: the probes sent and the last one heard back.
+    probe: Option<Probe>,
+}
+
+struct Probe {
+    conn: Conn,
+    channel: String,
+    sent: u64,
+    heard: u64,
 }
 
 /// What a subscription yields: a change, or a pause to let its owner check whether it is
@@ -193,6 +219,12 @@ impl ChangeStream {
                     };
                     let Ok(text) = msg.get_payload::<String>() else { continue };
                     let Some((node, change)) = text.split_once(' ') else { continue };
+                    if let Some(n) = change.strip_prefix(PROBE_TAG) {
+                        if let (true, Some(p), Ok(n)) = (node == self.node, &mut self.probe, n.parse()) {
+                            p.heard = p.heard.max(n);
+                        }
+                        continue;
+                    }
                     if node == self.node {
                         continue;
                     }
@@ -207,7 +239,10 @@ impl ChangeStream {
                 _ = self.health.tick() => {
                     let ping = self.sink.ping::<redis::Value>();
                     match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
-                        Ok(Ok(_)) => return Ok(Heard::Quiet),
+                        Ok(Ok(_)) => {
+                            self.send_probe().await?;
+                            return Ok(Heard::Quiet);
+                        }
                         Ok(Err(e)) => return Err(e.into()),
                         Err(_) => {
                             return Err(StoreError::Unavailable(format!(
@@ -218,6 +253,37 @@ impl ChangeStream {
                     }
                 }
             }
+        }
+    }
+}
+
+impl ChangeStream {
+    /// On Redis Cluster: fails when the probe sent two checks ago has not come back, then
+    /// publishes the next one.
+    async fn send_probe(&mut self) -> StoreResult<()> {
+        let Some(p) = &mut self.probe else {
+            return Ok(());
+        };
+        if p.sent >= 2 && p.heard < p.sent - 1 {
+            return Err(StoreError::Unavailable(format!(
+                "the change subscription on {} did not hear its own probe back: the node it \
+                 listens on may be cut off from the cluster, or announcements cannot be published",
+                self.label
+            )));
+        }
+        p.sent += 1;
+        let msg = format!("{} {PROBE_TAG}{}", self.node, p.sent);
+        let mut conn = p.conn.clone();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&p.channel).arg(msg);
+        let publish = cmd.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(HEALTH_TIMEOUT, publish).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the change subscription on {} could not publish its probe within {HEALTH_TIMEOUT:?}",
+                self.label
+            ))),
         }
     }
 }

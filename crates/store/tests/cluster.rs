@@ -318,7 +318,29 @@ async fn the_hot_store_and_the_change_feed_work_on_redis_cluster_and_fail_closed
             .await
             .unwrap());
     }
-    let victim = owner(&ports, &format!("{prefix}sess:{}", sessions[0])).await;
+    // The victim serves the change channel's slot (where `PUBLISH` is routed first).
+    let victim = channel_node;
+    let mut on_victim_sessions = Vec::new();
+    for id in &sessions {
+        if owner(&ports, &format!("{prefix}sess:{id}")).await == victim {
+            on_victim_sessions.push(id.clone());
+        }
+    }
+    assert!(
+        !on_victim_sessions.is_empty(),
+        "some sessions live on the victim"
+    );
+    let mut listening = other.subscribe().await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), listening.next())
+                .await
+                .expect("a health check within 5 s")
+                .expect("the third check needs the first probe back"),
+            Heard::Quiet,
+            "the probes come back while the cluster is whole"
+        );
+    }
     let mut on_victim = BTreeSet::new();
     for k in &once_keys {
         if owner(&ports, &format!("{prefix}once:{k}")).await == victim {
@@ -339,7 +361,7 @@ async fn the_hot_store_and_the_change_feed_work_on_redis_cluster_and_fail_closed
                 Err(_) => failures += 1,
             }
         }
-        match store.get_session(&sessions[0]).await {
+        match store.get_session(&on_victim_sessions[0]).await {
             Ok(None) => panic!("a session on the dead primary read as unknown"),
             Ok(Some(_)) => panic!("a session answered from a dead primary"),
             Err(_) => failures += 1,
@@ -351,6 +373,24 @@ async fn the_hot_store_and_the_change_feed_work_on_redis_cluster_and_fail_closed
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(failures > 0);
+    // Announcements still flow: a `PUBLISH` names no key, so a surviving node takes it
+    // and the cluster bus carries it to the subscription on another survivor, whose own
+    // probes keep coming back.
+    feed.publish(&Change::User("after-the-death".into()))
+        .await
+        .expect("a change is published while a primary is down");
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match listening.next().await {
+                Ok(Heard::Change(c)) => return c,
+                Ok(Heard::Quiet) => continue,
+                Err(e) => panic!("the subscription on a survivor failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("heard within 10 s");
+    assert_eq!(got, Change::User("after-the-death".into()));
     // The surviving primaries see the cluster as down once they notice (no replica can take
     // over the dead one's slots), and refuse even the keys they serve.
     let survivor = *ports.iter().find(|&&p| p != victim).unwrap();
