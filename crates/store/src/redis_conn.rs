@@ -348,6 +348,82 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// How many keys match `pattern` (a `SCAN … MATCH` pattern), over the whole keyspace:
+    /// on a Cluster every primary is scanned in turn (a plain `SCAN` would see one node's
+    /// share only). Non-blocking for Redis: the scan goes in batches of 1000.
+    pub(crate) async fn count_keys(&self, pattern: &str) -> StoreResult<u64> {
+        let ConnKind::Cluster(cluster) = &self.inner else {
+            let conn = self.clone();
+            return scan_count(pattern, move |cmd| {
+                let mut conn = conn.clone();
+                async move { cmd.query_async::<Value>(&mut conn).await }
+            })
+            .await;
+        };
+        let mut cluster = cluster.clone();
+        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut cluster).await?;
+        let mut primaries = std::collections::BTreeSet::new();
+        if let Value::Array(ranges) = slots {
+            for range in ranges {
+                let Value::Array(fields) = range else { continue };
+                // start, end, then the primary: [host, port, id, …], then its replicas.
+                let Some(Value::Array(primary)) = fields.get(2) else { continue };
+                let host = match primary.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = primary.get(1) else { continue };
+                if let Ok(port) = u16::try_from(*port) {
+                    primaries.insert((host, port));
+                }
+            }
+        }
+        if primaries.is_empty() {
+            return Err(StoreError::Unavailable(
+                "Redis Cluster: CLUSTER SLOTS named no primary".into(),
+            ));
+        }
+        let mut total = 0;
+        for (host, port) in primaries {
+            let cluster = cluster.clone();
+            total += scan_count(pattern, move |cmd| {
+                let mut cluster = cluster.clone();
+                let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port,
+                    },
+                );
+                async move { cluster.route_command(&cmd, route).await }
+            })
+            .await?;
+        }
+        Ok(total)
+    }
+}
+
+/// Counts the keys matching `pattern` with `SCAN` through `send` (one node).
+async fn scan_count<F, Fut>(pattern: &str, send: F) -> StoreResult<u64>
+where
+    F: Fn(Cmd) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<Value>>,
+{
+    let mut cursor: u64 = 0;
+    let mut n = 0u64;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+        let (next, keys): (u64, Vec<Value>) = redis::from_redis_value(&send(cmd).await?)?;
+        n += keys.len() as u64;
+        if next == 0 {
+            return Ok(n);
+        }
+        cursor = next;
+    }
+}
+
 impl ConnInner {
     /// The connection in use and its generation.
     fn manager(&self) -> (ConnectionManager, u64) {
