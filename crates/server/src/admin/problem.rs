@@ -12,9 +12,27 @@ use serde::Serialize;
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An RFC 9457 problem document and its status.
+/// An RFC 9457 problem document and its status (boxed: it travels in every `Err`).
+#[derive(Debug)]
+pub struct Problem(Box<ProblemDocument>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemDocument;
+
+    fn deref(&self) -> &ProblemDocument {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemDocument {
+        &mut self.0
+    }
+}
+
+/// The document's members.
 #[derive(Debug, Serialize)]
-pub struct Problem {
+pub struct ProblemDocument {
     /// A URI naming the kind of problem (`about:blank` for a plain HTTP status).
     #[serde(rename = "type")]
     pub kind: String,
@@ -47,7 +65,7 @@ const TYPE_BASE: &str = "https://stepgate.dev/problems/";
 impl Problem {
     /// A problem of `status`, kind `kind` (a short slug, or `None` for `about:blank`).
     pub fn new(status: StatusCode, kind: Option<&str>, detail: impl Into<String>) -> Self {
-        Problem {
+        Problem(Box::new(ProblemDocument {
             kind: kind.map_or_else(|| "about:blank".into(), |k| format!("{TYPE_BASE}{k}")),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
@@ -57,7 +75,7 @@ impl Problem {
             required_scope: None,
             field: None,
             errors: None,
-        }
+        }))
     }
 
     /// 400: the request cannot be read.
@@ -130,7 +148,7 @@ impl From<stepgate_store::StoreError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::to_string(&self).unwrap_or_default();
+        let body = serde_json::to_string(&*self.0).unwrap_or_default();
         let mut r = (status, body).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
