@@ -230,6 +230,8 @@ pub(super) fn service(
         // The request's id, for its decision and every log line of it: the span carries it
         // into the logs (free when `info` is off), the task-local to the entry points.
         let id = crate::access::RequestId::new();
+        // The reader's language, for every page and message of the answer (`crate::i18n`).
+        let reader = crate::i18n::Reader::of(req.method(), req.uri(), req.headers());
         let span = tracing::info_span!("request", request_id = %id);
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
@@ -270,8 +272,10 @@ pub(super) fn service(
                 Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),
             }
         };
-        crate::access::decision_log::CURRENT_REQUEST
-            .scope(id, tracing::Instrument::instrument(answer, span))
+        crate::access::decision_log::CURRENT_REQUEST.scope(
+            id,
+            crate::i18n::CURRENT.scope(reader, tracing::Instrument::instrument(answer, span)),
+        )
     })
 }
 

@@ -76,25 +76,25 @@ fn link_refused(rt: &Here, e: &AuthError) -> Response {
     let (status, title, message) = match e {
         AuthError::Disabled => (
             StatusCode::FORBIDDEN,
-            "Account disabled",
-            "This account is disabled. Contact your administrator.".to_string(),
+            crate::i18n::t("link-disabled-title"),
+            crate::i18n::t("auth-disabled"),
         ),
         AuthError::Store(_) | AuthError::Internal(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "Try again shortly",
+            crate::i18n::t("error-store-down-title"),
             auth_message(e),
         ),
         _ => (
             StatusCode::GONE,
-            "This link has expired",
-            "This link has expired or was already used. Each link works once. Ask your administrator for a new one.".to_string(),
+            crate::i18n::t("link-expired-title"),
+            crate::i18n::t("link-expired-text"),
         ),
     };
     Pages::global().render(
         status,
         "message.html",
         context! { portal => rt.portal(), title => title, message => message,
-        link => rt.portal_url("/login"), link_text => "Go to sign-in" },
+        link => rt.portal_url("/login"), link_text => crate::i18n::t("back-to-sign-in") },
     )
 }
 
@@ -170,15 +170,15 @@ pub async fn link_redeem(
         Err(e) => return link_refused(&rt, &e),
     };
     if f.password != f.confirm {
-        let why = "The two passwords are not the same. Type the same password twice.";
+        let why = crate::i18n::t("password-not-same");
         let again = (&link.user, purpose);
-        return link_page(&st, &rt, jar, again, link.expires_at, Some(why.into()));
+        return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let (user, factor) = match st.authn.redeem_link(&token, purpose, &f.password, ip).await {
         Ok(r) => r,
         Err(AuthError::Rejected(why)) => {
-            let why = format!("Choose another password: {why}.");
+            let why = crate::i18n::t_with("password-choose-another", &[("why", why.into())]);
             let again = (&link.user, purpose);
             return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
         }
@@ -361,7 +361,8 @@ pub async fn welcome_totp(
         "confirm" => match a.enrol_totp_confirm(&user, &f.token, &f.code).await {
             Ok(_) => see_other(&grant.next),
             Err(e) => {
-                let why = format!("The authenticator app was not added: {}", auth_message(&e));
+                let why =
+                    crate::i18n::t_with("totp-not-added", &[("why", auth_message(&e).into())]);
                 render_welcome(&st, &rt, on, &f.g, Some(why)).await
             }
         },
@@ -404,7 +405,7 @@ fn forgot_with(
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), error => error,
             recovery_codes => rt.config.factors.recovery_codes.enabled, username_value => username,
             help => rt.config.portal.help.as_deref(),
-            email_codes => rt.config.factors.email_otp.enabled, code_sent => code_sent,
+            email_codes => rt.config.factors.email_otp.resets_passwords(), code_sent => code_sent,
         },
     );
     (jar, page).into_response()
@@ -437,12 +438,7 @@ pub async fn forgot_submit(
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();
-    let no_match = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            "That username and recovery code do not match. Check both and try again.".to_string(),
-        )
-    };
+    let no_match = || (StatusCode::UNAUTHORIZED, crate::i18n::t("forgot-no-match"));
     let user = match st.authn.find_user(username).await {
         Ok(Some(u)) if !u.disabled => u,
         Ok(_) => return forgot(&st, &rt, jar, Some(no_match()), username),
@@ -500,14 +496,14 @@ pub async fn forgot_email_send(
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    if !rt.config.factors.email_otp.enabled {
+    if !rt.config.factors.email_otp.resets_passwords() {
         return PortalError::BadRequest.into_response();
     }
     let username = f.username.trim().to_string();
     if username.is_empty() || username.len() > 256 {
         let e = (
             StatusCode::BAD_REQUEST,
-            "Type your username, then ask for a code.".to_string(),
+            crate::i18n::t("forgot-type-username"),
         );
         return forgot(&st, &rt, jar, Some(e), &username);
     }
@@ -546,7 +542,7 @@ pub async fn forgot_email_submit(
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    if !rt.config.factors.email_otp.enabled {
+    if !rt.config.factors.email_otp.resets_passwords() {
         return PortalError::BadRequest.into_response();
     }
     let ip = client_ip(&rt, peer.0, &headers);
@@ -554,7 +550,7 @@ pub async fn forgot_email_submit(
     let no_match = || {
         (
             StatusCode::UNAUTHORIZED,
-            "That code does not match, or has expired. Check it, or ask for a new one.".to_string(),
+            crate::i18n::t("forgot-code-no-match"),
         )
     };
     let again = |st: &Shared, jar, e| forgot_with(st, &rt, jar, Some(e), username, Some(username));

@@ -212,7 +212,7 @@ pub async fn login_submit(
             let paused = super::Paused::of(&e);
             let mut msg = match (&e, &paused) {
                 (_, Some(p)) => p.message.clone(),
-                (AuthError::InvalidCredentials, _) => "Wrong username or password.".to_string(),
+                (AuthError::InvalidCredentials, _) => crate::i18n::t("login-wrong"),
                 (other, _) => auth_message(other),
             };
             if let Some(note) = note {
