@@ -38,6 +38,7 @@ use stepgate_signals::CompliancePolicy;
 use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 
 pub mod deployment;
+pub mod enrolment;
 mod files;
 pub mod gateway;
 pub mod identity;
@@ -62,6 +63,7 @@ pub const MAX_INCLUDE_DEPTH: usize = 64;
 /// (the pages are only reserved, not used).
 const LOADER_STACK_BYTES: usize = 64 << 20;
 
+pub use enrolment::{AtFirstSignIn, EnrolmentConfig};
 pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
@@ -158,6 +160,8 @@ struct ConfigFile {
     log: Option<Spanned<LogConfig>>,
     #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
+    #[serde(default)]
+    enrolment: Option<Spanned<EnrolmentConfig>>,
     oidc: Option<Spanned<OidcConfig>>,
     #[serde(default)]
     identity_providers: Vec<Spanned<identity::IdentityProviderConfig>>,
@@ -188,6 +192,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `portal`.
     pub portal: PortalConfig,
+    /// `enrolment`.
+    pub enrolment: EnrolmentConfig,
     /// `factors`.
     pub factors: FactorsConfig,
     /// `assurance`.
@@ -591,6 +597,7 @@ impl Loader {
         let mut devices: Option<Spanned<DevicesConfig>> = None;
         let mut log: Option<Spanned<LogConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
+        let mut enrolment: Option<Spanned<EnrolmentConfig>> = None;
         let mut oidc: Option<Spanned<OidcConfig>> = None;
         let mut identity_providers = Vec::new();
         let mut ldap: Option<Spanned<identity::LdapConfig>> = None;
@@ -622,6 +629,7 @@ impl Loader {
             self.single(&mut devices, f.devices, "devices");
             self.single(&mut log, f.log, "log");
             self.single(&mut portal, f.portal, "portal");
+            self.single(&mut enrolment, f.enrolment, "enrolment");
             self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
             identity_providers.extend(f.identity_providers);
@@ -707,6 +715,17 @@ impl Loader {
         if let Some(p) = &portal {
             for problem in p.problems() {
                 let at = p.help.as_ref().map_or(*p.span(), |h| *h.span());
+                self.diag_at(&at, problem);
+            }
+        }
+        if let Some(e) = &enrolment {
+            let zones: Vec<&str> = networks.keys().map(String::as_str).collect();
+            for (span, problem) in e.problems(&zones) {
+                let at = if span.start().is_some() {
+                    span
+                } else {
+                    *e.span()
+                };
                 self.diag_at(&at, problem);
             }
         }
@@ -874,6 +893,7 @@ impl Loader {
                 devices: devices.map(|s| (*s).clone()).unwrap_or_default(),
                 log: log.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
+                enrolment: enrolment.map(|s| (*s).clone()).unwrap_or_default(),
                 oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 ldap: ldap.map(|l| (*l).clone()),
                 identity_providers: identity_providers

@@ -259,6 +259,7 @@ setpw-link-once = This link works once. It expires at <time datetime="{ $at }">{
 welcome-title = Add a second way to sign in
 welcome-all-set = You're all set, { $name }.
 welcome-lead = Your password is set, { $name }. Now add a passkey or an authenticator app: you will use it with your password when you sign in.
+welcome-first-sign-in-lead = Welcome, { $name }. Signing in needs more than your password: add a passkey or an authenticator app now, then use it to finish signing in. You will use it with your password from now on.
 welcome-passkey-title = Passkey or security key (recommended)
 welcome-passkey-hint = Your phone, computer or security key confirms it's you with your fingerprint, face or PIN. Nobody can trick you into giving it away.
 welcome-totp-hint = An app on your phone (such as Google Authenticator, Microsoft Authenticator or 1Password) shows a new 6-digit code every 30 seconds.

@@ -259,6 +259,7 @@ setpw-link-once = Ce lien ne fonctionne qu’une fois. Il expire à <time dateti
 welcome-title = Ajoutez un deuxième moyen de connexion
 welcome-all-set = Tout est prêt, { $name }.
 welcome-lead = Votre mot de passe est enregistré, { $name }. Ajoutez maintenant une clé d’accès ou une application d’authentification : vous l’utiliserez avec votre mot de passe pour vous connecter.
+welcome-first-sign-in-lead = Bienvenue, { $name }. La connexion demande plus que votre mot de passe : ajoutez maintenant une clé d’accès ou une application d’authentification, puis utilisez-la pour terminer la connexion. Vous l’utiliserez désormais avec votre mot de passe.
 welcome-passkey-title = Clé d’accès ou clé de sécurité (recommandé)
 welcome-passkey-hint = Votre téléphone, votre ordinateur ou votre clé de sécurité confirme que c’est bien vous avec votre empreinte, votre visage ou votre code PIN. Personne ne peut vous la soutirer par la ruse.
 welcome-totp-hint = Une application sur votre téléphone (comme Google Authenticator, Microsoft Authenticator ou 1Password) affiche un nouveau code à 6 chiffres toutes les 30 secondes.

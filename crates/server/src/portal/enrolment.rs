@@ -13,6 +13,9 @@
 //!   grant: it cannot enrol a factor before it is complete.
 //! - `GET|POST {portal}/reset/{token}`: the same for a new password; every other session of
 //!   the user is ended, and the sign-in goes on with the factors the user has.
+//! - `enrolment.at_first_sign_in` ([`at_first_sign_in`], off by default): a password
+//!   sign-in that stops at the step-up page, for a user with nothing but a password, from
+//!   one of the named networks, earns the same grant and goes to the welcome page.
 
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
@@ -52,6 +55,9 @@ pub struct EnrolGrant {
     pub next: String,
     /// Whether the sign-in is complete already (then the welcome page offers "Skip").
     pub complete: bool,
+    /// Earned by `enrolment.at_first_sign_in` (the password was typed, not just set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_sign_in: bool,
 }
 
 const GRANT: &str = "enrol-grant";
@@ -227,6 +233,7 @@ pub async fn link_redeem(
                 session: st.signer.session_handle(&s.id),
                 next: url,
                 complete: !s.data.pending,
+                first_sign_in: false,
             };
             Next::Go {
                 url: welcome_url(&st, &rt, &grant),
@@ -237,6 +244,84 @@ pub async fn link_redeem(
         (_, other) => other,
     };
     next.respond(&rt, jar, false)
+}
+
+/// The zone of `enrolment.at_first_sign_in.networks` that `ip` is in, if any.
+fn first_sign_in_zone<'a>(rt: &'a Here, ip: Option<std::net::IpAddr>) -> Option<&'a str> {
+    let ip = ip?;
+    rt.config.enrolment.first_sign_in_networks().find(|zone| {
+        rt.config.networks.get(*zone).is_some_and(|cidrs| {
+            cidrs.iter().any(|c| {
+                let c = c.as_str().trim();
+                c.parse::<ipnet::IpNet>()
+                    .map(|n| n.contains(&ip))
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(|a| a == ip))
+                    .unwrap_or(false)
+            })
+        })
+    })
+}
+
+/// `enrolment.at_first_sign_in`: a password sign-in the policy asks more of (`next`, a
+/// pending session bound for the step-up page), for `user` who has nothing but a password,
+/// from one of the named zones, goes to the welcome page with an enrolment grant instead:
+/// add a passkey or an authenticator app, then pass the step-up with it. Audited. From
+/// anywhere else, with any other factor, or when the user's factors cannot be read (fail
+/// closed), `next` is unchanged: the step-up page's "ask your administrator".
+pub async fn at_first_sign_in(
+    st: &Shared,
+    rt: &Here,
+    user: &UserRecord,
+    ip: Option<std::net::IpAddr>,
+    next: Next,
+) -> Next {
+    let (url, session, persistent, device_cookie) = match next {
+        Next::Go {
+            url,
+            session: Some((session, persistent)),
+            device_cookie,
+        } => (url, session, persistent, device_cookie),
+        other => return other,
+    };
+    let unchanged = |url, session, device_cookie| Next::Go {
+        url,
+        session: Some((session, persistent)),
+        device_cookie,
+    };
+    let f = &rt.config.factors;
+    let Some(zone) = first_sign_in_zone(rt, ip) else {
+        return unchanged(url, session, device_cookie);
+    };
+    if !session.data.pending || !(f.webauthn.enabled || f.totp.enabled) {
+        return unchanged(url, session, device_cookie);
+    }
+    let only_password = match st.authn.enrolled(user).await {
+        Ok(e) => e.iter().all(|e| e.kind == FactorKind::Password),
+        Err(_) => false,
+    };
+    if !only_password {
+        return unchanged(url, session, device_cookie);
+    }
+    audit(
+        st,
+        "enrolment.at_first_sign_in",
+        &user.username,
+        ip,
+        serde_json::json!({ "network": zone }),
+    )
+    .await;
+    let grant = EnrolGrant {
+        user_id: user.id.clone(),
+        session: st.signer.session_handle(&session.id),
+        next: url,
+        complete: false,
+        first_sign_in: true,
+    };
+    Next::Go {
+        url: welcome_url(st, rt, &grant),
+        session: Some((session, persistent)),
+        device_cookie,
+    }
 }
 
 fn welcome_url(st: &Shared, rt: &Here, grant: &EnrolGrant) -> String {
@@ -316,6 +401,7 @@ async fn render_welcome(
             portal => rt.portal(), csrf => st.signer.csrf_token(&session.id),
             display_name => user.name.as_deref().unwrap_or(&user.username),
             grant => g, next => grant.next, complete => grant.complete, has_second => has_second,
+            first_sign_in => grant.first_sign_in,
             webauthn => f.webauthn.enabled, totp => f.totp.enabled, error => error,
         },
     )
