@@ -247,7 +247,7 @@ pub async fn link_redeem(
 }
 
 /// The zone of `enrolment.at_first_sign_in.networks` that `ip` is in, if any.
-fn first_sign_in_zone<'a>(rt: &'a Here, ip: Option<std::net::IpAddr>) -> Option<&'a str> {
+fn first_sign_in_zone(rt: &Here, ip: Option<std::net::IpAddr>) -> Option<&str> {
     let ip = ip?;
     rt.config.enrolment.first_sign_in_networks().find(|zone| {
         rt.config.networks.get(*zone).is_some_and(|cidrs| {
