@@ -338,6 +338,10 @@ pub struct EmailOtpConfig {
     pub body: String,
     /// How messages leave: `smtp: {...}` or `file: {dir: ...}` (default `file: {dir: ./outbox/email}`).
     pub transport: EmailTransportConfig,
+    /// Let "Forgot your password?" send a code to the user's verified address, which earns
+    /// a password reset (default false: then whoever reads the mailbox alone could set a
+    /// new password; turn it on only where the mailbox is itself behind MFA).
+    pub password_reset: bool,
 }
 
 impl Default for EmailOtpConfig {
@@ -347,7 +351,16 @@ impl Default for EmailOtpConfig {
             subject: "Your {issuer} sign-in code".into(),
             body: "Your {issuer} sign-in code is {code}.\nIt expires in {minutes} minutes. If you did not ask for it, ignore this message.\n".into(),
             transport: EmailTransportConfig::default(),
+            password_reset: false,
         }
+    }
+}
+
+impl EmailOtpConfig {
+    /// Whether "Forgot your password?" offers a code by e-mail: e-mail codes on, and
+    /// `password_reset` opted into.
+    pub fn resets_passwords(&self) -> bool {
+        self.enabled && self.password_reset
     }
 }
 

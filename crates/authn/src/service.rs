@@ -1897,7 +1897,9 @@ impl Authenticator {
             .get_factor(factor_id)
             .await?
             .filter(|f| f.user_id == user.id)
-            .ok_or_else(|| AuthError::Rejected("no such factor on this account".into()))?;
+            .ok_or_else(|| {
+                AuthError::Rejected("that way to sign in is not on this account".into())
+            })?;
         if Self::managed_by_config(&f) {
             return Err(AuthError::Rejected(
                 "this password is managed in the configuration file".into(),

@@ -40,6 +40,7 @@ use stepgate_store::{SecretsConfig, StoreConfig, UserSpec};
 pub mod admin;
 pub mod audit;
 pub mod deployment;
+pub mod enrolment;
 mod files;
 pub mod gateway;
 pub mod identity;
@@ -66,6 +67,7 @@ const LOADER_STACK_BYTES: usize = 64 << 20;
 
 pub use admin::AdminConfig;
 pub use audit::{AuditConfig, AuditStreamConfig, AuditStreamFormat, AuditStreamKind};
+pub use enrolment::{AtFirstSignIn, EnrolmentConfig};
 pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
@@ -165,6 +167,8 @@ struct ConfigFile {
     audit: Option<Spanned<AuditConfig>>,
     #[serde(default)]
     portal: Option<Spanned<PortalConfig>>,
+    #[serde(default)]
+    enrolment: Option<Spanned<EnrolmentConfig>>,
     oidc: Option<Spanned<OidcConfig>>,
     #[serde(default)]
     identity_providers: Vec<Spanned<identity::IdentityProviderConfig>>,
@@ -195,6 +199,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `portal`.
     pub portal: PortalConfig,
+    /// `enrolment`.
+    pub enrolment: EnrolmentConfig,
     /// `factors`.
     pub factors: FactorsConfig,
     /// `assurance`.
@@ -604,6 +610,7 @@ impl Loader {
         let mut admin: Option<Spanned<AdminConfig>> = None;
         let mut audit: Option<Spanned<AuditConfig>> = None;
         let mut portal: Option<Spanned<PortalConfig>> = None;
+        let mut enrolment: Option<Spanned<EnrolmentConfig>> = None;
         let mut oidc: Option<Spanned<OidcConfig>> = None;
         let mut identity_providers = Vec::new();
         let mut ldap: Option<Spanned<identity::LdapConfig>> = None;
@@ -637,6 +644,7 @@ impl Loader {
             self.single(&mut admin, f.admin, "admin");
             self.single(&mut audit, f.audit, "audit");
             self.single(&mut portal, f.portal, "portal");
+            self.single(&mut enrolment, f.enrolment, "enrolment");
             self.single(&mut oidc, f.oidc, "oidc");
             users.extend(f.users);
             identity_providers.extend(f.identity_providers);
@@ -732,6 +740,17 @@ impl Loader {
         if let Some(p) = &portal {
             for problem in p.problems() {
                 let at = p.help.as_ref().map_or(*p.span(), |h| *h.span());
+                self.diag_at(&at, problem);
+            }
+        }
+        if let Some(e) = &enrolment {
+            let zones: Vec<&str> = networks.keys().map(String::as_str).collect();
+            for (span, problem) in e.problems(&zones) {
+                let at = if span.start().is_some() {
+                    span
+                } else {
+                    *e.span()
+                };
                 self.diag_at(&at, problem);
             }
         }
@@ -902,6 +921,7 @@ impl Loader {
                 // Relative paths in it are relative to `base_dir` (read at start).
                 audit: audit.map(|s| (*s).clone()).unwrap_or_default(),
                 portal: portal.map(|s| (*s).clone()).unwrap_or_default(),
+                enrolment: enrolment.map(|s| (*s).clone()).unwrap_or_default(),
                 oidc: oidc.map(|s| (*s).clone()).unwrap_or_default(),
                 ldap: ldap.map(|l| (*l).clone()),
                 identity_providers: identity_providers

@@ -377,6 +377,9 @@ fn context(prefix: &str, path: &[String]) -> &'static str {
         "" if path[0] == "oidc" || path[0] == "gateway" || path[0] == "policies[]" => {
             "apps: [ { id: wiki, hosts: [wiki.example.com] } ]"
         }
+        // `enrolment.at_first_sign_in.networks` names zones of `networks`.
+        "" if path[0] == "enrolment" => "networks: { corporate: [10.0.0.0/8] }",
+        "enrolment.at_first_sign_in" => "networks: [corporate]",
         "apps[]" => "id: zz",
         "apps[].routes[]" => "path: /zz",
         "policies[]" => "name: zz, priority: 1, outcome: allow",

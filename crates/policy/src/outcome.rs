@@ -58,8 +58,8 @@ impl StepUpRequirement {
             factor_phrase(only).to_string()
         } else {
             match self.min_aal {
-                Some(3) => "your strongest factors (AAL3)".to_string(),
-                Some(2) => "a second factor".to_string(),
+                Some(3) => "your strongest way to sign in (a passkey or security key)".to_string(),
+                Some(2) => "a second way to confirm it's you, besides your password".to_string(),
                 _ => "your password".to_string(),
             }
         };

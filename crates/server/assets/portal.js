@@ -5,10 +5,14 @@
 'use strict';
 
 document.addEventListener('DOMContentLoaded', () => {
+  // In the page's language (its <html lang>); `data-local-time="datetime"` adds the date.
+  const lang = document.documentElement.lang || undefined;
   for (const t of document.querySelectorAll('time[data-local-time]')) {
     const when = new Date(t.getAttribute('datetime'));
     if (!Number.isNaN(when.getTime())) {
-      t.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      t.textContent = t.dataset.localTime === 'datetime'
+        ? when.toLocaleString(lang, { dateStyle: 'medium', timeStyle: 'short' })
+        : when.toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit' });
     }
   }
   for (const f of document.querySelectorAll('fieldset[data-paused-until]')) {
@@ -17,7 +21,7 @@ document.addEventListener('DOMContentLoaded', () => {
     setTimeout(() => {
       f.disabled = false;
       const note = document.getElementById('pause-over');
-      if (note) note.textContent = 'You can try again now.';
+      if (note) note.textContent = ((document.getElementById('portal-words') || {}).dataset || {}).tryAgainNow || 'You can try again now.';
     }, Math.max(0, wait) + 500);
   }
 });

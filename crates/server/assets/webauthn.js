@@ -13,6 +13,10 @@
       return Uint8Array.from(s, (c) => c.charCodeAt(0)).buffer;
     },
   };
+  // The page's words in the reader's language (base.html's #portal-words, from the
+  // catalogue), English when a page has none.
+  const words = (document.getElementById("portal-words") || {}).dataset || {};
+  const w = (key, english) => words[key] || english;
   // The browser was sent on to another page: nothing to show.
   class Redirected extends Error {}
   // The server's own message, already in words a person reads.
@@ -22,28 +26,28 @@
   // exception text. Browsers report "cancelled", "timed out" and "no passkey on this
   // device" all as NotAllowedError (on purpose: a page must not learn which passkeys exist).
   function humanError(e, registering) {
-    if (e instanceof ServerError) return e.message || "Something went wrong on our side. Try again in a moment.";
+    if (e instanceof ServerError) return e.message || w("serverError", "Something went wrong on our side. Try again in a moment.");
     switch (e && e.name) {
       case "NotAllowedError":
         return registering
-          ? "The passkey was not added: the prompt was cancelled, timed out, or your device could not confirm it's you. Try again when you're ready."
-          : "No passkey was used: the prompt was cancelled or timed out, your device could not confirm it's you, or it has no passkey for this account. Try again, or use another way to sign in.";
+          ? w("notAllowedRegister", "The passkey was not added: the prompt was cancelled, timed out, or your device could not confirm it's you. Try again when you're ready.")
+          : w("notAllowed", "No passkey was used: the prompt was cancelled or timed out, your device could not confirm it's you, or it has no passkey for this account. Try again, or use another way to sign in.");
       case "InvalidStateError":
         return registering
-          ? "This device already holds a passkey for your account. Use that one, or add a passkey on another device or security key."
-          : "Your passkey could not be used on this device. Try again, or use another way to sign in.";
+          ? w("invalidStateRegister", "This device already holds a passkey for your account. Use that one, or add a passkey on another device or security key.")
+          : w("invalidState", "Your passkey could not be used on this device. Try again, or use another way to sign in.");
       case "AbortError":
-        return "The passkey prompt was closed. Try again when you're ready.";
+        return w("abort", "The passkey prompt was closed. Try again when you're ready.");
       case "SecurityError":
-        return "Passkeys cannot be used at this address. Open the site at its usual address and try again.";
+        return w("security", "Passkeys cannot be used at this address. Open the site at its usual address and try again.");
       case "NotSupportedError":
-        return "This browser or device cannot use this kind of passkey. Try another browser, or use another way to sign in.";
+        return w("notSupported", "This browser or device cannot use this kind of passkey. Try another browser, or use another way to sign in.");
       case "ConstraintError":
-        return "Your device could not confirm it's you: set up a screen lock, fingerprint or PIN on it, or use another way to sign in.";
+        return w("constraint", "Your device could not confirm it's you: set up a screen lock, fingerprint or PIN on it, or use another way to sign in.");
       case "TypeError":
-        return "We could not reach the server. Check your connection and try again.";
+        return w("network", "We could not reach the server. Check your connection and try again.");
       default:
-        return "Something went wrong with the passkey. Try again, or use another way to sign in.";
+        return w("other", "Something went wrong with the passkey. Try again, or use another way to sign in.");
     }
   }
   function csrf() {
@@ -100,7 +104,7 @@
     if (out) { out.textContent = msg; out.className = isError ? "error" : "muted"; }
   }
   async function register(btn) {
-    status(btn, "Follow your browser's prompt…");
+    status(btn, w("followPrompt", "Follow your browser's prompt…"));
     const token = btn.dataset.token || "";
     const then = btn.dataset.then || "";
     const start = await post(btn.dataset.start, { kind: btn.dataset.kind || "passkey", token, then });
@@ -110,11 +114,11 @@
     window.location.assign(done.redirect);
   }
   async function authenticate(btn) {
-    status(btn, "Follow your browser's prompt…");
+    status(btn, w("followPrompt", "Follow your browser's prompt…"));
     const start = await post(btn.dataset.start, { token: btn.dataset.token || "" });
     const cred = await navigator.credentials.get(requestOptions(start.options));
     const done = await post(btn.dataset.finish, { id: start.id, token: btn.dataset.token || "", response: credentialJson(cred) });
-    status(btn, "Done. Taking you on…");
+    status(btn, w("takingYouOn", "Done. Taking you on…"));
     window.location.assign(done.redirect);
   }
   // Recovery codes: print, copy (the same script: the CSP allows no other).
@@ -127,8 +131,8 @@
     const out = document.getElementById("codes-status");
     const text = list ? Array.from(list.querySelectorAll("li"), (li) => li.textContent).join("\n") : "";
     const say = (m) => { if (out) out.textContent = m; };
-    if (!navigator.clipboard) { say("Copying is not available here: select the codes and copy them."); return; }
-    navigator.clipboard.writeText(text).then(() => say("Copied."), () => say("Copying did not work: select the codes and copy them."));
+    if (!navigator.clipboard) { say(w("copyUnavailable", "Copying is not available here: select the codes and copy them.")); return; }
+    navigator.clipboard.writeText(text).then(() => say(w("copied", "Copied.")), () => say(w("copyFailed", "Copying did not work: select the codes and copy them.")));
   });
   document.addEventListener("click", (ev) => {
     const btn = ev.target.closest("[data-webauthn]");
@@ -136,7 +140,7 @@
     ev.preventDefault();
     const registering = btn.dataset.webauthn === "register";
     if (!window.PublicKeyCredential || !navigator.credentials) {
-      status(btn, "This browser does not support passkeys. Update it or use another browser, or use another way to sign in.", true);
+      status(btn, w("noPasskeys", "This browser does not support passkeys. Update it or use another browser, or use another way to sign in."), true);
       return;
     }
     const run = registering ? register : authenticate;

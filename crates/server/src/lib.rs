@@ -32,6 +32,7 @@ pub mod demo;
 pub mod demo_rp;
 pub mod devices;
 pub mod gateway;
+pub mod i18n;
 pub mod idp;
 pub mod metrics;
 pub mod oidc;

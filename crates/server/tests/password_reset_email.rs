@@ -1,7 +1,8 @@
 //! "Forgot your password?" with a code e-mailed through a real SMTP server on loopback
 //! (Python aiosmtpd, crates/authn/tests/interop/smtp_sink.py): the code earns a reset link
 //! of the user's own; the answer to "send me a code" is the same for a name with no
-//! account or no address; a wrong, reused or foreign code earns nothing.
+//! account or no address; a wrong, reused or foreign code earns nothing. Only where
+//! `factors.email_otp.password_reset` opts in: by default the mailbox alone resets nothing.
 
 mod support;
 
@@ -18,6 +19,7 @@ sessions: { cookie: { secure: false } }
 factors:
   email_otp:
     enabled: true
+    password_reset: RESET
     transport: { smtp: { host: 127.0.0.1, port: SMTP_PORT, security: none, from: "stepgate <noreply@stepgate.test>" } }
 "#;
 
@@ -113,7 +115,7 @@ async fn post(b: &Browser, page: &Page, path: &str, fields: &[(&str, &str)]) -> 
 #[tokio::test]
 async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account() {
     let Some(sink) = Sink::start() else { return };
-    let h = Server::build(CONFIG)
+    let h = Server::build(&CONFIG.replace("RESET", "true"))
         .with("SMTP_PORT", sink.port)
         .demo_users()
         .start()
@@ -225,4 +227,56 @@ async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account
         h.st.stores.durable.list_audit(&used).await.unwrap().len(),
         1
     );
+}
+
+/// E-mail codes on for step-up, `password_reset` left at its default: "Forgot your
+/// password?" offers no code by e-mail, and a forged form asking for one is refused with
+/// nothing sent.
+#[tokio::test]
+async fn by_default_the_mailbox_alone_resets_nothing() {
+    let Some(sink) = Sink::start() else { return };
+    let config = CONFIG.replace("    password_reset: RESET\n", "");
+    let h = Server::build(&config)
+        .with("SMTP_PORT", sink.port)
+        .demo_users()
+        .start()
+        .await;
+    let jane = user(&h.st, "jane").await;
+    let email = stepgate_authn::FactorKind::EmailOtp;
+    h.st.authn
+        .enrol_contact_start(&jane, email, "jane@example.com")
+        .await
+        .unwrap();
+    let (_, confirm) = sink.message(1).await;
+    h.st.authn
+        .enrol_contact_confirm(&jane, email, &confirm)
+        .await
+        .unwrap();
+
+    let b = Browser::new();
+    let forgot = Page::open(&b, &h.at("/_stepgate/forgot")).await;
+    assert!(!forgot.html.contains("by-email"), "{}", forgot.html);
+    assert!(
+        !forgot.html.contains("/forgot/email/send"),
+        "{}",
+        forgot.html
+    );
+    let r = post(
+        &b,
+        &forgot,
+        "/_stepgate/forgot/email/send",
+        &[("username", "jane")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = post(
+        &b,
+        &forgot,
+        "/_stepgate/forgot/email",
+        &[("username", "jane"), ("code", "123456")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 1, "no reset code was sent");
 }

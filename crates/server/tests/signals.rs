@@ -66,6 +66,8 @@ policies:
 #[derive(Serialize)]
 struct IsoCode {
     iso_code: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    names: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -92,9 +94,22 @@ fn city(country: &str, region: &str, name: &str, lat: f64, lon: f64) -> CityReco
     CityRecord {
         country: IsoCode {
             iso_code: country.into(),
+            // The country's names as the database gives them (French too for France).
+            names: match country {
+                "FR" => BTreeMap::from([
+                    ("en".to_string(), "France".to_string()),
+                    ("fr".to_string(), "France".to_string()),
+                ]),
+                "GB" => BTreeMap::from([
+                    ("en".to_string(), "United Kingdom".to_string()),
+                    ("fr".to_string(), "Royaume-Uni".to_string()),
+                ]),
+                _ => BTreeMap::new(),
+            },
         },
         subdivisions: vec![IsoCode {
             iso_code: region.into(),
+            names: BTreeMap::new(),
         }],
         city: Named {
             names: BTreeMap::from([("en".to_string(), name.to_string())]),
@@ -200,6 +215,48 @@ async fn geoip_zones_and_impossible_travel_on_live_sign_ins() {
     assert_eq!(hist.len(), 2);
     assert_eq!(hist[0].city.as_deref(), Some("Paris"));
     assert_eq!(hist[1].country.as_deref(), Some("US"));
+}
+
+/// The sessions page says roughly where each session signed in from, in words and in the
+/// reader's language, and when it was last active (a `<time>` the page script shows in the
+/// browser's own clock); the current session first and labelled.
+#[tokio::test]
+async fn the_sessions_page_names_the_place_in_words_and_the_current_session_first() {
+    let h = start().await;
+    let paris = browser("198.51.100.7");
+    let (url, _) = jane_password(&h, &paris).await;
+    assert!(url.ends_with("/app"), "{url}");
+    let page = paris
+        .get(h.at("/_stepgate/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("near Paris, France"), "{page}");
+    assert!(page.contains("Last active"), "{page}");
+    let current = page
+        .find("id=\"current-session\"")
+        .expect("the current session marked");
+    assert!(page[current..].contains("this browser (current session)"));
+    assert!(
+        page.contains("data-local-time=\"datetime\""),
+        "times are shown in the reader's clock: {page}"
+    );
+    // The same page in French.
+    let fr = paris
+        .get(h.at("/_stepgate/sessions"))
+        .header("accept-language", "fr-FR,fr;q=0.9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(fr.contains("près de Paris, France"), "{fr}");
+    assert!(fr.contains("<html lang=\"fr\">"), "{fr}");
+    assert!(fr.contains("Dernière activité"), "{fr}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! GeoIP from MaxMind-format `.mmdb` files (GeoLite2/GeoIP2 City, Country, ASN, or any
 //! database with the same field names), reloaded when the file changes on disk.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,9 +56,30 @@ pub struct GeoInfo {
     pub asn: Option<u32>,
     /// Autonomous system organisation.
     pub as_org: Option<String>,
+    /// The country's names by language code (`en`, `fr`, … as the database has them), for
+    /// people (the sessions page); not part of the policy context.
+    #[serde(skip)]
+    pub country_names: BTreeMap<String, String>,
+    /// The city's names by language code.
+    #[serde(skip)]
+    pub city_names: BTreeMap<String, String>,
 }
 
 impl GeoInfo {
+    /// The place in words for a person reading `lang` ("Paris, France"): the city and the
+    /// country by their names in `lang`, else in English, else the country's ISO code.
+    /// `None` when the database knows neither.
+    pub fn place(&self, lang: &str) -> Option<String> {
+        let name =
+            |names: &BTreeMap<String, String>| names.get(lang).or_else(|| names.get("en")).cloned();
+        let city = name(&self.city_names).or_else(|| self.city.clone());
+        let country = name(&self.country_names).or_else(|| self.country.clone());
+        match (city, country) {
+            (Some(c), Some(k)) => Some(format!("{c}, {k}")),
+            (one, other) => one.or(other),
+        }
+    }
+
     /// Fills country, region, city and coordinates of the policy's network context.
     pub fn apply_to(&self, net: &mut NetworkContext) {
         net.country = self.country.clone();
@@ -68,16 +90,15 @@ impl GeoInfo {
     }
 }
 
-#[derive(Deserialize)]
-struct Names {
-    #[serde(default)]
-    en: Option<String>,
-}
+/// A record's names by language code.
+type Names = BTreeMap<String, String>;
 
 #[derive(Deserialize)]
 struct Country {
     #[serde(default)]
     iso_code: Option<String>,
+    #[serde(default)]
+    names: Option<Names>,
 }
 
 #[derive(Deserialize)]
@@ -247,12 +268,16 @@ impl GeoIp {
 }
 
 fn merge(info: &mut GeoInfo, r: Record) {
-    info.country = r.country.and_then(|c| c.iso_code);
+    if let Some(c) = r.country {
+        info.country = c.iso_code;
+        info.country_names = c.names.unwrap_or_default();
+    }
     info.region = r
         .subdivisions
         .and_then(|s| s.into_iter().next())
-        .and_then(|s| s.iso_code.or(s.names.and_then(|n| n.en)));
-    info.city = r.city.and_then(|c| c.names).and_then(|n| n.en);
+        .and_then(|s| s.iso_code.or(s.names.and_then(|mut n| n.remove("en"))));
+    info.city_names = r.city.and_then(|c| c.names).unwrap_or_default();
+    info.city = info.city_names.get("en").cloned();
     if let Some(l) = r.location {
         info.latitude = l.latitude;
         info.longitude = l.longitude;

@@ -42,9 +42,9 @@ pub fn judge(
         Outcome::Deny(d) => {
             let message = d.message.clone().unwrap_or_else(|| {
                 if sign_in {
-                    "Signing in is blocked.".into()
+                    crate::i18n::t("reason-sign-in-denied")
                 } else {
-                    "Your access to this application is blocked.".into()
+                    crate::i18n::t("reason-denied")
                 }
             });
             return Verdict::Deny(Box::new(Deny {
@@ -68,11 +68,13 @@ pub fn judge(
     if let Some(requirement) = requirement {
         if marked || !meets(&subject.who, assurance.as_deref(), &requirement, cfg, now) {
             let why = requirement.message.clone().unwrap_or_else(|| {
-                if sign_in {
-                    format!("Signing in from here needs {}.", requirement.describe())
+                let what = crate::i18n::describe(&requirement);
+                let key = if sign_in {
+                    "reason-signing-in-needs"
                 } else {
-                    format!("This needs {}.", requirement.describe())
-                }
+                    "reason-this-needs"
+                };
+                crate::i18n::t_with(key, &[("what", what.into())])
             });
             return Verdict::StepUp(Box::new(StepUp {
                 requirement: requirement.into_owned(),

@@ -231,6 +231,8 @@ pub(super) fn service(
         // The request's id, for its decision and every log line of it: the span carries it
         // into the logs (free when `info` is off), the task-local to the entry points.
         let id = crate::access::RequestId::new();
+        // The reader's language, for every page and message of the answer (`crate::i18n`).
+        let reader = crate::i18n::Reader::of(req.method(), req.uri(), req.headers());
         // `client` starts as the peer; the access pipeline puts the client's own address
         // there (behind a trusted proxy) and fills in `user` once it knows them
         // ([`crate::access::Access::decide`]), so a failure logged later names both.
@@ -279,8 +281,10 @@ pub(super) fn service(
                 Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),
             }
         };
-        crate::access::decision_log::CURRENT_REQUEST
-            .scope(id, tracing::Instrument::instrument(answer, span))
+        crate::access::decision_log::CURRENT_REQUEST.scope(
+            id,
+            crate::i18n::CURRENT.scope(reader, tracing::Instrument::instrument(answer, span)),
+        )
     })
 }
 

@@ -76,10 +76,13 @@ impl Refusal {
 /// opened by a link).
 pub fn try_again(method: &Method, target: &str, app: &stepgate_policy::spec::AppSpec) -> WayOn {
     if (*method == Method::GET || *method == Method::HEAD) && target.starts_with('/') {
-        WayOn::new(target, "Try again")
+        WayOn::new(target, crate::i18n::t("try-again"))
     } else {
         let name = app.name.as_deref().unwrap_or(app.id.as_str());
-        WayOn::new("/", format!("Go to the start page of {name}"))
+        WayOn::new(
+            "/",
+            crate::i18n::t_with("gateway-start-page-of", &[("app", name.into())]),
+        )
     }
 }
 
@@ -87,67 +90,75 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         use RefusalKind::*;
         let api = self.api;
-        let (status, error, title, text): (StatusCode, &str, &str, String) = match &self.kind {
+        // APIs are answered in English (their descriptions are for developers and logs).
+        let lang = if api {
+            crate::i18n::Lang::En
+        } else {
+            crate::i18n::lang()
+        };
+        let tr = |key: &str| crate::i18n::tr(lang, key, &[]);
+        let tr_why = |key: &str, why: &str| crate::i18n::tr(lang, key, &[("why", why.into())]);
+        let (status, error, title, text): (StatusCode, &str, String, String) = match &self.kind {
             BadRequest(why) => {
                 tracing::info!(reason = %why, "refused a malformed request");
                 (
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
-                    "This address cannot be opened",
-                    format!("stepgate refused this request: {why}. Check the link you followed."),
+                    tr("gateway-bad-request-title"),
+                    tr_why("gateway-bad-request-text", why),
                 )
             }
             MethodNotAllowed(why) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
-                "This request is not allowed",
-                format!("stepgate does not pass on this kind of request: {why}."),
+                tr("gateway-method-title"),
+                tr_why("gateway-method-text", why),
             ),
             Misdirected => (
                 StatusCode::MISDIRECTED_REQUEST,
                 "invalid_request",
-                "Not served here",
-                "This address is not one stepgate serves. Check the link, or ask your administrator which address to use.".into(),
+                tr("gateway-misdirected-title"),
+                tr("gateway-misdirected-text"),
             ),
             NotFound => (
                 StatusCode::NOT_FOUND,
                 "invalid_request",
-                "Page not found",
-                "No application is configured for this address. Check the link, or go to your account page.".into(),
+                tr("gateway-not-found-title"),
+                tr("gateway-not-found-text"),
             ),
             BadGateway => (
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
-                "The application is not answering",
-                "The application behind this address is unavailable right now. You are still signed in; try again in a moment.".into(),
+                tr("gateway-bad-gateway-title"),
+                tr("gateway-bad-gateway-text"),
             ),
             GatewayTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",
-                "The application took too long",
-                "The application behind this address did not answer in time. You are still signed in; try again in a moment.".into(),
+                tr("gateway-timeout-title"),
+                tr("gateway-timeout-text"),
             ),
             Unavailable(detail) => {
                 tracing::error!(error = %detail, "a store or signal source failed: refusing the request");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
-                    "Try again in a moment",
-                    "stepgate cannot check this request right now, so it did not let it through. Try again in a moment.".into(),
+                    tr("error-store-down-title"),
+                    tr("gateway-unavailable-text"),
                 )
             }
         };
         let mut r = if api {
             json_error(status, error, &api_description(&self.kind, &text))
         } else {
-            let home = WayOn::new(self.account.as_str(), "Go to your account");
+            let home = WayOn::new(self.account.as_str(), tr("go-to-account"));
             let (way_on, also) = match self.back {
                 Some(back) => (back, Some(home)),
                 None => (home, None),
             };
             Message {
                 portal: &self.portal,
-                title,
+                title: &title,
                 text: &text,
                 way_on: Some(way_on),
                 also,

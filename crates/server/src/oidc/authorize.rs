@@ -472,7 +472,13 @@ async fn authorize(
                             rid: crate::access::RequestId::current().as_str().to_string(),
                             rt: flow.return_url(reauth_since),
                             back: None,
-                            why: format!("{name} asks for {}.", req.describe()),
+                            why: crate::i18n::t_with(
+                                "reason-app-asks",
+                                &[
+                                    ("app", name.to_string().into()),
+                                    ("what", crate::i18n::describe(&req).into()),
+                                ],
+                            ),
                             req,
                             sign_in: false,
                             user_id: g.user.id.clone(),

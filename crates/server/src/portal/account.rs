@@ -89,34 +89,35 @@ struct FactorRow {
 /// How strong a way to sign in is, in words a user knows (the AAL stays in admin views and
 /// the docs).
 fn strength(e: &EnrolledInfo) -> (String, bool) {
-    let mut s = if e.phishing_resistant {
-        "Strong (phishing-resistant)".to_string()
+    let mut s = crate::i18n::t(if e.phishing_resistant {
+        "strength-strong"
     } else {
         match e.aal_alone {
-            0 => "Only together with another way".to_string(),
-            1 => "Basic: one step".to_string(),
-            2 => "Strong".to_string(),
-            _ => "Strongest".to_string(),
+            0 => "strength-only-with-another",
+            1 => "strength-basic",
+            2 => "strength-medium",
+            _ => "strength-strongest",
         }
-    };
+    });
     if e.hardware_bound {
-        s.push_str(" · kept on a security key");
+        s.push_str(" · ");
+        s.push_str(&crate::i18n::t("strength-on-security-key"));
     }
     (s, e.phishing_resistant)
 }
 
-fn notice_for(done: &str) -> Option<&'static str> {
-    Some(match done {
-        "totp" => "Authenticator app added.",
-        "webauthn" => "Passkey added.",
-        "contact" => "Verified and added.",
-        "questions" => "Security questions saved.",
-        "removed" => "Removed.",
-        "password" => "Password changed.",
-        "password-others" => "Password changed. Your other sessions were signed out.",
-        "device" => "Demo device profile changed.",
+fn notice_for(done: &str) -> Option<String> {
+    Some(crate::i18n::t(match done {
+        "totp" => "notice-totp",
+        "webauthn" => "notice-webauthn",
+        "contact" => "notice-contact",
+        "questions" => "notice-questions",
+        "removed" => "notice-removed",
+        "password" => "notice-password",
+        "password-others" => "notice-password-others",
+        "device" => "notice-device",
         _ => return None,
-    })
+    }))
 }
 
 /// `GET {portal}/account`.
@@ -126,7 +127,7 @@ pub async fn account_page(
     Query(q): Query<AccountQuery>,
 ) -> Response {
     let shown = Shown {
-        notice: notice_for(&q.done).map(str::to_string),
+        notice: notice_for(&q.done),
         error: None,
         pending: (!q.pending.is_empty()).then_some(q.pending),
         resume: resume(&st, &rt, &user, &q.t),
@@ -245,7 +246,10 @@ pub async fn fresh_enough(
     let step = StepToken {
         rt: rt.portal_url(&back),
         back: None,
-        why: format!("Changing how you sign in needs {}.", req.describe()),
+        why: crate::i18n::t_with(
+            "reason-changing-sign-in",
+            &[("what", crate::i18n::describe(&req).into())],
+        ),
         req,
         sign_in: false,
         user_id: session.data.user_id.clone(),
@@ -336,7 +340,10 @@ pub async fn change(
         "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
             Ok(_) => see_other(&rt.portal_url(&after_enrolment(&st, &rt, on.user, "totp", &form.then))),
             Err(e) => {
-                let why = format!("The authenticator app was not added: {}", auth_message(&e));
+                let why = crate::i18n::t_with(
+                    "totp-not-added",
+                    &[("why", auth_message(&e).into())],
+                );
                 on.again(Shown {
                     error: Some(why),
                     ..Shown::default()
@@ -355,7 +362,14 @@ pub async fn change(
         }
         "recovery" => match a.regenerate_recovery_codes(on.user).await {
             Ok(codes) => {
-                let text = format!("Recovery codes for {} (each works once)\n\n{}\n", on.user.username, codes.join("\n"));
+                let text = format!(
+                    "{}\n\n{}\n",
+                    crate::i18n::t_with(
+                        "codes-file-heading",
+                        &[("user", on.user.username.clone().into())]
+                    ),
+                    codes.join("\n")
+                );
                 use base64::Engine as _;
                 let download = format!(
                     "data:text/plain;charset=utf-8;base64,{}",
@@ -432,9 +446,7 @@ async fn password(on: Change<'_>, form: &AccountForm) -> Response {
     if form.password != form.confirm {
         return on
             .again(Shown {
-                error: Some(
-                    "The two passwords are not the same. Type the same password twice.".into(),
-                ),
+                error: Some(crate::i18n::t("password-not-same")),
                 ..Shown::default()
             })
             .await;
@@ -442,7 +454,7 @@ async fn password(on: Change<'_>, form: &AccountForm) -> Response {
     if let Err(e) = on.st.authn.set_password(on.user, &form.password).await {
         let why = match e {
             AuthError::Rejected(r) => {
-                format!("Your password was not changed. Choose another: {r}.")
+                crate::i18n::t_with("password-not-changed", &[("why", r.into())])
             }
             other => auth_message(&other),
         };

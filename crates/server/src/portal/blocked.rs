@@ -77,7 +77,7 @@ pub async fn blocked_page(
             portal => rt.portal(), csrf => st.signer.csrf_token(&binding),
             username => session.as_ref().map(|s| s.data.username.clone()),
             token => q.token(), demo => st.options.demo,
-            message => b.message, items => b.items, policy => b.policy, give_up => crate::oidc::authorize::cancel_link(&rt, &b.rt),
+            message => b.message, items => crate::i18n::checks(&b.items), policy => b.policy, give_up => crate::oidc::authorize::cancel_link(&rt, &b.rt),
             request_id => b.rid,
             ..outcome
         },

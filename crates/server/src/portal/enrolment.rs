@@ -13,6 +13,9 @@
 //!   grant: it cannot enrol a factor before it is complete.
 //! - `GET|POST {portal}/reset/{token}`: the same for a new password; every other session of
 //!   the user is ended, and the sign-in goes on with the factors the user has.
+//! - `enrolment.at_first_sign_in` ([`at_first_sign_in`], off by default): a password
+//!   sign-in that stops at the step-up page, for a user with nothing but a password, from
+//!   one of the named networks, earns the same grant and goes to the welcome page.
 
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
@@ -52,6 +55,9 @@ pub struct EnrolGrant {
     pub next: String,
     /// Whether the sign-in is complete already (then the welcome page offers "Skip").
     pub complete: bool,
+    /// Earned by `enrolment.at_first_sign_in` (the password was typed, not just set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_sign_in: bool,
 }
 
 const GRANT: &str = "enrol-grant";
@@ -76,25 +82,25 @@ fn link_refused(rt: &Here, e: &AuthError) -> Response {
     let (status, title, message) = match e {
         AuthError::Disabled => (
             StatusCode::FORBIDDEN,
-            "Account disabled",
-            "This account is disabled. Contact your administrator.".to_string(),
+            crate::i18n::t("link-disabled-title"),
+            crate::i18n::t("auth-disabled"),
         ),
         AuthError::Store(_) | AuthError::Internal(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "Try again shortly",
+            crate::i18n::t("error-store-down-title"),
             auth_message(e),
         ),
         _ => (
             StatusCode::GONE,
-            "This link has expired",
-            "This link has expired or was already used. Each link works once. Ask your administrator for a new one.".to_string(),
+            crate::i18n::t("link-expired-title"),
+            crate::i18n::t("link-expired-text"),
         ),
     };
     Pages::global().render(
         status,
         "message.html",
         context! { portal => rt.portal(), title => title, message => message,
-        link => rt.portal_url("/login"), link_text => "Go to sign-in" },
+        link => rt.portal_url("/login"), link_text => crate::i18n::t("back-to-sign-in") },
     )
 }
 
@@ -170,15 +176,15 @@ pub async fn link_redeem(
         Err(e) => return link_refused(&rt, &e),
     };
     if f.password != f.confirm {
-        let why = "The two passwords are not the same. Type the same password twice.";
+        let why = crate::i18n::t("password-not-same");
         let again = (&link.user, purpose);
-        return link_page(&st, &rt, jar, again, link.expires_at, Some(why.into()));
+        return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let (user, factor) = match st.authn.redeem_link(&token, purpose, &f.password, ip).await {
         Ok(r) => r,
         Err(AuthError::Rejected(why)) => {
-            let why = format!("Choose another password: {why}.");
+            let why = crate::i18n::t_with("password-choose-another", &[("why", why.into())]);
             let again = (&link.user, purpose);
             return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
         }
@@ -227,6 +233,7 @@ pub async fn link_redeem(
                 session: st.signer.session_handle(&s.id),
                 next: url,
                 complete: !s.data.pending,
+                first_sign_in: false,
             };
             Next::Go {
                 url: welcome_url(&st, &rt, &grant),
@@ -237,6 +244,84 @@ pub async fn link_redeem(
         (_, other) => other,
     };
     next.respond(&rt, jar, false)
+}
+
+/// The zone of `enrolment.at_first_sign_in.networks` that `ip` is in, if any.
+fn first_sign_in_zone(rt: &Here, ip: Option<std::net::IpAddr>) -> Option<&str> {
+    let ip = ip?;
+    rt.config.enrolment.first_sign_in_networks().find(|zone| {
+        rt.config.networks.get(*zone).is_some_and(|cidrs| {
+            cidrs.iter().any(|c| {
+                let c = c.as_str().trim();
+                c.parse::<ipnet::IpNet>()
+                    .map(|n| n.contains(&ip))
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(|a| a == ip))
+                    .unwrap_or(false)
+            })
+        })
+    })
+}
+
+/// `enrolment.at_first_sign_in`: a password sign-in the policy asks more of (`next`, a
+/// pending session bound for the step-up page), for `user` who has nothing but a password,
+/// from one of the named zones, goes to the welcome page with an enrolment grant instead:
+/// add a passkey or an authenticator app, then pass the step-up with it. Audited. From
+/// anywhere else, with any other factor, or when the user's factors cannot be read (fail
+/// closed), `next` is unchanged: the step-up page's "ask your administrator".
+pub async fn at_first_sign_in(
+    st: &Shared,
+    rt: &Here,
+    user: &UserRecord,
+    ip: Option<std::net::IpAddr>,
+    next: Next,
+) -> Next {
+    let (url, session, persistent, device_cookie) = match next {
+        Next::Go {
+            url,
+            session: Some((session, persistent)),
+            device_cookie,
+        } => (url, session, persistent, device_cookie),
+        other => return other,
+    };
+    let unchanged = |url, session, device_cookie| Next::Go {
+        url,
+        session: Some((session, persistent)),
+        device_cookie,
+    };
+    let f = &rt.config.factors;
+    let Some(zone) = first_sign_in_zone(rt, ip) else {
+        return unchanged(url, session, device_cookie);
+    };
+    if !session.data.pending || !(f.webauthn.enabled || f.totp.enabled) {
+        return unchanged(url, session, device_cookie);
+    }
+    let only_password = match st.authn.enrolled(user).await {
+        Ok(e) => e.iter().all(|e| e.kind == FactorKind::Password),
+        Err(_) => false,
+    };
+    if !only_password {
+        return unchanged(url, session, device_cookie);
+    }
+    audit(
+        st,
+        "enrolment.at_first_sign_in",
+        &user.username,
+        ip,
+        serde_json::json!({ "network": zone }),
+    )
+    .await;
+    let grant = EnrolGrant {
+        user_id: user.id.clone(),
+        session: st.signer.session_handle(&session.id),
+        next: url,
+        complete: false,
+        first_sign_in: true,
+    };
+    Next::Go {
+        url: welcome_url(st, rt, &grant),
+        session: Some((session, persistent)),
+        device_cookie,
+    }
 }
 
 fn welcome_url(st: &Shared, rt: &Here, grant: &EnrolGrant) -> String {
@@ -316,6 +401,7 @@ async fn render_welcome(
             portal => rt.portal(), csrf => st.signer.csrf_token(&session.id),
             display_name => user.name.as_deref().unwrap_or(&user.username),
             grant => g, next => grant.next, complete => grant.complete, has_second => has_second,
+            first_sign_in => grant.first_sign_in,
             webauthn => f.webauthn.enabled, totp => f.totp.enabled, error => error,
         },
     )
@@ -361,7 +447,8 @@ pub async fn welcome_totp(
         "confirm" => match a.enrol_totp_confirm(&user, &f.token, &f.code).await {
             Ok(_) => see_other(&grant.next),
             Err(e) => {
-                let why = format!("The authenticator app was not added: {}", auth_message(&e));
+                let why =
+                    crate::i18n::t_with("totp-not-added", &[("why", auth_message(&e).into())]);
                 render_welcome(&st, &rt, on, &f.g, Some(why)).await
             }
         },
@@ -404,7 +491,7 @@ fn forgot_with(
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), error => error,
             recovery_codes => rt.config.factors.recovery_codes.enabled, username_value => username,
             help => rt.config.portal.help.as_deref(),
-            email_codes => rt.config.factors.email_otp.enabled, code_sent => code_sent,
+            email_codes => rt.config.factors.email_otp.resets_passwords(), code_sent => code_sent,
         },
     );
     (jar, page).into_response()
@@ -437,12 +524,7 @@ pub async fn forgot_submit(
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();
-    let no_match = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            "That username and recovery code do not match. Check both and try again.".to_string(),
-        )
-    };
+    let no_match = || (StatusCode::UNAUTHORIZED, crate::i18n::t("forgot-no-match"));
     let user = match st.authn.find_user(username).await {
         Ok(Some(u)) if !u.disabled => u,
         Ok(_) => return forgot(&st, &rt, jar, Some(no_match()), username),
@@ -500,14 +582,14 @@ pub async fn forgot_email_send(
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    if !rt.config.factors.email_otp.enabled {
+    if !rt.config.factors.email_otp.resets_passwords() {
         return PortalError::BadRequest.into_response();
     }
     let username = f.username.trim().to_string();
     if username.is_empty() || username.len() > 256 {
         let e = (
             StatusCode::BAD_REQUEST,
-            "Type your username, then ask for a code.".to_string(),
+            crate::i18n::t("forgot-type-username"),
         );
         return forgot(&st, &rt, jar, Some(e), &username);
     }
@@ -546,7 +628,7 @@ pub async fn forgot_email_submit(
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    if !rt.config.factors.email_otp.enabled {
+    if !rt.config.factors.email_otp.resets_passwords() {
         return PortalError::BadRequest.into_response();
     }
     let ip = client_ip(&rt, peer.0, &headers);
@@ -554,7 +636,7 @@ pub async fn forgot_email_submit(
     let no_match = || {
         (
             StatusCode::UNAUTHORIZED,
-            "That code does not match, or has expired. Check it, or ask for a new one.".to_string(),
+            crate::i18n::t("forgot-code-no-match"),
         )
     };
     let again = |st: &Shared, jar, e| forgot_with(st, &rt, jar, Some(e), username, Some(username));

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::pages::{Message, Pages, WayOn};
+use crate::i18n::t;
 
 /// Why a portal request cannot go on.
 #[derive(Debug)]
@@ -64,10 +65,7 @@ impl From<stepgate_store::StoreError> for PortalError {
 
 /// The portal's pages that come back to the account page.
 fn account(portal: &str) -> Option<WayOn> {
-    Some(WayOn::new(
-        format!("{portal}/account"),
-        "Go to your account",
-    ))
+    Some(WayOn::new(format!("{portal}/account"), t("go-to-account")))
 }
 
 fn page(status: StatusCode, m: Message<'_>) -> Response {
@@ -89,8 +87,8 @@ impl Unrendered {
                 StatusCode::BAD_REQUEST,
                 Message {
                     portal,
-                    title: "This request cannot be used",
-                    text: "The page sent something stepgate cannot use: it may be out of date, or belong to another account. Go to your account page and start again from there.",
+                    title: &t("error-bad-request-title"),
+                    text: &t("error-bad-request-text"),
                     way_on: account(portal),
                     also: None,
                 },
@@ -100,8 +98,8 @@ impl Unrendered {
                     StatusCode::SERVICE_UNAVAILABLE,
                     Message {
                         portal,
-                        title: "Try again in a moment",
-                        text: "stepgate cannot reach its records right now, so nothing was changed. Wait a moment and try again.",
+                        title: &t("error-store-down-title"),
+                        text: &t("error-store-down-text"),
                         way_on: account(portal),
                         also: None,
                     },
@@ -132,8 +130,8 @@ impl IntoResponse for PortalError {
                 StatusCode::FORBIDDEN,
                 Message {
                     portal: &portal,
-                    title: "Form expired",
-                    text: "This form expired or did not come from stepgate, so nothing was sent. Open the page again and try once more.",
+                    title: &t("error-form-expired-title"),
+                    text: &t("error-form-expired-text"),
                     way_on: account(&portal),
                     also: None,
                 },
@@ -142,9 +140,9 @@ impl IntoResponse for PortalError {
                 StatusCode::UNAUTHORIZED,
                 Message {
                     portal: &portal,
-                    title: "Signed out",
-                    text: "Your session ended. Sign in again.",
-                    way_on: Some(WayOn::new(format!("{portal}/login"), "Sign in")),
+                    title: &t("error-signed-out-title"),
+                    text: &t("error-signed-out-text"),
+                    way_on: Some(WayOn::new(format!("{portal}/login"), t("sign-in"))),
                     also: None,
                 },
             ),
@@ -152,18 +150,18 @@ impl IntoResponse for PortalError {
                 StatusCode::BAD_REQUEST,
                 "message.html",
                 minijinja::context! {
-                    portal => &portal, username => username, title => "Link expired",
-                    message => "This link is invalid or has expired. Go back to the application and try again: it sends you a new link.",
-                    link => format!("{portal}/account"), link_text => "Go to your account",
+                    portal => &portal, username => username, title => t("error-link-expired-title"),
+                    message => t("error-link-expired-text"),
+                    link => format!("{portal}/account"), link_text => t("go-to-account"),
                 },
             ),
             PortalError::RepeatedCookie { portal } => page(
                 StatusCode::BAD_REQUEST,
                 Message {
                     portal: &portal,
-                    title: "Cookie problem",
+                    title: &t("error-cookie-title"),
                     text: &crate::session::cookies::RepeatedSessionCookie.to_string(),
-                    way_on: Some(WayOn::new(format!("{portal}/login"), "Sign in again")),
+                    way_on: Some(WayOn::new(format!("{portal}/login"), t("sign-in-again"))),
                     also: None,
                 },
             ),
@@ -175,9 +173,9 @@ impl IntoResponse for PortalError {
                 status,
                 Message {
                     portal: &portal,
-                    title: "Not signed in",
+                    title: &t("error-not-signed-in-title"),
                     text: &text,
-                    way_on: Some(WayOn::new(format!("{portal}/login"), "Back to sign-in")),
+                    way_on: Some(WayOn::new(format!("{portal}/login"), t("back-to-sign-in"))),
                     also: None,
                 },
             ),

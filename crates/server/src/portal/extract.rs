@@ -66,11 +66,11 @@ impl FromRequestParts<Shared> for Here {
         }) else {
             return Err(super::pages::Message {
                 portal: rt.portal(),
-                title: "Not served here",
-                text: "This address is not one stepgate serves. Check the link, or ask your administrator which address to use.",
+                title: &crate::i18n::t("gateway-misdirected-title"),
+                text: &crate::i18n::t("gateway-misdirected-text"),
                 way_on: Some(super::pages::WayOn::new(
                     rt.portal_url("/account"),
-                    "Go to your account",
+                    crate::i18n::t("go-to-account"),
                 )),
                 also: None,
             }

@@ -196,8 +196,8 @@ fn refused_page(rt: &Here) -> Response {
         "message.html",
         minijinja::context! {
             portal => rt.portal(),
-            title => "Sign-in link not valid",
-            message => "This sign-in link has expired, was already used, or was meant for another browser. Open the app again to continue.",
+            title => crate::i18n::t("handoff-title"),
+            message => crate::i18n::t("handoff-text"),
         },
     );
     page.into_response()

@@ -41,10 +41,11 @@ pub mod webauthn;
 
 use std::net::IpAddr;
 
+pub use crate::i18n::factor_title;
+use crate::i18n::{t, t_with};
 use axum::routing::{get, post};
 use axum::Router;
 use stepgate_authn::service::AuthError;
-pub use stepgate_policy::outcome::factor_title;
 
 use crate::app::state::Shared;
 use extract::Visit;
@@ -68,27 +69,27 @@ pub(crate) async fn audit(
 /// What to tell a person about an authentication failure.
 pub fn auth_message(e: &AuthError) -> String {
     match e {
-        AuthError::InvalidCredentials => "That did not match. Check and try again.".into(),
-        AuthError::Locked { until } => format!(
-            "{} (at {} UTC). If you cannot wait, your help desk can unlock your account.",
-            pause_wait(until).trim_end_matches('.'),
-            until.format("%H:%M")
+        AuthError::InvalidCredentials => t("auth-no-match"),
+        AuthError::Locked { until } => t_with(
+            "auth-locked-until",
+            &[
+                (
+                    "wait",
+                    pause_wait(until).trim_end_matches('.').to_string().into(),
+                ),
+                ("time", until.format("%H:%M").to_string().into()),
+            ],
         ),
-        AuthError::Replayed => "That code was already used. Wait for the next one.".into(),
-        AuthError::Expired => "That code has expired. Ask for a new one.".into(),
-        AuthError::TooManyGuesses => {
-            "Too many wrong guesses for that code. Ask for a new one.".into()
-        }
-        AuthError::NotEnrolled(k) => format!(
-            "You have no {} set up.",
-            factor_title(k.as_str()).to_lowercase()
+        AuthError::Replayed => t("auth-replayed"),
+        AuthError::Expired => t("auth-expired"),
+        AuthError::TooManyGuesses => t("auth-too-many-guesses"),
+        AuthError::NotEnrolled(k) => t_with(
+            "auth-not-set-up",
+            &[("kind", factor_title(k.as_str()).to_lowercase().into())],
         ),
-        AuthError::Disabled => "This account is disabled. Contact your administrator.".into(),
-        AuthError::AccountLocked => {
-            "This account is locked after too many failed attempts. Your help desk can unlock it."
-                .into()
-        }
-        AuthError::RateLimited(_) => "Too many codes requested. Wait a few minutes.".into(),
+        AuthError::Disabled => t("auth-disabled"),
+        AuthError::AccountLocked => t("auth-account-locked"),
+        AuthError::RateLimited(_) => t("auth-rate-limited"),
         AuthError::Rejected(why) => why.clone(),
         other => capitalise(&other.public_message()),
     }
@@ -164,17 +165,11 @@ pub(crate) async fn attempts_note(
     }
     let left = st.authn.attempts_left(user, username).await.ok()??;
     let mins = rt.config.regulation.ban_time.as_secs().div_ceil(60).max(1);
-    let pause = match mins {
-        1 => "a minute".to_string(),
-        n => format!("{n} minutes"),
-    };
     match left {
         0 => None,
-        1 => Some(format!(
-            "1 more try before signing in is paused for {pause}."
-        )),
-        n => Some(format!(
-            "{n} more tries before signing in is paused for {pause}."
+        n => Some(t_with(
+            "auth-tries-left",
+            &[("n", n.into()), ("minutes", mins.into())],
         )),
     }
 }
@@ -183,11 +178,7 @@ pub(crate) async fn attempts_note(
 /// duration, which needs no clock or time zone (pages add the local time beside it).
 pub fn pause_wait(until: &chrono::DateTime<chrono::Utc>) -> String {
     let mins = ((*until - chrono::Utc::now()).num_seconds().max(0) as u64).div_ceil(60);
-    let wait = match mins {
-        0 | 1 => "in a minute".to_string(),
-        n => format!("in {n} minutes"),
-    };
-    format!("Too many failed attempts, so signing in is paused. Try again {wait}.")
+    t_with("auth-paused", &[("minutes", mins.max(1).into())])
 }
 
 fn capitalise(s: &str) -> String {
@@ -240,6 +231,7 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&p("/devices/register"), post(devices::register_browser))
         .route(&p("/devices/remove"), post(devices::remove_browser))
         .route(&p("/handoff"), get(handoff::exchange))
+        .route(&p("/lang"), get(crate::i18n::switch))
         .route(&p("/logout"), post(sessions::logout))
         .route(&p("/logout-all"), post(sessions::logout_all))
         .route(
@@ -278,11 +270,11 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
 async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
     pages::Message {
         portal: rt.portal(),
-        title: "Page not found",
-        text: "There is no page at this address. Check the link, or go to your account page.",
+        title: &t("gateway-not-found-title"),
+        text: &t("portal-not-found-text"),
         way_on: Some(pages::WayOn::new(
             rt.portal_url("/account"),
-            "Go to your account",
+            t("go-to-account"),
         )),
         also: None,
     }
@@ -294,9 +286,12 @@ async fn not_found(Visit { here: rt, .. }: Visit) -> axum::response::Response {
 async fn method_not_allowed(Visit { here: rt, .. }: Visit) -> axum::response::Response {
     pages::Message {
         portal: rt.portal(),
-        title: "This page cannot be opened this way",
-        text: "This address is for a form, not for opening directly. Go to your account page and start again from there.",
-        way_on: Some(pages::WayOn::new(rt.portal_url("/account"), "Go to your account")),
+        title: &t("portal-method-title"),
+        text: &t("portal-method-text"),
+        way_on: Some(pages::WayOn::new(
+            rt.portal_url("/account"),
+            t("go-to-account"),
+        )),
         also: None,
     }
     .render(axum::http::StatusCode::METHOD_NOT_ALLOWED)

@@ -131,6 +131,7 @@ impl Pages {
     /// Loads the built-in templates (autoescaping HTML).
     pub fn new() -> Self {
         let mut env = Environment::new();
+        crate::i18n::add_to(&mut env);
         for (name, src) in TEMPLATES {
             env.add_template(name, src)
                 .expect("built-in templates parse");
@@ -141,12 +142,28 @@ impl Pages {
     /// Renders `name` with `ctx` into a response with the portal's security headers. The
     /// page is given the id of the request being served as `request_id` (unless `ctx` names
     /// one: a blocked page opened from its link shows the refused request's), so every
-    /// message page can show the help desk which request it was.
+    /// message page can show the help desk which request it was. It is given the reader's
+    /// language too (`lang`, see [`crate::i18n`]) and the switcher's links to the others.
     pub fn render<S: Serialize>(&self, status: StatusCode, name: &str, ctx: S) -> Response {
+        self.render_in(crate::i18n::lang(), status, name, ctx)
+    }
+
+    /// [`Pages::render`] in `lang`.
+    pub fn render_in<S: Serialize>(
+        &self,
+        lang: crate::i18n::Lang,
+        status: StatusCode,
+        name: &str,
+        ctx: S,
+    ) -> Response {
         let id = crate::access::RequestId::current();
+        let switch: Vec<_> = crate::i18n::switcher(lang)
+            .into_iter()
+            .map(|(code, name, query)| minijinja::context! { code, name, query })
+            .collect();
         let ctx = minijinja::context! {
             ..minijinja::Value::from_serialize(&ctx),
-            ..minijinja::context! { request_id => id.as_str() }
+            ..minijinja::context! { request_id => id.as_str(), lang => lang.code(), switch_lang => switch }
         };
         let body = match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(b) => b,

@@ -32,7 +32,18 @@ pub async fn sessions_page(
         }
         let aal = d.aal(&rt.config.assurance);
         let browser = browser_words(d.user_agent.as_deref().unwrap_or(""));
-        rows.push(context! { browser => browser,
+        // Where, roughly, in words (with a GeoIP database): "Paris, France".
+        let place =
+            d.ip.as_deref()
+                .and_then(|ip| ip.parse().ok())
+                .filter(|_| st.signals.geoip.is_some())
+                .and_then(|ip| st.signals.geo(ip).place(crate::i18n::lang().code()));
+        let iso = |t: &chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        rows.push(context! { browser => browser, place => place,
+            created_at => iso(&d.created_at), last_seen_at => iso(&d.last_seen),
+            last_seen => d.last_seen.format("%Y-%m-%d %H:%M UTC").to_string(),
             created => d.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), ip => d.ip.unwrap_or_default(),
             user_agent => d.user_agent.unwrap_or_default(), aal => aal,
             current => id == session.id, handle => st.signer.session_handle(&id),
@@ -129,15 +140,15 @@ async fn sign_out(
         }
     }
     let jar = jar.set(clear_session_cookie(&rt.config.sessions));
-    let message = if everywhere {
-        "You are signed out on every device."
+    let message = crate::i18n::t(if everywhere {
+        "signed-out-everywhere"
     } else {
-        "You are signed out."
-    };
+        "signed-out"
+    });
     let page = Pages::global().render(
         StatusCode::OK,
         "message.html",
-        context! { portal => rt.portal(), title => "Signed out", message => message, link => rt.portal_url("/login"), link_text => "Sign in again" },
+        context! { portal => rt.portal(), title => crate::i18n::t("error-signed-out-title"), message => message, link => rt.portal_url("/login"), link_text => crate::i18n::t("sign-in-again") },
     );
     Ok((jar, page).into_response())
 }
@@ -146,10 +157,12 @@ async fn sign_out(
 pub fn browser_words(user_agent: &str) -> String {
     let ua = stepgate_signals::useragent::parse(user_agent);
     match (ua.browser, ua.os) {
-        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), Some(o)) => {
+            crate::i18n::t_with("browser-on", &[("browser", b.into()), ("os", o.into())])
+        }
         (Some(b), None) => b,
-        (None, Some(o)) => format!("A browser on {o}"),
-        (None, None) => "An unknown browser".to_string(),
+        (None, Some(o)) => crate::i18n::t_with("browser-unknown-on", &[("os", o.into())]),
+        (None, None) => crate::i18n::t("browser-unknown"),
     }
 }
 

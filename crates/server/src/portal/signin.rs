@@ -168,6 +168,7 @@ pub async fn login_submit(
     };
     match checked {
         Ok((user, factor)) => {
+            let who = user.clone();
             let attempt = FirstFactor {
                 user,
                 factor,
@@ -181,7 +182,8 @@ pub async fn login_submit(
                     tls: tls.as_ref().map(|t| &t.0),
                 },
             };
-            sign_in(&st, &rt, &jar, attempt)
+            let next = sign_in(&st, &rt, &jar, attempt).await;
+            super::enrolment::at_first_sign_in(&st, &rt, &who, ip, next)
                 .await
                 .respond(&rt, jar, false)
         }
@@ -212,7 +214,7 @@ pub async fn login_submit(
             let paused = super::Paused::of(&e);
             let mut msg = match (&e, &paused) {
                 (_, Some(p)) => p.message.clone(),
-                (AuthError::InvalidCredentials, _) => "Wrong username or password.".to_string(),
+                (AuthError::InvalidCredentials, _) => crate::i18n::t("login-wrong"),
                 (other, _) => auth_message(other),
             };
             if let Some(note) = note {

@@ -314,7 +314,10 @@ async fn send(st: &Shared, rt: &Here, on: Page<'_>, kind: &str) -> Response {
     match st.authn.send_otp(on.user, kind).await {
         Ok(dest) => {
             let shown = Shown {
-                notice: Some(format!("We sent a code to {dest}.")),
+                notice: Some(crate::i18n::t_with(
+                    "stepup-code-sent",
+                    &[("address", dest.into())],
+                )),
                 tried: Some(kind.as_str()),
                 ..Shown::default()
             };
@@ -436,7 +439,7 @@ async fn more_needed(st: &Shared, rt: &Here, jar: CookieJar, on: Page<'_>, json:
         return (jar, Json(serde_json::json!({ "redirect": url }))).into_response();
     }
     let shown = Shown {
-        notice: Some("Done. One more step is needed.".into()),
+        notice: Some(crate::i18n::t("stepup-one-more-step")),
         ..Shown::default()
     };
     let page = render(st, rt, on, shown).await;
@@ -568,15 +571,16 @@ pub async fn confirmed_page(
         })
     });
     let message = match action {
-        Some(a) => format!("Confirmed. Your request to {a} has not been sent yet: go back and press the button again."),
-        None => "Confirmed. Your request has not been sent yet: go back and press the button again.".to_string(),
+        Some(a) => crate::i18n::t_with("confirmed-action", &[("what", a.into())]),
+        None => crate::i18n::t("confirmed-request"),
     };
     Ok(Pages::global().render(
         StatusCode::OK,
         "message.html",
         context! {
             portal => rt.portal(), csrf => st.signer.csrf_token(&session.id), username => user.username,
-            title => "Confirmed", message => message, link => back, link_text => format!("Back to {app_name}"),
+            title => crate::i18n::t("confirmed-title"), message => message, link => back,
+            link_text => crate::i18n::t_with("back-to-app", &[("app", app_name.into())]),
         },
     ))
 }

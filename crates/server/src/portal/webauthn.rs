@@ -55,7 +55,7 @@ fn header_csrf(headers: &HeaderMap) -> &str {
 fn form_expired() -> PortalError {
     PortalError::json(
         StatusCode::FORBIDDEN,
-        "This page has expired. Reload it and try again.",
+        &crate::i18n::t("webauthn-page-expired"),
     )
 }
 
@@ -77,7 +77,7 @@ fn check_header(
 fn refused(status: StatusCode, e: &stepgate_authn::service::AuthError) -> PortalError {
     let message = match e {
         stepgate_authn::service::AuthError::InvalidCredentials => {
-            "That passkey is not one of this account's. Use a passkey you added here, or use another way to sign in.".to_string()
+            crate::i18n::t("webauthn-not-this-account")
         }
         other => auth_message(other),
     };
@@ -101,13 +101,13 @@ async fn take_ceremony(st: &Shared, id: &str) -> Result<serde_json::Value, Porta
     let expired = || {
         PortalError::json(
             StatusCode::BAD_REQUEST,
-            "The passkey prompt expired. Try again.",
+            &crate::i18n::t("webauthn-prompt-expired"),
         )
     };
     if id.is_empty() || id.len() > 64 {
         return Err(PortalError::json(
             StatusCode::BAD_REQUEST,
-            "The passkey prompt expired. Try again.",
+            &crate::i18n::t("webauthn-prompt-expired"),
         ));
     }
     // Each ceremony state can be finished once.
@@ -204,7 +204,7 @@ async fn stepping(
     let Ok((session, user, step)) = step_context(st, rt, jar, token).await else {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "Your session or this page has expired. Go back to the app and try again.",
+            &crate::i18n::t("webauthn-session-expired"),
         ));
     };
     check_header(st, jar, Some(&session), headers)?;
@@ -225,7 +225,7 @@ async fn registering(
         let Ok((session, user, g)) = enrolment::granted(st, rt, jar, grant).await else {
             return Err(PortalError::json(
                 StatusCode::UNAUTHORIZED,
-                "This page has expired. Use your invitation link again, or ask for a new one.",
+                &crate::i18n::t("webauthn-invitation-expired"),
             ));
         };
         check_header(st, jar, Some(&session), headers)?;
@@ -234,7 +234,7 @@ async fn registering(
     let Some((session, user)) = signed_in(st, rt, jar).await? else {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "You are signed out. Sign in again, then add your passkey.",
+            &crate::i18n::t("webauthn-signed-out"),
         ));
     };
     check_header(st, jar, Some(&session), headers)?;
@@ -276,7 +276,7 @@ pub async fn webauthn_step_finish(
     if who.id != user.id {
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
-            "That passkey belongs to another account. Use your own passkey, or use another way.",
+            &crate::i18n::t("webauthn-other-account"),
         ));
     }
     let on = page(&session, &user, &b.token, &step);

@@ -77,6 +77,7 @@ pub fn own_cookie_names(rt_config: &stepgate_config::Config) -> Vec<String> {
         crate::portal::upstream::FLOW_COOKIE.to_string(),
         crate::portal::handoff::NONCE_COOKIE.to_string(),
         crate::demo::DEVICE_COOKIE.to_string(),
+        crate::i18n::LANG_COOKIE.to_string(),
     ]
 }
 
