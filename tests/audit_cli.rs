@@ -85,7 +85,7 @@ async fn setup(dir: &Path, store_yaml: &str) -> String {
             serde_json::json!({ "username": actor.filter(|a| *a != "system").unwrap_or("bob") });
         stores.durable.append_audit(&e).await.unwrap();
     }
-    key.to_base64()
+    key.to_base64().to_string()
 }
 
 fn cfg(dir: &Path) -> String {
