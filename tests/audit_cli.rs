@@ -29,6 +29,15 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// An event to seed: kind, actor, subject, client address, whether three days ago.
+type Seeded<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    bool,
+);
+
 /// Writes a configuration whose store is `store_yaml` and seeds its audit log; the key.
 async fn setup(dir: &Path, store_yaml: &str) -> String {
     let yaml = format!("server:\n  data_dir: data\n{store_yaml}default_outcome: allow\n");
@@ -40,7 +49,7 @@ async fn setup(dir: &Path, store_yaml: &str) -> String {
         .await
         .unwrap();
     let old = Utc::now() - Duration::days(3);
-    let events: Vec<(&str, Option<&str>, Option<&str>, Option<&str>, bool)> = vec![
+    let events: Vec<Seeded> = vec![
         // kind, actor, subject, ip, three days ago
         (
             "signin.success",

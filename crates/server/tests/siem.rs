@@ -103,10 +103,7 @@ impl Receiver {
 /// Octet-counted frames (`LEN SP MSG`) out of `buf`, leaving a partial one.
 fn frames(buf: &mut Vec<u8>) -> Vec<String> {
     let mut out = Vec::new();
-    loop {
-        let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-            break;
-        };
+    while let Some(sp) = buf.iter().position(|b| *b == b' ') {
         let len: usize = std::str::from_utf8(&buf[..sp])
             .unwrap()
             .parse()

@@ -234,6 +234,6 @@ mod tests {
 
     #[test]
     fn octet_counting_counts_bytes() {
-        assert_eq!(frame("<86>1 é"), b"9 <86>1 \xc3\xa9".to_vec());
+        assert_eq!(frame("<86>1 é"), b"8 <86>1 \xc3\xa9".to_vec());
     }
 }
