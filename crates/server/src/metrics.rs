@@ -82,6 +82,14 @@ struct KindOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// What became of one back-channel logout try.
+pub const BACKCHANNEL_OUTCOMES: [&str; 4] = ["delivered", "refused", "retried", "dropped"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -130,6 +138,7 @@ pub struct Metrics {
     connector_devices: Family<ConnectorLabel, Gauge>,
     connector_non_compliant: Family<ConnectorLabel, Gauge>,
     connector_stale: Family<ConnectorLabel, Gauge>,
+    backchannel_logouts: Family<Outcome, Counter>,
     addr: OnceLock<SocketAddr>,
 }
 
@@ -286,6 +295,15 @@ impl Metrics {
             "1 while the connector's devices do not count as compliant (no successful sync for longer than stale_after)",
             connector_stale.clone(),
         );
+        let backchannel_logouts = Family::<Outcome, Counter>::default();
+        for outcome in BACKCHANNEL_OUTCOMES {
+            let _ = backchannel_logouts.get_or_create(&Outcome { outcome });
+        }
+        registry.register(
+            "stepgate_oidc_backchannel_logouts",
+            "Back-channel logout tries, by outcome: delivered, refused (4xx: not tried again), retried (failed, tried again after a backoff), dropped (failed for the last time, or the retry queue was full)",
+            backchannel_logouts.clone(),
+        );
         // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
         // `promtool check metrics`) knows no `info` type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -311,8 +329,16 @@ impl Metrics {
             connector_devices,
             connector_non_compliant,
             connector_stale,
+            backchannel_logouts,
             addr: OnceLock::new(),
         }
+    }
+
+    /// A back-channel logout try ended with `outcome` (one of [`BACKCHANNEL_OUTCOMES`]).
+    pub fn backchannel_logout(&self, outcome: &'static str) {
+        self.backchannel_logouts
+            .get_or_create(&Outcome { outcome })
+            .inc();
     }
 
     /// A connector sync ended: its counts when it succeeded, `None` when it failed.
