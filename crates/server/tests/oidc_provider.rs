@@ -1542,3 +1542,37 @@ async fn pairwise_clients_see_one_opaque_sub_per_sector_everywhere() {
     let got = got.expect("a logout token for books-web");
     assert_eq!(got["sub"], sub(&web), "{got}");
 }
+
+#[tokio::test]
+async fn a_sign_in_page_for_a_client_lets_its_form_be_redirected_to_that_client_only() {
+    let h = provider("60s").await;
+    // Not signed in: the authorization request sends the browser to the sign-in page.
+    let b = Browser::new();
+    let (status, loc) = answer(&b, &authorize_url(&h, &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let login = loc.unwrap();
+    assert_eq!(login.path(), "/_stepgate/login", "{login}");
+    let csp = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    // A browser applies `form-action` to the POST's whole redirect chain (sign-in →
+    // authorize → the client's redirect URI): the client's registered origin is allowed.
+    let r = b.get(login.as_str()).send().await.unwrap();
+    assert!(
+        csp(&r).contains("form-action 'self' http://rp.test;"),
+        "{}",
+        csp(&r)
+    );
+    // A sign-in page with no client to return to allows no other origin.
+    let r = Browser::new()
+        .get(h.at("/_stepgate/login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(csp(&r).contains("form-action 'self';"), "{}", csp(&r));
+}
