@@ -235,7 +235,7 @@ impl BearerVerifier {
             id.sub = uid;
         }
         let want = crate::oidc::tokens::access_audience(app);
-        if !id.audiences.iter().any(|a| *a == want) {
+        if !id.audiences.contains(&want) {
             return Err(BearerError::Invalid("wrong audience".into()));
         }
         let s = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);

@@ -126,7 +126,7 @@ pub async fn introspect(
             match live.await {
                 Ok(true) => json!({
                     "active": true, "token_type": "refresh_token", "client_id": r.auth.cid,
-                    "sub": match super::subject::subject(&rt, &client, &r.auth.uid) {
+                    "sub": match super::subject::subject(&rt, client, &r.auth.uid) {
                         Ok(s) => s,
                         Err(e) => return OAuthError::unavailable(e).into_response(),
                     }, "scope": r.auth.scope, "exp": r.exp, "iss": issuer(&rt),
