@@ -42,6 +42,23 @@ pub struct OidcConfig {
     /// The relying parties.
     #[serde(default)]
     pub clients: Vec<OidcClient>,
+    /// The key pairwise subject identifiers are computed with (`{file: …}` or `{env: …}`;
+    /// at least 32 characters). Required when a client has `subject_type: pairwise`; the
+    /// same key must stay, or every pairwise `sub` changes.
+    #[serde(default)]
+    pub pairwise_secret: Option<crate::identity::SecretSource>,
+}
+
+/// `oidc.clients[].subject_type` (OIDC Core §8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectType {
+    /// `sub` is the user's stable id, the same for every client.
+    #[default]
+    Public,
+    /// `sub` is derived from the user's id and the client's sector: stable for the sector,
+    /// not linkable across sectors.
+    Pairwise,
 }
 
 /// `oidc.acr`: the NIST levels under the names an organisation's apps use.
@@ -149,9 +166,42 @@ pub struct OidcClient {
     /// session it came from. Default `8h`.
     #[serde(default = "default_refresh_lifetime")]
     pub refresh_token_lifetime: HumanDuration,
+    /// The algorithm of the client's ID tokens (OIDC Dynamic Client Registration's name):
+    /// `ES256` (default), `EdDSA` or `RS256`.
+    #[serde(default = "default_id_token_alg")]
+    pub id_token_signed_response_alg: Spanned<String>,
+    /// `public` (default) or `pairwise`.
+    #[serde(default)]
+    pub subject_type: SubjectType,
+    /// A pairwise client's sector: clients of one sector see the same `sub`. Default: the
+    /// host of the client's redirect URIs (which must then share one host).
+    #[serde(default)]
+    pub sector_identifier: Option<Spanned<String>>,
+}
+
+/// The algorithms an ID token can be signed with.
+pub const ID_TOKEN_ALGS: &[&str] = &["ES256", "EdDSA", "RS256"];
+
+fn default_id_token_alg() -> Spanned<String> {
+    Spanned::new(Span::new_blank(), "ES256".to_string())
 }
 
 impl OidcClient {
+    /// The sector of a pairwise client: `sector_identifier`, else its redirect URIs' one
+    /// host (`None` when they have several, a configuration error).
+    pub fn sector(&self) -> Option<String> {
+        if let Some(s) = &self.sector_identifier {
+            return Some(s.as_str().to_string());
+        }
+        let mut hosts = self
+            .redirect_uris
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter_map(|u| u.host_str().map(str::to_ascii_lowercase));
+        let first = hosts.next()?;
+        hosts.all(|h| h == first).then_some(first)
+    }
+
     /// Whether `uri` is one of the registered redirect URIs, exactly.
     pub fn redirect_ok(&self, uri: &str) -> bool {
         self.redirect_uris.iter().any(|u| u.as_str() == uri)
@@ -370,6 +420,39 @@ impl OidcConfig {
                     ));
                 }
             }
+            if c.subject_type == SubjectType::Pairwise {
+                if self.pairwise_secret.is_none() {
+                    out.push((
+                        at(c.id.span()),
+                        format!("oidc client `{id}` is pairwise: set oidc.pairwise_secret (`{{file: PATH}}` or `{{env: NAME}}`, at least 32 characters)"),
+                    ));
+                }
+                if c.sector_identifier
+                    .as_ref()
+                    .is_some_and(|s| s.trim().is_empty())
+                {
+                    out.push((
+                        at(c.id.span()),
+                        format!("oidc client `{id}`: sector_identifier is empty"),
+                    ));
+                } else if c.sector().is_none() && c.grant_ok("authorization_code") {
+                    out.push((
+                        at(c.id.span()),
+                        format!("oidc client `{id}` is pairwise and its redirect URIs are on several hosts: set sector_identifier (e.g. the host they share a sector under)"),
+                    ));
+                }
+            }
+            let alg = &c.id_token_signed_response_alg;
+            if !ID_TOKEN_ALGS.contains(&alg.as_str()) {
+                out.push((
+                    at(alg.span()),
+                    format!(
+                        "oidc client `{id}`: id_token_signed_response_alg `{}`: expected one of {} (never `none` or HMAC)",
+                        alg.as_str(),
+                        ID_TOKEN_ALGS.join(", ")
+                    ),
+                ));
+            }
             if c.access_token_lifetime.as_secs() > 3600 || c.id_token_lifetime.as_secs() > 3600 {
                 out.push((
                     at(c.id.span()),
@@ -540,6 +623,33 @@ mod tests {
             assert!(text.contains(needle), "{needle}: {text}");
         }
         assert!(e.diagnostics.iter().all(|d| d.line.is_some()), "{text}");
+    }
+
+    #[test]
+    fn a_pairwise_client_needs_the_key_and_one_sector_and_algorithms_are_checked() {
+        let e = load_str(
+            "t.yaml",
+            &yaml(&format!("    - id: rp\n      secret_hash: \"{HASH}\"\n      redirect_uris: [https://a.example/cb, https://b.example/cb]\n      subject_type: pairwise\n      id_token_signed_response_alg: HS256\n      app: expenses\n")),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "set oidc.pairwise_secret",
+            "redirect URIs are on several hosts: set sector_identifier",
+            "id_token_signed_response_alg `HS256`: expected one of ES256, EdDSA, RS256",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let cfg = load_str(
+            "t.yaml",
+            &format!("{}  pairwise_secret: {{ env: PAIRWISE }}\n", yaml(&format!("    - id: rp\n      secret_hash: \"{HASH}\"\n      redirect_uris: [https://a.example/cb, https://A.example/other]\n      subject_type: pairwise\n      id_token_signed_response_alg: EdDSA\n      app: expenses\n"))),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg.oidc.client("rp").unwrap();
+        assert_eq!(c.sector().as_deref(), Some("a.example"));
+        assert_eq!(c.id_token_signed_response_alg.as_str(), "EdDSA");
     }
 
     #[test]

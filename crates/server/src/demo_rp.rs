@@ -300,7 +300,7 @@ async fn redeem(
         .ok_or_else(|| format!("no ID token: {tokens}"))?;
     let jwks: jsonwebtoken::jwk::JwkSet = rp
         .http
-        .get(format!("{}/.well-known/jwks.json", rp.issuer()))
+        .get(format!("{}{}/oidc/jwks", rp.issuer(), rp.portal()))
         .send()
         .await
         .map_err(|e| e.to_string())?

@@ -89,6 +89,14 @@ struct KindOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// What became of one back-channel logout try.
+pub const BACKCHANNEL_OUTCOMES: [&str; 4] = ["delivered", "refused", "retried", "dropped"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -153,6 +161,7 @@ pub struct Metrics {
     factor_verifications: Family<FactorResult, Counter>,
     lockouts: Family<LockoutTarget, Counter>,
     sessions_live: Gauge,
+    backchannel_logouts: Family<Outcome, Counter>,
     addr: OnceLock<SocketAddr>,
 }
 
@@ -309,6 +318,15 @@ impl Metrics {
             "1 while the connector's devices do not count as compliant (no successful sync for longer than stale_after)",
             connector_stale.clone(),
         );
+        let backchannel_logouts = Family::<Outcome, Counter>::default();
+        for outcome in BACKCHANNEL_OUTCOMES {
+            let _ = backchannel_logouts.get_or_create(&Outcome { outcome });
+        }
+        registry.register(
+            "stepgate_oidc_backchannel_logouts",
+            "Back-channel logout tries, by outcome: delivered, refused (4xx: not tried again), retried (failed, tried again after a backoff), dropped (failed for the last time, or the retry queue was full)",
+            backchannel_logouts.clone(),
+        );
         // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
         // `promtool check metrics`) knows no `info` type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -358,8 +376,16 @@ impl Metrics {
             factor_verifications,
             lockouts,
             sessions_live,
+            backchannel_logouts,
             addr: OnceLock::new(),
         }
+    }
+
+    /// A back-channel logout try ended with `outcome` (one of [`BACKCHANNEL_OUTCOMES`]).
+    pub fn backchannel_logout(&self, outcome: &'static str) {
+        self.backchannel_logouts
+            .get_or_create(&Outcome { outcome })
+            .inc();
     }
 
     /// A connector sync ended: its counts when it succeeded, `None` when it failed.

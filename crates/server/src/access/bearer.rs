@@ -90,6 +90,15 @@ pub struct BearerIdentity {
     pub audiences: Vec<String>,
 }
 
+/// The grant and session an access token of stepgate's own provider came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnGrant {
+    /// `gid`: the grant.
+    pub gid: String,
+    /// `sid`: the session.
+    pub sid: String,
+}
+
 struct CachedKeys {
     set: JwkSet,
     fetched: Instant,
@@ -103,6 +112,8 @@ pub struct BearerVerifier {
     /// The keys of stepgate's own OpenID Provider: its access tokens are accepted with no
     /// `gateway.bearer` entry (set once at start).
     own: std::sync::OnceLock<std::sync::Arc<crate::gateway::assertion::AssertionKeys>>,
+    /// The secrets key, to open the user id a pairwise client's access token carries sealed.
+    own_secret: std::sync::OnceLock<stepgate_store::SecretKey>,
 }
 
 impl Default for BearerVerifier {
@@ -168,32 +179,36 @@ impl BearerVerifier {
             cache: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
             own: std::sync::OnceLock::new(),
+            own_secret: std::sync::OnceLock::new(),
         }
     }
 
-    /// Accepts the access tokens of stepgate's own OpenID Provider, signed with `keys`.
-    pub fn trust_own_tokens(&self, keys: std::sync::Arc<crate::gateway::assertion::AssertionKeys>) {
+    /// Accepts the access tokens of stepgate's own OpenID Provider, signed with `keys`
+    /// (and opens their sealed user ids with `secret`).
+    pub fn trust_own_tokens(
+        &self,
+        keys: std::sync::Arc<crate::gateway::assertion::AssertionKeys>,
+        secret: stepgate_store::SecretKey,
+    ) {
         let _ = self.own.set(keys);
+        let _ = self.own_secret.set(secret);
     }
 
     /// Verifies an access token of stepgate's own provider (RFC 9068 `at+jwt`, signed with
-    /// the deployment's keys) minted for `app`: its audience is the client's app.
+    /// the deployment's keys) minted for `app`: its audience is the client's app's access
+    /// audience ([`crate::oidc::tokens::access_audience`]). Also says which grant and
+    /// session it came from (none for a `client_credentials` token), for the caller to
+    /// check that they still stand.
     pub fn verify_own(
         &self,
         rt: &Runtime,
         app: &str,
         token: &str,
-    ) -> Result<BearerIdentity, BearerError> {
+    ) -> Result<(BearerIdentity, Option<OwnGrant>), BearerError> {
         let keys = self.own.get().ok_or(BearerError::KeysUnavailable)?;
         let issuer = crate::oidc::issuer(rt);
-        let claims = crate::oidc::tokens::verify(
-            keys,
-            &issuer,
-            token,
-            Some(crate::oidc::tokens::ACCESS_TOKEN_TYP),
-            false,
-        )
-        .ok_or_else(|| BearerError::Invalid("verification failed".into()))?;
+        let claims = crate::oidc::tokens::verify_access(keys, &issuer, token)
+            .ok_or_else(|| BearerError::Invalid("verification failed".into()))?;
         let acr = &rt.config.oidc.acr;
         let mut acr_values: std::collections::BTreeMap<String, u8> = acr.aliases.clone();
         for n in 1..=3u8 {
@@ -209,11 +224,28 @@ impl BearerVerifier {
             username_claim: "preferred_username".into(),
             groups_claim: "groups".into(),
         };
-        let id = identity(&claims, &iss);
-        if !id.audiences.iter().any(|a| a == app) {
+        let mut id = identity(&claims, &iss);
+        // A pairwise client's token: `sub` is the client's; the user is the sealed `sgu`.
+        if let Some(sealed) = claims.get("sgu").and_then(|v| v.as_str()) {
+            let uid = self
+                .own_secret
+                .get()
+                .and_then(|k| crate::oidc::grant::open_uid(k, sealed))
+                .ok_or_else(|| BearerError::Invalid("verification failed".into()))?;
+            id.sub = uid;
+        }
+        let want = crate::oidc::tokens::access_audience(app);
+        if !id.audiences.contains(&want) {
             return Err(BearerError::Invalid("wrong audience".into()));
         }
-        Ok(id)
+        let s = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let grant = match (s("gid"), s("sid")) {
+            (Some(gid), Some(sid)) => Some(OwnGrant { gid, sid }),
+            // A client_credentials token: the client itself, no user, no session.
+            (None, _) if s("sub").is_some() && s("sub") == s("client_id") => None,
+            _ => return Err(BearerError::Invalid("no grant".into())),
+        };
+        Ok((id, grant))
     }
 
     /// Whether `token` names stepgate's own provider as its issuer (and no configured
@@ -549,33 +581,65 @@ pub async fn identify(
 ) -> Result<Subject, Verdict> {
     let app = app.unwrap_or("");
     let refused = || Verdict::SignIn(SignInReason::TokenRefused);
-    let verified = if verifier.is_own(rt, token) {
+    let own = verifier.is_own(rt, token);
+    let verified = if own {
         verifier.verify_own(rt, app, token)
     } else {
         verifier
             .verify(&rt.config.gateway.bearer, &rt.config.base_dir, token)
             .await
+            .map(|id| (id, None))
     };
-    let id = match verified {
-        Ok(id) => id,
+    let (id, grant) = match verified {
+        Ok(v) => v,
         Err(e) => {
             tracing::info!(app, error = %e, "bearer token refused");
             return Err(refused());
         }
     };
+    // One of stepgate's own access tokens is good only while its grant is not revoked and
+    // its session not ended (signed out, revoked, CAEP): refused at once, not at `exp`.
+    if let Some(g) = &grant {
+        match crate::oidc::grant::access_token_live(cache.hot(), &g.gid, &g.sid).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    app,
+                    "bearer token of a revoked grant or ended session refused"
+                );
+                return Err(refused());
+            }
+            Err(e) => return Err(Verdict::Unavailable(e.to_string())),
+        }
+    }
     // An app that names its own audiences accepts only tokens minted for it, even from an
-    // issuer that also mints tokens for other apps.
+    // issuer that also mints tokens for other apps (stepgate's own tokens were checked for
+    // the app's access audience already).
     if let Some(want) = rt
         .config
         .gateway
         .apps
         .get(app)
         .map(|a| &a.audiences)
-        .filter(|w| !w.is_empty())
+        .filter(|w| !own && !w.is_empty())
     {
         if !id.audiences.iter().any(|a| want.contains(a)) {
             tracing::info!(app, audiences = ?id.audiences, "bearer token not minted for this app refused");
             return Err(refused());
+        }
+    }
+    // One of stepgate's own tokens for a user names them by id: the user must still exist
+    // and be enabled; their username comes from the record (a pairwise client's token may
+    // carry none).
+    let mut id = id;
+    if grant.is_some() {
+        match cache.user(&id.sub).await {
+            Ok(Some(u)) if !u.disabled => id.username = u.username.clone(),
+            Ok(_) => {
+                tracing::info!(app, "bearer token of a disabled or removed user refused");
+                return Err(refused());
+            }
+            Err(e) => return Err(Verdict::Unavailable(e.to_string())),
         }
     }
     // A subject who is a stepgate user an administrator disabled is refused, whoever issued

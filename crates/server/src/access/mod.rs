@@ -282,8 +282,12 @@ impl Access {
     }
 
     /// Accepts the access tokens of stepgate's own OpenID Provider as bearer tokens.
-    pub fn trust_own_tokens(&self, keys: Arc<crate::gateway::assertion::AssertionKeys>) {
-        self.bearer.trust_own_tokens(keys);
+    pub fn trust_own_tokens(
+        &self,
+        keys: Arc<crate::gateway::assertion::AssertionKeys>,
+        secret: stepgate_store::SecretKey,
+    ) {
+        self.bearer.trust_own_tokens(keys, secret);
     }
 
     /// The signal source.

@@ -102,6 +102,25 @@ pub async fn build_state_with(
         .await
         .context("loading the identity assertion keys")?,
     );
+    let oidc_keys = Arc::new(
+        crate::gateway::assertion::AssertionKeys::open_oidc(
+            stores.durable.clone(),
+            key.clone(),
+            &crate::oidc::tokens::key_config(&config),
+            &crate::oidc::tokens::key_algs(&config),
+            chrono::Utc::now(),
+        )
+        .await
+        .context("loading the OpenID Provider's signing keys")?,
+    );
+    if config
+        .oidc
+        .clients
+        .iter()
+        .any(crate::oidc::subject::is_pairwise)
+    {
+        crate::oidc::subject::pairwise_key(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     // The decision log's queue is sized at start (a reload changes whether it records and
     // how long it keeps, not its size).
     let log_queue = config.log.decisions.queue;
@@ -115,7 +134,7 @@ pub async fn build_state_with(
         source,
         (log_queue, audit.stats()),
     );
-    access.trust_own_tokens(assertion.clone());
+    access.trust_own_tokens(oidc_keys.clone(), key.clone());
     authn.observe(metrics.clone());
     let connectors = crate::devices::connectors::Connectors::from_config(
         &config,
@@ -143,6 +162,7 @@ pub async fn build_state_with(
         ready: std::sync::atomic::AtomicBool::new(true),
         signals,
         assertion,
+        oidc_keys,
         cache,
         sessions,
         devices,

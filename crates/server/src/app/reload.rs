@@ -81,6 +81,20 @@ pub fn reload_checked(state: &Shared) -> Result<String, ReloadRefused> {
             let n = cfg.policy_set.len();
             let version = cfg.version.clone();
             state.cache.set_ttl(cfg.sessions.cache_ttl());
+            // A client that asks for an algorithm no key exists for yet gets one now.
+            let keys = state.oidc_keys.clone();
+            let (key_cfg, algs) = (
+                crate::oidc::tokens::key_config(&cfg),
+                crate::oidc::tokens::key_algs(&cfg),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = keys
+                    .maintain_algs(&key_cfg, &algs, chrono::Utc::now())
+                    .await
+                {
+                    tracing::warn!(error = %e, "oidc keys: making the keys the reloaded clients ask for failed");
+                }
+            });
             state.runtime.store(Arc::new(Runtime::new(cfg)));
             tracing::info!(policies = n, %version, "configuration reloaded");
             Ok(version)

@@ -36,6 +36,20 @@ pub fn see_other(location: &str) -> Response {
     security_headers(r)
 }
 
+/// `resp` (with [`security_headers`]) whose forms may also be redirected to `origin`
+/// (`form-action 'self' <origin>`): a sign-in page returning to an OpenID Connect client.
+pub fn allow_form_redirect_to(mut resp: Response, origin: Option<&str>) -> Response {
+    let Some(origin) = origin else { return resp };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
 /// A JSON error body for APIs.
 pub fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = serde_json::json!({ "error": error, "error_description": description });

@@ -251,6 +251,9 @@ pub struct AppState {
     pub signals: Arc<Signals>,
     /// Keys for the signed identity assertion (shared by all nodes through the store).
     pub assertion: Arc<AssertionKeys>,
+    /// The OpenID Provider's own signing keys (ID, access and logout tokens; published at
+    /// its `jwks_uri`), apart from the assertion's.
+    pub oidc_keys: Arc<AssertionKeys>,
     /// Signed identity assertions reused while most of their lifetime remains.
     pub assertions: AssertionCache,
     /// The per-node read cache in front of the stores (`sessions.cache_ttl`).

@@ -93,6 +93,34 @@ pub fn cancel_link(rt: &crate::app::state::Runtime, target: &str) -> Option<Stri
         .then(|| format!("{target}&sg_cancel=1"))
 }
 
+/// For a sign-in or step-up page whose target is an authorization request of this
+/// provider: the origin of the client's registered redirect URI it names. A browser
+/// enforces the page's CSP `form-action` on the whole redirect chain of the form's POST
+/// (page → authorize → the client's redirect URI), so that origin must be allowed there
+/// too. Only a registered redirect URI counts (the authorize endpoint checked it before
+/// sending the browser to the page; it is checked again here). `None` otherwise, and for
+/// pushed requests (their redirect URI is not in the URL; the WebAuthn ways, which leave
+/// by script, still work).
+pub fn form_action_origin(rt: &crate::app::state::Runtime, target: &str) -> Option<String> {
+    let own = crate::app::state::Runtime::portal_url(rt, "/oidc/authorize?");
+    if !target.starts_with(&own) {
+        return None;
+    }
+    let u = url::Url::parse(target).ok()?;
+    let q = |k: &str| {
+        u.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    let client = rt.config.oidc.client(&q("client_id")?)?;
+    let ruri = q("redirect_uri")?;
+    if !client.redirect_ok(&ruri) {
+        return None;
+    }
+    let origin = url::Url::parse(&ruri).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
 /// `GET {portal}/oidc/authorize`.
 pub async fn authorize_get(
     visit: Visit,

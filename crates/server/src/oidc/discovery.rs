@@ -1,6 +1,7 @@
 //! `GET /.well-known/openid-configuration`: OpenID Connect Discovery 1.0 with the RFC 8414
 //! fields, describing exactly what the endpoints accept.
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -21,7 +22,7 @@ pub fn document(st: &Shared) -> Response {
         "authorization_endpoint": endpoint(&rt, "/oidc/authorize"),
         "token_endpoint": endpoint(&rt, "/oidc/token"),
         "userinfo_endpoint": endpoint(&rt, "/oidc/userinfo"),
-        "jwks_uri": format!("{}/.well-known/jwks.json", rt.public_url),
+        "jwks_uri": endpoint(&rt, "/oidc/jwks"),
         "revocation_endpoint": endpoint(&rt, "/oidc/revoke"),
         "introspection_endpoint": endpoint(&rt, "/oidc/introspect"),
         "end_session_endpoint": endpoint(&rt, "/oidc/end_session"),
@@ -30,8 +31,8 @@ pub fn document(st: &Shared) -> Response {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
+        "subject_types_supported": ["public", "pairwise"],
+        "id_token_signing_alg_values_supported": crate::gateway::assertion::keys::KeyAlg::ALL.map(|a| a.as_str()),
         "userinfo_signing_alg_values_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"],
@@ -54,6 +55,22 @@ pub fn document(st: &Shared) -> Response {
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// `GET {portal}/oidc/jwks`: the provider's own keys (`jwks_uri`): the current key of each
+/// algorithm in use, and retired ones while tokens they signed may still be live.
+pub async fn jwks(State(st): State<Shared>) -> Response {
+    let mut r = st.oidc_keys.jwks().to_string().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    // Short enough that a rotation is seen well within the retired key's overlap.
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
     );
     r
 }

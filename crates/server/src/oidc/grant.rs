@@ -14,7 +14,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stepgate_store::{SealedSecret, StoreError};
+use stepgate_store::{HotStore, SealedSecret, StoreError};
 
 use super::Provider;
 use crate::app::state::Shared;
@@ -115,6 +115,37 @@ impl Provider {
     }
 }
 
+const UID: &str = "stepgate/oidc/uid/v1";
+
+impl Provider {
+    /// A user's id sealed (a fresh nonce each time, so two seals of one id do not match):
+    /// the `sgu` of a pairwise client's access tokens.
+    pub fn seal_uid(&self, uid: &str) -> Option<String> {
+        seal_uid(&self.secret, uid)
+    }
+
+    /// The user's id in an `sgu` this deployment sealed.
+    pub fn open_uid(&self, sealed: &str) -> Option<String> {
+        open_uid(&self.secret, sealed)
+    }
+}
+
+/// [`Provider::seal_uid`] with the secrets key.
+pub fn seal_uid(secret: &stepgate_store::SecretKey, uid: &str) -> Option<String> {
+    let sealed = secret.seal(uid.as_bytes(), UID).ok()?;
+    Some(B64.encode(sealed.as_bytes()))
+}
+
+/// [`Provider::open_uid`] with the secrets key.
+pub fn open_uid(secret: &stepgate_store::SecretKey, sealed: &str) -> Option<String> {
+    if sealed.len() > 1024 {
+        return None;
+    }
+    let bytes = B64.decode(sealed).ok()?;
+    let plain = secret.open(&SealedSecret::from_bytes(bytes), UID).ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
 /// A new random id (grant, token).
 pub fn new_id() -> String {
     crate::app::signer::random_id()
@@ -209,6 +240,37 @@ pub async fn still_live(st: &Shared, a: &Authorization) -> Result<bool, StoreErr
         }
     }
     Ok(false)
+}
+
+fn session_ended_key(sid: &str) -> String {
+    format!("oidc:session-ended:{sid}")
+}
+
+/// Marks the session named by `sid` ended, for as long as an access token from it can
+/// live (`ttl`): the gateway then refuses its access tokens at once.
+pub async fn end_session(
+    hot: &dyn HotStore,
+    sid: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let until = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+    hot.set_ban(&session_ended_key(sid), until).await
+}
+
+/// Whether an access token of grant `gid` from the session `sid` is still good: the grant
+/// not revoked and the session not ended. The gateway asks this on every request with one
+/// of stepgate's access tokens: two hot-store reads of one key each, made together, so one
+/// round trip to Redis. (A session that merely expires is not marked: its access tokens
+/// hold until their own `exp`; introspection, userinfo and refresh see the expiry.)
+pub async fn access_token_live(
+    hot: &dyn HotStore,
+    gid: &str,
+    sid: &str,
+) -> Result<bool, StoreError> {
+    let (grant, session) = (grant_key(gid), session_ended_key(sid));
+    let (revoked, ended) = tokio::join!(hot.ban_until(&grant), hot.ban_until(&session));
+    Ok(revoked?.is_none() && ended?.is_none())
 }
 
 /// Whether everything of grant `a` still stands: not revoked, its session live.

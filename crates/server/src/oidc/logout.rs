@@ -59,7 +59,7 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
     let hint: Option<Value> = p
         .id_token_hint
         .as_deref()
-        .and_then(|t| verify(&st.assertion, &iss, t, Some("JWT"), true));
+        .and_then(|t| verify(&st.oidc_keys, &iss, t, Some("JWT"), true));
     if p.id_token_hint.is_some() && hint.is_none() {
         return not_redirected(
             rt.portal(),

@@ -17,7 +17,9 @@
 //! - [`userinfo`], [`revocation`] (RFC 7009 and RFC 7662 introspection), [`logout`]
 //!   (RP-initiated logout).
 //! - [`par`]: pushed authorization requests (RFC 9126).
-//! - [`backchannel`]: logout tokens to the clients of a session that ends.
+//! - [`backchannel`]: logout tokens to the clients of a session that ends, retried with
+//!   backoff while a client's endpoint is down.
+//! - [`subject`]: `sub` per client, public or pairwise per sector.
 //! - [`error`]: OAuth errors, to the client's redirect URI or as JSON.
 //!
 //! No token is stored: codes and refresh tokens are sealed (ChaCha20-Poly1305 under the
@@ -33,6 +35,7 @@ pub mod grant;
 pub mod logout;
 pub mod par;
 pub mod revocation;
+pub mod subject;
 pub mod token;
 pub mod tokens;
 pub mod userinfo;
@@ -49,12 +52,17 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// What the provider keeps: the key codes and refresh tokens are sealed with.
 pub struct Provider {
     secret: SecretKey,
+    /// Back-channel logouts waiting for a retry on this node.
+    backchannel_pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Provider {
     /// The provider sealing with `secret` (the deployment's secrets key).
     pub fn new(secret: SecretKey) -> Self {
-        Provider { secret }
+        Provider {
+            secret,
+            backchannel_pending: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 }
 
@@ -80,6 +88,7 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
         .route(&p("/token"), post(token::token))
+        .route(&p("/jwks"), get(discovery::jwks))
         .route(&p("/par"), post(par::push))
         .route(
             &p("/userinfo"),

@@ -13,7 +13,7 @@ use super::client_auth::{authenticate_client, Presented};
 use super::error::OAuthError;
 use super::grant;
 use super::issuer;
-use super::tokens::{verify, ACCESS_TOKEN_TYP};
+use super::tokens::verify_access;
 use super::userinfo::{access_stands, authorization_of};
 use crate::app::state::Shared;
 
@@ -44,14 +44,7 @@ fn identify(st: &Shared, rt: &crate::app::state::Runtime, token: &str) -> Option
     if let Some(r) = st.oidc.open_refresh(token) {
         return Some(Known::Refresh(r));
     }
-    verify(
-        &st.assertion,
-        &issuer(rt),
-        token,
-        Some(ACCESS_TOKEN_TYP),
-        false,
-    )
-    .map(Known::Access)
+    verify_access(&st.oidc_keys, &issuer(rt), token).map(Known::Access)
 }
 
 /// `POST {portal}/oidc/revoke`: `200` whatever the token (RFC 7009 §2.2), its grant
@@ -81,7 +74,7 @@ pub async fn revoke(
     let _ = f.token_type_hint;
     let gid = match identify(&st, &rt, &f.token) {
         Some(Known::Refresh(r)) if r.auth.cid == client.id.as_str() => Some(r.auth.gid),
-        Some(Known::Access(c)) => authorization_of(&c)
+        Some(Known::Access(c)) => authorization_of(&st, &c)
             .filter(|a| a.cid == client.id.as_str())
             .map(|a| a.gid),
         _ => None,
@@ -133,7 +126,10 @@ pub async fn introspect(
             match live.await {
                 Ok(true) => json!({
                     "active": true, "token_type": "refresh_token", "client_id": r.auth.cid,
-                    "sub": r.auth.uid, "scope": r.auth.scope, "exp": r.exp, "iss": issuer(&rt),
+                    "sub": match super::subject::subject(&rt, client, &r.auth.uid) {
+                        Ok(s) => s,
+                        Err(e) => return OAuthError::unavailable(e).into_response(),
+                    }, "scope": r.auth.scope, "exp": r.exp, "iss": issuer(&rt),
                     "acr": rt.config.oidc.acr.name(r.auth.aal.max(1)), "auth_time": r.auth.auth_time,
                 }),
                 Ok(false) => json!({ "active": false }),
@@ -149,6 +145,7 @@ pub async fn introspect(
                     m.insert("active".into(), json!(true));
                     m.insert("token_type".into(), json!("Bearer"));
                     m.remove("gid");
+                    m.remove("sgu");
                     Value::Object(m)
                 }
                 Ok(false) => json!({ "active": false }),

@@ -238,12 +238,31 @@ async fn issue(
         .ok_or_else(|| OAuthError::invalid_grant("the user is gone or disabled"))?;
     let iss = issuer(rt);
     let sid = grant::sid(st, &auth.uid, auth.sct);
+    let sub = super::subject::subject(rt, client, &auth.uid).map_err(|e| {
+        tracing::error!(error = %e, client = %client.id.as_str(), "oidc: no subject identifier");
+        OAuthError {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            error: "server_error",
+            description: "the subject identifier could not be made".into(),
+        }
+    })?;
+    let sealed_uid = if super::subject::is_pairwise(client) {
+        Some(st.oidc.seal_uid(&auth.uid).ok_or_else(|| OAuthError {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            error: "server_error",
+            description: "the tokens could not be made".into(),
+        })?)
+    } else {
+        None
+    };
     let issue = Issue {
         issuer: &iss,
         client,
         auth,
         user: &user,
         sid: &sid,
+        sub: &sub,
+        sealed_uid,
         acr: rt.config.oidc.acr.name(auth.aal.max(1)),
         now,
     };
@@ -253,12 +272,16 @@ async fn issue(
         description: "the tokens could not be signed".into(),
     };
     let access = st
-        .assertion
+        .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &issue.access_claims(&grant::new_id()))
         .ok_or_else(failed)?;
     let id_token = st
-        .assertion
-        .sign_claims("JWT", &issue.id_claims(&access, from_code))
+        .oidc_keys
+        .sign_claims_with(
+            "JWT",
+            super::tokens::id_token_alg(issue.client),
+            &issue.id_claims(&access, from_code),
+        )
         .ok_or_else(failed)?;
     let mut body = json!({
         "access_token": access,
@@ -318,13 +341,13 @@ fn client_credentials(
     let scope = asked.join(" ");
     let iat = now.timestamp();
     let claims = json!({
-        "iss": issuer(rt), "sub": client.id.as_str(), "aud": client.app.as_str(),
+        "iss": issuer(rt), "sub": client.id.as_str(), "aud": super::tokens::access_audience(client.app.as_str()),
         "client_id": client.id.as_str(), "iat": iat, "nbf": iat,
         "exp": iat + client.access_token_lifetime.as_secs() as i64,
         "jti": grant::new_id(), "scope": scope,
     });
     let access = st
-        .assertion
+        .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &claims)
         .ok_or_else(|| OAuthError {
             status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,

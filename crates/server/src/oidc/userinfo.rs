@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::grant::{self, Authorization};
 use super::issuer;
-use super::tokens::{verify, ACCESS_TOKEN_TYP};
+use super::tokens::verify_access;
 use crate::access::bearer::bearer_token;
 use crate::app::state::Shared;
 
@@ -25,12 +25,17 @@ fn refused(error: &str) -> Response {
     r
 }
 
-/// What an access token's claims say of its grant, for the grant checks.
-pub fn authorization_of(claims: &Value) -> Option<Authorization> {
+/// What an access token's claims say of its grant, for the grant checks: the user is the
+/// sealed `sgu` of a pairwise client's token, else `sub`.
+pub fn authorization_of(st: &Shared, claims: &Value) -> Option<Authorization> {
     let s = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let uid = match s("sgu") {
+        Some(sealed) => st.oidc.open_uid(&sealed)?,
+        None => s("sub")?,
+    };
     Some(Authorization {
         cid: s("client_id")?,
-        uid: s("sub")?,
+        uid,
         sct: 0,
         aal: 0,
         amr: Vec::new(),
@@ -54,7 +59,7 @@ pub async fn access_stands(
     {
         return Ok(true);
     }
-    let Some(a) = authorization_of(claims) else {
+    let Some(a) = authorization_of(st, claims) else {
         return Ok(false);
     };
     if grant::revoked(st, &a.gid).await? {
@@ -87,13 +92,7 @@ pub async fn userinfo(State(st): State<Shared>, headers: HeaderMap) -> Response 
         return r;
     };
     let rt = st.runtime.load_full();
-    let Some(claims) = verify(
-        &st.assertion,
-        &issuer(&rt),
-        token,
-        Some(ACCESS_TOKEN_TYP),
-        false,
-    ) else {
+    let Some(claims) = verify_access(&st.oidc_keys, &issuer(&rt), token) else {
         return refused("invalid_token");
     };
     match access_stands(&st, &claims).await {

@@ -104,6 +104,10 @@ fn render_login(
             paused => paused, help => rt.config.portal.help.as_deref(),
         },
     );
+    let form_redirect = target
+        .as_deref()
+        .and_then(|t| crate::oidc::authorize::form_action_origin(rt, t));
+    let page = crate::app::responses::allow_form_redirect_to(page, form_redirect.as_deref());
     (jar, page).into_response()
 }
 

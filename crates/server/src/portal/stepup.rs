@@ -181,7 +181,8 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
     let ways = layout(&offers, shown.tried);
     let upstream =
         super::upstream::step_up_offers(st, rt, on.session, on.user, &on.step.req, on.token).await;
-    Pages::global().render(
+    let form_redirect = crate::oidc::authorize::form_action_origin(rt, &on.step.rt);
+    let page = Pages::global().render(
         shown.status.unwrap_or(StatusCode::OK),
         "step_up.html",
         context! {
@@ -195,7 +196,8 @@ async fn render(st: &Shared, rt: &Here, on: Page<'_>, shown: Shown) -> Response 
             paused => shown.paused,
             request_id => on.step.rid,
         },
-    )
+    );
+    crate::app::responses::allow_form_redirect_to(page, form_redirect.as_deref())
 }
 
 /// Whether only a passkey or security key can meet `req`.

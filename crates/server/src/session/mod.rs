@@ -35,9 +35,17 @@ pub fn limits(cfg: &stepgate_config::SessionsConfig, aal: u8) -> (Duration, Opti
 }
 
 /// Told of each session ended through [`Sessions::end`] or [`Sessions::end_all`] (a
-/// sign-out, a revoke, a CAEP or posture deny), with its last state: the OpenID Provider's
-/// back-channel logout listens.
-pub type EndListener = Box<dyn Fn(&SessionData) + Send + Sync>;
+/// sign-out, a revoke, a CAEP or posture deny), with its last state, before the session is
+/// deleted: the OpenID Provider marks the session's access tokens dead (awaited: a failure
+/// fails the sign-out, which can be retried, rather than leaving live tokens) and starts
+/// its back-channel logouts.
+pub type EndListener = Box<
+    dyn Fn(
+            &SessionData,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Loads, checks, saves and rotates sessions (see the module documentation).
 pub struct Sessions {
@@ -283,31 +291,22 @@ impl Sessions {
         let Some(listener) = self.ended.get() else {
             return self.hot.delete_session(id).await.map(|_| ());
         };
-        let last = self.peek(id).await.ok().flatten();
-        if self.hot.delete_session(id).await? {
-            if let Some((_, d)) = last {
-                listener(&d);
-            }
+        if let Some((_, d)) = self.peek(id).await? {
+            listener(&d).await?;
         }
-        Ok(())
+        self.hot.delete_session(id).await.map(|_| ())
     }
 
     /// Ends every session of a user; how many there were.
     pub async fn end_all(&self, user_id: &str) -> StoreResult<usize> {
-        let mut last = Vec::new();
-        if self.ended.get().is_some() {
+        if let Some(listener) = self.ended.get() {
             for id in self.hot.list_sessions_for_user(user_id).await? {
-                if let Ok(Some((_, d))) = self.peek(&id).await {
-                    last.push(d);
+                if let Some((_, d)) = self.peek(&id).await? {
+                    listener(&d).await?;
                 }
             }
         }
         let n = self.hot.delete_sessions_for_user(user_id).await?;
-        if let Some(listener) = self.ended.get() {
-            for d in &last {
-                listener(d);
-            }
-        }
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -11,6 +11,7 @@ import re
 import sys
 import time
 import warnings
+from base64 import urlsafe_b64decode
 from urllib.parse import parse_qs, urljoin, urlparse
 
 warnings.filterwarnings("ignore")  # authlib.jose's deprecation notice
@@ -101,23 +102,23 @@ JWKS = JsonWebKey.import_key_set(requests.get(disco["jwks_uri"]).json())
 ok("discovery")
 
 
-def rp(public=False):
+def rp(public=False, client_id=None):
     if public:
         return OAuth2Session(
             S["public_client_id"], None, scope="openid profile", redirect_uri=CB,
             code_challenge_method="S256", token_endpoint_auth_method="none",
         )
     return OAuth2Session(
-        S["client_id"], S["client_secret"], scope="openid profile email groups",
+        client_id or S["client_id"], S["client_secret"], scope="openid profile email groups",
         redirect_uri=CB, code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic",
     )
 
 
-def authorize(person, **extra):
+def authorize(person, client_id=None, **extra):
     """An authorization request through `person`'s browser: (callback query, pages seen,
     client, verifier, nonce)."""
-    client = rp()
+    client = rp(client_id=client_id)
     verifier = generate_token(48)
     nonce = generate_token(20)
     url, state = client.create_authorization_url(
@@ -130,10 +131,10 @@ def authorize(person, **extra):
     return cb, q, seen, client, verifier, nonce
 
 
-def sign_in(person, **extra):
+def sign_in(person, client_id=None, **extra):
     """Signs in and redeems the code; the tokens, their ID token's verified claims and
     the pages seen."""
-    cb, q, seen, client, verifier, nonce = authorize(person, **extra)
+    cb, q, seen, client, verifier, nonce = authorize(person, client_id=client_id, **extra)
     check("code" in q, "a code, got %s" % q)
     token = client.fetch_token(
         disco["token_endpoint"], authorization_response=cb, code_verifier=verifier
@@ -141,7 +142,7 @@ def sign_in(person, **extra):
     claims = jwt.decode(
         token["id_token"], JWKS, claims_cls=CodeIDToken,
         claims_options={"iss": {"essential": True, "value": ISSUER}},
-        claims_params={"nonce": nonce, "client_id": S["client_id"], "access_token": token["access_token"]},
+        claims_params={"nonce": nonce, "client_id": client_id or S["client_id"], "access_token": token["access_token"]},
     )
     claims.validate()  # exp, iat, aud, nonce, at_hash, signature via jwks_uri
     for c in ["auth_time", "acr", "amr", "sid"]:
@@ -155,7 +156,20 @@ check(seen == ["login"], seen)
 check(claims["acr"] == "aal1" and claims["amr"] == ["pwd"], dict(claims))
 check(claims["preferred_username"] == S["username"], dict(claims))
 first_auth = claims["auth_time"]
+first_sub = claims["sub"]
 ok("code flow with PKCE, ID token verified via jwks_uri")
+
+# Clients that chose another algorithm for their ID tokens (id_token_signed_response_alg):
+# authlib verifies each with the key jwks_uri publishes for it; the running session signs
+# them in without a prompt.
+check(set(disco["id_token_signing_alg_values_supported"]) >= {"ES256", "EdDSA", "RS256"}, disco)
+for cid, alg in S["alg_clients"]:
+    token, claims, seen, _ = sign_in(jane, client_id=cid)
+    header = json.loads(urlsafe_b64decode(token["id_token"].split(".")[0] + "=="))
+    check(header["alg"] == alg, (cid, header))
+    check(claims["aud"] == cid and claims["sub"] == first_sub, (cid, dict(claims)))
+    check(seen == [], seen)
+    ok("ID token signed with %s verified" % alg)
 
 info = client.get(disco["userinfo_endpoint"]).json()
 check(info["sub"] == claims["sub"] and info["preferred_username"] == S["username"], info)

@@ -54,10 +54,53 @@ pub enum AssertionKeyError {
     },
 }
 
+/// A signing algorithm a key set can hold keys for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyAlg {
+    /// ECDSA with P-256 and SHA-256 (the assertion's, and the provider's default).
+    #[default]
+    ES256,
+    /// Ed25519.
+    EdDSA,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    RS256,
+}
+
+impl KeyAlg {
+    /// Every algorithm, in the order the provider's discovery lists them.
+    pub const ALL: [KeyAlg; 3] = [KeyAlg::ES256, KeyAlg::EdDSA, KeyAlg::RS256];
+
+    /// The JOSE name (`ES256`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlg::ES256 => "ES256",
+            KeyAlg::EdDSA => "EdDSA",
+            KeyAlg::RS256 => "RS256",
+        }
+    }
+
+    /// The algorithm named `s` (`ES256`, `EdDSA`, `RS256`).
+    pub fn parse(s: &str) -> Option<KeyAlg> {
+        KeyAlg::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// jsonwebtoken's name for it.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            KeyAlg::ES256 => Algorithm::ES256,
+            KeyAlg::EdDSA => Algorithm::EdDSA,
+            KeyAlg::RS256 => Algorithm::RS256,
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
     created_at: DateTime<Utc>,
+    /// The key's algorithm (absent in key sets written before there was a choice: ES256).
+    #[serde(default)]
+    alg: KeyAlg,
     /// The PKCS#8 private key, sealed.
     sealed: SealedSecret,
 }
@@ -69,6 +112,7 @@ struct StoredKeySet {
 
 struct LoadedKey {
     kid: String,
+    alg: KeyAlg,
     created_at: DateTime<Utc>,
     encoding: EncodingKey,
     /// The public JWK, as JSON.
@@ -81,23 +125,57 @@ struct KeyRing {
     loaded_at: Instant,
 }
 
-/// The assertion signing keys of this deployment.
+/// A signing key set of this deployment: the identity assertion's (ES256 only), or the
+/// OpenID Provider's own ([`OIDC_KEYS_RECORD`]: ES256 and whichever of EdDSA and RS256 the
+/// clients ask for, each rotated on the same schedule).
 pub struct AssertionKeys {
+    /// The devices-table id the set is stored under.
+    record: &'static str,
     store: Arc<dyn DurableStore>,
     secret: SecretKey,
     ring: RwLock<Arc<KeyRing>>,
     writer: tokio::sync::Mutex<()>,
 }
 
+/// The devices-table id of the OpenID Provider's own key set (reserved namespace, as
+/// [`KEYS_RECORD`]).
+pub const OIDC_KEYS_RECORD: &str = "stepgate:oidc-keys";
+
 fn seal_context(kid: &str) -> String {
     format!("stepgate/assertion-key/v1/{kid}")
 }
 
+/// A new PKCS#8 private key for `alg` (P-256 with the `p256` crate as before; Ed25519 and
+/// RSA-2048 with OpenSSL).
+fn new_private_key(alg: KeyAlg) -> Result<Vec<u8>, String> {
+    match alg {
+        KeyAlg::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .to_pkcs8_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|e| e.to_string()),
+        KeyAlg::EdDSA => openssl::pkey::PKey::generate_ed25519()
+            .and_then(|k| k.private_key_to_pkcs8())
+            .map_err(|e| e.to_string()),
+        KeyAlg::RS256 => openssl::rsa::Rsa::generate(2048)
+            .and_then(openssl::pkey::PKey::from_rsa)
+            .and_then(|k| k.private_key_to_pkcs8())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
 fn generate(secret: &SecretKey, now: DateTime<Utc>) -> Result<StoredKey, AssertionKeyError> {
-    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let der = sk.to_pkcs8_der().map_err(|e| AssertionKeyError::Key {
+    generate_for(secret, KeyAlg::ES256, now)
+}
+
+fn generate_for(
+    secret: &SecretKey,
+    alg: KeyAlg,
+    now: DateTime<Utc>,
+) -> Result<StoredKey, AssertionKeyError> {
+    let der = new_private_key(alg).map_err(|why| AssertionKeyError::Key {
         kid: "(new)".into(),
-        why: e.to_string(),
+        why,
     })?;
     let kid = format!(
         "{}-{}",
@@ -105,7 +183,7 @@ fn generate(secret: &SecretKey, now: DateTime<Utc>) -> Result<StoredKey, Asserti
         &crate::app::signer::random_id()[..8]
     );
     let sealed = secret
-        .seal(der.as_bytes(), &seal_context(&kid))
+        .seal(&der, &seal_context(&kid))
         .map_err(|e| AssertionKeyError::Key {
             kid: kid.clone(),
             why: e.to_string(),
@@ -113,6 +191,7 @@ fn generate(secret: &SecretKey, now: DateTime<Utc>) -> Result<StoredKey, Asserti
     Ok(StoredKey {
         kid,
         created_at: now,
+        alg,
         sealed,
     })
 }
@@ -125,20 +204,55 @@ fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, AssertionKey
     let der = secret
         .open(&k.sealed, &seal_context(&k.kid))
         .map_err(|e| err(e.to_string()))?;
-    let sk = p256::SecretKey::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
-    let point = sk.public_key().to_encoded_point(false);
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let (Some(x), Some(y)) = (point.x(), point.y()) else {
-        return Err(err("not an uncompressed P-256 point".into()));
+    let (jwk, encoding) = match k.alg {
+        KeyAlg::ES256 => {
+            let sk = p256::SecretKey::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
+            let point = sk.public_key().to_encoded_point(false);
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(err("not an uncompressed P-256 point".into()));
+            };
+            (
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y),
+                    "kid": k.kid, "use": "sig", "alg": "ES256",
+                }),
+                EncodingKey::from_ec_der(&der),
+            )
+        }
+        KeyAlg::EdDSA => {
+            let pk = openssl::pkey::PKey::private_key_from_pkcs8(&der)
+                .map_err(|e| err(e.to_string()))?;
+            let x = pk.raw_public_key().map_err(|e| err(e.to_string()))?;
+            // jsonwebtoken takes the PKCS#8 document for Ed25519 keys.
+            (
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "x": b64(&x),
+                    "kid": k.kid, "use": "sig", "alg": "EdDSA",
+                }),
+                EncodingKey::from_ed_der(&der),
+            )
+        }
+        KeyAlg::RS256 => {
+            let pk = openssl::pkey::PKey::private_key_from_pkcs8(&der)
+                .map_err(|e| err(e.to_string()))?;
+            let rsa = pk.rsa().map_err(|e| err(e.to_string()))?;
+            let pkcs1 = rsa.private_key_to_der().map_err(|e| err(e.to_string()))?;
+            (
+                serde_json::json!({
+                    "kty": "RSA", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec()),
+                    "kid": k.kid, "use": "sig", "alg": "RS256",
+                }),
+                // jsonwebtoken takes the PKCS#1 document for RSA keys.
+                EncodingKey::from_rsa_der(&pkcs1),
+            )
+        }
     };
-    let jwk = serde_json::json!({
-        "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y),
-        "kid": k.kid, "use": "sig", "alg": "ES256",
-    });
     Ok(LoadedKey {
         kid: k.kid.clone(),
+        alg: k.alg,
         created_at: k.created_at,
-        encoding: EncodingKey::from_ec_der(&der),
+        encoding,
         jwk,
     })
 }
@@ -151,7 +265,28 @@ impl AssertionKeys {
         cfg: &AssertionConfig,
         now: DateTime<Utc>,
     ) -> Result<Self, AssertionKeyError> {
-        let keys = AssertionKeys {
+        let keys = Self::empty(KEYS_RECORD, store, secret);
+        keys.maintain(cfg, now).await?;
+        Ok(keys)
+    }
+
+    /// Loads the OpenID Provider's own key set, making a key for each of `algs` that has
+    /// none (no key at all while `algs` is empty: no client is configured).
+    pub async fn open_oidc(
+        store: Arc<dyn DurableStore>,
+        secret: SecretKey,
+        cfg: &AssertionConfig,
+        algs: &[KeyAlg],
+        now: DateTime<Utc>,
+    ) -> Result<Self, AssertionKeyError> {
+        let keys = Self::empty(OIDC_KEYS_RECORD, store, secret);
+        keys.maintain_algs(cfg, algs, now).await?;
+        Ok(keys)
+    }
+
+    fn empty(record: &'static str, store: Arc<dyn DurableStore>, secret: SecretKey) -> Self {
+        AssertionKeys {
+            record,
             store,
             secret,
             ring: RwLock::new(Arc::new(KeyRing {
@@ -159,13 +294,11 @@ impl AssertionKeys {
                 loaded_at: Instant::now(),
             })),
             writer: tokio::sync::Mutex::new(()),
-        };
-        keys.maintain(cfg, now).await?;
-        Ok(keys)
+        }
     }
 
     async fn read_stored(&self) -> Result<StoredKeySet, AssertionKeyError> {
-        Ok(match self.store.get_device(KEYS_RECORD).await? {
+        Ok(match self.store.get_device(self.record).await? {
             Some(rec) => serde_json::from_value(rec.data).unwrap_or_default(),
             None => StoredKeySet::default(),
         })
@@ -173,7 +306,7 @@ impl AssertionKeys {
 
     async fn write_stored(&self, set: &StoredKeySet) -> Result<(), AssertionKeyError> {
         let rec = DeviceRecord {
-            id: KEYS_RECORD.into(),
+            id: self.record.into(),
             owner: None,
             data: serde_json::to_value(set).unwrap_or_default(),
             updated_at: Utc::now(),
@@ -204,13 +337,31 @@ impl AssertionKeys {
         cfg: &AssertionConfig,
         now: DateTime<Utc>,
     ) -> Result<(), AssertionKeyError> {
+        self.maintain_algs(cfg, &[KeyAlg::ES256], now).await
+    }
+
+    /// [`Self::maintain`] for each of `algs`: each algorithm's keys rotate on their own.
+    pub async fn maintain_algs(
+        &self,
+        cfg: &AssertionConfig,
+        algs: &[KeyAlg],
+        now: DateTime<Utc>,
+    ) -> Result<(), AssertionKeyError> {
         let _w = self.writer.lock().await;
         let mut set = self.read_stored().await?;
-        let newest = set.keys.iter().map(|k| k.created_at).max();
-        let due = newest.is_none_or(|t| now - t >= chrono_dur(cfg.rotate_every.0));
         let before = set.keys.len();
-        if due {
-            set.keys.push(generate(&self.secret, now)?);
+        let mut due = false;
+        for &alg in algs {
+            let newest = set
+                .keys
+                .iter()
+                .filter(|k| k.alg == alg)
+                .map(|k| k.created_at)
+                .max();
+            if newest.is_none_or(|t| now - t >= chrono_dur(cfg.rotate_every.0)) {
+                set.keys.push(generate_for(&self.secret, alg, now)?);
+                due = true;
+            }
         }
         prune(&mut set, cfg, now);
         if due || set.keys.len() != before {
@@ -229,7 +380,7 @@ impl AssertionKeys {
     ) -> Result<String, AssertionKeyError> {
         let _w = self.writer.lock().await;
         let mut set = self.read_stored().await?;
-        let k = generate(&self.secret, now)?;
+        let k = generate_for(&self.secret, KeyAlg::ES256, now)?;
         let kid = k.kid.clone();
         set.keys.push(k);
         prune(&mut set, cfg, now);
@@ -251,6 +402,10 @@ impl AssertionKeys {
                 let cfg = crate::oidc::tokens::key_config(&st.runtime.load().config);
                 if let Err(e) = keys.maintain(&cfg, Utc::now()).await {
                     tracing::warn!(error = %e, "assertion keys: maintenance failed; keeping the keys in memory");
+                }
+                let algs = crate::oidc::tokens::key_algs(&st.runtime.load().config);
+                if let Err(e) = st.oidc_keys.maintain_algs(&cfg, &algs, Utc::now()).await {
+                    tracing::warn!(error = %e, "oidc keys: maintenance failed; keeping the keys in memory");
                 }
             }
         });
@@ -279,7 +434,7 @@ impl AssertionKeys {
     /// Signs an assertion with the newest key.
     pub fn sign(&self, claims: &IdentityClaims) -> Option<String> {
         let ring = self.ring();
-        let key = ring.keys.first()?;
+        let key = ring.keys.iter().find(|k| k.alg == KeyAlg::ES256)?;
         let mut h = Header::new(Algorithm::ES256);
         h.kid = Some(key.kid.clone());
         match jsonwebtoken::encode(&h, claims, &key.encoding) {
@@ -294,9 +449,23 @@ impl AssertionKeys {
     /// Signs any claims with the newest key, with the header's `typ` (the OpenID
     /// Provider's ID and access tokens share the assertion keys and their JWKS).
     pub fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Option<String> {
+        self.sign_claims_with(typ, KeyAlg::ES256, claims)
+    }
+
+    /// Signs any claims with the newest key for `alg`; `None` (logged) when the set holds
+    /// none.
+    pub fn sign_claims_with(
+        &self,
+        typ: &str,
+        alg: KeyAlg,
+        claims: &impl Serialize,
+    ) -> Option<String> {
         let ring = self.ring();
-        let key = ring.keys.first()?;
-        let mut h = Header::new(Algorithm::ES256);
+        let Some(key) = ring.keys.iter().find(|k| k.alg == alg) else {
+            tracing::error!(alg = alg.as_str(), "no signing key for the algorithm (yet)");
+            return None;
+        };
+        let mut h = Header::new(alg.algorithm());
         h.kid = Some(key.kid.clone());
         h.typ = Some(typ.to_string());
         match jsonwebtoken::encode(&h, claims, &key.encoding) {
@@ -325,10 +494,16 @@ impl AssertionKeys {
 /// can still be valid.
 fn prune(set: &mut StoredKeySet, cfg: &AssertionConfig, now: DateTime<Utc>) {
     let keep_for = chrono_dur(cfg.ttl.0 + RETIRE_GRACE);
-    let mut created: Vec<DateTime<Utc>> = set.keys.iter().map(|k| k.created_at).collect();
-    created.sort();
+    let mut created: Vec<(KeyAlg, DateTime<Utc>)> =
+        set.keys.iter().map(|k| (k.alg, k.created_at)).collect();
+    created.sort_by_key(|(_, t)| *t);
     set.keys.retain(|k| {
-        match created.iter().find(|&&c| c > k.created_at) {
+        // A key is succeeded only by a newer key of its own algorithm.
+        match created
+            .iter()
+            .find(|(a, c)| *a == k.alg && *c > k.created_at)
+            .map(|(_, c)| c)
+        {
             // Retired when its successor appeared.
             Some(&succ) => now - succ < keep_for,
             None => true,
@@ -383,6 +558,38 @@ pub(crate) mod tests {
         prune(&mut set, &cfg(), t0 + chrono::Duration::minutes(67));
         assert_eq!(set.keys.len(), 1, "a's assertions have all expired");
         assert_eq!(set.keys[0].kid, b.kid);
+    }
+
+    #[test]
+    fn each_algorithm_signs_verifiably_with_its_published_key_and_rotates_on_its_own() {
+        let secret = SecretKey::generate();
+        let t0 = Utc::now();
+        for alg in KeyAlg::ALL {
+            let k = load_key(&secret, &generate_for(&secret, alg, t0).unwrap()).unwrap();
+            assert_eq!(k.jwk["alg"], alg.as_str());
+            let mut h = Header::new(alg.algorithm());
+            h.kid = Some(k.kid.clone());
+            let claims = serde_json::json!({ "sub": "u1", "exp": t0.timestamp() + 60 });
+            let t = jsonwebtoken::encode(&h, &claims, &k.encoding).unwrap();
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(k.jwk.clone()).unwrap();
+            let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let mut v = jsonwebtoken::Validation::new(alg.algorithm());
+            v.validate_aud = false;
+            v.set_required_spec_claims(&["exp"]);
+            jsonwebtoken::decode::<serde_json::Value>(&t, &dk, &v)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        }
+        // A newer key of another algorithm does not retire an ES256 key.
+        let es = generate_for(&secret, KeyAlg::ES256, t0).unwrap();
+        let rs = generate_for(&secret, KeyAlg::RS256, t0 + chrono::Duration::hours(1)).unwrap();
+        let mut set = StoredKeySet {
+            keys: vec![es.clone(), rs],
+        };
+        prune(&mut set, &cfg(), t0 + chrono::Duration::hours(30));
+        assert!(
+            set.keys.iter().any(|k| k.kid == es.kid),
+            "the only ES256 key stays"
+        );
     }
 
     #[test]
