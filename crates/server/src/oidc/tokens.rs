@@ -106,6 +106,10 @@ impl Issue<'_> {
         ] {
             m.insert(k.into(), v);
         }
+        // RFC 8176 names no method for an untrusted upstream sign-in: no `amr` then.
+        if self.auth.amr.is_empty() {
+            m.remove("amr");
+        }
         // The gateway reads the username from `preferred_username` (else `sub`).
         m.insert("preferred_username".into(), json!(self.user.username));
         user_claims(&mut m, self.user, &self.auth.scope);
@@ -133,6 +137,9 @@ impl Issue<'_> {
             ("at_hash", json!(at_hash(access_token))),
         ] {
             m.insert(k.into(), v);
+        }
+        if self.auth.amr.is_empty() {
+            m.remove("amr");
         }
         if with_nonce {
             if let Some(n) = &self.auth.nonce {

@@ -180,6 +180,7 @@ pub async fn login_submit(
                     peer: Some(peer.0.ip()),
                     tls: tls.as_ref().map(|t| &t.0),
                 },
+                upstream: None,
             };
             sign_in(&st, &rt, &jar, attempt)
                 .await
@@ -247,6 +248,9 @@ pub struct FirstFactor<'a> {
     pub headers: &'a HeaderMap,
     /// The connection it came over (the client certificate is device evidence).
     pub connection: Connection<'a>,
+    /// The upstream provider's sign-in, when the factor came from one (kept in the session
+    /// for signing out there and for the provider's back-channel logout).
+    pub upstream: Option<stepgate_authn::session::UpstreamSignIn>,
 }
 
 /// Where a sign-in or factor step leads.
@@ -426,6 +430,7 @@ fn new_session(a: &FirstFactor<'_>, prospective: Session, rt: &Here) -> SessionD
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect());
     data.persistent = a.remember && rt.config.sessions.remember_me;
+    data.upstream = a.upstream.clone();
     data
 }
 
