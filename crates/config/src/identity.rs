@@ -89,6 +89,11 @@ pub struct IdentityProviderConfig {
     /// that issue refresh tokens only for `offline_access` need that scope.
     #[serde(default)]
     pub refresh_interval: Option<HumanDuration>,
+    /// E-mail domains whose users sign in here (home-realm discovery): a name typed on the
+    /// sign-in page ending in `@<domain>` is sent to this provider (with it as
+    /// `login_hint`) instead of being asked for a password.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// `private_key_jwt` client authentication: the key stepgate signs its client assertions
@@ -483,6 +488,25 @@ pub(crate) fn problems(
             }
             _ => {}
         }
+        for d in &p.domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
+            if !ok {
+                out.push((span, format!("{who}: domains: `{d}` is not an e-mail domain in lower case, e.g. `corp.example.com`")));
+            } else if providers
+                .iter()
+                .any(|q| q.id.as_str() != p.id.as_str() && q.domains.contains(d))
+            {
+                out.push((
+                    span,
+                    format!("{who}: domains: `{d}` is claimed by another provider too"),
+                ));
+            }
+        }
         if p.refresh_interval.as_ref().is_some_and(|d| d.0.is_zero()) {
             out.push((
                 span,
@@ -564,6 +588,35 @@ mod tests {
         );
         assert_eq!(p.refresh_interval.as_ref().unwrap().0.as_secs(), 900);
         assert!(!p.sign_out_upstream && !p.back_channel_logout);
+    }
+
+    #[test]
+    fn a_default_provider_must_exist_and_a_domain_has_one_provider() {
+        let e = crate::load_str(
+            "t.yaml",
+            &format!("server: {{ default_provider: nope }}\n{GOOD}"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.default_provider `nope` is not"), "{e}");
+        let ok = format!("server: {{ default_provider: corp }}\n{GOOD}");
+        assert!(crate::load_str("t.yaml", &ok, None).is_ok());
+        let two = GOOD.replace(
+            "    trust:",
+            "    domains: [corp.example, Bad_Domain]\n    trust:",
+        ) + &GOOD
+            .replace("identity_providers:\n", "")
+            .replace("id: corp", "id: corp2")
+            .replace("    trust:", "    domains: [corp.example]\n    trust:");
+        let e = crate::load_str("t.yaml", &two, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`Bad_Domain` is not an e-mail domain"), "{e}");
+        assert!(
+            e.contains("`corp.example` is claimed by another provider"),
+            "{e}"
+        );
     }
 
     #[test]

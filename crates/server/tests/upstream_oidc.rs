@@ -1135,3 +1135,77 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
         assert_eq!(user(&b.st, "jane").await.source, UserSource::Upstream);
     }
 }
+
+#[tokio::test]
+async fn an_address_in_a_providers_domain_signs_in_there_and_a_default_provider_skips_the_page() {
+    let config = CONFIG.replace(
+        "    step_up_acr:",
+        "    domains: [corp.example]\n    step_up_acr:",
+    );
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    // The page takes the address first: no password is required to submit it.
+    let b = Browser::new();
+    let login = Page::open(&b, &s.h.at("/reports")).await;
+    assert!(
+        !login
+            .html
+            .contains("autocomplete=\"current-password\" required"),
+        "{}",
+        login.html
+    );
+    let r = login
+        .submit(
+            &b.tab(false),
+            "/_stepgate/login",
+            &[("username", "Alice@Corp.Example"), ("password", "")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let start = support::header(&r, "location");
+    assert!(start.contains("/login/upstream/corp?"), "{start}");
+    let to_op = b.tab(false).get(&start).send().await.unwrap();
+    let at_op = support::header(&to_op, "location");
+    assert!(
+        at_op.starts_with(&s.op.issuer) && at_op.contains("login_hint=Alice%40Corp.Example"),
+        "{at_op}"
+    );
+    let page = Page::open(&b, &at_op).await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_eq!(page.url.path(), "/reports", "back where she was going");
+
+    // A name in no provider's domain, with no password yet: the page again, the name
+    // kept, no error.
+    let b = Browser::new();
+    let login = Page::open(&b, &s.h.at("/")).await;
+    let r = login
+        .submit(
+            &b,
+            "/_stepgate/login",
+            &[("username", "carol@elsewhere.example"), ("password", "")],
+        )
+        .await;
+    let again = Page::read(r).await;
+    assert_eq!(again.status, 200);
+    assert!(
+        again.html.contains("value=\"carol@elsewhere.example\""),
+        "{}",
+        again.html
+    );
+    assert!(!again.html.contains("login-error"), "{}", again.html);
+
+    // `server.default_provider`: the sign-in page sends everyone there at once, unless
+    // asked for with `?local`.
+    let config = format!("server: {{ default_provider: corp }}\n{CONFIG}");
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
+    let page = Page::open(&Browser::new(), &s.h.at("/reports")).await;
+    assert!(page.html.contains("app saw user=bob"), "{}", page.html);
+    let local = Page::open(&Browser::new(), &s.h.at("/_stepgate/login?local")).await;
+    assert_eq!(local.status, 200);
+    assert!(local.html.contains("name=\"password\""), "{}", local.html);
+}

@@ -79,6 +79,9 @@ pub struct StartQuery {
     /// A delegated step-up: the step-up page's signed link.
     #[serde(default)]
     step: Option<String>,
+    /// The address typed on the sign-in page (home-realm discovery), passed on.
+    #[serde(default)]
+    login_hint: Option<String>,
 }
 
 /// The configured provider `id`.
@@ -97,6 +100,43 @@ pub fn display_name(p: &IdentityProviderConfig) -> String {
 /// Where the provider sends the browser back.
 fn redirect_uri(rt: &Here, id: &str) -> String {
     rt.portal_url(&format!("/login/upstream/{id}/callback"))
+}
+
+/// Where "Sign in with <provider `id`>" starts, going back to `token`'s target after, with
+/// `login_hint` for the provider when given.
+pub fn start_url(rt: &Here, id: &str, token: &str, login_hint: Option<&str>) -> Option<String> {
+    configured(rt, id)?;
+    let mut url = url::Url::parse(&rt.portal_url(&format!("/login/upstream/{id}"))).ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        if !token.is_empty() {
+            q.append_pair("t", token);
+        }
+        if let Some(h) = login_hint {
+            q.append_pair("login_hint", h);
+        }
+    }
+    Some(url.into())
+}
+
+/// Whether any provider claims e-mail domains (the sign-in page then takes the address
+/// first).
+pub fn discovers_home_realm(rt: &Here) -> bool {
+    rt.config
+        .identity_providers
+        .iter()
+        .any(|p| !p.domains.is_empty())
+}
+
+/// The provider whose `domains` hold the domain of the address `name`, if any.
+pub fn provider_for_email<'a>(rt: &'a Here, name: &str) -> Option<&'a str> {
+    let (_, domain) = name.rsplit_once('@')?;
+    let domain = domain.trim().to_ascii_lowercase();
+    rt.config
+        .identity_providers
+        .iter()
+        .find(|p| p.domains.iter().any(|d| *d == domain))
+        .map(|p| p.id.as_str())
 }
 
 /// The providers as the login page lists them: `(label, start URL)`.
@@ -179,6 +219,13 @@ pub async fn start(
         .append_pair("nonce", &flow.n)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    if let Some(hint) = q
+        .login_hint
+        .as_deref()
+        .filter(|h| !h.is_empty() && h.len() <= 256 && !h.chars().any(char::is_control))
+    {
+        url.query_pairs_mut().append_pair("login_hint", hint);
+    }
     if let (Some(_), Some(acr)) = (&flow.st, &cfg.step_up_acr) {
         // Authenticate again, now, at this level.
         url.query_pairs_mut()
