@@ -135,7 +135,7 @@ pub fn provider_for_email<'a>(rt: &'a Here, name: &str) -> Option<&'a str> {
     rt.config
         .identity_providers
         .iter()
-        .find(|p| p.domains.iter().any(|d| *d == domain))
+        .find(|p| p.domains.contains(&domain))
         .map(|p| p.id.as_str())
 }
 
