@@ -4,10 +4,17 @@
 //
 // Environment:
 //   OP_PORT          port to listen on (127.0.0.1)
-//   OP_REDIRECT_URI  the one redirect URI of client `stepgate` (secret `stepgate-secret`)
+//   OP_REDIRECT_URI  the redirect URI(s, space-separated) of client `stepgate` (secret
+//                    `stepgate-secret`)
 //   OP_KEY_PEM       where to write the ES256 signing key (PKCS#8 PEM), so the test can sign
 //                    tokens as the provider would (to forge ones with a wrong audience)
-// Control (test only): POST /test/next {sub, amr, acr, auth_age} — who the next sign-in is.
+//   OP_POST_LOGOUT_URI  the client's post-logout redirect URI (RP-initiated logout), optional
+//   OP_BACKCHANNEL_URI  the client's back-channel logout URI (sid required), optional
+//   OP_PKJWT_JWK     a public JWK: adds client `stepgate-pkjwt`, which authenticates with
+//                    private_key_jwt (ES256) under that key, optional
+// Control (test only): POST /test/next {sub, amr, acr, auth_age} — who the next sign-in is;
+//                      POST /test/disable {sub} — the account is disabled (its refresh
+//                      tokens refused, its sign-ins too).
 // Prints "op listening on <issuer>" when ready.
 
 import crypto from 'node:crypto';
@@ -35,6 +42,7 @@ const users = {
 };
 
 let next = { sub: 'alice-sub', amr: ['pwd'], acr: undefined, auth_age: 0 };
+const disabled = new Set();
 
 // Every authorization request signs in again (the test says who), so one browser can sign in
 // as different people or at different times; a resumed request is not asked again.
@@ -49,13 +57,30 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: 'stepgate',
     client_secret: 'stepgate-secret',
-    redirect_uris: [process.env.OP_REDIRECT_URI],
+    redirect_uris: process.env.OP_REDIRECT_URI.split(' '),
     response_types: ['code'],
-    grant_types: ['authorization_code'],
+    grant_types: ['authorization_code', 'refresh_token'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
     require_auth_time: true,
-  }],
+    ...(process.env.OP_POST_LOGOUT_URI
+      ? { post_logout_redirect_uris: process.env.OP_POST_LOGOUT_URI.split(' ') } : {}),
+    ...(process.env.OP_BACKCHANNEL_URI
+      ? {
+        backchannel_logout_uri: process.env.OP_BACKCHANNEL_URI.split(' ')[0],
+        backchannel_logout_session_required: true,
+      } : {}),
+  }, ...(process.env.OP_PKJWT_JWK ? [{
+    client_id: 'stepgate-pkjwt',
+    redirect_uris: process.env.OP_REDIRECT_URI.split(' '),
+    response_types: ['code'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    jwks: { keys: [JSON.parse(process.env.OP_PKJWT_JWK)] },
+    id_token_signed_response_alg: 'ES256',
+    require_auth_time: true,
+  }] : [])],
   jwks: { keys: [jwk] },
   scopes: ['openid', 'profile', 'email', 'groups'],
   claims: {
@@ -67,10 +92,22 @@ const provider = new Provider(issuer, {
   conformIdTokenClaims: false,
   acrValues: ['urn:corp:mfa', 'urn:corp:pwd'],
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false } },
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+  },
   interactions: { policy, url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   cookies: { keys: ['stepgate-test-op-cookie-key'] },
-  findAccount: async (ctx, sub) => (users[sub] ? {
+  // The test's stepgate is on loopback, which oidc-provider's SSRF guard refuses for its
+  // outgoing requests (back-channel logout): this provider is the test's, on loopback only.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+  // A refresh token with every code (no offline_access needed), so stepgate can re-check.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  findAccount: async (ctx, sub) => (users[sub] && !disabled.has(sub) ? {
     accountId: sub,
     claims: async () => ({ sub, ...users[sub] }),
   } : undefined),
@@ -81,6 +118,13 @@ provider.use(async (ctx, nextMw) => {
     const chunks = [];
     for await (const c of ctx.req) chunks.push(c);
     next = JSON.parse(Buffer.concat(chunks).toString());
+    ctx.status = 204;
+    return;
+  }
+  if (ctx.method === 'POST' && ctx.path === '/test/disable') {
+    const chunks = [];
+    for await (const c of ctx.req) chunks.push(c);
+    disabled.add(JSON.parse(Buffer.concat(chunks).toString()).sub);
     ctx.status = 204;
     return;
   }
@@ -105,6 +149,10 @@ provider.use(async (ctx, nextMw) => {
     return;
   }
   await nextMw();
+});
+
+provider.on('backchannel.error', (ctx, err, client) => {
+  console.error(`op: back-channel logout to ${client.clientId} failed: ${err.message}`);
 });
 
 provider.listen(port, '127.0.0.1', () => {

@@ -32,6 +32,54 @@ pub struct DemoArgs {
     /// folder in the system temporary directory).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Also offer "Sign in with <name>" through this upstream OpenID Provider (its issuer
+    /// URL; https, or http on localhost). Register the demo there as a confidential client
+    /// redirecting to `http://localhost:8080/_stepgate/login/upstream/upstream/callback`.
+    #[arg(long, value_name = "ISSUER")]
+    pub upstream_oidc: Option<String>,
+    /// The demo's client id at the upstream provider (or STEPGATE_DEMO_UPSTREAM_CLIENT_ID).
+    #[arg(long, value_name = "ID")]
+    pub upstream_client_id: Option<String>,
+    /// The demo's client secret there (or STEPGATE_DEMO_UPSTREAM_CLIENT_SECRET, better: it
+    /// stays out of the process list).
+    #[arg(long, value_name = "SECRET")]
+    pub upstream_client_secret: Option<String>,
+    /// The button's label.
+    #[arg(long, value_name = "NAME", default_value = "Upstream SSO")]
+    pub upstream_name: String,
+}
+
+/// The demo's `identity_providers:` for `--upstream-oidc`: the provider's `amr` values
+/// `pwd`, `otp`, `mfa`, `hwk` and stepgate's own `acr` `aal2`/`aal3` trusted for 10 minutes
+/// (a demo's choice: a deployment decides what it believes of its provider).
+fn demo_upstream(args: &DemoArgs) -> anyhow::Result<Option<String>> {
+    let Some(issuer) = &args.upstream_oidc else {
+        return Ok(None);
+    };
+    let from_env = |flag: &Option<String>, var: &str| {
+        flag.clone()
+            .or_else(|| std::env::var(var).ok())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let client_id = from_env(&args.upstream_client_id, "STEPGATE_DEMO_UPSTREAM_CLIENT_ID")
+        .context(
+            "--upstream-oidc needs --upstream-client-id (or STEPGATE_DEMO_UPSTREAM_CLIENT_ID)",
+        )?;
+    let secret = from_env(
+        &args.upstream_client_secret,
+        "STEPGATE_DEMO_UPSTREAM_CLIENT_SECRET",
+    )
+    .context(
+        "--upstream-oidc needs --upstream-client-secret (or STEPGATE_DEMO_UPSTREAM_CLIENT_SECRET)",
+    )?;
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    Ok(Some(format!(
+        "\nidentity_providers:\n  - id: upstream\n    name: {name}\n    issuer: {issuer}\n    client_id: {client_id}\n    client_secret: {{ inline_insecure: {secret} }}\n    scopes: [openid, profile, email]\n    sign_out_upstream: true\n    trust:\n      window: 10m\n      amr: {{ pwd: knowledge, otp: possession, mfa: possession, hwk: hardware_bound }}\n      acr: {{ aal2: [knowledge, possession], aal3: [knowledge, hardware_bound] }}\n",
+        name = q(&args.upstream_name),
+        issuer = q(issuer.trim_end_matches('/')),
+        client_id = q(&client_id),
+        secret = q(&secret),
+    )))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -82,13 +130,18 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the demo: built-in configuration, SQLite store, Licence Console upstream, seeded users.
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let upstream = demo_upstream(&args)?;
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| std::env::temp_dir().join("stepgate-demo"));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    let yaml = match upstream {
+        Some(provider) => format!("{DEMO_YAML}{provider}"),
+        None => DEMO_YAML.to_string(),
+    };
     let mut cfg =
-        stepgate_config::load_str("examples/demo.yaml (built in)", DEMO_YAML, Some(&data_dir))
+        stepgate_config::load_str("examples/demo.yaml (built in)", &yaml, Some(&data_dir))
             .map_err(|e| anyhow::anyhow!("the built-in demo configuration is invalid:\n{e}"))?;
     super::logging::init(&cfg.log, &data_dir)?;
     // The demo's key lives beside its store; a real deployment keeps it elsewhere.

@@ -436,11 +436,24 @@ impl Effective<'_> {
     }
 }
 
+/// The authentication method reference values registered by RFC 8176 §2 (IANA's
+/// "Authentication Method Reference Values" registry).
+pub const RFC8176_AMR: [&str; 21] = [
+    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pop", "pwd", "rba",
+    "retina", "sc", "sms", "swk", "tel", "user", "vbm", "wia",
+];
+
 /// Computes the assurance of a set of passed factors.
 pub fn assess_factors(factors: &[PassedFactor], cfg: &AssuranceConfig) -> Assurance {
     let level = level(factors, cfg);
     let mut amr: Vec<String> = Vec::with_capacity(factors.len() + usize::from(level.mfa));
     for p in factors {
+        // What an upstream provider did is named only by a registered method: RFC 8176
+        // has none for "signed in elsewhere, how unknown", so an untrusted upstream
+        // sign-in (and a trusted value outside the registry) adds no method.
+        if p.kind == FactorKind::Upstream && !RFC8176_AMR.contains(&p.amr.as_str()) {
+            continue;
+        }
         if !amr.contains(&p.amr) {
             amr.push(p.amr.clone());
         }

@@ -49,6 +49,33 @@ pub struct SessionData {
     /// A signal (CAEP, admin) demands a fresh step-up before the next request.
     #[serde(default)]
     pub needs_step_up: bool,
+    /// The upstream identity provider the session signed in through, if any: what
+    /// signing out there (RP-initiated logout) and the provider's back-channel logout need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSignIn>,
+}
+
+/// A sign-in through an upstream OpenID Provider, as its session remembers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamSignIn {
+    /// The provider's id (`identity_providers[].id`).
+    pub provider: String,
+    /// The subject at the provider.
+    pub sub: String,
+    /// The provider's session id (the ID token's `sid`), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The ID token it issued, sent back as `id_token_hint` when signing out there (kept
+    /// only when the provider's `sign_out_upstream` is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The provider's refresh token, sealed under the secrets key (kept only when the
+    /// provider's `refresh_interval` is set): redeemed to re-check the user there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+    /// When the user was last confirmed at the provider (s since the epoch).
+    #[serde(default)]
+    pub checked_at: i64,
 }
 
 impl SessionData {
@@ -78,6 +105,7 @@ impl SessionData {
             user_agent: None,
             pending: false,
             needs_step_up: false,
+            upstream: None,
         }
     }
 

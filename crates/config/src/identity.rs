@@ -30,8 +30,14 @@ pub struct IdentityProviderConfig {
     /// The client id stepgate is registered under.
     pub client_id: Spanned<String>,
     /// The client secret (`{file: path}`, `{env: VAR}`, or `{inline_insecure: ...}` for
-    /// tests), sent with HTTP Basic authentication to the token endpoint.
-    pub client_secret: SecretSource,
+    /// tests), sent with HTTP Basic authentication to the token endpoint. Required unless
+    /// `private_key_jwt` is set (which is then used instead).
+    #[serde(default)]
+    pub client_secret: Option<SecretSource>,
+    /// Authenticate to the token endpoint with a JWT signed by a private key instead of a
+    /// secret (`private_key_jwt`, RFC 7523 / OpenID Connect Core §9).
+    #[serde(default)]
+    pub private_key_jwt: Option<PrivateKeyJwtConfig>,
     /// Scopes asked for; `openid` is always sent.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
@@ -64,7 +70,68 @@ pub struct IdentityProviderConfig {
     /// that sign-in).
     #[serde(default)]
     pub required: bool,
+    /// Signing out of stepgate also signs out at the provider (OpenID Connect RP-Initiated
+    /// Logout 1.0): the browser is sent to its `end_session_endpoint` with the ID token as
+    /// `id_token_hint` and comes back to `{portal}/login/upstream/{id}/signed-out` (register
+    /// that as a post-logout redirect URI at the provider).
+    #[serde(default)]
+    pub sign_out_upstream: bool,
+    /// Accept the provider's back-channel logout tokens (OpenID Connect Back-Channel Logout
+    /// 1.0) at `{portal}/login/upstream/{id}/backchannel-logout`: a verified token ends the
+    /// stepgate sessions signed in through the provider with its `sid` (or, without one, of
+    /// its `sub`), and the grants of stepgate's own OpenID clients from those sessions.
+    #[serde(default)]
+    pub back_channel_logout: bool,
+    /// Re-check a signed-in user at the provider this often: the refresh token it issued at
+    /// sign-in (kept sealed in the session) is redeemed, and a provider that refuses it
+    /// (the user was disabled or signed out there) ends the stepgate session. Unset: no
+    /// re-check (a user disabled upstream keeps their session until it ends). Providers
+    /// that issue refresh tokens only for `offline_access` need that scope.
+    #[serde(default)]
+    pub refresh_interval: Option<HumanDuration>,
+    /// E-mail domains whose users sign in here (home-realm discovery): a name typed on the
+    /// sign-in page ending in `@<domain>` is sent to this provider (with it as
+    /// `login_hint`) instead of being asked for a password.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
+
+/// `private_key_jwt` client authentication: the key stepgate signs its client assertions
+/// with (its public half registered at the provider).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateKeyJwtConfig {
+    /// PEM file of the private key (PKCS#8, or a PKCS#1 RSA / SEC1 EC key), relative to
+    /// the configuration's directory; read at each use, so a rotated key counts at once.
+    pub key_file: std::path::PathBuf,
+    /// The `kid` header, as the key is registered at the provider (default none).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The signing algorithm: `ES256` (the default for an EC key), `ES384`, `RS256` (the
+    /// default for an RSA key), `RS384`, `RS512`, `PS256`, `PS384`, `PS512`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// The assertion's `aud`: `token_endpoint` (the default; what Entra ID and Okta
+    /// require) or `issuer`.
+    #[serde(default)]
+    pub audience: AssertionAudience,
+}
+
+/// What a client assertion's `aud` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionAudience {
+    /// The provider's token endpoint URL.
+    #[default]
+    TokenEndpoint,
+    /// The provider's issuer identifier.
+    Issuer,
+}
+
+/// The algorithms a `private_key_jwt` assertion may be signed with.
+pub const ASSERTION_ALGORITHMS: [&str; 8] = [
+    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+];
 
 /// The provider's protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -407,6 +474,45 @@ pub(crate) fn problems(
                 format!("{who}: timeout must be longer than 0s, e.g. `10s`"),
             ));
         }
+        match (&p.client_secret, &p.private_key_jwt) {
+            (None, None) => out.push((
+                span,
+                format!("{who}: needs `client_secret` (e.g. `{{ env: IDP_SECRET }}`) or `private_key_jwt` (`{{ key_file: idp-key.pem }}`)"),
+            )),
+            (_, Some(k)) => {
+                if let Some(a) = &k.algorithm {
+                    if !ASSERTION_ALGORITHMS.contains(&a.as_str()) {
+                        out.push((span, format!("{who}: private_key_jwt.algorithm `{a}` is not one of {}", ASSERTION_ALGORITHMS.join(", "))));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for d in &p.domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.contains('.')
+                && d.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
+            if !ok {
+                out.push((span, format!("{who}: domains: `{d}` is not an e-mail domain in lower case, e.g. `corp.example.com`")));
+            } else if providers
+                .iter()
+                .any(|q| q.id.as_str() != p.id.as_str() && q.domains.contains(d))
+            {
+                out.push((
+                    span,
+                    format!("{who}: domains: `{d}` is claimed by another provider too"),
+                ));
+            }
+        }
+        if p.refresh_interval.as_ref().is_some_and(|d| d.0.is_zero()) {
+            out.push((
+                span,
+                format!("{who}: refresh_interval must be longer than 0s, e.g. `15m`"),
+            ));
+        }
         if p.trust.window.0.is_zero() && !(p.trust.amr.is_empty() && p.trust.acr.is_empty()) {
             out.push((span, format!("{who}: trust.window is 0s, so the trusted amr/acr values never count: expected e.g. `10m`")));
         }
@@ -454,6 +560,63 @@ mod tests {
         assert_eq!(p.trust.amr["mfa"], TrustedFactor::Possession);
         assert_eq!(p.trust.window.0.as_secs(), 300);
         assert!(!p.link_by_verified_email && !p.required);
+    }
+
+    #[test]
+    fn a_provider_needs_a_secret_or_a_private_key_and_a_known_algorithm() {
+        let none = GOOD.replace("    client_secret: { env: CORP_SECRET }\n", "");
+        let e = crate::load_str("t.yaml", &none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs `client_secret`"), "{e}");
+        let key = none.replace(
+            "    trust:",
+            "    private_key_jwt: { key_file: k.pem, algorithm: HS256 }\n    refresh_interval: 0s\n    trust:",
+        );
+        let e = crate::load_str("t.yaml", &key, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("private_key_jwt.algorithm `HS256`"), "{e}");
+        assert!(e.contains("refresh_interval must be longer"), "{e}");
+        let ok = key.replace(", algorithm: HS256", "").replace("0s", "15m");
+        let cfg = crate::load_str("t.yaml", &ok, None).unwrap();
+        let p = &cfg.identity_providers[0];
+        assert!(p.client_secret.is_none());
+        assert_eq!(
+            p.private_key_jwt.as_ref().unwrap().audience,
+            AssertionAudience::TokenEndpoint
+        );
+        assert_eq!(p.refresh_interval.as_ref().unwrap().0.as_secs(), 900);
+        assert!(!p.sign_out_upstream && !p.back_channel_logout);
+    }
+
+    #[test]
+    fn a_default_provider_must_exist_and_a_domain_has_one_provider() {
+        let e = crate::load_str(
+            "t.yaml",
+            &format!("server: {{ default_provider: nope }}\n{GOOD}"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.default_provider `nope` is not"), "{e}");
+        let ok = format!("server: {{ default_provider: corp }}\n{GOOD}");
+        assert!(crate::load_str("t.yaml", &ok, None).is_ok());
+        let two = GOOD.replace(
+            "    trust:",
+            "    domains: [corp.example, Bad_Domain]\n    trust:",
+        ) + &GOOD
+            .replace("identity_providers:\n", "")
+            .replace("id: corp", "id: corp2")
+            .replace("    trust:", "    domains: [corp.example]\n    trust:");
+        let e = crate::load_str("t.yaml", &two, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`Bad_Domain` is not an e-mail domain"), "{e}");
+        assert!(
+            e.contains("`corp.example` is claimed by another provider"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -656,6 +656,17 @@ impl Loader {
         for (at, problem) in identity::problems(&identity_providers) {
             self.diag_at(&at, problem);
         }
+        if let Some(d) = server.as_ref().and_then(|s| s.default_provider.as_ref()) {
+            if !identity_providers
+                .iter()
+                .any(|p| p.id.as_str() == d.as_str())
+            {
+                self.diag_at(
+                    d.span(),
+                    format!("server.default_provider `{}` is not an identity provider's id (identity_providers[].id)", d.as_str()),
+                );
+            }
+        }
         let compiled = stepgate_policy::compile(PolicyInput {
             apps: &apps,
             networks: &networks,

@@ -55,6 +55,11 @@ pub struct ServerConfig {
     /// else on it); absent: no metrics endpoint. Keep it off the public network.
     #[serde(default)]
     pub metrics_listen: Option<Spanned<String>>,
+    /// The upstream identity provider (`identity_providers[].id`) the sign-in page sends
+    /// everyone to at once, without showing the form; `?local` on the sign-in page still
+    /// shows it (for local administrators). Unset: the page with every way to sign in.
+    #[serde(default)]
+    pub default_provider: Option<Spanned<String>>,
 }
 
 /// `server.client_address_header`.
@@ -98,6 +103,7 @@ impl Default for ServerConfig {
             workers: None,
             header_timeout: default_header_timeout(),
             metrics_listen: None,
+            default_provider: None,
         }
     }
 }

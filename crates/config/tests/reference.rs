@@ -302,7 +302,11 @@ fn looks_secret(r: &Row) -> bool {
 
 /// Secrets a configuration can take only from a file: a TLS private key is a PEM file by
 /// nature (as nginx, Traefik and Caddy take it).
-const FILE_ONLY_SECRETS: &[&str] = &["server.tls.key_file", "audit.stream[].client_key_file"];
+const FILE_ONLY_SECRETS: &[&str] = &[
+    "server.tls.key_file",
+    "audit.stream[].client_key_file",
+    "identity_providers[].private_key_jwt.key_file",
+];
 /// Secrets inside a transport's settings, whose keys the index does not list one by one:
 /// a file (`password_file`, `headers_file`) or an environment variable (`password_env`,
 /// `headers_env`) is the way there.
@@ -387,6 +391,7 @@ fn context(prefix: &str, path: &[String]) -> &'static str {
         "users[]" => "username: zz",
         "oidc.clients[]" => "id: zz-client, app: wiki, redirect_uris: [\"https://zz.example/cb\"], secret_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$2f5wN5M6UEJdjJkQfyr6AHrhXr0LD4I2WHEbZ1PQ0q4\"",
         "identity_providers[]" => "id: zz, issuer: \"https://idp.example\", client_id: zz, client_secret: { env: ZZ }",
+        "identity_providers[].private_key_jwt" => "key_file: zz.pem",
         "ldap" => "url: \"ldaps://ldap.example\", dn_template: \"uid={username},dc=example\"",
         "store.postgres" => "url: \"postgres://zz@127.0.0.1/zz\"",
         "store.redis" => "url: \"redis://127.0.0.1:6379\"",

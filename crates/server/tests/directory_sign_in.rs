@@ -215,3 +215,37 @@ async fn a_directory_that_is_down_or_not_the_trusted_one_fails_closed_and_is_aud
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].actor.as_deref(), Some("alice"));
 }
+
+#[tokio::test]
+async fn an_unknown_username_costs_the_directory_a_bind_like_a_wrong_password() {
+    let Some(d) = Slapd::start().await else {
+        return;
+    };
+    let h = start(&d.ldaps_url, d.ca_file.to_str().unwrap(), SEARCH).await;
+    // The binds each refused sign-in makes the directory do: the service account's, then
+    // one with the password typed — as the user found, or, for a name no entry has (or a
+    // filter-bending one), against an entry that does not exist.
+    let mut binds = Vec::new();
+    for (name, password) in [
+        ("alice", "wrong"),
+        ("nobody", "wrong"),
+        ("*", "alice-pw"),
+        ("bob", "also-wrong"),
+    ] {
+        let before = d.binds().await;
+        let page = sign_in(&h, &Browser::new(), "/", name, password).await;
+        assert_eq!(page.status, 401, "{name}: {}", page.html);
+        assert!(
+            page.html.contains("Wrong username or password."),
+            "{name}: {}",
+            page.html
+        );
+        binds.push((name, d.binds().await - before));
+    }
+    assert_eq!(
+        binds,
+        vec![("alice", 2), ("nobody", 2), ("*", 2), ("bob", 2)],
+        "an unknown name takes the same path as a wrong password"
+    );
+    assert!(h.st.stores.durable.list_users().await.unwrap().is_empty());
+}

@@ -567,3 +567,645 @@ async fn a_required_provider_that_cannot_be_reached_stops_the_start_and_another_
     assert!(e.contains("required: true"), "{e}");
     assert_eq!(build(false).await, Ok(()));
 }
+
+/// [`CONFIG`] with signing out at the provider and its back-channel logout on.
+fn with_logout() -> String {
+    CONFIG.replace(
+        "    step_up_acr:",
+        "    sign_out_upstream: true\n    back_channel_logout: true\n    step_up_acr:",
+    )
+}
+
+/// The provider's logout page's form, confirmed ("Yes, sign me out"), in `b`.
+async fn confirm_logout_at_provider(b: &Browser, page: &Page) -> Page {
+    assert_eq!(page.status, 200, "{} {}", page.url, page.html);
+    let action = button_of(&page.html, "action=\"");
+    let xsrf = support::field(&page.html, "xsrf");
+    let r = b
+        .post(page.url.join(&action).unwrap())
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    Page::read(r).await
+}
+
+/// Signs out of stepgate in `b` (the account page's form), not following the answer.
+async fn sign_out(s: &Setup, b: &Browser) -> reqwest::Response {
+    let account = Page::open(b, &s.h.at("/_stepgate/account")).await;
+    b.tab(false)
+        .post(s.h.at("/_stepgate/logout"))
+        .form(&[("csrf", account.field("csrf"))])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signing_out_signs_out_at_the_provider_whose_back_channel_logout_ends_the_other_sessions() {
+    let Some(s) = start_with(&with_logout(), Vec::new()).await else {
+        return;
+    };
+    // Alice signs in twice, in two browsers (two sessions at the provider, each its sid).
+    let (b1, b2) = (Browser::new(), Browser::new());
+    for b in [&b1, &b2] {
+        s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+        let page = through_provider(&s, b, "/").await;
+        assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    }
+    let sids: Vec<String> = s
+        .tap
+        .seen()
+        .iter()
+        .map(|t| claims_of(t)["sid"].as_str().unwrap().to_string())
+        .collect();
+    assert_ne!(sids[0], sids[1]);
+
+    // Signing out of stepgate in the first sends the browser to the provider's
+    // end-session endpoint with its ID token as the hint, and back to stepgate.
+    let r = sign_out(&s, &b1).await;
+    assert_eq!(r.status(), 303);
+    let to = reqwest::Url::parse(&support::header(&r, "location")).unwrap();
+    assert_eq!(to.path(), "/session/end", "{to}");
+    let q: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["id_token_hint"], s.tap.seen()[0]);
+    assert_eq!(q["client_id"], "stepgate");
+    assert_eq!(
+        q["post_logout_redirect_uri"],
+        format!(
+            "{}/_stepgate/login/upstream/corp/signed-out",
+            s.h.public_url
+        )
+    );
+    assert!(
+        b1.session_id(&s.h.base).is_none(),
+        "signed out of stepgate first"
+    );
+    let at_op = Page::open(&b1, to.as_str()).await;
+    let back = confirm_logout_at_provider(&b1, &at_op).await;
+    assert_eq!(
+        back.url.path(),
+        "/_stepgate/login/upstream/corp/signed-out",
+        "{}",
+        back.html
+    );
+    assert!(back.html.contains("You are signed out."), "{}", back.html);
+    // The provider told stepgate (its back-channel logout for the first session, which
+    // had already ended here); the second session, another one at the provider, stands.
+    let rows = audit(&s.h.st, Some("signout.upstream")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["sid"], sids[0].as_str());
+    assert_eq!(rows[0].detail["ended"], 0);
+    let page = Page::open(&b2, &s.h.at("/")).await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+
+    // Signing out at the provider itself (not through stepgate) ends the second session
+    // here through the provider's back-channel logout.
+    let at_op = Page::open(&b2, &format!("{}/session/end", s.op.issuer)).await;
+    confirm_logout_at_provider(&b2, &at_op).await;
+    let rows = audit(&s.h.st, Some("signout.upstream")).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].detail["sid"], sids[1].as_str());
+    assert_eq!(rows[1].detail["ended"], 1);
+    assert_eq!(rows[1].actor.as_deref(), Some("alice"));
+    let page = Page::open(&b2, &s.h.at("/")).await;
+    assert!(
+        page.html.contains("Sign in with Corp SSO"),
+        "the second session ended: {}",
+        page.html
+    );
+}
+
+#[tokio::test]
+async fn forged_and_replayed_logout_tokens_end_nothing() {
+    let Some(s) = start_with(&with_logout(), Vec::new()).await else {
+        return;
+    };
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    let page = through_provider(&s, &b, "/").await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let sid = claims_of(&s.tap.seen()[0])["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = s.h.at("/_stepgate/login/upstream/corp/backchannel-logout");
+    let now = chrono::Utc::now().timestamp();
+    let good = serde_json::json!({
+        "iss": s.op.issuer, "aud": "stepgate", "iat": now, "exp": now + 120,
+        "jti": "logout-1", "sid": sid,
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    let post = |token: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let op_key = s.op.key_pem.clone();
+    let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let changed = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        sign(&c, &op_key, "op-key-1")
+    };
+    let forged = [
+        ("another key", sign(&good, other.as_bytes(), "op-key-1")),
+        (
+            "another audience",
+            changed(&|c| c["aud"] = "another-app".into()),
+        ),
+        (
+            "another issuer",
+            changed(&|c| c["iss"] = "https://evil.example".into()),
+        ),
+        ("an ID token (nonce)", changed(&|c| c["nonce"] = "n".into())),
+        (
+            "no event",
+            changed(&|c| c["events"] = serde_json::json!({})),
+        ),
+        (
+            "no sid or sub",
+            changed(&|c| {
+                c.as_object_mut().unwrap().remove("sid");
+            }),
+        ),
+        (
+            "no jti",
+            changed(&|c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+        ),
+        ("expired", changed(&|c| c["exp"] = (now - 3600).into())),
+        ("old", changed(&|c| c["iat"] = (now - 3600).into())),
+        ("not a token", "garbage".to_string()),
+    ];
+    for (what, token) in forged {
+        assert_eq!(post(token).await, 400, "{what}");
+        let page = Page::open(&b, &s.h.at("/")).await;
+        assert!(
+            page.html.contains("app saw user=alice"),
+            "a logout token with {what} ended the session"
+        );
+    }
+    assert!(audit(&s.h.st, Some("signout.upstream")).await.is_empty());
+
+    // The provider's own token: the session ends. The same token again is refused.
+    let genuine = sign(&good, &op_key, "op-key-1");
+    assert_eq!(post(genuine.clone()).await, 200);
+    let page = Page::open(&b, &s.h.at("/")).await;
+    assert!(page.html.contains("Sign in with Corp SSO"), "{}", page.html);
+    assert_eq!(post(genuine).await, 400, "a replayed logout token");
+    let rows = audit(&s.h.st, Some("signout.upstream")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["ended"], 1);
+
+    // By subject alone: every session of the subject through this provider ends.
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    through_provider(&s, &b, "/").await;
+    let by_sub = changed(&|c| {
+        c.as_object_mut().unwrap().remove("sid");
+        c["sub"] = "alice-sub".into();
+        c["jti"] = "logout-2".into();
+    });
+    assert_eq!(post(by_sub).await, 200);
+    let page = Page::open(&b, &s.h.at("/")).await;
+    assert!(page.html.contains("Sign in with Corp SSO"), "{}", page.html);
+}
+
+#[tokio::test]
+async fn anonymous_garbage_at_the_callback_is_audited_at_a_bounded_rate_and_counted() {
+    // A local `alice`, not linked: the provider's alice is refused by name.
+    let Some(s) = start_with(CONFIG, vec![UserRecord::new("alice")]).await else {
+        return;
+    };
+    let url =
+        s.h.at("/_stepgate/login/upstream/corp/callback?code=x&state=y");
+    let limit = stepgate_server::portal::upstream::ANONYMOUS_AUDIT_PER_MINUTE as usize;
+    for _ in 0..limit + 7 {
+        let page = Page::open(&Browser::new(), &url).await;
+        assert_eq!(page.status, 401, "{}", page.html);
+    }
+    let rows = audit(&s.h.st, Some("signin.upstream_refused")).await;
+    assert_eq!(
+        rows.len(),
+        limit,
+        "at most the minute's allowance is written"
+    );
+    let key = stepgate_server::portal::upstream::suppressed_audit_key("corp");
+    assert_eq!(s.h.st.stores.hot.get_counter(&key).await.unwrap(), 7);
+    // A refusal that names a user is always written.
+    s.op.next("alice-sub", &["pwd"], None, 0).await;
+    let page = through_provider(&s, &Browser::new(), "/").await;
+    assert_eq!(page.status, 403, "{}", page.html);
+    let rows = audit(&s.h.st, Some("signin.upstream_refused")).await;
+    assert_eq!(rows.len(), limit + 1);
+    assert_eq!(rows[limit].actor.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn a_user_disabled_upstream_is_signed_out_at_the_next_re_check() {
+    let config = CONFIG.replace(
+        "    step_up_acr:",
+        "    refresh_interval: 1s\n    step_up_acr:",
+    );
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    let page = through_provider(&s, &b, "/").await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let session = b.session_id(&s.h.base).unwrap();
+    let kept = |sid: String| {
+        let st = s.h.st.clone();
+        async move {
+            st.sessions
+                .peek(&sid)
+                .await
+                .unwrap()
+                .unwrap()
+                .1
+                .upstream
+                .unwrap()
+        }
+    };
+    let first = kept(session.clone()).await;
+    assert!(
+        first.refresh.is_some(),
+        "the refresh token is kept (sealed)"
+    );
+    // Within the interval, no question to the provider.
+    let issued = s.tap.seen().len();
+    Page::open(&b, &s.h.at("/")).await;
+    assert_eq!(s.tap.seen().len(), issued);
+
+    // Past it, the provider is asked (its refresh token redeemed) and still vouches: the
+    // request goes through, and the session keeps the new refresh token it issued.
+    for round in 1..=2 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let page = Page::open(&b, &s.h.at("/")).await;
+        assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+        assert_eq!(
+            s.tap.seen().len(),
+            issued + round,
+            "re-checked at the provider"
+        );
+    }
+    let now = kept(session.clone()).await;
+    assert!(now.checked_at > first.checked_at);
+    assert_ne!(now.refresh, first.refresh);
+
+    // Disabled upstream: the next re-check is refused, and the session ends.
+    s.op.disable("alice-sub").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let page = Page::open(&b, &s.h.at("/")).await;
+    assert!(
+        page.html.contains("Sign in with Corp SSO"),
+        "signed out: {}",
+        page.html
+    );
+    assert!(s.h.st.sessions.peek(&session).await.unwrap().is_none());
+    let rows = audit(&s.h.st, Some("signout.upstream_refused")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].actor.as_deref(), Some("alice"));
+    assert!(
+        rows[0].detail["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{:?}",
+        rows[0]
+    );
+}
+
+/// An ES256 key pair: its PKCS#8 PEM and its public JWK (`kid` `k1`).
+fn es256_key() -> (String, serde_json::Value) {
+    use base64::Engine as _;
+    let k = rcgen::KeyPair::generate().unwrap();
+    let raw = k.public_key_raw();
+    assert_eq!((raw.len(), raw[0]), (65, 4), "an uncompressed P-256 point");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..]),
+        "kid": "k1", "use": "sig", "alg": "ES256",
+    });
+    (k.serialize_pem(), jwk)
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_stepgate_at_the_token_endpoint() {
+    let (pem, jwk) = es256_key();
+    let (other_pem, _) = es256_key();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client.pem"), &pem).unwrap();
+    std::fs::write(dir.path().join("other.pem"), &other_pem).unwrap();
+    let op_port = free_port();
+    let issuer = format!("http://127.0.0.1:{op_port}");
+    // No tap: the assertion's audience is the provider's own token endpoint.
+    let config = |key: &str| {
+        CONFIG
+            .replace(
+                "    client_id: stepgate\n",
+                "    client_id: stepgate-pkjwt\n",
+            )
+            .replace(
+                "    client_secret: { inline_insecure: stepgate-secret }\n",
+                &format!(
+                    "    private_key_jwt: {{ key_file: \"{}\", key_id: k1 }}\n",
+                    dir.path().join(key).display()
+                ),
+            )
+            .replace(
+                "\"DISCOVERY\"",
+                "\"ISSUER/.well-known/openid-configuration\"",
+            )
+    };
+    let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
+        format!(
+            "app saw user={}",
+            h.get("remote-user")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        )
+    }));
+    let upstream_url = upstream::serve(app).await;
+    // stepgate with the registered key, and another with a key the provider does not know.
+    let h = Server::build(&config("client.pem"))
+        .with("ISSUER", &issuer)
+        .with("UPSTREAM", upstream_url)
+        .start()
+        .await;
+    let h2 = Server::build(&config("other.pem"))
+        .with("ISSUER", &issuer)
+        .with("UPSTREAM", upstream_url)
+        .start()
+        .await;
+    let callbacks = [&h, &h2]
+        .map(|h| format!("{}/_stepgate/login/upstream/corp/callback", h.public_url))
+        .join(" ");
+    let jwk = jwk.to_string();
+    let Some(op) = Op::start_with(op_port, &callbacks, &[("OP_PKJWT_JWK", &jwk)]).await else {
+        return;
+    };
+    op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    let login = Page::open(&b, &h.at("/")).await;
+    let page = Page::open(&b, &h.at(&button(&login.html))).await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+
+    // The other key: the provider's token endpoint refuses stepgate, and so the sign-in
+    // is refused.
+    op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    let b = Browser::new();
+    let login = Page::open(&b, &h2.at("/")).await;
+    let page = Page::open(&b, &h2.at(&button(&login.html))).await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    let rows = audit(&h2.st, Some("signin.upstream_refused")).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].detail["reason"], "refused");
+    assert!(
+        rows[0].detail["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_client"),
+        "{:?}",
+        rows[0]
+    );
+}
+
+/// Stepgate A, an OpenID Provider whose sign-in asks for a password and TOTP.
+const STEPGATE_A: &str = r#"
+apps:
+  - { id: b-portal, name: Stepgate B, hosts: [b.test] }
+sessions: { cookie: { secure: false } }
+policies:
+  - name: sign-in-needs-mfa
+    priority: 10
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: everyone
+    priority: 20
+    outcome: allow
+oidc:
+  clients:
+    - id: stepgate-b
+      secret_hash: "SECRET_HASH"
+      redirect_uris: ["B_CALLBACK"]
+      app: b-portal
+"#;
+
+/// Stepgate B, signing in through A, trusting A's `aal2` (and its `amr`) as two factors.
+const STEPGATE_B: &str = r#"
+apps:
+  - id: console
+    hosts: [127.0.0.1]
+    upstream: http://UPSTREAM
+sessions: { cookie: { secure: false } }
+identity_providers:
+  - id: stepgate-a
+    name: Stepgate A
+    issuer: "A_ISSUER"
+    client_id: stepgate-b
+    client_secret: { inline_insecure: b-secret-for-the-test }
+    scopes: [openid, profile]
+    trust:
+      window: 5m
+      ACR_OR_AMR
+policies:
+  - name: sign-in-needs-mfa
+    priority: 10
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: everyone
+    priority: 20
+    outcome: allow
+"#;
+
+#[tokio::test]
+async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts() {
+    let cheap = stepgate_authn::config::Argon2Config::insecure_for_tests();
+    let hash = stepgate_authn::password::hash_secret(&cheap, b"b-secret-for-the-test").unwrap();
+    for (trust, counted) in [
+        ("acr: { aal2: [knowledge, possession] }", vec!["pwd", "otp"]),
+        (
+            "amr: { pwd: knowledge, otp: possession }",
+            vec!["pwd", "otp"],
+        ),
+    ] {
+        let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
+            format!(
+                "app saw user={} amr={}",
+                h.get("remote-user")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+                h.get("remote-amr")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+            )
+        }));
+        // B first (A must know its callback); A on `localhost`, so the two portals' cookies
+        // (one browser) are apart.
+        let a_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a_port = a_listener.local_addr().unwrap().port();
+        drop(a_listener);
+        let a_issuer = format!("http://localhost:{a_port}");
+        let b = Server::build(&STEPGATE_B.replace("ACR_OR_AMR", trust))
+            .with("A_ISSUER", &a_issuer)
+            .with("UPSTREAM", upstream::serve(app).await)
+            .start()
+            .await;
+        let a = Server::build(STEPGATE_A)
+            .with("SECRET_HASH", &hash)
+            .with(
+                "B_CALLBACK",
+                format!(
+                    "{}/_stepgate/login/upstream/stepgate-a/callback",
+                    b.public_url
+                ),
+            )
+            .public_url(move |_| format!("http://localhost:{a_port}"))
+            .on_port(a_port)
+            .demo_users()
+            .start()
+            .await;
+        assert_eq!(a.public_url, a_issuer);
+
+        // Jane opens B's app, chooses Stepgate A, signs in there with her password and
+        // TOTP, and comes back signed in to B at AAL2 without B asking for anything more.
+        let browser = Browser::new();
+        let login = Page::open(&browser, &b.at("/")).await;
+        assert!(
+            login.html.contains("Sign in with Stepgate A"),
+            "{}",
+            login.html
+        );
+        let at_a = Page::open(&browser, &b.at(&button(&login.html))).await;
+        assert!(
+            at_a.url.as_str().starts_with(&a_issuer),
+            "at A's sign-in page: {}",
+            at_a.url
+        );
+        let r = at_a
+            .submit(
+                &browser,
+                "/_stepgate/login",
+                &[("username", JANE.username), ("password", JANE.password)],
+            )
+            .await;
+        let step = Page::read(r).await;
+        assert!(
+            step.url.path().ends_with("/_stepgate/step-up"),
+            "A asks for its second factor: {} {}",
+            step.url,
+            step.html
+        );
+        let done = Page::read(step.submit_code(&browser, &JANE.code(0)).await).await;
+        assert!(
+            done.url.as_str().starts_with(&b.base),
+            "back at B: {} {}",
+            done.url,
+            done.html
+        );
+        assert!(done.html.contains("app saw user=jane"), "{}", done.html);
+        let row = audit(&b.st, Some("signin.upstream")).await;
+        assert_eq!(row.len(), 1);
+        assert_eq!(row[0].detail["acr"], "aal2");
+        assert_eq!(
+            row[0].detail["amr"],
+            serde_json::json!(["pwd", "otp", "mfa"]),
+            "A's own amr"
+        );
+        let got: Vec<&str> = row[0].detail["counted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(got, counted, "{trust}");
+        assert!(done.html.contains("amr=pwd"), "{}", done.html);
+        assert_eq!(user(&b.st, "jane").await.source, UserSource::Upstream);
+    }
+}
+
+#[tokio::test]
+async fn an_address_in_a_providers_domain_signs_in_there_and_a_default_provider_skips_the_page() {
+    let config = CONFIG.replace(
+        "    step_up_acr:",
+        "    domains: [corp.example]\n    step_up_acr:",
+    );
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
+    // The page takes the address first: no password is required to submit it.
+    let b = Browser::new();
+    let login = Page::open(&b, &s.h.at("/reports")).await;
+    assert!(
+        !login
+            .html
+            .contains("autocomplete=\"current-password\" required"),
+        "{}",
+        login.html
+    );
+    let r = login
+        .submit(
+            &b.tab(false),
+            "/_stepgate/login",
+            &[("username", "Alice@Corp.Example"), ("password", "")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let start = support::header(&r, "location");
+    assert!(start.contains("/login/upstream/corp?"), "{start}");
+    let to_op = b.tab(false).get(&start).send().await.unwrap();
+    let at_op = support::header(&to_op, "location");
+    assert!(
+        at_op.starts_with(&s.op.issuer) && at_op.contains("login_hint=Alice%40Corp.Example"),
+        "{at_op}"
+    );
+    let page = Page::open(&b, &at_op).await;
+    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_eq!(page.url.path(), "/reports", "back where she was going");
+
+    // A name in no provider's domain, with no password yet: the page again, the name
+    // kept, no error.
+    let b = Browser::new();
+    let login = Page::open(&b, &s.h.at("/")).await;
+    let r = login
+        .submit(
+            &b,
+            "/_stepgate/login",
+            &[("username", "carol@elsewhere.example"), ("password", "")],
+        )
+        .await;
+    let again = Page::read(r).await;
+    assert_eq!(again.status, 200);
+    assert!(
+        again.html.contains("value=\"carol@elsewhere.example\""),
+        "{}",
+        again.html
+    );
+    assert!(!again.html.contains("login-error"), "{}", again.html);
+
+    // `server.default_provider`: the sign-in page sends everyone there at once, unless
+    // asked for with `?local`.
+    let config = format!("server: {{ default_provider: corp }}\n{CONFIG}");
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
+    let page = Page::open(&Browser::new(), &s.h.at("/reports")).await;
+    assert!(page.html.contains("app saw user=bob"), "{}", page.html);
+    let local = Page::open(&Browser::new(), &s.h.at("/_stepgate/login?local")).await;
+    assert_eq!(local.status, 200);
+    assert!(local.html.contains("name=\"password\""), "{}", local.html);
+}

@@ -500,3 +500,25 @@ fn an_upstream_factor_counts_as_the_class_its_trust_mapping_gave_it() {
     let pwd2 = PassedFactor::new(FactorKind::Password, &cfg, at);
     assert_eq!(crate::assurance::aal_of(&[pwd, pwd2], &cfg), 1);
 }
+
+#[test]
+fn an_upstream_factor_names_only_a_registered_rfc_8176_method_in_amr() {
+    let cfg = AssuranceConfig::default();
+    let at = t0();
+    // The untrusted upstream sign-in ("fed" inside stepgate) names no method.
+    let fed = PassedFactor::upstream("fed", AuthenticatorClass::Knowledge, false, false, at);
+    let a = assess_factors(std::slice::from_ref(&fed), &cfg);
+    assert_eq!(a.aal, 1);
+    assert!(a.amr.is_empty(), "{:?}", a.amr);
+    // With stepgate's own TOTP after it: only `otp`.
+    let totp = PassedFactor::new(FactorKind::Totp, &cfg, at);
+    assert_eq!(assess_factors(&[fed, totp], &cfg).amr, vec!["otp", "mfa"]);
+    // A trusted provider-specific value counts as its class but is not named; a trusted
+    // registered one is.
+    let ngc = PassedFactor::upstream("ngcmfa", AuthenticatorClass::Possession, false, false, at);
+    let pwd = PassedFactor::upstream("pwd", AuthenticatorClass::Knowledge, false, false, at);
+    let a = assess_factors(&[pwd, ngc], &cfg);
+    assert_eq!(a.aal, 2);
+    assert_eq!(a.amr, vec!["pwd", "mfa"]);
+    assert!(a.amr.iter().all(|m| RFC8176_AMR.contains(&m.as_str())));
+}

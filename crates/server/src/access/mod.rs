@@ -35,7 +35,7 @@ use stepgate_policy::{Explanation, RequestKind};
 use crate::app::state::Runtime;
 use crate::devices::Registry;
 use crate::session::cache::Caches;
-use crate::session::Sessions;
+use crate::session::{Session, Sessions};
 pub use decision_log::{DecisionLog, RequestId};
 pub use request::{AccessRequest, Connection, Credentials, Subject, Who};
 pub use signals::SignalSource;
@@ -50,7 +50,24 @@ pub struct Access {
     devices: Arc<Registry>,
     log: Option<Arc<DecisionLog>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    upstream: std::sync::OnceLock<UpstreamRecheck>,
 }
+
+/// What re-checking a session's user at their upstream provider decided.
+pub enum Rechecked {
+    /// The session stands (as given, or re-saved with the provider's new refresh token).
+    Stands(Session),
+    /// The provider no longer vouches for the user: the session was ended.
+    Ended,
+}
+
+/// Re-checks, when due, a session that signed in through an upstream provider keeping a
+/// refresh token ([`crate::portal::upstream::recheck`]).
+pub type UpstreamRecheck = Box<
+    dyn Fn(Session) -> std::pin::Pin<Box<dyn std::future::Future<Output = Rechecked> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Access {
     /// The pipeline over these services.
@@ -68,7 +85,13 @@ impl Access {
             devices,
             log: None,
             metrics: None,
+            upstream: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Re-checks sessions that signed in through an upstream provider with `hook` (set once).
+    pub fn recheck_upstream(&self, hook: UpstreamRecheck) {
+        let _ = self.upstream.set(hook);
     }
 
     /// The pipeline, counting and timing its decisions in `metrics`.
@@ -266,6 +289,14 @@ impl Access {
                     Err(e) => return Err(Verdict::Unavailable(e.to_string())),
                 }
             }
+        };
+        // A user signed in upstream, with a refresh token kept: re-checked there when due.
+        let session = match (&session.data.upstream, self.upstream.get()) {
+            (Some(u), Some(recheck)) if u.refresh.is_some() => match recheck(session).await {
+                Rechecked::Stands(s) => s,
+                Rechecked::Ended => return Err(Verdict::SignIn(SignInReason::NoSession)),
+            },
+            _ => session,
         };
         match self.cache.user(&session.data.user_id).await {
             Ok(Some(u)) if !u.disabled => Ok(Subject {

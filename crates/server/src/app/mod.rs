@@ -143,14 +143,15 @@ pub async fn build_state_with(
     .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
     let siem = crate::siem::Streams::from_config(&config)
         .map_err(|e| anyhow::anyhow!("setting up the audit streams: {e:#}"))?;
-    let idps = crate::idp::IdentityProviders::new(&config.base_dir);
+    let idps = crate::idp::IdentityProviders::new(&config.base_dir, key.clone());
     for p in config.identity_providers.iter().filter(|p| p.required) {
         // A provider marked required must answer at start; the others are read at their
         // first sign-in (a failure then refuses that sign-in, not the start).
         idps.provider(p)
             .await
             .map_err(|e| anyhow::anyhow!("{e} (identity_providers: `required: true`)"))?;
-        idps.client_secret(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+        idps.check_credentials(p)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
@@ -179,6 +180,8 @@ pub async fn build_state_with(
         crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
         st.sessions
             .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
+        st.access
+            .recheck_upstream(crate::portal::upstream::recheck_hook(Arc::downgrade(st)));
         if let Some(log) = st.access.decision_log() {
             log.spawn_writer(st);
         }

@@ -25,7 +25,7 @@ pub struct Expected<'a> {
 }
 
 /// The algorithms an ID token may be signed with: the provider's public keys only.
-const ALLOWED: [Algorithm; 8] = [
+pub(crate) const ALLOWED: [Algorithm; 8] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,

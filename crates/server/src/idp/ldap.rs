@@ -41,6 +41,7 @@ pub struct Directory {
     cfg: LdapConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     bind_password: Option<String>,
+    user_binds: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -108,12 +109,39 @@ impl Directory {
             cfg: cfg.clone(),
             tls,
             bind_password,
+            user_binds: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The configuration it was built from.
     pub fn config(&self) -> &LdapConfig {
         &self.cfg
+    }
+
+    /// How many binds with a user's password this directory has attempted (one per
+    /// [`Directory::authenticate`] that got as far as the directory, whether the user
+    /// exists or not).
+    pub fn user_binds(&self) -> u64 {
+        self.user_binds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_user_bind(&self) {
+        self.user_binds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// An entry under `user_base` that no directory holds, for an unknown user's bind.
+    fn dummy_dn(&self) -> String {
+        let base = self.cfg.user_base.as_deref().unwrap_or_default();
+        let rdn = format!(
+            "cn=stepgate-no-such-user-{}",
+            crate::app::signer::random_id()
+        );
+        if base.is_empty() {
+            rdn
+        } else {
+            format!("{rdn},{base}")
+        }
     }
 
     /// Checks `password` for `username` by binding as them; who they are in the directory.
@@ -179,11 +207,24 @@ impl Directory {
                             )
                             .dn
                         }
-                        // None, or several (an ambiguous filter): no one to bind as.
-                        _ => return Err(DirectoryError::InvalidCredentials),
+                        // None, or several (an ambiguous filter): no one to bind as. The
+                        // password is still tried, against an entry that does not exist,
+                        // so an unknown name costs the directory round trip a wrong
+                        // password does (no username probing by timing); whatever that
+                        // bind answers, the answer is "invalid credentials".
+                        _ => {
+                            let dummy = self.dummy_dn();
+                            self.count_user_bind();
+                            let _ = ldap
+                                .with_timeout(timeout)
+                                .simple_bind(&dummy, password)
+                                .await;
+                            return Err(DirectoryError::InvalidCredentials);
+                        }
                     }
                 }
             };
+            self.count_user_bind();
             match ldap.with_timeout(timeout).simple_bind(&dn, password).await {
                 Ok(r) if r.rc == 0 => {}
                 Ok(r) if r.rc == INVALID_CREDENTIALS => {

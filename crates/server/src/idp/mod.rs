@@ -12,6 +12,7 @@
 //!   and what the upstream's `amr`/`acr` count for under the provider's trust mapping.
 //! - [`accounts`]: the stepgate user for an upstream subject — linked by (provider, `sub`),
 //!   optionally by a verified e-mail, or created just in time.
+//! - [`logout_token`]: a back-channel logout token checked (Back-Channel Logout 1.0).
 //! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user).
 //!
 //! The portal's two pages (the redirect to the provider and its callback) are
@@ -21,6 +22,7 @@ pub mod accounts;
 pub mod claims;
 pub mod id_token;
 pub mod ldap;
+pub mod logout_token;
 pub mod provider;
 
 use std::collections::HashMap;
@@ -110,11 +112,16 @@ pub struct IdentityProviders {
     http: reqwest::Client,
     providers: Mutex<HashMap<String, Arc<Provider>>>,
     base_dir: std::path::PathBuf,
+    key: stepgate_store::SecretKey,
 }
 
+/// The sealing context of an upstream refresh token kept in a session.
+const REFRESH_CONTEXT: &str = "stepgate/upstream/refresh/v1";
+
 impl IdentityProviders {
-    /// The service; relative secret files resolve against `base_dir`.
-    pub fn new(base_dir: &std::path::Path) -> Self {
+    /// The service; relative secret files resolve against `base_dir`; upstream refresh
+    /// tokens kept in sessions are sealed with `key` (the secrets key).
+    pub fn new(base_dir: &std::path::Path, key: stepgate_store::SecretKey) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stepgate/", env!("CARGO_PKG_VERSION")))
@@ -124,7 +131,36 @@ impl IdentityProviders {
             http,
             providers: Mutex::new(HashMap::new()),
             base_dir: base_dir.to_path_buf(),
+            key,
         }
+    }
+
+    /// `token` (a provider's refresh token for subject `sub` of provider `id`) sealed for
+    /// a session (base64url): unreadable and unforgeable without the secrets key, and only
+    /// for that provider and subject.
+    pub fn seal_refresh(&self, id: &str, sub: &str, token: &str) -> Option<String> {
+        use base64::Engine as _;
+        let sealed = self
+            .key
+            .seal(token.as_bytes(), &format!("{REFRESH_CONTEXT}\n{id}\n{sub}"))
+            .ok()?;
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed.as_bytes()))
+    }
+
+    /// A refresh token [`IdentityProviders::seal_refresh`] sealed.
+    pub fn open_refresh(&self, id: &str, sub: &str, sealed: &str) -> Option<String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .ok()?;
+        let plain = self
+            .key
+            .open(
+                &stepgate_store::SealedSecret::from_bytes(bytes),
+                &format!("{REFRESH_CONTEXT}\n{id}\n{sub}"),
+            )
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
     }
 
     /// The provider `cfg` describes, its metadata read (once) from its discovery document.
@@ -146,13 +182,119 @@ impl IdentityProviders {
         &self.http
     }
 
+    /// How stepgate authenticates to `provider`'s token endpoint: a signed client assertion
+    /// made now (`private_key_jwt`), or the client secret read now (a rotated file or
+    /// variable counts at once).
+    pub fn client_auth(
+        &self,
+        cfg: &IdentityProviderConfig,
+        provider: &Provider,
+    ) -> Result<provider::ClientAuth, UpstreamError> {
+        match &cfg.private_key_jwt {
+            Some(k) => {
+                let aud = match k.audience {
+                    stepgate_config::identity::AssertionAudience::TokenEndpoint => {
+                        provider.metadata.token_endpoint.as_str()
+                    }
+                    stepgate_config::identity::AssertionAudience::Issuer => cfg.issuer.as_str(),
+                };
+                let assertion = self.client_assertion(cfg, k, aud)?;
+                Ok(provider::ClientAuth::Assertion {
+                    client_id: cfg.client_id.to_string(),
+                    assertion,
+                })
+            }
+            None => Ok(provider::ClientAuth::Basic {
+                client_id: cfg.client_id.to_string(),
+                secret: self.client_secret(cfg)?,
+            }),
+        }
+    }
+
+    /// Checks that `cfg`'s credentials can be read (the secret, or the private key).
+    pub fn check_credentials(&self, cfg: &IdentityProviderConfig) -> Result<(), UpstreamError> {
+        match &cfg.private_key_jwt {
+            Some(k) => self.client_assertion(cfg, k, "check").map(|_| ()),
+            None => self.client_secret(cfg).map(|_| ()),
+        }
+    }
+
+    /// A client assertion (RFC 7523 §3, OpenID Connect Core §9): `iss` and `sub` the client
+    /// id, `aud` as configured, a fresh `jti`, valid for 60 s.
+    fn client_assertion(
+        &self,
+        cfg: &IdentityProviderConfig,
+        k: &stepgate_config::identity::PrivateKeyJwtConfig,
+        aud: &str,
+    ) -> Result<String, UpstreamError> {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let err = |detail: String| UpstreamError::Config {
+            provider: cfg.id.to_string(),
+            detail,
+        };
+        let path = if k.key_file.is_absolute() {
+            k.key_file.clone()
+        } else {
+            self.base_dir.join(&k.key_file)
+        };
+        let pem = std::fs::read(&path)
+            .map_err(|e| err(format!("private_key_jwt.key_file {}: {e}", path.display())))?;
+        let unusable = |e: jsonwebtoken::errors::Error| {
+            err(format!(
+                "private_key_jwt.key_file {}: not a usable private key for the algorithm: {e}",
+                path.display()
+            ))
+        };
+        let (alg, key) = match k.algorithm.as_deref() {
+            None => match EncodingKey::from_ec_pem(&pem) {
+                Ok(key) => (Algorithm::ES256, key),
+                Err(_) => (
+                    Algorithm::RS256,
+                    EncodingKey::from_rsa_pem(&pem).map_err(unusable)?,
+                ),
+            },
+            Some(a) => {
+                let alg: Algorithm = a
+                    .parse()
+                    .map_err(|_| err(format!("private_key_jwt.algorithm `{a}` is unknown")))?;
+                let key = match alg {
+                    Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+                    Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512 => EncodingKey::from_rsa_pem(&pem),
+                    _ => {
+                        return Err(err(format!(
+                            "private_key_jwt.algorithm `{a}` is not allowed"
+                        )))
+                    }
+                }
+                .map_err(unusable)?;
+                (alg, key)
+            }
+        };
+        let mut header = Header::new(alg);
+        header.kid = k.key_id.clone();
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "iss": cfg.client_id.as_str(), "sub": cfg.client_id.as_str(), "aud": aud,
+            "jti": crate::app::signer::random_id(), "iat": now, "exp": now + 60,
+        });
+        jsonwebtoken::encode(&header, &claims, &key).map_err(unusable)
+    }
+
     /// The client secret of `cfg`, read now (a rotated file or variable counts at once).
     pub fn client_secret(&self, cfg: &IdentityProviderConfig) -> Result<String, UpstreamError> {
         let err = |detail: String| UpstreamError::Config {
             provider: cfg.id.to_string(),
             detail,
         };
-        let s = match &cfg.client_secret {
+        let Some(source) = &cfg.client_secret else {
+            return Err(err("no client_secret is configured".into()));
+        };
+        let s = match source {
             SecretSource::File(p) => {
                 let p = if p.is_absolute() {
                     p.clone()

@@ -42,6 +42,24 @@ pub struct Metadata {
     pub end_session_endpoint: Option<String>,
 }
 
+/// How stepgate authenticates to a token endpoint.
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the client id and secret.
+    Basic {
+        /// The client id.
+        client_id: String,
+        /// The secret.
+        secret: String,
+    },
+    /// `private_key_jwt`: a signed client assertion in the form.
+    Assertion {
+        /// The client id.
+        client_id: String,
+        /// The assertion (a JWT).
+        assertion: String,
+    },
+}
+
 /// A provider's metadata and its keys.
 pub struct Provider {
     /// The provider's id.
@@ -66,6 +84,9 @@ pub struct TokenAnswer {
     /// The access token (for the user-info endpoint).
     #[serde(default)]
     pub access_token: Option<String>,
+    /// The refresh token (kept, sealed, when the provider's `refresh_interval` is set).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,23 +281,76 @@ impl Provider {
     pub async fn exchange(
         &self,
         http: &reqwest::Client,
-        client: (&str, &str),
+        client: &ClientAuth,
         code: &str,
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<TokenAnswer, UpstreamError> {
-        // RFC 6749 §2.3.1: the id and secret are form-encoded before Basic.
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let r = http
-            .post(&self.metadata.token_endpoint)
-            .basic_auth(enc(client.0), Some(enc(client.1)))
-            .header("accept", "application/json")
-            .form(&[
+        self.token_request(
+            http,
+            client,
+            &[
                 ("grant_type", "authorization_code"),
                 ("code", code),
                 ("redirect_uri", redirect_uri),
                 ("code_verifier", verifier),
-            ])
+            ],
+        )
+        .await
+    }
+
+    /// Redeems a refresh token (RFC 6749 §6): whether the provider still vouches for the
+    /// user. A refusal (`invalid_grant`: the user disabled, the grant revoked, the session
+    /// ended there) is [`UpstreamError::Refused`].
+    pub async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        client: &ClientAuth,
+        refresh_token: &str,
+    ) -> Result<TokenAnswer, UpstreamError> {
+        self.token_request(
+            http,
+            client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    /// A request to the token endpoint, authenticating as `client` says.
+    async fn token_request(
+        &self,
+        http: &reqwest::Client,
+        client: &ClientAuth,
+        form: &[(&str, &str)],
+    ) -> Result<TokenAnswer, UpstreamError> {
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let mut req = http.post(&self.metadata.token_endpoint);
+        match client {
+            ClientAuth::Basic { client_id, secret } => {
+                // RFC 6749 §2.3.1: the id and secret are form-encoded before Basic.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req = req.basic_auth(enc(client_id), Some(enc(secret)));
+            }
+            ClientAuth::Assertion {
+                client_id,
+                assertion,
+            } => {
+                form.push(("client_id", client_id));
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+                form.push(("client_assertion", assertion));
+            }
+        }
+        let r = req
+            .header("accept", "application/json")
+            .form(&form)
             .timeout(self.timeout)
             .send()
             .await

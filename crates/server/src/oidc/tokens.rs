@@ -147,6 +147,10 @@ impl Issue<'_> {
         ] {
             m.insert(k.into(), v);
         }
+        // RFC 8176 names no method for an untrusted upstream sign-in: no `amr` then.
+        if self.auth.amr.is_empty() {
+            m.remove("amr");
+        }
         match &self.sealed_uid {
             // A pairwise client: the user's id only sealed, and the username only when the
             // scope grants it (it would link the user across sectors).
@@ -186,6 +190,9 @@ impl Issue<'_> {
             ),
         ] {
             m.insert(k.into(), v);
+        }
+        if self.auth.amr.is_empty() {
+            m.remove("amr");
         }
         if with_nonce {
             if let Some(n) = &self.auth.nonce {

@@ -216,6 +216,7 @@ pub async fn link_redeem(
             peer: Some(peer.0.ip()),
             tls: tls.as_ref().map(|t| &t.0),
         },
+        upstream: None,
     };
     let user_id = attempt.user.id.clone();
     let next = sign_in(&st, &rt, &jar, attempt).await;

@@ -218,6 +218,14 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
         .route(&p("/login/upstream/{id}"), get(upstream::start))
         .route(&p("/login/upstream/{id}/callback"), get(upstream::callback))
+        .route(
+            &p("/login/upstream/{id}/signed-out"),
+            get(upstream::signed_out),
+        )
+        .route(
+            &p("/login/upstream/{id}/backchannel-logout"),
+            post(upstream::backchannel_logout),
+        )
         .route(&p("/step-up"), get(stepup::step_up_page))
         .route(&p("/confirmed"), get(stepup::confirmed_page))
         .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))

@@ -116,8 +116,10 @@ async fn sign_out(
     (csrf, ip): (&str, Option<std::net::IpAddr>),
     everywhere: bool,
 ) -> Result<Response, PortalError> {
+    let mut upstream = None;
     if let Some(s) = live_session(st, rt, &jar).await? {
         check_csrf(st, rt, &jar, Some(&s), csrf)?;
+        upstream = s.data.upstream.clone();
         if everywhere {
             st.sessions.end_all(&s.data.user_id).await?;
         } else {
@@ -139,6 +141,19 @@ async fn sign_out(
                 .map_err(|e| PortalError::StoreDown(e.to_string()))?;
         }
     }
+    // Signed in through a provider that signs out too: on to its end-session endpoint,
+    // which sends the browser back to the signed-out page.
+    if let Some(up) = &upstream {
+        if let Some(url) = super::upstream::end_session_url(st, rt, up).await {
+            let jar = jar.set(clear_session_cookie(&rt.config.sessions));
+            return Ok((jar, see_other(&url)).into_response());
+        }
+    }
+    Ok(signed_out_page(rt, jar, everywhere))
+}
+
+/// The page after signing out (the session cookie cleared).
+pub fn signed_out_page(rt: &Here, jar: CookieJar, everywhere: bool) -> Response {
     let jar = jar.set(clear_session_cookie(&rt.config.sessions));
     let message = crate::i18n::t(if everywhere {
         "signed-out-everywhere"
@@ -150,7 +165,7 @@ async fn sign_out(
         "message.html",
         context! { portal => rt.portal(), title => crate::i18n::t("error-signed-out-title"), message => message, link => rt.portal_url("/login"), link_text => crate::i18n::t("sign-in-again") },
     );
-    Ok((jar, page).into_response())
+    (jar, page).into_response()
 }
 
 /// A browser in words ("Chrome on macOS"), from its user agent.

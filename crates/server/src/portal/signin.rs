@@ -43,6 +43,9 @@ pub struct LoginQuery {
     t: String,
     #[serde(default)]
     n: String,
+    /// Show the sign-in page even with `server.default_provider`.
+    #[serde(default)]
+    local: Option<String>,
 }
 
 /// `GET {portal}/login`. Already signed in here and sent by an app host that gets its
@@ -59,6 +62,12 @@ pub async fn login_page(
             if let Some(url) = super::handoff::hand_over(&st, &rt, &session, &target, &q.n).await? {
                 return Ok(see_other(&url));
             }
+        }
+    }
+    // One provider for everyone: straight there (`?local` still shows the page).
+    if let (Some(id), None) = (&rt.config.server.default_provider, &q.local) {
+        if let Some(url) = super::upstream::start_url(&rt, id, &q.t, None) {
+            return Ok(see_other(&url));
         }
     }
     Ok(render_login(&st, &rt, jar, &q.t, None))
@@ -101,6 +110,7 @@ fn render_login(
             portal => rt.portal(), csrf => st.signer.csrf_token(&pre), token => token, error => error,
             app_name => app_name, username_value => username, remember_me => rt.config.sessions.remember_me,
             providers => super::upstream::buttons(rt, token),
+            home_realm => super::upstream::discovers_home_realm(rt),
             paused => paused, help => rt.config.portal.help.as_deref(),
         },
     );
@@ -155,6 +165,22 @@ pub async fn login_submit(
     }
     let ip = client_ip(&rt, peer.0, &headers);
     let username = f.username.trim();
+    // Home-realm discovery: an address in a provider's domain signs in there.
+    if let Some(id) = super::upstream::provider_for_email(&rt, username) {
+        if let Some(url) = super::upstream::start_url(&rt, id, &f.t, Some(username)) {
+            return see_other(&url);
+        }
+    }
+    // The address first, then the password: a name with no provider asks for it.
+    if f.password.is_empty() && super::upstream::discovers_home_realm(&rt) {
+        let again = Attempted {
+            error: String::new(),
+            username: &f.username,
+            status: StatusCode::OK,
+            paused: None,
+        };
+        return render_login(&st, &rt, jar, &f.t, Some(again));
+    }
     // The directory's password for the names it holds (`ldap:`), the store's otherwise.
     let checked = match super::directory::password(&st, &rt, username, &f.password, ip).await {
         None => st.authn.verify_password(username, &f.password, ip).await,
@@ -185,6 +211,7 @@ pub async fn login_submit(
                     peer: Some(peer.0.ip()),
                     tls: tls.as_ref().map(|t| &t.0),
                 },
+                upstream: None,
             };
             let next = sign_in(&st, &rt, &jar, attempt).await;
             super::enrolment::at_first_sign_in(&st, &rt, &who, ip, next)
@@ -253,6 +280,9 @@ pub struct FirstFactor<'a> {
     pub headers: &'a HeaderMap,
     /// The connection it came over (the client certificate is device evidence).
     pub connection: Connection<'a>,
+    /// The upstream provider's sign-in, when the factor came from one (kept in the session
+    /// for signing out there and for the provider's back-channel logout).
+    pub upstream: Option<stepgate_authn::session::UpstreamSignIn>,
 }
 
 /// Where a sign-in or factor step leads.
@@ -432,6 +462,7 @@ fn new_session(a: &FirstFactor<'_>, prospective: Session, rt: &Here) -> SessionD
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect());
     data.persistent = a.remember && rt.config.sessions.remember_me;
+    data.upstream = a.upstream.clone();
     data
 }
 

@@ -187,6 +187,7 @@ pub async fn webauthn_login_finish(
             peer: Some(peer.0.ip()),
             tls: tls.as_ref().map(|t| &t.0),
         },
+        upstream: None,
     };
     let next = sign_in(&st, &rt, &jar, attempt).await;
     Ok(next.respond(&rt, jar, true))

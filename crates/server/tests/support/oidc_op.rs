@@ -45,10 +45,16 @@ impl Drop for Op {
 }
 
 impl Op {
-    /// Starts the provider on `port` with client `stepgate` redirecting to `redirect_uri`;
+    /// Starts the provider on `port` with client `stepgate` redirecting to `redirect_uri`
+    /// (its post-logout redirect and back-channel logout URIs beside it);
     /// `None` (the test records a skip) when Node or the package is missing, unless CI
     /// requires it.
     pub async fn start(port: u16, redirect_uri: &str) -> Option<Op> {
+        Op::start_with(port, redirect_uri, &[]).await
+    }
+
+    /// [`Op::start`] with more of op.js's environment (`OP_PKJWT_JWK`).
+    pub async fn start_with(port: u16, redirect_uri: &str, env: &[(&str, &str)]) -> Option<Op> {
         let dir = op_dir();
         let missing = if std::process::Command::new("node")
             .arg("--version")
@@ -76,7 +82,17 @@ impl Op {
             .arg(dir.join("op.js"))
             .env("OP_PORT", port.to_string())
             .env("OP_REDIRECT_URI", redirect_uri)
+            // stepgate's logout URIs beside its callback.
+            .env(
+                "OP_POST_LOGOUT_URI",
+                redirect_uri.replace("/callback", "/signed-out"),
+            )
+            .env(
+                "OP_BACKCHANNEL_URI",
+                redirect_uri.replace("/callback", "/backchannel-logout"),
+            )
             .env("OP_KEY_PEM", &key)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -109,6 +125,19 @@ impl Op {
         let r = reqwest::Client::new()
             .post(format!("{}/test/next", self.issuer))
             .json(&serde_json::json!({ "sub": sub, "amr": amr, "acr": acr, "auth_age": auth_age }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
+impl Op {
+    /// Disables `sub` at the provider: its refresh tokens are refused from now on.
+    pub async fn disable(&self, sub: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/test/disable", self.issuer))
+            .json(&serde_json::json!({ "sub": sub }))
             .send()
             .await
             .unwrap();

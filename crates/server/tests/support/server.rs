@@ -56,6 +56,7 @@ pub struct ServerBuilder {
     demo_users: bool,
     users: Vec<(UserRecord, Person)>,
     key: Option<SecretKey>,
+    port: u16,
 }
 
 impl Server {
@@ -72,6 +73,7 @@ impl Server {
             demo_users: false,
             users: Vec::new(),
             key: None,
+            port: 0,
         }
     }
 
@@ -155,9 +157,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves on `port` of 127.0.0.1 (one the test reserved) instead of a free one.
+    pub fn on_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
     /// Builds the state and serves it on a free port of 127.0.0.1.
     pub async fn start(mut self) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let base = format!("http://127.0.0.1:{}", addr.port());
         let public_url = match self.public_url.take() {

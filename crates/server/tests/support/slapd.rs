@@ -80,7 +80,8 @@ impl Slapd {
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PASSWORD}\n\
              directory {d}/db\n\
-             overlay memberof\n",
+             overlay memberof\n\
+             database monitor\n",
             d = d.display()
         );
         std::fs::write(d.join("slapd.conf"), conf).unwrap();
@@ -122,6 +123,26 @@ impl Slapd {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         panic!("slapd did not start");
+    }
+
+    /// How many bind operations the directory has completed (its `cn=Monitor`, read
+    /// anonymously, which binds nothing).
+    pub async fn binds(&self) -> u64 {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.ldap_url).await.unwrap();
+        ldap3::drive!(conn);
+        let (entries, _) = ldap
+            .search(
+                "cn=Bind,cn=Operations,cn=Monitor",
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec!["monitorOpCompleted"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let e = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+        e.attrs["monitorOpCompleted"][0].parse().unwrap()
     }
 
     /// A connection bound as the administrator.
