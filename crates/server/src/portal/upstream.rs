@@ -974,16 +974,23 @@ pub async fn recheck(st: &Shared, session: Session) -> Rechecked {
     .await;
     match answer {
         Ok(a) => {
-            let mut s = session.clone();
-            let data = std::sync::Arc::make_mut(&mut s.data);
-            let u = data.upstream.get_or_insert_with(Default::default);
-            u.checked_at = now.timestamp();
-            if let Some(new) = a.refresh_token.as_deref() {
-                u.refresh = st.idps.seal_refresh(id, &u.sub, new);
-            }
-            match st.sessions.save(&rt, &s, now).await {
-                Ok(true) => Rechecked::Stands(s),
-                Ok(false) => Rechecked::Ended,
+            let rotated = a
+                .refresh_token
+                .as_deref()
+                .map(|new| st.idps.seal_refresh(id, &up.sub, new));
+            // Written over the session as it stands now (another node may have marked or
+            // stamped it meanwhile), never over the copy this request read.
+            let recheck = |data: &mut crate::session::SessionData| {
+                let u = data.upstream.get_or_insert_with(Default::default);
+                u.checked_at = now.timestamp();
+                if let Some(sealed) = &rotated {
+                    u.refresh = sealed.clone();
+                }
+                true
+            };
+            match st.sessions.modify(&rt, &session.id, now, recheck).await {
+                Ok(Some(s)) => Rechecked::Stands(s),
+                Ok(None) => Rechecked::Ended,
                 Err(e) => {
                     tracing::warn!(error = %e, "saving the re-checked session failed");
                     Rechecked::Stands(session)
