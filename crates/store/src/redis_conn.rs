@@ -362,19 +362,28 @@ impl Conn {
             .await;
         };
         let mut cluster = cluster.clone();
-        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut cluster).await?;
+        let slots: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut cluster)
+            .await?;
         let mut primaries = std::collections::BTreeSet::new();
         if let Value::Array(ranges) = slots {
             for range in ranges {
-                let Value::Array(fields) = range else { continue };
+                let Value::Array(fields) = range else {
+                    continue;
+                };
                 // start, end, then the primary: [host, port, id, …], then its replicas.
-                let Some(Value::Array(primary)) = fields.get(2) else { continue };
+                let Some(Value::Array(primary)) = fields.get(2) else {
+                    continue;
+                };
                 let host = match primary.first() {
                     Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
                     Some(Value::SimpleString(s)) => s.clone(),
                     _ => continue,
                 };
-                let Some(Value::Int(port)) = primary.get(1) else { continue };
+                let Some(Value::Int(port)) = primary.get(1) else {
+                    continue;
+                };
                 if let Ok(port) = u16::try_from(*port) {
                     primaries.insert((host, port));
                 }
@@ -414,7 +423,11 @@ where
     let mut n = 0u64;
     loop {
         let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
         let (next, keys): (u64, Vec<Value>) = redis::from_redis_value(&send(cmd).await?)?;
         n += keys.len() as u64;
         if next == 0 {
