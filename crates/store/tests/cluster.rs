@@ -11,7 +11,7 @@
 //! `CI` or `STEPGATE_REQUIRE_REDIS_SERVER` is set, when it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,11 @@ use stepgate_store::changes::{Change, ChangeFeed, Heard};
 use stepgate_store::conformance;
 use stepgate_store::{HotStore, RedisConfig, RedisStore};
 
+mod procs;
 #[path = "../../../tests/support/skipped.rs"]
 mod skipped;
+
+use procs::{free_port, start, Proc};
 
 /// `redis-server` and `redis-cli`, when both are installed.
 fn redis_programs() -> Option<(String, String)> {
@@ -47,36 +50,13 @@ fn redis_programs() -> Option<(String, String)> {
     found
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One redis-server process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// A cluster-enabled node on `port`, keeping its cluster state in `dir`.
 fn cluster_node(bin: &str, dir: &std::path::Path, port: u16) -> Proc {
     let p = port.to_string();
     let conf = format!("nodes-{port}.conf");
-    let child = Command::new(bin)
-        .args([
+    start(
+        bin,
+        &[
             "--port",
             &p,
             "--bind",
@@ -95,12 +75,8 @@ fn cluster_node(bin: &str, dir: &std::path::Path, port: u16) -> Proc {
             &conf,
             "--cluster-node-timeout",
             "1000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    Proc(child)
+        ],
+    )
 }
 
 async fn ask(port: u16, cmd: &mut redis::Cmd) -> redis::RedisResult<redis::Value> {

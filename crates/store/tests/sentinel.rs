@@ -8,7 +8,6 @@
 //! Without `redis-server` it is skipped with a note (counted in the run's "skipped:" line),
 //! unless `CI` or `STEPGATE_REQUIRE_REDIS_SERVER` is set, when it fails.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +15,11 @@ use stepgate_store::changes::{Change, ChangeFeed, Heard};
 use stepgate_store::conformance;
 use stepgate_store::{HotStore, RedisConfig, RedisStore};
 
+mod procs;
 #[path = "../../../tests/support/skipped.rs"]
 mod skipped;
+
+use procs::{free_port, start, Proc};
 
 fn redis_server() -> Option<String> {
     let found = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
@@ -34,41 +36,6 @@ fn redis_server() -> Option<String> {
         skipped::record("redis-server", "apt-get install redis-server");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One redis-server process (a data node or a sentinel), killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start(bin: &str, args: &[&str]) -> Proc {
-    Proc(
-        Command::new(bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server"),
-    )
 }
 
 /// A primary or replica on `port`, writing what replication needs to `dir`.
