@@ -113,8 +113,7 @@ async fn session_again(
             let Some(s) = s.session else {
                 return Some(Effect::Kept);
             };
-            let mark = |d: &mut SessionData| !std::mem::replace(&mut d.needs_step_up, true);
-            match st.sessions.modify(rt, &s.id, now, mark).await {
+            match st.sessions.modify(rt, &s.id, now, mark_for_step_up).await {
                 Ok(Some(_)) => Some(Effect::SteppedUp),
                 // Ended since it was judged: nothing left to mark.
                 Ok(None) => Some(Effect::Ended),
@@ -147,8 +146,7 @@ pub async fn mark_user_sessions(st: &Shared, user_id: &str) -> usize {
     let ids = st.sessions.of_user(user_id).await.unwrap_or_default();
     let mut n = 0;
     for id in ids {
-        let mark = |d: &mut SessionData| !std::mem::replace(&mut d.needs_step_up, true);
-        match st.sessions.modify(&rt, &id, now, mark).await {
+        match st.sessions.modify(&rt, &id, now, mark_for_step_up).await {
             Ok(Some(_)) => n += 1,
             // Ended since it was listed: it stays ended, which is what the event asks at most.
             Ok(None) => {}
@@ -156,4 +154,12 @@ pub async fn mark_user_sessions(st: &Shared, user_id: &str) -> usize {
         }
     }
     n
+}
+
+/// Marks a session to step up before its next request ([`Sessions::modify`]'s change:
+/// whether it was not marked yet, so an already marked session is not written again).
+///
+/// [`Sessions::modify`]: crate::session::Sessions::modify
+fn mark_for_step_up(d: &mut SessionData) -> bool {
+    !std::mem::replace(&mut d.needs_step_up, true)
 }
