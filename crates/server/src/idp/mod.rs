@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod claims;
 pub mod id_token;
 pub mod ldap;
+mod ldap_pool;
 pub mod logout_token;
 pub mod provider;
 
@@ -113,6 +114,7 @@ pub struct IdentityProviders {
     providers: Mutex<HashMap<String, Arc<Provider>>>,
     base_dir: std::path::PathBuf,
     key: stepgate_store::SecretKey,
+    directory: Mutex<Option<(String, Arc<ldap::Directory>)>>,
 }
 
 /// The sealing context of an upstream refresh token kept in a session.
@@ -132,6 +134,7 @@ impl IdentityProviders {
             providers: Mutex::new(HashMap::new()),
             base_dir: base_dir.to_path_buf(),
             key,
+            directory: Mutex::new(None),
         }
     }
 
@@ -175,6 +178,26 @@ impl IdentityProviders {
         let p = Arc::new(Provider::discover(&self.http, cfg).await?);
         self.lock().insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The directory `cfg` describes, with its pool of connections: the same one for as
+    /// long as the configuration says the same (a reload that changes `ldap:` starts a new
+    /// pool; the old one's connections close when its last sign-in is done).
+    pub fn directory(
+        &self,
+        cfg: &stepgate_config::identity::LdapConfig,
+        base_dir: &std::path::Path,
+    ) -> Result<Arc<ldap::Directory>, String> {
+        let key = format!("{}\n{cfg:?}", base_dir.display());
+        let mut held = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, d)) = held.as_ref() {
+            if *k == key {
+                return Ok(d.clone());
+            }
+        }
+        let d = Arc::new(ldap::Directory::new(cfg, base_dir)?);
+        *held = Some((key, d.clone()));
+        Ok(d)
     }
 
     /// The HTTP client requests to providers go through (no redirects followed).
