@@ -255,7 +255,11 @@ async fn sign_ins_share_a_bounded_pool_of_connections_and_outlive_a_directory_re
         assert_eq!(d.binds().await - binds, 2, "{name}");
     }
     let before = d.connections_opened().await;
-    for (name, password) in [("alice", "alice-pw"), ("bob", "wrong"), ("carol", "carol-pw")] {
+    for (name, password) in [
+        ("alice", "alice-pw"),
+        ("bob", "wrong"),
+        ("carol", "carol-pw"),
+    ] {
         sign_in(&h, &Browser::new(), "/", name, password).await;
     }
     // (The count includes the connection that reads it.)

@@ -445,7 +445,14 @@ async fn forged_and_replayed_id_tokens_are_refused() {
     s.tap.clear();
     let b = Browser::not_following();
     let login = Page::open(&b, &s.h.at("/")).await;
-    let mut r = b.get(s.h.at(&link_after(&login.html, "<a class=\"button secondary\" href=\""))).send().await.unwrap();
+    let mut r = b
+        .get(s.h.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )))
+        .send()
+        .await
+        .unwrap();
     let callback = loop {
         let to = r.url().join(&support::header(&r, "location")).unwrap();
         if to.path().ends_with("/callback") {
@@ -890,7 +897,11 @@ async fn a_step_up_re_checks_the_user_at_the_provider_and_one_disabled_there_can
     );
     assert!(s.h.st.sessions.peek(&session).await.unwrap().is_none());
     let again = Page::open(&b, &s.h.at("/payroll/march")).await;
-    assert!(again.html.contains("Sign in with Corp SSO"), "{}", again.html);
+    assert!(
+        again.html.contains("Sign in with Corp SSO"),
+        "{}",
+        again.html
+    );
     let rows = audit(&s.h.st, Some("signout.upstream_refused")).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].detail["at"], "step_up");
@@ -961,7 +972,14 @@ async fn private_key_jwt_authenticates_stepgate_at_the_token_endpoint() {
     op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
     let login = Page::open(&b, &h.at("/")).await;
-    let page = Page::open(&b, &h.at(&link_after(&login.html, "<a class=\"button secondary\" href=\""))).await;
+    let page = Page::open(
+        &b,
+        &h.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )),
+    )
+    .await;
     assert_saw(&page, "alice");
 
     // The other key: the provider's token endpoint refuses stepgate, and so the sign-in
@@ -969,7 +987,14 @@ async fn private_key_jwt_authenticates_stepgate_at_the_token_endpoint() {
     op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
     let login = Page::open(&b, &h2.at("/")).await;
-    let page = Page::open(&b, &h2.at(&link_after(&login.html, "<a class=\"button secondary\" href=\""))).await;
+    let page = Page::open(
+        &b,
+        &h2.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )),
+    )
+    .await;
     assert_eq!(page.status, 401, "{}", page.html);
     let rows = audit(&h2.st, Some("signin.upstream_refused")).await;
     assert_eq!(rows.len(), 1);
@@ -1079,7 +1104,14 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
             "{}",
             login.html
         );
-        let at_a = Page::open(&browser, &b.at(&link_after(&login.html, "<a class=\"button secondary\" href=\""))).await;
+        let at_a = Page::open(
+            &browser,
+            &b.at(&link_after(
+                &login.html,
+                "<a class=\"button secondary\" href=\"",
+            )),
+        )
+        .await;
         assert!(
             at_a.url.as_str().starts_with(&a_issuer),
             "at A's sign-in page: {}",

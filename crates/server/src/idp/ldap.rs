@@ -1,7 +1,8 @@
 //! An LDAP directory or Active Directory as a password source (`ldap:`): the login form's
 //! password is checked by binding to the directory as the user — after finding them with a
 //! service account (search, then bind), or directly with a DN template or UPN. Over LDAPS
-//! or StartTLS, trusting only the configured authorities when `ca_file` is set.
+//! or StartTLS, trusting only the configured authorities when `ca_file` is set; on at most
+//! `pool_size` connections kept between sign-ins ([`super::ldap_pool`]).
 //!
 //! The username never changes a filter or a DN: it is escaped (RFC 4515 for filters,
 //! RFC 4514 for DNs), and one with control characters is refused outright. An empty
@@ -198,7 +199,15 @@ impl Directory {
             None => (self.connect().await?, false),
         };
         let mut result = self.attempt(&mut conn, username, password).await;
-        if kept && matches!(result, Err(Failed::Broken { transport: true, .. })) {
+        if kept
+            && matches!(
+                result,
+                Err(Failed::Broken {
+                    transport: true,
+                    ..
+                })
+            )
+        {
             self.pool.clear();
             conn = self.connect().await?;
             result = self.attempt(&mut conn, username, password).await;
@@ -236,7 +245,8 @@ impl Directory {
                         detail,
                         transport: false,
                     })?;
-                    conn.ldap.with_timeout(timeout)
+                    conn.ldap
+                        .with_timeout(timeout)
                         .simple_bind(service, &pw)
                         .await
                         .and_then(|r| r.success())
@@ -292,7 +302,12 @@ impl Directory {
         // From here on the connection is no longer the service account's, whatever the
         // bind answers: the next sign-in binds it as the service account again.
         conn.bound = Bound::NotService;
-        match conn.ldap.with_timeout(timeout).simple_bind(&dn, password).await {
+        match conn
+            .ldap
+            .with_timeout(timeout)
+            .simple_bind(&dn, password)
+            .await
+        {
             Ok(r) if r.rc == 0 => {}
             Ok(r) if r.rc == INVALID_CREDENTIALS => {
                 return Err(Failed::Answer(DirectoryError::InvalidCredentials))

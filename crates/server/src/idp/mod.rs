@@ -13,7 +13,8 @@
 //! - [`accounts`]: the stepgate user for an upstream subject — linked by (provider, `sub`),
 //!   optionally by a verified e-mail, or created just in time.
 //! - [`logout_token`]: a back-channel logout token checked (Back-Channel Logout 1.0).
-//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user).
+//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user),
+//!   on a bounded pool of connections (`ldap_pool`).
 //!
 //! The portal's two pages (the redirect to the provider and its callback) are
 //! [`crate::portal::upstream`]. What does not belong here: deciding access.

@@ -250,7 +250,10 @@ async fn token(
 
 /// The link after `needle` in `html`, entities decoded.
 pub fn link_after(html: &str, needle: &str) -> String {
-    let at = html.find(needle).unwrap_or_else(|| panic!("no `{needle}` in\n{html}")) + needle.len();
+    let at = html
+        .find(needle)
+        .unwrap_or_else(|| panic!("no `{needle}` in\n{html}"))
+        + needle.len();
     html[at..]
         .split('"')
         .next()

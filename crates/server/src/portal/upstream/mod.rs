@@ -44,8 +44,8 @@ mod logout;
 mod recheck;
 mod step_up;
 
-pub use logout::{backchannel_logout, end_session_url, signed_out, LogoutForm};
 use logout::remember_sid;
+pub use logout::{backchannel_logout, end_session_url, signed_out, LogoutForm};
 pub use recheck::{at_step_up, recheck, recheck_hook};
 pub use step_up::step_up_offers;
 use step_up::stepped_up;
