@@ -19,7 +19,8 @@ export function stepgateBinary() {
   return join(target, 'debug', 'stepgate');
 }
 
-function freePort() {
+/** A free port of 127.0.0.1 (bound, then released). */
+export function freePort() {
   return new Promise((ok, fail) => {
     const srv = createServer();
     srv.unref();
@@ -35,9 +36,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, dataDir, stop() }.
- * The demo's console output goes to artifacts/stepgate-demo.log.
+ * The demo's console output goes to artifacts/stepgate-demo.log. `args` are more of
+ * `stepgate demo`'s flags (`--upstream-oidc …`), `env` more of its environment.
  */
-export async function startDemo({ timeoutMs = 30_000 } = {}) {
+export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}) {
   const bin = stepgateBinary();
   if (!existsSync(bin)) {
     throw new Error(`${bin} does not exist: run \`cargo build --bin stepgate\` first (or set STEPGATE_BIN)`);
@@ -45,9 +47,9 @@ export async function startDemo({ timeoutMs = 30_000 } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-'));
   const port = await freePort();
   const log = createWriteStream(join(ARTIFACTS_DIR, 'stepgate-demo.log'));
-  const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+  const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });

@@ -280,9 +280,18 @@ pub struct LdapConfig {
     /// User attributes from directory attributes: `attribute: directory attribute`.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Timeout of the connection and of each operation.
+    /// Timeout of the connection and of each operation, and of the wait for a free
+    /// connection when all `pool_size` are busy.
     #[serde(default = "default_ldap_timeout")]
     pub timeout: HumanDuration,
+    /// Most connections open to the directory at once (kept open and reused; a sign-in
+    /// waits for a free one when all are busy).
+    #[serde(default = "default_ldap_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_ldap_pool_size() -> usize {
+    4
 }
 
 fn default_ldap_id() -> String {
@@ -371,6 +380,15 @@ pub(crate) fn ldap_problems(l: &Spanned<LdapConfig>) -> Vec<(marked_yaml::Span, 
         out.push((
             span,
             "ldap.timeout must be longer than 0s, e.g. `5s`".into(),
+        ));
+    }
+    if !(1..=256).contains(&l.pool_size) {
+        out.push((
+            span,
+            format!(
+                "ldap.pool_size {} is out of range: between 1 and 256 connections",
+                l.pool_size
+            ),
         ));
     }
     out
@@ -687,6 +705,8 @@ mod tests {
         assert!(e.contains("needs all of"), "{e}");
         let e = err("ldap:\n  url: https://dc1\n  dn_template: \"{username}\"\n");
         assert!(e.contains("bad ldap.url"), "{e}");
+        let e = err("ldap:\n  url: ldaps://dc1\n  dn_template: \"{username}\"\n  pool_size: 0\n");
+        assert!(e.contains("ldap.pool_size 0 is out of range"), "{e}");
     }
 
     #[test]

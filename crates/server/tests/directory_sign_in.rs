@@ -7,9 +7,9 @@
 
 mod support;
 
-use axum::routing::any;
 use stepgate_store::{AttributeValue, UserSource};
 use support::slapd::Slapd;
+use support::upstream::assert_saw;
 use support::{audit, upstream, user, Browser, Page, Server};
 
 const CONFIG: &str = r#"
@@ -47,25 +47,12 @@ policies:
 const SEARCH: &str = "  bind_dn: \"cn=admin,dc=corp,dc=example\"\n  bind_password: { inline_insecure: admin-secret }\n  user_base: \"ou=people,dc=corp,dc=example\"\n";
 
 /// stepgate with `ldap:` pointing at `url` (finding users as `how` says), in front of an
-/// app that says whom stepgate told it the user is.
+/// app that says whom stepgate told it the user is ([`upstream::whoami`]).
 async fn start(url: &str, ca_file: &str, how: &str) -> Server {
-    let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
-        let v = |n: &str| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string()
-        };
-        format!(
-            "app saw user={} groups={}",
-            v("remote-user"),
-            v("remote-groups")
-        )
-    }));
     Server::build(&CONFIG.replace("HOW\n", how))
         .with("LDAP_URL", url)
         .with("CA_FILE", ca_file)
-        .with("UPSTREAM", upstream::serve(app).await)
+        .with("UPSTREAM", upstream::whoami().await)
         .start()
         .await
 }
@@ -104,7 +91,7 @@ async fn ldaps_search_then_bind_signs_in_with_the_directory_groups() {
     assert_eq!(page.status, 401, "{}", page.html);
 
     let page = sign_in(&h, &b, "/admin/x", "alice", "alice-pw").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     assert!(page.html.contains("dir:admins"), "{}", page.html);
     let alice = user(&h.st, "alice").await;
     assert_eq!(alice.source, UserSource::Upstream);
@@ -125,14 +112,14 @@ async fn ldaps_search_then_bind_signs_in_with_the_directory_groups() {
         page.html
     );
     let page = Page::open(&b, &h.at("/reports")).await;
-    assert!(page.html.contains("app saw user=bob"), "{}", page.html);
+    assert_saw(&page, "bob");
 
     // Password changes are the directory's: the old one stops working at once.
     d.set_password("carol", "carol-new").await;
     let page = sign_in(&h, &Browser::new(), "/", "carol", "carol-pw").await;
     assert_eq!(page.status, 401);
     let page = sign_in(&h, &Browser::new(), "/", "carol", "carol-new").await;
-    assert!(page.html.contains("app saw user=carol"), "{}", page.html);
+    assert_saw(&page, "carol");
     assert!(user(&h.st, "carol").await.groups.is_empty());
 }
 
@@ -144,7 +131,7 @@ async fn starttls_with_a_dn_template_and_groups_from_a_group_search() {
     let how = "  starttls: true\n  dn_template: \"uid={username},ou=people,dc=corp,dc=example\"\n  group_base: \"ou=groups,dc=corp,dc=example\"\n";
     let h = start(&d.ldap_url, d.ca_file.to_str().unwrap(), how).await;
     let page = sign_in(&h, &Browser::new(), "/admin/x", "alice", "alice-pw").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     assert_eq!(
         user(&h.st, "alice").await.groups,
         vec!["dir:admins", "dir:staff"]
@@ -184,7 +171,7 @@ async fn a_username_never_changes_the_filter() {
     );
     // The real name still works.
     let page = sign_in(&h, &Browser::new(), "/", "alice", "alice-pw").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
 }
 
 #[tokio::test]
@@ -204,7 +191,7 @@ async fn a_directory_that_is_down_or_not_the_trusted_one_fails_closed_and_is_aud
     // Down: refused with the same message and audited, and no account is touched.
     let h = start(&d.ldaps_url, d.ca_file.to_str().unwrap(), SEARCH).await;
     let page = sign_in(&h, &Browser::new(), "/", "alice", "alice-pw").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     d.stop().await;
     let b = Browser::new();
     let page = sign_in(&h, &b, "/", "alice", "alice-pw").await;
@@ -248,4 +235,67 @@ async fn an_unknown_username_costs_the_directory_a_bind_like_a_wrong_password() 
         "an unknown name takes the same path as a wrong password"
     );
     assert!(h.st.stores.durable.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sign_ins_share_a_bounded_pool_of_connections_and_outlive_a_directory_restart() {
+    let Some(mut d) = Slapd::start().await else {
+        return;
+    };
+    let how = format!("{SEARCH}  pool_size: 2\n");
+    let h = start(&d.ldaps_url, d.ca_file.to_str().unwrap(), &how).await;
+    // One after another, on one kept connection: each sign-in binds it as the service
+    // account again before searching (2 binds), since the last one left it bound as its
+    // user — who may read only their own entry, so a search made as alice would not find
+    // bob.
+    for name in ["alice", "bob", "carol", "bob"] {
+        let binds = d.binds().await;
+        let page = sign_in(&h, &Browser::new(), "/", name, &format!("{name}-pw")).await;
+        assert_saw(&page, name);
+        assert_eq!(d.binds().await - binds, 2, "{name}");
+    }
+    let before = d.connections_opened().await;
+    for (name, password) in [
+        ("alice", "alice-pw"),
+        ("bob", "wrong"),
+        ("carol", "carol-pw"),
+    ] {
+        sign_in(&h, &Browser::new(), "/", name, password).await;
+    }
+    // (The count includes the connection that reads it.)
+    assert_eq!(
+        d.connections_opened().await - before,
+        1,
+        "three more sign-ins, on the connection kept"
+    );
+
+    // Twelve at once: never more than the pool's two open, and every one signed in.
+    let before = d.connections_opened().await;
+    let names = ["alice", "bob", "carol"];
+    let pages = futures_util::future::join_all((0..12).map(|i| {
+        let name = names[i % 3];
+        let h = &h;
+        async move {
+            let page = sign_in(h, &Browser::new(), "/", name, &format!("{name}-pw")).await;
+            (name, page)
+        }
+    }))
+    .await;
+    for (name, page) in pages {
+        assert_saw(&page, name);
+    }
+    let opened = d.connections_opened().await - before - 1;
+    assert!(opened <= 1, "one kept, at most one more opened: {opened}");
+    assert!(d.connections_open().await - 1 <= 2);
+
+    // Restarted, the directory closed the kept connections: the next sign-ins notice and
+    // open new ones, without a refusal.
+    d.restart().await;
+    for name in ["alice", "bob"] {
+        let page = sign_in(&h, &Browser::new(), "/", name, &format!("{name}-pw")).await;
+        assert_saw(&page, name);
+    }
+    assert!(audit(&h.st, Some("signin.directory_unavailable"))
+        .await
+        .is_empty());
 }

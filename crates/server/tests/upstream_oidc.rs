@@ -8,10 +8,10 @@
 
 mod support;
 
-use axum::routing::any;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use stepgate_store::{factor_context, FactorRecord, UserRecord, UserSource};
-use support::oidc_op::{free_port, Op, TokenTap};
+use support::oidc_op::{self, free_port, link_after, Op, TokenTap};
+use support::upstream::assert_saw;
 use support::{audit, totp_data, upstream, user, Browser, Page, Person, Server, JANE};
 
 const CONFIG: &str = r#"
@@ -81,23 +81,10 @@ async fn start_with(config: &str, locals: Vec<UserRecord>) -> Option<Setup> {
     let op_port = free_port();
     let issuer = format!("http://127.0.0.1:{op_port}");
     let tap = TokenTap::start(&issuer).await;
-    let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
-        let v = |n: &str| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_string()
-        };
-        format!(
-            "app saw user={} groups={}",
-            v("remote-user"),
-            v("remote-groups")
-        )
-    }));
     let h = Server::build(config)
         .with("ISSUER", &issuer)
         .with("DISCOVERY", &tap.discovery_url)
-        .with("UPSTREAM", upstream::serve(app).await)
+        .with("UPSTREAM", upstream::whoami().await)
         .start()
         .await;
     for u in locals {
@@ -111,26 +98,14 @@ async fn start_with(config: &str, locals: Vec<UserRecord>) -> Option<Setup> {
 /// Opens `path` of the app signed out, and follows the sign-in page's "Sign in with Corp
 /// SSO" button through the provider and back: the page it ends on.
 async fn through_provider(s: &Setup, b: &Browser, path: &str) -> Page {
-    let login = Page::open(b, &s.h.at(path)).await;
-    assert!(
-        login.html.contains("Sign in with Corp SSO"),
-        "the sign-in page offers the provider:\n{}",
-        login.html
-    );
-    let href = button(&login.html);
-    Page::open(b, &s.h.at(&href)).await
+    oidc_op::through_provider(&s.h, b, path, "Corp SSO").await
 }
 
-/// The provider button's link on the sign-in page.
-fn button(html: &str) -> String {
-    let needle = "<a class=\"button secondary\" href=\"";
-    let at = html.find(needle).unwrap() + needle.len();
-    html[at..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&")
-        .replace("&#x2f;", "/")
+/// `sub` signs in at the provider with password and MFA just now, through "Sign in with
+/// Corp SSO" from `path` in `b`: the page it ends on.
+async fn with_mfa(s: &Setup, b: &Browser, sub: &str, path: &str) -> Page {
+    s.op.next(sub, &["pwd", "mfa"], None, 0).await;
+    through_provider(s, b, path).await
 }
 
 /// Enrols a TOTP authenticator (the demo's seed) for `username`, as the account page would.
@@ -150,9 +125,8 @@ async fn enrol_totp(h: &Server, username: &str) {
 async fn the_first_sign_in_creates_the_user_and_a_policy_on_an_upstream_group_decides() {
     let Some(s) = start().await else { return };
     // Alice: an administrator upstream, who did password + MFA there just now.
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    let page = through_provider(&s, &b, "/admin/licences").await;
+    let page = with_mfa(&s, &b, "alice-sub", "/admin/licences").await;
     assert_eq!(page.status, 200, "{}", page.html);
     assert!(
         page.html.contains("app saw user=alice"),
@@ -175,9 +149,8 @@ async fn the_first_sign_in_creates_the_user_and_a_policy_on_an_upstream_group_de
 
     // Bob: staff only upstream. Signed in, but the admin area is refused by the group
     // policy; the rest of the app is open to him.
-    s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    let page = through_provider(&s, &b, "/admin/licences").await;
+    let page = with_mfa(&s, &b, "bob-sub", "/admin/licences").await;
     assert!(
         page.html.contains("The admin area is for administrators."),
         "{} {}",
@@ -185,23 +158,21 @@ async fn the_first_sign_in_creates_the_user_and_a_policy_on_an_upstream_group_de
         page.html
     );
     let page = Page::open(&b, &s.h.at("/reports")).await;
-    assert!(page.html.contains("app saw user=bob"), "{}", page.html);
+    assert_saw(&page, "bob");
     assert_eq!(user(&s.h.st, "bob").await.groups, vec!["corp:staff"]);
 
     // A second sign-in finds Alice by (provider, sub) and refreshes her from the provider;
     // no second user.
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
-    let page = through_provider(&s, &Browser::new(), "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let page = with_mfa(&s, &Browser::new(), "alice-sub", "/").await;
+    assert_saw(&page, "alice");
     assert_eq!(audit(&s.h.st, Some("user.created")).await.len(), 2);
 }
 
 #[tokio::test]
 async fn upstream_mfa_counts_within_the_trust_window_and_otherwise_stepgate_asks_for_totp() {
     let Some(s) = start().await else { return };
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
-    let page = through_provider(&s, &Browser::new(), "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let page = with_mfa(&s, &Browser::new(), "alice-sub", "/").await;
+    assert_saw(&page, "alice");
     enrol_totp(&s.h, "alice").await;
 
     // Ten minutes ago upstream, with a five-minute window: the upstream's MFA no longer
@@ -217,7 +188,7 @@ async fn upstream_mfa_counts_within_the_trust_window_and_otherwise_stepgate_asks
     );
     let r = page.submit_code(&b, &ALICE.code(0)).await;
     let done = Page::read(r).await;
-    assert!(done.html.contains("app saw user=alice"), "{}", done.html);
+    assert_saw(&done, "alice");
 
     // Amr values the provider is not trusted for never raise the level, however strong
     // they sound.
@@ -234,7 +205,7 @@ async fn upstream_mfa_counts_within_the_trust_window_and_otherwise_stepgate_asks
     s.op.next("alice-sub", &["pwd"], Some("urn:corp:mfa"), 0)
         .await;
     let page = through_provider(&s, &Browser::new(), "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
 }
 
 #[tokio::test]
@@ -256,8 +227,7 @@ async fn a_verified_email_links_a_local_user_and_nothing_takes_over_an_account_b
     };
     // Alice's address is verified upstream: she signs in as the local user with it, who
     // keeps their own groups (a local user is not rewritten by the provider).
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
-    let page = through_provider(&s, &Browser::new(), "/").await;
+    let page = with_mfa(&s, &Browser::new(), "alice-sub", "/").await;
     assert!(
         page.html
             .contains("app saw user=alice.local groups=local-staff"),
@@ -279,9 +249,8 @@ async fn a_verified_email_links_a_local_user_and_nothing_takes_over_an_account_b
 
     // Bob's address is not verified upstream: never linked to robert by it; and the
     // username `bob` belongs to a local account, which the provider's bob cannot take.
-    s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    let page = through_provider(&s, &b, "/").await;
+    let page = with_mfa(&s, &b, "bob-sub", "/").await;
     assert_eq!(page.status, 403, "{}", page.html);
     assert!(page.html.contains("already exists"), "{}", page.html);
     assert!(b.session_id(&s.h.base).is_none());
@@ -292,8 +261,7 @@ async fn a_verified_email_links_a_local_user_and_nothing_takes_over_an_account_b
     let mut a = user(&s.h.st, "alice.local").await;
     a.disabled = true;
     s.h.st.stores.durable.update_user(&a).await.unwrap();
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
-    let page = through_provider(&s, &Browser::new(), "/").await;
+    let page = with_mfa(&s, &Browser::new(), "alice-sub", "/").await;
     assert_eq!(page.status, 403, "{}", page.html);
     assert!(page.html.contains("disabled"), "{}", page.html);
 }
@@ -305,7 +273,7 @@ async fn a_sensitive_route_is_stepped_up_at_the_provider_with_acr_values_and_max
     s.op.next("alice-sub", &["pwd", "mfa"], None, 240).await;
     let b = Browser::new();
     let page = through_provider(&s, &b, "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     let step = Page::open(&b, &s.h.at("/payroll/march")).await;
     assert!(
         step.url.path().ends_with("/_stepgate/step-up"),
@@ -314,7 +282,7 @@ async fn a_sensitive_route_is_stepped_up_at_the_provider_with_acr_values_and_max
     );
     assert!(step.html.contains("Confirm with Corp SSO"), "{}", step.html);
     let confirm =
-        s.h.at(&button_of(&step.html, "<a class=\"button\" href=\""));
+        s.h.at(&link_after(&step.html, "<a class=\"button\" href=\""));
     let refused_as = |reason: &'static str| {
         let st = s.h.st.clone();
         async move {
@@ -371,23 +339,9 @@ async fn a_sensitive_route_is_stepped_up_at_the_provider_with_acr_values_and_max
     assert_eq!(q.get("max_age").map(String::as_str), Some("0"));
     assert_eq!(q.get("prompt").map(String::as_str), Some("login"));
     let page = Page::open(&b, auth.as_str()).await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     assert_eq!(page.url.path(), "/payroll/march");
     assert_eq!(audit(&s.h.st, Some("stepup.upstream")).await.len(), 1);
-}
-
-/// The link after `needle` in `html`, entities decoded.
-fn button_of(html: &str, needle: &str) -> String {
-    let at = html
-        .find(needle)
-        .unwrap_or_else(|| panic!("no {needle} in {html}"))
-        + needle.len();
-    html[at..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&")
-        .replace("&#x2f;", "/")
 }
 
 /// `claims` signed ES256 with `key_pem` under key id `kid`.
@@ -477,7 +431,7 @@ async fn forged_and_replayed_id_tokens_are_refused() {
         .rewrite(move |t| sign(&claims_of(t), &key, "op-key-1"));
     let b = Browser::new();
     let page = through_provider(&s, &b, "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
 
     // An earlier sign-in's genuine token, in a new sign-in: its nonce is not this one's.
     let first = s.tap.seen()[0].clone();
@@ -491,7 +445,14 @@ async fn forged_and_replayed_id_tokens_are_refused() {
     s.tap.clear();
     let b = Browser::not_following();
     let login = Page::open(&b, &s.h.at("/")).await;
-    let mut r = b.get(s.h.at(&button(&login.html))).send().await.unwrap();
+    let mut r = b
+        .get(s.h.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )))
+        .send()
+        .await
+        .unwrap();
     let callback = loop {
         let to = r.url().join(&support::header(&r, "location")).unwrap();
         if to.path().ends_with("/callback") {
@@ -579,7 +540,7 @@ fn with_logout() -> String {
 /// The provider's logout page's form, confirmed ("Yes, sign me out"), in `b`.
 async fn confirm_logout_at_provider(b: &Browser, page: &Page) -> Page {
     assert_eq!(page.status, 200, "{} {}", page.url, page.html);
-    let action = button_of(&page.html, "action=\"");
+    let action = link_after(&page.html, "action=\"");
     let xsrf = support::field(&page.html, "xsrf");
     let r = b
         .post(page.url.join(&action).unwrap())
@@ -609,9 +570,8 @@ async fn signing_out_signs_out_at_the_provider_whose_back_channel_logout_ends_th
     // Alice signs in twice, in two browsers (two sessions at the provider, each its sid).
     let (b1, b2) = (Browser::new(), Browser::new());
     for b in [&b1, &b2] {
-        s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
-        let page = through_provider(&s, b, "/").await;
-        assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+        let page = with_mfa(&s, b, "alice-sub", "/").await;
+        assert_saw(&page, "alice");
     }
     let sids: Vec<String> = s
         .tap
@@ -657,7 +617,7 @@ async fn signing_out_signs_out_at_the_provider_whose_back_channel_logout_ends_th
     assert_eq!(rows[0].detail["sid"], sids[0].as_str());
     assert_eq!(rows[0].detail["ended"], 0);
     let page = Page::open(&b2, &s.h.at("/")).await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
 
     // Signing out at the provider itself (not through stepgate) ends the second session
     // here through the provider's back-channel logout.
@@ -681,10 +641,9 @@ async fn forged_and_replayed_logout_tokens_end_nothing() {
     let Some(s) = start_with(&with_logout(), Vec::new()).await else {
         return;
     };
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    let page = through_provider(&s, &b, "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let page = with_mfa(&s, &b, "alice-sub", "/").await;
+    assert_saw(&page, "alice");
     let sid = claims_of(&s.tap.seen()[0])["sid"]
         .as_str()
         .unwrap()
@@ -768,9 +727,8 @@ async fn forged_and_replayed_logout_tokens_end_nothing() {
     assert_eq!(rows[0].detail["ended"], 1);
 
     // By subject alone: every session of the subject through this provider ends.
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    through_provider(&s, &b, "/").await;
+    with_mfa(&s, &b, "alice-sub", "/").await;
     let by_sub = changed(&|c| {
         c.as_object_mut().unwrap().remove("sid");
         c["sub"] = "alice-sub".into();
@@ -820,10 +778,9 @@ async fn a_user_disabled_upstream_is_signed_out_at_the_next_re_check() {
     let Some(s) = start_with(&config, Vec::new()).await else {
         return;
     };
-    s.op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
-    let page = through_provider(&s, &b, "/").await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let page = with_mfa(&s, &b, "alice-sub", "/").await;
+    assert_saw(&page, "alice");
     let session = b.session_id(&s.h.base).unwrap();
     let kept = |sid: String| {
         let st = s.h.st.clone();
@@ -853,7 +810,7 @@ async fn a_user_disabled_upstream_is_signed_out_at_the_next_re_check() {
     for round in 1..=2 {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let page = Page::open(&b, &s.h.at("/")).await;
-        assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+        assert_saw(&page, "alice");
         assert_eq!(
             s.tap.seen().len(),
             issued + round,
@@ -885,6 +842,70 @@ async fn a_user_disabled_upstream_is_signed_out_at_the_next_re_check() {
         "{:?}",
         rows[0]
     );
+}
+
+/// Opens payroll in `b`, and steps up on the page it leads to with TOTP `code`: the page
+/// that ends on.
+async fn payroll_with_totp(s: &Setup, b: &Browser, code: &str) -> Page {
+    let step = Page::open(b, &s.h.at("/payroll/march")).await;
+    assert!(
+        step.url.path().ends_with("/_stepgate/step-up"),
+        "{}",
+        step.url
+    );
+    Page::read(step.submit_code(b, code).await).await
+}
+
+#[tokio::test]
+async fn a_step_up_re_checks_the_user_at_the_provider_and_one_disabled_there_cannot_step_up() {
+    // An hour between re-checks: none falls due during the test, so only the step-up asks.
+    let config = CONFIG.replace(
+        "    step_up_acr:",
+        "    refresh_interval: 1h\n    step_up_acr:",
+    );
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    // Alice, signed in four minutes ago upstream with MFA: AAL2, not fresh for payroll,
+    // which asks for a step-up; she confirms with stepgate's own TOTP.
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 240).await;
+    let b = Browser::new();
+    let page = through_provider(&s, &b, "/").await;
+    assert_saw(&page, "alice");
+    enrol_totp(&s.h, "alice").await;
+    // Still vouched for: the provider is asked (the refresh token redeemed), and the
+    // step-up counts.
+    let asked = s.tap.seen().len();
+    let page = payroll_with_totp(&s, &b, &ALICE.code(0)).await;
+    assert_saw(&page, "alice");
+    assert_eq!(page.url.path(), "/payroll/march");
+    assert_eq!(s.tap.seen().len(), asked + 1, "re-checked at the provider");
+
+    // Disabled upstream since she signed in: the provider refuses the re-check, so the
+    // step-up is refused and the session ended, though the TOTP code was right.
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 240).await;
+    let b = Browser::new();
+    assert_saw(&through_provider(&s, &b, "/").await, "alice");
+    let session = b.session_id(&s.h.base).unwrap();
+    s.op.disable("alice-sub").await;
+    let page = payroll_with_totp(&s, &b, &ALICE.code(1)).await;
+    assert_eq!(page.status, 401, "{}", page.html);
+    assert!(
+        page.html.contains("Corp SSO no longer signs you in"),
+        "{}",
+        page.html
+    );
+    assert!(s.h.st.sessions.peek(&session).await.unwrap().is_none());
+    let again = Page::open(&b, &s.h.at("/payroll/march")).await;
+    assert!(
+        again.html.contains("Sign in with Corp SSO"),
+        "{}",
+        again.html
+    );
+    let rows = audit(&s.h.st, Some("signout.upstream_refused")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["at"], "step_up");
+    assert_eq!(audit(&s.h.st, Some("stepup.success")).await.len(), 1);
 }
 
 /// An ES256 key pair: its PKCS#8 PEM and its public JWK (`kid` `k1`).
@@ -929,15 +950,7 @@ async fn private_key_jwt_authenticates_stepgate_at_the_token_endpoint() {
                 "\"ISSUER/.well-known/openid-configuration\"",
             )
     };
-    let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
-        format!(
-            "app saw user={}",
-            h.get("remote-user")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-        )
-    }));
-    let upstream_url = upstream::serve(app).await;
+    let upstream_url = upstream::whoami().await;
     // stepgate with the registered key, and another with a key the provider does not know.
     let h = Server::build(&config("client.pem"))
         .with("ISSUER", &issuer)
@@ -959,15 +972,29 @@ async fn private_key_jwt_authenticates_stepgate_at_the_token_endpoint() {
     op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
     let login = Page::open(&b, &h.at("/")).await;
-    let page = Page::open(&b, &h.at(&button(&login.html))).await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    let page = Page::open(
+        &b,
+        &h.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )),
+    )
+    .await;
+    assert_saw(&page, "alice");
 
     // The other key: the provider's token endpoint refuses stepgate, and so the sign-in
     // is refused.
     op.next("alice-sub", &["pwd", "mfa"], None, 0).await;
     let b = Browser::new();
     let login = Page::open(&b, &h2.at("/")).await;
-    let page = Page::open(&b, &h2.at(&button(&login.html))).await;
+    let page = Page::open(
+        &b,
+        &h2.at(&link_after(
+            &login.html,
+            "<a class=\"button secondary\" href=\"",
+        )),
+    )
+    .await;
     assert_eq!(page.status, 401, "{}", page.html);
     let rows = audit(&h2.st, Some("signin.upstream_refused")).await;
     assert_eq!(rows.len(), 1);
@@ -1041,17 +1068,6 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
             vec!["pwd", "otp"],
         ),
     ] {
-        let app = axum::Router::new().fallback(any(|h: axum::http::HeaderMap| async move {
-            format!(
-                "app saw user={} amr={}",
-                h.get("remote-user")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-"),
-                h.get("remote-amr")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-"),
-            )
-        }));
         // B first (A must know its callback); A on `localhost`, so the two portals' cookies
         // (one browser) are apart.
         let a_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1060,7 +1076,7 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
         let a_issuer = format!("http://localhost:{a_port}");
         let b = Server::build(&STEPGATE_B.replace("ACR_OR_AMR", trust))
             .with("A_ISSUER", &a_issuer)
-            .with("UPSTREAM", upstream::serve(app).await)
+            .with("UPSTREAM", upstream::whoami().await)
             .start()
             .await;
         let a = Server::build(STEPGATE_A)
@@ -1088,7 +1104,14 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
             "{}",
             login.html
         );
-        let at_a = Page::open(&browser, &b.at(&button(&login.html))).await;
+        let at_a = Page::open(
+            &browser,
+            &b.at(&link_after(
+                &login.html,
+                "<a class=\"button secondary\" href=\"",
+            )),
+        )
+        .await;
         assert!(
             at_a.url.as_str().starts_with(&a_issuer),
             "at A's sign-in page: {}",
@@ -1115,7 +1138,7 @@ async fn stepgate_signs_in_through_another_stepgate_whose_acr_and_amr_it_trusts(
             done.url,
             done.html
         );
-        assert!(done.html.contains("app saw user=jane"), "{}", done.html);
+        assert_saw(&done, "jane");
         let row = audit(&b.st, Some("signin.upstream")).await;
         assert_eq!(row.len(), 1);
         assert_eq!(row[0].detail["acr"], "aal2");
@@ -1173,7 +1196,7 @@ async fn an_address_in_a_providers_domain_signs_in_there_and_a_default_provider_
         "{at_op}"
     );
     let page = Page::open(&b, &at_op).await;
-    assert!(page.html.contains("app saw user=alice"), "{}", page.html);
+    assert_saw(&page, "alice");
     assert_eq!(page.url.path(), "/reports", "back where she was going");
 
     // A name in no provider's domain, with no password yet: the page again, the name
@@ -1204,7 +1227,7 @@ async fn an_address_in_a_providers_domain_signs_in_there_and_a_default_provider_
     };
     s.op.next("bob-sub", &["pwd", "mfa"], None, 0).await;
     let page = Page::open(&Browser::new(), &s.h.at("/reports")).await;
-    assert!(page.html.contains("app saw user=bob"), "{}", page.html);
+    assert_saw(&page, "bob");
     let local = Page::open(&Browser::new(), &s.h.at("/_stepgate/login?local")).await;
     assert_eq!(local.status, 200);
     assert!(local.html.contains("name=\"password\""), "{}", local.html);

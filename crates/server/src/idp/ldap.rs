@@ -1,7 +1,8 @@
 //! An LDAP directory or Active Directory as a password source (`ldap:`): the login form's
 //! password is checked by binding to the directory as the user — after finding them with a
 //! service account (search, then bind), or directly with a DN template or UPN. Over LDAPS
-//! or StartTLS, trusting only the configured authorities when `ca_file` is set.
+//! or StartTLS, trusting only the configured authorities when `ca_file` is set; on at most
+//! `pool_size` connections kept between sign-ins ([`super::ldap_pool`]).
 //!
 //! The username never changes a filter or a DN: it is escaped (RFC 4515 for filters,
 //! RFC 4514 for DNs), and one with control characters is refused outright. An empty
@@ -17,6 +18,7 @@ use ldap3::{dn_escape, ldap_escape, LdapConnAsync, LdapConnSettings, Scope, Sear
 use stepgate_config::identity::{LdapConfig, SecretSource};
 use stepgate_store::AttributeValue;
 
+use super::ldap_pool::{Bound, Conn, Pool};
 use super::UpstreamIdentity;
 
 /// LDAP result code 49: invalid credentials.
@@ -36,29 +38,34 @@ pub enum DirectoryError {
     Unavailable(String),
 }
 
-/// A configured directory: its settings and TLS configuration.
+/// A configured directory: its settings, TLS configuration and pool of connections.
 pub struct Directory {
     cfg: LdapConfig,
+    base_dir: std::path::PathBuf,
     tls: Option<Arc<rustls::ClientConfig>>,
-    bind_password: Option<String>,
+    pool: Pool,
     user_binds: std::sync::atomic::AtomicU64,
 }
 
+/// Why one attempt on a connection did not give an identity.
+enum Failed {
+    /// The directory's answer, on a connection still fit to keep (wrong password, no such
+    /// user).
+    Answer(DirectoryError),
+    /// The connection failed (closed, reset, timed out) or answered something unexpected:
+    /// it is dropped. `transport`: it was closed under us — on a kept connection, worth
+    /// one more try on a new one.
+    Broken { detail: String, transport: bool },
+}
+
 impl Directory {
-    /// Reads the CA file and the service account's password (relative paths against
-    /// `base_dir`).
+    /// Reads the CA file (relative paths against `base_dir`); the service account's
+    /// password is read at each bind as the service account (a rotated file counts).
     pub fn new(cfg: &LdapConfig, base_dir: &Path) -> Result<Self, String> {
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base_dir.join(p)
-            }
-        };
-        let tls = match &cfg.ca_file {
-            Some(f) => {
+        let path = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
+        let tls = match path {
+            Some(path) => {
                 use rustls_pki_types::pem::PemObject as _;
-                let path = resolve(f);
                 let mut roots = rustls::RootCertStore::empty();
                 let certs = rustls_pki_types::CertificateDer::pem_file_iter(&path)
                     .map_err(|e| format!("ldap.ca_file {}: {e}", path.display()))?;
@@ -84,31 +91,11 @@ impl Directory {
             }
             None => None,
         };
-        let bind_password = match &cfg.bind_password {
-            None => None,
-            Some(SecretSource::File(p)) => {
-                let p = resolve(p);
-                Some(
-                    std::fs::read_to_string(&p)
-                        .map_err(|e| format!("ldap.bind_password file {}: {e}", p.display()))?
-                        .trim()
-                        .to_string(),
-                )
-            }
-            Some(SecretSource::Env(v)) => Some(
-                std::env::var(v)
-                    .map_err(|_| {
-                        format!("ldap.bind_password: environment variable `{v}` is not set")
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            Some(SecretSource::InlineInsecure(s)) => Some(s.clone()),
-        };
         Ok(Directory {
             cfg: cfg.clone(),
+            base_dir: base_dir.to_path_buf(),
             tls,
-            bind_password,
+            pool: Pool::new(cfg.pool_size),
             user_binds: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -130,6 +117,25 @@ impl Directory {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The service account's password, read now.
+    fn service_password(&self) -> Result<String, String> {
+        Ok(match &self.cfg.bind_password {
+            None => String::new(),
+            Some(SecretSource::File(p)) => {
+                let p = resolve(&self.base_dir, p);
+                std::fs::read_to_string(&p)
+                    .map_err(|e| format!("ldap.bind_password file {}: {e}", p.display()))?
+                    .trim()
+                    .to_string()
+            }
+            Some(SecretSource::Env(v)) => std::env::var(v)
+                .map_err(|_| format!("ldap.bind_password: environment variable `{v}` is not set"))?
+                .trim()
+                .to_string(),
+            Some(SecretSource::InlineInsecure(s)) => s.clone(),
+        })
+    }
+
     /// An entry under `user_base` that no directory holds, for an unknown user's bind.
     fn dummy_dn(&self) -> String {
         let base = self.cfg.user_base.as_deref().unwrap_or_default();
@@ -144,7 +150,30 @@ impl Directory {
         }
     }
 
+    /// A new connection to the directory (TLS as configured), bound as no one.
+    async fn connect(&self) -> Result<Conn, DirectoryError> {
+        let cfg = &self.cfg;
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(cfg.timeout.0)
+            .set_starttls(cfg.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, cfg.url.as_str())
+            .await
+            .map_err(|e| {
+                DirectoryError::Unavailable(format!("connecting ({}): {e}", cfg.url.as_str()))
+            })?;
+        ldap3::drive!(conn);
+        Ok(Conn {
+            ldap,
+            bound: Bound::NotService,
+        })
+    }
+
     /// Checks `password` for `username` by binding as them; who they are in the directory.
+    /// On one of the pool's connections (waiting at most `timeout` for one): a kept one the
+    /// directory closed meanwhile is replaced by a new one, once.
     pub async fn authenticate(
         &self,
         username: &str,
@@ -157,92 +186,141 @@ impl Directory {
         {
             return Err(DirectoryError::InvalidCredentials);
         }
+        let Some(_slot) = self.pool.slot(self.cfg.timeout.0).await else {
+            return Err(DirectoryError::Unavailable(format!(
+                "all {} connections to the directory ({}) stayed busy for {:?}",
+                self.pool.size(),
+                self.cfg.url.as_str(),
+                self.cfg.timeout.0
+            )));
+        };
+        let (mut conn, kept) = match self.pool.idle() {
+            Some(c) => (c, true),
+            None => (self.connect().await?, false),
+        };
+        let mut result = self.attempt(&mut conn, username, password).await;
+        if kept
+            && matches!(
+                result,
+                Err(Failed::Broken {
+                    transport: true,
+                    ..
+                })
+            )
+        {
+            self.pool.clear();
+            conn = self.connect().await?;
+            result = self.attempt(&mut conn, username, password).await;
+        }
+        match result {
+            Ok(who) => {
+                self.pool.put(conn);
+                Ok(who)
+            }
+            Err(Failed::Answer(e)) => {
+                self.pool.put(conn);
+                Err(e)
+            }
+            Err(Failed::Broken { detail, .. }) => Err(DirectoryError::Unavailable(detail)),
+        }
+    }
+
+    /// One sign-in on `conn`: the user found (as the service account), their password
+    /// bound, their entry read.
+    async fn attempt(
+        &self,
+        conn: &mut Conn,
+        username: &str,
+        password: &str,
+    ) -> Result<UpstreamIdentity, Failed> {
         let cfg = &self.cfg;
         let timeout = cfg.timeout.0;
-        let down = |what: &str, e: ldap3::LdapError| {
-            DirectoryError::Unavailable(format!("{what} ({}): {e}", cfg.url.as_str()))
-        };
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(timeout)
-            .set_starttls(cfg.starttls);
-        if let Some(tls) = &self.tls {
-            settings = settings.set_config(tls.clone());
-        }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, cfg.url.as_str())
-            .await
-            .map_err(|e| down("connecting", e))?;
-        ldap3::drive!(conn);
-        let result = async {
-            let dn = match &cfg.dn_template {
-                Some(t) => t.replace("{username}", &dn_escape(username)),
-                None => {
+        let down = |what: &str, e: ldap3::LdapError| broken(cfg, what, e);
+        let dn = match &cfg.dn_template {
+            Some(t) => t.replace("{username}", &dn_escape(username)),
+            None => {
+                if conn.bound != Bound::Service {
                     let service = cfg.bind_dn.as_deref().unwrap_or_default();
-                    let pw = self.bind_password.as_deref().unwrap_or_default();
-                    ldap.with_timeout(timeout)
-                        .simple_bind(service, pw)
+                    let pw = self.service_password().map_err(|detail| Failed::Broken {
+                        detail,
+                        transport: false,
+                    })?;
+                    conn.ldap
+                        .with_timeout(timeout)
+                        .simple_bind(service, &pw)
                         .await
                         .and_then(|r| r.success())
                         .map_err(|e| down("binding as the service account", e))?;
-                    let filter = format!(
-                        "(&{}({}={}))",
-                        cfg.user_filter,
-                        cfg.username_attribute,
-                        ldap_escape(username)
-                    );
-                    let (entries, _) = ldap
-                        .with_timeout(timeout)
-                        .search(
-                            cfg.user_base.as_deref().unwrap_or_default(),
-                            Scope::Subtree,
-                            &filter,
-                            vec!["1.1"],
+                    conn.bound = Bound::Service;
+                }
+                let filter = format!(
+                    "(&{}({}={}))",
+                    cfg.user_filter,
+                    cfg.username_attribute,
+                    ldap_escape(username)
+                );
+                let (entries, _) = conn
+                    .ldap
+                    .with_timeout(timeout)
+                    .search(
+                        cfg.user_base.as_deref().unwrap_or_default(),
+                        Scope::Subtree,
+                        &filter,
+                        vec!["1.1"],
+                    )
+                    .await
+                    .and_then(|r| r.success())
+                    .map_err(|e| down("searching for the user", e))?;
+                match entries.len() {
+                    1 => {
+                        SearchEntry::construct(
+                            entries.into_iter().next().unwrap_or_else(|| unreachable!()),
                         )
-                        .await
-                        .and_then(|r| r.success())
-                        .map_err(|e| down("searching for the user", e))?;
-                    match entries.len() {
-                        1 => {
-                            SearchEntry::construct(
-                                entries.into_iter().next().unwrap_or_else(|| unreachable!()),
-                            )
-                            .dn
-                        }
-                        // None, or several (an ambiguous filter): no one to bind as. The
-                        // password is still tried, against an entry that does not exist,
-                        // so an unknown name costs the directory round trip a wrong
-                        // password does (no username probing by timing); whatever that
-                        // bind answers, the answer is "invalid credentials".
-                        _ => {
-                            let dummy = self.dummy_dn();
-                            self.count_user_bind();
-                            let _ = ldap
-                                .with_timeout(timeout)
-                                .simple_bind(&dummy, password)
-                                .await;
-                            return Err(DirectoryError::InvalidCredentials);
-                        }
+                        .dn
+                    }
+                    // None, or several (an ambiguous filter): no one to bind as. The
+                    // password is still tried, against an entry that does not exist,
+                    // so an unknown name costs the directory round trip a wrong
+                    // password does (no username probing by timing); whatever that
+                    // bind answers, the answer is "invalid credentials".
+                    _ => {
+                        let dummy = self.dummy_dn();
+                        self.count_user_bind();
+                        conn.bound = Bound::NotService;
+                        let _ = conn
+                            .ldap
+                            .with_timeout(timeout)
+                            .simple_bind(&dummy, password)
+                            .await
+                            .map_err(|e| down("binding as the user", e))?;
+                        return Err(Failed::Answer(DirectoryError::InvalidCredentials));
                     }
                 }
-            };
-            self.count_user_bind();
-            match ldap.with_timeout(timeout).simple_bind(&dn, password).await {
-                Ok(r) if r.rc == 0 => {}
-                Ok(r) if r.rc == INVALID_CREDENTIALS => {
-                    return Err(DirectoryError::InvalidCredentials)
-                }
-                Ok(r) => {
-                    return Err(DirectoryError::Unavailable(format!(
-                        "binding as the user: result code {} {}",
-                        r.rc, r.text
-                    )))
-                }
-                Err(e) => return Err(down("binding as the user", e)),
             }
-            self.describe(&mut ldap, &dn, username).await
+        };
+        self.count_user_bind();
+        // From here on the connection is no longer the service account's, whatever the
+        // bind answers: the next sign-in binds it as the service account again.
+        conn.bound = Bound::NotService;
+        match conn
+            .ldap
+            .with_timeout(timeout)
+            .simple_bind(&dn, password)
+            .await
+        {
+            Ok(r) if r.rc == 0 => {}
+            Ok(r) if r.rc == INVALID_CREDENTIALS => {
+                return Err(Failed::Answer(DirectoryError::InvalidCredentials))
+            }
+            Ok(r) => {
+                return Err(Failed::Broken {
+                    detail: format!("binding as the user: result code {} {}", r.rc, r.text),
+                    transport: false,
+                })
+            }
+            Err(e) => return Err(down("binding as the user", e)),
         }
-        .await;
-        let _ = ldap.unbind().await;
-        result
+        self.describe(&mut conn.ldap, &dn, username).await
     }
 
     /// The user's entry (as the user, who may read it) and groups.
@@ -251,12 +329,10 @@ impl Directory {
         ldap: &mut ldap3::Ldap,
         dn: &str,
         username: &str,
-    ) -> Result<UpstreamIdentity, DirectoryError> {
+    ) -> Result<UpstreamIdentity, Failed> {
         let cfg = &self.cfg;
         let timeout = cfg.timeout.0;
-        let down = |what: &str, e: ldap3::LdapError| {
-            DirectoryError::Unavailable(format!("{what} ({}): {e}", cfg.url.as_str()))
-        };
+        let down = |what: &str, e: ldap3::LdapError| broken(cfg, what, e);
         let mut wanted: Vec<&str> = vec![
             "entryUUID",
             "objectGUID",
@@ -275,7 +351,10 @@ impl Directory {
             .into_iter()
             .next()
             .map(SearchEntry::construct)
-            .ok_or_else(|| DirectoryError::Unavailable("the user's entry cannot be read".into()))?;
+            .ok_or_else(|| Failed::Broken {
+                detail: "the user's entry cannot be read".into(),
+                transport: false,
+            })?;
         let first = |a: &str| {
             entry
                 .attrs
@@ -339,6 +418,34 @@ impl Directory {
             acr: None,
             auth_time: None,
         })
+    }
+}
+
+/// `p` against `base_dir` when relative.
+fn resolve(base_dir: &Path, p: &Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// An operation that failed: the connection is dropped; `transport` when it was closed
+/// under us (not an answer, not a timeout).
+fn broken(cfg: &LdapConfig, what: &str, e: ldap3::LdapError) -> Failed {
+    use ldap3::LdapError as E;
+    let transport = matches!(
+        e,
+        E::Io { .. }
+            | E::OpSend { .. }
+            | E::ResultRecv { .. }
+            | E::IdScrubSend { .. }
+            | E::MiscSend { .. }
+            | E::EndOfStream
+    );
+    Failed::Broken {
+        detail: format!("{what} ({}): {e}", cfg.url.as_str()),
+        transport,
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`accounts`]: the stepgate user for an upstream subject — linked by (provider, `sub`),
 //!   optionally by a verified e-mail, or created just in time.
 //! - [`logout_token`]: a back-channel logout token checked (Back-Channel Logout 1.0).
-//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user).
+//! - [`ldap`]: an LDAP directory / Active Directory as a password source (bind as the user),
+//!   on a bounded pool of connections (`ldap_pool`).
 //!
 //! The portal's two pages (the redirect to the provider and its callback) are
 //! [`crate::portal::upstream`]. What does not belong here: deciding access.
@@ -22,6 +23,7 @@ pub mod accounts;
 pub mod claims;
 pub mod id_token;
 pub mod ldap;
+mod ldap_pool;
 pub mod logout_token;
 pub mod provider;
 
@@ -113,6 +115,7 @@ pub struct IdentityProviders {
     providers: Mutex<HashMap<String, Arc<Provider>>>,
     base_dir: std::path::PathBuf,
     key: stepgate_store::SecretKey,
+    directory: Mutex<Option<(String, Arc<ldap::Directory>)>>,
 }
 
 /// The sealing context of an upstream refresh token kept in a session.
@@ -132,6 +135,7 @@ impl IdentityProviders {
             providers: Mutex::new(HashMap::new()),
             base_dir: base_dir.to_path_buf(),
             key,
+            directory: Mutex::new(None),
         }
     }
 
@@ -175,6 +179,26 @@ impl IdentityProviders {
         let p = Arc::new(Provider::discover(&self.http, cfg).await?);
         self.lock().insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The directory `cfg` describes, with its pool of connections: the same one for as
+    /// long as the configuration says the same (a reload that changes `ldap:` starts a new
+    /// pool; the old one's connections close when its last sign-in is done).
+    pub fn directory(
+        &self,
+        cfg: &stepgate_config::identity::LdapConfig,
+        base_dir: &std::path::Path,
+    ) -> Result<Arc<ldap::Directory>, String> {
+        let key = format!("{}\n{cfg:?}", base_dir.display());
+        let mut held = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, d)) = held.as_ref() {
+            if *k == key {
+                return Ok(d.clone());
+            }
+        }
+        let d = Arc::new(ldap::Directory::new(cfg, base_dir)?);
+        *held = Some((key, d.clone()));
+        Ok(d)
     }
 
     /// The HTTP client requests to providers go through (no redirects followed).

@@ -16,7 +16,7 @@ use super::audit;
 use super::extract::Here;
 use crate::app::state::Shared;
 use crate::idp::accounts::{self, Source};
-use crate::idp::ldap::{Directory, DirectoryError};
+use crate::idp::ldap::DirectoryError;
 use crate::idp::UpstreamError;
 
 /// What the directory said of a password.
@@ -65,7 +65,7 @@ pub async fn password(
         .await;
         Some(Checked::Unavailable)
     };
-    let dir = match Directory::new(cfg, &rt.config.base_dir) {
+    let dir = match st.idps.directory(cfg, &rt.config.base_dir) {
         Ok(d) => d,
         Err(e) => return unavailable(e).await,
     };

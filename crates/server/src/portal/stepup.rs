@@ -351,6 +351,16 @@ pub(super) async fn passed_all(
     factors: Vec<PassedFactor>,
     json: bool,
 ) -> Response {
+    // A user signed in through a provider is re-checked there first: one disabled there
+    // since cannot step up.
+    let rechecked = match super::upstream::at_step_up(st, rt, on.session, on.step.sign_in).await {
+        Ok(s) => s,
+        Err(e) => return (jar, e).into_response(),
+    };
+    let on = Page {
+        session: &rechecked,
+        ..on
+    };
     let now = Utc::now();
     let (new, met) = match record(st, rt, on, factors, now).await {
         Ok(r) => r,

@@ -247,3 +247,35 @@ async fn token(
         None => (status, Json(answer)),
     }
 }
+
+/// The link after `needle` in `html`, entities decoded.
+pub fn link_after(html: &str, needle: &str) -> String {
+    let at = html
+        .find(needle)
+        .unwrap_or_else(|| panic!("no `{needle}` in\n{html}"))
+        + needle.len();
+    html[at..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/")
+}
+
+/// Opens `path` of `h`'s app signed out in `b`, and follows the sign-in page's "Sign in
+/// with `label`" button through the provider and back: the page it ends on.
+pub async fn through_provider(
+    h: &super::Server,
+    b: &super::Browser,
+    path: &str,
+    label: &str,
+) -> super::Page {
+    let login = super::Page::open(b, &h.at(path)).await;
+    assert!(
+        login.html.contains(&format!("Sign in with {label}")),
+        "the sign-in page offers {label}:\n{}",
+        login.html
+    );
+    let href = link_after(&login.html, "<a class=\"button secondary\" href=\"");
+    super::Page::open(b, &h.at(&href)).await
+}

@@ -1,7 +1,9 @@
 //! A real LDAP directory for the directory sign-in tests: Debian's OpenLDAP `slapd`
 //! (installed by `.ci/run`), started on free ports with a generated configuration, a test
 //! certificate authority for LDAPS and StartTLS, the `memberof` overlay, and a small
-//! directory (people, groups) written over LDAP.
+//! directory (people, groups) written over LDAP. A person may read only their own entry
+//! (the service account, the directory's administrator, reads all): a search made on a
+//! connection still bound as one user finds no one else.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +32,9 @@ fn slapd_binary() -> Option<PathBuf> {
 /// A running slapd; stopped when dropped (its files with it).
 pub struct Slapd {
     child: tokio::process::Child,
+    bin: PathBuf,
+    conf: PathBuf,
+    plain: u16,
     /// `ldap://127.0.0.1:<port>` (plain; StartTLS offered).
     pub ldap_url: String,
     /// `ldaps://127.0.0.1:<port>`.
@@ -80,6 +85,9 @@ impl Slapd {
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PASSWORD}\n\
              directory {d}/db\n\
+             access to attrs=userPassword by self write by anonymous auth by * none\n\
+             access to dn.subtree=\"ou=people,{BASE}\" by self read by anonymous auth by * none\n\
+             access to * by * read\n\
              overlay memberof\n\
              database monitor\n",
             d = d.display()
@@ -88,20 +96,13 @@ impl Slapd {
         let (plain, tls) = (super::oidc_op::free_port(), super::oidc_op::free_port());
         let ldap_url = format!("ldap://127.0.0.1:{plain}");
         let ldaps_url = format!("ldaps://127.0.0.1:{tls}");
-        let child = tokio::process::Command::new(bin)
-            .arg("-f")
-            .arg(d.join("slapd.conf"))
-            .arg("-h")
-            .arg(format!("{ldap_url}/ {ldaps_url}/"))
-            .arg("-d")
-            .arg("0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("slapd runs");
+        let conf = d.join("slapd.conf");
+        let child = spawn(&bin, &conf, &ldap_url, &ldaps_url);
         let s = Slapd {
             child,
+            bin,
+            conf,
+            plain,
             ldap_url,
             ldaps_url,
             ca_file,
@@ -128,21 +129,8 @@ impl Slapd {
     /// How many bind operations the directory has completed (its `cn=Monitor`, read
     /// anonymously, which binds nothing).
     pub async fn binds(&self) -> u64 {
-        let (conn, mut ldap) = LdapConnAsync::new(&self.ldap_url).await.unwrap();
-        ldap3::drive!(conn);
-        let (entries, _) = ldap
-            .search(
-                "cn=Bind,cn=Operations,cn=Monitor",
-                ldap3::Scope::Base,
-                "(objectClass=*)",
-                vec!["monitorOpCompleted"],
-            )
+        self.monitor("cn=Bind,cn=Operations,cn=Monitor", "monitorOpCompleted")
             .await
-            .unwrap()
-            .success()
-            .unwrap();
-        let e = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
-        e.attrs["monitorOpCompleted"][0].parse().unwrap()
     }
 
     /// A connection bound as the administrator.
@@ -242,11 +230,63 @@ impl Slapd {
             .unwrap();
     }
 
+    /// How many connections the directory has accepted since it started (its
+    /// `cn=Monitor`; the connection reading it is one of them).
+    pub async fn connections_opened(&self) -> u64 {
+        self.monitor("cn=Total,cn=Connections,cn=Monitor", "monitorCounter")
+            .await
+    }
+
+    /// How many connections are open to the directory now (the one reading it among them).
+    pub async fn connections_open(&self) -> u64 {
+        self.monitor("cn=Current,cn=Connections,cn=Monitor", "monitorCounter")
+            .await
+    }
+
+    async fn monitor(&self, dn: &str, attr: &str) -> u64 {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.ldap_url).await.unwrap();
+        ldap3::drive!(conn);
+        let (entries, _) = ldap
+            .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attr])
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let e = ldap3::SearchEntry::construct(entries.into_iter().next().unwrap());
+        let n = e.attrs[attr][0].parse().unwrap();
+        let _ = ldap.unbind().await;
+        n
+    }
+
+    /// Stops the directory and starts it again on the same ports with the same data
+    /// (every connection open to it is closed).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.child = spawn(&self.bin, &self.conf, &self.ldap_url, &self.ldaps_url);
+        self.wait_ready(self.plain).await;
+    }
+
     /// Stops the directory (it is down for what follows).
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
     }
+}
+
+/// slapd with `conf`, listening on the two URLs.
+fn spawn(bin: &Path, conf: &Path, ldap_url: &str, ldaps_url: &str) -> tokio::process::Child {
+    tokio::process::Command::new(bin)
+        .arg("-f")
+        .arg(conf)
+        .arg("-h")
+        .arg(format!("{ldap_url}/ {ldaps_url}/"))
+        .arg("-d")
+        .arg("0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("slapd runs")
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it, in `d`; the CA's file.

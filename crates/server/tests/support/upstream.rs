@@ -51,3 +51,35 @@ async fn echoed(method: Method, uri: Uri, h: HeaderMap) -> Response {
     m.insert("method".into(), method.to_string());
     axum::Json(m).into_response()
 }
+
+/// An app that says whom stepgate told it the user is: `app saw user=<remote-user>
+/// groups=<remote-groups> amr=<remote-amr> ` (`-` for a header that is missing).
+pub async fn whoami() -> SocketAddr {
+    serve(axum::Router::new().fallback(any(|h: HeaderMap| async move {
+        let v = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        format!(
+            "app saw user={} groups={} amr={} ",
+            v("remote-user"),
+            v("remote-groups"),
+            v("remote-amr")
+        )
+    })))
+    .await
+}
+
+/// Asserts that `page` is [`whoami`]'s, for `user`.
+#[track_caller]
+pub fn assert_saw(page: &super::Page, user: &str) {
+    assert!(
+        page.html.contains(&format!("app saw user={user} ")),
+        "the app should have seen {user}: {} {}\n{}",
+        page.status,
+        page.url,
+        page.html
+    );
+}
