@@ -14,8 +14,8 @@ use stepgate_authn::{FactorKind, PassedFactor};
 use stepgate_server::Shared;
 use stepgate_store::UserRecord;
 use support::{
-    audit, client, header, password, redirects, signed_in_session, upstream, user, Browser,
-    Person, Server, JANE,
+    audit, client, header, password, redirects, signed_in_session, upstream, user, Browser, Person,
+    Server, JANE,
 };
 
 const CONFIG: &str = r#"
@@ -134,7 +134,10 @@ async fn every_page_is_for_administrators_only_under_the_portal_csp() {
     for p in PAGES {
         let r = get(&s, &johns, p).await;
         assert_eq!(r.status(), 403, "{p} for John");
-        assert!(r.text().await.unwrap().contains("Administrators only"), "{p}");
+        assert!(
+            r.text().await.unwrap().contains("Administrators only"),
+            "{p}"
+        );
         let r = http()
             .get(s.at(&format!("/_stepgate/admin{p}")))
             .send()
@@ -149,7 +152,10 @@ async fn every_page_is_for_administrators_only_under_the_portal_csp() {
         assert!(header(&r, "content-security-policy").contains("script-src 'self'"));
         let html = r.text().await.unwrap();
         assert!(!html.contains("<script>"), "{p}: no inline script");
-        assert!(html.contains("aria-label=\"Admin console\""), "{p}: the console's navigation");
+        assert!(
+            html.contains("aria-label=\"Admin console\""),
+            "{p}: the console's navigation"
+        );
     }
 }
 
@@ -163,25 +169,61 @@ async fn a_revoke_needs_csrf_and_a_fresh_aal3_and_the_session_is_refused_after()
     assert_eq!(visit(&s, Some(&johns), &app).await.0, 200);
 
     let aal2 = signed_in_session(&s.st, &jane, Utc::now()).await;
-    let html = get(&s, &aal2, "/sessions?user=john").await.text().await.unwrap();
+    let html = get(&s, &aal2, "/sessions?user=john")
+        .await
+        .text()
+        .await
+        .unwrap();
     let handle = support::field(&html, "handle");
     let csrf = support::field(&html, "csrf");
-    assert!(html.contains("id=\"sessions\"") && html.contains("john"), "{html}");
+    assert!(
+        html.contains("id=\"sessions\"") && html.contains("john"),
+        "{html}"
+    );
     // A forged token changes nothing; AAL2 is sent to the step-up page.
-    let r = post(&s, &aal2, "/sessions/revoke", &[("csrf", "forged"), ("handle", &handle)]).await;
+    let r = post(
+        &s,
+        &aal2,
+        "/sessions/revoke",
+        &[("csrf", "forged"), ("handle", &handle)],
+    )
+    .await;
     assert_ne!(r.status(), 303);
-    let r = post(&s, &aal2, "/sessions/revoke", &[("csrf", &csrf), ("handle", &handle)]).await;
+    let r = post(
+        &s,
+        &aal2,
+        "/sessions/revoke",
+        &[("csrf", &csrf), ("handle", &handle)],
+    )
+    .await;
     assert_eq!(r.status(), 303);
-    assert!(header(&r, "location").contains("/_stepgate/step-up?t="), "{}", header(&r, "location"));
+    assert!(
+        header(&r, "location").contains("/_stepgate/step-up?t="),
+        "{}",
+        header(&r, "location")
+    );
     assert_eq!(visit(&s, Some(&johns), &app).await.0, 200, "still live");
 
     // With a security key just used: revoked, audited, and John's next request refused.
     let fresh = aal3_session(&s.st, &jane).await;
-    let csrf = support::field(&get(&s, &fresh, "/sessions").await.text().await.unwrap(), "csrf");
-    let r = post(&s, &fresh, "/sessions/revoke", &[("csrf", &csrf), ("handle", &handle)]).await;
+    let csrf = support::field(
+        &get(&s, &fresh, "/sessions").await.text().await.unwrap(),
+        "csrf",
+    );
+    let r = post(
+        &s,
+        &fresh,
+        "/sessions/revoke",
+        &[("csrf", &csrf), ("handle", &handle)],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     assert!(header(&r, "location").contains("/_stepgate/admin/sessions?done="));
-    assert_ne!(visit(&s, Some(&johns), &app).await.0, 200, "refused after the revoke");
+    assert_ne!(
+        visit(&s, Some(&johns), &app).await.0,
+        200,
+        "refused after the revoke"
+    );
     let ended = audit(&s.st, Some("sessions.ended")).await;
     assert_eq!(ended[0].actor.as_deref(), Some("admin:jane"));
     assert!(audit(&s.st, Some("admin.write"))
@@ -213,8 +255,14 @@ async fn the_dashboard_charts_decisions_by_outcome_with_denials_and_locked_users
 
     let html = get(&s, &janes, "/").await.text().await.unwrap();
     assert!(html.contains("id=\"decisions-chart\""), "{html}");
-    assert!(html.contains("<rect class=\"o-deny\""), "a deny bar: {html}");
-    assert!(html.contains("<rect class=\"o-allow\""), "an allow bar: {html}");
+    assert!(
+        html.contains("<rect class=\"o-deny\""),
+        "a deny bar: {html}"
+    );
+    assert!(
+        html.contains("<rect class=\"o-allow\""),
+        "an allow bar: {html}"
+    );
     let denying = &html[html.find("id=\"denying-policies\"").expect("denials")..];
     assert!(denying.contains("vault-closed"), "{denying}");
     let locked = &html[html.find("id=\"locked-users\"").expect("locked users")..];
@@ -247,7 +295,10 @@ async fn decisions_filter_by_outcome_and_link_to_their_trace() {
     let r = get(&s, &janes, &format!("/decisions?id={denied}")).await;
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
-    assert!(html.contains("id=\"trace\"") && html.contains("matched — decided"), "{html}");
+    assert!(
+        html.contains("id=\"trace\"") && html.contains("matched — decided"),
+        "{html}"
+    );
     // A time that does not read: the API's words, and a 400.
     let r = get(&s, &janes, "/decisions?since=yesterday").await;
     assert_eq!(r.status(), 400);
@@ -268,29 +319,61 @@ async fn what_if_and_a_draft_go_through_the_pipeline_and_report_only_impact_is_s
         .await
         .unwrap();
     let outcome = &html[html.find("id=\"what-if-outcome\"").expect("an answer")..];
-    assert!(outcome.contains("deny") && outcome.contains("vault-closed"), "{outcome}");
+    assert!(
+        outcome.contains("deny") && outcome.contains("vault-closed"),
+        "{outcome}"
+    );
     let r = get(&s, &janes, "/what-if?go=1&context=%7Bnot").await;
     assert_eq!(r.status(), 400);
 
     // The report-only policy's would-be denial of Jane's request.
     let html = get(&s, &janes, "/policies").await.text().await.unwrap();
-    let row = &html[html.find("data-policy=\"trial-deny-console\"").expect("row")..];
-    assert!(row.contains("would have decided deny: <strong>1</strong>"), "{row}");
+    let row = &html[html
+        .find("data-policy=\"trial-deny-console\"")
+        .expect("row")..];
+    assert!(
+        row.contains("would have decided deny: <strong>1</strong>"),
+        "{row}"
+    );
 
     // A draft with an error, positioned; one that enforces the trial policy, replayed.
     let csrf = support::field(&html, "csrf");
-    let r = post(&s, &janes, "/policies/validate", &[("csrf", &csrf), ("draft", "default_outcome: maybe\n")]).await;
+    let r = post(
+        &s,
+        &janes,
+        "/policies/validate",
+        &[("csrf", &csrf), ("draft", "default_outcome: maybe\n")],
+    )
+    .await;
     assert_eq!(r.status(), 422);
     let html = r.text().await.unwrap();
-    assert!(html.contains("id=\"draft-errors\"") && html.contains("line 1"), "{html}");
+    assert!(
+        html.contains("id=\"draft-errors\"") && html.contains("line 1"),
+        "{html}"
+    );
     let draft = CONFIG
         .replace("UPSTREAM", "127.0.0.1:9")
         .replace("    report_only: true\n", "");
-    let r = post(&s, &janes, "/policies/validate", &[("csrf", &csrf), ("draft", &draft)]).await;
+    let r = post(
+        &s,
+        &janes,
+        "/policies/validate",
+        &[("csrf", &csrf), ("draft", &draft)],
+    )
+    .await;
     let html = r.text().await.unwrap();
     let summary = &html[html.find("id=\"replay-summary\"").expect("replayed")..];
-    assert!(summary.starts_with("id=\"replay-summary\">1 of"), "{summary}");
-    let r = post(&s, &janes, "/policies/validate", &[("csrf", "forged"), ("draft", &draft)]).await;
+    assert!(
+        summary.starts_with("id=\"replay-summary\">1 of"),
+        "{summary}"
+    );
+    let r = post(
+        &s,
+        &janes,
+        "/policies/validate",
+        &[("csrf", "forged"), ("draft", &draft)],
+    )
+    .await;
     assert_ne!(r.status(), 200, "a forged CSRF token");
 }
 
@@ -316,35 +399,76 @@ async fn a_wrong_password_is_audited_with_user_and_address_up_to_its_bound_and_e
     let failures = audit(&s.st, Some("signin.failure")).await;
     let bound = stepgate_server::portal::FAILURE_AUDITS_PER_WINDOW as usize;
     assert_eq!(failures.len(), bound, "bounded per account and address");
-    let unknown = failures.iter().find(|e| e.actor.is_none()).expect("the unknown name's");
-    assert!(!unknown.detail.to_string().contains("nobody-here"), "an unknown name is not written");
-    let johns: Vec<_> = failures.iter().filter(|e| e.actor.as_deref() == Some("john")).collect();
+    let unknown = failures
+        .iter()
+        .find(|e| e.actor.is_none())
+        .expect("the unknown name's");
+    assert!(
+        !unknown.detail.to_string().contains("nobody-here"),
+        "an unknown name is not written"
+    );
+    let johns: Vec<_> = failures
+        .iter()
+        .filter(|e| e.actor.as_deref() == Some("john"))
+        .collect();
     assert_eq!(johns.len(), bound - 1);
-    assert!(johns.iter().all(|e| e.subject.as_deref() == Some(john.id.as_str())));
-    assert!(failures.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")), "{failures:?}");
+    assert!(johns
+        .iter()
+        .all(|e| e.subject.as_deref() == Some(john.id.as_str())));
+    assert!(
+        failures
+            .iter()
+            .all(|e| e.ip.as_deref() == Some("127.0.0.1")),
+        "{failures:?}"
+    );
 
     // Searched and exported through the console.
     let jane = user(&s.st, "jane").await;
     let janes = signed_in_session(&s.st, &jane, Utc::now()).await;
-    let html = get(&s, &janes, "/audit?kind=signin.failure&user=john").await.text().await.unwrap();
-    assert!(html.contains("signin.failure") && html.contains("127.0.0.1"), "{html}");
+    let html = get(&s, &janes, "/audit?kind=signin.failure&user=john")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("signin.failure") && html.contains("127.0.0.1"),
+        "{html}"
+    );
     let r = get(&s, &janes, "/audit/export?format=ocsf&kind=signin.failure").await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "content-disposition").contains("attachment"));
     let text = r.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), bound);
     for l in &lines {
         assert_eq!(l["class_uid"], 3002, "{l}");
         assert_eq!(l["status_id"], 2, "Failure: {l}");
     }
-    let text = get(&s, &janes, "/audit/export?format=jsonl&kind=signin.failure&user=john")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text = get(
+        &s,
+        &janes,
+        "/audit/export?format=jsonl&kind=signin.failure&user=john",
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), bound - 1);
-    assert!(lines.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()), "oldest first");
-    assert_eq!(get(&s, &janes, "/audit/export?format=xml").await.status(), 400);
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()),
+        "oldest first"
+    );
+    assert_eq!(
+        get(&s, &janes, "/audit/export?format=xml").await.status(),
+        400
+    );
 }

@@ -142,7 +142,10 @@ pub async fn what_if(
 
 /// Decides a stated request context under the configuration in force through the access
 /// pipeline (`access::what_if`): `POST /policies/what-if`'s answer, and the console's.
-pub async fn decide_stated(st: &Shared, ctx: &RequestContext) -> Result<serde_json::Value, Problem> {
+pub async fn decide_stated(
+    st: &Shared,
+    ctx: &RequestContext,
+) -> Result<serde_json::Value, Problem> {
     let rt = st.runtime.load_full();
     let source = StatedFacts::new(ctx, None, st.signals.geoip.as_deref());
     let (_, explained) = decide(&rt, ctx, &source).await;

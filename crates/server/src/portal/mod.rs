@@ -84,12 +84,18 @@ pub(crate) async fn audit_failure(
     let window = rt.config.regulation.find_time.0;
     let hot = st.stores.hot.as_ref();
     let who = user.map_or("(unknown)", |u| u.id.as_str());
-    let mut n = match hot.incr_counter(&format!("audit:signin.failure:{who}"), window).await {
+    let mut n = match hot
+        .incr_counter(&format!("audit:signin.failure:{who}"), window)
+        .await
+    {
         Ok(n) => n,
         Err(_) => return,
     };
     if let Some(ip) = ip {
-        match hot.incr_counter(&format!("audit:signin.failure:ip:{ip}"), window).await {
+        match hot
+            .incr_counter(&format!("audit:signin.failure:ip:{ip}"), window)
+            .await
+        {
             Ok(m) => n = n.max(m),
             Err(_) => return,
         }

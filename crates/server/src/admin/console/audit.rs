@@ -40,7 +40,7 @@ pub async fn page(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let found = match query(search(&q)) {
         Ok(mut qy) => {
@@ -84,7 +84,7 @@ pub async fn export(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let ocsf = match q.get("format").map(String::as_str) {
         None | Some("jsonl") => false,
@@ -122,14 +122,24 @@ pub async fn export(
         serde_json::json!({ "format": if ocsf { "ocsf" } else { "jsonl" }, "bytes": body.len() }),
     )
     .await;
-    let name = if ocsf { "audit-ocsf.jsonl" } else { "audit.jsonl" };
+    let name = if ocsf {
+        "audit-ocsf.jsonl"
+    } else {
+        "audit.jsonl"
+    };
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     Ok(r)
 }

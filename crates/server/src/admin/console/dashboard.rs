@@ -65,11 +65,18 @@ fn hours(recent: &[DecisionRecord], now: DateTime<Utc>) -> (Vec<Hour>, u64) {
         let Ok(i) = usize::try_from((d.time - start).num_hours()) else {
             continue;
         };
-        if let (Some(row), Some(k)) = (counts.get_mut(i), OUTCOMES.iter().position(|o| *o == d.outcome)) {
+        if let (Some(row), Some(k)) = (
+            counts.get_mut(i),
+            OUTCOMES.iter().position(|o| *o == d.outcome),
+        ) {
             row[k] += 1;
         }
     }
-    let max = counts.iter().map(|r| r.iter().sum::<u64>()).max().unwrap_or(0);
+    let max = counts
+        .iter()
+        .map(|r| r.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
     let bars = counts
         .iter()
         .enumerate()
@@ -82,12 +89,19 @@ fn hours(recent: &[DecisionRecord], now: DateTime<Utc>) -> (Vec<Hour>, u64) {
                 .map(|(o, n)| {
                     let h = (n * PLOT).div_ceil(max.max(1));
                     y = y.saturating_sub(h);
-                    Segment { outcome: *o, n: *n, y, h }
+                    Segment {
+                        outcome: o,
+                        n: *n,
+                        y,
+                        h,
+                    }
                 })
                 .collect();
             Hour {
                 x: i * 30,
-                label: (start + Duration::hours(i as i64)).format("%H:00").to_string(),
+                label: (start + Duration::hours(i as i64))
+                    .format("%H:00")
+                    .to_string(),
                 total: row.iter().sum(),
                 segments,
             }
@@ -103,7 +117,11 @@ fn ranked(counts: BTreeMap<String, u64>, top: usize) -> Vec<Count> {
     v.truncate(top);
     let max = v.first().map(|c| c.1).unwrap_or(1).max(1);
     v.into_iter()
-        .map(|(label, n)| Count { label, n, w: (n * 100).div_ceil(max) })
+        .map(|(label, n)| Count {
+            label,
+            n,
+            w: (n * 100).div_ceil(max),
+        })
         .collect()
 }
 
@@ -120,7 +138,7 @@ fn reason(d: &DecisionRecord) -> String {
 pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let (recent, error) = match last_day(&a.st).await {
         Ok((_, r)) => (r, None),
@@ -132,7 +150,10 @@ pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalErro
         match d.outcome.as_str() {
             "step_up" => *step_ups.entry(reason(d)).or_default() += 1,
             "deny" => {
-                let p = d.policy.clone().unwrap_or_else(|| "(before any policy)".into());
+                let p = d
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| "(before any policy)".into());
                 *denials.entry(p).or_default() += 1;
             }
             _ => {}
@@ -154,7 +175,11 @@ pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalErro
         *totals.entry(d.outcome.clone()).or_insert(0u64) += 1;
     }
     Ok(a.render(
-        if error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK },
+        if error.is_some() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        },
         "admin_dashboard.html",
         context! {
             bars => bars, max => max, plot => PLOT, outcomes => OUTCOMES, totals => totals,
@@ -191,7 +216,9 @@ mod tests {
 
     #[test]
     fn the_hours_count_each_outcome_and_stack_within_the_plot() {
-        let now = DateTime::parse_from_rfc3339("2026-01-31T10:20:00Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-01-31T10:20:00Z")
+            .unwrap()
+            .to_utc();
         let recent = vec![
             at(now, "allow"),
             at(now, "allow"),
@@ -209,13 +236,21 @@ mod tests {
         assert_eq!((last.segments[0].outcome, last.segments[0].n), ("allow", 2));
         assert_eq!(last.segments[1].y, 0, "the tallest bar fills the plot");
         assert_eq!(bars[20].segments[0].outcome, "step_up");
-        assert_eq!(bars.iter().map(|b| b.total).sum::<u64>(), 4, "the 30-hour-old one is out");
+        assert_eq!(
+            bars.iter().map(|b| b.total).sum::<u64>(),
+            4,
+            "the 30-hour-old one is out"
+        );
     }
 
     #[test]
     fn rankings_are_largest_first_with_widths_relative_to_the_largest() {
         let r = ranked(
-            BTreeMap::from([("a".to_string(), 1), ("b".to_string(), 4), ("c".to_string(), 2)]),
+            BTreeMap::from([
+                ("a".to_string(), 1),
+                ("b".to_string(), 4),
+                ("c".to_string(), 2),
+            ]),
             2,
         );
         assert_eq!(r.len(), 2);

@@ -21,12 +21,10 @@ const PERIODS: [(&str, i64); 3] = [("1h", 1), ("24h", 24), ("7d", 24 * 7)];
 /// A time field as RFC 3339: as typed, or a browser's `datetime-local` value read as UTC.
 fn rfc3339(v: Option<&String>) -> Option<String> {
     let v = v.map(|s| s.trim()).filter(|s| !s.is_empty())?;
-    Some(
-        match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M") {
-            Ok(t) => t.and_utc().to_rfc3339(),
-            Err(_) => v.to_string(),
-        },
-    )
+    Some(match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M") {
+        Ok(t) => t.and_utc().to_rfc3339(),
+        Err(_) => v.to_string(),
+    })
 }
 
 /// `GET {portal}/admin/decisions?id=` (one decision and its trace) or `?user=&app=&
@@ -38,13 +36,19 @@ pub async fn page(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
-    let id = q.get("id").map(|s| s.trim().to_string()).unwrap_or_default();
+    let id = q
+        .get("id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     if !id.is_empty() {
         return one(&a, &id).await;
     }
-    let since = match q.get("period").and_then(|p| PERIODS.iter().find(|(n, _)| *n == p.as_str())) {
+    let since = match q
+        .get("period")
+        .and_then(|p| PERIODS.iter().find(|(n, _)| *n == p.as_str()))
+    {
         Some((_, hours)) => Some((Utc::now() - chrono::Duration::hours(*hours)).to_rfc3339()),
         None => rfc3339(q.get("since")),
     };
@@ -103,12 +107,19 @@ async fn one(a: &Admin, id: &str) -> Result<Response, PortalError> {
     let (trace, again) = match &found {
         Some(d) => match traced_again(&a.st, d) {
             Ok(Some(e)) => (serde_json::to_value(e).ok(), true),
-            _ => (d.detail.get("trace").filter(|t| !t.is_null()).cloned(), false),
+            _ => (
+                d.detail.get("trace").filter(|t| !t.is_null()).cloned(),
+                false,
+            ),
         },
         None => (None, false),
     };
     Ok(a.render(
-        if found.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND },
+        if found.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        },
         "admin_decision.html",
         context! {
             id => id, missing => found.is_none(), d => found, trace => trace,

@@ -22,7 +22,7 @@ pub async fn page(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let user = q.get("user").map(|u| u.trim()).filter(|u| !u.is_empty());
     let only_failing = q.get("noncompliant").is_some_and(|v| v == "1");

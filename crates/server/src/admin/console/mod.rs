@@ -47,7 +47,10 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&c("/"), get(dashboard::page))
         .route(&c("/users"), get(users::page))
         .route(&c("/users/{username}/unlock"), post(users::unlock))
-        .route(&c("/users/{username}/end-sessions"), post(users::end_sessions))
+        .route(
+            &c("/users/{username}/end-sessions"),
+            post(users::end_sessions),
+        )
         .route(&c("/devices"), get(devices::page))
         .route(&c("/sessions"), get(sessions::page))
         .route(&c("/sessions/revoke"), post(sessions::revoke))
@@ -85,11 +88,11 @@ fn not_an_administrator(here: &Here, username: &str) -> Response {
 
 impl Admin {
     /// The signed-in administrator, or the 403 page.
-    fn check(visit: Visit, signed: SignedIn) -> Result<Admin, Response> {
+    fn check(visit: Visit, signed: SignedIn) -> Result<Admin, Box<Response>> {
         let Visit { st, here, .. } = visit;
         let SignedIn { session, user } = signed;
         if !user.groups.iter().any(|g| *g == here.config.admin.group) {
-            return Err(not_an_administrator(&here, &user.username));
+            return Err(Box::new(not_an_administrator(&here, &user.username)));
         }
         Ok(Admin {
             st,
@@ -106,7 +109,7 @@ impl Admin {
         signed: SignedIn,
         csrf: &str,
         back: &str,
-    ) -> Result<(Admin, Caller), Result<Response, PortalError>> {
+    ) -> Result<(Admin, Caller), Box<Result<Response, PortalError>>> {
         check_csrf(
             &visit.st,
             &visit.here,
@@ -114,18 +117,13 @@ impl Admin {
             Some(&signed.session),
             csrf,
         )
-        .map_err(Err)?;
-        let a = Admin::check(visit, signed).map_err(Ok)?;
+        .map_err(|e| Box::new(Err(e)))?;
+        let a = Admin::check(visit, signed).map_err(|r| Box::new(Ok(*r)))?;
         let url = a.here.portal_url(back);
-        if let Some(step) = step_up_needed(
-            &a.st,
-            &a.here,
-            &a.session,
-            a.user.clone(),
-            &url,
-            Utc::now(),
-        ) {
-            return Err(Ok(see_other(&step)));
+        if let Some(step) =
+            step_up_needed(&a.st, &a.here, &a.session, a.user.clone(), &url, Utc::now())
+        {
+            return Err(Box::new(Ok(see_other(&step))));
         }
         let caller = a.caller();
         Ok((a, caller))

@@ -28,7 +28,7 @@ const DRAFT_MAX: usize = 256 * 1024;
 pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     show(&a, StatusCode::OK, "", None).await
 }
@@ -70,10 +70,16 @@ pub async fn validate(
     signed: SignedIn,
     Form(f): Form<Draft>,
 ) -> Result<Response, PortalError> {
-    check_csrf(&visit.st, &visit.here, &visit.jar, Some(&signed.session), &f.csrf)?;
+    check_csrf(
+        &visit.st,
+        &visit.here,
+        &visit.jar,
+        Some(&signed.session),
+        &f.csrf,
+    )?;
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     if f.draft.len() > DRAFT_MAX {
         let r = json!({ "valid": false, "detail": format!("the draft is over {} KiB; check a bigger one with `stepgate check`", DRAFT_MAX / 1024) });
@@ -101,14 +107,20 @@ pub async fn validate(
 fn stated(q: &HashMap<String, String>) -> Result<stepgate_policy::RequestContext, String> {
     let get = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let v = match get("context") {
-        Some(text) => serde_json::from_str::<Value>(text).map_err(|e| format!("the context is not JSON: {e}"))?,
+        Some(text) => serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("the context is not JSON: {e}"))?,
         None => {
             let mut v = json!({
                 "kind": get("kind").unwrap_or("access"),
                 "request": { "app": get("app"), "method": get("method").unwrap_or("GET"), "path": get("path").unwrap_or("/") },
             });
             if let Some(u) = get("user") {
-                let groups: Vec<&str> = get("groups").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+                let groups: Vec<&str> = get("groups")
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .collect();
                 v["user"] = json!({ "username": u, "groups": groups });
             }
             if let Some(ip) = get("ip") {
@@ -117,7 +129,9 @@ fn stated(q: &HashMap<String, String>) -> Result<stepgate_policy::RequestContext
             v
         }
     };
-    serde_json::from_value(v).map_err(|e| format!("the request context does not read: {e} (docs/configuration.md#request-context)"))
+    serde_json::from_value(v).map_err(|e| {
+        format!("the request context does not read: {e} (docs/configuration.md#request-context)")
+    })
 }
 
 /// `GET {portal}/admin/what-if?app=&method=&path=&user=&groups=&ip=&kind=` or `?context=`.
@@ -128,9 +142,9 @@ pub async fn what_if(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
-    let asked = q.get("go").is_some();
+    let asked = q.contains_key("go");
     let (status, answer, error) = if !asked {
         (StatusCode::OK, None, None)
     } else {

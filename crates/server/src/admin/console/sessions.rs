@@ -24,7 +24,7 @@ pub async fn page(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let user = q.get("user").map(|u| u.trim()).filter(|u| !u.is_empty());
     let (status, sessions, error) = match live(&a.st, user).await {
@@ -58,7 +58,7 @@ pub async fn revoke(
 ) -> Result<Response, PortalError> {
     let (a, caller) = match Admin::check_change(visit, signed, &f.csrf, "/admin/sessions").await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let handle = f.handle.trim();
     let done = match end_by_handle(&a.st, &caller, handle).await {

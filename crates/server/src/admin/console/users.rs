@@ -73,7 +73,7 @@ pub async fn page(
 ) -> Result<Response, PortalError> {
     let a = match Admin::check(visit, signed) {
         Ok(a) => a,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(*r),
     };
     let search = q.get("search").cloned().unwrap_or_default();
     let users = rows(&a.st, &search).await?;
@@ -120,7 +120,7 @@ async fn change(
 ) -> Result<Response, PortalError> {
     let (a, caller) = match Admin::check_change(visit, signed, &f.csrf, "/admin/users").await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(target) = a.st.stores.durable.get_user_by_username(username).await? else {
         return Ok(Message {
@@ -154,6 +154,13 @@ async fn change(
             )
         }
     };
-    super::audit_write(&a.st, &caller, Some(target.id.as_str()), operation, json!({ "username": target.username })).await;
+    super::audit_write(
+        &a.st,
+        &caller,
+        Some(target.id.as_str()),
+        operation,
+        json!({ "username": target.username }),
+    )
+    .await;
     Ok(a.done("/admin/users", &done))
 }
