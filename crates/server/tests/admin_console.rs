@@ -226,6 +226,11 @@ async fn a_revoke_needs_csrf_and_a_fresh_aal3_and_the_session_is_refused_after()
     );
     let ended = audit(&s.st, Some("sessions.ended")).await;
     assert_eq!(ended[0].actor.as_deref(), Some("admin:jane"));
+    assert_eq!(
+        ended[0].ip.as_deref(),
+        Some("127.0.0.1"),
+        "with the admin's address"
+    );
     assert!(audit(&s.st, Some("admin.write"))
         .await
         .iter()

@@ -107,6 +107,7 @@ impl Admin {
     async fn check_change(
         visit: Visit,
         signed: SignedIn,
+        from: Client,
         csrf: &str,
         back: &str,
     ) -> Result<(Admin, Caller), Box<Result<Response, PortalError>>> {
@@ -125,7 +126,8 @@ impl Admin {
         {
             return Err(Box::new(Ok(see_other(&step))));
         }
-        let caller = a.caller();
+        let mut caller = a.caller();
+        caller.ip = crate::access::request::client_ip(&a.here, from.0 .0, &from.1);
         Ok((a, caller))
     }
 
@@ -173,6 +175,10 @@ fn shown(p: &Problem) -> (StatusCode, String) {
     )
 }
 
+/// Where a change came from: the connection's peer and the request's headers, read as the
+/// API reads the client address (trusted proxies).
+type Client = (crate::app::responses::Peer, axum::http::HeaderMap);
+
 /// The one form field every console change sends.
 #[derive(serde::Deserialize)]
 pub struct CsrfOnly {
@@ -208,6 +214,7 @@ async fn audit_admin(
     let mut e = stepgate_store::NewAuditEvent::now(kind);
     e.actor = Some(caller.actor.clone());
     e.subject = subject.map(str::to_string);
+    e.ip = caller.ip.map(|i| i.to_string());
     e.detail = detail;
     st.audit.append(e).await;
 }

@@ -54,12 +54,16 @@ pub struct Revoke {
 pub async fn revoke(
     visit: Visit,
     signed: SignedIn,
+    peer: crate::app::responses::Peer,
+    headers: axum::http::HeaderMap,
     Form(f): Form<Revoke>,
 ) -> Result<Response, PortalError> {
-    let (a, caller) = match Admin::check_change(visit, signed, &f.csrf, "/admin/sessions").await {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let (a, caller) =
+        match Admin::check_change(visit, signed, (peer, headers), &f.csrf, "/admin/sessions").await
+        {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
     let handle = f.handle.trim();
     let done = match end_by_handle(&a.st, &caller, handle).await {
         Ok(username) => {

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum_extra::extract::Form;
 use minijinja::context;
 use serde_json::json;
 
 use super::{Admin, CsrfOnly};
+use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
 use crate::portal::extract::{SignedIn, Visit};
@@ -95,30 +96,52 @@ enum Change {
 pub async fn unlock(
     visit: Visit,
     signed: SignedIn,
+    peer: Peer,
+    headers: HeaderMap,
     Path(username): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Result<Response, PortalError> {
-    change(visit, signed, &username, &f, Change::Unlock).await
+    change(
+        visit,
+        signed,
+        (peer, headers),
+        &username,
+        &f,
+        Change::Unlock,
+    )
+    .await
 }
 
 /// `POST {portal}/admin/users/{username}/end-sessions`.
 pub async fn end_sessions(
     visit: Visit,
     signed: SignedIn,
+    peer: Peer,
+    headers: HeaderMap,
     Path(username): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Result<Response, PortalError> {
-    change(visit, signed, &username, &f, Change::EndSessions).await
+    change(
+        visit,
+        signed,
+        (peer, headers),
+        &username,
+        &f,
+        Change::EndSessions,
+    )
+    .await
 }
 
 async fn change(
     visit: Visit,
     signed: SignedIn,
+    from: super::Client,
     username: &str,
     f: &CsrfOnly,
     what: Change,
 ) -> Result<Response, PortalError> {
-    let (a, caller) = match Admin::check_change(visit, signed, &f.csrf, "/admin/users").await {
+    let (a, caller) = match Admin::check_change(visit, signed, from, &f.csrf, "/admin/users").await
+    {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -146,6 +169,7 @@ async fn change(
             let mut e = stepgate_store::NewAuditEvent::now("sessions.ended");
             e.actor = Some(caller.actor.clone());
             e.subject = Some(target.id.clone());
+            e.ip = caller.ip.map(|i| i.to_string());
             e.detail = json!({ "why": "ended_by_admin", "ended": n });
             a.st.audit.append(e).await;
             (
