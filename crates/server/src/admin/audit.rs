@@ -12,20 +12,30 @@ use super::decisions::{limit_param, time_param};
 use super::problem::{Params, Problem};
 use crate::app::state::Shared;
 
-/// The query of `GET /audit`.
-#[derive(Deserialize)]
+/// The query of `GET /audit` (and of the console's audit page).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
-    kind: Option<String>,
-    actor: Option<String>,
-    subject: Option<String>,
-    user: Option<String>,
-    address: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after_seq: Option<String>,
-    newest_first: Option<String>,
-    limit: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Only events this user did or underwent.
+    pub user: Option<String>,
+    /// Only events from this client address.
+    pub address: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+    /// Only events after this sequence number.
+    pub after_seq: Option<String>,
+    /// `true` for newest first.
+    pub newest_first: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
 }
 
 /// `GET /audit`.
@@ -33,6 +43,17 @@ pub async fn search(
     State(st): State<Shared>,
     Params(q): Params<Search>,
 ) -> Result<Response, Problem> {
+    let query = query(q)?;
+    let items = st.stores.durable.list_audit(&query).await?;
+    // Paging forward by sequence number (append order only).
+    let next = (!query.newest_first && items.len() == query.limit as usize)
+        .then(|| items.last().map(|e| e.seq.to_string()))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_after_seq": next })).into_response())
+}
+
+/// The store's query for `q`, or a 400 problem naming the parameter that does not read.
+pub fn query(q: Search) -> Result<AuditQuery, Problem> {
     let after_seq = q
         .after_seq
         .as_deref()
@@ -56,7 +77,7 @@ pub async fn search(
         }
     };
     let limit = limit_param(&q.limit)?;
-    let query = AuditQuery {
+    Ok(AuditQuery {
         kind: q.kind,
         actor: q.actor,
         subject: q.subject,
@@ -67,13 +88,35 @@ pub async fn search(
         after_seq,
         newest_first,
         limit,
-    };
-    let items = st.stores.durable.list_audit(&query).await?;
-    // Paging forward by sequence number (append order only).
-    let next = (!newest_first && items.len() == limit as usize)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
-    Ok(Json(json!({ "items": items, "next_after_seq": next })).into_response())
+    })
+}
+
+/// The most events one export writes (a bigger one: `stepgate audit export`).
+pub const EXPORT_MAX: usize = 100_000;
+
+/// Every event `q` matches, in append order (at most [`EXPORT_MAX`]), one JSON document a
+/// line: stepgate's record (`jsonl`, as `stepgate audit export` writes it) or its OCSF
+/// event (`ocsf`, the mapping the SIEM streams use).
+pub async fn export(st: &Shared, mut q: AuditQuery, ocsf: bool) -> Result<String, Problem> {
+    q.newest_first = false;
+    q.limit = 1000;
+    let (mut out, mut n) = (String::new(), 0usize);
+    while n < EXPORT_MAX {
+        let page = st.stores.durable.list_audit(&q).await?;
+        let Some(last) = page.last() else { break };
+        q.after_seq = Some(last.seq);
+        for e in page.iter().take(EXPORT_MAX - n) {
+            let v = if ocsf {
+                crate::siem::ocsf::to_ocsf(e)
+            } else {
+                serde_json::to_value(e).unwrap_or_default()
+            };
+            out.push_str(&v.to_string());
+            out.push('\n');
+            n += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /audit/verify`.

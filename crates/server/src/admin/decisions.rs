@@ -16,18 +16,26 @@ use super::Page;
 use crate::access::what_if::{what_if, StatedFacts};
 use crate::app::state::Shared;
 
-/// The query of `GET /decisions`.
-#[derive(Deserialize)]
+/// The query of `GET /decisions` (and of the console's decisions page).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
-    user: Option<String>,
-    app: Option<String>,
-    outcome: Option<String>,
-    policy: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    /// Only this username's.
+    pub user: Option<String>,
+    /// Only this app's.
+    pub app: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only those this policy decided.
+    pub policy: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// The previous page's `next`.
+    pub cursor: Option<String>,
 }
 
 /// The outcomes a decision can have.
@@ -65,6 +73,21 @@ pub async fn search(
     State(st): State<Shared>,
     Params(q): Params<Search>,
 ) -> Result<Response, Problem> {
+    let (items, next) = find(&st, q).await?;
+    Ok(Json(Page {
+        items,
+        total: None,
+        next,
+    })
+    .into_response())
+}
+
+/// The decisions `q` asks for, newest first, and the cursor of the next page (none on the
+/// last): the API's search and the console's decisions page.
+pub async fn find(
+    st: &Shared,
+    q: Search,
+) -> Result<(Vec<DecisionRecord>, Option<String>), Problem> {
     if let Some(o) = &q.outcome {
         if !OUTCOMES.contains(&o.as_str()) {
             return Err(Problem::bad_field(
@@ -108,15 +131,30 @@ pub async fn search(
                 .map(|d| format!("{}.{}", d.time.timestamp_millis(), d.request_id))
         })
         .flatten();
-    Ok(Json(Page {
-        items,
-        total: None,
-        next,
-    })
-    .into_response())
+    Ok((items, next))
 }
 
-async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
+/// How many of the last 24 hours' decisions [`last_day`] reads at most.
+pub const DAY_SCAN: u32 = 10_000;
+
+/// The decisions of the last 24 hours (newest first, at most [`DAY_SCAN`]), and when the
+/// period began: the policies' report-only impact and the console's dashboard.
+pub async fn last_day(st: &Shared) -> Result<(DateTime<Utc>, Vec<DecisionRecord>), Problem> {
+    let since = Utc::now() - chrono::Duration::hours(24);
+    let recent = st
+        .stores
+        .durable
+        .list_decisions(&DecisionQuery {
+            since: Some(since),
+            limit: DAY_SCAN,
+            ..Default::default()
+        })
+        .await?;
+    Ok((since, recent))
+}
+
+/// The decision recorded for request `id`; 404 when none is.
+pub async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
     st.stores.durable.get_decision(id).await?.ok_or_else(|| {
         Problem::not_found(format!(
             "no decision is recorded for request `{id}` (check the id; decisions older than log.decisions.retention are deleted)"
@@ -125,7 +163,7 @@ async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
 }
 
 /// The context a record was decided on, when it reached the policies.
-fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem> {
+pub fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem> {
     match d.detail.get("context") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
@@ -145,12 +183,19 @@ fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem> {
 /// configuration in force.
 pub async fn show(State(st): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
     let d = record(&st, &id).await?;
+    let traced_again = traced_again(&st, &d)?;
+    Ok(Json(json!({ "decision": d, "traced_again": traced_again })).into_response())
+}
+
+/// The trace of a decision recorded without one (an allowed request's), worked out again
+/// from its context under the configuration in force; none when it has one or never
+/// reached the policies.
+pub fn traced_again(st: &Shared, d: &DecisionRecord) -> Result<Option<Explanation>, Problem> {
     let recorded = d.detail.get("trace").filter(|t| !t.is_null()).is_some();
-    let traced_again = match (recorded, context_of(&d)?) {
+    Ok(match (recorded, context_of(d)?) {
         (false, Some(ctx)) => Some(st.runtime.load().config.policy_set.explain(&ctx)),
         _ => None,
-    };
-    Ok(Json(json!({ "decision": d, "traced_again": traced_again })).into_response())
+    })
 }
 
 /// `POST /decisions/{request_id}/rerun`.
@@ -186,7 +231,7 @@ pub async fn rerun(State(st): State<Shared>, Path(id): Path<String>) -> Result<R
 
 /// Whether `e` is the recorded policy decision: the same outcome and, for a step-up, the
 /// same requirement (as `stepgate explain` compares).
-fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
+pub fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
     let Some(before) = d.policy_outcome.as_deref() else {
         return true;
     };
@@ -200,4 +245,60 @@ fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
         Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
         None => true,
     }
+}
+
+/// How many changed decisions [`replay_last_day`] names per group.
+const REPLAY_EXAMPLES: usize = 3;
+
+/// Every decision of the last 24 hours (at most [`DAY_SCAN`]) decided again under `draft`
+/// through the access pipeline, as `stepgate replay --since 24h` does: how many reached
+/// the policies, how many would change, grouped by app, outcome before and after and the
+/// deciding policies, with example request ids.
+pub async fn replay_last_day(
+    st: &Shared,
+    draft: stepgate_config::Config,
+) -> Result<serde_json::Value, Problem> {
+    let rt = crate::app::state::Runtime::new(draft);
+    let (since, recent) = last_day(st).await?;
+    let (mut compared, mut changed) = (0usize, 0usize);
+    let mut groups: std::collections::BTreeMap<[String; 5], (usize, Vec<String>)> =
+        Default::default();
+    for d in &recent {
+        let Ok(Some(ctx)) = context_of(d) else {
+            continue;
+        };
+        compared += 1;
+        let source = StatedFacts::new(&ctx, None, None);
+        let Some(e) = what_if(&rt, &ctx, &source).await.1 else {
+            continue;
+        };
+        let e = e.explanation;
+        if same_decision(d, &e) {
+            continue;
+        }
+        changed += 1;
+        let key = [
+            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
+            d.policy_outcome.clone().unwrap_or_default(),
+            e.outcome.as_str().to_string(),
+            d.policy.clone().unwrap_or_else(|| "(default)".into()),
+            e.policy.clone().unwrap_or_else(|| "(default)".into()),
+        ];
+        let g = groups.entry(key).or_default();
+        g.0 += 1;
+        if g.1.len() < REPLAY_EXAMPLES {
+            g.1.push(d.request_id.clone());
+        }
+    }
+    let groups: Vec<_> = groups
+        .into_iter()
+        .map(|([app, from, to, before, after], (count, examples))| {
+            json!({ "app": app, "from": from, "to": to, "policy_before": before,
+                    "policy_after": after, "count": count, "examples": examples })
+        })
+        .collect();
+    Ok(json!({
+        "since": since, "decisions": recent.len(), "compared": compared,
+        "changed": changed, "groups": groups,
+    }))
 }

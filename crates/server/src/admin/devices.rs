@@ -28,8 +28,16 @@ pub async fn list(
     Params(q): Params<DeviceQuery>,
 ) -> Result<Response, Problem> {
     let paging = q.paging.paging()?;
-    let users = match &q.user {
-        Some(name) => vec![find(&st, name).await?],
+    let all = listing(&st, q.user.as_deref()).await?;
+    Ok(Json(paging.page(all)?).into_response())
+}
+
+/// The devices registered to every user, or to the user named `user`, each with its
+/// compliance as the pipeline judges it now and the failing checks' ids (what `GET
+/// /devices` pages through and the console's devices page shows).
+pub async fn listing(st: &Shared, user: Option<&str>) -> Result<Vec<serde_json::Value>, Problem> {
+    let users = match user {
+        Some(name) => vec![find(st, name).await?],
         None => st.stores.durable.list_users().await?,
     };
     let rt = st.runtime.load_full();
@@ -52,7 +60,7 @@ pub async fn list(
             }));
         }
     }
-    Ok(Json(paging.page(all)?).into_response())
+    Ok(all)
 }
 
 /// `GET /devices/{id}`.

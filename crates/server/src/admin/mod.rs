@@ -13,9 +13,10 @@
 //!   answer a bad query or body with one naming the field.
 //! - One file per resource: [`users`], [`devices`], [`sessions`], [`decisions`],
 //!   [`audit`], [`policies`], [`config`].
-//! - [`console`]: the start of the admin console, server-rendered pages under
-//!   `{portal}/admin/` (users with unlock and end-sessions; a decision by request id with
-//!   its trace), under the same rules.
+//! - [`console`]: the admin console, server-rendered pages under `{portal}/admin/` (a
+//!   dashboard, users, devices, sessions, decisions and their traces, policies with
+//!   what-if and a draft's validation, the audit log), one file per page, reading through
+//!   the resource files above and under the same rules.
 //!
 //! What does not belong here: any decision. A decision re-run and what-if go through the
 //! access pipeline (`access::what_if`); unlocking, resetting factors and ending sessions
@@ -233,18 +234,7 @@ pub fn routes(state: &Shared, portal_path: &str) -> Router<Shared> {
         r = r.route(&path, h);
     }
     // The console's pages.
-    let c = |s: &str| format!("{portal_path}/admin{s}");
-    r = r
-        .route(&c("/users"), axum::routing::get(console::users_page))
-        .route(
-            &c("/users/{username}/unlock"),
-            axum::routing::post(console::unlock),
-        )
-        .route(
-            &c("/users/{username}/end-sessions"),
-            axum::routing::post(console::end_sessions),
-        )
-        .route(&c("/decisions"), axum::routing::get(console::decision_page));
+    r = r.merge(console::routes(portal_path));
     // Anything else under the API answers a problem document, never the portal's page.
     r.route(
         &format!("{portal_path}{BASE}/{{*rest}}"),

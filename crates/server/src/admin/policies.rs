@@ -10,29 +10,22 @@ use axum::Json;
 use serde_json::json;
 use stepgate_policy::spec::OutcomeSpec;
 use stepgate_policy::RequestContext;
-use stepgate_store::DecisionQuery;
 
 use super::problem::{Body, Problem};
 use crate::access::what_if::{what_if as decide, StatedFacts};
 use crate::app::state::Shared;
 
-/// How many of the last 24 hours' decisions `GET /policies` reads for report-only matches.
-const IMPACT_SCAN: u32 = 10_000;
-
 /// `GET /policies`.
 pub async fn list(State(st): State<Shared>) -> Result<Response, Problem> {
+    Ok(Json(overview(&st).await?).into_response())
+}
+
+/// The policies in priority order with each one's report-only matches over the last 24
+/// hours: `GET /policies`'s document, which the console's policies page shows.
+pub async fn overview(st: &Shared) -> Result<serde_json::Value, Problem> {
     let rt = st.runtime.load_full();
     // Report-only impact: per policy, how often it matched and what it would have decided.
-    let since = chrono::Utc::now() - chrono::Duration::hours(24);
-    let recent = st
-        .stores
-        .durable
-        .list_decisions(&DecisionQuery {
-            since: Some(since),
-            limit: IMPACT_SCAN,
-            ..Default::default()
-        })
-        .await?;
+    let (since, recent) = super::decisions::last_day(st).await?;
     let mut impact: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for d in &recent {
         for r in d.report_only.as_array().into_iter().flatten() {
@@ -80,12 +73,11 @@ pub async fn list(State(st): State<Shared>) -> Result<Response, Problem> {
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "config_version": rt.config.version,
         "items": items,
         "impact_window": { "since": since, "decisions_read": recent.len() },
     }))
-    .into_response())
 }
 
 /// `POST /policies/validate`: the body is a whole draft configuration file (YAML). It is
@@ -93,6 +85,15 @@ pub async fn list(State(st): State<Shared>) -> Result<Response, Problem> {
 /// server); 200 with its version and counts when it loads, 422 with every error, each with
 /// its line and column, when not.
 pub async fn validate(body: String) -> Result<Response, Problem> {
+    Ok(Json(check_draft(body).await?.0).into_response())
+}
+
+/// Loads a draft configuration as `POST /policies/validate` does (the console's validate
+/// form too): its summary and the loaded configuration, or a 422 problem with every error
+/// positioned.
+pub async fn check_draft(
+    body: String,
+) -> Result<(serde_json::Value, stepgate_config::Config), Problem> {
     if body.trim().is_empty() {
         return Err(Problem::bad_request(
             "send the draft configuration (YAML) as the body",
@@ -103,13 +104,15 @@ pub async fn validate(body: String) -> Result<Response, Problem> {
             .await
             .map_err(|e| Problem::unavailable("validator", e))?;
     match loaded {
-        Ok(cfg) => Ok(Json(json!({
-            "valid": true,
-            "version": cfg.version,
-            "policies": cfg.policies.len(),
-            "apps": cfg.apps.len(),
-        }))
-        .into_response()),
+        Ok(cfg) => Ok((
+            json!({
+                "valid": true,
+                "version": cfg.version,
+                "policies": cfg.policies.len(),
+                "apps": cfg.apps.len(),
+            }),
+            cfg,
+        )),
         Err(e) => {
             let errors: Vec<_> = e
                 .diagnostics
@@ -134,19 +137,27 @@ pub async fn what_if(
     State(st): State<Shared>,
     Body(ctx): Body<RequestContext>,
 ) -> Result<Response, Problem> {
+    Ok(Json(decide_stated(&st, &ctx).await?).into_response())
+}
+
+/// Decides a stated request context under the configuration in force through the access
+/// pipeline (`access::what_if`): `POST /policies/what-if`'s answer, and the console's.
+pub async fn decide_stated(
+    st: &Shared,
+    ctx: &RequestContext,
+) -> Result<serde_json::Value, Problem> {
     let rt = st.runtime.load_full();
-    let source = StatedFacts::new(&ctx, None, st.signals.geoip.as_deref());
-    let (_, explained) = decide(&rt, &ctx, &source).await;
+    let source = StatedFacts::new(ctx, None, st.signals.geoip.as_deref());
+    let (_, explained) = decide(&rt, ctx, &source).await;
     let explained = explained.ok_or_else(|| {
         Problem::unprocessable(
             "never-decided",
             "the stated request did not reach the policies",
         )
     })?;
-    Ok(Json(json!({
+    Ok(json!({
         "config_version": rt.config.version,
         "decision": explained.explanation,
         "context": { "network": explained.context.network, "risk": explained.context.risk },
     }))
-    .into_response())
 }

@@ -109,15 +109,22 @@ pub async fn list(
     Params(q): Params<SessionQuery>,
 ) -> Result<Response, Problem> {
     let paging = q.paging.paging()?;
-    let users = match &q.user {
-        Some(name) => vec![find(&st, name).await?],
+    let all = live(&st, q.user.as_deref()).await?;
+    Ok(Json(paging.page(all)?).into_response())
+}
+
+/// The live sessions of every user, or of the user named `user`, each user's oldest first
+/// (what `GET /sessions` pages through and the console's sessions page shows).
+pub async fn live(st: &Shared, user: Option<&str>) -> Result<Vec<SessionView>, Problem> {
+    let users = match user {
+        Some(name) => vec![find(st, name).await?],
         None => st.stores.durable.list_users().await?,
     };
     let mut all = Vec::new();
     for u in &users {
-        all.extend(sessions_of(&st, u).await?);
+        all.extend(sessions_of(st, u).await?);
     }
-    Ok(Json(paging.page(all)?).into_response())
+    Ok(all)
 }
 
 /// `DELETE /sessions/{handle}`.
@@ -126,18 +133,25 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     Path(handle): Path<String>,
 ) -> Result<Response, Problem> {
+    let username = end_by_handle(&st, &caller, &handle).await?;
+    Ok(Json(json!({ "ended": 1, "username": username })).into_response())
+}
+
+/// Ends the live session with `handle` (audited as `caller`'s); its owner's username. The
+/// API's `DELETE /sessions/{handle}` and the console's revoke button.
+pub async fn end_by_handle(st: &Shared, caller: &Caller, handle: &str) -> Result<String, Problem> {
     for u in st.stores.durable.list_users().await? {
         for id in st.sessions.of_user(&u.id).await? {
-            if st.signer.session_handle_ok(&id, &handle) {
+            if st.signer.session_handle_ok(&id, handle) {
                 st.sessions.end(&id).await?;
                 audit(
-                    &st,
-                    &caller,
+                    st,
+                    caller,
                     &u,
                     json!({ "why": "ended_by_admin", "ended": 1, "session": handle }),
                 )
                 .await;
-                return Ok(Json(json!({ "ended": 1, "username": u.username })).into_response());
+                return Ok(u.username);
             }
         }
     }

@@ -55,6 +55,42 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_decision.html",
         include_str!("../../templates/admin_decision.html"),
     ),
+    (
+        "admin_nav.html",
+        include_str!("../../templates/admin_nav.html"),
+    ),
+    (
+        "admin_trace.html",
+        include_str!("../../templates/admin_trace.html"),
+    ),
+    (
+        "admin_dashboard.html",
+        include_str!("../../templates/admin_dashboard.html"),
+    ),
+    (
+        "admin_devices.html",
+        include_str!("../../templates/admin_devices.html"),
+    ),
+    (
+        "admin_sessions.html",
+        include_str!("../../templates/admin_sessions.html"),
+    ),
+    (
+        "admin_decisions.html",
+        include_str!("../../templates/admin_decisions.html"),
+    ),
+    (
+        "admin_what_if.html",
+        include_str!("../../templates/admin_what_if.html"),
+    ),
+    (
+        "admin_policies.html",
+        include_str!("../../templates/admin_policies.html"),
+    ),
+    (
+        "admin_audit.html",
+        include_str!("../../templates/admin_audit.html"),
+    ),
 ];
 
 /// A way on from a message page: where the link goes and what it says.

@@ -228,6 +228,9 @@ pub async fn login_submit(
                     known = Some(u);
                 }
             }
+            if matches!(e, AuthError::InvalidCredentials) {
+                super::audit_failure(&st, &rt, known.as_ref(), ip).await;
+            }
             // Counted alike for every name typed, known or not (see `attempts_left`).
             let note = super::attempts_note(&st, &rt, &e, known.as_ref(), username, false).await;
             let e = match super::paused_by(&st, &e, known.as_ref(), username).await {

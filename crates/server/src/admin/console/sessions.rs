@@ -1,0 +1,84 @@
+//! `{portal}/admin/sessions`: every live session (or one user's) by handle, with a revoke
+//! button; a revoked session's next request is refused (`admin::sessions::end_by_handle`,
+//! the API's `DELETE /sessions/{handle}`).
+
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum_extra::extract::Form;
+use minijinja::context;
+use serde_json::json;
+
+use super::{shown, Admin};
+use crate::admin::sessions::{end_by_handle, live};
+use crate::portal::error::PortalError;
+use crate::portal::extract::{SignedIn, Visit};
+
+/// `GET {portal}/admin/sessions?user=`.
+pub async fn page(
+    visit: Visit,
+    signed: SignedIn,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    let a = match Admin::check(visit, signed) {
+        Ok(a) => a,
+        Err(r) => return Ok(*r),
+    };
+    let user = q.get("user").map(|u| u.trim()).filter(|u| !u.is_empty());
+    let (status, sessions, error) = match live(&a.st, user).await {
+        Ok(s) => (StatusCode::OK, s, None),
+        Err(p) => {
+            let (status, e) = shown(&p);
+            (status, Vec::new(), Some(e))
+        }
+    };
+    Ok(a.render(
+        status,
+        "admin_sessions.html",
+        context! { sessions => sessions, user => user, error => error, done => q.get("done") },
+    ))
+}
+
+/// The revoke form.
+#[derive(serde::Deserialize)]
+pub struct Revoke {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    handle: String,
+}
+
+/// `POST {portal}/admin/sessions/revoke` (`handle`).
+pub async fn revoke(
+    visit: Visit,
+    signed: SignedIn,
+    peer: crate::app::responses::Peer,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<Revoke>,
+) -> Result<Response, PortalError> {
+    let (a, caller) =
+        match Admin::check_change(visit, signed, (peer, headers), &f.csrf, "/admin/sessions").await
+        {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+    let handle = f.handle.trim();
+    let done = match end_by_handle(&a.st, &caller, handle).await {
+        Ok(username) => {
+            super::audit_write(
+                &a.st,
+                &caller,
+                None,
+                "console.revoke_session",
+                json!({ "username": username, "session": handle }),
+            )
+            .await;
+            format!("Revoked a session of {username}: its next request is refused.")
+        }
+        Err(p) if p.status == 404 => "That session has already ended.".to_string(),
+        Err(p) => return Err(PortalError::StoreDown(p.detail.clone())),
+    };
+    Ok(a.done("/admin/sessions", &done))
+}
