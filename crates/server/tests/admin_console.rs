@@ -477,3 +477,28 @@ async fn a_wrong_password_is_audited_with_user_and_address_up_to_its_bound_and_e
         400
     );
 }
+
+#[tokio::test]
+async fn a_signed_out_admin_comes_back_to_the_page_with_its_query() {
+    let s = start(CONFIG).await;
+    let r = http()
+        .get(s.at("/_stepgate/admin/decisions?id=req-123&outcome=deny"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    let t = to
+        .split_once("/login?t=")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("sent to sign in: {to}"));
+    let back = s
+        .st
+        .signer
+        .verify("rt", t, Utc::now().timestamp())
+        .expect("a signed return target");
+    assert!(
+        back.ends_with("/_stepgate/admin/decisions?id=req-123&outcome=deny"),
+        "returns to {back}"
+    );
+}

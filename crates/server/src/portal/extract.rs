@@ -187,8 +187,14 @@ impl FromRequestParts<Shared> for SignedIn {
         match (session, user) {
             (Some(session), Some(user)) => Ok(SignedIn { session, user }),
             _ => {
-                let back =
-                    here.portal_url(parts.uri.path().strip_prefix(here.portal()).unwrap_or(""));
+                // A page read with GET comes back with its query (`/admin/decisions?id=…`):
+                // the return is signed and kept to this server's hosts. Anything else
+                // comes back to its path, read with GET, never re-sent.
+                let asked = match (&parts.method, parts.uri.path_and_query()) {
+                    (&axum::http::Method::GET, Some(pq)) => pq.as_str(),
+                    _ => parts.uri.path(),
+                };
+                let back = here.portal_url(asked.strip_prefix(here.portal()).unwrap_or(""));
                 let links = Links::new(&st.signer, &here);
                 let t = links
                     .sign_return(&back, chrono::Utc::now())
