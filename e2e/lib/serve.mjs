@@ -1,0 +1,211 @@
+// For the journeys `stepgate demo` does not set up (an SMTP server, a first-sign-in network,
+// an app that is down or slow): `stepgate serve` with a test's own configuration, on a free
+// port with a throw-away data directory, plus the small real parts around it — the test's
+// upstream apps (node HTTP servers on loopback) and a recording SMTP server (Python aiosmtpd,
+// the same crates/authn/tests/interop/smtp_sink.py the Rust tests use).
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { ARTIFACTS_DIR, REPO_DIR, stepgateBinary } from './demo.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+/** Runs `stepgate <args>` with `input` on standard input; resolves to { code, stdout, stderr }. */
+function run(args, input) {
+  return new Promise((ok) => {
+    const child = execFile(stepgateBinary(), args, (err, stdout, stderr) => {
+      ok({ code: err ? err.code ?? 1 : 0, stdout, stderr });
+    });
+    child.stdin.end(input ?? '');
+  });
+}
+
+/**
+ * Starts `stepgate serve` with the configuration `yaml({ port, baseUrl, dataDir })` returns
+ * (the test writes `server.listen`/`public_url` from them; the key is made here and named
+ * by `secrets.key_file: secret.key`, relative to the data directory). `setup(cli)` runs
+ * before the server starts, e.g. to add users. Waits for GET /readyz == 200.
+ * Returns { baseUrl, port, dataDir, cli(args, input), stop() }; the console goes to
+ * artifacts/<name>.log.
+ */
+export async function startServe(name, yaml, setup = async () => {}) {
+  const bin = stepgateBinary();
+  if (!existsSync(bin)) throw new Error(`${bin} does not exist: run \`cargo build --bin stepgate\` first (or set STEPGATE_BIN)`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-serve-'));
+  const port = await freePort();
+  const baseUrl = `http://localhost:${port}`;
+  const key = await run(['secrets', 'generate-key']);
+  if (key.code !== 0) throw new Error(`stepgate secrets generate-key failed: ${key.stderr}`);
+  writeFileSync(join(dataDir, 'secret.key'), key.stdout.trim(), { mode: 0o600 });
+  const config = join(dataDir, 'stepgate.yaml');
+  const text = `${yaml({ port, baseUrl, dataDir })}\nsecrets: { key_file: ${join(dataDir, 'secret.key')} }\n`;
+  writeFileSync(config, text);
+  const cli = async (args, input) => {
+    const r = await run([...args, '--config', config], input);
+    if (r.code !== 0) throw new Error(`stepgate ${args.join(' ')} failed (${r.code}):\n${r.stderr}`);
+    return r.stdout;
+  };
+  await setup(cli);
+
+  const log = createWriteStream(join(ARTIFACTS_DIR, `${name}.log`));
+  const child = spawn(bin, ['serve', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, STEPGATE_LOG: 'info' },
+  });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  const stop = async () => {
+    process.off('exit', killOnExit);
+    if (exited === null) {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await gone;
+      clearTimeout(timer);
+    }
+    log.end();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited !== null) {
+      await stop();
+      throw new Error(`stepgate serve exited early (${JSON.stringify(exited)}); see artifacts/${name}.log`);
+    }
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`stepgate serve was not ready on port ${port} within 30 s; see artifacts/${name}.log`);
+    }
+    await sleep(100);
+  }
+  return { baseUrl, port, dataDir, config, cli, stop };
+}
+
+/** The secret of an otpauth:// URI in `text` (what `stepgate user enroll-totp --no-qr` prints). */
+export function otpauthSecret(text) {
+  const m = text.match(/otpauth:\/\/\S+/);
+  if (!m) throw new Error(`no otpauth URI in:\n${text}`);
+  return new URL(m[0]).searchParams.get('secret');
+}
+
+const esc = (s) => String(s ?? '').replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/**
+ * An upstream app on a free loopback port: a page saying who stepgate says is there
+ * (`#remote-user`, `#remote-aal`). Resolves to { port, close() }.
+ */
+export async function startEchoApp(title = 'Team App') {
+  const server = createHttpServer((req, res) => {
+    const h = (n) => esc(req.headers[n]);
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>${esc(title)}</title><main><h1>${esc(title)}</h1>
+<p>Signed in as <strong id="remote-user">${h('remote-user')}</strong>, AAL <span id="remote-aal">${h('remote-aal')}</span>,
+methods <span id="remote-amr">${h('remote-amr')}</span>; path <code id="path">${esc(req.url)}</code></p></main></html>`);
+  });
+  return listen(server);
+}
+
+/** An upstream that accepts connections and never answers (for the gateway's timeout). */
+export async function startHangingApp() {
+  const sockets = new Set();
+  const server = createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+  });
+  const app = await listen(server);
+  return {
+    port: app.port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await app.close();
+    },
+  };
+}
+
+async function listen(server) {
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    close: () => new Promise((r) => {
+      server.closeAllConnections?.();
+      server.close(() => r());
+    }),
+  };
+}
+
+/** Whether python3 has aiosmtpd (CI installs it; `pip install aiosmtpd`). */
+export function hasAiosmtpd() {
+  return spawnSync('python3', ['-c', 'import aiosmtpd'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * A real SMTP server on loopback that records each message it receives (aiosmtpd, through
+ * crates/authn/tests/interop/smtp_sink.py). Resolves to { port, message(n), count(), stop() };
+ * `message(n)` waits for the n-th message (1-based) and returns { to, text, code } with the
+ * last 6-digit number in it.
+ */
+export async function startSmtpSink() {
+  const dir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-smtp-'));
+  const script = join(REPO_DIR, 'crates', 'authn', 'tests', 'interop', 'smtp_sink.py');
+  const child = spawn('python3', [script, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const port = await new Promise((ok, fail) => {
+    let out = '';
+    child.once('exit', (code) => fail(new Error(`the SMTP sink exited (${code})`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n')[0];
+      if (out.includes('\n')) ok(Number(line.trim()));
+    });
+  });
+  const files = () => readdirSync(dir).filter((n) => n.endsWith('.eml')).sort();
+  return {
+    port,
+    count: () => files().length,
+    async message(n, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (files().length < n) {
+        if (Date.now() > deadline) throw new Error(`message ${n} never reached the SMTP server`);
+        await sleep(50);
+      }
+      // Quoted-printable soft breaks joined, `=3D` read as `=`.
+      const text = readFileSync(join(dir, files()[n - 1]), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '=');
+      const to = text.split(/\r?\n/)[0].replace(/^X-Envelope-To: /, '');
+      const codes = text.match(/\b\d{6}\b/g) ?? [];
+      return { to, text, code: codes[codes.length - 1] };
+    },
+    async stop() {
+      child.stdin.end();
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
