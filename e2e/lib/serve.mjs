@@ -209,3 +209,47 @@ export async function startSmtpSink() {
     },
   };
 }
+
+/**
+ * Runs `statement` (with `params`) on the SQLite store in `dataDir`, from another process
+ * (python3's sqlite3), as an operator's tool or an outage would.
+ */
+export function sqlite(dataDir, statement, params = []) {
+  const r = spawnSync('python3', ['-c', 'import json,sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2], json.loads(sys.argv[3])); c.commit()', join(dataDir, 'stepgate.db'), statement, JSON.stringify(params)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`sqlite: ${statement}: ${r.stderr}`);
+}
+
+/**
+ * Moves every time in `username`'s live sessions (the factors passed, the start, the last
+ * request) `seconds` into the past, as if they had been signed in that much longer: how a
+ * browser test reaches "your sign-in is older than the fresh-factor window" without
+ * waiting for it.
+ */
+export function ageSessions(dataDir, username, seconds) {
+  const script = `
+import datetime, json, re, sqlite3, sys
+db, user, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def back(s):
+    m = re.match(r"(\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d)(\\.\\d+)?(Z|[+-]\\d\\d:\\d\\d)$", s)
+    t = datetime.datetime.fromisoformat(m.group(1)) - datetime.timedelta(seconds=secs)
+    return t.isoformat() + (m.group(2) or "") + m.group(3)
+c = sqlite3.connect(db)
+n = 0
+for sid, data in c.execute("SELECT id, data_json FROM hot_sessions").fetchall():
+    j = json.loads(data)
+    if j.get("username") != user:
+        continue
+    for f in j["factors"]:
+        f["at"] = back(f["at"])
+    j["created_at"], j["last_seen"] = back(j["created_at"]), back(j["last_seen"])
+    c.execute("UPDATE hot_sessions SET data_json = ? WHERE id = ?", (json.dumps(j), sid))
+    n += 1
+c.commit()
+print(n)
+`;
+  const r = spawnSync('python3', ['-c', script, join(dataDir, 'stepgate.db'), username, String(seconds)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ageing ${username}'s sessions: ${r.stderr}`);
+  const n = Number(r.stdout.trim());
+  if (!n) throw new Error(`${username} has no live session to age`);
+  return n;
+}

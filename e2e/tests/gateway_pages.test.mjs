@@ -6,13 +6,11 @@
 // these apps (the demo has none down); the Team App is a small node server on loopback, the
 // hanging one a socket that never answers. Screenshots: e2e/artifacts/gateway-NN-*.png.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { launchChromium } from '../lib/browser.mjs';
 import { PORTAL, newContext, pathOf, screenshots } from '../lib/portal.mjs';
-import { otpauthSecret, startEchoApp, startHangingApp, startServe } from '../lib/serve.mjs';
+import { otpauthSecret, sqlite, startEchoApp, startHangingApp, startServe } from '../lib/serve.mjs';
 import { TotpClock } from '../lib/totp.mjs';
 
 const TEST_TIMEOUT = 90_000;
@@ -67,11 +65,8 @@ after(async () => {
 
 const at = (host, path) => `http://${host}:${server.port}${path}`;
 
-/** Runs SQL on the server's SQLite store (python3's sqlite3: another process, as in an outage). */
-function sql(statement) {
-  const db = join(server.dataDir, 'stepgate.db');
-  execFileSync('python3', ['-c', 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()', db, statement]);
-}
+/** Runs SQL on the server's SQLite store from another process, as in an outage. */
+const sql = (statement) => sqlite(server.dataDir, statement);
 
 /** The page's title, message, way on, second link and reference, and the response's request id. */
 async function errorPage(page, response, status, title) {
