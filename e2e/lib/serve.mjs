@@ -4,27 +4,15 @@
 // upstream apps (node HTTP servers on loopback) and a recording SMTP server (Python aiosmtpd,
 // the same crates/authn/tests/interop/smtp_sink.py the Rust tests use).
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ARTIFACTS_DIR, REPO_DIR, stepgateBinary } from './demo.mjs';
+import { REPO_DIR, freePort, startStepgate, stepgateBinary } from './demo.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export function freePort() {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
-  });
-}
 
 /** Runs `stepgate <args>` with `input` on standard input; resolves to { code, stdout, stderr }. */
 function run(args, input) {
@@ -38,75 +26,59 @@ function run(args, input) {
 
 /**
  * Starts `stepgate serve` with the configuration `yaml({ port, baseUrl, dataDir })` returns
- * (the test writes `server.listen`/`public_url` from them; the key is made here and named
- * by `secrets.key_file: secret.key`, relative to the data directory). `setup(cli)` runs
+ * (the test writes `server.listen`/`public_url` from them; a key is made here and
+ * `secrets.key_file` names it). `setup(cli)` runs
  * before the server starts, e.g. to add users. Waits for GET /readyz == 200.
  * Returns { baseUrl, port, dataDir, cli(args, input), stop() }; the console goes to
  * artifacts/<name>.log.
  */
 export async function startServe(name, yaml, setup = async () => {}) {
-  const bin = stepgateBinary();
-  if (!existsSync(bin)) throw new Error(`${bin} does not exist: run \`cargo build --bin stepgate\` first (or set STEPGATE_BIN)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-serve-'));
+  const cleanup = () => rmSync(dataDir, { recursive: true, force: true });
   const port = await freePort();
   const baseUrl = `http://localhost:${port}`;
-  const key = await run(['secrets', 'generate-key']);
-  if (key.code !== 0) throw new Error(`stepgate secrets generate-key failed: ${key.stderr}`);
-  writeFileSync(join(dataDir, 'secret.key'), key.stdout.trim(), { mode: 0o600 });
   const config = join(dataDir, 'stepgate.yaml');
-  const text = `${yaml({ port, baseUrl, dataDir })}\nsecrets: { key_file: ${join(dataDir, 'secret.key')} }\n`;
-  writeFileSync(config, text);
   const cli = async (args, input) => {
     const r = await run([...args, '--config', config], input);
     if (r.code !== 0) throw new Error(`stepgate ${args.join(' ')} failed (${r.code}):\n${r.stderr}`);
     return r.stdout;
   };
-  await setup(cli);
-
-  const log = createWriteStream(join(ARTIFACTS_DIR, `${name}.log`));
-  const child = spawn(bin, ['serve', '--config', config], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, STEPGATE_LOG: 'info' },
-  });
-  child.stdout.pipe(log, { end: false });
-  child.stderr.pipe(log, { end: false });
-  let exited = null;
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-  });
-  const killOnExit = () => child.kill('SIGKILL');
-  process.on('exit', killOnExit);
-  const stop = async () => {
-    process.off('exit', killOnExit);
-    if (exited === null) {
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await gone;
-      clearTimeout(timer);
-    }
-    log.end();
-    rmSync(dataDir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited !== null) {
-      await stop();
-      throw new Error(`stepgate serve exited early (${JSON.stringify(exited)}); see artifacts/${name}.log`);
-    }
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`stepgate serve was not ready on port ${port} within 30 s; see artifacts/${name}.log`);
-    }
-    await sleep(100);
+  try {
+    const key = await run(['secrets', 'generate-key']);
+    if (key.code !== 0) throw new Error(`stepgate secrets generate-key failed: ${key.stderr}`);
+    writeFileSync(join(dataDir, 'secret.key'), key.stdout.trim(), { mode: 0o600 });
+    writeFileSync(config, `${yaml({ port, baseUrl, dataDir })}\nsecrets: { key_file: ${join(dataDir, 'secret.key')} }\n`);
+    await setup(cli);
+  } catch (e) {
+    cleanup();
+    throw e;
   }
+  const stop = await startStepgate('stepgate serve', ['serve', '--config', config], port, `${name}.log`, {
+    env: { STEPGATE_LOG: 'info' },
+    cleanup,
+  });
   return { baseUrl, port, dataDir, config, cli, stop };
 }
+
+/**
+ * The configuration's `apps`, `default_outcome` and `policies` for one app, "Team App" on
+ * the portal's own host (localhost) in front of `upstreamPort`, whose sign-in and use both
+ * need MFA (AAL2).
+ */
+export const teamAppWithMfa = (upstreamPort) => `
+apps:
+  - { id: team, name: Team App, hosts: [localhost], upstream: "http://127.0.0.1:${upstreamPort}" }
+default_outcome: deny
+policies:
+  - name: sign-in
+    priority: 100
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+  - name: team-app
+    priority: 200
+    targets: { apps: [team] }
+    outcome: { step_up: { min_aal: 2 } }
+`;
 
 /** The secret of an otpauth:// URI in `text` (what `stepgate user enroll-totp --no-qr` prints). */
 export function otpauthSecret(text) {

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { addVirtualAuthenticator, launchChromium } from '../lib/browser.mjs';
 import { PORTAL, newContext, pathOf, screenshots, webauthnClick } from '../lib/portal.mjs';
-import { startEchoApp, startServe } from '../lib/serve.mjs';
+import { startEchoApp, startServe, teamAppWithMfa } from '../lib/serve.mjs';
 
 const TEST_TIMEOUT = 90_000;
 const shot = screenshots('first-sign-in-');
@@ -33,19 +33,7 @@ factors:
   webauthn: { rp_id: localhost, rp_origin: "${baseUrl}", rp_name: e2e }
 portal:
   help: { text: the e2e help desk, email: help@example.com }
-apps:
-  - { id: team, name: Team App, hosts: [localhost], upstream: "http://127.0.0.1:${app.port}" }
-default_outcome: deny
-policies:
-  - name: sign-in
-    priority: 100
-    targets: { sign_in: true }
-    outcome: { step_up: { min_aal: 2 } }
-  - name: team-app
-    priority: 200
-    targets: { apps: [team] }
-    outcome: { step_up: { min_aal: 2 } }
-`, async (cli) => {
+${teamAppWithMfa(app.port)}`, async (cli) => {
     await cli(['user', 'add', 'newbie', '--name', 'New Hire', '--password-stdin'], `${PASSWORD}\n`);
   });
   browser = await launchChromium();

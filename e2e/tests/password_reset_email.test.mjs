@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { launchChromium } from '../lib/browser.mjs';
 import { PORTAL, newContext, pathOf, screenshots } from '../lib/portal.mjs';
-import { ageSessions, hasAiosmtpd, otpauthSecret, startEchoApp, startServe, startSmtpSink } from '../lib/serve.mjs';
+import { ageSessions, hasAiosmtpd, otpauthSecret, startEchoApp, startServe, startSmtpSink, teamAppWithMfa } from '../lib/serve.mjs';
 import { TotpClock } from '../lib/totp.mjs';
 
 const TEST_TIMEOUT = 100_000;
@@ -37,19 +37,7 @@ factors:
     transport: { smtp: { host: 127.0.0.1, port: ${sink.port}, security: none, from: "stepgate <noreply@stepgate.test>" } }
 portal:
   help: { text: the e2e help desk, email: help@example.com }
-apps:
-  - { id: team, name: Team App, hosts: [localhost], upstream: "http://127.0.0.1:${app.port}" }
-default_outcome: deny
-policies:
-  - name: sign-in
-    priority: 100
-    targets: { sign_in: true }
-    outcome: { step_up: { min_aal: 2 } }
-  - name: team-app
-    priority: 200
-    targets: { apps: [team] }
-    outcome: { step_up: { min_aal: 2 } }
-`, async (cli) => {
+${teamAppWithMfa(app.port)}`, async (cli) => {
     await cli(['user', 'add', 'jane', '--email', 'jane@example.com', '--password-stdin'], 'blue-harbour-lantern\n');
     totp = new TotpClock(otpauthSecret(await cli(['user', 'enroll-totp', 'jane', '--no-qr'])));
   });
