@@ -19,7 +19,7 @@ export function stepgateBinary() {
   return join(target, 'debug', 'stepgate');
 }
 
-/** A free port of 127.0.0.1 (bound, then released). */
+/** A free TCP port on loopback. */
 export function freePort() {
   return new Promise((ok, fail) => {
     const srv = createServer();
@@ -35,21 +35,20 @@ export function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, dataDir, stop() }.
- * The demo's console output goes to artifacts/stepgate-demo.log. `args` are more of
- * `stepgate demo`'s flags (`--upstream-oidc …`), `env` more of its environment.
+ * Starts `stepgate <args>` (its console in artifacts/<logName>) and waits until GET
+ * http://127.0.0.1:<port>/readyz answers 200. Returns stop(), which ends it (SIGTERM, then
+ * SIGKILL after 5 s) and then runs `cleanup`; on failure it stops it and throws.
  */
-export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}) {
+export async function startStepgate(what, args, port, logName, { env = {}, cleanup = () => {}, timeoutMs = 30_000 } = {}) {
   const bin = stepgateBinary();
   if (!existsSync(bin)) {
+    cleanup();
     throw new Error(`${bin} does not exist: run \`cargo build --bin stepgate\` first (or set STEPGATE_BIN)`);
   }
-  const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-'));
-  const port = await freePort();
-  const log = createWriteStream(join(ARTIFACTS_DIR, 'stepgate-demo.log'));
-  const child = spawn(bin, ['demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
+  const log = createWriteStream(join(ARTIFACTS_DIR, logName));
+  const child = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    env: { ...process.env, ...env },
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
@@ -57,7 +56,7 @@ export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}
   child.on('exit', (code, signal) => {
     exited = { code, signal };
   });
-  // Never leave the demo running if the test process dies.
+  // Never leave it running if the test process dies.
   const killOnExit = () => child.kill('SIGKILL');
   process.on('exit', killOnExit);
 
@@ -71,15 +70,14 @@ export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}
       clearTimeout(timer);
     }
     log.end();
-    rmSync(dataDir, { recursive: true, force: true });
+    cleanup();
   };
 
-  const baseUrl = `http://localhost:${port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited !== null) {
       await stop();
-      throw new Error(`stepgate demo exited early (${JSON.stringify(exited)}); see ${join(ARTIFACTS_DIR, 'stepgate-demo.log')}`);
+      throw new Error(`${what} exited early (${JSON.stringify(exited)}); see ${join(ARTIFACTS_DIR, logName)}`);
     }
     try {
       const r = await fetch(`http://127.0.0.1:${port}/readyz`);
@@ -89,11 +87,27 @@ export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`stepgate demo was not ready on port ${port} within ${timeoutMs} ms`);
+      throw new Error(`${what} was not ready on port ${port} within ${timeoutMs} ms`);
     }
     await sleep(100);
   }
-  return { baseUrl, port, dataDir, stop };
+  return stop;
+}
+
+/**
+ * Starts the demo and waits for GET /readyz == 200. Returns { baseUrl, port, dataDir, stop() }.
+ * The demo's console output goes to artifacts/stepgate-demo.log. `args` are more of
+ * `stepgate demo`'s flags (`--upstream-oidc …`), `env` more of its environment.
+ */
+export async function startDemo({ timeoutMs = 30_000, args = [], env = {} } = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'stepgate-e2e-'));
+  const port = await freePort();
+  const stop = await startStepgate('stepgate demo', ['demo', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], port, 'stepgate-demo.log', {
+    env: { RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+    timeoutMs,
+  });
+  return { baseUrl: `http://localhost:${port}`, port, dataDir, stop };
 }
 
 /**

@@ -323,6 +323,7 @@ notice-removed = Removed.
 notice-password = Password changed.
 notice-password-others = Password changed. Your other sessions were signed out.
 notice-device = Demo device profile changed.
+notice-confirmed = Confirmed. Nothing has been changed yet: make your change again.
 totp-not-added = The authenticator app was not added: { $why }
 codes-file-heading = Recovery codes for { $user } (each works once)
 password-not-same = The two passwords are not the same. Type the same password twice.

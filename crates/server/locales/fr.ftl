@@ -323,6 +323,7 @@ notice-removed = Supprimé.
 notice-password = Mot de passe changé.
 notice-password-others = Mot de passe changé. Vos autres sessions ont été déconnectées.
 notice-device = Profil d’appareil de démo changé.
+notice-confirmed = C’est confirmé. Rien n’a encore été modifié : refaites votre modification.
 totp-not-added = L’application d’authentification n’a pas été ajoutée : { $why }
 codes-file-heading = Codes de secours de { $user } (chacun ne fonctionne qu’une fois)
 password-not-same = Les deux mots de passe sont différents. Saisissez deux fois le même mot de passe.

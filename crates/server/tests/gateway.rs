@@ -21,7 +21,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::EncodePrivateKey as _;
 use stepgate_server::demo;
-use support::{client, raw, raw_get, redirects, sign_in, upstream, user, Browser, Server, JANE};
+use support::{
+    api_refusal, client, error_page, raw, raw_get, redirects, sign_in, upstream, user, Browser,
+    Server, JANE,
+};
 
 const CONFIG: &str = r#"
 apps:
@@ -1068,17 +1071,8 @@ async fn a_broken_store_refuses_with_503() {
         )),
         "{body}"
     );
-    let r = c
-        .get(h.url("app.test", "/"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "temporarily_unavailable"
-    );
+    let j = api_refusal(c.get(h.url("app.test", "/")), 503).await;
+    assert_eq!(j["error"], "temporarily_unavailable");
     assert_eq!(h.hits(), hits, "nothing let through");
 }
 
@@ -1666,37 +1660,6 @@ async fn a_session_is_asserted_anew_when_its_user_changes() {
     assert_eq!(changed["user"], "jane");
 }
 
-/// The parts every error page of the gateway has: the portal's layout (its stylesheet, no
-/// inline script), a heading, the request's id as sent in `x-request-id`, and the
-/// security headers. Returns the body.
-async fn error_page(r: reqwest::Response, status: u16, heading: &str) -> String {
-    assert_eq!(r.status(), status);
-    let h = r.headers().clone();
-    assert_eq!(h["content-type"], "text/html; charset=utf-8");
-    assert!(h["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("script-src 'self'"));
-    assert_eq!(h["x-frame-options"], "DENY");
-    assert_eq!(h["cache-control"], "no-store");
-    let id = h["x-request-id"].to_str().unwrap().to_string();
-    assert_eq!(id.len(), 24, "{id}");
-    // minijinja escapes `/` in attributes; read the page with it as written.
-    let body = r.text().await.unwrap().replace("&#x2f;", "/");
-    assert!(body.contains("/_stepgate/static/style.css"), "{body}");
-    assert!(body.contains(&format!("<h1>{heading}</h1>")), "{body}");
-    assert!(
-        body.contains(&format!("<code id=\"request-id\">{id}</code>")),
-        "the page shows the id the header names: {body}"
-    );
-    assert_eq!(
-        body.matches("<script").count(),
-        body.matches("<script src=").count(),
-        "no inline script: {body}"
-    );
-    body
-}
-
 #[tokio::test]
 async fn the_gateways_own_errors_are_portal_pages_with_a_way_on() {
     let h = start().await;
@@ -1712,18 +1675,8 @@ async fn the_gateways_own_errors_are_portal_pages_with_a_way_on() {
     let body = error_page(r, 421, "Not served here").await;
     assert!(body.contains(&account), "{body}");
     // An API keeps its JSON.
-    let r = c
-        .get(h.url("nowhere.test", "/x"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 421);
-    assert!(r.headers().contains_key("x-request-id"));
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    let j = api_refusal(c.get(h.url("nowhere.test", "/x")), 421).await;
+    assert_eq!(j["error"], "invalid_request");
 
     // The portal's own host, where no app is: 404 in the portal's layout.
     let r = html(c.get(h.url("127.0.0.1", "/nothing-here")))

@@ -99,6 +99,39 @@ impl Sink {
     }
 }
 
+/// Starts stepgate with `config`, its e-mail going to `sink`, and confirms
+/// jane@example.com as Jane's address (the sink's first message).
+async fn start(sink: &Sink, config: &str) -> Server {
+    let h = Server::build(config)
+        .with("SMTP_PORT", sink.port)
+        .demo_users()
+        .start()
+        .await;
+    let jane = user(&h.st, "jane").await;
+    let email = stepgate_authn::FactorKind::EmailOtp;
+    h.st.authn
+        .enrol_contact_start(&jane, email, "jane@example.com")
+        .await
+        .unwrap();
+    let (_, confirm) = sink.message(1).await;
+    h.st.authn
+        .enrol_contact_confirm(&jane, email, &confirm)
+        .await
+        .unwrap();
+    h
+}
+
+/// Types `username` and an e-mailed `code` on "Forgot your password?".
+async fn redeem(b: &Browser, page: &Page, username: &str, code: &str) -> reqwest::Response {
+    post(
+        b,
+        page,
+        "/_stepgate/forgot/email",
+        &[("username", username), ("code", code)],
+    )
+    .await
+}
+
 /// Posts one of the page's forms (its CSRF token and `fields`) to `path`.
 async fn post(b: &Browser, page: &Page, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
     let csrf = page.field("csrf");
@@ -115,23 +148,8 @@ async fn post(b: &Browser, page: &Page, path: &str, fields: &[(&str, &str)]) -> 
 #[tokio::test]
 async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account() {
     let Some(sink) = Sink::start() else { return };
-    let h = Server::build(&CONFIG.replace("RESET", "true"))
-        .with("SMTP_PORT", sink.port)
-        .demo_users()
-        .start()
-        .await;
     // Jane confirms her address (one message); John has none.
-    let jane = user(&h.st, "jane").await;
-    let email = stepgate_authn::FactorKind::EmailOtp;
-    h.st.authn
-        .enrol_contact_start(&jane, email, "jane@example.com")
-        .await
-        .unwrap();
-    let (_, confirm) = sink.message(1).await;
-    h.st.authn
-        .enrol_contact_confirm(&jane, email, &confirm)
-        .await
-        .unwrap();
+    let h = start(&sink, &CONFIG.replace("RESET", "true")).await;
 
     let b = Browser::new();
     let forgot = Page::open(&b, &h.at("/_stepgate/forgot")).await;
@@ -177,31 +195,13 @@ async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account
     assert_eq!(to, "X-Envelope-To: jane@example.com");
 
     // A wrong code earns nothing; the code for jane does not work for john.
-    let wrong = post(
-        &b,
-        &page,
-        "/_stepgate/forgot/email",
-        &[("username", "jane"), ("code", "000000")],
-    )
-    .await;
+    let wrong = redeem(&b, &page, "jane", "000000").await;
     assert_eq!(wrong.status(), 401);
-    let foreign = post(
-        &b,
-        &page,
-        "/_stepgate/forgot/email",
-        &[("username", "john"), ("code", code.as_str())],
-    )
-    .await;
+    let foreign = redeem(&b, &page, "john", code.as_str()).await;
     assert_eq!(foreign.status(), 401);
 
     // The right one leads to "Choose a new password" for jane.
-    let r = post(
-        &b,
-        &page,
-        "/_stepgate/forgot/email",
-        &[("username", "jane"), ("code", code.as_str())],
-    )
-    .await;
+    let r = redeem(&b, &page, "jane", code.as_str()).await;
     assert_eq!(r.status(), 200);
     assert!(
         r.url().path().starts_with("/_stepgate/reset/"),
@@ -211,13 +211,7 @@ async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account
     let reset = Page::read(r).await;
     assert!(reset.html.contains("new password"), "{}", reset.html);
     // Used once: the same code again earns nothing.
-    let again = post(
-        &b,
-        &page,
-        "/_stepgate/forgot/email",
-        &[("username", "jane"), ("code", code.as_str())],
-    )
-    .await;
+    let again = redeem(&b, &page, "jane", code.as_str()).await;
     assert_eq!(again.status(), 401);
     let used = stepgate_store::AuditQuery {
         kind: Some("password.reset_code_used".into()),
@@ -235,23 +229,7 @@ async fn an_emailed_code_resets_the_password_and_tells_no_one_who_has_an_account
 #[tokio::test]
 async fn by_default_the_mailbox_alone_resets_nothing() {
     let Some(sink) = Sink::start() else { return };
-    let config = CONFIG.replace("    password_reset: RESET\n", "");
-    let h = Server::build(&config)
-        .with("SMTP_PORT", sink.port)
-        .demo_users()
-        .start()
-        .await;
-    let jane = user(&h.st, "jane").await;
-    let email = stepgate_authn::FactorKind::EmailOtp;
-    h.st.authn
-        .enrol_contact_start(&jane, email, "jane@example.com")
-        .await
-        .unwrap();
-    let (_, confirm) = sink.message(1).await;
-    h.st.authn
-        .enrol_contact_confirm(&jane, email, &confirm)
-        .await
-        .unwrap();
+    let h = start(&sink, &CONFIG.replace("    password_reset: RESET\n", "")).await;
 
     let b = Browser::new();
     let forgot = Page::open(&b, &h.at("/_stepgate/forgot")).await;
@@ -269,13 +247,7 @@ async fn by_default_the_mailbox_alone_resets_nothing() {
     )
     .await;
     assert_eq!(r.status(), 400);
-    let r = post(
-        &b,
-        &forgot,
-        "/_stepgate/forgot/email",
-        &[("username", "jane"), ("code", "123456")],
-    )
-    .await;
+    let r = redeem(&b, &forgot, "jane", "123456").await;
     assert_eq!(r.status(), 400);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sink.count(), 1, "no reset code was sent");

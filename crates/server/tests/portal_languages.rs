@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{client, password, upstream, Browser, Page, Server, JANE};
+use support::{api_refusal, client, error_page, password, upstream, Browser, Page, Server, JANE};
 
 const CONFIG: &str = r#"
 apps:
@@ -161,12 +161,7 @@ async fn the_gateways_error_page_is_in_french_and_an_apis_json_in_english() {
     let h = start().await;
     let b = french(true);
     let r = support::sign_in(&b, &h.url("down.test", "/reports"), &JANE, &JANE.code(0)).await;
-    assert_eq!(r.status(), 502);
-    let body = text(r).await;
-    assert!(
-        body.contains("<h1>L’application ne répond pas</h1>"),
-        "{body}"
-    );
+    let body = error_page(r, 502, "L’application ne répond pas").await;
     assert!(body.contains(">Réessayer</a>"), "{body}");
     assert!(body.contains("Aller à votre compte"), "{body}");
     assert!(
@@ -174,14 +169,7 @@ async fn the_gateways_error_page_is_in_french_and_an_apis_json_in_english() {
         "{body}"
     );
     // The same refusal to an API client that reads French: JSON, in English.
-    let r = b
-        .get(h.url("down.test", "/reports"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
-    let j: serde_json::Value = r.json().await.unwrap();
+    let j = api_refusal(b.get(h.url("down.test", "/reports")), 502).await;
     assert_eq!(j["error"], "bad_gateway");
     assert_eq!(
         j["error_description"],
@@ -189,14 +177,7 @@ async fn the_gateways_error_page_is_in_french_and_an_apis_json_in_english() {
     );
     // A refusal whose API description is the page's sentence: English for the API, French
     // for the page.
-    let r = b
-        .get(h.url("nowhere.test", "/x"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 421);
-    let j: serde_json::Value = r.json().await.unwrap();
+    let j = api_refusal(b.get(h.url("nowhere.test", "/x")), 421).await;
     assert!(
         j["error_description"]
             .as_str()
@@ -210,7 +191,5 @@ async fn the_gateways_error_page_is_in_french_and_an_apis_json_in_english() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 421);
-    let body = text(r).await;
-    assert!(body.contains("<h1>Adresse non desservie</h1>"), "{body}");
+    error_page(r, 421, "Adresse non desservie").await;
 }

@@ -116,6 +116,7 @@ fn notice_for(done: &str) -> Option<String> {
         "password" => "notice-password",
         "password-others" => "notice-password-others",
         "device" => "notice-device",
+        "confirmed" => "notice-confirmed",
         _ => return None,
     }))
 }
@@ -238,10 +239,12 @@ pub async fn fresh_enough(
     {
         return Ok(());
     }
-    // Back to the account page, still knowing which step-up the user came to it from.
+    // Back to the account page: still knowing which step-up the user came to it from
+    // (its words say what to add), or saying that the change itself was not made (a
+    // form's POST is never replayed).
     let back = match resume(st, rt, user, then) {
         Some(r) => format!("/account?t={}", r.token),
-        None => "/account".to_string(),
+        None => "/account?done=confirmed".to_string(),
     };
     let step = StepToken {
         rt: rt.portal_url(&back),

@@ -14,6 +14,7 @@
 //! - [`slapd`]: a real LDAP directory (Debian's OpenLDAP) with a test CA and a small tree.
 //! - [`Passkey`]: a software passkey registered for a user, signing in through the portal.
 //! - [`raw`]: requests written byte for byte, for what an HTTP library would tidy up.
+//! - [`error_page`], [`api_refusal`]: the gateway's own error page, or its JSON to an API.
 //! - [`window_start`], [`after_window`]: fixed rate-limit windows.
 //! - [`skipped`]: a test that returns early because a peer is missing (nginx, Caddy, a
 //!   Python module) records it, for the run's "skipped: …" summary line
@@ -31,6 +32,7 @@ pub mod passkey;
 mod people;
 pub mod prom;
 pub mod raw;
+mod refusal;
 mod server;
 #[path = "../../../../tests/support/skipped.rs"]
 pub mod skipped;
@@ -44,5 +46,6 @@ pub use browser::{
 pub use passkey::Passkey;
 pub use people::{totp_data, Person, JANE};
 pub use raw::{raw, raw_get, RawAnswer};
+pub use refusal::{api_refusal, error_page};
 pub use server::{audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State};
 pub use window::{after_window, window_start};
