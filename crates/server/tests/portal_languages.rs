@@ -144,7 +144,7 @@ async fn a_french_reader_gets_the_sign_in_its_errors_and_the_step_up_reason_in_f
         "{body}"
     );
     assert!(
-        body.contains("Se connecter depuis cet endroit demande un deuxième moyen de confirmer que c’est bien vous, en plus de votre mot de passe."),
+        body.contains("Pour vous connecter, il faut un deuxième moyen de confirmer que c’est bien vous, en plus de votre mot de passe."),
         "{body}"
     );
     assert!(
