@@ -78,8 +78,8 @@ describe("the README's step 10: the admin API", { timeout: 2 * TEST_TIMEOUT }, (
       await webauthnClick(page, '#webauthn-step-up', (u) => u.pathname !== `${PORTAL}/step-up`);
       const { credentials } = await key.cdp.send('WebAuthn.getCredentials', { authenticatorId: key.authenticatorId });
       assert.equal(credentials.length, 1, 'the key was used');
-      // The API's step-up returns to Security settings (the change is the script's to resend).
-      assert.equal(pathOf(page), `${PORTAL}/account`);
+      // The API's step-up returns to the admin console (the change is the script's to resend).
+      assert.equal(pathOf(page), `${PORTAL}/admin/`);
       await shot(page, 'after-step-up');
 
       // The same change now goes through.

@@ -227,7 +227,9 @@ async fn authenticate(
             rt,
             &session,
             user.clone(),
-            &rt.portal_url("/account"),
+            // Back to the console, where an administrator goes on (the API's change is
+            // the script's to send again).
+            &rt.portal_url("/admin/"),
             now,
         ) {
             let mut p = Problem::forbidden(
