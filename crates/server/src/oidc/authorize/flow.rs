@@ -19,6 +19,7 @@ use crate::oidc::error::Back;
 use crate::portal::extract::Here;
 use crate::portal::links::{Links, StepToken};
 
+/// The signer's purpose for the fresh-sign-in mark a return URL carries.
 const REAUTH: &str = "oidc-reauth";
 
 /// For a blocked page whose target is an authorization request: the link that gives up,

@@ -51,8 +51,8 @@ impl KeyAlg {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
 /// A key as the store keeps it.
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct StoredKey {
     pub(super) kid: String,
     pub(super) created_at: DateTime<Utc>,
@@ -63,8 +63,8 @@ pub(super) struct StoredKey {
     pub(super) sealed: SealedSecret,
 }
 
-#[derive(Default, Serialize, Deserialize)]
 /// The key set as the store keeps it.
+#[derive(Default, Serialize, Deserialize)]
 pub(super) struct StoredKeySet {
     pub(super) keys: Vec<StoredKey>,
 }
