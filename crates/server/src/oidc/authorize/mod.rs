@@ -74,22 +74,19 @@ pub async fn authorize_post(
 }
 
 /// The request's parameters: a pushed request's (RFC 9126) replace the query's, with its
-/// `request_uri` and id; the answer when it is not valid.
+/// `request_uri` and id; `None` when it names a pushed request that is not valid (expired,
+/// or not this client's).
 fn resolve_pushed(
     st: &Shared,
-    rt: &Here,
     p: AuthorizeParams,
     now: DateTime<Utc>,
-) -> Result<(AuthorizeParams, Option<(String, String)>), Response> {
+) -> Option<(AuthorizeParams, Option<(String, String)>)> {
     match &p.request_uri {
-        Some(uri) if uri.starts_with(crate::oidc::par::URN) => match unpushed(st, &p, now) {
-            Some((params, jti)) => Ok((params, Some((uri.clone(), jti)))),
-            None => Err(not_redirected(
-                rt.portal(),
-                "This sign-in request has expired or is not valid. Start again from the application.",
-            )),
-        },
-        _ => Ok((p, None)),
+        Some(uri) if uri.starts_with(crate::oidc::par::URN) => {
+            let (params, jti) = unpushed(st, &p, now)?;
+            Some((params, Some((uri.clone(), jti))))
+        }
+        _ => Some((p, None)),
     }
 }
 
@@ -131,9 +128,11 @@ async fn authorize(
 ) -> Response {
     let now = Utc::now();
     let cfg = &rt.config.oidc;
-    let (p, pushed) = match resolve_pushed(&st, &rt, p, now) {
-        Ok(resolved) => resolved,
-        Err(answer) => return answer,
+    let Some((p, pushed)) = resolve_pushed(&st, p, now) else {
+        return not_redirected(
+            rt.portal(),
+            "This sign-in request has expired or is not valid. Start again from the application.",
+        );
     };
     // Until the client and its redirect URI are known good, nothing is sent anywhere.
     let Some(client) = p.client_id.as_deref().and_then(|id| cfg.client(id)) else {
