@@ -62,15 +62,5 @@ pub fn document(st: &Shared) -> Response {
 /// `GET {portal}/oidc/jwks`: the provider's own keys (`jwks_uri`): the current key of each
 /// algorithm in use, and retired ones while tokens they signed may still be live.
 pub async fn jwks(State(st): State<Shared>) -> Response {
-    let mut r = st.oidc_keys.jwks().to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jwk-set+json"),
-    );
-    // Short enough that a rotation is seen well within the retired key's overlap.
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
-    r
+    st.oidc_keys.jwks_response()
 }

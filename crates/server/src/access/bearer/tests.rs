@@ -1,4 +1,7 @@
 use super::*;
+use stepgate_authn::AssuranceConfig;
+use stepgate_config::BearerIssuer;
+use stepgate_policy::{MaxAge, StepUpRequirement};
 
 fn issuer() -> BearerIssuer {
     BearerIssuer {

@@ -7,24 +7,31 @@
 //! table under a reserved id ([`KEYS_RECORD`], no owner): every backend keeps it, and no
 //! user's device list shows it.
 
+//!
+//! One key's making, sealing and opening is in [`material`].
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, Header};
+use serde::Serialize;
 use stepgate_config::AssertionConfig;
-use stepgate_store::{DeviceRecord, DurableStore, SealedSecret, SecretKey, StoreError};
+use stepgate_store::{DeviceRecord, DurableStore, SecretKey, StoreError};
 
-use super::IdentityClaims;
 use crate::app::state::Shared;
+use crate::gateway::assertion::IdentityClaims;
+
+mod material;
+
+#[cfg(test)]
+use material::generate;
+pub use material::KeyAlg;
+use material::{generate_for, load_key, LoadedKey, StoredKeySet};
 
 /// The devices-table id the key set is stored under: in the reserved namespace
 /// ([`stepgate_signals::device::RESERVED_ID_PREFIX`]), which no device push, CAEP event or
@@ -54,71 +61,6 @@ pub enum AssertionKeyError {
     },
 }
 
-/// A signing algorithm a key set can hold keys for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum KeyAlg {
-    /// ECDSA with P-256 and SHA-256 (the assertion's, and the provider's default).
-    #[default]
-    ES256,
-    /// Ed25519.
-    EdDSA,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
-    RS256,
-}
-
-impl KeyAlg {
-    /// Every algorithm, in the order the provider's discovery lists them.
-    pub const ALL: [KeyAlg; 3] = [KeyAlg::ES256, KeyAlg::EdDSA, KeyAlg::RS256];
-
-    /// The JOSE name (`ES256`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyAlg::ES256 => "ES256",
-            KeyAlg::EdDSA => "EdDSA",
-            KeyAlg::RS256 => "RS256",
-        }
-    }
-
-    /// The algorithm named `s` (`ES256`, `EdDSA`, `RS256`).
-    pub fn parse(s: &str) -> Option<KeyAlg> {
-        KeyAlg::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-
-    /// jsonwebtoken's name for it.
-    pub fn algorithm(self) -> Algorithm {
-        match self {
-            KeyAlg::ES256 => Algorithm::ES256,
-            KeyAlg::EdDSA => Algorithm::EdDSA,
-            KeyAlg::RS256 => Algorithm::RS256,
-        }
-    }
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct StoredKey {
-    kid: String,
-    created_at: DateTime<Utc>,
-    /// The key's algorithm (absent in key sets written before there was a choice: ES256).
-    #[serde(default)]
-    alg: KeyAlg,
-    /// The PKCS#8 private key, sealed.
-    sealed: SealedSecret,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct StoredKeySet {
-    keys: Vec<StoredKey>,
-}
-
-struct LoadedKey {
-    kid: String,
-    alg: KeyAlg,
-    created_at: DateTime<Utc>,
-    encoding: EncodingKey,
-    /// The public JWK, as JSON.
-    jwk: serde_json::Value,
-}
-
 struct KeyRing {
     /// Newest first.
     keys: Vec<LoadedKey>,
@@ -140,122 +82,6 @@ pub struct AssertionKeys {
 /// The devices-table id of the OpenID Provider's own key set (reserved namespace, as
 /// [`KEYS_RECORD`]).
 pub const OIDC_KEYS_RECORD: &str = "stepgate:oidc-keys";
-
-fn seal_context(kid: &str) -> String {
-    format!("stepgate/assertion-key/v1/{kid}")
-}
-
-/// A new PKCS#8 private key for `alg` (P-256 with the `p256` crate as before; Ed25519 and
-/// RSA-2048 with OpenSSL).
-fn new_private_key(alg: KeyAlg) -> Result<Vec<u8>, String> {
-    match alg {
-        KeyAlg::ES256 => p256::SecretKey::random(&mut rand::rngs::OsRng)
-            .to_pkcs8_der()
-            .map(|d| d.as_bytes().to_vec())
-            .map_err(|e| e.to_string()),
-        KeyAlg::EdDSA => openssl::pkey::PKey::generate_ed25519()
-            .and_then(|k| k.private_key_to_pkcs8())
-            .map_err(|e| e.to_string()),
-        KeyAlg::RS256 => openssl::rsa::Rsa::generate(2048)
-            .and_then(openssl::pkey::PKey::from_rsa)
-            .and_then(|k| k.private_key_to_pkcs8())
-            .map_err(|e| e.to_string()),
-    }
-}
-
-#[cfg(test)]
-fn generate(secret: &SecretKey, now: DateTime<Utc>) -> Result<StoredKey, AssertionKeyError> {
-    generate_for(secret, KeyAlg::ES256, now)
-}
-
-fn generate_for(
-    secret: &SecretKey,
-    alg: KeyAlg,
-    now: DateTime<Utc>,
-) -> Result<StoredKey, AssertionKeyError> {
-    let der = new_private_key(alg).map_err(|why| AssertionKeyError::Key {
-        kid: "(new)".into(),
-        why,
-    })?;
-    let kid = format!(
-        "{}-{}",
-        now.format("%Y%m%d%H%M%S"),
-        &crate::app::signer::random_id()[..8]
-    );
-    let sealed = secret
-        .seal(&der, &seal_context(&kid))
-        .map_err(|e| AssertionKeyError::Key {
-            kid: kid.clone(),
-            why: e.to_string(),
-        })?;
-    Ok(StoredKey {
-        kid,
-        created_at: now,
-        alg,
-        sealed,
-    })
-}
-
-fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, AssertionKeyError> {
-    let err = |why: String| AssertionKeyError::Key {
-        kid: k.kid.clone(),
-        why,
-    };
-    let der = secret
-        .open(&k.sealed, &seal_context(&k.kid))
-        .map_err(|e| err(e.to_string()))?;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let (jwk, encoding) = match k.alg {
-        KeyAlg::ES256 => {
-            let sk = p256::SecretKey::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
-            let point = sk.public_key().to_encoded_point(false);
-            let (Some(x), Some(y)) = (point.x(), point.y()) else {
-                return Err(err("not an uncompressed P-256 point".into()));
-            };
-            (
-                serde_json::json!({
-                    "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y),
-                    "kid": k.kid, "use": "sig", "alg": "ES256",
-                }),
-                EncodingKey::from_ec_der(&der),
-            )
-        }
-        KeyAlg::EdDSA => {
-            let pk = openssl::pkey::PKey::private_key_from_pkcs8(&der)
-                .map_err(|e| err(e.to_string()))?;
-            let x = pk.raw_public_key().map_err(|e| err(e.to_string()))?;
-            // jsonwebtoken takes the PKCS#8 document for Ed25519 keys.
-            (
-                serde_json::json!({
-                    "kty": "OKP", "crv": "Ed25519", "x": b64(&x),
-                    "kid": k.kid, "use": "sig", "alg": "EdDSA",
-                }),
-                EncodingKey::from_ed_der(&der),
-            )
-        }
-        KeyAlg::RS256 => {
-            let pk = openssl::pkey::PKey::private_key_from_pkcs8(&der)
-                .map_err(|e| err(e.to_string()))?;
-            let rsa = pk.rsa().map_err(|e| err(e.to_string()))?;
-            let pkcs1 = rsa.private_key_to_der().map_err(|e| err(e.to_string()))?;
-            (
-                serde_json::json!({
-                    "kty": "RSA", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec()),
-                    "kid": k.kid, "use": "sig", "alg": "RS256",
-                }),
-                // jsonwebtoken takes the PKCS#1 document for RSA keys.
-                EncodingKey::from_rsa_der(&pkcs1),
-            )
-        }
-    };
-    Ok(LoadedKey {
-        kid: k.kid.clone(),
-        alg: k.alg,
-        created_at: k.created_at,
-        encoding,
-        jwk,
-    })
-}
 
 impl AssertionKeys {
     /// Loads the key set from the store, creating the first key if there is none.
@@ -488,6 +314,22 @@ impl AssertionKeys {
     pub fn jwk_set(&self) -> JwkSet {
         serde_json::from_value(self.jwks()).unwrap_or(JwkSet { keys: Vec::new() })
     }
+
+    /// The published keys as a JWKS endpoint answers them (cached briefly: a rotation is
+    /// seen well within the retired key's overlap).
+    pub fn jwks_response(&self) -> Response {
+        let mut r = self.jwks().to_string().into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        // Short enough that a rotation is seen well within the retired key's overlap.
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        r
+    }
 }
 
 /// Drops keys whose successor was made more than `ttl + grace` ago: nothing they signed
@@ -517,17 +359,7 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 
 /// `GET /.well-known/jwks.json`.
 pub async fn jwks_handler(State(st): State<Shared>) -> Response {
-    let mut r = st.assertion.jwks().to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jwk-set+json"),
-    );
-    // Short enough that a rotation is seen well within the retired key's overlap.
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
-    r
+    st.assertion.jwks_response()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Running the device connectors (`devices.connectors:`): a sync per connector every
 //! `interval` (full every `full_resync`, incremental between where the UEM allows it), on
 //! demand ("Re-check my device", `stepgate devices sync`); each device applied exactly like
-//! a posture push ([`super::posture_api::apply`]: audited, live sessions re-evaluated,
+//! a posture push ([`crate::devices::posture_api::apply`]: audited, live sessions re-evaluated,
 //! waiting re-checks woken). A device missing from full syncs for longer than `grace`
 //! becomes unmanaged (state `registered`, reported non-compliant).
 //!
@@ -17,24 +17,28 @@
 //! by a connector that has had no successful sync for longer than its `stale_after` does
 //! not count as compliant or managed (its management status cannot be confirmed).
 
-use std::collections::{BTreeMap, HashMap};
+//!
+//! A connector's freshness is in [`health`], one sync in [`sync`].
+
+mod health;
+mod sync;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, RwLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Mutex as StdMutex, Weak};
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use stepgate_config::Config;
-use stepgate_policy::{DeviceContext, DeviceState, FailingCheck};
 use stepgate_signals::connectors::{Connector, ConnectorError};
-use stepgate_signals::device::{PushOutcome, ReportedCompliance, RESERVED_ID_PREFIX};
-use stepgate_store::DeviceRecord;
 use tokio::sync::Mutex;
 
-use super::posture_api::{apply, audit};
 use crate::app::state::{AppState, Shared};
+use crate::devices::posture_api::apply;
+
+pub use health::{ConnectorHealth, UNCONFIRMED_CHECK};
+use sync::sync_running;
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -70,20 +74,7 @@ pub struct ConnectorStatus {
     pub last_counts: SyncCounts,
 }
 
-/// What a connector remembers between syncs.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Memory {
-    /// Device id → when a sync last listed it.
-    #[serde(default)]
-    known: BTreeMap<String, DateTime<Utc>>,
-    /// The last full sync.
-    #[serde(default)]
-    last_full: Option<DateTime<Utc>>,
-    /// The last sync (its start, for the next incremental one).
-    #[serde(default)]
-    last_sync: Option<DateTime<Utc>>,
-}
-
+/// A configured connector, running its sync loop.
 struct Running {
     connector: Connector,
     one_at_a_time: Mutex<()>,
@@ -129,95 +120,6 @@ impl Default for Connectors {
     }
 }
 
-/// When each connector last synced successfully, and how long its devices are trusted
-/// without one (`stale_after`); shared with the access pipeline.
-#[derive(Debug, Default)]
-pub struct ConnectorHealth {
-    by_name: RwLock<HashMap<String, Freshness>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Freshness {
-    stale_after: std::time::Duration,
-    /// The last successful sync (this node's, or another node's read from the store).
-    last_success: Option<DateTime<Utc>>,
-    /// When this node set the connector up: without any success yet, the clock runs from
-    /// here.
-    since: DateTime<Utc>,
-}
-
-/// The failing check of a device whose connector has not synced for too long.
-pub const UNCONFIRMED_CHECK: &str = "uem_unconfirmed";
-
-impl ConnectorHealth {
-    fn register(&self, name: &str, stale_after: std::time::Duration, now: DateTime<Utc>) {
-        if let Ok(mut m) = self.by_name.write() {
-            let e = m.entry(name.to_string()).or_insert(Freshness {
-                stale_after,
-                last_success: None,
-                since: now,
-            });
-            e.stale_after = stale_after;
-        }
-    }
-
-    fn keep_only(&self, names: &[String]) {
-        if let Ok(mut m) = self.by_name.write() {
-            m.retain(|k, _| names.contains(k));
-        }
-    }
-
-    fn success(&self, name: &str, at: DateTime<Utc>) {
-        if let Ok(mut m) = self.by_name.write() {
-            if let Some(f) = m.get_mut(name) {
-                f.last_success = Some(f.last_success.map_or(at, |t| t.max(at)));
-            }
-        }
-    }
-
-    /// When `name` last synced successfully, if it is a connector whose devices are
-    /// stale at `now` (`Some(None)`: it never has).
-    pub fn stale(&self, name: &str, now: DateTime<Utc>) -> Option<Option<DateTime<Utc>>> {
-        let m = self.by_name.read().ok()?;
-        let f = m.get(name)?;
-        let from = f.last_success.unwrap_or(f.since);
-        let age = (now - from).to_std().unwrap_or_default();
-        (age > f.stale_after).then_some(f.last_success)
-    }
-
-    /// The policy view of a device written by a stale connector: not compliant, at most
-    /// registered, its posture unknown, with a failing check saying why in plain words.
-    /// Devices of healthy connectors, or written by anything else, are left as they are.
-    pub fn judge(&self, source: Option<&str>, ctx: &mut DeviceContext, now: DateTime<Utc>) {
-        let Some(name) = source else { return };
-        let Some(last) = self.stale(name, now) else {
-            return;
-        };
-        let when = match last {
-            Some(t) => format!(
-                "stepgate last heard from {name} at {}",
-                t.format("%-d %B %Y, %H:%M UTC")
-            ),
-            None => format!("stepgate has not heard from {name} yet"),
-        };
-        ctx.compliant = Some(false);
-        ctx.state = ctx.state.min(DeviceState::Registered);
-        ctx.posture.clear();
-        ctx.failing_checks.push(FailingCheck {
-            id: UNCONFIRMED_CHECK.into(),
-            message: Some(format!(
-                "Your device's management status could not be confirmed recently ({when})."
-            )),
-            fix: Some(
-                "Nothing needs to change on your device. Try again in a few minutes; if this \
-                 stays, tell your help desk that stepgate cannot reach the device management \
-                 service."
-                    .into(),
-            ),
-        });
-    }
-}
-
 /// Why a sync could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -230,10 +132,6 @@ pub enum SyncError {
     /// No connector of that name.
     #[error("no connector named `{0}` in devices.connectors")]
     Unknown(String),
-}
-
-fn memory_id(name: &str) -> String {
-    format!("{RESERVED_ID_PREFIX}connector:{name}")
 }
 
 impl Connectors {
@@ -450,167 +348,4 @@ fn spawn_one(st: &Shared, r: Arc<Running>) {
             }
         }
     });
-}
-
-async fn sync_running(st: &Shared, r: &Running, force_full: bool) -> Result<SyncCounts, SyncError> {
-    let _one = r.one_at_a_time.lock().await;
-    // A reload that retired this connector while the sync waited: it no longer runs.
-    if r.retired.load(Ordering::SeqCst) {
-        return Err(SyncError::Unknown(r.name().to_string()));
-    }
-    let started = Instant::now();
-    let result = sync_locked(st, r, force_full).await;
-    let took = started.elapsed();
-    st.metrics
-        .connector_sync(r.name(), result.as_ref().ok(), took);
-    if let Ok(mut s) = r.status.lock() {
-        match &result {
-            Ok(c) => {
-                let now = Utc::now();
-                s.last_success = Some(now);
-                s.consecutive_errors = 0;
-                s.last_counts = *c;
-                st.connectors.health.success(r.name(), now);
-                st.metrics.connector_success_at(r.name(), now);
-            }
-            Err(e) => {
-                s.last_error = Some(e.to_string());
-                s.consecutive_errors += 1;
-                s.errors_total += 1;
-            }
-        }
-    }
-    let name = &r.connector.config().name;
-    match &result {
-        Ok(c) => tracing::info!(connector = %name, new = c.new, changed = c.changed,
-            now_non_compliant = c.now_non_compliant, removed = c.removed, errors = c.errors,
-            "device connector synced"),
-        Err(e) => tracing::warn!(connector = %name, error = %e, "device connector sync failed"),
-    }
-    result
-}
-
-async fn sync_locked(st: &Shared, r: &Running, force_full: bool) -> Result<SyncCounts, SyncError> {
-    let cfg = r.connector.config();
-    let name = cfg.name.clone();
-    let store_err = |e: stepgate_store::StoreError| SyncError::Store(name.clone(), e.to_string());
-    let durable = &st.stores.durable;
-    let mut memory: Memory = durable
-        .get_device(&memory_id(&name))
-        .await
-        .map_err(store_err)?
-        .and_then(|r| serde_json::from_value(r.data).ok())
-        .unwrap_or_default();
-    // Another node's (or an earlier run's) successful sync counts for freshness too.
-    if let Some(t) = memory.last_sync {
-        st.connectors.health.success(&name, t);
-        st.metrics.connector_success_at(&name, t);
-    }
-    let started = Utc::now();
-    let full_due = memory
-        .last_full
-        .is_none_or(|t| (started - t).to_std().unwrap_or_default() >= cfg.full_resync.0);
-    // Incremental reads overlap the last one a little: clocks and UEM indexing lag.
-    let since = if force_full || full_due {
-        None
-    } else {
-        memory.last_sync.map(|t| t - TimeDelta::minutes(5))
-    };
-    let batch = r.connector.fetch(since).await?;
-    let source = cfg.as_source();
-    let mut counts = SyncCounts {
-        errors: batch.refused.len() as u32,
-        seen: batch.devices.len() as u32,
-        ..SyncCounts::default()
-    };
-    for e in &batch.refused {
-        tracing::warn!(connector = %name, error = %e, "device not mapped");
-    }
-    let mut listed = std::collections::HashSet::new();
-    for m in &batch.devices {
-        listed.insert(m.push.device_id.clone());
-        let applied = match apply(st, &source, &m.push, started).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                tracing::warn!(connector = %name, device = %m.push.device_id, error = %e, "device refused");
-                counts.errors += 1;
-                continue;
-            }
-            Err(e) => return Err(SyncError::Store(name.clone(), e.description)),
-        };
-        memory.known.insert(m.push.device_id.clone(), started);
-        match applied.outcome {
-            PushOutcome::Created => counts.new += 1,
-            PushOutcome::Updated => counts.changed += 1,
-            PushOutcome::Unchanged | PushOutcome::Stale => {}
-        }
-        let non_compliant = |d: &stepgate_signals::Device| {
-            d.reported_compliance.as_ref().is_some_and(|c| !c.compliant)
-        };
-        if non_compliant(&applied.device) {
-            counts.non_compliant += 1;
-            if !applied.before.as_ref().is_some_and(non_compliant) {
-                counts.now_non_compliant += 1;
-            }
-        }
-    }
-    if batch.full {
-        let gone: Vec<(String, DateTime<Utc>)> = memory
-            .known
-            .iter()
-            .filter(|(id, _)| !listed.contains(*id))
-            .map(|(id, t)| (id.clone(), *t))
-            .collect();
-        for (id, seen) in gone {
-            if (started - seen).to_std().unwrap_or_default() < cfg.grace.0 {
-                continue;
-            }
-            unmanage(st, &name, &id, started).await.map_err(store_err)?;
-            memory.known.remove(&id);
-            counts.removed += 1;
-        }
-        memory.last_full = Some(started);
-    }
-    memory.last_sync = Some(started);
-    durable
-        .put_device(&DeviceRecord {
-            id: memory_id(&name),
-            owner: None,
-            data: serde_json::to_value(&memory).unwrap_or_default(),
-            updated_at: started,
-        })
-        .await
-        .map_err(store_err)?;
-    Ok(counts)
-}
-
-/// A device that left the UEM: no longer managed, reported non-compliant by it.
-async fn unmanage(
-    st: &Shared,
-    name: &str,
-    id: &str,
-    now: DateTime<Utc>,
-) -> Result<(), stepgate_store::StoreError> {
-    let Some(mut d) = st.devices.load(id).await? else {
-        return Ok(());
-    };
-    d.state = d.state.min(DeviceState::Registered);
-    d.reported_compliance = Some(ReportedCompliance {
-        compliant: false,
-        source: name.to_string(),
-        reason: Some(format!("This device is no longer enrolled in {name}")),
-        at: now,
-    });
-    st.devices.save(&d, now).await?;
-    audit(
-        st,
-        "device.unmanaged",
-        name,
-        id,
-        json!({ "owner": d.owner }),
-    )
-    .await;
-    super::reevaluate::device_sessions(st, id).await;
-    st.signals.hub.notify(id);
-    Ok(())
 }
