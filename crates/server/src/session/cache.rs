@@ -276,6 +276,8 @@ impl Caches {
                 self.devices.invalidate(id.as_str());
                 self.device_lists.clear();
             }
+            // Not a cached record: `app::stored_policies` follows it.
+            Change::PolicySet(_) => {}
         }
     }
 

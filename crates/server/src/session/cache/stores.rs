@@ -383,4 +383,32 @@ impl DurableStore for CachedDurable {
     async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()> {
         self.inner.set_audit_stream_cursor(stream, seq).await
     }
+
+    async fn save_policy_version(&self, v: &stepgate_store::PolicyVersion) -> StoreResult<()> {
+        self.inner.save_policy_version(v).await
+    }
+
+    async fn get_policy_version(&self, version: i64) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
+        self.inner.get_policy_version(version).await
+    }
+
+    async fn latest_policy_version(&self) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
+        self.inner.latest_policy_version().await
+    }
+
+    async fn list_policy_versions(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<stepgate_store::PolicyVersion>> {
+        self.inner.list_policy_versions(before, limit).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        self.inner.acquire_lease(name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.inner.release_lease(name, holder).await
+    }
 }
