@@ -65,7 +65,7 @@ pub const MAX_INCLUDE_DEPTH: usize = 64;
 /// (the pages are only reserved, not used).
 const LOADER_STACK_BYTES: usize = 64 << 20;
 
-pub use admin::AdminConfig;
+pub use admin::{AdminConfig, PolicyEdits};
 pub use audit::{AuditConfig, AuditStreamConfig, AuditStreamFormat, AuditStreamKind};
 pub use enrolment::{AtFirstSignIn, EnrolmentConfig};
 pub use gateway::{
@@ -263,6 +263,22 @@ pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Confi
             base_dir.map(Path::to_path_buf),
             0,
         );
+        loader.finish()
+    })
+}
+
+/// Loads the configuration at `path` with the policy set `text` (a YAML mapping holding
+/// `policies:` and nothing else, e.g. a version saved through the admin API) in place of
+/// the files' `policies:`. The set's errors name it `name`, with their line and column in
+/// `text`; it counts towards [`Config::version`] like a file.
+pub fn load_with_policies(path: &Path, name: &str, text: &str) -> Result<Config, ConfigError> {
+    on_loader_thread(path, || {
+        let mut loader = Loader::default();
+        loader.load_file(path, None, 0);
+        for f in &mut loader.parsed {
+            f.policies.clear();
+        }
+        loader.load_policy_set(PathBuf::from(name), text.to_string());
         loader.finish()
     })
 }
@@ -498,6 +514,39 @@ impl Loader {
             } else {
                 self.load_file(&target, Some(inc.span()), depth + 1);
             }
+        }
+    }
+
+    /// Loads a policy set kept apart from the files: `policies:` and nothing else, and no
+    /// `includes:` (it has no directory).
+    fn load_policy_set(&mut self, file: PathBuf, text: String) {
+        let source = self.files.len();
+        let before = self.diagnostics.len();
+        self.load_text(file.clone(), text, None, 0);
+        if self.diagnostics.len() > before {
+            return;
+        }
+        let keys: Vec<(Span, String)> = match self.nodes.get(source).and_then(|n| n.as_ref()) {
+            Some(node) => match node.as_mapping() {
+                Some(m) => m.keys().map(|k| (*k.span(), k.as_str().to_string())).collect(),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if !keys.iter().any(|(_, k)| k == "policies") {
+            self.diagnostics.push(Diagnostic {
+                file,
+                line: Some(1),
+                column: Some(1),
+                message: "a policy set is a YAML mapping with one key, `policies:`, holding the list of policies".into(),
+            });
+            return;
+        }
+        for (span, key) in keys.iter().filter(|(_, k)| k != "policies") {
+            self.diag_at(
+                span,
+                format!("`{key}` cannot be set in a policy set: it holds `policies:` only (the rest stays in the configuration file)"),
+            );
         }
     }
 
