@@ -21,6 +21,7 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         feed: OnceLock::new(),
         trusted: std::sync::atomic::AtomicBool::new(true),
         stale_ms: AtomicU64::new(0),
+        lookups: Default::default(),
     });
     let wrapped = Stores {
         durable: Arc::new(CachedDurable {
