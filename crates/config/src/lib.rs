@@ -528,7 +528,10 @@ impl Loader {
         }
         let keys: Vec<(Span, String)> = match self.nodes.get(source).and_then(|n| n.as_ref()) {
             Some(node) => match node.as_mapping() {
-                Some(m) => m.keys().map(|k| (*k.span(), k.as_str().to_string())).collect(),
+                Some(m) => m
+                    .keys()
+                    .map(|k| (*k.span(), k.as_str().to_string()))
+                    .collect(),
                 None => Vec::new(),
             },
             None => Vec::new(),

@@ -994,7 +994,10 @@ async fn a_draft_is_replayed_against_recorded_decisions_and_the_audit_log_export
     let r = sign_in(&b, &s.url("app.test", "/"), &JANE, &JANE.code(0)).await;
     assert_eq!(r.status(), 200);
     for _ in 0..3 {
-        assert_eq!(b.get(s.url("app.test", "/")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            b.get(s.url("app.test", "/")).send().await.unwrap().status(),
+            200
+        );
     }
     // The log's writer runs off the request path: until it has the four allowed (the
     // return from the sign-in, and the three).
@@ -1041,12 +1044,27 @@ async fn a_draft_is_replayed_against_recorded_decisions_and_the_audit_log_export
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let rep = &v["replay"];
-    assert_eq!(rep["changed"], n, "the console's allowed requests, not the sign-in: {v}");
+    assert_eq!(
+        rep["changed"], n,
+        "the console's allowed requests, not the sign-in: {v}"
+    );
     assert_eq!(rep["groups"].as_array().unwrap().len(), 1, "{v}");
     let g = &rep["groups"][0];
     assert_eq!(
-        (&g["app"], &g["from"], &g["to"], &g["policy_after"], &g["count"]),
-        (&json!("console"), &json!("allow"), &json!("deny"), &json!("console-closed"), &json!(n)),
+        (
+            &g["app"],
+            &g["from"],
+            &g["to"],
+            &g["policy_after"],
+            &g["count"]
+        ),
+        (
+            &json!("console"),
+            &json!("allow"),
+            &json!("deny"),
+            &json!("console-closed"),
+            &json!(n)
+        ),
         "{v}"
     );
     // A draft that does not load: its errors, positioned.
@@ -1055,7 +1073,10 @@ async fn a_draft_is_replayed_against_recorded_decisions_and_the_audit_log_export
         Method::POST,
         "/decisions/replay?policies_only=true",
         Some(&t),
-        Some(("policies:\n  - name: x\n    priority: one\n".into(), "application/yaml")),
+        Some((
+            "policies:\n  - name: x\n    priority: one\n".into(),
+            "application/yaml",
+        )),
     )
     .await;
     let p = problem(r, 422).await;
@@ -1067,11 +1088,26 @@ async fn a_draft_is_replayed_against_recorded_decisions_and_the_audit_log_export
     let text = r.text().await.unwrap();
     let seqs: Vec<i64> = text
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_i64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     assert!(seqs.len() >= events, "{} of {events}", seqs.len());
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "every event, in order");
-    let r = call(&s, Method::GET, "/audit/export?format=ocsf&kind=admin.read", Some(&t), None).await;
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    let r = call(
+        &s,
+        Method::GET,
+        "/audit/export?format=ocsf&kind=admin.read",
+        Some(&t),
+        None,
+    )
+    .await;
     let ocsf: Vec<Value> = r
         .text()
         .await
@@ -1079,6 +1115,13 @@ async fn a_draft_is_replayed_against_recorded_decisions_and_the_audit_log_export
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(!ocsf.is_empty() && ocsf.iter().all(|e| e["metadata"]["sequence"].is_i64()), "{ocsf:?}");
-    problem(call(&s, Method::GET, "/audit/export?format=csv", Some(&t), None).await, 400).await;
+    assert!(
+        !ocsf.is_empty() && ocsf.iter().all(|e| e["metadata"]["sequence"].is_i64()),
+        "{ocsf:?}"
+    );
+    problem(
+        call(&s, Method::GET, "/audit/export?format=csv", Some(&t), None).await,
+        400,
+    )
+    .await;
 }

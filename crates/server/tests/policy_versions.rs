@@ -69,7 +69,13 @@ fn http() -> reqwest::Client {
     client().redirect(redirects(false)).build().unwrap()
 }
 
-async fn call(s: &Server, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    s: &Server,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = http()
         .request(method, s.at(&format!("/_stepgate{BASE}{path}")))
         .bearer_auth(token);
@@ -130,8 +136,15 @@ async fn save(s: &Server, t: &str, text: &str, base: Option<i64>) -> (u16, Value
 fn assert_positioned(status: u16, p: &Value) {
     assert_eq!(status, 422, "{p}");
     let e = &p["errors"][0];
-    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(4), Some(23)), "{p}");
-    assert!(e["message"].as_str().unwrap().contains("no-such-app"), "{p}");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(4), Some(23)),
+        "{p}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("no-such-app"),
+        "{p}"
+    );
     assert_eq!(e["file"], "policy-draft.yaml", "{p}");
 }
 
@@ -161,13 +174,20 @@ async fn drafts_are_validated_saved_diffed_rolled_back_and_audited() {
     let jane = signed_in(&s).await;
     assert_eq!(reports(&s, &jane).await, 200, "the files' policies allow");
     let (status, v) = call(&s, Method::GET, "/policies/versions", &t, None).await;
-    assert_eq!((status, &v["items"], &v["policy_edits"]), (200, &json!([]), &json!("store")));
+    assert_eq!(
+        (status, &v["items"], &v["policy_edits"]),
+        (200, &json!([]), &json!("store"))
+    );
 
     let (status, v1) = save(&s, &t, OPEN, Some(0)).await;
     assert_eq!((status, &v1["version"]), (201, &json!(1)), "{v1}");
     let (status, v2) = save(&s, &t, CLOSED, Some(1)).await;
     assert_eq!((status, &v2["version"]), (201, &json!(2)), "{v2}");
-    assert_eq!(reports(&s, &jane).await, 403, "the saved set decides the next request");
+    assert_eq!(
+        reports(&s, &jane).await,
+        403,
+        "the saved set decides the next request"
+    );
 
     // A bad draft changes nothing; so does a draft based on an old version.
     let (status, p) = save(&s, &t, BAD, Some(2)).await;
@@ -178,19 +198,43 @@ async fn drafts_are_validated_saved_diffed_rolled_back_and_audited() {
     assert_eq!(reports(&s, &jane).await, 403);
 
     let (status, d) = call(&s, Method::GET, "/policies/versions/2/diff", &t, None).await;
-    assert_eq!((status, &d["added"], &d["removed"]), (200, &json!(4), &json!(0)), "{d}");
-    assert!(d["diff"].as_str().unwrap().contains("+  - name: reports-closed"), "{d}");
+    assert_eq!(
+        (status, &d["added"], &d["removed"]),
+        (200, &json!(4), &json!(0)),
+        "{d}"
+    );
+    assert!(
+        d["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+  - name: reports-closed"),
+        "{d}"
+    );
 
     let (status, v3) = call(&s, Method::POST, "/policies/versions/1/rollback", &t, None).await;
-    assert_eq!((status, &v3["version"], &v3["rollback_of"]), (201, &json!(3), &json!(1)), "{v3}");
+    assert_eq!(
+        (status, &v3["version"], &v3["rollback_of"]),
+        (201, &json!(3), &json!(1)),
+        "{v3}"
+    );
     assert_eq!(reports(&s, &jane).await, 200, "rolled back");
     let (_, shown) = call(&s, Method::GET, "/policies/versions/3", &t, None).await;
-    assert_eq!((&shown["text"], &shown["in_force"]), (&json!(OPEN), &json!(true)));
+    assert_eq!(
+        (&shown["text"], &shown["in_force"]),
+        (&json!(OPEN), &json!(true))
+    );
 
     let saved = audit(&s.st, Some("policy.saved")).await;
     let versions: Vec<_> = saved.iter().map(|e| e.detail["version"].clone()).collect();
-    assert_eq!(versions, [json!(1), json!(2), json!(3)], "every change, and only those");
-    assert!(saved.iter().all(|e| e.actor.as_deref().is_some_and(|a| a.starts_with("admin:token:policy-admin-"))));
+    assert_eq!(
+        versions,
+        [json!(1), json!(2), json!(3)],
+        "every change, and only those"
+    );
+    assert!(saved.iter().all(|e| e
+        .actor
+        .as_deref()
+        .is_some_and(|a| a.starts_with("admin:token:policy-admin-"))));
     assert_eq!(saved[2].detail["rollback_of"], 1);
 
     // A node started on the same store runs the newest version from its first request.
@@ -201,7 +245,11 @@ async fn drafts_are_validated_saved_diffed_rolled_back_and_audited() {
         .start()
         .await;
     let jane = signed_in(&later).await;
-    assert_eq!(reports(&later, &jane).await, 403, "the newest stored version, at start");
+    assert_eq!(
+        reports(&later, &jane).await,
+        403,
+        "the newest stored version, at start"
+    );
 }
 
 #[tokio::test]
@@ -215,17 +263,30 @@ async fn with_edits_off_saves_are_refused_and_the_files_rule() {
     let t = admin_token(&s).await;
     let (status, p) = save(&s, &t, CLOSED, None).await;
     assert_eq!(status, 409, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("admin.policy_edits"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("admin.policy_edits"),
+        "{p}"
+    );
     let (_, v) = call(&s, Method::GET, "/policies/versions", &t, None).await;
-    assert_eq!((&v["items"], &v["policy_edits"]), (&json!([]), &json!("yaml")));
+    assert_eq!(
+        (&v["items"], &v["policy_edits"]),
+        (&json!([]), &json!("yaml"))
+    );
 }
 
 #[tokio::test]
 async fn a_save_on_one_node_decides_the_other_nodes_next_request_within_a_second() {
-    let pg = std::env::var("STEPGATE_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
-    let redis = std::env::var("STEPGATE_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    let pg = std::env::var("STEPGATE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let redis = std::env::var("STEPGATE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     let (Some(pg), Some(redis)) = (pg, redis) else {
-        skipped::record("PostgreSQL and Redis", "set STEPGATE_TEST_POSTGRES_URL and STEPGATE_TEST_REDIS_URL");
+        skipped::record(
+            "PostgreSQL and Redis",
+            "set STEPGATE_TEST_POSTGRES_URL and STEPGATE_TEST_REDIS_URL",
+        );
         return;
     };
     let run = &new_id()[..12];
@@ -249,7 +310,11 @@ async fn a_save_on_one_node_decides_the_other_nodes_next_request_within_a_second
                 c.store.postgres = Some(pg);
                 c.store.redis = Some(redis);
             });
-        if users { b.demo_users() } else { b }
+        if users {
+            b.demo_users()
+        } else {
+            b
+        }
     };
     let a = node(true).start().await;
     let b = node(false).start().await;
@@ -264,17 +329,29 @@ async fn a_save_on_one_node_decides_the_other_nodes_next_request_within_a_second
     assert_eq!(status, 201, "{v}");
     let saved = Instant::now();
     while reports(&b, &jane).await != 403 {
-        assert!(saved.elapsed() < Duration::from_secs(5), "node B never ran the saved set");
+        assert!(
+            saved.elapsed() < Duration::from_secs(5),
+            "node B never ran the saved set"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = saved.elapsed();
-    assert!(took < Duration::from_secs(1), "node B ran the saved set after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "node B ran the saved set after {took:?}"
+    );
 
     // A bad draft on A: refused with its position, nothing saved, nothing changed on B.
     let (status, p) = save(&a, &t, BAD, Some(2)).await;
     assert_positioned(status, &p);
     let (_, listed) = call(&b, Method::GET, "/policies/versions", &t, None).await;
-    assert_eq!((listed["items"].as_array().unwrap().len(), &listed["in_force"]), (2, &json!(2)));
+    assert_eq!(
+        (
+            listed["items"].as_array().unwrap().len(),
+            &listed["in_force"]
+        ),
+        (2, &json!(2))
+    );
     assert_eq!(reports(&b, &jane).await, 403);
 
     // Rolled back on B: A follows.
@@ -282,10 +359,17 @@ async fn a_save_on_one_node_decides_the_other_nodes_next_request_within_a_second
     assert_eq!(status, 201, "{v}");
     let rolled = Instant::now();
     while reports(&a, &jane).await != 200 {
-        assert!(rolled.elapsed() < Duration::from_secs(5), "node A never rolled back");
+        assert!(
+            rolled.elapsed() < Duration::from_secs(5),
+            "node A never rolled back"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(rolled.elapsed() < Duration::from_secs(1), "{:?}", rolled.elapsed());
+    assert!(
+        rolled.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        rolled.elapsed()
+    );
     assert_eq!(reports(&b, &jane).await, 200);
 
     drop((a, b));

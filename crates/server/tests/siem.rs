@@ -482,7 +482,11 @@ async fn two_nodes_deliver_each_event_once_and_one_takes_over_when_the_other_sto
         1.0,
         "one node delivers, the other waits"
     );
-    let (first, second) = if delivering(&a) == 1.0 { (a, b) } else { (b, a) };
+    let (first, second) = if delivering(&a) == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
 
     // The deliverer stops (giving its lease up): the other takes over from the cursor.
     first.st.siem.stop().await;
@@ -491,5 +495,9 @@ async fn two_nodes_deliver_each_event_once_and_one_takes_over_when_the_other_sto
     until_all(&got, n).await;
     assert_eq!(delivering(&second), 1.0);
     second.st.siem.stop().await;
-    assert_eq!(*got.lock().unwrap(), (1..=n).collect::<Vec<_>>(), "each event once, in order");
+    assert_eq!(
+        *got.lock().unwrap(),
+        (1..=n).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
 }

@@ -16,8 +16,8 @@ use serde_json::json;
 use crate::{
     factor_context, new_id, now_ms, sync_users, verify_audit_chain, AdminToken, AttributeValue,
     AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, DurableStore, FactorRecord, HotStore,
-    NewAuditEvent, OtpCheck, PasswordHash, PolicyVersion, SecretError, SecretKey, StoreClock, StoreError,
-    UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
+    NewAuditEvent, OtpCheck, PasswordHash, PolicyVersion, SecretError, SecretKey, StoreClock,
+    StoreError, UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
 };
 
 /// How a hot-store run gets past a TTL.
@@ -1512,17 +1512,26 @@ pub async fn policy_versions(s: &dyn DurableStore) {
     let mut first = PolicyVersion::new(base + 1, "policies: []\n", "admin:jane");
     first.note = Some("start empty".into());
     s.save_policy_version(&first).await.unwrap();
-    assert_eq!(s.get_policy_version(base + 1).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        s.get_policy_version(base + 1).await.unwrap(),
+        Some(first.clone())
+    );
     // The same number again: another administrator saved on the same version first.
     let again = PolicyVersion::new(base + 1, "policies: [] # mine\n", "admin:joe");
     assert!(
-        matches!(s.save_policy_version(&again).await, Err(StoreError::Conflict { .. })),
+        matches!(
+            s.save_policy_version(&again).await,
+            Err(StoreError::Conflict { .. })
+        ),
         "a number already taken is refused"
     );
     // A gap: not one more than the newest.
     let gap = PolicyVersion::new(base + 3, "policies: []\n", "admin:joe");
     assert!(
-        matches!(s.save_policy_version(&gap).await, Err(StoreError::Conflict { .. })),
+        matches!(
+            s.save_policy_version(&gap).await,
+            Err(StoreError::Conflict { .. })
+        ),
         "a number past the next is refused"
     );
     assert_eq!(s.get_policy_version(base + 3).await.unwrap(), None);
@@ -1543,16 +1552,37 @@ pub async fn policy_versions(s: &dyn DurableStore) {
 pub async fn leases(s: &dyn DurableStore) {
     let name = format!("lease-{}", new_id());
     let long = Duration::from_secs(60);
-    assert!(s.acquire_lease(&name, "node-a", long).await.unwrap(), "free: taken");
-    assert!(!s.acquire_lease(&name, "node-b", long).await.unwrap(), "held by another");
-    assert!(s.acquire_lease(&name, "node-a", long).await.unwrap(), "renewed by its holder");
+    assert!(
+        s.acquire_lease(&name, "node-a", long).await.unwrap(),
+        "free: taken"
+    );
+    assert!(
+        !s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "held by another"
+    );
+    assert!(
+        s.acquire_lease(&name, "node-a", long).await.unwrap(),
+        "renewed by its holder"
+    );
     s.release_lease(&name, "node-b").await.unwrap();
-    assert!(!s.acquire_lease(&name, "node-b", long).await.unwrap(), "only the holder gives it up");
+    assert!(
+        !s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "only the holder gives it up"
+    );
     s.release_lease(&name, "node-a").await.unwrap();
-    assert!(s.acquire_lease(&name, "node-b", long).await.unwrap(), "given up: taken");
+    assert!(
+        s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "given up: taken"
+    );
     // An expired lease is anyone's (a zero TTL has expired by the next call).
     let other = format!("{name}-short");
-    assert!(s.acquire_lease(&other, "node-a", Duration::ZERO).await.unwrap());
-    assert!(s.acquire_lease(&other, "node-b", long).await.unwrap(), "expired: taken");
+    assert!(s
+        .acquire_lease(&other, "node-a", Duration::ZERO)
+        .await
+        .unwrap());
+    assert!(
+        s.acquire_lease(&other, "node-b", long).await.unwrap(),
+        "expired: taken"
+    );
     assert!(!s.acquire_lease(&other, "node-a", long).await.unwrap());
 }

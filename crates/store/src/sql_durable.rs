@@ -25,8 +25,9 @@ use crate::model::{
 };
 use crate::rows::{
     admin_token_from_row, audit_from_row, decision_from_row, device_from_row, factor_from_row,
-    policy_version_from_row, user_from_row, DeviceRow, FactorRow, RecordRow, UserRow, ADMIN_TOKEN_COLUMNS, AUDIT_COLUMNS,
-    DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, POLICY_VERSION_COLUMNS, USER_COLUMNS,
+    policy_version_from_row, user_from_row, DeviceRow, FactorRow, RecordRow, UserRow,
+    ADMIN_TOKEN_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS,
+    POLICY_VERSION_COLUMNS, USER_COLUMNS,
 };
 use crate::secrets::{SealedSecret, SecretKey};
 use crate::traits::DurableStore;

@@ -74,10 +74,7 @@ async fn find(st: &Shared, version: i64) -> Result<PolicyVersion, Problem> {
 }
 
 /// `GET /policies/versions/{version}`.
-pub async fn show(
-    State(st): State<Shared>,
-    Path(version): Path<i64>,
-) -> Result<Response, Problem> {
+pub async fn show(State(st): State<Shared>, Path(version): Path<i64>) -> Result<Response, Problem> {
     let v = find(&st, version).await?;
     let mut body = summary(&v);
     body["text"] = json!(v.text);

@@ -71,9 +71,7 @@ pub fn reload_checked(state: &Shared) -> Result<String, ReloadRefused> {
     match load_config(state, policies) {
         Ok(cfg) => swap_in(state, cfg),
         Err(None) => {
-            tracing::warn!(
-                "reload: no configuration file to reload (built-in demo configuration)"
-            );
+            tracing::warn!("reload: no configuration file to reload (built-in demo configuration)");
             Err(ReloadRefused::NoFile)
         }
         Err(Some(e)) => {

@@ -252,7 +252,9 @@ fn spawn_listener(st: std::sync::Weak<super::state::AppState>, feed: Arc<ChangeF
                         let heard = changes.next().await;
                         let Some(s) = st.upgrade() else { return };
                         match heard {
-                            Ok(Heard::Change(Change::PolicySet(_))) => follow(&s, "announced").await,
+                            Ok(Heard::Change(Change::PolicySet(_))) => {
+                                follow(&s, "announced").await
+                            }
                             Ok(_) => {}
                             Err(e) => break e,
                         }

@@ -168,7 +168,13 @@ mod tests {
         assert!(c.due(t0 + Duration::from_secs(30), SCANNED_COUNT_EVERY));
         assert!(!c.due(t0 + Duration::from_secs(31), SCANNED_COUNT_EVERY));
         c.forget();
-        assert!(c.due(t0 + Duration::from_secs(32), SCANNED_COUNT_EVERY), "after a failure");
-        assert!(c.due(t0 + Duration::from_secs(32), Duration::ZERO), "an indexed count: every scrape");
+        assert!(
+            c.due(t0 + Duration::from_secs(32), SCANNED_COUNT_EVERY),
+            "after a failure"
+        );
+        assert!(
+            c.due(t0 + Duration::from_secs(32), Duration::ZERO),
+            "an indexed count: every scrape"
+        );
     }
 }

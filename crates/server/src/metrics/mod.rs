@@ -589,4 +589,3 @@ impl stepgate_authn::AuthnObserver for Metrics {
         self.lockouts.get_or_create(&LockoutTarget { target }).inc();
     }
 }
-

@@ -389,7 +389,10 @@ impl DurableStore for CachedDurable {
         self.inner.save_policy_version(v).await
     }
 
-    async fn get_policy_version(&self, version: i64) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
+    async fn get_policy_version(
+        &self,
+        version: i64,
+    ) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
         self.inner.get_policy_version(version).await
     }
 
