@@ -336,6 +336,7 @@ async fn a_save_on_one_node_decides_the_other_nodes_next_request_within_a_second
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = saved.elapsed();
+    eprintln!("node B ran the set saved on node A {took:?} after the save answered");
     assert!(
         took < Duration::from_secs(1),
         "node B ran the saved set after {took:?}"
