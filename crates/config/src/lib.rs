@@ -1442,3 +1442,60 @@ mod signals_tests {
         assert!(e.to_string().contains("t.yaml:9:"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod policy_set_tests {
+    use super::*;
+
+    const FILE: &str = "apps:\n  - { id: wiki, hosts: [wiki.test] }\ndefault_outcome: allow\npolicies:\n  - { name: from-file, priority: 1, targets: { apps: [wiki] }, outcome: { deny: {} } }\n";
+
+    fn file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stepgate.yaml");
+        std::fs::write(&path, FILE).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_policy_set_replaces_the_files_policies_and_changes_the_version() {
+        let (_dir, path) = file();
+        let plain = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let set = "policies:\n  - { name: stored, priority: 2, targets: { apps: [wiki] }, outcome: allow }\n";
+        let cfg = load_with_policies(&path, "v1.yaml", set).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["stored"], "the file's `from-file` is gone");
+        assert_ne!(cfg.version, plain.version);
+    }
+
+    #[test]
+    fn a_policy_set_holds_policies_only_and_its_errors_are_its_own() {
+        let (_dir, path) = file();
+        let e = load_with_policies(&path, "v2.yaml", "policies: []\napps: []\n").unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!((d.line, d.column), (Some(2), Some(1)), "{e}");
+        assert!(
+            d.message.contains("`apps` cannot be set in a policy set"),
+            "{e}"
+        );
+        assert_eq!(d.file, PathBuf::from("v2.yaml"));
+        let e = load_with_policies(&path, "v3.yaml", "default_outcome: deny\n").unwrap_err();
+        assert!(
+            e.diagnostics
+                .iter()
+                .any(|d| d.message.contains("one key, `policies:`")),
+            "{e}"
+        );
+        let e = load_with_policies(
+            &path,
+            "v4.yaml",
+            "policies:\n  - { name: x, priority: 1, targets: { apps: [nope] }, outcome: allow }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.diagnostics
+                .iter()
+                .all(|d| d.file == PathBuf::from("v4.yaml")),
+            "{e}"
+        );
+    }
+}
