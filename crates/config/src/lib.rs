@@ -1492,9 +1492,7 @@ mod policy_set_tests {
         )
         .unwrap_err();
         assert!(
-            e.diagnostics
-                .iter()
-                .all(|d| d.file == PathBuf::from("v4.yaml")),
+            e.diagnostics.iter().all(|d| d.file == Path::new("v4.yaml")),
             "{e}"
         );
     }
