@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use stepgate_policy::HumanDuration;
-use stepgate_store::{open_stores, verify_audit_chain, AuditEvent, AuditQuery, Stores};
+use stepgate_server::siem::export;
+use stepgate_store::{open_stores, verify_audit_chain, AuditQuery, Stores};
 
 /// Arguments of `stepgate audit`.
 #[derive(clap::Args)]
@@ -219,7 +220,10 @@ async fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
 async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let st = stores(&a.config).await?;
     let mut q = period(&a.since, &a.until)?;
-    q.limit = 1000;
+    let format = match a.format {
+        Format::Jsonl => stepgate_config::AuditStreamFormat::Jsonl,
+        Format::Ocsf => stepgate_config::AuditStreamFormat::Ocsf,
+    };
     let mut sink: Box<dyn std::io::Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -228,19 +232,14 @@ async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut n = 0u64;
     loop {
-        let page: Vec<AuditEvent> = st
-            .durable
-            .list_audit(&q)
+        let page = export::next_page(st.durable.as_ref(), &mut q)
             .await
             .context("reading the audit log")?;
-        let Some(last) = page.last() else { break };
-        q.after_seq = Some(last.seq);
+        if page.is_empty() {
+            break;
+        }
         for e in &page {
-            let v = match a.format {
-                Format::Jsonl => serde_json::to_value(e)?,
-                Format::Ocsf => stepgate_server::siem::ocsf::to_ocsf(e),
-            };
-            writeln!(sink, "{}", serde_json::to_string(&v)?)?;
+            writeln!(sink, "{}", export::line(e, format))?;
             n += 1;
         }
     }

@@ -4,14 +4,14 @@
 //! draft configuration; `replay` does that for every decision of a period under a draft and
 //! reports the outcomes that would change, grouped by app and policy.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use stepgate_policy::{Explanation, HumanDuration, OutcomeKind, RequestContext};
-use stepgate_store::{open_stores, DecisionQuery, DecisionRecord, DurableStore};
+use stepgate_policy::{Explanation, HumanDuration, RequestContext};
+use stepgate_server::access::replay::{self, same_decision};
+use stepgate_store::{open_stores, DecisionRecord, DurableStore};
 
 use super::what_if::{decide, render};
 
@@ -78,12 +78,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The context a record was decided on, when it reached the policies.
 fn context_of(d: &DecisionRecord) -> anyhow::Result<Option<RequestContext>> {
-    match d.detail.get("context") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .with_context(|| format!("reading the context recorded for {}", d.request_id)),
-    }
+    replay::context_of(d)
+        .with_context(|| format!("reading the context recorded for {}", d.request_id))
 }
 
 /// A decision under `cfg` of what `ctx` states (the what-if pipeline: no session, so the
@@ -266,41 +262,6 @@ fn describe(d: &DecisionRecord) -> String {
     s
 }
 
-/// Whether `e` (a decision again) is the recorded policy decision: the same outcome and,
-/// for a step-up, the same requirement.
-fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
-    let Some(before) = d.policy_outcome.as_deref() else {
-        return true;
-    };
-    if before != e.outcome.as_str() {
-        return false;
-    }
-    if e.outcome != OutcomeKind::StepUp {
-        return true;
-    }
-    match d.detail.get("policy_requirement").filter(|r| !r.is_null()) {
-        Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
-        // Recorded under a configuration no longer in force: the outcome alone compares.
-        None => true,
-    }
-}
-
-/// A group of changed outcomes: app, outcome before and after, policy before and after.
-type GroupKey = (String, String, String, String, String);
-
-/// One group of changed outcomes.
-#[derive(serde::Serialize)]
-struct Changed {
-    app: String,
-    from: String,
-    to: String,
-    /// The policy that decided before, and the draft's.
-    policy_before: String,
-    policy_after: String,
-    count: usize,
-    examples: Vec<String>,
-}
-
 /// Decides every recorded decision of the period again under the draft.
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let since: HumanDuration = args
@@ -312,74 +273,25 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let store_config = args.store_config.as_deref().unwrap_or(&args.config);
     let from = chrono::Utc::now() - chrono::Duration::from_std(since.0).unwrap_or_default();
     let run = runtime()?;
-    let log = run.block_on(open_log(store_config))?;
-    let mut q = DecisionQuery {
-        since: Some(from),
-        oldest_first: true,
-        limit: 1000,
-        ..Default::default()
-    };
-    let (mut total, mut compared, mut changed_n) = (0usize, 0usize, 0usize);
-    let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
-    loop {
-        let page = run
-            .block_on(log.list_decisions(&q))
-            .context("reading the decision log")?;
-        let Some(last) = page.last() else { break };
-        q.after = Some((last.time, last.request_id.clone()));
-        for d in &page {
-            total += 1;
-            let Some(ctx) = context_of(d)? else { continue };
-            compared += 1;
-            let (_, explained) = decide(&rt, &ctx, None, None)?;
-            let e = explained.explanation;
-            if same_decision(d, &e) {
-                continue;
-            }
-            changed_n += 1;
-            let key = (
-                d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
-                d.policy_outcome.clone().unwrap_or_default(),
-                e.outcome.as_str().to_string(),
-                d.policy.clone().unwrap_or_else(|| "(default)".into()),
-                e.policy.clone().unwrap_or_else(|| "(default)".into()),
-            );
-            let g = groups.entry(key).or_default();
-            g.0 += 1;
-            if g.1.len() < args.examples {
-                g.1.push(d.request_id.clone());
-            }
-        }
-    }
-    let changed: Vec<Changed> = groups
-        .into_iter()
-        .map(|((app, from, to, pb, pa), (count, examples))| Changed {
-            app,
-            from,
-            to,
-            policy_before: pb,
-            policy_after: pa,
-            count,
-            examples,
-        })
-        .collect();
+    let report = run.block_on(async {
+        let log = open_log(store_config).await?;
+        replay::replay(log.as_ref(), &rt, from, args.examples, None)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
     if args.json {
-        let v = serde_json::json!({
-            "since": from,
-            "decisions": total,
-            "compared": compared,
-            "changed": changed_n,
-            "groups": changed,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "replay: {total} decisions since {} ({compared} reached the policies); {changed_n} would change under {}",
+        "replay: {} decisions since {} ({} reached the policies); {} would change under {}",
+        report.decisions,
         from.to_rfc3339(),
+        report.compared,
+        report.changed,
         args.config.display()
     );
-    for c in &changed {
+    for c in &report.groups {
         println!(
             "  {}: {} → {} ×{} (was `{}`, now `{}`); e.g. {}",
             c.app,

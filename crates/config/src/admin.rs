@@ -5,6 +5,7 @@
 //! admin:
 //!   group: stepgate-admins     # users in this group may read through the API
 //!   write_max_age: 5m          # a change also needs AAL3 passed within this long
+//!   policy_edits: yaml         # or `store`: policy sets saved through the API, versioned
 //! ```
 //! API tokens (`stepgate admin token create`) need neither: their scopes say what they may do.
 
@@ -21,6 +22,22 @@ pub struct AdminConfig {
     /// How recently an administrator's session must have reached AAL3 for a change (a
     /// write) through the API; reads need the group only. Default `5m`.
     pub write_max_age: HumanDuration,
+    /// Where the policies in force come from: `yaml` (default), the configuration files
+    /// alone; `store`, the newest policy set saved through the admin API (versioned in the
+    /// durable store, with history and rollback) in place of the files' `policies:`. Read
+    /// at start.
+    pub policy_edits: PolicyEdits,
+}
+
+/// `admin.policy_edits`: where the policies in force come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyEdits {
+    /// The configuration files' `policies:` (reviewed in git); the API only validates drafts.
+    #[default]
+    Yaml,
+    /// The newest version saved through the admin API, once one is saved.
+    Store,
 }
 
 impl Default for AdminConfig {
@@ -28,6 +45,7 @@ impl Default for AdminConfig {
         AdminConfig {
             group: "stepgate-admins".into(),
             write_max_age: HumanDuration::from_secs(300),
+            policy_edits: PolicyEdits::Yaml,
         }
     }
 }

@@ -65,7 +65,7 @@ pub const MAX_INCLUDE_DEPTH: usize = 64;
 /// (the pages are only reserved, not used).
 const LOADER_STACK_BYTES: usize = 64 << 20;
 
-pub use admin::AdminConfig;
+pub use admin::{AdminConfig, PolicyEdits};
 pub use audit::{AuditConfig, AuditStreamConfig, AuditStreamFormat, AuditStreamKind};
 pub use enrolment::{AtFirstSignIn, EnrolmentConfig};
 pub use gateway::{
@@ -263,6 +263,22 @@ pub fn load_str(name: &str, text: &str, base_dir: Option<&Path>) -> Result<Confi
             base_dir.map(Path::to_path_buf),
             0,
         );
+        loader.finish()
+    })
+}
+
+/// Loads the configuration at `path` with the policy set `text` (a YAML mapping holding
+/// `policies:` and nothing else, e.g. a version saved through the admin API) in place of
+/// the files' `policies:`. The set's errors name it `name`, with their line and column in
+/// `text`; it counts towards [`Config::version`] like a file.
+pub fn load_with_policies(path: &Path, name: &str, text: &str) -> Result<Config, ConfigError> {
+    on_loader_thread(path, || {
+        let mut loader = Loader::default();
+        loader.load_file(path, None, 0);
+        for f in &mut loader.parsed {
+            f.policies.clear();
+        }
+        loader.load_policy_set(PathBuf::from(name), text.to_string());
         loader.finish()
     })
 }
@@ -498,6 +514,42 @@ impl Loader {
             } else {
                 self.load_file(&target, Some(inc.span()), depth + 1);
             }
+        }
+    }
+
+    /// Loads a policy set kept apart from the files: `policies:` and nothing else, and no
+    /// `includes:` (it has no directory).
+    fn load_policy_set(&mut self, file: PathBuf, text: String) {
+        let source = self.files.len();
+        let before = self.diagnostics.len();
+        self.load_text(file.clone(), text, None, 0);
+        if self.diagnostics.len() > before {
+            return;
+        }
+        let keys: Vec<(Span, String)> = match self.nodes.get(source).and_then(|n| n.as_ref()) {
+            Some(node) => match node.as_mapping() {
+                Some(m) => m
+                    .keys()
+                    .map(|k| (*k.span(), k.as_str().to_string()))
+                    .collect(),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if !keys.iter().any(|(_, k)| k == "policies") {
+            self.diagnostics.push(Diagnostic {
+                file,
+                line: Some(1),
+                column: Some(1),
+                message: "a policy set is a YAML mapping with one key, `policies:`, holding the list of policies".into(),
+            });
+            return;
+        }
+        for (span, key) in keys.iter().filter(|(_, k)| k != "policies") {
+            self.diag_at(
+                span,
+                format!("`{key}` cannot be set in a policy set: it holds `policies:` only (the rest stays in the configuration file)"),
+            );
         }
     }
 
@@ -1388,5 +1440,60 @@ mod signals_tests {
         );
         let e = load_str("t.yaml", &policy(sign_in, "soon"), None).unwrap_err();
         assert!(e.to_string().contains("t.yaml:9:"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod policy_set_tests {
+    use super::*;
+
+    const FILE: &str = "apps:\n  - { id: wiki, hosts: [wiki.test] }\ndefault_outcome: allow\npolicies:\n  - { name: from-file, priority: 1, targets: { apps: [wiki] }, outcome: { deny: {} } }\n";
+
+    fn file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stepgate.yaml");
+        std::fs::write(&path, FILE).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_policy_set_replaces_the_files_policies_and_changes_the_version() {
+        let (_dir, path) = file();
+        let plain = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let set = "policies:\n  - { name: stored, priority: 2, targets: { apps: [wiki] }, outcome: allow }\n";
+        let cfg = load_with_policies(&path, "v1.yaml", set).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["stored"], "the file's `from-file` is gone");
+        assert_ne!(cfg.version, plain.version);
+    }
+
+    #[test]
+    fn a_policy_set_holds_policies_only_and_its_errors_are_its_own() {
+        let (_dir, path) = file();
+        let e = load_with_policies(&path, "v2.yaml", "policies: []\napps: []\n").unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!((d.line, d.column), (Some(2), Some(1)), "{e}");
+        assert!(
+            d.message.contains("`apps` cannot be set in a policy set"),
+            "{e}"
+        );
+        assert_eq!(d.file, PathBuf::from("v2.yaml"));
+        let e = load_with_policies(&path, "v3.yaml", "default_outcome: deny\n").unwrap_err();
+        assert!(
+            e.diagnostics
+                .iter()
+                .any(|d| d.message.contains("one key, `policies:`")),
+            "{e}"
+        );
+        let e = load_with_policies(
+            &path,
+            "v4.yaml",
+            "policies:\n  - { name: x, priority: 1, targets: { apps: [nope] }, outcome: allow }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.diagnostics.iter().all(|d| d.file == Path::new("v4.yaml")),
+            "{e}"
+        );
     }
 }

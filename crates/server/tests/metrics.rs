@@ -139,6 +139,15 @@ async fn a_scrape_counts_exactly_the_requests_made_and_promtool_accepts_it() {
             &[("kind", "sign_in"), ("outcome", "step_up")]
         ) >= 1.0
     );
+    // The six requests with the session read it (and its user) through the read cache.
+    let (hits, misses) = (
+        delta("stepgate_cache_hits_total", &[]),
+        delta("stepgate_cache_misses_total", &[]),
+    );
+    assert!(
+        hits >= 1.0 && hits + misses >= 6.0,
+        "{hits} hits, {misses} misses"
+    );
     // Every decision reached the log: 8 more, each written or, for an allowed request,
     // left out by the default sampling (`log.decisions.allowed_one_in: 100`); nothing dropped.
     let written = delta("stepgate_decision_log_written_total", &[]);

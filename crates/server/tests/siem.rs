@@ -445,3 +445,59 @@ async fn a_stream_whose_ca_cannot_be_read_stops_the_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn two_nodes_deliver_each_event_once_and_one_takes_over_when_the_other_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    std::fs::write(dir.path().join("hook.token"), "hook-token-1\n").unwrap();
+    let got: Got = Arc::default();
+    let (addr, _) = webhook_receiver(p.server.clone(), got.clone(), 0).await;
+    let file = |n: &str| dir.path().join(n).display().to_string();
+    let stream = format!(
+        "{{ name: siem, kind: webhook, url: \"https://localhost:{}/hook\", ca_file: \"{}\", client_cert_file: \"{}\", client_key_file: \"{}\", secret_file: \"{}\", format: jsonl, batch: 4, max_backoff: 1s }}",
+        addr.port(),
+        file("ca.pem"),
+        file("client.pem"),
+        file("client.key"),
+        file("hook.token"),
+    );
+    // Two nodes on one store (the data directory is the test's), each with the stream.
+    let data = tempfile::tempdir().unwrap();
+    let key = stepgate_store::SecretKey::generate();
+    let node = || {
+        let data = data.path().display().to_string();
+        Server::build(CONFIG)
+            .with("STREAM", &stream)
+            .key(key.clone())
+            .configure(move |c| c.server.data_dir = data)
+            .state()
+    };
+    let (a, b) = (node().await, node().await);
+    append(&a.st, 10).await;
+    until_all(&got, head(&a.st).await).await;
+    let delivering = |s: &support::State| metric(&s.st, "stepgate_audit_stream_delivering");
+    assert_eq!(
+        delivering(&a) + delivering(&b),
+        1.0,
+        "one node delivers, the other waits"
+    );
+    let (first, second) = if delivering(&a) == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    // The deliverer stops (giving its lease up): the other takes over from the cursor.
+    first.st.siem.stop().await;
+    append(&second.st, 6).await;
+    let n = head(&second.st).await;
+    until_all(&got, n).await;
+    assert_eq!(delivering(&second), 1.0);
+    second.st.siem.stop().await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        (1..=n).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+}

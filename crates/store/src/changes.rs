@@ -48,16 +48,20 @@ pub enum Change {
     History(String),
     /// A device record (by device id).
     Device(String),
+    /// A policy set saved in the durable store (by version): every node puts the newest in
+    /// force (`admin.policy_edits: store`).
+    PolicySet(i64),
 }
 
 impl Change {
     fn encode(&self) -> String {
         let (tag, key) = match self {
-            Change::Session(k) => ('s', k),
-            Change::SessionsOfUser(k) => ('S', k),
-            Change::User(k) => ('u', k),
-            Change::History(k) => ('h', k),
-            Change::Device(k) => ('d', k),
+            Change::Session(k) => ('s', k.as_str()),
+            Change::SessionsOfUser(k) => ('S', k.as_str()),
+            Change::User(k) => ('u', k.as_str()),
+            Change::History(k) => ('h', k.as_str()),
+            Change::Device(k) => ('d', k.as_str()),
+            Change::PolicySet(v) => return format!("p:{v}"),
         };
         format!("{tag}:{key}")
     }
@@ -71,6 +75,7 @@ impl Change {
             "u" => Change::User(key),
             "h" => Change::History(key),
             "d" => Change::Device(key),
+            "p" => Change::PolicySet(key.parse().ok()?),
             _ => return None,
         })
     }
@@ -300,6 +305,7 @@ mod tests {
             Change::User("u:with:colons".into()),
             Change::History("signin:jane".into()),
             Change::Device("dev 1".into()),
+            Change::PolicySet(12),
         ] {
             assert_eq!(Change::decode(&c.encode()), Some(c));
         }

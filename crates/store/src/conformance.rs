@@ -16,8 +16,8 @@ use serde_json::json;
 use crate::{
     factor_context, new_id, now_ms, sync_users, verify_audit_chain, AdminToken, AttributeValue,
     AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, DurableStore, FactorRecord, HotStore,
-    NewAuditEvent, OtpCheck, PasswordHash, SecretError, SecretKey, StoreClock, StoreError,
-    UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
+    NewAuditEvent, OtpCheck, PasswordHash, PolicyVersion, SecretError, SecretKey, StoreClock,
+    StoreError, UserRecord, UserSource, UserSpec, PASSWORD_FACTOR_KIND,
 };
 
 /// How a hot-store run gets past a TTL.
@@ -113,6 +113,8 @@ pub async fn durable_suite(store: Arc<dyn DurableStore>) {
     admin_tokens(&*store).await;
     decisions_trimmed_to_a_count(&*store).await;
     audit_stream_cursors(&*store).await;
+    policy_versions(&*store).await;
+    leases(&*store).await;
 }
 
 /// Runs every hot-store check; `expiry` says how they get past a TTL.
@@ -1497,4 +1499,90 @@ pub async fn audit_stream_cursors(s: &dyn DurableStore) {
     s.set_audit_stream_cursor(&b, 3).await.unwrap();
     assert_eq!(s.audit_stream_cursor(&a).await.unwrap(), Some(12));
     assert_eq!(s.audit_stream_cursor(&b).await.unwrap(), Some(3));
+}
+
+/// Policy versions: numbered from one more than the newest, never twice, never with a gap;
+/// read back whole, newest first, paged by `before`.
+pub async fn policy_versions(s: &dyn DurableStore) {
+    let base = s
+        .latest_policy_version()
+        .await
+        .unwrap()
+        .map_or(0, |v| v.version);
+    let mut first = PolicyVersion::new(base + 1, "policies: []\n", "admin:jane");
+    first.note = Some("start empty".into());
+    s.save_policy_version(&first).await.unwrap();
+    assert_eq!(
+        s.get_policy_version(base + 1).await.unwrap(),
+        Some(first.clone())
+    );
+    // The same number again: another administrator saved on the same version first.
+    let again = PolicyVersion::new(base + 1, "policies: [] # mine\n", "admin:joe");
+    assert!(
+        matches!(
+            s.save_policy_version(&again).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a number already taken is refused"
+    );
+    // A gap: not one more than the newest.
+    let gap = PolicyVersion::new(base + 3, "policies: []\n", "admin:joe");
+    assert!(
+        matches!(
+            s.save_policy_version(&gap).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a number past the next is refused"
+    );
+    assert_eq!(s.get_policy_version(base + 3).await.unwrap(), None);
+    let mut back = PolicyVersion::new(base + 2, first.text.clone(), "admin:token:ci");
+    back.rollback_of = Some(base + 1);
+    s.save_policy_version(&back).await.unwrap();
+    assert_eq!(s.latest_policy_version().await.unwrap(), Some(back.clone()));
+    assert_eq!(first.sha256, back.sha256, "the same text, the same digest");
+    let listed = s.list_policy_versions(None, 2).await.unwrap();
+    assert_eq!(listed, vec![back.clone(), first.clone()], "newest first");
+    let older = s.list_policy_versions(Some(base + 2), 10).await.unwrap();
+    assert_eq!(older.first(), Some(&first), "below `before` only");
+    assert!(older.iter().all(|v| v.version < base + 2));
+}
+
+/// Leases: one holder at a time; renewed by its holder; free again once it expires or is
+/// given up.
+pub async fn leases(s: &dyn DurableStore) {
+    let name = format!("lease-{}", new_id());
+    let long = Duration::from_secs(60);
+    assert!(
+        s.acquire_lease(&name, "node-a", long).await.unwrap(),
+        "free: taken"
+    );
+    assert!(
+        !s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "held by another"
+    );
+    assert!(
+        s.acquire_lease(&name, "node-a", long).await.unwrap(),
+        "renewed by its holder"
+    );
+    s.release_lease(&name, "node-b").await.unwrap();
+    assert!(
+        !s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "only the holder gives it up"
+    );
+    s.release_lease(&name, "node-a").await.unwrap();
+    assert!(
+        s.acquire_lease(&name, "node-b", long).await.unwrap(),
+        "given up: taken"
+    );
+    // An expired lease is anyone's (a zero TTL has expired by the next call).
+    let other = format!("{name}-short");
+    assert!(s
+        .acquire_lease(&other, "node-a", Duration::ZERO)
+        .await
+        .unwrap());
+    assert!(
+        s.acquire_lease(&other, "node-b", long).await.unwrap(),
+        "expired: taken"
+    );
+    assert!(!s.acquire_lease(&other, "node-a", long).await.unwrap());
 }

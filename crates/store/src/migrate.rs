@@ -50,6 +50,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_stream_cursors",
         sql: include_str!("../migrations/sqlite/0004_audit_stream_cursors.sql"),
     },
+    Migration {
+        version: 5,
+        name: "policy_versions_and_leases",
+        sql: include_str!("../migrations/sqlite/0005_policy_versions_and_leases.sql"),
+    },
 ];
 
 /// The PostgreSQL schema (durable data only), in order.
@@ -74,6 +79,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "audit_stream_cursors",
         sql: include_str!("../migrations/postgres/0004_audit_stream_cursors.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "policy_versions_and_leases",
+        sql: include_str!("../migrations/postgres/0005_policy_versions_and_leases.sql"),
     },
 ];
 

@@ -551,3 +551,40 @@ pub struct AdminToken {
     /// When it was last used.
     pub last_used_at: Option<DateTime<Utc>>,
 }
+
+/// One saved version of the policy set (`admin.policy_edits: store`): the YAML text of a
+/// `policies:` document, numbered from 1 in the order saved. The newest is the one in force;
+/// a rollback saves an older one's text again as the newest, so history only grows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Its number: one more than the version before it.
+    pub version: i64,
+    /// The policy set as YAML (`policies: [...]`).
+    pub text: String,
+    /// The lower-case hex SHA-256 of `text`.
+    pub sha256: String,
+    /// Who saved it, as the audit log names them (`admin:<username>`, `admin:token:<name>`).
+    pub author: String,
+    /// Why, in the author's words.
+    pub note: Option<String>,
+    /// The version whose text this one restores, when it is a rollback.
+    pub rollback_of: Option<i64>,
+    /// When it was saved.
+    pub created_at: DateTime<Utc>,
+}
+
+impl PolicyVersion {
+    /// Version `version` of `text`, saved now by `author`.
+    pub fn new(version: i64, text: impl Into<String>, author: impl Into<String>) -> Self {
+        let text = text.into();
+        PolicyVersion {
+            version,
+            sha256: hex(&Sha256::digest(text.as_bytes())),
+            text,
+            author: author.into(),
+            note: None,
+            rollback_of: None,
+            created_at: now_ms(),
+        }
+    }
+}

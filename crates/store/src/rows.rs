@@ -12,7 +12,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
     from_ms, json_text, parse_json, to_ms, AdminToken, AuditEvent, DecisionRecord, DeviceRecord,
-    FactorRecord, UserRecord, UserSource,
+    FactorRecord, PolicyVersion, UserRecord, UserSource,
 };
 use crate::secrets::SealedSecret;
 
@@ -33,6 +33,9 @@ pub(crate) const DECISION_COLUMNS: &str = "request_id, time, kind, user_name, se
      detail_json";
 
 /// The columns of `admin_tokens`, in [`admin_token_from_row`]'s order.
+pub(crate) const POLICY_VERSION_COLUMNS: &str =
+    "version, text, sha256, author, note, rollback_of, created_at";
+
 pub(crate) const ADMIN_TOKEN_COLUMNS: &str =
     "id, name, token_sha256, scopes_json, created_at, expires_at, revoked_at, last_used_at";
 
@@ -262,5 +265,18 @@ pub(crate) fn admin_token_from_row(r: &impl RecordRow) -> StoreResult<AdminToken
         expires_at: from_ms(r.int("expires_at")?),
         revoked_at: r.opt_int("revoked_at")?.map(from_ms),
         last_used_at: r.opt_int("last_used_at")?.map(from_ms),
+    })
+}
+
+/// The policy version in a row of [`POLICY_VERSION_COLUMNS`].
+pub(crate) fn policy_version_from_row(r: &impl RecordRow) -> StoreResult<PolicyVersion> {
+    Ok(PolicyVersion {
+        version: r.int("version")?,
+        text: r.text("text")?,
+        sha256: r.text("sha256")?,
+        author: r.text("author")?,
+        note: r.opt_text("note")?,
+        rollback_of: r.opt_int("rollback_of")?,
+        created_at: from_ms(r.int("created_at")?),
     })
 }

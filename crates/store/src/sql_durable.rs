@@ -9,6 +9,7 @@
 //! [`check_key`] against the key check value in its `meta` table.
 
 use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,13 +20,14 @@ use sqlx::{
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
     audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AdminToken, AuditEvent, AuditQuery,
-    DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, UserRecord,
-    AUDIT_GENESIS_HASH,
+    DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, PolicyVersion,
+    UserRecord, AUDIT_GENESIS_HASH,
 };
 use crate::rows::{
     admin_token_from_row, audit_from_row, decision_from_row, device_from_row, factor_from_row,
-    user_from_row, DeviceRow, FactorRow, RecordRow, UserRow, ADMIN_TOKEN_COLUMNS, AUDIT_COLUMNS,
-    DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS, USER_COLUMNS,
+    policy_version_from_row, user_from_row, DeviceRow, FactorRow, RecordRow, UserRow,
+    ADMIN_TOKEN_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, DEVICE_COLUMNS, FACTOR_COLUMNS,
+    POLICY_VERSION_COLUMNS, USER_COLUMNS,
 };
 use crate::secrets::{SealedSecret, SecretKey};
 use crate::traits::DurableStore;
@@ -707,6 +709,91 @@ where
         .bind(to_ms(&crate::model::now_ms()))
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    async fn save_policy_version(&self, v: &PolicyVersion) -> StoreResult<()> {
+        // Only as the next number: a save based on a version that is no longer the newest
+        // inserts nothing (or, racing another save, breaks the primary key).
+        let done = sqlx::query(&format!(
+            "INSERT INTO policy_versions ({POLICY_VERSION_COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE $1 = (SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions)"
+        ))
+        .bind(v.version)
+        .bind(v.text.as_str())
+        .bind(v.sha256.as_str())
+        .bind(v.author.as_str())
+        .bind(v.note.as_deref())
+        .bind(v.rollback_of)
+        .bind(to_ms(&v.created_at))
+        .execute(self.pool())
+        .await
+        .map_err(|e| map_write_err(e, "policy version", &v.version.to_string()))?;
+        if B::rows_affected(&done) == 0 {
+            return Err(StoreError::Conflict {
+                what: "policy version",
+                key: v.version.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_policy_version(&self, version: i64) -> StoreResult<Option<PolicyVersion>> {
+        let row = sqlx::query(&format!(
+            "SELECT {POLICY_VERSION_COLUMNS} FROM policy_versions WHERE version = $1"
+        ))
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(policy_version_from_row).transpose()
+    }
+
+    async fn latest_policy_version(&self) -> StoreResult<Option<PolicyVersion>> {
+        Ok(self.list_policy_versions(None, 1).await?.into_iter().next())
+    }
+
+    async fn list_policy_versions(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PolicyVersion>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {POLICY_VERSION_COLUMNS} FROM policy_versions WHERE version < $1 \
+             ORDER BY version DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(policy_version_from_row).collect()
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = to_ms(&crate::model::now_ms());
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        // Taken when free or expired, renewed when already the holder's; otherwise the
+        // upsert's condition fails and nothing changes.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(B::rows_affected(&done) > 0)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 }

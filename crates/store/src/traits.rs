@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreResult;
 use crate::model::{
     AdminToken, AuditEvent, AuditQuery, DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord,
-    NewAuditEvent, OtpCheck, SessionEntry, SessionWrite, UserRecord,
+    NewAuditEvent, OtpCheck, PolicyVersion, SessionEntry, SessionWrite, UserRecord,
 };
 
 /// Durable data: users, enrolled factors, devices and the audit log.
@@ -131,6 +131,35 @@ pub trait DurableStore: Send + Sync {
 
     /// Records that the stream `stream` delivered every audit event up to `seq`.
     async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()>;
+
+    // ---- policy versions (`admin.policy_edits: store`; never updated or deleted) ----
+
+    /// Keeps `version` as the newest. Its number must be one more than the newest kept (1
+    /// for the first): [`crate::StoreError::Conflict`] otherwise, so of two administrators
+    /// saving on the same version, the second is told to look again.
+    async fn save_policy_version(&self, version: &PolicyVersion) -> StoreResult<()>;
+
+    /// Version `version`.
+    async fn get_policy_version(&self, version: i64) -> StoreResult<Option<PolicyVersion>>;
+
+    /// The newest version (the one in force), if any was saved.
+    async fn latest_policy_version(&self) -> StoreResult<Option<PolicyVersion>>;
+
+    /// At most `limit` versions, newest first, those numbered below `before` when given.
+    async fn list_policy_versions(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PolicyVersion>>;
+
+    // ---- leases (one node of several does a job) ----
+
+    /// Takes the lease `name` for `holder` until `ttl` from now, or renews it: whether
+    /// `holder` has it now (it was free, had expired, or was `holder`'s already).
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool>;
+
+    /// Gives the lease `name` up if `holder` has it, so another node can take it at once.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
 }
 
 /// Hot state: sessions, counters, bans, one-time codes, replay guards, recent-event lists.

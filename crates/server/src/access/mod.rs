@@ -23,6 +23,7 @@ pub mod bearer;
 pub mod context;
 pub mod decision_log;
 pub mod judge;
+pub mod replay;
 pub mod request;
 pub mod signals;
 pub mod verdict;

@@ -1,5 +1,6 @@
-//! The audit log: searched through the store's `list_audit`, and its hash chain verified
-//! end to end (`verify_audit_chain`).
+//! The audit log: searched through the store's `list_audit`, exported as JSON lines or OCSF
+//! (`siem::export`, as `stepgate audit export` writes it), and its hash chain verified end
+//! to end (`verify_audit_chain`).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -96,22 +97,23 @@ pub const EXPORT_MAX: usize = 100_000;
 
 /// Every event `q` matches, in append order (at most [`EXPORT_MAX`]), one JSON document a
 /// line: stepgate's record (`jsonl`, as `stepgate audit export` writes it) or its OCSF
-/// event (`ocsf`, the mapping the SIEM streams use).
-pub async fn export(st: &Shared, mut q: AuditQuery, ocsf: bool) -> Result<String, Problem> {
-    q.newest_first = false;
-    q.limit = 1000;
+/// event (`ocsf`, the mapping the SIEM streams use) — the lines `GET /audit/export`
+/// streams, gathered for the console's download.
+pub async fn export_text(st: &Shared, mut q: AuditQuery, ocsf: bool) -> Result<String, Problem> {
+    use crate::siem::export::{line, next_page};
+    let format = if ocsf {
+        stepgate_config::AuditStreamFormat::Ocsf
+    } else {
+        stepgate_config::AuditStreamFormat::Jsonl
+    };
     let (mut out, mut n) = (String::new(), 0usize);
     while n < EXPORT_MAX {
-        let page = st.stores.durable.list_audit(&q).await?;
-        let Some(last) = page.last() else { break };
-        q.after_seq = Some(last.seq);
+        let page = next_page(st.stores.durable.as_ref(), &mut q).await?;
+        if page.is_empty() {
+            break;
+        }
         for e in page.iter().take(EXPORT_MAX - n) {
-            let v = if ocsf {
-                crate::siem::ocsf::to_ocsf(e)
-            } else {
-                serde_json::to_value(e).unwrap_or_default()
-            };
-            out.push_str(&v.to_string());
+            out.push_str(&line(e, format));
             out.push('\n');
             n += 1;
         }
@@ -126,4 +128,66 @@ pub async fn verify(State(st): State<Shared>) -> Result<Response, Problem> {
         Err(stepgate_store::AuditChainError::Store(e)) => Err(Problem::unavailable("store", e)),
         Err(e) => Ok(Json(json!({ "intact": false, "error": e.to_string() })).into_response()),
     }
+}
+
+/// The query of `GET /audit/export`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    format: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /audit/export`: every matching event in append order, one a line
+/// (`application/x-ndjson`), streamed a page at a time.
+pub async fn export(
+    State(st): State<Shared>,
+    Params(q): Params<Export>,
+) -> Result<Response, Problem> {
+    use crate::siem::export::{line, next_page};
+    use stepgate_config::AuditStreamFormat;
+    let format = match q.format.as_deref() {
+        None | Some("jsonl") => AuditStreamFormat::Jsonl,
+        Some("ocsf") => AuditStreamFormat::Ocsf,
+        Some(o) => {
+            return Err(Problem::bad_field(
+                "format",
+                format!("format must be jsonl or ocsf, not `{o}`"),
+            ))
+        }
+    };
+    let query = AuditQuery {
+        kind: q.kind,
+        since: time_param("since", &q.since)?,
+        until: time_param("until", &q.until)?,
+        ..Default::default()
+    };
+    let store = st.stores.durable.clone();
+    let pages = futures_util::stream::unfold(Some(query), move |q| {
+        let store = store.clone();
+        async move {
+            let mut q = q?;
+            match next_page(store.as_ref(), &mut q).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let mut text = String::new();
+                    for e in &page {
+                        text.push_str(&line(e, format));
+                        text.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(text)), Some(q)))
+                }
+                // The status is sent: a failure mid-way cuts the stream short, which the
+                // client sees as an incomplete body.
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
 }

@@ -1,6 +1,8 @@
 //! Decisions: the decision log searched (newest first, a cursor for the next page), one
 //! decision shown with its trace, and one decided again under the configuration in force
-//! through the access pipeline (`access::what_if`, as `stepgate explain --rerun` does).
+//! through the access pipeline (`access::what_if`, as `stepgate explain --rerun` does); and
+//! every decision of a period decided again under a draft (`access::replay`, as `stepgate
+//! replay` does).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -8,12 +10,12 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use stepgate_policy::{Explanation, OutcomeKind, RequestContext};
+use stepgate_policy::{Explanation, RequestContext};
 use stepgate_store::{DecisionQuery, DecisionRecord};
 
 use super::problem::{Params, Problem};
 use super::Page;
-use crate::access::what_if::{what_if, StatedFacts};
+use crate::access::replay::{self, same_decision};
 use crate::app::state::Shared;
 
 /// The query of `GET /decisions` (and of the console's decisions page).
@@ -164,18 +166,15 @@ pub async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
 
 /// The context a record was decided on, when it reached the policies.
 pub fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem> {
-    match d.detail.get("context") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-            Problem::unprocessable(
-                "unreadable-record",
-                format!(
-                    "the context recorded for {} does not read: {e}",
-                    d.request_id
-                ),
-            )
-        }),
-    }
+    replay::context_of(d).map_err(|e| {
+        Problem::unprocessable(
+            "unreadable-record",
+            format!(
+                "the context recorded for {} does not read: {e}",
+                d.request_id
+            ),
+        )
+    })
 }
 
 /// `GET /decisions/{request_id}`: the record, and its trace — as recorded, or (an allowed
@@ -208,16 +207,12 @@ pub async fn rerun(State(st): State<Shared>, Path(id): Path<String>) -> Result<R
         ));
     };
     let rt = st.runtime.load_full();
-    let source = StatedFacts::new(&ctx, None, None);
-    let (_, explained) = what_if(&rt, &ctx, &source).await;
-    let e = explained
-        .ok_or_else(|| {
-            Problem::unprocessable(
-                "never-decided",
-                "the recorded context did not reach the policies",
-            )
-        })?
-        .explanation;
+    let e = replay::redecide(&rt, &ctx, None).await.ok_or_else(|| {
+        Problem::unprocessable(
+            "never-decided",
+            "the recorded context did not reach the policies",
+        )
+    })?;
     let changed = !same_decision(&d, &e);
     Ok(Json(json!({
         "request_id": d.request_id,
@@ -229,76 +224,97 @@ pub async fn rerun(State(st): State<Shared>, Path(id): Path<String>) -> Result<R
     .into_response())
 }
 
-/// Whether `e` is the recorded policy decision: the same outcome and, for a step-up, the
-/// same requirement (as `stepgate explain` compares).
-pub fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
-    let Some(before) = d.policy_outcome.as_deref() else {
-        return true;
-    };
-    if before != e.outcome.as_str() {
-        return false;
+/// The query of `POST /decisions/replay`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayQuery {
+    since: Option<String>,
+    examples: Option<usize>,
+    policies_only: Option<bool>,
+}
+
+/// `POST /decisions/replay`: the body is a draft — a whole configuration (as `POST
+/// /policies/validate` takes one), or with `policies_only=true` a policy set loaded with the
+/// configuration files in force (as a saved version is). Every decision recorded over
+/// `since` (default `24h`) is decided again under it: how many would change, grouped by app
+/// and policy, with examples.
+pub async fn replay_draft(
+    State(st): State<Shared>,
+    Params(q): Params<ReplayQuery>,
+    body: String,
+) -> Result<Response, Problem> {
+    let since: stepgate_policy::HumanDuration = q
+        .since
+        .as_deref()
+        .unwrap_or("24h")
+        .parse()
+        .map_err(|e| Problem::bad_field("since", format!("since: {e}")))?;
+    if body.trim().is_empty() {
+        return Err(Problem::bad_request("send the draft (YAML) as the body"));
     }
-    if e.outcome != OutcomeKind::StepUp {
-        return true;
-    }
-    match d.detail.get("policy_requirement").filter(|r| !r.is_null()) {
-        Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
-        None => true,
-    }
+    let from = Utc::now() - chrono::Duration::from_std(since.0).unwrap_or_default();
+    let st2 = st.clone();
+    let policies_only = q.policies_only.unwrap_or(false);
+    let loaded = tokio::task::spawn_blocking(move || {
+        if policies_only {
+            let name = crate::app::stored_policies::source_name(None);
+            crate::app::reload::load_config(&st2, Some((&name, &body))).map_err(|e| {
+                e.unwrap_or_else(|| stepgate_config::ConfigError {
+                    diagnostics: vec![stepgate_config::Diagnostic {
+                        file: name.into(),
+                        line: None,
+                        column: None,
+                        message: "this server runs the built-in demo configuration: there is no file to load a policy set with; send a whole configuration".into(),
+                    }],
+                })
+            })
+        } else {
+            stepgate_config::load_str("draft.yaml", &body, None)
+        }
+    })
+    .await
+    .map_err(|e| Problem::unavailable("replay", e))?
+    .map_err(super::policies::invalid_draft)?;
+    let rt = crate::app::state::Runtime::new(loaded);
+    let report = replay::replay(
+        st.stores.durable.as_ref(),
+        &rt,
+        from,
+        q.examples.unwrap_or(3).min(20),
+        st.signals.geoip.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        replay::ReplayError::Store(e) => Problem::from(e),
+        e => Problem::unprocessable("unreadable-record", e.to_string()),
+    })?;
+    Ok(Json(json!({ "draft_version": rt.config.version, "replay": report })).into_response())
 }
 
 /// How many changed decisions [`replay_last_day`] names per group.
 const REPLAY_EXAMPLES: usize = 3;
 
-/// Every decision of the last 24 hours (at most [`DAY_SCAN`]) decided again under `draft`
-/// through the access pipeline, as `stepgate replay --since 24h` does: how many reached
-/// the policies, how many would change, grouped by app, outcome before and after and the
-/// deciding policies, with example request ids.
+/// Every decision of the last 24 hours decided again under `draft` through the access
+/// pipeline, as `stepgate replay --since 24h` and `POST /decisions/replay` do (one
+/// [`replay::replay`]): how many reached the policies, how many would change, grouped by
+/// app, outcome before and after and the deciding policies, with example request ids.
 pub async fn replay_last_day(
     st: &Shared,
     draft: stepgate_config::Config,
 ) -> Result<serde_json::Value, Problem> {
     let rt = crate::app::state::Runtime::new(draft);
-    let (since, recent) = last_day(st).await?;
-    let (mut compared, mut changed) = (0usize, 0usize);
-    let mut groups: std::collections::BTreeMap<[String; 5], (usize, Vec<String>)> =
-        Default::default();
-    for d in &recent {
-        let Ok(Some(ctx)) = context_of(d) else {
-            continue;
-        };
-        compared += 1;
-        let source = StatedFacts::new(&ctx, None, None);
-        let Some(e) = what_if(&rt, &ctx, &source).await.1 else {
-            continue;
-        };
-        let e = e.explanation;
-        if same_decision(d, &e) {
-            continue;
-        }
-        changed += 1;
-        let key = [
-            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
-            d.policy_outcome.clone().unwrap_or_default(),
-            e.outcome.as_str().to_string(),
-            d.policy.clone().unwrap_or_else(|| "(default)".into()),
-            e.policy.clone().unwrap_or_else(|| "(default)".into()),
-        ];
-        let g = groups.entry(key).or_default();
-        g.0 += 1;
-        if g.1.len() < REPLAY_EXAMPLES {
-            g.1.push(d.request_id.clone());
-        }
-    }
-    let groups: Vec<_> = groups
-        .into_iter()
-        .map(|([app, from, to, before, after], (count, examples))| {
-            json!({ "app": app, "from": from, "to": to, "policy_before": before,
-                    "policy_after": after, "count": count, "examples": examples })
-        })
-        .collect();
-    Ok(json!({
-        "since": since, "decisions": recent.len(), "compared": compared,
-        "changed": changed, "groups": groups,
-    }))
+    let from = Utc::now() - chrono::Duration::hours(24);
+    let report = replay::replay(
+        st.stores.durable.as_ref(),
+        &rt,
+        from,
+        REPLAY_EXAMPLES,
+        st.signals.geoip.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        replay::ReplayError::Store(e) => Problem::from(e),
+        e => Problem::unprocessable("unreadable-record", e.to_string()),
+    })?;
+    serde_json::to_value(report).map_err(|e| Problem::unavailable("replay", e))
 }

@@ -12,7 +12,7 @@
 //! - [`problem`]: RFC 9457 problem documents for every error, and the extractors that
 //!   answer a bad query or body with one naming the field.
 //! - One file per resource: [`users`], [`devices`], [`sessions`], [`decisions`],
-//!   [`audit`], [`policies`], [`config`].
+//!   [`audit`], [`policies`] (with [`policy_history`]: versions saved in the store), [`config`].
 //! - [`console`]: the admin console, server-rendered pages under `{portal}/admin/` (a
 //!   dashboard, users, devices, sessions, decisions and their traces, policies with
 //!   what-if and a draft's validation, the audit log), one file per page, reading through
@@ -30,6 +30,7 @@ pub mod decisions;
 pub mod devices;
 pub mod openapi;
 pub mod policies;
+pub mod policy_history;
 pub mod problem;
 pub mod sessions;
 pub mod tokens;
@@ -105,7 +106,7 @@ macro_rules! endpoint {
 }
 
 /// Every endpoint of the API (the OpenAPI document is built from this table).
-pub static ENDPOINTS: [Endpoint; 24] = [
+pub static ENDPOINTS: [Endpoint; 31] = [
     endpoint!(GET "/users" "listUsers" "users" UsersRead
         "Users by username; `search` matches username, name and e-mail"
         query: &[Param { name: "search", about: "a substring of the username, name or e-mail (any case)" },
@@ -152,6 +153,18 @@ pub static ENDPOINTS: [Endpoint; 24] = [
         "A recorded decision with its trace (as recorded, or worked out again from its context)"),
     endpoint!(POST "/decisions/{request_id}/rerun" "rerunDecision" "decisions" DecisionsRead
         "Decides the recorded request again under the configuration in force, through the access pipeline"),
+    endpoint!(POST "/decisions/replay" "replayDecisions" "decisions" DecisionsRead
+        "Decides every decision recorded over `since` again under a draft: how many outcomes would change, grouped by app and policy, with examples"
+        query: &[Param { name: "since", about: "how far back (`24h`, `7d`; default 24h)" },
+                 Param { name: "examples", about: "request ids shown per group (default 3, at most 20)" },
+                 Param { name: "policies_only", about: "true: the body is a policy set (`policies:` only), loaded with the configuration files in force" }];
+        body: "the draft as YAML text: a whole configuration, or a policy set with `policies_only=true`"),
+    endpoint!(GET "/audit/export" "exportAudit" "audit" AuditRead
+        "Audit events in append order, one a line (`application/x-ndjson`), as stepgate records them or as OCSF"
+        query: &[Param { name: "format", about: "jsonl (default) or ocsf" },
+                 Param { name: "kind", about: "only this kind" },
+                 Param { name: "since", about: "RFC 3339 time, inclusive" },
+                 Param { name: "until", about: "RFC 3339 time, exclusive" }];),
     endpoint!(GET "/audit" "searchAudit" "audit" AuditRead
         "Audit events in append order (or newest first); follow `next_after_seq`"
         query: &[Param { name: "kind", about: "only this kind (`admin.write`, `login.failure`, …)" },
@@ -174,6 +187,21 @@ pub static ENDPOINTS: [Endpoint; 24] = [
     endpoint!(POST "/policies/what-if" "whatIf" "policies" PoliciesRead
         "Decides a stated request context under the configuration in force, with the trace"
         body: "a request context (docs/configuration.md#request-context)"),
+    endpoint!(GET "/policies/versions" "listPolicyVersions" "policies" PoliciesRead
+        "Saved versions of the policy set (`admin.policy_edits: store`), newest first; follow `next` as `before`"
+        query: &[Param { name: "before", about: "only versions numbered below this" },
+                 Param { name: "limit", about: "at most this many (default 50, at most 200)" }];),
+    endpoint!(GET "/policies/versions/{version}" "showPolicyVersion" "policies" PoliciesRead
+        "A saved version of the policy set, with its YAML text"),
+    endpoint!(GET "/policies/versions/{version}/diff" "diffPolicyVersions" "policies" PoliciesRead
+        "A unified diff from another version (`against`, by default the one before; 0 is the empty set) to this one"
+        query: &[Param { name: "against", about: "the version to compare with" }];),
+    endpoint!(POST "/policies/versions" "savePolicyVersion" "policies" PoliciesWrite
+        "Saves a draft policy set as the next version and puts it in force on every node; a draft that does not load with the configuration files is refused with each error's line and column"
+        body: "{\"text\": the policy set as YAML (`policies:` only), \"base\"?: the version it was edited from, \"note\"?: text}"),
+    endpoint!(POST "/policies/versions/{version}/rollback" "rollbackPolicyVersion" "policies" PoliciesWrite
+        "Saves this version's policy set again as the next version (one-click rollback), in force on every node"
+        body: "{\"base\"?: the newest version as the caller saw it, \"note\"?: text} (may be empty)"),
     endpoint!(GET "/config" "showConfig" "config" ConfigRead
         "The configuration in force: its version hash, files and counts"),
     endpoint!(POST "/config/reload" "reloadConfig" "config" ConfigWrite
@@ -202,11 +230,18 @@ fn handler(e: &Endpoint) -> Option<MethodRouter<Shared>> {
         "searchDecisions" => on(f, decisions::search),
         "showDecision" => on(f, decisions::show),
         "rerunDecision" => on(f, decisions::rerun),
+        "replayDecisions" => on(f, decisions::replay_draft),
+        "exportAudit" => on(f, audit::export),
         "searchAudit" => on(f, audit::search),
         "verifyAudit" => on(f, audit::verify),
         "listPolicies" => on(f, policies::list),
         "validatePolicies" => on(f, policies::validate),
         "whatIf" => on(f, policies::what_if),
+        "listPolicyVersions" => on(f, policy_history::list),
+        "showPolicyVersion" => on(f, policy_history::show),
+        "diffPolicyVersions" => on(f, policy_history::diff),
+        "savePolicyVersion" => on(f, policy_history::save),
+        "rollbackPolicyVersion" => on(f, policy_history::rollback),
         "showConfig" => on(f, config::show),
         "reloadConfig" => on(f, config::reload),
         "openapi" => on(f, openapi::serve),

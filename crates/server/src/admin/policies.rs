@@ -113,23 +113,26 @@ pub async fn check_draft(
             }),
             cfg,
         )),
-        Err(e) => {
-            let errors: Vec<_> = e
-                .diagnostics
-                .iter()
-                .map(|d| json!({ "line": d.line, "column": d.column, "message": d.message, "text": d.to_string() }))
-                .collect();
-            let mut p = Problem::unprocessable(
-                "invalid-configuration",
-                format!(
-                    "the draft has {} error(s); each is in `errors` with its line and column",
-                    errors.len()
-                ),
-            );
-            p.errors = Some(serde_json::Value::Array(errors));
-            Err(p)
-        }
+        Err(e) => Err(invalid_draft(e)),
     }
+}
+
+/// The 422 for a draft that does not load: every error with its line and column.
+pub fn invalid_draft(e: stepgate_config::ConfigError) -> Problem {
+    let errors: Vec<_> = e
+        .diagnostics
+        .iter()
+        .map(|d| json!({ "file": d.file, "line": d.line, "column": d.column, "message": d.message, "text": d.to_string() }))
+        .collect();
+    let mut p = Problem::unprocessable(
+        "invalid-configuration",
+        format!(
+            "the draft has {} error(s); each is in `errors` with its line and column",
+            errors.len()
+        ),
+    );
+    p.errors = Some(serde_json::Value::Array(errors));
+    p
 }
 
 /// `POST /policies/what-if`: the body is a request context, as `stepgate what-if` reads.

@@ -29,7 +29,7 @@ pub enum Scope {
     AuditRead,
     /// List policies, validate a draft, what-if.
     PoliciesRead,
-    /// (Reserved: policies live in the configuration files.)
+    /// Save and roll back policy sets (`admin.policy_edits: store`).
     PoliciesWrite,
     /// The configuration's version.
     ConfigRead,

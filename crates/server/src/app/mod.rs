@@ -15,6 +15,7 @@ pub mod responses;
 pub mod routes;
 pub mod signer;
 pub mod state;
+pub mod stored_policies;
 pub mod tls;
 
 use std::sync::Arc;
@@ -69,7 +70,7 @@ pub async fn build_state_with(
     options: ServeOptions,
     source: Option<SignalSourceFactory>,
 ) -> anyhow::Result<Shared> {
-    let (stores, cache) = open(&config, &key).await?;
+    let (stores, cache, feed) = open(&config, &key).await?;
     let settings = AuthnSettings {
         factors: config.factors.clone(),
         assurance: config.assurance.clone(),
@@ -153,7 +154,8 @@ pub async fn build_state_with(
         idps.check_credentials(p)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    Ok(Arc::new(AppState {
+    let stored_policies = stored_policies::StoredPolicies::new(config.admin.policy_edits);
+    let st = Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
         stores,
         authn,
@@ -175,8 +177,11 @@ pub async fn build_state_with(
         assertions: crate::gateway::assertion::AssertionCache::default(),
         audit,
         siem,
-    }))
-    .inspect(|st| {
+        stored_policies,
+    });
+    // Before anything runs on the state: the stored policy set in force, or no start.
+    stored_policies::start(&st, feed).await?;
+    Ok(st).inspect(|st| {
         crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
         st.sessions
             .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
@@ -191,8 +196,12 @@ pub async fn build_state_with(
     })
 }
 
-/// The stores (behind the node's read cache), with the configuration's users synced.
-async fn open(config: &Config, key: &SecretKey) -> anyhow::Result<(Stores, Arc<Caches>)> {
+/// The stores (behind the node's read cache), with the configuration's users synced, and
+/// the change feed when several nodes share them.
+async fn open(
+    config: &Config,
+    key: &SecretKey,
+) -> anyhow::Result<(Stores, Arc<Caches>, Option<Arc<stepgate_store::ChangeFeed>>)> {
     let data_dir = config.base_dir.join(&config.server.data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -207,19 +216,23 @@ async fn open(config: &Config, key: &SecretKey) -> anyhow::Result<(Stores, Arc<C
     }
     // Several nodes share the hot state only through Redis: there, each node announces its
     // writes and drops what the others announce.
-    if let Some(redis) = &config.store.redis {
+    let feed = if let Some(redis) = &config.store.redis {
         let feed = stepgate_store::ChangeFeed::connect(redis)
             .await
             .context("connecting the change feed to Redis")?;
-        cache.listen(Arc::new(feed));
-    }
+        let feed = Arc::new(feed);
+        cache.listen(feed.clone());
+        Some(feed)
+    } else {
+        None
+    };
     if !config.users.is_empty() {
         let report = sync_users(stores.durable.as_ref(), key, &config.users)
             .await
             .context("syncing users from the configuration")?;
         tracing::info!(?report, "users from the configuration synced");
     }
-    Ok((stores, cache))
+    Ok((stores, cache, feed))
 }
 
 /// The access pipeline and the services it owns: sessions, the device registry, and the
@@ -264,7 +277,11 @@ fn pipeline(
         )),
     };
     let log = Arc::new(DecisionLog::new(log_queue));
-    let metrics = Arc::new(crate::metrics::Metrics::new(Some(log.stats()), Some(audit)));
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        Some(log.stats()),
+        Some(audit),
+        Some(&cache.lookups),
+    ));
     let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
         .with_decision_log(log)
         .with_metrics(metrics.clone());

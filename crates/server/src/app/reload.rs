@@ -57,49 +57,24 @@ pub enum ReloadRefused {
 }
 
 /// [`reload`], saying why not: the new configuration's version, or the errors (also
-/// logged). The admin API's reload and SIGHUP both come here.
+/// logged). The admin API's reload and SIGHUP both come here. With `admin.policy_edits:
+/// store`, the stored policy set in force takes the place of the files' `policies:`.
 pub fn reload_checked(state: &Shared) -> Result<String, ReloadRefused> {
-    let Some(path) = state.options.config_path.clone() else {
-        tracing::warn!("reload: no configuration file to reload (built-in demo configuration)");
-        return Err(ReloadRefused::NoFile);
-    };
-    match stepgate_config::load(Path::new(&path)) {
-        Ok(cfg) => {
-            // The connectors first: one that cannot be built (a secret that cannot be
-            // read) refuses the whole reload, and the running connectors go on.
-            let connectors = match crate::devices::connectors::Connectors::reload(state, &cfg) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; keeping the running configuration and connectors");
-                    return Err(ReloadRefused::Invalid(vec![e.to_string()]));
-                }
-            };
-            if connectors != Default::default() {
-                tracing::info!(added = ?connectors.added, removed = ?connectors.removed,
-                    changed = ?connectors.changed, "device connectors reloaded");
-            }
-            let n = cfg.policy_set.len();
-            let version = cfg.version.clone();
-            state.cache.set_ttl(cfg.sessions.cache_ttl());
-            // A client that asks for an algorithm no key exists for yet gets one now.
-            let keys = state.oidc_keys.clone();
-            let (key_cfg, algs) = (
-                crate::oidc::tokens::key_config(&cfg),
-                crate::oidc::tokens::key_algs(&cfg),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = keys
-                    .maintain_algs(&key_cfg, &algs, chrono::Utc::now())
-                    .await
-                {
-                    tracing::warn!(error = %e, "oidc keys: making the keys the reloaded clients ask for failed");
-                }
-            });
-            state.runtime.store(Arc::new(Runtime::new(cfg)));
-            tracing::info!(policies = n, %version, "configuration reloaded");
-            Ok(version)
+    let stored = state.stored_policies.in_force();
+    let name = stored
+        .as_ref()
+        .map(|v| super::stored_policies::source_name(Some(v.version)));
+    let policies = stored
+        .as_ref()
+        .zip(name.as_deref())
+        .map(|(v, n)| (n, v.text.as_str()));
+    match load_config(state, policies) {
+        Ok(cfg) => swap_in(state, cfg),
+        Err(None) => {
+            tracing::warn!("reload: no configuration file to reload (built-in demo configuration)");
+            Err(ReloadRefused::NoFile)
         }
-        Err(e) => {
+        Err(Some(e)) => {
             for d in &e.diagnostics {
                 tracing::error!(%d, "reload refused; keeping the running configuration");
             }
@@ -108,4 +83,58 @@ pub fn reload_checked(state: &Shared) -> Result<String, ReloadRefused> {
             ))
         }
     }
+}
+
+/// Loads the configuration file as a reload does, with `policies` (a policy set's name and
+/// YAML text) in place of its `policies:` when given. `Err(None)`: there is no file (the
+/// built-in demo configuration).
+pub(crate) fn load_config(
+    state: &Shared,
+    policies: Option<(&str, &str)>,
+) -> Result<stepgate_config::Config, Option<stepgate_config::ConfigError>> {
+    let path = state.options.config_path.clone().ok_or(None)?;
+    match policies {
+        Some((name, text)) => stepgate_config::load_with_policies(Path::new(&path), name, text),
+        None => stepgate_config::load(Path::new(&path)),
+    }
+    .map_err(Some)
+}
+
+/// Puts a loaded configuration in force: its connectors first (one that cannot be built
+/// refuses the whole reload, and the running ones go on), then the rest, swapped whole.
+pub(crate) fn swap_in(
+    state: &Shared,
+    cfg: stepgate_config::Config,
+) -> Result<String, ReloadRefused> {
+    let connectors = match crate::devices::connectors::Connectors::reload(state, &cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; keeping the running configuration and connectors");
+            return Err(ReloadRefused::Invalid(vec![e.to_string()]));
+        }
+    };
+    if connectors != Default::default() {
+        tracing::info!(added = ?connectors.added, removed = ?connectors.removed,
+            changed = ?connectors.changed, "device connectors reloaded");
+    }
+    let n = cfg.policy_set.len();
+    let version = cfg.version.clone();
+    state.cache.set_ttl(cfg.sessions.cache_ttl());
+    // A client that asks for an algorithm no key exists for yet gets one now.
+    let keys = state.oidc_keys.clone();
+    let (key_cfg, algs) = (
+        crate::oidc::tokens::key_config(&cfg),
+        crate::oidc::tokens::key_algs(&cfg),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = keys
+            .maintain_algs(&key_cfg, &algs, chrono::Utc::now())
+            .await
+        {
+            tracing::warn!(error = %e, "oidc keys: making the keys the reloaded clients ask for failed");
+        }
+    });
+    state.runtime.store(Arc::new(Runtime::new(cfg)));
+    tracing::info!(policies = n, %version, "configuration reloaded");
+    Ok(version)
 }

@@ -276,6 +276,8 @@ pub struct AppState {
     pub audit: Arc<crate::app::audit::AuditOutbox>,
     /// The SIEM streams of the audit log (`audit.stream`).
     pub siem: crate::siem::Streams,
+    /// The stored policy set in force (`admin.policy_edits: store`).
+    pub stored_policies: super::stored_policies::StoredPolicies,
 }
 
 /// The state as handlers receive it.

@@ -77,6 +77,8 @@ pub struct Caches {
     /// `store.postgres.fail_mode: cached`: how long after it was read a durable record
     /// (user, device) may still answer while the durable store fails (ms; 0: never).
     stale_ms: AtomicU64,
+    /// Hits and misses of the read-through maps (`stepgate_cache_*_total`).
+    pub lookups: crate::metrics::CacheLookups,
 }
 
 impl std::fmt::Debug for Caches {
@@ -276,6 +278,8 @@ impl Caches {
                 self.devices.invalidate(id.as_str());
                 self.device_lists.clear();
             }
+            // Not a cached record: `app::stored_policies` follows it.
+            Change::PolicySet(_) => {}
         }
     }
 
@@ -382,8 +386,14 @@ impl Caches {
         }
         // A hit costs no allocation: the key is copied only to cache a miss.
         let generation = match map.get(key, ttl, self.clock.now()) {
-            Ok(v) => return Ok(v),
-            Err(g) => g,
+            Ok(v) => {
+                self.lookups.hits.inc();
+                return Ok(v);
+            }
+            Err(g) => {
+                self.lookups.misses.inc();
+                g
+            }
         };
         let v = match read.await {
             Ok(v) => v,

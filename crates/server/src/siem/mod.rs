@@ -9,9 +9,17 @@
 //! the receiver took is not sent again. A delivery the receiver took whose cursor could not
 //! be written (the store went away at that moment) is sent again after a restart: every
 //! event carries its sequence number (`seq`, OCSF `metadata.sequence`) for a receiver to
-//! drop a repeat. Run the streams on one node: two nodes streaming to the same receiver both
-//! deliver.
+//! drop a repeat.
+//!
+//! On several nodes (each configured with the same streams), one node delivers each stream:
+//! the holder of the stream's lease in the durable store (`audit-stream:<name>`, held for
+//! [`LEASE_TTL`] and renewed while it delivers). The others wait, and the first to find the
+//! lease expired or given up (a node stopping gives its leases up) takes the stream over
+//! from the cursor in the store, so N nodes deliver each event once. A holder delivers only
+//! with [`DELIVER_MIN`] of its lease left, so a batch it sends cannot overlap another node's
+//! unless the delivery itself outlasts that margin.
 
+pub mod export;
 pub mod ocsf;
 mod syslog;
 mod webhook;
@@ -32,6 +40,13 @@ use tokio::task::JoinHandle;
 
 /// How often a stream with nothing to deliver looks for new events.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long a node holds a stream's lease without renewing it.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// A holder renews its lease when less than this is left.
+const RENEW_WITHIN: Duration = Duration::from_secs(10);
+/// A holder delivers a batch only with at least this much of its lease left.
+pub const DELIVER_MIN: Duration = Duration::from_secs(5);
 
 /// The first wait after a failed delivery (it doubles up to `max_backoff`).
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -63,6 +78,7 @@ pub struct StreamStats {
     failures: Family<StreamLabel, Counter>,
     lag: Family<StreamLabel, Gauge>,
     cursor: Family<StreamLabel, Gauge>,
+    delivering: Family<StreamLabel, Gauge>,
 }
 
 impl StreamStats {
@@ -88,6 +104,11 @@ impl StreamStats {
             "Sequence number of the last audit event the stream delivered",
             self.cursor.clone(),
         );
+        registry.register(
+            "stepgate_audit_stream_delivering",
+            "1 when this node holds the stream's lease and delivers it, 0 when another node does",
+            self.delivering.clone(),
+        );
     }
 
     fn label(stream: &str) -> StreamLabel {
@@ -109,6 +130,8 @@ pub struct Streams {
     ready: Mutex<Vec<Ready>>,
     running: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
+    /// This node's name as a lease holder (random, per process).
+    holder: String,
 }
 
 impl Streams {
@@ -141,6 +164,7 @@ impl Streams {
             ready: Mutex::new(ready),
             running: Mutex::default(),
             stop: watch::channel(false).0,
+            holder: stepgate_store::new_id()[..16].to_string(),
         })
     }
 
@@ -168,6 +192,8 @@ impl Streams {
                 durable: durable.clone(),
                 stats: stats.clone(),
                 stop: self.stop.subscribe(),
+                holder: self.holder.clone(),
+                held_until: None,
             };
             running.push(tokio::spawn(task.run()));
         }
@@ -196,9 +222,34 @@ struct Task {
     durable: Arc<dyn DurableStore>,
     stats: StreamStats,
     stop: watch::Receiver<bool>,
+    holder: String,
+    /// Until when this node surely holds the stream's lease (none: it does not).
+    held_until: Option<tokio::time::Instant>,
 }
 
 impl Task {
+    fn lease_name(&self) -> String {
+        format!("audit-stream:{}", self.name)
+    }
+
+    /// Whether this node holds the stream's lease with [`DELIVER_MIN`] left, taking or
+    /// renewing it when less than [`RENEW_WITHIN`] is left.
+    async fn hold(&mut self) -> stepgate_store::StoreResult<bool> {
+        let now = tokio::time::Instant::now();
+        if self.held_until.is_some_and(|u| u > now + RENEW_WITHIN) {
+            return Ok(true);
+        }
+        // Counted from before the call: the store's expiry is later than this.
+        let got = self
+            .durable
+            .acquire_lease(&self.lease_name(), &self.holder, LEASE_TTL)
+            .await?;
+        self.held_until = got.then_some(now + LEASE_TTL);
+        Ok(self
+            .held_until
+            .is_some_and(|u| u > tokio::time::Instant::now() + DELIVER_MIN))
+    }
+
     /// Waits `d`, or less when the streams stop; whether they did.
     async fn pause(&mut self, d: Duration) -> bool {
         if *self.stop.borrow() {
@@ -219,6 +270,40 @@ impl Task {
         loop {
             if *self.stop.borrow() {
                 break;
+            }
+            let held = self.held_until.is_some();
+            // Lapsed (or never held): another node may have delivered since.
+            let lapsed = self
+                .held_until
+                .is_none_or(|u| u <= tokio::time::Instant::now());
+            match self.hold().await {
+                Ok(true) => {
+                    if lapsed {
+                        cursor = None;
+                    }
+                    if !held {
+                        tracing::info!(stream = %self.name, "audit stream: this node delivers it (lease taken)");
+                        self.stats.delivering.get_or_create(&label).set(1);
+                    }
+                }
+                Ok(false) => {
+                    // Another node delivers; the cursor is read anew when this one takes over.
+                    cursor = None;
+                    self.stats.delivering.get_or_create(&label).set(0);
+                    if self.pause(POLL).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot take or renew its lease");
+                    self.stats.failures.get_or_create(&label).inc();
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(self.max_backoff);
+                    continue;
+                }
             }
             let after = match cursor {
                 Some(c) => c,
@@ -299,6 +384,16 @@ impl Task {
                     }
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
+            }
+        }
+        if self.held_until.is_some() {
+            // Given up so that another node takes the stream over at once.
+            if let Err(e) = self
+                .durable
+                .release_lease(&self.lease_name(), &self.holder)
+                .await
+            {
+                tracing::warn!(stream = %self.name, error = %e, "audit stream: could not give its lease up; another node takes over when it expires");
             }
         }
         tracing::info!(stream = %self.name, "audit stream stopped");

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use minijinja::context;
 
 use super::{param, shown, Admin};
-use crate::admin::audit::{export as export_events, query, Search};
+use crate::admin::audit::{export_text as export_events, query, Search};
 use crate::portal::error::PortalError;
 use crate::portal::extract::{SignedIn, Visit};
 

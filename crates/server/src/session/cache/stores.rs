@@ -21,6 +21,7 @@ pub fn wrap(stores: Stores, ttl: Duration) -> (Stores, Arc<Caches>) {
         feed: OnceLock::new(),
         trusted: std::sync::atomic::AtomicBool::new(true),
         stale_ms: AtomicU64::new(0),
+        lookups: Default::default(),
     });
     let wrapped = Stores {
         durable: Arc::new(CachedDurable {
@@ -382,5 +383,36 @@ impl DurableStore for CachedDurable {
 
     async fn set_audit_stream_cursor(&self, stream: &str, seq: i64) -> StoreResult<()> {
         self.inner.set_audit_stream_cursor(stream, seq).await
+    }
+
+    async fn save_policy_version(&self, v: &stepgate_store::PolicyVersion) -> StoreResult<()> {
+        self.inner.save_policy_version(v).await
+    }
+
+    async fn get_policy_version(
+        &self,
+        version: i64,
+    ) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
+        self.inner.get_policy_version(version).await
+    }
+
+    async fn latest_policy_version(&self) -> StoreResult<Option<stepgate_store::PolicyVersion>> {
+        self.inner.latest_policy_version().await
+    }
+
+    async fn list_policy_versions(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<stepgate_store::PolicyVersion>> {
+        self.inner.list_policy_versions(before, limit).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        self.inner.acquire_lease(name, holder, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.inner.release_lease(name, holder).await
     }
 }

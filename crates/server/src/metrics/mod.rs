@@ -23,9 +23,12 @@
 //! | `stepgate_audit_stream_failures_total` | counter | `stream` | failed deliveries |
 //! | `stepgate_audit_stream_lag_events` | gauge | `stream` | audit events not yet delivered |
 //! | `stepgate_audit_stream_cursor` | gauge | `stream` | the last sequence number delivered |
+//! | `stepgate_audit_stream_delivering` | gauge (0/1) | `stream` | 1 on the node that holds the stream's lease and delivers it |
 //! | `stepgate_factor_verifications_total` | counter | `factor`, `result` | factor verifications (`success`, `failure`, `refused`, `error`), told by the authenticator ([`stepgate_authn::AuthnObserver`]) |
 //! | `stepgate_lockouts_total` | counter | `target` | accounts locked (`user`) and addresses banned (`ip`) |
-//! | `stepgate_sessions_live` | gauge | | live sessions in the hot store, counted at each scrape |
+//! | `stepgate_cache_hits_total` | counter | | reads the node's read cache answered (sessions, users, devices, sign-in histories; hit ratio: hits / (hits + misses)) |
+//! | `stepgate_cache_misses_total` | counter | | reads it passed to the stores |
+//! | `stepgate_sessions_live` | gauge | | live sessions in the hot store (all nodes), counted at a scrape: at each on SQLite, at most every 30 s on Redis (a count scans its keys) |
 //! | `stepgate_connector_syncs_total` | counter | `connector`, `result` | device connector syncs, `success` or `failure` |
 //! | `stepgate_connector_sync_duration_seconds` | histogram | `connector`, `result` | how long a sync took (listing the UEM and applying every device) |
 //! | `stepgate_connector_device_errors_total` | counter | `connector` | devices a successful sync could not map or apply |
@@ -45,10 +48,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,7 +56,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::access::Verdict;
-use crate::app::state::Shared;
+
+mod endpoint;
+pub use endpoint::SCANNED_COUNT_EVERY;
 
 /// The `outcome` label of a verdict.
 pub fn outcome(v: &Verdict) -> &'static str {
@@ -139,6 +140,15 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// The read cache's lookups (`session::cache`), counted where they happen.
+#[derive(Clone, Debug, Default)]
+pub struct CacheLookups {
+    /// Answered from the cache.
+    pub hits: Counter,
+    /// Passed to the store.
+    pub misses: Counter,
+}
+
 /// The node's metrics (see the module documentation).
 pub struct Metrics {
     id: u64,
@@ -161,6 +171,7 @@ pub struct Metrics {
     factor_verifications: Family<FactorResult, Counter>,
     lockouts: Family<LockoutTarget, Counter>,
     sessions_live: Gauge,
+    sessions_counted: endpoint::LastCount,
     backchannel_logouts: Family<Outcome, Counter>,
     addr: OnceLock<SocketAddr>,
 }
@@ -184,8 +195,21 @@ impl Metrics {
     pub fn new(
         log: Option<&crate::access::decision_log::LogStats>,
         audit: Option<&crate::app::audit::AuditStats>,
+        cache: Option<&CacheLookups>,
     ) -> Self {
         let mut registry = Registry::default();
+        if let Some(c) = cache {
+            registry.register(
+                "stepgate_cache_hits",
+                "Reads answered by the node's read cache (sessions, users, devices, sign-in histories)",
+                c.hits.clone(),
+            );
+            registry.register(
+                "stepgate_cache_misses",
+                "Reads the node's read cache passed to the stores (absent, expired, or dropped after a change)",
+                c.misses.clone(),
+            );
+        }
         let requests = Family::<AppOutcome, Counter>::default();
         let request_seconds =
             Family::<AppOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
@@ -353,7 +377,7 @@ impl Metrics {
         );
         registry.register(
             "stepgate_sessions_live",
-            "Live sessions in the hot store (all nodes), counted at each scrape",
+            "Live sessions in the hot store (all nodes); counted at a scrape, at most every 30 s on Redis",
             sessions_live.clone(),
         );
         Metrics {
@@ -376,6 +400,7 @@ impl Metrics {
             factor_verifications,
             lockouts,
             sessions_live,
+            sessions_counted: endpoint::LastCount::default(),
             backchannel_logouts,
             addr: OnceLock::new(),
         }
@@ -542,42 +567,7 @@ impl Metrics {
         let mut open_metrics = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry);
-        prometheus_text(&open_metrics)
-    }
-
-    /// Where the metrics listener listens, once it does.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr.get().copied()
-    }
-
-    /// Starts the metrics listener when `server.metrics_listen` is set.
-    pub async fn spawn_listener(st: &Shared) -> anyhow::Result<()> {
-        let Some(addr) = st
-            .runtime
-            .load()
-            .config
-            .server
-            .metrics_listen
-            .as_ref()
-            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-        else {
-            return Ok(());
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening for metrics on {addr}"))?;
-        let bound = listener.local_addr()?;
-        let _ = st.metrics.addr.set(bound);
-        let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(scrape))
-            .with_state(st.clone());
-        tracing::info!(addr = %bound, "serving metrics");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "the metrics listener stopped");
-            }
-        });
-        Ok(())
+        endpoint::prometheus_text(&open_metrics)
     }
 }
 
@@ -598,64 +588,4 @@ impl stepgate_authn::AuthnObserver for Metrics {
     fn lockout(&self, target: &'static str) {
         self.lockouts.get_or_create(&LockoutTarget { target }).inc();
     }
-}
-
-/// OpenMetrics text (what the client library writes) as the Prometheus text format, which
-/// every Prometheus and `promtool check metrics` read: a counter's `HELP` and `TYPE` name
-/// its samples (`x_total`, not OpenMetrics' `x`), and there is no `# EOF` or `# UNIT`.
-fn prometheus_text(open_metrics: &str) -> String {
-    let mut out = String::with_capacity(open_metrics.len());
-    let counters: std::collections::HashSet<&str> = open_metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    for line in open_metrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(prefix);
-                out.push_str(name);
-                if counters.contains(name) {
-                    out.push_str("_total");
-                }
-                out.push(' ');
-                out.push_str(tail);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-async fn scrape(State(st): State<Shared>) -> Response {
-    let queued = st.access.decision_log().map_or(0, |l| l.queued());
-    let now = chrono::Utc::now();
-    for name in st.connectors.names() {
-        let stale = st.connectors.health().stale(&name, now).is_some();
-        st.metrics.connector_stale(&name, stale);
-    }
-    match st.stores.hot.count_sessions().await {
-        Ok(n) => {
-            st.metrics
-                .sessions_live
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the live sessions"),
-    }
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.metrics.encode(queued),
-    )
-        .into_response()
 }

@@ -1,0 +1,179 @@
+//! Recorded decisions decided again: one (`explain --rerun`, the admin API's re-run) or
+//! every one of a period under a draft configuration (`stepgate replay`, `POST
+//! /decisions/replay`), through the what-if pipeline ([`super::what_if`]) with the facts the
+//! record holds. What a re-decided record is compared on lives here once, for the CLI and
+//! the API alike.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use stepgate_policy::{Explanation, OutcomeKind, RequestContext};
+use stepgate_signals::geoip::GeoIp;
+use stepgate_store::{DecisionQuery, DecisionRecord, DurableStore, StoreError};
+
+use super::what_if::{what_if, StatedFacts};
+use crate::app::state::Runtime;
+
+/// The context `d` was decided on, when it reached the policies.
+pub fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, serde_json::Error> {
+    match d.detail.get("context") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some),
+    }
+}
+
+/// Whether `e` (a decision again) is the recorded policy decision: the same outcome and,
+/// for a step-up, the same requirement.
+pub fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
+    let Some(before) = d.policy_outcome.as_deref() else {
+        return true;
+    };
+    if before != e.outcome.as_str() {
+        return false;
+    }
+    if e.outcome != OutcomeKind::StepUp {
+        return true;
+    }
+    match d.detail.get("policy_requirement").filter(|r| !r.is_null()) {
+        Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
+        // Recorded under a configuration no longer in force: the outcome alone compares.
+        None => true,
+    }
+}
+
+/// `ctx` decided under `rt` with the facts it states (and what `geoip` knows of its
+/// address); `None` when it does not reach the policies.
+pub async fn redecide(
+    rt: &Runtime,
+    ctx: &RequestContext,
+    geoip: Option<&GeoIp>,
+) -> Option<Explanation> {
+    let source = StatedFacts::new(ctx, None, geoip);
+    let (_, explained) = what_if(rt, ctx, &source).await;
+    explained.map(|e| e.explanation)
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The decision log could not be read.
+    #[error("reading the decision log: {0}")]
+    Store(#[from] StoreError),
+    /// A record's context does not read.
+    #[error("the context recorded for {request_id} does not read: {error}")]
+    Unreadable {
+        /// The record's request id.
+        request_id: String,
+        /// Why.
+        error: serde_json::Error,
+    },
+}
+
+/// One group of changed outcomes: the same app, outcomes and deciding policies.
+#[derive(Debug, Serialize)]
+pub struct Changed {
+    /// The app (`(sign-in)` for a sign-in).
+    pub app: String,
+    /// The recorded outcome.
+    pub from: String,
+    /// The outcome under the draft.
+    pub to: String,
+    /// The policy that decided before (`(default)`: none).
+    pub policy_before: String,
+    /// The draft's deciding policy.
+    pub policy_after: String,
+    /// How many.
+    pub count: usize,
+    /// The first few request ids.
+    pub examples: Vec<String>,
+}
+
+/// What a replay found.
+#[derive(Debug, Serialize)]
+pub struct ReplayReport {
+    /// The start of the period.
+    pub since: DateTime<Utc>,
+    /// Decisions recorded in the period.
+    pub decisions: usize,
+    /// Those that reached the policies (and were decided again).
+    pub compared: usize,
+    /// Those whose outcome would change.
+    pub changed: usize,
+    /// The changes, grouped by app, outcomes and policies.
+    pub groups: Vec<Changed>,
+}
+
+/// A group's key: app, outcome before and after, policy before and after.
+type GroupKey = (String, String, String, String, String);
+
+/// Decides every decision `log` recorded since `since` again under `rt`, oldest first, and
+/// groups the changed outcomes (with up to `examples` request ids each).
+pub async fn replay(
+    log: &dyn DurableStore,
+    rt: &Runtime,
+    since: DateTime<Utc>,
+    examples: usize,
+    geoip: Option<&GeoIp>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut q = DecisionQuery {
+        since: Some(since),
+        oldest_first: true,
+        limit: 1000,
+        ..Default::default()
+    };
+    let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
+    let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
+    loop {
+        let page = log.list_decisions(&q).await?;
+        let Some(last) = page.last() else { break };
+        q.after = Some((last.time, last.request_id.clone()));
+        for d in &page {
+            total += 1;
+            let ctx = context_of(d).map_err(|error| ReplayError::Unreadable {
+                request_id: d.request_id.clone(),
+                error,
+            })?;
+            let Some(ctx) = ctx else { continue };
+            let Some(e) = redecide(rt, &ctx, geoip).await else {
+                continue;
+            };
+            compared += 1;
+            if same_decision(d, &e) {
+                continue;
+            }
+            changed += 1;
+            let key = (
+                d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
+                d.policy_outcome.clone().unwrap_or_default(),
+                e.outcome.as_str().to_string(),
+                d.policy.clone().unwrap_or_else(|| "(default)".into()),
+                e.policy.clone().unwrap_or_else(|| "(default)".into()),
+            );
+            let g = groups.entry(key).or_default();
+            g.0 += 1;
+            if g.1.len() < examples {
+                g.1.push(d.request_id.clone());
+            }
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|((app, from, to, pb, pa), (count, examples))| Changed {
+            app,
+            from,
+            to,
+            policy_before: pb,
+            policy_after: pa,
+            count,
+            examples,
+        })
+        .collect();
+    Ok(ReplayReport {
+        since,
+        decisions: total,
+        compared,
+        changed,
+        groups,
+    })
+}
