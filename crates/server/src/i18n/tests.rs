@@ -195,6 +195,21 @@ fn the_cookie_wins_then_accept_language_by_weight_then_english() {
         ])),
         Lang::Fr
     );
+    // The cookie is found among others and in any line (HTTP/2 sends one per cookie); a
+    // name that only holds it is another cookie.
+    assert_eq!(
+        negotiate(&headers(&[
+            ("cookie", "stepgate_session=s; stepgate_x=1"),
+            ("cookie", "a=b; stepgate_lang=fr")
+        ])),
+        Lang::Fr
+    );
+    assert_eq!(
+        negotiate(&headers(&[("cookie", "xstepgate_lang=fr; stepgate_langs=fr")])),
+        Lang::En
+    );
+    assert!(contains(b"a stepgate_lang", b"stepgate_lang"));
+    assert!(!contains(b"stepgate_lan", b"stepgate_lang"));
 }
 
 #[test]
