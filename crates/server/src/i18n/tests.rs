@@ -205,7 +205,10 @@ fn the_cookie_wins_then_accept_language_by_weight_then_english() {
         Lang::Fr
     );
     assert_eq!(
-        negotiate(&headers(&[("cookie", "xstepgate_lang=fr; stepgate_langs=fr")])),
+        negotiate(&headers(&[(
+            "cookie",
+            "xstepgate_lang=fr; stepgate_langs=fr"
+        )])),
         Lang::En
     );
     assert!(contains(b"a stepgate_lang", b"stepgate_lang"));
