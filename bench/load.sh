@@ -27,7 +27,9 @@
 #
 # Usage: bench/load.sh
 # env: THREADS=2 CONNS=32 DURATION=10s LAT_DURATION=5s REPEATS=3 BASE_PORT=19400 ASSERTION=on
-#      SESSIONS=100000 ROTATE=1000 BASELINE=
+#      SESSIONS=100000 ROTATE=1000 BASELINE= BUILD=1
+# BUILD=0 uses the release binaries already in the target directory instead of building
+# them (e.g. to hold a bench for bench/instructions.sh while the next build runs).
 # HOLD=1 signs in, checks the targets, writes the URLs, headers and process ids to
 # $WORK/targets.env (the path is printed) and waits until interrupted, instead of
 # measuring: for profiling by hand (perf record -p <pid>) against a known-good session.
@@ -102,11 +104,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 
-echo "bench: building stepgate and the hello server (release)"
-if ! cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server --example hello \
-  --example seed_sessions --example bare_proxy; then
-  echo "bench: the build failed (if crates/server is in the middle of a change, retry later)" >&2
-  exit 1
+if [ "${BUILD:-1}" = 0 ]; then
+  echo "bench: BUILD=0: using the release binaries already built"
+else
+  echo "bench: building stepgate and the hello server (release)"
+  if ! cargo build --quiet --release -p stepgate --bin stepgate -p stepgate-server \
+    --example hello --example seed_sessions --example bare_proxy; then
+    echo "bench: the build failed (if crates/server is in the middle of a change, retry later)" >&2
+    exit 1
+  fi
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 STEPGATE="$TARGET_DIR/release/stepgate"

@@ -2,9 +2,11 @@
 //!
 //! [`crate::access::Access`] hands every decision it makes to [`DecisionLog::record`] (the
 //! one place decisions are recorded, whatever the entry point). What the request path pays
-//! is small and fixed: the decision's context is *moved* into the record (it was built for
-//! the policies anyway), a session id and a policy name are copied, and the record goes into
-//! a bounded queue. Everything else — the session's handle (a MAC, never the id), the trace
+//! is small and fixed. Whether a decision is recorded is settled first, as soon as the
+//! verdict is known ([`Trail::keep`]: an allowed app request is sampled), and a decision that
+//! is not builds nothing. One that is has its context *moved* into the record (it was built
+//! for the policies anyway), a session id and a policy name copied, and goes into a bounded
+//! queue. Everything else — the session's handle (a MAC, never the id), the trace
 //! of every policy and condition against the context (for decisions that did not simply
 //! allow), the JSON — is done by the writer, a task that takes records off the queue in
 //! batches and appends them to the durable store.
@@ -22,22 +24,19 @@
 //! counted in `stepgate_decision_log_dropped_total`). A flush answers once a record is
 //! written *or* waiting.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde_json::json;
 use stepgate_policy::{OutcomeKind, RequestContext, RequestKind, StepUpRequirement};
-use stepgate_store::{DecisionRecord, DurableStore, UserRecord};
+use stepgate_store::UserRecord;
 use tokio::sync::{mpsc, oneshot};
 
 use super::verdict::{Judged, Verdict};
-use crate::app::signer::Signer;
 use crate::app::state::AppState;
 
 /// Of the droppable records that find the queue full, one in this many waits for room.
@@ -55,87 +54,64 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How many session handles the writer keeps.
 const HANDLES: usize = 10_000;
 
-/// A request's id: unique across nodes and restarts (a random per-process prefix and a
-/// counter), returned to the client in [`REQUEST_ID_HEADER`], shown on the blocked and
-/// step-up pages and the key of its decision in the log. Built without allocating.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct RequestId([u8; 24]);
+mod request_id;
+mod writer;
 
-/// The response header that carries the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use request_id::{set_header, RequestId, CURRENT_REQUEST, REQUEST_ID_HEADER};
 
-tokio::task_local! {
-    /// The id of the HTTP request being served (set around each request by the server's
-    /// connection service; [`RequestId::current`] reads it).
-    pub static CURRENT_REQUEST: RequestId;
-}
-
-impl RequestId {
-    /// The id of the HTTP request this task is serving (the one its log lines carry), or a
-    /// new one outside a request (a CAEP re-evaluation, a test calling a handler).
-    pub fn current() -> Self {
-        CURRENT_REQUEST.try_with(|id| *id).unwrap_or_default()
-    }
-
-    /// A new id.
-    pub fn new() -> Self {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(rand::random::<u64>) & 0xffff_ffff_ffff;
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff;
-        let mut buf = [0u8; 24];
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, v) in [prefix, n].into_iter().enumerate() {
-            for j in 0..12 {
-                buf[i * 12 + j] = HEX[((v >> (4 * (11 - j))) & 0xf) as usize];
-            }
-        }
-        RequestId(buf)
-    }
-
-    /// The id as text (24 lower-case hex digits).
-    pub fn as_str(&self) -> &str {
-        // Only hex digits are ever written into it.
-        std::str::from_utf8(&self.0).unwrap_or("000000000000000000000000")
-    }
-}
-
-/// Sets `id` as `response`'s [`REQUEST_ID_HEADER`] (replacing one an upstream set: the id
-/// names stepgate's decision on the request).
-pub fn set_header(response: &mut axum::response::Response, id: RequestId) {
-    if let Ok(v) = axum::http::HeaderValue::from_str(id.as_str()) {
-        response
-            .headers_mut()
-            .insert(axum::http::HeaderName::from_static(REQUEST_ID_HEADER), v);
-    }
-}
-
-impl Default for RequestId {
-    fn default() -> Self {
-        RequestId::new()
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RequestId({})", self.as_str())
-    }
-}
-
-/// What the evaluation stage leaves the decision log: the context the policies read and
-/// the report-only policies that matched ahead of the decision.
-#[derive(Default)]
-pub struct Trail {
+/// What the pipeline leaves the decision log about one decision. Whether the decision is
+/// recorded is settled first ([`Trail::keep`], once the verdict is known); only a decision
+/// that is gets the rest: the context the policies read, the report-only policies that
+/// matched ahead of the decision, and the subject.
+pub struct Trail<'l> {
+    log: &'l DecisionLog,
+    kept: bool,
     /// The context (moved here once the verdict is reached).
     pub context: Option<RequestContext>,
     /// The report-only policies that matched, in priority order.
     pub report_only: Vec<ReportOnly>,
+    /// The subject.
+    pub who: Who,
+}
+
+impl<'l> Trail<'l> {
+    /// An empty trail into `log`, its decision not yet known.
+    pub fn new(log: &'l DecisionLog) -> Self {
+        Trail {
+            log,
+            kept: false,
+            context: None,
+            report_only: Vec::new(),
+            who: Who::default(),
+        }
+    }
+
+    /// Whether the decision on `req` that came to `verdict` is recorded
+    /// ([`DecisionLog::keeps`]); asked once per decision, before anything is put in the
+    /// trail.
+    pub fn keep(
+        &mut self,
+        rt: &crate::app::state::Runtime,
+        req: &super::AccessRequest<'_>,
+        verdict: &Verdict,
+    ) -> bool {
+        self.kept = self.log.keeps(rt, req, verdict);
+        self.kept
+    }
+
+    /// Hands the decision to the writer, when [`Trail::keep`] said it is recorded.
+    pub async fn record(
+        self,
+        req: &super::AccessRequest<'_>,
+        generation: u64,
+        judged: &Judged<'_>,
+    ) {
+        if self.kept {
+            let log = self.log;
+            log.record(Pending::new(req, generation, judged, self))
+                .await;
+        }
+    }
 }
 
 /// A report-only policy that matched, and what it would have done.
@@ -165,10 +141,12 @@ pub struct Pending {
     policy_outcome: Option<OutcomeKind>,
     outcome: &'static str,
     requirement: Option<StepUpRequirement>,
-    trail: Trail,
+    context: Option<RequestContext>,
+    report_only: Vec<ReportOnly>,
 }
 
-/// The subject's part of a record, read before the subject is handed on.
+/// The subject's part of a record.
+#[derive(Default)]
 pub struct Who {
     /// The user.
     pub user: Option<Arc<UserRecord>>,
@@ -176,14 +154,38 @@ pub struct Who {
     pub session_id: Option<String>,
 }
 
+impl Who {
+    /// The subject as `verdict` names it: the user and stored session let through, asked to
+    /// step up or refused (`denied_user`: the user of a denial, which does not carry it).
+    /// A bearer token's stand-in session and a sign-in's would-be one are not stored
+    /// sessions: no id.
+    pub fn of(verdict: &Verdict, denied_user: Option<Arc<UserRecord>>) -> Who {
+        let stored = |s: &crate::session::Session| (!s.id.is_empty()).then(|| s.id.clone());
+        match verdict {
+            Verdict::Allow(g) => Who {
+                user: Some(g.user.clone()),
+                session_id: g.bearer.is_none().then(|| stored(&g.session)).flatten(),
+            },
+            Verdict::StepUp(s) => Who {
+                user: Some(s.user.clone()),
+                session_id: s.session.as_ref().and_then(stored),
+            },
+            Verdict::Deny(d) => Who {
+                user: denied_user,
+                session_id: d.session.as_ref().and_then(stored),
+            },
+            Verdict::SignIn(_) | Verdict::Unavailable(_) => Who::default(),
+        }
+    }
+}
+
 impl Pending {
     /// The record of `judged`, the verdict on `req`.
-    pub fn new(
+    fn new(
         req: &super::AccessRequest<'_>,
         generation: u64,
-        who: Who,
         judged: &Judged<'_>,
-        trail: Trail,
+        trail: Trail<'_>,
     ) -> Box<Self> {
         let (outcome, requirement) = match &judged.verdict {
             Verdict::Allow(_) => ("allow", None),
@@ -204,15 +206,16 @@ impl Pending {
             time: req.now,
             kind: req.kind,
             generation,
-            user: who.user,
-            session_id: who.session_id,
+            user: trail.who.user,
+            session_id: trail.who.session_id,
             ip: req.ip,
             request,
             policy: judged.decision.and_then(|d| d.policy).map(Box::from),
             policy_outcome: judged.decision.map(|d| d.outcome.kind()),
             outcome,
             requirement,
-            trail,
+            context: trail.context,
+            report_only: trail.report_only,
         })
     }
 
@@ -253,16 +256,16 @@ pub struct DecisionLog {
 }
 
 impl DecisionLog {
-    /// Whether `judged` is recorded: always, but for an allowed app request, which is
-    /// recorded one in `log.decisions.allowed_one_in` (counted otherwise).
+    /// Whether a decision that came to `verdict` is recorded: always, but for an allowed app
+    /// request, which is recorded one in `log.decisions.allowed_one_in` (counted otherwise).
     pub fn keeps(
         &self,
         rt: &crate::app::state::Runtime,
         req: &super::AccessRequest<'_>,
-        judged: &Judged<'_>,
+        verdict: &Verdict,
     ) -> bool {
         let sampled =
-            matches!(judged.verdict, Verdict::Allow(_)) && matches!(req.kind, RequestKind::Access);
+            matches!(verdict, Verdict::Allow(_)) && matches!(req.kind, RequestKind::Access);
         if !sampled {
             return true;
         }
@@ -343,297 +346,6 @@ impl DecisionLog {
         let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let writer = Writer {
-            durable: st.stores.durable.clone(),
-            signer: st.signer.clone(),
-            handles: Mutex::default(),
-            state: Arc::downgrade(st),
-            stats: self.stats.clone(),
-            held: VecDeque::new(),
-        };
-        tokio::spawn(writer.run(rx));
-    }
-}
-
-struct Writer {
-    durable: Arc<dyn DurableStore>,
-    signer: Signer,
-    /// Session id → handle, for the sessions seen lately (a MAC each time costs more
-    /// than the rest of a record); emptied when it holds [`HANDLES`].
-    handles: Mutex<std::collections::HashMap<String, String>>,
-    state: std::sync::Weak<AppState>,
-    stats: Arc<LogStats>,
-    /// Records kept while the store is out of reach, oldest first.
-    held: VecDeque<DecisionRecord>,
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
-        let mut prune = tokio::time::interval(Duration::from_secs(3600));
-        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut inbox = Vec::with_capacity(BATCH);
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let retry = !self.held.is_empty();
-            tokio::select! {
-                n = rx.recv_many(&mut inbox, BATCH) => {
-                    if n == 0 {
-                        self.retry().await;
-                        if !self.held.is_empty() {
-                            tracing::error!(lost = self.held.len(), "decision records lost: the node stopped while the store was out of reach");
-                        }
-                        return;
-                    }
-                    self.write(&mut inbox).await;
-                }
-                _ = prune.tick() => self.prune().await,
-                _ = tokio::time::sleep(backoff), if retry => {
-                    if self.retry().await {
-                        backoff = Duration::from_secs(1);
-                    } else {
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                }
-            }
-        }
-    }
-
-    async fn write(&mut self, inbox: &mut Vec<Message>) {
-        let rt = self.state.upgrade().map(|st| st.runtime.load_full());
-        let mut records = Vec::with_capacity(inbox.len());
-        let mut flushed = Vec::new();
-        for m in inbox.drain(..) {
-            match m {
-                Message::Record(p) => records.push(to_record(*p, rt.as_deref(), self)),
-                Message::Flush(done) => flushed.push(done),
-            }
-        }
-        if !self.held.is_empty() {
-            // Behind what already waits, in order.
-            self.hold(records);
-        } else if !records.is_empty() {
-            let n = records.len() as u64;
-            match self.durable.append_decisions(&records).await {
-                Ok(()) => {
-                    self.stats.written.inc_by(n);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, records = n, "decision records wait: the store is out of reach");
-                    self.hold(records);
-                }
-                Err(e) => {
-                    self.stats.failed.inc_by(n);
-                    tracing::error!(error = %e, records = n, "the decision log could not write to the store");
-                }
-            }
-        }
-        for done in flushed {
-            let _ = done.send(());
-        }
-    }
-
-    /// Keeps `records` until the store is back: at most [`HOLD`], dropping (and counting)
-    /// the oldest allowed record first, and the oldest of any kind when none is left.
-    fn hold(&mut self, records: Vec<DecisionRecord>) {
-        for r in records {
-            if self.held.len() >= HOLD {
-                let victim = self
-                    .held
-                    .iter()
-                    .position(|h| !matches!(h.outcome.as_str(), "deny" | "step_up"))
-                    .unwrap_or(0);
-                self.held.remove(victim);
-                self.stats.dropped.inc();
-            }
-            self.held.push_back(r);
-        }
-        self.stats.waiting.set(self.held.len() as i64);
-    }
-
-    /// Writes what waits, a batch at a time; whether nothing waits any more.
-    async fn retry(&mut self) -> bool {
-        while !self.held.is_empty() {
-            let n = self.held.len().min(BATCH);
-            let batch: Vec<DecisionRecord> = self.held.iter().take(n).cloned().collect();
-            match self.durable.append_decisions(&batch).await {
-                Ok(()) => {
-                    self.held.drain(..n);
-                    self.stats.written.inc_by(n as u64);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, waiting = self.held.len(), "decision records still wait: the store is out of reach");
-                    self.stats.waiting.set(self.held.len() as i64);
-                    return false;
-                }
-                Err(e) => {
-                    self.held.drain(..n);
-                    self.stats.failed.inc_by(n as u64);
-                    tracing::error!(error = %e, records = n, "the decision log could not write records that waited");
-                }
-            }
-        }
-        self.stats.waiting.set(0);
-        tracing::info!("the decision records that waited are written");
-        true
-    }
-
-    /// The handle of session `id` (see [`Writer::handles`]).
-    fn handle(&self, id: String) -> String {
-        let Ok(mut handles) = self.handles.lock() else {
-            return self.signer.session_handle(&id);
-        };
-        if let Some(h) = handles.get(&id) {
-            return h.clone();
-        }
-        if handles.len() >= HANDLES {
-            handles.clear();
-        }
-        let h = self.signer.session_handle(&id);
-        handles.insert(id, h.clone());
-        h
-    }
-
-    async fn prune(&self) {
-        let Some(st) = self.state.upgrade() else {
-            return;
-        };
-        let (keep, max_rows) = {
-            let rt = st.runtime.load();
-            let d = &rt.config.log.decisions;
-            (d.retention.0, d.max_rows)
-        };
-        let before = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-        match self.durable.purge_decisions(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                deleted = n,
-                "decision log: deleted decisions past retention"
-            ),
-            Err(e) => tracing::warn!(error = %e, "decision log: pruning failed"),
-        }
-        if max_rows > 0 {
-            match self.durable.trim_decisions(max_rows).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    deleted = n,
-                    max_rows,
-                    "decision log: deleted the oldest decisions past log.decisions.max_rows"
-                ),
-                Err(e) => tracing::warn!(error = %e, "decision log: trimming to max_rows failed"),
-            }
-        }
-    }
-}
-
-/// The stored form of a pending decision. The trace (of a decision that did not simply
-/// allow) is worked out here, off the request path, under the configuration the decision was
-/// made under when it is still in force; otherwise the context alone is kept, and
-/// `stepgate explain` traces it again.
-fn to_record(
-    mut p: Pending,
-    rt: Option<&crate::app::state::Runtime>,
-    w: &Writer,
-) -> DecisionRecord {
-    let ctx = p.trail.context.as_ref();
-    let ip = p.ip;
-    let (app, method, path) = match (&p.request, ctx) {
-        (Some((app, method, path)), _) => (app.clone(), method.clone(), path.clone()),
-        (None, Some(c)) => (
-            c.request.app.clone(),
-            c.request.method.clone(),
-            c.request.path.clone(),
-        ),
-        (None, None) => (None, String::new(), String::new()),
-    };
-    // The trace is kept for what was refused or asked more of (the decisions someone asks
-    // about); an allowed request's is worked out again from its context when asked for
-    // (`stepgate explain`), which keeps the writer's share of a request small.
-    let explanation = match (rt, ctx) {
-        (Some(rt), Some(c)) if rt.generation == p.generation && p.outcome != "allow" => {
-            Some(rt.config.policy_set.explain(c))
-        }
-        _ => None,
-    };
-    // What the deciding policy asked for (the verdict's requirement is what the session
-    // still lacked): `replay` compares a draft's requirement with it. Deciding again is
-    // cheap and allocation-free.
-    let policy_requirement = match (rt, ctx) {
-        (Some(rt), Some(c))
-            if rt.generation == p.generation && p.policy_outcome == Some(OutcomeKind::StepUp) =>
-        {
-            rt.config
-                .policy_set
-                .decide(c)
-                .outcome
-                .requirement()
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
-        }
-        _ => None,
-    };
-    let route = match (rt, ctx) {
-        (Some(rt), Some(c)) if rt.generation == p.generation => rt.config.policy_set.route_of(c),
-        _ => None,
-    };
-    let user = p
-        .user
-        .as_ref()
-        .map(|u| u.username.clone())
-        .filter(|u| !u.is_empty());
-    let report_only: Vec<serde_json::Value> = p
-        .trail
-        .report_only
-        .iter()
-        .map(
-            |r| json!({ "policy": &*r.policy, "outcome": r.outcome, "requirement": r.requirement }),
-        )
-        .collect();
-    DecisionRecord {
-        request_id: p.id.as_str().to_string(),
-        time: p.time,
-        kind: match p.kind {
-            RequestKind::Access => "access",
-            RequestKind::SignIn => "sign_in",
-        }
-        .into(),
-        user,
-        session: p
-            .session_id
-            .take()
-            .filter(|s| !s.is_empty())
-            .map(|s| w.handle(s)),
-        app,
-        route,
-        method,
-        path,
-        ip: ip.map(|i| i.to_string()),
-        device: ctx
-            .and_then(|c| c.device.as_ref())
-            .and_then(|d| d.id.clone()),
-        policy: p.policy.map(String::from),
-        policy_outcome: p.policy_outcome.map(|o| o.as_str().to_string()),
-        outcome: p.outcome.into(),
-        report_only: serde_json::Value::Array(report_only),
-        detail: json!({
-            "requirement": p.requirement,
-            "policy_requirement": policy_requirement,
-            "context": ctx,
-            "trace": explanation,
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_hex_and_distinct() {
-        let a = RequestId::new();
-        let b = RequestId::new();
-        assert_ne!(a, b);
-        assert_eq!(a.as_str().len(), 24);
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
-        // The same process: the same prefix, the next number.
-        assert_eq!(a.as_str()[..12], b.as_str()[..12]);
+        tokio::spawn(writer::Writer::new(st, self.stats.clone()).run(rx));
     }
 }

@@ -156,8 +156,14 @@ impl Access {
         req: &AccessRequest<'_>,
         explain: Option<&mut Option<Explained>>,
     ) -> Judged<'rt> {
-        // The request's log lines name the client (and, once known, the user).
-        let span = tracing::Span::current();
+        // The request's log lines name the client (and, once known, the user). The request's
+        // span is an `info` one: with `info` off nothing is recorded, and finding the
+        // current span is skipped.
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         if let Some(ip) = req.ip {
             span.record("client", tracing::field::display(ip));
         }
@@ -171,18 +177,9 @@ impl Access {
             Err(v) => {
                 let judged = Judged::from(v);
                 if let Some(log) = log {
-                    let who = decision_log::Who {
-                        user: None,
-                        session_id: None,
-                    };
-                    let p = decision_log::Pending::new(
-                        req,
-                        rt.generation,
-                        who,
-                        &judged,
-                        Default::default(),
-                    );
-                    log.record(p).await;
+                    let mut trail = decision_log::Trail::new(log);
+                    trail.keep(rt, req, &judged.verdict);
+                    trail.record(req, rt.generation, &judged).await;
                 }
                 return judged;
             }
@@ -194,26 +191,7 @@ impl Access {
             devices: &self.devices,
             sessions: &self.sessions,
         };
-        let Some(log) = log else {
-            return evaluate(
-                rt,
-                req,
-                subject,
-                self.signals.as_ref(),
-                Some(effects),
-                explain,
-                None,
-            )
-            .await;
-        };
-        let who = decision_log::Who {
-            user: Some(subject.user.clone()),
-            session_id: match &subject.who {
-                Who::Session(s) => Some(s.id.clone()),
-                _ => None,
-            },
-        };
-        let mut trail = decision_log::Trail::default();
+        let mut trail = log.map(decision_log::Trail::new);
         let judged = evaluate(
             rt,
             req,
@@ -221,20 +199,12 @@ impl Access {
             self.signals.as_ref(),
             Some(effects),
             explain,
-            Some(&mut trail),
+            trail.as_mut(),
         )
         .await;
-        if !log.keeps(rt, req, &judged) {
-            return judged;
+        if let Some(trail) = trail {
+            trail.record(req, rt.generation, &judged).await;
         }
-        log.record(decision_log::Pending::new(
-            req,
-            rt.generation,
-            who,
-            &judged,
-            trail,
-        ))
-        .await;
         judged
     }
 
@@ -363,11 +333,25 @@ pub async fn evaluate<'rt>(
     signals: &dyn SignalSource,
     effects: Option<Effects<'_>>,
     explain: Option<&mut Option<Explained>>,
-    trail: Option<&mut decision_log::Trail>,
+    trail: Option<&mut decision_log::Trail<'_>>,
 ) -> Judged<'rt> {
     let mut facts = match signals.facts(rt, req, &subject).await {
         Ok(f) => f,
-        Err(e) => return Verdict::Unavailable(e.to_string()).into(),
+        Err(e) => {
+            let verdict = Verdict::Unavailable(e.to_string());
+            if let Some(trail) = trail {
+                if trail.keep(rt, req, &verdict) {
+                    trail.who = decision_log::Who {
+                        user: Some(subject.user.clone()),
+                        session_id: match &subject.who {
+                            Who::Session(s) => Some(s.id.clone()),
+                            _ => None,
+                        },
+                    };
+                }
+            }
+            return verdict.into();
+        }
     };
     let remembered = std::mem::take(&mut facts.remembered_mfa);
     // A context file may state no user at all (an anonymous request).
@@ -417,20 +401,31 @@ pub async fn evaluate<'rt>(
         outcome: decision.outcome,
         policy: decision.policy,
     };
+    // A denial does not carry its user: kept for the log, which takes the rest of the
+    // subject from the verdict.
+    let denied_user = match (&trail, decision.outcome) {
+        (Some(_), stepgate_policy::Outcome::Deny(_)) => Some(subject.user.clone()),
+        _ => None,
+    };
     let verdict = judge::judge(rt, subject, &decision, &ctx, req.now);
+    // Whether the decision is recorded is settled first: a decision that is not (an
+    // allowed request sampled out) leaves nothing in the trail.
     if let Some(trail) = trail {
-        // Only when decide saw a report-only match: the pass costs nothing otherwise.
-        if decision.report_only.is_some() {
-            trail.report_only = policies
-                .report_only(&ctx, &decision)
-                .map(|m| decision_log::ReportOnly {
-                    policy: m.policy.into(),
-                    outcome: m.outcome.kind(),
-                    requirement: m.outcome.requirement().cloned(),
-                })
-                .collect();
+        if trail.keep(rt, req, &verdict) {
+            trail.who = decision_log::Who::of(&verdict, denied_user);
+            // Only when decide saw a report-only match: the pass costs nothing otherwise.
+            if decision.report_only.is_some() {
+                trail.report_only = policies
+                    .report_only(&ctx, &decision)
+                    .map(|m| decision_log::ReportOnly {
+                        policy: m.policy.into(),
+                        outcome: m.outcome.kind(),
+                        requirement: m.outcome.requirement().cloned(),
+                    })
+                    .collect();
+            }
+            trail.context = Some(ctx);
         }
-        trail.context = Some(ctx);
     }
     Judged {
         verdict,
