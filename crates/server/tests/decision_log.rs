@@ -254,10 +254,17 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
 }
 
 /// By default allowed app requests are recorded one in 100 (here one in 10), counted
-/// otherwise; a denial is always recorded.
+/// otherwise; a denial is always recorded, and so is an allowed request a report-only
+/// policy matched (what it would have done is what report-only mode is for).
 #[tokio::test]
-async fn allowed_requests_are_sampled_and_denials_always_kept() {
-    let s = Server::build(CONFIG)
+async fn allowed_requests_are_sampled_and_denials_and_report_only_matches_always_kept() {
+    // `trial-after` narrowed to /trial/**, so that requests to / match no report-only policy.
+    let config = CONFIG.replace(
+        "    report_only: true\n    outcome: { deny: { message: \"ranks after the decision\" } }",
+        "    report_only: true\n    targets: { apps: [console], routes: [ { path: \"/trial/**\" } ] }\n    outcome: { deny: { message: \"ranks after the decision\" } }",
+    );
+    assert_ne!(config, CONFIG, "the report-only policy was narrowed");
+    let s = Server::build(&config)
         .with("UPSTREAM", upstream::text("upstream").await)
         .configure(|c| c.log.decisions.allowed_one_in = 10)
         .demo_users()
@@ -285,6 +292,26 @@ async fn allowed_requests_are_sampled_and_denials_always_kept() {
     }
     assert_eq!(kept, 3, "one allowed request in 10 of 30");
     assert_eq!(recorded(&s, &denied).await.outcome, "deny");
+    let mut trials = Vec::new();
+    for i in 0..12 {
+        let r = b
+            .get(s.url("app.test", &format!("/trial/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "report-only never decides");
+        trials.push(header(&r, "x-request-id"));
+    }
+    s.st.access.decision_log().unwrap().flush().await;
+    for id in &trials {
+        let d = recorded(&s, id).await;
+        assert_eq!(d.outcome, "allow");
+        assert!(
+            d.report_only.to_string().contains("trial-after"),
+            "{id}: {}",
+            d.report_only
+        );
+    }
     let stats = s.st.access.decision_log().unwrap().stats().clone();
     assert_eq!(stats.sampled_out.get(), 27);
 }

@@ -39,7 +39,6 @@ fn too_long(dir: &Path, max: usize) -> Vec<(String, usize)> {
 }
 
 #[test]
-#[ignore = "until the other helpers' splits of portal/upstream.rs, metrics.rs, i18n/ and access/decision_log.rs are merged (issue 17)"]
 fn no_server_source_file_is_over_600_lines() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let long = too_long(&src, MAX_LINES);

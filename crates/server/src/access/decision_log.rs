@@ -94,8 +94,9 @@ impl<'l> Trail<'l> {
         rt: &crate::app::state::Runtime,
         req: &super::AccessRequest<'_>,
         verdict: &Verdict,
+        report_only: bool,
     ) -> bool {
-        self.kept = self.log.keeps(rt, req, verdict);
+        self.kept = self.log.keeps(rt, req, verdict, report_only);
         self.kept
     }
 
@@ -257,15 +258,19 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// Whether a decision that came to `verdict` is recorded: always, but for an allowed app
-    /// request, which is recorded one in `log.decisions.allowed_one_in` (counted otherwise).
+    /// request, which is recorded one in `log.decisions.allowed_one_in` (counted otherwise)
+    /// — unless a report-only policy matched it (`report_only`): what report-only policies
+    /// would have done is what report-only mode is for, so those are all kept.
     pub fn keeps(
         &self,
         rt: &crate::app::state::Runtime,
         req: &super::AccessRequest<'_>,
         verdict: &Verdict,
+        report_only: bool,
     ) -> bool {
-        let sampled =
-            matches!(verdict, Verdict::Allow(_)) && matches!(req.kind, RequestKind::Access);
+        let sampled = !report_only
+            && matches!(verdict, Verdict::Allow(_))
+            && matches!(req.kind, RequestKind::Access);
         if !sampled {
             return true;
         }

@@ -178,7 +178,7 @@ impl Access {
                 let judged = Judged::from(v);
                 if let Some(log) = log {
                     let mut trail = decision_log::Trail::new(log);
-                    trail.keep(rt, req, &judged.verdict);
+                    trail.keep(rt, req, &judged.verdict, false);
                     trail.record(req, rt.generation, &judged).await;
                 }
                 return judged;
@@ -340,7 +340,7 @@ pub async fn evaluate<'rt>(
         Err(e) => {
             let verdict = Verdict::Unavailable(e.to_string());
             if let Some(trail) = trail {
-                if trail.keep(rt, req, &verdict) {
+                if trail.keep(rt, req, &verdict, false) {
                     trail.who = decision_log::Who {
                         user: Some(subject.user.clone()),
                         session_id: match &subject.who {
@@ -411,7 +411,7 @@ pub async fn evaluate<'rt>(
     // Whether the decision is recorded is settled first: a decision that is not (an
     // allowed request sampled out) leaves nothing in the trail.
     if let Some(trail) = trail {
-        if trail.keep(rt, req, &verdict) {
+        if trail.keep(rt, req, &verdict, decision.report_only.is_some()) {
             trail.who = decision_log::Who::of(&verdict, denied_user);
             // Only when decide saw a report-only match: the pass costs nothing otherwise.
             if decision.report_only.is_some() {
