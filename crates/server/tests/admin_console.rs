@@ -492,11 +492,10 @@ async fn a_signed_out_admin_comes_back_to_the_page_with_its_query() {
         .split_once("/login?t=")
         .map(|(_, t)| t)
         .unwrap_or_else(|| panic!("sent to sign in: {to}"));
-    let back = s
-        .st
-        .signer
-        .verify("rt", t, Utc::now().timestamp())
-        .expect("a signed return target");
+    let back =
+        s.st.signer
+            .verify("rt", t, Utc::now().timestamp())
+            .expect("a signed return target");
     assert!(
         back.ends_with("/_stepgate/admin/decisions?id=req-123&outcome=deny"),
         "returns to {back}"

@@ -41,10 +41,11 @@ pub(in crate::portal) async fn passed_all(
 ) -> Response {
     // A user signed in through a provider is re-checked there first: one disabled there
     // since cannot step up.
-    let rechecked = match crate::portal::upstream::at_step_up(st, rt, on.session, on.step.sign_in).await {
-        Ok(s) => s,
-        Err(e) => return (jar, e).into_response(),
-    };
+    let rechecked =
+        match crate::portal::upstream::at_step_up(st, rt, on.session, on.step.sign_in).await {
+            Ok(s) => s,
+            Err(e) => return (jar, e).into_response(),
+        };
     let on = Page {
         session: &rechecked,
         ..on
