@@ -275,7 +275,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let run = runtime()?;
     let report = run.block_on(async {
         let log = open_log(store_config).await?;
-        replay::replay(log.as_ref(), &rt, from, args.examples, None)
+        replay::replay(log.as_ref(), &rt, from, args.examples, usize::MAX, None)
             .await
             .map_err(anyhow::Error::from)
     })?;

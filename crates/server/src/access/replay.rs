@@ -107,13 +107,15 @@ pub struct ReplayReport {
 /// A group's key: app, outcome before and after, policy before and after.
 type GroupKey = (String, String, String, String, String);
 
-/// Decides every decision `log` recorded since `since` again under `rt`, oldest first, and
-/// groups the changed outcomes (with up to `examples` request ids each).
+/// Decides every decision `log` recorded since `since` (the oldest `max` of them) again
+/// under `rt`, oldest first, and groups the changed outcomes (with up to `examples` request
+/// ids each).
 pub async fn replay(
     log: &dyn DurableStore,
     rt: &Runtime,
     since: DateTime<Utc>,
     examples: usize,
+    max: usize,
     geoip: Option<&GeoIp>,
 ) -> Result<ReplayReport, ReplayError> {
     let mut q = DecisionQuery {
@@ -124,11 +126,11 @@ pub async fn replay(
     };
     let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
     let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
-    loop {
+    while total < max {
         let page = log.list_decisions(&q).await?;
         let Some(last) = page.last() else { break };
         q.after = Some((last.time, last.request_id.clone()));
-        for d in &page {
+        for d in page.iter().take(max - total) {
             total += 1;
             let ctx = context_of(d).map_err(|error| ReplayError::Unreadable {
                 request_id: d.request_id.clone(),

@@ -276,45 +276,48 @@ pub async fn replay_draft(
     .map_err(|e| Problem::unavailable("replay", e))?
     .map_err(super::policies::invalid_draft)?;
     let rt = crate::app::state::Runtime::new(loaded);
-    let report = replay::replay(
+    let examples = q.examples.unwrap_or(3).min(20);
+    let report = replay_since(&st, &rt, from, examples, usize::MAX).await?;
+    Ok(Json(json!({ "draft_version": rt.config.version, "replay": report })).into_response())
+}
+
+/// [`replay::replay`] over this server's decision log, its errors as problem documents.
+async fn replay_since(
+    st: &Shared,
+    rt: &crate::app::state::Runtime,
+    from: DateTime<Utc>,
+    examples: usize,
+    max: usize,
+) -> Result<replay::ReplayReport, Problem> {
+    replay::replay(
         st.stores.durable.as_ref(),
-        &rt,
+        rt,
         from,
-        q.examples.unwrap_or(3).min(20),
+        examples,
+        max,
         st.signals.geoip.as_deref(),
     )
     .await
     .map_err(|e| match e {
         replay::ReplayError::Store(e) => Problem::from(e),
         e => Problem::unprocessable("unreadable-record", e.to_string()),
-    })?;
-    Ok(Json(json!({ "draft_version": rt.config.version, "replay": report })).into_response())
+    })
 }
 
 /// How many changed decisions [`replay_last_day`] names per group.
 const REPLAY_EXAMPLES: usize = 3;
 
-/// Every decision of the last 24 hours decided again under `draft` through the access
-/// pipeline, as `stepgate replay --since 24h` and `POST /decisions/replay` do (one
-/// [`replay::replay`]): how many reached the policies, how many would change, grouped by
-/// app, outcome before and after and the deciding policies, with example request ids.
+/// Every decision of the last 24 hours (at most [`DAY_SCAN`], as the console read them
+/// before) decided again under `draft` through the access pipeline, as `stepgate replay
+/// --since 24h` and `POST /decisions/replay` do (one [`replay::replay`]): how many reached
+/// the policies, how many would change, grouped by app, outcome before and after and the
+/// deciding policies, with example request ids.
 pub async fn replay_last_day(
     st: &Shared,
     draft: stepgate_config::Config,
 ) -> Result<serde_json::Value, Problem> {
     let rt = crate::app::state::Runtime::new(draft);
     let from = Utc::now() - chrono::Duration::hours(24);
-    let report = replay::replay(
-        st.stores.durable.as_ref(),
-        &rt,
-        from,
-        REPLAY_EXAMPLES,
-        st.signals.geoip.as_deref(),
-    )
-    .await
-    .map_err(|e| match e {
-        replay::ReplayError::Store(e) => Problem::from(e),
-        e => Problem::unprocessable("unreadable-record", e.to_string()),
-    })?;
+    let report = replay_since(st, &rt, from, REPLAY_EXAMPLES, DAY_SCAN as usize).await?;
     serde_json::to_value(report).map_err(|e| Problem::unavailable("replay", e))
 }
