@@ -10,14 +10,13 @@ mod support;
 use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
-use stepgate_authn::{FactorKind, PassedFactor};
 use stepgate_server::admin::tokens::{self, Scope};
 use stepgate_server::admin::{BASE, ENDPOINTS};
 use stepgate_server::Shared;
-use stepgate_store::{DecisionRecord, UserRecord};
+use stepgate_store::DecisionRecord;
 use support::{
-    audit, client, header, password, redirects, sign_in, signed_in_session, upstream, user,
-    Browser, Person, Server, JANE,
+    aal3_session, audit, client, header, password, redirects, sign_in, signed_in_session, upstream,
+    user, Browser, Person, Server, JANE,
 };
 
 const CONFIG: &str = r#"
@@ -260,25 +259,6 @@ async fn expired_revoked_and_forged_tokens_are_refused() {
             .status(),
         200
     );
-}
-
-/// A session of `u` that passed a password and a hardware-bound passkey at `at` (AAL3).
-async fn aal3_session(st: &Shared, u: &UserRecord, at: chrono::DateTime<Utc>) -> String {
-    let rt = st.runtime.load_full();
-    let a = &rt.config.assurance;
-    let mut data = stepgate_server::session::SessionData::new(
-        &u.id,
-        &u.username,
-        PassedFactor::new(FactorKind::Password, a, at),
-        at,
-    );
-    let mut key = PassedFactor::new(FactorKind::Webauthn, a, at);
-    key.hardware_bound = true;
-    key.phishing_resistant = true;
-    key.user_verified = true;
-    data.add_factor(key);
-    assert_eq!(data.aal(a), 3);
-    st.sessions.rotate(&rt, None, data, at).await.unwrap().id
 }
 
 async fn as_session(

@@ -10,12 +10,9 @@ mod support;
 
 use chrono::Utc;
 use serde_json::Value;
-use stepgate_authn::{FactorKind, PassedFactor};
-use stepgate_server::Shared;
-use stepgate_store::UserRecord;
 use support::{
-    audit, client, header, password, redirects, signed_in_session, upstream, user, Browser, Person,
-    Server, JANE,
+    aal3_session, audit, client, header, password, redirects, signed_in_session, upstream, user,
+    Browser, Person, Server, JANE,
 };
 
 const CONFIG: &str = r#"
@@ -80,25 +77,6 @@ async fn post(s: &Server, session: &str, path: &str, form: &[(&str, &str)]) -> r
         .send()
         .await
         .unwrap()
-}
-
-/// A session that passed a security key just now (AAL3).
-async fn aal3_session(st: &Shared, u: &UserRecord) -> String {
-    let at = Utc::now();
-    let rt = st.runtime.load_full();
-    let a = &rt.config.assurance;
-    let mut data = stepgate_server::session::SessionData::new(
-        &u.id,
-        &u.username,
-        PassedFactor::new(FactorKind::Password, a, at),
-        at,
-    );
-    let mut key = PassedFactor::new(FactorKind::Webauthn, a, at);
-    key.hardware_bound = true;
-    key.phishing_resistant = true;
-    key.user_verified = true;
-    data.add_factor(key);
-    st.sessions.rotate(&rt, None, data, at).await.unwrap().id
 }
 
 /// `session`'s request to `url` (an app), and its request id.
@@ -205,7 +183,7 @@ async fn a_revoke_needs_csrf_and_a_fresh_aal3_and_the_session_is_refused_after()
     assert_eq!(visit(&s, Some(&johns), &app).await.0, 200, "still live");
 
     // With a security key just used: revoked, audited, and John's next request refused.
-    let fresh = aal3_session(&s.st, &jane).await;
+    let fresh = aal3_session(&s.st, &jane, Utc::now()).await;
     let csrf = support::field(
         &get(&s, &fresh, "/sessions").await.text().await.unwrap(),
         "csrf",

@@ -2,7 +2,7 @@
 //!
 //! - [`Server`]: a stepgate started from a test's YAML (placeholders filled in, a temporary
 //!   base directory, loopback, the demo's users or the test's own), or only its [`State`].
-//! - [`user`], [`audit`], [`signed_in_session`]: what tests read of, or put in, its stores.
+//! - [`user`], [`audit`], [`signed_in_session`], [`aal3_session`]: what tests read of, or put in, its stores.
 //! - [`upstream`]: apps behind it (a fixed text, an echo of what arrived, any axum router).
 //! - [`Browser`], [`Page`], [`sign_in`]: clients that resolve `*.test` to loopback, keep
 //!   cookies and sign in through the portal as a browser does; [`header`], [`retry_after`].
@@ -47,5 +47,7 @@ pub use passkey::Passkey;
 pub use people::{totp_data, Person, JANE};
 pub use raw::{raw, raw_get, RawAnswer};
 pub use refusal::{api_refusal, error_page};
-pub use server::{audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State};
+pub use server::{
+    aal3_session, audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State,
+};
 pub use window::{after_window, window_start};

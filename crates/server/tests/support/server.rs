@@ -295,6 +295,26 @@ pub async fn signed_in_session(st: &Shared, user: &UserRecord, at: DateTime<Utc>
     st.sessions.rotate(&rt, None, data, at).await.unwrap().id
 }
 
+/// A session of `user` who passed a password and a hardware-bound, phishing-resistant,
+/// user-verified passkey at `at` (AAL3), stored as a sign-in stores it; its id.
+pub async fn aal3_session(st: &Shared, user: &UserRecord, at: DateTime<Utc>) -> String {
+    let rt = st.runtime.load_full();
+    let a = &rt.config.assurance;
+    let mut data = stepgate_server::session::SessionData::new(
+        &user.id,
+        &user.username,
+        PassedFactor::new(FactorKind::Password, a, at),
+        at,
+    );
+    let mut key = PassedFactor::new(FactorKind::Webauthn, a, at);
+    key.hardware_bound = true;
+    key.phishing_resistant = true;
+    key.user_verified = true;
+    data.add_factor(key);
+    assert_eq!(data.aal(a), 3);
+    st.sessions.rotate(&rt, None, data, at).await.unwrap().id
+}
+
 /// The lower-case hex SHA-256 of `s`, as a `token_sha256` key holds a token.
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest as _;
