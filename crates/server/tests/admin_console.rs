@@ -478,4 +478,32 @@ async fn a_signed_out_admin_comes_back_to_the_page_with_its_query() {
         back.ends_with("/_stepgate/admin/decisions?id=req-123&outcome=deny"),
         "returns to {back}"
     );
+    // A hostile query (another host, encoded line breaks, a second `?`) stays a query of
+    // this server's page: the return is this origin's, signed, never the other host.
+    let origin = s.at("");
+    for query in [
+        "?next=https://evil.example/",
+        "?id=%0d%0aLocation:%20https://evil.example",
+        "?@evil.example",
+        "??//evil.example",
+    ] {
+        let r = http()
+            .get(s.at(&format!("/_stepgate/admin/decisions{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{query}");
+        let to = header(&r, "location");
+        assert!(to.starts_with(&origin), "{query}: sent to {to}");
+        let t = to.split_once("/login?t=").map(|(_, t)| t).unwrap();
+        let back =
+            s.st.signer
+                .verify("rt", t, Utc::now().timestamp())
+                .expect("a signed return target");
+        assert_eq!(
+            back,
+            format!("{origin}/_stepgate/admin/decisions{query}"),
+            "{query}"
+        );
+    }
 }
