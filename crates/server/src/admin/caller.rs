@@ -5,10 +5,10 @@
 //! audited here, in one place, with the token's name or the administrator's.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use stepgate_policy::{MaxAge, StepUpRequirement};
 use stepgate_store::UserRecord;
 
@@ -53,28 +53,28 @@ pub async fn guard(
     let rt = st.runtime.load_full();
     let ip = crate::access::request::client_ip(&rt, peer.0, req.headers());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let caller = match authenticate(&st, &rt, endpoint, req.headers(), ip).await {
+    let call = Call {
+        st: &st,
+        rt: &rt,
+        endpoint,
+        headers: req.headers(),
+        ip,
+        now: Utc::now(),
+    };
+    let caller = match authenticate(&call).await {
         Ok(c) => c,
         Err((p, None)) => return with_instance(p, &path),
-        Err((p, Some(actor))) => {
+        Err((p, Some(caller))) => {
             // Authenticated but not allowed: audited, so a probing token shows up.
             let status = p.status;
-            audit(&st, &actor, ip, endpoint, &method, &path, status).await;
+            audit(&st, &caller, endpoint, &method, &path, status).await;
             return with_instance(p, &path);
         }
     };
     req.extensions_mut().insert(caller.clone());
     let res = next.run(req).await;
-    audit(
-        &st,
-        &caller.actor,
-        ip,
-        endpoint,
-        &method,
-        &path,
-        res.status().as_u16(),
-    )
-    .await;
+    let status = res.status().as_u16();
+    audit(&st, &caller, endpoint, &method, &path, status).await;
     res
 }
 
@@ -83,10 +83,29 @@ fn with_instance(mut p: Problem, path: &str) -> Response {
     p.into_response()
 }
 
+impl Caller {
+    /// Records an audit event of `kind` about `subject`, by this caller (its actor and
+    /// client address).
+    pub async fn audit(
+        &self,
+        st: &Shared,
+        kind: &str,
+        subject: Option<String>,
+        detail: serde_json::Value,
+    ) {
+        let mut e = stepgate_store::NewAuditEvent::now(kind);
+        e.actor = Some(self.actor.clone());
+        e.subject = subject;
+        e.ip = self.ip.map(|i| i.to_string());
+        e.detail = detail;
+        st.audit.append(e).await;
+    }
+}
+
+/// The `admin.read` or `admin.write` audit event of a call.
 async fn audit(
     st: &Shared,
-    actor: &str,
-    ip: Option<std::net::IpAddr>,
+    caller: &Caller,
     endpoint: &Endpoint,
     method: &Method,
     path: &str,
@@ -97,154 +116,182 @@ async fn audit(
     } else {
         "admin.read"
     };
-    let mut e = stepgate_store::NewAuditEvent::now(kind);
-    e.actor = Some(actor.to_string());
-    e.ip = ip.map(|i| i.to_string());
-    e.detail = serde_json::json!({
+    let detail = serde_json::json!({
         "method": method.as_str(), "path": path, "status": status,
         "operation": endpoint.operation, "scope": endpoint.scope.as_str(),
     });
-    st.audit.append(e).await;
+    caller.audit(st, kind, None, detail).await;
 }
 
-/// A refusal, with the actor when the caller was authenticated.
-type Refusal = (Problem, Option<String>);
-
-async fn authenticate(
-    st: &Shared,
-    rt: &Runtime,
-    endpoint: &Endpoint,
-    headers: &HeaderMap,
+/// A call being authenticated: what it asks for and where it comes from.
+struct Call<'a> {
+    st: &'a Shared,
+    rt: &'a Runtime,
+    endpoint: &'a Endpoint,
+    headers: &'a HeaderMap,
     ip: Option<std::net::IpAddr>,
-) -> Result<Caller, Refusal> {
-    let now = Utc::now();
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        // A token alone counts: a cookie beside it does not.
-        let token = auth
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                (
-                    Problem::unauthorized("send the token as `Authorization: Bearer <token>`"),
-                    None,
-                )
-            })?;
-        let t = match tokens::verify(st.stores.durable.as_ref(), token, now).await {
-            Ok(t) => t,
-            Err(TokenRefused::Store(e)) => return Err((Problem::unavailable("store", e), None)),
-            Err(e) => {
-                tracing::info!(reason = %e, "admin API: token refused");
-                return Err((Problem::unauthorized(e.to_string()), None));
-            }
-        };
-        let name = format!("token:{}", t.name);
-        let actor = format!("admin:{name}");
-        if !t.scopes.iter().any(|s| s == endpoint.scope.as_str()) {
-            let mut p = Problem::forbidden(
-                "missing-scope",
-                format!(
-                    "the token `{}` lacks the scope `{}` this needs (it has: {})",
-                    t.name,
-                    endpoint.scope,
-                    if t.scopes.is_empty() {
-                        "none".to_string()
-                    } else {
-                        t.scopes.join(", ")
-                    }
-                ),
-            );
-            p.required_scope = Some(endpoint.scope.as_str().to_string());
-            return Err((p, Some(actor)));
+    now: DateTime<Utc>,
+}
+
+impl Call<'_> {
+    /// The caller named `name` (`token:<name>` or a username).
+    fn caller(&self, name: String) -> Caller {
+        Caller {
+            actor: format!("admin:{name}"),
+            name,
+            ip: self.ip,
         }
-        return Ok(Caller { actor, name, ip });
     }
-    let jar = CookieJar::from_headers(headers);
+}
+
+/// A refusal, with the caller when they were authenticated.
+type Refusal = (Problem, Option<Caller>);
+
+/// A refusal before the caller is known.
+fn unknown(p: Problem) -> Refusal {
+    (p, None)
+}
+
+async fn authenticate(call: &Call<'_>) -> Result<Caller, Refusal> {
+    match call.headers.get(header::AUTHORIZATION) {
+        // A token alone counts: a cookie beside it does not.
+        Some(auth) => by_token(call, auth).await,
+        None => by_session(call).await,
+    }
+}
+
+/// An API token's caller: `Authorization: Bearer` with a token stepgate issued, in force,
+/// with the endpoint's scope.
+async fn by_token(call: &Call<'_>, auth: &HeaderValue) -> Result<Caller, Refusal> {
+    let token = auth
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            unknown(Problem::unauthorized(
+                "send the token as `Authorization: Bearer <token>`",
+            ))
+        })?;
+    let t = match tokens::verify(call.st.stores.durable.as_ref(), token, call.now).await {
+        Ok(t) => t,
+        Err(TokenRefused::Store(e)) => return Err(unknown(Problem::unavailable("store", e))),
+        Err(e) => {
+            tracing::info!(reason = %e, "admin API: token refused");
+            return Err(unknown(Problem::unauthorized(e.to_string())));
+        }
+    };
+    let caller = call.caller(format!("token:{}", t.name));
+    let scope = call.endpoint.scope;
+    if !t.scopes.iter().any(|s| s == scope.as_str()) {
+        let has = if t.scopes.is_empty() {
+            "none".to_string()
+        } else {
+            t.scopes.join(", ")
+        };
+        let mut p = Problem::forbidden(
+            "missing-scope",
+            format!(
+                "the token `{}` lacks the scope `{scope}` this needs (it has: {has})",
+                t.name
+            ),
+        );
+        p.required_scope = Some(scope.as_str().to_string());
+        return Err((p, Some(caller)));
+    }
+    Ok(caller)
+}
+
+/// An administrator's caller: a complete portal session of an enabled member of
+/// `admin.group`; for a change, also sent as JSON with a fresh AAL3.
+async fn by_session(call: &Call<'_>) -> Result<Caller, Refusal> {
+    let (session, user) = signed_in(call).await?;
+    let caller = call.caller(user.username.clone());
+    let group = &call.rt.config.admin.group;
+    if !user.groups.iter().any(|g| g == group) {
+        let p = Problem::forbidden(
+            "not-an-administrator",
+            format!(
+                "`{}` is not in the administrators' group `{group}` (admin.group)",
+                user.username
+            ),
+        );
+        return Err((p, Some(caller)));
+    }
+    if call.endpoint.scope.is_write() {
+        if let Err(p) = may_change(call, &session, user) {
+            return Err((p, Some(caller)));
+        }
+    }
+    Ok(caller)
+}
+
+/// The live, complete session the request's cookie names, and its enabled user.
+async fn signed_in(call: &Call<'_>) -> Result<(Session, UserRecord), Refusal> {
+    let (st, rt) = (call.st, call.rt);
+    let jar = CookieJar::from_headers(call.headers);
     let session = st
         .sessions
-        .current(rt, &jar, now)
+        .current(rt, &jar, call.now)
         .await
-        .map_err(|e| (Problem::unavailable("session store", e), None))?
+        .map_err(|e| unknown(Problem::unavailable("session store", e)))?
         .filter(|s| !s.data.pending)
         .ok_or_else(|| {
-            (
-                Problem::unauthorized(format!(
-                    "sign in to the portal ({}) as an administrator, or send an API token",
-                    rt.portal_url("/login")
-                )),
-                None,
-            )
+            unknown(Problem::unauthorized(format!(
+                "sign in to the portal ({}) as an administrator, or send an API token",
+                rt.portal_url("/login")
+            )))
         })?;
     let user = st
         .stores
         .durable
         .get_user(&session.data.user_id)
         .await
-        .map_err(|e| (Problem::unavailable("store", e), None))?
+        .map_err(|e| unknown(Problem::unavailable("store", e)))?
         .filter(|u| !u.disabled)
         .ok_or_else(|| {
-            (
-                Problem::unauthorized("the session's user is gone or disabled"),
-                None,
-            )
+            unknown(Problem::unauthorized(
+                "the session's user is gone or disabled",
+            ))
         })?;
-    let actor = format!("admin:{}", user.username);
-    let group = &rt.config.admin.group;
-    if !user.groups.iter().any(|g| g == group) {
-        return Err((
-            Problem::forbidden(
-                "not-an-administrator",
-                format!(
-                    "`{}` is not in the administrators' group `{group}` (admin.group)",
-                    user.username
-                ),
-            ),
-            Some(actor),
+    Ok((session, user))
+}
+
+/// Whether an administrator's session may make a change: sent as JSON, with AAL3 within
+/// `admin.write_max_age`.
+fn may_change(call: &Call<'_>, session: &Session, user: UserRecord) -> Result<(), Problem> {
+    // A session's cookie rides along on any cross-site request; a cross-site page cannot
+    // send JSON without a CORS preflight stepgate never grants.
+    let json = call
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(Problem::forbidden(
+            "json-required",
+            "a change with a portal session must be sent with `Content-Type: application/json`",
         ));
     }
-    if endpoint.scope.is_write() {
-        // A session's cookie rides along on any cross-site request; a cross-site page
-        // cannot send JSON without a CORS preflight stepgate never grants.
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return Err((
-                Problem::forbidden(
-                    "json-required",
-                    "a change with a portal session must be sent with `Content-Type: application/json`",
-                ),
-                Some(actor),
-            ));
-        }
-        if let Some(url) = step_up_needed(
-            st,
-            rt,
-            &session,
-            user.clone(),
-            // Back to the console, where an administrator goes on (the API's change is
-            // the script's to send again).
-            &rt.portal_url("/admin/"),
-            now,
-        ) {
-            let mut p = Problem::forbidden(
-                "step-up-required",
-                format!(
-                    "a change needs AAL3 (a hardware-bound authenticator) passed within the last {}; step up at step_up_url and send the request again",
-                    rt.config.admin.write_max_age
-                ),
-            );
-            p.step_up_url = Some(url);
-            return Err((p, Some(actor)));
-        }
-    }
-    let name = user.username.clone();
-    Ok(Caller { actor, name, ip })
+    let (st, rt) = (call.st, call.rt);
+    // Back to the console, where an administrator goes on (the API's change is the
+    // script's to send again).
+    let back = rt.portal_url("/admin/");
+    let Some(url) = step_up_needed(st, rt, session, user, &back, call.now) else {
+        return Ok(());
+    };
+    let mut p = Problem::forbidden(
+        "step-up-required",
+        format!(
+            "a change needs AAL3 (a hardware-bound authenticator) passed within the last {}; step up at step_up_url and send the request again",
+            rt.config.admin.write_max_age
+        ),
+    );
+    p.step_up_url = Some(url);
+    Err(p)
 }
 
 /// The step-up page's URL (returning to `back`) when `session` does not meet
@@ -256,7 +303,7 @@ pub fn step_up_needed(
     session: &Session,
     user: UserRecord,
     back: &str,
-    now: chrono::DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Option<String> {
     let requirement = write_requirement(rt);
     let assessed = crate::session::assurance(rt, &session.data);

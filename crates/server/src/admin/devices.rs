@@ -5,27 +5,17 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::problem::{Params, Problem};
-use super::users::{find, PagingQuery};
+use super::users::{find, OwnerQuery};
 use crate::app::state::Shared;
-
-/// The query of `GET /devices`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceQuery {
-    user: Option<String>,
-    #[serde(flatten)]
-    paging: PagingQuery,
-}
 
 /// `GET /devices`: the devices registered to users (read user by user; devices no user
 /// owns are reached by id).
 pub async fn list(
     State(st): State<Shared>,
-    Params(q): Params<DeviceQuery>,
+    Params(q): Params<OwnerQuery>,
 ) -> Result<Response, Problem> {
     let paging = q.paging.paging()?;
     let all = listing(&st, q.user.as_deref()).await?;

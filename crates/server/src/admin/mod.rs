@@ -89,6 +89,33 @@ const PAGE: [Param; 2] = [
     },
 ];
 
+/// `user`, as the listings by owner read it.
+const USER: Param = Param {
+    name: "user",
+    about: "only this username's",
+};
+
+/// A listing by owner's parameters.
+const BY_OWNER: [Param; 3] = [USER, PAGE[0], PAGE[1]];
+
+/// The time window of a search.
+const SINCE_UNTIL: [Param; 2] = [
+    Param {
+        name: "since",
+        about: "RFC 3339 time, inclusive",
+    },
+    Param {
+        name: "until",
+        about: "RFC 3339 time, exclusive",
+    },
+];
+
+/// `limit` of a listing paged by cursor.
+const LIMIT: Param = Param {
+    name: "limit",
+    about: "at most this many (default 50, at most 200)",
+};
+
 macro_rules! endpoint {
     ($m:ident $path:literal $op:literal $tag:literal $scope:ident $summary:literal
      $(query: $q:expr;)? $(body: $b:literal)?) => {
@@ -131,23 +158,21 @@ pub static ENDPOINTS: [Endpoint; 31] = [
         "Ends every session of the user"),
     endpoint!(GET "/sessions" "listSessions" "sessions" SessionsRead
         "Live sessions of every user (or of `user`)"
-        query: &[Param { name: "user", about: "only this username's" }, PAGE[0], PAGE[1]];),
+        query: &BY_OWNER;),
     endpoint!(DELETE "/sessions/{handle}" "revokeSession" "sessions" SessionsWrite
         "Ends the session with this handle; its next request is refused"),
     endpoint!(GET "/devices" "listDevices" "devices" DevicesRead
         "Registered devices of every user (or of `user`)"
-        query: &[Param { name: "user", about: "only this username's" }, PAGE[0], PAGE[1]];),
+        query: &BY_OWNER;),
     endpoint!(GET "/devices/{id}" "showDevice" "devices" DevicesRead
         "A device with its posture and compliance result (failing checks named)"),
     endpoint!(GET "/decisions" "searchDecisions" "decisions" DecisionsRead
         "Recorded decisions, newest first; follow `next` for the next page"
-        query: &[Param { name: "user", about: "only this username's" },
+        query: &[USER,
                  Param { name: "app", about: "only this app's" },
                  Param { name: "outcome", about: "allow, step_up, deny, sign_in or unavailable" },
                  Param { name: "policy", about: "only those this policy decided" },
-                 Param { name: "since", about: "RFC 3339 time, inclusive" },
-                 Param { name: "until", about: "RFC 3339 time, exclusive" },
-                 Param { name: "limit", about: "at most this many (default 50, at most 200)" },
+                 SINCE_UNTIL[0], SINCE_UNTIL[1], LIMIT,
                  Param { name: "cursor", about: "the `next` of the previous page" }];),
     endpoint!(GET "/decisions/{request_id}" "showDecision" "decisions" DecisionsRead
         "A recorded decision with its trace (as recorded, or worked out again from its context)"),
@@ -163,8 +188,7 @@ pub static ENDPOINTS: [Endpoint; 31] = [
         "Audit events in append order, one a line (`application/x-ndjson`), as stepgate records them or as OCSF"
         query: &[Param { name: "format", about: "jsonl (default) or ocsf" },
                  Param { name: "kind", about: "only this kind" },
-                 Param { name: "since", about: "RFC 3339 time, inclusive" },
-                 Param { name: "until", about: "RFC 3339 time, exclusive" }];),
+                 SINCE_UNTIL[0], SINCE_UNTIL[1]];),
     endpoint!(GET "/audit" "searchAudit" "audit" AuditRead
         "Audit events in append order (or newest first); follow `next_after_seq`"
         query: &[Param { name: "kind", about: "only this kind (`admin.write`, `login.failure`, …)" },
@@ -172,11 +196,10 @@ pub static ENDPOINTS: [Endpoint; 31] = [
                  Param { name: "subject", about: "only this subject" },
                  Param { name: "user", about: "only events this user (a username or user id) did or underwent" },
                  Param { name: "address", about: "only events from this client address" },
-                 Param { name: "since", about: "RFC 3339 time, inclusive" },
-                 Param { name: "until", about: "RFC 3339 time, exclusive" },
+                 SINCE_UNTIL[0], SINCE_UNTIL[1],
                  Param { name: "after_seq", about: "only events after this sequence number" },
                  Param { name: "newest_first", about: "true for newest first" },
-                 Param { name: "limit", about: "at most this many (default 50, at most 200)" }];),
+                 LIMIT];),
     endpoint!(GET "/audit/verify" "verifyAudit" "audit" AuditRead
         "Checks the audit log's hash chain end to end"),
     endpoint!(GET "/policies" "listPolicies" "policies" PoliciesRead
@@ -189,8 +212,7 @@ pub static ENDPOINTS: [Endpoint; 31] = [
         body: "a request context (docs/configuration.md#request-context)"),
     endpoint!(GET "/policies/versions" "listPolicyVersions" "policies" PoliciesRead
         "Saved versions of the policy set (`admin.policy_edits: store`), newest first; follow `next` as `before`"
-        query: &[Param { name: "before", about: "only versions numbered below this" },
-                 Param { name: "limit", about: "at most this many (default 50, at most 200)" }];),
+        query: &[Param { name: "before", about: "only versions numbered below this" }, LIMIT];),
     endpoint!(GET "/policies/versions/{version}" "showPolicyVersion" "policies" PoliciesRead
         "A saved version of the policy set, with its YAML text"),
     endpoint!(GET "/policies/versions/{version}/diff" "diffPolicyVersions" "policies" PoliciesRead

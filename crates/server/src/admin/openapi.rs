@@ -47,34 +47,39 @@ pub fn document(server_url: &str, session_cookie: &str) -> Value {
         "servers": [{ "url": server_url }],
         "tags": tags,
         "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "token": { "type": "http", "scheme": "bearer", "description": "An admin API token; its scopes must include the operation's `x-required-scope`." },
-                "session": { "type": "apiKey", "in": "cookie", "name": session_cookie, "description": "An administrator's portal session." },
-            },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "description": "An RFC 9457 problem document (application/problem+json).",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": { "type": "string" },
-                        "title": { "type": "string" },
-                        "status": { "type": "integer" },
-                        "detail": { "type": "string" },
-                        "instance": { "type": "string" },
-                        "field": { "type": "string", "description": "The field or parameter that was wrong (400)." },
-                        "required_scope": { "type": "string", "description": "The scope the token lacks (403)." },
-                        "step_up_url": { "type": "string", "description": "Where an administrator steps up to AAL3 (403 step-up-required)." },
-                        "errors": { "description": "Positioned errors of a configuration that does not load (422)." },
-                    },
+        "components": components(session_cookie),
+    })
+}
+
+/// The document's security schemes and the problem document every error is.
+fn components(session_cookie: &str) -> Value {
+    json!({
+        "securitySchemes": {
+            "token": { "type": "http", "scheme": "bearer", "description": "An admin API token; its scopes must include the operation's `x-required-scope`." },
+            "session": { "type": "apiKey", "in": "cookie", "name": session_cookie, "description": "An administrator's portal session." },
+        },
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "description": "An RFC 9457 problem document (application/problem+json).",
+                "required": ["type", "title", "status", "detail"],
+                "properties": {
+                    "type": { "type": "string" },
+                    "title": { "type": "string" },
+                    "status": { "type": "integer" },
+                    "detail": { "type": "string" },
+                    "instance": { "type": "string" },
+                    "field": { "type": "string", "description": "The field or parameter that was wrong (400)." },
+                    "required_scope": { "type": "string", "description": "The scope the token lacks (403)." },
+                    "step_up_url": { "type": "string", "description": "Where an administrator steps up to AAL3 (403 step-up-required)." },
+                    "errors": { "description": "Positioned errors of a configuration that does not load (422)." },
                 },
             },
-            "responses": {
-                "Problem": {
-                    "description": "A problem document.",
-                    "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } },
-                },
+        },
+        "responses": {
+            "Problem": {
+                "description": "A problem document.",
+                "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } },
             },
         },
     })

@@ -201,15 +201,14 @@ fn checked_note(note: Option<String>) -> Result<Option<String>, Problem> {
 }
 
 async fn audit(st: &Shared, caller: &Caller, v: &PolicyVersion) {
-    let mut e = stepgate_store::NewAuditEvent::now("policy.saved");
-    e.actor = Some(caller.actor.clone());
-    e.subject = Some(format!("policy-version:{}", v.version));
-    e.ip = caller.ip.map(|i| i.to_string());
-    e.detail = json!({
+    let subject = format!("policy-version:{}", v.version);
+    let detail = json!({
         "version": v.version, "sha256": v.sha256,
         "rollback_of": v.rollback_of, "note": v.note,
     });
-    st.audit.append(e).await;
+    caller
+        .audit(st, "policy.saved", Some(subject), detail)
+        .await;
 }
 
 /// The problem document for a refused save.

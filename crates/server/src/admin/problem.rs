@@ -189,19 +189,21 @@ fn json_problem(e: &JsonRejection) -> Problem {
                 .split_once("target type: ")
                 .map_or(text.as_str(), |(_, d)| d)
                 .to_string();
-            let field = detail
-                .split_once(": ")
-                .map(|(f, _)| f.to_string())
-                .filter(|f| !f.contains(' '))
-                .or_else(|| {
-                    // serde's own words name a missing or unknown field in backquotes.
-                    detail.split('`').nth(1).map(str::to_string)
-                })
-                .unwrap_or_else(|| ".".into());
+            let field = named_field(&detail).unwrap_or_else(|| ".".into());
             Problem::bad_field(&field, detail)
         }
         _ => Problem::bad_request(format!("the body is not valid JSON: {text}")),
     }
+}
+
+/// The field serde's error `detail` names: the path before its first `: ` (`groups:
+/// invalid type…`), or serde's own words' backquoted name of a missing or unknown field.
+fn named_field(detail: &str) -> Option<String> {
+    detail
+        .split_once(": ")
+        .map(|(f, _)| f.to_string())
+        .filter(|f| !f.contains(' '))
+        .or_else(|| detail.split('`').nth(1).map(str::to_string))
 }
 
 /// A body that may be empty (the defaults) or JSON; JSON that does not read answers 400
@@ -239,12 +241,7 @@ fn query_problem(e: &QueryRejection) -> Problem {
         .split_once("Failed to deserialize query string: ")
         .map_or(text.as_str(), |(_, d)| d)
         .to_string();
-    let field = detail
-        .split_once(": ")
-        .map(|(f, _)| f.to_string())
-        .filter(|f| !f.contains(' '))
-        .or_else(|| detail.split('`').nth(1).map(str::to_string))
-        .unwrap_or_else(|| "query".into());
+    let field = named_field(&detail).unwrap_or_else(|| "query".into());
     Problem::bad_field(&field, format!("bad query parameter: {detail}"))
 }
 

@@ -5,12 +5,12 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-use stepgate_store::UserRecord;
+use stepgate_store::{StoreResult, UserRecord};
 
 use super::problem::{Params, Problem};
-use super::users::{find, PagingQuery};
+use super::users::{find, OwnerQuery};
 use super::Caller;
 use crate::app::state::Shared;
 
@@ -73,40 +73,26 @@ pub async fn revoke_of_user(
     Path(username): Path<String>,
 ) -> Result<Response, Problem> {
     let u = find(&st, &username).await?;
-    let n = st.sessions.end_all(&u.id).await?;
-    audit(
-        &st,
-        &caller,
-        &u,
-        json!({ "why": "ended_by_admin", "ended": n }),
-    )
-    .await;
+    let n = end_all_of(&st, &caller, &u).await?;
     Ok(Json(json!({ "ended": n })).into_response())
 }
 
-async fn audit(st: &Shared, caller: &Caller, u: &UserRecord, detail: serde_json::Value) {
-    let mut e = stepgate_store::NewAuditEvent::now("sessions.ended");
-    e.actor = Some(caller.actor.clone());
-    e.subject = Some(u.id.clone());
-    e.ip = caller.ip.map(|i| i.to_string());
-    e.detail = detail;
-    st.audit.append(e).await;
-}
-
-/// The query of `GET /sessions`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionQuery {
-    user: Option<String>,
-    #[serde(flatten)]
-    paging: PagingQuery,
+/// Ends every session of `u` for an administrator, audited as `sessions.ended` (the
+/// API's `DELETE /users/{username}/sessions` and the console's end-sessions button).
+pub async fn end_all_of(st: &Shared, caller: &Caller, u: &UserRecord) -> StoreResult<usize> {
+    let n = st.sessions.end_all(&u.id).await?;
+    let detail = json!({ "why": "ended_by_admin", "ended": n });
+    caller
+        .audit(st, "sessions.ended", Some(u.id.clone()), detail)
+        .await;
+    Ok(n)
 }
 
 /// `GET /sessions`: every user's live sessions (read user by user: fine for thousands of
 /// users; name `user` for one).
 pub async fn list(
     State(st): State<Shared>,
-    Params(q): Params<SessionQuery>,
+    Params(q): Params<OwnerQuery>,
 ) -> Result<Response, Problem> {
     let paging = q.paging.paging()?;
     let all = live(&st, q.user.as_deref()).await?;
@@ -144,13 +130,10 @@ pub async fn end_by_handle(st: &Shared, caller: &Caller, handle: &str) -> Result
         for id in st.sessions.of_user(&u.id).await? {
             if st.signer.session_handle_ok(&id, handle) {
                 st.sessions.end(&id).await?;
-                audit(
-                    st,
-                    caller,
-                    &u,
-                    json!({ "why": "ended_by_admin", "ended": 1, "session": handle }),
-                )
-                .await;
+                let detail = json!({ "why": "ended_by_admin", "ended": 1, "session": handle });
+                caller
+                    .audit(st, "sessions.ended", Some(u.id.clone()), detail)
+                    .await;
                 return Ok(u.username);
             }
         }

@@ -57,6 +57,18 @@ pub struct UserQuery {
     paging: PagingQuery,
 }
 
+/// The query of a listing by owner (`GET /devices`, `GET /sessions`): only the user
+/// named `user`'s, a page at a time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerQuery {
+    /// Only this username's.
+    pub user: Option<String>,
+    /// The page.
+    #[serde(flatten)]
+    pub paging: PagingQuery,
+}
+
 /// `limit`/`offset` as a flattened query reads them (numbers arrive as text).
 #[derive(Default, Deserialize)]
 pub struct PagingQuery {
@@ -187,35 +199,15 @@ pub async fn create(
     u.name = n.name;
     u.groups = n.groups;
     st.stores.durable.create_user(&u).await?;
-    audit(
-        &st,
-        &caller,
-        "user.created",
-        &u,
-        json!({ "username": u.username }),
-    )
-    .await;
+    let detail = json!({ "username": u.username });
+    caller
+        .audit(&st, "user.created", Some(u.id.clone()), detail)
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "user": UserView::from(&u) })),
     )
         .into_response())
-}
-
-/// An audit event about `u`, by the caller.
-async fn audit(
-    st: &Shared,
-    caller: &Caller,
-    kind: &str,
-    u: &UserRecord,
-    detail: serde_json::Value,
-) {
-    let mut e = stepgate_store::NewAuditEvent::now(kind);
-    e.actor = Some(caller.actor.clone());
-    e.subject = Some(u.id.clone());
-    e.ip = caller.ip.map(|i| i.to_string());
-    e.detail = detail;
-    st.audit.append(e).await;
 }
 
 /// `POST /users/{username}/disable`.
@@ -256,14 +248,8 @@ async fn set_disabled(
         } else {
             "user.enabled"
         };
-        audit(
-            st,
-            caller,
-            kind,
-            &u,
-            json!({ "username": u.username, "sessions_ended": ended }),
-        )
-        .await;
+        let detail = json!({ "username": u.username, "sessions_ended": ended });
+        caller.audit(st, kind, Some(u.id.clone()), detail).await;
     }
     Ok(Json(json!({ "user": UserView::from(&u) })).into_response())
 }

@@ -27,24 +27,7 @@ use super::state::Shared;
 /// connections are long-lived, so balancing them at accept time balances the load).
 /// Background work (reloads, key rotation, signal refreshes) stays on the caller's runtime.
 pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
-    let (tls, workers) = {
-        let rt = state.runtime.load();
-        let tls = match &rt.config.server.tls {
-            Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
-                t,
-                &rt.config.base_dir,
-            )?)),
-            None => None,
-        };
-        let workers = rt
-            .config
-            .server
-            .workers
-            .as_ref()
-            .map(|w| **w)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        (tls, workers.max(1))
-    };
+    let (tls, workers) = listener_settings(&state)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -86,6 +69,27 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The TLS acceptor (with `server.tls`) and how many worker threads serve connections
+/// (`server.workers`, by default one per core).
+fn listener_settings(state: &Shared) -> anyhow::Result<(Option<tokio_rustls::TlsAcceptor>, usize)> {
+    let rt = state.runtime.load();
+    let tls = match &rt.config.server.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
+            t,
+            &rt.config.base_dir,
+        )?)),
+        None => None,
+    };
+    let workers = rt
+        .config
+        .server
+        .workers
+        .as_ref()
+        .map(|w| **w)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok((tls, workers.max(1)))
 }
 
 /// A worker's lane: where its connections are sent, and how many it is serving.

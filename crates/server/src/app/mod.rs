@@ -29,6 +29,7 @@ use stepgate_store::{open_stores, sync_users, SecretKey, Stores};
 use crate::access::signals::{LiveSignals, Signals};
 use crate::access::{Access, DecisionLog};
 use crate::devices::Registry;
+use crate::gateway::assertion::AssertionKeys;
 use crate::gateway::upstream::UpstreamClient;
 use crate::session::cache::Caches;
 use crate::session::Sessions;
@@ -71,60 +72,10 @@ pub async fn build_state_with(
     source: Option<SignalSourceFactory>,
 ) -> anyhow::Result<Shared> {
     let (stores, cache, feed) = open(&config, &key).await?;
-    let settings = AuthnSettings {
-        factors: config.factors.clone(),
-        assurance: config.assurance.clone(),
-        regulation: config.regulation.clone(),
-    };
-    let authn = Authenticator::new(
-        stores.durable.clone(),
-        stores.hot.clone(),
-        key.clone(),
-        settings,
-        &config.base_dir,
-    )
-    .map_err(|e| anyhow::anyhow!("setting up the factors: {e}"))?;
+    let authn = authenticator(&config, &stores, &key)?;
     let signer = Signer::new(key.to_base64().as_bytes());
-    let signals = Arc::new(
-        Signals::from_config(&config)
-            .map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
-    );
-    signals.spawn_background(&config);
-    // Off the event loops. Whether it finishes before the first request or not, no
-    // answer changes; only the first requests' latency does.
-    tokio::task::spawn_blocking(stepgate_signals::useragent::warm_up);
-    let assertion = Arc::new(
-        crate::gateway::assertion::AssertionKeys::open(
-            stores.durable.clone(),
-            key.clone(),
-            &crate::oidc::tokens::key_config(&config),
-            chrono::Utc::now(),
-        )
-        .await
-        .context("loading the identity assertion keys")?,
-    );
-    let oidc_keys = Arc::new(
-        crate::gateway::assertion::AssertionKeys::open_oidc(
-            stores.durable.clone(),
-            key.clone(),
-            &crate::oidc::tokens::key_config(&config),
-            &crate::oidc::tokens::key_algs(&config),
-            chrono::Utc::now(),
-        )
-        .await
-        .context("loading the OpenID Provider's signing keys")?,
-    );
-    if config
-        .oidc
-        .clients
-        .iter()
-        .any(crate::oidc::subject::is_pairwise)
-    {
-        crate::oidc::subject::pairwise_key(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    // The decision log's queue is sized at start (a reload changes whether it records and
-    // how long it keeps, not its size).
-    let log_queue = config.log.decisions.queue;
+    let signals = signals(&config)?;
+    let (assertion, oidc_keys) = signing_keys(&config, &stores, &key).await?;
     let audit = audit::AuditOutbox::new(stores.durable.clone());
     let (access, sessions, devices, metrics) = pipeline(
         &stores,
@@ -133,27 +84,12 @@ pub async fn build_state_with(
         &signer,
         options.demo,
         source,
-        (log_queue, audit.stats()),
+        (config.log.decisions.queue, audit.stats()),
     );
     access.trust_own_tokens(oidc_keys.clone(), key.clone());
     authn.observe(metrics.clone());
-    let connectors = crate::devices::connectors::Connectors::from_config(
-        &config,
-        signals.connector_health.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
-    let siem = crate::siem::Streams::from_config(&config)
-        .map_err(|e| anyhow::anyhow!("setting up the audit streams: {e:#}"))?;
-    let idps = crate::idp::IdentityProviders::new(&config.base_dir, key.clone());
-    for p in config.identity_providers.iter().filter(|p| p.required) {
-        // A provider marked required must answer at start; the others are read at their
-        // first sign-in (a failure then refuses that sign-in, not the start).
-        idps.provider(p)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e} (identity_providers: `required: true`)"))?;
-        idps.check_credentials(p)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    let (connectors, siem) = connectors_and_streams(&config, &signals)?;
+    let idps = identity_providers(&config, &key).await?;
     let stored_policies = stored_policies::StoredPolicies::new(config.admin.policy_edits);
     let st = Arc::new(AppState {
         runtime: ArcSwap::from_pointee(Runtime::new(config)),
@@ -181,19 +117,125 @@ pub async fn build_state_with(
     });
     // Before anything runs on the state: the stored policy set in force, or no start.
     stored_policies::start(&st, feed).await?;
-    Ok(st).inspect(|st| {
-        crate::gateway::assertion::AssertionKeys::spawn_maintenance(Arc::downgrade(st));
-        st.sessions
-            .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
-        st.access
-            .recheck_upstream(crate::portal::upstream::recheck_hook(Arc::downgrade(st)));
-        if let Some(log) = st.access.decision_log() {
-            log.spawn_writer(st);
-        }
-        st.audit.spawn_writer();
-        st.siem
-            .spawn(st.stores.durable.clone(), &st.metrics.streams);
-    })
+    start_background(&st);
+    Ok(st)
+}
+
+/// The authenticator: the configured factors, assurance and lockout rules over the stores.
+fn authenticator(
+    config: &Config,
+    stores: &Stores,
+    key: &SecretKey,
+) -> anyhow::Result<Authenticator> {
+    let settings = AuthnSettings {
+        factors: config.factors.clone(),
+        assurance: config.assurance.clone(),
+        regulation: config.regulation.clone(),
+    };
+    Authenticator::new(
+        stores.durable.clone(),
+        stores.hot.clone(),
+        key.clone(),
+        settings,
+        &config.base_dir,
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the factors: {e}"))
+}
+
+/// The configured signal sources, their background refreshes started.
+fn signals(config: &Config) -> anyhow::Result<Arc<Signals>> {
+    let signals = Arc::new(
+        Signals::from_config(config).map_err(|e| anyhow::anyhow!("setting up the signals: {e}"))?,
+    );
+    signals.spawn_background(config);
+    // Off the event loops. Whether it finishes before the first request or not, no
+    // answer changes; only the first requests' latency does.
+    tokio::task::spawn_blocking(stepgate_signals::useragent::warm_up);
+    Ok(signals)
+}
+
+/// The identity assertion's keys and the OpenID Provider's signing keys, loaded from the
+/// store (made on first start); and the pairwise `sub` key checked when a client uses it.
+async fn signing_keys(
+    config: &Config,
+    stores: &Stores,
+    key: &SecretKey,
+) -> anyhow::Result<(Arc<AssertionKeys>, Arc<AssertionKeys>)> {
+    let assertion = AssertionKeys::open(
+        stores.durable.clone(),
+        key.clone(),
+        &crate::oidc::tokens::key_config(config),
+        chrono::Utc::now(),
+    )
+    .await
+    .context("loading the identity assertion keys")?;
+    let oidc_keys = AssertionKeys::open_oidc(
+        stores.durable.clone(),
+        key.clone(),
+        &crate::oidc::tokens::key_config(config),
+        &crate::oidc::tokens::key_algs(config),
+        chrono::Utc::now(),
+    )
+    .await
+    .context("loading the OpenID Provider's signing keys")?;
+    if config
+        .oidc
+        .clients
+        .iter()
+        .any(crate::oidc::subject::is_pairwise)
+    {
+        crate::oidc::subject::pairwise_key(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok((Arc::new(assertion), Arc::new(oidc_keys)))
+}
+
+/// The device connectors and the SIEM streams the configuration names.
+fn connectors_and_streams(
+    config: &Config,
+    signals: &Signals,
+) -> anyhow::Result<(crate::devices::connectors::Connectors, crate::siem::Streams)> {
+    let connectors = crate::devices::connectors::Connectors::from_config(
+        config,
+        signals.connector_health.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("setting up the device connectors: {e}"))?;
+    let siem = crate::siem::Streams::from_config(config)
+        .map_err(|e| anyhow::anyhow!("setting up the audit streams: {e:#}"))?;
+    Ok((connectors, siem))
+}
+
+/// The upstream identity providers; one marked `required` must answer now (the others
+/// are read at their first sign-in, whose failure refuses that sign-in, not the start).
+async fn identity_providers(
+    config: &Config,
+    key: &SecretKey,
+) -> anyhow::Result<crate::idp::IdentityProviders> {
+    let idps = crate::idp::IdentityProviders::new(&config.base_dir, key.clone());
+    for p in config.identity_providers.iter().filter(|p| p.required) {
+        idps.provider(p)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (identity_providers: `required: true`)"))?;
+        idps.check_credentials(p)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(idps)
+}
+
+/// What runs beside the requests once the state is built: key rotation, back-channel
+/// logout, upstream re-checks, the decision log's and audit log's writers, the SIEM
+/// streams.
+fn start_background(st: &Shared) {
+    AssertionKeys::spawn_maintenance(Arc::downgrade(st));
+    st.sessions
+        .on_end(crate::oidc::backchannel::listener(Arc::downgrade(st)));
+    st.access
+        .recheck_upstream(crate::portal::upstream::recheck_hook(Arc::downgrade(st)));
+    if let Some(log) = st.access.decision_log() {
+        log.spawn_writer(st);
+    }
+    st.audit.spawn_writer();
+    st.siem
+        .spawn(st.stores.durable.clone(), &st.metrics.streams);
 }
 
 /// The stores (behind the node's read cache), with the configuration's users synced, and
@@ -236,7 +278,8 @@ async fn open(
 }
 
 /// The access pipeline and the services it owns: sessions, the device registry, and the
-/// signal source (`source`'s, or the live one).
+/// signal source (`source`'s, or the live one). The decision log's queue is sized here, at
+/// start (a reload changes whether it records and how long it keeps, not its size).
 fn pipeline(
     stores: &Stores,
     cache: &Arc<Caches>,

@@ -218,11 +218,7 @@ pub(super) fn service(
 > + Clone {
     hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if let Some(certs) = &tls {
-            let ext = req.extensions_mut();
-            ext.insert(super::tls::Tls);
-            if !certs.0.is_empty() {
-                ext.insert(certs.clone());
-            }
+            mark_tls(&mut req, certs);
         }
         let direct = direct_route(req.uri().path(), &portal);
         let (router, st) = (router.clone(), state.clone());
@@ -233,15 +229,7 @@ pub(super) fn service(
         let id = crate::access::RequestId::new();
         // The reader's language, for every page and message of the answer (`crate::i18n`).
         let reader = crate::i18n::Reader::of(req.method(), req.uri(), req.headers());
-        // `client` starts as the peer; the access pipeline puts the client's own address
-        // there (behind a trusted proxy) and fills in `user` once it knows them
-        // ([`crate::access::Access::decide`]), so a failure logged later names both.
-        let span = tracing::info_span!(
-            "request",
-            request_id = %id,
-            client = %peer.ip(),
-            user = tracing::field::Empty
-        );
+        let span = request_span(id, peer);
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
         let answer = async move {
@@ -265,27 +253,55 @@ pub(super) fn service(
                     Ok(finish_like_router(res, head))
                 }
             };
-            // Every answer names its request, also those no entry point decided (a
-            // portal page, a refusal before the decision), for the help desk and the logs.
-            let res = res.map(|mut r| {
-                if !r
-                    .headers()
-                    .contains_key(crate::access::decision_log::REQUEST_ID_HEADER)
-                {
-                    crate::access::decision_log::set_header(&mut r, id);
-                }
-                r
-            });
-            match guard {
-                None => res,
-                Some(g) => res.map(|r| r.map(|b| super::idle::GuardedBody::wrap(b, g))),
-            }
+            res.map(|r| answered(r, id, guard))
         };
         crate::access::decision_log::CURRENT_REQUEST.scope(
             id,
             crate::i18n::CURRENT.scope(reader, tracing::Instrument::instrument(answer, span)),
         )
     })
+}
+
+/// Marks a request that came over stepgate's TLS listener, with the client's certificate
+/// chain when it sent one.
+fn mark_tls<B>(req: &mut hyper::Request<B>, certs: &crate::access::signals::PeerCertificates) {
+    let ext = req.extensions_mut();
+    ext.insert(super::tls::Tls);
+    if !certs.0.is_empty() {
+        ext.insert(certs.clone());
+    }
+}
+
+/// The span of a request's log lines. `client` starts as the peer; the access pipeline
+/// puts the client's own address there (behind a trusted proxy) and fills in `user` once
+/// it knows them ([`crate::access::Access::decide`]), so a failure logged later names both.
+fn request_span(id: crate::access::RequestId, peer: SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        client = %peer.ip(),
+        user = tracing::field::Empty
+    )
+}
+
+/// The answer as it leaves: naming its request, also when no entry point decided (a portal
+/// page, a refusal before the decision), for the help desk and the logs; and counted as in
+/// progress until its body ends (`guard`).
+fn answered(
+    mut res: Response,
+    id: crate::access::RequestId,
+    guard: Option<super::idle::RequestGuard>,
+) -> Response {
+    if !res
+        .headers()
+        .contains_key(crate::access::decision_log::REQUEST_ID_HEADER)
+    {
+        crate::access::decision_log::set_header(&mut res, id);
+    }
+    match guard {
+        None => res,
+        Some(g) => res.map(|b| super::idle::GuardedBody::wrap(b, g)),
+    }
 }
 
 /// What the router does to each handler's response, done for the ones that skip it: a

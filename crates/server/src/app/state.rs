@@ -60,20 +60,6 @@ static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 impl Runtime {
     /// Indexes a configuration.
     pub fn new(config: Config) -> Self {
-        let mut hosts = HashMap::default();
-        for (i, app) in config.apps.iter().enumerate() {
-            for h in &app.hosts {
-                hosts.insert(strip_port(h).to_ascii_lowercase(), i);
-            }
-        }
-        let upstreams = config
-            .apps
-            .iter()
-            .filter_map(|a| {
-                let t = stepgate_config::parse_upstream(a.upstream.as_ref()?).ok()?;
-                Some((a.id.to_string(), t))
-            })
-            .collect();
         let public_url = match &config.server.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}", config.listen),
@@ -85,40 +71,21 @@ impl Runtime {
             .next()
             .unwrap_or_default()
             .to_string();
-        let own_host = strip_port(&public_authority).to_ascii_lowercase();
-        let session_cookie = crate::session::cookies::session_cookie_name(&config.sessions);
-        let own_cookies = crate::session::cookies::own_cookie_names(&config)
-            .iter()
-            .map(|n| stepgate_request::cookies::name_key(n))
-            .collect();
-        let target_rules =
-            config
-                .apps
-                .iter()
-                .map(|a| stepgate_request::TargetRules {
-                    strip_path_parameters: config.gateway.apps.get(a.id.as_str()).is_some_and(
-                        |g| g.path_parameters == stepgate_config::PathParameters::Strip,
-                    ),
-                    case_insensitive: a.case_insensitive_paths,
-                })
-                .collect();
-        let mut configured_identity_headers =
-            vec![config.gateway.assertion.header.to_ascii_lowercase()];
-        if let Some(f) = &config.signals.client_certificates.forwarded {
-            configured_identity_headers.push(f.header.to_ascii_lowercase());
-        }
         Runtime {
-            config,
-            hosts,
+            hosts: app_hosts(&config),
+            upstreams: app_upstreams(&config),
+            own_host: strip_port(&public_authority).to_ascii_lowercase(),
             public_url,
-            upstreams,
             public_authority,
-            own_host,
-            session_cookie,
-            own_cookies,
-            target_rules,
-            configured_identity_headers,
+            session_cookie: crate::session::cookies::session_cookie_name(&config.sessions),
+            own_cookies: crate::session::cookies::own_cookie_names(&config)
+                .iter()
+                .map(|n| stepgate_request::cookies::name_key(n))
+                .collect(),
+            target_rules: app_target_rules(&config),
+            configured_identity_headers: configured_identity_headers(&config),
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            config,
         }
     }
 
@@ -203,6 +170,56 @@ impl Runtime {
     pub fn portal(&self) -> &str {
         &self.config.server.portal_path
     }
+}
+
+/// Each app's host names, lower-cased and without a port → the app's index.
+fn app_hosts(config: &Config) -> HashMap<String, usize, foldhash::fast::RandomState> {
+    let mut hosts = HashMap::default();
+    for (i, app) in config.apps.iter().enumerate() {
+        for h in &app.hosts {
+            hosts.insert(strip_port(h).to_ascii_lowercase(), i);
+        }
+    }
+    hosts
+}
+
+/// App id → its upstream, for each app with one.
+fn app_upstreams(
+    config: &Config,
+) -> HashMap<String, stepgate_config::UpstreamTarget, foldhash::fast::RandomState> {
+    config
+        .apps
+        .iter()
+        .filter_map(|a| {
+            let t = stepgate_config::parse_upstream(a.upstream.as_ref()?).ok()?;
+            Some((a.id.to_string(), t))
+        })
+        .collect()
+}
+
+/// How each app's request targets are read (by index into `config.apps`).
+fn app_target_rules(config: &Config) -> Vec<stepgate_request::TargetRules> {
+    config
+        .apps
+        .iter()
+        .map(|a| stepgate_request::TargetRules {
+            strip_path_parameters: config
+                .gateway
+                .apps
+                .get(a.id.as_str())
+                .is_some_and(|g| g.path_parameters == stepgate_config::PathParameters::Strip),
+            case_insensitive: a.case_insensitive_paths,
+        })
+        .collect()
+}
+
+/// The assertion header and the forwarded client certificate header, lower case.
+fn configured_identity_headers(config: &Config) -> Vec<String> {
+    let mut headers = vec![config.gateway.assertion.header.to_ascii_lowercase()];
+    if let Some(f) = &config.signals.client_certificates.forwarded {
+        headers.push(f.header.to_ascii_lowercase());
+    }
+    headers
 }
 
 /// `host` without a `:port` suffix (IPv6 literals keep their brackets).

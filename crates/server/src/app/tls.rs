@@ -36,9 +36,31 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Builds the rustls configuration from `server.tls` (paths relative to `base_dir`).
 pub fn server_config(cfg: &TlsConfig, base_dir: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    let cert_path = base_dir.join(&cfg.cert_file);
+    let certs = certificate_chain(&base_dir.join(&cfg.cert_file))?;
     let key_path = base_dir.join(&cfg.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| {
+        format!(
+            "server.tls.key_file: {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            key_path.display()
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &cfg.client_ca_file {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(&base_dir.join(ca))?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("server.tls: the private key does not match the certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `server.tls.cert_file`'s certificate chain.
+fn certificate_chain(cert_path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("server.tls.cert_file: cannot read {}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| {
@@ -53,51 +75,38 @@ pub fn server_config(cfg: &TlsConfig, base_dir: &Path) -> anyhow::Result<Arc<Ser
             cert_path.display()
         );
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| {
+    Ok(certs)
+}
+
+/// Asks clients for a certificate chaining to `server.tls.client_ca_file`'s CAs, and lets
+/// those without one through.
+fn client_verifier(
+    ca_path: &Path,
+) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_path).with_context(|| {
         format!(
-            "server.tls.key_file: {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-            key_path.display()
+            "server.tls.client_ca_file: cannot read {}",
+            ca_path.display()
         )
-    })?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let builder = match &cfg.client_ca_file {
-        Some(ca) => {
-            let ca_path = base_dir.join(ca);
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(&ca_path).with_context(|| {
-                format!(
-                    "server.tls.client_ca_file: cannot read {}",
-                    ca_path.display()
-                )
-            })? {
-                let c = c.with_context(|| {
-                    format!(
-                        "server.tls.client_ca_file: {} is not PEM",
-                        ca_path.display()
-                    )
-                })?;
-                roots.add(c).with_context(|| {
-                    format!(
-                        "server.tls.client_ca_file: a certificate in {} is not a usable CA",
-                        ca_path.display()
-                    )
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .context("server.tls.client_ca_file: no usable CA certificate")?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .context("server.tls: the private key does not match the certificate")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    })? {
+        let c = c.with_context(|| {
+            format!(
+                "server.tls.client_ca_file: {} is not PEM",
+                ca_path.display()
+            )
+        })?;
+        roots.add(c).with_context(|| {
+            format!(
+                "server.tls.client_ca_file: a certificate in {} is not a usable CA",
+                ca_path.display()
+            )
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .context("server.tls.client_ca_file: no usable CA certificate")
 }
 
 /// Serves HTTPS on an already bound listener until SIGTERM/SIGINT (tests bind port 0).

@@ -24,6 +24,7 @@ pub mod ocsf;
 mod syslog;
 mod webhook;
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,17 @@ pub fn render(format: AuditStreamFormat, e: &AuditEvent) -> serde_json::Value {
         AuditStreamFormat::Ocsf => ocsf::to_ocsf(e),
         AuditStreamFormat::Jsonl => serde_json::to_value(e).unwrap_or_default(),
     }
+}
+
+/// How an error names a stream's settings: ``audit.stream `NAME` ``.
+fn at(s: &AuditStreamConfig) -> String {
+    format!("audit.stream `{}`", s.name)
+}
+
+/// A setting `key` the stream's kind requires: its `value`, or the error naming it.
+fn required<'a, T: ?Sized>(at: &str, key: &str, value: Option<&'a T>) -> anyhow::Result<&'a T> {
+    use anyhow::Context as _;
+    value.with_context(|| format!("{at}: {key} is required"))
 }
 
 /// Where a stream delivers.
@@ -194,6 +206,9 @@ impl Streams {
                 stop: self.stop.subscribe(),
                 holder: self.holder.clone(),
                 held_until: None,
+                label: StreamStats::label(&r.cfg.name),
+                backoff: FIRST_BACKOFF,
+                cursor: None,
             };
             running.push(tokio::spawn(task.run()));
         }
@@ -225,6 +240,13 @@ struct Task {
     holder: String,
     /// Until when this node surely holds the stream's lease (none: it does not).
     held_until: Option<tokio::time::Instant>,
+    /// The stream's metrics label.
+    label: StreamLabel,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// The sequence number of the last event delivered, as this node knows it (none: read
+    /// it from the store).
+    cursor: Option<i64>,
 }
 
 impl Task {
@@ -262,145 +284,158 @@ impl Task {
         *self.stop.borrow()
     }
 
+    /// Delivers until the streams stop, then gives the lease up.
     async fn run(mut self) {
-        let label = StreamStats::label(&self.name);
-        let mut backoff = FIRST_BACKOFF;
-        let mut cursor: Option<i64> = None;
         tracing::info!(stream = %self.name, "audit stream started");
-        loop {
-            if *self.stop.borrow() {
-                break;
-            }
-            let held = self.held_until.is_some();
-            // Lapsed (or never held): another node may have delivered since.
-            let lapsed = self
-                .held_until
-                .is_none_or(|u| u <= tokio::time::Instant::now());
-            match self.hold().await {
-                Ok(true) => {
-                    if lapsed {
-                        cursor = None;
-                    }
-                    if !held {
-                        tracing::info!(stream = %self.name, "audit stream: this node delivers it (lease taken)");
-                        self.stats.delivering.get_or_create(&label).set(1);
-                    }
-                }
-                Ok(false) => {
-                    // Another node delivers; the cursor is read anew when this one takes over.
-                    cursor = None;
-                    self.stats.delivering.get_or_create(&label).set(0);
-                    if self.pause(POLL).await {
-                        break;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot take or renew its lease");
-                    self.stats.failures.get_or_create(&label).inc();
-                    if self.pause(backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(self.max_backoff);
-                    continue;
-                }
-            }
-            let after = match cursor {
-                Some(c) => c,
-                None => match self.durable.audit_stream_cursor(&self.name).await {
-                    Ok(c) => {
-                        let c = c.unwrap_or(0);
-                        self.stats.cursor.get_or_create(&label).set(c);
-                        cursor = Some(c);
-                        c
-                    }
-                    Err(e) => {
-                        tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read its cursor");
-                        self.stats.failures.get_or_create(&label).inc();
-                        if self.pause(backoff).await {
-                            break;
-                        }
-                        backoff = (backoff * 2).min(self.max_backoff);
-                        continue;
-                    }
-                },
-            };
-            let q = AuditQuery {
-                after_seq: Some(after),
-                limit: u32::try_from(self.batch).unwrap_or(u32::MAX),
-                ..AuditQuery::default()
-            };
-            let page = match self.durable.list_audit(&q).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read the audit log");
-                    self.stats.failures.get_or_create(&label).inc();
-                    if self.pause(backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(self.max_backoff);
-                    continue;
-                }
-            };
-            self.record_lag(&label, after).await;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                if self.pause(POLL).await {
+        while !*self.stop.borrow() {
+            if let ControlFlow::Break(wait) = self.pass().await {
+                if self.pause(wait).await {
                     break;
                 }
-                continue;
-            };
-            match self.sink.deliver(&page).await {
-                Ok(()) => {
-                    backoff = FIRST_BACKOFF;
-                    self.stats
-                        .delivered
-                        .get_or_create(&label)
-                        .inc_by(page.len() as u64);
-                    self.stats.cursor.get_or_create(&label).set(last);
-                    cursor = Some(last);
-                    // The receiver has the batch: the cursor must move before anything else
-                    // (a stop included), or a restart would send it again.
-                    let mut wait = FIRST_BACKOFF;
-                    while let Err(e) = self.durable.set_audit_stream_cursor(&self.name, last).await
-                    {
-                        tracing::warn!(stream = %self.name, error = %e, seq = last, "audit stream: cannot write its cursor; retrying");
-                        self.stats.failures.get_or_create(&label).inc();
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(self.max_backoff);
-                    }
-                    self.record_lag(&label, last).await;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        stream = %self.name,
-                        error = format!("{e:#}"),
-                        first_seq = page[0].seq,
-                        retry_in_s = backoff.as_secs(),
-                        "audit stream: delivery failed"
-                    );
-                    self.stats.failures.get_or_create(&label).inc();
-                    if self.pause(backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(self.max_backoff);
-                }
             }
         }
-        if self.held_until.is_some() {
-            // Given up so that another node takes the stream over at once.
-            if let Err(e) = self
-                .durable
-                .release_lease(&self.lease_name(), &self.holder)
-                .await
-            {
-                tracing::warn!(stream = %self.name, error = %e, "audit stream: could not give its lease up; another node takes over when it expires");
-            }
-        }
+        self.give_up_lease().await;
         tracing::info!(stream = %self.name, "audit stream stopped");
     }
 
+    /// One pass: the lease, the cursor, the batch after it, its delivery. Breaks with how
+    /// long to wait before the next pass (nothing to deliver, another node delivers, or a
+    /// failure's backoff); goes on to the next pass at once after a delivery.
+    async fn pass(&mut self) -> ControlFlow<Duration> {
+        self.take_turn().await?;
+        let after = self.current_cursor().await?;
+        let page = self.next_batch(after).await?;
+        self.record_lag(after).await;
+        if page.is_empty() {
+            return ControlFlow::Break(POLL);
+        }
+        self.deliver(&page).await
+    }
+
+    /// Takes or renews the lease; breaks when this node does not deliver now.
+    async fn take_turn(&mut self) -> ControlFlow<Duration> {
+        let held = self.held_until.is_some();
+        // Lapsed (or never held): another node may have delivered since.
+        let lapsed = self
+            .held_until
+            .is_none_or(|u| u <= tokio::time::Instant::now());
+        match self.hold().await {
+            Ok(true) => {
+                if lapsed {
+                    self.cursor = None;
+                }
+                if !held {
+                    tracing::info!(stream = %self.name, "audit stream: this node delivers it (lease taken)");
+                    self.stats.delivering.get_or_create(&self.label).set(1);
+                }
+                ControlFlow::Continue(())
+            }
+            Ok(false) => {
+                // Another node delivers; the cursor is read anew when this one takes over.
+                self.cursor = None;
+                self.stats.delivering.get_or_create(&self.label).set(0);
+                ControlFlow::Break(POLL)
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot take or renew its lease");
+                ControlFlow::Break(self.failed())
+            }
+        }
+    }
+
+    /// The sequence number delivered last: as this node knows it, else read from the store.
+    async fn current_cursor(&mut self) -> ControlFlow<Duration, i64> {
+        if let Some(c) = self.cursor {
+            return ControlFlow::Continue(c);
+        }
+        match self.durable.audit_stream_cursor(&self.name).await {
+            Ok(c) => {
+                let c = c.unwrap_or(0);
+                self.stats.cursor.get_or_create(&self.label).set(c);
+                self.cursor = Some(c);
+                ControlFlow::Continue(c)
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read its cursor");
+                ControlFlow::Break(self.failed())
+            }
+        }
+    }
+
+    /// At most `batch` events after `after`, in order.
+    async fn next_batch(&mut self, after: i64) -> ControlFlow<Duration, Vec<AuditEvent>> {
+        let q = AuditQuery {
+            after_seq: Some(after),
+            limit: u32::try_from(self.batch).unwrap_or(u32::MAX),
+            ..AuditQuery::default()
+        };
+        match self.durable.list_audit(&q).await {
+            Ok(page) => ControlFlow::Continue(page),
+            Err(e) => {
+                tracing::warn!(stream = %self.name, error = %e, "audit stream: cannot read the audit log");
+                ControlFlow::Break(self.failed())
+            }
+        }
+    }
+
+    /// Delivers `page` (not empty), then moves the cursor past it.
+    async fn deliver(&mut self, page: &[AuditEvent]) -> ControlFlow<Duration> {
+        if let Err(e) = self.sink.deliver(page).await {
+            tracing::warn!(
+                stream = %self.name,
+                error = format!("{e:#}"),
+                first_seq = page[0].seq,
+                retry_in_s = self.backoff.as_secs(),
+                "audit stream: delivery failed"
+            );
+            return ControlFlow::Break(self.failed());
+        }
+        let last = page[page.len() - 1].seq;
+        self.backoff = FIRST_BACKOFF;
+        self.stats
+            .delivered
+            .get_or_create(&self.label)
+            .inc_by(page.len() as u64);
+        self.stats.cursor.get_or_create(&self.label).set(last);
+        self.cursor = Some(last);
+        // The receiver has the batch: the cursor must move before anything else (a stop
+        // included), or a restart would send it again.
+        let mut wait = FIRST_BACKOFF;
+        while let Err(e) = self.durable.set_audit_stream_cursor(&self.name, last).await {
+            tracing::warn!(stream = %self.name, error = %e, seq = last, "audit stream: cannot write its cursor; retrying");
+            self.stats.failures.get_or_create(&self.label).inc();
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(self.max_backoff);
+        }
+        self.record_lag(last).await;
+        ControlFlow::Continue(())
+    }
+
+    /// Counts a failure; the wait before the next try (which doubles, up to
+    /// `max_backoff`, until a delivery succeeds).
+    fn failed(&mut self) -> Duration {
+        self.stats.failures.get_or_create(&self.label).inc();
+        let wait = self.backoff;
+        self.backoff = (wait * 2).min(self.max_backoff);
+        wait
+    }
+
+    /// Gives the lease up, when held, so that another node takes the stream over at once.
+    async fn give_up_lease(&self) {
+        if self.held_until.is_none() {
+            return;
+        }
+        if let Err(e) = self
+            .durable
+            .release_lease(&self.lease_name(), &self.holder)
+            .await
+        {
+            tracing::warn!(stream = %self.name, error = %e, "audit stream: could not give its lease up; another node takes over when it expires");
+        }
+    }
+
     /// The lag: the newest event's sequence number past `delivered`.
-    async fn record_lag(&self, label: &StreamLabel, delivered: i64) {
+    async fn record_lag(&self, delivered: i64) {
         let head = self
             .durable
             .list_audit(&AuditQuery {
@@ -412,7 +447,7 @@ impl Task {
         if let Ok(Some(h)) = head.map(|v| v.first().map(|e| e.seq)) {
             self.stats
                 .lag
-                .get_or_create(label)
+                .get_or_create(&self.label)
                 .set((h - delivered).max(0));
         }
     }

@@ -59,11 +59,8 @@ fn certs(what: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>
 /// The TLS client settings of a stream: only `ca_file`'s CAs trusted, the client
 /// certificate offered when configured.
 pub(super) fn client_config(s: &AuditStreamConfig) -> anyhow::Result<rustls::ClientConfig> {
-    let at = format!("audit.stream `{}`", s.name);
-    let ca = s
-        .ca_file
-        .as_deref()
-        .with_context(|| format!("{at}: ca_file is required"))?;
+    let at = super::at(s);
+    let ca = super::required(&at, "ca_file", s.ca_file.as_deref())?;
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&format!("{at}: ca_file"), ca)? {
         roots.add(c).with_context(|| {
@@ -95,11 +92,8 @@ pub(super) fn client_config(s: &AuditStreamConfig) -> anyhow::Result<rustls::Cli
 
 impl Syslog {
     pub(super) fn new(s: &AuditStreamConfig) -> anyhow::Result<Syslog> {
-        let at = format!("audit.stream `{}`", s.name);
-        let address = s
-            .address
-            .clone()
-            .with_context(|| format!("{at}: address is required"))?;
+        let at = super::at(s);
+        let address = super::required(&at, "address", s.address.as_ref())?.clone();
         let host = address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))

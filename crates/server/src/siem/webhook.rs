@@ -22,67 +22,74 @@ pub(super) struct Webhook {
 
 impl Webhook {
     pub(super) fn new(s: &AuditStreamConfig) -> anyhow::Result<Webhook> {
-        let at = format!("audit.stream `{}`", s.name);
-        let url = s
-            .url
-            .clone()
-            .with_context(|| format!("{at}: url is required"))?;
-        let token = match (&s.secret_file, &s.secret_env) {
-            (Some(f), _) => Some(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("{at}: secret_file: cannot read {}", f.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("{at}: secret_env: ${var} is not set"))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
-        if token.as_deref() == Some("") {
-            anyhow::bail!("{at}: the bearer token is empty");
-        }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(true)
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &s.ca_file {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("{at}: ca_file: cannot read {}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{at}: ca_file: {} is not PEM", ca.display()))?;
-            if certs.is_empty() {
-                anyhow::bail!("{at}: ca_file: {} holds no certificate", ca.display());
-            }
-            b = b.tls_built_in_root_certs(false);
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&s.client_cert_file, &s.client_key_file) {
-            let mut pem = std::fs::read(key)
-                .with_context(|| format!("{at}: client_key_file: cannot read {}", key.display()))?;
-            pem.extend(std::fs::read(cert).with_context(|| {
-                format!("{at}: client_cert_file: cannot read {}", cert.display())
-            })?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .with_context(|| format!("{at}: the client certificate or key is not usable"))?;
-            b = b.identity(id);
-        }
+        let at = super::at(s);
+        let url = super::required(&at, "url", s.url.as_ref())?.clone();
+        let token = bearer_token(s, &at)?;
+        let client = client(s, &at)?
+            .build()
+            .with_context(|| format!("{at}: the HTTPS client"))?;
         Ok(Webhook {
             url,
-            client: b
-                .build()
-                .with_context(|| format!("{at}: the HTTPS client"))?,
+            client,
             token,
             format: s.format,
         })
     }
+}
+
+/// The token sent as `Authorization: Bearer`: `secret_file`'s text or `secret_env`'s value,
+/// trimmed; none when neither is set.
+fn bearer_token(s: &AuditStreamConfig, at: &str) -> anyhow::Result<Option<String>> {
+    let token = match (&s.secret_file, &s.secret_env) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .with_context(|| format!("{at}: secret_file: cannot read {}", f.display()))?,
+        (None, Some(var)) => {
+            std::env::var(var).with_context(|| format!("{at}: secret_env: ${var} is not set"))?
+        }
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!("{at}: the bearer token is empty");
+    }
+    Ok(Some(token.to_string()))
+}
+
+/// The HTTPS client's settings: HTTPS only, no redirects, the receiver trusted through
+/// `ca_file` alone when it is set, the client certificate offered when configured.
+fn client(s: &AuditStreamConfig, at: &str) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(true)
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &s.ca_file {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("{at}: ca_file: cannot read {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{at}: ca_file: {} is not PEM", ca.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("{at}: ca_file: {} holds no certificate", ca.display());
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&s.client_cert_file, &s.client_key_file) {
+        let mut pem = std::fs::read(key)
+            .with_context(|| format!("{at}: client_key_file: cannot read {}", key.display()))?;
+        pem.extend(
+            std::fs::read(cert).with_context(|| {
+                format!("{at}: client_cert_file: cannot read {}", cert.display())
+            })?,
+        );
+        let id = reqwest::Identity::from_pem(&pem)
+            .with_context(|| format!("{at}: the client certificate or key is not usable"))?;
+        b = b.identity(id);
+    }
+    Ok(b)
 }
 
 #[async_trait]

@@ -10,10 +10,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use minijinja::context;
 
-use super::{param, shown, Admin};
+use super::{param, read, shown, Admin};
 use crate::admin::audit::{export_text as export_events, query, Search};
 use crate::portal::error::PortalError;
-use crate::portal::extract::{SignedIn, Visit};
 
 /// The search the page's form sends.
 fn search(q: &HashMap<String, String>) -> Search {
@@ -34,14 +33,9 @@ fn search(q: &HashMap<String, String>) -> Search {
 
 /// `GET {portal}/admin/audit?kind=&actor=&user=&address=&since=&until=`.
 pub async fn page(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
     let found = match query(search(&q)) {
         Ok(mut qy) => {
             qy.newest_first = true;
@@ -54,13 +48,7 @@ pub async fn page(
         }
         Err(p) => Err(p),
     };
-    let (status, events, error) = match found {
-        Ok(e) => (StatusCode::OK, e, None),
-        Err(p) => {
-            let (s, e) = shown(&p);
-            (s, Vec::new(), Some(e))
-        }
-    };
+    let (status, events, error) = read(found);
     // The export links carry the same filters.
     let mut filters = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in &q {
@@ -78,24 +66,15 @@ pub async fn page(
 /// `GET {portal}/admin/audit/export?format=jsonl|ocsf&…`: the search's every event, oldest
 /// first, as a download.
 pub async fn export(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
     let ocsf = match q.get("format").map(String::as_str) {
         None | Some("jsonl") => false,
         Some("ocsf") => true,
         Some(other) => {
             let text = format!("format must be jsonl or ocsf, not `{other}`");
-            return Ok(a.render(
-                StatusCode::BAD_REQUEST,
-                "admin_audit.html",
-                context! { events => Vec::<()>::new(), f => q, error => text },
-            ));
+            return Ok(no_export(&a, &q, StatusCode::BAD_REQUEST, text));
         }
     };
     let body = match query(search(&q)) {
@@ -105,12 +84,8 @@ pub async fn export(
     let body = match body {
         Ok(b) => b,
         Err(p) => {
-            let (s, e) = shown(&p);
-            return Ok(a.render(
-                s,
-                "admin_audit.html",
-                context! { events => Vec::<()>::new(), f => q, error => e },
-            ));
+            let (status, e) = shown(&p);
+            return Ok(no_export(&a, &q, status, e));
         }
     };
     super::audit_admin(
@@ -127,6 +102,25 @@ pub async fn export(
     } else {
         "audit.jsonl"
     };
+    Ok(download(body, name))
+}
+
+/// The audit page with why the export was refused, and no events.
+fn no_export(
+    a: &Admin,
+    q: &HashMap<String, String>,
+    status: StatusCode,
+    error: String,
+) -> Response {
+    a.render(
+        status,
+        "admin_audit.html",
+        context! { events => Vec::<()>::new(), f => q, error => error },
+    )
+}
+
+/// `body` as a download named `name`: JSON lines, never sniffed or cached.
+fn download(body: String, name: &str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -141,5 +135,5 @@ pub async fn export(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    Ok(r)
+    r
 }

@@ -18,7 +18,6 @@ use super::{shown, Admin};
 use crate::admin::decisions::last_day;
 use crate::admin::devices::listing;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{SignedIn, Visit};
 
 /// The outcomes, in the order the bars stack them (bottom first).
 const OUTCOMES: [&str; 5] = ["allow", "sign_in", "step_up", "deny", "unavailable"];
@@ -135,11 +134,7 @@ fn reason(d: &DecisionRecord) -> String {
 }
 
 /// `GET {portal}/admin/`.
-pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
+pub async fn page(a: Admin) -> Result<Response, PortalError> {
     let (recent, error) = match last_day(&a.st).await {
         Ok((_, r)) => (r, None),
         Err(p) => (Vec::new(), Some(shown(&p).1)),

@@ -10,10 +10,9 @@ use axum::response::Response;
 use chrono::{NaiveDateTime, Utc};
 use minijinja::context;
 
-use super::{param, shown, Admin};
+use super::{param, read, Admin};
 use crate::admin::decisions::{find, record, traced_again, Search};
 use crate::portal::error::PortalError;
-use crate::portal::extract::{SignedIn, Visit};
 
 /// The filters the page's form sends, and how far back `period` (`1h`, `24h`, `7d`) goes.
 const PERIODS: [(&str, i64); 3] = [("1h", 1), ("24h", 24), ("7d", 24 * 7)];
@@ -27,24 +26,8 @@ fn rfc3339(v: Option<&String>) -> Option<String> {
     })
 }
 
-/// `GET {portal}/admin/decisions?id=` (one decision and its trace) or `?user=&app=&
-/// outcome=&policy=&period=&since=&until=&cursor=` (the log, newest first).
-pub async fn page(
-    visit: Visit,
-    signed: SignedIn,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
-    let id = q
-        .get("id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    if !id.is_empty() {
-        return one(&a, &id).await;
-    }
+/// The search the page's filters ask for, 50 decisions a page.
+fn search(q: &HashMap<String, String>) -> Search {
     let since = match q
         .get("period")
         .and_then(|p| PERIODS.iter().find(|(n, _)| *n == p.as_str()))
@@ -52,34 +35,45 @@ pub async fn page(
         Some((_, hours)) => Some((Utc::now() - chrono::Duration::hours(*hours)).to_rfc3339()),
         None => rfc3339(q.get("since")),
     };
-    let search = Search {
-        user: param(&q, "user"),
-        app: param(&q, "app"),
-        outcome: param(&q, "outcome"),
-        policy: param(&q, "policy"),
+    Search {
+        user: param(q, "user"),
+        app: param(q, "app"),
+        outcome: param(q, "outcome"),
+        policy: param(q, "policy"),
         since,
         until: rfc3339(q.get("until")),
         limit: Some("50".into()),
-        cursor: param(&q, "cursor"),
-    };
-    let (status, items, next, error) = match find(&a.st, search).await {
-        Ok((items, next)) => (StatusCode::OK, items, next, None),
-        Err(p) => {
-            let (status, e) = shown(&p);
-            (status, Vec::new(), None, Some(e))
+        cursor: param(q, "cursor"),
+    }
+}
+
+/// The next page's query: the same filters, from `cursor`.
+fn next_page(q: &HashMap<String, String>, cursor: &str) -> String {
+    let mut u = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q {
+        if k != "cursor" {
+            u.append_pair(k, v);
         }
-    };
-    // The next page keeps the filters.
-    let next = next.map(|c| {
-        let mut u = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &q {
-            if k != "cursor" {
-                u.append_pair(k, v);
-            }
-        }
-        u.append_pair("cursor", &c);
-        u.finish()
-    });
+    }
+    u.append_pair("cursor", cursor);
+    u.finish()
+}
+
+/// `GET {portal}/admin/decisions?id=` (one decision and its trace) or `?user=&app=&
+/// outcome=&policy=&period=&since=&until=&cursor=` (the log, newest first).
+pub async fn page(
+    a: Admin,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    let id = q
+        .get("id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if !id.is_empty() {
+        return one(&a, &id).await;
+    }
+    let (status, (items, next), error) = read(find(&a.st, search(&q)).await);
+    let next = next.map(|c| next_page(&q, &c));
     let rt = a.st.runtime.load_full();
     let apps: Vec<&str> = rt.config.apps.iter().map(|x| x.id.as_str()).collect();
     let policies: Vec<&str> = rt.config.policies.iter().map(|p| p.name.as_str()).collect();

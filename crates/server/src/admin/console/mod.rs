@@ -21,6 +21,8 @@ mod policies;
 mod sessions;
 mod users;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -46,10 +48,13 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&c(""), get(dashboard::page))
         .route(&c("/"), get(dashboard::page))
         .route(&c("/users"), get(users::page))
-        .route(&c("/users/{username}/unlock"), post(users::unlock))
+        .route(
+            &c("/users/{username}/unlock"),
+            users::post_change(users::Change::Unlock),
+        )
         .route(
             &c("/users/{username}/end-sessions"),
-            post(users::end_sessions),
+            users::post_change(users::Change::EndSessions),
         )
         .route(&c("/devices"), get(devices::page))
         .route(&c("/sessions"), get(sessions::page))
@@ -62,7 +67,8 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&c("/audit/export"), get(audit::export))
 }
 
-/// An administrator's visit to a console page.
+/// An administrator's visit to a console page. As an extractor: a [`Visit`] by someone
+/// [`SignedIn`] who is in `admin.group` (else the 403 page).
 pub(super) struct Admin {
     st: Shared,
     here: Here,
@@ -84,6 +90,16 @@ fn not_an_administrator(here: &Here, username: &str) -> Response {
         also: None,
     }
     .render(StatusCode::FORBIDDEN)
+}
+
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        let visit = Visit::from_request_parts(parts, st).await?;
+        let signed = SignedIn::from_request_parts(parts, st).await?;
+        Admin::check(visit, signed).map_err(|r| *r)
+    }
 }
 
 impl Admin {
@@ -175,6 +191,18 @@ fn shown(p: &Problem) -> (StatusCode, String) {
     )
 }
 
+/// What a page shows of what the API's code read: it, with 200; or nothing
+/// (`T::default()`) with the problem's status and detail ([`shown`]).
+fn read<T: Default>(found: Result<T, Problem>) -> (StatusCode, T, Option<String>) {
+    match found {
+        Ok(v) => (StatusCode::OK, v, None),
+        Err(p) => {
+            let (status, e) = shown(&p);
+            (status, T::default(), Some(e))
+        }
+    }
+}
+
 /// Where a change came from: the connection's peer and the request's headers, read as the
 /// API reads the client address (trusted proxies).
 type Client = (crate::app::responses::Peer, axum::http::HeaderMap);
@@ -211,12 +239,9 @@ async fn audit_admin(
         m.insert("operation".into(), operation.into());
         m.insert("via".into(), "console".into());
     }
-    let mut e = stepgate_store::NewAuditEvent::now(kind);
-    e.actor = Some(caller.actor.clone());
-    e.subject = subject.map(str::to_string);
-    e.ip = caller.ip.map(|i| i.to_string());
-    e.detail = detail;
-    st.audit.append(e).await;
+    caller
+        .audit(st, kind, subject.map(str::to_string), detail)
+        .await;
 }
 
 /// A query parameter's value, trimmed; none when absent or blank (a form's empty field is

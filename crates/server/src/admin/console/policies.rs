@@ -25,11 +25,7 @@ use crate::portal::extract::{check_csrf, SignedIn, Visit};
 const DRAFT_MAX: usize = 256 * 1024;
 
 /// `GET {portal}/admin/policies`.
-pub async fn page(visit: Visit, signed: SignedIn) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
+pub async fn page(a: Admin) -> Result<Response, PortalError> {
     show(&a, StatusCode::OK, "", None).await
 }
 
@@ -136,14 +132,9 @@ fn stated(q: &HashMap<String, String>) -> Result<stepgate_policy::RequestContext
 
 /// `GET {portal}/admin/what-if?app=&method=&path=&user=&groups=&ip=&kind=` or `?context=`.
 pub async fn what_if(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
     let asked = q.contains_key("go");
     let (status, answer, error) = if !asked {
         (StatusCode::OK, None, None)

@@ -5,35 +5,23 @@
 use std::collections::HashMap;
 
 use axum::extract::Query;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum_extra::extract::Form;
 use minijinja::context;
 use serde_json::json;
 
-use super::{shown, Admin};
+use super::{param, read, Admin};
 use crate::admin::sessions::{end_by_handle, live};
 use crate::portal::error::PortalError;
 use crate::portal::extract::{SignedIn, Visit};
 
 /// `GET {portal}/admin/sessions?user=`.
 pub async fn page(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
-    let user = q.get("user").map(|u| u.trim()).filter(|u| !u.is_empty());
-    let (status, sessions, error) = match live(&a.st, user).await {
-        Ok(s) => (StatusCode::OK, s, None),
-        Err(p) => {
-            let (status, e) = shown(&p);
-            (status, Vec::new(), Some(e))
-        }
-    };
+    let user = param(&q, "user");
+    let (status, sessions, error) = read(live(&a.st, user.as_deref()).await);
     Ok(a.render(
         status,
         "admin_sessions.html",

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::routing::{post, MethodRouter};
 use axum_extra::extract::Form;
 use minijinja::context;
 use serde_json::json;
 
 use super::{Admin, CsrfOnly};
+use crate::admin::sessions::end_all_of;
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
@@ -68,14 +70,9 @@ pub(super) async fn rows(st: &Shared, search: &str) -> Result<Vec<Row>, PortalEr
 
 /// `GET {portal}/admin/users?search=`.
 pub async fn page(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
     let search = q.get("search").cloned().unwrap_or_default();
     let users = rows(&a.st, &search).await?;
     Ok(a.render(
@@ -85,51 +82,27 @@ pub async fn page(
     ))
 }
 
-/// What a console change does.
+/// What a console change to a user does.
 #[derive(Clone, Copy)]
-enum Change {
+pub(super) enum Change {
+    /// `POST {portal}/admin/users/{username}/unlock`.
     Unlock,
+    /// `POST {portal}/admin/users/{username}/end-sessions`.
     EndSessions,
 }
 
-/// `POST {portal}/admin/users/{username}/unlock`.
-pub async fn unlock(
-    visit: Visit,
-    signed: SignedIn,
-    peer: Peer,
-    headers: HeaderMap,
-    Path(username): Path<String>,
-    Form(f): Form<CsrfOnly>,
-) -> Result<Response, PortalError> {
-    change(
-        visit,
-        signed,
-        (peer, headers),
-        &username,
-        &f,
-        Change::Unlock,
+/// The route of a change's form (`csrf`), which does `what` to the user in the path.
+pub(super) fn post_change(what: Change) -> MethodRouter<Shared> {
+    post(
+        move |visit: Visit,
+              signed: SignedIn,
+              peer: Peer,
+              headers: HeaderMap,
+              Path(username): Path<String>,
+              Form(f): Form<CsrfOnly>| async move {
+            change(visit, signed, (peer, headers), &username, &f, what).await
+        },
     )
-    .await
-}
-
-/// `POST {portal}/admin/users/{username}/end-sessions`.
-pub async fn end_sessions(
-    visit: Visit,
-    signed: SignedIn,
-    peer: Peer,
-    headers: HeaderMap,
-    Path(username): Path<String>,
-    Form(f): Form<CsrfOnly>,
-) -> Result<Response, PortalError> {
-    change(
-        visit,
-        signed,
-        (peer, headers),
-        &username,
-        &f,
-        Change::EndSessions,
-    )
-    .await
 }
 
 async fn change(
@@ -165,13 +138,7 @@ async fn change(
             ("console.unlock", format!("Unlocked {}.", target.username))
         }
         Change::EndSessions => {
-            let n = a.st.sessions.end_all(&target.id).await?;
-            let mut e = stepgate_store::NewAuditEvent::now("sessions.ended");
-            e.actor = Some(caller.actor.clone());
-            e.subject = Some(target.id.clone());
-            e.ip = caller.ip.map(|i| i.to_string());
-            e.detail = json!({ "why": "ended_by_admin", "ended": n });
-            a.st.audit.append(e).await;
+            let n = end_all_of(&a.st, &caller, &target).await?;
             (
                 "console.end_sessions",
                 format!("Ended {n} session(s) of {}.", target.username),
