@@ -54,6 +54,13 @@ pub async fn redecide(
     explained.map(|e| e.explanation)
 }
 
+/// The trace of `ctx` under the policies in force in `rt`, for a recorded decision that was
+/// kept without one (an allowed request's). Explaining happens here, in the access room, so
+/// that the policy set is consulted by the pipeline and its replays only.
+pub fn trace(rt: &Runtime, ctx: &RequestContext) -> Explanation {
+    rt.config.policy_set.explain(ctx)
+}
+
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

@@ -192,7 +192,7 @@ pub async fn show(State(st): State<Shared>, Path(id): Path<String>) -> Result<Re
 pub fn traced_again(st: &Shared, d: &DecisionRecord) -> Result<Option<Explanation>, Problem> {
     let recorded = d.detail.get("trace").filter(|t| !t.is_null()).is_some();
     Ok(match (recorded, context_of(d)?) {
-        (false, Some(ctx)) => Some(st.runtime.load().config.policy_set.explain(&ctx)),
+        (false, Some(ctx)) => Some(replay::trace(&st.runtime.load(), &ctx)),
         _ => None,
     })
 }
