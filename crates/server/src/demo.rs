@@ -153,14 +153,29 @@ pub async fn start_team_wiki(addr: SocketAddr) -> std::io::Result<SocketAddr> {
         .into_response()
     }
     let app = Router::new().fallback(get(wiki));
+    serve_on(addr, app, "Team Wiki").await
+}
+
+/// Serves `app` on `addr` in the background; the address it listens on.
+async fn serve_on(
+    addr: SocketAddr,
+    app: Router,
+    name: &'static str,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    serve(listener, app, name);
+    Ok(local)
+}
+
+/// Serves `app` on `listener` in the background; `name` says which demo app stopped, should
+/// it stop.
+pub(crate) fn serve(listener: tokio::net::TcpListener, app: Router, name: &'static str) {
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the demo Team Wiki stopped");
+            tracing::error!(error = %e, "the demo {name} stopped");
         }
     });
-    Ok(local)
 }
 
 #[derive(Clone, Default)]
@@ -198,14 +213,7 @@ pub async fn start_licence_console(addr: SocketAddr) -> std::io::Result<SocketAd
         .route("/admin", get(admin))
         .route("/admin/{*rest}", get(admin))
         .with_state(console);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the demo Licence Console stopped");
-        }
-    });
-    Ok(local)
+    serve_on(addr, app, "Licence Console").await
 }
 
 fn esc(s: &str) -> String {

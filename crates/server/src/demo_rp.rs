@@ -84,11 +84,7 @@ pub async fn start_expense_reports(addr: SocketAddr) -> std::io::Result<ExpenseR
         .route("/login", get(login))
         .route("/callback", get(callback))
         .with_state(rp.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the demo Expense Reports app stopped");
-        }
-    });
+    crate::demo::serve(listener, app, "Expense Reports app");
     Ok(ExpenseReports { rp, addr: local })
 }
 
@@ -279,34 +275,19 @@ async fn redeem(
     nonce: &str,
 ) -> Result<serde_json::Value, String> {
     let token_url = format!("{}{}/oidc/token", rp.issuer(), rp.portal());
-    let tokens: serde_json::Value = rp
-        .http
-        .post(&token_url)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", &rp.redirect_uri),
-            ("client_id", CLIENT_ID),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let tokens = rp.http.post(&token_url).form(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", &rp.redirect_uri),
+        ("client_id", CLIENT_ID),
+        ("code_verifier", verifier),
+    ]);
+    let tokens: serde_json::Value = json(tokens).await?;
     let id_token = tokens["id_token"]
         .as_str()
         .ok_or_else(|| format!("no ID token: {tokens}"))?;
-    let jwks: jsonwebtoken::jwk::JwkSet = rp
-        .http
-        .get(format!("{}{}/oidc/jwks", rp.issuer(), rp.portal()))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let jwks_url = format!("{}{}/oidc/jwks", rp.issuer(), rp.portal());
+    let jwks: jsonwebtoken::jwk::JwkSet = json(rp.http.get(jwks_url)).await?;
     let header = jsonwebtoken::decode_header(id_token).map_err(|e| e.to_string())?;
     let jwk = header
         .kid
@@ -324,4 +305,10 @@ async fn redeem(
         return Err("the nonce does not match".into());
     }
     Ok(claims)
+}
+
+/// The JSON answer to `req`.
+async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, String> {
+    let r = req.send().await.map_err(|e| e.to_string())?;
+    r.json().await.map_err(|e| e.to_string())
 }

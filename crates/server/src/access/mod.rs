@@ -114,7 +114,7 @@ impl Access {
 
     /// Decides `req` under `rt`.
     pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
-        self.timed(rt, req, None).await
+        self.timed(req.kind, self.run(rt, req, None)).await
     }
 
     /// [`Access::decide`], with the trace of every policy and condition considered (none
@@ -125,24 +125,25 @@ impl Access {
         req: &AccessRequest<'_>,
     ) -> (Judged<'rt>, Option<Explained>) {
         let mut explained = None;
-        let judged = self.timed(rt, req, Some(&mut explained)).await;
+        let judged = self
+            .timed(req.kind, self.run(rt, req, Some(&mut explained)))
+            .await;
         (judged, explained)
     }
 
-    /// [`Access::run`], counted and timed in the metrics.
+    /// A decision ([`Access::run`]'s), counted and timed in the metrics.
     async fn timed<'rt>(
         &self,
-        rt: &'rt Runtime,
-        req: &AccessRequest<'_>,
-        explain: Option<&mut Option<Explained>>,
+        kind: RequestKind,
+        deciding: impl std::future::Future<Output = Judged<'rt>>,
     ) -> Judged<'rt> {
         let Some(metrics) = &self.metrics else {
-            return self.run(rt, req, explain).await;
+            return deciding.await;
         };
         let started = std::time::Instant::now();
-        let judged = self.run(rt, req, explain).await;
+        let judged = deciding.await;
         metrics.decision(
-            req.kind,
+            kind,
             crate::metrics::outcome(&judged.verdict),
             judged.decision.and_then(|d| d.policy),
             started.elapsed(),
@@ -174,15 +175,7 @@ impl Access {
             .filter(|_| rt.config.log.decisions.enabled);
         let subject = match self.identify(rt, req).await {
             Ok(s) => s,
-            Err(v) => {
-                let judged = Judged::from(v);
-                if let Some(log) = log {
-                    let mut trail = decision_log::Trail::new(log);
-                    trail.keep(rt, req, &judged.verdict, false);
-                    trail.record(req, rt.generation, &judged).await;
-                }
-                return judged;
-            }
+            Err(v) => return unidentified(rt, req, v, log).await,
         };
         if !subject.user.username.is_empty() {
             span.record("user", subject.user.username.as_str());
@@ -192,16 +185,17 @@ impl Access {
             sessions: &self.sessions,
         };
         let mut trail = log.map(decision_log::Trail::new);
+        let signals = self.signals.as_ref();
         let judged = evaluate(
             rt,
             req,
             subject,
-            self.signals.as_ref(),
+            signals,
             Some(effects),
             explain,
             trail.as_mut(),
-        )
-        .await;
+        );
+        let judged = judged.await;
         if let Some(trail) = trail {
             trail.record(req, rt.generation, &judged).await;
         }
@@ -219,33 +213,13 @@ impl Access {
             Credentials::Bearer(token) => {
                 // Boxed: a cookie request's future would otherwise carry (and copy) the
                 // space of the token's verification, several kilobytes.
-                return Box::pin(bearer::identify(
-                    &self.bearer,
-                    &self.cache,
-                    rt,
-                    req.app,
-                    token,
-                    req.now,
-                ))
-                .await;
+                let (bearer, cache) = (&self.bearer, &self.cache);
+                return Box::pin(bearer::identify(bearer, cache, rt, req.app, token, req.now))
+                    .await;
             }
             Credentials::FirstFactor {
                 user, factor, also, ..
-            } => {
-                let mut data = crate::session::SessionData::new(
-                    &user.id,
-                    &user.username,
-                    (*factor).clone(),
-                    req.now,
-                );
-                for f in also.iter() {
-                    data.add_factor(f.clone());
-                }
-                return Ok(Subject {
-                    user: Arc::new((*user).clone()),
-                    who: Who::Prospective(Box::new(data)),
-                });
-            }
+            } => return Ok(signing_in(user, factor, also, req.now)),
             Credentials::Assumed(user) => {
                 return Ok(Subject {
                     user: Arc::new((*user).clone()),
@@ -261,14 +235,23 @@ impl Access {
                 }
             }
         };
-        // A user signed in upstream, with a refresh token kept: re-checked there when due.
-        let session = match (&session.data.upstream, self.upstream.get()) {
+        let session = self.rechecked(session).await?;
+        self.session_user(session).await
+    }
+
+    /// A session signed in upstream, with a refresh token kept: re-checked there when due.
+    async fn rechecked(&self, session: Session) -> Result<Session, Verdict> {
+        match (&session.data.upstream, self.upstream.get()) {
             (Some(u), Some(recheck)) if u.refresh.is_some() => match recheck(session).await {
-                Rechecked::Stands(s) => s,
-                Rechecked::Ended => return Err(Verdict::SignIn(SignInReason::NoSession)),
+                Rechecked::Stands(s) => Ok(s),
+                Rechecked::Ended => Err(Verdict::SignIn(SignInReason::NoSession)),
             },
-            _ => session,
-        };
+            _ => Ok(session),
+        }
+    }
+
+    /// The session's user, when they still exist and are enabled.
+    async fn session_user(&self, session: Session) -> Result<Subject, Verdict> {
         match self.cache.user(&session.data.user_id).await {
             Ok(Some(u)) if !u.disabled => Ok(Subject {
                 user: u,
@@ -301,6 +284,41 @@ impl Access {
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
     }
+}
+
+/// The subject of a sign-in that has just passed its first factor (and `also`): the
+/// session it would create.
+fn signing_in(
+    user: &stepgate_store::UserRecord,
+    factor: &stepgate_authn::PassedFactor,
+    also: &[stepgate_authn::PassedFactor],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Subject {
+    let mut data = crate::session::SessionData::new(&user.id, &user.username, factor.clone(), now);
+    for f in also {
+        data.add_factor(f.clone());
+    }
+    Subject {
+        user: Arc::new(user.clone()),
+        who: Who::Prospective(Box::new(data)),
+    }
+}
+
+/// A request the credentials stage answered (no session, a store down): recorded, when
+/// decisions are, with no context.
+async fn unidentified<'rt>(
+    rt: &'rt Runtime,
+    req: &AccessRequest<'_>,
+    verdict: Verdict,
+    log: Option<&DecisionLog>,
+) -> Judged<'rt> {
+    let judged = Judged::from(verdict);
+    if let Some(log) = log {
+        let mut trail = decision_log::Trail::new(log);
+        trail.keep(rt, req, &judged.verdict, false);
+        trail.record(req, rt.generation, &judged).await;
+    }
+    judged
 }
 
 /// The decision's trace, the context it was made on and the risk assessment behind it.
@@ -337,21 +355,7 @@ pub async fn evaluate<'rt>(
 ) -> Judged<'rt> {
     let mut facts = match signals.facts(rt, req, &subject).await {
         Ok(f) => f,
-        Err(e) => {
-            let verdict = Verdict::Unavailable(e.to_string());
-            if let Some(trail) = trail {
-                if trail.keep(rt, req, &verdict, false) {
-                    trail.who = decision_log::Who {
-                        user: Some(subject.user.clone()),
-                        session_id: match &subject.who {
-                            Who::Session(s) => Some(s.id.clone()),
-                            _ => None,
-                        },
-                    };
-                }
-            }
-            return verdict.into();
-        }
+        Err(e) => return facts_failed(rt, req, &subject, e, trail),
     };
     let remembered = std::mem::take(&mut facts.remembered_mfa);
     // A context file may state no user at all (an anonymous request).
@@ -369,33 +373,14 @@ pub async fn evaluate<'rt>(
             assessment,
         });
     }
-    if let (Some(fx), Who::Session(s), Some(device)) = (
-        effects,
-        &subject.who,
-        ctx.device.as_ref().and_then(|d| d.id.as_deref()),
-    ) {
-        if req.kind == RequestKind::Access {
-            fx.devices
-                .bind_session(rt, fx.sessions, s, device, req.now)
-                .await;
-        }
+    if let (Some(fx), Some((s, device))) = (effects, device_to_bind(req, &subject, &ctx)) {
+        fx.devices
+            .bind_session(rt, fx.sessions, s, device, req.now)
+            .await;
     }
-    // The session a sign-in would create is tied to the device the sign-in is bound to,
-    // and counts the MFA completed there within the policy's `mfa_frequency`.
     let mut subject = subject;
     if let Who::Prospective(d) = &mut subject.who {
-        d.device_id = ctx.device.as_ref().and_then(|d| d.id.clone());
-        if let stepgate_policy::Outcome::StepUp(q) = decision.outcome {
-            if let Some(window) = q.mfa_frequency {
-                let since = req.now - chrono::Duration::from_std(window.0).unwrap_or_default();
-                for f in remembered
-                    .into_iter()
-                    .filter(|f| f.at > since && f.at <= req.now)
-                {
-                    d.add_factor(f);
-                }
-            }
-        }
+        would_be_session(d, &ctx, decision.outcome, remembered, req.now);
     }
     let decided = Decided {
         outcome: decision.outcome,
@@ -408,27 +393,106 @@ pub async fn evaluate<'rt>(
         _ => None,
     };
     let verdict = judge::judge(rt, subject, &decision, &ctx, req.now);
-    // Whether the decision is recorded is settled first: a decision that is not (an
-    // allowed request sampled out) leaves nothing in the trail.
     if let Some(trail) = trail {
-        if trail.keep(rt, req, &verdict, decision.report_only.is_some()) {
-            trail.who = decision_log::Who::of(&verdict, denied_user);
-            // Only when decide saw a report-only match: the pass costs nothing otherwise.
-            if decision.report_only.is_some() {
-                trail.report_only = policies
-                    .report_only(&ctx, &decision)
-                    .map(|m| decision_log::ReportOnly {
-                        policy: m.policy.into(),
-                        outcome: m.outcome.kind(),
-                        requirement: m.outcome.requirement().cloned(),
-                    })
-                    .collect();
-            }
-            trail.context = Some(ctx);
-        }
+        leave_in_trail(trail, rt, req, &verdict, &decision, ctx, denied_user);
     }
     Judged {
         verdict,
         decision: Some(decided),
     }
+}
+
+/// The signal source failed: the request is refused as unavailable (fail closed), and the
+/// trail, when it keeps the refusal, names the subject.
+fn facts_failed<'rt>(
+    rt: &Runtime,
+    req: &AccessRequest<'_>,
+    subject: &Subject,
+    e: signals::SignalError,
+    trail: Option<&mut decision_log::Trail<'_>>,
+) -> Judged<'rt> {
+    let verdict = Verdict::Unavailable(e.to_string());
+    if let Some(trail) = trail {
+        if trail.keep(rt, req, &verdict, false) {
+            trail.who = decision_log::Who {
+                user: Some(subject.user.clone()),
+                session_id: match &subject.who {
+                    Who::Session(s) => Some(s.id.clone()),
+                    _ => None,
+                },
+            };
+        }
+    }
+    verdict.into()
+}
+
+/// The live session an app request is tied to, and the device the context says the
+/// request is bound to.
+fn device_to_bind<'a>(
+    req: &AccessRequest<'_>,
+    subject: &'a Subject,
+    ctx: &'a stepgate_policy::RequestContext,
+) -> Option<(&'a Session, &'a str)> {
+    match (
+        &subject.who,
+        ctx.device.as_ref().and_then(|d| d.id.as_deref()),
+    ) {
+        (Who::Session(s), Some(device)) if req.kind == RequestKind::Access => Some((s, device)),
+        _ => None,
+    }
+}
+
+/// The session a sign-in would create is tied to the device the sign-in is bound to, and
+/// counts the MFA completed there (`remembered`) within the policy's `mfa_frequency`.
+fn would_be_session(
+    d: &mut crate::session::SessionData,
+    ctx: &stepgate_policy::RequestContext,
+    outcome: &stepgate_policy::Outcome,
+    remembered: Vec<stepgate_authn::PassedFactor>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    d.device_id = ctx.device.as_ref().and_then(|d| d.id.clone());
+    let stepgate_policy::Outcome::StepUp(q) = outcome else {
+        return;
+    };
+    if let Some(window) = q.mfa_frequency {
+        let since = now - chrono::Duration::from_std(window.0).unwrap_or_default();
+        for f in remembered
+            .into_iter()
+            .filter(|f| f.at > since && f.at <= now)
+        {
+            d.add_factor(f);
+        }
+    }
+}
+
+/// What the decision log keeps of a decision. Whether it is recorded is settled first: a
+/// decision that is not (an allowed request sampled out) leaves nothing in the trail.
+fn leave_in_trail(
+    trail: &mut decision_log::Trail<'_>,
+    rt: &Runtime,
+    req: &AccessRequest<'_>,
+    verdict: &Verdict,
+    decision: &stepgate_policy::Decision<'_>,
+    ctx: stepgate_policy::RequestContext,
+    denied_user: Option<Arc<stepgate_store::UserRecord>>,
+) {
+    if !trail.keep(rt, req, verdict, decision.report_only.is_some()) {
+        return;
+    }
+    trail.who = decision_log::Who::of(verdict, denied_user);
+    // Only when decide saw a report-only match: the pass costs nothing otherwise.
+    if decision.report_only.is_some() {
+        trail.report_only = rt
+            .config
+            .policy_set
+            .report_only(&ctx, decision)
+            .map(|m| decision_log::ReportOnly {
+                policy: m.policy.into(),
+                outcome: m.outcome.kind(),
+                requirement: m.outcome.requirement().cloned(),
+            })
+            .collect();
+    }
+    trail.context = Some(ctx);
 }

@@ -114,6 +114,58 @@ pub struct ReplayReport {
 /// A group's key: app, outcome before and after, policy before and after.
 type GroupKey = (String, String, String, String, String);
 
+/// The count of a replay so far.
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    compared: usize,
+    changed: usize,
+    groups: BTreeMap<GroupKey, (usize, Vec<String>)>,
+}
+
+impl Tally {
+    /// A recorded decision `d` that changed to `e`, kept with up to `examples` request
+    /// ids per group.
+    fn change(&mut self, d: &DecisionRecord, e: &Explanation, examples: usize) {
+        self.changed += 1;
+        let key = (
+            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
+            d.policy_outcome.clone().unwrap_or_default(),
+            e.outcome.as_str().to_string(),
+            d.policy.clone().unwrap_or_else(|| "(default)".into()),
+            e.policy.clone().unwrap_or_else(|| "(default)".into()),
+        );
+        let g = self.groups.entry(key).or_default();
+        g.0 += 1;
+        if g.1.len() < examples {
+            g.1.push(d.request_id.clone());
+        }
+    }
+
+    fn report(self, since: DateTime<Utc>) -> ReplayReport {
+        let groups = self
+            .groups
+            .into_iter()
+            .map(|((app, from, to, pb, pa), (count, examples))| Changed {
+                app,
+                from,
+                to,
+                policy_before: pb,
+                policy_after: pa,
+                count,
+                examples,
+            })
+            .collect();
+        ReplayReport {
+            since,
+            decisions: self.total,
+            compared: self.compared,
+            changed: self.changed,
+            groups,
+        }
+    }
+}
+
 /// Decides every decision `log` recorded since `since` (the oldest `max` of them) again
 /// under `rt`, oldest first, and groups the changed outcomes (with up to `examples` request
 /// ids each).
@@ -131,14 +183,13 @@ pub async fn replay(
         limit: 1000,
         ..Default::default()
     };
-    let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
-    let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
-    while total < max {
+    let mut tally = Tally::default();
+    while tally.total < max {
         let page = log.list_decisions(&q).await?;
         let Some(last) = page.last() else { break };
         q.after = Some((last.time, last.request_id.clone()));
-        for d in page.iter().take(max - total) {
-            total += 1;
+        for d in page.iter().take(max - tally.total) {
+            tally.total += 1;
             let ctx = context_of(d).map_err(|error| ReplayError::Unreadable {
                 request_id: d.request_id.clone(),
                 error,
@@ -147,42 +198,11 @@ pub async fn replay(
             let Some(e) = redecide(rt, &ctx, geoip).await else {
                 continue;
             };
-            compared += 1;
-            if same_decision(d, &e) {
-                continue;
-            }
-            changed += 1;
-            let key = (
-                d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
-                d.policy_outcome.clone().unwrap_or_default(),
-                e.outcome.as_str().to_string(),
-                d.policy.clone().unwrap_or_else(|| "(default)".into()),
-                e.policy.clone().unwrap_or_else(|| "(default)".into()),
-            );
-            let g = groups.entry(key).or_default();
-            g.0 += 1;
-            if g.1.len() < examples {
-                g.1.push(d.request_id.clone());
+            tally.compared += 1;
+            if !same_decision(d, &e) {
+                tally.change(d, &e, examples);
             }
         }
     }
-    let groups = groups
-        .into_iter()
-        .map(|((app, from, to, pb, pa), (count, examples))| Changed {
-            app,
-            from,
-            to,
-            policy_before: pb,
-            policy_after: pa,
-            count,
-            examples,
-        })
-        .collect();
-    Ok(ReplayReport {
-        since,
-        decisions: total,
-        compared,
-        changed,
-        groups,
-    })
+    Ok(tally.report(since))
 }

@@ -83,6 +83,17 @@ pub enum Credentials<'a> {
     Assumed(&'a UserRecord),
 }
 
+impl<'a> Credentials<'a> {
+    /// What an app request carries: its bearer token, which alone counts, or else its
+    /// cookies.
+    pub fn of_app_request(headers: &'a HeaderMap, cookies: &'a (dyn CookieSource + Sync)) -> Self {
+        match super::bearer::bearer_token(headers) {
+            Some(token) => Credentials::Bearer(token),
+            None => Credentials::Cookies(cookies),
+        }
+    }
+}
+
 /// Who a request comes from, once its credentials are checked.
 pub struct Subject {
     /// The user (a stand-in record for a bearer token's subject).

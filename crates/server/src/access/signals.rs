@@ -10,14 +10,13 @@
 //! ([`SignalError`] → 503).
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use stepgate_config::Config;
 use stepgate_policy::{DeviceContext, RequestKind, SignalsRead};
-use stepgate_signals::caep::{CaepReceiver, JtiReplayGuard};
+use stepgate_signals::caep::CaepReceiver;
 use stepgate_signals::certs::{certificates_from_header, CertificateVerifier};
 use stepgate_signals::device::{
     bound_device_context, device_context, strongest_binding, Device, DeviceApiAuth, DeviceBinding,
@@ -36,6 +35,8 @@ use crate::app::state::Runtime;
 use crate::demo;
 use crate::session::cache::Caches;
 use crate::session::cookies::CookieSource;
+
+mod from_config;
 
 /// The client certificate chain (leaf first, DER) of a TLS connection, put into the
 /// request's extensions by the TLS listener.
@@ -79,17 +80,6 @@ pub enum SignalsSetupError {
     SecretFile(String),
 }
 
-/// The `jti` replay guard inside [`CaepReceiver`] is per process; the server checks `jti`s
-/// in the hot store instead (atomic across nodes, see `caep.rs`) after verification, so the
-/// receiver's own guard lets everything through.
-struct HotStoreReplayGuard;
-
-impl JtiReplayGuard for HotStoreReplayGuard {
-    fn check_and_record(&self, _: &str, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) -> bool {
-        true
-    }
-}
-
 /// Signal sources built from the configuration at start (files, providers, keys).
 pub struct Signals {
     /// GeoIP database, when configured.
@@ -122,100 +112,7 @@ impl std::fmt::Debug for Signals {
     }
 }
 
-fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 impl Signals {
-    /// Opens the GeoIP database, loads feeds, CA files and CAEP keys, reads the device
-    /// cookie key and the re-check token from the environment.
-    pub fn from_config(cfg: &Config) -> Result<Self, SignalsSetupError> {
-        let base = &cfg.base_dir;
-        let geoip = match &cfg.signals.geoip {
-            Some(g) => {
-                let mut g = g.clone();
-                g.database = resolve(base, &g.database);
-                g.asn_database = g.asn_database.map(|p| resolve(base, &p));
-                Some(Arc::new(GeoIp::open(&g)?))
-            }
-            None => None,
-        };
-        let mut ip_risk_cfg = cfg.signals.ip_risk.clone();
-        for f in &mut ip_risk_cfg.feeds {
-            f.path = resolve(base, &f.path);
-        }
-        if let Some(h) = &mut ip_risk_cfg.http {
-            h.api_key_file = h.api_key_file.as_ref().map(|p| resolve(base, p));
-        }
-        let ip_risk = IpRiskScorer::from_config(&ip_risk_cfg)?;
-        let certs = if cfg.signals.client_certificates.authorities.is_empty() {
-            None
-        } else {
-            let mut c = cfg.signals.client_certificates.clone();
-            for a in &mut c.authorities {
-                a.ca_file = resolve(base, &a.ca_file);
-                a.intermediates_file = a.intermediates_file.as_ref().map(|p| resolve(base, p));
-                a.crl_files = a.crl_files.iter().map(|p| resolve(base, p)).collect();
-            }
-            Some(CertificateVerifier::new(&c)?)
-        };
-        let cookie_key = match &cfg.devices.cookie.key_file {
-            // A file named but unreadable is a start-up error, not silently no cookies.
-            Some(p) => Some(
-                stepgate_signals::config::read_secret_file(
-                    "devices.cookie.key_file",
-                    &resolve(base, p),
-                )
-                .map_err(SignalsSetupError::SecretFile)?,
-            ),
-            None => std::env::var(&cfg.devices.cookie.key_env).ok(),
-        };
-        let cookie = match cookie_key {
-            Some(k) => match DeviceCookieSigner::new(k.as_bytes()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(env = %cfg.devices.cookie.key_env, error = %e, "device cookies disabled");
-                    None
-                }
-            },
-            None => None,
-        };
-        let caep = if cfg.devices.caep.transmitters.is_empty() {
-            None
-        } else {
-            let mut c = cfg.devices.caep.clone();
-            for t in &mut c.transmitters {
-                t.key_file = t.key_file.as_ref().map(|p| resolve(base, p));
-            }
-            Some(CaepReceiver::new(&c, Arc::new(HotStoreReplayGuard))?)
-        };
-        let recheck = cfg
-            .devices
-            .recheck
-            .as_ref()
-            .map(|r| {
-                let mut r = r.clone();
-                r.bearer_token_file = r.bearer_token_file.as_ref().map(|p| resolve(base, p));
-                RecheckClient::new(&r)
-            })
-            .transpose()?;
-        Ok(Signals {
-            geoip,
-            ip_risk,
-            certs,
-            cookie,
-            device_api: DeviceApiAuth::new(&cfg.devices.sources)?,
-            caep,
-            recheck,
-            hub: DeviceUpdateHub::default(),
-            connector_health: Arc::default(),
-        })
-    }
-
     /// Starts the background work: GeoIP file reloads, JWKS fetches for CAEP transmitters.
     pub fn spawn_background(self: &Arc<Self>, cfg: &Config) {
         if let (Some(g), Some(c)) = (&self.geoip, &cfg.signals.geoip) {
@@ -308,52 +205,93 @@ impl LiveSignals {
             let device = crate::devices::load(self.durable.as_ref(), id).await?;
             return Ok(device.map(|d| {
                 let mut ctx = device_context(&d, &cfg.compliance_policies, max_age, req.now);
-                self.signals
-                    .connector_health
-                    .judge(d.source.as_deref(), &mut ctx, req.now);
+                self.judge_freshness(&d, &mut ctx, req.now);
                 ctx
             }));
         }
         let mut bindings: Vec<DeviceBinding> = Vec::new();
         bindings.extend(certificate.and_then(|c| c.device_binding()));
         bindings.extend(self.passkey_bindings(subject).await?);
-        let mut candidates: Vec<(DeviceBinding, Device)> = Vec::new();
-        if !bindings.is_empty() {
-            for r in self.durable.list_devices(&subject.user.username).await? {
-                let Ok(d) = Device::from_record_data(&r.id, r.owner.as_deref(), &r.data) else {
-                    continue;
-                };
-                for b in &bindings {
-                    if b.matches(&d) {
-                        candidates.push((b.clone(), d.clone()));
-                    }
-                }
-            }
-        }
-        if let (Some(signer), Some(cookies)) = (&self.signals.cookie, cookies_of(req)) {
-            let c = &cfg.devices.cookie;
-            if let Some(id) = cookies
-                .cookie(&c.name)
-                .and_then(|v| signer.verify(v, c.max_age.0, req.now).ok())
-            {
-                if let Some(d) = crate::devices::load(self.durable.as_ref(), &id).await? {
-                    // Someone else's device cookie says nothing about this user's device.
-                    if d.owner
-                        .as_deref()
-                        .is_none_or(|o| o == subject.user.username)
-                    {
-                        candidates.push((DeviceBinding::Cookie { device_id: id }, d));
-                    }
-                }
-            }
-        }
+        let mut candidates = self.bound_devices(subject, &bindings).await?;
+        candidates.extend(self.cookie_device(rt, req, subject).await?);
         Ok(strongest_binding(&candidates).map(|(b, d)| {
             let mut ctx = bound_device_context(b, d, &cfg.compliance_policies, max_age, req.now);
-            self.signals
-                .connector_health
-                .judge(d.source.as_deref(), &mut ctx, req.now);
+            self.judge_freshness(d, &mut ctx, req.now);
             ctx
         }))
+    }
+
+    /// A device counts as compliant only while its connector's syncs are fresh.
+    fn judge_freshness(&self, d: &Device, ctx: &mut DeviceContext, now: DateTime<Utc>) {
+        self.signals
+            .connector_health
+            .judge(d.source.as_deref(), ctx, now);
+    }
+
+    /// The user's devices each of `bindings` names.
+    async fn bound_devices(
+        &self,
+        subject: &Subject,
+        bindings: &[DeviceBinding],
+    ) -> Result<Vec<(DeviceBinding, Device)>, SignalError> {
+        let mut candidates = Vec::new();
+        if bindings.is_empty() {
+            return Ok(candidates);
+        }
+        for r in self.durable.list_devices(&subject.user.username).await? {
+            let Ok(d) = Device::from_record_data(&r.id, r.owner.as_deref(), &r.data) else {
+                continue;
+            };
+            for b in bindings {
+                if b.matches(&d) {
+                    candidates.push((b.clone(), d.clone()));
+                }
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// The device the request's device cookie names, when it is the user's (or no one's).
+    async fn cookie_device(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+    ) -> Result<Option<(DeviceBinding, Device)>, SignalError> {
+        let (Some(signer), Some(cookies)) = (&self.signals.cookie, cookies_of(req)) else {
+            return Ok(None);
+        };
+        let c = &rt.config.devices.cookie;
+        let Some(id) = cookies
+            .cookie(&c.name)
+            .and_then(|v| signer.verify(v, c.max_age.0, req.now).ok())
+        else {
+            return Ok(None);
+        };
+        let Some(d) = crate::devices::load(self.durable.as_ref(), &id).await? else {
+            return Ok(None);
+        };
+        // Someone else's device cookie says nothing about this user's device.
+        let theirs = d
+            .owner
+            .as_deref()
+            .is_none_or(|o| o == subject.user.username);
+        Ok(theirs.then_some((DeviceBinding::Cookie { device_id: id }, d)))
+    }
+
+    /// The client certificate, checked: read from the connection here, for every entry
+    /// point alike (a sign-in as an app request), and only when some authority could
+    /// verify it.
+    async fn certificate(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+    ) -> Option<stepgate_signals::certs::CertificateCheck> {
+        let verifier = self.signals.certs.as_ref()?;
+        let chain = presented_certificates(rt, req.connection, req.headers)?;
+        // Boxed: its future is several kilobytes, and every request's future would carry
+        // (and copy) that space, though only requests with a certificate use it.
+        Some(Box::pin(verifier.verify(&chain, req.now)).await)
     }
 
     /// The passkeys the session was signed in or stepped up with, as device bindings.
@@ -395,23 +333,8 @@ impl SignalSource for LiveSignals {
         subject: &Subject,
     ) -> Result<Facts, SignalError> {
         let sig = &self.signals;
-        let demo = self.demo.then(|| {
-            let chosen = req
-                .headers
-                .get(demo::DEVICE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .or_else(|| cookies_of(req).and_then(|c| c.cookie(demo::DEVICE_COOKIE)));
-            demo::profile(chosen)
-        });
-        // An app request leaves out what no policy reads: no decision can depend on it.
-        // A sign-in gathers everything, since its audit row records the risk.
-        let reads = match req.kind {
-            RequestKind::Access => rt.config.policy_set.reads(),
-            _ => SignalsRead {
-                risk: true,
-                user_agent: true,
-            },
-        };
+        let demo = self.demo.then(|| demo_profile(req));
+        let reads = reads(rt, req);
         let mut facts = Facts {
             ip: demo
                 .and_then(|p| p.ip)
@@ -430,18 +353,7 @@ impl SignalSource for LiveSignals {
             facts.geo = sig.geo(ip);
             facts.ip_risk_score = sig.ip_risk.score(ip).await?;
         }
-        // Read from the connection here, for every entry point alike (a sign-in as an app
-        // request), and only when some authority could verify it.
-        let chain = sig
-            .certs
-            .as_ref()
-            .and_then(|_| presented_certificates(rt, req.connection, req.headers));
-        let check = match (&sig.certs, &chain) {
-            // Boxed: its future is several kilobytes, and every request's future would
-            // carry (and copy) that space, though only requests with a certificate use it.
-            (Some(verifier), Some(chain)) => Some(Box::pin(verifier.verify(chain, req.now)).await),
-            _ => None,
-        };
+        let check = self.certificate(rt, req).await;
         if check.is_some() {
             facts.certificate = CertificateVerifier::context(check.as_ref());
         }
@@ -468,6 +380,28 @@ impl SignalSource for LiveSignals {
             .await?;
         }
         Ok(facts)
+    }
+}
+
+/// The demo's device profile the request chose (by header or cookie).
+fn demo_profile(req: &AccessRequest<'_>) -> &'static demo::Profile {
+    let chosen = req
+        .headers
+        .get(demo::DEVICE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| cookies_of(req).and_then(|c| c.cookie(demo::DEVICE_COOKIE)));
+    demo::profile(chosen)
+}
+
+/// What signals to gather: an app request leaves out what no policy reads (no decision can
+/// depend on it); a sign-in gathers everything, since its audit row records the risk.
+fn reads(rt: &Runtime, req: &AccessRequest<'_>) -> SignalsRead {
+    match req.kind {
+        RequestKind::Access => rt.config.policy_set.reads(),
+        _ => SignalsRead {
+            risk: true,
+            user_agent: true,
+        },
     }
 }
 

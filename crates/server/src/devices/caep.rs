@@ -32,7 +32,7 @@ use stepgate_signals::config::TransmitterConfig;
 use stepgate_store::UserRecord;
 
 use super::error::{ApiError, Endpoint::Caep};
-use super::rate_limit::{self, Admission, Budget, Endpoint};
+use super::rate_limit::{self, Budget, Endpoint};
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 
@@ -106,14 +106,8 @@ async fn admit(st: &Shared, peer: &Peer, headers: &HeaderMap, body: &str) -> Res
             "naming this issuer",
         ),
     ] {
-        match rate_limit::admit(st, Endpoint::Caep, budget, key, rate).await {
-            Ok(Admission::Admit) => {}
-            Ok(Admission::Refuse { retry_after }) => {
-                let why = format!("too many SETs {what}; retry after {retry_after} s");
-                return Err(ApiError::rate_limited(Caep, why, retry_after));
-            }
-            Err(e) => return Err(ApiError::unavailable(Caep, "hot store", e)),
-        }
+        let too_many = format!("too many SETs {what}");
+        rate_limit::admit_or_refuse(st, Endpoint::Caep, budget, key, rate, &too_many).await?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use stepgate_signals::device::{
 };
 
 use super::error::{ApiError, Endpoint::PostureApi};
-use super::rate_limit::{self, Admission, Budget, Endpoint};
+use super::rate_limit::{self, Budget, Endpoint};
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 
@@ -51,14 +51,8 @@ async fn admit(
             (Budget::Address, address.as_str(), limits.per_address)
         }
     };
-    match rate_limit::admit(st, Endpoint::DeviceApi, budget, key, rate).await {
-        Ok(Admission::Admit) => {}
-        Ok(Admission::Refuse { retry_after }) => {
-            let why = format!("too many device API requests; retry after {retry_after} s");
-            return Err(ApiError::rate_limited(PostureApi, why, retry_after));
-        }
-        Err(e) => return Err(ApiError::unavailable(PostureApi, "device API", e)),
-    }
+    let too_many = "too many device API requests";
+    rate_limit::admit_or_refuse(st, Endpoint::DeviceApi, budget, key, rate, too_many).await?;
     auth.cloned().map_err(|e| ApiError::from(&e))
 }
 

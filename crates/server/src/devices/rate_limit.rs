@@ -124,6 +124,31 @@ impl Window {
     }
 }
 
+/// [`admit`], answered as the endpoint's API answers: `429` saying `too_many` and when to
+/// retry, or `503` when the hot store does not answer.
+pub async fn admit_or_refuse(
+    st: &Shared,
+    endpoint: Endpoint,
+    budget: Budget,
+    key: &str,
+    rate: Rate,
+    too_many: &str,
+) -> Result<(), super::error::ApiError> {
+    use super::error::{ApiError, Endpoint as Api};
+    let (api, store) = match endpoint {
+        Endpoint::Caep => (Api::Caep, "hot store"),
+        Endpoint::DeviceApi => (Api::PostureApi, "device API"),
+    };
+    match admit(st, endpoint, budget, key, rate).await {
+        Ok(Admission::Admit) => Ok(()),
+        Ok(Admission::Refuse { retry_after }) => {
+            let why = format!("{too_many}; retry after {retry_after} s");
+            Err(ApiError::rate_limited(api, why, retry_after))
+        }
+        Err(e) => Err(ApiError::unavailable(api, store, e)),
+    }
+}
+
 /// Counts a request against `budget`'s `key` (an address, issuer or source) and says
 /// whether it fits. The first request dropped in a window schedules the window's summary.
 pub async fn admit(

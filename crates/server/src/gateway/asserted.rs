@@ -63,26 +63,7 @@ thread_local! {
 pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) -> Block {
     let now = chrono::Utc::now().timestamp();
     let asserting = rt.config.gateway.assertion.enabled;
-    let app_id = app.id.as_str();
-    let id = grant.session.id.as_str();
-    let lookup = |kid: Option<&str>| {
-        KEPT.with(|kept| {
-            kept.borrow().get(id).and_then(|blocks| {
-                blocks
-                    .iter()
-                    .find(|k| k.holds(rt, app_id, grant, kid, now))
-                    .map(|k| k.block.clone())
-            })
-        })
-    };
-    let found = if asserting {
-        st.assertion
-            .with_current_kid(|kid| lookup(Some(kid)))
-            .flatten()
-    } else {
-        lookup(None)
-    };
-    if let Some(block) = found {
+    if let Some(block) = kept_block(st, rt, app.id.as_str(), grant, asserting, now) {
         return block;
     }
     // Read before signing: should the key rotate in between, the block names the older
@@ -104,15 +85,54 @@ pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) 
     if asserting && until == i64::MAX {
         return block;
     }
-    let fresh = Kept {
-        session: Arc::downgrade(&grant.session.data),
-        user: Arc::downgrade(&grant.user),
-        generation: rt.generation,
-        app: app_id.into(),
-        kid,
-        until,
-        block: block.clone(),
+    keep(
+        &grant.session.id,
+        Kept {
+            session: Arc::downgrade(&grant.session.data),
+            user: Arc::downgrade(&grant.user),
+            generation: rt.generation,
+            app: app.id.as_str().into(),
+            kid,
+            until,
+            block: block.clone(),
+        },
+    );
+    block
+}
+
+/// The block kept on this thread for the grant's session and `app`, when it still holds
+/// (with the current signing key, when asserting).
+fn kept_block(
+    st: &AppState,
+    rt: &Runtime,
+    app: &str,
+    grant: &Grant,
+    asserting: bool,
+    now: i64,
+) -> Option<Block> {
+    let lookup = |kid: Option<&str>| {
+        KEPT.with(|kept| {
+            kept.borrow()
+                .get(grant.session.id.as_str())
+                .and_then(|blocks| {
+                    blocks
+                        .iter()
+                        .find(|k| k.holds(rt, app, grant, kid, now))
+                        .map(|k| k.block.clone())
+                })
+        })
     };
+    if asserting {
+        st.assertion
+            .with_current_kid(|kid| lookup(Some(kid)))
+            .flatten()
+    } else {
+        lookup(None)
+    }
+}
+
+/// Keeps `fresh` for the session `id`, in place of what no longer holds for it.
+fn keep(id: &str, fresh: Kept) {
     KEPT.with(|kept| {
         let mut kept = kept.borrow_mut();
         if kept.len() >= MAX_BLOCKS && !kept.contains_key(id) {
@@ -120,8 +140,7 @@ pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) 
         }
         let blocks = kept.entry(id.to_string()).or_default();
         // What no longer holds for this session (an older state, another key) goes.
-        blocks.retain(|k| k.app.as_ref() != app_id && k.session.strong_count() > 0);
+        blocks.retain(|k| k.app != fresh.app && k.session.strong_count() > 0);
         blocks.push(fresh);
     });
-    block
 }

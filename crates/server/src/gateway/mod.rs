@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use stepgate_policy::RequestKind;
 
-use crate::access::bearer::bearer_token;
 use crate::access::decision_log::set_header;
 use crate::access::request::client_ip;
 use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
@@ -70,10 +69,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         path: original.target.path(),
         headers: h,
         ip,
-        credentials: match bearer_token(h) {
-            Some(token) => Credentials::Bearer(token),
-            None => Credentials::Cookies(&cookies),
-        },
+        credentials: Credentials::of_app_request(h, &cookies),
         connection: Connection {
             peer: Some(peer.0.ip()),
             tls: req.extensions().get(),
@@ -81,25 +77,26 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         now,
     };
     let verdict = st.access.decide(&rt, &ar).await.verdict;
-    let Verdict::Allow(grant) = verdict else {
-        let outcome = crate::metrics::outcome(&verdict);
-        let mut r = refuse(&st, &rt, verdict, &original, h, now, id);
-        set_header(&mut r, id);
-        st.metrics.request(&app.id, outcome, started.elapsed());
-        return r;
+    let (mut r, outcome) = match verdict {
+        Verdict::Allow(grant) => {
+            let Original { host, target, .. } = original;
+            *req.uri_mut() = target;
+            let to = proxy::Destination {
+                host: &host,
+                grant: &grant,
+                app,
+                ip,
+                api,
+            };
+            (proxy::forward(&st, &rt, req, to).await, "allow")
+        }
+        verdict => {
+            let outcome = crate::metrics::outcome(&verdict);
+            (refuse(&st, &rt, verdict, &original, h, now, id), outcome)
+        }
     };
-    let Original { host, target, .. } = original;
-    *req.uri_mut() = target;
-    let to = proxy::Destination {
-        host: &host,
-        grant: &grant,
-        app,
-        ip,
-        api,
-    };
-    let mut r = proxy::forward(&st, &rt, req, to).await;
     set_header(&mut r, id);
-    st.metrics.request(&app.id, "allow", started.elapsed());
+    st.metrics.request(&app.id, outcome, started.elapsed());
     r
 }
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::headers;
@@ -103,6 +103,20 @@ fn upstream_request(
     if upgrade {
         set_websocket_upgrade(h);
     }
+    put_identity(st, rt, h, to);
+    let proto = if over_tls || rt.config.sessions.cookie.secure {
+        "https"
+    } else {
+        "http"
+    };
+    // `strip_request` above removed every forwarding header the client sent.
+    headers::put_forwarding(h, to.ip, to.host, proto);
+    (out, client_upgrade)
+}
+
+/// What stepgate asserts about the grant's subject: a session's kept block of identity
+/// headers and assertion, or a bearer token's, built for this request.
+fn put_identity(st: &Shared, rt: &Runtime, h: &mut HeaderMap, to: &Destination<'_>) {
     match &to.grant.bearer {
         None => {
             for (name, value) in super::asserted::session_block(st, rt, to.app, to.grant).iter() {
@@ -124,14 +138,6 @@ fn upstream_request(
             }
         }
     }
-    let proto = if over_tls || rt.config.sessions.cookie.secure {
-        "https"
-    } else {
-        "http"
-    };
-    // `strip_request` above removed every forwarding header the client sent.
-    headers::put_forwarding(h, to.ip, to.host, proto);
-    (out, client_upgrade)
 }
 
 /// The upstream's answer as the client gets it: hop-by-hop headers and stepgate's cookies

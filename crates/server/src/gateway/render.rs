@@ -86,84 +86,91 @@ pub fn try_again(method: &Method, target: &str, app: &stepgate_policy::spec::App
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+impl RefusalKind {
+    /// The status, the API's error code, and the keys of the page's title and text.
+    fn words(&self) -> (StatusCode, &'static str, &'static str, &'static str) {
         use RefusalKind::*;
-        let api = self.api;
-        // APIs are answered in English (their descriptions are for developers and logs).
-        let lang = if api {
-            crate::i18n::Lang::En
-        } else {
-            crate::i18n::lang()
-        };
-        let tr = |key: &str| crate::i18n::tr(lang, key, &[]);
-        let tr_why = |key: &str, why: &str| crate::i18n::tr(lang, key, &[("why", why.into())]);
-        let (status, error, title, text): (StatusCode, &str, String, String) = match &self.kind {
-            BadRequest(why) => {
-                tracing::info!(reason = %why, "refused a malformed request");
-                (
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    tr("gateway-bad-request-title"),
-                    tr_why("gateway-bad-request-text", why),
-                )
-            }
-            MethodNotAllowed(why) => (
+        match self {
+            BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "gateway-bad-request-title",
+                "gateway-bad-request-text",
+            ),
+            MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
-                tr("gateway-method-title"),
-                tr_why("gateway-method-text", why),
+                "gateway-method-title",
+                "gateway-method-text",
             ),
             Misdirected => (
                 StatusCode::MISDIRECTED_REQUEST,
                 "invalid_request",
-                tr("gateway-misdirected-title"),
-                tr("gateway-misdirected-text"),
+                "gateway-misdirected-title",
+                "gateway-misdirected-text",
             ),
             NotFound => (
                 StatusCode::NOT_FOUND,
                 "invalid_request",
-                tr("gateway-not-found-title"),
-                tr("gateway-not-found-text"),
+                "gateway-not-found-title",
+                "gateway-not-found-text",
             ),
             BadGateway => (
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
-                tr("gateway-bad-gateway-title"),
-                tr("gateway-bad-gateway-text"),
+                "gateway-bad-gateway-title",
+                "gateway-bad-gateway-text",
             ),
             GatewayTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",
-                tr("gateway-timeout-title"),
-                tr("gateway-timeout-text"),
+                "gateway-timeout-title",
+                "gateway-timeout-text",
             ),
-            Unavailable(detail) => {
-                tracing::error!(error = %detail, "a store or signal source failed: refusing the request");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    tr("error-store-down-title"),
-                    tr("gateway-unavailable-text"),
-                )
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "error-store-down-title",
+                "gateway-unavailable-text",
+            ),
+        }
+    }
+
+    /// The refusals worth a log line: a malformed request, and a failure to decide.
+    fn log(&self) {
+        match self {
+            RefusalKind::BadRequest(why) => {
+                tracing::info!(reason = %why, "refused a malformed request");
             }
+            RefusalKind::Unavailable(detail) => {
+                tracing::error!(error = %detail, "a store or signal source failed: refusing the request");
+            }
+            _ => {}
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        // APIs are answered in English (their descriptions are for developers and logs).
+        let lang = if self.api {
+            crate::i18n::Lang::En
+        } else {
+            crate::i18n::lang()
         };
-        let mut r = if api {
+        self.kind.log();
+        let (status, error, title, text) = self.kind.words();
+        let text = match &self.kind {
+            RefusalKind::BadRequest(why) | RefusalKind::MethodNotAllowed(why) => {
+                crate::i18n::tr(lang, text, &[("why", why.as_str().into())])
+            }
+            _ => crate::i18n::tr(lang, text, &[]),
+        };
+        let mut r = if self.api {
             json_error(status, error, &api_description(&self.kind, &text))
         } else {
-            let home = WayOn::new(self.account.as_str(), tr("go-to-account"));
-            let (way_on, also) = match self.back {
-                Some(back) => (back, Some(home)),
-                None => (home, None),
-            };
-            Message {
-                portal: &self.portal,
-                title: &title,
-                text: &text,
-                way_on: Some(way_on),
-                also,
-            }
-            .render(status)
+            let title = crate::i18n::tr(lang, title, &[]);
+            self.page(lang, status, &title, &text)
         };
         match status {
             StatusCode::METHOD_NOT_ALLOWED => {
@@ -179,6 +186,35 @@ impl IntoResponse for Refusal {
             _ => {}
         }
         r
+    }
+}
+
+impl Refusal {
+    /// The refusal as a page in the portal's layout: its way on is the better one it
+    /// knows, with the account page beside it, or else the account page.
+    fn page(
+        self,
+        lang: crate::i18n::Lang,
+        status: StatusCode,
+        title: &str,
+        text: &str,
+    ) -> Response {
+        let home = WayOn::new(
+            self.account.as_str(),
+            crate::i18n::tr(lang, "go-to-account", &[]),
+        );
+        let (way_on, also) = match self.back {
+            Some(back) => (back, Some(home)),
+            None => (home, None),
+        };
+        Message {
+            portal: &self.portal,
+            title,
+            text,
+            way_on: Some(way_on),
+            also,
+        }
+        .render(status)
     }
 }
 

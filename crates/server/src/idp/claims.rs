@@ -75,6 +75,14 @@ fn list_claim(claims: &Map<String, Value>, name: &str, separator: &str) -> Vec<S
     }
 }
 
+/// Group names as a user's groups: `prefix` before each, sorted, each once.
+pub fn prefixed_groups(names: impl Iterator<Item = String>, prefix: &str) -> Vec<String> {
+    let mut groups: Vec<String> = names.map(|g| format!("{prefix}{g}")).collect();
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
 /// The identity the claims describe under `map`; an error names what is missing.
 pub fn identity(
     claims: &Map<String, Value>,
@@ -94,12 +102,10 @@ pub fn identity(
     if map.username_lowercase {
         username = username.to_lowercase();
     }
-    let mut groups: Vec<String> = list_claim(claims, &map.groups, &map.groups_separator)
-        .into_iter()
-        .map(|g| format!("{}{g}", map.groups_prefix))
-        .collect();
-    groups.sort();
-    groups.dedup();
+    let groups = prefixed_groups(
+        list_claim(claims, &map.groups, &map.groups_separator).into_iter(),
+        &map.groups_prefix,
+    );
     let mut attributes = BTreeMap::new();
     for (attr, claim) in &map.attributes {
         let v = match claims.get(claim) {
@@ -111,16 +117,6 @@ pub fn identity(
         };
         attributes.insert(attr.clone(), v);
     }
-    let amr = match claims.get("amr") {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| s.len() <= 32)
-            .map(str::to_string)
-            .take(16)
-            .collect(),
-        _ => Vec::new(),
-    };
     Ok(UpstreamIdentity {
         sub,
         username,
@@ -129,13 +125,27 @@ pub fn identity(
         email_verified: matches!(claims.get("email_verified"), Some(Value::Bool(true))),
         groups,
         attributes,
-        amr,
+        amr: amr_claim(claims),
         acr: string_claim(claims, "acr"),
         auth_time: claims
             .get("auth_time")
             .and_then(Value::as_i64)
             .and_then(|t| Utc.timestamp_opt(t, 0).single()),
     })
+}
+
+/// `amr` as sent (at most 16 values, none longer than 32 bytes).
+fn amr_claim(claims: &Map<String, Value>) -> Vec<String> {
+    match claims.get("amr") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| s.len() <= 32)
+            .map(str::to_string)
+            .take(16)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// What the upstream's authentication counts for at `now`: one factor per trusted `amr`

@@ -4,7 +4,7 @@
 //! id when present, required with several audiences), `exp` in the future, `iat` not in
 //! it, and `nonce` the one this browser's sign-in sent.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
@@ -36,6 +36,78 @@ pub(crate) const ALLOWED: [Algorithm; 8] = [
     Algorithm::ES384,
 ];
 
+/// Which of a provider's tokens is verified: how errors name it, and what its header may
+/// say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signed {
+    /// An ID token.
+    IdToken,
+    /// A back-channel logout token (explicitly typed, when the provider types it).
+    LogoutToken,
+}
+
+impl Signed {
+    /// Why a token signed with `alg` is refused.
+    fn refused(self, alg: Algorithm) -> String {
+        match self {
+            Signed::IdToken => {
+                format!("it is signed with {alg:?}, which stepgate does not accept for ID tokens")
+            }
+            Signed::LogoutToken => {
+                format!("the logout token is signed with {alg:?}, which stepgate does not accept")
+            }
+        }
+    }
+
+    /// The token, as errors name it.
+    fn name(self) -> &'static str {
+        match self {
+            Signed::IdToken => "the token",
+            Signed::LogoutToken => "the logout token",
+        }
+    }
+}
+
+/// The header of `token` and the provider's key that must have signed it: an allowed
+/// algorithm, for a logout token an allowed type, and a key whose own algorithm (when it
+/// declares one) is the token's — no algorithm confusion.
+pub(crate) async fn signing_key(
+    provider: &Provider,
+    http: &reqwest::Client,
+    token: &str,
+    kind: Signed,
+) -> Result<(Header, DecodingKey), UpstreamError> {
+    let bad = |detail: String| UpstreamError::BadToken {
+        provider: provider.id.clone(),
+        detail,
+    };
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| bad(format!("unreadable header: {e}")))?;
+    if !ALLOWED.contains(&header.alg) {
+        return Err(bad(kind.refused(header.alg)));
+    }
+    // Explicit typing (Back-Channel Logout §2.4) when the provider uses it; an ID token's
+    // `JWT` is no logout token either way (the event and the missing nonce decide).
+    if let (Signed::LogoutToken, Some(typ)) = (kind, header.typ.as_deref()) {
+        if !["logout+jwt", "application/logout+jwt", "JWT", "jwt"].contains(&typ) {
+            return Err(bad(format!("the logout token's type is `{typ}`")));
+        }
+    }
+    let jwk = provider.key(http, header.kid.as_deref()).await?;
+    if let Some(ka) = jwk.common.key_algorithm {
+        let same = serde_json::to_value(ka).ok() == serde_json::to_value(header.alg).ok();
+        if !same {
+            let name = kind.name();
+            return Err(bad(format!(
+                "the key is for {ka:?}, {name} says {:?}",
+                header.alg
+            )));
+        }
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("unusable key: {e}")))?;
+    Ok((header, key))
+}
+
 /// Verifies `token` and returns its claims.
 pub async fn verify(
     provider: &Provider,
@@ -47,26 +119,7 @@ pub async fn verify(
         provider: provider.id.clone(),
         detail,
     };
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| bad(format!("unreadable header: {e}")))?;
-    if !ALLOWED.contains(&header.alg) {
-        return Err(bad(format!(
-            "it is signed with {:?}, which stepgate does not accept for ID tokens",
-            header.alg
-        )));
-    }
-    let jwk = provider.key(http, header.kid.as_deref()).await?;
-    if let Some(ka) = jwk.common.key_algorithm {
-        // The key's declared algorithm must be the token's (no algorithm confusion).
-        let same = serde_json::to_value(ka).ok() == serde_json::to_value(header.alg).ok();
-        if !same {
-            return Err(bad(format!(
-                "the key is for {ka:?}, the token says {:?}",
-                header.alg
-            )));
-        }
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("unusable key: {e}")))?;
+    let (header, key) = signing_key(provider, http, token, Signed::IdToken).await?;
     let mut v = Validation::new(header.alg);
     v.set_issuer(&[expected.issuer]);
     v.set_audience(&[expected.client_id]);

@@ -15,11 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ldap3::{dn_escape, ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use stepgate_config::identity::{LdapConfig, SecretSource};
+use stepgate_config::identity::LdapConfig;
 use stepgate_store::AttributeValue;
 
 use super::ldap_pool::{Bound, Conn, Pool};
-use super::UpstreamIdentity;
+use super::{resolve, UpstreamIdentity};
 
 /// LDAP result code 49: invalid credentials.
 const INVALID_CREDENTIALS: u32 = 49;
@@ -119,21 +119,10 @@ impl Directory {
 
     /// The service account's password, read now.
     fn service_password(&self) -> Result<String, String> {
-        Ok(match &self.cfg.bind_password {
-            None => String::new(),
-            Some(SecretSource::File(p)) => {
-                let p = resolve(&self.base_dir, p);
-                std::fs::read_to_string(&p)
-                    .map_err(|e| format!("ldap.bind_password file {}: {e}", p.display()))?
-                    .trim()
-                    .to_string()
-            }
-            Some(SecretSource::Env(v)) => std::env::var(v)
-                .map_err(|_| format!("ldap.bind_password: environment variable `{v}` is not set"))?
-                .trim()
-                .to_string(),
-            Some(SecretSource::InlineInsecure(s)) => s.clone(),
-        })
+        match &self.cfg.bind_password {
+            None => Ok(String::new()),
+            Some(source) => super::read_secret(source, &self.base_dir, "ldap.bind_password"),
+        }
     }
 
     /// An entry under `user_base` that no directory holds, for an unknown user's bind.
@@ -233,94 +222,106 @@ impl Directory {
         username: &str,
         password: &str,
     ) -> Result<UpstreamIdentity, Failed> {
-        let cfg = &self.cfg;
-        let timeout = cfg.timeout.0;
-        let down = |what: &str, e: ldap3::LdapError| broken(cfg, what, e);
-        let dn = match &cfg.dn_template {
+        let dn = match &self.cfg.dn_template {
             Some(t) => t.replace("{username}", &dn_escape(username)),
-            None => {
-                if conn.bound != Bound::Service {
-                    let service = cfg.bind_dn.as_deref().unwrap_or_default();
-                    let pw = self.service_password().map_err(|detail| Failed::Broken {
-                        detail,
-                        transport: false,
-                    })?;
-                    conn.ldap
-                        .with_timeout(timeout)
-                        .simple_bind(service, &pw)
-                        .await
-                        .and_then(|r| r.success())
-                        .map_err(|e| down("binding as the service account", e))?;
-                    conn.bound = Bound::Service;
-                }
-                let filter = format!(
-                    "(&{}({}={}))",
-                    cfg.user_filter,
-                    cfg.username_attribute,
-                    ldap_escape(username)
-                );
-                let (entries, _) = conn
-                    .ldap
-                    .with_timeout(timeout)
-                    .search(
-                        cfg.user_base.as_deref().unwrap_or_default(),
-                        Scope::Subtree,
-                        &filter,
-                        vec!["1.1"],
-                    )
-                    .await
-                    .and_then(|r| r.success())
-                    .map_err(|e| down("searching for the user", e))?;
-                match entries.len() {
-                    1 => {
-                        SearchEntry::construct(
-                            entries.into_iter().next().unwrap_or_else(|| unreachable!()),
-                        )
-                        .dn
-                    }
-                    // None, or several (an ambiguous filter): no one to bind as. The
-                    // password is still tried, against an entry that does not exist,
-                    // so an unknown name costs the directory round trip a wrong
-                    // password does (no username probing by timing); whatever that
-                    // bind answers, the answer is "invalid credentials".
-                    _ => {
-                        let dummy = self.dummy_dn();
-                        self.count_user_bind();
-                        conn.bound = Bound::NotService;
-                        let _ = conn
-                            .ldap
-                            .with_timeout(timeout)
-                            .simple_bind(&dummy, password)
-                            .await
-                            .map_err(|e| down("binding as the user", e))?;
-                        return Err(Failed::Answer(DirectoryError::InvalidCredentials));
-                    }
-                }
-            }
+            None => match self.find_user(conn, username).await? {
+                Some(dn) => dn,
+                None => return Err(self.bind_as_no_one(conn, password).await),
+            },
         };
+        self.bind_as_user(conn, &dn, password).await?;
+        self.describe(&mut conn.ldap, &dn, username).await
+    }
+
+    /// Binds `conn` as the service account, unless it is bound so already.
+    async fn bind_as_service(&self, conn: &mut Conn) -> Result<(), Failed> {
+        if conn.bound == Bound::Service {
+            return Ok(());
+        }
+        let service = self.cfg.bind_dn.as_deref().unwrap_or_default();
+        let pw = self.service_password().map_err(|detail| Failed::Broken {
+            detail,
+            transport: false,
+        })?;
+        conn.ldap
+            .with_timeout(self.cfg.timeout.0)
+            .simple_bind(service, &pw)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| broken(&self.cfg, "binding as the service account", e))?;
+        conn.bound = Bound::Service;
+        Ok(())
+    }
+
+    /// The DN of the one entry the user filter finds for `username` (as the service
+    /// account); none when it finds none, or several (an ambiguous filter).
+    async fn find_user(&self, conn: &mut Conn, username: &str) -> Result<Option<String>, Failed> {
+        self.bind_as_service(conn).await?;
+        let cfg = &self.cfg;
+        let filter = format!(
+            "(&{}({}={}))",
+            cfg.user_filter,
+            cfg.username_attribute,
+            ldap_escape(username)
+        );
+        let base = cfg.user_base.as_deref().unwrap_or_default();
+        let (entries, _) = conn
+            .ldap
+            .with_timeout(cfg.timeout.0)
+            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| broken(cfg, "searching for the user", e))?;
+        if entries.len() != 1 {
+            return Ok(None);
+        }
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(|e| SearchEntry::construct(e).dn))
+    }
+
+    /// No one to bind as: the password is still tried, against an entry that does not
+    /// exist, so an unknown name costs the directory round trip a wrong password does (no
+    /// username probing by timing); whatever that bind answers, the answer is "invalid
+    /// credentials".
+    async fn bind_as_no_one(&self, conn: &mut Conn, password: &str) -> Failed {
+        let dummy = self.dummy_dn();
+        self.count_user_bind();
+        conn.bound = Bound::NotService;
+        let bound = conn
+            .ldap
+            .with_timeout(self.cfg.timeout.0)
+            .simple_bind(&dummy, password)
+            .await;
+        match bound {
+            Ok(_) => Failed::Answer(DirectoryError::InvalidCredentials),
+            Err(e) => broken(&self.cfg, "binding as the user", e),
+        }
+    }
+
+    /// Binds `conn` as the user `dn` with `password`.
+    async fn bind_as_user(&self, conn: &mut Conn, dn: &str, password: &str) -> Result<(), Failed> {
         self.count_user_bind();
         // From here on the connection is no longer the service account's, whatever the
         // bind answers: the next sign-in binds it as the service account again.
         conn.bound = Bound::NotService;
-        match conn
+        let bound = conn
             .ldap
-            .with_timeout(timeout)
-            .simple_bind(&dn, password)
-            .await
-        {
-            Ok(r) if r.rc == 0 => {}
+            .with_timeout(self.cfg.timeout.0)
+            .simple_bind(dn, password)
+            .await;
+        match bound {
+            Ok(r) if r.rc == 0 => Ok(()),
             Ok(r) if r.rc == INVALID_CREDENTIALS => {
-                return Err(Failed::Answer(DirectoryError::InvalidCredentials))
+                Err(Failed::Answer(DirectoryError::InvalidCredentials))
             }
-            Ok(r) => {
-                return Err(Failed::Broken {
-                    detail: format!("binding as the user: result code {} {}", r.rc, r.text),
-                    transport: false,
-                })
-            }
-            Err(e) => return Err(down("binding as the user", e)),
+            Ok(r) => Err(Failed::Broken {
+                detail: format!("binding as the user: result code {} {}", r.rc, r.text),
+                transport: false,
+            }),
+            Err(e) => Err(broken(&self.cfg, "binding as the user", e)),
         }
-        self.describe(&mut conn.ldap, &dn, username).await
     }
 
     /// The user's entry (as the user, who may read it) and groups.
@@ -331,77 +332,22 @@ impl Directory {
         username: &str,
     ) -> Result<UpstreamIdentity, Failed> {
         let cfg = &self.cfg;
-        let timeout = cfg.timeout.0;
-        let down = |what: &str, e: ldap3::LdapError| broken(cfg, what, e);
-        let mut wanted: Vec<&str> = vec![
-            "entryUUID",
-            "objectGUID",
-            &cfg.name_attribute,
-            &cfg.email_attribute,
-            &cfg.groups_attribute,
-        ];
-        wanted.extend(cfg.attributes.values().map(String::as_str));
-        let (entries, _) = ldap
-            .with_timeout(timeout)
-            .search(dn, Scope::Base, "(objectClass=*)", wanted)
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| down("reading the user's entry", e))?;
-        let entry = entries
-            .into_iter()
-            .next()
-            .map(SearchEntry::construct)
-            .ok_or_else(|| Failed::Broken {
-                detail: "the user's entry cannot be read".into(),
-                transport: false,
-            })?;
-        let first = |a: &str| {
-            entry
-                .attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(a))
-                .and_then(|(_, v)| v.first().cloned())
-        };
-        let group_dns: Vec<String> = match &cfg.group_base {
-            Some(base) => {
-                let filter = cfg.group_filter.replace("{dn}", &ldap_escape(dn));
-                let (groups, _) = ldap
-                    .with_timeout(timeout)
-                    .search(base, Scope::Subtree, &filter, vec!["1.1"])
-                    .await
-                    .and_then(|r| r.success())
-                    .map_err(|e| down("searching for the user's groups", e))?;
-                groups
-                    .into_iter()
-                    .map(|g| SearchEntry::construct(g).dn)
-                    .collect()
-            }
-            None => entry
-                .attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&cfg.groups_attribute))
-                .map(|(_, v)| v.clone())
+        let entry = self.read_entry(ldap, dn).await?;
+        let first = |a: &str| values(&entry, a).and_then(|v| v.first().cloned());
+        let group_dns = match &cfg.group_base {
+            Some(base) => self.group_dns(ldap, base, dn).await?,
+            None => values(&entry, &cfg.groups_attribute)
+                .cloned()
                 .unwrap_or_default(),
         };
-        let mut groups: Vec<String> = group_dns
-            .iter()
-            .filter_map(|g| group_name(g))
-            .map(|g| format!("{}{g}", cfg.groups_prefix))
-            .collect();
-        groups.sort();
-        groups.dedup();
+        let groups = super::claims::prefixed_groups(
+            group_dns.iter().filter_map(|g| group_name(g)),
+            &cfg.groups_prefix,
+        );
         let mut attributes = BTreeMap::new();
         for (name, attr) in &cfg.attributes {
-            if let Some((_, v)) = entry
-                .attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(attr))
-            {
-                let v = match v.as_slice() {
-                    [one] => AttributeValue::One(one.clone()),
-                    many => AttributeValue::Many(many.to_vec()),
-                };
-                attributes.insert(name.clone(), v);
+            if let Some(v) = values(&entry, attr) {
+                attributes.insert(name.clone(), attribute_value(v));
             }
         }
         // A stable subject: the entry's UUID where the directory has one, else its DN.
@@ -419,15 +365,70 @@ impl Directory {
             auth_time: None,
         })
     }
+
+    /// The attributes of the entry `dn` that [`Directory::describe`] reads.
+    async fn read_entry(&self, ldap: &mut ldap3::Ldap, dn: &str) -> Result<SearchEntry, Failed> {
+        let cfg = &self.cfg;
+        let mut wanted: Vec<&str> = vec![
+            "entryUUID",
+            "objectGUID",
+            &cfg.name_attribute,
+            &cfg.email_attribute,
+            &cfg.groups_attribute,
+        ];
+        wanted.extend(cfg.attributes.values().map(String::as_str));
+        let (entries, _) = ldap
+            .with_timeout(cfg.timeout.0)
+            .search(dn, Scope::Base, "(objectClass=*)", wanted)
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| broken(cfg, "reading the user's entry", e))?;
+        entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| Failed::Broken {
+                detail: "the user's entry cannot be read".into(),
+                transport: false,
+            })
+    }
+
+    /// The DNs of the groups under `base` the group filter finds for the user `dn`.
+    async fn group_dns(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        base: &str,
+        dn: &str,
+    ) -> Result<Vec<String>, Failed> {
+        let filter = self.cfg.group_filter.replace("{dn}", &ldap_escape(dn));
+        let (groups, _) = ldap
+            .with_timeout(self.cfg.timeout.0)
+            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| broken(&self.cfg, "searching for the user's groups", e))?;
+        Ok(groups
+            .into_iter()
+            .map(|g| SearchEntry::construct(g).dn)
+            .collect())
+    }
 }
 
-/// `p` against `base_dir` when relative.
-fn resolve(base_dir: &Path, p: &Path) -> std::path::PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base_dir.join(p)
+/// A directory attribute's values as a user attribute: one, or several.
+fn attribute_value(v: &[String]) -> AttributeValue {
+    match v {
+        [one] => AttributeValue::One(one.clone()),
+        many => AttributeValue::Many(many.to_vec()),
     }
+}
+
+/// The values of the entry's attribute `name` (attribute names are case-insensitive).
+fn values<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e Vec<String>> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// An operation that failed: the connection is dropped; `transport` when it was closed

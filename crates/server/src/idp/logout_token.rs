@@ -6,10 +6,10 @@
 //! or a `sub`, and no `nonce` (so an ID token can never pass as a logout token). Each
 //! `jti` is accepted once (the caller remembers it across nodes).
 
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
-use super::id_token::{ALLOWED, LEEWAY_SECS};
+use super::id_token::{signing_key, Signed, LEEWAY_SECS};
 use super::provider::Provider;
 use super::UpstreamError;
 
@@ -42,32 +42,7 @@ pub async fn verify(
         provider: provider.id.clone(),
         detail,
     };
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| bad(format!("unreadable header: {e}")))?;
-    if !ALLOWED.contains(&header.alg) {
-        return Err(bad(format!(
-            "the logout token is signed with {:?}, which stepgate does not accept",
-            header.alg
-        )));
-    }
-    // Explicit typing (§2.4) when the provider uses it; an ID token's `JWT` is no logout
-    // token either way (the event and the missing nonce decide).
-    if let Some(typ) = header.typ.as_deref() {
-        if !["logout+jwt", "application/logout+jwt", "JWT", "jwt"].contains(&typ) {
-            return Err(bad(format!("the logout token's type is `{typ}`")));
-        }
-    }
-    let jwk = provider.key(http, header.kid.as_deref()).await?;
-    if let Some(ka) = jwk.common.key_algorithm {
-        let same = serde_json::to_value(ka).ok() == serde_json::to_value(header.alg).ok();
-        if !same {
-            return Err(bad(format!(
-                "the key is for {ka:?}, the logout token says {:?}",
-                header.alg
-            )));
-        }
-    }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("unusable key: {e}")))?;
+    let (header, key) = signing_key(provider, http, token, Signed::LogoutToken).await?;
     let mut v = Validation::new(header.alg);
     v.set_issuer(&[issuer]);
     v.set_audience(&[client_id]);

@@ -28,8 +28,10 @@ pub mod logout_token;
 pub mod provider;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use jsonwebtoken::{Algorithm, EncodingKey};
 use stepgate_config::identity::{IdentityProviderConfig, SecretSource};
 
 pub use claims::UpstreamIdentity;
@@ -251,16 +253,8 @@ impl IdentityProviders {
         k: &stepgate_config::identity::PrivateKeyJwtConfig,
         aud: &str,
     ) -> Result<String, UpstreamError> {
-        use jsonwebtoken::{Algorithm, EncodingKey, Header};
-        let err = |detail: String| UpstreamError::Config {
-            provider: cfg.id.to_string(),
-            detail,
-        };
-        let path = if k.key_file.is_absolute() {
-            k.key_file.clone()
-        } else {
-            self.base_dir.join(&k.key_file)
-        };
+        let err = config_error(cfg);
+        let path = resolve(&self.base_dir, &k.key_file);
         let pem = std::fs::read(&path)
             .map_err(|e| err(format!("private_key_jwt.key_file {}: {e}", path.display())))?;
         let unusable = |e: jsonwebtoken::errors::Error| {
@@ -270,36 +264,13 @@ impl IdentityProviders {
             ))
         };
         let (alg, key) = match k.algorithm.as_deref() {
-            None => match EncodingKey::from_ec_pem(&pem) {
-                Ok(key) => (Algorithm::ES256, key),
-                Err(_) => (
-                    Algorithm::RS256,
-                    EncodingKey::from_rsa_pem(&pem).map_err(unusable)?,
-                ),
-            },
+            None => default_key(&pem).map_err(unusable)?,
             Some(a) => {
-                let alg: Algorithm = a
-                    .parse()
-                    .map_err(|_| err(format!("private_key_jwt.algorithm `{a}` is unknown")))?;
-                let key = match alg {
-                    Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
-                    Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512 => EncodingKey::from_rsa_pem(&pem),
-                    _ => {
-                        return Err(err(format!(
-                            "private_key_jwt.algorithm `{a}` is not allowed"
-                        )))
-                    }
-                }
-                .map_err(unusable)?;
-                (alg, key)
+                let alg = allowed_algorithm(a).map_err(&err)?;
+                (alg, encoding_key(alg, &pem).map_err(unusable)?)
             }
         };
-        let mut header = Header::new(alg);
+        let mut header = jsonwebtoken::Header::new(alg);
         header.kid = k.key_id.clone();
         let now = chrono::Utc::now().timestamp();
         let claims = serde_json::json!({
@@ -311,30 +282,11 @@ impl IdentityProviders {
 
     /// The client secret of `cfg`, read now (a rotated file or variable counts at once).
     pub fn client_secret(&self, cfg: &IdentityProviderConfig) -> Result<String, UpstreamError> {
-        let err = |detail: String| UpstreamError::Config {
-            provider: cfg.id.to_string(),
-            detail,
-        };
+        let err = config_error(cfg);
         let Some(source) = &cfg.client_secret else {
             return Err(err("no client_secret is configured".into()));
         };
-        let s = match source {
-            SecretSource::File(p) => {
-                let p = if p.is_absolute() {
-                    p.clone()
-                } else {
-                    self.base_dir.join(p)
-                };
-                std::fs::read_to_string(&p)
-                    .map_err(|e| err(format!("client_secret file {}: {e}", p.display())))?
-            }
-            SecretSource::Env(v) => std::env::var(v).map_err(|_| {
-                err(format!(
-                    "client_secret: environment variable `{v}` is not set"
-                ))
-            })?,
-            SecretSource::InlineInsecure(s) => s.clone(),
-        };
+        let s = read_secret(source, &self.base_dir, "client_secret").map_err(&err)?;
         let s = s.trim().to_string();
         if s.is_empty() {
             return Err(err("the client secret is empty".into()));
@@ -345,6 +297,80 @@ impl IdentityProviders {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Provider>>> {
         self.providers.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A private key of no configured algorithm: ES256 for an EC key, else RS256.
+fn default_key(pem: &[u8]) -> Result<(Algorithm, EncodingKey), jsonwebtoken::errors::Error> {
+    match EncodingKey::from_ec_pem(pem) {
+        Ok(key) => Ok((Algorithm::ES256, key)),
+        Err(_) => Ok((Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?)),
+    }
+}
+
+/// `private_key_jwt.algorithm`, when it is one a client assertion may be signed with.
+fn allowed_algorithm(a: &str) -> Result<Algorithm, String> {
+    let alg: Algorithm = a
+        .parse()
+        .map_err(|_| format!("private_key_jwt.algorithm `{a}` is unknown"))?;
+    match alg {
+        Algorithm::ES256
+        | Algorithm::ES384
+        | Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => Ok(alg),
+        _ => Err(format!("private_key_jwt.algorithm `{a}` is not allowed")),
+    }
+}
+
+/// The private key `pem` for an allowed `alg`: EC for ES*, RSA for the others.
+fn encoding_key(alg: Algorithm, pem: &[u8]) -> Result<EncodingKey, jsonwebtoken::errors::Error> {
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+        _ => EncodingKey::from_rsa_pem(pem),
+    }
+}
+
+/// A configuration error of the provider `cfg`, saying `detail`.
+fn config_error(cfg: &IdentityProviderConfig) -> impl Fn(String) -> UpstreamError + '_ {
+    |detail| UpstreamError::Config {
+        provider: cfg.id.to_string(),
+        detail,
+    }
+}
+
+/// `p` against `base_dir` when relative.
+pub(crate) fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// A secret read now from where `source` says (a rotated file or variable counts at once;
+/// a file's or variable's value trimmed); `key` names it in errors.
+pub(crate) fn read_secret(
+    source: &SecretSource,
+    base_dir: &Path,
+    key: &str,
+) -> Result<String, String> {
+    Ok(match source {
+        SecretSource::File(p) => {
+            let p = resolve(base_dir, p);
+            std::fs::read_to_string(&p)
+                .map_err(|e| format!("{key} file {}: {e}", p.display()))?
+                .trim()
+                .to_string()
+        }
+        SecretSource::Env(v) => std::env::var(v)
+            .map_err(|_| format!("{key}: environment variable `{v}` is not set"))?
+            .trim()
+            .to_string(),
+        SecretSource::InlineInsecure(s) => s.clone(),
+    })
 }
 
 fn cache_key(cfg: &IdentityProviderConfig) -> String {

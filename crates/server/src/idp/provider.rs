@@ -60,6 +60,38 @@ pub enum ClientAuth {
     },
 }
 
+impl ClientAuth {
+    /// `req` to a token endpoint with `form`, authenticated this way: HTTP Basic, or the
+    /// client assertion added to the form.
+    fn authenticate<'a>(
+        &'a self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
+        match self {
+            ClientAuth::Basic { client_id, secret } => {
+                // RFC 6749 §2.3.1: the id and secret are form-encoded before Basic.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                req.basic_auth(enc(client_id), Some(enc(secret)))
+            }
+            ClientAuth::Assertion {
+                client_id,
+                assertion,
+            } => {
+                form.push(("client_id", client_id));
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+                form.push(("client_assertion", assertion));
+                req
+            }
+        }
+    }
+}
+
 /// A provider's metadata and its keys.
 pub struct Provider {
     /// The provider's id.
@@ -94,6 +126,20 @@ struct OAuthError {
     error: String,
     #[serde(default)]
     error_description: Option<String>,
+}
+
+/// What a token endpoint's refusal says: its OAuth error and description, or the status.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> String {
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(e) => format!(
+            "{}{}",
+            e.error,
+            e.error_description
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+        Err(_) => format!("HTTP {status}"),
+    }
 }
 
 fn unavailable(id: &str, detail: impl Into<String>) -> UpstreamError {
@@ -327,27 +373,7 @@ impl Provider {
         form: &[(&str, &str)],
     ) -> Result<TokenAnswer, UpstreamError> {
         let mut form: Vec<(&str, &str)> = form.to_vec();
-        let mut req = http.post(&self.metadata.token_endpoint);
-        match client {
-            ClientAuth::Basic { client_id, secret } => {
-                // RFC 6749 §2.3.1: the id and secret are form-encoded before Basic.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                req = req.basic_auth(enc(client_id), Some(enc(secret)));
-            }
-            ClientAuth::Assertion {
-                client_id,
-                assertion,
-            } => {
-                form.push(("client_id", client_id));
-                form.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ));
-                form.push(("client_assertion", assertion));
-            }
-        }
+        let req = client.authenticate(http.post(&self.metadata.token_endpoint), &mut form);
         let r = req
             .header("accept", "application/json")
             .form(&form)
@@ -358,19 +384,9 @@ impl Provider {
         let status = r.status();
         let body = read_body(r, &self.id, "token endpoint").await?;
         if status.is_client_error() {
-            let detail = match serde_json::from_slice::<OAuthError>(&body) {
-                Ok(e) => format!(
-                    "{}{}",
-                    e.error,
-                    e.error_description
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                ),
-                Err(_) => format!("HTTP {status}"),
-            };
             return Err(UpstreamError::Refused {
                 provider: self.id.clone(),
-                detail: format!("token endpoint: {detail}"),
+                detail: format!("token endpoint: {}", refusal(status, &body)),
             });
         }
         if !status.is_success() {

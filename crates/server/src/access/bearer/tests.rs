@@ -47,57 +47,25 @@ fn requirements_against_token_claims() {
         audiences: vec!["api".into()],
     };
     let cfg = AssuranceConfig::default();
-    let req = |f: &dyn Fn(&mut StepUpRequirement)| {
+    // Whether the token meets the requirement `f` makes of the default one.
+    let meets = |f: &dyn Fn(&mut StepUpRequirement)| {
         let mut r = StepUpRequirement::default();
         f(&mut r);
-        r
+        token_meets(&id, &r, &cfg, now)
     };
-    assert!(token_meets(&id, &req(&|r| r.min_aal = Some(2)), &cfg, now));
-    assert!(!token_meets(&id, &req(&|r| r.min_aal = Some(3)), &cfg, now));
-    assert!(token_meets(
-        &id,
-        &req(
-            &|r| r.max_age = Some(MaxAge::Within(stepgate_policy::HumanDuration::from_secs(
-                900
-            )))
-        ),
-        &cfg,
-        now
-    ));
-    assert!(!token_meets(
-        &id,
-        &req(
-            &|r| r.max_age = Some(MaxAge::Within(stepgate_policy::HumanDuration::from_secs(
-                300
-            )))
-        ),
-        &cfg,
-        now
-    ));
-    assert!(!token_meets(
-        &id,
-        &req(&|r| r.max_age = Some(MaxAge::EveryTime)),
-        &cfg,
-        now
-    ));
-    assert!(token_meets(
-        &id,
-        &req(&|r| r.factors = vec!["totp".into()]),
-        &cfg,
-        now
-    ));
-    assert!(!token_meets(
-        &id,
-        &req(&|r| r.factors = vec!["webauthn".into()]),
-        &cfg,
-        now
-    ));
-    assert!(!token_meets(
-        &id,
-        &req(&|r| r.phishing_resistant = true),
-        &cfg,
-        now
-    ));
+    let within = |secs| {
+        Some(MaxAge::Within(stepgate_policy::HumanDuration::from_secs(
+            secs,
+        )))
+    };
+    assert!(meets(&|r| r.min_aal = Some(2)));
+    assert!(!meets(&|r| r.min_aal = Some(3)));
+    assert!(meets(&|r| r.max_age = within(900)));
+    assert!(!meets(&|r| r.max_age = within(300)));
+    assert!(!meets(&|r| r.max_age = Some(MaxAge::EveryTime)));
+    assert!(meets(&|r| r.factors = vec!["totp".into()]));
+    assert!(!meets(&|r| r.factors = vec!["webauthn".into()]));
+    assert!(!meets(&|r| r.phishing_resistant = true));
     let s = stand_in_session(&id, &cfg, now);
     assert_eq!(s.data.assurance(&cfg).aal, 2);
 }

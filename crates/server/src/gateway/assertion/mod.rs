@@ -303,37 +303,44 @@ mod tests {
     use std::sync::Arc;
     use stepgate_store::SecretKey;
 
-    #[tokio::test]
-    async fn the_cache_reuses_an_assertion_only_for_the_same_session_and_claims() {
-        let dir = tempfile::tempdir().unwrap();
+    /// What an assertion for `jane` says to `app`, with `groups` at `aal`.
+    fn said<'a>(app: &'a str, groups: &'a [String], aal: u8) -> Said<'a> {
+        Said {
+            issuer: "https://sg",
+            app,
+            sub: "u1",
+            username: Some("jane"),
+            email: None,
+            name: None,
+            groups,
+            aal,
+            amr: &[],
+            auth_time: None,
+        }
+    }
+
+    /// Assertion keys kept in a new SQLite store in `dir`.
+    async fn keys(dir: &std::path::Path, now: chrono::DateTime<Utc>) -> AssertionKeys {
         let secret = SecretKey::generate();
         let store = stepgate_store::SqliteStore::open(
             &stepgate_store::SqliteConfig::default(),
-            dir.path(),
+            dir,
             &secret,
         )
         .await
         .unwrap();
-        let now = Utc::now();
-        let keys = AssertionKeys::open(Arc::new(store), secret, &cfg(), now)
+        AssertionKeys::open(Arc::new(store), secret, &cfg(), now)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_cache_reuses_an_assertion_only_for_the_same_session_and_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let keys = keys(dir.path(), now).await;
         let cache = AssertionCache::default();
         let ttl = Duration::from_secs(60);
-        fn said<'a>(app: &'a str, groups: &'a [String], aal: u8) -> Said<'a> {
-            Said {
-                issuer: "https://sg",
-                app,
-                sub: "u1",
-                username: Some("jane"),
-                email: None,
-                name: None,
-                groups,
-                aal,
-                amr: &[],
-                auth_time: None,
-            }
-        }
         let (staff, admins) = (&["staff".to_string()][..], &["admins".to_string()][..]);
         let get = |session: &str, what: &Said<'_>| {
             cache

@@ -26,52 +26,56 @@ fn client_addresses_are_written_as_display_writes_them() {
     }
 }
 
+// Written out, not taken from the lists under test: each must go, under its own name and
+// under every spelling a CGI-style upstream reads as it.
+const STEPGATES: [&str; 25] = [
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "remote-aal",
+    "remote-amr",
+    "remote-auth-time",
+    "x-stepgate-assertion",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    // Configured: the assertion header under another name, the client certificate.
+    "x-app-identity",
+    "x-client-cert",
+];
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+];
+
+fn configured() -> Vec<String> {
+    vec!["x-app-identity".to_string(), "x-client-cert".to_string()]
+}
+
 #[test]
 fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
-    // Written out, not taken from the lists under test: each must go, under its own
-    // name and under every spelling a CGI-style upstream reads as it.
-    let stepgates = [
-        "remote-user",
-        "remote-groups",
-        "remote-email",
-        "remote-name",
-        "remote-aal",
-        "remote-amr",
-        "remote-auth-time",
-        "x-stepgate-assertion",
-        "x-forwarded-user",
-        "x-forwarded-email",
-        "x-forwarded-groups",
-        "x-original-url",
-        "x-rewrite-url",
-        "x-original-method",
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-real-ip",
-        // Configured: the assertion header under another name, the client certificate.
-        "x-app-identity",
-        "x-client-cert",
-    ];
-    let hop_by_hop = [
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-    ];
-    let configured = vec!["x-app-identity".to_string(), "x-client-cert".to_string()];
     let mut h = HeaderMap::new();
-    for n in stepgates.iter().chain(&hop_by_hop) {
+    for n in STEPGATES.iter().chain(&HOP_BY_HOP) {
         for spelling in [n.to_string(), n.replace('-', "_"), n.replace('-', ".")] {
             let name = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
             h.append(&name, HeaderValue::from_static("spoofed"));
@@ -88,7 +92,7 @@ fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
     h.insert("x_app_header", "kept".parse().unwrap());
     h.insert("remote-user-agent", "kept".parse().unwrap());
     h.insert("remote_user_agent", "kept".parse().unwrap());
-    strip_request(&mut h, &configured);
+    strip_request(&mut h, &configured());
     let mut left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
     left.sort_unstable();
     assert_eq!(
@@ -102,7 +106,11 @@ fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
         ],
         "only the app's own headers are left"
     );
-    // Forward-auth refuses a request carrying such a spelling.
+}
+
+#[test]
+fn forward_auth_refuses_a_request_carrying_a_respelled_identity_header() {
+    let configured = configured();
     let mut h = HeaderMap::new();
     h.insert("remote-user", "x".parse().unwrap());
     h.insert("x_app_header", "x".parse().unwrap());
@@ -120,62 +128,57 @@ fn a_request_going_upstream_keeps_only_what_the_client_may_say() {
     assert!(respelled_header(&h, &configured).is_some());
 }
 
+/// The forwarding headers for a client at `ip` asking `host` over `proto`.
+fn forwarding(ip: Option<&str>, host: &str, proto: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    put_forwarding(&mut h, ip.map(|i| i.parse().unwrap()), host, proto);
+    h
+}
+
+/// A known client is named in both address headers.
+fn assert_client(h: &HeaderMap, ip: &str) {
+    assert_eq!(h["x-forwarded-for"], ip);
+    assert_eq!(h["x-real-ip"], ip);
+}
+
+/// An unknown client is said to be unknown, never given an address.
+fn assert_unknown_client(h: &HeaderMap, forwarded: &str) {
+    assert!(h.get("x-forwarded-for").is_none());
+    assert!(h.get("x-real-ip").is_none());
+    assert_eq!(h["forwarded"], forwarded);
+}
+
 #[test]
 fn forwarding_headers_say_what_stepgate_knows() {
-    let mut h = HeaderMap::new();
-    put_forwarding(
-        &mut h,
-        Some("2001:db8::1".parse().unwrap()),
-        "app.example.com",
-        "https",
-    );
-    assert_eq!(h["x-forwarded-for"], "2001:db8::1");
-    assert_eq!(h["x-real-ip"], "2001:db8::1");
+    let h = forwarding(Some("2001:db8::1"), "app.example.com", "https");
+    assert_client(&h, "2001:db8::1");
     assert_eq!(h["x-forwarded-host"], "app.example.com");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(
         h["forwarded"],
         "for=\"[2001:db8::1]\";host=\"app.example.com\";proto=https"
     );
-    let mut h = HeaderMap::new();
-    put_forwarding(
-        &mut h,
-        Some("10.0.0.1".parse().unwrap()),
-        "bad\u{7f}host",
-        "http",
-    );
+    let h = forwarding(Some("10.0.0.1"), "bad\u{7f}host", "http");
     assert!(
         h.get("x-forwarded-host").is_none(),
         "a host that is no header value"
     );
     assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http");
-    // An unknown client is said to be unknown, never given an address.
-    let mut h = HeaderMap::new();
-    put_forwarding(&mut h, None, "app.example.com", "https");
-    assert!(h.get("x-forwarded-for").is_none());
-    assert!(h.get("x-real-ip").is_none());
-    assert_eq!(
-        h["forwarded"],
-        "for=unknown;host=\"app.example.com\";proto=https"
-    );
+    let h = forwarding(None, "app.example.com", "https");
+    assert_unknown_client(&h, "for=unknown;host=\"app.example.com\";proto=https");
 }
 
 #[test]
 fn forwarding_headers_kept_per_thread_follow_each_client_host_and_scheme() {
     // The values are reused while client, host and scheme stay the same; any change
     // (and a client becoming unknown) builds them anew, never repeating the last ones.
-    let put = |ip: Option<&str>, host: &str, proto: &str| {
-        let mut h = HeaderMap::new();
-        put_forwarding(&mut h, ip.map(|i| i.parse().unwrap()), host, proto);
-        h
-    };
+    let put = forwarding;
     let a = put(Some("10.0.0.1"), "a.example.com", "https");
     assert_eq!(a["x-forwarded-for"], "10.0.0.1");
     let again = put(Some("10.0.0.1"), "a.example.com", "https");
     assert_eq!(again, a);
     let b = put(Some("10.0.0.2"), "a.example.com", "https");
-    assert_eq!(b["x-forwarded-for"], "10.0.0.2");
-    assert_eq!(b["x-real-ip"], "10.0.0.2");
+    assert_client(&b, "10.0.0.2");
     assert_eq!(
         b["forwarded"],
         "for=10.0.0.2;host=\"a.example.com\";proto=https"
@@ -185,12 +188,7 @@ fn forwarding_headers_kept_per_thread_follow_each_client_host_and_scheme() {
     let plain = put(Some("10.0.0.2"), "b.example.com", "http");
     assert_eq!(plain["x-forwarded-proto"], "http");
     let unknown = put(None, "b.example.com", "http");
-    assert!(unknown.get("x-forwarded-for").is_none());
-    assert!(unknown.get("x-real-ip").is_none());
-    assert_eq!(
-        unknown["forwarded"],
-        "for=unknown;host=\"b.example.com\";proto=http"
-    );
+    assert_unknown_client(&unknown, "for=unknown;host=\"b.example.com\";proto=http");
 }
 
 #[test]

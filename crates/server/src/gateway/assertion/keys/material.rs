@@ -149,7 +149,7 @@ pub(super) fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, A
         .open(&k.sealed, &seal_context(&k.kid))
         .map_err(|e| err(e.to_string()))?;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let (jwk, encoding) = match k.alg {
+    let (mut jwk, encoding) = match k.alg {
         KeyAlg::ES256 => {
             let sk = p256::SecretKey::from_pkcs8_der(&der).map_err(|e| err(e.to_string()))?;
             let point = sk.public_key().to_encoded_point(false);
@@ -157,10 +157,7 @@ pub(super) fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, A
                 return Err(err("not an uncompressed P-256 point".into()));
             };
             (
-                serde_json::json!({
-                    "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y),
-                    "kid": k.kid, "use": "sig", "alg": "ES256",
-                }),
+                serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y) }),
                 EncodingKey::from_ec_der(&der),
             )
         }
@@ -170,10 +167,7 @@ pub(super) fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, A
             let x = pk.raw_public_key().map_err(|e| err(e.to_string()))?;
             // jsonwebtoken takes the PKCS#8 document for Ed25519 keys.
             (
-                serde_json::json!({
-                    "kty": "OKP", "crv": "Ed25519", "x": b64(&x),
-                    "kid": k.kid, "use": "sig", "alg": "EdDSA",
-                }),
+                serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&x) }),
                 EncodingKey::from_ed_der(&der),
             )
         }
@@ -185,13 +179,16 @@ pub(super) fn load_key(secret: &SecretKey, k: &StoredKey) -> Result<LoadedKey, A
             (
                 serde_json::json!({
                     "kty": "RSA", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec()),
-                    "kid": k.kid, "use": "sig", "alg": "RS256",
                 }),
                 // jsonwebtoken takes the PKCS#1 document for RSA keys.
                 EncodingKey::from_rsa_der(&pkcs1),
             )
         }
     };
+    // Every key signs, named by its id, with its one algorithm.
+    jwk["kid"] = k.kid.as_str().into();
+    jwk["use"] = "sig".into();
+    jwk["alg"] = k.alg.as_str().into();
     Ok(LoadedKey {
         kid: k.kid.clone(),
         alg: k.alg,

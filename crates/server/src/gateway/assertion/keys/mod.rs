@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::JwkSet;
@@ -318,17 +318,12 @@ impl AssertionKeys {
     /// The published keys as a JWKS endpoint answers them (cached briefly: a rotation is
     /// seen well within the retired key's overlap).
     pub fn jwks_response(&self) -> Response {
-        let mut r = self.jwks().to_string().into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        // Short enough that a rotation is seen well within the retired key's overlap.
-        r.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        );
-        r
+        let headers = [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            // Short enough that a rotation is seen well within the retired key's overlap.
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ];
+        (headers, self.jwks().to_string()).into_response()
     }
 }
 
