@@ -31,6 +31,8 @@ pub mod what_if;
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use stepgate_policy::{Explanation, RequestKind};
 
 use crate::app::state::Runtime;
@@ -136,11 +138,12 @@ impl Access {
         req: &AccessRequest<'_>,
         explain: Option<&mut Option<Explained>>,
     ) -> Judged<'rt> {
-        let Some(metrics) = &self.metrics else {
-            return self.run(rt, req, explain).await;
-        };
         let started = std::time::Instant::now();
         let judged = self.run(rt, req, explain).await;
+        crate::telemetry::decided(req.app, crate::metrics::outcome(&judged.verdict));
+        let Some(metrics) = &self.metrics else {
+            return judged;
+        };
         metrics.decision(
             req.kind,
             crate::metrics::outcome(&judged.verdict),
@@ -172,7 +175,8 @@ impl Access {
             .log
             .as_deref()
             .filter(|_| rt.config.log.decisions.enabled);
-        let subject = match self.identify(rt, req).await {
+        let identify = self.identify(rt, req);
+        let subject = match identify.instrument(tracing::debug_span!("session")).await {
             Ok(s) => s,
             Err(v) => {
                 let judged = Judged::from(v);
@@ -335,7 +339,8 @@ pub async fn evaluate<'rt>(
     explain: Option<&mut Option<Explained>>,
     trail: Option<&mut decision_log::Trail<'_>>,
 ) -> Judged<'rt> {
-    let mut facts = match signals.facts(rt, req, &subject).await {
+    let facts = signals.facts(rt, req, &subject);
+    let mut facts = match facts.instrument(tracing::debug_span!("signals")).await {
         Ok(f) => f,
         Err(e) => {
             let verdict = Verdict::Unavailable(e.to_string());
@@ -361,7 +366,9 @@ pub async fn evaluate<'rt>(
     };
     let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
     let policies = &rt.config.policy_set;
-    let decision = policies.decide(&ctx);
+    let span = tracing::debug_span!("policy", policy = tracing::field::Empty);
+    let decision = span.in_scope(|| policies.decide(&ctx));
+    span.record("policy", decision.policy);
     if let Some(out) = explain {
         *out = Some(Explained {
             explanation: policies.explain(&ctx),

@@ -34,6 +34,7 @@ use super::context::Facts;
 use super::request::{AccessRequest, Connection, Credentials, Subject};
 use crate::app::state::Runtime;
 use crate::demo;
+use crate::metrics::SignalProvider as Provider;
 use crate::session::cache::Caches;
 use crate::session::cookies::CookieSource;
 
@@ -111,6 +112,8 @@ pub struct Signals {
     /// The device connectors' freshness: a device whose connector has not synced for
     /// longer than its `stale_after` does not count as compliant.
     pub connector_health: Arc<crate::devices::connectors::ConnectorHealth>,
+    /// Each provider's latency and failures (`stepgate_signal_*`).
+    pub calls: crate::metrics::SignalCalls,
 }
 
 impl std::fmt::Debug for Signals {
@@ -213,6 +216,7 @@ impl Signals {
             recheck,
             hub: DeviceUpdateHub::default(),
             connector_health: Arc::default(),
+            calls: crate::metrics::SignalCalls::default(),
         })
     }
 
@@ -242,13 +246,14 @@ impl Signals {
     /// GeoIP facts for `ip` (empty without a database; a corrupt record is logged and
     /// treated as unknown, which location conditions do not match).
     pub fn geo(&self, ip: IpAddr) -> GeoInfo {
-        match &self.geoip {
-            Some(g) => g.lookup(ip).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "GeoIP lookup failed; location unknown");
-                GeoInfo::default()
-            }),
-            None => GeoInfo::default(),
-        }
+        let Some(g) = &self.geoip else {
+            return GeoInfo::default();
+        };
+        let found = self.calls.lookup(Provider::GeoIp, || g.lookup(ip));
+        found.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "GeoIP lookup failed; location unknown");
+            GeoInfo::default()
+        })
     }
 }
 
@@ -428,7 +433,8 @@ impl SignalSource for LiveSignals {
         }
         if let Some(ip) = facts.ip {
             facts.geo = sig.geo(ip);
-            facts.ip_risk_score = sig.ip_risk.score(ip).await?;
+            let risk = sig.ip_risk.score(ip);
+            facts.ip_risk_score = sig.calls.time(Provider::IpRisk, risk).await?;
         }
         // Read from the connection here, for every entry point alike (a sign-in as an app
         // request), and only when some authority could verify it.
@@ -439,7 +445,10 @@ impl SignalSource for LiveSignals {
         let check = match (&sig.certs, &chain) {
             // Boxed: its future is several kilobytes, and every request's future would
             // carry (and copy) that space, though only requests with a certificate use it.
-            (Some(verifier), Some(chain)) => Some(Box::pin(verifier.verify(chain, req.now)).await),
+            (Some(verifier), Some(chain)) => {
+                let verify = Box::pin(verifier.verify(chain, req.now));
+                Some(sig.calls.answer(Provider::ClientCertificate, verify).await)
+            }
             _ => None,
         };
         if check.is_some() {
@@ -447,10 +456,17 @@ impl SignalSource for LiveSignals {
         }
         facts.device = match demo {
             Some(p) => demo::device(p),
-            None => self.device(rt, req, subject, check.as_ref()).await?,
+            None => {
+                let device = self.device(rt, req, subject, check.as_ref());
+                sig.calls.time(Provider::Device, device).await?
+            }
         };
         if reads.risk && !subject.user.id.is_empty() {
-            facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
+            let key = history_key(&subject.user.id);
+            let history = sig
+                .calls
+                .time(Provider::SignInHistory, self.cache.sign_ins(&key));
+            facts.history = Some(history.await?);
         }
         // A sign-in on a known device, when some policy lets it count earlier MFA there.
         let device_id = facts.device.as_ref().and_then(|d| d.id.as_deref());
@@ -459,13 +475,13 @@ impl SignalSource for LiveSignals {
             rt.config.policy_set.mfa_memory(),
             device_id,
         ) {
-            facts.remembered_mfa = stepgate_authn::mfa_memory::remembered(
+            let remembered = stepgate_authn::mfa_memory::remembered(
                 self.cache.hot(),
                 self.durable.as_ref(),
                 &subject.user.id,
                 device_id,
-            )
-            .await?;
+            );
+            facts.remembered_mfa = sig.calls.time(Provider::MfaMemory, remembered).await?;
         }
         Ok(facts)
     }

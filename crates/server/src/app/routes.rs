@@ -240,8 +240,14 @@ pub(super) fn service(
             "request",
             request_id = %id,
             client = %peer.ip(),
-            user = tracing::field::Empty
+            user = tracing::field::Empty,
+            method = tracing::field::Empty,
+            app = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
         );
+        // With traces on (`log.otlp`): the method, and the caller's trace as the parent.
+        crate::telemetry::request(&span, req.method(), req.headers());
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
         let answer = async move {
@@ -274,6 +280,7 @@ pub(super) fn service(
                 {
                     crate::access::decision_log::set_header(&mut r, id);
                 }
+                crate::telemetry::answered(r.status());
                 r
             });
             match guard {
