@@ -106,6 +106,18 @@ impl Sources<'_> {
             r.register("stepgate_cache_hits", "Reads answered by the node's read cache (sessions, users, devices, sign-in histories)", c.hits.clone());
             r.register("stepgate_cache_misses", "Reads the node's read cache passed to the stores (absent, expired, or dropped after a change)", c.misses.clone());
         }
+        self.register_log(r);
+        self.register_audit(r);
+        if let Some(store) = self.store {
+            store.register(r);
+        }
+        if let Some(signals) = self.signals {
+            signals.register(r);
+        }
+    }
+
+    /// The decision log's series.
+    fn register_log(&self, r: &mut Registry) {
         if let Some(log) = self.log {
             r.register(
                 "stepgate_decision_log_dropped",
@@ -133,6 +145,10 @@ impl Sources<'_> {
                 log.failed.clone(),
             );
         }
+    }
+
+    /// The audit outbox's series.
+    fn register_audit(&self, r: &mut Registry) {
         if let Some(audit) = self.audit {
             r.register(
                 "stepgate_audit_waiting",
@@ -154,12 +170,6 @@ impl Sources<'_> {
                 "Audit events the durable store refused",
                 audit.failed.clone(),
             );
-        }
-        if let Some(store) = self.store {
-            store.register(r);
-        }
-        if let Some(signals) = self.signals {
-            signals.register(r);
         }
     }
 }
