@@ -326,3 +326,115 @@ async fn failure_lines_name_the_user_and_client_and_no_secret() {
     );
     assert!(csrf.len() >= 16, "a CSRF token: {csrf:?}");
 }
+
+/// What a stand-in collector was sent: each request's first line and body.
+type Kept = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP/HTTP collector on loopback: its port, and what it was sent.
+fn recording_collector() -> (u16, Kept) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(stream);
+                while let Some((line, body)) = read_request(&mut r) {
+                    keep.lock().unwrap().push((line, body));
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, kept)
+}
+
+/// One HTTP/1.1 request with a `content-length` body: its first line and body.
+fn read_request(r: &mut std::io::BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+    use std::io::BufRead as _;
+    let mut first = String::new();
+    if r.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    Some((first.trim().to_string(), body))
+}
+
+/// `log.otlp` as `stepgate serve` applies it: a request's span reaches the collector (as
+/// OTLP protobuf, naming the request id the client was given) by the time a SIGTERM'd
+/// server has exited, its last spans sent at shutdown.
+#[test]
+fn serve_exports_request_spans_to_the_otlp_collector_and_flushes_them_at_exit() {
+    let (collector, kept) = recording_collector();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!("log: {{ otlp: {{ endpoint: \"http://127.0.0.1:{collector}\" }} }}\n"),
+    );
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("STEPGATE_SECRET_KEY", KEY)
+        .env_remove("STEPGATE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(port) {
+        assert!(start.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /_stepgate/auth/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id: {answer}"))
+        .trim()
+        .to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let kept = kept.lock().unwrap();
+    assert!(
+        kept.iter()
+            .all(|(line, _)| line == "POST /v1/traces HTTP/1.1"),
+        "{:?}",
+        kept.iter().map(|(l, _)| l).collect::<Vec<_>>()
+    );
+    let sent = kept
+        .iter()
+        .any(|(_, body)| body.windows(id.len()).any(|w| w == id.as_bytes()));
+    assert!(sent, "no exported span names request {id}");
+}

@@ -13,8 +13,13 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// The environment variable that overrides `log.level`.
 pub const LEVEL_ENV: &str = "STEPGATE_LOG";
 
-/// Installs the global subscriber for `cfg` (`file` relative to `base_dir`).
-pub fn init(cfg: &LogConfig, base_dir: &Path) -> anyhow::Result<()> {
+/// Installs the global subscriber for `cfg` (`file` relative to `base_dir`), exporting
+/// spans through `traces` when `log.otlp` started them.
+pub fn init(
+    cfg: &LogConfig,
+    base_dir: &Path,
+    traces: Option<&stepgate_server::telemetry::Traces>,
+) -> anyhow::Result<()> {
     let from_env = std::env::var(LEVEL_ENV)
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -52,10 +57,12 @@ pub fn init(cfg: &LogConfig, base_dir: &Path) -> anyhow::Result<()> {
         LogFormat::Text => layer.with_ansi(ansi).boxed(),
         LogFormat::Json => layer.json().with_ansi(false).boxed(),
     };
+    // The level filters the log lines only: the trace layer picks its own spans (down to
+    // `debug`), so a trace has the decision's stages whatever `log.level` says.
     // A second call (a test harness that already installed one) keeps the first.
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
+        .with(layer.with_filter(filter))
+        .with(traces.map(|t| t.layer()))
         .try_init();
     Ok(())
 }

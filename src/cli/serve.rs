@@ -92,7 +92,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the gateway.
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = super::load_config(&args.config)?;
-    super::logging::init(&cfg.log, &cfg.base_dir)?;
+    let runtime = runtime()?;
+    // The trace exporter's batches run on the runtime (`log.otlp`; off: nothing is built).
+    let traces = {
+        let _on = runtime.enter();
+        stepgate_server::telemetry::Traces::start(cfg.log.otlp.as_ref())?
+    };
+    super::logging::init(&cfg.log, &cfg.base_dir, traces.as_ref())?;
     for f in stepgate_config::review(&cfg) {
         match f.severity {
             stepgate_config::Severity::Error => {
@@ -112,7 +118,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let addr = cfg.listen;
     let version = cfg.version.clone();
-    runtime()?.block_on(async move {
+    runtime.block_on(async move {
         let st = build_state(
             cfg,
             key,
@@ -125,6 +131,10 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(%addr, config_version = %version, "stepgate listening");
         serve(st, addr).await
     })?;
+    // The spans of the last requests, sent before the process ends.
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -143,7 +153,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cfg =
         stepgate_config::load_str("examples/demo.yaml (built in)", &yaml, Some(&data_dir))
             .map_err(|e| anyhow::anyhow!("the built-in demo configuration is invalid:\n{e}"))?;
-    super::logging::init(&cfg.log, &data_dir)?;
+    super::logging::init(&cfg.log, &data_dir, None)?;
     // The demo's key lives beside its store; a real deployment keeps it elsewhere.
     let key_file = data_dir.join("secret.key");
     if !key_file.exists() {

@@ -72,7 +72,7 @@ pub use gateway::{
     parse_upstream, AssertionConfig, BearerConfig, BearerIssuer, GatewayAppConfig, GatewayConfig,
     PathParameters, UpstreamTarget,
 };
-pub use logging::{DecisionLogConfig, LogConfig, LogFormat};
+pub use logging::{DecisionLogConfig, LogConfig, LogFormat, OtlpConfig};
 pub use oidc::{ClientType, OidcClient, OidcConfig};
 pub use portal::{HelpDesk, PortalConfig};
 pub use server::{ClientAddressHeader, ServerConfig, TlsConfig};
@@ -792,6 +792,9 @@ impl Loader {
                 self.diag_at(&at, format!("log.level {e}"));
             }
             for problem in l.decisions.problems() {
+                self.diag_at(l.span(), problem);
+            }
+            for problem in l.otlp.iter().flat_map(logging::OtlpConfig::problems) {
                 self.diag_at(l.span(), problem);
             }
         }

@@ -11,6 +11,10 @@
 //!     retention: 30d             # decisions older than this are deleted
 //!     max_rows: 5000000          # and past this many, the oldest are deleted (0: no bound)
 //!     allowed_one_in: 100        # allowed app requests: one in 100 recorded (1: all)
+//!   otlp:                        # OpenTelemetry traces over OTLP/HTTP; absent: off (default)
+//!     endpoint: http://127.0.0.1:4318   # the collector; spans are posted to {endpoint}/v1/traces
+//!     service_name: stepgate     # the `service.name` of every span
+//!     sample_ratio: 1.0          # share of new traces kept (0 to 1); a caller's traceparent decides its own
 //! ```
 //! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
 //! Colour codes are written only to a terminal, never to a file or a pipe.
@@ -34,6 +38,98 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
     /// `log.decisions`: the decision log.
     pub decisions: DecisionLogConfig,
+    /// `log.otlp`: OpenTelemetry traces, exported over OTLP/HTTP. Absent (the default): no
+    /// trace is made or sent.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `log.otlp`: where and how request traces are exported.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP base URL (`http://` or `https://`, no credentials, no
+    /// query); spans are posted as protobuf to `{endpoint}/v1/traces`. Required.
+    pub endpoint: String,
+    /// The `service.name` resource attribute. Default `stepgate`.
+    #[serde(default = "OtlpConfig::default_service_name")]
+    pub service_name: String,
+    /// The share of traces started here that are kept, from `0` to `1`. A request that
+    /// arrives with a W3C `traceparent` follows its caller's sampling decision. Default `1`.
+    #[serde(default = "OtlpConfig::default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+// `sample_ratio` is never NaN once checked (`problems`), so equality is an equivalence.
+impl Eq for OtlpConfig {}
+
+impl OtlpConfig {
+    fn default_service_name() -> String {
+        "stepgate".into()
+    }
+
+    fn default_sample_ratio() -> f64 {
+        1.0
+    }
+
+    /// The URL spans are posted to: `{endpoint}/v1/traces`.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim().trim_end_matches('/'))
+    }
+
+    /// The problems with these settings, in words (`log.otlp.…`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = check_endpoint(self.endpoint.trim()) {
+            out.push(format!("log.otlp.endpoint `{}` {e}", self.endpoint));
+        }
+        let name = self.service_name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            out.push(format!(
+                "log.otlp.service_name `{}`: expected 1 to 255 printable characters, such as `stepgate`",
+                self.service_name.escape_debug()
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            out.push(format!(
+                "log.otlp.sample_ratio is {}: expected a share from 0 (no new trace kept) to 1 (every one)",
+                self.sample_ratio
+            ));
+        }
+        out
+    }
+}
+
+/// Checks an OTLP/HTTP collector URL; what is wrong with it in words otherwise.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| format!("is not a URL ({e}): expected one such as `http://127.0.0.1:4318`"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "has the scheme `{}`: OTLP/HTTP needs `http://` or `https://`",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "carries credentials: they would be sent and logged with every export; remove them"
+                .into(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "has a query or fragment: give the collector's base URL, stepgate adds `/v1/traces`"
+                .into(),
+        );
+    }
+    if url.path().trim_end_matches('/').ends_with("/v1/traces") {
+        return Err(
+            "ends in `/v1/traces`: give the collector's base URL, stepgate adds that path".into(),
+        );
+    }
+    Ok(())
 }
 
 /// `log.decisions`: every decision of the access pipeline, written off the request path to
@@ -100,6 +196,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             file: None,
             decisions: DecisionLogConfig::default(),
+            otlp: None,
         }
     }
 }
@@ -169,6 +266,41 @@ mod tests {
         let p = bad.problems();
         assert!(p[0].contains("log.decisions.queue is 0"), "{p:?}");
         assert!(p[1].contains("at least `1h`"), "{p:?}");
+    }
+
+    fn otlp(endpoint: &str, service_name: &str, sample_ratio: f64) -> OtlpConfig {
+        OtlpConfig {
+            endpoint: endpoint.into(),
+            service_name: service_name.into(),
+            sample_ratio,
+        }
+    }
+
+    #[test]
+    fn otlp_settings() {
+        let good = otlp("http://127.0.0.1:4318/", "stepgate", 0.25);
+        assert!(good.problems().is_empty(), "{:?}", good.problems());
+        assert_eq!(good.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            otlp("https://otel.example/base", "s", 1.0).traces_url(),
+            "https://otel.example/base/v1/traces"
+        );
+        let cases = [
+            (otlp("127.0.0.1:4318", "s", 1.0), "is not a URL"),
+            (otlp("grpc://c:4317", "s", 1.0), "scheme `grpc`"),
+            (otlp("http://u:p@c:4318", "s", 1.0), "carries credentials"),
+            (otlp("http://c:4318/?k=v", "s", 1.0), "query or fragment"),
+            (otlp("http://c:4318/v1/traces", "s", 1.0), "adds that path"),
+            (otlp("http://c:4318", " ", 1.0), "log.otlp.service_name"),
+            (otlp("http://c:4318", "s", 1.5), "sample_ratio is 1.5"),
+            (otlp("http://c:4318", "s", f64::NAN), "sample_ratio is NaN"),
+            (otlp("http://c:4318", "s", -0.1), "sample_ratio is -0.1"),
+        ];
+        for (cfg, expected) in cases {
+            let p = cfg.problems();
+            assert_eq!(p.len(), 1, "{cfg:?}: {p:?}");
+            assert!(p[0].contains(expected), "{cfg:?}: {p:?}");
+        }
     }
 
     #[test]

@@ -394,6 +394,7 @@ fn context(prefix: &str, path: &[String]) -> &'static str {
         "identity_providers[].private_key_jwt" => "key_file: zz.pem",
         "ldap" => "url: \"ldaps://ldap.example\", dn_template: \"uid={username},dc=example\"",
         "store.postgres" => "url: \"postgres://zz@127.0.0.1/zz\"",
+        "log.otlp" => "endpoint: \"http://127.0.0.1:4318\"",
         "store.redis" => "url: \"redis://127.0.0.1:6379\"",
         "server.tls" => "cert_file: zz.pem, key_file: zz.key",
         "devices.recheck" => "url: \"https://uem.example/hook\"",

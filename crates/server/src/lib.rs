@@ -39,6 +39,7 @@ pub mod oidc;
 pub mod portal;
 pub mod session;
 pub mod siem;
+pub mod telemetry;
 
 pub use app::listen::{serve, serve_on};
 pub use app::reload::reload;

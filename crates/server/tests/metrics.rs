@@ -158,6 +158,21 @@ async fn a_scrape_counts_exactly_the_requests_made_and_promtool_accepts_it() {
         "allowed requests are sampled by default"
     );
     assert_eq!(after.get("stepgate_decision_log_dropped_total", &[]), 0.0);
+    // The six requests with a session asked for the device they are bound to (the other
+    // providers are not configured, or not read by these policies).
+    let device = [("provider", "device")];
+    assert_eq!(
+        delta("stepgate_signal_duration_seconds_count", &device),
+        6.0
+    );
+    assert_eq!(
+        after.find("stepgate_signal_errors_total", &device),
+        Some(0.0)
+    );
+    // The written records went to the durable store through the timed wrapper.
+    let append = [("operation", "append_decisions")];
+    assert!(delta("stepgate_store_operation_duration_seconds_count", &append) >= 1.0);
+    assert_eq!(after.get("stepgate_store_errors_total", &append), 0.0);
     assert_eq!(after.get("stepgate_decision_log_queue_depth", &[]), 0.0);
     assert_eq!(
         after.get(
@@ -229,5 +244,96 @@ async fn sign_ins_count_factor_verifications_lockouts_and_live_sessions() {
     assert_eq!(v("totp", "failure"), 0.0);
     assert_eq!(delta("stepgate_lockouts_total", &[("target", "user")]), 1.0);
     assert_eq!(after.get("stepgate_sessions_live", &[]), 1.0);
+    prom::promtool_accepts(&after.text);
+}
+
+/// A durable store that fails is counted by operation: the decision log's table is renamed
+/// away under the running server (another connection to its SQLite file), so writing the
+/// next decisions fails with the database's own error.
+#[tokio::test]
+async fn a_failing_store_call_is_counted_by_operation() {
+    let s = Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .start()
+        .await;
+    let c = client().redirect(redirects(false)).build().unwrap();
+    let app = |p: &str| s.url("app.test", p);
+    // One decision written while the table is there.
+    assert_eq!(c.get(app("/")).send().await.unwrap().status(), 303);
+    let before = scrape(&s).await;
+    let append = [("operation", "append_decisions")];
+    assert!(before.get("stepgate_store_operation_duration_seconds_count", &append) >= 1.0);
+    assert_eq!(
+        before.find("stepgate_store_errors_total", &append),
+        Some(0.0)
+    );
+
+    let db = s.dir.path().join("data").join("stepgate.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE decisions RENAME TO decisions_gone")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // Refused anonymous requests: each one's decision is always recorded.
+    for _ in 0..2 {
+        assert_eq!(c.get(app("/")).send().await.unwrap().status(), 303);
+    }
+    let after = scrape(&s).await;
+    let errors = after.get("stepgate_store_errors_total", &append);
+    assert!(errors >= 1.0, "{errors} failed appends counted");
+    prom::promtool_accepts(&after.text);
+}
+
+/// A signal provider that fails is counted by provider: the IP risk provider (on loopback)
+/// answers 500 and is configured to fail closed, so a request from a known address is
+/// refused as unavailable and its lookup counted as failed.
+#[tokio::test]
+async fn a_failing_signal_provider_is_counted_by_provider() {
+    let risk = upstream::serve(
+        axum::Router::new()
+            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+    )
+    .await;
+    let config = CONFIG.replace(
+        "default_outcome: allow",
+        &format!(
+            "signals:\n  ip_risk:\n    http: {{ url: \"http://{risk}/{{ip}}\", score_path: score, on_error: fail }}\ndefault_outcome: allow"
+        ),
+    );
+    let s = Server::build(&config)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await;
+    let app = |p: &str| s.url("app.test", p);
+    // Signed in from an unknown address (no forwarded one): no risk lookup.
+    let b = Browser::new();
+    assert_eq!(
+        sign_in(&b, &app("/"), &JANE, &JANE.code(0)).await.status(),
+        200
+    );
+    let cookie = format!("stepgate_session={}", b.session_id(&app("/")).unwrap());
+    let before = scrape(&s).await;
+    let ip_risk = [("provider", "ip_risk")];
+    assert_eq!(before.get("stepgate_signal_errors_total", &ip_risk), 0.0);
+
+    let c = client().redirect(redirects(false)).build().unwrap();
+    let r = c
+        .get(app("/reports"))
+        .header("cookie", &cookie)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let after = scrape(&s).await;
+    assert_eq!(after.get("stepgate_signal_errors_total", &ip_risk), 1.0);
+    assert_eq!(
+        after.get("stepgate_signal_duration_seconds_count", &ip_risk),
+        1.0
+    );
     prom::promtool_accepts(&after.text);
 }

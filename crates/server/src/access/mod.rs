@@ -31,6 +31,8 @@ pub mod what_if;
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use stepgate_policy::{Explanation, RequestKind};
 
 use crate::app::state::Runtime;
@@ -114,7 +116,7 @@ impl Access {
 
     /// Decides `req` under `rt`.
     pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
-        self.timed(req.kind, self.run(rt, req, None)).await
+        self.timed(req.kind, req.app, self.run(rt, req, None)).await
     }
 
     /// [`Access::decide`], with the trace of every policy and condition considered (none
@@ -126,7 +128,7 @@ impl Access {
     ) -> (Judged<'rt>, Option<Explained>) {
         let mut explained = None;
         let judged = self
-            .timed(req.kind, self.run(rt, req, Some(&mut explained)))
+            .timed(req.kind, req.app, self.run(rt, req, Some(&mut explained)))
             .await;
         (judged, explained)
     }
@@ -135,13 +137,15 @@ impl Access {
     async fn timed<'rt>(
         &self,
         kind: RequestKind,
+        app: Option<&str>,
         deciding: impl std::future::Future<Output = Judged<'rt>>,
     ) -> Judged<'rt> {
-        let Some(metrics) = &self.metrics else {
-            return deciding.await;
-        };
         let started = std::time::Instant::now();
         let judged = deciding.await;
+        crate::telemetry::decided(app, crate::metrics::outcome(&judged.verdict));
+        let Some(metrics) = &self.metrics else {
+            return judged;
+        };
         metrics.decision(
             kind,
             crate::metrics::outcome(&judged.verdict),
@@ -173,7 +177,8 @@ impl Access {
             .log
             .as_deref()
             .filter(|_| rt.config.log.decisions.enabled);
-        let subject = match self.identify(rt, req).await {
+        let identify = self.identify(rt, req);
+        let subject = match identify.instrument(tracing::debug_span!("session")).await {
             Ok(s) => s,
             Err(v) => return unidentified(rt, req, v, log).await,
         };
@@ -353,7 +358,8 @@ pub async fn evaluate<'rt>(
     explain: Option<&mut Option<Explained>>,
     trail: Option<&mut decision_log::Trail<'_>>,
 ) -> Judged<'rt> {
-    let mut facts = match signals.facts(rt, req, &subject).await {
+    let facts = signals.facts(rt, req, &subject);
+    let mut facts = match facts.instrument(tracing::debug_span!("signals")).await {
         Ok(f) => f,
         Err(e) => return facts_failed(rt, req, &subject, e, trail),
     };
@@ -365,7 +371,9 @@ pub async fn evaluate<'rt>(
     };
     let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
     let policies = &rt.config.policy_set;
-    let decision = policies.decide(&ctx);
+    let span = tracing::debug_span!("policy", policy = tracing::field::Empty);
+    let decision = span.in_scope(|| policies.decide(&ctx));
+    span.record("policy", decision.policy);
     if let Some(out) = explain {
         *out = Some(Explained {
             explanation: policies.explain(&ctx),

@@ -33,6 +33,7 @@ use super::context::Facts;
 use super::request::{AccessRequest, Connection, Credentials, Subject};
 use crate::app::state::Runtime;
 use crate::demo;
+use crate::metrics::SignalProvider as Provider;
 use crate::session::cache::Caches;
 use crate::session::cookies::CookieSource;
 
@@ -101,6 +102,8 @@ pub struct Signals {
     /// The device connectors' freshness: a device whose connector has not synced for
     /// longer than its `stale_after` does not count as compliant.
     pub connector_health: Arc<crate::devices::connectors::ConnectorHealth>,
+    /// Each provider's latency and failures (`stepgate_signal_*`).
+    pub calls: crate::metrics::SignalCalls,
 }
 
 impl std::fmt::Debug for Signals {
@@ -139,13 +142,14 @@ impl Signals {
     /// GeoIP facts for `ip` (empty without a database; a corrupt record is logged and
     /// treated as unknown, which location conditions do not match).
     pub fn geo(&self, ip: IpAddr) -> GeoInfo {
-        match &self.geoip {
-            Some(g) => g.lookup(ip).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "GeoIP lookup failed; location unknown");
-                GeoInfo::default()
-            }),
-            None => GeoInfo::default(),
-        }
+        let Some(g) = &self.geoip else {
+            return GeoInfo::default();
+        };
+        let found = self.calls.lookup(Provider::GeoIp, || g.lookup(ip));
+        found.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "GeoIP lookup failed; location unknown");
+            GeoInfo::default()
+        })
     }
 }
 
@@ -291,7 +295,9 @@ impl LiveSignals {
         let chain = presented_certificates(rt, req.connection, req.headers)?;
         // Boxed: its future is several kilobytes, and every request's future would carry
         // (and copy) that space, though only requests with a certificate use it.
-        Some(Box::pin(verifier.verify(&chain, req.now)).await)
+        let verify = Box::pin(verifier.verify(&chain, req.now));
+        let calls = &self.signals.calls;
+        Some(calls.answer(Provider::ClientCertificate, verify).await)
     }
 
     /// The passkeys the session was signed in or stepped up with, as device bindings.
@@ -351,7 +357,8 @@ impl SignalSource for LiveSignals {
         }
         if let Some(ip) = facts.ip {
             facts.geo = sig.geo(ip);
-            facts.ip_risk_score = sig.ip_risk.score(ip).await?;
+            let risk = sig.ip_risk.score(ip);
+            facts.ip_risk_score = sig.calls.time(Provider::IpRisk, risk).await?;
         }
         let check = self.certificate(rt, req).await;
         if check.is_some() {
@@ -359,27 +366,52 @@ impl SignalSource for LiveSignals {
         }
         facts.device = match demo {
             Some(p) => demo::device(p),
-            None => self.device(rt, req, subject, check.as_ref()).await?,
+            None => {
+                let device = self.device(rt, req, subject, check.as_ref());
+                sig.calls.time(Provider::Device, device).await?
+            }
         };
         if reads.risk && !subject.user.id.is_empty() {
-            facts.history = Some(self.cache.sign_ins(&history_key(&subject.user.id)).await?);
+            let key = history_key(&subject.user.id);
+            let history = sig
+                .calls
+                .time(Provider::SignInHistory, self.cache.sign_ins(&key));
+            facts.history = Some(history.await?);
         }
-        // A sign-in on a known device, when some policy lets it count earlier MFA there.
+        facts.remembered_mfa = self.remembered_mfa(rt, req, subject, &facts).await?;
+        Ok(facts)
+    }
+}
+
+impl LiveSignals {
+    /// A sign-in on a known device, when some policy lets it count earlier MFA there: the
+    /// MFA remembered for that user on that device.
+    async fn remembered_mfa(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+        facts: &Facts,
+    ) -> Result<Vec<stepgate_authn::PassedFactor>, SignalError> {
         let device_id = facts.device.as_ref().and_then(|d| d.id.as_deref());
-        if let (Credentials::FirstFactor { .. }, Some(_), Some(device_id)) = (
+        let (Credentials::FirstFactor { .. }, Some(_), Some(device_id)) = (
             &req.credentials,
             rt.config.policy_set.mfa_memory(),
             device_id,
-        ) {
-            facts.remembered_mfa = stepgate_authn::mfa_memory::remembered(
-                self.cache.hot(),
-                self.durable.as_ref(),
-                &subject.user.id,
-                device_id,
-            )
-            .await?;
-        }
-        Ok(facts)
+        ) else {
+            return Ok(Vec::new());
+        };
+        let remembered = stepgate_authn::mfa_memory::remembered(
+            self.cache.hot(),
+            self.durable.as_ref(),
+            &subject.user.id,
+            device_id,
+        );
+        self.signals
+            .calls
+            .time(Provider::MfaMemory, remembered)
+            .await
+            .map_err(Into::into)
     }
 }
 

@@ -71,7 +71,8 @@ pub async fn build_state_with(
     options: ServeOptions,
     source: Option<SignalSourceFactory>,
 ) -> anyhow::Result<Shared> {
-    let (stores, cache, feed) = open(&config, &key).await?;
+    let store_calls = Arc::new(crate::metrics::StoreCalls::default());
+    let (stores, cache, feed) = open(&config, &key, &store_calls).await?;
     let authn = authenticator(&config, &stores, &key)?;
     let signer = Signer::new(key.to_base64().as_bytes());
     let signals = signals(&config)?;
@@ -84,7 +85,7 @@ pub async fn build_state_with(
         &signer,
         options.demo,
         source,
-        (config.log.decisions.queue, audit.stats()),
+        (config.log.decisions.queue, audit.stats(), &store_calls),
     );
     access.trust_own_tokens(oidc_keys.clone(), key.clone());
     authn.observe(metrics.clone());
@@ -243,6 +244,7 @@ fn start_background(st: &Shared) {
 async fn open(
     config: &Config,
     key: &SecretKey,
+    calls: &Arc<crate::metrics::StoreCalls>,
 ) -> anyhow::Result<(Stores, Arc<Caches>, Option<Arc<stepgate_store::ChangeFeed>>)> {
     let data_dir = config.base_dir.join(&config.server.data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -250,6 +252,8 @@ async fn open(
     let stores = open_stores(&config.store, &data_dir, key)
         .await
         .context("opening the stores")?;
+    // Timed under the cache: the calls that reach the database.
+    let stores = crate::metrics::timed_store(stores, calls.clone());
     let (stores, cache) = crate::session::cache::wrap(stores, config.sessions.cache_ttl());
     if let Some(pg) = &config.store.postgres {
         if pg.fail_mode == stepgate_store::FailMode::Cached {
@@ -287,7 +291,7 @@ fn pipeline(
     signer: &Signer,
     demo: bool,
     source: Option<SignalSourceFactory>,
-    (log_queue, audit): (usize, &audit::AuditStats),
+    (log_queue, audit, store): (usize, &audit::AuditStats, &crate::metrics::StoreCalls),
 ) -> (
     Access,
     Arc<Sessions>,
@@ -320,11 +324,13 @@ fn pipeline(
         )),
     };
     let log = Arc::new(DecisionLog::new(log_queue));
-    let metrics = Arc::new(crate::metrics::Metrics::new(
-        Some(log.stats()),
-        Some(audit),
-        Some(&cache.lookups),
-    ));
+    let metrics = Arc::new(crate::metrics::Metrics::new(crate::metrics::Sources {
+        log: Some(log.stats()),
+        audit: Some(audit),
+        cache: Some(&cache.lookups),
+        store: Some(store),
+        signals: Some(&signals.calls),
+    }));
     let access = Access::new(sessions.clone(), cache.clone(), source, devices.clone())
         .with_decision_log(log)
         .with_metrics(metrics.clone());

@@ -230,6 +230,8 @@ pub(super) fn service(
         // The reader's language, for every page and message of the answer (`crate::i18n`).
         let reader = crate::i18n::Reader::of(req.method(), req.uri(), req.headers());
         let span = request_span(id, peer);
+        // With traces on (`log.otlp`): the method, and the caller's trace as the parent.
+        crate::telemetry::request(&span, req.method(), req.headers());
         // One async block: a future is copied whole each time it moves, and the gateway's
         // is large, so nesting it in another block cost more than the router it skips.
         let answer = async move {
@@ -280,7 +282,11 @@ fn request_span(id: crate::access::RequestId, peer: SocketAddr) -> tracing::Span
         "request",
         request_id = %id,
         client = %peer.ip(),
-        user = tracing::field::Empty
+        user = tracing::field::Empty,
+        method = tracing::field::Empty,
+        app = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
     )
 }
 
@@ -298,6 +304,7 @@ fn answered(
     {
         crate::access::decision_log::set_header(&mut res, id);
     }
+    crate::telemetry::answered(res.status());
     match guard {
         None => res,
         Some(g) => res.map(|b| super::idle::GuardedBody::wrap(b, g)),

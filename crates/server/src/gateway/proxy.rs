@@ -49,10 +49,14 @@ pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_
     let Some(uri) = upstream_path(&target.prefix, req.uri()) else {
         return bad_gateway(to.api);
     };
-    let (out, client_upgrade) = upstream_request(st, rt, req, uri, &to);
+    let (mut out, client_upgrade) = upstream_request(st, rt, req, uri, &to);
     let timeout = rt.config.gateway.timeout_for(to.app.id.as_str());
     let app = to.app.id.as_str();
-    match tokio::time::timeout(timeout, st.upstream.send(&target.address, out)).await {
+    // The upstream call's span; with traces on, its trace context goes in `traceparent`.
+    let span = tracing::debug_span!("upstream", app);
+    crate::telemetry::propagate(&span, out.headers_mut());
+    let sent = tracing::Instrument::instrument(st.upstream.send(&target.address, out), span);
+    match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(resp)) => upstream_response(st, rt, resp, client_upgrade, &to),
         Ok(Err(e)) => {
             tracing::warn!(app, error = %e, "upstream request failed");

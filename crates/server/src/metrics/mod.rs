@@ -36,6 +36,11 @@
 //! | `stepgate_connector_devices` | gauge | `connector` | devices the last successful sync listed |
 //! | `stepgate_connector_devices_non_compliant` | gauge | `connector` | of those, devices reported non-compliant |
 //! | `stepgate_connector_stale` | gauge (0/1) | `connector` | 1 while the connector's devices do not count as compliant (no success for longer than `stale_after`) |
+//! | `stepgate_oidc_backchannel_logouts_total` | counter | `outcome` | back-channel logout tries ([`BACKCHANNEL_OUTCOMES`]) |
+//! | `stepgate_store_operation_duration_seconds` | histogram | `operation` | durable store calls, by the [`stepgate_store::DurableStore`] method ([`store`]) |
+//! | `stepgate_store_errors_total` | counter | `operation` | of those, failed (a conflict or a missing record is an answer, not counted) |
+//! | `stepgate_signal_duration_seconds` | histogram | `provider` | signal provider calls of the access pipeline ([`PROVIDERS`]) |
+//! | `stepgate_signal_errors_total` | counter | `provider` | of those, failed |
 //!
 //! `outcome` is `allow`, `sign_in`, `step_up`, `deny` or `unavailable`. Recording is cheap
 //! on the request path: each worker thread keeps the series of the apps it has served, so a
@@ -57,8 +62,117 @@ use prometheus_client::registry::Registry;
 
 use crate::access::Verdict;
 
+mod boundary;
+mod connectors;
 mod endpoint;
+mod store;
+pub use boundary::{SignalCalls, SignalProvider, StoreCalls, PROVIDERS};
 pub use endpoint::SCANNED_COUNT_EVERY;
+pub use store::{timed as timed_store, TimedDurable, OPERATIONS};
+
+/// Name and help of the node's own series, in the order [`Metrics::register`] takes them.
+const OWN: [(&str, &str); 10] = [
+    ("stepgate_requests", "App requests answered (proxy and forward-auth), by app and outcome"),
+    ("stepgate_request_duration_seconds", "Time from reading an app request to its answer's headers"),
+    ("stepgate_decisions", "Decisions of the access pipeline, by kind (access, sign_in) and outcome"),
+    ("stepgate_decision_duration_seconds", "Time the access pipeline took to decide"),
+    ("stepgate_policy_outcomes", "Step-ups and denies by the deciding policy"),
+    ("stepgate_decision_log_queue_depth", "Decision records waiting to be written"),
+    ("stepgate_factor_verifications", "Factor verifications by factor and result (success, failure, refused, error)"),
+    ("stepgate_lockouts", "Accounts locked (target user) and addresses banned (target ip) by the sign-in regulation"),
+    ("stepgate_sessions_live", "Live sessions in the hot store (all nodes); counted at a scrape, at most every 30 s on Redis"),
+    ("stepgate_oidc_backchannel_logouts", "Back-channel logout tries, by outcome: delivered, refused (4xx: not tried again), retried (failed, tried again after a backoff), dropped (failed for the last time, or the retry queue was full)"),
+];
+
+/// The series other services keep, registered with the node's ([`Metrics::new`]); each
+/// `None` leaves its series out.
+#[derive(Default)]
+pub struct Sources<'a> {
+    /// The decision log's counters.
+    pub log: Option<&'a crate::access::decision_log::LogStats>,
+    /// The audit outbox's ([`crate::app::audit`]).
+    pub audit: Option<&'a crate::app::audit::AuditStats>,
+    /// The read cache's lookups.
+    pub cache: Option<&'a CacheLookups>,
+    /// The durable store's calls ([`TimedDurable`]).
+    pub store: Option<&'a StoreCalls>,
+    /// The signal providers' calls.
+    pub signals: Option<&'a SignalCalls>,
+}
+
+impl Sources<'_> {
+    fn register(&self, r: &mut Registry) {
+        if let Some(c) = self.cache {
+            r.register("stepgate_cache_hits", "Reads answered by the node's read cache (sessions, users, devices, sign-in histories)", c.hits.clone());
+            r.register("stepgate_cache_misses", "Reads the node's read cache passed to the stores (absent, expired, or dropped after a change)", c.misses.clone());
+        }
+        self.register_log(r);
+        self.register_audit(r);
+        if let Some(store) = self.store {
+            store.register(r);
+        }
+        if let Some(signals) = self.signals {
+            signals.register(r);
+        }
+    }
+
+    /// The decision log's series.
+    fn register_log(&self, r: &mut Registry) {
+        if let Some(log) = self.log {
+            r.register(
+                "stepgate_decision_log_dropped",
+                "Decision records dropped because the queue was full",
+                log.dropped.clone(),
+            );
+            r.register(
+                "stepgate_decision_log_written",
+                "Decision records written to the store",
+                log.written.clone(),
+            );
+            r.register(
+                "stepgate_decision_log_sampled_out",
+                "Allowed app requests not recorded (log.decisions.allowed_one_in)",
+                log.sampled_out.clone(),
+            );
+            r.register(
+                "stepgate_decision_log_waiting",
+                "Decision records kept in memory while the durable store is out of reach",
+                log.waiting.clone(),
+            );
+            r.register(
+                "stepgate_decision_log_failed",
+                "Decision records the store refused",
+                log.failed.clone(),
+            );
+        }
+    }
+
+    /// The audit outbox's series.
+    fn register_audit(&self, r: &mut Registry) {
+        if let Some(audit) = self.audit {
+            r.register(
+                "stepgate_audit_waiting",
+                "Audit events waiting for the durable store (it was out of reach)",
+                audit.waiting.clone(),
+            );
+            r.register(
+                "stepgate_audit_written_late",
+                "Audit events written after waiting for the durable store",
+                audit.written_late.clone(),
+            );
+            r.register(
+                "stepgate_audit_dropped",
+                "Audit events dropped because too many waited for the durable store",
+                audit.dropped.clone(),
+            );
+            r.register(
+                "stepgate_audit_failed",
+                "Audit events the durable store refused",
+                audit.failed.clone(),
+            );
+        }
+    }
+}
 
 /// The `outcome` label of a verdict.
 pub fn outcome(v: &Verdict) -> &'static str {
@@ -103,22 +217,6 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectorLabel {
-    connector: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectorResult {
-    connector: String,
-    result: &'static str,
-}
-
-/// Sync durations: 10 ms to about 5.5 min, doubling.
-fn sync_time() -> Histogram {
-    Histogram::new(exponential_buckets(0.01, 2.0, 16))
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FactorResult {
     factor: &'static str,
     result: &'static str,
@@ -136,7 +234,7 @@ struct PolicyOutcome {
 }
 
 /// Latency buckets: 100 µs to about 3.3 s, doubling.
-fn latency() -> Histogram {
+pub(crate) fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
@@ -159,13 +257,7 @@ pub struct Metrics {
     decision_seconds: Family<KindOutcome, Histogram, fn() -> Histogram>,
     policy_outcomes: Family<PolicyOutcome, Counter>,
     log_queue: Gauge,
-    connector_syncs: Family<ConnectorResult, Counter>,
-    connector_seconds: Family<ConnectorResult, Histogram, fn() -> Histogram>,
-    connector_device_errors: Family<ConnectorLabel, Counter>,
-    connector_last_success: Family<ConnectorLabel, Gauge>,
-    connector_devices: Family<ConnectorLabel, Gauge>,
-    connector_non_compliant: Family<ConnectorLabel, Gauge>,
-    connector_stale: Family<ConnectorLabel, Gauge>,
+    connectors: connectors::ConnectorSeries,
     /// The SIEM streams' series ([`crate::siem`]).
     pub streams: crate::siem::StreamStats,
     factor_verifications: Family<FactorResult, Counter>,
@@ -190,166 +282,67 @@ thread_local! {
 static IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Metrics {
-    /// The node's metrics, with the decision log's counters (`log`) and the audit outbox's
-    /// (`audit`) among them.
-    pub fn new(
-        log: Option<&crate::access::decision_log::LogStats>,
-        audit: Option<&crate::app::audit::AuditStats>,
-        cache: Option<&CacheLookups>,
-    ) -> Self {
-        let mut registry = Registry::default();
-        if let Some(c) = cache {
-            registry.register(
-                "stepgate_cache_hits",
-                "Reads answered by the node's read cache (sessions, users, devices, sign-in histories)",
-                c.hits.clone(),
-            );
-            registry.register(
-                "stepgate_cache_misses",
-                "Reads the node's read cache passed to the stores (absent, expired, or dropped after a change)",
-                c.misses.clone(),
-            );
-        }
-        let requests = Family::<AppOutcome, Counter>::default();
-        let request_seconds =
-            Family::<AppOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
-        let decisions = Family::<KindOutcome, Counter>::default();
-        let decision_seconds =
-            Family::<KindOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
-        let policy_outcomes = Family::<PolicyOutcome, Counter>::default();
-        let log_queue = Gauge::default();
-        registry.register(
-            "stepgate_requests",
-            "App requests answered (proxy and forward-auth), by app and outcome",
-            requests.clone(),
-        );
-        registry.register(
-            "stepgate_request_duration_seconds",
-            "Time from reading an app request to its answer's headers",
-            request_seconds.clone(),
-        );
-        registry.register(
-            "stepgate_decisions",
-            "Decisions of the access pipeline, by kind (access, sign_in) and outcome",
-            decisions.clone(),
-        );
-        registry.register(
-            "stepgate_decision_duration_seconds",
-            "Time the access pipeline took to decide",
-            decision_seconds.clone(),
-        );
-        registry.register(
-            "stepgate_policy_outcomes",
-            "Step-ups and denies by the deciding policy",
-            policy_outcomes.clone(),
-        );
-        registry.register(
-            "stepgate_decision_log_queue_depth",
-            "Decision records waiting to be written",
-            log_queue.clone(),
-        );
-        if let Some(log) = log {
-            registry.register(
-                "stepgate_decision_log_dropped",
-                "Decision records dropped because the queue was full",
-                log.dropped.clone(),
-            );
-            registry.register(
-                "stepgate_decision_log_written",
-                "Decision records written to the store",
-                log.written.clone(),
-            );
-            registry.register(
-                "stepgate_decision_log_sampled_out",
-                "Allowed app requests not recorded (log.decisions.allowed_one_in)",
-                log.sampled_out.clone(),
-            );
-            registry.register(
-                "stepgate_decision_log_waiting",
-                "Decision records kept in memory while the durable store is out of reach",
-                log.waiting.clone(),
-            );
-            registry.register(
-                "stepgate_decision_log_failed",
-                "Decision records the store refused",
-                log.failed.clone(),
-            );
-        }
-        if let Some(audit) = audit {
-            registry.register(
-                "stepgate_audit_waiting",
-                "Audit events waiting for the durable store (it was out of reach)",
-                audit.waiting.clone(),
-            );
-            registry.register(
-                "stepgate_audit_written_late",
-                "Audit events written after waiting for the durable store",
-                audit.written_late.clone(),
-            );
-            registry.register(
-                "stepgate_audit_dropped",
-                "Audit events dropped because too many waited for the durable store",
-                audit.dropped.clone(),
-            );
-            registry.register(
-                "stepgate_audit_failed",
-                "Audit events the durable store refused",
-                audit.failed.clone(),
-            );
-        }
-        let connector_syncs = Family::<ConnectorResult, Counter>::default();
-        let connector_seconds =
-            Family::<ConnectorResult, Histogram, fn() -> Histogram>::new_with_constructor(
-                sync_time,
-            );
-        let connector_device_errors = Family::<ConnectorLabel, Counter>::default();
-        let connector_last_success = Family::<ConnectorLabel, Gauge>::default();
-        let connector_devices = Family::<ConnectorLabel, Gauge>::default();
-        let connector_non_compliant = Family::<ConnectorLabel, Gauge>::default();
-        let connector_stale = Family::<ConnectorLabel, Gauge>::default();
-        registry.register(
-            "stepgate_connector_syncs",
-            "Device connector syncs, by connector and result (success, failure)",
-            connector_syncs.clone(),
-        );
-        registry.register(
-            "stepgate_connector_sync_duration_seconds",
-            "Time a device connector sync took",
-            connector_seconds.clone(),
-        );
-        registry.register(
-            "stepgate_connector_device_errors",
-            "Devices a connector sync could not map or apply",
-            connector_device_errors.clone(),
-        );
-        registry.register(
-            "stepgate_connector_last_success_timestamp_seconds",
-            "Unix time of the connector's last successful sync",
-            connector_last_success.clone(),
-        );
-        registry.register(
-            "stepgate_connector_devices",
-            "Devices the connector's last successful sync listed",
-            connector_devices.clone(),
-        );
-        registry.register(
-            "stepgate_connector_devices_non_compliant",
-            "Devices the connector's last successful sync reported non-compliant",
-            connector_non_compliant.clone(),
-        );
-        registry.register(
-            "stepgate_connector_stale",
-            "1 while the connector's devices do not count as compliant (no successful sync for longer than stale_after)",
-            connector_stale.clone(),
-        );
+    /// The node's metrics, with the series other services keep (`sources`) among them.
+    pub fn new(sources: Sources<'_>) -> Self {
         let backchannel_logouts = Family::<Outcome, Counter>::default();
         for outcome in BACKCHANNEL_OUTCOMES {
             let _ = backchannel_logouts.get_or_create(&Outcome { outcome });
         }
-        registry.register(
-            "stepgate_oidc_backchannel_logouts",
-            "Back-channel logout tries, by outcome: delivered, refused (4xx: not tried again), retried (failed, tried again after a backoff), dropped (failed for the last time, or the retry queue was full)",
-            backchannel_logouts.clone(),
+        let m = Metrics {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency),
+            decisions: Family::default(),
+            decision_seconds: Family::new_with_constructor(latency),
+            policy_outcomes: Family::default(),
+            log_queue: Gauge::default(),
+            connectors: connectors::ConnectorSeries::default(),
+            streams: crate::siem::StreamStats::default(),
+            factor_verifications: Family::default(),
+            lockouts: Family::default(),
+            sessions_live: Gauge::default(),
+            sessions_counted: endpoint::LastCount::default(),
+            backchannel_logouts,
+            addr: OnceLock::new(),
+        };
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.connectors.register(&mut registry);
+        m.streams.register(&mut registry);
+        sources.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The node's own series (the table in [`OWN`]), and the build.
+    fn register(&self, r: &mut Registry) {
+        let [requests, request_seconds, decisions, decision_seconds, policy_outcomes, log_queue, factors, lockouts, sessions_live, backchannel] =
+            OWN;
+        r.register(requests.0, requests.1, self.requests.clone());
+        r.register(
+            request_seconds.0,
+            request_seconds.1,
+            self.request_seconds.clone(),
+        );
+        r.register(decisions.0, decisions.1, self.decisions.clone());
+        r.register(
+            decision_seconds.0,
+            decision_seconds.1,
+            self.decision_seconds.clone(),
+        );
+        r.register(
+            policy_outcomes.0,
+            policy_outcomes.1,
+            self.policy_outcomes.clone(),
+        );
+        r.register(log_queue.0, log_queue.1, self.log_queue.clone());
+        r.register(factors.0, factors.1, self.factor_verifications.clone());
+        r.register(lockouts.0, lockouts.1, self.lockouts.clone());
+        r.register(sessions_live.0, sessions_live.1, self.sessions_live.clone());
+        r.register(
+            backchannel.0,
+            backchannel.1,
+            self.backchannel_logouts.clone(),
         );
         // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
         // `promtool check metrics`) knows no `info` type.
@@ -359,51 +352,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        registry.register("stepgate_build_info", "The running build", build);
-        let streams = crate::siem::StreamStats::default();
-        streams.register(&mut registry);
-        let factor_verifications = Family::<FactorResult, Counter>::default();
-        let lockouts = Family::<LockoutTarget, Counter>::default();
-        let sessions_live = Gauge::default();
-        registry.register(
-            "stepgate_factor_verifications",
-            "Factor verifications by factor and result (success, failure, refused, error)",
-            factor_verifications.clone(),
-        );
-        registry.register(
-            "stepgate_lockouts",
-            "Accounts locked (target user) and addresses banned (target ip) by the sign-in regulation",
-            lockouts.clone(),
-        );
-        registry.register(
-            "stepgate_sessions_live",
-            "Live sessions in the hot store (all nodes); counted at a scrape, at most every 30 s on Redis",
-            sessions_live.clone(),
-        );
-        Metrics {
-            id: IDS.fetch_add(1, Ordering::Relaxed),
-            registry,
-            requests,
-            request_seconds,
-            decisions,
-            decision_seconds,
-            policy_outcomes,
-            log_queue,
-            connector_syncs,
-            connector_seconds,
-            connector_device_errors,
-            connector_last_success,
-            connector_devices,
-            connector_non_compliant,
-            connector_stale,
-            streams,
-            factor_verifications,
-            lockouts,
-            sessions_live,
-            sessions_counted: endpoint::LastCount::default(),
-            backchannel_logouts,
-            addr: OnceLock::new(),
-        }
+        r.register("stepgate_build_info", "The running build", build);
     }
 
     /// A back-channel logout try ended with `outcome` (one of [`BACKCHANNEL_OUTCOMES`]).
@@ -411,90 +360,6 @@ impl Metrics {
         self.backchannel_logouts
             .get_or_create(&Outcome { outcome })
             .inc();
-    }
-
-    /// A connector sync ended: its counts when it succeeded, `None` when it failed.
-    pub fn connector_sync(
-        &self,
-        connector: &str,
-        counts: Option<&crate::devices::connectors::SyncCounts>,
-        took: Duration,
-    ) {
-        let labels = ConnectorResult {
-            connector: connector.to_string(),
-            result: if counts.is_some() {
-                "success"
-            } else {
-                "failure"
-            },
-        };
-        self.connector_syncs.get_or_create(&labels).inc();
-        self.connector_seconds
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
-        let one = ConnectorLabel {
-            connector: connector.to_string(),
-        };
-        // Every series of the connector exists from its first sync, so a rate or an alert
-        // on it never starts from "no data".
-        let errors = self.connector_device_errors.get_or_create(&one);
-        for result in ["success", "failure"] {
-            let _ = self.connector_syncs.get_or_create(&ConnectorResult {
-                connector: connector.to_string(),
-                result,
-            });
-        }
-        let _ = self.connector_stale.get_or_create(&one);
-        let _ = self.connector_last_success.get_or_create(&one);
-        if let Some(c) = counts {
-            errors.inc_by(u64::from(c.errors));
-            self.connector_devices
-                .get_or_create(&one)
-                .set(i64::from(c.seen));
-            self.connector_non_compliant
-                .get_or_create(&one)
-                .set(i64::from(c.non_compliant));
-        }
-    }
-
-    /// The connector's last successful sync (only ever moves forward).
-    pub fn connector_success_at(&self, connector: &str, at: chrono::DateTime<chrono::Utc>) {
-        let g = self.connector_last_success.get_or_create(&ConnectorLabel {
-            connector: connector.to_string(),
-        });
-        let t = at.timestamp();
-        if t > g.get() {
-            g.set(t);
-        }
-    }
-
-    /// A reload removed the connector: its series go.
-    pub fn connector_removed(&self, connector: &str) {
-        let one = ConnectorLabel {
-            connector: connector.to_string(),
-        };
-        for result in ["success", "failure"] {
-            let l = ConnectorResult {
-                connector: connector.to_string(),
-                result,
-            };
-            self.connector_syncs.remove(&l);
-            self.connector_seconds.remove(&l);
-        }
-        self.connector_device_errors.remove(&one);
-        self.connector_last_success.remove(&one);
-        self.connector_devices.remove(&one);
-        self.connector_non_compliant.remove(&one);
-        self.connector_stale.remove(&one);
-    }
-
-    /// Whether each connector's devices are stale now (set at every scrape).
-    pub fn connector_stale(&self, connector: &str, stale: bool) {
-        self.connector_stale
-            .get_or_create(&ConnectorLabel {
-                connector: connector.to_string(),
-            })
-            .set(i64::from(stale));
     }
 
     /// An app request answered with `outcome` after `took`.

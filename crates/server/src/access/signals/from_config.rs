@@ -29,6 +29,7 @@ impl Signals {
             device_api: DeviceApiAuth::new(&cfg.devices.sources)?,
             hub: DeviceUpdateHub::default(),
             connector_health: Arc::default(),
+            calls: crate::metrics::SignalCalls::default(),
         })
     }
 }
