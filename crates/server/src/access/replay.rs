@@ -54,20 +54,13 @@ pub async fn redecide(
     explained.map(|e| e.explanation)
 }
 
-/// Why a replay stopped.
+/// Why a replay stopped: the decision log could not be read at all (a record that does not
+/// read is skipped and counted in [`ReplayReport::unreadable`] instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The decision log could not be read.
     #[error("reading the decision log: {0}")]
     Store(#[from] StoreError),
-    /// A record's context does not read.
-    #[error("the context recorded for {request_id} does not read: {error}")]
-    Unreadable {
-        /// The record's request id.
-        request_id: String,
-        /// Why.
-        error: serde_json::Error,
-    },
 }
 
 /// One group of changed outcomes: the same app, outcomes and deciding policies.
@@ -100,6 +93,11 @@ pub struct ReplayReport {
     pub compared: usize,
     /// Those whose outcome would change.
     pub changed: usize,
+    /// Records that could not be decided again (a row or its recorded context does not
+    /// read): skipped, counted here, and in neither `compared` nor `changed`.
+    pub unreadable: usize,
+    /// The first few of those, with why.
+    pub unreadable_examples: Vec<String>,
     /// The changes, grouped by app, outcomes and policies.
     pub groups: Vec<Changed>,
 }
@@ -125,18 +123,32 @@ pub async fn replay(
         ..Default::default()
     };
     let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
+    let mut unreadable = Unreadable::default();
     let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
     while total < max {
-        let page = log.list_decisions(&q).await?;
+        let page = log.scan_decisions(&q).await?;
         let Some(last) = page.last() else { break };
-        q.after = Some((last.time, last.request_id.clone()));
-        for d in page.iter().take(max - total) {
+        q.after = Some(match last {
+            Ok(d) => (d.time, d.request_id.clone()),
+            Err(u) => (u.time, u.request_id.clone()),
+        });
+        for row in page.iter().take(max - total) {
             total += 1;
-            let ctx = context_of(d).map_err(|error| ReplayError::Unreadable {
-                request_id: d.request_id.clone(),
-                error,
-            })?;
-            let Some(ctx) = ctx else { continue };
+            let d = match row {
+                Ok(d) => d,
+                Err(u) => {
+                    unreadable.skip(&u.request_id, &u.error);
+                    continue;
+                }
+            };
+            let ctx = match context_of(d) {
+                Ok(Some(ctx)) => ctx,
+                Ok(None) => continue,
+                Err(e) => {
+                    unreadable.skip(&d.request_id, &e);
+                    continue;
+                }
+            };
             let Some(e) = redecide(rt, &ctx, geoip).await else {
                 continue;
             };
@@ -176,6 +188,28 @@ pub async fn replay(
         decisions: total,
         compared,
         changed,
+        unreadable: unreadable.count,
+        unreadable_examples: unreadable.examples,
         groups,
     })
+}
+
+/// The records a replay skipped.
+#[derive(Default)]
+struct Unreadable {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Unreadable {
+    /// How many skipped records a report names.
+    const EXAMPLES: usize = 5;
+
+    fn skip(&mut self, request_id: &str, why: &dyn std::fmt::Display) {
+        self.count += 1;
+        tracing::warn!(request_id, error = %why, "replay: a recorded decision does not read; skipped");
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(format!("{request_id}: {why}"));
+        }
+    }
 }
