@@ -157,7 +157,7 @@ describe('policy versions in the admin console', { timeout: TEST_TIMEOUT }, () =
       await page.click('a[aria-label="Show version 1"]');
       assert.match(await page.locator('#version-text pre').textContent(), /reports-closed/);
       await shot(page, 'version');
-      await page.click('a[aria-label="Version 1 against the one in force"]');
+      await page.click('a[aria-label="Against in force: version 1"]');
       assert.match(await page.locator('#diff-heading').textContent(), /From version 1 to version 2: 0 line\(s\) added, 4 removed/);
       assert.equal(await page.locator('#diff del').count(), 4);
       await shot(page, 'diff');
