@@ -124,7 +124,7 @@ pub async fn replay(
     };
     let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
     let mut unreadable = Unreadable::default();
-    let mut groups: BTreeMap<GroupKey, (usize, Vec<String>)> = BTreeMap::new();
+    let mut groups = Groups::default();
     while total < max {
         let page = log.scan_decisions(&q).await?;
         let Some(last) = page.last() else { break };
@@ -153,36 +153,12 @@ pub async fn replay(
                 continue;
             };
             compared += 1;
-            if same_decision(d, &e) {
-                continue;
-            }
-            changed += 1;
-            let key = (
-                d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
-                d.policy_outcome.clone().unwrap_or_default(),
-                e.outcome.as_str().to_string(),
-                d.policy.clone().unwrap_or_else(|| "(default)".into()),
-                e.policy.clone().unwrap_or_else(|| "(default)".into()),
-            );
-            let g = groups.entry(key).or_default();
-            g.0 += 1;
-            if g.1.len() < examples {
-                g.1.push(d.request_id.clone());
+            if !same_decision(d, &e) {
+                changed += 1;
+                groups.add(d, &e, examples);
             }
         }
     }
-    let groups = groups
-        .into_iter()
-        .map(|((app, from, to, pb, pa), (count, examples))| Changed {
-            app,
-            from,
-            to,
-            policy_before: pb,
-            policy_after: pa,
-            count,
-            examples,
-        })
-        .collect();
     Ok(ReplayReport {
         since,
         decisions: total,
@@ -190,8 +166,46 @@ pub async fn replay(
         changed,
         unreadable: unreadable.count,
         unreadable_examples: unreadable.examples,
-        groups,
+        groups: groups.into_changes(),
     })
+}
+
+/// The changed outcomes, grouped.
+#[derive(Default)]
+struct Groups(BTreeMap<GroupKey, (usize, Vec<String>)>);
+
+impl Groups {
+    /// `d` decided `e` under the draft: counted in its group (named among the first
+    /// `examples`).
+    fn add(&mut self, d: &DecisionRecord, e: &Explanation, examples: usize) {
+        let key = (
+            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
+            d.policy_outcome.clone().unwrap_or_default(),
+            e.outcome.as_str().to_string(),
+            d.policy.clone().unwrap_or_else(|| "(default)".into()),
+            e.policy.clone().unwrap_or_else(|| "(default)".into()),
+        );
+        let g = self.0.entry(key).or_default();
+        g.0 += 1;
+        if g.1.len() < examples {
+            g.1.push(d.request_id.clone());
+        }
+    }
+
+    fn into_changes(self) -> Vec<Changed> {
+        self.0
+            .into_iter()
+            .map(|((app, from, to, pb, pa), (count, examples))| Changed {
+                app,
+                from,
+                to,
+                policy_before: pb,
+                policy_after: pa,
+                count,
+                examples,
+            })
+            .collect()
+    }
 }
 
 /// The records a replay skipped.

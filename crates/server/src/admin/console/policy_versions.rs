@@ -233,6 +233,21 @@ async fn checked(a: &Admin, text: &str) -> (StatusCode, Value) {
     }
 }
 
+/// A form posted to the page: its CSRF token, an administrator, and edits on.
+fn posted(
+    visit: Visit,
+    signed: SignedIn,
+    csrf: &str,
+) -> Result<Admin, Box<Result<Response, PortalError>>> {
+    let (st, here, jar) = (&visit.st, &visit.here, &visit.jar);
+    check_csrf(st, here, jar, Some(&signed.session), csrf).map_err(|e| Box::new(Err(e)))?;
+    let a = Admin::check(visit, signed).map_err(|r| Box::new(Ok(*r)))?;
+    if !a.st.stored_policies.enabled() {
+        return Err(Box::new(Ok(edits_off(&a))));
+    }
+    Ok(a)
+}
+
 /// `POST {portal}/admin/policies/versions/check` (`draft`: a policy set). A read: the CSRF
 /// token and the group, no AAL3.
 pub async fn check(
@@ -240,20 +255,10 @@ pub async fn check(
     signed: SignedIn,
     Form(f): Form<Draft>,
 ) -> Result<Response, PortalError> {
-    check_csrf(
-        &visit.st,
-        &visit.here,
-        &visit.jar,
-        Some(&signed.session),
-        &f.csrf,
-    )?;
-    let a = match Admin::check(visit, signed) {
+    let a = match posted(visit, signed, &f.csrf) {
         Ok(a) => a,
-        Err(r) => return Ok(*r),
+        Err(r) => return *r,
     };
-    if !a.st.stored_policies.enabled() {
-        return Ok(edits_off(&a));
-    }
     let (status, result) = checked(&a, &f.draft).await;
     let s = Shown {
         status: Some(status),
@@ -275,20 +280,10 @@ pub async fn save(
     headers: HeaderMap,
     Form(f): Form<Draft>,
 ) -> Result<Response, PortalError> {
-    check_csrf(
-        &visit.st,
-        &visit.here,
-        &visit.jar,
-        Some(&signed.session),
-        &f.csrf,
-    )?;
-    let a = match Admin::check(visit, signed) {
+    let a = match posted(visit, signed, &f.csrf) {
         Ok(a) => a,
-        Err(r) => return Ok(*r),
+        Err(r) => return *r,
     };
-    if !a.st.stored_policies.enabled() {
-        return Ok(edits_off(&a));
-    }
     let again = |status, error: String, step_up| Shown {
         status: Some(status),
         draft: Some(f.draft.clone()),
@@ -317,8 +312,15 @@ pub async fn save(
     }
     let mut caller = a.caller();
     caller.ip = crate::access::request::client_ip(&a.here, peer.0, &headers);
-    let note = Some(f.note.clone());
-    match save_version(&a.st, &caller, f.draft.clone(), f.base, note, None).await {
+    let saved = save_version(
+        &a.st,
+        &caller,
+        f.draft.clone(),
+        f.base,
+        Some(f.note.clone()),
+        None,
+    );
+    match saved.await {
         Ok(v) => {
             let detail = json!({ "version": v.version, "sha256": v.sha256 });
             super::audit_write(&a.st, &caller, None, "console.policy_save", detail).await;
