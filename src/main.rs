@@ -51,6 +51,8 @@ enum Command {
     Demo(cli::serve::DemoArgs),
     /// The admin API's tokens: create (printed once), list, revoke.
     Admin(cli::admin::AdminArgs),
+    /// Policy sets saved in the store (`admin.policy_edits: store`): list, show, diff, roll back.
+    Policy(cli::policy::PolicyArgs),
     /// Health check for containers: GET a local endpoint, exit 0 on a 2xx answer.
     Probe(cli::probe::ProbeArgs),
 }
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::serve::run_demo(args),
         Command::Probe(args) => cli::probe::run(args),
         Command::Admin(args) => cli::admin::run(args),
+        Command::Policy(args) => cli::policy::run(args),
     };
     match result {
         Ok(code) => code,

@@ -313,3 +313,76 @@ fn explain_shows_the_record_and_decides_it_again() {
         text(&out)
     );
 }
+
+#[test]
+fn replay_skips_and_counts_records_that_do_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = setup(dir.path());
+    // A row whose detail is not JSON, and one whose context is not a context.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("data/stepgate.db").display()
+        ))
+        .await
+        .unwrap();
+        for (id, detail) in [
+            ("r-admin-john", "not json"),
+            ("r-signin-jane", r#"{"context": {"kind": 5}}"#),
+        ] {
+            let done = sqlx::query("UPDATE decisions SET detail_json = ? WHERE request_id = ?")
+                .bind(detail)
+                .bind(id)
+                .execute(&db)
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 1, "{id}");
+        }
+    });
+    let draft = dir.path().join("draft.yaml");
+    let live = dir.path().join("live.yaml");
+    let args = |json: bool| {
+        let mut a = vec![
+            "replay".to_string(),
+            "--config".into(),
+            draft.to_str().unwrap().into(),
+            "--store-config".into(),
+            live.to_str().unwrap().into(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let a = args(true);
+    let out = run(&key, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &v["decisions"],
+            &v["unreadable"],
+            &v["compared"],
+            &v["changed"]
+        ),
+        (&json!(6), &json!(2), &json!(3), &json!(2)),
+        "{v:#}"
+    );
+    let skipped = v["unreadable_examples"].to_string();
+    assert!(
+        skipped.contains("r-admin-john") && skipped.contains("r-signin-jane"),
+        "{v:#}"
+    );
+    let a = args(false);
+    let out = run(&key, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 records could not be re-decided"),
+        "{}",
+        text(&out)
+    );
+}

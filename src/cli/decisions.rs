@@ -291,6 +291,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.changed,
         args.config.display()
     );
+    if report.unreadable > 0 {
+        println!(
+            "  {} records could not be re-decided (skipped): {}",
+            report.unreadable,
+            report.unreadable_examples.join("; ")
+        );
+    }
     for c in &report.groups {
         println!(
             "  {}: {} → {} ×{} (was `{}`, now `{}`); e.g. {}",

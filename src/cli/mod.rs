@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod devices;
 pub mod logging;
 pub mod oidc;
+pub mod policy;
 pub mod probe;
 pub mod secrets;
 pub mod serve;

@@ -1294,6 +1294,15 @@ pub async fn decisions_log(s: &dyn DurableStore) {
         ids(s.list_decisions(&q).await.unwrap()),
         vec![batch[0].request_id.clone(), batch[1].request_id.clone()]
     );
+    // A scan reads the same records, each readable one as itself.
+    let scanned: Vec<DecisionRecord> = s
+        .scan_decisions(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.expect("every record of this log reads"))
+        .collect();
+    assert_eq!(scanned, s.list_decisions(&q).await.unwrap(), "scan = list");
     let q = DecisionQuery {
         app: Some(app.clone()),
         outcome: Some("allow".into()),

@@ -99,8 +99,8 @@ pub use error::{StoreError, StoreResult};
 pub use model::{
     new_id, now_ms, AdminToken, AttributeValue, AuditEvent, AuditQuery, DecisionQuery,
     DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, OtpCheck, PolicyVersion,
-    SessionEntry, SessionWrite, UserRecord, UserSource, AUDIT_GENESIS_HASH, PASSWORD_FACTOR_KIND,
-    UPSTREAM_LINK_KIND,
+    ScannedDecision, SessionEntry, SessionWrite, UnreadableDecision, UserRecord, UserSource,
+    AUDIT_GENESIS_HASH, PASSWORD_FACTOR_KIND, UPSTREAM_LINK_KIND,
 };
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

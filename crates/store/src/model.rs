@@ -494,6 +494,22 @@ pub struct DecisionRecord {
     pub detail: serde_json::Value,
 }
 
+/// A decision-log row whose recorded fields do not read (a corrupted or hand-edited row):
+/// what [`crate::DurableStore::scan_decisions`] returns in its place, so that a reader of
+/// many records can skip it and go on.
+#[derive(Debug)]
+pub struct UnreadableDecision {
+    /// The row's request id (empty when that too does not read).
+    pub request_id: String,
+    /// The row's time (the epoch when that too does not read).
+    pub time: DateTime<Utc>,
+    /// Why it does not read.
+    pub error: crate::StoreError,
+}
+
+/// A row of the decision log as [`crate::DurableStore::scan_decisions`] reads it.
+pub type ScannedDecision = Result<DecisionRecord, UnreadableDecision>;
+
 /// Filters for reading the decision log. All set filters must match; newest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DecisionQuery {

@@ -21,7 +21,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::model::{
     audit_hash, from_ms, json_text, new_id, parse_json, to_ms, AdminToken, AuditEvent, AuditQuery,
     DecisionQuery, DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, PolicyVersion,
-    UserRecord, AUDIT_GENESIS_HASH,
+    ScannedDecision, UnreadableDecision, UserRecord, AUDIT_GENESIS_HASH,
 };
 use crate::rows::{
     admin_token_from_row, audit_from_row, decision_from_row, device_from_row, factor_from_row,
@@ -536,6 +536,14 @@ where
     }
 
     async fn list_decisions(&self, q: &DecisionQuery) -> StoreResult<Vec<DecisionRecord>> {
+        self.scan_decisions(q)
+            .await?
+            .into_iter()
+            .map(|d| d.map_err(|u| u.error))
+            .collect()
+    }
+
+    async fn scan_decisions(&self, q: &DecisionQuery) -> StoreResult<Vec<ScannedDecision>> {
         let mut sql = format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE TRUE");
         let mut n = 0;
         let mut cond = |sql: &mut String, c: &str| {
@@ -598,7 +606,16 @@ where
             .bind(q.effective_limit())
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(decision_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(|r| {
+                decision_from_row(r).map_err(|error| UnreadableDecision {
+                    request_id: r.text("request_id").unwrap_or_default(),
+                    time: from_ms(r.int("time").unwrap_or(0)),
+                    error,
+                })
+            })
+            .collect())
     }
 
     async fn purge_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64> {

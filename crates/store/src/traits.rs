@@ -101,6 +101,14 @@ pub trait DurableStore: Send + Sync {
     /// Decisions matching `query`, newest first (or oldest first).
     async fn list_decisions(&self, query: &DecisionQuery) -> StoreResult<Vec<DecisionRecord>>;
 
+    /// As [`Self::list_decisions`], but a row that does not read comes back as an
+    /// [`crate::UnreadableDecision`] in its place instead of failing the whole page: for
+    /// readers of many records (replay) that can skip one and say so.
+    async fn scan_decisions(
+        &self,
+        query: &DecisionQuery,
+    ) -> StoreResult<Vec<crate::ScannedDecision>>;
+
     /// Deletes the decisions made before `before`. How many.
     async fn purge_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 

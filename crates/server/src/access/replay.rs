@@ -61,20 +61,13 @@ pub fn trace(rt: &Runtime, ctx: &RequestContext) -> Explanation {
     rt.config.policy_set.explain(ctx)
 }
 
-/// Why a replay stopped.
+/// Why a replay stopped: the decision log could not be read at all (a record that does not
+/// read is skipped and counted in [`ReplayReport::unreadable`] instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The decision log could not be read.
     #[error("reading the decision log: {0}")]
     Store(#[from] StoreError),
-    /// A record's context does not read.
-    #[error("the context recorded for {request_id} does not read: {error}")]
-    Unreadable {
-        /// The record's request id.
-        request_id: String,
-        /// Why.
-        error: serde_json::Error,
-    },
 }
 
 /// One group of changed outcomes: the same app, outcomes and deciding policies.
@@ -107,64 +100,17 @@ pub struct ReplayReport {
     pub compared: usize,
     /// Those whose outcome would change.
     pub changed: usize,
+    /// Records that could not be decided again (a row or its recorded context does not
+    /// read): skipped, counted here, and in neither `compared` nor `changed`.
+    pub unreadable: usize,
+    /// The first few of those, with why.
+    pub unreadable_examples: Vec<String>,
     /// The changes, grouped by app, outcomes and policies.
     pub groups: Vec<Changed>,
 }
 
 /// A group's key: app, outcome before and after, policy before and after.
 type GroupKey = (String, String, String, String, String);
-
-/// The count of a replay so far.
-#[derive(Default)]
-struct Tally {
-    total: usize,
-    compared: usize,
-    changed: usize,
-    groups: BTreeMap<GroupKey, (usize, Vec<String>)>,
-}
-
-impl Tally {
-    /// A recorded decision `d` that changed to `e`, kept with up to `examples` request
-    /// ids per group.
-    fn change(&mut self, d: &DecisionRecord, e: &Explanation, examples: usize) {
-        self.changed += 1;
-        let key = (
-            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
-            d.policy_outcome.clone().unwrap_or_default(),
-            e.outcome.as_str().to_string(),
-            d.policy.clone().unwrap_or_else(|| "(default)".into()),
-            e.policy.clone().unwrap_or_else(|| "(default)".into()),
-        );
-        let g = self.groups.entry(key).or_default();
-        g.0 += 1;
-        if g.1.len() < examples {
-            g.1.push(d.request_id.clone());
-        }
-    }
-
-    fn report(self, since: DateTime<Utc>) -> ReplayReport {
-        let groups = self
-            .groups
-            .into_iter()
-            .map(|((app, from, to, pb, pa), (count, examples))| Changed {
-                app,
-                from,
-                to,
-                policy_before: pb,
-                policy_after: pa,
-                count,
-                examples,
-            })
-            .collect();
-        ReplayReport {
-            since,
-            decisions: self.total,
-            compared: self.compared,
-            changed: self.changed,
-            groups,
-        }
-    }
-}
 
 /// Decides every decision `log` recorded since `since` (the oldest `max` of them) again
 /// under `rt`, oldest first, and groups the changed outcomes (with up to `examples` request
@@ -183,26 +129,108 @@ pub async fn replay(
         limit: 1000,
         ..Default::default()
     };
-    let mut tally = Tally::default();
-    while tally.total < max {
-        let page = log.list_decisions(&q).await?;
+    let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
+    let mut unreadable = Unreadable::default();
+    let mut groups = Groups::default();
+    while total < max {
+        let page = log.scan_decisions(&q).await?;
         let Some(last) = page.last() else { break };
-        q.after = Some((last.time, last.request_id.clone()));
-        for d in page.iter().take(max - tally.total) {
-            tally.total += 1;
-            let ctx = context_of(d).map_err(|error| ReplayError::Unreadable {
-                request_id: d.request_id.clone(),
-                error,
-            })?;
-            let Some(ctx) = ctx else { continue };
+        q.after = Some(match last {
+            Ok(d) => (d.time, d.request_id.clone()),
+            Err(u) => (u.time, u.request_id.clone()),
+        });
+        for row in page.iter().take(max - total) {
+            total += 1;
+            let d = match row {
+                Ok(d) => d,
+                Err(u) => {
+                    unreadable.skip(&u.request_id, &u.error);
+                    continue;
+                }
+            };
+            let ctx = match context_of(d) {
+                Ok(Some(ctx)) => ctx,
+                Ok(None) => continue,
+                Err(e) => {
+                    unreadable.skip(&d.request_id, &e);
+                    continue;
+                }
+            };
             let Some(e) = redecide(rt, &ctx, geoip).await else {
                 continue;
             };
-            tally.compared += 1;
+            compared += 1;
             if !same_decision(d, &e) {
-                tally.change(d, &e, examples);
+                changed += 1;
+                groups.add(d, &e, examples);
             }
         }
     }
-    Ok(tally.report(since))
+    Ok(ReplayReport {
+        since,
+        decisions: total,
+        compared,
+        changed,
+        unreadable: unreadable.count,
+        unreadable_examples: unreadable.examples,
+        groups: groups.into_changes(),
+    })
+}
+
+/// The changed outcomes, grouped.
+#[derive(Default)]
+struct Groups(BTreeMap<GroupKey, (usize, Vec<String>)>);
+
+impl Groups {
+    /// `d` decided `e` under the draft: counted in its group (named among the first
+    /// `examples`).
+    fn add(&mut self, d: &DecisionRecord, e: &Explanation, examples: usize) {
+        let key = (
+            d.app.clone().unwrap_or_else(|| "(sign-in)".into()),
+            d.policy_outcome.clone().unwrap_or_default(),
+            e.outcome.as_str().to_string(),
+            d.policy.clone().unwrap_or_else(|| "(default)".into()),
+            e.policy.clone().unwrap_or_else(|| "(default)".into()),
+        );
+        let g = self.0.entry(key).or_default();
+        g.0 += 1;
+        if g.1.len() < examples {
+            g.1.push(d.request_id.clone());
+        }
+    }
+
+    fn into_changes(self) -> Vec<Changed> {
+        self.0
+            .into_iter()
+            .map(|((app, from, to, pb, pa), (count, examples))| Changed {
+                app,
+                from,
+                to,
+                policy_before: pb,
+                policy_after: pa,
+                count,
+                examples,
+            })
+            .collect()
+    }
+}
+
+/// The records a replay skipped.
+#[derive(Default)]
+struct Unreadable {
+    count: usize,
+    examples: Vec<String>,
+}
+
+impl Unreadable {
+    /// How many skipped records a report names.
+    const EXAMPLES: usize = 5;
+
+    fn skip(&mut self, request_id: &str, why: &dyn std::fmt::Display) {
+        self.count += 1;
+        tracing::warn!(request_id, error = %why, "replay: a recorded decision does not read; skipped");
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(format!("{request_id}: {why}"));
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub async fn show(State(st): State<Shared>) -> Response {
 /// `POST /config/reload`.
 pub async fn reload(State(st): State<Shared>) -> Result<Response, Problem> {
     let before = st.runtime.load().config.version.clone();
+    // A version saved by `stepgate policy rollback`, which no running node heard of.
+    crate::app::stored_policies::follow(&st, "reload").await;
     let st2 = st.clone();
     let done = tokio::task::spawn_blocking(move || reload_checked(&st2))
         .await

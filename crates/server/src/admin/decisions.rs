@@ -298,10 +298,7 @@ async fn replay_since(
         st.signals.geoip.as_deref(),
     )
     .await
-    .map_err(|e| match e {
-        replay::ReplayError::Store(e) => Problem::from(e),
-        e => Problem::unprocessable("unreadable-record", e.to_string()),
-    })
+    .map_err(|replay::ReplayError::Store(e)| Problem::from(e))
 }
 
 /// How many changed decisions [`replay_last_day`] names per group.

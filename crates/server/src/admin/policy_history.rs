@@ -43,7 +43,17 @@ pub async fn list(
     State(st): State<Shared>,
     Params(q): Params<Listing>,
 ) -> Result<Response, Problem> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    Ok(Json(listing(&st, q.before, q.limit).await?).into_response())
+}
+
+/// The versions numbered below `before` (all when none), newest first, at most `limit`:
+/// `GET /policies/versions`'s document, which the console's versions page shows.
+pub async fn listing(
+    st: &Shared,
+    before: Option<i64>,
+    limit: Option<usize>,
+) -> Result<serde_json::Value, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 {
         return Err(Problem::bad_field("limit", "limit must be 1 or more"));
     }
@@ -51,21 +61,21 @@ pub async fn list(
     let items = st
         .stores
         .durable
-        .list_policy_versions(q.before, limit as u32 + 1)
+        .list_policy_versions(before, limit as u32 + 1)
         .await?;
     let more = items.len() > limit;
     let items: Vec<_> = items.iter().take(limit).collect();
     let sp = &st.stored_policies;
-    Ok(Json(json!({
+    Ok(json!({
         "policy_edits": if sp.enabled() { "store" } else { "yaml" },
         "in_force": sp.in_force().map(|v| v.version),
         "items": items.iter().map(|v| summary(v)).collect::<Vec<_>>(),
         "next": more.then(|| items.last().map(|v| v.version.to_string())).flatten(),
     }))
-    .into_response())
 }
 
-async fn find(st: &Shared, version: i64) -> Result<PolicyVersion, Problem> {
+/// Version `version`, or a 404 naming it.
+pub async fn find(st: &Shared, version: i64) -> Result<PolicyVersion, Problem> {
     st.stores
         .durable
         .get_policy_version(version)
@@ -99,14 +109,33 @@ pub async fn diff(
     Path(version): Path<i64>,
     Params(q): Params<DiffQuery>,
 ) -> Result<Response, Problem> {
-    let to = find(&st, version).await?;
-    let against = q.against.unwrap_or(version - 1);
+    Ok(Json(compared(&st, version, q.against.unwrap_or(version - 1)).await?).into_response())
+}
+
+/// From version `against` (0: the empty set) to `version`: lines added and removed and the
+/// unified diff — `GET /policies/versions/{version}/diff`'s document, the console's too.
+pub async fn compared(
+    st: &Shared,
+    version: i64,
+    against: i64,
+) -> Result<serde_json::Value, Problem> {
+    let to = find(st, version).await?;
     let from_text = if against == 0 {
         String::new()
     } else {
-        find(&st, against).await?.text
+        find(st, against).await?.text
     };
-    let d = similar::TextDiff::from_lines(&from_text, &to.text);
+    let (added, removed, unified) = unified_diff(against, &from_text, version, &to.text);
+    Ok(json!({
+        "from": against, "to": version,
+        "added": added, "removed": removed, "diff": unified,
+    }))
+}
+
+/// Lines added, lines removed and the unified diff from version `from` (text `old`) to
+/// version `to` (text `new`): the API's, the console's and `stepgate policy diff`'s.
+pub fn unified_diff(from: i64, old: &str, to: i64, new: &str) -> (usize, usize, String) {
+    let d = similar::TextDiff::from_lines(old, new);
     let (mut added, mut removed) = (0, 0);
     for c in d.iter_all_changes() {
         match c.tag() {
@@ -119,15 +148,11 @@ pub async fn diff(
         .unified_diff()
         .context_radius(3)
         .header(
-            &stored_policies::source_name(Some(against)),
-            &stored_policies::source_name(Some(version)),
+            &stored_policies::source_name(Some(from)),
+            &stored_policies::source_name(Some(to)),
         )
         .to_string();
-    Ok(Json(json!({
-        "from": against, "to": version,
-        "added": added, "removed": removed, "diff": unified,
-    }))
-    .into_response())
+    (added, removed, unified)
 }
 
 /// The body of `POST /policies/versions`.
@@ -154,11 +179,7 @@ pub async fn save(
             "text is empty: send the policy set as YAML (`policies:` and its list)",
         ));
     }
-    let note = checked_note(d.note)?;
-    let v = stored_policies::save(&st, d.text, d.base, &caller.actor, note, None)
-        .await
-        .map_err(refusal)?;
-    audit(&st, &caller, &v).await;
+    let v = save_version(&st, &caller, d.text, d.base, d.note, None).await?;
     Ok((StatusCode::CREATED, Json(summary(&v))).into_response())
 }
 
@@ -179,16 +200,45 @@ pub async fn rollback(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let r: Rollback = super::problem::optional_json(&body)?;
-    let note = checked_note(r.note)?;
-    let old = find(&st, version).await?;
-    let v = stored_policies::save(&st, old.text, r.base, &caller.actor, note, Some(version))
-        .await
-        .map_err(refusal)?;
-    audit(&st, &caller, &v).await;
+    let v = roll_back(&st, &caller, version, r.base, r.note).await?;
     Ok((StatusCode::CREATED, Json(summary(&v))).into_response())
 }
 
-fn checked_note(note: Option<String>) -> Result<Option<String>, Problem> {
+/// Saves `text` as the next version after `base` by `caller` (the API's save and the
+/// console's): checked as a reload loads it, put in force on every node, audited.
+pub async fn save_version(
+    st: &Shared,
+    caller: &Caller,
+    text: String,
+    base: Option<i64>,
+    note: Option<String>,
+    rollback_of: Option<i64>,
+) -> Result<std::sync::Arc<PolicyVersion>, Problem> {
+    let note = checked_note(note)?;
+    let v = stored_policies::save(st, text, base, &caller.actor, note, rollback_of)
+        .await
+        .map_err(refusal)?;
+    st.audit
+        .append(saved_event(&caller.actor, caller.ip, &v))
+        .await;
+    Ok(v)
+}
+
+/// Saves version `version`'s text again as the next version (the API's rollback and the
+/// console's).
+pub async fn roll_back(
+    st: &Shared,
+    caller: &Caller,
+    version: i64,
+    base: Option<i64>,
+    note: Option<String>,
+) -> Result<std::sync::Arc<PolicyVersion>, Problem> {
+    let old = find(st, version).await?;
+    save_version(st, caller, old.text, base, note, Some(version)).await
+}
+
+/// A note as saved: at most 500 characters, no control characters; none when blank.
+pub fn checked_note(note: Option<String>) -> Result<Option<String>, Problem> {
     match note {
         Some(n) if n.chars().count() > 500 || n.chars().any(|c| c.is_control() && c != '\n') => {
             Err(Problem::bad_field(
@@ -200,19 +250,26 @@ fn checked_note(note: Option<String>) -> Result<Option<String>, Problem> {
     }
 }
 
-async fn audit(st: &Shared, caller: &Caller, v: &PolicyVersion) {
-    let subject = format!("policy-version:{}", v.version);
-    let detail = json!({
+/// The `policy.saved` audit event of a saved version (the API's, the console's and `stepgate
+/// policy rollback`'s).
+pub fn saved_event(
+    actor: &str,
+    ip: Option<std::net::IpAddr>,
+    v: &PolicyVersion,
+) -> stepgate_store::NewAuditEvent {
+    let mut e = stepgate_store::NewAuditEvent::now("policy.saved");
+    e.actor = Some(actor.to_string());
+    e.subject = Some(format!("policy-version:{}", v.version));
+    e.ip = ip.map(|i| i.to_string());
+    e.detail = json!({
         "version": v.version, "sha256": v.sha256,
         "rollback_of": v.rollback_of, "note": v.note,
     });
-    caller
-        .audit(st, "policy.saved", Some(subject), detail)
-        .await;
+    e
 }
 
 /// The problem document for a refused save.
-fn refusal(e: SaveRefused) -> Problem {
+pub fn refusal(e: SaveRefused) -> Problem {
     match e {
         SaveRefused::Off => Problem::conflict(
             "policy edits are off (`admin.policy_edits: yaml`): the policies are the configuration files'; validate a draft with POST /policies/validate",

@@ -34,6 +34,8 @@ pub(crate) fn spawn_reloader(state: Shared) {
             return;
         };
         while hup.recv().await.is_some() {
+            // A version saved by `stepgate policy rollback` (no running node heard it).
+            super::stored_policies::follow(&state, "reload").await;
             reload(&state);
         }
     });
@@ -102,10 +104,12 @@ pub(crate) fn load_config(
 
 /// Puts a loaded configuration in force: its connectors first (one that cannot be built
 /// refuses the whole reload, and the running ones go on), then the rest, swapped whole.
+/// A file whose `admin.policy_edits` differs from the one read at start is refused.
 pub(crate) fn swap_in(
     state: &Shared,
     cfg: stepgate_config::Config,
 ) -> Result<String, ReloadRefused> {
+    policy_edits_unchanged(state, &cfg)?;
     let connectors = match crate::devices::connectors::Connectors::reload(state, &cfg) {
         Ok(r) => r,
         Err(e) => {
@@ -137,4 +141,29 @@ pub(crate) fn swap_in(
     state.runtime.store(Arc::new(Runtime::new(cfg)));
     tracing::info!(policies = n, %version, "configuration reloaded");
     Ok(version)
+}
+
+/// Refuses a configuration that changes `admin.policy_edits`: where the policies come from
+/// is fixed at start. Switching at run time would either drop the stored set for the
+/// files' (which may be looser, and on one node of many) or start following the store
+/// without its change feed; a restart does either cleanly.
+fn policy_edits_unchanged(
+    state: &Shared,
+    cfg: &stepgate_config::Config,
+) -> Result<(), ReloadRefused> {
+    let name = |m: stepgate_config::PolicyEdits| match m {
+        stepgate_config::PolicyEdits::Yaml => "yaml",
+        stepgate_config::PolicyEdits::Store => "store",
+    };
+    let (running, asked) = (state.stored_policies.mode(), cfg.admin.policy_edits);
+    if running == asked {
+        return Ok(());
+    }
+    let e = format!(
+        "admin.policy_edits changed from `{}` to `{}`: it is read only at start; restart stepgate to change it (the running configuration is kept)",
+        name(running),
+        name(asked)
+    );
+    tracing::error!(error = %e, "reload refused");
+    Err(ReloadRefused::Invalid(vec![e]))
 }

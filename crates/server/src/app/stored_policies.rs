@@ -72,6 +72,11 @@ impl StoredPolicies {
         self.mode == PolicyEdits::Store
     }
 
+    /// `admin.policy_edits` as read at start (a reload cannot change it).
+    pub fn mode(&self) -> PolicyEdits {
+        self.mode
+    }
+
     /// The version in force, if a stored one is.
     pub fn in_force(&self) -> Option<Arc<PolicyVersion>> {
         self.in_force.lock().map(|g| g.clone()).unwrap_or(None)
@@ -94,6 +99,12 @@ pub fn source_name(version: Option<i64>) -> String {
 
 /// Loads `text` with the configuration files as a reload would, without applying it.
 pub async fn check(st: &Shared, text: String) -> Result<(), SaveRefused> {
+    loaded(st, text).await.map(drop)
+}
+
+/// The configuration the files make with `text` as their policy set (what a save would
+/// put in force), without applying it: for a draft's replay.
+pub async fn loaded(st: &Shared, text: String) -> Result<stepgate_config::Config, SaveRefused> {
     let st2 = st.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         load_config(&st2, Some((&source_name(None), text.as_str())))
@@ -101,7 +112,7 @@ pub async fn check(st: &Shared, text: String) -> Result<(), SaveRefused> {
     .await
     .map_err(|e| SaveRefused::Refused(vec![e.to_string()]))?;
     match loaded {
-        Ok(_) => Ok(()),
+        Ok(cfg) => Ok(cfg),
         Err(None) => Err(SaveRefused::NoFile),
         Err(Some(e)) => Err(SaveRefused::Invalid(e)),
     }
@@ -123,31 +134,15 @@ pub async fn save(
     }
     check(st, text.clone()).await?;
     let _one = sp.applying.lock().await;
-    let newest = st
-        .stores
-        .durable
-        .latest_policy_version()
-        .await?
-        .map_or(0, |v| v.version);
-    if base.is_some_and(|b| b != newest) {
-        return Err(SaveRefused::Stale { newest });
-    }
-    let mut v = PolicyVersion::new(newest + 1, text, author);
-    v.note = note;
-    v.rollback_of = rollback_of;
-    match st.stores.durable.save_policy_version(&v).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            let newest = st
-                .stores
-                .durable
-                .latest_policy_version()
-                .await?
-                .map_or(newest, |v| v.version);
-            return Err(SaveRefused::Stale { newest });
-        }
-        Err(e) => return Err(e.into()),
-    }
+    let v = record(
+        st.stores.durable.as_ref(),
+        text,
+        base,
+        author,
+        note,
+        rollback_of,
+    )
+    .await?;
     let v = Arc::new(v);
     apply(st, v.clone()).await?;
     if let Some(feed) = sp.feed.get() {
@@ -158,6 +153,41 @@ pub async fn save(
         }
     }
     Ok(v)
+}
+
+/// Writes `text` to `durable` as the version after `base` (the newest when `None`) by
+/// `author`, without putting it in force (that is [`save`]'s, or a node's at its next start
+/// or reload: `stepgate policy rollback`). Refused as stale when another version was saved
+/// since `base`, or while this one was being written.
+pub async fn record(
+    durable: &dyn stepgate_store::DurableStore,
+    text: String,
+    base: Option<i64>,
+    author: &str,
+    note: Option<String>,
+    rollback_of: Option<i64>,
+) -> Result<PolicyVersion, SaveRefused> {
+    let newest = durable
+        .latest_policy_version()
+        .await?
+        .map_or(0, |v| v.version);
+    if base.is_some_and(|b| b != newest) {
+        return Err(SaveRefused::Stale { newest });
+    }
+    let mut v = PolicyVersion::new(newest + 1, text, author);
+    v.note = note;
+    v.rollback_of = rollback_of;
+    match durable.save_policy_version(&v).await {
+        Ok(()) => Ok(v),
+        Err(StoreError::Conflict { .. }) => {
+            let newest = durable
+                .latest_policy_version()
+                .await?
+                .map_or(newest, |v| v.version);
+            Err(SaveRefused::Stale { newest })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Puts `v` in force on this node through the reload's path.
@@ -274,7 +304,11 @@ fn spawn_listener(st: std::sync::Weak<super::state::AppState>, feed: Arc<ChangeF
     });
 }
 
-async fn follow(st: &Shared, why: &str) {
+/// [`catch_up`], logging a refusal (the running set stays). Nothing with edits off.
+pub(crate) async fn follow(st: &Shared, why: &str) {
+    if !st.stored_policies.enabled() {
+        return;
+    }
     if let Err(e) = catch_up(st).await {
         // The running set stays; the version is the store's, so every node refuses alike.
         tracing::error!(error = %describe(&e), why, "a stored policy set could not be put in force; keeping the running one");

@@ -85,6 +85,7 @@ timed_operations! {
     append_decisions(records: &[DecisionRecord]) -> ();
     get_decision(request_id: &str) -> Option<DecisionRecord>;
     list_decisions(query: &DecisionQuery) -> Vec<DecisionRecord>;
+    scan_decisions(query: &DecisionQuery) -> Vec<stepgate_store::ScannedDecision>;
     purge_decisions(before: DateTime<Utc>) -> u64;
     create_admin_token(token: &AdminToken) -> ();
     find_admin_token(token_sha256: &str) -> Option<AdminToken>;

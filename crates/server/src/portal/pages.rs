@@ -91,6 +91,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_audit.html",
         include_str!("../../templates/admin_audit.html"),
     ),
+    (
+        "admin_policy_versions.html",
+        include_str!("../../templates/admin_policy_versions.html"),
+    ),
 ];
 
 /// A way on from a message page: where the link goes and what it says.

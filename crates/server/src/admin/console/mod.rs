@@ -3,7 +3,9 @@
 //! and end-sessions ([`users`]), devices ([`devices`]), sessions with revoke
 //! ([`sessions`]), decisions with filters and the trace view ([`decisions`]), policies with
 //! their report-only impact, what-if and a draft validated with its replay diff
-//! ([`policies`]), and the audit log searched and exported ([`audit`]).
+//! ([`policies`]), the versions saved in the store with their diffs, saving and rollback
+//! (`admin.policy_edits: store`, [`policy_versions`]), and the audit log searched and
+//! exported ([`audit`]).
 //!
 //! They use the portal's layout, CSP and scripts and have no script of their own (charts
 //! are inline SVG drawn here). The rules are the API's: a member of `admin.group` reads; a
@@ -18,6 +20,7 @@ mod dashboard;
 mod decisions;
 mod devices;
 mod policies;
+mod policy_versions;
 mod sessions;
 mod users;
 
@@ -63,6 +66,13 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&c("/what-if"), get(policies::what_if))
         .route(&c("/policies"), get(policies::page))
         .route(&c("/policies/validate"), post(policies::validate))
+        .route(&c("/policies/versions"), get(policy_versions::page))
+        .route(&c("/policies/versions/check"), post(policy_versions::check))
+        .route(&c("/policies/versions/save"), post(policy_versions::save))
+        .route(
+            &c("/policies/versions/{version}/rollback"),
+            post(policy_versions::rollback),
+        )
         .route(&c("/audit"), get(audit::page))
         .route(&c("/audit/export"), get(audit::export))
 }
@@ -169,6 +179,7 @@ impl Admin {
                     portal => self.here.portal(), csrf => self.st.signer.csrf_token(&self.session.id),
                     username => self.user.username, aal => aal,
                     write_max_age => self.here.config.admin.write_max_age.to_string(),
+                    policy_edits => self.st.stored_policies.enabled(),
                 }
             },
         )

@@ -337,6 +337,13 @@ impl DurableStore for CachedDurable {
         self.inner.list_decisions(query).await
     }
 
+    async fn scan_decisions(
+        &self,
+        query: &stepgate_store::DecisionQuery,
+    ) -> StoreResult<Vec<stepgate_store::ScannedDecision>> {
+        self.inner.scan_decisions(query).await
+    }
+
     async fn purge_decisions(&self, before: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
         self.inner.purge_decisions(before).await
     }
