@@ -129,52 +129,71 @@ pub async fn replay(
         limit: 1000,
         ..Default::default()
     };
-    let (mut total, mut compared, mut changed) = (0usize, 0usize, 0usize);
-    let mut unreadable = Unreadable::default();
-    let mut groups = Groups::default();
-    while total < max {
+    let mut tally = Tally::default();
+    while tally.total < max {
         let page = log.scan_decisions(&q).await?;
         let Some(last) = page.last() else { break };
         q.after = Some(match last {
             Ok(d) => (d.time, d.request_id.clone()),
             Err(u) => (u.time, u.request_id.clone()),
         });
-        for row in page.iter().take(max - total) {
-            total += 1;
-            let d = match row {
-                Ok(d) => d,
-                Err(u) => {
-                    unreadable.skip(&u.request_id, &u.error);
-                    continue;
-                }
-            };
-            let ctx = match context_of(d) {
-                Ok(Some(ctx)) => ctx,
-                Ok(None) => continue,
-                Err(e) => {
-                    unreadable.skip(&d.request_id, &e);
-                    continue;
-                }
-            };
-            let Some(e) = redecide(rt, &ctx, geoip).await else {
-                continue;
-            };
-            compared += 1;
-            if !same_decision(d, &e) {
-                changed += 1;
-                groups.add(d, &e, examples);
+        for row in page.iter().take(max - tally.total) {
+            tally.total += 1;
+            match row {
+                Ok(d) => tally.redecide(d, rt, geoip, examples).await,
+                Err(u) => tally.unreadable.skip(&u.request_id, &u.error),
             }
         }
     }
-    Ok(ReplayReport {
-        since,
-        decisions: total,
-        compared,
-        changed,
-        unreadable: unreadable.count,
-        unreadable_examples: unreadable.examples,
-        groups: groups.into_changes(),
-    })
+    Ok(tally.report(since))
+}
+
+/// What a replay has seen so far.
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    compared: usize,
+    changed: usize,
+    unreadable: Unreadable,
+    groups: Groups,
+}
+
+impl Tally {
+    /// `d` decided again under `rt`: compared with what was recorded, unless its context
+    /// does not read (skipped and counted) or it never reached the policies.
+    async fn redecide(
+        &mut self,
+        d: &DecisionRecord,
+        rt: &Runtime,
+        geoip: Option<&GeoIp>,
+        examples: usize,
+    ) {
+        let ctx = match context_of(d) {
+            Ok(Some(ctx)) => ctx,
+            Ok(None) => return,
+            Err(e) => return self.unreadable.skip(&d.request_id, &e),
+        };
+        let Some(e) = redecide(rt, &ctx, geoip).await else {
+            return;
+        };
+        self.compared += 1;
+        if !same_decision(d, &e) {
+            self.changed += 1;
+            self.groups.add(d, &e, examples);
+        }
+    }
+
+    fn report(self, since: DateTime<Utc>) -> ReplayReport {
+        ReplayReport {
+            since,
+            decisions: self.total,
+            compared: self.compared,
+            changed: self.changed,
+            unreadable: self.unreadable.count,
+            unreadable_examples: self.unreadable.examples,
+            groups: self.groups.into_changes(),
+        }
+    }
 }
 
 /// The changed outcomes, grouped.
