@@ -326,13 +326,20 @@ pub async fn save(
             super::audit_write(&a.st, &caller, None, "console.policy_save", detail).await;
             Ok(a.done(HERE, &format!("Saved version {}: in force now.", v.version)))
         }
-        Err(p) => {
-            let (status, e) = shown(&p);
-            let mut s = again(status, e, None);
-            s.result = Some(json!({ "valid": false, "detail": p.detail, "errors": p.errors }));
-            show(&a, &HashMap::new(), s).await
-        }
+        Err(p) => refused(&a, &p, again).await,
     }
+}
+
+/// The page again after a refused save: the draft kept, the store's problem shown.
+async fn refused(
+    a: &Admin,
+    p: &Problem,
+    again: impl FnOnce(StatusCode, String, Option<String>) -> Shown,
+) -> Result<Response, PortalError> {
+    let (status, e) = shown(p);
+    let mut s = again(status, e, None);
+    s.result = Some(json!({ "valid": false, "detail": p.detail, "errors": p.errors }));
+    show(a, &HashMap::new(), s).await
 }
 
 /// The rollback form.
