@@ -5,22 +5,23 @@
 //! a new refresh token.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use stepgate_config::OidcClient;
 use subtle::ConstantTimeEq;
 
-use super::client_auth::{authenticate_client, Presented};
+use super::client_auth::ClientFields;
 use super::error::OAuthError;
 use super::grant::{self, Authorization, Refresh};
 use super::issuer;
+use super::no_store_json;
 use super::tokens::{Issue, ACCESS_TOKEN_TYP};
 use crate::app::state::Shared;
 
@@ -38,15 +39,9 @@ pub struct TokenForm {
     #[serde(default)]
     refresh_token: Option<String>,
     #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    client_secret: Option<String>,
-    #[serde(default)]
-    client_assertion_type: Option<String>,
-    #[serde(default)]
-    client_assertion: Option<String>,
-    #[serde(default)]
     scope: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// `POST {portal}/oidc/token`.
@@ -66,18 +61,7 @@ pub async fn token(
 
 async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let client = authenticate_client(
-        st,
-        &rt,
-        headers,
-        Presented {
-            client_id: f.client_id.as_deref(),
-            client_secret: f.client_secret.as_deref(),
-            assertion_type: f.client_assertion_type.as_deref(),
-            assertion: f.client_assertion.as_deref(),
-        },
-    )
-    .await?;
+    let client = f.client.authenticate(st, &rt, headers).await?;
     let now = Utc::now();
     match f.grant_type.as_str() {
         "authorization_code" => {
@@ -92,18 +76,7 @@ async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Res
                 ));
             }
             let mut auth = refresh(st, client, f, now).await?;
-            // A refresh may narrow the scopes, never widen them (RFC 6749 §6).
-            if let Some(s) = f.scope.as_deref().filter(|s| !s.trim().is_empty()) {
-                let had: Vec<&str> = auth.scope.split(' ').collect();
-                let asked: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
-                if asked.iter().any(|x| !had.contains(x)) {
-                    return Err(OAuthError::bad(
-                        "invalid_scope",
-                        "a refresh cannot add scopes",
-                    ));
-                }
-                auth.scope = asked.join(" ");
-            }
+            narrow_scope(&mut auth, f.scope.as_deref())?;
             auth.nonce = None;
             issue(st, &rt, client, &auth, false, now).await
         }
@@ -114,6 +87,23 @@ async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Res
             "supported: authorization_code, refresh_token, client_credentials",
         )),
     }
+}
+
+/// A refresh may narrow the scopes, never widen them (RFC 6749 §6).
+fn narrow_scope(auth: &mut Authorization, asked: Option<&str>) -> Result<(), OAuthError> {
+    let Some(s) = asked.filter(|s| !s.trim().is_empty()) else {
+        return Ok(());
+    };
+    let had: Vec<&str> = auth.scope.split(' ').collect();
+    let asked: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
+    if asked.iter().any(|x| !had.contains(x)) {
+        return Err(OAuthError::bad(
+            "invalid_scope",
+            "a refresh cannot add scopes",
+        ));
+    }
+    auth.scope = asked.join(" ");
+    Ok(())
 }
 
 /// The authorization a code stands for, once: checked for the client, redirect URI, PKCE
@@ -240,18 +230,14 @@ async fn issue(
     let sid = grant::sid(st, &auth.uid, auth.sct);
     let sub = super::subject::subject(rt, client, &auth.uid).map_err(|e| {
         tracing::error!(error = %e, client = %client.id.as_str(), "oidc: no subject identifier");
-        OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the subject identifier could not be made".into(),
-        }
+        OAuthError::server_error("the subject identifier could not be made")
     })?;
     let sealed_uid = if super::subject::is_pairwise(client) {
-        Some(st.oidc.seal_uid(&auth.uid).ok_or_else(|| OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the tokens could not be made".into(),
-        })?)
+        Some(
+            st.oidc
+                .seal_uid(&auth.uid)
+                .ok_or_else(|| OAuthError::server_error("the tokens could not be made"))?,
+        )
     } else {
         None
     };
@@ -266,15 +252,22 @@ async fn issue(
         acr: rt.config.oidc.acr.name(auth.aal.max(1)),
         now,
     };
-    let failed = || OAuthError {
-        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        error: "server_error",
-        description: "the tokens could not be signed".into(),
-    };
+    let mut body = signed_tokens(st, &issue, from_code)?;
+    if client.grant_ok("refresh_token") {
+        body["refresh_token"] = json!(refresh_token(st, client, auth, now)?);
+    }
+    let mut r = no_store_json(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// The token response's body: the signed access and ID tokens of `issue`.
+fn signed_tokens(st: &Shared, issue: &Issue<'_>, from_code: bool) -> Result<Value, OAuthError> {
     let access = st
         .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &issue.access_claims(&grant::new_id()))
-        .ok_or_else(failed)?;
+        .ok_or_else(not_signed)?;
     let id_token = st
         .oidc_keys
         .sign_claims_with(
@@ -282,29 +275,33 @@ async fn issue(
             super::tokens::id_token_alg(issue.client),
             &issue.id_claims(&access, from_code),
         )
-        .ok_or_else(failed)?;
-    let mut body = json!({
+        .ok_or_else(not_signed)?;
+    Ok(json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": client.access_token_lifetime.as_secs(),
+        "expires_in": issue.client.access_token_lifetime.as_secs(),
         "id_token": id_token,
-        "scope": auth.scope,
-    });
-    if client.grant_ok("refresh_token") {
-        let r = Refresh {
-            auth: auth.clone(),
-            jti: grant::new_id(),
-            exp: now.timestamp() + client.refresh_token_lifetime.as_secs() as i64,
-        };
-        let t = st.oidc.seal_refresh(&r).ok_or_else(failed)?;
-        body["refresh_token"] = json!(t);
-    }
-    let mut r = axum::Json(body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(r)
+        "scope": issue.auth.scope,
+    }))
+}
+
+/// A new refresh token for `auth`, sealed, living the client's `refresh_token_lifetime`.
+fn refresh_token(
+    st: &Shared,
+    client: &OidcClient,
+    auth: &Authorization,
+    now: DateTime<Utc>,
+) -> Result<String, OAuthError> {
+    let r = Refresh {
+        auth: auth.clone(),
+        jti: grant::new_id(),
+        exp: now.timestamp() + client.refresh_token_lifetime.as_secs() as i64,
+    };
+    st.oidc.seal_refresh(&r).ok_or_else(not_signed)
+}
+
+fn not_signed() -> OAuthError {
+    OAuthError::server_error("the tokens could not be signed")
 }
 
 /// `client_credentials` (RFC 6749 §4.4): a service acting as itself. There is no user, so
@@ -349,19 +346,14 @@ fn client_credentials(
     let access = st
         .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &claims)
-        .ok_or_else(|| OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the token could not be signed".into(),
-        })?;
-    let mut r = axum::Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": client.access_token_lifetime.as_secs(),
-        "scope": scope,
-    }))
-    .into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+        .ok_or_else(|| OAuthError::server_error("the token could not be signed"))?;
+    Ok(no_store_json(
+        StatusCode::OK,
+        json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": client.access_token_lifetime.as_secs(),
+            "scope": scope,
+        }),
+    ))
 }

@@ -15,15 +15,13 @@ use stepgate_authn::LinkPurpose;
 use stepgate_store::UserRecord;
 
 use super::welcome::{welcome_url, EnrolGrant};
-use crate::access::request::client_ip;
 use crate::access::signals::PeerCertificates;
-use crate::access::Connection;
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
 use crate::portal::extract::{check_csrf, Here, Visit};
 use crate::portal::pages::Pages;
-use crate::portal::signin::{pre_session, sign_in, FirstFactor, Next};
+use crate::portal::signin::{pre_session, sign_in, Arrival, FirstFactor, Next};
 use crate::portal::{audit, auth_message};
 use crate::session::cookies::CookieJar;
 
@@ -138,7 +136,8 @@ pub async fn link_redeem(
         let again = (&link.user, purpose);
         return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
     }
-    let ip = client_ip(&rt, peer.0, &headers);
+    let from = Arrival::of(&rt, &peer, &tls, &headers);
+    let ip = from.ip;
     let (user, factor) = match st.authn.redeem_link(&token, purpose, &f.password, ip).await {
         Ok(r) => r,
         Err(AuthError::Rejected(why)) => {
@@ -153,20 +152,7 @@ pub async fn link_redeem(
             return e.into_response();
         }
     }
-    let attempt = FirstFactor {
-        user,
-        factor,
-        also: Vec::new(),
-        target: None,
-        remember: false,
-        ip,
-        headers: &headers,
-        connection: Connection {
-            peer: Some(peer.0.ip()),
-            tls: tls.as_ref().map(|t| &t.0),
-        },
-        upstream: None,
-    };
+    let attempt = FirstFactor::new(user, factor, from);
     let user_id = attempt.user.id.clone();
     let next = sign_in(&st, &rt, &jar, attempt).await;
     let next = match purpose {
