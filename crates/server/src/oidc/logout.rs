@@ -58,7 +58,7 @@ pub async fn end_session_post(visit: Visit, RawForm(body): RawForm) -> Response 
 async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Response {
     let (hint, client) = match hinted_client(&st, &rt, &p) {
         Ok(found) => found,
-        Err(refused) => return refused,
+        Err(why) => return not_redirected(rt.portal(), why),
     };
     // Where to go afterwards: a URI the client registered, exactly; else nowhere.
     let to = match p.post_logout_redirect_uri.as_deref() {
@@ -89,23 +89,20 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
 }
 
 /// The verified `id_token_hint` and the client the request is for (the hint's audience,
-/// else `client_id`), or the page refusing a hint stepgate did not issue or one naming
-/// another client than `client_id`.
+/// else `client_id`), or why the request is refused: a hint stepgate did not issue, or
+/// one naming another client than `client_id`.
 fn hinted_client<'r>(
     st: &crate::app::state::Shared,
     rt: &'r crate::app::state::Runtime,
     p: &LogoutParams,
-) -> Result<(Option<Value>, Option<&'r OidcClient>), Response> {
+) -> Result<(Option<Value>, Option<&'r OidcClient>), &'static str> {
     let iss = issuer(rt);
     let hint: Option<Value> = p
         .id_token_hint
         .as_deref()
         .and_then(|t| verify(&st.oidc_keys, &iss, t, Some("JWT"), true));
     if p.id_token_hint.is_some() && hint.is_none() {
-        return Err(not_redirected(
-            rt.portal(),
-            "The sign-out request carries a token stepgate did not issue.",
-        ));
+        return Err("The sign-out request carries a token stepgate did not issue.");
     }
     let hinted = hint
         .as_ref()
@@ -113,10 +110,7 @@ fn hinted_client<'r>(
         .and_then(Value::as_str);
     if let (Some(a), Some(b)) = (hinted, p.client_id.as_deref()) {
         if a != b {
-            return Err(not_redirected(
-                rt.portal(),
-                "The sign-out request names two different applications.",
-            ));
+            return Err("The sign-out request names two different applications.");
         }
     }
     let client = hinted

@@ -116,14 +116,9 @@ async fn redeem_code(
     now: DateTime<Utc>,
 ) -> Result<Authorization, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_grant(why.to_string());
-    let code = f
-        .code
-        .as_deref()
-        .and_then(|c| st.oidc.open_code(c))
-        .ok_or_else(|| bad("the code is not valid"))?;
-    if code.auth.cid != client.id.as_str() {
-        return Err(bad("the code was issued to another client"));
-    }
+    let opened = f.code.as_deref().and_then(|c| st.oidc.open_code(c));
+    let code = opened.ok_or_else(|| bad("the code is not valid"))?;
+    issued_to(&code.auth, client, "code")?;
     if f.redirect_uri.as_deref() != Some(code.ruri.as_str()) {
         return Err(bad("redirect_uri differs from the authorization request's"));
     }
@@ -179,6 +174,17 @@ async fn spent(
     Ok(auth)
 }
 
+/// Refuses a code or refresh token (`what`) carrying `auth` that was issued to another
+/// client than `client`.
+fn issued_to(auth: &Authorization, client: &OidcClient, what: &str) -> Result<(), OAuthError> {
+    match auth.cid == client.id.as_str() {
+        true => Ok(()),
+        false => Err(OAuthError::invalid_grant(format!(
+            "the {what} was issued to another client"
+        ))),
+    }
+}
+
 /// The authorization a refresh token carries, once: a reused token revokes its grant.
 async fn refresh(
     st: &Shared,
@@ -187,14 +193,12 @@ async fn refresh(
     now: DateTime<Utc>,
 ) -> Result<Authorization, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_grant(why.to_string());
-    let r = f
+    let opened = f
         .refresh_token
         .as_deref()
-        .and_then(|t| st.oidc.open_refresh(t))
-        .ok_or_else(|| bad("the refresh token is not valid"))?;
-    if r.auth.cid != client.id.as_str() {
-        return Err(bad("the refresh token was issued to another client"));
-    }
+        .and_then(|t| st.oidc.open_refresh(t));
+    let r = opened.ok_or_else(|| bad("the refresh token is not valid"))?;
+    issued_to(&r.auth, client, "refresh token")?;
     if now.timestamp() > r.exp {
         return Err(bad("the refresh token has expired"));
     }

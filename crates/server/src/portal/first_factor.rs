@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
-use axum::Extension;
+use axum::extract::FromRequestParts;
+use axum::http::{request::Parts, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use stepgate_authn::PassedFactor;
 use stepgate_store::UserRecord;
 
@@ -14,6 +15,37 @@ use crate::access::request::client_ip;
 use crate::access::signals::PeerCertificates;
 use crate::access::Connection;
 use crate::app::responses::Peer;
+use crate::app::state::Shared;
+
+/// What a sign-in handler reads of its request for an [`Arrival`]: the peer, the client
+/// certificate the TLS connection presented, and the headers.
+pub struct Incoming {
+    peer: Peer,
+    tls: Option<PeerCertificates>,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Shared> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        let peer = Peer::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Incoming {
+            peer,
+            tls: parts.extensions.get::<PeerCertificates>().cloned(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Incoming {
+    /// The request's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
 
 /// Where a sign-in came from: the client address, the request's headers, its connection.
 #[derive(Clone, Copy)]
@@ -27,19 +59,14 @@ pub struct Arrival<'a> {
 }
 
 impl<'a> Arrival<'a> {
-    /// The request a handler was given: its peer, client certificate and headers.
-    pub fn of(
-        rt: &Here,
-        peer: &Peer,
-        tls: &'a Option<Extension<PeerCertificates>>,
-        headers: &'a HeaderMap,
-    ) -> Self {
+    /// The request a handler was given.
+    pub fn of(rt: &Here, from: &'a Incoming) -> Self {
         Arrival {
-            ip: client_ip(rt, peer.0, headers),
-            headers,
+            ip: client_ip(rt, from.peer.0, &from.headers),
+            headers: &from.headers,
             connection: Connection {
-                peer: Some(peer.0.ip()),
-                tls: tls.as_ref().map(|t| &t.0),
+                peer: Some(from.peer.0.ip()),
+                tls: from.tls.as_ref(),
             },
         }
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use axum_extra::extract::cookie::Cookie;
 use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
@@ -24,16 +24,15 @@ use super::extract::{check_csrf, Here, Visit};
 use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
-use crate::access::signals::PeerCertificates;
 use crate::access::signals::SignInRecord;
 use crate::access::{AccessRequest, Credentials, RequestId, Verdict};
-use crate::app::responses::{see_other, Peer};
+use crate::app::responses::see_other;
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
 use crate::session::cookies::{plain_cookie, session_cookie, CookieJar, PRE_COOKIE};
 use crate::session::{limits, Session, SessionData};
 
-pub use super::first_factor::{Arrival, FirstFactor};
+pub use super::first_factor::{Arrival, FirstFactor, Incoming};
 use super::Failure;
 
 /// `?t=` on the login page: the signed return target; `?n=`, from an app host that gets
@@ -156,15 +155,13 @@ pub struct LoginForm {
 /// `POST {portal}/login`: the password, then whatever the sign-in policy asks.
 pub async fn login_submit(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
     Form(f): Form<LoginForm>,
 ) -> Response {
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    let from = Arrival::of(&rt, &peer, &tls, &headers);
+    let from = Arrival::of(&rt, &incoming);
     let username = f.username.trim();
     // Home-realm discovery: an address in a provider's domain signs in there.
     if let Some(there) = home_realm(&rt, username, &f.t) {

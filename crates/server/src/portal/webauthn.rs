@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use stepgate_authn::service::AuthError;
@@ -16,11 +16,10 @@ use super::error::PortalError;
 use super::extract::{csrf_ok, signed_in, step_context, Here, Visit};
 use super::links::Links;
 use super::links::StepToken;
-use super::signin::{sign_in, Arrival, FirstFactor};
+use super::signin::{sign_in, Arrival, FirstFactor, Incoming};
 use super::stepup::{page, passed};
 use super::{account, audit_failure, auth_message, enrolment, Failure};
 use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
 use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -163,14 +162,12 @@ pub async fn webauthn_login_start(
 /// `POST {portal}/webauthn/login/finish`: the passkey as the first factor of a sign-in.
 pub async fn webauthn_login_finish(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    check_header(&st, &jar, None, &headers)?;
+    check_header(&st, &jar, None, incoming.headers())?;
     let state = take_ceremony(&st, &b.id).await?;
-    let from = Arrival::of(&rt, &peer, &tls, &headers);
+    let from = Arrival::of(&rt, &incoming);
     let assertion = b.response.clone();
     let (user, factor) = match st
         .authn

@@ -16,7 +16,6 @@
 use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum_extra::extract::cookie::Cookie;
 use base64::Engine as _;
 use chrono::Utc;
@@ -29,9 +28,8 @@ use super::audit;
 use super::error::PortalError;
 use super::extract::{step_context, Here, Visit};
 use super::links::Links;
-use super::signin::{sign_in, Arrival, FirstFactor};
+use super::signin::{sign_in, Arrival, FirstFactor, Incoming};
 use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -299,14 +297,12 @@ pub async fn callback(
     Visit { st, here: rt, jar }: Visit,
     Path(id): Path<String>,
     Query(q): Query<CallbackQuery>,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
 ) -> Response {
     let Some(cfg) = configured(&rt, &id) else {
         return PortalError::BadRequest.into_response();
     };
-    let from = Arrival::of(&rt, &peer, &tls, &headers);
+    let from = Arrival::of(&rt, &incoming);
     let ip = from.ip;
     let now = Utc::now();
     let Some(flow) = started_flow(&st, &jar, &id, q.state.as_deref(), now) else {
