@@ -19,8 +19,14 @@
   const w = (key, english) => words[key] || english;
   // The browser was sent on to another page: nothing to show.
   class Redirected extends Error {}
-  // The server's own message, already in words a person reads.
-  class ServerError extends Error {}
+  // The server's own message, already in words a person reads; `signIn`, where to sign
+  // in again when the session ended on the way.
+  class ServerError extends Error {
+    constructor(message, signIn) {
+      super(message);
+      this.signIn = signIn || "";
+    }
+  }
 
   // What went wrong, in words a person knows, with the next step: never the browser's
   // exception text. Browsers report "cancelled", "timed out" and "no passkey on this
@@ -62,6 +68,9 @@
       body: JSON.stringify(body || {}),
     });
     const data = await r.json().catch(() => ({}));
+    // The session ended on the way (the identity provider no longer vouches, say): say
+    // why, with the way to sign in again.
+    if (!r.ok && data.signed_out) throw new ServerError(data.error, data.redirect);
     // The server sends the browser on (to confirm it's you first, say): follow it.
     if (!r.ok && data.redirect) {
       window.location.assign(data.redirect);
@@ -99,9 +108,17 @@
     }
     return out;
   }
-  function status(el, msg, isError) {
+  function status(el, msg, isError, signIn) {
     const out = document.getElementById(el.dataset.status || "webauthn-status");
-    if (out) { out.textContent = msg; out.className = isError ? "error" : "muted"; }
+    if (!out) return;
+    out.textContent = msg;
+    out.className = isError ? "error" : "muted";
+    if (signIn) {
+      const a = document.createElement("a");
+      a.href = signIn;
+      a.textContent = w("signInAgain", "Sign in again");
+      out.append(" ", a);
+    }
   }
   async function register(btn) {
     status(btn, w("followPrompt", "Follow your browser's prompt…"));
@@ -145,7 +162,8 @@
     }
     const run = registering ? register : authenticate;
     run(btn).catch((e) => {
-      if (!(e instanceof Redirected)) status(btn, humanError(e, registering), true);
+      if (e instanceof Redirected) return;
+      status(btn, humanError(e, registering), true, e instanceof ServerError ? e.signIn : "");
     });
   });
 })();

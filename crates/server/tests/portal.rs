@@ -574,3 +574,81 @@ async fn the_tries_left_are_told_as_configured_and_the_pause_at_once() {
         }
     }
 }
+
+/// The failure rows `kind` of jane's, oldest first.
+async fn failures_of_jane(h: &Server, kind: &str) -> Vec<stepgate_store::AuditEvent> {
+    let rows = support::audit(&h.st, Some(kind)).await;
+    rows.into_iter()
+        .filter(|e| e.actor.as_deref() == Some("jane"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_wrong_second_factor_is_audited_like_a_wrong_password_under_the_same_bound() {
+    let h = start().await;
+    let jane = user(&h.st, "jane").await;
+    h.st.authn
+        .enrol_contact_start(
+            &jane,
+            stepgate_authn::FactorKind::EmailOtp,
+            "jane@example.com",
+        )
+        .await
+        .unwrap();
+    let code = latest_code(&h);
+    h.st.authn
+        .enrol_contact_confirm(&jane, stepgate_authn::FactorKind::EmailOtp, &code)
+        .await
+        .unwrap();
+    // Ten minutes old: never accepted.
+    let stale = JANE.code(-20);
+
+    // At sign-in, after the password: a wrong authenticator code.
+    let b = Browser::new();
+    let r = support::password(&b, &h.at("/app"), &JANE).await;
+    let r = Page::read(r).await.submit_code(&b, &stale).await;
+    assert_eq!(r.status(), 401);
+    let rows = failures_of_jane(&h, "signin.failure").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["factor"], "totp");
+    assert_eq!(rows[0].detail["reason"], "invalid_credentials");
+    assert_eq!(rows[0].subject.as_deref(), Some(jane.id.as_str()));
+    assert_eq!(rows[0].ip.as_deref(), Some("127.0.0.1"));
+    let r = Page::read(r).await.submit_code(&b, &JANE.code(0)).await;
+    assert_eq!(r.text().await.unwrap(), "upstream saw user=jane");
+
+    // At a step-up: a wrong e-mailed code, then wrong authenticator codes, past the bound.
+    age_factors(&h, &b, 2).await;
+    let page = Page::read(b.post(h.at("/danger")).send().await.unwrap()).await;
+    let (csrf, t) = (page.field("csrf"), page.field("t"));
+    send_email_code(&h, &b, &csrf, &t).await;
+    let wrong = if latest_code(&h) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let r = submit_email_code(&h, &b, &csrf, &t, wrong).await;
+    assert_eq!(r.status(), 401);
+    let rows = failures_of_jane(&h, "stepup.failure").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["factor"], "email_otp");
+    assert_eq!(rows[0].ip.as_deref(), Some("127.0.0.1"));
+    let mut page = Page::read(r).await;
+    for _ in 0..22 {
+        let r = page.submit_code(&b, &stale).await;
+        assert_eq!(r.status(), 401);
+        page = Page::read(r).await;
+    }
+    let stepped = failures_of_jane(&h, "stepup.failure").await;
+    let bound = stepgate_server::portal::FAILURE_AUDITS_PER_WINDOW as usize;
+    assert_eq!(
+        1 + stepped.len(),
+        bound,
+        "one bound per account and address for every factor"
+    );
+    assert!(stepped[1..].iter().all(|e| e.detail["factor"] == "totp"));
+    assert_eq!(
+        stepped.last().unwrap().detail["last_audited_in_window"],
+        true
+    );
+}

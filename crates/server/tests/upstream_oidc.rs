@@ -908,6 +908,55 @@ async fn a_step_up_re_checks_the_user_at_the_provider_and_one_disabled_there_can
     assert_eq!(audit(&s.h.st, Some("stepup.success")).await.len(), 1);
 }
 
+#[tokio::test]
+async fn a_passkey_step_up_the_provider_refuses_is_told_in_json_and_a_forged_one_audited() {
+    let config = CONFIG.replace(
+        "    step_up_acr:",
+        "    refresh_interval: 1h\n    step_up_acr:",
+    );
+    let Some(s) = start_with(&config, Vec::new()).await else {
+        return;
+    };
+    s.op.next("alice-sub", &["pwd", "mfa"], None, 240).await;
+    let b = Browser::new();
+    assert_saw(&through_provider(&s, &b, "/").await, "alice");
+    let alice = user(&s.h.st, "alice").await;
+    let mut passkey = support::Passkey::register(&s.h.st, &alice).await;
+
+    // A forged assertion: refused, and audited as a failed step-up with the passkey.
+    let step = Page::open(&b, &s.h.at("/payroll/march")).await;
+    let (status, body) = passkey.step_up_answer(&b, &s.h.base, &step, true).await;
+    assert_eq!(status, 401, "{body}");
+    let rows = audit(&s.h.st, Some("stepup.failure")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].actor.as_deref(), Some("alice"));
+    assert_eq!(rows[0].detail["factor"], "webauthn");
+    assert_eq!(rows[0].ip.as_deref(), Some("127.0.0.1"));
+
+    // Disabled upstream: the right passkey's step-up is refused by the re-check, in the
+    // JSON the page script reads — the sentence to show, and where to sign in again.
+    s.op.disable("alice-sub").await;
+    let step = Page::open(&b, &s.h.at("/payroll/march")).await;
+    let (status, body) = passkey.step_up_answer(&b, &s.h.base, &step, false).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Corp SSO no longer signs you in")),
+        "{body}"
+    );
+    assert_eq!(body["signed_out"], true, "{body}");
+    assert!(
+        body["redirect"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/_stepgate/login")),
+        "{body}"
+    );
+    let rows = audit(&s.h.st, Some("signout.upstream_refused")).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].detail["at"], "step_up");
+}
+
 /// An ES256 key pair: its PKCS#8 PEM and its public JWK (`kid` `k1`).
 fn es256_key() -> (String, serde_json::Value) {
     use base64::Engine as _;

@@ -264,6 +264,20 @@ impl Authenticator {
         ))
     }
 
+    /// The user the credential of a passkey assertion (`response`, as the browser sent it)
+    /// is registered to, if any: who a failed passkey sign-in claimed to be, for its audit.
+    pub async fn passkey_owner(&self, response: &serde_json::Value) -> Option<UserRecord> {
+        let response: webauthn_rs::prelude::PublicKeyCredential =
+            serde_json::from_value(response.clone()).ok()?;
+        let key = cred_lookup_key(response.get_credential_id());
+        let f = self
+            .durable()
+            .find_factor(FactorKind::Webauthn.as_str(), &key)
+            .await
+            .ok()??;
+        self.durable().get_user(&f.user_id).await.ok()?
+    }
+
     /// Finishes a WebAuthn sign-in; returns the user (found from the credential for a
     /// passwordless sign-in) and the passed factor (user verification and hardware binding
     /// recorded).

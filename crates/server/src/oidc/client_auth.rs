@@ -24,6 +24,37 @@ pub struct Presented<'a> {
     pub assertion: Option<&'a str>,
 }
 
+/// The client fields of a back-channel form, as read (flattened into each endpoint's form).
+#[derive(serde::Deserialize, Default)]
+pub struct ClientFields {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_assertion_type: Option<String>,
+    #[serde(default)]
+    client_assertion: Option<String>,
+}
+
+impl ClientFields {
+    /// The client these fields (and the request's `Authorization`) authenticate.
+    pub async fn authenticate<'c>(
+        &self,
+        st: &crate::app::state::Shared,
+        rt: &'c crate::app::state::Runtime,
+        headers: &HeaderMap,
+    ) -> Result<&'c OidcClient, OAuthError> {
+        let presented = Presented {
+            client_id: self.client_id.as_deref(),
+            client_secret: self.client_secret.as_deref(),
+            assertion_type: self.client_assertion_type.as_deref(),
+            assertion: self.client_assertion.as_deref(),
+        };
+        authenticate_client(st, rt, headers, presented).await
+    }
+}
+
 /// RFC 7523 §2.2's assertion type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -86,25 +117,51 @@ fn private_key_jwt<'c>(
     assertion: &str,
     client_id: Option<&str>,
 ) -> Result<(&'c OidcClient, String, i64), OAuthError> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let refused = |why: &str| OAuthError::invalid_client(why.to_string());
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| refused("the client assertion is not a JWT"))?;
-    if !matches!(
-        header.alg,
-        Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512
-            | Algorithm::ES256
-            | Algorithm::ES384
-            | Algorithm::EdDSA
-    ) {
+    if !asymmetric(header.alg) {
         return Err(refused("the client assertion's algorithm is not accepted"));
     }
     // The unverified `iss` names the client whose keys verify it.
+    let id = unverified_issuer(assertion)?;
+    if client_id.is_some_and(|c| c != id) {
+        return Err(refused("client_id differs from the assertion's issuer"));
+    }
+    let client = rt
+        .config
+        .oidc
+        .client(&id)
+        .ok_or_else(|| refused("unknown client"))?;
+    let key = client_key(rt, client, &header)?;
+    let claims = verified_claims(rt, assertion, &key, header.alg, &id)?;
+    let exp = claims["exp"].as_i64().unwrap_or(0);
+    if exp > chrono::Utc::now().timestamp() + 3600 {
+        return Err(refused("the client assertion lives too long (at most 1h)"));
+    }
+    let jti = claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| refused("the client assertion needs a jti"))?;
+    Ok((client, jti.to_string(), exp))
+}
+
+/// An `invalid_client` error saying why the assertion was refused.
+fn refused(why: &str) -> OAuthError {
+    OAuthError::invalid_client(why.to_string())
+}
+
+/// Whether a client assertion may be signed with `alg`: asymmetric algorithms only (a
+/// shared secret would make the client's secret a signing key).
+fn asymmetric(alg: jsonwebtoken::Algorithm) -> bool {
+    use jsonwebtoken::Algorithm::*;
+    matches!(
+        alg,
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA
+    )
+}
+
+/// The `iss` of an assertion not verified yet (it says whose keys to verify it with).
+fn unverified_issuer(assertion: &str) -> Result<String, OAuthError> {
     let payload = assertion
         .split('.')
         .nth(1)
@@ -115,15 +172,16 @@ fn private_key_jwt<'c>(
         })
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .ok_or_else(|| refused("the client assertion is not a JWT"))?;
-    let id = payload["iss"].as_str().unwrap_or_default();
-    if client_id.is_some_and(|c| c != id) {
-        return Err(refused("client_id differs from the assertion's issuer"));
-    }
-    let client = rt
-        .config
-        .oidc
-        .client(id)
-        .ok_or_else(|| refused("unknown client"))?;
+    Ok(payload["iss"].as_str().unwrap_or_default().to_string())
+}
+
+/// The key of the client's `jwks_file` the assertion's header names (by `kid`, or the
+/// only key), if it is for the header's algorithm.
+fn client_key(
+    rt: &crate::app::state::Runtime,
+    client: &OidcClient,
+    header: &jsonwebtoken::Header,
+) -> Result<jsonwebtoken::DecodingKey, OAuthError> {
     let file = client
         .jwks_file
         .as_ref()
@@ -133,7 +191,7 @@ fn private_key_jwt<'c>(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| {
-            tracing::warn!(client = id, path = %path.display(), "oidc: the client's JWKS file cannot be read");
+            tracing::warn!(client = client.id.as_str(), path = %path.display(), "oidc: the client's JWKS file cannot be read");
             refused("the client's keys are unavailable")
         })?;
     let jwk = match header.kid.as_deref() {
@@ -147,29 +205,32 @@ fn private_key_jwt<'c>(
             return Err(refused("the key is not for this algorithm"));
         }
     }
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| refused("the client's key is unusable"))?;
+    jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|_| refused("the client's key is unusable"))
+}
+
+/// The assertion's claims, its signature verified with `key`: `iss` and `sub` the client,
+/// `aud` this provider's issuer or token endpoint, `exp` not passed (30 s leeway).
+fn verified_claims(
+    rt: &crate::app::state::Runtime,
+    assertion: &str,
+    key: &jsonwebtoken::DecodingKey,
+    alg: jsonwebtoken::Algorithm,
+    id: &str,
+) -> Result<serde_json::Value, OAuthError> {
     let issuer = super::issuer(rt);
     let token_endpoint = super::endpoint(rt, "/oidc/token");
-    let mut v = Validation::new(header.alg);
+    let mut v = jsonwebtoken::Validation::new(alg);
     v.set_issuer(&[id]);
     v.set_audience(&[issuer.as_str(), token_endpoint.as_str()]);
     v.set_required_spec_claims(&["iss", "sub", "aud", "exp"]);
     v.leeway = 30;
-    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &v)
+    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, key, &v)
         .map_err(|_| refused("the client assertion does not verify"))?
         .claims;
     if claims["sub"].as_str() != Some(id) {
         return Err(refused("the client assertion's sub must be the client"));
     }
-    let exp = claims["exp"].as_i64().unwrap_or(0);
-    if exp > chrono::Utc::now().timestamp() + 3600 {
-        return Err(refused("the client assertion lives too long (at most 1h)"));
-    }
-    let jti = claims["jti"]
-        .as_str()
-        .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or_else(|| refused("the client assertion needs a jti"))?;
-    Ok((client, jti.to_string(), exp))
+    Ok(claims)
 }
 
 /// The `client_id` and secret of `Authorization: Basic` (each form-urlencoded, RFC 6749

@@ -43,6 +43,15 @@ impl OAuthError {
         Self::bad("invalid_grant", description)
     }
 
+    /// `500 server_error`: something of stepgate's own (signing, sealing) failed.
+    pub fn server_error(description: impl Into<String>) -> Self {
+        OAuthError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "server_error",
+            description: description.into(),
+        }
+    }
+
     /// `503 temporarily_unavailable` (a store failed: fail closed).
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "oidc: a store failed; refusing");

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use stepgate_config::OidcClient;
 
 use super::error::not_redirected;
 use super::grant;
@@ -17,7 +18,7 @@ use super::issuer;
 use super::tokens::verify;
 use crate::app::responses::see_other;
 use crate::portal::extract::Visit;
-use crate::portal::pages::Pages;
+use crate::portal::pages::Message;
 use crate::session::cookies::CookieJar;
 
 /// The logout request's parameters.
@@ -55,70 +56,21 @@ pub async fn end_session_post(visit: Visit, RawForm(body): RawForm) -> Response 
 }
 
 async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Response {
-    let iss = issuer(&rt);
-    let hint: Option<Value> = p
-        .id_token_hint
-        .as_deref()
-        .and_then(|t| verify(&st.oidc_keys, &iss, t, Some("JWT"), true));
-    if p.id_token_hint.is_some() && hint.is_none() {
-        return not_redirected(
-            rt.portal(),
-            "The sign-out request carries a token stepgate did not issue.",
-        );
-    }
-    let hinted_client = hint
-        .as_ref()
-        .and_then(|h| h.get("aud"))
-        .and_then(Value::as_str);
-    if let (Some(a), Some(b)) = (hinted_client, p.client_id.as_deref()) {
-        if a != b {
-            return not_redirected(
-                rt.portal(),
-                "The sign-out request names two different applications.",
-            );
-        }
-    }
-    let client = hinted_client
-        .or(p.client_id.as_deref())
-        .and_then(|id| rt.config.oidc.client(id));
+    let (hint, client) = match hinted_client(&st, &rt, &p) {
+        Ok(found) => found,
+        Err(why) => return not_redirected(rt.portal(), why),
+    };
     // Where to go afterwards: a URI the client registered, exactly; else nowhere.
     let to = match p.post_logout_redirect_uri.as_deref() {
         None => None,
-        Some(u) => match client {
-            Some(c) if c.post_logout_ok(u) => Some(u.to_string()),
-            _ => {
-                return not_redirected(rt.portal(), "The application asked to return to an address it has not registered, so stepgate will not send you there.")
-            }
-        },
-    };
-    // The hint must name the browser's current session for it to end.
-    let current = st
-        .sessions
-        .current(&rt, &jar, chrono::Utc::now())
-        .await
-        .ok()
-        .flatten();
-    let ended = match (&hint, current) {
-        (Some(h), Some(s)) => {
-            let sid = grant::sid(&st, &s.data.user_id, grant::session_mark(s.data.created_at));
-            if h.get("sid").and_then(Value::as_str) == Some(sid.as_str()) {
-                if let Err(e) = st.sessions.end(&s.id).await {
-                    return super::error::OAuthError::unavailable(e).into_response();
-                }
-                crate::portal::audit(
-                    &st,
-                    "oidc.logout",
-                    &s.data.username,
-                    None,
-                    serde_json::json!({ "client": client.map(|c| c.id.to_string()) }),
-                )
-                .await;
-                true
-            } else {
-                false
-            }
+        Some(u) if client.is_some_and(|c| c.post_logout_ok(u)) => Some(u.to_string()),
+        Some(_) => {
+            return not_redirected(rt.portal(), "The application asked to return to an address it has not registered, so stepgate will not send you there.")
         }
-        _ => false,
+    };
+    let ended = match end_hinted_session(&st, &rt, &jar, hint.as_ref(), client).await {
+        Ok(ended) => ended,
+        Err(e) => return e.into_response(),
     };
     let jar: CookieJar = if ended {
         jar.set(crate::session::cookies::clear_session_cookie(
@@ -128,28 +80,108 @@ async fn end_session(Visit { st, here: rt, jar }: Visit, p: LogoutParams) -> Res
         jar
     };
     match to {
-        Some(mut u) => {
-            if let Some(s) = &p.state {
-                let Ok(mut url) = url::Url::parse(&u) else {
-                    return StatusCode::BAD_REQUEST.into_response();
-                };
-                url.query_pairs_mut().append_pair("state", s);
-                u = url.to_string();
-            }
-            (jar, see_other(&u)).into_response()
-        }
-        None => {
-            let message = if ended {
-                "You are signed out of stepgate."
-            } else {
-                "Nothing was signed out: to sign out of stepgate, use the sessions page."
-            };
-            let page = Pages::global().render(
-                StatusCode::OK,
-                "message.html",
-                minijinja::context! { portal => rt.portal(), title => "Sign out", message => message },
-            );
-            (jar, page).into_response()
+        Some(u) => match with_state(u, p.state.as_deref()) {
+            Some(u) => (jar, see_other(&u)).into_response(),
+            None => StatusCode::BAD_REQUEST.into_response(),
+        },
+        None => (jar, signed_out_page(rt.portal(), ended)).into_response(),
+    }
+}
+
+/// The verified `id_token_hint` and the client the request is for (the hint's audience,
+/// else `client_id`), or why the request is refused: a hint stepgate did not issue, or
+/// one naming another client than `client_id`.
+fn hinted_client<'r>(
+    st: &crate::app::state::Shared,
+    rt: &'r crate::app::state::Runtime,
+    p: &LogoutParams,
+) -> Result<(Option<Value>, Option<&'r OidcClient>), &'static str> {
+    let iss = issuer(rt);
+    let hint: Option<Value> = p
+        .id_token_hint
+        .as_deref()
+        .and_then(|t| verify(&st.oidc_keys, &iss, t, Some("JWT"), true));
+    if p.id_token_hint.is_some() && hint.is_none() {
+        return Err("The sign-out request carries a token stepgate did not issue.");
+    }
+    let hinted = hint
+        .as_ref()
+        .and_then(|h| h.get("aud"))
+        .and_then(Value::as_str);
+    if let (Some(a), Some(b)) = (hinted, p.client_id.as_deref()) {
+        if a != b {
+            return Err("The sign-out request names two different applications.");
         }
     }
+    let client = hinted
+        .or(p.client_id.as_deref())
+        .and_then(|id| rt.config.oidc.client(id));
+    Ok((hint, client))
+}
+
+/// Ends the browser's current session if the hint names it (its `sid`), and audits it;
+/// whether it ended.
+async fn end_hinted_session(
+    st: &crate::app::state::Shared,
+    rt: &crate::app::state::Runtime,
+    jar: &CookieJar,
+    hint: Option<&Value>,
+    client: Option<&OidcClient>,
+) -> Result<bool, super::error::OAuthError> {
+    let Some(hint) = hint else {
+        return Ok(false);
+    };
+    let current = st
+        .sessions
+        .current(rt, jar, chrono::Utc::now())
+        .await
+        .ok()
+        .flatten();
+    let Some(s) = current else {
+        return Ok(false);
+    };
+    let sid = grant::sid(st, &s.data.user_id, grant::session_mark(s.data.created_at));
+    if hint.get("sid").and_then(Value::as_str) != Some(sid.as_str()) {
+        return Ok(false);
+    }
+    st.sessions
+        .end(&s.id)
+        .await
+        .map_err(super::error::OAuthError::unavailable)?;
+    crate::portal::audit(
+        st,
+        "oidc.logout",
+        &s.data.username,
+        None,
+        serde_json::json!({ "client": client.map(|c| c.id.to_string()) }),
+    )
+    .await;
+    Ok(true)
+}
+
+/// `uri` with the request's `state` added, if it parses.
+fn with_state(uri: String, state: Option<&str>) -> Option<String> {
+    let Some(s) = state else {
+        return Some(uri);
+    };
+    let mut url = url::Url::parse(&uri).ok()?;
+    url.query_pairs_mut().append_pair("state", s);
+    Some(url.to_string())
+}
+
+/// The page a sign-out without a registered return address ends on.
+fn signed_out_page(portal: &str, ended: bool) -> Response {
+    let message = if ended {
+        "You are signed out of stepgate."
+    } else {
+        "Nothing was signed out: to sign out of stepgate, use the sessions page."
+    };
+    let page = Message {
+        portal,
+        title: "Sign out",
+        text: message,
+        way_on: None,
+        also: None,
+    };
+    page.render(StatusCode::OK)
 }

@@ -79,6 +79,20 @@ pub fn endpoint(rt: &Runtime, path: &str) -> String {
     rt.portal_url(path)
 }
 
+/// `body` as a JSON answer no cache keeps (tokens and what they say: RFC 6749 §5.1).
+pub fn no_store_json(
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut r = (status, axum::Json(body)).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
 /// The provider's endpoints under the portal path.
 pub fn routes(portal_path: &str) -> Router<Shared> {
     let p = |s: &str| format!("{portal_path}/oidc{s}");

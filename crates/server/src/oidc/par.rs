@@ -6,13 +6,15 @@
 
 use axum::extract::RawForm;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use stepgate_config::OidcClient;
 
 use super::authorize::AuthorizeParams;
-use super::client_auth::{authenticate_client, Presented};
+use super::client_auth::ClientFields;
 use super::error::OAuthError;
 use super::Provider;
 use crate::app::state::Shared;
@@ -52,54 +54,21 @@ pub async fn push(
     headers: HeaderMap,
     RawForm(body): RawForm,
 ) -> Response {
+    pushed(&st, &headers, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn pushed(st: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let mut form: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
-    for (k, v) in url::form_urlencoded::parse(&body) {
-        if form
-            .insert(k.into_owned(), serde_json::Value::String(v.into_owned()))
-            .is_some()
-        {
-            return OAuthError::bad("invalid_request", "a parameter is sent twice").into_response();
-        }
-    }
-    let text = |k: &str| form.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let (client_id, secret) = (text("client_id"), text("client_secret"));
-    let (assertion_type, assertion) = (text("client_assertion_type"), text("client_assertion"));
-    let client = match authenticate_client(
-        &st,
-        &rt,
-        &headers,
-        Presented {
-            client_id: client_id.as_deref(),
-            client_secret: secret.as_deref(),
-            assertion_type: assertion_type.as_deref(),
-            assertion: assertion.as_deref(),
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    for k in ["client_secret", "client_assertion", "client_assertion_type"] {
-        form.remove(k);
-    }
-    if form.contains_key("request_uri") {
-        return OAuthError::bad("invalid_request", "request_uri cannot be pushed").into_response();
-    }
-    form.insert(
-        "client_id".into(),
-        serde_json::Value::String(client.id.to_string()),
-    );
-    let params: AuthorizeParams = match serde_json::from_value(serde_json::Value::Object(form)) {
-        Ok(p) => p,
-        Err(_) => {
-            return OAuthError::bad("invalid_request", "unreadable parameters").into_response()
-        }
-    };
+    let form = parameters(body)?;
+    let fields: ClientFields = serde_json::from_value(Value::Object(form.clone()))
+        .map_err(|_| OAuthError::bad("invalid_request", "unreadable parameters"))?;
+    let client = fields.authenticate(st, &rt, headers).await?;
+    let params = authorize_params(form, client)?;
     // What can be checked now is, so the client hears of it here (RFC 9126 §2.3).
     if let Err((error, why)) = super::authorize::precheck(&params, client, &rt.config.oidc) {
-        return OAuthError::bad(error, why).into_response();
+        return Err(OAuthError::bad(error, why));
     }
     let pushed = Pushed {
         cid: client.id.to_string(),
@@ -108,16 +77,47 @@ pub async fn push(
         jti: super::grant::new_id(),
     };
     let Some(sealed) = st.oidc.seal(CONTEXT, &pushed) else {
-        return OAuthError::unavailable("sealing a pushed request failed").into_response();
+        return Err(OAuthError::unavailable("sealing a pushed request failed"));
     };
-    let mut r = (
+    Ok(super::no_store_json(
         StatusCode::CREATED,
-        axum::Json(
-            serde_json::json!({ "request_uri": format!("{URN}{sealed}"), "expires_in": LIFETIME }),
-        ),
-    )
-        .into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+        serde_json::json!({ "request_uri": format!("{URN}{sealed}"), "expires_in": LIFETIME }),
+    ))
+}
+
+/// The form's parameters, each sent once.
+fn parameters(body: &[u8]) -> Result<Map<String, Value>, OAuthError> {
+    let mut form = Map::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if form
+            .insert(k.into_owned(), Value::String(v.into_owned()))
+            .is_some()
+        {
+            return Err(OAuthError::bad(
+                "invalid_request",
+                "a parameter is sent twice",
+            ));
+        }
+    }
+    Ok(form)
+}
+
+/// The authorization parameters pushed, without the client's credentials, for the
+/// authenticated `client`.
+fn authorize_params(
+    mut form: Map<String, Value>,
+    client: &OidcClient,
+) -> Result<AuthorizeParams, OAuthError> {
+    for k in ["client_secret", "client_assertion", "client_assertion_type"] {
+        form.remove(k);
+    }
+    if form.contains_key("request_uri") {
+        return Err(OAuthError::bad(
+            "invalid_request",
+            "request_uri cannot be pushed",
+        ));
+    }
+    form.insert("client_id".into(), Value::String(client.id.to_string()));
+    serde_json::from_value(Value::Object(form))
+        .map_err(|_| OAuthError::bad("invalid_request", "unreadable parameters"))
 }

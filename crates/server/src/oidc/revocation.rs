@@ -2,20 +2,22 @@
 //! own tokens. Revoking either a refresh or an access token revokes its whole grant.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stepgate_config::OidcClient;
 
-use super::client_auth::{authenticate_client, Presented};
+use super::client_auth::ClientFields;
 use super::error::OAuthError;
 use super::grant;
 use super::issuer;
+use super::no_store_json;
 use super::tokens::verify_access;
 use super::userinfo::{access_stands, authorization_of};
-use crate::app::state::Shared;
+use crate::app::state::{Runtime, Shared};
 
 /// The revocation and introspection form.
 #[derive(Deserialize, Default)]
@@ -24,14 +26,8 @@ pub struct TokenRef {
     token: String,
     #[serde(default)]
     token_type_hint: Option<String>,
-    #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    client_secret: Option<String>,
-    #[serde(default)]
-    client_assertion_type: Option<String>,
-    #[serde(default)]
-    client_assertion: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// What a token presented to these endpoints is.
@@ -40,7 +36,7 @@ enum Known {
     Access(Value),
 }
 
-fn identify(st: &Shared, rt: &crate::app::state::Runtime, token: &str) -> Option<Known> {
+fn identify(st: &Shared, rt: &Runtime, token: &str) -> Option<Known> {
     if let Some(r) = st.oidc.open_refresh(token) {
         return Some(Known::Refresh(r));
     }
@@ -54,41 +50,34 @@ pub async fn revoke(
     headers: HeaderMap,
     Form(f): Form<TokenRef>,
 ) -> Response {
+    revoked(&st, &headers, &f)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn revoked(st: &Shared, headers: &HeaderMap, f: &TokenRef) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let client = match authenticate_client(
-        &st,
-        &rt,
-        &headers,
-        Presented {
-            client_id: f.client_id.as_deref(),
-            client_secret: f.client_secret.as_deref(),
-            assertion_type: f.client_assertion_type.as_deref(),
-            assertion: f.client_assertion.as_deref(),
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let _ = f.token_type_hint;
-    let gid = match identify(&st, &rt, &f.token) {
+    let client = f.client.authenticate(st, &rt, headers).await?;
+    let _ = &f.token_type_hint;
+    let gid = match identify(st, &rt, &f.token) {
         Some(Known::Refresh(r)) if r.auth.cid == client.id.as_str() => Some(r.auth.gid),
-        Some(Known::Access(c)) => authorization_of(&st, &c)
+        Some(Known::Access(c)) => authorization_of(st, &c)
             .filter(|a| a.cid == client.id.as_str())
             .map(|a| a.gid),
         _ => None,
     };
     if let Some(gid) = gid {
-        if let Err(e) = grant::revoke(&st, &gid, Utc::now()).await {
-            return OAuthError::unavailable(e).into_response();
-        }
+        grant::revoke(st, &gid, Utc::now())
+            .await
+            .map_err(OAuthError::unavailable)?;
         tracing::info!(client = %client.id.as_str(), "oidc: grant revoked by its client");
     }
-    let mut r = axum::http::StatusCode::OK.into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 /// `POST {portal}/oidc/introspect`: whether the token is active, and what it says, for the
@@ -98,64 +87,75 @@ pub async fn introspect(
     headers: HeaderMap,
     Form(f): Form<TokenRef>,
 ) -> Response {
+    introspected(&st, &headers, &f)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn introspected(
+    st: &Shared,
+    headers: &HeaderMap,
+    f: &TokenRef,
+) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let client = match authenticate_client(
-        &st,
-        &rt,
-        &headers,
-        Presented {
-            client_id: f.client_id.as_deref(),
-            client_secret: f.client_secret.as_deref(),
-            assertion_type: f.client_assertion_type.as_deref(),
-            assertion: f.client_assertion.as_deref(),
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
+    let client = f.client.authenticate(st, &rt, headers).await?;
     let now = Utc::now();
-    let answer = match identify(&st, &rt, &f.token) {
+    let answer = match identify(st, &rt, &f.token) {
         Some(Known::Refresh(r)) if r.auth.cid == client.id.as_str() && now.timestamp() <= r.exp => {
-            let live = async {
-                Ok::<_, stepgate_store::StoreError>(
-                    !grant::refresh_used(&st, &r).await? && grant::stands(&st, &r.auth).await?,
-                )
-            };
-            match live.await {
-                Ok(true) => json!({
-                    "active": true, "token_type": "refresh_token", "client_id": r.auth.cid,
-                    "sub": match super::subject::subject(&rt, client, &r.auth.uid) {
-                        Ok(s) => s,
-                        Err(e) => return OAuthError::unavailable(e).into_response(),
-                    }, "scope": r.auth.scope, "exp": r.exp, "iss": issuer(&rt),
-                    "acr": rt.config.oidc.acr.name(r.auth.aal.max(1)), "auth_time": r.auth.auth_time,
-                }),
-                Ok(false) => json!({ "active": false }),
-                Err(e) => return OAuthError::unavailable(e).into_response(),
-            }
+            refresh_token_says(st, &rt, client, &r).await?
         }
         Some(Known::Access(c))
             if c.get("client_id").and_then(Value::as_str) == Some(client.id.as_str()) =>
         {
-            match access_stands(&st, &c).await {
-                Ok(true) => {
-                    let mut m = c.as_object().cloned().unwrap_or_default();
-                    m.insert("active".into(), json!(true));
-                    m.insert("token_type".into(), json!("Bearer"));
-                    m.remove("gid");
-                    m.remove("sgu");
-                    Value::Object(m)
-                }
-                Ok(false) => json!({ "active": false }),
-                Err(e) => return OAuthError::unavailable(e).into_response(),
-            }
+            access_token_says(st, c).await?
         }
-        _ => json!({ "active": false }),
+        _ => inactive(),
     };
-    let mut r = axum::Json(answer).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    Ok(no_store_json(StatusCode::OK, answer))
+}
+
+/// RFC 7662's answer for a token that is not (or no longer) active.
+fn inactive() -> Value {
+    json!({ "active": false })
+}
+
+/// What an unexpired refresh token of the client says, if it is unused and its grant
+/// stands.
+async fn refresh_token_says(
+    st: &Shared,
+    rt: &Runtime,
+    client: &OidcClient,
+    r: &grant::Refresh,
+) -> Result<Value, OAuthError> {
+    let live = async {
+        Ok::<_, stepgate_store::StoreError>(
+            !grant::refresh_used(st, r).await? && grant::stands(st, &r.auth).await?,
+        )
+    };
+    if !live.await.map_err(OAuthError::unavailable)? {
+        return Ok(inactive());
+    }
+    let sub = super::subject::subject(rt, client, &r.auth.uid).map_err(OAuthError::unavailable)?;
+    Ok(json!({
+        "active": true, "token_type": "refresh_token", "client_id": r.auth.cid,
+        "sub": sub, "scope": r.auth.scope, "exp": r.exp, "iss": issuer(rt),
+        "acr": rt.config.oidc.acr.name(r.auth.aal.max(1)), "auth_time": r.auth.auth_time,
+    }))
+}
+
+/// What an access token of the client says (its claims, less stepgate's own), if its
+/// grant stands.
+async fn access_token_says(st: &Shared, claims: Value) -> Result<Value, OAuthError> {
+    if !access_stands(st, &claims)
+        .await
+        .map_err(OAuthError::unavailable)?
+    {
+        return Ok(inactive());
+    }
+    let mut m = claims.as_object().cloned().unwrap_or_default();
+    m.insert("active".into(), json!(true));
+    m.insert("token_type".into(), json!("Bearer"));
+    m.remove("gid");
+    m.remove("sgu");
+    Ok(Value::Object(m))
 }

@@ -5,22 +5,23 @@
 //! a new refresh token.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use stepgate_config::OidcClient;
 use subtle::ConstantTimeEq;
 
-use super::client_auth::{authenticate_client, Presented};
+use super::client_auth::ClientFields;
 use super::error::OAuthError;
 use super::grant::{self, Authorization, Refresh};
 use super::issuer;
+use super::no_store_json;
 use super::tokens::{Issue, ACCESS_TOKEN_TYP};
 use crate::app::state::Shared;
 
@@ -38,15 +39,9 @@ pub struct TokenForm {
     #[serde(default)]
     refresh_token: Option<String>,
     #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    client_secret: Option<String>,
-    #[serde(default)]
-    client_assertion_type: Option<String>,
-    #[serde(default)]
-    client_assertion: Option<String>,
-    #[serde(default)]
     scope: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// `POST {portal}/oidc/token`.
@@ -66,18 +61,7 @@ pub async fn token(
 
 async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Response, OAuthError> {
     let rt = st.runtime.load_full();
-    let client = authenticate_client(
-        st,
-        &rt,
-        headers,
-        Presented {
-            client_id: f.client_id.as_deref(),
-            client_secret: f.client_secret.as_deref(),
-            assertion_type: f.client_assertion_type.as_deref(),
-            assertion: f.client_assertion.as_deref(),
-        },
-    )
-    .await?;
+    let client = f.client.authenticate(st, &rt, headers).await?;
     let now = Utc::now();
     match f.grant_type.as_str() {
         "authorization_code" => {
@@ -92,18 +76,7 @@ async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Res
                 ));
             }
             let mut auth = refresh(st, client, f, now).await?;
-            // A refresh may narrow the scopes, never widen them (RFC 6749 §6).
-            if let Some(s) = f.scope.as_deref().filter(|s| !s.trim().is_empty()) {
-                let had: Vec<&str> = auth.scope.split(' ').collect();
-                let asked: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
-                if asked.iter().any(|x| !had.contains(x)) {
-                    return Err(OAuthError::bad(
-                        "invalid_scope",
-                        "a refresh cannot add scopes",
-                    ));
-                }
-                auth.scope = asked.join(" ");
-            }
+            narrow_scope(&mut auth, f.scope.as_deref())?;
             auth.nonce = None;
             issue(st, &rt, client, &auth, false, now).await
         }
@@ -116,6 +89,23 @@ async fn exchange(st: &Shared, headers: &HeaderMap, f: &TokenForm) -> Result<Res
     }
 }
 
+/// A refresh may narrow the scopes, never widen them (RFC 6749 §6).
+fn narrow_scope(auth: &mut Authorization, asked: Option<&str>) -> Result<(), OAuthError> {
+    let Some(s) = asked.filter(|s| !s.trim().is_empty()) else {
+        return Ok(());
+    };
+    let had: Vec<&str> = auth.scope.split(' ').collect();
+    let asked: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
+    if asked.iter().any(|x| !had.contains(x)) {
+        return Err(OAuthError::bad(
+            "invalid_scope",
+            "a refresh cannot add scopes",
+        ));
+    }
+    auth.scope = asked.join(" ");
+    Ok(())
+}
+
 /// The authorization a code stands for, once: checked for the client, redirect URI, PKCE
 /// verifier and expiry before it is used up, so a stolen code tried without the verifier
 /// does not burn the rightful client's.
@@ -126,14 +116,9 @@ async fn redeem_code(
     now: DateTime<Utc>,
 ) -> Result<Authorization, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_grant(why.to_string());
-    let code = f
-        .code
-        .as_deref()
-        .and_then(|c| st.oidc.open_code(c))
-        .ok_or_else(|| bad("the code is not valid"))?;
-    if code.auth.cid != client.id.as_str() {
-        return Err(bad("the code was issued to another client"));
-    }
+    let opened = f.code.as_deref().and_then(|c| st.oidc.open_code(c));
+    let code = opened.ok_or_else(|| bad("the code is not valid"))?;
+    issued_to(&code.auth, client, "code")?;
     if f.redirect_uri.as_deref() != Some(code.ruri.as_str()) {
         return Err(bad("redirect_uri differs from the authorization request's"));
     }
@@ -189,6 +174,17 @@ async fn spent(
     Ok(auth)
 }
 
+/// Refuses a code or refresh token (`what`) carrying `auth` that was issued to another
+/// client than `client`.
+fn issued_to(auth: &Authorization, client: &OidcClient, what: &str) -> Result<(), OAuthError> {
+    match auth.cid == client.id.as_str() {
+        true => Ok(()),
+        false => Err(OAuthError::invalid_grant(format!(
+            "the {what} was issued to another client"
+        ))),
+    }
+}
+
 /// The authorization a refresh token carries, once: a reused token revokes its grant.
 async fn refresh(
     st: &Shared,
@@ -197,14 +193,12 @@ async fn refresh(
     now: DateTime<Utc>,
 ) -> Result<Authorization, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_grant(why.to_string());
-    let r = f
+    let opened = f
         .refresh_token
         .as_deref()
-        .and_then(|t| st.oidc.open_refresh(t))
-        .ok_or_else(|| bad("the refresh token is not valid"))?;
-    if r.auth.cid != client.id.as_str() {
-        return Err(bad("the refresh token was issued to another client"));
-    }
+        .and_then(|t| st.oidc.open_refresh(t));
+    let r = opened.ok_or_else(|| bad("the refresh token is not valid"))?;
+    issued_to(&r.auth, client, "refresh token")?;
     if now.timestamp() > r.exp {
         return Err(bad("the refresh token has expired"));
     }
@@ -240,18 +234,14 @@ async fn issue(
     let sid = grant::sid(st, &auth.uid, auth.sct);
     let sub = super::subject::subject(rt, client, &auth.uid).map_err(|e| {
         tracing::error!(error = %e, client = %client.id.as_str(), "oidc: no subject identifier");
-        OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the subject identifier could not be made".into(),
-        }
+        OAuthError::server_error("the subject identifier could not be made")
     })?;
     let sealed_uid = if super::subject::is_pairwise(client) {
-        Some(st.oidc.seal_uid(&auth.uid).ok_or_else(|| OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the tokens could not be made".into(),
-        })?)
+        Some(
+            st.oidc
+                .seal_uid(&auth.uid)
+                .ok_or_else(|| OAuthError::server_error("the tokens could not be made"))?,
+        )
     } else {
         None
     };
@@ -266,15 +256,22 @@ async fn issue(
         acr: rt.config.oidc.acr.name(auth.aal.max(1)),
         now,
     };
-    let failed = || OAuthError {
-        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        error: "server_error",
-        description: "the tokens could not be signed".into(),
-    };
+    let mut body = signed_tokens(st, &issue, from_code)?;
+    if client.grant_ok("refresh_token") {
+        body["refresh_token"] = json!(refresh_token(st, client, auth, now)?);
+    }
+    let mut r = no_store_json(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// The token response's body: the signed access and ID tokens of `issue`.
+fn signed_tokens(st: &Shared, issue: &Issue<'_>, from_code: bool) -> Result<Value, OAuthError> {
     let access = st
         .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &issue.access_claims(&grant::new_id()))
-        .ok_or_else(failed)?;
+        .ok_or_else(not_signed)?;
     let id_token = st
         .oidc_keys
         .sign_claims_with(
@@ -282,29 +279,33 @@ async fn issue(
             super::tokens::id_token_alg(issue.client),
             &issue.id_claims(&access, from_code),
         )
-        .ok_or_else(failed)?;
-    let mut body = json!({
+        .ok_or_else(not_signed)?;
+    Ok(json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": client.access_token_lifetime.as_secs(),
+        "expires_in": issue.client.access_token_lifetime.as_secs(),
         "id_token": id_token,
-        "scope": auth.scope,
-    });
-    if client.grant_ok("refresh_token") {
-        let r = Refresh {
-            auth: auth.clone(),
-            jti: grant::new_id(),
-            exp: now.timestamp() + client.refresh_token_lifetime.as_secs() as i64,
-        };
-        let t = st.oidc.seal_refresh(&r).ok_or_else(failed)?;
-        body["refresh_token"] = json!(t);
-    }
-    let mut r = axum::Json(body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(r)
+        "scope": issue.auth.scope,
+    }))
+}
+
+/// A new refresh token for `auth`, sealed, living the client's `refresh_token_lifetime`.
+fn refresh_token(
+    st: &Shared,
+    client: &OidcClient,
+    auth: &Authorization,
+    now: DateTime<Utc>,
+) -> Result<String, OAuthError> {
+    let r = Refresh {
+        auth: auth.clone(),
+        jti: grant::new_id(),
+        exp: now.timestamp() + client.refresh_token_lifetime.as_secs() as i64,
+    };
+    st.oidc.seal_refresh(&r).ok_or_else(not_signed)
+}
+
+fn not_signed() -> OAuthError {
+    OAuthError::server_error("the tokens could not be signed")
 }
 
 /// `client_credentials` (RFC 6749 §4.4): a service acting as itself. There is no user, so
@@ -349,19 +350,14 @@ fn client_credentials(
     let access = st
         .oidc_keys
         .sign_claims(ACCESS_TOKEN_TYP, &claims)
-        .ok_or_else(|| OAuthError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            error: "server_error",
-            description: "the token could not be signed".into(),
-        })?;
-    let mut r = axum::Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": client.access_token_lifetime.as_secs(),
-        "scope": scope,
-    }))
-    .into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+        .ok_or_else(|| OAuthError::server_error("the token could not be signed"))?;
+    Ok(no_store_json(
+        StatusCode::OK,
+        json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": client.access_token_lifetime.as_secs(),
+            "scope": scope,
+        }),
+    ))
 }

@@ -333,27 +333,7 @@ pub async fn change(
     let form = f.form;
     let a = &st.authn;
     match change.as_str() {
-        "totp/start" => match a.enrol_totp_start(on.user).await {
-            Ok(p) => on.page(
-                "enrol_totp.html",
-                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token, then => form.then },
-            ),
-            Err(e) => on.again(Shown::error(&e)).await,
-        },
-        "totp/confirm" => match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
-            Ok(_) => see_other(&rt.portal_url(&after_enrolment(&st, &rt, on.user, "totp", &form.then))),
-            Err(e) => {
-                let why = crate::i18n::t_with(
-                    "totp-not-added",
-                    &[("why", auth_message(&e).into())],
-                );
-                on.again(Shown {
-                    error: Some(why),
-                    ..Shown::default()
-                })
-                .await
-            }
-        },
+        "totp/start" | "totp/confirm" => totp(on, &change, &form).await,
         "contact/start" | "contact/confirm" => contact(on, &change, &form).await,
         "questions" => {
             let pairs: Vec<(String, String)> = form.question.into_iter().zip(form.answer).collect();
@@ -363,25 +343,7 @@ pub async fn change(
             )
             .await
         }
-        "recovery" => match a.regenerate_recovery_codes(on.user).await {
-            Ok(codes) => {
-                let text = format!(
-                    "{}\n\n{}\n",
-                    crate::i18n::t_with(
-                        "codes-file-heading",
-                        &[("user", on.user.username.clone().into())]
-                    ),
-                    codes.join("\n")
-                );
-                use base64::Engine as _;
-                let download = format!(
-                    "data:text/plain;charset=utf-8;base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(text)
-                );
-                on.page("recovery_codes.html", context! { codes => codes, download => download })
-            }
-            Err(e) => on.again(Shown::error(&e)).await,
-        },
+        "recovery" => recovery_codes(on).await,
         "password" => password(on, &form).await,
         "remove" => {
             on.after(
@@ -392,6 +354,57 @@ pub async fn change(
         }
         _ => PortalError::BadRequest.into_response(),
     }
+}
+
+/// `totp/start`: a new authenticator app's QR code; `totp/confirm`: its first code, which
+/// adds it.
+async fn totp(on: Change<'_>, change: &str, form: &AccountForm) -> Response {
+    let a = &on.st.authn;
+    if change == "totp/start" {
+        return match a.enrol_totp_start(on.user).await {
+            Ok(p) => on.page(
+                "enrol_totp.html",
+                context! { qr_svg => p.qr_svg, secret => p.seed_base32, token => p.token, then => form.then },
+            ),
+            Err(e) => on.again(Shown::error(&e)).await,
+        };
+    }
+    match a.enrol_totp_confirm(on.user, &form.token, &form.code).await {
+        Ok(_) => {
+            let to = after_enrolment(on.st, on.rt, on.user, "totp", &form.then);
+            see_other(&on.rt.portal_url(&to))
+        }
+        Err(e) => {
+            let why = crate::i18n::t_with("totp-not-added", &[("why", auth_message(&e).into())]);
+            on.again(Shown {
+                error: Some(why),
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// `recovery`: new recovery codes, shown once (and offered as a file).
+async fn recovery_codes(on: Change<'_>) -> Response {
+    use base64::Engine as _;
+    let codes = match on.st.authn.regenerate_recovery_codes(on.user).await {
+        Ok(codes) => codes,
+        Err(e) => return on.again(Shown::error(&e)).await,
+    };
+    let heading = crate::i18n::t_with(
+        "codes-file-heading",
+        &[("user", on.user.username.clone().into())],
+    );
+    let text = format!("{heading}\n\n{}\n", codes.join("\n"));
+    let download = format!(
+        "data:text/plain;charset=utf-8;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(text)
+    );
+    on.page(
+        "recovery_codes.html",
+        context! { codes => codes, download => download },
+    )
 }
 
 /// The account page after a factor `done` was added: with the step-up the user came from

@@ -17,7 +17,8 @@ use super::extract::Here;
 use crate::app::state::Shared;
 use crate::idp::accounts::{self, Source};
 use crate::idp::ldap::DirectoryError;
-use crate::idp::UpstreamError;
+use crate::idp::{UpstreamError, UpstreamIdentity};
+use stepgate_config::identity::LdapConfig;
 
 /// What the directory said of a password.
 pub enum Checked {
@@ -53,21 +54,10 @@ pub async fn password(
     {
         return None;
     }
-    let unavailable = |detail: String| async move {
-        tracing::warn!(directory = cfg.id.as_str(), error = %detail, "directory sign-in refused: unavailable");
-        audit(
-            st,
-            "signin.directory_unavailable",
-            username,
-            ip,
-            serde_json::json!({ "directory": cfg.id, "detail": detail }),
-        )
-        .await;
-        Some(Checked::Unavailable)
-    };
+    let unavailable = |detail: String| unavailable(st, cfg, username, ip, detail);
     let dir = match st.idps.directory(cfg, &rt.config.base_dir) {
         Ok(d) => d,
-        Err(e) => return unavailable(e).await,
+        Err(e) => return Some(unavailable(e).await),
     };
     let checked = st
         .authn
@@ -79,24 +69,58 @@ pub async fn password(
             }
         })
         .await;
-    let who = match checked {
-        Err(detail) => return unavailable(detail).await,
-        Ok(Err(e)) => return Some(Checked::Refused(e)),
-        Ok(Ok(who)) => who,
+    let checked = match checked {
+        Err(detail) => Err(detail),
+        Ok(Err(e)) => Ok(Checked::Refused(e)),
+        Ok(Ok(who)) => linked(st, rt, cfg, &who).await,
     };
+    Some(match checked {
+        Ok(c) => c,
+        Err(detail) => unavailable(detail).await,
+    })
+}
+
+/// The directory's user `who` as a stepgate user (found by their link, or created), with
+/// the password passed; `Err` says why the store could not be asked.
+async fn linked(
+    st: &Shared,
+    rt: &Here,
+    cfg: &LdapConfig,
+    who: &UpstreamIdentity,
+) -> Result<Checked, String> {
     let source = Source {
         id: &cfg.id,
         label: &cfg.id,
         link_by_verified_email: false,
     };
-    match accounts::account(st.stores.durable.as_ref(), &source, &who).await {
+    match accounts::account(st.stores.durable.as_ref(), &source, who).await {
         Ok(user) => {
             let factor = PassedFactor::new(FactorKind::Password, &rt.config.assurance, Utc::now());
-            Some(Checked::Passed(Box::new(user), factor))
+            Ok(Checked::Passed(Box::new(user), factor))
         }
-        Err(UpstreamError::Unusable { detail, .. }) => Some(Checked::Refused(AuthError::Rejected(
+        Err(UpstreamError::Unusable { detail, .. }) => Ok(Checked::Refused(AuthError::Rejected(
             format!("You cannot sign in: {detail}."),
         ))),
-        Err(e) => unavailable(e.to_string()).await,
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// A sign-in the directory could not answer: refused, logged and audited.
+async fn unavailable(
+    st: &Shared,
+    cfg: &LdapConfig,
+    username: &str,
+    ip: Option<IpAddr>,
+    detail: String,
+) -> Checked {
+    tracing::warn!(directory = cfg.id.as_str(), error = %detail, "directory sign-in refused: unavailable");
+    audit(
+        st,
+        "signin.directory_unavailable",
+        username,
+        ip,
+        serde_json::json!({ "directory": cfg.id, "detail": detail }),
+    )
+    .await;
+    Checked::Unavailable
 }

@@ -39,6 +39,16 @@ pub enum PortalError {
     StoreDown(String),
     /// A JSON endpoint's error (the passkey scripts show `error` to the person).
     Json(StatusCode, String),
+    /// A JSON endpoint's error after which the session is gone: the passkey script shows
+    /// `error` and offers `redirect`, the way to sign in again.
+    JsonSignedOut {
+        /// The status.
+        status: StatusCode,
+        /// What the person is told.
+        message: String,
+        /// Where to sign in again.
+        redirect: String,
+    },
     /// A sign-in through an upstream identity provider that did not happen.
     Upstream {
         /// The portal path.
@@ -57,6 +67,34 @@ impl PortalError {
     }
 }
 
+impl PortalError {
+    /// This error as a passkey script reads it (JSON, the sentence in `error`), for a JSON
+    /// endpoint that met it on its way: an upstream provider's refusal keeps its words, and
+    /// one that ended the session (`401`) says where to sign in again. Others are unchanged.
+    pub fn for_script(self) -> PortalError {
+        match self {
+            PortalError::Upstream {
+                portal,
+                status: StatusCode::UNAUTHORIZED,
+                message,
+            } => PortalError::JsonSignedOut {
+                status: StatusCode::UNAUTHORIZED,
+                message,
+                redirect: format!("{portal}/login"),
+            },
+            PortalError::Upstream {
+                status, message, ..
+            } => PortalError::Json(status, message),
+            PortalError::SignedOut { portal } => PortalError::JsonSignedOut {
+                status: StatusCode::UNAUTHORIZED,
+                message: t("error-signed-out-text"),
+                redirect: format!("{portal}/login"),
+            },
+            other => other,
+        }
+    }
+}
+
 impl From<stepgate_store::StoreError> for PortalError {
     fn from(e: stepgate_store::StoreError) -> Self {
         PortalError::StoreDown(e.to_string())
@@ -68,8 +106,28 @@ fn account(portal: &str) -> Option<WayOn> {
     Some(WayOn::new(format!("{portal}/account"), t("go-to-account")))
 }
 
-fn page(status: StatusCode, m: Message<'_>) -> Response {
-    m.render(status)
+/// The portal's pages that go back to signing in, with the link's words.
+fn login(portal: &str, words: String) -> Option<WayOn> {
+    Some(WayOn::new(format!("{portal}/login"), words))
+}
+
+/// The message page with `title`, `text` and one way on.
+fn page(
+    status: StatusCode,
+    portal: &str,
+    title: &str,
+    text: &str,
+    way_on: Option<WayOn>,
+) -> Response {
+    let also = None;
+    Message {
+        portal,
+        title,
+        text,
+        way_on,
+        also,
+    }
+    .render(status)
 }
 
 /// A page rendered by [`with_portal`], for an error that does not know the portal path
@@ -85,24 +143,18 @@ impl Unrendered {
         match self {
             Unrendered::BadRequest => page(
                 StatusCode::BAD_REQUEST,
-                Message {
-                    portal,
-                    title: &t("error-bad-request-title"),
-                    text: &t("error-bad-request-text"),
-                    way_on: account(portal),
-                    also: None,
-                },
+                portal,
+                &t("error-bad-request-title"),
+                &t("error-bad-request-text"),
+                account(portal),
             ),
             Unrendered::StoreDown => {
                 let mut r = page(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Message {
-                        portal,
-                        title: &t("error-store-down-title"),
-                        text: &t("error-store-down-text"),
-                        way_on: account(portal),
-                        also: None,
-                    },
+                    portal,
+                    &t("error-store-down-title"),
+                    &t("error-store-down-text"),
+                    account(portal),
                 );
                 r.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
@@ -128,67 +180,71 @@ impl IntoResponse for PortalError {
         match self {
             PortalError::FormExpired { portal } => page(
                 StatusCode::FORBIDDEN,
-                Message {
-                    portal: &portal,
-                    title: &t("error-form-expired-title"),
-                    text: &t("error-form-expired-text"),
-                    way_on: account(&portal),
-                    also: None,
-                },
+                &portal,
+                &t("error-form-expired-title"),
+                &t("error-form-expired-text"),
+                account(&portal),
             ),
             PortalError::SignedOut { portal } => page(
                 StatusCode::UNAUTHORIZED,
-                Message {
-                    portal: &portal,
-                    title: &t("error-signed-out-title"),
-                    text: &t("error-signed-out-text"),
-                    way_on: Some(WayOn::new(format!("{portal}/login"), t("sign-in"))),
-                    also: None,
-                },
+                &portal,
+                &t("error-signed-out-title"),
+                &t("error-signed-out-text"),
+                login(&portal, t("sign-in")),
             ),
-            PortalError::LinkExpired { portal, username } => Pages::global().render(
-                StatusCode::BAD_REQUEST,
-                "message.html",
-                minijinja::context! {
-                    portal => &portal, username => username, title => t("error-link-expired-title"),
-                    message => t("error-link-expired-text"),
-                    link => format!("{portal}/account"), link_text => t("go-to-account"),
-                },
-            ),
+            PortalError::LinkExpired { portal, username } => link_expired(&portal, username),
             PortalError::RepeatedCookie { portal } => page(
                 StatusCode::BAD_REQUEST,
-                Message {
-                    portal: &portal,
-                    title: &t("error-cookie-title"),
-                    text: &crate::session::cookies::RepeatedSessionCookie.to_string(),
-                    way_on: Some(WayOn::new(format!("{portal}/login"), t("sign-in-again"))),
-                    also: None,
-                },
+                &portal,
+                &t("error-cookie-title"),
+                &crate::session::cookies::RepeatedSessionCookie.to_string(),
+                login(&portal, t("sign-in-again")),
             ),
             PortalError::Upstream {
                 portal,
                 status,
-                message: text,
+                message,
             } => page(
                 status,
-                Message {
-                    portal: &portal,
-                    title: &t("error-not-signed-in-title"),
-                    text: &text,
-                    way_on: Some(WayOn::new(format!("{portal}/login"), t("back-to-sign-in"))),
-                    also: None,
-                },
+                &portal,
+                &t("error-not-signed-in-title"),
+                &message,
+                login(&portal, t("back-to-sign-in")),
             ),
             PortalError::BadRequest => unrendered(Unrendered::BadRequest),
             PortalError::StoreDown(e) => {
                 tracing::error!(error = %e, "store unavailable in the portal");
                 unrendered(Unrendered::StoreDown)
             }
-            PortalError::Json(status, msg) => crate::app::responses::security_headers(
-                (status, Json(serde_json::json!({ "error": msg }))).into_response(),
+            PortalError::Json(status, msg) => json(status, serde_json::json!({ "error": msg })),
+            PortalError::JsonSignedOut {
+                status,
+                message,
+                redirect,
+            } => json(
+                status,
+                serde_json::json!({ "error": message, "redirect": redirect, "signed_out": true }),
             ),
         }
     }
+}
+
+/// A forged, expired or someone else's link: the page names whose session this is.
+fn link_expired(portal: &str, username: Option<String>) -> Response {
+    Pages::global().render(
+        StatusCode::BAD_REQUEST,
+        "message.html",
+        minijinja::context! {
+            portal => portal, username => username, title => t("error-link-expired-title"),
+            message => t("error-link-expired-text"),
+            link => format!("{portal}/account"), link_text => t("go-to-account"),
+        },
+    )
+}
+
+/// A JSON error, under the portal's security headers.
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    crate::app::responses::security_headers((status, Json(body)).into_response())
 }
 
 fn unrendered(u: Unrendered) -> Response {

@@ -1,4 +1,5 @@
 //! What portal handlers extract from a request: where it reached the portal ([`Here`]),
+//! the client's address ([`ClientAddr`]),
 //! a signed-in user ([`SignedIn`]), and the checked form of a step-up ([`StepForm`]) or of
 //! a change to one's own factors ([`FreshForm`]) — the session, the CSRF token, the signed
 //! step-up link and the freshness each needs, checked once here.
@@ -109,6 +110,23 @@ impl FromRequestParts<Shared> for Visit {
             here,
             jar,
         })
+    }
+}
+
+/// The client's address: the peer's, or — behind a trusted proxy — the one it names
+/// ([`crate::access::request::client_ip`]).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<Shared> for ClientAddr {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        let peer = crate::app::responses::Peer::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let rt = st.runtime.load();
+        let ip = crate::access::request::client_ip(&rt, peer.0, &parts.headers);
+        Ok(ClientAddr(ip))
     }
 }
 

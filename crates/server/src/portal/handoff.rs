@@ -21,8 +21,9 @@ use super::pages::Pages;
 use crate::app::responses::see_other;
 use crate::app::signer::random_id;
 use crate::app::state::{Runtime, Shared};
+use crate::session::cookies::CookieJar;
 use crate::session::cookies::{plain_cookie, session_cookie};
-use crate::session::{limits, Session};
+use crate::session::{limits, Session, SessionData};
 
 /// The host-only cookie on an app host that binds a hand-off to the browser.
 pub const NONCE_COOKIE: &str = "stepgate_handoff";
@@ -128,45 +129,13 @@ pub async fn exchange(
     Visit { st, here: rt, jar }: Visit,
     Query(q): Query<HandOffQuery>,
 ) -> Result<Response, PortalError> {
-    let refused = |why: &str| {
-        tracing::warn!(reason = why, "session hand-off refused");
-        Ok(refused_page(&rt))
+    let (grant, data) = match taken(&st, &rt, &jar, &q.code).await? {
+        Ok(taken) => taken,
+        Err(why) => {
+            tracing::warn!(reason = why, "session hand-off refused");
+            return Ok(refused_page(&rt));
+        }
     };
-    if !rt.config.sessions.hand_off || !well_formed(&q.code) {
-        return refused("no hand-off here, or a malformed code");
-    }
-    // Used up first, whatever follows: a code is tried once, even on the wrong host.
-    let first = st
-        .stores
-        .hot
-        .remember_once(&format!("handoff-used:{}", q.code), USED_TTL)
-        .await?;
-    let grant = st
-        .stores
-        .hot
-        .recent(&format!("handoff:{}", q.code))
-        .await?
-        .into_iter()
-        .next()
-        .and_then(|v| serde_json::from_value::<Grant>(v).ok());
-    let Some(grant) = grant.filter(|_| first) else {
-        return refused("unknown, expired or used code");
-    };
-    if grant.origin != rt.origin() {
-        return refused("code for another host");
-    }
-    let bound = jar
-        .get(NONCE_COOKIE)
-        .is_some_and(|n| bool::from(n.as_bytes().ct_eq(grant.nonce.as_bytes())));
-    if !bound {
-        return refused("browser without the hand-off cookie the code is bound to");
-    }
-    let Some((user, data)) = st.sessions.peek(&grant.session).await? else {
-        return refused("session ended since");
-    };
-    if user != grant.user || data.pending {
-        return refused("session changed since");
-    }
     let age = data
         .persistent
         .then(|| limits(&rt.config.sessions, data.aal(&rt.config.assurance)).0);
@@ -188,6 +157,50 @@ pub async fn exchange(
         rt.portal_url("/account")
     };
     Ok((jar, see_other(&target)).into_response())
+}
+
+/// The grant the hand-off `code` stands for, used up (tried once, even on the wrong host),
+/// for this host and this browser, and its session, still live and unchanged; or why not.
+async fn taken(
+    st: &Shared,
+    rt: &Here,
+    jar: &CookieJar,
+    code: &str,
+) -> Result<Result<(Grant, SessionData), &'static str>, PortalError> {
+    if !rt.config.sessions.hand_off || !well_formed(code) {
+        return Ok(Err("no hand-off here, or a malformed code"));
+    }
+    let hot = &st.stores.hot;
+    let first = hot
+        .remember_once(&format!("handoff-used:{code}"), USED_TTL)
+        .await?;
+    let grant = hot
+        .recent(&format!("handoff:{code}"))
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|v| serde_json::from_value::<Grant>(v).ok());
+    let Some(grant) = grant.filter(|_| first) else {
+        return Ok(Err("unknown, expired or used code"));
+    };
+    if grant.origin != rt.origin() {
+        return Ok(Err("code for another host"));
+    }
+    let bound = jar
+        .get(NONCE_COOKIE)
+        .is_some_and(|n| bool::from(n.as_bytes().ct_eq(grant.nonce.as_bytes())));
+    if !bound {
+        return Ok(Err(
+            "browser without the hand-off cookie the code is bound to",
+        ));
+    }
+    let Some((user, data)) = st.sessions.peek(&grant.session).await? else {
+        return Ok(Err("session ended since"));
+    };
+    if user != grant.user || data.pending {
+        return Ok(Err("session changed since"));
+    }
+    Ok(Ok((grant, data)))
 }
 
 fn refused_page(rt: &Here) -> Response {

@@ -72,16 +72,31 @@ impl<'a> Links<'a> {
         now.timestamp() + self.rt.config.server.return_target_ttl.as_secs() as i64
     }
 
+    /// `t` signed for `purpose`, living `server.return_target_ttl`.
+    fn sign_json(&self, purpose: &str, t: &impl serde::Serialize, now: DateTime<Utc>) -> String {
+        let payload = serde_json::to_string(t).unwrap_or_default();
+        self.signer.sign(purpose, &payload, self.expires(now))
+    }
+
+    /// What `token` carries, if signed for `purpose` and unexpired.
+    fn open_json<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Option<T> {
+        let payload = self.signer.verify(purpose, token, now.timestamp())?;
+        serde_json::from_str(&payload).ok()
+    }
+
     /// A step token.
     pub fn sign_step(&self, t: &StepToken, now: DateTime<Utc>) -> String {
-        let payload = serde_json::to_string(t).unwrap_or_default();
-        self.signer.sign(STEP, &payload, self.expires(now))
+        self.sign_json(STEP, t, now)
     }
 
     /// A step token, if genuine, unexpired and pointing only at configured hosts.
     pub fn verify_step(&self, token: &str, now: DateTime<Utc>) -> Option<StepToken> {
-        let payload = self.signer.verify(STEP, token, now.timestamp())?;
-        let t: StepToken = serde_json::from_str(&payload).ok()?;
+        let t: StepToken = self.open_json(STEP, token, now)?;
         let ok = allowed_target(self.rt, &t.rt)
             && t.back.as_deref().is_none_or(|b| allowed_target(self.rt, b));
         ok.then_some(t)
@@ -89,14 +104,12 @@ impl<'a> Links<'a> {
 
     /// A blocked-page token.
     pub fn sign_blocked(&self, t: &BlockedToken, now: DateTime<Utc>) -> String {
-        let payload = serde_json::to_string(t).unwrap_or_default();
-        self.signer.sign(BLOCKED, &payload, self.expires(now))
+        self.sign_json(BLOCKED, t, now)
     }
 
     /// A blocked-page token, if genuine, unexpired and pointing at a configured host.
     pub fn verify_blocked(&self, token: &str, now: DateTime<Utc>) -> Option<BlockedToken> {
-        let payload = self.signer.verify(BLOCKED, token, now.timestamp())?;
-        let t: BlockedToken = serde_json::from_str(&payload).ok()?;
+        let t: BlockedToken = self.open_json(BLOCKED, token, now)?;
         allowed_target(self.rt, &t.rt).then_some(t)
     }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`signin`]: the login page and password; a first factor decided through the access
 //!   pipeline (complete, more to pass, or blocked).
+//! - [`first_factor`]: a first factor just passed and the request it came in, built the same
+//!   way by every way of signing in.
 //! - [`stepup`]: the step-up page and its factor forms (also the second half of a sign-in).
 //! - [`blocked`]: which checks failed and how to fix them; "Re-check my device".
 //! - [`account`]: security settings — the user's factors, added and removed behind a fresh
@@ -30,6 +32,7 @@ pub mod directory;
 pub mod enrolment;
 pub mod error;
 pub mod extract;
+pub mod first_factor;
 pub mod handoff;
 pub mod links;
 pub mod pages;
@@ -43,7 +46,7 @@ use std::net::IpAddr;
 
 pub use crate::i18n::factor_title;
 use crate::i18n::{t, t_with};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use stepgate_authn::service::AuthError;
 
@@ -66,52 +69,107 @@ pub(crate) async fn audit(
     st.audit.append(e).await;
 }
 
-/// How many `signin.failure` events one account and one client address each write per
-/// `regulation.find_time`: past that a password spray or a stuck script fills the logs'
-/// counters, not the audit log (the lockout's own events are written regardless).
+/// How many failure events (`signin.failure`, `stepup.failure`) one account and one client
+/// address each write per `regulation.find_time`: past that a password spray, a guessed
+/// code or a stuck script fills the logs' counters, not the audit log (the lockout's own
+/// events are written regardless).
 pub const FAILURE_AUDITS_PER_WINDOW: u64 = 20;
 
-/// A wrong password at sign-in, audited as `signin.failure` with the user (a known one's
-/// name and id; an unknown name is not written down: people type passwords there) and the
-/// client address, at most [`FAILURE_AUDITS_PER_WINDOW`] per account and per address in
-/// the window. A hot store that cannot count skips the event (the log line remains).
+/// A refused factor to audit: where (a sign-in, whose second step is the step-up page too,
+/// or a step-up of a complete session) and which factor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Failure {
+    at_sign_in: bool,
+    factor: &'static str,
+}
+
+impl Failure {
+    /// A wrong password on the login page.
+    pub(crate) const SIGN_IN_PASSWORD: Failure = Failure {
+        at_sign_in: true,
+        factor: "password",
+    };
+
+    /// `factor` (a [`stepgate_authn::FactorKind`]'s name) refused at a sign-in or a step-up.
+    pub(crate) fn of(at_sign_in: bool, factor: &'static str) -> Failure {
+        Failure { at_sign_in, factor }
+    }
+
+    fn kind(self) -> &'static str {
+        match self.at_sign_in {
+            true => "signin.failure",
+            false => "stepup.failure",
+        }
+    }
+}
+
+/// Why a refusal is the person's failed attempt, as the audit row says it: a wrong
+/// password, code or passkey, or a code used twice. `None` for the rest (a pause, a store
+/// down), which is not audited as a failure.
+pub(crate) fn failure_reason(e: &AuthError) -> Option<&'static str> {
+    match e {
+        AuthError::InvalidCredentials => Some("invalid_credentials"),
+        AuthError::Replayed => Some("replayed"),
+        _ => None,
+    }
+}
+
+/// A factor refused (`e`, when [`failure_reason`] counts it), audited as `signin.failure`
+/// or `stepup.failure` with the factor, the user (a known one's name and id; an unknown
+/// name is not written down: people type passwords there) and the client address, at most
+/// [`FAILURE_AUDITS_PER_WINDOW`] per account and per address in the window, all factors
+/// together. A hot store that cannot count skips the event (the log line remains).
 pub(crate) async fn audit_failure(
     st: &Shared,
     rt: &crate::app::state::Runtime,
     user: Option<&stepgate_store::UserRecord>,
     ip: Option<IpAddr>,
+    failure: Failure,
+    e: &AuthError,
 ) {
-    let window = rt.config.regulation.find_time.0;
-    let hot = st.stores.hot.as_ref();
-    let who = user.map_or("(unknown)", |u| u.id.as_str());
-    let mut n = match hot
-        .incr_counter(&format!("audit:signin.failure:{who}"), window)
-        .await
-    {
-        Ok(n) => n,
-        Err(_) => return,
+    let Some(reason) = failure_reason(e) else {
+        return;
     };
-    if let Some(ip) = ip {
-        match hot
-            .incr_counter(&format!("audit:signin.failure:ip:{ip}"), window)
-            .await
-        {
-            Ok(m) => n = n.max(m),
-            Err(_) => return,
-        }
-    }
+    let Some(n) = failures_in_window(st, rt, user, ip).await else {
+        return;
+    };
     if n > FAILURE_AUDITS_PER_WINDOW {
         return;
     }
-    let mut e = stepgate_store::NewAuditEvent::now("signin.failure");
+    let mut e = stepgate_store::NewAuditEvent::now(failure.kind());
     e.actor = user.map(|u| u.username.clone());
     e.subject = user.map(|u| u.id.clone());
     e.ip = ip.map(|i| i.to_string());
     e.detail = serde_json::json!({
-        "reason": "invalid_credentials", "factor": "password", "known_user": user.is_some(),
+        "reason": reason, "factor": failure.factor, "known_user": user.is_some(),
         "last_audited_in_window": n == FAILURE_AUDITS_PER_WINDOW,
     });
     st.audit.append(e).await;
+}
+
+/// This failure's number in the window, the higher of the account's and the address's
+/// counts; `None` when the hot store cannot count.
+async fn failures_in_window(
+    st: &Shared,
+    rt: &crate::app::state::Runtime,
+    user: Option<&stepgate_store::UserRecord>,
+    ip: Option<IpAddr>,
+) -> Option<u64> {
+    let window = rt.config.regulation.find_time.0;
+    let hot = st.stores.hot.as_ref();
+    let who = user.map_or("(unknown)", |u| u.id.as_str());
+    let mut n = hot
+        .incr_counter(&format!("audit:signin.failure:{who}"), window)
+        .await
+        .ok()?;
+    if let Some(ip) = ip {
+        let m = hot
+            .incr_counter(&format!("audit:signin.failure:ip:{ip}"), window)
+            .await
+            .ok()?;
+        n = n.max(m);
+    }
+    Some(n)
 }
 
 /// What to tell a person about an authentication failure.
@@ -241,85 +299,96 @@ fn capitalise(s: &str) -> String {
 
 /// The portal's pages and passkey ceremonies, under the portal path.
 pub fn routes(portal_path: &str) -> Router<Shared> {
-    let p = |s: &str| format!("{portal_path}{s}");
     let portal: std::sync::Arc<str> = portal_path.into();
-    Router::new()
-        .route(
-            &p("/login"),
-            get(signin::login_page).post(signin::login_submit),
-        )
-        .route(
-            &p("/invite/{token}"),
-            get(enrolment::link_open).post(enrolment::link_redeem),
-        )
-        .route(
-            &p("/reset/{token}"),
-            get(enrolment::link_open).post(enrolment::link_redeem),
-        )
-        .route(
-            &p("/forgot"),
-            get(enrolment::forgot_page).post(enrolment::forgot_submit),
-        )
-        .route(&p("/forgot/email/send"), post(enrolment::forgot_email_send))
-        .route(&p("/forgot/email"), post(enrolment::forgot_email_submit))
-        .route(&p("/welcome"), get(enrolment::welcome_page))
-        .route(&p("/welcome/totp/{step}"), post(enrolment::welcome_totp))
-        .route(&p("/login/upstream/{id}"), get(upstream::start))
-        .route(&p("/login/upstream/{id}/callback"), get(upstream::callback))
-        .route(
-            &p("/login/upstream/{id}/signed-out"),
-            get(upstream::signed_out),
-        )
-        .route(
-            &p("/login/upstream/{id}/backchannel-logout"),
-            post(upstream::backchannel_logout),
-        )
-        .route(&p("/step-up"), get(stepup::step_up_page))
-        .route(&p("/confirmed"), get(stepup::confirmed_page))
-        .route(&p("/step-up/{factor}"), post(stepup::step_up_factor))
-        .route(&p("/blocked"), get(blocked::blocked_page))
-        .route(&p("/recheck"), post(blocked::recheck))
-        .route(&p("/account"), get(account::account_page))
-        .route(&p("/account/{*change}"), post(account::change))
-        .route(&p("/demo/device"), post(account::demo_device))
-        .route(&p("/sessions"), get(sessions::sessions_page))
-        .route(&p("/sessions/end"), post(sessions::end_session))
-        .route(&p("/devices/register"), post(devices::register_browser))
-        .route(&p("/devices/remove"), post(devices::remove_browser))
-        .route(&p("/handoff"), get(handoff::exchange))
-        .route(&p("/lang"), get(crate::i18n::switch))
-        .route(&p("/logout"), post(sessions::logout))
-        .route(&p("/logout-all"), post(sessions::logout_all))
-        .route(
-            &p("/webauthn/login/start"),
-            post(webauthn::webauthn_login_start),
-        )
-        .route(
-            &p("/webauthn/login/finish"),
-            post(webauthn::webauthn_login_finish),
-        )
-        .route(
-            &p("/webauthn/step-up/start"),
-            post(webauthn::webauthn_step_start),
-        )
-        .route(
-            &p("/webauthn/step-up/finish"),
-            post(webauthn::webauthn_step_finish),
-        )
-        .route(
-            &p("/webauthn/register/start"),
-            post(webauthn::webauthn_register_start),
-        )
-        .route(
-            &p("/webauthn/register/finish"),
-            post(webauthn::webauthn_register_finish),
-        )
+    signing_in()
+        .into_iter()
+        .chain(signed_in())
+        .fold(Router::new(), |r, (path, to)| {
+            r.route(&format!("{portal_path}{path}"), to)
+        })
         // Any other address under the portal path is the portal's too: its own 404 page.
-        .route(&p("/{*rest}"), axum::routing::any(not_found))
+        .route(
+            &format!("{portal_path}/{{*rest}}"),
+            axum::routing::any(not_found),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(move |r| {
             error::with_portal(portal.clone(), r)
         }))
+}
+
+/// A route of the portal: its path below the portal path, and its handlers.
+type Route = (&'static str, MethodRouter<Shared>);
+
+/// The pages of signing in: the login form, enrolment links, upstream providers, passkeys.
+fn signing_in() -> Vec<Route> {
+    use enrolment::{link_open, link_redeem};
+    vec![
+        ("/login", get(signin::login_page).post(signin::login_submit)),
+        ("/invite/{token}", get(link_open).post(link_redeem)),
+        ("/reset/{token}", get(link_open).post(link_redeem)),
+        (
+            "/forgot",
+            get(enrolment::forgot_page).post(enrolment::forgot_submit),
+        ),
+        ("/forgot/email/send", post(enrolment::forgot_email_send)),
+        ("/forgot/email", post(enrolment::forgot_email_submit)),
+        ("/welcome", get(enrolment::welcome_page)),
+        ("/welcome/totp/{step}", post(enrolment::welcome_totp)),
+        ("/login/upstream/{id}", get(upstream::start)),
+        ("/login/upstream/{id}/callback", get(upstream::callback)),
+        ("/login/upstream/{id}/signed-out", get(upstream::signed_out)),
+        (
+            "/login/upstream/{id}/backchannel-logout",
+            post(upstream::backchannel_logout),
+        ),
+        (
+            "/webauthn/login/start",
+            post(webauthn::webauthn_login_start),
+        ),
+        (
+            "/webauthn/login/finish",
+            post(webauthn::webauthn_login_finish),
+        ),
+    ]
+}
+
+/// The pages of a signed-in person: step-up, blocked, account, sessions and devices.
+fn signed_in() -> Vec<Route> {
+    vec![
+        ("/step-up", get(stepup::step_up_page)),
+        ("/confirmed", get(stepup::confirmed_page)),
+        ("/step-up/{factor}", post(stepup::step_up_factor)),
+        ("/blocked", get(blocked::blocked_page)),
+        ("/recheck", post(blocked::recheck)),
+        ("/account", get(account::account_page)),
+        ("/account/{*change}", post(account::change)),
+        ("/demo/device", post(account::demo_device)),
+        ("/sessions", get(sessions::sessions_page)),
+        ("/sessions/end", post(sessions::end_session)),
+        ("/devices/register", post(devices::register_browser)),
+        ("/devices/remove", post(devices::remove_browser)),
+        ("/handoff", get(handoff::exchange)),
+        ("/lang", get(crate::i18n::switch)),
+        ("/logout", post(sessions::logout::<false>)),
+        ("/logout-all", post(sessions::logout::<true>)),
+        (
+            "/webauthn/step-up/start",
+            post(webauthn::webauthn_step_start),
+        ),
+        (
+            "/webauthn/step-up/finish",
+            post(webauthn::webauthn_step_finish),
+        ),
+        (
+            "/webauthn/register/start",
+            post(webauthn::webauthn_register_start),
+        ),
+        (
+            "/webauthn/register/finish",
+            post(webauthn::webauthn_register_finish),
+        ),
+    ]
 }
 
 /// An address under the portal path that is no page: the portal's 404, with a way on.

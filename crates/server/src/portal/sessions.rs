@@ -9,8 +9,8 @@ use minijinja::context;
 
 use super::account::AccountForm;
 use super::error::PortalError;
-use super::extract::{check_csrf, live_session, CsrfField, Here, SignedIn, Visit};
-use super::pages::Pages;
+use super::extract::{check_csrf, live_session, ClientAddr, CsrfField, Here, SignedIn, Visit};
+use super::pages::{Message, Pages, WayOn};
 use crate::access::request::client_ip;
 use crate::app::responses::{see_other, Peer};
 use crate::app::state::Shared;
@@ -87,26 +87,14 @@ pub async fn end_session(
     Ok(see_other(&rt.portal_url("/sessions")))
 }
 
-/// `POST {portal}/logout`.
-pub async fn logout(
+/// `POST {portal}/logout` (`EVERYWHERE` false: this session) and `POST
+/// {portal}/logout-all` (true: every session of the user).
+pub async fn logout<const EVERYWHERE: bool>(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    headers: HeaderMap,
+    ClientAddr(ip): ClientAddr,
     Form(f): Form<AccountForm>,
 ) -> Result<Response, PortalError> {
-    let ip = client_ip(&rt, peer.0, &headers);
-    sign_out(&st, &rt, jar, (f.csrf(), ip), false).await
-}
-
-/// `POST {portal}/logout-all`.
-pub async fn logout_all(
-    Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    headers: HeaderMap,
-    Form(f): Form<AccountForm>,
-) -> Result<Response, PortalError> {
-    let ip = client_ip(&rt, peer.0, &headers);
-    sign_out(&st, &rt, jar, (f.csrf(), ip), true).await
+    sign_out(&st, &rt, jar, (f.csrf(), ip), EVERYWHERE).await
 }
 
 async fn sign_out(
@@ -160,12 +148,17 @@ pub fn signed_out_page(rt: &Here, jar: CookieJar, everywhere: bool) -> Response 
     } else {
         "signed-out"
     });
-    let page = Pages::global().render(
-        StatusCode::OK,
-        "message.html",
-        context! { portal => rt.portal(), title => crate::i18n::t("error-signed-out-title"), message => message, link => rt.portal_url("/login"), link_text => crate::i18n::t("sign-in-again") },
-    );
-    (jar, page).into_response()
+    let page = Message {
+        portal: rt.portal(),
+        title: &crate::i18n::t("error-signed-out-title"),
+        text: &message,
+        way_on: Some(WayOn::new(
+            rt.portal_url("/login"),
+            crate::i18n::t("sign-in-again"),
+        )),
+        also: None,
+    };
+    (jar, page.render(StatusCode::OK)).into_response()
 }
 
 /// A browser in words ("Chrome on macOS"), from its user agent.

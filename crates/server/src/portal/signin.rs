@@ -8,14 +8,13 @@ use std::net::IpAddr;
 use axum::extract::Query;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use axum_extra::extract::cookie::Cookie;
 use axum_extra::extract::Form;
 use chrono::{DateTime, Utc};
 use minijinja::context;
 use serde::Deserialize;
 use stepgate_authn::service::AuthError;
-use stepgate_authn::PassedFactor;
 use stepgate_policy::RequestKind;
 use stepgate_signals::risk::SignInOutcome;
 use stepgate_store::UserRecord;
@@ -25,15 +24,16 @@ use super::extract::{check_csrf, Here, Visit};
 use super::links::{BlockedToken, Links, StepToken};
 use super::pages::Pages;
 use super::{audit, auth_message};
-use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
 use crate::access::signals::SignInRecord;
-use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
-use crate::app::responses::{see_other, Peer};
+use crate::access::{AccessRequest, Credentials, RequestId, Verdict};
+use crate::app::responses::see_other;
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
 use crate::session::cookies::{plain_cookie, session_cookie, CookieJar, PRE_COOKIE};
 use crate::session::{limits, Session, SessionData};
+
+pub use super::first_factor::{Arrival, FirstFactor, Incoming};
+use super::Failure;
 
 /// `?t=` on the login page: the signed return target; `?n=`, from an app host that gets
 /// its session by hand-off, the nonce of its hand-off cookie.
@@ -155,137 +155,118 @@ pub struct LoginForm {
 /// `POST {portal}/login`: the password, then whatever the sign-in policy asks.
 pub async fn login_submit(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
     Form(f): Form<LoginForm>,
 ) -> Response {
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
         return e.into_response();
     }
-    let ip = client_ip(&rt, peer.0, &headers);
+    let from = Arrival::of(&rt, &incoming);
     let username = f.username.trim();
     // Home-realm discovery: an address in a provider's domain signs in there.
-    if let Some(id) = super::upstream::provider_for_email(&rt, username) {
-        if let Some(url) = super::upstream::start_url(&rt, id, &f.t, Some(username)) {
-            return see_other(&url);
-        }
+    if let Some(there) = home_realm(&rt, username, &f.t) {
+        return there;
     }
+    let again = |error: String, status| Attempted {
+        error,
+        username: &f.username,
+        status,
+        paused: None,
+    };
     // The address first, then the password: a name with no provider asks for it.
     if f.password.is_empty() && super::upstream::discovers_home_realm(&rt) {
-        let again = Attempted {
-            error: String::new(),
-            username: &f.username,
-            status: StatusCode::OK,
-            paused: None,
-        };
+        let again = again(String::new(), StatusCode::OK);
         return render_login(&st, &rt, jar, &f.t, Some(again));
     }
     // The directory's password for the names it holds (`ldap:`), the store's otherwise.
-    let checked = match super::directory::password(&st, &rt, username, &f.password, ip).await {
-        None => st.authn.verify_password(username, &f.password, ip).await,
+    let checked = match super::directory::password(&st, &rt, username, &f.password, from.ip).await {
+        None => {
+            st.authn
+                .verify_password(username, &f.password, from.ip)
+                .await
+        }
         Some(super::directory::Checked::Passed(user, factor)) => Ok((*user, factor)),
         Some(super::directory::Checked::Refused(e)) => Err(e),
         Some(super::directory::Checked::Unavailable) => {
-            let again = Attempted {
-                error: super::directory::UNAVAILABLE.to_string(),
-                username: &f.username,
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                paused: None,
-            };
+            let why = super::directory::UNAVAILABLE.to_string();
+            let again = again(why, StatusCode::SERVICE_UNAVAILABLE);
             return render_login(&st, &rt, jar, &f.t, Some(again));
         }
     };
-    match checked {
-        Ok((user, factor)) => {
-            let who = user.clone();
-            let attempt = FirstFactor {
-                user,
-                factor,
-                also: Vec::new(),
-                target: Links::new(&st.signer, &rt).verify_return(&f.t, Utc::now()),
-                remember: f.remember.is_some(),
-                ip,
-                headers: &headers,
-                connection: Connection {
-                    peer: Some(peer.0.ip()),
-                    tls: tls.as_ref().map(|t| &t.0),
-                },
-                upstream: None,
-            };
-            let next = sign_in(&st, &rt, &jar, attempt).await;
-            super::enrolment::at_first_sign_in(&st, &rt, &who, ip, next)
-                .await
-                .respond(&rt, jar, false)
-        }
+    let (user, factor) = match checked {
+        Ok(passed) => passed,
         Err(e) => {
-            // An outage on our side is not the user's failed attempt.
-            let ours = matches!(e, AuthError::Store(_) | AuthError::Internal(_));
-            let mut known = None;
-            if !ours {
-                if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
-                    failed(&st, &rt, &u, ip, &headers).await;
-                    known = Some(u);
-                }
-            }
-            if matches!(e, AuthError::InvalidCredentials) {
-                super::audit_failure(&st, &rt, known.as_ref(), ip).await;
-            }
-            // Counted alike for every name typed, known or not (see `attempts_left`).
-            let note = super::attempts_note(&st, &rt, &e, known.as_ref(), username, false).await;
-            let e = match super::paused_by(&st, &e, known.as_ref(), username).await {
-                Some(pause) => pause,
-                None => e,
-            };
-            let status = match e {
-                AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
-                // Not the user's fault (a store down, a secret that does not open): a 401
-                // would tell them, and any monitor, that the password was wrong.
-                AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            let paused = super::Paused::of(&e);
-            let mut msg = match (&e, &paused) {
-                (_, Some(p)) => p.message.clone(),
-                (AuthError::InvalidCredentials, _) => crate::i18n::t("login-wrong"),
-                (other, _) => auth_message(other),
-            };
-            if let Some(note) = note {
-                msg = format!("{msg} {note}");
-            }
-            let again = Attempted {
-                error: msg,
-                username: &f.username,
-                status,
-                paused,
-            };
-            render_login(&st, &rt, jar, &f.t, Some(again))
+            let again = wrong_password(&st, &rt, e, &f.username, from).await;
+            return render_login(&st, &rt, jar, &f.t, Some(again));
         }
-    }
+    };
+    let who = user.clone();
+    let attempt = FirstFactor {
+        target: Links::new(&st.signer, &rt).verify_return(&f.t, Utc::now()),
+        remember: f.remember.is_some(),
+        ..FirstFactor::new(user, factor, from)
+    };
+    let next = sign_in(&st, &rt, &jar, attempt).await;
+    super::enrolment::at_first_sign_in(&st, &rt, &who, from.ip, next)
+        .await
+        .respond(&rt, jar, false)
 }
 
-/// A first factor just passed, and where the sign-in came from and goes back to.
-pub struct FirstFactor<'a> {
-    /// The user.
-    pub user: UserRecord,
-    /// The factor.
-    pub factor: PassedFactor,
-    /// Further factors the same step proved (an upstream provider's trusted `amr`).
-    pub also: Vec<PassedFactor>,
-    /// The verified return target (the account page when none).
-    pub target: Option<String>,
-    /// "Keep me signed in".
-    pub remember: bool,
-    /// The client address.
-    pub ip: Option<IpAddr>,
-    /// The request's headers.
-    pub headers: &'a HeaderMap,
-    /// The connection it came over (the client certificate is device evidence).
-    pub connection: Connection<'a>,
-    /// The upstream provider's sign-in, when the factor came from one (kept in the session
-    /// for signing out there and for the provider's back-channel logout).
-    pub upstream: Option<stepgate_authn::session::UpstreamSignIn>,
+/// The redirect to the provider whose domain holds the address `username`, if any,
+/// returning to `token`'s target.
+fn home_realm(rt: &Here, username: &str, token: &str) -> Option<Response> {
+    let id = super::upstream::provider_for_email(rt, username)?;
+    let url = super::upstream::start_url(rt, id, token, Some(username))?;
+    Some(see_other(&url))
+}
+
+/// A password refused: counted in a known user's risk history, audited when wrong, and
+/// what the login page says (the pause it began, the tries left).
+async fn wrong_password<'a>(
+    st: &Shared,
+    rt: &Here,
+    e: AuthError,
+    typed: &'a str,
+    from: Arrival<'_>,
+) -> Attempted<'a> {
+    let username = typed.trim();
+    // An outage on our side is not the user's failed attempt.
+    let ours = matches!(e, AuthError::Store(_) | AuthError::Internal(_));
+    let mut known = None;
+    if !ours {
+        if let Ok(Some(u)) = st.stores.durable.get_user_by_username(username).await {
+            failed(st, rt, &u, from.ip, from.headers).await;
+            known = Some(u);
+        }
+    }
+    let failure = Failure::SIGN_IN_PASSWORD;
+    super::audit_failure(st, rt, known.as_ref(), from.ip, failure, &e).await;
+    // Counted alike for every name typed, known or not (see `attempts_left`).
+    let note = super::attempts_note(st, rt, &e, known.as_ref(), username, false).await;
+    let e = match super::paused_by(st, &e, known.as_ref(), username).await {
+        Some(pause) => pause,
+        None => e,
+    };
+    let status = match e {
+        AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+        // Not the user's fault (a store down, a secret that does not open): a 401
+        // would tell them, and any monitor, that the password was wrong.
+        AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let paused = super::Paused::of(&e);
+    let msg = match (&e, &paused) {
+        (_, Some(p)) => p.message.clone(),
+        (AuthError::InvalidCredentials, _) => crate::i18n::t("login-wrong"),
+        (other, _) => auth_message(other),
+    };
+    Attempted {
+        error: note.map_or(msg.clone(), |note| format!("{msg} {note}")),
+        username: typed,
+        status,
+        paused,
+    }
 }
 
 /// Where a sign-in or factor step leads.

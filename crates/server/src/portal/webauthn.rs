@@ -5,21 +5,21 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
+use stepgate_authn::service::AuthError;
 use stepgate_authn::webauthn::RegistrationKind;
+use stepgate_authn::FactorKind;
 
 use super::error::PortalError;
 use super::extract::{csrf_ok, signed_in, step_context, Here, Visit};
 use super::links::Links;
 use super::links::StepToken;
-use super::signin::{sign_in, FirstFactor};
+use super::signin::{sign_in, Arrival, FirstFactor, Incoming};
 use super::stepup::{page, passed};
-use super::{account, auth_message, enrolment};
+use super::{account, audit_failure, auth_message, enrolment, Failure};
 use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
-use crate::access::Connection;
 use crate::app::responses::{security_headers, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
@@ -162,32 +162,30 @@ pub async fn webauthn_login_start(
 /// `POST {portal}/webauthn/login/finish`: the passkey as the first factor of a sign-in.
 pub async fn webauthn_login_finish(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
     Json(b): Json<WebauthnBody>,
 ) -> Result<Response, PortalError> {
-    check_header(&st, &jar, None, &headers)?;
+    check_header(&st, &jar, None, incoming.headers())?;
     let state = take_ceremony(&st, &b.id).await?;
-    let ip = client_ip(&rt, peer.0, &headers);
-    let (user, factor) = st
+    let from = Arrival::of(&rt, &incoming);
+    let assertion = b.response.clone();
+    let (user, factor) = match st
         .authn
-        .webauthn_auth_finish(state, b.response, ip)
+        .webauthn_auth_finish(state, b.response, from.ip)
         .await
-        .map_err(|e| refused(StatusCode::UNAUTHORIZED, &e))?;
+    {
+        Ok(passed) => passed,
+        Err(e) => {
+            // Whose passkey it claims to be, when the store knows the credential.
+            let owner = st.authn.passkey_owner(&assertion).await;
+            let failure = Failure::of(true, FactorKind::Webauthn.as_str());
+            audit_failure(&st, &rt, owner.as_ref(), from.ip, failure, &e).await;
+            return Err(refused(StatusCode::UNAUTHORIZED, &e));
+        }
+    };
     let attempt = FirstFactor {
-        user,
-        factor,
-        also: Vec::new(),
         target: Links::new(&st.signer, &rt).verify_return(&b.token, Utc::now()),
-        remember: false,
-        ip,
-        headers: &headers,
-        connection: Connection {
-            peer: Some(peer.0.ip()),
-            tls: tls.as_ref().map(|t| &t.0),
-        },
-        upstream: None,
+        ..FirstFactor::new(user, factor, from)
     };
     let next = sign_in(&st, &rt, &jar, attempt).await;
     Ok(next.respond(&rt, jar, true))
@@ -269,12 +267,17 @@ pub async fn webauthn_step_finish(
     let (session, user, step) = stepping(&st, &rt, &jar, &headers, &b.token).await?;
     let state = take_ceremony(&st, &b.id).await?;
     let ip = client_ip(&rt, peer.0, &headers);
-    let (who, factor) = st
-        .authn
-        .webauthn_auth_finish(state, b.response, ip)
-        .await
-        .map_err(|e| refused(StatusCode::UNAUTHORIZED, &e))?;
+    let failure = Failure::of(step.sign_in, FactorKind::Webauthn.as_str());
+    let (who, factor) = match st.authn.webauthn_auth_finish(state, b.response, ip).await {
+        Ok(passed) => passed,
+        Err(e) => {
+            audit_failure(&st, &rt, Some(&user), ip, failure, &e).await;
+            return Err(refused(StatusCode::UNAUTHORIZED, &e));
+        }
+    };
     if who.id != user.id {
+        let e = AuthError::InvalidCredentials;
+        audit_failure(&st, &rt, Some(&user), ip, failure, &e).await;
         return Err(PortalError::json(
             StatusCode::UNAUTHORIZED,
             &crate::i18n::t("webauthn-other-account"),

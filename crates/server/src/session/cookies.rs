@@ -235,30 +235,29 @@ mod tests {
         Runtime::new(stepgate_config::load_str("t.yaml", "apps: []\n", None).unwrap())
     }
 
+    /// `h` with one more `Cookie` header line.
+    fn cookie_line(h: &mut HeaderMap, line: &str) {
+        h.append(header::COOKIE, HeaderValue::from_str(line).unwrap());
+    }
+
     #[test]
     fn the_decision_reads_its_three_cookies_by_exact_name_and_no_others() {
         let rt = runtime();
         let session = session_cookie_name(&rt.config.sessions);
         let device = rt.config.devices.cookie.name.clone();
         let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_str(&format!(
-                "_ga=GA1.2.3; {session}=s1; theme=dark; {device}=dv"
-            ))
-            .unwrap(),
+        cookie_line(
+            &mut h,
+            &format!("_ga=GA1.2.3; {session}=s1; theme=dark; {device}=dv"),
         );
         // HTTP/2 sends one header per cookie; an encoded or case-folded spelling of the
         // session cookie's name is another cookie.
         let encoded = session.replace('_', "%5F");
         let folded = session.to_ascii_lowercase();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_str(&format!(
-                "{encoded}=forged; {folded}=forged; {}=kiosk",
-                demo::DEVICE_COOKIE
-            ))
-            .unwrap(),
+        let kiosk = demo::DEVICE_COOKIE;
+        cookie_line(
+            &mut h,
+            &format!("{encoded}=forged; {folded}=forged; {kiosk}=kiosk"),
         );
         let jar = decision_cookies(&rt, &h).unwrap();
         assert_eq!(jar.cookie(&session), Some("s1"));
@@ -280,20 +279,11 @@ mod tests {
         let session = session_cookie_name(&rt.config.sessions);
         let device = rt.config.devices.cookie.name.clone();
         let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("{device}=a; {device}=b")).unwrap(),
-        );
+        cookie_line(&mut h, &format!("{device}=a; {device}=b"));
         let jar = decision_cookies(&rt, &h).unwrap();
         assert_eq!(jar.cookie(&device), None);
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("{session}=a")).unwrap(),
-        );
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("{session}=a")).unwrap(),
-        );
+        cookie_line(&mut h, &format!("{session}=a"));
+        cookie_line(&mut h, &format!("{session}=a"));
         assert_eq!(decision_cookies(&rt, &h).err(), Some(RepeatedSessionCookie));
         let full = CookieJar::from_headers(&h);
         assert!(full.repeated(&session));

@@ -97,6 +97,20 @@ impl Passkey {
     /// signed link and the CSRF token), as the portal's script does; where the portal sends
     /// the browser next.
     pub async fn step_up(&mut self, c: &reqwest::Client, base: &str, page: &Page) -> String {
+        let (status, body) = self.step_up_answer(c, base, page, false).await;
+        assert_eq!(status, 200, "the passkey step-up: {body}");
+        body["redirect"].as_str().unwrap().to_string()
+    }
+
+    /// A step-up with this passkey on `page`, its assertion's signature replaced by a wrong
+    /// one when `forged`: the finish step's status and JSON body, as the script reads them.
+    pub async fn step_up_answer(
+        &mut self,
+        c: &reqwest::Client,
+        base: &str,
+        page: &Page,
+        forged: bool,
+    ) -> (u16, serde_json::Value) {
         let at = page
             .html
             .find("id=\"webauthn-step-up\"")
@@ -122,6 +136,10 @@ impl Passkey {
                 serde_json::from_value(started["options"].clone()).unwrap(),
             )
             .unwrap();
+        let mut assertion = serde_json::to_value(assertion).unwrap();
+        if forged {
+            assertion["response"]["signature"] = serde_json::json!("MEQCIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAiAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        }
         let r = c
             .post(format!("{base}/_stepgate/webauthn/step-up/finish"))
             .header("x-csrf-token", &csrf)
@@ -131,10 +149,8 @@ impl Passkey {
             .send()
             .await
             .unwrap();
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "the passkey step-up: {body}");
-        body["redirect"].as_str().unwrap().to_string()
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
     }
 }
 

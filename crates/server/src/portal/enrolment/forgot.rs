@@ -2,7 +2,7 @@
 //! code e-mailed to the address the user signs in with, earns a short-lived reset link of
 //! the user's own, followed at once.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::Form;
 use minijinja::context;
@@ -11,11 +11,10 @@ use stepgate_authn::service::AuthError;
 use stepgate_authn::{FactorKind, LinkPurpose};
 use stepgate_store::UserRecord;
 
-use crate::access::request::client_ip;
-use crate::app::responses::{see_other, Peer};
+use crate::app::responses::see_other;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{check_csrf, Here, Visit};
+use crate::portal::extract::{check_csrf, ClientAddr, Here, Visit};
 use crate::portal::pages::Pages;
 use crate::portal::signin::pre_session;
 use crate::portal::{audit, auth_message};
@@ -107,13 +106,8 @@ async fn own_reset_link(st: &Shared, rt: &Here, user: &UserRecord) -> Result<Str
 
 /// `POST {portal}/forgot`: a recovery code (used up, regulated like any factor) earns a
 /// reset link of the user's own, followed at once: the set-password page.
-pub async fn forgot_submit(
-    visit: Visit,
-    peer: Peer,
-    headers: HeaderMap,
-    Form(f): Form<ForgotForm>,
-) -> Response {
-    redeem(visit, peer, &headers, f, ResetCode::Recovery).await
+pub async fn forgot_submit(visit: Visit, ip: ClientAddr, Form(f): Form<ForgotForm>) -> Response {
+    redeem(visit, ip, f, ResetCode::Recovery).await
 }
 
 /// The code a "Forgot your password?" form proves.
@@ -128,8 +122,7 @@ enum ResetCode {
 /// A code that earns a reset link: the link followed at once, or the form again with why.
 async fn redeem(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
-    headers: &HeaderMap,
+    ClientAddr(ip): ClientAddr,
     f: ForgotForm,
     by: ResetCode,
 ) -> Response {
@@ -139,7 +132,6 @@ async fn redeem(
     if by == ResetCode::Email && !rt.config.factors.email_otp.resets_passwords() {
         return PortalError::BadRequest.into_response();
     }
-    let ip = client_ip(&rt, peer.0, headers);
     let username = f.username.trim();
     let earned = async {
         let user = match by {
@@ -228,11 +220,10 @@ pub async fn forgot_email_send(
 /// earns a reset link of the user's own, followed at once, as a recovery code does.
 pub async fn forgot_email_submit(
     visit: Visit,
-    peer: Peer,
-    headers: HeaderMap,
+    ip: ClientAddr,
     Form(f): Form<ForgotForm>,
 ) -> Response {
-    redeem(visit, peer, &headers, f, ResetCode::Email).await
+    redeem(visit, ip, f, ResetCode::Email).await
 }
 
 /// The user the e-mailed code `code` was sent to (used up by this; audited).

@@ -3,9 +3,8 @@
 //! uses the link up and decides the sign-in through the access pipeline.
 
 use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum_extra::extract::Form;
 use chrono::Utc;
 use minijinja::context;
@@ -15,15 +14,11 @@ use stepgate_authn::LinkPurpose;
 use stepgate_store::UserRecord;
 
 use super::welcome::{welcome_url, EnrolGrant};
-use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
-use crate::access::Connection;
-use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
 use crate::portal::extract::{check_csrf, Here, Visit};
 use crate::portal::pages::Pages;
-use crate::portal::signin::{pre_session, sign_in, FirstFactor, Next};
+use crate::portal::signin::{pre_session, sign_in, Arrival, FirstFactor, Incoming, Next};
 use crate::portal::{audit, auth_message};
 use crate::session::cookies::CookieJar;
 
@@ -120,9 +115,7 @@ pub async fn link_redeem(
     Visit { st, here: rt, jar }: Visit,
     uri: axum::http::Uri,
     Path(token): Path<String>,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
     Form(f): Form<SetPasswordForm>,
 ) -> Response {
     if let Err(e) = check_csrf(&st, &rt, &jar, None, &f.csrf) {
@@ -138,7 +131,8 @@ pub async fn link_redeem(
         let again = (&link.user, purpose);
         return link_page(&st, &rt, jar, again, link.expires_at, Some(why));
     }
-    let ip = client_ip(&rt, peer.0, &headers);
+    let from = Arrival::of(&rt, &incoming);
+    let ip = from.ip;
     let (user, factor) = match st.authn.redeem_link(&token, purpose, &f.password, ip).await {
         Ok(r) => r,
         Err(AuthError::Rejected(why)) => {
@@ -153,20 +147,7 @@ pub async fn link_redeem(
             return e.into_response();
         }
     }
-    let attempt = FirstFactor {
-        user,
-        factor,
-        also: Vec::new(),
-        target: None,
-        remember: false,
-        ip,
-        headers: &headers,
-        connection: Connection {
-            peer: Some(peer.0.ip()),
-            tls: tls.as_ref().map(|t| &t.0),
-        },
-        upstream: None,
-    };
+    let attempt = FirstFactor::new(user, factor, from);
     let user_id = attempt.user.id.clone();
     let next = sign_in(&st, &rt, &jar, attempt).await;
     let next = match purpose {

@@ -10,7 +10,7 @@ mod page;
 mod passing;
 
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use minijinja::context;
@@ -19,14 +19,14 @@ use stepgate_authn::service::AuthError;
 use stepgate_authn::FactorKind;
 use stepgate_store::UserRecord;
 
-use crate::access::request::client_ip;
-use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{step_context, CsrfField, Here, StepFields, StepForm, Visit};
+use crate::portal::extract::{
+    step_context, ClientAddr, CsrfField, Here, StepFields, StepForm, Visit,
+};
 use crate::portal::links::StepToken;
 use crate::portal::pages::Pages;
-use crate::portal::{audit, auth_message};
+use crate::portal::{audit, audit_failure, auth_message, Failure};
 use crate::session::cookies::CookieJar;
 use crate::session::Session;
 use page::{render, Shown};
@@ -110,9 +110,8 @@ pub fn otp_kind(s: &str) -> Option<FactorKind> {
 /// `POST {portal}/step-up/send`: send an e-mail or SMS code for the `otp` form.
 pub async fn step_up_factor(
     Visit { st, here: rt, jar }: Visit,
-    peer: Peer,
+    ClientAddr(ip): ClientAddr,
     Path(factor): Path<String>,
-    headers: HeaderMap,
     f: StepForm<CodeForm>,
 ) -> Response {
     let StepForm {
@@ -126,44 +125,60 @@ pub async fn step_up_factor(
         return send(&st, &rt, on, &form.kind).await;
     }
     if factor == "cancel" {
-        return cancel(&st, &rt, jar, on, peer, &headers).await;
+        return cancel(&st, &rt, jar, on, ip).await;
     }
-    let tried = match factor.as_str() {
-        "otp" => otp_kind(&form.kind).map(|k| k.as_str()),
-        "recovery" => Some(FactorKind::RecoveryCodes.as_str()),
-        "questions" => Some(FactorKind::SecurityQuestions.as_str()),
-        "totp" => Some(FactorKind::Totp.as_str()),
-        "password" => Some(FactorKind::Password.as_str()),
-        _ => None,
+    let Some(kind) = answered_kind(&factor, &form) else {
+        return PortalError::BadRequest.into_response();
     };
-    let ip = client_ip(&rt, peer.0, &headers);
+    match verify(&st, &user, kind, &form, ip).await {
+        Ok(p) => passed(&st, &rt, jar, on, p, false).await,
+        Err(e) => {
+            let failure = Failure::of(on.step.sign_in, kind.as_str());
+            audit_failure(&st, &rt, Some(&user), ip, failure, &e).await;
+            failed(&st, &rt, on, e, Some(kind.as_str())).await
+        }
+    }
+}
+
+/// The factor a step-up form (`/step-up/{factor}`) answers: for `otp`, the one-time-code
+/// kind it names.
+fn answered_kind(factor: &str, form: &CodeForm) -> Option<FactorKind> {
+    match factor {
+        "otp" => otp_kind(&form.kind),
+        "recovery" => Some(FactorKind::RecoveryCodes),
+        "questions" => Some(FactorKind::SecurityQuestions),
+        "totp" => Some(FactorKind::Totp),
+        "password" => Some(FactorKind::Password),
+        _ => None,
+    }
+}
+
+/// The form's answer for factor `kind` (one [`answered_kind`] gives), checked.
+async fn verify(
+    st: &Shared,
+    user: &UserRecord,
+    kind: FactorKind,
+    form: &CodeForm,
+    ip: Option<std::net::IpAddr>,
+) -> Result<stepgate_authn::PassedFactor, AuthError> {
     let a = &st.authn;
-    let result = match factor.as_str() {
-        "totp" => a.verify_totp(&user, &form.code, ip).await,
-        "password" => a
+    match kind {
+        FactorKind::Totp => a.verify_totp(user, &form.code, ip).await,
+        FactorKind::Password => a
             .verify_password(&user.username, &form.password, ip)
             .await
             .map(|(_, p)| p),
-        "otp" => match otp_kind(&form.kind) {
-            Some(kind) => a.verify_otp(&user, kind, &form.code, ip).await,
-            None => return PortalError::BadRequest.into_response(),
-        },
-        "recovery" => a.verify_recovery_code(&user, &form.code, ip).await,
-        "questions" => match st
-            .signer
-            .verify("asked", &form.asked, Utc::now().timestamp())
-        {
-            Some(asked) => {
-                let asked: Vec<usize> = asked.split(',').filter_map(|s| s.parse().ok()).collect();
-                a.verify_questions(&user, &asked, &form.answer, ip).await
-            }
-            None => Err(AuthError::Expired),
-        },
-        _ => return PortalError::BadRequest.into_response(),
-    };
-    match result {
-        Ok(p) => passed(&st, &rt, jar, on, p, false).await,
-        Err(e) => failed(&st, &rt, on, e, tried).await,
+        FactorKind::RecoveryCodes => a.verify_recovery_code(user, &form.code, ip).await,
+        FactorKind::SecurityQuestions => {
+            let now = Utc::now().timestamp();
+            let Some(asked) = st.signer.verify("asked", &form.asked, now) else {
+                return Err(AuthError::Expired);
+            };
+            let asked: Vec<usize> = asked.split(',').filter_map(|s| s.parse().ok()).collect();
+            a.verify_questions(user, &asked, &form.answer, ip).await
+        }
+        // What remains is an e-mail or SMS code (`otp_kind`).
+        otp => a.verify_otp(user, otp, &form.code, ip).await,
     }
 }
 
@@ -242,8 +257,7 @@ async fn cancel(
     rt: &Here,
     jar: CookieJar,
     on: Page<'_>,
-    peer: Peer,
-    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
 ) -> Response {
     if !(on.step.sign_in && on.session.data.pending) {
         return PortalError::BadRequest.into_response();
@@ -251,7 +265,6 @@ async fn cancel(
     if let Err(e) = st.sessions.end(&on.session.id).await {
         return PortalError::from(e).into_response();
     }
-    let ip = client_ip(rt, peer.0, headers);
     audit(
         st,
         "signin.cancelled",

@@ -40,10 +40,11 @@ pub(in crate::portal) async fn passed_all(
     json: bool,
 ) -> Response {
     // A user signed in through a provider is re-checked there first: one disabled there
-    // since cannot step up.
+    // since cannot step up. The passkey script reads the refusal as JSON.
     let rechecked =
         match crate::portal::upstream::at_step_up(st, rt, on.session, on.step.sign_in).await {
             Ok(s) => s,
+            Err(e) if json => return (jar, e.for_script()).into_response(),
             Err(e) => return (jar, e).into_response(),
         };
     let on = Page {
@@ -56,26 +57,14 @@ pub(in crate::portal) async fn passed_all(
         Err(e) => return e.into_response(),
     };
     if !met {
-        return more_needed(
-            st,
-            rt,
-            jar,
-            Page {
-                session: &new,
-                ..on
-            },
-            json,
-        )
-        .await;
+        let on = Page {
+            session: &new,
+            ..on
+        };
+        return more_needed(st, rt, jar, on, json).await;
     }
     let detail = serde_json::json!({ "aal": new.data.aal(&rt.config.assurance) });
-    // A request that cannot be replayed (a POST) was not sent: say so, and lead back to
-    // the page it was made from (the "Confirmed" page, [`confirmed_page`]).
-    let target = match &on.step.back {
-        Some(_) if !on.step.sign_in => rt.portal_url(&format!("/confirmed?t={}", on.token)),
-        Some(back) => back.clone(),
-        None => on.step.rt.clone(),
-    };
+    let target = target_after(rt, on);
     if on.step.sign_in {
         let done = Done {
             user: on.user,
@@ -87,11 +76,7 @@ pub(in crate::portal) async fn passed_all(
             .await
             .respond(rt, jar, json);
     }
-    let ip = new.data.ip.as_deref().and_then(|s| s.parse().ok());
-    audit(st, "stepup.success", &on.user.username, ip, detail).await;
-    if let Some(d) = &new.data.device_id {
-        st.devices.index_session(d, &new.id).await;
-    }
+    step_up_recorded(st, on.user, &new, detail).await;
     let persistent = new.data.persistent;
     let next = Next::Go {
         url: target,
@@ -99,6 +84,32 @@ pub(in crate::portal) async fn passed_all(
         device_cookie: None,
     };
     next.respond(rt, jar, json)
+}
+
+/// Where a met requirement leads: the target, or — for a request that cannot be replayed
+/// (a POST) and was not sent — the "Confirmed" page ([`super::confirmed_page`]) leading back
+/// to the page it was made from (a sign-in goes straight back there).
+fn target_after(rt: &Here, on: Page<'_>) -> String {
+    match &on.step.back {
+        Some(_) if !on.step.sign_in => rt.portal_url(&format!("/confirmed?t={}", on.token)),
+        Some(back) => back.clone(),
+        None => on.step.rt.clone(),
+    }
+}
+
+/// A step-up of a complete session made: audited, and the new session id indexed under
+/// its device.
+async fn step_up_recorded(
+    st: &Shared,
+    user: &stepgate_store::UserRecord,
+    new: &Session,
+    detail: serde_json::Value,
+) {
+    let ip = new.data.ip.as_deref().and_then(|s| s.parse().ok());
+    audit(st, "stepup.success", &user.username, ip, detail).await;
+    if let Some(d) = &new.data.device_id {
+        st.devices.index_session(d, &new.id).await;
+    }
 }
 
 /// Records a passed factor in the session, under a new session id; and whether the

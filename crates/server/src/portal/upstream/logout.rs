@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use stepgate_authn::session::UpstreamSignIn;
+use stepgate_config::identity::IdentityProviderConfig;
 use stepgate_store::UPSTREAM_LINK_KIND;
 
 use super::configured;
@@ -15,6 +16,7 @@ use crate::access::request::client_ip;
 use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::idp::id_token;
+use crate::idp::logout_token::LogoutToken;
 use crate::idp::{accounts, UpstreamError};
 use crate::portal::audit;
 use crate::portal::error::PortalError;
@@ -100,79 +102,24 @@ pub async fn backchannel_logout(
     headers: HeaderMap,
     axum_extra::extract::Form(f): axum_extra::extract::Form<LogoutForm>,
 ) -> Response {
-    let answer = |status: StatusCode, error: Option<&str>| {
-        let body = match error {
-            None => String::new(),
-            Some(d) => serde_json::json!({ "error": "invalid_request", "error_description": d })
-                .to_string(),
-        };
-        (
-            status,
-            [
-                ("cache-control", "no-store"),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
-            .into_response()
-    };
     let Some(cfg) = configured(&rt, &id).filter(|c| c.back_channel_logout) else {
         return answer(StatusCode::NOT_FOUND, Some("no back-channel logout here"));
     };
     let ip = client_ip(&rt, peer.0, &headers);
-    let refuse = |e: UpstreamError| {
-        tracing::warn!(provider = cfg.id.as_str(), ip = ?ip, error = %e, "upstream logout token refused");
-        answer(
-            StatusCode::BAD_REQUEST,
-            Some("the logout token is not valid"),
-        )
-    };
-    if f.logout_token.is_empty() || f.logout_token.len() > 16 * 1024 {
-        return refuse(UpstreamError::BadToken {
-            provider: id.clone(),
-            detail: "no logout token, or one too large".into(),
-        });
-    }
-    let provider = match st.idps.provider(cfg).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(provider = cfg.id.as_str(), error = %e, "upstream logout token not checked");
-            return answer(StatusCode::SERVICE_UNAVAILABLE, Some("try again later"));
-        }
-    };
-    let token = match crate::idp::logout_token::verify(
-        &provider,
-        st.idps.http(),
-        &f.logout_token,
-        &cfg.issuer,
-        &cfg.client_id,
-    )
-    .await
-    {
+    let token = match verified_once(&st, cfg, &f.logout_token).await {
         Ok(t) => t,
-        Err(e) => return refuse(e),
-    };
-    let jti_memory = std::time::Duration::from_secs(
-        2 * crate::idp::logout_token::MAX_AGE_SECS as u64 + 2 * id_token::LEEWAY_SECS,
-    );
-    match st
-        .stores
-        .hot
-        .remember_once(&format!("upstream-logout:{id}:{}", token.jti), jti_memory)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return refuse(UpstreamError::BadToken {
-                provider: id.clone(),
-                detail: format!("logout token `{}` was already used", token.jti),
-            })
+        Err(NotTaken::Invalid(e)) => {
+            tracing::warn!(provider = cfg.id.as_str(), ip = ?ip, error = %e, "upstream logout token refused");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                Some("the logout token is not valid"),
+            );
         }
-        Err(e) => {
+        Err(NotTaken::Unchecked(e)) => {
             tracing::warn!(provider = cfg.id.as_str(), error = %e, "upstream logout token not checked");
             return answer(StatusCode::SERVICE_UNAVAILABLE, Some("try again later"));
         }
-    }
+    };
     match end_upstream_sessions(&st, &id, &token).await {
         Ok((username, ended)) => {
             audit(
@@ -191,6 +138,72 @@ pub async fn backchannel_logout(
             tracing::warn!(provider = cfg.id.as_str(), error = %e, "upstream logout: the store failed");
             answer(StatusCode::SERVICE_UNAVAILABLE, Some("try again later"))
         }
+    }
+}
+
+/// The back-channel logout endpoint's answer: empty, or an OAuth-style error; never cached.
+fn answer(status: StatusCode, error: Option<&str>) -> Response {
+    let body = match error {
+        None => String::new(),
+        Some(d) => {
+            serde_json::json!({ "error": "invalid_request", "error_description": d }).to_string()
+        }
+    };
+    (
+        status,
+        [
+            ("cache-control", "no-store"),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Why a logout token was not taken.
+enum NotTaken {
+    /// It is not valid, or was used before.
+    Invalid(UpstreamError),
+    /// It could not be checked (the provider's keys or the hot store out of reach).
+    Unchecked(String),
+}
+
+/// The logout token `raw` from provider `cfg`, verified and its `jti` accepted once.
+async fn verified_once(
+    st: &Shared,
+    cfg: &IdentityProviderConfig,
+    raw: &str,
+) -> Result<LogoutToken, NotTaken> {
+    let id = cfg.id.as_str();
+    let invalid = |detail: String| {
+        NotTaken::Invalid(UpstreamError::BadToken {
+            provider: id.to_string(),
+            detail,
+        })
+    };
+    if raw.is_empty() || raw.len() > 16 * 1024 {
+        return Err(invalid("no logout token, or one too large".into()));
+    }
+    let provider = st
+        .idps
+        .provider(cfg)
+        .await
+        .map_err(|e| NotTaken::Unchecked(e.to_string()))?;
+    let http = st.idps.http();
+    let token = crate::idp::logout_token::verify(&provider, http, raw, &cfg.issuer, &cfg.client_id)
+        .await
+        .map_err(NotTaken::Invalid)?;
+    let jti_memory = std::time::Duration::from_secs(
+        2 * crate::idp::logout_token::MAX_AGE_SECS as u64 + 2 * id_token::LEEWAY_SECS,
+    );
+    let key = format!("upstream-logout:{id}:{}", token.jti);
+    match st.stores.hot.remember_once(&key, jti_memory).await {
+        Ok(true) => Ok(token),
+        Ok(false) => Err(invalid(format!(
+            "logout token `{}` was already used",
+            token.jti
+        ))),
+        Err(e) => Err(NotTaken::Unchecked(e.to_string())),
     }
 }
 

@@ -14,9 +14,8 @@
 //! started it, and each nonce only once (the hot store remembers it).
 
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum_extra::extract::cookie::Cookie;
 use base64::Engine as _;
 use chrono::Utc;
@@ -29,24 +28,30 @@ use super::audit;
 use super::error::PortalError;
 use super::extract::{step_context, Here, Visit};
 use super::links::Links;
-use super::signin::{sign_in, FirstFactor};
+use super::signin::{sign_in, Arrival, FirstFactor, Incoming};
 use crate::access::request::client_ip;
-use crate::access::signals::PeerCertificates;
-use crate::access::Connection;
 use crate::app::responses::{see_other, Peer};
 use crate::app::signer::random_id;
 use crate::app::state::Shared;
 use crate::idp::id_token::{self, Expected};
+use crate::idp::provider::Provider;
 use crate::idp::{accounts, claims, UpstreamError};
+use crate::session::cookies::CookieJar;
+
+/// An ID token's claims.
+type Claims = serde_json::Map<String, serde_json::Value>;
 use stepgate_authn::session::UpstreamSignIn;
 
 mod logout;
 mod recheck;
+mod refusal;
 mod step_up;
 
 use logout::remember_sid;
 pub use logout::{backchannel_logout, end_session_url, signed_out, LogoutForm};
 pub use recheck::{at_step_up, recheck, recheck_hook};
+use refusal::refused;
+pub use refusal::{suppressed_audit_key, ANONYMOUS_AUDIT_PER_MINUTE};
 pub use step_up::step_up_offers;
 use step_up::stepped_up;
 
@@ -200,6 +205,24 @@ pub async fn start(
         st: q.step,
         at: Utc::now().timestamp(),
     };
+    let url = match authorization_url(&rt, cfg, &provider, &flow, q.login_hint.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return refused(&st, &rt, cfg, &e, None, None).await,
+    };
+    let cookie = flow_cookie(&st, &rt, &flow);
+    (jar.set(cookie), see_other(url.as_str())).into_response()
+}
+
+/// The provider's authorization endpoint with the flow's request: code flow, PKCE (S256),
+/// `state` and `nonce`; the login hint when it is a sane one; for a delegated step-up, the
+/// level asked and a fresh authentication.
+fn authorization_url(
+    rt: &Here,
+    cfg: &IdentityProviderConfig,
+    provider: &Provider,
+    flow: &Flow,
+    login_hint: Option<&str>,
+) -> Result<url::Url, UpstreamError> {
     let challenge =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(flow.v.as_bytes()));
     let mut scopes: Vec<&str> = vec!["openid"];
@@ -209,40 +232,39 @@ pub async fn start(
             .map(String::as_str)
             .filter(|s| *s != "openid"),
     );
-    let mut url = match url::Url::parse(&provider.metadata.authorization_endpoint) {
-        Ok(u) => u,
-        Err(e) => {
-            let e = UpstreamError::Unavailable {
-                provider: id.clone(),
-                detail: format!("authorization_endpoint: {e}"),
-            };
-            return refused(&st, &rt, cfg, &e, None, None).await;
+    let mut url = url::Url::parse(&provider.metadata.authorization_endpoint).map_err(|e| {
+        UpstreamError::Unavailable {
+            provider: flow.p.clone(),
+            detail: format!("authorization_endpoint: {e}"),
         }
-    };
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
+    })?;
+    let mut q = url.query_pairs_mut();
+    q.append_pair("response_type", "code")
         .append_pair("client_id", &cfg.client_id)
-        .append_pair("redirect_uri", &redirect_uri(&rt, &id))
+        .append_pair("redirect_uri", &redirect_uri(rt, &flow.p))
         .append_pair("scope", &scopes.join(" "))
         .append_pair("state", &flow.s)
         .append_pair("nonce", &flow.n)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    if let Some(hint) = q
-        .login_hint
-        .as_deref()
-        .filter(|h| !h.is_empty() && h.len() <= 256 && !h.chars().any(char::is_control))
+    if let Some(hint) =
+        login_hint.filter(|h| !h.is_empty() && h.len() <= 256 && !h.chars().any(char::is_control))
     {
-        url.query_pairs_mut().append_pair("login_hint", hint);
+        q.append_pair("login_hint", hint);
     }
     if let (Some(_), Some(acr)) = (&flow.st, &cfg.step_up_acr) {
         // Authenticate again, now, at this level.
-        url.query_pairs_mut()
-            .append_pair("acr_values", acr)
+        q.append_pair("acr_values", acr)
             .append_pair("max_age", "0")
             .append_pair("prompt", "login");
     }
-    let payload = serde_json::to_string(&flow).unwrap_or_default();
+    drop(q);
+    Ok(url)
+}
+
+/// The signed, short-lived cookie that carries `flow` to the callback.
+fn flow_cookie(st: &Shared, rt: &Here, flow: &Flow) -> Cookie<'static> {
+    let payload = serde_json::to_string(flow).unwrap_or_default();
     let value = st
         .signer
         .sign(FLOW_PURPOSE, &payload, Utc::now().timestamp() + FLOW_SECS);
@@ -253,7 +275,7 @@ pub async fn start(
     c.set_same_site(cookie::SameSite::Lax);
     c.set_path(format!("{}/login/upstream/", rt.portal()));
     c.set_max_age(cookie::time::Duration::seconds(FLOW_SECS));
-    (jar.set(c), see_other(url.as_str())).into_response()
+    c
 }
 
 /// The provider's answer.
@@ -275,26 +297,15 @@ pub async fn callback(
     Visit { st, here: rt, jar }: Visit,
     Path(id): Path<String>,
     Query(q): Query<CallbackQuery>,
-    peer: Peer,
-    tls: Option<Extension<PeerCertificates>>,
-    headers: HeaderMap,
+    incoming: Incoming,
 ) -> Response {
     let Some(cfg) = configured(&rt, &id) else {
         return PortalError::BadRequest.into_response();
     };
-    let ip = client_ip(&rt, peer.0, &headers);
+    let from = Arrival::of(&rt, &incoming);
+    let ip = from.ip;
     let now = Utc::now();
-    // The flow this browser started, for this provider, with this state.
-    let flow = jar
-        .get(FLOW_COOKIE)
-        .and_then(|c| st.signer.verify(FLOW_PURPOSE, c, now.timestamp()))
-        .and_then(|p| serde_json::from_str::<Flow>(&p).ok())
-        .filter(|f| f.p == id)
-        .filter(|f| {
-            let s = q.state.as_deref().unwrap_or("");
-            !s.is_empty() && bool::from(s.as_bytes().ct_eq(f.s.as_bytes()))
-        });
-    let Some(flow) = flow else {
+    let Some(flow) = started_flow(&st, &jar, &id, q.state.as_deref(), now) else {
         let e = UpstreamError::BadToken {
             provider: id.clone(),
             detail: "the answer does not match a sign-in this browser started (state)".into(),
@@ -302,80 +313,112 @@ pub async fn callback(
         return refused(&st, &rt, cfg, &e, ip, None).await;
     };
     let jar = jar.set(expired_flow_cookie(&rt));
-    if let Some(err) = q.error {
-        let e = UpstreamError::Refused {
-            provider: id.clone(),
-            detail: format!(
-                "{err}{}",
-                q.error_description
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default()
-            ),
-        };
-        return (jar, refused(&st, &rt, cfg, &e, ip, None).await).into_response();
-    }
-    let (who, signed_in) =
-        match identify(&st, &rt, cfg, &flow, q.code.as_deref().unwrap_or("")).await {
-            Ok(w) => w,
-            Err(e) => return (jar, refused(&st, &rt, cfg, &e, ip, None).await).into_response(),
-        };
+    let answered = match q.error {
+        Some(err) => Err(provider_error(&id, &err, q.error_description.as_deref())),
+        None => identify(&st, &rt, cfg, &flow, q.code.as_deref().unwrap_or("")).await,
+    };
+    let (who, signed_in) = match answered {
+        Ok(w) => w,
+        Err(e) => return (jar, refused(&st, &rt, cfg, &e, ip, None).await).into_response(),
+    };
     if let Some(token) = &flow.st {
         return stepped_up(&st, &rt, jar, cfg, &flow, token, &who, ip).await;
     }
-    let label = display_name(cfg);
-    let source = accounts::Source {
-        id: &id,
-        label: &label,
-        link_by_verified_email: cfg.link_by_verified_email,
-    };
-    let user = match accounts::account(st.stores.durable.as_ref(), &source, &who).await {
+    let user = match linked_user(&st, cfg, &who, &signed_in).await {
         Ok(u) => u,
         Err(e) => {
-            return (
-                jar,
-                refused(&st, &rt, cfg, &e, ip, Some(&who.username)).await,
-            )
-                .into_response()
+            let refused = refused(&st, &rt, cfg, &e, ip, Some(&who.username)).await;
+            return (jar, refused).into_response();
         }
     };
-    if cfg.back_channel_logout {
-        if let Some(sid) = &signed_in.sid {
-            // A logout token may name the provider's session alone: which user it was.
-            remember_sid(&st, &id, sid, &user.id).await;
-        }
-    }
     let mut factors = claims::factors(&who, &cfg.trust, now);
     let first = factors.remove(0);
     let attempt = FirstFactor {
-        user,
-        factor: first,
         also: factors,
         target: Links::new(&st.signer, &rt).verify_return(&flow.t, now),
-        remember: false,
-        ip,
-        headers: &headers,
-        connection: Connection {
-            peer: Some(peer.0.ip()),
-            tls: tls.as_ref().map(|t| &t.0),
-        },
         upstream: Some(signed_in),
+        ..FirstFactor::new(user, first, from)
     };
-    audit(
-        &st,
-        "signin.upstream",
-        &attempt.user.username,
-        ip,
-        serde_json::json!({
-            "provider": id, "sub": who.sub, "amr": who.amr, "acr": who.acr,
-            "auth_time": who.auth_time.map(|t| t.timestamp()),
-            "counted": std::iter::once(&attempt.factor).chain(&attempt.also).map(|f| &f.amr).collect::<Vec<_>>(),
-        }),
-    )
-    .await;
+    audit_signed_in(&st, &id, &who, &attempt).await;
     sign_in(&st, &rt, &jar, attempt)
         .await
         .respond(&rt, jar, false)
 }
+
+/// The error the provider answered instead of a code (`error`, `error_description`).
+fn provider_error(id: &str, error: &str, description: Option<&str>) -> UpstreamError {
+    let description = description.map(|d| format!(": {d}")).unwrap_or_default();
+    UpstreamError::Refused {
+        provider: id.to_string(),
+        detail: format!("{error}{description}"),
+    }
+}
+
+/// The flow this browser started (its signed cookie), for provider `id`, with this `state`.
+fn started_flow(
+    st: &Shared,
+    jar: &CookieJar,
+    id: &str,
+    state: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Option<Flow> {
+    let s = state.unwrap_or("");
+    jar.get(FLOW_COOKIE)
+        .and_then(|c| st.signer.verify(FLOW_PURPOSE, c, now.timestamp()))
+        .and_then(|p| serde_json::from_str::<Flow>(&p).ok())
+        .filter(|f| f.p == id)
+        .filter(|f| !s.is_empty() && bool::from(s.as_bytes().ct_eq(f.s.as_bytes())))
+}
+
+/// The stepgate user the provider's `who` is (linked or created just in time); the
+/// provider's session remembered for its back-channel logout.
+async fn linked_user(
+    st: &Shared,
+    cfg: &IdentityProviderConfig,
+    who: &claims::UpstreamIdentity,
+    signed_in: &UpstreamSignIn,
+) -> Result<stepgate_store::UserRecord, UpstreamError> {
+    let label = display_name(cfg);
+    let source = accounts::Source {
+        id: cfg.id.as_str(),
+        label: &label,
+        link_by_verified_email: cfg.link_by_verified_email,
+    };
+    let user = accounts::account(st.stores.durable.as_ref(), &source, who).await?;
+    if cfg.back_channel_logout {
+        if let Some(sid) = &signed_in.sid {
+            // A logout token may name the provider's session alone: which user it was.
+            remember_sid(st, cfg.id.as_str(), sid, &user.id).await;
+        }
+    }
+    Ok(user)
+}
+
+/// `signin.upstream`: who the provider said signed in, and the factors stepgate counts.
+async fn audit_signed_in(
+    st: &Shared,
+    id: &str,
+    who: &claims::UpstreamIdentity,
+    attempt: &FirstFactor<'_>,
+) {
+    let counted: Vec<_> = std::iter::once(&attempt.factor)
+        .chain(&attempt.also)
+        .map(|f| &f.amr)
+        .collect();
+    audit(
+        st,
+        "signin.upstream",
+        &attempt.user.username,
+        attempt.ip,
+        serde_json::json!({
+            "provider": id, "sub": who.sub, "amr": who.amr, "acr": who.acr,
+            "auth_time": who.auth_time.map(|t| t.timestamp()),
+            "counted": counted,
+        }),
+    )
+    .await;
+}
+
 /// The code exchanged, the ID token verified (its nonce used once), the claims mapped; and
 /// what the session keeps of the sign-in.
 async fn identify(
@@ -386,12 +429,8 @@ async fn identify(
     code: &str,
 ) -> Result<(claims::UpstreamIdentity, UpstreamSignIn), UpstreamError> {
     let id = cfg.id.as_str();
-    let bad = |detail: &str| UpstreamError::BadToken {
-        provider: id.to_string(),
-        detail: detail.to_string(),
-    };
     if code.is_empty() {
-        return Err(bad("the answer carries no authorization code"));
+        return Err(bad_token(id, "the answer carries no authorization code"));
     }
     let provider = st.idps.provider(cfg).await?;
     let client = st.idps.client_auth(cfg, &provider)?;
@@ -401,37 +440,10 @@ async fn identify(
         .await?;
     let token = answer
         .id_token
-        .ok_or_else(|| bad("the token endpoint returned no ID token"))?;
-    let expected = Expected {
-        issuer: &cfg.issuer,
-        client_id: &cfg.client_id,
-        nonce: &flow.n,
-    };
-    let mut claims = id_token::verify(&provider, http, &token, &expected).await?;
-    // Each nonce signs in once, on any node: a replayed ID token is refused.
-    let fresh = st
-        .stores
-        .hot
-        .remember_once(&format!("upstream-nonce:{id}:{}", flow.n), NONCE_MEMORY)
-        .await
-        .map_err(|e| UpstreamError::Unavailable {
-            provider: id.to_string(),
-            detail: format!("the hot store failed: {e}"),
-        })?;
-    if !fresh {
-        return Err(bad("its nonce was already used (a replayed sign-in)"));
-    }
-    if cfg.userinfo {
-        if let Some(at) = answer.access_token.as_deref() {
-            let info = provider.userinfo(http, at).await?;
-            // Core §5.3.2: the user-info `sub` must be the ID token's.
-            if info.get("sub") != claims.get("sub") {
-                return Err(bad("the userinfo answer is about another subject"));
-            }
-            for (k, v) in info {
-                claims.entry(k).or_insert(v);
-            }
-        }
+        .ok_or_else(|| bad_token(id, "the token endpoint returned no ID token"))?;
+    let mut claims = verified_once(st, cfg, &provider, &token, flow).await?;
+    if let (true, Some(at)) = (cfg.userinfo, answer.access_token.as_deref()) {
+        add_userinfo(&provider, http, at, &mut claims, id).await?;
     }
     let sid = claims
         .get("sid")
@@ -456,99 +468,75 @@ async fn identify(
     };
     Ok((who, signed_in))
 }
+
+/// `UpstreamError::BadToken` from provider `id`.
+fn bad_token(id: &str, detail: &str) -> UpstreamError {
+    UpstreamError::BadToken {
+        provider: id.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The ID token's claims, verified against the flow's nonce — which signs in once, on any
+/// node: a replayed ID token is refused.
+async fn verified_once(
+    st: &Shared,
+    cfg: &IdentityProviderConfig,
+    provider: &Provider,
+    token: &str,
+    flow: &Flow,
+) -> Result<Claims, UpstreamError> {
+    let id = cfg.id.as_str();
+    let expected = Expected {
+        issuer: &cfg.issuer,
+        client_id: &cfg.client_id,
+        nonce: &flow.n,
+    };
+    let claims = id_token::verify(provider, st.idps.http(), token, &expected).await?;
+    let fresh = st
+        .stores
+        .hot
+        .remember_once(&format!("upstream-nonce:{id}:{}", flow.n), NONCE_MEMORY)
+        .await
+        .map_err(|e| UpstreamError::Unavailable {
+            provider: id.to_string(),
+            detail: format!("the hot store failed: {e}"),
+        })?;
+    if !fresh {
+        return Err(bad_token(
+            id,
+            "its nonce was already used (a replayed sign-in)",
+        ));
+    }
+    Ok(claims)
+}
+
+/// The provider's user-info answer added to `claims` (the ID token's claims win).
+async fn add_userinfo(
+    provider: &Provider,
+    http: &reqwest::Client,
+    access_token: &str,
+    claims: &mut Claims,
+    id: &str,
+) -> Result<(), UpstreamError> {
+    let info = provider.userinfo(http, access_token).await?;
+    // Core §5.3.2: the user-info `sub` must be the ID token's.
+    if info.get("sub") != claims.get("sub") {
+        return Err(bad_token(
+            id,
+            "the userinfo answer is about another subject",
+        ));
+    }
+    for (k, v) in info {
+        claims.entry(k).or_insert(v);
+    }
+    Ok(())
+}
+
 fn expired_flow_cookie(rt: &Here) -> Cookie<'static> {
     let mut c = Cookie::new(FLOW_COOKIE, "");
     c.set_path(format!("{}/login/upstream/", rt.portal()));
     c.set_max_age(cookie::time::Duration::ZERO);
     c.set_http_only(true);
     c
-}
-
-/// A sign-in through `cfg` that did not happen: audited (with the operator's detail) and a
-/// page saying what the person can do (fail closed: no session).
-async fn refused(
-    st: &Shared,
-    rt: &Here,
-    cfg: &IdentityProviderConfig,
-    e: &UpstreamError,
-    ip: Option<std::net::IpAddr>,
-    username: Option<&str>,
-) -> Response {
-    tracing::warn!(provider = cfg.id.as_str(), error = %e, "upstream sign-in refused");
-    let mut detail = serde_json::json!({ "provider": cfg.id.as_str(), "reason": e.reason(), "detail": e.to_string() });
-    // Anyone can call the callback: refusals that name no user are audited at most
-    // [`ANONYMOUS_AUDIT_PER_MINUTE`] a minute per provider, the rest counted, and the
-    // count reported by the next row written.
-    let write = match username {
-        Some(_) => true,
-        None => match anonymous_allowance(st, cfg.id.as_str()).await {
-            Some(suppressed) => {
-                if suppressed > 0 {
-                    detail["suppressed_before"] = suppressed.into();
-                }
-                true
-            }
-            None => false,
-        },
-    };
-    if write {
-        audit(
-            st,
-            "signin.upstream_refused",
-            username.unwrap_or(&format!("upstream:{}", cfg.id.as_str())),
-            ip,
-            detail,
-        )
-        .await;
-    }
-    let status = match e {
-        UpstreamError::Unavailable { .. } | UpstreamError::Config { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        UpstreamError::Unusable { .. } => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    PortalError::Upstream {
-        portal: rt.portal().to_string(),
-        status,
-        message: e.public_message(&display_name(cfg)),
-    }
-    .into_response()
-}
-
-/// How many refusals naming no user (a callback without a matching flow, a provider that
-/// cannot be reached) are audited per provider and minute; the others are counted.
-pub const ANONYMOUS_AUDIT_PER_MINUTE: u64 = 20;
-
-/// The hot-store counter of anonymous refusals not audited for provider `id` (read and
-/// reset by the next row written).
-pub fn suppressed_audit_key(id: &str) -> String {
-    format!("upstream-refused-suppressed:{id}")
-}
-
-/// Whether this anonymous refusal may be audited: `Some(how many were suppressed since the
-/// last row)` when it may, `None` when over the minute's allowance (then counted). A store
-/// failure lets the row through (the audit outbox keeps it).
-async fn anonymous_allowance(st: &Shared, id: &str) -> Option<u64> {
-    let hot = &st.stores.hot;
-    let window = std::time::Duration::from_secs(60);
-    let n = match hot
-        .incr_counter(&format!("upstream-refused-audited:{id}"), window)
-        .await
-    {
-        Ok(n) => n,
-        Err(_) => return Some(0),
-    };
-    let key = suppressed_audit_key(id);
-    if n > ANONYMOUS_AUDIT_PER_MINUTE {
-        let _ = hot
-            .incr_counter(&key, std::time::Duration::from_secs(24 * 3600))
-            .await;
-        return None;
-    }
-    let suppressed = hot.get_counter(&key).await.unwrap_or(0);
-    if suppressed > 0 {
-        let _ = hot.reset_counter(&key).await;
-    }
-    Some(suppressed)
 }

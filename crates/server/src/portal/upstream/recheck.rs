@@ -132,16 +132,8 @@ async fn redeem(
     at: &str,
 ) -> Redeemed {
     let now = Utc::now();
-    let key = format!("upstream-refresh:{}:{}", session.id, up.checked_at);
-    match st
-        .stores
-        .hot
-        .remember_once(&key, std::time::Duration::from_secs(60))
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Redeemed::NotAsked(session, "a re-check is under way".into()),
-        Err(e) => return Redeemed::NotAsked(session, e.to_string()),
+    if let Err(why) = first_to_recheck(st, &session, up).await {
+        return Redeemed::NotAsked(session, why);
     }
     let id = cfg.id.as_str();
     let Some(token) = st.idps.open_refresh(id, &up.sub, sealed) else {
@@ -160,30 +152,61 @@ async fn redeem(
                 .refresh_token
                 .as_deref()
                 .map(|new| st.idps.seal_refresh(id, &up.sub, new));
-            // Written over the session as it stands now (another node may have marked or
-            // stamped it meanwhile), never over the copy this request read.
-            let recheck = |data: &mut crate::session::SessionData| {
-                let u = data.upstream.get_or_insert_with(Default::default);
-                u.checked_at = now.timestamp();
-                if let Some(sealed) = &rotated {
-                    u.refresh = sealed.clone();
-                }
-                true
-            };
-            match st.sessions.modify(rt, &session.id, now, recheck).await {
-                Ok(Some(s)) => Redeemed::Vouched(s),
-                Ok(None) => Redeemed::Ended,
-                Err(e) => {
-                    tracing::warn!(error = %e, "saving the re-checked session failed");
-                    Redeemed::NotAsked(session, e.to_string())
-                }
-            }
+            restamped(st, rt, session, rotated, now).await
         }
         Err(e @ UpstreamError::Refused { .. }) => {
             refused_at_recheck(st, &session, id, &up.sub, e.to_string(), at).await
         }
         Err(e) => {
             tracing::warn!(provider = id, error = %e, "upstream re-check not made; the session stands");
+            Redeemed::NotAsked(session, e.to_string())
+        }
+    }
+}
+
+/// Whether this node is the one to re-check the session's user now (one node at a time
+/// per session and state, for a minute); `Err` says why not.
+async fn first_to_recheck(
+    st: &Shared,
+    session: &Session,
+    up: &UpstreamSignIn,
+) -> Result<(), String> {
+    let key = format!("upstream-refresh:{}:{}", session.id, up.checked_at);
+    match st
+        .stores
+        .hot
+        .remember_once(&key, std::time::Duration::from_secs(60))
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("a re-check is under way".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The session the provider vouched for again, stamped as re-checked now (with the
+/// refresh token it rotated, sealed) — written over the session as it stands now (another
+/// node may have marked or stamped it meanwhile), never over the copy this request read.
+async fn restamped(
+    st: &Shared,
+    rt: &Runtime,
+    session: Session,
+    rotated: Option<Option<String>>,
+    now: chrono::DateTime<Utc>,
+) -> Redeemed {
+    let recheck = |data: &mut crate::session::SessionData| {
+        let u = data.upstream.get_or_insert_with(Default::default);
+        u.checked_at = now.timestamp();
+        if let Some(sealed) = &rotated {
+            u.refresh = sealed.clone();
+        }
+        true
+    };
+    match st.sessions.modify(rt, &session.id, now, recheck).await {
+        Ok(Some(s)) => Redeemed::Vouched(s),
+        Ok(None) => Redeemed::Ended,
+        Err(e) => {
+            tracing::warn!(error = %e, "saving the re-checked session failed");
             Redeemed::NotAsked(session, e.to_string())
         }
     }

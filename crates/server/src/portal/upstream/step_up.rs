@@ -47,31 +47,8 @@ pub(super) async fn stepped_up(
         Ok(l) => l,
         Err(e) => return (jar, PortalError::from(e)).into_response(),
     };
-    let fresh = who
-        .auth_time
-        .is_some_and(|t| t.timestamp() >= flow.at - id_token::LEEWAY_SECS as i64);
-    let problem = if link.is_none_or(|l| l.user_id != user.id) {
-        Some(UpstreamError::Unusable {
-            provider: id.to_string(),
-            detail: "you confirmed as another account at the provider".into(),
-        })
-    } else if who.acr.is_none() || who.acr != cfg.step_up_acr {
-        Some(UpstreamError::Refused {
-            provider: id.to_string(),
-            detail: format!(
-                "it answered acr {:?}, not the {:?} asked for",
-                who.acr, cfg.step_up_acr
-            ),
-        })
-    } else if !fresh {
-        Some(UpstreamError::Refused {
-            provider: id.to_string(),
-            detail: "it did not authenticate you again (auth_time is older than the request)"
-                .into(),
-        })
-    } else {
-        None
-    };
+    let linked = link.is_some_and(|l| l.user_id == user.id);
+    let problem = not_as_asked(cfg, flow, who, linked);
     if let Some(e) = problem {
         let page = refused(st, rt, cfg, &e, ip, Some(&user.username)).await;
         return (jar, page).into_response();
@@ -87,6 +64,43 @@ pub(super) async fn stepped_up(
     .await;
     let on = crate::portal::stepup::page(&session, &user, token, &step);
     crate::portal::stepup::passed_all(st, rt, jar, on, factors, false).await
+}
+
+/// Why the provider's answer does not count as the step-up asked, if it does not: another
+/// account than the session's (`linked` false), another level than `step_up_acr`, or no
+/// new authentication since the flow started.
+fn not_as_asked(
+    cfg: &IdentityProviderConfig,
+    flow: &Flow,
+    who: &claims::UpstreamIdentity,
+    linked: bool,
+) -> Option<UpstreamError> {
+    let provider = cfg.id.to_string();
+    let fresh = who
+        .auth_time
+        .is_some_and(|t| t.timestamp() >= flow.at - id_token::LEEWAY_SECS as i64);
+    if !linked {
+        Some(UpstreamError::Unusable {
+            provider,
+            detail: "you confirmed as another account at the provider".into(),
+        })
+    } else if who.acr.is_none() || who.acr != cfg.step_up_acr {
+        Some(UpstreamError::Refused {
+            provider,
+            detail: format!(
+                "it answered acr {:?}, not the {:?} asked for",
+                who.acr, cfg.step_up_acr
+            ),
+        })
+    } else if !fresh {
+        Some(UpstreamError::Refused {
+            provider,
+            detail: "it did not authenticate you again (auth_time is older than the request)"
+                .into(),
+        })
+    } else {
+        None
+    }
 }
 
 /// The providers the step-up page offers for `req`: those with delegated step-up that the
