@@ -66,3 +66,206 @@ fn the_line_count_names_each_long_file_and_its_count() {
     let expected = Path::new("room").join("long.rs").display().to_string();
     assert_eq!(long, vec![(expected, 5)]);
 }
+
+/// The most lines a function in crates/server/src may span, from its `fn` line to its
+/// closing brace (issue 17: no handler over ~60 lines). Tests are not counted.
+const MAX_FN_LINES: usize = 60;
+
+/// What the scanner is inside of.
+#[derive(Clone, Copy, PartialEq)]
+enum In {
+    Code,
+    LineComment,
+    BlockComment(usize),
+    Str,
+    RawStr(usize),
+}
+
+/// The functions of one Rust source text longer than `max` lines, as `(name, first line,
+/// lines)`. Everything from the first `#[cfg(test)]` on is a test module and not counted.
+/// Strings, raw strings, character literals and comments are skipped so that braces in
+/// them do not count.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let text = match text.find("#[cfg(test)]") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let chars: Vec<char> = text.chars().collect();
+    let mut state = In::Code;
+    let (mut line, mut depth, mut square, mut paren) = (1usize, 0usize, 0usize, 0usize);
+    // A function whose `fn` was seen and whose body has not opened yet.
+    let mut pending: Option<(String, usize)> = None;
+    // Open function bodies: name, first line, the depth inside their braces.
+    let mut open: Vec<(String, usize, usize)> = Vec::new();
+    let mut long = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '\n' {
+            line += 1;
+        }
+        match state {
+            In::LineComment => {
+                if c == '\n' {
+                    state = In::Code;
+                }
+            }
+            In::BlockComment(n) => {
+                if c == '*' && next == Some('/') {
+                    state = if n == 1 {
+                        In::Code
+                    } else {
+                        In::BlockComment(n - 1)
+                    };
+                    i += 1;
+                } else if c == '/' && next == Some('*') {
+                    state = In::BlockComment(n + 1);
+                    i += 1;
+                }
+            }
+            In::Str => {
+                if c == '\\' {
+                    if next == Some('\n') {
+                        line += 1;
+                    }
+                    i += 1;
+                } else if c == '"' {
+                    state = In::Code;
+                }
+            }
+            In::RawStr(hashes) => {
+                if c == '"'
+                    && chars[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|h| **h == '#')
+                        .count()
+                        == hashes
+                {
+                    state = In::Code;
+                    i += hashes;
+                }
+            }
+            In::Code => {
+                let word_start = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+                if c == '/' && next == Some('/') {
+                    state = In::LineComment;
+                } else if c == '/' && next == Some('*') {
+                    state = In::BlockComment(1);
+                    i += 1;
+                } else if c == '"' {
+                    state = In::Str;
+                } else if c == 'r' && word_start && matches!(next, Some('"' | '#')) {
+                    let hashes = chars[i + 1..].iter().take_while(|h| **h == '#').count();
+                    if chars.get(i + 1 + hashes) == Some(&'"') {
+                        state = In::RawStr(hashes);
+                        i += hashes + 1;
+                    }
+                } else if c == '\'' {
+                    // A character literal ('x', '\n', '\u{..}'); a lifetime has no closing quote.
+                    let close = if next == Some('\\') {
+                        chars[i + 3..]
+                            .iter()
+                            .position(|q| *q == '\'')
+                            .map(|p| i + 3 + p)
+                    } else if chars.get(i + 2) == Some(&'\'') {
+                        Some(i + 2)
+                    } else {
+                        None
+                    };
+                    if let Some(close) = close {
+                        i = close;
+                    }
+                } else if c == 'f' && word_start && next == Some('n') {
+                    let after = chars.get(i + 2).copied();
+                    if after.is_some_and(char::is_whitespace) {
+                        let name: String = chars[i + 2..]
+                            .iter()
+                            .skip_while(|x| x.is_whitespace())
+                            .take_while(|x| x.is_alphanumeric() || **x == '_')
+                            .collect();
+                        if !name.is_empty() {
+                            pending = Some((name, line));
+                        }
+                    }
+                } else if c == '(' {
+                    paren += 1;
+                } else if c == ')' {
+                    paren = paren.saturating_sub(1);
+                } else if c == '[' {
+                    square += 1;
+                } else if c == ']' {
+                    square = square.saturating_sub(1);
+                } else if c == ';' && square == 0 {
+                    // `fn f();` in a trait: a declaration without a body (a `;` inside
+                    // `[u8; 4]` in a signature does not end it).
+                    pending = None;
+                } else if c == '{' {
+                    depth += 1;
+                    // The body's brace, not one of a destructured parameter
+                    // (`Visit { st, .. }: Visit`).
+                    if paren == 0 {
+                        if let Some((name, first)) = pending.take() {
+                            open.push((name, first, depth));
+                        }
+                    }
+                } else if c == '}' {
+                    if open.last().is_some_and(|(_, _, d)| *d == depth) {
+                        let (name, first, _) = open.pop().expect("an open function");
+                        let lines = line - first + 1;
+                        if lines > max {
+                            long.push((name, first, lines));
+                        }
+                    }
+                    depth = depth.saturating_sub(1);
+                }
+            }
+        }
+        i += 1;
+    }
+    long
+}
+
+#[test]
+fn no_server_function_is_over_60_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files.sort();
+    let mut report = Vec::new();
+    for path in files.iter().filter(|p| !p.ends_with("tests.rs")) {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path
+            .strip_prefix(&src)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        for (function, first, lines) in long_functions(&text, MAX_FN_LINES) {
+            report.push(format!(
+                "crates/server/src/{name}:{first}: fn {function} is {lines} lines"
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split each into steps named for what they do):\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn the_function_scanner_skips_strings_comments_and_tests() {
+    let body = "    x();\n".repeat(3);
+    let text = format!(
+        "fn short() {{\n{body}}}\n\
+         // fn not_a_function() {{\n\
+         trait T {{\n    fn declared(&self);\n}}\n\
+         fn long(S {{ a, .. }}: S<'static>) -> [char; 1] {{\n    let s = \"}} {{ fn fake() {{\";\n    let r = r#\"}}\"}}\"#;\n    let c = '}}';\n    let d = '\\'';\n{body}    [c]\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}{body}    }}\n}}\n"
+    );
+    let found = long_functions(&text, 5);
+    assert_eq!(found, vec![("long".to_string(), 10, 10)]);
+    assert!(long_functions(&text, 10).is_empty());
+}
