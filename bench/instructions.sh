@@ -94,7 +94,9 @@ run() {
     for ((i = 1; i < ${#HEADERS[@]}; i += 2)); do args+=("${HEADERS[i]}"); done
     python3 "$WORK/drive.py" "$extra" "$URL" "${args[@]}"
   fi
-  kill -INT "$pid"
+  # stepgate ends on SIGINT; the bare proxy has no handler, and a background job of a
+  # script ignores SIGINT: it gets SIGTERM (but callgrind then writes no counts: to do).
+  if [ "$TARGET" = hyper-proxy ]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
   wait "$pid" 2>/dev/null || true
   awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
   rm -f "$WORK"/cg.*
@@ -106,6 +108,10 @@ fi
 for bin in "$@"; do
   base="$(run "$bin" 0)"
   loaded="$(run "$bin" "$N")"
+  if [ -z "$base" ] || [ -z "$loaded" ]; then
+    echo "instructions: callgrind wrote no counts for $bin (TARGET=hyper-proxy: see bench/README.md)" >&2
+    exit 1
+  fi
   echo "$bin: $(( (loaded - base) / N )) instructions per $TARGET request ($N requests)"
 done
 echo "instructions: the held $HELD was stopped; restart the bench to use it again"
