@@ -10,8 +10,10 @@
 # with start-up left out. (One-time work a first request triggers, such as building the
 # user-agent parser's tables, still lands in the second run: keep N large.)
 #
-# Usage: bench/instructions.sh [BINARY...]   (default: target/release/stepgate)
-# env: N=5000 requests; TARGET=proxy|forward-auth; BENCH_DIR (default: the newest held bench);
+# Usage: bench/instructions.sh [BINARY...]   (default: target/release/stepgate, or with
+#        TARGET=hyper-proxy target/release/examples/bare_proxy)
+# env: N=5000 requests; TARGET=proxy|forward-auth|hyper-proxy; BENCH_DIR (default: the newest
+#      held bench);
 #      SETTLE=5 seconds left for background start-up work before counting
 # Needs: valgrind (installed with apt when missing), curl, python3.
 set -euo pipefail
@@ -33,7 +35,11 @@ source "$BENCH_DIR/targets.env"
 case "$TARGET" in
   proxy) URL=$PROXY_URL; HEADERS=("${PROXY_HEADERS[@]}") ;;
   forward-auth) URL=$FA_URL; HEADERS=("${FA_HEADERS[@]}") ;;
-  *) echo "instructions: TARGET must be proxy or forward-auth, got '$TARGET'" >&2; exit 2 ;;
+  # The bare hyper proxy (crates/server/examples/bare_proxy.rs), sent the proxy's request
+  # (its Host and session cookie) so that both parse the same bytes: stepgate's proxy over
+  # this is what stepgate's own work costs (DESIGN.md §6: CPU per request <= 1.3x).
+  hyper-proxy) URL=$BARE_URL; HEADERS=("${PROXY_HEADERS[@]}") ;;
+  *) echo "instructions: TARGET must be proxy, forward-auth or hyper-proxy, got '$TARGET'" >&2; exit 2 ;;
 esac
 HEADERS+=(-H "User-Agent: ${UA:-Mozilla/5.0}")
 WORK="$(mktemp -d /tmp/stepgate-instr.XXXXXX)"
@@ -55,15 +61,26 @@ for _ in range(n):
     if r.status != 200:
         sys.exit(f"instructions: answer {r.status}, expected 200")
 PY
-# The held stepgate listens on the port the runs need: it is stopped for them.
-kill "$STEPGATE_PID" 2>/dev/null || true
+# The held server listens on the port the runs need: it is stopped for them.
+if [ "$TARGET" = hyper-proxy ]; then
+  kill "$BARE_PID" 2>/dev/null || true
+  HELD=bare_proxy
+else
+  kill "$STEPGATE_PID" 2>/dev/null || true
+  HELD=stepgate
+fi
 sleep 0.5
 
 # Total instructions of one run of $1 that answers 1 + $2 requests.
 run() {
   local bin=$1 extra=$2 pid
+  local cmd=("$bin" serve --config "$BENCH_DIR/stepgate.yaml")
+  if [ "$TARGET" = hyper-proxy ]; then
+    cmd=("$bin" "${BARE_URL#http://}" "${HELLO_URL#http://}")
+    cmd=("${cmd[@]%/}")
+  fi
   STEPGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
-    "$bin" serve --config "$BENCH_DIR/stepgate.yaml" >>"$WORK/serve.log" 2>&1 &
+    "${cmd[@]}" >>"$WORK/serve.log" 2>&1 &
   pid=$!
   for _ in $(seq 300); do
     curl -fs -o /dev/null "${HEADERS[@]}" "$URL" && break
@@ -77,16 +94,24 @@ run() {
     for ((i = 1; i < ${#HEADERS[@]}; i += 2)); do args+=("${HEADERS[i]}"); done
     python3 "$WORK/drive.py" "$extra" "$URL" "${args[@]}"
   fi
-  kill -INT "$pid"
+  # stepgate ends on SIGINT; the bare proxy has no handler, and a background job of a
+  # script ignores SIGINT: it gets SIGTERM (but callgrind then writes no counts: to do).
+  if [ "$TARGET" = hyper-proxy ]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
   wait "$pid" 2>/dev/null || true
   awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
   rm -f "$WORK"/cg.*
 }
 
-[ $# -gt 0 ] || set -- target/release/stepgate
+if [ $# -eq 0 ]; then
+  if [ "$TARGET" = hyper-proxy ]; then set -- target/release/examples/bare_proxy; else set -- target/release/stepgate; fi
+fi
 for bin in "$@"; do
   base="$(run "$bin" 0)"
   loaded="$(run "$bin" "$N")"
+  if [ -z "$base" ] || [ -z "$loaded" ]; then
+    echo "instructions: callgrind wrote no counts for $bin (TARGET=hyper-proxy: see bench/README.md)" >&2
+    exit 1
+  fi
   echo "$bin: $(( (loaded - base) / N )) instructions per $TARGET request ($N requests)"
 done
-echo "instructions: the held stepgate was stopped; restart the bench to use it again"
+echo "instructions: the held $HELD was stopped; restart the bench to use it again"

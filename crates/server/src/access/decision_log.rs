@@ -9,7 +9,9 @@
 //! queue. Everything else — the session's handle (a MAC, never the id), the trace
 //! of every policy and condition against the context (for decisions that did not simply
 //! allow), the JSON — is done by the writer, a task that takes records off the queue in
-//! batches and appends them to the durable store.
+//! batches and appends them to the durable store: while records keep coming, one
+//! transaction at most every [`GATHER`] with every record that came meanwhile (a commit
+//! costs more than the rows in it); a record after a quiet spell, or a flush, at once.
 //!
 //! When the queue is full, an allowed (or sign-in, or unavailable) request's record is
 //! dropped and counted, except every [`SAMPLE_WHEN_FULL`]th, which waits for room; a deny's
@@ -44,6 +46,12 @@ pub const SAMPLE_WHEN_FULL: u64 = 100;
 
 /// How many records the writer appends in one transaction, at most.
 const BATCH: usize = 256;
+
+/// While records keep coming, the writer commits at most one transaction this often, with
+/// every record that came meanwhile (up to [`BATCH`]): each commit writes every page it
+/// changed (the table's and its five indexes') to the WAL again, which costs more than the
+/// rows themselves. A record after a quiet spell, and a flush, are written at once.
+const GATHER: Duration = Duration::from_millis(500);
 
 /// How many records wait in memory while the store is out of reach, at most.
 const HOLD: usize = 10_000;

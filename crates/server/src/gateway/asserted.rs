@@ -9,22 +9,69 @@
 //! configuration ([`Runtime::generation`]), the same app and signing key, and only until
 //! its assertion is due to be signed afresh. Bearer grants are not kept.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use stepgate_policy::spec::AppSpec;
 use stepgate_store::UserRecord;
 
+use super::headers::REMOTE_HEADERS;
 use super::{assertion, headers};
 use crate::access::Grant;
 use crate::app::state::{AppState, Runtime};
 use crate::session::SessionData;
 
-/// The headers, in the order they are set.
-pub type Block = Rc<[(HeaderName, HeaderValue)]>;
+/// The headers, in the order they are set (an [`Asserted`]).
+pub type Block = Rc<Asserted>;
+
+/// A session's identity headers and assertion, in the order they are set (the slice it
+/// derefs to), and forward-auth's answer made of them ([`Asserted::answer`]).
+pub struct Asserted {
+    set: Box<[(HeaderName, HeaderValue)]>,
+    answer: OnceCell<HeaderMap>,
+}
+
+impl std::ops::Deref for Asserted {
+    type Target = [(HeaderName, HeaderValue)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.set
+    }
+}
+
+impl Asserted {
+    /// Forward-auth's answer headers: these, and every other identity header empty (so a
+    /// front proxy that copies them overwrites what the client sent), with room for the
+    /// security headers every answer gets. Built once per block and cloned: a map cloned
+    /// hashes nothing, a map filled header by header hashes every name.
+    pub fn answer(&self) -> HeaderMap {
+        self.answer
+            .get_or_init(|| {
+                let mut h = HeaderMap::with_capacity(self.set.len() + REMOTE_HEADERS.len() + 10);
+                for (name, value) in self.set.iter() {
+                    h.insert(name.clone(), value.clone());
+                }
+                for name in &REMOTE_HEADERS {
+                    h.entry(name)
+                        .or_insert_with(|| HeaderValue::from_static(""));
+                }
+                h
+            })
+            .clone()
+    }
+}
+
+impl From<Vec<(HeaderName, HeaderValue)>> for Asserted {
+    fn from(set: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Asserted {
+            set: set.into_boxed_slice(),
+            answer: OnceCell::new(),
+        }
+    }
+}
 
 /// Blocks kept per thread before all are dropped (and built again as requests come).
 const MAX_BLOCKS: usize = 4096;
@@ -79,7 +126,7 @@ pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) 
         built.push((name, value));
         until = reuse_until;
     }
-    let block: Block = built.into();
+    let block: Block = Rc::new(built.into());
     // An assertion was asked for but none was made (no key): nothing is kept, so the next
     // request tries again.
     if asserting && until == i64::MAX {

@@ -246,27 +246,23 @@ fn allow(
     grant: &Grant,
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
+    let Some(id) = &grant.bearer else {
+        // A session's: built once per session state (see [`super::asserted`]).
+        *r.headers_mut() = super::asserted::session_block(st, rt, app, grant).answer();
+        return r;
+    };
     let h = r.headers_mut();
     // Room for every header at once — the identity headers, the assertion and the six
     // security headers added on the way out: an empty map would grow (rehash) each time.
     h.reserve(REMOTE_HEADERS.len() + 10);
-    let block = match &grant.bearer {
-        None => Some(super::asserted::session_block(st, rt, app, grant)),
-        Some(id) => {
-            for (name, value) in identity_headers(&grant.user, &grant.assurance) {
-                h.insert(name, value);
-            }
-            for (name, value) in identity_header_overrides(id) {
-                h.insert(
-                    name,
-                    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
-                );
-            }
-            None
-        }
-    };
-    for (name, value) in block.iter().flat_map(|b| b.iter()) {
-        h.insert(name.clone(), value.clone());
+    for (name, value) in identity_headers(&grant.user, &grant.assurance) {
+        h.insert(name, value);
+    }
+    for (name, value) in identity_header_overrides(id) {
+        h.insert(
+            name,
+            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("")),
+        );
     }
     // Every identity header is answered, empty when there is nothing to assert, so the
     // front proxy's copy of it replaces whatever the client sent.
@@ -274,10 +270,8 @@ fn allow(
         h.entry(name)
             .or_insert_with(|| HeaderValue::from_static(""));
     }
-    if grant.bearer.is_some() {
-        if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
-            h.insert(name, value);
-        }
+    if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
+        h.insert(name, value);
     }
     r
 }

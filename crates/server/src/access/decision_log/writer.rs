@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use stepgate_policy::{OutcomeKind, RequestKind};
+use stepgate_policy::{Explanation, OutcomeKind, RequestContext, RequestKind};
 use stepgate_store::{DecisionRecord, DurableStore};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::{LogStats, Message, Pending, BATCH, HANDLES, HOLD, MAX_BACKOFF};
+use super::{LogStats, Message, Pending, BATCH, GATHER, HANDLES, HOLD, MAX_BACKOFF};
 use crate::app::signer::Signer;
-use crate::app::state::AppState;
+use crate::app::state::{AppState, Runtime};
 
 pub(super) struct Writer {
     durable: Arc<dyn DurableStore>,
@@ -47,6 +48,7 @@ impl Writer {
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbox = Vec::with_capacity(BATCH);
         let mut backoff = Duration::from_secs(1);
+        let mut wrote: Option<Instant> = None;
         loop {
             let retry = !self.held.is_empty();
             tokio::select! {
@@ -58,7 +60,11 @@ impl Writer {
                         }
                         return;
                     }
+                    if let Some(at) = wrote {
+                        gather(&mut rx, &mut inbox, at + GATHER).await;
+                    }
                     self.write(&mut inbox).await;
+                    wrote = Some(Instant::now());
                 }
                 _ = prune.tick() => self.prune().await,
                 _ = tokio::time::sleep(backoff), if retry => {
@@ -72,6 +78,8 @@ impl Writer {
         }
     }
 
+    /// Appends the records of `inbox` to the store (or holds them while it is out of reach)
+    /// in one transaction, then answers its flushes.
     async fn write(&mut self, inbox: &mut Vec<Message>) {
         let rt = self.state.upgrade().map(|st| st.runtime.load_full());
         let mut records = Vec::with_capacity(inbox.len());
@@ -199,60 +207,37 @@ impl Writer {
     }
 }
 
+/// Adds what comes into `inbox` until `until`, while it holds fewer than [`BATCH`] and no
+/// flush (which is answered at once). A record that comes after a quiet spell (`until` is
+/// past) is written at once; while records keep coming, a transaction is committed at most
+/// every [`GATHER`], with every record that came meanwhile.
+async fn gather(rx: &mut mpsc::Receiver<Message>, inbox: &mut Vec<Message>, until: Instant) {
+    let flush = |m: &[Message]| m.iter().any(|m| matches!(m, Message::Flush(_)));
+    let mut seen = 0;
+    while inbox.len() < BATCH && !flush(&inbox[seen..]) && Instant::now() < until {
+        seen = inbox.len();
+        let room = BATCH - inbox.len();
+        match tokio::time::timeout_at(until, rx.recv_many(inbox, room)).await {
+            Ok(n) if n > 0 => {}
+            // The time is up, or the queue is closed (the next receive says so).
+            _ => return,
+        }
+    }
+}
+
 /// The stored form of a pending decision. The trace (of a decision that did not simply
 /// allow) is worked out here, off the request path, under the configuration the decision was
 /// made under when it is still in force; otherwise the context alone is kept, and
 /// `stepgate explain` traces it again.
-fn to_record(
-    mut p: Pending,
-    rt: Option<&crate::app::state::Runtime>,
-    w: &Writer,
-) -> DecisionRecord {
+fn to_record(mut p: Pending, rt: Option<&Runtime>, w: &Writer) -> DecisionRecord {
+    let (app, method, path) = request_of(&mut p);
     let ctx = p.context.as_ref();
-    let ip = p.ip;
-    let (app, method, path) = match (&p.request, ctx) {
-        (Some((app, method, path)), _) => (app.clone(), method.clone(), path.clone()),
-        (None, Some(c)) => (
-            c.request.app.clone(),
-            c.request.method.clone(),
-            c.request.path.clone(),
-        ),
-        (None, None) => (None, String::new(), String::new()),
-    };
-    // The trace is kept for what was refused or asked more of (the decisions someone asks
-    // about); an allowed request's is worked out again from its context when asked for
-    // (`stepgate explain`), which keeps the writer's share of a request small.
-    let explanation = match (rt, ctx) {
-        (Some(rt), Some(c)) if rt.generation == p.generation && p.outcome != "allow" => {
-            Some(rt.config.policy_set.explain(c))
-        }
+    // Only under the configuration the decision was made under.
+    let worked = match (rt, ctx) {
+        (Some(rt), Some(c)) if rt.generation == p.generation => Some(worked_out(rt, &p, c)),
         _ => None,
     };
-    // What the deciding policy asked for (the verdict's requirement is what the session
-    // still lacked): `replay` compares a draft's requirement with it. Deciding again is
-    // cheap and allocation-free.
-    let policy_requirement = match (rt, ctx) {
-        (Some(rt), Some(c))
-            if rt.generation == p.generation && p.policy_outcome == Some(OutcomeKind::StepUp) =>
-        {
-            rt.config
-                .policy_set
-                .decide(c)
-                .outcome
-                .requirement()
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
-        }
-        _ => None,
-    };
-    let route = match (rt, ctx) {
-        (Some(rt), Some(c)) if rt.generation == p.generation => rt.config.policy_set.route_of(c),
-        _ => None,
-    };
-    let user = p
-        .user
-        .as_ref()
-        .map(|u| u.username.clone())
-        .filter(|u| !u.is_empty());
+    let (explanation, policy_requirement, route) = worked.unwrap_or_default();
     let report_only: Vec<serde_json::Value> = p
         .report_only
         .iter()
@@ -268,7 +253,11 @@ fn to_record(
             RequestKind::SignIn => "sign_in",
         }
         .into(),
-        user,
+        user: p
+            .user
+            .as_ref()
+            .map(|u| u.username.clone())
+            .filter(|u| !u.is_empty()),
         session: p
             .session_id
             .take()
@@ -278,11 +267,11 @@ fn to_record(
         route,
         method,
         path,
-        ip: ip.map(|i| i.to_string()),
+        ip: p.ip.map(|i| i.to_string()),
         device: ctx
             .and_then(|c| c.device.as_ref())
             .and_then(|d| d.id.clone()),
-        policy: p.policy.map(String::from),
+        policy: p.policy.as_deref().map(String::from),
         policy_outcome: p.policy_outcome.map(|o| o.as_str().to_string()),
         outcome: p.outcome.into(),
         report_only: serde_json::Value::Array(report_only),
@@ -293,4 +282,50 @@ fn to_record(
             "trace": explanation,
         }),
     }
+}
+
+/// The app, method and path of `p`'s request: as the request stated them when it never
+/// reached the policies, else from the context.
+fn request_of(p: &mut Pending) -> (Option<String>, String, String) {
+    match (p.request.take(), &p.context) {
+        (Some(r), _) => r,
+        (None, Some(c)) => (
+            c.request.app.clone(),
+            c.request.method.clone(),
+            c.request.path.clone(),
+        ),
+        (None, None) => (None, String::new(), String::new()),
+    }
+}
+
+/// What is worked out again from `p`'s context `c` under `rt` (the configuration it was
+/// decided under): the trace, what the deciding policy asked for, and the app route.
+fn worked_out(
+    rt: &Runtime,
+    p: &Pending,
+    c: &RequestContext,
+) -> (
+    Option<Explanation>,
+    Option<serde_json::Value>,
+    Option<String>,
+) {
+    // The trace is kept for what was refused or asked more of (the decisions someone asks
+    // about); an allowed request's is worked out again from its context when asked for
+    // (`stepgate explain`), which keeps the writer's share of a request small.
+    let explanation = (p.outcome != "allow").then(|| rt.config.policy_set.explain(c));
+    // What the deciding policy asked for (the verdict's requirement is what the session
+    // still lacked): `replay` compares a draft's requirement with it. Deciding again is
+    // cheap and allocation-free.
+    let policy_requirement = (p.policy_outcome == Some(OutcomeKind::StepUp))
+        .then(|| {
+            let decision = rt.config.policy_set.decide(c);
+            let requirement = decision.outcome.requirement();
+            requirement.map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+        .flatten();
+    (
+        explanation,
+        policy_requirement,
+        rt.config.policy_set.route_of(c),
+    )
 }
