@@ -94,9 +94,15 @@ run() {
     for ((i = 1; i < ${#HEADERS[@]}; i += 2)); do args+=("${HEADERS[i]}"); done
     python3 "$WORK/drive.py" "$extra" "$URL" "${args[@]}"
   fi
-  # stepgate ends on SIGINT; the bare proxy has no handler, and a background job of a
-  # script ignores SIGINT: it gets SIGTERM (but callgrind then writes no counts: to do).
-  if [ "$TARGET" = hyper-proxy ]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
+  # stepgate ends on SIGINT and callgrind writes its counts at exit. The bare proxy has no
+  # handler (and a background job of a script ignores SIGINT): its counts so far are
+  # dumped with `callgrind_control -d` (to cg.PID.1), then it gets SIGTERM, which writes none.
+  if [ "$TARGET" = hyper-proxy ]; then
+    callgrind_control -d "$pid" >/dev/null
+    kill -TERM "$pid"
+  else
+    kill -INT "$pid"
+  fi
   wait "$pid" 2>/dev/null || true
   awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
   rm -f "$WORK"/cg.*
@@ -109,7 +115,8 @@ for bin in "$@"; do
   base="$(run "$bin" 0)"
   loaded="$(run "$bin" "$N")"
   if [ -z "$base" ] || [ -z "$loaded" ]; then
-    echo "instructions: callgrind wrote no counts for $bin (TARGET=hyper-proxy: see bench/README.md)" >&2
+    echo "instructions: callgrind wrote no counts for $bin; the end of its log:" >&2
+    tail -5 "$WORK/serve.log" >&2
     exit 1
   fi
   echo "$bin: $(( (loaded - base) / N )) instructions per $TARGET request ($N requests)"

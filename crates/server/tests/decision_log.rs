@@ -102,6 +102,8 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
     assert_eq!(r.status(), 200);
     let session_id = b.session_id(&app("/")).unwrap();
     let cookie = format!("stepgate_session={session_id}");
+    // The writer gathers records for up to half a second: what it holds is written now.
+    s.st.access.decision_log().unwrap().flush().await;
     let signins =
         s.st.stores
             .durable

@@ -125,6 +125,7 @@ pub async fn find(
         after,
         limit,
     };
+    written(st).await;
     let items = st.stores.durable.list_decisions(&query).await?;
     let next = (items.len() == limit as usize)
         .then(|| {
@@ -157,6 +158,7 @@ pub async fn last_day(st: &Shared) -> Result<(DateTime<Utc>, Vec<DecisionRecord>
 
 /// The decision recorded for request `id`; 404 when none is.
 pub async fn record(st: &Shared, id: &str) -> Result<DecisionRecord, Problem> {
+    written(st).await;
     st.stores.durable.get_decision(id).await?.ok_or_else(|| {
         Problem::not_found(format!(
             "no decision is recorded for request `{id}` (check the id; decisions older than log.decisions.retention are deleted)"
@@ -175,6 +177,15 @@ pub fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, Problem>
             ),
         )
     })
+}
+
+/// The records the decision log's writer still gathers (up to half a second's) written
+/// first, so that a request id a user was just shown can be looked up at once; bounded, so
+/// that a writer waiting for an unreachable store does not hold the read up.
+async fn written(st: &Shared) {
+    if let Some(log) = st.access.decision_log() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), log.flush()).await;
+    }
 }
 
 /// `GET /decisions/{request_id}`: the record, and its trace — as recorded, or (an allowed
