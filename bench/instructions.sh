@@ -96,15 +96,17 @@ run() {
   fi
   # stepgate ends on SIGINT and callgrind writes its counts at exit. The bare proxy has no
   # handler (and a background job of a script ignores SIGINT): its counts so far are
-  # dumped with `callgrind_control -d` (to cg.PID.1), then it gets SIGTERM, which writes none.
+  # dumped with `callgrind_control -d` (to cg.PID.1), then it gets SIGTERM (cg.PID then
+  # holds what ran after the dump).
   if [ "$TARGET" = hyper-proxy ]; then
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     kill -TERM "$pid"
   else
     kill -INT "$pid"
   fi
   wait "$pid" 2>/dev/null || true
-  awk '/^(summary|totals):/ {print $2; exit}' "$WORK"/cg.*
+  # Every file's total (a dump's, and what ran after it until the end), added up.
+  awk 'FNR == 1 { got = 0 } !got && /^(summary|totals):/ { s += $2; got = 1 } END { if (s) print s }' "$WORK"/cg.*
   rm -f "$WORK"/cg.*
 }
 
