@@ -389,6 +389,15 @@ async fn the_client_must_authenticate_with_its_own_secret() {
         (status, r["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
+    // A client field sent twice (the form read as one of the two) is refused, whichever
+    // value comes first, and does not burn the code either.
+    for ids in [[PUBLIC, CLIENT], [CLIENT, PUBLIC]] {
+        let mut twice = form.to_vec();
+        twice.extend([("client_id", ids[0]), ("client_id", ids[1])]);
+        twice.push(("client_secret", SECRET));
+        let (status, r) = exchange(&h, &twice, None).await;
+        assert!(status.is_client_error(), "{status} {r}");
+    }
     // client_secret_post works, and the code was not burnt by the failures.
     let mut post = form.to_vec();
     post.push(("client_id", CLIENT));
