@@ -95,6 +95,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_policy_versions.html",
         include_str!("../../templates/admin_policy_versions.html"),
     ),
+    (
+        "admin_replay.html",
+        include_str!("../../templates/admin_replay.html"),
+    ),
 ];
 
 /// A way on from a message page: where the link goes and what it says.
