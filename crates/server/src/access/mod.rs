@@ -140,10 +140,11 @@ impl Access {
         app: Option<&str>,
         deciding: impl std::future::Future<Output = Judged<'rt>>,
     ) -> Judged<'rt> {
-        let started = std::time::Instant::now();
+        // The clock is read only when the metrics time the decision.
+        let started = self.metrics.as_ref().map(|_| std::time::Instant::now());
         let judged = deciding.await;
         crate::telemetry::decided(app, crate::metrics::outcome(&judged.verdict));
-        let Some(metrics) = &self.metrics else {
+        let (Some(metrics), Some(started)) = (&self.metrics, started) else {
             return judged;
         };
         metrics.decision(
