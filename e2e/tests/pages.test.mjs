@@ -227,7 +227,7 @@ describe('the portal by keyboard, and every page checked', { timeout: 3 * TEST_T
       await shot(p, 'not-served-here');
 
       // "Not answering" (502/504) and "try again in a moment" (503) are the same page with
-      // "Try again" first: crates/server/tests/gateway.rs (the demo has no app whose
+      // "Try again" first: crates/server/tests/gateway/upstreams.rs (the demo has no app whose
       // upstream is down and whose session cookie Chromium keeps).
     } finally {
       await ctx.close();
