@@ -4,7 +4,7 @@
 // running session (no sign-in page) and shows the ID token's acr and amr; *Approve
 // expenses* asks for acr_values=aal3, voluntarily: with no security key Jane cannot reach
 // it, so stepgate answers with what she has (aal2) and no dead-end step-up (with a key it
-// steps up: crates/server/tests/oidc_provider.rs). No Back button anywhere.
+// steps up: crates/server/tests/oidc_provider/). No Back button anywhere.
 // Screenshots: e2e/artifacts/oidc-NN-*.png.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

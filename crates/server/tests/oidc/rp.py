@@ -1,6 +1,6 @@
 """A relying party no one here wrote: authlib's OAuth 2.0 / OpenID Connect client, signing
 in through a live stepgate, and a browser (requests, following the portal's forms) for the
-person. crates/server/tests/oidc_provider.rs runs it and reads one `ok <check>` line per
+person. crates/server/tests/oidc_provider/ runs it and reads one `ok <check>` line per
 check; any failed check raises and the script exits non-zero.
 
     python3 rp.py <settings.json>
