@@ -1,5 +1,5 @@
 // A real OpenID Provider (the certified npm `oidc-provider`) for stepgate's upstream sign-in
-// tests (crates/server/tests/upstream_oidc.rs). It signs in whoever the test says, with the
+// tests (crates/server/tests/upstream_oidc/). It signs in whoever the test says, with the
 // `amr`, `acr` and age of authentication the test says, without a login form.
 //
 // Environment:

@@ -1,6 +1,6 @@
 // Signing in through an upstream identity provider in a real browser (issue 20): `stepgate
 // demo --upstream-oidc` against a real OpenID Provider — the certified npm `oidc-provider`
-// (e2e/oidc-op/op.js, as crates/server/tests/upstream_oidc.rs starts it). Alice presses
+// (e2e/oidc-op/op.js, as crates/server/tests/upstream_oidc/ starts it). Alice presses
 // "Sign in with Corp SSO" on the demo's sign-in page, the provider signs her in (password
 // and MFA, which the demo trusts for AAL2) and she lands in the Licence Console, created
 // just in time. Then the demo's sensitive route — revoking a licence, which asks for a
