@@ -4,7 +4,7 @@
 //! signed-in user reaches the app with identity headers, a sensitive route asks for a
 //! step-up, and a client-sent `Remote-User` never reaches the app.
 //! `caddy_forward_auth_walk` walks the script every front proxy walks
-//! (`forward_auth/walk.rs`).
+//! (`forward_auth/walk/`).
 //!
 //! Skipped with a note when `caddy` is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_CADDY=1` (set by `.ci/run`, which installs caddy), where a missing
@@ -15,7 +15,7 @@ mod browse;
 #[path = "forward_auth/harness.rs"]
 mod harness;
 mod support;
-#[path = "forward_auth/walk.rs"]
+#[path = "forward_auth/walk/mod.rs"]
 mod walk;
 
 use std::path::Path;
@@ -114,7 +114,7 @@ async fn caddy_forward_auth_in_front_of_stepgate() {
     .await;
 }
 
-/// The walk every front proxy takes (`forward_auth/walk.rs`), through caddy configured from
+/// The walk every front proxy takes (`forward_auth/walk/`), through caddy configured from
 /// the example, in front of a stepgate whose app matches paths case-insensitively.
 #[tokio::test]
 async fn caddy_forward_auth_walk() {

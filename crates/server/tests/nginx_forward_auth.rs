@@ -3,7 +3,7 @@
 //! are sent to the portal, a signed-in user reaches the app with identity headers, a
 //! sensitive route asks for a step-up, and a client-sent `Remote-User` never reaches the
 //! app. `nginx_auth_request_walk` walks the script every front proxy walks
-//! (`forward_auth/walk.rs`).
+//! (`forward_auth/walk/`).
 //!
 //! Skipped with a note when `nginx` is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_NGINX=1` (set by `.ci/run`, which installs nginx), where a missing
@@ -14,7 +14,7 @@ mod browse;
 #[path = "forward_auth/harness.rs"]
 mod harness;
 mod support;
-#[path = "forward_auth/walk.rs"]
+#[path = "forward_auth/walk/mod.rs"]
 mod walk;
 
 use std::path::Path;
@@ -92,7 +92,7 @@ async fn nginx_auth_request_in_front_of_stepgate() {
     .await;
 }
 
-/// The walk every front proxy takes (`forward_auth/walk.rs`), through nginx configured from
+/// The walk every front proxy takes (`forward_auth/walk/`), through nginx configured from
 /// the example, in front of a stepgate whose app matches paths case-insensitively.
 #[tokio::test]
 async fn nginx_auth_request_walk() {

@@ -1,7 +1,7 @@
 //! Real Traefik with its `forwardAuth` middleware in front of stepgate, run from
 //! `examples/traefik/traefik.yml` and `dynamic.yml` (addresses, host names and the dynamic
 //! file's path substituted; TLS with Traefik's own default certificate), walking the script
-//! every front proxy walks (`forward_auth/walk.rs`).
+//! every front proxy walks (`forward_auth/walk/`).
 //!
 //! Skipped with a note when Traefik is not installed, except under `CI=true` or
 //! `STEPGATE_REQUIRE_TRAEFIK=1` (set by `.ci/run`, whose `.ci/proxies.sh` installs PyPI's
@@ -11,7 +11,7 @@
 #[path = "forward_auth/harness.rs"]
 mod harness;
 mod support;
-#[path = "forward_auth/walk.rs"]
+#[path = "forward_auth/walk/mod.rs"]
 mod walk;
 
 use std::path::Path;
