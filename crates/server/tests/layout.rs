@@ -1,10 +1,11 @@
 //! The server's layout rule (CONVENTIONS.md, issue 17): no source file under
-//! crates/server/src longer than 600 lines. A file that grows past it holds more than one
-//! thing: split it into files named for what each holds.
+//! crates/server/src, and no test file under crates/server/tests, longer than 600 lines. A
+//! file that grows past it holds more than one thing: split it into files named for what
+//! each holds (a test crate into a folder, `tests/NAME/main.rs` with a module a theme).
 
 use std::path::{Path, PathBuf};
 
-/// The most lines a source file in crates/server/src may have.
+/// The most lines a source file in crates/server/src or crates/server/tests may have.
 const MAX_LINES: usize = 600;
 
 /// Every `.rs` file below `dir`.
@@ -38,18 +39,32 @@ fn too_long(dir: &Path, max: usize) -> Vec<(String, usize)> {
     long
 }
 
-#[test]
-fn no_server_source_file_is_over_600_lines() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let long = too_long(&src, MAX_LINES);
+/// Panics naming each `.rs` file under crates/server/`room` over [`MAX_LINES`] and its length.
+fn assert_no_long_file_in(room: &str, how: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(room);
+    let long = too_long(&dir, MAX_LINES);
     let report: Vec<String> = long
         .iter()
-        .map(|(name, lines)| format!("crates/server/src/{name}: {lines} lines"))
+        .map(|(name, lines)| format!("crates/server/{room}/{name}: {lines} lines"))
         .collect();
     assert!(
         long.is_empty(),
-        "over {MAX_LINES} lines (split each into files named for what they hold):\n{}",
+        "over {MAX_LINES} lines ({how}):\n{}",
         report.join("\n")
+    );
+}
+
+#[test]
+fn no_server_source_file_is_over_600_lines() {
+    assert_no_long_file_in("src", "split each into files named for what they hold");
+}
+
+#[test]
+fn no_server_test_file_is_over_600_lines() {
+    assert_no_long_file_in(
+        "tests",
+        "split each test crate into a folder, tests/NAME/main.rs with a module a theme \
+         and what they share in common.rs",
     );
 }
 
