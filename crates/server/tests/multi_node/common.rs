@@ -121,6 +121,23 @@ pub(crate) async fn answer(node: &Server, id: &str, path: &str) -> (u16, String)
     (r.status().as_u16(), location)
 }
 
+/// Waits until each of `nodes` lets session `id` in again (30 s at most), answering only
+/// 503 meanwhile: the pool reconnects without a restart, and nothing else is answered.
+pub(crate) async fn recovered(nodes: &[&Server], id: &str) {
+    for n in nodes {
+        let began = Instant::now();
+        loop {
+            let (status, _) = answer(n, id, "/").await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "only refusals while the pool reconnects");
+            assert!(began.elapsed() < Duration::from_secs(30), "did not recover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 pub(crate) async fn assert_allowed(node: &Server, id: &str, path: &str, why: &str) {
     assert_eq!(answer(node, id, path).await, (200, String::new()), "{why}");
 }

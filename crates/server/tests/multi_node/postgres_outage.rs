@@ -168,18 +168,7 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
     // Back: both nodes recover through their pools, without a restart.
     relay.restore().await;
     let restored_at = chrono::Utc::now();
-    for n in [&closed, &cached] {
-        let began = Instant::now();
-        loop {
-            let (status, _) = answer(n, &id, "/").await;
-            if status == 200 {
-                break;
-            }
-            assert_eq!(status, 503, "only refusals while the pool reconnects");
-            assert!(began.elapsed() < Duration::from_secs(30), "did not recover");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    recovered(&[&closed, &cached], &id).await;
     let (_, again) = signed_in(&cached).await;
     assert_allowed(&closed, &again, "/", "sign-in works again").await;
 

@@ -1,7 +1,7 @@
 //! A PostgreSQL of the test's own crashes and restarts; the nodes survive it without
 //! being restarted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::support;
@@ -215,18 +215,7 @@ async fn a_postgresql_crash_and_restart_is_survived_without_restarting_the_nodes
     );
 
     pg.up();
-    for n in [&a, &bee] {
-        let began = Instant::now();
-        loop {
-            let (status, _) = answer(n, &id, "/").await;
-            if status == 200 {
-                break;
-            }
-            assert_eq!(status, 503, "only refusals while the pool reconnects");
-            assert!(began.elapsed() < Duration::from_secs(30), "did not recover");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    recovered(&[&a, &bee], &id).await;
     let (_, again) = signed_in(&bee).await;
     assert_allowed(&a, &again, "/", "a sign-in on B after the restart, on A").await;
     let after = support::audit(&a.st, Some("signin.success")).await.len();

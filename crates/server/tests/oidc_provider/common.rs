@@ -265,6 +265,29 @@ pub(crate) fn back_channel() -> &'static (std::net::SocketAddr, Received) {
     BCL.get_or_init(|| receiver(0))
 }
 
+/// The first logout token posted to [`back_channel`] whose claims `matches`, waited for
+/// (5 s at most: the delivery is asynchronous); `None` if none came.
+pub(crate) async fn logout_token(matches: impl Fn(&Value) -> bool) -> Option<String> {
+    for _ in 0..100 {
+        let found = back_channel()
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|body| {
+                url::form_urlencoded::parse(body.as_bytes())
+                    .find(|(k, _)| k == "logout_token")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .find(|t| matches(&payload(t)));
+        if found.is_some() {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// Another client's endpoint, which answers `503` to the first two posts it gets (every
 /// post is recorded).
 pub(crate) fn flaky_back_channel() -> &'static (std::net::SocketAddr, Received) {

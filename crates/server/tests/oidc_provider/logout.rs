@@ -88,25 +88,9 @@ async fn signing_out_sends_the_client_a_verifiable_logout_token() {
     assert_eq!(r.status(), 200);
 
     // The delivery is asynchronous: wait for it (bounded).
-    let mut token = None;
-    for _ in 0..100 {
-        token = back_channel()
-            .1
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|body| {
-                url::form_urlencoded::parse(body.as_bytes())
-                    .find(|(k, _)| k == "logout_token")
-                    .map(|(_, v)| v.into_owned())
-            })
-            .find(|t| payload(t)["sid"] == json!(sid));
-        if token.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let token = token.expect("a logout token for the session");
+    let token = logout_token(|c| c["sid"] == json!(sid))
+        .await
+        .expect("a logout token for the session");
     // Verified as a client verifies it: the provider's JWKS, its issuer, the client.
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
