@@ -96,7 +96,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The trace exporter's batches run on the runtime (`log.otlp`; off: nothing is built).
     let traces = {
         let _on = runtime.enter();
-        stepgate_server::telemetry::Traces::start(cfg.log.otlp.as_ref())?
+        stepgate_server::telemetry::Traces::start(cfg.log.otlp.as_ref(), &cfg.base_dir)?
     };
     super::logging::init(&cfg.log, &cfg.base_dir, traces.as_ref())?;
     for f in stepgate_config::review(&cfg) {

@@ -15,14 +15,19 @@
 //!     endpoint: http://127.0.0.1:4318   # the collector; spans are posted to {endpoint}/v1/traces
 //!     service_name: stepgate     # the `service.name` of every span
 //!     sample_ratio: 1.0          # share of new traces kept (0 to 1); a caller's traceparent decides its own
+//!     headers:                   # sent with every export; each value from a file or variable
+//!       x-api-key: { env: OTLP_API_KEY }
 //! ```
 //! `STEPGATE_LOG`, when set, overrides `level` (same syntax), for a one-off debug run.
 //! Colour codes are written only to a terminal, never to a file or a pipe.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use stepgate_policy::HumanDuration;
+
+use crate::identity::SecretSource;
 
 /// `log:`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -57,6 +62,11 @@ pub struct OtlpConfig {
     /// arrives with a W3C `traceparent` follows its caller's sampling decision. Default `1`.
     #[serde(default = "OtlpConfig::default_sample_ratio")]
     pub sample_ratio: f64,
+    /// Headers sent with every export (a hosted collector's API key, a tenant id): the
+    /// header's name → where its value comes from (`{ env: NAME }`, `{ file: PATH }`), read
+    /// at start-up and never logged. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretSource>,
 }
 
 // `sample_ratio` is never NaN once checked (`problems`), so equality is an equivalence.
@@ -95,8 +105,39 @@ impl OtlpConfig {
                 self.sample_ratio
             ));
         }
+        out.extend(self.headers.keys().filter_map(|name| {
+            check_header_name(name)
+                .err()
+                .map(|e| format!("log.otlp.headers.{name}: {e}"))
+        }));
         out
     }
+}
+
+/// Headers the exporter writes itself: one given here would contradict it.
+const OWN_HEADERS: [&str; 7] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "host",
+    "connection",
+    "transfer-encoding",
+    "te",
+];
+
+/// Checks a header name for `log.otlp.headers`; what is wrong with it in words otherwise.
+fn check_header_name(name: &str) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(
+            "is not an HTTP header name: expected letters, digits and `-`, such as `x-api-key`"
+                .into(),
+        );
+    }
+    if OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return Err("the exporter sets this header itself; remove it".into());
+    }
+    Ok(())
 }
 
 /// Checks an OTLP/HTTP collector URL; what is wrong with it in words otherwise.
@@ -273,6 +314,31 @@ mod tests {
             endpoint: endpoint.into(),
             service_name: service_name.into(),
             sample_ratio,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn otlp_header_names() {
+        let with = |name: &str| OtlpConfig {
+            headers: [(name.to_string(), SecretSource::Env("K".into()))].into(),
+            ..otlp("http://c:4318", "s", 1.0)
+        };
+        assert!(with("x-api-key").problems().is_empty());
+        assert!(with("Authorization").problems().is_empty());
+        for (name, expected) in [
+            ("x api key", "is not an HTTP header name"),
+            ("", "is not an HTTP header name"),
+            ("x-key:", "is not an HTTP header name"),
+            ("Content-Type", "sets this header itself"),
+        ] {
+            let p = with(name).problems();
+            assert_eq!(p.len(), 1, "{name:?}: {p:?}");
+            assert!(
+                p[0].starts_with(&format!("log.otlp.headers.{name}: ")),
+                "{p:?}"
+            );
+            assert!(p[0].contains(expected), "{name:?}: {p:?}");
         }
     }
 

@@ -63,12 +63,7 @@ impl PolicySet {
             .and_then(|id| self.app_ids.get(id))
             .map(|&i| (i, &self.apps[i as usize]));
         let ignore_case = app.is_some_and(|(_, a)| a.ignore_case);
-        let route = app.and_then(|(_, a)| {
-            a.routes.iter().find(|r| {
-                (r.methods == 0 || r.methods & method != 0)
-                    && r.path.matches_case(&ctx.request.path, ignore_case)
-            })
-        });
+        let route = app.and_then(|(_, a)| matching_route(a, method, &ctx.request.path));
         let zones = match ctx.network.ip {
             Some(ip) => self.networks.zones_of(ip),
             None => &[],
@@ -152,6 +147,15 @@ impl PolicySet {
                     },
                 )
             })
+    }
+
+    /// The app route a request to `app` with `method` and `path` matches, as
+    /// [`PolicySet::route_of`] names it, without a context: what a trace span may carry
+    /// (a name or a pattern as configured, never the request's own path or query).
+    pub fn route_for(&self, app: &str, method: &str, path: &str) -> Option<&str> {
+        let a = &self.apps[*self.app_ids.get(app)? as usize];
+        let r = matching_route(a, method_bit(method), path)?;
+        Some(r.name.as_deref().unwrap_or(r.path.as_str()))
     }
 
     /// The app route `ctx`'s request matched: its name, or its path pattern when unnamed.
@@ -1020,4 +1024,11 @@ fn seen(c: &Cond, b: &Bound<'_>) -> String {
             .map_or("(no app)".into(), |(_, a)| a.sensitivity.as_str().into()),
         Cond::Request { .. } => format!("{} {}", ctx.request.method, ctx.request.path),
     }
+}
+
+/// The first of `app`'s routes matching `method` (a [`method_bit`]) and `path`.
+fn matching_route<'a>(app: &'a AppEntry, method: u16, path: &str) -> Option<&'a CompiledRoute> {
+    app.routes.iter().find(|r| {
+        (r.methods == 0 || r.methods & method != 0) && r.path.matches_case(path, app.ignore_case)
+    })
 }

@@ -41,7 +41,7 @@ pub mod session;
 pub mod siem;
 pub mod telemetry;
 
-pub use app::listen::{serve, serve_on};
+pub use app::listen::{serve, serve_on, serve_on_until};
 pub use app::reload::reload;
 pub use app::routes::router;
 pub use app::state::{AppState, Runtime, ServeOptions, Shared};

@@ -534,3 +534,119 @@ async fn past_max_rows_the_oldest_decisions_are_deleted() {
         "the newest three"
     );
 }
+
+/// How many transactions the decision log has appended to the durable store so far (the
+/// timed store's `append_decisions` calls, from the node's metrics).
+fn appends(st: &stepgate_server::Shared) -> u64 {
+    let text = st.metrics.encode(0);
+    let series = "stepgate_store_operation_duration_seconds_count{operation=\"append_decisions\"} ";
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Polls the store until every one of `ids` is recorded; panics, naming the missing ones,
+/// when they are not after `within` (a bound on the wait, not a measurement).
+async fn all_recorded(
+    st: &stepgate_server::Shared,
+    ids: &[RequestId],
+    within: std::time::Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut missing = Vec::new();
+        for id in ids {
+            let id = id.to_string();
+            if st.stores.durable.get_decision(&id).await.unwrap().is_none() {
+                missing.push(id);
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not recorded after {within:?} without a flush: {missing:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// While decisions keep coming the writer gathers them: fifty made back to back reach the
+/// store without anyone asking for a flush, in far fewer transactions than records (the
+/// first at once, the rest gathered behind it).
+#[tokio::test]
+async fn decisions_made_together_are_written_together_without_a_flush() {
+    let state = Server::build(CONFIG)
+        .with("UPSTREAM", "127.0.0.1:9")
+        .state()
+        .await;
+    let st = &state.st;
+    let before = appends(st);
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (id, what) = decide(&st.access, st, None).await;
+        assert_eq!(what, "sign_in");
+        ids.push(id);
+    }
+    all_recorded(st, &ids, std::time::Duration::from_secs(20)).await;
+    let transactions = appends(st) - before;
+    assert!(
+        (1..=25).contains(&transactions),
+        "50 decisions in {transactions} transactions"
+    );
+}
+
+/// A graceful stop writes what the writer still gathers: of two requests made back to
+/// back the second's record waits behind the first's write; the server is stopped at
+/// once, and by the time it has stopped (no flush asked for) the record is in the store,
+/// and still there for the node started again on the same data.
+#[tokio::test]
+async fn a_graceful_stop_writes_the_decisions_still_gathered() {
+    let support::State { st, key, dir } = Server::build(CONFIG)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .state()
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(stepgate_server::serve_on_until(
+        st.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let c = no_redirects();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = c
+            .get(format!("http://app.test:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        ids.push(header(&r, "x-request-id"));
+    }
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    for id in &ids {
+        let found = st.stores.durable.get_decision(id).await.unwrap();
+        assert!(
+            found.is_some(),
+            "{id} not written by the time the server stopped"
+        );
+    }
+    drop(st);
+
+    let again = Server::build(CONFIG)
+        .with("UPSTREAM", "127.0.0.1:9")
+        .in_dir(dir)
+        .key(key)
+        .state()
+        .await;
+    for id in &ids {
+        let found = again.st.stores.durable.get_decision(id).await.unwrap();
+        assert!(found.is_some(), "{id} lost across the restart");
+    }
+}

@@ -337,3 +337,139 @@ async fn a_failing_signal_provider_is_counted_by_provider() {
     );
     prom::promtool_accepts(&after.text);
 }
+
+/// The hot store's calls are timed by operation: a sign-in writes its session through it,
+/// each request made with the session reads it there (the read cache is off), and once the
+/// session table is renamed away under the running server (another connection to its
+/// SQLite file) the next read fails with the database's own error and is counted.
+#[tokio::test]
+async fn hot_store_calls_are_timed_and_failures_counted_by_operation() {
+    let config = CONFIG.replace(
+        "cookie: { secure: false }",
+        "cookie: { secure: false }\n  cache_ttl: 0s",
+    );
+    let s = Server::build(&config)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await;
+    let app = |p: &str| s.url("app.test", p);
+    let before = scrape(&s).await;
+    let b = Browser::new();
+    assert_eq!(
+        sign_in(&b, &app("/"), &JANE, &JANE.code(0)).await.status(),
+        200
+    );
+    let cookie = format!("stepgate_session={}", b.session_id(&app("/")).unwrap());
+    let c = client().redirect(redirects(false)).build().unwrap();
+    let get = |cookie: String| c.get(app("/reports")).header("cookie", cookie).send();
+    for _ in 0..3 {
+        assert_eq!(get(cookie.clone()).await.unwrap().status(), 200);
+    }
+    let after = scrape(&s).await;
+    let calls = |scrape: &Scrape, operation: &str| {
+        scrape.get(
+            "stepgate_hot_store_operation_duration_seconds_count",
+            &[("operation", operation)],
+        )
+    };
+    let put = calls(&after, "put_session") - calls(&before, "put_session");
+    assert!(put >= 1.0, "{put} sessions written");
+    let reads = calls(&after, "get_session") - calls(&before, "get_session");
+    assert!(reads >= 3.0, "{reads} session reads for 3 requests");
+    let get_session = [("operation", "get_session")];
+    assert_eq!(
+        after.find("stepgate_hot_store_errors_total", &get_session),
+        Some(0.0)
+    );
+
+    let db = s.dir.path().join("data").join("stepgate.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE hot_sessions RENAME TO hot_sessions_gone")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // The session cannot be read: the request is refused, not let through.
+    let status = get(cookie.clone()).await.unwrap().status();
+    assert_eq!(status, 503, "a request whose session cannot be read");
+    let failed = scrape(&s).await;
+    let errors = failed.get("stepgate_hot_store_errors_total", &get_session);
+    assert!(errors >= 1.0, "{errors} failed session reads counted");
+    prom::promtool_accepts(&failed.text);
+}
+
+/// A failing IP risk provider is counted even when its `on_error` answers for it and the
+/// decision never sees the failure: a provider answering 500 under `on_error: unknown`
+/// (the score unknown: the risky-address policy does not hold, the request is let
+/// through), and a closed port under `on_error: assume_score` (score 90: the request is
+/// denied by that policy).
+#[tokio::test]
+async fn an_ip_risk_failure_hidden_by_its_fallback_is_still_counted() {
+    let down = upstream::serve(
+        axum::Router::new()
+            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+    )
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let unknown = format!("url: \"http://{down}/{{ip}}\", on_error: unknown");
+    assert_eq!(risk_fallback_answers(&unknown).await, 200);
+    let assumed =
+        format!("url: \"http://{closed}/{{ip}}\", on_error: assume_score, assume_score: 90");
+    assert_eq!(risk_fallback_answers(&assumed).await, 403);
+}
+
+/// Starts a server whose IP risk provider is `provider` (the `http:` settings) with a
+/// policy denying scores of 80 and more, makes one request from a known address with a
+/// session, checks that exactly that request's risk lookup was counted as failed, and
+/// returns the request's status.
+async fn risk_fallback_answers(provider: &str) -> u16 {
+    let config = CONFIG
+        .replace(
+            "default_outcome: allow",
+            &format!("signals:\n  ip_risk:\n    http: {{ {provider}, score_path: score }}\ndefault_outcome: allow"),
+        )
+        .replace(
+            "policies:\n",
+            "policies:\n  - name: risky-ip\n    priority: 5\n    targets: { apps: [console] }\n    conditions:\n      - ip_risk: { min: 80 }\n    outcome: { deny: { message: \"risky address\" } }\n",
+        );
+    let s = Server::build(&config)
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .start()
+        .await;
+    let app = |p: &str| s.url("app.test", p);
+    // Signed in from an unknown address (no forwarded one): no risk lookup.
+    let b = Browser::new();
+    assert_eq!(
+        sign_in(&b, &app("/"), &JANE, &JANE.code(0)).await.status(),
+        200
+    );
+    let cookie = format!("stepgate_session={}", b.session_id(&app("/")).unwrap());
+    let ip_risk = [("provider", "ip_risk")];
+    let before = scrape(&s).await;
+    assert_eq!(before.get("stepgate_signal_errors_total", &ip_risk), 0.0);
+    let r = client()
+        .redirect(redirects(false))
+        .build()
+        .unwrap()
+        .get(app("/reports"))
+        .header("cookie", &cookie)
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let after = scrape(&s).await;
+    assert_eq!(after.get("stepgate_signal_errors_total", &ip_risk), 1.0);
+    assert_eq!(
+        after.get("stepgate_signal_duration_seconds_count", &ip_risk),
+        1.0
+    );
+    prom::promtool_accepts(&after.text);
+    r.status().as_u16()
+}

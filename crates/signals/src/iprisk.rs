@@ -52,6 +52,25 @@ pub enum IpRiskError {
     },
 }
 
+/// An IP risk score, and whether the HTTP provider failed on the way to it (its
+/// `on_error` meaning answered: the score unknown, or `assume_score`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpRiskAnswer {
+    /// The score 0–100; `None` when unknown.
+    pub score: Option<u8>,
+    /// Whether the provider failed and its failure meaning answered instead.
+    pub provider_failed: bool,
+}
+
+impl IpRiskAnswer {
+    fn scored(score: Option<u8>) -> Self {
+        IpRiskAnswer {
+            score,
+            provider_failed: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Table {
     // (start, end inclusive, score); sorted, non-overlapping. IPv4 as IPv4-mapped IPv6.
@@ -276,21 +295,31 @@ impl HttpIpRiskProvider {
 
     /// The provider's score for `ip` (0–100), applying the configured failure meaning.
     pub async fn lookup(&self, ip: IpAddr) -> Result<Option<u8>, IpRiskError> {
+        self.answer(ip).await.map(|a| a.score)
+    }
+
+    /// [`HttpIpRiskProvider::lookup`], telling also whether the provider failed and its
+    /// configured failure meaning (`unknown`, `assume_score`) answered instead.
+    pub async fn answer(&self, ip: IpAddr) -> Result<IpRiskAnswer, IpRiskError> {
         if let Some(s) = self.cached(ip) {
-            return Ok(Some(s));
+            return Ok(IpRiskAnswer::scored(Some(s)));
         }
         match self.fetch(ip).await {
             Ok(s) => {
                 self.store(ip, s);
-                Ok(Some(s))
+                Ok(IpRiskAnswer::scored(Some(s)))
             }
             Err(message) => {
                 tracing::warn!(%ip, %message, "IP risk provider failed");
-                match self.cfg.on_error {
-                    ProviderFailure::Fail => Err(IpRiskError::Provider { ip, message }),
-                    ProviderFailure::Unknown => Ok(None),
-                    ProviderFailure::AssumeScore => Ok(Some(self.cfg.assume_score.min(100))),
-                }
+                let score = match self.cfg.on_error {
+                    ProviderFailure::Fail => return Err(IpRiskError::Provider { ip, message }),
+                    ProviderFailure::Unknown => None,
+                    ProviderFailure::AssumeScore => Some(self.cfg.assume_score.min(100)),
+                };
+                Ok(IpRiskAnswer {
+                    score,
+                    provider_failed: true,
+                })
             }
         }
     }
@@ -394,9 +423,16 @@ impl IpRiskScorer {
     /// unknown and no feed lists the IP); an error only when the provider fails with
     /// `on_error: fail`.
     pub async fn score(&self, ip: IpAddr) -> Result<Option<u8>, IpRiskError> {
-        let mut best: Option<u8> = None;
+        self.assess(ip).await.map(|a| a.score)
+    }
+
+    /// [`IpRiskScorer::score`], telling also whether the HTTP provider failed on the way
+    /// (and its failure meaning answered for it): a failure the decision does not see, but
+    /// the operator should.
+    pub async fn assess(&self, ip: IpAddr) -> Result<IpRiskAnswer, IpRiskError> {
+        let mut best = IpRiskAnswer::default();
         if !self.feeds.is_empty() {
-            best = Some(
+            best.score = Some(
                 self.feeds
                     .iter()
                     .filter_map(|f| f.lookup(ip))
@@ -405,8 +441,10 @@ impl IpRiskScorer {
             );
         }
         if let Some(h) = &self.http {
-            if let Some(s) = h.lookup(ip).await? {
-                best = Some(best.map_or(s, |b| b.max(s)));
+            let answer = h.answer(ip).await?;
+            best.provider_failed = answer.provider_failed;
+            if let Some(s) = answer.score {
+                best.score = Some(best.score.map_or(s, |b| b.max(s)));
             }
         }
         Ok(best)

@@ -24,7 +24,8 @@
 //! to 10 s). At most [`HOLD`] wait: past that the oldest allowed record is dropped first, and
 //! the oldest of any kind only when nothing else is left (memory is bounded; each drop is
 //! counted in `stepgate_decision_log_dropped_total`). A flush answers once a record is
-//! written *or* waiting.
+//! written *or* waiting. A graceful stop flushes once the requests are drained
+//! (`app::listen`), so what the writer still gathers outlives the process.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -116,7 +116,7 @@ impl Access {
 
     /// Decides `req` under `rt`.
     pub async fn decide<'rt>(&self, rt: &'rt Runtime, req: &AccessRequest<'_>) -> Judged<'rt> {
-        self.timed(req.kind, req.app, self.run(rt, req, None)).await
+        self.timed(rt, req, self.run(rt, req, None)).await
     }
 
     /// [`Access::decide`], with the trace of every policy and condition considered (none
@@ -128,7 +128,7 @@ impl Access {
     ) -> (Judged<'rt>, Option<Explained>) {
         let mut explained = None;
         let judged = self
-            .timed(req.kind, req.app, self.run(rt, req, Some(&mut explained)))
+            .timed(rt, req, self.run(rt, req, Some(&mut explained)))
             .await;
         (judged, explained)
     }
@@ -136,19 +136,24 @@ impl Access {
     /// A decision ([`Access::run`]'s), counted and timed in the metrics.
     async fn timed<'rt>(
         &self,
-        kind: RequestKind,
-        app: Option<&str>,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
         deciding: impl std::future::Future<Output = Judged<'rt>>,
     ) -> Judged<'rt> {
         // The clock is read only when the metrics time the decision.
         let started = self.metrics.as_ref().map(|_| std::time::Instant::now());
         let judged = deciding.await;
-        crate::telemetry::decided(app, crate::metrics::outcome(&judged.verdict));
+        let route = |app| {
+            rt.config
+                .policy_set
+                .route_for(app, req.method.as_str(), req.path)
+        };
+        crate::telemetry::decided(req.app, route, crate::metrics::outcome(&judged.verdict));
         let (Some(metrics), Some(started)) = (&self.metrics, started) else {
             return judged;
         };
         metrics.decision(
-            kind,
+            req.kind,
             crate::metrics::outcome(&judged.verdict),
             judged.decision.and_then(|d| d.policy),
             started.elapsed(),

@@ -357,8 +357,12 @@ impl SignalSource for LiveSignals {
         }
         if let Some(ip) = facts.ip {
             facts.geo = sig.geo(ip);
-            let risk = sig.ip_risk.score(ip);
-            facts.ip_risk_score = sig.calls.time(Provider::IpRisk, risk).await?;
+            // A provider failure its `on_error` answered for is counted all the same.
+            let risk = sig.ip_risk.assess(ip);
+            let risk = sig
+                .calls
+                .judged(Provider::IpRisk, risk, |a| a.provider_failed);
+            facts.ip_risk_score = risk.await?.score;
         }
         let check = self.certificate(rt, req).await;
         if check.is_some() {

@@ -68,6 +68,7 @@ pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
             _ => anyhow::bail!("a worker thread panicked"),
         }
     }
+    write_what_is_left(&state).await;
     Ok(())
 }
 
@@ -186,10 +187,38 @@ impl Incoming {
 /// Serves plain HTTP on an already bound listener (tests bind port 0), on the caller's
 /// runtime, until SIGTERM/SIGINT.
 pub async fn serve_on(state: Shared, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    serve_on_until(state, listener, wait_for_stop()).await
+}
+
+/// [`serve_on`], stopping when `stop` completes instead of at a signal: the same drain,
+/// and the same last writes ([`write_what_is_left`]) before it returns.
+pub async fn serve_on_until(
+    state: Shared,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     spawn_reloader(state.clone());
     crate::devices::connectors::Connectors::spawn(&state);
     crate::metrics::Metrics::spawn_listener(&state).await?;
-    serve_connections(state, Incoming::Listener(listener), None, wait_for_stop()).await
+    serve_connections(state.clone(), Incoming::Listener(listener), None, stop).await?;
+    write_what_is_left(&state).await;
+    Ok(())
+}
+
+/// Once the requests are drained: the decision records the writer still gathers (or has
+/// queued) are written, for at most `server.shutdown_grace`, so the decisions of the last
+/// requests outlive the process (the writer ends with the runtime, its gathered batch with it).
+async fn write_what_is_left(state: &Shared) {
+    let Some(log) = state.access.decision_log() else {
+        return;
+    };
+    let grace = state.runtime.load().config.server.shutdown_grace.0;
+    if tokio::time::timeout(grace, log.flush()).await.is_err() {
+        tracing::warn!(
+            queued = log.queued(),
+            "the decision log was not written within the shutdown grace; the last decisions are lost"
+        );
+    }
 }
 
 /// The serving loop for both plain HTTP and TLS: `TCP_NODELAY` on every connection,

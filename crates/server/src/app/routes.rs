@@ -285,6 +285,7 @@ fn request_span(id: crate::access::RequestId, peer: SocketAddr) -> tracing::Span
         user = tracing::field::Empty,
         method = tracing::field::Empty,
         app = tracing::field::Empty,
+        route = tracing::field::Empty,
         outcome = tracing::field::Empty,
         status = tracing::field::Empty,
     )

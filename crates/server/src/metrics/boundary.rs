@@ -1,5 +1,6 @@
-//! Latency and failures at the edges the server waits on: the durable store, by operation
-//! ([`StoreCalls`], recorded by [`super::store::TimedDurable`]), and the signal providers,
+//! Latency and failures at the edges the server waits on: the durable and hot stores, by
+//! operation ([`StoreCalls`], recorded by [`super::store::TimedDurable`] and
+//! [`super::store::TimedHot`]), and the signal providers,
 //! by provider ([`SignalCalls`], recorded where the access pipeline asks them).
 //!
 //! Each name's series are made at its first call and then kept by index, so a call costs
@@ -94,24 +95,41 @@ pub struct Provider {
     provider: &'static str,
 }
 
-/// Durable store calls, by operation (the [`stepgate_store::DurableStore`] method's name).
-pub struct StoreCalls(pub(super) Calls<Operation>);
+/// Store calls, by operation (the store trait's method name): the durable store's
+/// ([`stepgate_store::DurableStore`]) and the hot store's ([`stepgate_store::HotStore`]),
+/// in two families each.
+pub struct StoreCalls {
+    pub(super) durable: Calls<Operation>,
+    pub(super) hot: Calls<Operation>,
+}
+
+fn operation(operation: &'static str) -> Operation {
+    Operation { operation }
+}
 
 impl Default for StoreCalls {
     fn default() -> Self {
-        StoreCalls(Calls::new(super::store::OPERATIONS, |operation| {
-            Operation { operation }
-        }))
+        StoreCalls {
+            durable: Calls::new(super::store::OPERATIONS, operation),
+            hot: Calls::new(super::store::HOT_OPERATIONS, operation),
+        }
     }
 }
 
 impl StoreCalls {
     pub(super) fn register(&self, r: &mut Registry) {
-        self.0.register(
+        self.durable.register(
             r,
             (
                 ("stepgate_store_operation_duration_seconds", "Time a durable store call took, by operation"),
                 ("stepgate_store_errors", "Durable store calls that failed (the store out of reach or refusing), by operation; a conflict or a missing record is an answer, not counted"),
+            ),
+        );
+        self.hot.register(
+            r,
+            (
+                ("stepgate_hot_store_operation_duration_seconds", "Time a hot store call (sessions, counters, bans, one-time codes) took, by operation"),
+                ("stepgate_hot_store_errors", "Hot store calls that failed (the store out of reach or refusing), by operation; a conflict or a missing record is an answer, not counted"),
             ),
         );
     }
@@ -168,6 +186,22 @@ impl SignalCalls {
         call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         self.0.time(provider as usize, call, |_| true).await
+    }
+
+    /// Runs `call` as a call of `provider` whose answer can tell of a failure it hid
+    /// (`hid_failure`: a fallback answered for a provider that failed): an error, or such
+    /// an answer, counts as a failure.
+    pub async fn judged<T, E>(
+        &self,
+        provider: SignalProvider,
+        call: impl Future<Output = Result<T, E>>,
+        hid_failure: impl FnOnce(&T) -> bool,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let out = call.await;
+        let failed = out.as_ref().map_or(true, hid_failure);
+        self.0.observe(provider as usize, started.elapsed(), failed);
+        out
     }
 
     /// Runs `call` as a call of `provider` that cannot fail (its answer may be a refusal).

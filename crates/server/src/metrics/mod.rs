@@ -39,6 +39,8 @@
 //! | `stepgate_oidc_backchannel_logouts_total` | counter | `outcome` | back-channel logout tries ([`BACKCHANNEL_OUTCOMES`]) |
 //! | `stepgate_store_operation_duration_seconds` | histogram | `operation` | durable store calls, by the [`stepgate_store::DurableStore`] method ([`store`]) |
 //! | `stepgate_store_errors_total` | counter | `operation` | of those, failed (a conflict or a missing record is an answer, not counted) |
+//! | `stepgate_hot_store_operation_duration_seconds` | histogram | `operation` | hot store calls, by the [`stepgate_store::HotStore`] method ([`store`]) |
+//! | `stepgate_hot_store_errors_total` | counter | `operation` | of those, failed |
 //! | `stepgate_signal_duration_seconds` | histogram | `provider` | signal provider calls of the access pipeline ([`PROVIDERS`]) |
 //! | `stepgate_signal_errors_total` | counter | `provider` | of those, failed |
 //!
@@ -68,7 +70,7 @@ mod endpoint;
 mod store;
 pub use boundary::{SignalCalls, SignalProvider, StoreCalls, PROVIDERS};
 pub use endpoint::SCANNED_COUNT_EVERY;
-pub use store::{timed as timed_store, TimedDurable, OPERATIONS};
+pub use store::{timed as timed_store, TimedDurable, TimedHot, HOT_OPERATIONS, OPERATIONS};
 
 /// Name and help of the node's own series, in the order [`Metrics::register`] takes them.
 const OWN: [(&str, &str); 10] = [
@@ -94,7 +96,7 @@ pub struct Sources<'a> {
     pub audit: Option<&'a crate::app::audit::AuditStats>,
     /// The read cache's lookups.
     pub cache: Option<&'a CacheLookups>,
-    /// The durable store's calls ([`TimedDurable`]).
+    /// The stores' calls ([`TimedDurable`], [`TimedHot`]).
     pub store: Option<&'a StoreCalls>,
     /// The signal providers' calls.
     pub signals: Option<&'a SignalCalls>,

@@ -3,7 +3,8 @@
 //! When on, [`Traces::start`] builds the exporter (protobuf over the server's own rustls
 //! HTTP client, [`collector`]) and a batch span processor on the tokio runtime, and
 //! [`Traces::layer`] is the `tracing` layer that turns stepgate's spans into OpenTelemetry
-//! spans: one per request (`request`: request id, client, method, app, outcome, status, user)
+//! spans: one per request (`request`: request id, client, method, app, route, outcome,
+//! status, user)
 //! with children for the decision's stages (`session`, `signals`, `policy`) and the
 //! `upstream` call. W3C `traceparent` is read from an incoming request
 //! and written to the upstream's ([`propagate`]); [`request`], [`decided`] and [`answered`]
@@ -18,7 +19,7 @@ mod collector;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use stepgate_config::OtlpConfig;
@@ -63,19 +64,24 @@ impl Traces {
     /// Starts exporting spans as `cfg` says, or `None` when `log.otlp` is absent (nothing
     /// is built, nothing is sent). Called within a tokio runtime: the batch processor's
     /// task runs on it.
-    pub fn start(cfg: Option<&OtlpConfig>) -> Result<Option<Traces>, TracesError> {
+    /// `log.otlp.headers`' values are read now (a file relative to `base_dir`).
+    pub fn start(
+        cfg: Option<&OtlpConfig>,
+        base_dir: &std::path::Path,
+    ) -> Result<Option<Traces>, TracesError> {
         let Some(cfg) = cfg else {
             return Ok(None);
         };
         if let Some(problem) = cfg.problems().into_iter().next() {
             return Err(TracesError::Config(problem));
         }
+        let headers = collector::headers(&cfg.headers, base_dir).map_err(TracesError::Config)?;
         let endpoint = cfg.traces_url();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(endpoint.clone())
-            .with_http_client(collector::Collector::new()?)
+            .with_http_client(collector::Collector::new(headers)?)
             .build()
             .map_err(|source| TracesError::Exporter { endpoint, source })?;
         let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
@@ -140,28 +146,78 @@ impl Traces {
 }
 
 /// With traces on: the request's method on its span, and the span made a child of the
-/// caller's trace when the request carries a W3C `traceparent`.
+/// caller's trace when the request carries one well-formed W3C `traceparent`. Two of
+/// them, or one that does not read (an unknown version `ff`, wrong lengths, all-zero ids,
+/// capitals), are not guessed from: the request starts a trace of its own.
 pub fn request(span: &tracing::Span, method: &axum::http::Method, headers: &axum::http::HeaderMap) {
     if !on() {
         return;
     }
     span.record("method", method.as_str());
-    if headers.contains_key("traceparent") {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&opentelemetry_http::HeaderExtractor(headers))
-        });
+    let mut given = headers.get_all("traceparent").iter();
+    let (Some(one), None) = (given.next(), given.next()) else {
+        return;
+    };
+    if !one.to_str().is_ok_and(well_formed_traceparent) {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
 }
 
-/// With traces on: the decision's app and outcome on the current (request) span.
-pub fn decided(app: Option<&str>, outcome: &'static str) {
+/// Whether `v` is a W3C `traceparent` as the Trace Context recommendation writes it:
+/// `version-traceid-parentid-flags` in lower-case hex of exactly 2, 32, 16 and 2 digits,
+/// neither id all zeros, version `ff` invalid, and nothing after the flags in version
+/// `00` (a later version may add fields after a `-`). Checked here because the
+/// propagator pads a short id with zeros rather than refusing it.
+fn well_formed_traceparent(v: &str) -> bool {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let mut parts = v.splitn(5, '-');
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let rest_ok = match parts.next() {
+        None => true,
+        Some(_) => version != "00",
+    };
+    hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && nonzero(trace)
+        && hex(parent, 16)
+        && nonzero(parent)
+        && hex(flags, 2)
+        && rest_ok
+}
+
+/// With traces on: the decision's app, the app route the request matched (`route`
+/// finds it for the app: its name, or its path pattern as configured; never the request's
+/// own path or query, which may carry secrets) and outcome on the current (request) span.
+pub fn decided<'a>(
+    app: Option<&'a str>,
+    route: impl FnOnce(&'a str) -> Option<&'a str>,
+    outcome: &'static str,
+) {
     if !on() {
         return;
     }
     let span = tracing::Span::current();
     if let Some(app) = app {
         span.record("app", app);
+        if let Some(route) = route(app) {
+            span.record("route", route);
+        }
     }
     span.record("outcome", outcome);
 }
@@ -189,4 +245,33 @@ pub fn propagate(span: &tracing::Span, headers: &mut axum::http::HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_formed_traceparent as ok;
+
+    #[test]
+    fn traceparent_is_read_only_when_well_formed() {
+        let (t, p) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+        assert!(ok(&format!("00-{t}-{p}-01")));
+        assert!(ok(&format!("00-{t}-{p}-00")));
+        assert!(ok(&format!("01-{t}-{p}-01-later-fields")));
+        for bad in [
+            format!("ff-{t}-{p}-01"),
+            format!("00-{}-{p}-01", &t[..30]),
+            format!("00-{t}-{p}00-01"),
+            format!("00-{}-{p}-01", "0".repeat(32)),
+            format!("00-{t}-{}-01", "0".repeat(16)),
+            format!("00-{}-{p}-01", t.to_uppercase()),
+            format!("00-{t}-{p}-01-zz"),
+            format!("00-{t}-{p}-1"),
+            format!("0-{t}-{p}-01"),
+            format!("00-{t}-{p}"),
+            format!("00-{t}-{}-01", "g".repeat(16)),
+            String::new(),
+        ] {
+            assert!(!ok(&bad), "{bad:?} read as well formed");
+        }
+    }
 }
