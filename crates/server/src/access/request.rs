@@ -144,7 +144,8 @@ pub fn client_ip(
     })
     .ip();
     // The request's log lines name the client from here on (the span starts with the peer).
-    if let Some(ip) = ip {
+    // (Finding the current span is skipped when `info`, the request span's level, is off.)
+    if let Some(ip) = ip.filter(|_| tracing::level_enabled!(tracing::Level::INFO)) {
         tracing::Span::current().record("client", tracing::field::display(ip));
     }
     ip

@@ -88,7 +88,8 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
                 ip,
                 api,
             };
-            (proxy::forward(&st, &rt, req, to).await, "allow")
+            // Boxed, like the decision: this future is copied whole wherever it moves.
+            (Box::pin(proxy::forward(&st, &rt, req, to)).await, "allow")
         }
         verdict => {
             let outcome = crate::metrics::outcome(&verdict);

@@ -48,8 +48,8 @@
 //! on the request path: each worker thread keeps the series of the apps it has served, so a
 //! request costs a lookup by app id and a few atomic adds, never a label built.
 
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -276,9 +276,17 @@ struct AppSeries {
     seconds: [Histogram; 5],
 }
 
+/// One `Metrics`' series on this thread, looked up without building a label or taking the
+/// family's lock: per app, and per decision kind and outcome.
+#[derive(Default)]
+struct ThreadSeries {
+    apps: FxHashMap<Box<str>, AppSeries>,
+    decisions: [[Option<(Counter, Histogram)>; 5]; 2],
+}
+
 thread_local! {
-    /// Per `Metrics` (by id), per app: its series, looked up without building a label.
-    static APP_SERIES: RefCell<HashMap<u64, HashMap<Box<str>, AppSeries>>> = RefCell::default();
+    /// Per `Metrics` (by id): its series on this thread.
+    static SERIES: RefCell<FxHashMap<u64, ThreadSeries>> = RefCell::default();
 }
 
 static IDS: AtomicU64 = AtomicU64::new(1);
@@ -367,35 +375,34 @@ impl Metrics {
     /// An app request answered with `outcome` after `took`.
     pub fn request(&self, app: &str, outcome: &'static str, took: Duration) {
         let i = outcome_index(outcome);
-        APP_SERIES.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            let apps = cache.entry(self.id).or_default();
-            if !apps.contains_key(app) {
-                let series = AppSeries {
-                    requests: OUTCOMES.map(|o| {
-                        self.requests
-                            .get_or_create(&AppOutcome {
-                                app: app.to_string(),
-                                outcome: o,
-                            })
-                            .clone()
-                    }),
-                    seconds: OUTCOMES.map(|o| {
-                        self.request_seconds
-                            .get_or_create(&AppOutcome {
-                                app: app.to_string(),
-                                outcome: o,
-                            })
-                            .clone()
-                    }),
-                };
-                apps.insert(app.into(), series);
-            }
-            if let Some(s) = apps.get(app) {
+        self.on_thread(|t| {
+            if let Some(s) = t.apps.get(app) {
                 s.requests[i].inc();
                 s.seconds[i].observe(took.as_secs_f64());
+                return;
             }
+            let series = self.app_series(app);
+            series.requests[i].inc();
+            series.seconds[i].observe(took.as_secs_f64());
+            t.apps.insert(app.into(), series);
         });
+    }
+
+    /// This `Metrics`' series on the calling thread.
+    fn on_thread(&self, f: impl FnOnce(&mut ThreadSeries)) {
+        SERIES.with(|cache| f(cache.borrow_mut().entry(self.id).or_default()));
+    }
+
+    /// `app`'s request series, from the families (made on first use).
+    fn app_series(&self, app: &str) -> AppSeries {
+        let label = |o| AppOutcome {
+            app: app.to_string(),
+            outcome: o,
+        };
+        AppSeries {
+            requests: OUTCOMES.map(|o| self.requests.get_or_create(&label(o)).clone()),
+            seconds: OUTCOMES.map(|o| self.request_seconds.get_or_create(&label(o)).clone()),
+        }
     }
 
     /// A decision of the pipeline: its kind, outcome, deciding policy and how long it took.
@@ -406,17 +413,25 @@ impl Metrics {
         policy: Option<&str>,
         took: Duration,
     ) {
-        let labels = KindOutcome {
-            kind: match kind {
-                stepgate_policy::RequestKind::Access => "access",
-                stepgate_policy::RequestKind::SignIn => "sign_in",
-            },
-            outcome,
+        let k = match kind {
+            stepgate_policy::RequestKind::Access => 0,
+            stepgate_policy::RequestKind::SignIn => 1,
         };
-        self.decisions.get_or_create(&labels).inc();
-        self.decision_seconds
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
+        self.on_thread(|t| {
+            let (count, seconds) =
+                t.decisions[k][outcome_index(outcome)].get_or_insert_with(|| {
+                    let labels = KindOutcome {
+                        kind: ["access", "sign_in"][k],
+                        outcome,
+                    };
+                    (
+                        self.decisions.get_or_create(&labels).clone(),
+                        self.decision_seconds.get_or_create(&labels).clone(),
+                    )
+                });
+            count.inc();
+            seconds.observe(took.as_secs_f64());
+        });
         if matches!(outcome, "step_up" | "deny") {
             self.policy_outcomes
                 .get_or_create(&PolicyOutcome {
