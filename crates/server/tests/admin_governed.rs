@@ -3,8 +3,8 @@
 //! HTTP and a real SQLite store: a policy targeting it blocks the console (the blocked page)
 //! and a session's API call (a 403 problem) from outside the office while a token's call
 //! still goes through; a policy asking AAL3 for reads sends a console read to the step-up
-//! page and an API read to a 401 problem naming the requirement; a permissive policy lifts
-//! neither the group nor the write floor; each page and call is in the decision log under
+//! page and an API read to a 401 problem naming the requirement (for a change, raised to
+//! the floor); a permissive policy lifts neither the group nor the write floor; each page and call is in the decision log under
 //! the response's request id with the admin app; and the configuration errors name the
 //! admin app (an `apps` entry taking its id; an unknown id's list).
 
@@ -397,6 +397,58 @@ async fn a_permissive_policy_lifts_neither_the_group_nor_the_write_floor() {
 
     // With her key, the same change goes through.
     let aal3 = aal3_session(&s.st, &jane, Utc::now()).await;
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal3),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_step_up_the_policies_ask_for_a_change_is_raised_to_the_floor() {
+    let s = start(
+        r#"
+  - name: admin-from-home-fresh-mfa
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    conditions:
+      - not: { network: { in: [office] } }
+    outcome: { step_up: { min_aal: 2, max_age: every_time } }
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let then = Utc::now() - Duration::minutes(2);
+    let aal3 = aal3_session(&s.st, &jane, then).await;
+    // A read from home: what the policy asks, no more.
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&aal3),
+        OUTSIDE,
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert_eq!(p["requirement"]["min_aal"], 2, "{p}");
+    assert_eq!(p["requirement"]["max_age"], "every_time", "{p}");
+    // A change from home: one step-up meeting both the policy and the floor.
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal3),
+        OUTSIDE,
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert_eq!(p["requirement"]["min_aal"], 3, "{p}");
+    assert_eq!(p["requirement"]["max_age"], "every_time", "{p}");
+    // From the office the policy asks nothing: her key two minutes ago meets the floor.
     let r = api(
         &s,
         reqwest::Method::POST,

@@ -80,3 +80,58 @@ pub fn write_requirement(rt: &Runtime) -> StepUpRequirement {
         ..StepUpRequirement::default()
     }
 }
+
+/// A step-up the policies ask for a change, raised to the floor (`floor`: the level and
+/// the freshness of [`write_requirement`]) so that one step-up meets both. A requirement
+/// naming its factors is left as it is (the floor's level may not be reachable with them):
+/// the floor is then asked after it.
+pub fn with_floor(mut asked: StepUpRequirement, floor: &StepUpRequirement) -> StepUpRequirement {
+    if !asked.factors.is_empty() {
+        return asked;
+    }
+    asked.min_aal = asked.min_aal.max(floor.min_aal);
+    asked.max_age = match (asked.max_age, floor.max_age) {
+        (Some(MaxAge::EveryTime), _) | (_, Some(MaxAge::EveryTime)) => Some(MaxAge::EveryTime),
+        (Some(MaxAge::Within(a)), Some(MaxAge::Within(b))) => Some(MaxAge::Within(a.min(b))),
+        (a, b) => a.or(b),
+    };
+    asked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stepgate_policy::HumanDuration;
+
+    fn within(secs: u64) -> Option<MaxAge> {
+        Some(MaxAge::Within(HumanDuration::from_secs(secs)))
+    }
+
+    #[test]
+    fn a_change_asks_the_stricter_of_the_policy_and_the_floor() {
+        let floor = StepUpRequirement {
+            min_aal: Some(3),
+            max_age: within(300),
+            ..StepUpRequirement::default()
+        };
+        let asked = |min_aal, max_age| StepUpRequirement {
+            min_aal,
+            max_age,
+            message: Some("why".into()),
+            ..StepUpRequirement::default()
+        };
+        let r = with_floor(asked(Some(2), within(3600)), &floor);
+        assert_eq!((r.min_aal, r.max_age), (Some(3), within(300)));
+        assert_eq!(r.message.as_deref(), Some("why"), "the policy's words stay");
+        let r = with_floor(asked(None, Some(MaxAge::EveryTime)), &floor);
+        assert_eq!((r.min_aal, r.max_age), (Some(3), Some(MaxAge::EveryTime)));
+        let r = with_floor(asked(Some(2), within(60)), &floor);
+        assert_eq!(r.max_age, within(60));
+        let r = with_floor(asked(Some(2), None), &floor);
+        assert_eq!(r.max_age, within(300));
+        // Named factors: left as asked, the floor comes after.
+        let mut totp = asked(Some(2), None);
+        totp.factors = vec!["totp".into()];
+        assert_eq!(with_floor(totp.clone(), &floor), totp);
+    }
+}

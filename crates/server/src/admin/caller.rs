@@ -275,10 +275,15 @@ fn not_allowed(call: &Call<'_>, verdict: Verdict) -> Refusal {
                 .map(|s| call.caller(s.data.username.clone()));
             (Problem::denied(&d), caller)
         }
-        Verdict::StepUp(s) => {
+        Verdict::StepUp(mut s) => {
             let caller = call.caller(s.user.username.clone());
             if !in_group(rt, &s.user) {
                 return (not_an_administrator(rt, &s.user), Some(caller));
+            }
+            if call.endpoint.scope.is_write() {
+                // One step-up for both: the policies' and the floor's.
+                let floor = write_requirement(rt);
+                s.requirement = admission::with_floor(s.requirement, &floor);
             }
             // Back to the console, where an administrator goes on (the API's call is the
             // script's to send again).
