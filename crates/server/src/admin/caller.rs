@@ -261,6 +261,7 @@ fn not_an_administrator(rt: &Runtime, user: &UserRecord) -> Problem {
 fn not_allowed(call: &Call<'_>, verdict: Verdict) -> Refusal {
     let rt = call.rt;
     match verdict {
+        // (`Allow` never comes here: `by_session` goes on with it.)
         Verdict::SignIn(_) | Verdict::Allow(_) => unknown(Problem::unauthorized(format!(
             "sign in to the portal ({}) as an administrator, or send an API token",
             rt.portal_url("/login")
@@ -386,8 +387,8 @@ pub fn step_up_link(
 /// The scope an endpoint needs, in the words a 403 uses (for the docs' table).
 pub fn describe(scope: Scope) -> &'static str {
     if scope.is_write() {
-        "token scope, or a session in `admin.group` with AAL3 within `admin.write_max_age`"
+        "token scope, or a session the policies for `admin.app` allow, in `admin.group`, with AAL3 within `admin.write_max_age`"
     } else {
-        "token scope, or a session in `admin.group`"
+        "token scope, or a session the policies for `admin.app` allow, in `admin.group`"
     }
 }
