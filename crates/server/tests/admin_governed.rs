@@ -293,9 +293,20 @@ async fn a_policy_asking_aal3_for_reads_sends_console_reads_to_step_up_and_api_r
     let p = problem(r, 403).await;
     assert_eq!(p["type"], "https://stepgate.dev/problems/step-up-required");
 
-    // At AAL3 she reads both.
+    // At AAL3 she reads both; what-if answers for the admin app as for any app.
     let aal3 = aal3_session(&s.st, &jane, Utc::now()).await;
     assert_eq!(console(&s, &aal3, "/users", OFFICE).await.status(), 200);
+    let q = "/what-if?go=1&app=stepgate-admin&method=GET&path=/_stepgate/admin/users&user=jane&groups=licence-admins";
+    let html = console(&s, &aal3, q, OFFICE).await.text().await.unwrap();
+    assert!(
+        html.contains("<option selected>stepgate-admin</option>"),
+        "{html}"
+    );
+    let answer = &html[html.find("id=\"what-if-outcome\"").expect("an answer")..];
+    assert!(
+        answer.contains("step up") && answer.contains("admin-reads-need-a-key"),
+        "{answer}"
+    );
     let r = api(
         &s,
         reqwest::Method::GET,

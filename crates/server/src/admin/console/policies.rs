@@ -136,7 +136,15 @@ pub async fn what_if(
         }
     };
     let rt = a.st.runtime.load_full();
-    let apps: Vec<&str> = rt.config.apps.iter().map(|x| x.id.as_str()).collect();
+    // The configured apps, and stepgate's own admin app (`admin.app`): policies target it too.
+    let own = std::iter::once(rt.config.admin.app.as_str());
+    let apps: Vec<&str> = rt
+        .config
+        .apps
+        .iter()
+        .map(|x| x.id.as_str())
+        .chain(own)
+        .collect();
     Ok(a.render(
         status,
         "admin_what_if.html",
