@@ -1,13 +1,16 @@
-//! The `admin:` section: who may use the admin API (`/admin/api/v1` under the portal path)
-//! with their portal session, and how fresh their step-up must be for a change.
+//! The `admin:` section: who may use the admin console and API (`/admin/` and
+//! `/admin/api/v1` under the portal path) with their portal session, how fresh their
+//! step-up must be for a change, and the app id policies target them by.
 //!
 //! ```yaml
 //! admin:
-//!   group: stepgate-admins     # users in this group may read through the API
+//!   group: stepgate-admins     # users in this group may read through the console and API
 //!   write_max_age: 5m          # a change also needs AAL3 passed within this long
+//!   app: stepgate-admin        # the app id of the console and the API's session calls
 //!   policy_edits: yaml         # or `store`: policy sets saved through the API, versioned
 //! ```
-//! API tokens (`stepgate admin token create`) need neither: their scopes say what they may do.
+//! API tokens (`stepgate admin token create`) need none of these: their scopes say what
+//! they may do, and policies do not decide their calls.
 
 use serde::Deserialize;
 use stepgate_policy::HumanDuration;
@@ -22,6 +25,11 @@ pub struct AdminConfig {
     /// How recently an administrator's session must have reached AAL3 for a change (a
     /// write) through the API; reads need the group only. Default `5m`.
     pub write_max_age: HumanDuration,
+    /// The app id of stepgate's own admin surface: every console page and every admin API
+    /// call made with a portal session is decided by the policies under this id (like an
+    /// app under `apps`, which may not take it), with `group` and `write_max_age` on top.
+    /// Default `stepgate-admin`.
+    pub app: String,
     /// Where the policies in force come from: `yaml` (default), the configuration files
     /// alone; `store`, the newest policy set saved through the admin API (versioned in the
     /// durable store, with history and rollback) in place of the files' `policies:`. Read
@@ -45,6 +53,7 @@ impl Default for AdminConfig {
         AdminConfig {
             group: "stepgate-admins".into(),
             write_max_age: HumanDuration::from_secs(300),
+            app: "stepgate-admin".into(),
             policy_edits: PolicyEdits::Yaml,
         }
     }
@@ -62,6 +71,16 @@ impl AdminConfig {
             out.push(format!(
                 "admin.write_max_age is {}: expected 10s to 1h",
                 self.write_max_age
+            ));
+        }
+        let app = self.app.as_str();
+        if app.is_empty()
+            || !app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            out.push(format!(
+                "admin.app `{app}`: expected an app id of letters, digits, `-` and `_` only, like stepgate-admin"
             ));
         }
         out

@@ -719,11 +719,20 @@ impl Loader {
                 );
             }
         }
+        let admin_app = admin
+            .as_ref()
+            .map_or_else(|| AdminConfig::default().app, |a| a.app.clone());
+        let own_apps = [stepgate_policy::OwnApp {
+            id: &admin_app,
+            key: "admin.app",
+            sensitivity: stepgate_policy::spec::Sensitivity::High,
+        }];
         let compiled = stepgate_policy::compile(PolicyInput {
             apps: &apps,
             networks: &networks,
             policies: &policies,
             default_outcome: default_outcome.as_deref(),
+            own_apps: &own_apps,
         });
         let policy_set = match compiled {
             Ok(set) => Some(set),

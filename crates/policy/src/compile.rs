@@ -46,6 +46,23 @@ pub struct PolicyInput<'a> {
     pub policies: &'a [PolicySpec],
     /// `default_outcome` (absent: deny, fail closed).
     pub default_outcome: Option<&'a OutcomeSpec>,
+    /// The apps stepgate serves itself (the admin console and API: `admin.app`), which
+    /// policies target by id like the ids under `apps`.
+    pub own_apps: &'a [OwnApp<'a>],
+}
+
+/// An app stepgate serves itself (its admin console and API): no hosts and no routes of
+/// its own, targeted by id, tags or conditions like any app. When no policy decides one of
+/// its requests, the request is allowed: the surface's own checks (the admin group, a fresh
+/// AAL3 for a change) stand in for `default_outcome`, and apply whatever the policies say.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnApp<'a> {
+    /// Its id (`admin.app`, default `stepgate-admin`).
+    pub id: &'a str,
+    /// The configuration key that names it, for messages (`admin.app`).
+    pub key: &'a str,
+    /// Its impact level (what `app_sensitivity` conditions read).
+    pub sensitivity: Sensitivity,
 }
 
 /// HTTP methods known to route and request conditions, one bit each.
@@ -222,6 +239,9 @@ pub(crate) struct AppEntry {
     pub(crate) ignore_case: bool,
     /// Enabled policies targeting this app, by priority.
     pub(crate) candidates: Box<[u32]>,
+    /// The outcome when no policy decides (`None`: the set's default outcome); an own app's
+    /// is `allow` ([`OwnApp`]).
+    pub(crate) default: Option<Outcome>,
 }
 
 #[derive(Clone, Debug)]
@@ -281,12 +301,24 @@ pub(crate) struct LocationContains {
 /// One `places` entry: country, and optionally region and city.
 pub(crate) type Place = (Box<str>, Option<Box<str>>, Option<Box<str>>);
 
+/// App ids and their index in [`PolicySet::apps`]. Shown sorted, so that two sets compiled
+/// from the same input print the same.
+#[derive(Clone, Default)]
+pub(crate) struct AppIds(pub(crate) HashMap<Box<str>, u32>);
+
+impl std::fmt::Debug for AppIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sorted: std::collections::BTreeMap<_, _> = self.0.iter().collect();
+        sorted.fmt(f)
+    }
+}
+
 /// A compiled, immutable policy set: cheap to share between threads, swapped whole on reload.
 #[derive(Debug)]
 pub struct PolicySet {
     pub(crate) policies: Box<[CompiledPolicy]>,
     pub(crate) apps: Box<[AppEntry]>,
-    pub(crate) app_ids: HashMap<Box<str>, u32>,
+    pub(crate) app_ids: AppIds,
     pub(crate) sign_in: Box<[u32]>,
     /// Candidates for an app id that is not configured.
     pub(crate) unknown_app: Box<[u32]>,
@@ -422,7 +454,8 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
         }
     }
 
-    let apps = c.apps(input.apps);
+    let mut apps = c.apps(input.apps);
+    c.own_apps(input.own_apps, input.apps, &mut apps);
     let mut policies: Vec<CompiledPolicy> = Vec::with_capacity(input.policies.len());
     let mut priorities: HashMap<u32, &Spanned<String>> = HashMap::new();
     let mut names: HashSet<&str> = HashSet::new();
@@ -492,7 +525,6 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
     };
     let sign_in = enabled(&|p| p.targets.sign_in);
     let unknown_app = enabled(&|p| p.targets.applies_to_app(None));
-    let mut apps = apps;
     let candidates: Vec<Box<[u32]>> = apps
         .iter()
         .enumerate()
@@ -501,11 +533,12 @@ pub fn compile(input: PolicyInput<'_>) -> Result<PolicySet, Vec<SpecError>> {
     for (a, c) in apps.iter_mut().zip(candidates) {
         a.candidates = c;
     }
-    let app_ids = apps
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.id.clone(), i as u32))
-        .collect();
+    let app_ids = AppIds(
+        apps.iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i as u32))
+            .collect(),
+    );
     let mut reads = SignalsRead::default();
     let mut mfa_memory = None;
     for p in &policies {
@@ -612,9 +645,37 @@ impl<'a> Compiler<'a> {
                 routes: routes.into(),
                 ignore_case: a.case_insensitive_paths,
                 candidates: Box::new([]),
+                default: None,
             });
         }
         out
+    }
+
+    /// The apps stepgate serves itself, after the configured ones; an id taken by a
+    /// configured app is refused there.
+    fn own_apps(&mut self, own: &'a [OwnApp<'a>], specs: &[AppSpec], out: &mut Vec<AppEntry>) {
+        for o in own {
+            if let Some(a) = specs.iter().find(|a| a.id.as_str() == o.id) {
+                self.err(
+                    a.id.span(),
+                    format!(
+                        "app id `{}` is stepgate's own admin app ({} names it): give this app another id, or set {} to another",
+                        o.id, o.key, o.key
+                    ),
+                );
+                continue;
+            }
+            self.app_index.insert(o.id, out.len() as u32);
+            out.push(AppEntry {
+                id: o.id.into(),
+                sensitivity: o.sensitivity,
+                tags: Box::new([]),
+                routes: Box::new([]),
+                ignore_case: false,
+                candidates: Box::new([]),
+                default: Some(Outcome::Allow),
+            });
+        }
     }
 
     fn methods(&mut self, ms: &[Spanned<String>]) -> u16 {
@@ -649,7 +710,7 @@ impl<'a> Compiler<'a> {
                     self.err(
                         a.span(),
                         format!(
-                            "unknown app id `{}` in policy `{}` targets: expected one of the ids under `apps` ({})",
+                            "unknown app id `{}` in policy `{}` targets: expected one of the ids under `apps` or stepgate's own admin app ({})",
                             a.as_str(),
                             p.name.as_str(),
                             if known.is_empty() { "none defined".to_string() } else { known.join(", ") }
@@ -1379,6 +1440,7 @@ mod depth_tests {
                     networks: &NetworksSpec::new(),
                     policies: &doc.policies,
                     default_outcome: None,
+                    own_apps: &[],
                 })
             })
             .unwrap()
@@ -1466,6 +1528,7 @@ mod default_outcome_tests {
             networks: &NetworksSpec::new(),
             policies: &[],
             default_outcome: spec.as_ref(),
+            own_apps: &[],
         })
         .unwrap()
         .default_outcome()

@@ -60,7 +60,7 @@ impl PolicySet {
             .request
             .app
             .as_deref()
-            .and_then(|id| self.app_ids.get(id))
+            .and_then(|id| self.app_ids.0.get(id))
             .map(|&i| (i, &self.apps[i as usize]));
         let ignore_case = app.is_some_and(|(_, a)| a.ignore_case);
         let route = app.and_then(|(_, a)| matching_route(a, method, &ctx.request.path));
@@ -76,6 +76,18 @@ impl PolicySet {
             ignore_case,
             zones,
             zone_names: &self.zone_names,
+        }
+    }
+
+    /// The outcome when no policy decides: the app's own ([`crate::OwnApp`]), else the
+    /// set's default.
+    fn fallback(&self, b: &Bound<'_>) -> &Outcome {
+        match b.app {
+            Some((i, _)) if b.ctx.kind == RequestKind::Access => self.apps[i as usize]
+                .default
+                .as_ref()
+                .unwrap_or(&self.default_outcome),
+            _ => &self.default_outcome,
         }
     }
 
@@ -108,7 +120,7 @@ impl PolicySet {
             };
         }
         Decision {
-            outcome: &self.default_outcome,
+            outcome: self.fallback(&b),
             policy: None,
             report_only,
             policy_index: None,
@@ -215,9 +227,7 @@ impl PolicySet {
             }
         }
         let decision = Decision {
-            outcome: decided.map_or(&self.default_outcome, |i| {
-                &self.policies[i as usize].outcome
-            }),
+            outcome: decided.map_or(self.fallback(&b), |i| &self.policies[i as usize].outcome),
             policy: decided.map(|i| &*self.policies[i as usize].name),
             report_only: None,
             policy_index: decided,

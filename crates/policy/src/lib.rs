@@ -33,7 +33,7 @@ pub mod path;
 pub mod spec;
 pub mod version;
 
-pub use compile::{compile, PolicyInput, PolicySet, SignalsRead, SpecError};
+pub use compile::{compile, OwnApp, PolicyInput, PolicySet, SignalsRead, SpecError};
 pub use context::*;
 pub use duration::HumanDuration;
 pub use eval::{ConditionTrace, Decision, Explanation, PolicyTrace, ReportOnlyMatch};

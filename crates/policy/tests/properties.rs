@@ -23,6 +23,7 @@ fn compile_yaml(yaml: &str) -> PolicySet {
         networks: &doc.networks,
         policies: &doc.policies,
         default_outcome: None,
+        own_apps: &[],
     })
     .unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
 }

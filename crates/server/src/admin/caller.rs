@@ -1,24 +1,35 @@
 //! Who calls the admin API, and whether they may: an API token with the endpoint's scope,
-//! or an administrator's portal session — a member of `admin.group` for a read, and for a
-//! change also a fresh AAL3 (`admin.write_max_age`), judged by the same assurance rules as
-//! every step-up of the access pipeline. Every call that gets past authentication is
-//! audited here, in one place, with the token's name or the administrator's.
+//! or an administrator's portal session. A session's call is decided by the access
+//! pipeline as a request to the admin app (`admin.app`, [`super::admission`]): in the
+//! decision log under the response's request id, and refused as the policies say (a step-up
+//! the policies ask: 401 `step-up-required` naming the requirement, with `step_up_url`; a
+//! denial: 403 `access-denied` with the failing checks; a store or signal source down: 503).
+//! The floor stays on top, whatever the policies say: a member of `admin.group` for a read,
+//! and for a change also a fresh AAL3 (`admin.write_max_age`, 403 `step-up-required`),
+//! judged by the same assurance rules as every step-up of the pipeline. API tokens are not
+//! sessions: they are checked by scope alone, and policies do not decide their calls.
+//! Every call that gets past authentication is audited here, in one place, with the
+//! token's name or the administrator's.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use stepgate_policy::{MaxAge, StepUpRequirement};
 use stepgate_store::UserRecord;
 
+use super::admission::{self, in_group, Asked};
 use super::problem::Problem;
 use super::tokens::{self, Scope, TokenRefused};
 use super::Endpoint;
+use crate::access::signals::PeerCertificates;
+use crate::access::Verdict;
 use crate::app::responses::Peer;
 use crate::app::state::{Runtime, Shared};
 use crate::session::cookies::CookieJar;
 use crate::session::Session;
+
+pub use super::admission::write_requirement;
 
 /// The authenticated caller of an endpoint (a request extension handlers read).
 #[derive(Clone, Debug)]
@@ -29,16 +40,6 @@ pub struct Caller {
     pub name: String,
     /// The client address.
     pub ip: Option<std::net::IpAddr>,
-}
-
-/// The requirement a session must meet for a change through the API.
-pub fn write_requirement(rt: &Runtime) -> StepUpRequirement {
-    StepUpRequirement {
-        min_aal: Some(3),
-        max_age: Some(MaxAge::Within(rt.config.admin.write_max_age)),
-        message: Some("Changes through the admin API need a security key, used just now.".into()),
-        ..StepUpRequirement::default()
-    }
 }
 
 /// The middleware in front of every endpoint but the OpenAPI document: authenticates,
@@ -57,7 +58,11 @@ pub async fn guard(
         st: &st,
         rt: &rt,
         endpoint,
+        method: &method,
+        path: &path,
         headers: req.headers(),
+        peer: peer.0,
+        tls: req.extensions().get::<PeerCertificates>(),
         ip,
         now: Utc::now(),
     };
@@ -128,7 +133,11 @@ struct Call<'a> {
     st: &'a Shared,
     rt: &'a Runtime,
     endpoint: &'a Endpoint,
+    method: &'a Method,
+    path: &'a str,
     headers: &'a HeaderMap,
+    peer: std::net::SocketAddr,
+    tls: Option<&'a PeerCertificates>,
     ip: Option<std::net::IpAddr>,
     now: DateTime<Utc>,
 }
@@ -205,59 +214,86 @@ async fn by_token(call: &Call<'_>, auth: &HeaderValue) -> Result<Caller, Refusal
     Ok(caller)
 }
 
-/// An administrator's caller: a complete portal session of an enabled member of
-/// `admin.group`; for a change, also sent as JSON with a fresh AAL3.
+/// An administrator's caller: the access pipeline's `Allow` for the admin app on the
+/// request's session, for an enabled member of `admin.group`; for a change, also sent as
+/// JSON with a fresh AAL3.
 async fn by_session(call: &Call<'_>) -> Result<Caller, Refusal> {
-    let (session, user) = signed_in(call).await?;
+    let jar = CookieJar::from_headers(call.headers);
+    let asked = Asked {
+        method: call.method,
+        path: call.path,
+        headers: call.headers,
+        jar: &jar,
+        peer: call.peer,
+        tls: call.tls,
+        now: call.now,
+    };
+    let (session, user) = match admission::decide(call.st, call.rt, &asked).await {
+        Verdict::Allow(g) => (g.session, g.user),
+        refused => return Err(not_allowed(call, refused)),
+    };
     let caller = call.caller(user.username.clone());
-    let group = &call.rt.config.admin.group;
-    if !user.groups.iter().any(|g| g == group) {
-        let p = Problem::forbidden(
-            "not-an-administrator",
-            format!(
-                "`{}` is not in the administrators' group `{group}` (admin.group)",
-                user.username
-            ),
-        );
-        return Err((p, Some(caller)));
+    if !in_group(call.rt, &user) {
+        return Err((not_an_administrator(call.rt, &user), Some(caller)));
     }
     if call.endpoint.scope.is_write() {
-        if let Err(p) = may_change(call, &session, user) {
+        if let Err(p) = may_change(call, &session, (*user).clone()) {
             return Err((p, Some(caller)));
         }
     }
     Ok(caller)
 }
 
-/// The live, complete session the request's cookie names, and its enabled user.
-async fn signed_in(call: &Call<'_>) -> Result<(Session, UserRecord), Refusal> {
-    let (st, rt) = (call.st, call.rt);
-    let jar = CookieJar::from_headers(call.headers);
-    let session = st
-        .sessions
-        .current(rt, &jar, call.now)
-        .await
-        .map_err(|e| unknown(Problem::unavailable("session store", e)))?
-        .filter(|s| !s.data.pending)
-        .ok_or_else(|| {
-            unknown(Problem::unauthorized(format!(
-                "sign in to the portal ({}) as an administrator, or send an API token",
-                rt.portal_url("/login")
-            )))
-        })?;
-    let user = st
-        .stores
-        .durable
-        .get_user(&session.data.user_id)
-        .await
-        .map_err(|e| unknown(Problem::unavailable("store", e)))?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| {
-            unknown(Problem::unauthorized(
-                "the session's user is gone or disabled",
-            ))
-        })?;
-    Ok((session, user))
+/// The 403 for someone signed in but not in `admin.group`.
+fn not_an_administrator(rt: &Runtime, user: &UserRecord) -> Problem {
+    let group = &rt.config.admin.group;
+    Problem::forbidden(
+        "not-an-administrator",
+        format!(
+            "`{}` is not in the administrators' group `{group}` (admin.group)",
+            user.username
+        ),
+    )
+}
+
+/// The problem for a verdict other than `Allow`, with the caller when the verdict names
+/// them.
+fn not_allowed(call: &Call<'_>, verdict: Verdict) -> Refusal {
+    let rt = call.rt;
+    match verdict {
+        // (`Allow` never comes here: `by_session` goes on with it.)
+        Verdict::SignIn(_) | Verdict::Allow(_) => unknown(Problem::unauthorized(format!(
+            "sign in to the portal ({}) as an administrator, or send an API token",
+            rt.portal_url("/login")
+        ))),
+        Verdict::Unavailable(e) => {
+            unknown(Problem::unavailable("session store or a signal source", e))
+        }
+        Verdict::Deny(d) => {
+            let caller = d
+                .session
+                .as_ref()
+                .map(|s| call.caller(s.data.username.clone()));
+            (Problem::denied(&d), caller)
+        }
+        Verdict::StepUp(mut s) => {
+            let caller = call.caller(s.user.username.clone());
+            if !in_group(rt, &s.user) {
+                return (not_an_administrator(rt, &s.user), Some(caller));
+            }
+            if call.endpoint.scope.is_write() {
+                // One step-up for both: the policies' and the floor's.
+                let floor = write_requirement(rt);
+                s.requirement = admission::with_floor(s.requirement, &floor);
+            }
+            // Back to the console, where an administrator goes on (the API's call is the
+            // script's to send again).
+            let back = rt.portal_url("/admin/");
+            let requirement = s.requirement.clone();
+            let url = step_up_link(call.st, rt, &Verdict::StepUp(s), &back, call.now);
+            (Problem::step_up(&requirement, url), Some(caller))
+        }
+    }
 }
 
 /// Whether an administrator's session may make a change: sent as JSON, with AAL3 within
@@ -295,8 +331,8 @@ fn may_change(call: &Call<'_>, session: &Session, user: UserRecord) -> Result<()
 }
 
 /// The step-up page's URL (returning to `back`) when `session` does not meet
-/// [`write_requirement`] now; `None` when it does. The requirement is judged as the
-/// pipeline judges every step-up.
+/// [`write_requirement`] now (the floor of a change); `None` when it does. The requirement
+/// is judged as the pipeline judges every step-up.
 pub fn step_up_needed(
     st: &Shared,
     rt: &Runtime,
@@ -318,13 +354,25 @@ pub fn step_up_needed(
     if met {
         return None;
     }
-    let id = crate::access::RequestId::current();
-    let verdict = crate::access::Verdict::StepUp(Box::new(crate::access::verdict::StepUp {
+    let verdict = Verdict::StepUp(Box::new(crate::access::verdict::StepUp {
         why: requirement.message.clone().unwrap_or_default(),
         requirement,
         user: std::sync::Arc::new(user),
         session: Some(session.clone()),
     }));
+    step_up_link(st, rt, &verdict, back, now)
+}
+
+/// The portal's step-up page for a step-up `verdict`, returning to `back` (a page read
+/// with GET) and naming the request's id.
+pub fn step_up_link(
+    st: &Shared,
+    rt: &Runtime,
+    verdict: &Verdict,
+    back: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let id = crate::access::RequestId::current();
     let ret = crate::gateway::render::Return {
         portal_origin: &rt.public_url,
         url: back.to_string(),
@@ -333,14 +381,14 @@ pub fn step_up_needed(
         request_id: id.as_str(),
         hand_off: None,
     };
-    crate::gateway::render::portal_link(&st.signer, rt, &verdict, &ret, now)
+    crate::gateway::render::portal_link(&st.signer, rt, verdict, &ret, now)
 }
 
 /// The scope an endpoint needs, in the words a 403 uses (for the docs' table).
 pub fn describe(scope: Scope) -> &'static str {
     if scope.is_write() {
-        "token scope, or a session in `admin.group` with AAL3 within `admin.write_max_age`"
+        "token scope, or a session the policies for `admin.app` allow, in `admin.group`, with AAL3 within `admin.write_max_age`"
     } else {
-        "token scope, or a session in `admin.group`"
+        "token scope, or a session the policies for `admin.app` allow, in `admin.group`"
     }
 }

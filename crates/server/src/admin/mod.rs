@@ -8,6 +8,9 @@
 //!   ([`openapi::document`], served at `/admin/api/v1/openapi.json`) are both built from it,
 //!   so the document cannot miss a route.
 //! - [`caller`]: authentication, the scope check and the audit record of every call.
+//! - [`admission`]: an administrator's session (console page or API call) decided by the
+//!   access pipeline as a request to the admin app (`admin.app`), with the floor on top
+//!   (`admin.group`, and a fresh AAL3 for a change).
 //! - [`tokens`]: the API tokens (`stepgate admin token create|list|revoke`).
 //! - [`problem`]: RFC 9457 problem documents for every error, and the extractors that
 //!   answer a bad query or body with one naming the field.
@@ -22,6 +25,7 @@
 //! access pipeline (`access::what_if`); unlocking, resetting factors and ending sessions
 //! through the services the portal and CLI use.
 
+pub mod admission;
 pub mod audit;
 pub mod caller;
 pub mod config;

@@ -48,6 +48,16 @@ pub struct ProblemDocument {
     /// Extension: where to step up (a write without a fresh AAL3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_up_url: Option<String>,
+    /// Extension: what a step-up the policies ask for must prove (`min_aal`, `factors`,
+    /// `max_age`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<stepgate_policy::StepUpRequirement>,
+    /// Extension: the policy that denied the request (`default` for the default outcome).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Extension: the failing checks of a denial, and how to fix them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<Vec<stepgate_policy::RemediationItem>>,
     /// Extension: the scope the request needed (a token without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_scope: Option<String>,
@@ -72,6 +82,9 @@ impl Problem {
             detail: detail.into(),
             instance: None,
             step_up_url: None,
+            requirement: None,
+            policy: None,
+            remediation: None,
             required_scope: None,
             field: None,
             errors: None,
@@ -98,6 +111,41 @@ impl Problem {
     /// 403: authenticated, not allowed.
     pub fn forbidden(kind: &str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::FORBIDDEN, Some(kind), detail)
+    }
+
+    /// 401: the policies ask for a step-up the session has not made: `requirement`, at
+    /// `step_up_url` (the portal's step-up page).
+    pub fn step_up(
+        requirement: &stepgate_policy::StepUpRequirement,
+        step_up_url: Option<String>,
+    ) -> Self {
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            Some("step-up-required"),
+            format!(
+                "the policies ask for {}; step up at step_up_url and send the request again{}",
+                requirement.describe(),
+                requirement
+                    .message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ),
+        );
+        p.requirement = Some(requirement.clone());
+        p.step_up_url = step_up_url;
+        p
+    }
+
+    /// 403: a policy denied the request, with its message and the failing checks.
+    pub fn denied(d: &crate::access::verdict::Deny) -> Self {
+        let mut p = Problem::forbidden(
+            "access-denied",
+            format!("denied by policy `{}`: {}", d.policy, d.message),
+        );
+        p.policy = Some(d.policy.clone());
+        p.remediation = Some(d.remediation.clone());
+        p
     }
 
     /// 404.

@@ -8,9 +8,17 @@
 //! exported ([`audit`]).
 //!
 //! They use the portal's layout, CSP and scripts and have no script of their own (charts
-//! are inline SVG drawn here). The rules are the API's: a member of `admin.group` reads; a
-//! change (a CSRF form) also needs AAL3 within `admin.write_max_age`, else the step-up
-//! page, which returns here. Every change is audited under the administrator's name. What
+//! are inline SVG drawn here). Every page (and every form posted to one) starts from the
+//! [`Admin`] extractor: the access pipeline decides the request as one to the admin app
+//! (`admin.app`, default `stepgate-admin`: its method and path, the session's cookies,
+//! client address and request id — in the decision log like any other decision), and its
+//! verdict is rendered here as the gateway renders one for a browser: `Allow` goes on; a
+//! step-up the policies ask sends the administrator to the portal's step-up page, which
+//! returns here; a denial is the blocked page with the failing checks; a store or signal
+//! source down, the 503 page. The floor stays on top, as in the API: a member of
+//! `admin.group` reads (else the 403 page); a change (a CSRF form) also needs AAL3 within
+//! `admin.write_max_age`, whatever the policies allowed, else the step-up page, which
+//! returns here. Every change is audited under the administrator's name. What
 //! a page reads it reads through the API's resource code (`super::users`, `super::sessions`,
 //! …), so a page and its endpoint cannot disagree; a decision is never made here (what-if
 //! and the replay diff go through `access::what_if`).
@@ -25,23 +33,29 @@ mod sessions;
 mod users;
 
 use axum::extract::FromRequestParts;
+use axum::http::header::REFERER;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use minijinja::{context, Value};
 use serde::Serialize;
 use stepgate_store::UserRecord;
 
+use super::admission::{self, in_group, Asked};
 use super::caller::step_up_needed;
 use super::{Caller, Problem};
-use crate::app::responses::see_other;
+use crate::access::signals::PeerCertificates;
+use crate::access::Verdict;
+use crate::app::responses::{see_other, Peer};
 use crate::app::state::Shared;
+use crate::gateway::render::Return;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{check_csrf, Here, SignedIn, Visit};
+use crate::portal::extract::{check_csrf, Here, Visit};
 use crate::portal::pages::{Message, Pages, WayOn};
+use crate::session::cookies::CookieJar;
 use crate::session::Session;
 
 /// The console's routes under `portal_path`.
@@ -77,13 +91,18 @@ pub fn routes(portal_path: &str) -> Router<Shared> {
         .route(&c("/audit/export"), get(audit::export))
 }
 
-/// An administrator's visit to a console page. As an extractor: a [`Visit`] by someone
-/// [`SignedIn`] who is in `admin.group` (else the 403 page).
+/// An administrator's visit to a console page. As an extractor: the access pipeline's
+/// `Allow` for the admin app on the request's session ([`admission`]), for a member of
+/// `admin.group` (else the 403 page); any other verdict is answered as the gateway answers
+/// a browser ([`refused`]).
 pub(super) struct Admin {
     st: Shared,
     here: Here,
+    jar: CookieJar,
     session: Session,
     user: UserRecord,
+    /// The client address, as the API reads it (trusted proxies).
+    ip: Option<std::net::IpAddr>,
 }
 
 /// The page for someone signed in but not in `admin.group`.
@@ -107,54 +126,118 @@ impl FromRequestParts<Shared> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
         let visit = Visit::from_request_parts(parts, st).await?;
-        let signed = SignedIn::from_request_parts(parts, st).await?;
-        Admin::check(visit, signed).map_err(|r| *r)
+        if visit.jar.repeated(&visit.here.session_cookie) {
+            let portal = visit.here.portal().to_string();
+            return Err(PortalError::RepeatedCookie { portal }.into_response());
+        }
+        let peer = Peer::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let now = Utc::now();
+        let asked = Asked {
+            method: &parts.method,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            jar: &visit.jar,
+            peer: peer.0,
+            tls: parts.extensions.get::<PeerCertificates>(),
+            now,
+        };
+        let verdict = admission::decide(st, &visit.here, &asked).await;
+        let ip = crate::access::request::client_ip(&visit.here, peer.0, &parts.headers);
+        Admin::admitted(visit, verdict, ip).map_err(|v| refused(st, parts, v, now))
     }
 }
 
-impl Admin {
-    /// The signed-in administrator, or the 403 page.
-    fn check(visit: Visit, signed: SignedIn) -> Result<Admin, Box<Response>> {
-        let Visit { st, here, .. } = visit;
-        let SignedIn { session, user } = signed;
-        if !user.groups.iter().any(|g| *g == here.config.admin.group) {
-            return Err(Box::new(not_an_administrator(&here, &user.username)));
+/// What the console answers a verdict other than `Allow`: the 403 page for someone not in
+/// `admin.group`; else as the gateway answers a browser — the sign-in or step-up page
+/// returning here (a form's POST returns to the page it was sent from, or the dashboard),
+/// the blocked page with the failing checks, the 503 page.
+fn refused(st: &Shared, parts: &Parts, verdict: Refusal, now: DateTime<Utc>) -> Response {
+    let (here, verdict) = match verdict {
+        Refusal::NotAdmin(here, username) => return not_an_administrator(&here, &username),
+        Refusal::Verdict(here, v) => (here, v),
+    };
+    let replayable = parts.method == Method::GET || parts.method == Method::HEAD;
+    let url = match parts.uri.path_and_query() {
+        Some(pq) if replayable => {
+            here.portal_url(pq.as_str().strip_prefix(here.portal()).unwrap_or(""))
         }
-        Ok(Admin {
-            st,
-            here,
-            session,
-            user,
-        })
+        _ => here.portal_url("/admin/"),
+    };
+    let id = crate::access::RequestId::current();
+    let ret = Return {
+        portal_origin: here.origin(),
+        url,
+        method: &parts.method,
+        referer: parts.headers.get(REFERER).and_then(|v| v.to_str().ok()),
+        request_id: id.as_str(),
+        hand_off: None,
+    };
+    let demo = st.options.demo;
+    crate::gateway::render::refused(&st.signer, &here, verdict, &ret, &parts.headers, demo, now)
+}
+
+/// Why a visit is not an administrator's: not in `admin.group`, or the pipeline's verdict.
+enum Refusal {
+    NotAdmin(Here, String),
+    Verdict(Here, Verdict),
+}
+
+impl Admin {
+    /// The administrator the pipeline's `verdict` lets in, or why not.
+    fn admitted(
+        visit: Visit,
+        verdict: Verdict,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Admin, Refusal> {
+        let Visit { st, here, jar } = visit;
+        let user = match &verdict {
+            Verdict::Allow(g) => Some(&g.user),
+            Verdict::StepUp(s) => Some(&s.user),
+            _ => None,
+        };
+        // The floor first: a step-up would not make someone else an administrator.
+        if let Some(u) = user.filter(|u| !in_group(&here, u)) {
+            let username = u.username.clone();
+            return Err(Refusal::NotAdmin(here, username));
+        }
+        match verdict {
+            Verdict::Allow(g) => Ok(Admin {
+                st,
+                here,
+                jar,
+                session: g.session,
+                user: std::sync::Arc::unwrap_or_clone(g.user),
+                ip,
+            }),
+            v => Err(Refusal::Verdict(here, v)),
+        }
     }
 
-    /// For a change: the form's CSRF token, the group, then a fresh AAL3 (else the step-up
-    /// page, returning to `back` under the portal). The caller as the API's audit names it.
-    async fn check_change(
-        visit: Visit,
-        signed: SignedIn,
-        from: Client,
+    /// For a form that reads (validate, check): its CSRF token.
+    fn check_csrf(&self, csrf: &str) -> Result<(), PortalError> {
+        check_csrf(&self.st, &self.here, &self.jar, Some(&self.session), csrf)
+    }
+
+    /// For a change: the form's CSRF token, then the floor — AAL3 within
+    /// `admin.write_max_age` (else the step-up page, returning to `back` under the portal),
+    /// whatever the policies allowed. The caller as the API's audit names it.
+    fn change(
+        self,
         csrf: &str,
         back: &str,
     ) -> Result<(Admin, Caller), Box<Result<Response, PortalError>>> {
-        check_csrf(
-            &visit.st,
-            &visit.here,
-            &visit.jar,
-            Some(&signed.session),
-            csrf,
-        )
-        .map_err(|e| Box::new(Err(e)))?;
-        let a = Admin::check(visit, signed).map_err(|r| Box::new(Ok(*r)))?;
-        let url = a.here.portal_url(back);
+        self.check_csrf(csrf).map_err(|e| Box::new(Err(e)))?;
+        let url = self.here.portal_url(back);
+        let user = self.user.clone();
         if let Some(step) =
-            step_up_needed(&a.st, &a.here, &a.session, a.user.clone(), &url, Utc::now())
+            step_up_needed(&self.st, &self.here, &self.session, user, &url, Utc::now())
         {
             return Err(Box::new(Ok(see_other(&step))));
         }
-        let mut caller = a.caller();
-        caller.ip = crate::access::request::client_ip(&a.here, from.0 .0, &from.1);
-        Ok((a, caller))
+        let caller = self.caller();
+        Ok((self, caller))
     }
 
     /// The administrator as the API's audit names a caller.
@@ -162,7 +245,7 @@ impl Admin {
         Caller {
             actor: format!("admin:{}", self.user.username),
             name: self.user.username.clone(),
-            ip: None,
+            ip: self.ip,
         }
     }
 
@@ -213,10 +296,6 @@ fn read<T: Default>(found: Result<T, Problem>) -> (StatusCode, T, Option<String>
         }
     }
 }
-
-/// Where a change came from: the connection's peer and the request's headers, read as the
-/// API reads the client address (trusted proxies).
-type Client = (crate::app::responses::Peer, axum::http::HeaderMap);
 
 /// The one form field every console change sends.
 #[derive(serde::Deserialize)]

@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use super::{shown, Admin};
 use crate::admin::policies::{check_draft, decide_stated, overview};
 use crate::portal::error::PortalError;
-use crate::portal::extract::{check_csrf, SignedIn, Visit};
 
 /// The largest draft the form takes.
 const DRAFT_MAX: usize = 256 * 1024;
@@ -61,22 +60,8 @@ pub struct Draft {
 
 /// `POST {portal}/admin/policies/validate` (`draft`: a whole configuration file). A read:
 /// CSRF-checked, no AAL3.
-pub async fn validate(
-    visit: Visit,
-    signed: SignedIn,
-    Form(f): Form<Draft>,
-) -> Result<Response, PortalError> {
-    check_csrf(
-        &visit.st,
-        &visit.here,
-        &visit.jar,
-        Some(&signed.session),
-        &f.csrf,
-    )?;
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
+pub async fn validate(a: Admin, Form(f): Form<Draft>) -> Result<Response, PortalError> {
+    a.check_csrf(&f.csrf)?;
     if f.draft.len() > DRAFT_MAX {
         let r = json!({ "valid": false, "detail": format!("the draft is over {} KiB; check a bigger one with `stepgate check`", DRAFT_MAX / 1024) });
         return show(&a, StatusCode::PAYLOAD_TOO_LARGE, "", Some(r)).await;
@@ -151,7 +136,15 @@ pub async fn what_if(
         }
     };
     let rt = a.st.runtime.load_full();
-    let apps: Vec<&str> = rt.config.apps.iter().map(|x| x.id.as_str()).collect();
+    // The configured apps, and stepgate's own admin app (`admin.app`): policies target it too.
+    let own = std::iter::once(rt.config.admin.app.as_str());
+    let apps: Vec<&str> = rt
+        .config
+        .apps
+        .iter()
+        .map(|x| x.id.as_str())
+        .chain(own)
+        .collect();
     Ok(a.render(
         status,
         "admin_what_if.html",

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum_extra::extract::Form;
 use chrono::Utc;
@@ -21,10 +21,8 @@ use super::{shown, Admin};
 use crate::admin::caller::step_up_needed;
 use crate::admin::policy_history::{compared, find, listing, refusal, roll_back, save_version};
 use crate::admin::Problem;
-use crate::app::responses::Peer;
 use crate::app::stored_policies;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{check_csrf, SignedIn, Visit};
 use crate::portal::pages::{Message, WayOn};
 
 /// Where the page lives under the portal.
@@ -62,14 +60,9 @@ struct Shown {
 
 /// `GET {portal}/admin/policies/versions?version=N&from=A&to=B&done=`.
 pub async fn page(
-    visit: Visit,
-    signed: SignedIn,
+    a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
-    let a = match Admin::check(visit, signed) {
-        Ok(a) => a,
-        Err(r) => return Ok(*r),
-    };
     if !a.st.stored_policies.enabled() {
         return Ok(edits_off(&a));
     }
@@ -234,14 +227,8 @@ async fn checked(a: &Admin, text: &str) -> (StatusCode, Value) {
 }
 
 /// A form posted to the page: its CSRF token, an administrator, and edits on.
-fn posted(
-    visit: Visit,
-    signed: SignedIn,
-    csrf: &str,
-) -> Result<Admin, Box<Result<Response, PortalError>>> {
-    let (st, here, jar) = (&visit.st, &visit.here, &visit.jar);
-    check_csrf(st, here, jar, Some(&signed.session), csrf).map_err(|e| Box::new(Err(e)))?;
-    let a = Admin::check(visit, signed).map_err(|r| Box::new(Ok(*r)))?;
+fn posted(a: Admin, csrf: &str) -> Result<Admin, Box<Result<Response, PortalError>>> {
+    a.check_csrf(csrf).map_err(|e| Box::new(Err(e)))?;
     if !a.st.stored_policies.enabled() {
         return Err(Box::new(Ok(edits_off(&a))));
     }
@@ -250,12 +237,8 @@ fn posted(
 
 /// `POST {portal}/admin/policies/versions/check` (`draft`: a policy set). A read: the CSRF
 /// token and the group, no AAL3.
-pub async fn check(
-    visit: Visit,
-    signed: SignedIn,
-    Form(f): Form<Draft>,
-) -> Result<Response, PortalError> {
-    let a = match posted(visit, signed, &f.csrf) {
+pub async fn check(a: Admin, Form(f): Form<Draft>) -> Result<Response, PortalError> {
+    let a = match posted(a, &f.csrf) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -273,14 +256,8 @@ pub async fn check(
 /// `POST {portal}/admin/policies/versions/save`: the checked draft saved as the next
 /// version, in force on every node. A change: the CSRF token, the group and a fresh AAL3;
 /// without it the page again with the draft kept and the step-up link.
-pub async fn save(
-    visit: Visit,
-    signed: SignedIn,
-    peer: Peer,
-    headers: HeaderMap,
-    Form(f): Form<Draft>,
-) -> Result<Response, PortalError> {
-    let a = match posted(visit, signed, &f.csrf) {
+pub async fn save(a: Admin, Form(f): Form<Draft>) -> Result<Response, PortalError> {
+    let a = match posted(a, &f.csrf) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -310,8 +287,7 @@ pub async fn save(
         )
         .await;
     }
-    let mut caller = a.caller();
-    caller.ip = crate::access::request::client_ip(&a.here, peer.0, &headers);
+    let caller = a.caller();
     let saved = save_version(
         &a.st,
         &caller,
@@ -354,15 +330,11 @@ pub struct Rollback {
 /// `POST {portal}/admin/policies/versions/{version}/rollback`: that version's text saved
 /// again as the next version (history only grows). A change, as [`save`].
 pub async fn rollback(
-    visit: Visit,
-    signed: SignedIn,
-    peer: Peer,
-    headers: HeaderMap,
+    a: Admin,
     Path(version): Path<i64>,
     Form(f): Form<Rollback>,
 ) -> Result<Response, PortalError> {
-    let from = (peer, headers);
-    let (a, caller) = match Admin::check_change(visit, signed, from, &f.csrf, HERE).await {
+    let (a, caller) = match a.change(&f.csrf, HERE) {
         Ok(v) => v,
         Err(r) => return *r,
     };

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::{param, read, Admin};
 use crate::admin::sessions::{end_by_handle, live};
 use crate::portal::error::PortalError;
-use crate::portal::extract::{SignedIn, Visit};
 
 /// `GET {portal}/admin/sessions?user=`.
 pub async fn page(
@@ -39,19 +38,11 @@ pub struct Revoke {
 }
 
 /// `POST {portal}/admin/sessions/revoke` (`handle`).
-pub async fn revoke(
-    visit: Visit,
-    signed: SignedIn,
-    peer: crate::app::responses::Peer,
-    headers: axum::http::HeaderMap,
-    Form(f): Form<Revoke>,
-) -> Result<Response, PortalError> {
-    let (a, caller) =
-        match Admin::check_change(visit, signed, (peer, headers), &f.csrf, "/admin/sessions").await
-        {
-            Ok(v) => v,
-            Err(r) => return *r,
-        };
+pub async fn revoke(a: Admin, Form(f): Form<Revoke>) -> Result<Response, PortalError> {
+    let (a, caller) = match a.change(&f.csrf, "/admin/sessions") {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     let handle = f.handle.trim();
     let done = match end_by_handle(&a.st, &caller, handle).await {
         Ok(username) => {

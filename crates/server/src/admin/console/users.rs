@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{post, MethodRouter};
 use axum_extra::extract::Form;
@@ -13,10 +13,8 @@ use serde_json::json;
 
 use super::{Admin, CsrfOnly};
 use crate::admin::sessions::end_all_of;
-use crate::app::responses::Peer;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
-use crate::portal::extract::{SignedIn, Visit};
 use crate::portal::pages::{Message, WayOn};
 
 /// A user's row: the template's fields.
@@ -94,27 +92,19 @@ pub(super) enum Change {
 /// The route of a change's form (`csrf`), which does `what` to the user in the path.
 pub(super) fn post_change(what: Change) -> MethodRouter<Shared> {
     post(
-        move |visit: Visit,
-              signed: SignedIn,
-              peer: Peer,
-              headers: HeaderMap,
-              Path(username): Path<String>,
-              Form(f): Form<CsrfOnly>| async move {
-            change(visit, signed, (peer, headers), &username, &f, what).await
+        move |a: Admin, Path(username): Path<String>, Form(f): Form<CsrfOnly>| async move {
+            change(a, &username, &f, what).await
         },
     )
 }
 
 async fn change(
-    visit: Visit,
-    signed: SignedIn,
-    from: super::Client,
+    a: Admin,
     username: &str,
     f: &CsrfOnly,
     what: Change,
 ) -> Result<Response, PortalError> {
-    let (a, caller) = match Admin::check_change(visit, signed, from, &f.csrf, "/admin/users").await
-    {
+    let (a, caller) = match a.change(&f.csrf, "/admin/users") {
         Ok(v) => v,
         Err(r) => return *r,
     };

@@ -1,0 +1,563 @@
+//! The admin console and the admin API's session calls decided by the access pipeline as
+//! requests to stepgate's own admin app (`admin.app`, default `stepgate-admin`), over real
+//! HTTP and a real SQLite store: a policy targeting it blocks the console (the blocked page)
+//! and a session's API call (a 403 problem) from outside the office while a token's call
+//! still goes through; a policy asking AAL3 for reads sends a console read to the step-up
+//! page and an API read to a 401 problem naming the requirement (for a change, raised to
+//! the floor); a permissive policy lifts neither the group nor the write floor; each page and call is in the decision log under
+//! the response's request id with the admin app; and the configuration errors name the
+//! admin app (an `apps` entry taking its id; an unknown id's list).
+
+mod support;
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use stepgate_server::admin::{tokens, Scope, BASE};
+use stepgate_store::DecisionRecord;
+use support::{aal3_session, client, header, redirects, signed_in_session, upstream, user, Server};
+
+const CONFIG: &str = r#"
+apps:
+  - id: console
+    hosts: [app.test]
+    upstream: http://UPSTREAM
+sessions:
+  cookie: { secure: false }
+server:
+  trusted_proxies: [127.0.0.1]
+networks:
+  office: [10.0.0.0/8]
+admin:
+  group: licence-admins
+log:
+  decisions: { allowed_one_in: 1 }
+default_outcome: allow
+policies:
+  - name: sign-in-mfa
+    priority: 30
+    targets: { sign_in: true }
+    outcome: { step_up: { min_aal: 2 } }
+"#;
+
+/// From outside the office, as the trusted proxy (loopback) says.
+const OUTSIDE: &str = "203.0.113.9";
+/// From the office network.
+const OFFICE: &str = "10.0.0.5";
+
+async fn start(policies: &str) -> Server {
+    Server::build(&format!("{CONFIG}{policies}"))
+        .with("UPSTREAM", upstream::text("upstream").await)
+        .demo_users()
+        .in_file("stepgate.yaml")
+        .start()
+        .await
+}
+
+fn http() -> reqwest::Client {
+    client().redirect(redirects(false)).build().unwrap()
+}
+
+/// A console page read with `session` from `ip`.
+async fn console(s: &Server, session: &str, path: &str, ip: &str) -> reqwest::Response {
+    http()
+        .get(s.at(&format!("/_stepgate/admin{path}")))
+        .header("cookie", format!("stepgate_session={session}"))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An admin API call: with `session` (a cookie) or `token` (a bearer), from `ip`.
+async fn api(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    cred: Cred<'_>,
+    ip: &str,
+) -> reqwest::Response {
+    let mut r = http()
+        .request(method, s.at(&format!("/_stepgate{BASE}{path}")))
+        .header("x-forwarded-for", ip)
+        .header("content-type", "application/json")
+        .body("{}");
+    r = match cred {
+        Cred::Session(id) => r.header("cookie", format!("stepgate_session={id}")),
+        Cred::Token(t) => r.bearer_auth(t),
+    };
+    r.send().await.unwrap()
+}
+
+#[derive(Clone, Copy)]
+enum Cred<'a> {
+    Session(&'a str),
+    Token(&'a str),
+}
+
+/// A problem document, after checking its status and media type.
+async fn problem(r: reqwest::Response, status: u16) -> Value {
+    assert_eq!(r.status().as_u16(), status);
+    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    r.json().await.unwrap()
+}
+
+/// The decision recorded under the response's request id.
+async fn decision_of(s: &Server, r: &reqwest::Response) -> DecisionRecord {
+    let id = header(r, "x-request-id");
+    s.st.access.decision_log().unwrap().flush().await;
+    s.st.stores
+        .durable
+        .get_decision(&id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no decision recorded for request {id}"))
+}
+
+async fn token(s: &Server, scopes: &[Scope]) -> String {
+    let expires = Utc::now() + Duration::days(1);
+    tokens::create(s.st.stores.durable.as_ref(), "script", scopes, expires)
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn a_policy_denying_an_address_range_blocks_the_console_and_session_calls_not_tokens() {
+    let s = start(
+        r#"
+  - name: admin-office-only
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    conditions:
+      - not: { network: { in: [office] } }
+    outcome:
+      deny:
+        message: The admin console is for the office.
+        remediation: Connect to the office network.
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let session = aal3_session(&s.st, &jane, Utc::now()).await;
+
+    // The console from outside: the blocked page, naming the request and the fix.
+    let r = console(&s, &session, "/users", OUTSIDE).await;
+    assert_eq!(r.status(), 403);
+    let d = decision_of(&s, &r).await;
+    let rid = header(&r, "x-request-id");
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("The admin console is for the office."),
+        "{html}"
+    );
+    assert!(html.contains("Connect to the office network."), "{html}");
+    assert!(html.contains(&rid), "the page names the request: {html}");
+    assert_eq!(d.app.as_deref(), Some("stepgate-admin"));
+    assert_eq!(d.outcome, "deny");
+    assert_eq!(d.policy.as_deref(), Some("admin-office-only"));
+    assert_eq!(
+        (d.method.as_str(), d.path.as_str()),
+        ("GET", "/_stepgate/admin/users")
+    );
+    assert_eq!(d.ip.as_deref(), Some(OUTSIDE));
+    assert_eq!(d.user.as_deref(), Some("jane"));
+
+    // The API with her session from outside: a 403 problem with the policy and the fix.
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&session),
+        OUTSIDE,
+    )
+    .await;
+    let d = decision_of(&s, &r).await;
+    let p = problem(r, 403).await;
+    assert_eq!(p["type"], "https://stepgate.dev/problems/access-denied");
+    assert_eq!(p["policy"], "admin-office-only");
+    assert_eq!(
+        p["remediation"][0]["message"], "Connect to the office network.",
+        "{p}"
+    );
+    assert_eq!(d.app.as_deref(), Some("stepgate-admin"));
+    assert_eq!(d.path, format!("/_stepgate{BASE}/users"));
+    assert_eq!(d.outcome, "deny");
+
+    // A token is not a session: its scope alone decides, from anywhere, with no decision.
+    let t = token(&s, &[Scope::UsersRead]).await;
+    let r = api(&s, reqwest::Method::GET, "/users", Cred::Token(&t), OUTSIDE).await;
+    assert_eq!(r.status(), 200);
+    let id = header(&r, "x-request-id");
+    s.st.access.decision_log().unwrap().flush().await;
+    assert!(s
+        .st
+        .stores
+        .durable
+        .get_decision(&id)
+        .await
+        .unwrap()
+        .is_none());
+
+    // From the office the same session reads both, each an allow on the admin app.
+    let r = console(&s, &session, "/users", OFFICE).await;
+    assert_eq!(r.status(), 200);
+    let d = decision_of(&s, &r).await;
+    assert_eq!(
+        (d.app.as_deref(), d.outcome.as_str()),
+        (Some("stepgate-admin"), "allow")
+    );
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&session),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let d = decision_of(&s, &r).await;
+    assert_eq!(
+        (d.app.as_deref(), d.outcome.as_str()),
+        (Some("stepgate-admin"), "allow")
+    );
+}
+
+#[tokio::test]
+async fn a_policy_asking_aal3_for_reads_sends_console_reads_to_step_up_and_api_reads_to_401() {
+    let s = start(
+        r#"
+  - name: admin-reads-need-a-key
+    priority: 5
+    targets: { apps: [stepgate-admin], routes: [{ methods: [GET] }] }
+    outcome:
+      step_up: { min_aal: 3, message: Reading the admin console needs your security key. }
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let aal2 = signed_in_session(&s.st, &jane, Utc::now()).await;
+
+    // The console at AAL2: the step-up page, which returns to the page read.
+    let r = console(&s, &aal2, "/users?search=jo", OFFICE).await;
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    assert!(to.contains("/_stepgate/step-up?t="), "{to}");
+    let d = decision_of(&s, &r).await;
+    assert_eq!(
+        (d.app.as_deref(), d.outcome.as_str()),
+        (Some("stepgate-admin"), "step_up")
+    );
+    assert_eq!(d.policy.as_deref(), Some("admin-reads-need-a-key"));
+    let page = http()
+        .get(&to)
+        .header("cookie", format!("stepgate_session={aal2}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the step-up page opens for her session");
+
+    // The API at AAL2: 401 naming the requirement, with the step-up page to open.
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&aal2),
+        OFFICE,
+    )
+    .await;
+    let d = decision_of(&s, &r).await;
+    let p = problem(r, 401).await;
+    assert_eq!(p["type"], "https://stepgate.dev/problems/step-up-required");
+    assert_eq!(p["requirement"]["min_aal"], 3, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("security key"), "{detail}");
+    let url = p["step_up_url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/_stepgate/step-up?t=", s.public_url)),
+        "{url}"
+    );
+    assert_eq!(
+        (d.app.as_deref(), d.outcome.as_str()),
+        (Some("stepgate-admin"), "step_up")
+    );
+
+    // A change is no read: the policy does not ask, the floor does (as before, a 403).
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal2),
+        OFFICE,
+    )
+    .await;
+    let p = problem(r, 403).await;
+    assert_eq!(p["type"], "https://stepgate.dev/problems/step-up-required");
+
+    // At AAL3 she reads both; what-if answers for the admin app as for any app.
+    let aal3 = aal3_session(&s.st, &jane, Utc::now()).await;
+    assert_eq!(console(&s, &aal3, "/users", OFFICE).await.status(), 200);
+    let q = "/what-if?go=1&app=stepgate-admin&method=GET&path=/_stepgate/admin/users&user=jane&groups=licence-admins";
+    let html = console(&s, &aal3, q, OFFICE).await.text().await.unwrap();
+    assert!(
+        html.contains("<option selected>stepgate-admin</option>"),
+        "{html}"
+    );
+    let answer = &html[html.find("id=\"what-if-outcome\"").expect("an answer")..];
+    assert!(
+        answer.contains("step up") && answer.contains("admin-reads-need-a-key"),
+        "{answer}"
+    );
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&aal3),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // Someone outside the group is refused as that, not sent to step up first.
+    let john = user(&s.st, "john").await;
+    let johns = signed_in_session(&s.st, &john, Utc::now()).await;
+    let r = console(&s, &johns, "/users", OFFICE).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("Administrators only"));
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&johns),
+        OFFICE,
+    )
+    .await;
+    let p = problem(r, 403).await;
+    assert_eq!(
+        p["type"],
+        "https://stepgate.dev/problems/not-an-administrator"
+    );
+}
+
+#[tokio::test]
+async fn a_permissive_policy_lifts_neither_the_group_nor_the_write_floor() {
+    let s = start(
+        r#"
+  - name: admin-anything-goes
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    outcome: allow
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let aal2 = signed_in_session(&s.st, &jane, Utc::now()).await;
+
+    // The console's change at AAL2: allowed by the policy, sent to step up by the floor.
+    let page = console(&s, &aal2, "/users", OFFICE).await;
+    assert_eq!(page.status(), 200);
+    let d = decision_of(&s, &page).await;
+    assert_eq!(d.policy.as_deref(), Some("admin-anything-goes"));
+    let csrf = support::field(&page.text().await.unwrap(), "csrf");
+    let r = http()
+        .post(s.at("/_stepgate/admin/users/john/unlock"))
+        .header("cookie", format!("stepgate_session={aal2}"))
+        .header("x-forwarded-for", OFFICE)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(header(&r, "location").contains("/_stepgate/step-up?t="));
+    let d = decision_of(&s, &r).await;
+    assert_eq!((d.method.as_str(), d.outcome.as_str()), ("POST", "allow"));
+
+    // The API's change at AAL2: the floor's 403, whatever the policy allowed.
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal2),
+        OFFICE,
+    )
+    .await;
+    let d = decision_of(&s, &r).await;
+    let p = problem(r, 403).await;
+    assert_eq!(p["type"], "https://stepgate.dev/problems/step-up-required");
+    assert_eq!(
+        (d.outcome.as_str(), d.policy.as_deref()),
+        ("allow", Some("admin-anything-goes"))
+    );
+
+    // John, at AAL3 and allowed by the policy, is still not an administrator.
+    let john = user(&s.st, "john").await;
+    let johns = aal3_session(&s.st, &john, Utc::now()).await;
+    assert_eq!(console(&s, &johns, "/", OFFICE).await.status(), 403);
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&johns),
+        OFFICE,
+    )
+    .await;
+    let p = problem(r, 403).await;
+    assert_eq!(
+        p["type"],
+        "https://stepgate.dev/problems/not-an-administrator"
+    );
+
+    // With her key, the same change goes through.
+    let aal3 = aal3_session(&s.st, &jane, Utc::now()).await;
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal3),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_step_up_the_policies_ask_for_a_change_is_raised_to_the_floor() {
+    let s = start(
+        r#"
+  - name: admin-from-home-fresh-mfa
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    conditions:
+      - not: { network: { in: [office] } }
+    outcome: { step_up: { min_aal: 2, max_age: every_time } }
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let then = Utc::now() - Duration::minutes(2);
+    let aal3 = aal3_session(&s.st, &jane, then).await;
+    // A read from home: what the policy asks, no more.
+    let r = api(
+        &s,
+        reqwest::Method::GET,
+        "/users",
+        Cred::Session(&aal3),
+        OUTSIDE,
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert_eq!(p["requirement"]["min_aal"], 2, "{p}");
+    assert_eq!(p["requirement"]["max_age"], "every_time", "{p}");
+    // A change from home: one step-up meeting both the policy and the floor.
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal3),
+        OUTSIDE,
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert_eq!(p["requirement"]["min_aal"], 3, "{p}");
+    assert_eq!(p["requirement"]["max_age"], "every_time", "{p}");
+    // From the office the policy asks nothing: her key two minutes ago meets the floor.
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal3),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn with_no_policy_for_it_the_admin_app_is_left_to_the_floor_not_the_default() {
+    // `default_outcome: deny` and no policy covering the admin app: administrators are not
+    // locked out, and the floor still holds.
+    let s = Server::build(
+        r#"
+apps: []
+sessions:
+  cookie: { secure: false }
+admin:
+  group: licence-admins
+log:
+  decisions: { allowed_one_in: 1 }
+default_outcome: deny
+policies:
+  - { name: sign-in-mfa, priority: 30, targets: { sign_in: true }, outcome: { step_up: { min_aal: 2 } } }
+"#,
+    )
+    .demo_users()
+    .in_file("stepgate.yaml")
+    .start()
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let aal2 = signed_in_session(&s.st, &jane, Utc::now()).await;
+    let r = console(&s, &aal2, "/", OFFICE).await;
+    assert_eq!(r.status(), 200);
+    let d = decision_of(&s, &r).await;
+    assert_eq!((d.outcome.as_str(), d.policy.as_deref()), ("allow", None));
+    let r = api(
+        &s,
+        reqwest::Method::POST,
+        "/users/john/unlock",
+        Cred::Session(&aal2),
+        OFFICE,
+    )
+    .await;
+    assert_eq!(
+        problem(r, 403).await["type"],
+        "https://stepgate.dev/problems/step-up-required"
+    );
+    let john = user(&s.st, "john").await;
+    let johns = aal3_session(&s.st, &john, Utc::now()).await;
+    assert_eq!(console(&s, &johns, "/", OFFICE).await.status(), 403);
+}
+
+/// The configuration's errors, in words.
+fn errors(yaml: &str) -> String {
+    match stepgate_config::load_str("stepgate.yaml", yaml, None) {
+        Ok(_) => panic!("loaded:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_admin_app_is_known_to_the_policies_and_its_id_is_its_own() {
+    let policy = |app: &str| {
+        format!("policies:\n  - {{ name: p, priority: 1, targets: {{ apps: [{app}] }}, outcome: allow }}\n")
+    };
+    // Targeted like an app under `apps`.
+    let cfg = stepgate_config::load_str("stepgate.yaml", &policy("stepgate-admin"), None).unwrap();
+    assert_eq!(cfg.admin.app, "stepgate-admin");
+
+    // An unknown id's error lists it.
+    let e = errors(&format!(
+        "apps: [{{ id: wiki, hosts: [w.test] }}]\n{}",
+        policy("nope")
+    ));
+    assert!(e.contains("unknown app id `nope`"), "{e}");
+    assert!(e.contains("stepgate-admin, wiki"), "{e}");
+
+    // An app under `apps` may not take it: the error names the file, the line and the key.
+    let e = errors(
+        "apps:\n  - id: wiki\n    hosts: [w.test]\n  - id: stepgate-admin\n    hosts: [a.test]\n",
+    );
+    assert!(e.contains("stepgate.yaml:4"), "{e}");
+    assert!(
+        e.contains("app id `stepgate-admin` is stepgate's own admin app (admin.app names it)"),
+        "{e}"
+    );
+
+    // Renamed: the new id is the admin app's, and the old one is free.
+    let renamed = format!(
+        "admin: {{ app: it-admin }}\napps: [{{ id: stepgate-admin, hosts: [a.test] }}]\n{}",
+        policy("it-admin")
+    );
+    let cfg = stepgate_config::load_str("stepgate.yaml", &renamed, None).unwrap();
+    assert_eq!(cfg.admin.app, "it-admin");
+    let e = errors("admin: { app: \"it admin\" }\n");
+    assert!(e.contains("admin.app `it admin`"), "{e}");
+}
