@@ -13,6 +13,7 @@ pub mod memo;
 pub mod reload;
 pub mod responses;
 pub mod routes;
+pub mod serving;
 pub mod signer;
 pub mod state;
 pub mod stored_policies;

@@ -257,10 +257,8 @@ pub(super) fn service(
             };
             res.map(|r| answered(r, id, guard))
         };
-        crate::access::decision_log::CURRENT_REQUEST.scope(
-            id,
-            crate::i18n::CURRENT.scope(reader, tracing::Instrument::instrument(answer, span)),
-        )
+        let serving = super::serving::Serving { id, reader };
+        super::serving::SERVING.scope(serving, tracing::Instrument::instrument(answer, span))
     })
 }
 

@@ -98,12 +98,6 @@ pub struct Reader {
     pub back: Option<Uri>,
 }
 
-tokio::task_local! {
-    /// The reader of the HTTP request being served (set around each request by the
-    /// server's connection service, beside the request id).
-    pub static CURRENT: Reader;
-}
-
 impl Reader {
     /// The reader of a request: the cookie's language, else the best of
     /// `Accept-Language` the portal speaks, else English.
@@ -162,12 +156,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The language of the request being served (English outside a request).
 pub fn lang() -> Lang {
-    CURRENT.try_with(|r| r.lang).unwrap_or_default()
+    crate::app::serving::SERVING
+        .try_with(|s| s.reader.lang)
+        .unwrap_or_default()
 }
 
 /// The current reader's address to come back to after switching language.
 pub fn back() -> Option<Uri> {
-    CURRENT.try_with(|r| r.back.clone()).ok().flatten()
+    crate::app::serving::SERVING
+        .try_with(|s| s.reader.back.clone())
+        .ok()
+        .flatten()
 }
 
 /// `key` in the current request's language.

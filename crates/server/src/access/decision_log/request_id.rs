@@ -1,5 +1,5 @@
 //! The request id: made per request by the server's connection service, carried in a
-//! task-local to the entry points, returned in [`REQUEST_ID_HEADER`] and the key of the
+//! task-local ([`crate::app::serving`]) to the entry points, returned in [`REQUEST_ID_HEADER`] and the key of the
 //! request's decision in the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,17 +14,13 @@ pub struct RequestId([u8; 24]);
 /// The response header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-tokio::task_local! {
-    /// The id of the HTTP request being served (set around each request by the server's
-    /// connection service; [`RequestId::current`] reads it).
-    pub static CURRENT_REQUEST: RequestId;
-}
-
 impl RequestId {
     /// The id of the HTTP request this task is serving (the one its log lines carry), or a
     /// new one outside a request (a CAEP re-evaluation, a test calling a handler).
     pub fn current() -> Self {
-        CURRENT_REQUEST.try_with(|id| *id).unwrap_or_default()
+        crate::app::serving::SERVING
+            .try_with(|s| s.id)
+            .unwrap_or_default()
     }
 
     /// A new id.
