@@ -165,7 +165,7 @@ impl PolicySet {
     /// [`PolicySet::route_of`] names it, without a context: what a trace span may carry
     /// (a name or a pattern as configured, never the request's own path or query).
     pub fn route_for(&self, app: &str, method: &str, path: &str) -> Option<&str> {
-        let a = &self.apps[*self.app_ids.get(app)? as usize];
+        let a = &self.apps[*self.app_ids.0.get(app)? as usize];
         let r = matching_route(a, method_bit(method), path)?;
         Some(r.name.as_deref().unwrap_or(r.path.as_str()))
     }
