@@ -5,7 +5,9 @@ use chrono::{Duration, Utc};
 
 use crate::support::{aal3_session, header, signed_in_session, user, Server};
 use crate::{api, console, decision_of, http, problem, start, token, Cred, OFFICE, OUTSIDE};
+use stepgate_policy::{MaxAge, StepUpRequirement};
 use stepgate_server::admin::{Scope, BASE};
+use stepgate_server::portal::links::Links;
 
 #[tokio::test]
 async fn a_policy_denying_an_address_range_blocks_the_console_and_session_calls_not_tokens() {
@@ -355,6 +357,99 @@ async fn a_step_up_the_policies_ask_for_a_change_is_raised_to_the_floor() {
     )
     .await;
     assert_eq!(r.status(), 200);
+}
+
+/// What a console form's step-up page is asked to meet: the requirement in the step
+/// token of the response's `Location`.
+fn asked_of(s: &Server, r: &reqwest::Response) -> StepUpRequirement {
+    let to = header(r, "location");
+    let url = url::Url::parse(&to).unwrap_or_else(|e| panic!("{to}: {e}"));
+    assert_eq!(url.path(), "/_stepgate/step-up", "{to}");
+    let t = url
+        .query_pairs()
+        .find(|(k, _)| k == "t")
+        .expect("a step token")
+        .1;
+    let rt = s.st.runtime.load_full();
+    Links::new(&s.st.signer, &rt)
+        .verify_step(&t, Utc::now())
+        .expect("a valid step token")
+        .req
+}
+
+#[tokio::test]
+async fn a_step_up_the_policies_ask_for_a_console_change_is_raised_to_the_floor() {
+    let s = start(
+        r#"
+  - name: admin-from-home-fresh-mfa
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    conditions:
+      - not: { network: { in: [office] } }
+    outcome: { step_up: { min_aal: 2, max_age: every_time } }
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let aal3 = aal3_session(&s.st, &jane, Utc::now() - Duration::minutes(2)).await;
+    let page = console(&s, &aal3, "/users", OFFICE).await;
+    assert_eq!(page.status(), 200);
+    let csrf = crate::support::field(&page.text().await.unwrap(), "csrf");
+    let post = |path: &'static str, ip: &'static str, form: Vec<(&'static str, String)>| {
+        http()
+            .post(s.at(&format!("/_stepgate/admin{path}")))
+            .header("cookie", format!("stepgate_session={aal3}"))
+            .header("x-forwarded-for", ip)
+            .form(&form)
+            .send()
+    };
+    let csrf_only = || vec![("csrf", csrf.clone())];
+
+    // A change from home: one step-up meeting both the policy (every time) and the floor
+    // (AAL3), for each of the console's changes.
+    for path in [
+        "/users/john/unlock",
+        "/users/john/end-sessions",
+        "/sessions/revoke",
+    ] {
+        let r = post(path, OUTSIDE, csrf_only()).await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        let asked = asked_of(&s, &r);
+        assert_eq!(
+            (asked.min_aal, asked.max_age),
+            (Some(3), Some(MaxAge::EveryTime)),
+            "{path}: {asked:?}"
+        );
+        let d = decision_of(&s, &r).await;
+        assert_eq!(
+            (d.outcome.as_str(), d.policy.as_deref()),
+            ("step_up", Some("admin-from-home-fresh-mfa"))
+        );
+    }
+
+    // A form that only reads (validating a draft) is asked what the policy asks, no more.
+    let draft = vec![
+        ("csrf", csrf.clone()),
+        ("draft", "policies: []".to_string()),
+    ];
+    let r = post("/policies/validate", OUTSIDE, draft.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let asked = asked_of(&s, &r);
+    assert_eq!(
+        (asked.min_aal, asked.max_age),
+        (Some(2), Some(MaxAge::EveryTime)),
+        "{asked:?}"
+    );
+
+    // From the office the policy asks nothing: her key two minutes ago meets the floor.
+    let r = post("/users/john/unlock", OFFICE, csrf_only())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    assert!(to.contains("/_stepgate/admin/users?done="), "{to}");
 }
 
 #[tokio::test]
