@@ -450,6 +450,22 @@ async fn a_step_up_the_policies_ask_for_a_console_change_is_raised_to_the_floor(
     assert_eq!(r.status(), 303);
     let to = header(&r, "location");
     assert!(to.contains("/_stepgate/admin/users?done="), "{to}");
+
+    // Her key used just now (the one step-up) meets both from home: the change is made.
+    let fresh = aal3_session(&s.st, &jane, Utc::now()).await;
+    let page = console(&s, &fresh, "/users", OFFICE).await;
+    let csrf = crate::support::field(&page.text().await.unwrap(), "csrf");
+    let r = http()
+        .post(s.at("/_stepgate/admin/users/john/unlock"))
+        .header("cookie", format!("stepgate_session={fresh}"))
+        .header("x-forwarded-for", OUTSIDE)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    assert!(to.contains("/_stepgate/admin/users?done="), "{to}");
 }
 
 #[tokio::test]
