@@ -53,6 +53,20 @@ impl Passkey {
     /// Signs in with this passkey alone from `c` (the login page, then the ceremony);
     /// where the portal sends the browser next.
     pub async fn sign_in(&mut self, c: &reqwest::Client, base: &str) -> String {
+        let (status, body) = self.sign_in_answer(c, base, false).await;
+        assert_eq!(status, 200, "the passkey sign-in: {body}");
+        body["redirect"].as_str().unwrap().to_string()
+    }
+
+    /// A sign-in with this passkey alone from `c`, its assertion's signature replaced by a
+    /// wrong one when `forged`: the finish step's status and JSON body, as the script
+    /// reads them.
+    pub async fn sign_in_answer(
+        &mut self,
+        c: &reqwest::Client,
+        base: &str,
+        forged: bool,
+    ) -> (u16, serde_json::Value) {
         let page = Page::open(c, &format!("{base}/_stepgate/login")).await;
         let csrf = page.field("csrf");
         let started: serde_json::Value = c
@@ -78,6 +92,9 @@ impl Passkey {
         response["response"]["userHandle"] = serde_json::json!(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.handle)
         );
+        if forged {
+            response["response"]["signature"] = serde_json::json!(FORGED_SIGNATURE);
+        }
         let r = c
             .post(format!("{base}/_stepgate/webauthn/login/finish"))
             .header("x-csrf-token", &csrf)
@@ -85,12 +102,13 @@ impl Passkey {
             .send()
             .await
             .unwrap();
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "the passkey sign-in: {body}");
-        body["redirect"].as_str().unwrap().to_string()
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
     }
 }
+
+/// A well-formed ECDSA signature (DER, r = s = 0) no key made.
+const FORGED_SIGNATURE: &str = "MEQCIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAiAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 impl Passkey {
     /// Passes a step-up with this passkey on the step-up page `page` (its passkey button's
@@ -138,7 +156,7 @@ impl Passkey {
             .unwrap();
         let mut assertion = serde_json::to_value(assertion).unwrap();
         if forged {
-            assertion["response"]["signature"] = serde_json::json!("MEQCIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAiAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+            assertion["response"]["signature"] = serde_json::json!(FORGED_SIGNATURE);
         }
         let r = c
             .post(format!("{base}/_stepgate/webauthn/step-up/finish"))

@@ -18,7 +18,9 @@
 //! source down, the 503 page. The floor stays on top, as in the API: a member of
 //! `admin.group` reads (else the 403 page); a change (a CSRF form) also needs AAL3 within
 //! `admin.write_max_age`, whatever the policies allowed, else the step-up page, which
-//! returns here. Every change is audited under the administrator's name. What
+//! returns here; a step-up the policies ask of a change is raised to that floor
+//! ([`Changing`]), so one step-up meets both. Every change is audited under the
+//! administrator's name. What
 //! a page reads it reads through the API's resource code (`super::users`, `super::sessions`,
 //! …), so a page and its endpoint cannot disagree; a decision is never made here (what-if
 //! and the replay diff go through `access::what_if`).
@@ -125,6 +127,30 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        Admin::visit(parts, st, false).await
+    }
+}
+
+/// An administrator's visit to make a change (a console form that changes something:
+/// unlock, end sessions, revoke, save, roll back). As [`Admin`], but a step-up the policies
+/// ask is raised to the floor of a change ([`admission::with_floor`]), so that one step-up
+/// meets both — the console's forms are posted with the session alone, so the route, not
+/// the method, tells a change (validating a draft is a POST that changes nothing).
+pub(super) struct Changing(pub(super) Admin);
+
+impl FromRequestParts<Shared> for Changing {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Shared) -> Result<Self, Response> {
+        Admin::visit(parts, st, true).await.map(Changing)
+    }
+}
+
+impl Admin {
+    /// The pipeline's decision on the request in `parts` (for a `change`, a step-up it
+    /// asks raised to the floor), and the administrator it lets in or the page saying why
+    /// not.
+    async fn visit(parts: &mut Parts, st: &Shared, change: bool) -> Result<Admin, Response> {
         let visit = Visit::from_request_parts(parts, st).await?;
         if visit.jar.repeated(&visit.here.session_cookie) {
             let portal = visit.here.portal().to_string();
@@ -143,7 +169,11 @@ impl FromRequestParts<Shared> for Admin {
             tls: parts.extensions.get::<PeerCertificates>(),
             now,
         };
-        let verdict = admission::decide(st, &visit.here, &asked).await;
+        let mut verdict = admission::decide(st, &visit.here, &asked).await;
+        if let (true, Verdict::StepUp(s)) = (change, &mut verdict) {
+            let floor = admission::write_requirement(&visit.here);
+            s.requirement = admission::with_floor(std::mem::take(&mut s.requirement), &floor);
+        }
         let ip = crate::access::request::client_ip(&visit.here, peer.0, &parts.headers);
         Admin::admitted(visit, verdict, ip).map_err(|v| refused(st, parts, v, now))
     }

@@ -17,7 +17,7 @@ use chrono::Utc;
 use minijinja::context;
 use serde_json::{json, Value};
 
-use super::{shown, Admin};
+use super::{shown, Admin, Changing};
 use crate::admin::caller::step_up_needed;
 use crate::admin::policy_history::{compared, find, listing, refusal, roll_back, save_version};
 use crate::admin::Problem;
@@ -256,7 +256,7 @@ pub async fn check(a: Admin, Form(f): Form<Draft>) -> Result<Response, PortalErr
 /// `POST {portal}/admin/policies/versions/save`: the checked draft saved as the next
 /// version, in force on every node. A change: the CSRF token, the group and a fresh AAL3;
 /// without it the page again with the draft kept and the step-up link.
-pub async fn save(a: Admin, Form(f): Form<Draft>) -> Result<Response, PortalError> {
+pub async fn save(Changing(a): Changing, Form(f): Form<Draft>) -> Result<Response, PortalError> {
     let a = match posted(a, &f.csrf) {
         Ok(a) => a,
         Err(r) => return *r,
@@ -330,7 +330,7 @@ pub struct Rollback {
 /// `POST {portal}/admin/policies/versions/{version}/rollback`: that version's text saved
 /// again as the next version (history only grows). A change, as [`save`].
 pub async fn rollback(
-    a: Admin,
+    Changing(a): Changing,
     Path(version): Path<i64>,
     Form(f): Form<Rollback>,
 ) -> Result<Response, PortalError> {

@@ -10,7 +10,7 @@ use axum_extra::extract::Form;
 use minijinja::context;
 use serde_json::json;
 
-use super::{param, read, Admin};
+use super::{param, read, Admin, Changing};
 use crate::admin::sessions::{end_by_handle, live};
 use crate::portal::error::PortalError;
 
@@ -38,7 +38,7 @@ pub struct Revoke {
 }
 
 /// `POST {portal}/admin/sessions/revoke` (`handle`).
-pub async fn revoke(a: Admin, Form(f): Form<Revoke>) -> Result<Response, PortalError> {
+pub async fn revoke(Changing(a): Changing, Form(f): Form<Revoke>) -> Result<Response, PortalError> {
     let (a, caller) = match a.change(&f.csrf, "/admin/sessions") {
         Ok(v) => v,
         Err(r) => return *r,

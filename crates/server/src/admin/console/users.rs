@@ -11,7 +11,7 @@ use axum_extra::extract::Form;
 use minijinja::context;
 use serde_json::json;
 
-use super::{Admin, CsrfOnly};
+use super::{Admin, Changing, CsrfOnly};
 use crate::admin::sessions::end_all_of;
 use crate::app::state::Shared;
 use crate::portal::error::PortalError;
@@ -92,7 +92,7 @@ pub(super) enum Change {
 /// The route of a change's form (`csrf`), which does `what` to the user in the path.
 pub(super) fn post_change(what: Change) -> MethodRouter<Shared> {
     post(
-        move |a: Admin, Path(username): Path<String>, Form(f): Form<CsrfOnly>| async move {
+        move |Changing(a): Changing, Path(username): Path<String>, Form(f): Form<CsrfOnly>| async move {
             change(a, &username, &f, what).await
         },
     )

@@ -1,125 +1,13 @@
-//! The admin console and the admin API's session calls decided by the access pipeline as
-//! requests to stepgate's own admin app (`admin.app`, default `stepgate-admin`), over real
-//! HTTP and a real SQLite store: a policy targeting it blocks the console (the blocked page)
-//! and a session's API call (a 403 problem) from outside the office while a token's call
-//! still goes through; a policy asking AAL3 for reads sends a console read to the step-up
-//! page and an API read to a 401 problem naming the requirement (for a change, raised to
-//! the floor); a permissive policy lifts neither the group nor the write floor; each page and call is in the decision log under
-//! the response's request id with the admin app; and the configuration errors name the
-//! admin app (an `apps` entry taking its id; an unknown id's list).
-
-mod support;
+//! Policies on the admin app: a denial for an address range, a step-up for reads, a
+//! permissive policy under the floor, a change's step-up raised to it, and no policy at all.
 
 use chrono::{Duration, Utc};
-use serde_json::Value;
-use stepgate_server::admin::{tokens, Scope, BASE};
-use stepgate_store::DecisionRecord;
-use support::{aal3_session, client, header, redirects, signed_in_session, upstream, user, Server};
 
-const CONFIG: &str = r#"
-apps:
-  - id: console
-    hosts: [app.test]
-    upstream: http://UPSTREAM
-sessions:
-  cookie: { secure: false }
-server:
-  trusted_proxies: [127.0.0.1]
-networks:
-  office: [10.0.0.0/8]
-admin:
-  group: licence-admins
-log:
-  decisions: { allowed_one_in: 1 }
-default_outcome: allow
-policies:
-  - name: sign-in-mfa
-    priority: 30
-    targets: { sign_in: true }
-    outcome: { step_up: { min_aal: 2 } }
-"#;
-
-/// From outside the office, as the trusted proxy (loopback) says.
-const OUTSIDE: &str = "203.0.113.9";
-/// From the office network.
-const OFFICE: &str = "10.0.0.5";
-
-async fn start(policies: &str) -> Server {
-    Server::build(&format!("{CONFIG}{policies}"))
-        .with("UPSTREAM", upstream::text("upstream").await)
-        .demo_users()
-        .in_file("stepgate.yaml")
-        .start()
-        .await
-}
-
-fn http() -> reqwest::Client {
-    client().redirect(redirects(false)).build().unwrap()
-}
-
-/// A console page read with `session` from `ip`.
-async fn console(s: &Server, session: &str, path: &str, ip: &str) -> reqwest::Response {
-    http()
-        .get(s.at(&format!("/_stepgate/admin{path}")))
-        .header("cookie", format!("stepgate_session={session}"))
-        .header("x-forwarded-for", ip)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// An admin API call: with `session` (a cookie) or `token` (a bearer), from `ip`.
-async fn api(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    cred: Cred<'_>,
-    ip: &str,
-) -> reqwest::Response {
-    let mut r = http()
-        .request(method, s.at(&format!("/_stepgate{BASE}{path}")))
-        .header("x-forwarded-for", ip)
-        .header("content-type", "application/json")
-        .body("{}");
-    r = match cred {
-        Cred::Session(id) => r.header("cookie", format!("stepgate_session={id}")),
-        Cred::Token(t) => r.bearer_auth(t),
-    };
-    r.send().await.unwrap()
-}
-
-#[derive(Clone, Copy)]
-enum Cred<'a> {
-    Session(&'a str),
-    Token(&'a str),
-}
-
-/// A problem document, after checking its status and media type.
-async fn problem(r: reqwest::Response, status: u16) -> Value {
-    assert_eq!(r.status().as_u16(), status);
-    assert_eq!(header(&r, "content-type"), "application/problem+json");
-    r.json().await.unwrap()
-}
-
-/// The decision recorded under the response's request id.
-async fn decision_of(s: &Server, r: &reqwest::Response) -> DecisionRecord {
-    let id = header(r, "x-request-id");
-    s.st.access.decision_log().unwrap().flush().await;
-    s.st.stores
-        .durable
-        .get_decision(&id)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no decision recorded for request {id}"))
-}
-
-async fn token(s: &Server, scopes: &[Scope]) -> String {
-    let expires = Utc::now() + Duration::days(1);
-    tokens::create(s.st.stores.durable.as_ref(), "script", scopes, expires)
-        .await
-        .unwrap()
-        .0
-}
+use crate::support::{aal3_session, header, signed_in_session, user, Server};
+use crate::{api, console, decision_of, http, problem, start, token, Cred, OFFICE, OUTSIDE};
+use stepgate_policy::{MaxAge, StepUpRequirement};
+use stepgate_server::admin::{Scope, BASE};
+use stepgate_server::portal::links::Links;
 
 #[tokio::test]
 async fn a_policy_denying_an_address_range_blocks_the_console_and_session_calls_not_tokens() {
@@ -357,7 +245,7 @@ async fn a_permissive_policy_lifts_neither_the_group_nor_the_write_floor() {
     assert_eq!(page.status(), 200);
     let d = decision_of(&s, &page).await;
     assert_eq!(d.policy.as_deref(), Some("admin-anything-goes"));
-    let csrf = support::field(&page.text().await.unwrap(), "csrf");
+    let csrf = crate::support::field(&page.text().await.unwrap(), "csrf");
     let r = http()
         .post(s.at("/_stepgate/admin/users/john/unlock"))
         .header("cookie", format!("stepgate_session={aal2}"))
@@ -471,6 +359,115 @@ async fn a_step_up_the_policies_ask_for_a_change_is_raised_to_the_floor() {
     assert_eq!(r.status(), 200);
 }
 
+/// What a console form's step-up page is asked to meet: the requirement in the step
+/// token of the response's `Location`.
+fn asked_of(s: &Server, r: &reqwest::Response) -> StepUpRequirement {
+    let to = header(r, "location");
+    let url = url::Url::parse(&to).unwrap_or_else(|e| panic!("{to}: {e}"));
+    assert_eq!(url.path(), "/_stepgate/step-up", "{to}");
+    let t = url
+        .query_pairs()
+        .find(|(k, _)| k == "t")
+        .expect("a step token")
+        .1;
+    let rt = s.st.runtime.load_full();
+    Links::new(&s.st.signer, &rt)
+        .verify_step(&t, Utc::now())
+        .expect("a valid step token")
+        .req
+}
+
+#[tokio::test]
+async fn a_step_up_the_policies_ask_for_a_console_change_is_raised_to_the_floor() {
+    let s = start(
+        r#"
+  - name: admin-from-home-fresh-mfa
+    priority: 5
+    targets: { apps: [stepgate-admin] }
+    conditions:
+      - not: { network: { in: [office] } }
+    outcome: { step_up: { min_aal: 2, max_age: every_time } }
+"#,
+    )
+    .await;
+    let jane = user(&s.st, "jane").await;
+    let aal3 = aal3_session(&s.st, &jane, Utc::now() - Duration::minutes(2)).await;
+    let page = console(&s, &aal3, "/users", OFFICE).await;
+    assert_eq!(page.status(), 200);
+    let csrf = crate::support::field(&page.text().await.unwrap(), "csrf");
+    let post = |path: &'static str, ip: &'static str, form: Vec<(&'static str, String)>| {
+        http()
+            .post(s.at(&format!("/_stepgate/admin{path}")))
+            .header("cookie", format!("stepgate_session={aal3}"))
+            .header("x-forwarded-for", ip)
+            .form(&form)
+            .send()
+    };
+    let csrf_only = || vec![("csrf", csrf.clone())];
+
+    // A change from home: one step-up meeting both the policy (every time) and the floor
+    // (AAL3), for each of the console's changes.
+    for path in [
+        "/users/john/unlock",
+        "/users/john/end-sessions",
+        "/sessions/revoke",
+    ] {
+        let r = post(path, OUTSIDE, csrf_only()).await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        let asked = asked_of(&s, &r);
+        assert_eq!(
+            (asked.min_aal, asked.max_age),
+            (Some(3), Some(MaxAge::EveryTime)),
+            "{path}: {asked:?}"
+        );
+        let d = decision_of(&s, &r).await;
+        assert_eq!(
+            (d.outcome.as_str(), d.policy.as_deref()),
+            ("step_up", Some("admin-from-home-fresh-mfa"))
+        );
+    }
+
+    // A form that only reads (validating a draft) is asked what the policy asks, no more.
+    let draft = vec![
+        ("csrf", csrf.clone()),
+        ("draft", "policies: []".to_string()),
+    ];
+    let r = post("/policies/validate", OUTSIDE, draft.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let asked = asked_of(&s, &r);
+    assert_eq!(
+        (asked.min_aal, asked.max_age),
+        (Some(2), Some(MaxAge::EveryTime)),
+        "{asked:?}"
+    );
+
+    // From the office the policy asks nothing: her key two minutes ago meets the floor.
+    let r = post("/users/john/unlock", OFFICE, csrf_only())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    assert!(to.contains("/_stepgate/admin/users?done="), "{to}");
+
+    // Her key used just now (the one step-up) meets both from home: the change is made.
+    let fresh = aal3_session(&s.st, &jane, Utc::now()).await;
+    let page = console(&s, &fresh, "/users", OFFICE).await;
+    let csrf = crate::support::field(&page.text().await.unwrap(), "csrf");
+    let r = http()
+        .post(s.at("/_stepgate/admin/users/john/unlock"))
+        .header("cookie", format!("stepgate_session={fresh}"))
+        .header("x-forwarded-for", OUTSIDE)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = header(&r, "location");
+    assert!(to.contains("/_stepgate/admin/users?done="), "{to}");
+}
+
 #[tokio::test]
 async fn with_no_policy_for_it_the_admin_app_is_left_to_the_floor_not_the_default() {
     // `default_outcome: deny` and no policy covering the admin app: administrators are not
@@ -514,50 +511,4 @@ policies:
     let john = user(&s.st, "john").await;
     let johns = aal3_session(&s.st, &john, Utc::now()).await;
     assert_eq!(console(&s, &johns, "/", OFFICE).await.status(), 403);
-}
-
-/// The configuration's errors, in words.
-fn errors(yaml: &str) -> String {
-    match stepgate_config::load_str("stepgate.yaml", yaml, None) {
-        Ok(_) => panic!("loaded:\n{yaml}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-#[test]
-fn the_admin_app_is_known_to_the_policies_and_its_id_is_its_own() {
-    let policy = |app: &str| {
-        format!("policies:\n  - {{ name: p, priority: 1, targets: {{ apps: [{app}] }}, outcome: allow }}\n")
-    };
-    // Targeted like an app under `apps`.
-    let cfg = stepgate_config::load_str("stepgate.yaml", &policy("stepgate-admin"), None).unwrap();
-    assert_eq!(cfg.admin.app, "stepgate-admin");
-
-    // An unknown id's error lists it.
-    let e = errors(&format!(
-        "apps: [{{ id: wiki, hosts: [w.test] }}]\n{}",
-        policy("nope")
-    ));
-    assert!(e.contains("unknown app id `nope`"), "{e}");
-    assert!(e.contains("stepgate-admin, wiki"), "{e}");
-
-    // An app under `apps` may not take it: the error names the file, the line and the key.
-    let e = errors(
-        "apps:\n  - id: wiki\n    hosts: [w.test]\n  - id: stepgate-admin\n    hosts: [a.test]\n",
-    );
-    assert!(e.contains("stepgate.yaml:4"), "{e}");
-    assert!(
-        e.contains("app id `stepgate-admin` is stepgate's own admin app (admin.app names it)"),
-        "{e}"
-    );
-
-    // Renamed: the new id is the admin app's, and the old one is free.
-    let renamed = format!(
-        "admin: {{ app: it-admin }}\napps: [{{ id: stepgate-admin, hosts: [a.test] }}]\n{}",
-        policy("it-admin")
-    );
-    let cfg = stepgate_config::load_str("stepgate.yaml", &renamed, None).unwrap();
-    assert_eq!(cfg.admin.app, "it-admin");
-    let e = errors("admin: { app: \"it admin\" }\n");
-    assert!(e.contains("admin.app `it admin`"), "{e}");
 }
