@@ -23,7 +23,13 @@ fn compile_yaml(yaml: &str) -> PolicySet {
         networks: &doc.networks,
         policies: &doc.policies,
         default_outcome: None,
-        own_apps: &[],
+        // The admin app the configuration loader adds by default (`admin.app`), which the
+        // demo's policies target.
+        own_apps: &[OwnApp {
+            id: "stepgate-admin",
+            key: "admin.app",
+            sensitivity: spec::Sensitivity::High,
+        }],
     })
     .unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
 }
