@@ -38,13 +38,20 @@ pub struct Asked<'a> {
     pub jar: &'a CookieJar,
     /// The connection's peer.
     pub peer: SocketAddr,
+    /// The client address, read once by the caller ([`crate::access::request::client_ip`]:
+    /// the peer, or what a trusted proxy says).
+    pub ip: Option<std::net::IpAddr>,
+    /// Whether the request makes a change: a step-up the policies ask is then raised to
+    /// the floor of a change ([`with_floor`]), so that one step-up meets both.
+    pub change: bool,
     /// The client certificate chain the TLS connection presented.
     pub tls: Option<&'a PeerCertificates>,
     /// When.
     pub now: DateTime<Utc>,
 }
 
-/// The pipeline's verdict on `asked`, a request to the admin app under `rt`.
+/// The pipeline's verdict on `asked`, a request to the admin app under `rt` (for a
+/// change, a step-up raised to the floor).
 pub async fn decide(st: &Shared, rt: &Runtime, asked: &Asked<'_>) -> Verdict {
     let request = AccessRequest {
         id: RequestId::current(),
@@ -53,7 +60,7 @@ pub async fn decide(st: &Shared, rt: &Runtime, asked: &Asked<'_>) -> Verdict {
         method: asked.method,
         path: asked.path,
         headers: asked.headers,
-        ip: crate::access::request::client_ip(rt, asked.peer, asked.headers),
+        ip: asked.ip,
         credentials: Credentials::Cookies(asked.jar),
         connection: Connection {
             peer: Some(asked.peer.ip()),
@@ -61,7 +68,11 @@ pub async fn decide(st: &Shared, rt: &Runtime, asked: &Asked<'_>) -> Verdict {
         },
         now: asked.now,
     };
-    st.access.decide(rt, &request).await.verdict
+    let mut verdict = st.access.decide(rt, &request).await.verdict;
+    if let (true, Verdict::StepUp(s)) = (asked.change, &mut verdict) {
+        s.requirement = with_floor(std::mem::take(&mut s.requirement), &write_requirement(rt));
+    }
+    verdict
 }
 
 /// Whether `user` is in `admin.group`: the floor for any access to the admin surface.

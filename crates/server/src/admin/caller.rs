@@ -225,6 +225,8 @@ async fn by_session(call: &Call<'_>) -> Result<Caller, Refusal> {
         headers: call.headers,
         jar: &jar,
         peer: call.peer,
+        ip: call.ip,
+        change: call.endpoint.scope.is_write(),
         tls: call.tls,
         now: call.now,
     };
@@ -276,16 +278,12 @@ fn not_allowed(call: &Call<'_>, verdict: Verdict) -> Refusal {
                 .map(|s| call.caller(s.data.username.clone()));
             (Problem::denied(&d), caller)
         }
-        Verdict::StepUp(mut s) => {
+        Verdict::StepUp(s) => {
             let caller = call.caller(s.user.username.clone());
             if !in_group(rt, &s.user) {
                 return (not_an_administrator(rt, &s.user), Some(caller));
             }
-            if call.endpoint.scope.is_write() {
-                // One step-up for both: the policies' and the floor's.
-                let floor = write_requirement(rt);
-                s.requirement = admission::with_floor(s.requirement, &floor);
-            }
+            // (For a change, `admission::decide` raised the requirement to the floor.)
             // Back to the console, where an administrator goes on (the API's call is the
             // script's to send again).
             let back = rt.portal_url("/admin/");

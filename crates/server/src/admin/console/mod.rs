@@ -160,21 +160,19 @@ impl Admin {
             .await
             .map_err(IntoResponse::into_response)?;
         let now = Utc::now();
+        let ip = crate::access::request::client_ip(&visit.here, peer.0, &parts.headers);
         let asked = Asked {
             method: &parts.method,
             path: parts.uri.path(),
             headers: &parts.headers,
             jar: &visit.jar,
             peer: peer.0,
+            ip,
+            change,
             tls: parts.extensions.get::<PeerCertificates>(),
             now,
         };
-        let mut verdict = admission::decide(st, &visit.here, &asked).await;
-        if let (true, Verdict::StepUp(s)) = (change, &mut verdict) {
-            let floor = admission::write_requirement(&visit.here);
-            s.requirement = admission::with_floor(std::mem::take(&mut s.requirement), &floor);
-        }
-        let ip = crate::access::request::client_ip(&visit.here, peer.0, &parts.headers);
+        let verdict = admission::decide(st, &visit.here, &asked).await;
         Admin::admitted(visit, verdict, ip).map_err(|v| refused(st, parts, v, now))
     }
 }
