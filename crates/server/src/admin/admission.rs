@@ -30,7 +30,8 @@ use crate::session::cookies::CookieJar;
 pub struct Asked<'a> {
     /// Its method.
     pub method: &'a Method,
-    /// Its path, as the client sent it (`/_stepgate/admin/users`).
+    /// Its path, as the client sent it (`/_stepgate/admin/users`; read into normal form
+    /// before it is decided).
     pub path: &'a str,
     /// Its headers (the user agent; a trusted proxy's client address).
     pub headers: &'a HeaderMap,
@@ -51,14 +52,24 @@ pub struct Asked<'a> {
 }
 
 /// The pipeline's verdict on `asked`, a request to the admin app under `rt` (for a
-/// change, a step-up raised to the floor).
-pub async fn decide(st: &Shared, rt: &Runtime, asked: &Asked<'_>) -> Verdict {
+/// change, a step-up raised to the floor); refused when its path cannot be read.
+///
+/// The path is decided in the normal form the gateway gives an app's
+/// ([`stepgate_request::read_target`]), so a policy's path selector sees one spelling of
+/// it: the routes' extractors percent-decode a name in the path, and `users/j%6Fhn` must
+/// not slip past a policy on `users/john`.
+pub async fn decide(
+    st: &Shared,
+    rt: &Runtime,
+    asked: &Asked<'_>,
+) -> Result<Verdict, stepgate_request::TargetRefusal> {
+    let target = stepgate_request::read_target(asked.path, Default::default())?;
     let request = AccessRequest {
         id: RequestId::current(),
         kind: RequestKind::Access,
         app: Some(rt.config.admin.app.as_str()),
         method: asked.method,
-        path: asked.path,
+        path: &target.path,
         headers: asked.headers,
         ip: asked.ip,
         credentials: Credentials::Cookies(asked.jar),
@@ -72,7 +83,7 @@ pub async fn decide(st: &Shared, rt: &Runtime, asked: &Asked<'_>) -> Verdict {
     if let (true, Verdict::StepUp(s)) = (asked.change, &mut verdict) {
         s.requirement = with_floor(std::mem::take(&mut s.requirement), &write_requirement(rt));
     }
-    verdict
+    Ok(verdict)
 }
 
 /// Whether `user` is in `admin.group`: the floor for any access to the admin surface.

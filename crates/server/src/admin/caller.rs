@@ -230,7 +230,14 @@ async fn by_session(call: &Call<'_>) -> Result<Caller, Refusal> {
         tls: call.tls,
         now: call.now,
     };
-    let (session, user) = match admission::decide(call.st, call.rt, &asked).await {
+    let verdict = admission::decide(call.st, call.rt, &asked)
+        .await
+        .map_err(|e| {
+            unknown(Problem::bad_request(format!(
+                "the path cannot be read: {e}"
+            )))
+        })?;
+    let (session, user) = match verdict {
         Verdict::Allow(g) => (g.session, g.user),
         refused => return Err(not_allowed(call, refused)),
     };

@@ -11,13 +11,15 @@
 //! configuration errors name the admin app (an `apps` entry taking its id; an unknown id's
 //! list).
 //!
-//! One file a theme: `policies`, `unavailable` (a signal source down), `config`; what they
+//! One file a theme: `policies`, `paths` (one spelling of a path), `unavailable` (a signal
+//! source down), `config`; what they
 //! share is here.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod config;
+mod paths;
 mod policies;
 mod unavailable;
 

@@ -172,7 +172,9 @@ impl Admin {
             tls: parts.extensions.get::<PeerCertificates>(),
             now,
         };
-        let verdict = admission::decide(st, &visit.here, &asked).await;
+        let verdict = admission::decide(st, &visit.here, &asked)
+            .await
+            .map_err(|_| PortalError::BadRequest.into_response())?;
         Admin::admitted(visit, verdict, ip).map_err(|v| refused(st, parts, v, now))
     }
 }
