@@ -292,11 +292,7 @@ async fn a_failing_store_call_is_counted_by_operation() {
 /// refused as unavailable and its lookup counted as failed.
 #[tokio::test]
 async fn a_failing_signal_provider_is_counted_by_provider() {
-    let risk = upstream::serve(
-        axum::Router::new()
-            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
-    )
-    .await;
+    let risk = upstream::failing().await;
     let config = CONFIG.replace(
         "default_outcome: allow",
         &format!(
@@ -408,11 +404,7 @@ async fn hot_store_calls_are_timed_and_failures_counted_by_operation() {
 /// denied by that policy).
 #[tokio::test]
 async fn an_ip_risk_failure_hidden_by_its_fallback_is_still_counted() {
-    let down = upstream::serve(
-        axum::Router::new()
-            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
-    )
-    .await;
+    let down = upstream::failing().await;
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()

@@ -12,11 +12,7 @@ use stepgate_server::admin::Scope;
 /// stepgate with the admin app's policies as in `CONFIG`, and an IP risk provider that
 /// answers 500 to every lookup, failing closed.
 async fn start_with_risk_down() -> Server {
-    let risk = upstream::serve(
-        axum::Router::new()
-            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
-    )
-    .await;
+    let risk = upstream::failing().await;
     let signals = format!(
         "signals:\n  ip_risk:\n    http: {{ url: \"http://{risk}/{{ip}}\", score_path: score, on_error: fail }}\ndefault_outcome: allow"
     );

@@ -20,6 +20,14 @@ pub async fn text(body: &'static str) -> SocketAddr {
     serve(axum::Router::new().fallback(any(move || async move { body }))).await
 }
 
+/// A provider that is down: every request answered `500 down`.
+pub async fn failing() -> SocketAddr {
+    serve(axum::Router::new().fallback(any(|| async {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+    })))
+    .await
+}
+
 /// An app that answers every request with a JSON object of every header it received (names
 /// in lower case, repeated ones joined with `, `), `"path"`, its target, and `"method"`;
 /// except `/set-cookie?…`, which answers with each query pair (percent-decoded) as a
