@@ -175,6 +175,99 @@ pub fn lookup_many<'a, const N: usize>(
     out
 }
 
+/// What a request's one `Cookie` line holds of stepgate's own cookies, found in the same
+/// pass that looks the decision's cookies up ([`lookup_many_sorting`]), so that the line is
+/// read once per proxied request rather than once to decide and again to strip.
+///
+/// It names the line it was read from (its bytes' address and length): [`OwnInLine::of`]
+/// answers only for that very line, so a map changed in between is read again, never
+/// judged by a stale answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnInLine {
+    at: usize,
+    len: usize,
+    ours: bool,
+    theirs: bool,
+}
+
+impl OwnInLine {
+    /// For `line` (the one it was read from): whether it holds one of stepgate's cookies,
+    /// and whether it holds any other piece.
+    pub fn of(&self, line: &HeaderValue) -> Option<(bool, bool)> {
+        let same = line.as_bytes().as_ptr() as usize == self.at && line.len() == self.len;
+        same.then_some((self.ours, self.theirs))
+    }
+}
+
+/// Whether the cookie name `name` is one of `own` (their [`name_key`]s) under any spelling:
+/// the same as `own.iter().any(|o| has_key(name, o))`, with the name read once.
+pub fn names_own(name: &str, own: &[String]) -> bool {
+    let name = name.trim();
+    if name.contains('%') {
+        let key = name_key(name);
+        return own.contains(&key);
+    }
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find_map(|p| {
+            name.get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &name[p.len()..])
+        })
+        .unwrap_or(name);
+    own.iter().any(|o| bare.eq_ignore_ascii_case(o))
+}
+
+/// [`lookup_many`], and for a request with one `Cookie` line of text (as HTTP/1.1 clients
+/// send), what that line holds of `own` ([`names_own`] on each non-empty piece's name), from
+/// the same pass over it. `None` for any other request: the stripping reads it itself.
+pub fn lookup_many_sorting<'a, const N: usize>(
+    headers: &'a HeaderMap,
+    names: [&str; N],
+    own: &[String],
+) -> ([Lookup<'a>; N], Option<OwnInLine>) {
+    let mut lines = headers.get_all(http::header::COOKIE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return (lookup_many(headers, names), None);
+    };
+    let Ok(text) = line.to_str() else {
+        return (lookup_many(headers, names), None);
+    };
+    let mut out = [Lookup::Absent; N];
+    let (mut ours, mut theirs) = (false, false);
+    for piece in text.split(';') {
+        let trimmed = piece.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        // `set_cookie_name`, for a piece that holds no `;`.
+        let name = trimmed.split_once('=').map_or(trimmed, |(n, _)| n);
+        if names_own(name, own) {
+            ours = true;
+        } else {
+            theirs = true;
+        }
+        let Some((n, v)) = parse_pair(piece) else {
+            continue;
+        };
+        for (i, want) in names.iter().enumerate() {
+            if n == *want {
+                out[i] = match out[i] {
+                    Lookup::Absent => Lookup::One(v),
+                    _ => Lookup::Repeated,
+                };
+            }
+        }
+    }
+    let sorted = OwnInLine {
+        at: line.as_bytes().as_ptr() as usize,
+        len: line.len(),
+        ours,
+        theirs,
+    };
+    (out, Some(sorted))
+}
+
 /// A cookie name as browsers, frameworks and proxies might all read it: percent-decoded,
 /// lower case, without a `__Host-` or `__Secure-` prefix. Two names with the same key may
 /// reach some reader as the same cookie: stepgate's cookies are kept apart from an app's
@@ -272,6 +365,55 @@ mod tests {
             (s, d, x),
             (Lookup::Repeated, Lookup::One("2"), Lookup::Absent)
         );
+    }
+
+    #[test]
+    fn one_pass_sorting_agrees_with_the_lookup_and_with_each_piece_read_alone() {
+        let own = [
+            "stepgate_session".to_string(),
+            "stepgate_device".to_string(),
+        ];
+        for line in [
+            "stepgate_session=abc",
+            "a=1; stepgate_session=abc; b=2",
+            "a=1; b=2",
+            "__Host-STEPGATE_SESSION=x",
+            "stepgate%5Fsession=x; a=1",
+            " ; ;stepgate_device=1 ;",
+            "stepgate_session=\"bad value\"; a=1",
+            "stepgate_session",
+            "",
+            "s=1; s=2; stepgate_session=3",
+        ] {
+            let h = headers(&[line]);
+            let names = ["s", "stepgate_session", "a"];
+            let (found, sorted) = lookup_many_sorting(&h, names, &own);
+            assert_eq!(found, lookup_many(&h, names), "{line:?}");
+            let pieces: Vec<&str> = line
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            let alone = |p: &&str| own.iter().any(|o| has_key(set_cookie_name(p), o));
+            let want = (pieces.iter().any(alone), !pieces.iter().all(alone));
+            let line_value = h.get(http::header::COOKIE).unwrap();
+            assert_eq!(sorted.unwrap().of(line_value), Some(want), "{line:?}");
+            // Another line with the same text is not the line it was read from (an empty
+            // one is: every empty value is the same static empty slice).
+            let copy = http::HeaderValue::from_bytes(line.as_bytes()).unwrap();
+            if !line.is_empty() {
+                assert_eq!(sorted.unwrap().of(&copy), None, "{line:?}");
+            }
+        }
+        // Two lines, or a line that is not text: not sorted here.
+        let two = headers(&["stepgate_session=1", "a=2"]);
+        assert_eq!(lookup_many_sorting(&two, ["a"], &own).1, None);
+        let mut odd = HeaderMap::new();
+        odd.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"stepgate_session=1; x=\xff").unwrap(),
+        );
+        assert_eq!(lookup_many_sorting(&odd, ["a"], &own).1, None);
     }
 
     /// Found by the `cookies` fuzz target: a byte outside ASCII anywhere in a `Cookie` line

@@ -5,7 +5,7 @@
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use stepgate_authn::Assurance;
-use stepgate_request::cookies::{has_key, set_cookie_name};
+use stepgate_request::cookies::{names_own, set_cookie_name, OwnInLine};
 use stepgate_store::UserRecord;
 
 /// The header names stepgate sets or strips on every request, parsed once at compile time
@@ -47,9 +47,12 @@ pub mod names {
 /// each one) and as a predicate on a lower-case name (to test each header a message has,
 /// compiled into one `match`).
 macro_rules! header_set {
-    ($(#[$doc:meta])* $vis:vis static $list:ident, fn $pred:ident = [$($name:literal),+ $(,)?];) => {
+    ($(#[$doc:meta])* $vis:vis static $list:ident, const $text:ident, fn $pred:ident = [$($name:literal),+ $(,)?];) => {
         $(#[$doc])*
         $vis static $list: [HeaderName; [$($name),+].len()] = [$(HeaderName::from_static($name)),+];
+
+        /// The same names, as text (for tables built at compile time).
+        const $text: &[&str] = &[$($name),+];
 
         #[doc = concat!(
             "Whether `name` (lower case, as [`HeaderName::as_str`] gives it) is one of [`",
@@ -65,7 +68,7 @@ macro_rules! header_set {
 header_set! {
     /// The identity headers stepgate asserts on an allowed request (forward-auth answers
     /// always carry all of them, empty when unknown).
-    pub static REMOTE_HEADERS, fn is_remote = [
+    pub static REMOTE_HEADERS, const REMOTE_TEXT, fn is_remote = [
         "remote-user",
         "remote-groups",
         "remote-email",
@@ -79,7 +82,7 @@ header_set! {
 header_set! {
     /// Headers a client may never set towards an upstream besides [`REMOTE_HEADERS`]:
     /// identity is stepgate's to assert.
-    pub static OTHER_IDENTITY_HEADERS, fn is_other_identity = [
+    pub static OTHER_IDENTITY_HEADERS, const OTHER_IDENTITY_TEXT, fn is_other_identity = [
         "x-stepgate-assertion",
         "x-forwarded-user",
         "x-forwarded-email",
@@ -89,7 +92,7 @@ header_set! {
 
 header_set! {
     /// Headers for one hop only (RFC 9110 §7.6.1), never passed on.
-    pub static HOP_BY_HOP, fn is_hop_by_hop = [
+    pub static HOP_BY_HOP, const HOP_BY_HOP_TEXT, fn is_hop_by_hop = [
         "connection",
         "keep-alive",
         "proxy-authenticate",
@@ -107,7 +110,7 @@ header_set! {
     /// method than its own (Symfony, Laravel and IIS read `X-Original-URL`/`X-Rewrite-URL`;
     /// Express, ASP.NET and others honour method overrides). The request is decided on its
     /// own path and method, so the upstream must not be told another.
-    pub static REWRITE_HEADERS, fn is_rewrite = [
+    pub static REWRITE_HEADERS, const REWRITE_TEXT, fn is_rewrite = [
         "x-original-url",
         "x-rewrite-url",
         "x-original-method",
@@ -119,7 +122,7 @@ header_set! {
 
 header_set! {
     /// Headers about the client that only stepgate may set towards an upstream.
-    pub static FORWARDING_HEADERS, fn is_forwarding = [
+    pub static FORWARDING_HEADERS, const FORWARDING_TEXT, fn is_forwarding = [
         "forwarded",
         "x-forwarded-for",
         "x-forwarded-host",
@@ -128,6 +131,30 @@ header_set! {
         "x-real-ip",
     ];
 }
+
+/// Whether a (folded) name starting with this byte can be in any of the sets a request
+/// going upstream is stripped of: most headers a request carries (`host`, `accept`, ...) are
+/// told apart by their first byte alone, before the sets are compared name by name.
+static MAY_STRIP: [bool; 256] = {
+    let mut t = [false; 256];
+    let sets = [
+        REMOTE_TEXT,
+        OTHER_IDENTITY_TEXT,
+        HOP_BY_HOP_TEXT,
+        REWRITE_TEXT,
+        FORWARDING_TEXT,
+    ];
+    let mut i = 0;
+    while i < sets.len() {
+        let mut j = 0;
+        while j < sets[i].len() {
+            t[sets[i][j].as_bytes()[0] as usize] = true;
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
 
 /// Whether `name` is an identity header: one of [`REMOTE_HEADERS`] or
 /// [`OTHER_IDENTITY_HEADERS`].
@@ -146,6 +173,20 @@ fn is_stepgates(name: &str, configured: &[String]) -> bool {
 /// [`is_stepgates`] for a name already folded ([`stepgate_request::names::fold`]).
 fn is_folded_stepgates(n: &str, configured: &[String]) -> bool {
     is_identity(n) || is_rewrite(n) || is_forwarding(n) || configured.iter().any(|c| c == n)
+}
+
+/// Whether a request going upstream is stripped of the header `folded` (folded with
+/// [`stepgate_request::names::fold`]): a hop-by-hop header or one of stepgate's.
+fn is_stripped_from_request(folded: &str, configured: &[String]) -> bool {
+    let listed = folded
+        .as_bytes()
+        .first()
+        .is_some_and(|b| MAY_STRIP[usize::from(*b)])
+        && (is_hop_by_hop(folded)
+            || is_identity(folded)
+            || is_rewrite(folded)
+            || is_forwarding(folded));
+    listed || configured.iter().any(|c| c == folded)
 }
 
 /// The first header of a request to stepgate's forward-auth endpoints that names one of
@@ -188,8 +229,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// for this hop alone.
 pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
     remove_matching(h, true, |n| {
-        let folded = stepgate_request::names::fold(n);
-        is_hop_by_hop(&folded) || is_folded_stepgates(&folded, configured)
+        is_stripped_from_request(&stepgate_request::names::fold(n), configured)
     });
 }
 
@@ -199,11 +239,11 @@ pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
 /// or another app. Several `Cookie`
 /// headers (HTTP/2 sends one per cookie) become one, as HTTP/1.1 upstreams expect
 /// (RFC 9113 §8.2.3).
-pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
-    let is_own = |piece: &str| {
-        let name = set_cookie_name(piece);
-        own.iter().any(|o| has_key(name, o))
-    };
+/// `known`: what the line holds, when the decision's cookie lookup already read it
+/// ([`stepgate_request::cookies::lookup_many_sorting`]); it counts only for the very line it
+/// was read from.
+pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String], known: Option<OwnInLine>) {
+    let is_own = |piece: &str| names_own(set_cookie_name(piece), own);
     let mut values = h.get_all(header::COOKIE).iter();
     let Some(first) = values.next() else {
         return;
@@ -212,18 +252,25 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
         // One line, as HTTP/1.1 clients send: looked at once, and left as it is when it
         // holds none of stepgate's cookies, removed when it holds nothing else (a line
         // that is not visible ASCII is removed whole, as below).
-        let Ok(line) = first.to_str() else {
-            h.remove(header::COOKIE);
-            return;
-        };
-        let (mut ours, mut theirs) = (false, false);
-        for piece in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if is_own(piece) {
-                ours = true;
-            } else {
-                theirs = true;
+        let sorted = known.and_then(|k| k.of(first));
+        let (ours, theirs) = match (sorted, first.to_str()) {
+            (Some(sorted), _) => sorted,
+            (None, Err(_)) => {
+                h.remove(header::COOKIE);
+                return;
             }
-        }
+            (None, Ok(line)) => {
+                let (mut ours, mut theirs) = (false, false);
+                for piece in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    if is_own(piece) {
+                        ours = true;
+                    } else {
+                        theirs = true;
+                    }
+                }
+                (ours, theirs)
+            }
+        };
         if !ours {
             return;
         }
@@ -260,8 +307,7 @@ pub fn strip_own_cookies(h: &mut HeaderMap, own: &[String]) {
 pub fn strip_own_set_cookies(h: &mut HeaderMap, own: &[String]) {
     let is_own = |v: &HeaderValue| {
         let s = String::from_utf8_lossy(v.as_bytes());
-        let name = set_cookie_name(&s);
-        own.iter().any(|o| has_key(name, o))
+        names_own(set_cookie_name(&s), own)
     };
     if !h.get_all(header::SET_COOKIE).iter().any(is_own) {
         return;

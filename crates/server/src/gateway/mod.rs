@@ -33,7 +33,7 @@ use crate::access::request::client_ip;
 use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
 use crate::app::state::{Runtime, Shared};
-use crate::session::cookies::decision_cookies;
+use crate::session::cookies::decision_cookies_sorting;
 use original::Original;
 use render::{RefusalKind, Return};
 use stepgate_policy::spec::AppSpec;
@@ -49,7 +49,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         Err(Read::Refused(kind)) => return kind.to(api, &rt).into_response(),
         Err(Read::PortalRoot) => return see_other(&rt.portal_url("/account")),
     };
-    let cookies = match decision_cookies(&rt, req.headers()) {
+    let cookies = match decision_cookies_sorting(&rt, req.headers()) {
         Ok(c) => c,
         Err(e) => {
             return RefusalKind::BadRequest(e.to_string())
@@ -77,6 +77,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
         now,
     };
     let verdict = st.access.decide(&rt, &ar).await.verdict;
+    let own_cookies = cookies.own;
     let (mut r, outcome) = match verdict {
         Verdict::Allow(grant) => {
             let Original { host, target, .. } = original;
@@ -87,6 +88,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
                 app,
                 ip,
                 api,
+                own_cookies,
             };
             // Boxed, like the decision: this future is copied whole wherever it moves.
             (Box::pin(proxy::forward(&st, &rt, req, to)).await, "allow")

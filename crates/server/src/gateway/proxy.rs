@@ -26,6 +26,9 @@ pub struct Destination<'a> {
     pub ip: Option<IpAddr>,
     /// Whether the client wants machine answers (for the gateway's own errors).
     pub api: bool,
+    /// What the client's `Cookie` line holds of stepgate's cookies, as the decision's
+    /// cookie lookup found it (`None`: read it again).
+    pub own_cookies: Option<stepgate_request::cookies::OwnInLine>,
 }
 
 /// Sends an allowed request to its app's upstream as `grant`'s subject and streams the
@@ -100,7 +103,7 @@ fn upstream_request(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut out));
     let h = out.headers_mut();
     headers::strip_request(h, &rt.configured_identity_headers);
-    headers::strip_own_cookies(h, &rt.own_cookies);
+    headers::strip_own_cookies(h, &rt.own_cookies, to.own_cookies);
     // Room for the identity, assertion and forwarding headers at once: the map hyper
     // parsed is sized to the client's headers and would otherwise grow (rehash) twice.
     h.reserve(16);

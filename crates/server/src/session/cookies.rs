@@ -95,6 +95,9 @@ pub trait CookieSource {
 pub struct DecisionCookies<'a> {
     names: [&'a str; 3],
     values: [Option<&'a str>; 3],
+    /// What the request's `Cookie` line holds of stepgate's own cookies, when it was read
+    /// with [`decision_cookies_sorting`] (the reverse proxy, which strips them).
+    pub own: Option<stepgate_request::cookies::OwnInLine>,
 }
 
 impl CookieSource for DecisionCookies<'_> {
@@ -117,19 +120,45 @@ pub fn decision_cookies<'a>(
     rt: &'a Runtime,
     headers: &'a HeaderMap,
 ) -> Result<DecisionCookies<'a>, RepeatedSessionCookie> {
-    use stepgate_request::cookies::Lookup;
-    let names = [
+    let names = decision_cookie_names(rt);
+    let found = stepgate_request::cookies::lookup_many(headers, names);
+    decided(names, found, None)
+}
+
+/// [`decision_cookies`], and in the same pass over the `Cookie` line, what it holds of
+/// stepgate's own cookies ([`DecisionCookies::own`]) for the proxy to strip them by.
+pub fn decision_cookies_sorting<'a>(
+    rt: &'a Runtime,
+    headers: &'a HeaderMap,
+) -> Result<DecisionCookies<'a>, RepeatedSessionCookie> {
+    let names = decision_cookie_names(rt);
+    let (found, own) =
+        stepgate_request::cookies::lookup_many_sorting(headers, names, &rt.own_cookies);
+    decided(names, found, own)
+}
+
+/// The names [`DecisionCookies`] holds, in its order.
+fn decision_cookie_names(rt: &Runtime) -> [&str; 3] {
+    [
         rt.session_cookie.as_str(),
         rt.config.devices.cookie.name.as_str(),
         crate::demo::DEVICE_COOKIE,
-    ];
-    let found = stepgate_request::cookies::lookup_many(headers, names);
+    ]
+}
+
+fn decided<'a>(
+    names: [&'a str; 3],
+    found: [stepgate_request::cookies::Lookup<'a>; 3],
+    own: Option<stepgate_request::cookies::OwnInLine>,
+) -> Result<DecisionCookies<'a>, RepeatedSessionCookie> {
+    use stepgate_request::cookies::Lookup;
     if found[0] == Lookup::Repeated {
         return Err(RepeatedSessionCookie);
     }
     Ok(DecisionCookies {
         names,
         values: found.map(Lookup::one),
+        own,
     })
 }
 

@@ -168,3 +168,44 @@ async fn stepgates_cookies_never_pass_between_client_and_upstream() {
     let seen = echo(&c, &h.url("app.test", "/whoami")).await;
     assert_eq!(seen["user"], "jane", "still the same session");
 }
+
+/// The proxy reads a request's one `Cookie` line once, to decide and to know what to strip
+/// (`lookup_many_sorting`): a line holding only the session cookie reaches the app as no
+/// `Cookie` at all, and stepgate's cookies under other spellings beside the app's own go
+/// while the app's stay, in order.
+#[tokio::test]
+async fn a_cookie_line_read_once_still_loses_every_spelling_of_stepgates_cookies() {
+    let h = start().await;
+    let c = Browser::new();
+    sign_in_jane(&h, &c).await;
+    let id = c.session_id(&h.url("app.test", "/")).expect("signed in");
+    let session = format!("stepgate_session={id}");
+    let plain = plain();
+    let send = |line: String| {
+        let r = plain
+            .get(h.url("app.test", "/whoami"))
+            .header("cookie", line)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let seen = send(session.clone()).await;
+    assert_eq!(seen["user"], "jane");
+    assert_eq!(
+        seen["cookie"], "",
+        "nothing but stepgate's cookie: no Cookie line"
+    );
+    let line = format!(
+        "a=1; {session}; STEPGATE_SESSION=x; __Host-stepgate_session=y; \
+         stepgate%5Fsession=z; Stepgate-Device=d; b=2"
+    );
+    let seen = send(line).await;
+    assert_eq!(seen["user"], "jane");
+    assert_eq!(
+        seen["cookie"], "a=1; b=2",
+        "only the app's cookies, in order"
+    );
+}

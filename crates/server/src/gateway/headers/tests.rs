@@ -198,16 +198,16 @@ fn own_cookies_are_taken_out_and_the_rest_joined() {
     h.append(header::COOKIE, "a=1; stepgate_session=s".parse().unwrap());
     h.append(header::COOKIE, "stepgate_pre=p".parse().unwrap());
     h.append(header::COOKIE, "b=2".parse().unwrap());
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
     assert_eq!(all, ["a=1; b=2"]);
     let mut h = HeaderMap::new();
     h.insert(header::COOKIE, " stepgate_session=s ".parse().unwrap());
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     assert!(h.get(header::COOKIE).is_none());
     let mut h = HeaderMap::new();
     h.insert(header::COOKIE, "a=1;b=2".parse().unwrap());
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     assert_eq!(
         h[header::COOKIE],
         "a=1;b=2",
@@ -219,7 +219,7 @@ fn own_cookies_are_taken_out_and_the_rest_joined() {
         header::COOKIE,
         "a=1; stepgate_session=s;b=2".parse().unwrap(),
     );
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     assert_eq!(h[header::COOKIE], "a=1; b=2");
     // A line that is not visible ASCII cannot be read piece by piece: it goes whole, with
     // the session cookie in it.
@@ -228,7 +228,7 @@ fn own_cookies_are_taken_out_and_the_rest_joined() {
         header::COOKIE,
         HeaderValue::from_bytes(b"a=\xc3\xa9; stepgate_session=s").unwrap(),
     );
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     assert!(h.get(header::COOKIE).is_none());
 }
 
@@ -243,7 +243,7 @@ fn own_cookies_go_under_every_spelling_both_ways() {
             .unwrap(),
     );
     h.append(header::COOKIE, "stepgate%5Fsession=x; b=2".parse().unwrap());
-    strip_own_cookies(&mut h, &own);
+    strip_own_cookies(&mut h, &own, None);
     let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
     assert_eq!(all, ["a=1; b=2"]);
     let mut r = HeaderMap::new();
