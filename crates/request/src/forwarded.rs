@@ -69,12 +69,14 @@ pub fn client_addr(
     if !trusted(peer) {
         return ClientAddr::Known(peer);
     }
+    // Names parsed at compile time (a `&str` name is parsed and hashed on every call).
+    const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
     let name = match header {
-        ForwardedHeader::XForwardedFor => "x-forwarded-for",
-        ForwardedHeader::Forwarded => "forwarded",
+        ForwardedHeader::XForwardedFor => X_FORWARDED_FOR,
+        ForwardedHeader::Forwarded => http::header::FORWARDED,
     };
-    let lines: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
-    if lines.is_empty() {
+    let lines = headers.get_all(name);
+    if lines.iter().next().is_none() {
         return ClientAddr::Unknown;
     }
     let mut last_trusted = None;
@@ -82,7 +84,7 @@ pub fn client_addr(
     // the walk at the entry holding them, not before it: left of the proxies' entries they
     // are the client's, and count for nothing.
     for line in lines.iter().rev() {
-        for entry in line.rsplit(|&b| b == b',') {
+        for entry in line.as_bytes().rsplit(|&b| b == b',') {
             let text = std::str::from_utf8(entry).ok().filter(|e| e.is_ascii());
             let ip = text.and_then(|entry| match header {
                 ForwardedHeader::XForwardedFor => xff_entry(entry),

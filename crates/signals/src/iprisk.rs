@@ -430,6 +430,20 @@ impl IpRiskScorer {
     /// (and its failure meaning answered for it): a failure the decision does not see, but
     /// the operator should.
     pub async fn assess(&self, ip: IpAddr) -> Result<IpRiskAnswer, IpRiskError> {
+        let mut best = self.assess_feeds(ip);
+        if let Some(h) = &self.http {
+            let answer = h.answer(ip).await?;
+            best.provider_failed = answer.provider_failed;
+            if let Some(s) = answer.score {
+                best.score = Some(best.score.map_or(s, |b| b.max(s)));
+            }
+        }
+        Ok(best)
+    }
+
+    /// [`IpRiskScorer::assess`] by the feeds alone: the whole answer when no HTTP provider
+    /// is configured ([`IpRiskScorer::http`]), with no future to hold.
+    pub fn assess_feeds(&self, ip: IpAddr) -> IpRiskAnswer {
         let mut best = IpRiskAnswer::default();
         if !self.feeds.is_empty() {
             best.score = Some(
@@ -440,14 +454,7 @@ impl IpRiskScorer {
                     .unwrap_or(0),
             );
         }
-        if let Some(h) = &self.http {
-            let answer = h.answer(ip).await?;
-            best.provider_failed = answer.provider_failed;
-            if let Some(s) = answer.score {
-                best.score = Some(best.score.map_or(s, |b| b.max(s)));
-            }
-        }
-        Ok(best)
+        best
     }
 
     /// Re-reads changed feed files.

@@ -411,8 +411,11 @@ pub async fn evaluate<'rt>(
         _ => None,
     };
     let verdict = judge::judge(rt, subject, &decision, &ctx, req.now);
+    // Checked here, not in `leave_in_trail`: the context is moved only when it is kept.
     if let Some(trail) = trail {
-        leave_in_trail(trail, rt, req, &verdict, &decision, ctx, denied_user);
+        if trail.keep(rt, req, &verdict, decision.report_only.is_some()) {
+            leave_in_trail(trail, rt, &verdict, &decision, ctx, denied_user);
+        }
     }
     Judged {
         verdict,
@@ -489,15 +492,11 @@ fn would_be_session(
 fn leave_in_trail(
     trail: &mut decision_log::Trail<'_>,
     rt: &Runtime,
-    req: &AccessRequest<'_>,
     verdict: &Verdict,
     decision: &stepgate_policy::Decision<'_>,
     ctx: stepgate_policy::RequestContext,
     denied_user: Option<Arc<stepgate_store::UserRecord>>,
 ) {
-    if !trail.keep(rt, req, verdict, decision.report_only.is_some()) {
-        return;
-    }
     trail.who = decision_log::Who::of(verdict, denied_user);
     // Only when decide saw a report-only match: the pass costs nothing otherwise.
     if decision.report_only.is_some() {

@@ -357,12 +357,18 @@ impl SignalSource for LiveSignals {
         }
         if let Some(ip) = facts.ip {
             facts.geo = sig.geo(ip);
-            // A provider failure its `on_error` answered for is counted all the same.
-            let risk = sig.ip_risk.assess(ip);
-            let risk = sig
-                .calls
-                .judged(Provider::IpRisk, risk, |a| a.provider_failed);
-            facts.ip_risk_score = risk.await?.score;
+            // A provider failure its `on_error` answered for is counted all the same. The
+            // HTTP provider's future is boxed: it is kilobytes, and every request's future
+            // would carry (and copy) that space, though only a configured provider uses it.
+            let hid = |a: &stepgate_signals::iprisk::IpRiskAnswer| a.provider_failed;
+            let risk = if sig.ip_risk.http.is_some() {
+                let asked = Box::pin(sig.ip_risk.assess(ip));
+                sig.calls.judged(Provider::IpRisk, asked, hid).await?
+            } else {
+                let feeds = || Ok::<_, IpRiskError>(sig.ip_risk.assess_feeds(ip));
+                sig.calls.judged_now(Provider::IpRisk, feeds, hid)?
+            };
+            facts.ip_risk_score = risk.score;
         }
         let check = self.certificate(rt, req).await;
         if check.is_some() {
@@ -411,9 +417,9 @@ impl LiveSignals {
             &subject.user.id,
             device_id,
         );
-        self.signals
-            .calls
-            .time(Provider::MfaMemory, remembered)
+        // Boxed: only a sign-in on a known device gets here, and every request's future
+        // would otherwise carry this one's space.
+        Box::pin(self.signals.calls.time(Provider::MfaMemory, remembered))
             .await
             .map_err(Into::into)
     }

@@ -204,6 +204,20 @@ impl SignalCalls {
         out
     }
 
+    /// [`SignalCalls::judged`] for a call that answers at once (`call`, synchronous).
+    pub fn judged_now<T, E>(
+        &self,
+        provider: SignalProvider,
+        call: impl FnOnce() -> Result<T, E>,
+        hid_failure: impl FnOnce(&T) -> bool,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let out = call();
+        let failed = out.as_ref().map_or(true, hid_failure);
+        self.0.observe(provider as usize, started.elapsed(), failed);
+        out
+    }
+
     /// Runs `call` as a call of `provider` that cannot fail (its answer may be a refusal).
     pub async fn answer<T>(&self, provider: SignalProvider, call: impl Future<Output = T>) -> T {
         let started = Instant::now();
