@@ -297,10 +297,7 @@ fn answered(
     id: crate::access::RequestId,
     guard: Option<super::idle::RequestGuard>,
 ) -> Response {
-    if !res
-        .headers()
-        .contains_key(crate::access::decision_log::REQUEST_ID_HEADER)
-    {
+    if !crate::access::decision_log::has_header(&res) {
         crate::access::decision_log::set_header(&mut res, id);
     }
     crate::telemetry::answered(res.status());

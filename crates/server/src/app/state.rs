@@ -92,9 +92,12 @@ impl Runtime {
     /// How the targets of requests for `host` are read: the rules of its app, or the strict
     /// ones when no app is configured for it (the request is refused later anyway).
     pub fn target_rules(&self, host: &str) -> stepgate_request::TargetRules {
-        self.app_index(host)
-            .map(|i| self.target_rules[i])
-            .unwrap_or_default()
+        self.target_rules_of(self.app_index(host))
+    }
+
+    /// [`Runtime::target_rules`] for the app found already ([`Runtime::app_index`]).
+    pub fn target_rules_of(&self, app: Option<usize>) -> stepgate_request::TargetRules {
+        app.map(|i| self.target_rules[i]).unwrap_or_default()
     }
 
     /// The scheme clients use when no one says otherwise: `https` when the session cookie
@@ -149,7 +152,13 @@ impl Runtime {
         self.app_index(host).map(|i| &self.config.apps[i])
     }
 
-    fn app_index(&self, host: &str) -> Option<usize> {
+    /// The app at `i` of [`Runtime::app_index`].
+    pub fn app_at(&self, i: usize) -> Option<&stepgate_policy::spec::AppSpec> {
+        self.config.apps.get(i)
+    }
+
+    /// The index of the app served on `host` (with or without a port), if any.
+    pub fn app_index(&self, host: &str) -> Option<usize> {
         let host = strip_port(host);
         let i = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.get(&host.to_ascii_lowercase())

@@ -157,7 +157,7 @@ fn read<'r>(rt: &'r Runtime, req: &Request) -> Result<(Original, &'r AppSpec), R
                 RefusalKind::BadRequest(e.to_string())
             })
         })?;
-    let Some(app) = rt.app_for_host(&original.host) else {
+    let Some(app) = original.app.and_then(|i| rt.app_at(i)) else {
         if !rt.serves_host(&original.host) {
             return Err(Read::Refused(RefusalKind::Misdirected));
         }

@@ -24,6 +24,9 @@ pub struct Original {
     pub target: Uri,
     /// `http` or `https`, as the client spoke to the front proxy (or to stepgate).
     pub scheme: &'static str,
+    /// The app the host names (its index, [`Runtime::app_index`]): looked up once, for the
+    /// target's rules and then by the entry point.
+    pub app: Option<usize>,
 }
 
 impl Original {
@@ -175,7 +178,8 @@ fn read(
     as_sent: Option<&axum::http::uri::PathAndQuery>,
 ) -> Result<Original, Unreadable> {
     let host = checked_host(host)?;
-    let target = read_target(raw_target, rt.target_rules(host))?;
+    let app = rt.app_index(host);
+    let target = read_target(raw_target, rt.target_rules_of(app))?;
     let target: Uri = match as_sent {
         Some(pq) if target.unchanged() => Uri::from(pq.clone()),
         _ if target.unchanged() => raw_target
@@ -191,6 +195,7 @@ fn read(
         host: host.to_string(),
         target,
         scheme,
+        app,
     })
 }
 

@@ -49,12 +49,20 @@ impl RequestId {
 /// Sets `id` as `response`'s [`REQUEST_ID_HEADER`] (replacing one an upstream set: the id
 /// names stepgate's decision on the request).
 pub fn set_header(response: &mut axum::response::Response, id: RequestId) {
-    /// Checked once, at compile time (a name from a `&str` is checked on every call).
-    const NAME: axum::http::HeaderName = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
     if let Ok(v) = axum::http::HeaderValue::from_bytes(&id.0) {
-        response.headers_mut().insert(NAME, v);
+        response.headers_mut().insert(REQUEST_ID_NAME, v);
     }
 }
+
+/// Whether `response` carries its request id already ([`set_header`]).
+pub fn has_header(response: &axum::response::Response) -> bool {
+    response.headers().contains_key(REQUEST_ID_NAME)
+}
+
+/// [`REQUEST_ID_HEADER`], checked once, at compile time (a name given as `&str` is parsed
+/// and hashed on every call).
+const REQUEST_ID_NAME: axum::http::HeaderName =
+    axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 impl Default for RequestId {
     fn default() -> Self {

@@ -10,7 +10,7 @@
 //!
 //! One key's making, sealing and opening is in [`material`].
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -75,7 +75,9 @@ pub struct AssertionKeys {
     record: &'static str,
     store: Arc<dyn DurableStore>,
     secret: SecretKey,
-    ring: RwLock<Arc<KeyRing>>,
+    /// Swapped whole on a reload; read on every allowed request without a lock or a
+    /// reference count taken (`ArcSwap`).
+    ring: arc_swap::ArcSwap<KeyRing>,
     writer: tokio::sync::Mutex<()>,
 }
 
@@ -115,10 +117,10 @@ impl AssertionKeys {
             record,
             store,
             secret,
-            ring: RwLock::new(Arc::new(KeyRing {
+            ring: arc_swap::ArcSwap::from_pointee(KeyRing {
                 keys: Vec::new(),
                 loaded_at: Instant::now(),
-            })),
+            }),
             writer: tokio::sync::Mutex::new(()),
         }
     }
@@ -152,7 +154,7 @@ impl AssertionKeys {
             keys,
             loaded_at: Instant::now(),
         });
-        *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
+        self.ring.store(ring);
         Ok(())
     }
 
@@ -245,11 +247,11 @@ impl AssertionKeys {
     /// `f` of the id of the key new assertions are signed with, without copying it (this
     /// runs on every allowed request).
     pub fn with_current_kid<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
-        self.ring().keys.first().map(|k| f(&k.kid))
+        self.ring.load().keys.first().map(|k| f(&k.kid))
     }
 
     fn ring(&self) -> Arc<KeyRing> {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.ring.load_full()
     }
 
     /// How long ago the key set was last read from the store.
