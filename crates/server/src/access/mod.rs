@@ -368,18 +368,23 @@ pub async fn evaluate<'rt>(
     explain: Option<&mut Option<Explained>>,
     trail: Option<&mut decision_log::Trail<'_>>,
 ) -> Judged<'rt> {
-    let facts = signals.facts(rt, req, &subject);
-    let mut facts = match facts.instrument(tracing::debug_span!("signals")).await {
-        Ok(f) => f,
-        Err(e) => return facts_failed(rt, req, &subject, e, trail),
+    // The facts live in this block only: a future keeps room for every local that lives
+    // across an await, and they are spent before the next one.
+    let (ctx, assessment, remembered) = {
+        let facts = signals.facts(rt, req, &subject);
+        let mut facts = match facts.instrument(tracing::debug_span!("signals")).await {
+            Ok(f) => f,
+            Err(e) => return facts_failed(rt, req, &subject, e, trail),
+        };
+        let remembered = std::mem::take(&mut facts.remembered_mfa);
+        // A context file may state no user at all (an anonymous request).
+        let user = match subject.who {
+            Who::Assumed if subject.user.username.is_empty() => None,
+            _ => Some(&subject.user),
+        };
+        let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
+        (ctx, assessment, remembered)
     };
-    let remembered = std::mem::take(&mut facts.remembered_mfa);
-    // A context file may state no user at all (an anonymous request).
-    let user = match subject.who {
-        Who::Assumed if subject.user.username.is_empty() => None,
-        _ => Some(&subject.user),
-    };
-    let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
     let policies = &rt.config.policy_set;
     let span = tracing::debug_span!("policy", policy = tracing::field::Empty);
     let decision = span.in_scope(|| policies.decide(&ctx));
@@ -392,9 +397,9 @@ pub async fn evaluate<'rt>(
         });
     }
     if let (Some(fx), Some((s, device))) = (effects, device_to_bind(req, &subject, &ctx)) {
-        fx.devices
-            .bind_session(rt, fx.sessions, s, device, req.now)
-            .await;
+        // Boxed: only a request that binds its session to a device gets here, and every
+        // request's future would otherwise carry this one's space.
+        Box::pin(fx.devices.bind_session(rt, fx.sessions, s, device, req.now)).await;
     }
     let mut subject = subject;
     if let Who::Prospective(d) = &mut subject.who {
