@@ -368,22 +368,9 @@ pub async fn evaluate<'rt>(
     explain: Option<&mut Option<Explained>>,
     trail: Option<&mut decision_log::Trail<'_>>,
 ) -> Judged<'rt> {
-    // The facts live in this block only: a future keeps room for every local that lives
-    // across an await, and they are spent before the next one.
-    let (ctx, assessment, remembered) = {
-        let facts = signals.facts(rt, req, &subject);
-        let mut facts = match facts.instrument(tracing::debug_span!("signals")).await {
-            Ok(f) => f,
-            Err(e) => return facts_failed(rt, req, &subject, e, trail),
-        };
-        let remembered = std::mem::take(&mut facts.remembered_mfa);
-        // A context file may state no user at all (an anonymous request).
-        let user = match subject.who {
-            Who::Assumed if subject.user.username.is_empty() => None,
-            _ => Some(&subject.user),
-        };
-        let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
-        (ctx, assessment, remembered)
+    let (ctx, assessment, remembered) = match context_of(rt, req, &subject, signals).await {
+        Ok(c) => c,
+        Err(e) => return facts_failed(rt, req, &subject, e, trail),
     };
     let policies = &rt.config.policy_set;
     let span = tracing::debug_span!("policy", policy = tracing::field::Empty);
@@ -426,6 +413,35 @@ pub async fn evaluate<'rt>(
         verdict,
         decision: Some(decided),
     }
+}
+
+/// The signals' facts about `req` from `subject`, as the policy's context (with the risk
+/// assessment, when the history was read) and the MFA remembered on the device. The facts
+/// live in this function only: a future keeps room for every local that lives across an
+/// await, and they are spent before `evaluate`'s next one.
+async fn context_of(
+    rt: &Runtime,
+    req: &AccessRequest<'_>,
+    subject: &Subject,
+    signals: &dyn SignalSource,
+) -> Result<
+    (
+        stepgate_policy::RequestContext,
+        Option<stepgate_signals::risk::RiskAssessment>,
+        Vec<stepgate_authn::PassedFactor>,
+    ),
+    signals::SignalError,
+> {
+    let facts = signals.facts(rt, req, subject);
+    let mut facts = facts.instrument(tracing::debug_span!("signals")).await?;
+    let remembered = std::mem::take(&mut facts.remembered_mfa);
+    // A context file may state no user at all (an anonymous request).
+    let user = match subject.who {
+        Who::Assumed if subject.user.username.is_empty() => None,
+        _ => Some(&subject.user),
+    };
+    let (ctx, assessment) = context::build(req, user, facts, &rt.config.signals.risk);
+    Ok((ctx, assessment, remembered))
 }
 
 /// The signal source failed: the request is refused as unavailable (fail closed), and the

@@ -33,7 +33,7 @@ use crate::access::request::client_ip;
 use crate::access::{AccessRequest, Connection, Credentials, RequestId, Verdict};
 use crate::app::responses::{is_api, see_other, Peer};
 use crate::app::state::{Runtime, Shared};
-use crate::session::cookies::decision_cookies_sorting;
+use crate::session::cookies::{decision_cookies_sorting, DecisionCookies};
 use original::Original;
 use render::{RefusalKind, Return};
 use stepgate_policy::spec::AppSpec;
@@ -44,18 +44,10 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
     let started = std::time::Instant::now();
     let rt = st.runtime.load_full();
     let api = is_api(req.headers());
-    let (original, app) = match read(&rt, &req) {
+    let (original, app, cookies) = match read(&rt, &req) {
         Ok(r) => r,
         Err(Read::Refused(kind)) => return kind.to(api, &rt).into_response(),
         Err(Read::PortalRoot) => return see_other(&rt.portal_url("/account")),
-    };
-    let cookies = match decision_cookies_sorting(&rt, req.headers()) {
-        Ok(c) => c,
-        Err(e) => {
-            return RefusalKind::BadRequest(e.to_string())
-                .to(api, &rt)
-                .into_response()
-        }
     };
     let now = Utc::now();
     let ip = client_ip(&rt, peer.0, req.headers());
@@ -146,8 +138,12 @@ enum Read {
 }
 
 /// Reads a request for the reverse proxy: the target in its one normal form (a method
-/// stepgate does not proxy is 405), a configured host, and its app.
-fn read<'r>(rt: &'r Runtime, req: &Request) -> Result<(Original, &'r AppSpec), Read> {
+/// stepgate does not proxy is 405), a configured host, its app, and the cookies the
+/// decision reads (a repeated session cookie is 400).
+fn read<'r: 'q, 'q>(
+    rt: &'r Runtime,
+    req: &'q Request,
+) -> Result<(Original, &'r AppSpec, DecisionCookies<'q>), Read> {
     let over_tls = req.extensions().get::<crate::app::tls::Tls>().is_some();
     let original = original::proxied(rt, req.method(), req.uri(), req.headers(), over_tls)
         .map_err(|e| {
@@ -167,5 +163,7 @@ fn read<'r>(rt: &'r Runtime, req: &Request) -> Result<(Original, &'r AppSpec), R
             Read::Refused(RefusalKind::NotFound)
         });
     };
-    Ok((original, app))
+    let cookies = decision_cookies_sorting(rt, req.headers())
+        .map_err(|e| Read::Refused(RefusalKind::BadRequest(e.to_string())))?;
+    Ok((original, app, cookies))
 }
