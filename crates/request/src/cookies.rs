@@ -207,15 +207,21 @@ pub fn names_own(name: &str, own: &[String]) -> bool {
         let key = name_key(name);
         return own.contains(&key);
     }
-    let bare = ["__host-", "__secure-"]
+    let bare = unprefixed(name);
+    own.iter().any(|o| bare.eq_ignore_ascii_case(o))
+}
+
+/// `name` without a `__Host-` or `__Secure-` prefix in any case (the prefixes
+/// [`name_key`] drops).
+fn unprefixed(name: &str) -> &str {
+    ["__host-", "__secure-"]
         .iter()
         .find_map(|p| {
             name.get(..p.len())
                 .filter(|head| head.eq_ignore_ascii_case(p))
                 .map(|_| &name[p.len()..])
         })
-        .unwrap_or(name);
-    own.iter().any(|o| bare.eq_ignore_ascii_case(o))
+        .unwrap_or(name)
 }
 
 /// [`lookup_many`], and for a request with one `Cookie` line of text (as HTTP/1.1 clients
@@ -291,15 +297,7 @@ pub fn has_key(name: &str, key: &str) -> bool {
     if name.contains('%') {
         return name_key(name) == key;
     }
-    let bare = ["__host-", "__secure-"]
-        .iter()
-        .find_map(|p| {
-            name.get(..p.len())
-                .filter(|head| head.eq_ignore_ascii_case(p))
-                .map(|_| &name[p.len()..])
-        })
-        .unwrap_or(name);
-    bare.eq_ignore_ascii_case(key)
+    unprefixed(name).eq_ignore_ascii_case(key)
 }
 
 /// The name in `name=value` (a `Cookie` piece, or a `Set-Cookie` header's first part),
