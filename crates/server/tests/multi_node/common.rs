@@ -151,6 +151,19 @@ pub(crate) async fn assert_sent_to_sign_in(node: &Server, id: &str, why: &str) {
     );
 }
 
+/// [`assert_sent_to_sign_in`] for a change another node (or the CLI) made: the change feed
+/// is Redis pub/sub, delivered to each node's listener a moment after the write returns,
+/// so `node` is given up to 5 s to hear it. The cache TTL here is 10 minutes: a change seen
+/// within that moment came by the feed. (Found flaky under load in CI: the listener task
+/// had not run yet when the very next request arrived.)
+pub(crate) async fn assert_sent_to_sign_in_once_heard(node: &Server, id: &str, why: &str) {
+    let began = Instant::now();
+    while answer(node, id, "/").await.0 == 200 && began.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_sent_to_sign_in(node, id, why).await;
+}
+
 /// Signs jane in with her password through `node` in a new browser; the browser and the
 /// session id.
 pub(crate) async fn signed_in(node: &Server) -> (Browser, String) {
