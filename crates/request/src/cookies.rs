@@ -162,17 +162,23 @@ pub fn lookup_many<'a, const N: usize>(
     // `pairs`, as plain loops: this runs on every request.
     for line in headers.get_all(http::header::COOKIE) {
         for (n, v) in pieces(line).filter_map(parse_pair) {
-            for (i, want) in names.iter().enumerate() {
-                if n == *want {
-                    out[i] = match out[i] {
-                        Lookup::Absent => Lookup::One(v),
-                        _ => Lookup::Repeated,
-                    };
-                }
-            }
+            found(&mut out, &names, n, v);
         }
     }
     out
+}
+
+/// Records the pair `n=v` in `out` (the lookups of `names`): a name's first sighting is its
+/// value, any later one makes it [`Lookup::Repeated`].
+fn found<'a, const N: usize>(out: &mut [Lookup<'a>; N], names: &[&str; N], n: &str, v: &'a str) {
+    for (i, want) in names.iter().enumerate() {
+        if n == *want {
+            out[i] = match out[i] {
+                Lookup::Absent => Lookup::One(v),
+                _ => Lookup::Repeated,
+            };
+        }
+    }
 }
 
 /// What a request's one `Cookie` line holds of stepgate's own cookies, found in the same
@@ -253,16 +259,8 @@ pub fn lookup_many_sorting<'a, const N: usize>(
         } else {
             theirs = true;
         }
-        let Some((n, v)) = parse_pair(piece) else {
-            continue;
-        };
-        for (i, want) in names.iter().enumerate() {
-            if n == *want {
-                out[i] = match out[i] {
-                    Lookup::Absent => Lookup::One(v),
-                    _ => Lookup::Repeated,
-                };
-            }
+        if let Some((n, v)) = parse_pair(piece) {
+            found(&mut out, &names, n, v);
         }
     }
     let sorted = OwnInLine {

@@ -89,13 +89,9 @@ impl Runtime {
         }
     }
 
-    /// How the targets of requests for `host` are read: the rules of its app, or the strict
-    /// ones when no app is configured for it (the request is refused later anyway).
-    pub fn target_rules(&self, host: &str) -> stepgate_request::TargetRules {
-        self.target_rules_of(self.app_index(host))
-    }
-
-    /// [`Runtime::target_rules`] for the app found already ([`Runtime::app_index`]).
+    /// How the targets of requests for the app `app` ([`Runtime::app_index`] of their host)
+    /// are read: the rules of that app, or the strict ones when no app is configured for
+    /// the host (the request is refused later anyway).
     pub fn target_rules_of(&self, app: Option<usize>) -> stepgate_request::TargetRules {
         app.map(|i| self.target_rules[i]).unwrap_or_default()
     }

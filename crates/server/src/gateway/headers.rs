@@ -132,10 +132,10 @@ header_set! {
     ];
 }
 
-/// Whether a (folded) name starting with this byte can be in any of the sets a request
-/// going upstream is stripped of: most headers a request carries (`host`, `accept`, ...) are
-/// told apart by their first byte alone, before the sets are compared name by name.
-static MAY_STRIP: [bool; 256] = {
+/// Whether a (folded) name starting with this byte can be in any of the sets above: most
+/// headers a request carries (`host`, `accept`, ...) are told apart by their first byte
+/// alone, before the sets are compared name by name.
+static MAY_BE_LISTED: [bool; 256] = {
     let mut t = [false; 256];
     let sets = [
         REMOTE_TEXT,
@@ -172,21 +172,12 @@ fn is_stepgates(name: &str, configured: &[String]) -> bool {
 
 /// [`is_stepgates`] for a name already folded ([`stepgate_request::names::fold`]).
 fn is_folded_stepgates(n: &str, configured: &[String]) -> bool {
-    is_identity(n) || is_rewrite(n) || is_forwarding(n) || configured.iter().any(|c| c == n)
-}
-
-/// Whether a request going upstream is stripped of the header `folded` (folded with
-/// [`stepgate_request::names::fold`]): a hop-by-hop header or one of stepgate's.
-fn is_stripped_from_request(folded: &str, configured: &[String]) -> bool {
-    let listed = folded
+    let listed = n
         .as_bytes()
         .first()
-        .is_some_and(|b| MAY_STRIP[usize::from(*b)])
-        && (is_hop_by_hop(folded)
-            || is_identity(folded)
-            || is_rewrite(folded)
-            || is_forwarding(folded));
-    listed || configured.iter().any(|c| c == folded)
+        .is_some_and(|b| MAY_BE_LISTED[usize::from(*b)])
+        && (is_identity(n) || is_rewrite(n) || is_forwarding(n));
+    listed || configured.iter().any(|c| c == n)
 }
 
 /// The first header of a request to stepgate's forward-auth endpoints that names one of
@@ -229,7 +220,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// for this hop alone.
 pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
     remove_matching(h, true, |n| {
-        is_stripped_from_request(&stepgate_request::names::fold(n), configured)
+        let folded = stepgate_request::names::fold(n);
+        is_hop_by_hop(&folded) || is_folded_stepgates(&folded, configured)
     });
 }
 
