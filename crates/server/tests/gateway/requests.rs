@@ -208,4 +208,32 @@ async fn a_cookie_line_read_once_still_loses_every_spelling_of_stepgates_cookies
         seen["cookie"], "a=1; b=2",
         "only the app's cookies, in order"
     );
+    // Lines the one pass does not sort are read again by the strip: two lines become one
+    // without stepgate's cookies, and a line with bytes outside ASCII goes whole.
+    let two = plain
+        .get(h.url("app.test", "/whoami"))
+        .header("cookie", format!("a=1; {session}"))
+        .header("cookie", "__Secure-Stepgate_Session=w; b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status(), 200);
+    let seen: serde_json::Value = two.json().await.unwrap();
+    assert_eq!(
+        (&seen["user"], &seen["cookie"]),
+        (&"jane".into(), &"a=1; b=2".into())
+    );
+    let odd =
+        reqwest::header::HeaderValue::from_bytes(format!("a=\u{e9}; {session}; b=2").as_bytes())
+            .unwrap();
+    let r = plain
+        .get(h.url("app.test", "/whoami"))
+        .header("cookie", odd)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["user"], "jane", "the session's own piece still reads");
+    assert_eq!(seen["cookie"], "", "a line that is not ASCII goes whole");
 }
