@@ -1,19 +1,28 @@
-//! Closing idle HTTP/2 connections.
+//! Closing connections that hold on without a request.
 //!
-//! hyper's HTTP/1.1 server closes a connection that sends no request headers within
-//! `server.header_timeout` of connecting or of its previous response. Its HTTP/2 server
-//! has no such limit: a client could open connections, or stop halfway through a request's
-//! headers, and hold them for ever. Here an HTTP/2 connection that has had no request in
-//! progress and sent nothing for `header_timeout` is asked to go away: the serving loop
-//! has hyper send `GOAWAY` and close, so a client knows which of its requests were taken
-//! and can retry the others on a new connection. A client that keeps the connection open
-//! after that is cut off `header_timeout` later. A request counts as in progress until its
-//! response body has been sent or dropped, so a quiet long response (server-sent events, a
-//! long poll) keeps its connection.
+//! An HTTP/1.1 connection must send each request's headers within `server.header_timeout`
+//! of connecting or of its previous response's end; one that does not (it sends nothing,
+//! or trickles its headers a byte at a time) reads as closed, and hyper closes it. This is
+//! hyper's own `header_read_timeout`, done here lazily: hyper's arms a fresh timer for
+//! every request (an allocation and a timer-wheel insert and removal each), this one
+//! moves a single timer per connection only when it fires, and notes the time a response
+//! ends.
+//!
+//! hyper's HTTP/2 server has no such limit: a client could open connections, or stop
+//! halfway through a request's headers, and hold them for ever. Here an HTTP/2 connection
+//! that has had no request in progress and sent nothing for `header_timeout` is asked to go
+//! away: the serving loop has hyper send `GOAWAY` and close, so a client knows which of its
+//! requests were taken and can retry the others on a new connection. A client that keeps
+//! the connection open after that is cut off `header_timeout` later.
+//!
+//! On both, a request counts as in progress until its response body has been sent or
+//! dropped, so a quiet long response (server-sent events, a long poll) keeps its
+//! connection; an HTTP/1.1 connection switched to another protocol (a WebSocket) is no
+//! longer HTTP's to time.
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,28 +31,67 @@ use axum::body::{Body, Bytes, HttpBody};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Requests in progress on one connection.
-#[derive(Clone, Default)]
-pub(crate) struct InProgress(Arc<AtomicUsize>);
+/// Requests in progress on one connection, and when the last one ended.
+#[derive(Clone)]
+pub(crate) struct InProgress(Arc<Requests>);
+
+struct Requests {
+    count: AtomicUsize,
+    /// The connection now speaks another protocol (HTTP/1.1 `101 Switching Protocols`).
+    switched: AtomicBool,
+    /// When the connection was opened: [`Requests::ended`] counts from it.
+    opened: Instant,
+    /// When the last request in progress ended, in nanoseconds after `opened`.
+    ended: AtomicU64,
+}
+
+impl Default for InProgress {
+    fn default() -> Self {
+        InProgress(Arc::new(Requests {
+            count: AtomicUsize::new(0),
+            switched: AtomicBool::new(false),
+            opened: Instant::now(),
+            ended: AtomicU64::new(0),
+        }))
+    }
+}
 
 impl InProgress {
     /// Counts a request until the guard is dropped.
     pub(crate) fn enter(&self) -> RequestGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
         RequestGuard(self.0.clone())
     }
 
     fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        self.0.count.load(Ordering::Relaxed) > 0 || self.0.switched.load(Ordering::Relaxed)
+    }
+
+    /// When the connection was opened, or its last request ended.
+    fn idle_since(&self) -> Instant {
+        self.0.opened + Duration::from_nanos(self.0.ended.load(Ordering::Relaxed))
     }
 }
 
 /// One request in progress; see [`InProgress::enter`].
-pub(crate) struct RequestGuard(Arc<AtomicUsize>);
+pub(crate) struct RequestGuard(Arc<Requests>);
+
+impl RequestGuard {
+    /// Marks the request's connection as switched to another protocol (its answer is
+    /// `101 Switching Protocols`): no longer timed.
+    pub(crate) fn switched(&self) {
+        self.0.switched.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let since = self.0.opened.elapsed().as_nanos();
+            self.0
+                .ended
+                .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
     }
 }
 
@@ -87,8 +135,8 @@ impl HttpBody for GuardedBody {
     }
 }
 
-/// Raised once by [`IdleIo`] when its connection has been idle for its limit: the serving
-/// loop then shuts the connection down gracefully.
+/// Raised once by [`IdleIo`] when its HTTP/2 connection has been idle for its limit: the
+/// serving loop then shuts the connection down gracefully.
 #[derive(Default)]
 pub(crate) struct GoAway(tokio::sync::Notify);
 
@@ -99,22 +147,43 @@ impl GoAway {
     }
 }
 
-/// A connection's I/O that asks for the connection to go away once it is idle (nothing
-/// read and no request in progress for `limit`), and reads as closed if it is still open
-/// `limit` after that.
+/// A connection's I/O that times the connection while it has no request in progress (see
+/// the module's documentation for each protocol's rule).
 pub(crate) struct IdleIo<T> {
     io: T,
     in_progress: InProgress,
     limit: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// HTTP/2's idle state; `None` on HTTP/1.1.
+    h2: Option<Http2Idle>,
+}
+
+/// What an HTTP/2 connection's idleness is judged by.
+struct Http2Idle {
     last_read: Instant,
     go_away: Arc<GoAway>,
     /// When [`GoAway`] was raised.
     asked_at: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
 }
 
 impl<T> IdleIo<T> {
-    pub(crate) fn new(
+    /// An HTTP/1.1 connection's I/O: it reads as closed once the connection has had no
+    /// request in progress for `limit` (since it opened or its last response ended).
+    pub(crate) fn http1(io: T, in_progress: InProgress, limit: Duration) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(in_progress.0.opened + limit));
+        IdleIo {
+            io,
+            in_progress,
+            limit,
+            timer,
+            h2: None,
+        }
+    }
+
+    /// An HTTP/2 connection's I/O: it asks for the connection to go away once it is idle
+    /// (nothing read and no request in progress for `limit`), and reads as closed if it is
+    /// still open `limit` after that.
+    pub(crate) fn http2(
         io: T,
         in_progress: InProgress,
         go_away: Arc<GoAway>,
@@ -125,17 +194,19 @@ impl<T> IdleIo<T> {
             io,
             in_progress,
             limit,
-            last_read: now,
-            go_away,
-            asked_at: None,
             timer: Box::pin(tokio::time::sleep_until(now + limit)),
+            h2: Some(Http2Idle {
+                last_read: now,
+                go_away,
+                asked_at: None,
+            }),
         }
     }
 
-    /// Whether the connection has been idle for its limit (since its last read, or since
-    /// it was asked to go away: what a client sends after that does not count); otherwise
-    /// arms the timer for when it next could be.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the connection has been idle for its limit (`since`: when it last was not);
+    /// otherwise arms the timer for when it next could be. The timer is moved only when it
+    /// fires, so a busy connection costs one timer per `limit`, not one per request.
+    fn poll_idle(&mut self, cx: &mut Context<'_>, since: Instant) -> bool {
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
@@ -144,13 +215,53 @@ impl<T> IdleIo<T> {
             let due = if self.in_progress.any() {
                 now + self.limit
             } else {
-                self.asked_at.unwrap_or(self.last_read) + self.limit
+                since + self.limit
             };
             if due <= now {
                 return true;
             }
             self.timer.as_mut().reset(due);
         }
+    }
+
+    /// A read found nothing on an HTTP/1.1 connection: end of stream once the client has
+    /// had `limit` to send a request's headers (hyper then closes the connection). The timer
+    /// is kept armed while a request is in progress too: hyper may read (and find nothing)
+    /// before it writes the response's end, and not read again until something wakes it.
+    fn http1_waiting(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.poll_idle(cx, self.in_progress.idle_since()) {
+            return Poll::Pending;
+        }
+        tracing::debug!("an HTTP/1.1 client sent no request headers in time: closing");
+        Poll::Ready(Ok(()))
+    }
+
+    /// A read found nothing on an HTTP/2 connection: asks it to go away once idle, and
+    /// reads as closed once it has stayed `limit` after that.
+    fn http2_waiting(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(since) = self.h2.as_ref().map(|h| h.asked_at.unwrap_or(h.last_read)) else {
+            return Poll::Pending;
+        };
+        if !self.poll_idle(cx, since) {
+            return Poll::Pending;
+        }
+        let Some(h2) = self.h2.as_mut() else {
+            return Poll::Pending;
+        };
+        if h2.asked_at.is_none() {
+            tracing::debug!("an idle HTTP/2 connection is asked to go away");
+            let now = Instant::now();
+            h2.asked_at = Some(now);
+            h2.go_away.0.notify_one();
+            self.timer.as_mut().reset(now + self.limit);
+            // Registers the timer for the cut-off.
+            if !self.poll_idle(cx, now) {
+                return Poll::Pending;
+            }
+        }
+        tracing::debug!("cutting off an idle HTTP/2 connection that did not go away");
+        // End of stream: hyper closes the connection.
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -163,29 +274,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.last_read = Instant::now();
+                // What an HTTP/1.1 client sends does not extend its time.
+                if let Some(h2) = self.h2.as_mut() {
+                    h2.last_read = Instant::now();
+                }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                if !self.poll_idle(cx) {
-                    return Poll::Pending;
-                }
-                if self.asked_at.is_none() {
-                    tracing::debug!("an idle HTTP/2 connection is asked to go away");
-                    let now = Instant::now();
-                    self.asked_at = Some(now);
-                    self.go_away.0.notify_one();
-                    let due = now + self.limit;
-                    self.timer.as_mut().reset(due);
-                    // Registers the timer for the cut-off.
-                    if !self.poll_idle(cx) {
-                        return Poll::Pending;
-                    }
-                }
-                tracing::debug!("cutting off an idle HTTP/2 connection that did not go away");
-                // End of stream: hyper closes the connection.
-                Poll::Ready(Ok(()))
-            }
+            Poll::Pending if self.h2.is_some() => self.http2_waiting(cx),
+            Poll::Pending => self.http1_waiting(cx),
             other => other,
         }
     }

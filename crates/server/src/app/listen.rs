@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as AutoBuilder;
-use hyper_util::server::graceful::GracefulConnection;
 
 use crate::access::signals::PeerCertificates;
 
+use super::drain::{Drain, Stopping};
+use super::idle::IdleIo;
 use super::reload::{spawn_reloader, wait_for_stop};
 use super::routes::{router_at, service};
 use super::state::Shared;
@@ -237,9 +237,9 @@ pub(crate) async fn serve_connections(
     // `direct_route` must use the same.
     let portal: Arc<str> = state.runtime.load().portal().into();
     let router = router_at(state.clone(), &portal);
-    // Each connection holds a receiver: a change asks it to shut down gracefully, and the
-    // drain is over when every receiver is gone.
-    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(());
+    // Each connection holds a stop signal: it asks the connection to shut down gracefully,
+    // and the drain is over when every one is gone.
+    let drain = Drain::default();
     tokio::pin!(stop);
     // This event loop's upstream connections, swept every second (see `sweep_kept`).
     let sweep = crate::gateway::upstream::sweep_kept();
@@ -258,7 +258,7 @@ pub(crate) async fn serve_connections(
             st: state.clone(),
             portal: portal.clone(),
             header_timeout: state.runtime.load().config.server.header_timeout.0,
-            stopping: stopping_rx.clone(),
+            stopping: drain.connection(),
             peer,
             _guard: guard,
         };
@@ -267,10 +267,8 @@ pub(crate) async fn serve_connections(
     state.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
     let grace = state.runtime.load().config.server.shutdown_grace.0;
-    drop(stopping_rx);
-    let _ = stopping_tx.send(());
     tokio::select! {
-        _ = stopping_tx.closed() => {}
+        _ = drain.stop_and_wait() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
     }
     // The SIEM streams end after the delivery under way, its cursor written.
@@ -289,8 +287,8 @@ struct Connection {
     st: Shared,
     portal: Arc<str>,
     header_timeout: std::time::Duration,
-    /// Changes when the server stops: the connection is then shut down gracefully.
-    stopping: tokio::sync::watch::Receiver<()>,
+    /// Completes when the server stops: the connection is then shut down gracefully.
+    stopping: Stopping,
     peer: SocketAddr,
     /// Counts the connection as open on its worker until it ends.
     _guard: OpenGuard,
@@ -324,14 +322,15 @@ impl Connection {
         }
     }
 
-    /// HTTP/1.1 (with upgrades) or HTTP/2 over `io`. HTTP/2 connections are asked to go
-    /// away once idle for `header_timeout` by [`super::idle::IdleIo`] (hyper's HTTP/1.1
-    /// server closes idle ones itself).
+    /// HTTP/1.1 (with upgrades) or HTTP/2 over `io`, by hyper's builder for that protocol
+    /// (it is settled already), timed by [`super::idle::IdleIo`]: HTTP/1.1 connections must
+    /// send each request's headers within `header_timeout` of connecting or of the previous
+    /// response, so a client trickling headers, or holding an idle keep-alive connection,
+    /// is let go; HTTP/2 connections are asked to go away once idle for `header_timeout`.
     async fn speak<IO>(self, io: IO, h2: bool, certs: Option<PeerCertificates>) -> ServeResult
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let builder = connection_builder(h2, self.header_timeout);
         let Connection {
             router,
             st,
@@ -341,17 +340,19 @@ impl Connection {
             peer,
             _guard,
         } = self;
+        let in_progress = super::idle::InProgress::default();
+        let svc = service(router, st, portal, peer, certs, in_progress.clone());
         if h2 {
-            let in_progress = super::idle::InProgress::default();
             let go_away = Arc::new(super::idle::GoAway::default());
-            let io =
-                super::idle::IdleIo::new(io, in_progress.clone(), go_away.clone(), header_timeout);
-            let svc = service(router, st, portal, peer, certs, Some(in_progress));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            let io = IdleIo::http2(io, in_progress, go_away.clone(), header_timeout);
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), svc);
             drive(conn, stopping, go_away.requested()).await
         } else {
-            let svc = service(router, st, portal, peer, certs, None);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            let io = IdleIo::http1(io, in_progress, header_timeout);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(io), svc)
+                .with_upgrades();
             drive(conn, stopping, std::future::pending()).await
         }
     }
@@ -360,26 +361,53 @@ impl Connection {
 /// How a connection ended.
 type ServeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// A hyper connection that can be asked to finish the requests in progress and close.
+trait Graceful: std::future::Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
 /// Runs a connection to its end, shutting it down gracefully (hyper finishes the requests in
 /// progress; over HTTP/2 it sends GOAWAY first) when the server stops or `idle` completes.
-async fn drive<C>(
+async fn drive<C: Graceful>(
     conn: C,
-    mut stopping: tokio::sync::watch::Receiver<()>,
+    mut stopping: Stopping,
     idle: impl std::future::Future<Output = ()>,
-) -> ServeResult
-where
-    C: GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> ServeResult {
     tokio::pin!(conn);
-    let stopped = stopping.changed();
-    tokio::pin!(stopped);
     tokio::pin!(idle);
     let mut closing = false;
     loop {
         tokio::select! {
             biased;
-            r = conn.as_mut() => return r,
-            _ = &mut stopped, if !closing => {
+            r = conn.as_mut() => return r.map_err(Into::into),
+            _ = &mut stopping, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -389,23 +417,6 @@ where
             }
         }
     }
-}
-
-/// hyper's builder for one connection whose protocol is known. HTTP/1.1 connections must
-/// send each request's headers within `header_timeout` of connecting or of the previous
-/// response, so a client trickling headers, or holding an idle keep-alive connection, is
-/// let go.
-fn connection_builder(h2: bool, header_timeout: std::time::Duration) -> AutoBuilder<TokioExecutor> {
-    let builder = AutoBuilder::new(TokioExecutor::new());
-    if h2 {
-        return builder.http2_only();
-    }
-    let mut builder = builder.http1_only();
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    builder
 }
 
 /// Whether a plain-HTTP connection speaks HTTP/2 (it opens with the HTTP/2 preface) or

@@ -1,12 +1,13 @@
 //! Start-up and the server's life: the shared state built from the configuration
 //! ([`build_state`]), the router and the hot-path routing past it ([`routes`]), the
-//! listeners and connections ([`listen`], [`idle`], [`tls`]), SIGHUP reload and SIGTERM
+//! listeners and connections ([`listen`], [`idle`], [`tls`], [`drain`]), SIGHUP reload and SIGTERM
 //! drain ([`reload`]), and what every room shares: the [`signer`], small [`responses`],
 //! and the [`state`].
 //!
 //! What does not belong here: anything one journey owns (a page, a decision, a device).
 
 pub mod audit;
+pub(crate) mod drain;
 pub mod idle;
 pub mod listen;
 pub mod memo;

@@ -200,7 +200,8 @@ fn direct_route(path: &str, portal: &str) -> Option<Direct> {
 }
 
 /// The per-connection service: with the peer address (and, over TLS, the client
-/// certificate chain and the [`super::tls::Tls`] mark), a request goes to the handler
+/// certificate chain and the [`super::tls::Tls`] mark), each request counted in
+/// `in_progress` until its answer ends (see [`super::idle`]), a request goes to the handler
 /// [`direct_route`] names, else through the router. Proxied and forward-auth requests skip
 /// the router's matching, extensions and boxing: they are most of the traffic.
 pub(super) fn service(
@@ -209,7 +210,7 @@ pub(super) fn service(
     portal: Arc<str>,
     peer: SocketAddr,
     tls: Option<crate::access::signals::PeerCertificates>,
-    in_progress: Option<super::idle::InProgress>,
+    in_progress: super::idle::InProgress,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
@@ -222,8 +223,8 @@ pub(super) fn service(
         }
         let direct = direct_route(req.uri().path(), &portal);
         let (router, st) = (router.clone(), state.clone());
-        // Counted from now until its response body ends (see `crate::idle`).
-        let guard = in_progress.as_ref().map(super::idle::InProgress::enter);
+        // Counted from now until its response body ends (see `super::idle`).
+        let guard = in_progress.enter();
         // The request's id, for its decision and every log line of it: the span carries it
         // into the logs (free when `info` is off), the task-local to the entry points.
         let id = crate::access::RequestId::new();
@@ -295,16 +296,16 @@ fn request_span(id: crate::access::RequestId, peer: SocketAddr) -> tracing::Span
 fn answered(
     mut res: Response,
     id: crate::access::RequestId,
-    guard: Option<super::idle::RequestGuard>,
+    guard: super::idle::RequestGuard,
 ) -> Response {
     if !crate::access::decision_log::has_header(&res) {
         crate::access::decision_log::set_header(&mut res, id);
     }
     crate::telemetry::answered(res.status());
-    match guard {
-        None => res,
-        Some(g) => res.map(|b| super::idle::GuardedBody::wrap(b, g)),
+    if res.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        guard.switched();
     }
+    res.map(|b| super::idle::GuardedBody::wrap(b, guard))
 }
 
 /// What the router does to each handler's response, done for the ones that skip it: a

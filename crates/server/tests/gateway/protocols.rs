@@ -1,5 +1,6 @@
 //! The listeners' protocols: TLS with h2 and a client certificate, plain HTTP/2 with
-//! prior knowledge, HEAD on both protocols, and idle HTTP/2 connections told to go away.
+//! prior knowledge, HEAD on both protocols, idle HTTP/2 connections told to go away, and
+//! HTTP/1.1 connections timed only between requests.
 
 use std::time::{Duration, Instant};
 
@@ -277,4 +278,74 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
         .await
         .expect("closed once idle after it")
         .unwrap();
+}
+
+/// One HTTP/1.1 response read off `s` whole (its head and a `Content-Length` body), as text.
+async fn http1_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got[..end + 4 + len]).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// HTTP/1.1's header timeout counts from connecting or from the previous response's end,
+/// never while a request is in progress: a request answered after three times the limit
+/// keeps its connection, the next request on it is served, and the connection is closed
+/// once it has been idle for the limit after that.
+#[tokio::test]
+async fn an_http1_connection_is_timed_only_between_requests() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let token = h.idp.token(|_| {});
+    let slow =
+        format!("GET /slow HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(slow.as_bytes()).await.unwrap();
+    let first = http1_response(&mut s).await;
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("late"),
+        "{first}"
+    );
+    // Sent well within the limit of the answer's end: served on the same connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let second = http1_response(&mut s).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    let answered = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("closed once idle")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "an answer nobody asked for");
+    assert!(answered.elapsed() >= Duration::from_millis(900));
+    assert!(
+        answered.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        answered.elapsed()
+    );
 }

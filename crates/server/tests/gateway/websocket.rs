@@ -1,4 +1,5 @@
-//! WebSocket pass-through, and a WebSocket closed when its session ends.
+//! WebSocket pass-through, a WebSocket closed when its session ends, and one that outlives
+//! the header timeout.
 
 use std::time::Duration;
 
@@ -101,4 +102,27 @@ async fn a_websocket_closes_when_its_session_ends() {
     })
     .await;
     assert!(closed.is_ok(), "the WebSocket outlived its session");
+}
+
+/// A connection switched to a WebSocket is no longer HTTP's to time: quiet for three times
+/// `server.header_timeout`, it stays open and still carries messages both ways.
+#[tokio::test]
+async fn a_quiet_websocket_outlives_the_header_timeout() {
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
+    let mut req = ws_request(&h);
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", h.idp.token(|_| {})).parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ws.send(Message::text("still there?")).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an echo within 5 s")
+        .expect("the WebSocket was closed")
+        .unwrap();
+    assert_eq!(m.into_text().unwrap().as_str(), "echo: still there?");
 }
