@@ -11,21 +11,30 @@ use std::borrow::Cow;
 /// `name` as such an upstream may read it: lower case, `_` and `.` read as `-`. Borrowed
 /// when it is that already (nearly every name `http::HeaderName` gives).
 pub fn fold(name: &str) -> Cow<'_, str> {
-    if name
-        .bytes()
-        .any(|b| b == b'_' || b == b'.' || b.is_ascii_uppercase())
-    {
-        Cow::Owned(
-            name.bytes()
-                .map(|b| match b.to_ascii_lowercase() {
-                    b'_' | b'.' => '-',
-                    other => other as char,
-                })
-                .collect(),
-        )
+    if name.bytes().any(|b| fold_byte(b) != b) {
+        Cow::Owned(name.bytes().map(|b| fold_byte(b) as char).collect())
     } else {
         Cow::Borrowed(name)
     }
+}
+
+/// One byte of a name as [`fold`] reads it. Folding goes byte by byte and keeps the
+/// length, so a name's folded first byte and length are known without folding it.
+pub const fn fold_byte(b: u8) -> u8 {
+    match b.to_ascii_lowercase() {
+        b'_' | b'.' => b'-',
+        other => other,
+    }
+}
+
+/// Whether `name` folds to `folded` (a name [`fold`] leaves as it is): `fold(name) ==
+/// folded`, without folding `name`.
+pub fn folds_to(name: &str, folded: &str) -> bool {
+    name.len() == folded.len()
+        && name
+            .bytes()
+            .zip(folded.bytes())
+            .all(|(n, f)| fold_byte(n) == f)
 }
 
 #[cfg(test)]
@@ -47,5 +56,19 @@ mod tests {
             assert_ne!(fold(n), "remote-user", "{n}");
         }
         assert!(matches!(fold("remote-user"), Cow::Borrowed(_)));
+        for n in [
+            "Remote_User",
+            "remote-user",
+            "REMOTE.USER",
+            "remote-users",
+            "remote",
+            "",
+        ] {
+            assert_eq!(folds_to(n, "remote-user"), fold(n) == "remote-user", "{n}");
+            assert_eq!(
+                fold_byte(n.bytes().next().unwrap_or(b'r')),
+                fold(n).bytes().next().unwrap_or(b'r')
+            );
+        }
     }
 }

@@ -46,7 +46,8 @@ pub struct Runtime {
     pub target_rules: Vec<stepgate_request::TargetRules>,
     /// Headers only stepgate (or the trusted proxy in front) may send upstream besides the
     /// fixed identity headers: the configured assertion header and the forwarded client
-    /// certificate header, lower case.
+    /// certificate header, folded as an upstream may read them
+    /// ([`stepgate_request::names::fold`]), so that every spelling of them is stripped.
     pub configured_identity_headers: Vec<String>,
     /// This configuration's number, distinct from every other `Runtime` this process
     /// built: what is derived from a configuration and kept across requests (the identity
@@ -220,9 +221,10 @@ fn app_target_rules(config: &Config) -> Vec<stepgate_request::TargetRules> {
 
 /// The assertion header and the forwarded client certificate header, lower case.
 fn configured_identity_headers(config: &Config) -> Vec<String> {
-    let mut headers = vec![config.gateway.assertion.header.to_ascii_lowercase()];
+    let fold = |name: &str| stepgate_request::names::fold(name).into_owned();
+    let mut headers = vec![fold(&config.gateway.assertion.header)];
     if let Some(f) = &config.signals.client_certificates.forwarded {
-        headers.push(f.header.to_ascii_lowercase());
+        headers.push(fold(&f.header));
     }
     headers
 }
@@ -307,7 +309,20 @@ pub type Shared = Arc<AppState>;
 
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::{configured_identity_headers, strip_port};
+
+    /// A configured header is stripped under every spelling an upstream reads as it: the
+    /// names are folded, so `X-Client_Cert` is matched as `x-client-cert` is.
+    #[test]
+    fn configured_identity_headers_are_folded() {
+        let yaml = "gateway: { assertion: { enabled: true, header: X-My-Assertion } }\n\
+                    signals: { client_certificates: { forwarded: { header: X-Client_Cert, format: pem } } }\n";
+        let config = stepgate_config::load_str("t.yaml", yaml, None).unwrap();
+        assert_eq!(
+            configured_identity_headers(&config),
+            ["x-my-assertion", "x-client-cert"]
+        );
+    }
 
     #[test]
     fn strips_ports() {

@@ -106,9 +106,16 @@ thread_local! {
 }
 
 /// The identity headers and assertion for a grant of a stored session (a bearer grant's
-/// are built by the caller: see [`headers::identity_header_overrides`]).
-pub fn session_block(st: &AppState, rt: &Runtime, app: &AppSpec, grant: &Grant) -> Block {
-    let now = chrono::Utc::now().timestamp();
+/// are built by the caller: see [`headers::identity_header_overrides`]). `now`: the
+/// request's time, which a kept block's assertion must still be reused at.
+pub fn session_block(
+    st: &AppState,
+    rt: &Runtime,
+    app: &AppSpec,
+    grant: &Grant,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Block {
+    let now = now.timestamp();
     let asserting = rt.config.gateway.assertion.enabled;
     if let Some(block) = kept_block(st, rt, app.id.as_str(), grant, asserting, now) {
         return block;

@@ -155,7 +155,7 @@ async fn respond(
     };
     let outcome = crate::metrics::outcome(&verdict);
     let mut r = match verdict {
-        Verdict::Allow(grant) => allow(st, rt, app, &grant),
+        Verdict::Allow(grant) => allow(st, rt, app, &grant, now),
         verdict => answer(st, rt, verdict, &orig, headers, flavour, now, id),
     };
     set_header(&mut r, id);
@@ -244,11 +244,12 @@ fn allow(
     rt: &Runtime,
     app: &stepgate_policy::spec::AppSpec,
     grant: &Grant,
+    now: chrono::DateTime<Utc>,
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let Some(id) = &grant.bearer else {
         // A session's: built once per session state (see [`super::asserted`]).
-        *r.headers_mut() = super::asserted::session_block(st, rt, app, grant).answer();
+        *r.headers_mut() = super::asserted::session_block(st, rt, app, grant, now).answer();
         return r;
     };
     let h = r.headers_mut();

@@ -132,11 +132,12 @@ header_set! {
     ];
 }
 
-/// Whether a (folded) name starting with this byte can be in any of the sets above: most
-/// headers a request carries (`host`, `accept`, ...) are told apart by their first byte
-/// alone, before the sets are compared name by name.
-static MAY_BE_LISTED: [bool; 256] = {
-    let mut t = [false; 256];
+/// By a (folded) name's first byte, the lengths ([`length_bit`]) of the names in the sets
+/// above that start with it: most headers a request carries (`host`, `accept`, `cookie`,
+/// `user-agent`, ...) are told apart by these two alone, before the sets are compared
+/// name by name or the name is folded.
+static MAY_BE_LISTED: [u32; 256] = {
+    let mut t = [0u32; 256];
     let sets = [
         REMOTE_TEXT,
         OTHER_IDENTITY_TEXT,
@@ -148,13 +149,40 @@ static MAY_BE_LISTED: [bool; 256] = {
     while i < sets.len() {
         let mut j = 0;
         while j < sets[i].len() {
-            t[sets[i][j].as_bytes()[0] as usize] = true;
+            let name = sets[i][j].as_bytes();
+            t[name[0] as usize] |= length_bit(name.len());
             j += 1;
         }
         i += 1;
     }
     t
 };
+
+/// A name's length as one bit (names of 31 bytes or more share the last).
+const fn length_bit(len: usize) -> u32 {
+    1 << if len < 31 { len } else { 31 }
+}
+
+/// Whether a header named `name`, folded, may be in one of the sets above (false: it is
+/// in none of them).
+fn may_be_listed(name: &str) -> bool {
+    name.as_bytes().first().is_some_and(|b| {
+        MAY_BE_LISTED[usize::from(stepgate_request::names::fold_byte(*b))] & length_bit(name.len())
+            != 0
+    })
+}
+
+/// Whether `name` (folded) is an identity, rewrite or forwarding header.
+fn is_listed(name: &str) -> bool {
+    is_identity(name) || is_rewrite(name) || is_forwarding(name)
+}
+
+/// Whether `name` folds to one of `configured` (folded names).
+fn is_configured(name: &str, configured: &[String]) -> bool {
+    configured
+        .iter()
+        .any(|c| stepgate_request::names::folds_to(name, c))
+}
 
 /// Whether `name` is an identity header: one of [`REMOTE_HEADERS`] or
 /// [`OTHER_IDENTITY_HEADERS`].
@@ -165,19 +193,10 @@ fn is_identity(name: &str) -> bool {
 /// Whether `name` (lower case, as [`HeaderName::as_str`] gives it), read as an upstream may
 /// read it, is a header only stepgate may send upstream: an identity, rewrite or forwarding
 /// header, or one of `configured` (the assertion header and the forwarded client
-/// certificate header, lower case).
+/// certificate header, folded).
 fn is_stepgates(name: &str, configured: &[String]) -> bool {
-    is_folded_stepgates(&stepgate_request::names::fold(name), configured)
-}
-
-/// [`is_stepgates`] for a name already folded ([`stepgate_request::names::fold`]).
-fn is_folded_stepgates(n: &str, configured: &[String]) -> bool {
-    let listed = n
-        .as_bytes()
-        .first()
-        .is_some_and(|b| MAY_BE_LISTED[usize::from(*b)])
-        && (is_identity(n) || is_rewrite(n) || is_forwarding(n));
-    listed || configured.iter().any(|c| c == n)
+    (may_be_listed(name) && is_listed(&stepgate_request::names::fold(name)))
+        || is_configured(name, configured)
 }
 
 /// The first header of a request to stepgate's forward-auth endpoints that names one of
@@ -194,8 +213,16 @@ pub fn respelled_header<'a>(h: &'a HeaderMap, configured: &[String]) -> Option<&
 /// handful, while the lists to strip are long, and removing a name that is absent still
 /// costs a hash and a probe (this runs on every proxied request and response).
 fn remove_matching(h: &mut HeaderMap, connection_named: bool, drop: impl Fn(&str) -> bool) {
-    let mut gone: Vec<HeaderName> = h.keys().filter(|n| drop(n.as_str())).cloned().collect();
-    if connection_named && h.contains_key(header::CONNECTION) {
+    let mut connection = false;
+    let mut gone: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            connection |= *n == header::CONNECTION;
+            drop(n.as_str())
+        })
+        .cloned()
+        .collect();
+    if connection_named && connection {
         gone.extend(
             h.get_all(header::CONNECTION)
                 .iter()
@@ -220,8 +247,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// for this hop alone.
 pub fn strip_request(h: &mut HeaderMap, configured: &[String]) {
     remove_matching(h, true, |n| {
-        let folded = stepgate_request::names::fold(n);
-        is_hop_by_hop(&folded) || is_folded_stepgates(&folded, configured)
+        // Folded only when its first byte and length say it may be listed.
+        let listed = may_be_listed(n) && {
+            let folded = stepgate_request::names::fold(n);
+            is_hop_by_hop(&folded) || is_listed(&folded)
+        };
+        listed || is_configured(n, configured)
     });
 }
 

@@ -81,6 +81,7 @@ pub async fn handle(State(st): State<Shared>, peer: Peer, mut req: Request) -> R
                 ip,
                 api,
                 own_cookies,
+                now,
             };
             // Boxed, like the decision: this future is copied whole wherever it moves.
             (Box::pin(proxy::forward(&st, &rt, req, to)).await, "allow")

@@ -29,6 +29,8 @@ pub struct Destination<'a> {
     /// What the client's `Cookie` line holds of stepgate's cookies, as the decision's
     /// cookie lookup found it (`None`: read it again).
     pub own_cookies: Option<stepgate_request::cookies::OwnInLine>,
+    /// The request's time, as the decision judged it.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// Sends an allowed request to its app's upstream as `grant`'s subject and streams the
@@ -126,7 +128,9 @@ fn upstream_request(
 fn put_identity(st: &Shared, rt: &Runtime, h: &mut HeaderMap, to: &Destination<'_>) {
     match &to.grant.bearer {
         None => {
-            for (name, value) in super::asserted::session_block(st, rt, to.app, to.grant).iter() {
+            for (name, value) in
+                super::asserted::session_block(st, rt, to.app, to.grant, to.now).iter()
+            {
                 h.insert(name.clone(), value.clone());
             }
         }

@@ -292,7 +292,7 @@ impl Caches {
         self.device_lists.clear();
     }
 
-    /// The live session `id`, from the cache or the hot store.
+    /// The session `id`, from the cache or the hot store, if it is live at `now`.
     ///
     /// With `issued_here` (the id's MAC verified: stepgate issued it), an id the store does
     /// not hold (expired, signed out, deleted) is remembered as absent for the TTL too, so
@@ -304,6 +304,7 @@ impl Caches {
         &self,
         id: &str,
         issued_here: bool,
+        now: chrono::DateTime<Utc>,
     ) -> StoreResult<Option<Arc<SessionSlot>>> {
         let read = async {
             Ok(self
@@ -315,8 +316,7 @@ impl Caches {
         let s = self
             .read_through(&self.sessions, id, read, issued_here)
             .await?;
-        // The store's own expiry still holds for a cached record.
-        let now = Utc::now();
+        // The store's own expiry still holds for a cached record, at `now`.
         Ok(s.filter(|s| s.entry.expires_at > now))
     }
 

@@ -165,7 +165,7 @@ impl Sessions {
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<(Session, Arc<SessionSlot>), SessionEnd>> {
-        let Some(slot) = self.cache.session(id, true).await? else {
+        let Some(slot) = self.cache.session(id, true, now).await? else {
             return Ok(Err(SessionEnd::Unknown));
         };
         let Some(data) = slot.data() else {

@@ -60,7 +60,11 @@ impl HotStore for CachedHot {
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionEntry>> {
-        Ok(self.c.session(id, false).await?.map(|s| s.entry.clone()))
+        Ok(self
+            .c
+            .session(id, false, chrono::Utc::now())
+            .await?
+            .map(|s| s.entry.clone()))
     }
 
     async fn touch_session(&self, id: &str, ttl: Duration) -> StoreResult<bool> {
