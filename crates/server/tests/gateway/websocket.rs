@@ -22,17 +22,25 @@ fn ws_request(h: &Harness) -> tokio_tungstenite::tungstenite::handshake::client:
     req
 }
 
-#[tokio::test]
-async fn websocket_passes_through() {
-    use tokio_tungstenite::tungstenite::Message;
-    let h = start().await;
-    let mut req = ws_request(&h);
+/// A WebSocket to `ws.test` through the gateway, opened with a bearer token.
+async fn bearer_websocket(
+    h: &Harness,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = ws_request(h);
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", h.idp.token(|_| {})).parse().unwrap(),
     );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[tokio::test]
+async fn websocket_passes_through() {
+    use tokio_tungstenite::tungstenite::Message;
+    let h = start().await;
+    let mut ws = bearer_websocket(&h).await;
     for i in 0..3 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -110,13 +118,7 @@ async fn a_websocket_closes_when_its_session_ends() {
 async fn a_quiet_websocket_outlives_the_header_timeout() {
     use tokio_tungstenite::tungstenite::Message;
     let h = start_full(tempfile::tempdir().unwrap(), "", "  header_timeout: 1s\n").await;
-    let mut req = ws_request(&h);
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", h.idp.token(|_| {})).parse().unwrap(),
-    );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let mut ws = bearer_websocket(&h).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     ws.send(Message::text("still there?")).await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
