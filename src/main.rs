@@ -4,12 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod cli;
 
-/// mimalloc: per-request allocations freed on another worker thread made glibc malloc's
-/// arena locks a large share of the gateway's cost under load.
+/// mimalloc ([`alloc`]): per-request allocations freed on another worker thread made glibc
+/// malloc's arena locks a large share of the gateway's cost under load.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 /// stepgate: an identity-aware proxy with context-based step-up authentication.
 #[derive(Parser)]
