@@ -91,7 +91,11 @@ mod tests {
                     let shrunk = size.div_ceil(2);
                     let big = Layout::from_size_align(grown, align).unwrap();
                     let r = realloc(q, big, shrunk);
-                    assert_eq!(r as usize % align, 0, "{grown} -> {shrunk} bytes at {align}");
+                    assert_eq!(
+                        r as usize % align,
+                        0,
+                        "{grown} -> {shrunk} bytes at {align}"
+                    );
                     assert!((0..shrunk).all(|i| *r.add(i) == (i % 251) as u8));
                     dealloc(r, Layout::from_size_align(shrunk, align).unwrap());
 

@@ -11,21 +11,20 @@ use axum::http::{header, HeaderMap, HeaderValue};
 /// decision) is not one stepgate passes on: its headers are stripped and the request goes
 /// on as plain HTTP.
 pub fn websocket_upgrade(h: &HeaderMap) -> bool {
-    let wants = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    // `Upgrade` first: nearly no request has one, and then `Connection` is not looked up.
     let mut upgrades = h.get_all(header::UPGRADE).iter();
-    match (upgrades.next(), upgrades.next()) {
-        (Some(v), None) => {
-            wants
-                && v.to_str()
-                    .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        }
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket")),
         _ => false,
-    }
+    };
+    websocket
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Marks a message as switching to WebSocket (after the hop-by-hop headers were removed).
