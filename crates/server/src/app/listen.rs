@@ -267,9 +267,11 @@ pub(crate) async fn serve_connections(
     state.ready.store(false, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
     let grace = state.runtime.load().config.server.shutdown_grace.0;
+    // The sweep goes on through the drain: it keeps the upstream calls' time limits.
     tokio::select! {
         _ = drain.stop_and_wait() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("drain timed out; exiting"),
+        never = &mut sweep => match never {},
     }
     // The SIEM streams end after the delivery under way, its cursor written.
     if tokio::time::timeout(grace, state.siem.stop())

@@ -4,8 +4,9 @@
 //!
 //! - [`original`]: what the client asked for, read once per entry point with one parser.
 //! - [`handle`] (here): the reverse proxy's entry; [`proxy`] sends an allowed request on,
-//!   over the [`upstream`] pool, with the [`headers`] stepgate asserts and strips, and
-//!   [`websocket`] upgrades; [`render`] answers everything else.
+//!   over the [`upstream`] pool within its time limit ([`deadline`]), with the [`headers`]
+//!   stepgate asserts and strips, and [`websocket`] upgrades; [`render`] answers
+//!   everything else.
 //! - [`forward_auth`]: the `/auth/nginx`, `/auth/forward` and `/auth/envoy` endpoints.
 //! - [`assertion`]: the signed identity JWT and its JWKS; [`asserted`]: a session's
 //!   identity headers and assertion, built once per session state and reused.
@@ -14,6 +15,7 @@
 
 pub mod asserted;
 pub mod assertion;
+pub mod deadline;
 pub mod forward_auth;
 pub mod headers;
 pub mod original;

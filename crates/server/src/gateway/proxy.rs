@@ -61,7 +61,8 @@ pub async fn forward(st: &Shared, rt: &Runtime, req: Request, to: Destination<'_
     let span = tracing::debug_span!("upstream", app);
     crate::telemetry::propagate(&span, out.headers_mut());
     let sent = tracing::Instrument::instrument(st.upstream.send(&target.address, out), span);
-    match tokio::time::timeout(timeout, sent).await {
+    let sent = std::pin::pin!(sent);
+    match super::deadline::within(timeout, sent).await {
         Ok(Ok(resp)) => upstream_response(st, rt, resp, client_upgrade, &to),
         Ok(Err(e)) => {
             tracing::warn!(app, error = %e, "upstream request failed");

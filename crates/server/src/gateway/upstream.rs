@@ -75,12 +75,20 @@ fn spent(k: &Kept, now: std::time::Instant) -> bool {
 /// registered, each proxied request's upstream timeout was such a timer, costing two system
 /// calls per request. With this tick registered, an upstream timeout (seconds or more) never
 /// falls due first.
+///
+/// The same tick keeps the upstream calls' time limits on this thread
+/// ([`super::deadline`]).
 pub async fn sweep_kept() -> std::convert::Infallible {
+    let deadlines = super::deadline::Sweeping::start();
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        POOL.with(|p| p.borrow_mut().sweep(std::time::Instant::now()));
+        let now = std::time::Instant::now();
+        POOL.with(|p| p.borrow_mut().sweep(now));
+        if let Some(d) = &deadlines {
+            d.tick(now);
+        }
     }
 }
 
