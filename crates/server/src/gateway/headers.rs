@@ -204,8 +204,10 @@ fn is_stepgates(name: &str, configured: &[String]) -> bool {
 /// proxy overwrites the real names, but may pass such a spelling on to an upstream that
 /// reads it as the real one. No proxy stepgate trusts sends one.
 pub fn respelled_header<'a>(h: &'a HeaderMap, configured: &[String]) -> Option<&'a HeaderName> {
-    h.keys()
-        .find(|n| n.as_str().contains(['_', '.']) && is_stepgates(n.as_str(), configured))
+    // Bytes, not a `char` pattern: every header of every forward-auth request is searched.
+    h.keys().find(|n| {
+        n.as_str().bytes().any(|b| b == b'_' || b == b'.') && is_stepgates(n.as_str(), configured)
+    })
 }
 
 /// Removes every header whose name `drop` picks, and, when `connection_named`, every header

@@ -87,26 +87,64 @@ mod names {
     pub static HOST: HeaderName = axum::http::header::HOST;
 }
 
-/// The value of the header `name`, sent exactly once and printable ASCII; `None` when
-/// absent.
+/// A header the front proxy must send at most once, as a request has it.
+#[derive(Clone, Copy)]
+enum Once<'a> {
+    Absent,
+    One(&'a HeaderValue),
+    Repeated,
+}
+
+impl<'a> Once<'a> {
+    /// The value (`None` when absent); a repeated header is garbled.
+    fn value(self, name: &'static HeaderName) -> Result<Option<&'a HeaderValue>, Unreadable> {
+        match self {
+            Once::Absent => Ok(None),
+            Once::One(v) => Ok(Some(v)),
+            Once::Repeated => Err(Unreadable::Garbled(name.as_str())),
+        }
+    }
+}
+
+/// The headers `names` as `headers` has them, found in one pass over the request's
+/// headers: a lookup of each would hash each name (four on every forward-auth request),
+/// while a front proxy's check request carries a few headers more than those.
+fn find_once<'a, const N: usize>(
+    headers: &'a HeaderMap,
+    names: [&'static HeaderName; N],
+) -> [Once<'a>; N] {
+    let mut found = [Once::Absent; N];
+    for (name, value) in headers {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            found[i] = match found[i] {
+                Once::Absent => Once::One(value),
+                _ => Once::Repeated,
+            };
+        }
+    }
+    found
+}
+
+/// The value of the header `name`, sent exactly once; `None` when absent.
 fn one_header<'a>(
     headers: &'a HeaderMap,
     name: &'static HeaderName,
 ) -> Result<Option<&'a HeaderValue>, Unreadable> {
     let mut all = headers.get_all(name).iter();
-    let name = name.as_str();
     let Some(first) = all.next() else {
         return Ok(None);
     };
     if all.next().is_some() {
-        return Err(Unreadable::Garbled(name));
+        return Err(Unreadable::Garbled(name.as_str()));
     }
     Ok(Some(first))
 }
 
-/// [`one_header`] as text, required.
-fn required<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a str, Unreadable> {
-    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name.as_str()))?;
+/// A header sent once (`found`) as text, required.
+fn required<'a>(found: Once<'a>, name: &'static HeaderName) -> Result<&'a str, Unreadable> {
+    let v = found
+        .value(name)?
+        .ok_or(Unreadable::Missing(name.as_str()))?;
     let name = name.as_str();
     let s = v.to_str().map_err(|_| Unreadable::Garbled(name))?.trim();
     if s.is_empty() {
@@ -117,11 +155,10 @@ fn required<'a>(headers: &'a HeaderMap, name: &'static HeaderName) -> Result<&'a
 
 /// A header value that carries a target: its bytes must be printable ASCII, or the target
 /// is refused for the first byte that is not (a front proxy passes raw UTF-8 on as is).
-fn target_text<'a>(
-    headers: &'a HeaderMap,
-    name: &'static HeaderName,
-) -> Result<&'a str, Unreadable> {
-    let v = one_header(headers, name)?.ok_or(Unreadable::Missing(name.as_str()))?;
+fn target_text<'a>(found: Once<'a>, name: &'static HeaderName) -> Result<&'a str, Unreadable> {
+    let v = found
+        .value(name)?
+        .ok_or(Unreadable::Missing(name.as_str()))?;
     let name = name.as_str();
     if let Some(&b) = v.as_bytes().iter().find(|b| !(0x21..=0x7E).contains(*b)) {
         return Err(TargetRefusal::RawByte(b).into());
@@ -142,8 +179,8 @@ fn scheme(s: &str) -> Result<&'static str, Unreadable> {
 
 /// The scheme a front proxy reports in `X-Forwarded-Proto` (once); the portal's when it
 /// reports none, as it changes nothing but the return URL.
-fn forwarded_proto(rt: &Runtime, headers: &HeaderMap) -> Result<&'static str, Unreadable> {
-    match one_header(headers, &names::X_FORWARDED_PROTO)? {
+fn forwarded_proto(rt: &Runtime, found: Once<'_>) -> Result<&'static str, Unreadable> {
+    match found.value(&names::X_FORWARDED_PROTO)? {
         Some(v) => {
             let v = v
                 .to_str()
@@ -241,10 +278,20 @@ pub fn proxied(
 /// and `-Uri`, each exactly once. Only the scheme has a default (the portal's), as it
 /// changes nothing but the return URL.
 pub fn forward_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unreadable> {
-    let method = required(headers, &names::X_FORWARDED_METHOD)?;
-    let host = required(headers, &names::X_FORWARDED_HOST)?;
-    let proto = forwarded_proto(rt, headers)?;
-    let target = target_text(headers, &names::X_FORWARDED_URI)?;
+    use names::{X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI};
+    let [method, host, proto, uri] = find_once(
+        headers,
+        [
+            &X_FORWARDED_METHOD,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_URI,
+        ],
+    );
+    let method = required(method, &X_FORWARDED_METHOD)?;
+    let host = required(host, &X_FORWARDED_HOST)?;
+    let proto = forwarded_proto(rt, proto)?;
+    let target = target_text(uri, &X_FORWARDED_URI)?;
     let method = read_method(method.as_bytes())?;
     read(rt, method, proto, host, target, None)
 }
@@ -253,8 +300,9 @@ pub fn forward_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Un
 /// `X-Original-Method`, each exactly once. The URL is split by hand, not parsed: a URL
 /// parser would resolve and re-encode the path before it could be checked.
 pub fn nginx_headers(rt: &Runtime, headers: &HeaderMap) -> Result<Original, Unreadable> {
-    let method = required(headers, &names::X_ORIGINAL_METHOD)?;
-    let url = target_text(headers, &names::X_ORIGINAL_URL)?;
+    let [method, url] = find_once(headers, [&names::X_ORIGINAL_METHOD, &names::X_ORIGINAL_URL]);
+    let method = required(method, &names::X_ORIGINAL_METHOD)?;
+    let url = target_text(url, &names::X_ORIGINAL_URL)?;
     let (proto, rest) = url.split_once("://").ok_or(Unreadable::Scheme)?;
     let proto = scheme(proto)?;
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -281,7 +329,8 @@ pub fn envoy(
             .map(|a| a.as_str())
             .ok_or(Unreadable::Missing("Host"))?,
     };
-    let proto = forwarded_proto(rt, headers)?;
+    let [proto] = find_once(headers, [&names::X_FORWARDED_PROTO]);
+    let proto = forwarded_proto(rt, proto)?;
     stepgate_request::target::check_method(method)?;
     read(rt, method.clone(), proto, host, target, None)
 }

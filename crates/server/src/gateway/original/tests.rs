@@ -220,6 +220,13 @@ fn forward_auth_headers_are_required_and_read_once() {
     assert_eq!(forward_headers(&rt, &h).unwrap().scheme, "https");
     h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
     assert_eq!(forward_headers(&rt, &h), Err(Unreadable::Scheme));
+    // Sent twice, even the same: garbled (each header is found in one pass over them all).
+    let mut h = full();
+    h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+    assert_eq!(
+        forward_headers(&rt, &h),
+        Err(Unreadable::Garbled("x-forwarded-proto"))
+    );
     for (bad_host, refusal) in [
         ("evil.test/x@app.test", Unreadable::Host),
         ("app.test, other", Unreadable::Host),
