@@ -315,8 +315,12 @@ fn finish_like_router(mut res: Response, head: bool) -> Response {
     use axum::body::HttpBody as _;
     if !res.headers().contains_key(header::CONTENT_LENGTH) {
         if let Some(n) = res.body().size_hint().exact() {
-            res.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            // An empty body (every forward-auth answer) without formatting the number.
+            let len = match n {
+                0 => HeaderValue::from_static("0"),
+                n => HeaderValue::from(n),
+            };
+            res.headers_mut().insert(header::CONTENT_LENGTH, len);
         }
     }
     if head {
@@ -380,6 +384,8 @@ mod tests {
     fn a_direct_answer_is_finished_as_the_router_finishes_one() {
         let r = finish_like_router("four".into_response(), false);
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "4");
+        let r = finish_like_router(StatusCode::OK.into_response(), false);
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "0");
         let r = finish_like_router("four".into_response(), true);
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "4");
         assert_eq!(axum::body::HttpBody::size_hint(r.body()).exact(), Some(0));
