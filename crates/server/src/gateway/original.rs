@@ -125,21 +125,6 @@ fn find_once<'a, const N: usize>(
     found
 }
 
-/// The value of the header `name`, sent exactly once; `None` when absent.
-fn one_header<'a>(
-    headers: &'a HeaderMap,
-    name: &'static HeaderName,
-) -> Result<Option<&'a HeaderValue>, Unreadable> {
-    let mut all = headers.get_all(name).iter();
-    let Some(first) = all.next() else {
-        return Ok(None);
-    };
-    if all.next().is_some() {
-        return Err(Unreadable::Garbled(name.as_str()));
-    }
-    Ok(Some(first))
-}
-
 /// A header sent once (`found`) as text, required.
 fn required<'a>(found: Once<'a>, name: &'static HeaderName) -> Result<&'a str, Unreadable> {
     let v = found
@@ -322,14 +307,14 @@ pub fn envoy(
 ) -> Result<Original, Unreadable> {
     let pq = uri.path_and_query().map_or("", |p| p.as_str());
     let target = pq.strip_prefix(prefix).unwrap_or("");
-    let host = match one_header(headers, &names::HOST)? {
+    let [host, proto] = find_once(headers, [&names::HOST, &names::X_FORWARDED_PROTO]);
+    let host = match host.value(&names::HOST)? {
         Some(h) => h.to_str().map_err(|_| Unreadable::Host)?,
         None => uri
             .authority()
             .map(|a| a.as_str())
             .ok_or(Unreadable::Missing("Host"))?,
     };
-    let [proto] = find_once(headers, [&names::X_FORWARDED_PROTO]);
     let proto = forwarded_proto(rt, proto)?;
     stepgate_request::target::check_method(method)?;
     read(rt, method.clone(), proto, host, target, None)
