@@ -147,3 +147,33 @@ async fn the_session_cookie_counts_only_under_its_exact_name_and_once() {
     assert!(head.contains("set-cookie: app=kept"), "{head}");
     assert!(!head.contains("planted"), "{head}");
 }
+
+/// A session cookie's value holding a byte outside the cookie grammar, wherever it sits
+/// (the value is checked eight bytes at a time, the rest one by one), counts for nothing;
+/// the same value in double quotes, which the grammar allows, is the session.
+#[tokio::test]
+async fn a_session_cookie_with_a_byte_outside_the_grammar_anywhere_is_no_session() {
+    let h = start().await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
+    let get = |value: String| {
+        let h = &h;
+        async move {
+            let cookie = format!("Cookie: stepgate_session={value}\r\n");
+            get_raw(h, "app.test", b"/data", &cookie).await.0
+        }
+    };
+    assert_eq!(get(sid.clone()).await, 200);
+    assert_eq!(get(format!("\"{sid}\"")).await, 200, "quoted");
+    let len = sid.len();
+    for at in [0, 3, 8, 15, len / 2, len - 1, len] {
+        for bad in ["\\", ",", "\"", "\t", "\u{e9}"] {
+            // A tab after the value is whitespace around the piece, as browsers send it.
+            if at == len && bad == "\t" {
+                continue;
+            }
+            let value = format!("{}{bad}{}", &sid[..at], &sid[at..]);
+            assert_eq!(get(value).await, 303, "{bad:?} at {at} of {len}");
+        }
+    }
+}

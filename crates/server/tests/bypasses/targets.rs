@@ -144,3 +144,84 @@ async fn forward_auth_refuses_what_it_cannot_read_and_never_defaults() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("remote_user"), "{body}");
 }
+
+/// The headers a forward-auth endpoint reads are each found once under any case: sent twice
+/// (in the same case or another, with the same value or not), or empty, they are refused,
+/// never one of them picked. Envoy's `Host` alike.
+#[tokio::test]
+async fn forward_auth_headers_sent_twice_or_empty_are_refused_whatever_their_case() {
+    let h = start().await;
+    let b = Browser::not_following();
+    let sid = sign_in_jane(&h, &b).await;
+    let ask = |target: &str, lines: &[&str]| {
+        let mut req =
+            format!("GET {target} HTTP/1.1\r\nCookie: stepgate_session={sid}\r\n").into_bytes();
+        for l in lines {
+            req.extend_from_slice(l.as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        let addr = h.addr;
+        async move { raw(addr, &req).await.status }
+    };
+    let forward = [
+        "Host: stepgate.internal",
+        "X-Forwarded-Method: GET",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: app.test",
+        "X-Forwarded-Uri: /data",
+    ];
+    assert_eq!(ask("/_stepgate/auth/forward", &forward).await, 200);
+    for extra in [
+        "x-forwarded-method: GET",
+        "X-FORWARDED-METHOD: POST",
+        "x-Forwarded-Host: app.test",
+        "X-Forwarded-Proto: https",
+        "x-forwarded-proto: HTTP",
+        "X-FORWARDED-URI: /data",
+    ] {
+        let mut lines = forward.to_vec();
+        lines.push(extra);
+        assert_eq!(ask("/_stepgate/auth/forward", &lines).await, 403, "{extra}");
+    }
+    for (name, empty) in [
+        ("X-Forwarded-Method", "X-Forwarded-Method: "),
+        ("X-Forwarded-Host", "X-Forwarded-Host:  "),
+    ] {
+        let mut lines: Vec<_> = forward
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with(name))
+            .collect();
+        lines.push(empty);
+        assert_eq!(
+            ask("/_stepgate/auth/forward", &lines).await,
+            403,
+            "{empty:?}"
+        );
+    }
+    let nginx = [
+        "Host: stepgate.internal",
+        "X-Original-URL: http://app.test/data",
+        "X-Original-Method: GET",
+    ];
+    assert_eq!(ask("/_stepgate/auth/nginx", &nginx).await, 200);
+    for extra in [
+        "x-original-method: GET",
+        "X-ORIGINAL-URL: http://app.test/data",
+    ] {
+        let mut lines = nginx.to_vec();
+        lines.push(extra);
+        assert_eq!(ask("/_stepgate/auth/nginx", &lines).await, 403, "{extra}");
+    }
+    let envoy = ["Host: app.test"];
+    assert_eq!(ask("/_stepgate/auth/envoy/data", &envoy).await, 200);
+    let twice = ["Host: app.test", "host: app.test"];
+    assert_eq!(ask("/_stepgate/auth/envoy/data", &twice).await, 403);
+    let proto_twice = [
+        "Host: app.test",
+        "X-Forwarded-Proto: https",
+        "x-forwarded-proto: https",
+    ];
+    assert_eq!(ask("/_stepgate/auth/envoy/data", &proto_twice).await, 403);
+}
