@@ -66,6 +66,12 @@ const CLASSES: [u8; 256] = {
 pub fn parse_pair(piece: &str) -> Option<(&str, &str)> {
     let piece = piece.trim_matches([' ', '\t']);
     let (name, value) = piece.split_once('=')?;
+    pair_value(name, value).map(|v| (name, v))
+}
+
+/// The value of the pair `name=value` (split at the first `=` of a trimmed piece), if it
+/// follows the grammar (see [`parse_pair`]).
+fn pair_value<'a>(name: &str, value: &'a str) -> Option<&'a str> {
     if name.is_empty() || !name.bytes().all(tchar) {
         return None;
     }
@@ -73,7 +79,7 @@ pub fn parse_pair(piece: &str) -> Option<(&str, &str)> {
         Some(v) => v.strip_suffix('"')?,
         None => value,
     };
-    cookie_octets(value.as_bytes()).then_some((name, value))
+    cookie_octets(value.as_bytes()).then_some(value)
 }
 
 /// Whether every byte of `value` is a [`cookie_octet`]: eight bytes at a time (a session
@@ -241,7 +247,8 @@ impl OwnInLine {
 /// the same as `own.iter().any(|o| has_key(name, o))`, with the name read once.
 pub fn names_own(name: &str, own: &[String]) -> bool {
     let name = name.trim();
-    if name.contains('%') {
+    // A byte loop: a name is a few bytes, shorter than a vectorised search's set-up.
+    if name.bytes().any(|b| b == b'%') {
         let key = name_key(name);
         return own.contains(&key);
     }
@@ -274,25 +281,31 @@ pub fn lookup_many_sorting<'a, const N: usize>(
     let (Some(line), None) = (lines.next(), lines.next()) else {
         return (lookup_many(headers, names), None);
     };
-    let Ok(text) = line.to_str() else {
+    let Some(text) = visible_text(line) else {
         return (lookup_many(headers, names), None);
     };
     let mut out = [Lookup::Absent; N];
     let (mut ours, mut theirs) = (false, false);
-    for piece in text.split(';') {
-        let trimmed = piece.trim();
-        if trimmed.is_empty() {
+    // Each piece split once at its first `=`: the name sorted, the pair read from the same
+    // split (what `parse_pair` and `set_cookie_name` each split for themselves).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b';', text.as_bytes()).chain([text.len()]) {
+        let piece = text[start..end].trim_matches([' ', '\t']);
+        start = end + 1;
+        if piece.is_empty() {
             continue;
         }
-        // `set_cookie_name`, for a piece that holds no `;`.
-        let name = trimmed.split_once('=').map_or(trimmed, |(n, _)| n);
+        let (name, value) = match memchr::memchr(b'=', piece.as_bytes()) {
+            Some(at) => (&piece[..at], Some(&piece[at + 1..])),
+            None => (piece, None),
+        };
         if names_own(name, own) {
             ours = true;
         } else {
             theirs = true;
         }
-        if let Some((n, v)) = parse_pair(piece) {
-            found(&mut out, &names, n, v);
+        if let Some(v) = value.and_then(|v| pair_value(name, v)) {
+            found(&mut out, &names, name, v);
         }
     }
     let sorted = OwnInLine {
@@ -302,6 +315,32 @@ pub fn lookup_many_sorting<'a, const N: usize>(
         theirs,
     };
     (out, Some(sorted))
+}
+
+/// `line` as text when every byte of it is visible ASCII or a tab (what
+/// [`HeaderValue::to_str`] accepts), checked eight bytes at a time: a `Cookie` line is read
+/// on every request, and a browser's runs to hundreds of bytes.
+fn visible_text(line: &HeaderValue) -> Option<&str> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let visible = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\t';
+    let bytes = line.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(eight);
+        // Any byte below 0x20, or above 0x7E: then the chunk is read byte by byte (a tab
+        // is below 0x20 and allowed).
+        let suspect = (x.wrapping_sub(ONES * 0x20) & !x | x.wrapping_add(ONES) | x) & HIGHS;
+        if suspect != 0 && !chunk.iter().all(visible) {
+            return None;
+        }
+    }
+    if !chunks.remainder().iter().all(visible) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// A cookie name as browsers, frameworks and proxies might all read it: percent-decoded,
@@ -479,6 +518,33 @@ mod tests {
         assert_eq!(lookup_many_sorting(&odd, ["a"], &own).1, None);
     }
 
+    /// The eight-at-a-time text check agrees with `HeaderValue::to_str` for every byte value
+    /// at every place of a chunk and of the remainder, beside a tab or another byte.
+    #[test]
+    fn visible_text_agrees_with_to_str_for_every_byte_everywhere() {
+        for len in 1..=24usize {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for (there, other) in
+                        [(0, b'a'), ((at + 3) % len, b'\t'), ((at + 5) % len, 0x7f)]
+                    {
+                        let mut v = vec![b'a'; len];
+                        v[there] = other;
+                        v[at] = b;
+                        let Ok(line) = HeaderValue::from_bytes(&v) else {
+                            continue;
+                        };
+                        assert_eq!(
+                            visible_text(&line),
+                            line.to_str().ok(),
+                            "{b:#04x} at {at}, {other:#04x} at {there} of {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Found by the `cookies` fuzz target: a byte outside ASCII anywhere in a `Cookie` line
     /// hid every pair of that line, so a copy of a cookie there did not make the one on
     /// another line `Repeated`.
@@ -556,5 +622,59 @@ mod tests {
         }
         assert_eq!(set_cookie_name("A=b; Path=/"), "A");
         assert_eq!(set_cookie_name(" x "), "x");
+    }
+
+    fn cookie_piece() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec![
+            "stepgate_session",
+            "__Host-stepgate_session",
+            "STEPGATE_DEVICE",
+            "stepgate%5Fsession",
+            "s",
+            "a",
+            "=",
+            "==",
+            ";",
+            "; ",
+            " ",
+            "\t",
+            "\"",
+            "v",
+            "1",
+            "%",
+            ",",
+            "\\",
+            "é",
+            "\u{7f}",
+        ])
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+
+        /// On any line made of names, separators, quotes, spaces and odd bytes, the one-pass
+        /// sorting finds what the plain lookup finds, and sorts the line as each of its
+        /// pieces read alone would (`set_cookie_name` and `has_key`, the stripping's reading).
+        #[test]
+        fn one_pass_sorting_agrees_on_any_line(pieces in proptest::collection::vec(cookie_piece(), 0..16)) {
+            let line = pieces.concat();
+            let Ok(value) = HeaderValue::from_str(&line) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.append(http::header::COOKIE, value);
+            let own = ["stepgate_session".to_string(), "stepgate_device".to_string()];
+            let names = ["stepgate_session", "s", "a"];
+            let (found, sorted) = lookup_many_sorting(&h, names, &own);
+            proptest::prop_assert_eq!(found, lookup_many(&h, names), "{:?}", line);
+            let line_value = h.get(http::header::COOKIE).unwrap();
+            match line_value.to_str() {
+                Ok(text) => {
+                    let parts: Vec<&str> = text.split(';').map(str::trim).filter(|p| !p.is_empty()).collect();
+                    let alone = |p: &&str| own.iter().any(|o| has_key(set_cookie_name(p), o));
+                    let want = (parts.iter().any(alone), !parts.iter().all(alone));
+                    proptest::prop_assert_eq!(sorted.and_then(|s| s.of(line_value)), Some(want), "{:?}", line);
+                }
+                Err(_) => proptest::prop_assert_eq!(sorted, None, "{:?}", line),
+            }
+        }
     }
 }
