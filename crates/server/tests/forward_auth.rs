@@ -183,16 +183,41 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
             3,
             "{what}: the signed assertion"
         );
+        // The kept answer (built once per session state) carries the security headers
+        // and each answer its own request id.
+        assert_eq!(header(r, "cache-control"), "no-store", "{what}");
+        assert_eq!(header(r, "x-frame-options"), "DENY", "{what}");
+        assert_eq!(header(r, "x-content-type-options"), "nosniff", "{what}");
+        assert!(
+            header(r, "content-security-policy").starts_with("default-src 'none'"),
+            "{what}"
+        );
+        let id = header(r, "x-request-id");
+        assert!(
+            id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{what}: request id {id:?}"
+        );
+        assert_eq!(
+            r.headers().get_all("x-request-id").iter().count(),
+            1,
+            "{what}"
+        );
+        id
     };
-    let r = forward(&c, &h, &app, "GET", "/hello").send().await.unwrap();
-    check_identity(&r, "forward");
-    let r = nginx(&c, &h, &app, "GET", "/hello").send().await.unwrap();
-    check_identity(&r, "nginx");
-    let r = envoy(&c, &h, &app, reqwest::Method::GET, "/hello")
-        .send()
-        .await
-        .unwrap();
-    check_identity(&r, "envoy");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = forward(&c, &h, &app, "GET", "/hello").send().await.unwrap();
+        ids.push(check_identity(&r, "forward"));
+        let r = nginx(&c, &h, &app, "GET", "/hello").send().await.unwrap();
+        ids.push(check_identity(&r, "nginx"));
+        let r = envoy(&c, &h, &app, reqwest::Method::GET, "/hello")
+            .send()
+            .await
+            .unwrap();
+        ids.push(check_identity(&r, "envoy"));
+    }
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "one id per answer: {ids:?}");
 
     // A sensitive route needs a fresh code: step up.
     let_every_time_window_pass().await;

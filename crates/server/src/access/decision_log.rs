@@ -66,7 +66,7 @@ const HANDLES: usize = 10_000;
 mod request_id;
 mod writer;
 
-pub use request_id::{has_header, set_header, RequestId, REQUEST_ID_HEADER};
+pub use request_id::{has_header, set_header, RequestId, REQUEST_ID_HEADER, REQUEST_ID_NAME};
 
 /// What the pipeline leaves the decision log about one decision. Whether the decision is
 /// recorded is settled first ([`Trail::keep`], once the verdict is known); only a decision

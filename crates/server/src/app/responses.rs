@@ -64,10 +64,17 @@ pub fn json_error(status: StatusCode, error: &str, description: &str) -> Respons
 /// Adds the portal's security headers: a strict CSP, no framing, no sniffing, no referrer
 /// leaks, and `no-store` so authentication pages are never cached.
 pub fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    put_security_headers(resp.headers_mut());
+    resp
+}
+
+/// The headers [`security_headers`] adds, put into `h` (a map answered again and again,
+/// such as forward-auth's kept answer, gets them once: see
+/// [`crate::gateway::asserted::Asserted::answer`]).
+pub fn put_security_headers(h: &mut axum::http::HeaderMap) {
     /// Parsed once, not per response (a name given as `&str` is parsed and hashed anew).
     const CROSS_ORIGIN_OPENER_POLICY: HeaderName =
         HeaderName::from_static("cross-origin-opener-policy");
-    let h = resp.headers_mut();
     // Room for all six at once (every response gets them).
     h.reserve(6);
     h.insert(
@@ -90,5 +97,4 @@ pub fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Res
         CROSS_ORIGIN_OPENER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    resp
 }

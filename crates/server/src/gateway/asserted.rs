@@ -20,7 +20,9 @@ use stepgate_store::UserRecord;
 
 use super::headers::REMOTE_HEADERS;
 use super::{assertion, headers};
+use crate::access::decision_log::REQUEST_ID_NAME;
 use crate::access::Grant;
+use crate::app::responses::put_security_headers;
 use crate::app::state::{AppState, Runtime};
 use crate::session::SessionData;
 
@@ -43,10 +45,12 @@ impl std::ops::Deref for Asserted {
 }
 
 impl Asserted {
-    /// Forward-auth's answer headers: these, and every other identity header empty (so a
-    /// front proxy that copies them overwrites what the client sent), with room for the
-    /// security headers every answer gets. Built once per block and cloned: a map cloned
-    /// hashes nothing, a map filled header by header hashes every name.
+    /// Forward-auth's answer headers: these, every other identity header empty (so a
+    /// front proxy that copies them overwrites what the client sent), and the security
+    /// headers every answer gets ([`put_security_headers`], `Cache-Control: no-store`
+    /// among them), with an empty request id for the caller to fill in
+    /// ([`crate::access::decision_log::set_header`]). Built once per block and cloned: a
+    /// map cloned hashes nothing, a map filled header by header hashes every name.
     pub fn answer(&self) -> HeaderMap {
         self.answer
             .get_or_init(|| {
@@ -58,6 +62,11 @@ impl Asserted {
                     h.entry(name)
                         .or_insert_with(|| HeaderValue::from_static(""));
                 }
+                put_security_headers(&mut h);
+                // The request id's place, which `set_header` fills in each answer: a
+                // cloned map has no room to spare, and a header added to it would move
+                // every other one.
+                h.insert(REQUEST_ID_NAME, HeaderValue::from_static(""));
                 h
             })
             .clone()

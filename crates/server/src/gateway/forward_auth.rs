@@ -120,12 +120,7 @@ async fn respond(
         Err(why) => return no_store(refuse(headers, &why)),
     };
     let Some(app) = rt.app_for_host(&orig.host) else {
-        tracing::warn!(host = %orig.host, "forward-auth: no application is configured for the host; refusing");
-        return no_store(json_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            "no application is configured for this host",
-        ));
+        return no_app(&orig.host);
     };
     let started = std::time::Instant::now();
     let now = Utc::now();
@@ -156,11 +151,21 @@ async fn respond(
     let outcome = crate::metrics::outcome(&verdict);
     let mut r = match verdict {
         Verdict::Allow(grant) => allow(st, rt, app, &grant, now),
-        verdict => answer(st, rt, verdict, &orig, headers, flavour, now, id),
+        verdict => security_headers(answer(st, rt, verdict, &orig, headers, flavour, now, id)),
     };
     set_header(&mut r, id);
     st.metrics.request(&app.id, outcome, started.elapsed());
-    no_store(security_headers(r))
+    r
+}
+
+/// `403` for a host no application is configured for.
+fn no_app(host: &str) -> Response {
+    tracing::warn!(%host, "forward-auth: no application is configured for the host; refusing");
+    no_store(json_error(
+        StatusCode::FORBIDDEN,
+        "access_denied",
+        "no application is configured for this host",
+    ))
 }
 
 /// The checks before a trusted proxy's request is decided: what it reports can be read as
@@ -238,7 +243,8 @@ fn answer(
 /// `200` with every identity header, empty when there is nothing to say, so a front proxy
 /// that copies them (Traefik `authResponseHeaders`, Envoy `allowed_upstream_headers`)
 /// overwrites whatever the client sent under those names; plus the signed assertion when
-/// `gateway.assertion` is on.
+/// `gateway.assertion` is on; with the security headers (a session's kept answer carries
+/// them already).
 fn allow(
     st: &Shared,
     rt: &Runtime,
@@ -248,7 +254,8 @@ fn allow(
 ) -> Response {
     let mut r = StatusCode::OK.into_response();
     let Some(id) = &grant.bearer else {
-        // A session's: built once per session state (see [`super::asserted`]).
+        // A session's: built once per session state, with the security headers (see
+        // [`super::asserted`]).
         *r.headers_mut() = super::asserted::session_block(st, rt, app, grant, now).answer();
         return r;
     };
@@ -274,7 +281,7 @@ fn allow(
     if let Some((name, value)) = super::assertion::header_for(st, rt, app, grant) {
         h.insert(name, value);
     }
-    r
+    security_headers(r)
 }
 
 /// A browser refusal: nginx gets `status` with the target in [`REDIRECT_HEADER`] (its

@@ -61,7 +61,7 @@ pub fn has_header(response: &axum::response::Response) -> bool {
 
 /// [`REQUEST_ID_HEADER`], checked once, at compile time (a name given as `&str` is parsed
 /// and hashed on every call).
-const REQUEST_ID_NAME: axum::http::HeaderName =
+pub const REQUEST_ID_NAME: axum::http::HeaderName =
     axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 impl Default for RequestId {
