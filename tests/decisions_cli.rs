@@ -96,7 +96,8 @@ fn record(live: &stepgate_config::Config, id: &str, ctx: Value) -> DecisionRecor
             "context": stored,
             "policy_requirement": d.outcome.requirement(),
             "trace": live.policy_set.explain(&parsed),
-        }),
+        })
+        .into(),
     }
 }
 
@@ -168,7 +169,7 @@ fn setup(dir: &Path) -> String {
     anon.policy = None;
     anon.policy_outcome = None;
     anon.outcome = "sign_in".into();
-    anon.detail = json!({ "context": null });
+    anon.detail = json!({ "context": null }).into();
     anon.time = h(1);
     records.push(anon);
     let rt = tokio::runtime::Builder::new_current_thread()

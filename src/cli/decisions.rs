@@ -109,8 +109,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     // The trace: as recorded, or (an allowed request's, or one recorded under an earlier
     // configuration) worked out again from the context under the configuration in force.
     let live = super::load_config(&args.config)?;
-    let traced_again = match (&d.detail.get("trace"), &ctx) {
-        (Some(t), _) if !t.is_null() => None,
+    let recorded = d.detail.member("trace");
+    let traced_again = match (&recorded, &ctx) {
+        (Some(_), _) => None,
         (_, Some(c)) => Some(live.policy_set.explain(c)),
         _ => None,
     };
@@ -136,10 +137,10 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", describe(&d));
-    match (d.detail.get("trace"), traced_again) {
-        (Some(t), _) if !t.is_null() => {
+    match (recorded, traced_again) {
+        (Some(t), _) => {
             println!("recorded trace:");
-            print!("{}", indent(&render_recorded(t)));
+            print!("{}", indent(&render_recorded(&t)));
         }
         (_, Some(e)) => {
             println!("trace (worked out again from the recorded context, under the configuration in force):");
@@ -248,7 +249,7 @@ fn describe(d: &DecisionRecord) -> String {
             let _ = writeln!(s, "outcome:  {} (before any policy)", d.outcome);
         }
     }
-    if let Some(r) = d.detail.get("requirement").filter(|r| !r.is_null()) {
+    if let Some(r) = d.detail.member("requirement") {
         let _ = writeln!(s, "requires: {r}");
     }
     for r in d.report_only.as_array().into_iter().flatten() {

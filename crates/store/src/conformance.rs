@@ -1250,7 +1250,7 @@ pub async fn decisions_log(s: &dyn DurableStore) {
         policy_outcome: Some(outcome.into()),
         outcome: outcome.into(),
         report_only: json!([{ "policy": "trial", "outcome": "deny" }]),
-        detail: json!({ "context": { "kind": "access" }, "requirement": null }),
+        detail: json!({ "context": { "kind": "access" }, "requirement": null }).into(),
     };
     let batch = vec![
         record(0, "allow", Some("p-allow")),
@@ -1471,7 +1471,7 @@ pub async fn decisions_trimmed_to_a_count(s: &dyn DurableStore) {
         policy_outcome: None,
         outcome: "allow".into(),
         report_only: json!([]),
-        detail: json!({}),
+        detail: json!({}).into(),
     };
     // 0 is the oldest; 1 and 2 share a millisecond; 3 is the newest.
     let batch = vec![record(0, 0), record(1, 5), record(2, 5), record(3, 9)];

@@ -62,6 +62,7 @@ mod audit;
 mod clock;
 mod config;
 mod error;
+mod json_text;
 mod migrate;
 mod model;
 mod rows;
@@ -96,6 +97,7 @@ pub use config::{
     UserSpec,
 };
 pub use error::{StoreError, StoreResult};
+pub use json_text::JsonText;
 pub use model::{
     new_id, now_ms, AdminToken, AttributeValue, AuditEvent, AuditQuery, DecisionQuery,
     DecisionRecord, DeviceRecord, FactorRecord, NewAuditEvent, OtpCheck, PolicyVersion,

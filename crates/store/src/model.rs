@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{StoreError, StoreResult};
+use crate::json_text::JsonText;
 use crate::secrets::SealedSecret;
 
 /// The factor kind of a password (its PHC hash is the factor's sealed secret).
@@ -490,8 +491,9 @@ pub struct DecisionRecord {
     /// The report-only policies that matched ahead of the decision and what each would have
     /// done: `[{"policy": …, "outcome": …, "requirement": …}]`.
     pub report_only: serde_json::Value,
-    /// Everything else: the requirement, the context, the trace, the configuration version.
-    pub detail: serde_json::Value,
+    /// Everything else: the requirement, the context, the trace, the configuration version
+    /// (kept as its JSON text: written far more often than read).
+    pub detail: JsonText,
 }
 
 /// A decision-log row whose recorded fields do not read (a corrupted or hand-edited row):

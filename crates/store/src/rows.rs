@@ -10,6 +10,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{StoreError, StoreResult};
+use crate::json_text::JsonText;
 use crate::model::{
     from_ms, json_text, parse_json, to_ms, AdminToken, AuditEvent, DecisionRecord, DeviceRecord,
     FactorRecord, PolicyVersion, UserRecord, UserSource,
@@ -250,7 +251,8 @@ pub(crate) fn decision_from_row(r: &impl RecordRow) -> StoreResult<DecisionRecor
         policy_outcome: r.opt_text("policy_outcome")?,
         outcome: r.text("outcome")?,
         report_only: parse_json("decision report-only", &r.text("report_only_json")?)?,
-        detail: parse_json("decision detail", &r.text("detail_json")?)?,
+        detail: JsonText::parse(r.text("detail_json")?)
+            .map_err(|e| StoreError::corrupt("decision detail", e))?,
     })
 }
 

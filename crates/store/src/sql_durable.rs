@@ -494,32 +494,32 @@ where
         if records.is_empty() {
             return Ok(());
         }
+        let insert = format!(
+            "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (request_id) DO NOTHING"
+        );
         let mut tx = self.pool().begin().await?;
         for d in records {
             let report_only = json_text(&d.report_only)?;
-            let detail = json_text(&d.detail)?;
-            sqlx::query(&format!(
-                "INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                 $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (request_id) DO NOTHING"
-            ))
-            .bind(d.request_id.as_str())
-            .bind(to_ms(&d.time))
-            .bind(d.kind.as_str())
-            .bind(d.user.as_deref())
-            .bind(d.session.as_deref())
-            .bind(d.app.as_deref())
-            .bind(d.route.as_deref())
-            .bind(d.method.as_str())
-            .bind(d.path.as_str())
-            .bind(d.ip.as_deref())
-            .bind(d.device.as_deref())
-            .bind(d.policy.as_deref())
-            .bind(d.policy_outcome.as_deref())
-            .bind(d.outcome.as_str())
-            .bind(report_only.as_str())
-            .bind(detail.as_str())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&insert)
+                .bind(d.request_id.as_str())
+                .bind(to_ms(&d.time))
+                .bind(d.kind.as_str())
+                .bind(d.user.as_deref())
+                .bind(d.session.as_deref())
+                .bind(d.app.as_deref())
+                .bind(d.route.as_deref())
+                .bind(d.method.as_str())
+                .bind(d.path.as_str())
+                .bind(d.ip.as_deref())
+                .bind(d.device.as_deref())
+                .bind(d.policy.as_deref())
+                .bind(d.policy_outcome.as_deref())
+                .bind(d.outcome.as_str())
+                .bind(report_only.as_str())
+                .bind(d.detail.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -17,10 +17,9 @@ use crate::app::state::Runtime;
 
 /// The context `d` was decided on, when it reached the policies.
 pub fn context_of(d: &DecisionRecord) -> Result<Option<RequestContext>, serde_json::Error> {
-    match d.detail.get("context") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some),
-    }
+    Ok(d.detail
+        .field::<Option<RequestContext>>("context")?
+        .flatten())
 }
 
 /// Whether `e` (a decision again) is the recorded policy decision: the same outcome and,
@@ -35,8 +34,8 @@ pub fn same_decision(d: &DecisionRecord, e: &Explanation) -> bool {
     if e.outcome != OutcomeKind::StepUp {
         return true;
     }
-    match d.detail.get("policy_requirement").filter(|r| !r.is_null()) {
-        Some(was) => serde_json::to_value(&e.requirement).ok().as_ref() == Some(was),
+    match d.detail.member("policy_requirement") {
+        Some(was) => serde_json::to_value(&e.requirement).ok() == Some(was),
         // Recorded under a configuration no longer in force: the outcome alone compares.
         None => true,
     }

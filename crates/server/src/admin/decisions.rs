@@ -201,7 +201,7 @@ pub async fn show(State(st): State<Shared>, Path(id): Path<String>) -> Result<Re
 /// from its context under the configuration in force; none when it has one or never
 /// reached the policies.
 pub fn traced_again(st: &Shared, d: &DecisionRecord) -> Result<Option<Explanation>, Problem> {
-    let recorded = d.detail.get("trace").filter(|t| !t.is_null()).is_some();
+    let recorded = d.detail.member("trace").is_some();
     Ok(match (recorded, context_of(d)?) {
         (false, Some(ctx)) => Some(replay::trace(&st.runtime.load(), &ctx)),
         _ => None,

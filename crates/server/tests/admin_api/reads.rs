@@ -87,7 +87,7 @@ async fn listings_page_by_limit_and_offset_and_decisions_by_cursor() {
             policy_outcome: Some("allow".into()),
             outcome: "allow".into(),
             report_only: json!([]),
-            detail: json!({}),
+            detail: json!({}).into(),
         })
         .collect();
     s.st.stores

@@ -89,7 +89,7 @@ async fn past_max_rows_the_oldest_decisions_are_deleted() {
             policy_outcome: Some("allow".into()),
             outcome: "allow".into(),
             report_only: serde_json::json!([]),
-            detail: serde_json::json!({}),
+            detail: serde_json::json!({}).into(),
         })
         .collect();
     first

@@ -43,7 +43,7 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
         .expect("the sign-in's decision");
     assert_eq!(signin.outcome, "step_up");
     assert_eq!(signin.policy.as_deref(), Some("sign-in-mfa"));
-    assert_eq!(signin.detail["requirement"]["min_aal"], 2);
+    assert_eq!(signin.detail.value()["requirement"]["min_aal"], 2);
 
     // Allowed, proxied: the upstream's answer carries the id.
     let r = no_redirects()
@@ -73,10 +73,10 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
         d.report_only,
         serde_json::json!([{ "policy": "trial-after", "outcome": "deny", "requirement": null }])
     );
-    assert_eq!(d.detail["context"]["request"]["path"], "/reports");
-    assert_eq!(d.detail["context"]["user"]["username"], "jane");
+    assert_eq!(d.detail.value()["context"]["request"]["path"], "/reports");
+    assert_eq!(d.detail.value()["context"]["user"]["username"], "jane");
     // An allowed request's trace is worked out again from its context when asked for.
-    assert!(d.detail["trace"].is_null(), "{}", d.detail);
+    assert!(d.detail.value()["trace"].is_null(), "{}", d.detail);
 
     // The admin route: a step-up, and the report-only policy ahead of it would have denied.
     let r = no_redirects()
@@ -91,8 +91,8 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
     assert_eq!(d.outcome, "step_up");
     assert_eq!(d.policy.as_deref(), Some("admin-needs-aal3"));
     assert_eq!(d.route.as_deref(), Some("admin"));
-    assert_eq!(d.detail["requirement"]["min_aal"], 3);
-    assert_eq!(d.detail["trace"]["policy"], "admin-needs-aal3");
+    assert_eq!(d.detail.value()["requirement"]["min_aal"], 3);
+    assert_eq!(d.detail.value()["trace"]["policy"], "admin-needs-aal3");
     assert_eq!(
         d.report_only,
         serde_json::json!([{ "policy": "trial-block-admin", "outcome": "deny", "requirement": null }]),
@@ -127,7 +127,7 @@ async fn every_decision_is_recorded_under_the_id_the_client_was_given() {
     let d = recorded(&s, &denied).await;
     assert_eq!(d.outcome, "deny");
     assert_eq!(d.policy.as_deref(), Some("no-forbidden"));
-    assert_eq!(d.detail["trace"]["message"], "not here");
+    assert_eq!(d.detail.value()["trace"]["message"], "not here");
 
     let r = no_redirects()
         .get(s.at("/_stepgate/auth/forward"))

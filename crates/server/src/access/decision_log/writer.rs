@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use stepgate_policy::{Explanation, OutcomeKind, RequestContext, RequestKind};
-use stepgate_store::{DecisionRecord, DurableStore};
+use stepgate_policy::{Explanation, OutcomeKind, RequestContext, RequestKind, StepUpRequirement};
+use stepgate_store::{DecisionRecord, DurableStore, JsonText};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -275,13 +275,36 @@ fn to_record(mut p: Pending, rt: Option<&Runtime>, w: &Writer) -> DecisionRecord
         policy_outcome: p.policy_outcome.map(|o| o.as_str().to_string()),
         outcome: p.outcome.into(),
         report_only: serde_json::Value::Array(report_only),
-        detail: json!({
-            "requirement": p.requirement,
-            "policy_requirement": policy_requirement,
-            "context": ctx,
-            "trace": explanation,
-        }),
+        detail: detail(&p, policy_requirement.as_ref(), explanation.as_ref()),
     }
+}
+
+/// The record's detail, written as JSON text straight from the values (a `Value` tree of
+/// the context cost as much as the rest of the record).
+fn detail(
+    p: &Pending,
+    policy_requirement: Option<&StepUpRequirement>,
+    trace: Option<&Explanation>,
+) -> JsonText {
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        context: Option<&'a RequestContext>,
+        policy_requirement: Option<&'a StepUpRequirement>,
+        requirement: Option<&'a StepUpRequirement>,
+        trace: Option<&'a Explanation>,
+    }
+    let d = Detail {
+        context: p.context.as_ref(),
+        policy_requirement,
+        requirement: p.requirement.as_ref(),
+        trace,
+    };
+    JsonText::of(&d).unwrap_or_else(|e| {
+        // Every part serialises (string keys, finite numbers); kept apart from the rest
+        // of the record if one ever did not.
+        tracing::warn!(error = %e, "decision log: the decision's detail did not serialise");
+        JsonText::default()
+    })
 }
 
 /// The app, method and path of `p`'s request: as the request stated them when it never
@@ -306,7 +329,7 @@ fn worked_out(
     c: &RequestContext,
 ) -> (
     Option<Explanation>,
-    Option<serde_json::Value>,
+    Option<StepUpRequirement>,
     Option<String>,
 ) {
     // The trace is kept for what was refused or asked more of (the decisions someone asks
@@ -319,8 +342,7 @@ fn worked_out(
     let policy_requirement = (p.policy_outcome == Some(OutcomeKind::StepUp))
         .then(|| {
             let decision = rt.config.policy_set.decide(c);
-            let requirement = decision.outcome.requirement();
-            requirement.map(|r| serde_json::to_value(r).unwrap_or_default())
+            decision.outcome.requirement().cloned()
         })
         .flatten();
     (

@@ -127,7 +127,8 @@ fn ranked(counts: BTreeMap<String, u64>, top: usize) -> Vec<Count> {
 /// Why a step-up was asked: the deciding policy and the level it wanted.
 fn reason(d: &DecisionRecord) -> String {
     let policy = d.policy.as_deref().unwrap_or("(default outcome)");
-    match d.detail["requirement"]["min_aal"].as_u64() {
+    let requirement = d.detail.member("requirement").unwrap_or_default();
+    match requirement["min_aal"].as_u64() {
         Some(n) => format!("{policy}: AAL{n}"),
         None => policy.to_string(),
     }
@@ -205,7 +206,7 @@ mod tests {
             policy_outcome: None,
             outcome: outcome.into(),
             report_only: serde_json::Value::Null,
-            detail: serde_json::Value::Null,
+            detail: stepgate_store::JsonText::default(),
         }
     }
 

@@ -101,10 +101,7 @@ async fn one(a: &Admin, id: &str) -> Result<Response, PortalError> {
     let (trace, again) = match &found {
         Some(d) => match traced_again(&a.st, d) {
             Ok(Some(e)) => (serde_json::to_value(e).ok(), true),
-            _ => (
-                d.detail.get("trace").filter(|t| !t.is_null()).cloned(),
-                false,
-            ),
+            _ => (d.detail.member("trace"), false),
         },
         None => (None, false),
     };
