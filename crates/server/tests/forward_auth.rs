@@ -330,6 +330,7 @@ async fn peers_that_are_not_trusted_proxies_cannot_steer_the_decision() {
     }
     let r = nginx(&outsider, &h, &app, "GET", "/").send().await.unwrap();
     assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "cache-control"), "no-store");
     assert!(r.text().await.unwrap().contains("trusted_proxies"));
 }
 
@@ -358,4 +359,12 @@ async fn malformed_forwarding_headers_are_rejected() {
     assert_eq!(r.status(), 403);
     let r = forward(&c, &h, &app, "GET", "/a;b").send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // Every refusal, like every answer, is never cached.
+    assert_eq!(header(&r, "cache-control"), "no-store");
+    let r = forward(&c, &h, "unknown.example.test", "GET", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a host no application is configured for");
+    assert_eq!(header(&r, "cache-control"), "no-store");
 }

@@ -117,7 +117,7 @@ async fn respond(
     let ip = client_ip(rt, peer.0, headers);
     let (orig, cookies) = match admit(rt, headers, read) {
         Ok(x) => x,
-        Err(why) => return no_store(refuse(headers, &why)),
+        Err(why) => return refuse(headers, &why),
     };
     let Some(app) = rt.app_for_host(&orig.host) else {
         return no_app(&orig.host);
@@ -161,11 +161,11 @@ async fn respond(
 /// `403` for a host no application is configured for.
 fn no_app(host: &str) -> Response {
     tracing::warn!(%host, "forward-auth: no application is configured for the host; refusing");
-    no_store(json_error(
+    json_error(
         StatusCode::FORBIDDEN,
         "access_denied",
         "no application is configured for this host",
-    ))
+    )
 }
 
 /// The checks before a trusted proxy's request is decided: what it reports can be read as
@@ -309,12 +309,6 @@ fn redirect(flavour: Flavour, status: StatusCode, target: &str) -> Response {
     }
 }
 
-fn no_store(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
 /// `403` unless the peer is a configured trusted proxy: the forwarding headers choose what
 /// is decided, so a client reaching the endpoint directly must not be able to steer it.
 fn refuse_untrusted(rt: &Runtime, peer: Peer) -> Option<Response> {
@@ -326,11 +320,11 @@ fn refuse_untrusted(rt: &Runtime, peer: Peer) -> Option<Response> {
         return None;
     }
     tracing::warn!(peer = %ip, "forward-auth request from a peer outside server.trusted_proxies; refused");
-    Some(no_store(json_error(
+    Some(json_error(
         StatusCode::FORBIDDEN,
         "access_denied",
         "forward-auth answers only the proxies listed in server.trusted_proxies",
-    )))
+    ))
 }
 
 /// The forward-auth endpoints for front proxies (nginx, Traefik/Caddy, Envoy): decide only.
