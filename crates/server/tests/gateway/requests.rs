@@ -208,6 +208,20 @@ async fn a_cookie_line_read_once_still_loses_every_spelling_of_stepgates_cookies
         seen["cookie"], "a=1; b=2",
         "only the app's cookies, in order"
     );
+    // The one pass's own splitting: tabs and empty pieces around the session, a bare
+    // `stepgate_session` (no `=`: no pair, yet stepgate's name), a value holding `=`, a
+    // piece with no value at all.
+    let seen = send(format!("\t;;a=1;\t{session}\t;stepgate_session;b=x=y; ;c")).await;
+    assert_eq!(
+        (&seen["user"], &seen["cookie"]),
+        (&"jane".into(), &"a=1; b=x=y; c".into())
+    );
+    let seen = send(format!("\t{session};\tstepgate_session ;")).await;
+    assert_eq!(
+        (&seen["user"], &seen["cookie"]),
+        (&"jane".into(), &"".into()),
+        "only stepgate's names, however spaced: no Cookie line"
+    );
     // Lines the one pass does not sort are read again by the strip: two lines become one
     // without stepgate's cookies, and a line with bytes outside ASCII goes whole.
     let two = plain
