@@ -64,7 +64,11 @@ impl Env {
     }
 }
 
-#[tokio::test]
+// Two workers: the test drops its store and then blocks on the CLI's processes; on a
+// current-thread runtime the dropped pool's connections were not closed until the test
+// awaited again, and under load the store opened afterwards read the token as it was
+// before `revoke` (5 runs in 20 with both cores busy; none in 50 with two workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_printed_once_kept_hashed_listed_and_revoked() {
     let env = Env::new();
     let out = env.ok(&[
