@@ -225,6 +225,34 @@ impl LiveSignals {
         }))
     }
 
+    /// Whether the request carries anything [`LiveSignals::device`] could find a device by: a
+    /// stored session's bound device, a client certificate, a passkey the session was
+    /// signed in or stepped up with, or a device cookie. Without any, there is no device to
+    /// look up, and the registry is not asked (nor the lookup timed): most requests of a
+    /// session signed in with a password and a code carry none.
+    fn may_name_device(
+        &self,
+        rt: &Runtime,
+        req: &AccessRequest<'_>,
+        subject: &Subject,
+        certificate: bool,
+    ) -> bool {
+        if let Credentials::Stored(s) = &req.credentials {
+            return s.data.device_id.is_some();
+        }
+        let passkey = |d: &crate::session::SessionData| {
+            d.factors
+                .iter()
+                .any(|f| f.kind == stepgate_authn::FactorKind::Webauthn && f.factor_id.is_some())
+        };
+        let cookie = || {
+            let name = &rt.config.devices.cookie.name;
+            self.signals.cookie.is_some()
+                && cookies_of(req).is_some_and(|c| c.cookie(name).is_some())
+        };
+        certificate || subject.who.session_data().is_some_and(passkey) || cookie()
+    }
+
     /// A device counts as compliant only while its connector's syncs are fresh.
     fn judge_freshness(&self, d: &Device, ctx: &mut DeviceContext, now: DateTime<Utc>) {
         self.signals
@@ -376,6 +404,7 @@ impl SignalSource for LiveSignals {
         }
         facts.device = match demo {
             Some(p) => demo::device(p),
+            None if !self.may_name_device(rt, req, subject, check.is_some()) => None,
             None => {
                 let device = self.device(rt, req, subject, check.as_ref());
                 sig.calls.time(Provider::Device, device).await?

@@ -320,12 +320,22 @@ impl Caches {
         Ok(s.filter(|s| s.entry.expires_at > now))
     }
 
-    /// Whether the session `id` has a live cache entry (a session, or an absence cached for
-    /// an id whose MAC verified): either way the id was checked before it was cached, so a
-    /// caller may skip checking its MAC again.
-    pub fn session_cached(&self, id: &str) -> bool {
+    /// The session `id`'s live cache entry, when there is one (`Some(None)`: an absence
+    /// cached), as [`Caches::session`] would answer it at `now`. Either way the id was
+    /// checked before it was cached, so a caller may skip checking its MAC again. A hit is
+    /// counted here; a miss is counted by the [`Caches::session`] read that follows it.
+    pub fn session_cached(
+        &self,
+        id: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<Option<Arc<SessionSlot>>> {
         let ttl = self.live_ttl();
-        !ttl.is_zero() && self.sessions.get(id, ttl, self.clock.now()).is_ok()
+        if ttl.is_zero() {
+            return None;
+        }
+        let slot = self.sessions.get(id, ttl, self.clock.now()).ok()?;
+        self.lookups.hits.inc();
+        Some(slot.filter(|s| s.entry.expires_at > now))
     }
 
     /// The user `id`, from the cache or the durable store, shared rather than copied.

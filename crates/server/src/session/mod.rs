@@ -84,13 +84,15 @@ impl Sessions {
         };
         // An id stepgate did not issue (its MAC does not verify) is refused before the store
         // is asked. Only checked ids are ever cached, so a cached one needs no second check.
-        if id.is_empty()
-            || id.len() > 128
-            || !(self.cache.session_cached(id) || self.signer.session_id_ok(id))
-        {
+        if id.is_empty() || id.len() > 128 {
             return Ok(None);
         }
-        Ok(self.load(rt, id, now).await?.ok())
+        // The cache is looked at once: its entry both vouches for the id and is the record.
+        let cached = self.cache.session_cached(id, now);
+        if cached.is_none() && !self.signer.session_id_ok(id) {
+            return Ok(None);
+        }
+        Ok(self.load_from(rt, id, now, cached).await?.ok())
     }
 
     /// Loads a session, enforcing the absolute lifetime and idle timeout for its level, and
@@ -109,9 +111,25 @@ impl Sessions {
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<Session, SessionEnd>> {
+        self.load_from(rt, id, now, None).await
+    }
+
+    /// [`Sessions::load`], starting from `cached` (the cache's entry, already looked up)
+    /// when given.
+    async fn load_from(
+        &self,
+        rt: &Runtime,
+        id: &str,
+        now: DateTime<Utc>,
+        mut cached: Option<Option<Arc<SessionSlot>>>,
+    ) -> StoreResult<Result<Session, SessionEnd>> {
         let mut attempt = 0;
         loop {
-            let (read, slot) = match self.check_slot(rt, id, now).await? {
+            let slot = match cached.take() {
+                Some(slot) => slot,
+                None => self.cache.session(id, true, now).await?,
+            };
+            let (read, slot) = match self.check_read(rt, id, slot, now).await? {
                 Ok(s) => s,
                 Err(end) => return Ok(Err(end)),
             };
@@ -154,18 +172,20 @@ impl Sessions {
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<Session, SessionEnd>> {
-        Ok(self.check_slot(rt, id, now).await?.map(|(s, _)| s))
+        let slot = self.cache.session(id, true, now).await?;
+        Ok(self.check_read(rt, id, slot, now).await?.map(|(s, _)| s))
     }
 
-    /// [`Sessions::check`], with the cached record the session was read from (its state as
-    /// the store keeps it, for a conditional write).
-    async fn check_slot(
+    /// Whether the session read as `slot` (through the cache) still stands, with the cached
+    /// record it was read from (its state as the store keeps it, for a conditional write).
+    async fn check_read(
         &self,
         rt: &Runtime,
         id: &str,
+        slot: Option<Arc<SessionSlot>>,
         now: DateTime<Utc>,
     ) -> StoreResult<Result<(Session, Arc<SessionSlot>), SessionEnd>> {
-        let Some(slot) = self.cache.session(id, true, now).await? else {
+        let Some(slot) = slot else {
             return Ok(Err(SessionEnd::Unknown));
         };
         let Some(data) = slot.data() else {
