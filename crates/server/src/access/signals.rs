@@ -240,17 +240,17 @@ impl LiveSignals {
         if let Credentials::Stored(s) = &req.credentials {
             return s.data.device_id.is_some();
         }
-        let passkey = |d: &crate::session::SessionData| {
-            d.factors
-                .iter()
-                .any(|f| f.kind == stepgate_authn::FactorKind::Webauthn && f.factor_id.is_some())
-        };
-        let cookie = || {
-            let name = &rt.config.devices.cookie.name;
-            self.signals.cookie.is_some()
-                && cookies_of(req).is_some_and(|c| c.cookie(name).is_some())
-        };
-        certificate || subject.who.session_data().is_some_and(passkey) || cookie()
+        let passkey = |d| passkey_factors(d).next().is_some();
+        certificate
+            || subject.who.session_data().is_some_and(passkey)
+            || self.device_cookie(rt, req).is_some()
+    }
+
+    /// The device cookie's value, as the request carries it, when device cookies are
+    /// signed here (unverified: [`LiveSignals::cookie_device`] verifies it).
+    fn device_cookie<'r>(&self, rt: &Runtime, req: &'r AccessRequest<'_>) -> Option<&'r str> {
+        self.signals.cookie.as_ref()?;
+        cookies_of(req)?.cookie(&rt.config.devices.cookie.name)
     }
 
     /// A device counts as compliant only while its connector's syncs are fresh.
@@ -290,14 +290,12 @@ impl LiveSignals {
         req: &AccessRequest<'_>,
         subject: &Subject,
     ) -> Result<Option<(DeviceBinding, Device)>, SignalError> {
-        let (Some(signer), Some(cookies)) = (&self.signals.cookie, cookies_of(req)) else {
+        let (Some(signer), Some(value)) = (&self.signals.cookie, self.device_cookie(rt, req))
+        else {
             return Ok(None);
         };
-        let c = &rt.config.devices.cookie;
-        let Some(id) = cookies
-            .cookie(&c.name)
-            .and_then(|v| signer.verify(v, c.max_age.0, req.now).ok())
-        else {
+        let max_age = rt.config.devices.cookie.max_age.0;
+        let Ok(id) = signer.verify(value, max_age, req.now) else {
             return Ok(None);
         };
         let Some(d) = crate::devices::load(self.durable.as_ref(), &id).await? else {
@@ -334,12 +332,7 @@ impl LiveSignals {
         let Some(data) = subject.who.session_data() else {
             return Ok(bindings);
         };
-        let passkeys = data
-            .factors
-            .iter()
-            .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
-            .filter_map(|f| f.factor_id.as_deref());
-        for fid in passkeys {
+        for fid in passkey_factors(data) {
             if let Some(f) = self.durable.get_factor(fid).await? {
                 if let Some(credential_id) = f.lookup_key {
                     bindings.push(DeviceBinding::Passkey { credential_id });
@@ -348,6 +341,14 @@ impl LiveSignals {
         }
         Ok(bindings)
     }
+}
+
+/// The ids of the passkey factors a session was signed in or stepped up with.
+fn passkey_factors(data: &crate::session::SessionData) -> impl Iterator<Item = &str> {
+    data.factors
+        .iter()
+        .filter(|f| f.kind == stepgate_authn::FactorKind::Webauthn)
+        .filter_map(|f| f.factor_id.as_deref())
 }
 
 /// The cookies a request carries, when it carries any.
