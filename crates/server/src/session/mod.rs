@@ -92,7 +92,7 @@ impl Sessions {
         if cached.is_none() && !self.signer.session_id_ok(id) {
             return Ok(None);
         }
-        Ok(self.load_from(rt, id, now, cached).await?.ok())
+        Ok(self.load(rt, id, now, cached).await?.ok())
     }
 
     /// Loads a session, enforcing the absolute lifetime and idle timeout for its level, and
@@ -105,18 +105,9 @@ impl Sessions {
     /// CAEP mark, a device binding) and this node has not heard yet, the stamp is refused,
     /// the session read again, and the request judged on the state that now stands, so the
     /// other node's change is neither overwritten nor missed.
-    pub async fn load(
-        &self,
-        rt: &Runtime,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Result<Session, SessionEnd>> {
-        self.load_from(rt, id, now, None).await
-    }
-
-    /// [`Sessions::load`], starting from `cached` (the cache's entry, already looked up)
-    /// when given.
-    async fn load_from(
+    ///
+    /// `cached`: the cache's entry for `id`, when the caller has already looked it up.
+    async fn load(
         &self,
         rt: &Runtime,
         id: &str,
