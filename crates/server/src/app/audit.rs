@@ -12,8 +12,9 @@
 //! When more than [`HOLD`] events wait, the oldest is dropped and counted
 //! (`stepgate_audit_dropped_total`): memory is bounded, and the count says what is missing.
 //! An event the store refuses for a reason retrying cannot fix (a constraint, corrupt data)
-//! is logged and counted as failed. Events still waiting when the node stops are logged as
-//! lost with their kinds.
+//! is logged and counted as failed. When the node stops gracefully, what waits gets a last
+//! try ([`AuditOutbox::flush`], within `server.shutdown_grace`); events still waiting after
+//! it are logged as lost with their kinds.
 //!
 //! What does *not* come here: the audit events an operation cannot do without (a factor
 //! enrolled, a lockout recorded by the authenticator) are written in line, and the operation
@@ -54,6 +55,9 @@ pub struct AuditOutbox {
     hold: usize,
     wake: Arc<Notify>,
     stats: Arc<AuditStats>,
+    /// Held while waiting events are written: the writer task and a stop's last try
+    /// ([`AuditOutbox::flush`]) never write the same event twice.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl AuditOutbox {
@@ -71,6 +75,7 @@ impl AuditOutbox {
             hold: hold.max(1),
             wake: Arc::new(Notify::new()),
             stats: Arc::default(),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -128,9 +133,18 @@ impl AuditOutbox {
         tokio::spawn(async move { drain(outbox, wake).await });
     }
 
+    /// A last try at writing what waits, when the node stops: the store may be back while
+    /// the writer task still backs off (up to [`MAX_BACKOFF`]), and what waits is lost with
+    /// the process. `Err` when the store is still out of reach (what waits is then logged
+    /// as lost when the outbox is dropped).
+    pub async fn flush(&self) -> Result<(), stepgate_store::StoreError> {
+        self.write_waiting().await
+    }
+
     /// Writes what waits, oldest first, until the queue is empty or the store fails;
     /// `Err` with the error when it is still out of reach.
     async fn write_waiting(&self) -> Result<(), stepgate_store::StoreError> {
+        let _writing = self.writing.lock().await;
         loop {
             let Some(next) = self.waiting.lock().ok().and_then(|w| w.front().cloned()) else {
                 return Ok(());

@@ -205,20 +205,38 @@ pub async fn serve_on_until(
     Ok(())
 }
 
-/// Once the requests are drained: the decision records the writer still gathers (or has
-/// queued) are written, for at most `server.shutdown_grace`, so the decisions of the last
-/// requests outlive the process (the writer ends with the runtime, its gathered batch with it).
+/// Once the requests are drained, what the node still holds for the durable store is
+/// written, for at most `server.shutdown_grace`: the decision records the writer still
+/// gathers (or has queued), so the decisions of the last requests outlive the process (the
+/// writer ends with the runtime, its gathered batch with it), and the audit events that
+/// wait for a store that was out of reach (it may be back while the outbox's writer still
+/// backs off).
 async fn write_what_is_left(state: &Shared) {
-    let Some(log) = state.access.decision_log() else {
-        return;
-    };
     let grace = state.runtime.load().config.server.shutdown_grace.0;
-    if tokio::time::timeout(grace, log.flush()).await.is_err() {
-        tracing::warn!(
-            queued = log.queued(),
-            "the decision log was not written within the shutdown grace; the last decisions are lost"
-        );
-    }
+    let decisions = async {
+        let Some(log) = state.access.decision_log() else {
+            return;
+        };
+        if tokio::time::timeout(grace, log.flush()).await.is_err() {
+            tracing::warn!(
+                queued = log.queued(),
+                "the decision log was not written within the shutdown grace; the last decisions are lost"
+            );
+        }
+    };
+    let audit = async {
+        if state.audit.waiting() == 0 {
+            return;
+        }
+        let error = match tokio::time::timeout(grace, state.audit.flush()).await {
+            Ok(Ok(())) => return tracing::info!("the audit events that waited are written"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "not written within the shutdown grace".to_string(),
+        };
+        // What still waits is logged as lost, with its kinds, when the outbox is dropped.
+        tracing::warn!(waiting = state.audit.waiting(), %error, "the audit events that wait could not be written at stop");
+    };
+    tokio::join!(decisions, audit);
 }
 
 /// The serving loop for both plain HTTP and TLS: `TCP_NODELAY` on every connection,

@@ -60,10 +60,9 @@ impl Relay {
     }
 }
 
-#[tokio::test]
-async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() {
-    let Some(b) = backends(None) else { return };
-    let mut through_relay = reqwest::Url::parse(&b.pg.url).unwrap();
+/// A relay to the PostgreSQL at `url`, and the URL that reaches it through the relay.
+async fn relay_to(url: &str) -> (Relay, String) {
+    let mut through_relay = reqwest::Url::parse(url).unwrap();
     let host = through_relay.host_str().unwrap().to_string();
     let port = through_relay.port().unwrap_or(5432);
     let target: std::net::SocketAddr = tokio::net::lookup_host((host.as_str(), port))
@@ -71,10 +70,16 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
         .unwrap()
         .next()
         .unwrap();
-    let mut relay = Relay::start(target).await;
+    let relay = Relay::start(target).await;
     through_relay.set_host(Some("127.0.0.1")).unwrap();
     through_relay.set_port(Some(relay.port)).unwrap();
-    let through_relay = through_relay.to_string();
+    (relay, through_relay.to_string())
+}
+
+#[tokio::test]
+async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() {
+    let Some(b) = backends(None) else { return };
+    let (mut relay, through_relay) = relay_to(&b.pg.url).await;
     let up = upstream::text("upstream").await;
     let start = |mode: &'static str| {
         let (mut pgc, redis, key) = (b.pg.clone(), b.redis.clone(), b.key.clone());
@@ -209,5 +214,66 @@ async fn losing_postgres_refuses_or_answers_from_recent_records_as_configured() 
     assert_eq!(cached.st.audit.stats().dropped.get(), 0, "nothing dropped");
     assert_eq!(log.stats().dropped.get(), 0, "no decision dropped");
 
+    drop_backends(&b).await;
+}
+
+/// A graceful stop gives the audit events that wait for PostgreSQL a last try: the event
+/// waits through the outbox writer's first two tries, PostgreSQL comes back while the
+/// writer backs off for 4 s, and the node is stopped at once. By the time the node has
+/// stopped the event is in the store (without the last try it would still wait, and be
+/// lost with the process).
+#[tokio::test]
+async fn a_graceful_stop_writes_the_audit_events_that_wait() {
+    let Some(b) = backends(None) else { return };
+    let (mut relay, through_relay) = relay_to(&b.pg.url).await;
+    let (mut pgc, redis) = (b.pg.clone(), b.redis.clone());
+    pgc.url = through_relay;
+    // A try fails within this (the pool retries a refused connection until then).
+    pgc.connect_timeout = stepgate_policy::HumanDuration::from_secs(1);
+    let support::State { st, .. } = Server::build(CONFIG)
+        .with("UPSTREAM", "127.0.0.1:9")
+        .key(b.key.clone())
+        .configure(move |c| {
+            c.store.postgres = Some(pgc);
+            c.store.redis = Some(redis);
+        })
+        .state()
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(stepgate_server::serve_on_until(
+        st.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    relay.cut();
+    let mut event = stepgate_store::NewAuditEvent::now("signout");
+    event.subject = Some(format!("last-try-{}", stepgate_store::new_id()));
+    st.audit.append(event.clone()).await;
+    assert_eq!(st.audit.waiting(), 1, "the event waits for the store");
+    // The writer tries 1 s after the event is kept and 2 s after its first try failed (each
+    // try failing within 1 s), so both have failed within 5 s; its third try comes 4 s after
+    // the second failed, at least 7 s from now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(st.audit.waiting(), 1, "the event still waits");
+    relay.restore().await;
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    assert_eq!(
+        st.audit.waiting(),
+        0,
+        "nothing waits once the node has stopped"
+    );
+    let written: Vec<_> = support::audit(&st, Some("signout"))
+        .await
+        .into_iter()
+        .filter(|e| e.subject == event.subject)
+        .collect();
+    assert_eq!(written.len(), 1, "the event is in the audit log, once");
+    assert_eq!(st.audit.stats().written_late.get(), 1);
+    drop(st);
     drop_backends(&b).await;
 }
