@@ -202,6 +202,9 @@ async fn a_signed_in_user_is_allowed_with_identity_headers_and_stepped_up_on_sen
             1,
             "{what}"
         );
+        // The kept answer's length (no body), once: not added again on the way out.
+        let lengths: Vec<_> = r.headers().get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["0"], "{what}");
         id
     };
     let mut ids = Vec::new();

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use stepgate_policy::spec::AppSpec;
 use stepgate_store::UserRecord;
 
@@ -65,8 +65,11 @@ impl Asserted {
                 put_security_headers(&mut h);
                 // The request id's place, which `set_header` fills in each answer: a
                 // cloned map has no room to spare, and a header added to it would move
-                // every other one.
+                // every other one. For the same reason the answer's `Content-Length: 0`
+                // (the allowed answer has no body) is kept here rather than added to each
+                // clone on the way out.
                 h.insert(REQUEST_ID_NAME, HeaderValue::from_static(""));
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                 h
             })
             .clone()

@@ -204,10 +204,8 @@ fn is_stepgates(name: &str, configured: &[String]) -> bool {
 /// proxy overwrites the real names, but may pass such a spelling on to an upstream that
 /// reads it as the real one. No proxy stepgate trusts sends one.
 pub fn respelled_header<'a>(h: &'a HeaderMap, configured: &[String]) -> Option<&'a HeaderName> {
-    // A vectorised search, not a `char` pattern or a byte loop: every header name of every
-    // forward-auth request is searched.
     h.keys().find(|n| {
-        memchr::memchr2(b'_', b'.', n.as_str().as_bytes()).is_some()
+        stepgate_request::names::has_folded_separator(n.as_str())
             && is_stepgates(n.as_str(), configured)
     })
 }
