@@ -38,16 +38,8 @@ async fn a_graceful_stop_writes_the_decisions_still_gathered() {
         .with("UPSTREAM", upstream::text("upstream").await)
         .state()
         .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(stepgate_server::serve_on_until(
-        st.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let serving = support::Serving::start(&st).await;
+    let port = serving.port;
     let c = no_redirects();
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -59,8 +51,7 @@ async fn a_graceful_stop_writes_the_decisions_still_gathered() {
         assert_eq!(r.status(), 303);
         ids.push(header(&r, "x-request-id"));
     }
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    serving.stop().await;
     for id in &ids {
         let found = st.stores.durable.get_decision(id).await.unwrap();
         assert!(

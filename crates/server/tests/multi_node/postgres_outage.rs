@@ -239,15 +239,7 @@ async fn a_graceful_stop_writes_the_audit_events_that_wait() {
         })
         .state()
         .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(stepgate_server::serve_on_until(
-        st.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let serving = support::Serving::start(&st).await;
 
     relay.cut();
     let mut event = stepgate_store::NewAuditEvent::now("signout");
@@ -260,8 +252,7 @@ async fn a_graceful_stop_writes_the_audit_events_that_wait() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(st.audit.waiting(), 1, "the event still waits");
     relay.restore().await;
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    serving.stop().await;
     assert_eq!(
         st.audit.waiting(),
         0,

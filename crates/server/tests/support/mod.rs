@@ -48,6 +48,6 @@ pub use people::{totp_data, Person, JANE};
 pub use raw::{raw, raw_get, RawAnswer};
 pub use refusal::{api_refusal, error_page};
 pub use server::{
-    aal3_session, audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, State,
+    aal3_session, audit, sha256_hex, signed_in_session, user, Server, ServerBuilder, Serving, State,
 };
 pub use window::{after_window, window_start};

@@ -30,6 +30,36 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
+/// A built state served on a free port of 127.0.0.1 until [`Serving::stop`]: the graceful
+/// stop a signal starts ([`stepgate_server::serve_on_until`]), with the last writes it makes.
+pub struct Serving {
+    /// Where it listens.
+    pub port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Serving {
+    /// Serves `st`.
+    pub async fn start(st: &Shared) -> Serving {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let until = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(stepgate_server::serve_on_until(st.clone(), listener, until));
+        Serving { port, stop, task }
+    }
+
+    /// Stops it, and waits until it has stopped (its requests drained, what it still held
+    /// written).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// A stepgate's state, built and not served, for tests that call it directly.
 pub struct State {
     /// Its state.
