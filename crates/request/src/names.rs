@@ -40,8 +40,9 @@ pub fn folds_to(name: &str, folded: &str) -> bool {
 /// Whether `name` has a byte that [`fold`] folds to `-` without being one (`_` or `.`),
 /// for a name already in lower case (as `http::HeaderName` gives it): whether it is a
 /// respelling at all. Eight bytes at a time, the rest one by one: it runs on every header
-/// name of every forward-auth request, and a byte loop or `memchr2`'s set-up cost several
-/// times as much for names this short.
+/// name of every forward-auth request, where names are short, and measured under callgrind
+/// it costs ~80 instructions a name against `memchr2`'s ~100 (mostly its set-up) and ~140
+/// for a plain pass over the bytes.
 pub fn has_folded_separator(name: &str) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
