@@ -88,25 +88,20 @@ fn pair_value<'a>(name: &str, value: &'a str) -> Option<&'a str> {
 /// each test below says whether any of the eight bytes is such a byte (exactly: the
 /// subtraction tricks can misplace which byte, never whether there is one).
 fn cookie_octets(value: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Any byte that is zero.
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    use crate::words::{has_byte, word, HIGHS, ONES};
     // Any byte below 0x21 (the trick holds for bounds up to 0x80).
     let below = |x: u64| x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
     // Any byte above 0x7E (its high bit set after adding 1, or set already).
     let above = |x: u64| (x.wrapping_add(ONES) | x) & HIGHS;
     let mut chunks = value.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(bytes);
+        let x = word(chunk);
         let bad = below(x)
             | above(x)
-            | zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b',')))
-            | zero(x ^ (ONES * u64::from(b';')))
-            | zero(x ^ (ONES * u64::from(b'\\')));
+            | has_byte(x, b'"')
+            | has_byte(x, b',')
+            | has_byte(x, b';')
+            | has_byte(x, b'\\');
         if bad != 0 {
             return false;
         }
@@ -321,15 +316,12 @@ pub fn lookup_many_sorting<'a, const N: usize>(
 /// [`HeaderValue::to_str`] accepts), checked eight bytes at a time: a `Cookie` line is read
 /// on every request, and a browser's runs to hundreds of bytes.
 fn visible_text(line: &HeaderValue) -> Option<&str> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    use crate::words::{word, HIGHS, ONES};
     let visible = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\t';
     let bytes = line.as_bytes();
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(eight);
+        let x = word(chunk);
         // Any byte below 0x20, or above 0x7E: then the chunk is read byte by byte (a tab
         // is below 0x20 and allowed).
         let suspect = (x.wrapping_sub(ONES * 0x20) & !x | x.wrapping_add(ONES) | x) & HIGHS;

@@ -18,6 +18,7 @@ pub mod cookies;
 pub mod forwarded;
 pub mod names;
 pub mod target;
+mod words;
 
 pub use forwarded::{client_addr, ClientAddr, ForwardedHeader};
 pub use target::{read_method, read_target, MethodRefusal, Target, TargetRefusal, TargetRules};

@@ -44,16 +44,11 @@ pub fn folds_to(name: &str, folded: &str) -> bool {
 /// it costs ~80 instructions a name against `memchr2`'s ~100 (mostly its set-up) and ~140
 /// for a plain pass over the bytes.
 pub fn has_folded_separator(name: &str) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Whether any byte of `x` is zero (exact as to whether, not as to which).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    use crate::words::{has_byte, word};
     let mut chunks = name.as_bytes().chunks_exact(8);
     for chunk in &mut chunks {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(eight);
-        if zero(x ^ (ONES * u64::from(b'_'))) | zero(x ^ (ONES * u64::from(b'.'))) != 0 {
+        let x = word(chunk);
+        if has_byte(x, b'_') | has_byte(x, b'.') != 0 {
             return true;
         }
     }
