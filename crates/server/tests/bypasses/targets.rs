@@ -138,11 +138,27 @@ async fn forward_auth_refuses_what_it_cannot_read_and_never_defaults() {
     twice.push(("X-Forwarded-Uri", b"/admin/users"));
     assert_eq!(ask("forward", &twice).await.0, 403);
     // An identity header under another spelling, which the front proxy may pass on.
-    let mut spelled = forward(b"/data");
-    spelled.push(("Remote_User", b"admin"));
-    let (status, _, body) = ask("forward", &spelled).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("remote_user"), "{body}");
+    // The separator in the name's first eight bytes (`Remote_User`), after a full word
+    // (`X-Forwarded_For`, 15 bytes), in its second word (`remote-auth_time`, 16 bytes): the
+    // check reads eight bytes at a time. A dot, upper case.
+    for name in [
+        "Remote_User",
+        "Remote.Groups",
+        "remote-auth_time",
+        "X-Forwarded_For",
+        "REMOTE_AMR",
+        "x-forwarded_user",
+    ] {
+        let mut spelled = forward(b"/data");
+        spelled.push((name, b"admin"));
+        let (status, _, body) = ask("forward", &spelled).await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert!(body.contains(&name.to_ascii_lowercase()), "{name}: {body}");
+    }
+    // A name with a separator that folds to none of stepgate's headers is the app's.
+    let mut theirs = forward(b"/data");
+    theirs.push(("X_Custom_Trace.Id", b"1"));
+    assert_eq!(ask("forward", &theirs).await.0, 200);
 }
 
 /// The headers a forward-auth endpoint reads are each found once under any case: sent twice
