@@ -303,3 +303,50 @@ async fn another_nodes_mark_survives_this_nodes_activity_stamp() {
         "the other node's mark stands in the store"
     );
 }
+
+/// A session whose state the store holds as another build of stepgate spelled it (the same
+/// state, its keys in another order: builds differ in how serde_json orders them) takes
+/// this node's activity stamp. Before, the stamp's conditional write compared the text and
+/// was refused on every request, so the session idled out while in use.
+#[tokio::test]
+async fn a_session_another_build_wrote_is_stamped_with_activity() {
+    let h = start().await;
+    let id = h.sign_in().await;
+    h.assert_allowed(&id, "signed in").await;
+    let entry = h.other.hot.get_session(&id).await.unwrap().expect("live");
+    let mut state = entry.data.as_object().unwrap().clone();
+    let long_ago = chrono::Utc::now() - chrono::Duration::seconds(90);
+    state.insert("last_seen".into(), serde_json::json!(long_ago));
+    // The keys in reverse order, with spaces: no serializer of this build writes that.
+    let respelled = format!(
+        "{{ {} }}",
+        state
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}: {}", serde_json::json!(k), v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let db = h.dir.path().join("data").join("stepgate.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let done = sqlx::query("UPDATE hot_sessions SET data_json = ? WHERE id = ?")
+        .bind(&respelled)
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    // Past the cache's TTL: the next request reads the store.
+    h.advance(Duration::from_secs(11 * 60));
+    h.assert_allowed(&id, "the session stands").await;
+    let stored = h.other.hot.get_session(&id).await.unwrap().expect("live");
+    let seen: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(stored.data["last_seen"].clone()).unwrap();
+    assert!(
+        seen > long_ago + chrono::Duration::seconds(60),
+        "the activity is recorded: last seen {seen}, was {long_ago}"
+    );
+    pool.close().await;
+}

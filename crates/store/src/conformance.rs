@@ -783,6 +783,63 @@ pub async fn session_replace_if_unchanged(s: &dyn HotStore) {
     assert!(s.get_session(&never).await.unwrap().is_none());
 }
 
+/// Writes `text` as the state of the live session `id`, byte for byte, as another build of
+/// stepgate (or an operator) might have spelled it: the store's own writes cannot.
+pub type Respell<'a> =
+    &'a (dyn Fn(String, String) -> futures_util::future::BoxFuture<'static, ()> + Sync);
+
+/// A conditional write over a state the store holds spelled otherwise (keys in another
+/// order, other spacing and escapes: written by a build whose JSON serializer orders keys
+/// differently) goes through, still only over that state: a real change in between is
+/// refused, whatever its spelling.
+pub async fn session_replace_over_another_spelling(s: &dyn HotStore, respell: Respell<'_>) {
+    use crate::SessionWrite;
+    let user = unique("user");
+    let id = unique("sess");
+    let state = json!({"aal": 1, "last_seen": 1, "factors": [{"amr": "pwd", "at": 5}], "note": "caf\u{e9}"});
+    s.put_session(&id, &user, &state, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let respelled = r#"{ "note": "caf\u00e9", "factors": [ {"at": 5, "amr": "pwd"} ], "last_seen": 1, "aal": 1 }"#;
+    respell(id.clone(), respelled.to_owned()).await;
+    let read = s.get_session(&id).await.unwrap().expect("live");
+    assert_eq!(read.data, state, "the same state, spelled otherwise");
+    let stamped = json!({"aal": 1, "last_seen": 2, "factors": [{"amr": "pwd", "at": 5}], "note": "caf\u{e9}"});
+    assert_eq!(
+        s.replace_session(&id, &read.data, &stamped, Duration::from_secs(600))
+            .await
+            .unwrap(),
+        SessionWrite::Written,
+        "the activity stamp goes over the same state spelled otherwise"
+    );
+    assert_eq!(
+        s.get_session(&id).await.unwrap().map(|e| e.data),
+        Some(stamped.clone())
+    );
+    // A change in between, spelled otherwise too, is still a change.
+    let changed =
+        r#"{"last_seen": 2, "aal": 2, "factors": [{"at": 5, "amr": "pwd"}], "note": "caf\u00e9"}"#;
+    respell(id.clone(), changed.to_owned()).await;
+    let mut later = stamped.clone();
+    later["last_seen"] = json!(3);
+    assert_eq!(
+        s.replace_session(&id, &stamped, &later, Duration::from_secs(600))
+            .await
+            .unwrap(),
+        SessionWrite::Changed,
+        "a write over a state that changed is refused, whatever its spelling"
+    );
+    assert_eq!(
+        s.get_session(&id)
+            .await
+            .unwrap()
+            .map(|e| e.data["aal"].clone()),
+        Some(json!(2)),
+        "the other writer's change stands"
+    );
+    assert!(s.delete_session(&id).await.unwrap());
+}
+
 /// A session past its TTL is gone: not returned, not touchable, not listed.
 pub async fn session_ttl_expiry(s: &dyn HotStore, expiry: &Expiry) {
     let user = unique("user");

@@ -16,8 +16,8 @@ use redis::{AsyncCommands, Script};
 use crate::config::{redact_url, RedisConfig};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
-    ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
-    SessionWrite,
+    ct_eq, from_ms, json_text, now_ms, parse_json, same_state, to_ms, ttl_ms, OtpCheck,
+    SessionEntry, SessionWrite,
 };
 use crate::traits::HotStore;
 
@@ -98,11 +98,12 @@ redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return u";
 
-// ARGV: data, ttl ms, expected data. {1, owner} written, {2, nil} changed, {0, nil} gone.
+// ARGV: data, ttl ms, expected data. {1, owner} written, {2, data held} changed, {0, nil}
+// gone.
 const REPLACE_SESSION: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'u', 'd')
 if not v[1] then return {0, false} end
-if v[2] ~= ARGV[3] then return {2, false} end
+if v[2] ~= ARGV[3] then return {2, v[2]} end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, v[1]}";
@@ -327,21 +328,30 @@ impl HotStore for RedisStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<SessionWrite> {
-        let (done, owner): (i64, Option<String>) = Script::new(REPLACE_SESSION)
-            .key(self.key("sess", id))
-            .arg(json_text(data)?)
-            .arg(ttl_arg(ttl))
-            .arg(json_text(expected)?)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(match done {
-            1 => {
-                self.index_lasts(owner.as_deref(), ttl).await?;
-                SessionWrite::Written
+        let text = json_text(data)?;
+        let mut kept = json_text(expected)?;
+        // At most twice: over this build's spelling of `expected`, then over the text the
+        // store holds when it spells the same state otherwise (see `same_state`).
+        for _ in 0..2 {
+            // The owner when written; the text held when it differs from `kept`.
+            let (done, said): (i64, Option<String>) = Script::new(REPLACE_SESSION)
+                .key(self.key("sess", id))
+                .arg(&text)
+                .arg(ttl_arg(ttl))
+                .arg(&kept)
+                .invoke_async(&mut self.conn())
+                .await?;
+            match (done, said) {
+                (1, owner) => {
+                    self.index_lasts(owner.as_deref(), ttl).await?;
+                    return Ok(SessionWrite::Written);
+                }
+                (2, Some(held)) if held != kept && same_state(&held, expected) => kept = held,
+                (2, _) => return Ok(SessionWrite::Changed),
+                _ => return Ok(SessionWrite::Gone),
             }
-            2 => SessionWrite::Changed,
-            _ => SessionWrite::Gone,
-        })
+        }
+        Ok(SessionWrite::Changed)
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {

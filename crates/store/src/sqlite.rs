@@ -18,7 +18,8 @@ use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{self, Ledger};
 use crate::model::{
-    ct_eq, from_ms, json_text, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry, SessionWrite,
+    ct_eq, from_ms, json_text, parse_json, same_state, to_ms, ttl_ms, OtpCheck, SessionEntry,
+    SessionWrite,
 };
 use crate::secrets::SecretKey;
 use crate::sql_durable::{check_key, SqlBackend};
@@ -298,32 +299,40 @@ impl HotStore for SqliteStore {
         data: &serde_json::Value,
         ttl: Duration,
     ) -> StoreResult<SessionWrite> {
-        let (now, exp) = self.now_and(ttl);
-        let done = sqlx::query(
-            "UPDATE hot_sessions SET data_json = ?, expires_at = ? \
-             WHERE id = ? AND expires_at > ? AND data_json = ?",
-        )
-        .bind(json_text(data)?)
-        .bind(exp)
-        .bind(id)
-        .bind(now)
-        .bind(json_text(expected)?)
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(SessionWrite::Written);
+        let text = json_text(data)?;
+        let mut kept = json_text(expected)?;
+        // At most twice: over this build's spelling of `expected`, then over the text the
+        // store holds when it spells the same state otherwise (see `same_state`).
+        for _ in 0..2 {
+            let (now, exp) = self.now_and(ttl);
+            let done = sqlx::query(
+                "UPDATE hot_sessions SET data_json = ?, expires_at = ? \
+                 WHERE id = ? AND expires_at > ? AND data_json = ?",
+            )
+            .bind(&text)
+            .bind(exp)
+            .bind(id)
+            .bind(now)
+            .bind(&kept)
+            .execute(self.pool())
+            .await?;
+            if done.rows_affected() > 0 {
+                return Ok(SessionWrite::Written);
+            }
+            let held: Option<String> = sqlx::query_scalar(
+                "SELECT data_json FROM hot_sessions WHERE id = ? AND expires_at > ?",
+            )
+            .bind(id)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+            match held {
+                None => return Ok(SessionWrite::Gone),
+                Some(held) if held != kept && same_state(&held, expected) => kept = held,
+                Some(_) => return Ok(SessionWrite::Changed),
+            }
         }
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM hot_sessions WHERE id = ? AND expires_at > ?")
-                .bind(id)
-                .bind(now)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(if live.is_some() {
-            SessionWrite::Changed
-        } else {
-            SessionWrite::Gone
-        })
+        Ok(SessionWrite::Changed)
     }
 
     async fn delete_session(&self, id: &str) -> StoreResult<bool> {

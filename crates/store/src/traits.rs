@@ -209,9 +209,11 @@ pub trait HotStore: Send + Sync {
     /// Replaces a live session's state only if it is still `expected` (the state as the
     /// caller read it), and pushes its expiry to now + `ttl`: a read-modify-write that
     /// cannot overwrite a change made by someone else in between (another node's CAEP mark
-    /// racing this node's activity stamp). States compare as the JSON text the store keeps,
-    /// which every write produces from a `serde_json::Value` the same way. A session that is
-    /// gone stays gone.
+    /// racing this node's activity stamp). States compare as JSON values: as text first
+    /// (what this build writes), then, when the text held differs, as the value it parses
+    /// to, the write then going over that text, still conditionally (another build, or an
+    /// operator, may have spelled the same state otherwise). A session that is gone stays
+    /// gone.
     async fn replace_session(
         &self,
         id: &str,

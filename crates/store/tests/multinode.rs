@@ -103,6 +103,31 @@ async fn redis_hot_conformance() {
     drop_keys(&url, &cfg.key_prefix).await;
 }
 
+/// A session whose state another build spelled otherwise still takes activity stamps.
+#[tokio::test]
+async fn redis_session_spelled_by_another_build_takes_conditional_writes() {
+    let Some(url) = redis_url() else { return };
+    let cfg = redis_config(&url);
+    let p = cfg.key_prefix.clone();
+    let store = RedisStore::connect(&cfg).await.expect("connect");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let raw = client.get_multiplexed_async_connection().await.unwrap();
+    let respell = move |id: String, text: String| {
+        let (mut raw, key) = (raw.clone(), format!("{p}sess:{id}"));
+        Box::pin(async move {
+            let _: i64 = redis::cmd("HSET")
+                .arg(key)
+                .arg("d")
+                .arg(text)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }) as futures_util::future::BoxFuture<'static, ()>
+    };
+    conformance::session_replace_over_another_spelling(&store, &respell).await;
+    drop_keys(&url, &cfg.key_prefix).await;
+}
+
 /// Sessions written by a node of the previous version (one script over the session and its
 /// user's index, before Redis Cluster support split them) are read, listed, updated and
 /// ended by this version, and this version's sessions have the keys the previous version

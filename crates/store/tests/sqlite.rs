@@ -45,6 +45,28 @@ async fn hot_conformance() {
     conformance::hot_suite(Arc::new(store), conformance::Expiry::Manual(clock)).await;
 }
 
+/// A session whose state another build spelled otherwise still takes activity stamps.
+#[tokio::test]
+async fn a_session_spelled_by_another_build_takes_conditional_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &SecretKey::generate()).await;
+    let url = format!("sqlite://{}", dir.path().join("stepgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let respell = move |id: String, text: String| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let done = sqlx::query("UPDATE hot_sessions SET data_json = ? WHERE id = ?")
+                .bind(text)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 1);
+        }) as futures_util::future::BoxFuture<'static, ()>
+    };
+    conformance::session_replace_over_another_spelling(&store, &respell).await;
+}
+
 /// Rows of hot state past their expiry (by `now`, in ms) still in the file, every table.
 async fn expired_rows(db: &Path, now: chrono::DateTime<chrono::Utc>) -> i64 {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
