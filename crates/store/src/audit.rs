@@ -57,9 +57,16 @@ pub async fn verify_audit_chain(store: &dyn DurableStore) -> Result<u64, AuditCh
 }
 
 fn recompute(e: &AuditEvent) -> Result<String, AuditChainError> {
-    // The stores keep detail as compact JSON text; re-serializing the parsed value gives it back.
-    let detail =
-        serde_json::to_string(&e.detail).map_err(|err| StoreError::corrupt("audit detail", err))?;
+    // The hash covers the detail's text as stored. Only an event that did not come from a
+    // store lacks it; its detail is serialised afresh (the stores write compact JSON).
+    let detail = if e.detail_text.is_empty() {
+        std::borrow::Cow::Owned(
+            serde_json::to_string(&e.detail)
+                .map_err(|err| StoreError::corrupt("audit detail", err))?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(e.detail_text.as_str())
+    };
     Ok(audit_hash(
         &e.prev_hash,
         e.seq,
@@ -71,4 +78,71 @@ fn recompute(e: &AuditEvent) -> Result<String, AuditChainError> {
         e.ip.as_deref(),
         &detail,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewAuditEvent, SecretKey, SqliteConfig, SqliteStore};
+
+    /// An event whose detail another build of stepgate wrote (its keys in an order, its
+    /// spacing, as this build's serializer would not write them) verifies over the text
+    /// stored; changing that text is still an alteration.
+    #[tokio::test]
+    async fn the_chain_covers_the_detail_as_stored_not_as_serialised_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stepgate.db");
+        let config = SqliteConfig {
+            path: path.clone(),
+            ..SqliteConfig::default()
+        };
+        let store = SqliteStore::open(&config, dir.path(), &SecretKey::generate())
+            .await
+            .unwrap();
+        let first = store
+            .append_audit(&NewAuditEvent::now("login.success"))
+            .await
+            .unwrap();
+        let detail = r#"{"user": "jane", "app": "caf\u00e9", "reasons": ["new_device"]}"#;
+        let (id, time) = ("another-build", first.time.timestamp_millis() + 1);
+        let hash = audit_hash(
+            &first.hash,
+            2,
+            id,
+            time,
+            "signout",
+            None,
+            None,
+            None,
+            detail,
+        );
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, time, kind, actor, subject, ip, detail_json, \
+             prev_hash, hash) VALUES (2, ?, ?, 'signout', NULL, NULL, NULL, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(time)
+        .bind(detail)
+        .bind(&first.hash)
+        .bind(&hash)
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(verify_audit_chain(&store).await.unwrap(), 2);
+        let read = store.list_audit(&AuditQuery::default()).await.unwrap();
+        assert_eq!(read[1].detail["app"], "café");
+        assert_eq!(read[1].detail_text, detail);
+
+        // The same event as another store's export would carry it (no stored text): its
+        // detail serialised afresh is not the text hashed.
+        let mut exported = read[1].clone();
+        exported.detail_text.clear();
+        assert!(recompute(&exported).unwrap() != exported.hash);
+        exported.detail_text = detail.replace("jane", "joan");
+        assert!(recompute(&exported).unwrap() != exported.hash, "altered");
+        pool.close().await;
+    }
 }

@@ -211,6 +211,12 @@ pub struct AuditEvent {
     pub ip: Option<String>,
     /// Everything else.
     pub detail: serde_json::Value,
+    /// `detail` exactly as the store keeps it: the text the chain hash covers (empty for an
+    /// event that did not come from a store). Another build of stepgate may have written
+    /// it: serialising `detail` again need not give the same text back (see
+    /// [`same_state`] on how builds order keys).
+    #[serde(skip)]
+    pub detail_text: String,
     /// The previous event's hash (all zeros for the first), hex.
     pub prev_hash: String,
     /// SHA-256 over `prev_hash` and this event's content, hex.

@@ -219,6 +219,7 @@ pub(crate) fn device_from_row(r: &impl RecordRow) -> StoreResult<DeviceRecord> {
 
 /// The audit event in a row of [`AUDIT_COLUMNS`].
 pub(crate) fn audit_from_row(r: &impl RecordRow) -> StoreResult<AuditEvent> {
+    let detail_text = r.text("detail_json")?;
     Ok(AuditEvent {
         seq: r.int("seq")?,
         id: r.text("id")?,
@@ -227,7 +228,8 @@ pub(crate) fn audit_from_row(r: &impl RecordRow) -> StoreResult<AuditEvent> {
         actor: r.opt_text("actor")?,
         subject: r.opt_text("subject")?,
         ip: r.opt_text("ip")?,
-        detail: parse_json("audit detail", &r.text("detail_json")?)?,
+        detail: parse_json("audit detail", &detail_text)?,
+        detail_text,
         prev_hash: r.text("prev_hash")?,
         hash: r.text("hash")?,
     })

@@ -415,6 +415,7 @@ where
             subject: e.subject.clone(),
             ip: e.ip.clone(),
             detail: parse_json("audit detail", &detail)?,
+            detail_text: detail,
             prev_hash,
             hash,
         })

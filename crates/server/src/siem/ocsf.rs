@@ -225,6 +225,7 @@ mod tests {
             subject: subject.map(str::to_string),
             ip: Some("203.0.113.9".into()),
             detail,
+            detail_text: String::new(),
             prev_hash: "0".repeat(64),
             hash: "a".repeat(64),
         }
