@@ -142,6 +142,21 @@ wait_port() {
   return 1
 }
 
+# Every port must be free before anything starts: a server another run left behind (an
+# interrupted bench, a profile under valgrind) would answer in place of the one started
+# here, and the run would fail later for a reason it could not name (the sign-in's TOTP
+# step refused by the other server's store).
+ports=("$HELLO_PORT" "$NGINX_PORT" "$SG_PORT" "$BARE_PORT")
+[ -n "$BASELINE" ] && ports+=("$BASELINE_PORT")
+for port in "${ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: port $port (BASE_PORT=$BASE_PORT + $((port - BASE_PORT))) is already taken:" >&2
+    (ss -ltnp "sport = :$port" 2>/dev/null || true) | tail -n +2 >&2
+    echo "bench: stop what listens there, or choose other ports with BASE_PORT" >&2
+    exit 2
+  fi
+done
+
 # 1. The bare hyper server.
 "$HELLO" "127.0.0.1:$HELLO_PORT" >"$WORK/hello.log" 2>&1 &
 HELLO_PID=$!
