@@ -90,22 +90,81 @@ fn load(lang: Lang) -> FluentBundle<FluentResource> {
 
 /// The language of the request being served and, for a GET, its own address (where the
 /// switcher comes back to).
-#[derive(Clone, Debug, Default)]
+///
+/// The language is chosen when a page or message first asks for it ([`Reader::lang`]), not
+/// for every request: most requests (proxied, forward-auth) answer without a word of the
+/// portal's. Until then the reader keeps the request's `Cookie` and `Accept-Language`
+/// lines (a header value shares the request's buffer: keeping one copies no bytes). A
+/// request with more than one line of either (HTTP/2 sends one `Cookie` line per cookie)
+/// has its language chosen at once instead.
+#[derive(Debug, Default)]
 pub struct Reader {
-    /// The language chosen.
-    pub lang: Lang,
+    said: Said,
+    lang: std::cell::OnceCell<Lang>,
     /// The request's path and query, when the switcher may come back to it with a GET.
     pub back: Option<Uri>,
 }
 
+/// The lines a reader's language is chosen from, while it is not chosen yet.
+#[derive(Debug, Default)]
+struct Said {
+    cookie: Option<HeaderValue>,
+    accept_language: Option<HeaderValue>,
+}
+
 impl Reader {
     /// The reader of a request: the cookie's language, else the best of
-    /// `Accept-Language` the portal speaks, else English.
+    /// `Accept-Language` the portal speaks, else English (chosen when first asked).
     pub fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> Reader {
-        Reader {
-            lang: negotiate(headers),
-            back: (method == Method::GET).then(|| uri.clone()),
+        let back = (method == Method::GET).then(|| uri.clone());
+        match Said::of(headers) {
+            Some(said) => Reader {
+                said,
+                lang: std::cell::OnceCell::new(),
+                back,
+            },
+            None => Reader {
+                said: Said::default(),
+                lang: std::cell::OnceCell::from(negotiate(headers)),
+                back,
+            },
         }
+    }
+
+    /// The reader's language (chosen now if no one asked before).
+    pub fn lang(&self) -> Lang {
+        *self.lang.get_or_init(|| {
+            let mut headers = HeaderMap::with_capacity(2);
+            if let Some(v) = &self.said.cookie {
+                headers.insert(header::COOKIE, v.clone());
+            }
+            if let Some(v) = &self.said.accept_language {
+                headers.insert(header::ACCEPT_LANGUAGE, v.clone());
+            }
+            negotiate(&headers)
+        })
+    }
+}
+
+impl Said {
+    /// The request's `Cookie` and `Accept-Language` lines (shared, not copied); `None` when
+    /// it has more than one of either. One pass over the headers: a request has few, and
+    /// comparing a name with a standard one is cheaper than hashing it to look it up.
+    fn of(headers: &HeaderMap) -> Option<Said> {
+        let mut said = Said::default();
+        for (name, value) in headers {
+            let line = if name == header::COOKIE {
+                &mut said.cookie
+            } else if name == header::ACCEPT_LANGUAGE {
+                &mut said.accept_language
+            } else {
+                continue;
+            };
+            if line.replace(value.clone()).is_some() {
+                return None;
+            }
+        }
+        Some(said)
     }
 }
 
@@ -160,7 +219,7 @@ fn names_lang_cookie(line: &[u8]) -> bool {
 /// The language of the request being served (English outside a request).
 pub fn lang() -> Lang {
     crate::app::serving::SERVING
-        .try_with(|s| s.reader.lang)
+        .try_with(|s| s.reader.lang())
         .unwrap_or_default()
 }
 

@@ -216,6 +216,60 @@ fn the_cookie_wins_then_accept_language_by_weight_then_english() {
 }
 
 #[test]
+fn a_reader_chooses_when_asked_what_negotiation_chooses_at_once() {
+    let cases: &[&[(&str, &str)]] = &[
+        &[],
+        &[("accept-language", "fr-CH, fr;q=0.9, en;q=0.8")],
+        &[("accept-language", "fr;q=0, en")],
+        &[("cookie", "stepgate_lang=fr")],
+        &[
+            ("cookie", "a=b; stepgate_lang=en"),
+            ("accept-language", "fr"),
+        ],
+        &[("cookie", "stepgate_lang=xx"), ("accept-language", "fr")],
+        &[
+            ("cookie", "stepgate_lang=fr; stepgate_lang=en"),
+            ("accept-language", "fr"),
+        ],
+        // Several lines of a header: chosen at once, from all of them.
+        &[
+            ("cookie", "stepgate_session=s"),
+            ("cookie", "stepgate_lang=fr"),
+        ],
+        &[
+            ("cookie", "stepgate_lang=fr"),
+            ("cookie", "stepgate_lang=en"),
+        ],
+        &[("accept-language", "de"), ("accept-language", "fr;q=0.5")],
+        &[
+            ("accept-language", "de"),
+            ("cookie", "a=b"),
+            ("accept-language", "fr;q=0.5"),
+        ],
+    ];
+    let uri: Uri = "/_stepgate/login?x=1".parse().unwrap();
+    for case in cases {
+        let h = headers(case);
+        let reader = Reader::of(&Method::GET, &uri, &h);
+        assert_eq!(reader.lang(), negotiate(&h), "{case:?}");
+        // Asked again: the same, from the choice kept.
+        assert_eq!(reader.lang(), negotiate(&h), "{case:?}");
+        assert_eq!(reader.back.as_ref(), Some(&uri));
+    }
+    assert_eq!(
+        Reader::of(&Method::GET, &uri, &headers(cases[7])).lang(),
+        Lang::Fr
+    );
+    assert_eq!(
+        Reader::of(&Method::GET, &uri, &headers(cases[9])).lang(),
+        Lang::Fr
+    );
+    assert!(Reader::of(&Method::POST, &uri, &headers(&[]))
+        .back
+        .is_none());
+}
+
+#[test]
 fn the_switcher_comes_back_only_to_a_path_here() {
     assert!(local_path("/_stepgate/login?t=abc"));
     for bad in [
