@@ -136,8 +136,8 @@ mod tests {
         assert_eq!(read[1].detail["app"], "café");
         assert_eq!(read[1].detail_text, detail);
 
-        // The same event as another store's export would carry it (no stored text): its
-        // detail serialised afresh is not the text hashed.
+        // The same event without its stored text (as an export carries it): its detail
+        // serialised afresh is not the text hashed. And a changed text is an alteration.
         let mut exported = read[1].clone();
         exported.detail_text.clear();
         assert!(recompute(&exported).unwrap() != exported.hash);
