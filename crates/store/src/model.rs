@@ -214,7 +214,7 @@ pub struct AuditEvent {
     /// `detail` exactly as the store keeps it: the text the chain hash covers (empty for an
     /// event that did not come from a store). Another build of stepgate may have written
     /// it: serialising `detail` again need not give the same text back (see
-    /// [`same_state`] on how builds order keys).
+    /// [`another_spelling`] on how builds order keys).
     #[serde(skip)]
     pub detail_text: String,
     /// The previous event's hash (all zeros for the first), hex.
@@ -387,16 +387,16 @@ pub(crate) fn json_text<T: Serialize + ?Sized>(v: &T) -> StoreResult<String> {
         .map_err(|e| StoreError::Invalid(format!("value is not serializable: {e}")))
 }
 
-/// Whether the session state a store holds as `held` is `expected` spelled otherwise: the
-/// same JSON value with its keys in another order, other spacing or other escapes. A
-/// conditional session write ([`crate::HotStore::replace_session`]) compares states as
-/// text; text written by another build of stepgate (serde_json orders an object's keys as
-/// inserted when some crate in the build turns on its `preserve_order` feature, sorted
-/// otherwise) or by hand would otherwise refuse every activity stamp over it, and the
-/// session would idle out while in use. The write then goes over the text held, still
-/// conditionally.
-pub(crate) fn same_state(held: &str, expected: &serde_json::Value) -> bool {
-    serde_json::from_str::<serde_json::Value>(held).is_ok_and(|v| v == *expected)
+/// Whether the session state a store holds as `held`, which is not the text `kept` a
+/// conditional write compared it with, is `expected` spelled otherwise: the same JSON value
+/// with its keys in another order, other spacing or other escapes. A conditional session
+/// write ([`crate::HotStore::replace_session`]) compares states as text; text written by
+/// another build of stepgate (serde_json orders an object's keys as inserted when some
+/// crate in the build turns on its `preserve_order` feature, sorted otherwise) or by hand
+/// would otherwise refuse every activity stamp over it, and the session would idle out
+/// while in use. The write then goes over `held`, still conditionally.
+pub(crate) fn another_spelling(held: &str, kept: &str, expected: &serde_json::Value) -> bool {
+    held != kept && serde_json::from_str::<serde_json::Value>(held).is_ok_and(|v| v == *expected)
 }
 
 /// Reads back JSON text a store kept; [`StoreError::Corrupt`] naming `what` if it does not

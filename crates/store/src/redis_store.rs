@@ -16,7 +16,7 @@ use redis::{AsyncCommands, Script};
 use crate::config::{redact_url, RedisConfig};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{
-    ct_eq, from_ms, json_text, now_ms, parse_json, same_state, to_ms, ttl_ms, OtpCheck,
+    another_spelling, ct_eq, from_ms, json_text, now_ms, parse_json, to_ms, ttl_ms, OtpCheck,
     SessionEntry, SessionWrite,
 };
 use crate::traits::HotStore;
@@ -331,7 +331,7 @@ impl HotStore for RedisStore {
         let text = json_text(data)?;
         let mut kept = json_text(expected)?;
         // At most twice: over this build's spelling of `expected`, then over the text the
-        // store holds when it spells the same state otherwise (see `same_state`).
+        // store holds when it spells the same state otherwise (see `another_spelling`).
         for _ in 0..2 {
             // The owner when written; the text held when it differs from `kept`.
             let (done, said): (i64, Option<String>) = Script::new(REPLACE_SESSION)
@@ -346,7 +346,7 @@ impl HotStore for RedisStore {
                     self.index_lasts(owner.as_deref(), ttl).await?;
                     return Ok(SessionWrite::Written);
                 }
-                (2, Some(held)) if held != kept && same_state(&held, expected) => kept = held,
+                (2, Some(held)) if another_spelling(&held, &kept, expected) => kept = held,
                 (2, _) => return Ok(SessionWrite::Changed),
                 _ => return Ok(SessionWrite::Gone),
             }

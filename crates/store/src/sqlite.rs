@@ -18,7 +18,7 @@ use crate::config::SqliteConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::migrate::{self, Ledger};
 use crate::model::{
-    ct_eq, from_ms, json_text, parse_json, same_state, to_ms, ttl_ms, OtpCheck, SessionEntry,
+    another_spelling, ct_eq, from_ms, json_text, parse_json, to_ms, ttl_ms, OtpCheck, SessionEntry,
     SessionWrite,
 };
 use crate::secrets::SecretKey;
@@ -302,7 +302,7 @@ impl HotStore for SqliteStore {
         let text = json_text(data)?;
         let mut kept = json_text(expected)?;
         // At most twice: over this build's spelling of `expected`, then over the text the
-        // store holds when it spells the same state otherwise (see `same_state`).
+        // store holds when it spells the same state otherwise (see `another_spelling`).
         for _ in 0..2 {
             let (now, exp) = self.now_and(ttl);
             let done = sqlx::query(
@@ -328,7 +328,7 @@ impl HotStore for SqliteStore {
             .await?;
             match held {
                 None => return Ok(SessionWrite::Gone),
-                Some(held) if held != kept && same_state(&held, expected) => kept = held,
+                Some(held) if another_spelling(&held, &kept, expected) => kept = held,
                 Some(_) => return Ok(SessionWrite::Changed),
             }
         }
