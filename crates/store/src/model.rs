@@ -212,9 +212,9 @@ pub struct AuditEvent {
     /// Everything else.
     pub detail: serde_json::Value,
     /// `detail` exactly as the store keeps it: the text the chain hash covers (empty for an
-    /// event that did not come from a store). Another build of stepgate may have written
-    /// it: serialising `detail` again need not give the same text back (see
-    /// [`another_spelling`] on how builds order keys).
+    /// event that did not come from a store, e.g. read back from an export). Another build
+    /// of stepgate may have written it, and builds order an object's keys differently:
+    /// serialising `detail` again need not give the same text back.
     #[serde(skip)]
     pub detail_text: String,
     /// The previous event's hash (all zeros for the first), hex.
