@@ -133,9 +133,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Whether something accepts connections on port $1 of 127.0.0.1.
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 wait_port() {
   for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    listening "$1" && return 0
     sleep 0.1
   done
   echo "bench: nothing is listening on port $1" >&2
@@ -149,7 +154,7 @@ wait_port() {
 ports=("$HELLO_PORT" "$NGINX_PORT" "$SG_PORT" "$BARE_PORT")
 [ -n "$BASELINE" ] && ports+=("$BASELINE_PORT")
 for port in "${ports[@]}"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  if listening "$port"; then
     echo "bench: port $port (BASE_PORT=$BASE_PORT + $((port - BASE_PORT))) is already taken:" >&2
     (ss -ltnp "sport = :$port" 2>/dev/null || true) | tail -n +2 >&2
     echo "bench: stop what listens there, or choose other ports with BASE_PORT" >&2
