@@ -1,7 +1,8 @@
 //! The portal in the reader's language over real HTTP: French from `Accept-Language`, the
 //! switcher's cookie winning over it and coming back only to a path on this server, a
 //! step-up reason and a wrong password in French, the gateway's own error page (502) in
-//! French, and an API's JSON still in English.
+//! French, an API's JSON still in English, and the language read from headers as a client
+//! may spell them (byte for byte).
 
 mod support;
 
@@ -192,4 +193,65 @@ async fn the_gateways_error_page_is_in_french_and_an_apis_json_in_english() {
         .await
         .unwrap();
     error_page(r, 421, "Adresse non desservie").await;
+}
+
+/// The language read from requests as a client may spell them, byte for byte: the header
+/// name in capitals, a line twice, the cookie in a second `Cookie` line or twice in one,
+/// an empty value, bytes outside ASCII, more preferences than are read (32). Each page
+/// says which language it chose in `<html lang>`: the one the request's headers ask for,
+/// read once, whether the language is chosen at once (a header sent twice) or when the
+/// page asks for it (each header once).
+#[tokio::test]
+async fn the_language_is_read_from_every_spelling_of_the_headers_as_negotiation_reads_it() {
+    let h = start().await;
+    let many = format!("{}fr", "de;q=0.9, ".repeat(32));
+    let cases: &[(&str, String, &str)] = &[
+        ("one line", "Accept-Language: fr\r\n".into(), "fr"),
+        ("name in capitals", "ACCEPT-LANGUAGE: fr\r\n".into(), "fr"),
+        (
+            "two lines, the best in the second",
+            "Accept-Language: de\r\naccept-language: fr;q=0.5\r\n".into(),
+            "fr",
+        ),
+        (
+            "the cookie over Accept-Language",
+            "Cookie: stepgate_lang=fr\r\nAccept-Language: en\r\n".into(),
+            "fr",
+        ),
+        (
+            "the cookie in a second Cookie line",
+            "Cookie: a=b\r\nCookie: stepgate_lang=fr\r\nAccept-Language: en\r\n".into(),
+            "fr",
+        ),
+        (
+            "the cookie twice: no choice",
+            "Cookie: stepgate_lang=fr; stepgate_lang=fr\r\n".into(),
+            "en",
+        ),
+        (
+            "a cookie whose name only holds it",
+            "Cookie: xstepgate_lang=fr\r\n".into(),
+            "en",
+        ),
+        ("an empty value", "Accept-Language: \r\n".into(), "en"),
+        (
+            "bytes outside ASCII",
+            "Accept-Language: fr-\u{e9}, fr\r\n".into(),
+            "en",
+        ),
+        (
+            "a 33rd preference is not read",
+            format!("Accept-Language: {many}\r\n"),
+            "en",
+        ),
+    ];
+    for (what, lines, lang) in cases {
+        let r = support::raw_get(h.addr, "127.0.0.1", b"/_stepgate/login", lines).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.head);
+        assert!(
+            r.body.contains(&format!("<html lang=\"{lang}\">")),
+            "{what}: expected {lang}: {}",
+            &r.body[..r.body.len().min(200)]
+        );
+    }
 }
